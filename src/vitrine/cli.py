@@ -1,0 +1,244 @@
+"""Command line: a thin Typer shell over the library. Errors a user can cause print one
+sentence on stderr and exit with status 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from vitrine.config import Settings
+from vitrine.display import results_table
+from vitrine.errors import VitrineError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Vitrine: visually similar products from product photos.")
+out = Console()
+err = Console(stderr=True)
+
+StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store folder.")]
+WeightsOpt = Annotated[Path | None, typer.Option(
+    "--weights", help="Local backbone weights (torchvision state_dict); default: "
+    "VITRINE_WEIGHTS, else torchvision's download.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+KOpt = Annotated[int, typer.Option("--k", "-k", min=1, max=100, help="Number of results.")]
+CategoryOpt = Annotated[str | None, typer.Option("--category", "-c",
+                                                 help="Only products of this category.")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a figure (PNG).")]
+
+
+def _settings(weights: Path | None = None) -> Settings:
+    settings = Settings()
+    if weights is not None:
+        settings = settings.model_copy(update={"weights": weights})
+    return settings
+
+
+def _print_json(data: dict) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+@app.command()
+def index(
+    catalog_dir: Annotated[Path, typer.Argument(help="Catalogue folder (sub-folder per "
+                                                "category, optional products.csv).")],
+    store: StoreOpt,
+    weights: WeightsOpt = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero if any file is "
+                                         "skipped.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index (or re-index) a catalogue folder into a store."""
+    from vitrine.catalog import read_catalog
+    from vitrine.embed import Embedder
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    settings = _settings(weights)
+    read_catalog(catalog_dir)  # fail on a bad folder before loading the model
+    embedder = Embedder.from_settings(settings)
+    db = open_store(store, create=True)
+    try:
+        report = index_catalog(catalog_dir, db, embedder, rules=_rules(settings),
+                               show_progress=not as_json)
+    finally:
+        db.close()
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        out.print(f"Indexed {report.indexed}, updated {report.updated}, removed "
+                  f"{report.removed}, unchanged {report.unchanged} in {report.seconds:.1f} s "
+                  f"→ {store}")
+        for skip in report.skipped:
+            out.print(f"  skipped {skip['path']}: {skip['reason']}")
+        if report.duplicates:
+            out.print(f"{len(report.duplicates)} duplicate groups:")
+            for group in report.duplicates:
+                out.print("  " + "  ≈  ".join(group))
+    if strict and report.skipped:
+        err.print(f"error: {len(report.skipped)} file(s) skipped and --strict is set.")
+        raise typer.Exit(1)
+
+
+def _rules(settings: Settings):
+    from vitrine.dedupe import DuplicateRules
+
+    return DuplicateRules(settings.dup_phash_distance, settings.dup_min_cosine,
+                          settings.dup_exact_cosine)
+
+
+def _recommender(store: Path, weights: Path | None):
+    from vitrine.recommend import Recommender
+    from vitrine.store import open_store
+
+    return Recommender(open_store(store), _settings(weights))
+
+
+@app.command()
+def search(
+    images: Annotated[list[Path], typer.Argument(help="Query photos.")],
+    store: StoreOpt,
+    k: KOpt = 5,
+    category: CategoryOpt = None,
+    weights: WeightsOpt = None,
+    plot: PlotOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the products most similar to one or more photos."""
+    rec = _recommender(store, weights)
+    for i, image in enumerate(images):
+        matches = rec.search_image(image, k, category)
+        if as_json:
+            _print_json({"query": str(image), "results": [m.as_dict() for m in matches]})
+        else:
+            out.print(results_table(f"Similar to {image}", matches))
+        if plot is not None:
+            target = plot if len(images) == 1 else plot.with_name(f"{plot.stem}-{i}.png")
+            _plot(image, image.name, matches, target, as_json)
+
+
+def _plot(image, title, matches, target: Path, quiet: bool) -> None:
+    from vitrine.plots import plot_recommendations
+
+    plot_recommendations(image, title, matches, target)
+    if not quiet:
+        out.print(f"Figure saved to {target}")
+
+
+@app.command()
+def similar(
+    product_id: Annotated[str, typer.Argument(help="Id of a product in the store.")],
+    store: StoreOpt,
+    k: KOpt = 5,
+    category: CategoryOpt = None,
+    plot: PlotOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the products most similar to a product of the store (itself excluded)."""
+    rec = _recommender(store, None)
+    product, matches = rec.similar(product_id, k, category)
+    if as_json:
+        _print_json({"query": product_id, "product": product.as_dict(),
+                     "results": [m.as_dict() for m in matches]})
+    else:
+        out.print(results_table(f"Similar to {product_id} ({product.name})", matches))
+    if plot is not None:
+        _plot(product.image, product.name or product_id, matches, plot, as_json)
+
+
+@app.command()
+def dedupe(
+    dirs: Annotated[list[Path], typer.Argument(help="Folders of photos to compare.")],
+    weights: WeightsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find exact and near-duplicate photos within or across folders."""
+    from vitrine.dedupe_files import dedupe_folders
+
+    settings = _settings(weights)
+    groups, skipped = dedupe_folders(dirs, settings, rules=_rules(settings),
+                                     show_progress=not as_json)
+    if as_json:
+        _print_json({"groups": groups, "skipped": skipped})
+        return
+    for skip in skipped:
+        out.print(f"skipped {skip['path']}: {skip['reason']}")
+    out.print(f"{len(groups)} duplicate groups")
+    for group in groups:
+        out.print("  " + "  ≈  ".join(group))
+
+
+@app.command()
+def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
+    """Show what a store holds and which model made its vectors."""
+    from vitrine.store import open_store
+
+    db = open_store(store)
+    manifest = db.manifest()
+    data = {"products": db.count(), "categories": db.categories(),
+            "model": manifest.as_dict() if manifest else None}
+    db.close()
+    if as_json:
+        _print_json(data)
+        return
+    out.print(f"{data['products']} products in {store}")
+    for name, n in data["categories"].items():
+        out.print(f"  {name or '(none)'}: {n}")
+    if manifest:
+        out.print(f"model: {manifest.backbone}, {manifest.dim}-d, weights "
+                  f"{manifest.weights_sha256[:12]}, resize {manifest.preprocessing['resize']}")
+
+
+@app.command()
+def demo(
+    catalog: Annotated[Path | None, typer.Option(help="Catalogue folder (default: the "
+                                                 "VITRINE_DEMO_CATALOG setting).")] = None,
+    store: Annotated[Path | None, typer.Option(help="Store folder.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Figures folder.")] = None,
+    weights: WeightsOpt = None,
+    k: KOpt = 5,
+) -> None:
+    """The main job on the demo catalogue: index it, then show recommendations for one
+    product of each category (tables and figures)."""
+    from vitrine.demo import run_demo
+
+    settings = _settings(weights)
+    catalog = catalog or settings.demo_catalog
+    if catalog is None:
+        raise VitrineError("no demo catalogue given; pass --catalog DIR or set "
+                           "VITRINE_DEMO_CATALOG.")
+    run_demo(catalog, store or settings.demo_store, out_dir or settings.demo_out, settings,
+             k, console=out)
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one sentence and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except VitrineError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted.")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted.")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Settings, read from the environment (prefix ``VITRINE_``) and passed explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ResizePolicy = Literal["pad", "crop", "squash"]
+
+
+class Settings(BaseSettings):
+    """Every tunable of Vitrine. Command-line flags override these values."""
+
+    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
+
+    # Model
+    backbone: str = "mobilenet_v2"
+    weights: Path | None = None
+    """Local weights file (torchvision state_dict); None means torchvision's download."""
+    resize: ResizePolicy = "pad"
+    """How a photo becomes a square input; 'pad' measured best (benchmarks/resize_policy.py)."""
+    device: str = "cpu"
+    threads: int = 0
+    """Torch intra-op threads; 0 leaves torch's default (one per core)."""
+
+    # Embedding pipeline
+    batch_size: int = 8
+    """Images per forward pass; small batches measured fastest on CPU (cache-bound)."""
+    decode_workers: int = 2
+    max_image_pixels: int = 40_000_000
+    """Images with more pixels are refused before decoding (decompression-bomb guard)."""
+
+    # Duplicates
+    dup_phash_distance: int = 8
+    """Hamming distance (of 64 bits) at or below which two perceptual hashes agree."""
+    dup_min_cosine: float = 0.90
+    """Embedding cosine similarity a pHash match must also reach to count as a duplicate."""
+    dup_exact_cosine: float = 0.985
+    """Embedding cosine similarity that alone marks a near-duplicate."""
+
+    # Demo
+    demo_catalog: Path | None = None
+    demo_store: Path = Path("demo-output/store")
+    demo_out: Path = Path("demo-output")

@@ -1,0 +1,44 @@
+"""``vitrine dedupe``: duplicate groups among the photos of one or more folders (no store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vitrine.catalog import scan_images
+from vitrine.config import Settings
+from vitrine.dedupe import DuplicateRules, find_duplicates
+from vitrine.embed import Embedder
+from vitrine.errors import CatalogError
+from vitrine.indexer import file_sha256
+from vitrine.progress import progress_bar
+
+
+def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRules | None = None,
+                   embedder: Embedder | None = None,
+                   show_progress: bool = True) -> tuple[list[list[str]], list[dict]]:
+    """Return (duplicate groups of paths, skipped files with reasons)."""
+    paths: list[Path] = []
+    for folder in dirs:
+        if not folder.is_dir():
+            raise CatalogError(f"{folder} is not a folder.")
+        paths.extend(folder / p.relative_to(folder) for p in scan_images(folder))
+    if not paths:
+        raise CatalogError("no photos found in " + ", ".join(map(str, dirs)) + ".")
+    embedder = embedder or Embedder.from_settings(settings)
+    keys, vectors, phashes, shas, skipped = [], [], [], [], []
+    with progress_bar("Embedding", len(paths), enabled=show_progress) as adv:
+        for result in embedder.embed_paths(paths, on_progress=adv):
+            path = paths[result.index]
+            if result.error is not None:
+                skipped.append({"path": str(path), "reason": result.error})
+                continue
+            keys.append(str(path))
+            vectors.append(result.vector)
+            phashes.append(result.phash)
+            shas.append(file_sha256(path))
+    if not keys:
+        return [], skipped
+    groups = find_duplicates(keys, np.stack(vectors), phashes, shas, rules)
+    return [list(map(str, g)) for g in groups], skipped

@@ -1,0 +1,57 @@
+"""``vitrine demo``: index the demo catalogue and show recommendations for each category."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from vitrine.config import Settings
+from vitrine.dedupe import DuplicateRules
+from vitrine.display import results_table
+from vitrine.embed import Embedder
+from vitrine.indexer import index_catalog
+from vitrine.plots import plot_recommendations
+from vitrine.recommend import Recommender
+from vitrine.store import open_store
+
+
+def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, k: int,
+             *, console: Console) -> dict:
+    """Index ``catalog`` into ``store_dir``; print and plot top-``k`` for one product per
+    category into ``out_dir``. Returns a summary (also written as ``demo.json``)."""
+    from vitrine.catalog import read_catalog
+
+    read_catalog(catalog)
+    embedder = Embedder.from_settings(settings)
+    store = open_store(store_dir, create=True)
+    try:
+        rules = DuplicateRules(settings.dup_phash_distance, settings.dup_min_cosine,
+                               settings.dup_exact_cosine)
+        report = index_catalog(catalog, store, embedder, rules=rules)
+        console.print(f"Indexed {report.indexed}, updated {report.updated}, removed "
+                      f"{report.removed}, unchanged {report.unchanged} in "
+                      f"{report.seconds:.1f} s; {len(report.skipped)} skipped, "
+                      f"{len(report.duplicates)} duplicate groups.")
+        rec = Recommender(store, settings, embedder)
+        examples = []
+        for category in store.categories():
+            first = store.list_products(category=category, limit=1)[0]
+            product, matches = rec.similar(first.product_id, k)
+            console.print(results_table(
+                f"{category}: similar to {product.product_id} — {product.name}", matches))
+            figure = out_dir / f"similar-{category or 'uncategorised'}.png"
+            plot_recommendations(product.image, product.name or product.product_id, matches,
+                                 figure)
+            same = sum(m.product.category == category for m in matches)
+            examples.append({"product_id": product.product_id, "category": category,
+                             "same_category": same, "figure": str(figure),
+                             "results": [m.as_dict() for m in matches]})
+    finally:
+        store.close()
+    summary = {"store": str(store_dir), "index": report.as_dict(), "examples": examples}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "demo.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
+    console.print(f"Figures and demo.json written to {out_dir}/")
+    return summary

@@ -1,0 +1,141 @@
+"""Embedder: photos → L2-normalised float32 vectors, decoding in a worker pool while the
+model runs on the previous batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vitrine.config import Settings
+from vitrine.dedupe import perceptual_hash
+from vitrine.errors import ImageError
+from vitrine.images import Preprocessing, open_image, to_array
+from vitrine.models import BackboneSpec, build_embedding_net, get_spec, load_state_dict, state_hash
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    """Identity of the model that made a store's vectors; two stores agree only if equal."""
+
+    backbone: str
+    weights_sha256: str
+    preprocessing: dict
+    dim: int
+
+    def as_dict(self) -> dict:
+        return {"backbone": self.backbone, "weights_sha256": self.weights_sha256,
+                "preprocessing": self.preprocessing, "dim": self.dim}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelManifest:
+        return cls(backbone=data["backbone"], weights_sha256=data["weights_sha256"],
+                   preprocessing=data["preprocessing"], dim=int(data["dim"]))
+
+
+@dataclass
+class EmbedResult:
+    """Outcome for one input: a vector, or the reason it could not be embedded."""
+
+    index: int
+    vector: np.ndarray | None = None
+    phash: str = ""
+    error: str | None = None
+
+
+def decode(source: Path | bytes, prep: Preprocessing, max_pixels: int) -> tuple[np.ndarray, str]:
+    """Open a photo → (backbone input array, perceptual hash). Runs in the decode pool."""
+    img = open_image(source, max_pixels=max_pixels, draft_size=prep.size)
+    return to_array(img, prep), perceptual_hash(img)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class Embedder:
+    """Backbone + preprocessing; embeds photos in batches."""
+
+    def __init__(self, spec: BackboneSpec, state: dict, prep: Preprocessing, *,
+                 settings: Settings):
+        self.spec = spec
+        self.prep = prep
+        self.settings = settings
+        self.device = torch.device(settings.device)
+        if settings.threads > 0:
+            torch.set_num_threads(settings.threads)
+        self.net = build_embedding_net(spec, state).to(self.device)
+        self.net = self.net.to(memory_format=torch.channels_last)
+        self.manifest = ModelManifest(spec.name, state_hash(state), prep.as_dict(),
+                                      spec.embed_dim)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Embedder:
+        """Build the configured backbone with local or downloaded weights."""
+        spec = get_spec(settings.backbone)
+        state = load_state_dict(spec, settings.weights)
+        prep = replace(spec.preprocessing, resize=settings.resize)
+        return cls(spec, state, prep, settings=settings)
+
+    @property
+    def dim(self) -> int:
+        return self.spec.embed_dim
+
+    @torch.inference_mode()
+    def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """Embed a preprocessed NCHW float32 batch."""
+        x = torch.from_numpy(batch).to(self.device).contiguous(
+            memory_format=torch.channels_last)
+        return l2_normalize(self.net(x).float().cpu().numpy())
+
+    def embed_image(self, source: Path | bytes) -> np.ndarray:
+        """Embed one photo (path or uploaded bytes); raises ImageError if it cannot be used."""
+        arr, _ = decode(source, self.prep, self.settings.max_image_pixels)
+        return self.embed_arrays(arr[None])[0]
+
+    def embed_paths(self, paths: Sequence[Path],
+                    on_progress: Callable[[int], None] | None = None) -> Iterator[EmbedResult]:
+        """Yield one :class:`EmbedResult` per path, in order, decoding ahead in threads.
+
+        Memory stays bounded: at most two batches are decoded ahead of the model.
+        """
+        bs = max(1, self.settings.batch_size)
+        workers = max(1, self.settings.decode_workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+            def submit(start: int) -> list[Future]:
+                return [pool.submit(decode, p, self.prep, self.settings.max_image_pixels)
+                        for p in paths[start:start + bs]]
+
+            pending = [submit(s) for s in range(0, min(len(paths), 2 * bs), bs)]
+            next_start = 2 * bs
+            offset = 0
+            while pending:
+                futures = pending.pop(0)
+                if next_start < len(paths):
+                    pending.append(submit(next_start))
+                    next_start += bs
+                yield from self._embed_batch(futures, offset)
+                if on_progress:
+                    on_progress(len(futures))
+                offset += len(futures)
+
+    def _embed_batch(self, futures: list[Future], offset: int) -> Iterator[EmbedResult]:
+        arrays, results = [], []
+        for i, fut in enumerate(futures):
+            try:
+                array, phash = fut.result()
+                arrays.append(array)
+                results.append(EmbedResult(offset + i, phash=phash))
+            except ImageError as exc:
+                results.append(EmbedResult(offset + i, error=exc.reason))
+        if arrays:
+            vectors = iter(self.embed_arrays(np.stack(arrays)))
+            for res in results:
+                if res.error is None:
+                    res.vector = next(vectors)
+        yield from results

@@ -1,0 +1,26 @@
+"""The exceptions a user can cause. Their message is one clear sentence for the user."""
+
+
+class VitrineError(Exception):
+    """Base class: an error caused by input or configuration, reported without a traceback."""
+
+
+class ImageError(VitrineError):
+    """A file that cannot be used as a product photo; ``reason`` omits the file name."""
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class WeightsError(VitrineError):
+    """Backbone weights that cannot be found, downloaded or loaded."""
+
+
+class StoreError(VitrineError):
+    """A store that is missing, corrupt or built with a different model."""
+
+
+class CatalogError(VitrineError):
+    """A catalogue folder or CSV that cannot be read."""

@@ -1,0 +1,144 @@
+"""Decoding and preprocessing: the only module that opens image files.
+
+Every photo goes through :func:`open_image` (safe decode to upright RGB) and then
+:func:`to_tensor_array` (resize policy + normalisation for the backbone).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from vitrine.errors import ImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+WHITE = (255, 255, 255)
+
+# Pillow's own bomb check is global state; we do our own check per call (see open_image), so
+# switch the global one off rather than let it warn or raise with a different limit.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a decoded RGB photo becomes the backbone's input; recorded in the store manifest."""
+
+    size: int = 224
+    resize: str = "pad"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def as_dict(self) -> dict:
+        return {"size": self.size, "resize": self.resize, "mean": list(self.mean),
+                "std": list(self.std)}
+
+
+def is_image_path(path: Path) -> bool:
+    """True when the file extension (any case) is one of the supported photo formats."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
+               draft_size: int | None = None) -> Image.Image:
+    """Decode a photo into an upright 8-bit RGB image.
+
+    Applies EXIF orientation, takes the first frame of animations, composites transparency on
+    white and converts CMYK, grayscale, 16-bit and palette images. Refuses images above
+    ``max_pixels`` before decoding their pixels. ``draft_size`` lets JPEG decode at a reduced
+    scale that is still at least that many pixels on its short side.
+    Raises :class:`ImageError` with a one-sentence reason.
+    """
+    name = str(source) if isinstance(source, Path) else "uploaded image"
+    try:
+        if isinstance(source, Path):
+            with open(source, "rb") as fh:
+                data = fh.read()
+        else:
+            data = source
+    except FileNotFoundError:
+        raise ImageError(name, "file not found.") from None
+    except IsADirectoryError:
+        raise ImageError(name, "is a folder, not an image file.") from None
+    except OSError as exc:
+        raise ImageError(name, f"cannot be read ({exc.strerror or exc}).") from None
+    if not data:
+        raise ImageError(name, "the file is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    name, f"{width}x{height} pixels is over the limit of {max_pixels:,} "
+                    "pixels (possible decompression bomb)."
+                )
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            if draft_size and img.format == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(name, "not a recognised image format.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc).rstrip(".") or type(exc).__name__
+        if "truncated" in reason.lower():
+            reason = "the image data is truncated"
+        raise ImageError(name, f"cannot decode the image ({reason}).") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, compositing transparency on white."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(arr * (255.0 / peak), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        arr = np.clip(arr * scale, 0, 255).round().astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode in ("L", "1") and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, WHITE)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return img
+
+
+def resize_square(img: Image.Image, size: int, policy: str) -> Image.Image:
+    """Make a ``size``×``size`` image: 'pad' letterboxes on white, 'crop' centre-crops,
+    'squash' stretches."""
+    if policy == "squash":
+        return img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if policy == "crop":
+        return ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
+    if policy == "pad":
+        return ImageOps.pad(img, (size, size), Image.Resampling.BILINEAR, color=WHITE)
+    raise ValueError(f"unknown resize policy {policy!r}; use pad, crop or squash")
+
+
+def to_array(img: Image.Image, prep: Preprocessing) -> np.ndarray:
+    """Resize and normalise an RGB image into a float32 CHW array for the backbone."""
+    square = resize_square(img, prep.size, prep.resize)
+    arr = np.asarray(square, dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))

@@ -1,0 +1,155 @@
+"""Indexing a catalogue folder into a store: add new photos, re-embed changed ones, remove
+deleted ones, report skipped files and duplicate groups."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vitrine.catalog import Product, read_catalog
+from vitrine.dedupe import DuplicateRules, find_duplicates
+from vitrine.embed import Embedder
+from vitrine.errors import StoreError, VitrineError
+from vitrine.progress import progress_bar
+from vitrine.store.base import Record
+from vitrine.store.embedded import EmbeddedStore
+
+COMMIT_EVERY = 64
+
+
+@dataclass
+class IndexReport:
+    indexed: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    duplicates: list[list[str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"indexed": self.indexed, "updated": self.updated, "removed": self.removed,
+                "unchanged": self.unchanged, "skipped": self.skipped,
+                "duplicates": self.duplicates, "seconds": round(self.seconds, 3)}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_manifest(store: EmbeddedStore, embedder: Embedder) -> None:
+    """Refuse to mix vectors of two models in one store; record the model in a new store."""
+    stored = store.manifest()
+    if stored is None:
+        store.set_manifest(embedder.manifest)
+    elif stored != embedder.manifest:
+        raise StoreError(
+            f"the store {store.root} was built with a different model ({stored.backbone}, "
+            f"weights {stored.weights_sha256[:12]}, {stored.preprocessing.get('resize')}) "
+            f"than this run ({embedder.manifest.backbone}, weights "
+            f"{embedder.manifest.weights_sha256[:12]}, "
+            f"{embedder.manifest.preprocessing.get('resize')}); use another --store.")
+
+
+def _display_path(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def index_catalog(catalog_dir: Path, store: EmbeddedStore, embedder: Embedder, *,
+                  rules: DuplicateRules | None = None, show_progress: bool = True,
+                  commit_every: int = COMMIT_EVERY) -> IndexReport:
+    """Bring ``store`` in line with the catalogue folder. Commits every ``commit_every``
+    products, so an interrupted run keeps its work and a rerun continues from there."""
+    started = time.perf_counter()
+    root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
+    products = read_catalog(root)
+    store.lock_for_writing()
+    check_manifest(store, embedder)
+    report = IndexReport()
+    stored = store.fingerprints()
+
+    to_embed: list[tuple[Product, str]] = []
+    meta_only: list[Product] = []
+    with progress_bar("Checking", len(products), enabled=show_progress, unit="files") as adv:
+        for product in products:
+            try:
+                sha = file_sha256(product.image)
+            except OSError as exc:
+                reason = "file not found" if isinstance(exc, FileNotFoundError) else \
+                    f"cannot be read ({exc.strerror})"
+                report.skipped.append({"path": _display_path(product.image, root),
+                                       "reason": reason})
+                adv(1)
+                continue
+            previous = stored.get(product.product_id)
+            if previous is None or previous[0] != sha:
+                to_embed.append((product, sha))
+            elif previous[1] != product.metadata_hash():
+                meta_only.append(product)
+            else:
+                report.unchanged += 1
+            adv(1)
+
+    store.update_metadata(meta_only)
+    report.updated += len(meta_only)
+    _embed_and_store(to_embed, stored, store, embedder, report, root, show_progress,
+                     commit_every)
+
+    keep = {p.product_id for p in products}
+    report.removed = store.delete(pid for pid in stored if pid not in keep)
+    report.duplicates = store_duplicates(store, root, rules)
+    store.flush()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: EmbeddedStore,
+                     embedder: Embedder, report: IndexReport, root: Path,
+                     show_progress: bool, commit_every: int) -> None:
+    pending: list[Record] = []
+
+    def commit() -> None:
+        store.upsert(pending)
+        for rec in pending:
+            if rec.product.product_id in stored:
+                report.updated += 1
+            else:
+                report.indexed += 1
+        pending.clear()
+
+    with progress_bar("Embedding", len(to_embed), enabled=show_progress) as adv:
+        results = embedder.embed_paths([p.image for p, _ in to_embed], on_progress=adv)
+        for result in results:
+            product, sha = to_embed[result.index]
+            if result.error is not None:
+                report.skipped.append({"path": _display_path(product.image, root),
+                                       "reason": result.error})
+                continue
+            pending.append(Record(product, sha, result.phash, result.vector))
+            if len(pending) >= commit_every:
+                commit()
+    commit()
+
+
+def store_duplicates(store: EmbeddedStore, root: Path,
+                     rules: DuplicateRules | None = None) -> list[list[str]]:
+    """Duplicate groups among all stored products, as image paths."""
+    ids, vectors = store.all_vectors()
+    if len(ids) < 2:
+        return []
+    records = [store.get(pid) for pid in ids]
+    if any(r is None for r in records):
+        raise VitrineError("the store changed while looking for duplicates; run again.")
+    groups = find_duplicates(
+        [_display_path(Path(r.image), root) for r in records], vectors,
+        [r.phash for r in records], [r.content_sha256 for r in records], rules)
+    return [list(map(str, g)) for g in groups]

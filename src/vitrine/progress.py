@@ -1,0 +1,43 @@
+"""Progress bars (rich, on stderr) for every long loop; silent when disabled."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+Advance = Callable[[int], None]
+
+
+class _RateColumn(ProgressColumn):
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:6.1f} {self.unit}/s" if speed else "")
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int, *, enabled: bool = True,
+                 unit: str = "images") -> Iterator[Advance]:
+    """Yield ``advance(n)``; shows a bar with count, rate and ETA on stderr when enabled."""
+    if not enabled or total <= 0:
+        yield lambda n: None
+        return
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               _RateColumn(unit), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)

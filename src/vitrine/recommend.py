@@ -1,0 +1,65 @@
+"""Recommender: the facade that the command line, the API and the web page use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vitrine.config import Settings
+from vitrine.embed import Embedder
+from vitrine.errors import StoreError, VitrineError
+from vitrine.store.base import Match, StoredProduct, VectorStore
+
+
+class ProductNotFound(VitrineError):
+    """The product id is not in the store."""
+
+
+class Recommender:
+    """Similar products by product id or by photo. Builds its embedder only when a photo
+    query needs one, and checks it is the model that made the store's vectors."""
+
+    def __init__(self, store: VectorStore, settings: Settings,
+                 embedder: Embedder | None = None):
+        self.store = store
+        self.settings = settings
+        self._embedder = embedder
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder.from_settings(self.settings)
+        stored = self.store.manifest()
+        if stored is not None and stored != self._embedder.manifest:
+            raise StoreError(
+                "the store's vectors were made by a different model (weights "
+                f"{stored.weights_sha256[:12]}, resize {stored.preprocessing.get('resize')}) "
+                f"than the one configured (weights "
+                f"{self._embedder.manifest.weights_sha256[:12]}, resize "
+                f"{self._embedder.manifest.preprocessing.get('resize')}); pass the same "
+                "--weights and settings used to index it.")
+        return self._embedder
+
+    def product(self, product_id: str) -> StoredProduct:
+        found = self.store.get(product_id)
+        if found is None:
+            raise ProductNotFound(f"product {product_id!r} is not in the store.")
+        return found
+
+    def similar(self, product_id: str, k: int = 5,
+                category: str | None = None) -> tuple[StoredProduct, list[Match]]:
+        """The ``k`` products most similar to a stored one, the product itself excluded."""
+        product = self.product(product_id)
+        vector = self.store.vector(product_id)
+        return product, self.store.search(vector, k, category=category, exclude=product_id)
+
+    def search_vector(self, vector: np.ndarray, k: int = 5,
+                      category: str | None = None) -> list[Match]:
+        return self.store.search(vector, k, category=category)
+
+    def search_image(self, image: Path | bytes, k: int = 5,
+                     category: str | None = None) -> list[Match]:
+        """The ``k`` products most similar to a photo (a path or uploaded bytes)."""
+        return self.search_vector(self.embedder.embed_image(image), k, category)
+

@@ -1,0 +1,72 @@
+"""The store protocol and the records it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from vitrine.catalog import Product
+from vitrine.embed import ModelManifest
+
+
+@dataclass
+class StoredProduct:
+    """A product as the store holds it."""
+
+    product_id: str
+    image: str
+    category: str = ""
+    name: str = ""
+    price: float | None = None
+    description: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+    content_sha256: str = ""
+    phash: str = ""
+
+    def as_dict(self) -> dict:
+        return {"product_id": self.product_id, "name": self.name, "category": self.category,
+                "price": self.price, "description": self.description, "image": self.image,
+                "attributes": dict(self.attributes)}
+
+
+@dataclass
+class Match:
+    product: StoredProduct
+    score: float
+
+    def as_dict(self) -> dict:
+        return {**self.product.as_dict(), "score": round(float(self.score), 6)}
+
+
+@dataclass
+class Record:
+    """What the indexer writes for one product."""
+
+    product: Product
+    content_sha256: str
+    phash: str
+    vector: np.ndarray
+
+
+class VectorStore(Protocol):
+    """What every store implements (embedded SQLite+FAISS today, Milvus later)."""
+
+    def manifest(self) -> ModelManifest | None: ...
+    def set_manifest(self, manifest: ModelManifest) -> None: ...
+    def upsert(self, records: Sequence[Record]) -> None: ...
+    def update_metadata(self, products: Sequence[Product]) -> None: ...
+    def delete(self, product_ids: Iterable[str]) -> int: ...
+    def get(self, product_id: str) -> StoredProduct | None: ...
+    def vector(self, product_id: str) -> np.ndarray | None: ...
+    def fingerprints(self) -> dict[str, tuple[str, str]]: ...
+    def search(self, vector: np.ndarray, k: int, *, category: str | None = None,
+               exclude: str | None = None) -> list[Match]: ...
+    def list_products(self, *, category: str | None = None, query: str | None = None,
+                      limit: int = 50, offset: int = 0) -> list[StoredProduct]: ...
+    def count(self) -> int: ...
+    def categories(self) -> dict[str, int]: ...
+    def all_vectors(self) -> tuple[list[str], np.ndarray]: ...
+    def close(self) -> None: ...

@@ -1,0 +1,310 @@
+"""The default store: one folder with SQLite (source of truth) and a FAISS index file (cache).
+
+SQLite holds products, attributes, hashes and vectors, so every write is one transaction and a
+killed process loses nothing committed. The FAISS inner-product index is rebuilt from SQLite
+whenever its file is missing or older than the database's write generation; it is saved under
+a name carrying that generation and replaced atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from vitrine.catalog import Product
+from vitrine.embed import ModelManifest
+from vitrine.errors import StoreError
+from vitrine.store.base import Match, Record, StoredProduct
+
+DB_NAME = "vitrine.sqlite"
+MANIFEST_NAME = "manifest.json"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS products (
+    id INTEGER PRIMARY KEY,
+    product_id TEXT UNIQUE NOT NULL,
+    image TEXT NOT NULL,
+    category TEXT NOT NULL DEFAULT '',
+    name TEXT NOT NULL DEFAULT '',
+    price REAL,
+    description TEXT NOT NULL DEFAULT '',
+    attributes TEXT NOT NULL DEFAULT '{}',
+    content_sha256 TEXT NOT NULL,
+    metadata_hash TEXT NOT NULL,
+    phash TEXT NOT NULL DEFAULT '',
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS products_category ON products(category);
+"""
+COLUMNS = ("product_id, image, category, name, price, description, attributes, "
+           "content_sha256, phash")
+
+
+def _row_to_product(row: sqlite3.Row | tuple) -> StoredProduct:
+    pid, image, category, name, price, description, attributes, sha, phash = row
+    return StoredProduct(product_id=pid, image=image, category=category, name=name,
+                         price=price, description=description,
+                         attributes=json.loads(attributes or "{}"), content_sha256=sha,
+                         phash=phash)
+
+
+class EmbeddedStore:
+    """SQLite + FAISS store in one folder. Writers hold an exclusive lock file."""
+
+    def __init__(self, root: Path, *, create: bool = False):
+        self.root = Path(root)
+        db_path = self.root / DB_NAME
+        if not db_path.exists():
+            if not create:
+                raise StoreError(f"no Vitrine store at {self.root}; create one with "
+                                 "'vitrine index CATALOG_DIR --store "
+                                 f"{self.root}'.")
+            if self.root.exists() and not self.root.is_dir():
+                raise StoreError(f"{self.root} is a file, not a store folder.")
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create store folder {self.root} "
+                                 f"({exc.strerror}).") from None
+        try:
+            self.db = sqlite3.connect(db_path, timeout=30, isolation_level=None,
+                                      check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
+        self._lock_fh = None
+        self._index: faiss.Index | None = None
+        self._index_gen = -1
+
+    # ---- locking and transactions -------------------------------------------------------
+    def lock_for_writing(self) -> None:
+        """Take the store's writer lock (one indexing process at a time)."""
+        if self._lock_fh is not None:
+            return
+        fh = open(self.root / "write.lock", "a")  # noqa: SIM115 - held for the store's life
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise StoreError(f"another process is writing to the store {self.root}.") from None
+        self._lock_fh = fh
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.db.execute(
+                "INSERT INTO meta(key, value) VALUES('generation', '1') ON CONFLICT(key) "
+                "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def generation(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    # ---- manifest -------------------------------------------------------------------------
+    def manifest(self) -> ModelManifest | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()
+        return ModelManifest.from_dict(json.loads(row[0])) if row else None
+
+    def set_manifest(self, manifest: ModelManifest) -> None:
+        blob = json.dumps(manifest.as_dict(), sort_keys=True)
+        with self._transaction():
+            self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('manifest', ?)",
+                            (blob,))
+        tmp = self.root / (MANIFEST_NAME + ".tmp")
+        tmp.write_text(json.dumps(manifest.as_dict(), indent=2) + "\n")
+        os.replace(tmp, self.root / MANIFEST_NAME)
+
+    # ---- writes ---------------------------------------------------------------------------
+    def upsert(self, records: Sequence[Record]) -> None:
+        """Insert or replace products with their vectors, in one transaction."""
+        if not records:
+            return
+        with self._transaction():
+            for rec in records:
+                p = rec.product
+                vec = np.ascontiguousarray(rec.vector, dtype=np.float32)
+                self.db.execute(
+                    "INSERT INTO products(product_id, image, category, name, price, "
+                    "description, attributes, content_sha256, metadata_hash, phash, vector) "
+                    "VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(product_id) DO UPDATE SET "
+                    "image=excluded.image, category=excluded.category, name=excluded.name, "
+                    "price=excluded.price, description=excluded.description, "
+                    "attributes=excluded.attributes, content_sha256=excluded.content_sha256, "
+                    "metadata_hash=excluded.metadata_hash, phash=excluded.phash, "
+                    "vector=excluded.vector",
+                    (p.product_id, str(p.image), p.category, p.name, p.price, p.description,
+                     json.dumps(p.attributes, sort_keys=True), rec.content_sha256,
+                     p.metadata_hash(), rec.phash, vec.tobytes()))
+
+    def update_metadata(self, products: Sequence[Product]) -> None:
+        """Change names, prices, categories… of stored products without touching vectors."""
+        if not products:
+            return
+        with self._transaction():
+            for p in products:
+                self.db.execute(
+                    "UPDATE products SET image=?, category=?, name=?, price=?, description=?, "
+                    "attributes=?, metadata_hash=? WHERE product_id=?",
+                    (str(p.image), p.category, p.name, p.price, p.description,
+                     json.dumps(p.attributes, sort_keys=True), p.metadata_hash(),
+                     p.product_id))
+
+    def delete(self, product_ids: Iterable[str]) -> int:
+        ids = list(product_ids)
+        if not ids:
+            return 0
+        removed = 0
+        with self._transaction():
+            for pid in ids:
+                removed += self.db.execute("DELETE FROM products WHERE product_id=?",
+                                           (pid,)).rowcount
+        return removed
+
+    # ---- reads ----------------------------------------------------------------------------
+    def get(self, product_id: str) -> StoredProduct | None:
+        row = self.db.execute(f"SELECT {COLUMNS} FROM products WHERE product_id=?",
+                              (product_id,)).fetchone()
+        return _row_to_product(row) if row else None
+
+    def vector(self, product_id: str) -> np.ndarray | None:
+        row = self.db.execute("SELECT vector FROM products WHERE product_id=?",
+                              (product_id,)).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+
+    def fingerprints(self) -> dict[str, tuple[str, str]]:
+        """product_id → (content sha256, metadata hash) for incremental re-indexing."""
+        rows = self.db.execute("SELECT product_id, content_sha256, metadata_hash FROM products")
+        return {pid: (sha, meta) for pid, sha, meta in rows}
+
+    def vectors_by_content(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of photos with the given content hashes (reused, not re-embedded)."""
+        found = {}
+        for sha in set(hashes):
+            row = self.db.execute("SELECT vector FROM products WHERE content_sha256=? LIMIT 1",
+                                  (sha,)).fetchone()
+            if row:
+                found[sha] = np.frombuffer(row[0], dtype=np.float32).copy()
+        return found
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM products").fetchone()[0]
+
+    def categories(self) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT category, COUNT(*) FROM products GROUP BY category ORDER BY category")
+        return dict(rows.fetchall())
+
+    def list_products(self, *, category: str | None = None, query: str | None = None,
+                      limit: int = 50, offset: int = 0) -> list[StoredProduct]:
+        sql, args = f"SELECT {COLUMNS} FROM products WHERE 1=1", []
+        if category:
+            sql += " AND category=?"
+            args.append(category)
+        if query:
+            sql += " AND (name LIKE ? ESCAPE '\\' OR product_id LIKE ? ESCAPE '\\')"
+            pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            args += [pattern + "%", pattern + "%"]
+        sql += " ORDER BY category, name, product_id LIMIT ? OFFSET ?"
+        args += [limit, offset]
+        return [_row_to_product(r) for r in self.db.execute(sql, args)]
+
+    def all_vectors(self) -> tuple[list[str], np.ndarray]:
+        ids, vecs = [], []
+        for pid, blob in self.db.execute("SELECT product_id, vector FROM products ORDER BY id"):
+            ids.append(pid)
+            vecs.append(np.frombuffer(blob, dtype=np.float32))
+        dim = self.manifest().dim if self.manifest() else 0
+        return ids, (np.stack(vecs) if vecs else np.zeros((0, dim), np.float32))
+
+    # ---- search ---------------------------------------------------------------------------
+    def _current_index(self) -> faiss.Index:
+        """The FAISS index for the database's current generation (loaded or rebuilt)."""
+        gen = self.generation()
+        if self._index is not None and self._index_gen == gen:
+            return self._index
+        path = self.root / f"index.{gen}.faiss"
+        index = None
+        if path.exists():
+            with contextlib.suppress(RuntimeError):
+                index = faiss.read_index(str(path))
+        if index is None:
+            index = self._build_index()
+            self._save_index(index, path)
+        self._index, self._index_gen = index, gen
+        return index
+
+    def _build_index(self) -> faiss.Index:
+        manifest = self.manifest()
+        dim = manifest.dim if manifest else 1
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        rows = self.db.execute("SELECT id, vector FROM products").fetchall()
+        if rows:
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            index.add_with_ids(vecs, ids)
+        return index
+
+    def _save_index(self, index: faiss.Index, path: Path) -> None:
+        try:
+            tmp = path.with_suffix(".tmp")
+            faiss.write_index(index, str(tmp))
+            os.replace(tmp, path)
+            for old in self.root.glob("index.*.faiss"):
+                if old != path:
+                    old.unlink(missing_ok=True)
+        except (OSError, RuntimeError):
+            pass  # a read-only store still searches from the in-memory index
+
+    def search(self, vector: np.ndarray, k: int, *, category: str | None = None,
+               exclude: str | None = None) -> list[Match]:
+        """Top-``k`` products by cosine similarity (vectors are L2-normalised)."""
+        index = self._current_index()
+        if index.ntotal == 0 or k <= 0:
+            return []
+        params = None
+        if category is not None:
+            ids = [r[0] for r in self.db.execute("SELECT id FROM products WHERE category=?",
+                                                 (category,))]
+            if not ids:
+                return []
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(
+                np.asarray(ids, dtype=np.int64)))
+        query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+        fetch = min(k + (1 if exclude else 0), index.ntotal)
+        scores, ids = index.search(query, fetch, params=params)
+        matches = []
+        for score, rowid in zip(scores[0], ids[0], strict=True):
+            if rowid < 0:
+                continue
+            row = self.db.execute(f"SELECT {COLUMNS} FROM products WHERE id=?",
+                                  (int(rowid),)).fetchone()
+            if row is None or row[0] == exclude:
+                continue
+            matches.append(Match(_row_to_product(row), float(score)))
+        return matches[:k]
+
+    def flush(self) -> None:
+        """Bring the saved FAISS index file up to date with the database."""
+        self._current_index()
+
+    def close(self) -> None:
+        self.db.close()
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
