@@ -61,6 +61,26 @@ def parse_price(text: str | None) -> float | None:
     return value
 
 
+def stratified_split(products: list[Product], test_fraction: float,
+                     seed: int = 0) -> tuple[list[Product], list[Product]]:
+    """Split products per category, seeded; each category keeps at least one product on the
+    larger side."""
+    import random
+
+    rng = random.Random(seed)
+    by_category: dict[str, list[Product]] = {}
+    for p in products:
+        by_category.setdefault(p.category, []).append(p)
+    keep, held = [], []
+    for category in sorted(by_category):
+        items = sorted(by_category[category], key=lambda p: p.product_id)
+        rng.shuffle(items)
+        n_test = min(len(items) - 1, round(len(items) * test_fraction))
+        held += items[:n_test]
+        keep += items[n_test:]
+    return keep, held
+
+
 def _category_of(rel: Path) -> str:
     return rel.parts[0] if len(rel.parts) > 1 else ""
 

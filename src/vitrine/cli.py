@@ -81,15 +81,14 @@ def index(
             for group in report.duplicates:
                 out.print("  " + "  ≈  ".join(group))
     if strict and report.skipped:
-        err.print(f"error: {len(report.skipped)} file(s) skipped and --strict is set.")
+        sys.stderr.write(f"error: {len(report.skipped)} file(s) skipped and --strict is set.\n")
         raise typer.Exit(1)
 
 
 def _rules(settings: Settings):
     from vitrine.dedupe import DuplicateRules
 
-    return DuplicateRules(settings.dup_phash_distance, settings.dup_min_cosine,
-                          settings.dup_exact_cosine)
+    return DuplicateRules.from_settings(settings)
 
 
 def _recommender(store: Path, weights: Path | None):
@@ -221,7 +220,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except VitrineError as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False)
+        sys.stderr.write(f"error: {exc}\n")
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -33,12 +33,12 @@ class Settings(BaseSettings):
     """Images with more pixels are refused before decoding (decompression-bomb guard)."""
 
     # Duplicates
-    dup_phash_distance: int = 8
+    dup_phash_distance: int = 6
     """Hamming distance (of 64 bits) at or below which two perceptual hashes agree."""
-    dup_min_cosine: float = 0.90
-    """Embedding cosine similarity a pHash match must also reach to count as a duplicate."""
-    dup_exact_cosine: float = 0.985
-    """Embedding cosine similarity that alone marks a near-duplicate."""
+    dup_thumb_cosine: float = 0.993
+    """Cosine similarity of 16×16 colour thumbnails for a (resized/recompressed) duplicate."""
+    dup_embed_cosine: float = 0.97
+    """CNN-embedding cosine similarity for a near-identical duplicate."""
 
     # Demo
     demo_catalog: Path | None = None

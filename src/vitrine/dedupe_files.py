@@ -27,7 +27,7 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
     if not paths:
         raise CatalogError("no photos found in " + ", ".join(map(str, dirs)) + ".")
     embedder = embedder or Embedder.from_settings(settings)
-    keys, vectors, phashes, shas, skipped = [], [], [], [], []
+    keys, vectors, phashes, thumbs, shas, skipped = [], [], [], [], [], []
     with progress_bar("Embedding", len(paths), enabled=show_progress) as adv:
         for result in embedder.embed_paths(paths, on_progress=adv):
             path = paths[result.index]
@@ -37,8 +37,9 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
             keys.append(str(path))
             vectors.append(result.vector)
             phashes.append(result.phash)
+            thumbs.append(result.thumb)
             shas.append(file_sha256(path))
     if not keys:
         return [], skipped
-    groups = find_duplicates(keys, np.stack(vectors), phashes, shas, rules)
+    groups = find_duplicates(keys, np.stack(vectors), phashes, thumbs, shas, rules)
     return [list(map(str, g)) for g in groups], skipped

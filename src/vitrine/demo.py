@@ -27,9 +27,8 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     embedder = Embedder.from_settings(settings)
     store = open_store(store_dir, create=True)
     try:
-        rules = DuplicateRules(settings.dup_phash_distance, settings.dup_min_cosine,
-                               settings.dup_exact_cosine)
-        report = index_catalog(catalog, store, embedder, rules=rules)
+        report = index_catalog(catalog, store, embedder,
+                               rules=DuplicateRules.from_settings(settings))
         console.print(f"Indexed {report.indexed}, updated {report.updated}, removed "
                       f"{report.removed}, unchanged {report.unchanged} in "
                       f"{report.seconds:.1f} s; {len(report.skipped)} skipped, "

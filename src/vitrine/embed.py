@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from vitrine.config import Settings
-from vitrine.dedupe import perceptual_hash
+from vitrine.dedupe import perceptual_hash, thumbnail
 from vitrine.errors import ImageError
 from vitrine.images import Preprocessing, open_image, to_array
 from vitrine.models import BackboneSpec, build_embedding_net, get_spec, load_state_dict, state_hash
@@ -44,13 +44,15 @@ class EmbedResult:
     index: int
     vector: np.ndarray | None = None
     phash: str = ""
+    thumb: bytes = b""
     error: str | None = None
 
 
-def decode(source: Path | bytes, prep: Preprocessing, max_pixels: int) -> tuple[np.ndarray, str]:
-    """Open a photo → (backbone input array, perceptual hash). Runs in the decode pool."""
+def decode(source: Path | bytes, prep: Preprocessing,
+           max_pixels: int) -> tuple[np.ndarray, str, bytes]:
+    """Open a photo → (backbone input, perceptual hash, thumbnail). Runs in the decode pool."""
     img = open_image(source, max_pixels=max_pixels, draft_size=prep.size)
-    return to_array(img, prep), perceptual_hash(img)
+    return to_array(img, prep), perceptual_hash(img), thumbnail(img)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -95,7 +97,7 @@ class Embedder:
 
     def embed_image(self, source: Path | bytes) -> np.ndarray:
         """Embed one photo (path or uploaded bytes); raises ImageError if it cannot be used."""
-        arr, _ = decode(source, self.prep, self.settings.max_image_pixels)
+        arr, _, _ = decode(source, self.prep, self.settings.max_image_pixels)
         return self.embed_arrays(arr[None])[0]
 
     def embed_paths(self, paths: Sequence[Path],
@@ -128,9 +130,9 @@ class Embedder:
         arrays, results = [], []
         for i, fut in enumerate(futures):
             try:
-                array, phash = fut.result()
+                array, phash, thumb = fut.result()
                 arrays.append(array)
-                results.append(EmbedResult(offset + i, phash=phash))
+                results.append(EmbedResult(offset + i, phash=phash, thumb=thumb))
             except ImageError as exc:
                 results.append(EmbedResult(offset + i, error=exc.reason))
         if arrays:

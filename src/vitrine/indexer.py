@@ -134,7 +134,7 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: E
                 report.skipped.append({"path": _display_path(product.image, root),
                                        "reason": result.error})
                 continue
-            pending.append(Record(product, sha, result.phash, result.vector))
+            pending.append(Record(product, sha, result.phash, result.thumb, result.vector))
             if len(pending) >= commit_every:
                 commit()
     commit()
@@ -151,5 +151,6 @@ def store_duplicates(store: EmbeddedStore, root: Path,
         raise VitrineError("the store changed while looking for duplicates; run again.")
     groups = find_duplicates(
         [_display_path(Path(r.image), root) for r in records], vectors,
-        [r.phash for r in records], [r.content_sha256 for r in records], rules)
+        [r.phash for r in records], [r.thumb for r in records],
+        [r.content_sha256 for r in records], rules)
     return [list(map(str, g)) for g in groups]

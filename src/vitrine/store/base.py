@@ -25,6 +25,7 @@ class StoredProduct:
     attributes: dict[str, str] = field(default_factory=dict)
     content_sha256: str = ""
     phash: str = ""
+    thumb: bytes = b""
 
     def as_dict(self) -> dict:
         return {"product_id": self.product_id, "name": self.name, "category": self.category,
@@ -48,6 +49,7 @@ class Record:
     product: Product
     content_sha256: str
     phash: str
+    thumb: bytes
     vector: np.ndarray
 
 

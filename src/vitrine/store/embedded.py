@@ -40,20 +40,21 @@ CREATE TABLE IF NOT EXISTS products (
     content_sha256 TEXT NOT NULL,
     metadata_hash TEXT NOT NULL,
     phash TEXT NOT NULL DEFAULT '',
+    thumb BLOB NOT NULL DEFAULT x'',
     vector BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS products_category ON products(category);
 """
 COLUMNS = ("product_id, image, category, name, price, description, attributes, "
-           "content_sha256, phash")
+           "content_sha256, phash, thumb")
 
 
 def _row_to_product(row: sqlite3.Row | tuple) -> StoredProduct:
-    pid, image, category, name, price, description, attributes, sha, phash = row
+    pid, image, category, name, price, description, attributes, sha, phash, thumb = row
     return StoredProduct(product_id=pid, image=image, category=category, name=name,
                          price=price, description=description,
                          attributes=json.loads(attributes or "{}"), content_sha256=sha,
-                         phash=phash)
+                         phash=phash, thumb=bytes(thumb))
 
 
 class EmbeddedStore:
@@ -141,16 +142,16 @@ class EmbeddedStore:
                 vec = np.ascontiguousarray(rec.vector, dtype=np.float32)
                 self.db.execute(
                     "INSERT INTO products(product_id, image, category, name, price, "
-                    "description, attributes, content_sha256, metadata_hash, phash, vector) "
-                    "VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(product_id) DO UPDATE SET "
+                    "description, attributes, content_sha256, metadata_hash, phash, thumb, vector) "
+                    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(product_id) DO UPDATE SET "
                     "image=excluded.image, category=excluded.category, name=excluded.name, "
                     "price=excluded.price, description=excluded.description, "
                     "attributes=excluded.attributes, content_sha256=excluded.content_sha256, "
                     "metadata_hash=excluded.metadata_hash, phash=excluded.phash, "
-                    "vector=excluded.vector",
+                    "thumb=excluded.thumb, vector=excluded.vector",
                     (p.product_id, str(p.image), p.category, p.name, p.price, p.description,
                      json.dumps(p.attributes, sort_keys=True), rec.content_sha256,
-                     p.metadata_hash(), rec.phash, vec.tobytes()))
+                     p.metadata_hash(), rec.phash, rec.thumb, vec.tobytes()))
 
     def update_metadata(self, products: Sequence[Product]) -> None:
         """Change names, prices, categories… of stored products without touching vectors."""

@@ -1,0 +1,34 @@
+# Sourced by scripts/demo and scripts/test: create .venv if needed, install Vitrine into it,
+# and point the settings at the shared demo data when it sits beside the checkout.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+# torch + torchvision known to work together; override for another platform or CUDA build.
+TORCH_SPEC="${VITRINE_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
+EXTRAS="${VITRINE_EXTRAS:-}"
+
+if [ ! -x .venv/bin/python ]; then
+  echo "Creating .venv …" >&2
+  "$PYTHON" -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+stamp=".venv/.vitrine-installed"
+want="$(cat pyproject.toml; echo "$TORCH_SPEC $EXTRAS")"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "Installing Vitrine and its dependencies into .venv …" >&2
+  python -m pip install --quiet --upgrade pip
+  # shellcheck disable=SC2086
+  python -m pip install --quiet $TORCH_SPEC
+  python -m pip install --quiet -e ".[${EXTRAS}]"
+  printf '%s' "$want" > "$stamp"
+fi
+
+SHARED="${VITRINE_SHARED:-$ROOT/../shared}"
+if [ -z "${VITRINE_WEIGHTS:-}" ] && [ -f "$SHARED/models/mobilenet_v2_imagenet.pth" ]; then
+  export VITRINE_WEIGHTS="$SHARED/models/mobilenet_v2_imagenet.pth"
+fi
+if [ -z "${VITRINE_DEMO_CATALOG:-}" ] && [ -d "$SHARED/data/demo-catalog" ]; then
+  export VITRINE_DEMO_CATALOG="$SHARED/data/demo-catalog"
+fi

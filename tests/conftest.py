@@ -1,0 +1,92 @@
+"""Shared fixtures. Tests that need the shared weights or demo catalogue skip when those are
+missing, except under CI (CI=true), where a missing shared file is a failure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VITRINE_SHARED", ROOT.parent / "shared"))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(path: Path, what: str) -> Path:
+    """Return ``path`` if it exists; else fail under CI, skip elsewhere."""
+    if path.exists():
+        return path
+    message = f"{what} not found at {path}"
+    if IN_CI:
+        pytest.fail(message + " (required in CI)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def weights_path() -> Path:
+    env = os.environ.get("VITRINE_WEIGHTS")
+    path = Path(env) if env else SHARED / "models" / "mobilenet_v2_imagenet.pth"
+    return require(path, "MobileNetV2 weights")
+
+
+@pytest.fixture(scope="session")
+def demo_catalog() -> Path:
+    env = os.environ.get("VITRINE_DEMO_CATALOG")
+    path = Path(env) if env else SHARED / "data" / "demo-catalog"
+    return require(path / "products.csv", "demo catalogue").parent
+
+
+@pytest.fixture(scope="session")
+def settings(weights_path):
+    from vitrine.config import Settings
+
+    return Settings(weights=weights_path)
+
+
+@pytest.fixture(scope="session")
+def embedder(settings):
+    from vitrine.embed import Embedder
+
+    return Embedder.from_settings(settings)
+
+
+def copy_subset(demo: Path, dest: Path, per_category: int, offset: int = 0) -> Path:
+    """Copy ``per_category`` photos of each category (and matching CSV rows) into ``dest``."""
+    import csv
+
+    with open(demo / "products.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    by_cat: dict[str, list[dict]] = {}
+    for row in rows:
+        by_cat.setdefault(row["category"], []).append(row)
+    chosen = [r for cat in sorted(by_cat) for r in by_cat[cat][offset:offset + per_category]]
+    for row in chosen:
+        target = dest / row["image"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(demo / row["image"], target)
+    with open(dest / "products.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(chosen)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def small_catalog(demo_catalog, tmp_path_factory) -> Path:
+    """6 photos of each demo category (48 products). Shared: copy it before changing it."""
+    return copy_subset(demo_catalog, tmp_path_factory.mktemp("catalog"), 6)
+
+
+@pytest.fixture(scope="session")
+def small_store(small_catalog, embedder, tmp_path_factory) -> Path:
+    """A store indexed from ``small_catalog`` (read-only for tests)."""
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    path = tmp_path_factory.mktemp("store") / "store"
+    store = open_store(path, create=True)
+    index_catalog(small_catalog, store, embedder, show_progress=False)
+    store.close()
+    return path

@@ -1,0 +1,135 @@
+"""The command-line contract, end to end with the real weights on part of the demo catalogue."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import copy_subset
+
+CLI = [sys.executable, "-m", "vitrine.cli"]
+
+
+def run(*args: str, env_extra: dict | None = None, check: bool = True):
+    env = {**os.environ, **(env_extra or {})}
+    proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def catalog(demo_catalog, tmp_path_factory) -> Path:
+    return copy_subset(demo_catalog, tmp_path_factory.mktemp("cli") / "catalog", 4)
+
+
+@pytest.fixture(scope="module")
+def env(weights_path) -> dict:
+    return {"VITRINE_WEIGHTS": str(weights_path)}
+
+
+def test_index_reindex_search_similar_info(catalog, env, tmp_path):
+    store = tmp_path / "store"
+    first = json.loads(run("index", catalog, "--store", store, "--json", env_extra=env).stdout)
+    assert set(first) >= {"indexed", "updated", "removed", "skipped", "duplicates", "seconds"}
+    assert first["indexed"] == 32 and first["updated"] == 0 and first["removed"] == 0
+    assert first["skipped"] == []
+
+    # Change the catalogue: remove one photo, replace one with another photo, add a new one.
+    rows = (catalog / "products.csv").read_text().splitlines()
+    removed = rows[1].split(",")[1]
+    (catalog / removed).unlink()
+    changed = rows[2].split(",")[1]
+    shutil.copyfile(catalog / rows[10].split(",")[1], catalog / changed)
+    (catalog / "extra").mkdir()
+    shutil.copyfile(catalog / rows[20].split(",")[1], catalog / "extra" / "NEW.JPG")
+    (catalog / "products.csv").write_text("\n".join([rows[0]] + rows[2:]) + "\n")
+    second = json.loads(run("index", catalog, "--store", store, "--json", env_extra=env).stdout)
+    assert (second["indexed"], second["updated"], second["removed"]) == (1, 1, 1)
+    assert second["unchanged"] == 30
+    # the new photo is a byte copy of another product's photo: reported as duplicates
+    assert any("extra/NEW.JPG" in group for group in second["duplicates"])
+
+    info = json.loads(run("info", "--store", store, "--json").stdout)
+    assert info["products"] == 32
+    assert info["categories"]["extra"] == 1
+    assert info["model"]["backbone"] == "mobilenet_v2" and info["model"]["dim"] == 1280
+
+    query = catalog / rows[5].split(",")[1]
+    out = run("search", "--store", store, "--k", "3", "--json", query, query,
+              env_extra=env).stdout.splitlines()
+    assert len(out) == 2
+    result = json.loads(out[0])
+    assert result["query"] == str(query)
+    assert len(result["results"]) == 3
+    top = result["results"][0]
+    assert {"product_id", "name", "category", "score", "image"} <= set(top)
+    assert top["product_id"] == rows[5].split(",")[0] and top["score"] > 0.999
+    scores = [r["score"] for r in result["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+    pid = rows[5].split(",")[0]
+    sim = json.loads(run("similar", "--store", store, pid, "--k", "4", "--json").stdout)
+    assert len(sim["results"]) == 4
+    assert pid not in [r["product_id"] for r in sim["results"]]
+
+    cat = rows[5].split(",")[2]
+    filtered = json.loads(run("search", "--store", store, "--k", "10", "--category",
+                              "relogio_feminino", "--json", query, env_extra=env).stdout)
+    assert filtered["results"] and {r["category"] for r in filtered["results"]} == {
+        "relogio_feminino"}
+    assert cat  # the query's own category is in the CSV
+
+
+def test_dedupe_finds_downscaled_copy(catalog, env, tmp_path):
+    from PIL import Image
+
+    other = tmp_path / "other"
+    other.mkdir()
+    source = sorted((catalog / "relogio_masculino").glob("*.jpg"))[0]
+    Image.open(source).convert("RGB").resize((60, 80)).save(other / "small.jpg", quality=70)
+    out = json.loads(run("dedupe", catalog, other, "--json", env_extra=env).stdout)
+    assert [str(source), str(other / "small.jpg")] in out["groups"] or any(
+        str(other / "small.jpg") in g and str(source) in g for g in out["groups"])
+
+
+def test_plot_writes_figure(catalog, env, tmp_path):
+    store = tmp_path / "store"
+    run("index", catalog, "--store", store, "--json", env_extra=env)
+    figure = tmp_path / "fig.png"
+    query = sorted((catalog / "x_bolsa_feminina").glob("*.jpg"))[0]
+    run("search", "--store", store, "--plot", figure, query, env_extra=env)
+    assert figure.stat().st_size > 10_000
+
+
+def test_user_errors_are_one_sentence(catalog, env, tmp_path):
+    missing = run("index", tmp_path / "nope", "--store", tmp_path / "s", check=False,
+                  env_extra=env)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().startswith("error:") and "does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+    no_weights = run("index", catalog, "--store", tmp_path / "s", check=False,
+                     env_extra={"VITRINE_WEIGHTS": str(tmp_path / "missing.pth")})
+    assert no_weights.returncode == 2 and "--weights" in no_weights.stderr
+    assert "Traceback" not in no_weights.stderr
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"this is not a photo")
+    store = tmp_path / "store"
+    run("index", catalog, "--store", store, "--json", env_extra=env)
+    corrupt = run("search", "--store", store, bad, check=False, env_extra=env)
+    assert corrupt.returncode == 2 and "not a recognised image" in corrupt.stderr
+    assert len(corrupt.stderr.strip().splitlines()) == 1
+
+    no_store = run("info", "--store", tmp_path / "nostore", "--json", check=False)
+    assert no_store.returncode == 2 and "no Vitrine store" in no_store.stderr
+
+    unknown = run("similar", "--store", store, "no-such-id", check=False)
+    assert unknown.returncode == 2 and "not in the store" in unknown.stderr
