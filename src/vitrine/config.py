@@ -19,8 +19,9 @@ class Settings(BaseSettings):
     backbone: str = "mobilenet_v2"
     weights: Path | None = None
     """Local weights file (torchvision state_dict); None means torchvision's download."""
-    resize: ResizePolicy = "pad"
-    """How a photo becomes a square input; 'pad' measured best (benchmarks/resize_policy.py)."""
+    resize: ResizePolicy = "crop"
+    """How a photo becomes a square input. Measured (benchmarks/retrieval_quality.py, 3 seeds):
+    category P@5 crop 0.887, squash 0.885, pad 0.880; on 60×80 photos 0.824 / 0.807 / 0.798."""
     device: str = "cpu"
     threads: int = 0
     """Torch intra-op threads; 0 leaves torch's default (one per core)."""

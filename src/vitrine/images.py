@@ -30,7 +30,7 @@ class Preprocessing:
     """How a decoded RGB photo becomes the backbone's input; recorded in the store manifest."""
 
     size: int = 224
-    resize: str = "pad"
+    resize: str = "crop"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 

@@ -1,0 +1,61 @@
+"""Duplicate grouping rules, on synthetic fingerprints and on real photos."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from vitrine.dedupe import DuplicateRules, find_duplicates, hamming, perceptual_hash, thumbnail
+
+
+def test_hamming():
+    assert hamming("0000000000000000", "000000000000000f") == 4
+    assert hamming("", "00") == 64
+
+
+def thumb_of(level: int) -> bytes:
+    arr = np.zeros((16, 16, 3), np.uint8)
+    arr[:, : level] = 255
+    return arr.tobytes()
+
+
+def test_rules_combine_hashes():
+    vecs = np.eye(4, dtype=np.float32)
+    ph = ["0" * 16, "0" * 15 + "1", "f" * 16, "0" * 16]
+    thumbs = [thumb_of(8), thumb_of(8), thumb_of(8), thumb_of(3)]
+    # 0 and 1: same thumbnail, pHash 1 bit apart → duplicates
+    # 2: same thumbnail but pHash far → not; 3: same pHash but other thumbnail → not
+    assert find_duplicates(["a", "b", "c", "d"], vecs, ph, thumbs) == [["a", "b"]]
+    # identical bytes group whatever the rest says
+    assert find_duplicates(["a", "b", "c", "d"], vecs, ph, thumbs,
+                           content=["x", "y", "z", "z"]) == [["a", "b"], ["c", "d"]]
+    # near-identical embeddings with a roughly agreeing pHash
+    close = np.stack([np.eye(4)[0], np.eye(4)[0] * 0.99 + np.eye(4)[1] * 0.1,
+                      np.eye(4)[2], np.eye(4)[3]]).astype(np.float32)
+    close /= np.linalg.norm(close, axis=1, keepdims=True)
+    ph2 = ["0" * 16, "0" * 14 + "ff", "f" * 16, "0" * 16]
+    thumbs2 = [thumb_of(1), thumb_of(5), thumb_of(9), thumb_of(13)]
+    assert find_duplicates([1, 2, 3, 4], close, ph2, thumbs2, rules=DuplicateRules()) == [[1, 2]]
+
+
+def test_downscaled_copy_of_a_real_photo(demo_catalog, embedder):
+    photos = sorted((demo_catalog / "x_bolsa_feminina").glob("*.jpg"))[:12]
+    originals = [Image.open(p).convert("RGB") for p in photos]
+    small = []
+    for img in originals[:4]:
+        buf = io.BytesIO()
+        img.resize((60, 80)).save(buf, "JPEG", quality=70)
+        small.append(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    images = originals + small
+    vecs = np.stack([embedder.embed_image(_png(i)) for i in images])
+    groups = find_duplicates(list(range(len(images))), vecs,
+                             [perceptual_hash(i) for i in images], [thumbnail(i) for i in images])
+    assert sorted(groups) == [[0, 12], [1, 13], [2, 14], [3, 15]]
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()

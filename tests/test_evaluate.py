@@ -1,0 +1,40 @@
+"""Retrieval metrics against hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vitrine.evaluate import average_precision_at_k, per_label, precision_at_k, recall_at_k
+
+QUERIES = ["a", "b"]
+RETRIEVED = [["a", "b", "a"], ["a", "a", "b"]]
+
+
+def test_precision_at_k():
+    # query a: hits at ranks 1,3 → 2/3; query b: hit at rank 3 → 1/3
+    assert precision_at_k(QUERIES, RETRIEVED, 3) == pytest.approx(0.5)
+    assert precision_at_k(QUERIES, RETRIEVED, 1) == pytest.approx(0.5)
+    # fewer results than k count as misses
+    assert precision_at_k(["a"], [["a"]], 2) == pytest.approx(0.5)
+    assert math.isnan(precision_at_k([], [], 5))
+    with pytest.raises(ValueError):
+        precision_at_k(QUERIES, RETRIEVED, 0)
+
+
+def test_recall_at_k():
+    # a: 2 of 4 relevant; b: 1 of 2 relevant
+    assert recall_at_k(QUERIES, RETRIEVED, 3, [4, 2]) == pytest.approx((0.5 + 0.5) / 2)
+
+
+def test_average_precision_at_k():
+    # a: hits at 1 and 3 → (1/1 + 2/3) / min(3, 2) = 0.8333; b: hit at 3 → (1/3) / 1
+    expected = ((1 + 2 / 3) / 2 + (1 / 3) / 1) / 2
+    assert average_precision_at_k(QUERIES, RETRIEVED, 3, [2, 1]) == pytest.approx(expected)
+    assert average_precision_at_k(["a"], [["a", "a"]], 2, [2]) == pytest.approx(1.0)
+
+
+def test_per_label():
+    out = per_label(precision_at_k, QUERIES, RETRIEVED, 3)
+    assert out == {"a": pytest.approx(2 / 3), "b": pytest.approx(1 / 3)}

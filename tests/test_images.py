@@ -1,0 +1,146 @@
+"""Image decoding: awkward but valid files become upright RGB; broken files give one reason."""
+
+from __future__ import annotations
+
+import io
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vitrine.errors import ImageError
+from vitrine.images import Preprocessing, is_image_path, open_image, resize_square, to_array
+
+RED = (220, 30, 30)
+
+
+def save(img: Image.Image, path: Path, **kw) -> Path:
+    img.save(path, **kw)
+    return path
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path):
+    path = save(Image.new("CMYK", (40, 30), (0, 255, 255, 0)), tmp_path / "c.jpg")
+    img = open_image(path)
+    assert img.mode == "RGB" and img.size == (40, 30)
+    r, g, b = img.getpixel((20, 15))
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_grayscale_and_16bit_png(tmp_path):
+    gray = open_image(save(Image.new("L", (10, 10), 128), tmp_path / "g.png"))
+    assert gray.mode == "RGB" and gray.getpixel((0, 0)) == (128, 128, 128)
+    arr = np.full((10, 10), 65535 // 2, dtype=np.uint16)
+    path = tmp_path / "16.png"
+    Image.fromarray(arr).save(path)
+    assert Image.open(path).mode.startswith("I")
+    img = open_image(path)
+    assert img.mode == "RGB"
+    assert abs(img.getpixel((5, 5))[0] - 127) <= 1  # scaled, not clipped to white
+
+
+def test_transparency_is_composited_on_white(tmp_path):
+    rgba = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+    rgba.paste((*RED, 255), (0, 0, 10, 20))
+    img = open_image(save(rgba, tmp_path / "t.png"))
+    assert img.getpixel((15, 10)) == (255, 255, 255)
+    assert img.getpixel((5, 10)) == RED
+    la = Image.new("LA", (4, 4), (0, 0))
+    assert open_image(save(la, tmp_path / "la.png")).getpixel((1, 1)) == (255, 255, 255)
+
+
+def test_palette_with_transparency(tmp_path):
+    pal = Image.new("P", (8, 8), 0)
+    pal.putpalette([0, 0, 0, *RED] + [0] * (256 * 3 - 6))
+    pal.paste(1, (0, 0, 4, 8))
+    path = save(pal, tmp_path / "p.png", transparency=0)
+    img = open_image(path)
+    assert img.getpixel((2, 2)) == RED and img.getpixel((6, 2)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    base = Image.new("RGB", (60, 20), (0, 0, 255))
+    base.paste(RED, (0, 0, 10, 20))  # red band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    path = save(base, tmp_path / "rot.jpg", exif=exif, quality=95)
+    img = open_image(path)
+    assert img.size == (20, 60)
+    top = img.getpixel((10, 3))
+    assert top[0] > 180 and top[2] < 80  # the red band is now on top
+
+
+def test_animated_gif_first_frame_and_webp_bmp(tmp_path):
+    frames = [Image.new("RGB", (16, 16), c) for c in (RED, (0, 0, 255))]
+    path = tmp_path / "a.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    r, g, b = open_image(path).getpixel((8, 8))
+    assert r > 180 and b < 80
+    for ext in ("webp", "bmp"):
+        img = open_image(save(Image.new("RGB", (9, 7), RED), tmp_path / f"x.{ext}"))
+        assert img.size == (9, 7) and img.mode == "RGB"
+
+
+def test_upper_case_extensions_are_photos():
+    assert is_image_path(Path("A.JPG")) and is_image_path(Path("b.JpEg"))
+    assert is_image_path(Path("c.WEBP")) and not is_image_path(Path("d.txt"))
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "empty"),
+    (b"plain text, not an image", "not a recognised image"),
+])
+def test_broken_files_have_a_reason(tmp_path, content, reason):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ImageError) as info:
+        open_image(path)
+    assert reason in str(info.value) and str(path) in str(info.value)
+
+
+def test_truncated_jpeg_is_refused(tmp_path):
+    buf = io.BytesIO()
+    Image.effect_noise((200, 200), 50).convert("RGB").save(buf, "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ImageError, match="truncated"):
+        open_image(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageError, match="file not found"):
+        open_image(tmp_path / "nope.png")
+
+
+def test_decompression_bomb_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (20_000, 20_000)).save(path, optimize=True)
+    assert path.stat().st_size < 200_000
+    tracemalloc.start()
+    with pytest.raises(ImageError, match="decompression bomb"):
+        open_image(path, max_pixels=40_000_000)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 20_000_000  # decoding 400 MP would need hundreds of MB
+
+
+@pytest.mark.parametrize("policy", ["pad", "crop", "squash"])
+def test_resize_policies_make_squares(policy):
+    img = Image.new("RGB", (300, 100), RED)
+    out = resize_square(img, 64, policy)
+    assert out.size == (64, 64)
+    corner = out.getpixel((32, 1))
+    if policy == "pad":
+        assert corner == (255, 255, 255)  # letterbox on white
+    else:
+        assert corner[0] > 200 and corner[1] < 60  # the photo fills the square
+
+
+def test_to_array_normalises_chw():
+    prep = Preprocessing(size=32)
+    arr = to_array(Image.new("RGB", (50, 40), (255, 255, 255)), prep)
+    assert arr.shape == (3, 32, 32) and arr.dtype == np.float32
+    expected = (1.0 - prep.mean[0]) / prep.std[0]
+    assert np.allclose(arr[0], expected, atol=1e-5)

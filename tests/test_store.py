@@ -1,0 +1,113 @@
+"""The embedded SQLite + FAISS store: add, update, remove, search, persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitrine.catalog import Product
+from vitrine.embed import ModelManifest
+from vitrine.errors import StoreError
+from vitrine.store import open_store
+from vitrine.store.base import Record
+
+DIM = 8
+MANIFEST = ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, DIM)
+
+
+def unit(*values) -> np.ndarray:
+    v = np.zeros(DIM, np.float32)
+    v[: len(values)] = values
+    return v / np.linalg.norm(v)
+
+
+def record(pid: str, vec: np.ndarray, category: str = "c", **kw) -> Record:
+    product = Product(product_id=pid, image=Path(f"/photos/{pid}.jpg"), category=category,
+                      name=kw.pop("name", pid.upper()), **kw)
+    return Record(product, "sha-" + pid, "0" * 16, b"\0" * 768, vec)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = open_store(tmp_path / "store", create=True)
+    s.set_manifest(MANIFEST)
+    s.upsert([record("a", unit(1, 0)), record("b", unit(1, 0.2)),
+              record("c", unit(0, 1), category="d", price=9.5, attributes={"cor": "azul"}),
+              record("e", unit(1, 1), category="d")])
+    yield s
+    s.close()
+
+
+def test_search_ranks_by_cosine_and_filters(store):
+    matches = store.search(unit(1, 0), 4)
+    assert [m.product.product_id for m in matches] == ["a", "b", "e", "c"]
+    assert matches[0].score == pytest.approx(1.0)
+    assert matches[2].score == pytest.approx(np.sqrt(0.5))
+    only_d = store.search(unit(1, 0), 5, category="d")
+    assert [m.product.product_id for m in only_d] == ["e", "c"]
+    without_a = store.search(unit(1, 0), 2, exclude="a")
+    assert [m.product.product_id for m in without_a] == ["b", "e"]
+    assert store.search(unit(1, 0), 3, category="nope") == []
+
+
+def test_metadata_round_trip(store):
+    c = store.get("c")
+    assert (c.category, c.price, c.attributes, c.name) == ("d", 9.5, {"cor": "azul"}, "C")
+    assert store.get("zzz") is None
+    assert store.categories() == {"c": 2, "d": 2}
+    assert np.allclose(store.vector("c"), unit(0, 1))
+
+
+def test_update_and_delete(store):
+    store.upsert([record("a", unit(0, 1), category="d")])  # replaced photo
+    assert store.count() == 4
+    top = store.search(unit(0, 1), 2)
+    assert {m.product.product_id for m in top} == {"a", "c"}
+    product = Product("b", Path("/photos/b.jpg"), category="new", name="Renamed", price=1.0)
+    store.update_metadata([product])
+    assert store.get("b").name == "Renamed" and store.get("b").category == "new"
+    assert store.delete(["a", "missing"]) == 1
+    assert store.get("a") is None
+    assert "a" not in [m.product.product_id for m in store.search(unit(0, 1), 10)]
+
+
+def test_persistence_and_index_rebuild(store, tmp_path):
+    store.flush()
+    root = store.root
+    store.close()
+    files = list(root.glob("index.*.faiss"))
+    assert len(files) == 1
+    files[0].unlink()  # the FAISS file is a cache: rebuilt from SQLite when missing
+    again = open_store(root)
+    assert again.count() == 4 and again.manifest() == MANIFEST
+    assert [m.product.product_id for m in again.search(unit(0, 1), 1)] == ["c"]
+    assert len(list(root.glob("index.*.faiss"))) == 1
+    again.close()
+
+
+def test_index_file_follows_writes_from_another_handle(store):
+    reader = open_store(store.root)
+    assert len(reader.search(unit(1, 0), 10)) == 4
+    store.delete(["b"])
+    assert [m.product.product_id for m in reader.search(unit(1, 0), 10)] == ["a", "e", "c"]
+    reader.close()
+
+
+def test_missing_store_and_writer_lock(tmp_path, store):
+    with pytest.raises(StoreError, match="no Vitrine store"):
+        open_store(tmp_path / "nothing")
+    store.lock_for_writing()
+    other = open_store(store.root)
+    with pytest.raises(StoreError, match="another process"):
+        other.lock_for_writing()
+    other.close()
+
+
+def test_not_a_store(tmp_path):
+    root = tmp_path / "junk"
+    root.mkdir()
+    (root / "vitrine.sqlite").write_bytes(b"garbage" * 100)
+    with pytest.raises(StoreError, match="not a readable"):
+        open_store(root)
