@@ -59,3 +59,16 @@ def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
+
+
+def test_colour_difference_tells_colour_variants_apart():
+    from vitrine.dedupe import colour_difference
+
+    white = np.full((16, 16, 3), 255, np.uint8)
+    brown, black, nearly = white.copy(), white.copy(), white.copy()
+    brown[4:12, 2:14] = (120, 70, 40)
+    black[4:12, 2:14] = (30, 30, 30)
+    nearly[4:12, 2:14] = (124, 66, 43)
+    assert colour_difference(brown.tobytes(), nearly.tobytes()) == 4.0
+    assert colour_difference(brown.tobytes(), black.tobytes()) == 90.0
+    assert colour_difference(white.tobytes(), white.tobytes()) == 0.0

@@ -36,10 +36,20 @@ class Settings(BaseSettings):
     # Duplicates
     dup_phash_distance: int = 6
     """Hamming distance (of 64 bits) at or below which two perceptual hashes agree."""
-    dup_thumb_cosine: float = 0.993
+    dup_thumb_cosine: float = 0.99
     """Cosine similarity of 16×16 colour thumbnails for a (resized/recompressed) duplicate."""
+    dup_max_colour_diff: float = 12.0
+    """Largest mean colour difference (0–255) of those thumbnails' non-white pixels."""
     dup_embed_cosine: float = 0.97
     """CNN-embedding cosine similarity for a near-identical duplicate."""
+
+    # Web app and REST API
+    api_key: str | None = None
+    """Bearer key for the endpoints that change the store; None refuses them (403)."""
+    max_upload_bytes: int = 10_000_000
+    """Uploaded photos larger than this are refused (413)."""
+    cors_origins: list[str] = []
+    """Origins allowed to call the API from a browser; empty keeps CORS closed."""
 
     # Demo
     demo_catalog: Path | None = None
