@@ -36,12 +36,45 @@ class Settings(BaseSettings):
     # Duplicates
     dup_phash_distance: int = 6
     """Hamming distance (of 64 bits) at or below which two perceptual hashes agree."""
-    dup_thumb_cosine: float = 0.99
+    dup_thumb_cosine: float = 0.985
     """Cosine similarity of 16×16 colour thumbnails for a (resized/recompressed) duplicate."""
     dup_max_colour_diff: float = 12.0
     """Largest mean colour difference (0–255) of those thumbnails' non-white pixels."""
     dup_embed_cosine: float = 0.97
     """CNN-embedding cosine similarity for a near-identical duplicate."""
+
+    # Training (vitrine train); measured in benchmarks/train_quality.py
+    model: Path | None = None
+    """A trained model folder (``vitrine train --out``); embeds with it instead of the
+    pretrained backbone."""
+    train_seed: int = 0
+    train_val_fraction: float = 0.15
+    train_test_fraction: float = 0.15
+    train_views: int = 4
+    """Views of each training photo passed once through the frozen layers: the photo itself
+    plus ``views - 1`` random augmentations; each epoch draws one view per photo."""
+    train_batch_size: int = 32
+    train_head_units: int = 256
+    train_dropout: float = 0.3
+    train_label_smoothing: float = 0.1
+    train_weight_decay: float = 1e-4
+    train_phase1_epochs: int = 40
+    train_phase1_lr: float = 1e-3
+    train_phase2_epochs: int = 12
+    train_phase2_lr: float = 2e-4
+    train_fine_tune_from: int = 15
+    """First MobileNetV2 feature block (of 19) trained in phase 2; the blocks before it stay
+    frozen, so their outputs are computed once."""
+    train_patience: int = 5
+    """Early stopping: epochs without a lower validation loss before a phase stops."""
+    train_lr_patience: int = 2
+    """Epochs without a lower validation loss before the learning rate is reduced."""
+    train_lr_factor: float = 0.3
+    train_min_lr: float = 1e-6
+    train_embedding: str = "imagenet+hidden"
+    """Layer a trained model embeds with (see vitrine.models.EMBEDDING_LAYERS)."""
+    train_embedding_weight: float = 0.5
+    """Weight of the first part of a combined embedding layer."""
 
     # Web app and REST API
     api_key: str | None = None

@@ -1,17 +1,17 @@
 """Exact and near-duplicate photos: content hash, perceptual hash (pHash), a colour thumbnail
 and the CNN embedding.
 
-Measured on the demo catalogue (benchmarks/dedupe_quality.py): a photo downscaled to 60×80
-keeps its pHash (≤ 4 bits apart) and its 16×16 colour thumbnail (cosine ≥ 0.995), but its CNN
-embedding drops to cosine 0.63–0.9 with the original, below many distinct products. So two
-photos are duplicates when
+Measured on the demo catalogue (benchmarks/dedupe_quality.py, 150 copies): a photo downscaled
+to 60×80 and re-encoded keeps its pHash (≤ 4 bits apart) and its 16×16 colour thumbnail
+(cosine ≥ 0.989), but its CNN embedding drops to cosine 0.52–0.85 with the original, below
+many distinct products. So two photos are duplicates when
 
 * their bytes are identical, or
 * their thumbnails agree (cosine ≥ ``thumb_cosine``, and a mean colour difference over the
   non-white pixels ≤ ``max_colour_diff``) and so do their pHashes (Hamming distance ≤
-  ``phash_distance``): resized, recompressed, low-resolution copies. The colour check tells a
-  photo's copy (mean difference 5.5, at most 10.3 of 255 over 150 copies) from the same shoe
-  photographed in another colour (12.6 and up); or
+  ``phash_distance``): resized, recompressed, low-resolution copies. The colour check (copies
+  differ by 2.5–9.5 of 255) tells a photo's copy from the same shoe photographed in another
+  colour, which shape-only checks group together; or
 * their CNN embeddings are almost identical (cosine ≥ ``embed_cosine``) and their pHashes
   roughly agree (≤ ``2 × phash_distance``): recompressed or lightly edited copies.
 
@@ -34,7 +34,7 @@ THUMB_SIZE = 16
 @dataclass(frozen=True)
 class DuplicateRules:
     phash_distance: int = 6
-    thumb_cosine: float = 0.99
+    thumb_cosine: float = 0.985
     max_colour_diff: float = 12.0
     embed_cosine: float = 0.97
 
