@@ -99,6 +99,8 @@ class EmbeddedStore:
             fh.close()
             raise StoreError(f"another process is writing to the store {self.root}.") from None
         self._lock_fh = fh
+        for leftover in self.root.glob("*.tmp"):  # from a process killed mid-write
+            leftover.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def _transaction(self):
@@ -112,6 +114,18 @@ class EmbeddedStore:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+
+    @contextlib.contextmanager
+    def _snapshot(self):
+        """Run several reads on one consistent database snapshot (WAL read transaction)."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
 
     def generation(self) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
@@ -262,19 +276,29 @@ class EmbeddedStore:
         return index
 
     def _save_index(self, index: faiss.Index, path: Path) -> None:
+        gen = int(path.name.split(".")[1])
         try:
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(index)}.tmp")
             faiss.write_index(index, str(tmp))
             os.replace(tmp, path)
             for old in self.root.glob("index.*.faiss"):
-                if old != path:
-                    old.unlink(missing_ok=True)
+                with contextlib.suppress(ValueError):
+                    if int(old.name.split(".")[1]) < gen:
+                        old.unlink(missing_ok=True)
         except (OSError, RuntimeError):
             pass  # a read-only store still searches from the in-memory index
 
     def search(self, vector: np.ndarray, k: int, *, category: str | None = None,
                exclude: str | None = None) -> list[Match]:
-        """Top-``k`` products by cosine similarity (vectors are L2-normalised)."""
+        """Top-``k`` products by cosine similarity (vectors are L2-normalised).
+
+        Index, category filter and product rows come from one database snapshot, so a search
+        running while another process writes sees one committed state."""
+        with self._snapshot():
+            return self._search(vector, k, category, exclude)
+
+    def _search(self, vector: np.ndarray, k: int, category: str | None,
+                exclude: str | None) -> list[Match]:
         index = self._current_index()
         if index.ntotal == 0 or k <= 0:
             return []
