@@ -29,6 +29,8 @@ KOpt = Annotated[int, typer.Option("--k", "-k", min=1, max=100, help="Number of 
 CategoryOpt = Annotated[str | None, typer.Option("--category", "-c",
                                                  help="Only products of this category.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a figure (PNG).")]
+HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
+PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")]
 
 
 def _settings(weights: Path | None = None) -> Settings:
@@ -201,18 +203,44 @@ def demo(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Figures folder.")] = None,
     weights: WeightsOpt = None,
     k: KOpt = 5,
+    serve_app: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the web app on "
+                                            "the demo store at the end.")] = True,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
 ) -> None:
-    """The main job on the demo catalogue: index it, then show recommendations for one
-    product of each category (tables and figures)."""
-    from vitrine.demo import run_demo
+    """The main job on the demo catalogue: index it, show recommendations for one product
+    of each category (tables and figures), then serve the web app on it."""
+    from vitrine.server import bind
 
     settings = _settings(weights)
     catalog = catalog or settings.demo_catalog
     if catalog is None:
         raise VitrineError("no demo catalogue given; pass --catalog DIR or set "
                            "VITRINE_DEMO_CATALOG.")
+    sock = bind(host, port) if serve_app else None  # a busy port fails before indexing
+    from vitrine.demo import run_demo
+
     run_demo(catalog, store or settings.demo_store, out_dir or settings.demo_out, settings,
-             k, console=out)
+             k, console=out, serve=sock)
+
+
+@app.command()
+def serve(
+    store: StoreOpt,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    weights: WeightsOpt = None,
+) -> None:
+    """Serve the web page and the REST API (OpenAPI at /docs) over a store."""
+    from vitrine.server import bind, ready_message
+    from vitrine.server import serve as run_server
+
+    sock = bind(host, port)  # a busy port fails before the model loads
+    from vitrine.api import create_app
+
+    app_ = create_app(_settings(weights), store)
+    run_server(app_, sock, on_ready=lambda address: out.print(ready_message(address),
+                                                              soft_wrap=True))
 
 
 def main() -> None:

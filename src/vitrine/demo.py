@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 from rich.console import Console
@@ -18,9 +19,10 @@ from vitrine.store import open_store
 
 
 def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, k: int,
-             *, console: Console) -> dict:
+             *, console: Console, serve: socket.socket | None = None) -> dict:
     """Index ``catalog`` into ``store_dir``; print and plot top-``k`` for one product per
-    category into ``out_dir``. Returns a summary (also written as ``demo.json``)."""
+    category into ``out_dir``; then, given a ``serve`` socket (``server.bind``), serve the web
+    app on the store until interrupted. Returns a summary (also written as ``demo.json``)."""
     from vitrine.catalog import read_catalog
 
     read_catalog(catalog)
@@ -53,4 +55,12 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "demo.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
     console.print(f"Figures and demo.json written to {out_dir}/")
+    if serve is not None:
+        from vitrine.api import create_app
+        from vitrine.server import ready_message
+        from vitrine.server import serve as run_server
+
+        app = create_app(settings, store_dir, embedder=embedder)
+        run_server(app, serve, on_ready=lambda address: console.print(ready_message(address),
+                                                                     soft_wrap=True))
     return summary

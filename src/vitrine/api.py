@@ -1,0 +1,239 @@
+"""The web app: REST API under ``/api``, product photos under ``/images`` and the web pages,
+one FastAPI application over one store. ``create_app`` loads the model once; every endpoint
+that decodes or embeds a photo is a plain ``def``, run in the thread pool, never on the event
+loop. Changing the store (POST/DELETE ``/api/products``) needs ``Authorization: Bearer <key>``
+with the key from ``VITRINE_API_KEY``; POST with an existing ``product_id`` replaces it."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, File, Form, Header, HTTPException, Query, Request
+from fastapi import UploadFile as Upload
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vitrine import __version__
+from vitrine.catalog import parse_price
+from vitrine.config import Settings
+from vitrine.embed import Embedder
+from vitrine.errors import CatalogError, ImageError, StoreError
+from vitrine.recommend import ProductNotFound
+from vitrine.service import NewProduct, VitrineService
+from vitrine.store.base import Match, StoredProduct
+from vitrine.web import guards
+from vitrine.web.pages import image_url, install_pages, wants_html
+
+K_MIN, K_MAX = 1, 100
+PAGE_MAX = 200
+
+
+class ProductOut(BaseModel):
+    product_id: str
+    name: str
+    category: str
+    price: float | None
+    description: str
+    attributes: dict[str, str]
+    image_url: str
+
+
+class ResultOut(BaseModel):
+    product_id: str
+    name: str
+    category: str
+    score: float
+    price: float | None
+    description: str
+    image_url: str
+
+
+class ProductPage(BaseModel):
+    products: list[ProductOut]
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class SimilarOut(BaseModel):
+    product: ProductOut
+    results: list[ResultOut]
+
+
+class SearchOut(BaseModel):
+    results: list[ResultOut]
+
+
+class Health(BaseModel):
+    status: str
+    products: int
+    model: str
+
+
+def product_out(p: StoredProduct) -> ProductOut:
+    return ProductOut(product_id=p.product_id, name=p.name, category=p.category, price=p.price,
+                      description=p.description, attributes=p.attributes,
+                      image_url=image_url(p.product_id))
+
+
+def result_out(m: Match) -> ResultOut:
+    p = m.product
+    return ResultOut(product_id=p.product_id, name=p.name, category=p.category,
+                     score=round(float(m.score), 6), price=p.price, description=p.description,
+                     image_url=image_url(p.product_id))
+
+
+KParam = Annotated[int, Query(ge=K_MIN, le=K_MAX, description="Number of results (1–100).")]
+CategoryParam = Annotated[str | None, Query(max_length=200,
+                                            description="Only products of this category.")]
+ImageParam = Annotated[Upload, File(description="The photo (JPEG, PNG, WebP, GIF, BMP, TIFF).")]
+
+
+def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["api"])
+    limit = settings.max_upload_bytes
+
+    @router.get("/products", response_model=ProductPage)
+    def list_products(category: CategoryParam = None,
+                      q: Annotated[str | None, Query(max_length=200,
+                                                     description="Name starts with.")] = None,
+                      limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
+                      offset: Annotated[int, Query(ge=0)] = 0) -> ProductPage:
+        """Products in name order, filtered by category and name prefix."""
+        found, more = service.products(category=category, query=q, limit=limit, offset=offset)
+        return ProductPage(products=[product_out(p) for p in found], limit=limit,
+                           offset=offset, has_more=more)
+
+    @router.get("/products/{product_id:path}/similar", response_model=SimilarOut)
+    def similar(product_id: str, k: KParam = 5, category: CategoryParam = None) -> SimilarOut:
+        """The ``k`` products most similar to a stored product (itself excluded)."""
+        product, matches = service.similar(product_id, k, category)
+        return SimilarOut(product=product_out(product), results=[result_out(m) for m in matches])
+
+    @router.get("/products/{product_id:path}", response_model=ProductOut)
+    def get_product(product_id: str) -> ProductOut:
+        return product_out(service.product(product_id))
+
+    @router.post("/search", response_model=SearchOut)
+    def search(image: ImageParam, response: Response, k: KParam = 5,
+               category: CategoryParam = None) -> SearchOut:
+        """The ``k`` products most similar to an uploaded photo (multipart field ``image``).
+        The ``Server-Timing`` header tells decode, model and search times."""
+        matches, timings = service.search_photo(guards.read_upload(image, limit), k, category)
+        response.headers["Server-Timing"] = timings.server_timing()
+        return SearchOut(results=[result_out(m) for m in matches])
+
+    @router.post("/products", response_model=ProductOut, status_code=201,
+                 responses={200: {"description": "An existing product was replaced."}})
+    def add_product(
+        image: ImageParam,
+        response: Response,
+        product_id: Annotated[str, Form(min_length=1, max_length=200,
+                                        pattern=r"^[^\x00-\x1f\x7f]+$")],
+        name: Annotated[str, Form(max_length=300)] = "",
+        category: Annotated[str, Form(max_length=200)] = "",
+        price: Annotated[str, Form(max_length=40, description="e.g. 129.90 or "
+                                                               "'R$ 1.299,90'")] = "",
+        description: Annotated[str, Form(max_length=5000)] = "",
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> ProductOut:
+        """Add a product with its photo, or replace the product with the same id
+        (201 when new, 200 when replaced). Needs ``Authorization: Bearer <key>``."""
+        guards.check_api_key(settings.api_key, authorization)
+        try:
+            fields = NewProduct(product_id, name.strip(), category.strip(),
+                                parse_price(price), description.strip())
+        except CatalogError as exc:
+            raise HTTPException(422, f"Invalid form field 'price': {exc}") from None
+        stored, created = service.add_product(fields, guards.read_upload(image, limit))
+        response.status_code = 201 if created else 200
+        return product_out(stored)
+
+    @router.delete("/products/{product_id:path}", status_code=204)
+    def delete_product(product_id: str,
+                       authorization: Annotated[str | None, Header()] = None) -> Response:
+        """Remove a product. Needs ``Authorization: Bearer <key>``."""
+        guards.check_api_key(settings.api_key, authorization)
+        service.delete_product(product_id)
+        return Response(status_code=204)
+
+    return router
+
+
+def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
+    def error(request: Request, status: int, sentence: str,
+              headers: dict | None = None) -> Response:
+        if wants_html(request):
+            return app.state.render_error(request, status, sentence)
+        return JSONResponse({"detail": sentence}, status_code=status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        sentence = guards.http_error_sentence(exc.status_code, exc.detail,
+                                              settings.max_upload_bytes)
+        return error(request, exc.status_code, sentence, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        return error(request, 422, guards.validation_sentence(exc))
+
+    @app.exception_handler(ProductNotFound)
+    async def not_found(request: Request, exc: ProductNotFound) -> Response:
+        return error(request, 404, _sentence(str(exc)))
+
+    @app.exception_handler(ImageError)
+    async def bad_image(request: Request, exc: ImageError) -> Response:
+        return error(request, 400, f"The uploaded file cannot be used as a photo: {exc.reason}")
+
+    @app.exception_handler(StoreError)
+    async def store_busy(request: Request, exc: StoreError) -> Response:
+        return error(request, 409, _sentence(str(exc)))
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def create_app(settings: Settings, store_path: Path, *,
+               embedder: Embedder | None = None) -> FastAPI:
+    """Build the app over the store at ``store_path``; loads the model now (pass ``embedder``
+    to share one already loaded). Raises StoreError/WeightsError with one sentence."""
+    service = VitrineService(settings, store_path, embedder)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        service.close()
+
+    max_body = settings.max_upload_bytes + guards.MULTIPART_OVERHEAD
+    app = FastAPI(title="Vitrine", version=__version__, lifespan=lifespan,
+                  description="Visually similar products from product photos.")
+    app.state.service = service
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> Health:
+        return Health(status="ok", products=service.count(), model=service.embedder.spec.name)
+
+    @app.get("/images/{product_id:path}", tags=["images"],
+             response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
+    def product_image(product_id: str) -> FileResponse:
+        """The photo of a product. Only stored products' photos are reachable."""
+        return FileResponse(service.image_path(product_id),
+                            headers={"Cache-Control": "public, max-age=3600"})
+
+    app.include_router(_api_router(service, settings))
+    install_pages(app, service, settings)
+    _install_error_handlers(app, settings)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization"])
+    app.add_middleware(guards.BodyLimit, max_body=max_body,
+                       upload_limit=settings.max_upload_bytes)
+    app.add_middleware(guards.SecurityHeaders)
+    return app

@@ -1,0 +1,90 @@
+"""Running the web app with uvicorn: in the foreground (``vitrine serve``, ``vitrine demo``) or
+in a background thread (tests, benchmarks)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from vitrine.errors import VitrineError
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Listen on ``host:port`` (port 0 picks a free one); a port in use is one clear error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise VitrineError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another "
+                           "--port or --host.") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def ready_message(address: str) -> str:
+    return (f"Vitrine is serving at {address} (REST API docs: {address}/docs); "
+            "press Ctrl+C to stop.")
+
+
+def _server(app: FastAPI, log_level: str) -> uvicorn.Server:
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=log_level, access_log=log_level == "info",
+                            timeout_graceful_shutdown=5)
+    return uvicorn.Server(config)
+
+
+def serve(app: FastAPI, sock: socket.socket, *,
+          on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve ``app`` on a socket from :func:`bind` until interrupted (Ctrl+C stops it
+    cleanly); ``on_ready`` gets the address. Bind first, so a busy port fails before the
+    model loads."""
+    server = _server(app, "info")
+    if on_ready is not None:
+        on_ready(address(sock))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+@contextlib.contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0,
+            startup_timeout: float = 30.0) -> Iterator[str]:
+    """Serve ``app`` in a background thread; yields its base URL and stops it afterwards."""
+    sock = bind(host, port)
+    server = _server(app, "warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
+                              name="vitrine-server")
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            sock.close()
+            raise RuntimeError("the web server did not start")
+        time.sleep(0.02)
+    try:
+        yield address(sock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -1,0 +1,204 @@
+"""The web app's view of one store: thread-safe reads, photo search with timings, and adding or
+removing products. The REST API and the web pages both call this; neither touches the store.
+
+Concurrency: the SQLite connection and the FAISS index of the read store are shared, so every
+read holds ``_store_lock`` (reads are sub-millisecond). Forward passes hold ``_model_lock``:
+torch already uses every core for one image, so queuing them beats running them side by side.
+Decoding runs unlocked. Writes go through a short-lived second store object that takes the
+store's writer lock, so ``vitrine index`` and the server never write at the same time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vitrine.catalog import Product
+from vitrine.config import Settings
+from vitrine.embed import Embedder, decode
+from vitrine.images import open_image, to_array
+from vitrine.indexer import check_manifest
+from vitrine.recommend import ProductNotFound, Recommender
+from vitrine.store import open_store
+from vitrine.store.base import Match, Record, StoredProduct
+
+UPLOADS_DIR = "uploads"
+_SIGNATURES = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"GIF8", ".gif"),
+               (b"BM", ".bmp"), (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
+
+
+def image_suffix(data: bytes) -> str:
+    """File extension for an already-decoded photo, from its leading bytes."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    for magic, suffix in _SIGNATURES:
+        if data.startswith(magic):
+            return suffix
+    return ".img"
+
+
+@dataclass
+class SearchTimings:
+    """Where the time of one photo search went, in milliseconds."""
+
+    decode_ms: float
+    model_ms: float
+    search_ms: float
+
+    def server_timing(self) -> str:
+        """The value of a ``Server-Timing`` response header."""
+        return (f"decode;dur={self.decode_ms:.2f}, model;dur={self.model_ms:.2f}, "
+                f"search;dur={self.search_ms:.2f}")
+
+
+@dataclass
+class NewProduct:
+    """The fields of a product added through the API (its photo comes separately)."""
+
+    product_id: str
+    name: str = ""
+    category: str = ""
+    price: float | None = None
+    description: str = ""
+
+
+class VitrineService:
+    """One store, one model, shared by all request threads."""
+
+    def __init__(self, settings: Settings, store_path: Path, embedder: Embedder | None = None):
+        self.settings = settings
+        self.store_path = Path(store_path)
+        self.store = open_store(self.store_path)
+        self.recommender = Recommender(self.store, settings, embedder)
+        self.embedder = self.recommender.embedder  # loads the model once; checks the manifest
+        self._store_lock = threading.Lock()
+        self._model_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+
+    # ---- reads ----------------------------------------------------------------------------
+    def product(self, product_id: str) -> StoredProduct:
+        with self._store_lock:
+            return self.recommender.product(product_id)
+
+    def products(self, *, category: str | None, query: str | None, limit: int,
+                 offset: int) -> tuple[list[StoredProduct], bool]:
+        """One page of products and whether another page follows."""
+        with self._store_lock:
+            found = self.store.list_products(category=category or None, query=query or None,
+                                             limit=limit + 1, offset=offset)
+        return found[:limit], len(found) > limit
+
+    def categories(self) -> dict[str, int]:
+        with self._store_lock:
+            return self.store.categories()
+
+    def count(self) -> int:
+        with self._store_lock:
+            return self.store.count()
+
+    def similar(self, product_id: str, k: int,
+                category: str | None = None) -> tuple[StoredProduct, list[Match]]:
+        with self._store_lock:
+            return self.recommender.similar(product_id, k, category or None)
+
+    def image_path(self, product_id: str) -> Path:
+        """The stored photo of a product; raises ProductNotFound when it has none on disk."""
+        path = Path(self.product(product_id).image)
+        if not path.is_file():
+            raise ProductNotFound(f"the photo of product {product_id!r} is missing.")
+        return path
+
+    # ---- photo search ---------------------------------------------------------------------
+    def search_photo(self, data: bytes, k: int,
+                     category: str | None = None) -> tuple[list[Match], SearchTimings]:
+        """Products most similar to uploaded photo bytes; raises ImageError for a bad file."""
+        prep = self.embedder.prep
+        t0 = time.perf_counter()
+        image = open_image(data, max_pixels=self.settings.max_image_pixels,
+                           draft_size=prep.size)
+        array = to_array(image, prep)
+        t1 = time.perf_counter()
+        with self._model_lock:
+            vector = self.embedder.embed_arrays(array[None])[0]
+        t2 = time.perf_counter()
+        with self._store_lock:
+            matches = self.recommender.search_vector(vector, k, category or None)
+        t3 = time.perf_counter()
+        return matches, SearchTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+
+    # ---- writes ---------------------------------------------------------------------------
+    def add_product(self, fields: NewProduct, data: bytes) -> tuple[StoredProduct, bool]:
+        """Store a product with its photo (replacing one with the same id); returns it and
+        whether it is new. The photo is saved as ``STORE/uploads/<sha256><ext>``."""
+        array, phash, thumb = decode(data, self.embedder.prep, self.settings.max_image_pixels)
+        with self._model_lock:
+            vector = self.embedder.embed_arrays(array[None])[0]
+        sha = hashlib.sha256(data).hexdigest()
+        folder = self.store_path / UPLOADS_DIR
+        photo = folder / f"{sha}{image_suffix(data)}"
+        product = Product(product_id=fields.product_id, image=photo, category=fields.category,
+                          name=fields.name, price=fields.price, description=fields.description)
+        with self._write_lock:
+            writer = open_store(self.store_path)
+            try:
+                writer.lock_for_writing()
+                check_manifest(writer, self.embedder)
+                previous = writer.get(fields.product_id)
+                wrote_photo = _write_once(folder, photo, data)
+                try:
+                    writer.upsert([Record(product, sha, phash, thumb, vector)])
+                except BaseException:
+                    if wrote_photo:
+                        photo.unlink(missing_ok=True)
+                    raise
+                writer.flush()
+                if previous is not None:
+                    _remove_orphan(writer, Path(previous.image), folder)
+                stored = writer.get(fields.product_id)
+            finally:
+                writer.close()
+        assert stored is not None
+        return stored, previous is None
+
+    def delete_product(self, product_id: str) -> None:
+        """Remove a product (and its uploaded photo when no other product uses it)."""
+        with self._write_lock:
+            writer = open_store(self.store_path)
+            try:
+                writer.lock_for_writing()
+                previous = writer.get(product_id)
+                if previous is None:
+                    raise ProductNotFound(f"product {product_id!r} is not in the store.")
+                writer.delete([product_id])
+                writer.flush()
+                _remove_orphan(writer, Path(previous.image), self.store_path / UPLOADS_DIR)
+            finally:
+                writer.close()
+
+    def close(self) -> None:
+        with self._store_lock:
+            self.store.close()
+
+
+def _write_once(folder: Path, photo: Path, data: bytes) -> bool:
+    """Save ``data`` at ``photo`` atomically unless it is already there; True if written."""
+    if photo.is_file():
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = photo.with_name(photo.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, photo)
+    return True
+
+
+def _remove_orphan(store, image: Path, folder: Path) -> None:
+    """Delete an uploaded photo that no stored product refers to any more."""
+    if image.parent != folder or not image.is_file():
+        return
+    sha = image.stem
+    if all(content != sha for content, _ in store.fingerprints().values()):
+        image.unlink(missing_ok=True)

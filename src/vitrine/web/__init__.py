@@ -1,0 +1,1 @@
+"""The web page (templates, script, styles) and the HTTP guards shared with the REST API."""

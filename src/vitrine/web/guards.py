@@ -1,0 +1,148 @@
+"""HTTP guards shared by the REST API and the web pages: security headers, upload size limits,
+the API key check, and turning any error into a one-sentence ``{"detail": ...}``."""
+
+from __future__ import annotations
+
+import hmac
+from http import HTTPStatus
+
+from fastapi import HTTPException, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MULTIPART_OVERHEAD = 64 * 1024
+"""Bytes allowed on top of the photo for multipart boundaries and the text fields."""
+
+CSP = ("default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
+"""Only this server's own files; ``blob:`` images are previews of the shopper's own photo."""
+
+DOCS_CSP = ("default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com; "
+            "style-src 'self' https://cdn.jsdelivr.net; "
+            "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+"""FastAPI's /docs page loads Swagger UI from its CDN with one inline script."""
+
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware adding security headers to every HTTP response."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        csp = DOCS_CSP if scope["path"].startswith(DOCS_PATHS) else CSP
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                for name, value in (
+                        (b"x-content-type-options", b"nosniff"),
+                        (b"x-frame-options", b"DENY"),
+                        (b"referrer-policy", b"same-origin"),
+                        (b"content-security-policy", csp.encode()),
+                        (b"cross-origin-opener-policy", b"same-origin")):
+                    if name not in present:
+                        headers.append((name, value))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodyLimit:
+    """Refuse (413) request bodies over ``max_body`` bytes: at once when the Content-Length
+    says so, before reading any of it, else while counting the bytes as they are read (the
+    error then goes through the app's handlers). Each uploaded file is checked again against
+    the upload limit by :func:`read_upload`."""
+
+    def __init__(self, app: ASGIApp, max_body: int, upload_limit: int):
+        self.app = app
+        self.max_body = max_body
+        self.upload_limit = upload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_body:
+            response = JSONResponse({"detail": too_large_sentence(self.upload_limit)},
+                                    status_code=413, headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise HTTPException(413, too_large_sentence(self.upload_limit))
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def too_large_sentence(limit: int) -> str:
+    return f"The upload is larger than the limit of {limit / 1_000_000:g} MB."
+
+
+def read_upload(upload: UploadFile, limit: int) -> bytes:
+    """The uploaded file's bytes, read in chunks and refused (413) past ``limit`` bytes.
+    Call from a sync endpoint (it reads the spooled file directly)."""
+    upload.file.seek(0)
+    chunks, total = [], 0
+    while chunk := upload.file.read(1 << 20):
+        total += len(chunk)
+        if total > limit:
+            raise HTTPException(413, too_large_sentence(limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_api_key(configured: str | None, authorization: str | None) -> None:
+    """403 when the server has no key (writes disabled); 401 when the request's Bearer key is
+    missing or wrong. Compares in constant time."""
+    if not configured:
+        raise HTTPException(403, "Changing the catalogue is disabled on this server; set "
+                                 "VITRINE_API_KEY to enable it.")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                              configured.encode()):
+        raise HTTPException(401, "A valid 'Authorization: Bearer <key>' header is required.",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def http_error_sentence(status: int, detail: object, upload_limit: int) -> str:
+    """One sentence for an HTTP error, replacing framework defaults such as 'Not Found'."""
+    if status == 413:
+        return too_large_sentence(upload_limit)
+    if isinstance(detail, str) and detail and detail != HTTPStatus(status).phrase:
+        return detail
+    return {404: "There is nothing at this address.",
+            405: "This method is not allowed at this address."}.get(
+        status, f"{HTTPStatus(status).phrase}.")
+
+
+def validation_sentence(exc: RequestValidationError) -> str:
+    """One sentence for the first problem of a request that failed validation."""
+    errors = exc.errors()
+    if not errors:
+        return "The request is not valid."
+    first = errors[0]
+    loc = [str(part) for part in first.get("loc", ())]
+    where = {"query": "query parameter", "path": "path parameter", "body": "form field",
+             "header": "header"}.get(loc[0] if loc else "", "field")
+    name = loc[-1] if len(loc) > 1 else "request"
+    message = str(first.get("msg", "is not valid")).rstrip(".")
+    return f"Invalid {where} '{name}': {message[:1].lower()}{message[1:]}."

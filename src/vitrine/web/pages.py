@@ -1,0 +1,150 @@
+"""The web page: catalogue, product page with similar products, and search by photo.
+
+Server-rendered with Jinja2 (autoescaped) and one small script that adds drag and drop and
+in-place results; every page works without JavaScript. Portuguese by default, English with
+``?lang=en``. Handlers are plain ``def`` (run in the thread pool), like the API's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote, urlencode
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from vitrine.config import Settings
+from vitrine.errors import ImageError
+from vitrine.service import VitrineService
+from vitrine.store.base import Match, StoredProduct
+from vitrine.web import guards
+from vitrine.web.text import TEXT, category_label, format_price, percent, pick_lang
+
+HERE = Path(__file__).parent
+PAGE_SIZE = 24
+SIMILAR_K = 10
+SEARCH_K = 10
+JSON_PREFIXES = ("/api/", "/images/", "/healthz", "/openapi.json", "/static/")
+
+LangParam = Annotated[str | None, Query(max_length=5)]
+
+
+def wants_html(request: Request) -> bool:
+    """True for a browser asking for a page (errors then render as a page, not JSON)."""
+    return (not request.url.path.startswith(JSON_PREFIXES)
+            and "text/html" in request.headers.get("accept", ""))
+
+
+def _url(path: str, lang: str, **params: object) -> str:
+    query = {k: v for k, v in params.items() if v not in (None, "")}
+    if lang != "pt":
+        query["lang"] = lang
+    return path + ("?" + urlencode(query) if query else "")
+
+
+def image_url(product_id: str) -> str:
+    return "/images/" + quote(product_id, safe="")
+
+
+def product_path(product_id: str) -> str:
+    return "/products/" + quote(product_id, safe="")
+
+
+def summary(product: StoredProduct) -> str:
+    """The description, or the product's attributes when it has none."""
+    return product.description or " · ".join(v for v in product.attributes.values() if v)
+
+
+class Pages:
+    """Renders templates with the language's words and helpers."""
+
+    def __init__(self, service: VitrineService, settings: Settings):
+        self.service = service
+        self.settings = settings
+        self.templates = Jinja2Templates(directory=HERE / "templates")
+        self.templates.env.globals.update(
+            image_url=image_url, product_path=product_path, percent=percent, summary=summary,
+            category_label=category_label)
+
+    def render(self, request: Request, name: str, lang: str, status: int = 200,
+               **context: object) -> HTMLResponse:
+        t = TEXT[lang]
+        other = "en" if lang == "pt" else "pt"
+        params = {k: v for k, v in request.query_params.items() if k != "lang"}
+        path = request.url.path if request.method == "GET" else "/search"
+        return self.templates.TemplateResponse(request, name, {
+            "t": t, "lang": lang, "url": lambda p, **q: _url(p, lang, **q),
+            "price": lambda v: format_price(v, lang),
+            "switch_url": _url(path, other, **params),
+            "max_bytes": self.settings.max_upload_bytes,
+            "max_mb": f"{self.settings.max_upload_bytes / 1_000_000:g}",
+            **context}, status_code=status)
+
+    def error(self, request: Request, status: int, sentence: str) -> HTMLResponse:
+        lang = pick_lang(request.query_params.get("lang"))
+        message = TEXT[lang]["not_found"] if status == 404 else sentence
+        return self.render(request, "error.html", lang, status, status_code=status,
+                           message=message)
+
+
+def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> None:
+    """Add the page routes and the static files to ``app``."""
+    pages = Pages(service, settings)
+    app.state.render_error = pages.error
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def catalogue(request: Request, lang: LangParam = None,
+                  category: Annotated[str | None, Query(max_length=200)] = None,
+                  q: Annotated[str | None, Query(max_length=200)] = None,
+                  page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> Response:
+        lang = pick_lang(lang)
+        query = (q or "").strip()
+        found, more = service.products(category=category, query=query,
+                                       limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        categories = service.categories()
+        total = None if query else (categories.get(category, 0) if category
+                                    else sum(categories.values()))
+        return pages.render(request, "catalogue.html", lang, active="catalogue",
+                            products=found, categories=categories, category=category or "",
+                            q=query, page=page, has_more=more, total=total)
+
+    @app.get("/products/{product_id:path}", response_class=HTMLResponse,
+             include_in_schema=False)
+    def product_page(request: Request, product_id: str, lang: LangParam = None) -> Response:
+        lang = pick_lang(lang)
+        product, matches = service.similar(product_id, SIMILAR_K)
+        return pages.render(request, "product.html", lang, active="catalogue",
+                            product=product, matches=matches)
+
+    @app.get("/search", response_class=HTMLResponse, include_in_schema=False)
+    def search_form(request: Request, lang: LangParam = None) -> Response:
+        return pages.render(request, "search.html", pick_lang(lang), active="search",
+                            matches=None, message=None)
+
+    @app.post("/search", response_class=HTMLResponse, include_in_schema=False)
+    def search_photo(request: Request, image: Annotated[UploadFile, File()],
+                     lang: LangParam = None, fragment: bool = False) -> Response:
+        """Results as a full page (form without JavaScript) or, with ``fragment=1``, as the
+        HTML of the results block that the page script puts in place."""
+        lang = pick_lang(lang)
+        t = TEXT[lang]
+        matches: list[Match] | None = None
+        message, status = None, 200
+        try:
+            data = guards.read_upload(image, settings.max_upload_bytes)
+            matches, _ = service.search_photo(data, SEARCH_K)
+        except ImageError:
+            message, status = t["bad_photo"], 400
+        except HTTPException as exc:
+            if exc.status_code != 413:
+                raise
+            message = t["too_large"].format(
+                mb=f"{settings.max_upload_bytes / 1_000_000:g}")
+            status = 413
+        name = "_results.html" if fragment else "search.html"
+        return pages.render(request, name, lang, status, active="search", matches=matches,
+                            message=message)

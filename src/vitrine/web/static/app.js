@@ -1,0 +1,83 @@
+// Search by photo: drag and drop, a preview, and results put in place without reloading.
+// Without this script the same form posts normally and the server renders the results page.
+(function () {
+  "use strict";
+  const form = document.getElementById("photo-search");
+  if (!form) return;
+  const input = form.querySelector('input[type="file"]');
+  const results = document.getElementById("results");
+  const preview = form.querySelector(".preview");
+  const previewImg = document.getElementById("preview-img");
+  const maxBytes = Number(form.dataset.maxBytes);
+  let previewUrl = null;
+
+  function showMessage(text, isError) {
+    const p = document.createElement("p");
+    p.className = isError ? "message error" : "message";
+    if (isError) p.setAttribute("role", "alert");
+    p.textContent = text;
+    results.replaceChildren(p);
+  }
+
+  function showPreview(file) {
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = URL.createObjectURL(file);
+    previewImg.src = previewUrl;
+    preview.hidden = false;
+  }
+
+  async function search(file) {
+    if (!file) { showMessage(form.dataset.noFile, true); return; }
+    if (file.size > maxBytes) { showMessage(form.dataset.tooLarge, true); return; }
+    showPreview(file);
+    showMessage(form.dataset.searching, false);
+    results.setAttribute("aria-busy", "true");
+    const body = new FormData();
+    body.append("image", file);
+    try {
+      const response = await fetch(form.dataset.fragmentUrl, { method: "POST", body: body });
+      const type = response.headers.get("content-type") || "";
+      if (response.status === 413) {
+        showMessage(form.dataset.tooLarge, true);
+      } else if (type.startsWith("text/html")) {
+        // The fragment is rendered (and escaped) by the server's own template.
+        results.innerHTML = await response.text();
+        const title = document.getElementById("results-title");
+        if (title) title.focus();
+      } else {
+        showMessage(form.dataset.error, true);
+      }
+    } catch (err) {
+      showMessage(form.dataset.error, true);
+    } finally {
+      results.removeAttribute("aria-busy");
+    }
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    search(input.files[0]);
+  });
+  input.addEventListener("change", function () {
+    if (input.files[0]) search(input.files[0]);
+  });
+  ["dragenter", "dragover"].forEach(function (name) {
+    form.addEventListener(name, function (event) {
+      event.preventDefault();
+      form.classList.add("dragging");
+    });
+  });
+  ["dragleave", "dragend", "drop"].forEach(function (name) {
+    form.addEventListener(name, function () { form.classList.remove("dragging"); });
+  });
+  form.addEventListener("drop", function (event) {
+    event.preventDefault();
+    const files = event.dataTransfer && event.dataTransfer.files;
+    if (!files || !files.length) return;
+    input.files = files;
+    search(files[0]);
+  });
+  // A photo dropped beside the drop zone must not make the browser leave the page.
+  window.addEventListener("dragover", function (event) { event.preventDefault(); });
+  window.addEventListener("drop", function (event) { event.preventDefault(); });
+})();

@@ -1,0 +1,130 @@
+"""The web page's words in Portuguese (default) and English, and locale-aware formatting."""
+
+from __future__ import annotations
+
+LANGS = ("pt", "en")
+DEFAULT_LANG = "pt"
+
+TEXT: dict[str, dict[str, str]] = {
+    "pt": {
+        "html_lang": "pt-BR",
+        "tagline": "Produtos parecidos pela foto",
+        "skip": "Pular para o conteúdo",
+        "nav_catalogue": "Catálogo",
+        "nav_search": "Buscar por foto",
+        "switch_lang": "English",
+        "switch_lang_name": "Read this page in English",
+        "catalogue_title": "Catálogo",
+        "category": "Categoria",
+        "all_categories": "Todas as categorias",
+        "search_name": "Nome do produto",
+        "search_placeholder": "Ex.: Rockport",
+        "filter": "Filtrar",
+        "clear": "Limpar",
+        "page": "Página {n}",
+        "previous": "Anterior",
+        "next": "Próxima",
+        "no_products": "Nenhum produto encontrado.",
+        "products_count": "{n} produtos",
+        "similar_title": "Produtos similares",
+        "similar_pct": "{pct}% similar",
+        "no_similar": "Nenhum produto similar encontrado.",
+        "price_unknown": "Preço não informado",
+        "price_label": "Preço",
+        "description_label": "Descrição",
+        "details": "Detalhes",
+        "photo_of": "Foto de {name}",
+        "back": "Voltar ao catálogo",
+        "search_title": "Buscar por foto",
+        "search_intro": "Envie a foto de um produto e veja os produtos mais parecidos do "
+                        "catálogo.",
+        "choose_photo": "Escolha uma foto",
+        "drop_hint": "ou arraste e solte a foto aqui",
+        "search_button": "Buscar produtos parecidos",
+        "searching": "Buscando…",
+        "your_photo": "Sua foto",
+        "results_title": "Resultados",
+        "no_results": "Nenhum resultado.",
+        "no_file": "Escolha uma foto antes de buscar.",
+        "error_title": "Algo deu errado",
+        "error_generic": "Não foi possível concluir a busca. Tente outra foto.",
+        "not_found": "Página ou produto não encontrado.",
+        "bad_photo": "Este arquivo não é uma foto que possamos usar. Tente um JPEG, PNG ou "
+                     "WebP.",
+        "too_large": "A foto é grande demais (limite de {mb} MB).",
+        "footer": "Vitrine — recomendações por similaridade visual.",
+        "attributes": "Características",
+    },
+    "en": {
+        "html_lang": "en",
+        "tagline": "Similar products by photo",
+        "skip": "Skip to content",
+        "nav_catalogue": "Catalogue",
+        "nav_search": "Search by photo",
+        "switch_lang": "Português",
+        "switch_lang_name": "Ler esta página em português",
+        "catalogue_title": "Catalogue",
+        "category": "Category",
+        "all_categories": "All categories",
+        "search_name": "Product name",
+        "search_placeholder": "e.g. Rockport",
+        "filter": "Filter",
+        "clear": "Clear",
+        "page": "Page {n}",
+        "previous": "Previous",
+        "next": "Next",
+        "no_products": "No products found.",
+        "products_count": "{n} products",
+        "similar_title": "Similar products",
+        "similar_pct": "{pct}% similar",
+        "no_similar": "No similar products found.",
+        "price_unknown": "Price not given",
+        "price_label": "Price",
+        "description_label": "Description",
+        "details": "Details",
+        "photo_of": "Photo of {name}",
+        "back": "Back to the catalogue",
+        "search_title": "Search by photo",
+        "search_intro": "Upload a photo of a product and see the most similar products of the "
+                        "catalogue.",
+        "choose_photo": "Choose a photo",
+        "drop_hint": "or drag and drop the photo here",
+        "search_button": "Find similar products",
+        "searching": "Searching…",
+        "your_photo": "Your photo",
+        "results_title": "Results",
+        "no_results": "No results.",
+        "no_file": "Choose a photo before searching.",
+        "error_title": "Something went wrong",
+        "error_generic": "The search could not be completed. Try another photo.",
+        "not_found": "Page or product not found.",
+        "bad_photo": "This file is not a photo we can use. Try a JPEG, PNG or WebP.",
+        "too_large": "The photo is too large (limit {mb} MB).",
+        "footer": "Vitrine — recommendations by visual similarity.",
+        "attributes": "Attributes",
+    },
+}
+
+def pick_lang(value: str | None) -> str:
+    return value if value in LANGS else DEFAULT_LANG
+
+
+def category_label(category: str) -> str:
+    """A readable name for a category folder such as ``relogio_feminino``."""
+    text = category.replace("_", " ").strip()
+    return text[:1].upper() + text[1:] if text else "—"
+
+
+def format_price(value: float | None, lang: str) -> str:
+    """Brazilian reais: 'R$ 1.299,90' in Portuguese, 'R$1,299.90' in English; '' if unknown."""
+    if value is None:
+        return ""
+    grouped = f"{value:,.2f}"
+    if lang == "pt":
+        return "R$\u00a0" + grouped.replace(",", "\0").replace(".", ",").replace("\0", ".")
+    return "R$" + grouped
+
+
+def percent(score: float) -> int:
+    """A cosine similarity shown as a whole percentage (negative similarity shows as 0)."""
+    return max(0, min(100, round(float(score) * 100)))
