@@ -1,0 +1,356 @@
+"""The REST API, end to end with the real model on the small demo store: every endpoint, every
+error code, the security headers, and 8 concurrent clients against a real uvicorn server."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import shutil
+import threading
+from pathlib import Path
+
+import httpx2
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+KEY = "s3cret-key"
+LIMIT = 300_000
+RESULT_KEYS = {"product_id", "name", "category", "score", "price", "description", "image_url"}
+
+
+def _rows(catalog: Path) -> list[dict]:
+    with open(catalog / "products.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _app(settings, store: Path, embedder, **changes):
+    from vitrine.api import create_app
+
+    return create_app(settings.model_copy(update=changes), store, embedder=embedder)
+
+
+@pytest.fixture(scope="module")
+def rows(small_catalog) -> list[dict]:
+    return _rows(small_catalog)
+
+
+@pytest.fixture(scope="module")
+def client(settings, small_store, embedder) -> TestClient:
+    """A read-only app over the shared store; uploads limited to 300 kB; no API key."""
+    return TestClient(_app(settings, small_store, embedder, max_upload_bytes=LIMIT))
+
+
+@pytest.fixture()
+def writable(settings, small_store, embedder, tmp_path):
+    """An app with an API key over a private copy of the store."""
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    return TestClient(_app(settings, store, embedder, api_key=KEY)), store
+
+
+def _jpeg(path: Path, *, flip: bool = False) -> bytes:
+    """A photo's JPEG bytes; ``flip`` makes a mirrored copy that no stored file matches."""
+    img = Image.open(path).convert("RGB")
+    if flip:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _upload(data: bytes, name: str = "photo.jpg") -> dict:
+    return {"image": (name, data, "image/jpeg")}
+
+
+def test_health_docs_and_security_headers(client):
+    r = client.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "products": 48, "model": "mobilenet_v2"}
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["referrer-policy"]
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "http" not in csp
+    assert "access-control-allow-origin" not in r.headers  # CORS closed by default
+    pre = client.options("/api/search", headers={"Origin": "https://evil.example",
+                                                 "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in pre.headers
+
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/healthz", "/api/products", "/api/products/{product_id}",
+            "/api/products/{product_id}/similar", "/api/search",
+            "/images/{product_id}"} <= set(paths)
+    assert set(paths["/api/products"]) == {"get", "post"}
+    assert "delete" in paths["/api/products/{product_id}"]
+
+
+def test_list_products_filters_and_pages(client, rows):
+    first = client.get("/api/products", params={"limit": 5}).json()
+    second = client.get("/api/products", params={"limit": 5, "offset": 5}).json()
+    assert len(first["products"]) == 5 and first["has_more"] is True
+    ids = [p["product_id"] for p in first["products"] + second["products"]]
+    assert len(set(ids)) == 10
+    every = client.get("/api/products", params={"limit": 200}).json()
+    assert len(every["products"]) == 48 and every["has_more"] is False
+    assert {p["product_id"] for p in every["products"]} == {r["product_id"] for r in rows}
+
+    watches = client.get("/api/products", params={"category": "relogio_feminino"}).json()
+    assert len(watches["products"]) == 6
+    assert {p["category"] for p in watches["products"]} == {"relogio_feminino"}
+
+    target = rows[0]
+    prefix = target["name"][:12]
+    named = client.get("/api/products", params={"q": prefix}).json()["products"]
+    assert target["product_id"] in [p["product_id"] for p in named]
+    assert all(p["name"].lower().startswith(prefix.lower()) for p in named)
+    assert client.get("/api/products", params={"q": "zzz-no-such"}).json()["products"] == []
+
+    for bad in ({"limit": 0}, {"limit": 201}, {"offset": -1}):
+        r = client.get("/api/products", params=bad)
+        assert r.status_code == 422 and isinstance(r.json()["detail"], str)
+
+
+def test_get_product_and_its_image(client, rows, small_catalog):
+    row = rows[3]
+    r = client.get(f"/api/products/{row['product_id']}")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["product_id"] == row["product_id"] and body["name"] == row["name"]
+    assert body["category"] == row["category"] and body["price"] is None
+    assert body["attributes"]["colour"] == row["colour"]
+    assert "image" not in body  # server paths are not exposed
+    image = client.get(body["image_url"])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    assert image.content == (small_catalog / row["image"]).read_bytes()
+
+    missing = client.get("/api/products/no-such-product")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "Product 'no-such-product' is not in the store."}
+    assert client.get("/images/no-such-product").status_code == 404
+
+
+@pytest.mark.parametrize("path", [
+    "/images/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    "/images/%2Fetc%2Fpasswd",
+    "/images/../../pyproject.toml",
+    "/images/vitrine.sqlite",
+    "/static/..%2F..%2Fapi.py",
+    "/static/../../../../etc/passwd",
+])
+def test_no_request_reaches_other_files(client, path):
+    r = client.get(path)
+    assert r.status_code == 404
+    assert b"root:" not in r.content and b"[project]" not in r.content
+    assert b"SQLite" not in r.content
+
+
+def test_similar(client, rows):
+    pid = rows[10]["product_id"]
+    r = client.get(f"/api/products/{pid}/similar", params={"k": 5})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["product"]["product_id"] == pid
+    results = body["results"]
+    assert len(results) == 5 and all(set(item) == RESULT_KEYS for item in results)
+    assert pid not in [item["product_id"] for item in results]
+    scores = [item["score"] for item in results]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    assert results[0]["image_url"] == f"/images/{results[0]['product_id']}"
+
+    only = client.get(f"/api/products/{pid}/similar",
+                      params={"k": 100, "category": "x_bolsa_feminina"}).json()["results"]
+    assert len(only) == 6 and {item["category"] for item in only} == {"x_bolsa_feminina"}
+    everything = client.get(f"/api/products/{pid}/similar", params={"k": 100}).json()
+    assert len(everything["results"]) == 47
+
+    for k in (0, 101, "x"):
+        r = client.get(f"/api/products/{pid}/similar", params={"k": k})
+        assert r.status_code == 422
+        assert r.json()["detail"].startswith("Invalid query parameter 'k'")
+    assert client.get("/api/products/nope/similar").status_code == 404
+
+
+def test_search_by_photo(client, rows, small_catalog, demo_catalog):
+    row = rows[20]
+    data = (small_catalog / row["image"]).read_bytes()
+    r = client.post("/api/search", params={"k": 5}, files=_upload(data))
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert len(results) == 5 and all(set(item) == RESULT_KEYS for item in results)
+    assert results[0]["product_id"] == row["product_id"] and results[0]["score"] > 0.999
+    timing = r.headers["server-timing"]
+    assert all(part in timing for part in ("decode;dur=", "model;dur=", "search;dur="))
+
+    # a photo from outside the catalogue: most of its neighbours share its category
+    outside = _rows(demo_catalog)
+    held = next(x for x in outside if x["category"] == "relogio_masculino"
+                and x["product_id"] not in {r["product_id"] for r in rows})
+    found = client.post("/api/search", params={"k": 5},
+                        files=_upload((demo_catalog / held["image"]).read_bytes())).json()
+    assert sum(item["category"].startswith("relogio") for item in found["results"]) >= 4
+
+    filtered = client.post("/api/search", params={"k": 3, "category": "salto_feminino"},
+                           files=_upload(data)).json()["results"]
+    assert len(filtered) == 3 and {x["category"] for x in filtered} == {"salto_feminino"}
+
+
+def test_search_errors(client, small_catalog, rows):
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    for k in (0, 101):
+        r = client.post("/api/search", params={"k": k}, files=_upload(photo))
+        assert r.status_code == 422
+    missing = client.post("/api/search")
+    assert missing.status_code == 422 and "'image'" in missing.json()["detail"]
+
+    for junk in (b"this is not a photo", b"", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, photo[:300]):
+        r = client.post("/api/search", files=_upload(junk))
+        assert r.status_code in (400, 415), r.text
+        detail = r.json()["detail"]
+        assert detail.startswith("The uploaded file cannot be used as a photo")
+        assert detail.count(". ") == 0 and "Traceback" not in detail
+
+    # declared too large: refused before the body is read
+    big = client.post("/api/search", files=_upload(b"\xff" * (LIMIT + 100_000)))
+    assert big.status_code == 413 and "0.3 MB" in big.json()["detail"]
+    assert big.headers["x-content-type-options"] == "nosniff"
+    # the file part alone is over the limit while the whole body is within the slack
+    part = client.post("/api/search", files=_upload(b"\xff" * (LIMIT + 1)))
+    assert part.status_code == 413
+
+    # no Content-Length (chunked): counted while reading
+    def chunks():
+        for _ in range(40):
+            yield b"-" * 10_000
+
+    chunked = client.post("/api/search", content=chunks(),
+                          headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert chunked.status_code == 413 and chunked.json()["detail"].endswith("MB.")
+
+
+def test_default_upload_limit_is_10_mb(settings, small_store, embedder):
+    from vitrine.config import Settings
+
+    assert Settings().max_upload_bytes == 10_000_000
+    default = TestClient(_app(settings, small_store, embedder))
+    r = default.post("/api/search", files=_upload(b"\xff" * 10_000_001))
+    assert r.status_code == 413 and "10 MB" in r.json()["detail"]
+
+
+def test_writes_are_refused_without_a_configured_key(client, small_catalog, rows):
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    for headers in ({}, {"Authorization": f"Bearer {KEY}"}):
+        add = client.post("/api/products", files=_upload(photo),
+                          data={"product_id": "p1"}, headers=headers)
+        assert add.status_code == 403 and "VITRINE_API_KEY" in add.json()["detail"]
+        gone = client.delete(f"/api/products/{rows[0]['product_id']}", headers=headers)
+        assert gone.status_code == 403
+    assert client.get("/healthz").json()["products"] == 48
+
+
+def test_add_replace_and_delete_products(writable, small_catalog, rows):
+    client, store = writable
+    photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
+    fields = {"product_id": "novo-1", "name": "Bolsa nova", "category": "x_bolsa_feminina",
+              "price": "R$ 1.299,90", "description": "Couro legítimo."}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY},
+                    {"Authorization": f"Basic {KEY}"}):
+        refused = client.post("/api/products", files=_upload(photo), data=fields,
+                              headers=headers)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert client.delete(f"/api/products/{rows[0]['product_id']}",
+                             headers=headers).status_code == 401
+    auth = {"Authorization": f"Bearer {KEY}"}
+
+    added = client.post("/api/products", files=_upload(photo), data=fields, headers=auth)
+    assert added.status_code == 201, added.text
+    body = added.json()
+    assert body["price"] == 1299.90 and body["name"] == "Bolsa nova"
+    assert client.get("/healthz").json()["products"] == 49
+    saved = store / "uploads" / (hashlib.sha256(photo).hexdigest() + ".jpg")
+    assert saved.read_bytes() == photo
+    assert client.get("/images/novo-1").content == photo
+    found = client.post("/api/search", params={"k": 1}, files=_upload(photo)).json()
+    assert found["results"][0]["product_id"] == "novo-1"
+    assert found["results"][0]["score"] > 0.999
+
+    replaced = client.post("/api/products", files=_upload(photo), headers=auth,
+                           data={**fields, "price": "", "name": "Bolsa renomeada"})
+    assert replaced.status_code == 200
+    assert client.get("/api/products/novo-1").json()["name"] == "Bolsa renomeada"
+    assert client.get("/api/products/novo-1").json()["price"] is None
+    assert client.get("/healthz").json()["products"] == 49
+
+    bad_price = client.post("/api/products", files=_upload(photo), headers=auth,
+                            data={**fields, "product_id": "novo-2", "price": "abc"})
+    assert bad_price.status_code == 422 and "price" in bad_price.json()["detail"]
+    no_id = client.post("/api/products", files=_upload(photo), headers=auth,
+                        data={"name": "x"})
+    assert no_id.status_code == 422
+    not_photo = client.post("/api/products", files=_upload(b"<html>hi</html>"), headers=auth,
+                            data={**fields, "product_id": "novo-3"})
+    assert not_photo.status_code in (400, 415)
+    assert client.get("/healthz").json()["products"] == 49
+
+    assert client.delete("/api/products/novo-1", headers=auth).status_code == 204
+    assert client.get("/api/products/novo-1").status_code == 404
+    assert not saved.exists()  # the uploaded photo went with its only product
+    again = client.delete("/api/products/novo-1", headers=auth)
+    assert again.status_code == 404 and again.json()["detail"].endswith("not in the store.")
+    catalogue_id = rows[5]["product_id"]
+    assert client.delete(f"/api/products/{catalogue_id}", headers=auth).status_code == 204
+    similar = client.get(f"/api/products/{rows[6]['product_id']}/similar",
+                         params={"k": 100}).json()["results"]
+    assert catalogue_id not in [x["product_id"] for x in similar] and len(similar) == 46
+
+
+def test_eight_concurrent_clients(settings, small_store, embedder, rows, small_catalog):
+    """8 clients × 50 requests of every kind against a real server: all answered, right."""
+    from vitrine.server import running
+
+    photos = {r["product_id"]: (small_catalog / r["image"]).read_bytes() for r in rows[::6]}
+    ids = [r["product_id"] for r in rows]
+    failures: list[str] = []
+
+    def client_run(n: int, base: str) -> None:
+        with httpx2.Client(base_url=base, timeout=60) as http:
+            for i in range(50):
+                pid = ids[(n * 50 + i) % len(ids)]
+                kind = (n + i) % 5
+                try:
+                    if kind == 0:
+                        r = http.get("/api/products", params={"limit": 10, "offset": i % 40})
+                        ok = r.status_code == 200 and len(r.json()["products"]) >= 8
+                    elif kind == 1:
+                        r = http.get(f"/api/products/{pid}")
+                        ok = r.status_code == 200 and r.json()["product_id"] == pid
+                    elif kind == 2:
+                        r = http.get(f"/api/products/{pid}/similar", params={"k": 5})
+                        got = [x["product_id"] for x in r.json()["results"]]
+                        ok = r.status_code == 200 and len(got) == 5 and pid not in got
+                    elif kind == 3:
+                        r = http.get(f"/images/{pid}")
+                        ok = r.status_code == 200 and r.content[:3] == b"\xff\xd8\xff"
+                    else:
+                        qid = list(photos)[(n + i) % len(photos)]
+                        r = http.post("/api/search", params={"k": 3},
+                                      files=_upload(photos[qid]))
+                        ok = r.status_code == 200 and r.json()["results"][0]["product_id"] == qid
+                except (httpx2.HTTPError, ValueError, KeyError) as exc:
+                    r, ok = None, False
+                    failures.append(f"client {n} request {i}: {exc!r}")
+                if not ok and r is not None:
+                    failures.append(f"client {n} request {i}: {r.status_code} {r.text[:200]}")
+
+    app = _app(settings, small_store, embedder)
+    with running(app) as base:
+        threads = [threading.Thread(target=client_run, args=(n, base)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=240)
+        assert not any(t.is_alive() for t in threads), "clients did not finish in time"
+    assert failures == []

@@ -1,0 +1,163 @@
+"""The web page in a real browser: Python Playwright driving Debian's Chromium against a real
+uvicorn server on 127.0.0.1. Screenshots go to test-artifacts/. Without Chromium (or
+Playwright) these tests skip, except under CI, where they fail."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import os
+import re
+from pathlib import Path
+
+import pytest
+from conftest import IN_CI, ROOT, require
+
+CHROMIUM = Path(os.environ.get("VITRINE_CHROMIUM", "/usr/bin/chromium"))
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update"]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if IN_CI:
+            pytest.fail("Python Playwright is not installed (required in CI)")
+        pytest.skip("Python Playwright is not installed")
+    executable = require(CHROMIUM, "Chromium (apt-get install chromium)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(executable), args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(settings, small_store, embedder):
+    from vitrine.api import create_app
+    from vitrine.server import running
+
+    with running(create_app(settings, small_store, embedder=embedder)) as url:
+        yield url
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.problems = problems
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def outside_photo(demo_catalog, small_catalog) -> Path:
+    """A demo photo of a sneaker that is not in the small store."""
+    with open(small_catalog / "products.csv", newline="") as fh:
+        inside = {r["product_id"] for r in csv.DictReader(fh)}
+    with open(demo_catalog / "products.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh)
+                   if r["category"] == "x_tenis_masculino" and r["product_id"] not in inside)
+    return demo_catalog / row["image"]
+
+
+def _scores(texts: list[str]) -> list[int]:
+    return [int(m.group(1)) for t in texts if (m := re.search(r"(\d+)% similar", t))]
+
+
+def test_browse_catalogue_and_open_a_product(page, base_url):
+    page.goto(base_url + "/")
+    assert page.locator("html").get_attribute("lang") == "pt-BR"
+    assert page.locator("h1").inner_text() == "Catálogo"
+    cards = page.locator("ul.grid > li.card")
+    assert cards.count() == 24
+    first_img = page.locator(".card img").first
+    first_img.wait_for()
+    page.wait_for_function("() => document.querySelector('.card img').naturalWidth > 0")
+    assert first_img.get_attribute("alt").startswith("Foto de ")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip-link"
+    page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+
+    page.select_option("#category", "relogio_masculino")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"category=relogio_masculino"))
+    assert page.locator("li.card").count() == 6
+
+    name = page.locator(".card-title").first.inner_text()
+    page.locator(".card-link").first.click()
+    page.wait_for_url(re.compile(r"/products/"))
+    assert page.locator("h1").inner_text() == name
+    photo = page.locator(".product-photo img")
+    assert photo.get_attribute("alt") == f"Foto de {name}"
+    page.wait_for_function(
+        "() => document.querySelector('.product-photo img').naturalWidth > 0")
+    similar = page.locator(".similar li.card")
+    assert page.locator("#similar-title").inner_text() == "Produtos similares"
+    assert similar.count() >= 5
+    scores = _scores(page.locator(".similar .score-value").all_inner_texts())
+    assert len(scores) == similar.count() and scores == sorted(scores, reverse=True)
+    assert all(0 < s <= 100 for s in scores)
+    watches = page.locator(".similar .meta .category").all_inner_texts()
+    assert sum("Relogio" in c for c in watches[:5]) >= 4
+    page.screenshot(path=str(ARTIFACTS / "product.png"), full_page=True)
+
+    page.click("a.lang-switch")
+    page.wait_for_url(re.compile(r"lang=en"))
+    assert page.locator("#similar-title").inner_text() == "Similar products"
+    assert page.problems == []
+
+
+def test_search_by_photo_with_the_file_picker(page, base_url, outside_photo):
+    page.goto(base_url + "/search")
+    assert page.locator("label[for=photo]").inner_text() == "Escolha uma foto"
+    page.set_input_files("#photo", str(outside_photo))
+    page.locator("#results li.card").first.wait_for(timeout=30_000)
+    results = page.locator("#results li.card")
+    assert results.count() == 10
+    assert page.locator(".preview").is_visible()
+    scores = _scores(page.locator("#results .score-value").all_inner_texts())
+    assert len(scores) == 10 and scores == sorted(scores, reverse=True)
+    names = page.locator("#results .card-title").all_inner_texts()
+    assert all(names)
+    categories = page.locator("#results .meta .category").all_inner_texts()
+    assert sum(c == "X tenis masculino" for c in categories[:5]) >= 4
+    page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
+    assert page.problems == []
+
+
+def test_search_by_drag_and_drop_on_a_phone(browser, base_url, outside_photo):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    page.goto(base_url + "/search?lang=en")
+    assert page.locator("h1").inner_text() == "Search by photo"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    data = base64.b64encode(outside_photo.read_bytes()).decode()
+    page.evaluate("""(data) => {
+        const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "photo.jpg", {type: "image/jpeg"}));
+        const zone = document.getElementById("photo-search");
+        zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: transfer, bubbles: true,
+                                                      cancelable: true}));
+        zone.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true,
+                                                  cancelable: true}));
+    }""", data)
+    page.locator("#results li.card").first.wait_for(timeout=30_000)
+    assert page.locator("#results li.card").count() == 10
+    assert page.locator("#results h2").inner_text() == "Results"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.screenshot(path=str(ARTIFACTS / "search-phone.png"), full_page=True)
+
+    page.set_input_files("#photo", files=[{"name": "notes.txt", "mimeType": "text/plain",
+                                           "buffer": b"a shopping list, not a photo"}])
+    alert = page.locator("#results [role=alert]")
+    alert.wait_for(timeout=30_000)
+    assert "not a photo" in alert.inner_text()
+    context.close()

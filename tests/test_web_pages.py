@@ -1,0 +1,179 @@
+"""The server-rendered web page (without a browser) and the `serve` / `demo` commands."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx2
+import pytest
+from fastapi.testclient import TestClient
+
+KEY = "page-key"
+CLI = [sys.executable, "-m", "vitrine.cli"]
+
+
+@pytest.fixture(scope="module")
+def rows(small_catalog) -> list[dict]:
+    with open(small_catalog / "products.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def client(settings, small_store, embedder) -> TestClient:
+    from vitrine.api import create_app
+
+    return TestClient(create_app(settings, small_store, embedder=embedder))
+
+
+def cards(html: str) -> int:
+    return html.count('<li class="card">')
+
+
+def test_catalogue_pages_filters_and_languages(client, rows):
+    home = client.get("/")
+    assert home.status_code == 200 and home.headers["content-type"].startswith("text/html")
+    html = home.text
+    assert '<html lang="pt-BR">' in html and "Catálogo" in html and "48 produtos" in html
+    assert cards(html) == 24 and 'rel="next" href="/?page=2"' in html
+    assert 'href="/?lang=en"' in html  # the language toggle
+    assert re.search(r'<img src="/images/[^"]+" alt="Foto de [^"]+"', html)
+    second = client.get("/", params={"page": 2}).text
+    assert cards(second) == 24 and 'rel="prev"' in second and 'rel="next"' not in second
+
+    heels = client.get("/", params={"category": "salto_feminino"}).text
+    assert cards(heels) == 6 and "6 produtos" in heels
+    names = {r["name"] for r in rows if r["category"] == "salto_feminino"}
+    assert all(name.replace("'", "&#39;") in heels for name in names)
+
+    target = rows[9]
+    found = client.get("/", params={"q": target["name"][:15]}).text
+    assert target["name"].replace("'", "&#39;") in found
+    assert "Nenhum produto encontrado." in client.get("/", params={"q": "zzzz"}).text
+
+    english = client.get("/", params={"lang": "en", "category": "salto_feminino"}).text
+    assert '<html lang="en">' in english and "Catalogue" in english and "6 products" in english
+    assert "/products/" in english and "?lang=en" in english
+    assert 'href="/?category=salto_feminino"' in english  # toggle back keeps the filter
+    assert client.get("/", params={"page": 0}).status_code == 422
+
+
+def test_product_page_shows_similar_products(client, rows):
+    row = rows[12]
+    page = client.get(f"/products/{row['product_id']}")
+    assert page.status_code == 200
+    html = page.text
+    assert f"<h1>{row['name']}</h1>" in html.replace("&#39;", "'")
+    assert "Produtos similares" in html and "Preço não informado" in html
+    assert row["colour"] in html
+    similar = html.split("Produtos similares", 1)[1]
+    scores = [int(s) for s in re.findall(r"(\d+)% similar", similar)]
+    assert cards(similar) == 10 and len(scores) == 10
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 100 for s in scores)
+    assert f'href="/products/{row["product_id"]}"' not in similar
+
+    english = client.get(f"/products/{row['product_id']}", params={"lang": "en"}).text
+    assert "Similar products" in english and "Price not given" in english
+
+    missing = client.get("/products/no-such", headers={"Accept": "text/html"})
+    assert missing.status_code == 404 and "Página ou produto não encontrado." in missing.text
+
+
+def test_prices_are_formatted_and_text_is_escaped(settings, small_store, embedder, tmp_path,
+                                                  small_catalog, rows):
+    from vitrine.api import create_app
+    from vitrine.web.text import format_price
+
+    assert format_price(1299.9, "pt") == "R$\u00a01.299,90"
+    assert format_price(1299.9, "en") == "R$1,299.90"
+    assert format_price(0, "pt") == "R$\u00a00,00" and format_price(None, "pt") == ""
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    app = create_app(settings.model_copy(update={"api_key": KEY}), store, embedder=embedder)
+    client = TestClient(app)
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    added = client.post("/api/products", headers={"Authorization": f"Bearer {KEY}"},
+                        files={"image": ("p.jpg", photo, "image/jpeg")},
+                        data={"product_id": "caro", "name": "<script>alert(1)</script>",
+                              "price": "1299,9", "description": "Bonito & barato"})
+    assert added.status_code == 201
+    html = client.get("/products/caro").text
+    assert "R$\u00a01.299,90" in html and "Bonito &amp; barato" in html
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+    assert "R$1,299.90" in client.get("/products/caro", params={"lang": "en"}).text
+
+
+def test_search_form_works_without_javascript(client, rows, small_catalog):
+    form = client.get("/search").text
+    assert 'enctype="multipart/form-data"' in form
+    assert '<label class="drop-label" for="photo"' in form
+    assert 'type="file"' in form and "arraste e solte" in form
+
+    row = rows[40]
+    photo = (small_catalog / row["image"]).read_bytes()
+    page = client.post("/search", files={"image": ("q.jpg", photo, "image/jpeg")})
+    assert page.status_code == 200 and "<html" in page.text and "Resultados" in page.text
+    assert cards(page.text) == 10
+    first = re.search(r'href="/products/([^"]+)"', page.text.split("Resultados", 1)[1])
+    assert first and first.group(1) == row["product_id"]
+
+    fragment = client.post("/search", params={"fragment": 1, "lang": "en"},
+                           files={"image": ("q.jpg", photo, "image/jpeg")})
+    assert fragment.status_code == 200 and "<html" not in fragment.text
+    assert "Results" in fragment.text and "100% similar" in fragment.text
+
+    bad = client.post("/search", params={"fragment": 1},
+                      files={"image": ("q.jpg", b"not a photo", "image/jpeg")})
+    assert bad.status_code == 400 and 'role="alert"' in bad.text and "JPEG" in bad.text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_command_and_busy_port(small_store, weights_path, small_catalog, tmp_path):
+    env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
+    proc = subprocess.Popen([*CLI, "serve", "--store", str(small_store), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        base = match.group(1)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx2.get(base + "/healthz", timeout=5)
+                break
+            except httpx2.TransportError:
+                assert time.monotonic() < deadline, "the server did not answer"
+                time.sleep(0.2)
+        assert health.json()["products"] == 48
+        port = int(base.rsplit(":", 1)[1])
+
+        busy = subprocess.run([*CLI, "serve", "--store", str(small_store), "--port",
+                               str(port)], capture_output=True, text=True, env=env,
+                              timeout=120)
+        assert busy.returncode == 2 and "cannot listen on 127.0.0.1:" in busy.stderr
+        assert len(busy.stderr.strip().splitlines()) == 1
+        # the demo checks the port before spending time on indexing
+        demo = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), "--store",
+                               str(tmp_path / "demo-store"), "--port", str(port)],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert demo.returncode == 2 and "--port" in demo.stderr
+        assert not (tmp_path / "demo-store").exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 130) and "Traceback" not in rest  # Ctrl+C: a clean stop
