@@ -13,8 +13,7 @@ from vitrine.dedupe import DuplicateRules, find_duplicates
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
 from vitrine.progress import progress_bar
-from vitrine.store.base import Record
-from vitrine.store.embedded import EmbeddedStore
+from vitrine.store.base import Record, VectorStore
 
 COMMIT_EVERY = 64
 
@@ -43,14 +42,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_manifest(store: EmbeddedStore, embedder: Embedder) -> None:
+def check_manifest(store: VectorStore, embedder: Embedder) -> None:
     """Refuse to mix vectors of two models in one store; record the model in a new store."""
     stored = store.manifest()
     if stored is None:
         store.set_manifest(embedder.manifest)
     elif stored != embedder.manifest:
         raise StoreError(
-            f"the store {store.root} was built with a different model ({stored.backbone}, "
+            f"the store {store.location} was built with a different model ({stored.backbone}, "
             f"weights {stored.weights_sha256[:12]}, {stored.preprocessing.get('resize')}) "
             f"than this run ({embedder.manifest.backbone}, weights "
             f"{embedder.manifest.weights_sha256[:12]}, "
@@ -64,18 +63,43 @@ def _display_path(path: Path, root: Path) -> str:
         return str(path)
 
 
-def index_catalog(catalog_dir: Path, store: EmbeddedStore, embedder: Embedder, *,
+def in_shard(product_id: str, shard: tuple[int, int] | None) -> bool:
+    """Stable assignment of products to shard ``i`` of ``n`` (by a hash of the id)."""
+    if shard is None:
+        return True
+    i, n = shard
+    return int(hashlib.sha1(product_id.encode()).hexdigest()[:8], 16) % n == i
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'I/N' → (I, N), 0 ≤ I < N."""
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise VitrineError(f"--shard {text!r}: use I/N, for example 0/4.") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise VitrineError(f"--shard {text!r}: I must be between 0 and N-1.")
+    return i, n
+
+
+def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                   rules: DuplicateRules | None = None, show_progress: bool = True,
-                  commit_every: int = COMMIT_EVERY) -> IndexReport:
+                  commit_every: int = COMMIT_EVERY,
+                  shard: tuple[int, int] | None = None) -> IndexReport:
     """Bring ``store`` in line with the catalogue folder. Commits every ``commit_every``
-    products, so an interrupted run keeps its work and a rerun continues from there."""
+    products, so an interrupted run keeps its work and a rerun continues from there.
+
+    With ``shard=(i, n)`` only the products of shard ``i`` are added, updated or removed, so
+    ``n`` processes (or machines) can index one catalogue into one Milvus store together."""
     started = time.perf_counter()
     root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
-    products = read_catalog(root)
+    products = [p for p in read_catalog(root) if in_shard(p.product_id, shard)]
     store.lock_for_writing()
     check_manifest(store, embedder)
     report = IndexReport()
-    stored = store.fingerprints()
+    stored = {pid: fp for pid, fp in store.fingerprints().items() if in_shard(pid, shard)}
 
     to_embed: list[tuple[Product, str]] = []
     meta_only: list[Product] = []
@@ -112,7 +136,7 @@ def index_catalog(catalog_dir: Path, store: EmbeddedStore, embedder: Embedder, *
     return report
 
 
-def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: EmbeddedStore,
+def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: VectorStore,
                      embedder: Embedder, report: IndexReport, root: Path,
                      show_progress: bool, commit_every: int) -> None:
     pending: list[Record] = []
@@ -140,13 +164,14 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: E
     commit()
 
 
-def store_duplicates(store: EmbeddedStore, root: Path,
+def store_duplicates(store: VectorStore, root: Path,
                      rules: DuplicateRules | None = None) -> list[list[str]]:
     """Duplicate groups among all stored products, as image paths."""
     ids, vectors = store.all_vectors()
     if len(ids) < 2:
         return []
-    records = [store.get(pid) for pid in ids]
+    by_id = {p.product_id: p for p in store.list_products(limit=len(ids) + 1_000_000)}
+    records = [by_id.get(pid) for pid in ids]
     if any(r is None for r in records):
         raise VitrineError("the store changed while looking for duplicates; run again.")
     groups = find_duplicates(

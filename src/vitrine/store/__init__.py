@@ -3,13 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from vitrine.errors import StoreError
 from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.embedded import EmbeddedStore
 
 __all__ = ["EmbeddedStore", "Match", "StoredProduct", "VectorStore", "open_store"]
 
+DEFAULT_COLLECTION = "vitrine"
 
-def open_store(location: str | Path, *, create: bool = False) -> VectorStore:
-    """Open the store at ``location`` (a folder path for the embedded default)."""
+
+def open_store(location: str | Path, *, create: bool = False, token: str = "") -> VectorStore:
+    """Open a store by location.
+
+    * a folder path: the embedded default (SQLite + FAISS);
+    * ``milvus-lite:///ABS/PATH.db``: embedded Milvus Lite in one file;
+    * ``milvus://HOST:PORT[/COLLECTION]``: a Milvus server or cluster (``token`` is
+      ``user:password`` or an API key, from the ``VITRINE_MILVUS_TOKEN`` setting).
+    """
+    text = str(location)
+    if text.startswith("milvus-lite://"):
+        from vitrine.store.milvus_store import MilvusStore
+
+        path = text[len("milvus-lite://"):]
+        if not path.startswith("/") or not path.endswith(".db"):
+            raise StoreError(f"{text}: use milvus-lite:///ABSOLUTE/PATH.db.")
+        if not create and not Path(path).exists():
+            raise StoreError(f"no Vitrine store at {text}; create one with 'vitrine index "
+                             f"CATALOG_DIR --store {text}'.")
+        return MilvusStore(path, DEFAULT_COLLECTION, location=text, create=create)
+    if text.startswith("milvus://"):
+        from vitrine.store.milvus_store import MilvusStore
+
+        parts = urlsplit(text)
+        if not parts.hostname:
+            raise StoreError(f"{text}: use milvus://HOST:PORT[/COLLECTION].")
+        collection = parts.path.strip("/") or DEFAULT_COLLECTION
+        uri = f"http://{parts.hostname}:{parts.port or 19530}"
+        return MilvusStore(uri, collection, location=text, token=token, create=create)
     return EmbeddedStore(Path(location), create=create)

@@ -62,6 +62,7 @@ class EmbeddedStore:
 
     def __init__(self, root: Path, *, create: bool = False):
         self.root = Path(root)
+        self.location = str(root)
         db_path = self.root / DB_NAME
         if not db_path.exists():
             if not create:

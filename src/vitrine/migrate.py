@@ -1,0 +1,46 @@
+"""Copying a store into another (embedded ↔ Milvus) without re-embedding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vitrine.catalog import Product
+from vitrine.errors import StoreError
+from vitrine.progress import progress_bar
+from vitrine.store.base import Record, VectorStore
+
+BATCH = 256
+
+
+def migrate_store(source: VectorStore, target: VectorStore, *,
+                  show_progress: bool = True) -> int:
+    """Copy all products, vectors and the model manifest; return how many were copied."""
+    manifest = source.manifest()
+    if manifest is None:
+        raise StoreError(f"the store {source.location} is empty.")
+    existing = target.manifest()
+    if existing is not None and existing != manifest:
+        raise StoreError(f"the store {target.location} was built with a different model than "
+                         f"{source.location}; copy into a new store.")
+    target.lock_for_writing()
+    if existing is None:
+        target.set_manifest(manifest)
+    ids, vectors = source.all_vectors()
+    by_id = {p.product_id: p for p in source.list_products(limit=len(ids) + 1)}
+    batch: list[Record] = []
+    with progress_bar("Copying", len(ids), enabled=show_progress, unit="products") as adv:
+        for pid, vector in zip(ids, vectors, strict=True):
+            stored = by_id[pid]
+            product = Product(product_id=pid, image=Path(stored.image),
+                              category=stored.category, name=stored.name, price=stored.price,
+                              description=stored.description, attributes=stored.attributes)
+            batch.append(Record(product, stored.content_sha256, stored.phash, stored.thumb,
+                                vector))
+            if len(batch) >= BATCH:
+                target.upsert(batch)
+                adv(len(batch))
+                batch = []
+        target.upsert(batch)
+        adv(len(batch))
+    target.flush()
+    return len(ids)

@@ -1,0 +1,230 @@
+"""Milvus store: the same :class:`VectorStore` behaviour on Milvus Lite (an embedded file),
+a standalone Milvus server or a distributed cluster, through one client (pymilvus).
+
+One collection holds the products: product id (primary key), the vector, and the metadata
+(category, name, price, description, attributes as JSON, image, hashes) next to it, so category
+filters run inside the vector query. A second small collection holds the model manifest.
+Installed by the extra ``vitrine[milvus]``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from vitrine.catalog import Product
+from vitrine.embed import ModelManifest
+from vitrine.errors import StoreError
+from vitrine.store.base import Match, Record, StoredProduct
+
+FIELDS = ["product_id", "image", "category", "name", "price", "description", "attributes",
+          "content_sha256", "metadata_hash", "phash", "thumb"]
+PAGE = 1000
+
+
+def _quote(value: str) -> str:
+    return json.dumps(value)  # a double-quoted string literal with escapes, valid in filters
+
+
+def _to_product(row: dict) -> StoredProduct:
+    return StoredProduct(product_id=row["product_id"], image=row["image"],
+                         category=row["category"], name=row["name"], price=row.get("price"),
+                         description=row["description"], attributes=row["attributes"] or {},
+                         content_sha256=row["content_sha256"], phash=row["phash"],
+                         thumb=bytes.fromhex(row["thumb"]))
+
+
+class MilvusStore:
+    """A Vitrine store in one Milvus collection (``location`` is shown in messages)."""
+
+    def __init__(self, uri: str, collection: str, *, location: str, token: str = "",
+                 create: bool = False):
+        try:
+            from pymilvus import MilvusClient
+        except ImportError:
+            raise StoreError("Milvus stores need the extra: pip install 'vitrine[milvus]'.") \
+                from None
+        self.location = location
+        self.collection = collection
+        self.meta_collection = f"{collection}__meta"
+        try:
+            self.client = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri)
+        except Exception as exc:  # noqa: BLE001 - connection errors of every kind
+            raise StoreError(f"cannot open the Milvus store {location} ({exc}).") from None
+        if not self.client.has_collection(self.meta_collection):
+            if not create:
+                raise StoreError(f"no Vitrine store at {location}; create one with "
+                                 f"'vitrine index CATALOG_DIR --store {location}'.")
+            self._create_meta()
+        for name in (self.meta_collection, self.collection):
+            if self.client.has_collection(name):
+                self.client.load_collection(name)  # a reopened collection starts released
+
+    # ---- schema ---------------------------------------------------------------------------
+    def _create_meta(self) -> None:
+        from pymilvus import DataType
+
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("value", DataType.VARCHAR, max_length=65535)
+        schema.add_field("dummy", DataType.FLOAT_VECTOR, dim=2)
+        index = self.client.prepare_index_params()
+        index.add_index("dummy", index_type="FLAT", metric_type="IP")
+        self.client.create_collection(self.meta_collection, schema=schema, index_params=index)
+
+    def _create_products(self, dim: int) -> None:
+        from pymilvus import DataType
+
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("product_id", DataType.VARCHAR, is_primary=True, max_length=1024)
+        for name in ("image", "description"):
+            schema.add_field(name, DataType.VARCHAR, max_length=65535)
+        schema.add_field("category", DataType.VARCHAR, max_length=512)
+        schema.add_field("name", DataType.VARCHAR, max_length=4096)
+        schema.add_field("price", DataType.DOUBLE, nullable=True)
+        schema.add_field("attributes", DataType.JSON)
+        for name in ("content_sha256", "metadata_hash"):
+            schema.add_field(name, DataType.VARCHAR, max_length=64)
+        schema.add_field("phash", DataType.VARCHAR, max_length=64)
+        schema.add_field("thumb", DataType.VARCHAR, max_length=4096)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        index = self.client.prepare_index_params()
+        index.add_index("vector", index_type="FLAT", metric_type="IP")
+        index.add_index("category", index_type="INVERTED")
+        self.client.create_collection(self.collection, schema=schema, index_params=index)
+
+    def _has_products(self) -> bool:
+        return self.client.has_collection(self.collection)
+
+    # ---- manifest -------------------------------------------------------------------------
+    def manifest(self) -> ModelManifest | None:
+        rows = self.client.query(self.meta_collection, filter='key == "manifest"',
+                                 output_fields=["value"])
+        return ModelManifest.from_dict(json.loads(rows[0]["value"])) if rows else None
+
+    def set_manifest(self, manifest: ModelManifest) -> None:
+        self.client.upsert(self.meta_collection, [{
+            "key": "manifest", "value": json.dumps(manifest.as_dict(), sort_keys=True),
+            "dummy": [0.0, 1.0]}])
+        if not self._has_products():
+            self._create_products(manifest.dim)
+
+    # ---- writes ---------------------------------------------------------------------------
+    def lock_for_writing(self) -> None:
+        """Milvus serialises writes itself; several writers (shards) may run at once."""
+
+    def upsert(self, records: Sequence[Record]) -> None:
+        if records:
+            self.client.upsert(self.collection, [self._row(r.product, r.content_sha256,
+                                                           r.phash, r.thumb, r.vector)
+                                                 for r in records])
+
+    @staticmethod
+    def _row(p: Product | StoredProduct, sha: str, phash: str, thumb: bytes,
+             vector: np.ndarray) -> dict:
+        meta_hash = p.metadata_hash() if isinstance(p, Product) else ""
+        return {"product_id": p.product_id, "image": str(p.image), "category": p.category,
+                "name": p.name, "price": p.price, "description": p.description,
+                "attributes": dict(p.attributes), "content_sha256": sha,
+                "metadata_hash": meta_hash, "phash": phash, "thumb": thumb.hex(),
+                "vector": np.asarray(vector, dtype=np.float32).tolist()}
+
+    def update_metadata(self, products: Sequence[Product]) -> None:
+        for p in products:
+            old = self._rows(f"product_id == {_quote(p.product_id)}", FIELDS + ["vector"])
+            if old:
+                row = old[0]
+                self.client.upsert(self.collection, [self._row(
+                    p, row["content_sha256"], row["phash"], bytes.fromhex(row["thumb"]),
+                    np.asarray(row["vector"], dtype=np.float32))])
+
+    def delete(self, product_ids: Iterable[str]) -> int:
+        ids = list(product_ids)
+        if not ids or not self._has_products():
+            return 0
+        present = self._rows(f"product_id in {json.dumps(ids)}", ["product_id"])
+        if present:
+            self.client.delete(self.collection, ids=[r["product_id"] for r in present])
+        return len(present)
+
+    def flush(self) -> None:
+        if self._has_products():
+            self.client.flush(self.collection)
+
+    # ---- reads ----------------------------------------------------------------------------
+    def _rows(self, expr: str, fields: list[str]) -> list[dict]:
+        if not self._has_products():
+            return []
+        out: list[dict] = []
+        iterator = self.client.query_iterator(self.collection, batch_size=PAGE, filter=expr,
+                                              output_fields=fields)
+        while batch := iterator.next():
+            out.extend(batch)
+        iterator.close()
+        return out
+
+    def get(self, product_id: str) -> StoredProduct | None:
+        rows = self._rows(f"product_id == {_quote(product_id)}", FIELDS)
+        return _to_product(rows[0]) if rows else None
+
+    def vector(self, product_id: str) -> np.ndarray | None:
+        rows = self._rows(f"product_id == {_quote(product_id)}", ["vector"])
+        return np.asarray(rows[0]["vector"], dtype=np.float32) if rows else None
+
+    def fingerprints(self) -> dict[str, tuple[str, str]]:
+        rows = self._rows('product_id != ""', ["product_id", "content_sha256", "metadata_hash"])
+        return {r["product_id"]: (r["content_sha256"], r["metadata_hash"]) for r in rows}
+
+    def count(self) -> int:
+        if not self._has_products():
+            return 0
+        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def categories(self) -> dict[str, int]:
+        counts = Counter(r["category"] for r in self._rows('product_id != ""', ["category"]))
+        return dict(sorted(counts.items()))
+
+    def list_products(self, *, category: str | None = None, query: str | None = None,
+                      limit: int = 50, offset: int = 0) -> list[StoredProduct]:
+        expr = ['product_id != ""']
+        if category:
+            expr.append(f"category == {_quote(category)}")
+        if query:
+            pattern = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            expr.append(f"(name like {_quote(pattern + '%')} or "
+                        f"product_id like {_quote(pattern + '%')})")
+        rows = [_to_product(r) for r in self._rows(" and ".join(expr), FIELDS)]
+        rows.sort(key=lambda p: (p.category, p.name, p.product_id))
+        return rows[offset:offset + limit]
+
+    def all_vectors(self) -> tuple[list[str], np.ndarray]:
+        rows = self._rows('product_id != ""', ["product_id", "vector"])
+        manifest = self.manifest()
+        if not rows:
+            return [], np.zeros((0, manifest.dim if manifest else 0), np.float32)
+        return ([r["product_id"] for r in rows],
+                np.asarray([r["vector"] for r in rows], dtype=np.float32))
+
+    def search(self, vector: np.ndarray, k: int, *, category: str | None = None,
+               exclude: str | None = None) -> list[Match]:
+        """Top-``k`` by inner product; the category and exclusion filters run inside the
+        vector query."""
+        if k <= 0 or not self._has_products():
+            return []
+        expr = []
+        if category is not None:
+            expr.append(f"category == {_quote(category)}")
+        if exclude is not None:
+            expr.append(f"product_id != {_quote(exclude)}")
+        hits = self.client.search(
+            self.collection, [np.asarray(vector, dtype=np.float32).tolist()], limit=k,
+            filter=" and ".join(expr), output_fields=FIELDS,
+            search_params={"metric_type": "IP"})[0]
+        return [Match(_to_product(h["entity"]), float(h["distance"])) for h in hits]
+
+    def close(self) -> None:
+        self.client.close()

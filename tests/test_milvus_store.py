@@ -1,0 +1,116 @@
+"""The Milvus store on Milvus Lite: CRUD, filters, parity with the embedded store, manifest
+guard, and the command line with a milvus-lite:// URI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import IN_CI
+from test_store import MANIFEST, record, unit
+
+from vitrine.catalog import Product
+from vitrine.embed import ModelManifest
+from vitrine.errors import StoreError
+from vitrine.migrate import migrate_store
+from vitrine.store import open_store
+
+try:
+    import milvus_lite  # noqa: F401
+    import pymilvus  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the extra
+    if IN_CI:
+        raise
+    pytest.skip("the milvus extra is not installed", allow_module_level=True)
+
+
+@pytest.fixture
+def mstore(tmp_path):
+    store = open_store(f"milvus-lite://{tmp_path}/m.db", create=True)
+    store.set_manifest(MANIFEST)
+    store.upsert([record("a", unit(1, 0)), record("b", unit(1, 0.2)),
+                  record("c", unit(0, 1), category="d", price=9.5, attributes={"cor": "azul"}),
+                  record("e", unit(1, 1), category="d")])
+    yield store
+    store.close()
+
+
+def test_crud_and_filters(mstore):
+    assert mstore.count() == 4 and mstore.categories() == {"c": 2, "d": 2}
+    hits = mstore.search(unit(1, 0), 4)
+    assert [m.product.product_id for m in hits] == ["a", "b", "e", "c"]
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [m.product.product_id for m in mstore.search(unit(1, 0), 5, category="d")] == [
+        "e", "c"]
+    assert [m.product.product_id for m in mstore.search(unit(1, 0), 2, exclude="a")] == [
+        "b", "e"]
+    c = mstore.get("c")
+    assert (c.price, c.attributes, c.category, c.name) == (9.5, {"cor": "azul"}, "d", "C")
+    assert mstore.get("a").price is None and mstore.get("zzz") is None
+    assert np.allclose(mstore.vector("c"), unit(0, 1))
+    mstore.upsert([record("a", unit(0, 1), category="d")])
+    assert mstore.count() == 4
+    assert {m.product.product_id for m in mstore.search(unit(0, 1), 2)} == {"a", "c"}
+    mstore.update_metadata([Product("b", mstore.get("b").image, category="new", name="Novo")])
+    assert mstore.get("b").category == "new" and np.allclose(mstore.vector("b"), unit(1, 0.2))
+    assert mstore.delete(["a", "nope"]) == 1 and mstore.get("a") is None
+    assert [p.product_id for p in mstore.list_products(query="C")] == ["c"]
+    assert [p.product_id for p in mstore.list_products(category="d")] == ["c", "e"]
+
+
+def test_manifest_guard_and_missing_store(mstore, tmp_path):
+    with pytest.raises(StoreError, match="no Vitrine store"):
+        open_store(f"milvus-lite://{tmp_path}/none.db")
+    with pytest.raises(StoreError, match="ABSOLUTE"):
+        open_store("milvus-lite://relative.db", create=True)
+    other = open_store(f"milvus-lite://{tmp_path}/other.db", create=True)
+    other.set_manifest(ModelManifest("x", "1" * 64, {}, 8))
+    with pytest.raises(StoreError, match="different model"):
+        migrate_store(mstore, other, show_progress=False)
+    other.close()
+
+
+def test_parity_with_embedded_store(small_store, embedder, tmp_path, demo_catalog):
+    embedded = open_store(small_store)
+    milvus = open_store(f"milvus-lite://{tmp_path}/copy.db", create=True)
+    assert migrate_store(embedded, milvus, show_progress=False) == embedded.count()
+    assert milvus.manifest() == embedded.manifest()
+    queries = sorted(demo_catalog.glob("relogio_feminino/*.jpg"))[-3:] + sorted(
+        demo_catalog.glob("x_tenis_masculino/*.jpg"))[-3:]
+    for path in queries:
+        vec = embedder.embed_image(path)
+        a = embedded.search(vec, 5)
+        b = milvus.search(vec, 5)
+        assert [m.product.product_id for m in a] == [m.product.product_id for m in b]
+        assert np.allclose([m.score for m in a], [m.score for m in b], atol=1e-4)
+        fa = embedded.search(vec, 3, category="relogio_masculino")
+        fb = milvus.search(vec, 3, category="relogio_masculino")
+        assert [m.product.product_id for m in fa] == [m.product.product_id for m in fb]
+    embedded.close()
+    milvus.close()
+
+
+def test_cli_index_and_search_on_milvus_lite(small_catalog, weights_path, tmp_path):
+    uri = f"milvus-lite://{tmp_path}/cli.db"
+    env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "vitrine.cli", *map(str, args)],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    for shard in ("0/2", "1/2"):  # two writers, each its own share of the catalogue
+        cli("index", small_catalog, "--store", uri, "--shard", shard, "--json")
+    total = len((small_catalog / "products.csv").read_text().splitlines()) - 1
+    info = json.loads(cli("info", "--store", uri, "--json"))
+    assert info["products"] == total
+    again = json.loads(cli("index", small_catalog, "--store", uri, "--json"))
+    assert again["indexed"] == 0 and again["unchanged"] == total
+    query = sorted((small_catalog / "x_bolsa_feminina").glob("*.jpg"))[0]
+    result = json.loads(cli("search", "--store", uri, "--k", "3", "--json", query))
+    assert result["results"][0]["image"].endswith(query.name)
