@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from conftest import IN_CI
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -354,3 +355,41 @@ def test_eight_concurrent_clients(settings, small_store, embedder, rows, small_c
             t.join(timeout=240)
         assert not any(t.is_alive() for t in threads), "clients did not finish in time"
     assert failures == []
+
+
+def test_app_over_a_milvus_lite_store(settings, small_store, embedder, tmp_path, rows,
+                                      small_catalog):
+    """The same API over a store that is not a folder: reads, search, and writes once
+    VITRINE_UPLOAD_DIR names a folder for the photos."""
+    if not IN_CI:
+        pytest.importorskip("milvus_lite")
+    from vitrine.migrate import migrate_store
+    from vitrine.store import open_store
+
+    uri = f"milvus-lite://{tmp_path}/shop.db"
+    source, target = open_store(small_store), open_store(uri, create=True)
+    migrate_store(source, target, show_progress=False)
+    source.close()
+    target.close()
+    photo = _jpeg(small_catalog / rows[7]["image"], flip=True)
+    auth = {"Authorization": f"Bearer {KEY}"}
+    fields = {"product_id": "m-1", "name": "Novo", "price": "10"}
+
+    with TestClient(_app(settings, uri, embedder, api_key=KEY)) as client:
+        pid = rows[0]["product_id"]
+        similar = client.get(f"/api/products/{pid}/similar").json()["results"]
+        assert len(similar) == 5 and pid not in [x["product_id"] for x in similar]
+        refused = client.post("/api/products", files=_upload(photo), data=fields, headers=auth)
+        assert refused.status_code == 409 and "VITRINE_UPLOAD_DIR" in refused.json()["detail"]
+
+    photos = tmp_path / "photos"
+    with TestClient(_app(settings, uri, embedder, api_key=KEY, upload_dir=photos)) as client:
+        assert client.post("/api/products", files=_upload(photo), data=fields,
+                           headers=auth).status_code == 201
+        found = client.post("/api/search", params={"k": 1}, files=_upload(photo)).json()
+        assert found["results"][0]["product_id"] == "m-1"
+        assert client.get("/images/m-1").content == photo
+        assert len(list(photos.iterdir())) == 1
+        assert client.delete("/api/products/m-1", headers=auth).status_code == 204
+        assert client.get("/api/products/m-1").status_code == 404
+        assert list(photos.iterdir()) == []

@@ -141,6 +141,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_server_socket_says_tcp():
+    """asyncio turns Nagle's algorithm off (TCP_NODELAY) on accepted connections only when the
+    listening socket's protocol is TCP; with protocol 0 each response waited ~40 ms for a
+    delayed ACK."""
+    from vitrine.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+
+
 def test_serve_command_and_busy_port(small_store, weights_path, small_catalog, tmp_path):
     env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
     proc = subprocess.Popen([*CLI, "serve", "--store", str(small_store), "--port", "0"],

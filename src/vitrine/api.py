@@ -199,11 +199,12 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def create_app(settings: Settings, store_path: Path, *,
+def create_app(settings: Settings, store: str | Path, *,
                embedder: Embedder | None = None) -> FastAPI:
-    """Build the app over the store at ``store_path``; loads the model now (pass ``embedder``
-    to share one already loaded). Raises StoreError/WeightsError with one sentence."""
-    service = VitrineService(settings, store_path, embedder)
+    """Build the app over ``store`` (a folder, or a URI that ``open_store`` knows); loads the
+    model now (pass ``embedder`` to share one already loaded). Raises StoreError/WeightsError
+    with one sentence."""
+    service = VitrineService(settings, store, embedder)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     """Bearer key for the endpoints that change the store; None refuses them (403)."""
     max_upload_bytes: int = 10_000_000
     """Uploaded photos larger than this are refused (413)."""
+    upload_dir: Path | None = None
+    """Folder for photos of products added through the API; default STORE/uploads (needed
+    for stores that are not a folder, such as Milvus)."""
     cors_origins: list[str] = []
     """Origins allowed to call the API from a browser; empty keeps CORS closed."""
 

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 def bind(host: str, port: int) -> socket.socket:
     """Listen on ``host:port`` (port 0 picks a free one); a port in use is one clear error."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when their
+    # protocol says TCP (with proto 0, Nagle + delayed ACK add ~40 ms to every response).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -6,25 +6,32 @@ read holds ``_store_lock`` (reads are sub-millisecond). Forward passes hold ``_m
 torch already uses every core for one image, so queuing them beats running them side by side.
 Decoding runs unlocked. Writes go through a short-lived second store object that takes the
 store's writer lock, so ``vitrine index`` and the server never write at the same time.
+Photos added through the API are kept in ``STORE/uploads`` (``VITRINE_UPLOAD_DIR`` for a store
+that is not a folder, such as Milvus).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from vitrine.catalog import Product
 from vitrine.config import Settings
 from vitrine.embed import Embedder, decode
+from vitrine.errors import StoreError
 from vitrine.images import open_image, to_array
 from vitrine.indexer import check_manifest
 from vitrine.recommend import ProductNotFound, Recommender
-from vitrine.store import open_store
-from vitrine.store.base import Match, Record, StoredProduct
+from vitrine.store import EmbeddedStore, open_store
+from vitrine.store.base import Match, Record, StoredProduct, VectorStore
 
 UPLOADS_DIR = "uploads"
 _SIGNATURES = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"GIF8", ".gif"),
@@ -69,15 +76,29 @@ class NewProduct:
 class VitrineService:
     """One store, one model, shared by all request threads."""
 
-    def __init__(self, settings: Settings, store_path: Path, embedder: Embedder | None = None):
+    def __init__(self, settings: Settings, location: str | Path,
+                 embedder: Embedder | None = None):
         self.settings = settings
-        self.store_path = Path(store_path)
-        self.store = open_store(self.store_path)
+        self.location = location
+        self.store = self._open()
         self.recommender = Recommender(self.store, settings, embedder)
         self.embedder = self.recommender.embedder  # loads the model once; checks the manifest
+        size = self.embedder.prep.size  # one forward pass now, so no request pays for set-up
+        self.embedder.embed_arrays(np.zeros((1, 3, size, size), np.float32))
         self._store_lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
+
+    def _open(self) -> VectorStore:
+        return open_store(self.location)
+
+    def _upload_folder(self) -> Path | None:
+        """Where added photos go: VITRINE_UPLOAD_DIR, else STORE/uploads for a folder store."""
+        if self.settings.upload_dir is not None:
+            return Path(self.settings.upload_dir).expanduser()
+        if isinstance(self.store, EmbeddedStore):
+            return self.store.root / UPLOADS_DIR
+        return None
 
     # ---- reads ----------------------------------------------------------------------------
     def product(self, product_id: str) -> StoredProduct:
@@ -138,44 +159,55 @@ class VitrineService:
         with self._model_lock:
             vector = self.embedder.embed_arrays(array[None])[0]
         sha = hashlib.sha256(data).hexdigest()
-        folder = self.store_path / UPLOADS_DIR
+        folder = self._upload_folder()
+        if folder is None:
+            raise StoreError(f"the store {self.location} is not a folder; set "
+                             "VITRINE_UPLOAD_DIR to a folder for the photos of products added "
+                             "through the API.")
         photo = folder / f"{sha}{image_suffix(data)}"
         product = Product(product_id=fields.product_id, image=photo, category=fields.category,
                           name=fields.name, price=fields.price, description=fields.description)
-        with self._write_lock:
-            writer = open_store(self.store_path)
+        with self._writer() as writer:
+            check_manifest(writer, self.embedder)
+            previous = writer.get(fields.product_id)
+            wrote_photo = _write_once(folder, photo, data)
             try:
-                writer.lock_for_writing()
-                check_manifest(writer, self.embedder)
-                previous = writer.get(fields.product_id)
-                wrote_photo = _write_once(folder, photo, data)
-                try:
-                    writer.upsert([Record(product, sha, phash, thumb, vector)])
-                except BaseException:
-                    if wrote_photo:
-                        photo.unlink(missing_ok=True)
-                    raise
-                writer.flush()
-                if previous is not None:
-                    _remove_orphan(writer, Path(previous.image), folder)
-                stored = writer.get(fields.product_id)
-            finally:
-                writer.close()
+                writer.upsert([Record(product, sha, phash, thumb, vector)])
+            except BaseException:
+                if wrote_photo:
+                    photo.unlink(missing_ok=True)
+                raise
+            writer.flush()
+            if previous is not None:
+                _remove_orphan(writer, Path(previous.image), folder)
+            stored = writer.get(fields.product_id)
         assert stored is not None
         return stored, previous is None
 
     def delete_product(self, product_id: str) -> None:
         """Remove a product (and its uploaded photo when no other product uses it)."""
+        with self._writer() as writer:
+            previous = writer.get(product_id)
+            if previous is None:
+                raise ProductNotFound(f"product {product_id!r} is not in the store.")
+            writer.delete([product_id])
+            writer.flush()
+            _remove_orphan(writer, Path(previous.image), self._upload_folder())
+
+    @contextlib.contextmanager
+    def _writer(self) -> Iterator[VectorStore]:
+        """The store to write through, one write at a time. For the embedded store, a second
+        store object holding the store's writer lock until it closes; other stores (Milvus)
+        serialise writers themselves and are written through the read store."""
         with self._write_lock:
-            writer = open_store(self.store_path)
+            if not isinstance(self.store, EmbeddedStore):
+                with self._store_lock:
+                    yield self.store
+                return
+            writer = self._open()
             try:
                 writer.lock_for_writing()
-                previous = writer.get(product_id)
-                if previous is None:
-                    raise ProductNotFound(f"product {product_id!r} is not in the store.")
-                writer.delete([product_id])
-                writer.flush()
-                _remove_orphan(writer, Path(previous.image), self.store_path / UPLOADS_DIR)
+                yield writer
             finally:
                 writer.close()
 
@@ -195,9 +227,9 @@ def _write_once(folder: Path, photo: Path, data: bytes) -> bool:
     return True
 
 
-def _remove_orphan(store, image: Path, folder: Path) -> None:
+def _remove_orphan(store: VectorStore, image: Path, folder: Path | None) -> None:
     """Delete an uploaded photo that no stored product refers to any more."""
-    if image.parent != folder or not image.is_file():
+    if folder is None or image.parent != folder or not image.is_file():
         return
     sha = image.stem
     if all(content != sha for content, _ in store.fingerprints().values()):

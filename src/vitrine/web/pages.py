@@ -29,7 +29,7 @@ SIMILAR_K = 10
 SEARCH_K = 10
 JSON_PREFIXES = ("/api/", "/images/", "/healthz", "/openapi.json", "/static/")
 
-LangParam = Annotated[str | None, Query(max_length=5)]
+LangParam = Annotated[str | None, Query(description="pt (default) or en.")]
 
 
 def wants_html(request: Request) -> bool:
