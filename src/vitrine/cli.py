@@ -29,14 +29,19 @@ KOpt = Annotated[int, typer.Option("--k", "-k", min=1, max=100, help="Number of 
 CategoryOpt = Annotated[str | None, typer.Option("--category", "-c",
                                                  help="Only products of this category.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a figure (PNG).")]
+ModelOpt = Annotated[Path | None, typer.Option(
+    "--model", help="Trained model folder (vitrine train --out) to embed with; default: "
+    "VITRINE_MODEL, else the pretrained backbone.")]
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")]
 
 
-def _settings(weights: Path | None = None) -> Settings:
+def _settings(weights: Path | None = None, model: Path | None = None) -> Settings:
     settings = Settings()
     if weights is not None:
         settings = settings.model_copy(update={"weights": weights})
+    if model is not None:
+        settings = settings.model_copy(update={"model": model})
     return settings
 
 
@@ -51,6 +56,7 @@ def index(
                                                 "category, optional products.csv).")],
     store: StoreOpt,
     weights: WeightsOpt = None,
+    model: ModelOpt = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero if any file is "
                                          "skipped.")] = False,
     as_json: JsonOpt = False,
@@ -61,7 +67,7 @@ def index(
     from vitrine.indexer import index_catalog
     from vitrine.store import open_store
 
-    settings = _settings(weights)
+    settings = _settings(weights, model)
     read_catalog(catalog_dir)  # fail on a bad folder before loading the model
     embedder = Embedder.from_settings(settings)
     db = open_store(store, create=True)
@@ -93,11 +99,11 @@ def _rules(settings: Settings):
     return DuplicateRules.from_settings(settings)
 
 
-def _recommender(store: Path, weights: Path | None):
+def _recommender(store: Path, weights: Path | None, model: Path | None = None):
     from vitrine.recommend import Recommender
     from vitrine.store import open_store
 
-    return Recommender(open_store(store), _settings(weights))
+    return Recommender(open_store(store), _settings(weights, model))
 
 
 @app.command()
@@ -107,11 +113,12 @@ def search(
     k: KOpt = 5,
     category: CategoryOpt = None,
     weights: WeightsOpt = None,
+    model: ModelOpt = None,
     plot: PlotOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the products most similar to one or more photos."""
-    rec = _recommender(store, weights)
+    rec = _recommender(store, weights, model)
     for i, image in enumerate(images):
         matches = rec.search_image(image, k, category)
         if as_json:
@@ -193,6 +200,54 @@ def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
     if manifest:
         out.print(f"model: {manifest.backbone}, {manifest.dim}-d, weights "
                   f"{manifest.weights_sha256[:12]}, resize {manifest.preprocessing['resize']}")
+
+
+@app.command()
+def train(
+    catalog_dir: Annotated[Path, typer.Argument(help="Catalogue folder (sub-folder per "
+                                                "category), or one split into train|treino, "
+                                                "val|validacao, test|teste folders.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
+    weights: WeightsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Transfer learning then fine-tuning on the catalogue's categories; writes the model,
+    its history, test metrics, figures and report.md."""
+    from vitrine.train import train_catalog
+
+    summary = train_catalog(catalog_dir, out_dir, _settings(weights),
+                            show_progress=not as_json)
+    if as_json:
+        _print_json({k: v for k, v in summary.items() if k != "history"})
+        return
+    from vitrine.train_display import training_lines
+
+    for line in training_lines(summary):
+        out.print(line)
+
+
+@app.command()
+def evaluate(
+    catalog_dir: Annotated[Path, typer.Argument(help="Labelled catalogue folder.")],
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    k: KOpt = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Classification and retrieval metrics (P@k, R@k, mAP@k per category) of a trained
+    model next to the pretrained backbone, or of the pretrained backbone alone."""
+    from vitrine.model_eval import evaluate_catalog
+
+    settings = _settings(weights)
+    report = evaluate_catalog(catalog_dir, settings, model_dir=model or settings.model, k=k,
+                              show_progress=not as_json)
+    if as_json:
+        _print_json(report)
+        return
+    from vitrine.train_display import evaluation_tables
+
+    for table in evaluation_tables(report):
+        out.print(table)
 
 
 @app.command()

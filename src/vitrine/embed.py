@@ -26,15 +26,20 @@ class ModelManifest:
     weights_sha256: str
     preprocessing: dict
     dim: int
+    embedding: str = "pooled"
+    """The layer that embeds: 'pooled' for a pretrained backbone; a trained model's layer
+    (see vitrine.models.EMBEDDING_LAYERS) with its weighting, e.g. 'imagenet+hidden@0.5'."""
 
     def as_dict(self) -> dict:
         return {"backbone": self.backbone, "weights_sha256": self.weights_sha256,
-                "preprocessing": self.preprocessing, "dim": self.dim}
+                "preprocessing": self.preprocessing, "dim": self.dim,
+                "embedding": self.embedding}
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelManifest:
         return cls(backbone=data["backbone"], weights_sha256=data["weights_sha256"],
-                   preprocessing=data["preprocessing"], dim=int(data["dim"]))
+                   preprocessing=data["preprocessing"], dim=int(data["dim"]),
+                   embedding=data.get("embedding", "pooled"))
 
 
 @dataclass
@@ -64,29 +69,43 @@ class Embedder:
     """Backbone + preprocessing; embeds photos in batches."""
 
     def __init__(self, spec: BackboneSpec, state: dict, prep: Preprocessing, *,
-                 settings: Settings):
+                 settings: Settings, net: torch.nn.Module | None = None,
+                 manifest: ModelManifest | None = None):
         self.spec = spec
         self.prep = prep
         self.settings = settings
         self.device = torch.device(settings.device)
         if settings.threads > 0:
             torch.set_num_threads(settings.threads)
-        self.net = build_embedding_net(spec, state).to(self.device)
+        self.net = (net if net is not None else build_embedding_net(spec, state)).to(self.device)
         self.net = self.net.to(memory_format=torch.channels_last)
-        self.manifest = ModelManifest(spec.name, state_hash(state), prep.as_dict(),
-                                      spec.embed_dim)
+        self.manifest = manifest or ModelManifest(spec.name, state_hash(state), prep.as_dict(),
+                                                  spec.embed_dim)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
-        """Build the configured backbone with local or downloaded weights."""
+        """Build the configured backbone with local or downloaded weights, or the trained
+        model of ``settings.model``."""
+        if settings.model is not None:
+            return cls.from_model_dir(settings.model, settings)
         spec = get_spec(settings.backbone)
         state = load_state_dict(spec, settings.weights)
         prep = replace(spec.preprocessing, resize=settings.resize)
         return cls(spec, state, prep, settings=settings)
 
+    @classmethod
+    def from_model_dir(cls, path: Path, settings: Settings) -> Embedder:
+        """Embed with a model trained by ``vitrine train`` (its embedding layer and
+        preprocessing); the manifest records the trained weights."""
+        from vitrine.trained import load_model
+
+        model = load_model(path)
+        return cls(model.spec, {}, model.prep, settings=settings, net=model.embedding_net(),
+                   manifest=model.manifest)
+
     @property
     def dim(self) -> int:
-        return self.spec.embed_dim
+        return self.manifest.dim
 
     @torch.inference_mode()
     def embed_arrays(self, batch: np.ndarray) -> np.ndarray:

@@ -59,3 +59,57 @@ def per_label(metric, query_labels: Sequence, retrieved: Sequence[Sequence], k: 
         out[label] = metric(labels[mask], [r for r, m in zip(retrieved, mask, strict=True)
                                            if m], k, **sub)
     return out
+
+
+# --- Classification metrics -------------------------------------------------------------------
+
+
+def accuracy(y_true: Sequence, y_pred: Sequence) -> float:
+    """Fraction of predictions equal to the true label."""
+    if len(y_true) == 0:
+        return float("nan")
+    return float(np.mean(np.asarray(y_true, dtype=object) == np.asarray(y_pred, dtype=object)))
+
+
+def confusion_matrix(y_true: Sequence, y_pred: Sequence, labels: Sequence) -> np.ndarray:
+    """Counts: row = true label, column = predicted label, in the order of ``labels``
+    (pairs with a label outside ``labels`` are left out)."""
+    position = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for t, p in zip(y_true, y_pred, strict=True):
+        if t in position and p in position:
+            matrix[position[t], position[p]] += 1
+    return matrix
+
+
+def per_class_prf(matrix: np.ndarray, labels: Sequence) -> dict:
+    """Precision, recall, F1 and support per label from a confusion matrix (0 where a ratio
+    has no denominator)."""
+    matrix = np.asarray(matrix, dtype=float)
+    tp = np.diag(matrix)
+    predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
+    out = {}
+    for i, label in enumerate(labels):
+        p = tp[i] / predicted[i] if predicted[i] else 0.0
+        r = tp[i] / actual[i] if actual[i] else 0.0
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        out[label] = {"precision": float(p), "recall": float(r), "f1": float(f1),
+                      "support": int(actual[i])}
+    return out
+
+
+def macro_f1(prf: dict) -> float:
+    """Unweighted mean F1 over the labels with support."""
+    scores = [v["f1"] for v in prf.values() if v["support"] > 0]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score confidence interval of a proportion (default 95 %)."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))

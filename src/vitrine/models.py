@@ -122,3 +122,109 @@ def build_embedding_net(spec: BackboneSpec, state: dict) -> nn.Module:
         first = str(exc).splitlines()[0]
         raise WeightsError(f"the weights do not fit {spec.name} ({first}).") from None
     return EmbeddingNet(spec.features(model)).eval()
+
+
+# --- Trained (transfer-learned and fine-tuned) networks -------------------------------------
+
+EMBEDDING_LAYERS = ("imagenet", "pooled", "hidden", "imagenet+hidden", "pooled+hidden")
+"""Layers a trained model can embed with: 'imagenet' is the frozen pretrained pooled features,
+'pooled' the fine-tuned pooled features, 'hidden' the head's dense layer; 'a+b' concatenates
+both L2-normalised parts, weighted so that cosine = w·cos_a + (1 − w)·cos_b."""
+
+
+class ClassifierHead(nn.Module):
+    """The new head: dropout → dense → ReLU (the 'hidden' embedding) → dropout → classes."""
+
+    def __init__(self, in_dim: int, units: int, n_classes: int, dropout: float):
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, units),
+                                    nn.ReLU(inplace=True))
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(units, n_classes))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.out(self.hidden(pooled))
+
+
+class TrainedNet(nn.Module):
+    """A backbone trunk cut at block ``cut``: ``base`` (always frozen), ``top`` (fine-tuned in
+    phase 2), ``ref_top`` (a frozen copy of the pretrained top, for ImageNet embeddings) and
+    the classifier ``head``."""
+
+    def __init__(self, trunk: nn.Sequential, cut: int, embed_dim: int, n_classes: int,
+                 units: int, dropout: float):
+        super().__init__()
+        import copy
+
+        if not 0 < cut < len(trunk):
+            raise WeightsError(f"fine-tuning must start at a block between 1 and "
+                               f"{len(trunk) - 1}, not {cut}.")
+        self.cut = cut
+        self.base = trunk[:cut]
+        self.top = trunk[cut:]
+        self.ref_top = copy.deepcopy(self.top)
+        self.head = ClassifierHead(embed_dim, units, n_classes, dropout)
+        for module in (self.base, self.ref_top):
+            module.requires_grad_(False)
+
+    def pooled(self, maps: torch.Tensor, reference: bool = False) -> torch.Tensor:
+        """Global-average-pooled output of the (reference) top for base feature maps."""
+        return (self.ref_top if reference else self.top)(maps).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pooled(self.base(x)))
+
+    def layers(self, x: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
+        """The requested outputs ('imagenet', 'pooled', 'hidden', 'logits') for a batch."""
+        maps = self.base(x)
+        out: dict[str, torch.Tensor] = {}
+        if "imagenet" in names:
+            out["imagenet"] = self.pooled(maps, reference=True)
+        if names & {"pooled", "hidden", "logits"}:
+            out["pooled"] = self.pooled(maps)
+            out["hidden"] = self.head.hidden(out["pooled"])
+            out["logits"] = self.head.out(out["hidden"])
+        return out
+
+
+def build_trained_net(spec: BackboneSpec, state: dict | None, cut: int, n_classes: int,
+                      units: int, dropout: float) -> TrainedNet:
+    """A :class:`TrainedNet` whose trunk starts from ``state`` (pretrained weights), or from
+    random weights when ``state`` is None (to load a trained state_dict afterwards)."""
+    model = spec.build()
+    if state is not None:
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise WeightsError(f"the weights do not fit {spec.name} ({first}).") from None
+    return TrainedNet(spec.features(model), cut, spec.embed_dim, n_classes, units, dropout)
+
+
+def layer_dim(layer: str, embed_dim: int, units: int) -> int:
+    """Dimension of an embedding layer spec (see :data:`EMBEDDING_LAYERS`)."""
+    sizes = {"imagenet": embed_dim, "pooled": embed_dim, "hidden": units}
+    return sum(sizes[part] for part in layer.split("+"))
+
+
+class TrainedEmbeddingNet(nn.Module):
+    """Embeds with one layer of a :class:`TrainedNet`, or a weighted concatenation of two."""
+
+    def __init__(self, net: TrainedNet, layer: str, weight: float = 0.5):
+        super().__init__()
+        if layer not in EMBEDDING_LAYERS:
+            raise WeightsError(f"unknown embedding layer {layer!r}; use one of "
+                               f"{', '.join(EMBEDDING_LAYERS)}.")
+        self.net = net.eval()
+        self.parts = layer.split("+")
+        self.weights = [weight, 1.0 - weight] if len(self.parts) == 2 else [1.0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return combine(self.net.layers(x, set(self.parts)), self.parts, self.weights)
+
+
+def combine(outputs: dict[str, torch.Tensor], parts: list[str],
+            weights: list[float]) -> torch.Tensor:
+    """Concatenate L2-normalised ``parts`` scaled by √weight (cosine = Σ weight·cosine)."""
+    pieces = [nn.functional.normalize(outputs[p].float(), dim=1) * w ** 0.5
+              for p, w in zip(parts, weights, strict=True)]
+    return torch.cat(pieces, dim=1)

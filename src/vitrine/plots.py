@@ -39,6 +39,10 @@ def plot_recommendations(query_image: str | Path, query_title: str, matches: lis
     for ax in axes[1 + len(matches):]:
         ax.axis("off")
     fig.tight_layout()
+    return _save(fig, out)
+
+
+def _save(fig, out: Path) -> Path:
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -48,3 +52,50 @@ def plot_recommendations(query_image: str | Path, query_title: str, matches: lis
     finally:
         plt.close(fig)
     return out
+
+
+def plot_history(history: list[dict], out: Path) -> Path:
+    """Loss and accuracy per epoch, train and validation, over both training phases (a
+    dashed line marks where fine-tuning starts)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    x = list(range(1, len(history) + 1))
+    for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "acc", "Accuracy")):
+        ax.plot(x, [h[key] for h in history], "o-", ms=3, label="train")
+        ax.plot(x, [h[f"val_{key}"] for h in history], "o-", ms=3, label="validation")
+        phases = [h["phase"] for h in history]
+        for i in range(1, len(phases)):
+            if phases[i] != phases[i - 1]:
+                ax.axvline(i + 0.5, color="grey", ls="--")
+                ax.text(i + 0.6, ax.get_ylim()[1], phases[i], va="top", fontsize=8)
+        if phases:
+            ax.text(1, ax.get_ylim()[1], phases[0], va="top", fontsize=8)
+        best = [i + 1 for i, h in enumerate(history) if h.get("best")]
+        ax.plot(best, [history[i - 1][f"val_{key}"] for i in best], "k.", ms=4)
+        ax.set_title(title)
+        ax.set_xlabel("epoch (both phases)")
+        ax.legend(loc="center right")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def plot_confusion_matrix(matrix, classes: list[str], out: Path) -> Path:
+    """Counts with row-normalised shading (row = true class, column = predicted class)."""
+    import numpy as np
+
+    matrix = np.asarray(matrix)
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = matrix / np.maximum(rows, 1)
+    size = 1.2 + 0.75 * len(classes)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    fig.tight_layout()
+    return _save(fig, out)

@@ -1,0 +1,167 @@
+"""``vitrine evaluate``: classification and retrieval metrics of a trained model (or of the
+pretrained backbone alone) on a labelled catalogue, pretrained and trained side by side.
+
+Protocol: when the catalogue is the one a model was trained on (its ``split.json`` covers the
+photos) or is split in folders, the test photos query the train + validation photos; otherwise
+every photo queries all the others (leave-one-out).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vitrine.catalog import Product
+from vitrine.config import Settings
+from vitrine.errors import CatalogError
+from vitrine.evaluate import average_precision_at_k, per_label, precision_at_k, recall_at_k
+from vitrine.models import combine
+from vitrine.progress import progress_bar
+
+CHUNK = 256
+
+
+def retrieval_metrics(index_vecs: np.ndarray, index_labels: Sequence[str],
+                      query_vecs: np.ndarray, query_labels: Sequence[str], k: int = 5, *,
+                      leave_one_out: bool = False) -> dict:
+    """P@k, R@k and mAP@k of category retrieval, overall and per category.
+
+    With ``leave_one_out`` the queries are the index itself and each query's own row is
+    skipped.
+    """
+    import faiss
+
+    index = faiss.IndexFlatIP(index_vecs.shape[1])
+    index.add(np.ascontiguousarray(index_vecs, dtype=np.float32))
+    extra = 1 if leave_one_out else 0
+    _, ids = index.search(np.ascontiguousarray(query_vecs, dtype=np.float32),
+                          min(k + extra, len(index_labels)))
+    if leave_one_out:
+        ids = [[j for j in row if j != q][:k] for q, row in enumerate(ids)]
+    retrieved = [[index_labels[j] for j in row if j >= 0] for row in ids]
+    counts = Counter(index_labels)
+    relevant = [counts[q] - extra for q in query_labels]
+    metrics = {"precision": precision_at_k, "recall": recall_at_k,
+               "map": average_precision_at_k}
+    out: dict = {"n_queries": len(query_labels)}
+    for name, fn in metrics.items():
+        kwargs = {} if name == "precision" else {"relevant_counts": relevant}
+        out[name] = round(fn(query_labels, retrieved, k, **kwargs), 4)
+    per_cat: dict = {}
+    for name, fn in metrics.items():
+        kwargs = {} if name == "precision" else {"relevant_counts": relevant}
+        for cat, value in per_label(fn, query_labels, retrieved, k, **kwargs).items():
+            per_cat.setdefault(cat, {})[name] = round(value, 4)
+    out["per_category"] = per_cat
+    return out
+
+
+def trained_outputs(model, products: Sequence[Product], settings: Settings, *,
+                    show_progress: bool = True) -> dict[str, torch.Tensor]:
+    """imagenet / pooled / hidden / logits of every product photo, in chunks."""
+    from vitrine.train import clean_outputs
+    from vitrine.train_data import FeatureCache, frozen_pass
+
+    parts: dict[str, list[torch.Tensor]] = {}
+    with progress_bar("Embedding", len(products), enabled=show_progress) as advance:
+        for start in range(0, len(products), CHUNK):
+            chunk = products[start:start + CHUNK]
+            done = frozen_pass(model.net.base, [p.image for p in chunk], [0], model.prep,
+                               seed=0, batch_size=settings.batch_size,
+                               workers=settings.decode_workers,
+                               max_pixels=settings.max_image_pixels, advance=advance)
+            bad = [p.image for p, e in zip(chunk, done.errors, strict=True) if e is not None]
+            if bad:
+                raise CatalogError(f"{bad[0]} cannot be used as a photo; remove it to "
+                                   "evaluate.")
+            cache = FeatureCache(done.maps, torch.zeros(len(chunk), dtype=torch.long))
+            for key, value in clean_outputs(model.net, cache).items():
+                parts.setdefault(key, []).append(value)
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def _protocol(products: Sequence[Product], given: dict | None,
+              model_dir: Path | None) -> tuple[str, dict[str, str] | None]:
+    ids = {p.product_id for p in products}
+    if model_dir is not None and (model_dir / "split.json").is_file():
+        from vitrine.split import Split
+
+        split = Split.load(model_dir / "split.json")
+        if ids <= set(split.assignment):
+            return "the model's test split queries its train + validation photos", \
+                split.assignment
+    if given is not None:
+        return "the test folder queries the train + validation folders", given
+    return "leave-one-out: every photo queries all the others", None
+
+
+def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path | None = None,
+                     k: int = 5, show_progress: bool = True) -> dict:
+    """Metrics of the pretrained backbone and, with ``model_dir``, of the trained model."""
+    from vitrine.split import read_split_catalog
+
+    products, given = read_split_catalog(catalog_dir)
+    products = [p for p in products if p.category]
+    if len(products) < 2:
+        raise CatalogError(f"{catalog_dir} needs at least two photos with a category to "
+                           "evaluate.")
+    protocol, assignment = _protocol(products, given, model_dir)
+    labels = [p.category for p in products]
+    if assignment is None:
+        queries = index = np.arange(len(products))
+    else:
+        queries = np.asarray([i for i, p in enumerate(products)
+                              if assignment[p.product_id] == "test"])
+        index = np.asarray([i for i, p in enumerate(products)
+                            if assignment[p.product_id] != "test"])
+        if not len(queries) or not len(index):
+            raise CatalogError("the split has no test photos or no train photos to evaluate.")
+    vectors, logits, classes, model_info = _embed(products, settings, model_dir, show_progress)
+    report: dict = {"catalog": str(catalog_dir), "protocol": protocol, "k": k,
+                    "queries": len(queries), "index": len(index), "model": model_info,
+                    "retrieval": {}}
+    for name, vecs in vectors.items():
+        report["retrieval"][name] = retrieval_metrics(
+            vecs[index], [labels[i] for i in index], vecs[queries],
+            [labels[i] for i in queries], k, leave_one_out=assignment is None)
+    if logits is not None:
+        from vitrine.report import classification_report
+
+        known = [i for i in queries if labels[i] in classes]
+        pred = logits[known].argmax(1).tolist()
+        report["classification"] = classification_report(
+            [labels[i] for i in known], [classes[j] for j in pred], classes)
+        report["classification"]["unknown_categories"] = len(queries) - len(known)
+    return report
+
+
+def _embed(products: Sequence[Product], settings: Settings, model_dir: Path | None,
+           show_progress: bool):
+    if model_dir is None:
+        from vitrine.embed import Embedder
+
+        embedder = Embedder.from_settings(settings.model_copy(update={"model": None}))
+        with progress_bar("Embedding", len(products), enabled=show_progress) as advance:
+            results = list(embedder.embed_paths([p.image for p in products],
+                                                on_progress=advance))
+        bad = [products[r.index].image for r in results if r.error is not None]
+        if bad:
+            raise CatalogError(f"{bad[0]} cannot be used as a photo; remove it to evaluate.")
+        vecs = np.stack([r.vector for r in results])
+        return {"pretrained": vecs}, None, None, {"pretrained": embedder.manifest.as_dict()}
+    from vitrine.trained import load_model
+
+    model = load_model(model_dir)
+    out = trained_outputs(model, products, settings, show_progress=show_progress)
+    layer, weight = model.layer, model.layer_weight
+    parts = layer.split("+")
+    weights = [weight, 1 - weight] if len(parts) == 2 else [1.0]
+    vectors = {"pretrained": combine(out, ["imagenet"], [1.0]).numpy(),
+               "trained": combine(out, parts, weights).numpy()}
+    info = {"trained": model.manifest.as_dict(),
+            "pretrained_weights_sha256": model.config.get("pretrained_weights_sha256")}
+    return vectors, out["logits"], model.classes, info

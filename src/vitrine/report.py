@@ -1,0 +1,167 @@
+"""What ``vitrine train`` writes next to the model: metrics, history (JSON and CSV), figures and
+a Markdown report with the reference design's table next to ours."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vitrine.config import Settings
+from vitrine.evaluate import (
+    accuracy,
+    confusion_matrix,
+    macro_f1,
+    per_class_prf,
+    wilson_interval,
+)
+
+REFERENCE = {
+    "source": "reference design (MobileNetV2, Keras; 4 categories, duplicates leaked between "
+              "train and test)",
+    "transfer_learning": {"test_acc": 0.42},
+    "fine_tuning": {"test_acc": 0.70},
+}
+RETRIEVAL_LAYERS = ("imagenet", "pooled", "hidden", "imagenet+hidden", "pooled+hidden")
+
+
+def split_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Cross-entropy loss and accuracy of a split."""
+    loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+    return {"loss": round(float(loss), 4),
+            "acc": round(float((logits.argmax(1) == labels).float().mean()), 4),
+            "n": len(labels)}
+
+
+def classification_report(y_true: Sequence[str], y_pred: Sequence[str],
+                          classes: Sequence[str]) -> dict:
+    """Accuracy with its 95 % Wilson interval, per-class precision/recall/F1, confusion."""
+    matrix = confusion_matrix(y_true, y_pred, classes)
+    correct = int(np.trace(matrix))
+    prf = per_class_prf(matrix, classes)
+    low, high = wilson_interval(correct, len(y_true))
+    return {"n": len(y_true), "correct": correct, "acc": accuracy(y_true, y_pred),
+            "acc_ci95": [low, high], "macro_f1": macro_f1(prf), "per_class": prf,
+            "classes": list(classes), "confusion": matrix.tolist()}
+
+
+def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
+                         settings: Settings, k: int = 5) -> dict:
+    """Category retrieval of test photos against train + validation photos, per layer."""
+    from vitrine.model_eval import retrieval_metrics
+    from vitrine.models import combine
+
+    index_labels = [classes[i] for i in
+                    torch.cat([caches["train"].labels, caches["val"].labels]).tolist()]
+    query_labels = [classes[i] for i in caches["test"].labels.tolist()]
+    out = {}
+    w = settings.train_embedding_weight
+    for layer in RETRIEVAL_LAYERS:
+        parts = layer.split("+")
+        weights = [w, 1 - w] if len(parts) == 2 else [1.0]
+        vec = {s: combine(outputs[s], parts, weights).numpy() for s in ("train", "val", "test")}
+        index = np.concatenate([vec["train"], vec["val"]])
+        out[layer] = retrieval_metrics(index, index_labels, vec["test"], query_labels, k)
+    return {"k": k, "protocol": "test photos query train+validation photos",
+            "chosen": settings.train_embedding, "layers": out}
+
+
+def write_outputs(out_dir: Path, summary: dict) -> None:
+    """history.json/.csv, history.png, metrics.json, confusion_matrix.png, report.md,
+    summary.json."""
+    from vitrine.plots import plot_confusion_matrix, plot_history
+
+    history = summary["history"]
+    (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+    if history:
+        with open(out_dir / "history.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+    plot_history(history, out_dir / "history.png")
+    test = summary.get("test") or {}
+    metrics = {"phases": {k: v["metrics"] for k, v in summary["phases"].items()},
+               "test": test}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False))
+    if test:
+        plot_confusion_matrix(np.asarray(test["confusion"]), test["classes"],
+                              out_dir / "confusion_matrix.png")
+    (out_dir / "report.md").write_text(markdown_report(summary))
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def markdown_report(summary: dict) -> str:
+    """The training report: the reference's table next to ours, figures and test details."""
+    phases, test = summary["phases"], summary.get("test") or {}
+    split = summary["split"]
+    lines = [
+        "# Training report", "",
+        f"Classes: {', '.join(summary['classes'])}.  ",
+        f"Split ({split['source']}): train {split['train']}, validation {split['val']}, "
+        f"test {split['test']} photos; {split['duplicate_groups']} duplicate groups, "
+        f"{len(split['crossing_groups'])} crossing splits.", "",
+        "## Reference design vs Vitrine", "",
+        "| model | phase | train acc | train loss | test acc | test loss |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, title in (("transfer_learning", "transfer learning"),
+                       ("fine_tuning", "fine-tuning")):
+        ref = REFERENCE[key]
+        lines.append(f"| reference (4 categories) | {title} | — | — | "
+                     f"{_pct(ref['test_acc'])} | — |")
+    for key, title in (("transfer_learning", "transfer learning"),
+                       ("fine_tuning", "fine-tuning")):
+        m = phases[key]["metrics"]
+        tr, te = m.get("train", {}), m.get("test", {})
+        lines.append(f"| Vitrine ({len(summary['classes'])} categories) | {title} | "
+                     f"{_pct(tr.get('acc'))} | {_num(tr.get('loss'))} | "
+                     f"{_pct(te.get('acc'))} | {_num(te.get('loss'))} |")
+    lines += ["", "Train metrics are on the un-augmented training photos in evaluation mode; "
+              "losses are plain cross-entropy. The reference only reported test accuracy.", ""]
+    if test:
+        low, high = test["acc_ci95"]
+        lines += [f"**Test accuracy {_pct(test['acc'])}** ({test['correct']}/{test['n']}; 95 % "
+                  f"Wilson interval {_pct(low)}–{_pct(high)}), macro F1 "
+                  f"{test['macro_f1']:.3f}, loss {test['loss']:.3f}.", "",
+                  "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        for name, v in test["per_class"].items():
+            lines.append(f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | "
+                         f"{v['f1']:.3f} | {v['support']} |")
+        lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
+        lines += _retrieval_lines(test.get("retrieval"))
+    lines += ["## History", "", "![history](history.png)", ""]
+    for key in ("transfer_learning", "fine_tuning"):
+        p = phases[key]
+        lines.append(f"- {key.replace('_', ' ')}: {p['epochs']} epochs, best epoch "
+                     f"{p['best_epoch']}{', stopped early' if p['stopped_early'] else ''}, "
+                     f"{p['seconds']:.0f} s.")
+    seconds = summary["seconds"]
+    lines += ["", "## Time and cache", "",
+              "Seconds: " + ", ".join(f"{k} {v}" for k, v in seconds.items()) + ".", "",
+              summary["cached"], ""]
+    return "\n".join(lines)
+
+
+def _retrieval_lines(retrieval: dict | None) -> list[str]:
+    if not retrieval:
+        return []
+    k = retrieval["k"]
+    lines = [f"### Retrieval on the test split ({retrieval['protocol']})", "",
+             f"Embedding layer in use: `{retrieval['chosen']}`.", "",
+             f"| layer | P@{k} | R@{k} | mAP@{k} |", "|---|---|---|---|"]
+    for layer, m in retrieval["layers"].items():
+        lines.append(f"| {layer}{' (pretrained)' if layer == 'imagenet' else ''} | "
+                     f"{m['precision']:.3f} | {m['recall']:.3f} | {m['map']:.3f} |")
+    return lines + [""]

@@ -1,0 +1,168 @@
+"""Train / validation / test splits that keep every duplicate group inside one split.
+
+A seeded split is stratified by category: each duplicate group (from :mod:`vitrine.dedupe`) is
+one unit, so a photo and its resized or recompressed copy never land on both sides. A catalogue
+already split into ``train|treino``, ``val|validacao`` and ``test|teste`` folders keeps its
+split, and the duplicates that cross it are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vitrine.catalog import Product, read_catalog
+from vitrine.config import Settings
+from vitrine.errors import CatalogError
+
+SPLITS = ("train", "val", "test")
+FOLDER_NAMES = {
+    "train": ("train", "treino", "training"),
+    "val": ("val", "validacao", "validação", "validation", "valid"),
+    "test": ("test", "teste"),
+}
+
+
+@dataclass
+class Split:
+    """Which split each product belongs to, and the duplicate groups found."""
+
+    assignment: dict[str, str]
+    source: str = "seeded"
+    """'seeded' (made here) or 'folders' (given by the catalogue's folders)."""
+    seed: int | None = None
+    fractions: dict[str, float] = field(default_factory=dict)
+    groups: list[list[str]] = field(default_factory=list)
+    """Duplicate groups of product ids."""
+
+    def ids(self, name: str) -> list[str]:
+        return sorted(pid for pid, s in self.assignment.items() if s == name)
+
+    def crossing(self) -> list[list[str]]:
+        """Duplicate groups whose members are in more than one split."""
+        return [g for g in self.groups if len({self.assignment.get(p) for p in g}) > 1]
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(self.ids(name)) for name in SPLITS}
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "seed": self.seed, "fractions": self.fractions,
+                "counts": self.counts(), "duplicate_groups": self.groups,
+                "crossing_groups": self.crossing(),
+                "assignment": dict(sorted(self.assignment.items()))}
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.as_dict(), ensure_ascii=False, indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> Split:
+        data = json.loads(Path(path).read_text())
+        return cls(data["assignment"], data["source"], data.get("seed"),
+                   data.get("fractions", {}), data.get("duplicate_groups", []))
+
+
+def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_fraction: float,
+                test_fraction: float, seed: int) -> list[str]:
+    """Assign each item ('train', 'val' or 'test'), stratified by label and seeded.
+
+    ``groups`` lists items (indices) that must share a split; an item in no group is its own
+    unit. A unit counts towards the label of its first member. Each label with at least three
+    items gets at least one item in validation and in test.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and
+            val_fraction + test_fraction < 1):
+        raise CatalogError("the validation and test fractions must be between 0 and 1 and "
+                           "sum to less than 1.")
+    owner = list(range(len(labels)))
+    for group in groups:
+        for i in group:
+            owner[i] = min(group)
+    units: dict[int, list[int]] = {}
+    for i, root in enumerate(owner):
+        units.setdefault(root, []).append(i)
+    by_label: dict[str, list[list[int]]] = {}
+    for root in sorted(units):
+        by_label.setdefault(labels[root], []).append(units[root])
+    rng = random.Random(seed)
+    out = ["train"] * len(labels)
+    for label in sorted(by_label):
+        label_units = by_label[label]
+        rng.shuffle(label_units)
+        n = sum(len(u) for u in label_units)
+        targets = {name: round(n * frac) for name, frac in (("test", test_fraction),
+                                                            ("val", val_fraction))}
+        for name, frac in (("test", test_fraction), ("val", val_fraction)):
+            if n >= 3 and frac > 0:
+                targets[name] = max(1, targets[name])
+        filled = {"test": 0, "val": 0}
+        for unit in label_units:
+            name = next((s for s in ("test", "val") if filled[s] < targets[s]), "train")
+            if name != "train" and filled[name] + len(unit) > targets[name] + 1:
+                name = "train"  # a large group would overshoot: keep it for training
+            if name != "train":
+                filled[name] += len(unit)
+            for i in unit:
+                out[i] = name
+    return out
+
+
+def find_split_folders(root: Path) -> dict[str, Path] | None:
+    """The ``train``/``val``/``test`` sub-folders (Portuguese names too) of a catalogue that is
+    already split, or None. A split catalogue needs at least train and test folders."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    children = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    found = {}
+    for split, names in FOLDER_NAMES.items():
+        for name in names:
+            if name in children:
+                found[split] = children[name]
+                break
+    return found if {"train", "test"} <= set(found) else None
+
+
+def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None]:
+    """Products of a catalogue and, when it is split in folders, each product's split.
+
+    In a split catalogue every split folder is read as a catalogue of its own (category
+    sub-folders, optional ``products.csv``); product ids get the split's name as a prefix.
+    """
+    folders = find_split_folders(root)
+    if folders is None:
+        return read_catalog(root), None
+    products, given = [], {}
+    for split, folder in folders.items():
+        for product in read_catalog(folder):
+            product.product_id = f"{folder.name}/{product.product_id}"
+            products.append(product)
+            given[product.product_id] = split
+    return products, given
+
+
+def make_split(products: Sequence[Product], groups: list[list[str]], settings: Settings,
+               given: dict[str, str] | None = None) -> Split:
+    """Split ``products``: keep the ``given`` folder split (carving validation out of
+    training when there is no validation folder), else make a seeded stratified split."""
+    index = {p.product_id: i for i, p in enumerate(products)}
+    idx_groups = [[index[pid] for pid in g if pid in index] for g in groups]
+    labels = [p.category for p in products]
+    val, test = settings.train_val_fraction, settings.train_test_fraction
+    if given is None:
+        names = group_split(labels, idx_groups, val, test, settings.train_seed)
+        assignment = {p.product_id: s for p, s in zip(products, names, strict=True)}
+        return Split(assignment, "seeded", settings.train_seed,
+                     {"val": val, "test": test}, groups)
+    assignment = dict(given)
+    if "val" not in set(given.values()):
+        train = [i for i, p in enumerate(products) if given[p.product_id] == "train"]
+        local = {i: j for j, i in enumerate(train)}
+        sub_groups = [[local[i] for i in g if i in local] for g in idx_groups]
+        names = group_split([labels[i] for i in train], sub_groups, val / (1 - test), 0.0,
+                            settings.train_seed)
+        for i, name in zip(train, names, strict=True):
+            assignment[products[i].product_id] = name
+    return Split(assignment, "folders", settings.train_seed, {}, groups)

@@ -1,0 +1,355 @@
+"""``vitrine train``: transfer learning then fine-tuning of the backbone on the shop's
+categories.
+
+1. Pass every photo once through the layers that stay frozen; the same pass gives the
+   pretrained embeddings, perceptual hashes and thumbnails that find duplicates.
+2. Split the catalogue (duplicate-aware, see :mod:`vitrine.split`), and pass the augmented
+   views of the training photos through the frozen layers once (:mod:`vitrine.train_data` says
+   what is cached and what that changes).
+3. Phase 1, transfer learning: the whole backbone frozen, a new head (dense + dropout) trained
+   with Adam on the cached pooled features.
+4. Phase 2, fine-tuning: the top blocks unfrozen, trained with the head at a lower rate.
+5. Both phases: early stopping with the best weights restored, a best checkpoint on disk,
+   reduce-LR-on-plateau, class-weighted loss (for imbalanced categories), seeded.
+6. Write the model, its history, test metrics, figures and a report (:mod:`vitrine.report`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitrine.catalog import Product
+from vitrine.config import Settings
+from vitrine.errors import CatalogError
+from vitrine.images import Preprocessing
+from vitrine.models import (
+    ClassifierHead,
+    TrainedNet,
+    build_trained_net,
+    get_spec,
+    load_state_dict,
+    state_hash,
+)
+from vitrine.progress import progress_bar
+from vitrine.split import Split, make_split, read_split_catalog
+from vitrine.train_data import FeatureCache, frozen_pass
+from vitrine.train_loop import Metrics, PhaseConfig, PhaseResult, fit_phase
+
+
+def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
+                  show_progress: bool = True) -> dict:
+    """Split ``catalog_dir``, train, and write the model folder ``out_dir``; returns the
+    summary also written as ``summary.json``."""
+    from vitrine.report import write_outputs
+    from vitrine.trained import write_model
+
+    started = time.perf_counter()
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
+    products, given = read_split_catalog(catalog_dir)
+    spec = get_spec(settings.backbone)
+    pretrained = load_state_dict(spec, settings.weights)
+    prep = replace(spec.preprocessing, resize=settings.resize)
+    net = build_trained_net(spec, pretrained, settings.train_fine_tune_from, 1,
+                            settings.train_head_units, settings.train_dropout)
+    net = net.to(memory_format=torch.channels_last)
+
+    # One pass of every photo through the frozen layers: the clean view, its hashes, and
+    # (pooled by the frozen top) the pretrained embedding that finds duplicates.
+    with progress_bar("Reading photos", len(products), enabled=show_progress) as adv:
+        clean = frozen_pass(net.base, [p.image for p in products], [0], prep,
+                            seed=settings.train_seed, batch_size=settings.train_batch_size,
+                            workers=settings.decode_workers,
+                            max_pixels=settings.max_image_pixels, with_hash=True, advance=adv)
+    ok = [i for i, e in enumerate(clean.errors) if e is None]
+    bad = [{"product_id": products[i].product_id, "reason": clean.errors[i]}
+           for i in range(len(products)) if clean.errors[i] is not None]
+    vectors = nn.functional.normalize(pool_views(net, clean.maps[ok])[:, 0], dim=1).numpy()
+    usable = [products[i] for i in ok]
+    groups = find_groups(usable, vectors, [clean.phashes[i] for i in ok],
+                         [clean.thumbs[i] for i in ok], settings)
+    split = make_split(usable, groups, settings, given)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    split.save(out_dir / "split.json")
+    seconds = {"read_and_split": round(time.perf_counter() - started, 1)}
+
+    t0 = time.perf_counter()
+    row = {p.product_id: i for i, p in enumerate(products)}
+    classes, caches = split_caches(net, products, row, clean.maps, split, prep, settings,
+                                   show_progress)
+    seconds["augmented_views"] = round(time.perf_counter() - t0, 1)
+    torch.manual_seed(settings.train_seed)
+    net.head = ClassifierHead(spec.embed_dim, settings.train_head_units, len(classes),
+                              settings.train_dropout)
+    fit = fit_cached(net, caches, len(classes), settings, out_dir / "checkpoints",
+                     show_progress=show_progress)
+    seconds.update(fit.seconds)
+    config = model_config(spec.name, settings, classes, prep, state_hash(pretrained))
+    digest = write_model(out_dir, net, config)
+    seconds["total"] = round(time.perf_counter() - started, 1)
+    summary = {
+        "model_dir": str(out_dir), "classes": classes, "weights_sha256": digest,
+        "split": {**split.counts(), "source": split.source,
+                  "duplicate_groups": len(split.groups),
+                  "crossing_groups": split.crossing()},
+        "unreadable_photos": bad,
+        "settings": config["training"], "cached": CACHE_NOTE.format(v=settings.train_views),
+        "phases": {"transfer_learning": _phase_summary(fit.phase1, fit.after1),
+                   "fine_tuning": _phase_summary(fit.phase2, fit.after2)},
+        "history": fit.phase1.history + fit.phase2.history,
+        "class_counts": {name: dict(sorted(Counter(classes[i] for i in c.labels.tolist())
+                                           .items())) for name, c in caches.items()},
+        "test": _test_detail(fit.outputs, caches, classes, settings),
+        "seconds": seconds,
+    }
+    write_outputs(out_dir, summary)
+    return summary
+
+
+def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[str],
+                thumbs: list[bytes], settings: Settings) -> list[list[str]]:
+    """Duplicate groups (product ids) by :func:`vitrine.dedupe.find_duplicates`."""
+    from vitrine.dedupe import DuplicateRules, find_duplicates
+    from vitrine.indexer import file_sha256
+
+    shas = [file_sha256(p.image) for p in products]
+    groups = find_duplicates([p.product_id for p in products], vectors, phashes, thumbs, shas,
+                             DuplicateRules.from_settings(settings))
+    return [list(map(str, g)) for g in groups]
+
+
+def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, int],
+                 clean_maps: torch.Tensor, split: Split, prep: Preprocessing,
+                 settings: Settings, show_progress: bool
+                 ) -> tuple[list[str], dict[str, FeatureCache]]:
+    """The classes (categories of the training split) and a cache per split: the clean view
+    for every photo, plus ``train_views - 1`` augmented views of each training photo."""
+    by_id = {p.product_id: p for p in products}
+    parts = {name: [by_id[i] for i in split.ids(name) if i in by_id] for name in split.counts()}
+    classes = sorted({p.category for p in parts["train"]})
+    if len(classes) < 2:
+        raise CatalogError("training needs photos of at least two categories in the training "
+                           "split.")
+    if not parts["val"]:
+        raise CatalogError("the validation split is empty; add photos or raise "
+                           "VITRINE_TRAIN_VAL_FRACTION.")
+    position = {c: i for i, c in enumerate(classes)}
+    caches = {}
+    for name, items in parts.items():
+        items = [p for p in items if p.category in position]  # untrained classes: unscored
+        if not items:
+            continue
+        rows = [row[p.product_id] for p in items]
+        maps = clean_maps[rows]
+        if name == "train" and settings.train_views > 1:
+            with progress_bar("Augmenting", len(items), enabled=show_progress) as adv:
+                extra = frozen_pass(net.base, [p.image for p in items],
+                                    range(1, settings.train_views), prep,
+                                    seed=settings.train_seed, keys=rows,
+                                    batch_size=settings.train_batch_size,
+                                    workers=settings.decode_workers,
+                                    max_pixels=settings.max_image_pixels, advance=adv)
+            maps = torch.cat([maps, extra.maps], dim=1)
+        labels = torch.as_tensor([position[p.category] for p in items], dtype=torch.long)
+        caches[name] = FeatureCache(maps, labels)
+    return classes, caches
+
+
+def class_weights(labels: Sequence[int], n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1 over the samples (a balanced loss)."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=n_classes).astype(float)
+    weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
+@dataclass
+class Fit:
+    """Both phases' results, metrics after each, and the final clean-view outputs."""
+
+    phase1: PhaseResult
+    phase2: PhaseResult
+    after1: dict
+    after2: dict
+    outputs: dict
+    seconds: dict
+
+
+def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
+               settings: Settings, checkpoint_dir: Path | None, *,
+               show_progress: bool = True) -> Fit:
+    """Phase 1 (head on the frozen network) then phase 2 (top blocks + head) on cached
+    frozen-layer outputs; ``caches`` has 'train' and 'val', and may have 'test'."""
+    from vitrine.report import split_metrics
+
+    torch.manual_seed(settings.train_seed)
+    criterion = nn.CrossEntropyLoss(
+        weight=class_weights(caches["train"].labels.tolist(), n_classes),
+        label_smoothing=settings.train_label_smoothing)
+    gen = torch.Generator().manual_seed(settings.train_seed)
+    steps = _steps(len(caches["train"]), settings.train_batch_size)
+    ckpt = checkpoint_dir or None
+    seconds = {}
+
+    t0 = time.perf_counter()
+    pooled = {k: pool_views(net, c.maps) for k, c in caches.items()}
+    net.head.requires_grad_(True)
+    phase1 = fit_phase(
+        _phase_config("transfer learning", settings, 1), net.head, list(net.head.parameters()),
+        _epoch_fn(net.head, net.head, pooled["train"], caches["train"].labels, criterion, gen,
+                  settings.train_batch_size),
+        lambda: _metrics(net.head, pooled["val"][:, 0], caches["val"].labels),
+        steps_per_epoch=steps, checkpoint=ckpt and ckpt / "phase1-best.pt",
+        show_progress=show_progress)
+    seconds["phase1"] = round(time.perf_counter() - t0, 1)
+    net.head.eval()
+    with torch.inference_mode():
+        after1 = {k: split_metrics(net.head(pooled[k][:, 0]), caches[k].labels)
+                  for k in caches}
+
+    t0 = time.perf_counter()
+    trainable = nn.ModuleDict({"top": net.top, "head": net.head})
+    net.top.requires_grad_(True)
+
+    def forward(maps: torch.Tensor) -> torch.Tensor:
+        return net.head(net.pooled(maps))
+
+    phase2 = fit_phase(
+        _phase_config("fine-tuning", settings, 2), trainable, list(trainable.parameters()),
+        _epoch_fn(forward, trainable, caches["train"].maps, caches["train"].labels, criterion,
+                  gen, settings.train_batch_size),
+        lambda: _metrics(forward, caches["val"].maps[:, 0], caches["val"].labels,
+                         modules=trainable),
+        steps_per_epoch=steps, checkpoint=ckpt and ckpt / "phase2-best.pt",
+        show_progress=show_progress)
+    seconds["phase2"] = round(time.perf_counter() - t0, 1)
+    net.eval()
+    net.top.requires_grad_(False)
+    net.head.requires_grad_(False)
+    with torch.inference_mode():
+        outputs = {k: clean_outputs(net, c) for k, c in caches.items()}
+    after2 = {k: split_metrics(o["logits"], caches[k].labels) for k, o in outputs.items()}
+    return Fit(phase1, phase2, after1, after2, outputs, seconds)
+
+
+CACHE_NOTE = ("Frozen blocks run once per view: {v} views per training photo (the photo and "
+              "{v}-1 seeded augmentations), 1 per validation/test photo; each epoch draws one "
+              "cached view per photo, so augmentation is a fixed set of views rather than "
+              "fresh each epoch. Phase 1 also caches the pooled output of the frozen top.")
+
+
+@torch.no_grad()
+def pool_views(net: TrainedNet, maps: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Pooled output of the frozen (reference) top for every cached view: (n, views, dim)."""
+    n, v = maps.shape[:2]
+    flat = maps.reshape(n * v, *maps.shape[2:])
+    net.ref_top.eval()
+    out = [net.pooled(flat[i:i + batch], reference=True) for i in range(0, len(flat), batch)]
+    return torch.cat(out).reshape(n, v, -1) if out else torch.zeros(0, v, 1)
+
+
+@torch.no_grad()
+def clean_outputs(net: TrainedNet, cache: FeatureCache, batch: int = 128) -> dict:
+    """imagenet / pooled / hidden / logits of each photo's clean view."""
+    maps = cache.maps[:, 0]
+    parts: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, len(maps), batch):
+        m = maps[i:i + batch]
+        out = {"imagenet": net.pooled(m, reference=True), "pooled": net.pooled(m)}
+        out["hidden"] = net.head.hidden(out["pooled"])
+        out["logits"] = net.head.out(out["hidden"])
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def _steps(n: int, batch: int) -> int:
+    return max(1, -(-n // batch))
+
+
+def _epoch_fn(forward: Callable, module: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+              criterion: nn.Module, gen: torch.Generator, batch: int):
+    """One epoch over shuffled photos, each with a randomly drawn cached view."""
+
+    def run(optimizer: torch.optim.Optimizer, advance) -> Metrics:
+        module.train()
+        n, n_views = inputs.shape[:2]
+        order = torch.randperm(n, generator=gen)
+        views = torch.randint(0, n_views, (n,), generator=gen)
+        total_loss, correct = 0.0, 0
+        for start in range(0, n, batch):
+            idx = order[start:start + batch]
+            x = inputs[idx, views[idx]]
+            y = labels[idx]
+            optimizer.zero_grad(set_to_none=True)
+            logits = forward(x)
+            loss = criterion(logits, y)
+            loss.backward()
+            optimizer.step()
+            hits = int((logits.argmax(1) == y).sum())
+            value = loss.item()
+            total_loss += value * len(idx)
+            correct += hits
+            advance(1, loss=value, acc=hits / len(idx))
+        return Metrics(total_loss / n, correct / n)
+
+    return run
+
+
+@torch.no_grad()
+def _metrics(forward: Callable, inputs: torch.Tensor, labels: torch.Tensor, *,
+             modules: nn.Module | None = None, batch: int = 128) -> Metrics:
+    """Plain cross-entropy and accuracy in eval mode."""
+    module = modules if modules is not None else forward
+    module.eval()
+    logits = torch.cat([forward(inputs[i:i + batch]) for i in range(0, len(inputs), batch)])
+    loss = nn.functional.cross_entropy(logits, labels)
+    return Metrics(float(loss), float((logits.argmax(1) == labels).float().mean()))
+
+
+def _phase_config(name: str, settings: Settings, phase: int) -> PhaseConfig:
+    return PhaseConfig(name, getattr(settings, f"train_phase{phase}_epochs"),
+                       getattr(settings, f"train_phase{phase}_lr"), settings.train_patience,
+                       settings.train_lr_patience, settings.train_lr_factor,
+                       settings.train_min_lr, settings.train_weight_decay)
+
+
+def _phase_summary(result: PhaseResult, metrics: dict) -> dict:
+    return {"epochs": len(result.history), "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early, "seconds": round(result.seconds, 1),
+            "metrics": metrics}
+
+
+def _test_detail(outputs: dict, caches: dict[str, FeatureCache], classes: list[str],
+                 settings: Settings) -> dict:
+    from vitrine.report import classification_report, retrieval_from_cache
+
+    if "test" not in caches:
+        return {}
+    labels = caches["test"].labels
+    pred = outputs["test"]["logits"].argmax(1)
+    detail = classification_report([classes[i] for i in labels.tolist()],
+                                   [classes[i] for i in pred.tolist()], classes)
+    detail["loss"] = float(nn.functional.cross_entropy(outputs["test"]["logits"], labels))
+    detail["retrieval"] = retrieval_from_cache(outputs, caches, classes, settings)
+    return detail
+
+
+def model_config(backbone: str, settings: Settings, classes: list[str], prep: Preprocessing,
+                 pretrained_sha256: str) -> dict:
+    """The description written to ``model.json``."""
+    training = {k.removeprefix("train_"): v for k, v in settings.model_dump().items()
+                if k.startswith("train_")}
+    return {"backbone": backbone, "cut": settings.train_fine_tune_from, "classes": classes,
+            "head_units": settings.train_head_units,
+            "dropout": settings.train_dropout, "preprocessing": prep.as_dict(),
+            "embedding": {"layer": settings.train_embedding,
+                          "weight": settings.train_embedding_weight},
+            "pretrained_weights_sha256": pretrained_sha256, "training": training}

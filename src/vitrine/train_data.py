@@ -1,0 +1,167 @@
+"""Training data: augmentation that looks like shop photos, and the frozen-layer cache.
+
+The layers before the fine-tuned blocks never change during training, so each photo goes
+through them once per *view*, and the training loops read the cached feature maps:
+
+* view 0 is the photo as the embedder sees it (preprocessing of the model manifest);
+* views 1…V−1 of a training photo are random augmentations (horizontal flip, crop/zoom, zoom
+  out on white, colour jitter, and a down-scale with JPEG re-encoding or a blur, so that small
+  or low-resolution photos still work), drawn once from a generator seeded by
+  (seed, photo, view).
+
+So the cache is exact, and what it changes is this: an epoch draws one of V fixed views per
+photo instead of a fresh augmentation. Validation and test photos only have view 0.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+
+from vitrine.dedupe import perceptual_hash, thumbnail
+from vitrine.errors import ImageError
+from vitrine.images import WHITE, Preprocessing, open_image, to_array
+
+
+def augment(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """One random shop-photo-like variation of an RGB photo (same size or smaller)."""
+    w, h = img.size
+    if rng.random() < 0.5:
+        img = ImageOps.mirror(img)
+    if rng.random() < 0.7:  # crop: 55–100 % of the area, aspect 3:4 to 4:3
+        area = rng.uniform(0.55, 1.0) * w * h
+        aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        cw = int(min(w, round((area * aspect) ** 0.5)))
+        ch = int(min(h, round((area / aspect) ** 0.5)))
+        x0 = int(rng.integers(0, w - cw + 1))
+        y0 = int(rng.integers(0, h - ch + 1))
+        img = img.crop((x0, y0, x0 + cw, y0 + ch))
+    elif rng.random() < 0.5:  # zoom out: the product smaller, on a white canvas
+        scale = rng.uniform(1.1, 1.5)
+        canvas = Image.new("RGB", (round(img.width * scale), round(img.height * scale)), WHITE)
+        canvas.paste(img, ((canvas.width - img.width) // 2, (canvas.height - img.height) // 2))
+        img = canvas
+    for enhancer, spread in ((ImageEnhance.Brightness, 0.25), (ImageEnhance.Contrast, 0.25),
+                             (ImageEnhance.Color, 0.3)):
+        img = enhancer(img).enhance(rng.uniform(1 - spread, 1 + spread))
+    if rng.random() < 0.35:  # a small photo: down-scale and re-encode as JPEG
+        short = rng.uniform(40, 112)
+        factor = short / min(img.size)
+        small = img.resize((max(8, round(img.width * factor)), max(8, round(img.height * factor))),
+                           Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        small.save(buf, format="JPEG", quality=int(rng.integers(50, 95)))
+        img = Image.open(buf).convert("RGB")
+    elif rng.random() < 0.2:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
+    return img
+
+
+@dataclass
+class Decoded:
+    """One photo's views as backbone inputs, its perceptual hash and thumbnail (for
+    duplicates), or why it cannot be used."""
+
+    arrays: np.ndarray | None = None
+    phash: str = ""
+    thumb: bytes = b""
+    error: str | None = None
+
+
+def views_of(path: Path, views: Sequence[int], prep: Preprocessing, seed: Sequence[int],
+             max_pixels: int, with_hash: bool = False) -> Decoded:
+    """Decode a photo into ``views``: view 0 is the photo as the embedder sees it, view v > 0
+    an augmentation drawn from a generator seeded by ``seed + [v]``."""
+    try:
+        img = open_image(path, max_pixels=max_pixels, draft_size=prep.size)
+    except ImageError as exc:
+        return Decoded(error=exc.reason)
+    arrays = np.stack([to_array(img, prep) if v == 0 else
+                       to_array(augment(img, np.random.default_rng([*seed, v])), prep)
+                       for v in views])
+    if not with_hash:
+        return Decoded(arrays)
+    return Decoded(arrays, perceptual_hash(img), thumbnail(img))
+
+
+@dataclass
+class FeatureCache:
+    """Frozen-base outputs: ``maps[i, v]`` is view ``v`` of photo ``i`` (view 0 = clean)."""
+
+    maps: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class FrozenPass:
+    """Frozen-base maps of some views of many photos, (n, views, C, H, W); the rows of photos
+    that could not be decoded are zeros and have an ``errors`` entry."""
+
+    maps: torch.Tensor
+    phashes: list[str]
+    thumbs: list[bytes]
+    errors: list[str | None]
+
+
+@torch.no_grad()
+def frozen_pass(base: torch.nn.Module, paths: Sequence[Path], views: Sequence[int],
+                prep: Preprocessing, *, seed: int, keys: Sequence[int] | None = None,
+                batch_size: int = 32, workers: int = 2, max_pixels: int = 40_000_000,
+                with_hash: bool = False,
+                advance: Callable[[int], None] | None = None) -> FrozenPass:
+    """Run ``base`` (eval mode) once on ``views`` of every photo, decoding in threads at most
+    two batches ahead of the model. ``keys`` (default: positions) seed the augmentations."""
+    base = base.eval()
+    keys = list(range(len(paths))) if keys is None else list(keys)
+    chunks: list[torch.Tensor] = []
+    result = FrozenPass(torch.empty(0), [], [], [])
+    per_batch = max(1, batch_size // len(views))
+    starts = list(range(0, len(paths), per_batch))
+    shape: tuple | None = None
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        def submit(start: int) -> list[Future]:
+            return [pool.submit(views_of, paths[i], views, prep, [seed, keys[i]], max_pixels,
+                                with_hash) for i in range(start, min(start + per_batch,
+                                                                     len(paths)))]
+
+        pending = [submit(s) for s in starts[:2]]
+        for b in range(len(starts)):
+            futures = pending.pop(0)
+            if b + 2 < len(starts):
+                pending.append(submit(starts[b + 2]))
+            decoded = [f.result() for f in futures]
+            good = [d.arrays for d in decoded if d.arrays is not None]
+            maps = None
+            if good:
+                x = torch.from_numpy(np.concatenate(good))
+                maps = base(x.contiguous(memory_format=torch.channels_last)).contiguous()
+                maps = maps.reshape(-1, len(views), *maps.shape[1:])
+                shape = maps.shape[1:]
+            rows, j = [], 0
+            for d in decoded:
+                result.phashes.append(d.phash)
+                result.thumbs.append(d.thumb)
+                result.errors.append(d.error)
+                if d.arrays is not None:
+                    rows.append(maps[j])
+                    j += 1
+                else:
+                    rows.append(None)
+            chunks.extend(rows)
+            if advance:
+                advance(len(futures))
+    if shape is None:
+        raise ImageError(str(paths[0]) if paths else "catalogue",
+                         "no photo could be decoded.")
+    result.maps = torch.stack([r if r is not None else torch.zeros(shape) for r in chunks])
+    return result

@@ -1,0 +1,70 @@
+"""Terminal output of ``vitrine train`` and ``vitrine evaluate`` (rich tables)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def training_lines(summary: dict) -> list:
+    """What ``vitrine train`` prints: split, per-phase metrics, test accuracy, outputs."""
+    split, test = summary["split"], summary.get("test") or {}
+    lines: list = [
+        f"Split ({split['source']}): train {split['train']}, validation {split['val']}, test "
+        f"{split['test']}; {split['duplicate_groups']} duplicate groups, "
+        f"{len(split['crossing_groups'])} crossing splits."]
+    for group in split["crossing_groups"]:
+        lines.append("  duplicates across splits: " + "  ≈  ".join(group))
+    table = Table(title="Training", title_justify="left")
+    for col in ("phase", "epochs", "best", "train acc", "val acc", "test acc", "test loss",
+                "seconds"):
+        table.add_column(col)
+    for name, phase in summary["phases"].items():
+        m = phase["metrics"]
+        table.add_row(name.replace("_", " "), str(phase["epochs"]), str(phase["best_epoch"]),
+                      *(f"{m.get(s, {}).get('acc', float('nan')):.3f}"
+                        for s in ("train", "val", "test")),
+                      f"{m.get('test', {}).get('loss', float('nan')):.3f}",
+                      f"{phase['seconds']:.0f}")
+    lines.append(table)
+    if test:
+        low, high = test["acc_ci95"]
+        lines.append(f"Test accuracy {test['acc']:.3f} (95 % CI {low:.3f}–{high:.3f}, "
+                     f"n={test['n']}), macro F1 {test['macro_f1']:.3f}.")
+    lines.append(f"Model, history, figures and report.md written to {summary['model_dir']} "
+                 f"in {summary['seconds']['total']:.0f} s.")
+    return lines
+
+
+def evaluation_tables(report: dict) -> list:
+    """What ``vitrine evaluate`` prints: retrieval per category (pretrained vs trained side by
+    side) and, for a trained model, classification metrics."""
+    k = report["k"]
+    models = list(report["retrieval"])
+    out: list = [f"{report['protocol']} ({report['queries']} queries, {report['index']} "
+                 "indexed)."]
+    table = Table(title=f"Retrieval (category P@{k} / R@{k} / mAP@{k})", title_justify="left")
+    table.add_column("category")
+    for name in models:
+        table.add_column(name)
+    categories = sorted(report["retrieval"][models[0]]["per_category"])
+    for cat in [None, *categories]:
+        cells = []
+        for name in models:
+            m = report["retrieval"][name]
+            v = m if cat is None else m["per_category"][cat]
+            cells.append(f"{v['precision']:.3f} / {v['recall']:.3f} / {v['map']:.3f}")
+        table.add_row(cat or "[bold]all[/bold]", *cells)
+    out.append(table)
+    cls = report.get("classification")
+    if cls:
+        low, high = cls["acc_ci95"]
+        out.append(f"Classification accuracy {cls['acc']:.3f} (95 % CI {low:.3f}–{high:.3f}, "
+                   f"n={cls['n']}), macro F1 {cls['macro_f1']:.3f}.")
+        prf = Table(title="Per class", title_justify="left")
+        for col in ("class", "precision", "recall", "F1", "support"):
+            prf.add_column(col)
+        for name, v in cls["per_class"].items():
+            prf.add_row(name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}",
+                        str(v["support"]))
+        out.append(prf)
+    return out

@@ -1,0 +1,117 @@
+"""A trained model folder: ``model.pt`` (the whole network's state_dict) and ``model.json``
+(what it is: backbone, where it was cut, classes, head, embedding layer, preprocessing).
+
+Loading needs neither the pretrained weights nor the training data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vitrine.errors import WeightsError
+from vitrine.images import Preprocessing
+from vitrine.models import (
+    EMBEDDING_LAYERS,
+    BackboneSpec,
+    TrainedEmbeddingNet,
+    TrainedNet,
+    build_trained_net,
+    get_spec,
+    layer_dim,
+    state_hash,
+)
+
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "model.json"
+FORMAT = "vitrine-trained-model/1"
+
+
+@dataclass
+class TrainedModel:
+    """A loaded trained model; ``config`` is the content of ``model.json``."""
+
+    spec: BackboneSpec
+    net: TrainedNet
+    config: dict
+    prep: Preprocessing
+    weights_sha256: str
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config["classes"])
+
+    @property
+    def layer(self) -> str:
+        return self.config["embedding"]["layer"]
+
+    @property
+    def layer_weight(self) -> float:
+        return float(self.config["embedding"]["weight"])
+
+    def embedding_net(self, layer: str | None = None,
+                      weight: float | None = None) -> TrainedEmbeddingNet:
+        return TrainedEmbeddingNet(self.net, layer or self.layer,
+                                   self.layer_weight if weight is None else weight)
+
+    @property
+    def manifest(self):
+        from vitrine.embed import ModelManifest
+
+        layer, weight = self.layer, self.layer_weight
+        name = f"{layer}@{weight:g}" if "+" in layer else layer
+        return ModelManifest(self.spec.name, self.weights_sha256, self.prep.as_dict(),
+                             layer_dim(layer, self.spec.embed_dim, self.config["head_units"]),
+                             embedding=f"trained:{name}")
+
+
+def write_model(out_dir: Path, net: TrainedNet, config: dict) -> str:
+    """Save the network and its description; returns the weights' sha256."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    digest = state_hash(state)
+    torch.save(state, out_dir / MODEL_FILE)
+    config = {"format": FORMAT, **config, "weights_sha256": digest}
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config, ensure_ascii=False, indent=2))
+    return digest
+
+
+def load_model(model_dir: Path) -> TrainedModel:
+    """Load a folder written by ``vitrine train``; raises WeightsError with one sentence."""
+    model_dir = Path(model_dir).expanduser()
+    config_path, weights_path = model_dir / CONFIG_FILE, model_dir / MODEL_FILE
+    if not config_path.is_file() or not weights_path.is_file():
+        raise WeightsError(f"{model_dir} is not a trained model folder (it needs {CONFIG_FILE} "
+                           f"and {MODEL_FILE}); make one with vitrine train.")
+    try:
+        config = json.loads(config_path.read_text())
+        if config.get("format") != FORMAT:
+            raise ValueError("unknown format")
+        spec = get_spec(config["backbone"])
+        net = build_trained_net(spec, None, int(config["cut"]), len(config["classes"]),
+                                int(config["head_units"]), float(config["dropout"]))
+        prep_cfg = config["preprocessing"]
+        prep = Preprocessing(size=int(prep_cfg["size"]), resize=prep_cfg["resize"],
+                             mean=tuple(prep_cfg["mean"]), std=tuple(prep_cfg["std"]))
+        layer = config["embedding"]["layer"]
+    except WeightsError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WeightsError(f"{config_path} is not a valid model description "
+                           f"({type(exc).__name__}: {exc}).") from None
+    if layer not in EMBEDDING_LAYERS:
+        raise WeightsError(f"{config_path} names an unknown embedding layer {layer!r}.")
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state, strict=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling or shape errors alike
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsError(f"{weights_path} cannot be loaded ({first}).") from None
+    digest = state_hash(state)
+    if config.get("weights_sha256") not in (None, digest):
+        raise WeightsError(f"{weights_path} does not match {config_path} (weights changed "
+                           "after training); train again.")
+    return TrainedModel(spec, net.eval(), config, prep, digest)

@@ -1,0 +1,73 @@
+"""Duplicate-aware train/validation/test splits."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from vitrine.catalog import Product
+from vitrine.config import Settings
+from vitrine.errors import CatalogError
+from vitrine.split import Split, find_split_folders, group_split, make_split, read_split_catalog
+
+
+def test_groups_stay_in_one_split():
+    labels = ["a"] * 40 + ["b"] * 30
+    groups = [[0, 1, 2], [5, 39], [40, 41, 69], [10, 45]]  # the last crosses labels
+    for seed in range(20):
+        names = group_split(labels, groups, 0.15, 0.15, seed)
+        for group in groups:
+            assert len({names[i] for i in group}) == 1, (seed, group)
+
+
+def test_stratified_seeded_and_every_split_has_each_label():
+    labels = ["a"] * 40 + ["b"] * 20 + ["c"] * 3
+    names = group_split(labels, [], 0.15, 0.15, seed=3)
+    assert names == group_split(labels, [], 0.15, 0.15, seed=3)
+    assert names != group_split(labels, [], 0.15, 0.15, seed=4)
+    counts = Counter(zip(labels, names, strict=True))
+    assert counts[("a", "test")] == 6 and counts[("a", "val")] == 6
+    assert counts[("b", "test")] == 3 and counts[("b", "val")] == 3
+    assert counts[("c", "test")] == counts[("c", "val")] == counts[("c", "train")] == 1
+
+
+def test_bad_fractions():
+    with pytest.raises(CatalogError):
+        group_split(["a"], [], 0.6, 0.5, 0)
+
+
+def _products(n: int) -> list[Product]:
+    return [Product(f"p{i:02d}", Path(f"/x/{i}.jpg"), "ab"[i % 2]) for i in range(n)]
+
+
+def test_make_split_reports_crossing_groups_of_a_given_split(tmp_path):
+    products = _products(20)
+    given = {p.product_id: ("test" if i < 4 else "train") for i, p in enumerate(products)}
+    groups = [["p00", "p10"], ["p11", "p12"]]
+    split = make_split(products, groups, Settings(), given)
+    assert split.source == "folders"
+    assert split.crossing() == [["p00", "p10"]]
+    assert split.counts()["val"] > 0  # carved out of the training folder
+    assert split.assignment["p11"] == split.assignment["p12"]
+    split.save(tmp_path / "split.json")
+    again = Split.load(tmp_path / "split.json")
+    assert again.assignment == split.assignment and again.crossing() == split.crossing()
+
+
+def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
+    import shutil
+
+    for split, n in (("treino", 3), ("validacao", 1), ("teste", 1)):
+        for cat in ("relogio_feminino", "salto_feminino"):
+            src = sorted((demo_catalog / cat).glob("*.jpg"))
+            (tmp_path / split / cat).mkdir(parents=True)
+            for path in src[:n] if split == "treino" else src[3:3 + n]:
+                shutil.copyfile(path, tmp_path / split / cat / path.name)
+    assert set(find_split_folders(tmp_path)) == {"train", "val", "test"}
+    products, given = read_split_catalog(tmp_path)
+    assert len(products) == 10
+    assert Counter(given.values()) == {"train": 6, "val": 2, "test": 2}
+    assert {p.category for p in products} == {"relogio_feminino", "salto_feminino"}
+    assert find_split_folders(tmp_path / "treino") is None

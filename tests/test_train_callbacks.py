@@ -1,0 +1,85 @@
+"""Early stopping, reduce-LR-on-plateau and best-checkpoint restore on a tiny model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vitrine.train import class_weights
+from vitrine.train_loop import BestCheckpoint, EarlyStopping, Metrics, PhaseConfig, fit_phase
+
+
+def test_early_stopping_counts_epochs_without_improvement():
+    stop = EarlyStopping(patience=2)
+    assert stop.step(1.0, 1) and not stop.should_stop
+    assert not stop.step(1.2, 2) and not stop.should_stop
+    assert stop.step(0.5, 3) and stop.best_epoch == 3
+    assert not stop.step(0.5, 4)  # equal is no improvement
+    assert not stop.step(0.6, 5) and stop.should_stop
+
+
+def test_best_checkpoint_restores_and_writes(tmp_path):
+    model = nn.Linear(2, 1)
+    ckpt = BestCheckpoint(model, tmp_path / "best.pt")
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ckpt.save()
+    with torch.no_grad():
+        model.weight.fill_(5.0)
+    ckpt.restore()
+    assert torch.all(model.weight == 1.0)
+    assert torch.all(torch.load(tmp_path / "best.pt")["weight"] == 1.0)
+
+
+def _scripted_phase(val_losses, tmp_path, **cfg):
+    """Train a 1-parameter model; 'validation loss' follows a script; returns what
+    happened and the weight value seen at each epoch."""
+    torch.manual_seed(0)
+    model = nn.Linear(1, 1, bias=False)
+    seen, lrs = [], []
+    epoch = {"n": 0}
+
+    def train_epoch(optimizer, advance) -> Metrics:
+        optimizer.zero_grad()
+        loss = (model(torch.ones(1, 1)) - 10).pow(2).sum()
+        loss.backward()
+        optimizer.step()
+        advance(1, loss=loss.item(), acc=0.0)
+        seen.append(float(model.weight))
+        lrs.append(optimizer.param_groups[0]["lr"])
+        return Metrics(loss.item(), 0.0)
+
+    def validate() -> Metrics:
+        epoch["n"] += 1
+        return Metrics(val_losses[epoch["n"] - 1], 0.5)
+
+    config = PhaseConfig("tiny", epochs=len(val_losses), lr=0.1, **cfg)
+    result = fit_phase(config, model, list(model.parameters()), train_epoch, validate,
+                       steps_per_epoch=1, checkpoint=tmp_path / "ckpt.pt", show_progress=False)
+    return result, model, seen, lrs
+
+
+def test_fit_phase_stops_early_and_restores_best(tmp_path):
+    losses = [1.0, 0.8, 0.5, 0.7, 0.6, 0.9, 0.4, 0.3]
+    result, model, seen, _ = _scripted_phase(losses, tmp_path, patience=3, lr_patience=10)
+    assert result.stopped_early and len(result.history) == 6  # 3 epochs after the best (3)
+    assert result.best_epoch == 3
+    assert float(model.weight) == seen[2] != seen[-1]
+    assert [h["best"] for h in result.history] == [True, True, True, False, False, False]
+    assert (tmp_path / "ckpt.pt").is_file()
+
+
+def test_fit_phase_reduces_lr_on_plateau(tmp_path):
+    losses = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    result, _, _, lrs = _scripted_phase(losses, tmp_path, patience=99, lr_patience=1,
+                                        lr_factor=0.5, min_lr=0.02)
+    # epoch 1 best; epochs 2 and 3 bad → reduce after the 2nd bad epoch (patience 1)
+    assert lrs == [0.1, 0.1, 0.1, 0.05, 0.05, 0.025]
+    assert [h["lr"] for h in result.history] == lrs
+    assert not result.stopped_early
+
+
+def test_class_weights_balance_the_loss():
+    w = class_weights([0, 0, 0, 1], 3)
+    # 4 samples, 3 classes: 4 / (3·3) for class 0, 4 / (3·1) for class 1, 0 for the absent one
+    assert torch.allclose(w, torch.tensor([4 / 9, 4 / 3, 0.0]))
