@@ -21,7 +21,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   python -m pip install --quiet --upgrade pip
   # shellcheck disable=SC2086
   python -m pip install --quiet $TORCH_SPEC
-  python -m pip install --quiet -e ".[${EXTRAS}]"
+  # pip refuses ".[]": name extras only when there are some
+  python -m pip install --quiet -e ".${EXTRAS:+[$EXTRAS]}"
   printf '%s' "$want" > "$stamp"
 fi
 

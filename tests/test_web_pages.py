@@ -50,6 +50,7 @@ def test_catalogue_pages_filters_and_languages(client, rows):
 
     heels = client.get("/", params={"category": "salto_feminino"}).text
     assert cards(heels) == 6 and "6 produtos" in heels
+    assert '<a class="button secondary" href="/">Limpar</a>' in heels
     names = {r["name"] for r in rows if r["category"] == "salto_feminino"}
     assert all(name.replace("'", "&#39;") in heels for name in names)
 
@@ -63,6 +64,15 @@ def test_catalogue_pages_filters_and_languages(client, rows):
     assert "/products/" in english and "?lang=en" in english
     assert 'href="/?category=salto_feminino"' in english  # toggle back keeps the filter
     assert client.get("/", params={"page": 0}).status_code == 422
+
+
+def test_every_text_exists_in_both_languages_and_renders():
+    from vitrine.web.text import TEXT
+
+    assert set(TEXT["pt"]) == set(TEXT["en"])
+    # Jinja's t.name looks up attributes first: a key named like a dict method would render
+    # the method instead of the text.
+    assert not [key for key in TEXT["pt"] if hasattr(dict, key)]
 
 
 def test_product_page_shows_similar_products(client, rows):

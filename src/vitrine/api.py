@@ -191,7 +191,7 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
         return error(request, 400, f"The uploaded file cannot be used as a photo: {exc.reason}")
 
     @app.exception_handler(StoreError)
-    async def store_busy(request: Request, exc: StoreError) -> Response:
+    async def store_error(request: Request, exc: StoreError) -> Response:
         return error(request, 409, _sentence(str(exc)))
 
 
@@ -214,7 +214,6 @@ def create_app(settings: Settings, store: str | Path, *,
     max_body = settings.max_upload_bytes + guards.MULTIPART_OVERHEAD
     app = FastAPI(title="Vitrine", version=__version__, lifespan=lifespan,
                   description="Visually similar products from product photos.")
-    app.state.service = service
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:
