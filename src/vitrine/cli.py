@@ -285,15 +285,17 @@ def serve(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8000,
     weights: WeightsOpt = None,
+    model: ModelOpt = None,
 ) -> None:
-    """Serve the web page and the REST API (OpenAPI at /docs) over a store."""
+    """Serve the web page and the REST API (OpenAPI at /docs) over a store (with the model
+    that indexed it: --weights, or --model for a trained one)."""
     from vitrine.server import bind, ready_message
     from vitrine.server import serve as run_server
 
     sock = bind(host, port)  # a busy port fails before the model loads
     from vitrine.api import create_app
 
-    app_ = create_app(_settings(weights), store)
+    app_ = create_app(_settings(weights, model), store)
     run_server(app_, sock, on_ready=lambda address: out.print(ready_message(address),
                                                               soft_wrap=True))
 
