@@ -45,7 +45,7 @@ def _scripted_phase(val_losses, tmp_path, **cfg):
         loss.backward()
         optimizer.step()
         advance(1, loss=loss.item(), acc=0.0)
-        seen.append(float(model.weight))
+        seen.append(model.weight.item())
         lrs.append(optimizer.param_groups[0]["lr"])
         return Metrics(loss.item(), 0.0)
 
@@ -64,7 +64,7 @@ def test_fit_phase_stops_early_and_restores_best(tmp_path):
     result, model, seen, _ = _scripted_phase(losses, tmp_path, patience=3, lr_patience=10)
     assert result.stopped_early and len(result.history) == 6  # 3 epochs after the best (3)
     assert result.best_epoch == 3
-    assert float(model.weight) == seen[2] != seen[-1]
+    assert model.weight.item() == seen[2] != seen[-1]
     assert [h["best"] for h in result.history] == [True, True, True, False, False, False]
     assert (tmp_path / "ckpt.pt").is_file()
 
@@ -81,5 +81,5 @@ def test_fit_phase_reduces_lr_on_plateau(tmp_path):
 
 def test_class_weights_balance_the_loss():
     w = class_weights([0, 0, 0, 1], 3)
-    # 4 samples, 3 classes: 4 / (3·3) for class 0, 4 / (3·1) for class 1, 0 for the absent one
-    assert torch.allclose(w, torch.tensor([4 / 9, 4 / 3, 0.0]))
+    assert torch.allclose(w, torch.tensor([2 / 3, 2.0, 0.0]))  # mean 1 over the 4 samples
+    assert torch.allclose(class_weights([0, 0, 0, 1], 3, power=0.0), torch.tensor([1.0, 1.0, 0.0]))

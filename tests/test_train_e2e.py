@@ -1,4 +1,4 @@
-"""A tiny end-to-end training (5 photos per category, 1–2 epochs) through the CLI, then
+"""A tiny end-to-end training (4 photos per category, 1–2 epochs) through the CLI, then
 indexing, searching and evaluating with the trained model."""
 
 from __future__ import annotations
@@ -18,12 +18,22 @@ TINY = {"VITRINE_TRAIN_PHASE1_EPOCHS": "2", "VITRINE_TRAIN_PHASE2_EPOCHS": "1",
         "VITRINE_TRAIN_TEST_FRACTION": "0.2"}
 
 
-def run(*args, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
+def run(*args, env: dict) -> str:
+    """Run a command in-process (one torch start-up for the module); return its stdout."""
+    from typer.testing import CliRunner
+
+    from vitrine.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], env=env)
+    if result.exit_code != 0:
+        raise AssertionError(f"exit {result.exit_code}\n{result.output}\n{result.exception!r}")
+    return result.stdout
+
+
+def run_subprocess(*args, env: dict) -> subprocess.CompletedProcess:
+    """Run the real entry point (errors become one sentence and exit status 2)."""
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +44,8 @@ def env(weights_path) -> dict:
 @pytest.fixture(scope="module")
 def trained(demo_catalog, tmp_path_factory, env) -> tuple[Path, Path, dict]:
     root = tmp_path_factory.mktemp("train")
-    catalog = copy_subset(demo_catalog, root / "catalog", 5)
-    summary = json.loads(run("train", catalog, "--out", root / "model", "--json",
-                             env=env).stdout)
+    catalog = copy_subset(demo_catalog, root / "catalog", 4)
+    summary = json.loads(run("train", catalog, "--out", root / "model", "--json", env=env))
     return catalog, root / "model", summary
 
 
@@ -46,7 +55,7 @@ def test_train_writes_every_output(trained):
                  "history.png", "metrics.json", "confusion_matrix.png", "report.md",
                  "checkpoints/phase1-best.pt", "checkpoints/phase2-best.pt"):
         assert (model / name).is_file(), name
-    assert summary["split"]["train"] + summary["split"]["val"] + summary["split"]["test"] == 40
+    assert summary["split"]["train"] + summary["split"]["val"] + summary["split"]["test"] == 32
     assert summary["split"]["crossing_groups"] == []
     assert [p["epochs"] for p in summary["phases"].values()] == [2, 1]
     test = summary["test"]
@@ -62,24 +71,59 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path
     catalog, model, summary = trained
     store = tmp_path / "store"
     first = json.loads(run("index", catalog, "--store", store, "--model", model, "--json",
-                           env=env).stdout)
-    assert first["indexed"] == 40
-    info = json.loads(run("info", "--store", store, "--json", env=env).stdout)
+                           env=env))
+    assert first["indexed"] == 32
+    info = json.loads(run("info", "--store", store, "--json", env=env))
     assert info["model"]["weights_sha256"] == summary["weights_sha256"]
     assert info["model"]["embedding"].startswith("trained:")
     photo = next((catalog / "relogio_feminino").glob("*.jpg"))
     found = json.loads(run("search", photo, "--store", store, "--model", model, "--json",
-                           env=env).stdout)
+                           env=env))
     assert found["results"][0]["score"] > 0.99  # the photo itself is indexed
     # the pretrained backbone must not write into (or search) a trained model's store
-    mixed = run("index", catalog, "--store", store, "--json", env=env, check=False)
+    mixed = run_subprocess("index", catalog, "--store", store, "--json", env=env)
     assert mixed.returncode == 2 and "different model" in mixed.stderr
-    report = json.loads(run("evaluate", catalog, "--model", model, "--json", env=env).stdout)
+    report = json.loads(run("evaluate", catalog, "--model", model, "--json", env=env))
     assert set(report["retrieval"]) == {"pretrained", "trained"}
     assert report["queries"] == summary["split"]["test"]
     assert report["classification"]["n"] == summary["split"]["test"]
 
 
 def test_train_refuses_a_bad_folder(tmp_path, env):
-    proc = run("train", tmp_path / "missing", "--out", tmp_path / "m", env=env, check=False)
+    proc = run_subprocess("train", tmp_path / "missing", "--out", tmp_path / "m", env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+def test_imagenet_layer_is_the_pretrained_embedder(trained, embedder):
+    """The trained model's 'imagenet' layer reproduces the pretrained embedder exactly, and
+    the model folder loads without the pretrained weights or the training data."""
+    import numpy as np
+    import torch
+
+    from vitrine.embed import decode
+    from vitrine.trained import load_model
+
+    catalog, model_dir, _ = trained
+    model = load_model(model_dir)
+    photo = next((catalog / "x_tenis_masculino").glob("*.jpg"))
+    array, _, _ = decode(photo, model.prep, 40_000_000)
+    with torch.no_grad():
+        ours = model.embedding_net("imagenet")(torch.from_numpy(array[None]))[0].numpy()
+    theirs = embedder.embed_image(photo)
+    assert float(np.dot(ours, theirs)) > 0.9999
+
+
+def test_a_model_trained_from_the_same_data_is_reused(trained, weights_path):
+    from vitrine.config import Settings
+    from vitrine.split import read_split_catalog
+    from vitrine.trained import ensure_model, training_fingerprint
+
+    catalog, model_dir, _ = trained
+    overrides = {k.removeprefix("VITRINE_").lower(): v for k, v in TINY.items()}
+    settings = Settings(weights=weights_path, **overrides)
+    products, _ = read_split_catalog(catalog)
+    recorded = json.loads((model_dir / "model.json").read_text())["training_fingerprint"]
+    assert training_fingerprint(products, settings) == recorded
+    other = settings.model_copy(update={"train_seed": 1})
+    assert training_fingerprint(products, other) != recorded
+    assert ensure_model(catalog, model_dir, settings) == (model_dir, True)

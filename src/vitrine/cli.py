@@ -258,6 +258,11 @@ def demo(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Figures folder.")] = None,
     weights: WeightsOpt = None,
     k: KOpt = 5,
+    model: ModelOpt = None,
+    train_model: Annotated[bool | None, typer.Option(
+        "--train/--no-train", help="Train on the catalogue (or reuse the model trained from "
+        "the same photos and settings) and index with it; default: VITRINE_DEMO_TRAIN "
+        "(true).")] = None,
     serve_app: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the web app on "
                                             "the demo store at the end.")] = True,
     host: HostOpt = "127.0.0.1",
@@ -267,7 +272,9 @@ def demo(
     of each category (tables and figures), then serve the web app on it."""
     from vitrine.server import bind
 
-    settings = _settings(weights)
+    settings = _settings(weights, model)
+    if train_model is not None:
+        settings = settings.model_copy(update={"demo_train": train_model})
     catalog = catalog or settings.demo_catalog
     if catalog is None:
         raise VitrineError("no demo catalogue given; pass --catalog DIR or set "

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     train_head_units: int = 256
     train_dropout: float = 0.3
     train_label_smoothing: float = 0.1
+    train_class_weight_power: float = 1.0
+    """Class-imbalance handling: loss weights ∝ (photos of the class)^-power."""
     train_weight_decay: float = 1e-4
     train_phase1_epochs: int = 40
     train_phase1_lr: float = 1e-3
@@ -89,5 +91,8 @@ class Settings(BaseSettings):
 
     # Demo
     demo_catalog: Path | None = None
+    demo_train: bool = True
+    """The demo trains on its catalogue (or reuses the model trained from the same photos and
+    settings) and indexes with the trained model; False indexes with the pretrained one."""
     demo_store: Path = Path("demo-output/store")
     demo_out: Path = Path("demo-output")

@@ -26,6 +26,8 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     from vitrine.catalog import read_catalog
 
     read_catalog(catalog)
+    if settings.model is None and settings.demo_train:
+        settings = _trained(catalog, out_dir, store_dir, settings, console)
     embedder = Embedder.from_settings(settings)
     store = open_store(store_dir, create=True)
     try:
@@ -64,3 +66,28 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         run_server(app, serve, on_ready=lambda address: console.print(ready_message(address),
                                                                      soft_wrap=True))
     return summary
+
+
+def _trained(catalog: Path, out_dir: Path, store_dir: Path, settings: Settings,
+             console: Console) -> Settings:
+    """Train on the demo catalogue, or reuse the model trained from the same photos and
+    settings; a demo store (inside ``out_dir``) made with another model is rebuilt."""
+    import shutil
+
+    from vitrine.trained import ensure_model, load_model
+
+    model_dir, reused = ensure_model(catalog, out_dir / "model", settings)
+    console.print(f"{'Reusing' if reused else 'Trained'} the model in {model_dir} (report: "
+                  f"{model_dir / 'report.md'}).")
+    settings = settings.model_copy(update={"model": model_dir})
+    if store_dir.is_dir() and store_dir.resolve().is_relative_to(out_dir.resolve()):
+        store = open_store(store_dir)
+        try:
+            stale = store.manifest() not in (None, load_model(model_dir).manifest)
+        finally:
+            store.close()
+        if stale:
+            console.print(f"The demo store {store_dir} was made with another model; "
+                          "rebuilding it.")
+            shutil.rmtree(store_dir)
+    return settings

@@ -126,10 +126,14 @@ def build_embedding_net(spec: BackboneSpec, state: dict) -> nn.Module:
 
 # --- Trained (transfer-learned and fine-tuned) networks -------------------------------------
 
-EMBEDDING_LAYERS = ("imagenet", "pooled", "hidden", "imagenet+hidden", "pooled+hidden")
-"""Layers a trained model can embed with: 'imagenet' is the frozen pretrained pooled features,
-'pooled' the fine-tuned pooled features, 'hidden' the head's dense layer; 'a+b' concatenates
-both L2-normalised parts, weighted so that cosine = w·cos_a + (1 − w)·cos_b."""
+LAYER_PARTS = ("imagenet", "pooled", "hidden", "probs")
+"""Outputs a trained model can embed with: 'imagenet' is the frozen pretrained pooled
+features, 'pooled' the fine-tuned pooled features, 'hidden' the head's dense layer, 'probs'
+the class probabilities (softmax)."""
+EMBEDDING_LAYERS = (*LAYER_PARTS, "imagenet+hidden", "pooled+hidden", "imagenet+probs",
+                    "pooled+probs", "hidden+probs")
+"""Embedding layers: one part, or 'a+b', both L2-normalised and weighted so that
+cosine = w·cos_a + (1 − w)·cos_b."""
 
 
 class ClassifierHead(nn.Module):
@@ -179,10 +183,11 @@ class TrainedNet(nn.Module):
         out: dict[str, torch.Tensor] = {}
         if "imagenet" in names:
             out["imagenet"] = self.pooled(maps, reference=True)
-        if names & {"pooled", "hidden", "logits"}:
+        if names & {"pooled", "hidden", "logits", "probs"}:
             out["pooled"] = self.pooled(maps)
             out["hidden"] = self.head.hidden(out["pooled"])
             out["logits"] = self.head.out(out["hidden"])
+            out["probs"] = out["logits"].softmax(dim=1)
         return out
 
 
@@ -200,9 +205,9 @@ def build_trained_net(spec: BackboneSpec, state: dict | None, cut: int, n_classe
     return TrainedNet(spec.features(model), cut, spec.embed_dim, n_classes, units, dropout)
 
 
-def layer_dim(layer: str, embed_dim: int, units: int) -> int:
+def layer_dim(layer: str, embed_dim: int, units: int, n_classes: int) -> int:
     """Dimension of an embedding layer spec (see :data:`EMBEDDING_LAYERS`)."""
-    sizes = {"imagenet": embed_dim, "pooled": embed_dim, "hidden": units}
+    sizes = {"imagenet": embed_dim, "pooled": embed_dim, "hidden": units, "probs": n_classes}
     return sum(sizes[part] for part in layer.split("+"))
 
 

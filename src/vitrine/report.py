@@ -26,7 +26,8 @@ REFERENCE = {
     "transfer_learning": {"test_acc": 0.42},
     "fine_tuning": {"test_acc": 0.70},
 }
-RETRIEVAL_LAYERS = ("imagenet", "pooled", "hidden", "imagenet+hidden", "pooled+hidden")
+RETRIEVAL_LAYERS = ("imagenet", "pooled", "hidden", "imagenet+hidden", "pooled+hidden",
+                    "imagenet+probs", "pooled+probs")
 
 
 def split_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:

@@ -49,12 +49,13 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
     """Split ``catalog_dir``, train, and write the model folder ``out_dir``; returns the
     summary also written as ``summary.json``."""
     from vitrine.report import write_outputs
-    from vitrine.trained import write_model
+    from vitrine.trained import training_fingerprint, write_model
 
     started = time.perf_counter()
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
     products, given = read_split_catalog(catalog_dir)
+    products = [p for p in products if p.category]  # a photo without a category teaches nothing
     spec = get_spec(settings.backbone)
     pretrained = load_state_dict(spec, settings.weights)
     prep = replace(spec.preprocessing, resize=settings.resize)
@@ -93,6 +94,7 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
                      show_progress=show_progress)
     seconds.update(fit.seconds)
     config = model_config(spec.name, settings, classes, prep, state_hash(pretrained))
+    config["training_fingerprint"] = training_fingerprint(products, settings)
     digest = write_model(out_dir, net, config)
     seconds["total"] = round(time.perf_counter() - started, 1)
     summary = {
@@ -163,10 +165,12 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
     return classes, caches
 
 
-def class_weights(labels: Sequence[int], n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights, mean 1 over the samples (a balanced loss)."""
+def class_weights(labels: Sequence[int], n_classes: int, power: float = 1.0) -> torch.Tensor:
+    """Loss weights ∝ count^-power (1: inverse frequency, a balanced loss; 0.5: dampened;
+    0: none), scaled to mean 1 over the samples; 0 for absent classes."""
     counts = np.bincount(np.asarray(labels, dtype=int), minlength=n_classes).astype(float)
-    weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
+    raw = np.where(counts > 0, np.maximum(counts, 1) ** -power, 0.0)
+    weights = raw * len(labels) / max(float((raw * counts).sum()), 1e-12)
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
@@ -191,7 +195,8 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
 
     torch.manual_seed(settings.train_seed)
     criterion = nn.CrossEntropyLoss(
-        weight=class_weights(caches["train"].labels.tolist(), n_classes),
+        weight=class_weights(caches["train"].labels.tolist(), n_classes,
+                             settings.train_class_weight_power),
         label_smoothing=settings.train_label_smoothing)
     gen = torch.Generator().manual_seed(settings.train_seed)
     steps = _steps(len(caches["train"]), settings.train_batch_size)
@@ -257,7 +262,7 @@ def pool_views(net: TrainedNet, maps: torch.Tensor, batch: int = 256) -> torch.T
 
 @torch.no_grad()
 def clean_outputs(net: TrainedNet, cache: FeatureCache, batch: int = 128) -> dict:
-    """imagenet / pooled / hidden / logits of each photo's clean view."""
+    """imagenet / pooled / hidden / logits / probs of each photo's clean view."""
     maps = cache.maps[:, 0]
     parts: dict[str, list[torch.Tensor]] = {}
     for i in range(0, len(maps), batch):
@@ -265,6 +270,7 @@ def clean_outputs(net: TrainedNet, cache: FeatureCache, batch: int = 128) -> dic
         out = {"imagenet": net.pooled(m, reference=True), "pooled": net.pooled(m)}
         out["hidden"] = net.head.hidden(out["pooled"])
         out["logits"] = net.head.out(out["hidden"])
+        out["probs"] = out["logits"].softmax(dim=1)
         for k, v in out.items():
             parts.setdefault(k, []).append(v)
     return {k: torch.cat(v) for k, v in parts.items()}

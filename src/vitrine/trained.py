@@ -64,7 +64,8 @@ class TrainedModel:
         layer, weight = self.layer, self.layer_weight
         name = f"{layer}@{weight:g}" if "+" in layer else layer
         return ModelManifest(self.spec.name, self.weights_sha256, self.prep.as_dict(),
-                             layer_dim(layer, self.spec.embed_dim, self.config["head_units"]),
+                             layer_dim(layer, self.spec.embed_dim, self.config["head_units"],
+                                       len(self.classes)),
                              embedding=f"trained:{name}")
 
 
@@ -115,3 +116,40 @@ def load_model(model_dir: Path) -> TrainedModel:
         raise WeightsError(f"{weights_path} does not match {config_path} (weights changed "
                            "after training); train again.")
     return TrainedModel(spec, net.eval(), config, prep, digest)
+
+
+def training_fingerprint(products, settings) -> str:
+    """sha256 of what a training run depends on: every photo's content and category, the
+    training settings, the backbone, the preprocessing and the pretrained weights file."""
+    import hashlib
+
+    from vitrine.indexer import file_sha256
+
+    blob = {
+        "photos": sorted((p.product_id, p.category, file_sha256(p.image)) for p in products),
+        "settings": {k: v for k, v in settings.model_dump(mode="json").items()
+                     if k.startswith("train_")},
+        "backbone": settings.backbone, "resize": settings.resize,
+        "weights": file_sha256(Path(settings.weights)) if settings.weights else "download",
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def ensure_model(catalog_dir: Path, model_dir: Path, settings, *,
+                 show_progress: bool = True) -> tuple[Path, bool]:
+    """Reuse ``model_dir`` when it was trained from the same photos and settings, else
+    train it; returns (the folder, whether it was reused)."""
+    from vitrine.split import read_split_catalog
+    from vitrine.train import train_catalog
+
+    products, _ = read_split_catalog(catalog_dir)
+    wanted = training_fingerprint([p for p in products if p.category], settings)
+    config_path = Path(model_dir) / CONFIG_FILE
+    if config_path.is_file() and (Path(model_dir) / MODEL_FILE).is_file():
+        try:
+            if json.loads(config_path.read_text()).get("training_fingerprint") == wanted:
+                return Path(model_dir), True
+        except ValueError:
+            pass
+    train_catalog(catalog_dir, Path(model_dir), settings, show_progress=show_progress)
+    return Path(model_dir), False
