@@ -1,0 +1,97 @@
+"""Embedding throughput on a CUDA GPU: the model alone (synthetic batches) and the whole
+pipeline (decode workers + model) on real photos, torch fp16 channels-last and, when
+onnxruntime-gpu is installed, ONNX Runtime's CUDAExecutionProvider; plus the parity of GPU
+vectors with the CPU fp32 ones (cosine per photo).
+
+Prepared for a session with a GPU (none was lent when it was written; nothing in the tests
+needs one). The weights and demo catalogue live outside the repository, so copy them into an
+ignored folder (e.g. ``demo-output/gpu``) and carry it to the GPU machine:
+
+    mkdir -p demo-output/gpu && cp ../shared/models/mobilenet_v2_imagenet.pth demo-output/gpu/ \\
+        && cp -r ../shared/data/demo-catalog demo-output/gpu/
+    python benchmarks/gpu_embedding.py --weights demo-output/gpu/mobilenet_v2_imagenet.pth \\
+        --catalog demo-output/gpu/demo-catalog --out "$OUT/gpu_embedding.json"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vitrine.config import Settings
+from vitrine.embed import Embedder
+from vitrine.engines import EngineError, cosines
+
+
+def model_only(embedder: Embedder, batch: int, seconds: float = 5.0) -> float:
+    """Images per second of the engine alone on a random batch (after warm-up)."""
+    x = np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float32)
+    for _ in range(3):
+        embedder.engine.run(x)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        embedder.engine.run(x)
+        done += batch
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return done / (time.perf_counter() - start)
+
+
+def pipeline(embedder: Embedder, paths: list[Path]) -> tuple[float, np.ndarray]:
+    """Images per second of decode + embed over ``paths`` (whole Embedder.embed_paths)."""
+    start = time.perf_counter()
+    vectors = [r.vector for r in embedder.embed_paths(paths)]
+    return len(paths) / (time.perf_counter() - start), np.stack(vectors)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", type=Path, required=True)
+    ap.add_argument("--catalog", type=Path, required=True)
+    ap.add_argument("--batches", default="32,64,128,256")
+    ap.add_argument("--workers", default="8,16")
+    ap.add_argument("--repeat", type=int, default=3, help="Passes over the catalogue photos.")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu_embedding.json"))
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA GPU visible to torch; run this on a GPU machine.")
+    paths = sorted(args.catalog.glob("*/*.jpg")) * args.repeat
+    base = Settings(weights=args.weights, cache_dir=Path(args.out).parent / "onnx-cache")
+    cpu = Embedder.from_settings(base.model_copy(update={"engine": "torch"}))
+    reference = np.stack([r.vector for r in cpu.embed_paths(paths[:64])])
+    report: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+                    "cpus": os.cpu_count(), "photos": len(paths), "engines": {}}
+    for engine in ("torch", "onnx"):
+        settings = base.model_copy(update={"engine": engine, "device": "cuda"})
+        try:
+            embedder = Embedder.from_settings(settings)
+            _ = embedder.engine
+        except EngineError as exc:
+            report["engines"][engine] = {"skipped": str(exc)}
+            continue
+        result: dict = {"model_only_images_per_second": {}, "pipeline_images_per_second": {}}
+        for batch in map(int, args.batches.split(",")):
+            result["model_only_images_per_second"][batch] = round(model_only(embedder, batch), 1)
+        for workers in map(int, args.workers.split(",")):
+            for batch in (64, 128):
+                run = Embedder.from_settings(settings.model_copy(update={
+                    "batch_size": batch, "decode_workers": workers}))
+                rate, vectors = pipeline(run, paths)
+                result["pipeline_images_per_second"][f"batch{batch}-workers{workers}"] = \
+                    round(rate, 1)
+        result["min_cosine_vs_cpu_fp32"] = round(float(cosines(reference, vectors[:64]).min()), 5)
+        report["engines"][engine] = result
+        print(engine, json.dumps(result), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Which layer of a trained model should embed? Retrieval quality of every candidate layer,
+measured so that training never sees the query photos.
+
+1. **Products outside the index** (per seed): the catalogue is split 80/20 per category with
+   ``vitrine.catalog.stratified_split``; a model is trained on the 80 % only (its own
+   train/validation split inside it), the 80 % is indexed and the 20 % query it, at full size
+   and downscaled to 60×80 (JPEG q75). Reported: category precision@5 overall and per category.
+2. **Fine-grained proxy** (no catalogue of another kind of product is available here): whole
+   categories are held out of training, and within them each photo queries the others
+   (leave-one-out) for the same brand (first word of the name), the same colour, the same
+   article type and the same category; precision@1, pretrained vs trained.
+
+The frozen layers run once per photo (4 views each, as ``vitrine train``) and the training is
+``vitrine.train.fit_cached``, the code ``vitrine train`` runs.
+
+    python benchmarks/train_quality.py --catalog ../shared/data/demo-catalog \\
+        --weights ../shared/models/mobilenet_v2_imagenet.pth --seeds 0,1,2 \\
+        > benchmarks/results/train_quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vitrine.catalog import Product, read_catalog, stratified_split
+from vitrine.config import Settings
+from vitrine.images import open_image, to_array
+from vitrine.model_eval import retrieval_metrics
+from vitrine.models import build_trained_net, combine, get_spec, load_state_dict
+from vitrine.split import group_split
+from vitrine.train import clean_outputs, fit_cached
+from vitrine.train_data import FeatureCache, frozen_pass
+
+LAYERS = ["imagenet", "pooled", "hidden", "probs", "imagenet+hidden@0.5",
+          "imagenet+hidden@0.7", "imagenet+hidden@0.8", "pooled+hidden@0.5",
+          "imagenet+probs@0.5", "imagenet+probs@0.7", "imagenet+probs@0.8",
+          "imagenet+probs@0.9", "pooled+probs@0.5"]
+HOLDOUTS = [["relogio_feminino", "relogio_masculino"], ["x_bolsa_feminina",
+                                                         "x_camiseta_masculina"]]
+
+
+def lowres(path: Path, prep) -> np.ndarray:
+    img = Image.open(path).convert("RGB").resize((60, 80), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=75)
+    return to_array(open_image(buf.getvalue(), draft_size=prep.size), prep)
+
+
+def frozen_cache(products: list[Product], settings: Settings, path: Path | None):
+    """(maps of the views of every photo, maps of its 60×80 copy) through the frozen base.
+
+    A cache file made with an earlier cut is brought forward through the blocks between
+    (exact: those blocks are frozen too)."""
+    spec = get_spec(settings.backbone)
+    net = build_trained_net(spec, load_state_dict(spec, settings.weights),
+                            settings.train_fine_tune_from, 2, 8, 0.0)
+    net = net.to(memory_format=torch.channels_last).eval()
+    if path is not None and path.is_file():
+        data = torch.load(path)
+        cut = data.get("cut", 15)
+        if cut > settings.train_fine_tune_from:
+            raise SystemExit(f"{path} was cached at block {cut}, after the fine-tuned blocks.")
+        between = torch.nn.Sequential(*list(net.base)[cut:])
+        with torch.no_grad():
+            for key in ("maps", "low"):
+                x = data[key]
+                flat = x.reshape(-1, *x.shape[-3:])
+                out = torch.cat([between(flat[i:i + 256]) for i in range(0, len(flat), 256)])
+                data[key] = out.reshape(*x.shape[:-3], *out.shape[1:]).contiguous()
+        return data
+    prep = replace(spec.preprocessing, resize=settings.resize)
+    cache = frozen_pass(net.base, [p.image for p in products], range(settings.train_views),
+                        prep, seed=settings.train_seed)
+    with torch.no_grad():
+        low = torch.cat([net.base(torch.from_numpy(np.stack(
+            [lowres(p.image, prep) for p in products[i:i + 32]]))).contiguous()
+            for i in range(0, len(products), 32)])
+    data = {"ids": [p.product_id for p in products], "maps": cache.maps, "low": low,
+            "cut": settings.train_fine_tune_from}
+    if path is not None:
+        torch.save(data, path)
+    return data
+
+
+def train_on(data: dict, idx: np.ndarray, labels: list[str], settings: Settings):
+    """Train on photos ``idx`` (85/15 train/validation); returns the net and its classes."""
+    classes = sorted({labels[i] for i in idx})
+    pos = {c: j for j, c in enumerate(classes)}
+    names = group_split([labels[i] for i in idx], [], 0.15, 0.0, settings.train_seed)
+    tr = idx[[n == "train" for n in names]]
+    va = idx[[n == "val" for n in names]]
+    spec = get_spec(settings.backbone)
+    net = build_trained_net(spec, load_state_dict(spec, settings.weights),
+                            settings.train_fine_tune_from, len(classes),
+                            settings.train_head_units, settings.train_dropout)
+    net = net.to(memory_format=torch.channels_last)
+
+    def fc(rows, views=None):
+        maps = data["maps"][rows] if views is None else data["maps"][rows, :views]
+        return FeatureCache(maps, torch.as_tensor([pos[labels[i]] for i in rows]))
+
+    fit = fit_cached(net, {"train": fc(tr, settings.train_views), "val": fc(va, 1)},
+                     len(classes), settings, None,
+                     show_progress=False)
+    return net, fit
+
+
+def embed(net, maps: torch.Tensor) -> dict:
+    with torch.inference_mode():
+        return clean_outputs(net, FeatureCache(maps[:, None] if maps.dim() == 4 else maps,
+                                               torch.zeros(len(maps), dtype=torch.long)))
+
+
+def vectors(outputs: dict, layer: str) -> np.ndarray:
+    name, _, w = layer.partition("@")
+    parts = name.split("+")
+    weights = [float(w), 1 - float(w)] if w else [1.0]
+    return combine(outputs, parts, weights).numpy()
+
+
+def outside_index(data, products, labels, settings, seed: int, k: int) -> dict:
+    position = {p.product_id: i for i, p in enumerate(products)}
+    keep, held = stratified_split(products, 0.2, seed=seed)
+    a = np.asarray([position[p.product_id] for p in keep])
+    b = np.asarray([position[p.product_id] for p in held])
+    started = time.perf_counter()
+    net, fit = train_on(data, a, labels, settings)
+    seconds = time.perf_counter() - started
+    clean, low = embed(net, data["maps"][:, 0]), embed(net, data["low"])
+    classes = sorted({labels[i] for i in a})
+    pred = clean["logits"][b].argmax(1).numpy()
+    run = {"train_seconds": round(seconds, 1), "epochs": [len(fit.phase1.history),
+                                                          len(fit.phase2.history)],
+           "held_out_accuracy": round(float(np.mean([classes[j] == labels[i]
+                                                     for i, j in zip(b, pred, strict=True)])),
+                                      4), "layers": {}}
+    for layer in LAYERS:
+        vc, vl = vectors(clean, layer), vectors(low, layer)
+        full = retrieval_metrics(vc[a], [labels[i] for i in a], vc[b], [labels[i] for i in b], k)
+        small = retrieval_metrics(vc[a], [labels[i] for i in a], vl[b],
+                                  [labels[i] for i in b], k)
+        run["layers"][layer] = {
+            "p_at_k": full["precision"],
+            "p_at_k_relogio_feminino": full["per_category"]["relogio_feminino"]["precision"],
+            "p_at_k_60x80": small["precision"],
+            "per_category": {c: v["precision"] for c, v in full["per_category"].items()}}
+    return run
+
+
+def attribute(p: Product, name: str) -> str:
+    if name == "brand":
+        return (p.name.split() or [""])[0].lower()
+    if name == "category":
+        return p.category
+    return p.attributes.get(name, "")
+
+
+def fine_grained(data, products, labels, settings, holdout: list[str]) -> dict:
+    inside = np.asarray([i for i, c in enumerate(labels) if c in holdout])
+    train = np.asarray([i for i, c in enumerate(labels) if c not in holdout])
+    net, _ = train_on(data, train, labels, settings)
+    clean = embed(net, data["maps"][inside, 0])
+    out = {"held_out": holdout, "photos": len(inside), "layers": {}}
+    for layer in LAYERS:
+        vec = vectors(clean, layer)
+        sims = vec @ vec.T
+        np.fill_diagonal(sims, -np.inf)
+        nearest = sims.argmax(1)
+        scores = {}
+        for attr in ("brand", "colour", "article_type", "category"):
+            values = [attribute(products[i], attr) for i in inside]
+            scores[attr] = round(float(np.mean([values[q] == values[j]
+                                                for q, j in enumerate(nearest)])), 4)
+        out["layers"][layer] = scores
+    return out
+
+
+def recommend(report: dict, tolerance: float = 0.02) -> dict:
+    """The layer to embed with: the best mean category P@k among the layers whose
+    fine-grained precision@1 (brand and colour, every held-out set) stays within
+    ``tolerance`` of the pretrained ('imagenet') layer."""
+    kept = []
+    for layer, mean in report["mean"].items():
+        drops = [fg["layers"]["imagenet"][a] - fg["layers"][layer][a]
+                 for fg in report["fine_grained"] for a in ("brand", "colour")]
+        if all(d <= tolerance for d in drops):
+            kept.append((mean["p_at_k"], mean["p_at_k_relogio_feminino"], layer,
+                         round(max(drops, default=0.0), 4)))
+    if not kept:
+        return {}
+    p, fem, layer, drop = max(kept)
+    return {"layer": layer, "p_at_k": p, "p_at_k_relogio_feminino": fem,
+            "largest_fine_grained_drop": drop, "tolerance": tolerance,
+            "eligible": sorted(k[2] for k in kept)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--catalog", type=Path, required=True)
+    ap.add_argument("--weights", type=Path)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--cache", type=Path, help="Keep the frozen-layer outputs in this file.")
+    ap.add_argument("--no-proxy", action="store_true")
+    args = ap.parse_args()
+    settings = Settings(weights=args.weights)
+    products = read_catalog(args.catalog)
+    labels = [p.category for p in products]
+    started = time.perf_counter()
+    data = frozen_cache(products, settings, args.cache)
+    report = {"catalog": str(args.catalog), "products": len(products), "k": args.k,
+              "settings": {k: v for k, v in settings.model_dump().items()
+                           if k.startswith("train_")},
+              "frozen_seconds": round(time.perf_counter() - started, 1), "outside_index": {},
+              "fine_grained": []}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        report["outside_index"][str(seed)] = outside_index(data, products, labels, settings,
+                                                           seed, args.k)
+    runs = report["outside_index"].values()
+    report["mean"] = {layer: {m: round(float(np.mean([r["layers"][layer][m] for r in runs])), 4)
+                              for m in ("p_at_k", "p_at_k_relogio_feminino", "p_at_k_60x80")}
+                      for layer in LAYERS}
+    if not args.no_proxy:
+        report["fine_grained"] = [fine_grained(data, products, labels, settings, h)
+                                  for h in HOLDOUTS]
+        report["recommended"] = recommend(report)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""The store's FAISS index: exact (flat, fp32 or fp16) or approximate (HNSW or IVF), chosen
+from the store's size and the settings, built in bounded-memory batches.
+
+Vectors are L2-normalised, so inner product is cosine. Category filters are answered exactly
+over the category's vectors when it has at most ``filter_exact_max`` products; a larger
+category takes the approximate top ``2k/share`` and keeps its members, falling back to exact
+search when fewer than ``k`` are members (see ``benchmarks/filtered_search.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from vitrine.config import Settings
+
+KINDS = ("auto", "flat", "hnsw", "ivf")
+AUTO_ANN = "hnsw"
+"""The approximate kind ``auto`` picks; measured with ``vitrine bench --items 1000000``."""
+MAX_WIDE_EF = 2048
+"""Most candidates fetched to post-filter a large category before searching it exactly."""
+TRAIN_PER_LIST = 32
+"""IVF k-means sample: this many vectors per list (FAISS warns below 39; 32 is measured
+enough on product-like clustered vectors and keeps training short on two cores)."""
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How the store's index is built and searched: the index settings of
+    :class:`vitrine.config.Settings` (their defaults and meaning are there)."""
+
+    kind: str
+    fp16: bool | None
+    ann_min_items: int
+    hnsw_m: int
+    hnsw_ef_construction: int
+    hnsw_ef_search: int
+    ivf_nlist: int
+    ivf_nprobe: int
+    filter_exact_max: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IndexConfig:
+        same = {f.name: getattr(settings, f.name) for f in fields(cls)
+                if f.name not in ("kind", "fp16")}
+        return cls(kind=settings.index, fp16=settings.index_fp16, **same)
+
+    @classmethod
+    def defaults(cls, **changes) -> IndexConfig:
+        """The settings' defaults (the environment is not read), with ``changes``."""
+        return replace(cls.from_settings(Settings.model_construct()), **changes)
+
+    def resolve(self, n: int) -> str:
+        """The kind of index for a store of ``n`` products: 'flat', 'hnsw' or 'ivf'."""
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown index kind {self.kind!r}; use one of {', '.join(KINDS)}")
+        if self.kind == "auto":
+            return AUTO_ANN if n >= self.ann_min_items else "flat"
+        if self.kind == "ivf" and n < 16:
+            return "flat"  # too few vectors to train even one list
+        return self.kind
+
+    def nlist(self, n: int) -> int:
+        """IVF lists: the setting, else about 2·√n rounded to a power of two (64…65536);
+        never more than n/16, so that every list has vectors to train on."""
+        wanted = self.ivf_nlist if self.ivf_nlist > 0 else \
+            min(65536, max(64, 2 ** round(math.log2(2 * math.sqrt(max(n, 1))))))
+        return int(max(1, min(wanted, n // 16)))
+
+    def half(self, kind: str) -> bool:
+        """Whether an index of ``kind`` stores fp16 vectors (unset: approximate ones do)."""
+        return self.fp16 if self.fp16 is not None else kind != "flat"
+
+    def tag(self, n: int) -> str:
+        """Names the build-time parameters, so a cached index built otherwise is not reused."""
+        kind = self.resolve(n)
+        storage = "fp16" if self.half(kind) else "fp32"
+        if kind == "hnsw":
+            return f"hnsw{self.hnsw_m}x{self.hnsw_ef_construction}-{storage}"
+        if kind == "ivf":
+            return f"ivf{self.nlist(n)}-{storage}"
+        return f"flat-{storage}"
+
+
+def new_index(config: IndexConfig, dim: int, n: int) -> faiss.Index:
+    """An empty index of the configured kind for about ``n`` vectors."""
+    ip = faiss.METRIC_INNER_PRODUCT
+    kind = config.resolve(n)
+    if kind == "ivf":
+        quantizer = faiss.IndexFlatIP(dim)
+        nlist = config.nlist(n)
+        if config.half(kind):
+            return faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist,
+                                                 faiss.ScalarQuantizer.QT_fp16, ip)
+        return faiss.IndexIVFFlat(quantizer, dim, nlist, ip)
+    if kind == "hnsw":
+        if config.half(kind):
+            inner = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, config.hnsw_m, ip)
+        else:
+            inner = faiss.IndexHNSWFlat(dim, config.hnsw_m, ip)
+        inner.hnsw.efConstruction = config.hnsw_ef_construction
+        inner.hnsw.efSearch = config.hnsw_ef_search
+    elif config.half(kind):
+        inner = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, ip)
+    else:
+        inner = faiss.IndexFlatIP(dim)
+    return faiss.IndexIDMap(inner)
+
+
+Batches = Iterable[tuple[np.ndarray, np.ndarray]]
+"""(int64 ids, float32 vectors) batches, ids ascending."""
+
+
+def build_index(config: IndexConfig, dim: int, n: int, batches: Batches,
+                sample: Callable[[int], np.ndarray] | None = None) -> VectorIndex:
+    """Build the index for ``n`` vectors arriving in ``batches``; ``sample(m)`` returns about
+    ``m`` of them for training an IVF index."""
+    index = new_index(config, dim, n)
+    if not index.is_trained:
+        if sample is None:
+            raise ValueError("an IVF index needs a training sample")
+        train = np.ascontiguousarray(sample(TRAIN_PER_LIST * config.nlist(n)), np.float32)
+        ivf = faiss.extract_index_ivf(index)
+        ivf.cp.niter = 10
+        ivf.cp.max_points_per_centroid = TRAIN_PER_LIST
+        index.train(train)
+    for ids, vecs in batches:
+        index.add_with_ids(np.ascontiguousarray(vecs, np.float32),
+                           np.ascontiguousarray(ids, np.int64))
+    return VectorIndex(index, config)
+
+
+class IdSet:
+    """A set of non-negative ids (a category's products) with a membership bitmap, built
+    once and reused by every search of that category."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids = np.unique(np.asarray(ids, np.int64))
+        flags = np.zeros(int(self.ids[-1]) + 1 if len(self.ids) else 1, bool)
+        flags[self.ids] = True
+        self.bitmap = np.packbits(flags, bitorder="little")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Membership of each of ``ids`` (negative ids are never members)."""
+        ids = np.asarray(ids, np.int64)
+        inside = (ids >= 0) & ((ids >> 3) < len(self.bitmap))
+        safe = np.where(inside, ids, 0)
+        return inside & ((self.bitmap[safe >> 3] >> (safe & 7)) & 1).astype(bool)
+
+    def selector(self) -> faiss.IDSelector:
+        """A FAISS selector over this set (valid while this object lives)."""
+        return faiss.IDSelectorBitmap(len(self.bitmap), faiss.swig_ptr(self.bitmap))
+
+
+Result = tuple[np.ndarray, np.ndarray]
+EMPTY: Result = (np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+
+class VectorIndex:
+    """A FAISS index and the configuration it is searched with."""
+
+    def __init__(self, index: faiss.Index, config: IndexConfig):
+        self.index = index
+        self.config = config
+        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) \
+            else faiss.downcast_index(index)
+        self.inner = inner
+        if isinstance(inner, faiss.IndexHNSW):
+            self.kind = "hnsw"
+        elif isinstance(inner, faiss.IndexIVF):
+            self.kind = "ivf"
+        else:
+            self.kind = "flat"
+        self._id_map: np.ndarray | None = None
+        self._order: np.ndarray | None = None
+
+    @classmethod
+    def load(cls, path: Path, config: IndexConfig) -> VectorIndex:
+        return cls(faiss.read_index(str(path)), config)
+
+    def save(self, path: Path) -> None:
+        faiss.write_index(self.index, str(path))
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def nbytes(self) -> int:
+        """Bytes the index holds in memory (vectors or codes, graph links, ids)."""
+        n, inner = self.ntotal, self.inner
+        if self.kind == "ivf":
+            lists = inner.nlist * inner.d * 4
+            return lists + n * (inner.code_size + 8)
+        id_map = n * 8
+        if self.kind == "hnsw":
+            storage = faiss.downcast_index(inner.storage)
+            links = inner.hnsw.neighbors.size() * 4 + inner.hnsw.offsets.size() * 8
+            return id_map + n * storage.code_size + links + n * 4
+        return id_map + n * inner.code_size
+
+    def search(self, query: np.ndarray, k: int,
+               subset: IdSet | np.ndarray | None = None) -> Result:
+        """Top-``k`` (scores, ids) for one query, optionally only among the ids ``subset``.
+
+        A subset of at most ``filter_exact_max`` ids is searched exactly. A larger one is
+        searched approximately for the top ``2k/share`` ids, kept if ``k`` of them are in the
+        subset, else exactly (a query far from the category: never a short or poor list).
+        Runs on one OpenMP thread: for a single query, waking a thread team costs more than it
+        saves (measured 8 ms vs 0.5 ms per HNSW query on two busy cores)."""
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            return self._search(np.ascontiguousarray(query, np.float32).reshape(1, -1), k,
+                                subset if subset is None or isinstance(subset, IdSet)
+                                else IdSet(subset))
+        finally:
+            faiss.omp_set_num_threads(threads)
+
+    def _search(self, query: np.ndarray, k: int, subset: IdSet | None) -> Result:
+        k = min(k, self.ntotal)
+        if k <= 0 or (subset is not None and len(subset) == 0):
+            return EMPTY
+        if subset is None:
+            return self._top(query, k, self._params(k))
+        if self.kind == "flat" or len(subset) <= self.config.filter_exact_max:
+            return self._exact(query, k, subset)
+        fetch = min(self.ntotal, MAX_WIDE_EF,
+                    max(k, math.ceil(2 * k * self.ntotal / len(subset))))
+        scores, ids = self._top(query, fetch, self._params(fetch))
+        member = subset.contains(ids)
+        if member.sum() >= k:
+            return scores[member][:k], ids[member][:k]
+        return self._exact(query, k, subset)
+
+    def _top(self, query: np.ndarray, k: int, params: faiss.SearchParameters) -> Result:
+        scores, ids = self.index.search(query, k, params=params)
+        found = ids[0] >= 0
+        return scores[0][found], ids[0][found]
+
+    def _params(self, k: int) -> faiss.SearchParameters:
+        """The configured search breadth (HNSW's at least ``k``)."""
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(self.config.hnsw_ef_search, k)
+        elif self.kind == "ivf":
+            params = faiss.SearchParametersIVF()
+            params.nprobe = min(self.inner.nlist, self.config.ivf_nprobe)
+        else:
+            params = faiss.SearchParameters()
+        return params
+
+    def _exact(self, query: np.ndarray, k: int, subset: IdSet) -> Result:
+        """Exact search among ``subset``: a selector over the stored vectors."""
+        if self.kind == "hnsw":
+            return self._exact_hnsw(query, k, subset)
+        params = faiss.SearchParametersIVF() if self.kind == "ivf" else faiss.SearchParameters()
+        if self.kind == "ivf":
+            params.nprobe = self.inner.nlist
+        params.sel = subset.selector()
+        return self._top(query, k, params)
+
+    def _exact_hnsw(self, query: np.ndarray, k: int, subset: IdSet) -> Result:
+        """Exact search over the HNSW's stored vectors (which are indexed by position)."""
+        if self._id_map is None or self._order is None:
+            self._id_map = faiss.vector_to_array(self.index.id_map)
+            self._order = np.argsort(self._id_map, kind="stable")
+        id_map, order = self._id_map, self._order
+        where = np.minimum(np.searchsorted(id_map, subset.ids, sorter=order), len(order) - 1)
+        positions = order[where][id_map[order[where]] == subset.ids]
+        if len(positions) == 0:
+            return EMPTY
+        storage = faiss.downcast_index(self.inner.storage)
+        selected = IdSet(positions)
+        scores, pos = storage.search(query, min(k, len(positions)),
+                                     params=faiss.SearchParameters(sel=selected.selector()))
+        found = pos[0] >= 0
+        return scores[0][found], id_map[pos[0][found]]

@@ -1,0 +1,199 @@
+"""Inference engines: run the embedding network on a preprocessed NCHW float32 batch.
+
+Two engines give the same vectors (cosine ≥ 0.999 per image, checked at export and in the
+tests), so the engine is not part of a store's model manifest:
+
+* ``torch``: the eager network, channels-last, under ``inference_mode``; fp16 on CUDA.
+* ``onnx``: ONNX Runtime over the same network exported once (dynamic batch axis) and cached
+  under ``cache_dir/onnx`` by the model manifest; CUDAExecutionProvider on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import torch
+
+from vitrine.config import Settings
+from vitrine.errors import VitrineError
+
+if TYPE_CHECKING:
+    from vitrine.embed import ModelManifest
+
+ENGINES = ("torch", "onnx")
+OPSET = 17
+EXPORT_FORMAT = "vitrine-onnx/1"
+"""Changes whenever the export itself changes, so older cached files are not reused."""
+PARITY_MIN_COSINE = 0.999
+
+
+class EngineError(VitrineError):
+    """An inference engine that cannot be built on this machine."""
+
+
+class Engine(Protocol):
+    """Runs the embedding network; returns un-normalised float32 (N, dim) vectors."""
+
+    name: str
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def cpu_threads(settings: Settings) -> int:
+    """Intra-op threads: the ``threads`` setting, else one per available core."""
+    if settings.threads > 0:
+        return settings.threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class TorchEngine:
+    """The eager torch network: channels-last, inference mode; fp16 weights on CUDA."""
+
+    name = "torch"
+
+    def __init__(self, net: torch.nn.Module, device: torch.device):
+        self.device = device
+        self.half = device.type == "cuda"
+        net = net.to(device).eval()
+        if self.half:
+            net = net.half()
+        self.net = net.to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        x = x.to(self.device, non_blocking=True)
+        if self.half:
+            x = x.half()
+        x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x).float().cpu().numpy()
+
+
+class OnnxEngine:
+    """An ONNX Runtime session with explicit thread settings over an exported network."""
+
+    name = "onnx"
+
+    def __init__(self, path: Path, *, device: torch.device, intra_threads: int,
+                 inter_threads: int = 1, spinning: bool = False):
+        ort = _import_onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_threads
+        options.inter_op_num_threads = max(1, inter_threads)
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                         "1" if spinning else "0")
+        self.providers = onnx_providers(device, ort.get_available_providers())
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=self.providers)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            raise EngineError(f"ONNX Runtime cannot load {path} ({type(exc).__name__}); delete "
+                              "it to export the model again.") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32)
+
+
+def onnx_providers(device: torch.device, available: list[str]) -> list[str]:
+    """CUDA then CPU for a CUDA device (refused if ONNX Runtime lacks CUDA), else CPU."""
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        raise EngineError("the onnx engine on CUDA needs onnxruntime-gpu (no "
+                          "CUDAExecutionProvider here); install it or set VITRINE_ENGINE=torch.")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise EngineError("the onnx engine needs the onnxruntime package; install it or set "
+                          "VITRINE_ENGINE=torch.") from None
+    return onnxruntime
+
+
+def onnx_path(cache_dir: Path, manifest: ModelManifest) -> Path:
+    """Where the export of the model described by ``manifest`` is cached."""
+    key = json.dumps({"manifest": manifest.as_dict(), "format": EXPORT_FORMAT,
+                      "opset": OPSET}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return Path(cache_dir).expanduser() / "onnx" / f"{manifest.backbone}-{digest}.onnx"
+
+
+def probe_batch(size: int, n: int = 2, seed: int = 0) -> np.ndarray:
+    """Deterministic, image-like (smooth, blocky) normalised inputs for the export check."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(size=(n, 3, size // 16, size // 16)).astype(np.float32)
+    return np.ascontiguousarray(coarse.repeat(16, axis=2).repeat(16, axis=3))
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (N, d) arrays."""
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return (a * b).sum(axis=1)
+
+
+def export_onnx(net: torch.nn.Module, path: Path, size: int) -> Path:
+    """Export ``net`` (on CPU, fp32) with a dynamic batch axis, check it against torch on
+    probe inputs, and write it atomically to ``path``."""
+    model = copy.deepcopy(net).to("cpu", torch.float32).eval()
+    model = model.to(memory_format=torch.contiguous_format)
+    probe = probe_batch(size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.from_numpy(probe),), str(tmp),
+                              input_names=["input"], output_names=["embedding"],
+                              dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
+                              opset_version=OPSET, dynamo=False)
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(probe)).float().numpy()
+        got = OnnxEngine(tmp, device=torch.device("cpu"), intra_threads=1).run(probe)
+        worst = float(cosines(expected, got).min())
+        if worst < PARITY_MIN_COSINE:
+            raise EngineError(f"the ONNX export disagrees with torch (cosine {worst:.4f}); "
+                              "set VITRINE_ENGINE=torch.")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise EngineError(f"cannot write the ONNX model to {path.parent} ({exc.strerror}); "
+                          "set VITRINE_CACHE_DIR to a writable folder.") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return path
+
+
+def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifest,
+                size: int) -> Engine:
+    """The engine named by ``settings.engine`` for ``net`` (exporting it once for onnx)."""
+    device = torch.device(settings.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EngineError("device cuda was requested but torch sees no CUDA GPU; set "
+                          "VITRINE_DEVICE=cpu.")
+    if settings.engine == "torch":
+        return TorchEngine(net, device)
+    if settings.engine != "onnx":
+        raise EngineError(f"unknown engine {settings.engine!r}; use torch or onnx.")
+    path = onnx_path(settings.cache_dir, manifest)
+    if not path.is_file():
+        export_onnx(net, path, size)
+    return OnnxEngine(path, device=device, intra_threads=cpu_threads(settings),
+                      inter_threads=settings.interop_threads, spinning=settings.onnx_spinning)

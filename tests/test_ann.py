@@ -1,0 +1,141 @@
+"""The store's FAISS index kinds: recall against exact search on clustered vectors, fp16
+storage, category-filtered search, and the store using an approximate index."""
+
+from __future__ import annotations
+
+import shutil
+
+import faiss
+import numpy as np
+import pytest
+
+from vitrine.ann import IndexConfig, build_index
+from vitrine.bench import ClusterModel, recall_at_k
+
+N, DIM, K = 4000, 128, 10
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    model = ClusterModel.create(DIM, 8, seed=3)
+    vectors, labels = model.sample(N, seed=4)
+    queries, _ = model.sample(50, seed=5)
+    return vectors, labels, queries
+
+
+def ids_of(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.int64) * 3 + 7  # sparse, like SQLite rowids after deletes
+
+
+def build(config: IndexConfig, vectors: np.ndarray):
+    ids = ids_of(len(vectors))
+    batches = [(ids[i:i + 1000], vectors[i:i + 1000]) for i in range(0, len(vectors), 1000)]
+    return build_index(config, vectors.shape[1], len(vectors), batches,
+                       sample=lambda m: vectors[:m])
+
+
+def exact(vectors: np.ndarray, queries: np.ndarray, k: int,
+          subset: np.ndarray | None = None) -> np.ndarray:
+    ids = ids_of(len(vectors))
+    if subset is not None:
+        keep = np.isin(ids, subset)
+        vectors, ids = vectors[keep], ids[keep]
+    _, pos = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+    return ids[pos]
+
+
+@pytest.mark.parametrize("config", [
+    IndexConfig.defaults(kind="hnsw", fp16=False, hnsw_m=16, hnsw_ef_construction=40,
+                hnsw_ef_search=64),
+    IndexConfig.defaults(kind="hnsw", fp16=True, hnsw_m=16, hnsw_ef_construction=40),
+    IndexConfig.defaults(kind="ivf", fp16=False, ivf_nprobe=8),
+    IndexConfig.defaults(kind="ivf", fp16=True, ivf_nprobe=8),
+], ids=["hnsw", "hnsw-fp16", "ivf", "ivf-fp16"])
+def test_approximate_recall_against_exact(data, config):
+    vectors, _, queries = data
+    index = build(config, vectors)
+    assert index.kind == config.kind and index.ntotal == N
+    found = np.stack([index.search(q, K)[1] for q in queries])
+    assert recall_at_k(found, exact(vectors, queries, K), K) >= 0.95
+
+
+def test_flat_fp16_scores_close_to_exact(data):
+    vectors, _, queries = data
+    half, full = build(IndexConfig.defaults(kind="flat", fp16=True), vectors), \
+        build(IndexConfig.defaults(kind="flat"), vectors)
+    assert half.nbytes() < 0.6 * full.nbytes()
+    for q in queries[:10]:
+        s16, i16 = half.search(q, K)
+        s32, i32 = full.search(q, K)
+        assert np.allclose(s16, s32, atol=2e-3)
+        assert len(set(i16) & set(i32)) >= K - 1
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+@pytest.mark.parametrize("share", ["small", "large"])
+def test_filtered_search_stays_in_category_and_finds_the_best(data, kind, share):
+    vectors, labels, queries = data
+    config = IndexConfig.defaults(kind=kind, hnsw_m=16, ivf_nprobe=8, filter_exact_max=1000)
+    index = build(config, vectors)
+    ids = ids_of(N)
+    # one cluster (< filter_exact_max: exact path) or five of eight (approximate path)
+    cats = [np.bincount(labels).argmin()] if share == "small" else [0, 1, 2, 3, 4]
+    subset = ids[np.isin(labels, cats)]
+    assert (len(subset) <= 1000) == (share == "small")
+    truth = exact(vectors, queries, K, subset)
+    found = []
+    for q in queries:
+        scores, got = index.search(q, K, subset)
+        assert np.isin(got, subset).all() and len(got) == K
+        assert np.all(np.diff(scores) <= 1e-6)
+        found.append(got)
+    recall = recall_at_k(np.stack(found), truth, K)
+    assert recall == 1.0 if share == "small" or kind == "flat" else recall >= 0.95
+
+
+def test_filtered_search_of_a_tiny_or_empty_subset(data):
+    vectors, _, queries = data
+    index = build(IndexConfig.defaults(kind="hnsw", hnsw_m=16), vectors)
+    scores, ids = index.search(queries[0], K, ids_of(N)[[5, 17]])
+    assert sorted(ids.tolist()) == sorted(ids_of(N)[[5, 17]].tolist()) and len(scores) == 2
+    assert len(index.search(queries[0], K, np.zeros(0, np.int64))[1]) == 0
+    assert len(index.search(queries[0], K, np.asarray([10**6], np.int64))[1]) == 0
+
+
+def test_auto_kind_tags_and_nlist():
+    config = IndexConfig.defaults(ann_min_items=1000)
+    assert config.resolve(999) == "flat" and config.resolve(1000) == "hnsw"
+    assert config.tag(10) == "flat-fp32"
+    assert IndexConfig.defaults(kind="hnsw").tag(10) == "hnsw32x64-fp16"  # fp16 unless told
+    assert IndexConfig.defaults(kind="hnsw", fp16=False).tag(10) == "hnsw32x64-fp32"
+    assert IndexConfig.defaults(kind="flat", fp16=True).tag(10) == "flat-fp16"
+    assert IndexConfig.defaults(kind="ivf").nlist(1_000_000) == 2048
+    assert IndexConfig.defaults(kind="ivf").nlist(100) == 6
+    assert IndexConfig.defaults(kind="ivf").resolve(10) == "flat"
+    with pytest.raises(ValueError):
+        IndexConfig.defaults(kind="lsh").resolve(10)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_store_with_an_approximate_index_matches_exact(small_store, tmp_path, kind):
+    from vitrine.store.embedded import EmbeddedStore
+
+    path = tmp_path / "store"
+    shutil.copytree(small_store, path, ignore=shutil.ignore_patterns("index.*"))
+    exact_store = EmbeddedStore(path)
+    ann_store = EmbeddedStore(path, index_config=IndexConfig.defaults(kind=kind, ivf_nprobe=4))
+    try:
+        pids, vectors = exact_store.all_vectors()
+        category = exact_store.get(pids[0]).category
+        for pid, vec in zip(pids[::7], vectors[::7], strict=True):
+            for cat in (None, category):
+                want = [m.product.product_id for m in exact_store.search(vec, 5, category=cat,
+                                                                          exclude=pid)]
+                got = [m.product.product_id for m in ann_store.search(vec, 5, category=cat,
+                                                                      exclude=pid)]
+                assert got == want
+        tags = {p.name.split(".")[2] for p in path.glob("index.*.faiss")}
+        assert tags == {"flat-fp32", f"{kind}32x64-fp16" if kind == "hnsw" else "ivf3-fp16"}
+    finally:
+        exact_store.close()
+        ann_store.close()

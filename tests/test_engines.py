@@ -1,0 +1,139 @@
+"""Inference engines: the ONNX export agrees with torch on real photos, is cached by the model
+manifest, and the engine is chosen by the settings without changing the manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vitrine.embed import Embedder
+from vitrine.engines import (
+    EngineError,
+    OnnxEngine,
+    TorchEngine,
+    cosines,
+    export_onnx,
+    make_engine,
+    onnx_path,
+    onnx_providers,
+)
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder(settings, tmp_path_factory) -> Embedder:
+    cache = tmp_path_factory.mktemp("onnx-cache")
+    return Embedder.from_settings(settings.model_copy(update={"engine": "onnx",
+                                                              "cache_dir": cache}))
+
+
+@pytest.fixture(scope="module")
+def torch_embedder(settings) -> Embedder:
+    return Embedder.from_settings(settings.model_copy(update={"engine": "torch"}))
+
+
+def photos(demo_catalog: Path, n: int = 8) -> list[Path]:
+    return sorted(demo_catalog.glob("*/*.jpg"))[::97][:n]
+
+
+def test_onnx_export_matches_torch_on_real_photos(onnx_embedder, torch_embedder, demo_catalog):
+    paths = photos(demo_catalog)
+    by_torch = np.stack([r.vector for r in torch_embedder.embed_paths(paths)])
+    by_onnx = np.stack([r.vector for r in onnx_embedder.embed_paths(paths)])
+    assert isinstance(onnx_embedder.engine, OnnxEngine)
+    assert isinstance(torch_embedder.engine, TorchEngine)
+    assert cosines(by_torch, by_onnx).min() >= 0.999
+    # a single photo (batch of 1) through the dynamic batch axis
+    single = onnx_embedder.embed_image(paths[0])
+    assert float(single @ by_torch[0]) >= 0.999
+
+
+def test_engine_does_not_change_the_manifest(onnx_embedder, torch_embedder):
+    assert onnx_embedder.manifest == torch_embedder.manifest
+
+
+def test_export_is_cached_by_manifest(onnx_embedder, torch_embedder):
+    path = onnx_path(onnx_embedder.settings.cache_dir, onnx_embedder.manifest)
+    assert path.is_file() and not list(path.parent.glob("*.tmp"))
+    stamp = path.stat().st_mtime_ns
+    again = Embedder(onnx_embedder.spec, {}, onnx_embedder.prep,
+                     settings=onnx_embedder.settings, net=torch_embedder.net,
+                     manifest=onnx_embedder.manifest)
+    assert isinstance(again.engine, OnnxEngine) and path.stat().st_mtime_ns == stamp
+    from dataclasses import replace
+
+    other = replace(onnx_embedder.manifest, weights_sha256="0" * 64)
+    assert onnx_path(onnx_embedder.settings.cache_dir, other) != path
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3))
+
+
+def test_failed_parity_check_leaves_no_file(tmp_path, monkeypatch):
+    import vitrine.engines as engines
+
+    monkeypatch.setattr(engines, "PARITY_MIN_COSINE", 1.5)
+    with pytest.raises(EngineError, match="disagrees with torch"):
+        export_onnx(Tiny(), tmp_path / "tiny.onnx", 32)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tiny_export_runs_any_batch(tmp_path):
+    path = export_onnx(Tiny(), tmp_path / "tiny.onnx", 32)
+    engine = OnnxEngine(path, device=CPU, intra_threads=1)
+    x = np.random.default_rng(0).normal(size=(5, 3, 32, 32)).astype(np.float32)
+    with torch.inference_mode():
+        want = Tiny()(torch.from_numpy(x)).numpy()
+    assert engine.run(x).shape == (5, 8)
+    assert cosines(want, engine.run(x)).min() >= 0.9999
+
+
+def test_engine_selection_and_cuda_refusals(settings, tmp_path):
+    from vitrine.config import Settings
+
+    manifest = Embedder.from_settings(settings.model_copy(update={"engine": "torch"})).manifest
+    chosen = make_engine(settings.model_copy(update={"engine": "torch"}), Tiny(), manifest, 32)
+    assert chosen.name == "torch"
+    with pytest.raises(ValueError):
+        Settings(engine="tensorrt")
+    assert onnx_providers(CPU, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    cuda = torch.device("cuda")
+    assert onnx_providers(cuda, ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == \
+        "CUDAExecutionProvider"
+    with pytest.raises(EngineError, match="onnxruntime-gpu"):
+        onnx_providers(cuda, ["CPUExecutionProvider"])
+    if not torch.cuda.is_available():
+        with pytest.raises(EngineError, match="no CUDA GPU"):
+            make_engine(settings.model_copy(update={"device": "cuda", "cache_dir": tmp_path}),
+                        Tiny(), manifest, 32)
+
+
+def test_trained_embedding_net_exports_too(settings, demo_catalog, tmp_path):
+    """A trained network (cut trunk, frozen reference top, head; combined layer) exports."""
+    from vitrine.images import Preprocessing, open_image, to_array
+    from vitrine.models import TrainedEmbeddingNet, build_trained_net, get_spec, load_state_dict
+
+    spec = get_spec("mobilenet_v2")
+    net = build_trained_net(spec, load_state_dict(spec, settings.weights), cut=15,
+                            n_classes=3, units=16, dropout=0.1)
+    torch.nn.init.normal_(net.head.hidden[1].weight, std=0.05)
+    embedding = TrainedEmbeddingNet(net, "imagenet+hidden", 0.5).eval()
+    prep = Preprocessing()
+    batch = np.stack([to_array(open_image(p), prep) for p in photos(demo_catalog, 3)])
+    with torch.inference_mode():
+        want = embedding(torch.from_numpy(batch)).numpy()
+    engine = OnnxEngine(export_onnx(embedding, tmp_path / "trained.onnx", 224), device=CPU,
+                        intra_threads=2)
+    got = engine.run(batch)
+    assert got.shape == (3, 1280 + 16) and cosines(want, got).min() >= 0.999
