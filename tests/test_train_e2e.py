@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,8 @@ def env(weights_path) -> dict:
 def trained(demo_catalog, tmp_path_factory, env) -> tuple[Path, Path, dict]:
     root = tmp_path_factory.mktemp("train")
     catalog = copy_subset(demo_catalog, root / "catalog", 4)
+    first = sorted((catalog / "x_tenis_masculino").glob("*.jpg"))[0]
+    shutil.copyfile(first, first.with_name("copy-of-first.jpg"))  # a duplicate pair
     summary = json.loads(run("train", catalog, "--out", root / "model", "--json", env=env))
     return catalog, root / "model", summary
 
@@ -55,8 +58,11 @@ def test_train_writes_every_output(trained):
                  "history.png", "metrics.json", "confusion_matrix.png", "report.md",
                  "checkpoints/phase1-best.pt", "checkpoints/phase2-best.pt"):
         assert (model / name).is_file(), name
-    assert summary["split"]["train"] + summary["split"]["val"] + summary["split"]["test"] == 32
-    assert summary["split"]["crossing_groups"] == []
+    assert summary["split"]["train"] + summary["split"]["val"] + summary["split"]["test"] == 33
+    assert summary["split"]["duplicate_groups"] >= 1 and summary["split"]["crossing_groups"] == []
+    split = json.loads((model / "split.json").read_text())
+    pair = next(g for g in split["duplicate_groups"] if any("copy-of-first" in p for p in g))
+    assert len({split["assignment"][p] for p in pair}) == 1
     assert [p["epochs"] for p in summary["phases"].values()] == [2, 1]
     test = summary["test"]
     assert 0 <= test["acc_ci95"][0] <= test["acc"] <= test["acc_ci95"][1] <= 1
@@ -72,7 +78,7 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path
     store = tmp_path / "store"
     first = json.loads(run("index", catalog, "--store", store, "--model", model, "--json",
                            env=env))
-    assert first["indexed"] == 32
+    assert first["indexed"] == 33
     info = json.loads(run("info", "--store", store, "--json", env=env))
     assert info["model"]["weights_sha256"] == summary["weights_sha256"]
     assert info["model"]["embedding"].startswith("trained:")

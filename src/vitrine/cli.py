@@ -20,7 +20,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 out = Console()
 err = Console(stderr=True)
 
-StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store folder.")]
+StoreOpt = Annotated[str, typer.Option(
+    "--store", "-s", help="Store: a folder (embedded default), milvus-lite:///ABS/PATH.db, "
+    "or milvus://HOST:PORT[/COLLECTION].")]
 WeightsOpt = Annotated[Path | None, typer.Option(
     "--weights", help="Local backbone weights (torchvision state_dict); default: "
     "VITRINE_WEIGHTS, else torchvision's download.")]
@@ -59,21 +61,26 @@ def index(
     model: ModelOpt = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero if any file is "
                                          "skipped.")] = False,
+    shard: Annotated[str | None, typer.Option(
+        "--shard", help="I/N: index only shard I of N (parallel writers into one Milvus "
+        "store).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index (or re-index) a catalogue folder into a store."""
     from vitrine.catalog import read_catalog
     from vitrine.embed import Embedder
-    from vitrine.indexer import index_catalog
+    from vitrine.indexer import index_catalog, parse_shard
     from vitrine.store import open_store
 
     settings = _settings(weights, model)
+    shard_spec = parse_shard(shard)
     read_catalog(catalog_dir)  # fail on a bad folder before loading the model
     embedder = Embedder.from_settings(settings)
-    db = open_store(store, create=True)
+    db = open_store(store, create=True, token=settings.milvus_token,
+                    index_config=_index_config(settings))
     try:
         report = index_catalog(catalog_dir, db, embedder, rules=_rules(settings),
-                               show_progress=not as_json)
+                               show_progress=not as_json, shard=shard_spec)
     finally:
         db.close()
     if as_json:
@@ -103,7 +110,15 @@ def _recommender(store: Path, weights: Path | None, model: Path | None = None):
     from vitrine.recommend import Recommender
     from vitrine.store import open_store
 
-    return Recommender(open_store(store), _settings(weights, model))
+    settings = _settings(weights, model)
+    return Recommender(open_store(store, token=settings.milvus_token,
+                                  index_config=_index_config(settings)), settings)
+
+
+def _index_config(settings: Settings):
+    from vitrine.ann import IndexConfig
+
+    return IndexConfig.from_settings(settings)
 
 
 @app.command()
@@ -182,11 +197,35 @@ def dedupe(
 
 
 @app.command()
+def migrate(
+    source: Annotated[str, typer.Argument(help="Store to copy from.")],
+    target: Annotated[str, typer.Argument(help="Store to copy into (created if needed).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy every product and vector from one store to another (e.g. embedded → Milvus),
+    without re-embedding; refuses a target made by another model."""
+    from vitrine.migrate import migrate_store
+    from vitrine.store import open_store
+
+    token = Settings().milvus_token
+    src, dst = open_store(source, token=token), open_store(target, create=True, token=token)
+    try:
+        copied = migrate_store(src, dst, show_progress=not as_json)
+    finally:
+        src.close()
+        dst.close()
+    if as_json:
+        _print_json({"copied": copied, "source": source, "target": target})
+    else:
+        out.print(f"Copied {copied} products from {source} to {target}.")
+
+
+@app.command()
 def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
     """Show what a store holds and which model made its vectors."""
     from vitrine.store import open_store
 
-    db = open_store(store)
+    db = open_store(store, token=Settings().milvus_token)
     manifest = db.manifest()
     data = {"products": db.count(), "categories": db.categories(),
             "model": manifest.as_dict() if manifest else None}
@@ -307,10 +346,33 @@ def serve(
                                                               soft_wrap=True))
 
 
+@app.command()
+def bench(
+    items: Annotated[int | None, typer.Option(
+        "--items", min=1, help="Index N synthetic clustered vectors (index settings apply); "
+        "report latency, recall@10, build time and memory.")] = None,
+    images: Annotated[Path | None, typer.Option(
+        "--images", help="Catalogue folder: whole-pipeline indexing throughput.")] = None,
+    weights: WeightsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure search on synthetic vectors and embedding throughput on real photos."""
+    from vitrine.bench import bench_lines, run_bench
+
+    report = run_bench(_settings(weights), items=items, images=images,
+                       show_progress=not as_json)
+    if as_json:
+        _print_json(report)
+        return
+    for line in bench_lines(report):
+        out.print(line)
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one sentence and exit status 2."""
     try:
-        app(standalone_mode=False)
+        status = app(standalone_mode=False)
+        sys.exit(status if isinstance(status, int) else 0)
     except VitrineError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(2)

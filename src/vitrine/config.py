@@ -24,14 +24,50 @@ class Settings(BaseSettings):
     category P@5 crop 0.887, squash 0.885, pad 0.880; on 60×80 photos 0.824 / 0.807 / 0.798."""
     device: str = "cpu"
     threads: int = 0
-    """Torch intra-op threads; 0 leaves torch's default (one per core)."""
+    """Intra-op threads of the inference engine (torch or ONNX Runtime); 0: one per core."""
 
     # Embedding pipeline
-    batch_size: int = 8
-    """Images per forward pass; small batches measured fastest on CPU (cache-bound)."""
+    batch_size: int = 4
+    """Images per forward pass; small batches measured fastest on CPU (cache-bound): ONNX
+    Runtime 304 images/s at 4, 236 at 8, 89 at 16 (benchmarks/embed_throughput.py --engines)."""
     decode_workers: int = 2
     max_image_pixels: int = 40_000_000
     """Images with more pixels are refused before decoding (decompression-bomb guard)."""
+
+    # Inference engine (measured in benchmarks/embed_throughput.py; see README "Speed")
+    engine: Literal["torch", "onnx"] = "onnx"
+    """'onnx' (ONNX Runtime over the exported network) or 'torch' (eager); same vectors."""
+    interop_threads: int = 1
+    """Inter-op threads of ONNX Runtime (the network is a chain: 1 is enough)."""
+    onnx_spinning: bool = False
+    """Let ONNX Runtime's idle threads spin; off leaves the cores to the decode workers."""
+    cache_dir: Path = Path("~/.cache/vitrine")
+    """Where exported ONNX models are cached, keyed by the model manifest."""
+
+    # FAISS index of the embedded store (measured with `vitrine bench --items N`)
+    index: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    """'flat' is exact; 'hnsw' and 'ivf' approximate; 'auto' is flat below ``ann_min_items``
+    products and the measured best approximate kind (vitrine.ann.AUTO_ANN) from there up."""
+    index_fp16: bool | None = None
+    """Store the index's vectors as fp16 (half the memory; scores within ~1e-3); unset: fp16
+    for the approximate kinds, fp32 for the exact one."""
+    ann_min_items: int = 100_000
+    """Stores with at least this many products get the approximate index under 'auto' (an
+    exact single query scans every vector: tens of ms from about 100,000 up)."""
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 64
+    hnsw_ef_search: int = 256
+    """HNSW search breadth: higher is slower with better recall."""
+    ivf_nlist: int = 0
+    """IVF lists; 0 picks about 2·√n."""
+    ivf_nprobe: int = 16
+    """IVF lists searched per query: higher is slower with better recall."""
+    filter_exact_max: int = 20_000
+    """A category filter with at most this many products is searched exactly over them."""
+
+    # Stores
+    milvus_token: str = ""
+    """Credentials for milvus:// stores: 'user:password' or an API key."""
 
     # Duplicates
     dup_phash_distance: int = 6
@@ -57,8 +93,10 @@ class Settings(BaseSettings):
     train_head_units: int = 256
     train_dropout: float = 0.3
     train_label_smoothing: float = 0.1
-    train_class_weight_power: float = 1.0
-    """Class-imbalance handling: loss weights ∝ (photos of the class)^-power."""
+    train_class_weight_power: float = 0.5
+    """Class-imbalance handling: loss weights ∝ (photos of the class)^-power. Measured
+    (benchmarks/train_quality.py, 3 seeds, held-out accuracy): 0.5 → 0.944, 1.0 → 0.920
+    (full inverse frequency over-predicts the 13 loafers and women's watches)."""
     train_weight_decay: float = 1e-4
     train_phase1_epochs: int = 40
     train_phase1_lr: float = 1e-3

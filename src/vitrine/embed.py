@@ -13,6 +13,7 @@ import torch
 
 from vitrine.config import Settings
 from vitrine.dedupe import perceptual_hash, thumbnail
+from vitrine.engines import Engine, make_engine
 from vitrine.errors import ImageError
 from vitrine.images import Preprocessing, open_image, to_array
 from vitrine.models import BackboneSpec, build_embedding_net, get_spec, load_state_dict, state_hash
@@ -81,6 +82,7 @@ class Embedder:
         self.net = self.net.to(memory_format=torch.channels_last)
         self.manifest = manifest or ModelManifest(spec.name, state_hash(state), prep.as_dict(),
                                                   spec.embed_dim)
+        self._engine: Engine | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
@@ -107,12 +109,16 @@ class Embedder:
     def dim(self) -> int:
         return self.manifest.dim
 
-    @torch.inference_mode()
+    @property
+    def engine(self) -> Engine:
+        """The inference engine of ``settings.engine``, built on first use."""
+        if self._engine is None:
+            self._engine = make_engine(self.settings, self.net, self.manifest, self.prep.size)
+        return self._engine
+
     def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
         """Embed a preprocessed NCHW float32 batch."""
-        x = torch.from_numpy(batch).to(self.device).contiguous(
-            memory_format=torch.channels_last)
-        return l2_normalize(self.net(x).float().cpu().numpy())
+        return l2_normalize(self.engine.run(batch))
 
     def embed_image(self, source: Path | bytes) -> np.ndarray:
         """Embed one photo (path or uploaded bytes); raises ImageError if it cannot be used."""

@@ -60,7 +60,8 @@ def plot_history(history: list[dict], out: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     x = list(range(1, len(history) + 1))
     for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "acc", "Accuracy")):
-        ax.plot(x, [h[key] for h in history], "o-", ms=3, label="train")
+        label = "train (class-weighted, label-smoothed)" if key == "loss" else "train"
+        ax.plot(x, [h[key] for h in history], "o-", ms=3, label=label)
         ax.plot(x, [h[f"val_{key}"] for h in history], "o-", ms=3, label="validation")
         phases = [h["phase"] for h in history]
         for i in range(1, len(phases)):
@@ -69,11 +70,13 @@ def plot_history(history: list[dict], out: Path) -> Path:
                 ax.text(i + 0.6, ax.get_ylim()[1], phases[i], va="top", fontsize=8)
         if phases:
             ax.text(1, ax.get_ylim()[1], phases[0], va="top", fontsize=8)
-        best = [i + 1 for i, h in enumerate(history) if h.get("best")]
-        ax.plot(best, [history[i - 1][f"val_{key}"] for i in best], "k.", ms=4)
+        kept = {h["phase"]: i + 1 for i, h in enumerate(history) if h.get("best")}
+        ax.plot(list(kept.values()), [history[i - 1][f"val_{key}"] for i in kept.values()],
+                "k*", ms=10, label="restored (best validation loss)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_title(title)
         ax.set_xlabel("epoch (both phases)")
-        ax.legend(loc="center right")
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return _save(fig, out)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from vitrine.ann import IndexConfig
 from vitrine.errors import StoreError
 from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.embedded import EmbeddedStore
@@ -14,13 +15,16 @@ __all__ = ["EmbeddedStore", "Match", "StoredProduct", "VectorStore", "open_store
 DEFAULT_COLLECTION = "vitrine"
 
 
-def open_store(location: str | Path, *, create: bool = False, token: str = "") -> VectorStore:
+def open_store(location: str | Path, *, create: bool = False, token: str = "",
+               index_config: IndexConfig | None = None) -> VectorStore:
     """Open a store by location.
 
     * a folder path: the embedded default (SQLite + FAISS);
     * ``milvus-lite:///ABS/PATH.db``: embedded Milvus Lite in one file;
     * ``milvus://HOST:PORT[/COLLECTION]``: a Milvus server or cluster (``token`` is
       ``user:password`` or an API key, from the ``VITRINE_MILVUS_TOKEN`` setting).
+
+    ``index_config`` (from the index settings) shapes the embedded store's FAISS index.
     """
     text = str(location)
     if text.startswith("milvus-lite://"):
@@ -42,4 +46,4 @@ def open_store(location: str | Path, *, create: bool = False, token: str = "") -
         collection = parts.path.strip("/") or DEFAULT_COLLECTION
         uri = f"http://{parts.hostname}:{parts.port or 19530}"
         return MilvusStore(uri, collection, location=text, token=token, create=create)
-    return EmbeddedStore(Path(location), create=create)
+    return EmbeddedStore(Path(location), create=create, index_config=index_config)

@@ -16,9 +16,9 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import faiss
 import numpy as np
 
+from vitrine.ann import IdSet, IndexConfig, VectorIndex, build_index
 from vitrine.catalog import Product
 from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
@@ -60,8 +60,10 @@ def _row_to_product(row: sqlite3.Row | tuple) -> StoredProduct:
 class EmbeddedStore:
     """SQLite + FAISS store in one folder. Writers hold an exclusive lock file."""
 
-    def __init__(self, root: Path, *, create: bool = False):
+    def __init__(self, root: Path, *, create: bool = False,
+                 index_config: IndexConfig | None = None):
         self.root = Path(root)
+        self.index_config = index_config or IndexConfig.defaults()
         self.location = str(root)
         db_path = self.root / DB_NAME
         if not db_path.exists():
@@ -85,8 +87,9 @@ class EmbeddedStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
         self._lock_fh = None
-        self._index: faiss.Index | None = None
+        self._index: VectorIndex | None = None
         self._index_gen = -1
+        self._category_ids: dict[str, IdSet] = {}
 
     # ---- locking and transactions -------------------------------------------------------
     def lock_for_writing(self) -> None:
@@ -249,38 +252,47 @@ class EmbeddedStore:
         return ids, (np.stack(vecs) if vecs else np.zeros((0, dim), np.float32))
 
     # ---- search ---------------------------------------------------------------------------
-    def _current_index(self) -> faiss.Index:
-        """The FAISS index for the database's current generation (loaded or rebuilt)."""
+    def _current_index(self) -> VectorIndex:
+        """The FAISS index for the database's current generation (loaded or rebuilt); its
+        file name carries the generation and the build parameters (see vitrine.ann)."""
         gen = self.generation()
         if self._index is not None and self._index_gen == gen:
             return self._index
-        path = self.root / f"index.{gen}.faiss"
+        n = self.count()
+        path = self.root / f"index.{gen}.{self.index_config.tag(n)}.faiss"
         index = None
         if path.exists():
             with contextlib.suppress(RuntimeError):
-                index = faiss.read_index(str(path))
+                index = VectorIndex.load(path, self.index_config)
         if index is None:
-            index = self._build_index()
+            index = self._build_index(n)
             self._save_index(index, path)
-        self._index, self._index_gen = index, gen
+        self._index, self._index_gen, self._category_ids = index, gen, {}
         return index
 
-    def _build_index(self) -> faiss.Index:
+    def _build_index(self, n: int, batch: int = 20_000) -> VectorIndex:
+        """Build from SQLite in batches of ``batch`` rows (bounded memory)."""
         manifest = self.manifest()
         dim = manifest.dim if manifest else 1
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        rows = self.db.execute("SELECT id, vector FROM products").fetchall()
-        if rows:
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-            index.add_with_ids(vecs, ids)
-        return index
 
-    def _save_index(self, index: faiss.Index, path: Path) -> None:
+        def batches():
+            cursor = self.db.execute("SELECT id, vector FROM products ORDER BY id")
+            while rows := cursor.fetchmany(batch):
+                yield (np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+                       np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]))
+
+        def sample(m: int) -> np.ndarray:
+            rows = self.db.execute("SELECT vector FROM products ORDER BY random() LIMIT ?",
+                                   (m,)).fetchall()
+            return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
+
+        return build_index(self.index_config, dim, n, batches(), sample)
+
+    def _save_index(self, index: VectorIndex, path: Path) -> None:
         gen = int(path.name.split(".")[1])
         try:
             tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(index)}.tmp")
-            faiss.write_index(index, str(tmp))
+            index.save(tmp)
             os.replace(tmp, path)
             for old in self.root.glob("index.*.faiss"):
                 with contextlib.suppress(ValueError):
@@ -303,19 +315,19 @@ class EmbeddedStore:
         index = self._current_index()
         if index.ntotal == 0 or k <= 0:
             return []
-        params = None
+        subset = None
         if category is not None:
-            ids = [r[0] for r in self.db.execute("SELECT id FROM products WHERE category=?",
-                                                 (category,))]
-            if not ids:
+            subset = self._category_ids.get(category)
+            if subset is None:
+                rows = self.db.execute("SELECT id FROM products WHERE category=?", (category,))
+                subset = IdSet(np.fromiter((r[0] for r in rows), dtype=np.int64))
+                self._category_ids[category] = subset
+            if len(subset) == 0:
                 return []
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(
-                np.asarray(ids, dtype=np.int64)))
-        query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         fetch = min(k + (1 if exclude else 0), index.ntotal)
-        scores, ids = index.search(query, fetch, params=params)
+        scores, ids = index.search(vector, fetch, subset)
         matches = []
-        for score, rowid in zip(scores[0], ids[0], strict=True):
+        for score, rowid in zip(scores, ids, strict=True):
             if rowid < 0:
                 continue
             row = self.db.execute(f"SELECT {COLUMNS} FROM products WHERE id=?",
