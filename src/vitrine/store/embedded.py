@@ -211,16 +211,6 @@ class EmbeddedStore:
         rows = self.db.execute("SELECT product_id, content_sha256, metadata_hash FROM products")
         return {pid: (sha, meta) for pid, sha, meta in rows}
 
-    def vectors_by_content(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
-        """Stored vectors of photos with the given content hashes (reused, not re-embedded)."""
-        found = {}
-        for sha in set(hashes):
-            row = self.db.execute("SELECT vector FROM products WHERE content_sha256=? LIMIT 1",
-                                  (sha,)).fetchone()
-            if row:
-                found[sha] = np.frombuffer(row[0], dtype=np.float32).copy()
-        return found
-
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM products").fetchone()[0]
 
