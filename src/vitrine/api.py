@@ -31,6 +31,7 @@ from vitrine.web.pages import image_url, install_pages, wants_html
 
 K_MIN, K_MAX = 1, 100
 PAGE_MAX = 200
+SIMILAR_SUFFIX = "/similar"
 
 
 class ProductOut(BaseModel):
@@ -109,7 +110,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         return ProductPage(products=[product_out(p) for p in found], limit=limit,
                            offset=offset, has_more=more)
 
-    @router.get("/products/{product_id:path}/similar", response_model=SimilarOut)
+    @router.get("/products/{product_id:path}" + SIMILAR_SUFFIX, response_model=SimilarOut)
     def similar(product_id: str, k: KParam = 5, category: CategoryParam = None) -> SimilarOut:
         """The ``k`` products most similar to a stored product (itself excluded)."""
         product, matches = service.similar(product_id, k, category)
@@ -145,6 +146,9 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         """Add a product with its photo, or replace the product with the same id
         (201 when new, 200 when replaced). Needs ``Authorization: Bearer <key>``."""
         guards.check_api_key(settings.api_key, authorization)
+        if product_id.endswith(SIMILAR_SUFFIX):  # its URL would be the similar-products one
+            raise HTTPException(422, "Invalid form field 'product_id': it cannot end with "
+                                     f"'{SIMILAR_SUFFIX}'.")
         try:
             fields = NewProduct(product_id, name.strip(), category.strip(),
                                 parse_price(price), description.strip())
