@@ -1,4 +1,4 @@
-"""Messy catalogues and killed index runs."""
+"""Messy catalogues, killed index runs, and the server reading a store while it is indexed."""
 
 from __future__ import annotations
 
@@ -121,3 +121,78 @@ def test_sigkill_during_index_keeps_work_and_rerun_completes(demo_catalog, weigh
     assert again["indexed"] == 0 and again["unchanged"] == total
     info = json.loads(_cli("info", "--store", store, "--json", env=env).stdout)
     assert info["products"] == total
+
+
+def _check_round(client, photo: bytes, valid_counts: set[int], ids_to_check: int | None,
+                 offset: int) -> int:
+    """One round of reads through the API; returns the product count it saw. Every listed
+    product can be fetched and has a vector (its similar products come back, as many as the
+    store can give), and every result id is a stored product."""
+    from urllib.parse import quote
+
+    count = client.get("/healthz").json()["products"]
+    assert count in valid_counts  # whole batches only: each commit is one transaction
+    listed = [p["product_id"] for p in
+              client.get("/api/products", params={"limit": 200}).json()["products"]]
+    assert len(listed) in valid_counts and len(listed) >= count  # the store only grows
+    chosen = listed if ids_to_check is None else \
+        [listed[(offset + i) % len(listed)] for i in range(min(ids_to_check, len(listed)))]
+    answers = []
+    for pid in chosen:
+        r = client.get(f"/api/products/{quote(pid, safe='')}/similar", params={"k": 5})
+        assert r.status_code == 200, (pid, r.text)
+        assert r.json()["product"]["product_id"] == pid
+        answers.append((len(listed) - 1, r.json()["results"]))
+    r = client.post("/api/search", params={"k": 5},
+                    files={"image": ("photo.jpg", photo, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    answers.append((len(listed), r.json()["results"]))
+    for available, results in answers:
+        assert len(results) >= min(5, available)  # the index agrees with the database
+        for item in results:
+            found = client.get(f"/api/products/{quote(item['product_id'], safe='')}")
+            assert found.status_code == 200, (item, found.text)
+    return count
+
+
+def test_server_reads_stay_consistent_while_index_writes(demo_catalog, weights_path, settings,
+                                                        embedder, tmp_path):
+    """`vitrine index` writes ~150 photos into a store while the app reads the same store:
+    counts never go back, only whole committed batches are seen, and every listed product
+    and every result can be fetched, with similar products; at the end all are there."""
+    from fastapi.testclient import TestClient
+
+    from vitrine.api import create_app
+    from vitrine.indexer import COMMIT_EVERY
+
+    catalog = copy_subset(demo_catalog, tmp_path / "catalog", 19)
+    photos = sorted(catalog.glob("*/*.jpg"))
+    total = len(photos)  # 146 (some categories have fewer than 19)
+    valid_counts = set(range(0, total, COMMIT_EVERY)) | {total}
+    store = tmp_path / "store"
+    env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
+    proc = subprocess.Popen([*CLI, "index", catalog, "--store", store, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    try:
+        # the app needs the store, with the model recorded, before it opens
+        while not (store / "manifest.json").exists() and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()[1]
+        seen, rounds_while_writing = [], 0
+        with TestClient(create_app(settings, store, embedder=embedder)) as client:
+            while proc.poll() is None and time.monotonic() < deadline:
+                seen.append(_check_round(client, photos[len(seen) % total].read_bytes(),
+                                         valid_counts, 8, 8 * len(seen)))
+                rounds_while_writing += 1
+            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            assert proc.returncode == 0, err
+            final = _check_round(client, photos[0].read_bytes(), valid_counts, None, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rounds_while_writing > 0
+    assert seen == sorted(seen)  # the count never decreased
+    assert json.loads(out)["indexed"] == total and final == total
