@@ -133,3 +133,21 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
 
     unknown = run("similar", "--store", store, "no-such-id", check=False)
     assert unknown.returncode == 2 and "not in the store" in unknown.stderr
+
+
+def test_every_command_help_renders():
+    """`vitrine CMD --help` renders for every command (rich markup in a help text once broke it)."""
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from vitrine.cli import app
+
+    names = sorted(get_command(app).commands)
+    assert {"index", "search", "similar", "serve", "train", "evaluate", "bench"} <= set(names)
+    runner = CliRunner()
+    for name in names:
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0, f"{name} --help: {result.output}{result.exception!r}"
+        assert "Usage" in result.output
+    store_help = runner.invoke(app, ["index", "--help"], terminal_width=200).output
+    assert "milvus://HOST:PORT[/COLLECTION]" in store_help

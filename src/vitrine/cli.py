@@ -22,7 +22,7 @@ err = Console(stderr=True)
 
 StoreOpt = Annotated[str, typer.Option(
     "--store", "-s", help="Store: a folder (embedded default), milvus-lite:///ABS/PATH.db, "
-    "or milvus://HOST:PORT[/COLLECTION].")]
+    "or milvus://HOST:PORT\\[/COLLECTION].")]
 WeightsOpt = Annotated[Path | None, typer.Option(
     "--weights", help="Local backbone weights (torchvision state_dict); default: "
     "VITRINE_WEIGHTS, else torchvision's download.")]
