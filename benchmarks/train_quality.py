@@ -211,8 +211,11 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--cache", type=Path, help="Keep the frozen-layer outputs in this file.")
     ap.add_argument("--no-proxy", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="Override a training setting, e.g. --set train_fine_tune_from=12.")
     args = ap.parse_args()
-    settings = Settings(weights=args.weights)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    settings = Settings(weights=args.weights, **overrides)
     products = read_catalog(args.catalog)
     labels = [p.category for p in products]
     started = time.perf_counter()

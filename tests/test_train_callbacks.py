@@ -83,3 +83,26 @@ def test_class_weights_balance_the_loss():
     w = class_weights([0, 0, 0, 1], 3)
     assert torch.allclose(w, torch.tensor([2 / 3, 2.0, 0.0]))  # mean 1 over the 4 samples
     assert torch.allclose(class_weights([0, 0, 0, 1], 3, power=0.0), torch.tensor([1.0, 1.0, 0.0]))
+
+
+def test_freeze_bn_keeps_running_statistics_while_weights_train():
+    from vitrine.train import _epoch_fn
+
+    def epoch(freeze_bn: bool):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+        inputs = torch.randn(64, 2, 4) * 3 + 1  # 64 photos, 2 cached views each
+        labels = torch.randint(0, 2, (64,))
+        run = _epoch_fn(net, net, inputs, labels, nn.CrossEntropyLoss(),
+                        torch.Generator().manual_seed(0), 16, freeze_bn=freeze_bn)
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        run(torch.optim.SGD(net.parameters(), lr=0.1), lambda *a, **k: None)
+        return before, net.state_dict()
+
+    before, after = epoch(freeze_bn=True)
+    assert torch.equal(before["1.running_mean"], after["1.running_mean"])
+    assert torch.equal(before["1.running_var"], after["1.running_var"])
+    assert not torch.equal(before["1.weight"], after["1.weight"])  # BN's scale still trains
+    assert not torch.equal(before["0.weight"], after["0.weight"])
+    before, after = epoch(freeze_bn=False)
+    assert not torch.equal(before["1.running_mean"], after["1.running_mean"])

@@ -229,7 +229,7 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
     phase2 = fit_phase(
         _phase_config("fine-tuning", settings, 2), trainable, list(trainable.parameters()),
         _epoch_fn(forward, trainable, caches["train"].maps, caches["train"].labels, criterion,
-                  gen, settings.train_batch_size),
+                  gen, settings.train_batch_size, freeze_bn=settings.train_freeze_bn),
         lambda: _metrics(forward, caches["val"].maps[:, 0], caches["val"].labels,
                          modules=trainable),
         steps_per_epoch=steps, checkpoint=ckpt and ckpt / "phase2-best.pt",
@@ -281,11 +281,17 @@ def _steps(n: int, batch: int) -> int:
 
 
 def _epoch_fn(forward: Callable, module: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
-              criterion: nn.Module, gen: torch.Generator, batch: int):
-    """One epoch over shuffled photos, each with a randomly drawn cached view."""
+              criterion: nn.Module, gen: torch.Generator, batch: int, *,
+              freeze_bn: bool = False):
+    """One epoch over shuffled photos, each with a randomly drawn cached view; with
+    ``freeze_bn`` the batch-norm layers keep their running statistics (eval mode)."""
 
     def run(optimizer: torch.optim.Optimizer, advance) -> Metrics:
         module.train()
+        if freeze_bn:
+            for m in module.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         n, n_views = inputs.shape[:2]
         order = torch.randperm(n, generator=gen)
         views = torch.randint(0, n_views, (n,), generator=gen)
