@@ -116,9 +116,13 @@ class Settings(BaseSettings):
     """Epochs without a lower validation loss before the learning rate is reduced."""
     train_lr_factor: float = 0.3
     train_min_lr: float = 1e-6
-    train_embedding: str = "imagenet+hidden"
-    """Layer a trained model embeds with (see vitrine.models.EMBEDDING_LAYERS)."""
-    train_embedding_weight: float = 0.5
+    train_embedding: str = "imagenet+probs"
+    """Layer a trained model embeds with (see vitrine.models.EMBEDDING_LAYERS). Chosen by
+    benchmarks/train_quality.py: the best category precision@5 of photos outside the index
+    whose same-brand precision@1 in categories training never saw stays within 2 points of
+    the pretrained model (results/train_quality.json: imagenet+probs@0.9, P@5 0.945 vs 0.887
+    pretrained; imagenet+hidden@0.5 reaches 0.946 but loses 2.7-3.4 brand points)."""
+    train_embedding_weight: float = 0.9
     """Weight of the first part of a combined embedding layer."""
 
     # Web app and REST API
