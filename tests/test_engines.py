@@ -137,3 +137,31 @@ def test_trained_embedding_net_exports_too(settings, demo_catalog, tmp_path):
                         intra_threads=2)
     got = engine.run(batch)
     assert got.shape == (3, 1280 + 16) and cosines(want, got).min() >= 0.999
+
+
+def test_own_mobilenet_v2_matches_torchvision(weights_path):
+    """vitrine.mobilenet (no torchvision import at run time) has torchvision's layout and,
+    with the shared ImageNet weights, its outputs; Vitrine's embedder does not import
+    torchvision."""
+    import subprocess
+    import sys
+
+    from torchvision.models import mobilenet_v2
+
+    from vitrine.mobilenet import MobileNetV2
+
+    state = torch.load(weights_path, map_location="cpu")
+    reference, ours = mobilenet_v2(weights=None).eval(), MobileNetV2().eval()
+    reference.load_state_dict(state)
+    ours.load_state_dict(state, strict=True)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == \
+        {k: v.shape for k, v in reference.state_dict().items()}
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(ours.features(x), reference.features(x))
+        assert torch.equal(ours(x), reference(x))
+    code = ("import sys; from vitrine.config import Settings; from vitrine.embed import Embedder;"
+            f"Embedder.from_settings(Settings(weights={str(weights_path)!r}));"
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -25,7 +25,7 @@ class BackboneSpec:
     name: str
     embed_dim: int
     build: Callable[[], nn.Module]
-    """Builds the full torchvision classifier with random weights."""
+    """Builds the full classifier (torchvision's layout) with random weights."""
     download: Callable[[], dict]
     """Returns the pretrained state_dict from the library's normal download path."""
     features: Callable[[nn.Module], nn.Module]
@@ -34,9 +34,9 @@ class BackboneSpec:
 
 
 def _mobilenet_v2() -> nn.Module:
-    from torchvision.models import mobilenet_v2
+    from vitrine.mobilenet import MobileNetV2
 
-    return mobilenet_v2(weights=None)
+    return MobileNetV2()
 
 
 def _mobilenet_v2_download() -> dict:
