@@ -71,6 +71,9 @@ def test_train_writes_every_output(trained):
     assert [h["phase"] for h in history] == ["transfer learning"] * 2 + ["fine-tuning"]
     report = (model / "report.md").read_text()
     assert "42.0%" in report and "70.0%" in report and "Wilson" in report
+    chosen = summary["test"]["retrieval"]
+    assert f"in use: `{chosen['chosen']}`" in report
+    assert f"{chosen['weight']:g}·a + {1 - chosen['weight']:g}·b" in report
 
 
 def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path):

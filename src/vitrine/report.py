@@ -68,7 +68,7 @@ def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
         index = np.concatenate([vec["train"], vec["val"]])
         out[layer] = retrieval_metrics(index, index_labels, vec["test"], query_labels, k)
     return {"k": k, "protocol": "test photos query train+validation photos",
-            "chosen": settings.train_embedding, "layers": out}
+            "chosen": settings.train_embedding, "weight": w, "layers": out}
 
 
 def write_outputs(out_dir: Path, summary: dict) -> None:
@@ -158,9 +158,10 @@ def markdown_report(summary: dict) -> str:
 def _retrieval_lines(retrieval: dict | None) -> list[str]:
     if not retrieval:
         return []
-    k = retrieval["k"]
+    k, w = retrieval["k"], retrieval.get("weight", 0.5)
     lines = [f"### Retrieval on the test split ({retrieval['protocol']})", "",
-             f"Embedding layer in use: `{retrieval['chosen']}`.", "",
+             f"Embedding layer in use: `{retrieval['chosen']}`. Combined layers `a+b` weigh "
+             f"cosine as {w:g}·a + {1 - w:g}·b.", "",
              f"| layer | P@{k} | R@{k} | mAP@{k} |", "|---|---|---|---|"]
     for layer, m in retrieval["layers"].items():
         lines.append(f"| {layer}{' (pretrained)' if layer == 'imagenet' else ''} | "
