@@ -158,7 +158,7 @@ def markdown_report(summary: dict) -> str:
 def _retrieval_lines(retrieval: dict | None) -> list[str]:
     if not retrieval:
         return []
-    k, w = retrieval["k"], retrieval.get("weight", 0.5)
+    k, w = retrieval["k"], retrieval["weight"]
     lines = [f"### Retrieval on the test split ({retrieval['protocol']})", "",
              f"Embedding layer in use: `{retrieval['chosen']}`. Combined layers `a+b` weigh "
              f"cosine as {w:g}·a + {1 - w:g}·b.", "",
