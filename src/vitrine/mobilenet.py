@@ -1,7 +1,7 @@
 """MobileNetV2 (Sandler et al., 2018) with torchvision's module layout, so torchvision's
 state_dicts load into it unchanged (strict), without importing torchvision.
 
-Importing torchvision costs about 1.8 s per process here (its ``models`` and ``ops``
+Importing torchvision costs 1.3–1.8 s per process here (its ``models`` and ``ops``
 packages), a fixed cost of every ``vitrine index``/``serve`` start; this file is the part of
 it Vitrine runs. ``tests/test_engines.py`` checks it against torchvision: identical keys and
 shapes, identical outputs with the same weights. torchvision stays the source of the weights
