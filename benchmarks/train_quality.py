@@ -10,6 +10,9 @@ measured so that training never sees the query photos.
    (leave-one-out) for the same brand (first word of the name), the same colour, the same
    article type and the same category; precision@1, pretrained vs trained.
 
+``--models N`` averages the trained layers of N models (seeds ``train_seed + 100·m``) to
+measure what an ensemble would add; the product trains one.
+
 The frozen layers run once per photo (4 views each, as ``vitrine train``) and the training is
 ``vitrine.train.fit_cached``, the code ``vitrine train`` runs.
 
@@ -99,6 +102,7 @@ def train_on(data: dict, idx: np.ndarray, labels: list[str], settings: Settings)
     tr = idx[[n == "train" for n in names]]
     va = idx[[n == "val" for n in names]]
     spec = get_spec(settings.backbone)
+    torch.manual_seed(settings.train_seed)  # the new head's initial weights, as vitrine train
     net = build_trained_net(spec, load_state_dict(spec, settings.weights),
                             settings.train_fine_tune_from, len(classes),
                             settings.train_head_units, settings.train_dropout)
@@ -127,15 +131,27 @@ def vectors(outputs: dict, layer: str) -> np.ndarray:
     return combine(outputs, parts, weights).numpy()
 
 
-def outside_index(data, products, labels, settings, seed: int, k: int) -> dict:
+def ensemble(outputs: list[dict]) -> dict:
+    """Mean of the trained layers of several models (the pretrained layer is shared)."""
+    return {key: torch.stack([o[key] for o in outputs]).mean(0) for key in outputs[0]}
+
+
+def outside_index(data, products, labels, settings, seed: int, k: int,
+                  models: int = 1) -> dict:
     position = {p.product_id: i for i, p in enumerate(products)}
     keep, held = stratified_split(products, 0.2, seed=seed)
     a = np.asarray([position[p.product_id] for p in keep])
     b = np.asarray([position[p.product_id] for p in held])
     started = time.perf_counter()
-    net, fit = train_on(data, a, labels, settings)
+    fits, cleans, lows = [], [], []
+    for m in range(models):
+        net, fit = train_on(data, a, labels, settings.model_copy(
+            update={"train_seed": settings.train_seed + 100 * m}))
+        fits.append(fit)
+        cleans.append(embed(net, data["maps"][:, 0]))
+        lows.append(embed(net, data["low"]))
     seconds = time.perf_counter() - started
-    clean, low = embed(net, data["maps"][:, 0]), embed(net, data["low"])
+    fit, clean, low = fits[0], ensemble(cleans), ensemble(lows)
     classes = sorted({labels[i] for i in a})
     pred = clean["logits"][b].argmax(1).numpy()
     run = {"train_seconds": round(seconds, 1), "epochs": [len(fit.phase1.history),
@@ -211,6 +227,9 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--cache", type=Path, help="Keep the frozen-layer outputs in this file.")
     ap.add_argument("--no-proxy", action="store_true")
+    ap.add_argument("--models", type=int, default=1,
+                    help="Average the outputs of this many models trained with seeds "
+                         "train_seed + 100·m (an ensemble; outside-index check only).")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="Override a training setting, e.g. --set train_fine_tune_from=12.")
     args = ap.parse_args()
@@ -221,13 +240,14 @@ def main() -> None:
     started = time.perf_counter()
     data = frozen_cache(products, settings, args.cache)
     report = {"catalog": str(args.catalog), "products": len(products), "k": args.k,
+              "models": args.models,
               "settings": {k: v for k, v in settings.model_dump().items()
                            if k.startswith("train_")},
               "frozen_seconds": round(time.perf_counter() - started, 1), "outside_index": {},
               "fine_grained": []}
     for seed in [int(s) for s in args.seeds.split(",")]:
         report["outside_index"][str(seed)] = outside_index(data, products, labels, settings,
-                                                           seed, args.k)
+                                                           seed, args.k, args.models)
     runs = report["outside_index"].values()
     report["mean"] = {layer: {m: round(float(np.mean([r["layers"][layer][m] for r in runs])), 4)
                               for m in ("p_at_k", "p_at_k_relogio_feminino", "p_at_k_60x80")}
