@@ -4,13 +4,19 @@ onnxruntime-gpu is installed, ONNX Runtime's CUDAExecutionProvider; plus the par
 vectors with the CPU fp32 ones (cosine per photo).
 
 Prepared for a session with a GPU (none was lent when it was written; nothing in the tests
-needs one). The weights and demo catalogue live outside the repository, so copy them into an
-ignored folder (e.g. ``demo-output/gpu``) and carry it to the GPU machine:
+needs one). The device machine has torch, numpy, Pillow, rich and onnxruntime (CPU) but not
+the rest of Vitrine's needs, and the weights and demo catalogue live outside the repository, so
+``benchmarks/gpu_prepare.sh`` puts them and the missing wheels into the ignored folder
+``.gpu/`` (about 30 MB), and ``benchmarks/gpu_run.sh`` runs this script there. One device
+call (``carry: [".gpu"]``, timeout about 400 s; the default passes take about 2 minutes on
+an H100-class card):
 
-    mkdir -p demo-output/gpu && cp ../shared/models/mobilenet_v2_imagenet.pth demo-output/gpu/ \\
-        && cp -r ../shared/data/demo-catalog demo-output/gpu/
-    python benchmarks/gpu_embedding.py --weights demo-output/gpu/mobilenet_v2_imagenet.pth \\
-        --catalog demo-output/gpu/demo-catalog --out "$OUT/gpu_embedding.json"
+    bash benchmarks/gpu_prepare.sh          # here
+    bash benchmarks/gpu_run.sh              # there: writes $OUT/gpu_embedding.json
+
+``--allow-cpu`` runs the same passes on the CPU, as a smoke test of the script and the
+wheels before spending device time (``bash benchmarks/gpu_run.sh --allow-cpu --repeat 1
+--batches 8 --workers 2 --model-seconds 1``).
 """
 
 from __future__ import annotations
@@ -58,17 +64,28 @@ def main() -> None:
     ap.add_argument("--workers", default="8,16")
     ap.add_argument("--repeat", type=int, default=3, help="Passes over the catalogue photos.")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu_embedding.json"))
+    ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/vitrine-gpu-cache"),
+                    help="Where the ONNX export goes (not under --out: it is 14 MB).")
+    ap.add_argument("--model-seconds", type=float, default=5.0,
+                    help="Seconds of model-only timing per batch size.")
+    ap.add_argument("--allow-cpu", action="store_true",
+                    help="Without a GPU, run the same passes on the CPU (a smoke test).")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("no CUDA GPU visible to torch; run this on a GPU machine.")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not args.allow_cpu:
+        raise SystemExit("no CUDA GPU visible to torch; run this on a GPU machine "
+                         "(or pass --allow-cpu for a smoke test).")
     paths = sorted(args.catalog.glob("*/*.jpg")) * args.repeat
-    base = Settings(weights=args.weights, cache_dir=Path(args.out).parent / "onnx-cache")
+    if not paths:
+        raise SystemExit(f"no photos under {args.catalog}/*/*.jpg")
+    base = Settings(weights=args.weights, cache_dir=args.cache_dir)
     cpu = Embedder.from_settings(base.model_copy(update={"engine": "torch"}))
     reference = np.stack([r.vector for r in cpu.embed_paths(paths[:64])])
-    report: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+    report: dict = {"gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+                    "device": device, "torch": torch.__version__,
                     "cpus": os.cpu_count(), "photos": len(paths), "engines": {}}
     for engine in ("torch", "onnx"):
-        settings = base.model_copy(update={"engine": engine, "device": "cuda"})
+        settings = base.model_copy(update={"engine": engine, "device": device})
         try:
             embedder = Embedder.from_settings(settings)
             _ = embedder.engine
@@ -77,7 +94,8 @@ def main() -> None:
             continue
         result: dict = {"model_only_images_per_second": {}, "pipeline_images_per_second": {}}
         for batch in map(int, args.batches.split(",")):
-            result["model_only_images_per_second"][batch] = round(model_only(embedder, batch), 1)
+            result["model_only_images_per_second"][batch] = round(
+                model_only(embedder, batch, args.model_seconds), 1)
         for workers in map(int, args.workers.split(",")):
             for batch in (64, 128):
                 run = Embedder.from_settings(settings.model_copy(update={

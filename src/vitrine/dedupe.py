@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-import faiss
 import imagehash
 import numpy as np
 from PIL import Image
@@ -99,6 +98,8 @@ class _UnionFind:
 
 def _close_pairs(vectors: np.ndarray, threshold: float):
     """Pairs (i, j), i < j, whose inner product is at least ``threshold``."""
+    import faiss  # here, not at the top: embedding photos needs the hashes, not FAISS
+
     vecs = np.ascontiguousarray(vectors, dtype=np.float32)
     index = faiss.IndexFlatIP(vecs.shape[1])
     index.add(vecs)
