@@ -136,3 +136,68 @@ def test_a_model_trained_from_the_same_data_is_reused(trained, weights_path):
     other = settings.model_copy(update={"train_seed": 1})
     assert training_fingerprint(products, other) != recorded
     assert ensure_model(catalog, model_dir, settings) == (model_dir, True)
+
+
+def test_search_tells_the_likely_category_from_the_trained_embedding(trained, env, tmp_path,
+                                                                     weights_path):
+    """The class probabilities are read back from the end of the embedding exactly: they
+    equal the trained classifier's softmax, in the CLI's JSON, the API and the web page."""
+    import numpy as np
+    import torch
+    from fastapi.testclient import TestClient
+
+    from vitrine.api import create_app
+    from vitrine.config import Settings
+    from vitrine.embed import Embedder
+    from vitrine.images import open_image, to_array
+    from vitrine.trained import load_model
+
+    catalog, model_dir, summary = trained
+    store = tmp_path / "store"
+    run("index", catalog, "--store", store, "--model", model_dir, "--json", env=env)
+    photos = [next((catalog / c).glob("*.jpg")) for c in ("relogio_feminino", "x_bolsa_feminina")]
+    model = load_model(model_dir)
+    assert model.layer.endswith("+probs")  # the default embedding
+    for photo in photos:
+        found = json.loads(run("search", photo, "--store", store, "--model", model_dir,
+                               "--json", env=env))
+        with torch.inference_mode():
+            x = torch.from_numpy(to_array(open_image(photo, draft_size=model.prep.size),
+                                          model.prep)[None])
+            probs = model.net.layers(x, {"probs"})["probs"][0].numpy()
+        guess = found["predicted_category"]
+        assert guess["category"] == summary["classes"][int(np.argmax(probs))]
+        assert guess["probability"] == pytest.approx(float(probs.max()), abs=2e-3)
+
+    settings = Settings(weights=weights_path, model=model_dir)
+    client = TestClient(create_app(settings, store, embedder=Embedder.from_settings(settings)))
+    data = photos[1].read_bytes()
+    api = client.post("/api/search", files={"image": ("p.jpg", data, "image/jpeg")}).json()
+    guess = api["predicted_category"]
+    assert guess["category"] in summary["classes"] and 0 < guess["probability"] <= 1
+    page = client.post("/search?fragment=1&lang=en",
+                       files={"image": ("p.jpg", data, "image/jpeg")}).text
+    pct = round(guess["probability"] * 100)
+    assert f"({pct}% probability)" in page
+    assert f'<a href="/?category={guess["category"]}' in page  # a link, not escaped markup
+
+    # a pretrained store has no classes: no guess
+    plain = tmp_path / "plain"
+    run("index", catalog, "--store", plain, "--json", env=env)
+    found = json.loads(run("search", photos[0], "--store", plain, "--json", env=env))
+    assert found["predicted_category"] is None
+
+
+def test_guess_category_reads_probabilities_back_exactly():
+    import numpy as np
+
+    from vitrine.embed import guess_category
+
+    probs = np.array([0.1, 0.7, 0.2])
+    head = np.array([0.3, -0.4, 0.5, 0.1])
+    head, tail = head / np.linalg.norm(head), probs / np.linalg.norm(probs)
+    vector = np.concatenate([head * 0.9 ** 0.5, tail * 0.1 ** 0.5]) * 3.0  # any scale
+    guess = guess_category(vector, ["a", "b", "c"])
+    assert guess.category == "b" and guess.probability == pytest.approx(0.7)
+    assert guess_category(vector, []) is None  # a model without class probabilities
+    assert guess_category(np.concatenate([head, np.zeros(3)]), ["a", "b", "c"]) is None

@@ -15,7 +15,7 @@ from fastapi import UploadFile as Upload
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vitrine import __version__
@@ -66,8 +66,17 @@ class SimilarOut(BaseModel):
     results: list[ResultOut]
 
 
+class CategoryGuessOut(BaseModel):
+    category: str
+    probability: float
+
+
 class SearchOut(BaseModel):
     results: list[ResultOut]
+    predicted_category: CategoryGuessOut | None = Field(
+        None, description="The photo's likely category and its probability, when the store "
+                          "was indexed with a trained model whose embedding carries class "
+                          "probabilities (the default); null otherwise.")
 
 
 class Health(BaseModel):
@@ -125,9 +134,11 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                category: CategoryParam = None) -> SearchOut:
         """The ``k`` products most similar to an uploaded photo (multipart field ``image``).
         The ``Server-Timing`` header tells decode, model and search times."""
-        matches, timings = service.search_photo(guards.read_upload(image, limit), k, category)
+        matches, timings, guess = service.search_photo(guards.read_upload(image, limit), k,
+                                                       category)
         response.headers["Server-Timing"] = timings.server_timing()
-        return SearchOut(results=[result_out(m) for m in matches])
+        return SearchOut(results=[result_out(m) for m in matches],
+                         predicted_category=guess and CategoryGuessOut(**guess.as_dict()))
 
     @router.post("/products", response_model=ProductOut, status_code=201,
                  responses={200: {"description": "An existing product was replaced."}})

@@ -135,11 +135,14 @@ def search(
     """Find the products most similar to one or more photos."""
     rec = _recommender(store, weights, model)
     for i, image in enumerate(images):
-        matches = rec.search_image(image, k, category)
+        matches, guess = rec.search_image_guess(image, k, category)
         if as_json:
-            _print_json({"query": str(image), "results": [m.as_dict() for m in matches]})
+            _print_json({"query": str(image), "results": [m.as_dict() for m in matches],
+                         "predicted_category": guess and guess.as_dict()})
         else:
             out.print(results_table(f"Similar to {image}", matches))
+            if guess is not None:
+                out.print(f"Looks like: {guess.category} ({guess.probability:.0%})", markup=False)
         if plot is not None:
             target = plot if len(images) == 1 else plot.with_name(f"{plot.stem}-{i}.png")
             _plot(image, image.name, matches, target, as_json)

@@ -61,6 +61,31 @@ def decode(source: Path | bytes, prep: Preprocessing,
     return to_array(img, prep), perceptual_hash(img), thumbnail(img)
 
 
+@dataclass(frozen=True)
+class CategoryGuess:
+    """The trained classifier's most likely category for a photo, and its probability."""
+
+    category: str
+    probability: float
+
+    def as_dict(self) -> dict:
+        return {"category": self.category, "probability": round(self.probability, 4)}
+
+
+def guess_category(vector: np.ndarray, classes: Sequence[str]) -> CategoryGuess | None:
+    """Read the class probabilities back from the end of a trained embedding whose layer ends
+    with ``probs``: that part is the probability vector scaled to a length (L2 normalisation,
+    then the layer weight), so dividing it by its sum gives the probabilities exactly."""
+    if not classes:
+        return None
+    tail = np.clip(np.asarray(vector, dtype=np.float64)[-len(classes):], 0.0, None)
+    total = float(tail.sum())
+    if not np.isfinite(total) or total <= 0:
+        return None
+    best = int(tail.argmax())
+    return CategoryGuess(classes[best], float(tail[best] / total))
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -83,6 +108,9 @@ class Embedder:
         self.manifest = manifest or ModelManifest(spec.name, state_hash(state), prep.as_dict(),
                                                   spec.embed_dim)
         self._engine: Engine | None = None
+        self.classes: tuple[str, ...] = ()
+        """A trained model's classes when its embedding ends with their probabilities (the
+        embedding then tells the photo's likely category: :meth:`guess_category`)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
@@ -102,8 +130,16 @@ class Embedder:
         from vitrine.trained import load_model
 
         model = load_model(path)
-        return cls(model.spec, {}, model.prep, settings=settings, net=model.embedding_net(),
-                   manifest=model.manifest)
+        embedder = cls(model.spec, {}, model.prep, settings=settings,
+                       net=model.embedding_net(), manifest=model.manifest)
+        if model.layer.split("+")[-1] == "probs":
+            embedder.classes = tuple(model.classes)
+        return embedder
+
+    def guess_category(self, vector: np.ndarray) -> CategoryGuess | None:
+        """The likely category of the photo that ``vector`` embeds (a trained model whose
+        embedding carries class probabilities), else None."""
+        return guess_category(vector, self.classes)
 
     @property
     def dim(self) -> int:

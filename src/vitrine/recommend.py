@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from vitrine.config import Settings
-from vitrine.embed import Embedder
+from vitrine.embed import CategoryGuess, Embedder
 from vitrine.errors import StoreError, VitrineError
 from vitrine.store.base import Match, StoredProduct, VectorStore
 
@@ -61,5 +61,11 @@ class Recommender:
     def search_image(self, image: Path | bytes, k: int = 5,
                      category: str | None = None) -> list[Match]:
         """The ``k`` products most similar to a photo (a path or uploaded bytes)."""
-        return self.search_vector(self.embedder.embed_image(image), k, category)
+        return self.search_image_guess(image, k, category)[0]
+
+    def search_image_guess(self, image: Path | bytes, k: int = 5, category: str | None = None
+                           ) -> tuple[list[Match], CategoryGuess | None]:
+        """:meth:`search_image`, and the photo's likely category when the model tells it."""
+        vector = self.embedder.embed_image(image)
+        return self.search_vector(vector, k, category), self.embedder.guess_category(vector)
 

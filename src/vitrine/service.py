@@ -25,7 +25,7 @@ import numpy as np
 
 from vitrine.catalog import Product
 from vitrine.config import Settings
-from vitrine.embed import Embedder, decode
+from vitrine.embed import CategoryGuess, Embedder, decode
 from vitrine.errors import StoreError
 from vitrine.images import open_image, to_array
 from vitrine.indexer import check_manifest
@@ -134,9 +134,10 @@ class VitrineService:
         return path
 
     # ---- photo search ---------------------------------------------------------------------
-    def search_photo(self, data: bytes, k: int,
-                     category: str | None = None) -> tuple[list[Match], SearchTimings]:
-        """Products most similar to uploaded photo bytes; raises ImageError for a bad file."""
+    def search_photo(self, data: bytes, k: int, category: str | None = None
+                     ) -> tuple[list[Match], SearchTimings, CategoryGuess | None]:
+        """Products most similar to uploaded photo bytes, the timings, and the photo's likely
+        category (a trained model's, else None); raises ImageError for a bad file."""
         prep = self.embedder.prep
         t0 = time.perf_counter()
         image = open_image(data, max_pixels=self.settings.max_image_pixels,
@@ -149,7 +150,8 @@ class VitrineService:
         with self._store_lock:
             matches = self.recommender.search_vector(vector, k, category or None)
         t3 = time.perf_counter()
-        return matches, SearchTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        timings = SearchTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        return matches, timings, self.embedder.guess_category(vector)
 
     # ---- writes ---------------------------------------------------------------------------
     def add_product(self, fields: NewProduct, data: bytes) -> tuple[StoredProduct, bool]:

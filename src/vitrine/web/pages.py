@@ -133,10 +133,11 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         lang = pick_lang(lang)
         t = TEXT[lang]
         matches: list[Match] | None = None
+        guess = None
         message, status = None, 200
         try:
             data = guards.read_upload(image, settings.max_upload_bytes)
-            matches, _ = service.search_photo(data, SEARCH_K)
+            matches, _, guess = service.search_photo(data, SEARCH_K)
         except ImageError:
             message, status = t["bad_photo"], 400
         except HTTPException as exc:
@@ -147,4 +148,4 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
             status = 413
         name = "_results.html" if fragment else "search.html"
         return pages.render(request, name, lang, status, active="search", matches=matches,
-                            message=message)
+                            message=message, guess=guess)
