@@ -169,7 +169,7 @@ def test_search_tells_the_likely_category_from_the_trained_embedding(trained, en
         assert guess["category"] == summary["classes"][int(np.argmax(probs))]
         assert guess["probability"] == pytest.approx(float(probs.max()), abs=2e-3)
 
-    settings = Settings(weights=weights_path, model=model_dir)
+    settings = Settings(weights=weights_path, model=model_dir, api_key="k")
     client = TestClient(create_app(settings, store, embedder=Embedder.from_settings(settings)))
     data = photos[1].read_bytes()
     api = client.post("/api/search", files={"image": ("p.jpg", data, "image/jpeg")}).json()
@@ -180,6 +180,15 @@ def test_search_tells_the_likely_category_from_the_trained_embedding(trained, en
     pct = round(guess["probability"] * 100)
     assert f"({pct}% probability)" in page
     assert f'<a href="/?category={guess["category"]}' in page  # a link, not escaped markup
+    # once the store holds no product of that category, the name is shown without a link
+    listed = client.get("/api/products", params={"category": guess["category"]}).json()
+    for product in listed["products"]:
+        gone = client.delete(f"/api/products/{product['product_id']}",
+                             headers={"Authorization": "Bearer k"})
+        assert gone.status_code == 204
+    page = client.post("/search?fragment=1&lang=en",
+                       files={"image": ("p.jpg", data, "image/jpeg")}).text
+    assert f"({pct}% probability)" in page and "/?category=" not in page
 
     # a pretrained store has no classes: no guess
     plain = tmp_path / "plain"

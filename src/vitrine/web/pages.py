@@ -133,11 +133,12 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         lang = pick_lang(lang)
         t = TEXT[lang]
         matches: list[Match] | None = None
-        guess = None
+        guess, linked = None, False
         message, status = None, 200
         try:
             data = guards.read_upload(image, settings.max_upload_bytes)
             matches, _, guess = service.search_photo(data, SEARCH_K)
+            linked = guess is not None and guess.category in service.categories()
         except ImageError:
             message, status = t["bad_photo"], 400
         except HTTPException as exc:
@@ -148,4 +149,4 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
             status = 413
         name = "_results.html" if fragment else "search.html"
         return pages.render(request, name, lang, status, active="search", matches=matches,
-                            message=message, guess=guess)
+                            message=message, guess=guess, guess_linked=linked)
