@@ -10,6 +10,7 @@ measured so that training never sees the query photos.
    (leave-one-out) for the same brand (first word of the name), the same colour, the same
    article type and the same category; precision@1, pretrained vs trained.
 
+``--train-fraction F`` trains on a fraction F of the indexed photos (a learning curve).
 ``--models N`` averages the trained layers of N models (seeds ``train_seed + 100·m``) to
 measure what an ensemble would add; the product trains one.
 
@@ -136,16 +137,29 @@ def ensemble(outputs: list[dict]) -> dict:
     return {key: torch.stack([o[key] for o in outputs]).mean(0) for key in outputs[0]}
 
 
+def subsample(idx: np.ndarray, labels: list[str], fraction: float, seed: int) -> np.ndarray:
+    """``fraction`` of the photos ``idx`` of each category (at least 2), drawn with ``seed``."""
+    if fraction >= 1:
+        return idx
+    rng = np.random.default_rng(seed)
+    kept: list[int] = []
+    for category in sorted({labels[i] for i in idx}):
+        rows = rng.permutation([i for i in idx if labels[i] == category])
+        kept += rows[:max(2, round(len(rows) * fraction))].tolist()
+    return np.asarray(sorted(kept))
+
+
 def outside_index(data, products, labels, settings, seed: int, k: int,
-                  models: int = 1) -> dict:
+                  models: int = 1, fraction: float = 1.0) -> dict:
     position = {p.product_id: i for i, p in enumerate(products)}
     keep, held = stratified_split(products, 0.2, seed=seed)
     a = np.asarray([position[p.product_id] for p in keep])
     b = np.asarray([position[p.product_id] for p in held])
     started = time.perf_counter()
     fits, cleans, lows = [], [], []
+    trained_on = subsample(a, labels, fraction, seed)
     for m in range(models):
-        net, fit = train_on(data, a, labels, settings.model_copy(
+        net, fit = train_on(data, trained_on, labels, settings.model_copy(
             update={"train_seed": settings.train_seed + 100 * m}))
         fits.append(fit)
         cleans.append(embed(net, data["maps"][:, 0]))
@@ -154,7 +168,8 @@ def outside_index(data, products, labels, settings, seed: int, k: int,
     fit, clean, low = fits[0], ensemble(cleans), ensemble(lows)
     classes = sorted({labels[i] for i in a})
     pred = clean["logits"][b].argmax(1).numpy()
-    run = {"train_seconds": round(seconds, 1), "epochs": [len(fit.phase1.history),
+    run = {"trained_photos": len(trained_on), "indexed_photos": len(a),
+           "train_seconds": round(seconds, 1), "epochs": [len(fit.phase1.history),
                                                           len(fit.phase2.history)],
            "held_out_accuracy": round(float(np.mean([classes[j] == labels[i]
                                                      for i, j in zip(b, pred, strict=True)])),
@@ -230,6 +245,9 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=1,
                     help="Average the outputs of this many models trained with seeds "
                          "train_seed + 100·m (an ensemble; outside-index check only).")
+    ap.add_argument("--train-fraction", type=float, default=1.0,
+                    help="Train on this fraction of the indexed photos of each category (a "
+                         "learning curve; the index still holds all of them).")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="Override a training setting, e.g. --set train_fine_tune_from=12.")
     args = ap.parse_args()
@@ -240,14 +258,15 @@ def main() -> None:
     started = time.perf_counter()
     data = frozen_cache(products, settings, args.cache)
     report = {"catalog": str(args.catalog), "products": len(products), "k": args.k,
-              "models": args.models,
+              "models": args.models, "train_fraction": args.train_fraction,
               "settings": {k: v for k, v in settings.model_dump().items()
                            if k.startswith("train_")},
               "frozen_seconds": round(time.perf_counter() - started, 1), "outside_index": {},
               "fine_grained": []}
     for seed in [int(s) for s in args.seeds.split(",")]:
         report["outside_index"][str(seed)] = outside_index(data, products, labels, settings,
-                                                           seed, args.k, args.models)
+                                                           seed, args.k, args.models,
+                                                           args.train_fraction)
     runs = report["outside_index"].values()
     report["mean"] = {layer: {m: round(float(np.mean([r["layers"][layer][m] for r in runs])), 4)
                               for m in ("p_at_k", "p_at_k_relogio_feminino", "p_at_k_60x80")}
