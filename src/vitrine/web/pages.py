@@ -138,7 +138,10 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         try:
             data = guards.read_upload(image, settings.max_upload_bytes)
             matches, _, guess = service.search_photo(data, SEARCH_K)
-            linked = guess is not None and guess.category in service.categories()
+            # link the category only if the store holds some of it (one-row lookup, not a
+            # count of every category: that scans a Milvus collection)
+            linked = guess is not None and bool(service.products(
+                category=guess.category, query=None, limit=1, offset=0)[0])
         except ImageError:
             message, status = t["bad_photo"], 400
         except HTTPException as exc:
