@@ -210,3 +210,72 @@ def test_guess_category_reads_probabilities_back_exactly():
     assert guess.category == "b" and guess.probability == pytest.approx(0.7)
     assert guess_category(vector, []) is None  # a model without class probabilities
     assert guess_category(np.concatenate([head, np.zeros(3)]), ["a", "b", "c"]) is None
+
+
+def test_report_lists_the_misclassified_test_photos(trained):
+    """Every wrong test prediction is listed once, with the photo it belongs to (checked by
+    running the saved model on that photo), consistent with the confusion matrix."""
+    from collections import Counter
+
+    import torch
+
+    from vitrine.images import open_image, to_array
+    from vitrine.trained import load_model
+
+    _, model_dir, summary = trained
+    test = summary["test"]
+    wrong = test["misclassified"]
+    assert len(wrong) == test["n"] - test["correct"]
+    pairs = Counter((r["labelled"], r["predicted"]) for r in wrong)
+    classes = test["classes"]
+    for i, label in enumerate(classes):
+        for j, guess in enumerate(classes):
+            if i != j:
+                assert test["confusion"][i][j] == pairs[label, guess]
+    assert [r["probability"] for r in wrong] == sorted((r["probability"] for r in wrong),
+                                                       reverse=True)
+    model = load_model(model_dir)
+    for r in wrong:
+        assert r["labelled"] != r["predicted"] and r["probability"] >= r["probability_of_label"]
+        assert Path(r["image"]).parent.name == r["labelled"]  # the catalogue's category folder
+        with torch.inference_mode():
+            x = torch.from_numpy(to_array(open_image(Path(r["image"]),
+                                                     draft_size=model.prep.size),
+                                          model.prep)[None])
+            probs = model.net.layers(x, {"probs"})["probs"][0]
+        assert classes[int(probs.argmax())] == r["predicted"]
+        assert float(probs.max()) == pytest.approx(r["probability"], abs=2e-3)
+    report = (model_dir / "report.md").read_text()
+    if wrong:
+        assert (model_dir / "misclassified.png").is_file()
+        assert all(f"| {r['product_id']} |" in report for r in wrong[:20])
+    else:
+        assert not (model_dir / "misclassified.png").exists()
+        assert "Every test photo was classified in its labelled category." in report
+
+
+def test_misclassified_rows_and_report_section(tmp_path, demo_catalog):
+    """Hand-made probabilities: only the wrong rows, most confident first; the report shows
+    at most 20 of them and the figure is drawn from the photos."""
+    import numpy as np
+
+    from vitrine.catalog import Product
+    from vitrine.plots import plot_misclassified
+    from vitrine.report import _misclassified_lines
+    from vitrine.train import misclassified
+
+    photo = next((demo_catalog / "x_tenis_masculino").glob("*.jpg"))
+    products = [Product(product_id=f"p{i}", image=photo, category="", name=f"N|{i}")
+                for i in range(4)]
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.05, 0.95]])
+    rows = misclassified(products, [0, 0, 1, 0], probs, ["a", "b"])
+    assert [(r["product_id"], r["labelled"], r["predicted"]) for r in rows] == [
+        ("p3", "a", "b"), ("p1", "a", "b"), ("p2", "b", "a")]
+    assert rows[0]["probability"] == 0.95 and rows[0]["probability_of_label"] == 0.05
+    lines = "\n".join(_misclassified_lines(rows * 8))
+    assert "24 test photos" in lines and "the 20 most confident shown" in lines
+    assert lines.count("| p3 | N/3 | a | b | 95.0% | 5.0% |") == 7  # rows 0, 3, … 18
+    assert _misclassified_lines([]) == ["Every test photo was classified in its labelled "
+                                        "category.", ""]
+    out = plot_misclassified(rows, tmp_path / "m.png")
+    assert out.stat().st_size > 5_000

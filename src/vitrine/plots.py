@@ -102,3 +102,21 @@ def plot_confusion_matrix(matrix, classes: list[str], out: Path) -> Path:
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
     fig.tight_layout()
     return _save(fig, out)
+
+
+def plot_misclassified(rows: list[dict], out: Path, limit: int = 20) -> Path:
+    """The misclassified photos (``vitrine.train.misclassified`` rows, the first ``limit``),
+    each titled with its label and the model's guess."""
+    rows = rows[:limit]
+    cols = min(5, max(1, len(rows)))
+    n_rows = max(1, -(-len(rows) // cols))
+    fig, axes = plt.subplots(n_rows, cols, figsize=(2.6 * cols, 3.0 * n_rows), squeeze=False)
+    for ax, row in zip(axes.flat, rows, strict=False):
+        title = [textwrap.shorten(row["name"] or row["product_id"], 26, placeholder="…"),
+                 f"label: {row['labelled']}",
+                 f"model: {row['predicted']} ({100 * row['probability']:.0f}%)"]
+        _show(ax, row["image"], "\n".join(title), "tab:red")
+    for ax in list(axes.flat)[len(rows):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, out)

@@ -26,6 +26,8 @@ REFERENCE = {
     "transfer_learning": {"test_acc": 0.42},
     "fine_tuning": {"test_acc": 0.70},
 }
+MISCLASSIFIED_FIGURE = "misclassified.png"
+MISCLASSIFIED_SHOWN = 20
 RETRIEVAL_LAYERS = ("imagenet", "pooled", "hidden", "imagenet+hidden", "pooled+hidden",
                     "imagenet+probs", "pooled+probs")
 
@@ -72,9 +74,9 @@ def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
 
 
 def write_outputs(out_dir: Path, summary: dict) -> None:
-    """history.json/.csv, history.png, metrics.json, confusion_matrix.png, report.md,
-    summary.json."""
-    from vitrine.plots import plot_confusion_matrix, plot_history
+    """history.json/.csv, history.png, metrics.json, confusion_matrix.png,
+    misclassified.png (when the model got test photos wrong), report.md, summary.json."""
+    from vitrine.plots import plot_confusion_matrix, plot_history, plot_misclassified
 
     history = summary["history"]
     (out_dir / "history.json").write_text(json.dumps(history, indent=1))
@@ -91,6 +93,10 @@ def write_outputs(out_dir: Path, summary: dict) -> None:
     if test:
         plot_confusion_matrix(np.asarray(test["confusion"]), test["classes"],
                               out_dir / "confusion_matrix.png")
+    figure = out_dir / MISCLASSIFIED_FIGURE
+    figure.unlink(missing_ok=True)  # an earlier run's mistakes must not stay behind
+    if test.get("misclassified"):
+        plot_misclassified(test["misclassified"], figure, MISCLASSIFIED_SHOWN)
     (out_dir / "report.md").write_text(markdown_report(summary))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
 
@@ -141,6 +147,7 @@ def markdown_report(summary: dict) -> str:
             lines.append(f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | "
                          f"{v['f1']:.3f} | {v['support']} |")
         lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
+        lines += _misclassified_lines(test.get("misclassified"))
         lines += _retrieval_lines(test.get("retrieval"))
     lines += ["## History", "", "![history](history.png)", ""]
     for key in ("transfer_learning", "fine_tuning"):
@@ -153,6 +160,26 @@ def markdown_report(summary: dict) -> str:
               "Seconds: " + ", ".join(f"{k} {v}" for k, v in seconds.items()) + ".", "",
               summary["cached"], ""]
     return "\n".join(lines)
+
+
+def _misclassified_lines(rows: list[dict] | None) -> list[str]:
+    if rows is None:
+        return []
+    if not rows:
+        return ["Every test photo was classified in its labelled category.", ""]
+    shown = rows[:MISCLASSIFIED_SHOWN]
+    more = f", the {len(shown)} most confident shown" if len(rows) > len(shown) else ""
+    lines = ["### Misclassified test photos", "",
+             f"{len(rows)} test photo{'s' if len(rows) != 1 else ''} put in another category "
+             f"than their label{more}. A confident mistake is often a wrong label or an "
+             "ambiguous photo: check these first.", "",
+             "| product | name | label | model says | probability | of the label |",
+             "|---|---|---|---|---|---|"]
+    for r in shown:
+        name = r["name"].replace("|", "/")
+        lines.append(f"| {r['product_id']} | {name} | {r['labelled']} | {r['predicted']} | "
+                     f"{_pct(r['probability'])} | {_pct(r['probability_of_label'])} |")
+    return lines + ["", f"![misclassified test photos]({MISCLASSIFIED_FIGURE})", ""]
 
 
 def _retrieval_lines(retrieval: dict | None) -> list[str]:

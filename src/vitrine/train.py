@@ -161,7 +161,7 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
                                     max_pixels=settings.max_image_pixels, advance=adv)
             maps = torch.cat([maps, extra.maps], dim=1)
         labels = torch.as_tensor([position[p.category] for p in items], dtype=torch.long)
-        caches[name] = FeatureCache(maps, labels)
+        caches[name] = FeatureCache(maps, labels, items)
     return classes, caches
 
 
@@ -350,8 +350,25 @@ def _test_detail(outputs: dict, caches: dict[str, FeatureCache], classes: list[s
     detail = classification_report([classes[i] for i in labels.tolist()],
                                    [classes[i] for i in pred.tolist()], classes)
     detail["loss"] = float(nn.functional.cross_entropy(outputs["test"]["logits"], labels))
+    detail["misclassified"] = misclassified(caches["test"].products, labels.tolist(),
+                                            outputs["test"]["probs"].numpy(), classes)
     detail["retrieval"] = retrieval_from_cache(outputs, caches, classes, settings)
     return detail
+
+
+def misclassified(products: Sequence[Product], labels: Sequence[int], probs: np.ndarray,
+                  classes: Sequence[str]) -> list[dict]:
+    """The photos the model puts in another category than their label, most confident
+    first: a wrong label or an ambiguous photo, worth a look either way."""
+    rows = []
+    for product, label, row in zip(products, labels, probs, strict=True):
+        guess = int(row.argmax())
+        if guess != label:
+            rows.append({"product_id": product.product_id, "name": product.name,
+                         "image": str(product.image), "labelled": classes[label],
+                         "predicted": classes[guess], "probability": round(float(row[guess]), 4),
+                         "probability_of_label": round(float(row[label]), 4)})
+    return sorted(rows, key=lambda r: (-r["probability"], r["product_id"]))
 
 
 def model_config(backbone: str, settings: Settings, classes: list[str], prep: Preprocessing,

@@ -93,10 +93,12 @@ def views_of(path: Path, views: Sequence[int], prep: Preprocessing, seed: Sequen
 
 @dataclass
 class FeatureCache:
-    """Frozen-base outputs: ``maps[i, v]`` is view ``v`` of photo ``i`` (view 0 = clean)."""
+    """Frozen-base outputs: ``maps[i, v]`` is view ``v`` of photo ``i`` (view 0 = clean);
+    ``products`` (when known) are the photos' products, in the same order."""
 
     maps: torch.Tensor
     labels: torch.Tensor
+    products: Sequence = ()
 
     def __len__(self) -> int:
         return len(self.labels)

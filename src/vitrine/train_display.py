@@ -30,6 +30,13 @@ def training_lines(summary: dict) -> list:
         low, high = test["acc_ci95"]
         lines.append(f"Test accuracy {test['acc']:.3f} (95 % CI {low:.3f}–{high:.3f}, "
                      f"n={test['n']}), macro F1 {test['macro_f1']:.3f}.")
+        wrong = test.get("misclassified") or []
+        if wrong:
+            top = wrong[0]
+            lines.append(f"{len(wrong)} test photo{'s' if len(wrong) != 1 else ''} "
+                         f"misclassified (report.md lists them); the most confident: "
+                         f"{top['product_id']} labelled {top['labelled']}, model says "
+                         f"{top['predicted']} ({100 * top['probability']:.0f}%).")
     lines.append(f"Model, history, figures and report.md written to {summary['model_dir']} "
                  f"in {summary['seconds']['total']:.0f} s.")
     return lines
