@@ -96,6 +96,13 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path
     assert set(report["retrieval"]) == {"pretrained", "trained"}
     assert report["queries"] == summary["split"]["test"]
     assert report["classification"]["n"] == summary["split"]["test"]
+    # the same test photos, so the same mistakes as the training report
+    wrong = report["classification"]["misclassified"]
+    assert ({r["product_id"] for r in wrong}
+            == {r["product_id"] for r in summary["test"]["misclassified"]})
+    if wrong:
+        text = run("evaluate", catalog, "--model", model, env=env)
+        assert f"Misclassified: {len(wrong)} photo" in text and wrong[0]["product_id"] in text
 
 
 def test_train_refuses_a_bad_folder(tmp_path, env):
@@ -261,8 +268,7 @@ def test_misclassified_rows_and_report_section(tmp_path, demo_catalog):
 
     from vitrine.catalog import Product
     from vitrine.plots import plot_misclassified
-    from vitrine.report import _misclassified_lines
-    from vitrine.train import misclassified
+    from vitrine.report import _misclassified_lines, misclassified
 
     photo = next((demo_catalog / "x_tenis_masculino").glob("*.jpg"))
     products = [Product(product_id=f"p{i}", image=photo, category="", name=f"N|{i}")

@@ -129,13 +129,16 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
             vecs[index], [labels[i] for i in index], vecs[queries],
             [labels[i] for i in queries], k, leave_one_out=assignment is None)
     if logits is not None:
-        from vitrine.report import classification_report
+        from vitrine.report import classification_report, misclassified
 
         known = [i for i in queries if labels[i] in classes]
         pred = logits[known].argmax(1).tolist()
         report["classification"] = classification_report(
             [labels[i] for i in known], [classes[j] for j in pred], classes)
         report["classification"]["unknown_categories"] = len(queries) - len(known)
+        report["classification"]["misclassified"] = misclassified(
+            [products[i] for i in known], [classes.index(labels[i]) for i in known],
+            logits[known].softmax(1).numpy(), classes)
     return report
 
 

@@ -105,7 +105,7 @@ def plot_confusion_matrix(matrix, classes: list[str], out: Path) -> Path:
 
 
 def plot_misclassified(rows: list[dict], out: Path, limit: int = 20) -> Path:
-    """The misclassified photos (``vitrine.train.misclassified`` rows, the first ``limit``),
+    """The misclassified photos (``vitrine.report.misclassified`` rows, the first ``limit``),
     each titled with its label and the model's guess."""
     rows = rows[:limit]
     cols = min(5, max(1, len(rows)))

@@ -52,6 +52,21 @@ def classification_report(y_true: Sequence[str], y_pred: Sequence[str],
             "classes": list(classes), "confusion": matrix.tolist()}
 
 
+def misclassified(products: Sequence, labels: Sequence[int], probs: np.ndarray,
+                  classes: Sequence[str]) -> list[dict]:
+    """The photos the model puts in another category than their label, most confident
+    first: a wrong label or an ambiguous photo, worth a look either way."""
+    rows = []
+    for product, label, row in zip(products, labels, probs, strict=True):
+        guess = int(row.argmax())
+        if guess != label:
+            rows.append({"product_id": product.product_id, "name": product.name,
+                         "image": str(product.image), "labelled": classes[label],
+                         "predicted": classes[guess], "probability": round(float(row[guess]), 4),
+                         "probability_of_label": round(float(row[label]), 4)})
+    return sorted(rows, key=lambda r: (-r["probability"], r["product_id"]))
+
+
 def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
                          settings: Settings, k: int = 5) -> dict:
     """Category retrieval of test photos against train + validation photos, per layer."""

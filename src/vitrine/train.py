@@ -341,7 +341,7 @@ def _phase_summary(result: PhaseResult, metrics: dict) -> dict:
 
 def _test_detail(outputs: dict, caches: dict[str, FeatureCache], classes: list[str],
                  settings: Settings) -> dict:
-    from vitrine.report import classification_report, retrieval_from_cache
+    from vitrine.report import classification_report, misclassified, retrieval_from_cache
 
     if "test" not in caches:
         return {}
@@ -354,21 +354,6 @@ def _test_detail(outputs: dict, caches: dict[str, FeatureCache], classes: list[s
                                             outputs["test"]["probs"].numpy(), classes)
     detail["retrieval"] = retrieval_from_cache(outputs, caches, classes, settings)
     return detail
-
-
-def misclassified(products: Sequence[Product], labels: Sequence[int], probs: np.ndarray,
-                  classes: Sequence[str]) -> list[dict]:
-    """The photos the model puts in another category than their label, most confident
-    first: a wrong label or an ambiguous photo, worth a look either way."""
-    rows = []
-    for product, label, row in zip(products, labels, probs, strict=True):
-        guess = int(row.argmax())
-        if guess != label:
-            rows.append({"product_id": product.product_id, "name": product.name,
-                         "image": str(product.image), "labelled": classes[label],
-                         "predicted": classes[guess], "probability": round(float(row[guess]), 4),
-                         "probability_of_label": round(float(row[label]), 4)})
-    return sorted(rows, key=lambda r: (-r["probability"], r["product_id"]))
 
 
 def model_config(backbone: str, settings: Settings, classes: list[str], prep: Preprocessing,

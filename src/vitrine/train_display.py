@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
+MISCLASSIFIED_LISTED = 10
+
 
 def training_lines(summary: dict) -> list:
     """What ``vitrine train`` prints: split, per-phase metrics, test accuracy, outputs."""
@@ -74,4 +76,20 @@ def evaluation_tables(report: dict) -> list:
             prf.add_row(name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}",
                         str(v["support"]))
         out.append(prf)
+        wrong = cls.get("misclassified") or []
+        if wrong:
+            shown = wrong[:MISCLASSIFIED_LISTED]
+            more = f", the {len(shown)} most confident" if len(wrong) > len(shown) else ""
+            plural = "s" if len(wrong) != 1 else ""
+            table = Table(title=f"Misclassified: {len(wrong)} photo{plural}{more} (--json "
+                                "lists all)", title_justify="left")
+            table.add_column("product", ratio=1)  # wraps; the categories never do
+            for col, key in (("label", "labelled"), ("model says", "predicted")):
+                table.add_column(col, no_wrap=True,
+                                 min_width=max(len(col), *(len(r[key]) for r in shown)))
+            table.add_column("prob.", justify="right", no_wrap=True)
+            for r in shown:
+                table.add_row(f"{r['product_id']} {r['name']}".strip(), r["labelled"],
+                              r["predicted"], f"{100 * r['probability']:.0f}%")
+            out.append(table)
     return out
