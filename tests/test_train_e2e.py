@@ -271,7 +271,7 @@ def test_misclassified_rows_and_report_section(tmp_path, demo_catalog):
     from vitrine.report import _misclassified_lines, misclassified
 
     photo = next((demo_catalog / "x_tenis_masculino").glob("*.jpg"))
-    products = [Product(product_id=f"p{i}", image=photo, category="", name=f"N|{i}")
+    products = [Product(product_id=f"p{i}", image=photo, category="", name=f"N|\n{i}")
                 for i in range(4)]
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.05, 0.95]])
     rows = misclassified(products, [0, 0, 1, 0], probs, ["a", "b"])
@@ -280,7 +280,7 @@ def test_misclassified_rows_and_report_section(tmp_path, demo_catalog):
     assert rows[0]["probability"] == 0.95 and rows[0]["probability_of_label"] == 0.05
     lines = "\n".join(_misclassified_lines(rows * 8))
     assert "24 test photos" in lines and "the 20 most confident shown" in lines
-    assert lines.count("| p3 | N/3 | a | b | 95.0% | 5.0% |") == 7  # rows 0, 3, … 18
+    assert lines.count("| p3 | N/ 3 | a | b | 95.0% | 5.0% |") == 7  # rows 0, 3, … 18
     assert _misclassified_lines([]) == ["Every test photo was classified in its labelled "
                                         "category.", ""]
     out = plot_misclassified(rows, tmp_path / "m.png")

@@ -191,7 +191,7 @@ def _misclassified_lines(rows: list[dict] | None) -> list[str]:
              "| product | name | label | model says | probability | of the label |",
              "|---|---|---|---|---|---|"]
     for r in shown:
-        name = r["name"].replace("|", "/")
+        name = " ".join(r["name"].split()).replace("|", "/")  # one table cell
         lines.append(f"| {r['product_id']} | {name} | {r['labelled']} | {r['predicted']} | "
                      f"{_pct(r['probability'])} | {_pct(r['probability_of_label'])} |")
     return lines + ["", f"![misclassified test photos]({MISCLASSIFIED_FIGURE})", ""]
