@@ -177,6 +177,11 @@ def markdown_report(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _cell(text: str) -> str:
+    """Shop text as one Markdown table cell (no line breaks, no column separators)."""
+    return " ".join(str(text).split()).replace("|", "/")
+
+
 def _misclassified_lines(rows: list[dict] | None) -> list[str]:
     if rows is None:
         return []
@@ -191,9 +196,9 @@ def _misclassified_lines(rows: list[dict] | None) -> list[str]:
              "| product | name | label | model says | probability | of the label |",
              "|---|---|---|---|---|---|"]
     for r in shown:
-        name = " ".join(r["name"].split()).replace("|", "/")  # one table cell
-        lines.append(f"| {r['product_id']} | {name} | {r['labelled']} | {r['predicted']} | "
-                     f"{_pct(r['probability'])} | {_pct(r['probability_of_label'])} |")
+        cells = [_cell(r[k]) for k in ("product_id", "name", "labelled", "predicted")]
+        lines.append("| " + " | ".join(cells) + f" | {_pct(r['probability'])} | "
+                     f"{_pct(r['probability_of_label'])} |")
     return lines + ["", f"![misclassified test photos]({MISCLASSIFIED_FIGURE})", ""]
 
 
