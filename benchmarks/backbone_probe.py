@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from train_quality import HOLDOUTS, attribute, lowres
+from train_quality import HOLDOUTS, lowres, same_attribute_at_1
 
 from vitrine.catalog import read_catalog, stratified_split
 from vitrine.images import Preprocessing, open_image, to_array
 from vitrine.model_eval import retrieval_metrics
-from vitrine.models import build_embedding_net, get_spec, load_state_dict
+from vitrine.models import build_embedding_net, combine, get_spec, load_state_dict
 
 SETS = {"mobilenet_v2": ["mobilenet_v2"], "efficientnet_lite0": ["efficientnet_lite0"],
         "both": ["mobilenet_v2", "efficientnet_lite0"]}
@@ -83,15 +83,13 @@ def probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, seed: int,
 def embeddings(feats: dict, names: list[str], probs: torch.Tensor) -> dict[str, np.ndarray]:
     """The set's pretrained features alone and with the probabilities; for a set of several
     backbones also MobileNetV2's features (the product's embedding) with its probabilities."""
-    n = torch.nn.functional.normalize
-    parts = {"pretrained": stack(feats, names)}
+    parts = {"pretrained": stack(feats, names), "probs": probs}
     if len(names) > 1:
         parts["mobilenet_v2"] = feats["mobilenet_v2"]
-    out = {"pretrained": n(parts["pretrained"], dim=1).numpy()}
-    for key, pre in parts.items():
+    out = {"pretrained": combine(parts, ["pretrained"], [1.0]).numpy()}
+    for key in [k for k in parts if k != "probs"]:
         for w in WEIGHTS:
-            out[f"{key}+probs@{w:g}"] = torch.cat([n(pre, dim=1) * w ** 0.5,
-                                                  n(probs, dim=1) * (1 - w) ** 0.5], 1).numpy()
+            out[f"{key}+probs@{w:g}"] = combine(parts, [key, "probs"], [w, 1 - w]).numpy()
     return out
 
 
@@ -134,16 +132,8 @@ def fine_grained(products, labels, clean, names, holdout):
         probs = head(x).softmax(1)
     out = {"held_out": holdout, "embeddings": {}}
     for key, vec in embeddings(clean, names, probs).items():
-        v = vec[inside]
-        sims = v @ v.T
-        np.fill_diagonal(sims, -np.inf)
-        nearest = sims.argmax(1)
-        scores = {}
-        for attr in ("brand", "colour"):
-            values = [attribute(products[i], attr) for i in inside]
-            scores[attr] = round(float(np.mean([values[q] == values[j]
-                                                for q, j in enumerate(nearest)])), 4)
-        out["embeddings"][key] = scores
+        out["embeddings"][key] = same_attribute_at_1([products[i] for i in inside], vec[inside],
+                                                     ("brand", "colour"))
     return out
 
 
