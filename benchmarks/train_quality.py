@@ -59,20 +59,29 @@ def lowres(path: Path, prep) -> np.ndarray:
     return to_array(open_image(buf.getvalue(), draft_size=prep.size), prep)
 
 
+def build(settings: Settings, n_classes: int):
+    spec = get_spec(settings.backbone)
+    return build_trained_net(spec, load_state_dict(spec, settings.weights),
+                             settings.train_fine_tune_from, n_classes,
+                             settings.train_head_units, settings.train_dropout,
+                             settings.train_companion,
+                             replace(spec.preprocessing, resize=settings.resize))
+
+
 def frozen_cache(products: list[Product], settings: Settings, path: Path | None):
-    """(maps of the views of every photo, maps of its 60×80 copy) through the frozen base.
+    """(maps of the views of every photo, maps of its 60×80 copy) through the frozen base,
+    and with a companion backbone its pooled features of both ('side', 'side_low').
 
     A cache file made with an earlier cut is brought forward through the blocks between
     (exact: those blocks are frozen too)."""
-    spec = get_spec(settings.backbone)
-    net = build_trained_net(spec, load_state_dict(spec, settings.weights),
-                            settings.train_fine_tune_from, 2, 8, 0.0)
-    net = net.to(memory_format=torch.channels_last).eval()
+    net = build(settings, 2).to(memory_format=torch.channels_last).eval()
     if path is not None and path.is_file():
         data = torch.load(path)
         cut = data.get("cut", 15)
         if cut > settings.train_fine_tune_from:
             raise SystemExit(f"{path} was cached at block {cut}, after the fine-tuned blocks.")
+        if data.get("companion", "") != settings.train_companion:
+            raise SystemExit(f"{path} was cached with companion {data.get('companion')!r}.")
         between = torch.nn.Sequential(*list(net.base)[cut:])
         with torch.no_grad():
             for key in ("maps", "low"):
@@ -81,15 +90,20 @@ def frozen_cache(products: list[Product], settings: Settings, path: Path | None)
                 out = torch.cat([between(flat[i:i + 256]) for i in range(0, len(flat), 256)])
                 data[key] = out.reshape(*x.shape[:-3], *out.shape[1:]).contiguous()
         return data
+    spec = get_spec(settings.backbone)
     prep = replace(spec.preprocessing, resize=settings.resize)
     cache = frozen_pass(net.base, [p.image for p in products], range(settings.train_views),
-                        prep, seed=settings.train_seed)
+                        prep, seed=settings.train_seed, companion=net.companion)
+    low, side_low = [], []
     with torch.no_grad():
-        low = torch.cat([net.base(torch.from_numpy(np.stack(
-            [lowres(p.image, prep) for p in products[i:i + 32]]))).contiguous()
-            for i in range(0, len(products), 32)])
-    data = {"ids": [p.product_id for p in products], "maps": cache.maps, "low": low,
-            "cut": settings.train_fine_tune_from}
+        for i in range(0, len(products), 32):
+            x = torch.from_numpy(np.stack([lowres(p.image, prep) for p in products[i:i + 32]]))
+            low.append(net.base(x).contiguous())
+            if net.companion is not None:
+                side_low.append(net.companion(x))
+    data = {"ids": [p.product_id for p in products], "maps": cache.maps, "low": torch.cat(low),
+            "cut": settings.train_fine_tune_from, "companion": settings.train_companion,
+            "side": cache.side, "side_low": torch.cat(side_low) if side_low else None}
     if path is not None:
         torch.save(data, path)
     return data
@@ -102,16 +116,13 @@ def train_on(data: dict, idx: np.ndarray, labels: list[str], settings: Settings)
     names = group_split([labels[i] for i in idx], [], 0.15, 0.0, settings.train_seed)
     tr = idx[[n == "train" for n in names]]
     va = idx[[n == "val" for n in names]]
-    spec = get_spec(settings.backbone)
     torch.manual_seed(settings.train_seed)  # the new head's initial weights, as vitrine train
-    net = build_trained_net(spec, load_state_dict(spec, settings.weights),
-                            settings.train_fine_tune_from, len(classes),
-                            settings.train_head_units, settings.train_dropout)
-    net = net.to(memory_format=torch.channels_last)
+    net = build(settings, len(classes)).to(memory_format=torch.channels_last)
 
-    def fc(rows, views=None):
-        maps = data["maps"][rows] if views is None else data["maps"][rows, :views]
-        return FeatureCache(maps, torch.as_tensor([pos[labels[i]] for i in rows]))
+    def fc(rows, views):
+        side = None if data.get("side") is None else data["side"][rows, :views]
+        return FeatureCache(data["maps"][rows, :views],
+                            torch.as_tensor([pos[labels[i]] for i in rows]), side=side)
 
     fit = fit_cached(net, {"train": fc(tr, settings.train_views), "val": fc(va, 1)},
                      len(classes), settings, None,
@@ -119,10 +130,16 @@ def train_on(data: dict, idx: np.ndarray, labels: list[str], settings: Settings)
     return net, fit
 
 
-def embed(net, maps: torch.Tensor) -> dict:
+def embed(net, maps: torch.Tensor, side: torch.Tensor | None) -> dict:
+    """Every layer's output for the clean view of each photo (maps (n, C, H, W), companion
+    features (n, D))."""
     with torch.inference_mode():
-        return clean_outputs(net, FeatureCache(maps[:, None] if maps.dim() == 4 else maps,
-                                               torch.zeros(len(maps), dtype=torch.long)))
+        return clean_outputs(net, FeatureCache(maps[:, None], torch.zeros(len(maps)),
+                                               side=None if side is None else side[:, None]))
+
+
+def clean_side(data: dict, rows=slice(None)) -> torch.Tensor | None:
+    return None if data.get("side") is None else data["side"][rows, 0]
 
 
 def vectors(outputs: dict, layer: str) -> np.ndarray:
@@ -162,8 +179,8 @@ def outside_index(data, products, labels, settings, seed: int, k: int,
         net, fit = train_on(data, trained_on, labels, settings.model_copy(
             update={"train_seed": settings.train_seed + 100 * m}))
         fits.append(fit)
-        cleans.append(embed(net, data["maps"][:, 0]))
-        lows.append(embed(net, data["low"]))
+        cleans.append(embed(net, data["maps"][:, 0], clean_side(data)))
+        lows.append(embed(net, data["low"], data.get("side_low")))
     seconds = time.perf_counter() - started
     fit, clean, low = fits[0], ensemble(cleans), ensemble(lows)
     classes = sorted({labels[i] for i in a})
@@ -199,7 +216,7 @@ def fine_grained(data, products, labels, settings, holdout: list[str]) -> dict:
     inside = np.asarray([i for i, c in enumerate(labels) if c in holdout])
     train = np.asarray([i for i, c in enumerate(labels) if c not in holdout])
     net, _ = train_on(data, train, labels, settings)
-    clean = embed(net, data["maps"][inside, 0])
+    clean = embed(net, data["maps"][inside, 0], clean_side(data, inside))
     out = {"held_out": holdout, "photos": len(inside), "layers": {}}
     for layer in LAYERS:
         out["layers"][layer] = same_attribute_at_1(

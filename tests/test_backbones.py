@@ -92,3 +92,65 @@ def test_an_empty_weights_setting_means_the_backbone_default(monkeypatch):
     settings = Settings()
     assert settings.weights is None
     assert Embedder.from_settings(settings).manifest.backbone == "efficientnet_lite0"
+
+
+def test_a_companion_backbone_joins_the_trained_model(tmp_path, demo_catalog, weights_path):
+    """MobileNetV2 trained with EfficientNet-Lite0 as a frozen companion (and trained again on
+    train + validation): the model folder records it and loads, its 'imagenet' layer is both
+    pretrained embeddings side by side (each with its own preprocessing), the cached training
+    path and `vitrine evaluate`'s equal the live network, and the ONNX engine agrees with
+    torch."""
+    from vitrine.catalog import Product
+    from vitrine.embed import decode
+    from vitrine.model_eval import trained_outputs
+    from vitrine.train import clean_outputs, train_catalog
+    from vitrine.train_data import FeatureCache, frozen_pass
+    from vitrine.trained import load_model
+
+    catalog = copy_subset(demo_catalog, tmp_path / "catalog", 3)
+    settings = Settings(weights=weights_path, train_companion="efficientnet_lite0",
+                        train_head_units=0, train_phase1_epochs=2, train_phase2_epochs=1,
+                        train_views=2, train_val_fraction=0.2, train_test_fraction=0.2,
+                        train_refit=True, cache_dir=tmp_path / "cache")
+    summary = train_catalog(catalog, tmp_path / "model", settings, show_progress=False)
+    assert [p["epochs"] for p in summary["phases"].values()] == [2, 1]
+    assert "efficientnet_lite0" in summary["cached"]
+    # trained again on train + validation for the epochs validation chose
+    assert summary["refit"]["photos"] == summary["split"]["train"] + summary["split"]["val"]
+    assert summary["refit"]["epochs"] == [p["best_epoch"] for p in summary["phases"].values()]
+    assert summary["test"]["acc"] == summary["refit"]["metrics"]["test"]["acc"]
+    assert "both again on train + validation" in (tmp_path / "model" / "report.md").read_text()
+    model = load_model(tmp_path / "model")
+    assert model.config["companion"] == "efficientnet_lite0"
+    assert model.manifest.backbone == "mobilenet_v2+efficientnet_lite0"
+    assert model.manifest.dim == 1280 + 1280 + len(model.classes)
+
+    photos = sorted(catalog.glob("*/*.jpg"))[::5][:6]
+    mobile = Embedder.from_settings(Settings(weights=weights_path))
+    lite0 = Embedder.from_settings(Settings(backbone="efficientnet_lite0", weights=None))
+    both = np.hstack([np.stack([mobile.embed_image(p) for p in photos]),
+                      np.stack([lite0.embed_image(p) for p in photos])]) / 2 ** 0.5
+    x = torch.from_numpy(np.stack([decode(p, model.prep, 40_000_000)[0] for p in photos]))
+    with torch.no_grad():
+        live = model.net.layers(x, {"imagenet", "probs"})
+        ours = torch.nn.functional.normalize(live["imagenet"]).numpy()
+    assert cosines(ours, both).min() > 0.9999
+
+    done = frozen_pass(model.net.base, photos, [0], model.prep, seed=0,
+                       companion=model.net.companion)
+    cached = clean_outputs(model.net, FeatureCache(done.maps, torch.zeros(len(photos)),
+                                                   side=done.side))
+    assert torch.allclose(cached["probs"], live["probs"], atol=1e-5)
+    assert torch.allclose(cached["imagenet"], live["imagenet"], atol=1e-4)
+    products = [Product(p.stem, p, category=p.parent.name) for p in photos]
+    evaluated = trained_outputs(model, products, settings, show_progress=False)
+    assert torch.allclose(evaluated["probs"], live["probs"], atol=1e-5)
+
+    by_torch = Embedder.from_model_dir(tmp_path / "model",
+                                       settings.model_copy(update={"engine": "torch"}))
+    by_onnx = Embedder.from_model_dir(tmp_path / "model",
+                                      settings.model_copy(update={"engine": "onnx"}))
+    a = np.stack([r.vector for r in by_torch.embed_paths(photos)])
+    b = np.stack([r.vector for r in by_onnx.embed_paths(photos)])
+    assert a.shape == (len(photos), model.manifest.dim)
+    assert cosines(a, b).min() >= 0.999

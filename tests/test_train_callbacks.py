@@ -93,7 +93,7 @@ def test_freeze_bn_keeps_running_statistics_while_weights_train():
         net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
         inputs = torch.randn(64, 2, 4) * 3 + 1  # 64 photos, 2 cached views each
         labels = torch.randint(0, 2, (64,))
-        run = _epoch_fn(net, net, inputs, labels, nn.CrossEntropyLoss(),
+        run = _epoch_fn(net, net, (inputs,), labels, nn.CrossEntropyLoss(),
                         torch.Generator().manual_seed(0), 16, freeze_bn=freeze_bn)
         before = {k: v.clone() for k, v in net.state_dict().items()}
         run(torch.optim.SGD(net.parameters(), lr=0.1), lambda *a, **k: None)
@@ -106,3 +106,62 @@ def test_freeze_bn_keeps_running_statistics_while_weights_train():
     assert not torch.equal(before["0.weight"], after["0.weight"])
     before, after = epoch(freeze_bn=False)
     assert not torch.equal(before["1.running_mean"], after["1.running_mean"])
+
+
+def test_replay_phase_reruns_the_chosen_epochs_with_their_learning_rates():
+    from vitrine.train_loop import replay_phase
+
+    model = nn.Linear(2, 1)
+    seen = []
+
+    def epoch(optimizer, advance):
+        seen.append(optimizer.param_groups[0]["lr"])
+        advance(1, loss=0.0, acc=1.0)
+        return Metrics(0.0, 1.0)
+
+    history = [{"lr": 1e-3}, {"lr": 1e-3}, {"lr": 3e-4}]
+    cfg = PhaseConfig("refit", 10, 1e-2, weight_decay=1e-4)
+    assert replay_phase(cfg, history, list(model.parameters()), epoch, steps_per_epoch=1,
+                        show_progress=False) == 3
+    assert seen == [1e-3, 1e-3, 3e-4]
+    assert replay_phase(cfg, [], list(model.parameters()), epoch, steps_per_epoch=1,
+                        show_progress=False) == 0 and len(seen) == 3
+
+
+def test_refit_trains_on_the_validation_photos_too_and_repeats_exactly():
+    """The refit starts from the given weights, learns from the validation photos (other
+    validation labels give another head) and is deterministic; on a random-weight
+    MobileNetV2 cut before its last block, with synthetic cached maps."""
+    from vitrine.config import Settings
+    from vitrine.models import build_trained_net, get_spec
+    from vitrine.train import Fit, pool_views, refit
+    from vitrine.train_data import FeatureCache
+    from vitrine.train_loop import PhaseResult
+
+    gen = torch.Generator().manual_seed(0)
+    caches = {"train": FeatureCache(torch.randn(24, 2, 320, 2, 2, generator=gen),
+                                    torch.arange(24) % 3),
+              "val": FeatureCache(torch.randn(9, 1, 320, 2, 2, generator=gen),
+                                  torch.arange(9) % 3)}
+    settings = Settings(train_refit=True, train_head_units=0, train_batch_size=8)
+    history = [{"lr": 1e-2}, {"lr": 1e-2}]
+    fit = Fit(PhaseResult(history, best_epoch=2), PhaseResult(history[:1], best_epoch=1),
+              {}, {}, {}, {})
+
+    def run(val_labels: torch.Tensor) -> dict:
+        torch.manual_seed(0)
+        net = build_trained_net(get_spec("mobilenet_v2"), None, 18, 3, 0, 0.0)
+        data = {**caches, "val": FeatureCache(caches["val"].maps, val_labels)}
+        pooled = {k: pool_views(net, c.maps) for k, c in data.items()}
+        top = [p.clone() for p in net.top.parameters()]
+        epochs = refit(net, data, pooled, lambda maps: net.head(net.pooled(maps)), fit, 3,
+                       settings, show_progress=False)
+        assert epochs == [2, 1]
+        moved = [not torch.equal(a, b) for a, b in zip(top, net.top.parameters(), strict=True)]
+        assert any(moved)  # phase 2 was replayed
+        return {k: v.clone() for k, v in net.state_dict().items()}
+
+    first, again = run(caches["val"].labels), run(caches["val"].labels)
+    other = run((caches["val"].labels + 1) % 3)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not torch.equal(first["head.out.1.weight"], other["head.out.1.weight"])

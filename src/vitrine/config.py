@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     train_phase1_lr: float = 1e-3
     train_phase2_epochs: int = 12
     train_phase2_lr: float = 2e-4
+    train_companion: str = ""
+    """A second pretrained backbone (a registry name, e.g. efficientnet_lite0) kept frozen
+    whole; its pooled features join the main backbone's as the head's input and in the
+    'imagenet' and 'pooled' embedding layers. Empty: none."""
     train_fine_tune_from: int = 15
     """First MobileNetV2 feature block (of 19) trained in phase 2; the blocks before it stay
     frozen, so their outputs are computed once."""
@@ -119,6 +123,10 @@ class Settings(BaseSettings):
     practice for small data: BN layers in inference mode while their weights train).
     Measured (benchmarks/train_quality.py, seeds 0-2, mean held-out accuracy / P@5 of
     imagenet+hidden@0.7): True 0.946 / 0.947, False 0.934 / 0.940."""
+    train_refit: bool = True
+    """After both phases, train again from the start on the training and validation photos
+    together, replaying each phase up to its best epoch with the learning rates it had (the
+    schedule validation chose); the test photos stay unseen."""
     train_patience: int = 5
     """Early stopping: epochs without a lower validation loss before a phase stops."""
     train_lr_patience: int = 2

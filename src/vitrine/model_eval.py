@@ -73,12 +73,14 @@ def trained_outputs(model, products: Sequence[Product], settings: Settings, *,
             done = frozen_pass(model.net.base, [p.image for p in chunk], [0], model.prep,
                                seed=0, batch_size=settings.batch_size,
                                workers=settings.decode_workers,
-                               max_pixels=settings.max_image_pixels, advance=advance)
+                               max_pixels=settings.max_image_pixels,
+                               companion=model.net.companion, advance=advance)
             bad = [p.image for p, e in zip(chunk, done.errors, strict=True) if e is not None]
             if bad:
                 raise CatalogError(f"{bad[0]} cannot be used as a photo; remove it to "
                                    "evaluate.")
-            cache = FeatureCache(done.maps, torch.zeros(len(chunk), dtype=torch.long))
+            cache = FeatureCache(done.maps, torch.zeros(len(chunk), dtype=torch.long),
+                                 side=done.side)
             for key, value in clean_outputs(model.net, cache).items():
                 parts.setdefault(key, []).append(value)
     return {k: torch.cat(v) for k, v in parts.items()}

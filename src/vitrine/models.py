@@ -153,11 +153,7 @@ class EmbeddingNet(nn.Module):
 def build_embedding_net(spec: BackboneSpec, state: dict) -> nn.Module:
     """Build the backbone, load ``state`` strictly, and return the pooled-features network."""
     model = spec.build()
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise WeightsError(f"the weights do not fit {spec.name} ({first}).") from None
+    _load(model, state, spec.name)
     return EmbeddingNet(spec.features(model)).eval()
 
 
@@ -174,25 +170,67 @@ cosine = w·cos_a + (1 − w)·cos_b."""
 
 
 class ClassifierHead(nn.Module):
-    """The new head: dropout → dense → ReLU (the 'hidden' embedding) → dropout → classes."""
+    """The new head: dropout → dense → ReLU (the 'hidden' embedding) → dropout → classes;
+    with ``units`` 0 a linear classifier (dropout → classes), whose 'hidden' output is its
+    input."""
 
     def __init__(self, in_dim: int, units: int, n_classes: int, dropout: float):
         super().__init__()
-        self.hidden = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, units),
-                                    nn.ReLU(inplace=True))
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(units, n_classes))
+        if units > 0:
+            self.hidden = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, units),
+                                        nn.ReLU(inplace=True))
+            self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(units, n_classes))
+        else:
+            self.hidden = nn.Identity()
+            self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, n_classes))
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.out(self.hidden(pooled))
 
 
+class Companion(nn.Module):
+    """A second pretrained backbone, always frozen, whose pooled features join the main
+    backbone's. It takes the main backbone's input and converts it to its own normalisation
+    (exact: both are per-channel affine maps of the same pixels)."""
+
+    def __init__(self, name: str, net: EmbeddingNet, main: Preprocessing, own: Preprocessing):
+        super().__init__()
+        self.name = name
+        self.net = net.eval().requires_grad_(False)
+        scale = [m / o for m, o in zip(main.std, own.std, strict=True)]
+        shift = [(a - b) / o for a, b, o in zip(main.mean, own.mean, own.std, strict=True)]
+        self.register_buffer("scale", torch.tensor(scale).view(1, 3, 1, 1))
+        self.register_buffer("shift", torch.tensor(shift).view(1, 3, 1, 1))
+
+    def train(self, mode: bool = True) -> Companion:
+        return super().train(False)  # frozen, batch-norm statistics included
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * self.scale + self.shift)
+
+
+FUSION_SCALE = 10.0
+"""With a companion, each backbone's pooled features are L2-normalised and scaled by this
+before they are concatenated (benchmarks/backbone_probe.py)."""
+
+
+def fuse(pooled: torch.Tensor, side: torch.Tensor | None) -> torch.Tensor:
+    """The head's input: the pooled features alone, or (with a companion's features ``side``)
+    both L2-normalised, scaled and concatenated along the last dimension."""
+    if side is None:
+        return pooled
+    norm = nn.functional.normalize
+    return torch.cat([norm(pooled, dim=-1), norm(side, dim=-1)], dim=-1) * FUSION_SCALE
+
+
 class TrainedNet(nn.Module):
     """A backbone trunk cut at block ``cut``: ``base`` (always frozen), ``top`` (fine-tuned in
-    phase 2), ``ref_top`` (a frozen copy of the pretrained top, for ImageNet embeddings) and
-    the classifier ``head``."""
+    phase 2), ``ref_top`` (a frozen copy of the pretrained top, for ImageNet embeddings), an
+    optional frozen ``companion`` backbone, and the classifier ``head``."""
 
     def __init__(self, trunk: nn.Sequential, cut: int, embed_dim: int, n_classes: int,
-                 units: int, dropout: float):
+                 units: int, dropout: float, companion: Companion | None = None,
+                 companion_dim: int = 0):
         super().__init__()
         import copy
 
@@ -203,7 +241,9 @@ class TrainedNet(nn.Module):
         self.base = trunk[:cut]
         self.top = trunk[cut:]
         self.ref_top = copy.deepcopy(self.top)
-        self.head = ClassifierHead(embed_dim, units, n_classes, dropout)
+        self.companion = companion
+        self.head_dim = embed_dim + (companion_dim if companion is not None else 0)
+        self.head = ClassifierHead(self.head_dim, units, n_classes, dropout)
         for module in (self.base, self.ref_top):
             module.requires_grad_(False)
 
@@ -211,17 +251,27 @@ class TrainedNet(nn.Module):
         """Global-average-pooled output of the (reference) top for base feature maps."""
         return (self.ref_top if reference else self.top)(maps).mean(dim=(2, 3))
 
+    def side(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The companion's pooled features of an input batch (None without a companion)."""
+        return None if self.companion is None else self.companion(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pooled(self.base(x)))
+        return self.head(fuse(self.pooled(self.base(x)), self.side(x)))
 
     def layers(self, x: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
-        """The requested outputs ('imagenet', 'pooled', 'hidden', 'logits') for a batch."""
-        maps = self.base(x)
+        """The requested outputs ('imagenet', 'pooled', 'hidden', 'logits', 'probs') for a
+        batch."""
+        return self.outputs(self.base(x), self.side(x), names)
+
+    def outputs(self, maps: torch.Tensor, side: torch.Tensor | None,
+                names: set[str]) -> dict[str, torch.Tensor]:
+        """The requested outputs from base feature maps and the companion's features; with a
+        companion, 'imagenet' and 'pooled' are fused with its features (:func:`fuse`)."""
         out: dict[str, torch.Tensor] = {}
         if "imagenet" in names:
-            out["imagenet"] = self.pooled(maps, reference=True)
+            out["imagenet"] = fuse(self.pooled(maps, reference=True), side)
         if names & {"pooled", "hidden", "logits", "probs"}:
-            out["pooled"] = self.pooled(maps)
+            out["pooled"] = fuse(self.pooled(maps), side)
             out["hidden"] = self.head.hidden(out["pooled"])
             out["logits"] = self.head.out(out["hidden"])
             out["probs"] = out["logits"].softmax(dim=1)
@@ -229,22 +279,44 @@ class TrainedNet(nn.Module):
 
 
 def build_trained_net(spec: BackboneSpec, state: dict | None, cut: int, n_classes: int,
-                      units: int, dropout: float) -> TrainedNet:
+                      units: int, dropout: float, companion: str = "",
+                      prep: Preprocessing | None = None) -> TrainedNet:
     """A :class:`TrainedNet` whose trunk starts from ``state`` (pretrained weights), or from
-    random weights when ``state`` is None (to load a trained state_dict afterwards)."""
+    random weights when ``state`` is None (to load a trained state_dict afterwards). A
+    ``companion`` backbone (a registry name) gets its normal pretrained weights, or random
+    ones when ``state`` is None; ``prep`` is the main input's preprocessing (default: the
+    backbone's)."""
     model = spec.build()
     if state is not None:
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise WeightsError(f"the weights do not fit {spec.name} ({first}).") from None
-    return TrainedNet(spec.features(model), cut, spec.embed_dim, n_classes, units, dropout)
+        _load(model, state, spec.name)
+    extra, extra_dim = None, 0
+    if companion:
+        other = get_spec(companion)
+        body = other.build()
+        if state is not None:
+            _load(body, load_state_dict(other, None), other.name)
+        extra = Companion(other.name, EmbeddingNet(other.features(body)),
+                          prep or spec.preprocessing, other.preprocessing)
+        extra_dim = other.embed_dim
+    return TrainedNet(spec.features(model), cut, spec.embed_dim, n_classes, units, dropout,
+                      extra, extra_dim)
 
 
-def layer_dim(layer: str, embed_dim: int, units: int, n_classes: int) -> int:
-    """Dimension of an embedding layer spec (see :data:`EMBEDDING_LAYERS`)."""
-    sizes = {"imagenet": embed_dim, "pooled": embed_dim, "hidden": units, "probs": n_classes}
+def _load(model: nn.Module, state: dict, name: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise WeightsError(f"the weights do not fit {name} ({first}).") from None
+
+
+def layer_dim(layer: str, net: TrainedNet) -> int:
+    """Dimension of an embedding layer spec (see :data:`EMBEDDING_LAYERS`) of ``net``."""
+    head = net.head
+    units = head.hidden[1].out_features if isinstance(head.hidden, nn.Sequential) else \
+        net.head_dim
+    sizes = {"imagenet": net.head_dim, "pooled": net.head_dim, "hidden": units,
+             "probs": head.out[-1].out_features}
     return sum(sizes[part] for part in layer.split("+"))
 
 

@@ -143,15 +143,24 @@ def markdown_report(summary: dict) -> str:
         ref = REFERENCE[key]
         lines.append(f"| reference (4 categories) | {title} | — | — | "
                      f"{_pct(ref['test_acc'])} | — |")
-    for key, title in (("transfer_learning", "transfer learning"),
-                       ("fine_tuning", "fine-tuning")):
-        m = phases[key]["metrics"]
+    rows = [(phases[key]["metrics"], title) for key, title in
+            (("transfer_learning", "transfer learning"), ("fine_tuning", "fine-tuning"))]
+    refit = summary.get("refit")
+    if refit:
+        rows.append((refit["metrics"], "both again on train + validation"))
+    for m, title in rows:
         tr, te = m.get("train", {}), m.get("test", {})
         lines.append(f"| Vitrine ({len(summary['classes'])} categories) | {title} | "
                      f"{_pct(tr.get('acc'))} | {_num(tr.get('loss'))} | "
                      f"{_pct(te.get('acc'))} | {_num(te.get('loss'))} |")
     lines += ["", "Train metrics are on the un-augmented training photos in evaluation mode; "
               "losses are plain cross-entropy. The reference only reported test accuracy.", ""]
+    if refit:
+        lines += [f"The saved model was trained again from the start on the {refit['photos']} "
+                  "training and validation photos, replaying each phase up to its best epoch "
+                  f"({refit['epochs'][0]} + {refit['epochs'][1]} epochs) with the learning "
+                  "rates it had; the test photos stayed unseen. The test figures below are "
+                  "that model's.", ""]
     if test:
         low, high = test["acc_ci95"]
         lines += [f"**Test accuracy {_pct(test['acc'])}** ({test['correct']}/{test['n']}; 95 % "

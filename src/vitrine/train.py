@@ -11,7 +11,12 @@ categories.
 4. Phase 2, fine-tuning: the top blocks unfrozen, trained with the head at a lower rate.
 5. Both phases: early stopping with the best weights restored, a best checkpoint on disk,
    reduce-LR-on-plateau, class-weighted loss (for imbalanced categories), seeded.
-6. Write the model, its history, test metrics, figures and a report (:mod:`vitrine.report`).
+6. Refit (``train_refit``): both phases again from the start on the training and validation
+   photos, replaying the epochs and learning rates validation chose.
+7. Write the model, its history, test metrics, figures and a report (:mod:`vitrine.report`).
+
+With ``train_companion`` a second pretrained backbone, frozen whole, runs beside the first;
+its pooled features (cached per view like the frozen layers' maps) join the head's input.
 """
 
 from __future__ import annotations
@@ -34,14 +39,15 @@ from vitrine.models import (
     ClassifierHead,
     TrainedNet,
     build_trained_net,
+    fuse,
     get_spec,
     load_state_dict,
     state_hash,
 )
 from vitrine.progress import progress_bar
 from vitrine.split import Split, make_split, read_split_catalog
-from vitrine.train_data import FeatureCache, frozen_pass
-from vitrine.train_loop import Metrics, PhaseConfig, PhaseResult, fit_phase
+from vitrine.train_data import FeatureCache, FrozenPass, frozen_pass
+from vitrine.train_loop import Metrics, PhaseConfig, PhaseResult, fit_phase, replay_phase
 
 
 def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
@@ -60,7 +66,8 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
     pretrained = load_state_dict(spec, settings.weights)
     prep = replace(spec.preprocessing, resize=settings.resize)
     net = build_trained_net(spec, pretrained, settings.train_fine_tune_from, 1,
-                            settings.train_head_units, settings.train_dropout)
+                            settings.train_head_units, settings.train_dropout,
+                            settings.train_companion, prep)
     net = net.to(memory_format=torch.channels_last)
 
     # One pass of every photo through the frozen layers: the clean view, its hashes, and
@@ -69,7 +76,8 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
         clean = frozen_pass(net.base, [p.image for p in products], [0], prep,
                             seed=settings.train_seed, batch_size=settings.train_batch_size,
                             workers=settings.decode_workers,
-                            max_pixels=settings.max_image_pixels, with_hash=True, advance=adv)
+                            max_pixels=settings.max_image_pixels, with_hash=True,
+                            companion=net.companion, advance=adv)
     ok = [i for i, e in enumerate(clean.errors) if e is None]
     bad = [{"product_id": products[i].product_id, "reason": clean.errors[i]}
            for i in range(len(products)) if clean.errors[i] is not None]
@@ -84,11 +92,11 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
 
     t0 = time.perf_counter()
     row = {p.product_id: i for i, p in enumerate(products)}
-    classes, caches = split_caches(net, products, row, clean.maps, split, prep, settings,
+    classes, caches = split_caches(net, products, row, clean, split, prep, settings,
                                    show_progress)
     seconds["augmented_views"] = round(time.perf_counter() - t0, 1)
     torch.manual_seed(settings.train_seed)
-    net.head = ClassifierHead(spec.embed_dim, settings.train_head_units, len(classes),
+    net.head = ClassifierHead(net.head_dim, settings.train_head_units, len(classes),
                               settings.train_dropout)
     fit = fit_cached(net, caches, len(classes), settings, out_dir / "checkpoints",
                      show_progress=show_progress)
@@ -103,9 +111,10 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
                   "duplicate_groups": len(split.groups),
                   "crossing_groups": split.crossing()},
         "unreadable_photos": bad,
-        "settings": config["training"], "cached": CACHE_NOTE.format(v=settings.train_views),
+        "settings": config["training"], "cached": cache_note(settings),
         "phases": {"transfer_learning": _phase_summary(fit.phase1, fit.after1),
                    "fine_tuning": _phase_summary(fit.phase2, fit.after2)},
+        "refit": fit.refit,
         "history": fit.phase1.history + fit.phase2.history,
         "class_counts": {name: dict(sorted(Counter(classes[i] for i in c.labels.tolist())
                                            .items())) for name, c in caches.items()},
@@ -129,7 +138,7 @@ def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[
 
 
 def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, int],
-                 clean_maps: torch.Tensor, split: Split, prep: Preprocessing,
+                 clean: FrozenPass, split: Split, prep: Preprocessing,
                  settings: Settings, show_progress: bool
                  ) -> tuple[list[str], dict[str, FeatureCache]]:
     """The classes (categories of the training split) and a cache per split: the clean view
@@ -150,7 +159,8 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
         if not items:
             continue
         rows = [row[p.product_id] for p in items]
-        maps = clean_maps[rows]
+        maps = clean.maps[rows]
+        side = None if clean.side is None else clean.side[rows]
         if name == "train" and settings.train_views > 1:
             with progress_bar("Augmenting", len(items), enabled=show_progress) as adv:
                 extra = frozen_pass(net.base, [p.image for p in items],
@@ -158,10 +168,13 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
                                     seed=settings.train_seed, keys=rows,
                                     batch_size=settings.train_batch_size,
                                     workers=settings.decode_workers,
-                                    max_pixels=settings.max_image_pixels, advance=adv)
+                                    max_pixels=settings.max_image_pixels,
+                                    companion=net.companion, advance=adv)
             maps = torch.cat([maps, extra.maps], dim=1)
+            if side is not None:
+                side = torch.cat([side, extra.side], dim=1)
         labels = torch.as_tensor([position[p.category] for p in items], dtype=torch.long)
-        caches[name] = FeatureCache(maps, labels, items)
+        caches[name] = FeatureCache(maps, labels, items, side)
     return classes, caches
 
 
@@ -184,6 +197,9 @@ class Fit:
     after2: dict
     outputs: dict
     seconds: dict
+    refit: dict | None = None
+    """With ``train_refit``: photos and epochs of the final training on train + validation,
+    and the metrics after it (validation no longer held out)."""
 
 
 def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
@@ -194,23 +210,21 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
     from vitrine.report import split_metrics
 
     torch.manual_seed(settings.train_seed)
-    criterion = nn.CrossEntropyLoss(
-        weight=class_weights(caches["train"].labels.tolist(), n_classes,
-                             settings.train_class_weight_power),
-        label_smoothing=settings.train_label_smoothing)
+    head_start = {k: v.clone() for k, v in net.head.state_dict().items()}
+    criterion = _criterion(caches["train"].labels, n_classes, settings)
     gen = torch.Generator().manual_seed(settings.train_seed)
     steps = _steps(len(caches["train"]), settings.train_batch_size)
     ckpt = checkpoint_dir or None
     seconds = {}
 
     t0 = time.perf_counter()
-    pooled = {k: pool_views(net, c.maps) for k, c in caches.items()}
+    pooled = {k: fuse(pool_views(net, c.maps), c.side) for k, c in caches.items()}
     net.head.requires_grad_(True)
     phase1 = fit_phase(
         _phase_config("transfer learning", settings, 1), net.head, list(net.head.parameters()),
-        _epoch_fn(net.head, net.head, pooled["train"], caches["train"].labels, criterion, gen,
-                  settings.train_batch_size),
-        lambda: _metrics(net.head, pooled["val"][:, 0], caches["val"].labels),
+        _epoch_fn(net.head, net.head, (pooled["train"],), caches["train"].labels, criterion,
+                  gen, settings.train_batch_size),
+        lambda: _metrics(net.head, (pooled["val"][:, 0],), caches["val"].labels),
         steps_per_epoch=steps, checkpoint=ckpt and ckpt / "phase1-best.pt",
         show_progress=show_progress)
     seconds["phase1"] = round(time.perf_counter() - t0, 1)
@@ -223,15 +237,16 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
     trainable = nn.ModuleDict({"top": net.top, "head": net.head})
     net.top.requires_grad_(True)
 
-    def forward(maps: torch.Tensor) -> torch.Tensor:
-        return net.head(net.pooled(maps))
+    def forward(maps: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
+        return net.head(fuse(net.pooled(maps), side))
 
     phase2 = fit_phase(
         _phase_config("fine-tuning", settings, 2), trainable, list(trainable.parameters()),
-        _epoch_fn(forward, trainable, caches["train"].maps, caches["train"].labels, criterion,
-                  gen, settings.train_batch_size, freeze_bn=settings.train_freeze_bn),
-        lambda: _metrics(forward, caches["val"].maps[:, 0], caches["val"].labels,
-                         modules=trainable),
+        _epoch_fn(forward, trainable, caches["train"].inputs(), caches["train"].labels,
+                  criterion, gen, settings.train_batch_size,
+                  freeze_bn=settings.train_freeze_bn),
+        lambda: _metrics(forward, tuple(t[:, 0] for t in caches["val"].inputs()),
+                         caches["val"].labels, modules=trainable),
         steps_per_epoch=steps, checkpoint=ckpt and ckpt / "phase2-best.pt",
         show_progress=show_progress)
     seconds["phase2"] = round(time.perf_counter() - t0, 1)
@@ -241,13 +256,80 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
     with torch.inference_mode():
         outputs = {k: clean_outputs(net, c) for k, c in caches.items()}
     after2 = {k: split_metrics(o["logits"], caches[k].labels) for k, o in outputs.items()}
-    return Fit(phase1, phase2, after1, after2, outputs, seconds)
+    fit = Fit(phase1, phase2, after1, after2, outputs, seconds)
+    if settings.train_refit:
+        t0 = time.perf_counter()
+        net.head.load_state_dict(head_start)
+        net.top.load_state_dict(net.ref_top.state_dict())
+        epochs = refit(net, caches, pooled, forward, fit, n_classes, settings, show_progress)
+        net.eval()
+        net.top.requires_grad_(False)
+        net.head.requires_grad_(False)
+        with torch.inference_mode():
+            fit.outputs = {k: clean_outputs(net, c) for k, c in caches.items()}
+        seconds["refit"] = round(time.perf_counter() - t0, 1)
+        fit.refit = {"photos": len(caches["train"]) + len(caches["val"]), "epochs": epochs,
+                     "seconds": seconds["refit"],
+                     "metrics": {k: split_metrics(o["logits"], caches[k].labels)
+                                 for k, o in fit.outputs.items()}}
+    return fit
 
 
-CACHE_NOTE = ("Frozen blocks run once per view: {v} views per training photo (the photo and "
-              "{v}-1 seeded augmentations), 1 per validation/test photo; each epoch draws one "
-              "cached view per photo, so augmentation is a fixed set of views rather than "
-              "fresh each epoch. Phase 1 also caches the pooled output of the frozen top.")
+def refit(net: TrainedNet, caches: dict[str, FeatureCache], pooled: dict[str, torch.Tensor],
+          forward: Callable, fit: Fit, n_classes: int, settings: Settings,
+          show_progress: bool) -> list[int]:
+    """Train the head and the top again from their starting weights on the training and
+    validation photos together, replaying both phases up to their best epochs with the
+    learning rates they had (the schedule validation chose). Validation photos contribute
+    their clean view only. Returns the epochs run per phase."""
+    train, val = caches["train"], caches["val"]
+    views = train.maps.shape[1]
+
+    def merge(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a, b[:, :1].expand(-1, views, *b.shape[2:])])
+
+    labels = torch.cat([train.labels, val.labels])
+    criterion = _criterion(labels, n_classes, settings)
+    gen = torch.Generator().manual_seed(settings.train_seed)
+    torch.manual_seed(settings.train_seed)
+    steps = _steps(len(labels), settings.train_batch_size)
+    net.head.requires_grad_(True)
+    epochs = [replay_phase(
+        _phase_config("refit: transfer learning", settings, 1),
+        fit.phase1.history[:fit.phase1.best_epoch], list(net.head.parameters()),
+        _epoch_fn(net.head, net.head, (merge(pooled["train"], pooled["val"]),), labels,
+                  criterion, gen, settings.train_batch_size),
+        steps_per_epoch=steps, show_progress=show_progress)]
+    trainable = nn.ModuleDict({"top": net.top, "head": net.head})
+    net.top.requires_grad_(True)
+    inputs = tuple(merge(a, b) for a, b in zip(train.inputs(), val.inputs(), strict=True))
+    epochs.append(replay_phase(
+        _phase_config("refit: fine-tuning", settings, 2),
+        fit.phase2.history[:max(fit.phase2.best_epoch, 0)], list(trainable.parameters()),
+        _epoch_fn(forward, trainable, inputs, labels, criterion, gen,
+                  settings.train_batch_size, freeze_bn=settings.train_freeze_bn),
+        steps_per_epoch=steps, show_progress=show_progress))
+    return epochs
+
+
+def _criterion(labels: torch.Tensor, n_classes: int, settings: Settings) -> nn.Module:
+    """Cross-entropy with the class weights and label smoothing of the settings."""
+    return nn.CrossEntropyLoss(
+        weight=class_weights(labels.tolist(), n_classes, settings.train_class_weight_power),
+        label_smoothing=settings.train_label_smoothing)
+
+
+def cache_note(settings: Settings) -> str:
+    """What the training caches, in one paragraph for the summary."""
+    v = settings.train_views
+    note = (f"Frozen blocks run once per view: {v} views per training photo (the photo and "
+            f"{v}-1 seeded augmentations), 1 per validation/test photo; each epoch draws one "
+            "cached view per photo, so augmentation is a fixed set of views rather than fresh "
+            "each epoch. Phase 1 also caches the pooled output of the frozen top.")
+    if settings.train_companion:
+        note += (f" The companion backbone {settings.train_companion} is frozen whole: its "
+                 "pooled features of the same views are cached.")
+    return note
 
 
 @torch.no_grad()
@@ -264,13 +346,12 @@ def pool_views(net: TrainedNet, maps: torch.Tensor, batch: int = 256) -> torch.T
 def clean_outputs(net: TrainedNet, cache: FeatureCache, batch: int = 128) -> dict:
     """imagenet / pooled / hidden / logits / probs of each photo's clean view."""
     maps = cache.maps[:, 0]
+    side = None if cache.side is None else cache.side[:, 0]
+    names = {"imagenet", "pooled", "hidden", "logits", "probs"}
     parts: dict[str, list[torch.Tensor]] = {}
     for i in range(0, len(maps), batch):
-        m = maps[i:i + batch]
-        out = {"imagenet": net.pooled(m, reference=True), "pooled": net.pooled(m)}
-        out["hidden"] = net.head.hidden(out["pooled"])
-        out["logits"] = net.head.out(out["hidden"])
-        out["probs"] = out["logits"].softmax(dim=1)
+        out = net.outputs(maps[i:i + batch], None if side is None else side[i:i + batch],
+                          names)
         for k, v in out.items():
             parts.setdefault(k, []).append(v)
     return {k: torch.cat(v) for k, v in parts.items()}
@@ -280,11 +361,12 @@ def _steps(n: int, batch: int) -> int:
     return max(1, -(-n // batch))
 
 
-def _epoch_fn(forward: Callable, module: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
-              criterion: nn.Module, gen: torch.Generator, batch: int, *,
+def _epoch_fn(forward: Callable, module: nn.Module, inputs: tuple[torch.Tensor, ...],
+              labels: torch.Tensor, criterion: nn.Module, gen: torch.Generator, batch: int, *,
               freeze_bn: bool = False):
-    """One epoch over shuffled photos, each with a randomly drawn cached view; with
-    ``freeze_bn`` the batch-norm layers keep their running statistics (eval mode)."""
+    """One epoch over shuffled photos, each with a randomly drawn cached view (the same view
+    of every tensor in ``inputs``, passed to ``forward`` in that order); with ``freeze_bn``
+    the batch-norm layers keep their running statistics (eval mode)."""
 
     def run(optimizer: torch.optim.Optimizer, advance) -> Metrics:
         module.train()
@@ -292,16 +374,16 @@ def _epoch_fn(forward: Callable, module: nn.Module, inputs: torch.Tensor, labels
             for m in module.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
-        n, n_views = inputs.shape[:2]
+        n, n_views = inputs[0].shape[:2]
         order = torch.randperm(n, generator=gen)
         views = torch.randint(0, n_views, (n,), generator=gen)
         total_loss, correct = 0.0, 0
         for start in range(0, n, batch):
             idx = order[start:start + batch]
-            x = inputs[idx, views[idx]]
+            x = [t[idx, views[idx]] for t in inputs]
             y = labels[idx]
             optimizer.zero_grad(set_to_none=True)
-            logits = forward(x)
+            logits = forward(*x)
             loss = criterion(logits, y)
             loss.backward()
             optimizer.step()
@@ -316,12 +398,13 @@ def _epoch_fn(forward: Callable, module: nn.Module, inputs: torch.Tensor, labels
 
 
 @torch.no_grad()
-def _metrics(forward: Callable, inputs: torch.Tensor, labels: torch.Tensor, *,
+def _metrics(forward: Callable, inputs: tuple[torch.Tensor, ...], labels: torch.Tensor, *,
              modules: nn.Module | None = None, batch: int = 128) -> Metrics:
     """Plain cross-entropy and accuracy in eval mode."""
     module = modules if modules is not None else forward
     module.eval()
-    logits = torch.cat([forward(inputs[i:i + batch]) for i in range(0, len(inputs), batch)])
+    logits = torch.cat([forward(*(t[i:i + batch] for t in inputs))
+                        for i in range(0, len(labels), batch)])
     loss = nn.functional.cross_entropy(logits, labels)
     return Metrics(float(loss), float((logits.argmax(1) == labels).float().mean()))
 
@@ -361,7 +444,8 @@ def model_config(backbone: str, settings: Settings, classes: list[str], prep: Pr
     """The description written to ``model.json``."""
     training = {k.removeprefix("train_"): v for k, v in settings.model_dump().items()
                 if k.startswith("train_")}
-    return {"backbone": backbone, "cut": settings.train_fine_tune_from, "classes": classes,
+    return {"backbone": backbone, "companion": settings.train_companion,
+            "cut": settings.train_fine_tune_from, "classes": classes,
             "head_units": settings.train_head_units,
             "dropout": settings.train_dropout, "preprocessing": prep.as_dict(),
             "embedding": {"layer": settings.train_embedding,

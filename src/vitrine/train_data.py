@@ -99,9 +99,15 @@ class FeatureCache:
     maps: torch.Tensor
     labels: torch.Tensor
     products: Sequence = ()
+    side: torch.Tensor | None = None
+    """The companion backbone's pooled features of the same views, (n, views, D), if any."""
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def inputs(self) -> tuple[torch.Tensor, ...]:
+        """What the trained layers read per view: the maps, and the companion's features."""
+        return (self.maps,) if self.side is None else (self.maps, self.side)
 
 
 @dataclass
@@ -113,19 +119,25 @@ class FrozenPass:
     phashes: list[str]
     thumbs: list[bytes]
     errors: list[str | None]
+    side: torch.Tensor | None = None
+    """The ``companion``'s pooled features of the same views, (n, views, D), if one ran."""
 
 
 @torch.no_grad()
 def frozen_pass(base: torch.nn.Module, paths: Sequence[Path], views: Sequence[int],
                 prep: Preprocessing, *, seed: int, keys: Sequence[int] | None = None,
                 batch_size: int = 32, workers: int = 2, max_pixels: int = 40_000_000,
-                with_hash: bool = False,
+                with_hash: bool = False, companion: torch.nn.Module | None = None,
                 advance: Callable[[int], None] | None = None) -> FrozenPass:
-    """Run ``base`` (eval mode) once on ``views`` of every photo, decoding in threads at most
-    two batches ahead of the model. ``keys`` (default: positions) seed the augmentations."""
+    """Run ``base`` (eval mode), and ``companion`` if given, once on ``views`` of every photo,
+    decoding in threads at most two batches ahead of the model. ``keys`` (default:
+    positions) seed the augmentations."""
     base = base.eval()
+    if companion is not None:
+        companion.eval()
     keys = list(range(len(paths))) if keys is None else list(keys)
     chunks: list[torch.Tensor] = []
+    side_chunks: list[torch.Tensor] = []
     result = FrozenPass(torch.empty(0), [], [], [])
     per_batch = max(1, batch_size // len(views))
     starts = list(range(0, len(paths), per_batch))
@@ -145,10 +157,14 @@ def frozen_pass(base: torch.nn.Module, paths: Sequence[Path], views: Sequence[in
             good = [d.arrays for d in decoded if d.arrays is not None]
             maps = None
             if good:
-                x = torch.from_numpy(np.concatenate(good))
-                maps = base(x.contiguous(memory_format=torch.channels_last)).contiguous()
+                x = torch.from_numpy(np.concatenate(good)).contiguous(
+                    memory_format=torch.channels_last)
+                maps = base(x).contiguous()
                 maps = maps.reshape(-1, len(views), *maps.shape[1:])
                 shape = maps.shape[1:]
+                if companion is not None:
+                    side = companion(x)
+                    side_chunks.append(side.reshape(-1, len(views), side.shape[1]))
             rows, j = [], 0
             for d in decoded:
                 result.phashes.append(d.phash)
@@ -166,4 +182,8 @@ def frozen_pass(base: torch.nn.Module, paths: Sequence[Path], views: Sequence[in
         raise ImageError(str(paths[0]) if paths else "catalogue",
                          "no photo could be decoded.")
     result.maps = torch.stack([r if r is not None else torch.zeros(shape) for r in chunks])
+    if companion is not None:
+        good_side = torch.cat(side_chunks)
+        result.side = torch.zeros(len(chunks), *good_side.shape[1:])
+        result.side[[i for i, r in enumerate(chunks) if r is not None]] = good_side
     return result

@@ -179,3 +179,21 @@ def _epoch_bar(name: str, total: int, enabled: bool) -> Iterator[_Bar]:
                TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True)) as progress:
         yield _Bar(progress, total)
+
+
+def replay_phase(cfg: PhaseConfig, history: list[dict], params: list[nn.Parameter],
+                 train_epoch: TrainEpoch, *, steps_per_epoch: int,
+                 show_progress: bool = True) -> int:
+    """Train ``params`` again for the epochs of ``history`` (a phase's, cut at its best
+    epoch), each with the learning rate that epoch had: the schedule validation chose, without
+    validation. Returns the number of epochs run."""
+    if not history:
+        return 0
+    optimizer = torch.optim.Adam(params, lr=history[0]["lr"], weight_decay=cfg.weight_decay)
+    with _epoch_bar(cfg.name, len(history) * steps_per_epoch, show_progress) as bar:
+        for i, past in enumerate(history, start=1):
+            for group in optimizer.param_groups:
+                group["lr"] = past["lr"]
+            bar.describe(f"{cfg.name} {i}/{len(history)}")
+            train_epoch(optimizer, bar.advance)
+    return len(history)

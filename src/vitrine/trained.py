@@ -63,10 +63,9 @@ class TrainedModel:
 
         layer, weight = self.layer, self.layer_weight
         name = f"{layer}@{weight:g}" if "+" in layer else layer
-        return ModelManifest(self.spec.name, self.weights_sha256, self.prep.as_dict(),
-                             layer_dim(layer, self.spec.embed_dim, self.config["head_units"],
-                                       len(self.classes)),
-                             embedding=f"trained:{name}")
+        backbone = "+".join(filter(None, (self.spec.name, self.config.get("companion"))))
+        return ModelManifest(backbone, self.weights_sha256, self.prep.as_dict(),
+                             layer_dim(layer, self.net), embedding=f"trained:{name}")
 
 
 def write_model(out_dir: Path, net: TrainedNet, config: dict) -> str:
@@ -92,11 +91,12 @@ def load_model(model_dir: Path) -> TrainedModel:
         if config.get("format") != FORMAT:
             raise ValueError("unknown format")
         spec = get_spec(config["backbone"])
-        net = build_trained_net(spec, None, int(config["cut"]), len(config["classes"]),
-                                int(config["head_units"]), float(config["dropout"]))
         prep_cfg = config["preprocessing"]
         prep = Preprocessing(size=int(prep_cfg["size"]), resize=prep_cfg["resize"],
                              mean=tuple(prep_cfg["mean"]), std=tuple(prep_cfg["std"]))
+        net = build_trained_net(spec, None, int(config["cut"]), len(config["classes"]),
+                                int(config["head_units"]), float(config["dropout"]),
+                                config.get("companion") or "", prep)
         layer = config["embedding"]["layer"]
     except WeightsError:
         raise
