@@ -165,3 +165,14 @@ def test_refit_trains_on_the_validation_photos_too_and_repeats_exactly():
     other = run((caches["val"].labels + 1) % 3)
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not torch.equal(first["head.out.1.weight"], other["head.out.1.weight"])
+
+
+def test_joined_reads_both_caches_like_one_tensor():
+    from vitrine.train import Joined
+
+    train, val = torch.randn(5, 3, 2, 2), torch.randn(4, 1, 2, 2)
+    whole = torch.cat([train, val.expand(-1, 3, -1, -1)])
+    joined = Joined(train, val)
+    rows, views = torch.tensor([8, 0, 5, 4, 7]), torch.tensor([2, 1, 0, 2, 1])
+    assert joined.shape == whole.shape
+    assert torch.equal(joined[rows, views], whole[rows, views])

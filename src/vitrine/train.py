@@ -283,11 +283,6 @@ def refit(net: TrainedNet, caches: dict[str, FeatureCache], pooled: dict[str, to
     learning rates they had (the schedule validation chose). Validation photos contribute
     their clean view only. Returns the epochs run per phase."""
     train, val = caches["train"], caches["val"]
-    views = train.maps.shape[1]
-
-    def merge(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.cat([a, b[:, :1].expand(-1, views, *b.shape[2:])])
-
     labels = torch.cat([train.labels, val.labels])
     criterion = _criterion(labels, n_classes, settings)
     gen = torch.Generator().manual_seed(settings.train_seed)
@@ -297,12 +292,12 @@ def refit(net: TrainedNet, caches: dict[str, FeatureCache], pooled: dict[str, to
     epochs = [replay_phase(
         _phase_config("refit: transfer learning", settings, 1),
         fit.phase1.history[:fit.phase1.best_epoch], list(net.head.parameters()),
-        _epoch_fn(net.head, net.head, (merge(pooled["train"], pooled["val"]),), labels,
+        _epoch_fn(net.head, net.head, (Joined(pooled["train"], pooled["val"]),), labels,
                   criterion, gen, settings.train_batch_size),
         steps_per_epoch=steps, show_progress=show_progress)]
     trainable = nn.ModuleDict({"top": net.top, "head": net.head})
     net.top.requires_grad_(True)
-    inputs = tuple(merge(a, b) for a, b in zip(train.inputs(), val.inputs(), strict=True))
+    inputs = tuple(Joined(a, b) for a, b in zip(train.inputs(), val.inputs(), strict=True))
     epochs.append(replay_phase(
         _phase_config("refit: fine-tuning", settings, 2),
         fit.phase2.history[:max(fit.phase2.best_epoch, 0)], list(trainable.parameters()),
@@ -310,6 +305,24 @@ def refit(net: TrainedNet, caches: dict[str, FeatureCache], pooled: dict[str, to
                   settings.train_batch_size, freeze_bn=settings.train_freeze_bn),
         steps_per_epoch=steps, show_progress=show_progress))
     return epochs
+
+
+class Joined:
+    """The photos of ``first`` (n, views, …) then those of ``second`` (m, 1, …), indexed like
+    one (n + m, views, …) tensor in which each photo of ``second`` has its one view everywhere,
+    without copying either (the refit reads the cached training and validation views)."""
+
+    def __init__(self, first: torch.Tensor, second: torch.Tensor):
+        self.first, self.second = first, second
+        self.shape = (len(first) + len(second), *first.shape[1:])
+
+    def __getitem__(self, key: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        rows, views = key
+        out = self.first.new_empty((len(rows), *self.first.shape[2:]))
+        here = rows < len(self.first)
+        out[here] = self.first[rows[here], views[here]]
+        out[~here] = self.second[rows[~here] - len(self.first), 0]
+        return out
 
 
 def _criterion(labels: torch.Tensor, n_classes: int, settings: Settings) -> nn.Module:
@@ -365,8 +378,9 @@ def _epoch_fn(forward: Callable, module: nn.Module, inputs: tuple[torch.Tensor, 
               labels: torch.Tensor, criterion: nn.Module, gen: torch.Generator, batch: int, *,
               freeze_bn: bool = False):
     """One epoch over shuffled photos, each with a randomly drawn cached view (the same view
-    of every tensor in ``inputs``, passed to ``forward`` in that order); with ``freeze_bn``
-    the batch-norm layers keep their running statistics (eval mode)."""
+    of every tensor in ``inputs`` — (photos, views, …) tensors or :class:`Joined` — passed to
+    ``forward`` in that order); with ``freeze_bn`` the batch-norm layers keep their running
+    statistics (eval mode)."""
 
     def run(optimizer: torch.optim.Optimizer, advance) -> Metrics:
         module.train()
