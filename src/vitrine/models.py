@@ -193,9 +193,8 @@ class Companion(nn.Module):
     backbone's. It takes the main backbone's input and converts it to its own normalisation
     (exact: both are per-channel affine maps of the same pixels)."""
 
-    def __init__(self, name: str, net: EmbeddingNet, main: Preprocessing, own: Preprocessing):
+    def __init__(self, net: EmbeddingNet, main: Preprocessing, own: Preprocessing):
         super().__init__()
-        self.name = name
         self.net = net.eval().requires_grad_(False)
         scale = [m / o for m, o in zip(main.std, own.std, strict=True)]
         shift = [(a - b) / o for a, b, o in zip(main.mean, own.mean, own.std, strict=True)]
@@ -295,8 +294,8 @@ def build_trained_net(spec: BackboneSpec, state: dict | None, cut: int, n_classe
         body = other.build()
         if state is not None:
             _load(body, load_state_dict(other, None), other.name)
-        extra = Companion(other.name, EmbeddingNet(other.features(body)),
-                          prep or spec.preprocessing, other.preprocessing)
+        extra = Companion(EmbeddingNet(other.features(body)), prep or spec.preprocessing,
+                          other.preprocessing)
         extra_dim = other.embed_dim
     return TrainedNet(spec.features(model), cut, spec.embed_dim, n_classes, units, dropout,
                       extra, extra_dim)
