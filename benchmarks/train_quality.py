@@ -15,7 +15,9 @@ measured so that training never sees the query photos.
 measure what an ensemble would add; the product trains one.
 
 The frozen layers run once per photo (4 views each, as ``vitrine train``) and the training is
-``vitrine.train.fit_cached``, the code ``vitrine train`` runs.
+``vitrine.train.fit_cached``, the code ``vitrine train`` runs (refit included). With ``--set
+train_companion=NAME`` the companion backbone's pooled features are cached too (use another
+``--cache`` file).
 
     python benchmarks/train_quality.py --catalog ../shared/data/demo-catalog \\
         --weights ../shared/models/mobilenet_v2_imagenet.pth --seeds 0,1,2 \\
