@@ -154,8 +154,9 @@ def test_refit_trains_on_the_validation_photos_too_and_repeats_exactly():
         data = {**caches, "val": FeatureCache(caches["val"].maps, val_labels)}
         pooled = {k: pool_views(net, c.maps) for k, c in data.items()}
         top = [p.clone() for p in net.top.parameters()]
-        epochs = refit(net, data, pooled, lambda maps: net.head(net.pooled(maps)), fit, 3,
-                       settings, show_progress=False)
+        head_start = {k: v.clone() for k, v in net.head.state_dict().items()}
+        epochs = refit(net, data, pooled, lambda maps: net.head(net.pooled(maps)), fit,
+                       head_start, 3, settings, show_progress=False)
         assert epochs == [2, 1]
         moved = [not torch.equal(a, b) for a, b in zip(top, net.top.parameters(), strict=True)]
         assert any(moved)  # phase 2 was replayed

@@ -218,8 +218,7 @@ def fuse(pooled: torch.Tensor, side: torch.Tensor | None) -> torch.Tensor:
     both L2-normalised, scaled and concatenated along the last dimension."""
     if side is None:
         return pooled
-    norm = nn.functional.normalize
-    return torch.cat([norm(pooled, dim=-1), norm(side, dim=-1)], dim=-1) * FUSION_SCALE
+    return combine({"main": pooled, "side": side}, ["main", "side"], [1.0, 1.0]) * FUSION_SCALE
 
 
 class TrainedNet(nn.Module):
@@ -337,7 +336,8 @@ class TrainedEmbeddingNet(nn.Module):
 
 def combine(outputs: dict[str, torch.Tensor], parts: list[str],
             weights: list[float]) -> torch.Tensor:
-    """Concatenate L2-normalised ``parts`` scaled by √weight (cosine = Σ weight·cosine)."""
-    pieces = [nn.functional.normalize(outputs[p].float(), dim=1) * w ** 0.5
+    """Concatenate ``parts`` L2-normalised and scaled by √weight (cosine = Σ weight·cosine),
+    along the last dimension."""
+    pieces = [nn.functional.normalize(outputs[p].float(), dim=-1) * w ** 0.5
               for p, w in zip(parts, weights, strict=True)]
-    return torch.cat(pieces, dim=1)
+    return torch.cat(pieces, dim=-1)

@@ -250,23 +250,14 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
         steps_per_epoch=steps, checkpoint=ckpt and ckpt / "phase2-best.pt",
         show_progress=show_progress)
     seconds["phase2"] = round(time.perf_counter() - t0, 1)
-    net.eval()
-    net.top.requires_grad_(False)
-    net.head.requires_grad_(False)
-    with torch.inference_mode():
-        outputs = {k: clean_outputs(net, c) for k, c in caches.items()}
+    outputs = _frozen_outputs(net, caches)
     after2 = {k: split_metrics(o["logits"], caches[k].labels) for k, o in outputs.items()}
     fit = Fit(phase1, phase2, after1, after2, outputs, seconds)
     if settings.train_refit:
         t0 = time.perf_counter()
-        net.head.load_state_dict(head_start)
-        net.top.load_state_dict(net.ref_top.state_dict())
-        epochs = refit(net, caches, pooled, forward, fit, n_classes, settings, show_progress)
-        net.eval()
-        net.top.requires_grad_(False)
-        net.head.requires_grad_(False)
-        with torch.inference_mode():
-            fit.outputs = {k: clean_outputs(net, c) for k, c in caches.items()}
+        epochs = refit(net, caches, pooled, forward, fit, head_start, n_classes, settings,
+                       show_progress)
+        fit.outputs = _frozen_outputs(net, caches)
         seconds["refit"] = round(time.perf_counter() - t0, 1)
         fit.refit = {"photos": len(caches["train"]) + len(caches["val"]), "epochs": epochs,
                      "seconds": seconds["refit"],
@@ -275,13 +266,25 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
     return fit
 
 
+def _frozen_outputs(net: TrainedNet, caches: dict[str, FeatureCache]) -> dict:
+    """Freeze the trained parts (eval mode, no gradients) and return every split's clean-view
+    outputs."""
+    net.eval()
+    net.top.requires_grad_(False)
+    net.head.requires_grad_(False)
+    with torch.inference_mode():
+        return {k: clean_outputs(net, c) for k, c in caches.items()}
+
+
 def refit(net: TrainedNet, caches: dict[str, FeatureCache], pooled: dict[str, torch.Tensor],
-          forward: Callable, fit: Fit, n_classes: int, settings: Settings,
+          forward: Callable, fit: Fit, head_start: dict, n_classes: int, settings: Settings,
           show_progress: bool) -> list[int]:
-    """Train the head and the top again from their starting weights on the training and
-    validation photos together, replaying both phases up to their best epochs with the
-    learning rates they had (the schedule validation chose). Validation photos contribute
-    their clean view only. Returns the epochs run per phase."""
+    """Train the head (from ``head_start``) and the top (from the pretrained weights) again
+    on the training and validation photos together, replaying both phases up to their best
+    epochs with the learning rates they had (the schedule validation chose). Validation
+    photos contribute their clean view only. Returns the epochs run per phase."""
+    net.head.load_state_dict(head_start)
+    net.top.load_state_dict(net.ref_top.state_dict())
     train, val = caches["train"], caches["val"]
     labels = torch.cat([train.labels, val.labels])
     criterion = _criterion(labels, n_classes, settings)
