@@ -137,8 +137,9 @@ class Settings(BaseSettings):
     """Layer a trained model embeds with (see vitrine.models.EMBEDDING_LAYERS). Chosen by
     benchmarks/train_quality.py: the best category precision@5 of photos outside the index
     whose same-brand precision@1 in categories training never saw stays within 2 points of
-    the pretrained model (results/train_quality.json: imagenet+probs@0.9, P@5 0.945 vs 0.887
-    pretrained; imagenet+hidden@0.5 reaches 0.946 but loses 2.7-3.4 brand points)."""
+    the pretrained model (results/train_quality.json: imagenet+probs@0.9, P@5 0.956 vs 0.887
+    pretrained; hidden reaches 0.961 and imagenet+hidden@0.5 0.958 but they lose 15 and 3
+    brand points)."""
     train_embedding_weight: float = 0.9
     """Weight of the first part of a combined embedding layer."""
 
