@@ -104,8 +104,9 @@ class Settings(BaseSettings):
     train_label_smoothing: float = 0.1
     train_class_weight_power: float = 0.5
     """Class-imbalance handling: loss weights ∝ (photos of the class)^-power. Measured
-    (benchmarks/train_quality.py, 3 seeds, held-out accuracy): 0.5 → 0.944, 1.0 → 0.920
-    (full inverse frequency over-predicts the 13 loafers and women's watches)."""
+    (benchmarks/train_quality.py, 3 seeds, held-out accuracy, before refit existed): 0.5 →
+    0.944, 1.0 → 0.920 (full inverse frequency over-predicts the 13 loafers and women's
+    watches)."""
     train_weight_decay: float = 1e-4
     train_phase1_epochs: int = 40
     train_phase1_lr: float = 1e-3
@@ -121,8 +122,8 @@ class Settings(BaseSettings):
     train_freeze_bn: bool = True
     """Keep the batch-norm statistics of the fine-tuned blocks fixed in phase 2 (Keras
     practice for small data: BN layers in inference mode while their weights train).
-    Measured (benchmarks/train_quality.py, seeds 0-2, mean held-out accuracy / P@5 of
-    imagenet+hidden@0.7): True 0.946 / 0.947, False 0.934 / 0.940."""
+    Measured (benchmarks/train_quality.py, seeds 0-2, before refit existed, mean held-out
+    accuracy / P@5 of imagenet+hidden@0.7): True 0.946 / 0.947, False 0.934 / 0.940."""
     train_refit: bool = True
     """After both phases, train again from the start on the training and validation photos
     together, replaying each phase up to its best epoch with the learning rates it had (the
