@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from train_quality import embed, frozen_cache, train_on
+from train_quality import clean_side, embed, frozen_cache, train_on
 
 from vitrine.catalog import read_catalog
 from vitrine.config import Settings
@@ -57,12 +57,12 @@ def main() -> None:
     data = frozen_cache(products, settings, args.cache)
     fold = folds_of(labels, args.folds, args.seed)
     predicted: list[str] = [""] * len(products)
-    probs: list[dict[str, float]] = [{}] * len(products)
+    probs: list[dict[str, float]] = [{} for _ in products]
     for f in range(args.folds):
         train, held = np.where(fold != f)[0], np.where(fold == f)[0]
         net, _ = train_on(data, train, labels, settings)
         classes = sorted({labels[i] for i in train})
-        p = embed(net, data["maps"][held, 0], None)["probs"].numpy()
+        p = embed(net, data["maps"][held, 0], clean_side(data, held))["probs"].numpy()
         for row, i in zip(p, held, strict=True):
             predicted[i] = classes[int(row.argmax())]
             probs[i] = {c: round(float(v), 3) for c, v in zip(classes, row, strict=True)}
