@@ -7,6 +7,9 @@ PYTHON="${PYTHON:-python3}"
 # torch + torchvision known to work together; override for another platform or CUDA build.
 TORCH_SPEC="${VITRINE_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
 EXTRAS="${VITRINE_EXTRAS:-}"
+# Known-good versions of the other dependencies (scripts/lock writes them); set
+# VITRINE_CONSTRAINTS= (empty) to let pip pick the newest ones instead.
+CONSTRAINTS="${VITRINE_CONSTRAINTS-constraints.txt}"
 
 if [ ! -x .venv/bin/python ]; then
   echo "Creating .venv …" >&2
@@ -15,14 +18,14 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 stamp=".venv/.vitrine-installed"
-want="$(cat pyproject.toml; echo "$TORCH_SPEC $EXTRAS")"
+want="$(cat pyproject.toml; echo "$TORCH_SPEC $EXTRAS $CONSTRAINTS"; [ -z "$CONSTRAINTS" ] || cat "$CONSTRAINTS")"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "Installing Vitrine and its dependencies into .venv …" >&2
   python -m pip install --quiet --upgrade pip
   # shellcheck disable=SC2086
   python -m pip install --quiet $TORCH_SPEC
   # pip refuses ".[]": name extras only when there are some
-  python -m pip install --quiet -e ".${EXTRAS:+[$EXTRAS]}"
+  python -m pip install --quiet ${CONSTRAINTS:+-c "$CONSTRAINTS"} -e ".${EXTRAS:+[$EXTRAS]}"
   printf '%s' "$want" > "$stamp"
 fi
 
