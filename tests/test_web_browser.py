@@ -129,6 +129,14 @@ def test_search_by_photo_with_the_file_picker(page, base_url, outside_photo):
     categories = page.locator("#results .meta .category").all_inner_texts()
     assert sum(c == "X tenis masculino" for c in categories[:5]) >= 4
     page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
+
+    # choosing a category searches the same photo again, within that category
+    page.select_option("#search-category", "relogio_masculino")
+    page.wait_for_function("""() => {
+        const c = [...document.querySelectorAll('#results .meta .category')];
+        return c.length > 0 && c.every(e => e.textContent === 'Relogio masculino'); }""",
+                           timeout=30_000)
+    assert results.count() == 6
     assert page.problems == []
 
 

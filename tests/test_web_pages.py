@@ -145,6 +145,35 @@ def test_search_form_works_without_javascript(client, rows, small_catalog):
     assert bad.status_code == 400 and 'role="alert"' in bad.text and "JPEG" in bad.text
 
 
+def test_search_by_photo_within_a_category(client, rows, small_catalog):
+    from vitrine.web.text import category_label
+
+    form = client.get("/search").text
+    assert '<select id="search-category" name="category">' in form
+    assert all(f'<option value="{c}">' in form for c in {r["category"] for r in rows})
+
+    row = rows[40]
+    photo = (small_catalog / row["image"]).read_bytes()
+    other = next(r["category"] for r in rows if r["category"] != row["category"])
+    page = client.post("/search", data={"category": other},
+                       files={"image": ("q.jpg", photo, "image/jpeg")})
+    assert page.status_code == 200 and f'<option value="{other}" selected>' in page.text
+    labels = re.findall(r'<span class="category">([^<]+)</span>', page.text)
+    size = sum(r["category"] == other for r in rows)
+    assert len(labels) == min(size, 10) and set(labels) == {category_label(other)}
+
+    own = client.post("/search", params={"fragment": 1}, data={"category": row["category"]},
+                      files={"image": ("q.jpg", photo, "image/jpeg")}).text
+    assert set(re.findall(r'<span class="category">([^<]+)</span>', own)) == {
+        category_label(row["category"])}
+    assert re.search(r'href="/products/([^"]+)"', own).group(1) == row["product_id"]
+
+    none = client.post("/search", data={"category": "no-such-category"},
+                       files={"image": ("q.jpg", photo, "image/jpeg")})
+    assert none.status_code == 200 and cards(none.text) == 0
+    assert "Nenhum resultado." in none.text
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -123,13 +123,16 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
     @app.get("/search", response_class=HTMLResponse, include_in_schema=False)
     def search_form(request: Request, lang: LangParam = None) -> Response:
         return pages.render(request, "search.html", pick_lang(lang), active="search",
-                            matches=None, message=None)
+                            matches=None, message=None, categories=service.categories(),
+                            category="")
 
     @app.post("/search", response_class=HTMLResponse, include_in_schema=False)
     def search_photo(request: Request, image: Annotated[UploadFile, File()],
+                     category: Annotated[str, Form(max_length=200)] = "",
                      lang: LangParam = None, fragment: bool = False) -> Response:
-        """Results as a full page (form without JavaScript) or, with ``fragment=1``, as the
-        HTML of the results block that the page script puts in place."""
+        """Results (only of ``category`` when one is chosen) as a full page (form without
+        JavaScript) or, with ``fragment=1``, as the HTML of the results block that the page
+        script puts in place."""
         lang = pick_lang(lang)
         t = TEXT[lang]
         matches: list[Match] | None = None
@@ -137,7 +140,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         message, status = None, 200
         try:
             data = guards.read_upload(image, settings.max_upload_bytes)
-            matches, _, guess = service.search_photo(data, SEARCH_K)
+            matches, _, guess = service.search_photo(data, SEARCH_K, category or None)
             # link the category only if the store holds some of it (one-row lookup, not a
             # count of every category: that scans a Milvus collection)
             linked = guess is not None and bool(service.products(
@@ -150,6 +153,10 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
             message = t["too_large"].format(
                 mb=f"{settings.max_upload_bytes / 1_000_000:g}")
             status = 413
-        name = "_results.html" if fragment else "search.html"
-        return pages.render(request, name, lang, status, active="search", matches=matches,
-                            message=message, guess=guess, guess_linked=linked)
+        if fragment:
+            return pages.render(request, "_results.html", lang, status, matches=matches,
+                                message=message, guess=guess, guess_linked=linked)
+        return pages.render(request, "search.html", lang, status, active="search",
+                            matches=matches, message=message, guess=guess,
+                            guess_linked=linked, categories=service.categories(),
+                            category=category)

@@ -39,6 +39,7 @@ TEXT: dict[str, dict[str, str]] = {
         "search_intro": "Envie a foto de um produto e veja os produtos mais parecidos do "
                         "catálogo.",
         "choose_photo": "Escolha uma foto",
+        "search_in": "Buscar em",
         "drop_hint": "ou arraste e solte a foto aqui",
         "search_button": "Buscar produtos parecidos",
         "searching": "Buscando…",
@@ -89,6 +90,7 @@ TEXT: dict[str, dict[str, str]] = {
         "search_intro": "Upload a photo of a product and see the most similar products of the "
                         "catalogue.",
         "choose_photo": "Choose a photo",
+        "search_in": "Search in",
         "drop_hint": "or drag and drop the photo here",
         "search_button": "Find similar products",
         "searching": "Searching…",

@@ -5,6 +5,7 @@
   const form = document.getElementById("photo-search");
   if (!form) return;
   const input = form.querySelector('input[type="file"]');
+  const category = form.querySelector("select[name=category]");
   const results = document.getElementById("results");
   const preview = form.querySelector(".preview");
   const previewImg = document.getElementById("preview-img");
@@ -34,6 +35,7 @@
     results.setAttribute("aria-busy", "true");
     const body = new FormData();
     body.append("image", file);
+    if (category) body.append("category", category.value);
     try {
       const response = await fetch(form.dataset.fragmentUrl, { method: "POST", body: body });
       const type = response.headers.get("content-type") || "";
@@ -59,6 +61,10 @@
     search(input.files[0]);
   });
   input.addEventListener("change", function () {
+    if (input.files[0]) search(input.files[0]);
+  });
+  // Another category searches the chosen photo again.
+  if (category) category.addEventListener("change", function () {
     if (input.files[0]) search(input.files[0]);
   });
   ["dragenter", "dragover"].forEach(function (name) {
