@@ -15,6 +15,7 @@ import json
 import os
 import resource
 import time
+from collections import Counter
 from pathlib import Path
 
 from vitrine.config import Settings
@@ -40,6 +41,7 @@ def main() -> None:
     wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
     cores = os.cpu_count() or 1
     test = summary.get("test") or {}
+    phases = {**summary["phases"], **({"refit": summary["refit"]} if summary.get("refit") else {})}
     print(json.dumps({
         "catalog": str(args.catalog), "cores": cores, "torch_threads": _threads(),
         "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
@@ -50,7 +52,12 @@ def main() -> None:
                                                 for k in ("train", "val", "test")},
         "epochs": {k: v["epochs"] for k, v in summary["phases"].items()},
         "test_accuracy": test.get("acc"), "test_accuracy_ci95": test.get("acc_ci95"),
-        "test_macro_f1": test.get("macro_f1"),
+        "test_correct": test.get("correct"), "test_macro_f1": test.get("macro_f1"),
+        # the report's table: test accuracy after each phase, and of the refit model
+        "phase_test_accuracy": {k: v["metrics"]["test"]["acc"] for k, v in phases.items()
+                                if "test" in v.get("metrics", {})},
+        "misclassified": Counter(f"{m['labelled']} -> {m['predicted']}"
+                                 for m in test.get("misclassified", [])).most_common(),
         "test_retrieval_p_at_5": {k: v["precision"] for k, v in
                                   (test.get("retrieval") or {}).get("layers", {}).items()},
     }, indent=1))
