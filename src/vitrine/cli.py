@@ -15,7 +15,7 @@ from vitrine.config import Settings
 from vitrine.display import results_table
 from vitrine.errors import VitrineError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Vitrine: visually similar products from product photos.")
 out = Console()
 err = Console(stderr=True)
@@ -205,8 +205,9 @@ def migrate(
     target: Annotated[str, typer.Argument(help="Store to copy into (created if needed).")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Copy every product and vector from one store to another (e.g. embedded → Milvus),
-    without re-embedding; refuses a target made by another model."""
+    """Copy every product and vector from one store to another, without re-embedding.
+
+    For example from the embedded store to Milvus; refuses a target made by another model."""
     from vitrine.migrate import migrate_store
     from vitrine.store import open_store
 
@@ -253,8 +254,9 @@ def train(
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Transfer learning then fine-tuning on the catalogue's categories; writes the model,
-    its history, test metrics, figures and report.md."""
+    """Train on the catalogue's categories: transfer learning, then fine-tuning.
+
+    Writes the model, its history, test metrics, figures and report.md to --out."""
     from vitrine.train import train_catalog
 
     summary = train_catalog(catalog_dir, out_dir, _settings(weights),
@@ -276,8 +278,10 @@ def evaluate(
     k: KOpt = 5,
     as_json: JsonOpt = False,
 ) -> None:
-    """Classification and retrieval metrics (P@k, R@k, mAP@k per category) of a trained
-    model next to the pretrained backbone, or of the pretrained backbone alone."""
+    """Classification and retrieval metrics (P@k, R@k, mAP@k per category).
+
+    Of a trained model (--model) next to the pretrained backbone, or of the pretrained backbone
+    alone (--weights)."""
     from vitrine.model_eval import evaluate_catalog
 
     settings = _settings(weights)
@@ -310,8 +314,11 @@ def demo(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8000,
 ) -> None:
-    """The main job on the demo catalogue: index it, show recommendations for one product
-    of each category (tables and figures), then serve the web app on it."""
+    """The main job on the demo catalogue: train, index, recommend, serve.
+
+    Trains on the demo catalogue (or reuses the model trained from the same photos and
+    settings), indexes it with the trained model, shows recommendations for one product of each
+    category (tables and figures), then serves the web app on it."""
     from vitrine.server import bind
 
     settings = _settings(weights, model)
@@ -336,8 +343,9 @@ def serve(
     weights: WeightsOpt = None,
     model: ModelOpt = None,
 ) -> None:
-    """Serve the web page and the REST API (OpenAPI at /docs) over a store (with the model
-    that indexed it: --weights, or --model for a trained one)."""
+    """Serve the web page and the REST API (OpenAPI at /docs) over a store.
+
+    With the model that indexed it: --weights, or --model for a trained one."""
     from vitrine.server import bind, ready_message
     from vitrine.server import serve as run_server
 
