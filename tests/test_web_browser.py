@@ -108,6 +108,12 @@ def test_browse_catalogue_and_open_a_product(page, base_url):
     assert sum("Relogio" in c for c in watches[:5]) >= 4
     page.screenshot(path=str(ARTIFACTS / "product.png"), full_page=True)
 
+    page.locator(".scope a").nth(1).click()
+    page.wait_for_url(re.compile(r"same=1"))
+    own = page.locator(".similar .meta .category").all_inner_texts()
+    assert len(own) == 5 and set(own) == {"Relogio masculino"}
+    assert page.locator(".scope a[aria-current]").inner_text() == "só Relogio masculino"
+
     page.click("a.lang-switch")
     page.wait_for_url(re.compile(r"lang=en"))
     assert page.locator("#similar-title").inner_text() == "Similar products"

@@ -87,7 +87,7 @@ def test_product_page_shows_similar_products(client, rows):
     scores = [int(s) for s in re.findall(r"(\d+)% similar", similar)]
     assert cards(similar) == 10 and len(scores) == 10
     assert scores == sorted(scores, reverse=True) and all(0 <= s <= 100 for s in scores)
-    assert f'href="/products/{row["product_id"]}"' not in similar
+    assert f'class="card-link" href="/products/{row["product_id"]}"' not in similar
 
     english = client.get(f"/products/{row['product_id']}", params={"lang": "en"}).text
     assert "Similar products" in english and "Price not given" in english
@@ -172,6 +172,29 @@ def test_search_by_photo_within_a_category(client, rows, small_catalog):
                        files={"image": ("q.jpg", photo, "image/jpeg")})
     assert none.status_code == 200 and cards(none.text) == 0
     assert "Nenhum resultado." in none.text
+
+
+def test_product_page_similar_from_every_category_or_only_its_own(client, rows):
+    from vitrine.web.text import category_label
+
+    row = rows[3]
+    label = category_label(row["category"])
+    path = "/products/" + row["product_id"]
+    every = client.get(path).text
+    labels = re.findall(r'<span class="category">([^<]+)</span>', every)
+    # ten similar products and only five others in its category: other categories show
+    assert len(labels) == 10 and label in labels and set(labels) != {label}
+    assert every.count('class="card-link" href="/products/') == 10
+    assert f'<a href="{path}" aria-current="true">Todas as categorias</a>' in every
+    assert f'<a href="{path}?same=1">só {label}</a>' in every
+
+    own = client.get(path, params={"same": 1, "lang": "en"}).text
+    labels = re.findall(r'<span class="category">([^<]+)</span>', own)
+    size = sum(r["category"] == row["category"] for r in rows)
+    assert len(labels) == size - 1 and set(labels) == {label}
+    assert f'class="card-link" href="{path}"' not in own
+    assert f'<a href="{path}?same=1&amp;lang=en" aria-current="true">only {label}</a>' in own
+    assert 'same=1' in re.search(r'class="lang-switch" href="([^"]+)"', own).group(1)
 
 
 def _free_port() -> int:

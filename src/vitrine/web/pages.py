@@ -114,11 +114,15 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
 
     @app.get("/products/{product_id:path}", response_class=HTMLResponse,
              include_in_schema=False)
-    def product_page(request: Request, product_id: str, lang: LangParam = None) -> Response:
+    def product_page(request: Request, product_id: str, lang: LangParam = None,
+                     same: bool = False) -> Response:
+        """A product and its similar products, from every category or (``same=1``) only
+        from its own."""
         lang = pick_lang(lang)
-        product, matches = service.similar(product_id, SIMILAR_K)
+        category = service.product(product_id).category if same else None
+        product, matches = service.similar(product_id, SIMILAR_K, category)
         return pages.render(request, "product.html", lang, active="catalogue",
-                            product=product, matches=matches)
+                            product=product, matches=matches, same=same)
 
     @app.get("/search", response_class=HTMLResponse, include_in_schema=False)
     def search_form(request: Request, lang: LangParam = None) -> Response:
