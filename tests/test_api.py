@@ -265,12 +265,14 @@ def test_add_replace_and_delete_products(writable, small_catalog, rows):
         assert client.delete(f"/api/products/{rows[0]['product_id']}",
                              headers=headers).status_code == 401
     auth = {"Authorization": f"Bearer {KEY}"}
+    assert "48 produtos" in client.get("/").text  # the per-category counts, now cached
 
     added = client.post("/api/products", files=_upload(photo), data=fields, headers=auth)
     assert added.status_code == 201, added.text
     body = added.json()
     assert body["price"] == 1299.90 and body["name"] == "Bolsa nova"
     assert client.get("/healthz").json()["products"] == 49
+    assert "49 produtos" in client.get("/").text  # the write renewed them
     saved = store / "uploads" / (hashlib.sha256(photo).hexdigest() + ".jpg")
     assert saved.read_bytes() == photo
     assert client.get("/images/novo-1").content == photo
@@ -298,6 +300,7 @@ def test_add_replace_and_delete_products(writable, small_catalog, rows):
 
     assert client.delete("/api/products/novo-1", headers=auth).status_code == 204
     assert client.get("/api/products/novo-1").status_code == 404
+    assert "48 produtos" in client.get("/").text
     assert not saved.exists()  # the uploaded photo went with its only product
     again = client.delete("/api/products/novo-1", headers=auth)
     assert again.status_code == 404 and again.json()["detail"].endswith("not in the store.")
@@ -306,6 +309,22 @@ def test_add_replace_and_delete_products(writable, small_catalog, rows):
     similar = client.get(f"/api/products/{rows[6]['product_id']}/similar",
                          params={"k": 100}).json()["results"]
     assert catalogue_id not in [x["product_id"] for x in similar] and len(similar) == 46
+
+
+def test_category_counts_are_shared_for_a_while(settings, small_store, embedder, monkeypatch):
+    from vitrine import service as service_module
+
+    service = service_module.VitrineService(settings, small_store, embedder)
+    counted = []
+    real = service.store.categories
+    monkeypatch.setattr(service.store, "categories", lambda: counted.append(1) or real())
+    first = service.categories()
+    assert sum(first.values()) == 48 and service.categories() == first and len(counted) == 1
+    first.clear()  # a caller's copy: the cached counts stay whole
+    assert sum(service.categories().values()) == 48 and len(counted) == 1
+    monkeypatch.setattr(service_module, "CATEGORIES_TTL_S", -1.0)  # expired: counted again
+    assert service.categories() and len(counted) == 2
+    service.close()
 
 
 def test_eight_concurrent_clients(settings, small_store, embedder, rows, small_catalog):

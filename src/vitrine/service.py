@@ -34,6 +34,9 @@ from vitrine.store import EmbeddedStore, open_store
 from vitrine.store.base import Match, Record, StoredProduct, VectorStore
 
 UPLOADS_DIR = "uploads"
+CATEGORIES_TTL_S = 10.0
+"""How long the pages reuse one count of the products per category (writes through this
+service renew it at once; ``vitrine index`` in another process shows after this long)."""
 _SIGNATURES = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"GIF8", ".gif"),
                (b"BM", ".bmp"), (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
 
@@ -88,6 +91,7 @@ class VitrineService:
         self._store_lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._categories: tuple[float, dict[str, int]] | None = None
 
     def _open(self) -> VectorStore:
         return open_store(self.location)
@@ -114,8 +118,14 @@ class VitrineService:
         return found[:limit], len(found) > limit
 
     def categories(self) -> dict[str, int]:
+        """Products per category. Counting them reads every product (a GROUP BY, or a scan of
+        a Milvus collection), so the catalogue and search pages share one count for
+        ``CATEGORIES_TTL_S`` seconds; this service's own writes renew it at once."""
         with self._store_lock:
-            return self.store.categories()
+            cached = self._categories
+            if cached is None or time.monotonic() - cached[0] > CATEGORIES_TTL_S:
+                cached = self._categories = (time.monotonic(), self.store.categories())
+            return dict(cached[1])
 
     def count(self) -> int:
         with self._store_lock:
@@ -202,16 +212,20 @@ class VitrineService:
         store object holding the store's writer lock until it closes; other stores (Milvus)
         serialise writers themselves and are written through the read store."""
         with self._write_lock:
-            if not isinstance(self.store, EmbeddedStore):
-                with self._store_lock:
-                    yield self.store
-                return
-            writer = self._open()
             try:
-                writer.lock_for_writing()
-                yield writer
+                if not isinstance(self.store, EmbeddedStore):
+                    with self._store_lock:
+                        yield self.store
+                    return
+                writer = self._open()
+                try:
+                    writer.lock_for_writing()
+                    yield writer
+                finally:
+                    writer.close()
             finally:
-                writer.close()
+                with self._store_lock:
+                    self._categories = None  # the counts may have changed
 
     def close(self) -> None:
         with self._store_lock:
