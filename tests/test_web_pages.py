@@ -37,6 +37,11 @@ def cards(html: str) -> int:
     return html.count('<li class="card">')
 
 
+def card_categories(html: str) -> list[str]:
+    """The category shown on each product card, in order."""
+    return re.findall(r'<span class="category">([^<]+)</span>', html)
+
+
 def test_catalogue_pages_filters_and_languages(client, rows):
     home = client.get("/")
     assert home.status_code == 200 and home.headers["content-type"].startswith("text/html")
@@ -158,13 +163,13 @@ def test_search_by_photo_within_a_category(client, rows, small_catalog):
     page = client.post("/search", data={"category": other},
                        files={"image": ("q.jpg", photo, "image/jpeg")})
     assert page.status_code == 200 and f'<option value="{other}" selected>' in page.text
-    labels = re.findall(r'<span class="category">([^<]+)</span>', page.text)
+    labels = card_categories(page.text)
     size = sum(r["category"] == other for r in rows)
     assert len(labels) == min(size, 10) and set(labels) == {category_label(other)}
 
     own = client.post("/search", params={"fragment": 1}, data={"category": row["category"]},
                       files={"image": ("q.jpg", photo, "image/jpeg")}).text
-    assert set(re.findall(r'<span class="category">([^<]+)</span>', own)) == {
+    assert set(card_categories(own)) == {
         category_label(row["category"])}
     assert re.search(r'href="/products/([^"]+)"', own).group(1) == row["product_id"]
 
@@ -181,7 +186,7 @@ def test_product_page_similar_from_every_category_or_only_its_own(client, rows):
     label = category_label(row["category"])
     path = "/products/" + row["product_id"]
     every = client.get(path).text
-    labels = re.findall(r'<span class="category">([^<]+)</span>', every)
+    labels = card_categories(every)
     # ten similar products and only five others in its category: other categories show
     assert len(labels) == 10 and label in labels and set(labels) != {label}
     assert every.count('class="card-link" href="/products/') == 10
@@ -189,7 +194,7 @@ def test_product_page_similar_from_every_category_or_only_its_own(client, rows):
     assert f'<a href="{path}?same=1">só {label}</a>' in every
 
     own = client.get(path, params={"same": 1, "lang": "en"}).text
-    labels = re.findall(r'<span class="category">([^<]+)</span>', own)
+    labels = card_categories(own)
     size = sum(r["category"] == row["category"] for r in rows)
     assert len(labels) == size - 1 and set(labels) == {label}
     assert f'class="card-link" href="{path}"' not in own

@@ -47,11 +47,14 @@ class Recommender:
             raise ProductNotFound(f"product {product_id!r} is not in the store.")
         return found
 
-    def similar(self, product_id: str, k: int = 5,
-                category: str | None = None) -> tuple[StoredProduct, list[Match]]:
-        """The ``k`` products most similar to a stored one, the product itself excluded."""
+    def similar(self, product_id: str, k: int = 5, category: str | None = None, *,
+                same_category: bool = False) -> tuple[StoredProduct, list[Match]]:
+        """The ``k`` products most similar to a stored one, the product itself excluded; only
+        of ``category``, or with ``same_category`` only of the product's own."""
         product = self.product(product_id)
         vector = self.store.vector(product_id)
+        if same_category:
+            category = product.category
         return product, self.store.search(vector, k, category=category, exclude=product_id)
 
     def search_vector(self, vector: np.ndarray, k: int = 5,

@@ -131,10 +131,11 @@ class VitrineService:
         with self._store_lock:
             return self.store.count()
 
-    def similar(self, product_id: str, k: int,
-                category: str | None = None) -> tuple[StoredProduct, list[Match]]:
+    def similar(self, product_id: str, k: int, category: str | None = None, *,
+                same_category: bool = False) -> tuple[StoredProduct, list[Match]]:
         with self._store_lock:
-            return self.recommender.similar(product_id, k, category or None)
+            return self.recommender.similar(product_id, k, category or None,
+                                            same_category=same_category)
 
     def image_path(self, product_id: str) -> Path:
         """The stored photo of a product; raises ProductNotFound when it has none on disk."""

@@ -119,8 +119,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         """A product and its similar products, from every category or (``same=1``) only
         from its own."""
         lang = pick_lang(lang)
-        category = service.product(product_id).category if same else None
-        product, matches = service.similar(product_id, SIMILAR_K, category)
+        product, matches = service.similar(product_id, SIMILAR_K, same_category=same)
         return pages.render(request, "product.html", lang, active="catalogue",
                             product=product, matches=matches, same=same)
 
