@@ -46,9 +46,19 @@ def test_csv_with_attributes_and_prices(tmp_path):
 
 @pytest.mark.parametrize("text, value", [("129.90", 129.9), ("129,90", 129.9),
                                          ("R$ 1.299,90", 1299.9), ("1,299.90", 1299.9),
+                                         ("R$\u00a0129,90", 129.9), ("R$ 1.299", 1299.0),
+                                         ("1.299.000", 1299000.0), ("1,299,000.5", 1299000.5),
+                                         ("0.125", 0.125), ("US$ 5", 5.0), ("7", 7.0),
                                          ("", None), ("  ", None)])
 def test_parse_price(text, value):
     assert parse_price(text) == value
+
+
+@pytest.mark.parametrize("text", ["1e20", "12abc34", "-5", "1,2,3", "12.34.56",
+                                  "R$", "1.2.3,4", "€ 5", "0.299.000"])
+def test_parse_price_refuses_what_it_cannot_read(text):
+    with pytest.raises(CatalogError, match="not a number"):
+        parse_price(text)
 
 
 def test_bad_inputs_are_clear(tmp_path):

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,23 +41,29 @@ class Product:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
+_CURRENCY = re.compile(r"^(?:R\$|US\$|\$|BRL|USD)?\s*", re.IGNORECASE)
+_GROUPED = re.compile(r"^[1-9]\d{0,2}(?P<sep>[.,])\d{3}(?:(?P=sep)\d{3})*(?:(?P<dec>[.,])\d+)?$")
+_PLAIN = re.compile(r"^\d+(?:[.,]\d+)?$")
+
+
 def parse_price(text: str | None) -> float | None:
-    """Read a price such as '129.90', '129,90' or 'R$ 1.299,90'; blank means unknown."""
+    """Read a price such as '129.90', '129,90', 'R$ 1.299,90', '1,299.90' or 'R$ 1.299'
+    (a dot or comma before exactly three digits groups thousands); blank means unknown.
+    Anything else (letters, signs, exponents, mixed-up separators) is refused."""
     if text is None or not str(text).strip():
         return None
-    cleaned = "".join(ch for ch in str(text) if ch.isdigit() or ch in ",.-")
-    if "," in cleaned and "." in cleaned:
-        if cleaned.rfind(",") > cleaned.rfind("."):
-            cleaned = cleaned.replace(".", "").replace(",", ".")
-        else:
-            cleaned = cleaned.replace(",", "")
-    elif "," in cleaned:
-        cleaned = cleaned.replace(",", ".")
-    try:
-        value = float(cleaned)
-    except ValueError:
-        raise CatalogError(f"price {text!r} is not a number.") from None
-    if not math.isfinite(value) or value < 0:
+    number = _CURRENCY.sub("", str(text).strip().replace("\u00a0", " "))
+    grouped = _GROUPED.match(number)
+    if grouped and grouped["dec"] != grouped["sep"]:
+        whole, _, decimals = number.partition(grouped["dec"]) if grouped["dec"] else (
+            number, "", "")
+        number = whole.replace(grouped["sep"], "") + ("." + decimals if decimals else "")
+    elif _PLAIN.match(number):
+        number = number.replace(",", ".")
+    else:
+        raise CatalogError(f"price {text!r} is not a number such as 129.90 or R$ 1.299,90.")
+    value = float(number)
+    if not math.isfinite(value):
         raise CatalogError(f"price {text!r} is not a valid price.")
     return value
 
