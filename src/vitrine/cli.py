@@ -70,7 +70,7 @@ def index(
     from vitrine.catalog import read_catalog
     from vitrine.embed import Embedder
     from vitrine.indexer import index_catalog, parse_shard
-    from vitrine.store import open_store
+    from vitrine.store import open_store, upload_folder
 
     settings = _settings(weights, model)
     shard_spec = parse_shard(shard)
@@ -80,7 +80,8 @@ def index(
                     index_config=_index_config(settings))
     try:
         report = index_catalog(catalog_dir, db, embedder, rules=_rules(settings),
-                               show_progress=not as_json, shard=shard_spec)
+                               show_progress=not as_json, shard=shard_spec,
+                               uploads=upload_folder(db, settings.upload_dir))
     finally:
         db.close()
     if as_json:
@@ -89,6 +90,9 @@ def index(
         out.print(f"Indexed {report.indexed}, updated {report.updated}, removed "
                   f"{report.removed}, unchanged {report.unchanged} in {report.seconds:.1f} s "
                   f"→ {store}")
+        if report.uploaded:
+            out.print(f"Left as they are: {report.uploaded} products added or replaced through "
+                      "the API (delete them there to hand their ids back to the catalogue).")
         for skip in report.skipped:
             out.print(f"  skipped {skip['path']}: {skip['reason']}")
         if report.duplicates:

@@ -15,7 +15,7 @@ from vitrine.embed import Embedder
 from vitrine.indexer import index_catalog
 from vitrine.plots import plot_recommendations
 from vitrine.recommend import Recommender
-from vitrine.store import open_store
+from vitrine.store import open_store, upload_folder
 
 
 def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, k: int,
@@ -32,7 +32,8 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     store = open_store(store_dir, create=True)
     try:
         report = index_catalog(catalog, store, embedder,
-                               rules=DuplicateRules.from_settings(settings))
+                               rules=DuplicateRules.from_settings(settings),
+                               uploads=upload_folder(store, settings.upload_dir))
         console.print(f"Indexed {report.indexed}, updated {report.updated}, removed "
                       f"{report.removed}, unchanged {report.unchanged} in "
                       f"{report.seconds:.1f} s; {len(report.skipped)} skipped, "

@@ -24,13 +24,15 @@ class IndexReport:
     updated: int = 0
     removed: int = 0
     unchanged: int = 0
+    uploaded: int = 0
     skipped: list[dict] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
         return {"indexed": self.indexed, "updated": self.updated, "removed": self.removed,
-                "unchanged": self.unchanged, "skipped": self.skipped,
+                "unchanged": self.unchanged, "uploaded": self.uploaded,
+                "skipped": self.skipped,
                 "duplicates": self.duplicates, "seconds": round(self.seconds, 3)}
 
 
@@ -87,9 +89,14 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                   rules: DuplicateRules | None = None, show_progress: bool = True,
                   commit_every: int = COMMIT_EVERY,
-                  shard: tuple[int, int] | None = None) -> IndexReport:
+                  shard: tuple[int, int] | None = None,
+                  uploads: Path | None = None) -> IndexReport:
     """Bring ``store`` in line with the catalogue folder. Commits every ``commit_every``
     products, so an interrupted run keeps its work and a rerun continues from there.
+
+    Products whose photo lies in ``uploads`` (``vitrine.store.upload_folder``: added or replaced
+    through the API) are left as they are, even when the catalogue lacks or lists their id;
+    ``report.uploaded`` counts them.
 
     With ``shard=(i, n)`` only the products of shard ``i`` are added, updated or removed, so
     ``n`` processes (or machines) can index one catalogue into one Milvus store together."""
@@ -100,6 +107,9 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     check_manifest(store, embedder)
     report = IndexReport()
     stored = {pid: fp for pid, fp in store.fingerprints().items() if in_shard(pid, shard)}
+    uploaded = _uploaded(store, uploads, stored)
+    report.uploaded = len(uploaded)
+    products = [p for p in products if p.product_id not in uploaded]
 
     to_embed: list[tuple[Product, str]] = []
     meta_only: list[Product] = []
@@ -128,12 +138,21 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     _embed_and_store(to_embed, stored, store, embedder, report, root, show_progress,
                      commit_every)
 
-    keep = {p.product_id for p in products}
+    keep = {p.product_id for p in products} | uploaded
     report.removed = store.delete(pid for pid in stored if pid not in keep)
     report.duplicates = store_duplicates(store, root, rules)
     store.flush()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _uploaded(store: VectorStore, uploads: Path | None, stored: dict) -> set[str]:
+    """Ids among ``stored`` whose photo is in the ``uploads`` folder (skips the scan of every
+    product's photo path when that folder holds no file)."""
+    if uploads is None or not uploads.is_dir() or next(uploads.iterdir(), None) is None:
+        return set()
+    return {pid for pid, image in store.images().items()
+            if pid in stored and Path(image).parent == uploads}
 
 
 def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: VectorStore,

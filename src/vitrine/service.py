@@ -30,10 +30,9 @@ from vitrine.errors import StoreError
 from vitrine.images import open_image, to_array
 from vitrine.indexer import check_manifest
 from vitrine.recommend import ProductNotFound, Recommender
-from vitrine.store import EmbeddedStore, open_store
+from vitrine.store import EmbeddedStore, open_store, upload_folder
 from vitrine.store.base import Match, Record, StoredProduct, VectorStore
 
-UPLOADS_DIR = "uploads"
 CATEGORIES_TTL_S = 10.0
 """How long the pages reuse one count of the products per category (writes through this
 service renew it at once; ``vitrine index`` in another process shows after this long)."""
@@ -97,12 +96,7 @@ class VitrineService:
         return open_store(self.location)
 
     def _upload_folder(self) -> Path | None:
-        """Where added photos go: VITRINE_UPLOAD_DIR, else STORE/uploads for a folder store."""
-        if self.settings.upload_dir is not None:
-            return Path(self.settings.upload_dir).expanduser()
-        if isinstance(self.store, EmbeddedStore):
-            return self.store.root / UPLOADS_DIR
-        return None
+        return upload_folder(self.store, self.settings.upload_dir)
 
     # ---- reads ----------------------------------------------------------------------------
     def product(self, product_id: str) -> StoredProduct:
@@ -248,6 +242,5 @@ def _remove_orphan(store: VectorStore, image: Path, folder: Path | None) -> None
     """Delete an uploaded photo that no stored product refers to any more."""
     if folder is None or image.parent != folder or not image.is_file():
         return
-    sha = image.stem
-    if all(content != sha for content, _ in store.fingerprints().values()):
+    if str(image) not in set(store.images().values()):
         image.unlink(missing_ok=True)

@@ -10,9 +10,23 @@ from vitrine.errors import StoreError
 from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.embedded import EmbeddedStore
 
-__all__ = ["EmbeddedStore", "Match", "StoredProduct", "VectorStore", "open_store"]
+__all__ = ["EmbeddedStore", "Match", "StoredProduct", "VectorStore", "open_store",
+           "upload_folder"]
 
 DEFAULT_COLLECTION = "vitrine"
+UPLOADS_DIR = "uploads"
+
+
+def upload_folder(store: VectorStore, configured: Path | None) -> Path | None:
+    """Where the photos of products added through the API live: ``configured``
+    (VITRINE_UPLOAD_DIR), else STORE/uploads for a folder store; None for a store that is
+    not a folder and no setting. `vitrine index` leaves the products whose photo is there
+    alone: they are not the catalogue's."""
+    if configured is not None:
+        return Path(configured).expanduser().resolve()
+    if isinstance(store, EmbeddedStore):
+        return store.root / UPLOADS_DIR
+    return None
 
 
 def open_store(location: str | Path, *, create: bool = False, token: str = "",

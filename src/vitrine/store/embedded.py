@@ -62,7 +62,8 @@ class EmbeddedStore:
 
     def __init__(self, root: Path, *, create: bool = False,
                  index_config: IndexConfig | None = None):
-        self.root = Path(root)
+        self.root = Path(root).expanduser().resolve()  # stored photo paths must not
+        # depend on the folder the server or `vitrine index` was started from
         self.index_config = index_config or IndexConfig.defaults()
         self.location = str(root)
         db_path = self.root / DB_NAME
@@ -210,6 +211,10 @@ class EmbeddedStore:
         """product_id → (content sha256, metadata hash) for incremental re-indexing."""
         rows = self.db.execute("SELECT product_id, content_sha256, metadata_hash FROM products")
         return {pid: (sha, meta) for pid, sha, meta in rows}
+
+    def images(self) -> dict[str, str]:
+        """product_id → the path of its photo."""
+        return dict(self.db.execute("SELECT product_id, image FROM products").fetchall())
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM products").fetchone()[0]

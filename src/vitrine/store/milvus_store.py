@@ -178,6 +178,10 @@ class MilvusStore:
         rows = self._rows('product_id != ""', ["product_id", "content_sha256", "metadata_hash"])
         return {r["product_id"]: (r["content_sha256"], r["metadata_hash"]) for r in rows}
 
+    def images(self) -> dict[str, str]:
+        return {r["product_id"]: r["image"]
+                for r in self._rows('product_id != ""', ["product_id", "image"])}
+
     def count(self) -> int:
         if not self._has_products():
             return 0
@@ -195,8 +199,8 @@ class MilvusStore:
             expr.append(f"category == {_quote(category)}")
         if query:
             pattern = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            expr.append(f"(name like {_quote(pattern + '%')} or "
-                        f"product_id like {_quote(pattern + '%')})")
+            expr.append(f"(name like {_quote('%' + pattern + '%')} or "
+                        f"product_id like {_quote('%' + pattern + '%')})")
         rows = [_to_product(r) for r in self._rows(" and ".join(expr), FIELDS)]
         rows.sort(key=lambda p: (p.category, p.name, p.product_id))
         return rows[offset:offset + limit]
