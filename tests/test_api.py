@@ -6,7 +6,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -104,13 +108,15 @@ def test_list_products_filters_and_pages(client, rows):
     assert {p["category"] for p in watches["products"]} == {"relogio_feminino"}
 
     target = rows[0]
-    prefix = target["name"][:12]
-    named = client.get("/api/products", params={"q": prefix}).json()["products"]
+    word = target["name"].split()[2]  # a word inside the name: q matches anywhere in it
+    named = client.get("/api/products", params={"q": word}).json()["products"]
     assert target["product_id"] in [p["product_id"] for p in named]
-    assert all(p["name"].lower().startswith(prefix.lower()) for p in named)
+    assert all(word.lower() in p["name"].lower() or word.lower() in p["product_id"].lower()
+               for p in named)
     assert client.get("/api/products", params={"q": "zzz-no-such"}).json()["products"] == []
 
-    for bad in ({"limit": 0}, {"limit": 201}, {"offset": -1}):
+    for bad in ({"limit": 0}, {"limit": 201}, {"offset": -1},
+                {"offset": 9223372036854775808}):  # past SQLite's integers: 422, not 500
         r = client.get("/api/products", params=bad)
         assert r.status_code == 422 and isinstance(r.json()["detail"], str)
 
@@ -309,6 +315,58 @@ def test_add_replace_and_delete_products(writable, small_catalog, rows):
     similar = client.get(f"/api/products/{rows[6]['product_id']}/similar",
                          params={"k": 100}).json()["results"]
     assert catalogue_id not in [x["product_id"] for x in similar] and len(similar) == 46
+
+
+def _index_cli(catalog: Path, store: Path, weights: Path) -> dict:
+    """``vitrine index CATALOG --store STORE --json`` in its own process, as a shop runs it."""
+    env = {**os.environ, "VITRINE_WEIGHTS": str(weights)}
+    proc = subprocess.run([sys.executable, "-m", "vitrine.cli", "index", str(catalog),
+                           "--store", str(store), "--json"], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_reindexing_leaves_products_added_through_the_api(writable, small_catalog, rows,
+                                                          weights_path):
+    from vitrine.store import open_store
+
+    client, store = writable
+    auth = {"Authorization": f"Bearer {KEY}"}
+    new = {"product_id": "novo-1", "name": "Bolsa nova", "category": "x_bolsa_feminina"}
+    assert client.post("/api/products", files=_upload(_jpeg(small_catalog / rows[30]["image"],
+                                                             flip=True)),
+                       data=new, headers=auth).status_code == 201
+    replaced = rows[3]["product_id"]  # a catalogue product the shop replaced through the API
+    assert client.post("/api/products", headers=auth,
+                       files=_upload(_jpeg(small_catalog / rows[31]["image"], flip=True)),
+                       data={"product_id": replaced, "name": "Substituído"}).status_code == 200
+    # the very bytes of a catalogue photo, uploaded as another product
+    same_bytes = (small_catalog / rows[7]["image"]).read_bytes()
+    assert client.post("/api/products", files=_upload(same_bytes), headers=auth,
+                       data={"product_id": "copia"}).status_code == 201
+
+    report = _index_cli(small_catalog, store, weights_path)
+    assert (report["removed"], report["indexed"], report["updated"]) == (0, 0, 0)
+    assert report["uploaded"] == 3 and report["unchanged"] == 47
+    db = open_store(store)
+    assert db.count() == 50 and db.get("novo-1").name == "Bolsa nova"
+    assert db.get(replaced).name == "Substituído"
+    db.close()
+
+    copy = store / "uploads" / (hashlib.sha256(same_bytes).hexdigest() + ".jpg")
+    assert copy.is_file()
+    assert client.delete("/api/products/copia", headers=auth).status_code == 204
+    assert not copy.exists()  # no product uses that file, though one has the same bytes
+    assert (small_catalog / rows[7]["image"]).is_file()
+
+    # deleted through the API, the replaced id goes back to the catalogue on the next run
+    assert client.delete(f"/api/products/{replaced}", headers=auth).status_code == 204
+    report = _index_cli(small_catalog, store, weights_path)
+    assert (report["indexed"], report["removed"], report["uploaded"]) == (1, 0, 1)
+    db = open_store(store)
+    assert db.get(replaced).name == rows[3]["name"] and db.count() == 49
+    db.close()
 
 
 def test_category_counts_are_shared_for_a_while(settings, small_store, embedder, monkeypatch):

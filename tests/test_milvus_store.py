@@ -59,6 +59,7 @@ def test_crud_and_filters(mstore):
     assert mstore.get("b").category == "new" and np.allclose(mstore.vector("b"), unit(1, 0.2))
     assert mstore.delete(["a", "nope"]) == 1 and mstore.get("a") is None
     assert [p.product_id for p in mstore.list_products(query="C")] == ["c"]
+    assert [p.product_id for p in mstore.list_products(query="ov")] == ["b"]  # inside "Novo"
     assert [p.product_id for p in mstore.list_products(category="d")] == ["c", "e"]
 
 

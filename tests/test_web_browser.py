@@ -146,6 +146,63 @@ def test_search_by_photo_with_the_file_picker(page, base_url, outside_photo):
     assert page.problems == []
 
 
+def test_a_late_answer_does_not_replace_a_newer_search(page, base_url, outside_photo):
+    """The first search (every category) answers after the second (one category) has: the
+    results stay those of the second."""
+    page.add_init_script("""(() => {
+        const realFetch = window.fetch;
+        let calls = 0;
+        window.fetch = async (...args) => {
+            const answer = await realFetch(...args);
+            if (++calls === 1) await new Promise(done => setTimeout(done, 2000));
+            return answer;
+        };
+    })()""")
+    page.goto(base_url + "/search")
+    page.set_input_files("#photo", str(outside_photo))  # search 1: every category (late)
+    page.select_option("#search-category", "relogio_masculino")  # search 2
+    page.wait_for_function("() => document.querySelectorAll('#results li.card').length",
+                           timeout=30_000)
+    page.wait_for_timeout(3_000)  # until well after the first answer came back
+    categories = set(page.locator("#results .meta .category").all_inner_texts())
+    assert categories == {"Relogio masculino"}
+    assert page.problems == []
+
+
+def test_long_words_fit_a_phone(browser, settings, small_store, embedder, small_catalog,
+                                tmp_path):
+    """A 60-letter name, a long link in the description and a long category neither widen
+    the product page nor the catalogue on a 375-px phone."""
+    import shutil
+
+    import httpx2
+
+    from vitrine.api import create_app
+    from vitrine.server import running
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    photo = next((small_catalog / "x_tenis_masculino").iterdir()).read_bytes()
+    app = create_app(settings.model_copy(update={"api_key": "k"}), store, embedder=embedder)
+    with running(app) as url:
+        added = httpx2.post(url + "/api/products", headers={"Authorization": "Bearer k"},
+                            files={"image": ("p.jpg", photo, "image/jpeg")},
+                            data={"product_id": "longo", "name": "Tênis" + "X" * 60,
+                                  "category": "categoria_" + "y" * 80,
+                                  "description": "https://example.com/" + "z" * 120})
+        assert added.status_code == 201, added.text
+        context = browser.new_context(viewport={"width": 375, "height": 800}, is_mobile=True)
+        page = context.new_page()
+        for path in ("/products/longo", "/?q=Tênis", "/search"):
+            page.goto(url + path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+        page.goto(url + "/products/longo")
+        box = page.locator(".product-photo img").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375
+        page.screenshot(path=str(ARTIFACTS / "long-words-phone.png"), full_page=True)
+        context.close()
+
+
 def test_search_by_drag_and_drop_on_a_phone(browser, base_url, outside_photo):
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = context.new_page()

@@ -126,6 +126,81 @@ def test_prices_are_formatted_and_text_is_escaped(settings, small_store, embedde
     assert "R$1,299.90" in client.get("/products/caro", params={"lang": "en"}).text
 
 
+def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_path,
+                                           small_catalog, rows, monkeypatch):
+    """Products with no category, ids with URL characters and TIFF photos; error pages in
+    the page's language; a 500 in one sentence with the security headers."""
+    import io
+
+    from PIL import Image
+
+    from vitrine.api import create_app
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    app = create_app(settings.model_copy(update={"api_key": KEY, "max_upload_bytes": 300_000}),
+                     store, embedder=embedder)
+    client = TestClient(app)
+    auth = {"Authorization": f"Bearer {KEY}"}
+    tiff = io.BytesIO()
+    Image.open(small_catalog / rows[9]["image"]).convert("RGB").save(tiff, "TIFF")
+    for pid in ("sem-categoria", "a?b#c"):  # no category (the API's default); URL characters
+        added = client.post("/api/products", headers=auth, data={"product_id": pid},
+                            files={"image": ("p.tif", tiff.getvalue(), "image/tiff")})
+        assert added.status_code == 201, added.text
+
+    # the category selects keep "all categories" chosen; no blank option of their own
+    for page in (client.get("/").text, client.get("/search").text):
+        options = re.findall(r'<option value="([^"]*)"( selected)?>', page)
+        assert options[0] == ("", "") and all(value for value, _ in options[1:])
+        assert not any(selected for _, selected in options)
+    assert "50 produtos" in client.get("/").text
+
+    photo = client.get("/images/sem-categoria")  # TIFF: browsers need another format
+    assert photo.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(photo.content)).size == Image.open(tiff).size
+    assert photo.headers["cache-control"] == "no-cache"  # a replaced photo shows at once
+    jpeg = client.get(f"/images/{rows[0]['product_id']}")
+    assert jpeg.headers["content-type"] == "image/jpeg"
+    assert jpeg.content == (small_catalog / rows[0]["image"]).read_bytes()
+
+    page = client.get("/products/a%3Fb%23c").text  # the product whose id is 'a?b#c'
+    assert 'href="/products/a%3Fb%23c?lang=en"' in page  # the toggle keeps the same product
+    assert "a?b#c" in client.get("/products/a%3Fb%23c", params={"lang": "en"}).text
+    for bad_id in (".", ".."):
+        refused = client.post("/api/products", headers=auth, data={"product_id": bad_id},
+                              files={"image": ("p.tif", tiff.getvalue(), "image/tiff")})
+        assert refused.status_code == 422
+
+    html = {"Accept": "text/html"}
+    bad = client.get("/", params={"page": 0}, headers=html)
+    assert bad.status_code == 422 and "O endereço tem um parâmetro inválido." in bad.text
+    bad_en = client.get("/", params={"page": 0, "lang": "en"}, headers=html)
+    assert "The address has a parameter that is not valid." in bad_en.text
+    assert "Este endereço não aceita" in client.put("/", headers=html).text
+    big = b"x" * 400_000  # over the limit, refused from its Content-Length before reading
+    refused = client.post("/search", headers=html,
+                          files={"image": ("big.jpg", big, "image/jpeg")})
+    assert refused.status_code == 413 and "<html" in refused.text
+    assert "A foto é grande demais (limite de 0.3 MB)." in refused.text
+    assert 'id="photo"' in refused.text  # the search page, ready for another photo
+    api = client.post("/api/search", files={"image": ("big.jpg", big, "image/jpeg")})
+    assert api.status_code == 413 and api.json()["detail"].startswith("The upload is larger")
+
+    def broken(_service) -> int:
+        raise RuntimeError("a bug")
+
+    from vitrine.service import VitrineService
+
+    monkeypatch.setattr(VitrineService, "count", broken)
+    failed = TestClient(app, raise_server_exceptions=False).get("/healthz")
+    assert failed.status_code == 500
+    assert failed.json() == {"detail": "Something went wrong on the server; the error is in "
+                                       "its log."}
+    assert failed.headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'self'" in failed.headers["content-security-policy"]
+
+
 def test_search_form_works_without_javascript(client, rows, small_catalog):
     form = client.get("/search").text
     assert 'enctype="multipart/form-data"' in form

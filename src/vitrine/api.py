@@ -23,6 +23,7 @@ from vitrine.catalog import parse_price
 from vitrine.config import Settings
 from vitrine.embed import Embedder
 from vitrine.errors import CatalogError, ImageError, StoreError
+from vitrine.images import BROWSER_SUFFIXES, browser_png
 from vitrine.recommend import ProductNotFound
 from vitrine.service import NewProduct, VitrineService
 from vitrine.store.base import Match, StoredProduct
@@ -31,6 +32,7 @@ from vitrine.web.pages import image_url, install_pages, wants_html
 
 K_MIN, K_MAX = 1, 100
 PAGE_MAX = 200
+OFFSET_MAX = 1_000_000_000
 SIMILAR_SUFFIX = "/similar"
 
 
@@ -111,9 +113,9 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     @router.get("/products", response_model=ProductPage)
     def list_products(category: CategoryParam = None,
                       q: Annotated[str | None, Query(max_length=200,
-                                                     description="Name starts with.")] = None,
+                                                     description="Name or id contains.")] = None,
                       limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
-                      offset: Annotated[int, Query(ge=0)] = 0) -> ProductPage:
+                      offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0) -> ProductPage:
         """Products in name order, filtered by category and name prefix."""
         found, more = service.products(category=category, query=q, limit=limit, offset=offset)
         return ProductPage(products=[product_out(p) for p in found], limit=limit,
@@ -160,6 +162,9 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         if product_id.endswith(SIMILAR_SUFFIX):  # its URL would be the similar-products one
             raise HTTPException(422, "Invalid form field 'product_id': it cannot end with "
                                      f"'{SIMILAR_SUFFIX}'.")
+        if product_id.strip() in (".", ".."):  # browsers rewrite such a path: no page or photo
+            raise HTTPException(422, "Invalid form field 'product_id': it cannot be "
+                                     "'.' or '..'.")
         try:
             fields = NewProduct(product_id, name.strip(), category.strip(),
                                 parse_price(price), description.strip())
@@ -209,6 +214,15 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
     async def store_error(request: Request, exc: StoreError) -> Response:
         return error(request, 409, _sentence(str(exc)))
 
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        """A bug: one sentence (the traceback goes to the server's log), with the security
+        headers, which the middleware cannot add to a 500."""
+        response = error(request, 500, "Something went wrong on the server; the error is in "
+                                       "its log.")
+        response.headers.update(guards.security_headers(request.url.path))
+        return response
+
 
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
@@ -237,9 +251,14 @@ def create_app(settings: Settings, store: str | Path, *,
     @app.get("/images/{product_id:path}", tags=["images"],
              response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
     def product_image(product_id: str) -> FileResponse:
-        """The photo of a product. Only stored products' photos are reachable."""
-        return FileResponse(service.image_path(product_id),
-                            headers={"Cache-Control": "public, max-age=3600"})
+        """The photo of a product (as PNG when browsers cannot show its format, such as
+        TIFF). Only stored products' photos are reachable."""
+        path = service.image_path(product_id)
+        fresh = {"Cache-Control": "no-cache"}  # revalidated, so a replaced photo shows at once
+        if path.suffix.lower() in BROWSER_SUFFIXES:
+            return FileResponse(path, headers=fresh)
+        return Response(browser_png(path, settings.max_image_pixels), media_type="image/png",
+                        headers=fresh)
 
     app.include_router(_api_router(service, settings))
     install_pages(app, service, settings)
@@ -248,7 +267,12 @@ def create_app(settings: Settings, store: str | Path, *,
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization"])
+
+    def too_large_page(scope) -> Response | None:
+        request = Request(scope)
+        return app.state.render_too_large(request) if wants_html(request) else None
+
     app.add_middleware(guards.BodyLimit, max_body=max_body,
-                       upload_limit=settings.max_upload_bytes)
+                       upload_limit=settings.max_upload_bytes, page=too_large_page)
     app.add_middleware(guards.SecurityHeaders)
     return app

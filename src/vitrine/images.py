@@ -17,6 +17,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from vitrine.errors import ImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+BROWSER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
+"""Photos browsers show as they are; others (TIFF, PPM, …) are sent as PNG (browser_png)."""
 WHITE = (255, 255, 255)
 
 # Pillow's own bomb check is global state; we do our own check per call (see open_image), so
@@ -122,6 +124,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode != "RGB":
         img = img.convert("RGB")
     return img
+
+
+def browser_png(path: Path, max_pixels: int) -> bytes:
+    """A photo in a format browsers do not show (TIFF, PPM, TGA, …) as PNG bytes: upright,
+    RGB, transparency on white, as :func:`open_image` decodes it."""
+    buf = io.BytesIO()
+    open_image(path, max_pixels=max_pixels).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def resize_square(img: Image.Image, size: int, policy: str) -> Image.Image:

@@ -4,11 +4,12 @@ the API key check, and turning any error into a one-sentence ``{"detail": ...}``
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from http import HTTPStatus
 
 from fastapi import HTTPException, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MULTIPART_OVERHEAD = 64 * 1024
@@ -28,8 +29,17 @@ DOCS_CSP = ("default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.c
 DOCS_PATHS = ("/docs", "/redoc")
 
 
+def security_headers(path: str) -> dict[str, str]:
+    """The headers every response carries (the CSP depends on the path)."""
+    return {"x-content-type-options": "nosniff", "x-frame-options": "DENY",
+            "referrer-policy": "same-origin",
+            "content-security-policy": DOCS_CSP if path.startswith(DOCS_PATHS) else CSP,
+            "cross-origin-opener-policy": "same-origin"}
+
+
 class SecurityHeaders:
-    """Pure ASGI middleware adding security headers to every HTTP response."""
+    """Pure ASGI middleware adding security headers to every HTTP response. (A 500 is
+    answered outside every middleware; the app's handler for it adds them itself.)"""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -38,20 +48,13 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        csp = DOCS_CSP if scope["path"].startswith(DOCS_PATHS) else CSP
+        extra = [(k.encode(), v.encode()) for k, v in security_headers(scope["path"]).items()]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                for name, value in (
-                        (b"x-content-type-options", b"nosniff"),
-                        (b"x-frame-options", b"DENY"),
-                        (b"referrer-policy", b"same-origin"),
-                        (b"content-security-policy", csp.encode()),
-                        (b"cross-origin-opener-policy", b"same-origin")):
-                    if name not in present:
-                        headers.append((name, value))
+                headers += [(name, value) for name, value in extra if name not in present]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -64,10 +67,12 @@ class BodyLimit:
     error then goes through the app's handlers). Each uploaded file is checked again against
     the upload limit by :func:`read_upload`."""
 
-    def __init__(self, app: ASGIApp, max_body: int, upload_limit: int):
+    def __init__(self, app: ASGIApp, max_body: int, upload_limit: int,
+                 page: Callable[[Scope], Response | None] | None = None):
         self.app = app
         self.max_body = max_body
         self.upload_limit = upload_limit
+        self.page = page  # the 413 as a web page, for a browser's request; None: JSON
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,8 +80,11 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_body:
-            response = JSONResponse({"detail": too_large_sentence(self.upload_limit)},
-                                    status_code=413, headers={"Connection": "close"})
+            response = self.page(scope) if self.page is not None else None
+            if response is None:
+                response = JSONResponse({"detail": too_large_sentence(self.upload_limit)},
+                                        status_code=413)
+            response.headers["Connection"] = "close"
             await response(scope, receive, send)
             return
         received = 0

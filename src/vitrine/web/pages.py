@@ -21,7 +21,14 @@ from vitrine.errors import ImageError
 from vitrine.service import VitrineService
 from vitrine.store.base import Match, StoredProduct
 from vitrine.web import guards
-from vitrine.web.text import TEXT, category_label, format_price, percent, pick_lang
+from vitrine.web.text import (
+    ERROR_KEYS,
+    TEXT,
+    category_label,
+    format_price,
+    percent,
+    pick_lang,
+)
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 24
@@ -74,7 +81,9 @@ class Pages:
         t = TEXT[lang]
         other = "en" if lang == "pt" else "pt"
         params = {k: v for k, v in request.query_params.items() if k != "lang"}
-        path = request.url.path if request.method == "GET" else "/search"
+        # the path as the browser sent it (still encoded): a decoded id can hold '?' or '#'
+        raw = request.scope.get("raw_path") or quote(request.url.path, safe="/").encode()
+        path = raw.decode("latin-1") if request.method == "GET" else "/search"
         return self.templates.TemplateResponse(request, name, {
             "t": t, "lang": lang, "url": lambda p, **q: _url(p, lang, **q),
             "price": lambda v: format_price(v, lang),
@@ -84,10 +93,37 @@ class Pages:
             **context}, status_code=status)
 
     def error(self, request: Request, status: int, sentence: str) -> HTMLResponse:
+        """The error page, in the page's language: its own sentence for the usual statuses
+        (``sentence``, the API's English one, is kept for the others on English pages)."""
         lang = pick_lang(request.query_params.get("lang"))
-        message = TEXT[lang]["not_found"] if status == 404 else sentence
+        t = TEXT[lang]
+        key = ERROR_KEYS.get(status)
+        message = (t[key].format(mb=f"{self.settings.max_upload_bytes / 1_000_000:g}") if key
+                   else sentence if lang == "en" else t["other_error"])
         return self.render(request, "error.html", lang, status, status_code=status,
                            message=message)
+
+
+    def search_results(self, request: Request, lang: str, fragment: bool, status: int,
+                       **context: object) -> HTMLResponse:
+        """The search page with its results block, or (``fragment``) the block alone."""
+        if fragment:
+            context.pop("category", None)
+            return self.render(request, "_results.html", lang, status, **context)
+        return self.render(request, "search.html", lang, status, active="search",
+                           categories=self.service.categories(), **context)
+
+    def too_large(self, request: Request) -> HTMLResponse:
+        """413 for a page request: the search page says the photo is too large (whether the
+        app or, from the Content-Length, the body guard refused it), other pages the error."""
+        lang = pick_lang(request.query_params.get("lang"))
+        if request.url.path != "/search":
+            return self.error(request, 413, "")
+        message = TEXT[lang]["too_large"].format(
+            mb=f"{self.settings.max_upload_bytes / 1_000_000:g}")
+        return self.search_results(request, lang, request.query_params.get("fragment") == "1",
+                                   413, matches=None, message=message, guess=None,
+                                   guess_linked=False, category="")
 
 
 def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> None:
@@ -153,13 +189,9 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         except HTTPException as exc:
             if exc.status_code != 413:
                 raise
-            message = t["too_large"].format(
-                mb=f"{settings.max_upload_bytes / 1_000_000:g}")
-            status = 413
-        if fragment:
-            return pages.render(request, "_results.html", lang, status, matches=matches,
-                                message=message, guess=guess, guess_linked=linked)
-        return pages.render(request, "search.html", lang, status, active="search",
-                            matches=matches, message=message, guess=guess,
-                            guess_linked=linked, categories=service.categories(),
-                            category=category)
+            return pages.too_large(request)
+        return pages.search_results(request, lang, fragment, status, matches=matches,
+                                    message=message, guess=guess, guess_linked=linked,
+                                    category=category)
+
+    app.state.render_too_large = pages.too_large

@@ -56,6 +56,11 @@ TEXT: dict[str, dict[str, str]] = {
         "bad_photo": "Este arquivo não é uma foto que possamos usar. Tente um JPEG, PNG ou "
                      "WebP.",
         "too_large": "A foto é grande demais (limite de {mb} MB).",
+        "bad_request": "O endereço tem um parâmetro inválido.",
+        "method_not_allowed": "Este endereço não aceita esse tipo de pedido.",
+        "busy": "O catálogo está sendo atualizado. Tente de novo em instantes.",
+        "server_error": "Algo deu errado no servidor. Tente de novo em instantes.",
+        "other_error": "Não foi possível atender ao pedido.",
         "footer": "Vitrine — recomendações por similaridade visual.",
         "attributes": "Características",
     },
@@ -108,10 +113,20 @@ TEXT: dict[str, dict[str, str]] = {
         "not_found": "Page or product not found.",
         "bad_photo": "This file is not a photo we can use. Try a JPEG, PNG or WebP.",
         "too_large": "The photo is too large (limit {mb} MB).",
+        "bad_request": "The address has a parameter that is not valid.",
+        "method_not_allowed": "This address does not accept that kind of request.",
+        "busy": "The catalogue is being updated. Try again in a moment.",
+        "server_error": "Something went wrong on the server. Try again in a moment.",
+        "other_error": "The request could not be completed.",
         "footer": "Vitrine — recommendations by visual similarity.",
         "attributes": "Attributes",
     },
 }
+
+ERROR_KEYS = {404: "not_found", 405: "method_not_allowed", 409: "busy", 413: "too_large",
+              422: "bad_request", 500: "server_error"}
+"""The page's own sentence for an HTTP error status (the API answers in English)."""
+
 
 def pick_lang(value: str | None) -> str:
     return value if value in LANGS else DEFAULT_LANG

@@ -11,6 +11,7 @@
   const previewImg = document.getElementById("preview-img");
   const maxBytes = Number(form.dataset.maxBytes);
   let previewUrl = null;
+  let latest = 0; // the newest search; an older answer arriving late is dropped
 
   function showMessage(text, isError) {
     const p = document.createElement("p");
@@ -30,6 +31,7 @@
   async function search(file) {
     if (!file) { showMessage(form.dataset.noFile, true); return; }
     if (file.size > maxBytes) { showMessage(form.dataset.tooLarge, true); return; }
+    const ticket = ++latest;
     showPreview(file);
     showMessage(form.dataset.searching, false);
     results.setAttribute("aria-busy", "true");
@@ -39,20 +41,22 @@
     try {
       const response = await fetch(form.dataset.fragmentUrl, { method: "POST", body: body });
       const type = response.headers.get("content-type") || "";
+      const html = type.startsWith("text/html") ? await response.text() : null;
+      if (ticket !== latest) return;
       if (response.status === 413) {
         showMessage(form.dataset.tooLarge, true);
-      } else if (type.startsWith("text/html")) {
+      } else if (html !== null) {
         // The fragment is rendered (and escaped) by the server's own template.
-        results.innerHTML = await response.text();
+        results.innerHTML = html;
         const title = document.getElementById("results-title");
         if (title) title.focus();
       } else {
         showMessage(form.dataset.error, true);
       }
     } catch (err) {
-      showMessage(form.dataset.error, true);
+      if (ticket === latest) showMessage(form.dataset.error, true);
     } finally {
-      results.removeAttribute("aria-busy");
+      if (ticket === latest) results.removeAttribute("aria-busy");
     }
   }
 
