@@ -249,6 +249,7 @@ def test_default_upload_limit_is_10_mb(settings, small_store, embedder):
 
 def test_writes_are_refused_without_a_configured_key(client, small_catalog, rows):
     photo = (small_catalog / rows[0]["image"]).read_bytes()
+    assert client.post("/api/products").status_code == 403  # from the headers alone
     for headers in ({}, {"Authorization": f"Bearer {KEY}"}):
         add = client.post("/api/products", files=_upload(photo),
                           data={"product_id": "p1"}, headers=headers)
@@ -270,6 +271,8 @@ def test_add_replace_and_delete_products(writable, small_catalog, rows):
         assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
         assert client.delete(f"/api/products/{rows[0]['product_id']}",
                              headers=headers).status_code == 401
+    # refused from the headers, before the body is read or checked (no photo here: not 422)
+    assert client.post("/api/products", data={"product_id": "x"}).status_code == 401
     auth = {"Authorization": f"Bearer {KEY}"}
     assert "48 produtos" in client.get("/").text  # the per-category counts, now cached
 

@@ -274,5 +274,6 @@ def create_app(settings: Settings, store: str | Path, *,
 
     app.add_middleware(guards.BodyLimit, max_body=max_body,
                        upload_limit=settings.max_upload_bytes, page=too_large_page)
+    app.add_middleware(guards.WriteGuard, api_key=settings.api_key)
     app.add_middleware(guards.SecurityHeaders)
     return app

@@ -10,6 +10,7 @@ from http import HTTPStatus
 from fastapi import HTTPException, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MULTIPART_OVERHEAD = 64 * 1024
@@ -99,6 +100,28 @@ class BodyLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+class WriteGuard:
+    """Check the API key of the requests that change the catalogue (POST and DELETE under
+    ``/api/products``) before any of their body is read: a stranger's 10 MB upload is refused
+    from its headers (401/403), not received and then refused. The endpoints check again."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None):
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] in ("POST", "DELETE")
+                and scope["path"].startswith("/api/products")):
+            try:
+                check_api_key(self.api_key, Headers(scope=scope).get("authorization"))
+            except HTTPException as exc:
+                response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                                        headers=exc.headers)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def too_large_sentence(limit: int) -> str:
