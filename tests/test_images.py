@@ -109,6 +109,44 @@ def test_truncated_jpeg_is_refused(tmp_path):
         open_image(path)
 
 
+def test_files_pillow_chokes_on_have_a_reason_too(tmp_path):
+    """One corrupt byte makes Pillow raise TypeError (TIFF) or struct.error (EXIF): still one
+    ImageError with the file's name, never another exception; a broken EXIF block alone
+    keeps the photo (as stored, unrotated)."""
+    src = Image.effect_noise((64, 80), 40).convert("RGB")
+    buf = io.BytesIO()
+    src.save(buf, "TIFF")
+    data = bytearray(buf.getvalue())
+    data[130] = 41  # the image's dimensions tag becomes another tag
+    tiff = tmp_path / "nodims.tiff"
+    tiff.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="cannot decode") as info:
+        open_image(tiff)
+    assert str(tiff) in str(info.value)
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° on display
+    exif[0x010F] = "camera"
+    buf = io.BytesIO()
+    src.save(buf, "JPEG", exif=exif.tobytes())
+    data = bytearray(buf.getvalue())
+    data[41] = 10  # the 'Make' entry's tag: an ASCII value under a RATIONAL tag
+    jpeg = tmp_path / "bad_exif.jpg"
+    jpeg.write_bytes(bytes(data))
+    assert open_image(jpeg).size == (64, 80)
+
+
+def test_large_jpeg_is_checked_at_the_size_it_decodes(tmp_path):
+    """A 64-MP JPEG decodes at 1/8 for a 224-px model: not refused under a 40-MP limit; a
+    PNG of that size (no reduced decoding) is."""
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (9_600, 6_400), RED).save(path, quality=50)
+    img = open_image(path, max_pixels=40_000_000, draft_size=224)
+    assert min(img.size) >= 224 and img.size[0] * img.size[1] < 40_000_000
+    with pytest.raises(ImageError, match="decompression bomb"):
+        open_image(path, max_pixels=40_000_000)  # no draft: decoded whole
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ImageError, match="file not found"):
         open_image(tmp_path / "nope.png")

@@ -6,6 +6,7 @@ Every photo goes through :func:`open_image` (safe decode to upright RGB) and the
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -75,7 +76,9 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
-            width, height = img.size
+            if draft_size and img.format == "JPEG":  # a 50-MP phone photo decodes at 1/8
+                img.draft("RGB", (draft_size, draft_size))
+            width, height = img.size  # what will be decoded
             if width * height > max_pixels:
                 raise ImageError(
                     name, f"{width}x{height} pixels is over the limit of {max_pixels:,} "
@@ -83,16 +86,15 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
                 )
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
-            if draft_size and img.format == "JPEG":
-                img.draft("RGB", (draft_size, draft_size))
             img.load()
-            img = ImageOps.exif_transpose(img)
+            with contextlib.suppress(Exception):  # a broken EXIF block: keep it as stored
+                img = ImageOps.exif_transpose(img)
             return to_rgb(img)
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError(name, "not a recognised image format.") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds on corrupt files
         reason = str(exc).rstrip(".") or type(exc).__name__
         if "truncated" in reason.lower():
             reason = "the image data is truncated"
