@@ -61,6 +61,45 @@ def test_refuses_mobilenet_weights(weights_path):
         Embedder.from_settings(Settings(backbone="efficientnet_lite0", weights=weights_path))
 
 
+def test_weights_and_settings_a_user_gets_wrong(weights_path, tmp_path):
+    """Each mistake is one WeightsError/VitrineError sentence that says what is wrong."""
+    from vitrine.engines import EngineError, checked_device, export_onnx
+    from vitrine.models import build_embedding_net
+    from vitrine.trained import load_model
+
+    spec = get_spec("mobilenet_v2")
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    with pytest.raises(WeightsError, match="is a folder"):
+        load_state_dict(spec, tmp_path)
+    broken = {**state, "features.0.0.weight": state["features.0.0.weight"].clone()}
+    broken["features.0.0.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(broken, tmp_path / "nan.pth")
+    with pytest.raises(WeightsError, match=r"NaN or infinite values \(in features.0.0.weight"):
+        load_state_dict(spec, tmp_path / "nan.pth")
+    # the ImageNet classifier is not used: weights without it load, other gaps are named
+    trunk = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    assert build_embedding_net(spec, trunk) is not None
+    del trunk["features.18.1.weight"]
+    with pytest.raises(WeightsError, match="missing features.18.1.weight"):
+        build_embedding_net(spec, trunk)
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.json").write_text("[]")
+    (tmp_path / "m" / "model.pt").write_bytes(b"")
+    with pytest.raises(WeightsError, match="not a valid model description"):
+        load_model(tmp_path / "m")
+
+    if not torch.cuda.is_available():
+        with pytest.raises(EngineError, match="no CUDA GPU"):
+            checked_device("cuda")
+    with pytest.raises(EngineError, match="not a device"):
+        checked_device("tpu")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(EngineError, match="cannot create the model cache folder"):
+        export_onnx(torch.nn.Linear(2, 2), afile / "sub" / "m.onnx", 8)
+
+
 def test_trains_and_embeds_with_the_trained_model(tmp_path, demo_catalog):
     from vitrine.train import train_catalog
     from vitrine.trained import load_model

@@ -111,3 +111,25 @@ def test_not_a_store(tmp_path):
     (root / "vitrine.sqlite").write_bytes(b"garbage" * 100)
     with pytest.raises(StoreError, match="not a readable"):
         open_store(root)
+
+
+def test_a_store_from_an_older_version_is_refused_in_one_sentence(store):
+    """A store written before thumbnails were kept (no ``thumb`` column): refused when
+    opened, not a SQL error at the first search; its data stays untouched."""
+    root = store.root
+    store.db.execute("ALTER TABLE products DROP COLUMN thumb")
+    store.close()
+    with pytest.raises(StoreError, match="older Vitrine .no thumb column"):
+        open_store(root)
+    import sqlite3
+
+    db = sqlite3.connect(root / "vitrine.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM products").fetchone()[0] == 4
+    db.close()
+
+
+def test_photo_paths_do_not_depend_on_the_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    relative = open_store(Path("rel"), create=True)
+    assert relative.root == tmp_path / "rel" and relative.root.is_absolute()
+    relative.close()

@@ -110,6 +110,29 @@ def test_train_refuses_a_bad_folder(tmp_path, env):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
 
 
+def test_a_failed_training_leaves_the_model_folder_as_it_was(trained, tmp_path, env):
+    """--out is checked before any photo is read; a run that fails (here: one category)
+    changes nothing in an existing model folder and leaves no partial folder behind."""
+    catalog, model, _ = trained
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for out, says in ((afile, "is a file"), (afile / "sub", "cannot create"),
+                      (catalog, "holds other files")):
+        proc = run_subprocess("train", catalog, "--out", out, env=env)
+        assert proc.returncode == 2 and says in proc.stderr and "Reading" not in proc.stderr
+        assert proc.stderr.count("\n") == 1
+
+    copy = tmp_path / "models" / "m"
+    shutil.copytree(model, copy)
+    before = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
+    one = tmp_path / "one"
+    shutil.copytree(catalog / "x_tenis_masculino", one / "x_tenis_masculino")
+    proc = run_subprocess("train", one, "--out", copy, env=env)
+    assert proc.returncode == 2 and "two categories" in proc.stderr
+    assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["m"]
+
+
 def test_imagenet_layer_is_the_pretrained_embedder(trained, embedder):
     """The trained model's 'imagenet' layer reproduces the pretrained embedder exactly, and
     the model folder loads without the pretrained weights or the training data."""

@@ -13,7 +13,7 @@ import torch
 
 from vitrine.config import Settings
 from vitrine.dedupe import perceptual_hash, thumbnail
-from vitrine.engines import Engine, make_engine
+from vitrine.engines import Engine, checked_device, make_engine
 from vitrine.errors import ImageError
 from vitrine.images import Preprocessing, open_image, to_array
 from vitrine.models import BackboneSpec, build_embedding_net, get_spec, load_state_dict, state_hash
@@ -100,7 +100,7 @@ class Embedder:
         self.spec = spec
         self.prep = prep
         self.settings = settings
-        self.device = torch.device(settings.device)
+        self.device = checked_device(settings.device)
         if settings.threads > 0:
             torch.set_num_threads(settings.threads)
         self.net = (net if net is not None else build_embedding_net(spec, state)).to(self.device)

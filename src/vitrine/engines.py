@@ -155,7 +155,12 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int) -> Path:
     model = copy.deepcopy(net).to("cpu", torch.float32).eval()
     model = model.to(memory_format=torch.contiguous_format)
     probe = probe_batch(size)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EngineError(f"cannot create the model cache folder {path.parent} "
+                          f"({exc.strerror or exc}); set VITRINE_CACHE_DIR to a writable "
+                          "folder.") from None
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with warnings.catch_warnings(), torch.inference_mode():
@@ -181,13 +186,23 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int) -> Path:
     return path
 
 
-def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifest,
-                size: int) -> Engine:
-    """The engine named by ``settings.engine`` for ``net`` (exporting it once for onnx)."""
-    device = torch.device(settings.device)
+def checked_device(name: str) -> torch.device:
+    """The torch device ``name`` (VITRINE_DEVICE), refused in one sentence when this machine
+    has none (before any model is moved to it)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise EngineError(f"VITRINE_DEVICE={name!r} is not a device; use cpu or cuda.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EngineError("device cuda was requested but torch sees no CUDA GPU; set "
                           "VITRINE_DEVICE=cpu.")
+    return device
+
+
+def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifest,
+                size: int) -> Engine:
+    """The engine named by ``settings.engine`` for ``net`` (exporting it once for onnx)."""
+    device = checked_device(settings.device)
     if settings.engine == "torch":
         return TorchEngine(net, device)
     if settings.engine != "onnx":

@@ -107,6 +107,9 @@ def load_state_dict(spec: BackboneSpec, weights: Path | None) -> dict:
             "setting")
     if weights is not None:
         path = Path(weights).expanduser()
+        if path.is_dir():
+            raise WeightsError(f"weights file {path} is a folder; {hint} (a trained model "
+                               "folder goes to --model).")
         if not path.is_file():
             raise WeightsError(f"weights file {path} does not exist; {hint}.")
         try:
@@ -118,6 +121,11 @@ def load_state_dict(spec: BackboneSpec, weights: Path | None) -> dict:
             state = state["state_dict"]
         if not isinstance(state, dict):
             raise WeightsError(f"weights file {path} holds no state_dict; {hint}.")
+        broken = [k for k, v in state.items()
+                  if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+        if broken:
+            raise WeightsError(f"weights file {path} holds NaN or infinite values (in "
+                               f"{broken[0]}); {hint}.")
         return state
     try:
         return spec.download()
@@ -301,11 +309,20 @@ def build_trained_net(spec: BackboneSpec, state: dict | None, cut: int, n_classe
 
 
 def _load(model: nn.Module, state: dict, name: str) -> None:
+    """Load ``state`` whole; only the ImageNet classifier may be missing (nothing uses it).
+    A mismatch names the first keys or shapes that differ."""
+    want, have = set(model.state_dict()), set(state)
+    missing = sorted(k for k in want - have if not k.startswith("classifier."))
+    unexpected = sorted(have - want)
+    if missing or unexpected:
+        parts = [f"{label} {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise WeightsError(f"the weights do not fit {name} ({'; '.join(parts)}).")
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise WeightsError(f"the weights do not fit {name} ({first}).") from None
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes: "size mismatch for features.0.0.weight: …"
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise WeightsError(f"the weights do not fit {name} ({lines[-1]}).") from None
 
 
 def layer_dim(layer: str, net: TrainedNet) -> int:

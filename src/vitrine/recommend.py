@@ -37,8 +37,10 @@ class Recommender:
                 f"{stored.weights_sha256[:12]}, resize {stored.preprocessing.get('resize')}) "
                 f"than the one configured (weights "
                 f"{self._embedder.manifest.weights_sha256[:12]}, resize "
-                f"{self._embedder.manifest.preprocessing.get('resize')}); pass the same "
-                "--weights and settings used to index it.")
+                f"{self._embedder.manifest.preprocessing.get('resize')}); "
+                + ("pass --model with the trained model it was indexed with."
+                   if stored.embedding != "pooled" else
+                   "pass the same --weights and settings used to index it."))
         return self._embedder
 
     def product(self, product_id: str) -> StoredProduct:

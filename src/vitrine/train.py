@@ -53,7 +53,16 @@ from vitrine.train_loop import Metrics, PhaseConfig, PhaseResult, fit_phase, rep
 def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
                   show_progress: bool = True) -> dict:
     """Split ``catalog_dir``, train, and write the model folder ``out_dir``; returns the
-    summary also written as ``summary.json``."""
+    summary also written as ``summary.json``. The folder appears (or replaces an earlier
+    model) only when everything is written: a failed or interrupted run leaves it as it was."""
+    from vitrine.trained import staged_model_dir
+
+    with staged_model_dir(out_dir) as stage:
+        return _train(catalog_dir, stage, Path(out_dir), settings, show_progress)
+
+
+def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
+           show_progress: bool) -> dict:
     from vitrine.report import write_outputs
     from vitrine.trained import training_fingerprint, write_model
 
@@ -86,8 +95,7 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
     groups = find_groups(usable, vectors, [clean.phashes[i] for i in ok],
                          [clean.thumbs[i] for i in ok], settings)
     split = make_split(usable, groups, settings, given)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    split.save(out_dir / "split.json")
+    split.save(stage / "split.json")
     seconds = {"read_and_split": round(time.perf_counter() - started, 1)}
 
     t0 = time.perf_counter()
@@ -98,12 +106,12 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
     torch.manual_seed(settings.train_seed)
     net.head = ClassifierHead(net.head_dim, settings.train_head_units, len(classes),
                               settings.train_dropout)
-    fit = fit_cached(net, caches, len(classes), settings, out_dir / "checkpoints",
+    fit = fit_cached(net, caches, len(classes), settings, stage / "checkpoints",
                      show_progress=show_progress)
     seconds.update(fit.seconds)
     config = model_config(spec.name, settings, classes, prep, state_hash(pretrained))
     config["training_fingerprint"] = training_fingerprint(products, settings)
-    digest = write_model(out_dir, net, config)
+    digest = write_model(stage, net, config)
     seconds["total"] = round(time.perf_counter() - started, 1)
     summary = {
         "model_dir": str(out_dir), "classes": classes, "weights_sha256": digest,
@@ -121,7 +129,7 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
         "test": _test_detail(fit.outputs, caches, classes, settings),
         "seconds": seconds,
     }
-    write_outputs(out_dir, summary)
+    write_outputs(stage, summary)
     return summary
 
 

@@ -6,13 +6,18 @@ Loading needs neither the pretrained weights nor the training data.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from vitrine.errors import WeightsError
+from vitrine.errors import VitrineError, WeightsError
 from vitrine.images import Preprocessing
 from vitrine.models import (
     EMBEDDING_LAYERS,
@@ -68,6 +73,48 @@ class TrainedModel:
                              layer_dim(layer, self.net), embedding=f"trained:{name}")
 
 
+@contextlib.contextmanager
+def staged_model_dir(out_dir: Path) -> Iterator[Path]:
+    """A new hidden folder beside ``out_dir`` to write a model into. When the block ends
+    normally it becomes ``out_dir`` (an earlier model there is removed only then); on an
+    error or Ctrl+C it is removed and ``out_dir`` stays as it was. ``out_dir`` must be new,
+    empty or a model folder: any other folder is refused, so --out never deletes other
+    files. Checked before any work."""
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise VitrineError(f"--out {out_dir} is a file; name a folder for the model.")
+        if any(out_dir.iterdir()) and not (out_dir / CONFIG_FILE).is_file():
+            raise VitrineError(f"--out {out_dir} holds other files; name a new or empty "
+                               "folder, or a model folder to replace.")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
+                                      dir=out_dir.parent))
+    except OSError as exc:
+        raise VitrineError(f"cannot create the model folder {out_dir} "
+                           f"({exc.strerror or exc}).") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    stage.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the model from other users
+    try:
+        yield stage
+        old = stage.with_suffix(".old") if out_dir.exists() else None
+        if old is not None:
+            os.replace(out_dir, old)
+        try:
+            os.replace(stage, out_dir)
+        except OSError:
+            if old is not None:
+                os.replace(old, out_dir)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
 def write_model(out_dir: Path, net: TrainedNet, config: dict) -> str:
     """Save the network and its description; returns the weights' sha256."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +147,7 @@ def load_model(model_dir: Path) -> TrainedModel:
         layer = config["embedding"]["layer"]
     except WeightsError:
         raise
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # e.g. a JSON list
         raise WeightsError(f"{config_path} is not a valid model description "
                            f"({type(exc).__name__}: {exc}).") from None
     if layer not in EMBEDDING_LAYERS:

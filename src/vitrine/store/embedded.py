@@ -85,8 +85,15 @@ class EmbeddedStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(products)")}
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
+        missing = [c for c in (*COLUMNS.split(", "), "vector") if c not in have]
+        if missing:
+            self.db.close()
+            raise StoreError(f"{self.root} was written by an older Vitrine (no "
+                             f"{', '.join(missing)} column); index the catalogue into a new "
+                             "store.")
         self._lock_fh = None
         self._index: VectorIndex | None = None
         self._index_gen = -1
