@@ -82,6 +82,9 @@ def test_chunks_are_reproducible_and_streamed_top_k_is_exact():
     _, want = faiss.knn(queries, np.concatenate([v for _, v, _ in a]), 10,
                         metric=faiss.METRIC_INNER_PRODUCT)
     assert recall_at_k(top.ids, want, 10) == 1.0
+    # fewer items than k: FAISS pads with -1, which is neither a hit nor a miss
+    padded = np.array([[3, 1, -1, -1], [2, 0, -1, -1]])
+    assert recall_at_k(padded, np.array([[1, 3, -1, -1], [2, 1, -1, -1]]), 4) == 0.75
 
 
 def test_bench_images_whole_pipeline(small_catalog, settings):

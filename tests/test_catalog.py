@@ -81,6 +81,9 @@ def test_bad_inputs_are_clear(tmp_path):
     (tmp_path / "c" / "products.csv").write_text("product_id,image\n1,a/1.jpg\n1,a/1.jpg\n")
     with pytest.raises(CatalogError, match="twice"):
         read_catalog(tmp_path / "c")
+    (tmp_path / "c" / "products.csv").write_text("image,name\na/1.jpg,Bolsa, azul\n")
+    with pytest.raises(CatalogError, match="line 2: more fields than the header"):
+        read_catalog(tmp_path / "c")
 
 
 def test_stratified_split_is_seeded_and_per_category(tmp_path):

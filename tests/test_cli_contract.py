@@ -97,6 +97,10 @@ def test_dedupe_finds_downscaled_copy(catalog, env, tmp_path):
     out = json.loads(run("dedupe", catalog, other, "--json", env_extra=env).stdout)
     assert [str(source), str(other / "small.jpg")] in out["groups"] or any(
         str(other / "small.jpg") in g and str(source) in g for g in out["groups"])
+    # a folder inside another one, given too: its photos count once (no photo ≈ itself)
+    nested = json.loads(run("dedupe", catalog, catalog / "relogio_masculino", other, "--json",
+                            env_extra=env).stdout)
+    assert nested["groups"] == out["groups"]
 
 
 def test_plot_writes_figure(catalog, env, tmp_path):
@@ -133,6 +137,46 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
 
     unknown = run("similar", "--store", store, "no-such-id", check=False)
     assert unknown.returncode == 2 and "not in the store" in unknown.stderr
+
+    # usage errors: click's message and status 2, no traceback
+    for args in (["search", "--store", store, "--k", "0", bad], ["search", bad],
+                 ["no-such-command"]):
+        usage = run(*args, check=False)
+        assert usage.returncode == 2 and "Traceback" not in usage.stderr, usage.stderr
+    setting = run("info", "--store", store, check=False, env_extra={"VITRINE_RESIZE": "bogus"})
+    assert setting.returncode == 2 and setting.stderr.startswith("error: setting VITRINE_RESIZE")
+    assert len(setting.stderr.strip().splitlines()) == 1
+
+    good = sorted((catalog / "x_bolsa_feminina").glob("*.jpg"))[0]
+    typo = run("search", "--store", store, "--category", "bolsa", good, check=False)
+    assert typo.returncode == 2 and "no products of category 'bolsa'" in typo.stderr
+    assert "'x_bolsa_feminina'" in typo.stderr  # the categories it does have
+    # several photos, one bad: the others are still searched, and the run exits 2
+    both = run("search", "--store", store, "--json", bad, good, check=False, env_extra=env)
+    assert both.returncode == 2 and "not a recognised image" in both.stderr
+    assert [json.loads(line)["query"] for line in both.stdout.splitlines()] == [str(good)]
+    wrong_plot = run("search", "--store", store, "--plot", tmp_path / "fig.xyz", good,
+                     check=False, env_extra=env)
+    assert wrong_plot.returncode == 2 and "fig.xyz" in wrong_plot.stderr
+    assert wrong_plot.stdout == ""  # refused before searching
+    named = run("search", "--store", store, "--plot", tmp_path / "fig", good, env_extra=env)
+    assert f"Figure saved to {tmp_path / 'fig.png'}" in " ".join(named.stdout.split())
+    assert (tmp_path / "fig.png").is_file()
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped(catalog, env, tmp_path):
+    """A Latin-1 file name (common in zips made on Windows) is skipped with its reason; the
+    other photos are stored and the JSON stays valid."""
+    copy = tmp_path / "catalog"
+    shutil.copytree(catalog, copy)
+    (copy / "products.csv").unlink()
+    first = sorted((copy / "relogio_feminino").glob("*.jpg"))[0]
+    latin = os.fsdecode(bytes(copy / "relogio_feminino") + b"/caf\xe9.jpg")
+    shutil.copyfile(first, latin)
+    proc = run("index", copy, "--store", tmp_path / "store", "--json", env_extra=env)
+    report = json.loads(proc.stdout.encode("utf-8", "surrogateescape"))
+    assert report["indexed"] == 32 and len(report["skipped"]) == 1
+    assert "not UTF-8" in report["skipped"][0]["reason"]
 
 
 def test_every_command_help_renders():

@@ -112,9 +112,13 @@ def peak_rss_mb() -> float:
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
-    """Mean share of the true top-``k`` ids among the found top-``k``, per query."""
-    hits = [len(set(f[:k].tolist()) & set(t[:k].tolist())) / k
-            for f, t in zip(found, truth, strict=True)]
+    """Mean share of the true top-``k`` ids among the found top-``k``, per query. Ids below 0
+    (FAISS's padding when the index holds fewer than ``k`` items) are not results."""
+    hits = []
+    for f, t in zip(found, truth, strict=True):
+        want = {i for i in t[:k].tolist() if i >= 0}
+        got = {i for i in f[:k].tolist() if i >= 0}
+        hits.append(len(got & want) / len(want) if want else 1.0)
     return float(np.mean(hits))
 
 

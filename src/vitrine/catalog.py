@@ -144,8 +144,13 @@ def _read_csv(csv_path: Path, root: Path) -> list[Product]:
             columns = [c.strip() for c in (reader.fieldnames or [])]
             if "image" not in columns:
                 raise CatalogError(f"{csv_path} has no 'image' column.")
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()}
-                    for row in reader]
+            rows = []
+            for row in reader:
+                if None in row:  # DictReader's key for the fields past the header's columns
+                    raise CatalogError(f"{csv_path} line {reader.line_num}: more fields than "
+                                       "the header has columns (quote a value that holds a "
+                                       "comma).")
+                rows.append({k.strip(): (v or "").strip() for k, v in row.items()})
     except UnicodeDecodeError:
         raise CatalogError(f"{csv_path} is not UTF-8 text.") from None
     except csv.Error as exc:

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from vitrine.config import Settings
+from vitrine.config import Settings, load_settings
 from vitrine.display import results_table
 from vitrine.errors import VitrineError
 
@@ -39,7 +39,7 @@ PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to 
 
 
 def _settings(weights: Path | None = None, model: Path | None = None) -> Settings:
-    settings = Settings()
+    settings = load_settings()
     if weights is not None:
         settings = settings.model_copy(update={"weights": weights})
     if model is not None:
@@ -48,7 +48,12 @@ def _settings(weights: Path | None = None, model: Path | None = None) -> Setting
 
 
 def _print_json(data: dict) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    text = json.dumps(data, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8: \u escapes keep it valid JSON
+        text = json.dumps(data)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
@@ -137,9 +142,19 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Find the products most similar to one or more photos."""
+    from vitrine.errors import ImageError
+
+    plot = _plot_path(plot)
     rec = _recommender(store, weights, model)
+    _check_category(rec, category)
+    failed = 0
     for i, image in enumerate(images):
-        matches, guess = rec.search_image_guess(image, k, category)
+        try:
+            matches, guess = rec.search_image_guess(image, k, category)
+        except ImageError as exc:  # the other photos are still searched
+            sys.stderr.write(f"error: {exc}\n")
+            failed += 1
+            continue
         if as_json:
             _print_json({"query": str(image), "results": [m.as_dict() for m in matches],
                          "predicted_category": guess and guess.as_dict()})
@@ -148,8 +163,38 @@ def search(
             if guess is not None:
                 out.print(f"Looks like: {guess.category} ({guess.probability:.0%})", markup=False)
         if plot is not None:
-            target = plot if len(images) == 1 else plot.with_name(f"{plot.stem}-{i}.png")
+            target = plot if len(images) == 1 else plot.with_name(f"{plot.stem}-{i}{plot.suffix}")
             _plot(image, image.name, matches, target, as_json)
+    if failed:
+        raise typer.Exit(2)
+
+
+PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
+def _plot_path(plot: Path | None) -> Path | None:
+    """The figure file ``--plot`` names (``.png`` added to a name without a suffix); a
+    folder or an unknown format is an error before any work."""
+    if plot is None:
+        return None
+    if plot.is_dir():
+        raise VitrineError(f"--plot {plot} is a folder; name a file such as {plot}/fig.png.")
+    if not plot.suffix:
+        return plot.with_name(plot.name + ".png")
+    if plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise VitrineError(f"--plot {plot}: use a file ending in {', '.join(PLOT_SUFFIXES)}.")
+    return plot
+
+
+def _check_category(rec, category: str | None) -> None:
+    """An unknown ``--category`` is an error naming the store's categories (a typo would
+    otherwise look like 'no similar products')."""
+    if category is None:
+        return
+    known = rec.store.categories()
+    if category not in known:
+        raise VitrineError(f"the store has no products of category {category!r}; it has "
+                           f"{', '.join(repr(c) for c in known) or 'none'}.")
 
 
 def _plot(image, title, matches, target: Path, quiet: bool) -> None:
@@ -170,7 +215,9 @@ def similar(
     as_json: JsonOpt = False,
 ) -> None:
     """Find the products most similar to a product of the store (itself excluded)."""
+    plot = _plot_path(plot)
     rec = _recommender(store, None)
+    _check_category(rec, category)
     product, matches = rec.similar(product_id, k, category)
     if as_json:
         _print_json({"query": product_id, "product": product.as_dict(),
@@ -215,7 +262,7 @@ def migrate(
     from vitrine.migrate import migrate_store
     from vitrine.store import open_store
 
-    token = Settings().milvus_token
+    token = load_settings().milvus_token
     src, dst = open_store(source, token=token), open_store(target, create=True, token=token)
     try:
         copied = migrate_store(src, dst, show_progress=not as_json)
@@ -233,7 +280,7 @@ def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
     """Show what a store holds and which model made its vectors."""
     from vitrine.store import open_store
 
-    db = open_store(store, token=Settings().milvus_token)
+    db = open_store(store, token=load_settings().milvus_token)
     manifest = db.manifest()
     data = {"products": db.count(), "categories": db.categories(),
             "model": manifest.as_dict() if manifest else None}
@@ -399,12 +446,12 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted.")
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
+        # usage errors: click's ClickException, or the copy of it that newer Typer bundles
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise
 
 

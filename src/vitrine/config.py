@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     Runtime 304 images/s at 4, 236 at 8, 89 at 16 (benchmarks/embed_throughput.py --engines)."""
     decode_workers: int = 2
     max_image_pixels: int = 40_000_000
-    """Images with more pixels are refused before decoding (decompression-bomb guard)."""
+    """Images that would decode to more pixels are refused before decoding (decompression-bomb
+    guard). JPEGs count at the reduced scale they decode at for the model (a 50-MP phone photo
+    decodes at 1/8), so large phone photos pass."""
 
     # Inference engine (measured in benchmarks/embed_throughput.py; see README "Speed")
     engine: Literal["torch", "onnx"] = "onnx"
@@ -162,3 +164,19 @@ class Settings(BaseSettings):
     settings) and indexes with the trained model; False indexes with the pretrained one."""
     demo_store: Path = Path("demo-output/store")
     demo_out: Path = Path("demo-output")
+
+
+def load_settings() -> Settings:
+    """The settings from the environment (and .env); a bad value is one sentence naming the
+    variable (VitrineError), not a validation report."""
+    from pydantic import ValidationError
+
+    from vitrine.errors import VitrineError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "VITRINE_" + "_".join(str(part) for part in first["loc"]).upper()
+        raise VitrineError(f"setting {name}={first.get('input')!r}: "
+                           f"{first['msg'][:1].lower()}{first['msg'][1:]}.") from None

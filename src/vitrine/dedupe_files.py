@@ -18,12 +18,17 @@ from vitrine.progress import progress_bar
 def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRules | None = None,
                    embedder: Embedder | None = None,
                    show_progress: bool = True) -> tuple[list[list[str]], list[dict]]:
-    """Return (duplicate groups of paths, skipped files with reasons)."""
+    """Return (duplicate groups of paths, skipped files with reasons). A photo reached
+    through two of ``dirs`` (one inside the other, or the same folder twice) counts once."""
     paths: list[Path] = []
+    seen: set[Path] = set()
     for folder in dirs:
         if not folder.is_dir():
             raise CatalogError(f"{folder} is not a folder.")
-        paths.extend(folder / p.relative_to(folder) for p in scan_images(folder))
+        for photo in scan_images(folder):
+            if photo.resolve() not in seen:
+                seen.add(photo.resolve())
+                paths.append(folder / photo.relative_to(folder))
     if not paths:
         raise CatalogError("no photos found in " + ", ".join(map(str, dirs)) + ".")
     embedder = embedder or Embedder.from_settings(settings)

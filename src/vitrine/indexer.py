@@ -115,6 +115,11 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     meta_only: list[Product] = []
     with progress_bar("Checking", len(products), enabled=show_progress, unit="files") as adv:
         for product in products:
+            if not _utf8(str(product.image)):  # the store keeps names as UTF-8 text
+                report.skipped.append({"path": _display_path(product.image, root),
+                                       "reason": "its file name is not UTF-8; rename it"})
+                adv(1)
+                continue
             try:
                 sha = file_sha256(product.image)
             except OSError as exc:
@@ -144,6 +149,14 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     store.flush()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _uploaded(store: VectorStore, uploads: Path | None, stored: dict) -> set[str]:

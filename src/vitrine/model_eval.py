@@ -153,9 +153,11 @@ def _embed(products: Sequence[Product], settings: Settings, model_dir: Path | No
         with progress_bar("Embedding", len(products), enabled=show_progress) as advance:
             results = list(embedder.embed_paths([p.image for p in products],
                                                 on_progress=advance))
-        bad = [products[r.index].image for r in results if r.error is not None]
+        bad = [(products[r.index].image, r.error) for r in results if r.error is not None]
         if bad:
-            raise CatalogError(f"{bad[0]} cannot be used as a photo; remove it to evaluate.")
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise CatalogError(f"{bad[0][0]} cannot be used as a photo: "
+                               f"{str(bad[0][1]).rstrip('.')}{more}; remove it to evaluate.")
         vecs = np.stack([r.vector for r in results])
         return {"pretrained": vecs}, None, None, {"pretrained": embedder.manifest.as_dict()}
     from vitrine.trained import load_model
