@@ -172,6 +172,11 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
                               files={"image": ("p.tif", tiff.getvalue(), "image/tiff")})
         assert refused.status_code == 422
 
+    for path in ("/", "/search", "/products/sem-categoria", "/images/sem-categoria",
+                 "/healthz"):  # link checkers and uptime monitors ask with HEAD
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+
     html = {"Accept": "text/html"}
     bad = client.get("/", params={"page": 0}, headers=html)
     assert bad.status_code == 422 and "O endereço tem um parâmetro inválido." in bad.text
@@ -241,6 +246,10 @@ def test_search_by_photo_within_a_category(client, rows, small_catalog):
     labels = card_categories(page.text)
     size = sum(r["category"] == other for r in rows)
     assert len(labels) == min(size, 10) and set(labels) == {category_label(other)}
+    # the language toggle opens the search form in the same scope
+    assert f'class="lang-switch" href="/search?category={other}&amp;lang=en"' in page.text
+    english = client.get("/search", params={"category": other, "lang": "en"}).text
+    assert f'<option value="{other}" selected>' in english
 
     own = client.post("/search", params={"fragment": 1}, data={"category": row["category"]},
                       files={"image": ("q.jpg", photo, "image/jpeg")}).text

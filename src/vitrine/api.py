@@ -244,11 +244,11 @@ def create_app(settings: Settings, store: str | Path, *,
     app = FastAPI(title="Vitrine", version=__version__, lifespan=lifespan,
                   description="Visually similar products from product photos.")
 
-    @app.get("/healthz", response_model=Health, tags=["health"])
+    @app.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health, tags=["health"])
     def healthz() -> Health:
         return Health(status="ok", products=service.count(), model=service.embedder.spec.name)
 
-    @app.get("/images/{product_id:path}", tags=["images"],
+    @app.api_route("/images/{product_id:path}", methods=["GET", "HEAD"], tags=["images"],
              response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
     def product_image(product_id: str) -> FileResponse:
         """The photo of a product (as PNG when browsers cannot show its format, such as

@@ -83,7 +83,9 @@ class Pages:
         params = {k: v for k, v in request.query_params.items() if k != "lang"}
         # the path as the browser sent it (still encoded): a decoded id can hold '?' or '#'
         raw = request.scope.get("raw_path") or quote(request.url.path, safe="/").encode()
-        path = raw.decode("latin-1") if request.method == "GET" else "/search"
+        path = raw.decode("latin-1")
+        if request.method == "POST":  # a photo's results: the search form, in the same scope
+            params = {"category": context.get("category") or None}
         return self.templates.TemplateResponse(request, name, {
             "t": t, "lang": lang, "url": lambda p, **q: _url(p, lang, **q),
             "price": lambda v: format_price(v, lang),
@@ -132,7 +134,8 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
     app.state.render_error = pages.error
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse,
+                   include_in_schema=False)
     def catalogue(request: Request, lang: LangParam = None,
                   category: Annotated[str | None, Query(max_length=200)] = None,
                   q: Annotated[str | None, Query(max_length=200)] = None,
@@ -148,8 +151,8 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
                             products=found, categories=categories, category=category or "",
                             q=query, page=page, has_more=more, total=total)
 
-    @app.get("/products/{product_id:path}", response_class=HTMLResponse,
-             include_in_schema=False)
+    @app.api_route("/products/{product_id:path}", methods=["GET", "HEAD"],
+                   response_class=HTMLResponse, include_in_schema=False)
     def product_page(request: Request, product_id: str, lang: LangParam = None,
                      same: bool = False) -> Response:
         """A product and its similar products, from every category or (``same=1``) only
@@ -159,11 +162,15 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         return pages.render(request, "product.html", lang, active="catalogue",
                             product=product, matches=matches, same=same)
 
-    @app.get("/search", response_class=HTMLResponse, include_in_schema=False)
-    def search_form(request: Request, lang: LangParam = None) -> Response:
+    @app.api_route("/search", methods=["GET", "HEAD"], response_class=HTMLResponse,
+                   include_in_schema=False)
+    def search_form(request: Request, lang: LangParam = None,
+                    category: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+        """The search form, with ``category`` chosen in "Buscar em" (the language toggle of a
+        results page keeps it)."""
         return pages.render(request, "search.html", pick_lang(lang), active="search",
                             matches=None, message=None, categories=service.categories(),
-                            category="")
+                            category=category or "")
 
     @app.post("/search", response_class=HTMLResponse, include_in_schema=False)
     def search_photo(request: Request, image: Annotated[UploadFile, File()],
