@@ -72,3 +72,27 @@ def test_colour_difference_tells_colour_variants_apart():
     assert colour_difference(brown.tobytes(), nearly.tobytes()) == 4.0
     assert colour_difference(brown.tobytes(), black.tobytes()) == 90.0
     assert colour_difference(white.tobytes(), white.tobytes()) == 0.0
+
+
+def test_products_sharing_one_photo_are_told_apart(demo_catalog, embedder, tmp_path):
+    """Two products of a CSV naming the same photo: the store's duplicate report names both
+    products, not the same path twice."""
+    import shutil
+
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    photos = sorted((demo_catalog / "relogio_feminino").glob("*.jpg"))[:2]
+    folder = tmp_path / "catalog" / "relogio_feminino"
+    folder.mkdir(parents=True)
+    for photo in photos:
+        shutil.copyfile(photo, folder / photo.name)
+    (tmp_path / "catalog" / "products.csv").write_text(
+        "product_id,image\n"
+        f"RED,relogio_feminino/{photos[0].name}\nBLUE,relogio_feminino/{photos[0].name}\n"
+        f"OTHER,relogio_feminino/{photos[1].name}\n")
+    store = open_store(tmp_path / "store", create=True)
+    report = index_catalog(tmp_path / "catalog", store, embedder, show_progress=False)
+    store.close()
+    path = f"relogio_feminino/{photos[0].name}"
+    assert report.duplicates == [[f"{path} (product BLUE)", f"{path} (product RED)"]]

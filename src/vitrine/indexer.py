@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,7 +199,8 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
 
 def store_duplicates(store: VectorStore, root: Path,
                      rules: DuplicateRules | None = None) -> list[list[str]]:
-    """Duplicate groups among all stored products, as image paths."""
+    """Duplicate groups among all stored products, as image paths (with the product id when
+    products share one photo)."""
     ids, vectors = store.all_vectors()
     if len(ids) < 2:
         return []
@@ -206,8 +208,12 @@ def store_duplicates(store: VectorStore, root: Path,
     records = [by_id.get(pid) for pid in ids]
     if any(r is None for r in records):
         raise VitrineError("the store changed while looking for duplicates; run again.")
+    paths = [_display_path(Path(r.image), root) for r in records]
+    shared = {p for p, n in Counter(paths).items() if n > 1}
+    keys = [f"{p} (product {r.product_id})" if p in shared else p  # one photo, two products
+            for p, r in zip(paths, records, strict=True)]
     groups = find_duplicates(
-        [_display_path(Path(r.image), root) for r in records], vectors,
+        keys, vectors,
         [r.phash for r in records], [r.thumb for r in records],
         [r.content_sha256 for r in records], rules)
     return [list(map(str, g)) for g in groups]
