@@ -4,6 +4,7 @@ deleted ones, report skipped files and duplicate groups."""
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -165,8 +166,9 @@ def _uploaded(store: VectorStore, uploads: Path | None, stored: dict) -> set[str
     product's photo path when that folder holds no file)."""
     if uploads is None or not uploads.is_dir() or next(uploads.iterdir(), None) is None:
         return set()
+    # abspath: a store written before paths were absolute named them from its folder
     return {pid for pid, image in store.images().items()
-            if pid in stored and Path(image).parent == uploads}
+            if pid in stored and Path(os.path.abspath(image)).parent == uploads}
 
 
 def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: VectorStore,
