@@ -115,3 +115,29 @@ def test_cli_index_and_search_on_milvus_lite(small_catalog, weights_path, tmp_pa
     query = sorted((small_catalog / "x_bolsa_feminina").glob("*.jpg"))[0]
     result = json.loads(cli("search", "--store", uri, "--k", "3", "--json", query))
     assert result["results"][0]["image"].endswith(query.name)
+
+
+ODD_IDS = ['a"b', "a\\b", "it's", "ç/ã", 'a\\"b', '"', "calçados/sandália 1.jpg"]
+
+
+def test_ids_with_quotes_backslashes_and_accents(mstore, monkeypatch):
+    """Ids the API and catalogues accept work on Milvus too: looked up, listed page by page
+    (one row per page here, so every odd id becomes the paging cursor), excluded from their
+    own results and deleted. Each of them used to fail, or hang Milvus Lite's parser."""
+    from vitrine.store import milvus_store
+
+    monkeypatch.setattr(milvus_store, "PAGE", 1)
+    mstore.upsert([record(pid, unit(1, 0.1 * i), name=f"Sandália {i}")
+                   for i, pid in enumerate(ODD_IDS)])
+    for pid in ODD_IDS:
+        assert mstore.get(pid).product_id == pid
+        assert mstore.vector(pid) is not None
+    assert set(mstore.fingerprints()) == {"a", "b", "c", "e", *ODD_IDS}
+    hits = mstore.search(unit(1, 0), 20, exclude='a\\"b')
+    assert len(hits) == 10 and 'a\\"b' not in {m.product.product_id for m in hits}
+    named = [p.product_id for p in mstore.list_products(query="SANDÁLIA", limit=100)]
+    assert sorted(named) == sorted(ODD_IDS)  # any case, as the embedded store
+    mstore.update_metadata([Product("it's", mstore.get("it's").image, category="x")])
+    assert mstore.get("it's").category == "x"
+    assert mstore.delete(ODD_IDS) == len(ODD_IDS) and mstore.count() == 4
+    assert mstore.get('a"b') is None and mstore.get("nope\\\"") is None

@@ -25,8 +25,30 @@ FIELDS = ["product_id", "image", "category", "name", "price", "description", "at
 PAGE = 1000
 
 
-def _quote(value: str) -> str:
-    return json.dumps(value)  # a double-quoted string literal with escapes, valid in filters
+def _quote(value: str | list[str]) -> str:
+    """A filter literal: a double-quoted string (or a list of them) with JSON's escapes for
+    quotes and backslashes, other characters as they are (Milvus rejects \\u escapes)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _escaped_cursor(iterator) -> None:
+    """pymilvus's query iterator pages with ``product_id > "<last id>"`` written without
+    escapes, so an id holding a quote or a backslash breaks the next page's filter (or sends
+    Milvus Lite's parser into a loop). Give this iterator a cursor that escapes it."""
+    name = "_QueryIterator__setup_next_expr"
+    if not hasattr(iterator, name) or not hasattr(iterator, "_next_id"):
+        return
+
+    def setup_next_expr() -> str:
+        expr, last = iterator._expr, iterator._next_id
+        if last is None:
+            return expr
+        op = ">=" if iterator._has_element_cursor() else ">"
+        bound = _quote(last) if iterator._pk_str else last
+        cursor = f"{iterator._pk_field_name} {op} {bound}"
+        return f"{cursor} and ({expr})" if expr else cursor
+
+    setattr(iterator, name, setup_next_expr)
 
 
 def _to_product(row: dict) -> StoredProduct:
@@ -134,7 +156,7 @@ class MilvusStore:
 
     def update_metadata(self, products: Sequence[Product]) -> None:
         for p in products:
-            old = self._rows(f"product_id == {_quote(p.product_id)}", FIELDS + ["vector"])
+            old = self._lookup([p.product_id], FIELDS + ["vector"])
             if old:
                 row = old[0]
                 self.client.upsert(self.collection, [self._row(
@@ -145,9 +167,10 @@ class MilvusStore:
         ids = list(product_ids)
         if not ids or not self._has_products():
             return 0
-        present = self._rows(f"product_id in {json.dumps(ids)}", ["product_id"])
-        if present:
-            self.client.delete(self.collection, ids=[r["product_id"] for r in present])
+        present = [r["product_id"] for r in self._lookup(ids, ["product_id"])]
+        for i in range(0, len(present), PAGE):  # by filter: delete(ids=) does not escape them
+            self.client.delete(self.collection,
+                               filter=f"product_id in {_quote(present[i:i + PAGE])}")
         return len(present)
 
     def flush(self) -> None:
@@ -155,23 +178,35 @@ class MilvusStore:
             self.client.flush(self.collection)
 
     # ---- reads ----------------------------------------------------------------------------
+    def _lookup(self, ids: list[str], fields: list[str]) -> list[dict]:
+        """The rows of these ids (a plain query per page of ids, no iterator)."""
+        if not ids or not self._has_products():
+            return []
+        out: list[dict] = []
+        for i in range(0, len(ids), PAGE):
+            page = ids[i:i + PAGE]
+            out += self.client.query(self.collection, filter=f"product_id in {_quote(page)}",
+                                     output_fields=fields, limit=len(page))
+        return out
+
     def _rows(self, expr: str, fields: list[str]) -> list[dict]:
         if not self._has_products():
             return []
         out: list[dict] = []
         iterator = self.client.query_iterator(self.collection, batch_size=PAGE, filter=expr,
                                               output_fields=fields)
+        _escaped_cursor(iterator)
         while batch := iterator.next():
             out.extend(batch)
         iterator.close()
         return out
 
     def get(self, product_id: str) -> StoredProduct | None:
-        rows = self._rows(f"product_id == {_quote(product_id)}", FIELDS)
+        rows = self._lookup([product_id], FIELDS)
         return _to_product(rows[0]) if rows else None
 
     def vector(self, product_id: str) -> np.ndarray | None:
-        rows = self._rows(f"product_id == {_quote(product_id)}", ["vector"])
+        rows = self._lookup([product_id], ["vector"])
         return np.asarray(rows[0]["vector"], dtype=np.float32) if rows else None
 
     def fingerprints(self) -> dict[str, tuple[str, str]]:
@@ -197,11 +232,10 @@ class MilvusStore:
         expr = ['product_id != ""']
         if category:
             expr.append(f"category == {_quote(category)}")
-        if query:
-            pattern = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            expr.append(f"(name like {_quote('%' + pattern + '%')} or "
-                        f"product_id like {_quote('%' + pattern + '%')})")
         rows = [_to_product(r) for r in self._rows(" and ".join(expr), FIELDS)]
+        if query:  # in any case, as SQLite's LIKE in the embedded store (Milvus' like is not)
+            needle = query.lower()
+            rows = [p for p in rows if needle in p.name.lower() or needle in p.product_id.lower()]
         rows.sort(key=lambda p: (p.category, p.name, p.product_id))
         return rows[offset:offset + limit]
 
