@@ -331,7 +331,8 @@ def _index_cli(catalog: Path, store: Path, weights: Path) -> dict:
 
 
 def test_reindexing_leaves_products_added_through_the_api(writable, small_catalog, rows,
-                                                          weights_path):
+                                                          weights_path, tmp_path):
+    from vitrine.migrate import migrate_store
     from vitrine.store import open_store
 
     client, store = writable
@@ -369,7 +370,13 @@ def test_reindexing_leaves_products_added_through_the_api(writable, small_catalo
     assert (report["indexed"], report["removed"], report["uploaded"]) == (1, 0, 1)
     db = open_store(store)
     assert db.get(replaced).name == rows[3]["name"] and db.count() == 49
+    # copied into another store (whose own upload folder is empty), novo-1 is still known
+    moved = open_store(tmp_path / "moved", create=True)
+    migrate_store(db, moved, show_progress=False)
     db.close()
+    moved.close()
+    report = _index_cli(small_catalog, tmp_path / "moved", weights_path)
+    assert (report["removed"], report["uploaded"], report["unchanged"]) == (0, 1, 48)
 
 
 def test_category_counts_are_shared_for_a_while(settings, small_store, embedder, monkeypatch):

@@ -15,6 +15,10 @@ from vitrine.images import is_image_path
 
 CSV_NAME = "products.csv"
 CORE_COLUMNS = ("product_id", "image", "category", "name", "price", "description")
+UPLOADED = "u:"
+"""Prefix of the metadata hash of a product added or replaced through the API (the hash then
+keeps 62 hex digits: 64 characters, as the stores' column allows): `vitrine index` leaves
+such products alone; the mark survives `vitrine migrate`."""
 
 
 @dataclass
@@ -28,6 +32,8 @@ class Product:
     price: float | None = None
     description: str = ""
     attributes: dict[str, str] = field(default_factory=dict)
+    uploaded: bool = False
+    """Added or replaced through the API, not by a catalogue."""
 
     def metadata(self) -> dict:
         """Everything except the image path, as plain JSON-able values."""
@@ -38,7 +44,8 @@ class Product:
     def metadata_hash(self) -> str:
         """Changes when any stored field other than the photo's content changes."""
         blob = json.dumps({**self.metadata(), "image": str(self.image)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        digest = hashlib.sha256(blob.encode()).hexdigest()
+        return UPLOADED + digest[:64 - len(UPLOADED)] if self.uploaded else digest
 
 
 _CURRENCY = re.compile(r"^(?:R\$|US\$|\$|BRL|USD)?\s*", re.IGNORECASE)

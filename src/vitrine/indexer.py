@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine.catalog import Product, read_catalog
+from vitrine.catalog import UPLOADED, Product, read_catalog
 from vitrine.dedupe import DuplicateRules, find_duplicates
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
@@ -96,9 +96,9 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     """Bring ``store`` in line with the catalogue folder. Commits every ``commit_every``
     products, so an interrupted run keeps its work and a rerun continues from there.
 
-    Products whose photo lies in ``uploads`` (``vitrine.store.upload_folder``: added or replaced
-    through the API) are left as they are, even when the catalogue lacks or lists their id;
-    ``report.uploaded`` counts them.
+    Products added or replaced through the API (marked so; or, stored before the mark, with
+    their photo in ``uploads``, see ``vitrine.store.upload_folder``) are left as they are, even
+    when the catalogue lacks or lists their id; ``report.uploaded`` counts them.
 
     With ``shard=(i, n)`` only the products of shard ``i`` are added, updated or removed, so
     ``n`` processes (or machines) can index one catalogue into one Milvus store together."""
@@ -162,13 +162,15 @@ def _utf8(text: str) -> bool:
 
 
 def _uploaded(store: VectorStore, uploads: Path | None, stored: dict) -> set[str]:
-    """Ids among ``stored`` whose photo is in the ``uploads`` folder (skips the scan of every
-    product's photo path when that folder holds no file)."""
+    """Ids among ``stored`` added or replaced through the API: marked so (their metadata hash),
+    or, for products stored before the mark existed, with their photo in the ``uploads``
+    folder (that scan is skipped when the folder holds no file)."""
+    marked = {pid for pid, (_, meta) in stored.items() if meta.startswith(UPLOADED)}
     if uploads is None or not uploads.is_dir() or next(uploads.iterdir(), None) is None:
-        return set()
+        return marked
     # abspath: a store written before paths were absolute named them from its folder
-    return {pid for pid, image in store.images().items()
-            if pid in stored and Path(os.path.abspath(image)).parent == uploads}
+    return marked | {pid for pid, image in store.images().items()
+                     if pid in stored and Path(os.path.abspath(image)).parent == uploads}
 
 
 def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: VectorStore,

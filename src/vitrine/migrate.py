@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vitrine.catalog import Product
+from vitrine.catalog import UPLOADED, Product
 from vitrine.errors import StoreError
 from vitrine.progress import progress_bar
 from vitrine.store.base import Record, VectorStore
@@ -27,13 +27,15 @@ def migrate_store(source: VectorStore, target: VectorStore, *,
         target.set_manifest(manifest)
     ids, vectors = source.all_vectors()
     by_id = {p.product_id: p for p in source.list_products(limit=len(ids) + 1)}
+    marks = source.fingerprints()
     batch: list[Record] = []
     with progress_bar("Copying", len(ids), enabled=show_progress, unit="products") as adv:
         for pid, vector in zip(ids, vectors, strict=True):
             stored = by_id[pid]
             product = Product(product_id=pid, image=Path(stored.image),
                               category=stored.category, name=stored.name, price=stored.price,
-                              description=stored.description, attributes=stored.attributes)
+                              description=stored.description, attributes=stored.attributes,
+                              uploaded=marks[pid][1].startswith(UPLOADED))
             batch.append(Record(product, stored.content_sha256, stored.phash, stored.thumb,
                                 vector))
             if len(batch) >= BATCH:

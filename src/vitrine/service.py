@@ -173,7 +173,8 @@ class VitrineService:
                              "through the API.")
         photo = folder / f"{sha}{image_suffix(data)}"
         product = Product(product_id=fields.product_id, image=photo, category=fields.category,
-                          name=fields.name, price=fields.price, description=fields.description)
+                          name=fields.name, price=fields.price, description=fields.description,
+                          uploaded=True)
         with self._writer() as writer:
             check_manifest(writer, self.embedder)
             previous = writer.get(fields.product_id)
