@@ -133,3 +133,18 @@ def test_photo_paths_do_not_depend_on_the_working_folder(tmp_path, monkeypatch):
     relative = open_store(Path("rel"), create=True)
     assert relative.root == tmp_path / "rel" and relative.root.is_absolute()
     relative.close()
+
+
+def test_a_full_disk_is_one_sentence_and_loses_nothing(store):
+    """SQLite's 'database or disk is full' (here: a page limit) rolls the write back; the
+    store says so in one sentence instead of a second error from a rollback that found no
+    transaction, keeps what it had, and writes again once there is room."""
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count = {pages}")
+    many = [record(f"n{i}", unit(1, i / 100), description="x" * 2000) for i in range(50)]
+    with pytest.raises(StoreError, match="is full; nothing was written"):
+        store.upsert(many)
+    assert store.count() == 4 and store.get("a") is not None
+    store.db.execute(f"PRAGMA max_page_count = {pages * 1000}")
+    store.upsert(many)
+    assert store.count() == 54

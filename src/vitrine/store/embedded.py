@@ -123,8 +123,12 @@ class EmbeddedStore:
                 "INSERT INTO meta(key, value) VALUES('generation', '1') ON CONFLICT(key) "
                 "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
             self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
+        except BaseException as exc:
+            if self.db.in_transaction:  # SQLite may have rolled back already (disk full)
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+                raise StoreError(f"the disk holding the store {self.root} is full; nothing "
+                                 "was written (free some space and try again).") from None
             raise
 
     @contextlib.contextmanager
