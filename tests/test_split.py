@@ -71,3 +71,19 @@ def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
     assert Counter(given.values()) == {"train": 6, "val": 2, "test": 2}
     assert {p.category for p in products} == {"relogio_feminino", "salto_feminino"}
     assert find_split_folders(tmp_path / "treino") is None
+
+
+def test_train_and_val_folders_without_test_carve_the_test_split(tmp_path):
+    """``train`` + ``val`` folders are a given split (not two categories named so); the test
+    split is carved out of training, stratified."""
+    for split in ("train", "val"):
+        (tmp_path / split / "bolsa").mkdir(parents=True)
+    assert set(find_split_folders(tmp_path)) == {"train", "val"}
+    assert find_split_folders(tmp_path / "train") is None
+    products = _products(30)
+    given = {p.product_id: ("val" if i < 6 else "train") for i, p in enumerate(products)}
+    split = make_split(products, [], Settings(), given)
+    counts = split.counts()
+    assert counts["val"] == 6 and counts["test"] > 0 and counts["train"] + counts["test"] == 24
+    assert all(given[pid] == "train" for pid in split.ids("test"))
+    assert {products[int(pid[1:])].category for pid in split.ids("test")} == {"a", "b"}

@@ -111,7 +111,8 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
 
 def find_split_folders(root: Path) -> dict[str, Path] | None:
     """The ``train``/``val``/``test`` sub-folders (Portuguese names too) of a catalogue that is
-    already split, or None. A split catalogue needs at least train and test folders."""
+    already split, or None. A split catalogue needs a train folder and a val or test one
+    (``train`` and ``val`` alone must not become two categories named so)."""
     root = Path(root)
     if not root.is_dir():
         return None
@@ -122,7 +123,7 @@ def find_split_folders(root: Path) -> dict[str, Path] | None:
             if name in children:
                 found[split] = children[name]
                 break
-    return found if {"train", "test"} <= set(found) else None
+    return found if "train" in found and len(found) >= 2 else None
 
 
 def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None]:
@@ -145,8 +146,8 @@ def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None
 
 def make_split(products: Sequence[Product], groups: list[list[str]], settings: Settings,
                given: dict[str, str] | None = None) -> Split:
-    """Split ``products``: keep the ``given`` folder split (carving validation out of
-    training when there is no validation folder), else make a seeded stratified split."""
+    """Split ``products``: keep the ``given`` folder split (carving validation or test out of
+    training when that folder is missing), else make a seeded stratified split."""
     index = {p.product_id: i for i, p in enumerate(products)}
     idx_groups = [[index[pid] for pid in g if pid in index] for g in groups]
     labels = [p.category for p in products]
@@ -157,11 +158,13 @@ def make_split(products: Sequence[Product], groups: list[list[str]], settings: S
         return Split(assignment, "seeded", settings.train_seed,
                      {"val": val, "test": test}, groups)
     assignment = dict(given)
-    if "val" not in set(given.values()):
+    present = set(given.values())
+    if "val" not in present or "test" not in present:
         train = [i for i, p in enumerate(products) if given[p.product_id] == "train"]
         local = {i: j for j, i in enumerate(train)}
         sub_groups = [[local[i] for i in g if i in local] for g in idx_groups]
-        names = group_split([labels[i] for i in train], sub_groups, val / (1 - test), 0.0,
+        fractions = (val / (1 - test), 0.0) if "val" not in present else (0.0, test / (1 - val))
+        names = group_split([labels[i] for i in train], sub_groups, *fractions,
                             settings.train_seed)
         for i, name in zip(train, names, strict=True):
             assignment[products[i].product_id] = name
