@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -195,3 +196,31 @@ def test_every_command_help_renders():
         assert "Usage" in result.output
     store_help = runner.invoke(app, ["index", "--help"], terminal_width=200).output
     assert "milvus://HOST:PORT[/COLLECTION]" in store_help
+
+
+def test_json_output_is_strict_json(capsys):
+    """Metrics of an empty set are NaN in Python; JSON has no NaN, so they print as null."""
+    from vitrine.cli import _print_json
+
+    _print_json({"acc": float("nan"), "acc_ci95": [float("nan"), 1.0], "n": 0,
+                 "inner": {"f1": float("inf")}})
+    out = capsys.readouterr().out
+    assert "NaN" not in out and "Infinity" not in out
+    assert json.loads(out) == {"acc": None, "acc_ci95": [None, 1.0], "n": 0,
+                               "inner": {"f1": None}}
+
+
+@pytest.mark.parametrize("name, value", [
+    ("VITRINE_TRAIN_BATCH_SIZE", "0"), ("VITRINE_TRAIN_DROPOUT", "2"),
+    ("VITRINE_TRAIN_PHASE1_LR", "-1"), ("VITRINE_TRAIN_VIEWS", "0"),
+    ("VITRINE_TRAIN_PHASE1_EPOCHS", "-1"), ("VITRINE_TRAIN_VAL_FRACTION", "1.5"),
+    ("VITRINE_BATCH_SIZE", "0"), ("VITRINE_RESIZE", "bogus")])
+def test_out_of_range_settings_are_one_sentence(monkeypatch, name, value):
+    """Refused when read, before any photo (they used to fail after reading every photo, or
+    train with a negative number of epochs)."""
+    from vitrine.config import load_settings
+    from vitrine.errors import VitrineError
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(VitrineError, match=f"^setting {name}='{re.escape(value)}': "):
+        load_settings()

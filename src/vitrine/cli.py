@@ -4,6 +4,7 @@ sentence on stderr and exit with status 2."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -47,8 +48,20 @@ def _settings(weights: Path | None = None, model: Path | None = None) -> Setting
     return settings
 
 
+def _finite(value):
+    """``value`` with NaN and infinities as None (JSON has no NaN: metrics of an empty set)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _print_json(data: dict) -> None:
-    text = json.dumps(data, ensure_ascii=False)
+    data = _finite(data)
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a file name that is not UTF-8: \u escapes keep it valid JSON

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ResizePolicy = Literal["pad", "crop", "squash"]
+Positive = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+"""A share of the photos, a dropout or a smoothing: at least 0, below 1."""
+Rate = Annotated[float, Field(gt=0.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
 
 
 class Settings(BaseSettings):
@@ -32,15 +38,15 @@ class Settings(BaseSettings):
     """How a photo becomes a square input. Measured (benchmarks/retrieval_quality.py, 3 seeds):
     category P@5 crop 0.887, squash 0.885, pad 0.880; on 60×80 photos 0.824 / 0.807 / 0.798."""
     device: str = "cpu"
-    threads: int = 0
+    threads: Count = 0
     """Intra-op threads of the inference engine (torch or ONNX Runtime); 0: one per core."""
 
     # Embedding pipeline
-    batch_size: int = 4
+    batch_size: Positive = 4
     """Images per forward pass; small batches measured fastest on CPU (cache-bound): ONNX
     Runtime 304 images/s at 4, 236 at 8, 89 at 16 (benchmarks/embed_throughput.py --engines)."""
-    decode_workers: int = 2
-    max_image_pixels: int = 40_000_000
+    decode_workers: Count = 2
+    max_image_pixels: Positive = 40_000_000
     """Images that would decode to more pixels are refused before decoding (decompression-bomb
     guard). JPEGs count at the reduced scale they decode at for the model (a 50-MP phone photo
     decodes at 1/8), so large phone photos pass."""
@@ -48,7 +54,7 @@ class Settings(BaseSettings):
     # Inference engine (measured in benchmarks/embed_throughput.py; see README "Speed")
     engine: Literal["torch", "onnx"] = "onnx"
     """'onnx' (ONNX Runtime over the exported network) or 'torch' (eager); same vectors."""
-    interop_threads: int = 1
+    interop_threads: Count = 1
     """Inter-op threads of ONNX Runtime (the network is a chain: 1 is enough)."""
     onnx_spinning: bool = False
     """Let ONNX Runtime's idle threads spin; off leaves the cores to the decode workers."""
@@ -62,18 +68,18 @@ class Settings(BaseSettings):
     index_fp16: bool | None = None
     """Store the index's vectors as fp16 (half the memory; scores within ~1e-3); unset: fp16
     for the approximate kinds, fp32 for the exact one."""
-    ann_min_items: int = 100_000
+    ann_min_items: Count = 100_000
     """Stores with at least this many products get the approximate index under 'auto' (an
     exact single query scans every vector: tens of ms from about 100,000 up)."""
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 64
-    hnsw_ef_search: int = 256
+    hnsw_m: Positive = 32
+    hnsw_ef_construction: Positive = 64
+    hnsw_ef_search: Positive = 256
     """HNSW search breadth: higher is slower with better recall."""
-    ivf_nlist: int = 0
+    ivf_nlist: Count = 0
     """IVF lists; 0 picks about 2·√n."""
-    ivf_nprobe: int = 16
+    ivf_nprobe: Positive = 16
     """IVF lists searched per query: higher is slower with better recall."""
-    filter_exact_max: int = 20_000
+    filter_exact_max: Count = 20_000
     """A category filter with at most this many products is searched exactly over them."""
 
     # Stores
@@ -81,7 +87,7 @@ class Settings(BaseSettings):
     """Credentials for milvus:// stores: 'user:password' or an API key."""
 
     # Duplicates
-    dup_phash_distance: int = 6
+    dup_phash_distance: Count = 6
     """Hamming distance (of 64 bits) at or below which two perceptual hashes agree."""
     dup_thumb_cosine: float = 0.985
     """Cosine similarity of 16×16 colour thumbnails for a (resized/recompressed) duplicate."""
@@ -95,25 +101,25 @@ class Settings(BaseSettings):
     """A trained model folder (``vitrine train --out``); embeds with it instead of the
     pretrained backbone."""
     train_seed: int = 0
-    train_val_fraction: float = 0.15
-    train_test_fraction: float = 0.15
-    train_views: int = 4
+    train_val_fraction: Fraction = 0.15
+    train_test_fraction: Fraction = 0.15
+    train_views: Positive = 4
     """Views of each training photo passed once through the frozen layers: the photo itself
     plus ``views - 1`` random augmentations; each epoch draws one view per photo."""
-    train_batch_size: int = 32
-    train_head_units: int = 256
-    train_dropout: float = 0.3
-    train_label_smoothing: float = 0.1
-    train_class_weight_power: float = 0.5
+    train_batch_size: Positive = 32
+    train_head_units: Count = 256
+    train_dropout: Fraction = 0.3
+    train_label_smoothing: Fraction = 0.1
+    train_class_weight_power: NonNegative = 0.5
     """Class-imbalance handling: loss weights ∝ (photos of the class)^-power. Measured
     (benchmarks/train_quality.py, 3 seeds, held-out accuracy, before refit existed): 0.5 →
     0.944, 1.0 → 0.920 (full inverse frequency over-predicts the 13 loafers and women's
     watches)."""
-    train_weight_decay: float = 1e-4
-    train_phase1_epochs: int = 40
-    train_phase1_lr: float = 1e-3
-    train_phase2_epochs: int = 12
-    train_phase2_lr: float = 2e-4
+    train_weight_decay: NonNegative = 1e-4
+    train_phase1_epochs: Count = 40
+    train_phase1_lr: Rate = 1e-3
+    train_phase2_epochs: Count = 12
+    train_phase2_lr: Rate = 2e-4
     train_companion: str = ""
     """A second pretrained backbone (a registry name, e.g. efficientnet_lite0) kept frozen
     whole; its pooled features join the main backbone's as the head's input and in the
@@ -130,12 +136,12 @@ class Settings(BaseSettings):
     """After both phases, train again from the start on the training and validation photos
     together, replaying each phase up to its best epoch with the learning rates it had (the
     schedule validation chose); the test photos stay unseen."""
-    train_patience: int = 5
+    train_patience: Count = 5
     """Early stopping: epochs without a lower validation loss before a phase stops."""
-    train_lr_patience: int = 2
+    train_lr_patience: Count = 2
     """Epochs without a lower validation loss before the learning rate is reduced."""
-    train_lr_factor: float = 0.3
-    train_min_lr: float = 1e-6
+    train_lr_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
+    train_min_lr: NonNegative = 1e-6
     train_embedding: str = "imagenet+probs"
     """Layer a trained model embeds with (see vitrine.models.EMBEDDING_LAYERS). Chosen by
     benchmarks/train_quality.py: the best category precision@5 of photos outside the index
@@ -149,7 +155,7 @@ class Settings(BaseSettings):
     # Web app and REST API
     api_key: str | None = None
     """Bearer key for the endpoints that change the store; None refuses them (403)."""
-    max_upload_bytes: int = 10_000_000
+    max_upload_bytes: Positive = 10_000_000
     """Uploaded photos larger than this are refused (413)."""
     upload_dir: Path | None = None
     """Folder for photos of products added through the API; default STORE/uploads (needed

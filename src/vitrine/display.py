@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.table import Table
 
-from vitrine.store.base import Match
+if TYPE_CHECKING:  # importing the store would load torch before the CLI handles Ctrl+C
+    from vitrine.store.base import Match
 
 
 def results_table(title: str, matches: list[Match]) -> Table:
