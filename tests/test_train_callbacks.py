@@ -18,6 +18,13 @@ def test_early_stopping_counts_epochs_without_improvement():
     assert not stop.step(0.6, 5) and stop.should_stop
 
 
+def test_patience_zero_stops_at_the_first_epoch_without_improvement():
+    stop = EarlyStopping(patience=0)
+    assert stop.step(1.0, 1) and not stop.should_stop  # it stopped here before
+    assert stop.step(0.8, 2) and not stop.should_stop
+    assert not stop.step(0.9, 3) and stop.should_stop
+
+
 def test_best_checkpoint_restores_and_writes(tmp_path):
     model = nn.Linear(2, 1)
     ckpt = BestCheckpoint(model, tmp_path / "best.pt")

@@ -116,8 +116,11 @@ def test_a_failed_training_leaves_the_model_folder_as_it_was(trained, tmp_path, 
     catalog, model, _ = trained
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "notes.txt").write_text("mine")
     for out, says in ((afile, "is a file"), (afile / "sub", "cannot create"),
-                      (catalog, "holds other files")):
+                      (outside, "holds other files"), (catalog / "model", "inside the catalogue")):
         proc = run_subprocess("train", catalog, "--out", out, env=env)
         assert proc.returncode == 2 and says in proc.stderr and "Reading" not in proc.stderr
         assert proc.stderr.count("\n") == 1
@@ -131,6 +134,22 @@ def test_a_failed_training_leaves_the_model_folder_as_it_was(trained, tmp_path, 
     assert proc.returncode == 2 and "two categories" in proc.stderr
     assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["m"]
+
+
+def test_train_into_the_current_folder_and_over_a_model(trained, tmp_path, env):
+    """'--out .' in an empty folder, then again over the model it wrote: the folder itself
+    stays (a shell may be in it), its contents are the new model, nothing is left beside it."""
+    catalog, _, _ = trained
+    here = tmp_path / "here"
+    here.mkdir()
+    for _ in range(2):
+        proc = subprocess.run([*CLI, "train", str(catalog), "--out", ".", "--json"],
+                              capture_output=True, text=True, cwd=here,
+                              env={**os.environ, **env}, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        assert (here / "model.json").is_file() and (here / "report.md").is_file()
+        assert [p.name for p in tmp_path.iterdir()] == ["here"]
+        assert not any(p.name.startswith(".") for p in here.iterdir())
 
 
 def test_imagenet_layer_is_the_pretrained_embedder(trained, embedder):
@@ -308,3 +327,56 @@ def test_misclassified_rows_and_report_section(tmp_path, demo_catalog):
                                         "category.", ""]
     out = plot_misclassified(rows, tmp_path / "m.png")
     assert out.stat().st_size > 5_000
+
+
+def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
+    """Photos training could not read were only in summary.json; the terminal and report.md
+    now say how many and which (a name with [brackets] stays text, not rich markup)."""
+    from rich.console import Console
+
+    from vitrine.report import markdown_report
+    from vitrine.train_display import training_lines
+
+    _, _, summary = trained
+    bad = [{"product_id": f"x/[{i}].jpg", "reason": "not a recognised image format."}
+           for i in range(12)]
+    summary = {**summary, "history": [], "unreadable_photos": bad}
+    report = markdown_report(summary)
+    assert "12 photo(s) could not be read and were left out of training:" in report
+    assert "- x/[0].jpg: not a recognised image format." in report
+    assert "… and 2 more (summary.json)" in report
+    console = Console(record=True, width=120)
+    for line in training_lines(summary):
+        console.print(line)
+    text = console.export_text()
+    assert "12 photo(s) could not be read" in text and "x/[3].jpg" in text
+    assert not any("could not be read" in line for line in markdown_report(
+        {**summary, "unreadable_photos": []}).splitlines())
+
+
+def test_demo_without_training_after_a_trained_demo_rebuilds_its_store(trained, weights_path,
+                                                                       tmp_path):
+    """The demo's own store follows the model of the run: trained, then --no-train (it said
+    'the store was built with a different model' and stopped)."""
+    from rich.console import Console
+
+    from vitrine.config import Settings
+    from vitrine.demo import run_demo
+    from vitrine.store import open_store
+
+    catalog, model_dir, _ = trained
+    out = tmp_path / "demo-output"
+    shutil.copytree(model_dir, out / "model")  # the same data and settings: reused, not trained
+    overrides = {k.removeprefix("VITRINE_").lower(): v for k, v in TINY.items()}
+    settings = Settings(weights=weights_path, **overrides)
+    console = Console(record=True, width=200)
+    for train in (True, False):
+        summary = run_demo(catalog, out / "store", out, settings.model_copy(
+            update={"demo_train": train}), 3, console=console)
+        assert summary["index"]["indexed"] == len(list(catalog.rglob("*.jpg")))  # anew
+        store = open_store(out / "store")
+        assert store.manifest().embedding != "pooled" if train else \
+            store.manifest().embedding == "pooled"
+        store.close()
+    text = console.export_text()
+    assert "Reusing the model" in text and "rebuilding it" in text

@@ -27,8 +27,9 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
 
     read_catalog(catalog)
     if settings.model is None and settings.demo_train:
-        settings = _trained(catalog, out_dir, store_dir, settings, console)
+        settings = _trained(catalog, out_dir, settings, console)
     embedder = Embedder.from_settings(settings)
+    _drop_stale_store(store_dir, out_dir, embedder, console)
     store = open_store(store_dir, create=True)
     try:
         report = index_catalog(catalog, store, embedder,
@@ -69,26 +70,31 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     return summary
 
 
-def _trained(catalog: Path, out_dir: Path, store_dir: Path, settings: Settings,
+def _trained(catalog: Path, out_dir: Path, settings: Settings,
              console: Console) -> Settings:
     """Train on the demo catalogue, or reuse the model trained from the same photos and
-    settings; a demo store (inside ``out_dir``) made with another model is rebuilt."""
-    import shutil
-
-    from vitrine.trained import ensure_model, load_model
+    settings."""
+    from vitrine.trained import ensure_model
 
     model_dir, reused = ensure_model(catalog, out_dir / "model", settings)
     console.print(f"{'Reusing' if reused else 'Trained'} the model in {model_dir} (report: "
                   f"{model_dir / 'report.md'}).")
-    settings = settings.model_copy(update={"model": model_dir})
-    if store_dir.is_dir() and store_dir.resolve().is_relative_to(out_dir.resolve()):
-        store = open_store(store_dir)
-        try:
-            stale = store.manifest() not in (None, load_model(model_dir).manifest)
-        finally:
-            store.close()
-        if stale:
-            console.print(f"The demo store {store_dir} was made with another model; "
-                          "rebuilding it.")
-            shutil.rmtree(store_dir)
-    return settings
+    return settings.model_copy(update={"model": model_dir})
+
+
+def _drop_stale_store(store_dir: Path, out_dir: Path, embedder: Embedder,
+                      console: Console) -> None:
+    """A demo store (inside ``out_dir``) made with another model than this run's (trained
+    or not) is rebuilt; a store elsewhere is the user's and is never deleted."""
+    import shutil
+
+    if not (store_dir.is_dir() and store_dir.resolve().is_relative_to(out_dir.resolve())):
+        return
+    store = open_store(store_dir)
+    try:
+        stale = store.manifest() not in (None, embedder.manifest)
+    finally:
+        store.close()
+    if stale:
+        console.print(f"The demo store {store_dir} was made with another model; rebuilding it.")
+        shutil.rmtree(store_dir)

@@ -124,6 +124,17 @@ def _num(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
+def unreadable_lines(bad: list[dict], bullet: str, shown: int = 10) -> list[str]:
+    """A sentence on the photos training could not read (left out), and the first of them."""
+    if not bad:
+        return []
+    lines = [f"{len(bad)} photo(s) could not be read and were left out of training:"]
+    lines += [f"{bullet}{b['product_id']}: {b['reason']}" for b in bad[:shown]]
+    if len(bad) > shown:
+        lines.append(f"{bullet}… and {len(bad) - shown} more (summary.json)")
+    return [*lines, ""]
+
+
 def markdown_report(summary: dict) -> str:
     """The training report: the reference's table next to ours, figures and test details."""
     phases, test = summary["phases"], summary.get("test") or {}
@@ -134,6 +145,7 @@ def markdown_report(summary: dict) -> str:
         f"Split ({split['source']}): train {split['train']}, validation {split['val']}, "
         f"test {split['test']} photos; {split['duplicate_groups']} duplicate groups, "
         f"{len(split['crossing_groups'])} crossing splits.", "",
+        *unreadable_lines(summary.get("unreadable_photos") or [], "- "),
         "## Reference design vs Vitrine", "",
         "| model | phase | train acc | train loss | test acc | test loss |",
         "|---|---|---|---|---|---|",

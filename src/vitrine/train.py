@@ -57,6 +57,9 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
     model) only when everything is written: a failed or interrupted run leaves it as it was."""
     from vitrine.trained import staged_model_dir
 
+    if Path(out_dir).expanduser().resolve().is_relative_to(Path(catalog_dir).resolve()):
+        raise CatalogError(f"--out {out_dir} is inside the catalogue {catalog_dir}; its figures "
+                           "would be read as photos of a category next time. Put it outside.")
     with staged_model_dir(out_dir) as stage:
         return _train(catalog_dir, stage, Path(out_dir), settings, show_progress)
 
@@ -157,10 +160,10 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
     if len(classes) < 2:
         raise CatalogError("training needs photos of at least two categories in the training "
                            "split.")
-    if not parts["val"]:
-        raise CatalogError("the validation split is empty; add photos or raise "
-                           "VITRINE_TRAIN_VAL_FRACTION.")
     position = {c: i for i, c in enumerate(classes)}
+    if not any(p.category in position for p in parts["val"]):
+        raise CatalogError("the validation split has no photo of a category the training "
+                           "split has; add some or raise VITRINE_TRAIN_VAL_FRACTION.")
     caches = {}
     for name, items in parts.items():
         items = [p for p in items if p.category in position]  # untrained classes: unscored

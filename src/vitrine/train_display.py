@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
+
+from vitrine.report import unreadable_lines
 
 MISCLASSIFIED_LISTED = 10
 
@@ -16,6 +19,8 @@ def training_lines(summary: dict) -> list:
         f"{len(split['crossing_groups'])} crossing splits."]
     for group in split["crossing_groups"]:
         lines.append("  duplicates across splits: " + "  ≈  ".join(group))
+    lines += [Text(line) for line in  # Text: a name with [brackets] is not rich markup
+              unreadable_lines(summary.get("unreadable_photos") or [], "  ") if line]
     table = Table(title="Training", title_justify="left")
     for col in ("phase", "epochs", "best", "train acc", "val acc", "test acc", "test loss",
                 "seconds"):

@@ -59,7 +59,9 @@ class EarlyStopping:
 
     @property
     def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
+        """After ``patience`` epochs without improvement (patience 0: the first such epoch,
+        never right after an improving one)."""
+        return self.bad_epochs > 0 and self.bad_epochs >= self.patience
 
 
 class BestCheckpoint:

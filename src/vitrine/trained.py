@@ -80,7 +80,7 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
     error or Ctrl+C it is removed and ``out_dir`` stays as it was. ``out_dir`` must be new,
     empty or a model folder: any other folder is refused, so --out never deletes other
     files. Checked before any work."""
-    out_dir = Path(out_dir).expanduser()
+    out_dir = Path(out_dir).expanduser().resolve()  # '--out .' has a name and a parent
     if out_dir.exists():
         if not out_dir.is_dir():
             raise VitrineError(f"--out {out_dir} is a file; name a folder for the model.")
@@ -99,19 +99,33 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
     stage.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the model from other users
     try:
         yield stage
-        old = stage.with_suffix(".old") if out_dir.exists() else None
-        if old is not None:
-            os.replace(out_dir, old)
-        try:
+        if out_dir.exists():  # keep the folder itself (it may be the shell's current one)
+            _swap_contents(stage, out_dir)
+            shutil.rmtree(stage, ignore_errors=True)
+        else:
             os.replace(stage, out_dir)
-        except OSError:
-            if old is not None:
-                os.replace(old, out_dir)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _swap_contents(stage: Path, out_dir: Path) -> None:
+    """Put ``stage``'s files in ``out_dir`` in place of its own (an earlier model), which
+    end up in ``stage``: renames only, undone if one fails."""
+    old = [p for p in out_dir.iterdir()]
+    aside = stage / ".previous"
+    aside.mkdir()
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for path in old:
+            os.replace(path, aside / path.name)
+            moved.append((aside / path.name, path))
+        for path in [p for p in stage.iterdir() if p != aside]:
+            os.replace(path, out_dir / path.name)
+            moved.append((out_dir / path.name, path))
+    except OSError:
+        for now, before in reversed(moved):
+            os.replace(now, before)
         raise
 
 
