@@ -380,3 +380,16 @@ def test_demo_without_training_after_a_trained_demo_rebuilds_its_store(trained, 
         store.close()
     text = console.export_text()
     assert "Reusing the model" in text and "rebuilding it" in text
+
+
+def test_a_validation_folder_without_a_trained_category_is_one_sentence(trained, tmp_path,
+                                                                         env):
+    catalog, _, _ = trained
+    for split, category in (("train", "relogio_feminino"), ("train", "x_bolsa_feminina"),
+                            ("val", "salto_feminino"), ("test", "relogio_feminino")):
+        shutil.copytree(catalog / category, tmp_path / "c" / split / category)
+    proc = run_subprocess("train", tmp_path / "c", "--out", tmp_path / "m", env=env)
+    assert proc.returncode == 2, proc.stderr  # a KeyError traceback before
+    assert "validation split has no photo of a category the training split has" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "m").exists()
