@@ -116,7 +116,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                                                      description="Name or id contains.")] = None,
                       limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
                       offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0) -> ProductPage:
-        """Products in name order, filtered by category and name prefix."""
+        """Products in name order, filtered by category and by a part of the name or id."""
         found, more = service.products(category=category, query=q, limit=limit, offset=offset)
         return ProductPage(products=[product_out(p) for p in found], limit=limit,
                            offset=offset, has_more=more)
@@ -249,7 +249,7 @@ def create_app(settings: Settings, store: str | Path, *,
         return Health(status="ok", products=service.count(), model=service.embedder.spec.name)
 
     @app.api_route("/images/{product_id:path}", methods=["GET", "HEAD"], tags=["images"],
-             response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
+                   response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
     def product_image(product_id: str) -> FileResponse:
         """The photo of a product (as PNG when browsers cannot show its format, such as
         TIFF). Only stored products' photos are reachable."""

@@ -76,6 +76,11 @@ class Pages:
             image_url=image_url, product_path=product_path, percent=percent, summary=summary,
             category_label=category_label)
 
+    @property
+    def max_mb(self) -> str:
+        """The upload limit in MB, as the pages write it."""
+        return f"{self.settings.max_upload_bytes / 1_000_000:g}"
+
     def render(self, request: Request, name: str, lang: str, status: int = 200,
                **context: object) -> HTMLResponse:
         t = TEXT[lang]
@@ -91,7 +96,7 @@ class Pages:
             "price": lambda v: format_price(v, lang),
             "switch_url": _url(path, other, **params),
             "max_bytes": self.settings.max_upload_bytes,
-            "max_mb": f"{self.settings.max_upload_bytes / 1_000_000:g}",
+            "max_mb": self.max_mb,
             **context}, status_code=status)
 
     def error(self, request: Request, status: int, sentence: str) -> HTMLResponse:
@@ -100,11 +105,10 @@ class Pages:
         lang = pick_lang(request.query_params.get("lang"))
         t = TEXT[lang]
         key = ERROR_KEYS.get(status)
-        message = (t[key].format(mb=f"{self.settings.max_upload_bytes / 1_000_000:g}") if key
+        message = (t[key].format(mb=self.max_mb) if key
                    else sentence if lang == "en" else t["other_error"])
         return self.render(request, "error.html", lang, status, status_code=status,
                            message=message)
-
 
     def search_results(self, request: Request, lang: str, fragment: bool, status: int,
                        **context: object) -> HTMLResponse:
@@ -121,8 +125,7 @@ class Pages:
         lang = pick_lang(request.query_params.get("lang"))
         if request.url.path != "/search":
             return self.error(request, 413, "")
-        message = TEXT[lang]["too_large"].format(
-            mb=f"{self.settings.max_upload_bytes / 1_000_000:g}")
+        message = TEXT[lang]["too_large"].format(mb=self.max_mb)
         return self.search_results(request, lang, request.query_params.get("fragment") == "1",
                                    413, matches=None, message=message, guess=None,
                                    guess_linked=False, category="")
