@@ -350,9 +350,17 @@ def test_reindexing_leaves_products_added_through_the_api(writable, small_catalo
     assert client.post("/api/products", files=_upload(same_bytes), headers=auth,
                        data={"product_id": "copia"}).status_code == 201
 
+    # a photo saved by a server killed before it stored the product, and a file of the user's
+    orphan = store / "uploads" / (hashlib.sha256(b"lost").hexdigest() + ".jpg")
+    orphan.write_bytes(same_bytes)
+    (store / "uploads" / "notes.txt").write_text("mine")
+
     report = _index_cli(small_catalog, store, weights_path)
     assert (report["removed"], report["indexed"], report["updated"]) == (0, 0, 0)
     assert report["uploaded"] == 3 and report["unchanged"] == 47
+    assert report["orphan_photos"] == 1 and not orphan.exists()
+    assert (store / "uploads" / "notes.txt").read_text() == "mine"
+    assert len(list((store / "uploads").iterdir())) == 4  # the three products' photos + notes
     db = open_store(store)
     assert db.count() == 50 and db.get("novo-1").name == "Bolsa nova"
     assert db.get(replaced).name == "Substituído"

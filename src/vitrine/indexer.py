@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class IndexReport:
     removed: int = 0
     unchanged: int = 0
     uploaded: int = 0
+    orphan_photos: int = 0
     skipped: list[dict] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -34,6 +36,7 @@ class IndexReport:
     def as_dict(self) -> dict:
         return {"indexed": self.indexed, "updated": self.updated, "removed": self.removed,
                 "unchanged": self.unchanged, "uploaded": self.uploaded,
+                "orphan_photos": self.orphan_photos,
                 "skipped": self.skipped,
                 "duplicates": self.duplicates, "seconds": round(self.seconds, 3)}
 
@@ -147,6 +150,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
 
     keep = {p.product_id for p in products} | uploaded
     report.removed = store.delete(pid for pid in stored if pid not in keep)
+    if shard is None and store.exclusive_writer:
+        report.orphan_photos = _prune_orphan_photos(store, uploads)
     report.duplicates = store_duplicates(store, root, rules)
     store.flush()
     report.seconds = time.perf_counter() - started
@@ -171,6 +176,28 @@ def _uploaded(store: VectorStore, uploads: Path | None, stored: dict) -> set[str
     # abspath: a store written before paths were absolute named them from its folder
     return marked | {pid for pid, image in store.images().items()
                      if pid in stored and Path(os.path.abspath(image)).parent == uploads}
+
+
+UPLOAD_NAME = re.compile(r"[0-9a-f]{64}\.[a-z]{2,4}")
+"""How the server names an uploaded photo: its sha256 and the format's extension."""
+
+
+def _prune_orphan_photos(store: VectorStore, uploads: Path | None) -> int:
+    """Delete photos in the upload folder that no product names: left by a server killed
+    between saving a photo and storing its product. Safe only while this process holds the
+    store's exclusive writer lock, which the server takes before it saves a photo. Only files
+    named as the server names them (``<sha256>.<ext>``) are touched: VITRINE_UPLOAD_DIR may
+    hold other files."""
+    if uploads is None or not uploads.is_dir():
+        return 0
+    files = [p for p in uploads.iterdir() if p.is_file() and UPLOAD_NAME.fullmatch(p.name)]
+    if not files:
+        return 0
+    named = {os.path.abspath(image) for image in store.images().values()}
+    orphans = [p for p in files if str(p) not in named]
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return len(orphans)
 
 
 def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: VectorStore,

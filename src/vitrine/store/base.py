@@ -58,6 +58,9 @@ class VectorStore(Protocol):
 
     location: str
     """Where the store lives, as the user named it (for messages)."""
+    exclusive_writer: bool
+    """True when :meth:`lock_for_writing` keeps every other writer out (the embedded store's
+    lock file); Milvus lets several writers in at once."""
 
     def lock_for_writing(self) -> None: ...
     def flush(self) -> None: ...

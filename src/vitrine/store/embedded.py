@@ -60,6 +60,8 @@ def _row_to_product(row: sqlite3.Row | tuple) -> StoredProduct:
 class EmbeddedStore:
     """SQLite + FAISS store in one folder. Writers hold an exclusive lock file."""
 
+    exclusive_writer = True
+
     def __init__(self, root: Path, *, create: bool = False,
                  index_config: IndexConfig | None = None):
         self.root = Path(root).expanduser().resolve()  # stored photo paths must not

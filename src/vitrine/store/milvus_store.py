@@ -62,6 +62,8 @@ def _to_product(row: dict) -> StoredProduct:
 class MilvusStore:
     """A Vitrine store in one Milvus collection (``location`` is shown in messages)."""
 
+    exclusive_writer = False
+
     def __init__(self, uri: str, collection: str, *, location: str, token: str = "",
                  create: bool = False):
         try:
