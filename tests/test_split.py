@@ -87,3 +87,11 @@ def test_train_and_val_folders_without_test_carve_the_test_split(tmp_path):
     assert counts["val"] == 6 and counts["test"] > 0 and counts["train"] + counts["test"] == 24
     assert all(given[pid] == "train" for pid in split.ids("test"))
     assert {products[int(pid[1:])].category for pid in split.ids("test")} == {"a", "b"}
+
+
+def test_large_fractions_leave_each_category_a_training_photo():
+    labels = ["a"] * 3 + ["b"] * 20
+    names = group_split(labels, [], 0.6, 0.3, seed=0)
+    assert [names[i] for i in range(3)].count("train") == 1  # all three left training before
+    assert sorted(names[:3]) == ["test", "train", "val"]
+    assert names[3:].count("train") >= 1

@@ -70,7 +70,8 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
 
     ``groups`` lists items (indices) that must share a split; an item in no group is its own
     unit. A unit counts towards the label of its first member. Each label with at least three
-    items gets at least one item in validation and in test.
+    items gets at least one item in validation and in test, and every label keeps at least
+    one for training (large fractions no longer drop a small category from the classes).
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and
             val_fraction + test_fraction < 1):
@@ -97,6 +98,8 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
         for name, frac in (("test", test_fraction), ("val", val_fraction)):
             if n >= 3 and frac > 0:
                 targets[name] = max(1, targets[name])
+        for name in ("val", "test"):  # leave training at least one item
+            targets[name] -= min(targets[name], max(0, sum(targets.values()) - (n - 1)))
         filled = {"test": 0, "val": 0}
         for unit in label_units:
             name = next((s for s in ("test", "val") if filled[s] < targets[s]), "train")
