@@ -354,6 +354,35 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
         {**summary, "unreadable_photos": []}).splitlines())
 
 
+def test_duplicates_with_different_categories_are_reported(trained):
+    """The same photo given two categories (a CSV mistake) is trained under both labels: the
+    summary, terminal and report say so."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from vitrine.catalog import Product
+    from vitrine.report import markdown_report
+    from vitrine.train import conflicting_labels
+    from vitrine.train_display import training_lines
+
+    photo = Path("/x/1.jpg")
+    products = [Product("P1", photo, "relogio_feminino"), Product("P2", photo, "x_bolsa"),
+                Product("P3", photo, "x_bolsa"), Product("P4", photo, "x_bolsa")]
+    groups = [["P1", "P2"], ["P3", "P4"]]
+    assert conflicting_labels(groups, products) == [["P1 (relogio_feminino)", "P2 (x_bolsa)"]]
+    _, _, summary = trained
+    assert summary["split"]["conflicting_groups"] == []  # the fixture's pair agrees
+    conflicts = conflicting_labels(groups, products)
+    summary = {**summary, "history": [],
+               "split": {**summary["split"], "conflicting_groups": conflicts}}
+    assert "P1 (relogio_feminino)  ≈  P2 (x_bolsa)" in markdown_report(summary)
+    console = Console(record=True, width=160)
+    for line in training_lines(summary):
+        console.print(line)
+    assert "1 group(s) of duplicate photos carry different categories" in console.export_text()
+
+
 def test_demo_without_training_after_a_trained_demo_rebuilds_its_store(trained, weights_path,
                                                                        tmp_path):
     """The demo's own store follows the model of the run: trained, then --no-train (it said

@@ -124,6 +124,15 @@ def _num(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
+def conflict_lines(groups: list[list[str]], bullet: str) -> list[str]:
+    """A warning on duplicate photos labelled with different categories, and the groups."""
+    if not groups:
+        return []
+    return [f"{len(groups)} group(s) of duplicate photos carry different categories (each "
+            "label was trained; check the catalogue):",
+            *(bullet + "  ≈  ".join(g) for g in groups), ""]
+
+
 def unreadable_lines(bad: list[dict], bullet: str, shown: int = 10) -> list[str]:
     """A sentence on the photos training could not read (left out), and the first of them."""
     if not bad:
@@ -145,6 +154,7 @@ def markdown_report(summary: dict) -> str:
         f"Split ({split['source']}): train {split['train']}, validation {split['val']}, "
         f"test {split['test']} photos; {split['duplicate_groups']} duplicate groups, "
         f"{len(split['crossing_groups'])} crossing splits.", "",
+        *conflict_lines(split.get("conflicting_groups") or [], "- "),
         *unreadable_lines(summary.get("unreadable_photos") or [], "- "),
         "## Reference design vs Vitrine", "",
         "| model | phase | train acc | train loss | test acc | test loss |",

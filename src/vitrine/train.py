@@ -120,7 +120,8 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
         "model_dir": str(out_dir), "classes": classes, "weights_sha256": digest,
         "split": {**split.counts(), "source": split.source,
                   "duplicate_groups": len(split.groups),
-                  "crossing_groups": split.crossing()},
+                  "crossing_groups": split.crossing(),
+                  "conflicting_groups": conflicting_labels(split.groups, usable)},
         "unreadable_photos": bad,
         "settings": config["training"], "cached": cache_note(settings),
         "phases": {"transfer_learning": _phase_summary(fit.phase1, fit.after1),
@@ -134,6 +135,15 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
     }
     write_outputs(stage, summary)
     return summary
+
+
+def conflicting_labels(groups: Sequence[Sequence[str]],
+                       products: Sequence[Product]) -> list[list[str]]:
+    """Duplicate groups whose photos carry different categories: the same picture is then
+    trained under two labels (a mistake in the catalogue, most likely)."""
+    category = {p.product_id: p.category for p in products}
+    return [[f"{pid} ({category[pid]})" for pid in group] for group in groups
+            if len({category[pid] for pid in group if pid in category}) > 1]
 
 
 def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[str],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from vitrine.report import unreadable_lines
+from vitrine.report import conflict_lines, unreadable_lines
 
 MISCLASSIFIED_LISTED = 10
 
@@ -20,7 +20,8 @@ def training_lines(summary: dict) -> list:
     for group in split["crossing_groups"]:
         lines.append("  duplicates across splits: " + "  ≈  ".join(group))
     lines += [Text(line) for line in  # Text: a name with [brackets] is not rich markup
-              unreadable_lines(summary.get("unreadable_photos") or [], "  ") if line]
+              [*conflict_lines(split.get("conflicting_groups") or [], "  "),
+               *unreadable_lines(summary.get("unreadable_photos") or [], "  ")] if line]
     table = Table(title="Training", title_justify="left")
     for col in ("phase", "epochs", "best", "train acc", "val acc", "test acc", "test loss",
                 "seconds"):
