@@ -352,6 +352,10 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
     assert "12 photo(s) could not be read" in text and "x/[3].jpg" in text
     assert not any("could not be read" in line for line in markdown_report(
         {**summary, "unreadable_photos": []}).splitlines())
+    # no test photo of a trained category: the report does not promise test figures
+    untested = markdown_report({**summary, "test": {}})
+    assert "No test figures" in untested and "The test figures below" not in untested
+    assert "The test figures below" in report
 
 
 def test_duplicates_with_different_categories_are_reported(trained):

@@ -447,6 +447,8 @@ def main() -> None:
     """Entry point: run the app, turning user errors into one sentence and exit status 2."""
     try:
         status = app(standalone_mode=False)
+        if status == 130:  # Typer turned Ctrl+C into this status itself
+            err.print("interrupted.")
         sys.exit(status if isinstance(status, int) else 0)
     except VitrineError as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -181,8 +181,11 @@ def markdown_report(summary: dict) -> str:
         lines += [f"The saved model was trained again from the start on the {refit['photos']} "
                   "training and validation photos, replaying each phase up to its best epoch "
                   f"({refit['epochs'][0]} + {refit['epochs'][1]} epochs) with the learning "
-                  "rates it had; the test photos stayed unseen. The test figures below are "
-                  "that model's.", ""]
+                  "rates it had; the test photos stayed unseen."
+                  + (" The test figures below are that model's." if test else ""), ""]
+    if not test:
+        lines += ["No test figures: the test split holds no photo of a trained category "
+                  "(or VITRINE_TRAIN_TEST_FRACTION is 0).", ""]
     if test:
         low, high = test["acc_ci95"]
         lines += [f"**Test accuracy {_pct(test['acc'])}** ({test['correct']}/{test['n']}; 95 % "

@@ -38,7 +38,8 @@ def training_lines(summary: dict) -> list:
     if refit:
         lines.append(f"Trained again on train + validation ({refit['photos']} photos, "
                      f"{refit['epochs'][0]} + {refit['epochs'][1]} epochs, "
-                     f"{refit['seconds']:.0f} s); the test figures are that model's.")
+                     f"{refit['seconds']:.0f} s)"
+                     + ("; the test figures are that model's." if test else "."))
     if test:
         low, high = test["acc_ci95"]
         lines.append(f"Test accuracy {test['acc']:.3f} (95 % CI {low:.3f}–{high:.3f}, "
