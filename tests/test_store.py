@@ -148,3 +148,32 @@ def test_a_full_disk_is_one_sentence_and_loses_nothing(store):
     store.db.execute(f"PRAGMA max_page_count = {pages * 1000}")
     store.upsert(many)
     assert store.count() == 54
+
+
+def test_a_store_on_a_read_only_volume_serves_reads(store, tmp_path):
+    """A store folder mounted read-only (replicas sharing one volume): searches and lookups
+    work; a write is refused in one sentence. Needs bind mounts (root), else skipped."""
+    import subprocess
+
+    root = store.root
+    store.close()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    steps = [["mount", "--bind", str(root), str(ro)],
+             ["mount", "-o", "remount,ro,bind", str(ro)]]
+    for i, step in enumerate(steps):
+        if subprocess.run(step, capture_output=True).returncode != 0:
+            if i:
+                subprocess.run(["umount", "--lazy", str(ro)], capture_output=True)
+            pytest.skip("bind mounts are not available here (they need root)")
+    try:
+        replica = open_store(ro)
+        assert replica.count() == 4 and replica.get("c").price == 9.5
+        assert [m.product.product_id for m in replica.search(unit(1, 0), 2)] == ["a", "b"]
+        assert [m.product.product_id for m in replica.search(unit(0, 1), 1, category="d")] \
+            == ["c"]
+        with pytest.raises(StoreError, match="read-only here"):
+            replica.lock_for_writing()
+        replica.close()
+    finally:
+        subprocess.run(["umount", "--lazy", str(ro)], capture_output=True)

@@ -82,11 +82,20 @@ class EmbeddedStore:
                 raise StoreError(f"cannot create store folder {self.root} "
                                  f"({exc.strerror}).") from None
         try:
-            self.db = sqlite3.connect(db_path, timeout=30, isolation_level=None,
-                                      check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
+            try:
+                self.db = sqlite3.connect(db_path, timeout=30, isolation_level=None,
+                                          check_same_thread=False)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(SCHEMA)
+            except sqlite3.OperationalError:
+                if create or os.access(self.root, os.W_OK):
+                    raise
+                # a read-only folder (a read-only volume of replicas, say): SQLite cannot make
+                # its WAL files there, so read the file as it is; writes are refused
+                self.db.close()
+                self.db = sqlite3.connect(f"{db_path.as_uri()}?mode=ro&immutable=1", uri=True,
+                                          isolation_level=None, check_same_thread=False)
             have = {row[1] for row in self.db.execute("PRAGMA table_info(products)")}
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
@@ -106,7 +115,11 @@ class EmbeddedStore:
         """Take the store's writer lock (one indexing process at a time)."""
         if self._lock_fh is not None:
             return
-        fh = open(self.root / "write.lock", "a")  # noqa: SIM115 - held for the store's life
+        try:
+            fh = open(self.root / "write.lock", "a")  # noqa: SIM115 - held for the store's life
+        except OSError as exc:
+            raise StoreError(f"cannot write to the store {self.root} ({exc.strerror or exc}); "
+                             "it is read-only here.") from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
