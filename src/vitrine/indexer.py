@@ -16,6 +16,7 @@ from vitrine.dedupe import DuplicateRules, find_duplicates
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
 from vitrine.progress import progress_bar
+from vitrine.store import UPLOADS_DIR
 from vitrine.store.base import Record, VectorStore
 
 COMMIT_EVERY = 64
@@ -151,7 +152,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     keep = {p.product_id for p in products} | uploaded
     report.removed = store.delete(pid for pid in stored if pid not in keep)
     if shard is None and store.exclusive_writer:
-        report.orphan_photos = _prune_orphan_photos(store, uploads)
+        report.orphan_photos = _prune_orphan_photos(store, uploads)  # own uploads/ only
     report.duplicates = store_duplicates(store, root, rules)
     store.flush()
     report.seconds = time.perf_counter() - started
@@ -183,18 +184,21 @@ UPLOAD_NAME = re.compile(r"[0-9a-f]{64}\.[a-z]{2,4}")
 
 
 def _prune_orphan_photos(store: VectorStore, uploads: Path | None) -> int:
-    """Delete photos in the upload folder that no product names: left by a server killed
-    between saving a photo and storing its product. Safe only while this process holds the
-    store's exclusive writer lock, which the server takes before it saves a photo. Only files
-    named as the server names them (``<sha256>.<ext>``) are touched: VITRINE_UPLOAD_DIR may
-    hold other files."""
-    if uploads is None or not uploads.is_dir():
+    """Delete photos in the store's own ``uploads`` folder that no product names: left by a
+    server killed between saving a photo and storing its product. Safe only while this
+    process holds the store's exclusive writer lock, which the server takes before it saves
+    a photo. A folder set by VITRINE_UPLOAD_DIR may serve other stores too: never pruned.
+    Only files named as the server names them (``<sha256>.<ext>``) are touched, and a file
+    is kept when any product names a photo of that name anywhere (a moved or copied store
+    still names the old folder: its photos are not orphans)."""
+    own = getattr(store, "root", None)
+    if uploads is None or own is None or uploads != own / UPLOADS_DIR or not uploads.is_dir():
         return 0
     files = [p for p in uploads.iterdir() if p.is_file() and UPLOAD_NAME.fullmatch(p.name)]
     if not files:
         return 0
-    named = {os.path.abspath(image) for image in store.images().values()}
-    orphans = [p for p in files if str(p) not in named]
+    named = {Path(image).name for image in store.images().values()}
+    orphans = [p for p in files if p.name not in named]
     for path in orphans:
         path.unlink(missing_ok=True)
     return len(orphans)

@@ -10,7 +10,7 @@ from vitrine.errors import StoreError
 from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.embedded import EmbeddedStore
 
-__all__ = ["EmbeddedStore", "Match", "StoredProduct", "VectorStore", "open_store",
+__all__ = ["UPLOADS_DIR", "EmbeddedStore", "Match", "StoredProduct", "VectorStore", "open_store",
            "upload_folder"]
 
 DEFAULT_COLLECTION = "vitrine"
