@@ -320,9 +320,9 @@ def test_add_replace_and_delete_products(writable, small_catalog, rows):
     assert catalogue_id not in [x["product_id"] for x in similar] and len(similar) == 46
 
 
-def _index_cli(catalog: Path, store: Path, weights: Path) -> dict:
+def _index_cli(catalog: Path, store: Path, weights: Path, **env_extra: str) -> dict:
     """``vitrine index CATALOG --store STORE --json`` in its own process, as a shop runs it."""
-    env = {**os.environ, "VITRINE_WEIGHTS": str(weights)}
+    env = {**os.environ, "VITRINE_WEIGHTS": str(weights), **env_extra}
     proc = subprocess.run([sys.executable, "-m", "vitrine.cli", "index", str(catalog),
                            "--store", str(store), "--json"], capture_output=True, text=True,
                           env=env, timeout=600)
@@ -378,6 +378,16 @@ def test_reindexing_leaves_products_added_through_the_api(writable, small_catalo
     assert (report["indexed"], report["removed"], report["uploaded"]) == (1, 0, 1)
     db = open_store(store)
     assert db.get(replaced).name == rows[3]["name"] and db.count() == 49
+    # a copy of the store (it still names the original's photos) and another store sharing
+    # this upload folder: neither run deletes a photo that a product names
+    shutil.copytree(store, tmp_path / "copy")
+    photos = sorted(p.name for p in (store / "uploads").iterdir())
+    assert _index_cli(small_catalog, tmp_path / "copy", weights_path)["orphan_photos"] == 0
+    assert sorted(p.name for p in (tmp_path / "copy" / "uploads").iterdir()) == photos
+    other = _index_cli(small_catalog, tmp_path / "other", weights_path,
+                       VITRINE_UPLOAD_DIR=str(store / "uploads"))
+    assert other["orphan_photos"] == 0
+    assert sorted(p.name for p in (store / "uploads").iterdir()) == photos
     # copied into another store (whose own upload folder is empty), novo-1 is still known
     moved = open_store(tmp_path / "moved", create=True)
     migrate_store(db, moved, show_progress=False)
@@ -488,3 +498,21 @@ def test_app_over_a_milvus_lite_store(settings, small_store, embedder, tmp_path,
         assert client.delete("/api/products/m-1", headers=auth).status_code == 204
         assert client.get("/api/products/m-1").status_code == 404
         assert list(photos.iterdir()) == []
+
+
+def test_a_photo_that_cannot_be_saved_is_one_sentence(tmp_path, monkeypatch):
+    """A full disk while saving an uploaded photo: a StoreError sentence (409), and the
+    half-written temporary file is gone (it used to be a 500 that left it behind)."""
+    from vitrine.errors import StoreError
+    from vitrine.service import _write_once
+
+    def full_disk(self: Path, data: bytes) -> int:
+        with open(self, "wb") as fh:
+            fh.write(data[:10])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    folder = tmp_path / "uploads"
+    with pytest.raises(StoreError, match=r"No space left on device\); nothing was written"):
+        _write_once(folder, folder / "abc.jpg", b"x" * 100)
+    assert list(folder.iterdir()) == []

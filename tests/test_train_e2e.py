@@ -424,5 +424,6 @@ def test_a_validation_folder_without_a_trained_category_is_one_sentence(trained,
     proc = run_subprocess("train", tmp_path / "c", "--out", tmp_path / "m", env=env)
     assert proc.returncode == 2, proc.stderr  # a KeyError traceback before
     assert "validation split has no photo of a category the training split has" in proc.stderr
+    assert "add photos of them to the val folder" in proc.stderr  # no fraction to raise here
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in proc.stderr and not (tmp_path / "m").exists()

@@ -163,6 +163,16 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
     jpeg = client.get(f"/images/{rows[0]['product_id']}")
     assert jpeg.headers["content-type"] == "image/jpeg"
     assert jpeg.content == (small_catalog / rows[0]["image"]).read_bytes()
+    for path, first in (("/images/sem-categoria", photo), (f"/images/{rows[0]['product_id']}",
+                                                           jpeg)):  # revalidation is cheap
+        again = client.get(path, headers={"If-None-Match": first.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+    changed = client.post("/api/products", headers=auth, data={"product_id": "sem-categoria"},
+                          files={"image": ("p.jpg", (small_catalog / rows[2]["image"])
+                                           .read_bytes(), "image/jpeg")})
+    assert changed.status_code == 200  # replaced: the old ETag no longer matches
+    assert client.get("/images/sem-categoria",
+                      headers={"If-None-Match": photo.headers["etag"]}).status_code == 200
 
     page = client.get("/products/a%3Fb%23c").text  # the product whose id is 'a?b#c'
     assert 'href="/products/a%3Fb%23c?lang=en"' in page  # the toggle keeps the same product

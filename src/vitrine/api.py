@@ -250,15 +250,24 @@ def create_app(settings: Settings, store: str | Path, *,
 
     @app.get("/images/{product_id:path}", tags=["images"],
              response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
-    def product_image(product_id: str) -> FileResponse:
+    def product_image(product_id: str, request: Request) -> Response:
         """The photo of a product (as PNG when browsers cannot show its format, such as
-        TIFF). Only stored products' photos are reachable."""
+        TIFF). Only stored products' photos are reachable. ``no-cache`` with an ETag: a
+        browser asks again each time and gets 304 until the photo is replaced."""
         path = service.image_path(product_id)
-        fresh = {"Cache-Control": "no-cache"}  # revalidated, so a replaced photo shows at once
+        stat = path.stat()
+        headers = {"Cache-Control": "no-cache",
+                   "ETag": f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'}
+        if headers["ETag"] in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
         if path.suffix.lower() in BROWSER_SUFFIXES:
-            return FileResponse(path, headers=fresh)
-        return Response(browser_png(path, settings.max_image_pixels), media_type="image/png",
-                        headers=fresh)
+            return FileResponse(path, headers=headers)
+        try:
+            png = browser_png(path, settings.max_image_pixels)
+        except ImageError:  # the stored file went bad: not the request's fault
+            raise HTTPException(404, f"The photo of product {product_id!r} cannot be "
+                                     "read.") from None
+        return Response(png, media_type="image/png", headers=headers)
 
     for path, endpoint in (("/healthz", healthz), ("/images/{product_id:path}", product_image)):
         # HEAD for uptime monitors and link checkers, kept out of OpenAPI (one operation id)

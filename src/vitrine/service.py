@@ -232,10 +232,15 @@ def _write_once(folder: Path, photo: Path, data: bytes) -> bool:
     """Save ``data`` at ``photo`` atomically unless it is already there; True if written."""
     if photo.is_file():
         return False
-    folder.mkdir(parents=True, exist_ok=True)
     tmp = photo.with_name(photo.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, photo)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, photo)
+    except OSError as exc:  # a full disk, say: nothing half-written stays behind
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot save the photo in {folder} ({exc.strerror or exc}); nothing "
+                         "was written.") from None
     return True
 
 

@@ -172,8 +172,10 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
                            "split.")
     position = {c: i for i, c in enumerate(classes)}
     if not any(p.category in position for p in parts["val"]):
+        remedy = ("add photos of them to the val folder" if split.source == "folders"
+                  else "add photos or raise VITRINE_TRAIN_VAL_FRACTION")
         raise CatalogError("the validation split has no photo of a category the training "
-                           "split has; add some or raise VITRINE_TRAIN_VAL_FRACTION.")
+                           f"split has; {remedy}.")
     caches = {}
     for name, items in parts.items():
         items = [p for p in items if p.category in position]  # untrained classes: unscored
