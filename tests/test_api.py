@@ -390,11 +390,17 @@ def test_reindexing_leaves_products_added_through_the_api(writable, small_catalo
     assert sorted(p.name for p in (store / "uploads").iterdir()) == photos
     # copied into another store (whose own upload folder is empty), novo-1 is still known
     moved = open_store(tmp_path / "moved", create=True)
-    migrate_store(db, moved, show_progress=False)
+    original = Path(db.get("novo-1").image)
+    migrate_store(db, moved, photos_to=tmp_path / "moved" / "uploads", show_progress=False)
     db.close()
+    copied = Path(moved.get("novo-1").image)  # the API's photo travels with its product
+    assert copied.parent == tmp_path / "moved" / "uploads"
+    assert copied.read_bytes() == original.read_bytes()
+    assert Path(moved.get(rows[0]["product_id"]).image) == small_catalog / rows[0]["image"]
     moved.close()
     report = _index_cli(small_catalog, tmp_path / "moved", weights_path)
     assert (report["removed"], report["uploaded"], report["unchanged"]) == (0, 1, 48)
+    assert report["orphan_photos"] == 0 and copied.is_file()
 
 
 def test_category_counts_are_shared_for_a_while(settings, small_store, embedder, monkeypatch):

@@ -271,14 +271,18 @@ def migrate(
 ) -> None:
     """Copy every product and vector from one store to another, without re-embedding.
 
-    For example from the embedded store to Milvus; refuses a target made by another model."""
+    For example from the embedded store to Milvus; refuses a target made by another model.
+    Photos of products added through the API go to the target's upload folder (STORE/uploads,
+    or VITRINE_UPLOAD_DIR)."""
     from vitrine.migrate import migrate_store
-    from vitrine.store import open_store
+    from vitrine.store import open_store, upload_folder
 
-    token = load_settings().milvus_token
+    settings = load_settings()
+    token = settings.milvus_token
     src, dst = open_store(source, token=token), open_store(target, create=True, token=token)
     try:
-        copied = migrate_store(src, dst, show_progress=not as_json)
+        copied = migrate_store(src, dst, photos_to=upload_folder(dst, settings.upload_dir),
+                               show_progress=not as_json)
     finally:
         src.close()
         dst.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from vitrine.catalog import UPLOADED, Product
@@ -12,9 +14,13 @@ from vitrine.store.base import Record, VectorStore
 BATCH = 256
 
 
-def migrate_store(source: VectorStore, target: VectorStore, *,
+def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path | None = None,
                   show_progress: bool = True) -> int:
-    """Copy all products, vectors and the model manifest; return how many were copied."""
+    """Copy all products, vectors and the model manifest; return how many were copied.
+
+    With ``photos_to`` (the target's upload folder), the photos of products added through
+    the API are copied there too and the copies named, so the source store can go; catalogue
+    photos stay where they are (the catalogue keeps them)."""
     manifest = source.manifest()
     if manifest is None:
         raise StoreError(f"the store {source.location} is empty.")
@@ -32,10 +38,14 @@ def migrate_store(source: VectorStore, target: VectorStore, *,
     with progress_bar("Copying", len(ids), enabled=show_progress, unit="products") as adv:
         for pid, vector in zip(ids, vectors, strict=True):
             stored = by_id[pid]
-            product = Product(product_id=pid, image=Path(stored.image),
+            uploaded = marks[pid][1].startswith(UPLOADED)
+            image = Path(stored.image)
+            if uploaded and photos_to is not None:
+                image = _copy_photo(image, photos_to)
+            product = Product(product_id=pid, image=image,
                               category=stored.category, name=stored.name, price=stored.price,
                               description=stored.description, attributes=stored.attributes,
-                              uploaded=marks[pid][1].startswith(UPLOADED))
+                              uploaded=uploaded)
             batch.append(Record(product, stored.content_sha256, stored.phash, stored.thumb,
                                 vector))
             if len(batch) >= BATCH:
@@ -46,3 +56,17 @@ def migrate_store(source: VectorStore, target: VectorStore, *,
         adv(len(batch))
     target.flush()
     return len(ids)
+
+
+def _copy_photo(photo: Path, folder: Path) -> Path:
+    """``photo`` copied into ``folder`` under its own (content-hash) name, once; a photo that
+    is gone keeps its old path (the product is still copied)."""
+    if not photo.is_file():
+        return photo
+    target = folder / photo.name
+    if target.resolve() != photo.resolve() and not target.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".migrate.tmp")
+        shutil.copyfile(photo, tmp)
+        os.replace(tmp, target)
+    return target
