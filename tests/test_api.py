@@ -510,7 +510,7 @@ def test_a_photo_that_cannot_be_saved_is_one_sentence(tmp_path, monkeypatch):
     """A full disk while saving an uploaded photo: a StoreError sentence (409), and the
     half-written temporary file is gone (it used to be a 500 that left it behind)."""
     from vitrine.errors import StoreError
-    from vitrine.service import _write_once
+    from vitrine.store import save_photo
 
     def full_disk(self: Path, data: bytes) -> int:
         with open(self, "wb") as fh:
@@ -520,5 +520,5 @@ def test_a_photo_that_cannot_be_saved_is_one_sentence(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "write_bytes", full_disk)
     folder = tmp_path / "uploads"
     with pytest.raises(StoreError, match=r"No space left on device\); nothing was written"):
-        _write_once(folder, folder / "abc.jpg", b"x" * 100)
+        save_photo(folder, folder / "abc.jpg", b"x" * 100)
     assert list(folder.iterdir()) == []

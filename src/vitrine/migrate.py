@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from vitrine.catalog import UPLOADED, Product
 from vitrine.errors import StoreError
 from vitrine.progress import progress_bar
+from vitrine.store import save_photo
 from vitrine.store.base import Record, VectorStore
 
 BATCH = 256
@@ -64,9 +63,6 @@ def _copy_photo(photo: Path, folder: Path) -> Path:
     if not photo.is_file():
         return photo
     target = folder / photo.name
-    if target.resolve() != photo.resolve() and not target.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".migrate.tmp")
-        shutil.copyfile(photo, tmp)
-        os.replace(tmp, target)
+    if target.resolve() != photo.resolve():
+        save_photo(folder, target, photo.read_bytes())
     return target

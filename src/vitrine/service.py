@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from vitrine.errors import StoreError
 from vitrine.images import open_image, to_array
 from vitrine.indexer import check_manifest
 from vitrine.recommend import ProductNotFound, Recommender
-from vitrine.store import EmbeddedStore, open_store, upload_folder
+from vitrine.store import EmbeddedStore, open_store, save_photo, upload_folder
 from vitrine.store.base import Match, Record, StoredProduct, VectorStore
 
 CATEGORIES_TTL_S = 10.0
@@ -178,7 +177,7 @@ class VitrineService:
         with self._writer() as writer:
             check_manifest(writer, self.embedder)
             previous = writer.get(fields.product_id)
-            wrote_photo = _write_once(folder, photo, data)
+            wrote_photo = save_photo(folder, photo, data)
             try:
                 writer.upsert([Record(product, sha, phash, thumb, vector)])
             except BaseException:
@@ -226,22 +225,6 @@ class VitrineService:
     def close(self) -> None:
         with self._store_lock:
             self.store.close()
-
-
-def _write_once(folder: Path, photo: Path, data: bytes) -> bool:
-    """Save ``data`` at ``photo`` atomically unless it is already there; True if written."""
-    if photo.is_file():
-        return False
-    tmp = photo.with_name(photo.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, photo)
-    except OSError as exc:  # a full disk, say: nothing half-written stays behind
-        tmp.unlink(missing_ok=True)
-        raise StoreError(f"cannot save the photo in {folder} ({exc.strerror or exc}); nothing "
-                         "was written.") from None
-    return True
 
 
 def _remove_orphan(store: VectorStore, image: Path, folder: Path | None) -> None:

@@ -142,8 +142,8 @@ def conflicting_labels(groups: Sequence[Sequence[str]],
     """Duplicate groups whose photos carry different categories: the same picture is then
     trained under two labels (a mistake in the catalogue, most likely)."""
     category = {p.product_id: p.category for p in products}
-    return [[f"{pid} ({category[pid]})" for pid in group] for group in groups
-            if len({category[pid] for pid in group if pid in category}) > 1]
+    return [[f"{pid} ({category.get(pid, '')})" for pid in group] for group in groups
+            if len({category.get(pid, "") for pid in group}) > 1]
 
 
 def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[str],

@@ -112,7 +112,7 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
 def _swap_contents(stage: Path, out_dir: Path) -> None:
     """Put ``stage``'s files in ``out_dir`` in place of its own (an earlier model), which
     end up in ``stage``: renames only, undone if one fails."""
-    old = [p for p in out_dir.iterdir()]
+    old = list(out_dir.iterdir())
     aside = stage / ".previous"
     aside.mkdir()
     moved: list[tuple[Path, Path]] = []

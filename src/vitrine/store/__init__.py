@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -11,17 +13,35 @@ from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.embedded import EmbeddedStore
 
 __all__ = ["UPLOADS_DIR", "EmbeddedStore", "Match", "StoredProduct", "VectorStore", "open_store",
-           "upload_folder"]
+           "save_photo", "upload_folder"]
 
 DEFAULT_COLLECTION = "vitrine"
 UPLOADS_DIR = "uploads"
 
 
+def save_photo(folder: Path, photo: Path, data: bytes) -> bool:
+    """Save ``data`` at ``photo`` (in ``folder``) atomically unless it is already there; True
+    if written. Uploaded photos are named by their content, so one file serves every product
+    that has it. A failure (a full disk, say) is a StoreError and leaves nothing behind."""
+    if photo.is_file():
+        return False
+    tmp = photo.with_name(photo.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, photo)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot save the photo in {folder} ({exc.strerror or exc}); nothing "
+                         "was written.") from None
+    return True
+
+
 def upload_folder(store: VectorStore, configured: Path | None) -> Path | None:
     """Where the photos of products added through the API live: ``configured``
     (VITRINE_UPLOAD_DIR), else STORE/uploads for a folder store; None for a store that is
-    not a folder and no setting. `vitrine index` leaves the products whose photo is there
-    alone: they are not the catalogue's."""
+    not a folder and no setting. `vitrine index` prunes orphan photos only in a store's own
+    STORE/uploads, and migrate copies the API's photos into the target's folder."""
     if configured is not None:
         return Path(configured).expanduser().resolve()
     if isinstance(store, EmbeddedStore):
