@@ -2,7 +2,7 @@
 photo of the catalogue is classified once by a model that never saw it.
 
 The catalogue is cut into ``--folds`` parts per category (seeded); for each part a model is
-trained on the others with ``vitrine.train.fit_cached`` (the code ``vitrine train`` runs,
+trained on the others with ``vitrine.train_fit.fit_cached`` (the code ``vitrine train`` runs,
 refit included; its own 85/15 train/validation split inside) and classifies the part's clean
 photos. Reported: accuracy with its Wilson 95 % interval, recall per category, the confusions
 (true → predicted, counts) and every mistake with the product's name and the model's

@@ -15,7 +15,7 @@ measured so that training never sees the query photos.
 measure what an ensemble would add; the product trains one.
 
 The frozen layers run once per photo (4 views each, as ``vitrine train``) and the training is
-``vitrine.train.fit_cached``, the code ``vitrine train`` runs (refit included). With ``--set
+``vitrine.train_fit.fit_cached``, the code ``vitrine train`` runs (refit included). With ``--set
 train_companion=NAME`` the companion backbone's pooled features are cached too (use another
 ``--cache`` file).
 
@@ -43,8 +43,8 @@ from vitrine.images import open_image, to_array
 from vitrine.model_eval import retrieval_metrics
 from vitrine.models import build_trained_net, combine, get_spec, load_state_dict
 from vitrine.split import group_split
-from vitrine.train import clean_outputs, fit_cached
 from vitrine.train_data import FeatureCache, frozen_pass
+from vitrine.train_fit import clean_outputs, fit_cached
 
 LAYERS = ["imagenet", "pooled", "hidden", "probs", "imagenet+hidden@0.5",
           "imagenet+hidden@0.7", "imagenet+hidden@0.8", "pooled+hidden@0.5",

@@ -142,8 +142,9 @@ def test_a_companion_backbone_joins_the_trained_model(tmp_path, demo_catalog, we
     from vitrine.catalog import Product
     from vitrine.embed import decode
     from vitrine.model_eval import trained_outputs
-    from vitrine.train import clean_outputs, train_catalog
+    from vitrine.train import train_catalog
     from vitrine.train_data import FeatureCache, frozen_pass
+    from vitrine.train_fit import clean_outputs
     from vitrine.trained import load_model
 
     catalog = copy_subset(demo_catalog, tmp_path / "catalog", 3)

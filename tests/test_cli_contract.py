@@ -200,9 +200,9 @@ def test_every_command_help_renders():
 
 def test_json_output_is_strict_json(capsys):
     """Metrics of an empty set are NaN in Python; JSON has no NaN, so they print as null."""
-    from vitrine.cli import _print_json
+    from vitrine.cli_support import print_json
 
-    _print_json({"acc": float("nan"), "acc_ci95": [float("nan"), 1.0], "n": 0,
+    print_json({"acc": float("nan"), "acc_ci95": [float("nan"), 1.0], "n": 0,
                  "inner": {"f1": float("inf")}})
     out = capsys.readouterr().out
     assert "NaN" not in out and "Infinity" not in out

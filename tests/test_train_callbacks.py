@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vitrine.train import class_weights
+from vitrine.train_fit import class_weights
 from vitrine.train_loop import BestCheckpoint, EarlyStopping, Metrics, PhaseConfig, fit_phase
 
 
@@ -93,7 +93,7 @@ def test_class_weights_balance_the_loss():
 
 
 def test_freeze_bn_keeps_running_statistics_while_weights_train():
-    from vitrine.train import _epoch_fn
+    from vitrine.train_fit import _epoch_fn
 
     def epoch(freeze_bn: bool):
         torch.manual_seed(0)
@@ -141,8 +141,8 @@ def test_refit_trains_on_the_validation_photos_too_and_repeats_exactly():
     MobileNetV2 cut before its last block, with synthetic cached maps."""
     from vitrine.config import Settings
     from vitrine.models import build_trained_net, get_spec
-    from vitrine.train import Fit, pool_views, refit
     from vitrine.train_data import FeatureCache
+    from vitrine.train_fit import Fit, pool_views, refit
     from vitrine.train_loop import PhaseResult
 
     gen = torch.Generator().manual_seed(0)
@@ -176,7 +176,7 @@ def test_refit_trains_on_the_validation_photos_too_and_repeats_exactly():
 
 
 def test_joined_reads_both_caches_like_one_tensor():
-    from vitrine.train import Joined
+    from vitrine.train_fit import Joined
 
     train, val = torch.randn(5, 3, 2, 2), torch.randn(4, 1, 2, 2)
     whole = torch.cat([train, val.expand(-1, 3, -1, -1)])

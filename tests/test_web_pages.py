@@ -315,6 +315,19 @@ def test_server_socket_says_tcp():
         sock.close()
 
 
+def test_serving_beyond_this_machine_is_said():
+    """`serve --host 0.0.0.0` (or any address other machines reach) prints a note saying so
+    and whether writes are open; loopback addresses say nothing."""
+    from vitrine.server import exposure_note
+
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert exposure_note(host, None) is None
+    note = exposure_note("0.0.0.0", None)
+    assert "0.0.0.0" in note and "other machines" in note and "refused" in note
+    assert "bearer key" in exposure_note("::", "secret")
+    assert exposure_note("shop.example", None) is not None
+
+
 def test_serve_command_and_busy_port(small_store, weights_path, small_catalog, tmp_path):
     env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
     proc = subprocess.Popen([*CLI, "serve", "--store", str(small_store), "--port", "0"],

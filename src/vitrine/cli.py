@@ -3,71 +3,39 @@ sentence on stderr and exit with status 2."""
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from vitrine.config import Settings, load_settings
+from vitrine.cli_support import (
+    CategoryOpt,
+    HostOpt,
+    JsonOpt,
+    KOpt,
+    ModelOpt,
+    PlotOpt,
+    PortOpt,
+    StoreOpt,
+    WeightsOpt,
+    check_category,
+    command_settings,
+    duplicate_rules,
+    err,
+    index_config,
+    open_recommender,
+    out,
+    plot_path,
+    print_json,
+    save_plot,
+)
+from vitrine.config import load_settings
 from vitrine.display import results_table
 from vitrine.errors import VitrineError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Vitrine: visually similar products from product photos.")
-out = Console()
-err = Console(stderr=True)
-
-StoreOpt = Annotated[str, typer.Option(
-    "--store", "-s", help="Store: a folder (embedded default), milvus-lite:///ABS/PATH.db, "
-    "or milvus://HOST:PORT\\[/COLLECTION].")]
-WeightsOpt = Annotated[Path | None, typer.Option(
-    "--weights", help="Local backbone weights (torchvision state_dict); default: "
-    "VITRINE_WEIGHTS, else torchvision's download.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-KOpt = Annotated[int, typer.Option("--k", "-k", min=1, max=100, help="Number of results.")]
-CategoryOpt = Annotated[str | None, typer.Option("--category", "-c",
-                                                 help="Only products of this category.")]
-PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a figure (PNG).")]
-ModelOpt = Annotated[Path | None, typer.Option(
-    "--model", help="Trained model folder (vitrine train --out) to embed with; default: "
-    "VITRINE_MODEL, else the pretrained backbone.")]
-HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
-PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")]
-
-
-def _settings(weights: Path | None = None, model: Path | None = None) -> Settings:
-    settings = load_settings()
-    if weights is not None:
-        settings = settings.model_copy(update={"weights": weights})
-    if model is not None:
-        settings = settings.model_copy(update={"model": model})
-    return settings
-
-
-def _finite(value):
-    """``value`` with NaN and infinities as None (JSON has no NaN: metrics of an empty set)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _print_json(data: dict) -> None:
-    data = _finite(data)
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a file name that is not UTF-8: \u escapes keep it valid JSON
-        text = json.dumps(data)
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 @app.command()
@@ -90,20 +58,20 @@ def index(
     from vitrine.indexer import index_catalog, parse_shard
     from vitrine.store import open_store, upload_folder
 
-    settings = _settings(weights, model)
+    settings = command_settings(weights, model)
     shard_spec = parse_shard(shard)
     read_catalog(catalog_dir)  # fail on a bad folder before loading the model
     embedder = Embedder.from_settings(settings)
     db = open_store(store, create=True, token=settings.milvus_token,
-                    index_config=_index_config(settings))
+                    index_config=index_config(settings))
     try:
-        report = index_catalog(catalog_dir, db, embedder, rules=_rules(settings),
+        report = index_catalog(catalog_dir, db, embedder, rules=duplicate_rules(settings),
                                show_progress=not as_json, shard=shard_spec,
                                uploads=upload_folder(db, settings.upload_dir))
     finally:
         db.close()
     if as_json:
-        _print_json(report.as_dict())
+        print_json(report.as_dict())
     else:
         out.print(f"Indexed {report.indexed}, updated {report.updated}, removed "
                   f"{report.removed}, unchanged {report.unchanged} in {report.seconds:.1f} s "
@@ -122,27 +90,6 @@ def index(
         raise typer.Exit(1)
 
 
-def _rules(settings: Settings):
-    from vitrine.dedupe import DuplicateRules
-
-    return DuplicateRules.from_settings(settings)
-
-
-def _recommender(store: Path, weights: Path | None, model: Path | None = None):
-    from vitrine.recommend import Recommender
-    from vitrine.store import open_store
-
-    settings = _settings(weights, model)
-    return Recommender(open_store(store, token=settings.milvus_token,
-                                  index_config=_index_config(settings)), settings)
-
-
-def _index_config(settings: Settings):
-    from vitrine.ann import IndexConfig
-
-    return IndexConfig.from_settings(settings)
-
-
 @app.command()
 def search(
     images: Annotated[list[Path], typer.Argument(help="Query photos.")],
@@ -157,9 +104,9 @@ def search(
     """Find the products most similar to one or more photos."""
     from vitrine.errors import ImageError
 
-    plot = _plot_path(plot)
-    rec = _recommender(store, weights, model)
-    _check_category(rec, category)
+    plot = plot_path(plot)
+    rec = open_recommender(store, weights, model)
+    check_category(rec, category)
     failed = 0
     for i, image in enumerate(images):
         try:
@@ -169,7 +116,7 @@ def search(
             failed += 1
             continue
         if as_json:
-            _print_json({"query": str(image), "results": [m.as_dict() for m in matches],
+            print_json({"query": str(image), "results": [m.as_dict() for m in matches],
                          "predicted_category": guess and guess.as_dict()})
         else:
             out.print(results_table(f"Similar to {image}", matches))
@@ -177,45 +124,9 @@ def search(
                 out.print(f"Looks like: {guess.category} ({guess.probability:.0%})", markup=False)
         if plot is not None:
             target = plot if len(images) == 1 else plot.with_name(f"{plot.stem}-{i}{plot.suffix}")
-            _plot(image, image.name, matches, target, as_json)
+            save_plot(image, image.name, matches, target, as_json)
     if failed:
         raise typer.Exit(2)
-
-
-PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
-
-
-def _plot_path(plot: Path | None) -> Path | None:
-    """The figure file ``--plot`` names (``.png`` added to a name without a suffix); a
-    folder or an unknown format is an error before any work."""
-    if plot is None:
-        return None
-    if plot.is_dir():
-        raise VitrineError(f"--plot {plot} is a folder; name a file such as {plot}/fig.png.")
-    if not plot.suffix:
-        return plot.with_name(plot.name + ".png")
-    if plot.suffix.lower() not in PLOT_SUFFIXES:
-        raise VitrineError(f"--plot {plot}: use a file ending in {', '.join(PLOT_SUFFIXES)}.")
-    return plot
-
-
-def _check_category(rec, category: str | None) -> None:
-    """An unknown ``--category`` is an error naming the store's categories (a typo would
-    otherwise look like 'no similar products')."""
-    if category is None:
-        return
-    known = rec.store.categories()
-    if category not in known:
-        raise VitrineError(f"the store has no products of category {category!r}; it has "
-                           f"{', '.join(repr(c) for c in known) or 'none'}.")
-
-
-def _plot(image, title, matches, target: Path, quiet: bool) -> None:
-    from vitrine.plots import plot_recommendations
-
-    plot_recommendations(image, title, matches, target)
-    if not quiet:
-        out.print(f"Figure saved to {target}")
 
 
 @app.command()
@@ -228,17 +139,17 @@ def similar(
     as_json: JsonOpt = False,
 ) -> None:
     """Find the products most similar to a product of the store (itself excluded)."""
-    plot = _plot_path(plot)
-    rec = _recommender(store, None)
-    _check_category(rec, category)
+    plot = plot_path(plot)
+    rec = open_recommender(store, None)
+    check_category(rec, category)
     product, matches = rec.similar(product_id, k, category)
     if as_json:
-        _print_json({"query": product_id, "product": product.as_dict(),
+        print_json({"query": product_id, "product": product.as_dict(),
                      "results": [m.as_dict() for m in matches]})
     else:
         out.print(results_table(f"Similar to {product_id} ({product.name})", matches))
     if plot is not None:
-        _plot(product.image, product.name or product_id, matches, plot, as_json)
+        save_plot(product.image, product.name or product_id, matches, plot, as_json)
 
 
 @app.command()
@@ -250,11 +161,11 @@ def dedupe(
     """Find exact and near-duplicate photos within or across folders."""
     from vitrine.dedupe_files import dedupe_folders
 
-    settings = _settings(weights)
-    groups, skipped = dedupe_folders(dirs, settings, rules=_rules(settings),
+    settings = command_settings(weights)
+    groups, skipped = dedupe_folders(dirs, settings, rules=duplicate_rules(settings),
                                      show_progress=not as_json)
     if as_json:
-        _print_json({"groups": groups, "skipped": skipped})
+        print_json({"groups": groups, "skipped": skipped})
         return
     for skip in skipped:
         out.print(f"skipped {skip['path']}: {skip['reason']}")
@@ -287,7 +198,7 @@ def migrate(
         src.close()
         dst.close()
     if as_json:
-        _print_json({"copied": copied, "source": source, "target": target})
+        print_json({"copied": copied, "source": source, "target": target})
     else:
         out.print(f"Copied {copied} products from {source} to {target}.")
 
@@ -303,7 +214,7 @@ def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
             "model": manifest.as_dict() if manifest else None}
     db.close()
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     out.print(f"{data['products']} products in {store}")
     for name, n in data["categories"].items():
@@ -327,10 +238,10 @@ def train(
     Writes the model, its history, test metrics, figures and report.md to --out."""
     from vitrine.train import train_catalog
 
-    summary = train_catalog(catalog_dir, out_dir, _settings(weights),
+    summary = train_catalog(catalog_dir, out_dir, command_settings(weights),
                             show_progress=not as_json)
     if as_json:
-        _print_json({k: v for k, v in summary.items() if k != "history"})
+        print_json({k: v for k, v in summary.items() if k != "history"})
         return
     from vitrine.train_display import training_lines
 
@@ -352,11 +263,11 @@ def evaluate(
     alone (--weights)."""
     from vitrine.model_eval import evaluate_catalog
 
-    settings = _settings(weights)
+    settings = command_settings(weights)
     report = evaluate_catalog(catalog_dir, settings, model_dir=model or settings.model, k=k,
                               show_progress=not as_json)
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     from vitrine.train_display import evaluation_tables
 
@@ -387,9 +298,9 @@ def demo(
     Trains on the demo catalogue (or reuses the model trained from the same photos and
     settings), indexes it with the trained model, shows recommendations for one product of each
     category (tables and figures), then serves the web app on it."""
-    from vitrine.server import bind
+    from vitrine.server import bind, exposure_note
 
-    settings = _settings(weights, model)
+    settings = command_settings(weights, model)
     if train_model is not None:
         settings = settings.model_copy(update={"demo_train": train_model})
     catalog = catalog or settings.demo_catalog
@@ -397,6 +308,9 @@ def demo(
         raise VitrineError("no demo catalogue given; pass --catalog DIR or set "
                            "VITRINE_DEMO_CATALOG.")
     sock = bind(host, port) if serve_app else None  # a busy port fails before indexing
+    note = exposure_note(host, settings.api_key) if serve_app else None
+    if note:
+        err.print(note, markup=False, soft_wrap=True)
     from vitrine.demo import run_demo
 
     run_demo(catalog, store or settings.demo_store, out_dir or settings.demo_out, settings,
@@ -414,13 +328,17 @@ def serve(
     """Serve the web page and the REST API (OpenAPI at /docs) over a store.
 
     With the model that indexed it: --weights, or --model for a trained one."""
-    from vitrine.server import bind, ready_message
+    from vitrine.server import bind, exposure_note, ready_message
     from vitrine.server import serve as run_server
 
+    settings = command_settings(weights, model)
     sock = bind(host, port)  # a busy port fails before the model loads
+    note = exposure_note(host, settings.api_key)
+    if note:
+        err.print(note, markup=False, soft_wrap=True)
     from vitrine.api import create_app
 
-    app_ = create_app(_settings(weights, model), store)
+    app_ = create_app(settings, store)
     run_server(app_, sock, on_ready=lambda address: out.print(ready_message(address),
                                                               soft_wrap=True))
 
@@ -438,10 +356,10 @@ def bench(
     """Measure search on synthetic vectors and embedding throughput on real photos."""
     from vitrine.bench import bench_lines, run_bench
 
-    report = run_bench(_settings(weights), items=items, images=images,
+    report = run_bench(command_settings(weights), items=items, images=images,
                        show_progress=not as_json)
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     for line in bench_lines(report):
         out.print(line)

@@ -63,8 +63,8 @@ def retrieval_metrics(index_vecs: np.ndarray, index_labels: Sequence[str],
 def trained_outputs(model, products: Sequence[Product], settings: Settings, *,
                     show_progress: bool = True) -> dict[str, torch.Tensor]:
     """imagenet / pooled / hidden / logits of every product photo, in chunks."""
-    from vitrine.train import clean_outputs
     from vitrine.train_data import FeatureCache, frozen_pass
+    from vitrine.train_fit import clean_outputs
 
     parts: dict[str, list[torch.Tensor]] = {}
     with progress_bar("Embedding", len(products), enabled=show_progress) as advance:

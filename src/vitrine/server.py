@@ -41,6 +41,22 @@ def address(sock: socket.socket) -> str:
     return f"http://{shown}:{port}"
 
 
+def exposure_note(host: str, api_key: str | None) -> str | None:
+    """A warning when ``host`` is not a loopback address: other machines can then reach the
+    pages and the API (and, with an API key, try it)."""
+    import ipaddress
+
+    try:
+        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:  # a host name: where it resolves is not known here
+        pass
+    writes = ("writes need the VITRINE_API_KEY bearer key" if api_key else
+              "writes stay refused while VITRINE_API_KEY is unset")
+    return (f"note: listening on {host}, so other machines can browse and search this store; "
+            f"{writes}.")
+
+
 def ready_message(address: str) -> str:
     return (f"Vitrine is serving at {address} (REST API docs: {address}/docs); "
             "press Ctrl+C to stop.")

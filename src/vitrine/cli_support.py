@@ -1,0 +1,124 @@
+"""What the commands of :mod:`vitrine.cli` share: option types, settings, JSON output, store
+and recommender opening, ``--plot`` and ``--category`` checks."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from vitrine.config import Settings, load_settings
+from vitrine.errors import VitrineError
+
+out = Console()
+err = Console(stderr=True)
+
+StoreOpt = Annotated[str, typer.Option(
+    "--store", "-s", help="Store: a folder (embedded default), milvus-lite:///ABS/PATH.db, "
+    "or milvus://HOST:PORT\\[/COLLECTION].")]
+WeightsOpt = Annotated[Path | None, typer.Option(
+    "--weights", help="Local backbone weights (torchvision state_dict); default: "
+    "VITRINE_WEIGHTS, else torchvision's download.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+KOpt = Annotated[int, typer.Option("--k", "-k", min=1, max=100, help="Number of results.")]
+CategoryOpt = Annotated[str | None, typer.Option("--category", "-c",
+                                                 help="Only products of this category.")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a figure (PNG).")]
+ModelOpt = Annotated[Path | None, typer.Option(
+    "--model", help="Trained model folder (vitrine train --out) to embed with; default: "
+    "VITRINE_MODEL, else the pretrained backbone.")]
+HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
+PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")]
+
+
+def command_settings(weights: Path | None = None, model: Path | None = None) -> Settings:
+    settings = load_settings()
+    if weights is not None:
+        settings = settings.model_copy(update={"weights": weights})
+    if model is not None:
+        settings = settings.model_copy(update={"model": model})
+    return settings
+
+
+def finite(value):
+    """``value`` with NaN and infinities as None (JSON has no NaN: metrics of an empty set)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def print_json(data: dict) -> None:
+    data = finite(data)
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8: \u escapes keep it valid JSON
+        text = json.dumps(data)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def duplicate_rules(settings: Settings):
+    from vitrine.dedupe import DuplicateRules
+
+    return DuplicateRules.from_settings(settings)
+
+
+def open_recommender(store: Path, weights: Path | None, model: Path | None = None):
+    from vitrine.recommend import Recommender
+    from vitrine.store import open_store
+
+    settings = command_settings(weights, model)
+    return Recommender(open_store(store, token=settings.milvus_token,
+                                  index_config=index_config(settings)), settings)
+
+
+def index_config(settings: Settings):
+    from vitrine.ann import IndexConfig
+
+    return IndexConfig.from_settings(settings)
+
+
+PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
+def plot_path(plot: Path | None) -> Path | None:
+    """The figure file ``--plot`` names (``.png`` added to a name without a suffix); a
+    folder or an unknown format is an error before any work."""
+    if plot is None:
+        return None
+    if plot.is_dir():
+        raise VitrineError(f"--plot {plot} is a folder; name a file such as {plot}/fig.png.")
+    if not plot.suffix:
+        return plot.with_name(plot.name + ".png")
+    if plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise VitrineError(f"--plot {plot}: use a file ending in {', '.join(PLOT_SUFFIXES)}.")
+    return plot
+
+
+def check_category(rec, category: str | None) -> None:
+    """An unknown ``--category`` is an error naming the store's categories (a typo would
+    otherwise look like 'no similar products')."""
+    if category is None:
+        return
+    known = rec.store.categories()
+    if category not in known:
+        raise VitrineError(f"the store has no products of category {category!r}; it has "
+                           f"{', '.join(repr(c) for c in known) or 'none'}.")
+
+
+def save_plot(image, title, matches, target: Path, quiet: bool) -> None:
+    from vitrine.plots import plot_recommendations
+
+    plot_recommendations(image, title, matches, target)
+    if not quiet:
+        out.print(f"Figure saved to {target}")

@@ -1,0 +1,262 @@
+"""Fitting a trained network on cached frozen-layer outputs: phase 1 (the head on the frozen
+network), phase 2 (the top blocks with the head) and the refit on training + validation
+photos; the epochs, metrics and class weights they use. :mod:`vitrine.train` prepares the
+caches and writes the model; :mod:`vitrine.train_loop` runs each phase's epochs and callbacks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitrine.config import Settings
+from vitrine.models import TrainedNet, fuse
+from vitrine.train_data import FeatureCache
+from vitrine.train_loop import Metrics, PhaseConfig, PhaseResult, fit_phase, replay_phase
+
+
+def class_weights(labels: Sequence[int], n_classes: int, power: float = 1.0) -> torch.Tensor:
+    """Loss weights ∝ count^-power (1: inverse frequency, a balanced loss; 0.5: dampened;
+    0: none), scaled to mean 1 over the samples; 0 for absent classes."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=n_classes).astype(float)
+    raw = np.where(counts > 0, np.maximum(counts, 1) ** -power, 0.0)
+    weights = raw * len(labels) / max(float((raw * counts).sum()), 1e-12)
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
+@dataclass
+class Fit:
+    """Both phases' results, metrics after each, and the final clean-view outputs."""
+
+    phase1: PhaseResult
+    phase2: PhaseResult
+    after1: dict
+    after2: dict
+    outputs: dict
+    seconds: dict
+    refit: dict | None = None
+    """With ``train_refit``: photos and epochs of the final training on train + validation,
+    and the metrics after it (validation no longer held out)."""
+
+
+def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
+               settings: Settings, checkpoint_dir: Path | None, *,
+               show_progress: bool = True) -> Fit:
+    """Phase 1 (head on the frozen network) then phase 2 (top blocks + head) on cached
+    frozen-layer outputs; ``caches`` has 'train' and 'val', and may have 'test'."""
+    from vitrine.report import split_metrics
+
+    torch.manual_seed(settings.train_seed)
+    head_start = {k: v.clone() for k, v in net.head.state_dict().items()}
+    criterion = _criterion(caches["train"].labels, n_classes, settings)
+    gen = torch.Generator().manual_seed(settings.train_seed)
+    steps = _steps(len(caches["train"]), settings.train_batch_size)
+    ckpt = checkpoint_dir or None
+    seconds = {}
+
+    t0 = time.perf_counter()
+    pooled = {k: fuse(pool_views(net, c.maps), c.side) for k, c in caches.items()}
+    net.head.requires_grad_(True)
+    phase1 = fit_phase(
+        _phase_config("transfer learning", settings, 1), net.head, list(net.head.parameters()),
+        _epoch_fn(net.head, net.head, (pooled["train"],), caches["train"].labels, criterion,
+                  gen, settings.train_batch_size),
+        lambda: _metrics(net.head, (pooled["val"][:, 0],), caches["val"].labels),
+        steps_per_epoch=steps, checkpoint=ckpt and ckpt / "phase1-best.pt",
+        show_progress=show_progress)
+    seconds["phase1"] = round(time.perf_counter() - t0, 1)
+    net.head.eval()
+    with torch.inference_mode():
+        after1 = {k: split_metrics(net.head(pooled[k][:, 0]), caches[k].labels)
+                  for k in caches}
+
+    t0 = time.perf_counter()
+    trainable = nn.ModuleDict({"top": net.top, "head": net.head})
+    net.top.requires_grad_(True)
+
+    def forward(maps: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
+        return net.head(fuse(net.pooled(maps), side))
+
+    phase2 = fit_phase(
+        _phase_config("fine-tuning", settings, 2), trainable, list(trainable.parameters()),
+        _epoch_fn(forward, trainable, caches["train"].inputs(), caches["train"].labels,
+                  criterion, gen, settings.train_batch_size,
+                  freeze_bn=settings.train_freeze_bn),
+        lambda: _metrics(forward, tuple(t[:, 0] for t in caches["val"].inputs()),
+                         caches["val"].labels, modules=trainable),
+        steps_per_epoch=steps, checkpoint=ckpt and ckpt / "phase2-best.pt",
+        show_progress=show_progress)
+    seconds["phase2"] = round(time.perf_counter() - t0, 1)
+    outputs = _frozen_outputs(net, caches)
+    after2 = {k: split_metrics(o["logits"], caches[k].labels) for k, o in outputs.items()}
+    fit = Fit(phase1, phase2, after1, after2, outputs, seconds)
+    if settings.train_refit:
+        t0 = time.perf_counter()
+        epochs = refit(net, caches, pooled, forward, fit, head_start, n_classes, settings,
+                       show_progress)
+        fit.outputs = _frozen_outputs(net, caches)
+        seconds["refit"] = round(time.perf_counter() - t0, 1)
+        fit.refit = {"photos": len(caches["train"]) + len(caches["val"]), "epochs": epochs,
+                     "seconds": seconds["refit"],
+                     "metrics": {k: split_metrics(o["logits"], caches[k].labels)
+                                 for k, o in fit.outputs.items()}}
+    return fit
+
+
+def _frozen_outputs(net: TrainedNet, caches: dict[str, FeatureCache]) -> dict:
+    """Freeze the trained parts (eval mode, no gradients) and return every split's clean-view
+    outputs."""
+    net.eval()
+    net.top.requires_grad_(False)
+    net.head.requires_grad_(False)
+    with torch.inference_mode():
+        return {k: clean_outputs(net, c) for k, c in caches.items()}
+
+
+def refit(net: TrainedNet, caches: dict[str, FeatureCache], pooled: dict[str, torch.Tensor],
+          forward: Callable, fit: Fit, head_start: dict, n_classes: int, settings: Settings,
+          show_progress: bool) -> list[int]:
+    """Train the head (from ``head_start``) and the top (from the pretrained weights) again
+    on the training and validation photos together, replaying both phases up to their best
+    epochs with the learning rates they had (the schedule validation chose). Validation
+    photos contribute their clean view only. Returns the epochs run per phase."""
+    net.head.load_state_dict(head_start)
+    net.top.load_state_dict(net.ref_top.state_dict())
+    train, val = caches["train"], caches["val"]
+    labels = torch.cat([train.labels, val.labels])
+    criterion = _criterion(labels, n_classes, settings)
+    gen = torch.Generator().manual_seed(settings.train_seed)
+    torch.manual_seed(settings.train_seed)
+    steps = _steps(len(labels), settings.train_batch_size)
+    net.head.requires_grad_(True)
+    epochs = [replay_phase(
+        _phase_config("refit: transfer learning", settings, 1),
+        fit.phase1.history[:fit.phase1.best_epoch], list(net.head.parameters()),
+        _epoch_fn(net.head, net.head, (Joined(pooled["train"], pooled["val"]),), labels,
+                  criterion, gen, settings.train_batch_size),
+        steps_per_epoch=steps, show_progress=show_progress)]
+    trainable = nn.ModuleDict({"top": net.top, "head": net.head})
+    net.top.requires_grad_(True)
+    inputs = tuple(Joined(a, b) for a, b in zip(train.inputs(), val.inputs(), strict=True))
+    epochs.append(replay_phase(
+        _phase_config("refit: fine-tuning", settings, 2),
+        fit.phase2.history[:max(fit.phase2.best_epoch, 0)], list(trainable.parameters()),
+        _epoch_fn(forward, trainable, inputs, labels, criterion, gen,
+                  settings.train_batch_size, freeze_bn=settings.train_freeze_bn),
+        steps_per_epoch=steps, show_progress=show_progress))
+    return epochs
+
+
+class Joined:
+    """The photos of ``first`` (n, views, …) then those of ``second`` (m, 1, …), indexed like
+    one (n + m, views, …) tensor in which each photo of ``second`` has its one view everywhere,
+    without copying either (the refit reads the cached training and validation views)."""
+
+    def __init__(self, first: torch.Tensor, second: torch.Tensor):
+        self.first, self.second = first, second
+        self.shape = (len(first) + len(second), *first.shape[1:])
+
+    def __getitem__(self, key: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        rows, views = key
+        out = self.first.new_empty((len(rows), *self.first.shape[2:]))
+        here = rows < len(self.first)
+        out[here] = self.first[rows[here], views[here]]
+        out[~here] = self.second[rows[~here] - len(self.first), 0]
+        return out
+
+
+def _criterion(labels: torch.Tensor, n_classes: int, settings: Settings) -> nn.Module:
+    """Cross-entropy with the class weights and label smoothing of the settings."""
+    return nn.CrossEntropyLoss(
+        weight=class_weights(labels.tolist(), n_classes, settings.train_class_weight_power),
+        label_smoothing=settings.train_label_smoothing)
+
+
+@torch.no_grad()
+def pool_views(net: TrainedNet, maps: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Pooled output of the frozen (reference) top for every cached view: (n, views, dim)."""
+    n, v = maps.shape[:2]
+    flat = maps.reshape(n * v, *maps.shape[2:])
+    net.ref_top.eval()
+    out = [net.pooled(flat[i:i + batch], reference=True) for i in range(0, len(flat), batch)]
+    return torch.cat(out).reshape(n, v, -1) if out else torch.zeros(0, v, 1)
+
+
+@torch.no_grad()
+def clean_outputs(net: TrainedNet, cache: FeatureCache, batch: int = 128) -> dict:
+    """imagenet / pooled / hidden / logits / probs of each photo's clean view."""
+    maps = cache.maps[:, 0]
+    side = None if cache.side is None else cache.side[:, 0]
+    names = {"imagenet", "pooled", "hidden", "logits", "probs"}
+    parts: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, len(maps), batch):
+        out = net.outputs(maps[i:i + batch], None if side is None else side[i:i + batch],
+                          names)
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def _steps(n: int, batch: int) -> int:
+    return max(1, -(-n // batch))
+
+
+def _epoch_fn(forward: Callable, module: nn.Module, inputs: tuple[torch.Tensor, ...],
+              labels: torch.Tensor, criterion: nn.Module, gen: torch.Generator, batch: int, *,
+              freeze_bn: bool = False):
+    """One epoch over shuffled photos, each with a randomly drawn cached view (the same view
+    of every tensor in ``inputs`` — (photos, views, …) tensors or :class:`Joined` — passed to
+    ``forward`` in that order); with ``freeze_bn`` the batch-norm layers keep their running
+    statistics (eval mode)."""
+
+    def run(optimizer: torch.optim.Optimizer, advance) -> Metrics:
+        module.train()
+        if freeze_bn:
+            for m in module.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        n, n_views = inputs[0].shape[:2]
+        order = torch.randperm(n, generator=gen)
+        views = torch.randint(0, n_views, (n,), generator=gen)
+        total_loss, correct = 0.0, 0
+        for start in range(0, n, batch):
+            idx = order[start:start + batch]
+            x = [t[idx, views[idx]] for t in inputs]
+            y = labels[idx]
+            optimizer.zero_grad(set_to_none=True)
+            logits = forward(*x)
+            loss = criterion(logits, y)
+            loss.backward()
+            optimizer.step()
+            hits = int((logits.argmax(1) == y).sum())
+            value = loss.item()
+            total_loss += value * len(idx)
+            correct += hits
+            advance(1, loss=value, acc=hits / len(idx))
+        return Metrics(total_loss / n, correct / n)
+
+    return run
+
+
+@torch.no_grad()
+def _metrics(forward: Callable, inputs: tuple[torch.Tensor, ...], labels: torch.Tensor, *,
+             modules: nn.Module | None = None, batch: int = 128) -> Metrics:
+    """Plain cross-entropy and accuracy in eval mode."""
+    module = modules if modules is not None else forward
+    module.eval()
+    logits = torch.cat([forward(*(t[i:i + batch] for t in inputs))
+                        for i in range(0, len(labels), batch)])
+    loss = nn.functional.cross_entropy(logits, labels)
+    return Metrics(float(loss), float((logits.argmax(1) == labels).float().mean()))
+
+
+def _phase_config(name: str, settings: Settings, phase: int) -> PhaseConfig:
+    return PhaseConfig(name, getattr(settings, f"train_phase{phase}_epochs"),
+                       getattr(settings, f"train_phase{phase}_lr"), settings.train_patience,
+                       settings.train_lr_patience, settings.train_lr_factor,
+                       settings.train_min_lr, settings.train_weight_decay)
