@@ -43,8 +43,9 @@ class Settings(BaseSettings):
 
     # Embedding pipeline
     batch_size: Positive = 4
-    """Images per forward pass; small batches measured fastest on CPU (cache-bound): ONNX
-    Runtime 304 images/s at 4, 236 at 8, 89 at 16 (benchmarks/embed_throughput.py --engines)."""
+    """Images per forward pass. On the 2-core CPU, ONNX Runtime ran 208–253 images/s at 4 and
+    193–195 at 8 (benchmarks/results/engines_quiet.json), and whole-pipeline indexing was as
+    fast at 4 as at 8 (embed_throughput_sweep.json); small batches keep memory low."""
     decode_workers: Count = 2
     max_image_pixels: Positive = 40_000_000
     """Images that would decode to more pixels are refused before decoding (decompression-bomb
