@@ -99,3 +99,80 @@ def test_stratified_split_is_seeded_and_per_category(tmp_path):
     assert all(p.category != "c" for p in held)  # a lone product stays indexed
     assert stratified_split(products, 0.2, seed=3)[1] == held
     assert stratified_split(products, 0.2, seed=4)[1] != held
+
+
+def test_excel_brazil_export_is_read(tmp_path):
+    """What Excel writes in Brazil: semicolons, Windows-1252, CRLF, Portuguese headers in any
+    case and accents, Windows path separators, a file name in another case, a price 'sob
+    consulta', a quoted description over two lines, trailing empty cells and rows."""
+    photo(tmp_path / "relogios" / "R1.jpg")
+    photo(tmp_path / "relogios" / "r2.jpg")
+    table = ("Código;IMAGEM;Nome;Preço;Descrição;Cor;;\r\n"
+             "A1;relogios\\R1.jpg;Relógio Dourado;R$ 1.299,90;\"Aço; pulseira\r\nde couro\";"
+             "dourado;;\r\n"
+             "A2;Relogios/R2.JPG;Relógio Prata;Sob consulta;;;;\r\n"
+             ";;;;;;;\r\n")
+    (tmp_path / "Produtos.CSV").write_bytes(table.encode("cp1252"))
+    products = {p.product_id: p for p in read_catalog(tmp_path)}
+    assert set(products) == {"A1", "A2"}  # both photos matched: none added as unlisted
+    a1, a2 = products["A1"], products["A2"]
+    assert a1.image == (tmp_path / "relogios" / "R1.jpg").resolve()
+    assert a2.image == (tmp_path / "relogios" / "r2.jpg").resolve()
+    assert (a1.name, a1.price, a1.category) == ("Relógio Dourado", 1299.90, "relogios")
+    assert a1.description == "Aço; pulseira\r\nde couro" and a1.attributes == {"Cor": "dourado"}
+    assert a2.price is None and a2.name == "Relógio Prata"
+
+
+def test_every_problem_of_the_table_is_named_with_its_line(tmp_path):
+    photo(tmp_path / "a" / "1.jpg")
+    (tmp_path / "products.csv").write_text(
+        "product_id,image,description,price\n"
+        "p1,a/1.jpg,\"two\nlines\",abc\n"          # starts on line 2, ends on 3
+        "p2,https://cdn.loja.com/p2.jpg,,\n"       # line 4
+        "p1,a/1.jpg,,10\n"                         # line 5: p1 again
+        "p3,,,\n")                                 # line 6
+    with pytest.raises(CatalogError) as info:
+        read_catalog(tmp_path)
+    text = str(info.value)
+    assert "4 problems" in text
+    assert "line 2: price 'abc'" in text and "line 4: image 'https://cdn.loja.com/p2.jpg' " \
+        "is an address on the web" in text
+    assert "line 5: product_id 'p1' appears twice" in text
+    assert "line 6: the image column is empty" in text
+
+
+def test_a_table_without_an_image_column_names_its_columns(tmp_path):
+    photo(tmp_path / "a" / "1.jpg")
+    (tmp_path / "products.csv").write_text("id;foto_url\n1;a/1.jpg\n")
+    with pytest.raises(CatalogError, match="no image column .*'id', 'foto_url'"):
+        read_catalog(tmp_path)
+
+
+def test_store_and_model_folders_are_not_catalogue_photos(tmp_path):
+    """A store kept inside the catalogue (its uploads) and a model folder (its figures) are
+    skipped; a category folder that is a symbolic link is read, a link loop ends."""
+    photo(tmp_path / "cat" / "bolsas" / "1.jpg")
+    photo(tmp_path / "cat" / "loja" / "uploads" / "ab12.jpg")
+    (tmp_path / "cat" / "loja" / "vitrine.sqlite").write_bytes(b"")
+    photo(tmp_path / "cat" / "modelo" / "history.png")
+    (tmp_path / "cat" / "modelo" / "model.json").write_text("{}")
+    photo(tmp_path / "elsewhere" / "tenis" / "2.png")
+    (tmp_path / "cat" / "tenis").symlink_to(tmp_path / "elsewhere" / "tenis")
+    (tmp_path / "cat" / "bolsas" / "loop").symlink_to(tmp_path / "cat")
+    ids = [p.product_id for p in read_catalog(tmp_path / "cat")]
+    assert ids == ["bolsas/1.jpg", "tenis/2.png"]
+
+
+def test_a_listed_photo_may_be_a_symbolic_link(tmp_path):
+    target = photo(tmp_path / "shared" / "x.jpg")
+    (tmp_path / "cat" / "bolsas").mkdir(parents=True)
+    (tmp_path / "cat" / "bolsas" / "x.jpg").symlink_to(target)
+    (tmp_path / "cat" / "products.csv").write_text("product_id,image\nb1,bolsas/x.jpg\n")
+    products = read_catalog(tmp_path / "cat")
+    assert [(p.product_id, p.category) for p in products] == [("b1", "bolsas")]
+
+
+def test_jfif_and_avif_photos_are_products(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.jfif", format="JPEG")
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.avif", format="AVIF")
+    assert [p.product_id for p in read_catalog(tmp_path)] == ["a.jfif", "b.avif"]

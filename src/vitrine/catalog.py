@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vitrine.catalog_csv import find_csv, image_path, is_no_price, read_rows
+from vitrine.catalog_csv import report as csv_report
 from vitrine.errors import CatalogError
-from vitrine.images import is_image_path
+from vitrine.images import IMAGE_EXTENSIONS, is_image_path
 
-CSV_NAME = "products.csv"
-CORE_COLUMNS = ("product_id", "image", "category", "name", "price", "description")
 UPLOADED = "u:"
 """Prefix of the metadata hash of a product added or replaced through the API (the hash then
 keeps 62 hex digits: 64 characters, as the stores' column allows): `vitrine index` leaves
@@ -99,24 +99,40 @@ def _category_of(rel: Path) -> str:
     return rel.parts[0] if len(rel.parts) > 1 else ""
 
 
+STORE_MARKERS = ("vitrine.sqlite", "model.json")
+"""A folder holding one of these is a Vitrine store or model, never catalogue photos (a store
+kept inside the catalogue would otherwise index its own uploads, a model its figures)."""
+
+
 def scan_images(root: Path) -> list[Path]:
-    """All photo files below ``root`` (any extension case), sorted, hidden files skipped."""
+    """All photo files below ``root`` (any extension case), sorted; hidden files and folders,
+    and Vitrine store and model folders, skipped. Symbolic links to folders are followed
+    (each real folder once)."""
     found = []
-    for path in root.rglob("*"):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+    seen: set[tuple[int, int]] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen or (
+                folder != str(root) and any(m in files for m in STORE_MARKERS)):
+            dirs[:] = []
             continue
-        if path.is_file() and is_image_path(path):
-            found.append(path)
+        seen.add((info.st_dev, info.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            path = Path(folder, name)
+            if not name.startswith(".") and is_image_path(path) and path.is_file():
+                found.append(path)
     return sorted(found)
 
 
 def read_catalog(root: Path) -> list[Product]:
     """Read a catalogue folder into products.
 
-    Without ``products.csv`` every photo is a product whose id is its relative path and whose
-    category is its first folder. With the CSV, its rows define the products; extra columns
-    become attributes, and photos not listed in it are added as products of their folder.
+    Without a product table every photo is a product whose id is its relative path and whose
+    category is its first folder. With ``products.csv`` (or ``produtos.csv``; see
+    :mod:`vitrine.catalog_csv` for what it accepts) its rows define the products; extra
+    columns become attributes, and photos not listed in it are added as products of their
+    folder.
     """
     root = Path(root)
     if not root.exists():
@@ -124,14 +140,15 @@ def read_catalog(root: Path) -> list[Product]:
     if not root.is_dir():
         raise CatalogError(f"{root} is not a folder; give the catalogue folder.")
     root = root.resolve()
+    photos = scan_images(root)
     products: dict[str, Product] = {}
     listed: set[Path] = set()
-    csv_path = root / CSV_NAME
-    if csv_path.is_file():
-        for product in _read_csv(csv_path, root):
+    csv_path = find_csv(root)
+    if csv_path is not None:
+        for product in _read_csv(csv_path, root, photos):
             products[product.product_id] = product
             listed.add(product.image)
-    for path in scan_images(root):
+    for path in photos:
         if path in listed:
             continue
         rel = path.relative_to(root)
@@ -140,54 +157,38 @@ def read_catalog(root: Path) -> list[Product]:
             products[pid] = Product(product_id=pid, image=path, category=_category_of(rel),
                                     name=path.stem)
     if not products:
-        raise CatalogError(f"no product photos found in {root} (jpg, jpeg, png, webp, gif, bmp).")
+        kinds = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+        raise CatalogError(f"no product photos found in {root} ({kinds}).")
     return sorted(products.values(), key=lambda p: p.product_id)
 
 
-def _read_csv(csv_path: Path, root: Path) -> list[Product]:
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            if "image" not in columns:
-                raise CatalogError(f"{csv_path} has no 'image' column.")
-            rows = []
-            for row in reader:
-                if None in row:  # DictReader's key for the fields past the header's columns
-                    raise CatalogError(f"{csv_path} line {reader.line_num}: more fields than "
-                                       "the header has columns (quote a value that holds a "
-                                       "comma).")
-                rows.append({k.strip(): (v or "").strip() for k, v in row.items()})
-    except UnicodeDecodeError:
-        raise CatalogError(f"{csv_path} is not UTF-8 text.") from None
-    except csv.Error as exc:
-        raise CatalogError(f"{csv_path} is not valid CSV ({exc}).") from None
-    products = []
+def _read_csv(csv_path: Path, root: Path, photos: list[Path]) -> list[Product]:
+    """The products the table lists; every problem in it is reported in one error."""
+    folded: dict[str, Path | None] = {}
+    for path in photos:
+        key = path.relative_to(root).as_posix().casefold()
+        folded[key] = None if key in folded else path  # two files differing in case: ambiguous
+    products, problems = [], []
     seen: set[str] = set()
-    for line, row in enumerate(rows, start=2):
-        image_rel = row.get("image", "")
-        if not image_rel:
-            raise CatalogError(f"{csv_path} line {line}: the 'image' column is empty.")
-        image = (root / image_rel).resolve()
-        if not image.is_relative_to(root):
-            raise CatalogError(f"{csv_path} line {line}: image {image_rel!r} is outside "
-                               "the catalogue folder.")
-        pid = row.get("product_id") or Path(image_rel).as_posix()
-        if pid in seen:
-            raise CatalogError(f"{csv_path} line {line}: product_id {pid!r} appears twice.")
-        seen.add(pid)
+    for row in read_rows(csv_path):
+        f = row.fields
         try:
-            price = parse_price(row.get("price"))
-        except CatalogError as exc:
-            raise CatalogError(f"{csv_path} line {line}: {exc}") from None
-        rel = Path(image_rel)
+            if not f["image"]:
+                raise ValueError("the image column is empty")
+            image = image_path(root, f["image"], folded.get)
+            pid = f["product_id"] or image.relative_to(root).as_posix()
+            if pid in seen:
+                raise ValueError(f"product_id {pid!r} appears twice")
+            seen.add(pid)
+            price = None if is_no_price(f["price"]) else parse_price(f["price"])
+        except (ValueError, CatalogError) as exc:
+            problems.append(f"line {row.line}: {str(exc).rstrip('.')}")
+            continue
+        rel = image.relative_to(root)
         products.append(Product(
-            product_id=pid,
-            image=image,
-            category=row.get("category") or _category_of(rel),
-            name=row.get("name") or rel.stem,
-            price=price,
-            description=row.get("description", ""),
-            attributes={k: v for k, v in row.items() if k and k not in CORE_COLUMNS and v},
-        ))
+            product_id=pid, image=image, category=f["category"] or _category_of(rel),
+            name=f["name"] or rel.stem, price=price, description=f["description"],
+            attributes=row.extra))
+    if problems:
+        raise csv_report(csv_path, problems)
     return products

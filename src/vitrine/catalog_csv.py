@@ -1,0 +1,150 @@
+"""Reading a catalogue's product table as shops export it: comma or semicolon separated
+(Excel in Brazil writes semicolons), UTF-8 or Windows-1252, English or Portuguese column
+names in any case, Windows path separators, blank rows."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from vitrine.errors import CatalogError
+
+CSV_NAMES = ("products.csv", "produtos.csv")
+"""File names of the product table at the catalogue's root, in any case."""
+
+COLUMN_ALIASES = {
+    "product_id": ("product_id", "id", "sku", "codigo", "cod", "produto_id", "id_produto"),
+    "image": ("image", "imagem", "foto", "photo", "image_path", "arquivo", "file"),
+    "category": ("category", "categoria"),
+    "name": ("name", "nome", "titulo", "title"),
+    "price": ("price", "preco", "valor"),
+    "description": ("description", "descricao"),
+}
+"""Recognised column names (compared without case, accents, spaces or hyphens) of each
+field; any other column is kept as an attribute under its own name."""
+
+NO_PRICE = frozenset({"sob consulta", "consulte", "a consultar", "-", "–", "—", "n/a"})
+"""Price cells that say the price is not published: read as unknown, like a blank cell."""
+
+MAX_REPORTED = 5
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+@dataclass
+class Row:
+    """One product row: the fields by their canonical names, the other columns, and the
+    file line it starts on."""
+
+    line: int
+    fields: dict[str, str]
+    extra: dict[str, str]
+
+
+def find_csv(root: Path) -> Path | None:
+    """The product table at ``root``: ``products.csv`` or ``produtos.csv``, any case."""
+    by_name = {}
+    for entry in os.scandir(root):
+        if entry.is_file():
+            by_name.setdefault(entry.name.casefold(), Path(entry.path))
+    return next((by_name[n] for n in CSV_NAMES if n in by_name), None)
+
+
+def fold(text: str) -> str:
+    """``text`` without accents, case, spaces, hyphens or dots: how column names compare."""
+    plain = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in plain if not unicodedata.combining(c)).casefold()
+    return re.sub(r"[\s\-.]+", "_", plain.strip()).strip("_")
+
+
+_CANONICAL = {fold(alias): name for name, aliases in COLUMN_ALIASES.items()
+              for alias in aliases}
+
+
+def decode(path: Path) -> str:
+    """The file's text: UTF-8 (with or without a byte-order mark), else Windows-1252 (what
+    Excel writes as plain 'CSV' on Windows)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        raise CatalogError(f"{path} is neither UTF-8 nor Windows-1252 text; save it as "
+                           "'CSV UTF-8'.") from None
+
+
+def delimiter(header: str) -> str:
+    """The separator of a header line: the most frequent of comma, semicolon and tab outside
+    quotes (comma when none)."""
+    outside = re.sub(r'"[^"]*"', "", header)
+    counts = {sep: outside.count(sep) for sep in (",", ";", "\t")}
+    best = max(counts, key=lambda sep: counts[sep])
+    return best if counts[best] else ","
+
+
+def read_rows(path: Path) -> list[Row]:
+    """The table's non-blank rows with canonical field names; an error names the file and
+    the line."""
+    text = decode(path)
+    reader = csv.reader(io.StringIO(text, newline=""),
+                        delimiter=delimiter(text.split("\n", 1)[0]))
+    try:
+        header = next(reader, [])
+        names = []
+        for column in header:
+            canonical = _CANONICAL.get(fold(column))
+            names.append(canonical if canonical and canonical not in names else column.strip())
+        if "image" not in names:
+            raise CatalogError(f"{path} has no image column (name one 'image' or 'imagem'); "
+                               f"its columns are {', '.join(repr(c) for c in header)}.")
+        rows = []
+        line = reader.line_num + 1
+        for values in reader:
+            if any(v.strip() for v in values[len(names):]):
+                raise CatalogError(f"{path} line {line}: more fields than the header has "
+                                   "columns (quote a value that holds the separator).")
+            cells = {n: v.strip() for n, v in zip(names, values, strict=False)}
+            if any(cells.values()):
+                fields = {n: cells.get(n, "") for n in COLUMN_ALIASES}
+                extra = {n: v for n, v in cells.items() if n not in COLUMN_ALIASES and n and v}
+                rows.append(Row(line, fields, extra))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise CatalogError(f"{path} is not valid CSV ({exc}).") from None
+    return rows
+
+
+def image_path(root: Path, text: str, lookup) -> Path:
+    """The photo a row names, relative to ``root``: backslashes read as folder separators,
+    and a name that differs from the file's only in case found by ``lookup`` (folded
+    relative path → file). Raises ``ValueError`` with the reason when it is not usable."""
+    if _URL.match(text):
+        raise ValueError(f"image {text!r} is an address on the web; Vitrine reads photos from "
+                         "the catalogue folder: save them there and give their paths")
+    rel = text.replace("\\", "/")
+    full = Path(os.path.normpath(root / rel))
+    if not full.is_relative_to(root) or full == root:
+        raise ValueError(f"image {text!r} is outside the catalogue folder")
+    if not full.exists():
+        full = lookup(full.relative_to(root).as_posix().casefold()) or full
+    return full
+
+
+def is_no_price(text: str) -> bool:
+    return text.strip().casefold() in NO_PRICE
+
+
+def report(path: Path, problems: list[str]) -> CatalogError:
+    """One error for every problem found in the table (the first few named)."""
+    shown = "; ".join(problems[:MAX_REPORTED])
+    more = f" (and {len(problems) - MAX_REPORTED} more)" if len(problems) > MAX_REPORTED else ""
+    if len(problems) == 1:
+        return CatalogError(f"{path} {shown}.")
+    return CatalogError(f"{path} has {len(problems)} problems: {shown}{more}.")
