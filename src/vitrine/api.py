@@ -7,8 +7,9 @@ with the key from ``VITRINE_API_KEY``; POST with an existing ``product_id`` repl
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, FastAPI, File, Form, Header, HTTPException, Query, Request
 from fastapi import UploadFile as Upload
@@ -23,7 +24,7 @@ from vitrine.catalog import parse_price
 from vitrine.config import Settings
 from vitrine.embed import Embedder
 from vitrine.errors import CatalogError, ImageError, StoreError
-from vitrine.images import BROWSER_SUFFIXES, browser_png
+from vitrine.images import BROWSER_SUFFIXES, browser_png, thumbnail_jpeg
 from vitrine.recommend import ProductNotFound
 from vitrine.service import NewProduct, VitrineService
 from vitrine.store.base import Match, StoredProduct
@@ -34,6 +35,12 @@ K_MIN, K_MAX = 1, 100
 PAGE_MAX = 200
 OFFSET_MAX = 1_000_000_000
 SIMILAR_SUFFIX = "/similar"
+CARD_SIDE = 448
+"""Longest side of the photo copies the cards show (224 CSS pixels at twice the density)."""
+SMALL_PHOTO_BYTES = 96_000
+"""Photos up to this size are sent as they are, even to a card."""
+THUMBNAILS_KEPT = 1024
+"""Card copies kept in memory (about 20-40 KB each)."""
 
 
 class ProductOut(BaseModel):
@@ -248,21 +255,33 @@ def create_app(settings: Settings, store: str | Path, *,
     def healthz() -> Health:
         return Health(status="ok", products=service.count(), model=service.embedder.spec.name)
 
+    @functools.lru_cache(maxsize=THUMBNAILS_KEPT)
+    def card_copy(path: str, mtime_ns: int, nbytes: int) -> bytes:  # the file version keys it
+        return thumbnail_jpeg(Path(path), CARD_SIDE, settings.max_image_pixels)
+
     @app.get("/images/{product_id:path}", tags=["images"],
              response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
-    def product_image(product_id: str, request: Request) -> Response:
+    def product_image(product_id: str, request: Request,
+                      size: Annotated[Literal["card"] | None, Query(
+                          description="'card': a copy at most 448 px on a side (JPEG), "
+                          "what the page's cards show")] = None) -> Response:
         """The photo of a product (as PNG when browsers cannot show its format, such as
         TIFF). Only stored products' photos are reachable. ``no-cache`` with an ETag: a
         browser asks again each time and gets 304 until the photo is replaced."""
         path = service.image_path(product_id)
         stat = path.stat()
+        small = size is None or (stat.st_size <= SMALL_PHOTO_BYTES
+                                 and path.suffix.lower() in BROWSER_SUFFIXES)
         headers = {"Cache-Control": "no-cache",
-                   "ETag": f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'}
+                   "ETag": f'"{stat.st_mtime_ns:x}-{stat.st_size:x}{"" if small else "-card"}"'}
         if headers["ETag"] in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
-        if path.suffix.lower() in BROWSER_SUFFIXES:
+        if small and path.suffix.lower() in BROWSER_SUFFIXES:
             return FileResponse(path, headers=headers)
         try:
+            if not small:
+                return Response(card_copy(str(path), stat.st_mtime_ns, stat.st_size),
+                                media_type="image/jpeg", headers=headers)
             png = browser_png(path, settings.max_image_pixels)
         except ImageError:  # the stored file went bad: not the request's fault
             raise HTTPException(404, f"The photo of product {product_id!r} cannot be "

@@ -17,7 +17,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from vitrine.errors import ImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".avif", ".gif",
+                              ".bmp", ".tif", ".tiff"})
 BROWSER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
 """Photos browsers show as they are; others (TIFF, PPM, …) are sent as PNG (browser_png)."""
 WHITE = (255, 255, 255)
@@ -82,7 +83,8 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
             if width * height > max_pixels:
                 raise ImageError(
                     name, f"{width}x{height} pixels is over the limit of {max_pixels:,} "
-                    "pixels (possible decompression bomb)."
+                    "pixels (possible decompression bomb; a real photo this large: raise "
+                    "VITRINE_MAX_IMAGE_PIXELS or scale it down)."
                 )
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
@@ -133,6 +135,17 @@ def browser_png(path: Path, max_pixels: int) -> bytes:
     RGB, transparency on white, as :func:`open_image` decodes it."""
     buf = io.BytesIO()
     open_image(path, max_pixels=max_pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def thumbnail_jpeg(path: Path, side: int, max_pixels: int) -> bytes:
+    """The photo scaled down to fit ``side``×``side`` (never up) as JPEG: upright, RGB,
+    transparency on white, as :func:`open_image` decodes it; a JPEG decodes at a reduced scale
+    first, so a large phone photo costs little."""
+    img = open_image(path, max_pixels=max_pixels, draft_size=side)
+    img.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85, optimize=True)
     return buf.getvalue()
 
 

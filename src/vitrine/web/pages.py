@@ -52,8 +52,10 @@ def _url(path: str, lang: str, **params: object) -> str:
     return path + ("?" + urlencode(query) if query else "")
 
 
-def image_url(product_id: str) -> str:
-    return "/images/" + quote(product_id, safe="")
+def image_url(product_id: str, size: str | None = None) -> str:
+    """The address of a product's photo; ``size='card'`` asks for the small copy the
+    catalogue and result cards show."""
+    return "/images/" + quote(product_id, safe="") + (f"?size={size}" if size else "")
 
 
 def product_path(product_id: str) -> str:

@@ -1,0 +1,70 @@
+"""The small photo copies the page's cards show: a shop's multi-megabyte photos are not sent
+24 at a time to a catalogue page."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+from fastapi.testclient import TestClient
+from PIL import Image
+
+
+def _store(tmp_path, embedder):
+    """A store of three products: a large photo, a small one (a demo-sized JPEG) and a
+    TIFF."""
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "catalog" / "bolsas"
+    folder.mkdir(parents=True)
+    noise = rng.integers(0, 255, (1500, 2400, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "grande.jpg", quality=95)
+    Image.fromarray(noise[:300, :225]).resize((225, 300)).save(folder / "pequena.jpg",
+                                                               quality=60)
+    Image.fromarray(noise[:200, :200]).save(folder / "scan.tif")
+    store = open_store(tmp_path / "store", create=True)
+    index_catalog(tmp_path / "catalog", store, embedder, show_progress=False)
+    store.close()
+    return tmp_path / "store", folder
+
+
+def test_cards_get_small_copies_of_large_photos(settings, embedder, tmp_path):
+    from vitrine.api import create_app
+
+    store, folder = _store(tmp_path, embedder)
+    client = TestClient(create_app(settings, store, embedder=embedder))
+    page = client.get("/").text
+    assert 'src="/images/bolsas%2Fgrande.jpg?size=card"' in page
+
+    big = folder / "grande.jpg"
+    r = client.get("/images/bolsas/grande.jpg", params={"size": "card"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    card = Image.open(io.BytesIO(r.content))
+    assert max(card.size) == 448 and card.size[0] / card.size[1] == 2400 / 1500
+    assert len(r.content) < big.stat().st_size / 10
+    etag = r.headers["etag"]
+    assert client.get("/images/bolsas/grande.jpg", params={"size": "card"},
+                      headers={"If-None-Match": etag}).status_code == 304
+    full = client.get("/images/bolsas/grande.jpg")
+    assert full.content == big.read_bytes() and full.headers["etag"] != etag
+
+    # a photo already small is sent as it is; a TIFF becomes a JPEG card
+    small = client.get("/images/bolsas/pequena.jpg", params={"size": "card"})
+    assert small.content == (folder / "pequena.jpg").read_bytes()
+    tif = client.get("/images/bolsas/scan.tif", params={"size": "card"})
+    assert tif.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(tif.content)).size == (200, 200)
+
+    # the photo replaced in place (same name, new content): the card follows it
+    red = np.random.default_rng(1).integers(0, 60, (600, 1200, 3), dtype=np.uint8)
+    red[..., 0] += 190
+    Image.fromarray(red).save(big, quality=95)
+    os.utime(big, ns=(big.stat().st_atime_ns, big.stat().st_mtime_ns + 10**9))
+    again = client.get("/images/bolsas/grande.jpg", params={"size": "card"})
+    assert again.headers["etag"] != etag
+    assert Image.open(io.BytesIO(again.content)).size == (448, 224)
+    assert np.asarray(Image.open(io.BytesIO(again.content)))[100, 100, 0] > 180
+    assert client.get("/images/bolsas/grande.jpg", params={"size": "huge"}).status_code == 422
