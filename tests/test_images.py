@@ -182,3 +182,22 @@ def test_to_array_normalises_chw():
     assert arr.shape == (3, 32, 32) and arr.dtype == np.float32
     expected = (1.0 - prep.mean[0]) / prep.std[0]
     assert np.allclose(arr[0], expected, atol=1e-5)
+
+
+def test_heif_photos_from_phones_decode(tmp_path):
+    """iPhones save HEIF (.HEIC); it decodes like any photo, upright and RGB, and the
+    catalogue reads it."""
+    from PIL import Image as PILImage
+    from pillow_heif import from_pillow
+
+    from vitrine.catalog import read_catalog
+
+    img = PILImage.new("RGB", (64, 48), (200, 30, 30))
+    path = tmp_path / "bolsas" / "IMG_0001.HEIC"
+    path.parent.mkdir()
+    from_pillow(img).save(path, quality=95)
+    assert path.read_bytes()[4:12] in (b"ftypheic", b"ftypmif1")
+    out = open_image(path)
+    assert out.mode == "RGB" and out.size == (64, 48)
+    assert abs(int(np.asarray(out)[24, 32, 0]) - 200) < 12
+    assert [p.product_id for p in read_catalog(tmp_path)] == ["bolsas/IMG_0001.HEIC"]

@@ -7,6 +7,7 @@ Every photo goes through :func:`open_image` (safe decode to upright RGB) and the
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from vitrine.errors import ImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".avif", ".gif",
-                              ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".avif", ".heic",
+                              ".heif", ".gif", ".bmp", ".tif", ".tiff"})
 BROWSER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
 """Photos browsers show as they are; others (TIFF, PPM, …) are sent as PNG (browser_png)."""
 WHITE = (255, 255, 255)
@@ -41,6 +42,18 @@ class Preprocessing:
     def as_dict(self) -> dict:
         return {"size": self.size, "resize": self.resize, "mean": list(self.mean),
                 "std": list(self.std)}
+
+
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+"""ISO-BMFF brands of HEIF photos (what iPhones take): pillow-heif decodes them."""
+
+
+@functools.cache
+def _heif_opener() -> None:
+    """Teach Pillow HEIF, once, when the first such photo comes (its import costs ~50 ms)."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
 
 
 def is_image_path(path: Path) -> bool:
@@ -73,6 +86,8 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
         raise ImageError(name, f"cannot be read ({exc.strerror or exc}).") from None
     if not data:
         raise ImageError(name, "the file is empty (0 bytes).")
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+        _heif_opener()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

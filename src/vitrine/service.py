@@ -43,6 +43,8 @@ def image_suffix(data: bytes) -> str:
     """File extension for an already-decoded photo, from its leading bytes."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return ".webp"
+    if data[4:8] == b"ftyp":  # ISO-BMFF: AVIF or HEIF
+        return ".avif" if data[8:12] in (b"avif", b"avis") else ".heic"
     for magic, suffix in _SIGNATURES:
         if data.startswith(magic):
             return suffix

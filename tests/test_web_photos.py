@@ -1,5 +1,5 @@
-"""The small photo copies the page's cards show: a shop's multi-megabyte photos are not sent
-24 at a time to a catalogue page."""
+"""Photos on the web: the small copies the cards show (a shop's multi-megabyte photos are not
+sent 24 at a time to a catalogue page) and phone formats (HEIF) shown as PNG."""
 
 from __future__ import annotations
 
@@ -68,3 +68,34 @@ def test_cards_get_small_copies_of_large_photos(settings, embedder, tmp_path):
     assert Image.open(io.BytesIO(again.content)).size == (448, 224)
     assert np.asarray(Image.open(io.BytesIO(again.content)))[100, 100, 0] > 180
     assert client.get("/images/bolsas/grande.jpg", params={"size": "huge"}).status_code == 422
+
+
+def test_a_phone_photo_is_searched_added_and_shown(settings, small_store, small_catalog,
+                                                   embedder, tmp_path):
+    """An iPhone photo (HEIF) uploaded to search and to add a product: found, stored as
+    ``<sha256>.heic`` and served to browsers as PNG."""
+    import shutil
+
+    from pillow_heif import from_pillow
+
+    from vitrine.api import create_app
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    client = TestClient(create_app(settings.model_copy(update={"api_key": "k"}), store,
+                                   embedder=embedder))
+    source = sorted((small_catalog / "relogio_feminino").iterdir())[0]
+    buf = io.BytesIO()
+    from_pillow(Image.open(source).convert("RGB")).save(buf, quality=90)
+    heic = buf.getvalue()
+    found = client.post("/api/search", files={"image": ("IMG_0001.HEIC", heic, "image/heic")})
+    assert found.status_code == 200
+    assert found.json()["results"][0]["category"] == "relogio_feminino"
+    added = client.post("/api/products", headers={"Authorization": "Bearer k"},
+                        data={"product_id": "iphone-1", "name": "Relógio", "category": "x"},
+                        files={"image": ("IMG_0001.HEIC", heic, "image/heic")})
+    assert added.status_code == 201, added.text
+    assert list((store / "uploads").glob("*.heic"))
+    shown = client.get("/images/iphone-1")
+    assert shown.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(shown.content)).size == Image.open(source).size
