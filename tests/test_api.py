@@ -480,6 +480,7 @@ def test_app_over_a_milvus_lite_store(settings, small_store, embedder, tmp_path,
     uri = f"milvus-lite://{tmp_path}/shop.db"
     source, target = open_store(small_store), open_store(uri, create=True)
     migrate_store(source, target, show_progress=False)
+    assert target.catalog_folder() == source.catalog_folder() == str(small_catalog.resolve())
     source.close()
     target.close()
     photo = _jpeg(small_catalog / rows[7]["image"], flip=True)

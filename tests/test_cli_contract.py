@@ -61,6 +61,7 @@ def test_index_reindex_search_similar_info(catalog, env, tmp_path):
     assert info["products"] == 32
     assert info["categories"]["extra"] == 1
     assert info["model"]["backbone"] == "mobilenet_v2" and info["model"]["dim"] == 1280
+    assert info["catalog_folder"] == str(catalog.resolve())
 
     query = catalog / rows[5].split(",")[1]
     out = run("search", "--store", store, "--k", "3", "--json", query, query,
@@ -224,3 +225,47 @@ def test_out_of_range_settings_are_one_sentence(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(VitrineError, match=f"^setting {name}='{re.escape(value)}': "):
         load_settings()
+
+
+@pytest.mark.parametrize("value, origins", [
+    ("https://loja.com.br", ["https://loja.com.br"]),
+    ("https://a.com, https://b.com,", ["https://a.com", "https://b.com"]),
+    ('["https://a.com", "https://b.com"]', ["https://a.com", "https://b.com"]),
+    ("", [])])
+def test_cors_origins_is_a_comma_separated_or_json_list(monkeypatch, value, origins):
+    """A plain URL crashed every command with a pydantic-settings traceback (JSON only)."""
+    from vitrine.config import load_settings
+
+    monkeypatch.setenv("VITRINE_CORS_ORIGINS", value)
+    assert load_settings().cors_origins == origins
+
+
+def test_unparsable_settings_are_one_sentence(tmp_path):
+    """A setting pydantic-settings cannot parse is one `error:` sentence naming it, status 2
+    (it was a SettingsError traceback, status 1); a plain URL in CORS_ORIGINS now works."""
+    from vitrine.store import open_store
+
+    open_store(tmp_path / "s", create=True).close()
+    bad = run("info", "--store", tmp_path / "s", check=False,
+              env_extra={"VITRINE_CORS_ORIGINS": '["https://a.com"'})
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.startswith("error: setting VITRINE_CORS_ORIGINS='[\"https://a.com\"'")
+    assert len(bad.stderr.strip().splitlines()) == 1
+    good = run("info", "--store", tmp_path / "s", "--json",
+               env_extra={"VITRINE_CORS_ORIGINS": "https://loja.com.br"})
+    assert json.loads(good.stdout)["products"] == 0
+
+
+def test_settings_errors_of_any_parsing_name_the_variable(monkeypatch):
+    """Any list or dict setting pydantic-settings decodes itself (as JSON) and cannot: one
+    sentence naming the variable, not a SettingsError."""
+    import vitrine.config as config
+    from vitrine.errors import VitrineError
+
+    class WithMap(config.Settings):
+        extra_map: dict[str, int] = {}
+
+    monkeypatch.setattr(config, "Settings", WithMap)
+    monkeypatch.setenv("VITRINE_EXTRA_MAP", "a=1")
+    with pytest.raises(VitrineError, match=r"^setting VITRINE_EXTRA_MAP='a=1' could not be read"):
+        config.load_settings()

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import IN_CI
-from test_store import MANIFEST, record, unit
+from test_store import MANIFEST, check_name_search_ignores_case_and_accents, record, unit
 
 from vitrine.catalog import Product
 from vitrine.embed import ModelManifest
@@ -115,6 +115,11 @@ def test_cli_index_and_search_on_milvus_lite(small_catalog, weights_path, tmp_pa
     query = sorted((small_catalog / "x_bolsa_feminina").glob("*.jpg"))[0]
     result = json.loads(cli("search", "--store", uri, "--k", "3", "--json", query))
     assert result["results"][0]["image"].endswith(query.name)
+
+
+def test_name_search_ignores_case_and_accents(mstore):
+    """As on the embedded store: Milvus' like can fold neither, so the store folds."""
+    check_name_search_ignores_case_and_accents(mstore)
 
 
 ODD_IDS = ['a"b', "a\\b", "it's", "ç/ã", 'a\\"b', '"', "calçados/sandália 1.jpg"]

@@ -73,6 +73,35 @@ def test_update_and_delete(store):
     assert "a" not in [m.product.product_id for m in store.search(unit(0, 1), 10)]
 
 
+FOLD_NAMES = {"r1": "Relógio Dourado", "r2": "relógio prata", "r3": "RELÓGIO Feminino",
+              "x1": "AÇAÍ", "x2": "Sapato Café", "Calçados/Sandália-1": "Chinelo"}
+
+
+def check_name_search_ignores_case_and_accents(store):
+    """``q`` finds any part of the name or id whatever its case and accents: shoppers type
+    "relogio" for "Relógio" (RELÓGIO found nothing, relogio and acai missed); the same on
+    every store (test_milvus_store runs this on Milvus)."""
+    store.upsert([record(pid, unit(1, 0.5), name=name) for pid, name in FOLD_NAMES.items()])
+
+    def ids(query, **kw):
+        return [p.product_id for p in store.list_products(query=query, **kw)]
+
+    watches = ["r3", "r1", "r2"]  # ordered by category, name, id: upper case first
+    for query in ("relogio", "RELÓGIO", "Relogio", "relógio", "RELOGIO"):
+        assert ids(query) == watches, query
+    for query in ("acai", "AÇAÍ", "açaí", "Acai"):
+        assert ids(query) == ["x1"], query
+    assert ids("cafe") == ids("CAFÉ") == ["x2"]
+    assert ids("ogio d") == ["r1"]  # any part, across a space
+    assert ids("sandalia") == ids("calcados/") == ["Calçados/Sandália-1"]  # the id
+    assert ids("relogio", limit=2) + ids("relogio", limit=2, offset=2) == watches
+    assert ids("relogio", category="d") == [] and ids("%") == ids("_") == []  # no wildcards
+
+
+def test_name_search_ignores_case_and_accents(store):
+    check_name_search_ignores_case_and_accents(store)
+
+
 def test_persistence_and_index_rebuild(store, tmp_path):
     store.flush()
     root = store.root

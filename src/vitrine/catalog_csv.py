@@ -8,11 +8,11 @@ import csv
 import io
 import os
 import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from vitrine.errors import CatalogError
+from vitrine.fold import fold
 
 CSV_NAMES = ("products.csv", "produtos.csv")
 """File names of the product table at the catalogue's root, in any case."""
@@ -54,14 +54,12 @@ def find_csv(root: Path) -> Path | None:
     return next((by_name[n] for n in CSV_NAMES if n in by_name), None)
 
 
-def fold(text: str) -> str:
-    """``text`` without accents, case, spaces, hyphens or dots: how column names compare."""
-    plain = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in plain if not unicodedata.combining(c)).casefold()
-    return re.sub(r"[\s\-.]+", "_", plain.strip()).strip("_")
+def column_key(text: str) -> str:
+    """A column name without accents, case, spaces, hyphens or dots: how names compare."""
+    return re.sub(r"[\s\-.]+", "_", fold(text).strip()).strip("_")
 
 
-_CANONICAL = {fold(alias): name for name, aliases in COLUMN_ALIASES.items()
+_CANONICAL = {column_key(alias): name for name, aliases in COLUMN_ALIASES.items()
               for alias in aliases}
 
 
@@ -99,7 +97,7 @@ def read_rows(path: Path) -> list[Row]:
         header = next(reader, [])
         names = []
         for column in header:
-            canonical = _CANONICAL.get(fold(column))
+            canonical = _CANONICAL.get(column_key(column))
             names.append(canonical if canonical and canonical not in names else column.strip())
         if "image" not in names:
             raise CatalogError(f"{path} has no image column (name one 'image' or 'imagem'); "

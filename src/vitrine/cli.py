@@ -50,6 +50,9 @@ def index(
     shard: Annotated[str | None, typer.Option(
         "--shard", help="I/N: index only shard I of N (parallel writers into one Milvus "
         "store).")] = None,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Make CATALOG_DIR the store's catalogue even when that removes "
+        "products indexed from another folder, or all of them (refused without it).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Index (or re-index) a catalogue folder into a store."""
@@ -67,7 +70,8 @@ def index(
     try:
         report = index_catalog(catalog_dir, db, embedder, rules=duplicate_rules(settings),
                                show_progress=not as_json, shard=shard_spec,
-                               uploads=upload_folder(db, settings.upload_dir))
+                               uploads=upload_folder(db, settings.upload_dir),
+                               replace=replace)
     finally:
         db.close()
     if as_json:
@@ -211,12 +215,14 @@ def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
     db = open_store(store, token=load_settings().milvus_token)
     manifest = db.manifest()
     data = {"products": db.count(), "categories": db.categories(),
+            "catalog_folder": db.catalog_folder(),
             "model": manifest.as_dict() if manifest else None}
     db.close()
     if as_json:
         print_json(data)
         return
-    out.print(f"{data['products']} products in {store}")
+    out.print(f"{data['products']} products in {store}"
+              + (f", indexed from {data['catalog_folder']}" if data["catalog_folder"] else ""))
     for name, n in data["categories"].items():
         out.print(f"  {name or '(none)'}: {n}")
     if manifest:

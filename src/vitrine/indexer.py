@@ -50,18 +50,33 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_manifest(store: VectorStore, embedder: Embedder) -> None:
-    """Refuse to mix vectors of two models in one store; record the model in a new store."""
+class RemovalRefused(VitrineError):
+    """An index run that would remove catalogue products it should not without --replace:
+    those indexed from another folder, or every one of them."""
+
+
+def check_manifest(store: VectorStore, embedder: Embedder, *, record: bool = True) -> bool:
+    """Refuse to mix vectors of two models in one store; record the model in a new store
+    (with ``record``). True when the store had no model recorded."""
     stored = store.manifest()
     if stored is None:
-        store.set_manifest(embedder.manifest)
-    elif stored != embedder.manifest:
+        if record:
+            store.set_manifest(embedder.manifest)
+        return True
+    if stored != embedder.manifest:
+        trained = stored.embedding != "pooled"
         raise StoreError(
             f"the store {store.location} was built with a different model ({stored.backbone}, "
-            f"weights {stored.weights_sha256[:12]}, {stored.preprocessing.get('resize')}) "
-            f"than this run ({embedder.manifest.backbone}, weights "
-            f"{embedder.manifest.weights_sha256[:12]}, "
-            f"{embedder.manifest.preprocessing.get('resize')}); use another --store.")
+            f"weights {stored.weights_sha256[:12]}, {stored.preprocessing.get('resize')}"
+            f"{', trained' if trained else ''}) than this run ({embedder.manifest.backbone}, "
+            f"weights {embedder.manifest.weights_sha256[:12]}, "
+            f"{embedder.manifest.preprocessing.get('resize')}"
+            f"{', trained' if embedder.manifest.embedding != 'pooled' else ''}); to use this "
+            "model, index into a new --store with it (and search and serve that store with "
+            "it), or pass "
+            + ("the --model this store was indexed with." if trained else
+               "the --weights and settings this store was indexed with (no --model)."))
+    return False
 
 
 def _display_path(path: Path, root: Path) -> str:
@@ -96,7 +111,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                   rules: DuplicateRules | None = None, show_progress: bool = True,
                   commit_every: int = COMMIT_EVERY,
                   shard: tuple[int, int] | None = None,
-                  uploads: Path | None = None) -> IndexReport:
+                  uploads: Path | None = None, replace: bool = False) -> IndexReport:
     """Bring ``store`` in line with the catalogue folder. Commits every ``commit_every``
     products, so an interrupted run keeps its work and a rerun continues from there.
 
@@ -105,17 +120,26 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     when the catalogue lacks or lists their id; ``report.uploaded`` counts them.
 
     With ``shard=(i, n)`` only the products of shard ``i`` are added, updated or removed, so
-    ``n`` processes (or machines) can index one catalogue into one Milvus store together."""
+    ``n`` processes (or machines) can index one catalogue into one Milvus store together.
+
+    A catalogue product whose photo file no longer exists is removed from the store (a photo
+    that cannot be read keeps what the store holds). The store records the folder it was
+    indexed from; unless ``replace``, a run that would remove catalogue products indexed from
+    another folder, or every catalogue product the store (or shard) holds, is refused before
+    anything is written (:class:`RemovalRefused`)."""
     started = time.perf_counter()
     root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
     products = [p for p in read_catalog(root) if in_shard(p.product_id, shard)]
     store.lock_for_writing()
-    check_manifest(store, embedder)
+    new_store = check_manifest(store, embedder, record=False)
     report = IndexReport()
-    stored = {pid: fp for pid, fp in store.fingerprints().items() if in_shard(pid, shard)}
-    uploaded = _uploaded(store, uploads, stored)
+    fingerprints = store.fingerprints()
+    all_uploaded = _uploaded(store, uploads, fingerprints)
+    stored = {pid: fp for pid, fp in fingerprints.items() if in_shard(pid, shard)}
+    uploaded = all_uploaded & stored.keys()
     report.uploaded = len(uploaded)
     products = [p for p in products if p.product_id not in uploaded]
+    gone: set[str] = set()  # stored catalogue products whose photo file no longer exists
 
     to_embed: list[tuple[Product, str]] = []
     meta_only: list[Product] = []
@@ -131,6 +155,9 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
             except OSError as exc:
                 reason = "file not found" if isinstance(exc, FileNotFoundError) else \
                     f"cannot be read ({exc.strerror})"
+                if isinstance(exc, FileNotFoundError) and product.product_id in stored:
+                    gone.add(product.product_id)
+                    reason += "; removed from the store"
                 report.skipped.append({"path": _display_path(product.image, root),
                                        "reason": reason})
                 adv(1)
@@ -144,19 +171,54 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                 report.unchanged += 1
             adv(1)
 
+    keep = ({p.product_id for p in products} - gone) | uploaded
+    remove = [pid for pid in stored if pid not in keep]
+    if not replace:  # nothing is written before this check
+        _check_removals(store, root, [pid for pid in stored if pid not in uploaded], remove,
+                        len(gone), shard)
+    if new_store:
+        store.set_manifest(embedder.manifest)
+    if store.catalog_folder() != str(root):
+        store.set_catalog_folder(str(root))
+
     store.update_metadata(meta_only)
     report.updated += len(meta_only)
     _embed_and_store(to_embed, stored, store, embedder, report, root, show_progress,
                      commit_every)
 
-    keep = {p.product_id for p in products} | uploaded
-    report.removed = store.delete(pid for pid in stored if pid not in keep)
+    report.removed = store.delete(remove)
     if shard is None and store.exclusive_writer:
         report.orphan_photos = _prune_orphan_photos(store, uploads)  # own uploads/ only
-    report.duplicates = store_duplicates(store, root, rules)
+    report.duplicates = store_duplicates(store, root, rules, uploaded=all_uploaded)
     store.flush()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_removals(store: VectorStore, root: Path, catalogue: list[str], remove: list[str],
+                    missing: int, shard: tuple[int, int] | None) -> None:
+    """Refuse a run that would remove catalogue products indexed from another folder than
+    ``root`` (as the store recorded it), or every catalogue product the store holds (of this
+    shard): an unmounted drive, photos moved away, the wrong folder."""
+    if not remove:
+        return
+    recorded = store.catalog_folder()
+    held = f"{len(catalogue)} catalogue products" + (
+        f" in shard {shard[0]}/{shard[1]}" if shard else "")
+    if recorded is not None and recorded != str(root):
+        raise RemovalRefused(
+            f"the store {store.location} holds {held} indexed from {recorded}; indexing "
+            f"{root} would remove {len(remove)} of them. Pass --replace to make {root} its "
+            "catalogue, or index into another --store.")
+    if len(remove) == len(catalogue):
+        unlisted = len(remove) - missing
+        why = ("their photo files are missing" if not unlisted else
+               "the folder lists none of them" if not missing else
+               f"{missing} photo files missing, {unlisted} products no longer listed")
+        raise RemovalRefused(
+            f"indexing {root} would remove every one of the {held} of the store "
+            f"{store.location} ({why}); check that the folder is complete (a network drive "
+            "not mounted, photos moved away) or pass --replace to index it as it is.")
 
 
 def _utf8(text: str) -> bool:
@@ -232,10 +294,11 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
     commit()
 
 
-def store_duplicates(store: VectorStore, root: Path,
-                     rules: DuplicateRules | None = None) -> list[list[str]]:
+def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | None = None,
+                     uploaded: set[str] | None = None) -> list[list[str]]:
     """Duplicate groups among all stored products, as image paths (with the product id when
-    products share one photo)."""
+    products share one photo); a product of ``uploaded`` (added through the API, its photo
+    named by its sha256) as ``product ID (added through the API)``."""
     ids, vectors = store.all_vectors()
     if len(ids) < 2:
         return []
@@ -245,8 +308,10 @@ def store_duplicates(store: VectorStore, root: Path,
         raise VitrineError("the store changed while looking for duplicates; run again.")
     paths = [_display_path(Path(r.image), root) for r in records]
     shared = {p for p, n in Counter(paths).items() if n > 1}
-    keys = [f"{p} (product {r.product_id})" if p in shared else p  # one photo, two products
-            for p, r in zip(paths, records, strict=True)]
+    uploaded = uploaded or set()
+    keys = [f"product {r.product_id} (added through the API)" if r.product_id in uploaded
+            else f"{p} (product {r.product_id})" if p in shared  # one photo, two products
+            else p for p, r in zip(paths, records, strict=True)]
     groups = find_duplicates(
         keys, vectors,
         [r.phash for r in records], [r.thumb for r in records],

@@ -30,6 +30,8 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
     target.lock_for_writing()
     if existing is None:
         target.set_manifest(manifest)
+    if target.catalog_folder() is None and source.catalog_folder() is not None:
+        target.set_catalog_folder(source.catalog_folder())  # index keeps guarding its removals
     ids, vectors = source.all_vectors()
     by_id = {p.product_id: p for p in source.list_products(limit=len(ids) + 1)}
     marks = source.fingerprints()

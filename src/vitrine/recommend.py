@@ -38,9 +38,10 @@ class Recommender:
                 f"than the one configured (weights "
                 f"{self._embedder.manifest.weights_sha256[:12]}, resize "
                 f"{self._embedder.manifest.preprocessing.get('resize')}); "
-                + ("pass --model with the trained model it was indexed with."
+                + ("pass --model with the trained model it was indexed with"
                    if stored.embedding != "pooled" else
-                   "pass the same --weights and settings used to index it."))
+                   "pass the same --weights and settings used to index it")
+                + ", or index a new store with this model and search that one.")
         return self._embedder
 
     def product(self, product_id: str) -> StoredProduct:

@@ -22,6 +22,7 @@ from vitrine.ann import IdSet, IndexConfig, VectorIndex, build_index
 from vitrine.catalog import Product
 from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
+from vitrine.fold import fold
 from vitrine.store.base import Match, Record, StoredProduct
 
 DB_NAME = "vitrine.sqlite"
@@ -55,6 +56,11 @@ def _row_to_product(row: sqlite3.Row | tuple) -> StoredProduct:
                          price=price, description=description,
                          attributes=json.loads(attributes or "{}"), content_sha256=sha,
                          phash=phash, thumb=bytes(thumb))
+
+
+def _fold_sql(text: str | None) -> str | None:
+    """:func:`vitrine.fold.fold` as an SQLite function (NULL stays NULL)."""
+    return None if text is None else fold(str(text))
 
 
 class EmbeddedStore:
@@ -96,6 +102,8 @@ class EmbeddedStore:
                 self.db.close()
                 self.db = sqlite3.connect(f"{db_path.as_uri()}?mode=ro&immutable=1", uri=True,
                                           isolation_level=None, check_same_thread=False)
+            # name search folds case and accents in SQL (see list_products)
+            self.db.create_function("vitrine_fold", 1, _fold_sql, deterministic=True)
             have = {row[1] for row in self.db.execute("PRAGMA table_info(products)")}
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
@@ -175,6 +183,17 @@ class EmbeddedStore:
         tmp = self.root / (MANIFEST_NAME + ".tmp")
         tmp.write_text(json.dumps(manifest.as_dict(), indent=2) + "\n")
         os.replace(tmp, self.root / MANIFEST_NAME)
+
+    def catalog_folder(self) -> str | None:
+        """The catalogue folder (absolute) the store was last indexed from; None for a store
+        written before Vitrine recorded it, or not indexed from a folder yet."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='catalog'").fetchone()
+        return row[0] if row else None
+
+    def set_catalog_folder(self, folder: str) -> None:
+        with self._transaction():
+            self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('catalog', ?)",
+                            (folder,))
 
     # ---- writes ---------------------------------------------------------------------------
     def upsert(self, records: Sequence[Record]) -> None:
@@ -256,10 +275,10 @@ class EmbeddedStore:
         if category:
             sql += " AND category=?"
             args.append(category)
-        if query:
-            sql += " AND (name LIKE ? ESCAPE '\\' OR product_id LIKE ? ESCAPE '\\')"
-            pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            args += [pattern + "%", pattern + "%"]
+        if query:  # any part of the name or id, ignoring case and accents (store.fold)
+            sql += (" AND (instr(vitrine_fold(name), ?) > 0"
+                    " OR instr(vitrine_fold(product_id), ?) > 0)")
+            args += [fold(query)] * 2
         sql += " ORDER BY category, name, product_id LIMIT ? OFFSET ?"
         args += [limit, offset]
         return [_row_to_product(r) for r in self.db.execute(sql, args)]

@@ -18,6 +18,7 @@ import numpy as np
 from vitrine.catalog import Product
 from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
+from vitrine.fold import fold
 from vitrine.store.base import Match, Record, StoredProduct
 
 FIELDS = ["product_id", "image", "category", "name", "price", "description", "attributes",
@@ -136,6 +137,16 @@ class MilvusStore:
         if not self._has_products():
             self._create_products(manifest.dim)
 
+    def catalog_folder(self) -> str | None:
+        """The catalogue folder (absolute) the store was last indexed from, or None."""
+        rows = self.client.query(self.meta_collection, filter='key == "catalog"',
+                                 output_fields=["value"])
+        return rows[0]["value"] if rows else None
+
+    def set_catalog_folder(self, folder: str) -> None:
+        self.client.upsert(self.meta_collection, [{"key": "catalog", "value": folder,
+                                                   "dummy": [0.0, 1.0]}])
+
     # ---- writes ---------------------------------------------------------------------------
     def lock_for_writing(self) -> None:
         """Milvus serialises writes itself; several writers (shards) may run at once."""
@@ -235,9 +246,10 @@ class MilvusStore:
         if category:
             expr.append(f"category == {_quote(category)}")
         rows = [_to_product(r) for r in self._rows(" and ".join(expr), FIELDS)]
-        if query:  # in any case, as SQLite's LIKE in the embedded store (Milvus' like is not)
-            needle = query.lower()
-            rows = [p for p in rows if needle in p.name.lower() or needle in p.product_id.lower()]
+        if query:  # ignoring case and accents, as the embedded store: Milvus' like can do
+            # neither, so the name filter runs here over the category's rows
+            needle = fold(query)
+            rows = [p for p in rows if needle in fold(p.name) or needle in fold(p.product_id)]
         rows.sort(key=lambda p: (p.category, p.name, p.product_id))
         return rows[offset:offset + limit]
 

@@ -1,0 +1,236 @@
+"""`vitrine index` must not lose a catalogue by accident: another folder into the same store, an
+unmounted drive or photos moved away are refused before anything is written (`--replace` lets
+them through); a product whose photo was deleted leaves the store; messages say what to do."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import copy_subset
+
+from vitrine.embed import ModelManifest
+from vitrine.errors import StoreError
+from vitrine.indexer import RemovalRefused, index_catalog
+from vitrine.store import open_store
+from vitrine.store.base import Record
+
+
+@pytest.fixture(scope="module")
+def shop_a(demo_catalog, tmp_path_factory) -> Path:
+    """16 products (2 per category). Read-only: copy it before changing it."""
+    return copy_subset(demo_catalog, tmp_path_factory.mktemp("a") / "shopA", 2)
+
+
+@pytest.fixture(scope="module")
+def novidades(demo_catalog, tmp_path_factory) -> Path:
+    """8 other products (ids not in shop_a)."""
+    return copy_subset(demo_catalog, tmp_path_factory.mktemp("b") / "novidades", 1, offset=5)
+
+
+def _index(catalog: Path, store: Path, embedder, **kw):
+    db = open_store(store, create=True)
+    try:
+        return index_catalog(catalog, db, embedder, show_progress=False, **kw)
+    finally:
+        db.close()
+
+
+def _state(store: Path) -> tuple[int, str | None, str | None]:
+    """(products, recorded catalogue folder, write generation) read from the SQLite file."""
+    with sqlite3.connect(store / "vitrine.sqlite") as db:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        return (db.execute("SELECT COUNT(*) FROM products").fetchone()[0], meta.get("catalog"),
+                meta.get("generation"))
+
+
+def _cli(*args, weights: Path):
+    env = {**os.environ, "VITRINE_WEIGHTS": str(weights)}
+    return subprocess.run([sys.executable, "-m", "vitrine.cli", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_another_folder_is_refused_before_any_write_and_replace_lets_it(
+        shop_a, novidades, weights_path, tmp_path):
+    store = tmp_path / "st"
+    first = _cli("index", shop_a, "--store", store, "--json", weights=weights_path)
+    assert first.returncode == 0, first.stderr
+    before = _state(store)
+    assert before[:2] == (16, str(shop_a.resolve()))
+
+    refused = _cli("index", novidades, "--store", store, "--json", weights=weights_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    message = refused.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert message.startswith(f"error: the store {store} holds 16 catalogue products indexed "
+                              f"from {shop_a.resolve()}; indexing {novidades.resolve()} would "
+                              "remove 16 of them. Pass --replace")
+    assert _state(store) == before  # nothing written: no product, no record, no generation
+
+    replaced = _cli("index", novidades, "--store", store, "--replace", weights=weights_path)
+    assert replaced.returncode == 0, replaced.stderr
+    assert "Indexed 8, updated 0, removed 16" in replaced.stdout
+    assert _state(store)[:2] == (8, str(novidades.resolve()))
+
+
+def test_another_folder_that_removes_nothing_becomes_the_catalogue(shop_a, embedder, tmp_path):
+    """A moved catalogue (same ids) or a larger one is not refused; the store records it."""
+    store = tmp_path / "st"
+    _index(shop_a, store, embedder)
+    moved = tmp_path / "moved"
+    shutil.copytree(shop_a, moved)
+    report = _index(moved, store, embedder)
+    assert (report.removed, report.updated, report.indexed) == (0, 16, 0)  # new photo paths
+    assert _state(store)[:2] == (16, str(moved.resolve()))
+
+
+def test_a_store_without_a_recorded_folder_records_it(shop_a, novidades, embedder, tmp_path):
+    """Stores written before the folder was recorded: no folder check; the run records it
+    (removing every catalogue product is still refused)."""
+    store = tmp_path / "st"
+    _index(shop_a, store, embedder)
+    with sqlite3.connect(store / "vitrine.sqlite") as db:
+        db.execute("DELETE FROM meta WHERE key='catalog'")
+    with pytest.raises(RemovalRefused, match="would remove every one of the 16 catalogue "
+                                             r"products .*\(the folder lists none of them\)"):
+        _index(novidades, store, embedder)
+    part = tmp_path / "part"
+    shutil.copytree(shop_a, part)
+    rows = (part / "products.csv").read_text().splitlines()
+    (part / "products.csv").write_text("\n".join(rows[:-1]) + "\n")
+    (part / rows[-1].split(",")[1]).unlink()
+    with sqlite3.connect(store / "vitrine.sqlite") as db:
+        db.execute("DELETE FROM meta WHERE key='catalog'")
+    assert _index(part, store, embedder).removed == 1
+    assert _state(store)[:2] == (15, str(part.resolve()))
+
+
+def test_every_photo_missing_is_refused_unless_replace(shop_a, embedder, tmp_path):
+    """The same folder with its photos gone (moved away, a drive not mounted under a folder
+    that still holds products.csv) would empty the store: refused, nothing written."""
+    catalog = tmp_path / "shop"
+    shutil.copytree(shop_a, catalog)
+    store = tmp_path / "st"
+    _index(catalog, store, embedder)
+    before = _state(store)
+    for folder in [p for p in catalog.iterdir() if p.is_dir()]:
+        shutil.rmtree(folder)
+    with pytest.raises(RemovalRefused, match=r"would remove every one of the 16 catalogue "
+                                             r"products .*\(their photo files are missing\); "
+                                             "check that the folder is complete"):
+        _index(catalog, store, embedder)
+    assert _state(store) == before
+    report = _index(catalog, store, embedder, replace=True)
+    assert report.removed == 16 and _state(store)[0] == 0
+    assert {s["reason"] for s in report.skipped} == {"file not found; removed from the store"}
+
+
+def test_an_empty_folder_is_already_an_error(tmp_path):
+    """An empty mount point never reaches the store: read_catalog refuses it."""
+    from vitrine.catalog import read_catalog
+    from vitrine.errors import CatalogError
+
+    (tmp_path / "mnt").mkdir()
+    with pytest.raises(CatalogError, match="no product photos found"):
+        read_catalog(tmp_path / "mnt")
+
+
+def test_a_shard_checks_its_own_share(shop_a, novidades, embedder, tmp_path):
+    store = tmp_path / "st"
+    for i in range(2):
+        _index(shop_a, store, embedder, shard=(i, 2))
+    assert _state(store)[:2] == (16, str(shop_a.resolve()))
+    with pytest.raises(RemovalRefused, match=r"catalogue products in shard 0/2 indexed from"):
+        _index(novidades, store, embedder, shard=(0, 2))
+    assert _state(store)[0] == 16
+
+
+def test_a_deleted_photo_leaves_the_store_an_unreadable_one_does_not(shop_a, embedder,
+                                                                     tmp_path):
+    catalog = tmp_path / "shop"
+    shutil.copytree(shop_a, catalog)
+    store = tmp_path / "st"
+    _index(catalog, store, embedder)
+    rows = [r.split(",") for r in (catalog / "products.csv").read_text().splitlines()[1:]]
+    deleted, corrupt = rows[0], rows[1]
+    (catalog / deleted[1]).unlink()  # its CSV row kept
+    (catalog / corrupt[1]).write_bytes(b"not a photo any more")
+    report = _index(catalog, store, embedder)
+    assert report.removed == 1 and report.unchanged == 14
+    reasons = {s["path"]: s["reason"] for s in report.skipped}
+    assert reasons[deleted[1]] == "file not found; removed from the store"
+    assert "removed" not in reasons[corrupt[1]]
+    db = open_store(store)
+    try:
+        assert db.get(deleted[0]) is None  # no broken image, no longer recommended
+        assert db.get(corrupt[0]) is not None  # keeps what the store held
+        assert db.count() == 15
+    finally:
+        db.close()
+    again = _index(catalog, store, embedder)  # still missing: reported, nothing to remove
+    assert again.removed == 0
+    assert {s["path"]: s["reason"] for s in again.skipped}[deleted[1]] == "file not found"
+
+
+def test_another_model_says_how_to_go_on(shop_a, embedder, tmp_path):
+    store = tmp_path / "st"
+    db = open_store(store, create=True)
+    trained = ModelManifest("mobilenet_v2", "ab" * 32, dict(embedder.manifest.preprocessing),
+                            1280, embedding="imagenet+probs")
+    db.set_manifest(trained)
+    with pytest.raises(StoreError) as refused:
+        index_catalog(shop_a, db, embedder, show_progress=False)
+    db.close()
+    text = str(refused.value)
+    assert "different model" in text
+    assert "; to use this model, index into a new --store with it" in text
+    assert text.endswith("or pass the --model this store was indexed with.")
+
+
+def test_duplicates_name_api_products_by_id(shop_a, embedder, tmp_path):
+    """A product added through the API is named by its id, not by its <sha256>.jpg file."""
+    from vitrine.catalog import Product
+
+    store = tmp_path / "st"
+    _index(shop_a, store, embedder)
+    db = open_store(store)
+    original = db.list_products(limit=1)[0]
+    data = Path(original.image).read_bytes()
+    photo = store / "uploads" / (hashlib.sha256(data).hexdigest() + ".jpg")
+    photo.parent.mkdir()
+    photo.write_bytes(data)
+    db.upsert([Record(Product("copia", photo, original.category, uploaded=True),
+                      original.content_sha256, original.phash, original.thumb,
+                      db.vector(original.product_id))])
+    db.close()
+    report = _index(shop_a, store, embedder)
+    assert report.uploaded == 1
+    group = next(g for g in report.duplicates if "product copia (added through the API)" in g)
+    assert not any(photo.name in key for key in group)
+    assert Path(original.image).relative_to(shop_a.resolve()).as_posix() in group
+
+
+def test_milvus_records_the_folder_too(shop_a, novidades, embedder, tmp_path):
+    pytest.importorskip("milvus_lite")
+    uri = f"milvus-lite://{tmp_path}/m.db"
+    db = open_store(uri, create=True)
+    try:
+        assert db.catalog_folder() is None
+        assert index_catalog(novidades, db, embedder, show_progress=False).indexed == 8
+        with pytest.raises(RemovalRefused, match=f"indexed from {novidades.resolve()}; "
+                                                 f"indexing {shop_a.resolve()} would remove 8"):
+            index_catalog(shop_a, db, embedder, show_progress=False)
+        assert db.count() == 8
+    finally:
+        db.close()
+    db = open_store(uri)
+    try:
+        assert db.catalog_folder() == str(novidades.resolve())
+    finally:
+        db.close()
