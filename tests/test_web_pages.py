@@ -296,6 +296,41 @@ def test_product_page_similar_from_every_category_or_only_its_own(client, rows):
     assert 'same=1' in re.search(r'class="lang-switch" href="([^"]+)"', own).group(1)
 
 
+def test_counts_pages_and_accent_free_search_read_well(settings, small_store, embedder,
+                                                        tmp_path, small_catalog, rows):
+    """"1 produto" (not "1 produtos"), "Página 5 de 3" and a way back past the last page (not
+    "Página 5" alone), a name found without its accents or case."""
+    from vitrine.api import create_app
+
+    shutil.copytree(small_store, tmp_path / "store")
+    client = TestClient(create_app(settings.model_copy(update={"api_key": KEY}),
+                                   tmp_path / "store", embedder=embedder))
+    added = client.post("/api/products", headers={"Authorization": f"Bearer {KEY}"},
+                        files={"image": ("p.jpg", (small_catalog / rows[0]["image"])
+                                         .read_bytes(), "image/jpeg")},
+                        data={"product_id": "unico", "name": "Relógio Dourado",
+                              "category": "avulso"})
+    assert added.status_code == 201, added.text
+    one = client.get("/", params={"category": "avulso"}).text
+    assert "1 produto<" in one and "1 produtos" not in one
+    assert "1 product<" in client.get("/", params={"category": "avulso", "lang": "en"}).text
+    home = client.get("/").text
+    assert "49 produtos" in home and "Página 1 de 3" in home  # 24 a page
+    past = client.get("/", params={"page": 5}).text
+    assert cards(past) == 0 and "Página 5 de 3" in past
+    assert "Não há produtos nesta página." in past and '<a href="/">Ir para a página 1</a>' in past
+    assert 'rel="prev" href="/?page=3"' in past  # back to the last page, not to empty page 4
+    past_en = client.get("/", params={"page": 5, "category": "avulso", "lang": "en"}).text
+    assert "Page 5 of 1" in past_en and "There are no products on this page." in past_en
+    assert '<a href="/?category=avulso&amp;lang=en">Go to page 1</a>' in past_en
+    assert "Nenhum produto encontrado." in client.get("/", params={"q": "zzzz"}).text
+    for query in ("relogio dourado", "RELÓGIO", "relogio"):
+        found = client.get("/", params={"q": query}).text
+        assert "Relógio Dourado" in found, query
+        listed = client.get("/api/products", params={"q": query}).json()["products"]
+        assert "unico" in [p["product_id"] for p in listed], query
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,8 +15,11 @@ from rich.console import Console
 from vitrine.config import Settings, load_settings
 from vitrine.errors import VitrineError
 
-out = Console()
-err = Console(stderr=True)
+# What the commands print holds the shop's data (product names, categories, paths, skip
+# reasons): printed as it is, never read as rich markup ("Promo [/promo]" crashed the
+# command) or emoji codes; styling is given with Text objects where wanted.
+out = Console(markup=False, emoji=False)
+err = Console(stderr=True, markup=False, emoji=False)
 
 StoreOpt = Annotated[str, typer.Option(
     "--store", "-s", help="Store: a folder (embedded default), milvus-lite:///ABS/PATH.db, "

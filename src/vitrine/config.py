@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ResizePolicy = Literal["pad", "crop", "squash"]
 Positive = Annotated[int, Field(ge=1)]
@@ -15,6 +18,24 @@ Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 """A share of the photos, a dropout or a smoothing: at least 0, below 1."""
 Rate = Annotated[float, Field(gt=0.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
+StrList = Annotated[list[str], NoDecode]
+"""A list setting: a JSON list (``["a", "b"]``) or comma-separated (``a,b``) in the
+environment (NoDecode: pydantic-settings would otherwise demand JSON and fail with a
+traceback on ``a``)."""
+
+
+def _str_list(value):
+    """``VITRINE_X=a, b`` or ``VITRINE_X=["a", "b"]`` → ``["a", "b"]``; empty → ``[]``."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list ({exc.msg}); write a,b or [\"a\", \"b\"]"
+                             ) from None
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 class Settings(BaseSettings):
@@ -27,6 +48,11 @@ class Settings(BaseSettings):
     def _empty_path_is_none(cls, value):
         """``VITRINE_WEIGHTS=`` unsets the file rather than naming the current folder."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _list_from_text(cls, value):
+        return _str_list(value)
 
     # Model
     backbone: str = "mobilenet_v2"
@@ -161,8 +187,9 @@ class Settings(BaseSettings):
     upload_dir: Path | None = None
     """Folder for photos of products added through the API; default STORE/uploads (needed
     for stores that are not a folder, such as Milvus)."""
-    cors_origins: list[str] = []
-    """Origins allowed to call the API from a browser; empty keeps CORS closed."""
+    cors_origins: StrList = []
+    """Origins allowed to call the API from a browser (``https://a.com,https://b.com`` or a
+    JSON list); empty keeps CORS closed."""
 
     # Demo
     demo_catalog: Path | None = None
@@ -175,8 +202,9 @@ class Settings(BaseSettings):
 
 def load_settings() -> Settings:
     """The settings from the environment (and .env); a bad value is one sentence naming the
-    variable (VitrineError), not a validation report."""
+    variable (VitrineError), not a validation report or a pydantic-settings traceback."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from vitrine.errors import VitrineError
 
@@ -184,6 +212,26 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = "VITRINE_" + "_".join(str(part) for part in first["loc"]).upper()
-        raise VitrineError(f"setting {name}={first.get('input')!r}: "
-                           f"{first['msg'][:1].lower()}{first['msg'][1:]}.") from None
+        name = _env_name(str(first["loc"][0]) if first["loc"] else "")
+        msg = first["msg"].removeprefix("Value error, ")
+        raise VitrineError(f"setting {name}={_env_value(name, first.get('input'))!r}: "
+                           f"{msg[:1].lower()}{msg[1:]}.") from None
+    except SettingsError as exc:  # a value pydantic-settings could not parse (a bad JSON)
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = _env_name(field.group(1) if field else "")
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise VitrineError(f"setting {name}={_env_value(name, '')!r} could not be read"
+                           f"{cause}.") from None
+
+
+def _env_name(field: str) -> str:
+    return "VITRINE_" + field.upper() if field else "VITRINE_*"
+
+
+def _env_value(name: str, default):
+    """The environment's text for ``name`` (matched without case, as pydantic-settings
+    does), else ``default``."""
+    for key, value in os.environ.items():
+        if key.upper() == name:
+            return value
+    return default

@@ -1,4 +1,7 @@
-"""``vitrine demo``: index the demo catalogue and show recommendations for each category."""
+"""``vitrine demo``: index the demo catalogue and show recommendations for each category.
+
+What it prints names products, categories and paths: printed as :func:`~vitrine.display.plain`
+text, so ``[brackets]`` in them are not rich markup."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from rich.console import Console
 
 from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules
-from vitrine.display import results_table
+from vitrine.display import plain, results_table
 from vitrine.embed import Embedder
 from vitrine.indexer import index_catalog
 from vitrine.plots import plot_recommendations
@@ -34,11 +37,12 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     try:
         report = index_catalog(catalog, store, embedder,
                                rules=DuplicateRules.from_settings(settings),
-                               uploads=upload_folder(store, settings.upload_dir))
-        console.print(f"Indexed {report.indexed}, updated {report.updated}, removed "
-                      f"{report.removed}, unchanged {report.unchanged} in "
-                      f"{report.seconds:.1f} s; {len(report.skipped)} skipped, "
-                      f"{len(report.duplicates)} duplicate groups.")
+                               uploads=upload_folder(store, settings.upload_dir),
+                               replace=_own(store_dir, out_dir))  # the demo's store: its catalogue
+        console.print(plain(f"Indexed {report.indexed}, updated {report.updated}, removed "
+                            f"{report.removed}, unchanged {report.unchanged} in "
+                            f"{report.seconds:.1f} s; {len(report.skipped)} skipped, "
+                            f"{len(report.duplicates)} duplicate groups."))
         rec = Recommender(store, settings, embedder)
         examples = []
         for category in store.categories():
@@ -58,7 +62,7 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     summary = {"store": str(store_dir), "index": report.as_dict(), "examples": examples}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "demo.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
-    console.print(f"Figures and demo.json written to {out_dir}/")
+    console.print(plain(f"Figures and demo.json written to {out_dir}/"))
     if serve is not None:
         from vitrine.api import create_app
         from vitrine.server import ready_message
@@ -77,9 +81,14 @@ def _trained(catalog: Path, out_dir: Path, settings: Settings,
     from vitrine.trained import ensure_model
 
     model_dir, reused = ensure_model(catalog, out_dir / "model", settings)
-    console.print(f"{'Reusing' if reused else 'Trained'} the model in {model_dir} (report: "
-                  f"{model_dir / 'report.md'}).")
+    console.print(plain(f"{'Reusing' if reused else 'Trained'} the model in {model_dir} "
+                        f"(report: {model_dir / 'report.md'})."))
     return settings.model_copy(update={"model": model_dir})
+
+
+def _own(store_dir: Path, out_dir: Path) -> bool:
+    """True for the demo's own store (inside ``out_dir``), never for a user's."""
+    return store_dir.resolve().is_relative_to(out_dir.resolve())
 
 
 def _drop_stale_store(store_dir: Path, out_dir: Path, embedder: Embedder,
@@ -88,7 +97,7 @@ def _drop_stale_store(store_dir: Path, out_dir: Path, embedder: Embedder,
     or not) is rebuilt; a store elsewhere is the user's and is never deleted."""
     import shutil
 
-    if not (store_dir.is_dir() and store_dir.resolve().is_relative_to(out_dir.resolve())):
+    if not (store_dir.is_dir() and _own(store_dir, out_dir)):
         return
     store = open_store(store_dir)
     try:
@@ -96,5 +105,6 @@ def _drop_stale_store(store_dir: Path, out_dir: Path, embedder: Embedder,
     finally:
         store.close()
     if stale:
-        console.print(f"The demo store {store_dir} was made with another model; rebuilding it.")
+        console.print(plain(f"The demo store {store_dir} was made with another model; "
+                            "rebuilding it."))
         shutil.rmtree(store_dir)

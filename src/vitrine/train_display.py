@@ -5,13 +5,15 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
+from vitrine.display import plain
 from vitrine.report import conflict_lines, unreadable_lines
 
 MISCLASSIFIED_LISTED = 10
 
 
 def training_lines(summary: dict) -> list:
-    """What ``vitrine train`` prints: split, per-phase metrics, test accuracy, outputs."""
+    """What ``vitrine train`` prints: split, per-phase metrics, test accuracy, outputs. Lines
+    are :class:`Text` (literal: product ids, categories and paths may hold ``[brackets]``)."""
     split, test = summary["split"], summary.get("test") or {}
     lines: list = [
         f"Split ({split['source']}): train {split['train']}, validation {split['val']}, test "
@@ -19,7 +21,7 @@ def training_lines(summary: dict) -> list:
         f"{len(split['crossing_groups'])} crossing splits."]
     for group in split["crossing_groups"]:
         lines.append("  duplicates across splits: " + "  ≈  ".join(group))
-    lines += [Text(line) for line in  # Text: a name with [brackets] is not rich markup
+    lines += [line for line in
               [*conflict_lines(split.get("conflicting_groups") or [], "  "),
                *unreadable_lines(summary.get("unreadable_photos") or [], "  ")] if line]
     table = Table(title="Training", title_justify="left")
@@ -53,7 +55,7 @@ def training_lines(summary: dict) -> list:
                          f"{top['predicted']} ({100 * top['probability']:.0f}%).")
     lines.append(f"Model, history, figures and report.md written to {summary['model_dir']} "
                  f"in {summary['seconds']['total']:.0f} s.")
-    return lines
+    return [line if isinstance(line, Table) else plain(line) for line in lines]
 
 
 def evaluation_tables(report: dict) -> list:
@@ -61,8 +63,8 @@ def evaluation_tables(report: dict) -> list:
     side) and, for a trained model, classification metrics."""
     k = report["k"]
     models = list(report["retrieval"])
-    out: list = [f"{report['protocol']} ({report['queries']} queries, {report['index']} "
-                 "indexed)."]
+    out: list = [plain(f"{report['protocol']} ({report['queries']} queries, "
+                       f"{report['index']} indexed).")]
     table = Table(title=f"Retrieval (category P@{k} / R@{k} / mAP@{k})", title_justify="left")
     table.add_column("category")
     for name in models:
@@ -74,7 +76,7 @@ def evaluation_tables(report: dict) -> list:
             m = report["retrieval"][name]
             v = m if cat is None else m["per_category"][cat]
             cells.append(f"{v['precision']:.3f} / {v['recall']:.3f} / {v['map']:.3f}")
-        table.add_row(cat or "[bold]all[/bold]", *cells)
+        table.add_row(plain(cat) if cat is not None else Text("all", style="bold"), *cells)
     out.append(table)
     cls = report.get("classification")
     if cls:
@@ -85,8 +87,8 @@ def evaluation_tables(report: dict) -> list:
         for col in ("class", "precision", "recall", "F1", "support"):
             prf.add_column(col)
         for name, v in cls["per_class"].items():
-            prf.add_row(name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}",
-                        str(v["support"]))
+            prf.add_row(plain(name), f"{v['precision']:.3f}", f"{v['recall']:.3f}",
+                        f"{v['f1']:.3f}", str(v["support"]))
         out.append(prf)
         wrong = cls.get("misclassified") or []
         if wrong:
@@ -101,7 +103,8 @@ def evaluation_tables(report: dict) -> list:
                                  min_width=max(len(col), *(len(r[key]) for r in shown)))
             table.add_column("prob.", justify="right", no_wrap=True)
             for r in shown:
-                table.add_row(f"{r['product_id']} {r['name']}".strip(), r["labelled"],
-                              r["predicted"], f"{100 * r['probability']:.0f}%")
+                table.add_row(plain(f"{r['product_id']} {r['name']}".strip()),
+                              plain(r["labelled"]), plain(r["predicted"]),
+                              f"{100 * r['probability']:.0f}%")
             out.append(table)
     return out

@@ -28,6 +28,7 @@ from vitrine.web.text import (
     format_price,
     percent,
     pick_lang,
+    products_count,
 )
 
 HERE = Path(__file__).parent
@@ -76,7 +77,7 @@ class Pages:
         self.templates = Jinja2Templates(directory=HERE / "templates")
         self.templates.env.globals.update(
             image_url=image_url, product_path=product_path, percent=percent, summary=summary,
-            category_label=category_label)
+            category_label=category_label, products_count=products_count)
 
     @property
     def max_mb(self) -> str:
@@ -152,9 +153,11 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         categories = service.categories()
         total = None if query else (categories.get(category, 0) if category
                                     else sum(categories.values()))
+        # pages in all, when the count is known (not for a name search): "Página 5 de 2"
+        last = None if total is None else max(1, -(-total // PAGE_SIZE))
         return pages.render(request, "catalogue.html", lang, active="catalogue",
                             products=found, categories=categories, category=category or "",
-                            q=query, page=page, has_more=more, total=total)
+                            q=query, page=page, has_more=more, total=total, last=last)
 
     @app.api_route("/products/{product_id:path}", methods=["GET", "HEAD"],
                    response_class=HTMLResponse, include_in_schema=False)

@@ -22,10 +22,14 @@ TEXT: dict[str, dict[str, str]] = {
         "filter": "Filtrar",
         "clear_filters": "Limpar",
         "page": "Página {n}",
+        "page_of": "Página {n} de {pages}",
         "previous": "Anterior",
         "next": "Próxima",
         "no_products": "Nenhum produto encontrado.",
+        "past_last_page": "Não há produtos nesta página.",
+        "first_page": "Ir para a página 1",
         "products_count": "{n} produtos",
+        "products_count_one": "{n} produto",
         "similar_title": "Produtos similares",
         "similar_pct": "{pct}% similar",
         "no_similar": "Nenhum produto similar encontrado.",
@@ -80,10 +84,14 @@ TEXT: dict[str, dict[str, str]] = {
         "filter": "Filter",
         "clear_filters": "Clear",
         "page": "Page {n}",
+        "page_of": "Page {n} of {pages}",
         "previous": "Previous",
         "next": "Next",
         "no_products": "No products found.",
+        "past_last_page": "There are no products on this page.",
+        "first_page": "Go to page 1",
         "products_count": "{n} products",
+        "products_count_one": "{n} product",
         "similar_title": "Similar products",
         "similar_pct": "{pct}% similar",
         "no_similar": "No similar products found.",
@@ -130,6 +138,11 @@ ERROR_KEYS = {404: "not_found", 405: "method_not_allowed", 409: "busy", 413: "to
 
 def pick_lang(value: str | None) -> str:
     return value if value in LANGS else DEFAULT_LANG
+
+
+def products_count(t: dict[str, str], n: int) -> str:
+    """"1 produto", "2 produtos" (and "0 produtos": plural, as in English)."""
+    return t["products_count_one" if n == 1 else "products_count"].format(n=n)
 
 
 def category_label(category: str) -> str:

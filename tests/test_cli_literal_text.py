@@ -1,0 +1,86 @@
+"""The shop's data reaches the terminal as it is: product names, categories and paths with
+[square brackets] are not rich markup (``Promo [/promo]`` crashed ``similar`` with a
+MarkupError, ``Sapatos [promo]`` printed as "Sapatos", ``[red]`` coloured) nor emoji codes."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from test_cli_contract import run
+
+NAMES = {"p1": ("[b]", "Promo [/promo]"), "p2": ("[b]", "[red]x[/red] :fire:"),
+         "p3": ("Sapatos [promo]", "Sapatos [promo]")}
+
+
+@pytest.fixture(scope="module")
+def env(weights_path) -> dict:
+    return {"VITRINE_WEIGHTS": str(weights_path)}
+
+
+@pytest.fixture(scope="module")
+def bracket_store(demo_catalog, env, tmp_path_factory):
+    """A three-product store whose names and categories hold brackets, and the index
+    command's output (it skips a broken photo whose name holds brackets)."""
+    root = tmp_path_factory.mktemp("brackets")
+    cat = root / "catalog"
+    photos = sorted(demo_catalog.rglob("*.jpg"))[:3]
+    rows = ["product_id,image,category,name"]
+    for (pid, (category, name)), photo in zip(NAMES.items(), photos, strict=True):
+        (cat / "fotos").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(photo, cat / "fotos" / f"{pid}.jpg")
+        rows.append(f'{pid},fotos/{pid}.jpg,"{category}","{name}"')
+    (cat / "products.csv").write_text("\n".join(rows) + "\n")
+    (cat / "fotos" / "bad [promo] [b].jpg").write_bytes(b"not a photo")
+    store = root / "store"
+    indexed = run("index", cat, "--store", store, env_extra=env)
+    return store, cat, indexed.stdout
+
+
+def test_index_prints_a_skipped_path_with_brackets(bracket_store):
+    _, _, stdout = bracket_store
+    assert "skipped fotos/bad [promo] [b].jpg" in stdout
+
+
+def test_similar_search_info_print_brackets_literally(bracket_store, env):
+    store, cat, _ = bracket_store
+    wide = {**env, "COLUMNS": "250"}
+    similar = run("similar", "--store", store, "p1", "--k", "2", env_extra=wide).stdout
+    assert "Similar to p1 (Promo [/promo])" in similar
+    assert "[red]x[/red] :fire:" in similar and "Sapatos [promo]" in similar
+    assert "[b]" in similar and "\x1b" not in similar
+    search = run("search", "--store", store, "--k", "3", cat / "fotos" / "p1.jpg",
+                 env_extra=wide).stdout
+    assert "Promo [/promo]" in search and "[red]x[/red] :fire:" in search
+    assert "Sapatos [promo]" in search
+    info = run("info", "--store", store, env_extra=wide).stdout
+    assert "  [b]: 2" in info and "  Sapatos [promo]: 1" in info
+
+
+def test_shared_tables_are_literal_on_any_console():
+    """The results and evaluation tables hold Text, so they stay literal even on a console
+    that reads markup (the demo prints on the one it is given)."""
+    from rich.console import Console
+
+    from vitrine.display import results_table
+    from vitrine.store.base import Match, StoredProduct
+    from vitrine.train_display import evaluation_tables
+
+    product = StoredProduct(product_id="p1 [/promo]", image="/x.jpg", category="[b]",
+                            name="[red]x[/red] :fire:")
+    m = {"precision": 1.0, "recall": 1.0, "map": 1.0}
+    cls = {"acc": 1.0, "acc_ci95": [0.9, 1.0], "n": 1, "macro_f1": 1.0,
+           "per_class": {"[b]": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}},
+           "misclassified": [{"product_id": "p1", "name": "Promo [/promo]", "labelled": "[b]",
+                              "predicted": "[i]", "probability": 0.5}]}
+    report = {"k": 5, "protocol": "[dim]held out[/dim]", "queries": 1, "index": 1,
+              "retrieval": {"pretrained": {**m, "per_category": {"[b]": m}}},
+              "classification": cls}
+    console = Console(record=True, width=200)
+    console.print(results_table("Similar to [/promo]", [Match(product, 0.5)]))
+    for item in evaluation_tables(report):
+        console.print(item)
+    text = console.export_text()
+    for literal in ("Similar to [/promo]", "p1 [/promo]", "[red]x[/red] :fire:", "[b]",
+                    "[dim]held out[/dim]", "p1 Promo [/promo]", "[i]"):
+        assert literal in text
