@@ -156,13 +156,17 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     # several photos, one bad: the others are still searched, and the run exits 2
     both = run("search", "--store", store, "--json", bad, good, check=False, env_extra=env)
     assert both.returncode == 2 and "not a recognised image" in both.stderr
-    assert [json.loads(line)["query"] for line in both.stdout.splitlines()] == [str(good)]
+    answers = [json.loads(line) for line in both.stdout.splitlines()]
+    assert [a["query"] for a in answers] == [str(bad), str(good)]
+    assert "not a recognised image" in answers[0]["error"] and answers[0]["results"] == []
+    assert len(answers[1]["results"]) == 5 and "error" not in answers[1]
     wrong_plot = run("search", "--store", store, "--plot", tmp_path / "fig.xyz", good,
                      check=False, env_extra=env)
     assert wrong_plot.returncode == 2 and "fig.xyz" in wrong_plot.stderr
     assert wrong_plot.stdout == ""  # refused before searching
     named = run("search", "--store", store, "--plot", tmp_path / "fig", good, env_extra=env)
-    assert f"Figure saved to {tmp_path / 'fig.png'}" in " ".join(named.stdout.split())
+    saved = f"Figure saved to {tmp_path / 'fig.png'}"
+    assert len(saved) > 80 and saved in named.stdout.splitlines()  # piped: not wrapped at 80
     assert (tmp_path / "fig.png").is_file()
 
 

@@ -117,6 +117,9 @@ def search(
             matches, guess = rec.search_image_guess(image, k, category)
         except ImageError as exc:  # the other photos are still searched
             sys.stderr.write(f"error: {exc}\n")
+            if as_json:  # one object per query, so a script sees which photo failed
+                print_json({"query": str(image), "results": [], "predicted_category": None,
+                            "error": str(exc)})
             failed += 1
             continue
         if as_json:

@@ -18,8 +18,10 @@ from vitrine.errors import VitrineError
 # What the commands print holds the shop's data (product names, categories, paths, skip
 # reasons): printed as it is, never read as rich markup ("Promo [/promo]" crashed the
 # command) or emoji codes; styling is given with Text objects where wanted.
-out = Console(markup=False, emoji=False)
-err = Console(stderr=True, markup=False, emoji=False)
+out = Console(markup=False, emoji=False, soft_wrap=True)
+err = Console(stderr=True, markup=False, emoji=False, soft_wrap=True)
+"""Lines are not wrapped at the console's width (80 when piped): a path or an error in a log
+or a script's capture stays on one line; tables still fit the width."""
 
 StoreOpt = Annotated[str, typer.Option(
     "--store", "-s", help="Store: a folder (embedded default), milvus-lite:///ABS/PATH.db, "
