@@ -1,7 +1,7 @@
 """How fast Ctrl+C stops ``vitrine train``: SIGINT at given moments of a run on a catalogue
 (by default during reading, augmentation and fine-tuning on the demo catalogue on a 2-core
 machine), reporting the exit status, the seconds from signal to exit and what was left in
-the output folder.
+the output folder and beside it (where the model is staged until complete).
 
     python benchmarks/train_interrupt.py --catalog ../shared/data/demo-catalog \\
         --weights ../shared/models/mobilenet_v2_imagenet.pth --after 12,45,75
@@ -36,11 +36,16 @@ def main() -> None:
         sent = time.perf_counter()
         proc.send_signal(signal.SIGINT)
         text, _ = proc.communicate(timeout=600)
-        last = [line for line in text.replace("\r", "\n").splitlines() if line.strip()][-1:]
+        lines = [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
+        busy = [line for line in lines if line.strip() != "interrupted."][-1:]
+        last = lines[-1:]
         runs.append({"after_seconds": after, "exit_status": proc.returncode,
                      "seconds_to_exit": round(time.perf_counter() - sent, 2),
                      "left_in_out": sorted(p.name for p in out.iterdir()) if out.exists() else [],
-                     "last_line": last[0].strip() if last else ""})
+                     "left_beside_out": sorted(p.name for p in out.parent.iterdir()
+                                               if p != out),  # the hidden stage folder
+                     "last_line": last[0].strip() if last else "",
+                     "working_on": busy[0].strip() if busy else ""})  # what the signal hit
         shutil.rmtree(out.parent, ignore_errors=True)
     print(json.dumps({"catalog": str(args.catalog), "runs": runs}, indent=1))
 
