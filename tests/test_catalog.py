@@ -159,8 +159,10 @@ def test_store_and_model_folders_are_not_catalogue_photos(tmp_path):
     photo(tmp_path / "elsewhere" / "tenis" / "2.png")
     (tmp_path / "cat" / "tenis").symlink_to(tmp_path / "elsewhere" / "tenis")
     (tmp_path / "cat" / "bolsas" / "loop").symlink_to(tmp_path / "cat")
+    (tmp_path / "cat" / "bolsas" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     ids = [p.product_id for p in read_catalog(tmp_path / "cat")]
-    assert ids == ["bolsas/1.jpg", "tenis/2.png"]
+    # the broken link is listed, so index skips it with "file not found" instead of silence
+    assert ids == ["bolsas/1.jpg", "bolsas/gone.jpg", "tenis/2.png"]
 
 
 def test_a_listed_photo_may_be_a_symbolic_link(tmp_path):

@@ -107,7 +107,8 @@ kept inside the catalogue would otherwise index its own uploads, a model its fig
 def scan_images(root: Path) -> list[Path]:
     """All photo files below ``root`` (any extension case), sorted; hidden files and folders,
     and Vitrine store and model folders, skipped. Symbolic links to folders are followed
-    (each real folder once)."""
+    (each real folder once); a link to a photo that is gone is listed, so that reading it
+    reports it."""
     found = []
     seen: set[tuple[int, int]] = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
@@ -120,7 +121,8 @@ def scan_images(root: Path) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
             path = Path(folder, name)
-            if not name.startswith(".") and is_image_path(path) and path.is_file():
+            if not name.startswith(".") and is_image_path(path) and (
+                    path.is_file() or path.is_symlink()):  # a broken link: reported, not lost
                 found.append(path)
     return sorted(found)
 
