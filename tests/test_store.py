@@ -102,6 +102,40 @@ def test_name_search_ignores_case_and_accents(store):
     check_name_search_ignores_case_and_accents(store)
 
 
+def test_a_store_made_before_the_search_key_gets_it(store, tmp_path, monkeypatch):
+    """Name search reads a folded copy of name and id kept beside them (one scan in C, not a
+    Python call per row); a store made before that column gets it, filled, when opened, and
+    renames keep it current."""
+    import sqlite3
+
+    from vitrine.store.search_key import search_key
+
+    store.upsert([record(pid, unit(1, 0.5), name=name) for pid, name in FOLD_NAMES.items()])
+    store.close()
+    with sqlite3.connect(tmp_path / "store" / "vitrine.sqlite") as db:
+        db.execute("ALTER TABLE products DROP COLUMN search_key")
+    again = open_store(tmp_path / "store")
+    try:
+        keys = dict(again.db.execute("SELECT product_id, search_key FROM products"))
+        assert keys["x1"] == search_key("AÇAÍ", "x1") == "acai\nx1"
+        assert [p.product_id for p in again.list_products(query="acai")] == ["x1"]
+        again.update_metadata([Product("x1", Path("/p/x1.jpg"), name="Pão de Queijo")])
+        assert [p.product_id for p in again.list_products(query="pao de q")] == ["x1"]
+        assert again.list_products(query="acai") == []
+    finally:
+        again.close()
+    # where it cannot be written (a read-only volume), search folds each row as it reads
+    with sqlite3.connect(tmp_path / "store" / "vitrine.sqlite") as db:
+        db.execute("ALTER TABLE products DROP COLUMN search_key")
+    monkeypatch.setattr("vitrine.store.embedded.add_search_key", lambda db: False)
+    frozen = open_store(tmp_path / "store")
+    try:
+        assert [p.product_id for p in frozen.list_products(query="RELOGIO")] == ["r3", "r1",
+                                                                                  "r2"]
+    finally:
+        frozen.close()
+
+
 def test_persistence_and_index_rebuild(store, tmp_path):
     store.flush()
     root = store.root

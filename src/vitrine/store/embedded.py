@@ -24,6 +24,7 @@ from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
 from vitrine.fold import fold
 from vitrine.store.base import Match, Record, StoredProduct
+from vitrine.store.search_key import SEARCH_KEY_SQL, add_search_key, fold_sql, search_key
 
 DB_NAME = "vitrine.sqlite"
 MANIFEST_NAME = "manifest.json"
@@ -42,7 +43,8 @@ CREATE TABLE IF NOT EXISTS products (
     metadata_hash TEXT NOT NULL,
     phash TEXT NOT NULL DEFAULT '',
     thumb BLOB NOT NULL DEFAULT x'',
-    vector BLOB NOT NULL
+    vector BLOB NOT NULL,
+    search_key TEXT
 );
 CREATE INDEX IF NOT EXISTS products_category ON products(category);
 """
@@ -58,9 +60,6 @@ def _row_to_product(row: sqlite3.Row | tuple) -> StoredProduct:
                          phash=phash, thumb=bytes(thumb))
 
 
-def _fold_sql(text: str | None) -> str | None:
-    """:func:`vitrine.fold.fold` as an SQLite function (NULL stays NULL)."""
-    return None if text is None else fold(str(text))
 
 
 class EmbeddedStore:
@@ -103,8 +102,10 @@ class EmbeddedStore:
                 self.db = sqlite3.connect(f"{db_path.as_uri()}?mode=ro&immutable=1", uri=True,
                                           isolation_level=None, check_same_thread=False)
             # name search folds case and accents in SQL (see list_products)
-            self.db.create_function("vitrine_fold", 1, _fold_sql, deterministic=True)
+            self.db.create_function("vitrine_fold", 1, fold_sql, deterministic=True)
             have = {row[1] for row in self.db.execute("PRAGMA table_info(products)")}
+            if "search_key" not in have and add_search_key(self.db):
+                have.add("search_key")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
         missing = [c for c in (*COLUMNS.split(", "), "vector") if c not in have]
@@ -113,6 +114,7 @@ class EmbeddedStore:
             raise StoreError(f"{self.root} was written by an older Vitrine (no "
                              f"{', '.join(missing)} column); index the catalogue into a new "
                              "store.")
+        self._name_search = ("search_key" if "search_key" in have else f"({SEARCH_KEY_SQL})")
         self._lock_fh = None
         self._index: VectorIndex | None = None
         self._index_gen = -1
@@ -206,16 +208,19 @@ class EmbeddedStore:
                 vec = np.ascontiguousarray(rec.vector, dtype=np.float32)
                 self.db.execute(
                     "INSERT INTO products(product_id, image, category, name, price, "
-                    "description, attributes, content_sha256, metadata_hash, phash, thumb, vector) "
-                    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(product_id) DO UPDATE SET "
+                    "description, attributes, content_sha256, metadata_hash, phash, thumb, vector, "
+                    "search_key) "
+                    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(product_id) DO UPDATE SET "
                     "image=excluded.image, category=excluded.category, name=excluded.name, "
                     "price=excluded.price, description=excluded.description, "
                     "attributes=excluded.attributes, content_sha256=excluded.content_sha256, "
                     "metadata_hash=excluded.metadata_hash, phash=excluded.phash, "
-                    "thumb=excluded.thumb, vector=excluded.vector",
+                    "thumb=excluded.thumb, vector=excluded.vector, "
+                    "search_key=excluded.search_key",
                     (p.product_id, str(p.image), p.category, p.name, p.price, p.description,
                      json.dumps(p.attributes, sort_keys=True), rec.content_sha256,
-                     p.metadata_hash(), rec.phash, rec.thumb, vec.tobytes()))
+                     p.metadata_hash(), rec.phash, rec.thumb, vec.tobytes(),
+                     search_key(p.name, p.product_id)))
 
     def update_metadata(self, products: Sequence[Product]) -> None:
         """Change names, prices, categories… of stored products without touching vectors."""
@@ -225,10 +230,10 @@ class EmbeddedStore:
             for p in products:
                 self.db.execute(
                     "UPDATE products SET image=?, category=?, name=?, price=?, description=?, "
-                    "attributes=?, metadata_hash=? WHERE product_id=?",
+                    "attributes=?, metadata_hash=?, search_key=? WHERE product_id=?",
                     (str(p.image), p.category, p.name, p.price, p.description,
                      json.dumps(p.attributes, sort_keys=True), p.metadata_hash(),
-                     p.product_id))
+                     search_key(p.name, p.product_id), p.product_id))
 
     def delete(self, product_ids: Iterable[str]) -> int:
         ids = list(product_ids)
@@ -275,10 +280,10 @@ class EmbeddedStore:
         if category:
             sql += " AND category=?"
             args.append(category)
-        if query:  # any part of the name or id, ignoring case and accents (store.fold)
-            sql += (" AND (instr(vitrine_fold(name), ?) > 0"
-                    " OR instr(vitrine_fold(product_id), ?) > 0)")
-            args += [fold(query)] * 2
+        needle = fold(query or "").replace("\n", " ")
+        if needle:  # any part of the name or id, ignoring case and accents (vitrine.fold)
+            sql += f" AND instr({self._name_search}, ?) > 0"
+            args.append(needle)
         sql += " ORDER BY category, name, product_id LIMIT ? OFFSET ?"
         args += [limit, offset]
         return [_row_to_product(r) for r in self.db.execute(sql, args)]
