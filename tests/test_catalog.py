@@ -25,6 +25,7 @@ def test_folder_without_csv(tmp_path):
     assert [p.product_id for p in products] == ["bolsas/a.JPG", "bolsas/b.png",
                                                 "relogios/sub/c.webp"]
     assert [p.category for p in products] == ["bolsas", "bolsas", "relogios"]
+    assert not any(p.unlisted for p in products)  # no table: nothing to be unlisted from
     assert products[0].image == (tmp_path / "bolsas" / "a.JPG").resolve()
 
 
@@ -42,6 +43,7 @@ def test_csv_with_attributes_and_prices(tmp_path):
     assert products["p1"].attributes == {"colour": "azul"}
     assert products["p2"].category == "x" and products["p2"].price is None
     assert products["y/unlisted.jpg"].category == "y"
+    assert products["y/unlisted.jpg"].unlisted and not products["p1"].unlisted
 
 
 @pytest.mark.parametrize("text, value", [("129.90", 129.9), ("129,90", 129.9),

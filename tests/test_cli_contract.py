@@ -40,7 +40,7 @@ def test_index_reindex_search_similar_info(catalog, env, tmp_path):
     first = json.loads(run("index", catalog, "--store", store, "--json", env_extra=env).stdout)
     assert set(first) >= {"indexed", "updated", "removed", "skipped", "duplicates", "seconds"}
     assert first["indexed"] == 32 and first["updated"] == 0 and first["removed"] == 0
-    assert first["skipped"] == []
+    assert first["skipped"] == [] and first["unlisted"] == 0
 
     # Change the catalogue: remove one photo, replace one with another photo, add a new one.
     rows = (catalog / "products.csv").read_text().splitlines()
@@ -54,6 +54,7 @@ def test_index_reindex_search_similar_info(catalog, env, tmp_path):
     second = json.loads(run("index", catalog, "--store", store, "--json", env_extra=env).stdout)
     assert (second["indexed"], second["updated"], second["removed"]) == (1, 1, 1)
     assert second["unchanged"] == 30
+    assert second["unlisted"] == 1  # extra/NEW.JPG: a photo products.csv does not list
     # the new photo is a byte copy of another product's photo: reported as duplicates
     assert any("extra/NEW.JPG" in group for group in second["duplicates"])
 

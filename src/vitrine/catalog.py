@@ -34,6 +34,9 @@ class Product:
     attributes: dict[str, str] = field(default_factory=dict)
     uploaded: bool = False
     """Added or replaced through the API, not by a catalogue."""
+    unlisted: bool = False
+    """A photo the catalogue's product table does not list (a product named after its file);
+    False when there is no table."""
 
     def metadata(self) -> dict:
         """Everything except the image path, as plain JSON-able values."""
@@ -157,7 +160,7 @@ def read_catalog(root: Path) -> list[Product]:
         pid = rel.as_posix()
         if pid not in products:
             products[pid] = Product(product_id=pid, image=path, category=_category_of(rel),
-                                    name=path.stem)
+                                    name=path.stem, unlisted=csv_path is not None)
     if not products:
         kinds = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
         raise CatalogError(f"no product photos found in {root} ({kinds}).")

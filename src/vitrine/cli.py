@@ -80,6 +80,10 @@ def index(
         out.print(f"Indexed {report.indexed}, updated {report.updated}, removed "
                   f"{report.removed}, unchanged {report.unchanged} in {report.seconds:.1f} s "
                   f"→ {store}")
+        if report.unlisted:
+            out.print(f"{report.unlisted} photos are not listed in the catalogue's product table: "
+                      "indexed as products named after their files, without price (add rows "
+                      "for them, or move them out of the catalogue folder).")
         if report.uploaded:
             out.print(f"Left as they are: {report.uploaded} products added or replaced through "
                       "the API (delete them there to hand their ids back to the catalogue).")

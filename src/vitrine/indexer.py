@@ -30,6 +30,8 @@ class IndexReport:
     unchanged: int = 0
     uploaded: int = 0
     orphan_photos: int = 0
+    unlisted: int = 0
+    """Photos the product table does not list, indexed as products named after their file."""
     skipped: list[dict] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -37,7 +39,7 @@ class IndexReport:
     def as_dict(self) -> dict:
         return {"indexed": self.indexed, "updated": self.updated, "removed": self.removed,
                 "unchanged": self.unchanged, "uploaded": self.uploaded,
-                "orphan_photos": self.orphan_photos,
+                "orphan_photos": self.orphan_photos, "unlisted": self.unlisted,
                 "skipped": self.skipped,
                 "duplicates": self.duplicates, "seconds": round(self.seconds, 3)}
 
@@ -139,6 +141,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     uploaded = all_uploaded & stored.keys()
     report.uploaded = len(uploaded)
     products = [p for p in products if p.product_id not in uploaded]
+    report.unlisted = sum(p.unlisted for p in products)
     gone: set[str] = set()  # stored catalogue products whose photo file no longer exists
 
     to_embed: list[tuple[Product, str]] = []
