@@ -184,3 +184,18 @@ def test_joined_reads_both_caches_like_one_tensor():
     rows, views = torch.tensor([8, 0, 5, 4, 7]), torch.tensor([2, 1, 0, 2, 1])
     assert joined.shape == whole.shape
     assert torch.equal(joined[rows, views], whole[rows, views])
+
+
+def test_a_bar_in_a_log_is_not_cut_at_80_columns(capsys):
+    """Piped or logged (stderr not a terminal), a training bar's last frame keeps its text:
+    rich cut it at 80 columns ("transfer learning 11/… loss 0.704 acc 0.9…")."""
+    from vitrine.train_loop import _epoch_bar
+
+    with _epoch_bar("transfer learning", 10, True) as bar:
+        bar.describe("transfer learning 11/40")
+        bar.advance(10, loss=0.7041, acc=0.9571)
+        bar.show("val loss 0.285 acc 0.928 · lr 3.0e-04")
+        bar.finish()
+    frame = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "…" not in frame
+    assert "loss 0.704 acc 0.957" in frame and "lr 3.0e-04" in frame

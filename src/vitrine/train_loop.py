@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
+
+from vitrine.progress import bar_console
 
 Advance = Callable[..., None]
 
@@ -179,7 +180,7 @@ def _epoch_bar(name: str, total: int, enabled: bool) -> Iterator[_Bar]:
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[stats]}"), TextColumn("[cyan]{task.fields[val]}"),
                TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as progress:
+    with Progress(*columns, console=bar_console()) as progress:
         yield _Bar(progress, total)
 
 
