@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vitrine import __version__
-from vitrine.catalog import parse_price
+from vitrine.catalog import SIMILAR_SUFFIX, id_problem, parse_price
 from vitrine.config import Settings
 from vitrine.embed import Embedder
 from vitrine.errors import CatalogError, ImageError, StoreError
@@ -34,7 +34,6 @@ from vitrine.web.pages import image_url, install_pages, wants_html
 K_MIN, K_MAX = 1, 100
 PAGE_MAX = 200
 OFFSET_MAX = 1_000_000_000
-SIMILAR_SUFFIX = "/similar"
 CARD_SIDE = 448
 """Longest side of the photo copies the cards show (224 CSS pixels at twice the density)."""
 SMALL_PHOTO_BYTES = 96_000
@@ -166,12 +165,9 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         """Add a product with its photo, or replace the product with the same id
         (201 when new, 200 when replaced). Needs ``Authorization: Bearer <key>``."""
         guards.check_api_key(settings.api_key, authorization)
-        if product_id.endswith(SIMILAR_SUFFIX):  # its URL would be the similar-products one
-            raise HTTPException(422, "Invalid form field 'product_id': it cannot end with "
-                                     f"'{SIMILAR_SUFFIX}'.")
-        if product_id.strip() in (".", ".."):  # browsers rewrite such a path: no page or photo
-            raise HTTPException(422, "Invalid form field 'product_id': it cannot be "
-                                     "'.' or '..'.")
+        problem = id_problem(product_id)
+        if problem:
+            raise HTTPException(422, f"Invalid form field 'product_id': {problem}.")
         try:
             fields = NewProduct(product_id, name.strip(), category.strip(),
                                 parse_price(price), description.strip())

@@ -51,6 +51,19 @@ class Product:
         return UPLOADED + digest[:64 - len(UPLOADED)] if self.uploaded else digest
 
 
+SIMILAR_SUFFIX = "/similar"
+
+
+def id_problem(product_id: str) -> str | None:
+    """Why a product id cannot have a web address of its own (the web page and the API give
+    every product one), or None."""
+    if product_id.endswith(SIMILAR_SUFFIX):
+        return f"it cannot end with '{SIMILAR_SUFFIX}' (that is the similar products' address)"
+    if product_id.strip() in (".", ".."):
+        return "it cannot be '.' or '..' (browsers rewrite such an address)"
+    return None
+
+
 _CURRENCY = re.compile(r"^(?:R\$|US\$|\$|BRL|USD)?\s*", re.IGNORECASE)
 _GROUPED = re.compile(r"^[1-9]\d{0,2}(?P<sep>[.,])\d{3}(?:(?P=sep)\d{3})*(?:(?P<dec>[.,])\d+)?$")
 _PLAIN = re.compile(r"^\d+(?:[.,]\d+)?$")

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine.catalog import UPLOADED, Product, read_catalog
+from vitrine.catalog import UPLOADED, Product, id_problem, read_catalog
 from vitrine.dedupe import DuplicateRules, find_duplicates
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
@@ -151,6 +151,13 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
             if not _utf8(str(product.image)):  # the store keeps names as UTF-8 text
                 report.skipped.append({"path": _display_path(product.image, root),
                                        "reason": "its file name is not UTF-8; rename it"})
+                adv(1)
+                continue
+            problem = id_problem(product.product_id)
+            if problem:  # it would have no page, photo or similar products of its own
+                report.skipped.append({"path": _display_path(product.image, root),
+                                       "reason": f"product id {product.product_id!r}: {problem}; "
+                                                 "give it another id in the product table"})
                 adv(1)
                 continue
             try:
