@@ -180,3 +180,51 @@ def test_jfif_and_avif_photos_are_products(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.jfif", format="JPEG")
     Image.new("RGB", (8, 8)).save(tmp_path / "b.avif", format="AVIF")
     assert [p.product_id for p in read_catalog(tmp_path)] == ["a.jfif", "b.avif"]
+
+
+def test_columns_named_twice_and_separators_in_header_names(tmp_path):
+    """A column named exactly as a field takes it before an alias does ('sku' beside
+    'product_id' is an attribute, not an overwritten id); a semicolon table whose header names
+    hold commas is still read as semicolons; Excel's 'Unicode text' (UTF-16) is read."""
+    photo(tmp_path / "bolsa" / "a.jpg")
+    (tmp_path / "products.csv").write_text("sku,product_id,name,image\nS1,P1,Bolsa,bolsa/a.jpg\n")
+    [product] = read_catalog(tmp_path)
+    assert product.product_id == "P1" and product.attributes == {"sku": "S1"}
+    (tmp_path / "products.csv").write_text(
+        "codigo;imagem;Tamanhos (P, M, G)\nP1;bolsa/a.jpg;P, M\n")
+    [product] = read_catalog(tmp_path)
+    assert product.product_id == "P1" and product.attributes == {"Tamanhos (P, M, G)": "P, M"}
+    (tmp_path / "products.csv").write_bytes(
+        "product_id\timage\tpreço\r\nP2\tbolsa\\a.jpg\tR$ 10,00\r\n".encode("utf-16"))
+    [product] = read_catalog(tmp_path)
+    assert (product.product_id, product.price) == ("P2", 10.0)
+
+
+def test_image_cells_that_can_never_be_a_photo_are_table_problems(tmp_path):
+    photo(tmp_path / "bolsa" / "a.jpg")
+    photo(tmp_path / "bolsa" / "A.jpg")
+    (tmp_path / "products.csv").write_text(
+        "id,image\nP1,bolsa/a.JPG\nP2,bolsa\nP3,products.csv\nP4,C:\\fotos\\a.jpg\n"
+        "P5,bolsa/a.jpg\n")
+    with pytest.raises(CatalogError) as info:
+        read_catalog(tmp_path)
+    text = str(info.value)
+    assert "4 problems" in text
+    assert "line 2: image 'bolsa/a.JPG' matches files that differ only in case (bolsa/A.jpg, " \
+        "bolsa/a.jpg)" in text
+    assert "line 3: image 'bolsa' is a folder" in text
+    assert "line 4: image 'products.csv' is not a photo file" in text
+    assert "line 5: image 'C:\\fotos\\a.jpg' is a path on a Windows drive" in text
+
+
+def test_links_inside_the_catalogue_and_a_store_at_its_root_add_no_photos(tmp_path):
+    """A link to one of the catalogue's own folders would read its photos again under another
+    category; a store kept in the catalogue folder itself keeps its uploads out of it."""
+    photo(tmp_path / "bolsa" / "a.jpg")
+    photo(tmp_path / "salto" / "b.jpg")
+    (tmp_path / "bolsa" / "loop").symlink_to(tmp_path / "salto")
+    (tmp_path / "vitrine.sqlite").write_bytes(b"")
+    photo(tmp_path / "uploads" / ("ab" * 32 + ".jpg"))
+    products = read_catalog(tmp_path)
+    assert [(p.product_id, p.category) for p in products] == [("bolsa/a.jpg", "bolsa"),
+                                                              ("salto/b.jpg", "salto")]

@@ -116,6 +116,8 @@ def _category_of(rel: Path) -> str:
 
 
 STORE_MARKERS = ("vitrine.sqlite", "model.json")
+UPLOADS = "uploads"
+"""The folder of a store that holds photos added through the API (vitrine.store.UPLOADS_DIR)."""
 """A folder holding one of these is a Vitrine store or model, never catalogue photos (a store
 kept inside the catalogue would otherwise index its own uploads, a model its figures)."""
 
@@ -127,6 +129,7 @@ def scan_images(root: Path) -> list[Path]:
     reports it."""
     found = []
     seen: set[tuple[int, int]] = set()
+    real_root = Path(root).resolve()
     for folder, dirs, files in os.walk(root, followlinks=True):
         info = os.stat(folder)
         if (info.st_dev, info.st_ino) in seen or (
@@ -134,7 +137,12 @@ def scan_images(root: Path) -> list[Path]:
             dirs[:] = []
             continue
         seen.add((info.st_dev, info.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (
+            # a link to a folder of the catalogue itself would read its photos twice, under
+            # another category; the root holding a store: its uploads are not catalogue photos
+            os.path.islink(os.path.join(folder, d))
+            and Path(folder, d).resolve().is_relative_to(real_root))
+            and not (folder == str(root) and d == UPLOADS and STORE_MARKERS[0] in files))
         for name in files:
             path = Path(folder, name)
             if not name.startswith(".") and is_image_path(path) and (
@@ -182,10 +190,9 @@ def read_catalog(root: Path) -> list[Product]:
 
 def _read_csv(csv_path: Path, root: Path, photos: list[Path]) -> list[Product]:
     """The products the table lists; every problem in it is reported in one error."""
-    folded: dict[str, Path | None] = {}
+    folded: dict[str, list[Path]] = {}  # two files may differ only in case
     for path in photos:
-        key = path.relative_to(root).as_posix().casefold()
-        folded[key] = None if key in folded else path  # two files differing in case: ambiguous
+        folded.setdefault(path.relative_to(root).as_posix().casefold(), []).append(path)
     products, problems = [], []
     seen: set[str] = set()
     for row in read_rows(csv_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from vitrine.errors import CatalogError
 from vitrine.fold import fold
+from vitrine.images import IMAGE_EXTENSIONS, is_image_path
 
 CSV_NAMES = ("products.csv", "produtos.csv")
 """File names of the product table at the catalogue's root, in any case."""
@@ -33,6 +34,7 @@ NO_PRICE = frozenset({"sob consulta", "consulte", "a consultar", "-", "–", "�
 
 MAX_REPORTED = 5
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+_DRIVE = re.compile(r"^[a-z]:[\\/]", re.IGNORECASE)
 
 
 @dataclass
@@ -64,9 +66,16 @@ _CANONICAL = {column_key(alias): name for name, aliases in COLUMN_ALIASES.items(
 
 
 def decode(path: Path) -> str:
-    """The file's text: UTF-8 (with or without a byte-order mark), else Windows-1252 (what
-    Excel writes as plain 'CSV' on Windows)."""
+    """The file's text: UTF-16 when it starts with its byte-order mark (Excel's "Unicode
+    text"), else UTF-8 (with or without a byte-order mark), else Windows-1252 (what Excel
+    writes as plain 'CSV' on Windows)."""
     data = path.read_bytes()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise CatalogError(f"{path} is not valid UTF-16 text; save it as 'CSV UTF-8'."
+                               ) from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -78,27 +87,50 @@ def decode(path: Path) -> str:
                            "'CSV UTF-8'.") from None
 
 
-def delimiter(header: str) -> str:
-    """The separator of a header line: the most frequent of comma, semicolon and tab outside
-    quotes (comma when none)."""
-    outside = re.sub(r'"[^"]*"', "", header)
-    counts = {sep: outside.count(sep) for sep in (",", ";", "\t")}
-    best = max(counts, key=lambda sep: counts[sep])
+def delimiter(text: str) -> str:
+    """The separator of a table: the one of semicolon, comma and tab that splits its first
+    lines into the same number of fields (csv.Sniffer); failing that, the most frequent in the
+    header outside quotes, a semicolon on a tie (Excel in Brazil does not quote a comma in a
+    semicolon file), a comma when there is none."""
+    sample = "\n".join(text.splitlines()[:20])
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=";,\t").delimiter
+    except csv.Error:
+        pass
+    outside = re.sub(r'"[^"]*"', "", text.split("\n", 1)[0])
+    counts = {sep: outside.count(sep) for sep in (";", ",", "\t")}
+    best = max(counts, key=lambda sep: counts[sep])  # the first of a tie: ';'
     return best if counts[best] else ","
+
+
+def column_names(header: list[str]) -> list[str]:
+    """The field each column holds: a column named exactly as a field (``image``) takes it
+    first, then aliases (``foto``) take the fields left, in order; any other column, or an
+    alias whose field is taken, keeps its own name as an attribute (numbered if repeated)."""
+    keys = [column_key(c) for c in header]
+    names: list[str | None] = [k if k in COLUMN_ALIASES else None for k in keys]
+    for i, key in enumerate(keys):
+        field = _CANONICAL.get(key)
+        if names[i] is None and field and field not in names:
+            names[i] = field
+    out: list[str] = []
+    for column, name in zip(header, names, strict=True):
+        base = name if name and name not in out else (column.strip() or "column")
+        name, n = base, 2
+        while name in out:
+            name, n = f"{base} ({n})", n + 1
+        out.append(name)
+    return out
 
 
 def read_rows(path: Path) -> list[Row]:
     """The table's non-blank rows with canonical field names; an error names the file and
     the line."""
     text = decode(path)
-    reader = csv.reader(io.StringIO(text, newline=""),
-                        delimiter=delimiter(text.split("\n", 1)[0]))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter(text))
     try:
         header = next(reader, [])
-        names = []
-        for column in header:
-            canonical = _CANONICAL.get(column_key(column))
-            names.append(canonical if canonical and canonical not in names else column.strip())
+        names = column_names(header)
         if "image" not in names:
             raise CatalogError(f"{path} has no image column (name one 'image' or 'imagem'); "
                                f"its columns are {', '.join(repr(c) for c in header)}.")
@@ -119,19 +151,33 @@ def read_rows(path: Path) -> list[Row]:
     return rows
 
 
-def image_path(root: Path, text: str, lookup) -> Path:
-    """The photo a row names, relative to ``root``: backslashes read as folder separators,
-    and a name that differs from the file's only in case found by ``lookup`` (folded
-    relative path → file). Raises ``ValueError`` with the reason when it is not usable."""
+def image_path(root: Path, text: str, same_but_case) -> Path:
+    """The photo a row names, relative to ``root``: backslashes read as folder separators, and
+    a name that differs from a file's only in case found through ``same_but_case`` (folded
+    relative path → the files it matches). Raises ``ValueError`` with the reason when the row
+    can never name a usable photo; a file that is simply missing is left for index to report
+    (and to remove its product)."""
     if _URL.match(text):
         raise ValueError(f"image {text!r} is an address on the web; Vitrine reads photos from "
                          "the catalogue folder: save them there and give their paths")
+    if _DRIVE.match(text):
+        raise ValueError(f"image '{text}' is a path on a Windows drive; give the path inside "
+                         "the catalogue folder (such as bolsas\\foto.jpg)")
     rel = text.replace("\\", "/")
     full = Path(os.path.normpath(root / rel))
     if not full.is_relative_to(root) or full == root:
         raise ValueError(f"image {text!r} is outside the catalogue folder")
     if not full.exists():
-        full = lookup(full.relative_to(root).as_posix().casefold()) or full
+        found = same_but_case(full.relative_to(root).as_posix().casefold(), [])
+        if len(found) > 1:
+            raise ValueError(f"image {text!r} matches files that differ only in case ("
+                             + ", ".join(f.relative_to(root).as_posix() for f in found) + ")")
+        full = found[0] if found else full
+    if full.is_dir():
+        raise ValueError(f"image {text!r} is a folder, not a photo")
+    if not is_image_path(full):
+        kinds = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+        raise ValueError(f"image {text!r} is not a photo file ({kinds})")
     return full
 
 

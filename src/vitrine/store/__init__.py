@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from vitrine.ann import IndexConfig
+from vitrine.catalog import UPLOADS
 from vitrine.errors import StoreError
 from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.embedded import EmbeddedStore
@@ -16,7 +17,7 @@ __all__ = ["UPLOADS_DIR", "EmbeddedStore", "Match", "StoredProduct", "VectorStor
            "save_photo", "upload_folder"]
 
 DEFAULT_COLLECTION = "vitrine"
-UPLOADS_DIR = "uploads"
+UPLOADS_DIR = UPLOADS  # one name: the catalogue reader skips this folder of a store
 
 
 def save_photo(folder: Path, photo: Path, data: bytes) -> bool:
