@@ -252,3 +252,23 @@ def test_ids_the_web_cannot_address_are_skipped_with_the_reason(shop_a, embedder
     assert report.indexed == 14 and len(reasons) == 2
     assert any("product id 'x/similar': it cannot end with '/similar'" in r for r in reasons)
     assert any("product id '..': it cannot be '.' or '..'" in r for r in reasons)
+
+
+def test_new_ids_for_the_same_photos_are_not_taken_for_a_lost_catalogue(shop_a, embedder,
+                                                                         tmp_path):
+    """A product table added to a folder indexed without one (every id changes from the
+    photo's path to its SKU), or every photo renamed: the photos are there, so the run goes
+    ahead; only a folder whose photos cannot be found is refused."""
+    shop = tmp_path / "shop"
+    shutil.copytree(shop_a, shop)
+    table = (shop / "products.csv").read_text()
+    (shop / "products.csv").unlink()
+    store = tmp_path / "st"
+    assert _index(shop, store, embedder).indexed == 16  # ids are the photos' paths
+    (shop / "produtos.csv").write_text(table)  # now the shop's own ids
+    report = _index(shop, store, embedder)
+    assert (report.indexed, report.removed) == (16, 16)
+    for photo in shop.rglob("*.jpg"):
+        photo.unlink()
+    with pytest.raises(RemovalRefused, match="their photo files are missing"):
+        _index(shop, store, embedder)

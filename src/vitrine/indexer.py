@@ -185,7 +185,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     remove = [pid for pid in stored if pid not in keep]
     if not replace:  # nothing is written before this check
         _check_removals(store, root, [pid for pid in stored if pid not in uploaded], remove,
-                        len(gone), shard)
+                        len(gone), shard, readable=len(to_embed) + len(meta_only)
+                        + report.unchanged)
     if new_store:
         store.set_manifest(embedder.manifest)
     if store.catalog_folder() != str(root):
@@ -206,10 +207,13 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
 
 
 def _check_removals(store: VectorStore, root: Path, catalogue: list[str], remove: list[str],
-                    missing: int, shard: tuple[int, int] | None) -> None:
+                    missing: int, shard: tuple[int, int] | None, *, readable: int) -> None:
     """Refuse a run that would remove catalogue products indexed from another folder than
     ``root`` (as the store recorded it), or every catalogue product the store holds (of this
-    shard): an unmounted drive, photos moved away, the wrong folder."""
+    shard) while no photo of the folder can be read (an unmounted drive, photos moved away),
+    or while the store records no folder. Ids that all changed in the recorded folder while its
+    photos are there (a new product table, renamed files) pass: ``readable`` counts the photos
+    this run found."""
     if not remove:
         return
     recorded = store.catalog_folder()
@@ -218,9 +222,12 @@ def _check_removals(store: VectorStore, root: Path, catalogue: list[str], remove
     if recorded is not None and recorded != str(root):
         raise RemovalRefused(
             f"the store {store.location} holds {held} indexed from {recorded}; indexing "
-            f"{root} would remove {len(remove)} of them. Pass --replace to make {root} its "
-            "catalogue, or index into another --store.")
-    if len(remove) == len(catalogue):
+            f"{root} would remove {len(remove)} of them. Pass --replace to `vitrine index` to "
+            f"make {root} its catalogue, or use another store.")
+    if len(remove) == len(catalogue) and (not readable or recorded is None):
+        # with photos found in the folder it records, every id changed (a new product table,
+        # renamed files); a store that records no folder yet cannot tell that from another
+        # folder
         unlisted = len(remove) - missing
         why = ("their photo files are missing" if not unlisted else
                "the folder lists none of them" if not missing else
@@ -228,7 +235,8 @@ def _check_removals(store: VectorStore, root: Path, catalogue: list[str], remove
         raise RemovalRefused(
             f"indexing {root} would remove every one of the {held} of the store "
             f"{store.location} ({why}); check that the folder is complete (a network drive "
-            "not mounted, photos moved away) or pass --replace to index it as it is.")
+            "not mounted, photos moved away) or pass --replace to `vitrine index` to index "
+            "it as it is.")
 
 
 def _utf8(text: str) -> bool:
