@@ -201,3 +201,23 @@ def test_heif_photos_from_phones_decode(tmp_path):
     assert out.mode == "RGB" and out.size == (64, 48)
     assert abs(int(np.asarray(out)[24, 32, 0]) - 200) < 12
     assert [p.product_id for p in read_catalog(tmp_path)] == ["bolsas/IMG_0001.HEIC"]
+
+
+def test_an_avif_that_names_mif1_first_is_not_taken_for_heif():
+    """AVIF files may name the generic 'mif1' brand first and 'avif' among the compatible
+    ones: Pillow's AVIF decoder must get them (pillow-heif cannot decode AV1), whatever was
+    opened before in the process."""
+    from vitrine.images import container_kind
+    from vitrine.service import image_suffix
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (10, 200, 10)).save(buf, format="AVIF")
+    data = bytearray(buf.getvalue())
+    size = int.from_bytes(data[:4], "big")
+    compatible = [bytes(data[i:i + 4]) for i in range(16, size, 4)]
+    assert b"avif" in compatible or data[8:12] == b"avif"
+    data[8:12] = b"mif1"
+    if b"avif" not in compatible:  # keep 'avif' among the compatible brands
+        data[16:20] = b"avif"
+    assert container_kind(bytes(data)) == "avif" and image_suffix(bytes(data)) == ".avif"
+    assert open_image(bytes(data)).size == (32, 24)

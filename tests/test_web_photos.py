@@ -70,6 +70,35 @@ def test_cards_get_small_copies_of_large_photos(settings, embedder, tmp_path):
     assert client.get("/images/bolsas/grande.jpg", params={"size": "huge"}).status_code == 422
 
 
+def test_a_large_photo_browsers_cannot_show_is_sent_as_a_bounded_copy(settings, embedder,
+                                                                      tmp_path, monkeypatch):
+    """A 4000-px TIFF (or an iPhone HEIC) on its product page: a JPEG at most 2048 px on a
+    side, made once per version of the file, not a full-size PNG at every request."""
+    from vitrine.api import create_app
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    folder = tmp_path / "catalog" / "scans"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 255, (3000, 4000, 3), dtype=np.uint8)).save(
+        folder / "scan.tif")
+    store = open_store(tmp_path / "store", create=True)
+    index_catalog(tmp_path / "catalog", store, embedder, show_progress=False)
+    store.close()
+    import vitrine.api
+
+    made = []
+    real = vitrine.api.thumbnail_jpeg
+    monkeypatch.setattr(vitrine.api, "thumbnail_jpeg", lambda *a: made.append(a) or real(*a))
+    client = TestClient(create_app(settings, tmp_path / "store", embedder=embedder))
+    first = client.get("/images/scans/scan.tif")
+    assert first.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(first.content)).size == (2048, 1536)
+    assert client.get("/images/scans/scan.tif").content == first.content
+    assert len(made) == 1  # made once for this version of the file
+
+
 def test_a_phone_photo_is_searched_added_and_shown(settings, small_store, small_catalog,
                                                    embedder, tmp_path):
     """An iPhone photo (HEIF) uploaded to search and to add a product: found, stored as
@@ -97,5 +126,5 @@ def test_a_phone_photo_is_searched_added_and_shown(settings, small_store, small_
     assert added.status_code == 201, added.text
     assert list((store / "uploads").glob("*.heic"))
     shown = client.get("/images/iphone-1")
-    assert shown.headers["content-type"] == "image/png"
+    assert shown.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(shown.content)).size == Image.open(source).size

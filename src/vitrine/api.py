@@ -24,7 +24,7 @@ from vitrine.catalog import SIMILAR_SUFFIX, id_problem, parse_price
 from vitrine.config import Settings
 from vitrine.embed import Embedder
 from vitrine.errors import CatalogError, ImageError, StoreError
-from vitrine.images import BROWSER_SUFFIXES, browser_png, thumbnail_jpeg
+from vitrine.images import BROWSER_SUFFIXES, thumbnail_jpeg
 from vitrine.recommend import ProductNotFound
 from vitrine.service import NewProduct, VitrineService
 from vitrine.store.base import Match, StoredProduct
@@ -40,6 +40,10 @@ SMALL_PHOTO_BYTES = 96_000
 """Photos up to this size are sent as they are, even to a card."""
 THUMBNAILS_KEPT = 1024
 """Card copies kept in memory (about 20-40 KB each)."""
+VIEW_SIDE = 2048
+"""Longest side of the copy sent for a photo in a format browsers cannot show (TIFF, HEIC)."""
+VIEW_COPIES_KEPT = 64
+"""Such copies kept in memory (a few hundred KB each)."""
 
 
 class ProductOut(BaseModel):
@@ -255,34 +259,38 @@ def create_app(settings: Settings, store: str | Path, *,
     def card_copy(path: str, mtime_ns: int, nbytes: int) -> bytes:  # the file version keys it
         return thumbnail_jpeg(Path(path), CARD_SIDE, settings.max_image_pixels)
 
+    @functools.lru_cache(maxsize=VIEW_COPIES_KEPT)
+    def view_copy(path: str, mtime_ns: int, nbytes: int) -> bytes:
+        return thumbnail_jpeg(Path(path), VIEW_SIDE, settings.max_image_pixels)
+
     @app.get("/images/{product_id:path}", tags=["images"],
              response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
     def product_image(product_id: str, request: Request,
                       size: Annotated[Literal["card"] | None, Query(
                           description="'card': a copy at most 448 px on a side (JPEG), "
                           "what the page's cards show")] = None) -> Response:
-        """The photo of a product (as PNG when browsers cannot show its format, such as
-        TIFF). Only stored products' photos are reachable. ``no-cache`` with an ETag: a
-        browser asks again each time and gets 304 until the photo is replaced."""
+        """The photo of a product; in a format browsers cannot show (TIFF, HEIC, …) a JPEG
+        copy at most 2048 px on a side, made once per version of the file. Only stored
+        products' photos are reachable. ``no-cache`` with an ETag: a browser asks again each
+        time and gets 304 until the photo is replaced."""
         path = service.image_path(product_id)
         stat = path.stat()
-        small = size is None or (stat.st_size <= SMALL_PHOTO_BYTES
-                                 and path.suffix.lower() in BROWSER_SUFFIXES)
+        shown = path.suffix.lower() in BROWSER_SUFFIXES
+        as_is = shown and (size is None or stat.st_size <= SMALL_PHOTO_BYTES)
+        kind = "" if as_is else "-card" if size else "-view"
         headers = {"Cache-Control": "no-cache",
-                   "ETag": f'"{stat.st_mtime_ns:x}-{stat.st_size:x}{"" if small else "-card"}"'}
+                   "ETag": f'"{stat.st_mtime_ns:x}-{stat.st_size:x}{kind}"'}
         if headers["ETag"] in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
-        if small and path.suffix.lower() in BROWSER_SUFFIXES:
+        if as_is:
             return FileResponse(path, headers=headers)
+        copy = card_copy if size else view_copy
         try:
-            if not small:
-                return Response(card_copy(str(path), stat.st_mtime_ns, stat.st_size),
-                                media_type="image/jpeg", headers=headers)
-            png = browser_png(path, settings.max_image_pixels)
+            jpeg = copy(str(path), stat.st_mtime_ns, stat.st_size)
         except ImageError:  # the stored file went bad: not the request's fault
             raise HTTPException(404, f"The photo of product {product_id!r} cannot be "
                                      "read.") from None
-        return Response(png, media_type="image/png", headers=headers)
+        return Response(jpeg, media_type="image/jpeg", headers=headers)
 
     for path, endpoint in (("/healthz", healthz), ("/images/{product_id:path}", product_image)):
         # HEAD for uptime monitors and link checkers, kept out of OpenAPI (one operation id)

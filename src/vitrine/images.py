@@ -20,8 +20,9 @@ from vitrine.errors import ImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".avif", ".heic",
                               ".heif", ".gif", ".bmp", ".tif", ".tiff"})
-BROWSER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
-"""Photos browsers show as they are; others (TIFF, PPM, …) are sent as PNG (browser_png)."""
+BROWSER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".avif", ".gif", ".bmp"})
+"""Photos browsers show as they are; others (TIFF, HEIC, …) are sent as a JPEG copy
+(thumbnail_jpeg)."""
 WHITE = (255, 255, 255)
 
 # Pillow's own bomb check is global state; we do our own check per call (see open_image), so
@@ -46,6 +47,23 @@ class Preprocessing:
 
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
 """ISO-BMFF brands of HEIF photos (what iPhones take): pillow-heif decodes them."""
+AVIF_BRANDS = frozenset({b"avif", b"avis"})
+"""Brands of AVIF photos (Pillow decodes them); an AVIF may name the generic ``mif1`` first."""
+
+
+CONTAINER_FORMATS = {"avif": ["AVIF"], "heic": ["HEIF"]}
+
+
+def container_kind(data: bytes) -> str | None:
+    """'avif' or 'heic' for an ISO-BMFF photo (from the brands of its ``ftyp`` box), else
+    None."""
+    if data[4:8] != b"ftyp":
+        return None
+    end = min(int.from_bytes(data[:4], "big"), 256, len(data))
+    brands = {data[8:12], *(data[i:i + 4] for i in range(16, end - 3, 4))}
+    if brands & AVIF_BRANDS:
+        return "avif"
+    return "heic" if brands & HEIF_BRANDS else None
 
 
 @functools.cache
@@ -86,12 +104,15 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
         raise ImageError(name, f"cannot be read ({exc.strerror or exc}).") from None
     if not data:
         raise ImageError(name, "the file is empty (0 bytes).")
-    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+    kind = container_kind(data)
+    if kind == "heic":
         _heif_opener()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+            # an ISO-BMFF photo goes to its own decoder: pillow-heif, once loaded, also claims
+            # AVIFs that name 'mif1' first, and cannot decode them
+            img = Image.open(io.BytesIO(data), formats=CONTAINER_FORMATS.get(kind))
             if draft_size and img.format == "JPEG":  # a 50-MP phone photo decodes at 1/8
                 img.draft("RGB", (draft_size, draft_size))
             width, height = img.size  # what will be decoded
@@ -143,14 +164,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode != "RGB":
         img = img.convert("RGB")
     return img
-
-
-def browser_png(path: Path, max_pixels: int) -> bytes:
-    """A photo in a format browsers do not show (TIFF, PPM, TGA, …) as PNG bytes: upright,
-    RGB, transparency on white, as :func:`open_image` decodes it."""
-    buf = io.BytesIO()
-    open_image(path, max_pixels=max_pixels).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def thumbnail_jpeg(path: Path, side: int, max_pixels: int) -> bytes:

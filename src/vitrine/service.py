@@ -26,7 +26,7 @@ from vitrine.catalog import Product
 from vitrine.config import Settings
 from vitrine.embed import CategoryGuess, Embedder, decode
 from vitrine.errors import StoreError
-from vitrine.images import open_image, to_array
+from vitrine.images import container_kind, open_image, to_array
 from vitrine.indexer import check_manifest
 from vitrine.recommend import ProductNotFound, Recommender
 from vitrine.store import EmbeddedStore, open_store, save_photo, upload_folder
@@ -43,8 +43,9 @@ def image_suffix(data: bytes) -> str:
     """File extension for an already-decoded photo, from its leading bytes."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return ".webp"
-    if data[4:8] == b"ftyp":  # ISO-BMFF: AVIF or HEIF
-        return ".avif" if data[8:12] in (b"avif", b"avis") else ".heic"
+    kind = container_kind(data)  # ISO-BMFF: AVIF or HEIF
+    if kind:
+        return "." + kind
     for magic, suffix in _SIGNATURES:
         if data.startswith(magic):
             return suffix
