@@ -74,7 +74,8 @@ def test_update_and_delete(store):
 
 
 FOLD_NAMES = {"r1": "Relógio Dourado", "r2": "relógio prata", "r3": "RELÓGIO Feminino",
-              "x1": "AÇAÍ", "x2": "Sapato Café", "Calçados/Sandália-1": "Chinelo"}
+              "x1": "AÇAÍ", "x2": "Sapato Café", "Calçados/Sandália-1": "Chinelo",
+              "n1": "Bolsa de\nCouro"}
 
 
 def check_name_search_ignores_case_and_accents(store):
@@ -96,6 +97,7 @@ def check_name_search_ignores_case_and_accents(store):
     assert ids("sandalia") == ids("calcados/") == ["Calçados/Sandália-1"]  # the id
     assert ids("relogio", limit=2) + ids("relogio", limit=2, offset=2) == watches
     assert ids("relogio", category="d") == [] and ids("%") == ids("_") == []  # no wildcards
+    assert ids("de couro") == ids("DE\nCOURO") == ["n1"]  # a name over two lines
 
 
 def test_name_search_ignores_case_and_accents(store):

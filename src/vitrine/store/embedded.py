@@ -24,7 +24,13 @@ from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
 from vitrine.fold import fold
 from vitrine.store.base import Match, Record, StoredProduct
-from vitrine.store.search_key import SEARCH_KEY_SQL, add_search_key, fold_sql, search_key
+from vitrine.store.search_key import (
+    SEARCH_KEY_SQL,
+    add_search_key,
+    fold_sql,
+    one_line,
+    search_key,
+)
 
 DB_NAME = "vitrine.sqlite"
 MANIFEST_NAME = "manifest.json"
@@ -103,6 +109,7 @@ class EmbeddedStore:
                                           isolation_level=None, check_same_thread=False)
             # name search folds case and accents in SQL (see list_products)
             self.db.create_function("vitrine_fold", 1, fold_sql, deterministic=True)
+            self.db.create_function("vitrine_line", 1, one_line, deterministic=True)
             have = {row[1] for row in self.db.execute("PRAGMA table_info(products)")}
             if "search_key" not in have and add_search_key(self.db):
                 have.add("search_key")
@@ -280,7 +287,7 @@ class EmbeddedStore:
         if category:
             sql += " AND category=?"
             args.append(category)
-        needle = fold(query or "").replace("\n", " ")
+        needle = one_line(fold(query or ""))
         if needle:  # any part of the name or id, ignoring case and accents (vitrine.fold)
             sql += f" AND instr({self._name_search}, ?) > 0"
             args.append(needle)

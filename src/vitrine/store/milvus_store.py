@@ -20,6 +20,7 @@ from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
 from vitrine.fold import fold
 from vitrine.store.base import Match, Record, StoredProduct
+from vitrine.store.search_key import one_line
 
 FIELDS = ["product_id", "image", "category", "name", "price", "description", "attributes",
           "content_sha256", "metadata_hash", "phash", "thumb"]
@@ -248,8 +249,9 @@ class MilvusStore:
         rows = [_to_product(r) for r in self._rows(" and ".join(expr), FIELDS)]
         if query:  # ignoring case and accents, as the embedded store: Milvus' like can do
             # neither, so the name filter runs here over the category's rows
-            needle = fold(query)
-            rows = [p for p in rows if needle in fold(p.name) or needle in fold(p.product_id)]
+            needle = one_line(fold(query))
+            rows = [p for p in rows if needle in one_line(fold(p.name))
+                    or needle in one_line(fold(p.product_id))]
         rows.sort(key=lambda p: (p.category, p.name, p.product_id))
         return rows[offset:offset + limit]
 
