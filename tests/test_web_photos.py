@@ -1,5 +1,6 @@
 """Photos on the web: the small copies the cards show (a shop's multi-megabyte photos are not
-sent 24 at a time to a catalogue page) and phone formats (HEIF) shown as PNG."""
+sent 24 at a time to a catalogue page), and formats browsers cannot show (HEIF, TIFF) sent as
+a bounded JPEG copy."""
 
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ def test_a_large_photo_browsers_cannot_show_is_sent_as_a_bounded_copy(settings, 
 def test_a_phone_photo_is_searched_added_and_shown(settings, small_store, small_catalog,
                                                    embedder, tmp_path):
     """An iPhone photo (HEIF) uploaded to search and to add a product: found, stored as
-    ``<sha256>.heic`` and served to browsers as PNG."""
+    ``<sha256>.heic`` and served to browsers as a JPEG copy."""
     import shutil
 
     from pillow_heif import from_pillow
