@@ -1,6 +1,6 @@
-"""Reading a catalogue's product table as shops export it: comma or semicolon separated
-(Excel in Brazil writes semicolons), UTF-8 or Windows-1252, English or Portuguese column
-names in any case, Windows path separators, blank rows."""
+"""Reading a catalogue's product table as shops export it: semicolon, comma or tab separated
+(Excel in Brazil writes semicolons), UTF-8, Windows-1252 or UTF-16, English or Portuguese
+column names in any case, Windows path separators, blank rows."""
 
 from __future__ import annotations
 

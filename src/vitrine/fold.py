@@ -15,3 +15,9 @@ def fold(text: str) -> str:
     and "açaí" both give "acai", "Straße" gives "strasse"."""
     return _strip_marks(_strip_marks(text).casefold())  # casefold can bring marks back
 
+
+
+def searchable(text: str) -> str:
+    """What name search compares: :func:`fold`, line breaks as spaces (a name written over two
+    lines is found by a query of one)."""
+    return " ".join(fold(text).splitlines()) if "\n" in text or "\r" in text else fold(text)

@@ -22,15 +22,9 @@ from vitrine.ann import IdSet, IndexConfig, VectorIndex, build_index
 from vitrine.catalog import Product
 from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
-from vitrine.fold import fold
+from vitrine.fold import searchable
 from vitrine.store.base import Match, Record, StoredProduct
-from vitrine.store.search_key import (
-    SEARCH_KEY_SQL,
-    add_search_key,
-    fold_sql,
-    one_line,
-    search_key,
-)
+from vitrine.store.search_key import SEARCH_KEY_SQL, add_search_key, search_key, searchable_sql
 
 DB_NAME = "vitrine.sqlite"
 MANIFEST_NAME = "manifest.json"
@@ -108,8 +102,8 @@ class EmbeddedStore:
                 self.db = sqlite3.connect(f"{db_path.as_uri()}?mode=ro&immutable=1", uri=True,
                                           isolation_level=None, check_same_thread=False)
             # name search folds case and accents in SQL (see list_products)
-            self.db.create_function("vitrine_fold", 1, fold_sql, deterministic=True)
-            self.db.create_function("vitrine_line", 1, one_line, deterministic=True)
+            self.db.create_function("vitrine_searchable", 1, searchable_sql,
+                                    deterministic=True)
             have = {row[1] for row in self.db.execute("PRAGMA table_info(products)")}
             if "search_key" not in have and add_search_key(self.db):
                 have.add("search_key")
@@ -147,13 +141,16 @@ class EmbeddedStore:
             leftover.unlink(missing_ok=True)
 
     @contextlib.contextmanager
-    def _transaction(self):
+    def _transaction(self, *, new_generation: bool = True):
+        """One write transaction; it starts a new write generation (the FAISS index is then
+        rebuilt) unless ``new_generation`` is False (a write the index does not depend on)."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
-            self.db.execute(
-                "INSERT INTO meta(key, value) VALUES('generation', '1') ON CONFLICT(key) "
-                "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+            if new_generation:
+                self.db.execute(
+                    "INSERT INTO meta(key, value) VALUES('generation', '1') ON CONFLICT(key) "
+                    "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
             self.db.execute("COMMIT")
         except BaseException as exc:
             if self.db.in_transaction:  # SQLite may have rolled back already (disk full)
@@ -180,9 +177,13 @@ class EmbeddedStore:
         return int(row[0]) if row else 0
 
     # ---- manifest -------------------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
     def manifest(self) -> ModelManifest | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()
-        return ModelManifest.from_dict(json.loads(row[0])) if row else None
+        value = self._meta("manifest")
+        return ModelManifest.from_dict(json.loads(value)) if value else None
 
     def set_manifest(self, manifest: ModelManifest) -> None:
         blob = json.dumps(manifest.as_dict(), sort_keys=True)
@@ -196,11 +197,10 @@ class EmbeddedStore:
     def catalog_folder(self) -> str | None:
         """The catalogue folder (absolute) the store was last indexed from; None for a store
         written before Vitrine recorded it, or not indexed from a folder yet."""
-        row = self.db.execute("SELECT value FROM meta WHERE key='catalog'").fetchone()
-        return row[0] if row else None
+        return self._meta("catalog")
 
     def set_catalog_folder(self, folder: str) -> None:
-        with self._transaction():
+        with self._transaction(new_generation=False):  # the vectors and index stay as they are
             self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('catalog', ?)",
                             (folder,))
 
@@ -287,7 +287,7 @@ class EmbeddedStore:
         if category:
             sql += " AND category=?"
             args.append(category)
-        needle = one_line(fold(query or ""))
+        needle = searchable(query or "")
         if needle:  # any part of the name or id, ignoring case and accents (vitrine.fold)
             sql += f" AND instr({self._name_search}, ?) > 0"
             args.append(needle)

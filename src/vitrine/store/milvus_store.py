@@ -18,9 +18,8 @@ import numpy as np
 from vitrine.catalog import Product
 from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
-from vitrine.fold import fold
+from vitrine.fold import searchable
 from vitrine.store.base import Match, Record, StoredProduct
-from vitrine.store.search_key import one_line
 
 FIELDS = ["product_id", "image", "category", "name", "price", "description", "attributes",
           "content_sha256", "metadata_hash", "phash", "thumb"]
@@ -126,27 +125,30 @@ class MilvusStore:
         return self.client.has_collection(self.collection)
 
     # ---- manifest -------------------------------------------------------------------------
-    def manifest(self) -> ModelManifest | None:
-        rows = self.client.query(self.meta_collection, filter='key == "manifest"',
+    def _meta(self, key: str) -> str | None:
+        rows = self.client.query(self.meta_collection, filter=f"key == {_quote(key)}",
                                  output_fields=["value"])
-        return ModelManifest.from_dict(json.loads(rows[0]["value"])) if rows else None
+        return rows[0]["value"] if rows else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.client.upsert(self.meta_collection, [{"key": key, "value": value,
+                                                   "dummy": [0.0, 1.0]}])
+
+    def manifest(self) -> ModelManifest | None:
+        value = self._meta("manifest")
+        return ModelManifest.from_dict(json.loads(value)) if value else None
 
     def set_manifest(self, manifest: ModelManifest) -> None:
-        self.client.upsert(self.meta_collection, [{
-            "key": "manifest", "value": json.dumps(manifest.as_dict(), sort_keys=True),
-            "dummy": [0.0, 1.0]}])
+        self._set_meta("manifest", json.dumps(manifest.as_dict(), sort_keys=True))
         if not self._has_products():
             self._create_products(manifest.dim)
 
     def catalog_folder(self) -> str | None:
         """The catalogue folder (absolute) the store was last indexed from, or None."""
-        rows = self.client.query(self.meta_collection, filter='key == "catalog"',
-                                 output_fields=["value"])
-        return rows[0]["value"] if rows else None
+        return self._meta("catalog")
 
     def set_catalog_folder(self, folder: str) -> None:
-        self.client.upsert(self.meta_collection, [{"key": "catalog", "value": folder,
-                                                   "dummy": [0.0, 1.0]}])
+        self._set_meta("catalog", folder)
 
     # ---- writes ---------------------------------------------------------------------------
     def lock_for_writing(self) -> None:
@@ -249,9 +251,9 @@ class MilvusStore:
         rows = [_to_product(r) for r in self._rows(" and ".join(expr), FIELDS)]
         if query:  # ignoring case and accents, as the embedded store: Milvus' like can do
             # neither, so the name filter runs here over the category's rows
-            needle = one_line(fold(query))
-            rows = [p for p in rows if needle in one_line(fold(p.name))
-                    or needle in one_line(fold(p.product_id))]
+            needle = searchable(query)
+            rows = [p for p in rows
+                    if needle in searchable(p.name) or needle in searchable(p.product_id)]
         rows.sort(key=lambda p: (p.category, p.name, p.product_id))
         return rows[offset:offset + limit]
 

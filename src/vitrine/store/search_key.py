@@ -5,27 +5,21 @@ from __future__ import annotations
 
 import sqlite3
 
-from vitrine.fold import fold
+from vitrine.fold import searchable
 
 
-def fold_sql(text: str | None) -> str | None:
-    """:func:`vitrine.fold.fold` as an SQLite function (NULL stays NULL)."""
-    return None if text is None else fold(str(text))
+def searchable_sql(text: str | None) -> str | None:
+    """:func:`vitrine.fold.searchable` as an SQLite function (NULL stays NULL)."""
+    return None if text is None else searchable(str(text))
 
 
 def search_key(name: str, product_id: str) -> str:
     """What name search (``q``) looks in: name and id folded (case and accents), kept in the
     ``search_key`` column so that a search is one scan in C, not a Python call per row."""
-    return one_line(fold(name)) + "\n" + one_line(fold(product_id))
+    return searchable(name) + "\n" + searchable(product_id)
 
 
-def one_line(text: str) -> str:
-    """Line breaks as spaces: a name written over two lines is found by a query of one."""
-    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-
-
-SEARCH_KEY_SQL = ("vitrine_fold(vitrine_line(name)) || char(10) || "
-                  "vitrine_fold(vitrine_line(product_id))")
+SEARCH_KEY_SQL = "vitrine_searchable(name) || char(10) || vitrine_searchable(product_id)"
 """:func:`search_key` in SQL: fills the column in a store made before it, and stands in for
 it when such a store can only be read."""
 
