@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -146,3 +147,47 @@ def test_ids_with_quotes_backslashes_and_accents(mstore, monkeypatch):
     assert mstore.get("it's").category == "x"
     assert mstore.delete(ODD_IDS) == len(ODD_IDS) and mstore.count() == 4
     assert mstore.get('a"b') is None and mstore.get("nope\\\"") is None
+
+
+HOLDER = """
+import sys
+import threading
+from vitrine.store import open_store
+store = open_store(sys.argv[1], create=True)
+store.set_catalog_folder("/catalogue")
+print("ready", flush=True)
+sys.stdin.read()  # holds the file until the test closes this pipe
+store.close()
+"""
+
+
+def test_file_open_in_another_process_is_one_clear_error(tmp_path, caplog):
+    """Milvus Lite lets one process open a file: a second one (`vitrine info` while
+    `vitrine serve` runs) gets one sentence naming the file, not Milvus Lite's traceback."""
+    uri = f"milvus-lite://{tmp_path}/held.db"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, uri], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    timer = threading.Timer(30, holder.kill)  # a hung holder ends the readline below
+    timer.start()
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreError, match="is open in another process") as caught:
+            open_store(uri)
+        assert f"{tmp_path}/held.db" in str(caught.value)
+        assert not [r for r in caplog.records if r.name.startswith("milvus_lite")]
+        proc = subprocess.run([sys.executable, "-m", "vitrine.cli", "info", "--store", uri],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "is open in another process" in lines[0], proc.stderr
+    finally:
+        holder.stdin.close()
+        try:
+            holder.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+        timer.cancel()
+    assert holder.returncode == 0  # the holder closed its store as usual
+    reopened = open_store(uri)  # and the file, free again, is intact
+    assert reopened.catalog_folder() == "/catalogue" and reopened.count() == 0
+    reopened.close()

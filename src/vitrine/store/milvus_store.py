@@ -10,8 +10,11 @@ Installed by the extra ``vitrine[milvus]``.
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -52,6 +55,36 @@ def _escaped_cursor(iterator) -> None:
     setattr(iterator, name, setup_next_expr)
 
 
+@contextmanager
+def _lite_lock_failures(uri: str) -> Iterator[list[BaseException]]:
+    """While pymilvus opens a Milvus Lite file, catch the one failure "another process holds
+    the file's lock": Milvus Lite logs it with its traceback (on the terminal when logging is
+    not set up) and pymilvus then raises a bare "Open local milvus failed". The list yielded
+    receives that lock error, so the caller can say what happened in one sentence; any other
+    record is logged as before."""
+    locked: list[BaseException] = []
+    try:
+        from milvus_lite.exceptions import DataDirLockedError
+    except ImportError:  # a Milvus server through pymilvus alone
+        yield locked
+        return
+    path = os.path.abspath(uri)
+
+    def keep(record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, DataDirLockedError) and path in record.args:
+            locked.append(error)
+            return False
+        return True
+
+    logger = logging.getLogger("milvus_lite.server_manager")
+    logger.addFilter(keep)
+    try:
+        yield locked
+    finally:
+        logger.removeFilter(keep)
+
+
 def _to_product(row: dict) -> StoredProduct:
     return StoredProduct(product_id=row["product_id"], image=row["image"],
                          category=row["category"], name=row["name"], price=row.get("price"),
@@ -76,8 +109,15 @@ class MilvusStore:
         self.collection = collection
         self.meta_collection = f"{collection}__meta"
         try:
-            self.client = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri)
+            with _lite_lock_failures(uri) as locked:
+                self.client = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri)
         except Exception as exc:  # noqa: BLE001 - connection errors of every kind
+            if locked:
+                raise StoreError(
+                    f"the Milvus Lite file {uri} is open in another process (a running "
+                    "'vitrine serve' or 'vitrine index'?); Milvus Lite lets one process open "
+                    "it at a time: stop that process, or use a Milvus server "
+                    "(milvus://HOST:PORT) for several processes.") from None
             raise StoreError(f"cannot open the Milvus store {location} ({exc}).") from None
         if not self.client.has_collection(self.meta_collection):
             if not create:
