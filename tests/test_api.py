@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import httpx2
+import numpy as np
 import pytest
 from conftest import IN_CI
 from fastapi.testclient import TestClient
@@ -203,6 +204,13 @@ def test_search_by_photo(client, rows, small_catalog, demo_catalog):
     filtered = client.post("/api/search", params={"k": 3, "category": "salto_feminino"},
                            files=_upload(data)).json()["results"]
     assert len(filtered) == 3 and {x["category"] for x in filtered} == {"salto_feminino"}
+    # the filter sent as a form field beside the photo, as an HTML form sends it
+    in_form = client.post("/api/search", params={"k": 3}, files=_upload(data),
+                          data={"category": "salto_feminino"}).json()["results"]
+    assert in_form == filtered
+    both = client.post("/api/search", params={"k": 3, "category": "salto_feminino"},
+                       files=_upload(data), data={"category": "bolsa_feminina"})
+    assert both.status_code == 422 and "send one" in both.json()["detail"]
 
 
 def test_search_errors(client, small_catalog, rows):
@@ -256,6 +264,10 @@ def test_writes_are_refused_without_a_configured_key(client, small_catalog, rows
         assert add.status_code == 403 and "VITRINE_API_KEY" in add.json()["detail"]
         gone = client.delete(f"/api/products/{rows[0]['product_id']}", headers=headers)
         assert gone.status_code == 403
+        edit = client.patch(f"/api/products/{rows[0]['product_id']}", json={"name": "x"},
+                            headers=headers)
+        assert edit.status_code == 403
+    assert client.get(f"/api/products/{rows[0]['product_id']}").json()["name"] == rows[0]["name"]
     assert client.get("/healthz").json()["products"] == 48
 
 
@@ -318,6 +330,74 @@ def test_add_replace_and_delete_products(writable, small_catalog, rows):
     similar = client.get(f"/api/products/{rows[6]['product_id']}/similar",
                          params={"k": 100}).json()["results"]
     assert catalogue_id not in [x["product_id"] for x in similar] and len(similar) == 46
+
+
+def test_edit_product_fields(writable, small_catalog, rows, weights_path):
+    """PATCH changes a product's fields and keeps its photo and vector; `vitrine index` then
+    leaves an API product's edit and gives a catalogue product its table's values back."""
+    from vitrine.store import open_store
+
+    client, store = writable
+    auth = {"Authorization": f"Bearer {KEY}"}
+    row, other = rows[4], rows[20]
+    pid = row["product_id"]
+    db = open_store(store)
+    vector = db.vector(pid)
+    db.close()
+    before = client.get(f"/api/products/{pid}").json()
+    assert before["attributes"]  # the table's extra columns
+    for headers in ({}, {"Authorization": "Bearer wrong"}):  # refused from the headers alone
+        assert client.patch(f"/api/products/{pid}", content=b"{",
+                            headers=headers).status_code == 401
+
+    edited = client.patch(f"/api/products/{pid}", headers=auth,
+                          json={"price": "R$ 1.299,90", "name": "  Nome novo ",
+                                "category": other["category"]})
+    assert edited.status_code == 200, edited.text
+    body = edited.json()
+    assert (body["price"], body["name"], body["category"]) == (1299.9, "Nome novo",
+                                                               other["category"])
+    for left_out in ("description", "attributes", "image_url"):
+        assert body[left_out] == before[left_out]
+    assert client.get(f"/api/products/{pid}").json() == body
+    # the category filter sees the new category at once; the vector did not change
+    similar = client.get(f"/api/products/{other['product_id']}/similar",
+                         params={"k": 100, "category": other["category"]}).json()["results"]
+    assert pid in [x["product_id"] for x in similar]
+    db = open_store(store)
+    assert np.array_equal(db.vector(pid), vector) and db.count() == 48
+    db.close()
+    assert client.patch(f"/api/products/{pid}", headers=auth,
+                        json={"price": None}).json()["price"] is None
+    assert client.patch(f"/api/products/{pid}", headers=auth,
+                        json={"price": 10.5}).json()["price"] == 10.5
+
+    for bad, word in (({}, "at least one"), ({"price": -1}, "price"), ({"price": "abc"}, "price"),
+                      ({"image": "x.jpg"}, "image"), ({"name": None}, "name"),
+                      ({"name": "x" * 301}, "name")):
+        r = client.patch(f"/api/products/{pid}", headers=auth, json=bad)
+        assert r.status_code == 422 and word in r.json()["detail"], (bad, r.text)
+    for raw, words in ((b"{", "not valid JSON"), (b"[1]", "must be a JSON object")):
+        r = client.patch(f"/api/products/{pid}", content=raw,
+                         headers={**auth, "Content-Type": "application/json"})
+        assert r.status_code == 422 and words in r.json()["detail"], r.text
+    missing = client.patch("/api/products/no-such-id", headers=auth, json={"name": "x"})
+    assert missing.status_code == 404 and "no-such-id" in missing.json()["detail"]
+    assert client.get(f"/api/products/{pid}").json()["price"] == 10.5  # refusals changed nothing
+
+    photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
+    assert client.post("/api/products", files=_upload(photo), headers=auth,
+                       data={"product_id": "novo-1", "name": "Bolsa"}).status_code == 201
+    assert client.patch("/api/products/novo-1", headers=auth,
+                        json={"name": "Bolsa editada", "price": "99"}).status_code == 200
+    report = _index_cli(small_catalog, store, weights_path)
+    assert (report["updated"], report["indexed"], report["uploaded"]) == (1, 0, 1)
+    db = open_store(store)
+    api_product, catalogue_product = db.get("novo-1"), db.get(pid)
+    db.close()
+    assert (api_product.name, api_product.price) == ("Bolsa editada", 99.0)
+    assert catalogue_product.name == row["name"]  # the table's values are back
+    assert catalogue_product.category == row["category"]
 
 
 def _index_cli(catalog: Path, store: Path, weights: Path, **env_extra: str) -> dict:
@@ -501,10 +581,33 @@ def test_app_over_a_milvus_lite_store(settings, small_store, embedder, tmp_path,
         found = client.post("/api/search", params={"k": 1}, files=_upload(photo)).json()
         assert found["results"][0]["product_id"] == "m-1"
         assert client.get("/images/m-1").content == photo
+        edited = client.patch("/api/products/m-1", headers=auth, json={"name": "Editado"})
+        assert edited.status_code == 200 and edited.json()["price"] == 10.0
+        assert client.get("/api/products/m-1").json()["name"] == "Editado"
         assert len(list(photos.iterdir())) == 1
         assert client.delete("/api/products/m-1", headers=auth).status_code == 204
         assert client.get("/api/products/m-1").status_code == 404
         assert list(photos.iterdir()) == []
+
+
+def test_cors_lets_the_configured_origins_in(settings, small_store, embedder):
+    """An origin written with a slash at the end or in capitals still matches what browsers
+    send (``https://loja.com.br``); it never did with the slash. Other origins stay out."""
+    from vitrine.api import create_app
+    from vitrine.config import Settings
+
+    opened = Settings(weights=settings.weights, cors_origins="https://Loja.com.br/")
+    client = TestClient(create_app(opened, small_store, embedder=embedder))
+    for origin, allowed in (("https://loja.com.br", True), ("https://evil.example", False)):
+        pre = client.options("/api/products/x", headers={
+            "Origin": origin, "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "authorization, content-type"})
+        got = client.get("/api/products", params={"limit": 1}, headers={"Origin": origin})
+        if allowed:
+            assert pre.status_code == 200 and "PATCH" in pre.headers["access-control-allow-methods"]
+            assert got.headers["access-control-allow-origin"] == origin
+        else:
+            assert "access-control-allow-origin" not in pre.headers | got.headers
 
 
 def test_a_photo_that_cannot_be_saved_is_one_sentence(tmp_path, monkeypatch):

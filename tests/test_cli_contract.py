@@ -236,6 +236,9 @@ def test_out_of_range_settings_are_one_sentence(monkeypatch, name, value):
     ("https://loja.com.br", ["https://loja.com.br"]),
     ("https://a.com, https://b.com,", ["https://a.com", "https://b.com"]),
     ('["https://a.com", "https://b.com"]', ["https://a.com", "https://b.com"]),
+    ("HTTPS://Loja.com.br/, http://127.0.0.1:8000/", ["https://loja.com.br",
+                                                      "http://127.0.0.1:8000"]),
+    ("*", ["*"]),
     ("", [])])
 def test_cors_origins_is_a_comma_separated_or_json_list(monkeypatch, value, origins):
     """A plain URL crashed every command with a pydantic-settings traceback (JSON only)."""
@@ -243,6 +246,19 @@ def test_cors_origins_is_a_comma_separated_or_json_list(monkeypatch, value, orig
 
     monkeypatch.setenv("VITRINE_CORS_ORIGINS", value)
     assert load_settings().cors_origins == origins
+
+
+@pytest.mark.parametrize("value", ["https://loja.com.br/produtos", "loja.com.br",
+                                   "ftp://loja.com.br", "https://a.com,https://b.com?x=1"])
+def test_a_cors_origin_with_a_path_is_refused(monkeypatch, value):
+    """Browsers send an origin without a path, so such an entry could never match: one
+    sentence that shows the form, instead of a CORS that silently stays closed."""
+    from vitrine.config import load_settings
+    from vitrine.errors import VitrineError
+
+    monkeypatch.setenv("VITRINE_CORS_ORIGINS", value)
+    with pytest.raises(VitrineError, match=r"is not an origin; write scheme://host\[:port\]"):
+        load_settings()
 
 
 def test_unparsable_settings_are_one_sentence(tmp_path):

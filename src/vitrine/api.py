@@ -1,8 +1,9 @@
 """The web app: REST API under ``/api``, product photos under ``/images`` and the web pages,
 one FastAPI application over one store. ``create_app`` loads the model once; every endpoint
 that decodes or embeds a photo is a plain ``def``, run in the thread pool, never on the event
-loop. Changing the store (POST/DELETE ``/api/products``) needs ``Authorization: Bearer <key>``
-with the key from ``VITRINE_API_KEY``; POST with an existing ``product_id`` replaces it."""
+loop. Changing the store (POST/PATCH/DELETE ``/api/products``) needs ``Authorization: Bearer
+<key>`` with the key from ``VITRINE_API_KEY``; POST with an existing ``product_id`` replaces
+it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from fastapi import UploadFile as Upload
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vitrine import __version__
@@ -91,6 +92,17 @@ class SearchOut(BaseModel):
                           "probabilities (the default); null otherwise.")
 
 
+class ProductEdit(BaseModel):
+    """The fields ``PATCH /api/products/{id}`` changes; the ones left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("", max_length=300)
+    category: str = Field("", max_length=200)
+    price: Annotated[float, Field(ge=0, allow_inf_nan=False)] | str | None = Field(
+        None, description="A number, a text such as 'R$ 1.299,90', or null for no price.")
+    description: str = Field("", max_length=5000)
+
+
 class Health(BaseModel):
     status: str
     products: int
@@ -143,11 +155,19 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
 
     @router.post("/search", response_model=SearchOut)
     def search(image: ImageParam, response: Response, k: KParam = 5,
-               category: CategoryParam = None) -> SearchOut:
-        """The ``k`` products most similar to an uploaded photo (multipart field ``image``).
-        The ``Server-Timing`` header tells decode, model and search times."""
+               category: CategoryParam = None,
+               category_field: Annotated[str | None, Form(
+                   alias="category", max_length=200,
+                   description="The same filter, sent as a form field.")] = None
+               ) -> SearchOut:
+        """The ``k`` products most similar to an uploaded photo (multipart field ``image``),
+        only of ``category`` when given (in the address or as a form field). The
+        ``Server-Timing`` header tells decode, model and search times."""
+        if category and category_field and category != category_field:
+            raise HTTPException(422, f"Two categories were sent ({category!r} in the address, "
+                                     f"{category_field!r} in the form); send one.")
         matches, timings, guess = service.search_photo(guards.read_upload(image, limit), k,
-                                                       category)
+                                                       category or category_field)
         response.headers["Server-Timing"] = timings.server_timing()
         return SearchOut(results=[result_out(m) for m in matches],
                          predicted_category=guess and CategoryGuessOut(**guess.as_dict()))
@@ -181,6 +201,28 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         response.status_code = 201 if created else 200
         return product_out(stored)
 
+    @router.patch("/products/{product_id:path}", response_model=ProductOut)
+    def edit_product(product_id: str, edit: ProductEdit,
+                     authorization: Annotated[str | None, Header()] = None) -> ProductOut:
+        """Change a product's name, category, price or description; its photo and its
+        similar products stay (no forward pass). A product from the catalogue table gets the
+        table's values back at the next ``vitrine index``. Needs ``Authorization: Bearer
+        <key>``."""
+        guards.check_api_key(settings.api_key, authorization)
+        changes = {name: getattr(edit, name) for name in edit.model_fields_set}
+        if not changes:
+            raise HTTPException(422, "Send at least one of name, category, price and "
+                                     "description.")
+        for name in ("name", "category", "description"):
+            if name in changes:
+                changes[name] = changes[name].strip()
+        if isinstance(changes.get("price"), str):
+            try:
+                changes["price"] = parse_price(changes["price"])
+            except CatalogError as exc:
+                raise HTTPException(422, f"Invalid field 'price': {exc}") from None
+        return product_out(service.edit_product(product_id, changes))
+
     @router.delete("/products/{product_id:path}", status_code=204)
     def delete_product(product_id: str,
                        authorization: Annotated[str | None, Header()] = None) -> Response:
@@ -207,7 +249,8 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        return error(request, 422, guards.validation_sentence(exc))
+        json_body = request.headers.get("content-type", "").startswith("application/json")
+        return error(request, 422, guards.validation_sentence(exc, json_body=json_body))
 
     @app.exception_handler(ProductNotFound)
     async def not_found(request: Request, exc: ProductNotFound) -> Response:
@@ -300,7 +343,7 @@ def create_app(settings: Settings, store: str | Path, *,
     _install_error_handlers(app, settings)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_methods=["GET", "POST", "PATCH", "DELETE"],
                            allow_headers=["Authorization"])
 
     def too_large_page(scope) -> Response | None:

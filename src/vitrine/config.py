@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -38,6 +39,20 @@ def _str_list(value):
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _origin(text: str) -> str:
+    """A browser origin as browsers send it: ``scheme://host[:port]``, lower case, no slash
+    at the end (``https://Loja.com/`` → ``https://loja.com``; ``*`` stays). A path is
+    refused: an Origin header never has one, so the origin would never match."""
+    if text == "*":
+        return text
+    parts = urlsplit(text.rstrip("/"))
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path \
+            or parts.query or parts.fragment:
+        raise ValueError(f"{text!r} is not an origin; write scheme://host[:port], such as "
+                         "https://loja.com.br, without a path")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
 class Settings(BaseSettings):
     """Every tunable of Vitrine. Command-line flags override these values."""
 
@@ -52,7 +67,10 @@ class Settings(BaseSettings):
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _list_from_text(cls, value):
-        return _str_list(value)
+        origins = _str_list(value)
+        if not isinstance(origins, list):
+            return origins
+        return [_origin(o) if isinstance(o, str) else o for o in origins]
 
     # Model
     backbone: str = "mobilenet_v2"

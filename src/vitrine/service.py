@@ -194,6 +194,27 @@ class VitrineService:
         assert stored is not None
         return stored, previous is None
 
+    def edit_product(self, product_id: str, changes: dict) -> StoredProduct:
+        """Change a stored product's name, category, price or description (the keys of
+        ``changes``) and keep its photo and vector. A catalogue product keeps being one:
+        the next ``vitrine index`` of its table, which is where its fields come from, sets
+        them back to the table's values."""
+        with self._writer() as writer:
+            current = writer.get(product_id)
+            if current is None:
+                raise ProductNotFound(f"product {product_id!r} is not in the store.")
+            # marked, or stored before the mark with its photo among the uploads
+            uploaded = current.uploaded or Path(current.image).parent == self._upload_folder()
+            fields = {"category": current.category, "name": current.name,
+                      "price": current.price, "description": current.description, **changes}
+            writer.update_metadata([Product(
+                product_id=product_id, image=Path(current.image), attributes=current.attributes,
+                uploaded=uploaded, **fields)])
+            writer.flush()
+            stored = writer.get(product_id)
+        assert stored is not None
+        return stored
+
     def delete_product(self, product_id: str) -> None:
         """Remove a product (and its uploaded photo when no other product uses it)."""
         with self._writer() as writer:

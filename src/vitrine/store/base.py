@@ -26,6 +26,8 @@ class StoredProduct:
     content_sha256: str = ""
     phash: str = ""
     thumb: bytes = b""
+    uploaded: bool = False
+    """Added or replaced through the API (``vitrine index`` leaves it as it is)."""
 
     def as_dict(self) -> dict:
         return {"product_id": self.product_id, "name": self.name, "category": self.category,

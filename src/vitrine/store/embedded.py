@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vitrine.ann import IdSet, IndexConfig, VectorIndex, build_index
-from vitrine.catalog import Product
+from vitrine.catalog import UPLOADED, Product
 from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
 from vitrine.fold import searchable
@@ -49,15 +49,15 @@ CREATE TABLE IF NOT EXISTS products (
 CREATE INDEX IF NOT EXISTS products_category ON products(category);
 """
 COLUMNS = ("product_id, image, category, name, price, description, attributes, "
-           "content_sha256, phash, thumb")
+           "content_sha256, phash, thumb, metadata_hash")
 
 
 def _row_to_product(row: sqlite3.Row | tuple) -> StoredProduct:
-    pid, image, category, name, price, description, attributes, sha, phash, thumb = row
+    pid, image, category, name, price, description, attributes, sha, phash, thumb, meta = row
     return StoredProduct(product_id=pid, image=image, category=category, name=name,
                          price=price, description=description,
                          attributes=json.loads(attributes or "{}"), content_sha256=sha,
-                         phash=phash, thumb=bytes(thumb))
+                         phash=phash, thumb=bytes(thumb), uploaded=meta.startswith(UPLOADED))
 
 
 

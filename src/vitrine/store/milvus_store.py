@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from vitrine.catalog import Product
+from vitrine.catalog import UPLOADED, Product
 from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
 from vitrine.fold import searchable
@@ -90,7 +90,8 @@ def _to_product(row: dict) -> StoredProduct:
                          category=row["category"], name=row["name"], price=row.get("price"),
                          description=row["description"], attributes=row["attributes"] or {},
                          content_sha256=row["content_sha256"], phash=row["phash"],
-                         thumb=bytes.fromhex(row["thumb"]))
+                         thumb=bytes.fromhex(row["thumb"]),
+                         uploaded=row["metadata_hash"].startswith(UPLOADED))
 
 
 class MilvusStore:

@@ -103,7 +103,7 @@ class BodyLimit:
 
 
 class WriteGuard:
-    """Check the API key of the requests that change the catalogue (POST and DELETE under
+    """Check the API key of the requests that change the catalogue (POST, PATCH and DELETE under
     ``/api/products``) before any of their body is read: a stranger's 10 MB upload is refused
     from its headers (401/403), not received and then refused. The endpoints check again."""
 
@@ -112,7 +112,7 @@ class WriteGuard:
         self.api_key = api_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and scope["method"] in ("POST", "DELETE")
+        if (scope["type"] == "http" and scope["method"] in ("POST", "PATCH", "DELETE")
                 and scope["path"].startswith("/api/products")):
             try:
                 check_api_key(self.api_key, Headers(scope=scope).get("authorization"))
@@ -165,15 +165,22 @@ def http_error_sentence(status: int, detail: object, upload_limit: int) -> str:
         status, f"{HTTPStatus(status).phrase}.")
 
 
-def validation_sentence(exc: RequestValidationError) -> str:
-    """One sentence for the first problem of a request that failed validation."""
+def validation_sentence(exc: RequestValidationError, *, json_body: bool = False) -> str:
+    """One sentence for the first problem of a request that failed validation (its body a
+    form, or with ``json_body`` a JSON object)."""
     errors = exc.errors()
     if not errors:
         return "The request is not valid."
     first = errors[0]
     loc = [str(part) for part in first.get("loc", ())]
-    where = {"query": "query parameter", "path": "path parameter", "body": "form field",
+    if first.get("type") == "json_invalid":
+        return f"The request body is not valid JSON ({first.get('ctx', {}).get('error', '')})."
+    if loc == ["body"]:  # a JSON body (PATCH) that is not an object, or a form sent instead
+        return "The request body must be a JSON object of fields, such as {\"price\": 129.9}."
+    where = {"query": "query parameter", "path": "path parameter",
+             "body": "field" if json_body else "form field",
              "header": "header"}.get(loc[0] if loc else "", "field")
-    name = loc[-1] if len(loc) > 1 else "request"
+    # a field's own name, not the part of a union (price: number or text) that failed
+    name = loc[1] if len(loc) > 1 else "request"
     message = str(first.get("msg", "is not valid")).rstrip(".")
     return f"Invalid {where} '{name}': {message[:1].lower()}{message[1:]}."
