@@ -40,6 +40,24 @@ def folds_of(labels: list[str], folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+CONFIDENCE_EDGES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01)
+
+
+def by_confidence(labels: list[str], predicted: list[str],
+                  probs: list[dict[str, float]]) -> list[dict]:
+    """How often the guess is right, per band of the probability the model gives it: what the
+    threshold of a "not sure" category guess (VITRINE_GUESS_MIN_PROBABILITY) is chosen by."""
+    p = np.array([probs[i][predicted[i]] for i in range(len(labels))])
+    right = np.array([t == q for t, q in zip(labels, predicted, strict=True)])
+    rows = []
+    for low, high in zip(CONFIDENCE_EDGES, CONFIDENCE_EDGES[1:], strict=False):
+        inside = (p >= low) & (p < high)
+        rows.append({"p_from": low, "p_below": min(high, 1.0), "photos": int(inside.sum()),
+                     "right": int(right[inside].sum()),
+                     "accuracy": round(float(right[inside].mean()), 4) if inside.any() else None})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--catalog", type=Path, required=True)
@@ -87,6 +105,7 @@ def main() -> None:
         "confusions": [{"true": t, "predicted": p, "photos": n} for (t, p), n in Counter(
             (m["true"], m["predicted"]) for m in mistakes).most_common()],
         "confident_mistakes": sum(m["p_predicted"] >= 0.8 for m in mistakes),
+        "by_confidence": by_confidence(labels, predicted, probs),
         "mistakes": mistakes}
     print(json.dumps(report, indent=1))
 

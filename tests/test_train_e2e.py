@@ -218,16 +218,35 @@ def test_search_tells_the_likely_category_from_the_trained_embedding(trained, en
         assert guess["category"] == summary["classes"][int(np.argmax(probs))]
         assert guess["probability"] == pytest.approx(float(probs.max()), abs=2e-3)
 
-    settings = Settings(weights=weights_path, model=model_dir, api_key="k")
-    client = TestClient(create_app(settings, store, embedder=Embedder.from_settings(settings)))
+    settings = Settings(weights=weights_path, model=model_dir, api_key="k",
+                        guess_min_probability=0.0)
+    embedder = Embedder.from_settings(settings)
+    client = TestClient(create_app(settings, store, embedder=embedder))
     data = photos[1].read_bytes()
     api = client.post("/api/search", files={"image": ("p.jpg", data, "image/jpeg")}).json()
     guess = api["predicted_category"]
     assert guess["category"] in summary["classes"] and 0 < guess["probability"] <= 1
+    assert guess["sure"] is True
+    runner_up = guess["runner_up"]
+    assert runner_up["category"] in set(summary["classes"]) - {guess["category"]}
+    assert 0 <= runner_up["probability"] <= guess["probability"]
     page = client.post("/search?fragment=1&lang=en",
                        files={"image": ("p.jpg", data, "image/jpeg")}).text
     pct = round(guess["probability"] * 100)
-    assert f"({pct}% probability)" in page
+    assert "Looks like the category" in page and f"({pct}% probability)" in page
+    # below VITRINE_GUESS_MIN_PROBABILITY: not sure, the runner-up beside it
+    unsure = settings.model_copy(update={"guess_min_probability": 0.9999})
+    with TestClient(create_app(unsure, store, embedder=Embedder.from_settings(unsure))) as other:
+        doubt = other.post("/api/search", files={"image": ("p.jpg", data, "image/jpeg")}).json()
+        assert doubt["predicted_category"] == {**guess, "sure": False}
+        page = other.post("/search?fragment=1&lang=en",
+                          files={"image": ("p.jpg", data, "image/jpeg")}).text
+    label = runner_up["category"].replace("_", " ")
+    assert "Not sure: the category" in page and f"({pct}% probability)" in page
+    assert f"or {label[:1].upper() + label[1:]} ({round(runner_up['probability'] * 100)}%)" in page
+    cli = run("search", photos[1], "--store", store, "--model", model_dir, env={
+        **env, "VITRINE_GUESS_MIN_PROBABILITY": "0.9999"})
+    assert f"Not sure: {guess['category']} ({pct}%) or {runner_up['category']}" in cli
     assert f'<a href="/?category={guess["category"]}' in page  # a link, not escaped markup
     # once the store holds no product of that category, the name is shown without a link
     listed = client.get("/api/products", params={"category": guess["category"]}).json()
@@ -257,6 +276,14 @@ def test_guess_category_reads_probabilities_back_exactly():
     vector = np.concatenate([head * 0.9 ** 0.5, tail * 0.1 ** 0.5]) * 3.0  # any scale
     guess = guess_category(vector, ["a", "b", "c"])
     assert guess.category == "b" and guess.probability == pytest.approx(0.7)
+    assert guess.runner_up == "c" and guess.runner_up_probability == pytest.approx(0.2)
+    assert guess.sure and guess.sentence() == "Looks like: b (70%)"
+    doubt = guess_category(vector, ["a", "b", "c"], min_probability=0.75)
+    assert not doubt.sure and doubt.sentence() == "Not sure: b (70%) or c (20%)"
+    assert doubt.as_dict() == {"category": "b", "probability": 0.7, "sure": False,
+                               "runner_up": {"category": "c", "probability": 0.2}}
+    one = guess_category(np.array([1.0]), ["only"], min_probability=0.5)
+    assert one.runner_up is None and one.sure
     assert guess_category(vector, []) is None  # a model without class probabilities
     assert guess_category(np.concatenate([head, np.zeros(3)]), ["a", "b", "c"]) is None
 

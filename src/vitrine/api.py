@@ -79,9 +79,17 @@ class SimilarOut(BaseModel):
     results: list[ResultOut]
 
 
+class RunnerUpOut(BaseModel):
+    category: str
+    probability: float
+
+
 class CategoryGuessOut(BaseModel):
     category: str
     probability: float
+    sure: bool = Field(description="False when the probability is below "
+                                   "VITRINE_GUESS_MIN_PROBABILITY: show the runner-up too.")
+    runner_up: RunnerUpOut | None = Field(description="The next most likely category.")
 
 
 class SearchOut(BaseModel):

@@ -132,7 +132,7 @@ def search(
         else:
             out.print(results_table(f"Similar to {image}", matches))
             if guess is not None:
-                out.print(f"Looks like: {guess.category} ({guess.probability:.0%})", markup=False)
+                out.print(guess.sentence(), markup=False)
         if plot is not None:
             target = plot if len(images) == 1 else plot.with_name(f"{plot.stem}-{i}{plot.suffix}")
             save_plot(image, image.name, matches, target, as_json)

@@ -63,16 +63,33 @@ def decode(source: Path | bytes, prep: Preprocessing,
 
 @dataclass(frozen=True)
 class CategoryGuess:
-    """The trained classifier's most likely category for a photo, and its probability."""
+    """The trained classifier's most likely category for a photo and its probability; the
+    next most likely one; and whether the first is probable enough to be shown alone
+    (``sure``: at least ``VITRINE_GUESS_MIN_PROBABILITY``)."""
 
     category: str
     probability: float
+    runner_up: str | None = None
+    runner_up_probability: float = 0.0
+    sure: bool = True
 
     def as_dict(self) -> dict:
-        return {"category": self.category, "probability": round(self.probability, 4)}
+        return {"category": self.category, "probability": round(self.probability, 4),
+                "sure": self.sure,
+                "runner_up": None if self.runner_up is None else {
+                    "category": self.runner_up,
+                    "probability": round(self.runner_up_probability, 4)}}
+
+    def sentence(self) -> str:
+        """``Looks like: X (85%)``, or ``Not sure: X (48%) or Y (41%)``."""
+        if self.sure or self.runner_up is None:
+            return f"Looks like: {self.category} ({self.probability:.0%})"
+        return (f"Not sure: {self.category} ({self.probability:.0%}) or {self.runner_up} "
+                f"({self.runner_up_probability:.0%})")
 
 
-def guess_category(vector: np.ndarray, classes: Sequence[str]) -> CategoryGuess | None:
+def guess_category(vector: np.ndarray, classes: Sequence[str],
+                   min_probability: float = 0.0) -> CategoryGuess | None:
     """Read the class probabilities back from the end of a trained embedding whose layer ends
     with ``probs``: that part is the probability vector scaled to a length (L2 normalisation,
     then the layer weight), so dividing it by its sum gives the probabilities exactly."""
@@ -82,8 +99,13 @@ def guess_category(vector: np.ndarray, classes: Sequence[str]) -> CategoryGuess 
     total = float(tail.sum())
     if not np.isfinite(total) or total <= 0:
         return None
-    best = int(tail.argmax())
-    return CategoryGuess(classes[best], float(tail[best] / total))
+    order = np.argsort(-tail, kind="stable")
+    best, probability = int(order[0]), float(tail[order[0]] / total)
+    second = int(order[1]) if len(classes) > 1 else None
+    return CategoryGuess(classes[best], probability,
+                         None if second is None else classes[second],
+                         0.0 if second is None else float(tail[second] / total),
+                         sure=probability >= min_probability)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -139,7 +161,7 @@ class Embedder:
     def guess_category(self, vector: np.ndarray) -> CategoryGuess | None:
         """The likely category of the photo that ``vector`` embeds (a trained model whose
         embedding carries class probabilities), else None."""
-        return guess_category(vector, self.classes)
+        return guess_category(vector, self.classes, self.settings.guess_min_probability)
 
     @property
     def dim(self) -> int:

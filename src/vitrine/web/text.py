@@ -53,6 +53,8 @@ TEXT: dict[str, dict[str, str]] = {
         "results_title": "Resultados",
         "no_results": "Nenhum resultado.",
         "looks_like": "Parece ser da categoria {category} ({pct}% de probabilidade).",
+        "not_sure": "Não temos certeza: pode ser da categoria {category} ({pct}% de "
+                    "probabilidade) ou {other} ({other_pct}%).",
         "no_file": "Escolha uma foto antes de buscar.",
         "error_title": "Algo deu errado",
         "error_generic": "Não foi possível concluir a busca. Tente outra foto.",
@@ -115,6 +117,8 @@ TEXT: dict[str, dict[str, str]] = {
         "results_title": "Results",
         "no_results": "No results.",
         "looks_like": "Looks like the category {category} ({pct}% probability).",
+        "not_sure": "Not sure: the category {category} ({pct}% probability) or {other} "
+                    "({other_pct}%).",
         "no_file": "Choose a photo before searching.",
         "error_title": "Something went wrong",
         "error_generic": "The search could not be completed. Try another photo.",
