@@ -374,13 +374,23 @@ def test_edit_product_fields(writable, small_catalog, rows, weights_path):
 
     for bad, word in (({}, "at least one"), ({"price": -1}, "price"), ({"price": "abc"}, "price"),
                       ({"image": "x.jpg"}, "image"), ({"name": None}, "name"),
-                      ({"name": "x" * 301}, "name")):
+                      ({"name": "x" * 301}, "name"), ({"price": True}, "price"),
+                      ({"price": 1e13}, "price"), ({"price": "9" * 41}, "price"),
+                      ({"price": "9" * 13}, "price")):
         r = client.patch(f"/api/products/{pid}", headers=auth, json=bad)
         assert r.status_code == 422 and word in r.json()["detail"], (bad, r.text)
     for raw, words in ((b"{", "not valid JSON"), (b"[1]", "must be a JSON object")):
         r = client.patch(f"/api/products/{pid}", content=raw,
                          headers={**auth, "Content-Type": "application/json"})
         assert r.status_code == 422 and words in r.json()["detail"], r.text
+    # curl -d sends JSON as a form unless told: say which header is missing
+    as_form = client.patch(f"/api/products/{pid}", content=b'{"price": 99}', headers={
+        **auth, "Content-Type": "application/x-www-form-urlencoded"})
+    assert "Content-Type: application/json" in as_form.json()["detail"]
+    # /docs fills a request body from the schema: no defaults that would blank the fields
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["ProductEdit"]
+    assert not [f for f, spec in schema["properties"].items() if "default" in spec]
+    assert schema["examples"] == [{"price": "R$ 1.299,90"}]
     missing = client.patch("/api/products/no-such-id", headers=auth, json={"name": "x"})
     assert missing.status_code == 404 and "no-such-id" in missing.json()["detail"]
     assert client.get(f"/api/products/{pid}").json()["price"] == 10.5  # refusals changed nothing

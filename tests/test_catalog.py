@@ -63,6 +63,13 @@ def test_parse_price_refuses_what_it_cannot_read(text):
         parse_price(text)
 
 
+def test_a_price_above_a_trillion_is_a_mistake():
+    """A product code pasted into the price column: refused, not shown as R$ 9 trillion."""
+    assert parse_price("1.000.000.000.000") == 1e12
+    with pytest.raises(CatalogError, match="not a valid price"):
+        parse_price("9999999999999")
+
+
 def test_bad_inputs_are_clear(tmp_path):
     with pytest.raises(CatalogError, match="does not exist"):
         read_catalog(tmp_path / "missing")

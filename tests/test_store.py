@@ -160,6 +160,26 @@ def test_index_file_follows_writes_from_another_handle(store):
     reader.close()
 
 
+def test_a_metadata_edit_keeps_the_index_and_moves_the_category_filter(store):
+    """Names, prices and categories change without rebuilding the FAISS index (an API edit
+    used to rebuild it: seconds on a large store, under the writer lock); a reader in
+    another handle, which keeps category filters, sees a product move category at once."""
+    reader = open_store(store.root)
+    assert [m.product.product_id for m in reader.search(unit(1, 0), 5, category="d")] == \
+        ["e", "c"]
+    store.flush()
+    files, generation = sorted(store.root.glob("index.*.faiss")), store.generation()
+    store.update_metadata([Product("a", Path("/photos/a.jpg"), category="d", name="A2")])
+    store.flush()
+    assert store.generation() == generation
+    assert sorted(store.root.glob("index.*.faiss")) == files
+    assert [m.product.product_id for m in reader.search(unit(1, 0), 5, category="d")] == \
+        ["a", "e", "c"]
+    assert [m.product.product_id for m in reader.search(unit(1, 0), 5, category="c")] == ["b"]
+    assert reader.get("a").name == "A2"
+    reader.close()
+
+
 def test_missing_store_and_writer_lock(tmp_path, store):
     with pytest.raises(StoreError, match="no Vitrine store"):
         open_store(tmp_path / "nothing")

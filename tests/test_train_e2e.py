@@ -284,6 +284,11 @@ def test_guess_category_reads_probabilities_back_exactly():
                                "runner_up": {"category": "c", "probability": 0.2}}
     one = guess_category(np.array([1.0]), ["only"], min_probability=0.5)
     assert one.runner_up is None and one.sure
+    # compared as shown, in whole percent: 69.6 % reads "70%", so it is sure at 0.7
+    near = guess_category(np.array([0.696, 0.304]), ["a", "b"], min_probability=0.7)
+    assert near.sure and near.sentence() == "Looks like: a (70%)"
+    assert not guess_category(np.array([0.694, 0.306]), ["a", "b"], min_probability=0.7).sure
+    assert not guess_category(np.array([0.99, 0.01]), ["a", "b"], min_probability=1.0).sure
     assert guess_category(vector, []) is None  # a model without class probabilities
     assert guess_category(np.concatenate([head, np.zeros(3)]), ["a", "b", "c"]) is None
 

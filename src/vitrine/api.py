@@ -17,11 +17,11 @@ from fastapi import UploadFile as Upload
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vitrine import __version__
-from vitrine.catalog import SIMILAR_SUFFIX, id_problem, parse_price
+from vitrine.catalog import MAX_PRICE, SIMILAR_SUFFIX, id_problem, parse_price
 from vitrine.config import Settings
 from vitrine.embed import Embedder
 from vitrine.errors import CatalogError, ImageError, StoreError
@@ -103,12 +103,15 @@ class SearchOut(BaseModel):
 class ProductEdit(BaseModel):
     """The fields ``PATCH /api/products/{id}`` changes; the ones left out stay as they are."""
 
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field("", max_length=300)
-    category: str = Field("", max_length=200)
-    price: Annotated[float, Field(ge=0, allow_inf_nan=False)] | str | None = Field(
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"price": "R$ 1.299,90"}]})
+    # no defaults in the schema: a client filling in the defaults would blank the fields
+    name: str = Field(None, max_length=300)
+    category: str = Field(None, max_length=200)
+    price: Annotated[StrictFloat, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)] | Annotated[
+        str, Field(max_length=40)] | None = Field(
         None, description="A number, a text such as 'R$ 1.299,90', or null for no price.")
-    description: str = Field("", max_length=5000)
+    description: str = Field(None, max_length=5000)
 
 
 class Health(BaseModel):

@@ -69,6 +69,10 @@ _GROUPED = re.compile(r"^[1-9]\d{0,2}(?P<sep>[.,])\d{3}(?:(?P=sep)\d{3})*(?:(?P<
 _PLAIN = re.compile(r"^\d+(?:[.,]\d+)?$")
 
 
+MAX_PRICE = 1e12
+"""No price is above this: a larger number is a mistake (a code pasted into the price)."""
+
+
 def parse_price(text: str | None) -> float | None:
     """Read a price such as '129.90', '129,90', 'R$ 1.299,90', '1,299.90' or 'R$ 1.299'
     (a dot or comma before exactly three digits groups thousands); blank means unknown.
@@ -86,7 +90,7 @@ def parse_price(text: str | None) -> float | None:
     else:
         raise CatalogError(f"price {text!r} is not a number such as 129.90 or R$ 1.299,90.")
     value = float(number)
-    if not math.isfinite(value):
+    if not math.isfinite(value) or value > MAX_PRICE:
         raise CatalogError(f"price {text!r} is not a valid price.")
     return value
 

@@ -39,18 +39,42 @@ def _str_list(value):
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _origin(text: str) -> str:
-    """A browser origin as browsers send it: ``scheme://host[:port]``, lower case, no slash
-    at the end (``https://Loja.com/`` → ``https://loja.com``; ``*`` stays). A path is
-    refused: an Origin header never has one, so the origin would never match."""
+    """A browser origin as browsers send it: ``scheme://host[:port]``, lower case, the host
+    in IDNA form (``lojá.com.br`` → ``xn--loj-gla.com.br``), no default port, no slash at the
+    end (``https://Loja.com:443/`` → ``https://loja.com``; ``*`` stays). What could never
+    match an Origin header (a path, a user name, a wildcard in the host, a bad port) is
+    refused."""
     if text == "*":
         return text
     parts = urlsplit(text.rstrip("/"))
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path \
-            or parts.query or parts.fragment:
-        raise ValueError(f"{text!r} is not an origin; write scheme://host[:port], such as "
-                         "https://loja.com.br, without a path")
-    return f"{parts.scheme}://{parts.netloc.lower()}"
+    problem = None
+    try:
+        port = parts.port
+    except ValueError:
+        port, problem = None, "its port is not a number from 0 to 65535"
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host or parts.path or parts.query \
+            or parts.fragment:
+        problem = "write scheme://host[:port], such as https://loja.com.br, without a path"
+    elif parts.username is not None or parts.password is not None:
+        problem = "an origin has no user name or password"
+    elif "*" in host:
+        problem = "list each origin; a wildcard in the host is not supported"
+    if problem is None and ":" not in host:  # an IPv6 address stays as it is
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            problem = "its host is not a valid domain name"
+    if problem:
+        raise ValueError(f"{text!r} is not an origin; {problem}")
+    if ":" in host:
+        host = f"[{host}]"
+    shown_port = "" if port is None or port == DEFAULT_PORTS[parts.scheme] else f":{port}"
+    return f"{parts.scheme}://{host}{shown_port}"
 
 
 class Settings(BaseSettings):
@@ -197,7 +221,7 @@ class Settings(BaseSettings):
     train_embedding_weight: float = 0.9
     """Weight of the first part of a combined embedding layer."""
 
-    guess_min_probability: Fraction = 0.7
+    guess_min_probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7
     """Below this probability a trained model's category guess for an uploaded photo is shown
     as not sure, with the next most likely category beside it (``sure: false`` in the API).
     Cross-validated on the demo catalogue (benchmarks/train_errors.py, ``by_confidence``), the

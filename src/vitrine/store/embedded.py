@@ -120,6 +120,7 @@ class EmbeddedStore:
         self._index: VectorIndex | None = None
         self._index_gen = -1
         self._category_ids: dict[str, IdSet] = {}
+        self._category_version = -1
 
     # ---- locking and transactions -------------------------------------------------------
     def lock_for_writing(self) -> None:
@@ -148,9 +149,7 @@ class EmbeddedStore:
         try:
             yield
             if new_generation:
-                self.db.execute(
-                    "INSERT INTO meta(key, value) VALUES('generation', '1') ON CONFLICT(key) "
-                    "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+                self._bump("generation")
             self.db.execute("COMMIT")
         except BaseException as exc:
             if self.db.in_transaction:  # SQLite may have rolled back already (disk full)
@@ -172,9 +171,17 @@ class EmbeddedStore:
         finally:
             self.db.execute("COMMIT")
 
-    def generation(self) -> int:
-        row = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+    def _bump(self, key: str) -> None:
+        """Count one more write of a kind (inside a transaction)."""
+        self.db.execute("INSERT INTO meta(key, value) VALUES(?, '1') ON CONFLICT(key) "
+                        "DO UPDATE SET value = CAST(value AS INTEGER) + 1", (key,))
+
+    def _counter(self, key: str) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return int(row[0]) if row else 0
+
+    def generation(self) -> int:
+        return self._counter("generation")
 
     # ---- manifest -------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
@@ -230,10 +237,12 @@ class EmbeddedStore:
                      search_key(p.name, p.product_id)))
 
     def update_metadata(self, products: Sequence[Product]) -> None:
-        """Change names, prices, categories… of stored products without touching vectors."""
+        """Change names, prices, categories… of stored products without touching vectors: the
+        FAISS index stays (no new generation); readers drop their category filters."""
         if not products:
             return
-        with self._transaction():
+        with self._transaction(new_generation=False):
+            self._bump("categories")
             for p in products:
                 self.db.execute(
                     "UPDATE products SET image=?, category=?, name=?, price=?, description=?, "
@@ -311,7 +320,7 @@ class EmbeddedStore:
         if self._index is not None and self._index_gen == gen:
             return self._index
         n = self.count()
-        path = self.root / f"index.{gen}.{self.index_config.tag(n)}.faiss"
+        path = self._index_path(gen, n)
         index = None
         if path.exists():
             with contextlib.suppress(RuntimeError):
@@ -321,6 +330,9 @@ class EmbeddedStore:
             self._save_index(index, path)
         self._index, self._index_gen, self._category_ids = index, gen, {}
         return index
+
+    def _index_path(self, generation: int, n: int) -> Path:
+        return self.root / f"index.{generation}.{self.index_config.tag(n)}.faiss"
 
     def _build_index(self, n: int, batch: int = 20_000) -> VectorIndex:
         """Build from SQLite in batches of ``batch`` rows (bounded memory)."""
@@ -369,6 +381,9 @@ class EmbeddedStore:
             return []
         subset = None
         if category is not None:
+            version = self._counter("categories")  # another process may have changed some
+            if version != self._category_version:
+                self._category_ids, self._category_version = {}, version
             subset = self._category_ids.get(category)
             if subset is None:
                 rows = self.db.execute("SELECT id FROM products WHERE category=?", (category,))
@@ -390,8 +405,10 @@ class EmbeddedStore:
         return matches[:k]
 
     def flush(self) -> None:
-        """Bring the saved FAISS index file up to date with the database."""
-        self._current_index()
+        """Bring the saved FAISS index file up to date with the database (nothing to do, and
+        nothing loaded, when the file of the current generation is there)."""
+        if not self._index_path(self.generation(), self.count()).exists():
+            self._current_index()
 
     def close(self) -> None:
         self.db.close()

@@ -176,6 +176,9 @@ def validation_sentence(exc: RequestValidationError, *, json_body: bool = False)
     if first.get("type") == "json_invalid":
         return f"The request body is not valid JSON ({first.get('ctx', {}).get('error', '')})."
     if loc == ["body"]:  # a JSON body (PATCH) that is not an object, or a form sent instead
+        if not json_body:
+            return ("The request body must be JSON, sent with Content-Type: application/json, "
+                    "such as {\"price\": 129.9}.")
         return "The request body must be a JSON object of fields, such as {\"price\": 129.9}."
     where = {"query": "query parameter", "path": "path parameter",
              "body": "field" if json_body else "form field",
