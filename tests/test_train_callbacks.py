@@ -199,3 +199,52 @@ def test_a_bar_in_a_log_is_not_cut_at_80_columns(capsys):
     frame = capsys.readouterr().err.strip().splitlines()[-1]
     assert "…" not in frame
     assert "loss 0.704 acc 0.957" in frame and "lr 3.0e-04" in frame
+
+
+def test_frozen_pass_fills_one_tensor_and_zeros_unreadable_photos(tmp_path):
+    """Every view of every photo lands in its row of one tensor (or of ``out``, a view into a
+    bigger cache, whose other views stay as they were); a photo that cannot be decoded is a
+    row of zeros with its error, whichever batch it falls in."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from vitrine.errors import ImageError
+    from vitrine.images import Preprocessing, open_image, to_array
+    from vitrine.train_data import augment, frozen_pass
+
+    prep = Preprocessing(size=32)
+    paths = []
+    for i, colour in enumerate(["red", None, "blue", "green", None]):
+        path = tmp_path / f"{i}.jpg"
+        if colour is None:
+            path.write_bytes(b"not a photo")
+        else:
+            Image.new("RGB", (48, 40), colour).save(path)
+        paths.append(path)
+    base = nn.Conv2d(3, 2, 3, stride=4)
+
+    def expected(path, view, key):
+        img = open_image(path, draft_size=prep.size)
+        if view:
+            img = augment(img, np.random.default_rng([7, key, view]))
+        with torch.no_grad():
+            return base(torch.from_numpy(to_array(img, prep)[None]))[0]
+
+    done = frozen_pass(base, paths, [0, 1], prep, seed=7, batch_size=4)  # 2 photos a batch
+    assert done.maps.shape[:2] == (5, 2)
+    assert [e is None for e in done.errors] == [True, False, True, True, False]
+    for i in (0, 2, 3):
+        for v in (0, 1):
+            assert torch.allclose(done.maps[i, v], expected(paths[i], v, i), atol=1e-6)
+    assert not done.maps[[1, 4]].any()
+
+    cache = torch.full((5, 3, *done.maps.shape[2:]), 9.0)
+    into = frozen_pass(base, paths, [1, 2], prep, seed=7, keys=range(5), batch_size=6,
+                       out=cache[:, 1:])
+    assert into.maps.data_ptr() == cache[:, 1:].data_ptr()
+    assert torch.all(cache[:, 0] == 9.0)  # the view it was not asked for is untouched
+    assert torch.allclose(cache[3, 2], expected(paths[3], 2, 3), atol=1e-6)
+    assert not cache[[1, 4], 1:].any()
+    with pytest.raises(ImageError, match="no photo could be decoded"):
+        frozen_pass(base, [paths[1]], [0], prep, seed=7)

@@ -105,6 +105,7 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
     row = {p.product_id: i for i, p in enumerate(products)}
     classes, caches = split_caches(net, products, row, clean, split, prep, settings,
                                    show_progress)
+    del clean  # each split's cache holds its own photos' maps
     seconds["augmented_views"] = round(time.perf_counter() - t0, 1)
     torch.manual_seed(settings.train_seed)
     net.head = ClassifierHead(net.head_dim, settings.train_head_units, len(classes),
@@ -182,9 +183,11 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
         if not items:
             continue
         rows = [row[p.product_id] for p in items]
-        maps = clean.maps[rows]
         side = None if clean.side is None else clean.side[rows]
         if name == "train" and settings.train_views > 1:
+            # one tensor for every view; the augmented views are written straight into it
+            maps = torch.empty(len(items), settings.train_views, *clean.maps.shape[2:])
+            maps[:, 0] = clean.maps[rows, 0]
             with progress_bar("Augmenting", len(items), enabled=show_progress) as adv:
                 extra = frozen_pass(net.base, [p.image for p in items],
                                     range(1, settings.train_views), prep,
@@ -192,10 +195,11 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
                                     batch_size=settings.train_batch_size,
                                     workers=settings.decode_workers,
                                     max_pixels=settings.max_image_pixels,
-                                    companion=net.companion, advance=adv)
-            maps = torch.cat([maps, extra.maps], dim=1)
+                                    companion=net.companion, advance=adv, out=maps[:, 1:])
             if side is not None:
                 side = torch.cat([side, extra.side], dim=1)
+        else:
+            maps = clean.maps[rows]
         labels = torch.as_tensor([position[p.category] for p in items], dtype=torch.long)
         caches[name] = FeatureCache(maps, labels, items, side)
     return classes, caches

@@ -128,20 +128,22 @@ def frozen_pass(base: torch.nn.Module, paths: Sequence[Path], views: Sequence[in
                 prep: Preprocessing, *, seed: int, keys: Sequence[int] | None = None,
                 batch_size: int = 32, workers: int = 2, max_pixels: int = 40_000_000,
                 with_hash: bool = False, companion: torch.nn.Module | None = None,
-                advance: Callable[[int], None] | None = None) -> FrozenPass:
+                advance: Callable[[int], None] | None = None,
+                out: torch.Tensor | None = None) -> FrozenPass:
     """Run ``base`` (eval mode), and ``companion`` if given, once on ``views`` of every photo,
     decoding in threads at most two batches ahead of the model. ``keys`` (default:
-    positions) seed the augmentations."""
+    positions) seed the augmentations. Each batch's maps go straight into one tensor of
+    them all, ``out`` when given (``(len(paths), len(views), C, H, W)``, a view into a larger
+    cache, say), so the maps are never held twice."""
     base = base.eval()
     if companion is not None:
         companion.eval()
     keys = list(range(len(paths))) if keys is None else list(keys)
-    chunks: list[torch.Tensor] = []
     side_chunks: list[torch.Tensor] = []
-    result = FrozenPass(torch.empty(0), [], [], [])
+    result = FrozenPass(torch.empty(0) if out is None else out, [], [], [])
+    decoded_rows: list[int] = []
     per_batch = max(1, batch_size // len(views))
     starts = list(range(0, len(paths), per_batch))
-    shape: tuple | None = None
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         def submit(start: int) -> list[Future]:
             return [pool.submit(views_of, paths[i], views, prep, [seed, keys[i]], max_pixels,
@@ -149,41 +151,40 @@ def frozen_pass(base: torch.nn.Module, paths: Sequence[Path], views: Sequence[in
                                                                      len(paths)))]
 
         pending = [submit(s) for s in starts[:2]]
-        for b in range(len(starts)):
+        for b, start in enumerate(starts):
             futures = pending.pop(0)
             if b + 2 < len(starts):
                 pending.append(submit(starts[b + 2]))
             decoded = [f.result() for f in futures]
             good = [d.arrays for d in decoded if d.arrays is not None]
-            maps = None
+            rows = [start + k for k, d in enumerate(decoded) if d.arrays is not None]
             if good:
                 x = torch.from_numpy(np.concatenate(good)).contiguous(
                     memory_format=torch.channels_last)
-                maps = base(x).contiguous()
+                maps = base(x)
                 maps = maps.reshape(-1, len(views), *maps.shape[1:])
-                shape = maps.shape[1:]
+                if not decoded_rows and out is None:  # the first photo decoded: allocate
+                    result.maps = torch.zeros(len(paths), *maps.shape[1:])  # failed rows: 0
+                result.maps[rows] = maps
+                decoded_rows += rows
                 if companion is not None:
                     side = companion(x)
                     side_chunks.append(side.reshape(-1, len(views), side.shape[1]))
-            rows, j = [], 0
             for d in decoded:
                 result.phashes.append(d.phash)
                 result.thumbs.append(d.thumb)
                 result.errors.append(d.error)
-                if d.arrays is not None:
-                    rows.append(maps[j])
-                    j += 1
-                else:
-                    rows.append(None)
-            chunks.extend(rows)
             if advance:
                 advance(len(futures))
-    if shape is None:
+    if not decoded_rows:
         raise ImageError(str(paths[0]) if paths else "catalogue",
                          "no photo could be decoded.")
-    result.maps = torch.stack([r if r is not None else torch.zeros(shape) for r in chunks])
+    if out is not None:  # rows of photos that could not be decoded are zeros
+        failed = sorted(set(range(len(paths))) - set(decoded_rows))
+        if failed:
+            out[failed] = 0
     if companion is not None:
         good_side = torch.cat(side_chunks)
-        result.side = torch.zeros(len(chunks), *good_side.shape[1:])
-        result.side[[i for i, r in enumerate(chunks) if r is not None]] = good_side
+        result.side = torch.zeros(len(paths), *good_side.shape[1:])
+        result.side[decoded_rows] = good_side
     return result
