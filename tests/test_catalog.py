@@ -174,6 +174,30 @@ def test_store_and_model_folders_are_not_catalogue_photos(tmp_path):
     assert ids == ["bolsas/1.jpg", "bolsas/gone.jpg", "tenis/2.png"]
 
 
+def test_a_table_row_cannot_name_a_photo_in_a_store_or_model_folder(tmp_path):
+    """The folder scan leaves out stores' and models' folders; the product table cannot bring
+    their photos back in (an upload would become a catalogue product): each such row is a
+    problem named before indexing, as the scan's other rules are."""
+    photo(tmp_path / "bolsas" / "1.jpg")
+    photo(tmp_path / "loja" / "uploads" / "ab12.jpg")
+    (tmp_path / "loja" / "vitrine.sqlite").write_bytes(b"")
+    photo(tmp_path / "modelo" / "history.png")
+    (tmp_path / "modelo" / "model.json").write_text("{}")
+    (tmp_path / "vitrine.sqlite").write_bytes(b"")  # the catalogue folder is a store too
+    photo(tmp_path / "uploads" / "cd34.jpg")
+    (tmp_path / "products.csv").write_text(
+        "product_id,image\np1,bolsas/1.jpg\np2,loja/uploads/ab12.jpg\np3,modelo/history.png\n"
+        "p4,uploads/cd34.jpg\n")
+    with pytest.raises(CatalogError) as caught:
+        read_catalog(tmp_path)
+    message = str(caught.value)
+    for line, folder in ((3, "loja"), (4, "modelo"), (5, "uploads")):
+        assert f"line {line}: image" in message and f"store or model folder ({folder})" in message
+    assert "line 2" not in message
+    (tmp_path / "products.csv").write_text("product_id,image\np1,bolsas/1.jpg\n")
+    assert [p.product_id for p in read_catalog(tmp_path)] == ["p1"]
+
+
 def test_a_listed_photo_may_be_a_symbolic_link(tmp_path):
     target = photo(tmp_path / "shared" / "x.jpg")
     (tmp_path / "cat" / "bolsas").mkdir(parents=True)

@@ -120,10 +120,26 @@ def _category_of(rel: Path) -> str:
 
 
 STORE_MARKERS = ("vitrine.sqlite", "model.json")
-UPLOADS = "uploads"
-"""The folder of a store that holds photos added through the API (vitrine.store.UPLOADS_DIR)."""
 """A folder holding one of these is a Vitrine store or model, never catalogue photos (a store
 kept inside the catalogue would otherwise index its own uploads, a model its figures)."""
+UPLOADS = "uploads"
+"""The folder of a store that holds photos added through the API (vitrine.store.UPLOADS_DIR)."""
+
+
+def vitrine_folder(root: Path, photo: Path, known: dict[Path, bool]) -> Path | None:
+    """The Vitrine store or model folder below ``root`` that holds ``photo`` (what
+    :func:`scan_images` skips; the root's own ``uploads`` when the root is a store), or None.
+    ``known`` remembers the folders already looked at."""
+    if photo.parent == root / UPLOADS and (root / STORE_MARKERS[0]).exists():
+        return photo.parent
+    folder = photo.parent
+    while folder != root and folder.is_relative_to(root):
+        if folder not in known:
+            known[folder] = any((folder / m).exists() for m in STORE_MARKERS)
+        if known[folder]:
+            return folder
+        folder = folder.parent
+    return None
 
 
 def scan_images(root: Path) -> list[Path]:
@@ -199,12 +215,18 @@ def _read_csv(csv_path: Path, root: Path, photos: list[Path]) -> list[Product]:
         folded.setdefault(path.relative_to(root).as_posix().casefold(), []).append(path)
     products, problems = [], []
     seen: set[str] = set()
+    looked_at: dict[Path, bool] = {}
     for row in read_rows(csv_path):
         f = row.fields
         try:
             if not f["image"]:
                 raise ValueError("the image column is empty")
             image = image_path(root, f["image"], folded.get)
+            inside = vitrine_folder(root, image, looked_at)
+            if inside is not None:
+                raise ValueError(f"image {f['image']!r} is inside a Vitrine store or model "
+                                 f"folder ({inside.relative_to(root).as_posix()}), whose "
+                                 "photos are not catalogue photos; keep it outside")
             pid = f["product_id"] or image.relative_to(root).as_posix()
             if pid in seen:
                 raise ValueError(f"product_id {pid!r} appears twice")
