@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
@@ -157,14 +159,20 @@ def test_a_table_without_an_image_column_names_its_columns(tmp_path):
         read_catalog(tmp_path)
 
 
+def store_and_model_inside(catalog: Path) -> None:
+    """A category with a photo, a store (``loja``, one upload) and a model (``modelo``, its
+    figure) kept inside the catalogue folder."""
+    photo(catalog / "bolsas" / "1.jpg")
+    photo(catalog / "loja" / "uploads" / "ab12.jpg")
+    (catalog / "loja" / "vitrine.sqlite").write_bytes(b"")
+    photo(catalog / "modelo" / "history.png")
+    (catalog / "modelo" / "model.json").write_text("{}")
+
+
 def test_store_and_model_folders_are_not_catalogue_photos(tmp_path):
     """A store kept inside the catalogue (its uploads) and a model folder (its figures) are
     skipped; a category folder that is a symbolic link is read, a link loop ends."""
-    photo(tmp_path / "cat" / "bolsas" / "1.jpg")
-    photo(tmp_path / "cat" / "loja" / "uploads" / "ab12.jpg")
-    (tmp_path / "cat" / "loja" / "vitrine.sqlite").write_bytes(b"")
-    photo(tmp_path / "cat" / "modelo" / "history.png")
-    (tmp_path / "cat" / "modelo" / "model.json").write_text("{}")
+    store_and_model_inside(tmp_path / "cat")
     photo(tmp_path / "elsewhere" / "tenis" / "2.png")
     (tmp_path / "cat" / "tenis").symlink_to(tmp_path / "elsewhere" / "tenis")
     (tmp_path / "cat" / "bolsas" / "loop").symlink_to(tmp_path / "cat")
@@ -178,11 +186,7 @@ def test_a_table_row_cannot_name_a_photo_in_a_store_or_model_folder(tmp_path):
     """The folder scan leaves out stores' and models' folders; the product table cannot bring
     their photos back in (an upload would become a catalogue product): each such row is a
     problem named before indexing, as the scan's other rules are."""
-    photo(tmp_path / "bolsas" / "1.jpg")
-    photo(tmp_path / "loja" / "uploads" / "ab12.jpg")
-    (tmp_path / "loja" / "vitrine.sqlite").write_bytes(b"")
-    photo(tmp_path / "modelo" / "history.png")
-    (tmp_path / "modelo" / "model.json").write_text("{}")
+    store_and_model_inside(tmp_path)
     (tmp_path / "vitrine.sqlite").write_bytes(b"")  # the catalogue folder is a store too
     photo(tmp_path / "uploads" / "cd34.jpg")
     (tmp_path / "products.csv").write_text(
