@@ -177,8 +177,7 @@ class EmbeddedStore:
                         "DO UPDATE SET value = CAST(value AS INTEGER) + 1", (key,))
 
     def _counter(self, key: str) -> int:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return int(row[0]) if row else 0
+        return int(self._meta(key) or 0)
 
     def generation(self) -> int:
         return self._counter("generation")
@@ -407,7 +406,9 @@ class EmbeddedStore:
     def flush(self) -> None:
         """Bring the saved FAISS index file up to date with the database (nothing to do, and
         nothing loaded, when the file of the current generation is there)."""
-        if not self._index_path(self.generation(), self.count()).exists():
+        gen = self.generation()
+        if (self._index is None or self._index_gen != gen) \
+                and not self._index_path(gen, self.count()).exists():
             self._current_index()
 
     def close(self) -> None:
