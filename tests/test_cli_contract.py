@@ -220,7 +220,13 @@ def test_json_output_is_strict_json(capsys):
     ("VITRINE_TRAIN_BATCH_SIZE", "0"), ("VITRINE_TRAIN_DROPOUT", "2"),
     ("VITRINE_TRAIN_PHASE1_LR", "-1"), ("VITRINE_TRAIN_VIEWS", "0"),
     ("VITRINE_TRAIN_PHASE1_EPOCHS", "-1"), ("VITRINE_TRAIN_VAL_FRACTION", "1.5"),
-    ("VITRINE_BATCH_SIZE", "0"), ("VITRINE_RESIZE", "bogus")])
+    ("VITRINE_BATCH_SIZE", "0"), ("VITRINE_RESIZE", "bogus"),
+    # each of these trained and wrote an unusable model over a good one, or a traceback
+    ("VITRINE_TRAIN_EMBEDDING", "bogus"), ("VITRINE_TRAIN_EMBEDDING_WEIGHT", "nan"),
+    ("VITRINE_TRAIN_EMBEDDING_WEIGHT", "5"), ("VITRINE_TRAIN_PHASE1_LR", "inf"),
+    ("VITRINE_TRAIN_PHASE2_LR", "1e30"), ("VITRINE_TRAIN_WEIGHT_DECAY", "inf"),
+    ("VITRINE_TRAIN_PHASE1_EPOCHS", "0"), ("VITRINE_TRAIN_SEED", "-5"),
+    ("VITRINE_TRAIN_SEED", "99999999999999999999999"), ("VITRINE_TRAIN_HEAD_UNITS", "100000000")])
 def test_out_of_range_settings_are_one_sentence(monkeypatch, name, value):
     """Refused when read, before any photo (they used to fail after reading every photo, or
     train with a negative number of epochs)."""

@@ -248,3 +248,20 @@ def test_frozen_pass_fills_one_tensor_and_zeros_unreadable_photos(tmp_path):
     assert not cache[[1, 4], 1:].any()
     with pytest.raises(ImageError, match="no photo could be decoded"):
         frozen_pass(base, [paths[1]], [0], prep, seed=7)
+
+
+def test_a_diverged_loss_stops_the_model_from_replacing_the_old_one(tmp_path):
+    """A loss that is not a number (learning rates far too high) is a TrainingError naming
+    the epoch, raised before the model is written (it used to replace a working model with
+    one that predicts nothing)."""
+    import pytest
+
+    from vitrine.errors import TrainingError
+    from vitrine.train import check_converged
+
+    good = [{"phase": "transfer learning", "epoch": 1, "loss": 0.9, "val_loss": 0.8}]
+    check_converged(good, tmp_path)
+    for bad in ({"loss": float("nan"), "val_loss": 0.8}, {"loss": 0.5, "val_loss": float("inf")}):
+        history = [*good, {"phase": "fine-tuning", "epoch": 3, **bad}]
+        with pytest.raises(TrainingError, match="fine-tuning epoch 3.*left as it was"):
+            check_converged(history, tmp_path)

@@ -105,6 +105,35 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path
         assert f"Misclassified: {len(wrong)} photo" in text and wrong[0]["product_id"] in text
 
 
+def test_evaluate_names_the_categories_the_model_never_saw(trained, env, tmp_path):
+    """Photos of categories the model was not trained on cannot be classified: they are
+    counted and named (they were left out silently), and a catalogue with none of the
+    model's categories says so instead of printing an accuracy of nan."""
+    catalog, model, _ = trained
+    mixed, foreign = tmp_path / "mixed", tmp_path / "foreign"
+    for target, folders in ((mixed, {"x_tenis_masculino": "x_tenis_masculino",
+                                     "x_bolsa_feminina": "novidade"}),
+                            (foreign, {"x_tenis_masculino": "novo_a",
+                                       "x_bolsa_feminina": "novo_b"})):
+        for source, name in folders.items():
+            shutil.copytree(catalog / source, target / name)
+    shoes, bags = (len(list((mixed / name).iterdir())) for name in ("x_tenis_masculino",
+                                                                    "novidade"))
+    report = json.loads(run("evaluate", mixed, "--model", model, "--json", env=env))
+    cls = report["classification"]
+    assert cls["unknown_categories"] == ["novidade"]
+    assert cls["unscored_photos"] == bags and cls["n"] == shoes
+    text = run("evaluate", mixed, "--model", model, env=env)
+    assert (f"Not classified: {bags} photos of categories the model was not trained on "
+            "(novidade)") in " ".join(text.split())
+    report = json.loads(run("evaluate", foreign, "--model", model, "--json", env=env))
+    assert report["classification"]["n"] == 0 and "pretrained" in report["retrieval"]
+    assert report["classification"]["unknown_categories"] == ["novo_a", "novo_b"]
+    text = " ".join(run("evaluate", foreign, "--model", model, env=env).split())
+    assert "none of the photos is of a category the model was trained on" in text
+    assert "nan" not in text
+
+
 def test_train_refuses_a_bad_folder(tmp_path, env):
     proc = run_subprocess("train", tmp_path / "missing", "--out", tmp_path / "m", env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
@@ -119,9 +148,16 @@ def test_a_failed_training_leaves_the_model_folder_as_it_was(trained, tmp_path, 
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "notes.txt").write_text("mine")
-    for out, says in ((afile, "is a file"), (afile / "sub", "cannot create"),
-                      (outside, "holds other files"), (catalog / "model", "inside the catalogue")):
-        proc = run_subprocess("train", catalog, "--out", out, env=env)
+    # a catalogue kept inside the model folder: replacing the model deleted its photos
+    holder = tmp_path / "holder"
+    shutil.copytree(model, holder)
+    shutil.copytree(catalog, holder / "photos")
+    for source, out, says in ((catalog, afile, "is a file"),
+                              (catalog, afile / "sub", "cannot create"),
+                              (catalog, outside, "holds other files"),
+                              (catalog, catalog / "model", "inside the catalogue"),
+                              (holder / "photos", holder, "is inside --out")):
+        proc = run_subprocess("train", source, "--out", out, env=env)
         assert proc.returncode == 2 and says in proc.stderr and "Reading" not in proc.stderr
         assert proc.stderr.count("\n") == 1
 
@@ -142,7 +178,7 @@ def test_train_into_the_current_folder_and_over_a_model(trained, tmp_path, env):
     catalog, _, _ = trained
     here = tmp_path / "here"
     here.mkdir()
-    for _ in range(2):
+    for run_number in range(2):
         proc = subprocess.run([*CLI, "train", str(catalog), "--out", ".", "--json"],
                               capture_output=True, text=True, cwd=here,
                               env={**os.environ, **env}, timeout=600)
@@ -150,6 +186,30 @@ def test_train_into_the_current_folder_and_over_a_model(trained, tmp_path, env):
         assert (here / "model.json").is_file() and (here / "report.md").is_file()
         assert [p.name for p in tmp_path.iterdir()] == ["here"]
         assert not any(p.name.startswith(".") for p in here.iterdir())
+        if run_number == 0:  # the user's own notes in the model folder: kept, not deleted
+            (here / "NOTES.txt").write_text("mine")
+    assert (here / "NOTES.txt").read_text() == "mine"
+
+
+def test_one_training_at_a_time_per_model_folder(tmp_path):
+    """A second run to the same --out is refused while the first holds the folder (both used
+    to report success and the first model was lost); a folder the run created is removed
+    when it fails."""
+    from vitrine.errors import VitrineError
+    from vitrine.trained import staged_model_dir
+
+    out = tmp_path / "m"
+    with staged_model_dir(out) as stage:
+        (stage / "model.json").write_text("{}")
+        with pytest.raises(VitrineError, match="another `vitrine train` is writing"), \
+                staged_model_dir(out):
+            pass
+    assert (out / "model.json").is_file()
+    with staged_model_dir(out):  # released at the end of the run
+        pass
+    with pytest.raises(RuntimeError), staged_model_dir(tmp_path / "new"):
+        raise RuntimeError("failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
 def test_imagenet_layer_is_the_pretrained_embedder(trained, embedder):

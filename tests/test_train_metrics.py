@@ -58,3 +58,18 @@ def test_retrieval_metrics_leave_one_out():
     assert m["precision"] == pytest.approx(2 / 3, abs=1e-4)
     assert m["recall"] == pytest.approx(2 / 3, abs=1e-4)
     assert m["per_category"]["b"]["precision"] == 0.0
+
+
+def test_a_class_without_test_photos_is_shown_as_untested_not_as_zero():
+    """A category too small to spare a test photo showed 0.000 recall and F1 next to a macro
+    F1 of 1.000; it is shown as untested and named."""
+    from vitrine.report import classification_report, prf_cells, untested_line
+
+    report = classification_report(["a", "a", "b"], ["a", "a", "b"], ["a", "b", "c"])
+    assert report["macro_f1"] == 1.0 and report["per_class"]["c"]["support"] == 0
+    assert prf_cells(report["per_class"]["c"]) == ["0.000", "—", "—", "0"]
+    assert prf_cells(report["per_class"]["a"]) == ["1.000", "1.000", "1.000", "2"]
+    assert untested_line(report["per_class"]).startswith("Not tested (no test photo")
+    assert ": c;" in untested_line(report["per_class"])
+    assert untested_line(classification_report(["a", "b"], ["a", "b"], ["a", "b"])
+                         ["per_class"]) is None

@@ -17,8 +17,17 @@ Positive = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 """A share of the photos, a dropout or a smoothing: at least 0, below 1."""
-Rate = Annotated[float, Field(gt=0.0)]
-NonNegative = Annotated[float, Field(ge=0.0)]
+Rate = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
+"""A learning rate: above 0, at most 1 (larger ones only make the loss diverge)."""
+NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+LAYER_PARTS = ("imagenet", "pooled", "hidden", "probs")
+"""Outputs a trained model can embed with: 'imagenet' is the frozen pretrained pooled
+features, 'pooled' the fine-tuned pooled features, 'hidden' the head's dense layer, 'probs'
+the class probabilities (softmax)."""
+EMBEDDING_LAYERS = (*LAYER_PARTS, "imagenet+hidden", "pooled+hidden", "imagenet+probs",
+                    "pooled+probs", "hidden+probs")
+"""Embedding layers: one part, or 'a+b', both L2-normalised and weighted so that
+cosine = w·cos_a + (1 − w)·cos_b."""
 StrList = Annotated[list[str], NoDecode]
 """A list setting: a JSON list (``["a", "b"]``) or comma-separated (``a,b``) in the
 environment (NoDecode: pydantic-settings would otherwise demand JSON and fail with a
@@ -169,14 +178,14 @@ class Settings(BaseSettings):
     model: Path | None = None
     """A trained model folder (``vitrine train --out``); embeds with it instead of the
     pretrained backbone."""
-    train_seed: int = 0
+    train_seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     train_val_fraction: Fraction = 0.15
     train_test_fraction: Fraction = 0.15
     train_views: Positive = 4
     """Views of each training photo passed once through the frozen layers: the photo itself
     plus ``views - 1`` random augmentations; each epoch draws one view per photo."""
     train_batch_size: Positive = 32
-    train_head_units: Count = 256
+    train_head_units: Annotated[int, Field(ge=0, le=8192)] = 256
     train_dropout: Fraction = 0.3
     train_label_smoothing: Fraction = 0.1
     train_class_weight_power: NonNegative = 0.5
@@ -185,7 +194,8 @@ class Settings(BaseSettings):
     0.944, 1.0 → 0.920 (full inverse frequency over-predicts the 13 loafers and women's
     watches)."""
     train_weight_decay: NonNegative = 1e-4
-    train_phase1_epochs: Count = 40
+    train_phase1_epochs: Positive = 40
+    """At least 1: phase 1 trains the new head (0 wrote an untrained model)."""
     train_phase1_lr: Rate = 1e-3
     train_phase2_epochs: Count = 12
     train_phase2_lr: Rate = 2e-4
@@ -211,15 +221,15 @@ class Settings(BaseSettings):
     """Epochs without a lower validation loss before the learning rate is reduced."""
     train_lr_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
     train_min_lr: NonNegative = 1e-6
-    train_embedding: str = "imagenet+probs"
+    train_embedding: Literal[EMBEDDING_LAYERS] = "imagenet+probs"
     """Layer a trained model embeds with (see vitrine.models.EMBEDDING_LAYERS). Chosen by
     benchmarks/train_quality.py: the best category precision@5 of photos outside the index
     whose same-brand precision@1 in categories training never saw stays within 2 points of
-    the pretrained model (results/train_quality.json: imagenet+probs@0.9, P@5 0.956 vs 0.887
-    pretrained; hidden reaches 0.961 and imagenet+hidden@0.5 0.958 but they lose 15 and 3
-    brand points)."""
-    train_embedding_weight: float = 0.9
-    """Weight of the first part of a combined embedding layer."""
+    the pretrained model (results/train_quality.json, 2026-12-01: imagenet+probs@0.9, P@5 0.949
+    vs 0.887 pretrained; hidden reaches 0.957 and imagenet+hidden@0.5 0.954 but they lose 15
+    and 5 brand points)."""
+    train_embedding_weight: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
+    """Weight of the first part of a combined embedding layer (between 0 and 1)."""
 
     guess_min_probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7
     """Below this probability a trained model's category guess for an uploaded photo is shown

@@ -24,3 +24,7 @@ class StoreError(VitrineError):
 
 class CatalogError(VitrineError):
     """A catalogue folder or CSV that cannot be read."""
+
+
+class TrainingError(VitrineError):
+    """A training run that cannot give a usable model (its loss diverged)."""

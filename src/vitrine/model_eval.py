@@ -134,10 +134,19 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
         from vitrine.report import classification_report, misclassified
 
         known = [i for i in queries if labels[i] in classes]
+        unseen = sorted({labels[i] for i in queries} - set(classes))
+        if not known:  # nothing to score: say so instead of an accuracy of nan
+            report["classification"] = {
+                "n": 0, "unscored_photos": len(queries), "unknown_categories": unseen,
+                "note": "none of the photos is of a category the model was trained on ("
+                        + ", ".join(classes) + ")"}
+            return report
         pred = logits[known].argmax(1).tolist()
         report["classification"] = classification_report(
             [labels[i] for i in known], [classes[j] for j in pred], classes)
-        report["classification"]["unknown_categories"] = len(queries) - len(known)
+        # photos of categories the model was never trained on cannot be classified right
+        report["classification"]["unscored_photos"] = len(queries) - len(known)
+        report["classification"]["unknown_categories"] = unseen
         report["classification"]["misclassified"] = misclassified(
             [products[i] for i in known], [classes.index(labels[i]) for i in known],
             logits[known].softmax(1).numpy(), classes)

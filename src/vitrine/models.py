@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vitrine.config import EMBEDDING_LAYERS
 from vitrine.errors import WeightsError
 from vitrine.images import Preprocessing
 
@@ -167,14 +168,7 @@ def build_embedding_net(spec: BackboneSpec, state: dict) -> nn.Module:
 
 # --- Trained (transfer-learned and fine-tuned) networks -------------------------------------
 
-LAYER_PARTS = ("imagenet", "pooled", "hidden", "probs")
-"""Outputs a trained model can embed with: 'imagenet' is the frozen pretrained pooled
-features, 'pooled' the fine-tuned pooled features, 'hidden' the head's dense layer, 'probs'
-the class probabilities (softmax)."""
-EMBEDDING_LAYERS = (*LAYER_PARTS, "imagenet+hidden", "pooled+hidden", "imagenet+probs",
-                    "pooled+probs", "hidden+probs")
-"""Embedding layers: one part, or 'a+b', both L2-normalised and weighted so that
-cosine = w·cos_a + (1 − w)·cos_b."""
+# LAYER_PARTS and EMBEDDING_LAYERS (vitrine.config, which checks the setting) name the layers
 
 
 class ClassifierHead(nn.Module):

@@ -52,6 +52,23 @@ def classification_report(y_true: Sequence[str], y_pred: Sequence[str],
             "classes": list(classes), "confusion": matrix.tolist()}
 
 
+def prf_cells(v: dict) -> list[str]:
+    """Precision, recall, F1 and support of one class as table cells; a class with no test
+    photo has no recall or F1 ("—", not a score of 0)."""
+    untested = v["support"] == 0
+    return [f"{v['precision']:.3f}", "—" if untested else f"{v['recall']:.3f}",
+            "—" if untested else f"{v['f1']:.3f}", str(v["support"])]
+
+
+def untested_line(per_class: dict) -> str | None:
+    """A sentence naming the classes without a test photo, or None."""
+    names = [name for name, v in per_class.items() if v["support"] == 0]
+    if not names:
+        return None
+    return (f"Not tested (no test photo; too few photos to spare one): {', '.join(names)}; "
+            "macro F1 leaves them out.")
+
+
 def misclassified(products: Sequence, labels: Sequence[int], probs: np.ndarray,
                   classes: Sequence[str]) -> list[dict]:
     """The photos the model puts in another category than their label, most confident
@@ -193,9 +210,10 @@ def markdown_report(summary: dict) -> str:
                   f"{test['macro_f1']:.3f}, loss {test['loss']:.3f}.", "",
                   "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for name, v in test["per_class"].items():
-            lines.append(f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | "
-                         f"{v['f1']:.3f} | {v['support']} |")
-        lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
+            lines.append(f"| {name} | " + " | ".join(prf_cells(v)) + " |")
+        untested = untested_line(test["per_class"])
+        lines += ["", *([untested, ""] if untested else []),
+                  "![confusion matrix](confusion_matrix.png)", ""]
         lines += _misclassified_lines(test.get("misclassified"))
         lines += _retrieval_lines(test.get("retrieval"))
     lines += ["## History", "", "![history](history.png)", ""]

@@ -33,7 +33,7 @@ from torch import nn
 
 from vitrine.catalog import Product
 from vitrine.config import Settings
-from vitrine.errors import CatalogError
+from vitrine.errors import CatalogError, TrainingError
 from vitrine.images import Preprocessing
 from vitrine.models import (
     ClassifierHead,
@@ -57,9 +57,13 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
     model) only when everything is written: a failed or interrupted run leaves it as it was."""
     from vitrine.trained import staged_model_dir
 
-    if Path(out_dir).expanduser().resolve().is_relative_to(Path(catalog_dir).resolve()):
+    out, catalog = Path(out_dir).expanduser().resolve(), Path(catalog_dir).resolve()
+    if out.is_relative_to(catalog):
         raise CatalogError(f"--out {out_dir} is inside the catalogue {catalog_dir}; its figures "
                            "would be read as photos of a category next time. Put it outside.")
+    if catalog.is_relative_to(out):
+        raise CatalogError(f"the catalogue {catalog_dir} is inside --out {out_dir}; name a "
+                           "model folder outside the catalogue.")
     with staged_model_dir(out_dir) as stage:
         return _train(catalog_dir, stage, Path(out_dir), settings, show_progress)
 
@@ -112,6 +116,7 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
                               settings.train_dropout)
     fit = fit_cached(net, caches, len(classes), settings, stage / "checkpoints",
                      show_progress=show_progress)
+    check_converged(fit.phase1.history + fit.phase2.history, out_dir)
     seconds.update(fit.seconds)
     config = model_config(spec.name, settings, classes, prep, state_hash(pretrained))
     config["training_fingerprint"] = training_fingerprint(products, settings)
@@ -136,6 +141,17 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
     }
     write_outputs(stage, summary)
     return summary
+
+
+def check_converged(history: Sequence[dict], out_dir: Path) -> None:
+    """Raise TrainingError at the first epoch whose training or validation loss is not a
+    number: a model that predicts nothing must not replace a working one in ``out_dir``."""
+    for e in history:
+        if not np.isfinite(e["loss"]) or not np.isfinite(e.get("val_loss", 0.0)):
+            raise TrainingError(
+                f"training diverged (the loss is not a number from the {e['phase']} epoch "
+                f"{e['epoch']}); lower the learning rates (VITRINE_TRAIN_PHASE1_LR, "
+                f"VITRINE_TRAIN_PHASE2_LR). {out_dir} is left as it was.")
 
 
 def conflicting_labels(groups: Sequence[Sequence[str]],

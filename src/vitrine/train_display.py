@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vitrine.display import plain
-from vitrine.report import conflict_lines, unreadable_lines
+from vitrine.report import conflict_lines, prf_cells, unreadable_lines, untested_line
 
 MISCLASSIFIED_LISTED = 10
 
@@ -79,7 +79,13 @@ def evaluation_tables(report: dict) -> list:
         table.add_row(plain(cat) if cat is not None else Text("all", style="bold"), *cells)
     out.append(table)
     cls = report.get("classification")
-    if cls:
+    if cls and cls.get("unknown_categories"):
+        out.append(plain(f"Not classified: {cls['unscored_photos']} photos of categories the "
+                         "model was not trained on (" + ", ".join(cls["unknown_categories"])
+                         + ")."))
+    if cls and cls.get("note"):
+        out.append(plain(f"Classification: {cls['note']}."))
+    elif cls:
         low, high = cls["acc_ci95"]
         out.append(f"Classification accuracy {cls['acc']:.3f} (95 % CI {low:.3f}–{high:.3f}, "
                    f"n={cls['n']}), macro F1 {cls['macro_f1']:.3f}.")
@@ -87,9 +93,11 @@ def evaluation_tables(report: dict) -> list:
         for col in ("class", "precision", "recall", "F1", "support"):
             prf.add_column(col)
         for name, v in cls["per_class"].items():
-            prf.add_row(plain(name), f"{v['precision']:.3f}", f"{v['recall']:.3f}",
-                        f"{v['f1']:.3f}", str(v["support"]))
+            prf.add_row(plain(name), *prf_cells(v))
         out.append(prf)
+        untested = untested_line(cls["per_class"])
+        if untested:
+            out.append(plain(untested))
         wrong = cls.get("misclassified") or []
         if wrong:
             shown = wrong[:MISCLASSIFIED_LISTED]

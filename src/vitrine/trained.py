@@ -7,6 +7,7 @@ Loading needs neither the pretrained weights nor the training data.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -33,6 +34,12 @@ from vitrine.models import (
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "model.json"
 FORMAT = "vitrine-trained-model/1"
+MODEL_OUTPUTS = frozenset({
+    MODEL_FILE, CONFIG_FILE, "split.json", "summary.json", "metrics.json", "history.json",
+    "history.csv", "history.png", "confusion_matrix.png", "misclassified.png", "report.md",
+    "checkpoints"})
+"""Everything `vitrine train` writes in a model folder: what a new model replaces there (any
+other file in the folder is the user's and stays)."""
 
 
 @dataclass
@@ -76,43 +83,77 @@ class TrainedModel:
 @contextlib.contextmanager
 def staged_model_dir(out_dir: Path) -> Iterator[Path]:
     """A new hidden folder beside ``out_dir`` to write a model into. When the block ends
-    normally it becomes ``out_dir`` (an earlier model there is removed only then); on an
-    error or Ctrl+C it is removed and ``out_dir`` stays as it was. ``out_dir`` must be new,
-    empty or a model folder: any other folder is refused, so --out never deletes other
-    files. Checked before any work."""
+    normally its files replace the earlier model's in ``out_dir`` (only the files a model
+    writes, :data:`MODEL_OUTPUTS`: anything else the user keeps there stays); on an error or
+    Ctrl+C it is removed and ``out_dir`` stays as it was (a folder this run created is
+    removed). ``out_dir`` must be new, empty or a model folder: any other folder is refused.
+    ``out_dir`` is locked for the whole run, so a second `vitrine train` to it is refused.
+    Checked before any work."""
     out_dir = Path(out_dir).expanduser().resolve()  # '--out .' has a name and a parent
-    if out_dir.exists():
+    created = not out_dir.exists()
+    if not created:
         if not out_dir.is_dir():
             raise VitrineError(f"--out {out_dir} is a file; name a folder for the model.")
         if any(out_dir.iterdir()) and not (out_dir / CONFIG_FILE).is_file():
             raise VitrineError(f"--out {out_dir} holds other files; name a new or empty "
                                "folder, or a model folder to replace.")
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise VitrineError(f"cannot write to the model folder {out_dir} (permission "
+                               "denied).")
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
-                                      dir=out_dir.parent))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock_model_dir(out_dir)
     except OSError as exc:
         raise VitrineError(f"cannot create the model folder {out_dir} "
                            f"({exc.strerror or exc}).") from None
-    umask = os.umask(0)
-    os.umask(umask)
-    stage.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the model from other users
+    stage = None
     try:
+        try:
+            stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
+                                          dir=out_dir.parent))
+        except OSError as exc:
+            raise VitrineError(f"cannot create the model folder {out_dir} "
+                               f"({exc.strerror or exc}).") from None
+        umask = os.umask(0)
+        os.umask(umask)
+        stage.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the model from other users
         yield stage
-        if out_dir.exists():  # keep the folder itself (it may be the shell's current one)
+        try:  # into the folder itself (it may be the shell's current one)
             _swap_contents(stage, out_dir)
-            shutil.rmtree(stage, ignore_errors=True)
-        else:
-            os.replace(stage, out_dir)
-    except BaseException:
+        except OSError as exc:
+            raise VitrineError(f"cannot replace the model in {out_dir} "
+                               f"({exc.strerror or exc}); it is left as it was.") from None
         shutil.rmtree(stage, ignore_errors=True)
+    except BaseException:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # only if still empty
         raise
+    finally:
+        os.close(lock)
+
+
+def _lock_model_dir(out_dir: Path) -> int:
+    """Lock ``out_dir`` itself (an flock on the folder, released when the run ends): a second
+    `vitrine train` to the same folder is refused instead of both reporting success and the
+    first model being lost."""
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise VitrineError(f"another `vitrine train` is writing the model folder {out_dir}; "
+                           "wait for it to end or name another --out.") from None
+    return fd
 
 
 def _swap_contents(stage: Path, out_dir: Path) -> None:
-    """Put ``stage``'s files in ``out_dir`` in place of its own (an earlier model), which
-    end up in ``stage``: renames only, undone if one fails."""
-    old = list(out_dir.iterdir())
+    """Put ``stage``'s files in ``out_dir`` in place of the earlier model's (the entries of
+    :data:`MODEL_OUTPUTS`), which end up in ``stage``; the folder's other files stay.
+    Renames only, undone if one fails."""
+    old = [p for p in out_dir.iterdir() if p.name in MODEL_OUTPUTS]
     aside = stage / ".previous"
     aside.mkdir()
     moved: list[tuple[Path, Path]] = []
