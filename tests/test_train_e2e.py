@@ -134,6 +134,19 @@ def test_evaluate_names_the_categories_the_model_never_saw(trained, env, tmp_pat
     assert "nan" not in text
 
 
+def test_a_damaged_model_file_is_one_sentence(trained, tmp_path, env):
+    """torch's own message suggested loading with weights_only=False (running whatever the
+    file holds); the user is told the file is not a model `vitrine train` wrote."""
+    catalog, model, _ = trained
+    damaged = tmp_path / "m"
+    shutil.copytree(model, damaged)
+    (damaged / "model.pt").write_bytes(bytes(range(256)) * 4)
+    proc = run_subprocess("evaluate", catalog, "--model", damaged, env=env)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "is not a model file written by `vitrine train`" in proc.stderr
+    assert "weights_only" not in proc.stderr
+
+
 def test_train_refuses_a_bad_folder(tmp_path, env):
     proc = run_subprocess("train", tmp_path / "missing", "--out", tmp_path / "m", env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
@@ -444,6 +457,15 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
     assert "12 photo(s) could not be read" in text and "x/[3].jpg" in text
     assert not any("could not be read" in line for line in markdown_report(
         {**summary, "unreadable_photos": []}).splitlines())
+    # photos at the catalogue's root (no category) were dropped without a word
+    assert trained[2]["uncategorised_photos"] == []
+    loose = {**summary, "unreadable_photos": [],
+             "uncategorised_photos": [{"product_id": "solta.jpg", "reason": "no folder"}]}
+    assert "1 photo(s) have no category and were left out of training:" in markdown_report(loose)
+    console = Console(record=True, width=120)
+    for line in training_lines(loose):
+        console.print(line)
+    assert "solta.jpg: no folder" in console.export_text()
     # no test photo of a trained category: the report does not promise test figures
     untested = markdown_report({**summary, "test": {}})
     assert "No test figures" in untested and "The test figures below" not in untested

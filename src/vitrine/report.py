@@ -150,11 +150,13 @@ def conflict_lines(groups: list[list[str]], bullet: str) -> list[str]:
             *(bullet + "  ≈  ".join(g) for g in groups), ""]
 
 
-def unreadable_lines(bad: list[dict], bullet: str, shown: int = 10) -> list[str]:
-    """A sentence on the photos training could not read (left out), and the first of them."""
+def unreadable_lines(bad: list[dict], bullet: str, shown: int = 10,
+                     why: str = "could not be read") -> list[str]:
+    """A sentence on the photos training left out (by default: could not read them), and
+    the first of them with their reasons."""
     if not bad:
         return []
-    lines = [f"{len(bad)} photo(s) could not be read and were left out of training:"]
+    lines = [f"{len(bad)} photo(s) {why} and were left out of training:"]
     lines += [f"{bullet}{b['product_id']}: {b['reason']}" for b in bad[:shown]]
     if len(bad) > shown:
         lines.append(f"{bullet}… and {len(bad) - shown} more (summary.json)")
@@ -173,6 +175,8 @@ def markdown_report(summary: dict) -> str:
         f"{len(split['crossing_groups'])} crossing splits.", "",
         *conflict_lines(split.get("conflicting_groups") or [], "- "),
         *unreadable_lines(summary.get("unreadable_photos") or [], "- "),
+        *unreadable_lines(summary.get("uncategorised_photos") or [], "- ",
+                          why="have no category"),
         "## Reference design vs Vitrine", "",
         "| model | phase | train acc | train loss | test acc | test loss |",
         "|---|---|---|---|---|---|",

@@ -77,7 +77,10 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
     products, given = read_split_catalog(catalog_dir)
-    products = [p for p in products if p.category]  # a photo without a category teaches nothing
+    # a photo without a category teaches nothing: left out, and named
+    uncategorised = [{"product_id": p.product_id, "reason": "not in a category folder, and the "
+                      "product table gives it no category"} for p in products if not p.category]
+    products = [p for p in products if p.category]
     spec = get_spec(settings.backbone)
     pretrained = load_state_dict(spec, settings.weights)
     prep = replace(spec.preprocessing, resize=settings.resize)
@@ -128,7 +131,7 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
                   "duplicate_groups": len(split.groups),
                   "crossing_groups": split.crossing(),
                   "conflicting_groups": conflicting_labels(split.groups, usable)},
-        "unreadable_photos": bad,
+        "unreadable_photos": bad, "uncategorised_photos": uncategorised,
         "settings": config["training"], "cached": cache_note(settings),
         "phases": {"transfer_learning": _phase_summary(fit.phase1, fit.after1),
                    "fine_tuning": _phase_summary(fit.phase2, fit.after2)},

@@ -23,7 +23,9 @@ def training_lines(summary: dict) -> list:
         lines.append("  duplicates across splits: " + "  ≈  ".join(group))
     lines += [line for line in
               [*conflict_lines(split.get("conflicting_groups") or [], "  "),
-               *unreadable_lines(summary.get("unreadable_photos") or [], "  ")] if line]
+               *unreadable_lines(summary.get("unreadable_photos") or [], "  "),
+               *unreadable_lines(summary.get("uncategorised_photos") or [], "  ",
+                                 why="have no category")] if line]
     table = Table(title="Training", title_justify="left")
     for col in ("phase", "epochs", "best", "train acc", "val acc", "test acc", "test loss",
                 "seconds"):

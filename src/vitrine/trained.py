@@ -209,8 +209,12 @@ def load_model(model_dir: Path) -> TrainedModel:
         raise WeightsError(f"{config_path} names an unknown embedding layer {layer!r}.")
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - torch's own text suggests weights_only=False: unsafe
+        raise WeightsError(f"{weights_path} is not a model file written by `vitrine train` "
+                           "(damaged or replaced); train again.") from None
+    try:
         net.load_state_dict(state, strict=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling or shape errors alike
+    except Exception as exc:  # noqa: BLE001 - missing keys or shape errors alike
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsError(f"{weights_path} cannot be loaded ({first}).") from None
     digest = state_hash(state)
