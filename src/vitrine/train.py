@@ -63,7 +63,7 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
                            "would be read as photos of a category next time. Put it outside.")
     if catalog.is_relative_to(out):
         raise CatalogError(f"the catalogue {catalog_dir} is inside --out {out_dir}; name a "
-                           "model folder outside the catalogue.")
+                           "model folder that does not hold the catalogue.")
     with staged_model_dir(out_dir) as stage:
         return _train(catalog_dir, stage, Path(out_dir), settings, show_progress)
 
