@@ -457,6 +457,10 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
     assert "12 photo(s) could not be read" in text and "x/[3].jpg" in text
     assert not any("could not be read" in line for line in markdown_report(
         {**summary, "unreadable_photos": []}).splitlines())
+    # duplicates across given splits: named in the report too, not only counted
+    crossing = {**summary, "split": {**summary["split"],
+                                     "crossing_groups": [["treino/a.jpg", "teste/a.jpg"]]}}
+    assert "- duplicates across splits: treino/a.jpg  ≈  teste/a.jpg" in markdown_report(crossing)
     # photos at the catalogue's root (no category) were dropped without a word
     assert trained[2]["uncategorised_photos"] == []
     loose = {**summary, "unreadable_photos": [],

@@ -173,6 +173,9 @@ def markdown_report(summary: dict) -> str:
         f"Split ({split['source']}): train {split['train']}, validation {split['val']}, "
         f"test {split['test']} photos; {split['duplicate_groups']} duplicate groups, "
         f"{len(split['crossing_groups'])} crossing splits.", "",
+        *[f"- duplicates across splits: {'  ≈  '.join(group)}"
+          for group in split["crossing_groups"]],
+        *([""] if split["crossing_groups"] else []),
         *conflict_lines(split.get("conflicting_groups") or [], "- "),
         *unreadable_lines(summary.get("unreadable_photos") or [], "- "),
         *unreadable_lines(summary.get("uncategorised_photos") or [], "- ",
