@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vitrine.catalog import parse_price, read_catalog, stratified_split
+from vitrine.catalog import (
+    parse_price,
+    read_catalog,
+    recategorised,
+    recategorised_note,
+    stratified_split,
+)
 from vitrine.errors import CatalogError
 
 
@@ -46,6 +52,28 @@ def test_csv_with_attributes_and_prices(tmp_path):
     assert products["p2"].category == "x" and products["p2"].price is None
     assert products["y/unlisted.jpg"].category == "y"
     assert products["y/unlisted.jpg"].unlisted and not products["p1"].unlisted
+
+
+def test_a_table_category_other_than_the_folder_is_named(tmp_path):
+    for name in ("1.jpg", "2.jpg", "3.jpg"):
+        photo(tmp_path / "tenis" / name)
+    photo(tmp_path / "solta.jpg")
+    (tmp_path / "products.csv").write_text(
+        "product_id,image,category\n"
+        "p1,tenis/1.jpg,botas\n"     # the table overrides the folder: reported
+        "p2,tenis/2.jpg,tenis\n"     # the same as the folder
+        "p3,tenis/3.jpg,\n"          # no table category: the folder's
+        "p4,solta.jpg,botas\n")      # no folder to disagree with
+    products = read_catalog(tmp_path)
+    assert [p.category for p in products] == ["botas", "tenis", "tenis", "botas"]
+    assert recategorised(products) == [{"product_id": "p1", "category": "botas",
+                                        "folder": "tenis"}]
+    note = recategorised_note(recategorised(products))
+    assert note.startswith("1 product(s) take their category from the product table")
+    assert "p1 ('botas', folder 'tenis')" in note
+    many = [{"product_id": f"p{i}", "category": "a", "folder": "b"} for i in range(5)]
+    assert recategorised_note(many).endswith("p2 ('a', folder 'b') and 2 more.")
+    assert recategorised_note([]) == ""
 
 
 @pytest.mark.parametrize("text, value", [("129.90", 129.9), ("129,90", 129.9),

@@ -4,6 +4,7 @@ them through); a product whose photo was deleted leaves the store; messages say 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import shutil
@@ -272,3 +273,20 @@ def test_new_ids_for_the_same_photos_are_not_taken_for_a_lost_catalogue(shop_a, 
         photo.unlink()
     with pytest.raises(RemovalRefused, match="their photo files are missing"):
         _index(shop, store, embedder)
+
+
+def test_index_names_products_whose_table_category_overrides_the_folder(shop_a, embedder,
+                                                                        tmp_path):
+    catalog = shutil.copytree(shop_a, tmp_path / "shop")
+    table = catalog / "products.csv"
+    with table.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    first = rows[0]
+    folder, first["category"] = first["image"].split("/")[0], "promocao"
+    with table.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(first))
+        writer.writeheader()
+        writer.writerows(rows)
+    report = _index(catalog, tmp_path / "store", embedder).as_dict()
+    assert report["category_from_table"] == [
+        {"product_id": first["product_id"], "category": "promocao", "folder": folder}]

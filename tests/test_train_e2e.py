@@ -470,6 +470,15 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
     for line in training_lines(loose):
         console.print(line)
     assert "solta.jpg: no folder" in console.export_text()
+    # a table category that overrides the photo's folder: trained under it, and said
+    assert trained[2]["category_from_table"] == []
+    moved = {**summary, "category_from_table": [{"product_id": "p[1]", "category": "botas",
+                                                 "folder": "tenis"}]}
+    assert "p[1] ('botas', folder 'tenis')" in markdown_report(moved)
+    console = Console(record=True, width=120)
+    for line in training_lines(moved):
+        console.print(line)
+    assert "take their category from the product table" in console.export_text()
     # no test photo of a trained category: the report does not promise test figures
     untested = markdown_report({**summary, "test": {}})
     assert "No test figures" in untested and "The test figures below" not in untested

@@ -37,6 +37,9 @@ class Product:
     unlisted: bool = False
     """A photo the catalogue's product table does not list (a product named after its file);
     False when there is no table."""
+    folder_category: str = ""
+    """The photo's folder, when the product table gives the product another category (the
+    table's wins); empty otherwise."""
 
     def metadata(self) -> dict:
         """Everything except the image path, as plain JSON-able values."""
@@ -208,6 +211,23 @@ def read_catalog(root: Path) -> list[Product]:
     return sorted(products.values(), key=lambda p: p.product_id)
 
 
+def recategorised(products: list[Product]) -> list[dict]:
+    """The products whose table category overrides their photo's folder, for reports."""
+    return [{"product_id": p.product_id, "category": p.category, "folder": p.folder_category}
+            for p in products if p.folder_category]
+
+
+def recategorised_note(items: list[dict], shown: int = 3) -> str:
+    """One sentence on :func:`recategorised`'s products, naming the first few; empty if none."""
+    if not items:
+        return ""
+    named = ", ".join(f"{i['product_id']} ({i['category']!r}, folder {i['folder']!r})"
+                      for i in items[:shown])
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return (f"{len(items)} product(s) take their category from the product table, not from "
+            f"their photo's folder: {named}{more}.")
+
+
 def _read_csv(csv_path: Path, root: Path, photos: list[Path]) -> list[Product]:
     """The products the table lists; every problem in it is reported in one error."""
     folded: dict[str, list[Path]] = {}  # two files may differ only in case
@@ -236,10 +256,12 @@ def _read_csv(csv_path: Path, root: Path, photos: list[Path]) -> list[Product]:
             problems.append(f"line {row.line}: {str(exc).rstrip('.')}")
             continue
         rel = image.relative_to(root)
+        folder = _category_of(rel)
         products.append(Product(
-            product_id=pid, image=image, category=f["category"] or _category_of(rel),
+            product_id=pid, image=image, category=f["category"] or folder,
             name=f["name"] or rel.stem, price=price, description=f["description"],
-            attributes=row.extra))
+            attributes=row.extra,
+            folder_category=folder if f["category"] not in ("", folder) else ""))
     if problems:
         raise csv_report(csv_path, problems)
     return products

@@ -56,7 +56,7 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Index (or re-index) a catalogue folder into a store."""
-    from vitrine.catalog import read_catalog
+    from vitrine.catalog import read_catalog, recategorised_note
     from vitrine.embed import Embedder
     from vitrine.indexer import index_catalog, parse_shard
     from vitrine.store import open_store, upload_folder
@@ -84,6 +84,8 @@ def index(
             out.print(f"{report.unlisted} photos are not listed in the catalogue's product table: "
                       "indexed as products named after their files, without price (add rows "
                       "for them, or move them out of the catalogue folder).")
+        if report.category_from_table:
+            out.print(recategorised_note(report.category_from_table))
         if report.uploaded:
             out.print(f"Left as they are: {report.uploaded} products added or replaced through "
                       "the API (delete them there to hand their ids back to the catalogue).")

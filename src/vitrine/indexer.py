@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine.catalog import UPLOADED, Product, id_problem, read_catalog
+from vitrine.catalog import UPLOADED, Product, id_problem, read_catalog, recategorised
 from vitrine.dedupe import DuplicateRules, find_duplicates
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
@@ -32,6 +32,8 @@ class IndexReport:
     orphan_photos: int = 0
     unlisted: int = 0
     """Photos the product table does not list, indexed as products named after their file."""
+    category_from_table: list[dict] = field(default_factory=list)
+    """Products whose table category differs from their photo's folder (the table's wins)."""
     skipped: list[dict] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -40,6 +42,7 @@ class IndexReport:
         return {"indexed": self.indexed, "updated": self.updated, "removed": self.removed,
                 "unchanged": self.unchanged, "uploaded": self.uploaded,
                 "orphan_photos": self.orphan_photos, "unlisted": self.unlisted,
+                "category_from_table": self.category_from_table,
                 "skipped": self.skipped,
                 "duplicates": self.duplicates, "seconds": round(self.seconds, 3)}
 
@@ -142,6 +145,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     report.uploaded = len(uploaded)
     products = [p for p in products if p.product_id not in uploaded]
     report.unlisted = sum(p.unlisted for p in products)
+    report.category_from_table = recategorised(products)
     gone: set[str] = set()  # stored catalogue products whose photo file no longer exists
 
     to_embed: list[tuple[Product, str]] = []

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitrine.catalog import recategorised_note
 from vitrine.config import Settings
 from vitrine.evaluate import (
     accuracy,
@@ -163,6 +164,12 @@ def unreadable_lines(bad: list[dict], bullet: str, shown: int = 10,
     return [*lines, ""]
 
 
+def recategorised_lines(summary: dict) -> list[str]:
+    """The sentence on products whose table category overrides their folder, and a blank."""
+    note = recategorised_note(summary.get("category_from_table") or [])
+    return [note, ""] if note else []
+
+
 def markdown_report(summary: dict) -> str:
     """The training report: the reference's table next to ours, figures and test details."""
     phases, test = summary["phases"], summary.get("test") or {}
@@ -180,6 +187,7 @@ def markdown_report(summary: dict) -> str:
         *unreadable_lines(summary.get("unreadable_photos") or [], "- "),
         *unreadable_lines(summary.get("uncategorised_photos") or [], "- ",
                           why="have no category"),
+        *recategorised_lines(summary),
         "## Reference design vs Vitrine", "",
         "| model | phase | train acc | train loss | test acc | test loss |",
         "|---|---|---|---|---|---|",

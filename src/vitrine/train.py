@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitrine.catalog import Product
+from vitrine.catalog import Product, recategorised
 from vitrine.config import Settings
 from vitrine.errors import CatalogError, TrainingError
 from vitrine.images import Preprocessing
@@ -132,6 +132,7 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
                   "crossing_groups": split.crossing(),
                   "conflicting_groups": conflicting_labels(split.groups, usable)},
         "unreadable_photos": bad, "uncategorised_photos": uncategorised,
+        "category_from_table": recategorised(products),
         "settings": config["training"], "cached": cache_note(settings),
         "phases": {"transfer_learning": _phase_summary(fit.phase1, fit.after1),
                    "fine_tuning": _phase_summary(fit.phase2, fit.after2)},

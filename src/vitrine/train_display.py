@@ -6,7 +6,13 @@ from rich.table import Table
 from rich.text import Text
 
 from vitrine.display import plain
-from vitrine.report import conflict_lines, prf_cells, unreadable_lines, untested_line
+from vitrine.report import (
+    conflict_lines,
+    prf_cells,
+    recategorised_lines,
+    unreadable_lines,
+    untested_line,
+)
 
 MISCLASSIFIED_LISTED = 10
 
@@ -25,7 +31,8 @@ def training_lines(summary: dict) -> list:
               [*conflict_lines(split.get("conflicting_groups") or [], "  "),
                *unreadable_lines(summary.get("unreadable_photos") or [], "  "),
                *unreadable_lines(summary.get("uncategorised_photos") or [], "  ",
-                                 why="have no category")] if line]
+                                 why="have no category"),
+               *recategorised_lines(summary)] if line]
     table = Table(title="Training", title_justify="left")
     for col in ("phase", "epochs", "best", "train acc", "val acc", "test acc", "test loss",
                 "seconds"):
