@@ -204,6 +204,25 @@ def test_every_command_help_renders():
     assert "milvus://HOST:PORT[/COLLECTION]" in store_help
 
 
+def test_a_finished_command_ignores_ctrl_c_while_python_shuts_down(small_store, monkeypatch,
+                                                                   capsys):
+    """After the output is printed Python still takes a second or more to exit (torch); a
+    Ctrl+C then turned a finished command (a trained model, a full index) into a silent 130."""
+    import signal
+
+    from vitrine.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["vitrine", "info", "--store", str(small_store), "--json"])
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        assert exit_.value.code == 0 and json.loads(capsys.readouterr().out)["products"] > 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_json_output_is_strict_json(capsys):
     """Metrics of an empty set are NaN in Python; JSON has no NaN, so they print as null."""
     from vitrine.cli_support import print_json

@@ -3,6 +3,7 @@ sentence on stderr and exit with status 2."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -386,6 +387,9 @@ def main() -> None:
         status = app(standalone_mode=False)
         if status == 130:  # Typer turned Ctrl+C into this status itself
             err.print("interrupted.")
+        # The command has finished and said so; Python's shutdown (torch's takes a second
+        # or more) must not turn a Ctrl+C pressed meanwhile into a silent exit 130.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.exit(status if isinstance(status, int) else 0)
     except VitrineError as exc:
         sys.stderr.write(f"error: {exc}\n")
