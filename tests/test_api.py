@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -491,6 +492,73 @@ def test_reindexing_leaves_products_added_through_the_api(writable, small_catalo
     report = _index_cli(small_catalog, tmp_path / "moved", weights_path)
     assert (report["removed"], report["uploaded"], report["unchanged"]) == (0, 1, 48)
     assert report["orphan_photos"] == 0 and copied.is_file()
+
+
+def test_a_moved_store_serves_and_migrates_its_own_uploaded_photos(writable, settings, rows,
+                                                                     small_catalog, embedder,
+                                                                     tmp_path):
+    """A store folder moved or restored elsewhere names its uploaded photos at the old place:
+    they were 404 on the page and `migrate` left them behind, lost with the old folder."""
+    from vitrine.migrate import migrate_store
+    from vitrine.store import open_store
+
+    client, store = writable
+    photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
+    assert client.post("/api/products", files=_upload(photo), data={"product_id": "novo-1"},
+                       headers={"Authorization": f"Bearer {KEY}"}).status_code == 201
+    client.close()
+    moved = store.rename(tmp_path / "restored")
+    served = TestClient(_app(settings, moved, embedder)).get("/images/novo-1")
+    assert served.status_code == 200 and served.content == photo
+    source, target = open_store(moved), open_store(tmp_path / "target", create=True)
+    migrate_store(source, target, photos_to=tmp_path / "target" / "uploads",
+                  show_progress=False)
+    source.close()
+    shutil.rmtree(moved)
+    copied = Path(target.get("novo-1").image)
+    assert copied.parent == tmp_path / "target" / "uploads" and copied.read_bytes() == photo
+    target.close()
+
+
+def test_products_added_through_the_api_before_the_mark_are_kept_and_marked(
+        writable, rows, small_catalog, embedder, tmp_path, monkeypatch):
+    """A store from before 29 Nov 2026 did not mark the products added through the API, and
+    named their photos from the folder its server ran in: index removed them (and pruned their
+    photos) when run from another folder or on a moved store, and migrate dropped the mark."""
+    from vitrine.indexer import index_catalog
+    from vitrine.migrate import migrate_store
+    from vitrine.store import open_store
+
+    client, store = writable
+    photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
+    assert client.post("/api/products", files=_upload(photo), data={"product_id": "novo-1"},
+                       headers={"Authorization": f"Bearer {KEY}"}).status_code == 201
+    client.close()
+    db = open_store(store)
+    name = Path(db.get("novo-1").image).name
+    db.close()
+    with sqlite3.connect(store / "vitrine.sqlite") as db:  # as the old server wrote it
+        db.execute("UPDATE products SET metadata_hash = substr(metadata_hash, 3), image = ? "
+                   "WHERE product_id = 'novo-1'", (f"loja/uploads/{name}",))
+    moved = store.rename(tmp_path / "restored")
+    # migrate straight from the old store: the product is known as added through the API
+    source, target = open_store(moved), open_store(tmp_path / "target", create=True)
+    migrate_store(source, target, photos_to=tmp_path / "target" / "uploads",
+                  photos_from=moved / "uploads", show_progress=False)
+    source.close()
+    assert target.get("novo-1").uploaded
+    assert (tmp_path / "target" / "uploads" / name).read_bytes() == photo
+    target.close()
+    # index it, run from another folder than the old server's
+    monkeypatch.chdir(tmp_path)
+    db = open_store(moved)
+    report = index_catalog(small_catalog, db, embedder, uploads=moved / "uploads",
+                           show_progress=False)
+    assert (report.removed, report.uploaded, report.orphan_photos) == (0, 1, 0)
+    assert db.get("novo-1").uploaded  # marked now: later runs and migrate know it by that
+    assert Path(db.get("novo-1").image) == moved / "uploads" / name
+    db.close()
+    assert (moved / "uploads" / name).read_bytes() == photo
 
 
 def test_category_counts_are_shared_for_a_while(settings, small_store, embedder, monkeypatch):

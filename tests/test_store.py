@@ -203,6 +203,7 @@ def test_a_store_from_an_older_version_is_refused_in_one_sentence(store):
     opened, not a SQL error at the first search; its data stays untouched."""
     root = store.root
     store.db.execute("ALTER TABLE products DROP COLUMN thumb")
+    store.db.execute("ALTER TABLE products DROP COLUMN search_key")  # nor a name search key
     store.close()
     with pytest.raises(StoreError, match="older Vitrine .no thumb column"):
         open_store(root)
@@ -210,6 +211,8 @@ def test_a_store_from_an_older_version_is_refused_in_one_sentence(store):
 
     db = sqlite3.connect(root / "vitrine.sqlite")
     assert db.execute("SELECT COUNT(*) FROM products").fetchone()[0] == 4
+    # refused, and not changed either: the name search key is not added to it
+    assert "search_key" not in {r[1] for r in db.execute("PRAGMA table_info(products)")}
     db.close()
 
 
@@ -262,3 +265,17 @@ def test_a_store_on_a_read_only_volume_serves_reads(store, tmp_path):
         replica.close()
     finally:
         subprocess.run(["umount", "--lazy", str(ro)], capture_output=True)
+
+
+def test_what_counts_as_a_photo_added_through_the_api_before_the_mark(tmp_path):
+    """Stores from before the mark (a Milvus one too, where VITRINE_UPLOAD_DIR is not set
+    here) named the server's photos ``<sha256>.<ext>`` in an uploads folder."""
+    from vitrine.store import unmarked_upload
+
+    name = "ab" * 32 + ".jpg"
+    assert unmarked_upload(f"/srv/loja/uploads/{name}", None)
+    assert unmarked_upload(f"loja/uploads/{name}", None)  # relative: from the old server's folder
+    assert unmarked_upload(tmp_path / "fotos" / name, tmp_path / "fotos")  # VITRINE_UPLOAD_DIR
+    assert not unmarked_upload(tmp_path / "fotos" / name, None)
+    assert not unmarked_upload(f"/srv/catalogo/bolsas/{name}", tmp_path / "fotos")
+    assert not unmarked_upload("/srv/loja/uploads/bolsa-azul.jpg", None)  # not a server name

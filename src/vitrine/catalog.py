@@ -127,6 +127,8 @@ STORE_MARKERS = ("vitrine.sqlite", "model.json")
 kept inside the catalogue would otherwise index its own uploads, a model its figures)."""
 UPLOADS = "uploads"
 """The folder of a store that holds photos added through the API (vitrine.store.UPLOADS_DIR)."""
+UPLOAD_NAME = re.compile(r"[0-9a-f]{64}\.[a-z]{2,4}")
+"""How the server names an uploaded photo: its sha256 and the format's extension."""
 
 
 def vitrine_folder(root: Path, photo: Path, known: dict[Path, bool]) -> Path | None:

@@ -207,6 +207,7 @@ def migrate(
     src, dst = open_store(source, token=token), open_store(target, create=True, token=token)
     try:
         copied = migrate_store(src, dst, photos_to=upload_folder(dst, settings.upload_dir),
+                               photos_from=upload_folder(src, settings.upload_dir),
                                show_progress=not as_json)
     finally:
         src.close()

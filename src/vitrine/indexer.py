@@ -4,19 +4,24 @@ deleted ones, report skipped files and duplicate groups."""
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine.catalog import UPLOADED, Product, id_problem, read_catalog, recategorised
+from vitrine.catalog import (
+    UPLOAD_NAME,
+    UPLOADED,
+    Product,
+    id_problem,
+    read_catalog,
+    recategorised,
+)
 from vitrine.dedupe import DuplicateRules, find_duplicates
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
 from vitrine.progress import progress_bar
-from vitrine.store import UPLOADS_DIR
+from vitrine.store import UPLOADS_DIR, unmarked_upload
 from vitrine.store.base import Record, VectorStore
 
 COMMIT_EVERY = 64
@@ -253,18 +258,15 @@ def _utf8(text: str) -> bool:
 
 def _uploaded(store: VectorStore, uploads: Path | None, stored: dict) -> set[str]:
     """Ids among ``stored`` added or replaced through the API: marked so (their metadata hash),
-    or, for products stored before the mark existed, with their photo in the ``uploads``
-    folder (that scan is skipped when the folder holds no file)."""
+    or stored before the mark existed (:func:`unmarked_upload`), which are marked now, so that
+    `vitrine migrate` and later runs know them by the mark alone."""
     marked = {pid for pid, (_, meta) in stored.items() if meta.startswith(UPLOADED)}
-    if uploads is None or not uploads.is_dir() or next(uploads.iterdir(), None) is None:
-        return marked
-    # abspath: a store written before paths were absolute named them from its folder
-    return marked | {pid for pid, image in store.images().items()
-                     if pid in stored and Path(os.path.abspath(image)).parent == uploads}
-
-
-UPLOAD_NAME = re.compile(r"[0-9a-f]{64}\.[a-z]{2,4}")
-"""How the server names an uploaded photo: its sha256 and the format's extension."""
+    unmarked = sorted(pid for pid, image in store.images().items()
+                      if pid in stored and pid not in marked and unmarked_upload(image, uploads))
+    for start in range(0, len(unmarked), COMMIT_EVERY):
+        found = (store.get(pid) for pid in unmarked[start:start + COMMIT_EVERY])
+        store.update_metadata([p.to_product(uploaded=True) for p in found if p is not None])
+    return marked | set(unmarked)
 
 
 def _prune_orphan_photos(store: VectorStore, uploads: Path | None) -> int:

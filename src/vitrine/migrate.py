@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vitrine.catalog import UPLOADED, Product
+from vitrine.catalog import UPLOADED
 from vitrine.errors import StoreError
 from vitrine.progress import progress_bar
-from vitrine.store import save_photo
+from vitrine.store import save_photo, unmarked_upload
 from vitrine.store.base import Record, VectorStore
 
 BATCH = 256
 
 
 def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path | None = None,
-                  show_progress: bool = True) -> int:
+                  photos_from: Path | None = None, show_progress: bool = True) -> int:
     """Copy all products, vectors and the model manifest; return how many were copied.
 
     With ``photos_to`` (the target's upload folder), the photos of products added through
     the API are copied there too and the copies named, so the source store can go; catalogue
-    photos stay where they are (the catalogue keeps them)."""
+    photos stay where they are (the catalogue keeps them). ``photos_from``, the source's
+    upload folder, tells the products a Vitrine from before the mark added through the API."""
     manifest = source.manifest()
     if manifest is None:
         raise StoreError(f"the store {source.location} is empty.")
@@ -39,14 +40,12 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
     with progress_bar("Copying", len(ids), enabled=show_progress, unit="products") as adv:
         for pid, vector in zip(ids, vectors, strict=True):
             stored = by_id[pid]
-            uploaded = marks[pid][1].startswith(UPLOADED)
+            uploaded = (marks[pid][1].startswith(UPLOADED)
+                        or unmarked_upload(stored.image, photos_from))
             image = Path(stored.image)
             if uploaded and photos_to is not None:
                 image = _copy_photo(image, photos_to)
-            product = Product(product_id=pid, image=image,
-                              category=stored.category, name=stored.name, price=stored.price,
-                              description=stored.description, attributes=stored.attributes,
-                              uploaded=uploaded)
+            product = stored.to_product(image=image, uploaded=uploaded)
             batch.append(Record(product, stored.content_sha256, stored.phash, stored.thumb,
                                 vector))
             if len(batch) >= BATCH:

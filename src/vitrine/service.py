@@ -29,7 +29,13 @@ from vitrine.errors import StoreError
 from vitrine.images import container_kind, open_image, to_array
 from vitrine.indexer import check_manifest
 from vitrine.recommend import ProductNotFound, Recommender
-from vitrine.store import EmbeddedStore, open_store, save_photo, upload_folder
+from vitrine.store import (
+    EmbeddedStore,
+    open_store,
+    save_photo,
+    unmarked_upload,
+    upload_folder,
+)
 from vitrine.store.base import Match, Record, StoredProduct, VectorStore
 
 CATEGORIES_TTL_S = 10.0
@@ -203,13 +209,8 @@ class VitrineService:
             current = writer.get(product_id)
             if current is None:
                 raise ProductNotFound(f"product {product_id!r} is not in the store.")
-            # marked, or stored before the mark with its photo among the uploads
-            uploaded = current.uploaded or Path(current.image).parent == self._upload_folder()
-            fields = {"category": current.category, "name": current.name,
-                      "price": current.price, "description": current.description, **changes}
-            writer.update_metadata([Product(
-                product_id=product_id, image=Path(current.image), attributes=current.attributes,
-                uploaded=uploaded, **fields)])
+            uploaded = current.uploaded or unmarked_upload(current.image, self._upload_folder())
+            writer.update_metadata([current.to_product(uploaded=uploaded, **changes)])
             writer.flush()
             stored = writer.get(product_id)
         assert stored is not None

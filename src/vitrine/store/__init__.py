@@ -8,16 +8,27 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from vitrine.ann import IndexConfig
-from vitrine.catalog import UPLOADS
+from vitrine.catalog import UPLOAD_NAME, UPLOADS
 from vitrine.errors import StoreError
 from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.embedded import EmbeddedStore
 
 __all__ = ["UPLOADS_DIR", "EmbeddedStore", "Match", "StoredProduct", "VectorStore", "open_store",
-           "save_photo", "upload_folder"]
+           "save_photo", "unmarked_upload", "upload_folder"]
 
 DEFAULT_COLLECTION = "vitrine"
 UPLOADS_DIR = UPLOADS  # one name: the catalogue reader skips this folder of a store
+
+
+def unmarked_upload(image: str | Path, uploads: Path | None) -> bool:
+    """Whether a product that is not marked as added through the API was added through it
+    anyway, by a Vitrine from before the mark (29 Nov 2026): its photo is named as the server
+    names one, in ``uploads`` or in a folder called ``uploads`` (a Milvus store's photos when
+    VITRINE_UPLOAD_DIR is not set here). Such a store named its photos from the folder its
+    server was started in, so a relative path is resolved from here as it did."""
+    path = Path(os.path.abspath(image))
+    return bool(UPLOAD_NAME.fullmatch(path.name)) and (path.parent.name == UPLOADS_DIR
+                                                       or path.parent == uploads)
 
 
 def save_photo(folder: Path, photo: Path, data: bytes) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +29,13 @@ class StoredProduct:
     thumb: bytes = b""
     uploaded: bool = False
     """Added or replaced through the API (``vitrine index`` leaves it as it is)."""
+
+    def to_product(self, **changes: object) -> Product:
+        """The product record to write back, with ``changes`` (fields of :class:`Product`)."""
+        fields = {"image": Path(self.image), "category": self.category, "name": self.name,
+                  "price": self.price, "description": self.description,
+                  "attributes": dict(self.attributes), "uploaded": self.uploaded, **changes}
+        return Product(product_id=self.product_id, **fields)
 
     def as_dict(self) -> dict:
         return {"product_id": self.product_id, "name": self.name, "category": self.category,

@@ -13,13 +13,13 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from vitrine.ann import IdSet, IndexConfig, VectorIndex, build_index
-from vitrine.catalog import UPLOADED, Product
+from vitrine.catalog import UPLOAD_NAME, UPLOADED, UPLOADS, Product
 from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
 from vitrine.fold import searchable
@@ -52,9 +52,9 @@ COLUMNS = ("product_id, image, category, name, price, description, attributes, "
            "content_sha256, phash, thumb, metadata_hash")
 
 
-def _row_to_product(row: sqlite3.Row | tuple) -> StoredProduct:
+def _row_to_product(row: sqlite3.Row | tuple, photo: Callable[[str], str]) -> StoredProduct:
     pid, image, category, name, price, description, attributes, sha, phash, thumb, meta = row
-    return StoredProduct(product_id=pid, image=image, category=category, name=name,
+    return StoredProduct(product_id=pid, image=photo(image), category=category, name=name,
                          price=price, description=description,
                          attributes=json.loads(attributes or "{}"), content_sha256=sha,
                          phash=phash, thumb=bytes(thumb), uploaded=meta.startswith(UPLOADED))
@@ -105,11 +105,12 @@ class EmbeddedStore:
             self.db.create_function("vitrine_searchable", 1, searchable_sql,
                                     deterministic=True)
             have = {row[1] for row in self.db.execute("PRAGMA table_info(products)")}
-            if "search_key" not in have and add_search_key(self.db):
+            missing = [c for c in (*COLUMNS.split(", "), "vector") if c not in have]
+            # a store refused below is left as it was
+            if not missing and "search_key" not in have and add_search_key(self.db):
                 have.add("search_key")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
-        missing = [c for c in (*COLUMNS.split(", "), "vector") if c not in have]
         if missing:
             self.db.close()
             raise StoreError(f"{self.root} was written by an older Vitrine (no "
@@ -265,7 +266,7 @@ class EmbeddedStore:
     def get(self, product_id: str) -> StoredProduct | None:
         row = self.db.execute(f"SELECT {COLUMNS} FROM products WHERE product_id=?",
                               (product_id,)).fetchone()
-        return _row_to_product(row) if row else None
+        return _row_to_product(row, self._photo) if row else None
 
     def vector(self, product_id: str) -> np.ndarray | None:
         row = self.db.execute("SELECT vector FROM products WHERE product_id=?",
@@ -279,7 +280,19 @@ class EmbeddedStore:
 
     def images(self) -> dict[str, str]:
         """product_id → the path of its photo."""
-        return dict(self.db.execute("SELECT product_id, image FROM products").fetchall())
+        rows = self.db.execute("SELECT product_id, image FROM products")
+        return {pid: self._photo(image) for pid, image in rows}
+
+    def _photo(self, image: str) -> str:
+        """Where a stored photo is: for one the server saved (named by its content), this
+        store's own copy in STORE/uploads when it has one, since a store that was moved, copied
+        or restored elsewhere still names the photos of its old folder; else the stored path."""
+        name = os.path.basename(image)
+        if UPLOAD_NAME.fullmatch(name):
+            own = self.root / UPLOADS / name
+            if own.is_file():
+                return str(own)
+        return image
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM products").fetchone()[0]
@@ -301,7 +314,7 @@ class EmbeddedStore:
             args.append(needle)
         sql += " ORDER BY category, name, product_id LIMIT ? OFFSET ?"
         args += [limit, offset]
-        return [_row_to_product(r) for r in self.db.execute(sql, args)]
+        return [_row_to_product(r, self._photo) for r in self.db.execute(sql, args)]
 
     def all_vectors(self) -> tuple[list[str], np.ndarray]:
         ids, vecs = [], []
@@ -400,7 +413,7 @@ class EmbeddedStore:
                                   (int(rowid),)).fetchone()
             if row is None or row[0] == exclude:
                 continue
-            matches.append(Match(_row_to_product(row), float(score)))
+            matches.append(Match(_row_to_product(row, self._photo), float(score)))
         return matches[:k]
 
     def flush(self) -> None:
