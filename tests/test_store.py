@@ -279,3 +279,7 @@ def test_what_counts_as_a_photo_added_through_the_api_before_the_mark(tmp_path):
     assert not unmarked_upload(tmp_path / "fotos" / name, None)
     assert not unmarked_upload(f"/srv/catalogo/bolsas/{name}", tmp_path / "fotos")
     assert not unmarked_upload("/srv/loja/uploads/bolsa-azul.jpg", None)  # not a server name
+    # elsewhere: an upload when outside every catalogue folder the store is known to index
+    assert unmarked_upload(f"/srv/fotos/{name}", None, ("/srv/catalogo", None))
+    assert not unmarked_upload(f"/srv/catalogo/bolsas/{name}", None, ("/srv/catalogo", None))
+    assert not unmarked_upload(f"/srv/fotos/{name}", None, (None,))  # no folder known

@@ -144,7 +144,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     new_store = check_manifest(store, embedder, record=False)
     report = IndexReport()
     fingerprints = store.fingerprints()
-    all_uploaded = _uploaded(store, uploads, fingerprints)
+    all_uploaded = _uploaded(store, uploads, fingerprints, root)
     stored = {pid: fp for pid, fp in fingerprints.items() if in_shard(pid, shard)}
     uploaded = all_uploaded & stored.keys()
     report.uploaded = len(uploaded)
@@ -256,13 +256,14 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _uploaded(store: VectorStore, uploads: Path | None, stored: dict) -> set[str]:
+def _uploaded(store: VectorStore, uploads: Path | None, stored: dict, root: Path) -> set[str]:
     """Ids among ``stored`` added or replaced through the API: marked so (their metadata hash),
     or stored before the mark existed (:func:`unmarked_upload`), which are marked now, so that
     `vitrine migrate` and later runs know them by the mark alone."""
     marked = {pid for pid, (_, meta) in stored.items() if meta.startswith(UPLOADED)}
-    unmarked = sorted(pid for pid, image in store.images().items()
-                      if pid in stored and pid not in marked and unmarked_upload(image, uploads))
+    catalogues = (root, store.catalog_folder())
+    unmarked = sorted(pid for pid, image in store.images().items() if pid in stored
+                      and pid not in marked and unmarked_upload(image, uploads, catalogues))
     for start in range(0, len(unmarked), COMMIT_EVERY):
         found = (store.get(pid) for pid in unmarked[start:start + COMMIT_EVERY])
         store.update_metadata([p.to_product(uploaded=True) for p in found if p is not None])

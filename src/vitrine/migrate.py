@@ -36,12 +36,13 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
     ids, vectors = source.all_vectors()
     by_id = {p.product_id: p for p in source.list_products(limit=len(ids) + 1)}
     marks = source.fingerprints()
+    catalogues = (source.catalog_folder(),)
     batch: list[Record] = []
     with progress_bar("Copying", len(ids), enabled=show_progress, unit="products") as adv:
         for pid, vector in zip(ids, vectors, strict=True):
             stored = by_id[pid]
             uploaded = (marks[pid][1].startswith(UPLOADED)
-                        or unmarked_upload(stored.image, photos_from))
+                        or unmarked_upload(stored.image, photos_from, catalogues))
             image = Path(stored.image)
             if uploaded and photos_to is not None:
                 image = _copy_photo(image, photos_to)

@@ -209,7 +209,8 @@ class VitrineService:
             current = writer.get(product_id)
             if current is None:
                 raise ProductNotFound(f"product {product_id!r} is not in the store.")
-            uploaded = current.uploaded or unmarked_upload(current.image, self._upload_folder())
+            uploaded = current.uploaded or unmarked_upload(
+                current.image, self._upload_folder(), (writer.catalog_folder(),))
             writer.update_metadata([current.to_product(uploaded=uploaded, **changes)])
             writer.flush()
             stored = writer.get(product_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,15 +21,21 @@ DEFAULT_COLLECTION = "vitrine"
 UPLOADS_DIR = UPLOADS  # one name: the catalogue reader skips this folder of a store
 
 
-def unmarked_upload(image: str | Path, uploads: Path | None) -> bool:
+def unmarked_upload(image: str | Path, uploads: Path | None,
+                    catalogues: Sequence[str | Path | None] = ()) -> bool:
     """Whether a product that is not marked as added through the API was added through it
     anyway, by a Vitrine from before the mark (29 Nov 2026): its photo is named as the server
-    names one, in ``uploads`` or in a folder called ``uploads`` (a Milvus store's photos when
-    VITRINE_UPLOAD_DIR is not set here). Such a store named its photos from the folder its
-    server was started in, so a relative path is resolved from here as it did."""
+    names one, and is in ``uploads``, in a folder called ``uploads``, or outside the known
+    catalogue folders (a Milvus store's photos when VITRINE_UPLOAD_DIR is not set here).
+    Such a store named its photos from the folder its server was started in, so a relative
+    path is resolved from here as it did."""
     path = Path(os.path.abspath(image))
-    return bool(UPLOAD_NAME.fullmatch(path.name)) and (path.parent.name == UPLOADS_DIR
-                                                       or path.parent == uploads)
+    if not UPLOAD_NAME.fullmatch(path.name):
+        return False
+    if path.parent.name == UPLOADS_DIR or path.parent == uploads:
+        return True
+    known = [Path(c) for c in catalogues if c]
+    return bool(known) and not any(path.is_relative_to(c) for c in known)
 
 
 def save_photo(folder: Path, photo: Path, data: bytes) -> bool:
