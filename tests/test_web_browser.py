@@ -9,6 +9,7 @@ import csv
 import os
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from conftest import IN_CI, ROOT, require
@@ -17,6 +18,10 @@ CHROMIUM = Path(os.environ.get("VITRINE_CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update"]
 ARTIFACTS = ROOT / "test-artifacts"
+# axe-core's rules for WCAG 2.1 A and AA, and its best practices (landmarks, headings)
+AXE_OPTIONS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa",
+                                                    "best-practice"]},
+               "resultTypes": ["violations"]}
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +38,18 @@ def browser():
         chromium = pw.chromium.launch(executable_path=str(executable), args=ARGS)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="module")
+def axe():
+    """axe-core, as axe-playwright-python bundles it."""
+    try:
+        from axe_playwright_python.sync_playwright import Axe
+    except ImportError:
+        if IN_CI:
+            pytest.fail("axe-playwright-python is not installed (required in CI)")
+        pytest.skip("axe-playwright-python is not installed")
+    return Axe()
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +249,160 @@ def test_search_by_drag_and_drop_on_a_phone(browser, base_url, outside_photo):
     alert.wait_for(timeout=30_000)
     assert "not a photo" in alert.inner_text()
     context.close()
+
+
+def _violations(axe, page) -> list[str]:
+    """axe-core's violations on the page as it is now: rule, then the elements."""
+    found = axe.run(page, options=AXE_OPTIONS).response["violations"]
+    return [f"{v['id']}: {[n['target'] for n in v['nodes']]}" for v in found]
+
+
+def test_every_page_state_passes_axe(page, base_url, outside_photo, axe, monkeypatch):
+    """axe-core (WCAG 2.1 A/AA and best practices) finds nothing on any page or state: the
+    catalogue (filtered, empty, past its last page), a product, the search page while it
+    searches, with results, with a sure and an unsure category guess and with a bad photo,
+    and the error pages; each page's lang is the language it is written in."""
+    from vitrine.embed import CategoryGuess
+    from vitrine.service import VitrineService
+
+    pid = page.request.get(base_url + "/api/products?category=relogio_masculino&limit=1")
+    product = "/products/" + quote(pid.json()["products"][0]["product_id"], safe="")
+    found: dict[str, list[str]] = {}
+    for path in ("/", "/?category=relogio_masculino&lang=en", "/?q=nada-assim", "/?page=99",
+                 product, product + "?same=1&lang=en", "/search", "/nope", "/?page=0&lang=en"):
+        page.goto(base_url + path)
+        assert page.locator("html").get_attribute("lang") == (
+            "en" if "lang=en" in path else "pt-BR"), path
+        found[path] = _violations(axe, page)
+
+    # while searching: the answer is held until axe has looked
+    fragment = re.compile(r"/search\?(.*&)?fragment=1")
+    held = []
+    page.route(fragment, lambda route: held.append(route))
+    page.goto(base_url + "/search")
+    page.set_input_files("#photo", str(outside_photo))
+    page.wait_for_selector("#results[aria-busy=true]")
+    found["searching"] = _violations(axe, page)
+    while not held:
+        page.wait_for_timeout(50)
+    held[0].continue_()
+    page.unroute(fragment)
+    page.locator("#results li.card").first.wait_for(timeout=30_000)
+    found["results"] = _violations(axe, page)
+
+    guess: list[CategoryGuess] = []
+    real = VitrineService.search_photo
+
+    def with_guess(self, data, k, category=None):
+        matches, timings, _ = real(self, data, k, category)
+        return matches, timings, guess[-1]
+
+    monkeypatch.setattr(VitrineService, "search_photo", with_guess)
+    for lang, sure in (("pt", True), ("en", False)):
+        guess.append(CategoryGuess("x_tenis_masculino", 0.91 if sure else 0.48,
+                                   "x_tenis_feminino", 0.05 if sure else 0.41, sure))
+        page.goto(base_url + f"/search?lang={lang}")
+        page.set_input_files("#photo", str(outside_photo))
+        page.locator("#results .guess").wait_for(timeout=30_000)
+        found[f"guess, sure={sure}, {lang}"] = _violations(axe, page)
+        said = page.get_by_role("status").inner_text()  # the count, then the guess
+        assert said.startswith(("10 produtos parecidos", "10 similar products")), said
+        assert ("(91%" if sure else "(48%") in said, said
+
+    page.set_input_files("#photo", files=[{"name": "notes.txt", "mimeType": "text/plain",
+                                           "buffer": b"not a photo"}])
+    page.locator("#results [role=alert]").wait_for(timeout=30_000)
+    found["bad photo"] = _violations(axe, page)
+    assert {state: v for state, v in found.items() if v} == {}
+
+
+def test_search_by_keyboard_is_announced_and_keeps_focus(page, base_url, outside_photo):
+    """Tab reaches the photo field (with a visible focus ring); Space opens the file chooser;
+    the results are announced in a status region while focus stays on the field, and a
+    category chosen with the arrow keys searches again without moving focus."""
+    from playwright.sync_api import expect
+
+    page.goto(base_url + "/search")
+    status = page.get_by_role("status")
+    assert status.count() == 1 and status.inner_text() == ""
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "photo":
+            break
+    else:
+        pytest.fail("Tab never reaches the photo field")
+    ring = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert ring == "solid"
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files(str(outside_photo))
+    expect(status).to_have_text("10 produtos parecidos encontrados.", timeout=30_000)
+    assert page.locator("#results li.card").count() == 10
+    assert page.evaluate("document.activeElement.id") == "photo"
+
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "search-category"
+    page.keyboard.press("ArrowDown")  # the first category: 6 products in the small store
+    expect(status).to_have_text("6 produtos parecidos encontrados.", timeout=30_000)
+    assert page.evaluate("document.activeElement.id") == "search-category"
+    assert page.problems == []
+
+
+def test_link_names_are_words(page, base_url):
+    """The arrows beside "back" and the page links are not read as part of the link."""
+    page.goto(base_url + "/nope")
+    assert page.get_by_role("link", name="Voltar ao catálogo", exact=True).count() == 1
+    page.goto(base_url + "/?lang=en")
+    assert page.get_by_role("link", name="Next", exact=True).count() == 1
+    page.goto(base_url + "/?page=2")
+    assert page.get_by_role("link", name="Anterior", exact=True).count() == 1
+    page.locator(".card-link").first.click()
+    page.wait_for_url(re.compile(r"/products/"))
+    assert page.get_by_role("link", name="Voltar ao catálogo", exact=True).count() == 1
+
+
+def _rgb(css: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in re.findall(r"[\d.]+", css)[:3])
+
+
+def _contrast(a: str, b: str) -> float:
+    """WCAG contrast ratio of two CSS rgb() colours."""
+    def luminance(css: str) -> float:
+        c = [v / 255 for v in _rgb(css)]
+        c = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+BEHIND = """(e) => {  // the colour behind an element: its nearest ancestor's background
+    for (e = e.parentElement; e; e = e.parentElement) {
+        const bg = getComputedStyle(e).backgroundColor;
+        if (bg !== "rgba(0, 0, 0, 0)" && bg !== "transparent") return bg;
+    }
+    return "rgb(255, 255, 255)";
+}"""
+
+
+def test_focus_ring_and_field_edges_stand_out(page, base_url):
+    """WCAG 1.4.11 (non-text contrast, which axe-core does not check): the keyboard focus ring
+    of every control, and the edges of the fields and of the drop zone, have at least 3:1
+    against what is behind them."""
+    weak = []
+    for path in ("/", "/search"):
+        page.goto(base_url + path)
+        for _ in range(12):
+            page.keyboard.press("Tab")
+            focused = page.evaluate_handle("document.activeElement")
+            if page.evaluate("(e) => e === document.body", focused):
+                continue
+            style, ring = page.evaluate(
+                "(e) => [getComputedStyle(e).outlineStyle, getComputedStyle(e).outlineColor]",
+                focused)
+            if style == "none" or _contrast(ring, page.evaluate(BEHIND, focused)) < 3:
+                weak.append((path, page.evaluate("(e) => e.outerHTML.slice(0, 60)", focused)))
+        for field in page.locator("select, input[type=search], .dropzone").all():
+            edge = field.evaluate("(e) => getComputedStyle(e).borderTopColor")
+            if _contrast(edge, field.evaluate(BEHIND)) < 3:
+                weak.append((path, field.evaluate("(e) => e.outerHTML.slice(0, 60)")))
+    assert weak == []

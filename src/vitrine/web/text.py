@@ -52,6 +52,8 @@ TEXT: dict[str, dict[str, str]] = {
         "your_photo": "Sua foto",
         "results_title": "Resultados",
         "no_results": "Nenhum resultado.",
+        "results_found": "{n} produtos parecidos encontrados.",
+        "results_found_one": "{n} produto parecido encontrado.",
         "looks_like": "Parece ser da categoria {category} ({pct}% de probabilidade).",
         "not_sure": "Não temos certeza: pode ser da categoria {category} ({pct}% de "
                     "probabilidade) ou {other} ({other_pct}%).",
@@ -116,6 +118,8 @@ TEXT: dict[str, dict[str, str]] = {
         "your_photo": "Your photo",
         "results_title": "Results",
         "no_results": "No results.",
+        "results_found": "{n} similar products found.",
+        "results_found_one": "{n} similar product found.",
         "looks_like": "Looks like the category {category} ({pct}% probability).",
         "not_sure": "Not sure: the category {category} ({pct}% probability) or {other} "
                     "({other_pct}%).",

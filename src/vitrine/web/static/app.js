@@ -7,11 +7,18 @@
   const input = form.querySelector('input[type="file"]');
   const category = form.querySelector("select[name=category]");
   const results = document.getElementById("results");
+  const status = document.getElementById("search-status");
   const preview = form.querySelector(".preview");
   const previewImg = document.getElementById("preview-img");
   const maxBytes = Number(form.dataset.maxBytes);
   let previewUrl = null;
   let latest = 0; // the newest search; an older answer arriving late is dropped
+
+  // Screen readers hear one short sentence from the status region (an error is an alert of
+  // its own); focus stays where the shopper is.
+  function announce(text) {
+    status.textContent = text;
+  }
 
   function showMessage(text, isError) {
     const p = document.createElement("p");
@@ -19,6 +26,18 @@
     if (isError) p.setAttribute("role", "alert");
     p.textContent = text;
     results.replaceChildren(p);
+    announce(isError ? "" : text);
+  }
+
+  // How many products were found and what the page says beside them (the category the photo
+  // looks like, or that there are none), not every card read aloud.
+  function summary() {
+    if (results.querySelector("[role=alert]")) return "";
+    const n = results.querySelectorAll("li.card").length;
+    const found = n === 1 ? form.dataset.foundOne : form.dataset.found;
+    const notes = Array.from(results.querySelectorAll(".guess, .message"),
+                             function (e) { return e.textContent.replace(/\s+/g, " ").trim(); });
+    return (n ? [found.replace("{n}", n)] : []).concat(notes).join(" ");
   }
 
   function showPreview(file) {
@@ -48,8 +67,7 @@
       } else if (html !== null) {
         // The fragment is rendered (and escaped) by the server's own template.
         results.innerHTML = html;
-        const title = document.getElementById("results-title");
-        if (title) title.focus();
+        announce(summary());
       } else {
         showMessage(form.dataset.error, true);
       }
