@@ -50,12 +50,18 @@ def test_catalogue_pages_filters_and_languages(client, rows):
     assert cards(html) == 24 and 'rel="next" href="/?page=2"' in html
     assert 'href="/?lang=en"' in html  # the language toggle
     assert re.search(r'<img src="/images/[^"]+" alt="Foto de [^"]+"', html)
+    assert "<title>Catálogo · Vitrine</title>" in html
     second = client.get("/", params={"page": 2}).text
     assert cards(second) == 24 and 'rel="prev"' in second and 'rel="next"' not in second
+    # each page's title says which it is (the tab, the history, a screen reader's first words)
+    assert "<title>Catálogo · Página 2 · Vitrine</title>" in second
 
     heels = client.get("/", params={"category": "salto_feminino"}).text
     assert cards(heels) == 6 and "6 produtos" in heels
     assert '<a class="button secondary" href="/">Limpar</a>' in heels
+    assert re.search(r"<title>[^<·]+ · Catálogo · Vitrine</title>", heels)
+    searched = client.get("/", params={"q": "zzzz"}).text
+    assert "<title>“zzzz” · Catálogo · Vitrine</title>" in searched
     names = {r["name"] for r in rows if r["category"] == "salto_feminino"}
     assert all(name.replace("'", "&#39;") in heels for name in names)
 
