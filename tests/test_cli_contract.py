@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -221,6 +222,22 @@ def test_a_finished_command_ignores_ctrl_c_while_python_shuts_down(small_store, 
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_reading_a_store_does_not_load_torch(small_store, small_catalog):
+    """`info` and `similar` need no model: importing torch made each take seconds more
+    (benchmarks/cli_startup.py)."""
+    with open(small_catalog / "products.csv", newline="") as fh:
+        pid = next(csv.DictReader(fh))["product_id"]
+    code = ("import sys\nfrom vitrine.cli import main\nsys.argv = ['vitrine', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('torch' in sys.modules, file=sys.stderr)")
+    for args in (["info", "--store", small_store, "--json"],
+                 ["similar", "--store", small_store, "--json", pid]):
+        proc = subprocess.run([sys.executable, "-c", code, *map(str, args)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout) and proc.stderr.strip() == "False", args
 
 
 def test_json_output_is_strict_json(capsys):

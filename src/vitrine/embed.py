@@ -16,31 +16,8 @@ from vitrine.dedupe import perceptual_hash, thumbnail
 from vitrine.engines import Engine, checked_device, make_engine
 from vitrine.errors import ImageError
 from vitrine.images import Preprocessing, open_image, to_array
+from vitrine.manifest import ModelManifest
 from vitrine.models import BackboneSpec, build_embedding_net, get_spec, load_state_dict, state_hash
-
-
-@dataclass(frozen=True)
-class ModelManifest:
-    """Identity of the model that made a store's vectors; two stores agree only if equal."""
-
-    backbone: str
-    weights_sha256: str
-    preprocessing: dict
-    dim: int
-    embedding: str = "pooled"
-    """The layer that embeds: 'pooled' for a pretrained backbone; a trained model's layer
-    (see vitrine.models.EMBEDDING_LAYERS) with its weighting, e.g. 'imagenet+hidden@0.5'."""
-
-    def as_dict(self) -> dict:
-        return {"backbone": self.backbone, "weights_sha256": self.weights_sha256,
-                "preprocessing": self.preprocessing, "dim": self.dim,
-                "embedding": self.embedding}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelManifest:
-        return cls(backbone=data["backbone"], weights_sha256=data["weights_sha256"],
-                   preprocessing=data["preprocessing"], dim=int(data["dim"]),
-                   embedding=data.get("embedding", "pooled"))
 
 
 @dataclass

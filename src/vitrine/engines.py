@@ -26,7 +26,7 @@ from vitrine.config import Settings
 from vitrine.errors import VitrineError
 
 if TYPE_CHECKING:
-    from vitrine.embed import ModelManifest
+    from vitrine.manifest import ModelManifest
 
 ENGINES = ("torch", "onnx")
 OPSET = 17

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vitrine.config import Settings
-from vitrine.embed import CategoryGuess, Embedder
 from vitrine.errors import StoreError, VitrineError
 from vitrine.store.base import Match, StoredProduct, VectorStore
+
+if TYPE_CHECKING:  # torch is imported only when a photo is embedded
+    from vitrine.embed import CategoryGuess, Embedder
 
 
 class ProductNotFound(VitrineError):
@@ -29,6 +32,8 @@ class Recommender:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
+            from vitrine.embed import Embedder
+
             self._embedder = Embedder.from_settings(self.settings)
         stored = self.store.manifest()
         if stored is not None and stored != self._embedder.manifest:

@@ -71,7 +71,7 @@ class TrainedModel:
 
     @property
     def manifest(self):
-        from vitrine.embed import ModelManifest
+        from vitrine.manifest import ModelManifest
 
         layer, weight = self.layer, self.layer_weight
         name = f"{layer}@{weight:g}" if "+" in layer else layer

@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from vitrine.catalog import Product
-from vitrine.embed import ModelManifest
+from vitrine.manifest import ModelManifest
 
 
 @dataclass

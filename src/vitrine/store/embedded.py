@@ -20,9 +20,9 @@ import numpy as np
 
 from vitrine.ann import IdSet, IndexConfig, VectorIndex, build_index
 from vitrine.catalog import UPLOAD_NAME, UPLOADED, UPLOADS, Product
-from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
 from vitrine.fold import searchable
+from vitrine.manifest import ModelManifest
 from vitrine.store.base import Match, Record, StoredProduct
 from vitrine.store.search_key import SEARCH_KEY_SQL, add_search_key, search_key, searchable_sql
 

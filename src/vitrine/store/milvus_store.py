@@ -19,9 +19,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from vitrine.catalog import UPLOADED, Product
-from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
 from vitrine.fold import searchable
+from vitrine.manifest import ModelManifest
 from vitrine.store.base import Match, Record, StoredProduct
 
 FIELDS = ["product_id", "image", "category", "name", "price", "description", "attributes",
