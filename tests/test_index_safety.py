@@ -290,3 +290,41 @@ def test_index_names_products_whose_table_category_overrides_the_folder(shop_a, 
     report = _index(catalog, tmp_path / "store", embedder).as_dict()
     assert report["category_from_table"] == [
         {"product_id": first["product_id"], "category": "promocao", "folder": folder}]
+
+
+def test_catalogue_photos_named_like_uploads_stay_the_catalogues(demo_catalog, settings,
+                                                                   embedder, tmp_path):
+    """Photos a catalogue names by their sha256, like the server names uploads (some in a
+    category called `uploads`), are never taken for products added through the API before the
+    mark: not on a second run, not when the catalogue moved and is indexed in shards, not
+    when the same photo is also added through the API; a deleted one leaves the store."""
+    from vitrine.service import NewProduct, VitrineService
+
+    catalog = tmp_path / "catalog"
+    sources = [*sorted((demo_catalog / "relogio_feminino").glob("*.jpg"))[:4],
+               *sorted((demo_catalog / "salto_feminino").glob("*.jpg"))[:2]]
+    for i, source in enumerate(sources):
+        data = source.read_bytes()
+        photo = catalog / ("uploads" if i < 2 else "relogios") / (
+            hashlib.sha256(data).hexdigest() + ".jpg")
+        photo.parent.mkdir(parents=True, exist_ok=True)
+        photo.write_bytes(data)
+    store = tmp_path / "store"
+
+    def index(root: Path, **kw) -> dict:
+        return _index(root, store, embedder, uploads=store / "uploads", **kw).as_dict()
+
+    assert index(catalog)["indexed"] == 6
+    service = VitrineService(settings, store, embedder)
+    service.add_product(NewProduct("pela-api", name="the same photo"), sources[2].read_bytes())
+    service.close()
+    assert index(catalog)["uploaded"] == 1  # only the product added through the API
+    moved = shutil.move(catalog, tmp_path / "moved")
+    first, second = index(moved, shard=(0, 2)), index(moved, shard=(1, 2))
+    assert first["updated"] + second["updated"] == 6  # the new paths, nothing re-embedded
+    assert first["uploaded"] + second["uploaded"] == 1
+    for photo in sorted((Path(moved) / "uploads").iterdir())[:1] + sorted(
+            (Path(moved) / "relogios").iterdir())[:1]:
+        photo.unlink()
+    report = index(Path(moved))
+    assert (report["removed"], report["uploaded"], report["unchanged"]) == (2, 1, 4)

@@ -279,7 +279,12 @@ def test_what_counts_as_a_photo_added_through_the_api_before_the_mark(tmp_path):
     assert not unmarked_upload(tmp_path / "fotos" / name, None)
     assert not unmarked_upload(f"/srv/catalogo/bolsas/{name}", tmp_path / "fotos")
     assert not unmarked_upload("/srv/loja/uploads/bolsa-azul.jpg", None)  # not a server name
-    # elsewhere: an upload when outside every catalogue folder the store is known to index
-    assert unmarked_upload(f"/srv/fotos/{name}", None, ("/srv/catalogo", None))
-    assert not unmarked_upload(f"/srv/catalogo/bolsas/{name}", None, ("/srv/catalogo", None))
-    assert not unmarked_upload(f"/srv/fotos/{name}", None, (None,))  # no folder known
+    # elsewhere: an upload when it is a file outside every catalogue folder the store knows
+    photo = tmp_path / "fotos" / name
+    photo.parent.mkdir()
+    photo.write_bytes(b"jpeg")
+    assert unmarked_upload(photo, None, (tmp_path / "catalogo", None))
+    assert not unmarked_upload(photo, None, (None,))  # no folder known
+    assert not unmarked_upload(tmp_path / "gone" / name, None, (tmp_path / "catalogo",))
+    # inside a catalogue folder it is the catalogue's, even in a category called uploads
+    assert not unmarked_upload(f"/srv/catalogo/uploads/{name}", None, ("/srv/catalogo",))

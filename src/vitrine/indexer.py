@@ -144,8 +144,11 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     new_store = check_manifest(store, embedder, record=False)
     report = IndexReport()
     fingerprints = store.fingerprints()
-    all_uploaded = _uploaded(store, uploads, fingerprints, root)
     stored = {pid: fp for pid, fp in fingerprints.items() if in_shard(pid, shard)}
+    unmarked = _unmarked_uploads(store, uploads, stored, root,
+                                 {p.product_id: p.image.name for p in products})
+    all_uploaded = {pid for pid, (_, meta) in fingerprints.items()
+                    if meta.startswith(UPLOADED)} | set(unmarked)
     uploaded = all_uploaded & stored.keys()
     report.uploaded = len(uploaded)
     products = [p for p in products if p.product_id not in uploaded]
@@ -200,6 +203,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
         store.set_manifest(embedder.manifest)
     if store.catalog_folder() != str(root):
         store.set_catalog_folder(str(root))
+    _mark_uploaded(store, unmarked)
 
     store.update_metadata(meta_only)
     report.updated += len(meta_only)
@@ -256,18 +260,24 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _uploaded(store: VectorStore, uploads: Path | None, stored: dict, root: Path) -> set[str]:
-    """Ids among ``stored`` added or replaced through the API: marked so (their metadata hash),
-    or stored before the mark existed (:func:`unmarked_upload`), which are marked now, so that
-    `vitrine migrate` and later runs know them by the mark alone."""
-    marked = {pid for pid, (_, meta) in stored.items() if meta.startswith(UPLOADED)}
+def _unmarked_uploads(store: VectorStore, uploads: Path | None, stored: dict, root: Path,
+                      listed: dict[str, str]) -> list[str]:
+    """Ids among ``stored`` that a Vitrine from before the mark added or replaced through the
+    API (:func:`unmarked_upload`); never one the catalogue lists with that very photo name
+    (``listed``: id → file name), which is the catalogue's own."""
     catalogues = (root, store.catalog_folder())
-    unmarked = sorted(pid for pid, image in store.images().items() if pid in stored
-                      and pid not in marked and unmarked_upload(image, uploads, catalogues))
-    for start in range(0, len(unmarked), COMMIT_EVERY):
-        found = (store.get(pid) for pid in unmarked[start:start + COMMIT_EVERY])
+    return sorted(pid for pid, image in store.images().items()
+                  if pid in stored and not stored[pid][1].startswith(UPLOADED)
+                  and listed.get(pid) != Path(image).name
+                  and unmarked_upload(image, uploads, catalogues))
+
+
+def _mark_uploaded(store: VectorStore, ids: list[str]) -> None:
+    """Mark ``ids`` as added through the API, so that `vitrine migrate` and later runs know
+    them by the mark alone."""
+    for start in range(0, len(ids), COMMIT_EVERY):
+        found = (store.get(pid) for pid in ids[start:start + COMMIT_EVERY])
         store.update_metadata([p.to_product(uploaded=True) for p in found if p is not None])
-    return marked | set(unmarked)
 
 
 def _prune_orphan_photos(store: VectorStore, uploads: Path | None) -> int:

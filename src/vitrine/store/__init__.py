@@ -25,17 +25,20 @@ def unmarked_upload(image: str | Path, uploads: Path | None,
                     catalogues: Sequence[str | Path | None] = ()) -> bool:
     """Whether a product that is not marked as added through the API was added through it
     anyway, by a Vitrine from before the mark (29 Nov 2026): its photo is named as the server
-    names one, and is in ``uploads``, in a folder called ``uploads``, or outside the known
-    catalogue folders (a Milvus store's photos when VITRINE_UPLOAD_DIR is not set here).
-    Such a store named its photos from the folder its server was started in, so a relative
-    path is resolved from here as it did."""
+    names one, and is in ``uploads``; else, unless it is inside one of the known catalogue
+    folders, it is in a folder called ``uploads`` or is an existing file outside them (a
+    Milvus store's photos when VITRINE_UPLOAD_DIR is not set here). Such a store named its
+    photos from the folder its server was started in, so a relative path is resolved from
+    here as it did."""
     path = Path(os.path.abspath(image))
     if not UPLOAD_NAME.fullmatch(path.name):
         return False
-    if path.parent.name == UPLOADS_DIR or path.parent == uploads:
+    if uploads is not None and path.parent == uploads:
         return True
     known = [Path(c) for c in catalogues if c]
-    return bool(known) and not any(path.is_relative_to(c) for c in known)
+    if any(path.is_relative_to(c) for c in known):
+        return False
+    return path.parent.name == UPLOADS_DIR or (bool(known) and path.is_file())
 
 
 def save_photo(folder: Path, photo: Path, data: bytes) -> bool:

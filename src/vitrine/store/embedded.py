@@ -284,11 +284,12 @@ class EmbeddedStore:
         return {pid: self._photo(image) for pid, image in rows}
 
     def _photo(self, image: str) -> str:
-        """Where a stored photo is: for one the server saved (named by its content), this
-        store's own copy in STORE/uploads when it has one, since a store that was moved, copied
-        or restored elsewhere still names the photos of its old folder; else the stored path."""
-        name = os.path.basename(image)
-        if UPLOAD_NAME.fullmatch(name):
+        """Where a stored photo is: for one the server saved (named by its content in a
+        store's ``uploads``), this store's own copy when it has one, since a store that was
+        moved, copied or restored elsewhere still names the photos of its old folder; else the
+        stored path."""
+        folder, name = os.path.split(image)
+        if os.path.basename(folder) == UPLOADS and UPLOAD_NAME.fullmatch(name):
             own = self.root / UPLOADS / name
             if own.is_file():
                 return str(own)
