@@ -665,7 +665,26 @@ def test_app_over_a_milvus_lite_store(settings, small_store, embedder, tmp_path,
         assert len(list(photos.iterdir())) == 1
         assert client.delete("/api/products/m-1", headers=auth).status_code == 204
         assert client.get("/api/products/m-1").status_code == 404
-        assert list(photos.iterdir()) == []
+        # a VITRINE_UPLOAD_DIR folder may hold another store's photos too: never cleaned
+        assert len(list(photos.iterdir())) == 1
+
+
+def test_a_shared_upload_folder_keeps_the_photos_another_store_uses(
+        settings, small_store, embedder, small_catalog, rows, tmp_path):
+    """Two stores with one VITRINE_UPLOAD_DIR: the same photo added to both is one file
+    (named by its content); deleting the product from one store deleted the other's photo."""
+    photos, auth = tmp_path / "photos", {"Authorization": f"Bearer {KEY}"}
+    photo = _jpeg(small_catalog / rows[7]["image"], flip=True)
+    clients = []
+    for name in ("a", "b"):
+        shutil.copytree(small_store, tmp_path / name)
+        clients.append(TestClient(_app(settings, tmp_path / name, embedder, api_key=KEY,
+                                       upload_dir=photos)))
+        assert clients[-1].post("/api/products", files=_upload(photo), headers=auth,
+                                data={"product_id": "novo"}).status_code == 201
+    assert len(list(photos.iterdir())) == 1
+    assert clients[0].delete("/api/products/novo", headers=auth).status_code == 204
+    assert clients[1].get("/images/novo").content == photo
 
 
 def test_cors_lets_the_configured_origins_in(settings, small_store, embedder):
