@@ -125,9 +125,9 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     """Bring ``store`` in line with the catalogue folder. Commits every ``commit_every``
     products, so an interrupted run keeps its work and a rerun continues from there.
 
-    Products added or replaced through the API (marked so; or, stored before the mark, with
-    their photo in ``uploads``, see ``vitrine.store.upload_folder``) are left as they are, even
-    when the catalogue lacks or lists their id; ``report.uploaded`` counts them.
+    Products added or replaced through the API (marked so; or stored before the mark, see
+    ``vitrine.store.unmarked_upload``, and marked now) are left as they are, even when the
+    catalogue lacks or lists their id; ``report.uploaded`` counts them.
 
     With ``shard=(i, n)`` only the products of shard ``i`` are added, updated or removed, so
     ``n`` processes (or machines) can index one catalogue into one Milvus store together.
