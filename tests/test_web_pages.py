@@ -55,6 +55,9 @@ def test_catalogue_pages_filters_and_languages(client, rows):
     assert cards(second) == 24 and 'rel="prev"' in second and 'rel="next"' not in second
     # each page's title says which it is (the tab, the history, a screen reader's first words)
     assert "<title>Catálogo · Página 2 · Vitrine</title>" in second
+    # the page links are one landmark named for what it is; the current page is marked
+    assert '<nav class="pagination" aria-label="Paginação">' in second
+    assert '<span aria-current="page">Página 2 de 2</span>' in second
 
     heels = client.get("/", params={"category": "salto_feminino"}).text
     assert cards(heels) == 6 and "6 produtos" in heels
