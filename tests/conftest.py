@@ -3,6 +3,7 @@ missing, except under CI (CI=true), where a missing shared file is a failure."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from pathlib import Path
@@ -22,6 +23,16 @@ def require(path: Path, what: str) -> Path:
     if IN_CI:
         pytest.fail(message + " (required in CI)")
     pytest.skip(message)
+
+
+def require_module(name: str, what: str):
+    """Import module ``name``; if it is not installed, fail under CI, skip elsewhere."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if IN_CI:
+            pytest.fail(f"{what} is not installed (required in CI)")
+        pytest.skip(f"{what} is not installed")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import IN_CI, ROOT, require
+from conftest import ROOT, require, require_module
 
 CHROMIUM = Path(os.environ.get("VITRINE_CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -26,12 +26,7 @@ AXE_OPTIONS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag2
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if IN_CI:
-            pytest.fail("Python Playwright is not installed (required in CI)")
-        pytest.skip("Python Playwright is not installed")
+    sync_playwright = require_module("playwright.sync_api", "Python Playwright").sync_playwright
     executable = require(CHROMIUM, "Chromium (apt-get install chromium)")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
@@ -43,13 +38,8 @@ def browser():
 @pytest.fixture(scope="module")
 def axe():
     """axe-core, as axe-playwright-python bundles it."""
-    try:
-        from axe_playwright_python.sync_playwright import Axe
-    except ImportError:
-        if IN_CI:
-            pytest.fail("axe-playwright-python is not installed (required in CI)")
-        pytest.skip("axe-playwright-python is not installed")
-    return Axe()
+    return require_module("axe_playwright_python.sync_playwright",
+                          "axe-playwright-python").Axe()
 
 
 @pytest.fixture(scope="module")

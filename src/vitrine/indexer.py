@@ -21,7 +21,7 @@ from vitrine.dedupe import DuplicateRules, find_duplicates
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
 from vitrine.progress import progress_bar
-from vitrine.store import UPLOADS_DIR, unmarked_upload
+from vitrine.store import cleanable_uploads, unmarked_upload
 from vitrine.store.base import Record, VectorStore
 
 COMMIT_EVERY = 64
@@ -288,8 +288,7 @@ def _prune_orphan_photos(store: VectorStore, uploads: Path | None) -> int:
     Only files named as the server names them (``<sha256>.<ext>``) are touched, and a file
     is kept when any product names a photo of that name anywhere (a moved or copied store
     still names the old folder: its photos are not orphans)."""
-    own = getattr(store, "root", None)
-    if uploads is None or own is None or uploads != own / UPLOADS_DIR or not uploads.is_dir():
+    if not cleanable_uploads(store, uploads) or not uploads.is_dir():
         return 0
     files = [p for p in uploads.iterdir() if p.is_file() and UPLOAD_NAME.fullmatch(p.name)]
     if not files:

@@ -30,8 +30,8 @@ from vitrine.images import container_kind, open_image, to_array
 from vitrine.indexer import check_manifest
 from vitrine.recommend import ProductNotFound, Recommender
 from vitrine.store import (
-    UPLOADS_DIR,
     EmbeddedStore,
+    cleanable_uploads,
     open_store,
     save_photo,
     unmarked_upload,
@@ -258,10 +258,7 @@ def _remove_orphan(store: VectorStore, image: Path, folder: Path | None) -> None
     """Delete an uploaded photo that no stored product refers to any more, from the store's
     own STORE/uploads only: a VITRINE_UPLOAD_DIR folder may hold other stores' photos too
     (`vitrine index` never prunes it either)."""
-    own = getattr(store, "root", None)
-    if folder is None or own is None or folder != own / UPLOADS_DIR:
-        return
-    if image.parent != folder or not image.is_file():
+    if not cleanable_uploads(store, folder) or image.parent != folder or not image.is_file():
         return
     if str(image) not in set(store.images().values()):
         image.unlink(missing_ok=True)

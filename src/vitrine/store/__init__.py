@@ -15,7 +15,7 @@ from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.embedded import EmbeddedStore
 
 __all__ = ["UPLOADS_DIR", "EmbeddedStore", "Match", "StoredProduct", "VectorStore", "open_store",
-           "save_photo", "unmarked_upload", "upload_folder"]
+           "cleanable_uploads", "save_photo", "unmarked_upload", "upload_folder"]
 
 DEFAULT_COLLECTION = "vitrine"
 UPLOADS_DIR = UPLOADS  # one name: the catalogue reader skips this folder of a store
@@ -39,6 +39,13 @@ def unmarked_upload(image: str | Path, uploads: Path | None,
     if any(path.is_relative_to(c) for c in known):
         return False
     return path.parent.name == UPLOADS_DIR or (bool(known) and path.is_file())
+
+
+def cleanable_uploads(store: VectorStore, folder: Path | None) -> bool:
+    """Whether Vitrine may delete unused photos from ``folder``: only when it is the store's
+    own STORE/uploads. A folder set by VITRINE_UPLOAD_DIR may hold other stores' photos."""
+    own = getattr(store, "root", None)
+    return folder is not None and own is not None and folder == own / UPLOADS_DIR
 
 
 def save_photo(folder: Path, photo: Path, data: bytes) -> bool:
