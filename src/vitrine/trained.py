@@ -198,7 +198,8 @@ def load_model(model_dir: Path) -> TrainedModel:
                              mean=tuple(prep_cfg["mean"]), std=tuple(prep_cfg["std"]))
         net = build_trained_net(spec, None, int(config["cut"]), len(config["classes"]),
                                 int(config["head_units"]), float(config["dropout"]),
-                                config.get("companion") or "", prep)
+                                config.get("companion") or "", prep,
+                                [int(t) for t in config.get("taps") or []])
         layer = config["embedding"]["layer"]
     except WeightsError:
         raise
