@@ -4,13 +4,14 @@ categories.
 1. Pass every photo once through the layers that stay frozen; the same pass gives the
    pretrained embeddings, perceptual hashes and thumbnails that find duplicates.
 2. Split the catalogue (duplicate-aware, see :mod:`vitrine.split`), and pass the augmented
-   views of the training photos through the frozen layers once (:mod:`vitrine.train_data` says
-   what is cached and what that changes).
-3. Phase 1, transfer learning: the whole backbone frozen, a new head (dense + dropout) trained
-   with Adam on the cached pooled features.
+   views of the training photos (``train_views`` > 1) through the frozen layers once
+   (:mod:`vitrine.train_data` says what is cached and what that changes).
+3. Phase 1, transfer learning: the whole backbone frozen, a new head (dense, optional hidden
+   layer and dropout) trained with Adam on the pooled features of the last block and of the
+   tapped blocks (``train_taps``), computed once per cached view.
 4. Phase 2, fine-tuning: the top blocks unfrozen, trained with the head at a lower rate.
 5. Both phases: early stopping with the best weights restored, a best checkpoint on disk,
-   reduce-LR-on-plateau, class-weighted loss (for imbalanced categories), seeded.
+   reduce-LR-on-plateau, optionally class-weighted loss (for imbalanced categories), seeded.
 6. Refit (``train_refit``): both phases again from the start on the training and validation
    photos, replaying the epochs and learning rates validation chose.
 7. Write the model, its history, test metrics, figures and a report (:mod:`vitrine.report`).
@@ -233,7 +234,7 @@ def cache_note(settings: Settings) -> str:
     note = (f"Frozen blocks run once per view: {v} views per training photo (the photo and "
             f"{v}-1 seeded augmentations), 1 per validation/test photo; each epoch draws one "
             "cached view per photo, so augmentation is a fixed set of views rather than fresh "
-            "each epoch. Phase 1 also caches the pooled output of the frozen top.")
+            "each epoch. Phase 1 also caches the head's input from the frozen network.")
     taps = taps_for(get_spec(settings.backbone), settings.train_taps)
     if taps:
         note += (f" The cached maps are those before the first tapped block ({min(taps)}); "
