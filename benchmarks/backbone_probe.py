@@ -35,7 +35,13 @@ from train_quality import HOLDOUTS, lowres, same_attribute_at_1
 from vitrine.catalog import read_catalog, stratified_split
 from vitrine.images import Preprocessing, open_image, to_array
 from vitrine.model_eval import retrieval_metrics
-from vitrine.models import build_embedding_net, combine, get_spec, load_state_dict
+from vitrine.models import (
+    build_embedding_net,
+    combine,
+    get_spec,
+    load_state_dict,
+    pooled_through,
+)
 
 TAPS = get_spec("mobilenet_v2").taps
 SETS = {"mobilenet_v2": ["mobilenet_v2"], "efficientnet_lite0": ["efficientnet_lite0"],
@@ -63,11 +69,9 @@ def features(name: str, net, prep: Preprocessing, paths: list[Path], low: bool
     for i in range(0, len(paths), 32):
         batch = [lowres(p, prep) if low else to_array(open_image(p, draft_size=prep.size), prep)
                  for p in paths[i:i + 32]]
-        x = torch.from_numpy(np.stack(batch))
-        for block_number, block in enumerate(net.trunk):
-            x = block(x)
-            if block_number in taps:
-                rows.setdefault(f"{name}@{block_number}", []).append(x.mean(dim=(2, 3)))
+        x, tapped = pooled_through(net.trunk, torch.from_numpy(np.stack(batch)), set(taps))
+        for block_number, pooled in zip(taps, tapped, strict=True):
+            rows.setdefault(f"{name}@{block_number}", []).append(pooled)
         rows.setdefault(name, []).append(x.mean(dim=(2, 3)))
     return {key: torch.cat(value) for key, value in rows.items()}
 

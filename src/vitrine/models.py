@@ -249,7 +249,7 @@ class FrozenBlocks(nn.Sequential):
         return super().train(False)
 
 
-def _pooled_through(blocks: nn.Sequential, x: torch.Tensor, taps: set[int]
+def pooled_through(blocks: nn.Sequential, x: torch.Tensor, taps: set[int]
                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run ``blocks`` (keys: trunk block numbers); returns the output and the pooled outputs
     of the blocks in ``taps``, in block order."""
@@ -309,8 +309,8 @@ class TrainedNet(nn.Module):
         """For base feature maps: the (reference) top's pooled output, and the pooled outputs
         of the tapped blocks."""
         taps = set(self.taps)
-        x, early = _pooled_through(self.mid, maps, taps)
-        x, late = _pooled_through(self.ref_top if reference else self.top, x, taps)
+        x, early = pooled_through(self.mid, maps, taps)
+        x, late = pooled_through(self.ref_top if reference else self.top, x, taps)
         return x.mean(dim=(2, 3)), early + late
 
     def head_input(self, maps: torch.Tensor, side: torch.Tensor | None,
@@ -337,11 +337,11 @@ class TrainedNet(nn.Module):
         companion, 'imagenet' and 'pooled' are fused with its features (:func:`fuse`)."""
         out: dict[str, torch.Tensor] = {}
         taps = set(self.taps)
-        x, early = _pooled_through(self.mid, maps, taps)
+        x, early = pooled_through(self.mid, maps, taps)
         if "imagenet" in names:
             out["imagenet"] = fuse(self.ref_top(x).mean(dim=(2, 3)), side)
         if names & {"pooled", "hidden", "logits", "probs"}:
-            x, late = _pooled_through(self.top, x, taps)
+            x, late = pooled_through(self.top, x, taps)
             last = x.mean(dim=(2, 3))
             out["pooled"] = fuse(last, side)
             out["hidden"] = self.head.hidden(fuse(last, side, *early, *late))
