@@ -244,6 +244,21 @@ def test_imagenet_layer_is_the_pretrained_embedder(trained, embedder):
     assert float(np.dot(ours, theirs)) > 0.9999
 
 
+def test_bench_measures_vectors_of_the_trained_models_dimension(trained, env, settings):
+    """`vitrine bench --items N --model M` sizes its synthetic vectors like M's embeddings
+    (the trained ones are wider than the backbone's), so its memory and latency are M's."""
+    from vitrine.embed import Embedder
+
+    catalog, model, _ = trained
+    photo = next((catalog / "salto_feminino").glob("*.jpg"))
+    width = len(Embedder.from_model_dir(model, settings).embed_image(photo))
+    report = json.loads(run("bench", "--items", "600", "--model", model, "--json", env=env))
+    assert report["search"]["dim"] == width != 1280
+    assert report["index_bytes"] >= 600 * width * 4 and report["recall_at_10"] == 1.0
+    plain = json.loads(run("bench", "--items", "600", "--json", env=env))
+    assert plain["search"]["dim"] == 1280
+
+
 def test_a_model_trained_from_the_same_data_is_reused(trained, weights_path):
     from vitrine.config import Settings
     from vitrine.split import read_split_catalog

@@ -368,12 +368,16 @@ def bench(
     images: Annotated[Path | None, typer.Option(
         "--images", help="Catalogue folder: whole-pipeline indexing throughput.")] = None,
     weights: WeightsOpt = None,
+    model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Measure search on synthetic vectors and embedding throughput on real photos."""
+    """Measure search on synthetic vectors and embedding throughput on real photos.
+
+    The synthetic vectors have the dimension of the model in use (--model or
+    VITRINE_MODEL: a trained model's; else the backbone's)."""
     from vitrine.bench import bench_lines, run_bench
 
-    report = run_bench(command_settings(weights), items=items, images=images,
+    report = run_bench(command_settings(weights, model), items=items, images=images,
                        show_progress=not as_json)
     if as_json:
         print_json(report)
