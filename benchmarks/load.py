@@ -15,6 +15,7 @@ count, load average before and after).
 
     python benchmarks/load.py --catalog ../shared/data/demo-catalog \\
         --weights ../shared/models/mobilenet_v2_imagenet.pth --out benchmarks/results/load.json
+    python benchmarks/load.py --catalog ../shared/data/demo-catalog --model demo-output/model
     python benchmarks/load.py --store demo-output/store --requests 1000 --duration 120
 """
 
@@ -194,6 +195,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "into a temporary one).")
     ap.add_argument("--catalog", type=Path, help="Catalogue to index when no --store.")
     ap.add_argument("--weights", type=Path, help="Backbone weights (default: VITRINE_WEIGHTS).")
+    ap.add_argument("--model", type=Path, help="Trained model folder to index and serve with, "
+                    "as the demo does (default: VITRINE_MODEL, else the pretrained backbone).")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=400, help="Total requests, all clients.")
     ap.add_argument("--duration", type=float, default=60.0, help="At most this many seconds.")
@@ -212,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     if args.weights is not None:
         env["VITRINE_WEIGHTS"] = str(args.weights.resolve())
+    if args.model is not None:
+        env["VITRINE_MODEL"] = str(args.model.resolve())
     load_before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="vitrine-load-") as tmp, \
             open(Path(tmp) / "server.log", "w+") as log:
@@ -230,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": " ".join(["python benchmarks/load.py", *shown]),
         "store": str(args.store) if args.store else f"temporary, indexed from {args.catalog}",
-        "settings": Settings().model_dump(mode="json", include={"engine", "threads", "index"}),
+        "settings": Settings(**({"model": args.model} if args.model else {})).model_dump(
+            mode="json", include={"model", "engine", "threads", "index"}),
         **report,
         "machine": {"cpus": os.cpu_count(), "load_average_before": load_before,
                     "load_average_after": [round(x, 2) for x in os.getloadavg()]},
