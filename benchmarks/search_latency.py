@@ -121,6 +121,7 @@ def main() -> None:
     queries = held[::step][:args.queries]
 
     app = create_app(settings, store, embedder=embedder)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     with running(app) as base:
         latencies, breakdowns, retrieved = measure(base, queries, args.k, args.warmup)
     labels = [p.category for p in queries]
@@ -128,7 +129,8 @@ def main() -> None:
     report = {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
+                    "torch": torch.__version__, "load_average_before": load_before,
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()]},
         "settings": settings.model_dump(mode="json", include={
             "backbone", "model", "resize", "engine", "threads", "index"}),
         "embedding": embedder.manifest.embedding, "dim": embedder.dim,
