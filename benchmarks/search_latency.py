@@ -48,7 +48,8 @@ def build_store(catalog: Path, work: Path, held_ids: set[str], settings: Setting
     full = work / "full"
     store = open_store(full, create=True)
     try:
-        index_catalog(catalog, store, embedder, rules=DuplicateRules.from_settings(settings),
+        index_catalog(catalog, store, embedder, rules=DuplicateRules.from_settings(
+                          settings, embedder.duplicate_cosine),
                       show_progress=sys.stderr.isatty())
     finally:
         store.close()

@@ -7,6 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules, find_duplicates, hamming, perceptual_hash, thumbnail
 
 
@@ -96,3 +97,41 @@ def test_products_sharing_one_photo_are_told_apart(demo_catalog, embedder, tmp_p
     store.close()
     path = f"relogio_feminino/{photos[0].name}"
     assert report.duplicates == [[f"{path} (product BLUE)", f"{path} (product RED)"]]
+
+
+def unit_pairs(cosines: list[float]) -> np.ndarray:
+    """Rows 2k and 2k+1 have the given cosine; rows of different pairs are orthogonal."""
+    rows = []
+    for k, c in enumerate(cosines):
+        a, b = np.zeros(2 * len(cosines)), np.zeros(2 * len(cosines))
+        a[2 * k] = 1.0
+        b[2 * k], b[2 * k + 1] = c, np.sqrt(1 - c * c)
+        rows += [a, b]
+    return np.asarray(rows, np.float32)
+
+
+def test_the_embedding_rule_is_calibrated_above_the_closest_different_products():
+    """A trained model's vectors put different products closer than pretrained ones: the rule
+    goes above the closest pair that is not a known duplicate and whose pHashes agree."""
+    from vitrine.dedupe import calibrated_embed_cosine
+
+    rules = DuplicateRules()
+    vecs = unit_pairs([0.998, 0.985, 0.99, 0.5])
+    far = "f" * 16
+    # pair 0 is a known duplicate; pair 2's pHashes disagree: neither sets the rule
+    ph = ["0" * 16, "0" * 16, "0" * 16, "0" * 15 + "3", "0" * 16, far, "0" * 16, "0" * 16]
+    cosine, closest = calibrated_embed_cosine(vecs, ph, [[0, 1]], rules)
+    assert closest == 0.985 and cosine == 0.995
+    assert find_duplicates(list(range(8)), vecs, ph, [thumb_of(i) for i in range(8)],
+                           rules=DuplicateRules(embed_cosine=cosine)) == [[0, 1]]
+    # nothing near the default: the default; a pair at 0.998 not known: capped at 0.999
+    assert calibrated_embed_cosine(unit_pairs([0.9, 0.5]), ["0" * 16] * 4, [], rules) == (
+        0.97, None)
+    assert calibrated_embed_cosine(vecs, ph, [], rules) == (0.999, 0.998)
+    # the default when nothing else says otherwise; a setting wins over the model's value
+    assert DuplicateRules.from_settings(Settings()).embed_cosine == 0.97
+    assert DuplicateRules.from_settings(Settings(), 0.993).embed_cosine == 0.993
+    assert DuplicateRules.from_settings(Settings(dup_embed_cosine=0.96), 0.993).embed_cosine \
+        == 0.96
+    assert DuplicateRules.from_settings(Settings(dup_embed_cosine=" "), 0.993).embed_cosine \
+        == 0.993  # VITRINE_DUP_EMBED_COSINE= (empty) leaves the model's value

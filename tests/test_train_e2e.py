@@ -244,6 +244,45 @@ def test_imagenet_layer_is_the_pretrained_embedder(trained, embedder):
     assert float(np.dot(ours, theirs)) > 0.9999
 
 
+def test_index_and_dedupe_use_the_models_calibrated_duplicate_rule(trained, env, tmp_path,
+                                                                   settings):
+    """`vitrine train` calibrates the embedding half of the duplicate rule on its own vectors
+    (a trained model pulls a category's photos together, so pretrained features' 0.97 would
+    call look-alike products duplicates); index and dedupe with the model apply it, and the
+    setting still wins over it."""
+    from vitrine.embed import Embedder
+
+    catalog, model, summary = trained
+    config = json.loads((model / "model.json").read_text())
+    calibration = config["duplicates"]
+    assert summary["duplicates"] == calibration and calibration["photos"] == 33
+    assert 0.97 <= calibration["embed_cosine"] <= 0.999
+    assert f"embedding cosine ≥ {calibration['embed_cosine']:.3f}" in (
+        model / "report.md").read_text()
+    loose = tmp_path / "loose"  # the same model, told that any two photos are duplicates
+    shutil.copytree(model, loose)
+    (loose / "model.json").write_text(json.dumps(
+        {**config, "duplicates": {**calibration, "embed_cosine": -1.0}}))
+
+    def grouped(model_dir: Path, **extra) -> tuple[int, int]:
+        store = tmp_path / f"store-{len(list(tmp_path.iterdir()))}"
+        found = json.loads(run("index", catalog, "--store", store, "--model", model_dir,
+                               "--json", env={**env, **extra}))["duplicates"]
+        folders = json.loads(run("dedupe", catalog, "--json",
+                                 env={**env, "VITRINE_MODEL": str(model_dir), **extra}))
+        return (sum(map(len, found)), sum(map(len, folders["groups"])))
+
+    calibrated = grouped(model)
+    assert calibrated[0] == calibrated[1] >= 2  # the copied photo and its original
+    assert min(grouped(loose)) > max(calibrated)
+    setting = {"VITRINE_DUP_EMBED_COSINE": str(calibration["embed_cosine"])}
+    assert grouped(loose, **setting) == calibrated
+    # a model folder written before the calibration gets a conservative rule
+    del config["duplicates"]
+    (loose / "model.json").write_text(json.dumps(config))
+    assert Embedder.from_model_dir(loose, settings).duplicate_cosine == 0.99
+
+
 def test_bench_measures_vectors_of_the_trained_models_dimension(trained, env, settings):
     """`vitrine bench --items N --model M` sizes its synthetic vectors like M's embeddings
     (the trained ones are wider than the backbone's), so its memory and latency are M's."""

@@ -69,7 +69,8 @@ def index(
     db = open_store(store, create=True, token=settings.milvus_token,
                     index_config=index_config(settings))
     try:
-        report = index_catalog(catalog_dir, db, embedder, rules=duplicate_rules(settings),
+        report = index_catalog(catalog_dir, db, embedder,
+                               rules=duplicate_rules(settings, embedder),
                                show_progress=not as_json, shard=shard_spec,
                                uploads=upload_folder(db, settings.upload_dir),
                                replace=replace)
@@ -176,8 +177,7 @@ def dedupe(
     from vitrine.dedupe_files import dedupe_folders
 
     settings = command_settings(weights)
-    groups, skipped = dedupe_folders(dirs, settings, rules=duplicate_rules(settings),
-                                     show_progress=not as_json)
+    groups, skipped = dedupe_folders(dirs, settings, show_progress=not as_json)
     if as_json:
         print_json({"groups": groups, "skipped": skipped})
         return

@@ -92,10 +92,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
 
-    @field_validator("weights", "model", "upload_dir", "demo_catalog", mode="before")
+    @field_validator("weights", "model", "upload_dir", "demo_catalog", "dup_embed_cosine",
+                     mode="before")
     @classmethod
-    def _empty_path_is_none(cls, value):
-        """``VITRINE_WEIGHTS=`` unsets the file rather than naming the current folder."""
+    def _empty_is_none(cls, value):
+        """``VITRINE_WEIGHTS=`` unsets the file rather than naming the current folder;
+        ``VITRINE_DUP_EMBED_COSINE=`` leaves the model's own value."""
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("train_taps", mode="before")
@@ -182,8 +184,10 @@ class Settings(BaseSettings):
     """Cosine similarity of 16×16 colour thumbnails for a (resized/recompressed) duplicate."""
     dup_max_colour_diff: float = 12.0
     """Largest mean colour difference (0–255) of those thumbnails' non-white pixels."""
-    dup_embed_cosine: float = 0.97
-    """CNN-embedding cosine similarity for a near-identical duplicate."""
+    dup_embed_cosine: float | None = None
+    """CNN-embedding cosine similarity for a near-identical duplicate. Unset: 0.97 with the
+    pretrained backbone; with a trained model, the value ``vitrine train`` calibrated on its
+    catalogue (``duplicates`` in model.json; vitrine.dedupe.calibrated_embed_cosine)."""
 
     # Training (vitrine train); measured in benchmarks/train_quality.py
     model: Path | None = None

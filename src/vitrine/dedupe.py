@@ -16,6 +16,12 @@ many distinct products. So two photos are duplicates when
   roughly agree (≤ ``2 × phash_distance``): recompressed or lightly edited copies.
 
 Candidate pairs come from FAISS range searches, never from an N×N matrix.
+
+``embed_cosine`` (0.97) is calibrated for pretrained features. A trained model pulls the photos
+of one category together (with the demo's, different products, colour variants and look-alike
+T-shirts, come as close as 0.984 with pHashes that agree; with pretrained features 0.960), so
+``vitrine train`` calibrates the rule on its own vectors (:func:`calibrated_embed_cosine`) and
+a store indexed with that model uses it.
 """
 
 from __future__ import annotations
@@ -38,9 +44,50 @@ class DuplicateRules:
     embed_cosine: float = 0.97
 
     @classmethod
-    def from_settings(cls, settings) -> DuplicateRules:
+    def from_settings(cls, settings, model_cosine: float | None = None) -> DuplicateRules:
+        """The rules of ``settings``; an unset ``dup_embed_cosine`` is ``model_cosine`` (a
+        trained model's calibrated value, ``Embedder.duplicate_cosine``), else 0.97."""
+        embed = settings.dup_embed_cosine
+        if embed is None:
+            embed = cls.embed_cosine if model_cosine is None else model_cosine
         return cls(settings.dup_phash_distance, settings.dup_thumb_cosine,
-                   settings.dup_max_colour_diff, settings.dup_embed_cosine)
+                   settings.dup_max_colour_diff, embed)
+
+
+CALIBRATION_MARGIN = 0.01
+"""How far above the closest pair of different products the calibrated embedding rule sits
+(pretrained features on the demo catalogue: closest such pair 0.960, rule 0.97)."""
+
+
+def calibrated_embed_cosine(vectors: np.ndarray, phashes: Sequence[str],
+                            groups: Sequence[Sequence[int]], rules: DuplicateRules
+                            ) -> tuple[float, float | None]:
+    """The embedding rule's cosine for a model's own vectors (rows of one catalogue; ``groups``
+    lists the rows of its known duplicates) and the highest cosine between two photos that are
+    not known duplicates but whose pHashes agree as the rule asks (None if no pair comes within
+    the margin of ``rules.embed_cosine``). The rule is that cosine plus
+    :data:`CALIBRATION_MARGIN`, at least ``rules.embed_cosine`` and at most 0.999."""
+    import faiss
+
+    group_of = {row: g for g, rows in enumerate(groups) for row in rows}
+    vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = faiss.IndexFlatIP(vecs.shape[1])
+    index.add(vecs)
+    lims, scores, ids = index.range_search(vecs, rules.embed_cosine - CALIBRATION_MARGIN)
+    rows = np.repeat(np.arange(len(vecs)), np.diff(lims).astype(np.int64))
+    keep = rows < ids  # each pair once, not a photo with itself
+    rows, ids, scores = rows[keep], ids[keep], scores[keep]
+    closest = None
+    for k in np.argsort(-scores, kind="stable"):  # closest pair first
+        i, j = int(rows[k]), int(ids[k])
+        known = i in group_of and group_of[i] == group_of.get(j)
+        if not known and hamming(phashes[i], phashes[j]) <= 2 * rules.phash_distance:
+            closest = float(scores[k])
+            break
+    if closest is None:
+        return rules.embed_cosine, None
+    cosine = min(max(rules.embed_cosine, closest + CALIBRATION_MARGIN), 0.999)
+    return round(cosine, 4), round(closest, 4)
 
 
 def perceptual_hash(img: Image.Image) -> str:

@@ -19,7 +19,8 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
                    embedder: Embedder | None = None,
                    show_progress: bool = True) -> tuple[list[list[str]], list[dict]]:
     """Return (duplicate groups of paths, skipped files with reasons). A photo reached
-    through two of ``dirs`` (one inside the other, or the same folder twice) counts once."""
+    through two of ``dirs`` (one inside the other, or the same folder twice) counts once.
+    Without ``rules``, those of ``settings`` for the embedder's vectors."""
     paths: list[Path] = []
     seen: set[Path] = set()
     for folder in dirs:
@@ -32,6 +33,7 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
     if not paths:
         raise CatalogError("no photos found in " + ", ".join(map(str, dirs)) + ".")
     embedder = embedder or Embedder.from_settings(settings)
+    rules = rules or DuplicateRules.from_settings(settings, embedder.duplicate_cosine)
     keys, vectors, phashes, thumbs, shas, skipped = [], [], [], [], [], []
     with progress_bar("Embedding", len(paths), enabled=show_progress) as adv:
         for result in embedder.embed_paths(paths, on_progress=adv):

@@ -36,7 +36,8 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     store = open_store(store_dir, create=True)
     try:
         report = index_catalog(catalog, store, embedder,
-                               rules=DuplicateRules.from_settings(settings),
+                               rules=DuplicateRules.from_settings(
+                                   settings, embedder.duplicate_cosine),
                                uploads=upload_folder(store, settings.upload_dir),
                                replace=_own(store_dir, out_dir))  # the demo's store: its catalogue
         console.print(plain(f"Indexed {report.indexed}, updated {report.updated}, removed "

@@ -108,6 +108,9 @@ class Embedder:
         self.manifest = manifest or ModelManifest(spec.name, state_hash(state), prep.as_dict(),
                                                   spec.embed_dim)
         self._engine: Engine | None = None
+        self.duplicate_cosine: float | None = None
+        """A trained model's calibrated cosine for the duplicate rule (None: the setting's
+        default, calibrated for pretrained features; vitrine.dedupe.DuplicateRules)."""
         self.classes: tuple[str, ...] = ()
         """A trained model's classes when its embedding ends with their probabilities (the
         embedding then tells the photo's likely category: :meth:`guess_category`)."""
@@ -134,6 +137,7 @@ class Embedder:
                        net=model.embedding_net(), manifest=model.manifest)
         if model.layer.split("+")[-1] == "probs":
             embedder.classes = tuple(model.classes)
+        embedder.duplicate_cosine = model.duplicate_cosine
         return embedder
 
     def guess_category(self, vector: np.ndarray) -> CategoryGuess | None:

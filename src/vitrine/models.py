@@ -428,11 +428,17 @@ class TrainedEmbeddingNet(nn.Module):
             raise WeightsError(f"unknown embedding layer {layer!r}; use one of "
                                f"{', '.join(EMBEDDING_LAYERS)}.")
         self.net = net.eval()
-        self.parts = layer.split("+")
-        self.weights = [weight, 1.0 - weight] if len(self.parts) == 2 else [1.0]
+        self.parts, self.weights = layer_parts(layer, weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return combine(self.net.layers(x, set(self.parts)), self.parts, self.weights)
+
+
+def layer_parts(layer: str, weight: float) -> tuple[list[str], list[float]]:
+    """The outputs an embedding layer spec concatenates and their weights ('hidden+probs' at
+    0.8: hidden 0.8, probs 0.2; a single output: 1)."""
+    parts = layer.split("+")
+    return parts, ([weight, 1.0 - weight] if len(parts) == 2 else [1.0])
 
 
 def combine(outputs: dict[str, torch.Tensor], parts: list[str],

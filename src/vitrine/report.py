@@ -89,7 +89,7 @@ def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
                          settings: Settings, k: int = 5) -> dict:
     """Category retrieval of test photos against train + validation photos, per layer."""
     from vitrine.model_eval import retrieval_metrics
-    from vitrine.models import combine
+    from vitrine.models import combine, layer_parts
 
     index_labels = [classes[i] for i in
                     torch.cat([caches["train"].labels, caches["val"].labels]).tolist()]
@@ -97,8 +97,7 @@ def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
     out = {}
     w = settings.train_embedding_weight
     for layer in RETRIEVAL_LAYERS:
-        parts = layer.split("+")
-        weights = [w, 1 - w] if len(parts) == 2 else [1.0]
+        parts, weights = layer_parts(layer, w)
         vec = {s: combine(outputs[s], parts, weights).numpy() for s in ("train", "val", "test")}
         index = np.concatenate([vec["train"], vec["val"]])
         out[layer] = retrieval_metrics(index, index_labels, vec["test"], query_labels, k)
@@ -170,6 +169,19 @@ def recategorised_lines(summary: dict) -> list[str]:
     return [note, ""] if note else []
 
 
+def duplicate_rule_lines(calibration: dict | None) -> list[str]:
+    """The duplicate rule calibrated for this model's vectors (vitrine.train)."""
+    if not calibration:
+        return []
+    closest = calibration["closest_different_products"]
+    why = ("no two photos of different products came near it" if closest is None else
+           f"the closest two photos of different products whose perceptual hashes agree: "
+           f"{closest:.3f}")
+    return [f"Duplicates among photos indexed with this model: embedding cosine ≥ "
+            f"{calibration['embed_cosine']:.3f} ({why}; over {calibration['photos']} photos).",
+            ""]
+
+
 def markdown_report(summary: dict) -> str:
     """The training report: the reference's table next to ours, figures and test details."""
     phases, test = summary["phases"], summary.get("test") or {}
@@ -180,6 +192,7 @@ def markdown_report(summary: dict) -> str:
         f"Split ({split['source']}): train {split['train']}, validation {split['val']}, "
         f"test {split['test']} photos; {split['duplicate_groups']} duplicate groups, "
         f"{len(split['crossing_groups'])} crossing splits.", "",
+        *duplicate_rule_lines(summary.get("duplicates")),
         *[f"- duplicates across splits: {'  ≈  '.join(group)}"
           for group in split["crossing_groups"]],
         *([""] if split["crossing_groups"] else []),

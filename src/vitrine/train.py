@@ -40,7 +40,9 @@ from vitrine.models import (
     ClassifierHead,
     TrainedNet,
     build_trained_net,
+    combine,
     get_spec,
+    layer_parts,
     load_state_dict,
     state_hash,
     taps_for,
@@ -107,6 +109,7 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
     usable = [products[i] for i in ok]
     groups = find_groups(usable, vectors, [clean.phashes[i] for i in ok],
                          [clean.thumbs[i] for i in ok], settings)
+    phash_of = {p.product_id: clean.phashes[i] for p, i in zip(usable, ok, strict=True)}
     split = make_split(usable, groups, settings, given)
     split.save(stage / "split.json")
     seconds = {"read_and_split": round(time.perf_counter() - started, 1)}
@@ -126,6 +129,8 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
     seconds.update(fit.seconds)
     config = model_config(spec.name, settings, classes, prep, state_hash(pretrained))
     config["training_fingerprint"] = training_fingerprint(products, settings)
+    config["duplicates"] = duplicate_calibration(fit.outputs, caches, phash_of, split.groups,
+                                                 settings)
     digest = write_model(stage, net, config)
     seconds["total"] = round(time.perf_counter() - started, 1)
     summary = {
@@ -136,6 +141,7 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
                   "conflicting_groups": conflicting_labels(split.groups, usable)},
         "unreadable_photos": bad, "uncategorised_photos": uncategorised,
         "category_from_table": recategorised(products),
+        "duplicates": config["duplicates"],
         "settings": config["training"], "cached": cache_note(settings),
         "phases": {"transfer_learning": _phase_summary(fit.phase1, fit.after1),
                    "fine_tuning": _phase_summary(fit.phase2, fit.after2)},
@@ -180,6 +186,25 @@ def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[
     groups = find_duplicates([p.product_id for p in products], vectors, phashes, thumbs, shas,
                              DuplicateRules.from_settings(settings))
     return [list(map(str, g)) for g in groups]
+
+
+def duplicate_calibration(outputs: dict, caches: dict[str, FeatureCache],
+                          phash_of: dict[str, str], groups: Sequence[Sequence[str]],
+                          settings: Settings) -> dict:
+    """The duplicate rule's embedding cosine for the trained model's vectors, calibrated on
+    every photo of the catalogue (:func:`vitrine.dedupe.calibrated_embed_cosine`; recorded in
+    model.json, used by index and dedupe with this model)."""
+    from vitrine.dedupe import DuplicateRules, calibrated_embed_cosine
+
+    parts, weights = layer_parts(settings.train_embedding, settings.train_embedding_weight)
+    ids = [p.product_id for name in outputs for p in caches[name].products]
+    vectors = torch.cat([combine(outputs[name], parts, weights) for name in outputs]).numpy()
+    row = {pid: i for i, pid in enumerate(ids)}
+    known = [[row[pid] for pid in group if pid in row] for group in groups]
+    cosine, closest = calibrated_embed_cosine(vectors, [phash_of[pid] for pid in ids], known,
+                                              DuplicateRules.from_settings(settings))
+    return {"embed_cosine": cosine, "closest_different_products": closest,
+            "photos": len(ids)}
 
 
 def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, int],

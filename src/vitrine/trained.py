@@ -42,6 +42,12 @@ MODEL_OUTPUTS = frozenset({
 other file in the folder is the user's and stays)."""
 
 
+UNCALIBRATED_DUPLICATE_COSINE = 0.99
+"""The duplicate rule's embedding cosine for a model folder without a calibrated one (written
+before 2026-12-02): no two different products of the demo catalogue reach it with the demo's
+trained model (the closest pair with agreeing pHashes: 0.984)."""
+
+
 @dataclass
 class TrainedModel:
     """A loaded trained model; ``config`` is the content of ``model.json``."""
@@ -63,6 +69,14 @@ class TrainedModel:
     @property
     def layer_weight(self) -> float:
         return float(self.config["embedding"]["weight"])
+
+    @property
+    def duplicate_cosine(self) -> float:
+        """The duplicate rule's embedding cosine for this model's vectors: calibrated by
+        ``vitrine train`` (``duplicates`` in model.json); for a folder written before that,
+        :data:`UNCALIBRATED_DUPLICATE_COSINE`."""
+        calibrated = (self.config.get("duplicates") or {}).get("embed_cosine")
+        return UNCALIBRATED_DUPLICATE_COSINE if calibrated is None else float(calibrated)
 
     def embedding_net(self, layer: str | None = None,
                       weight: float | None = None) -> TrainedEmbeddingNet:
@@ -227,7 +241,8 @@ def load_model(model_dir: Path) -> TrainedModel:
 
 def training_fingerprint(products, settings) -> str:
     """sha256 of what a training run depends on: every photo's content and category, the
-    training settings, the backbone, the preprocessing and the pretrained weights file."""
+    training settings, the duplicate rules (the split and the model's calibrated rule depend
+    on them), the backbone, the preprocessing and the pretrained weights file."""
     import hashlib
 
     from vitrine.indexer import file_sha256
@@ -235,7 +250,7 @@ def training_fingerprint(products, settings) -> str:
     blob = {
         "photos": sorted((p.product_id, p.category, file_sha256(p.image)) for p in products),
         "settings": {k: v for k, v in settings.model_dump(mode="json").items()
-                     if k.startswith("train_")},
+                     if k.startswith(("train_", "dup_"))},
         "backbone": settings.backbone, "resize": settings.resize,
         "weights": file_sha256(Path(settings.weights)) if settings.weights else "download",
     }
