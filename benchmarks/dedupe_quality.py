@@ -1,14 +1,20 @@
-"""Duplicate detection quality: full-size photos vs copies downscaled to 60×80 and re-encoded.
+"""Duplicate detection quality: full-size photos vs copies downscaled to 60×80 and re-encoded,
+or (``--copies edits``) lightly edited copies.
 
 Picks ``--pairs`` random photos of the catalogue, writes a 60×80 JPEG copy of each into a
-temporary folder, runs ``vitrine dedupe``'s library function over the catalogue and that folder,
+temporary folder (with ``--copies edits``, in turn: a "SALE -20%" badge in a corner, 15 %
+brighter, 4 % cropped from each side, recompressed at JPEG quality 50; recall per kind), runs
+``vitrine dedupe``'s library function over the catalogue and that folder,
 and reports recall (source and copy in one group) and pair precision (fraction of grouped pairs
 that are a photo and its own copy; real duplicates already in the catalogue count as wrong),
 plus the range of each signal (pHash distance, thumbnail cosine, colour difference, embedding
-cosine) between a photo and its copy.
+cosine) between a photo and its copy, and ``calibration``: the closest two catalogue photos of
+different products whose pHashes agree and the embedding rule ``vitrine train`` would derive
+from them (``vitrine.dedupe.calibrated_embed_cosine``).
 
     python benchmarks/dedupe_quality.py --catalog ../shared/data/demo-catalog \
-        --weights ../shared/models/mobilenet_v2_imagenet.pth --pairs 150
+        --weights ../shared/models/mobilenet_v2_imagenet.pth --pairs 150 [--model DIR] \
+        [--copies edits]
 """
 
 from __future__ import annotations
@@ -18,47 +24,86 @@ import itertools
 import json
 import random
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageEnhance
 
 from vitrine.catalog import scan_images
 from vitrine.config import Settings
-from vitrine.dedupe import DuplicateRules, colour_difference, hamming, thumb_vectors
+from vitrine.dedupe import (
+    DuplicateRules,
+    calibrated_embed_cosine,
+    colour_difference,
+    find_duplicates,
+    hamming,
+    thumb_vectors,
+)
 from vitrine.dedupe_files import dedupe_folders
 from vitrine.embed import Embedder
 
 RESAMPLERS = [Image.Resampling.LANCZOS, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC]
+EDITS = ("badge", "brighter", "crop", "recompressed")
+
+
+def edited(img: Image.Image, kind: str) -> Image.Image:
+    """A lightly edited copy, as a shop re-uploads a photo (see the module docstring)."""
+    w, h = img.size
+    if kind == "badge":
+        img = img.copy()
+        draw = ImageDraw.Draw(img)
+        draw.rectangle((w * 0.6, h * 0.88, w * 0.98, h * 0.98), fill=(200, 30, 30))
+        draw.text((w * 0.62, h * 0.9), "SALE -20%", fill=(255, 255, 255))
+        return img
+    if kind == "brighter":
+        return ImageEnhance.Brightness(img).enhance(1.15)
+    if kind == "crop":
+        return img.crop((round(w * 0.04), round(h * 0.04), round(w * 0.96), round(h * 0.96)))
+    return img  # recompressed: saved at a low quality
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--catalog", type=Path, required=True)
     ap.add_argument("--weights", type=Path)
+    ap.add_argument("--model", type=Path, help="A trained model folder (its calibrated "
+                    "duplicate rule; default: the pretrained backbone).")
     ap.add_argument("--pairs", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--copies", choices=("downscale", "edits"), default="downscale")
     args = ap.parse_args()
 
-    settings = Settings(weights=args.weights)
+    settings = Settings(weights=args.weights, model=args.model)
     photos = scan_images(args.catalog)
     rng = random.Random(args.seed)
     chosen = rng.sample(photos, args.pairs)
     with tempfile.TemporaryDirectory() as tmp:
         copies = Path(tmp)
         source_of: dict[str, str] = {}
+        kind_of: dict[str, str] = {}
         for i, path in enumerate(chosen):
-            img = Image.open(path).convert("RGB").resize((60, 80), RESAMPLERS[i % 3])
+            img = Image.open(path).convert("RGB")
             target = copies / f"copy{i:04d}.jpg"
-            img.save(target, quality=rng.choice([60, 75, 90]))
+            if args.copies == "downscale":
+                img.resize((60, 80), RESAMPLERS[i % 3]).save(
+                    target, quality=rng.choice([60, 75, 90]))
+            else:
+                kind_of[str(target)] = kind = EDITS[i % len(EDITS)]
+                edited(img, kind).save(target, quality=50 if kind == "recompressed" else 90)
             source_of[str(target)] = str(args.catalog / path.relative_to(args.catalog))
         embedder = Embedder.from_settings(settings)
+        rules = DuplicateRules.from_settings(settings, embedder.duplicate_cosine)
         groups, _ = dedupe_folders([args.catalog, copies], settings, embedder=embedder,
-                                   rules=DuplicateRules.from_settings(settings))
+                                   rules=rules)
         signals = pair_signals(embedder, list(source_of.items()))
+    calibration = catalogue_calibration(embedder, photos, settings)
     group_of = {member: gi for gi, group in enumerate(groups) for member in group}
-    found = sum(1 for copy, src in source_of.items()
-                if copy in group_of and group_of.get(src) == group_of[copy])
+    hits = {copy: copy in group_of and group_of.get(src) == group_of[copy]
+            for copy, src in source_of.items()}
+    found = sum(hits.values())
+    by_kind = {kind: round(float(np.mean([hits[c] for c, k in kind_of.items() if k == kind])),
+                           3) for kind in EDITS if kind in kind_of.values()}
 
     def origin(p: str) -> str:
         return source_of.get(p, p)
@@ -66,11 +111,27 @@ def main() -> None:
     pairs = [(a, b) for g in groups for a, b in itertools.combinations(g, 2)]
     correct = sum(origin(a) == origin(b) for a, b in pairs)
     print(json.dumps({
-        "pairs": args.pairs, "recall": found / args.pairs,
+        "copies": args.copies, "pairs": args.pairs, "recall": found / args.pairs,
+        **({"recall_by_kind": by_kind} if by_kind else {}),
         "grouped_pairs": len(pairs), "pair_precision": correct / len(pairs) if pairs else 1.0,
-        "groups": len(groups), "rules": DuplicateRules.from_settings(settings).__dict__,
-        "copy_vs_source": signals,
+        "groups": len(groups), "embedding": embedder.manifest.embedding,
+        "rules": rules.__dict__,
+        "copy_vs_source": signals, "calibration": calibration,
     }, indent=2))
+
+
+def catalogue_calibration(embedder: Embedder, photos: list[Path], settings: Settings) -> dict:
+    """The embedding rule calibrated on the catalogue's own vectors, the duplicates that the
+    thumbnail rule finds aside (the embedding rule is what is being calibrated)."""
+    results = [r for r in embedder.embed_paths(photos) if r.error is None]
+    vectors = np.stack([r.vector for r in results])
+    phashes = [r.phash for r in results]
+    rules = DuplicateRules.from_settings(settings)
+    groups = find_duplicates(list(range(len(results))), vectors, phashes,
+                             [r.thumb for r in results], rules=replace(rules, embed_cosine=2.0))
+    cosine, closest = calibrated_embed_cosine(vectors, phashes, groups, rules)
+    return {"photos": len(results), "closest_different_products": closest,
+            "embed_cosine": cosine}
 
 
 def pair_signals(embedder: Embedder, pairs: list[tuple[str, str]]) -> dict:
