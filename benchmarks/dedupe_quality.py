@@ -93,7 +93,7 @@ def main() -> None:
                 edited(img, kind).save(target, quality=50 if kind == "recompressed" else 90)
             source_of[str(target)] = str(args.catalog / path.relative_to(args.catalog))
         embedder = Embedder.from_settings(settings)
-        rules = DuplicateRules.from_settings(settings, embedder.duplicate_cosine)
+        rules = embedder.duplicate_rules()
         groups, _ = dedupe_folders([args.catalog, copies], settings, embedder=embedder,
                                    rules=rules)
         signals = pair_signals(embedder, list(source_of.items()))
@@ -126,7 +126,8 @@ def catalogue_calibration(embedder: Embedder, photos: list[Path], settings: Sett
     results = [r for r in embedder.embed_paths(photos) if r.error is None]
     vectors = np.stack([r.vector for r in results])
     phashes = [r.phash for r in results]
-    rules = DuplicateRules.from_settings(settings)
+    rules = DuplicateRules.from_settings(settings,
+                                         probs_tail=embedder.duplicate_rules().probs_tail)
     groups = find_duplicates(list(range(len(results))), vectors, phashes,
                              [r.thumb for r in results], rules=replace(rules, embed_cosine=2.0))
     cosine, closest = calibrated_embed_cosine(vectors, phashes, groups, rules)

@@ -31,7 +31,6 @@ import torch
 from vitrine.api import create_app
 from vitrine.catalog import read_catalog, stratified_split
 from vitrine.config import Settings
-from vitrine.dedupe import DuplicateRules
 from vitrine.embed import Embedder
 from vitrine.evaluate import per_label, precision_at_k
 from vitrine.indexer import index_catalog
@@ -48,8 +47,7 @@ def build_store(catalog: Path, work: Path, held_ids: set[str], settings: Setting
     full = work / "full"
     store = open_store(full, create=True)
     try:
-        index_catalog(catalog, store, embedder, rules=DuplicateRules.from_settings(
-                          settings, embedder.duplicate_cosine),
+        index_catalog(catalog, store, embedder, rules=embedder.duplicate_rules(),
                       show_progress=sys.stderr.isatty())
     finally:
         store.close()

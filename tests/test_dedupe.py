@@ -135,3 +135,22 @@ def test_the_embedding_rule_is_calibrated_above_the_closest_different_products()
         == 0.96
     assert DuplicateRules.from_settings(Settings(dup_embed_cosine=" "), 0.993).embed_cosine \
         == 0.993  # VITRINE_DUP_EMBED_COSINE= (empty) leaves the model's value
+
+
+def test_the_embedding_rule_leaves_out_a_trained_models_class_probabilities():
+    """Two photos of one category share their probabilities: only the rest of the vector
+    tells whether they are the same photo."""
+    from vitrine.dedupe import calibrated_embed_cosine
+
+    same_photo = np.array([[1.0, 0.0, 0.0, 1.0, 0.0], [1.0, 0.02, 0.0, 0.0, 1.0]])
+    same_class = np.array([[0.0, 0.0, 0.15, 1.0, 0.0], [0.0, 0.15, 0.0, 1.0, 0.0]])
+    vecs = np.concatenate([same_photo, same_class]).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ph, thumbs = ["0" * 16] * 4, [thumb_of(i) for i in (1, 5, 9, 13)]
+    with_probs, without = DuplicateRules(), DuplicateRules(probs_tail=2)
+    assert find_duplicates(list("abcd"), vecs, ph, thumbs, rules=with_probs) == [["c", "d"]]
+    assert find_duplicates(list("abcd"), vecs, ph, thumbs, rules=without) == [["a", "b"]]
+    assert np.allclose(np.linalg.norm(without.embedding_view(vecs), axis=1), 1.0)
+    # calibrated on the same view: the same-class pair does not count as close
+    assert calibrated_embed_cosine(vecs, ph, [[0, 1]], without) == (0.97, None)
+    assert calibrated_embed_cosine(vecs, ph, [[0, 1]], with_probs)[1] > 0.97

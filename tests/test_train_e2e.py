@@ -257,8 +257,11 @@ def test_index_and_dedupe_use_the_models_calibrated_duplicate_rule(trained, env,
     calibration = config["duplicates"]
     assert summary["duplicates"] == calibration and calibration["photos"] == 33
     assert 0.97 <= calibration["embed_cosine"] <= 0.999
-    assert f"embedding cosine ≥ {calibration['embed_cosine']:.3f}" in (
-        model / "report.md").read_text()
+    assert calibration["without_probabilities"]  # the default hidden+probs
+    assert (f"embedding cosine without the class probabilities ≥ "
+            f"{calibration['embed_cosine']:.3f}") in (model / "report.md").read_text()
+    rules = Embedder.from_model_dir(model, settings).duplicate_rules()
+    assert (rules.embed_cosine, rules.probs_tail) == (calibration["embed_cosine"], 8)
     loose = tmp_path / "loose"  # the same model, told that any two photos are duplicates
     shutil.copytree(model, loose)
     (loose / "model.json").write_text(json.dumps(

@@ -22,7 +22,6 @@ from vitrine.cli_support import (
     WeightsOpt,
     check_category,
     command_settings,
-    duplicate_rules,
     err,
     index_config,
     open_recommender,
@@ -70,7 +69,7 @@ def index(
                     index_config=index_config(settings))
     try:
         report = index_catalog(catalog_dir, db, embedder,
-                               rules=duplicate_rules(settings, embedder),
+                               rules=embedder.duplicate_rules(),
                                show_progress=not as_json, shard=shard_spec,
                                uploads=upload_folder(db, settings.upload_dir),
                                replace=replace)

@@ -72,13 +72,6 @@ def print_json(data: dict) -> None:
     sys.stdout.flush()
 
 
-def duplicate_rules(settings: Settings, embedder=None):
-    """The duplicate rules of ``settings`` for the vectors of ``embedder`` (a trained model's
-    calibrated embedding cosine unless the setting is given)."""
-    from vitrine.dedupe import DuplicateRules
-
-    return DuplicateRules.from_settings(settings, embedder and embedder.duplicate_cosine)
-
 
 def open_recommender(store: Path, weights: Path | None, model: Path | None = None):
     from vitrine.recommend import Recommender

@@ -19,9 +19,11 @@ Candidate pairs come from FAISS range searches, never from an N×N matrix.
 
 ``embed_cosine`` (0.97) is calibrated for pretrained features. A trained model pulls the photos
 of one category together (with the demo's, different products, colour variants and look-alike
-T-shirts, come as close as 0.984 with pHashes that agree; with pretrained features 0.960), so
+T-shirts, come as close as 0.984 with pHashes that agree, 0.980 without the class
+probabilities; with pretrained features 0.960), so
 ``vitrine train`` calibrates the rule on its own vectors (:func:`calibrated_embed_cosine`) and
-a store indexed with that model uses it.
+a store indexed with that model uses it. The rule leaves out the class probabilities at the end
+of such a model's vectors (``probs_tail``): they say the category, not the photo.
 """
 
 from __future__ import annotations
@@ -42,16 +44,29 @@ class DuplicateRules:
     thumb_cosine: float = 0.985
     max_colour_diff: float = 12.0
     embed_cosine: float = 0.97
+    probs_tail: int = 0
+    """Trailing dimensions of the vectors that the embedding rule leaves out: a trained
+    model's class probabilities, which tell the category, not the photo."""
 
     @classmethod
-    def from_settings(cls, settings, model_cosine: float | None = None) -> DuplicateRules:
+    def from_settings(cls, settings, model_cosine: float | None = None,
+                      probs_tail: int = 0) -> DuplicateRules:
         """The rules of ``settings``; an unset ``dup_embed_cosine`` is ``model_cosine`` (a
-        trained model's calibrated value, ``Embedder.duplicate_cosine``), else 0.97."""
+        trained model's calibrated value, ``Embedder.duplicate_rules``), else 0.97."""
         embed = settings.dup_embed_cosine
         if embed is None:
             embed = cls.embed_cosine if model_cosine is None else model_cosine
         return cls(settings.dup_phash_distance, settings.dup_thumb_cosine,
-                   settings.dup_max_colour_diff, embed)
+                   settings.dup_max_colour_diff, embed, probs_tail)
+
+    def embedding_view(self, vectors: np.ndarray) -> np.ndarray:
+        """The vectors the embedding rule compares: without the probabilities, L2-normalised
+        again."""
+        vecs = np.asarray(vectors, dtype=np.float32)
+        if self.probs_tail:
+            vecs = vecs[:, :-self.probs_tail]
+            vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(vecs)
 
 
 CALIBRATION_MARGIN = 0.01
@@ -65,12 +80,13 @@ def calibrated_embed_cosine(vectors: np.ndarray, phashes: Sequence[str],
     """The embedding rule's cosine for a model's own vectors (rows of one catalogue; ``groups``
     lists the rows of its known duplicates) and the highest cosine between two photos that are
     not known duplicates but whose pHashes agree as the rule asks (None if no pair comes within
-    the margin of ``rules.embed_cosine``). The rule is that cosine plus
+    the margin of ``rules.embed_cosine``), compared as the rule compares them
+    (:meth:`DuplicateRules.embedding_view`). The rule is that cosine plus
     :data:`CALIBRATION_MARGIN`, at least ``rules.embed_cosine`` and at most 0.999."""
     import faiss
 
     group_of = {row: g for g, rows in enumerate(groups) for row in rows}
-    vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+    vecs = rules.embedding_view(vectors)
     index = faiss.IndexFlatIP(vecs.shape[1])
     index.add(vecs)
     lims, scores, ids = index.range_search(vecs, rules.embed_cosine - CALIBRATION_MARGIN)
@@ -176,7 +192,7 @@ def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequ
             if (hamming(phashes[i], phashes[j]) <= rules.phash_distance
                     and colour_difference(thumbs[i], thumbs[j]) <= rules.max_colour_diff):
                 uf.union(i, j)
-        for i, j in _close_pairs(vectors, rules.embed_cosine):
+        for i, j in _close_pairs(rules.embedding_view(vectors), rules.embed_cosine):
             if hamming(phashes[i], phashes[j]) <= 2 * rules.phash_distance:
                 uf.union(i, j)
     groups: dict[int, list[int]] = {}

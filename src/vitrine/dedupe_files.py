@@ -33,7 +33,7 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
     if not paths:
         raise CatalogError("no photos found in " + ", ".join(map(str, dirs)) + ".")
     embedder = embedder or Embedder.from_settings(settings)
-    rules = rules or DuplicateRules.from_settings(settings, embedder.duplicate_cosine)
+    rules = rules or embedder.duplicate_rules()
     keys, vectors, phashes, thumbs, shas, skipped = [], [], [], [], [], []
     with progress_bar("Embedding", len(paths), enabled=show_progress) as adv:
         for result in embedder.embed_paths(paths, on_progress=adv):

@@ -12,7 +12,6 @@ from pathlib import Path
 from rich.console import Console
 
 from vitrine.config import Settings
-from vitrine.dedupe import DuplicateRules
 from vitrine.display import plain, results_table
 from vitrine.embed import Embedder
 from vitrine.indexer import index_catalog
@@ -36,8 +35,7 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     store = open_store(store_dir, create=True)
     try:
         report = index_catalog(catalog, store, embedder,
-                               rules=DuplicateRules.from_settings(
-                                   settings, embedder.duplicate_cosine),
+                               rules=embedder.duplicate_rules(),
                                uploads=upload_folder(store, settings.upload_dir),
                                replace=_own(store_dir, out_dir))  # the demo's store: its catalogue
         console.print(plain(f"Indexed {report.indexed}, updated {report.updated}, removed "

@@ -110,7 +110,7 @@ class Embedder:
         self._engine: Engine | None = None
         self.duplicate_cosine: float | None = None
         """A trained model's calibrated cosine for the duplicate rule (None: the setting's
-        default, calibrated for pretrained features; vitrine.dedupe.DuplicateRules)."""
+        default, calibrated for pretrained features; :meth:`duplicate_rules`)."""
         self.classes: tuple[str, ...] = ()
         """A trained model's classes when its embedding ends with their probabilities (the
         embedding then tells the photo's likely category: :meth:`guess_category`)."""
@@ -139,6 +139,15 @@ class Embedder:
             embedder.classes = tuple(model.classes)
         embedder.duplicate_cosine = model.duplicate_cosine
         return embedder
+
+    def duplicate_rules(self):
+        """The settings' duplicate rules for this embedder's vectors: a trained model's
+        calibrated embedding cosine (unless VITRINE_DUP_EMBED_COSINE is set), compared without
+        the class probabilities its vectors end with."""
+        from vitrine.dedupe import DuplicateRules
+
+        tail = len(self.classes) if self.dim > len(self.classes) else 0
+        return DuplicateRules.from_settings(self.settings, self.duplicate_cosine, tail)
 
     def guess_category(self, vector: np.ndarray) -> CategoryGuess | None:
         """The likely category of the photo that ``vector`` embeds (a trained model whose

@@ -177,7 +177,8 @@ def duplicate_rule_lines(calibration: dict | None) -> list[str]:
     why = ("no two photos of different products came near it" if closest is None else
            f"the closest two photos of different products whose perceptual hashes agree: "
            f"{closest:.3f}")
-    return [f"Duplicates among photos indexed with this model: embedding cosine ≥ "
+    view = " without the class probabilities" if calibration.get("without_probabilities") else ""
+    return [f"Duplicates among photos indexed with this model: embedding cosine{view} ≥ "
             f"{calibration['embed_cosine']:.3f} ({why}; over {calibration['photos']} photos).",
             ""]
 

@@ -201,10 +201,12 @@ def duplicate_calibration(outputs: dict, caches: dict[str, FeatureCache],
     vectors = torch.cat([combine(outputs[name], parts, weights) for name in outputs]).numpy()
     row = {pid: i for i, pid in enumerate(ids)}
     known = [[row[pid] for pid in group if pid in row] for group in groups]
+    tail = outputs["train"]["probs"].shape[1] if parts[1:] == ["probs"] else 0
     cosine, closest = calibrated_embed_cosine(vectors, [phash_of[pid] for pid in ids], known,
-                                              DuplicateRules.from_settings(settings))
+                                              DuplicateRules.from_settings(settings,
+                                                                           probs_tail=tail))
     return {"embed_cosine": cosine, "closest_different_products": closest,
-            "photos": len(ids)}
+            "photos": len(ids), "without_probabilities": bool(tail)}
 
 
 def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, int],
