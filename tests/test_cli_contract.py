@@ -58,6 +58,14 @@ def test_index_reindex_search_similar_info(catalog, env, tmp_path):
     assert second["unlisted"] == 1  # extra/NEW.JPG: a photo products.csv does not list
     # the new photo is a byte copy of another product's photo: reported as duplicates
     assert any("extra/NEW.JPG" in group for group in second["duplicates"])
+    assert second["duplicates_searched"] is True
+    # above VITRINE_DUP_MAX_PRODUCTS the (quadratic) store-wide search is not run, and said so
+    capped = {**env, "VITRINE_DUP_MAX_PRODUCTS": "31"}
+    third = json.loads(run("index", catalog, "--store", store, "--json",
+                           env_extra=capped).stdout)
+    assert third["duplicates"] == [] and third["duplicates_searched"] is False
+    text = run("index", catalog, "--store", store, env_extra=capped).stdout
+    assert "Duplicates not searched" in text and "VITRINE_DUP_MAX_PRODUCTS (31)" in text
 
     info = json.loads(run("info", "--store", store, "--json").stdout)
     assert info["products"] == 32

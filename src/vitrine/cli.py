@@ -92,6 +92,10 @@ def index(
                       "the API (delete them there to hand their ids back to the catalogue).")
         for skip in report.skipped:
             out.print(f"  skipped {skip['path']}: {skip['reason']}")
+        if not report.duplicates_searched:
+            out.print(f"Duplicates not searched: the store holds more than "
+                      f"VITRINE_DUP_MAX_PRODUCTS ({settings.dup_max_products:,}) products; the "
+                      "search is exact and grows with the square of the store.")
         if report.duplicates:
             out.print(f"{len(report.duplicates)} duplicate groups:")
             for group in report.duplicates:

@@ -47,6 +47,10 @@ class DuplicateRules:
     probs_tail: int = 0
     """Trailing dimensions of the vectors that the embedding rule leaves out: a trained
     model's class probabilities, which tell the category, not the photo."""
+    max_products: int = 100_000
+    """``index`` searches its whole store for duplicates up to this many products (0:
+    never); the search is exact and grows with the square of the store
+    (benchmarks/dedupe_scaling.py)."""
 
     @classmethod
     def from_settings(cls, settings, model_cosine: float | None = None,
@@ -57,7 +61,7 @@ class DuplicateRules:
         if embed is None:
             embed = cls.embed_cosine if model_cosine is None else model_cosine
         return cls(settings.dup_phash_distance, settings.dup_thumb_cosine,
-                   settings.dup_max_colour_diff, embed, probs_tail)
+                   settings.dup_max_colour_diff, embed, probs_tail, settings.dup_max_products)
 
     def embedding_view(self, vectors: np.ndarray) -> np.ndarray:
         """The vectors the embedding rule compares: without the probabilities, L2-normalised

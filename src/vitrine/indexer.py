@@ -41,6 +41,8 @@ class IndexReport:
     """Products whose table category differs from their photo's folder (the table's wins)."""
     skipped: list[dict] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
+    duplicates_searched: bool = True
+    """False when the store holds more products than ``DuplicateRules.max_products``."""
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -49,7 +51,9 @@ class IndexReport:
                 "orphan_photos": self.orphan_photos, "unlisted": self.unlisted,
                 "category_from_table": self.category_from_table,
                 "skipped": self.skipped,
-                "duplicates": self.duplicates, "seconds": round(self.seconds, 3)}
+                "duplicates": self.duplicates,
+                "duplicates_searched": self.duplicates_searched,
+                "seconds": round(self.seconds, 3)}
 
 
 def file_sha256(path: Path) -> str:
@@ -213,7 +217,10 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     report.removed = store.delete(remove)
     if shard is None and store.exclusive_writer:
         report.orphan_photos = _prune_orphan_photos(store, uploads)  # own uploads/ only
-    report.duplicates = store_duplicates(store, root, rules, uploaded=all_uploaded)
+    rules = rules or DuplicateRules()
+    report.duplicates_searched = store.count() <= rules.max_products
+    if report.duplicates_searched:
+        report.duplicates = store_duplicates(store, root, rules, uploaded=all_uploaded)
     store.flush()
     report.seconds = time.perf_counter() - started
     return report
