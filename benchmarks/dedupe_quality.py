@@ -9,8 +9,9 @@ and reports recall (source and copy in one group) and pair precision (fraction o
 that are a photo and its own copy; real duplicates already in the catalogue count as wrong),
 plus the range of each signal (pHash distance, thumbnail cosine, colour difference, embedding
 cosine) between a photo and its copy, and ``calibration``: the closest two catalogue photos of
-different products whose pHashes agree and the embedding rule ``vitrine train`` would derive
-from them (``vitrine.dedupe.calibrated_embed_cosine``).
+different products whose pHashes agree and the embedding rule derived from them as ``vitrine
+train`` does (``vitrine.dedupe.calibrated_embed_cosine``; the duplicates set aside are those
+of the thumbnail rule, where train also sets aside those its pretrained embedding rule finds).
 
     python benchmarks/dedupe_quality.py --catalog ../shared/data/demo-catalog \
         --weights ../shared/models/mobilenet_v2_imagenet.pth --pairs 150 [--model DIR] \

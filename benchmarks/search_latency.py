@@ -40,8 +40,7 @@ from vitrine.store import open_store
 TIMING = re.compile(r"(\w+);dur=([\d.]+)")
 
 
-def build_store(catalog: Path, work: Path, held_ids: set[str], settings: Settings,
-                embedder: Embedder) -> Path:
+def build_store(catalog: Path, work: Path, held_ids: set[str], embedder: Embedder) -> Path:
     """The whole catalogue indexed in ``work/full`` (kept between runs), copied to
     ``work/bench`` without the held-out products."""
     full = work / "full"
@@ -114,8 +113,7 @@ def main() -> None:
     embedder = Embedder.from_settings(settings)
     products = read_catalog(args.catalog)
     _, held = stratified_split(products, 0.2, seed=args.seed)
-    store = build_store(args.catalog, work, {p.product_id for p in held}, settings,
-                        embedder)
+    store = build_store(args.catalog, work, {p.product_id for p in held}, embedder)
     step = max(1, -(-len(held) // args.queries))  # a bounded count keeps every category
     queries = held[::step][:args.queries]
 

@@ -124,10 +124,13 @@ def test_the_embedding_rule_is_calibrated_above_the_closest_different_products()
     assert closest == 0.985 and cosine == 0.995
     assert find_duplicates(list(range(8)), vecs, ph, [thumb_of(i) for i in range(8)],
                            rules=DuplicateRules(embed_cosine=cosine)) == [[0, 1]]
-    # nothing near the default: the default; a pair at 0.998 not known: capped at 0.999
+    # nothing near the default: the default; different products at 0.998: above 1, the
+    # embedding rule can never hold (only bytes and thumbnails find duplicates then)
     assert calibrated_embed_cosine(unit_pairs([0.9, 0.5]), ["0" * 16] * 4, [], rules) == (
         0.97, None)
-    assert calibrated_embed_cosine(vecs, ph, [], rules) == (0.999, 0.998)
+    assert calibrated_embed_cosine(vecs, ph, [], rules) == (1.008, 0.998)
+    assert find_duplicates(list(range(8)), vecs, ph, [thumb_of(i) for i in range(8)],
+                           rules=DuplicateRules(embed_cosine=1.008)) == []
     # the default when nothing else says otherwise; a setting wins over the model's value
     assert DuplicateRules.from_settings(Settings()).embed_cosine == 0.97
     assert DuplicateRules.from_settings(Settings(), 0.993).embed_cosine == 0.993

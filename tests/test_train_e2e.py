@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import copy_subset
 
@@ -256,8 +257,23 @@ def test_index_and_dedupe_use_the_models_calibrated_duplicate_rule(trained, env,
     config = json.loads((model / "model.json").read_text())
     calibration = config["duplicates"]
     assert summary["duplicates"] == calibration and calibration["photos"] == 33
-    assert 0.97 <= calibration["embed_cosine"] <= 0.999
     assert calibration["without_probabilities"]  # the default hidden+probs
+    # the same calibration from the vectors that index makes with the model: train calibrated
+    # on what the rule will compare
+    from vitrine.catalog import read_catalog
+    from vitrine.dedupe import DuplicateRules, calibrated_embed_cosine
+
+    embedder = Embedder.from_model_dir(model, settings)
+    products = read_catalog(catalog)
+    found = list(embedder.embed_paths([p.image for p in products]))
+    row = {p.product_id: i for i, p in enumerate(products)}
+    split = json.loads((model / "split.json").read_text())
+    known = [[row[pid] for pid in group] for group in split["duplicate_groups"]]
+    cosine, closest = calibrated_embed_cosine(
+        np.stack([r.vector for r in found]), [r.phash for r in found], known,
+        DuplicateRules(probs_tail=embedder.duplicate_rules().probs_tail))
+    assert cosine == pytest.approx(calibration["embed_cosine"], abs=2e-3)
+    assert closest == pytest.approx(calibration["closest_different_products"], abs=2e-3)
     assert (f"embedding cosine without the class probabilities ≥ "
             f"{calibration['embed_cosine']:.3f}") in (model / "report.md").read_text()
     rules = Embedder.from_model_dir(model, settings).duplicate_rules()
@@ -314,6 +330,13 @@ def test_a_model_trained_from_the_same_data_is_reused(trained, weights_path):
     assert training_fingerprint(products, settings) == recorded
     other = settings.model_copy(update={"train_seed": 1})
     assert training_fingerprint(products, other) != recorded
+    # the duplicate rules shape the split and the calibrated rule; the index-time bound not
+    looser = settings.model_copy(update={"dup_phash_distance": 8})
+    assert training_fingerprint(products, looser) != recorded
+    bound = settings.model_copy(update={"dup_max_products": 10})
+    assert training_fingerprint(products, bound) == recorded
+    spelled_out = settings.model_copy(update={"dup_embed_cosine": 0.97})  # the default's value
+    assert training_fingerprint(products, spelled_out) == recorded
     assert ensure_model(catalog, model_dir, settings) == (model_dir, True)
 
 

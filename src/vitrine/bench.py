@@ -6,11 +6,11 @@ neighbours are meaningless): a few clusters ("categories") around a shared mean 
 each spread over a low-dimensional subspace plus isotropic noise, L2-normalised. With the
 defaults, 1,016 of them have the neighbour statistics of the demo catalogue's MobileNetV2
 embeddings (mean cosine to the nearest neighbour 0.82 vs 0.83, to the 10th 0.77 vs 0.77, between
-random pairs 0.44 ± 0.13 vs 0.46 ± 0.13). The vectors have the configured model's dimension
-(:func:`model_dim`): at 2,440-d, the demo's trained model, the same parameters give 0.84 / 0.79 /
-0.48 ± 0.15, where that model's embeddings of the demo photos are tighter (0.91 / 0.87 /
-0.45 ± 0.17): neighbours stand out more from random pairs in the real vectors
-(benchmarks/neighbour_stats.py).
+random pairs 0.45 ± 0.13 vs 0.47 ± 0.14). The vectors have the configured model's dimension
+(:func:`model_dim`): at 2,440-d, the demo's trained model, the same parameters give 0.84 / 0.79
+/ 0.48 ± 0.15, where that model's embeddings of the demo photos are tighter (0.91 / 0.87 /
+0.45 ± 0.17): neighbours stand out more from random pairs in the real vectors. Both
+comparisons: benchmarks/neighbour_stats.py.
 """
 
 from __future__ import annotations

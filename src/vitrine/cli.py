@@ -93,9 +93,11 @@ def index(
         for skip in report.skipped:
             out.print(f"  skipped {skip['path']}: {skip['reason']}")
         if not report.duplicates_searched:
-            out.print(f"Duplicates not searched: the store holds more than "
-                      f"VITRINE_DUP_MAX_PRODUCTS ({settings.dup_max_products:,}) products; the "
-                      "search is exact and grows with the square of the store.")
+            limit = settings.dup_max_products
+            out.print("Duplicates not searched: " + (
+                "VITRINE_DUP_MAX_PRODUCTS is 0." if not limit else
+                f"the store holds more than VITRINE_DUP_MAX_PRODUCTS ({limit:,}) products; the "
+                "search is exact and grows with the square of the store."))
         if report.duplicates:
             out.print(f"{len(report.duplicates)} duplicate groups:")
             for group in report.duplicates:

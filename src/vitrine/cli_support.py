@@ -72,7 +72,6 @@ def print_json(data: dict) -> None:
     sys.stdout.flush()
 
 
-
 def open_recommender(store: Path, weights: Path | None, model: Path | None = None):
     from vitrine.recommend import Recommender
     from vitrine.store import open_store

@@ -86,7 +86,9 @@ def calibrated_embed_cosine(vectors: np.ndarray, phashes: Sequence[str],
     not known duplicates but whose pHashes agree as the rule asks (None if no pair comes within
     the margin of ``rules.embed_cosine``), compared as the rule compares them
     (:meth:`DuplicateRules.embedding_view`). The rule is that cosine plus
-    :data:`CALIBRATION_MARGIN`, at least ``rules.embed_cosine`` and at most 0.999."""
+    :data:`CALIBRATION_MARGIN` and at least ``rules.embed_cosine``; above 1 (different products
+    as close as 0.99: a model whose vectors tell its categories and little else, such as the
+    'probs' layer) the embedding rule never holds and only the other rules find duplicates."""
     import faiss
 
     group_of = {row: g for g, rows in enumerate(groups) for row in rows}
@@ -106,7 +108,7 @@ def calibrated_embed_cosine(vectors: np.ndarray, phashes: Sequence[str],
             break
     if closest is None:
         return rules.embed_cosine, None
-    cosine = min(max(rules.embed_cosine, closest + CALIBRATION_MARGIN), 0.999)
+    cosine = max(rules.embed_cosine, closest + CALIBRATION_MARGIN)
     return round(cosine, 4), round(closest, 4)
 
 

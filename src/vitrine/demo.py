@@ -41,7 +41,8 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         console.print(plain(f"Indexed {report.indexed}, updated {report.updated}, removed "
                             f"{report.removed}, unchanged {report.unchanged} in "
                             f"{report.seconds:.1f} s; {len(report.skipped)} skipped, "
-                            f"{len(report.duplicates)} duplicate groups."))
+                            + (f"{len(report.duplicates)} duplicate groups."
+                               if report.duplicates_searched else "duplicates not searched.")))
         rec = Recommender(store, settings, embedder)
         examples = []
         for category in store.categories():

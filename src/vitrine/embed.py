@@ -12,12 +12,19 @@ import numpy as np
 import torch
 
 from vitrine.config import Settings
-from vitrine.dedupe import perceptual_hash, thumbnail
+from vitrine.dedupe import DuplicateRules, perceptual_hash, thumbnail
 from vitrine.engines import Engine, checked_device, make_engine
 from vitrine.errors import ImageError
 from vitrine.images import Preprocessing, open_image, to_array
 from vitrine.manifest import ModelManifest
-from vitrine.models import BackboneSpec, build_embedding_net, get_spec, load_state_dict, state_hash
+from vitrine.models import (
+    BackboneSpec,
+    build_embedding_net,
+    get_spec,
+    load_state_dict,
+    probs_tail,
+    state_hash,
+)
 
 
 @dataclass
@@ -111,6 +118,9 @@ class Embedder:
         self.duplicate_cosine: float | None = None
         """A trained model's calibrated cosine for the duplicate rule (None: the setting's
         default, calibrated for pretrained features; :meth:`duplicate_rules`)."""
+        self.probs_tail = 0
+        """How many class probabilities end a trained model's vectors after other outputs
+        (vitrine.models.probs_tail); the duplicate rule leaves them out."""
         self.classes: tuple[str, ...] = ()
         """A trained model's classes when its embedding ends with their probabilities (the
         embedding then tells the photo's likely category: :meth:`guess_category`)."""
@@ -138,16 +148,15 @@ class Embedder:
         if model.layer.split("+")[-1] == "probs":
             embedder.classes = tuple(model.classes)
         embedder.duplicate_cosine = model.duplicate_cosine
+        embedder.probs_tail = probs_tail(model.layer, len(model.classes))
         return embedder
 
-    def duplicate_rules(self):
+    def duplicate_rules(self) -> DuplicateRules:
         """The settings' duplicate rules for this embedder's vectors: a trained model's
         calibrated embedding cosine (unless VITRINE_DUP_EMBED_COSINE is set), compared without
         the class probabilities its vectors end with."""
-        from vitrine.dedupe import DuplicateRules
-
-        tail = len(self.classes) if self.dim > len(self.classes) else 0
-        return DuplicateRules.from_settings(self.settings, self.duplicate_cosine, tail)
+        return DuplicateRules.from_settings(self.settings, self.duplicate_cosine,
+                                            self.probs_tail)
 
     def guess_category(self, vector: np.ndarray) -> CategoryGuess | None:
         """The likely category of the photo that ``vector`` embeds (a trained model whose

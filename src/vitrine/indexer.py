@@ -217,7 +217,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     report.removed = store.delete(remove)
     if shard is None and store.exclusive_writer:
         report.orphan_photos = _prune_orphan_photos(store, uploads)  # own uploads/ only
-    rules = rules or DuplicateRules()
+    rules = rules or embedder.duplicate_rules()
     report.duplicates_searched = store.count() <= rules.max_products
     if report.duplicates_searched:
         report.duplicates = store_duplicates(store, root, rules, uploaded=all_uploaded)

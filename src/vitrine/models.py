@@ -434,6 +434,13 @@ class TrainedEmbeddingNet(nn.Module):
         return combine(self.net.layers(x, set(self.parts)), self.parts, self.weights)
 
 
+def probs_tail(layer: str, n_classes: int) -> int:
+    """How many trailing dimensions of a layer's vectors are class probabilities that follow
+    other outputs ('hidden+probs': the classes; 'probs' alone or no probabilities: 0)."""
+    parts = layer.split("+")
+    return n_classes if len(parts) == 2 and parts[1] == "probs" else 0
+
+
 def layer_parts(layer: str, weight: float) -> tuple[list[str], list[float]]:
     """The outputs an embedding layer spec concatenates and their weights ('hidden+probs' at
     0.8: hidden 0.8, probs 0.2; a single output: 1)."""

@@ -178,9 +178,11 @@ def duplicate_rule_lines(calibration: dict | None) -> list[str]:
            f"the closest two photos of different products whose perceptual hashes agree: "
            f"{closest:.3f}")
     view = " without the class probabilities" if calibration.get("without_probabilities") else ""
-    return [f"Duplicates among photos indexed with this model: embedding cosine{view} ≥ "
-            f"{calibration['embed_cosine']:.3f} ({why}; over {calibration['photos']} photos).",
-            ""]
+    rule = (f"embedding cosine{view} ≥ {calibration['embed_cosine']:.3f}"
+            if calibration["embed_cosine"] <= 1 else
+            "identical bytes or thumbnails only, the embedding rule is off")
+    return [f"Duplicates among photos indexed with this model: {rule} ({why}; over "
+            f"{calibration['photos']} photos).", ""]
 
 
 def markdown_report(summary: dict) -> str:

@@ -44,6 +44,7 @@ from vitrine.models import (
     get_spec,
     layer_parts,
     load_state_dict,
+    probs_tail,
     state_hash,
     taps_for,
 )
@@ -201,7 +202,7 @@ def duplicate_calibration(outputs: dict, caches: dict[str, FeatureCache],
     vectors = torch.cat([combine(outputs[name], parts, weights) for name in outputs]).numpy()
     row = {pid: i for i, pid in enumerate(ids)}
     known = [[row[pid] for pid in group if pid in row] for group in groups]
-    tail = outputs["train"]["probs"].shape[1] if parts[1:] == ["probs"] else 0
+    tail = probs_tail(settings.train_embedding, outputs["train"]["probs"].shape[1])
     cosine, closest = calibrated_embed_cosine(vectors, [phash_of[pid] for pid in ids], known,
                                               DuplicateRules.from_settings(settings,
                                                                            probs_tail=tail))

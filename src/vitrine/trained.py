@@ -241,16 +241,20 @@ def load_model(model_dir: Path) -> TrainedModel:
 
 def training_fingerprint(products, settings) -> str:
     """sha256 of what a training run depends on: every photo's content and category, the
-    training settings, the duplicate rules (the split and the model's calibrated rule depend
-    on them), the backbone, the preprocessing and the pretrained weights file."""
+    training settings, the duplicate rules in effect (the split and the model's calibrated rule
+    depend on them; not the index-time bound), the backbone, the preprocessing and the
+    pretrained weights file."""
     import hashlib
 
+    from vitrine.dedupe import DuplicateRules
     from vitrine.indexer import file_sha256
 
     blob = {
         "photos": sorted((p.product_id, p.category, file_sha256(p.image)) for p in products),
         "settings": {k: v for k, v in settings.model_dump(mode="json").items()
-                     if k.startswith(("train_", "dup_"))},
+                     if k.startswith("train_")},
+        "duplicates": {k: v for k, v in vars(DuplicateRules.from_settings(settings)).items()
+                       if k not in ("probs_tail", "max_products")},
         "backbone": settings.backbone, "resize": settings.resize,
         "weights": file_sha256(Path(settings.weights)) if settings.weights else "download",
     }
