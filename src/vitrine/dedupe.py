@@ -89,16 +89,9 @@ def calibrated_embed_cosine(vectors: np.ndarray, phashes: Sequence[str],
     :data:`CALIBRATION_MARGIN` and at least ``rules.embed_cosine``; above 1 (different products
     as close as 0.99: a model whose vectors tell its categories and little else, such as the
     'probs' layer) the embedding rule never holds and only the other rules find duplicates."""
-    import faiss
-
     group_of = {row: g for g, rows in enumerate(groups) for row in rows}
-    vecs = rules.embedding_view(vectors)
-    index = faiss.IndexFlatIP(vecs.shape[1])
-    index.add(vecs)
-    lims, scores, ids = index.range_search(vecs, rules.embed_cosine - CALIBRATION_MARGIN)
-    rows = np.repeat(np.arange(len(vecs)), np.diff(lims).astype(np.int64))
-    keep = rows < ids  # each pair once, not a photo with itself
-    rows, ids, scores = rows[keep], ids[keep], scores[keep]
+    rows, ids, scores = _close_pairs(rules.embedding_view(vectors),
+                                     rules.embed_cosine - CALIBRATION_MARGIN)
     closest = None
     for k in np.argsort(-scores, kind="stable"):  # closest pair first
         i, j = int(rows[k]), int(ids[k])
@@ -165,18 +158,19 @@ class _UnionFind:
             self.parent[max(ri, rj)] = min(ri, rj)
 
 
-def _close_pairs(vectors: np.ndarray, threshold: float):
-    """Pairs (i, j), i < j, whose inner product is at least ``threshold``."""
+def _close_pairs(vectors: np.ndarray, threshold: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ``i``, ``j`` (i < j) and inner products of the pairs whose inner product is at
+    least ``threshold``."""
     import faiss  # here, not at the top: embedding photos needs the hashes, not FAISS
 
     vecs = np.ascontiguousarray(vectors, dtype=np.float32)
     index = faiss.IndexFlatIP(vecs.shape[1])
     index.add(vecs)
-    lims, _, ids = index.range_search(vecs, threshold)
-    for i in range(len(vecs)):
-        for j in ids[lims[i]:lims[i + 1]]:
-            if j > i:
-                yield i, int(j)
+    lims, scores, ids = index.range_search(vecs, threshold)
+    rows = np.repeat(np.arange(len(vecs)), np.diff(lims).astype(np.int64))
+    keep = rows < ids  # each pair once, not a photo with itself
+    return rows[keep], ids[keep], scores[keep]
 
 
 def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequence[str],
@@ -194,11 +188,13 @@ def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequ
         for i, sha in enumerate(content):
             uf.union(first_seen.setdefault(sha, i), i)
     if n > 1:
-        for i, j in _close_pairs(thumb_vectors(thumbs), rules.thumb_cosine):
+        rows, ids, _ = _close_pairs(thumb_vectors(thumbs), rules.thumb_cosine)
+        for i, j in zip(rows.tolist(), ids.tolist(), strict=True):
             if (hamming(phashes[i], phashes[j]) <= rules.phash_distance
                     and colour_difference(thumbs[i], thumbs[j]) <= rules.max_colour_diff):
                 uf.union(i, j)
-        for i, j in _close_pairs(rules.embedding_view(vectors), rules.embed_cosine):
+        rows, ids, _ = _close_pairs(rules.embedding_view(vectors), rules.embed_cosine)
+        for i, j in zip(rows.tolist(), ids.tolist(), strict=True):
             if hamming(phashes[i], phashes[j]) <= 2 * rules.phash_distance:
                 uf.union(i, j)
     groups: dict[int, list[int]] = {}
