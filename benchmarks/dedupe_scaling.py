@@ -1,11 +1,25 @@
-"""Time of the duplicate search that `vitrine index` runs over the whole store after every
-run (``vitrine.dedupe.find_duplicates``: exact FAISS range searches over the embeddings and the
-16×16 thumbnails), against the number of stored products. Synthetic clustered vectors
-(``vitrine.bench.ClusterModel``) of the pretrained (1,280) and the demo's trained (2,440, the
-last 8 being class probabilities) width, random pHashes and thumbnails.
+"""Time and recall of the duplicate search that `vitrine index` runs over the whole store
+after every run (``vitrine.dedupe.find_duplicates``: FAISS range searches over the embeddings
+and the 16×16 thumbnails), against the number of stored products, for both ways of finding
+close pairs: the exact search (every row against every row, what the search uses up to
+``dedupe.EXACT_PAIRS_UP_TO`` products) and the inverted file (above).
 
-    python benchmarks/dedupe_scaling.py --sizes 10000,20000,40000 \\
-        > benchmarks/results/dedupe_scaling.json
+Synthetic clustered vectors (``vitrine.bench.ClusterModel``) of the pretrained (1,280) and the
+demo's trained (2,440, the last 8 being class probabilities) width, random pHashes and
+thumbnails, and 1 % of planted duplicates, each a copy of another product that only one rule
+can find:
+
+* half are "thumbnail copies" (a resized photo): thumbnail within ±3 of the original, pHash 0–3
+  bits apart, embedding at cosine 0.85 (too far for the embedding rule);
+* half are "embedding copies" (a lightly edited photo): embedding at cosine 0.975–0.999,
+  pHash 0–10 bits apart, a different thumbnail.
+
+``planted_recall`` is the share of those pairs that end up in one group; ``same_as_exact``
+whether the groups equal the exact search's (run where the products are at most
+``--exact-up-to``); ``extra_memory_mb`` the most resident memory the search held beyond its
+inputs (``vectors_mb`` for the vectors).
+
+    python benchmarks/dedupe_scaling.py > benchmarks/results/dedupe_scaling.json
 """
 
 from __future__ import annotations
@@ -14,36 +28,113 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from vitrine.bench import ClusterModel, machine
+from vitrine import dedupe
+from vitrine.bench import ClusterModel, clusters_for, machine, rss_mb
 from vitrine.dedupe import DuplicateRules, find_duplicates
+
+
+def _flip(phash: int, bits: int, rng: np.random.Generator) -> int:
+    for b in rng.choice(64, bits, replace=False):
+        phash ^= 1 << int(b)
+    return phash
+
+
+def _at_cosine(v: np.ndarray, cosine: float, rng: np.random.Generator) -> np.ndarray:
+    """A unit vector at ``cosine`` to the unit vector ``v``."""
+    u = rng.standard_normal(len(v)).astype(np.float32)
+    u -= (u @ v) * v
+    u /= np.linalg.norm(u)
+    return cosine * v + np.sqrt(1 - cosine ** 2) * u
+
+
+def catalogue(n: int, dim: int, seed: int = 1):
+    """Vectors, pHashes and thumbnails of ``n`` products, 1 % of them planted copies, and the
+    planted (original, copy) row pairs."""
+    rng = np.random.default_rng(seed)
+    vecs, _ = ClusterModel.create(dim, clusters_for(n), seed=0).sample(n, seed=seed)
+    hashes = rng.integers(0, 2 ** 63, n).tolist()
+    thumbs = rng.integers(0, 256, (n, 768), dtype=np.uint8)
+    copies = n // 100
+    originals = rng.choice(n - copies, copies, replace=False)
+    planted = []
+    for k, orig in enumerate(originals.tolist()):
+        row = n - copies + k
+        if k % 2 == 0:  # thumbnail copy
+            noise = rng.integers(-3, 4, 768)
+            thumbs[row] = np.clip(thumbs[orig].astype(np.int16) + noise, 0, 255)
+            hashes[row] = _flip(hashes[orig], int(rng.integers(0, 4)), rng)
+            vecs[row] = _at_cosine(vecs[orig], 0.85, rng)
+        else:  # embedding copy
+            hashes[row] = _flip(hashes[orig], int(rng.integers(0, 11)), rng)
+            vecs[row] = _at_cosine(vecs[orig], float(rng.uniform(0.975, 0.999)), rng)
+        planted.append((orig, row))
+    return (vecs, [f"{h:016x}" for h in hashes], [t.tobytes() for t in thumbs], planted)
+
+
+def search(vecs, phashes, thumbs, rules: DuplicateRules, exact: bool):
+    """Groups, seconds, and the most memory (MiB) the search held beyond its inputs (resident
+    memory sampled every 50 ms)."""
+    saved = dedupe.EXACT_PAIRS_UP_TO
+    dedupe.EXACT_PAIRS_UP_TO = len(vecs) if exact else 0
+    before, peak, done = rss_mb(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        started = time.perf_counter()
+        groups = find_duplicates(list(range(len(vecs))), vecs, phashes, thumbs, rules=rules)
+        return groups, time.perf_counter() - started, max(0.0, peak[0] - before)
+    finally:
+        done.set()
+        sampler.join()
+        dedupe.EXACT_PAIRS_UP_TO = saved
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="10000,20000,40000")
+    ap.add_argument("--sizes", default="10000,20000,40000,100000,200000")
     ap.add_argument("--dims", default="1280,2440")
+    ap.add_argument("--exact-up-to", type=int, default=40_000,
+                    help="run the exact search too up to this many products")
     args = ap.parse_args()
-    rng = np.random.default_rng(0)
     runs = []
     for dim in map(int, args.dims.split(",")):
         rules = DuplicateRules(probs_tail=8 if dim == 2440 else 0)
         for n in map(int, args.sizes.split(",")):
-            vecs, _ = ClusterModel.create(dim, 100, seed=0).sample(n, seed=1)
-            phashes = [f"{x:016x}" for x in rng.integers(0, 2**63, n)]
-            thumbs = [rng.integers(0, 255, 768, dtype=np.uint8).tobytes() for _ in range(n)]
-            started = time.perf_counter()
-            groups = find_duplicates(list(range(n)), vecs, phashes, thumbs, rules=rules)
-            runs.append({"products": n, "dim": dim, "groups": len(groups),
-                         "seconds": round(time.perf_counter() - started, 2),
-                         "load_average": [round(x, 2) for x in os.getloadavg()]})
-            print(json.dumps(runs[-1]), file=sys.stderr)
+            vecs, phashes, thumbs, planted = catalogue(n, dim)
+            exact_groups = None
+            for exact in ([True, False] if n <= args.exact_up_to else [False]):
+                groups, seconds, extra_mb = search(vecs, phashes, thumbs, rules, exact)
+                group_of = {row: g for g, rows in enumerate(groups) for row in rows}
+                found = sum(1 for a, b in planted
+                            if a in group_of and group_of[a] == group_of.get(b))
+                run = {"products": n, "dim": dim,
+                       "search": "exact" if exact else "inverted file",
+                       "seconds": round(seconds, 2), "extra_memory_mb": round(extra_mb),
+                       "vectors_mb": round(vecs.nbytes / 2**20), "groups": len(groups),
+                       "planted_pairs": len(planted),
+                       "planted_recall": round(found / len(planted), 4),
+                       "load_average": [round(x, 2) for x in os.getloadavg()]}
+                if exact:
+                    exact_groups = groups
+                elif exact_groups is not None:
+                    run["same_as_exact"] = groups == exact_groups
+                runs.append(run)
+                print(json.dumps(run), file=sys.stderr)
+            del vecs, thumbs
     print(json.dumps({"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-                      "machine": machine(), "runs": runs}, indent=2))
+                      "machine": machine(), "pair_probes": dedupe.PAIR_PROBES,
+                      "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":

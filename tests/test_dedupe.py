@@ -157,3 +157,72 @@ def test_the_embedding_rule_leaves_out_a_trained_models_class_probabilities():
     # calibrated on the same view: the same-class pair does not count as close
     assert calibrated_embed_cosine(vecs, ph, [[0, 1]], without) == (0.97, None)
     assert calibrated_embed_cosine(vecs, ph, [[0, 1]], with_probs)[1] > 0.97
+
+
+def test_large_stores_find_the_same_close_pairs_through_the_inverted_file(monkeypatch):
+    """Above EXACT_PAIRS_UP_TO rows the close pairs come from an inverted file of 8-bit codes:
+    on clustered vectors with planted pairs on both sides of the threshold it finds exactly the
+    pairs, and the float scores, of the exact search."""
+    from vitrine import dedupe
+    from vitrine.bench import ClusterModel
+
+    rng = np.random.default_rng(3)
+    vecs, _ = ClusterModel.create(256, 8, seed=0).sample(6000, seed=1)
+    cosines = [0.965, 0.969, 0.972, 0.98, 0.99, 0.999] * 10
+    for k, c in enumerate(cosines):  # row 100 + k at cosine c to row 3000 + k
+        v = vecs[3000 + k]
+        u = rng.standard_normal(256).astype(np.float32)
+        u -= (u @ v) * v
+        vecs[100 + k] = c * v + np.sqrt(1 - c * c) * u / np.linalg.norm(u)
+    calls = []
+    real_ivf = dedupe._close_pairs_ivf
+    monkeypatch.setattr(dedupe, "_close_pairs_ivf",
+                        lambda *a, **kw: calls.append(1) or real_ivf(*a, **kw))
+    exact = dedupe._close_pairs(len(vecs), vecs.__getitem__, 0.97)
+    assert not calls  # 6,000 rows: the exact search
+    monkeypatch.setattr(dedupe, "EXACT_PAIRS_UP_TO", 1000)
+    approx = dedupe._close_pairs(len(vecs), vecs.__getitem__, 0.97)
+    assert calls
+    planted = {(100 + k, 3000 + k) for k, c in enumerate(cosines) if c >= 0.97}
+    assert planted <= set(zip(exact[0].tolist(), exact[1].tolist(), strict=True))
+    order = np.lexsort(exact[:2][::-1])
+    assert np.array_equal(exact[0][order], approx[0]) and np.array_equal(exact[1][order],
+                                                                         approx[1])
+    assert np.allclose(exact[2][order], approx[2], atol=1e-5)
+    assert approx[2].min() >= 0.97
+    # and so the groups
+    phashes = ["0" * 16] * len(vecs)
+    thumbs = [t.tobytes() for t in rng.integers(0, 256, (len(vecs), 768), dtype=np.uint8)]
+    thumbs[200:205] = thumbs[4000:4005]  # found by the thumbnail rule
+    groups = find_duplicates(list(range(len(vecs))), vecs, phashes, thumbs)
+    assert [200, 4000] in groups and [103, 3003] in groups
+    monkeypatch.setattr(dedupe, "EXACT_PAIRS_UP_TO", 100_000)
+    assert groups == find_duplicates(list(range(len(vecs))), vecs, phashes, thumbs)
+
+
+def test_index_searches_a_large_store_through_the_inverted_file(small_catalog, embedder,
+                                                                tmp_path, monkeypatch, capsys):
+    """``index`` above EXACT_PAIRS_UP_TO products: the same duplicate groups as the exact
+    search (downscaled copies of three photos), with a progress bar."""
+    import shutil
+
+    from vitrine import dedupe
+    from vitrine.indexer import index_catalog, store_duplicates
+    from vitrine.store import open_store
+
+    catalog = shutil.copytree(small_catalog, tmp_path / "catalog")
+    folder = catalog / "relogio_feminino"
+    originals = sorted(folder.glob("*.jpg"))[:3]
+    for k, photo in enumerate(originals):  # not in the table: products named after the file
+        Image.open(photo).convert("RGB").resize((60, 80)).save(folder / f"copy{k}.jpg",
+                                                                "JPEG", quality=70)
+    monkeypatch.setattr(dedupe, "EXACT_PAIRS_UP_TO", 10)
+    store = open_store(tmp_path / "store", create=True)
+    report = index_catalog(catalog, store, embedder, show_progress=True)
+    assert "Duplicates" in capsys.readouterr().err
+    assert sorted(report.duplicates) == sorted(
+        [f"relogio_feminino/{p.name}", f"relogio_feminino/copy{k}.jpg"]
+        for k, p in enumerate(originals))
+    monkeypatch.setattr(dedupe, "EXACT_PAIRS_UP_TO", 100_000)
+    assert store_duplicates(store, catalog) == report.duplicates
+    store.close()

@@ -96,8 +96,8 @@ def index(
             limit = settings.dup_max_products
             out.print("Duplicates not searched: " + (
                 "VITRINE_DUP_MAX_PRODUCTS is 0." if not limit else
-                f"the store holds more than VITRINE_DUP_MAX_PRODUCTS ({limit:,}) products; the "
-                "search is exact and grows with the square of the store."))
+                f"the store holds more than VITRINE_DUP_MAX_PRODUCTS ({limit:,}) products "
+                "(raise it to search a store this size)."))
         if report.duplicates:
             out.print(f"{len(report.duplicates)} duplicate groups:")
             for group in report.duplicates:

@@ -184,11 +184,12 @@ class Settings(BaseSettings):
     """Cosine similarity of 16×16 colour thumbnails for a (resized/recompressed) duplicate."""
     dup_max_colour_diff: float = 12.0
     """Largest mean colour difference (0–255) of those thumbnails' non-white pixels."""
-    dup_max_products: Count = 100_000
+    dup_max_products: Count = 1_000_000
     """``index`` looks for duplicates across its whole store only up to this many products
-    (0: never) and otherwise says it did not: the search is exact and grows with the square of
-    the store (33 s at 40,000 products of 2,440-d on the 2-core machine,
-    benchmarks/dedupe_scaling.py; `vitrine dedupe` still searches folders)."""
+    (0: never) and otherwise says it did not. The search is exact up to 20,000 products and
+    goes through an inverted file above (2,440-d vectors on the 2-core machine: 40,000
+    products 14.5 s, 200,000 products 123 s; benchmarks/dedupe_scaling.py); `vitrine dedupe`
+    always searches its folders."""
     dup_embed_cosine: float | None = None
     """CNN-embedding cosine similarity for a near-identical duplicate. Unset: 0.97 with the
     pretrained backbone; with a trained model, the value ``vitrine train`` calibrated on its

@@ -15,7 +15,8 @@ many distinct products. So two photos are duplicates when
 * their CNN embeddings are almost identical (cosine ≥ ``embed_cosine``) and their pHashes
   roughly agree (≤ ``2 × phash_distance``): recompressed or lightly edited copies.
 
-Candidate pairs come from FAISS range searches, never from an N×N matrix.
+Candidate pairs come from FAISS range searches, never from an N×N matrix: exact up to
+:data:`EXACT_PAIRS_UP_TO` photos, through an inverted file above.
 
 ``embed_cosine`` (0.97) is calibrated for pretrained features. A trained model pulls the photos
 of one category together (with the demo's, different products, colour variants and look-alike
@@ -28,7 +29,7 @@ of such a model's vectors (``probs_tail``): they say the category, not the photo
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import imagehash
@@ -36,6 +37,10 @@ import numpy as np
 from PIL import Image
 
 THUMB_SIZE = 16
+
+Rows = Callable[[np.ndarray], np.ndarray]
+"""The float32, L2-normalised rows compared, for an array of row numbers: rows are made a
+chunk at a time, so that a large store is never held twice in memory."""
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,9 @@ class DuplicateRules:
     probs_tail: int = 0
     """Trailing dimensions of the vectors that the embedding rule leaves out: a trained
     model's class probabilities, which tell the category, not the photo."""
-    max_products: int = 100_000
+    max_products: int = 1_000_000
     """``index`` searches its whole store for duplicates up to this many products (0:
-    never); the search is exact and grows with the square of the store
+    never): exact up to :data:`EXACT_PAIRS_UP_TO`, through an inverted file above
     (benchmarks/dedupe_scaling.py)."""
 
     @classmethod
@@ -72,6 +77,10 @@ class DuplicateRules:
             vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(vecs)
 
+    def embedding_rows(self, vectors: np.ndarray) -> Rows:
+        """:meth:`embedding_view` of the rows asked for (``_close_pairs``)."""
+        return lambda rows: self.embedding_view(vectors[rows])
+
 
 CALIBRATION_MARGIN = 0.01
 """How far above the closest pair of different products the calibrated embedding rule sits
@@ -90,7 +99,7 @@ def calibrated_embed_cosine(vectors: np.ndarray, phashes: Sequence[str],
     as close as 0.99: a model whose vectors tell its categories and little else, such as the
     'probs' layer) the embedding rule never holds and only the other rules find duplicates."""
     group_of = {row: g for g, rows in enumerate(groups) for row in rows}
-    rows, ids, scores = _close_pairs(rules.embedding_view(vectors),
+    rows, ids, scores = _close_pairs(len(vectors), rules.embedding_rows(vectors),
                                      rules.embed_cosine - CALIBRATION_MARGIN)
     closest = None
     for k in np.argsort(-scores, kind="stable"):  # closest pair first
@@ -158,25 +167,102 @@ class _UnionFind:
             self.parent[max(ri, rj)] = min(ri, rj)
 
 
-def _close_pairs(vectors: np.ndarray, threshold: float
+EXACT_PAIRS_UP_TO = 20_000
+"""Up to this many rows the close pairs come from an exact search (every row against every
+row); above it from an inverted file (:func:`_close_pairs_ivf`), whose cost grows far slower
+than the square of the rows (benchmarks/dedupe_scaling.py)."""
+PAIR_PROBES = 8
+"""Cells of the inverted file each row is compared with."""
+PAIR_MARGIN = 0.01
+"""The inverted file stores 8-bit codes, so its scores are approximate: it collects pairs
+down to the threshold minus this margin, and each is checked on the float vectors."""
+CHUNK = 16_384
+"""Rows made, searched or scored at a time on the inverted-file path."""
+
+
+def _close_pairs(n: int, rows_of: Rows, threshold: float,
+                 advance: Callable[[int], None] | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows ``i``, ``j`` (i < j) and inner products of the pairs whose inner product is at
-    least ``threshold``."""
+    """Rows ``i``, ``j`` (i < j) of ``n`` and inner products of the pairs whose inner product
+    is at least ``threshold``: all of them up to :data:`EXACT_PAIRS_UP_TO` rows, above that
+    those the inverted file finds (a pair whose rows lie in cells far apart can be missed).
+    ``advance`` is told of the rows done, ``2 × n`` in all."""
     import faiss  # here, not at the top: embedding photos needs the hashes, not FAISS
 
-    vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+    advance = advance or (lambda done: None)
+    if n > EXACT_PAIRS_UP_TO:
+        return _close_pairs_ivf(n, rows_of, threshold, advance)
+    vecs = np.ascontiguousarray(rows_of(np.arange(n)), dtype=np.float32)
     index = faiss.IndexFlatIP(vecs.shape[1])
     index.add(vecs)
     lims, scores, ids = index.range_search(vecs, threshold)
-    rows = np.repeat(np.arange(len(vecs)), np.diff(lims).astype(np.int64))
+    rows = np.repeat(np.arange(n), np.diff(lims).astype(np.int64))
     keep = rows < ids  # each pair once, not a photo with itself
+    advance(2 * n)
+    return rows[keep], ids[keep], scores[keep]
+
+
+def _chunks(n: int):
+    for start in range(0, n, CHUNK):
+        yield np.arange(start, min(n, start + CHUNK))
+
+
+def _close_pairs_ivf(n: int, rows_of: Rows, threshold: float, advance: Callable[[int], None]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_close_pairs` through an inverted file of 8-bit codes (a quarter of the float
+    rows' memory): about sqrt(4 × rows × probes) cells, placed by two rounds of k-means on a
+    sample; each row is compared with the rows of its :data:`PAIR_PROBES` nearest cells
+    (found once, for adding and for searching), and the pairs found are scored again on the
+    float rows."""
+    import faiss
+    from faiss.contrib.ivf_tools import add_preassigned
+
+    wanted = int(np.sqrt(4 * n * PAIR_PROBES))
+    cells = max(1, min(wanted, n // 40))  # at least 40 rows a cell
+    rng = np.random.default_rng(0)
+    sample = rows_of(np.sort(rng.choice(n, min(n, 16 * wanted), replace=False)))
+    dim = sample.shape[1]
+    index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, cells,
+                                          faiss.ScalarQuantizer.QT_8bit,
+                                          faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = 2  # cells only need to keep close rows together, not be optimal
+    index.cp.min_points_per_centroid = 16  # (no warning below FAISS's 39 per cell)
+    index.train(sample)
+    del sample
+    index.nprobe = probes = min(PAIR_PROBES, cells)
+    nearest_scores = np.empty((n, probes), np.float32)
+    nearest_cells = np.empty((n, probes), np.int64)
+    for rows in _chunks(n):
+        vecs = rows_of(rows)
+        nearest_scores[rows], nearest_cells[rows] = index.quantizer.search(vecs, probes)
+        add_preassigned(index, vecs, np.ascontiguousarray(nearest_cells[rows, 0]))
+        advance(len(rows))
+    found = []
+    for rows in _chunks(n):
+        lims, _, ids = index.range_search_preassigned(
+            rows_of(rows), threshold - PAIR_MARGIN, nearest_cells[rows], nearest_scores[rows])
+        advance(len(rows))
+        rows = np.repeat(rows, np.diff(lims).astype(np.int64))
+        keep = rows != ids
+        # a pair can be found from either row, or both: one number per pair
+        found.append(np.minimum(rows, ids)[keep] * n + np.maximum(rows, ids)[keep])
+    del index, nearest_scores, nearest_cells
+    pairs = np.unique(np.concatenate(found))
+    rows, ids = pairs // n, pairs % n
+    scores = np.concatenate([np.einsum("ij,ij->i", rows_of(rows[k:k + CHUNK]),
+                                       rows_of(ids[k:k + CHUNK]))
+                             for k in range(0, len(pairs), CHUNK)] or [np.empty(0, np.float32)])
+    keep = scores >= threshold
     return rows[keep], ids[keep], scores[keep]
 
 
 def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequence[str],
                     thumbs: Sequence[bytes], content: Sequence[str] | None = None,
-                    rules: DuplicateRules | None = None) -> list[list[Hashable]]:
-    """Group duplicate items (rows aligned with ``keys``; ``vectors`` L2-normalised).
+                    rules: DuplicateRules | None = None,
+                    show_progress: bool = False) -> list[list[Hashable]]:
+    """Group duplicate items (rows aligned with ``keys``; ``vectors`` L2-normalised), with a
+    progress bar when ``show_progress`` and the search takes a while (above
+    :data:`EXACT_PAIRS_UP_TO` items).
 
     Returns groups of two or more keys, each in input order, ordered by first member.
     """
@@ -188,15 +274,22 @@ def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequ
         for i, sha in enumerate(content):
             uf.union(first_seen.setdefault(sha, i), i)
     if n > 1:
-        rows, ids, _ = _close_pairs(thumb_vectors(thumbs), rules.thumb_cosine)
-        for i, j in zip(rows.tolist(), ids.tolist(), strict=True):
-            if (hamming(phashes[i], phashes[j]) <= rules.phash_distance
-                    and colour_difference(thumbs[i], thumbs[j]) <= rules.max_colour_diff):
-                uf.union(i, j)
-        rows, ids, _ = _close_pairs(rules.embedding_view(vectors), rules.embed_cosine)
-        for i, j in zip(rows.tolist(), ids.tolist(), strict=True):
-            if hamming(phashes[i], phashes[j]) <= 2 * rules.phash_distance:
-                uf.union(i, j)
+        from vitrine.progress import progress_bar
+
+        with progress_bar("Duplicates", 4 * n, unit="rows",
+                          enabled=show_progress and n > EXACT_PAIRS_UP_TO) as advance:
+            rows, ids, _ = _close_pairs(
+                n, lambda rows: thumb_vectors([thumbs[i] for i in rows]), rules.thumb_cosine,
+                advance)
+            for i, j in zip(rows.tolist(), ids.tolist(), strict=True):
+                if (hamming(phashes[i], phashes[j]) <= rules.phash_distance
+                        and colour_difference(thumbs[i], thumbs[j]) <= rules.max_colour_diff):
+                    uf.union(i, j)
+            rows, ids, _ = _close_pairs(n, rules.embedding_rows(vectors), rules.embed_cosine,
+                                        advance)
+            for i, j in zip(rows.tolist(), ids.tolist(), strict=True):
+                if hamming(phashes[i], phashes[j]) <= 2 * rules.phash_distance:
+                    uf.union(i, j)
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(uf.find(i), []).append(i)

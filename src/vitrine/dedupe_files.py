@@ -48,5 +48,6 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
             shas.append(file_sha256(path))
     if not keys:
         return [], skipped
-    groups = find_duplicates(keys, np.stack(vectors), phashes, thumbs, shas, rules)
+    groups = find_duplicates(keys, np.stack(vectors), phashes, thumbs, shas, rules,
+                             show_progress)
     return [list(map(str, g)) for g in groups], skipped

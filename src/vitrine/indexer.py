@@ -220,7 +220,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     rules = rules or embedder.duplicate_rules()
     report.duplicates_searched = store.count() <= rules.max_products
     if report.duplicates_searched:
-        report.duplicates = store_duplicates(store, root, rules, uploaded=all_uploaded)
+        report.duplicates = store_duplicates(store, root, rules, uploaded=all_uploaded,
+                                             show_progress=show_progress)
     store.flush()
     report.seconds = time.perf_counter() - started
     return report
@@ -336,7 +337,8 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
 
 
 def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | None = None,
-                     uploaded: set[str] | None = None) -> list[list[str]]:
+                     uploaded: set[str] | None = None, show_progress: bool = False
+                     ) -> list[list[str]]:
     """Duplicate groups among all stored products, as image paths (with the product id when
     products share one photo); a product of ``uploaded`` (added through the API, its photo
     named by its sha256) as ``product ID (added through the API)``."""
@@ -356,5 +358,5 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
     groups = find_duplicates(
         keys, vectors,
         [r.phash for r in records], [r.thumb for r in records],
-        [r.content_sha256 for r in records], rules)
+        [r.content_sha256 for r in records], rules, show_progress)
     return [list(map(str, g)) for g in groups]
