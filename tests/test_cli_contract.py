@@ -59,7 +59,7 @@ def test_index_reindex_search_similar_info(catalog, env, tmp_path):
     # the new photo is a byte copy of another product's photo: reported as duplicates
     assert any("extra/NEW.JPG" in group for group in second["duplicates"])
     assert second["duplicates_searched"] is True
-    # above VITRINE_DUP_MAX_PRODUCTS the (quadratic) store-wide search is not run, and said so
+    # above VITRINE_DUP_MAX_PRODUCTS the store-wide search is not run, and said so
     capped = {**env, "VITRINE_DUP_MAX_PRODUCTS": "31"}
     third = json.loads(run("index", catalog, "--store", store, "--json",
                            env_extra=capped).stdout)

@@ -190,7 +190,12 @@ def test_large_stores_find_the_same_close_pairs_through_the_inverted_file(monkey
                                                                          approx[1])
     assert np.allclose(exact[2][order], approx[2], atol=1e-5)
     assert approx[2].min() >= 0.97
+    same = np.eye(2, dtype=np.float32)[[0, 0]]  # a tie with the threshold counts, both ways
+    for exact_up_to in (0, 10):
+        monkeypatch.setattr(dedupe, "EXACT_PAIRS_UP_TO", exact_up_to)
+        assert dedupe._close_pairs(2, same.__getitem__, 1.0)[0].tolist() == [0]
     # and so the groups
+    monkeypatch.setattr(dedupe, "EXACT_PAIRS_UP_TO", 1000)
     phashes = ["0" * 16] * len(vecs)
     thumbs = [t.tobytes() for t in rng.integers(0, 256, (len(vecs), 768), dtype=np.uint8)]
     thumbs[200:205] = thumbs[4000:4005]  # found by the thumbnail rule

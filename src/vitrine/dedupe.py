@@ -97,7 +97,9 @@ def calibrated_embed_cosine(vectors: np.ndarray, phashes: Sequence[str],
     (:meth:`DuplicateRules.embedding_view`). The rule is that cosine plus
     :data:`CALIBRATION_MARGIN` and at least ``rules.embed_cosine``; above 1 (different products
     as close as 0.99: a model whose vectors tell its categories and little else, such as the
-    'probs' layer) the embedding rule never holds and only the other rules find duplicates."""
+    'probs' layer) the embedding rule never holds and only the other rules find duplicates.
+    Above :data:`EXACT_PAIRS_UP_TO` photos the pairs come from the inverted file, which could
+    miss the closest one (and so calibrate the rule too low)."""
     group_of = {row: g for g, rows in enumerate(groups) for row in rows}
     rows, ids, scores = _close_pairs(len(vectors), rules.embedding_rows(vectors),
                                      rules.embed_cosine - CALIBRATION_MARGIN)
@@ -187,15 +189,24 @@ def _close_pairs(n: int, rows_of: Rows, threshold: float,
     is at least ``threshold``: all of them up to :data:`EXACT_PAIRS_UP_TO` rows, above that
     those the inverted file finds (a pair whose rows lie in cells far apart can be missed).
     ``advance`` is told of the rows done, ``2 × n`` in all."""
+    advance = advance or (lambda done: None)
+    if threshold > 1 + 1e-5:  # rows are unit vectors: a rule switched off
+        advance(2 * n)
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+
+    def floats(rows: np.ndarray) -> np.ndarray:  # what FAISS takes
+        return np.ascontiguousarray(rows_of(rows), dtype=np.float32)
+
+    if n > EXACT_PAIRS_UP_TO:
+        return _close_pairs_ivf(n, floats, threshold, advance)
     import faiss  # here, not at the top: embedding photos needs the hashes, not FAISS
 
-    advance = advance or (lambda done: None)
-    if n > EXACT_PAIRS_UP_TO:
-        return _close_pairs_ivf(n, rows_of, threshold, advance)
-    vecs = np.ascontiguousarray(rows_of(np.arange(n)), dtype=np.float32)
+    vecs = floats(np.arange(n))
     index = faiss.IndexFlatIP(vecs.shape[1])
     index.add(vecs)
-    lims, scores, ids = index.range_search(vecs, threshold)
+    # FAISS keeps scores above its radius; the rule is "at least"
+    lims, scores, ids = index.range_search(vecs, float(np.nextafter(np.float32(threshold),
+                                                                    np.float32(-2))))
     rows = np.repeat(np.arange(n), np.diff(lims).astype(np.int64))
     keep = rows < ids  # each pair once, not a photo with itself
     advance(2 * n)
