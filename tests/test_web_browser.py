@@ -312,6 +312,11 @@ def test_search_by_keyboard_is_announced_and_keeps_focus(page, base_url, outside
     category chosen with the arrow keys searches again without moving focus."""
     from playwright.sync_api import expect
 
+    # Playwright asks the browser to hand file choosers over when the first listener comes,
+    # without waiting for it: one added only around the key press could be too late, and the
+    # chooser would open (and close, headless) unseen. Listening from the start avoids that.
+    choosers = []
+    page.on("filechooser", lambda chooser: choosers.append(chooser))
     page.goto(base_url + "/search")
     status = page.get_by_role("status")
     assert status.count() == 1 and status.inner_text() == ""
@@ -325,6 +330,7 @@ def test_search_by_keyboard_is_announced_and_keeps_focus(page, base_url, outside
     assert ring == "solid"
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Space")
+    assert choosers == [chooser.value]
     chooser.value.set_files(str(outside_photo))
     expect(status).to_have_text("10 produtos parecidos encontrados.", timeout=30_000)
     assert page.locator("#results li.card").count() == 10
