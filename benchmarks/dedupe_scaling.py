@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from vitrine import dedupe
-from vitrine.bench import ClusterModel, clusters_for, machine, rss_mb
+from vitrine.bench import ClusterModel, at_cosine, clusters_for, machine, rss_mb
 from vitrine.dedupe import DuplicateRules, find_duplicates
 
 
@@ -43,14 +43,6 @@ def _flip(phash: int, bits: int, rng: np.random.Generator) -> int:
     for b in rng.choice(64, bits, replace=False):
         phash ^= 1 << int(b)
     return phash
-
-
-def _at_cosine(v: np.ndarray, cosine: float, rng: np.random.Generator) -> np.ndarray:
-    """A unit vector at ``cosine`` to the unit vector ``v``."""
-    u = rng.standard_normal(len(v)).astype(np.float32)
-    u -= (u @ v) * v
-    u /= np.linalg.norm(u)
-    return cosine * v + np.sqrt(1 - cosine ** 2) * u
 
 
 def catalogue(n: int, dim: int, seed: int = 1):
@@ -69,10 +61,10 @@ def catalogue(n: int, dim: int, seed: int = 1):
             noise = rng.integers(-3, 4, 768)
             thumbs[row] = np.clip(thumbs[orig].astype(np.int16) + noise, 0, 255)
             hashes[row] = _flip(hashes[orig], int(rng.integers(0, 4)), rng)
-            vecs[row] = _at_cosine(vecs[orig], 0.85, rng)
+            vecs[row] = at_cosine(vecs[orig], 0.85, rng)
         else:  # embedding copy
             hashes[row] = _flip(hashes[orig], int(rng.integers(0, 11)), rng)
-            vecs[row] = _at_cosine(vecs[orig], float(rng.uniform(0.975, 0.999)), rng)
+            vecs[row] = at_cosine(vecs[orig], float(rng.uniform(0.975, 0.999)), rng)
         planted.append((orig, row))
     return (vecs, [f"{h:016x}" for h in hashes], [t.tobytes() for t in thumbs], planted)
 

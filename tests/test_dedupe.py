@@ -164,16 +164,13 @@ def test_large_stores_find_the_same_close_pairs_through_the_inverted_file(monkey
     on clustered vectors with planted pairs on both sides of the threshold it finds exactly the
     pairs, and the float scores, of the exact search."""
     from vitrine import dedupe
-    from vitrine.bench import ClusterModel
+    from vitrine.bench import ClusterModel, at_cosine
 
     rng = np.random.default_rng(3)
     vecs, _ = ClusterModel.create(256, 8, seed=0).sample(6000, seed=1)
     cosines = [0.965, 0.969, 0.972, 0.98, 0.99, 0.999] * 10
     for k, c in enumerate(cosines):  # row 100 + k at cosine c to row 3000 + k
-        v = vecs[3000 + k]
-        u = rng.standard_normal(256).astype(np.float32)
-        u -= (u @ v) * v
-        vecs[100 + k] = c * v + np.sqrt(1 - c * c) * u / np.linalg.norm(u)
+        vecs[100 + k] = at_cosine(vecs[3000 + k], c, rng)
     calls = []
     real_ivf = dedupe._close_pairs_ivf
     monkeypatch.setattr(dedupe, "_close_pairs_ivf",

@@ -72,6 +72,14 @@ class ClusterModel:
         return x.astype(np.float32, copy=False), labels
 
 
+def at_cosine(v: np.ndarray, cosine: float, rng: np.random.Generator) -> np.ndarray:
+    """A unit vector at ``cosine`` to the unit vector ``v`` (a planted near-duplicate)."""
+    u = rng.standard_normal(len(v)).astype(np.float32)
+    u -= (u @ v) * v
+    u /= np.linalg.norm(u)
+    return cosine * v + np.sqrt(1 - cosine ** 2) * u
+
+
 def clusters_for(n: int) -> int:
     """About 1,000 vectors per cluster, at least 8 (the demo catalogue's categories)."""
     return int(min(4096, max(8, n // 1000)))

@@ -29,7 +29,7 @@ of such a model's vectors (``probs_tail``): they say the category, not the photo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
 import imagehash
@@ -213,7 +213,8 @@ def _close_pairs(n: int, rows_of: Rows, threshold: float,
     return rows[keep], ids[keep], scores[keep]
 
 
-def _chunks(n: int):
+def _chunks(n: int) -> Iterator[np.ndarray]:
+    """Row numbers ``0 … n-1``, :data:`CHUNK` at a time."""
     for start in range(0, n, CHUNK):
         yield np.arange(start, min(n, start + CHUNK))
 
