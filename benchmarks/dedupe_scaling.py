@@ -19,7 +19,16 @@ whether the groups equal the exact search's (run where the products are at most
 ``--exact-up-to``); ``extra_memory_mb`` the most resident memory the search held beyond its
 inputs (``vectors_mb`` for the vectors).
 
+With ``--changed K,…`` it also times the search that a re-run makes when K products changed
+since the store's last search (``vitrine.dedupe_store``: only those K compared with every
+product, exactly), K random products of which half are planted copies; ``planted_recall`` is
+then the share of those copies' pairs found.
+
     python benchmarks/dedupe_scaling.py > benchmarks/results/dedupe_scaling.json
+    python benchmarks/dedupe_scaling.py --sizes 40000,200000 --dims 1280 \
+        --changed 10,1000,2000,10000 --exact-up-to 0 > benchmarks/results/dedupe_changed.json
+    python benchmarks/dedupe_scaling.py --sizes 1000000 --dims 1280 --changed 10,1000,10000 \
+        --changed-only > benchmarks/results/dedupe_changed_1m.json
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import numpy as np
 
 from vitrine import dedupe
 from vitrine.bench import ClusterModel, at_cosine, clusters_for, machine, rss_mb
-from vitrine.dedupe import DuplicateRules, find_duplicates
+from vitrine.dedupe import DuplicateRules, find_duplicates, rule_pairs
 
 
 def _flip(phash: int, bits: int, rng: np.random.Generator) -> int:
@@ -69,9 +78,9 @@ def catalogue(n: int, dim: int, seed: int = 1):
     return (vecs, [f"{h:016x}" for h in hashes], [t.tobytes() for t in thumbs], planted)
 
 
-def search(vecs, phashes, thumbs, rules: DuplicateRules, exact: bool):
-    """Groups, seconds, and the most memory (MiB) the search held beyond its inputs (resident
-    memory sampled every 50 ms)."""
+def search(vecs, phashes, thumbs, rules: DuplicateRules, exact: bool, among=None):
+    """Groups (the pairs found among ``among``), seconds, and the most memory (MiB) the
+    search held beyond its inputs (resident memory sampled every 50 ms)."""
     saved = dedupe.EXACT_PAIRS_UP_TO
     dedupe.EXACT_PAIRS_UP_TO = len(vecs) if exact else 0
     before, peak, done = rss_mb(), [0.0], threading.Event()
@@ -84,12 +93,34 @@ def search(vecs, phashes, thumbs, rules: DuplicateRules, exact: bool):
     sampler.start()
     try:
         started = time.perf_counter()
-        groups = find_duplicates(list(range(len(vecs))), vecs, phashes, thumbs, rules=rules)
+        if among is None:
+            groups = find_duplicates(list(range(len(vecs))), vecs, phashes, thumbs,
+                                     rules=rules)
+        else:
+            groups = rule_pairs(vecs, phashes, thumbs, rules, among=among).tolist()
         return groups, time.perf_counter() - started, max(0.0, peak[0] - before)
     finally:
         done.set()
         sampler.join()
         dedupe.EXACT_PAIRS_UP_TO = saved
+
+
+def changed_run(vecs, phashes, thumbs, planted, rules: DuplicateRules, k: int) -> dict:
+    """The search of ``k`` changed products against all: half of them planted copies."""
+    rng = np.random.default_rng(k)
+    copies = [row for _, row in planted]
+    among = np.concatenate([rng.choice(copies, min(len(copies), k // 2), replace=False),
+                            rng.choice(len(vecs) - len(copies), k - min(len(copies), k // 2),
+                                       replace=False)])
+    pairs, seconds, extra_mb = search(vecs, phashes, thumbs, rules, False, among)
+    touched = [pair for pair in planted if pair[1] in set(among.tolist())]
+    return {"products": len(vecs), "dim": vecs.shape[1], "search": f"{k} changed",
+            "seconds": round(seconds, 2), "extra_memory_mb": round(extra_mb),
+            "vectors_mb": round(vecs.nbytes / 2**20), "pairs": len(pairs),
+            "planted_pairs": len(touched),
+            "planted_recall": round(len(set(touched) & set(map(tuple, pairs)))
+                                    / max(1, len(touched)), 4),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main() -> None:
@@ -98,6 +129,10 @@ def main() -> None:
     ap.add_argument("--dims", default="1280,2440")
     ap.add_argument("--exact-up-to", type=int, default=40_000,
                     help="run the exact search too up to this many products")
+    ap.add_argument("--changed", default="",
+                    help="time the search of only this many changed products, K1,K2,…")
+    ap.add_argument("--changed-only", action="store_true",
+                    help="with --changed: not the search of every product")
     args = ap.parse_args()
     runs = []
     for dim in map(int, args.dims.split(",")):
@@ -105,7 +140,8 @@ def main() -> None:
         for n in map(int, args.sizes.split(",")):
             vecs, phashes, thumbs, planted = catalogue(n, dim)
             exact_groups = None
-            for exact in ([True, False] if n <= args.exact_up_to else [False]):
+            searches = [True, False] if n <= args.exact_up_to else [False]
+            for exact in searches if not (args.changed and args.changed_only) else []:
                 groups, seconds, extra_mb = search(vecs, phashes, thumbs, rules, exact)
                 group_of = {row: g for g, rows in enumerate(groups) for row in rows}
                 found = sum(1 for a, b in planted
@@ -123,6 +159,9 @@ def main() -> None:
                     run["same_as_exact"] = groups == exact_groups
                 runs.append(run)
                 print(json.dumps(run), file=sys.stderr)
+            for k in [int(k) for k in args.changed.split(",") if k]:
+                runs.append(changed_run(vecs, phashes, thumbs, planted, rules, k))
+                print(json.dumps(runs[-1]), file=sys.stderr)
             del vecs, thumbs
     print(json.dumps({"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
                       "machine": machine(), "pair_probes": dedupe.PAIR_PROBES,

@@ -59,6 +59,9 @@ def test_index_reindex_search_similar_info(catalog, env, tmp_path):
     # the new photo is a byte copy of another product's photo: reported as duplicates
     assert any("extra/NEW.JPG" in group for group in second["duplicates"])
     assert second["duplicates_searched"] is True
+    # the duplicate pairs of the first run are kept: only the new and the replaced photo are
+    # compared with the store
+    assert (first["duplicates_compared"], second["duplicates_compared"]) == (32, 2)
     # above VITRINE_DUP_MAX_PRODUCTS the store-wide search is not run, and said so
     capped = {**env, "VITRINE_DUP_MAX_PRODUCTS": "31"}
     third = json.loads(run("index", catalog, "--store", store, "--json",

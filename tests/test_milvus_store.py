@@ -76,6 +76,26 @@ def test_manifest_guard_and_missing_store(mstore, tmp_path):
     other.close()
 
 
+def test_the_duplicate_cache_spans_rows_and_a_torn_one_is_no_cache(mstore):
+    """Milvus keeps the duplicate pairs' bytes in meta rows of 64 KiB: a cache of several rows
+    reads back whole, a shorter one leaves no stale row, and one whose rows another writer
+    changed meanwhile (their sha256 no longer agrees) reads as none."""
+    assert mstore.duplicate_cache() is None
+    big = np.random.default_rng(0).bytes(200_000)  # 267 kB of base64: 5 rows
+    mstore.set_duplicate_cache(big)
+    assert mstore.duplicate_cache() == big
+    rows = mstore.client.query(mstore.meta_collection, filter='key like "duplicates%"',
+                               output_fields=["key"])
+    assert len(rows) == 6
+    mstore.set_duplicate_cache(b"small")
+    assert mstore.duplicate_cache() == b"small"
+    rows = mstore.client.query(mstore.meta_collection, filter='key like "duplicates%"',
+                               output_fields=["key"])
+    assert sorted(r["key"] for r in rows) == ["duplicates", "duplicates/0"]
+    mstore._set_meta("duplicates/0", "b3RoZXI=")  # "other": another writer's row
+    assert mstore.duplicate_cache() is None
+
+
 def test_parity_with_embedded_store(small_store, embedder, tmp_path, demo_catalog):
     embedded = open_store(small_store)
     milvus = open_store(f"milvus-lite://{tmp_path}/copy.db", create=True)
@@ -106,13 +126,16 @@ def test_cli_index_and_search_on_milvus_lite(small_catalog, weights_path, tmp_pa
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
-    for shard in ("0/2", "1/2"):  # two writers, each its own share of the catalogue
-        cli("index", small_catalog, "--store", uri, "--shard", shard, "--json")
+    runs = [json.loads(cli("index", small_catalog, "--store", uri, "--shard", shard, "--json"))
+            for shard in ("0/2", "1/2")]  # two writers, each its own share of the catalogue
     total = len((small_catalog / "products.csv").read_text().splitlines()) - 1
     info = json.loads(cli("info", "--store", uri, "--json"))
     assert info["products"] == total
     again = json.loads(cli("index", small_catalog, "--store", uri, "--json"))
     assert again["indexed"] == 0 and again["unchanged"] == total
+    # the duplicate search: each shard's products compared with the store once, then none
+    assert [r["duplicates_compared"] for r in runs] == [r["indexed"] for r in runs]
+    assert again["duplicates_compared"] == 0 and again["duplicates"] == runs[1]["duplicates"]
     query = sorted((small_catalog / "x_bolsa_feminina").glob("*.jpg"))[0]
     result = json.loads(cli("search", "--store", uri, "--k", "3", "--json", query))
     assert result["results"][0]["image"].endswith(query.name)

@@ -16,7 +16,9 @@ many distinct products. So two photos are duplicates when
   roughly agree (≤ ``2 × phash_distance``): recompressed or lightly edited copies.
 
 Candidate pairs come from FAISS range searches, never from an N×N matrix: exact up to
-:data:`EXACT_PAIRS_UP_TO` photos, through an inverted file above.
+:data:`EXACT_PAIRS_UP_TO` photos, through an inverted file above; for the products of a store
+changed since its last search, those against every product, exactly (``among``,
+``vitrine.dedupe_store``).
 
 ``embed_cosine`` (0.97) is calibrated for pretrained features. A trained model pulls the photos
 of one category together (with the demo's, different products, colour variants and look-alike
@@ -183,12 +185,14 @@ CHUNK = 16_384
 
 
 def _close_pairs(n: int, rows_of: Rows, threshold: float,
-                 advance: Callable[[int], None] | None = None
+                 advance: Callable[[int], None] | None = None,
+                 among: np.ndarray | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows ``i``, ``j`` (i < j) of ``n`` and inner products of the pairs whose inner product
     is at least ``threshold``: all of them up to :data:`EXACT_PAIRS_UP_TO` rows, above that
     those the inverted file finds (a pair whose rows lie in cells far apart can be missed).
-    ``advance`` is told of the rows done, ``2 × n`` in all."""
+    With ``among`` (row numbers), only the pairs with a row among them, all of them
+    (:func:`_pairs_with`). ``advance`` is told of the rows done, ``2 × n`` in all."""
     advance = advance or (lambda done: None)
     if threshold > 1 + 1e-5:  # rows are unit vectors: a rule switched off
         advance(2 * n)
@@ -197,6 +201,8 @@ def _close_pairs(n: int, rows_of: Rows, threshold: float,
     def floats(rows: np.ndarray) -> np.ndarray:  # what FAISS takes
         return np.ascontiguousarray(rows_of(rows), dtype=np.float32)
 
+    if among is not None:
+        return _pairs_with(n, floats, threshold, advance, among)
     if n > EXACT_PAIRS_UP_TO:
         return _close_pairs_ivf(n, floats, threshold, advance)
     import faiss  # here, not at the top: embedding photos needs the hashes, not FAISS
@@ -204,13 +210,43 @@ def _close_pairs(n: int, rows_of: Rows, threshold: float,
     vecs = floats(np.arange(n))
     index = faiss.IndexFlatIP(vecs.shape[1])
     index.add(vecs)
-    # FAISS keeps scores above its radius; the rule is "at least"
-    lims, scores, ids = index.range_search(vecs, float(np.nextafter(np.float32(threshold),
-                                                                    np.float32(-2))))
+    lims, scores, ids = index.range_search(vecs, _radius(threshold))
     rows = np.repeat(np.arange(n), np.diff(lims).astype(np.int64))
     keep = rows < ids  # each pair once, not a photo with itself
     advance(2 * n)
     return rows[keep], ids[keep], scores[keep]
+
+
+def _radius(threshold: float) -> float:
+    """FAISS keeps scores above its radius; the rules say "at least"."""
+    return float(np.nextafter(np.float32(threshold), np.float32(-2)))
+
+
+def _pairs_with(n: int, rows_of: Rows, threshold: float, advance: Callable[[int], None],
+                among: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_close_pairs` of the rows ``among`` with every row, exactly: the rows of
+    ``among`` in a flat index, every row searched against it a chunk at a time (a search
+    that costs ``len(among) × n``, for the few products of a store that changed)."""
+    import faiss
+
+    among = np.unique(np.asarray(among, dtype=np.int64))
+    if not len(among):
+        advance(2 * n)
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    vecs = rows_of(among)
+    index = faiss.IndexFlatIP(vecs.shape[1])
+    index.add(vecs)
+    del vecs
+    found, found_scores = [], []
+    for rows in _chunks(n):
+        lims, scores, hits = index.range_search(rows_of(rows), _radius(threshold))
+        advance(2 * len(rows))
+        rows, hits = np.repeat(rows, np.diff(lims).astype(np.int64)), among[hits]
+        keep = rows != hits
+        found.append(np.minimum(rows, hits)[keep] * n + np.maximum(rows, hits)[keep])
+        found_scores.append(scores[keep])
+    pairs, first = np.unique(np.concatenate(found), return_index=True)  # a pair within
+    return pairs // n, pairs % n, np.concatenate(found_scores)[first]  # among comes twice
 
 
 def _chunks(n: int) -> Iterator[np.ndarray]:
@@ -268,6 +304,43 @@ def _close_pairs_ivf(n: int, rows_of: Rows, threshold: float, advance: Callable[
     return rows[keep], ids[keep], scores[keep]
 
 
+def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[bytes],
+               rules: DuplicateRules, advance: Callable[[int], None] | None = None,
+               among: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``(i, j)``, i < j, of the pairs that the thumbnail or the embedding rule joins
+    (``vectors`` L2-normalised; rows aligned with ``phashes`` and ``thumbs``); with ``among``
+    only the pairs with a row among those (the products changed since a previous search).
+    ``advance`` is told of the rows done, ``4 × rows`` in all."""
+    n = len(phashes)
+    rows, ids, _ = _close_pairs(n, lambda rows: thumb_vectors([thumbs[i] for i in rows]),
+                                rules.thumb_cosine, advance, among)
+    pairs = [(i, j) for i, j in zip(rows.tolist(), ids.tolist(), strict=True)
+             if hamming(phashes[i], phashes[j]) <= rules.phash_distance
+             and colour_difference(thumbs[i], thumbs[j]) <= rules.max_colour_diff]
+    rows, ids, _ = _close_pairs(n, rules.embedding_rows(vectors), rules.embed_cosine, advance,
+                                among)
+    pairs += [(i, j) for i, j in zip(rows.tolist(), ids.tolist(), strict=True)
+              if hamming(phashes[i], phashes[j]) <= 2 * rules.phash_distance]
+    return np.array(sorted(set(pairs)), dtype=np.int64).reshape(-1, 2)
+
+
+def duplicate_groups(n: int, pairs: np.ndarray, content: Sequence[str] | None = None
+                     ) -> list[list[int]]:
+    """Groups of two or more of the rows ``0 … n-1`` joined by ``pairs`` or by identical
+    ``content`` (sha256 of the bytes), each in row order, ordered by first row."""
+    uf = _UnionFind(n)
+    if content is not None:
+        first_seen: dict[str, int] = {}
+        for i, sha in enumerate(content):
+            uf.union(first_seen.setdefault(sha, i), i)
+    for i, j in pairs.tolist():
+        uf.union(i, j)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(uf.find(i), []).append(i)
+    return [members for _, members in sorted(groups.items()) if len(members) > 1]
+
+
 def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequence[str],
                     thumbs: Sequence[bytes], content: Sequence[str] | None = None,
                     rules: DuplicateRules | None = None,
@@ -278,32 +351,12 @@ def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequ
 
     Returns groups of two or more keys, each in input order, ordered by first member.
     """
-    rules = rules or DuplicateRules()
-    n = len(keys)
-    uf = _UnionFind(n)
-    if content is not None:
-        first_seen: dict[str, int] = {}
-        for i, sha in enumerate(content):
-            uf.union(first_seen.setdefault(sha, i), i)
-    if n > 1:
-        from vitrine.progress import progress_bar
+    from vitrine.progress import progress_bar
 
+    n = len(keys)
+    pairs = np.empty((0, 2), np.int64)
+    if n > 1:
         with progress_bar("Duplicates", 4 * n, unit="rows",
                           enabled=show_progress and n > EXACT_PAIRS_UP_TO) as advance:
-            rows, ids, _ = _close_pairs(
-                n, lambda rows: thumb_vectors([thumbs[i] for i in rows]), rules.thumb_cosine,
-                advance)
-            for i, j in zip(rows.tolist(), ids.tolist(), strict=True):
-                if (hamming(phashes[i], phashes[j]) <= rules.phash_distance
-                        and colour_difference(thumbs[i], thumbs[j]) <= rules.max_colour_diff):
-                    uf.union(i, j)
-            rows, ids, _ = _close_pairs(n, rules.embedding_rows(vectors), rules.embed_cosine,
-                                        advance)
-            for i, j in zip(rows.tolist(), ids.tolist(), strict=True):
-                if hamming(phashes[i], phashes[j]) <= 2 * rules.phash_distance:
-                    uf.union(i, j)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(uf.find(i), []).append(i)
-    return [[keys[i] for i in members] for _, members in sorted(groups.items())
-            if len(members) > 1]
+            pairs = rule_pairs(vectors, phashes, thumbs, rules or DuplicateRules(), advance)
+    return [[keys[i] for i in group] for group in duplicate_groups(n, pairs, content)]

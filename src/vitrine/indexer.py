@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vitrine import dedupe
 from vitrine.catalog import (
     UPLOAD_NAME,
     UPLOADED,
@@ -17,7 +18,8 @@ from vitrine.catalog import (
     read_catalog,
     recategorised,
 )
-from vitrine.dedupe import DuplicateRules, find_duplicates
+from vitrine.dedupe import DuplicateRules, duplicate_groups
+from vitrine.dedupe_store import store_pairs
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
 from vitrine.progress import progress_bar
@@ -43,6 +45,9 @@ class IndexReport:
     duplicates: list[list[str]] = field(default_factory=list)
     duplicates_searched: bool = True
     """False when the store holds more products than ``DuplicateRules.max_products``."""
+    duplicates_compared: int = 0
+    """Products compared with the whole store to find duplicates: those changed since the
+    last search when its pairs could be reused (``vitrine.dedupe_store``), else all."""
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -53,6 +58,7 @@ class IndexReport:
                 "skipped": self.skipped,
                 "duplicates": self.duplicates,
                 "duplicates_searched": self.duplicates_searched,
+                "duplicates_compared": self.duplicates_compared,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -220,8 +226,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     rules = rules or embedder.duplicate_rules()
     report.duplicates_searched = store.count() <= rules.max_products
     if report.duplicates_searched:
-        report.duplicates = store_duplicates(store, root, rules, uploaded=all_uploaded,
-                                             show_progress=show_progress)
+        report.duplicates, report.duplicates_compared = store_duplicates(
+            store, root, rules, uploaded=all_uploaded, show_progress=show_progress)
     store.flush()
     report.seconds = time.perf_counter() - started
     return report
@@ -337,14 +343,16 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
 
 
 def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | None = None,
-                     uploaded: set[str] | None = None, show_progress: bool = False
-                     ) -> list[list[str]]:
+                     uploaded: set[str] | None = None, show_progress: bool = False,
+                     reuse: bool = True) -> tuple[list[list[str]], int]:
     """Duplicate groups among all stored products, as image paths (with the product id when
     products share one photo); a product of ``uploaded`` (added through the API, its photo
-    named by its sha256) as ``product ID (added through the API)``."""
+    named by its sha256) as ``product ID (added through the API)``. Unless ``reuse`` is False
+    the pairs of the last search are kept and only the products changed since are compared
+    with the store (:func:`vitrine.dedupe_store.store_pairs`); also returns how many were."""
     ids, vectors = store.all_vectors()
     if len(ids) < 2:
-        return []
+        return [], 0
     by_id = {p.product_id: p for p in store.list_products(limit=len(ids) + 1_000_000)}
     records = [by_id.get(pid) for pid in ids]
     if any(r is None for r in records):
@@ -355,8 +363,11 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
     keys = [f"product {r.product_id} (added through the API)" if r.product_id in uploaded
             else f"{p} (product {r.product_id})" if p in shared  # one photo, two products
             else p for p, r in zip(paths, records, strict=True)]
-    groups = find_duplicates(
-        keys, vectors,
-        [r.phash for r in records], [r.thumb for r in records],
-        [r.content_sha256 for r in records], rules, show_progress)
-    return [list(map(str, g)) for g in groups]
+    shas = [r.content_sha256 for r in records]
+    n = len(ids)
+    with progress_bar("Duplicates", 4 * n, unit="rows",
+                      enabled=show_progress and n > dedupe.EXACT_PAIRS_UP_TO) as advance:
+        pairs, compared = store_pairs(store, ids, shas, vectors, [r.phash for r in records],
+                                      [r.thumb for r in records],
+                                      rules or DuplicateRules(), advance, reuse)
+    return [[keys[i] for i in group] for group in duplicate_groups(n, pairs, shas)], compared

@@ -211,6 +211,15 @@ class EmbeddedStore:
             self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('catalog', ?)",
                             (folder,))
 
+    def duplicate_cache(self) -> bytes | None:
+        value = self._meta("duplicates")
+        return value if isinstance(value, bytes) else None
+
+    def set_duplicate_cache(self, data: bytes) -> None:
+        with self._transaction(new_generation=False):  # a BLOB in the meta table
+            self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('duplicates', ?)",
+                            (data,))
+
     # ---- writes ---------------------------------------------------------------------------
     def upsert(self, records: Sequence[Record]) -> None:
         """Insert or replace products with their vectors, in one transaction."""

@@ -9,6 +9,8 @@ Installed by the extra ``vitrine[milvus]``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import os
@@ -190,6 +192,28 @@ class MilvusStore:
 
     def set_catalog_folder(self, folder: str) -> None:
         self._set_meta("catalog", folder)
+
+    def duplicate_cache(self) -> bytes | None:
+        """The saved bytes, from meta rows of at most 64 KiB of base64 each; None when a part
+        is missing or another writer changed them meanwhile (their sha256 no longer agrees)."""
+        head = self._meta("duplicates")
+        if not head:
+            return None
+        parts, sha = json.loads(head)
+        data = b"".join(base64.b64decode(self._meta(f"duplicates/{i}") or "")
+                        for i in range(parts))
+        return data if hashlib.sha256(data).hexdigest() == sha else None
+
+    def set_duplicate_cache(self, data: bytes) -> None:
+        text = base64.b64encode(data).decode()
+        parts = [text[i:i + 65_532] for i in range(0, len(text), 65_532)]  # 4-char groups
+        head = self._meta("duplicates")
+        for i, part in enumerate(parts):
+            self._set_meta(f"duplicates/{i}", part)
+        self._set_meta("duplicates", json.dumps([len(parts), hashlib.sha256(data).hexdigest()]))
+        stale = [f"duplicates/{i}" for i in range(len(parts), json.loads(head)[0] if head else 0)]
+        if stale:
+            self.client.delete(self.meta_collection, filter=f"key in {_quote(stale)}")
 
     # ---- writes ---------------------------------------------------------------------------
     def lock_for_writing(self) -> None:

@@ -1,0 +1,127 @@
+"""The duplicate pairs of a whole store, searched again only for what changed.
+
+``vitrine index`` lists the duplicate groups of its whole store after every run. The pairs that
+the thumbnail and embedding rules join depend only on the two products' photos, so the store
+keeps those of its last search (:meth:`VectorStore.duplicate_cache`), each product named by a
+64-bit digest of its id and photo sha256. The next search takes the pairs of the products whose
+digest it finds again and compares only the others (new, replaced or added through the API)
+with the whole store, exactly (:func:`vitrine.dedupe.rule_pairs` with ``among``): a re-run that
+changed a few products of a million costs seconds, not the quarter of an hour of a full search.
+
+The saved pairs are used only under the rules, model and format they were found with
+(:func:`fingerprint`); any other cache, or one that cannot be read, means a full search.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import numpy as np
+
+from vitrine import dedupe
+from vitrine.dedupe import DuplicateRules, rule_pairs
+from vitrine.store import VectorStore
+
+FORMAT = 1
+"""Bumped when the rules' inputs (pHash, thumbnail) or the cache's layout change."""
+CHANGED_AT_MOST = 20_000
+"""Each changed product costs a pass over the whole store, so the search of the changed ones
+alone is used while it costs less than a full one: up to half the store where the full search
+is exact (``dedupe.EXACT_PAIRS_UP_TO`` products: every product against every product), up to
+a twentieth of it and this many above. Measured (benchmarks/dedupe_scaling.py ``--changed``,
+1,280-d, AMD host; results/dedupe_changed*.json): 40,000 products, full 6.8 s, 2,000 changed
+2.5 s; 200,000, full 45 s, 10,000 changed 48 s (1,000: 5.4 s, 10: 0.7 s); 1,000,000, full
+721 s, 10,000 changed 281 s (10: 8.1 s)."""
+
+
+def changed_limit(n: int) -> int:
+    """How many changed products of ``n`` are searched on their own (:data:`CHANGED_AT_MOST`)."""
+    return n // 2 if n <= dedupe.EXACT_PAIRS_UP_TO else min(n // 20, CHANGED_AT_MOST)
+
+
+def fingerprint(rules: DuplicateRules, manifest: dict | None) -> str:
+    """What the saved pairs hold for: the rules (not ``max_products``), the model that made the
+    vectors, the cache's format."""
+    rule_fields = {k: v for k, v in asdict(rules).items() if k != "max_products"}
+    text = json.dumps({"format": FORMAT, "rules": rule_fields, "model": manifest},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def digests(ids: Sequence[str], shas: Sequence[str]) -> np.ndarray:
+    """One uint64 per product: its id and photo sha256, hashed."""
+    return np.array([int.from_bytes(hashlib.blake2b(f"{pid}\0{sha}".encode(), digest_size=8)
+                                    .digest(), "little") for pid, sha in zip(ids, shas,
+                                                                             strict=True)],
+                    dtype=np.uint64)
+
+
+def encode(key: str, rows: np.ndarray, pairs: np.ndarray) -> bytes:
+    """The cache's bytes: the fingerprint, the digests searched and the pairs found (as pairs
+    of digests)."""
+    buf = io.BytesIO()
+    np.savez(buf, key=np.array(key), digests=rows, pairs=rows[pairs])
+    return buf.getvalue()
+
+
+def decode(data: bytes | None, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The digests and digest pairs of a cache saved under ``key``; None for none, another
+    key, or bytes that are not a cache."""
+    if not data:
+        return None
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as saved:
+            if str(saved["key"]) != key:
+                return None
+            rows, pairs = saved["digests"], saved["pairs"]
+    except Exception:  # noqa: BLE001 - a damaged cache is no cache
+        return None
+    if rows.dtype != np.uint64 or pairs.dtype != np.uint64 or pairs.ndim != 2 \
+            or pairs.shape[1] != 2:
+        return None
+    return rows, pairs
+
+
+def known_pairs(now: np.ndarray, saved: np.ndarray, saved_pairs: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The saved pairs whose two products are still there unchanged, as rows of ``now`` (the
+    current digests), and the rows of ``now`` the saved search did not see."""
+    order = np.argsort(now, kind="stable")
+    sorted_now = now[order]
+
+    def rows_of(values: np.ndarray) -> np.ndarray:
+        at = np.minimum(np.searchsorted(sorted_now, values), len(now) - 1)
+        return np.where(sorted_now[at] == values, order[at], -1)
+
+    ends = rows_of(saved_pairs.reshape(-1)).reshape(-1, 2)
+    ends = ends[(ends >= 0).all(axis=1)]
+    pairs = np.sort(ends, axis=1)
+    return pairs, np.flatnonzero(~np.isin(now, saved))
+
+
+def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
+                vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[bytes],
+                rules: DuplicateRules, advance=None, reuse: bool = True
+                ) -> tuple[np.ndarray, int]:
+    """The rule pairs (rows) among the store's products (rows aligned with ``ids``) and how
+    many products were compared with the whole store (all of them unless the store's saved
+    pairs could be reused); the pairs found are saved for the next search."""
+    manifest = store.manifest()
+    key = fingerprint(rules, manifest.as_dict() if manifest else None)
+    now = digests(ids, shas)
+    saved = decode(store.duplicate_cache(), key) if reuse else None
+    if saved is not None:
+        pairs, changed = known_pairs(now, *saved)
+        if len(changed) <= changed_limit(len(ids)):
+            found = rule_pairs(vectors, phashes, thumbs, rules, advance, among=changed)
+            if len(changed) or len(pairs) < len(saved[1]) or len(now) < len(saved[0]):
+                pairs = np.unique(np.concatenate([pairs, found]), axis=0)
+                store.set_duplicate_cache(encode(key, now, pairs))
+            return pairs, len(changed)
+    pairs = rule_pairs(vectors, phashes, thumbs, rules, advance)
+    store.set_duplicate_cache(encode(key, now, pairs))
+    return pairs, len(ids)

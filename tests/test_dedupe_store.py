@@ -1,0 +1,113 @@
+"""The store keeps the duplicate pairs of its last search; the next search compares only the
+products changed since with the whole store, and finds what a full search finds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitrine import dedupe_store
+from vitrine.bench import ClusterModel, at_cosine
+from vitrine.catalog import Product
+from vitrine.dedupe import DuplicateRules, rule_pairs
+from vitrine.embed import ModelManifest
+from vitrine.store import open_store
+from vitrine.store.base import Record
+
+DIM = 32
+
+
+def fingerprints(n: int, seed: int) -> tuple[np.ndarray, list[str], list[bytes]]:
+    """Clustered unit vectors, pHashes and thumbnails of ``n`` distinct photos, with copies
+    planted: rows 10–14 are embedding copies of rows 50–54 (cosine 0.975–0.999, same pHash,
+    another thumbnail), rows 20–24 thumbnail copies of rows 60–64 (another vector)."""
+    rng = np.random.default_rng(seed)
+    vecs, _ = ClusterModel.create(DIM, 6, seed=0, rank=16).sample(n, seed=seed)
+    phashes = [f"{x:016x}" for x in rng.integers(0, 2**63, n)]
+    thumbs = [t.tobytes() for t in rng.integers(0, 256, (n, 768), dtype=np.uint8)]
+    for k, cosine in enumerate((0.975, 0.98, 0.99, 0.995, 0.999)):
+        vecs[10 + k] = at_cosine(vecs[50 + k], cosine, rng)
+        phashes[10 + k] = phashes[50 + k]
+        thumbs[20 + k], phashes[20 + k] = thumbs[60 + k], phashes[60 + k]
+    return vecs, phashes, thumbs
+
+
+def as_set(pairs: np.ndarray) -> set[tuple[int, int]]:
+    return set(map(tuple, pairs.tolist()))
+
+
+def test_the_pairs_of_some_rows_are_those_of_the_full_search_that_touch_them():
+    vecs, phashes, thumbs = fingerprints(3000, seed=1)
+    # close pairs by chance too at 0.95, with the pHash check as loose as it goes
+    rules = DuplicateRules(embed_cosine=0.95, phash_distance=32)
+    full = as_set(rule_pairs(vecs, phashes, thumbs, rules))
+    assert {(10 + k, 50 + k) for k in range(5)} | {(20 + k, 60 + k) for k in range(5)} <= full
+    among = np.array([10, 20, 60, 5, 116, 2999, 10])  # listed twice: searched once
+    touching = {p for p in full if set(p) & set(among.tolist())}
+    assert len(touching) >= 6 and len(full) > 2 * len(touching)
+    assert as_set(rule_pairs(vecs, phashes, thumbs, rules, among=among)) == touching
+    assert rule_pairs(vecs, phashes, thumbs, rules, among=np.array([], np.int64)).size == 0
+    # a copy of the row itself is a pair; a row is never paired with itself
+    vecs[999], phashes[999], thumbs[999] = vecs[998], phashes[998], thumbs[998]
+    assert as_set(rule_pairs(vecs, phashes, thumbs, rules, among=np.array([999]))) == {
+        (998, 999)}
+
+
+def records(ids, vecs, phashes, thumbs, sha: str = "") -> list[Record]:
+    return [Record(Product(pid, Path(f"/photos/{pid}.jpg")), f"sha-{pid}{sha}", phashes[i],
+                   thumbs[i], vecs[i]) for i, pid in enumerate(ids)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = open_store(tmp_path / "store", create=True)
+    s.set_manifest(ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, DIM))
+    yield s
+    s.close()
+
+
+def search(store, rules, reuse=True) -> tuple[set[tuple[str, str]], int]:
+    """The pairs (as product ids) and how many products were compared with the store."""
+    ids, vecs = store.all_vectors()
+    rows = {p.product_id: p for p in store.list_products(limit=10_000)}
+    found, compared = dedupe_store.store_pairs(
+        store, ids, [rows[i].content_sha256 for i in ids], vecs,
+        [rows[i].phash for i in ids], [rows[i].thumb for i in ids], rules, reuse=reuse)
+    return {tuple(sorted((ids[i], ids[j]))) for i, j in found.tolist()}, compared
+
+
+def test_a_store_compares_only_the_products_changed_since_its_last_search(store):
+    vecs, phashes, thumbs = fingerprints(400, seed=2)
+    ids = [f"p{i:03d}" for i in range(400)]
+    store.upsert(records(ids, vecs, phashes, thumbs))
+    rules = DuplicateRules()
+
+    def check(expect_compared: int) -> set[tuple[str, str]]:
+        pairs, compared = search(store, rules)
+        assert compared == expect_compared
+        assert pairs == search(store, rules, reuse=False)[0]  # what a full search finds
+        return pairs
+
+    first = check(400)
+    planted = {("p010", "p050"), ("p024", "p064")}
+    assert planted <= first
+    assert check(0) == first  # nothing changed: every pair kept, nothing compared
+    # a new copy of p100 and a metadata edit (same photo: not compared again)
+    store.upsert(records(["zcopy"], vecs[[100]], [phashes[100]], [thumbs[100]]))
+    store.update_metadata([Product("p200", Path("/photos/p200.jpg"), name="Renamed")])
+    assert check(1) == first | {("p100", "zcopy")}
+    # p050 replaced by another photo: its pair goes; p010 deleted: nothing to compare
+    store.upsert(records(["p050"], vecs[[301]], [phashes[301]],
+                         [thumbs[301]], sha="-new"))
+    assert ("p010", "p050") not in check(1)
+    store.delete(["p024"])
+    assert ("p024", "p064") not in check(0)
+    # other rules, a damaged cache, or too many changes: the whole store again
+    assert search(store, DuplicateRules(embed_cosine=0.99))[1] == store.count()
+    store.set_duplicate_cache(b"not a cache")
+    assert check(store.count()) == search(store, rules, reuse=False)[0]
+    many = [f"p{i:03d}" for i in range(100, 302)]  # more than half of the store
+    store.upsert(records(many, vecs[100:302], phashes[100:302], thumbs[100:302], sha="-2"))
+    check(store.count())
