@@ -94,6 +94,11 @@ def test_the_duplicate_cache_spans_rows_and_a_torn_one_is_no_cache(mstore):
     assert sorted(r["key"] for r in rows) == ["duplicates", "duplicates/0"]
     mstore._set_meta("duplicates/0", "b3RoZXI=")  # "other": another writer's row
     assert mstore.duplicate_cache() is None
+    for head in ("not json", "{}", "[1]"):  # a damaged header: no cache, and writable again
+        mstore._set_meta("duplicates", head)
+        assert mstore.duplicate_cache() is None
+        mstore.set_duplicate_cache(b"again")
+        assert mstore.duplicate_cache() == b"again"
 
 
 def test_parity_with_embedded_store(small_store, embedder, tmp_path, demo_catalog):

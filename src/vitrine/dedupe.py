@@ -241,12 +241,20 @@ def _pairs_with(n: int, rows_of: Rows, threshold: float, advance: Callable[[int]
     for rows in _chunks(n):
         lims, scores, hits = index.range_search(rows_of(rows), _radius(threshold))
         advance(2 * len(rows))
-        rows, hits = np.repeat(rows, np.diff(lims).astype(np.int64)), among[hits]
-        keep = rows != hits
-        found.append(np.minimum(rows, hits)[keep] * n + np.maximum(rows, hits)[keep])
+        codes, keep = _pair_codes(np.repeat(rows, np.diff(lims).astype(np.int64)),
+                                  among[hits], n)
+        found.append(codes)
         found_scores.append(scores[keep])
     pairs, first = np.unique(np.concatenate(found), return_index=True)  # a pair within
     return pairs // n, pairs % n, np.concatenate(found_scores)[first]  # among comes twice
+
+
+def _pair_codes(rows: np.ndarray, hits: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """One number per pair of two different rows of ``n`` (``rows[k]`` found ``hits[k]``),
+    ``min × n + max``: the same whichever row found it, so that ``np.unique`` counts each
+    pair once; and which of the hits were such pairs."""
+    keep = rows != hits
+    return np.minimum(rows, hits)[keep] * n + np.maximum(rows, hits)[keep], keep
 
 
 def _chunks(n: int) -> Iterator[np.ndarray]:
@@ -290,10 +298,7 @@ def _close_pairs_ivf(n: int, rows_of: Rows, threshold: float, advance: Callable[
         lims, _, ids = index.range_search_preassigned(
             rows_of(rows), threshold - PAIR_MARGIN, nearest_cells[rows], nearest_scores[rows])
         advance(len(rows))
-        rows = np.repeat(rows, np.diff(lims).astype(np.int64))
-        keep = rows != ids
-        # a pair can be found from either row, or both: one number per pair
-        found.append(np.minimum(rows, ids)[keep] * n + np.maximum(rows, ids)[keep])
+        found.append(_pair_codes(np.repeat(rows, np.diff(lims).astype(np.int64)), ids, n)[0])
     del index, nearest_scores, nearest_cells
     pairs = np.unique(np.concatenate(found))
     rows, ids = pairs // n, pairs % n
@@ -302,6 +307,15 @@ def _close_pairs_ivf(n: int, rows_of: Rows, threshold: float, advance: Callable[
                              for k in range(0, len(pairs), CHUNK)] or [np.empty(0, np.float32)])
     keep = scores >= threshold
     return rows[keep], ids[keep], scores[keep]
+
+
+def search_progress(n: int, show_progress: bool):
+    """The "Duplicates" progress bar of a search of ``n`` rows (:func:`rule_pairs`), shown
+    when ``show_progress`` and the search takes a while (above :data:`EXACT_PAIRS_UP_TO`)."""
+    from vitrine.progress import progress_bar
+
+    return progress_bar("Duplicates", 4 * n, unit="rows",
+                        enabled=show_progress and n > EXACT_PAIRS_UP_TO)
 
 
 def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[bytes],
@@ -351,12 +365,9 @@ def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequ
 
     Returns groups of two or more keys, each in input order, ordered by first member.
     """
-    from vitrine.progress import progress_bar
-
     n = len(keys)
     pairs = np.empty((0, 2), np.int64)
     if n > 1:
-        with progress_bar("Duplicates", 4 * n, unit="rows",
-                          enabled=show_progress and n > EXACT_PAIRS_UP_TO) as advance:
+        with search_progress(n, show_progress) as advance:
             pairs = rule_pairs(vectors, phashes, thumbs, rules or DuplicateRules(), advance)
     return [[keys[i] for i in group] for group in duplicate_groups(n, pairs, content)]

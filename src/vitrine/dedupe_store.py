@@ -1,12 +1,13 @@
 """The duplicate pairs of a whole store, searched again only for what changed.
 
 ``vitrine index`` lists the duplicate groups of its whole store after every run. The pairs that
-the thumbnail and embedding rules join depend only on the two products' photos, so the store
-keeps those of its last search (:meth:`VectorStore.duplicate_cache`), each product named by a
-64-bit digest of its id and photo sha256. The next search takes the pairs of the products whose
-digest it finds again and compares only the others (new, replaced or added through the API)
-with the whole store, exactly (:func:`vitrine.dedupe.rule_pairs` with ``among``): a re-run that
-changed a few products of a million costs seconds, not the quarter of an hour of a full search.
+the thumbnail and embedding rules join depend only on the two products' photos and vectors, so
+the store keeps those of its last search (:meth:`VectorStore.duplicate_cache`), each product
+named by a 64-bit digest of its id, photo sha256 and stored vector. The next search takes the
+pairs of the products whose digest it finds again and compares only the others (new, replaced,
+added through the API or embedded again) with the whole store, exactly
+(:func:`vitrine.dedupe.rule_pairs` with ``among``): a re-run that changed a few products of a
+million costs seconds, not the quarter of an hour of a full search.
 
 The saved pairs are used only under the rules, model and format they were found with
 (:func:`fingerprint`); any other cache, or one that cannot be read, means a full search.
@@ -14,6 +15,7 @@ The saved pairs are used only under the rules, model and format they were found 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -24,23 +26,24 @@ import numpy as np
 
 from vitrine import dedupe
 from vitrine.dedupe import DuplicateRules, rule_pairs
+from vitrine.errors import StoreError
 from vitrine.store import VectorStore
 
 FORMAT = 1
 """Bumped when the rules' inputs (pHash, thumbnail) or the cache's layout change."""
 CHANGED_AT_MOST = 20_000
 """Each changed product costs a pass over the whole store, so the search of the changed ones
-alone is used while it costs less than a full one: up to half the store where the full search
+alone is used while it costs well under a full one: up to half the store where the full search
 is exact (``dedupe.EXACT_PAIRS_UP_TO`` products: every product against every product), up to
-a twentieth of it and this many above. Measured (benchmarks/dedupe_scaling.py ``--changed``,
-1,280-d, AMD host; results/dedupe_changed*.json): 40,000 products, full 6.8 s, 2,000 changed
-2.5 s; 200,000, full 45 s, 10,000 changed 48 s (1,000: 5.4 s, 10: 0.7 s); 1,000,000, full
-721 s, 10,000 changed 281 s (10: 8.1 s)."""
+a fortieth of it and this many above. Measured (benchmarks/dedupe_scaling.py ``--changed``,
+1,280-d, AMD host; results/dedupe_changed*.json): 40,000 products, full 6.8 s, 1,000 changed
+1.3 s; 200,000, full 45 s, 2,000 changed 9.9 s (10,000: 48 s); 1,000,000, full 721 s, 10,000
+changed 281 s (10: 8.1 s)."""
 
 
 def changed_limit(n: int) -> int:
     """How many changed products of ``n`` are searched on their own (:data:`CHANGED_AT_MOST`)."""
-    return n // 2 if n <= dedupe.EXACT_PAIRS_UP_TO else min(n // 20, CHANGED_AT_MOST)
+    return n // 2 if n <= dedupe.EXACT_PAIRS_UP_TO else min(n // 40, CHANGED_AT_MOST)
 
 
 def fingerprint(rules: DuplicateRules, manifest: dict | None) -> str:
@@ -52,12 +55,26 @@ def fingerprint(rules: DuplicateRules, manifest: dict | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def digests(ids: Sequence[str], shas: Sequence[str]) -> np.ndarray:
-    """One uint64 per product: its id and photo sha256, hashed."""
-    return np.array([int.from_bytes(hashlib.blake2b(f"{pid}\0{sha}".encode(), digest_size=8)
-                                    .digest(), "little") for pid, sha in zip(ids, shas,
-                                                                             strict=True)],
-                    dtype=np.uint64)
+def digests(ids: Sequence[str], shas: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+    """One uint64 per product: its id, photo sha256 and stored vector, hashed (a product
+    embedded again from the same photo, by another engine, has other pairs)."""
+    named = np.array([int.from_bytes(hashlib.blake2b(f"{pid}\0{sha}".encode(), digest_size=8)
+                                     .digest(), "little")
+                      for pid, sha in zip(ids, shas, strict=True)], dtype=np.uint64)
+    return named ^ vector_checksums(vectors)
+
+
+def vector_checksums(vectors: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """A uint64 per row that changes with any bit of the row: the float bits times fixed odd
+    random weights, summed modulo 2**64 (vectorised; not a cryptographic hash)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    weights = np.random.default_rng(0x5EED).integers(0, 2**63, vectors.shape[1],
+                                                     dtype=np.uint64) * 2 + 1
+    out = np.empty(len(vectors), np.uint64)
+    for start in range(0, len(vectors), chunk):
+        bits = vectors[start:start + chunk].view(np.uint32).astype(np.uint64)
+        out[start:start + chunk] = (bits * weights).sum(axis=1, dtype=np.uint64)
+    return out
 
 
 def encode(key: str, rows: np.ndarray, pairs: np.ndarray) -> bytes:
@@ -112,7 +129,7 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
     pairs could be reused); the pairs found are saved for the next search."""
     manifest = store.manifest()
     key = fingerprint(rules, manifest.as_dict() if manifest else None)
-    now = digests(ids, shas)
+    now = digests(ids, shas, vectors)
     saved = decode(store.duplicate_cache(), key) if reuse else None
     if saved is not None:
         pairs, changed = known_pairs(now, *saved)
@@ -120,8 +137,16 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
             found = rule_pairs(vectors, phashes, thumbs, rules, advance, among=changed)
             if len(changed) or len(pairs) < len(saved[1]) or len(now) < len(saved[0]):
                 pairs = np.unique(np.concatenate([pairs, found]), axis=0)
-                store.set_duplicate_cache(encode(key, now, pairs))
+                _save(store, encode(key, now, pairs))
             return pairs, len(changed)
     pairs = rule_pairs(vectors, phashes, thumbs, rules, advance)
-    store.set_duplicate_cache(encode(key, now, pairs))
+    _save(store, encode(key, now, pairs))
     return pairs, len(ids)
+
+
+def _save(store: VectorStore, data: bytes) -> None:
+    """Save the pairs for the next search; they only spare it work, so a store that cannot
+    take them now (a full disk: the products are written already) is searched whole next
+    time."""
+    with contextlib.suppress(StoreError):
+        store.set_duplicate_cache(data)

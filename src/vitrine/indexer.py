@@ -9,7 +9,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine import dedupe
 from vitrine.catalog import (
     UPLOAD_NAME,
     UPLOADED,
@@ -18,7 +17,7 @@ from vitrine.catalog import (
     read_catalog,
     recategorised,
 )
-from vitrine.dedupe import DuplicateRules, duplicate_groups
+from vitrine.dedupe import DuplicateRules, duplicate_groups, search_progress
 from vitrine.dedupe_store import store_pairs
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
@@ -365,8 +364,7 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
             else p for p, r in zip(paths, records, strict=True)]
     shas = [r.content_sha256 for r in records]
     n = len(ids)
-    with progress_bar("Duplicates", 4 * n, unit="rows",
-                      enabled=show_progress and n > dedupe.EXACT_PAIRS_UP_TO) as advance:
+    with search_progress(n, show_progress) as advance:
         pairs, compared = store_pairs(store, ids, shas, vectors, [r.phash for r in records],
                                       [r.thumb for r in records],
                                       rules or DuplicateRules(), advance, reuse)

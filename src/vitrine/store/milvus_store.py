@@ -196,13 +196,13 @@ class MilvusStore:
     def duplicate_cache(self) -> bytes | None:
         """The saved bytes, from meta rows of at most 64 KiB of base64 each; None when a part
         is missing or another writer changed them meanwhile (their sha256 no longer agrees)."""
-        head = self._meta("duplicates")
-        if not head:
+        try:
+            parts, sha = json.loads(self._meta("duplicates") or "[0, null]")
+            data = b"".join(base64.b64decode(self._meta(f"duplicates/{i}") or "")
+                            for i in range(int(parts)))
+        except (ValueError, TypeError):  # damaged rows: no cache
             return None
-        parts, sha = json.loads(head)
-        data = b"".join(base64.b64decode(self._meta(f"duplicates/{i}") or "")
-                        for i in range(parts))
-        return data if hashlib.sha256(data).hexdigest() == sha else None
+        return data if parts and hashlib.sha256(data).hexdigest() == sha else None
 
     def set_duplicate_cache(self, data: bytes) -> None:
         text = base64.b64encode(data).decode()
@@ -211,7 +211,11 @@ class MilvusStore:
         for i, part in enumerate(parts):
             self._set_meta(f"duplicates/{i}", part)
         self._set_meta("duplicates", json.dumps([len(parts), hashlib.sha256(data).hexdigest()]))
-        stale = [f"duplicates/{i}" for i in range(len(parts), json.loads(head)[0] if head else 0)]
+        try:
+            before = int(json.loads(head)[0]) if head else 0
+        except (ValueError, TypeError, IndexError, KeyError):
+            before = 0
+        stale = [f"duplicates/{i}" for i in range(len(parts), before)]
         if stale:
             self.client.delete(self.meta_collection, filter=f"key in {_quote(stale)}")
 
