@@ -283,3 +283,38 @@ class VectorIndex:
                                      params=faiss.SearchParameters(sel=selected.selector()))
         found = pos[0] >= 0
         return scores[0][found], id_map[pos[0][found]]
+
+
+class LayeredIndex:
+    """A saved index (``base``) and the products written since it was built: their vectors
+    in an exact flat index (``recent``), and every id written or deleted since hidden in
+    ``base`` (``hidden``). A search takes the top of both, so a large store does not rebuild
+    its HNSW graph for each product added through the API (``EmbeddedStore``)."""
+
+    def __init__(self, base: VectorIndex, recent: VectorIndex, hidden: IdSet, ntotal: int):
+        self.base, self.recent, self.hidden = base, recent, hidden
+        self.ntotal = ntotal
+        """The products searched: ``base``'s that are not hidden, and ``recent``'s."""
+
+    def search(self, query: np.ndarray, k: int,
+               subset: IdSet | np.ndarray | None = None) -> Result:
+        """:meth:`VectorIndex.search` over both layers: ``base`` is asked for more than
+        ``k`` when hidden ids take places in its top, until ``k`` are left or it has no more."""
+        if subset is not None and not isinstance(subset, IdSet):
+            subset = IdSet(subset)
+        k = min(k, self.ntotal)
+        if k <= 0:
+            return EMPTY
+        fetch = k + min(len(self.hidden), k)
+        while True:
+            scores, ids = self.base.search(query, fetch, subset)
+            shown = ~self.hidden.contains(ids)
+            if shown.sum() >= k or len(ids) < min(fetch, self.base.ntotal) \
+                    or fetch >= self.base.ntotal:
+                break
+            fetch *= 4
+        recent = self.recent.search(query, k, subset)
+        scores = np.concatenate([scores[shown], recent[0]])
+        ids = np.concatenate([ids[shown], recent[1]])
+        top = np.argsort(-scores, kind="stable")[:k]
+        return scores[top], ids[top]

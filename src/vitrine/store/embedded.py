@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vitrine.ann import IdSet, IndexConfig, VectorIndex, build_index
+from vitrine.ann import IdSet, IndexConfig, LayeredIndex, VectorIndex
 from vitrine.catalog import UPLOAD_NAME, UPLOADED, UPLOADS, Product
 from vitrine.errors import StoreError
 from vitrine.fold import searchable
 from vitrine.manifest import ModelManifest
 from vitrine.store.base import Match, Record, StoredProduct
+from vitrine.store.index_files import CHANGES_SCHEMA, IndexFiles
 from vitrine.store.search_key import SEARCH_KEY_SQL, add_search_key, search_key, searchable_sql
 
 DB_NAME = "vitrine.sqlite"
@@ -47,7 +48,7 @@ CREATE TABLE IF NOT EXISTS products (
     search_key TEXT
 );
 CREATE INDEX IF NOT EXISTS products_category ON products(category);
-"""
+""" + CHANGES_SCHEMA
 COLUMNS = ("product_id, image, category, name, price, description, attributes, "
            "content_sha256, phash, thumb, metadata_hash")
 
@@ -118,7 +119,9 @@ class EmbeddedStore:
                              "store.")
         self._name_search = ("search_key" if "search_key" in have else f"({SEARCH_KEY_SQL})")
         self._lock_fh = None
-        self._index: VectorIndex | None = None
+        self._files = IndexFiles(self.root, self.index_config, self.db,
+                                 lambda: self.manifest().dim if self.manifest() else 1)
+        self._index: VectorIndex | LayeredIndex | None = None
         self._index_gen = -1
         self._category_ids: dict[str, IdSet] = {}
         self._category_version = -1
@@ -144,13 +147,19 @@ class EmbeddedStore:
 
     @contextlib.contextmanager
     def _transaction(self, *, new_generation: bool = True):
-        """One write transaction; it starts a new write generation (the FAISS index is then
-        rebuilt) unless ``new_generation`` is False (a write the index does not depend on)."""
+        """One write transaction; it starts a new write generation (yielded: the FAISS index
+        then takes the rows written, ``changes``) unless ``new_generation`` is False (a write
+        the index does not depend on)."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield
+            gen = None
             if new_generation:
-                self._bump("generation")
+                gen = self._counter("generation") + 1
+                if self._meta("tracked") != str(gen - 1):  # a write that did not record its
+                    self._set_meta("changes_from", gen)  # rows (a Vitrine from before them)
+                self._set_meta("generation", gen)
+                self._set_meta("tracked", gen)
+            yield gen
             self.db.execute("COMMIT")
         except BaseException as exc:
             if self.db.in_transaction:  # SQLite may have rolled back already (disk full)
@@ -171,6 +180,14 @@ class EmbeddedStore:
             yield
         finally:
             self.db.execute("COMMIT")
+
+    def _set_meta(self, key: str, value: object) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
+
+    def _changed(self, gen: int, product_id: str) -> None:
+        """Record that the row of ``product_id`` is written or deleted in ``gen``."""
+        self.db.execute("INSERT OR REPLACE INTO changes(id, gen) SELECT id, ? FROM products "
+                        "WHERE product_id=?", (gen, product_id))
 
     def _bump(self, key: str) -> None:
         """Count one more write of a kind (inside a transaction)."""
@@ -225,7 +242,7 @@ class EmbeddedStore:
         """Insert or replace products with their vectors, in one transaction."""
         if not records:
             return
-        with self._transaction():
+        with self._transaction() as gen:
             for rec in records:
                 p = rec.product
                 vec = np.ascontiguousarray(rec.vector, dtype=np.float32)
@@ -244,6 +261,7 @@ class EmbeddedStore:
                      json.dumps(p.attributes, sort_keys=True), rec.content_sha256,
                      p.metadata_hash(), rec.phash, rec.thumb, vec.tobytes(),
                      search_key(p.name, p.product_id)))
+                self._changed(gen, p.product_id)
 
     def update_metadata(self, products: Sequence[Product]) -> None:
         """Change names, prices, categories… of stored products without touching vectors: the
@@ -265,8 +283,9 @@ class EmbeddedStore:
         if not ids:
             return 0
         removed = 0
-        with self._transaction():
+        with self._transaction() as gen:
             for pid in ids:
+                self._changed(gen, pid)
                 removed += self.db.execute("DELETE FROM products WHERE product_id=?",
                                            (pid,)).rowcount
         return removed
@@ -335,57 +354,13 @@ class EmbeddedStore:
         return ids, (np.stack(vecs) if vecs else np.zeros((0, dim), np.float32))
 
     # ---- search ---------------------------------------------------------------------------
-    def _current_index(self) -> VectorIndex:
-        """The FAISS index for the database's current generation (loaded or rebuilt); its
-        file name carries the generation and the build parameters (see vitrine.ann)."""
+    def _current_index(self) -> VectorIndex | LayeredIndex:
+        """The FAISS index for the database's current generation (``IndexFiles``)."""
         gen = self.generation()
-        if self._index is not None and self._index_gen == gen:
-            return self._index
-        n = self.count()
-        path = self._index_path(gen, n)
-        index = None
-        if path.exists():
-            with contextlib.suppress(RuntimeError):
-                index = VectorIndex.load(path, self.index_config)
-        if index is None:
-            index = self._build_index(n)
-            self._save_index(index, path)
-        self._index, self._index_gen, self._category_ids = index, gen, {}
-        return index
-
-    def _index_path(self, generation: int, n: int) -> Path:
-        return self.root / f"index.{generation}.{self.index_config.tag(n)}.faiss"
-
-    def _build_index(self, n: int, batch: int = 20_000) -> VectorIndex:
-        """Build from SQLite in batches of ``batch`` rows (bounded memory)."""
-        manifest = self.manifest()
-        dim = manifest.dim if manifest else 1
-
-        def batches():
-            cursor = self.db.execute("SELECT id, vector FROM products ORDER BY id")
-            while rows := cursor.fetchmany(batch):
-                yield (np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
-                       np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]))
-
-        def sample(m: int) -> np.ndarray:
-            rows = self.db.execute("SELECT vector FROM products ORDER BY random() LIMIT ?",
-                                   (m,)).fetchall()
-            return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
-
-        return build_index(self.index_config, dim, n, batches(), sample)
-
-    def _save_index(self, index: VectorIndex, path: Path) -> None:
-        gen = int(path.name.split(".")[1])
-        try:
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(index)}.tmp")
-            index.save(tmp)
-            os.replace(tmp, path)
-            for old in self.root.glob("index.*.faiss"):
-                with contextlib.suppress(ValueError):
-                    if int(old.name.split(".")[1]) < gen:
-                        old.unlink(missing_ok=True)
-        except (OSError, RuntimeError):
-            pass  # a read-only store still searches from the in-memory index
+        if self._index is None or self._index_gen != gen:
+            index = self._files.current(gen, self.count(), writer=self._lock_fh is not None)
+            self._index, self._index_gen, self._category_ids = index, gen, {}
+        return self._index
 
     def search(self, vector: np.ndarray, k: int, *, category: str | None = None,
                exclude: str | None = None) -> list[Match]:
@@ -427,12 +402,11 @@ class EmbeddedStore:
         return matches[:k]
 
     def flush(self) -> None:
-        """Bring the saved FAISS index file up to date with the database (nothing to do, and
-        nothing loaded, when the file of the current generation is there)."""
+        """Make sure the saved index files let a searcher start at once (nothing to do when
+        the current generation's file is there, or a saved index to layer it on)."""
         gen = self.generation()
-        if (self._index is None or self._index_gen != gen) \
-                and not self._index_path(gen, self.count()).exists():
-            self._current_index()
+        if self._index is None or self._index_gen != gen:
+            self._files.flush(gen, self.count(), writer=self._lock_fh is not None)
 
     def close(self) -> None:
         self.db.close()

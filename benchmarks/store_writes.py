@@ -1,0 +1,138 @@
+"""What a write costs a large embedded store with an approximate (HNSW) index: adding a
+product through the API commits it, flushes the store and the server's next search must see
+it. Before the ``changes`` table every write meant rebuilding the whole HNSW graph; now the
+products written since the saved index are searched from an exact layer
+(``vitrine.store.index_files``) until ``RECENT_MAX`` of them.
+
+Synthetic clustered vectors (``vitrine.bench.ClusterModel``) of the pretrained model's width in
+a new store; then, for ``layered`` and for ``rebuild`` (``RECENT_MAX`` 0: what every write did
+before), one product is written, the writer flushes, and a reader that had the index loaded
+runs its next search (``flush_s``, ``first_search_s``) and 200 more (``p50_ms``, ``p99_ms``;
+``index_only_p50_ms``: the saved index alone, interleaved, on the same queries).
+``recall_at_10`` of the layered index after ``--changed`` products are replaced, against exact
+search of the same store.
+
+    python benchmarks/store_writes.py --items 100000 > benchmarks/results/store_writes.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vitrine.ann import IndexConfig
+from vitrine.bench import ClusterModel, clusters_for, machine
+from vitrine.catalog import Product
+from vitrine.manifest import ModelManifest
+from vitrine.store import index_files
+from vitrine.store.base import Record
+from vitrine.store.embedded import EmbeddedStore
+
+HNSW = IndexConfig.defaults(kind="hnsw")
+
+
+def records(ids: range, vecs: np.ndarray, tag: str = "") -> list[Record]:
+    return [Record(Product(f"p{i}", Path(f"/photos/p{i}.jpg"), category=f"c{i % 8}"),
+                   f"sha-{i}{tag}", "0" * 16, b"\0" * 768, v) for i, v in zip(ids, vecs,
+                                                                             strict=True)]
+
+
+def timed_searches(store: EmbeddedStore, queries: np.ndarray) -> dict:
+    """p50/p99 of the store's searches; for a layered index also those of its saved index
+    alone on the same queries, interleaved (``index_only_*``: the layer's own cost)."""
+    index = store._current_index()  # noqa: SLF001 - what is measured
+    times: dict[str, list[float]] = {"": [], "index_only_": []}
+    for q in queries:
+        started = time.perf_counter()
+        store.search(q, 10)
+        times[""].append((time.perf_counter() - started) * 1000)
+        if hasattr(index, "base"):
+            started = time.perf_counter()
+            index.base.search(q, 10)
+            times["index_only_"].append((time.perf_counter() - started) * 1000)
+    return {f"{name}{p}_ms": round(float(np.percentile(t, int(p[1:]))), 3)
+            for name, t in times.items() if t for p in ("p50", "p99")}
+
+
+def write_one(root: Path, vec: np.ndarray, pid: int) -> dict:
+    reader = EmbeddedStore(root, index_config=HNSW)
+    reader.search(vec, 10)  # the server has its index loaded
+    writer = EmbeddedStore(root, index_config=HNSW)
+    writer.lock_for_writing()
+    started = time.perf_counter()
+    writer.upsert(records(range(pid, pid + 1), vec[None]))
+    writer.flush()
+    flush_s = time.perf_counter() - started
+    writer.close()
+    started = time.perf_counter()
+    top = reader.search(vec, 1)[0].product.product_id
+    first = time.perf_counter() - started
+    queries = np.random.default_rng(pid).standard_normal((200, len(vec)), dtype=np.float32)
+    latency = timed_searches(reader, queries / np.linalg.norm(queries, axis=1, keepdims=True))
+    index = type(reader._current_index()).__name__  # noqa: SLF001 - what is measured
+    reader.close()
+    return {"flush_s": round(flush_s, 3), "first_search_s": round(first, 3), **latency,
+            "index": index, "found": top == f"p{pid}"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=1280)
+    ap.add_argument("--changed", type=int, default=5000)
+    args = ap.parse_args()
+    n = args.items
+    vecs, _ = ClusterModel.create(args.dim, clusters_for(n), seed=0).sample(
+        n + 2 + args.changed, seed=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "store"
+        store = EmbeddedStore(root, create=True, index_config=HNSW)
+        store.set_manifest(ModelManifest("synthetic", "0" * 64, {}, args.dim))
+        store.lock_for_writing()
+        for start in range(0, n, 5000):
+            stop = min(n, start + 5000)
+            store.upsert(records(range(start, stop), vecs[start:stop]))
+        started = time.perf_counter()
+        store.flush()
+        build_s = time.perf_counter() - started
+        store.close()
+        runs = {"layered": write_one(root, vecs[n], n)}
+        saved = index_files.RECENT_MAX
+        index_files.RECENT_MAX = 0
+        try:
+            runs["rebuild"] = write_one(root, vecs[n + 1], n + 1)
+        finally:
+            index_files.RECENT_MAX = saved
+        print(json.dumps(runs), file=sys.stderr)
+
+        store = EmbeddedStore(root, index_config=HNSW)  # replace --changed products
+        store.lock_for_writing()
+        changed = range(0, args.changed)
+        store.upsert(records(changed, vecs[n + 2:n + 2 + args.changed], tag="-new"))
+        ids, stored = store.all_vectors()
+        layered = type(store._current_index()).__name__  # noqa: SLF001 - what is measured
+        rng = np.random.default_rng(7)
+        hits = []
+        for q in rng.choice(len(ids), 300, replace=False):
+            want = {ids[i] for i in np.argsort(-(stored @ stored[q]))[:10]}
+            got = {m.product.product_id for m in store.search(stored[q], 10)}
+            hits.append(len(want & got) / 10)
+        store.close()
+    print(json.dumps({
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "machine": machine(), "items": n, "dim": args.dim, "index": HNSW.tag(n),
+        "build_seconds": round(build_s, 2), "write_one_product": runs,
+        "changed": args.changed, "index_after_changes": layered,
+        "recall_at_10_after_changes": round(float(np.mean(hits)), 4),
+        "load_average": [round(x, 2) for x in os.getloadavg()]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

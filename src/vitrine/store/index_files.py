@@ -1,0 +1,176 @@
+"""The embedded store's FAISS index: a cache of the vectors in SQLite, kept in files named by
+the database's write generation and build parameters (``index.<generation>.<tag>.faiss``).
+
+A write generation that has no file of its own is searched, where it can be, through the
+newest saved index and the products written since (:class:`vitrine.ann.LayeredIndex`): every
+write records the row ids it touched in the ``changes`` table under its generation, so the
+rows written after a saved index are known without comparing the whole store. This serves an
+approximate index (HNSW, IVF: minutes to build for a large store) while at most
+:data:`RECENT_MAX` products (and a tenth of the store) changed since it was saved; past that,
+or for an exact flat index (as quick to rebuild as to read), the index is rebuilt from SQLite
+and saved, and the writer that saved it forgets the changes it covers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from vitrine.ann import IdSet, IndexConfig, LayeredIndex, VectorIndex, build_index
+
+RECENT_MAX = 10_000
+"""Most products written since the saved index that a search takes from an exact flat layer
+(a flat search of 10,000 × 1,280-d vectors costs about a millisecond, on the order of an HNSW
+search); more, and the index is rebuilt."""
+CHANGES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS changes (id INTEGER PRIMARY KEY, gen INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS changes_gen ON changes(gen);
+"""
+
+Index = VectorIndex | LayeredIndex
+
+
+class IndexFiles:
+    """Finds, layers, builds and saves the index of one store folder."""
+
+    def __init__(self, root: Path, config: IndexConfig, db: sqlite3.Connection,
+                 dim: Callable[[], int]):
+        self.root, self.config, self.db, self.dim = root, config, db, dim
+        self._base: tuple[VectorIndex, int, str] | None = None
+        """The newest saved index this process loaded or built: (index, generation, tag)."""
+
+    def path(self, generation: int, n: int) -> Path:
+        return self.root / f"index.{generation}.{self.config.tag(n)}.faiss"
+
+    def current(self, generation: int, n: int, writer: bool) -> Index:
+        """The index of ``generation`` (``n`` products): its file, the newest saved index
+        layered with the products written since, or a new build (saved; ``writer`` also
+        forgets the changes it covers)."""
+        path = self.path(generation, n)
+        if self._base is not None and self._base[1:] == (generation, self.config.tag(n)):
+            return self._base[0]
+        if path.exists():
+            with contextlib.suppress(RuntimeError):
+                index = VectorIndex.load(path, self.config)
+                self._base = (index, generation, self.config.tag(n))
+                return index
+        layered = self._layered(generation, n, writer)
+        if layered is not None:
+            return layered
+        index = self._build(n)
+        self._base = (index, generation, self.config.tag(n))
+        self._save(index, path, generation, writer)
+        return index
+
+    def flush(self, generation: int, n: int, writer: bool) -> None:
+        """Make sure a searcher of ``generation`` finds a saved index to start from."""
+        if self.path(generation, n).exists() \
+                or self._layer_base(generation, n, writer=True) is not None:
+            return
+        self.current(generation, n, writer)
+
+    # ---- layering ---------------------------------------------------------------------------
+    def _layer_base(self, generation: int, n: int, writer: bool
+                    ) -> tuple[int, Path | None] | None:
+        """The generation of the saved index to layer ``generation`` on and its file (None:
+        the one in memory), when there is one and few enough products changed since: a
+        reader takes twice as many as a writer, which rebuilds the index when it flushes, so
+        that readers meanwhile do not all rebuild it too."""
+        tag = self.config.tag(n)
+        if self.config.resolve(n) == "flat":
+            return None
+        saved = []
+        for path in self.root.glob(f"index.*.{tag}.faiss"):
+            with contextlib.suppress(ValueError):
+                saved.append((int(path.name.split(".")[1]), path))
+        saved = [(g, p) for g, p in saved if g < generation]
+        best = max(saved, default=None)
+        if self._base is not None and self._base[2] == tag and self._base[1] < generation \
+                and (best is None or self._base[1] >= best[0]):
+            best = (self._base[1], None)
+        if best is None or best[0] < self._changes_from(generation):
+            return None
+        changed = self.db.execute("SELECT COUNT(*) FROM changes WHERE gen > ?",
+                                  (best[0],)).fetchone()[0]
+        return best if changed <= min(RECENT_MAX, n // 10) * (1 if writer else 2) else None
+
+    def _changes_from(self, generation: int) -> int:
+        """The generation of the oldest saved index that ``changes`` can bring up to
+        ``generation``: every write after it recorded its rows there (none when the last
+        write did not: a Vitrine from before them), and none of them has been forgotten by a
+        writer that saved a newer index (another process may hold an older one in memory)."""
+        meta = dict(self.db.execute("SELECT key, value FROM meta WHERE key IN "
+                                    "('changes_from', 'changes_pruned', 'tracked')").fetchall())
+        if "changes_from" not in meta or meta.get("tracked") != str(generation):
+            return 1 << 62
+        return max(int(meta["changes_from"]) - 1, int(meta.get("changes_pruned", 0)))
+
+    def _layered(self, generation: int, n: int, writer: bool) -> LayeredIndex | None:
+        found = self._layer_base(generation, n, writer)
+        if found is None:
+            return None
+        base_gen, path = found
+        if path is None:
+            base = self._base[0]
+        else:
+            try:
+                base = VectorIndex.load(path, self.config)
+            except RuntimeError:  # a file being replaced or removed by another process
+                return None
+            self._base = (base, base_gen, self.config.tag(n))
+        rows = self.db.execute(
+            "SELECT c.id, p.vector FROM changes c LEFT JOIN products p ON p.id = c.id "
+            "WHERE c.gen > ? ORDER BY c.id", (base_gen,)).fetchall()
+        hidden = IdSet(np.array([r[0] for r in rows], np.int64))
+        present = [r for r in rows if r[1] is not None]
+        ids = np.array([r[0] for r in present], np.int64)
+        vecs = np.stack([np.frombuffer(r[1], np.float32) for r in present]) if present else \
+            np.zeros((0, self.dim()), np.float32)
+        flat = IndexConfig.defaults(kind="flat")
+        recent = build_index(flat, vecs.shape[1], len(ids), [(ids, vecs)])
+        return LayeredIndex(base, recent, hidden, n)
+
+    # ---- building and saving ----------------------------------------------------------------
+    def _build(self, n: int, batch: int = 20_000) -> VectorIndex:
+        """Build from SQLite in batches of ``batch`` rows (bounded memory)."""
+
+        def batches():
+            cursor = self.db.execute("SELECT id, vector FROM products ORDER BY id")
+            while rows := cursor.fetchmany(batch):
+                yield (np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+                       np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]))
+
+        def sample(m: int) -> np.ndarray:
+            rows = self.db.execute("SELECT vector FROM products ORDER BY random() LIMIT ?",
+                                   (m,)).fetchall()
+            return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
+
+        return build_index(self.config, self.dim(), n, batches(), sample)
+
+    def _save(self, index: VectorIndex, path: Path, generation: int, writer: bool) -> None:
+        """Save atomically and remove older files; a writer also forgets the changes up to
+        ``generation`` (no searcher layers on an older index once this one is there)."""
+        try:
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(index)}.tmp")
+            index.save(tmp)
+            os.replace(tmp, path)
+            for old in self.root.glob("index.*.faiss"):
+                with contextlib.suppress(ValueError):
+                    if int(old.name.split(".")[1]) < generation:
+                        old.unlink(missing_ok=True)
+        except (OSError, RuntimeError):
+            return  # a read-only store still searches from the in-memory index
+        if writer and not self.db.in_transaction:  # (not inside a search's read snapshot)
+            with contextlib.suppress(sqlite3.OperationalError):  # a busy database: next time
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("DELETE FROM changes WHERE gen <= ?", (generation,))
+                self.db.execute("INSERT OR REPLACE INTO meta(key, value) "
+                                "VALUES('changes_pruned', ?)", (generation,))
+                self.db.execute("COMMIT")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")

@@ -1,0 +1,118 @@
+"""An approximate store index is not rebuilt for every write: the products written since the
+saved index are searched from an exact layer, and the index is rebuilt past a limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitrine.ann import IndexConfig, LayeredIndex, VectorIndex
+from vitrine.bench import ClusterModel
+from vitrine.catalog import Product
+from vitrine.embed import ModelManifest
+from vitrine.store import index_files
+from vitrine.store.base import Record
+from vitrine.store.embedded import EmbeddedStore
+
+DIM = 32
+HNSW = IndexConfig.defaults(kind="hnsw")
+
+
+def records(ids, vecs, category: str = "c") -> list[Record]:
+    return [Record(Product(pid, Path(f"/photos/{pid}.jpg"), category=category), f"sha-{pid}",
+                   "0" * 16, b"\0" * 768, vec) for pid, vec in zip(ids, vecs, strict=True)]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    vecs, _ = ClusterModel.create(DIM, 4, seed=0, rank=16).sample(600, seed=1)
+    store = EmbeddedStore(tmp_path / "store", create=True, index_config=HNSW)
+    store.set_manifest(ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, DIM))
+    store.lock_for_writing()
+    store.upsert(records([f"p{i:03d}" for i in range(500)], vecs[:500]))
+    store.flush()
+    store.close()
+    return tmp_path / "store", vecs
+
+
+def saved(root: Path) -> list[str]:
+    return sorted(p.name for p in root.glob("index.*.faiss"))
+
+
+def brute_force(store, query: np.ndarray, k: int) -> list[str]:
+    ids, vecs = store.all_vectors()
+    return [ids[i] for i in np.argsort(-(vecs @ query), kind="stable")[:k]]
+
+
+def test_writes_are_searched_from_a_layer_until_the_index_is_rebuilt(folder, monkeypatch):
+    root, vecs = folder
+    before = saved(root)
+    writer = EmbeddedStore(root, index_config=HNSW)
+    writer.lock_for_writing()
+    writer.upsert(records([f"new{i}" for i in range(5)], vecs[500:505], category="novo"))
+    writer.upsert(records(["p001", "p002", "p003"], vecs[505:508]))  # replaced photos
+    writer.delete(["p010", "p011", "p012", "p013"])
+    writer.flush()
+    assert saved(root) == before  # nothing rebuilt
+    reader = EmbeddedStore(root, index_config=HNSW)
+    index = reader._current_index()
+    assert isinstance(index, LayeredIndex) and index.ntotal == reader.count() == 501
+    for i in range(5):  # the new products, found by their own vectors, and by category
+        assert reader.search(vecs[500 + i], 1)[0].product.product_id == f"new{i}"
+        assert {m.product.product_id for m in reader.search(vecs[500 + i], 10,
+                                                            category="novo")} == {
+            f"new{j}" for j in range(5)}
+    for pid, new, old in (("p001", 505, 1), ("p002", 506, 2), ("p003", 507, 3)):
+        top = reader.search(vecs[new], 1)[0]
+        assert top.product.product_id == pid and top.score == pytest.approx(1.0, abs=1e-5)
+        hits = {m.product.product_id: m.score for m in reader.search(vecs[old], 600)}
+        assert hits[pid] == pytest.approx(float(vecs[old] @ vecs[new]), abs=1e-3)  # the new
+    gone = {"p010", "p011", "p012", "p013"}  # vector, not the old one
+    recall = []
+    for q in range(0, 500, 10):
+        got = [m.product.product_id for m in reader.search(vecs[q], 10)]
+        assert not gone & set(got) and len(got) == len(set(got)) == 10
+        recall.append(len(set(got) & set(brute_force(reader, vecs[q], 10))) / 10)
+    assert np.mean(recall) >= 0.95
+    assert len(reader.search(vecs[0], 600)) == 501  # every product, once
+
+    # past the limit the writer rebuilds and saves the index, and forgets the changes it
+    # covers; a reader layers up to twice the limit, then takes the saved index
+    monkeypatch.setattr(index_files, "RECENT_MAX", 10)
+    writer.upsert(records([f"more{i}" for i in range(5)], vecs[595:600]))
+    assert isinstance(reader._current_index(), LayeredIndex)  # 17 changed: 2 × 10 for it
+    writer.flush()
+    assert saved(root) != before and len(saved(root)) == 1
+    assert writer.db.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 0
+    writer.upsert(records(["last"], vecs[594:595]))
+    index = reader._current_index()  # on the new saved index, not the old one it holds
+    assert isinstance(index, LayeredIndex) and index.base.ntotal == 506
+    assert index.ntotal == reader.count() == 507
+    assert reader.search(vecs[597], 1)[0].product.product_id == "more2"
+    assert reader.search(vecs[594], 1)[0].product.product_id == "last"
+    reader.close()
+    writer.close()
+
+
+def test_a_write_that_did_not_record_its_rows_means_a_rebuild(folder):
+    """A Vitrine from before the ``changes`` table writes a vector and bumps the generation:
+    the saved index cannot be brought up to date from the changes, so it is rebuilt."""
+    root, vecs = folder
+    store = EmbeddedStore(root, index_config=HNSW)
+    with store.db:  # what an older Vitrine's upsert did
+        store.db.execute("UPDATE products SET vector=? WHERE product_id='p004'",
+                         (vecs[599].tobytes(),))
+        store.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
+                         "WHERE key='generation'")
+    assert isinstance(store._current_index(), VectorIndex)
+    assert store.search(vecs[599], 1)[0].product.product_id == "p004"
+    store.close()
+    store = EmbeddedStore(root, index_config=HNSW)  # and the next write starts afresh
+    store.lock_for_writing()
+    store.upsert(records(["p005"], vecs[598:599]))
+    assert store.db.execute("SELECT value FROM meta WHERE key='changes_from'").fetchone()[0] \
+        == str(store.generation())
+    assert store.search(vecs[598], 1)[0].product.product_id == "p005"
+    store.close()
