@@ -116,3 +116,67 @@ def test_a_write_that_did_not_record_its_rows_means_a_rebuild(folder):
         == str(store.generation())
     assert store.search(vecs[598], 1)[0].product.product_id == "p005"
     store.close()
+
+
+def test_a_reader_never_layers_on_an_index_older_than_the_changes_kept(folder, monkeypatch):
+    """A writer that rebuilds forgets the changes its index covers: a reader still holding an
+    older index rebuilds rather than miss them; and a writer whose files were removed (by a
+    process with another index configuration) saves the index it holds when it flushes."""
+    root, vecs = folder
+    monkeypatch.setattr(index_files, "RECENT_MAX", 2)
+    reader = EmbeddedStore(root, index_config=HNSW)
+    reader.search(vecs[0], 1)  # holds the saved index
+    writer = EmbeddedStore(root, index_config=HNSW)
+    writer.lock_for_writing()
+    writer.upsert(records(["a1", "a2", "a3"], vecs[500:503]))
+    writer.flush()  # 3 changed, more than 2: rebuilt, its changes forgotten
+
+    def remove_files():
+        for path in root.glob("index.*.faiss"):
+            path.unlink()
+
+    remove_files()
+    writer.upsert(records(["a4"], vecs[503:504]))
+    assert isinstance(reader._current_index(), VectorIndex)  # not its old index + 1 change
+    for i, pid in enumerate(["a1", "a2", "a3", "a4"]):
+        assert reader.search(vecs[500 + i], 1)[0].product.product_id == pid
+    writer.upsert(records(["a5"], vecs[504:505]))
+    remove_files()
+    writer.flush()
+    assert len(saved(root)) == 1  # the index the writer rebuilt, saved again
+    fresh = EmbeddedStore(root, index_config=HNSW)
+    assert isinstance(fresh._current_index(), LayeredIndex)
+    assert [fresh.search(vecs[500 + i], 1)[0].product.product_id for i in range(5)] == [
+        "a1", "a2", "a3", "a4", "a5"]
+    for store in (reader, writer, fresh):
+        store.close()
+
+
+def test_a_large_category_reused_ids_and_exclude_through_the_layer(folder):
+    """A category above ``filter_exact_max`` goes through the approximate index's wide
+    search, filtered; a row id SQLite hands out again after a delete is the new product's."""
+    root, vecs = folder
+    config = IndexConfig.defaults(kind="hnsw", filter_exact_max=10)
+    writer = EmbeddedStore(root, index_config=config)
+    writer.lock_for_writing()
+    last = writer.db.execute("SELECT MAX(id) FROM products").fetchone()[0]
+    writer.delete(["p499"])
+    writer.upsert(records(["reused"], vecs[500:501]))
+    assert writer.db.execute("SELECT id FROM products WHERE product_id='reused'"
+                             ).fetchone()[0] == last
+    writer.upsert(records([f"p{i:03d}" for i in range(20, 40)], vecs[520:540]))  # replaced
+    reader = EmbeddedStore(root, index_config=config)
+    assert isinstance(reader._current_index(), LayeredIndex)
+    assert reader.search(vecs[499], 1, category="c")[0].product.product_id != "p499"
+    assert reader.search(vecs[500], 1, category="c")[0].product.product_id == "reused"
+    recall = []
+    for q in (*range(20, 40), *range(100, 400, 15)):
+        vec = vecs[500 + q] if q < 40 else vecs[q]
+        pid = f"p{q:03d}"
+        got = [m.product.product_id for m in reader.search(vec, 10, category="c", exclude=pid)]
+        assert pid not in got and "p499" not in got and len(set(got)) == 10
+        want = [p for p in brute_force(reader, vec, 11) if p != pid][:10]
+        recall.append(len(set(got) & set(want)) / 10)
+    assert np.mean(recall) >= 0.95
+    reader.close()
+    writer.close()

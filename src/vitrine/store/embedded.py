@@ -120,7 +120,7 @@ class EmbeddedStore:
         self._name_search = ("search_key" if "search_key" in have else f"({SEARCH_KEY_SQL})")
         self._lock_fh = None
         self._files = IndexFiles(self.root, self.index_config, self.db,
-                                 lambda: self.manifest().dim if self.manifest() else 1)
+                                 lambda: getattr(self.manifest(), "dim", 1))
         self._index: VectorIndex | LayeredIndex | None = None
         self._index_gen = -1
         self._category_ids: dict[str, IdSet] = {}
@@ -212,8 +212,7 @@ class EmbeddedStore:
     def set_manifest(self, manifest: ModelManifest) -> None:
         blob = json.dumps(manifest.as_dict(), sort_keys=True)
         with self._transaction():
-            self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('manifest', ?)",
-                            (blob,))
+            self._set_meta("manifest", blob)
         tmp = self.root / (MANIFEST_NAME + ".tmp")
         tmp.write_text(json.dumps(manifest.as_dict(), indent=2) + "\n")
         os.replace(tmp, self.root / MANIFEST_NAME)
@@ -225,8 +224,7 @@ class EmbeddedStore:
 
     def set_catalog_folder(self, folder: str) -> None:
         with self._transaction(new_generation=False):  # the vectors and index stay as they are
-            self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('catalog', ?)",
-                            (folder,))
+            self._set_meta("catalog", folder)
 
     def duplicate_cache(self) -> bytes | None:
         value = self._meta("duplicates")
@@ -234,8 +232,7 @@ class EmbeddedStore:
 
     def set_duplicate_cache(self, data: bytes) -> None:
         with self._transaction(new_generation=False):  # a BLOB in the meta table
-            self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('duplicates', ?)",
-                            (data,))
+            self._set_meta("duplicates", data)
 
     # ---- writes ---------------------------------------------------------------------------
     def upsert(self, records: Sequence[Record]) -> None:

@@ -68,11 +68,17 @@ class IndexFiles:
         return index
 
     def flush(self, generation: int, n: int, writer: bool) -> None:
-        """Make sure a searcher of ``generation`` finds a saved index to start from."""
-        if self.path(generation, n).exists() \
-                or self._layer_base(generation, n, writer=True) is not None:
+        """Make sure a searcher of ``generation`` finds a saved index file to start from: this
+        generation's, or one to layer it on (the one in memory is saved when the files are
+        gone: another process may have removed them), else a rebuild."""
+        if self.path(generation, n).exists():
             return
-        self.current(generation, n, writer)
+        found = self._layer_base(generation, n, writer=True)
+        if found is None:
+            self.current(generation, n, writer)
+        elif found[1] is None:
+            base, base_gen, _ = self._base
+            self._save(base, self.path(base_gen, n), base_gen, writer)
 
     # ---- layering ---------------------------------------------------------------------------
     def _layer_base(self, generation: int, n: int, writer: bool
@@ -111,18 +117,22 @@ class IndexFiles:
         return max(int(meta["changes_from"]) - 1, int(meta.get("changes_pruned", 0)))
 
     def _layered(self, generation: int, n: int, writer: bool) -> LayeredIndex | None:
-        found = self._layer_base(generation, n, writer)
-        if found is None:
-            return None
-        base_gen, path = found
-        if path is None:
-            base = self._base[0]
-        else:
+        for _ in range(3):  # a file another process removes meanwhile: look again
+            found = self._layer_base(generation, n, writer)
+            if found is None:
+                return None
+            base_gen, path = found
+            if path is None:
+                base = self._base[0]
+                break
             try:
                 base = VectorIndex.load(path, self.config)
-            except RuntimeError:  # a file being replaced or removed by another process
-                return None
+            except RuntimeError:
+                continue
             self._base = (base, base_gen, self.config.tag(n))
+            break
+        else:
+            return None
         rows = self.db.execute(
             "SELECT c.id, p.vector FROM changes c LEFT JOIN products p ON p.id = c.id "
             "WHERE c.gen > ? ORDER BY c.id", (base_gen,)).fetchall()
