@@ -333,6 +333,40 @@ def test_add_replace_and_delete_products(writable, small_catalog, rows):
     assert catalogue_id not in [x["product_id"] for x in similar] and len(similar) == 46
 
 
+def test_the_server_opens_its_store_with_the_milvus_token(settings, small_store, embedder,
+                                                          monkeypatch):
+    """A Milvus server that asks for VITRINE_MILVUS_TOKEN gets it from `vitrine serve` too
+    (the server opened its store without it)."""
+    from vitrine import service
+
+    seen, real = [], service.open_store
+    monkeypatch.setattr(service, "open_store",
+                        lambda location, **kw: seen.append(kw) or real(location, **kw))
+    _app(settings, small_store, embedder, milvus_token="user:pass")
+    assert seen and seen[0]["token"] == "user:pass"
+
+
+def test_the_server_uses_the_configured_index_and_does_not_rebuild_it_per_write(
+        settings, small_store, embedder, tmp_path, small_catalog, rows):
+    """VITRINE_INDEX reaches the server's store (it used the defaults), and a product added
+    through the API is searched from the layer over the saved HNSW index, not by a rebuild."""
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    client = TestClient(_app(settings, store, embedder, api_key=KEY, index="hnsw"))
+    query = _jpeg(small_catalog / rows[3]["image"])
+    top = client.post("/api/search", params={"k": 1}, files=_upload(query)).json()["results"]
+    assert top[0]["product_id"] == rows[3]["product_id"]
+    files = sorted(p.name for p in store.glob("index.*.faiss"))
+    assert any(".hnsw" in name for name in files)
+    photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
+    added = client.post("/api/products", files=_upload(photo), headers={
+        "Authorization": f"Bearer {KEY}"}, data={"product_id": "novo-1", "name": "Nova"})
+    assert added.status_code == 201, added.text
+    found = client.post("/api/search", params={"k": 1}, files=_upload(photo)).json()
+    assert found["results"][0]["product_id"] == "novo-1"
+    assert sorted(p.name for p in store.glob("index.*.faiss")) == files  # nothing rebuilt
+
+
 def test_edit_product_fields(writable, small_catalog, rows, weights_path):
     """PATCH changes a product's fields and keeps its photo and vector; `vitrine index` then
     leaves an API product's edit and gives a catalogue product its table's values back."""

@@ -102,7 +102,10 @@ class VitrineService:
         self._categories: tuple[float, dict[str, int]] | None = None
 
     def _open(self) -> VectorStore:
-        return open_store(self.location)
+        from vitrine.ann import IndexConfig
+
+        return open_store(self.location, token=self.settings.milvus_token,
+                          index_config=IndexConfig.from_settings(self.settings))
 
     def _upload_folder(self) -> Path | None:
         return upload_folder(self.store, self.settings.upload_dir)
