@@ -350,3 +350,15 @@ def test_settings_errors_of_any_parsing_name_the_variable(monkeypatch):
     monkeypatch.setenv("VITRINE_EXTRA_MAP", "a=1")
     with pytest.raises(VitrineError, match=r"^setting VITRINE_EXTRA_MAP='a=1' could not be read"):
         config.load_settings()
+
+
+def test_migrate_and_train_take_the_settings_they_say(small_store, tmp_path):
+    """`migrate` builds the target's index as the settings ask (it built the default one, and
+    the server then built the configured one again); `train` says that it runs on the CPU
+    when VITRINE_DEVICE asks for another device, rather than ignore it silently."""
+    target = tmp_path / "copy"
+    run("migrate", small_store, target, "--json", env_extra={"VITRINE_INDEX": "hnsw"})
+    assert [p.name.split(".")[2] for p in target.glob("index.*.faiss")] == ["hnsw32x64-fp16"]
+    proc = run("train", tmp_path / "missing", "--out", tmp_path / "model", check=False,
+               env_extra={"VITRINE_DEVICE": "cuda"})
+    assert proc.returncode != 0 and "training runs on the CPU" in proc.stderr

@@ -212,7 +212,8 @@ def bench_images(images: Path, settings: Settings, *, show_progress: bool = Fals
     load_seconds = time.perf_counter() - started
     tmp = Path(tempfile.mkdtemp(prefix="vitrine-bench-"))
     try:
-        store = open_store(tmp / "store", create=True)
+        store = open_store(tmp / "store", create=True,
+                           index_config=IndexConfig.from_settings(settings))
         try:
             report = index_catalog(images, store, embedder, show_progress=show_progress)
         finally:

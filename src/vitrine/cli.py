@@ -209,7 +209,8 @@ def migrate(
 
     settings = load_settings()
     token = settings.milvus_token
-    src, dst = open_store(source, token=token), open_store(target, create=True, token=token)
+    src = open_store(source, token=token)  # (never searched: no index settings)
+    dst = open_store(target, create=True, token=token, index_config=index_config(settings))
     try:
         copied = migrate_store(src, dst, photos_to=upload_folder(dst, settings.upload_dir),
                                photos_from=upload_folder(src, settings.upload_dir),
@@ -260,8 +261,11 @@ def train(
     Writes the model, its history, test metrics, figures and report.md to --out."""
     from vitrine.train import train_catalog
 
-    summary = train_catalog(catalog_dir, out_dir, command_settings(weights),
-                            show_progress=not as_json)
+    settings = command_settings(weights)
+    if settings.device != "cpu":  # not silently: training has no device path
+        sys.stderr.write(f"note: training runs on the CPU; VITRINE_DEVICE={settings.device} "
+                         "applies to embedding (index, search, serve).\n")
+    summary = train_catalog(catalog_dir, out_dir, settings, show_progress=not as_json)
     if as_json:
         print_json({k: v for k, v in summary.items() if k != "history"})
         return

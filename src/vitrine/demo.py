@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from vitrine.ann import IndexConfig
 from vitrine.config import Settings
 from vitrine.display import plain, results_table
 from vitrine.embed import Embedder
@@ -32,7 +33,7 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         settings = _trained(catalog, out_dir, settings, console)
     embedder = Embedder.from_settings(settings)
     _drop_stale_store(store_dir, out_dir, embedder, console)
-    store = open_store(store_dir, create=True)
+    store = open_store(store_dir, create=True, index_config=IndexConfig.from_settings(settings))
     try:
         report = index_catalog(catalog, store, embedder,
                                rules=embedder.duplicate_rules(),

@@ -172,6 +172,8 @@ def _embed(products: Sequence[Product], settings: Settings, model_dir: Path | No
     from vitrine.trained import load_model
 
     model = load_model(model_dir)
+    if settings.threads > 0:  # as the embedding engines and training do
+        torch.set_num_threads(settings.threads)
     out = trained_outputs(model, products, settings, show_progress=show_progress)
     layer, weight = model.layer, model.layer_weight
     parts = layer.split("+")
