@@ -11,7 +11,7 @@ from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules, find_duplicates
 from vitrine.embed import Embedder
 from vitrine.errors import CatalogError
-from vitrine.indexer import file_sha256
+from vitrine.photo_hashes import file_sha256
 from vitrine.progress import progress_bar
 
 

@@ -21,6 +21,7 @@ from vitrine.dedupe import DuplicateRules, duplicate_groups, search_progress
 from vitrine.dedupe_store import store_pairs
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
+from vitrine.photo_hashes import PhotoHashes
 from vitrine.progress import progress_bar
 from vitrine.store import cleanable_uploads, unmarked_upload
 from vitrine.store.base import Record, VectorStore
@@ -44,6 +45,9 @@ class IndexReport:
     duplicates: list[list[str]] = field(default_factory=list)
     duplicates_searched: bool = True
     """False when the store holds more products than ``DuplicateRules.max_products``."""
+    photos_read: int = 0
+    """Photos read to hash them: the others' size, times and inode had not changed
+    (``vitrine.photo_hashes``)."""
     duplicates_compared: int = 0
     """Products compared with the whole store to find duplicates: those changed since the
     last search when its pairs could be reused (``vitrine.dedupe_store``), else all."""
@@ -58,15 +62,8 @@ class IndexReport:
                 "duplicates": self.duplicates,
                 "duplicates_searched": self.duplicates_searched,
                 "duplicates_compared": self.duplicates_compared,
+                "photos_read": self.photos_read,
                 "seconds": round(self.seconds, 3)}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class RemovalRefused(VitrineError):
@@ -167,6 +164,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
 
     to_embed: list[tuple[Product, str]] = []
     meta_only: list[Product] = []
+    hashes = PhotoHashes(store.photo_hashes())
     with progress_bar("Checking", len(products), enabled=show_progress, unit="files") as adv:
         for product in products:
             if not _utf8(str(product.image)):  # the store keeps names as UTF-8 text
@@ -182,7 +180,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                 adv(1)
                 continue
             try:
-                sha = file_sha256(product.image)
+                sha = hashes.sha256(product.image)
             except OSError as exc:
                 reason = "file not found" if isinstance(exc, FileNotFoundError) else \
                     f"cannot be read ({exc.strerror})"
@@ -220,6 +218,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                      commit_every)
 
     report.removed = store.delete(remove)
+    report.photos_read = hashes.read
+    store.set_photo_hashes(hashes.fresh, keep=hashes.seen if shard is None else None)
     if shard is None and store.exclusive_writer:
         report.orphan_photos = _prune_orphan_photos(store, uploads)  # own uploads/ only
     rules = rules or embedder.duplicate_rules()

@@ -181,7 +181,7 @@ def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[
                 thumbs: list[bytes], settings: Settings) -> list[list[str]]:
     """Duplicate groups (product ids) by :func:`vitrine.dedupe.find_duplicates`."""
     from vitrine.dedupe import DuplicateRules, find_duplicates
-    from vitrine.indexer import file_sha256
+    from vitrine.photo_hashes import file_sha256
 
     shas = [file_sha256(p.image) for p in products]
     groups = find_duplicates([p.product_id for p in products], vectors, phashes, thumbs, shas,

@@ -247,7 +247,7 @@ def training_fingerprint(products, settings) -> str:
     import hashlib
 
     from vitrine.dedupe import DuplicateRules
-    from vitrine.indexer import file_sha256
+    from vitrine.photo_hashes import file_sha256
 
     blob = {
         "photos": sorted((p.product_id, p.category, file_sha256(p.image)) for p in products),

@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS products (
     search_key TEXT
 );
 CREATE INDEX IF NOT EXISTS products_category ON products(category);
+CREATE TABLE IF NOT EXISTS photo_hashes (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, sha TEXT NOT NULL
+);
 """ + CHANGES_SCHEMA
 COLUMNS = ("product_id, image, category, name, price, description, attributes, "
            "content_sha256, phash, thumb, metadata_hash")
@@ -233,6 +237,29 @@ class EmbeddedStore:
     def set_duplicate_cache(self, data: bytes) -> None:
         with self._transaction(new_generation=False):  # a BLOB in the meta table
             self._set_meta("duplicates", data)
+
+    def photo_hashes(self) -> dict[str, tuple[tuple[int, int, int, int], str]]:
+        """Catalogue photo path → ((size, mtime_ns, ctime_ns, inode), sha256) as the last
+        ``vitrine index`` saw them (``vitrine.photo_hashes``)."""
+        try:
+            rows = self.db.execute("SELECT path, size, mtime_ns, ctime_ns, ino, sha "
+                                   "FROM photo_hashes").fetchall()
+        except sqlite3.OperationalError:  # a read-only store from before the table
+            return {}
+        return {path: ((size, mtime, ctime, ino), sha)
+                for path, size, mtime, ctime, ino, sha in rows}
+
+    def set_photo_hashes(self, fresh: dict[str, tuple[tuple[int, int, int, int], str]],
+                         keep: set[str] | None = None) -> None:
+        """Remember ``fresh`` hashes; with ``keep``, forget the photos not in it."""
+        with self._transaction(new_generation=False):
+            self.db.executemany(
+                "INSERT OR REPLACE INTO photo_hashes(path, size, mtime_ns, ctime_ns, ino, sha) "
+                "VALUES(?,?,?,?,?,?)", [(path, *sig, sha) for path, (sig, sha) in fresh.items()])
+            if keep is not None:
+                gone = [(path,) for (path,) in self.db.execute("SELECT path FROM photo_hashes")
+                        if path not in keep]
+                self.db.executemany("DELETE FROM photo_hashes WHERE path=?", gone)
 
     # ---- writes ---------------------------------------------------------------------------
     def upsert(self, records: Sequence[Record]) -> None:

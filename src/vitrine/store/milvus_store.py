@@ -219,6 +219,14 @@ class MilvusStore:
         if stale:
             self.client.delete(self.meta_collection, filter=f"key in {_quote(stale)}")
 
+    def photo_hashes(self) -> dict:
+        """Nothing: a Milvus store is written from several machines, whose files' times
+        and inodes say nothing to each other; every run reads its photos."""
+        return {}
+
+    def set_photo_hashes(self, fresh: dict, keep: set[str] | None = None) -> None:
+        """Nothing kept (:meth:`photo_hashes`)."""
+
     # ---- writes ---------------------------------------------------------------------------
     def lock_for_writing(self) -> None:
         """Milvus serialises writes itself; several writers (shards) may run at once."""

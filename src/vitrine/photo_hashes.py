@@ -1,0 +1,62 @@
+"""The sha256 of catalogue photos, read again only when a file changed.
+
+``vitrine index`` compares each photo's sha256 with the store's to find what changed, which
+reads every byte of the catalogue on every run (150 GB for a million photos of 150 kB). The
+embedded store keeps each photo's size, modification and change times (nanoseconds) and inode
+with its sha256 (:meth:`EmbeddedStore.photo_hashes`); a file whose four still agree keeps its
+sha256 without being read, as git and rsync trust them. Writing a file changes its
+modification time, and replacing or restoring one (``cp -p``, ``touch -r``) its change time or
+inode. A file changed within :data:`RACY_NS` of being hashed is not remembered: a second change
+in the same tick of a coarse clock would leave its times as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+Signature = tuple[int, int, int, int]
+"""size, mtime_ns, ctime_ns, inode."""
+RACY_NS = 2_000_000_000
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def signature(st: os.stat_result) -> Signature:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino & (2**63 - 1)  # an SQLite int
+
+
+class PhotoHashes:
+    """sha256 of photos, from ``known`` (path → (signature, sha256), a store's) when a file's
+    signature agrees; the hashes to remember afterwards are in :attr:`fresh`."""
+
+    def __init__(self, known: dict[str, tuple[Signature, str]]):
+        self.known = known
+        self.fresh: dict[str, tuple[Signature, str]] = {}
+        self.seen: set[str] = set()
+        self.read = 0
+        """Files read and hashed (the others kept their sha256)."""
+
+    def sha256(self, path: Path) -> str:
+        """The file's sha256; OSError as :func:`open` raises it."""
+        key = str(path)
+        before = signature(os.stat(path))
+        self.seen.add(key)  # (a photo that is gone is forgotten)
+        entry = self.known.get(key)
+        if entry is not None and entry[0] == before:
+            return entry[1]
+        sha = file_sha256(path)
+        self.read += 1
+        after = os.stat(path)
+        newest = max(after.st_mtime_ns, after.st_ctime_ns)
+        if signature(after) == before and newest < time.time_ns() - RACY_NS:
+            self.fresh[key] = (before, sha)
+        return sha

@@ -1,0 +1,66 @@
+"""`vitrine index` reads a catalogue photo again only when its size, times or inode changed."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+
+from conftest import copy_subset
+
+from vitrine import photo_hashes
+from vitrine.indexer import index_catalog
+from vitrine.photo_hashes import PhotoHashes, file_sha256, signature
+from vitrine.store import open_store
+
+
+def test_a_photo_keeps_its_hash_until_its_file_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(photo_hashes, "RACY_NS", 0)
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"first photo")
+    first = PhotoHashes({})
+    assert first.sha256(photo) == file_sha256(photo) and first.read == 1
+    again = PhotoHashes(first.fresh)
+    assert again.sha256(photo) == file_sha256(photo) and again.read == 0
+    # same size, other bytes, modification time put back (as `cp -p` or `touch -r` do): the
+    # change time tells it
+    st = os.stat(photo)
+    photo.write_bytes(b"other photo")
+    os.utime(photo, ns=(st.st_atime_ns, st.st_mtime_ns))
+    later = PhotoHashes(first.fresh)
+    assert later.sha256(photo) == file_sha256(photo) != next(iter(first.fresh.values()))[1]
+    assert later.read == 1
+    # a file changed in the last moments is not remembered (a coarse clock's same tick)
+    monkeypatch.setattr(photo_hashes, "RACY_NS", 10**12)
+    racy = PhotoHashes({})
+    racy.sha256(photo)
+    assert racy.fresh == {} and signature(os.stat(photo))[0] == len(b"other photo")
+
+
+def test_index_reads_only_the_photos_that_changed(demo_catalog, embedder, tmp_path,
+                                                  monkeypatch):
+    monkeypatch.setattr(photo_hashes, "RACY_NS", 0)
+    catalog = copy_subset(demo_catalog, tmp_path / "catalog", 2)
+    rows = list(csv.DictReader(open(catalog / "products.csv", newline="")))  # noqa: SIM115
+    store = open_store(tmp_path / "store", create=True)
+
+    def index():
+        return index_catalog(catalog, store, embedder, show_progress=False)
+
+    first = index()
+    assert (first.indexed, first.photos_read) == (16, 16)
+    assert set(store.photo_hashes()) == {str((catalog / r["image"]).resolve()) for r in rows}
+    second = index()
+    assert (second.unchanged, second.photos_read) == (16, 0)
+    # another photo's bytes over one photo: read again and re-embedded; the rest are not read
+    shutil.copyfile(catalog / rows[5]["image"], catalog / rows[0]["image"])
+    third = index()
+    assert (third.updated, third.unchanged, third.photos_read) == (1, 15, 1)
+    assert store.get(rows[0]["product_id"]).content_sha256 == file_sha256(
+        catalog / rows[5]["image"])
+    # a photo gone from the catalogue is forgotten with its product
+    (catalog / rows[1]["image"]).unlink()
+    fourth = index()
+    assert fourth.removed == 1 and fourth.photos_read == 0
+    assert str((catalog / rows[1]["image"]).resolve()) not in store.photo_hashes()
+    store.close()
