@@ -72,7 +72,7 @@ def index(
                                rules=embedder.duplicate_rules(),
                                show_progress=not as_json, shard=shard_spec,
                                uploads=upload_folder(db, settings.upload_dir),
-                               replace=replace)
+                               replace=replace, rehash=settings.rehash_photos)
     finally:
         db.close()
     if as_json:
@@ -290,6 +290,9 @@ def evaluate(
     from vitrine.model_eval import evaluate_catalog
 
     settings = command_settings(weights)
+    if (model or settings.model) and settings.device != "cpu":
+        sys.stderr.write(f"note: a trained model is evaluated on the CPU; VITRINE_DEVICE="
+                         f"{settings.device} applies to embedding (index, search, serve).\n")
     report = evaluate_catalog(catalog_dir, settings, model_dir=model or settings.model, k=k,
                               show_progress=not as_json)
     if as_json:

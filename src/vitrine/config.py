@@ -184,6 +184,10 @@ class Settings(BaseSettings):
     """Cosine similarity of 16×16 colour thumbnails for a (resized/recompressed) duplicate."""
     dup_max_colour_diff: float = 12.0
     """Largest mean colour difference (0–255) of those thumbnails' non-white pixels."""
+    rehash_photos: bool = False
+    """``index`` reads every photo on every run, instead of those whose size, times or inode
+    changed (``vitrine.photo_hashes``): for network or FUSE mounts (s3fs, rclone) whose times
+    and inodes cannot be trusted."""
     dup_max_products: Count = 1_000_000
     """``index`` looks for duplicates across its whole store only up to this many products
     (0: never) and otherwise says it did not. The search is exact up to 20,000 products and

@@ -81,6 +81,9 @@ def _trained(catalog: Path, out_dir: Path, settings: Settings,
     settings."""
     from vitrine.trained import ensure_model
 
+    if settings.device != "cpu":
+        console.print(f"Training runs on the CPU; VITRINE_DEVICE={settings.device} applies to "
+                      "embedding.")
     model_dir, reused = ensure_model(catalog, out_dir / "model", settings)
     console.print(plain(f"{'Reusing' if reused else 'Trained'} the model in {model_dir} "
                         f"(report: {model_dir / 'report.md'})."))

@@ -3,6 +3,7 @@ deleted ones, report skipped files and duplicate groups."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections import Counter
@@ -127,7 +128,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                   rules: DuplicateRules | None = None, show_progress: bool = True,
                   commit_every: int = COMMIT_EVERY,
                   shard: tuple[int, int] | None = None,
-                  uploads: Path | None = None, replace: bool = False) -> IndexReport:
+                  uploads: Path | None = None, replace: bool = False,
+                  rehash: bool = False) -> IndexReport:
     """Bring ``store`` in line with the catalogue folder. Commits every ``commit_every``
     products, so an interrupted run keeps its work and a rerun continues from there.
 
@@ -137,6 +139,9 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
 
     With ``shard=(i, n)`` only the products of shard ``i`` are added, updated or removed, so
     ``n`` processes (or machines) can index one catalogue into one Milvus store together.
+
+    A photo is read only when its file changed since the store last saw it, unless ``rehash``
+    (:class:`vitrine.photo_hashes.PhotoHashes`).
 
     A catalogue product whose photo file no longer exists is removed from the store (a photo
     that cannot be read keeps what the store holds). The store records the folder it was
@@ -164,7 +169,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
 
     to_embed: list[tuple[Product, str]] = []
     meta_only: list[Product] = []
-    hashes = PhotoHashes(store.photo_hashes())
+    hashes = PhotoHashes({} if rehash else store.photo_hashes())
     with progress_bar("Checking", len(products), enabled=show_progress, unit="files") as adv:
         for product in products:
             if not _utf8(str(product.image)):  # the store keeps names as UTF-8 text
@@ -206,6 +211,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
         _check_removals(store, root, [pid for pid in stored if pid not in uploaded], remove,
                         len(gone), shard, readable=len(to_embed) + len(meta_only)
                         + report.unchanged)
+    hashes.known = {}  # (memory: a million paths)
+    _save_hashes(store, hashes.fresh)  # kept even if the run stops while embedding
     if new_store:
         store.set_manifest(embedder.manifest)
     if store.catalog_folder() != str(root):
@@ -219,7 +226,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
 
     report.removed = store.delete(remove)
     report.photos_read = hashes.read
-    store.set_photo_hashes(hashes.fresh, keep=hashes.seen if shard is None else None)
+    if shard is None:
+        _save_hashes(store, {}, keep=hashes.seen)  # photos gone from the catalogue
     if shard is None and store.exclusive_writer:
         report.orphan_photos = _prune_orphan_photos(store, uploads)  # own uploads/ only
     rules = rules or embedder.duplicate_rules()
@@ -230,6 +238,13 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     store.flush()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _save_hashes(store: VectorStore, fresh: dict, keep: set[str] | None = None) -> None:
+    """Remember the photos' hashes; they only spare the next run reading, so a store that
+    cannot take them now (a full disk) has its photos read again next time."""
+    with contextlib.suppress(StoreError):
+        store.set_photo_hashes(fresh, keep)
 
 
 def _check_removals(store: VectorStore, root: Path, catalogue: list[str], remove: list[str],

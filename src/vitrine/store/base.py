@@ -11,6 +11,7 @@ import numpy as np
 
 from vitrine.catalog import Product
 from vitrine.manifest import ModelManifest
+from vitrine.photo_hashes import Signature
 
 
 @dataclass
@@ -84,10 +85,10 @@ class VectorStore(Protocol):
         """What :meth:`set_duplicate_cache` saved last (the duplicate pairs of the last search,
         ``vitrine.dedupe_store``), or None."""
     def set_duplicate_cache(self, data: bytes) -> None: ...
-    def photo_hashes(self) -> dict[str, tuple[tuple[int, int, int, int], str]]:
+    def photo_hashes(self) -> dict[str, tuple[Signature, str]]:
         """Catalogue photo path → ((size, mtime_ns, ctime_ns, inode), sha256) kept by the
         last ``vitrine index`` (``vitrine.photo_hashes``); empty where none are kept."""
-    def set_photo_hashes(self, fresh: dict[str, tuple[tuple[int, int, int, int], str]],
+    def set_photo_hashes(self, fresh: dict[str, tuple[Signature, str]],
                          keep: set[str] | None = None) -> None: ...
     def upsert(self, records: Sequence[Record]) -> None: ...
     def update_metadata(self, products: Sequence[Product]) -> None: ...

@@ -23,6 +23,7 @@ from vitrine.catalog import UPLOAD_NAME, UPLOADED, UPLOADS, Product
 from vitrine.errors import StoreError
 from vitrine.fold import searchable
 from vitrine.manifest import ModelManifest
+from vitrine.photo_hashes import Signature
 from vitrine.store.base import Match, Record, StoredProduct
 from vitrine.store.index_files import CHANGES_SCHEMA, IndexFiles
 from vitrine.store.search_key import SEARCH_KEY_SQL, add_search_key, search_key, searchable_sql
@@ -238,7 +239,7 @@ class EmbeddedStore:
         with self._transaction(new_generation=False):  # a BLOB in the meta table
             self._set_meta("duplicates", data)
 
-    def photo_hashes(self) -> dict[str, tuple[tuple[int, int, int, int], str]]:
+    def photo_hashes(self) -> dict[str, tuple[Signature, str]]:
         """Catalogue photo path → ((size, mtime_ns, ctime_ns, inode), sha256) as the last
         ``vitrine index`` saw them (``vitrine.photo_hashes``)."""
         try:
@@ -249,7 +250,7 @@ class EmbeddedStore:
         return {path: ((size, mtime, ctime, ino), sha)
                 for path, size, mtime, ctime, ino, sha in rows}
 
-    def set_photo_hashes(self, fresh: dict[str, tuple[tuple[int, int, int, int], str]],
+    def set_photo_hashes(self, fresh: dict[str, tuple[Signature, str]],
                          keep: set[str] | None = None) -> None:
         """Remember ``fresh`` hashes; with ``keep``, forget the photos not in it."""
         with self._transaction(new_generation=False):
