@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from vitrine.ann import IndexConfig
-from vitrine.bench import ClusterModel, clusters_for, machine
+from vitrine.bench import ClusterModel, clusters_for, machine, percentile_ms
 from vitrine.catalog import Product
 from vitrine.manifest import ModelManifest
 from vitrine.store import index_files
@@ -55,15 +55,14 @@ def timed_searches(store: EmbeddedStore, queries: np.ndarray) -> dict:
     if hasattr(index, "base"):
         runs |= {"layered_index_": lambda q: index.search(q, 10),
                  "saved_index_": lambda q: index.base.search(q, 10)}
-    times: dict[str, list[float]] = {name: [] for name in runs}
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
     order = list(runs.items())
     for k, q in enumerate(queries):  # each first in turn: a query repeated runs warmer
         for name, run in order[k % len(order):] + order[:k % len(order)]:
             started = time.perf_counter()
             run(q)
-            times[name].append((time.perf_counter() - started) * 1000)
-    return {f"{name}{p}_ms": round(float(np.percentile(t, int(p[1:]))), 3)
-            for name, t in times.items() if t for p in ("p50", "p99")}
+            seconds[name].append(time.perf_counter() - started)
+    return {f"{name}p{q}_ms": percentile_ms(t, q) for name, t in seconds.items() for q in (50, 99)}
 
 
 def write_one(root: Path, vec: np.ndarray, pid: int) -> dict:

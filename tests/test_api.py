@@ -337,10 +337,10 @@ def test_the_server_opens_its_store_with_the_milvus_token(settings, small_store,
                                                           monkeypatch):
     """A Milvus server that asks for VITRINE_MILVUS_TOKEN gets it from `vitrine serve` too
     (the server opened its store without it)."""
-    from vitrine import service
+    import vitrine.store
 
-    seen, real = [], service.open_store
-    monkeypatch.setattr(service, "open_store",
+    seen, real = [], vitrine.store.open_store
+    monkeypatch.setattr(vitrine.store, "open_store",
                         lambda location, **kw: seen.append(kw) or real(location, **kw))
     _app(settings, small_store, embedder, milvus_token="user:pass")
     assert seen and seen[0]["token"] == "user:pass"

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import copy_subset
 
+from vitrine.ann import IndexConfig
+
 CLI = [sys.executable, "-m", "vitrine.cli"]
 
 
@@ -358,7 +360,8 @@ def test_migrate_and_train_take_the_settings_they_say(small_store, tmp_path):
     when VITRINE_DEVICE asks for another device, rather than ignore it silently."""
     target = tmp_path / "copy"
     run("migrate", small_store, target, "--json", env_extra={"VITRINE_INDEX": "hnsw"})
-    assert [p.name.split(".")[2] for p in target.glob("index.*.faiss")] == ["hnsw32x64-fp16"]
+    hnsw = IndexConfig.defaults(kind="hnsw").tag(48)
+    assert [p.name.split(".")[2] for p in target.glob("index.*.faiss")] == [hnsw]
     proc = run("train", tmp_path / "missing", "--out", tmp_path / "model", check=False,
                env_extra={"VITRINE_DEVICE": "cuda"})
     assert proc.returncode != 0 and "training runs on the CPU" in proc.stderr

@@ -68,15 +68,14 @@ def store(tmp_path):
     s.close()
 
 
-def search(store, rules, reuse=True) -> tuple[set[tuple[str, str]], int, set]:
+def search(store, rules) -> tuple[set[tuple[str, str]], int, set]:
     """The pairs (as product ids) the store's search returns, how many products it compared
     with the store, and the pairs of a full search that leaves the store's cache alone."""
     ids, vecs = store.all_vectors()
     rows = {p.product_id: p for p in store.list_products(limit=10_000)}
     phashes, thumbs = [rows[i].phash for i in ids], [rows[i].thumb for i in ids]
     found, compared = dedupe_store.store_pairs(
-        store, ids, [rows[i].content_sha256 for i in ids], vecs, phashes, thumbs, rules,
-        reuse=reuse)
+        store, ids, [rows[i].content_sha256 for i in ids], vecs, phashes, thumbs, rules)
     full = rule_pairs(vecs, phashes, thumbs, rules)
 
     def named(pairs):

@@ -213,13 +213,16 @@ class VectorIndex:
     def search(self, query: np.ndarray, k: int, subset: IdSet | np.ndarray | None = None,
                hidden: IdSet | None = None) -> Result:
         """Top-``k`` (scores, ids) for one query, optionally only among the ids ``subset``, or
-        among all but the ids ``hidden`` (a FAISS selector; :class:`LayeredIndex`).
+        among all but the ids ``hidden`` (a FAISS selector; :class:`LayeredIndex`; not both:
+        a category is searched through the subset, the hidden ids filtered after).
 
         A subset of at most ``filter_exact_max`` ids is searched exactly. A larger one is
         searched approximately for the top ``2k/share`` ids, kept if ``k`` of them are in the
         subset, else exactly (a query far from the category: never a short or poor list).
         Runs on one OpenMP thread: for a single query, waking a thread team costs more than it
         saves (measured 8 ms vs 0.5 ms per HNSW query on two busy cores)."""
+        if subset is not None and hidden is not None:
+            raise ValueError("search takes a subset or hidden ids, not both")
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)
         query = np.ascontiguousarray(query, np.float32).reshape(1, -1)

@@ -203,7 +203,7 @@ def bench_images(images: Path, settings: Settings, *, show_progress: bool = Fals
     from vitrine.catalog import read_catalog
     from vitrine.embed import Embedder
     from vitrine.indexer import index_catalog
-    from vitrine.store import open_store
+    from vitrine.store import store_for
 
     photos = len(read_catalog(images))
     started = time.perf_counter()
@@ -212,8 +212,7 @@ def bench_images(images: Path, settings: Settings, *, show_progress: bool = Fals
     load_seconds = time.perf_counter() - started
     tmp = Path(tempfile.mkdtemp(prefix="vitrine-bench-"))
     try:
-        store = open_store(tmp / "store", create=True,
-                           index_config=IndexConfig.from_settings(settings))
+        store = store_for(tmp / "store", settings, create=True)
         try:
             report = index_catalog(images, store, embedder, show_progress=show_progress)
         finally:

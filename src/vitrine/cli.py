@@ -23,14 +23,13 @@ from vitrine.cli_support import (
     check_category,
     command_settings,
     err,
-    index_config,
     open_recommender,
     out,
     plot_path,
     print_json,
     save_plot,
 )
-from vitrine.config import load_settings
+from vitrine.config import cpu_only_note, load_settings
 from vitrine.display import results_table
 from vitrine.errors import VitrineError
 
@@ -59,14 +58,13 @@ def index(
     from vitrine.catalog import read_catalog, recategorised_note
     from vitrine.embed import Embedder
     from vitrine.indexer import index_catalog, parse_shard
-    from vitrine.store import open_store, upload_folder
+    from vitrine.store import store_for, upload_folder
 
     settings = command_settings(weights, model)
     shard_spec = parse_shard(shard)
     read_catalog(catalog_dir)  # fail on a bad folder before loading the model
     embedder = Embedder.from_settings(settings)
-    db = open_store(store, create=True, token=settings.milvus_token,
-                    index_config=index_config(settings))
+    db = store_for(store, settings, create=True)
     try:
         report = index_catalog(catalog_dir, db, embedder,
                                rules=embedder.duplicate_rules(),
@@ -205,12 +203,10 @@ def migrate(
     Photos of products added through the API go to the target's upload folder (STORE/uploads,
     or VITRINE_UPLOAD_DIR)."""
     from vitrine.migrate import migrate_store
-    from vitrine.store import open_store, upload_folder
+    from vitrine.store import store_for, upload_folder
 
     settings = load_settings()
-    token = settings.milvus_token
-    src = open_store(source, token=token)  # (never searched: no index settings)
-    dst = open_store(target, create=True, token=token, index_config=index_config(settings))
+    src, dst = store_for(source, settings), store_for(target, settings, create=True)
     try:
         copied = migrate_store(src, dst, photos_to=upload_folder(dst, settings.upload_dir),
                                photos_from=upload_folder(src, settings.upload_dir),
@@ -227,9 +223,9 @@ def migrate(
 @app.command()
 def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
     """Show what a store holds and which model made its vectors."""
-    from vitrine.store import open_store
+    from vitrine.store import store_for
 
-    db = open_store(store, token=load_settings().milvus_token)
+    db = store_for(store, load_settings())
     manifest = db.manifest()
     data = {"products": db.count(), "categories": db.categories(),
             "catalog_folder": db.catalog_folder(),
@@ -262,9 +258,8 @@ def train(
     from vitrine.train import train_catalog
 
     settings = command_settings(weights)
-    if settings.device != "cpu":  # not silently: training has no device path
-        sys.stderr.write(f"note: training runs on the CPU; VITRINE_DEVICE={settings.device} "
-                         "applies to embedding (index, search, serve).\n")
+    if note := cpu_only_note(settings, "training"):
+        sys.stderr.write(note + "\n")
     summary = train_catalog(catalog_dir, out_dir, settings, show_progress=not as_json)
     if as_json:
         print_json({k: v for k, v in summary.items() if k != "history"})
@@ -290,9 +285,9 @@ def evaluate(
     from vitrine.model_eval import evaluate_catalog
 
     settings = command_settings(weights)
-    if (model or settings.model) and settings.device != "cpu":
-        sys.stderr.write(f"note: a trained model is evaluated on the CPU; VITRINE_DEVICE="
-                         f"{settings.device} applies to embedding (index, search, serve).\n")
+    if (model or settings.model) and (note := cpu_only_note(settings, "a trained model's "
+                                                             "evaluation")):
+        sys.stderr.write(note + "\n")
     report = evaluate_catalog(catalog_dir, settings, model_dir=model or settings.model, k=k,
                               show_progress=not as_json)
     if as_json:

@@ -74,17 +74,10 @@ def print_json(data: dict) -> None:
 
 def open_recommender(store: Path, weights: Path | None, model: Path | None = None):
     from vitrine.recommend import Recommender
-    from vitrine.store import open_store
+    from vitrine.store import store_for
 
     settings = command_settings(weights, model)
-    return Recommender(open_store(store, token=settings.milvus_token,
-                                  index_config=index_config(settings)), settings)
-
-
-def index_config(settings: Settings):
-    from vitrine.ann import IndexConfig
-
-    return IndexConfig.from_settings(settings)
+    return Recommender(store_for(store, settings), settings)
 
 
 PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")

@@ -334,3 +334,12 @@ def _env_value(name: str, default):
         if key.upper() == name:
             return value
     return default
+
+
+def cpu_only_note(settings: Settings, what: str) -> str | None:
+    """What to tell a user whose ``VITRINE_DEVICE`` asks for a GPU where ``what`` (training,
+    a trained model's evaluation) has no device path and runs on the CPU; None on the CPU."""
+    if settings.device == "cpu":
+        return None
+    return (f"note: {what} runs on the CPU; VITRINE_DEVICE={settings.device} applies to "
+            "embedding (index, search, serve).")

@@ -122,7 +122,7 @@ def known_pairs(now: np.ndarray, saved: np.ndarray, saved_pairs: np.ndarray
 
 def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
                 vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[bytes],
-                rules: DuplicateRules, advance=None, reuse: bool = True
+                rules: DuplicateRules, advance=None
                 ) -> tuple[np.ndarray, int]:
     """The rule pairs (rows) among the store's products (rows aligned with ``ids``) and how
     many products were compared with the whole store (all of them unless the store's saved
@@ -130,7 +130,7 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
     manifest = store.manifest()
     key = fingerprint(rules, manifest.as_dict() if manifest else None)
     now = digests(ids, shas, vectors)
-    saved = decode(store.duplicate_cache(), key) if reuse else None
+    saved = decode(store.duplicate_cache(), key)
     if saved is not None:
         pairs, changed = known_pairs(now, *saved)
         if len(changed) <= changed_limit(len(ids)):

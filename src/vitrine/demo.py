@@ -11,14 +11,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from vitrine.ann import IndexConfig
-from vitrine.config import Settings
+from vitrine.config import Settings, cpu_only_note
 from vitrine.display import plain, results_table
 from vitrine.embed import Embedder
 from vitrine.indexer import index_catalog
 from vitrine.plots import plot_recommendations
 from vitrine.recommend import Recommender
-from vitrine.store import open_store, upload_folder
+from vitrine.store import open_store, store_for, upload_folder
 
 
 def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, k: int,
@@ -33,7 +32,7 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         settings = _trained(catalog, out_dir, settings, console)
     embedder = Embedder.from_settings(settings)
     _drop_stale_store(store_dir, out_dir, embedder, console)
-    store = open_store(store_dir, create=True, index_config=IndexConfig.from_settings(settings))
+    store = store_for(store_dir, settings, create=True)
     try:
         report = index_catalog(catalog, store, embedder,
                                rules=embedder.duplicate_rules(),
@@ -81,9 +80,8 @@ def _trained(catalog: Path, out_dir: Path, settings: Settings,
     settings."""
     from vitrine.trained import ensure_model
 
-    if settings.device != "cpu":
-        console.print(f"Training runs on the CPU; VITRINE_DEVICE={settings.device} applies to "
-                      "embedding.")
+    if note := cpu_only_note(settings, "training"):
+        console.print(note)
     model_dir, reused = ensure_model(catalog, out_dir / "model", settings)
     console.print(plain(f"{'Reusing' if reused else 'Trained'} the model in {model_dir} "
                         f"(report: {model_dir / 'report.md'})."))

@@ -357,13 +357,13 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
 
 
 def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | None = None,
-                     uploaded: set[str] | None = None, show_progress: bool = False,
-                     reuse: bool = True) -> tuple[list[list[str]], int]:
+                     uploaded: set[str] | None = None, show_progress: bool = False
+                     ) -> tuple[list[list[str]], int]:
     """Duplicate groups among all stored products, as image paths (with the product id when
     products share one photo); a product of ``uploaded`` (added through the API, its photo
-    named by its sha256) as ``product ID (added through the API)``. Unless ``reuse`` is False
-    the pairs of the last search are kept and only the products changed since are compared
-    with the store (:func:`vitrine.dedupe_store.store_pairs`); also returns how many were."""
+    named by its sha256) as ``product ID (added through the API)``. The pairs of the last
+    search are kept and only the products changed since are compared with the store
+    (:func:`vitrine.dedupe_store.store_pairs`); also returns how many were."""
     ids, vectors = store.all_vectors()
     if len(ids) < 2:
         return [], 0
@@ -382,5 +382,5 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
     with search_progress(n, show_progress) as advance:
         pairs, compared = store_pairs(store, ids, shas, vectors, [r.phash for r in records],
                                       [r.thumb for r in records],
-                                      rules or DuplicateRules(), advance, reuse)
+                                      rules or DuplicateRules(), advance)
     return [[keys[i] for i in group] for group in duplicate_groups(n, pairs, shas)], compared

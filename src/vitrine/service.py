@@ -32,8 +32,8 @@ from vitrine.recommend import ProductNotFound, Recommender
 from vitrine.store import (
     EmbeddedStore,
     cleanable_uploads,
-    open_store,
     save_photo,
+    store_for,
     unmarked_upload,
     upload_folder,
 )
@@ -102,10 +102,7 @@ class VitrineService:
         self._categories: tuple[float, dict[str, int]] | None = None
 
     def _open(self) -> VectorStore:
-        from vitrine.ann import IndexConfig
-
-        return open_store(self.location, token=self.settings.milvus_token,
-                          index_config=IndexConfig.from_settings(self.settings))
+        return store_for(self.location, self.settings)
 
     def _upload_folder(self) -> Path | None:
         return upload_folder(self.store, self.settings.upload_dir)

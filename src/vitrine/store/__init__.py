@@ -78,6 +78,14 @@ def upload_folder(store: VectorStore, configured: Path | None) -> Path | None:
     return None
 
 
+def store_for(location: str | Path, settings, *, create: bool = False) -> VectorStore:
+    """:func:`open_store` with what ``settings`` (``vitrine.config.Settings``) say of stores:
+    the Milvus token and the embedded store's index settings. Every command and the server
+    open their stores so."""
+    return open_store(location, create=create, token=settings.milvus_token,
+                      index_config=IndexConfig.from_settings(settings))
+
+
 def open_store(location: str | Path, *, create: bool = False, token: str = "",
                index_config: IndexConfig | None = None) -> VectorStore:
     """Open a store by location.

@@ -1,9 +1,10 @@
 """The default store: one folder with SQLite (source of truth) and a FAISS index file (cache).
 
 SQLite holds products, attributes, hashes and vectors, so every write is one transaction and a
-killed process loses nothing committed. The FAISS inner-product index is rebuilt from SQLite
-whenever its file is missing or older than the database's write generation; it is saved under
-a name carrying that generation and replaced atomically.
+killed process loses nothing committed. The FAISS inner-product index is a cache in files
+named by the database's write generation (``vitrine.store.index_files``): a generation without
+its own file is searched through the newest saved index plus the rows written since, or the
+index is rebuilt from SQLite and saved atomically.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ class EmbeddedStore:
         self._name_search = ("search_key" if "search_key" in have else f"({SEARCH_KEY_SQL})")
         self._lock_fh = None
         self._files = IndexFiles(self.root, self.index_config, self.db,
-                                 lambda: getattr(self.manifest(), "dim", 1))
+                                 lambda: getattr(self.manifest(), "dim", 1), self._meta,
+                                 self._forget_changes)
         self._index: VectorIndex | LayeredIndex | None = None
         self._index_gen = -1
         self._category_ids: dict[str, IdSet] = {}
@@ -194,6 +196,12 @@ class EmbeddedStore:
         self.db.execute("INSERT OR REPLACE INTO changes(id, gen) SELECT id, ? FROM products "
                         "WHERE product_id=?", (gen, product_id))
 
+    def _forget_changes(self, generation: int) -> None:
+        """Delete the changes up to ``generation``: a writer saved an index that covers them."""
+        with self._transaction(new_generation=False):
+            self.db.execute("DELETE FROM changes WHERE gen <= ?", (generation,))
+            self._set_meta("changes_pruned", generation)
+
     def _bump(self, key: str) -> None:
         """Count one more write of a kind (inside a transaction)."""
         self.db.execute("INSERT INTO meta(key, value) VALUES(?, '1') ON CONFLICT(key) "
@@ -242,11 +250,7 @@ class EmbeddedStore:
     def photo_hashes(self) -> dict[str, tuple[Signature, str]]:
         """Catalogue photo path → ((size, mtime_ns, ctime_ns, inode), sha256) as the last
         ``vitrine index`` saw them (``vitrine.photo_hashes``)."""
-        try:
-            rows = self.db.execute("SELECT path, size, mtime_ns, ctime_ns, ino, sha "
-                                   "FROM photo_hashes").fetchall()
-        except sqlite3.OperationalError:  # a read-only store from before the table
-            return {}
+        rows = self.db.execute("SELECT path, size, mtime_ns, ctime_ns, ino, sha FROM photo_hashes")
         return {path: ((size, mtime, ctime, ino), sha)
                 for path, size, mtime, ctime, ino, sha in rows}
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vitrine.ann import IdSet, IndexConfig, LayeredIndex, VectorIndex, build_index
+from vitrine.errors import StoreError
 
 RECENT_MAX = 10_000
 """Most products written since the saved index that a search takes from an exact flat layer
@@ -39,8 +40,12 @@ class IndexFiles:
     """Finds, layers, builds and saves the index of one store folder."""
 
     def __init__(self, root: Path, config: IndexConfig, db: sqlite3.Connection,
-                 dim: Callable[[], int]):
+                 dim: Callable[[], int], meta: Callable[[str], str | None],
+                 forget_changes: Callable[[int], None]):
+        """``meta`` reads the store's meta table; ``forget_changes(g)`` deletes the changes
+        up to generation ``g`` in a write transaction and records it (``changes_pruned``)."""
         self.root, self.config, self.db, self.dim = root, config, db, dim
+        self.meta, self.forget_changes = meta, forget_changes
         self._base: tuple[VectorIndex, int, str] | None = None
         """The newest saved index this process loaded or built: (index, generation, tag)."""
 
@@ -110,11 +115,10 @@ class IndexFiles:
         ``generation``: every write after it recorded its rows there (none when the last
         write did not: a Vitrine from before them), and none of them has been forgotten by a
         writer that saved a newer index (another process may hold an older one in memory)."""
-        meta = dict(self.db.execute("SELECT key, value FROM meta WHERE key IN "
-                                    "('changes_from', 'changes_pruned', 'tracked')").fetchall())
-        if "changes_from" not in meta or meta.get("tracked") != str(generation):
+        changes_from = self.meta("changes_from")
+        if changes_from is None or self.meta("tracked") != str(generation):
             return 1 << 62
-        return max(int(meta["changes_from"]) - 1, int(meta.get("changes_pruned", 0)))
+        return max(int(changes_from) - 1, int(self.meta("changes_pruned") or 0))
 
     def _layered(self, generation: int, n: int, writer: bool) -> LayeredIndex | None:
         for _ in range(3):  # a file another process removes meanwhile: look again
@@ -176,11 +180,5 @@ class IndexFiles:
         except (OSError, RuntimeError):
             return  # a read-only store still searches from the in-memory index
         if writer and not self.db.in_transaction:  # (not inside a search's read snapshot)
-            with contextlib.suppress(sqlite3.OperationalError):  # a busy database: next time
-                self.db.execute("BEGIN IMMEDIATE")
-                self.db.execute("DELETE FROM changes WHERE gen <= ?", (generation,))
-                self.db.execute("INSERT OR REPLACE INTO meta(key, value) "
-                                "VALUES('changes_pruned', ?)", (generation,))
-                self.db.execute("COMMIT")
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.OperationalError, StoreError):  # next time
+                self.forget_changes(generation)

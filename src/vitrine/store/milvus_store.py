@@ -174,8 +174,13 @@ class MilvusStore:
         return rows[0]["value"] if rows else None
 
     def _set_meta(self, key: str, value: str) -> None:
+        self._set_metas({key: value})
+
+    def _set_metas(self, values: dict[str, str]) -> None:
+        """Several meta rows in one upsert."""
         self.client.upsert(self.meta_collection, [{"key": key, "value": value,
-                                                   "dummy": [0.0, 1.0]}])
+                                                   "dummy": [0.0, 1.0]}
+                                                  for key, value in values.items()])
 
     def manifest(self) -> ModelManifest | None:
         value = self._meta("manifest")
@@ -198,7 +203,10 @@ class MilvusStore:
         is missing or another writer changed them meanwhile (their sha256 no longer agrees)."""
         try:
             parts, sha = json.loads(self._meta("duplicates") or "[0, null]")
-            data = b"".join(base64.b64decode(self._meta(f"duplicates/{i}") or "")
+            rows = {r["key"]: r["value"] for r in self.client.query(
+                self.meta_collection, filter='key like "duplicates/%"',
+                output_fields=["key", "value"])}  # one query for all the rows
+            data = b"".join(base64.b64decode(rows.get(f"duplicates/{i}", ""))
                             for i in range(int(parts)))
         except (ValueError, TypeError):  # damaged rows: no cache
             return None
@@ -208,8 +216,8 @@ class MilvusStore:
         text = base64.b64encode(data).decode()
         parts = [text[i:i + 65_532] for i in range(0, len(text), 65_532)]  # 4-char groups
         head = self._meta("duplicates")
-        for i, part in enumerate(parts):
-            self._set_meta(f"duplicates/{i}", part)
+        if parts:
+            self._set_metas({f"duplicates/{i}": part for i, part in enumerate(parts)})
         self._set_meta("duplicates", json.dumps([len(parts), hashlib.sha256(data).hexdigest()]))
         try:
             before = int(json.loads(head)[0]) if head else 0
