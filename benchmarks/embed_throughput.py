@@ -49,8 +49,9 @@ def write_variant(src: Path, dest: Path, variant: str) -> None:
     elif variant == "downscale":
         size = (max(1, int(img.width * 0.9)), max(1, int(img.height * 0.9)))
         img.resize(size, Image.Resampling.BILINEAR).save(dest, "JPEG", quality=88)
-    else:
-        dx, dy = max(1, img.width // 50), max(1, img.height // 50)
+    else:  # "crop": 2 % off each side; "cropN" (more photos than four per original): N %
+        margin = int(variant.removeprefix("crop") or 2)
+        dx, dy = max(1, img.width * margin // 100), max(1, img.height * margin // 100)
         img.crop((dx, dy, img.width - dx, img.height - dy)).save(dest, "JPEG", quality=80)
 
 
@@ -62,7 +63,7 @@ def build_photo_set(catalog: Path, dest: Path, count: int) -> int:
         return count
     shutil.rmtree(dest, ignore_errors=True)
     written = 0
-    for variant in VARIANTS:
+    for variant in VARIANTS + tuple(f"crop{margin}" for margin in range(3, 40)):
         for src in photos:
             if written == count:
                 break

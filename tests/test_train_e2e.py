@@ -634,3 +634,28 @@ def test_a_validation_folder_without_a_trained_category_is_one_sentence(trained,
     assert "add photos of them to the val folder" in proc.stderr  # no fraction to raise here
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in proc.stderr and not (tmp_path / "m").exists()
+
+
+def test_a_cache_kept_in_files_trains_the_same_model(trained, env, tmp_path):
+    """With no memory allowed for it, the frozen-layer cache is kept in files mapped into
+    memory: the model comes out bit for bit the same, and the files are gone afterwards."""
+    catalog, _, summary = trained
+    assert summary["cache_mib"]["files"] == 0 and summary["cache_mib"]["memory"] > 0
+    out = tmp_path / "model"
+    on_disk = json.loads(run("train", catalog, "--out", out, "--json",
+                             env={**env, "VITRINE_TRAIN_CACHE_MEMORY_MB": "0"}))
+    assert on_disk["cache_mib"]["memory"] == 0 and on_disk["cache_mib"]["files"] > 0
+    assert "MiB of files mapped into memory" in on_disk["cached"]
+    assert on_disk["weights_sha256"] == summary["weights_sha256"]
+    for key in ("duplicates", "test", "refit", "phases"):  # made from the outputs in files
+        assert without_seconds(on_disk[key]) == without_seconds(summary[key]), key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no cache left beside it
+
+
+def without_seconds(value):
+    """``value`` with every "seconds" entry left out (they differ from run to run)."""
+    if isinstance(value, dict):
+        return {k: without_seconds(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [without_seconds(v) for v in value]
+    return value

@@ -93,12 +93,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
 
     @field_validator("weights", "model", "upload_dir", "demo_catalog", "dup_embed_cosine",
-                     mode="before")
+                     "train_cache_memory_mb", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
         """``VITRINE_WEIGHTS=`` unsets the file rather than naming the current folder;
         ``VITRINE_DUP_EMBED_COSINE=`` leaves the model's own value."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    def training_choices(self, mode: str = "python") -> dict:
+        """The ``train_*`` settings that decide what training produces (recorded in
+        model.json, part of the training fingerprint): not ``train_cache_memory_mb``, which
+        decides only where the cache is kept."""
+        return {k: v for k, v in self.model_dump(mode=mode).items()
+                if k.startswith("train_") and k != "train_cache_memory_mb"}
 
     @field_validator("train_taps", mode="before")
     @classmethod
@@ -213,6 +220,11 @@ class Settings(BaseSettings):
     and a linear head, 2 views lowered category P@5 from 0.960 to 0.956 and women's watches
     from 0.854 to 0.842, while photos at 60×80 gained 0.2 point (benchmarks/train_quality.py,
     seeds 0-4, results/train_tuning/taps_linear_plain_2views.json)."""
+    train_cache_memory_mb: Count | None = None
+    """Memory the frozen-layer cache may take, in MiB (vitrine.train_data.MapStorage); past
+    it, the cache is written to files in the hidden folder beside ``--out`` that the run
+    writes its model into, mapped into memory and removed at the end. Unset: half the memory
+    available when training starts."""
     train_batch_size: Positive = 32
     train_head_units: Annotated[int, Field(ge=0, le=8192)] = 0
     """Units of the head's dense hidden layer; 0: a linear head (dropout, then one dense

@@ -50,7 +50,14 @@ from vitrine.models import (
 )
 from vitrine.progress import progress_bar
 from vitrine.split import Split, make_split, read_split_catalog
-from vitrine.train_data import FeatureCache, FrozenPass, frozen_pass
+from vitrine.train_data import (
+    FeatureCache,
+    FrozenPass,
+    MapStorage,
+    cache_budget,
+    frozen_pass,
+    permute_rows_,
+)
 from vitrine.train_fit import fit_cached, pool_views
 from vitrine.train_loop import PhaseResult
 
@@ -97,19 +104,23 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
 
     # One pass of every photo through the frozen layers: the clean view, its hashes, and
     # (pooled by the frozen top) the pretrained embedding that finds duplicates.
+    storage = MapStorage(stage / "feature-cache", cache_budget(settings.train_cache_memory_mb))
     with progress_bar("Reading photos", len(products), enabled=show_progress) as adv:
         clean = frozen_pass(net.base, [p.image for p in products], [0], prep,
                             seed=settings.train_seed, batch_size=settings.train_batch_size,
                             workers=settings.decode_workers,
                             max_pixels=settings.max_image_pixels, with_hash=True,
-                            companion=net.companion, advance=adv)
+                            companion=net.companion, advance=adv, zeros=storage.zeros)
     ok = [i for i, e in enumerate(clean.errors) if e is None]
     bad = [{"product_id": products[i].product_id, "reason": clean.errors[i]}
            for i in range(len(products)) if clean.errors[i] is not None]
-    vectors = nn.functional.normalize(pool_views(net, clean.maps[ok])[:, 0], dim=1).numpy()
+    vectors = pool_views(net, clean.maps, zeros=storage.zeros)[ok, 0]  # the one copy
+    vectors /= vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)  # as F.normalize, in place
+    vectors = vectors.numpy()
     usable = [products[i] for i in ok]
     groups = find_groups(usable, vectors, [clean.phashes[i] for i in ok],
                          [clean.thumbs[i] for i in ok], settings)
+    del vectors
     phash_of = {p.product_id: clean.phashes[i] for p, i in zip(usable, ok, strict=True)}
     split = make_split(usable, groups, settings, given)
     split.save(stage / "split.json")
@@ -118,14 +129,14 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
     t0 = time.perf_counter()
     row = {p.product_id: i for i, p in enumerate(products)}
     classes, caches = split_caches(net, products, row, clean, split, prep, settings,
-                                   show_progress)
-    del clean  # each split's cache holds its own photos' maps
+                                   storage, show_progress)
+    del clean  # each split's cache holds (a slice of) its maps
     seconds["augmented_views"] = round(time.perf_counter() - t0, 1)
     torch.manual_seed(settings.train_seed)
     net.head = ClassifierHead(net.head_dim, settings.train_head_units, len(classes),
                               settings.train_dropout)
     fit = fit_cached(net, caches, len(classes), settings, stage / "checkpoints",
-                     show_progress=show_progress)
+                     show_progress=show_progress, zeros=storage.zeros)
     check_converged(fit.phase1.history + fit.phase2.history, out_dir)
     seconds.update(fit.seconds)
     config = model_config(spec.name, settings, classes, prep, state_hash(pretrained))
@@ -143,7 +154,9 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
         "unreadable_photos": bad, "uncategorised_photos": uncategorised,
         "category_from_table": recategorised(products),
         "duplicates": config["duplicates"],
-        "settings": config["training"], "cached": cache_note(settings),
+        "settings": config["training"], "cached": cache_note(settings, storage),
+        "cache_mib": {"memory": round(storage.in_memory / 2**20, 1),
+                      "files": round(storage.on_disk / 2**20, 1)},
         "phases": {"transfer_learning": _phase_summary(fit.phase1, fit.after1),
                    "fine_tuning": _phase_summary(fit.phase2, fit.after2)},
         "refit": fit.refit,
@@ -212,10 +225,12 @@ def duplicate_calibration(outputs: dict, caches: dict[str, FeatureCache],
 
 def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, int],
                  clean: FrozenPass, split: Split, prep: Preprocessing,
-                 settings: Settings, show_progress: bool
+                 settings: Settings, storage: MapStorage, show_progress: bool
                  ) -> tuple[list[str], dict[str, FeatureCache]]:
     """The classes (categories of the training split) and a cache per split: the clean view
-    for every photo, plus ``train_views - 1`` augmented views of each training photo."""
+    for every photo, plus ``train_views - 1`` augmented views of each training photo. The
+    rows of ``clean.maps`` are reordered in place so that each split's photos are one slice
+    of it: the maps are not copied."""
     by_id = {p.product_id: p for p in products}
     parts = {name: [by_id[i] for i in split.ids(name) if i in by_id] for name in split.counts()}
     classes = sorted({p.category for p in parts["train"]})
@@ -228,17 +243,25 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
                   else "add photos or raise VITRINE_TRAIN_VAL_FRACTION")
         raise CatalogError("the validation split has no photo of a category the training "
                            f"split has; {remedy}.")
+    parts = {name: [p for p in items if p.category in position]  # untrained: unscored
+             for name, items in parts.items()}
+    order = [row[p.product_id] for items in parts.values() for p in items]
+    placed = set(order)
+    permute_rows_(clean.maps, order + [i for i in range(len(clean.maps)) if i not in placed])
     caches = {}
+    start = 0
     for name, items in parts.items():
-        items = [p for p in items if p.category in position]  # untrained classes: unscored
         if not items:
             continue
         rows = [row[p.product_id] for p in items]
         side = None if clean.side is None else clean.side[rows]
+        maps = clean.maps[start:start + len(items)]
+        start += len(items)
         if name == "train" and settings.train_views > 1:
             # one tensor for every view; the augmented views are written straight into it
-            maps = torch.empty(len(items), settings.train_views, *clean.maps.shape[2:])
-            maps[:, 0] = clean.maps[rows, 0]
+            clean_view = maps
+            maps = storage.zeros((len(items), settings.train_views, *clean.maps.shape[2:]))
+            maps[:, 0] = clean_view[:, 0]
             with progress_bar("Augmenting", len(items), enabled=show_progress) as adv:
                 extra = frozen_pass(net.base, [p.image for p in items],
                                     range(1, settings.train_views), prep,
@@ -249,15 +272,13 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
                                     companion=net.companion, advance=adv, out=maps[:, 1:])
             if side is not None:
                 side = torch.cat([side, extra.side], dim=1)
-        else:
-            maps = clean.maps[rows]
         labels = torch.as_tensor([position[p.category] for p in items], dtype=torch.long)
         caches[name] = FeatureCache(maps, labels, items, side)
     return classes, caches
 
 
-def cache_note(settings: Settings) -> str:
-    """What the training caches, in one paragraph for the summary."""
+def cache_note(settings: Settings, storage: MapStorage) -> str:
+    """What the training caches, and where, in one paragraph for the summary."""
     v = settings.train_views
     note = (f"Frozen blocks run once per view: {v} views per training photo (the photo and "
             f"{v}-1 seeded augmentations), 1 per validation/test photo; each epoch draws one "
@@ -271,7 +292,14 @@ def cache_note(settings: Settings) -> str:
     if settings.train_companion:
         note += (f" The companion backbone {settings.train_companion} is frozen whole: its "
                  "pooled features of the same views are cached.")
-    return note
+    note += (" The cached tensors (maps, the head's inputs, the outputs) took "
+             f"{storage.in_memory / 2**20:,.0f} MiB of memory")
+    if storage.on_disk:
+        limit = ("VITRINE_TRAIN_CACHE_MEMORY_MB" if settings.train_cache_memory_mb is not None
+                 else "half the available memory (VITRINE_TRAIN_CACHE_MEMORY_MB unset)")
+        note += (f" and {storage.on_disk / 2**20:,.0f} MiB of files mapped into memory, past "
+                 f"the {storage.budget / 2**20:,.0f} MiB that {limit} allows")
+    return note + "."
 
 
 def _phase_summary(result: PhaseResult, metrics: dict) -> dict:
@@ -300,8 +328,7 @@ def _test_detail(outputs: dict, caches: dict[str, FeatureCache], classes: list[s
 def model_config(backbone: str, settings: Settings, classes: list[str], prep: Preprocessing,
                  pretrained_sha256: str) -> dict:
     """The description written to ``model.json``."""
-    training = {k.removeprefix("train_"): v for k, v in settings.model_dump().items()
-                if k.startswith("train_")}
+    training = {k.removeprefix("train_"): v for k, v in settings.training_choices().items()}
     return {"backbone": backbone, "companion": settings.train_companion,
             "cut": settings.train_fine_tune_from,
             "taps": taps_for(get_spec(backbone), settings.train_taps),

@@ -11,11 +11,18 @@ through them once per *view*, and the training loops read the cached feature map
 
 So the cache is exact, and what it changes is this: an epoch draws one of V fixed views per
 photo instead of a fresh augmentation. Validation and test photos only have view 0.
+
+The cache is held in memory up to a budget (:class:`MapStorage`); past it, its tensors are
+files mapped into memory, so that the kernel pages them in and out and a catalogue larger than
+the memory can still be trained on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import math
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,8 +33,11 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from vitrine.dedupe import perceptual_hash, thumbnail
-from vitrine.errors import ImageError
+from vitrine.errors import ImageError, VitrineError
 from vitrine.images import WHITE, Preprocessing, open_image, to_array
+
+Zeros = Callable[[Sequence[int]], torch.Tensor]
+"""Makes a zero float32 tensor of a shape: ``torch.zeros``, or :meth:`MapStorage.zeros`."""
 
 
 def augment(img: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -62,6 +72,77 @@ def augment(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     elif rng.random() < 0.2:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
     return img
+
+
+class MapStorage:
+    """Allocates the cache's float32 tensors: in memory while their sizes add up to at most
+    ``budget`` bytes, then as files in ``folder`` mapped into memory (created when first
+    needed; the caller removes it). A file's blocks are reserved when it is made, so a full
+    disk is one error then, not a crash while writing into the map."""
+
+    def __init__(self, folder: Path, budget: int):
+        self.folder, self.budget = Path(folder), budget
+        self.in_memory = 0
+        self.on_disk = 0
+
+    def zeros(self, shape: Sequence[int]) -> torch.Tensor:
+        nbytes = 4 * math.prod(shape)
+        if nbytes == 0 or self.in_memory + nbytes <= self.budget:
+            self.in_memory += nbytes
+            return torch.zeros(tuple(shape))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"maps-{self.on_disk}-{nbytes}.f32"
+        try:
+            with open(path, "wb") as fh:
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(fh.fileno(), 0, nbytes)
+                else:  # macOS: a sparse file
+                    fh.truncate(nbytes)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise VitrineError(
+                f"cannot write the training cache ({nbytes / 2**30:.1f} GiB) in "
+                f"{self.folder} ({exc.strerror or exc}); free disk space there or raise "
+                "VITRINE_TRAIN_CACHE_MEMORY_MB.") from None
+        self.on_disk += nbytes
+        return torch.from_numpy(np.memmap(path, dtype=np.float32, mode="r+",
+                                          shape=tuple(shape)))
+
+
+def cache_budget(megabytes: int | None) -> int:
+    """Bytes the cache may hold in memory: ``megabytes`` MiB, or (None) half the memory
+    available now, the least of the system's and the container's (cgroup) headroom."""
+    if megabytes is not None:
+        return megabytes * 2**20
+    room = []
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as fh:
+        room += [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        with contextlib.suppress(OSError, ValueError):
+            room.append(int(Path(limit).read_text()) - int(Path(usage).read_text()))
+    if not room:  # no /proc (macOS): half the physical memory
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            room.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return max(0, min(room)) // 2 if room else 2**62
+
+
+def permute_rows_(tensor: torch.Tensor, order: Sequence[int]) -> None:
+    """Reorder ``tensor`` along its first dimension in place, ``tensor[i]`` becoming the old
+    ``tensor[order[i]]`` (``order`` a permutation), holding one row more in memory at most."""
+    done = np.zeros(len(order), dtype=bool)
+    for start in range(len(order)):
+        if done[start] or order[start] == start:
+            continue
+        first = tensor[start].clone()
+        i = start
+        while order[i] != start:
+            tensor[i] = tensor[order[i]]
+            done[i] = True
+            i = order[i]
+        tensor[i] = first
+        done[i] = True
 
 
 @dataclass
@@ -129,12 +210,13 @@ def frozen_pass(base: torch.nn.Module, paths: Sequence[Path], views: Sequence[in
                 batch_size: int = 32, workers: int = 2, max_pixels: int = 40_000_000,
                 with_hash: bool = False, companion: torch.nn.Module | None = None,
                 advance: Callable[[int], None] | None = None,
-                out: torch.Tensor | None = None) -> FrozenPass:
+                out: torch.Tensor | None = None,
+                zeros: Zeros = torch.zeros) -> FrozenPass:
     """Run ``base`` (eval mode), and ``companion`` if given, once on ``views`` of every photo,
     decoding in threads at most two batches ahead of the model. ``keys`` (default:
     positions) seed the augmentations. Each batch's maps go straight into one tensor of
     them all, ``out`` when given (``(len(paths), len(views), C, H, W)``, a view into a larger
-    cache, say), so the maps are never held twice."""
+    cache, say), else one that ``zeros`` allocates, so the maps are never held twice."""
     base = base.eval()
     if companion is not None:
         companion.eval()
@@ -164,7 +246,7 @@ def frozen_pass(base: torch.nn.Module, paths: Sequence[Path], views: Sequence[in
                 maps = base(x)
                 maps = maps.reshape(-1, len(views), *maps.shape[1:])
                 if not decoded_rows and out is None:  # the first photo decoded: allocate
-                    result.maps = torch.zeros(len(paths), *maps.shape[1:])  # failed rows: 0
+                    result.maps = zeros((len(paths), *maps.shape[1:]))  # failed rows: 0
                 result.maps[rows] = maps
                 decoded_rows += rows
                 if companion is not None:

@@ -62,6 +62,10 @@ def training_lines(summary: dict) -> list:
                          f"misclassified (report.md lists them); the most confident: "
                          f"{top['product_id']} labelled {top['labelled']}, model says "
                          f"{top['predicted']} ({100 * top['probability']:.0f}%).")
+    if summary["cache_mib"]["files"]:
+        lines.append(f"The frozen-layer cache went to files ({summary['cache_mib']['files']:,.0f} "
+                     "MiB, removed at the end): it was larger than VITRINE_TRAIN_CACHE_MEMORY_MB "
+                     "(default: half the available memory) allows in memory.")
     lines.append(f"Model, history, figures and report.md written to {summary['model_dir']} "
                  f"in {summary['seconds']['total']:.0f} s.")
     return [line if isinstance(line, Table) else plain(line) for line in lines]

@@ -16,7 +16,7 @@ from torch import nn
 
 from vitrine.config import Settings
 from vitrine.models import TrainedNet
-from vitrine.train_data import FeatureCache
+from vitrine.train_data import FeatureCache, Zeros
 from vitrine.train_loop import Metrics, PhaseConfig, PhaseResult, fit_phase, replay_phase
 
 
@@ -46,9 +46,11 @@ class Fit:
 
 def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
                settings: Settings, checkpoint_dir: Path | None, *,
-               show_progress: bool = True) -> Fit:
+               show_progress: bool = True, zeros: Zeros = torch.zeros) -> Fit:
     """Phase 1 (head on the frozen network) then phase 2 (top blocks + head) on cached
-    frozen-layer outputs; ``caches`` has 'train' and 'val', and may have 'test'."""
+    frozen-layer outputs; ``caches`` has 'train' and 'val', and may have 'test'. The
+    per-photo tensors it makes (the head's inputs, each split's outputs) come from
+    ``zeros`` (vitrine.train_data.MapStorage.zeros: in memory or in files)."""
     from vitrine.report import split_metrics
 
     torch.manual_seed(settings.train_seed)
@@ -60,7 +62,7 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
     seconds = {}
 
     t0 = time.perf_counter()
-    pooled = {k: head_views(net, c) for k, c in caches.items()}
+    pooled = {k: head_views(net, c, zeros=zeros) for k, c in caches.items()}
     net.head.requires_grad_(True)
     phase1 = fit_phase(
         _phase_config("transfer learning", settings, 1), net.head, list(net.head.parameters()),
@@ -92,14 +94,15 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
         steps_per_epoch=steps, checkpoint=ckpt and ckpt / "phase2-best.pt",
         show_progress=show_progress)
     seconds["phase2"] = round(time.perf_counter() - t0, 1)
-    outputs = _frozen_outputs(net, caches)
-    after2 = {k: split_metrics(o["logits"], caches[k].labels) for k, o in outputs.items()}
-    fit = Fit(phase1, phase2, after1, after2, outputs, seconds)
+    fit = Fit(phase1, phase2, after1, {}, _frozen_outputs(net, caches, zeros), seconds)
+    fit.after2 = {k: split_metrics(o["logits"], caches[k].labels)
+                  for k, o in fit.outputs.items()}
     if settings.train_refit:
         t0 = time.perf_counter()
         epochs = refit(net, caches, pooled, forward, fit, head_start, n_classes, settings,
                        show_progress)
-        fit.outputs = _frozen_outputs(net, caches)
+        fit.outputs = {}  # the outputs before the refit are let go first
+        fit.outputs = _frozen_outputs(net, caches, zeros)
         seconds["refit"] = round(time.perf_counter() - t0, 1)
         fit.refit = {"photos": len(caches["train"]) + len(caches["val"]), "epochs": epochs,
                      "seconds": seconds["refit"],
@@ -108,14 +111,14 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
     return fit
 
 
-def _frozen_outputs(net: TrainedNet, caches: dict[str, FeatureCache]) -> dict:
+def _frozen_outputs(net: TrainedNet, caches: dict[str, FeatureCache], zeros: Zeros) -> dict:
     """Freeze the trained parts (eval mode, no gradients) and return every split's clean-view
     outputs."""
     net.eval()
     net.top.requires_grad_(False)
     net.head.requires_grad_(False)
     with torch.inference_mode():
-        return {k: clean_outputs(net, c) for k, c in caches.items()}
+        return {k: clean_outputs(net, c, zeros=zeros) for k, c in caches.items()}
 
 
 def refit(net: TrainedNet, caches: dict[str, FeatureCache], pooled: dict[str, torch.Tensor],
@@ -178,43 +181,54 @@ def _criterion(labels: torch.Tensor, n_classes: int, settings: Settings) -> nn.M
 
 
 @torch.no_grad()
-def pool_views(net: TrainedNet, maps: torch.Tensor, batch: int = 256) -> torch.Tensor:
+def pool_views(net: TrainedNet, maps: torch.Tensor, batch: int = 256,
+               zeros: Zeros = torch.zeros) -> torch.Tensor:
     """Pooled output of the frozen (reference) top for every cached view: (n, views, dim)."""
-    return _per_view(lambda m, _: net.pooled(m, reference=True), net, maps, None, batch)
+    return _per_view(lambda m, _: net.pooled(m, reference=True), net, maps, None, batch, zeros)
 
 
 @torch.no_grad()
-def head_views(net: TrainedNet, cache: FeatureCache, batch: int = 256) -> torch.Tensor:
+def head_views(net: TrainedNet, cache: FeatureCache, batch: int = 256,
+               zeros: Zeros = torch.zeros) -> torch.Tensor:
     """The head's input from the frozen (reference) network for every cached view (phase 1
     trains on these): (n, views, head_dim)."""
     return _per_view(lambda m, s: net.head_input(m, s, reference=True), net, cache.maps,
-                     cache.side, batch)
+                     cache.side, batch, zeros)
 
 
 def _per_view(fn: Callable, net: TrainedNet, maps: torch.Tensor, side: torch.Tensor | None,
-              batch: int) -> torch.Tensor:
+              batch: int, zeros: Zeros) -> torch.Tensor:
+    """``fn`` of every view, a batch at a time, written into one tensor from ``zeros``."""
     n, v = maps.shape[:2]
     flat = maps.reshape(n * v, *maps.shape[2:])
     flat_side = None if side is None else side.reshape(n * v, *side.shape[2:])
     net.ref_top.eval()
-    out = [fn(flat[i:i + batch], None if flat_side is None else flat_side[i:i + batch])
-           for i in range(0, len(flat), batch)]
-    return torch.cat(out).reshape(n, v, -1) if out else torch.zeros(0, v, 1)
+    out = None
+    for i in range(0, len(flat), batch):
+        part = fn(flat[i:i + batch], None if flat_side is None else flat_side[i:i + batch])
+        if out is None:
+            out = zeros((len(flat), part.shape[1]))
+        out[i:i + len(part)] = part
+    return torch.zeros(0, v, 1) if out is None else out.reshape(n, v, -1)
 
 
 @torch.no_grad()
-def clean_outputs(net: TrainedNet, cache: FeatureCache, batch: int = 128) -> dict:
-    """imagenet / pooled / hidden / logits / probs of each photo's clean view."""
+def clean_outputs(net: TrainedNet, cache: FeatureCache, batch: int = 128,
+                  zeros: Zeros = torch.zeros) -> dict:
+    """imagenet / pooled / hidden / logits / probs of each photo's clean view, each written
+    into one tensor from ``zeros``."""
     maps = cache.maps[:, 0]
     side = None if cache.side is None else cache.side[:, 0]
     names = {"imagenet", "pooled", "hidden", "logits", "probs"}
-    parts: dict[str, list[torch.Tensor]] = {}
+    outputs: dict[str, torch.Tensor] = {}
     for i in range(0, len(maps), batch):
         out = net.outputs(maps[i:i + batch], None if side is None else side[i:i + batch],
                           names)
         for k, v in out.items():
-            parts.setdefault(k, []).append(v)
-    return {k: torch.cat(v) for k, v in parts.items()}
+            if k not in outputs:
+                outputs[k] = zeros((len(maps), *v.shape[1:]))
+            outputs[k][i:i + len(v)] = v
+    return outputs
 
 
 def _steps(n: int, batch: int) -> int:

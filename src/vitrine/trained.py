@@ -251,8 +251,7 @@ def training_fingerprint(products, settings) -> str:
 
     blob = {
         "photos": sorted((p.product_id, p.category, file_sha256(p.image)) for p in products),
-        "settings": {k: v for k, v in settings.model_dump(mode="json").items()
-                     if k.startswith("train_")},
+        "settings": settings.training_choices(mode="json"),
         "duplicates": {k: v for k, v in vars(DuplicateRules.from_settings(settings)).items()
                        if k not in ("probs_tail", "max_products")},
         "backbone": settings.backbone, "resize": settings.resize,

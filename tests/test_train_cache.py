@@ -1,0 +1,148 @@
+"""The frozen-layer cache's storage: in memory up to a budget, then files mapped into memory;
+its rows reordered in place so that each split is a slice."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from vitrine.config import Settings
+from vitrine.errors import VitrineError
+from vitrine.train_data import MapStorage, cache_budget, permute_rows_
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rows_are_reordered_in_place_like_an_index(seed, tmp_path):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    order = rng.permutation(n).tolist() if seed else list(range(n))
+    storage = MapStorage(tmp_path, budget=0 if seed % 2 else 2**30)
+    tensor = storage.zeros((n, 2, 3))
+    tensor[:] = torch.from_numpy(rng.normal(size=(n, 2, 3)).astype(np.float32))
+    expected = tensor[order].clone()
+    permute_rows_(tensor, order)
+    assert torch.equal(tensor, expected)
+
+
+def test_storage_keeps_tensors_in_memory_up_to_its_budget_then_in_files(tmp_path):
+    folder = tmp_path / "cache"
+    storage = MapStorage(folder, budget=4 * 10 * 8)
+    first = storage.zeros((10, 8))  # exactly the budget
+    assert not folder.exists() and storage.in_memory == 320 and storage.on_disk == 0
+    second = storage.zeros((5, 2, 3))
+    files = list(folder.iterdir())
+    assert len(files) == 1 and files[0].stat().st_size == 4 * 30 == storage.on_disk
+    second[4, 1] = torch.tensor([1.0, 2.0, 3.0])
+    second[0] += 7
+    on_disk = np.fromfile(files[0], dtype=np.float32).reshape(5, 2, 3)
+    assert on_disk[4, 1].tolist() == [1.0, 2.0, 3.0] and (on_disk[0] == 7).all()
+    assert on_disk[1:4].sum() == 0 and first.sum() == 0
+    assert storage.zeros((0, 8)).shape == (0, 8)  # nothing to map
+
+
+def test_a_full_disk_is_one_sentence_and_leaves_no_file(tmp_path, monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    storage = MapStorage(tmp_path / "cache", budget=0)
+    with pytest.raises(VitrineError, match="cannot write the training cache .* free disk "
+                                           "space there or raise VITRINE_TRAIN_CACHE_MEMORY_MB"):
+        storage.zeros((1000, 64))
+    assert list((tmp_path / "cache").iterdir()) == [] and storage.on_disk == 0
+
+
+def test_cache_budget_is_the_setting_or_half_the_available_memory():
+    assert cache_budget(0) == 0 and cache_budget(3) == 3 * 2**20
+    with open("/proc/meminfo") as fh:
+        available = next(int(line.split()[1]) * 1024 for line in fh
+                         if line.startswith("MemAvailable:"))
+    assert 0 < cache_budget(None) <= available // 2 + 2**26  # memory moves a little meanwhile
+
+
+def test_the_cache_budget_is_not_a_training_choice(monkeypatch):
+    """It changes where the maps are kept, not the model: model.json does not record it and
+    a model trained under another budget is reused (same fingerprint)."""
+    monkeypatch.setenv("VITRINE_TRAIN_CACHE_MEMORY_MB", "0")
+    low = Settings()
+    monkeypatch.setenv("VITRINE_TRAIN_CACHE_MEMORY_MB", "")
+    unset = Settings()
+    assert low.train_cache_memory_mb == 0 and unset.train_cache_memory_mb is None
+    assert low.training_choices() == unset.training_choices()
+    assert "train_cache_memory_mb" not in low.training_choices()
+    assert "train_seed" in low.training_choices(mode="json")
+
+
+@pytest.mark.parametrize("budget", [0, 2**30])
+def test_each_split_is_a_slice_holding_its_own_photos_maps(budget, tmp_path):
+    """split_caches reorders the clean maps instead of copying them: each split's maps are
+    those of its photos, in its order; photos of a category the training split lacks, and
+    photos that could not be read, are in no split."""
+    from pathlib import Path
+
+    from vitrine.catalog import Product
+    from vitrine.split import Split
+    from vitrine.train import split_caches
+    from vitrine.train_data import FrozenPass
+
+    rng = np.random.default_rng(budget)
+    products = [Product(f"p{i:02d}", Path(f"/photos/{i}.jpg"), category="abc"[i % 3])
+                for i in range(30)]
+    splits = ["train"] * 18 + ["val"] * 6 + ["test"] * 6
+    rng.shuffle(splits)
+    assignment = {p.product_id: s for p, s in zip(products, splits, strict=True)}
+    assignment = {pid: s for pid, s in assignment.items() if pid != "p07"}  # unreadable
+    for p in products:  # category c only outside the training split: unscored
+        if p.category == "c" and assignment.get(p.product_id) == "train":
+            assignment[p.product_id] = "val"
+    storage = MapStorage(tmp_path, budget)
+    clean = FrozenPass(storage.zeros((30, 1, 2, 2, 2)), [], [], [])
+    for i in range(30):
+        clean.maps[i] = i
+    row = {p.product_id: i for i, p in enumerate(products)}
+    classes, caches = split_caches(None, products, row, clean, Split(assignment), None,
+                                   Settings(), storage, show_progress=False)
+    assert classes == ["a", "b"]
+    start = 0
+    for name in ("train", "val", "test"):
+        cache = caches[name]
+        ids = [p.product_id for p in cache.products]
+        assert ids == [pid for pid in Split(assignment).ids(name)
+                       if products[row[pid]].category != "c"]
+        assert [int(m.flatten()[0]) for m in cache.maps] == [row[pid] for pid in ids]
+        assert all((m == m.flatten()[0]).all() for m in cache.maps)
+        assert cache.maps.data_ptr() == clean.maps[start:].data_ptr()  # a slice, no copy
+        assert cache.labels.tolist() == [classes.index(p.category) for p in cache.products]
+        start += len(ids)
+
+
+class _Net:
+    """Stands for a TrainedNet: outputs that are simple functions of the maps."""
+
+    ref_top = torch.nn.Identity()
+
+    def pooled(self, maps, reference):
+        return maps.flatten(1) * 2
+
+    def outputs(self, maps, side, names):
+        return {"pooled": maps.flatten(1) + 1, "logits": maps.flatten(1)[:, :2] * -1}
+
+
+@pytest.mark.parametrize("budget", [0, 2**30])
+def test_per_photo_outputs_are_written_batch_by_batch_into_one_tensor(budget, tmp_path):
+    from vitrine.train_data import FeatureCache
+    from vitrine.train_fit import clean_outputs, pool_views
+
+    storage = MapStorage(tmp_path, budget)
+    maps = torch.arange(10 * 2 * 3, dtype=torch.float32).reshape(10, 2, 3, 1, 1)
+    pooled = pool_views(_Net(), maps, batch=3, zeros=storage.zeros)
+    assert torch.equal(pooled, maps.reshape(10, 2, 3) * 2)
+    cache = FeatureCache(maps, torch.zeros(10, dtype=torch.long))
+    outputs = clean_outputs(_Net(), cache, batch=4, zeros=storage.zeros)
+    assert torch.equal(outputs["pooled"], maps[:, 0].flatten(1) + 1)
+    assert torch.equal(outputs["logits"], -maps[:, 0].flatten(1)[:, :2])
+    assert (storage.on_disk > 0) == (budget == 0)
