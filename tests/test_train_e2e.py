@@ -639,17 +639,39 @@ def test_a_validation_folder_without_a_trained_category_is_one_sentence(trained,
 def test_a_cache_kept_in_files_trains_the_same_model(trained, env, tmp_path):
     """With no memory allowed for it, the frozen-layer cache is kept in files mapped into
     memory: the model comes out bit for bit the same, and the files are gone afterwards."""
-    catalog, _, summary = trained
+    catalog, model, summary = trained
     assert summary["cache_mib"]["files"] == 0 and summary["cache_mib"]["memory"] > 0
     out = tmp_path / "model"
     on_disk = json.loads(run("train", catalog, "--out", out, "--json",
                              env={**env, "VITRINE_TRAIN_CACHE_MEMORY_MB": "0"}))
     assert on_disk["cache_mib"]["memory"] == 0 and on_disk["cache_mib"]["files"] > 0
-    assert "MiB of files mapped into memory" in on_disk["cached"]
+    assert "MiB in files mapped into memory" in on_disk["cached"]
     assert on_disk["weights_sha256"] == summary["weights_sha256"]
     for key in ("duplicates", "test", "refit", "phases"):  # made from the outputs in files
         assert without_seconds(on_disk[key]) == without_seconds(summary[key]), key
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no cache left beside it
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in model.iterdir())
+
+
+def test_a_photo_that_cannot_be_read_is_in_no_given_split(trained, tmp_path, env):
+    """With the catalogue split in folders, an unreadable photo was still trained on (as a
+    map of zeros) and its missing hash then failed the duplicate calibration."""
+    catalog, _, _ = trained
+    for split, take in (("train", slice(0, 2)), ("val", slice(2, 3)), ("test", slice(3, 4))):
+        for category in ("relogio_feminino", "x_bolsa_feminina"):
+            folder = tmp_path / "c" / split / category
+            folder.mkdir(parents=True)
+            for photo in sorted((catalog / category).glob("*.jpg"))[take]:
+                shutil.copyfile(photo, folder / photo.name)
+    (tmp_path / "c" / "train" / "relogio_feminino" / "broken.jpg").write_bytes(b"not a photo")
+    summary = json.loads(run("train", tmp_path / "c", "--out", tmp_path / "m", "--json",
+                             env=env))
+    assert [p["product_id"] for p in summary["unreadable_photos"]] == [
+        "train/relogio_feminino/broken.jpg"]
+    assignment = json.loads((tmp_path / "m" / "split.json").read_text())["assignment"]
+    assert "train/relogio_feminino/broken.jpg" not in assignment
+    assert summary["split"]["train"] == 4 and summary["class_counts"]["train"] == {
+        "relogio_feminino": 2, "x_bolsa_feminina": 2}
 
 
 def without_seconds(value):

@@ -22,6 +22,7 @@ its pooled features (cached per view like the frozen layers' maps) join the head
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -77,10 +78,14 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
         raise CatalogError(f"the catalogue {catalog_dir} is inside --out {out_dir}; name a "
                            "model folder that does not hold the catalogue.")
     with staged_model_dir(out_dir) as stage:
-        return _train(catalog_dir, stage, Path(out_dir), settings, show_progress)
+        cache = stage.with_name(f"{stage.name}.cache")  # beside the model being written
+        try:
+            return _train(catalog_dir, stage, cache, Path(out_dir), settings, show_progress)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
 
 
-def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
+def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings: Settings,
            show_progress: bool) -> dict:
     from vitrine.report import write_outputs
     from vitrine.trained import training_fingerprint, write_model
@@ -104,7 +109,7 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
 
     # One pass of every photo through the frozen layers: the clean view, its hashes, and
     # (pooled by the frozen top) the pretrained embedding that finds duplicates.
-    storage = MapStorage(stage / "feature-cache", cache_budget(settings.train_cache_memory_mb))
+    storage = MapStorage(cache, cache_budget(settings.train_cache_memory_mb))
     with progress_bar("Reading photos", len(products), enabled=show_progress) as adv:
         clean = frozen_pass(net.base, [p.image for p in products], [0], prep,
                             seed=settings.train_seed, batch_size=settings.train_batch_size,
@@ -122,6 +127,8 @@ def _train(catalog_dir: Path, stage: Path, out_dir: Path, settings: Settings,
                          [clean.thumbs[i] for i in ok], settings)
     del vectors
     phash_of = {p.product_id: clean.phashes[i] for p, i in zip(usable, ok, strict=True)}
+    if given is not None:  # a photo that could not be read is in no split
+        given = {p.product_id: given[p.product_id] for p in usable}
     split = make_split(usable, groups, settings, given)
     split.save(stage / "split.json")
     seconds = {"read_and_split": round(time.perf_counter() - started, 1)}
@@ -230,7 +237,8 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
     """The classes (categories of the training split) and a cache per split: the clean view
     for every photo, plus ``train_views - 1`` augmented views of each training photo. The
     rows of ``clean.maps`` are reordered in place so that each split's photos are one slice
-    of it: the maps are not copied."""
+    of it: with one view the caches are those slices, not copies; with more, each split's
+    maps are copied out of it, so that it can be let go."""
     by_id = {p.product_id: p for p in products}
     parts = {name: [by_id[i] for i in split.ids(name) if i in by_id] for name in split.counts()}
     classes = sorted({p.category for p in parts["train"]})
@@ -257,7 +265,9 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
         side = None if clean.side is None else clean.side[rows]
         maps = clean.maps[start:start + len(items)]
         start += len(items)
-        if name == "train" and settings.train_views > 1:
+        if settings.train_views > 1 and name != "train":
+            maps = storage.zeros(maps.shape).copy_(maps)
+        elif settings.train_views > 1:
             # one tensor for every view; the augmented views are written straight into it
             clean_view = maps
             maps = storage.zeros((len(items), settings.train_views, *clean.maps.shape[2:]))
@@ -292,12 +302,12 @@ def cache_note(settings: Settings, storage: MapStorage) -> str:
     if settings.train_companion:
         note += (f" The companion backbone {settings.train_companion} is frozen whole: its "
                  "pooled features of the same views are cached.")
-    note += (" The cached tensors (maps, the head's inputs, the outputs) took "
-             f"{storage.in_memory / 2**20:,.0f} MiB of memory")
+    note += (" The cached tensors (maps, the head's inputs, the outputs) were "
+             f"{storage.in_memory / 2**20:,.0f} MiB allocated in memory")
     if storage.on_disk:
         limit = ("VITRINE_TRAIN_CACHE_MEMORY_MB" if settings.train_cache_memory_mb is not None
                  else "half the available memory (VITRINE_TRAIN_CACHE_MEMORY_MB unset)")
-        note += (f" and {storage.on_disk / 2**20:,.0f} MiB of files mapped into memory, past "
+        note += (f" and {storage.on_disk / 2**20:,.0f} MiB in files mapped into memory, past "
                  f"the {storage.budget / 2**20:,.0f} MiB that {limit} allows")
     return note + "."
 

@@ -77,8 +77,11 @@ def augment(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 class MapStorage:
     """Allocates the cache's float32 tensors: in memory while their sizes add up to at most
     ``budget`` bytes, then as files in ``folder`` mapped into memory (created when first
-    needed; the caller removes it). A file's blocks are reserved when it is made, so a full
-    disk is one error then, not a crash while writing into the map."""
+    needed; the caller removes it). ``in_memory`` and ``on_disk`` add up every allocation
+    of the run (a tensor let go keeps its share: the budget errs on the side of files). On
+    Linux a file's blocks are reserved when it is made (``posix_fallocate``), so that a full
+    disk is one error then rather than a crash while writing into the map; elsewhere the
+    file is sparse."""
 
     def __init__(self, folder: Path, budget: int):
         self.folder, self.budget = Path(folder), budget
@@ -109,23 +112,52 @@ class MapStorage:
                                           shape=tuple(shape)))
 
 
+CGROUP_FILES = {  # limit, usage, and the page-cache entry of memory.stat it may reclaim
+    "v2": ("memory.max", "memory.current", "inactive_file"),
+    "v1": ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+}
+
+
 def cache_budget(megabytes: int | None) -> int:
     """Bytes the cache may hold in memory: ``megabytes`` MiB, or (None) half the memory
-    available now, the least of the system's and the container's (cgroup) headroom."""
+    available now: the least of the system's (MemAvailable) and this process's control
+    group's headroom (its limit less its usage, the reclaimable page cache not counted).
+    Without /proc (macOS): half the physical memory."""
     if megabytes is not None:
         return megabytes * 2**20
     room = []
     with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as fh:
         room += [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
-    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for folder, (limit, usage, inactive) in _cgroup_folders():
         with contextlib.suppress(OSError, ValueError):
-            room.append(int(Path(limit).read_text()) - int(Path(usage).read_text()))
-    if not room:  # no /proc (macOS): half the physical memory
+            stat = dict(line.split() for line in (folder / "memory.stat").read_text()
+                        .splitlines() if line.count(" ") == 1)
+            used = int((folder / usage).read_text()) - int(stat.get(inactive, 0))
+            room.append(int((folder / limit).read_text()) - used)
+    if not room:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             room.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     return max(0, min(room)) // 2 if room else 2**62
+
+
+def _cgroup_folders() -> list[tuple[Path, tuple[str, str, str]]]:
+    """This process's memory control group folders (v2 and v1) with their file names: the
+    group /proc/self/cgroup names, or the mount's root where that is not visible (a
+    container's own group)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, group = line.split(":", 2)
+            version = "v2" if controllers == "" else "v1" if "memory" in controllers.split(",") \
+                else None
+            if version is None:
+                continue
+            mount = Path("/sys/fs/cgroup") if version == "v2" else Path("/sys/fs/cgroup/memory")
+            limit = CGROUP_FILES[version][0]
+            folder = mount / group.lstrip("/")
+            found.append((folder if (folder / limit).is_file() else mount,
+                          CGROUP_FILES[version]))
+    return found
 
 
 def permute_rows_(tensor: torch.Tensor, order: Sequence[int]) -> None:
