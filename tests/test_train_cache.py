@@ -29,20 +29,30 @@ def test_rows_are_reordered_in_place_like_an_index(seed, tmp_path):
     assert torch.equal(tensor, expected)
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/maps")
 def test_storage_keeps_tensors_in_memory_up_to_its_budget_then_in_files(tmp_path):
+    """Past the budget a tensor is a file mapped into memory, unlinked at once: its blocks
+    go back when the map goes, even if the run is killed."""
     folder = tmp_path / "cache"
     storage = MapStorage(folder, budget=4 * 10 * 8)
     first = storage.zeros((10, 8))  # exactly the budget
     assert not folder.exists() and storage.in_memory == 320 and storage.on_disk == 0
     second = storage.zeros((5, 2, 3))
-    files = list(folder.iterdir())
-    assert len(files) == 1 and files[0].stat().st_size == 4 * 30 == storage.on_disk
+    assert storage.on_disk == 4 * 30 and list(folder.iterdir()) == []
+    with open("/proc/self/maps") as fh:
+        mapped = [line for line in fh if str(folder) in line]
+    assert len(mapped) == 1 and mapped[0].rstrip().endswith("(deleted)")
     second[4, 1] = torch.tensor([1.0, 2.0, 3.0])
     second[0] += 7
-    on_disk = np.fromfile(files[0], dtype=np.float32).reshape(5, 2, 3)
-    assert on_disk[4, 1].tolist() == [1.0, 2.0, 3.0] and (on_disk[0] == 7).all()
-    assert on_disk[1:4].sum() == 0 and first.sum() == 0
+    assert second[4, 1].tolist() == [1.0, 2.0, 3.0] and (second[0] == 7).all()
+    assert second[1:4].sum() == 0 and first.sum() == 0
     assert storage.zeros((0, 8)).shape == (0, 8)  # nothing to map
+    del second
+    import gc
+
+    gc.collect()
+    with open("/proc/self/maps") as fh:
+        assert not any(str(folder) in line for line in fh)  # the blocks are free
 
 
 @pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="blocks reserved on Linux")
@@ -65,6 +75,33 @@ def test_cache_budget_is_the_setting_or_half_the_available_memory():
         available = next(int(line.split()[1]) * 1024 for line in fh
                          if line.startswith("MemAvailable:"))
     assert 0 < cache_budget(None) <= available // 2 + 2**26  # memory moves a little meanwhile
+
+
+def test_cgroup_headroom_reads_the_groups_limits_less_their_unreclaimable_usage(tmp_path):
+    from vitrine.train_data import cgroup_headroom
+
+    gib = 2**30
+
+    def group(folder, limit, usage, stat):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ("memory.max" if "fs/cgroup/memory" not in str(folder) else
+                   "memory.limit_in_bytes")).write_text(f"{limit}\n")
+        (folder / ("memory.current" if "fs/cgroup/memory" not in str(folder) else
+                   "memory.usage_in_bytes")).write_text(f"{usage}\n")
+        (folder / "memory.stat").write_text("".join(f"{k} {v}\n" for k, v in stat.items()))
+
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/cgroup").write_text(
+        "not a cgroup line\n7:pids:/user.slice\n5:memory:/docker/abc\n0::/user.slice/job\n")
+    v2 = tmp_path / "sys/fs/cgroup"
+    group(v2 / "user.slice", 8 * gib, 3 * gib, {"inactive_file": gib, "anon": 2 * gib})
+    group(v2 / "user.slice/job", "max", 2 * gib, {"inactive_file": 0})  # no limit of its own
+    v1 = tmp_path / "sys/fs/cgroup/memory"  # /docker/abc is not shown: the mount's root
+    group(v1, 4 * gib, gib, {"total_inactive_file": gib // 2,
+                             "hierarchical_memory_limit": 3 * gib})
+    assert sorted(cgroup_headroom(tmp_path)) == [gib * 5 // 2, 6 * gib]
+    (tmp_path / "proc/self/cgroup").write_bytes(b"0::/\xff\n")  # nothing readable: none
+    assert cgroup_headroom(tmp_path) == [] and cgroup_headroom(tmp_path / "none") == []
 
 
 def test_the_cache_budget_is_not_a_training_choice(monkeypatch):
@@ -108,7 +145,7 @@ def test_each_split_is_a_slice_holding_its_own_photos_maps(budget, tmp_path):
         clean.maps[i] = i
     row = {p.product_id: i for i, p in enumerate(products)}
     classes, caches = split_caches(None, products, row, clean, Split(assignment), None,
-                                   Settings(), storage, show_progress=False)
+                                   Settings(train_views=1), storage, show_progress=False)
     assert classes == ["a", "b"]
     start = 0
     for name in ("train", "val", "test"):

@@ -127,9 +127,9 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
                          [clean.thumbs[i] for i in ok], settings)
     del vectors
     phash_of = {p.product_id: clean.phashes[i] for p, i in zip(usable, ok, strict=True)}
-    if given is not None:  # a photo that could not be read is in no split
-        given = {p.product_id: given[p.product_id] for p in usable}
     split = make_split(usable, groups, settings, given)
+    split.assignment = {pid: name for pid, name in split.assignment.items()
+                        if pid in phash_of}  # a photo that could not be read is in no split
     split.save(stage / "split.json")
     seconds = {"read_and_split": round(time.perf_counter() - started, 1)}
 

@@ -77,11 +77,11 @@ def augment(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 class MapStorage:
     """Allocates the cache's float32 tensors: in memory while their sizes add up to at most
     ``budget`` bytes, then as files in ``folder`` mapped into memory (created when first
-    needed; the caller removes it). ``in_memory`` and ``on_disk`` add up every allocation
-    of the run (a tensor let go keeps its share: the budget errs on the side of files). On
-    Linux a file's blocks are reserved when it is made (``posix_fallocate``), so that a full
-    disk is one error then rather than a crash while writing into the map; elsewhere the
-    file is sparse."""
+    needed; the caller removes it), each file unlinked once mapped. ``in_memory`` and
+    ``on_disk`` add up every allocation of the run (a tensor let go keeps its share: the
+    budget errs on the side of files). On Linux a file's blocks are reserved when it is
+    made (``posix_fallocate``), so that a full disk is one error then rather than a crash
+    while writing into the map; elsewhere the file is sparse."""
 
     def __init__(self, folder: Path, budget: int):
         self.folder, self.budget = Path(folder), budget
@@ -108,8 +108,10 @@ class MapStorage:
                 f"{self.folder} ({exc.strerror or exc}); free disk space there or raise "
                 "VITRINE_TRAIN_CACHE_MEMORY_MB.") from None
         self.on_disk += nbytes
-        return torch.from_numpy(np.memmap(path, dtype=np.float32, mode="r+",
-                                          shape=tuple(shape)))
+        array = np.memmap(path, dtype=np.float32, mode="r+", shape=tuple(shape))
+        with contextlib.suppress(OSError):  # the map stays; its blocks are freed when it goes,
+            path.unlink()                   # however the run ends (even killed)
+        return torch.from_numpy(array)
 
 
 CGROUP_FILES = {  # limit, usage, and the page-cache entry of memory.stat it may reclaim
@@ -120,44 +122,77 @@ CGROUP_FILES = {  # limit, usage, and the page-cache entry of memory.stat it may
 
 def cache_budget(megabytes: int | None) -> int:
     """Bytes the cache may hold in memory: ``megabytes`` MiB, or (None) half the memory
-    available now: the least of the system's (MemAvailable) and this process's control
-    group's headroom (its limit less its usage, the reclaimable page cache not counted).
-    Without /proc (macOS): half the physical memory."""
+    available now: the least of the system's (MemAvailable) and the headroom of the control
+    groups this process is in (:func:`cgroup_headroom`). Without /proc (macOS): half the
+    physical memory."""
     if megabytes is not None:
         return megabytes * 2**20
-    room = []
+    room = cgroup_headroom()
     with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as fh:
         room += [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
-    for folder, (limit, usage, inactive) in _cgroup_folders():
-        with contextlib.suppress(OSError, ValueError):
-            stat = dict(line.split() for line in (folder / "memory.stat").read_text()
-                        .splitlines() if line.count(" ") == 1)
-            used = int((folder / usage).read_text()) - int(stat.get(inactive, 0))
-            room.append(int((folder / limit).read_text()) - used)
     if not room:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             room.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     return max(0, min(room)) // 2 if room else 2**62
 
 
-def _cgroup_folders() -> list[tuple[Path, tuple[str, str, str]]]:
-    """This process's memory control group folders (v2 and v1) with their file names: the
-    group /proc/self/cgroup names, or the mount's root where that is not visible (a
-    container's own group)."""
+def cgroup_headroom(root: Path = Path("/")) -> list[int]:
+    """What each memory control group limiting this process can still take, in bytes: its
+    limit less its usage, the reclaimable page cache (``inactive_file``) not counted. The
+    groups are the process's own and, on cgroup v2, those above it (a v1 group's
+    ``hierarchical_memory_limit`` covers its parents); a group that /proc/self/cgroup names
+    but the mount does not show (a container's own group) is read at the mount's root.
+    ``root`` is the file system root (tests); unreadable groups are left out."""
+    room = []
+    for folder, files in _cgroup_folders(root):
+        headroom = _headroom(folder, *files)
+        if headroom is not None:
+            room.append(headroom)
+    return room
+
+
+def _cgroup_folders(root: Path) -> list[tuple[Path, tuple[str, str, str]]]:
+    try:
+        lines = (root / "proc/self/cgroup").read_text(errors="replace").splitlines()
+    except OSError:
+        return []
     found = []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, group = line.split(":", 2)
-            version = "v2" if controllers == "" else "v1" if "memory" in controllers.split(",") \
-                else None
-            if version is None:
-                continue
-            mount = Path("/sys/fs/cgroup") if version == "v2" else Path("/sys/fs/cgroup/memory")
-            limit = CGROUP_FILES[version][0]
-            folder = mount / group.lstrip("/")
-            found.append((folder if (folder / limit).is_file() else mount,
-                          CGROUP_FILES[version]))
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[1] == "":
+            version, mount = "v2", root / "sys/fs/cgroup"
+        elif "memory" in parts[1].split(","):
+            version, mount = "v1", root / "sys/fs/cgroup/memory"
+        else:
+            continue
+        folder = mount / parts[2].strip("/")
+        if ".." in Path(parts[2]).parts or not folder.is_dir():
+            folder = mount
+        chain = [folder]
+        while version == "v2" and chain[-1] != mount:
+            chain.append(chain[-1].parent)
+        found += [(f, CGROUP_FILES[version]) for f in chain]
     return found
+
+
+def _headroom(folder: Path, limit: str, usage: str, inactive: str) -> int | None:
+    try:
+        stat = {}
+        for line in (folder / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                stat[key] = int(value)
+        used = int((folder / usage).read_text()) - stat.get(inactive, 0)
+        limits = [stat["hierarchical_memory_limit"]] if "hierarchical_memory_limit" in stat \
+            else []
+        text = (folder / limit).read_text().strip()
+        if text != "max":
+            limits.append(int(text))
+    except (OSError, ValueError):
+        return None
+    return min(limits) - used if limits else None
 
 
 def permute_rows_(tensor: torch.Tensor, order: Sequence[int]) -> None:
