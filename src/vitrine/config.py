@@ -223,8 +223,9 @@ class Settings(BaseSettings):
     train_cache_memory_mb: Count | None = None
     """Memory the frozen-layer cache may take, in MiB (vitrine.train_data.MapStorage); past
     it, the cache is written to files in a hidden folder beside ``--out``, mapped into
-    memory and removed at the end of the run. Unset: half the memory available when
-    training starts (the least of the system's and its control group's headroom)."""
+    memory and unlinked at once (their space is freed when the run ends, even killed).
+    Unset: half the memory available when training starts (the least of the system's and
+    its control groups' headroom)."""
     train_batch_size: Positive = 32
     train_head_units: Annotated[int, Field(ge=0, le=8192)] = 0
     """Units of the head's dense hidden layer; 0: a linear head (dropout, then one dense
