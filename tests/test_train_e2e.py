@@ -681,3 +681,48 @@ def without_seconds(value):
     if isinstance(value, list):
         return [without_seconds(v) for v in value]
     return value
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "report"])
+def test_a_disk_that_fills_up_while_training_is_one_sentence(trained, tmp_path, env,
+                                                             monkeypatch, where):
+    """A full disk while writing a checkpoint (torch says so with a RuntimeError of its own)
+    or the report was a traceback; now one sentence, and the earlier model stays."""
+    import errno
+    import shutil as shutil_module
+
+    import torch
+
+    import vitrine.report
+
+    catalog, model, _ = trained
+    shutil.copytree(model, tmp_path / "m")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir() if p.is_file()}
+    if where == "checkpoint":
+        def full_save(obj, path, *args, **kwargs):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+        monkeypatch.setattr(torch, "save", full_save)
+        usage = shutil_module.disk_usage(tmp_path)
+        monkeypatch.setattr(shutil_module, "disk_usage",
+                            lambda path: usage._replace(free=4096))
+    else:
+        def full_write(*args, **kwargs):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(vitrine.report, "write_outputs", full_write)
+    from typer.testing import CliRunner
+
+    from vitrine.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(catalog), "--out", str(tmp_path / "m")],
+                                env=env)
+    from vitrine.errors import VitrineError
+
+    # in-process the error reaches the runner; the entry point prints it as one sentence
+    assert isinstance(result.exception, VitrineError), result.output
+    message = str(result.exception)
+    assert message.startswith("cannot write the model beside")
+    assert "No space left on device" in message and "free disk space" in message
+    assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]

@@ -22,6 +22,7 @@ its pooled features (cached per view like the frozen layers' maps) join the head
 
 from __future__ import annotations
 
+import errno
 import shutil
 import time
 from collections import Counter
@@ -35,7 +36,7 @@ from torch import nn
 
 from vitrine.catalog import Product, recategorised
 from vitrine.config import Settings
-from vitrine.errors import CatalogError, TrainingError
+from vitrine.errors import CatalogError, TrainingError, VitrineError
 from vitrine.images import Preprocessing
 from vitrine.models import (
     ClassifierHead,
@@ -81,6 +82,11 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
         cache = stage.with_name(f"{stage.name}.cache")  # beside the model being written
         try:
             return _train(catalog_dir, stage, cache, Path(out_dir), settings, show_progress)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise VitrineError(f"cannot write the model beside {out} ({exc.strerror}); free "
+                               f"disk space there. {out_dir} is left as it was.") from None
         finally:
             shutil.rmtree(cache, ignore_errors=True)
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +22,20 @@ from vitrine.progress import bar_console
 
 Advance = Callable[..., None]
 
+
+
+def save_state(state: dict, path: Path) -> None:
+    """``torch.save``; a disk that fills up meanwhile, which torch reports as a RuntimeError
+    of its own, is raised as ``OSError(ENOSPC)`` (one sentence for the user)."""
+    try:
+        torch.save(state, path)
+    except RuntimeError as exc:
+        free = 2**20
+        with contextlib.suppress(OSError):
+            free = shutil.disk_usage(path.parent).free
+        if free < 2**20:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
 
 @dataclass
 class PhaseConfig:
@@ -77,7 +94,7 @@ class BestCheckpoint:
         self.state = copy.deepcopy(self.module.state_dict())
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(self.state, self.path)
+            save_state(self.state, self.path)
 
     def restore(self) -> None:
         if self.state is not None:

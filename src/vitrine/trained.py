@@ -30,6 +30,7 @@ from vitrine.models import (
     layer_dim,
     state_hash,
 )
+from vitrine.train_loop import save_state
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "model.json"
@@ -189,7 +190,7 @@ def write_model(out_dir: Path, net: TrainedNet, config: dict) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     digest = state_hash(state)
-    torch.save(state, out_dir / MODEL_FILE)
+    save_state(state, out_dir / MODEL_FILE)
     config = {"format": FORMAT, **config, "weights_sha256": digest}
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, ensure_ascii=False, indent=2))
     return digest
