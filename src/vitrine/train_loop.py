@@ -23,7 +23,6 @@ from vitrine.progress import bar_console
 Advance = Callable[..., None]
 
 
-
 def save_state(state: dict, path: Path) -> None:
     """``torch.save``; a disk that fills up meanwhile, which torch reports as a RuntimeError
     of its own, is raised as ``OSError(ENOSPC)`` (one sentence for the user)."""
@@ -36,6 +35,7 @@ def save_state(state: dict, path: Path) -> None:
         if free < 2**20:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
         raise
+
 
 @dataclass
 class PhaseConfig:

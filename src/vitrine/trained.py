@@ -30,7 +30,6 @@ from vitrine.models import (
     layer_dim,
     state_hash,
 )
-from vitrine.train_loop import save_state
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "model.json"
@@ -187,6 +186,8 @@ def _swap_contents(stage: Path, out_dir: Path) -> None:
 
 def write_model(out_dir: Path, net: TrainedNet, config: dict) -> str:
     """Save the network and its description; returns the weights' sha256."""
+    from vitrine.train_loop import save_state  # (not imported where models are only read)
+
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     digest = state_hash(state)
