@@ -74,7 +74,8 @@ def test_cache_budget_is_the_setting_or_half_the_available_memory():
     with open("/proc/meminfo") as fh:
         available = next(int(line.split()[1]) * 1024 for line in fh
                          if line.startswith("MemAvailable:"))
-    assert 0 < cache_budget(None) <= available // 2 + 2**26  # memory moves a little meanwhile
+    # 0 when a control group is at its limit; 64 MiB of slack: memory moves meanwhile
+    assert 0 <= cache_budget(None) <= available // 2 + 2**26
 
 
 def test_cgroup_headroom_reads_the_groups_limits_less_their_unreclaimable_usage(tmp_path):
