@@ -150,7 +150,9 @@ def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None
 def make_split(products: Sequence[Product], groups: list[list[str]], settings: Settings,
                given: dict[str, str] | None = None) -> Split:
     """Split ``products``: keep the ``given`` folder split (carving validation or test out of
-    training when that folder is missing), else make a seeded stratified split."""
+    training when that folder is missing), else make a seeded stratified split. Only
+    ``products`` are assigned: a photo of ``given`` left out of them (one that could not be
+    read) is in no split, though its folder still counts as present."""
     index = {p.product_id: i for i, p in enumerate(products)}
     idx_groups = [[index[pid] for pid in g if pid in index] for g in groups]
     labels = [p.category for p in products]
@@ -171,4 +173,5 @@ def make_split(products: Sequence[Product], groups: list[list[str]], settings: S
                             settings.train_seed)
         for i, name in zip(train, names, strict=True):
             assignment[products[i].product_id] = name
+    assignment = {p.product_id: assignment[p.product_id] for p in products}
     return Split(assignment, "folders", settings.train_seed, {}, groups)

@@ -134,8 +134,6 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     del vectors
     phash_of = {p.product_id: clean.phashes[i] for p, i in zip(usable, ok, strict=True)}
     split = make_split(usable, groups, settings, given)
-    split.assignment = {pid: name for pid, name in split.assignment.items()
-                        if pid in phash_of}  # a photo that could not be read is in no split
     split.save(stage / "split.json")
     seconds = {"read_and_split": round(time.perf_counter() - started, 1)}
 
