@@ -212,7 +212,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                         len(gone), shard, readable=len(to_embed) + len(meta_only)
                         + report.unchanged)
     hashes.known = {}  # (memory: a million paths)
-    _save_hashes(store, hashes.fresh)  # kept even if the run stops while embedding
+    # kept even if the run stops while embedding; photos gone from the catalogue forgotten
+    _save_hashes(store, hashes.fresh, keep=hashes.seen if shard is None else None)
     if new_store:
         store.set_manifest(embedder.manifest)
     if store.catalog_folder() != str(root):
@@ -226,8 +227,6 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
 
     report.removed = store.delete(remove)
     report.photos_read = hashes.read
-    if shard is None:
-        _save_hashes(store, {}, keep=hashes.seen)  # photos gone from the catalogue
     if shard is None and store.exclusive_writer:
         report.orphan_photos = _prune_orphan_photos(store, uploads)  # own uploads/ only
     rules = rules or embedder.duplicate_rules()

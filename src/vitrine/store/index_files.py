@@ -78,7 +78,7 @@ class IndexFiles:
         gone: another process may have removed them), else a rebuild."""
         if self.path(generation, n).exists():
             return
-        found = self._layer_base(generation, n, writer=True)
+        found = self._layer_base(generation, n, writer=True)  # a flush keeps the writer's limit
         if found is None:
             self.current(generation, n, writer)
         elif found[1] is None:
