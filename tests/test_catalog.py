@@ -280,6 +280,44 @@ def test_image_cells_that_can_never_be_a_photo_are_table_problems(tmp_path):
     assert "line 5: image 'C:\\fotos\\a.jpg' is a path on a Windows drive" in text
 
 
+def test_an_image_cell_with_a_control_character_is_a_table_problem(tmp_path):
+    """A NUL or line break pasted into a path names no file; it is the table's problem with its
+    line, not a failure when the photo is read."""
+    photo(tmp_path / "bolsa" / "a.jpg")
+    (tmp_path / "products.csv").write_text('id,image\nP1,"bolsa/a.jpg\0.jpg"\n'
+                                           'P2,"bolsa/a.jpg\n"\n')
+    with pytest.raises(CatalogError) as info:
+        read_catalog(tmp_path)
+    assert "line 2: image 'bolsa/a.jpg\\x00.jpg' holds a control character" in str(info.value)
+    assert "line 3" not in str(info.value)  # the cell's trailing line break is trimmed
+
+
+def test_a_table_id_that_is_another_unlisted_photos_path_is_refused(tmp_path):
+    """An unlisted photo's id is its path; a row that gives that id to another photo would
+    drop the unlisted one without a word."""
+    photo(tmp_path / "a" / "1.jpg")
+    photo(tmp_path / "b" / "1.jpg")
+    (tmp_path / "products.csv").write_text("id,image\nb/1.jpg,a/1.jpg\n")
+    with pytest.raises(CatalogError, match="gives product_id 'b/1.jpg' to photo a/1.jpg, but "
+                                           "b/1.jpg is another photo the table does not list"):
+        read_catalog(tmp_path)
+
+
+def test_accents_written_either_way_match_the_photo(tmp_path):
+    """A Mac names files with decomposed accents (e + combining acute); a table typed elsewhere
+    has the composed character. The row finds its photo, which is then not also unlisted."""
+    import unicodedata
+
+    name = unicodedata.normalize("NFD", "relógio/café.jpg")
+    photo(tmp_path / name)
+    photo(tmp_path / "relógio" / "chá.jpg")
+    (tmp_path / "products.csv").write_text(
+        "id,image\nP1,relógio/café.jpg\n" + unicodedata.normalize("NFD", "P2,relógio/chá.jpg\n"))
+    products = read_catalog(tmp_path)
+    assert [(p.product_id, p.unlisted) for p in products] == [("P1", False), ("P2", False)]
+    assert products[0].image == tmp_path.resolve() / name
+
+
 def test_links_inside_the_catalogue_and_a_store_at_its_root_add_no_photos(tmp_path):
     """A link to one of the catalogue's own folders would read its photos again under another
     category; a store kept in the catalogue folder itself keeps its uploads out of it."""

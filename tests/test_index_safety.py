@@ -240,19 +240,22 @@ def test_milvus_records_the_folder_too(shop_a, novidades, embedder, tmp_path):
 def test_ids_the_web_cannot_address_are_skipped_with_the_reason(shop_a, embedder, tmp_path):
     """A product table may give ids that would have no page, photo or similar products of
     their own on the web ('x/similar' is the similar products' address of 'x'; browsers rewrite
-    '..'): index skips them and says why, as the API refuses them."""
+    '..'; no address holds a line break): index skips them and says why, as the API refuses
+    them."""
     shop = tmp_path / "shop"
     shutil.copytree(shop_a, shop)
     rows = (shop / "products.csv").read_text().splitlines()
-    first, second = rows[1].split(","), rows[2].split(",")
-    first[0], second[0] = "x/similar", ".."
-    rows[1], rows[2] = ",".join(first), ",".join(second)
+    for n, bad in enumerate(("x/similar", "..", '"x\ny"'), start=1):
+        cells = rows[n].split(",")
+        cells[0] = bad
+        rows[n] = ",".join(cells)
     (shop / "products.csv").write_text("\n".join(rows) + "\n")
     report = _index(shop, tmp_path / "st", embedder)
     reasons = [s["reason"] for s in report.skipped]
-    assert report.indexed == 14 and len(reasons) == 2
+    assert report.indexed == 13 and len(reasons) == 3
     assert any("product id 'x/similar': it cannot end with '/similar'" in r for r in reasons)
     assert any("product id '..': it cannot be '.' or '..'" in r for r in reasons)
+    assert any("product id 'x\\ny': it cannot hold a control character" in r for r in reasons)
 
 
 def test_new_ids_for_the_same_photos_are_not_taken_for_a_lost_catalogue(shop_a, embedder,

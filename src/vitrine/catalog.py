@@ -10,7 +10,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine.catalog_csv import find_csv, image_path, is_no_price, read_rows
+from vitrine.catalog_csv import (
+    CONTROL,
+    find_csv,
+    image_path,
+    is_no_price,
+    path_key,
+    read_rows,
+)
 from vitrine.catalog_csv import report as csv_report
 from vitrine.errors import CatalogError
 from vitrine.images import IMAGE_EXTENSIONS, is_image_path
@@ -64,6 +71,8 @@ def id_problem(product_id: str) -> str | None:
         return f"it cannot end with '{SIMILAR_SUFFIX}' (that is the similar products' address)"
     if product_id.strip() in (".", ".."):
         return "it cannot be '.' or '..' (browsers rewrite such an address)"
+    if CONTROL.search(product_id):
+        return "it cannot hold a control character such as a line break or a tab"
     return None
 
 
@@ -204,9 +213,14 @@ def read_catalog(root: Path) -> list[Product]:
             continue
         rel = path.relative_to(root)
         pid = rel.as_posix()
-        if pid not in products:
-            products[pid] = Product(product_id=pid, image=path, category=_category_of(rel),
-                                    name=path.stem, unlisted=csv_path is not None)
+        if pid in products:  # a row took this photo's path as another photo's id
+            raise CatalogError(
+                f"{csv_path} gives product_id {pid!r} to photo "
+                f"{products[pid].image.relative_to(root).as_posix()}, but {pid} is another "
+                "photo the table does not list (its id would be that path); list that photo "
+                "in the table or choose another id.")
+        products[pid] = Product(product_id=pid, image=path, category=_category_of(rel),
+                                name=path.stem, unlisted=csv_path is not None)
     if not products:
         kinds = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
         raise CatalogError(f"no product photos found in {root} ({kinds}).")
@@ -234,7 +248,7 @@ def _read_csv(csv_path: Path, root: Path, photos: list[Path]) -> list[Product]:
     """The products the table lists; every problem in it is reported in one error."""
     folded: dict[str, list[Path]] = {}  # two files may differ only in case
     for path in photos:
-        folded.setdefault(path.relative_to(root).as_posix().casefold(), []).append(path)
+        folded.setdefault(path_key(path.relative_to(root).as_posix()), []).append(path)
     products, problems = [], []
     seen: set[str] = set()
     looked_at: dict[Path, bool] = {}

@@ -8,6 +8,7 @@ import csv
 import io
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ NO_PRICE = frozenset({"sob consulta", "consulte", "a consultar", "-", "–", "�
 MAX_REPORTED = 5
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _DRIVE = re.compile(r"^[a-z]:[\\/]", re.IGNORECASE)
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+"""Characters no product id or photo path may hold (no web address carries them)."""
 
 
 @dataclass
@@ -151,12 +154,22 @@ def read_rows(path: Path) -> list[Row]:
     return rows
 
 
+def path_key(rel: str) -> str:
+    """How a table's photo path is matched to a file's relative path: without case, and with
+    accents in one Unicode form (a Mac writes "é" in file names as "e" plus a combining
+    accent; a table typed elsewhere as one character)."""
+    return unicodedata.normalize("NFC", rel).casefold()
+
+
 def image_path(root: Path, text: str, same_but_case) -> Path:
     """The photo a row names, relative to ``root``: backslashes read as folder separators, and
-    a name that differs from a file's only in case found through ``same_but_case`` (folded
-    relative path → the files it matches). Raises ``ValueError`` with the reason when the row
-    can never name a usable photo; a file that is simply missing is left for index to report
-    (and to remove its product)."""
+    a name that differs from a file's only in case or Unicode form found through
+    ``same_but_case`` (:func:`path_key` of the relative path → the files it matches). Raises
+    ``ValueError`` with the reason when the row can never name a usable photo; a file that is
+    simply missing is left for index to report (and to remove its product)."""
+    if CONTROL.search(text):
+        raise ValueError(f"image {text!r} holds a control character (such as a line break); "
+                         "give photos names without them")
     if _URL.match(text):
         raise ValueError(f"image {text!r} is an address on the web; Vitrine reads photos from "
                          "the catalogue folder: save them there and give their paths")
@@ -168,7 +181,7 @@ def image_path(root: Path, text: str, same_but_case) -> Path:
     if not full.is_relative_to(root) or full == root:
         raise ValueError(f"image {text!r} is outside the catalogue folder")
     if not full.exists():
-        found = same_but_case(full.relative_to(root).as_posix().casefold(), [])
+        found = same_but_case(path_key(full.relative_to(root).as_posix()), [])
         if len(found) > 1:
             raise ValueError(f"image {text!r} matches files that differ only in case ("
                              + ", ".join(f.relative_to(root).as_posix() for f in found) + ")")
