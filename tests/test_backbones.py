@@ -88,6 +88,20 @@ def test_weights_and_settings_a_user_gets_wrong(weights_path, tmp_path):
     (tmp_path / "m" / "model.pt").write_bytes(b"")
     with pytest.raises(WeightsError, match="not a valid model description"):
         load_model(tmp_path / "m")
+    # a damaged preprocessing would crash, exhaust memory or give NaN vectors when embedding
+    from vitrine.trained import FORMAT
+
+    good = {"size": 224, "resize": "crop", "mean": [0.5] * 3, "std": [0.5] * 3}
+    for change, said in (({"size": 0}, "input size 0 is not a whole number of pixels"),
+                         ({"size": 100000}, "input size 100000 is not"),
+                         ({"std": [0, 0, 0]}, r"std \[0, 0, 0\] is not three finite numbers "
+                                              "above 0"),
+                         ({"resize": "zoom"}, "resize 'zoom' is not one of pad, crop, squash")):
+        (tmp_path / "m" / "model.json").write_text(json.dumps(
+            {"format": FORMAT, "backbone": "mobilenet_v2", "preprocessing": {**good, **change},
+             "cut": 14, "classes": ["a", "b"], "head_units": 8, "dropout": 0.2}))
+        with pytest.raises(WeightsError, match=said):
+            load_model(tmp_path / "m")
 
     if not torch.cuda.is_available():
         with pytest.raises(EngineError, match="no CUDA GPU"):

@@ -19,6 +19,7 @@ from conftest import copy_subset
 from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
 from vitrine.indexer import RemovalRefused, index_catalog
+from vitrine.manifest import mismatch_error
 from vitrine.store import open_store
 from vitrine.store.base import Record
 
@@ -190,8 +191,23 @@ def test_another_model_says_how_to_go_on(shop_a, embedder, tmp_path):
     db.close()
     text = str(refused.value)
     assert "different model" in text
+    assert (f"(weights abababababab in the store, {embedder.manifest.weights_sha256[:12]} here; "
+            "embedding trained, imagenet+probs in the store, pretrained here)") in text
     assert "; to use this model, index into a new --store with it" in text
     assert text.endswith("or pass the --model this store was indexed with.")
+
+
+def test_a_model_that_differs_only_in_normalisation_says_so(embedder):
+    """Two models alike but for the normalisation: the refusal names that, not two identical
+    descriptions."""
+    stored = embedder.manifest
+    other = ModelManifest(stored.backbone, stored.weights_sha256,
+                          {**stored.preprocessing, "mean": [0.5, 0.5, 0.5]}, stored.dim)
+    text = str(mismatch_error("st", other, stored))
+    assert (f"(normalisation mean [0.5, 0.5, 0.5], std {stored.preprocessing['std']} in the "
+            f"store, mean {stored.preprocessing['mean']}, std {stored.preprocessing['std']} "
+            "here)") in text
+    assert "weights" not in text.split(";")[0]
 
 
 def test_duplicates_name_api_products_by_id(shop_a, embedder, tmp_path):

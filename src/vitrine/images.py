@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from vitrine.config import ResizePolicy
 from vitrine.errors import ImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".avif", ".heic",
@@ -31,6 +34,11 @@ Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
+MIN_SIDE, MAX_SIDE = 32, 1024
+"""The backbone input sides a model may ask for, in pixels."""
+RESIZE_POLICIES = get_args(ResizePolicy)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How a decoded RGB photo becomes the backbone's input; recorded in the store manifest."""
@@ -39,6 +47,21 @@ class Preprocessing:
     resize: str = "crop"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        """Refuse a description no photo can be prepared with (a damaged model.json): the
+        input side within backbones' range, a known resize, three finite means and three
+        finite positive deviations."""
+        if not isinstance(self.size, int) or not MIN_SIDE <= self.size <= MAX_SIDE:
+            raise ValueError(f"input size {self.size!r} is not a whole number of pixels from "
+                             f"{MIN_SIDE} to {MAX_SIDE}")
+        if self.resize not in RESIZE_POLICIES:
+            raise ValueError(f"resize {self.resize!r} is not one of {', '.join(RESIZE_POLICIES)}")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != 3 or not all(isinstance(v, int | float) and math.isfinite(v)
+                                           and (name == "mean" or v > 0) for v in values):
+                raise ValueError(f"{name} {list(values)!r} is not three finite numbers"
+                                 + (" above 0" if name == "std" else ""))
 
     def as_dict(self) -> dict:
         return {"size": self.size, "resize": self.resize, "mean": list(self.mean),

@@ -22,6 +22,7 @@ from vitrine.dedupe import DuplicateRules, duplicate_groups, search_progress
 from vitrine.dedupe_store import store_pairs
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
+from vitrine.manifest import mismatch_error
 from vitrine.photo_hashes import PhotoHashes
 from vitrine.progress import progress_bar
 from vitrine.store import cleanable_uploads, unmarked_upload
@@ -81,18 +82,7 @@ def check_manifest(store: VectorStore, embedder: Embedder, *, record: bool = Tru
             store.set_manifest(embedder.manifest)
         return True
     if stored != embedder.manifest:
-        trained = stored.embedding != "pooled"
-        raise StoreError(
-            f"the store {store.location} was built with a different model ({stored.backbone}, "
-            f"weights {stored.weights_sha256[:12]}, {stored.preprocessing.get('resize')}"
-            f"{', trained' if trained else ''}) than this run ({embedder.manifest.backbone}, "
-            f"weights {embedder.manifest.weights_sha256[:12]}, "
-            f"{embedder.manifest.preprocessing.get('resize')}"
-            f"{', trained' if embedder.manifest.embedding != 'pooled' else ''}); to use this "
-            "model, index into a new --store with it (and search and serve that store with "
-            "it), or pass "
-            + ("the --model this store was indexed with." if trained else
-               "the --weights and settings this store was indexed with (no --model)."))
+        raise mismatch_error(store.location, stored, embedder.manifest)
     return False
 
 

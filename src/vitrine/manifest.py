@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vitrine.errors import StoreError
+
 
 @dataclass(frozen=True)
 class ModelManifest:
@@ -28,3 +30,32 @@ class ModelManifest:
         return cls(backbone=data["backbone"], weights_sha256=data["weights_sha256"],
                    preprocessing=data["preprocessing"], dim=int(data["dim"]),
                    embedding=data.get("embedding", "pooled"))
+
+    def _described(self) -> dict[str, object]:
+        prep = self.preprocessing
+        return {"backbone": self.backbone, "weights": self.weights_sha256[:12],
+                "input size": prep.get("size"), "resize": prep.get("resize"),
+                "normalisation": f"mean {prep.get('mean')}, std {prep.get('std')}",
+                "dimension": self.dim,
+                "embedding": "pretrained" if self.embedding == "pooled" else
+                f"trained, {self.embedding}"}
+
+    def differences(self, other: ModelManifest) -> str:
+        """What differs from ``other`` (this one is the store's), in words."""
+        mine, theirs = self._described(), other._described()
+        parts = [f"{k} {mine[k]} in the store, {theirs[k]} here" for k in mine
+                 if mine[k] != theirs[k]]
+        return "; ".join(parts) or (f"preprocessing {self.preprocessing} in the store, "
+                                    f"{other.preprocessing} here")
+
+
+def mismatch_error(location: object, stored: ModelManifest, current: ModelManifest) -> StoreError:
+    """The error for a store whose vectors ``stored``'s model made, used with ``current``'s:
+    what differs, and how to go on."""
+    trained = stored.embedding != "pooled"
+    return StoreError(
+        f"the store {location} was built with a different model than this run "
+        f"({stored.differences(current)}); to use this model, index into a new --store with "
+        "it (and search and serve that store with it), or pass "
+        + ("the --model this store was indexed with." if trained else
+           "the --weights and settings this store was indexed with (no --model)."))

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vitrine.config import Settings
-from vitrine.errors import StoreError, VitrineError
+from vitrine.errors import VitrineError
+from vitrine.manifest import mismatch_error
 from vitrine.store.base import Match, StoredProduct, VectorStore
 
 if TYPE_CHECKING:  # torch is imported only when a photo is embedded
@@ -37,16 +38,7 @@ class Recommender:
             self._embedder = Embedder.from_settings(self.settings)
         stored = self.store.manifest()
         if stored is not None and stored != self._embedder.manifest:
-            raise StoreError(
-                "the store's vectors were made by a different model (weights "
-                f"{stored.weights_sha256[:12]}, resize {stored.preprocessing.get('resize')}) "
-                f"than the one configured (weights "
-                f"{self._embedder.manifest.weights_sha256[:12]}, resize "
-                f"{self._embedder.manifest.preprocessing.get('resize')}); "
-                + ("pass --model with the trained model it was indexed with"
-                   if stored.embedding != "pooled" else
-                   "pass the same --weights and settings used to index it")
-                + ", or index a new store with this model and search that one.")
+            raise mismatch_error(self.store.location, stored, self._embedder.manifest)
         return self._embedder
 
     def product(self, product_id: str) -> StoredProduct:
