@@ -20,6 +20,9 @@ Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 Rate = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
 """A learning rate: above 0, at most 1 (larger ones only make the loss diverge)."""
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Cosine = Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)]
+"""A cosine-similarity threshold, finite (NaN would let nothing pass, -inf everything): from
+0, and above 1 when the rule should never hold (a calibration may say 1.008)."""
 LAYER_PARTS = ("imagenet", "pooled", "hidden", "probs")
 """Outputs a trained model can embed with: 'imagenet' is the frozen pretrained pooled
 features, 'pooled' the fine-tuned pooled features, 'hidden' the head's dense layer (with a
@@ -187,9 +190,9 @@ class Settings(BaseSettings):
     # Duplicates
     dup_phash_distance: Count = 6
     """Hamming distance (of 64 bits) at or below which two perceptual hashes agree."""
-    dup_thumb_cosine: float = 0.985
+    dup_thumb_cosine: Cosine = 0.985
     """Cosine similarity of 16×16 colour thumbnails for a (resized/recompressed) duplicate."""
-    dup_max_colour_diff: float = 12.0
+    dup_max_colour_diff: Annotated[float, Field(ge=0.0, le=255.0, allow_inf_nan=False)] = 12.0
     """Largest mean colour difference (0–255) of those thumbnails' non-white pixels."""
     rehash_photos: bool = False
     """``index`` reads every photo on every run, instead of those whose size, times or inode
@@ -201,7 +204,7 @@ class Settings(BaseSettings):
     goes through an inverted file above (2,440-d vectors on the 2-core machine: 40,000
     products 14.5 s, 200,000 products 123 s; benchmarks/dedupe_scaling.py); `vitrine dedupe`
     always searches its folders."""
-    dup_embed_cosine: float | None = None
+    dup_embed_cosine: Cosine | None = None
     """CNN-embedding cosine similarity for a near-identical duplicate. Unset: 0.97 with the
     pretrained backbone; with a trained model, the value ``vitrine train`` calibrated on its
     catalogue (``duplicates`` in model.json; vitrine.dedupe.calibrated_embed_cosine)."""
@@ -285,7 +288,7 @@ class Settings(BaseSettings):
     train_embedding_weight: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.8
     """Weight of the first part of a combined embedding layer (between 0 and 1)."""
 
-    guess_min_probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7
+    guess_min_probability: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.7
     """Below this probability a trained model's category guess for an uploaded photo is shown
     as not sure, with the next most likely category beside it (``sure: false`` in the API).
     Cross-validated on the demo catalogue (benchmarks/train_errors.py, ``by_confidence``), the
