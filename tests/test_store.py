@@ -288,3 +288,27 @@ def test_what_counts_as_a_photo_added_through_the_api_before_the_mark(tmp_path):
     assert not unmarked_upload(tmp_path / "gone" / name, None, (tmp_path / "catalogo",))
     # inside a catalogue folder it is the catalogue's, even in a category called uploads
     assert not unmarked_upload(f"/srv/catalogo/uploads/{name}", None, ("/srv/catalogo",))
+
+
+def test_migrate_refuses_to_mix_two_catalogues_in_one_store(tmp_path):
+    """Products of another catalogue copied into a store would be removed, silently, by the
+    next index of its catalogue: the copy is refused and the target keeps what it held; a copy
+    between stores of one catalogue (a resumed one) goes ahead."""
+    from vitrine.migrate import migrate_store
+
+    def made(name: str, folder: str, pid: str):
+        s = open_store(tmp_path / name, create=True)
+        s.set_manifest(MANIFEST)
+        s.set_catalog_folder(folder)
+        s.upsert([record(pid, unit(1, 0))])
+        return s
+
+    source, target = made("a", "/shops/a", "a1"), made("b", "/shops/b", "b1")
+    with pytest.raises(StoreError, match="holds products of the catalogue /shops/b"):
+        migrate_store(source, target, show_progress=False)
+    assert [p.product_id for p in target.list_products()] == ["b1"]
+    again = made("c", "/shops/a", "a0")
+    assert migrate_store(source, again, show_progress=False) == 1
+    assert [p.product_id for p in again.list_products()] == ["a0", "a1"]
+    for s in (source, target, again):
+        s.close()

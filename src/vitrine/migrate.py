@@ -27,7 +27,14 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
     existing = target.manifest()
     if existing is not None and existing != manifest:
         raise StoreError(f"the store {target.location} was built with a different model than "
-                         f"{source.location}; copy into a new store.")
+                         f"{source.location} ({existing.differences(manifest)}); copy into a "
+                         "new store.")
+    theirs, ours = target.catalog_folder(), source.catalog_folder()
+    if theirs is not None and ours is not None and theirs != ours and target.count():
+        raise StoreError(f"the store {target.location} holds products of the catalogue {theirs}, "
+                         f"{source.location} of {ours}; mixed in one store, the next index of "
+                         "either catalogue would remove the other's products. Copy into a new "
+                         "store.")
     target.lock_for_writing()
     if existing is None:
         target.set_manifest(manifest)
