@@ -187,3 +187,21 @@ def test_per_photo_outputs_are_written_batch_by_batch_into_one_tensor(budget, tm
     assert torch.equal(outputs["pooled"], maps[:, 0].flatten(1) + 1)
     assert torch.equal(outputs["logits"], -maps[:, 0].flatten(1)[:, :2])
     assert (storage.on_disk > 0) == (budget == 0)
+
+
+@pytest.mark.parametrize("budget", [0, 2**30])
+def test_combined_vectors_of_several_splits_are_written_chunk_by_chunk(budget, tmp_path):
+    """The duplicate calibration's and the test retrieval's vectors: each split's layers
+    combined, a chunk at a time, into one tensor of the storage, as combining each split whole
+    and concatenating them would give."""
+    from vitrine.models import combine, combine_rows
+
+    storage = MapStorage(tmp_path, budget)
+    g = torch.Generator().manual_seed(0)
+    splits = [{"hidden": torch.randn(n, 4, generator=g), "probs": torch.rand(n, 3, generator=g)}
+              for n in (5, 4, 0, 2)]
+    parts, weights = ["hidden", "probs"], [0.7, 0.3]
+    rows = combine_rows(splits, parts, weights, zeros=storage.zeros, chunk=3)
+    assert torch.allclose(rows, torch.cat([combine(s, parts, weights) for s in splits]),
+                          atol=0, rtol=0)
+    assert rows.shape == (11, 7) and (storage.on_disk > 0) == (budget == 0)

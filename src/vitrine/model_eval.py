@@ -35,11 +35,11 @@ def retrieval_metrics(index_vecs: np.ndarray, index_labels: Sequence[str],
     """
     import faiss
 
-    index = faiss.IndexFlatIP(index_vecs.shape[1])
-    index.add(np.ascontiguousarray(index_vecs, dtype=np.float32))
     extra = 1 if leave_one_out else 0
-    _, ids = index.search(np.ascontiguousarray(query_vecs, dtype=np.float32),
-                          min(k + extra, len(index_labels)))
+    # exact, without an index's copy of the vectors (they may be a file mapped into memory)
+    _, ids = faiss.knn(np.ascontiguousarray(query_vecs, dtype=np.float32),
+                       np.ascontiguousarray(index_vecs, dtype=np.float32),
+                       min(k + extra, len(index_labels)), metric=faiss.METRIC_INNER_PRODUCT)
     if leave_one_out:
         ids = [[j for j in row if j != q][:k] for q, row in enumerate(ids)]
     retrieved = [[index_labels[j] for j in row if j >= 0] for row in ids]

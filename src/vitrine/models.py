@@ -455,3 +455,21 @@ def combine(outputs: dict[str, torch.Tensor], parts: list[str],
     pieces = [nn.functional.normalize(outputs[p].float(), dim=-1) * w ** 0.5
               for p, w in zip(parts, weights, strict=True)]
     return torch.cat(pieces, dim=-1)
+
+
+def combine_rows(outputs: Sequence[dict[str, torch.Tensor]], parts: list[str],
+                 weights: list[float], *, zeros: Callable = torch.zeros,
+                 chunk: int = 4096) -> torch.Tensor:
+    """:func:`combine` of each set of outputs, one set's rows after another's, written a chunk
+    at a time into one tensor from ``zeros`` (the training cache's storage: in memory or in a
+    file), instead of holding every set combined and then their concatenation."""
+    dim = sum(outputs[0][p].shape[1] for p in parts)
+    out = zeros((sum(len(o[parts[0]]) for o in outputs), dim))
+    at = 0
+    for o in outputs:
+        n = len(o[parts[0]])
+        for a in range(0, n, chunk):
+            b = min(a + chunk, n)
+            out[at + a:at + b] = combine({p: o[p][a:b] for p in parts}, parts, weights)
+        at += n
+    return out

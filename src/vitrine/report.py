@@ -86,10 +86,12 @@ def misclassified(products: Sequence, labels: Sequence[int], probs: np.ndarray,
 
 
 def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
-                         settings: Settings, k: int = 5) -> dict:
-    """Category retrieval of test photos against train + validation photos, per layer."""
+                         settings: Settings, k: int = 5, zeros=torch.zeros) -> dict:
+    """Category retrieval of test photos against train + validation photos, per layer; the
+    vectors of train + validation in one tensor from ``zeros`` (the training cache's
+    storage)."""
     from vitrine.model_eval import retrieval_metrics
-    from vitrine.models import combine, layer_parts
+    from vitrine.models import combine_rows, layer_parts
 
     index_labels = [classes[i] for i in
                     torch.cat([caches["train"].labels, caches["val"].labels]).tolist()]
@@ -98,9 +100,11 @@ def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
     w = settings.train_embedding_weight
     for layer in RETRIEVAL_LAYERS:
         parts, weights = layer_parts(layer, w)
-        vec = {s: combine(outputs[s], parts, weights).numpy() for s in ("train", "val", "test")}
-        index = np.concatenate([vec["train"], vec["val"]])
-        out[layer] = retrieval_metrics(index, index_labels, vec["test"], query_labels, k)
+        index = combine_rows([outputs["train"], outputs["val"]], parts, weights, zeros=zeros)
+        queries = combine_rows([outputs["test"]], parts, weights)
+        out[layer] = retrieval_metrics(index.numpy(), index_labels, queries.numpy(),
+                                       query_labels, k)
+        del index
     return {"k": k, "protocol": "test photos query train+validation photos",
             "chosen": settings.train_embedding, "weight": w, "layers": out}
 

@@ -26,7 +26,7 @@ import errno
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,7 +42,7 @@ from vitrine.models import (
     ClassifierHead,
     TrainedNet,
     build_trained_net,
-    combine,
+    combine_rows,
     get_spec,
     layer_parts,
     load_state_dict,
@@ -153,7 +153,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     config = model_config(spec.name, settings, classes, prep, state_hash(pretrained))
     config["training_fingerprint"] = training_fingerprint(products, settings)
     config["duplicates"] = duplicate_calibration(fit.outputs, caches, phash_of, split.groups,
-                                                 settings)
+                                                 settings, storage.zeros)
     digest = write_model(stage, net, config)
     seconds["total"] = round(time.perf_counter() - started, 1)
     summary = {
@@ -174,7 +174,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
         "history": fit.phase1.history + fit.phase2.history,
         "class_counts": {name: dict(sorted(Counter(classes[i] for i in c.labels.tolist())
                                            .items())) for name, c in caches.items()},
-        "test": _test_detail(fit.outputs, caches, classes, settings),
+        "test": _test_detail(fit.outputs, caches, classes, settings, storage.zeros),
         "seconds": seconds,
     }
     write_outputs(stage, summary)
@@ -215,7 +215,7 @@ def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[
 
 def duplicate_calibration(outputs: dict, caches: dict[str, FeatureCache],
                           phash_of: dict[str, str], groups: Sequence[Sequence[str]],
-                          settings: Settings) -> dict:
+                          settings: Settings, zeros: Callable = torch.zeros) -> dict:
     """The duplicate rule's embedding cosine for the trained model's vectors, calibrated on
     every photo of the catalogue (:func:`vitrine.dedupe.calibrated_embed_cosine`; recorded in
     model.json, used by index and dedupe with this model)."""
@@ -223,7 +223,7 @@ def duplicate_calibration(outputs: dict, caches: dict[str, FeatureCache],
 
     parts, weights = layer_parts(settings.train_embedding, settings.train_embedding_weight)
     ids = [p.product_id for name in outputs for p in caches[name].products]
-    vectors = torch.cat([combine(outputs[name], parts, weights) for name in outputs]).numpy()
+    vectors = combine_rows(list(outputs.values()), parts, weights, zeros=zeros).numpy()
     row = {pid: i for i, pid in enumerate(ids)}
     known = [[row[pid] for pid in group if pid in row] for group in groups]
     tail = probs_tail(settings.train_embedding, outputs["train"]["probs"].shape[1])
@@ -323,7 +323,7 @@ def _phase_summary(result: PhaseResult, metrics: dict) -> dict:
 
 
 def _test_detail(outputs: dict, caches: dict[str, FeatureCache], classes: list[str],
-                 settings: Settings) -> dict:
+                 settings: Settings, zeros: Callable = torch.zeros) -> dict:
     from vitrine.report import classification_report, misclassified, retrieval_from_cache
 
     if "test" not in caches:
@@ -335,7 +335,7 @@ def _test_detail(outputs: dict, caches: dict[str, FeatureCache], classes: list[s
     detail["loss"] = float(nn.functional.cross_entropy(outputs["test"]["logits"], labels))
     detail["misclassified"] = misclassified(caches["test"].products, labels.tolist(),
                                             outputs["test"]["probs"].numpy(), classes)
-    detail["retrieval"] = retrieval_from_cache(outputs, caches, classes, settings)
+    detail["retrieval"] = retrieval_from_cache(outputs, caches, classes, settings, zeros=zeros)
     return detail
 
 
