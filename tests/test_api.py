@@ -739,6 +739,17 @@ def test_cors_lets_the_configured_origins_in(settings, small_store, embedder):
             assert got.headers["access-control-allow-origin"] == origin
         else:
             assert "access-control-allow-origin" not in pre.headers | got.headers
+    # the guards' own refusals (a wrong key, an upload too large from its Content-Length)
+    # are readable by the allowed origin's page too, not an opaque network error
+    guarded = TestClient(create_app(opened.model_copy(update={
+        "api_key": "k", "max_upload_bytes": 1000}), small_store, embedder=embedder))
+    origin = {"Origin": "https://loja.com.br"}
+    wrong = guarded.delete("/api/products/x", headers={**origin, "Authorization": "Bearer no"})
+    big = guarded.post("/api/search", headers=origin,
+                       files={"image": ("a.jpg", b"x" * 200_000, "image/jpeg")})
+    for refused, status in ((wrong, 401), (big, 413)):
+        assert refused.status_code == status
+        assert refused.headers["access-control-allow-origin"] == "https://loja.com.br"
 
 
 def test_a_photo_that_cannot_be_saved_is_one_sentence(tmp_path, monkeypatch):

@@ -81,8 +81,10 @@ def test_a_table_category_other_than_the_folder_is_named(tmp_path):
                                          ("R$\u00a0129,90", 129.9), ("R$ 1.299", 1299.0),
                                          ("1.299.000", 1299000.0), ("1,299,000.5", 1299000.5),
                                          ("0.125", 0.125), ("US$ 5", 5.0), ("7", 7.0),
-                                         ("", None), ("  ", None)])
+                                         ("", None), ("  ", None), ("Sob consulta", None),
+                                         ("-", None)])
 def test_parse_price(text, value):
+    """Also what the API reads: a price the table may give, a form may give."""
     assert parse_price(text) == value
 
 

@@ -206,8 +206,28 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
     refused = client.post("/search", headers=html,
                           files={"image": ("big.jpg", big, "image/jpeg")})
     assert refused.status_code == 413 and "<html" in refused.text
-    assert "A foto é grande demais (limite de 0.3 MB)." in refused.text
+    assert "A foto é grande demais (limite de 0,3 MB)." in refused.text
     assert 'id="photo"' in refused.text  # the search page, ready for another photo
+
+    def chunks():  # no Content-Length: refused while the form is read, the same page
+        for _ in range(40):
+            yield b"-" * 10_000
+
+    streamed = client.post("/search", content=chunks(), headers={
+        **html, "Content-Type": "multipart/form-data; boundary=b"})
+    assert streamed.status_code == 413 and 'id="photo"' in streamed.text
+    assert "A foto é grande demais (limite de 0,3 MB)." in streamed.text
+    # no photo chosen: a form sent without JavaScript holds an empty file part
+    empty = client.post("/search", headers=html, data={"category": ""},
+                        files={"image": ("", b"", "application/octet-stream")})
+    assert empty.status_code == 422 and "Escolha uma foto antes de buscar." in empty.text
+    assert 'id="photo"' in empty.text
+    # a path that starts with '//' names another site in a link: the language toggle of its
+    # 404 page stays on this one
+    lost = client.get("http://testserver//evil.example/x", headers=html)
+    assert lost.status_code == 404
+    toggle = re.search(r'class="lang-switch" href="([^"]+)"', lost.text).group(1)
+    assert toggle == "/evil.example/x?lang=en"
     api = client.post("/api/search", files={"image": ("big.jpg", big, "image/jpeg")})
     assert api.status_code == 413 and api.json()["detail"].startswith("The upload is larger")
 
@@ -333,7 +353,7 @@ def test_counts_pages_and_accent_free_search_read_well(settings, small_store, em
     assert "Page 5 of 1" in past_en and "There are no products on this page." in past_en
     assert '<a href="/?category=avulso&amp;lang=en">Go to page 1</a>' in past_en
     assert "Nenhum produto encontrado." in client.get("/", params={"q": "zzzz"}).text
-    for query in ("relogio dourado", "RELÓGIO", "relogio"):
+    for query in ("relogio dourado", "RELÓGIO", " relogio "):  # the API as the page
         found = client.get("/", params={"q": query}).text
         assert "Relógio Dourado" in found, query
         listed = client.get("/api/products", params={"q": query}).json()["products"]

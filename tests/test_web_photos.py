@@ -13,8 +13,8 @@ from PIL import Image
 
 
 def _store(tmp_path, embedder):
-    """A store of three products: a large photo, a small one (a demo-sized JPEG) and a
-    TIFF."""
+    """A store of five products: a large photo, a small one (a demo-sized JPEG), a TIFF, a
+    TIFF named .png and a PNG named .jpg."""
     from vitrine.indexer import index_catalog
     from vitrine.store import open_store
 
@@ -26,6 +26,8 @@ def _store(tmp_path, embedder):
     Image.fromarray(noise[:300, :225]).resize((225, 300)).save(folder / "pequena.jpg",
                                                                quality=60)
     Image.fromarray(noise[:200, :200]).save(folder / "scan.tif")
+    Image.fromarray(noise[:100, :100]).save(folder / "scan2.png", format="TIFF")
+    Image.fromarray(noise[:100, :100]).save(folder / "logo.jpg", format="PNG")
     store = open_store(tmp_path / "store", create=True)
     index_catalog(tmp_path / "catalog", store, embedder, show_progress=False)
     store.close()
@@ -58,6 +60,13 @@ def test_cards_get_small_copies_of_large_photos(settings, embedder, tmp_path):
     tif = client.get("/images/bolsas/scan.tif", params={"size": "card"})
     assert tif.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(tif.content)).size == (200, 200)
+    # the format is told by the file's bytes, not its name: a TIFF named .png is a JPEG copy,
+    # a PNG named .jpg is sent as it is, as the PNG it is
+    for name, kind in (("scan2.png", "image/jpeg"), ("logo.jpg", "image/png")):
+        got = client.get(f"/images/bolsas/{name}")
+        assert got.headers["content-type"] == kind
+        assert Image.open(io.BytesIO(got.content)).format == kind.split("/")[1].upper()
+    assert client.get("/images/bolsas/logo.jpg").content == (folder / "logo.jpg").read_bytes()
 
     # the photo replaced in place (same name, new content): the card follows it
     red = np.random.default_rng(1).integers(0, 60, (600, 1200, 3), dtype=np.uint8)

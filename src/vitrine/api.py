@@ -27,7 +27,7 @@ from vitrine.embed import Embedder
 from vitrine.errors import CatalogError, ImageError, StoreError
 from vitrine.images import BROWSER_SUFFIXES, thumbnail_jpeg
 from vitrine.recommend import ProductNotFound
-from vitrine.service import NewProduct, VitrineService
+from vitrine.service import NewProduct, VitrineService, image_suffix
 from vitrine.store.base import Match, StoredProduct
 from vitrine.web import guards
 from vitrine.web.pages import image_url, install_pages, wants_html
@@ -254,12 +254,17 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 413 and wants_html(request):  # also one raised reading the form
+            return app.state.render_too_large(request)
         sentence = guards.http_error_sentence(exc.status_code, exc.detail,
                                               settings.max_upload_bytes)
         return error(request, exc.status_code, sentence, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if request.method == "POST" and request.url.path == "/search" and wants_html(request) \
+                and any(e["loc"][-1:] == ("image",) for e in exc.errors()):
+            return app.state.render_no_file(request)
         json_body = request.headers.get("content-type", "").startswith("application/json")
         return error(request, 422, guards.validation_sentence(exc, json_body=json_body))
 
@@ -328,8 +333,14 @@ def create_app(settings: Settings, store: str | Path, *,
         products' photos are reachable. ``no-cache`` with an ETag: a browser asks again each
         time and gets 304 until the photo is replaced."""
         path = service.image_path(product_id)
-        stat = path.stat()
-        shown = path.suffix.lower() in BROWSER_SUFFIXES
+        try:
+            stat = path.stat()
+            with open(path, "rb") as fh:  # its format from its bytes: a HEIC named .jpg
+                fmt = image_suffix(fh.read(256))
+        except OSError:
+            raise HTTPException(404, f"The photo of product {product_id!r} cannot be "
+                                     "read.") from None
+        shown = fmt in BROWSER_SUFFIXES
         as_is = shown and (size is None or stat.st_size <= SMALL_PHOTO_BYTES)
         kind = "" if as_is else "-card" if size else "-view"
         headers = {"Cache-Control": "no-cache",
@@ -337,7 +348,8 @@ def create_app(settings: Settings, store: str | Path, *,
         if headers["ETag"] in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         if as_is:
-            return FileResponse(path, headers=headers)
+            return FileResponse(path, headers=headers,
+                                media_type="image/" + ("jpeg" if fmt == ".jpg" else fmt[1:]))
         copy = card_copy if size else view_copy
         try:
             jpeg = copy(str(path), stat.st_mtime_ns, stat.st_size)
@@ -352,10 +364,6 @@ def create_app(settings: Settings, store: str | Path, *,
     app.include_router(_api_router(service, settings))
     install_pages(app, service, settings)
     _install_error_handlers(app, settings)
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST", "PATCH", "DELETE"],
-                           allow_headers=["Authorization"])
 
     def too_large_page(scope) -> Response | None:
         request = Request(scope)
@@ -364,5 +372,9 @@ def create_app(settings: Settings, store: str | Path, *,
     app.add_middleware(guards.BodyLimit, max_body=max_body,
                        upload_limit=settings.max_upload_bytes, page=too_large_page)
     app.add_middleware(guards.WriteGuard, api_key=settings.api_key)
+    if settings.cors_origins:  # around the guards: their refusals are readable cross-origin
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                           allow_headers=["Authorization"])
     app.add_middleware(guards.SecurityHeaders)
     return app

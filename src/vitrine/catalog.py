@@ -87,9 +87,10 @@ MAX_PRICE = 1e12
 
 def parse_price(text: str | None) -> float | None:
     """Read a price such as '129.90', '129,90', 'R$ 1.299,90', '1,299.90' or 'R$ 1.299'
-    (a dot or comma before exactly three digits groups thousands); blank means unknown.
-    Anything else (letters, signs, exponents, mixed-up separators) is refused."""
-    if text is None or not str(text).strip():
+    (a dot or comma before exactly three digits groups thousands); blank, or a text that says
+    the price is not published ('sob consulta'), means unknown. Anything else (letters, signs,
+    exponents, mixed-up separators) is refused."""
+    if text is None or not str(text).strip() or is_no_price(str(text)):
         return None
     number = _CURRENCY.sub("", str(text).strip().replace("\u00a0", " "))
     grouped = _GROUPED.match(number)
@@ -267,7 +268,7 @@ def _read_csv(csv_path: Path, root: Path, photos: list[Path]) -> list[Product]:
             if pid in seen:
                 raise ValueError(f"product_id {pid!r} appears twice")
             seen.add(pid)
-            price = None if is_no_price(f["price"]) else parse_price(f["price"])
+            price = parse_price(f["price"])
         except (ValueError, CatalogError) as exc:
             problems.append(f"line {row.line}: {str(exc).rstrip('.')}")
             continue

@@ -114,9 +114,11 @@ class VitrineService:
 
     def products(self, *, category: str | None, query: str | None, limit: int,
                  offset: int) -> tuple[list[StoredProduct], bool]:
-        """One page of products and whether another page follows."""
+        """One page of products and whether another page follows; ``query`` is read without
+        the spaces around it, as the page's search box is."""
         with self._store_lock:
-            found = self.store.list_products(category=category or None, query=query or None,
+            found = self.store.list_products(category=category or None,
+                                             query=(query or "").strip() or None,
                                              limit=limit + 1, offset=offset)
         return found[:limit], len(found) > limit
 

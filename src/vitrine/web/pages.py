@@ -79,10 +79,10 @@ class Pages:
             image_url=image_url, product_path=product_path, percent=percent, summary=summary,
             category_label=category_label, products_count=products_count)
 
-    @property
-    def max_mb(self) -> str:
-        """The upload limit in MB, as the pages write it."""
-        return f"{self.settings.max_upload_bytes / 1_000_000:g}"
+    def max_mb(self, lang: str) -> str:
+        """The upload limit in MB, as the page's language writes it ('0,3' in Portuguese)."""
+        mb = f"{self.settings.max_upload_bytes / 1_000_000:g}"
+        return mb.replace(".", ",") if lang == "pt" else mb
 
     def render(self, request: Request, name: str, lang: str, status: int = 200,
                **context: object) -> HTMLResponse:
@@ -91,7 +91,8 @@ class Pages:
         params = {k: v for k, v in request.query_params.items() if k != "lang"}
         # the path as the browser sent it (still encoded): a decoded id can hold '?' or '#'
         raw = request.scope.get("raw_path") or quote(request.url.path, safe="/").encode()
-        path = raw.decode("latin-1")
+        # one leading slash: '//other.site/x' would make the link leave for another site
+        path = "/" + raw.decode("latin-1").lstrip("/\\")
         if request.method == "POST":  # a photo's results: the search form, in the same scope
             params = {"category": context.get("category") or None}
         return self.templates.TemplateResponse(request, name, {
@@ -99,7 +100,7 @@ class Pages:
             "price": lambda v: format_price(v, lang),
             "switch_url": _url(path, other, **params),
             "max_bytes": self.settings.max_upload_bytes,
-            "max_mb": self.max_mb,
+            "max_mb": self.max_mb(lang),
             **context}, status_code=status)
 
     def error(self, request: Request, status: int, sentence: str) -> HTMLResponse:
@@ -108,7 +109,7 @@ class Pages:
         lang = pick_lang(request.query_params.get("lang"))
         t = TEXT[lang]
         key = ERROR_KEYS.get(status)
-        message = (t[key].format(mb=self.max_mb) if key
+        message = (t[key].format(mb=self.max_mb(lang)) if key
                    else sentence if lang == "en" else t["other_error"])
         return self.render(request, "error.html", lang, status, status_code=status,
                            message=message)
@@ -128,9 +129,19 @@ class Pages:
         lang = pick_lang(request.query_params.get("lang"))
         if request.url.path != "/search":
             return self.error(request, 413, "")
-        message = TEXT[lang]["too_large"].format(mb=self.max_mb)
+        return self._search_message(request, lang, 413,
+                                    TEXT[lang]["too_large"].format(mb=self.max_mb(lang)))
+
+    def no_file(self, request: Request) -> HTMLResponse:
+        """422 for a photo search whose form the framework refused: no photo chosen (a form
+        sent without JavaScript holds an empty file part)."""
+        lang = pick_lang(request.query_params.get("lang"))
+        return self._search_message(request, lang, 422, TEXT[lang]["no_file"])
+
+    def _search_message(self, request: Request, lang: str, status: int,
+                        message: str) -> HTMLResponse:
         return self.search_results(request, lang, request.query_params.get("fragment") == "1",
-                                   413, matches=None, message=message, guess=None,
+                                   status, matches=None, message=message, guess=None,
                                    guess_linked=False, category="")
 
 
@@ -210,3 +221,4 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
                                     category=category)
 
     app.state.render_too_large = pages.too_large
+    app.state.render_no_file = pages.no_file
