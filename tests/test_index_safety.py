@@ -192,9 +192,9 @@ def test_another_model_says_how_to_go_on(shop_a, embedder, tmp_path):
     text = str(refused.value)
     assert "different model" in text
     assert (f"(weights abababababab in the store, {embedder.manifest.weights_sha256[:12]} here; "
-            "embedding trained, imagenet+probs in the store, pretrained here)") in text
+            "embedding trained (imagenet+probs) in the store, pretrained here)") in text
     assert "; to use this model, index into a new --store with it" in text
-    assert text.endswith("or pass the --model this store was indexed with.")
+    assert text.endswith("or pass the --model (or VITRINE_MODEL) this store was indexed with.")
 
 
 def test_a_model_that_differs_only_in_normalisation_says_so(embedder):
@@ -347,3 +347,41 @@ def test_catalogue_photos_named_like_uploads_stay_the_catalogues(demo_catalog, s
         photo.unlink()
     report = index(Path(moved))
     assert (report["removed"], report["uploaded"], report["unchanged"]) == (2, 1, 4)
+
+
+def test_the_demo_never_replaces_or_deletes_a_store_it_did_not_make(shop_a, novidades, settings,
+                                                                     embedder, tmp_path):
+    """A user's store kept inside --out was the demo's to re-point at the demo catalogue (it
+    removed the user's products) or to delete for another model; an empty store folder was
+    refused; --out inside the catalogue made the figures products of the next run."""
+    from rich.console import Console
+
+    from vitrine.demo import DEMO_MARK, run_demo
+    from vitrine.errors import CatalogError, VitrineError
+
+    out = tmp_path / "out"
+    demo = settings.model_copy(update={"demo_train": False})
+    console = Console(record=True, width=200)
+    _index(novidades, out / "shop", embedder)
+    with pytest.raises(VitrineError, match="would remove 8 of them"):
+        run_demo(shop_a, out / "shop", out, demo, 2, console=console)
+    other = open_store(out / "other", create=True)  # made by another model
+    other.set_manifest(ModelManifest("x", "1" * 64, {}, 8))
+    other.close()
+    with pytest.raises(StoreError, match="different model"):
+        run_demo(shop_a, out / "other", out, demo, 2, console=console)
+    assert _state(out / "shop")[:2] == (8, str(novidades.resolve()))
+    assert (out / "other" / "vitrine.sqlite").exists()
+    assert not (out / "shop" / DEMO_MARK).exists()
+
+    (out / "store").mkdir()  # an empty folder: the demo's to fill
+    summary = run_demo(shop_a, out / "store", out, demo, 2, console=console)
+    assert summary["index"]["indexed"] == 16 and (out / "store" / DEMO_MARK).exists()
+    # its own store follows the demo catalogue
+    again = run_demo(novidades, out / "store", out, demo, 2, console=console)
+    assert again["index"]["indexed"] == 8 and again["index"]["removed"] == 16
+
+    inside = tmp_path / "cat"
+    shutil.copytree(shop_a, inside)
+    with pytest.raises(CatalogError, match="is inside the catalogue"):
+        run_demo(inside, out / "store", inside / "relogio_feminino", demo, 2, console=console)

@@ -14,10 +14,12 @@ from rich.console import Console
 from vitrine.config import Settings, cpu_only_note
 from vitrine.display import plain, results_table
 from vitrine.embed import Embedder
+from vitrine.errors import CatalogError
 from vitrine.indexer import index_catalog
 from vitrine.plots import plot_recommendations
 from vitrine.recommend import Recommender
 from vitrine.store import open_store, store_for, upload_folder
+from vitrine.store.embedded import DB_NAME
 
 
 def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, k: int,
@@ -28,16 +30,23 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     from vitrine.catalog import read_catalog
 
     read_catalog(catalog)
+    if Path(out_dir).resolve().is_relative_to(Path(catalog).resolve()):
+        raise CatalogError(f"--out {out_dir} is inside the catalogue {catalog}; its figures "
+                           "would be read as products next time. Put it outside.")
     if settings.model is None and settings.demo_train:
         settings = _trained(catalog, out_dir, settings, console)
     embedder = Embedder.from_settings(settings)
-    _drop_stale_store(store_dir, out_dir, embedder, console)
+    own = _own(store_dir, out_dir, catalog)
+    if own:
+        _drop_stale_store(store_dir, embedder, console)
     store = store_for(store_dir, settings, create=True)
     try:
+        if own:
+            (store_dir / DEMO_MARK).touch()
         report = index_catalog(catalog, store, embedder,
                                rules=embedder.duplicate_rules(),
                                uploads=upload_folder(store, settings.upload_dir),
-                               replace=_own(store_dir, out_dir))  # the demo's store: its catalogue
+                               replace=own)  # the demo's store follows its catalogue
         console.print(plain(f"Indexed {report.indexed}, updated {report.updated}, removed "
                             f"{report.removed}, unchanged {report.unchanged} in "
                             f"{report.seconds:.1f} s; {len(report.skipped)} skipped, "
@@ -88,18 +97,34 @@ def _trained(catalog: Path, out_dir: Path, settings: Settings,
     return settings.model_copy(update={"model": model_dir})
 
 
-def _own(store_dir: Path, out_dir: Path) -> bool:
-    """True for the demo's own store (inside ``out_dir``), never for a user's."""
-    return store_dir.resolve().is_relative_to(out_dir.resolve())
+DEMO_MARK = ".vitrine-demo"
+"""The file the demo leaves in the store it made: only such a store is the demo's to rebuild
+for another model or to point at another catalogue."""
 
 
-def _drop_stale_store(store_dir: Path, out_dir: Path, embedder: Embedder,
-                      console: Console) -> None:
-    """A demo store (inside ``out_dir``) made with another model than this run's (trained
-    or not) is rebuilt; a store elsewhere is the user's and is never deleted."""
+def _own(store_dir: Path, out_dir: Path, catalog: Path) -> bool:
+    """True for the demo's own store: inside ``out_dir`` and made by the demo (its mark), not
+    a store yet, or (made before the mark) at the demo's default place and indexed from this
+    catalogue. A user's store, even one kept inside ``out_dir``, is never the demo's."""
+    if not store_dir.resolve().is_relative_to(out_dir.resolve()):
+        return False
+    if (store_dir / DEMO_MARK).exists() or not (store_dir / DB_NAME).exists():
+        return True
+    if store_dir.resolve() != (out_dir / "store").resolve():
+        return False
+    store = open_store(store_dir)
+    try:
+        return store.catalog_folder() == str(Path(catalog).resolve())
+    finally:
+        store.close()
+
+
+def _drop_stale_store(store_dir: Path, embedder: Embedder, console: Console) -> None:
+    """The demo's own store made with another model than this run's (trained or not) is
+    rebuilt."""
     import shutil
 
-    if not (store_dir.is_dir() and _own(store_dir, out_dir)):
+    if not (store_dir / DB_NAME).exists():
         return
     store = open_store(store_dir)
     try:

@@ -38,7 +38,7 @@ class ModelManifest:
                 "normalisation": f"mean {prep.get('mean')}, std {prep.get('std')}",
                 "dimension": self.dim,
                 "embedding": "pretrained" if self.embedding == "pooled" else
-                f"trained, {self.embedding}"}
+                f"trained ({self.embedding.removeprefix('trained:')})"}
 
     def differences(self, other: ModelManifest) -> str:
         """What differs from ``other`` (this one is the store's), in words."""
@@ -57,5 +57,6 @@ def mismatch_error(location: object, stored: ModelManifest, current: ModelManife
         f"the store {location} was built with a different model than this run "
         f"({stored.differences(current)}); to use this model, index into a new --store with "
         "it (and search and serve that store with it), or pass "
-        + ("the --model this store was indexed with." if trained else
-           "the --weights and settings this store was indexed with (no --model)."))
+        + ("the --model (or VITRINE_MODEL) this store was indexed with." if trained else
+           "the --weights and settings this store was indexed with (no --model, and "
+           "VITRINE_MODEL unset)."))
