@@ -333,3 +333,20 @@ def test_a_new_network_reads_its_tapped_blocks_in_inference_mode(weights_path, d
     expected = torch.cat([pooled[18], pooled[10], pooled[17]], 1) * 10
     assert torch.allclose(got, expected, atol=1e-4)
     assert torch.allclose(again, expected, atol=1e-4)
+
+
+def test_a_weights_download_says_so_on_stderr_not_in_json_output(monkeypatch, capsys):
+    """torch.hub writes 'Downloading: …' to stdout: a first --json run without local weights
+    printed it before the JSON."""
+    from torchvision.models._api import WeightsEnum
+
+    from vitrine.models import _mobilenet_v2_download
+
+    def download(self, progress):
+        print('Downloading: "https://download.pytorch.org/models/mobilenet_v2.pth"')
+        return {"w": torch.zeros(1)}
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", download)
+    assert list(_mobilenet_v2_download()) == ["w"]
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("Downloading: ")

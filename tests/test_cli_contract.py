@@ -127,6 +127,10 @@ def test_plot_writes_figure(catalog, env, tmp_path):
     query = sorted((catalog / "x_bolsa_feminina").glob("*.jpg"))[0]
     run("search", "--store", store, "--plot", figure, query, env_extra=env)
     assert figure.stat().st_size > 10_000
+    blocked = run("search", "--store", store, "--plot", figure / "sub" / "f.png", query,
+                  check=False, env_extra=env)  # a file where its folder would be
+    assert blocked.returncode == 2
+    assert blocked.stderr.strip().endswith("(a file is in the way of its folder).")
 
 
 def test_user_errors_are_one_sentence(catalog, env, tmp_path):
@@ -183,6 +187,13 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     saved = f"Figure saved to {tmp_path / 'fig.png'}"
     assert len(saved) > 80 and saved in named.stdout.splitlines()  # piped: not wrapped at 80
     assert (tmp_path / "fig.png").is_file()
+    # a figure that cannot be written (a folder in its place) is one error; the next photo is
+    # still searched and plotted
+    (tmp_path / "figs" / "f-0.png").mkdir(parents=True)
+    blocked = run("search", "--store", store, "--json", "--plot", tmp_path / "figs" / "f.png",
+                  good, good, check=False, env_extra=env)
+    assert blocked.returncode == 2 and "cannot write the figure" in blocked.stderr
+    assert len(blocked.stdout.splitlines()) == 2 and (tmp_path / "figs" / "f-1.png").is_file()
 
 
 def test_a_file_name_that_is_not_utf8_is_skipped(catalog, env, tmp_path):
@@ -216,6 +227,11 @@ def test_every_command_help_renders():
         assert "Usage" in result.output
     store_help = runner.invoke(app, ["index", "--help"], terminal_width=200).output
     assert "milvus://HOST:PORT[/COLLECTION]" in store_help
+    # the usage lines name the arguments as the README does (not {images}, {dirs})
+    for name, argument in (("index", "{CATALOG_DIR}"), ("search", "{IMAGE}..."),
+                           ("dedupe", "{DIR}..."), ("similar", "{PRODUCT_ID}")):
+        usage = runner.invoke(app, [name, "--help"], terminal_width=200).output
+        assert f" {name} [OPTIONS] {argument}" in usage
 
 
 def test_a_finished_command_ignores_ctrl_c_while_python_shuts_down(small_store, monkeypatch,
@@ -289,6 +305,17 @@ def test_out_of_range_settings_are_one_sentence(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(VitrineError, match=f"^setting {name}='{re.escape(value)}': "):
         load_settings()
+
+
+def test_an_empty_folder_setting_means_its_default_not_the_current_folder(monkeypatch):
+    """``VITRINE_DEMO_STORE=`` wrote a store into whatever folder the command ran from."""
+    from vitrine.config import Settings, load_settings
+
+    for name in ("CACHE_DIR", "DEMO_STORE", "DEMO_OUT"):
+        monkeypatch.setenv(f"VITRINE_{name}", " ")
+    settings = load_settings()
+    for name in ("cache_dir", "demo_store", "demo_out"):
+        assert getattr(settings, name) == Settings.model_fields[name].default != Path(".")
 
 
 @pytest.mark.parametrize("value, origins", [

@@ -69,6 +69,9 @@ def test_manifest_guard_and_missing_store(mstore, tmp_path):
         open_store(f"milvus-lite://{tmp_path}/none.db")
     with pytest.raises(StoreError, match="ABSOLUTE"):
         open_store("milvus-lite://relative.db", create=True)
+    for address in ("milvus://host:abc", "milvus://host:99999", "milvus://[::1"):
+        with pytest.raises(StoreError, match="is not a Milvus address .*; use milvus://HOST"):
+            open_store(address)  # a ValueError traceback before
     other = open_store(f"milvus-lite://{tmp_path}/other.db", create=True)
     other.set_manifest(ModelManifest("x", "1" * 64, {}, 8))
     with pytest.raises(StoreError, match="different model"):

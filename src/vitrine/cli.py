@@ -40,7 +40,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 @app.command()
 def index(
     catalog_dir: Annotated[Path, typer.Argument(help="Catalogue folder (sub-folder per "
-                                                "category, optional products.csv).")],
+                                                "category, optional products.csv).",
+                                                metavar="CATALOG_DIR")],
     store: StoreOpt,
     weights: WeightsOpt = None,
     model: ModelOpt = None,
@@ -107,7 +108,7 @@ def index(
 
 @app.command()
 def search(
-    images: Annotated[list[Path], typer.Argument(help="Query photos.")],
+    images: Annotated[list[Path], typer.Argument(help="Query photos.", metavar="IMAGE")],
     store: StoreOpt,
     k: KOpt = 5,
     category: CategoryOpt = None,
@@ -142,14 +143,19 @@ def search(
                 out.print(guess.sentence(), markup=False)
         if plot is not None:
             target = plot if len(images) == 1 else plot.with_name(f"{plot.stem}-{i}{plot.suffix}")
-            save_plot(image, image.name, matches, target, as_json)
+            try:
+                save_plot(image, image.name, matches, target, as_json)
+            except VitrineError as exc:  # its results are out; the other photos still come
+                sys.stderr.write(f"error: {exc}\n")
+                failed += 1
     if failed:
         raise typer.Exit(2)
 
 
 @app.command()
 def similar(
-    product_id: Annotated[str, typer.Argument(help="Id of a product in the store.")],
+    product_id: Annotated[str, typer.Argument(help="Id of a product in the store.",
+                                                    metavar="PRODUCT_ID")],
     store: StoreOpt,
     k: KOpt = 5,
     category: CategoryOpt = None,
@@ -172,7 +178,8 @@ def similar(
 
 @app.command()
 def dedupe(
-    dirs: Annotated[list[Path], typer.Argument(help="Folders of photos to compare.")],
+    dirs: Annotated[list[Path], typer.Argument(help="Folders of photos to compare.",
+                                               metavar="DIR")],
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -193,8 +200,9 @@ def dedupe(
 
 @app.command()
 def migrate(
-    source: Annotated[str, typer.Argument(help="Store to copy from.")],
-    target: Annotated[str, typer.Argument(help="Store to copy into (created if needed).")],
+    source: Annotated[str, typer.Argument(help="Store to copy from.", metavar="SOURCE_STORE")],
+    target: Annotated[str, typer.Argument(help="Store to copy into (created if needed).",
+                                            metavar="TARGET_STORE")],
     as_json: JsonOpt = False,
 ) -> None:
     """Copy every product and vector from one store to another, without re-embedding.
@@ -247,7 +255,8 @@ def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
 def train(
     catalog_dir: Annotated[Path, typer.Argument(help="Catalogue folder (sub-folder per "
                                                 "category), or one split into train|treino, "
-                                                "val|validacao, test|teste folders.")],
+                                                "val|validacao, test|teste folders.",
+                                                metavar="CATALOG_DIR")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
@@ -272,7 +281,8 @@ def train(
 
 @app.command()
 def evaluate(
-    catalog_dir: Annotated[Path, typer.Argument(help="Labelled catalogue folder.")],
+    catalog_dir: Annotated[Path, typer.Argument(help="Labelled catalogue folder.",
+                                                   metavar="CATALOG_DIR")],
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     k: KOpt = 5,

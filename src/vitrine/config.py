@@ -103,6 +103,14 @@ class Settings(BaseSettings):
         ``VITRINE_DUP_EMBED_COSINE=`` leaves the model's own value."""
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("cache_dir", "demo_store", "demo_out", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value, info):
+        """``VITRINE_DEMO_STORE=`` (empty) means the default folder, not the current one."""
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[info.field_name].default
+        return value
+
     def training_choices(self, mode: str = "python") -> dict:
         """The ``train_*`` settings that decide what training produces (recorded in
         model.json, part of the training fingerprint): not ``train_cache_memory_mb``, which

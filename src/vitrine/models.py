@@ -50,9 +50,14 @@ def _mobilenet_v2() -> nn.Module:
 
 
 def _mobilenet_v2_download() -> dict:
+    import contextlib
+    import sys
+
     from torchvision.models import MobileNet_V2_Weights
 
-    return MobileNet_V2_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+    # torch.hub writes "Downloading: ..." to stdout, where --json output goes
+    with contextlib.redirect_stdout(sys.stderr):
+        return MobileNet_V2_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
 
 
 def _efficientnet_lite0() -> nn.Module:

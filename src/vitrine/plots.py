@@ -48,7 +48,9 @@ def _save(fig, out: Path) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=110)
     except OSError as exc:
-        raise VitrineError(f"cannot write the figure {out} ({exc.strerror}).") from None
+        why = "a file is in the way of its folder" if isinstance(
+            exc, FileExistsError | NotADirectoryError) else exc.strerror
+        raise VitrineError(f"cannot write the figure {out} ({why}).") from None
     finally:
         plt.close(fig)
     return out

@@ -111,10 +111,15 @@ def open_store(location: str | Path, *, create: bool = False, token: str = "",
     if text.startswith("milvus://"):
         from vitrine.store.milvus_store import MilvusStore
 
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+            port = parts.port or 19530  # raises on a port that is not a number up to 65535
+        except ValueError as exc:
+            raise StoreError(f"{text} is not a Milvus address ({exc}); use "
+                             "milvus://HOST:PORT[/COLLECTION].") from None
         if not parts.hostname:
             raise StoreError(f"{text}: use milvus://HOST:PORT[/COLLECTION].")
         collection = parts.path.strip("/") or DEFAULT_COLLECTION
-        uri = f"http://{parts.hostname}:{parts.port or 19530}"
+        uri = f"http://{parts.hostname}:{port}"
         return MilvusStore(uri, collection, location=text, token=token, create=create)
     return EmbeddedStore(Path(location), create=create, index_config=index_config)
