@@ -20,6 +20,7 @@ from vitrine.bench import (
     synthetic_chunks,
 )
 from vitrine.config import Settings
+from vitrine.errors import VitrineError
 
 CLI = [sys.executable, "-m", "vitrine.cli"]
 KEYS = {"p50_ms", "p99_ms", "recall_at_10", "build_seconds", "index_bytes", "rss_mb"}
@@ -91,3 +92,13 @@ def test_bench_images_whole_pipeline(small_catalog, settings):
     report = bench_images(small_catalog, settings.model_copy(update={"engine": "torch"}))
     assert report["embedded"] == report["photos"] == 48 and report["skipped"] == 0
     assert report["images_per_second"] > 0 and report["index_seconds"] > 0
+
+
+def test_bench_images_of_photos_none_can_read_is_an_error(settings, tmp_path):
+    """It reported 0.0 images/s and exited 0."""
+    (tmp_path / "cat").mkdir()
+    for name in ("a.jpg", "b.png"):
+        (tmp_path / "cat" / name).write_bytes(b"not a photo")
+    with pytest.raises(VitrineError, match=r"none of the 2 photos in .* could be embedded "
+                                           r"\(.*a\.jpg: .*\); nothing to measure"):
+        bench_images(tmp_path / "cat", settings)

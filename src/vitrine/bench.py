@@ -30,6 +30,7 @@ import numpy as np
 
 from vitrine.ann import IndexConfig, VectorIndex, build_index
 from vitrine.config import Settings
+from vitrine.errors import VitrineError
 
 CHUNK = 50_000
 
@@ -220,6 +221,10 @@ def bench_images(images: Path, settings: Settings, *, show_progress: bool = Fals
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     embedded = report.indexed + report.updated
+    if not embedded:
+        first = report.skipped[0] if report.skipped else {"path": images, "reason": "none"}
+        raise VitrineError(f"none of the {photos} photos in {images} could be embedded "
+                           f"({first['path']}: {first['reason']}); nothing to measure.")
     return {
         "photos": photos, "embedded": embedded, "skipped": len(report.skipped),
         "engine": settings.engine, "batch_size": settings.batch_size,
@@ -246,8 +251,6 @@ def run_bench(settings: Settings, *, items: int | None = None, images: Path | No
               show_progress: bool = False) -> dict:
     """The ``vitrine bench`` report: ``search`` for ``items``, ``embedding`` for ``images``,
     their headline figures also at the top level."""
-    from vitrine.errors import VitrineError
-
     if items is None and images is None:
         raise VitrineError("nothing to measure; pass --items N, --images DIR or both.")
     report: dict = {"machine": machine()}
