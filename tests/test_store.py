@@ -296,19 +296,27 @@ def test_migrate_refuses_to_mix_two_catalogues_in_one_store(tmp_path):
     between stores of one catalogue (a resumed one) goes ahead."""
     from vitrine.migrate import migrate_store
 
-    def made(name: str, folder: str, pid: str):
+    def made(name: str, folder: str | None, pid: str):
         s = open_store(tmp_path / name, create=True)
         s.set_manifest(MANIFEST)
-        s.set_catalog_folder(folder)
+        if folder is not None:
+            s.set_catalog_folder(folder)
         s.upsert([record(pid, unit(1, 0))])
         return s
 
     source, target = made("a", "/shops/a", "a1"), made("b", "/shops/b", "b1")
-    with pytest.raises(StoreError, match="holds products of the catalogue /shops/b"):
+    with pytest.raises(StoreError, match=r"holds products \(catalogue folder /shops/b\) and "
+                                         r".* another catalogue's \(folder /shops/a\)"):
         migrate_store(source, target, show_progress=False)
     assert [p.product_id for p in target.list_products()] == ["b1"]
+    # a store from before folders were recorded is no match either way
+    older = made("old", None, "o1")
+    for a, b in ((older, target), (source, older)):
+        with pytest.raises(StoreError, match="not recorded"):
+            migrate_store(a, b, show_progress=False)
+    assert [p.product_id for p in older.list_products()] == ["o1"]
     again = made("c", "/shops/a", "a0")
     assert migrate_store(source, again, show_progress=False) == 1
     assert [p.product_id for p in again.list_products()] == ["a0", "a1"]
-    for s in (source, target, again):
+    for s in (source, target, again, older):
         s.close()
