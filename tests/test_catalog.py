@@ -275,8 +275,8 @@ def test_image_cells_that_can_never_be_a_photo_are_table_problems(tmp_path):
         read_catalog(tmp_path)
     text = str(info.value)
     assert "4 problems" in text
-    assert "line 2: image 'bolsa/a.JPG' matches files that differ only in case (bolsa/A.jpg, " \
-        "bolsa/a.jpg)" in text
+    assert "line 2: image 'bolsa/a.JPG' matches files whose names differ only in case or " \
+        "accents' encoding (bolsa/A.jpg, bolsa/a.jpg)" in text
     assert "line 3: image 'bolsa' is a folder" in text
     assert "line 4: image 'products.csv' is not a photo file" in text
     assert "line 5: image 'C:\\fotos\\a.jpg' is a path on a Windows drive" in text
@@ -318,6 +318,24 @@ def test_accents_written_either_way_match_the_photo(tmp_path):
     products = read_catalog(tmp_path)
     assert [(p.product_id, p.unlisted) for p in products] == [("P1", False), ("P2", False)]
     assert products[0].image == tmp_path.resolve() / name
+
+
+def test_a_disk_that_finds_names_in_any_case_or_form_still_gives_one_product(tmp_path,
+                                                                             monkeypatch):
+    """A Mac's disk opens 'Bolsa/A.JPG' or a composed 'é' for the file 'bolsa/a.jpg' or a
+    decomposed one: the row must still take the scanned file, or that photo is a second,
+    unlisted product."""
+    import unicodedata
+
+    photo(tmp_path / "bolsa" / "a.jpg")
+    photo(tmp_path / unicodedata.normalize("NFD", "relógio/café.jpg"))
+    (tmp_path / "products.csv").write_text("id,image\nP1,Bolsa/A.JPG\nP2,relógio/café.jpg\n")
+    real = {unicodedata.normalize("NFC", str(p)).casefold() for p in tmp_path.resolve().rglob("*")}
+    exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self, **kw: exists(self, **kw) or unicodedata
+                        .normalize("NFC", str(self)).casefold() in real)
+    products = read_catalog(tmp_path)
+    assert [(p.product_id, p.unlisted) for p in products] == [("P1", False), ("P2", False)]
 
 
 def test_links_inside_the_catalogue_and_a_store_at_its_root_add_no_photos(tmp_path):

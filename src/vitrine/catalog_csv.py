@@ -163,10 +163,11 @@ def path_key(rel: str) -> str:
 
 def image_path(root: Path, text: str, same_but_case) -> Path:
     """The photo a row names, relative to ``root``: backslashes read as folder separators, and
-    a name that differs from a file's only in case or Unicode form found through
-    ``same_but_case`` (:func:`path_key` of the relative path → the files it matches). Raises
-    ``ValueError`` with the reason when the row can never name a usable photo; a file that is
-    simply missing is left for index to report (and to remove its product)."""
+    the photo found through ``same_but_case`` (:func:`path_key` of the relative path → the
+    scanned files it matches): the file of that exact name, or the one whose name differs only
+    in case or Unicode form. Raises ``ValueError`` with the reason when the row can never name
+    a usable photo; a file that is simply missing is left for index to report (and to remove
+    its product)."""
     if CONTROL.search(text):
         raise ValueError(f"image {text!r} holds a control character (such as a line break); "
                          "give photos names without them")
@@ -180,12 +181,15 @@ def image_path(root: Path, text: str, same_but_case) -> Path:
     full = Path(os.path.normpath(root / rel))
     if not full.is_relative_to(root) or full == root:
         raise ValueError(f"image {text!r} is outside the catalogue folder")
-    if not full.exists():
-        found = same_but_case(path_key(full.relative_to(root).as_posix()), [])
-        if len(found) > 1:
-            raise ValueError(f"image {text!r} matches files that differ only in case ("
-                             + ", ".join(f.relative_to(root).as_posix() for f in found) + ")")
-        full = found[0] if found else full
+    # the scanned file it names, as the scan spells it (a Mac's disk also finds a file by
+    # another case or Unicode form of its name: the row must still name the scanned path)
+    found = same_but_case(path_key(full.relative_to(root).as_posix()), [])
+    if full not in found and len(found) > 1:
+        raise ValueError(f"image {text!r} matches files whose names differ only in case or "
+                         "accents' encoding ("
+                         + ", ".join(f.relative_to(root).as_posix() for f in found) + ")")
+    if full not in found and found:
+        full = found[0]
     if full.is_dir():
         raise ValueError(f"image {text!r} is a folder, not a photo")
     if not is_image_path(full):
