@@ -374,6 +374,15 @@ def test_the_demo_never_replaces_or_deletes_a_store_it_did_not_make(shop_a, novi
     assert (out / "other" / "vitrine.sqlite").exists()
     assert not (out / "shop" / DEMO_MARK).exists()
 
+    # a store of the demo catalogue at the demo's place, but not made by the demo (or made
+    # before its mark): not deleted for another model either
+    legacy = tmp_path / "out2" / "store"
+    _index(shop_a, legacy, embedder)
+    with pytest.raises(StoreError, match="different model"):
+        run_demo(shop_a, legacy, legacy.parent, demo.model_copy(update={"resize": "pad"}), 2,
+                 console=console)
+    assert _state(legacy)[0] == 16 and not (legacy / DEMO_MARK).exists()
+
     (out / "store").mkdir()  # an empty folder: the demo's to fill
     summary = run_demo(shop_a, out / "store", out, demo, 2, console=console)
     assert summary["index"]["indexed"] == 16 and (out / "store" / DEMO_MARK).exists()

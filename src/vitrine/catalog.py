@@ -186,6 +186,14 @@ def scan_images(root: Path) -> list[Path]:
     return sorted(found)
 
 
+def refuse_out_inside(catalog: Path, out: Path) -> None:
+    """A CatalogError when ``out`` (``--out``, where figures go) is inside ``catalog``: its
+    figures would be read as photos of a category next time."""
+    if Path(out).expanduser().resolve().is_relative_to(Path(catalog).resolve()):
+        raise CatalogError(f"--out {out} is inside the catalogue {catalog}; its figures would "
+                           "be read as photos of a category next time. Put it outside.")
+
+
 def read_catalog(root: Path) -> list[Product]:
     """Read a catalogue folder into products.
 

@@ -6,6 +6,7 @@ text, so ``[brackets]`` in them are not rich markup."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -14,7 +15,6 @@ from rich.console import Console
 from vitrine.config import Settings, cpu_only_note
 from vitrine.display import plain, results_table
 from vitrine.embed import Embedder
-from vitrine.errors import CatalogError
 from vitrine.indexer import index_catalog
 from vitrine.plots import plot_recommendations
 from vitrine.recommend import Recommender
@@ -27,16 +27,14 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     """Index ``catalog`` into ``store_dir``; print and plot top-``k`` for one product per
     category into ``out_dir``; then, given a ``serve`` socket (``server.bind``), serve the web
     app on the store until interrupted. Returns a summary (also written as ``demo.json``)."""
-    from vitrine.catalog import read_catalog
+    from vitrine.catalog import read_catalog, refuse_out_inside
 
     read_catalog(catalog)
-    if Path(out_dir).resolve().is_relative_to(Path(catalog).resolve()):
-        raise CatalogError(f"--out {out_dir} is inside the catalogue {catalog}; its figures "
-                           "would be read as products next time. Put it outside.")
+    refuse_out_inside(catalog, out_dir)
     if settings.model is None and settings.demo_train:
         settings = _trained(catalog, out_dir, settings, console)
     embedder = Embedder.from_settings(settings)
-    own = _own(store_dir, out_dir, catalog)
+    own = _own(store_dir, out_dir)
     if own:
         _drop_stale_store(store_dir, embedder, console)
     store = store_for(store_dir, settings, create=True)
@@ -59,7 +57,7 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
             product, matches = rec.similar(first.product_id, k)
             console.print(results_table(
                 f"{category}: similar to {product.product_id} — {product.name}", matches))
-            figure = out_dir / f"similar-{category or 'uncategorised'}.png"
+            figure = out_dir / f"similar-{_file_name(category or 'uncategorised')}.png"
             plot_recommendations(product.image, product.name or product.product_id, matches,
                                  figure)
             same = sum(m.product.category == category for m in matches)
@@ -83,6 +81,11 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     return summary
 
 
+def _file_name(text: str) -> str:
+    """``text`` as part of a file name: what a file name cannot hold (a '/', a NUL) as '_'."""
+    return re.sub(r"[^\w.-]", "_", text)
+
+
 def _trained(catalog: Path, out_dir: Path, settings: Settings,
              console: Console) -> Settings:
     """Train on the demo catalogue, or reuse the model trained from the same photos and
@@ -102,21 +105,14 @@ DEMO_MARK = ".vitrine-demo"
 for another model or to point at another catalogue."""
 
 
-def _own(store_dir: Path, out_dir: Path, catalog: Path) -> bool:
-    """True for the demo's own store: inside ``out_dir`` and made by the demo (its mark), not
-    a store yet, or (made before the mark) at the demo's default place and indexed from this
-    catalogue. A user's store, even one kept inside ``out_dir``, is never the demo's."""
+def _own(store_dir: Path, out_dir: Path) -> bool:
+    """True for the demo's own store: inside ``out_dir`` and either made by the demo (its
+    mark) or not there yet (no folder, or an empty one). A user's store, or any folder of
+    theirs, is never the demo's, even inside ``out_dir``."""
     if not store_dir.resolve().is_relative_to(out_dir.resolve()):
         return False
-    if (store_dir / DEMO_MARK).exists() or not (store_dir / DB_NAME).exists():
-        return True
-    if store_dir.resolve() != (out_dir / "store").resolve():
-        return False
-    store = open_store(store_dir)
-    try:
-        return store.catalog_folder() == str(Path(catalog).resolve())
-    finally:
-        store.close()
+    return (store_dir / DEMO_MARK).exists() or not store_dir.exists() or (
+        store_dir.is_dir() and not any(store_dir.iterdir()))
 
 
 def _drop_stale_store(store_dir: Path, embedder: Embedder, console: Console) -> None:

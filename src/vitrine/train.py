@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitrine.catalog import Product, recategorised
+from vitrine.catalog import Product, recategorised, refuse_out_inside
 from vitrine.config import Settings
 from vitrine.errors import CatalogError, TrainingError, VitrineError
 from vitrine.images import Preprocessing
@@ -72,9 +72,7 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
     from vitrine.trained import staged_model_dir
 
     out, catalog = Path(out_dir).expanduser().resolve(), Path(catalog_dir).resolve()
-    if out.is_relative_to(catalog):
-        raise CatalogError(f"--out {out_dir} is inside the catalogue {catalog_dir}; its figures "
-                           "would be read as photos of a category next time. Put it outside.")
+    refuse_out_inside(catalog_dir, out_dir)
     if catalog.is_relative_to(out):
         raise CatalogError(f"the catalogue {catalog_dir} is inside --out {out_dir}; name a "
                            "model folder that does not hold the catalogue.")
@@ -155,7 +153,8 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     config["duplicates"] = duplicate_calibration(fit.outputs, caches, phash_of, split.groups,
                                                  settings, storage.zeros)
     digest = write_model(stage, net, config)
-    seconds["total"] = round(time.perf_counter() - started, 1)
+    test = _test_detail(fit.outputs, caches, classes, settings, storage.zeros)  # before the
+    seconds["total"] = round(time.perf_counter() - started, 1)  # cache is summed up below
     summary = {
         "model_dir": str(out_dir), "classes": classes, "weights_sha256": digest,
         "split": {**split.counts(), "source": split.source,
@@ -174,7 +173,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
         "history": fit.phase1.history + fit.phase2.history,
         "class_counts": {name: dict(sorted(Counter(classes[i] for i in c.labels.tolist())
                                            .items())) for name, c in caches.items()},
-        "test": _test_detail(fit.outputs, caches, classes, settings, storage.zeros),
+        "test": test,
         "seconds": seconds,
     }
     write_outputs(stage, summary)
