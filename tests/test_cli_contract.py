@@ -193,7 +193,10 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     blocked = run("search", "--store", store, "--json", "--plot", tmp_path / "figs" / "f.png",
                   good, good, check=False, env_extra=env)
     assert blocked.returncode == 2 and "cannot write the figure" in blocked.stderr
-    assert len(blocked.stdout.splitlines()) == 2 and (tmp_path / "figs" / "f-1.png").is_file()
+    answers = [json.loads(line) for line in blocked.stdout.splitlines()]
+    assert [len(a["results"]) for a in answers] == [5, 5] and "error" not in answers[1]
+    assert answers[0]["error"].startswith("cannot write the figure")
+    assert (tmp_path / "figs" / "f-1.png").is_file()
 
 
 def test_a_file_name_that_is_not_utf8_is_skipped(catalog, env, tmp_path):
@@ -294,8 +297,7 @@ def test_json_output_is_strict_json(capsys):
     ("VITRINE_TRAIN_SEED", "99999999999999999999999"), ("VITRINE_TRAIN_HEAD_UNITS", "100000000"),
     # these made every photo a duplicate or none (NaN compares false)
     ("VITRINE_DUP_EMBED_COSINE", "nan"), ("VITRINE_DUP_THUMB_COSINE", "-inf"),
-    ("VITRINE_DUP_MAX_COLOUR_DIFF", "nan"), ("VITRINE_DUP_MAX_COLOUR_DIFF", "-1"),
-    ("VITRINE_GUESS_MIN_PROBABILITY", "nan")])
+    ("VITRINE_DUP_MAX_COLOUR_DIFF", "nan"), ("VITRINE_DUP_MAX_COLOUR_DIFF", "-1")])
 def test_out_of_range_settings_are_one_sentence(monkeypatch, name, value):
     """Refused when read, before any photo (they used to fail after reading every photo, or
     train with a negative number of epochs)."""

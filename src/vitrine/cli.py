@@ -134,20 +134,23 @@ def search(
                             "error": str(exc)})
             failed += 1
             continue
-        if as_json:
-            print_json({"query": str(image), "results": [m.as_dict() for m in matches],
-                         "predicted_category": guess and guess.as_dict()})
-        else:
+        target = None if plot is None else plot if len(images) == 1 else \
+            plot.with_name(f"{plot.stem}-{i}{plot.suffix}")
+        if not as_json:
             out.print(results_table(f"Similar to {image}", matches))
             if guess is not None:
                 out.print(guess.sentence(), markup=False)
-        if plot is not None:
-            target = plot if len(images) == 1 else plot.with_name(f"{plot.stem}-{i}{plot.suffix}")
+        problem = None
+        if target is not None:
             try:
                 save_plot(image, image.name, matches, target, as_json)
-            except VitrineError as exc:  # its results are out; the other photos still come
+            except VitrineError as exc:  # its results stand; the other photos still come
                 sys.stderr.write(f"error: {exc}\n")
-                failed += 1
+                problem, failed = str(exc), failed + 1
+        if as_json:  # after the figure: a script sees which photo's figure failed
+            print_json({"query": str(image), "results": [m.as_dict() for m in matches],
+                         "predicted_category": guess and guess.as_dict(),
+                         **({"error": problem} if problem else {})})
     if failed:
         raise typer.Exit(2)
 

@@ -296,7 +296,7 @@ class Settings(BaseSettings):
     train_embedding_weight: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.8
     """Weight of the first part of a combined embedding layer (between 0 and 1)."""
 
-    guess_min_probability: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.7
+    guess_min_probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7
     """Below this probability a trained model's category guess for an uploaded photo is shown
     as not sure, with the next most likely category beside it (``sure: false`` in the API).
     Cross-validated on the demo catalogue (benchmarks/train_errors.py, ``by_confidence``), the

@@ -197,6 +197,23 @@ def write_model(out_dir: Path, net: TrainedNet, config: dict) -> str:
     return digest
 
 
+def _check_cosine(value: object) -> None:
+    """A ValueError unless ``value`` (the calibrated duplicate cosine) is None or what the
+    ``VITRINE_DUP_EMBED_COSINE`` setting accepts (NaN would make no photo a duplicate, -inf
+    every photo)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from vitrine.config import Cosine
+
+    if value is None:
+        return
+    try:
+        TypeAdapter(Cosine).validate_python(value)
+    except ValidationError:
+        raise ValueError(f"duplicates.embed_cosine {value!r} is not a finite number from 0 "
+                         "to 2") from None
+
+
 def load_model(model_dir: Path) -> TrainedModel:
     """Load a folder written by ``vitrine train``; raises WeightsError with one sentence."""
     model_dir = Path(model_dir).expanduser()
@@ -217,6 +234,7 @@ def load_model(model_dir: Path) -> TrainedModel:
                                 config.get("companion") or "", prep,
                                 [int(t) for t in config.get("taps") or []])
         layer = config["embedding"]["layer"]
+        _check_cosine((config.get("duplicates") or {}).get("embed_cosine"))
     except WeightsError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # e.g. a JSON list
