@@ -20,9 +20,9 @@ Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 Rate = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
 """A learning rate: above 0, at most 1 (larger ones only make the loss diverge)."""
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
-Cosine = Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)]
-"""A cosine-similarity threshold, finite (NaN would let nothing pass, -inf everything): from
-0, and above 1 when the rule should never hold (a calibration may say 1.008)."""
+Cosine = Annotated[float, Field(ge=-1.0, le=2.0, allow_inf_nan=False)]
+"""A cosine-similarity threshold, finite (NaN would let nothing pass): from -1 (every pair
+passes) to 2 (above 1 no pair does: a calibration may say 1.008)."""
 LAYER_PARTS = ("imagenet", "pooled", "hidden", "probs")
 """Outputs a trained model can embed with: 'imagenet' is the frozen pretrained pooled
 features, 'pooled' the fine-tuned pooled features, 'hidden' the head's dense layer (with a

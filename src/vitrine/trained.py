@@ -210,7 +210,7 @@ def _check_cosine(value: object) -> None:
     try:
         TypeAdapter(Cosine).validate_python(value)
     except ValidationError:
-        raise ValueError(f"duplicates.embed_cosine {value!r} is not a finite number from 0 "
+        raise ValueError(f"duplicates.embed_cosine {value!r} is not a finite number from -1 "
                          "to 2") from None
 
 
