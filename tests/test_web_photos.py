@@ -67,6 +67,11 @@ def test_cards_get_small_copies_of_large_photos(settings, embedder, tmp_path):
         assert got.headers["content-type"] == kind
         assert Image.open(io.BytesIO(got.content)).format == kind.split("/")[1].upper()
     assert client.get("/images/bolsas/logo.jpg").content == (folder / "logo.jpg").read_bytes()
+    # a byte range is served; a malformed Range header is ignored (RFC 9110), not a 400
+    part = client.get("/images/bolsas/logo.jpg", headers={"Range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == (folder / "logo.jpg").read_bytes()[:10]
+    whole = client.get("/images/bolsas/logo.jpg", headers={"Range": "bytes=abc"})
+    assert whole.status_code == 200 and whole.content == (folder / "logo.jpg").read_bytes()
 
     # the photo replaced in place (same name, new content): the card follows it
     red = np.random.default_rng(1).integers(0, 60, (600, 1200, 3), dtype=np.uint8)

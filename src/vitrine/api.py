@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,7 +19,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from vitrine import __version__
 from vitrine.catalog import MAX_PRICE, SIMILAR_SUFFIX, id_problem, parse_price
@@ -290,6 +293,23 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
         return response
 
 
+class PhotoFile(FileResponse):
+    """A photo file that ignores a malformed ``Range`` header and sends the whole file, as
+    RFC 9110 asks (Starlette answers it with a plain-text 400)."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        wanted = Headers(scope=scope).get("range")
+        if wanted is not None:
+            try:
+                self._parse_range_header(wanted, os.stat(self.path).st_size)
+            except MalformedRangeHeader:
+                scope = {**scope, "headers": [(k, v) for k, v in scope["headers"]
+                                              if k.lower() != b"range"]}
+            except RangeNotSatisfiable:  # Starlette's 416 stands
+                pass
+        await super().__call__(scope, receive, send)
+
+
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -348,7 +368,7 @@ def create_app(settings: Settings, store: str | Path, *,
         if headers["ETag"] in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         if as_is:
-            return FileResponse(path, headers=headers,
+            return PhotoFile(path, headers=headers,
                                 media_type="image/" + ("jpeg" if fmt == ".jpg" else fmt[1:]))
         copy = card_copy if size else view_copy
         try:
