@@ -176,6 +176,46 @@ def test_a_late_answer_does_not_replace_a_newer_search(page, base_url, outside_p
     assert page.problems == []
 
 
+def test_a_refused_file_is_the_newest_answer_and_shows_no_preview(page, base_url, outside_photo,
+                                                                  tmp_path):
+    """A photo too large, chosen while a search is on its way: the refusal stays (the late
+    answer replaced it) and the earlier photo's preview goes; a file the browser cannot show
+    leaves no broken image; a category chosen since the page was made is kept by the
+    language toggle."""
+    page.add_init_script("""(() => {
+        const realFetch = window.fetch;
+        let calls = 0;
+        window.fetch = async (...args) => {
+            const answer = await realFetch(...args);
+            if (++calls === 1) await new Promise(done => setTimeout(done, 2000));
+            return answer;
+        };
+    })()""")
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff" * 10_500_000)  # over the 10 MB limit
+    page.goto(base_url + "/search")
+    page.set_input_files("#photo", str(outside_photo))  # a search, answered late
+    page.set_input_files("#photo", str(big))
+    page.wait_for_timeout(3_000)  # until well after the first answer came back
+    assert "grande demais" in page.locator("#results [role=alert]").inner_text()
+    assert page.locator("#results li.card").count() == 0
+    assert not page.locator(".preview").is_visible()
+    assert page.locator("#results").get_attribute("aria-busy") is None
+
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"not a photo at all")
+    page.set_input_files("#photo", str(corrupt))
+    page.locator("#results [role=alert]").wait_for(timeout=30_000)
+    page.wait_for_function("() => document.querySelector('.preview').hidden", timeout=5_000)
+
+    page.select_option("#search-category", "relogio_masculino")
+    toggle = page.locator("a.lang-switch").get_attribute("href")
+    assert "category=relogio_masculino" in toggle and "lang=en" in toggle
+    page.select_option("#search-category", "")
+    assert "category" not in page.locator("a.lang-switch").get_attribute("href")
+    assert all("Failed to load resource" in p for p in page.problems)  # the 400, nothing else
+
+
 def test_long_words_fit_a_phone(browser, settings, small_store, embedder, small_catalog,
                                 tmp_path):
     """A 60-letter name, a long link in the description and a long category neither widen

@@ -209,6 +209,11 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
     assert "A foto é grande demais (limite de 0,3 MB)." in refused.text
     assert 'id="photo"' in refused.text  # the search page, ready for another photo
 
+    over = client.post("/search", headers=html, data={"category": rows[0]["category"]},
+                       files={"image": ("big.jpg", b"x" * 300_001, "image/jpeg")})
+    assert over.status_code == 413  # the form was read: its category is kept, as the toggle's
+    assert f'href="/search?category={rows[0]["category"]}&amp;lang=en"' in over.text
+
     def chunks():  # no Content-Length: refused while the form is read, the same page
         for _ in range(40):
             yield b"-" * 10_000

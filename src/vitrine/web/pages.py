@@ -123,14 +123,15 @@ class Pages:
         return self.render(request, "search.html", lang, status, active="search",
                            categories=self.service.categories(), **context)
 
-    def too_large(self, request: Request) -> HTMLResponse:
+    def too_large(self, request: Request, category: str = "") -> HTMLResponse:
         """413 for a page request: the search page says the photo is too large (whether the
         app or, from the Content-Length, the body guard refused it), other pages the error."""
         lang = pick_lang(request.query_params.get("lang"))
         if request.url.path != "/search":
             return self.error(request, 413, "")
         return self._search_message(request, lang, 413,
-                                    TEXT[lang]["too_large"].format(mb=self.max_mb(lang)))
+                                    TEXT[lang]["too_large"].format(mb=self.max_mb(lang)),
+                                    category)
 
     def no_file(self, request: Request) -> HTMLResponse:
         """422 for a photo search whose form the framework refused: no photo chosen (a form
@@ -138,11 +139,11 @@ class Pages:
         lang = pick_lang(request.query_params.get("lang"))
         return self._search_message(request, lang, 422, TEXT[lang]["no_file"])
 
-    def _search_message(self, request: Request, lang: str, status: int,
-                        message: str) -> HTMLResponse:
+    def _search_message(self, request: Request, lang: str, status: int, message: str,
+                        category: str = "") -> HTMLResponse:
         return self.search_results(request, lang, request.query_params.get("fragment") == "1",
                                    status, matches=None, message=message, guess=None,
-                                   guess_linked=False, category="")
+                                   guess_linked=False, category=category)
 
 
 def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> None:
@@ -215,7 +216,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         except HTTPException as exc:
             if exc.status_code != 413:
                 raise
-            return pages.too_large(request)
+            return pages.too_large(request, category)  # the form was read: keep its choice
         return pages.search_results(request, lang, fragment, status, matches=matches,
                                     message=message, guess=guess, guess_linked=linked,
                                     category=category)

@@ -40,6 +40,13 @@
     return (n ? [found.replace("{n}", n)] : []).concat(notes).join(" ");
   }
 
+  function hidePreview() {
+    preview.hidden = true;
+    previewImg.removeAttribute("src");
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = null;
+  }
+
   function showPreview(file) {
     if (previewUrl) URL.revokeObjectURL(previewUrl);
     previewUrl = URL.createObjectURL(file);
@@ -47,9 +54,33 @@
     preview.hidden = false;
   }
 
+  // A file the browser cannot show (not a photo, or a format it does not decode): no broken
+  // image beside the answer.
+  previewImg.addEventListener("error", function () {
+    if (previewImg.getAttribute("src")) hidePreview();
+  });
+
+  // A refusal before sending is the newest answer: a search still on its way is dropped.
+  function refuse(text) {
+    ++latest;
+    results.removeAttribute("aria-busy");
+    hidePreview();
+    showMessage(text, true);
+  }
+
+  // The language toggle keeps the category chosen since the page was made.
+  function keepCategoryInToggle() {
+    const link = document.querySelector("a.lang-switch");
+    if (!link || !category) return;
+    const url = new URL(link.href, window.location.href);
+    if (category.value) url.searchParams.set("category", category.value);
+    else url.searchParams.delete("category");
+    link.href = url.pathname + url.search;
+  }
+
   async function search(file) {
-    if (!file) { showMessage(form.dataset.noFile, true); return; }
-    if (file.size > maxBytes) { showMessage(form.dataset.tooLarge, true); return; }
+    if (!file) { refuse(form.dataset.noFile); return; }
+    if (file.size > maxBytes) { refuse(form.dataset.tooLarge); return; }
     const ticket = ++latest;
     showPreview(file);
     showMessage(form.dataset.searching, false);
@@ -87,6 +118,7 @@
   });
   // Another category searches the chosen photo again.
   if (category) category.addEventListener("change", function () {
+    keepCategoryInToggle();
     if (input.files[0]) search(input.files[0]);
   });
   ["dragenter", "dragover"].forEach(function (name) {
