@@ -74,6 +74,18 @@ def outside_photo(demo_catalog, small_catalog) -> Path:
     return demo_catalog / row["image"]
 
 
+FIRST_ANSWER_LATE = """(() => {
+    const realFetch = window.fetch;
+    let calls = 0;
+    window.fetch = async (...args) => {
+        const answer = await realFetch(...args);
+        if (++calls === 1) await new Promise(done => setTimeout(done, 2000));
+        return answer;
+    };
+})()"""
+"""A page script that holds the first search's answer back two seconds."""
+
+
 def _scores(texts: list[str]) -> list[int]:
     return [int(m.group(1)) for t in texts if (m := re.search(r"(\d+)% similar", t))]
 
@@ -156,15 +168,7 @@ def test_search_by_photo_with_the_file_picker(page, base_url, outside_photo):
 def test_a_late_answer_does_not_replace_a_newer_search(page, base_url, outside_photo):
     """The first search (every category) answers after the second (one category) has: the
     results stay those of the second."""
-    page.add_init_script("""(() => {
-        const realFetch = window.fetch;
-        let calls = 0;
-        window.fetch = async (...args) => {
-            const answer = await realFetch(...args);
-            if (++calls === 1) await new Promise(done => setTimeout(done, 2000));
-            return answer;
-        };
-    })()""")
+    page.add_init_script(FIRST_ANSWER_LATE)
     page.goto(base_url + "/search")
     page.set_input_files("#photo", str(outside_photo))  # search 1: every category (late)
     page.select_option("#search-category", "relogio_masculino")  # search 2
@@ -182,15 +186,7 @@ def test_a_refused_file_is_the_newest_answer_and_shows_no_preview(page, base_url
     answer replaced it) and the earlier photo's preview goes; a file the browser cannot show
     leaves no broken image; a category chosen since the page was made is kept by the
     language toggle."""
-    page.add_init_script("""(() => {
-        const realFetch = window.fetch;
-        let calls = 0;
-        window.fetch = async (...args) => {
-            const answer = await realFetch(...args);
-            if (++calls === 1) await new Promise(done => setTimeout(done, 2000));
-            return answer;
-        };
-    })()""")
+    page.add_init_script(FIRST_ANSWER_LATE)
     big = tmp_path / "big.jpg"
     big.write_bytes(b"\xff" * 10_500_000)  # over the 10 MB limit
     page.goto(base_url + "/search")
