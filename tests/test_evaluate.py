@@ -38,3 +38,19 @@ def test_average_precision_at_k():
 def test_per_label():
     out = per_label(precision_at_k, QUERIES, RETRIEVED, 3)
     assert out == {"a": pytest.approx(2 / 3), "b": pytest.approx(1 / 3)}
+
+
+def test_a_query_with_nothing_to_find_is_not_scored():
+    """The only photo of its category has no relevant result: it is left out of the means
+    (it scored 0 / 0 / 0 and pulled every mean down), and its category shows no score."""
+    import numpy as np
+
+    from vitrine.model_eval import retrieval_metrics
+
+    vecs = np.eye(4, dtype=np.float32)[[0, 0, 1, 1, 2]] + 0.01
+    labels = ["a", "a", "b", "b", "solo"]
+    out = retrieval_metrics(vecs, labels, vecs, labels, 1, leave_one_out=True)
+    assert (out["n_queries"], out["without_relevant"]) == (4, 1)
+    assert (out["precision"], out["recall"], out["map"]) == (1.0, 1.0, 1.0)
+    assert out["per_category"]["solo"] == {"precision": None, "recall": None, "map": None}
+    assert out["per_category"]["a"]["recall"] == 1.0

@@ -29,13 +29,14 @@ def test_per_class_precision_recall_f1():
     prf = per_class_prf(confusion_matrix(TRUE, PRED, ["a", "b", "c", "d"]), ["a", "b", "c", "d"])
     # a: predicted a twice, both right (P=1); 2 of 3 a's found (R=2/3); F1 = 0.8
     assert prf["a"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8,
-                                      "support": 3})
+                                      "support": 3, "predicted": 2})
     # b: predicted b twice, one right (P=1/2), 1 of 2 found (R=1/2)
     assert prf["b"]["precision"] == pytest.approx(0.5)
     assert prf["b"]["recall"] == pytest.approx(0.5)
     # c: predicted twice, one right (P=1/2); the one c found (R=1); F1 = 2/3
     assert prf["c"]["f1"] == pytest.approx(2 / 3)
-    assert prf["d"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert prf["d"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0,
+                        "predicted": 0}
     assert macro_f1(prf) == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
 
 
@@ -54,10 +55,9 @@ def test_retrieval_metrics_leave_one_out():
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     labels = ["a", "a", "b"]
     m = retrieval_metrics(vecs, labels, vecs, labels, 1, leave_one_out=True)
-    # a→a, a→a, b→(a): P@1 = 2/3; recall: a's find their 1 relevant item, b has none
-    assert m["precision"] == pytest.approx(2 / 3, abs=1e-4)
-    assert m["recall"] == pytest.approx(2 / 3, abs=1e-4)
-    assert m["per_category"]["b"]["precision"] == 0.0
+    # a→a, a→a: P@1 = R@1 = 1; b has nothing of its own to find: not scored
+    assert m["precision"] == pytest.approx(1.0) and m["recall"] == pytest.approx(1.0)
+    assert m["per_category"]["b"]["precision"] is None and m["without_relevant"] == 1
 
 
 def test_a_class_without_test_photos_is_shown_as_untested_not_as_zero():
@@ -67,7 +67,9 @@ def test_a_class_without_test_photos_is_shown_as_untested_not_as_zero():
 
     report = classification_report(["a", "a", "b"], ["a", "a", "b"], ["a", "b", "c"])
     assert report["macro_f1"] == 1.0 and report["per_class"]["c"]["support"] == 0
-    assert prf_cells(report["per_class"]["c"]) == ["0.000", "—", "—", "0"]
+    assert prf_cells(report["per_class"]["c"]) == ["—", "—", "—", "0"]  # nothing predicted c
+    predicted = classification_report(["a", "b"], ["a", "c"], ["a", "b", "c"])["per_class"]
+    assert prf_cells(predicted["c"]) == ["0.000", "—", "—", "0"]  # predicted, always wrong
     assert prf_cells(report["per_class"]["a"]) == ["1.000", "1.000", "1.000", "2"]
     assert untested_line(report["per_class"]).startswith("Not tested (no test photo")
     assert ": c;" in untested_line(report["per_class"])

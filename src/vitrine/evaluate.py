@@ -83,8 +83,8 @@ def confusion_matrix(y_true: Sequence, y_pred: Sequence, labels: Sequence) -> np
 
 
 def per_class_prf(matrix: np.ndarray, labels: Sequence) -> dict:
-    """Precision, recall, F1 and support per label from a confusion matrix (0 where a ratio
-    has no denominator)."""
+    """Precision, recall, F1, support and how many photos were predicted as it, per label
+    from a confusion matrix (0 where a ratio has no denominator)."""
     matrix = np.asarray(matrix, dtype=float)
     tp = np.diag(matrix)
     predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
@@ -94,7 +94,7 @@ def per_class_prf(matrix: np.ndarray, labels: Sequence) -> dict:
         r = tp[i] / actual[i] if actual[i] else 0.0
         f1 = 2 * p * r / (p + r) if p + r else 0.0
         out[label] = {"precision": float(p), "recall": float(r), "f1": float(f1),
-                      "support": int(actual[i])}
+                      "support": int(actual[i]), "predicted": int(predicted[i])}
     return out
 
 

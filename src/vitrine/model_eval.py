@@ -31,7 +31,9 @@ def retrieval_metrics(index_vecs: np.ndarray, index_labels: Sequence[str],
     """P@k, R@k and mAP@k of category retrieval, overall and per category.
 
     With ``leave_one_out`` the queries are the index itself and each query's own row is
-    skipped.
+    skipped. A query with nothing of its category to find (the only photo of its category)
+    has no score: it is left out of the means (``without_relevant`` counts them), and a
+    category of such queries only scores None.
     """
     import faiss
 
@@ -44,19 +46,22 @@ def retrieval_metrics(index_vecs: np.ndarray, index_labels: Sequence[str],
         ids = [[j for j in row if j != q][:k] for q, row in enumerate(ids)]
     retrieved = [[index_labels[j] for j in row if j >= 0] for row in ids]
     counts = Counter(index_labels)
-    relevant = [counts[q] - extra for q in query_labels]
+    scored = [i for i, q in enumerate(query_labels) if counts[q] - extra > 0]
+    labels = [query_labels[i] for i in scored]
+    retrieved = [retrieved[i] for i in scored]
+    relevant = [counts[q] - extra for q in labels]
     metrics = {"precision": precision_at_k, "recall": recall_at_k,
                "map": average_precision_at_k}
-    out: dict = {"n_queries": len(query_labels)}
+    out: dict = {"n_queries": len(labels), "without_relevant": len(query_labels) - len(labels)}
     for name, fn in metrics.items():
         kwargs = {} if name == "precision" else {"relevant_counts": relevant}
-        out[name] = round(fn(query_labels, retrieved, k, **kwargs), 4)
-    per_cat: dict = {}
+        out[name] = round(fn(labels, retrieved, k, **kwargs), 4) if labels else None
+    per_cat: dict = {q: dict.fromkeys(metrics) for q in query_labels}
     for name, fn in metrics.items():
         kwargs = {} if name == "precision" else {"relevant_counts": relevant}
-        for cat, value in per_label(fn, query_labels, retrieved, k, **kwargs).items():
-            per_cat.setdefault(cat, {})[name] = round(value, 4)
-    out["per_category"] = per_cat
+        for cat, value in per_label(fn, labels, retrieved, k, **kwargs).items():
+            per_cat[cat][name] = round(value, 4)
+    out["per_category"] = dict(sorted(per_cat.items()))
     return out
 
 

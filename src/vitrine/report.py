@@ -55,19 +55,21 @@ def classification_report(y_true: Sequence[str], y_pred: Sequence[str],
 
 def prf_cells(v: dict) -> list[str]:
     """Precision, recall, F1 and support of one class as table cells; a class with no test
-    photo has no recall or F1 ("—", not a score of 0)."""
+    photo has no recall or F1, one no photo was predicted as no precision ("—", not a score
+    of 0)."""
     untested = v["support"] == 0
-    return [f"{v['precision']:.3f}", "—" if untested else f"{v['recall']:.3f}",
+    return ["—" if v.get("predicted") == 0 else f"{v['precision']:.3f}",
+            "—" if untested else f"{v['recall']:.3f}",
             "—" if untested else f"{v['f1']:.3f}", str(v["support"])]
 
 
-def untested_line(per_class: dict) -> str | None:
-    """A sentence naming the classes without a test photo, or None."""
+def untested_line(per_class: dict,
+                  why: str = "no test photo; too few photos to spare one") -> str | None:
+    """A sentence naming the classes without a test photo (``why``), or None."""
     names = [name for name, v in per_class.items() if v["support"] == 0]
     if not names:
         return None
-    return (f"Not tested (no test photo; too few photos to spare one): {', '.join(names)}; "
-            "macro F1 leaves them out.")
+    return f"Not tested ({why}): {', '.join(names)}; macro F1 leaves them out."
 
 
 def misclassified(products: Sequence, labels: Sequence[int], probs: np.ndarray,
@@ -141,7 +143,8 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}%"
 
 
-def _num(x: float | None) -> str:
+def score_text(x: float | None) -> str:
+    """A score to three decimals; "—" for one there is none of."""
     return "—" if x is None else f"{x:.3f}"
 
 
@@ -225,8 +228,8 @@ def markdown_report(summary: dict) -> str:
     for m, title in rows:
         tr, te = m.get("train", {}), m.get("test", {})
         lines.append(f"| Vitrine ({len(summary['classes'])} categories) | {title} | "
-                     f"{_pct(tr.get('acc'))} | {_num(tr.get('loss'))} | "
-                     f"{_pct(te.get('acc'))} | {_num(te.get('loss'))} |")
+                     f"{_pct(tr.get('acc'))} | {score_text(tr.get('loss'))} | "
+                     f"{_pct(te.get('acc'))} | {score_text(te.get('loss'))} |")
     lines += ["", "Train metrics are on the un-augmented training photos in evaluation mode; "
               "losses are plain cross-entropy. The reference only reported test accuracy.", ""]
     if refit:
@@ -299,5 +302,6 @@ def _retrieval_lines(retrieval: dict | None) -> list[str]:
              f"| layer | P@{k} | R@{k} | mAP@{k} |", "|---|---|---|---|"]
     for layer, m in retrieval["layers"].items():
         lines.append(f"| {layer}{' (pretrained)' if layer == 'imagenet' else ''} | "
-                     f"{m['precision']:.3f} | {m['recall']:.3f} | {m['map']:.3f} |")
+                     f"{score_text(m['precision'])} | {score_text(m['recall'])} | "
+                     f"{score_text(m['map'])} |")
     return lines + [""]

@@ -10,6 +10,7 @@ from vitrine.report import (
     conflict_lines,
     prf_cells,
     recategorised_lines,
+    score_text,
     unreadable_lines,
     untested_line,
 )
@@ -88,9 +89,13 @@ def evaluation_tables(report: dict) -> list:
         for name in models:
             m = report["retrieval"][name]
             v = m if cat is None else m["per_category"][cat]
-            cells.append(f"{v['precision']:.3f} / {v['recall']:.3f} / {v['map']:.3f}")
+            cells.append(" / ".join(score_text(v[key]) for key in ("precision", "recall", "map")))
         table.add_row(plain(cat) if cat is not None else Text("all", style="bold"), *cells)
     out.append(table)
+    unscored = report["retrieval"][models[0]].get("without_relevant")
+    if unscored:
+        out.append(plain(f"Not scored ('—'): {unscored} queries whose category has no other "
+                         "photo to find."))
     cls = report.get("classification")
     if cls and cls.get("unknown_categories"):
         out.append(plain(f"Not classified: {cls['unscored_photos']} photos of categories the "
@@ -108,7 +113,7 @@ def evaluation_tables(report: dict) -> list:
         for name, v in cls["per_class"].items():
             prf.add_row(plain(name), *prf_cells(v))
         out.append(prf)
-        untested = untested_line(cls["per_class"])
+        untested = untested_line(cls["per_class"], "no photo of theirs among those evaluated")
         if untested:
             out.append(plain(untested))
         wrong = cls.get("misclassified") or []
