@@ -48,6 +48,8 @@ VIEW_SIDE = 2048
 """Longest side of the copy sent for a photo in a format browsers cannot show (TIFF, HEIC)."""
 VIEW_COPIES_KEPT = 64
 """Such copies kept in memory (a few hundred KB each)."""
+FORMATS_KEPT = 100_000
+"""Photo formats remembered per file version (a hundred bytes or so each)."""
 
 
 class ProductOut(BaseModel):
@@ -342,6 +344,12 @@ def create_app(settings: Settings, store: str | Path, *,
     def view_copy(path: str, mtime_ns: int, nbytes: int) -> bytes:
         return thumbnail_jpeg(Path(path), VIEW_SIDE, settings.max_image_pixels)
 
+    @functools.lru_cache(maxsize=FORMATS_KEPT)
+    def photo_format(path: str, mtime_ns: int, nbytes: int) -> str:
+        """The photo's format from its first bytes (a HEIC named .jpg), once per version."""
+        with open(path, "rb") as fh:
+            return image_suffix(fh.read(256))
+
     @app.get("/images/{product_id:path}", tags=["images"],
              response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
     def product_image(product_id: str, request: Request,
@@ -355,8 +363,7 @@ def create_app(settings: Settings, store: str | Path, *,
         path = service.image_path(product_id)
         try:
             stat = path.stat()
-            with open(path, "rb") as fh:  # its format from its bytes: a HEIC named .jpg
-                fmt = image_suffix(fh.read(256))
+            fmt = photo_format(str(path), stat.st_mtime_ns, stat.st_size)
         except OSError:
             raise HTTPException(404, f"The photo of product {product_id!r} cannot be "
                                      "read.") from None
@@ -369,7 +376,7 @@ def create_app(settings: Settings, store: str | Path, *,
             return Response(status_code=304, headers=headers)
         if as_is:
             return PhotoFile(path, headers=headers,
-                                media_type="image/" + ("jpeg" if fmt == ".jpg" else fmt[1:]))
+                             media_type="image/" + ("jpeg" if fmt == ".jpg" else fmt[1:]))
         copy = card_copy if size else view_copy
         try:
             jpeg = copy(str(path), stat.st_mtime_ns, stat.st_size)
