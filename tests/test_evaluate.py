@@ -54,3 +54,15 @@ def test_a_query_with_nothing_to_find_is_not_scored():
     assert (out["precision"], out["recall"], out["map"]) == (1.0, 1.0, 1.0)
     assert out["per_category"]["solo"] == {"precision": None, "recall": None, "map": None}
     assert out["per_category"]["a"]["recall"] == 1.0
+    # the terminal table shows '—' for it and says why
+    from rich.console import Console
+
+    from vitrine.train_display import evaluation_tables
+
+    console = Console(record=True, width=120)
+    for part in evaluation_tables({"k": 1, "protocol": "leave-one-out", "queries": 5,
+                                   "index": 5, "retrieval": {"pretrained": out}}):
+        console.print(part)
+    text = console.export_text()
+    assert "— / — / —" in text
+    assert "Not scored ('—'): 1 queries with nothing of their category" in text

@@ -207,6 +207,10 @@ def test_a_refused_file_is_the_newest_answer_and_shows_no_preview(page, base_url
     page.select_option("#search-category", "relogio_masculino")
     toggle = page.locator("a.lang-switch").get_attribute("href")
     assert "category=relogio_masculino" in toggle and "lang=en" in toggle
+    page.goto(base_url + "/")  # and back: the browser restores the choice, without an event
+    page.go_back()
+    assert page.locator("#search-category").input_value() == "relogio_masculino"
+    assert "category=relogio_masculino" in page.locator("a.lang-switch").get_attribute("href")
     page.select_option("#search-category", "")
     assert "category" not in page.locator("a.lang-switch").get_attribute("href")
     assert all("Failed to load resource" in p for p in page.problems)  # the 400, nothing else

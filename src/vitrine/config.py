@@ -21,8 +21,8 @@ Rate = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
 """A learning rate: above 0, at most 1 (larger ones only make the loss diverge)."""
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 Cosine = Annotated[float, Field(ge=-1.0, le=2.0, allow_inf_nan=False)]
-"""A cosine-similarity threshold, finite (NaN would let nothing pass): from -1 (every pair
-passes) to 2 (above 1 no pair does: a calibration may say 1.008)."""
+"""A cosine-similarity threshold, finite (NaN would let no pair pass): from -1 (no pair fails
+it) to 2 (above 1 no pair passes: a calibration may say 1.008)."""
 LAYER_PARTS = ("imagenet", "pooled", "hidden", "probs")
 """Outputs a trained model can embed with: 'imagenet' is the frozen pretrained pooled
 features, 'pooled' the fine-tuned pooled features, 'hidden' the head's dense layer (with a

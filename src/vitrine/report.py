@@ -304,4 +304,13 @@ def _retrieval_lines(retrieval: dict | None) -> list[str]:
         lines.append(f"| {layer}{' (pretrained)' if layer == 'imagenet' else ''} | "
                      f"{score_text(m['precision'])} | {score_text(m['recall'])} | "
                      f"{score_text(m['map'])} |")
+    unscored = next(iter(retrieval["layers"].values()), {}).get("without_relevant")
+    if unscored:
+        lines += ["", unscored_note(unscored)]
     return lines + [""]
+
+
+def unscored_note(count: int) -> str:
+    """The sentence on the retrieval queries left out of the means."""
+    return (f"Not scored ('—'): {count} queries with nothing of their category among the "
+            "photos searched.")

@@ -12,6 +12,7 @@ from vitrine.report import (
     recategorised_lines,
     score_text,
     unreadable_lines,
+    unscored_note,
     untested_line,
 )
 
@@ -94,8 +95,7 @@ def evaluation_tables(report: dict) -> list:
     out.append(table)
     unscored = report["retrieval"][models[0]].get("without_relevant")
     if unscored:
-        out.append(plain(f"Not scored ('—'): {unscored} queries whose category has no other "
-                         "photo to find."))
+        out.append(plain(unscored_note(unscored)))
     cls = report.get("classification")
     if cls and cls.get("unknown_categories"):
         out.append(plain(f"Not classified: {cls['unscored_photos']} photos of categories the "

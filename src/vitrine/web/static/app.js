@@ -121,6 +121,9 @@
     keepCategoryInToggle();
     if (input.files[0]) search(input.files[0]);
   });
+  // A browser that restores the form (Back, reload) sets the category without a change event.
+  keepCategoryInToggle();
+  window.addEventListener("pageshow", keepCategoryInToggle);
   ["dragenter", "dragover"].forEach(function (name) {
     form.addEventListener(name, function (event) {
       event.preventDefault();
