@@ -183,6 +183,13 @@ def test_a_metadata_edit_keeps_the_index_and_moves_the_category_filter(store):
 def test_missing_store_and_writer_lock(tmp_path, store):
     with pytest.raises(StoreError, match="no Vitrine store"):
         open_store(tmp_path / "nothing")
+    # an empty vitrine.sqlite (a failed copy): refused by readers, not given a schema
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "vitrine.sqlite").write_bytes(b"")
+    with pytest.raises(StoreError, match="vitrine.sqlite is empty"):
+        open_store(tmp_path / "empty")
+    assert (tmp_path / "empty" / "vitrine.sqlite").stat().st_size == 0
+    open_store(tmp_path / "empty", create=True).close()  # index may fill it
     store.lock_for_writing()
     other = open_store(store.root)
     with pytest.raises(StoreError, match="another process"):

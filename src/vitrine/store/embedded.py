@@ -81,6 +81,9 @@ class EmbeddedStore:
         self.index_config = index_config or IndexConfig.defaults()
         self.location = str(root)
         db_path = self.root / DB_NAME
+        if not create and db_path.is_file() and db_path.stat().st_size == 0:
+            raise StoreError(f"{db_path} is empty: no Vitrine store was written there (a copy "
+                             "that failed?); index into it, or restore it.")
         if not db_path.exists():
             if not create:
                 raise StoreError(f"no Vitrine store at {self.root}; create one with "
