@@ -193,8 +193,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     def add_product(
         image: ImageParam,
         response: Response,
-        product_id: Annotated[str, Form(min_length=1, max_length=200,
-                                        pattern=r"^[^\x00-\x1f\x7f]+$")],
+        product_id: Annotated[str, Form(min_length=1, max_length=200)],
         name: Annotated[str, Form(max_length=300)] = "",
         category: Annotated[str, Form(max_length=200)] = "",
         price: Annotated[str, Form(max_length=40, description="e.g. 129.90 or "

@@ -31,14 +31,11 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
                          "new store.")
     theirs, ours = target.catalog_folder(), source.catalog_folder()
     if theirs != ours and target.count():  # one not recorded (an older store) is no match
-
-        def named(folder: str | None) -> str:
-            return folder if folder is not None else "not recorded"
-
         raise StoreError(f"the store {target.location} holds products (catalogue folder "
-                         f"{named(theirs)}) and {source.location} another catalogue's (folder "
-                         f"{named(ours)}); mixed in one store, the next index of either "
-                         "catalogue would remove the other's products. Copy into a new store.")
+                         f"{theirs or 'not recorded'}) and {source.location} another "
+                         f"catalogue's (folder {ours or 'not recorded'}); mixed in one store, "
+                         "the next index of either catalogue would remove the other's "
+                         "products. Copy into a new store.")
     target.lock_for_writing()
     if existing is None:
         target.set_manifest(manifest)

@@ -153,8 +153,9 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     config["duplicates"] = duplicate_calibration(fit.outputs, caches, phash_of, split.groups,
                                                  settings, storage.zeros)
     digest = write_model(stage, net, config)
-    test = _test_detail(fit.outputs, caches, classes, settings, storage.zeros)  # before the
-    seconds["total"] = round(time.perf_counter() - started, 1)  # cache is summed up below
+    # before the summary sums up what the cache allocated: the report's vectors are in it
+    test = _test_detail(fit.outputs, caches, classes, settings, storage.zeros)
+    seconds["total"] = round(time.perf_counter() - started, 1)
     summary = {
         "model_dir": str(out_dir), "classes": classes, "weights_sha256": digest,
         "split": {**split.counts(), "source": split.source,
