@@ -95,6 +95,29 @@ def test_health_docs_and_security_headers(client):
     assert "delete" in paths["/api/products/{product_id}"]
 
 
+def test_405_names_every_method_of_the_address_and_head_answers_like_get(writable, rows):
+    client = writable[0]
+    pid = rows[0]["product_id"]
+    addresses = ["/api/products", f"/api/products/{pid}", f"/api/products/{pid}/similar",
+                 "/api/search", "/healthz", f"/images/{pid}", "/", "/search",
+                 f"/products/{pid}"]
+    for path in addresses:
+        refused = client.put(path, headers={"Authorization": f"Bearer {KEY}"})
+        assert refused.status_code == 405, path
+        allowed = refused.headers["allow"].split(", ")
+        for method in allowed:  # each method named works there (or refuses the empty request)
+            assert client.request(method, path).status_code != 405, (path, method)
+        if "GET" in allowed:
+            assert "HEAD" in allowed, path
+            got, head = client.get(path), client.head(path)
+            assert head.status_code == got.status_code == 200 and head.content == b"", path
+            assert head.headers["content-type"] == got.headers["content-type"], path
+    assert set(client.put("/api/products").headers["allow"].split(", ")) == {
+        "GET", "HEAD", "POST"}
+    assert set(client.put(f"/api/products/{pid}").headers["allow"].split(", ")) == {
+        "GET", "HEAD", "PATCH", "DELETE"}
+
+
 def test_list_products_filters_and_pages(client, rows):
     first = client.get("/api/products", params={"limit": 5}).json()
     second = client.get("/api/products", params={"limit": 5, "offset": 5}).json()
@@ -221,6 +244,10 @@ def test_search_errors(client, small_catalog, rows):
         assert r.status_code == 422
     missing = client.post("/api/search")
     assert missing.status_code == 422 and "'image'" in missing.json()["detail"]
+    as_text = client.post("/api/search", data={"image": "photo.jpg"})  # a form without a file
+    assert as_text.status_code == 422
+    assert as_text.json()["detail"] == ("Invalid form field 'image': send a file there (a part "
+                                        "with a file name), not text.")
 
     for junk in (b"this is not a photo", b"", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, photo[:300]):
         r = client.post("/api/search", files=_upload(junk))
@@ -245,6 +272,15 @@ def test_search_errors(client, small_catalog, rows):
     chunked = client.post("/api/search", content=chunks(),
                           headers={"Content-Type": "multipart/form-data; boundary=b"})
     assert chunked.status_code == 413 and chunked.json()["detail"].endswith("MB.")
+
+
+def test_a_text_field_over_1_mb_is_one_sentence(writable, small_catalog, rows):
+    client, _ = writable  # the default 10 MB upload limit lets a 1 MB field through
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    r = client.post("/api/search", files=_upload(photo), data={"category": "x" * 1_100_000})
+    assert r.status_code == 400
+    assert r.json()["detail"] == ("A form field other than the photo is longer than 1 MB; "
+                                  "send less text in it.")
 
 
 def test_default_upload_limit_is_10_mb(settings, small_store, embedder):

@@ -18,7 +18,9 @@ from fastapi import UploadFile as Upload
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat
+from starlette import routing
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
@@ -249,7 +251,8 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     return router
 
 
-def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
+def _install_error_handlers(app: FastAPI, settings: Settings,
+                            routes: list[routing.BaseRoute]) -> None:
     def error(request: Request, status: int, sentence: str,
               headers: dict | None = None) -> Response:
         if wants_html(request):
@@ -262,7 +265,11 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
             return app.state.render_too_large(request)
         sentence = guards.http_error_sentence(exc.status_code, exc.detail,
                                               settings.max_upload_bytes)
-        return error(request, exc.status_code, sentence, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # Starlette names only the first route at this address
+            headers = {**(headers or {}),
+                       "Allow": ", ".join(_allowed_methods(routes, request.scope))}
+        return error(request, exc.status_code, sentence, headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -309,6 +316,27 @@ class PhotoFile(FileResponse):
             except RangeNotSatisfiable:  # Starlette's 416 stands
                 pass
         await super().__call__(scope, receive, send)
+
+
+def _add_head_routes(router: APIRouter) -> None:
+    """HEAD beside each GET route (uptime monitors, link checkers), kept out of OpenAPI,
+    which would list the operation twice."""
+    for route in list(router.routes):
+        if isinstance(route, APIRoute) and route.methods == {"GET"}:
+            router.add_api_route(route.path.removeprefix(router.prefix), route.endpoint,
+                                 methods=["HEAD"],
+                                 response_model=route.response_model,
+                                 response_class=route.response_class,
+                                 include_in_schema=False)
+
+
+def _allowed_methods(routes: list[routing.BaseRoute], scope) -> list[str]:
+    """Every method one of ``routes`` answers at the request's address."""
+    methods: set[str] = set()
+    for route in routes:
+        if route.matches(scope)[0] is not routing.Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 def _sentence(text: str) -> str:
@@ -384,12 +412,13 @@ def create_app(settings: Settings, store: str | Path, *,
                                      "read.") from None
         return Response(jpeg, media_type="image/jpeg", headers=headers)
 
-    for path, endpoint in (("/healthz", healthz), ("/images/{product_id:path}", product_image)):
-        # HEAD for uptime monitors and link checkers, kept out of OpenAPI (one operation id)
-        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
-    app.include_router(_api_router(service, settings))
+    api = _api_router(service, settings)
+    for router in (app.router, api):
+        _add_head_routes(router)
+    app.include_router(api)
     install_pages(app, service, settings)
-    _install_error_handlers(app, settings)
+    # FastAPI keeps an included router's routes apart from the app's own
+    _install_error_handlers(app, settings, [*app.router.routes, *api.routes])
 
     def too_large_page(scope) -> Response | None:
         request = Request(scope)

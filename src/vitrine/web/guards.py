@@ -158,6 +158,9 @@ def http_error_sentence(status: int, detail: object, upload_limit: int) -> str:
     """One sentence for an HTTP error, replacing framework defaults such as 'Not Found'."""
     if status == 413:
         return too_large_sentence(upload_limit)
+    if status == 400 and str(detail).startswith("Part exceeded maximum size"):  # Starlette's
+        return ("A form field other than the photo is longer than 1 MB; send less text in "
+                "it.")
     if isinstance(detail, str) and detail and detail != HTTPStatus(status).phrase:
         return detail
     return {404: "There is nothing at this address.",
@@ -186,4 +189,7 @@ def validation_sentence(exc: RequestValidationError, *, json_body: bool = False)
     # a field's own name, not the part of a union (price: number or text) that failed
     name = loc[1] if len(loc) > 1 else "request"
     message = str(first.get("msg", "is not valid")).rstrip(".")
+    if "Expected UploadFile" in message:  # text sent where a file belongs
+        return (f"Invalid {where} '{name}': send a file there (a part with a file name), "
+                "not text.")
     return f"Invalid {where} '{name}': {message[:1].lower()}{message[1:]}."
