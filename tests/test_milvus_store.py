@@ -18,7 +18,7 @@ from vitrine.catalog import Product
 from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
 from vitrine.migrate import migrate_store
-from vitrine.store import open_store
+from vitrine.store import DEFAULT_COLLECTION, milvus_server, open_store
 
 try:
     import milvus_lite  # noqa: F401
@@ -69,9 +69,13 @@ def test_manifest_guard_and_missing_store(mstore, tmp_path):
         open_store(f"milvus-lite://{tmp_path}/none.db")
     with pytest.raises(StoreError, match="ABSOLUTE"):
         open_store("milvus-lite://relative.db", create=True)
-    for address in ("milvus://host:abc", "milvus://host:99999", "milvus://[::1"):
+    for address in ("milvus://host:abc", "milvus://host:99999", "milvus://[::1",
+                    "milvus://host:0"):
         with pytest.raises(StoreError, match="is not a Milvus address .*; use milvus://HOST"):
-            open_store(address)  # a ValueError traceback before
+            open_store(address)  # a ValueError traceback before; port 0 became 19530
+    assert milvus_server("milvus://[::1]:19531/shop") == ("http://[::1]:19531", "shop")
+    assert milvus_server("milvus://Milvus.local") == ("http://milvus.local:19530",
+                                                      DEFAULT_COLLECTION)
     other = open_store(f"milvus-lite://{tmp_path}/other.db", create=True)
     other.set_manifest(ModelManifest("x", "1" * 64, {}, 8))
     with pytest.raises(StoreError, match="different model"):
@@ -183,7 +187,7 @@ def test_ids_with_quotes_backslashes_and_accents(mstore, monkeypatch):
 HOLDER = """
 import sys
 import threading
-from vitrine.store import open_store
+from vitrine.store import DEFAULT_COLLECTION, milvus_server, open_store
 store = open_store(sys.argv[1], create=True)
 store.set_catalog_folder("/catalogue")
 print("ready", flush=True)

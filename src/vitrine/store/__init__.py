@@ -111,15 +111,24 @@ def open_store(location: str | Path, *, create: bool = False, token: str = "",
     if text.startswith("milvus://"):
         from vitrine.store.milvus_store import MilvusStore
 
-        try:
-            parts = urlsplit(text)
-            port = parts.port or 19530  # raises on a port that is not a number up to 65535
-        except ValueError as exc:
-            raise StoreError(f"{text} is not a Milvus address ({exc}); use "
-                             "milvus://HOST:PORT[/COLLECTION].") from None
-        if not parts.hostname:
-            raise StoreError(f"{text}: use milvus://HOST:PORT[/COLLECTION].")
-        collection = parts.path.strip("/") or DEFAULT_COLLECTION
-        uri = f"http://{parts.hostname}:{port}"
+        uri, collection = milvus_server(text)
         return MilvusStore(uri, collection, location=text, token=token, create=create)
     return EmbeddedStore(Path(location), create=create, index_config=index_config)
+
+
+def milvus_server(text: str) -> tuple[str, str]:
+    """The server URI and the collection of a ``milvus://HOST[:PORT][/COLLECTION]``
+    address (port 19530 when none is written); StoreError with one sentence otherwise."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises on a port that is not a number up to 65535
+        if port == 0:
+            raise ValueError("port 0 is no server's port")
+    except ValueError as exc:
+        raise StoreError(f"{text} is not a Milvus address ({exc}); use "
+                         "milvus://HOST:PORT[/COLLECTION].") from None
+    if not parts.hostname:
+        raise StoreError(f"{text}: use milvus://HOST:PORT[/COLLECTION].")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    collection = parts.path.strip("/") or DEFAULT_COLLECTION
+    return f"http://{host}:{port or 19530}", collection
