@@ -72,6 +72,9 @@ def test_catalogue_pages_filters_and_languages(client, rows):
     found = client.get("/", params={"q": target["name"][:15]}).text
     assert target["name"].replace("'", "&#39;") in found
     assert "Nenhum produto encontrado." in client.get("/", params={"q": "zzzz"}).text
+    past_q = client.get("/", params={"q": "relogio", "page": 3}).text  # one match in all
+    assert "Não há produtos nesta página." in past_q and 'href="/?q=relogio">Ir para' in past_q
+    assert 'rel="prev"' not in past_q  # page 2, as empty, was offered before
 
     english = client.get("/", params={"lang": "en", "category": "salto_feminino"}).text
     assert '<html lang="en">' in english and "Catalogue" in english and "6 products" in english
@@ -358,6 +361,9 @@ def test_counts_pages_and_accent_free_search_read_well(settings, small_store, em
     assert "Page 5 of 1" in past_en and "There are no products on this page." in past_en
     assert '<a href="/?category=avulso&amp;lang=en">Go to page 1</a>' in past_en
     assert "Nenhum produto encontrado." in client.get("/", params={"q": "zzzz"}).text
+    past_q = client.get("/", params={"q": "relogio", "page": 3}).text  # one match in all
+    assert "Não há produtos nesta página." in past_q and 'href="/?q=relogio">Ir para' in past_q
+    assert 'rel="prev"' not in past_q  # page 2, as empty, was offered before
     for query in ("relogio dourado", "RELÓGIO", " relogio "):  # the API as the page
         found = client.get("/", params={"q": query}).text
         assert "Relógio Dourado" in found, query
