@@ -226,10 +226,12 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
     assert streamed.status_code == 413 and 'id="photo"' in streamed.text
     assert "A foto é grande demais (limite de 0,3 MB)." in streamed.text
     # no photo chosen: a form sent without JavaScript holds an empty file part
-    empty = client.post("/search", headers=html, data={"category": ""},
+    kind = rows[0]["category"]
+    empty = client.post("/search", headers=html, data={"category": kind},
                         files={"image": ("", b"", "application/octet-stream")})
     assert empty.status_code == 422 and "Escolha uma foto antes de buscar." in empty.text
     assert 'id="photo"' in empty.text
+    assert f'<option value="{kind}" selected>' in empty.text  # the category stays chosen
     # a path that starts with '//' names another site in a link: the language toggle of its
     # 404 page stays on this one
     lost = client.get("http://testserver//evil.example/x", headers=html)

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 from starlette import routing
-from starlette.datastructures import Headers
+from starlette.datastructures import FormData, Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
@@ -275,7 +275,10 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         if request.method == "POST" and request.url.path == "/search" and wants_html(request) \
                 and any(e["loc"][-1:] == ("image",) for e in exc.errors()):
-            return app.state.render_no_file(request)
+            form = exc.body if isinstance(exc.body, FormData) else FormData()
+            category = form.get("category")
+            return app.state.render_no_file(request, category if isinstance(category, str)
+                                            else "")
         json_body = request.headers.get("content-type", "").startswith("application/json")
         return error(request, 422, guards.validation_sentence(exc, json_body=json_body))
 

@@ -133,11 +133,11 @@ class Pages:
                                     TEXT[lang]["too_large"].format(mb=self.max_mb(lang)),
                                     category)
 
-    def no_file(self, request: Request) -> HTMLResponse:
+    def no_file(self, request: Request, category: str = "") -> HTMLResponse:
         """422 for a photo search whose form the framework refused: no photo chosen (a form
-        sent without JavaScript holds an empty file part)."""
+        sent without JavaScript holds an empty file part); ``category`` stays chosen."""
         lang = pick_lang(request.query_params.get("lang"))
-        return self._search_message(request, lang, 422, TEXT[lang]["no_file"])
+        return self._search_message(request, lang, 422, TEXT[lang]["no_file"], category)
 
     def _search_message(self, request: Request, lang: str, status: int, message: str,
                         category: str = "") -> HTMLResponse:
