@@ -95,3 +95,19 @@ def test_large_fractions_leave_each_category_a_training_photo():
     assert [names[i] for i in range(3)].count("train") == 1  # all three left training before
     assert sorted(names[:3]) == ["test", "train", "val"]
     assert names[3:].count("train") >= 1
+
+
+def test_a_small_category_of_duplicate_pairs_keeps_a_training_photo():
+    """A pair fits a target of one plus one, so pairs used to fill validation and test and
+    leave a three- or four-photo category nothing to train on (it vanished from the
+    classes)."""
+    cases = [(["s"] * 3 + ["b"] * 20, [[0, 1]]), (["s"] * 4 + ["b"] * 20, [[0, 1], [2, 3]]),
+             (["s"] * 5 + ["b"] * 20, [[0, 1], [2, 3]])]
+    for labels, groups in cases:
+        for seed in range(30):
+            names = group_split(labels, groups, 0.15, 0.15, seed)
+            small = [n for n, label in zip(names, labels, strict=True) if label == "s"]
+            assert "train" in small, (labels.count("s"), seed, small)
+            assert small.count("train") < len(small)  # some still held out
+            for group in groups:
+                assert len({names[i] for i in group}) == 1
