@@ -8,6 +8,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+# shop text is literal: "R$ 99 por R$ 79" is no formula between two '$' (it raised)
+matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 
 from vitrine.errors import ImageError, VitrineError  # noqa: E402
