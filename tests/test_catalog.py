@@ -320,6 +320,22 @@ def test_accents_written_either_way_match_the_photo(tmp_path):
     assert products[0].image == tmp_path.resolve() / name
 
 
+def test_a_category_written_with_either_accent_form_is_one_category(tmp_path):
+    """Folders copied from a Mac (decomposed accents) next to others, or a table saved by
+    Excel (composed ones), name one category: training made two classes "Relógio"."""
+    import unicodedata
+
+    composed, decomposed = "Relógio", unicodedata.normalize("NFD", "Relógio")
+    photo(tmp_path / decomposed / "a.jpg")
+    photo(tmp_path / composed / "b.jpg")
+    assert {p.category for p in read_catalog(tmp_path)} == {composed}
+    (tmp_path / "products.csv").write_text(f"image,category\n{decomposed}/a.jpg,{composed}\n"
+                                           f"{composed}/b.jpg,{decomposed}\n")
+    products = read_catalog(tmp_path)
+    assert [p.category for p in products] == [composed, composed]
+    assert recategorised(products) == []  # not "moved" to the category it is in
+
+
 def test_a_disk_that_finds_names_in_any_case_or_form_still_gives_one_product(tmp_path,
                                                                              monkeypatch):
     """A Mac's disk opens 'Bolsa/A.JPG' or a composed 'é' for the file 'bolsa/a.jpg' or a

@@ -327,3 +327,24 @@ def test_migrate_refuses_to_mix_two_catalogues_in_one_store(tmp_path):
     assert [p.product_id for p in again.list_products()] == ["a0", "a1"]
     for s in (source, target, again, older):
         s.close()
+
+
+def test_a_category_filter_in_either_accent_form_finds_the_category(tmp_path):
+    """A terminal on a Mac types "Relógio" decomposed; the store holds it composed."""
+    import unicodedata
+
+    from vitrine.config import Settings
+    from vitrine.recommend import Recommender
+
+    composed, decomposed = "Relógio", unicodedata.normalize("NFD", "Relógio")
+    s = open_store(tmp_path / "store", create=True)
+    s.set_manifest(MANIFEST)
+    s.upsert([record("a", unit(1, 0), category=decomposed), record("b", unit(1, 0.3)),
+              record("c", unit(1, 0.5), category=composed)])
+    assert s.categories() == {composed: 2, "c": 1}  # stored in one form
+    rec = Recommender(s, Settings())
+    for typed in (composed, decomposed):
+        assert [m.product.product_id for m in rec.search_vector(unit(1, 0), 5, typed)] == [
+            "a", "c"]
+        assert [m.product.product_id for m in rec.similar("a", 5, typed)[1]] == ["c"]
+    s.close()

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,12 @@ keeps 62 hex digits: 64 characters, as the stores' column allows): `vitrine inde
 such products alone; the mark survives `vitrine migrate`."""
 
 
+def category_form(category: str) -> str:
+    """A category in one Unicode form (NFC): a folder copied from a Mac spells "Relógio" as
+    "o" and a combining accent, a table saved by Excel as "ó"; both are one category."""
+    return unicodedata.normalize("NFC", category)
+
+
 @dataclass
 class Product:
     """One catalogue entry. ``image`` is the photo's absolute path."""
@@ -47,6 +54,10 @@ class Product:
     folder_category: str = ""
     """The photo's folder, when the product table gives the product another category (the
     table's wins); empty otherwise."""
+
+    def __post_init__(self) -> None:
+        self.category = category_form(self.category)
+        self.folder_category = category_form(self.folder_category)
 
     def metadata(self) -> dict:
         """Everything except the image path, as plain JSON-able values."""
@@ -129,7 +140,7 @@ def stratified_split(products: list[Product], test_fraction: float,
 
 
 def _category_of(rel: Path) -> str:
-    return rel.parts[0] if len(rel.parts) > 1 else ""
+    return category_form(rel.parts[0]) if len(rel.parts) > 1 else ""
 
 
 STORE_MARKERS = ("vitrine.sqlite", "model.json")
@@ -286,7 +297,8 @@ def _read_csv(csv_path: Path, root: Path, photos: list[Path]) -> list[Product]:
             product_id=pid, image=image, category=f["category"] or folder,
             name=f["name"] or rel.stem, price=price, description=f["description"],
             attributes=row.extra,
-            folder_category=folder if f["category"] not in ("", folder) else ""))
+            folder_category=folder if category_form(f["category"]) not in ("", folder)
+            else ""))
     if problems:
         raise csv_report(csv_path, problems)
     return products

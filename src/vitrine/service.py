@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitrine.catalog import Product
+from vitrine.catalog import Product, category_form
 from vitrine.config import Settings
 from vitrine.embed import CategoryGuess, Embedder, decode
 from vitrine.errors import StoreError
@@ -117,7 +117,7 @@ class VitrineService:
         """One page of products and whether another page follows; ``query`` is read without
         the spaces around it, as the page's search box is."""
         with self._store_lock:
-            found = self.store.list_products(category=category or None,
+            found = self.store.list_products(category=category_form(category or "") or None,
                                              query=(query or "").strip() or None,
                                              limit=limit + 1, offset=offset)
         return found[:limit], len(found) > limit
