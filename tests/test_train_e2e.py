@@ -214,7 +214,7 @@ def test_one_training_at_a_time_per_model_folder(tmp_path):
 
     out = tmp_path / "m"
     with staged_model_dir(out) as stage:
-        (stage / "model.json").write_text("{}")
+        (stage / "model.json").write_text('{"format": "vitrine-trained-model/1"}')
         with pytest.raises(VitrineError, match="another `vitrine train` is writing"), \
                 staged_model_dir(out):
             pass
@@ -224,6 +224,33 @@ def test_one_training_at_a_time_per_model_folder(tmp_path):
     with pytest.raises(RuntimeError), staged_model_dir(tmp_path / "new"):
         raise RuntimeError("failed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_another_tools_model_json_is_not_a_model_folder_and_stale_stages_go(tmp_path):
+    """A TensorFlow.js folder (its own model.json) was replaced as if it were a model; the
+    hidden stage a killed run (SIGKILL) left beside --out is removed by the next run to that
+    folder, and only that folder's."""
+    from vitrine.errors import VitrineError
+    from vitrine.trained import staged_model_dir
+
+    tfjs = tmp_path / "tfjs"
+    tfjs.mkdir()
+    (tfjs / "model.json").write_text('{"format": "layers-model", "modelTopology": {}}')
+    with pytest.raises(VitrineError, match="holds other files"), staged_model_dir(tfjs):
+        pass
+    assert (tfjs / "model.json").read_text().startswith('{"format": "layers-model"')
+
+    out = tmp_path / "m"
+    stale = tmp_path / ".m.k3x_9a0z.partial"  # mkdtemp's kind of name
+    others = [tmp_path / ".m.x.k3x_9a0z.partial",  # another folder's (--out m.x) stage
+              tmp_path / ".mm.k3x_9a0z.partial"]
+    for folder in (stale, *others):
+        folder.mkdir()
+        (folder / "checkpoint.pt").write_bytes(b"x" * 10)
+    with staged_model_dir(out) as stage:
+        (stage / "model.json").write_text('{"format": "vitrine-trained-model/1"}')
+        assert not stale.exists() and all(p.is_dir() for p in others)
+    assert all((p / "checkpoint.pt").is_file() for p in others)
 
 
 def test_imagenet_layer_is_the_pretrained_embedder(trained, embedder):

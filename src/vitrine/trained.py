@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -108,7 +109,7 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
     if not created:
         if not out_dir.is_dir():
             raise VitrineError(f"--out {out_dir} is a file; name a folder for the model.")
-        if any(out_dir.iterdir()) and not (out_dir / CONFIG_FILE).is_file():
+        if any(out_dir.iterdir()) and not _is_model_dir(out_dir):
             raise VitrineError(f"--out {out_dir} holds other files; name a new or empty "
                                "folder, or a model folder to replace.")
         if not os.access(out_dir, os.W_OK | os.X_OK):
@@ -122,6 +123,12 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
                            f"({exc.strerror or exc}).") from None
     stage = None
     try:
+        own = re.compile(rf"\.{re.escape(out_dir.name)}\.[a-z0-9_]{{8}}\.partial")
+        for stale in out_dir.parent.iterdir():
+            if own.fullmatch(stale.name) and stale.is_dir():
+                # a run to this folder killed outright (SIGKILL, out of memory) left it;
+                # the lock says no such run is alive (mkdtemp's names: 8 of [a-z0-9_])
+                shutil.rmtree(stale, ignore_errors=True)
         try:
             stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
                                           dir=out_dir.parent))
@@ -147,6 +154,17 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
         raise
     finally:
         os.close(lock)
+
+
+def _is_model_dir(folder: Path) -> bool:
+    """``folder`` holds a Vitrine model (another tool's ``model.json``, TensorFlow.js's, is
+    not one: its files are not ours to replace)."""
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and str(config.get("format", "")).startswith(
+        FORMAT.split("/")[0] + "/")
 
 
 def _lock_model_dir(out_dir: Path) -> int:
