@@ -123,6 +123,27 @@ def test_sigkill_during_index_keeps_work_and_rerun_completes(demo_catalog, weigh
     assert info["products"] == total
 
 
+def test_sigterm_during_index_stops_cleanly_with_143(demo_catalog, weights_path, tmp_path):
+    """`timeout`, `kill` or a container stopping send SIGTERM: the index stops as after a
+    Ctrl+C (one line, no traceback) with the status such a stop has, keeping its work."""
+    catalog = copy_subset(demo_catalog, tmp_path / "catalog", 25)
+    store = tmp_path / "store"
+    env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
+    proc = subprocess.Popen([*CLI, "index", catalog, "--store", store, "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    deadline = time.monotonic() + 300
+    while _count(store) == 0 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, stderr
+    assert stderr.rstrip().endswith("terminated.") and "Traceback" not in stderr
+    kept = _count(store)
+    rerun = _cli("index", catalog, "--store", store, "--json", env=env)
+    assert rerun.returncode == 0 and json.loads(rerun.stdout)["unchanged"] == kept > 0
+
+
 def _check_round(client, photo: bytes, valid_counts: set[int], ids_to_check: int | None,
                  offset: int) -> int:
     """One round of reads through the API; returns the product count it saw. Every listed

@@ -3,6 +3,7 @@ sentence on stderr and exit with status 2."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -406,15 +407,41 @@ def bench(
         out.print(line)
 
 
+_main_pid = 0
+_terminated = False
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (``timeout``, ``kill``, a container stopping) as a Ctrl+C: the same clean-up
+    runs (partial model folders, store writes), then exit status 143."""
+    global _terminated
+    if os.getpid() != _main_pid:  # a forked worker (decoding pool) dies as it would have
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    _terminated = True
+    raise KeyboardInterrupt
+
+
+def _stopped() -> None:
+    """Say why the command stopped early, and exit with the matching status."""
+    err.print("terminated." if _terminated else "interrupted.")
+    sys.exit(143 if _terminated else 130)
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one sentence and exit status 2."""
+    global _main_pid
+    _main_pid = os.getpid()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         status = app(standalone_mode=False)
         if status == 130:  # Typer turned Ctrl+C into this status itself
-            err.print("interrupted.")
+            _stopped()
         # The command has finished and said so; Python's shutdown (torch's takes a second
         # or more) must not turn a Ctrl+C pressed meanwhile into a silent exit 130.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         sys.exit(status if isinstance(status, int) else 0)
     except VitrineError as exc:
         sys.stderr.write(f"error: {exc}\n")
@@ -425,8 +452,7 @@ def main() -> None:
         err.print("aborted.")
         sys.exit(130)
     except KeyboardInterrupt:
-        err.print("interrupted.")
-        sys.exit(130)
+        _stopped()
     except Exception as exc:
         # usage errors: click's ClickException, or the copy of it that newer Typer bundles
         show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
