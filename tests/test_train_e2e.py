@@ -568,6 +568,11 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
     crossing = {**summary, "split": {**summary["split"],
                                      "crossing_groups": [["treino/a.jpg", "teste/a.jpg"]]}}
     assert "- duplicates across splits: treino/a.jpg  ≈  teste/a.jpg" in markdown_report(crossing)
+    # a category named with '|' split its row of the per-class table into more columns
+    first = next(iter(summary["test"]["per_class"].values()))
+    piped = {**summary, "test": {**summary["test"], "per_class": {"tênis | masc": first}}}
+    row = next(line for line in markdown_report(piped).splitlines() if "tênis" in line)
+    assert row.startswith("| tênis / masc |") and row.count("|") == 6
     # photos at the catalogue's root (no category) were dropped without a word
     assert trained[2]["uncategorised_photos"] == []
     loose = {**summary, "unreadable_photos": [],
@@ -691,8 +696,18 @@ def test_a_photo_that_cannot_be_read_is_in_no_given_split(trained, tmp_path, env
             for photo in sorted((catalog / category).glob("*.jpg"))[take]:
                 shutil.copyfile(photo, folder / photo.name)
     (tmp_path / "c" / "train" / "relogio_feminino" / "broken.jpg").write_bytes(b"not a photo")
+    # a category with photos in val and test only: no class, left out without a word before
+    for split, photo in zip(("val", "test"), sorted((catalog / "salto_feminino").glob("*.jpg")),
+                            strict=False):
+        (tmp_path / "c" / split / "salto_feminino").mkdir()
+        shutil.copyfile(photo, tmp_path / "c" / split / "salto_feminino" / photo.name)
     summary = json.loads(run("train", tmp_path / "c", "--out", tmp_path / "m", "--json",
                              env=env))
+    assert summary["untrained_categories"] == {"salto_feminino": 2}
+    assert "salto_feminino" not in summary["classes"] and summary["test"]["n"] == 2
+    assert ("2 photo(s) of 1 category with no photo in the training split were left out of "
+            "training and of the test figures: salto_feminino (2).") in (
+                tmp_path / "m" / "report.md").read_text()
     assert [p["product_id"] for p in summary["unreadable_photos"]] == [
         "train/relogio_feminino/broken.jpg"]
     assignment = json.loads((tmp_path / "m" / "split.json").read_text())["assignment"]

@@ -170,6 +170,18 @@ def unreadable_lines(bad: list[dict], bullet: str, shown: int = 10,
     return [*lines, ""]
 
 
+def untrained_lines(summary: dict) -> list[str]:
+    """The sentence on categories with photos only in validation or test (a pre-split
+    catalogue's folders): no class was trained for them, so they are in no figure."""
+    untrained = summary.get("untrained_categories") or {}
+    if not untrained:
+        return []
+    named = ", ".join(f"{name} ({n})" for name, n in untrained.items())
+    return [f"{sum(untrained.values())} photo(s) of {len(untrained)} categor"
+            f"{'y' if len(untrained) == 1 else 'ies'} with no photo in the training split were "
+            f"left out of training and of the test figures: {named}.", ""]
+
+
 def recategorised_lines(summary: dict) -> list[str]:
     """The sentence on products whose table category overrides their folder, and a blank."""
     note = recategorised_note(summary.get("category_from_table") or [])
@@ -210,6 +222,7 @@ def markdown_report(summary: dict) -> str:
         *unreadable_lines(summary.get("unreadable_photos") or [], "- "),
         *unreadable_lines(summary.get("uncategorised_photos") or [], "- ",
                           why="have no category"),
+        *untrained_lines(summary),
         *recategorised_lines(summary),
         "## Reference design vs Vitrine", "",
         "| model | phase | train acc | train loss | test acc | test loss |",
@@ -248,7 +261,7 @@ def markdown_report(summary: dict) -> str:
                   f"{test['macro_f1']:.3f}, loss {test['loss']:.3f}.", "",
                   "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for name, v in test["per_class"].items():
-            lines.append(f"| {name} | " + " | ".join(prf_cells(v)) + " |")
+            lines.append(f"| {_cell(name)} | " + " | ".join(prf_cells(v)) + " |")
         untested = untested_line(test["per_class"])
         lines += ["", *([untested, ""] if untested else []),
                   "![confusion matrix](confusion_matrix.png)", ""]

@@ -164,6 +164,8 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
                   "conflicting_groups": conflicting_labels(split.groups, usable)},
         "unreadable_photos": bad, "uncategorised_photos": uncategorised,
         "category_from_table": recategorised(products),
+        "untrained_categories": dict(sorted(Counter(
+            p.category for p in usable if p.category not in classes).items())),
         "duplicates": config["duplicates"],
         "settings": config["training"], "cached": cache_note(settings, storage),
         "cache_mib": {"memory": round(storage.in_memory / 2**20, 1),

@@ -14,6 +14,7 @@ from vitrine.report import (
     unreadable_lines,
     unscored_note,
     untested_line,
+    untrained_lines,
 )
 
 MISCLASSIFIED_LISTED = 10
@@ -34,7 +35,7 @@ def training_lines(summary: dict) -> list:
                *unreadable_lines(summary.get("unreadable_photos") or [], "  "),
                *unreadable_lines(summary.get("uncategorised_photos") or [], "  ",
                                  why="have no category"),
-               *recategorised_lines(summary)] if line]
+               *untrained_lines(summary), *recategorised_lines(summary)] if line]
     table = Table(title="Training", title_justify="left")
     for col in ("phase", "epochs", "best", "train acc", "val acc", "test acc", "test loss",
                 "seconds"):
