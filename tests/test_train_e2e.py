@@ -3,6 +3,7 @@ indexing, searching and evaluating with the trained model."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -118,12 +119,44 @@ def test_evaluate_names_the_categories_the_model_never_saw(trained, env, tmp_pat
                                        "x_bolsa_feminina": "novo_b"})):
         for source, name in folders.items():
             shutil.copytree(catalog / source, target / name)
-    shoes, bags = (len(list((mixed / name).iterdir())) for name in ("x_tenis_masculino",
-                                                                    "novidade"))
+    from PIL import Image
+
+    flipped = Image.open(next((mixed / "novidade").iterdir())).transpose(
+        Image.Transpose.FLIP_LEFT_RIGHT)
+    flipped.save(mixed / "novidade" / "flipped.png")  # the one photo the model never saw
+    split = json.loads((model / "split.json").read_text())
+    sides: dict[str, set] = {}
+    for pid, sha in split["photo_sha256"].items():
+        sides.setdefault(sha, set()).add(split["assignment"].get(pid))
+
+    def side(photo: Path) -> str | None:  # what the model did with this photo's content
+        seen = sides.get(hashlib.sha256(photo.read_bytes()).hexdigest(), set())
+        return "train" if seen & {"train", "val"} else "test" if "test" in seen else None
+
+    shoes = sum(side(p) == "test" for p in (mixed / "x_tenis_masculino").iterdir())
+    bags = sum(side(p) != "train" for p in (mixed / "novidade").iterdir())
+    trained_on = sum(side(p) == "train" for p in mixed.rglob("*.*"))
+    assert shoes and bags > 1 and trained_on
     report = json.loads(run("evaluate", mixed, "--model", model, "--json", env=env))
     cls = report["classification"]
     assert cls["unknown_categories"] == ["novidade"]
     assert cls["unscored_photos"] == bags and cls["n"] == shoes
+    # photos the model trained on are never queries, whatever their ids here (leave-one-out
+    # over them all scored it on its own training photos); the new one is a query
+    assert report["protocol"] == ("the model's test split and 1 photo(s) it never saw query "
+                                  "its train + validation photos")
+    assert report["queries"] == shoes + bags and report["index"] == trained_on
+    # a model whose split.json has no photo hashes (written before they were kept) tells
+    # its photos by id: the training catalogue plus one new photo queries with its test split
+    older, grown = tmp_path / "older", tmp_path / "grown"
+    shutil.copytree(model, older)
+    (older / "split.json").write_text(json.dumps({k: v for k, v in split.items()
+                                                  if k != "photo_sha256"}))
+    shutil.copytree(catalog, grown)
+    flipped.save(grown / "x_bolsa_feminina" / "flipped.png")
+    by_id = json.loads(run("evaluate", grown, "--model", older, "--json", env=env))
+    assert by_id["protocol"].startswith("the model's test split and 1 photo(s) it never saw")
+    assert by_id["queries"] == list(split["assignment"].values()).count("test") + 1
     text = run("evaluate", mixed, "--model", model, env=env)
     assert (f"Not classified: {bags} photos of categories the model was not trained on "
             "(novidade)") in " ".join(text.split())
@@ -133,6 +166,20 @@ def test_evaluate_names_the_categories_the_model_never_saw(trained, env, tmp_pat
     text = " ".join(run("evaluate", foreign, "--model", model, env=env).split())
     assert "none of the photos is of a category the model was trained on" in text
     assert "nan" not in text
+
+
+def test_evaluate_with_a_model_says_why_a_photo_cannot_be_read(trained, tmp_path, env):
+    """As the pretrained path does: the reason and how many more (it named the first
+    photo only, with no reason)."""
+    catalog, model, _ = trained
+    shutil.copytree(catalog, tmp_path / "c")
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "c" / "x_bolsa_feminina" / name).write_bytes(b"not a photo")
+    proc = run_subprocess("evaluate", tmp_path / "c", "--model", model, env=env)
+    last = proc.stderr.strip().splitlines()[-1]  # after the progress bar
+    assert proc.returncode == 2 and last.startswith("error: "), proc.stderr
+    assert "a.jpg cannot be used as a photo: not a recognised image format (and 1 more); " \
+           "remove it to evaluate." in last
 
 
 def test_a_damaged_model_file_is_one_sentence(trained, tmp_path, env):

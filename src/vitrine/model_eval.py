@@ -72,6 +72,7 @@ def trained_outputs(model, products: Sequence[Product], settings: Settings, *,
     from vitrine.train_fit import clean_outputs
 
     parts: dict[str, list[torch.Tensor]] = {}
+    bad: list[tuple[Path, str]] = []
     with progress_bar("Embedding", len(products), enabled=show_progress) as advance:
         for start in range(0, len(products), CHUNK):
             chunk = products[start:start + CHUNK]
@@ -80,30 +81,65 @@ def trained_outputs(model, products: Sequence[Product], settings: Settings, *,
                                workers=settings.decode_workers,
                                max_pixels=settings.max_image_pixels,
                                companion=model.net.companion, advance=advance)
-            bad = [p.image for p, e in zip(chunk, done.errors, strict=True) if e is not None]
+            bad += [(p.image, e) for p, e in zip(chunk, done.errors, strict=True)
+                    if e is not None]
             if bad:
-                raise CatalogError(f"{bad[0]} cannot be used as a photo; remove it to "
-                                   "evaluate.")
+                continue  # the rest are read for the count only
             cache = FeatureCache(done.maps, torch.zeros(len(chunk), dtype=torch.long),
                                  side=done.side)
             for key, value in clean_outputs(model.net, cache).items():
                 parts.setdefault(key, []).append(value)
+    if bad:
+        raise unreadable_error(bad)
     return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def unreadable_error(bad: Sequence[tuple[Path, object]]) -> CatalogError:
+    """One sentence on the photos evaluation could not read: the first, its reason, and how
+    many more."""
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    return CatalogError(f"{bad[0][0]} cannot be used as a photo: "
+                        f"{str(bad[0][1]).rstrip('.')}{more}; remove it to evaluate.")
 
 
 def _protocol(products: Sequence[Product], given: dict | None,
               model_dir: Path | None) -> tuple[str, dict[str, str] | None]:
-    ids = {p.product_id for p in products}
     if model_dir is not None and (model_dir / "split.json").is_file():
         from vitrine.split import Split
 
         split = Split.load(model_dir / "split.json")
-        if ids <= set(split.assignment):
-            return "the model's test split queries its train + validation photos", \
-                split.assignment
+        seen = _seen_by_model(products, split)
+        if any(where == "train" for where in seen.values()):
+            # what the model trained on is never a query (leave-one-out over it scored the
+            # model on its own training photos); the photos it never saw query, as its test
+            unseen = sum(where is None for where in seen.values())
+            who = (f"the model's test split and {unseen} photo(s) it never saw query"
+                   if unseen else "the model's test split queries")
+            return (f"{who} its train + validation photos",
+                    {pid: where or "test" for pid, where in seen.items()})
     if given is not None:
         return "the test folder queries the train + validation folders", given
     return "leave-one-out: every photo queries all the others", None
+
+
+def _seen_by_model(products: Sequence[Product], split) -> dict[str, str | None]:
+    """Per product: 'train' when the model trained on its photo (its train or validation
+    split), 'test' when the photo is in its test split, None when the model never saw it.
+    Photos are matched by content, whatever their ids in this catalogue; a model written
+    before split.json kept the photos' sha256 is matched by product id."""
+    from vitrine.photo_hashes import file_sha256
+
+    def side(assigned: str | None) -> str | None:
+        return None if assigned is None else "test" if assigned == "test" else "train"
+
+    if not split.contents:
+        return {p.product_id: side(split.assignment.get(p.product_id)) for p in products}
+    by_content: dict[str, str] = {}
+    for pid, sha in split.contents.items():
+        where = side(split.assignment.get(pid))
+        if where is not None and by_content.get(sha) != "train":  # a copy it trained on
+            by_content[sha] = where
+    return {p.product_id: by_content.get(file_sha256(p.image)) for p in products}
 
 
 def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path | None = None,
@@ -169,9 +205,7 @@ def _embed(products: Sequence[Product], settings: Settings, model_dir: Path | No
                                                 on_progress=advance))
         bad = [(products[r.index].image, r.error) for r in results if r.error is not None]
         if bad:
-            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            raise CatalogError(f"{bad[0][0]} cannot be used as a photo: "
-                               f"{str(bad[0][1]).rstrip('.')}{more}; remove it to evaluate.")
+            raise unreadable_error(bad)
         vecs = np.stack([r.vector for r in results])
         return {"pretrained": vecs}, None, None, {"pretrained": embedder.manifest.as_dict()}
     from vitrine.trained import load_model

@@ -37,6 +37,9 @@ class Split:
     fractions: dict[str, float] = field(default_factory=dict)
     groups: list[list[str]] = field(default_factory=list)
     """Duplicate groups of product ids."""
+    contents: dict[str, str] = field(default_factory=dict)
+    """Each product's photo sha256, so that `vitrine evaluate` knows the photos the model
+    trained on whatever their ids in the catalogue it is given (empty in older models)."""
 
     def ids(self, name: str) -> list[str]:
         return sorted(pid for pid, s in self.assignment.items() if s == name)
@@ -52,7 +55,8 @@ class Split:
         return {"source": self.source, "seed": self.seed, "fractions": self.fractions,
                 "counts": self.counts(), "duplicate_groups": self.groups,
                 "crossing_groups": self.crossing(),
-                "assignment": dict(sorted(self.assignment.items()))}
+                "assignment": dict(sorted(self.assignment.items())),
+                "photo_sha256": dict(sorted(self.contents.items()))}
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.as_dict(), ensure_ascii=False, indent=1))
@@ -61,7 +65,8 @@ class Split:
     def load(cls, path: Path) -> Split:
         data = json.loads(Path(path).read_text())
         return cls(data["assignment"], data["source"], data.get("seed"),
-                   data.get("fractions", {}), data.get("duplicate_groups", []))
+                   data.get("fractions", {}), data.get("duplicate_groups", []),
+                   data.get("photo_sha256", {}))
 
 
 def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_fraction: float,

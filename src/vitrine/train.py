@@ -91,6 +91,7 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
 
 def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings: Settings,
            show_progress: bool) -> dict:
+    from vitrine.photo_hashes import file_sha256
     from vitrine.report import write_outputs
     from vitrine.trained import training_fingerprint, write_model
 
@@ -132,6 +133,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     del vectors
     phash_of = {p.product_id: clean.phashes[i] for p, i in zip(usable, ok, strict=True)}
     split = make_split(usable, groups, settings, given)
+    split.contents = {p.product_id: file_sha256(p.image) for p in products}
     split.save(stage / "split.json")
     seconds = {"read_and_split": round(time.perf_counter() - started, 1)}
 
@@ -149,7 +151,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     check_converged(fit.phase1.history + fit.phase2.history, out_dir)
     seconds.update(fit.seconds)
     config = model_config(spec.name, settings, classes, prep, state_hash(pretrained))
-    config["training_fingerprint"] = training_fingerprint(products, settings)
+    config["training_fingerprint"] = training_fingerprint(products, settings, split.contents)
     config["duplicates"] = duplicate_calibration(fit.outputs, caches, phash_of, split.groups,
                                                  settings, storage.zeros)
     digest = write_model(stage, net, config)

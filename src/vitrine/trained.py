@@ -277,18 +277,20 @@ def load_model(model_dir: Path) -> TrainedModel:
     return TrainedModel(spec, net.eval(), config, prep, digest)
 
 
-def training_fingerprint(products, settings) -> str:
+def training_fingerprint(products, settings, contents: dict[str, str] | None = None) -> str:
     """sha256 of what a training run depends on: every photo's content and category, the
     training settings, the duplicate rules in effect (the split and the model's calibrated rule
     depend on them; not the index-time bound), the backbone, the preprocessing and the
-    pretrained weights file."""
+    pretrained weights file. ``contents`` holds photos' sha256 already read, by product id."""
     import hashlib
 
     from vitrine.dedupe import DuplicateRules
     from vitrine.photo_hashes import file_sha256
 
+    contents = contents or {}
     blob = {
-        "photos": sorted((p.product_id, p.category, file_sha256(p.image)) for p in products),
+        "photos": sorted((p.product_id, p.category, contents.get(p.product_id) or
+                          file_sha256(p.image)) for p in products),
         "settings": settings.training_choices(mode="json"),
         "duplicates": {k: v for k, v in vars(DuplicateRules.from_settings(settings)).items()
                        if k not in ("probs_tail", "max_products")},
