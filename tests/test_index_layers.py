@@ -180,3 +180,30 @@ def test_a_large_category_reused_ids_and_exclude_through_the_layer(folder):
     assert np.mean(recall) >= 0.95
     reader.close()
     writer.close()
+
+
+def test_a_restored_database_neither_reads_nor_layers_on_the_abandoned_copys_files(folder):
+    """The approximate index's files left by the copy of the database that a backup replaced
+    are neither this database's current index nor a base to layer its writes on."""
+    import shutil
+
+    root, vecs = folder
+    shutil.copyfile(root / "vitrine.sqlite", root.parent / "backup.sqlite")
+    store = EmbeddedStore(root, index_config=HNSW)
+    store.lock_for_writing()
+    store.upsert(records([f"p{i:03d}" for i in range(500, 540)], vecs[500:540]))
+    for path in root.glob("index.*.faiss"):
+        path.unlink()
+    store.flush()  # the abandoned copy's own index file, of its second write
+    store.close()
+    assert len(saved(root)) == 1
+    for leftover in root.glob("vitrine.sqlite*"):
+        leftover.unlink()
+    shutil.copyfile(root.parent / "backup.sqlite", root / "vitrine.sqlite")
+    store = EmbeddedStore(root, index_config=HNSW)
+    store.lock_for_writing()
+    store.upsert(records([f"q{i:03d}" for i in range(20)], vecs[540:560]))
+    for query in (*vecs[530:535], *vecs[540:545]):  # rows only the abandoned copy has, new
+        got = [m.product.product_id for m in store.search(query, 5)]
+        assert got == brute_force(store, query, 5)
+    store.close()

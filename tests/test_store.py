@@ -348,3 +348,33 @@ def test_a_category_filter_in_either_accent_form_finds_the_category(tmp_path):
             "a", "c"]
         assert [m.product.product_id for m in rec.similar("a", 5, typed)[1]] == ["c"]
     s.close()
+
+
+def test_index_files_of_another_copy_of_the_database_are_never_used(tmp_path):
+    """A backup of vitrine.sqlite restored (or the database deleted to start over) counts
+    its writes from its own number again: the next write took the number of an index file
+    the abandoned copy left, and searches read other rows' vectors from it (a product at
+    score 1.0 that looked nothing like the photo)."""
+    import shutil
+
+    root = tmp_path / "store"
+    s = open_store(root, create=True)
+    s.set_manifest(MANIFEST)
+    s.upsert([record("a", unit(1, 0)), record("b", unit(0, 1))])
+    s.search(unit(1, 0), 1)
+    s.close()
+    shutil.copyfile(root / "vitrine.sqlite", tmp_path / "backup.sqlite")
+    s = open_store(root)
+    s.upsert([record("c", unit(0, 0, 1)), record("d", unit(0, 0, 0, 1))])
+    assert s.search(unit(0, 0, 1), 1)[0].product.product_id == "c"  # its index file saved
+    s.close()
+    for leftover in root.glob("vitrine.sqlite*"):
+        leftover.unlink()
+    shutil.copyfile(tmp_path / "backup.sqlite", root / "vitrine.sqlite")
+    s = open_store(root)
+    s.upsert([record("e", unit(0, 0, 0, 0, 1)), record("f", unit(0, 0, 0, 0, 0, 1))])
+    found = s.search(unit(0, 0, 1), 4)  # c's vector: none of the stored products is near
+    assert {m.product.product_id for m in found} == {"a", "b", "e", "f"}
+    assert max(m.score for m in found) == pytest.approx(0.0, abs=1e-6)
+    assert s.search(unit(0, 0, 0, 0, 1), 1)[0].score == pytest.approx(1.0)
+    s.close()

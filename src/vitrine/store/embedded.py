@@ -164,9 +164,15 @@ class EmbeddedStore:
         try:
             gen = None
             if new_generation:
-                gen = self._counter("generation") + 1
-                if self._meta("tracked") != str(gen - 1):  # a write that did not record its
+                last = self._counter("generation")
+                # past every index file in the folder: one left by another copy of this
+                # database (a backup restored, a database deleted to start over) was named
+                # by the same numbers for other rows
+                gen = max(last, self._files.newest_generation()) + 1
+                if self._meta("tracked") != str(last):  # a write that did not record its
                     self._set_meta("changes_from", gen)  # rows (a Vitrine from before them)
+                elif gen != last + 1:  # no index file before this write is this database's
+                    self._set_meta("changes_from", gen + 1)
                 self._set_meta("generation", gen)
                 self._set_meta("tracked", gen)
             yield gen

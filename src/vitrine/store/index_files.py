@@ -52,6 +52,14 @@ class IndexFiles:
     def path(self, generation: int, n: int) -> Path:
         return self.root / f"index.{generation}.{self.config.tag(n)}.faiss"
 
+    def newest_generation(self) -> int:
+        """The newest generation an index file in the folder is named by (0: none)."""
+        newest = 0
+        for path in self.root.glob("index.*.faiss"):
+            with contextlib.suppress(ValueError):
+                newest = max(newest, int(path.name.split(".")[1]))
+        return newest
+
     def current(self, generation: int, n: int, writer: bool) -> Index:
         """The index of ``generation`` (``n`` products): its file, the newest saved index
         layered with the products written since, or a new build (saved; ``writer`` also
