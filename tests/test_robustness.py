@@ -217,3 +217,42 @@ def test_server_reads_stay_consistent_while_index_writes(demo_catalog, weights_p
     assert rounds_while_writing > 0
     assert seen == sorted(seen)  # the count never decreased
     assert json.loads(out)["indexed"] == total and final == total
+
+
+def test_a_damaged_store_database_or_manifest_is_one_sentence(small_store, small_catalog,
+                                                              weights_path, tmp_path):
+    """A damaged page met after the store was opened (`similar`, `index`), or a model
+    description another version wrote, gave a traceback (sqlite3.DatabaseError, KeyError)."""
+    import csv
+    import shutil
+
+    env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
+    with open(small_catalog / "products.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    described = tmp_path / "described"
+    shutil.copytree(small_store, described)
+    with sqlite3.connect(described / "vitrine.sqlite") as db:
+        manifest = json.loads(db.execute("SELECT value FROM meta WHERE key='manifest'")
+                              .fetchone()[0])
+        db.execute("UPDATE meta SET value=? WHERE key='manifest'",
+                   (json.dumps({"model": manifest}),))  # nested, as a newer layout might
+    for args in (["info"], ["index", small_catalog]):
+        proc = _cli(*args, "--store", described, env=env)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"error: the model description of the store {described} cannot be read (it has "
+            "no 'backbone'); it was damaged or written by another version of Vitrine.")
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(small_store, damaged)
+    with sqlite3.connect(damaged / "vitrine.sqlite") as db:  # every page into the file
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray((damaged / "vitrine.sqlite").read_bytes())
+    data[4096:] = b"\xff" * (len(data) - 4096)  # every page but the first (the schema)
+    (damaged / "vitrine.sqlite").write_bytes(bytes(data))
+    for args in (["similar", row["product_id"], "--category", row["category"]],
+                 ["index", small_catalog]):
+        proc = _cli(*args, "--store", damaged, env=env)
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert last.startswith("error: ") and "malformed" in last, last

@@ -270,6 +270,10 @@ def test_a_store_on_a_read_only_volume_serves_reads(store, tmp_path):
         with pytest.raises(StoreError, match="read-only here"):
             replica.lock_for_writing()
         replica.close()
+        # opened to be written into (index, migrate): the same sentence, not "not a
+        # readable Vitrine store (unable to open database file)"
+        with pytest.raises(StoreError, match=r"cannot write to the store .*; it is read-only"):
+            open_store(ro, create=True)
     finally:
         subprocess.run(["umount", "--lazy", str(ro)], capture_output=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -445,6 +446,12 @@ def main() -> None:
         sys.exit(status if isinstance(status, int) else 0)
     except VitrineError as exc:
         sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
+    except sqlite3.DatabaseError as exc:  # a page damaged after the store was opened
+        damaged = "malformed" in str(exc) or "not a database" in str(exc)
+        sys.stderr.write(f"error: the store's database failed ({exc})" + (
+            "; restore vitrine.sqlite from a backup, or index into a new --store"
+            if damaged else "") + ".\n")
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -3,6 +3,7 @@ command that only reads a store should not have to load torch)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from vitrine.errors import StoreError
@@ -24,6 +25,25 @@ class ModelManifest:
         return {"backbone": self.backbone, "weights_sha256": self.weights_sha256,
                 "preprocessing": self.preprocessing, "dim": self.dim,
                 "embedding": self.embedding}
+
+    @classmethod
+    def read(cls, text: str, location: object) -> ModelManifest:
+        """The manifest a store keeps as JSON; StoreError with one sentence when it is not
+        one this Vitrine can read (damaged, or written by another version)."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            what = "it is not JSON"
+        else:
+            try:
+                return cls.from_dict(data)
+            except KeyError as exc:
+                what = f"it has no {exc}"
+            except (ValueError, TypeError, AttributeError):
+                what = "a field has the wrong kind of value"
+        raise StoreError(f"the model description of the store {location} cannot be read "
+                         f"({what}); it was damaged or written by another version of "
+                         "Vitrine.")
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelManifest:

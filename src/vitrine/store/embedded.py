@@ -104,8 +104,11 @@ class EmbeddedStore:
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(SCHEMA)
             except sqlite3.OperationalError:
-                if create or os.access(self.root, os.W_OK):
+                if os.access(self.root, os.W_OK):
                     raise
+                if create:  # to write into (index, migrate): say why it cannot be
+                    raise StoreError(f"cannot write to the store {self.root}; it is "
+                                     "read-only here.") from None
                 # a read-only folder (a read-only volume of replicas, say): SQLite cannot make
                 # its WAL files there, so read the file as it is; writes are refused
                 self.db.close()
@@ -229,7 +232,7 @@ class EmbeddedStore:
 
     def manifest(self) -> ModelManifest | None:
         value = self._meta("manifest")
-        return ModelManifest.from_dict(json.loads(value)) if value else None
+        return ModelManifest.read(value, self.root) if value else None
 
     def set_manifest(self, manifest: ModelManifest) -> None:
         blob = json.dumps(manifest.as_dict(), sort_keys=True)

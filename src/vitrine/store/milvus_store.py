@@ -184,7 +184,7 @@ class MilvusStore:
 
     def manifest(self) -> ModelManifest | None:
         value = self._meta("manifest")
-        return ModelManifest.from_dict(json.loads(value)) if value else None
+        return ModelManifest.read(value, self.location) if value else None
 
     def set_manifest(self, manifest: ModelManifest) -> None:
         self._set_meta("manifest", json.dumps(manifest.as_dict(), sort_keys=True))
