@@ -326,9 +326,10 @@ def test_migrate_refuses_to_mix_two_catalogues_in_one_store(tmp_path):
         with pytest.raises(StoreError, match="not recorded"):
             migrate_store(a, b, show_progress=False)
     assert [p.product_id for p in older.list_products()] == ["o1"]
-    again = made("c", "/shops/a", "a0")
-    assert migrate_store(source, again, show_progress=False) == 1
-    assert [p.product_id for p in again.list_products()] == ["a0", "a1"]
+    again = made("c", "/shops/a", "a0")  # a0: deleted from the source since the last copy
+    assert migrate_store(source, again, show_progress=False) == (1, 1)
+    assert [p.product_id for p in again.list_products()] == ["a1"]  # a0 lived on before
+    assert [m.product.product_id for m in again.search(unit(1, 0), 5)] == ["a1"]
     for s in (source, target, again, older):
         s.close()
 

@@ -212,7 +212,8 @@ def migrate(
 ) -> None:
     """Copy every product and vector from one store to another, without re-embedding.
 
-    For example from the embedded store to Milvus; refuses a target made by another model.
+    For example from the embedded store to Milvus; refuses a target made by another model. Run
+    again, it removes from the target what the source no longer holds.
     Photos of products added through the API go to the target's upload folder (STORE/uploads,
     or VITRINE_UPLOAD_DIR)."""
     from vitrine.migrate import migrate_store
@@ -221,16 +222,17 @@ def migrate(
     settings = load_settings()
     src, dst = store_for(source, settings), store_for(target, settings, create=True)
     try:
-        copied = migrate_store(src, dst, photos_to=upload_folder(dst, settings.upload_dir),
-                               photos_from=upload_folder(src, settings.upload_dir),
-                               show_progress=not as_json)
+        copied, removed = migrate_store(
+            src, dst, photos_to=upload_folder(dst, settings.upload_dir),
+            photos_from=upload_folder(src, settings.upload_dir), show_progress=not as_json)
     finally:
         src.close()
         dst.close()
     if as_json:
-        print_json({"copied": copied, "source": source, "target": target})
+        print_json({"copied": copied, "removed": removed, "source": source, "target": target})
     else:
-        out.print(f"Copied {copied} products from {source} to {target}.")
+        gone = f"; removed {removed} it no longer holds" if removed else ""
+        out.print(f"Copied {copied} products from {source} to {target}{gone}.")
 
 
 @app.command()

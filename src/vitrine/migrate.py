@@ -14,8 +14,11 @@ BATCH = 256
 
 
 def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path | None = None,
-                  photos_from: Path | None = None, show_progress: bool = True) -> int:
-    """Copy all products, vectors and the model manifest; return how many were copied.
+                  photos_from: Path | None = None, show_progress: bool = True
+                  ) -> tuple[int, int]:
+    """Copy all products, vectors and the model manifest; return how many were copied, and
+    how many products the target held that the source no longer does and were removed (a
+    copy run again after the source changed: it is the source's copy, not a merge).
 
     With ``photos_to`` (the target's upload folder), the photos of products added through
     the API are copied there too and the copies named, so the source store can go; catalogue
@@ -63,8 +66,10 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
                 batch = []
         target.upsert(batch)
         adv(len(batch))
+    gone = set(target.fingerprints()) - set(ids)
+    removed = target.delete(sorted(gone)) if gone else 0
     target.flush()
-    return len(ids)
+    return len(ids), removed
 
 
 def _copy_photo(photo: Path, folder: Path) -> Path:
