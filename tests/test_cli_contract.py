@@ -398,3 +398,20 @@ def test_migrate_and_train_take_the_settings_they_say(small_store, tmp_path):
     proc = run("train", tmp_path / "missing", "--out", tmp_path / "model", check=False,
                env_extra={"VITRINE_DEVICE": "cuda"})
     assert proc.returncode != 0 and "training runs on the CPU" in proc.stderr
+
+
+def test_weights_on_the_command_line_beat_vitrine_model_and_do_not_go_with_model(
+        catalog, weights_path, tmp_path):
+    """--weights (the pretrained backbone) was overridden by VITRINE_MODEL without a word, and
+    --weights with --model was accepted (the model won)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in sorted(catalog.glob("*/*.jpg"))[:2]:
+        shutil.copyfile(photo, folder / photo.name)
+    missing = {"VITRINE_MODEL": str(tmp_path / "no-model-here")}
+    done = run("dedupe", folder, "--weights", weights_path, "--json", env_extra=missing)
+    assert json.loads(done.stdout)["skipped"] == []  # the environment's model was not loaded
+    both = run("evaluate", catalog, "--weights", weights_path, "--model", tmp_path / "m",
+               check=False)
+    assert both.returncode == 2 and both.stderr.count("\n") == 1
+    assert "--weights and --model each choose the model to embed with" in both.stderr

@@ -301,11 +301,10 @@ def evaluate(
     alone (--weights)."""
     from vitrine.model_eval import evaluate_catalog
 
-    settings = command_settings(weights)
-    if (model or settings.model) and (note := cpu_only_note(settings, "a trained model's "
-                                                             "evaluation")):
+    settings = command_settings(weights, model)
+    if settings.model and (note := cpu_only_note(settings, "a trained model's evaluation")):
         sys.stderr.write(note + "\n")
-    report = evaluate_catalog(catalog_dir, settings, model_dir=model or settings.model, k=k,
+    report = evaluate_catalog(catalog_dir, settings, model_dir=settings.model, k=k,
                               show_progress=not as_json)
     if as_json:
         print_json(report)

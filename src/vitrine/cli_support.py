@@ -42,9 +42,14 @@ PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to 
 
 
 def command_settings(weights: Path | None = None, model: Path | None = None) -> Settings:
+    """The settings, with the command line's --weights or --model over the environment's
+    (--weights means the pretrained backbone, whatever VITRINE_MODEL says)."""
+    if weights is not None and model is not None:
+        raise VitrineError("--weights and --model each choose the model to embed with (the "
+                           "pretrained backbone, or a trained one); pass one of them.")
     settings = load_settings()
     if weights is not None:
-        settings = settings.model_copy(update={"weights": weights})
+        settings = settings.model_copy(update={"weights": weights, "model": None})
     if model is not None:
         settings = settings.model_copy(update={"model": model})
     return settings
