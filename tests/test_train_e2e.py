@@ -195,9 +195,26 @@ def test_a_damaged_model_file_is_one_sentence(trained, tmp_path, env):
     assert "weights_only" not in proc.stderr
 
 
-def test_train_refuses_a_bad_folder(tmp_path, env):
+def test_train_refuses_a_bad_folder(tmp_path, env, demo_catalog):
     proc = run_subprocess("train", tmp_path / "missing", "--out", tmp_path / "m", env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    # photos at the root only: "no photo could be decoded" said the photos were broken
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for photo in sorted(demo_catalog.glob("*/*.jpg"))[:3]:
+        shutil.copyfile(photo, loose / photo.name)
+    proc = run_subprocess("train", loose, "--out", tmp_path / "m", env=env)
+    assert proc.returncode == 2 and "no photo of" in proc.stderr
+    assert "has a category: put each category's photos in a sub-folder" in proc.stderr
+    # every photo broken: how many, and the first reason (one file was named, no reason)
+    for category in ("a", "b"):
+        (tmp_path / "bad" / category).mkdir(parents=True)
+        for name in ("1.jpg", "2.jpg"):
+            (tmp_path / "bad" / category / name).write_text("junk")
+    proc = run_subprocess("train", tmp_path / "bad", "--out", tmp_path / "m", env=env)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "error: 4 photo(s): none of them could be decoded (the first: not a recognised "
+        "image format).")
 
 
 def test_a_failed_training_leaves_the_model_folder_as_it_was(trained, tmp_path, env):

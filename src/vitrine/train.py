@@ -103,6 +103,10 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     uncategorised = [{"product_id": p.product_id, "reason": "not in a category folder, and the "
                       "product table gives it no category"} for p in products if not p.category]
     products = [p for p in products if p.category]
+    if not products:
+        raise CatalogError(f"no photo of {catalog_dir} has a category: put each category's "
+                           "photos in a sub-folder named after it (or give them a category "
+                           "column in products.csv).")
     spec = get_spec(settings.backbone)
     pretrained = load_state_dict(spec, settings.weights)
     prep = replace(spec.preprocessing, resize=settings.resize)

@@ -326,8 +326,10 @@ def frozen_pass(base: torch.nn.Module, paths: Sequence[Path], views: Sequence[in
             if advance:
                 advance(len(futures))
     if not decoded_rows:
-        raise ImageError(str(paths[0]) if paths else "catalogue",
-                         "no photo could be decoded.")
+        first = next((e for e in result.errors if e), "")
+        more = f" (the first: {str(first).rstrip('.')})" if first else ""
+        raise ImageError(f"{len(paths)} photo(s)" if paths else "catalogue",
+                         f"none of them could be decoded{more}.")
     if out is not None:  # rows of photos that could not be decoded are zeros
         failed = sorted(set(range(len(paths))) - set(decoded_rows))
         if failed:
