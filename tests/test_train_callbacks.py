@@ -246,7 +246,8 @@ def test_frozen_pass_fills_one_tensor_and_zeros_unreadable_photos(tmp_path):
     assert torch.all(cache[:, 0] == 9.0)  # the view it was not asked for is untouched
     assert torch.allclose(cache[3, 2], expected(paths[3], 2, 3), atol=1e-6)
     assert not cache[[1, 4], 1:].any()
-    with pytest.raises(ImageError, match=r"1 photo\(s\): none of them could be decoded \(the first: "):
+    with pytest.raises(ImageError, match=r"1 photo\(s\): none of them could be decoded "
+                                         r"\(the first: "):
         frozen_pass(base, [paths[1]], [0], prep, seed=7)
 
 
