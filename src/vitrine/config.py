@@ -244,15 +244,17 @@ class Settings(BaseSettings):
     units (benchmarks/train_quality.py, seeds 0-4, README "Training")."""
     train_dropout: Fraction = 0.0
     train_label_smoothing: Fraction = 0.0
-    train_class_weight_power: NonNegative = 0.0
+    train_class_weight_power: Annotated[float, Field(ge=0.0, le=4.0, allow_inf_nan=False)] = 0.0
     """Class-imbalance handling: loss weights ∝ (photos of the class)^-power (0.5: dampened,
-    1: inverse frequency, a balanced loss; 0: none). With the tapped blocks and a linear head,
-    0.5 together with dropout 0.3 lowered category P@5 from 0.960 to 0.953 and women's
-    watches from 0.854 to 0.816, and raised loafers (13 photos) from 0.44 to 0.51
-    (benchmarks/train_quality.py, seeds 0-4, results/train_tuning/taps_*.json). Before the
-    tapped blocks, with a 256-unit head and before refit existed: 0.5 → held-out accuracy
-    0.944, 1.0 → 0.920."""
-    train_weight_decay: NonNegative = 1e-4
+    1: inverse frequency, a balanced loss; 0: none; at most 4: 1e308 failed as a diverged
+    loss). With the tapped blocks and a linear head, 0.5 together with dropout 0.3 lowered
+    category P@5 from 0.960 to 0.953 and women's watches from 0.854 to 0.816, and raised
+    loafers (13 photos) from 0.44 to 0.51 (benchmarks/train_quality.py, seeds 0-4,
+    results/train_tuning/taps_*.json). Before the tapped blocks, with a 256-unit head and
+    before refit existed: 0.5 → held-out accuracy 0.944, 1.0 → 0.920."""
+    train_weight_decay: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 1e-4
+    """AdamW's decoupled weight decay (each step shrinks the weights by lr × decay; above 1
+    only erases what was learnt, and 1e39 made torch raise)."""
     train_phase1_epochs: Positive = 40
     """At least 1: phase 1 trains the new head (0 wrote an untrained model)."""
     train_phase1_lr: Rate = 1e-3
