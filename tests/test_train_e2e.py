@@ -96,6 +96,7 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path
     assert mixed.returncode == 2 and "different model" in mixed.stderr
     report = json.loads(run("evaluate", catalog, "--model", model, "--json", env=env))
     assert set(report["retrieval"]) == {"pretrained", "trained"}
+    assert report["duplicate_groups"] == summary["split"]["duplicate_groups"] >= 1
     assert report["queries"] == summary["split"]["test"]
     assert report["classification"]["n"] == summary["split"]["test"]
     # the same test photos, so the same mistakes as the training report

@@ -60,6 +60,23 @@ def test_retrieval_metrics_leave_one_out():
     assert m["per_category"]["b"]["precision"] is None and m["without_relevant"] == 1
 
 
+def test_a_querys_duplicates_are_neither_hits_nor_relevant():
+    """Leave-one-out counted a photo's resized copy as a hit (P@5 0.956 → 0.978 with copies
+    added); its duplicates are skipped as the query itself is."""
+    vecs = np.array([[1, 0], [0.99, 0.01], [0.9, 0.1], [0.5, 0.5], [0, 1]], dtype=np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    labels = ["a", "a", "b", "a", "b"]  # row 1 is a copy of row 0; row 2 the nearest other
+    plain = retrieval_metrics(vecs, labels, vecs, labels, 1, leave_one_out=True)
+    assert plain["per_category"]["a"]["precision"] == pytest.approx(2 / 3, abs=1e-4)  # copies
+    skip = [[1], [0], [], [], []]
+    fair = retrieval_metrics(vecs, labels, vecs, labels, 1, leave_one_out=True, skip=skip)
+    assert fair["per_category"]["a"]["precision"] == 0  # each copy now finds the "b" first
+    assert fair["n_queries"] == 5
+    only_copy = retrieval_metrics(vecs[:2], ["a", "a"], vecs[:2], ["a", "a"], 1,
+                                  leave_one_out=True, skip=[[1], [0]])
+    assert only_copy["n_queries"] == 0 and only_copy["without_relevant"] == 2
+
+
 def test_a_class_without_test_photos_is_shown_as_untested_not_as_zero():
     """A category too small to spare a test photo showed 0.000 recall and F1 next to a macro
     F1 of 1.000; it is shown as untested and named."""

@@ -27,29 +27,37 @@ CHUNK = 256
 
 def retrieval_metrics(index_vecs: np.ndarray, index_labels: Sequence[str],
                       query_vecs: np.ndarray, query_labels: Sequence[str], k: int = 5, *,
-                      leave_one_out: bool = False) -> dict:
+                      leave_one_out: bool = False,
+                      skip: Sequence[Sequence[int]] | None = None) -> dict:
     """P@k, R@k and mAP@k of category retrieval, overall and per category.
 
     With ``leave_one_out`` the queries are the index itself and each query's own row is
-    skipped. A query with nothing of its category to find (the only photo of its category)
-    has no score: it is left out of the means (``without_relevant`` counts them), and a
-    category of such queries only scores None.
+    skipped; ``skip[q]`` lists more index rows that query ``q`` neither retrieves nor counts
+    as relevant (its duplicates: finding a copy of the photo is no recommendation). A query
+    with nothing of its category to find (the only photo of its category) has no score: it
+    is left out of the means (``without_relevant`` counts them), and a category of such
+    queries only scores None.
     """
     import faiss
 
-    extra = 1 if leave_one_out else 0
+    skips = [set(s) for s in skip] if skip is not None else [set() for _ in query_labels]
+    if leave_one_out:
+        for q, rows in enumerate(skips):
+            rows.add(q)
+    extra = max((len(rows) for rows in skips), default=0)
     # exact, without an index's copy of the vectors (they may be a file mapped into memory)
     _, ids = faiss.knn(np.ascontiguousarray(query_vecs, dtype=np.float32),
                        np.ascontiguousarray(index_vecs, dtype=np.float32),
                        min(k + extra, len(index_labels)), metric=faiss.METRIC_INNER_PRODUCT)
-    if leave_one_out:
-        ids = [[j for j in row if j != q][:k] for q, row in enumerate(ids)]
-    retrieved = [[index_labels[j] for j in row if j >= 0] for row in ids]
+    ids = [[j for j in row if j >= 0 and j not in skips[q]][:k] for q, row in enumerate(ids)]
+    retrieved = [[index_labels[j] for j in row] for row in ids]
     counts = Counter(index_labels)
-    scored = [i for i, q in enumerate(query_labels) if counts[q] - extra > 0]
+    relevant_all = [counts[label] - sum(index_labels[j] == label for j in skips[q])
+                    for q, label in enumerate(query_labels)]
+    scored = [i for i, n in enumerate(relevant_all) if n > 0]
     labels = [query_labels[i] for i in scored]
     retrieved = [retrieved[i] for i in scored]
-    relevant = [counts[q] - extra for q in labels]
+    relevant = [relevant_all[i] for i in scored]
     metrics = {"precision": precision_at_k, "recall": recall_at_k,
                "map": average_precision_at_k}
     out: dict = {"n_queries": len(labels), "without_relevant": len(query_labels) - len(labels)}
@@ -66,8 +74,11 @@ def retrieval_metrics(index_vecs: np.ndarray, index_labels: Sequence[str],
 
 
 def trained_outputs(model, products: Sequence[Product], settings: Settings, *,
-                    show_progress: bool = True) -> dict[str, torch.Tensor]:
-    """imagenet / pooled / hidden / logits of every product photo, in chunks."""
+                    show_progress: bool = True,
+                    hashes: tuple[list[str], list[bytes]] | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """imagenet / pooled / hidden / logits of every product photo, in chunks; with
+    ``hashes``, each photo's perceptual hash and thumbnail are appended to its two lists."""
     from vitrine.train_data import FeatureCache, frozen_pass
     from vitrine.train_fit import clean_outputs
 
@@ -80,7 +91,11 @@ def trained_outputs(model, products: Sequence[Product], settings: Settings, *,
                                seed=0, batch_size=settings.batch_size,
                                workers=settings.decode_workers,
                                max_pixels=settings.max_image_pixels,
-                               companion=model.net.companion, advance=advance)
+                               companion=model.net.companion, advance=advance,
+                               with_hash=hashes is not None)
+            if hashes is not None:
+                hashes[0].extend(done.phashes)
+                hashes[1].extend(done.thumbs)
             bad += [(p.image, e) for p, e in zip(chunk, done.errors, strict=True)
                     if e is not None]
             if bad:
@@ -142,6 +157,19 @@ def _seen_by_model(products: Sequence[Product], split) -> dict[str, str | None]:
     return {p.product_id: by_content.get(file_sha256(p.image)) for p in products}
 
 
+def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[str],
+                thumbs: list[bytes], settings: Settings) -> list[list[str]]:
+    """Duplicate groups (product ids) by :func:`vitrine.dedupe.find_duplicates`, as
+    training's split finds them."""
+    from vitrine.dedupe import DuplicateRules, find_duplicates
+    from vitrine.photo_hashes import file_sha256
+
+    shas = [file_sha256(p.image) for p in products]
+    groups = find_duplicates([p.product_id for p in products], vectors, phashes, thumbs, shas,
+                             DuplicateRules.from_settings(settings))
+    return [list(map(str, g)) for g in groups]
+
+
 def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path | None = None,
                      k: int = 5, show_progress: bool = True) -> dict:
     """Metrics of the pretrained backbone and, with ``model_dir``, of the trained model."""
@@ -163,14 +191,17 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
                             if assignment[p.product_id] != "test"])
         if not len(queries) or not len(index):
             raise CatalogError("the split has no test photos or no train photos to evaluate.")
-    vectors, logits, classes, model_info = _embed(products, settings, model_dir, show_progress)
+    vectors, logits, classes, model_info, (phashes, thumbs) = _embed(
+        products, settings, model_dir, show_progress)
+    groups = find_groups(products, vectors["pretrained"], phashes, thumbs, settings)
     report: dict = {"catalog": str(catalog_dir), "protocol": protocol, "k": k,
-                    "queries": len(queries), "index": len(index), "model": model_info,
-                    "retrieval": {}}
+                    "queries": len(queries), "index": len(index),
+                    "duplicate_groups": len(groups), "model": model_info, "retrieval": {}}
+    skip = _duplicates_of_queries(queries, index, groups, products)
     for name, vecs in vectors.items():
         report["retrieval"][name] = retrieval_metrics(
             vecs[index], [labels[i] for i in index], vecs[queries],
-            [labels[i] for i in queries], k, leave_one_out=assignment is None)
+            [labels[i] for i in queries], k, leave_one_out=assignment is None, skip=skip)
     if logits is not None:
         from vitrine.report import classification_report, misclassified
 
@@ -194,6 +225,21 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     return report
 
 
+def _duplicates_of_queries(queries: np.ndarray, index: np.ndarray,
+                           groups: Sequence[Sequence[str]], products: Sequence[Product]
+                           ) -> list[list[int]]:
+    """For each query, the index rows (positions in ``index``) holding one of its duplicates:
+    a resized or recompressed copy of the photo would otherwise count as a hit."""
+    row = {p.product_id: i for i, p in enumerate(products)}
+    group_of = {row[pid]: g for g, group in enumerate(groups) for pid in group}
+    members: dict[int, list[int]] = {}
+    for position, i in enumerate(index.tolist()):
+        if i in group_of:
+            members.setdefault(group_of[i], []).append(position)
+    return [[j for j in members.get(group_of[i], []) if index[j] != i]
+            if i in group_of else [] for i in queries.tolist()]
+
+
 def _embed(products: Sequence[Product], settings: Settings, model_dir: Path | None,
            show_progress: bool):
     if model_dir is None:
@@ -207,13 +253,16 @@ def _embed(products: Sequence[Product], settings: Settings, model_dir: Path | No
         if bad:
             raise unreadable_error(bad)
         vecs = np.stack([r.vector for r in results])
-        return {"pretrained": vecs}, None, None, {"pretrained": embedder.manifest.as_dict()}
+        return ({"pretrained": vecs}, None, None, {"pretrained": embedder.manifest.as_dict()},
+                ([r.phash for r in results], [r.thumb for r in results]))
     from vitrine.trained import load_model
 
     model = load_model(model_dir)
     if settings.threads > 0:  # as the embedding engines and training do
         torch.set_num_threads(settings.threads)
-    out = trained_outputs(model, products, settings, show_progress=show_progress)
+    hashes: tuple[list[str], list[bytes]] = ([], [])
+    out = trained_outputs(model, products, settings, show_progress=show_progress,
+                          hashes=hashes)
     layer, weight = model.layer, model.layer_weight
     parts = layer.split("+")
     weights = [weight, 1 - weight] if len(parts) == 2 else [1.0]
@@ -221,4 +270,4 @@ def _embed(products: Sequence[Product], settings: Settings, model_dir: Path | No
                "trained": combine(out, parts, weights).numpy()}
     info = {"trained": model.manifest.as_dict(),
             "pretrained_weights_sha256": model.config.get("pretrained_weights_sha256")}
-    return vectors, out["logits"], model.classes, info
+    return vectors, out["logits"], model.classes, info, hashes

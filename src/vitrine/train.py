@@ -38,6 +38,7 @@ from vitrine.catalog import Product, recategorised, refuse_out_inside
 from vitrine.config import Settings
 from vitrine.errors import CatalogError, TrainingError, VitrineError
 from vitrine.images import Preprocessing
+from vitrine.model_eval import find_groups
 from vitrine.models import (
     ClassifierHead,
     TrainedNet,
@@ -207,18 +208,6 @@ def conflicting_labels(groups: Sequence[Sequence[str]],
     category = {p.product_id: p.category for p in products}
     return [[f"{pid} ({category.get(pid, '')})" for pid in group] for group in groups
             if len({category.get(pid, "") for pid in group}) > 1]
-
-
-def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[str],
-                thumbs: list[bytes], settings: Settings) -> list[list[str]]:
-    """Duplicate groups (product ids) by :func:`vitrine.dedupe.find_duplicates`."""
-    from vitrine.dedupe import DuplicateRules, find_duplicates
-    from vitrine.photo_hashes import file_sha256
-
-    shas = [file_sha256(p.image) for p in products]
-    groups = find_duplicates([p.product_id for p in products], vectors, phashes, thumbs, shas,
-                             DuplicateRules.from_settings(settings))
-    return [list(map(str, g)) for g in groups]
 
 
 def duplicate_calibration(outputs: dict, caches: dict[str, FeatureCache],

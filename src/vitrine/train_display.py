@@ -79,8 +79,11 @@ def evaluation_tables(report: dict) -> list:
     side) and, for a trained model, classification metrics."""
     k = report["k"]
     models = list(report["retrieval"])
+    groups = report.get("duplicate_groups")
+    copies = (f" {groups} duplicate group(s): a query's own copies are neither results nor "
+              "relevant.") if groups else ""
     out: list = [plain(f"{report['protocol']} ({report['queries']} queries, "
-                       f"{report['index']} indexed).")]
+                       f"{report['index']} indexed).{copies}")]
     table = Table(title=f"Retrieval (category P@{k} / R@{k} / mAP@{k})", title_justify="left")
     table.add_column("category")
     for name in models:
