@@ -230,10 +230,13 @@ class VectorIndex:
             if hidden is not None:
                 params, shown = self._params(k), hidden.selector()
                 params.sel = faiss.IDSelectorNot(shown)
-                return self._top(query, min(k, self.ntotal), params)
-            return self._search(query, k, as_id_set(subset))
+                scores, ids = self._top(query, min(k, self.ntotal), params)
+            else:
+                scores, ids = self._search(query, k, as_id_set(subset))
         finally:
             faiss.omp_set_num_threads(threads)
+        # fp16 storage rounds a photo's score against itself to 1.000009: a cosine is at most 1
+        return np.clip(scores, -1.0, 1.0), ids
 
     def _search(self, query: np.ndarray, k: int, subset: IdSet | None) -> Result:
         k = min(k, self.ntotal)
