@@ -804,3 +804,22 @@ def test_a_photo_that_cannot_be_saved_is_one_sentence(tmp_path, monkeypatch):
     with pytest.raises(StoreError, match=r"No space left on device\); nothing was written"):
         save_photo(folder, folder / "abc.jpg", b"x" * 100)
     assert list(folder.iterdir()) == []
+
+
+def test_a_category_typed_in_either_accent_form_filters_the_api(writable, small_catalog, rows):
+    """The store writes "Relógio" composed; an address or form from a Mac may hold it
+    decomposed, which found nothing."""
+    import unicodedata
+
+    client, _ = writable
+    decomposed = unicodedata.normalize("NFD", "Relógio")
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    added = client.post("/api/products", headers={"Authorization": f"Bearer {KEY}"},
+                        data={"product_id": "r1", "category": decomposed},
+                        files=_upload(photo))
+    assert added.status_code == 201 and added.json()["category"] == "Relógio"
+    for typed in ("Relógio", decomposed):
+        listed = client.get("/api/products", params={"category": typed}).json()["products"]
+        assert [p["product_id"] for p in listed] == ["r1"], typed
+        found = client.post("/api/search", params={"category": typed}, files=_upload(photo))
+        assert [r["product_id"] for r in found.json()["results"]] == ["r1"], typed

@@ -335,9 +335,14 @@ def test_migrate_refuses_to_mix_two_catalogues_in_one_store(tmp_path):
 
 
 def test_a_category_filter_in_either_accent_form_finds_the_category(tmp_path):
-    """A terminal on a Mac types "Relógio" decomposed; the store holds it composed."""
+    """A terminal on a Mac types "Relógio" decomposed; stores keep it composed, and one
+    indexed before that keeps the decomposed form it was given: either is found by either."""
+    import sqlite3
+    import types
     import unicodedata
 
+    from vitrine.catalog import stored_category
+    from vitrine.cli_support import check_category
     from vitrine.config import Settings
     from vitrine.recommend import Recommender
 
@@ -346,12 +351,19 @@ def test_a_category_filter_in_either_accent_form_finds_the_category(tmp_path):
     s.set_manifest(MANIFEST)
     s.upsert([record("a", unit(1, 0), category=decomposed), record("b", unit(1, 0.3)),
               record("c", unit(1, 0.5), category=composed)])
-    assert s.categories() == {composed: 2, "c": 1}  # stored in one form
+    assert s.categories() == {composed: 2, "c": 1}  # written in one form
+    s.close()
+    with sqlite3.connect(tmp_path / "store" / "vitrine.sqlite") as db:  # an older store
+        db.execute("UPDATE products SET category=? WHERE category=?", (decomposed, composed))
+    s = open_store(tmp_path / "store")
+    assert set(s.categories()) == {decomposed, "c"}
     rec = Recommender(s, Settings())
     for typed in (composed, decomposed):
-        assert [m.product.product_id for m in rec.search_vector(unit(1, 0), 5, typed)] == [
-            "a", "c"]
-        assert [m.product.product_id for m in rec.similar("a", 5, typed)[1]] == ["c"]
+        assert stored_category(typed, s.categories()) == decomposed
+        assert check_category(types.SimpleNamespace(store=s), typed) == decomposed
+    assert stored_category("relógio", s.categories()) == "relógio"  # case still counts
+    # the product's own category, as stored: "similar, same category" on such a store
+    assert [m.product.product_id for m in rec.similar("a", 5, same_category=True)[1]] == ["c"]
     s.close()
 
 

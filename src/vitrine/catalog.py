@@ -8,6 +8,7 @@ import math
 import os
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,17 @@ def category_form(category: str) -> str:
     """A category in one Unicode form (NFC): a folder copied from a Mac spells "Relógio" as
     "o" and a combining accent, a table saved by Excel as "ó"; both are one category."""
     return unicodedata.normalize("NFC", category)
+
+
+def stored_category(category: str, known: Iterable[str]) -> str:
+    """``category`` as the store spells it: a filter typed in the other Unicode form (a Mac
+    terminal's decomposed "Relógio") finds the stored one, and a store indexed before
+    categories were kept in one form (decomposed) is found by either."""
+    known = list(known)
+    if category in known:
+        return category
+    wanted = category_form(category)
+    return next((c for c in known if category_form(c) == wanted), category)
 
 
 @dataclass

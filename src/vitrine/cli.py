@@ -124,7 +124,7 @@ def search(
 
     plot = plot_path(plot)
     rec = open_recommender(store, weights, model)
-    check_category(rec, category)
+    category = check_category(rec, category)
     failed = 0
     for i, image in enumerate(images):
         try:
@@ -170,7 +170,7 @@ def similar(
     """Find the products most similar to a product of the store (itself excluded)."""
     plot = plot_path(plot)
     rec = open_recommender(store, None)
-    check_category(rec, category)
+    category = check_category(rec, category)
     product, matches = rec.similar(product_id, k, category)
     if as_json:
         print_json({"query": product_id, "product": product.as_dict(),

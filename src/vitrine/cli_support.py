@@ -102,15 +102,20 @@ def plot_path(plot: Path | None) -> Path | None:
     return plot
 
 
-def check_category(rec, category: str | None) -> None:
-    """An unknown ``--category`` is an error naming the store's categories (a typo would
-    otherwise look like 'no similar products')."""
+def check_category(rec, category: str | None) -> str | None:
+    """``--category`` as the store spells it (either Unicode form of its accents); an
+    unknown one is an error naming the store's categories (a typo would otherwise look like
+    'no similar products')."""
     if category is None:
-        return
+        return None
+    from vitrine.catalog import stored_category
+
     known = rec.store.categories()
+    category = stored_category(category, known)
     if category not in known:
         raise VitrineError(f"the store has no products of category {category!r}; it has "
                            f"{', '.join(repr(c) for c in known) or 'none'}.")
+    return category
 
 
 def save_plot(image, title, matches, target: Path, quiet: bool) -> None:

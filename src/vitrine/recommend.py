@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vitrine.catalog import category_form
 from vitrine.config import Settings
 from vitrine.errors import VitrineError
 from vitrine.manifest import mismatch_error
@@ -56,12 +55,11 @@ class Recommender:
         vector = self.store.vector(product_id)
         if same_category:
             category = product.category
-        return product, self.store.search(vector, k, category=category and category_form(
-            category), exclude=product_id)
+        return product, self.store.search(vector, k, category=category, exclude=product_id)
 
     def search_vector(self, vector: np.ndarray, k: int = 5,
                       category: str | None = None) -> list[Match]:
-        return self.store.search(vector, k, category=category and category_form(category))
+        return self.store.search(vector, k, category=category)
 
     def search_image(self, image: Path | bytes, k: int = 5,
                      category: str | None = None) -> list[Match]:

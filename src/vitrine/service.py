@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitrine.catalog import Product, category_form
+from vitrine.catalog import Product, stored_category
 from vitrine.config import Settings
 from vitrine.embed import CategoryGuess, Embedder, decode
 from vitrine.errors import StoreError
@@ -117,10 +117,16 @@ class VitrineService:
         """One page of products and whether another page follows; ``query`` is read without
         the spaces around it, as the page's search box is."""
         with self._store_lock:
-            found = self.store.list_products(category=category_form(category or "") or None,
+            found = self.store.list_products(category=self.stored_category(category),
                                              query=(query or "").strip() or None,
                                              limit=limit + 1, offset=offset)
         return found[:limit], len(found) > limit
+
+    def stored_category(self, category: str | None) -> str | None:
+        """A category filter as the store spells it (either Unicode form; None for none)."""
+        if not category:
+            return None
+        return stored_category(category, self.categories())
 
     def categories(self) -> dict[str, int]:
         """Products per category. Counting them reads every product (a GROUP BY, or a scan of
@@ -139,7 +145,7 @@ class VitrineService:
     def similar(self, product_id: str, k: int, category: str | None = None, *,
                 same_category: bool = False) -> tuple[StoredProduct, list[Match]]:
         with self._store_lock:
-            return self.recommender.similar(product_id, k, category or None,
+            return self.recommender.similar(product_id, k, self.stored_category(category),
                                             same_category=same_category)
 
     def image_path(self, product_id: str) -> Path:
@@ -164,7 +170,7 @@ class VitrineService:
             vector = self.embedder.embed_arrays(array[None])[0]
         t2 = time.perf_counter()
         with self._store_lock:
-            matches = self.recommender.search_vector(vector, k, category or None)
+            matches = self.recommender.search_vector(vector, k, self.stored_category(category))
         t3 = time.perf_counter()
         timings = SearchTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return matches, timings, self.embedder.guess_category(vector)
