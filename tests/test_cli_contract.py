@@ -416,3 +416,26 @@ def test_weights_on_the_command_line_beat_vitrine_model_and_do_not_go_with_model
                check=False)
     assert both.returncode == 2 and both.stderr.count("\n") == 1
     assert "--weights and --model each choose the model to embed with" in both.stderr
+
+
+def test_migrate_again_says_what_the_source_no_longer_holds_and_prune_removes_it(
+        small_store, tmp_path):
+    """A product deleted at the source lived on in an earlier copy without a word."""
+    from vitrine.store import open_store
+
+    source, target = tmp_path / "source", tmp_path / "target"
+    shutil.copytree(small_store, source)
+    first = json.loads(run("migrate", source, target, "--json").stdout)
+    assert first["not_in_source"] == first["removed"] == 0 and first["copied"] == 48
+    store = open_store(source)
+    gone = store.list_products(limit=1)[0].product_id
+    store.delete([gone])
+    store.close()
+    again = run("migrate", source, target).stdout
+    assert "Copied 47 products" in again
+    assert "also holds 1 product(s) the source does not" in " ".join(again.split())
+    assert "--prune removes them" in " ".join(again.split())
+    assert open_store(target).get(gone) is not None
+    pruned = json.loads(run("migrate", source, target, "--prune", "--json").stdout)
+    assert (pruned["not_in_source"], pruned["removed"]) == (1, 1)
+    assert open_store(target).get(gone) is None

@@ -327,10 +327,22 @@ def test_migrate_refuses_to_mix_two_catalogues_in_one_store(tmp_path):
             migrate_store(a, b, show_progress=False)
     assert [p.product_id for p in older.list_products()] == ["o1"]
     again = made("c", "/shops/a", "a0")  # a0: deleted from the source since the last copy
-    assert migrate_store(source, again, show_progress=False) == (1, 1)
-    assert [p.product_id for p in again.list_products()] == ["a1"]  # a0 lived on before
+    kept = migrate_store(source, again, show_progress=False)
+    assert (kept.copied, kept.not_in_source, kept.removed) == (1, ["a0"], 0)
+    assert [p.product_id for p in again.list_products()] == ["a0", "a1"]  # said, not removed
+    pruned = migrate_store(source, again, prune=True, show_progress=False)
+    assert (pruned.not_in_source, pruned.removed) == (["a0"], 1)
     assert [m.product.product_id for m in again.search(unit(1, 0), 5)] == ["a1"]
-    for s in (source, target, again, older):
+    # stores with no folder recorded (filled through the API): a copy resumed goes ahead, but
+    # a target with products of its own is refused (the pruning copy emptied it of them)
+    api_a, api_b = made("api_a", None, "x1"), made("api_b", None, "y1")
+    api_a.upsert([record("x2", unit(0, 1))])
+    resumed = made("api_c", None, "x2")
+    assert migrate_store(api_a, resumed, show_progress=False).copied == 2
+    with pytest.raises(StoreError, match="not recorded"):
+        migrate_store(api_a, api_b, prune=True, show_progress=False)
+    assert [p.product_id for p in api_b.list_products()] == ["y1"]
+    for s in (source, target, again, older, api_a, api_b, resumed):
         s.close()
 
 

@@ -208,12 +208,14 @@ def migrate(
     source: Annotated[str, typer.Argument(help="Store to copy from.", metavar="SOURCE_STORE")],
     target: Annotated[str, typer.Argument(help="Store to copy into (created if needed).",
                                             metavar="TARGET_STORE")],
+    prune: Annotated[bool, typer.Option(
+        "--prune", help="Remove from the target the products the source does not hold "
+        "(deleted there since an earlier copy), so that it equals the source.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Copy every product and vector from one store to another, without re-embedding.
 
-    For example from the embedded store to Milvus; refuses a target made by another model. Run
-    again, it removes from the target what the source no longer holds.
+    For example from the embedded store to Milvus; refuses a target made by another model.
     Photos of products added through the API go to the target's upload folder (STORE/uploads,
     or VITRINE_UPLOAD_DIR)."""
     from vitrine.migrate import migrate_store
@@ -222,17 +224,25 @@ def migrate(
     settings = load_settings()
     src, dst = store_for(source, settings), store_for(target, settings, create=True)
     try:
-        copied, removed = migrate_store(
-            src, dst, photos_to=upload_folder(dst, settings.upload_dir),
-            photos_from=upload_folder(src, settings.upload_dir), show_progress=not as_json)
+        done = migrate_store(src, dst, photos_to=upload_folder(dst, settings.upload_dir),
+                             photos_from=upload_folder(src, settings.upload_dir), prune=prune,
+                             show_progress=not as_json)
     finally:
         src.close()
         dst.close()
     if as_json:
-        print_json({"copied": copied, "removed": removed, "source": source, "target": target})
-    else:
-        gone = f"; removed {removed} it no longer holds" if removed else ""
-        out.print(f"Copied {copied} products from {source} to {target}{gone}.")
+        print_json({"copied": done.copied, "not_in_source": len(done.not_in_source),
+                    "removed": done.removed, "source": source, "target": target})
+        return
+    out.print(f"Copied {done.copied} products from {source} to {target}.")
+    extra = len(done.not_in_source)
+    if done.removed:
+        out.print(f"Removed {done.removed} product(s) of the target that the source does not "
+                  "hold.")
+    elif extra:
+        out.print(f"The target also holds {extra} product(s) the source does not (deleted "
+                  "there since an earlier copy, or added to the target); --prune removes "
+                  "them.")
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from vitrine.catalog import UPLOADED
@@ -13,12 +14,23 @@ from vitrine.store.base import Record, VectorStore
 BATCH = 256
 
 
+@dataclass
+class Migrated:
+    copied: int
+    """Products copied (all of the source's)."""
+    not_in_source: list[str]
+    """Products of the target that the source does not hold (deleted there since an earlier
+    copy, or added to the target itself): kept, unless ``prune``."""
+    removed: int
+    """Those of them removed (``prune``)."""
+
+
 def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path | None = None,
-                  photos_from: Path | None = None, show_progress: bool = True
-                  ) -> tuple[int, int]:
-    """Copy all products, vectors and the model manifest; return how many were copied, and
-    how many products the target held that the source no longer does and were removed (a
-    copy run again after the source changed: it is the source's copy, not a merge).
+                  photos_from: Path | None = None, prune: bool = False,
+                  show_progress: bool = True) -> Migrated:
+    """Copy all products, vectors and the model manifest into ``target``, new or a copy of
+    the same catalogue (an earlier or interrupted copy); with ``prune``, the target's products
+    that the source does not hold are removed, so that it equals the source.
 
     With ``photos_to`` (the target's upload folder), the photos of products added through
     the API are copied there too and the copies named, so the source store can go; catalogue
@@ -33,7 +45,12 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
                          f"{source.location} ({existing.differences(manifest)}); copy into a "
                          "new store.")
     theirs, ours = target.catalog_folder(), source.catalog_folder()
-    if theirs != ours and target.count():  # one not recorded (an older store) is no match
+    held = set(target.fingerprints()) if target.count() else set()
+    ids, vectors = source.all_vectors()
+    # a folder not recorded (an older store, or one filled through the API) is no match,
+    # unless the target holds nothing the source does not (a copy of it, interrupted)
+    unknown = theirs is None or ours is None
+    if held and (not held <= set(ids) if unknown else theirs != ours):
         raise StoreError(f"the store {target.location} holds products (catalogue folder "
                          f"{theirs or 'not recorded'}) and {source.location} another "
                          f"catalogue's (folder {ours or 'not recorded'}); mixed in one store, "
@@ -44,7 +61,6 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
         target.set_manifest(manifest)
     if target.catalog_folder() is None and source.catalog_folder() is not None:
         target.set_catalog_folder(source.catalog_folder())  # index keeps guarding its removals
-    ids, vectors = source.all_vectors()
     by_id = {p.product_id: p for p in source.list_products(limit=len(ids) + 1)}
     marks = source.fingerprints()
     catalogues = (source.catalog_folder(),)
@@ -66,10 +82,10 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
                 batch = []
         target.upsert(batch)
         adv(len(batch))
-    gone = set(target.fingerprints()) - set(ids)
-    removed = target.delete(sorted(gone)) if gone else 0
+    extra = sorted(held - set(ids))
+    removed = target.delete(extra) if prune and extra else 0
     target.flush()
-    return len(ids), removed
+    return Migrated(len(ids), extra, removed)
 
 
 def _copy_photo(photo: Path, folder: Path) -> Path:
