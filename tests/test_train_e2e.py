@@ -270,6 +270,28 @@ def test_train_into_the_current_folder_and_over_a_model(trained, tmp_path, env):
     assert (here / "NOTES.txt").read_text() == "mine"
 
 
+def test_sigterm_during_training_leaves_nothing_behind(trained, tmp_path, env):
+    """SIGTERM (`timeout`, a container stopping) killed a training outright: its hidden stage
+    folder and the new --out stayed behind. It now cleans up as after a Ctrl+C."""
+    import signal
+    import time
+
+    catalog, _, _ = trained
+    proc = subprocess.Popen([*CLI, "train", str(catalog), "--out", str(tmp_path / "m")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env})
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".m.*.partial")) and time.monotonic() < deadline \
+            and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the run
+    proc.send_signal(signal.SIGTERM)
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == -signal.SIGTERM, stderr
+    assert stderr.rstrip().endswith("terminated.") and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []  # no stage, no half-made model folder
+
+
 def test_one_training_at_a_time_per_model_folder(tmp_path):
     """A second run to the same --out is refused while the first holds the folder (both used
     to report success and the first model was lost); a folder the run created is removed

@@ -419,32 +419,32 @@ def bench(
         out.print(line)
 
 
-_main_pid = 0
 _terminated = False
 
 
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM (``timeout``, ``kill``, a container stopping) as a Ctrl+C: the same clean-up
-    runs (partial model folders, store writes), then exit status 143."""
+    runs (partial model folders, store writes), then the process ends by the signal."""
     global _terminated
-    if os.getpid() != _main_pid:  # a forked worker (decoding pool) dies as it would have
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
     _terminated = True
     raise KeyboardInterrupt
 
 
 def _stopped() -> None:
-    """Say why the command stopped early, and exit with the matching status."""
+    """Say why the command stopped early, and end as such a stop does: exit status 130 for
+    Ctrl+C; for SIGTERM death by the signal itself once cleaned up (a shell sees 143, and
+    a service manager a clean stop, as before)."""
     err.print("terminated." if _terminated else "interrupted.")
-    sys.exit(143 if _terminated else 130)
+    if _terminated:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+    sys.exit(130)
 
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one sentence and exit status 2."""
-    global _main_pid
-    _main_pid = os.getpid()
     signal.signal(signal.SIGTERM, _terminate)
     try:
         status = app(standalone_mode=False)
