@@ -182,13 +182,24 @@ def test_a_large_category_reused_ids_and_exclude_through_the_layer(folder):
     writer.close()
 
 
-def test_a_restored_database_neither_reads_nor_layers_on_the_abandoned_copys_files(folder):
+@pytest.mark.parametrize("older", [False, True], ids=["backup", "backup-before-changes"])
+def test_a_restored_database_neither_reads_nor_layers_on_the_abandoned_copys_files(folder,
+                                                                                  older):
     """The approximate index's files left by the copy of the database that a backup replaced
-    are neither this database's current index nor a base to layer its writes on."""
+    are neither this database's current index nor a base to layer its writes on (``older``:
+    a backup written by a Vitrine from before writes recorded their rows)."""
     import shutil
+    import sqlite3
 
     root, vecs = folder
     shutil.copyfile(root / "vitrine.sqlite", root.parent / "backup.sqlite")
+    if older:
+        db = sqlite3.connect(root.parent / "backup.sqlite")
+        with db:
+            db.execute("DELETE FROM meta WHERE key IN ('tracked', 'changes_from', "
+                       "'changes_pruned')")
+            db.execute("DELETE FROM changes")
+        db.close()  # its write-ahead log into the file, which alone is copied back
     store = EmbeddedStore(root, index_config=HNSW)
     store.lock_for_writing()
     store.upsert(records([f"p{i:03d}" for i in range(500, 540)], vecs[500:540]))
@@ -203,7 +214,7 @@ def test_a_restored_database_neither_reads_nor_layers_on_the_abandoned_copys_fil
     store = EmbeddedStore(root, index_config=HNSW)
     store.lock_for_writing()
     store.upsert(records([f"q{i:03d}" for i in range(20)], vecs[540:560]))
-    for query in (*vecs[530:535], *vecs[540:545]):  # rows only the abandoned copy has, new
+    for query in (*vecs[520:540], *vecs[540:545]):  # rows only the abandoned copy has, new
         got = [m.product.product_id for m in store.search(query, 5)]
         assert got == brute_force(store, query, 5)
     store.close()

@@ -172,10 +172,10 @@ class EmbeddedStore:
                 # database (a backup restored, a database deleted to start over) was named
                 # by the same numbers for other rows
                 gen = max(last, self._files.newest_generation()) + 1
-                if self._meta("tracked") != str(last):  # a write that did not record its
-                    self._set_meta("changes_from", gen)  # rows (a Vitrine from before them)
-                elif gen != last + 1:  # no index file before this write is this database's
+                if gen != last + 1:  # no index file before this write is this database's
                     self._set_meta("changes_from", gen + 1)
+                elif self._meta("tracked") != str(last):  # a write that did not record its
+                    self._set_meta("changes_from", gen)  # rows (a Vitrine from before them)
                 self._set_meta("generation", gen)
                 self._set_meta("tracked", gen)
             yield gen
