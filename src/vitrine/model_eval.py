@@ -117,13 +117,14 @@ def unreadable_error(bad: Sequence[tuple[Path, object]]) -> CatalogError:
                         f"{str(bad[0][1]).rstrip('.')}{more}; remove it to evaluate.")
 
 
-def _protocol(products: Sequence[Product], given: dict | None,
-              model_dir: Path | None) -> tuple[str, dict[str, str] | None]:
+def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path | None,
+              shas: Sequence[str | None], groups: Sequence[Sequence[str]]
+              ) -> tuple[str, dict[str, str] | None]:
     if model_dir is not None and (model_dir / "split.json").is_file():
         from vitrine.split import Split
 
         split = Split.load(model_dir / "split.json")
-        seen = _seen_by_model(products, split)
+        seen = _seen_by_model(products, split, shas, groups)
         if any(where == "train" for where in seen.values()):
             # what the model trained on is never a query (leave-one-out over it scored the
             # model on its own training photos); the photos it never saw query, as its test
@@ -137,34 +138,43 @@ def _protocol(products: Sequence[Product], given: dict | None,
     return "leave-one-out: every photo queries all the others", None
 
 
-def _seen_by_model(products: Sequence[Product], split) -> dict[str, str | None]:
+def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str | None],
+                   groups: Sequence[Sequence[str]]) -> dict[str, str | None]:
     """Per product: 'train' when the model trained on its photo (its train or validation
-    split), 'test' when the photo is in its test split, None when the model never saw it.
-    Photos are matched by content, whatever their ids in this catalogue; a model written
-    before split.json kept the photos' sha256 is matched by product id."""
-    from vitrine.photo_hashes import file_sha256
+    split) or on a duplicate of it (``groups``: a resized copy), 'test' when the photo is
+    in its test split, None when the model never saw it. Photos are matched by content
+    (``shas``), whatever their ids in this catalogue; a model written before split.json
+    kept the photos' sha256 is matched by product id."""
 
     def side(assigned: str | None) -> str | None:
         return None if assigned is None else "test" if assigned == "test" else "train"
 
-    if not split.contents:
-        return {p.product_id: side(split.assignment.get(p.product_id)) for p in products}
-    by_content: dict[str, str] = {}
-    for pid, sha in split.contents.items():
-        where = side(split.assignment.get(pid))
-        if where is not None and by_content.get(sha) != "train":  # a copy it trained on
-            by_content[sha] = where
-    return {p.product_id: by_content.get(file_sha256(p.image)) for p in products}
+    if split.contents:
+        by_content: dict[str, str] = {}
+        for pid, sha in split.contents.items():
+            where = side(split.assignment.get(pid))
+            if where is not None and by_content.get(sha) != "train":  # a copy it trained on
+                by_content[sha] = where
+        seen = {p.product_id: by_content.get(sha) if sha else None
+                for p, sha in zip(products, shas, strict=True)}
+    else:
+        seen = {p.product_id: side(split.assignment.get(p.product_id)) for p in products}
+    for group in groups:
+        if any(seen[pid] == "train" for pid in group):
+            for pid in group:
+                seen[pid] = "train"
+    return seen
 
 
 def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[str],
-                thumbs: list[bytes], settings: Settings) -> list[list[str]]:
+                thumbs: list[bytes], settings: Settings,
+                shas: Sequence[str | None] | None = None) -> list[list[str]]:
     """Duplicate groups (product ids) by :func:`vitrine.dedupe.find_duplicates`, as
-    training's split finds them."""
+    training's split finds them; ``shas``: the photos' sha256 when already read."""
     from vitrine.dedupe import DuplicateRules, find_duplicates
     from vitrine.photo_hashes import file_sha256
 
-    shas = [file_sha256(p.image) for p in products]
+    shas = [file_sha256(p.image) for p in products] if shas is None else shas
     groups = find_duplicates([p.product_id for p in products], vectors, phashes, thumbs, shas,
                              DuplicateRules.from_settings(settings))
     return [list(map(str, g)) for g in groups]
@@ -173,6 +183,7 @@ def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[
 def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path | None = None,
                      k: int = 5, show_progress: bool = True) -> dict:
     """Metrics of the pretrained backbone and, with ``model_dir``, of the trained model."""
+    from vitrine.photo_hashes import file_sha256
     from vitrine.split import read_split_catalog
 
     products, given = read_split_catalog(catalog_dir)
@@ -180,7 +191,11 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     if len(products) < 2:
         raise CatalogError(f"{catalog_dir} needs at least two photos with a category to "
                            "evaluate.")
-    protocol, assignment = _protocol(products, given, model_dir)
+    vectors, logits, classes, model_info, (phashes, thumbs) = _embed(
+        products, settings, model_dir, show_progress)
+    shas = [file_sha256(p.image) for p in products]  # each photo was just read
+    groups = find_groups(products, vectors["pretrained"], phashes, thumbs, settings, shas)
+    protocol, assignment = _protocol(products, given, model_dir, shas, groups)
     labels = [p.category for p in products]
     if assignment is None:
         queries = index = np.arange(len(products))
@@ -191,9 +206,6 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
                             if assignment[p.product_id] != "test"])
         if not len(queries) or not len(index):
             raise CatalogError("the split has no test photos or no train photos to evaluate.")
-    vectors, logits, classes, model_info, (phashes, thumbs) = _embed(
-        products, settings, model_dir, show_progress)
-    groups = find_groups(products, vectors["pretrained"], phashes, thumbs, settings)
     report: dict = {"catalog": str(catalog_dir), "protocol": protocol, "k": k,
                     "queries": len(queries), "index": len(index),
                     "duplicate_groups": len(groups), "model": model_info, "retrieval": {}}

@@ -133,12 +133,14 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     vectors /= vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)  # as F.normalize, in place
     vectors = vectors.numpy()
     usable = [products[i] for i in ok]
+    contents = {p.product_id: file_sha256(p.image) for p in products}
     groups = find_groups(usable, vectors, [clean.phashes[i] for i in ok],
-                         [clean.thumbs[i] for i in ok], settings)
+                         [clean.thumbs[i] for i in ok], settings,
+                         [contents[p.product_id] for p in usable])
     del vectors
     phash_of = {p.product_id: clean.phashes[i] for p, i in zip(usable, ok, strict=True)}
     split = make_split(usable, groups, settings, given)
-    split.contents = {p.product_id: file_sha256(p.image) for p in products}
+    split.contents = contents
     split.save(stage / "split.json")
     seconds = {"read_and_split": round(time.perf_counter() - started, 1)}
 
