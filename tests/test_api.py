@@ -116,6 +116,10 @@ def test_405_names_every_method_of_the_address_and_head_answers_like_get(writabl
         "GET", "HEAD", "POST"}
     assert set(client.put(f"/api/products/{pid}").headers["allow"].split(", ")) == {
         "GET", "HEAD", "PATCH", "DELETE"}
+    static = client.put("/static/app.js")  # a mount: Starlette's own Allow stands
+    assert static.status_code == 405 and static.headers["allow"] == "GET, HEAD"
+    page = client.put("/search", headers={"Accept": "text/html"})  # the error page says it too
+    assert page.status_code == 405 and "POST" in page.headers["allow"]
 
 
 def test_list_products_filters_and_pages(client, rows):
@@ -281,6 +285,8 @@ def test_a_text_field_over_1_mb_is_one_sentence(writable, small_catalog, rows):
     assert r.status_code == 400
     assert r.json()["detail"] == ("A form field other than the photo is longer than 1 MB; "
                                   "send less text in it.")
+    form = client.post("/api/search", data={"category": "x" * 1_100_000})  # url-encoded
+    assert form.status_code == 400 and form.json()["detail"] == r.json()["detail"]
 
 
 def test_default_upload_limit_is_10_mb(settings, small_store, embedder):

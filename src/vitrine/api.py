@@ -256,7 +256,9 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
     def error(request: Request, status: int, sentence: str,
               headers: dict | None = None) -> Response:
         if wants_html(request):
-            return app.state.render_error(request, status, sentence)
+            page = app.state.render_error(request, status, sentence)
+            page.headers.update(headers or {})
+            return page
         return JSONResponse({"detail": sentence}, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -266,9 +268,9 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
         sentence = guards.http_error_sentence(exc.status_code, exc.detail,
                                               settings.max_upload_bytes)
         headers = getattr(exc, "headers", None)
-        if exc.status_code == 405:  # Starlette names only the first route at this address
-            headers = {**(headers or {}),
-                       "Allow": ", ".join(_allowed_methods(routes, request.scope))}
+        allowed = _allowed_methods(routes, request.scope) if exc.status_code == 405 else []
+        if allowed:  # Starlette names only the first route's (static files: its own stand)
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         return error(request, exc.status_code, sentence, headers)
 
     @app.exception_handler(RequestValidationError)

@@ -158,7 +158,8 @@ def http_error_sentence(status: int, detail: object, upload_limit: int) -> str:
     """One sentence for an HTTP error, replacing framework defaults such as 'Not Found'."""
     if status == 413:
         return too_large_sentence(upload_limit)
-    if status == 400 and str(detail).startswith("Part exceeded maximum size"):  # Starlette's
+    if status == 400 and str(detail).startswith(("Part exceeded maximum size",  # Starlette's
+                                                 "Field exceeded maximum size")):
         return ("A form field other than the photo is longer than 1 MB; send less text in "
                 "it.")
     if isinstance(detail, str) and detail and detail != HTTPStatus(status).phrase:
