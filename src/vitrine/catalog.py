@@ -36,6 +36,13 @@ def category_form(category: str) -> str:
     return unicodedata.normalize("NFC", category)
 
 
+def one_form(category: str) -> bool:
+    """Whether ``category`` is spelled alike in both Unicode forms (no accent to compose or
+    decompose): then it needs no look-up among the stored ones."""
+    return unicodedata.is_normalized("NFC", category) and unicodedata.is_normalized(
+        "NFD", category)
+
+
 def stored_category(category: str, known: Iterable[str]) -> str:
     """``category`` as the store spells it: a filter typed in the other Unicode form (a Mac
     terminal's decomposed "Relógio") finds the stored one, and a store indexed before

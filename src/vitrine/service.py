@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitrine.catalog import Product, stored_category
+from vitrine.catalog import Product, one_form, stored_category
 from vitrine.config import Settings
 from vitrine.embed import CategoryGuess, Embedder, decode
 from vitrine.errors import StoreError
@@ -116,16 +116,21 @@ class VitrineService:
                  offset: int) -> tuple[list[StoredProduct], bool]:
         """One page of products and whether another page follows; ``query`` is read without
         the spaces around it, as the page's search box is."""
+        category = self.stored_category(category)  # (takes the lock itself)
         with self._store_lock:
-            found = self.store.list_products(category=self.stored_category(category),
+            found = self.store.list_products(category=category,
                                              query=(query or "").strip() or None,
                                              limit=limit + 1, offset=offset)
         return found[:limit], len(found) > limit
 
     def stored_category(self, category: str | None) -> str | None:
-        """A category filter as the store spells it (either Unicode form; None for none)."""
+        """A category filter as the store spells it (either Unicode form; None for none);
+        the store's categories are read (a count shared for a while) only for a category
+        with accents."""
         if not category:
             return None
+        if one_form(category):
+            return category
         return stored_category(category, self.categories())
 
     def categories(self) -> dict[str, int]:
@@ -144,8 +149,9 @@ class VitrineService:
 
     def similar(self, product_id: str, k: int, category: str | None = None, *,
                 same_category: bool = False) -> tuple[StoredProduct, list[Match]]:
+        category = self.stored_category(category)
         with self._store_lock:
-            return self.recommender.similar(product_id, k, self.stored_category(category),
+            return self.recommender.similar(product_id, k, category,
                                             same_category=same_category)
 
     def image_path(self, product_id: str) -> Path:
@@ -169,8 +175,9 @@ class VitrineService:
         with self._model_lock:
             vector = self.embedder.embed_arrays(array[None])[0]
         t2 = time.perf_counter()
+        category = self.stored_category(category)
         with self._store_lock:
-            matches = self.recommender.search_vector(vector, k, self.stored_category(category))
+            matches = self.recommender.search_vector(vector, k, category)
         t3 = time.perf_counter()
         timings = SearchTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return matches, timings, self.embedder.guess_category(vector)

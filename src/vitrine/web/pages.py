@@ -167,9 +167,13 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
                                     else sum(categories.values()))
         # pages in all, when the count is known (not for a name search): "Página 5 de 2"
         last = None if total is None else max(1, -(-total // PAGE_SIZE))
+        # past the end of a name search: "previous" only if the page before has products
+        before = bool(found) or page > 1 and bool(service.products(
+            category=category, query=query, limit=1, offset=(page - 2) * PAGE_SIZE)[0])
         return pages.render(request, "catalogue.html", lang, active="catalogue",
                             products=found, categories=categories, category=category or "",
-                            q=query, page=page, has_more=more, total=total, last=last)
+                            q=query, page=page, has_more=more, total=total, last=last,
+                            before=before)
 
     @app.api_route("/products/{product_id:path}", methods=["GET", "HEAD"],
                    response_class=HTMLResponse, include_in_schema=False)
