@@ -341,10 +341,16 @@ def test_another_tools_model_json_is_not_a_model_folder_and_stale_stages_go(tmp_
     for folder in (stale, *others):
         folder.mkdir()
         (folder / "checkpoint.pt").write_bytes(b"x" * 10)
+        (folder / ".vitrine-stage").touch()
+    users = tmp_path / ".m.backup01.partial"  # the user's own, named alike: no mark
+    users.mkdir()
+    (users / "checkpoint.pt").write_bytes(b"mine")
+    others.append(users)
     with staged_model_dir(out) as stage:
         (stage / "model.json").write_text('{"format": "vitrine-trained-model/1"}')
         assert not stale.exists() and all(p.is_dir() for p in others)
     assert all((p / "checkpoint.pt").is_file() for p in others)
+    assert sorted(p.name for p in out.iterdir()) == ["model.json"]  # no mark moved in
 
 
 def test_imagenet_layer_is_the_pretrained_embedder(trained, embedder):

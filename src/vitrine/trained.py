@@ -35,6 +35,8 @@ from vitrine.models import (
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "model.json"
 FORMAT = "vitrine-trained-model/1"
+STAGE_MARK = ".vitrine-stage"
+"""The file that marks a hidden folder beside --out as a training run's stage."""
 MODEL_OUTPUTS = frozenset({
     MODEL_FILE, CONFIG_FILE, "split.json", "summary.json", "metrics.json", "history.json",
     "history.csv", "history.png", "confusion_matrix.png", "misclassified.png", "report.md",
@@ -125,7 +127,7 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
     try:
         own = re.compile(rf"\.{re.escape(out_dir.name)}\.[a-z0-9_]{{8}}\.partial")
         for stale in out_dir.parent.iterdir():
-            if own.fullmatch(stale.name) and stale.is_dir():
+            if own.fullmatch(stale.name) and (stale / STAGE_MARK).is_file():
                 # a run to this folder killed outright (SIGKILL, out of memory) left it;
                 # the lock says no such run is alive (mkdtemp's names: 8 of [a-z0-9_])
                 shutil.rmtree(stale, ignore_errors=True)
@@ -138,6 +140,7 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         stage.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the model from other users
+        (stage / STAGE_MARK).touch()  # a later run removes it only with this mark
         yield stage
         try:  # into the folder itself (it may be the shell's current one)
             _swap_contents(stage, out_dir)
@@ -193,7 +196,7 @@ def _swap_contents(stage: Path, out_dir: Path) -> None:
         for path in old:
             os.replace(path, aside / path.name)
             moved.append((aside / path.name, path))
-        for path in [p for p in stage.iterdir() if p != aside]:
+        for path in [p for p in stage.iterdir() if p != aside and p.name != STAGE_MARK]:
             os.replace(path, out_dir / path.name)
             moved.append((out_dir / path.name, path))
     except OSError:
