@@ -412,6 +412,8 @@ def test_weights_on_the_command_line_beat_vitrine_model_and_do_not_go_with_model
     missing = {"VITRINE_MODEL": str(tmp_path / "no-model-here")}
     done = run("dedupe", folder, "--weights", weights_path, "--json", env_extra=missing)
     assert json.loads(done.stdout)["skipped"] == []  # the environment's model was not loaded
+    chosen = run("dedupe", folder, "--model", tmp_path / "no-model-either", check=False)
+    assert chosen.returncode == 2 and "no-model-either is not a trained model" in chosen.stderr
     both = run("evaluate", catalog, "--weights", weights_path, "--model", tmp_path / "m",
                check=False)
     assert both.returncode == 2 and both.stderr.count("\n") == 1
@@ -439,3 +441,18 @@ def test_migrate_again_says_what_the_source_no_longer_holds_and_prune_removes_it
     pruned = json.loads(run("migrate", source, target, "--prune", "--json").stdout)
     assert (pruned["not_in_source"], pruned["removed"]) == (1, 1)
     assert open_store(target).get(gone) is None
+
+
+def test_demo_keeps_its_store_inside_out_unless_told(small_catalog, weights_path, tmp_path):
+    """`demo --out X` put its store in ./demo-output/store, outside X, where the demo does
+    not know it as its own (another model was then refused instead of rebuilt)."""
+    here = tmp_path / "here"
+    here.mkdir()
+    env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
+    env.pop("VITRINE_DEMO_STORE", None)
+    proc = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), "--out",
+                           str(tmp_path / "out"), "--no-train", "--no-serve", "--k", "2"],
+                          capture_output=True, text=True, env=env, cwd=here, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "store" / ".vitrine-demo").is_file()
+    assert list(here.iterdir()) == []  # nothing in the folder it ran from

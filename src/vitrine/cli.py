@@ -186,12 +186,13 @@ def dedupe(
     dirs: Annotated[list[Path], typer.Argument(help="Folders of photos to compare.",
                                                metavar="DIR")],
     weights: WeightsOpt = None,
+    model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find exact and near-duplicate photos within or across folders."""
     from vitrine.dedupe_files import dedupe_folders
 
-    settings = command_settings(weights)
+    settings = command_settings(weights, model)
     groups, skipped = dedupe_folders(dirs, settings, show_progress=not as_json)
     if as_json:
         print_json({"groups": groups, "skipped": skipped})
@@ -329,8 +330,11 @@ def evaluate(
 def demo(
     catalog: Annotated[Path | None, typer.Option(help="Catalogue folder (default: the "
                                                  "VITRINE_DEMO_CATALOG setting).")] = None,
-    store: Annotated[Path | None, typer.Option(help="Store folder.")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Figures folder.")] = None,
+    store: Annotated[Path | None, typer.Option(help="Store folder (default: OUT/store, or "
+                                               "the VITRINE_DEMO_STORE setting).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder of the model, the "
+                                                 "figures and demo.json (default: "
+                                                 "demo-output).")] = None,
     weights: WeightsOpt = None,
     k: KOpt = 5,
     model: ModelOpt = None,
@@ -363,8 +367,11 @@ def demo(
         err.print(note, markup=False, soft_wrap=True)
     from vitrine.demo import run_demo
 
-    run_demo(catalog, store or settings.demo_store, out_dir or settings.demo_out, settings,
-             k, console=out, serve=sock)
+    out_dir = out_dir or settings.demo_out
+    if store is None:  # inside --out, where the demo knows its own store, unless set apart
+        store = settings.demo_store if "demo_store" in settings.model_fields_set \
+            else out_dir / "store"
+    run_demo(catalog, store, out_dir, settings, k, console=out, serve=sock)
 
 
 @app.command()

@@ -25,7 +25,7 @@ or a script's capture stays on one line; tables still fit the width."""
 
 StoreOpt = Annotated[str, typer.Option(
     "--store", "-s", help="Store: a folder (embedded default), milvus-lite:///ABS/PATH.db, "
-    "or milvus://HOST:PORT\\[/COLLECTION].")]
+    "or milvus://HOST\\[:PORT]\\[/COLLECTION].")]
 WeightsOpt = Annotated[Path | None, typer.Option(
     "--weights", help="Local backbone weights (torchvision state_dict); default: "
     "VITRINE_WEIGHTS, else torchvision's download.")]
@@ -33,7 +33,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on 
 KOpt = Annotated[int, typer.Option("--k", "-k", min=1, max=100, help="Number of results.")]
 CategoryOpt = Annotated[str | None, typer.Option("--category", "-c",
                                                  help="Only products of this category.")]
-PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a figure (PNG).")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a figure (.png, .jpg, "
+                                                          ".pdf or .svg).")]
 ModelOpt = Annotated[Path | None, typer.Option(
     "--model", help="Trained model folder (vitrine train --out) to embed with; default: "
     "VITRINE_MODEL, else the pretrained backbone.")]
