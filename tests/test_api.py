@@ -829,3 +829,10 @@ def test_a_category_typed_in_either_accent_form_filters_the_api(writable, small_
         assert [p["product_id"] for p in listed] == ["r1"], typed
         found = client.post("/api/search", params={"category": typed}, files=_upload(photo))
         assert [r["product_id"] for r in found.json()["results"]] == ["r1"], typed
+        both = client.post("/api/search", params={"category": typed},
+                           data={"category": "Relógio"}, files=_upload(photo))
+        assert both.status_code == 200, typed  # one category, written two ways
+        page = client.get("/", params={"category": typed}).text  # the count and the choice
+        assert "1 produto<" in page and '<option value="Relógio" selected>' in page, typed
+        form = client.get("/search", params={"category": typed}).text
+        assert '<option value="Relógio" selected>' in form, typed

@@ -229,7 +229,7 @@ def test_every_command_help_renders():
         assert result.exit_code == 0, f"{name} --help: {result.output}{result.exception!r}"
         assert "Usage" in result.output
     store_help = runner.invoke(app, ["index", "--help"], terminal_width=200).output
-    assert "milvus://HOST:PORT[/COLLECTION]" in store_help
+    assert "milvus://HOST[:PORT][/COLLECTION]" in store_help
     # the usage lines name the arguments as the README does (not {images}, {dirs})
     for name, argument in (("index", "{CATALOG_DIR}"), ("search", "{IMAGE}..."),
                            ("dedupe", "{DIR}..."), ("similar", "{PRODUCT_ID}")):

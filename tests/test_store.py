@@ -342,7 +342,14 @@ def test_migrate_refuses_to_mix_two_catalogues_in_one_store(tmp_path):
     with pytest.raises(StoreError, match="not recorded"):
         migrate_store(api_a, api_b, prune=True, show_progress=False)
     assert [p.product_id for p in api_b.list_products()] == ["y1"]
-    for s in (source, target, again, older, api_a, api_b, resumed):
+    # the same id with another photo (ids are photo-file names, shared by catalogues)
+    clash = made("clash", None, "a1")
+    clash.upsert([Record(Product("b1", Path("/elsewhere/b1.jpg"), category="c"), "sha-other",
+                         "0" * 16, b"\0" * 768, unit(1, 0))])
+    with pytest.raises(StoreError, match="not recorded"):
+        migrate_store(clash, target, show_progress=False)
+    assert [p.product_id for p in target.list_products()] == ["b1"]
+    for s in (source, target, again, older, api_a, api_b, resumed, clash):
         s.close()
 
 

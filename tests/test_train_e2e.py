@@ -291,6 +291,7 @@ def test_sigterm_during_training_leaves_nothing_behind(trained, tmp_path, env):
     while not list(tmp_path.glob(".m.*.partial")) and time.monotonic() < deadline \
             and proc.poll() is None:
         time.sleep(0.05)
+    assert list(tmp_path.glob(".m.*.partial")), "the run never started its stage"
     time.sleep(0.5)  # into the run
     proc.send_signal(signal.SIGTERM)
     stderr = proc.communicate(timeout=120)[1]

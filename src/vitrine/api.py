@@ -181,7 +181,8 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         """The ``k`` products most similar to an uploaded photo (multipart field ``image``),
         only of ``category`` when given (in the address or as a form field). The
         ``Server-Timing`` header tells decode, model and search times."""
-        if category and category_field and category != category_field:
+        if category and category_field and service.stored_category(category) != \
+                service.stored_category(category_field):
             raise HTTPException(422, f"Two categories were sent ({category!r} in the address, "
                                      f"{category_field!r} in the form); send one.")
         matches, timings, guess = service.search_photo(guards.read_upload(image, limit), k,

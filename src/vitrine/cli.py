@@ -3,7 +3,7 @@ sentence on stderr and exit with status 2."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import signal
 import sqlite3
 import sys
@@ -368,9 +368,8 @@ def demo(
     from vitrine.demo import run_demo
 
     out_dir = out_dir or settings.demo_out
-    if store is None:  # inside --out, where the demo knows its own store, unless set apart
-        store = settings.demo_store if "demo_store" in settings.model_fields_set \
-            else out_dir / "store"
+    # inside --out, where the demo knows its own store, unless set apart
+    store = store or settings.demo_store or out_dir / "store"
     run_demo(catalog, store, out_dir, settings, k, console=out, serve=sock)
 
 
@@ -443,10 +442,11 @@ def _stopped() -> None:
     a service manager a clean stop, as before)."""
     err.print("terminated." if _terminated else "interrupted.")
     if _terminated:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe, say
+                stream.flush()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)
     sys.exit(130)
 
 

@@ -321,8 +321,9 @@ class Settings(BaseSettings):
     demo_train: bool = True
     """The demo trains on its catalogue (or reuses the model trained from the same photos and
     settings) and indexes with the trained model; False indexes with the pretrained one."""
-    demo_store: Path = Path("demo-output/store")
-    """Unset: the ``store`` folder of the demo's --out (``demo-output/store``)."""
+    demo_store: Path | None = None
+    """None (unset or empty): the ``store`` folder of the demo's --out
+    (``demo-output/store``)."""
     demo_out: Path = Path("demo-output")
 
 

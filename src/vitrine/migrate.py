@@ -45,12 +45,16 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
                          f"{source.location} ({existing.differences(manifest)}); copy into a "
                          "new store.")
     theirs, ours = target.catalog_folder(), source.catalog_folder()
-    held = set(target.fingerprints()) if target.count() else set()
-    ids, vectors = source.all_vectors()
+    held = target.fingerprints() if target.count() else {}
     # a folder not recorded (an older store, or one filled through the API) is no match,
-    # unless the target holds nothing the source does not (a copy of it, interrupted)
-    unknown = theirs is None or ours is None
-    if held and (not held <= set(ids) if unknown else theirs != ours):
+    # unless each product of the target is the source's, photo and all (a copy of it,
+    # interrupted: ids alone, photo-file names, are shared by many catalogues)
+    if held and (theirs is None or ours is None):
+        theirs_too = source.fingerprints()
+        mixed = any(theirs_too.get(pid, ("",))[0] != sha for pid, (sha, _) in held.items())
+    else:
+        mixed = bool(held) and theirs != ours
+    if mixed:
         raise StoreError(f"the store {target.location} holds products (catalogue folder "
                          f"{theirs or 'not recorded'}) and {source.location} another "
                          f"catalogue's (folder {ours or 'not recorded'}); mixed in one store, "
@@ -61,6 +65,7 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
         target.set_manifest(manifest)
     if target.catalog_folder() is None and source.catalog_folder() is not None:
         target.set_catalog_folder(source.catalog_folder())  # index keeps guarding its removals
+    ids, vectors = source.all_vectors()
     by_id = {p.product_id: p for p in source.list_products(limit=len(ids) + 1)}
     marks = source.fingerprints()
     catalogues = (source.catalog_folder(),)
@@ -82,7 +87,7 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
                 batch = []
         target.upsert(batch)
         adv(len(batch))
-    extra = sorted(held - set(ids))
+    extra = sorted(set(held) - set(ids))
     removed = target.delete(extra) if prune and extra else 0
     target.flush()
     return Migrated(len(ids), extra, removed)

@@ -96,7 +96,7 @@ class VitrineService:
         self.embedder = self.recommender.embedder  # loads the model once; checks the manifest
         size = self.embedder.prep.size  # one forward pass now, so no request pays for set-up
         self.embedder.embed_arrays(np.zeros((1, 3, size, size), np.float32))
-        self._store_lock = threading.Lock()
+        self._store_lock = threading.RLock()  # re-entrant: a read may call another
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._categories: tuple[float, dict[str, int]] | None = None

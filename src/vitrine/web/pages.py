@@ -160,6 +160,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
                   page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> Response:
         lang = pick_lang(lang)
         query = (q or "").strip()
+        category = service.stored_category(category)  # as the store spells it
         found, more = service.products(category=category, query=query,
                                        limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
         categories = service.categories()
@@ -168,7 +169,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         # pages in all, when the count is known (not for a name search): "Página 5 de 2"
         last = None if total is None else max(1, -(-total // PAGE_SIZE))
         # past the end of a name search: "previous" only if the page before has products
-        before = bool(found) or page > 1 and bool(service.products(
+        before = bool(found) or last is None and page > 1 and bool(service.products(
             category=category, query=query, limit=1, offset=(page - 2) * PAGE_SIZE)[0])
         return pages.render(request, "catalogue.html", lang, active="catalogue",
                             products=found, categories=categories, category=category or "",
@@ -194,7 +195,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         results page keeps it)."""
         return pages.render(request, "search.html", pick_lang(lang), active="search",
                             matches=None, message=None, categories=service.categories(),
-                            category=category or "")
+                            category=service.stored_category(category) or "")
 
     @app.post("/search", response_class=HTMLResponse, include_in_schema=False)
     def search_photo(request: Request, image: Annotated[UploadFile, File()],
