@@ -46,12 +46,12 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
                          "new store.")
     theirs, ours = target.catalog_folder(), source.catalog_folder()
     held = target.fingerprints() if target.count() else {}
+    marks = source.fingerprints()
     # a folder not recorded (an older store, or one filled through the API) is no match,
     # unless each product of the target is the source's, photo and all (a copy of it,
     # interrupted: ids alone, photo-file names, are shared by many catalogues)
     if held and (theirs is None or ours is None):
-        theirs_too = source.fingerprints()
-        mixed = any(theirs_too.get(pid, ("",))[0] != sha for pid, (sha, _) in held.items())
+        mixed = any(marks.get(pid, ("",))[0] != sha for pid, (sha, _) in held.items())
     else:
         mixed = bool(held) and theirs != ours
     if mixed:
@@ -67,7 +67,6 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
         target.set_catalog_folder(source.catalog_folder())  # index keeps guarding its removals
     ids, vectors = source.all_vectors()
     by_id = {p.product_id: p for p in source.list_products(limit=len(ids) + 1)}
-    marks = source.fingerprints()
     catalogues = (source.catalog_folder(),)
     batch: list[Record] = []
     with progress_bar("Copying", len(ids), enabled=show_progress, unit="products") as adv:

@@ -118,7 +118,7 @@ def unreadable_error(bad: Sequence[tuple[Path, object]]) -> CatalogError:
 
 
 def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path | None,
-              shas: Sequence[str | None], groups: Sequence[Sequence[str]]
+              shas: Sequence[str], groups: Sequence[Sequence[str]]
               ) -> tuple[str, dict[str, str] | None]:
     if model_dir is not None and (model_dir / "split.json").is_file():
         from vitrine.split import Split
@@ -138,7 +138,7 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
     return "leave-one-out: every photo queries all the others", None
 
 
-def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str | None],
+def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str],
                    groups: Sequence[Sequence[str]]) -> dict[str, str | None]:
     """Per product: 'train' when the model trained on its photo (its train or validation
     split) or on a duplicate of it (``groups``: a resized copy), 'test' when the photo is
@@ -155,8 +155,7 @@ def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str | None
             where = side(split.assignment.get(pid))
             if where is not None and by_content.get(sha) != "train":  # a copy it trained on
                 by_content[sha] = where
-        seen = {p.product_id: by_content.get(sha) if sha else None
-                for p, sha in zip(products, shas, strict=True)}
+        seen = {p.product_id: by_content.get(sha) for p, sha in zip(products, shas, strict=True)}
     else:
         seen = {p.product_id: side(split.assignment.get(p.product_id)) for p in products}
     for group in groups:
@@ -168,7 +167,7 @@ def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str | None
 
 def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[str],
                 thumbs: list[bytes], settings: Settings,
-                shas: Sequence[str | None] | None = None) -> list[list[str]]:
+                shas: Sequence[str] | None = None) -> list[list[str]]:
     """Duplicate groups (product ids) by :func:`vitrine.dedupe.find_duplicates`, as
     training's split finds them; ``shas``: the photos' sha256 when already read."""
     from vitrine.dedupe import DuplicateRules, find_duplicates
