@@ -153,6 +153,19 @@ def test_cli_index_and_search_on_milvus_lite(small_catalog, weights_path, tmp_pa
     assert result["results"][0]["image"].endswith(query.name)
 
 
+def test_scores_never_exceed_one(tmp_path):
+    """float32 sums give a photo 1.0000002 against itself on Milvus; a cosine is at most 1."""
+    store = open_store(f"milvus-lite://{tmp_path}/s.db", create=True)
+    store.set_manifest(MANIFEST)
+    vectors = np.random.default_rng(0).standard_normal((100, MANIFEST.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store.upsert([record(f"p{i}", v) for i, v in enumerate(vectors)])
+    top = [store.search(v, 1)[0] for v in vectors]
+    store.close()
+    assert [m.product.product_id for m in top] == [f"p{i}" for i in range(100)]
+    assert max(m.score for m in top) == 1.0 and min(m.score for m in top) > 0.9999
+
+
 def test_name_search_ignores_case_and_accents(mstore):
     """As on the embedded store: Milvus' like can fold neither, so the store folds."""
     check_name_search_ignores_case_and_accents(mstore)

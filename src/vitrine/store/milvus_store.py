@@ -365,7 +365,8 @@ class MilvusStore:
             self.collection, [np.asarray(vector, dtype=np.float32).tolist()], limit=k,
             filter=" and ".join(expr), output_fields=FIELDS,
             search_params={"metric_type": "IP"})[0]
-        return [Match(_to_product(h["entity"]), float(h["distance"])) for h in hits]
+        # float32 sums give 1.0000002 for a photo against itself: a cosine is at most 1
+        return [Match(_to_product(h["entity"]), min(1.0, float(h["distance"]))) for h in hits]
 
     def close(self) -> None:
         self.client.close()
