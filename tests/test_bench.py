@@ -90,7 +90,7 @@ def test_chunks_are_reproducible_and_streamed_top_k_is_exact():
 
 def test_bench_images_whole_pipeline(small_catalog, settings):
     report = bench_images(small_catalog, settings.model_copy(update={"engine": "torch"}))
-    assert report["embedded"] == report["photos"] == 48 and report["skipped"] == 0
+    assert report["embedded"] == report["products"] == 48 and report["skipped"] == 0
     assert report["images_per_second"] > 0 and report["index_seconds"] > 0
 
 
@@ -99,6 +99,6 @@ def test_bench_images_of_photos_none_can_read_is_an_error(settings, tmp_path):
     (tmp_path / "cat").mkdir()
     for name in ("a.jpg", "b.png"):
         (tmp_path / "cat" / name).write_bytes(b"not a photo")
-    with pytest.raises(VitrineError, match=r"none of the 2 photos in .* could be embedded "
-                                           r"\(.*a\.jpg: .*\); nothing to measure"):
+    with pytest.raises(VitrineError, match=r"none of the photos of the 2 products in .* "
+                                           r"could be embedded \(.*a\.jpg: .*\); nothing"):
         bench_images(tmp_path / "cat", settings)

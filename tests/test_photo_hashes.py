@@ -86,3 +86,37 @@ def test_a_run_stopped_while_embedding_keeps_the_hashes_it_read(demo_catalog, em
         index_catalog(catalog, store, embedder, show_progress=False)
     assert len(store.photo_hashes()) == 8 and store.count() == 0
     store.close()
+
+
+def test_products_sharing_a_photo_embed_it_once(demo_catalog, embedder, tmp_path,
+                                                monkeypatch):
+    """Every size of a shirt listed with one photo, and a photo copied under another name: the
+    photo is decoded and embedded once, and each product stores its vector."""
+    catalog = copy_subset(demo_catalog, tmp_path / "catalog", 1)
+    rows = list(csv.DictReader(open(catalog / "products.csv", newline="")))  # noqa: SIM115
+    shirt = rows[0]
+    sizes = [{**shirt, "product_id": f"{shirt['product_id']}-{size}"} for size in "PMG"]
+    copy = catalog / shirt["image"].replace(".jpg", "-copy.jpg")
+    shutil.copyfile(catalog / shirt["image"], copy)
+    copied = {**rows[1], "product_id": "copy", "image": str(copy.relative_to(catalog))}
+    with open(catalog / "products.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(shirt))
+        writer.writeheader()
+        writer.writerows(rows + sizes + [copied])
+    embedded: list = []
+    real = embedder.embed_paths
+
+    def counting(paths, **kw):
+        embedded.extend(paths)
+        return real(paths, **kw)
+
+    monkeypatch.setattr(embedder, "embed_paths", counting)
+    store = open_store(tmp_path / "store", create=True)
+    report = index_catalog(catalog, store, embedder, show_progress=False)
+    assert (report.indexed, report.photos_embedded, report.skipped) == (12, 8, [])
+    assert len(embedded) == len(set(embedded)) == 8
+    same = [store.vector(pid) for pid in
+            [shirt["product_id"], "copy"] + [s["product_id"] for s in sizes]]
+    assert all((v == same[0]).all() for v in same)
+    assert store.get("copy").category == rows[1]["category"]
+    store.close()

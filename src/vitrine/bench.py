@@ -206,7 +206,7 @@ def bench_images(images: Path, settings: Settings, *, show_progress: bool = Fals
     from vitrine.indexer import index_catalog
     from vitrine.store import store_for
 
-    photos = len(read_catalog(images))
+    products = len(read_catalog(images))
     started = time.perf_counter()
     embedder = Embedder.from_settings(settings)
     _ = embedder.engine
@@ -220,13 +220,14 @@ def bench_images(images: Path, settings: Settings, *, show_progress: bool = Fals
             store.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    embedded = report.indexed + report.updated
+    embedded = report.photos_embedded  # products sharing a photo share its embedding
     if not embedded:
         first = report.skipped[0] if report.skipped else {"path": images, "reason": "none"}
-        raise VitrineError(f"none of the {photos} photos in {images} could be embedded "
-                           f"({first['path']}: {first['reason']}); nothing to measure.")
+        raise VitrineError(f"none of the photos of the {products} products in {images} could "
+                           f"be embedded ({first['path']}: {first['reason']}); nothing to "
+                           "measure.")
     return {
-        "photos": photos, "embedded": embedded, "skipped": len(report.skipped),
+        "products": products, "embedded": embedded, "skipped": len(report.skipped),
         "engine": settings.engine, "batch_size": settings.batch_size,
         "decode_workers": settings.decode_workers, "model_load_seconds": round(load_seconds, 2),
         "index_seconds": round(report.seconds, 2),
@@ -300,7 +301,8 @@ def bench_lines(report: dict) -> list[str]:
     if "embedding" in report:
         e = report["embedding"]
         lines.append(
-            f"indexed {e['embedded']} of {e['photos']} photos in {e['index_seconds']:.1f} s "
+            f"embedded {e['embedded']} photos for {e['products']} products in "
+            f"{e['index_seconds']:.1f} s "
             f"({e['images_per_second']:.1f} images/s, engine {e['engine']}, batch "
             f"{e['batch_size']}, {e['decode_workers']} decode workers; model load "
             f"{e['model_load_seconds']:.1f} s)")

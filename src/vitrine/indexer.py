@@ -47,6 +47,8 @@ class IndexReport:
     duplicates: list[list[str]] = field(default_factory=list)
     duplicates_searched: bool = True
     """False when the store holds more products than ``DuplicateRules.max_products``."""
+    photos_embedded: int = 0
+    """Distinct photos decoded and embedded (products sharing a photo share its vector)."""
     photos_read: int = 0
     """Photos read to hash them: the others' size, times and inode had not changed
     (``vitrine.photo_hashes``)."""
@@ -64,7 +66,7 @@ class IndexReport:
                 "duplicates": self.duplicates,
                 "duplicates_searched": self.duplicates_searched,
                 "duplicates_compared": self.duplicates_compared,
-                "photos_read": self.photos_read,
+                "photos_embedded": self.photos_embedded, "photos_read": self.photos_read,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -331,15 +333,24 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
                 report.indexed += 1
         pending.clear()
 
-    with progress_bar("Embedding", len(to_embed), enabled=show_progress) as adv:
-        results = embedder.embed_paths([p.image for p, _ in to_embed], on_progress=adv)
+    # products sharing a photo (one picture for every size of a shirt), or photos with the
+    # same bytes, are decoded and embedded once
+    by_sha: dict[str, list[Product]] = {}
+    for product, sha in to_embed:
+        by_sha.setdefault(sha, []).append(product)
+    shas = list(by_sha)
+    with progress_bar("Embedding", len(shas), enabled=show_progress) as adv:
+        results = embedder.embed_paths([by_sha[sha][0].image for sha in shas],
+                                       on_progress=adv)
         for result in results:
-            product, sha = to_embed[result.index]
+            sha = shas[result.index]
             if result.error is not None:
-                report.skipped.append({"path": _display_path(product.image, root),
-                                       "reason": result.error})
+                report.skipped.extend({"path": _display_path(product.image, root),
+                                       "reason": result.error} for product in by_sha[sha])
                 continue
-            pending.append(Record(product, sha, result.phash, result.thumb, result.vector))
+            report.photos_embedded += 1
+            pending.extend(Record(product, sha, result.phash, result.thumb, result.vector)
+                           for product in by_sha[sha])
             if len(pending) >= commit_every:
                 commit()
     commit()
