@@ -3,6 +3,7 @@ indexing, searching and evaluating with the trained model."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -174,6 +175,40 @@ def test_evaluate_names_the_categories_the_model_never_saw(trained, env, tmp_pat
     text = " ".join(run("evaluate", foreign, "--model", model, env=env).split())
     assert "none of the photos is of a category the model was trained on" in text
     assert "nan" not in text
+
+
+def test_evaluate_with_nothing_to_query_says_so_before_embedding(trained, settings, tmp_path,
+                                                                  monkeypatch):
+    """Photos the model trained on are no queries, so a catalogue of only those has nothing
+    to evaluate; and a split catalogue whose test folder is empty: both said before a photo
+    is embedded (it was said after embedding them all)."""
+    from vitrine import model_eval
+    from vitrine.errors import CatalogError
+
+    catalog, model, _ = trained
+    split = json.loads((model / "split.json").read_text())
+    with open(catalog / "products.csv", newline="") as fh:
+        image = {row["product_id"]: row["image"] for row in csv.DictReader(fh)}
+    seen = tmp_path / "seen"
+    for pid, side in split["assignment"].items():
+        if side != "test":
+            target = seen / image.get(pid, pid)  # a photo the table does not list: its path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(catalog / image.get(pid, pid), target)
+    assert len(list(seen.rglob("*.jpg"))) == split["counts"]["train"] + split["counts"]["val"]
+    presplit = tmp_path / "presplit"
+    shutil.copytree(catalog, presplit / "train")
+    (presplit / "test").mkdir()  # a photo outside any category folder: no category
+    shutil.copyfile(next(seen.rglob("*.jpg")), presplit / "test" / "unsorted.jpg")
+
+    def embed(*args, **kwargs):
+        raise AssertionError("photos were embedded")
+
+    monkeypatch.setattr(model_eval, "_embed", embed)
+    with pytest.raises(CatalogError, match="the model trained on every one of these photos"):
+        model_eval.evaluate_catalog(seen, settings, model_dir=model, show_progress=False)
+    with pytest.raises(CatalogError, match="split folders have no test photo with a category"):
+        model_eval.evaluate_catalog(presplit, settings, show_progress=False)
 
 
 def test_evaluate_with_a_model_says_why_a_photo_cannot_be_read(trained, tmp_path, env):

@@ -190,21 +190,16 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     if len(products) < 2:
         raise CatalogError(f"{catalog_dir} needs at least two photos with a category to "
                            "evaluate.")
+    shas = [file_sha256(p.image) for p in products]
+    # said before the photos are embedded; duplicates (found on the vectors) only move
+    # photos to the trained-on side, so the check is repeated below
+    _sides(products, _protocol(products, given, model_dir, shas, [])[1], given)
     vectors, logits, classes, model_info, (phashes, thumbs) = _embed(
         products, settings, model_dir, show_progress)
-    shas = [file_sha256(p.image) for p in products]  # each photo was just read
     groups = find_groups(products, vectors["pretrained"], phashes, thumbs, settings, shas)
     protocol, assignment = _protocol(products, given, model_dir, shas, groups)
     labels = [p.category for p in products]
-    if assignment is None:
-        queries = index = np.arange(len(products))
-    else:
-        queries = np.asarray([i for i, p in enumerate(products)
-                              if assignment[p.product_id] == "test"])
-        index = np.asarray([i for i, p in enumerate(products)
-                            if assignment[p.product_id] != "test"])
-        if not len(queries) or not len(index):
-            raise CatalogError("the split has no test photos or no train photos to evaluate.")
+    queries, index = _sides(products, assignment, given)
     report: dict = {"catalog": str(catalog_dir), "protocol": protocol, "k": k,
                     "queries": len(queries), "index": len(index),
                     "duplicate_groups": len(groups), "model": model_info, "retrieval": {}}
@@ -234,6 +229,25 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
             [products[i] for i in known], [classes.index(labels[i]) for i in known],
             logits[known].softmax(1).numpy(), classes)
     return report
+
+
+def _sides(products: Sequence[Product], assignment: dict[str, str] | None,
+           given: dict[str, str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the queries and of the index: every photo for both under leave-one-out
+    (``assignment`` None), else the test side queries the rest; either side empty is an
+    error, said for the catalogue's split folders (``given``) or the model's split."""
+    if assignment is None:
+        return np.arange(len(products)), np.arange(len(products))
+    test = np.asarray([assignment[p.product_id] == "test" for p in products])
+    if assignment is given and (test.all() or not test.any()):
+        empty = "train or val" if test.all() else "test"
+        raise CatalogError(f"the catalogue's split folders have no {empty} photo with a "
+                           "category; nothing to evaluate.")
+    if not test.any():
+        raise CatalogError("the model trained on every one of these photos (or on a copy of "
+                           "it), so none can query it fairly; evaluate it on photos it never "
+                           "saw (its test split).")
+    return np.flatnonzero(test), np.flatnonzero(~test)
 
 
 def _duplicates_of_queries(queries: np.ndarray, index: np.ndarray,
