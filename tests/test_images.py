@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tracemalloc
 from pathlib import Path
 
@@ -145,6 +146,66 @@ def test_large_jpeg_is_checked_at_the_size_it_decodes(tmp_path):
     assert min(img.size) >= 224 and img.size[0] * img.size[1] < 40_000_000
     with pytest.raises(ImageError, match="decompression bomb; .* VITRINE_MAX_IMAGE_PIXELS"):
         open_image(path, max_pixels=40_000_000)  # no draft: decoded whole
+
+
+def test_a_multi_picture_jpeg_decodes_reduced_too(tmp_path):
+    """Phones write JPEGs with a second picture (MPO: Ultra HDR, gain maps), which Pillow
+    opens as MPO: a 48-MP one was decoded whole and refused under the 40-MP limit."""
+    big = Image.new("RGB", (8_000, 6_000), RED)
+    path = tmp_path / "phone.jpg"
+    big.save(path, format="MPO", save_all=True, append_images=[big.resize((640, 480))],
+             quality=50)
+    assert Image.open(path).format == "MPO"
+    img = open_image(path, max_pixels=40_000_000, draft_size=224)
+    assert 224 <= min(img.size) <= 1_000 and img.getpixel((10, 10)) == pytest.approx(RED, abs=3)
+
+
+@pytest.mark.parametrize("kind", ["EPS", "ICO", "TGA", "PCX"])
+def test_only_photo_formats_are_decoded(tmp_path, kind, monkeypatch):
+    """Pillow knows forty formats; its EPS reader runs Ghostscript on the file (an upload
+    must never start a program): only the photo formats are decoded, whatever the name."""
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (64, 64), RED).save(path, format=kind)
+    marker = tmp_path / "ghostscript-ran"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "gs").write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    (fake / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    for source in (path, path.read_bytes()):
+        with pytest.raises(ImageError, match="not a recognised image format"):
+            open_image(source)
+    assert not marker.exists()
+
+
+def test_what_is_not_a_regular_file_is_refused_unread(tmp_path):
+    """A link to /dev/zero was read forever (100 % CPU), and a named pipe waits for a writer:
+    both are refused before they are opened."""
+    import threading
+
+    from vitrine.photo_hashes import file_sha256
+
+    os.symlink("/dev/zero", tmp_path / "zero.jpg")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    os.symlink(tmp_path / "pipe.jpg", tmp_path / "link.jpg")
+    errors: list = []
+
+    def decode():  # a pipe, not the link to /dev/zero: reading that would fill the memory
+        for name in ("pipe.jpg", "link.jpg"):
+            try:
+                open_image(tmp_path / name)
+            except ImageError as exc:
+                errors.append(str(exc))
+            with pytest.raises(OSError, match="device, pipe or socket"):
+                file_sha256(tmp_path / name)
+
+    worker = threading.Thread(target=decode, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "opening a pipe did not end"
+    assert len(errors) == 2 and all("device, pipe or socket" in e for e in errors)
+    with pytest.raises(OSError, match="device, pipe or socket"):
+        file_sha256(tmp_path / "zero.jpg")  # hashed in chunks: no memory at stake
 
 
 def test_missing_file(tmp_path):

@@ -25,7 +25,7 @@ def _cli(*args, env):
 
 
 def make_messy_folder(root: Path, demo: Path) -> tuple[set[str], set[str]]:
-    """12 good photos, 9 awkward but valid files and 4 broken ones."""
+    """12 good photos, 9 awkward but valid files and 5 broken ones."""
     good = sorted(demo.glob("*/*.jpg"))[::80][:12]
     valid, broken = set(), set()
     for i, src in enumerate(good):
@@ -65,7 +65,9 @@ def make_messy_folder(root: Path, demo: Path) -> tuple[set[str], set[str]]:
     base.save(buf, "JPEG")
     (bad / "truncated.jpg").write_bytes(buf.getvalue()[:2000])
     Image.new("1", (20_000, 20_000)).save(bad / "bomb.png")
-    broken = {f"bad/{n}" for n in ("empty.jpg", "text.png", "truncated.jpg", "bomb.png")}
+    os.symlink("/dev/zero", bad / "zero.jpg")  # was read forever
+    broken = {f"bad/{n}" for n in ("empty.jpg", "text.png", "truncated.jpg", "bomb.png",
+                                   "zero.jpg")}
     return valid, broken
 
 
@@ -84,6 +86,7 @@ def test_messy_folder_indexes_valid_files_and_reports_broken(demo_catalog, weigh
     assert "empty" in reasons["bad/empty.jpg"]
     assert "decompression bomb" in reasons["bad/bomb.png"]
     assert "truncated" in reasons["bad/truncated.jpg"]
+    assert "device, pipe or socket" in reasons["bad/zero.jpg"]
     strict = _cli("index", root, "--store", tmp_path / "store2", "--strict", "--json", env=env)
     assert strict.returncode == 1 and "--strict" in strict.stderr
     info = json.loads(_cli("info", "--store", tmp_path / "store", "--json", env=env).stdout)

@@ -223,6 +223,31 @@ def test_evaluate_with_a_model_says_why_a_photo_cannot_be_read(trained, tmp_path
     assert proc.returncode == 2 and last.startswith("error: "), proc.stderr
     assert "a.jpg cannot be used as a photo: not a recognised image format (and 1 more); " \
            "remove it to evaluate." in last
+    # a link to a device (/dev/zero) was read forever; now said before any photo is embedded
+    os.symlink("/dev/zero", tmp_path / "c" / "x_bolsa_feminina" / "zero.jpg")
+    proc = subprocess.run([*CLI, "evaluate", str(tmp_path / "c"), "--model", str(model)],
+                          capture_output=True, text=True, env={**os.environ, **env},
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
+    assert "zero.jpg cannot be used as a photo: cannot be read (it is a device, pipe or " \
+           "socket, not a photo file); remove it" in " ".join(proc.stderr.split())
+
+
+def test_train_leaves_out_what_is_not_a_photo_file(demo_catalog, tmp_path, env):
+    """A link to a named pipe in the catalogue hung training (opening it waits for a
+    writer), and hashing a photo training could not read was a traceback."""
+    catalog = copy_subset(demo_catalog, tmp_path / "c", 3)
+    os.mkfifo(tmp_path / "pipe")
+    os.symlink(tmp_path / "pipe", catalog / "relogio_feminino" / "pipe.jpg")
+    proc = subprocess.run([*CLI, "train", str(catalog), "--out", str(tmp_path / "m"),
+                           "--json"], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["unreadable_photos"] == [{
+        "product_id": "relogio_feminino/pipe.jpg",
+        "reason": "cannot be read (it is a device, pipe or socket, not a photo file)."}]
+    assert sum(summary["split"][s] for s in ("train", "val", "test")) == 24
 
 
 def test_a_damaged_model_file_is_one_sentence(trained, tmp_path, env):

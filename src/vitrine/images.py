@@ -20,6 +20,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from vitrine.config import ResizePolicy
 from vitrine.errors import ImageError
+from vitrine.photo_hashes import regular_file
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".avif", ".heic",
                               ".heif", ".gif", ".bmp", ".tif", ".tiff"})
@@ -75,6 +76,10 @@ AVIF_BRANDS = frozenset({b"avif", b"avis"})
 
 
 CONTAINER_FORMATS = {"avif": ["AVIF"], "heic": ["HEIF"]}
+PHOTO_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
+"""Pillow decoders a photo that is no ISO-BMFF container may use (JPEG's also opens MPO, the
+multi-picture JPEGs phones write). Only these: Pillow's EPS reader runs Ghostscript on the
+file, and an upload must never start a program."""
 
 
 def container_kind(data: bytes) -> str | None:
@@ -115,6 +120,7 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
     name = str(source) if isinstance(source, Path) else "uploaded image"
     try:
         if isinstance(source, Path):
+            regular_file(source)
             with open(source, "rb") as fh:
                 data = fh.read()
         else:
@@ -135,8 +141,9 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
             warnings.simplefilter("ignore")
             # an ISO-BMFF photo goes to its own decoder: pillow-heif, once loaded, also claims
             # AVIFs that name 'mif1' first, and cannot decode them
-            img = Image.open(io.BytesIO(data), formats=CONTAINER_FORMATS.get(kind))
-            if draft_size and img.format == "JPEG":  # a 50-MP phone photo decodes at 1/8
+            img = Image.open(io.BytesIO(data), formats=CONTAINER_FORMATS.get(kind,
+                                                                         PHOTO_FORMATS))
+            if draft_size and img.format in ("JPEG", "MPO"):  # a 50-MP photo decodes at 1/8
                 img.draft("RGB", (draft_size, draft_size))
             width, height = img.size  # what will be decoded
             if width * height > max_pixels:

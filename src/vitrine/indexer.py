@@ -23,7 +23,7 @@ from vitrine.dedupe_store import store_pairs
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
 from vitrine.manifest import mismatch_error
-from vitrine.photo_hashes import PhotoHashes
+from vitrine.photo_hashes import PhotoHashes, unreadable_reason
 from vitrine.progress import progress_bar
 from vitrine.store import cleanable_uploads, unmarked_upload
 from vitrine.store.base import Record, VectorStore
@@ -179,8 +179,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
             try:
                 sha = hashes.sha256(product.image)
             except OSError as exc:
-                reason = "file not found" if isinstance(exc, FileNotFoundError) else \
-                    f"cannot be read ({exc.strerror})"
+                reason = unreadable_reason(exc)
                 if isinstance(exc, FileNotFoundError) and product.product_id in stored:
                     gone.add(product.product_id)
                     reason += "; removed from the store"

@@ -182,7 +182,7 @@ def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[
 def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path | None = None,
                      k: int = 5, show_progress: bool = True) -> dict:
     """Metrics of the pretrained backbone and, with ``model_dir``, of the trained model."""
-    from vitrine.photo_hashes import file_sha256
+    from vitrine.photo_hashes import file_sha256, unreadable_reason
     from vitrine.split import read_split_catalog
 
     products, given = read_split_catalog(catalog_dir)
@@ -190,7 +190,14 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     if len(products) < 2:
         raise CatalogError(f"{catalog_dir} needs at least two photos with a category to "
                            "evaluate.")
-    shas = [file_sha256(p.image) for p in products]
+    shas, bad = [], []
+    for product in products:
+        try:
+            shas.append(file_sha256(product.image))
+        except OSError as exc:
+            bad.append((product.image, unreadable_reason(exc)))
+    if bad:
+        raise unreadable_error(bad)
     # said before the photos are embedded; duplicates (found on the vectors) only move
     # photos to the trained-on side, so the check is repeated below
     _sides(products, _protocol(products, given, model_dir, shas, [])[1], given)

@@ -12,8 +12,10 @@ in the same tick of a coarse clock would leave its times as they were.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -22,7 +24,27 @@ Signature = tuple[int, int, int, int]
 RACY_NS = 2_000_000_000
 
 
+def regular_file(path: Path | str) -> os.stat_result:
+    """``os.stat(path)``; OSError for what is not a regular file (a link to /dev/zero would be
+    read forever, opening a named pipe waits for a writer)."""
+    st = os.stat(path)
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "it is a device, pipe or socket, not a photo file",
+                      str(path))
+    return st
+
+
+def unreadable_reason(exc: OSError) -> str:
+    """Why a photo file could not be read, in words for a skip list or an error."""
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    return f"cannot be read ({exc.strerror or exc})"
+
+
 def file_sha256(path: Path) -> str:
+    regular_file(path)
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -48,7 +70,7 @@ class PhotoHashes:
     def sha256(self, path: Path) -> str:
         """The file's sha256; OSError as :func:`open` raises it."""
         key = str(path)
-        before = signature(os.stat(path))
+        before = signature(regular_file(path))
         self.seen.add(key)  # (a photo that is gone is forgotten)
         entry = self.known.get(key)
         if entry is not None and entry[0] == before:

@@ -133,7 +133,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     vectors /= vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)  # as F.normalize, in place
     vectors = vectors.numpy()
     usable = [products[i] for i in ok]
-    contents = {p.product_id: file_sha256(p.image) for p in products}
+    contents = {p.product_id: file_sha256(p.image) for p in usable}  # each was just read
     groups = find_groups(usable, vectors, [clean.phashes[i] for i in ok],
                          [clean.thumbs[i] for i in ok], settings,
                          [contents[p.product_id] for p in usable])

@@ -288,12 +288,20 @@ def training_fingerprint(products, settings, contents: dict[str, str] | None = N
     import hashlib
 
     from vitrine.dedupe import DuplicateRules
-    from vitrine.photo_hashes import file_sha256
+    from vitrine.photo_hashes import file_sha256, unreadable_reason
 
     contents = contents or {}
+
+    def content(product) -> str:
+        if product.product_id in contents:
+            return contents[product.product_id]
+        try:
+            return file_sha256(product.image)
+        except OSError as exc:  # training left it out, and says why
+            return f"unreadable: {unreadable_reason(exc)}"
+
     blob = {
-        "photos": sorted((p.product_id, p.category, contents.get(p.product_id) or
-                          file_sha256(p.image)) for p in products),
+        "photos": sorted((p.product_id, p.category, content(p)) for p in products),
         "settings": settings.training_choices(mode="json"),
         "duplicates": {k: v for k, v in vars(DuplicateRules.from_settings(settings)).items()
                        if k not in ("probs_tail", "max_products")},
