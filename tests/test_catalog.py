@@ -189,6 +189,45 @@ def test_a_table_without_an_image_column_names_its_columns(tmp_path):
         read_catalog(tmp_path)
 
 
+def test_a_quote_left_open_is_named_instead_of_swallowing_the_rows_below(tmp_path):
+    """A stray quote made the rest of the table one name: those products were removed and
+    came back as unlisted photos without names or prices, exit 0."""
+    for name in "ABC":
+        photo(tmp_path / "relogios" / f"{name}.jpg")
+    table = tmp_path / "products.csv"
+    rows = ["id,image,name,price", '"A,relogios/A.jpg,Watch A,10', "B,relogios/B.jpg,Watch B,20",
+            "C,relogios/C.jpg,Watch C,30"]
+    table.write_text("\n".join(rows) + "\n")
+    with pytest.raises(CatalogError, match=r"products.csv line 2: a quote \(\"\) opens a value "
+                                           "that is never closed"):
+        read_catalog(tmp_path)
+    rows[1] = 'A,relogios/A.jpg,"Watch A,10'  # the last field, and the file's last line
+    table.write_text("\n".join(rows[:2]))
+    with pytest.raises(CatalogError, match="line 2: a quote"):
+        read_catalog(tmp_path)
+    table.write_text('id,"image,name\nA,relogios/A.jpg,W\n')
+    with pytest.raises(CatalogError, match="line 1: a quote"):
+        read_catalog(tmp_path)
+    # what a quote may do: a value over two lines, a doubled quote, a quote inside a value
+    table.write_text('id,image,name\nA,relogios/A.jpg,"two\nlines"\n'
+                     'B,relogios/B.jpg,"12"" dial"\nC,relogios/C.jpg,"12" dial')
+    names = {p.product_id: p.name for p in read_catalog(tmp_path)}
+    assert names == {"A": "two\nlines", "B": '12" dial', "C": "12 dial"}
+
+
+def test_blank_rows_above_the_header_and_an_empty_table(tmp_path):
+    """Rows of blanks or bare separators above the header made the first of them the header
+    ("its columns are ."); a table with no row at all says it is empty."""
+    photo(tmp_path / "relogios" / "A.jpg")
+    table = tmp_path / "products.csv"
+    table.write_text(";;;\r\n\r\n  \r\nid;image;name\r\nA;relogios/A.jpg;Relógio\r\n")
+    assert [(p.product_id, p.name) for p in read_catalog(tmp_path)] == [("A", "Relógio")]
+    for text in ("", "\n\n", ";;;\n"):
+        table.write_text(text)
+        with pytest.raises(CatalogError, match="products.csv is empty: give it a header row"):
+            read_catalog(tmp_path)
+
+
 def store_and_model_inside(catalog: Path) -> None:
     """A category with a photo, a store (``loja``, one upload) and a model (``modelo``, its
     figure) kept inside the catalogue folder."""

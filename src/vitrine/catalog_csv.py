@@ -130,9 +130,22 @@ def read_rows(path: Path) -> list[Row]:
     """The table's non-blank rows with canonical field names; an error names the file and
     the line."""
     text = decode(path)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter(text))
+    blank = _BLANK_LINES.match(text).end()  # above the header: skipped
+    # a row after the table's end: read as a row of its own unless a quote left open swallowed
+    # it, with every row below that quote
+    end = "" if text.endswith(("\n", "\r")) or not text else "\n"
+    reader = csv.reader(io.StringIO(f"{text}{end}{_END}\n", newline=""),
+                        delimiter=delimiter(text[blank:]))
     try:
-        header = next(reader, [])
+        header: list[str] = []
+        while not any(c.strip(" \t;,") for c in header):  # (the end row is not blank)
+            start = reader.line_num + 1
+            header = next(reader)
+        if header != [_END] and _END in header[-1]:
+            raise _unclosed_quote(path, start)
+        if header == [_END]:
+            raise CatalogError(f"{path} is empty: give it a header row naming its columns "
+                               "(at least 'image'), or delete it.")
         names = column_names(header)
         if "image" not in names:
             raise CatalogError(f"{path} has no image column (name one 'image' or 'imagem'); "
@@ -140,6 +153,10 @@ def read_rows(path: Path) -> list[Row]:
         rows = []
         line = reader.line_num + 1
         for values in reader:
+            if values == [_END]:
+                break
+            if values and _END in values[-1]:
+                raise _unclosed_quote(path, line)
             if any(v.strip() for v in values[len(names):]):
                 raise CatalogError(f"{path} line {line}: more fields than the header has "
                                    "columns (quote a value that holds the separator).")
@@ -152,6 +169,18 @@ def read_rows(path: Path) -> list[Row]:
     except csv.Error as exc:
         raise CatalogError(f"{path} is not valid CSV ({exc}).") from None
     return rows
+
+
+def _unclosed_quote(path: Path, line: int) -> CatalogError:
+    return CatalogError(f"{path} line {line}: a quote (\") opens a value that is never closed, "
+                        "so every row below it was read as part of that value; close the "
+                        "quote or remove it.")
+
+
+_BLANK_LINES = re.compile(r"(?:[ \t;,]*(?:\r\n|\r|\n))*")
+"""Rows of blanks or bare separators, which a spreadsheet may leave above the header."""
+_END = "\x00vitrine: end of the table\x00"
+"""A row put after the table: the reader reaches it only if every quote was closed."""
 
 
 def path_key(rel: str) -> str:
