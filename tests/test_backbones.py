@@ -114,8 +114,11 @@ def test_weights_and_settings_a_user_gets_wrong(weights_path, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(EngineError, match="no CUDA GPU"):
             checked_device("cuda")
-    with pytest.raises(EngineError, match="not a device"):
-        checked_device("tpu")
+    # mps and meta are torch devices, but Vitrine runs on neither (tracebacks)
+    for name in ("tpu", "mps", "meta", "xla", ""):
+        with pytest.raises(EngineError, match="not a device Vitrine runs on; use cpu or cuda"):
+            checked_device(name)
+    assert checked_device("cpu") == torch.device("cpu")
     afile = tmp_path / "afile"
     afile.write_text("x")
     with pytest.raises(EngineError, match="cannot create the model cache folder"):

@@ -298,7 +298,12 @@ def test_json_output_is_strict_json(capsys):
     ("VITRINE_TRAIN_WEIGHT_DECAY", "1e39"), ("VITRINE_TRAIN_CLASS_WEIGHT_POWER", "1e308"),
     # these made every photo a duplicate or none (NaN compares false)
     ("VITRINE_DUP_EMBED_COSINE", "nan"), ("VITRINE_DUP_THUMB_COSINE", "-inf"),
-    ("VITRINE_DUP_MAX_COLOUR_DIFF", "nan"), ("VITRINE_DUP_MAX_COLOUR_DIFF", "-1")])
+    ("VITRINE_DUP_MAX_COLOUR_DIFF", "nan"), ("VITRINE_DUP_MAX_COLOUR_DIFF", "-1"),
+    # FAISS crashed the process on M 1, torch on 100,000 threads; 1e11 overflowed FAISS' int
+    ("VITRINE_HNSW_M", "1"), ("VITRINE_THREADS", "100000"),
+    ("VITRINE_INTEROP_THREADS", "100000000000"), ("VITRINE_DECODE_WORKERS", "1000000"),
+    ("VITRINE_HNSW_EF_SEARCH", "100000000000"), ("VITRINE_HNSW_EF_CONSTRUCTION", "1e11"),
+    ("VITRINE_IVF_NPROBE", "100000000000"), ("VITRINE_BATCH_SIZE", "100000000000")])
 def test_out_of_range_settings_are_one_sentence(monkeypatch, name, value):
     """Refused when read, before any photo (they used to fail after reading every photo, or
     train with a negative number of epochs)."""

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import copy_subset
 from PIL import Image
 
@@ -261,3 +262,20 @@ def test_a_damaged_store_database_or_manifest_is_one_sentence(small_store, small
         last = proc.stderr.strip().splitlines()[-1]
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert last.startswith("error: ") and "malformed" in last, last
+
+
+@pytest.mark.parametrize("field, value", [
+    ("embedding", None), ("preprocessing", [224]), ("weights_sha256", 7), ("dim", "1280"),
+    ("dim", True), ("dim", 0), ("backbone", "")])
+def test_a_model_description_of_the_wrong_shape_is_one_sentence(field, value):
+    """A field of the wrong kind (another tool's, or damaged) failed later as an
+    AttributeError or TypeError traceback in `search` and `info`."""
+    from vitrine.errors import StoreError
+    from vitrine.manifest import ModelManifest
+
+    good = {"backbone": "mobilenet_v2", "weights_sha256": "ab" * 32, "dim": 1280,
+            "preprocessing": {"size": 224, "resize": "crop"}, "embedding": "pooled"}
+    assert ModelManifest.read(json.dumps(good), "s") == ModelManifest(**good)
+    with pytest.raises(StoreError, match=r"^the model description of the store s cannot be "
+                                         r"read \(a field has the wrong kind of value\)"):
+        ModelManifest.read(json.dumps({**good, field: value}), "s")

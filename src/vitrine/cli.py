@@ -265,8 +265,9 @@ def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
     for name, n in data["categories"].items():
         out.print(f"  {name or '(none)'}: {n}")
     if manifest:
+        resize = manifest.preprocessing.get("resize", "?")
         out.print(f"model: {manifest.backbone}, {manifest.dim}-d, weights "
-                  f"{manifest.weights_sha256[:12]}, resize {manifest.preprocessing['resize']}")
+                  f"{manifest.weights_sha256[:12]}, resize {resize}")
 
 
 @app.command()

@@ -15,6 +15,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 ResizePolicy = Literal["pad", "crop", "squash"]
 Positive = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
+Threads = Annotated[int, Field(ge=0, le=1024)]
+"""Threads or workers (0: the default); 100,000 made torch crash the process."""
+Breadth = Annotated[int, Field(ge=1, le=1_000_000)]
+"""A FAISS search or build breadth: FAISS takes a 32-bit int (1e11 was a traceback)."""
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 """A share of the photos, a dropout or a smoothing: at least 0, below 1."""
 Rate = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
@@ -146,15 +150,15 @@ class Settings(BaseSettings):
     """How a photo becomes a square input. Measured (benchmarks/retrieval_quality.py, 3 seeds):
     category P@5 crop 0.887, squash 0.885, pad 0.880; on 60×80 photos 0.824 / 0.807 / 0.798."""
     device: str = "cpu"
-    threads: Count = 0
+    threads: Threads = 0
     """Intra-op threads of the inference engine (torch or ONNX Runtime); 0: one per core."""
 
     # Embedding pipeline
-    batch_size: Positive = 4
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 4
     """Images per forward pass. On the 2-core CPU, ONNX Runtime ran 208–253 images/s at 4 and
     193–195 at 8 (benchmarks/results/engines_quiet.json), and whole-pipeline indexing was as
     fast at 4 as at 8 (embed_throughput_sweep.json); small batches keep memory low."""
-    decode_workers: Count = 2
+    decode_workers: Threads = 2
     max_image_pixels: Positive = 40_000_000
     """Images that would decode to more pixels are refused before decoding (decompression-bomb
     guard). JPEGs count at the reduced scale they decode at for the model (a 50-MP phone photo
@@ -163,7 +167,7 @@ class Settings(BaseSettings):
     # Inference engine (measured in benchmarks/embed_throughput.py; see README "Speed")
     engine: Literal["torch", "onnx"] = "onnx"
     """'onnx' (ONNX Runtime over the exported network) or 'torch' (eager); same vectors."""
-    interop_threads: Count = 1
+    interop_threads: Threads = 1
     """Inter-op threads of ONNX Runtime (the network is a chain: 1 is enough)."""
     onnx_spinning: bool = False
     """Let ONNX Runtime's idle threads spin; off leaves the cores to the decode workers."""
@@ -180,13 +184,14 @@ class Settings(BaseSettings):
     ann_min_items: Count = 100_000
     """Stores with at least this many products get the approximate index under 'auto' (an
     exact single query scans every vector: tens of ms from about 100,000 up)."""
-    hnsw_m: Positive = 32
-    hnsw_ef_construction: Positive = 64
-    hnsw_ef_search: Positive = 256
+    hnsw_m: Annotated[int, Field(ge=2, le=512)] = 32
+    """Links per HNSW node (FAISS crashed the process on 1)."""
+    hnsw_ef_construction: Breadth = 64
+    hnsw_ef_search: Breadth = 256
     """HNSW search breadth: higher is slower with better recall."""
     ivf_nlist: Count = 0
     """IVF lists; 0 picks about 2·√n."""
-    ivf_nprobe: Positive = 16
+    ivf_nprobe: Breadth = 16
     """IVF lists searched per query: higher is slower with better recall."""
     filter_exact_max: Count = 20_000
     """A category filter with at most this many products is searched exactly over them."""

@@ -192,10 +192,16 @@ def checked_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise EngineError(f"VITRINE_DEVICE={name!r} is not a device; use cpu or cuda.") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):  # mps, xla, meta: untested here
+        raise EngineError(f"VITRINE_DEVICE={name!r} is not a device Vitrine runs on; use cpu "
+                          "or cuda (cuda:N for one GPU of several).")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EngineError("device cuda was requested but torch sees no CUDA GPU; set "
                           "VITRINE_DEVICE=cpu.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise EngineError(f"VITRINE_DEVICE={name!r}: torch sees {torch.cuda.device_count()} "
+                          "CUDA GPU(s), numbered from 0.")
     return device
 
 

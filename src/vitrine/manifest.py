@@ -21,6 +21,15 @@ class ModelManifest:
     """The layer that embeds: 'pooled' for a pretrained backbone; a trained model's layer
     (see vitrine.models.EMBEDDING_LAYERS) with its weighting, e.g. 'imagenet+hidden@0.5'."""
 
+    def __post_init__(self) -> None:
+        """Refuse a description of the wrong shape (a damaged or foreign one): a TypeError
+        here, which :meth:`read` says in one sentence."""
+        texts = (self.backbone, self.weights_sha256, self.embedding)
+        if not all(isinstance(t, str) and t for t in texts) or not isinstance(
+                self.preprocessing, dict) or isinstance(self.dim, bool) or not isinstance(
+                self.dim, int) or self.dim < 1:
+            raise TypeError("a model description field has the wrong kind of value")
+
     def as_dict(self) -> dict:
         return {"backbone": self.backbone, "weights_sha256": self.weights_sha256,
                 "preprocessing": self.preprocessing, "dim": self.dim,
@@ -48,7 +57,7 @@ class ModelManifest:
     @classmethod
     def from_dict(cls, data: dict) -> ModelManifest:
         return cls(backbone=data["backbone"], weights_sha256=data["weights_sha256"],
-                   preprocessing=data["preprocessing"], dim=int(data["dim"]),
+                   preprocessing=data["preprocessing"], dim=data["dim"],
                    embedding=data.get("embedding", "pooled"))
 
     def _described(self) -> dict[str, object]:
