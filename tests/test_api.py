@@ -836,3 +836,31 @@ def test_a_category_typed_in_either_accent_form_filters_the_api(writable, small_
         assert "1 produto<" in page and '<option value="Relógio" selected>' in page, typed
         form = client.get("/search", params={"category": typed}).text
         assert '<option value="Relógio" selected>' in form, typed
+
+
+def test_a_store_indexed_anew_under_the_server_is_read_from_then(writable, demo_catalog,
+                                                                 embedder, tmp_path):
+    """The store deleted and indexed again while the server runs: it kept reading the old,
+    unlinked database (its product count forever) while its writes went to the new one, so a
+    product it had just changed answered 404."""
+    from conftest import copy_subset
+
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    client, store = writable
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert client.get("/healthz").json()["products"] == 48
+    for leftover in store.glob("vitrine.sqlite*"):
+        leftover.unlink()
+    catalog = copy_subset(demo_catalog, tmp_path / "other", 1, offset=7)
+    fresh = open_store(store, create=True)
+    index_catalog(catalog, fresh, embedder, show_progress=False)
+    fresh.close()
+    assert client.get("/healthz").json()["products"] == 8
+    pid = next(iter(_rows(catalog)))["product_id"]
+    assert client.get(f"/api/products/{pid}/similar?k=3").status_code == 200
+    edited = client.patch(f"/api/products/{pid}", headers=auth, json={"name": "Novo nome"})
+    assert edited.status_code == 200, edited.text
+    assert client.get(f"/api/products/{pid}").json()["name"] == "Novo nome"
+    assert len(client.get("/api/products?limit=100").json()["products"]) == 8

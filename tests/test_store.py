@@ -414,3 +414,39 @@ def test_index_files_of_another_copy_of_the_database_are_never_used(tmp_path):
     assert max(m.score for m in found) == pytest.approx(0.0, abs=1e-6)
     assert s.search(unit(0, 0, 0, 0, 1), 1)[0].score == pytest.approx(1.0)
     s.close()
+
+
+def test_reads_in_a_snapshot_agree_while_another_process_writes(store, tmp_path, monkeypatch):
+    """`migrate` read the source's fingerprints, vectors and rows apart: a product a server
+    added or deleted in between failed the copy half-way (KeyError); `similar` read the
+    product and its vector apart (500 from FAISS on the vector of a deleted product)."""
+    from vitrine.migrate import migrate_store
+    from vitrine.recommend import ProductNotFound, Recommender
+
+    other = open_store(tmp_path / "store")
+    with store.snapshot():
+        before = store.fingerprints()
+        other.delete(["a"])
+        other.upsert([record("new", unit(0.5, 1))])
+        assert store.fingerprints() == before and store.get("a") is not None
+        assert store.vector("a") is not None and store.get("new") is None
+    assert store.get("a") is None and store.get("new") is not None
+
+    real = store.all_vectors
+
+    def written_meanwhile():  # a server's writes between migrate's reads
+        other.delete(["b"])
+        other.upsert([record("late", unit(1, 0.5))])
+        return real()
+
+    monkeypatch.setattr(store, "all_vectors", written_meanwhile)
+    target = open_store(tmp_path / "copy", create=True)
+    copied = migrate_store(store, target, show_progress=False)
+    assert copied.copied == 4 and sorted(target.fingerprints()) == ["b", "c", "e", "new"]
+    target.close()
+
+    recommender = Recommender(store, None)
+    monkeypatch.setattr(store, "vector", lambda pid: None)  # deleted after get (Milvus)
+    with pytest.raises(ProductNotFound, match="'c' is not in the store"):
+        recommender.similar("c", 2)
+    other.close()

@@ -35,7 +35,16 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
     With ``photos_to`` (the target's upload folder), the photos of products added through
     the API are copied there too and the copies named, so the source store can go; catalogue
     photos stay where they are (the catalogue keeps them). ``photos_from``, the source's
-    upload folder, tells the products a Vitrine from before the mark added through the API."""
+    upload folder, tells the products a Vitrine from before the mark added through the API.
+
+    The source is read in one snapshot: a server writing to it meanwhile (a product added or
+    deleted between two reads failed the copy half-way) is seen as one committed state."""
+    with source.snapshot():
+        return _migrate(source, target, photos_to, photos_from, prune, show_progress)
+
+
+def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
+             photos_from: Path | None, prune: bool, show_progress: bool) -> Migrated:
     manifest = source.manifest()
     if manifest is None:
         raise StoreError(f"the store {source.location} is empty.")
@@ -69,9 +78,13 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
     by_id = {p.product_id: p for p in source.list_products(limit=len(ids) + 1)}
     catalogues = (source.catalog_folder(),)
     batch: list[Record] = []
+    skipped = 0
     with progress_bar("Copying", len(ids), enabled=show_progress, unit="products") as adv:
         for pid, vector in zip(ids, vectors, strict=True):
-            stored = by_id[pid]
+            stored = by_id.get(pid)
+            if stored is None or pid not in marks:  # deleted between reads (Milvus)
+                skipped += 1
+                continue
             uploaded = (marks[pid][1].startswith(UPLOADED)
                         or unmarked_upload(stored.image, photos_from, catalogues))
             image = Path(stored.image)
@@ -89,7 +102,7 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
     extra = sorted(set(held) - set(ids))
     removed = target.delete(extra) if prune and extra else 0
     target.flush()
-    return Migrated(len(ids), extra, removed)
+    return Migrated(len(ids) - skipped, extra, removed)
 
 
 def _copy_photo(photo: Path, folder: Path) -> Path:

@@ -51,11 +51,15 @@ class Recommender:
                 same_category: bool = False) -> tuple[StoredProduct, list[Match]]:
         """The ``k`` products most similar to a stored one, the product itself excluded; only
         of ``category``, or with ``same_category`` only of the product's own."""
-        product = self.product(product_id)
-        vector = self.store.vector(product_id)
-        if same_category:
-            category = product.category
-        return product, self.store.search(vector, k, category=category, exclude=product_id)
+        with self.store.snapshot():  # another process may delete it meanwhile
+            product = self.product(product_id)
+            vector = self.store.vector(product_id)
+            if vector is None:  # gone between the two reads (Milvus has no snapshot)
+                raise ProductNotFound(f"product {product_id!r} is not in the store.")
+            if same_category:
+                category = product.category
+            return product, self.store.search(vector, k, category=category,
+                                              exclude=product_id)
 
     def search_vector(self, vector: np.ndarray, k: int = 5,
                       category: str | None = None) -> list[Match]:

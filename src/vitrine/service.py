@@ -91,18 +91,32 @@ class VitrineService:
                  embedder: Embedder | None = None):
         self.settings = settings
         self.location = location
-        self.store = self._open()
-        self.recommender = Recommender(self.store, settings, embedder)
+        self._store_lock = threading.RLock()  # re-entrant: a read may call another
+        self._store = self._open()
+        self.recommender = Recommender(self._store, settings, embedder)
         self.embedder = self.recommender.embedder  # loads the model once; checks the manifest
         size = self.embedder.prep.size  # one forward pass now, so no request pays for set-up
         self.embedder.embed_arrays(np.zeros((1, 3, size, size), np.float32))
-        self._store_lock = threading.RLock()  # re-entrant: a read may call another
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._categories: tuple[float, dict[str, int]] | None = None
 
     def _open(self) -> VectorStore:
         return store_for(self.location, self.settings)
+
+    @property
+    def store(self) -> VectorStore:
+        """The store read from: opened again when its database is now another file (the
+        store deleted and indexed anew, a backup put in its place), which the server kept
+        reading while its writes, each through a new handle, went to the new one."""
+        if self._store.replaced():
+            with self._store_lock:
+                if self._store.replaced():
+                    fresh = self._open()
+                    self._store.close()
+                    self._store = self.recommender.store = fresh
+                    self._categories = None
+        return self._store
 
     def _upload_folder(self) -> Path | None:
         return upload_folder(self.store, self.settings.upload_dir)

@@ -69,6 +69,14 @@ def _row_to_product(row: sqlite3.Row | tuple, photo: Callable[[str], str]) -> St
 
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class EmbeddedStore:
     """SQLite + FAISS store in one folder. Writers hold an exclusive lock file."""
 
@@ -124,6 +132,7 @@ class EmbeddedStore:
                 have.add("search_key")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
+        self._file = _file_id(db_path)
         if missing:
             self.db.close()
             raise StoreError(f"{self.root} was written by an older Vitrine (no "
@@ -138,6 +147,12 @@ class EmbeddedStore:
         self._index_gen = -1
         self._category_ids: dict[str, IdSet] = {}
         self._category_version = -1
+
+    def replaced(self) -> bool:
+        """True when the store's database is now another file than the one opened (deleted
+        and indexed anew, a backup moved into its place); not while there is none."""
+        now = _file_id(self.root / DB_NAME)
+        return now is not None and now != self._file
 
     # ---- locking and transactions -------------------------------------------------------
     def lock_for_writing(self) -> None:
@@ -189,7 +204,7 @@ class EmbeddedStore:
             raise
 
     @contextlib.contextmanager
-    def _snapshot(self):
+    def snapshot(self):
         """Run several reads on one consistent database snapshot (WAL read transaction)."""
         if self.db.in_transaction:
             yield
@@ -409,7 +424,7 @@ class EmbeddedStore:
 
         Index, category filter and product rows come from one database snapshot, so a search
         running while another process writes sees one committed state."""
-        with self._snapshot():
+        with self.snapshot():
             return self._search(vector, k, category, exclude)
 
     def _search(self, vector: np.ndarray, k: int, category: str | None,

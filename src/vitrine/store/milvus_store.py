@@ -16,7 +16,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -367,6 +367,13 @@ class MilvusStore:
             search_params={"metric_type": "IP"})[0]
         # float32 sums give 1.0000002 for a photo against itself: a cosine is at most 1
         return [Match(_to_product(h["entity"]), min(1.0, float(h["distance"]))) for h in hits]
+
+    def replaced(self) -> bool:
+        return False  # a server's collection is not swapped under a client
+
+    def snapshot(self):
+        """No snapshot on Milvus: reads that must agree check for rows gone between them."""
+        return nullcontext()
 
     def close(self) -> None:
         self.client.close()
