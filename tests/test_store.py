@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -248,20 +249,9 @@ def test_a_full_disk_is_one_sentence_and_loses_nothing(store):
 def test_a_store_on_a_read_only_volume_serves_reads(store, tmp_path):
     """A store folder mounted read-only (replicas sharing one volume): searches and lookups
     work; a write is refused in one sentence. Needs bind mounts (root), else skipped."""
-    import subprocess
-
     root = store.root
     store.close()
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    steps = [["mount", "--bind", str(root), str(ro)],
-             ["mount", "-o", "remount,ro,bind", str(ro)]]
-    for i, step in enumerate(steps):
-        if subprocess.run(step, capture_output=True).returncode != 0:
-            if i:
-                subprocess.run(["umount", "--lazy", str(ro)], capture_output=True)
-            pytest.skip("bind mounts are not available here (they need root)")
-    try:
+    with read_only_mount(root, tmp_path / "ro") as ro:
         replica = open_store(ro)
         assert replica.count() == 4 and replica.get("c").price == 9.5
         assert [m.product.product_id for m in replica.search(unit(1, 0), 2)] == ["a", "b"]
@@ -274,8 +264,50 @@ def test_a_store_on_a_read_only_volume_serves_reads(store, tmp_path):
         # readable Vitrine store (unable to open database file)"
         with pytest.raises(StoreError, match=r"cannot write to the store .*; it is read-only"):
             open_store(ro, create=True)
+
+
+@contextlib.contextmanager
+def read_only_mount(folder: Path, at: Path):
+    """``folder`` bind-mounted read-only at ``at``; skips the test where mounts need root."""
+    import subprocess
+
+    at.mkdir()
+    steps = [["mount", "--bind", str(folder), str(at)],
+             ["mount", "-o", "remount,ro,bind", str(at)]]
+    for i, step in enumerate(steps):
+        if subprocess.run(step, capture_output=True).returncode != 0:
+            if i:
+                subprocess.run(["umount", "--lazy", str(at)], capture_output=True)
+            pytest.skip("bind mounts are not available here (they need root)")
+    try:
+        yield at
     finally:
-        subprocess.run(["umount", "--lazy", str(ro)], capture_output=True)
+        subprocess.run(["umount", "--lazy", str(at)], capture_output=True)
+
+
+def test_a_read_only_copy_with_writes_only_in_its_wal_is_refused(store, tmp_path):
+    """A store copied while its writer ran (or after it was killed) keeps its last writes
+    in vitrine.sqlite-wal; read-only without the -shm file, they were silently not served
+    (a deleted product still found, a new one missing)."""
+    import shutil
+
+    store.delete(["a"])  # in the WAL until a checkpoint
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("vitrine.sqlite", "vitrine.sqlite-wal"):
+        shutil.copyfile(store.root / name, copy / name)
+    assert (copy / "vitrine.sqlite-wal").stat().st_size > 0
+    with read_only_mount(copy, tmp_path / "ro") as ro, pytest.raises(
+            StoreError, match=r"is read-only here and holds writes its database file does "
+                              r"not have yet"):
+        open_store(ro)
+    opened = open_store(copy)  # where it can be written: the writes are there
+    assert opened.get("a") is None and opened.count() == 3
+    opened.close()
+    with read_only_mount(copy, tmp_path / "ro2") as ro:
+        replica = open_store(ro)  # folded in when it was closed
+        assert replica.get("a") is None and replica.count() == 3
+        replica.close()
 
 
 def test_what_counts_as_a_photo_added_through_the_api_before_the_mark(tmp_path):
