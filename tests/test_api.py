@@ -864,3 +864,32 @@ def test_a_store_indexed_anew_under_the_server_is_read_from_then(writable, demo_
     assert edited.status_code == 200, edited.text
     assert client.get(f"/api/products/{pid}").json()["name"] == "Novo nome"
     assert len(client.get("/api/products?limit=100").json()["products"]) == 8
+
+
+def test_an_upload_folder_inside_the_catalogue_adds_no_products_to_it(
+        settings, embedder, demo_catalog, tmp_path):
+    """VITRINE_UPLOAD_DIR inside the catalogue folder: the next `vitrine index` took each
+    photo added through the API for a catalogue photo, a second product of a category
+    named after the folder."""
+    from conftest import copy_subset
+
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    catalog = copy_subset(demo_catalog, tmp_path / "catalog", 1)
+    photos, store = catalog / "fotos_api", tmp_path / "store"
+    db = open_store(store, create=True)
+    assert index_catalog(catalog, db, embedder, show_progress=False).indexed == 8
+    db.close()
+    client = TestClient(_app(settings, store, embedder, api_key=KEY, upload_dir=photos))
+    first = next(iter(_rows(catalog)))
+    added = client.post("/api/products", files=_upload(_jpeg(catalog / first["image"],
+                                                             flip=True)),
+                        headers={"Authorization": f"Bearer {KEY}"},
+                        data={"product_id": "novo", "category": "bolsas"})
+    assert added.status_code == 201 and len(list(photos.iterdir())) == 1
+    db = open_store(store)
+    again = index_catalog(catalog, db, embedder, show_progress=False, uploads=photos)
+    assert (again.indexed, again.unlisted, again.uploaded) == (0, 0, 1)
+    assert db.count() == 9 and db.categories().get("fotos_api") is None
+    db.close()

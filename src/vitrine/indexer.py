@@ -143,6 +143,11 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     started = time.perf_counter()
     root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
     products = [p for p in read_catalog(root) if in_shard(p.product_id, shard)]
+    if uploads is not None and Path(uploads).resolve().is_relative_to(root):
+        # a VITRINE_UPLOAD_DIR inside the catalogue: the server's photos of its products
+        # added through the API are not catalogue photos (each became a second product)
+        folder = Path(uploads).resolve()
+        products = [p for p in products if not (p.unlisted and p.image.is_relative_to(folder))]
     store.lock_for_writing()
     new_store = check_manifest(store, embedder, record=False)
     report = IndexReport()
