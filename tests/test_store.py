@@ -204,6 +204,11 @@ def test_not_a_store(tmp_path):
     (root / "vitrine.sqlite").write_bytes(b"garbage" * 100)
     with pytest.raises(StoreError, match="not a readable"):
         open_store(root)
+    # a file given as the store: said so (the advice to index into it could only fail)
+    (tmp_path / "afile").write_text("x")
+    for create in (False, True):
+        with pytest.raises(StoreError, match=r"afile is a file, not a store folder\.$"):
+            open_store(tmp_path / "afile", create=create)
 
 
 def test_a_store_from_an_older_version_is_refused_in_one_sentence(store):

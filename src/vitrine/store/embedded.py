@@ -93,12 +93,12 @@ class EmbeddedStore:
             raise StoreError(f"{db_path} is empty: no Vitrine store was written there (a copy "
                              "that failed?); index into it, or restore it.")
         if not db_path.exists():
+            if self.root.exists() and not self.root.is_dir():
+                raise StoreError(f"{self.root} is a file, not a store folder.")
             if not create:
                 raise StoreError(f"no Vitrine store at {self.root}; create one with "
                                  "'vitrine index CATALOG_DIR --store "
                                  f"{self.root}'.")
-            if self.root.exists() and not self.root.is_dir():
-                raise StoreError(f"{self.root} is a file, not a store folder.")
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

@@ -57,6 +57,16 @@ def _escaped_cursor(iterator) -> None:
     setattr(iterator, name, setup_next_expr)
 
 
+def _without_timestamp_notice(record: logging.LogRecord) -> bool:
+    """Milvus Lite keeps no server timestamp, so every paged read warned on the terminal that
+    it uses the client's clock, which is right for a file one process holds."""
+    return "mvccTs" not in record.getMessage()
+
+
+for _name in ("query_iterator", "search_iterator"):
+    logging.getLogger(f"pymilvus.client.iterator.{_name}").addFilter(_without_timestamp_notice)
+
+
 @contextmanager
 def _lite_lock_failures(uri: str) -> Iterator[list[BaseException]]:
     """While pymilvus opens a Milvus Lite file, catch the one failure "another process holds
