@@ -846,6 +846,7 @@ def test_a_store_indexed_anew_under_the_server_is_read_from_then(writable, demo_
     from conftest import copy_subset
 
     from vitrine.indexer import index_catalog
+    from vitrine.manifest import ModelManifest
     from vitrine.store import open_store
 
     client, store = writable
@@ -857,13 +858,25 @@ def test_a_store_indexed_anew_under_the_server_is_read_from_then(writable, demo_
     fresh = open_store(store, create=True)
     index_catalog(catalog, fresh, embedder, show_progress=False)
     fresh.close()
-    assert client.get("/healthz").json()["products"] == 8
     pid = next(iter(_rows(catalog)))["product_id"]
+    # each kind of read follows, the first request whatever it is
     assert client.get(f"/api/products/{pid}/similar?k=3").status_code == 200
+    photo = _jpeg(catalog / next(iter(_rows(catalog)))["image"])
+    found = client.post("/api/search?k=1", files=_upload(photo)).json()["results"]
+    assert found[0]["product_id"] == pid
+    assert client.get("/healthz").json()["products"] == 8
     edited = client.patch(f"/api/products/{pid}", headers=auth, json={"name": "Novo nome"})
     assert edited.status_code == 200, edited.text
     assert client.get(f"/api/products/{pid}").json()["name"] == "Novo nome"
     assert len(client.get("/api/products?limit=100").json()["products"]) == 8
+    # indexed anew by another model: refused, as a server started on it is
+    for leftover in store.glob("vitrine.sqlite*"):
+        leftover.unlink()
+    fresh = open_store(store, create=True)
+    fresh.set_manifest(ModelManifest("other", "0" * 64, {"size": 8}, 8))
+    fresh.close()
+    refused = client.get(f"/api/products/{pid}")
+    assert refused.status_code == 409 and "different model" in refused.json()["detail"]
 
 
 def test_an_upload_folder_inside_the_catalogue_adds_no_products_to_it(

@@ -199,7 +199,12 @@ def test_a_quote_left_open_is_named_instead_of_swallowing_the_rows_below(tmp_pat
             "C,relogios/C.jpg,Watch C,30"]
     table.write_text("\n".join(rows) + "\n")
     with pytest.raises(CatalogError, match=r"products.csv line 2: a quote \(\"\) opens a value "
-                                           "that is never closed"):
+                                           "that takes in the rows below it"):
+        read_catalog(tmp_path)
+    # closed by a later quote, a doubled one as Excel writes: the rows between were taken in
+    rows[3] = 'C,relogios/C.jpg,"Relógio 12"" dial",30'
+    table.write_text("\n".join(rows) + "\n")
+    with pytest.raises(CatalogError, match="line 2: a quote"):
         read_catalog(tmp_path)
     rows[1] = 'A,relogios/A.jpg,"Watch A,10'  # the last field, and the file's last line
     table.write_text("\n".join(rows[:2]))
@@ -209,10 +214,10 @@ def test_a_quote_left_open_is_named_instead_of_swallowing_the_rows_below(tmp_pat
     with pytest.raises(CatalogError, match="line 1: a quote"):
         read_catalog(tmp_path)
     # what a quote may do: a value over two lines, a doubled quote, a quote inside a value
-    table.write_text('id,image,name\nA,relogios/A.jpg,"two\nlines"\n'
+    table.write_text('id,image,name\nA,relogios/A.jpg,"two\nlines, with a comma"\n'
                      'B,relogios/B.jpg,"12"" dial"\nC,relogios/C.jpg,"12" dial')
     names = {p.product_id: p.name for p in read_catalog(tmp_path)}
-    assert names == {"A": "two\nlines", "B": '12" dial', "C": "12 dial"}
+    assert names == {"A": "two\nlines, with a comma", "B": '12" dial', "C": "12 dial"}
 
 
 def test_blank_rows_above_the_header_and_an_empty_table(tmp_path):

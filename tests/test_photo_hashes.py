@@ -114,6 +114,7 @@ def test_products_sharing_a_photo_embed_it_once(demo_catalog, embedder, tmp_path
     store = open_store(tmp_path / "store", create=True)
     report = index_catalog(catalog, store, embedder, show_progress=False)
     assert (report.indexed, report.photos_embedded, report.skipped) == (12, 8, [])
+    assert report.photos_read == 9  # the shirt's file once; its copy is another file
     assert len(embedded) == len(set(embedded)) == 8
     same = [store.vector(pid) for pid in
             [shirt["product_id"], "copy"] + [s["product_id"] for s in sizes]]

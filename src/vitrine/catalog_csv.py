@@ -134,8 +134,8 @@ def read_rows(path: Path) -> list[Row]:
     # a row after the table's end: read as a row of its own unless a quote left open swallowed
     # it, with every row below that quote
     end = "" if text.endswith(("\n", "\r")) or not text else "\n"
-    reader = csv.reader(io.StringIO(f"{text}{end}{_END}\n", newline=""),
-                        delimiter=delimiter(text[blank:]))
+    sep = delimiter(text[blank:])
+    reader = csv.reader(io.StringIO(f"{text}{end}{_END}\n", newline=""), delimiter=sep)
     try:
         header: list[str] = []
         while not any(c.strip(" \t;,") for c in header):  # (the end row is not blank)
@@ -155,7 +155,8 @@ def read_rows(path: Path) -> list[Row]:
         for values in reader:
             if values == [_END]:
                 break
-            if values and _END in values[-1]:
+            if values and _END in values[-1] or any(
+                    _holds_a_row(v, sep, len(names), names.index("image")) for v in values):
                 raise _unclosed_quote(path, line)
             if any(v.strip() for v in values[len(names):]):
                 raise CatalogError(f"{path} line {line}: more fields than the header has "
@@ -171,10 +172,23 @@ def read_rows(path: Path) -> list[Row]:
     return rows
 
 
+def _holds_a_row(value: str, sep: str, width: int, image_at: int) -> bool:
+    """True when a line inside a value over several lines reads as a row of the table (as
+    many fields, a photo in the image column): a quote left open, closed only by a later
+    quote (a doubled one, say), took in the rows between."""
+    if "\n" not in value and "\r" not in value:
+        return False
+    for inner in value.splitlines()[1:]:
+        fields = next(csv.reader([inner], delimiter=sep), [])
+        if len(fields) >= width and is_image_path(Path(fields[image_at].strip())):
+            return True
+    return False
+
+
 def _unclosed_quote(path: Path, line: int) -> CatalogError:
-    return CatalogError(f"{path} line {line}: a quote (\") opens a value that is never closed, "
-                        "so every row below it was read as part of that value; close the "
-                        "quote or remove it.")
+    return CatalogError(f"{path} line {line}: a quote (\") opens a value that takes in the "
+                        "rows below it (it is closed only by a later quote, or never); close "
+                        "it where the value ends, or remove it.")
 
 
 _BLANK_LINES = re.compile(r"(?:[ \t;,]*(?:\r\n|\r|\n))*")

@@ -64,6 +64,8 @@ class PhotoHashes:
         self.known = known
         self.fresh: dict[str, tuple[Signature, str]] = {}
         self.seen: set[str] = set()
+        self._run: dict[str, tuple[Signature, str]] = {}
+        """What this run read: a photo several products share is read once."""
         self.read = 0
         """Files read and hashed (the others kept their sha256)."""
 
@@ -72,13 +74,14 @@ class PhotoHashes:
         key = str(path)
         before = signature(regular_file(path))
         self.seen.add(key)  # (a photo that is gone is forgotten)
-        entry = self.known.get(key)
-        if entry is not None and entry[0] == before:
-            return entry[1]
+        for entry in (self.known.get(key), self._run.get(key)):
+            if entry is not None and entry[0] == before:
+                return entry[1]
         sha = file_sha256(path)
         self.read += 1
         after = os.stat(path)
-        newest = max(after.st_mtime_ns, after.st_ctime_ns)
-        if signature(after) == before and newest < time.time_ns() - RACY_NS:
-            self.fresh[key] = (before, sha)
+        if signature(after) == before:
+            self._run[key] = (before, sha)
+            if max(after.st_mtime_ns, after.st_ctime_ns) < time.time_ns() - RACY_NS:
+                self.fresh[key] = (before, sha)
         return sha

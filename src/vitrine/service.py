@@ -28,6 +28,7 @@ from vitrine.embed import CategoryGuess, Embedder, decode
 from vitrine.errors import StoreError
 from vitrine.images import container_kind, open_image, to_array
 from vitrine.indexer import check_manifest
+from vitrine.manifest import mismatch_error
 from vitrine.recommend import ProductNotFound, Recommender
 from vitrine.store import (
     EmbeddedStore,
@@ -93,8 +94,8 @@ class VitrineService:
         self.location = location
         self._store_lock = threading.RLock()  # re-entrant: a read may call another
         self._store = self._open()
-        self.recommender = Recommender(self._store, settings, embedder)
-        self.embedder = self.recommender.embedder  # loads the model once; checks the manifest
+        self._recommender = Recommender(self._store, settings, embedder)
+        self.embedder = self._recommender.embedder  # loads the model once; checks the manifest
         size = self.embedder.prep.size  # one forward pass now, so no request pays for set-up
         self.embedder.embed_arrays(np.zeros((1, 3, size, size), np.float32))
         self._model_lock = threading.Lock()
@@ -107,16 +108,40 @@ class VitrineService:
     @property
     def store(self) -> VectorStore:
         """The store read from: opened again when its database is now another file (the
-        store deleted and indexed anew, a backup put in its place), which the server kept
-        reading while its writes, each through a new handle, went to the new one."""
+        store deleted and indexed anew), which the server kept reading while its writes,
+        each through a new handle, went to the new one."""
         if self._store.replaced():
             with self._store_lock:
                 if self._store.replaced():
-                    fresh = self._open()
-                    self._store.close()
-                    self._store = self.recommender.store = fresh
-                    self._categories = None
+                    self._follow_new_database()
         return self._store
+
+    @property
+    def recommender(self) -> Recommender:
+        """The recommender over :attr:`store` (as current)."""
+        self.store  # noqa: B018 - opened again if replaced
+        return self._recommender
+
+    def _follow_new_database(self) -> None:
+        """Read the store's new database once it names its model; until then (it is being
+        written) the old one. One made by another model is refused, as at start."""
+        try:
+            fresh = self._open()
+        except StoreError:  # not a store yet (being created)
+            return
+        try:
+            stored = fresh.manifest()
+        except StoreError:
+            stored = None
+        if stored is None:
+            fresh.close()
+            return
+        if stored != self.embedder.manifest:
+            fresh.close()
+            raise mismatch_error(fresh.location, stored, self.embedder.manifest)
+        self._store.close()
+        self._store = self._recommender.store = fresh
+        self._categories = None
 
     def _upload_folder(self) -> Path | None:
         return upload_folder(self.store, self.settings.upload_dir)
@@ -280,7 +305,7 @@ class VitrineService:
 
     def close(self) -> None:
         with self._store_lock:
-            self.store.close()
+            self._store.close()
 
 
 def _remove_orphan(store: VectorStore, image: Path, folder: Path | None) -> None:

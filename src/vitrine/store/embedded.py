@@ -123,11 +123,10 @@ class EmbeddedStore:
                 wal = self.root / f"{DB_NAME}-wal"
                 if wal.is_file() and wal.stat().st_size:  # read as it is, they would be lost
                     raise StoreError(
-                        f"the store {self.root} is read-only here and holds writes its "
-                        f"database file does not have yet ({wal.name}, without the "
-                        f"{DB_NAME}-shm file reading them needs): open it once where it can "
-                        "be written (`vitrine info --store` there folds them in), or copy it "
-                        "after its writer has stopped.") from None
+                        f"the store {self.root} is read-only here and its last writes may be "
+                        f"in {wal.name}, which cannot be read without the {DB_NAME}-shm file: "
+                        "open it once where it can be written (`vitrine info --store` there "
+                        "folds them in), or copy it after its writer has stopped.") from None
                 self.db = sqlite3.connect(f"{db_path.as_uri()}?mode=ro&immutable=1", uri=True,
                                           isolation_level=None, check_same_thread=False)
             # name search folds case and accents in SQL (see list_products)

@@ -59,12 +59,16 @@ def _escaped_cursor(iterator) -> None:
 
 def _without_timestamp_notice(record: logging.LogRecord) -> bool:
     """Milvus Lite keeps no server timestamp, so every paged read warned on the terminal that
-    it uses the client's clock, which is right for a file one process holds."""
+    it uses the client's clock, which is right for a file one process holds (installed for
+    Milvus Lite only: from a server, the notice is news)."""
     return "mvccTs" not in record.getMessage()
 
 
-for _name in ("query_iterator", "search_iterator"):
-    logging.getLogger(f"pymilvus.client.iterator.{_name}").addFilter(_without_timestamp_notice)
+def _quiet_lite_timestamps() -> None:
+    for name in ("query_iterator", "search_iterator"):
+        logger = logging.getLogger(f"pymilvus.client.iterator.{name}")
+        if _without_timestamp_notice not in logger.filters:
+            logger.addFilter(_without_timestamp_notice)
 
 
 @contextmanager
@@ -121,6 +125,8 @@ class MilvusStore:
         self.location = location
         self.collection = collection
         self.meta_collection = f"{collection}__meta"
+        if uri.endswith(".db"):  # a Milvus Lite file (store_for's milvus-lite://)
+            _quiet_lite_timestamps()
         try:
             with _lite_lock_failures(uri) as locked:
                 self.client = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri)
@@ -375,8 +381,9 @@ class MilvusStore:
             self.collection, [np.asarray(vector, dtype=np.float32).tolist()], limit=k,
             filter=" and ".join(expr), output_fields=FIELDS,
             search_params={"metric_type": "IP"})[0]
-        # float32 sums give 1.0000002 for a photo against itself: a cosine is at most 1
-        return [Match(_to_product(h["entity"]), min(1.0, float(h["distance"]))) for h in hits]
+        # float32 sums give 1.0000002 for a photo against itself: a cosine is within ±1
+        return [Match(_to_product(h["entity"]), min(1.0, max(-1.0, float(h["distance"]))))
+                for h in hits]
 
     def replaced(self) -> bool:
         return False  # a server's collection is not swapped under a client
