@@ -120,4 +120,13 @@ def test_products_sharing_a_photo_embed_it_once(demo_catalog, embedder, tmp_path
             [shirt["product_id"], "copy"] + [s["product_id"] for s in sizes]]
     assert all((v == same[0]).all() for v in same)
     assert store.get("copy").category == rows[1]["category"]
+    # a new size listed later with the shirt's photo: given the vector the store holds
+    with open(catalog / "products.csv", "a", newline="") as fh:
+        csv.DictWriter(fh, fieldnames=list(shirt)).writerow(
+            {**shirt, "product_id": f"{shirt['product_id']}-GG"})
+    embedded.clear()
+    later = index_catalog(catalog, store, embedder, show_progress=False)
+    assert (later.indexed, later.photos_embedded, embedded) == (1, 0, [])
+    assert (store.vector(f"{shirt['product_id']}-GG") == same[0]).all()
+    assert store.get(f"{shirt['product_id']}-GG").phash == store.get(shirt["product_id"]).phash
     store.close()

@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from vitrine.catalog import (
     UPLOAD_NAME,
     UPLOADED,
@@ -342,6 +344,10 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
     by_sha: dict[str, list[Product]] = {}
     for product, sha in to_embed:
         by_sha.setdefault(sha, []).append(product)
+    for sha, (phash, thumb, vector) in _held_vectors(store, stored, by_sha).items():
+        pending.extend(Record(product, sha, phash, thumb, vector) for product in by_sha.pop(sha))
+        if len(pending) >= commit_every:
+            commit()
     shas = list(by_sha)
     with progress_bar("Embedding", len(shas), enabled=show_progress) as adv:
         results = embedder.embed_paths([by_sha[sha][0].image for sha in shas],
@@ -358,6 +364,20 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
             if len(pending) >= commit_every:
                 commit()
     commit()
+
+
+def _held_vectors(store: VectorStore, stored: dict, by_sha: dict[str, list[Product]]
+                  ) -> dict[str, tuple[str, bytes, np.ndarray]]:
+    """What the store already holds for photos of ``by_sha`` (sha256 → products): a new
+    product listed with another product's photo (a new size of a shirt) gets its hashes and
+    vector, read instead of embedded again."""
+    owner = {fp[0]: pid for pid, fp in stored.items() if fp[0] in by_sha}
+    held = {}
+    for sha, pid in owner.items():
+        product, vector = store.get(pid), store.vector(pid)
+        if product is not None and vector is not None and product.content_sha256 == sha:
+            held[sha] = (product.phash, product.thumb, vector)
+    return held
 
 
 def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | None = None,
