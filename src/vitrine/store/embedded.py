@@ -157,7 +157,7 @@ class EmbeddedStore:
 
     def replaced(self) -> bool:
         """True when the store's database is now another file than the one opened (deleted
-        and indexed anew, a backup moved into its place); not while there is none."""
+        and indexed anew); not while there is none."""
         now = _file_id(self.root / DB_NAME)
         return now is not None and now != self._file
 
