@@ -64,8 +64,9 @@ class PhotoHashes:
         self.known = known
         self.fresh: dict[str, tuple[Signature, str]] = {}
         self.seen: set[str] = set()
-        self._run: dict[str, tuple[Signature, str]] = {}
-        """What this run read: a photo several products share is read once."""
+        self._racy: dict[str, tuple[Signature, str]] = {}
+        """Files this run read that :attr:`fresh` leaves out (changed moments ago): with it,
+        a photo several products share is read once."""
         self.read = 0
         """Files read and hashed (the others kept their sha256)."""
 
@@ -74,14 +75,14 @@ class PhotoHashes:
         key = str(path)
         before = signature(regular_file(path))
         self.seen.add(key)  # (a photo that is gone is forgotten)
-        for entry in (self.known.get(key), self._run.get(key)):
+        for entry in (self.known.get(key), self.fresh.get(key), self._racy.get(key)):
             if entry is not None and entry[0] == before:
                 return entry[1]
         sha = file_sha256(path)
         self.read += 1
         after = os.stat(path)
         if signature(after) == before:
-            self._run[key] = (before, sha)
-            if max(after.st_mtime_ns, after.st_ctime_ns) < time.time_ns() - RACY_NS:
-                self.fresh[key] = (before, sha)
+            newest = max(after.st_mtime_ns, after.st_ctime_ns)
+            settled = self.fresh if newest < time.time_ns() - RACY_NS else self._racy
+            settled[key] = (before, sha)
         return sha
