@@ -653,6 +653,39 @@ def test_category_counts_are_shared_for_a_while(settings, small_store, embedder,
     service.close()
 
 
+def test_uploaded_photos_are_decoded_a_few_at_a_time(settings, small_store, embedder,
+                                                      small_catalog, rows, monkeypatch):
+    """Each decode may take hundreds of MB (a 40-MP PNG in a small upload): the 40 request
+    threads decoding together took gigabytes. At most DECODE_SLOTS decode at once."""
+    from vitrine import service as service_module
+
+    monkeypatch.setattr(service_module, "DECODE_SLOTS", 2)
+    service = service_module.VitrineService(settings, small_store, embedder)
+    busy, most, lock, real = [0], [0], threading.Lock(), service_module.open_image
+
+    def counted(*args, **kwargs):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        try:
+            threading.Event().wait(0.2)  # long enough for the others to pile up
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    monkeypatch.setattr(service_module, "open_image", counted)
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    workers = [threading.Thread(target=service.search_photo, args=(photo, 3))
+               for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    service.close()
+    assert most[0] == 2
+
+
 def test_eight_concurrent_clients(settings, small_store, embedder, rows, small_catalog):
     """8 clients × 50 requests of every kind against a real server: all answered, right."""
     from vitrine.server import running
@@ -877,6 +910,7 @@ def test_a_store_indexed_anew_under_the_server_is_read_from_then(writable, demo_
     fresh.close()
     refused = client.get(f"/api/products/{pid}")
     assert refused.status_code == 409 and "different model" in refused.json()["detail"]
+    assert str(store) not in refused.text and f"store {store.name} " in refused.text
 
 
 def test_an_upload_folder_inside_the_catalogue_adds_no_products_to_it(

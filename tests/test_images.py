@@ -118,7 +118,7 @@ def test_files_pillow_chokes_on_have_a_reason_too(tmp_path):
     buf = io.BytesIO()
     src.save(buf, "TIFF")
     data = bytearray(buf.getvalue())
-    data[130] = 41  # the image's dimensions tag becomes another tag
+    data[72] = 5  # a tag's type becomes RATIONAL: Pillow's TypeError when it decodes
     tiff = tmp_path / "nodims.tiff"
     tiff.write_bytes(bytes(data))
     with pytest.raises(ImageError, match="cannot decode") as info:
@@ -206,6 +206,46 @@ def test_what_is_not_a_regular_file_is_refused_unread(tmp_path):
     assert len(errors) == 2 and all("device, pipe or socket" in e for e in errors)
     with pytest.raises(OSError, match="device, pipe or socket"):
         file_sha256(tmp_path / "zero.jpg")  # hashed in chunks: no memory at stake
+
+
+def test_a_tiff_with_many_pages_is_not_walked(tmp_path, monkeypatch):
+    """Asking a TIFF how many pages it has walks them all: 90,000 empty pages in a 9 MB
+    upload held the server for 50 s. The first page is decoded without asking."""
+    from PIL import TiffImagePlugin
+
+    pages = [Image.new("RGB", (32, 24), colour) for colour in (RED, (0, 0, 255), (0, 255, 0))]
+    path = tmp_path / "pages.tiff"
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+
+    def walked(self):
+        raise AssertionError("every page of the TIFF was walked")
+
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "n_frames", property(walked))
+    img = open_image(path)
+    assert img.size == (32, 24) and img.getpixel((5, 5)) == RED
+
+
+def test_jpegs_that_would_take_minutes_or_gigabytes_are_refused(tmp_path):
+    """A progressive JPEG in thousands of scans (each a pass over the picture: 1 MB took
+    38 s), and a progressive one above the pixel limit, which is held whole in memory
+    whatever scale it is decoded at (2.4 GB for one 4.8 MB upload)."""
+    buf = io.BytesIO()
+    Image.effect_noise((96, 64), 40).convert("RGB").save(buf, "JPEG", progressive=True)
+    data = buf.getvalue()
+    sos = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xda"]
+    assert 2 < len(sos) <= 20 and open_image(data).size == (96, 64)  # a real progressive one
+    repeated = data[:sos[1]] + data[sos[1]:sos[2]] * 200 + data[sos[2]:]
+    with pytest.raises(ImageError, match="a JPEG in 2.. scans"):
+        open_image(repeated)
+    for progressive, refused in ((True, True), (False, False)):
+        buf = io.BytesIO()
+        Image.new("RGB", (2_400, 1_600), RED).save(buf, "JPEG", progressive=progressive)
+        if refused:
+            with pytest.raises(ImageError, match="2400x1600 pixels is over the limit"):
+                open_image(buf.getvalue(), max_pixels=1_000_000, draft_size=224)
+        else:  # a baseline one decodes at 1/4 (short side still 224 or more), in the limit
+            assert open_image(buf.getvalue(), max_pixels=1_000_000, draft_size=224).size == (
+                600, 400)
 
 
 def test_missing_file(tmp_path):

@@ -487,3 +487,17 @@ def test_reads_in_a_snapshot_agree_while_another_process_writes(store, tmp_path,
     with pytest.raises(ProductNotFound, match="'c' is not in the store"):
         recommender.similar("c", 2)
     other.close()
+
+
+def test_category_filters_of_no_product_are_not_kept(store, monkeypatch):
+    """Each filter string a client sent stayed in memory (2 kB each, never freed): only
+    categories that have products are kept, and only so many."""
+    from vitrine.store import embedded
+
+    for n in range(50):
+        assert store.search(unit(1, 0), 2, category=f"nothing-{n}") == []
+    assert store._category_ids == {}
+    monkeypatch.setattr(embedded, "CATEGORY_FILTERS_KEPT", 1)
+    assert [m.product.product_id for m in store.search(unit(1, 0), 1, category="c")] == ["a"]
+    assert [m.product.product_id for m in store.search(unit(1, 0), 1, category="d")] == ["e"]
+    assert list(store._category_ids) == ["d"]

@@ -253,7 +253,17 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
 
 
 def _install_error_handlers(app: FastAPI, settings: Settings,
-                            routes: list[routing.BaseRoute]) -> None:
+                            routes: list[routing.BaseRoute], store: str | Path) -> None:
+    def hide_folders(sentence: str) -> str:
+        """A store error as a client may read it: the store's folder by its name only (the
+        server's paths are no business of an anonymous client's)."""
+        if "://" in str(store):  # a Milvus address names no folder of this machine
+            return sentence
+        folder = Path(store).expanduser()
+        for path in sorted({str(folder.resolve()), str(folder)}, key=len, reverse=True):
+            sentence = sentence.replace(path, folder.name)
+        return sentence
+
     def error(request: Request, status: int, sentence: str,
               headers: dict | None = None) -> Response:
         if wants_html(request):
@@ -295,7 +305,7 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> Response:
-        return error(request, 409, _sentence(str(exc)))
+        return error(request, 409, _sentence(hide_folders(str(exc))))
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
@@ -424,7 +434,7 @@ def create_app(settings: Settings, store: str | Path, *,
     app.include_router(api)
     install_pages(app, service, settings)
     # FastAPI keeps an included router's routes apart from the app's own
-    _install_error_handlers(app, settings, [*app.router.routes, *api.routes])
+    _install_error_handlers(app, settings, [*app.router.routes, *api.routes], store)
 
     def too_large_page(scope) -> Response | None:
         request = Request(scope)

@@ -143,17 +143,15 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
             # AVIFs that name 'mif1' first, and cannot decode them
             img = Image.open(io.BytesIO(data), formats=CONTAINER_FORMATS.get(kind,
                                                                          PHOTO_FORMATS))
-            if draft_size and img.format in ("JPEG", "MPO"):  # a 50-MP photo decodes at 1/8
-                img.draft("RGB", (draft_size, draft_size))
+            if img.format in ("JPEG", "MPO"):
+                _check_jpeg(img, data, name, max_pixels)
+                if draft_size:  # a 50-MP phone photo decodes at 1/8
+                    img.draft("RGB", (draft_size, draft_size))
             width, height = img.size  # what will be decoded
             if width * height > max_pixels:
-                raise ImageError(
-                    name, f"{width}x{height} pixels is over the limit of {max_pixels:,} "
-                    "pixels (possible decompression bomb; a real photo this large: raise "
-                    "VITRINE_MAX_IMAGE_PIXELS or scale it down)."
-                )
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)
+                raise _too_many_pixels(name, width, height, max_pixels)
+            # the first frame of an animation or of a multi-page TIFF is the one open (asking
+            # how many pages a TIFF has walks them all: 50 s for 90,000 empty ones)
             img.load()
             with contextlib.suppress(Exception):  # a broken EXIF block: keep it as stored
                 img = ImageOps.exif_transpose(img)
@@ -167,6 +165,29 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
         if "truncated" in reason.lower():
             reason = "the image data is truncated"
         raise ImageError(name, f"cannot decode the image ({reason}).") from None
+
+
+MAX_JPEG_SCANS = 100
+"""Scans a JPEG may have: a progressive photo has about ten; each costs a pass over the
+picture, so thousands in a 1 MB upload took minutes to decode."""
+
+
+def _check_jpeg(img: Image.Image, data: bytes, name: str, max_pixels: int) -> None:
+    """Refuse a JPEG whose decoding would take minutes (thousands of scans) or gigabytes (a
+    progressive one is held whole in memory, whatever scale it is decoded at)."""
+    scans = data.count(b"\xff\xda")  # a start-of-scan marker: stuffed away in image data
+    if scans > MAX_JPEG_SCANS:
+        raise ImageError(name, f"a JPEG in {scans:,} scans (photos have a few; decoding it "
+                               "would take minutes).")
+    width, height = img.size
+    if img.info.get("progressive") and width * height > max_pixels:
+        raise _too_many_pixels(name, width, height, max_pixels)
+
+
+def _too_many_pixels(name: str, width: int, height: int, max_pixels: int) -> ImageError:
+    return ImageError(name, f"{width}x{height} pixels is over the limit of {max_pixels:,} "
+                            "pixels (possible decompression bomb; a real photo this large: "
+                            "raise VITRINE_MAX_IMAGE_PIXELS or scale it down).")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -85,6 +86,10 @@ class NewProduct:
     description: str = ""
 
 
+DECODE_SLOTS = max(2, os.cpu_count() or 2)
+"""Uploaded photos decoded at once (the others wait for a slot)."""
+
+
 class VitrineService:
     """One store, one model, shared by all request threads."""
 
@@ -100,6 +105,9 @@ class VitrineService:
         self.embedder.embed_arrays(np.zeros((1, 3, size, size), np.float32))
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        # photos decoded at once: each may take hundreds of MB (a 40-MP PNG), and the server's
+        # 40 request threads decoding together took gigabytes
+        self._decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
         self._categories: tuple[float, dict[str, int]] | None = None
 
     def _open(self) -> VectorStore:
@@ -207,9 +215,11 @@ class VitrineService:
         category (a trained model's, else None); raises ImageError for a bad file."""
         prep = self.embedder.prep
         t0 = time.perf_counter()
-        image = open_image(data, max_pixels=self.settings.max_image_pixels,
-                           draft_size=prep.size)
-        array = to_array(image, prep)
+        with self._decode_slots:
+            image = open_image(data, max_pixels=self.settings.max_image_pixels,
+                               draft_size=prep.size)
+            array = to_array(image, prep)
+            del image
         t1 = time.perf_counter()
         with self._model_lock:
             vector = self.embedder.embed_arrays(array[None])[0]
@@ -225,7 +235,9 @@ class VitrineService:
     def add_product(self, fields: NewProduct, data: bytes) -> tuple[StoredProduct, bool]:
         """Store a product with its photo (replacing one with the same id); returns it and
         whether it is new. The photo is saved as ``STORE/uploads/<sha256><ext>``."""
-        array, phash, thumb = decode(data, self.embedder.prep, self.settings.max_image_pixels)
+        with self._decode_slots:
+            array, phash, thumb = decode(data, self.embedder.prep,
+                                         self.settings.max_image_pixels)
         with self._model_lock:
             vector = self.embedder.embed_arrays(array[None])[0]
         sha = hashlib.sha256(data).hexdigest()

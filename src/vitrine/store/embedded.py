@@ -69,6 +69,10 @@ def _row_to_product(row: sqlite3.Row | tuple, photo: Callable[[str], str]) -> St
 
 
 
+CATEGORY_FILTERS_KEPT = 10_000
+"""Category filters (ids of a category) kept between searches; past it they start again."""
+
+
 def _file_id(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -448,9 +452,11 @@ class EmbeddedStore:
             if subset is None:
                 rows = self.db.execute("SELECT id FROM products WHERE category=?", (category,))
                 subset = IdSet(np.fromiter((r[0] for r in rows), dtype=np.int64))
+                if len(subset) == 0:  # not kept: any string a client sends would stay
+                    return []
+                if len(self._category_ids) >= CATEGORY_FILTERS_KEPT:
+                    self._category_ids.clear()
                 self._category_ids[category] = subset
-            if len(subset) == 0:
-                return []
         fetch = min(k + (1 if exclude else 0), index.ntotal)
         scores, ids = index.search(vector, fetch, subset)
         matches = []
