@@ -243,7 +243,8 @@ def test_a_full_disk_is_one_sentence_and_loses_nothing(store):
     pages = store.db.execute("PRAGMA page_count").fetchone()[0]
     store.db.execute(f"PRAGMA max_page_count = {pages}")
     many = [record(f"n{i}", unit(1, i / 100), description="x" * 2000) for i in range(50)]
-    with pytest.raises(StoreError, match="is full; nothing was written"):
+    with pytest.raises(StoreError, match="is full; the write in progress was undone, what "
+                                         "was stored before it is kept"):
         store.upsert(many)
     assert store.count() == 4 and store.get("a") is not None
     store.db.execute(f"PRAGMA max_page_count = {pages * 1000}")
@@ -501,3 +502,22 @@ def test_category_filters_of_no_product_are_not_kept(store, monkeypatch):
     assert [m.product.product_id for m in store.search(unit(1, 0), 1, category="c")] == ["a"]
     assert [m.product.product_id for m in store.search(unit(1, 0), 1, category="d")] == ["e"]
     assert list(store._category_ids) == ["d"]
+
+
+def test_an_index_file_that_cannot_be_saved_leaves_no_part_behind(store, monkeypatch):
+    """On a full disk each process that tried to save the index left its part-written
+    temporary file (only a writer swept them): searches still answer from memory, and the
+    part is removed."""
+    from vitrine.ann import VectorIndex
+
+    def full_disk(self, path):
+        Path(path).write_bytes(b"\0" * 4096)
+        raise OSError(28, "No space left on device")
+
+    for old in store.root.glob("index.*"):
+        old.unlink()
+    monkeypatch.setattr(VectorIndex, "save", full_disk)
+    reader = open_store(store.root)
+    assert [m.product.product_id for m in reader.search(unit(1, 0), 2)] == ["a", "b"]
+    reader.close()
+    assert list(store.root.glob("*.tmp")) == [] and list(store.root.glob("index.*")) == []

@@ -210,8 +210,9 @@ class EmbeddedStore:
             if self.db.in_transaction:  # SQLite may have rolled back already (disk full)
                 self.db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
-                raise StoreError(f"the disk holding the store {self.root} is full; nothing "
-                                 "was written (free some space and try again).") from None
+                raise StoreError(f"the disk holding the store {self.root} is full; the "
+                                 "write in progress was undone, what was stored before it is "
+                                 "kept (free some space and try again).") from None
             raise
 
     @contextlib.contextmanager

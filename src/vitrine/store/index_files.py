@@ -177,8 +177,8 @@ class IndexFiles:
     def _save(self, index: VectorIndex, path: Path, generation: int, writer: bool) -> None:
         """Save atomically and remove older files; a writer also forgets the changes up to
         ``generation`` (no searcher layers on an older index once this one is there)."""
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(index)}.tmp")
         try:
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(index)}.tmp")
             index.save(tmp)
             os.replace(tmp, path)
             for old in self.root.glob("index.*.faiss"):
@@ -186,7 +186,11 @@ class IndexFiles:
                     if int(old.name.split(".")[1]) < generation:
                         old.unlink(missing_ok=True)
         except (OSError, RuntimeError):
-            return  # a read-only store still searches from the in-memory index
+            # a read-only store still searches from the in-memory index; a full disk kept
+            # the part written, one more with each process that tried
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            return
         if writer and not self.db.in_transaction:  # (not inside a search's read snapshot)
             with contextlib.suppress(sqlite3.OperationalError, StoreError):  # next time
                 self.forget_changes(generation)
