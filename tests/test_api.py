@@ -940,3 +940,21 @@ def test_an_upload_folder_inside_the_catalogue_adds_no_products_to_it(
     assert (again.indexed, again.unlisted, again.uploaded) == (0, 0, 1)
     assert db.count() == 9 and db.categories().get("fotos_api") is None
     db.close()
+
+
+def test_store_errors_name_the_store_by_its_folders_name(tmp_path, monkeypatch):
+    """A store given as "." blanked every dot of the sentence; a Milvus Lite file kept its
+    whole path."""
+    from vitrine.api import hide_folders
+
+    shop = tmp_path / "loja"
+    shop.mkdir()
+    monkeypatch.chdir(shop)
+    said = f"the store {shop} is read-only here (index.3.faiss)."
+    for given in (".", "./", str(shop), "../loja"):
+        assert hide_folders(said, given) == "the store loja is read-only here (index.3.faiss)."
+    lite = f"milvus-lite://{tmp_path}/m.db"
+    assert hide_folders(f"no Vitrine store at {lite}.", lite) == "no Vitrine store at " \
+                                                                 "milvus-lite://m.db."
+    server = "milvus://db.example:19530"
+    assert hide_folders(f"cannot open {server}.", server) == f"cannot open {server}."

@@ -12,7 +12,14 @@ import pytest
 from PIL import Image
 
 from vitrine.errors import ImageError
-from vitrine.images import Preprocessing, is_image_path, open_image, resize_square, to_array
+from vitrine.images import (
+    Preprocessing,
+    is_image_path,
+    jpeg_scans,
+    open_image,
+    resize_square,
+    to_array,
+)
 
 RED = (220, 30, 30)
 
@@ -225,6 +232,27 @@ def test_a_tiff_with_many_pages_is_not_walked(tmp_path, monkeypatch):
     assert img.size == (32, 24) and img.getpixel((5, 5)) == RED
 
 
+def _scan_per_colour(width: int, height: int) -> bytes:
+    """A sequential (baseline) JPEG of flat grey that stores each colour in its own scan."""
+    import struct
+
+    def segment(marker: int, payload: bytes) -> bytes:
+        return b"\xff" + bytes([marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+    parts = [b"\xff\xd8", segment(0xDB, b"\x00" + b"\x01" * 64),
+             segment(0xC0, struct.pack(">BHHB", 8, height, width, 3)
+                     + b"".join(bytes([c, 0x11, 0]) for c in (1, 2, 3))),
+             segment(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00"
+                     + b"\x10" + bytes([1] + [0] * 15) + b"\x00")]
+    blocks = ((width + 7) // 8) * ((height + 7) // 8)
+    coded = bytearray((blocks * 2 + 7) // 8)
+    if len(coded) * 8 - blocks * 2:
+        coded[-1] = (1 << (len(coded) * 8 - blocks * 2)) - 1
+    for c in (1, 2, 3):
+        parts += [segment(0xDA, bytes([1, c, 0x00, 0, 63, 0])), bytes(coded)]
+    return b"".join([*parts, b"\xff\xd9"])
+
+
 def test_jpegs_that_would_take_minutes_or_gigabytes_are_refused(tmp_path):
     """A progressive JPEG in thousands of scans (each a pass over the picture: 1 MB took
     38 s), and a progressive one above the pixel limit, which is held whole in memory
@@ -237,6 +265,17 @@ def test_jpegs_that_would_take_minutes_or_gigabytes_are_refused(tmp_path):
     repeated = data[:sos[1]] + data[sos[1]:sos[2]] * 200 + data[sos[2]:]
     with pytest.raises(ImageError, match="a JPEG in 2.. scans"):
         open_image(repeated)
+    # what follows the picture (a phone's motion-photo video) or sits in its metadata is no
+    # scan, however many FF DA byte pairs it holds
+    trailer = (b"\xff\xda" + bytes(62)) * 500
+    app = b"\xff\xe2" + (2 + len(trailer[:60_000])).to_bytes(2, "big") + trailer[:60_000]
+    assert open_image(data + trailer).size == (96, 64)
+    assert open_image(data[:2] + app + data[2:]).size == (96, 64)
+    # a sequential JPEG with a scan per colour is held whole too
+    assert jpeg_scans(_scan_per_colour(2_400, 1_600)) == 3
+    with pytest.raises(ImageError, match="2400x1600 pixels is over the limit of 1,000,000 "
+                                         "pixels .a JPEG in several scans"):
+        open_image(_scan_per_colour(2_400, 1_600), max_pixels=1_000_000, draft_size=224)
     for progressive, refused in ((True, True), (False, False)):
         buf = io.BytesIO()
         Image.new("RGB", (2_400, 1_600), RED).save(buf, "JPEG", progressive=progressive)

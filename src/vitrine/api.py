@@ -252,18 +252,23 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     return router
 
 
+def hide_folders(sentence: str, store: str | Path) -> str:
+    """A store error as a client may read it: the store's folder (or Milvus Lite file) by its
+    name only (the server's paths are no business of an anonymous client's)."""
+    text = str(store)
+    if text.startswith("milvus-lite://"):
+        text = text[len("milvus-lite://"):]
+    elif "://" in text:  # a Milvus server's address names no file of this machine
+        return sentence
+    folder = Path(text).expanduser().resolve()
+    paths = {str(folder)} | ({text} if "/" in text.rstrip("/") else set())
+    for path in sorted(paths, key=len, reverse=True):
+        sentence = sentence.replace(path, folder.name)
+    return sentence
+
+
 def _install_error_handlers(app: FastAPI, settings: Settings,
                             routes: list[routing.BaseRoute], store: str | Path) -> None:
-    def hide_folders(sentence: str) -> str:
-        """A store error as a client may read it: the store's folder by its name only (the
-        server's paths are no business of an anonymous client's)."""
-        if "://" in str(store):  # a Milvus address names no folder of this machine
-            return sentence
-        folder = Path(store).expanduser()
-        for path in sorted({str(folder.resolve()), str(folder)}, key=len, reverse=True):
-            sentence = sentence.replace(path, folder.name)
-        return sentence
-
     def error(request: Request, status: int, sentence: str,
               headers: dict | None = None) -> Response:
         if wants_html(request):
@@ -305,7 +310,7 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> Response:
-        return error(request, 409, _sentence(hide_folders(str(exc))))
+        return error(request, 409, _sentence(hide_folders(str(exc), store)))
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:

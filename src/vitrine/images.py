@@ -10,6 +10,7 @@ import contextlib
 import functools
 import io
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,21 +174,55 @@ picture, so thousands in a 1 MB upload took minutes to decode."""
 
 
 def _check_jpeg(img: Image.Image, data: bytes, name: str, max_pixels: int) -> None:
-    """Refuse a JPEG whose decoding would take minutes (thousands of scans) or gigabytes (a
-    progressive one is held whole in memory, whatever scale it is decoded at)."""
-    scans = data.count(b"\xff\xda")  # a start-of-scan marker: stuffed away in image data
+    """Refuse a JPEG whose decoding would take minutes (thousands of scans) or gigabytes (one
+    in several scans, progressive or a scan per colour, is held whole in memory whatever
+    scale it is decoded at)."""
+    scans = jpeg_scans(data)
     if scans > MAX_JPEG_SCANS:
         raise ImageError(name, f"a JPEG in {scans:,} scans (photos have a few; decoding it "
                                "would take minutes).")
     width, height = img.size
-    if img.info.get("progressive") and width * height > max_pixels:
-        raise _too_many_pixels(name, width, height, max_pixels)
+    if scans > 1 and width * height > max_pixels:
+        raise _too_many_pixels(name, width, height, max_pixels,
+                               " (a JPEG in several scans, as progressive ones are, is decoded "
+                               "whole, whatever the size it is needed at)")
 
 
-def _too_many_pixels(name: str, width: int, height: int, max_pixels: int) -> ImageError:
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+"""A marker after entropy-coded data: not a stuffed 0xFF (FF 00), a restart (FF D0-D7) or
+fill (FF FF)."""
+
+
+def jpeg_scans(data: bytes) -> int:
+    """Start-of-scan segments of the (first) picture of a JPEG, walking its markers: metadata
+    segments are skipped by their length and what follows the end of the picture (a phone's
+    motion-photo video, an MPO's second picture) is not read."""
+    scans, at = 0, 2  # past the start-of-image marker
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker == 0xD9:  # end of the picture
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length
+            at += 2
+            continue
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+        if marker == 0xDA:
+            scans += 1
+            found = _JPEG_MARKER.search(data, at)
+            if found is None:
+                break
+            at = found.start()
+    return scans
+
+
+def _too_many_pixels(name: str, width: int, height: int, max_pixels: int,
+                     why: str = "") -> ImageError:
     return ImageError(name, f"{width}x{height} pixels is over the limit of {max_pixels:,} "
-                            "pixels (possible decompression bomb; a real photo this large: "
-                            "raise VITRINE_MAX_IMAGE_PIXELS or scale it down).")
+                            f"pixels{why} (possible decompression bomb; a real photo this "
+                            "large: raise VITRINE_MAX_IMAGE_PIXELS or scale it down).")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -344,7 +345,7 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
     by_sha: dict[str, list[Product]] = {}
     for product, sha in to_embed:
         by_sha.setdefault(sha, []).append(product)
-    for sha, (phash, thumb, vector) in _held_vectors(store, stored, by_sha).items():
+    for sha, phash, thumb, vector in _held_vectors(store, stored, by_sha):
         pending.extend(Record(product, sha, phash, thumb, vector) for product in by_sha.pop(sha))
         if len(pending) >= commit_every:
             commit()
@@ -367,17 +368,17 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
 
 
 def _held_vectors(store: VectorStore, stored: dict, by_sha: dict[str, list[Product]]
-                  ) -> dict[str, tuple[str, bytes, np.ndarray]]:
-    """What the store already holds for photos of ``by_sha`` (sha256 → products): a new
-    product listed with another product's photo (a new size of a shirt) gets its hashes and
-    vector, read instead of embedded again."""
+                  ) -> Iterator[tuple[str, str, bytes, np.ndarray]]:
+    """(sha256, phash, thumbnail, vector) the store already holds for photos of ``by_sha``
+    (sha256 → products), one at a time: a new product listed with another product's photo (a
+    new size of a shirt) gets them, read instead of embedded again. The vector is read
+    before the row that vouches for it (a Milvus store may be written meanwhile)."""
     owner = {fp[0]: pid for pid, fp in stored.items() if fp[0] in by_sha}
-    held = {}
     for sha, pid in owner.items():
-        product, vector = store.get(pid), store.vector(pid)
-        if product is not None and vector is not None and product.content_sha256 == sha:
-            held[sha] = (product.phash, product.thumb, vector)
-    return held
+        vector = store.vector(pid)
+        product = store.get(pid) if vector is not None else None
+        if product is not None and product.content_sha256 == sha:
+            yield sha, product.phash, product.thumb, vector
 
 
 def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | None = None,

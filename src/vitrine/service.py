@@ -86,8 +86,10 @@ class NewProduct:
     description: str = ""
 
 
-DECODE_SLOTS = max(2, os.cpu_count() or 2)
-"""Uploaded photos decoded at once (the others wait for a slot)."""
+DECODE_SLOTS = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count() or 2)
+"""Uploaded photos decoded at once (the others wait for a slot): one per core this process
+may use."""
 
 
 class VitrineService:
