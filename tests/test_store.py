@@ -492,14 +492,15 @@ def test_reads_in_a_snapshot_agree_while_another_process_writes(store, tmp_path,
 
 def test_category_filters_of_no_product_are_not_kept(store, monkeypatch):
     """Each filter string a client sent stayed in memory (2 kB each, never freed): only
-    categories that have products are kept, and only so many."""
+    categories that have products are kept, within a memory bound."""
     from vitrine.store import embedded
 
     for n in range(50):
         assert store.search(unit(1, 0), 2, category=f"nothing-{n}") == []
     assert store._category_ids == {}
-    monkeypatch.setattr(embedded, "CATEGORY_FILTERS_KEPT", 1)
     assert [m.product.product_id for m in store.search(unit(1, 0), 1, category="c")] == ["a"]
+    kept = store._category_ids["c"].nbytes
+    monkeypatch.setattr(embedded, "CATEGORY_FILTER_BYTES", kept + 1)  # room for one
     assert [m.product.product_id for m in store.search(unit(1, 0), 1, category="d")] == ["e"]
     assert list(store._category_ids) == ["d"]
 

@@ -148,6 +148,10 @@ class IdSet:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def nbytes(self) -> int:
+        return self.ids.nbytes + self.bitmap.nbytes
+
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """Membership of each of ``ids`` (negative ids are never members)."""
         ids = np.asarray(ids, np.int64)

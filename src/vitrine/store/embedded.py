@@ -69,8 +69,10 @@ def _row_to_product(row: sqlite3.Row | tuple, photo: Callable[[str], str]) -> St
 
 
 
-CATEGORY_FILTERS_KEPT = 10_000
-"""Category filters (ids of a category) kept between searches; past it they start again."""
+CATEGORY_FILTER_BYTES = 256 * 2**20
+"""Memory the category filters kept between searches may take (each holds its category's
+ids and a bitmap up to the largest: 125 kB at a million products); past it they start
+again."""
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
@@ -455,7 +457,8 @@ class EmbeddedStore:
                 subset = IdSet(np.fromiter((r[0] for r in rows), dtype=np.int64))
                 if len(subset) == 0:  # not kept: any string a client sends would stay
                     return []
-                if len(self._category_ids) >= CATEGORY_FILTERS_KEPT:
+                if sum(kept.nbytes for kept in self._category_ids.values()) \
+                        + subset.nbytes > CATEGORY_FILTER_BYTES:
                     self._category_ids.clear()
                 self._category_ids[category] = subset
         fetch = min(k + (1 if exclude else 0), index.ntotal)
