@@ -252,23 +252,31 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     return router
 
 
-def hide_folders(sentence: str, store: str | Path) -> str:
-    """A store error as a client may read it: the store's folder (or Milvus Lite file) by its
-    name only (the server's paths are no business of an anonymous client's)."""
+def folder_names(store: str | Path) -> list[tuple[str, str]]:
+    """(path, name) pairs that hide the store's folder (or Milvus Lite file) in what a client
+    reads, longest path first: the server's paths are no business of an anonymous client's.
+    Worked out once (resolving touches the disk)."""
     text = str(store)
     if text.startswith("milvus-lite://"):
         text = text[len("milvus-lite://"):]
     elif "://" in text:  # a Milvus server's address names no file of this machine
-        return sentence
+        return []
     folder = Path(text).expanduser().resolve()
     paths = {str(folder)} | ({text} if "/" in text.rstrip("/") else set())
-    for path in sorted(paths, key=len, reverse=True):
-        sentence = sentence.replace(path, folder.name)
+    return [(path, folder.name) for path in sorted(paths, key=len, reverse=True)]
+
+
+def hide_folders(sentence: str, store: str | Path | list[tuple[str, str]]) -> str:
+    """A store error as a client may read it: the store's folder by its name only."""
+    for path, name in store if isinstance(store, list) else folder_names(store):
+        sentence = sentence.replace(path, name)
     return sentence
 
 
 def _install_error_handlers(app: FastAPI, settings: Settings,
                             routes: list[routing.BaseRoute], store: str | Path) -> None:
+    hidden = folder_names(store)  # not in the async handler below: resolving reads the disk
+
     def error(request: Request, status: int, sentence: str,
               headers: dict | None = None) -> Response:
         if wants_html(request):
@@ -310,7 +318,7 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> Response:
-        return error(request, 409, _sentence(hide_folders(str(exc), store)))
+        return error(request, 409, _sentence(hide_folders(str(exc), hidden)))
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:

@@ -21,7 +21,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from vitrine.config import ResizePolicy
 from vitrine.errors import ImageError
-from vitrine.photo_hashes import regular_file
+from vitrine.photo_hashes import regular_file, unreadable_reason
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".avif", ".heic",
                               ".heif", ".gif", ".bmp", ".tif", ".tiff"})
@@ -126,12 +126,10 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
                 data = fh.read()
         else:
             data = source
-    except FileNotFoundError:
-        raise ImageError(name, "file not found.") from None
     except IsADirectoryError:
         raise ImageError(name, "is a folder, not an image file.") from None
     except OSError as exc:
-        raise ImageError(name, f"cannot be read ({exc.strerror or exc}).") from None
+        raise ImageError(name, f"{unreadable_reason(exc)}.") from None
     if not data:
         raise ImageError(name, "the file is empty (0 bytes).")
     kind = container_kind(data)
