@@ -3,9 +3,6 @@ sentence on stderr and exit with status 2."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -29,10 +26,11 @@ from vitrine.cli_support import (
     out,
     plot_path,
     print_json,
+    run_app,
     save_plot,
 )
 from vitrine.config import cpu_only_note, load_settings
-from vitrine.display import results_table
+from vitrine.display import index_lines, results_table
 from vitrine.errors import VitrineError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -58,7 +56,7 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Index (or re-index) a catalogue folder into a store."""
-    from vitrine.catalog import read_catalog, recategorised_note
+    from vitrine.catalog import read_catalog
     from vitrine.embed import Embedder
     from vitrine.indexer import index_catalog, parse_shard
     from vitrine.store import store_for, upload_folder
@@ -79,30 +77,8 @@ def index(
     if as_json:
         print_json(report.as_dict())
     else:
-        out.print(f"Indexed {report.indexed}, updated {report.updated}, removed "
-                  f"{report.removed}, unchanged {report.unchanged} in {report.seconds:.1f} s "
-                  f"→ {store}")
-        if report.unlisted:
-            out.print(f"{report.unlisted} photos are not listed in the catalogue's product table: "
-                      "indexed as products named after their files, without price (add rows "
-                      "for them, or move them out of the catalogue folder).")
-        if report.category_from_table:
-            out.print(recategorised_note(report.category_from_table))
-        if report.uploaded:
-            out.print(f"Left as they are: {report.uploaded} products added or replaced through "
-                      "the API (delete them there to hand their ids back to the catalogue).")
-        for skip in report.skipped:
-            out.print(f"  skipped {skip['path']}: {skip['reason']}")
-        if not report.duplicates_searched:
-            limit = settings.dup_max_products
-            out.print("Duplicates not searched: " + (
-                "VITRINE_DUP_MAX_PRODUCTS is 0." if not limit else
-                f"the store holds more than VITRINE_DUP_MAX_PRODUCTS ({limit:,}) products "
-                "(raise it to search a store this size)."))
-        if report.duplicates:
-            out.print(f"{len(report.duplicates)} duplicate groups:")
-            for group in report.duplicates:
-                out.print("  " + "  ≈  ".join(group))
+        for line in index_lines(report, settings.dup_max_products, store):
+            out.print(line)
     if strict and report.skipped:
         sys.stderr.write(f"error: {len(report.skipped)} file(s) skipped and --strict is set.\n")
         raise typer.Exit(1)
@@ -426,67 +402,9 @@ def bench(
         out.print(line)
 
 
-_terminated = False
-
-
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM (``timeout``, ``kill``, a container stopping) as a Ctrl+C: the same clean-up
-    runs (partial model folders, store writes), then the process ends by the signal."""
-    global _terminated
-    _terminated = True
-    raise KeyboardInterrupt
-
-
-def _stopped() -> None:
-    """Say why the command stopped early, and end as such a stop does: exit status 130 for
-    Ctrl+C; for SIGTERM death by the signal itself once cleaned up (a shell sees 143, and
-    a service manager a clean stop, as before)."""
-    err.print("terminated." if _terminated else "interrupted.")
-    if _terminated:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):  # a closed pipe, say
-                stream.flush()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.raise_signal(signal.SIGTERM)
-    sys.exit(130)
-
-
 def main() -> None:
     """Entry point: run the app, turning user errors into one sentence and exit status 2."""
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        status = app(standalone_mode=False)
-        if status == 130:  # Typer turned Ctrl+C into this status itself
-            _stopped()
-        # The command has finished and said so; Python's shutdown (torch's takes a second
-        # or more) must not turn a Ctrl+C pressed meanwhile into a silent exit 130.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        sys.exit(status if isinstance(status, int) else 0)
-    except VitrineError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        sys.exit(2)
-    except sqlite3.DatabaseError as exc:  # a page damaged after the store was opened
-        damaged = "malformed" in str(exc) or "not a database" in str(exc)
-        sys.stderr.write(f"error: the store's database failed ({exc})" + (
-            "; restore vitrine.sqlite from a backup, or index into a new --store"
-            if damaged else "") + ".\n")
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("aborted.")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        _stopped()
-    except Exception as exc:
-        # usage errors: click's ClickException, or the copy of it that newer Typer bundles
-        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
-        if callable(show) and isinstance(code, int):
-            show()
-            sys.exit(code)
-        raise
-
+    run_app(app)
 
 if __name__ == "__main__":
     main()

@@ -3,8 +3,11 @@ and recommender opening, ``--plot`` and ``--category`` checks."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -125,3 +128,66 @@ def save_plot(image, title, matches, target: Path, quiet: bool) -> None:
     plot_recommendations(image, title, matches, target)
     if not quiet:
         out.print(f"Figure saved to {target}")
+
+
+_terminated = False
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (``timeout``, ``kill``, a container stopping) as a Ctrl+C: the same clean-up
+    runs (partial model folders, store writes), then the process ends by the signal."""
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt
+
+
+def _stopped() -> None:
+    """Say why the command stopped early, and end as such a stop does: exit status 130 for
+    Ctrl+C; for SIGTERM death by the signal itself once cleaned up (a shell sees 143, and
+    a service manager a clean stop, as before)."""
+    err.print("terminated." if _terminated else "interrupted.")
+    if _terminated:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe, say
+                stream.flush()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
+    sys.exit(130)
+
+
+def run_app(app: typer.Typer) -> None:
+    """Run ``app``, turning user errors into one sentence and exit status 2, and Ctrl+C or
+    SIGTERM into a clean stop."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        status = app(standalone_mode=False)
+        if status == 130:  # Typer turned Ctrl+C into this status itself
+            _stopped()
+        # The command has finished and said so; Python's shutdown (torch's takes a second
+        # or more) must not turn a Ctrl+C pressed meanwhile into a silent exit 130.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        sys.exit(status if isinstance(status, int) else 0)
+    except VitrineError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
+    except sqlite3.DatabaseError as exc:  # a page damaged after the store was opened
+        damaged = "malformed" in str(exc) or "not a database" in str(exc)
+        sys.stderr.write(f"error: the store's database failed ({exc})" + (
+            "; restore vitrine.sqlite from a backup, or index into a new --store"
+            if damaged else "") + ".\n")
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted.")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        _stopped()
+    except Exception as exc:
+        # usage errors: click's ClickException, or the copy of it that newer Typer bundles
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
+        raise

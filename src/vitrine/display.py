@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:  # importing the store would load torch before the CLI handles Ctrl+C
+    from vitrine.indexer import IndexReport
     from vitrine.store.base import Match
 
 
@@ -30,3 +31,31 @@ def results_table(title: str, matches: list[Match]) -> Table:
         table.add_row(str(rank), f"{m.score:.3f}", plain(m.product.product_id),
                       plain(m.product.category), plain(m.product.name), price)
     return table
+
+
+def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[str]:
+    """What ``vitrine index`` says in the terminal about its run (``--json`` prints the
+    report itself)."""
+    from vitrine.catalog import recategorised_note
+
+    lines = [f"Indexed {report.indexed}, updated {report.updated}, removed {report.removed}, "
+             f"unchanged {report.unchanged} in {report.seconds:.1f} s → {store}"]
+    if report.unlisted:
+        lines.append(f"{report.unlisted} photos are not listed in the catalogue's product "
+                     "table: indexed as products named after their files, without price (add "
+                     "rows for them, or move them out of the catalogue folder).")
+    if report.category_from_table:
+        lines.append(recategorised_note(report.category_from_table))
+    if report.uploaded:
+        lines.append(f"Left as they are: {report.uploaded} products added or replaced through "
+                     "the API (delete them there to hand their ids back to the catalogue).")
+    lines += [f"  skipped {skip['path']}: {skip['reason']}" for skip in report.skipped]
+    if not report.duplicates_searched:
+        lines.append("Duplicates not searched: " + (
+            "VITRINE_DUP_MAX_PRODUCTS is 0." if not dup_max_products else
+            f"the store holds more than VITRINE_DUP_MAX_PRODUCTS ({dup_max_products:,}) "
+            "products (raise it to search a store this size)."))
+    if report.duplicates:
+        lines.append(f"{len(report.duplicates)} duplicate groups:")
+        lines += ["  " + "  ≈  ".join(group) for group in report.duplicates]
+    return lines
