@@ -130,7 +130,7 @@ def test_a_store_made_before_the_search_key_gets_it(store, tmp_path, monkeypatch
     # where it cannot be written (a read-only volume), search folds each row as it reads
     with sqlite3.connect(tmp_path / "store" / "vitrine.sqlite") as db:
         db.execute("ALTER TABLE products DROP COLUMN search_key")
-    monkeypatch.setattr("vitrine.store.embedded.add_search_key", lambda db: False)
+    monkeypatch.setattr("vitrine.store.sqlite_db.add_search_key", lambda db: False)
     frozen = open_store(tmp_path / "store")
     try:
         assert [p.product_id for p in frozen.list_products(query="RELOGIO")] == ["r3", "r1",

@@ -14,73 +14,36 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from vitrine.ann import IdSet, IndexConfig, LayeredIndex, VectorIndex
-from vitrine.catalog import UPLOAD_NAME, UPLOADED, UPLOADS, Product
+from vitrine.catalog import UPLOAD_NAME, UPLOADS, Product
 from vitrine.errors import StoreError
 from vitrine.fold import searchable
 from vitrine.manifest import ModelManifest
 from vitrine.photo_hashes import Signature
 from vitrine.store.base import Match, Record, StoredProduct
-from vitrine.store.index_files import CHANGES_SCHEMA, IndexFiles
-from vitrine.store.search_key import SEARCH_KEY_SQL, add_search_key, search_key, searchable_sql
+from vitrine.store.index_files import IndexFiles
+from vitrine.store.search_key import SEARCH_KEY_SQL, search_key
+from vitrine.store.sqlite_db import (
+    COLUMNS,
+    DB_NAME,
+    MANIFEST_NAME,
+    file_id,
+    open_database,
+    row_to_product,
+)
 
-DB_NAME = "vitrine.sqlite"
-MANIFEST_NAME = "manifest.json"
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS products (
-    id INTEGER PRIMARY KEY,
-    product_id TEXT UNIQUE NOT NULL,
-    image TEXT NOT NULL,
-    category TEXT NOT NULL DEFAULT '',
-    name TEXT NOT NULL DEFAULT '',
-    price REAL,
-    description TEXT NOT NULL DEFAULT '',
-    attributes TEXT NOT NULL DEFAULT '{}',
-    content_sha256 TEXT NOT NULL,
-    metadata_hash TEXT NOT NULL,
-    phash TEXT NOT NULL DEFAULT '',
-    thumb BLOB NOT NULL DEFAULT x'',
-    vector BLOB NOT NULL,
-    search_key TEXT
-);
-CREATE INDEX IF NOT EXISTS products_category ON products(category);
-CREATE TABLE IF NOT EXISTS photo_hashes (
-    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, sha TEXT NOT NULL
-);
-""" + CHANGES_SCHEMA
-COLUMNS = ("product_id, image, category, name, price, description, attributes, "
-           "content_sha256, phash, thumb, metadata_hash")
-
-
-def _row_to_product(row: sqlite3.Row | tuple, photo: Callable[[str], str]) -> StoredProduct:
-    pid, image, category, name, price, description, attributes, sha, phash, thumb, meta = row
-    return StoredProduct(product_id=pid, image=photo(image), category=category, name=name,
-                         price=price, description=description,
-                         attributes=json.loads(attributes or "{}"), content_sha256=sha,
-                         phash=phash, thumb=bytes(thumb), uploaded=meta.startswith(UPLOADED))
-
-
+__all__ = ["DB_NAME", "EmbeddedStore"]
 
 
 CATEGORY_FILTER_BYTES = 256 * 2**20
 """Memory the category filters kept between searches may take (each holds its category's
 ids and a bitmap up to the largest: 125 kB at a million products); past it they start
 again."""
-
-
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 class EmbeddedStore:
@@ -95,57 +58,8 @@ class EmbeddedStore:
         self.index_config = index_config or IndexConfig.defaults()
         self.location = str(root)
         db_path = self.root / DB_NAME
-        if not create and db_path.is_file() and db_path.stat().st_size == 0:
-            raise StoreError(f"{db_path} is empty: no Vitrine store was written there (a copy "
-                             "that failed?); index into it, or restore it.")
-        if not db_path.exists():
-            if self.root.exists() and not self.root.is_dir():
-                raise StoreError(f"{self.root} is a file, not a store folder.")
-            if not create:
-                raise StoreError(f"no Vitrine store at {self.root}; create one with "
-                                 "'vitrine index CATALOG_DIR --store "
-                                 f"{self.root}'.")
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create store folder {self.root} "
-                                 f"({exc.strerror}).") from None
-        try:
-            try:
-                self.db = sqlite3.connect(db_path, timeout=30, isolation_level=None,
-                                          check_same_thread=False)
-                self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("PRAGMA synchronous=NORMAL")
-                self.db.executescript(SCHEMA)
-            except sqlite3.OperationalError:
-                if os.access(self.root, os.W_OK):
-                    raise
-                if create:  # to write into (index, migrate): say why it cannot be
-                    raise StoreError(f"cannot write to the store {self.root}; it is "
-                                     "read-only here.") from None
-                # a read-only folder (a read-only volume of replicas, say): SQLite cannot make
-                # its WAL files there, so read the file as it is; writes are refused
-                self.db.close()
-                wal = self.root / f"{DB_NAME}-wal"
-                if wal.is_file() and wal.stat().st_size:  # read as it is, they would be lost
-                    raise StoreError(
-                        f"the store {self.root} is read-only here and its last writes may be "
-                        f"in {wal.name}, which cannot be read without the {DB_NAME}-shm file: "
-                        "open it once where it can be written (`vitrine info --store` there "
-                        "folds them in), or copy it after its writer has stopped.") from None
-                self.db = sqlite3.connect(f"{db_path.as_uri()}?mode=ro&immutable=1", uri=True,
-                                          isolation_level=None, check_same_thread=False)
-            # name search folds case and accents in SQL (see list_products)
-            self.db.create_function("vitrine_searchable", 1, searchable_sql,
-                                    deterministic=True)
-            have = {row[1] for row in self.db.execute("PRAGMA table_info(products)")}
-            missing = [c for c in (*COLUMNS.split(", "), "vector") if c not in have]
-            # a store refused below is left as it was
-            if not missing and "search_key" not in have and add_search_key(self.db):
-                have.add("search_key")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
-        self._file = _file_id(db_path)
+        self.db, have, missing = open_database(self.root, create=create)
+        self._file = file_id(db_path)
         if missing:
             self.db.close()
             raise StoreError(f"{self.root} was written by an older Vitrine (no "
@@ -164,7 +78,7 @@ class EmbeddedStore:
     def replaced(self) -> bool:
         """True when the store's database is now another file than the one opened (deleted
         and indexed anew); not while there is none."""
-        now = _file_id(self.root / DB_NAME)
+        now = file_id(self.root / DB_NAME)
         return now is not None and now != self._file
 
     # ---- locking and transactions -------------------------------------------------------
@@ -364,7 +278,7 @@ class EmbeddedStore:
     def get(self, product_id: str) -> StoredProduct | None:
         row = self.db.execute(f"SELECT {COLUMNS} FROM products WHERE product_id=?",
                               (product_id,)).fetchone()
-        return _row_to_product(row, self._photo) if row else None
+        return row_to_product(row, self._photo) if row else None
 
     def vector(self, product_id: str) -> np.ndarray | None:
         row = self.db.execute("SELECT vector FROM products WHERE product_id=?",
@@ -413,7 +327,7 @@ class EmbeddedStore:
             args.append(needle)
         sql += " ORDER BY category, name, product_id LIMIT ? OFFSET ?"
         args += [limit, offset]
-        return [_row_to_product(r, self._photo) for r in self.db.execute(sql, args)]
+        return [row_to_product(r, self._photo) for r in self.db.execute(sql, args)]
 
     def all_vectors(self) -> tuple[list[str], np.ndarray]:
         ids, vecs = [], []
@@ -471,7 +385,7 @@ class EmbeddedStore:
                                   (int(rowid),)).fetchone()
             if row is None or row[0] == exclude:
                 continue
-            matches.append(Match(_row_to_product(row, self._photo), float(score)))
+            matches.append(Match(row_to_product(row, self._photo), float(score)))
         return matches[:k]
 
     def flush(self) -> None:

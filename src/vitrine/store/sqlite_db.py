@@ -1,0 +1,116 @@
+"""The embedded store's SQLite database: its schema, and opening it (created, migrated to
+the current columns, or read as it is from a read-only folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from vitrine.catalog import UPLOADED
+from vitrine.errors import StoreError
+from vitrine.store.base import StoredProduct
+from vitrine.store.index_files import CHANGES_SCHEMA
+from vitrine.store.search_key import add_search_key, searchable_sql
+
+DB_NAME = "vitrine.sqlite"
+MANIFEST_NAME = "manifest.json"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS products (
+    id INTEGER PRIMARY KEY,
+    product_id TEXT UNIQUE NOT NULL,
+    image TEXT NOT NULL,
+    category TEXT NOT NULL DEFAULT '',
+    name TEXT NOT NULL DEFAULT '',
+    price REAL,
+    description TEXT NOT NULL DEFAULT '',
+    attributes TEXT NOT NULL DEFAULT '{}',
+    content_sha256 TEXT NOT NULL,
+    metadata_hash TEXT NOT NULL,
+    phash TEXT NOT NULL DEFAULT '',
+    thumb BLOB NOT NULL DEFAULT x'',
+    vector BLOB NOT NULL,
+    search_key TEXT
+);
+CREATE INDEX IF NOT EXISTS products_category ON products(category);
+CREATE TABLE IF NOT EXISTS photo_hashes (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, sha TEXT NOT NULL
+);
+""" + CHANGES_SCHEMA
+COLUMNS = ("product_id, image, category, name, price, description, attributes, "
+           "content_sha256, phash, thumb, metadata_hash")
+
+
+def row_to_product(row: sqlite3.Row | tuple, photo: Callable[[str], str]) -> StoredProduct:
+    pid, image, category, name, price, description, attributes, sha, phash, thumb, meta = row
+    return StoredProduct(product_id=pid, image=photo(image), category=category, name=name,
+                         price=price, description=description,
+                         attributes=json.loads(attributes or "{}"), content_sha256=sha,
+                         phash=phash, thumb=bytes(thumb), uploaded=meta.startswith(UPLOADED))
+
+
+def file_id(path: Path) -> tuple[int, int] | None:
+    """The device and inode of ``path`` (which file it is), or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def open_database(root: Path, *, create: bool) -> tuple[sqlite3.Connection, set[str], list[str]]:
+    """Open (``create``: or make) the database of the store folder ``root``: the connection,
+    the columns its products table has, and those it lacks (a store of an older Vitrine)."""
+    db_path = root / DB_NAME
+    if not create and db_path.is_file() and db_path.stat().st_size == 0:
+        raise StoreError(f"{db_path} is empty: no Vitrine store was written there (a copy "
+                         "that failed?); index into it, or restore it.")
+    if not db_path.exists():
+        if root.exists() and not root.is_dir():
+            raise StoreError(f"{root} is a file, not a store folder.")
+        if not create:
+            raise StoreError(f"no Vitrine store at {root}; create one with "
+                             f"'vitrine index CATALOG_DIR --store {root}'.")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create store folder {root} ({exc.strerror}).") from None
+    try:
+        try:
+            db = sqlite3.connect(db_path, timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+        except sqlite3.OperationalError:
+            if os.access(root, os.W_OK):
+                raise
+            if create:  # to write into (index, migrate): say why it cannot be
+                raise StoreError(f"cannot write to the store {root}; it is read-only "
+                                 "here.") from None
+            # a read-only folder (a read-only volume of replicas, say): SQLite cannot make
+            # its WAL files there, so read the file as it is; writes are refused
+            db.close()
+            wal = root / f"{DB_NAME}-wal"
+            if wal.is_file() and wal.stat().st_size:  # read as it is, they would be lost
+                raise StoreError(
+                    f"the store {root} is read-only here and its last writes may be "
+                    f"in {wal.name}, which cannot be read without the {DB_NAME}-shm file: "
+                    "open it once where it can be written (`vitrine info --store` there "
+                    "folds them in), or copy it after its writer has stopped.") from None
+            db = sqlite3.connect(f"{db_path.as_uri()}?mode=ro&immutable=1", uri=True,
+                                 isolation_level=None, check_same_thread=False)
+        # name search folds case and accents in SQL (see list_products)
+        db.create_function("vitrine_searchable", 1, searchable_sql, deterministic=True)
+        have = {row[1] for row in db.execute("PRAGMA table_info(products)")}
+        missing = [c for c in (*COLUMNS.split(", "), "vector") if c not in have]
+        # a store lacking columns is refused by its opener, left as it was
+        if not missing and "search_key" not in have and add_search_key(db):
+            have.add("search_key")
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
+    return db, have, missing
