@@ -35,13 +35,8 @@ from train_quality import HOLDOUTS, lowres, same_attribute_at_1
 from vitrine.catalog import read_catalog, stratified_split
 from vitrine.images import Preprocessing, open_image, to_array
 from vitrine.model_eval import retrieval_metrics
-from vitrine.models import (
-    build_embedding_net,
-    combine,
-    get_spec,
-    load_state_dict,
-    pooled_through,
-)
+from vitrine.models import build_embedding_net, get_spec, load_state_dict
+from vitrine.trained_net import combine, pooled_through
 
 TAPS = get_spec("mobilenet_v2").taps
 SETS = {"mobilenet_v2": ["mobilenet_v2"], "efficientnet_lite0": ["efficientnet_lite0"],

@@ -43,10 +43,11 @@ from vitrine.catalog import Product, read_catalog, stratified_split
 from vitrine.config import Settings
 from vitrine.images import open_image, to_array
 from vitrine.model_eval import retrieval_metrics
-from vitrine.models import build_trained_net, combine, get_spec, load_state_dict, taps_for
+from vitrine.models import get_spec, load_state_dict, taps_for
 from vitrine.split import group_split
 from vitrine.train_data import FeatureCache, frozen_pass
 from vitrine.train_fit import clean_outputs, fit_cached
+from vitrine.trained_net import build_trained_net, combine
 
 LAYERS = ["imagenet", "pooled", "hidden", "probs", "imagenet+hidden@0.5",
           "imagenet+hidden@0.7", "imagenet+hidden@0.8", "pooled+hidden@0.5",

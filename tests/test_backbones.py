@@ -17,7 +17,8 @@ from vitrine.embed import Embedder
 from vitrine.engines import cosines
 from vitrine.errors import WeightsError
 from vitrine.images import open_image, to_array
-from vitrine.models import build_embedding_net, combine, get_spec, load_state_dict
+from vitrine.models import build_embedding_net, get_spec, load_state_dict
+from vitrine.trained_net import combine
 
 RUNNING_SHOE = 770  # ImageNet class
 
@@ -296,7 +297,8 @@ def test_tapped_blocks_join_the_heads_input(tmp_path, demo_catalog, weights_path
 def test_taps_a_user_gets_wrong(weights_path, tmp_path, monkeypatch):
     from vitrine.config import load_settings
     from vitrine.errors import VitrineError
-    from vitrine.models import build_trained_net, taps_for
+    from vitrine.models import taps_for
+    from vitrine.trained_net import build_trained_net
 
     monkeypatch.setenv("VITRINE_TRAIN_TAPS", "10,ten")
     with pytest.raises(VitrineError, match="VITRINE_TRAIN_TAPS"):
@@ -318,9 +320,9 @@ def test_a_new_network_reads_its_tapped_blocks_in_inference_mode(weights_path, d
     sets the network's mode: the tapped blocks must already use their batch-norm statistics
     (not the batch's), as the pretrained network run block by block does."""
     from vitrine.mobilenet import MobileNetV2
-    from vitrine.models import build_trained_net
     from vitrine.train_data import FeatureCache, frozen_pass
     from vitrine.train_fit import head_views
+    from vitrine.trained_net import build_trained_net
 
     spec = get_spec("mobilenet_v2")
     pretrained = load_state_dict(spec, weights_path)

@@ -122,7 +122,8 @@ def test_engine_selection_and_cuda_refusals(settings, tmp_path):
 def test_trained_embedding_net_exports_too(settings, demo_catalog, tmp_path):
     """A trained network (cut trunk, frozen reference top, head; combined layer) exports."""
     from vitrine.images import Preprocessing, open_image, to_array
-    from vitrine.models import TrainedEmbeddingNet, build_trained_net, get_spec, load_state_dict
+    from vitrine.models import get_spec, load_state_dict
+    from vitrine.trained_net import TrainedEmbeddingNet, build_trained_net
 
     spec = get_spec("mobilenet_v2")
     net = build_trained_net(spec, load_state_dict(spec, settings.weights), cut=15,

@@ -194,7 +194,7 @@ def test_combined_vectors_of_several_splits_are_written_chunk_by_chunk(budget, t
     """The duplicate calibration's and the test retrieval's vectors: each split's layers
     combined, a chunk at a time, into one tensor of the storage, as combining each split whole
     and concatenating them would give."""
-    from vitrine.models import combine, combine_rows
+    from vitrine.trained_net import combine, combine_rows
 
     storage = MapStorage(tmp_path, budget)
     g = torch.Generator().manual_seed(0)

@@ -140,10 +140,11 @@ def test_refit_trains_on_the_validation_photos_too_and_repeats_exactly():
     validation labels give another head) and is deterministic; on a random-weight
     MobileNetV2 cut before its last block, with synthetic cached maps."""
     from vitrine.config import Settings
-    from vitrine.models import build_trained_net, get_spec
+    from vitrine.models import get_spec
     from vitrine.train_data import FeatureCache
     from vitrine.train_fit import Fit, pool_views, refit
     from vitrine.train_loop import PhaseResult
+    from vitrine.trained_net import build_trained_net
 
     gen = torch.Generator().manual_seed(0)
     caches = {"train": FeatureCache(torch.randn(24, 2, 320, 2, 2, generator=gen),

@@ -294,7 +294,7 @@ class Settings(BaseSettings):
     train_lr_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
     train_min_lr: NonNegative = 1e-6
     train_embedding: Literal[EMBEDDING_LAYERS] = "hidden+probs"
-    """Layer a trained model embeds with (see vitrine.models.EMBEDDING_LAYERS). Chosen by
+    """Layer a trained model embeds with (see vitrine.config.EMBEDDING_LAYERS). Chosen by
     benchmarks/train_quality.py: the best category precision@5 of photos outside the index
     whose same-brand and same-colour precision@1 in categories training never saw stays
     within 2 points of the pretrained model (results/train_quality.json). With the linear

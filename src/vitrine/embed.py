@@ -17,14 +17,8 @@ from vitrine.engines import Engine, checked_device, make_engine
 from vitrine.errors import ImageError
 from vitrine.images import Preprocessing, open_image, to_array
 from vitrine.manifest import ModelManifest
-from vitrine.models import (
-    BackboneSpec,
-    build_embedding_net,
-    get_spec,
-    load_state_dict,
-    probs_tail,
-    state_hash,
-)
+from vitrine.models import BackboneSpec, build_embedding_net, get_spec, load_state_dict, state_hash
+from vitrine.trained_net import probs_tail
 
 
 @dataclass
@@ -120,7 +114,7 @@ class Embedder:
         default, calibrated for pretrained features; :meth:`duplicate_rules`)."""
         self.probs_tail = 0
         """How many class probabilities end a trained model's vectors after other outputs
-        (vitrine.models.probs_tail); the duplicate rule leaves them out."""
+        (vitrine.trained_net.probs_tail); the duplicate rule leaves them out."""
         self.classes: tuple[str, ...] = ()
         """A trained model's classes when its embedding ends with their probabilities (the
         embedding then tells the photo's likely category: :meth:`guess_category`)."""

@@ -19,7 +19,7 @@ class ModelManifest:
     dim: int
     embedding: str = "pooled"
     """The layer that embeds: 'pooled' for a pretrained backbone; a trained model's layer
-    (see vitrine.models.EMBEDDING_LAYERS) with its weighting, e.g. 'imagenet+hidden@0.5'."""
+    (see vitrine.config.EMBEDDING_LAYERS) with its weighting, e.g. 'imagenet+hidden@0.5'."""
 
     def __post_init__(self) -> None:
         """Refuse a description of the wrong shape (a damaged or foreign one): a TypeError

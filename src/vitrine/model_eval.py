@@ -19,8 +19,8 @@ from vitrine.catalog import Product
 from vitrine.config import Settings
 from vitrine.errors import CatalogError
 from vitrine.evaluate import average_precision_at_k, per_label, precision_at_k, recall_at_k
-from vitrine.models import combine
 from vitrine.progress import progress_bar
+from vitrine.trained_net import combine
 
 CHUNK = 256
 

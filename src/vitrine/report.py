@@ -93,7 +93,7 @@ def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
     vectors of train + validation in one tensor from ``zeros`` (the training cache's
     storage)."""
     from vitrine.model_eval import retrieval_metrics
-    from vitrine.models import combine_rows, layer_parts
+    from vitrine.trained_net import combine_rows, layer_parts
 
     index_labels = [classes[i] for i in
                     torch.cat([caches["train"].labels, caches["val"].labels]).tolist()]

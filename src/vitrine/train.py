@@ -39,18 +39,7 @@ from vitrine.config import Settings
 from vitrine.errors import CatalogError, TrainingError, VitrineError
 from vitrine.images import Preprocessing
 from vitrine.model_eval import find_groups
-from vitrine.models import (
-    ClassifierHead,
-    TrainedNet,
-    build_trained_net,
-    combine_rows,
-    get_spec,
-    layer_parts,
-    load_state_dict,
-    probs_tail,
-    state_hash,
-    taps_for,
-)
+from vitrine.models import get_spec, load_state_dict, state_hash, taps_for
 from vitrine.progress import progress_bar
 from vitrine.split import Split, make_split, read_split_catalog
 from vitrine.train_data import (
@@ -63,6 +52,14 @@ from vitrine.train_data import (
 )
 from vitrine.train_fit import fit_cached, pool_views
 from vitrine.train_loop import PhaseResult
+from vitrine.trained_net import (
+    ClassifierHead,
+    TrainedNet,
+    build_trained_net,
+    combine_rows,
+    layer_parts,
+    probs_tail,
+)
 
 
 def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from vitrine.config import Settings
-from vitrine.models import TrainedNet
 from vitrine.train_data import FeatureCache, Zeros
 from vitrine.train_loop import Metrics, PhaseConfig, PhaseResult, fit_phase, replay_phase
+from vitrine.trained_net import TrainedNet
 
 
 def class_weights(labels: Sequence[int], n_classes: int, power: float = 1.0) -> torch.Tensor:

@@ -19,18 +19,11 @@ from pathlib import Path
 
 import torch
 
+from vitrine.config import EMBEDDING_LAYERS
 from vitrine.errors import VitrineError, WeightsError
 from vitrine.images import Preprocessing
-from vitrine.models import (
-    EMBEDDING_LAYERS,
-    BackboneSpec,
-    TrainedEmbeddingNet,
-    TrainedNet,
-    build_trained_net,
-    get_spec,
-    layer_dim,
-    state_hash,
-)
+from vitrine.models import BackboneSpec, get_spec, state_hash
+from vitrine.trained_net import TrainedEmbeddingNet, TrainedNet, build_trained_net, layer_dim
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "model.json"
