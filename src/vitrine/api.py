@@ -19,23 +19,32 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 from starlette import routing
 from starlette.datastructures import FormData, Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from vitrine import __version__
-from vitrine.catalog import MAX_PRICE, SIMILAR_SUFFIX, id_problem, parse_price
+from vitrine.api_models import (
+    CategoryGuessOut,
+    Health,
+    ProductEdit,
+    ProductOut,
+    ProductPage,
+    SearchOut,
+    SimilarOut,
+    product_out,
+    result_out,
+)
+from vitrine.catalog import SIMILAR_SUFFIX, id_problem, parse_price
 from vitrine.config import Settings
 from vitrine.embed import Embedder
 from vitrine.errors import CatalogError, ImageError, StoreError
 from vitrine.images import BROWSER_SUFFIXES, thumbnail_jpeg
 from vitrine.recommend import ProductNotFound
 from vitrine.service import NewProduct, VitrineService, image_suffix
-from vitrine.store.base import Match, StoredProduct
 from vitrine.web import guards
-from vitrine.web.pages import image_url, install_pages, wants_html
+from vitrine.web.pages import install_pages, wants_html
 
 K_MIN, K_MAX = 1, 100
 PAGE_MAX = 200
@@ -52,92 +61,6 @@ VIEW_COPIES_KEPT = 64
 """Such copies kept in memory (a few hundred KB each)."""
 FORMATS_KEPT = 100_000
 """Photo formats remembered per file version (a hundred bytes or so each)."""
-
-
-class ProductOut(BaseModel):
-    product_id: str
-    name: str
-    category: str
-    price: float | None
-    description: str
-    attributes: dict[str, str]
-    image_url: str
-
-
-class ResultOut(BaseModel):
-    product_id: str
-    name: str
-    category: str
-    score: float
-    price: float | None
-    description: str
-    image_url: str
-
-
-class ProductPage(BaseModel):
-    products: list[ProductOut]
-    limit: int
-    offset: int
-    has_more: bool
-
-
-class SimilarOut(BaseModel):
-    product: ProductOut
-    results: list[ResultOut]
-
-
-class RunnerUpOut(BaseModel):
-    category: str
-    probability: float
-
-
-class CategoryGuessOut(BaseModel):
-    category: str
-    probability: float
-    sure: bool = Field(description="False when the probability is below "
-                                   "VITRINE_GUESS_MIN_PROBABILITY: show the runner-up too.")
-    runner_up: RunnerUpOut | None = Field(description="The next most likely category.")
-
-
-class SearchOut(BaseModel):
-    results: list[ResultOut]
-    predicted_category: CategoryGuessOut | None = Field(
-        None, description="The photo's likely category and its probability, when the store "
-                          "was indexed with a trained model whose embedding carries class "
-                          "probabilities (the default); null otherwise.")
-
-
-class ProductEdit(BaseModel):
-    """The fields ``PATCH /api/products/{id}`` changes; the ones left out stay as they are."""
-
-    model_config = ConfigDict(extra="forbid",
-                              json_schema_extra={"examples": [{"price": "R$ 1.299,90"}]})
-    # no defaults in the schema: a client filling in the defaults would blank the fields
-    name: str = Field(None, max_length=300)
-    category: str = Field(None, max_length=200)
-    price: Annotated[StrictFloat, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)] | Annotated[
-        str, Field(max_length=40)] | None = Field(
-        None, description="A number, a text such as 'R$ 1.299,90', or null for no price.")
-    description: str = Field(None, max_length=5000)
-
-
-class Health(BaseModel):
-    status: str
-    products: int
-    model: str
-
-
-def product_out(p: StoredProduct) -> ProductOut:
-    return ProductOut(product_id=p.product_id, name=p.name, category=p.category, price=p.price,
-                      description=p.description, attributes=p.attributes,
-                      image_url=image_url(p.product_id))
-
-
-def result_out(m: Match) -> ResultOut:
-    p = m.product
-    return ResultOut(product_id=p.product_id, name=p.name, category=p.category,
-                     score=round(float(m.score), 6), price=p.price, description=p.description,
-                     image_url=image_url(p.product_id))
 
 
 KParam = Annotated[int, Query(ge=K_MIN, le=K_MAX, description="Number of results (1–100).")]
