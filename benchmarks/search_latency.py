@@ -141,7 +141,7 @@ def main() -> None:
             c: round(v, 4) for c, v in per_label(precision_at_k, labels, retrieved,
                                                  args.k).items()},
     }
-    if args.model is not None:  # the model has seen most query photos in training
+    if args.model is not None:  # the model may have learned from some query photos
         split = json.loads((args.model / "split.json").read_text())["assignment"]
         unseen = [i for i, p in enumerate(queries) if split.get(p.product_id) == "test"]
         report["model_test_split_queries"] = len(unseen)

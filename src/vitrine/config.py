@@ -142,6 +142,8 @@ class Settings(BaseSettings):
 
     # Model
     backbone: str = "mobilenet_v2"
+    """The pretrained backbone that embeds (and that `vitrine train` starts from):
+    'mobilenet_v2' or 'efficientnet_lite0' (the latter needs the ``efficientnet`` extra)."""
     weights: Path | None = None
     """Local weights file (a state_dict in the backbone's layout); None (or empty) means the
     backbone's normal source: torchvision's download for mobilenet_v2, the file inside the
@@ -150,6 +152,8 @@ class Settings(BaseSettings):
     """How a photo becomes a square input. Measured (benchmarks/retrieval_quality.py, 3 seeds):
     category P@5 crop 0.887, squash 0.885, pad 0.880; on 60×80 photos 0.824 / 0.807 / 0.798."""
     device: str = "cpu"
+    """Where the model runs: 'cpu', 'cuda' or 'cuda:N' (embedding; training and a trained
+    model's evaluation run on the CPU and say so)."""
     threads: Threads = 0
     """Intra-op threads of the inference engine (torch or ONNX Runtime); 0: one per core."""
 
@@ -159,6 +163,7 @@ class Settings(BaseSettings):
     193–195 at 8 (benchmarks/results/engines_quiet.json), and whole-pipeline indexing was as
     fast at 4 as at 8 (embed_throughput_sweep.json); small batches keep memory low."""
     decode_workers: Threads = 2
+    """Threads decoding photos ahead of the model while it runs (0 counts as 1)."""
     max_image_pixels: Positive = 40_000_000
     """Images that would decode to more pixels are refused before decoding (decompression-bomb
     guard). JPEGs count at the reduced scale they decode at for the model (a 50-MP phone photo
@@ -187,6 +192,7 @@ class Settings(BaseSettings):
     hnsw_m: Annotated[int, Field(ge=2, le=512)] = 32
     """Links per HNSW node (FAISS crashed the process on 1)."""
     hnsw_ef_construction: Breadth = 64
+    """HNSW build breadth: higher builds slower, with a better graph."""
     hnsw_ef_search: Breadth = 256
     """HNSW search breadth: higher is slower with better recall."""
     ivf_nlist: Count = 0
@@ -227,8 +233,13 @@ class Settings(BaseSettings):
     """A trained model folder (``vitrine train --out``); embeds with it instead of the
     pretrained backbone."""
     train_seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
+    """Seed of the split, the augmentations, the initial head and the batch order: a run
+    repeats exactly on one machine."""
     train_val_fraction: Fraction = 0.15
+    """Share of each category's photos held out for validation (early stopping, learning
+    rate), groups of duplicate photos kept on one side."""
     train_test_fraction: Fraction = 0.15
+    """Share of each category's photos held out for the test figures, never trained on."""
     train_views: Positive = 1
     """Views of each training photo passed once through the frozen layers: the photo itself
     plus ``views - 1`` random augmentations (flip, crop/zoom, colour, down-scale + JPEG or
@@ -243,12 +254,15 @@ class Settings(BaseSettings):
     Unset: half the memory available when training starts (the least of the system's and
     its control groups' headroom)."""
     train_batch_size: Positive = 32
+    """Photos per training step (of the cached frozen-layer outputs)."""
     train_head_units: Annotated[int, Field(ge=0, le=8192)] = 0
     """Units of the head's dense hidden layer; 0: a linear head (dropout, then one dense
     layer to the classes). With the tapped blocks a linear head measured better than 256
     units (benchmarks/train_quality.py, seeds 0-4, README "Training")."""
     train_dropout: Fraction = 0.0
+    """Dropout before the head's dense layers."""
     train_label_smoothing: Fraction = 0.0
+    """Label smoothing of the cross-entropy loss."""
     train_class_weight_power: Annotated[float, Field(ge=0.0, le=4.0, allow_inf_nan=False)] = 0.0
     """Class-imbalance handling: loss weights ∝ (photos of the class)^-power (0.5: dampened,
     1: inverse frequency, a balanced loss; 0: none; at most 4: 1e308 failed as a diverged
@@ -258,13 +272,18 @@ class Settings(BaseSettings):
     results/train_tuning/taps_*.json). Before the tapped blocks, with a 256-unit head and
     before refit existed: 0.5 → held-out accuracy 0.944, 1.0 → 0.920."""
     train_weight_decay: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 1e-4
-    """AdamW's decoupled weight decay (each step shrinks the weights by lr × decay; above 1
-    only erases what was learnt, and 1e39 made torch raise)."""
+    """Adam's weight decay (an L2 term added to the gradients: each step pulls the weights
+    towards 0 by lr × decay × weight; above 1 only erases what was learnt, and 1e39 made
+    torch raise)."""
     train_phase1_epochs: Positive = 40
     """At least 1: phase 1 trains the new head (0 wrote an untrained model)."""
     train_phase1_lr: Rate = 1e-3
+    """Adam learning rate of phase 1 (the new head, backbone frozen)."""
     train_phase2_epochs: Count = 12
+    """Most epochs of phase 2 (fine-tuning the top blocks with the head; early stopping
+    may end it sooner); 0 skips fine-tuning."""
     train_phase2_lr: Rate = 2e-4
+    """Adam learning rate of phase 2, lower than phase 1's."""
     train_companion: str = ""
     """A second pretrained backbone (a registry name, e.g. efficientnet_lite0) kept frozen
     whole; its pooled features join the main backbone's as the head's input and in the
@@ -292,7 +311,9 @@ class Settings(BaseSettings):
     train_lr_patience: Count = 2
     """Epochs without a lower validation loss before the learning rate is reduced."""
     train_lr_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
+    """Factor the learning rate is multiplied by when validation loss stops falling."""
     train_min_lr: NonNegative = 1e-6
+    """Floor of those reductions."""
     train_embedding: Literal[EMBEDDING_LAYERS] = "hidden+probs"
     """Layer a trained model embeds with (see vitrine.config.EMBEDDING_LAYERS). Chosen by
     benchmarks/train_quality.py: the best category precision@5 of photos outside the index
@@ -323,6 +344,7 @@ class Settings(BaseSettings):
 
     # Demo
     demo_catalog: Path | None = None
+    """The catalogue `vitrine demo` runs on when --catalog is not given."""
     demo_train: bool = True
     """The demo trains on its catalogue (or reuses the model trained from the same photos and
     settings) and indexes with the trained model; False indexes with the pretrained one."""
@@ -330,6 +352,7 @@ class Settings(BaseSettings):
     """None (unset or empty): the ``store`` folder of the demo's --out
     (``demo-output/store``)."""
     demo_out: Path = Path("demo-output")
+    """Where `vitrine demo` writes its model, store and figures (--out wins)."""
 
 
 def load_settings() -> Settings:
