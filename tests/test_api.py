@@ -958,3 +958,29 @@ def test_store_errors_name_the_store_by_its_folders_name(tmp_path, monkeypatch):
                                                                  "milvus-lite://m.db."
     server = "milvus://db.example:19530"
     assert hide_folders(f"cannot open {server}.", server) == f"cannot open {server}."
+
+
+def test_a_product_the_store_cannot_hold_is_a_422_and_nothing_is_written(writable, small_catalog,
+                                                                        rows, monkeypatch):
+    """A field longer than the store keeps (a Milvus server's byte limits: 200 emoji fill
+    800 bytes of a 512-byte category) was a MilvusException, a 500; now the store's reason
+    is the 422's sentence, before the photo is saved or the product written."""
+    from vitrine.store.embedded import EmbeddedStore
+
+    client, store = writable
+    auth = {"Authorization": f"Bearer {KEY}"}
+    monkeypatch.setattr(EmbeddedStore, "too_long", lambda self, p: (
+        "its category is 800 bytes long, more than a Milvus store holds (512)"
+        if p.category.startswith("😀") else None))
+    photo = _jpeg(small_catalog / rows[5]["image"], flip=True)
+    fields = {"product_id": "emoji", "name": "Sapato", "category": "😀" * 200}
+    refused = client.post("/api/products", files=_upload(photo), data=fields, headers=auth)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"] == ("Product 'emoji': its category is 800 bytes long, more "
+                                        "than a Milvus store holds (512).")
+    assert client.get("/api/products/emoji").status_code == 404
+    assert not (store / "uploads").exists() or not list((store / "uploads").iterdir())
+    pid = rows[0]["product_id"]
+    edited = client.patch(f"/api/products/{pid}", json={"category": "😀" * 200}, headers=auth)
+    assert edited.status_code == 422 and "800 bytes" in edited.json()["detail"]
+    assert client.get(f"/api/products/{pid}").json()["category"] == rows[0]["category"]

@@ -241,3 +241,136 @@ def test_file_open_in_another_process_is_one_clear_error(tmp_path, caplog):
     reopened = open_store(uri)  # and the file, free again, is intact
     assert reopened.catalog_folder() == "/catalogue" and reopened.count() == 0
     reopened.close()
+
+
+def test_control_characters_in_ids_and_categories_are_filtered_on(mstore, monkeypatch):
+    """A filter literal holding U+0001 (a category pasted from a spreadsheet, a probe
+    `?category=%01`) was written with JSON's \\u escape, which Milvus's parser refuses: every
+    anonymous GET with one was a 500. Each control character now reaches Milvus as itself."""
+    from vitrine.store import milvus_store
+
+    monkeypatch.setattr(milvus_store, "WRITE_PAGE", 2)  # several write-back pages below
+    odd = {"a\x01b": "Sapato\x01", "tab\tx": "x\ty", "nl\nx": "x\ny", "nul\x00x": "x\x1fy",
+           "cr\rx": "x\x0b\x0cy"}
+    mstore.upsert([record(pid, unit(0.1 * i, 1), category=cat)
+                   for i, (pid, cat) in enumerate(odd.items())])
+    for pid, cat in odd.items():
+        assert mstore.get(pid).category == cat
+        assert [m.product.product_id for m in mstore.search(unit(0, 1), 3, category=cat)] == [
+            pid]
+        assert [p.product_id for p in mstore.list_products(category=cat)] == [pid]
+    assert mstore.search(unit(0, 1), 3, category="\x02") == []
+    assert mstore.list_products(category="\x02") == [] and mstore.get("\x02") is None
+    mstore.update_metadata([Product(pid, mstore.get(pid).image, category="novo", name=pid)
+                            for pid in odd])
+    assert sorted(p.product_id for p in mstore.list_products(category="novo")) == sorted(odd)
+    assert all(np.allclose(mstore.vector(pid), unit(0.1 * i, 1)) for i, pid in enumerate(odd))
+    assert mstore.delete(list(odd)) == len(odd) and mstore.count() == 4
+
+
+def test_fields_longer_than_milvus_holds_are_refused_in_one_sentence(mstore, tmp_path):
+    """A Milvus server counts VARCHAR limits in UTF-8 bytes; a description of 70,000
+    characters in a product table crashed `vitrine index` with MilvusException, losing the
+    batch it was in, on every rerun. The store now says which field is too long, and the
+    embedded store (no such limits) holds it."""
+    long = Product("long", tmp_path / "x.jpg", category="é" * 300, name="ok")
+    problem = mstore.too_long(long)
+    assert problem == "its category is 600 bytes long, more than a Milvus store holds (512)"
+    assert mstore.too_long(Product("ok", tmp_path / "x.jpg", category="é" * 256)) is None
+    assert "description is 70,000 bytes" in mstore.too_long(
+        Product("d", tmp_path / "x.jpg", description="d" * 70_000))
+    assert "attributes" in mstore.too_long(
+        Product("a", tmp_path / "x.jpg", attributes={"x": "a" * 70_000}))
+    with pytest.raises(StoreError, match="product 'long': its category is 600 bytes"):
+        mstore.upsert([record("long", unit(1, 0), category="é" * 300)])
+    assert mstore.get("long") is None and mstore.count() == 4
+    embedded = open_store(tmp_path / "e", create=True)
+    assert embedded.too_long(long) is None
+    embedded.close()
+
+
+def test_migrate_refuses_what_the_target_cannot_hold_before_copying(tmp_path):
+    """Two copies that used to go wrong into Milvus: a product with a field too long for it
+    (a MilvusException half-way), and API photos kept in the source store's own folder with
+    no VITRINE_UPLOAD_DIR for the target (copied silently without them: deleting the old
+    store, as the README allows, lost the photos). Both are refused before a write."""
+    source = open_store(tmp_path / "src", create=True)
+    source.set_manifest(MANIFEST)
+    source.set_catalog_folder(str(tmp_path / "catalogue"))
+    source.upsert([record("a", unit(1, 0)), record("long", unit(0, 1), description="d" * 70_000)])
+    target = open_store(f"milvus-lite://{tmp_path}/t.db", create=True)
+    with pytest.raises(StoreError, match=r"1 product\(s\) .* do not fit .*'long': its "
+                                         r"description is 70,000 bytes.*Nothing was copied"):
+        migrate_store(source, target, show_progress=False)
+    assert target.count() == 0 and target.manifest() is None
+    source.delete(["long"])
+    uploads = tmp_path / "src" / "uploads"
+    uploads.mkdir()
+    (uploads / "f00d.jpg").write_bytes(b"photo")
+    added = Product("added", uploads / "f00d.jpg", category="c", name="Added", uploaded=True)
+    source.upsert([record("b", unit(1, 1))])
+    source.upsert([type(record("x", unit(1, 0)))(added, "f00d", "0" * 16, b"\0" * 768,
+                                                 unit(1, 0.5))])
+    with pytest.raises(StoreError, match=r"1 product\(s\) added through the API .*"
+                                         r"VITRINE_UPLOAD_DIR"):
+        migrate_store(source, target, photos_from=uploads, show_progress=False)
+    assert target.count() == 0
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    done = migrate_store(source, target, photos_to=photos, photos_from=uploads,
+                         show_progress=False)
+    assert done.copied == 3 and target.get("added").image == str(photos / "f00d.jpg")
+    source.close()
+    target.close()
+
+
+def test_attributes_come_back_in_the_embedded_stores_order(mstore):
+    """The embedded store keeps attributes sorted by name; Milvus kept the table's column
+    order, so the product page and the JSON changed order after a migrate."""
+    mstore.upsert([record("attrs", unit(1, 0), attributes={"zeta": "1", "alpha": "2",
+                                                            "Marca": "3"})])
+    assert list(mstore.get("attrs").attributes) == ["Marca", "alpha", "zeta"]
+    assert list(mstore.list_products(query="attrs")[0].attributes) == ["Marca", "alpha", "zeta"]
+
+
+def test_a_milvus_lite_path_that_cannot_be_opened_says_why(tmp_path, caplog):
+    """A path that is a plain file, or that cannot be made, printed Milvus Lite's traceback
+    and then "Open local milvus failed"; it is one sentence with the reason now."""
+    (tmp_path / "file.db").write_text("not a store")
+    with pytest.raises(StoreError, match=r"file.db is a file, not a Milvus Lite store"):
+        open_store(f"milvus-lite://{tmp_path}/file.db")
+    with pytest.raises(StoreError, match=r"cannot open the Milvus store .*/proc/vitrine.db "
+                                         r"\(No such file or directory\)"):
+        open_store("milvus-lite:///proc/vitrine.db", create=True)
+    assert not [r for r in caplog.records if r.name.startswith("milvus_lite")]
+    for address in ("milvus://host/a/b", "milvus://host/9lives", "milvus://host/" + "x" * 250):
+        with pytest.raises(StoreError, match="the collection name .* must start with a letter"):
+            milvus_server(address)
+    assert milvus_server("milvus://host/_shop_2") == ("http://host:19530", "_shop_2")
+
+
+def test_index_skips_a_product_too_long_for_milvus_and_stores_the_rest(demo_catalog, embedder,
+                                                                        tmp_path):
+    """One product's name of 5,000 characters (over Milvus's 4,096 bytes) made every run of
+    `vitrine index` crash on its batch, so nothing after it was ever indexed."""
+    import csv
+
+    from conftest import copy_subset
+
+    from vitrine.indexer import index_catalog
+
+    catalog = copy_subset(demo_catalog, tmp_path / "catalog", 1)
+    with open(catalog / "products.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rows[0]["name"] = "N" * 5000
+    with open(catalog / "products.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    store = open_store(f"milvus-lite://{tmp_path}/i.db", create=True)
+    report = index_catalog(catalog, store, embedder, show_progress=False)
+    assert report.indexed == len(rows) - 1 and store.count() == len(rows) - 1
+    assert [s["reason"] for s in report.skipped] == [
+        f"product {rows[0]['product_id']!r}: its name is 5,000 bytes long, more than a Milvus "
+        "store holds (4,096); shorten it in the product table"]
+    store.close()

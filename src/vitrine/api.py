@@ -138,7 +138,10 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                                 parse_price(price), description.strip())
         except CatalogError as exc:
             raise HTTPException(422, f"Invalid form field 'price': {exc}") from None
-        stored, created = service.add_product(fields, guards.read_upload(image, limit))
+        try:
+            stored, created = service.add_product(fields, guards.read_upload(image, limit))
+        except CatalogError as exc:  # a field the store cannot hold
+            raise HTTPException(422, _sentence(str(exc))) from None
         response.status_code = 201 if created else 200
         return product_out(stored)
 
@@ -162,7 +165,10 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                 changes["price"] = parse_price(changes["price"])
             except CatalogError as exc:
                 raise HTTPException(422, f"Invalid field 'price': {exc}") from None
-        return product_out(service.edit_product(product_id, changes))
+        try:
+            return product_out(service.edit_product(product_id, changes))
+        except CatalogError as exc:
+            raise HTTPException(422, _sentence(str(exc))) from None
 
     @router.delete("/products/{product_id:path}", status_code=204)
     def delete_product(product_id: str,

@@ -184,6 +184,13 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                                                  "give it another id in the product table"})
                 adv(1)
                 continue
+            problem = store.too_long(product)
+            if problem:  # (a Milvus store's field limits)
+                report.skipped.append({"path": _display_path(product.image, root),
+                                       "reason": f"product {product.product_id!r}: {problem}; "
+                                                 "shorten it in the product table"})
+                adv(1)
+                continue
             try:
                 sha = hashes.sha256(product.image)
             except OSError as exc:

@@ -9,7 +9,7 @@ from vitrine.catalog import UPLOADED
 from vitrine.errors import StoreError
 from vitrine.progress import progress_bar
 from vitrine.store import save_photo, unmarked_upload
-from vitrine.store.base import Record, VectorStore
+from vitrine.store.base import Record, StoredProduct, VectorStore
 
 BATCH = 256
 
@@ -69,13 +69,15 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
                          f"catalogue's (folder {ours or 'not recorded'}); mixed in one store, "
                          "the next index of either catalogue would remove the other's "
                          "products. Copy into a new store.")
+    products = source.list_products(limit=source.count() + 1)
+    _check_fits(products, source, target, photos_to, photos_from)
     target.lock_for_writing()
     if existing is None:
         target.set_manifest(manifest)
     if target.catalog_folder() is None and source.catalog_folder() is not None:
         target.set_catalog_folder(source.catalog_folder())  # index keeps guarding its removals
     ids, vectors = source.all_vectors()
-    by_id = {p.product_id: p for p in source.list_products(limit=len(ids) + 1)}
+    by_id = {p.product_id: p for p in products}
     catalogues = (source.catalog_folder(),)
     batch: list[Record] = []
     skipped = 0
@@ -103,6 +105,28 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     removed = target.delete(extra) if prune and extra else 0
     target.flush()
     return Migrated(len(ids) - skipped, extra, removed)
+
+
+def _check_fits(products: list[StoredProduct], source: VectorStore, target: VectorStore,
+                photos_to: Path | None, photos_from: Path | None) -> None:
+    """Refuse, before anything is written, a copy the target cannot hold whole: products
+    with a field longer than it keeps (a Milvus store's limits), or photos of products added
+    through the API kept in the source store's own folder while the target has no folder to
+    copy them to (they would go with the source store)."""
+    long = [(p.product_id, problem) for p in products if (problem := target.too_long(p))]
+    if long:
+        named = "; ".join(f"{pid!r}: {problem}" for pid, problem in long[:3])
+        raise StoreError(f"{len(long)} product(s) of {source.location} do not fit "
+                         f"{target.location} ({named}{' …' if len(long) > 3 else ''}); "
+                         "shorten them in the source first. Nothing was copied.")
+    if photos_to is None and photos_from is not None:
+        kept = sum(Path(p.image).is_relative_to(photos_from) for p in products)
+        if kept:
+            raise StoreError(f"{kept} product(s) added through the API have their photos in "
+                             f"{photos_from}, which goes with {source.location}, and "
+                             f"{target.location} has no folder of its own: set "
+                             "VITRINE_UPLOAD_DIR to the folder the photos should be copied to "
+                             "(the one its server will use). Nothing was copied.")
 
 
 def _copy_photo(photo: Path, folder: Path) -> Path:

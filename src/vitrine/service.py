@@ -26,7 +26,7 @@ import numpy as np
 from vitrine.catalog import Product, one_form, stored_category
 from vitrine.config import Settings
 from vitrine.embed import CategoryGuess, Embedder, decode
-from vitrine.errors import StoreError
+from vitrine.errors import CatalogError, StoreError
 from vitrine.images import container_kind, open_image, to_array
 from vitrine.indexer import check_manifest
 from vitrine.manifest import mismatch_error
@@ -254,6 +254,7 @@ class VitrineService:
                           uploaded=True)
         with self._writer() as writer:
             check_manifest(writer, self.embedder)
+            _check_fits(writer, product)
             previous = writer.get(fields.product_id)
             wrote_photo = save_photo(folder, photo, data)
             try:
@@ -280,7 +281,9 @@ class VitrineService:
                 raise ProductNotFound(f"product {product_id!r} is not in the store.")
             uploaded = current.uploaded or unmarked_upload(
                 current.image, self._upload_folder(), (writer.catalog_folder(),))
-            writer.update_metadata([current.to_product(uploaded=uploaded, **changes)])
+            changed = current.to_product(uploaded=uploaded, **changes)
+            _check_fits(writer, changed)
+            writer.update_metadata([changed])
             writer.flush()
             stored = writer.get(product_id)
         assert stored is not None
@@ -330,3 +333,11 @@ def _remove_orphan(store: VectorStore, image: Path, folder: Path | None) -> None
         return
     if str(image) not in set(store.images().values()):
         image.unlink(missing_ok=True)
+
+
+def _check_fits(store: VectorStore, product: Product) -> None:
+    """A CatalogError (the API's 422) for a product the store cannot hold (a field longer
+    than a Milvus store keeps), before anything is written."""
+    problem = store.too_long(product)
+    if problem:
+        raise CatalogError(f"product {product.product_id!r}: {problem}.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -131,4 +132,9 @@ def milvus_server(text: str) -> tuple[str, str]:
         raise StoreError(f"{text}: use milvus://HOST:PORT[/COLLECTION].")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     collection = parts.path.strip("/") or DEFAULT_COLLECTION
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,248}", collection):  # Milvus's rule, with
+        # room for the "__meta" of the second collection
+        raise StoreError(f"{text}: the collection name {collection!r} must start with a letter "
+                         "or an underscore and hold only letters, digits and underscores "
+                         "(at most 249).")
     return f"http://{host}:{port or 19530}", collection

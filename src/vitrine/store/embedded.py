@@ -75,6 +75,10 @@ class EmbeddedStore:
         self._category_ids: dict[str, IdSet] = {}
         self._category_version = -1
 
+    def too_long(self, product: Product | StoredProduct) -> str | None:
+        """Nothing is too long for SQLite's text columns."""
+        return None
+
     def replaced(self) -> bool:
         """True when the store's database is now another file than the one opened (deleted
         and indexed anew); not while there is none."""

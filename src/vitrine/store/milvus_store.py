@@ -4,7 +4,7 @@ a standalone Milvus server or a distributed cluster, through one client (pymilvu
 One collection holds the products: product id (primary key), the vector, and the metadata
 (category, name, price, description, attributes as JSON, image, hashes) next to it, so category
 filters run inside the vector query. A second small collection holds the model manifest.
-Installed by the extra ``vitrine[milvus]``.
+Installed by Vitrine's ``milvus`` extra.
 """
 
 from __future__ import annotations
@@ -12,102 +12,62 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import logging
-import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 
 import numpy as np
 
 from vitrine.catalog import UPLOADED, Product
-from vitrine.errors import StoreError
+from vitrine.errors import EXTRA_HINT, StoreError
 from vitrine.fold import searchable
 from vitrine.manifest import ModelManifest
 from vitrine.store.base import Match, Record, StoredProduct
+from vitrine.store.milvus_support import (
+    escaped_cursor,
+    lite_open_failures,
+    quiet_lite_timestamps,
+    quote,
+)
 
 FIELDS = ["product_id", "image", "category", "name", "price", "description", "attributes",
           "content_sha256", "metadata_hash", "phash", "thumb"]
 PAGE = 1000
-
-
-def _quote(value: str | list[str]) -> str:
-    """A filter literal: a double-quoted string (or a list of them) with JSON's escapes for
-    quotes and backslashes, other characters as they are (Milvus rejects \\u escapes)."""
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _escaped_cursor(iterator) -> None:
-    """pymilvus's query iterator pages with ``product_id > "<last id>"`` written without
-    escapes, so an id holding a quote or a backslash breaks the next page's filter (or sends
-    Milvus Lite's parser into a loop). Give this iterator a cursor that escapes it."""
-    name = "_QueryIterator__setup_next_expr"
-    if not hasattr(iterator, name) or not hasattr(iterator, "_next_id"):
-        return
-
-    def setup_next_expr() -> str:
-        expr, last = iterator._expr, iterator._next_id
-        if last is None:
-            return expr
-        op = ">=" if iterator._has_element_cursor() else ">"
-        bound = _quote(last) if iterator._pk_str else last
-        cursor = f"{iterator._pk_field_name} {op} {bound}"
-        return f"{cursor} and ({expr})" if expr else cursor
-
-    setattr(iterator, name, setup_next_expr)
-
-
-def _without_timestamp_notice(record: logging.LogRecord) -> bool:
-    """Milvus Lite keeps no server timestamp, so every paged read warned on the terminal that
-    it uses the client's clock, which is right for a file one process holds (installed for
-    Milvus Lite only: from a server, the notice is news)."""
-    return "mvccTs" not in record.getMessage()
-
-
-def _quiet_lite_timestamps() -> None:
-    for name in ("query_iterator", "search_iterator"):
-        logger = logging.getLogger(f"pymilvus.client.iterator.{name}")
-        if _without_timestamp_notice not in logger.filters:
-            logger.addFilter(_without_timestamp_notice)
-
-
-@contextmanager
-def _lite_lock_failures(uri: str) -> Iterator[list[BaseException]]:
-    """While pymilvus opens a Milvus Lite file, catch the one failure "another process holds
-    the file's lock": Milvus Lite logs it with its traceback (on the terminal when logging is
-    not set up) and pymilvus then raises a bare "Open local milvus failed". The list yielded
-    receives that lock error, so the caller can say what happened in one sentence; any other
-    record is logged as before."""
-    locked: list[BaseException] = []
-    try:
-        from milvus_lite.exceptions import DataDirLockedError
-    except ImportError:  # a Milvus server through pymilvus alone
-        yield locked
-        return
-    path = os.path.abspath(uri)
-
-    def keep(record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, DataDirLockedError) and path in record.args:
-            locked.append(error)
-            return False
-        return True
-
-    logger = logging.getLogger("milvus_lite.server_manager")
-    logger.addFilter(keep)
-    try:
-        yield locked
-    finally:
-        logger.removeFilter(keep)
+WRITE_PAGE = 256
+"""Products written back in one request by update_metadata (their vectors go with them)."""
+LIMITS = {"product_id": 1024, "category": 512, "name": 4096, "description": 65535,
+          "image": 65535}
+"""The longest text each field of the products' collection holds, in UTF-8 bytes (what a
+Milvus server counts; Milvus Lite counts characters)."""
+ATTRIBUTES_LIMIT = 65536
+"""The longest JSON of a product's attributes, in bytes (a Milvus server's JSON limit)."""
 
 
 def _to_product(row: dict) -> StoredProduct:
     return StoredProduct(product_id=row["product_id"], image=row["image"],
                          category=row["category"], name=row["name"], price=row.get("price"),
-                         description=row["description"], attributes=row["attributes"] or {},
+                         description=row["description"],
+                         attributes=dict(sorted((row["attributes"] or {}).items())),  # as the
+                         # embedded store keeps them, whatever order the table had
                          content_sha256=row["content_sha256"], phash=row["phash"],
                          thumb=bytes.fromhex(row["thumb"]),
                          uploaded=row["metadata_hash"].startswith(UPLOADED))
+
+
+def _open_failure(location: str, uri: str, exc: Exception, failures: list[BaseException]
+                  ) -> str:
+    """One sentence for a store that cannot be opened, from what Milvus Lite logged."""
+    cause = failures[0] if failures else None
+    if type(cause).__name__ == "DataDirLockedError":
+        return (f"the Milvus Lite file {uri} is open in another process (a running 'vitrine "
+                "serve' or 'vitrine index'?); Milvus Lite lets one process open it at a time: "
+                "stop that process, or use a Milvus server (milvus://HOST:PORT) for several "
+                "processes.")
+    if isinstance(cause, FileExistsError):
+        return f"{uri} is a file, not a Milvus Lite store; choose another path for the store."
+    if isinstance(cause, OSError):
+        return f"cannot open the Milvus store {location} ({cause.strerror or cause})."
+    return f"cannot open the Milvus store {location} ({exc})."
 
 
 class MilvusStore:
@@ -120,24 +80,18 @@ class MilvusStore:
         try:
             from pymilvus import MilvusClient
         except ImportError:
-            raise StoreError("Milvus stores need the extra: pip install 'vitrine[milvus]'.") \
-                from None
+            raise StoreError("Milvus stores need Vitrine's milvus extra "
+                             f"({EXTRA_HINT.format('milvus')}).") from None
         self.location = location
         self.collection = collection
         self.meta_collection = f"{collection}__meta"
         if uri.endswith(".db"):  # a Milvus Lite file (store_for's milvus-lite://)
-            _quiet_lite_timestamps()
+            quiet_lite_timestamps()
         try:
-            with _lite_lock_failures(uri) as locked:
+            with lite_open_failures(uri) as failures:
                 self.client = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri)
         except Exception as exc:  # noqa: BLE001 - connection errors of every kind
-            if locked:
-                raise StoreError(
-                    f"the Milvus Lite file {uri} is open in another process (a running "
-                    "'vitrine serve' or 'vitrine index'?); Milvus Lite lets one process open "
-                    "it at a time: stop that process, or use a Milvus server "
-                    "(milvus://HOST:PORT) for several processes.") from None
-            raise StoreError(f"cannot open the Milvus store {location} ({exc}).") from None
+            raise StoreError(_open_failure(location, uri, exc, failures)) from None
         if not self.client.has_collection(self.meta_collection):
             if not create:
                 raise StoreError(f"no Vitrine store at {location}; create one with "
@@ -157,17 +111,16 @@ class MilvusStore:
         schema.add_field("dummy", DataType.FLOAT_VECTOR, dim=2)
         index = self.client.prepare_index_params()
         index.add_index("dummy", index_type="FLAT", metric_type="IP")
-        self.client.create_collection(self.meta_collection, schema=schema, index_params=index)
+        self._create(self.meta_collection, schema, index)
 
     def _create_products(self, dim: int) -> None:
         from pymilvus import DataType
 
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("product_id", DataType.VARCHAR, is_primary=True, max_length=1024)
-        for name in ("image", "description"):
-            schema.add_field(name, DataType.VARCHAR, max_length=65535)
-        schema.add_field("category", DataType.VARCHAR, max_length=512)
-        schema.add_field("name", DataType.VARCHAR, max_length=4096)
+        schema.add_field("product_id", DataType.VARCHAR, is_primary=True,
+                         max_length=LIMITS["product_id"])
+        for name in ("image", "description", "category", "name"):
+            schema.add_field(name, DataType.VARCHAR, max_length=LIMITS[name])
         schema.add_field("price", DataType.DOUBLE, nullable=True)
         schema.add_field("attributes", DataType.JSON)
         for name in ("content_sha256", "metadata_hash"):
@@ -178,14 +131,24 @@ class MilvusStore:
         index = self.client.prepare_index_params()
         index.add_index("vector", index_type="FLAT", metric_type="IP")
         index.add_index("category", index_type="INVERTED")
-        self.client.create_collection(self.collection, schema=schema, index_params=index)
+        self._create(self.collection, schema, index)
+
+    def _create(self, name: str, schema, index) -> None:
+        """Create a collection, unless another writer (a shard started at the same time)
+        has just made it: then use that one."""
+        try:
+            self.client.create_collection(name, schema=schema, index_params=index)
+        except Exception:
+            if not self.client.has_collection(name):
+                raise
+        self.client.load_collection(name)
 
     def _has_products(self) -> bool:
         return self.client.has_collection(self.collection)
 
     # ---- manifest -------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
-        rows = self.client.query(self.meta_collection, filter=f"key == {_quote(key)}",
+        rows = self.client.query(self.meta_collection, filter=f"key == {quote(key)}",
                                  output_fields=["value"])
         return rows[0]["value"] if rows else None
 
@@ -241,7 +204,7 @@ class MilvusStore:
             before = 0
         stale = [f"duplicates/{i}" for i in range(len(parts), before)]
         if stale:
-            self.client.delete(self.meta_collection, filter=f"key in {_quote(stale)}")
+            self.client.delete(self.meta_collection, filter=f"key in {quote(stale)}")
 
     def photo_hashes(self) -> dict:
         """Nothing: a Milvus store is written from several machines, whose files' times
@@ -255,7 +218,27 @@ class MilvusStore:
     def lock_for_writing(self) -> None:
         """Milvus serialises writes itself; several writers (shards) may run at once."""
 
+    def too_long(self, product: Product | StoredProduct) -> str | None:
+        """Why a field of ``product`` does not fit the collection's (:data:`LIMITS`)."""
+        for field, limit in LIMITS.items():
+            size = len(str(getattr(product, field)).encode())
+            if size > limit:
+                return (f"its {field.replace('_', ' ')} is {size:,} bytes long, more than a "
+                        f"Milvus store holds ({limit:,})")
+        size = len(json.dumps(dict(product.attributes), ensure_ascii=False).encode())
+        if size > ATTRIBUTES_LIMIT:
+            return (f"its other columns (attributes) take {size:,} bytes, more than a Milvus "
+                    f"store holds ({ATTRIBUTES_LIMIT:,})")
+        return None
+
+    def _check_lengths(self, products: Iterable[Product | StoredProduct]) -> None:
+        for p in products:
+            problem = self.too_long(p)
+            if problem:
+                raise StoreError(f"product {p.product_id!r}: {problem}.")
+
     def upsert(self, records: Sequence[Record]) -> None:
+        self._check_lengths(r.product for r in records)
         if records:
             self.client.upsert(self.collection, [self._row(r.product, r.content_sha256,
                                                            r.phash, r.thumb, r.vector)
@@ -272,13 +255,19 @@ class MilvusStore:
                 "vector": np.asarray(vector, dtype=np.float32).tolist()}
 
     def update_metadata(self, products: Sequence[Product]) -> None:
-        for p in products:
-            old = self._lookup([p.product_id], FIELDS + ["vector"])
-            if old:
-                row = old[0]
-                self.client.upsert(self.collection, [self._row(
-                    p, row["content_sha256"], row["phash"], bytes.fromhex(row["thumb"]),
-                    np.asarray(row["vector"], dtype=np.float32))])
+        """New metadata for stored products, their photo, hashes and vector kept: a page of
+        them read and written back at a time (one product at a time took 10 s for 1,215)."""
+        self._check_lengths(products)
+        for i in range(0, len(products), WRITE_PAGE):
+            page = products[i:i + WRITE_PAGE]
+            held = {r["product_id"]: r for r in self._lookup(
+                [p.product_id for p in page],
+                ["product_id", "content_sha256", "phash", "thumb", "vector"])}
+            rows = [self._row(p, row["content_sha256"], row["phash"], bytes.fromhex(row["thumb"]),
+                              np.asarray(row["vector"], dtype=np.float32))
+                    for p in page if (row := held.get(p.product_id)) is not None]
+            if rows:
+                self.client.upsert(self.collection, rows)
 
     def delete(self, product_ids: Iterable[str]) -> int:
         ids = list(product_ids)
@@ -287,7 +276,7 @@ class MilvusStore:
         present = [r["product_id"] for r in self._lookup(ids, ["product_id"])]
         for i in range(0, len(present), PAGE):  # by filter: delete(ids=) does not escape them
             self.client.delete(self.collection,
-                               filter=f"product_id in {_quote(present[i:i + PAGE])}")
+                               filter=f"product_id in {quote(present[i:i + PAGE])}")
         return len(present)
 
     def flush(self) -> None:
@@ -302,7 +291,7 @@ class MilvusStore:
         out: list[dict] = []
         for i in range(0, len(ids), PAGE):
             page = ids[i:i + PAGE]
-            out += self.client.query(self.collection, filter=f"product_id in {_quote(page)}",
+            out += self.client.query(self.collection, filter=f"product_id in {quote(page)}",
                                      output_fields=fields, limit=len(page))
         return out
 
@@ -312,7 +301,7 @@ class MilvusStore:
         out: list[dict] = []
         iterator = self.client.query_iterator(self.collection, batch_size=PAGE, filter=expr,
                                               output_fields=fields)
-        _escaped_cursor(iterator)
+        escaped_cursor(iterator)
         while batch := iterator.next():
             out.extend(batch)
         iterator.close()
@@ -348,7 +337,7 @@ class MilvusStore:
                       limit: int = 50, offset: int = 0) -> list[StoredProduct]:
         expr = ['product_id != ""']
         if category:
-            expr.append(f"category == {_quote(category)}")
+            expr.append(f"category == {quote(category)}")
         rows = [_to_product(r) for r in self._rows(" and ".join(expr), FIELDS)]
         if query:  # ignoring case and accents, as the embedded store: Milvus' like can do
             # neither, so the name filter runs here over the category's rows
@@ -374,9 +363,9 @@ class MilvusStore:
             return []
         expr = []
         if category is not None:
-            expr.append(f"category == {_quote(category)}")
+            expr.append(f"category == {quote(category)}")
         if exclude is not None:
-            expr.append(f"product_id != {_quote(exclude)}")
+            expr.append(f"product_id != {quote(exclude)}")
         hits = self.client.search(
             self.collection, [np.asarray(vector, dtype=np.float32).tolist()], limit=k,
             filter=" and ".join(expr), output_fields=FIELDS,

@@ -1,0 +1,81 @@
+"""What the Milvus store needs around pymilvus and Milvus Lite: filter literals Milvus's
+parser reads back exactly, a query iterator whose cursor is escaped, and Milvus Lite's log
+records kept off the terminal."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_ESCAPES = str.maketrans({'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def quote(value: str | list[str]) -> str:
+    """A filter literal: a double-quoted string (or a list of them). Quotes, backslashes,
+    line breaks and tabs are escaped (a raw line break ends the literal); every other
+    character is written as it is: Milvus's parser refuses the ``\\u``, ``\\x``, ``\\b`` and
+    ``\\f`` escapes, so a category holding U+0001 could not be filtered on with JSON's."""
+    if isinstance(value, list):
+        return "[" + ", ".join(quote(v) for v in value) + "]"
+    return '"' + value.translate(_ESCAPES) + '"'
+
+
+def escaped_cursor(iterator) -> None:
+    """pymilvus's query iterator pages with ``product_id > "<last id>"`` written without
+    escapes, so an id holding a quote or a backslash breaks the next page's filter (or sends
+    Milvus Lite's parser into a loop). Give this iterator a cursor that escapes it."""
+    name = "_QueryIterator__setup_next_expr"
+    if not hasattr(iterator, name) or not hasattr(iterator, "_next_id"):
+        return
+
+    def setup_next_expr() -> str:
+        expr, last = iterator._expr, iterator._next_id
+        if last is None:
+            return expr
+        op = ">=" if iterator._has_element_cursor() else ">"
+        bound = quote(last) if iterator._pk_str else last
+        cursor = f"{iterator._pk_field_name} {op} {bound}"
+        return f"{cursor} and ({expr})" if expr else cursor
+
+    setattr(iterator, name, setup_next_expr)
+
+
+def _without_timestamp_notice(record: logging.LogRecord) -> bool:
+    """Milvus Lite keeps no server timestamp, so every paged read warned on the terminal that
+    it uses the client's clock, which is right for a file one process holds (installed for
+    Milvus Lite only: from a server, the notice is news)."""
+    return "mvccTs" not in record.getMessage()
+
+
+def quiet_lite_timestamps() -> None:
+    for name in ("query_iterator", "search_iterator"):
+        logger = logging.getLogger(f"pymilvus.client.iterator.{name}")
+        if _without_timestamp_notice not in logger.filters:
+            logger.addFilter(_without_timestamp_notice)
+
+
+@contextmanager
+def lite_open_failures(uri: str) -> Iterator[list[BaseException]]:
+    """While pymilvus opens a Milvus Lite file, catch why it fails: Milvus Lite logs the
+    error with its traceback (on the terminal when logging is not set up) and pymilvus then
+    raises a bare "Open local milvus failed". The list yielded receives the errors logged
+    for this file (another process holding its lock, a path that cannot be made), so the
+    caller can say what happened in one sentence; any other record is logged as before."""
+    failures: list[BaseException] = []
+    path = os.path.abspath(uri)
+
+    def keep(record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and path in (record.args or ()):
+            failures.append(error)
+            return False
+        return True
+
+    logger = logging.getLogger("milvus_lite.server_manager")
+    logger.addFilter(keep)
+    try:
+        yield failures
+    finally:
+        logger.removeFilter(keep)
