@@ -161,6 +161,10 @@ def main() -> None:
                     "engine=onnx,engine=torch+batch_size=4 (each run every round).")
     ap.add_argument("--engines", action="store_true",
                     help="Only compare the engines alone (no decoding) by batch size.")
+    ap.add_argument("--batches", default="1,4,8,16,32",
+                    help="With --engines: the batch sizes compared (comma-separated).")
+    ap.add_argument("--engine-rounds", type=int, default=2,
+                    help="With --engines: rounds over the batch sizes.")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vitrine-bench")
     ap.add_argument("--out", type=Path,
                     default=Path("benchmarks/results/embed_throughput.json"))
@@ -169,7 +173,8 @@ def main() -> None:
         baseline(args.baseline, args.weights, int(args.baseline_threads))
         return
     if args.engines:
-        rows = engine_sweep(args.weights, [1, 4, 8, 16, 32])
+        rows = engine_sweep(args.weights, [int(b) for b in args.batches.split(",")],
+                            args.engine_rounds)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"cpus": len(os.sched_getaffinity(0)),
                                         "images_per_second": rows}, indent=2) + "\n")
