@@ -29,10 +29,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   printf '%s' "$want" > "$stamp"
 fi
 
-SHARED="${VITRINE_SHARED:-$ROOT/../shared}"
-if [ -z "${VITRINE_WEIGHTS:-}" ] && [ -f "$SHARED/models/mobilenet_v2_imagenet.pth" ]; then
-  export VITRINE_WEIGHTS="$SHARED/models/mobilenet_v2_imagenet.pth"
-fi
-if [ -z "${VITRINE_DEMO_CATALOG:-}" ] && [ -d "$SHARED/data/demo-catalog" ]; then
-  export VITRINE_DEMO_CATALOG="$SHARED/data/demo-catalog"
-fi
+# shellcheck disable=SC1091
+source "$ROOT/scripts/shared.sh"

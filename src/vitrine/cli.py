@@ -37,6 +37,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   help="Vitrine: visually similar products from product photos.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from vitrine import __version__
+
+        out.print(f"vitrine {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print Vitrine's version and exit.")] = False) -> None:
+    """Vitrine: visually similar products from product photos."""
+
+
 @app.command()
 def index(
     catalog_dir: Annotated[Path, typer.Argument(help="Catalogue folder (sub-folder per "
