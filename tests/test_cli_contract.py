@@ -259,7 +259,7 @@ def test_a_finished_command_ignores_ctrl_c_while_python_shuts_down(small_store, 
 def test_version_prints_the_packages_version_and_loads_no_model():
     """`vitrine --version` answers at once with the installed version (it was "No such
     option")."""
-    from vitrine import __version__
+    from importlib.metadata import version
 
     code = ("import sys\nfrom vitrine.cli import main\nsys.argv = ['vitrine', '--version']\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
@@ -267,7 +267,7 @@ def test_version_prints_the_packages_version_and_loads_no_model():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"vitrine {__version__}\n" and proc.stderr.strip() == "False"
+    assert proc.stdout == f"vitrine {version('vitrine')}\n" and proc.stderr.strip() == "False"
 
 
 def test_reading_a_store_does_not_load_torch(small_store, small_catalog):

@@ -269,21 +269,27 @@ def test_control_characters_in_ids_and_categories_are_filtered_on(mstore, monkey
 
 
 def test_fields_longer_than_milvus_holds_are_refused_in_one_sentence(mstore, tmp_path):
-    """A Milvus server counts VARCHAR limits in UTF-8 bytes; a description of 70,000
-    characters in a product table crashed `vitrine index` with MilvusException, losing the
-    batch it was in, on every rerun. The store now says which field is too long, and the
-    embedded store (no such limits) holds it."""
-    long = Product("long", tmp_path / "x.jpg", category="é" * 300, name="ok")
-    problem = mstore.too_long(long)
-    assert problem == "its category is 600 bytes long, more than a Milvus store holds (512)"
-    assert mstore.too_long(Product("ok", tmp_path / "x.jpg", category="é" * 256)) is None
-    assert "description is 70,000 bytes" in mstore.too_long(
+    """A description of 70,000 characters in a product table crashed `vitrine index` with
+    MilvusException, losing the batch it was in, on every rerun. The store now says which
+    field is too long, counted as the store counts: characters on Milvus Lite, UTF-8 bytes
+    on a server; the embedded store (no such limits) holds it."""
+    long = Product("long", tmp_path / "x.jpg", category="é" * 513, name="ok")
+    assert mstore.too_long(long) == ("its category is 513 characters long, more than a Milvus "
+                                     "store holds (512)")
+    accented = Product("ok", tmp_path / "x.jpg", category="é" * 300)
+    assert mstore.too_long(accented) is None  # 600 bytes, which Milvus Lite holds
+    assert "description is 70,000 characters" in mstore.too_long(
         Product("d", tmp_path / "x.jpg", description="d" * 70_000))
-    assert "attributes" in mstore.too_long(
-        Product("a", tmp_path / "x.jpg", attributes={"x": "a" * 70_000}))
-    with pytest.raises(StoreError, match="product 'long': its category is 600 bytes"):
-        mstore.upsert([record("long", unit(1, 0), category="é" * 300)])
+    compact = {"x": "a" * (65_536 - len('{"x":""}'))}  # as pymilvus sends it: no spaces
+    assert mstore.too_long(Product("a", tmp_path / "x.jpg", attributes=compact)) is None
+    compact["x"] += "a"
+    assert "attributes" in mstore.too_long(Product("a", tmp_path / "x.jpg", attributes=compact))
+    with pytest.raises(StoreError, match="product 'long': its category is 513 characters"):
+        mstore.upsert([record("long", unit(1, 0), category="é" * 513)])
     assert mstore.get("long") is None and mstore.count() == 4
+    mstore._lite = False  # a server counts bytes
+    assert mstore.too_long(accented) == ("its category is 600 bytes long, more than a Milvus "
+                                         "store holds (512)")
     embedded = open_store(tmp_path / "e", create=True)
     assert embedded.too_long(long) is None
     embedded.close()
@@ -300,7 +306,7 @@ def test_migrate_refuses_what_the_target_cannot_hold_before_copying(tmp_path):
     source.upsert([record("a", unit(1, 0)), record("long", unit(0, 1), description="d" * 70_000)])
     target = open_store(f"milvus-lite://{tmp_path}/t.db", create=True)
     with pytest.raises(StoreError, match=r"1 product\(s\) .* do not fit .*'long': its "
-                                         r"description is 70,000 bytes.*Nothing was copied"):
+                                         r"description is 70,000 characters.*Nothing was copied"):
         migrate_store(source, target, show_progress=False)
     assert target.count() == 0 and target.manifest() is None
     source.delete(["long"])
@@ -371,6 +377,17 @@ def test_index_skips_a_product_too_long_for_milvus_and_stores_the_rest(demo_cata
     report = index_catalog(catalog, store, embedder, show_progress=False)
     assert report.indexed == len(rows) - 1 and store.count() == len(rows) - 1
     assert [s["reason"] for s in report.skipped] == [
-        f"product {rows[0]['product_id']!r}: its name is 5,000 bytes long, more than a Milvus "
+        f"product {rows[0]['product_id']!r}: its name is 5,000 characters long, more than a Milvus "
         "store holds (4,096); shorten it in the product table"]
     store.close()
+
+
+def test_a_collection_made_meanwhile_for_another_model_is_refused(mstore):
+    """Two writers starting together may both create the products' collection; the second
+    uses the one made, but not one of another vector size (its model's manifest would then
+    describe vectors the collection cannot hold)."""
+    mstore._create_products(MANIFEST.dim)  # made already, of this size: used as it is
+    with pytest.raises(StoreError, match=f"holds vectors of {MANIFEST.dim} numbers and this "
+                                         "model makes 7"):
+        mstore._create_products(7)
+    assert mstore.count() == 4

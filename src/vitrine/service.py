@@ -237,6 +237,9 @@ class VitrineService:
     def add_product(self, fields: NewProduct, data: bytes) -> tuple[StoredProduct, bool]:
         """Store a product with its photo (replacing one with the same id); returns it and
         whether it is new. The photo is saved as ``STORE/uploads/<sha256><ext>``."""
+        _check_fits(self.store, Product(  # before the model's work (the photo's path aside)
+            product_id=fields.product_id, image=Path(), category=fields.category,
+            name=fields.name, price=fields.price, description=fields.description))
         with self._decode_slots:
             array, phash, thumb = decode(data, self.embedder.prep,
                                          self.settings.max_image_pixels)
@@ -254,7 +257,6 @@ class VitrineService:
                           uploaded=True)
         with self._writer() as writer:
             check_manifest(writer, self.embedder)
-            _check_fits(writer, product)
             previous = writer.get(fields.product_id)
             wrote_photo = save_photo(folder, photo, data)
             try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
@@ -37,8 +38,8 @@ WRITE_PAGE = 256
 """Products written back in one request by update_metadata (their vectors go with them)."""
 LIMITS = {"product_id": 1024, "category": 512, "name": 4096, "description": 65535,
           "image": 65535}
-"""The longest text each field of the products' collection holds, in UTF-8 bytes (what a
-Milvus server counts; Milvus Lite counts characters)."""
+"""The longest text each field of the products' collection holds: UTF-8 bytes on a Milvus
+server, characters on Milvus Lite (each counts its own way)."""
 ATTRIBUTES_LIMIT = 65536
 """The longest JSON of a product's attributes, in bytes (a Milvus server's JSON limit)."""
 
@@ -63,10 +64,12 @@ def _open_failure(location: str, uri: str, exc: Exception, failures: list[BaseEx
                 "serve' or 'vitrine index'?); Milvus Lite lets one process open it at a time: "
                 "stop that process, or use a Milvus server (milvus://HOST:PORT) for several "
                 "processes.")
-    if isinstance(cause, FileExistsError):
+    if isinstance(cause, FileExistsError) and os.path.isfile(uri):
         return f"{uri} is a file, not a Milvus Lite store; choose another path for the store."
     if isinstance(cause, OSError):
         return f"cannot open the Milvus store {location} ({cause.strerror or cause})."
+    if cause is not None:  # what Milvus Lite logged, which pymilvus's own error leaves out
+        return f"cannot open the Milvus store {location} ({type(cause).__name__}: {cause})."
     return f"cannot open the Milvus store {location} ({exc})."
 
 
@@ -85,7 +88,8 @@ class MilvusStore:
         self.location = location
         self.collection = collection
         self.meta_collection = f"{collection}__meta"
-        if uri.endswith(".db"):  # a Milvus Lite file (store_for's milvus-lite://)
+        self._lite = uri.endswith(".db")  # a Milvus Lite file (store_for's milvus-lite://)
+        if self._lite:
             quiet_lite_timestamps()
         try:
             with lite_open_failures(uri) as failures:
@@ -132,14 +136,20 @@ class MilvusStore:
         index.add_index("vector", index_type="FLAT", metric_type="IP")
         index.add_index("category", index_type="INVERTED")
         self._create(self.collection, schema, index)
+        made = {f["name"]: f for f in self.client.describe_collection(self.collection)["fields"]}
+        held = made["vector"].get("params", {}).get("dim")
+        if held is not None and int(held) != dim:  # made meanwhile by another model's writer
+            raise StoreError(f"the Milvus store {self.location} holds vectors of {held} "
+                             f"numbers and this model makes {dim}; index into another "
+                             "collection.")
 
     def _create(self, name: str, schema, index) -> None:
         """Create a collection, unless another writer (a shard started at the same time)
-        has just made it: then use that one."""
+        has just made it: then use that one (the caller checks it is of its kind)."""
         try:
             self.client.create_collection(name, schema=schema, index_params=index)
-        except Exception:
-            if not self.client.has_collection(name):
+        except Exception as exc:
+            if "exist" not in str(exc).lower() or not self.client.has_collection(name):
                 raise
         self.client.load_collection(name)
 
@@ -220,12 +230,15 @@ class MilvusStore:
 
     def too_long(self, product: Product | StoredProduct) -> str | None:
         """Why a field of ``product`` does not fit the collection's (:data:`LIMITS`)."""
+        unit = "characters" if self._lite else "bytes"
         for field, limit in LIMITS.items():
-            size = len(str(getattr(product, field)).encode())
+            text = str(getattr(product, field))
+            size = len(text) if self._lite else len(text.encode())
             if size > limit:
-                return (f"its {field.replace('_', ' ')} is {size:,} bytes long, more than a "
+                return (f"its {field.replace('_', ' ')} is {size:,} {unit} long, more than a "
                         f"Milvus store holds ({limit:,})")
-        size = len(json.dumps(dict(product.attributes), ensure_ascii=False).encode())
+        size = len(json.dumps(dict(product.attributes), ensure_ascii=False,
+                              separators=(",", ":")).encode())  # as pymilvus sends it
         if size > ATTRIBUTES_LIMIT:
             return (f"its other columns (attributes) take {size:,} bytes, more than a Milvus "
                     f"store holds ({ATTRIBUTES_LIMIT:,})")
