@@ -22,3 +22,86 @@ def test_shop_text_with_dollar_signs_is_drawn_as_written(tmp_path):
     for path in done:
         with Image.open(path) as figure:
             assert figure.size[0] > 100
+
+
+def _photo(path, size=(32, 32)):
+    Image.new("RGB", size, "red").save(path)
+    return path
+
+
+def test_a_query_file_name_that_is_not_utf8_is_drawn(tmp_path, recwarn):
+    """`search --plot` on a photo named with Latin-1 bytes ("caf\\xe9.jpg") crashed in
+    matplotlib with the name's surrogate character; emoji warned on stderr for each glyph."""
+    photo = _photo(tmp_path / "p.png")
+    name = b"caf\xe9.jpg".decode("utf-8", "surrogateescape")
+    match = Match(StoredProduct("a", str(photo), category="c", name="Relógio 😀⌚"), 0.9)
+    out = plot_recommendations(photo, name, [match], tmp_path / "rec.png")
+    assert out.is_file()
+    assert not [w for w in recwarn if "Glyph" in str(w.message)]
+
+
+def test_titles_are_cut_with_an_ellipsis_and_never_reach_the_edge(tmp_path):
+    """Four-line tile titles ran off the top of every recommendation figure (the demo's
+    too); a name longer than the title kept no "…", and one long word became just "…"."""
+    import numpy as np
+
+    from vitrine.plots import _lines
+
+    assert _lines("Supercalifragilisticexpialidociousbutwithout", 26, 1) == [
+        "Supercalifragilisticexpia…"]
+    assert _lines("Reebok Men Premier Verona Supreme 2 Black Sports Shoes", 26, 2) == [
+        "Reebok Men Premier Verona", "Supreme 2 Black Sports…"]
+    assert _lines("", 26, 2) == [""]
+    photo = _photo(tmp_path / "p.png", (300, 400))
+    name = "ADIDAS Men Snova Glide Running Shoes Black Edition"
+    matches = [Match(StoredProduct(str(i), str(photo), category="x_tenis_masculino " * 6,
+                                   name=name), 0.9) for i in range(3)]
+    out = plot_recommendations(photo, name * 2, matches, tmp_path / "rec.png")
+    pixels = np.asarray(Image.open(out).convert("L"))
+    assert pixels[:3].min() > 240 and pixels[:, -3:].min() > 240  # white margins
+
+
+def test_a_large_photo_is_shown_at_reduced_scale_not_as_missing(tmp_path):
+    """The figure decoded each photo whole, under the default pixel limit: an 8000×6000
+    query that search itself took was drawn as "(photo missing)", and large photos cost
+    seconds and gigabytes per tile."""
+    import matplotlib.pyplot as plt
+
+    from vitrine.plots import TILE_SIDE, _show
+
+    big = _photo(tmp_path / "big.jpg", (8000, 6000))
+    fig, ax = plt.subplots()
+    _show(ax, big, ["query"])
+    assert len(ax.images) == 1
+    assert max(ax.images[0].get_array().shape[:2]) <= TILE_SIDE
+    plt.close(fig)
+
+
+def test_history_names_the_loss_it_shows_and_one_epoch_has_one_tick(tmp_path, monkeypatch):
+    """The training loss was labelled "class-weighted, label-smoothed" when it was neither
+    (the defaults); one epoch gave ticks 0.96 … 1.04."""
+    from vitrine import plots
+
+    kept = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out: kept.append(fig) or out)
+    history = [{"phase": "transfer learning", "loss": 1.0, "val_loss": 1.1, "acc": 0.5,
+                "val_acc": 0.4, "best": True}]
+    plots.plot_history(history, tmp_path / "h.png")
+    plots.plot_history(history, tmp_path / "h.png", train_loss="train (label-smoothed)",
+                       refit=True)
+    for fig, label, star in ((kept[0], "train", "restored (best validation loss)"),
+                             (kept[1], "train (label-smoothed)",
+                              "best validation loss (refit trains up to it)")):
+        loss = fig.axes[0]
+        assert [t.get_text() for t in loss.get_legend().get_texts()] == [
+            label, "validation", star]
+        assert [t for t in loss.get_xticks() if 0.5 <= t <= 1.5] == [1.0]
+        plots.plt.close(fig)
+
+
+def test_demo_figure_names_of_two_categories_never_collide():
+    from vitrine.demo import _file_name
+
+    assert _file_name("relogio_feminino") == "relogio_feminino"
+    assert _file_name("a b") != _file_name("a_b") == "a_b"
+    assert len(_file_name("x" * 274)) <= 89 and _file_name("x" * 274) != _file_name("x" * 275)

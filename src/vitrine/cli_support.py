@@ -125,7 +125,7 @@ def check_category(rec, category: str | None) -> str | None:
 def save_plot(image, title, matches, target: Path, quiet: bool) -> None:
     from vitrine.plots import plot_recommendations
 
-    plot_recommendations(image, title, matches, target)
+    plot_recommendations(image, title, matches, target, load_settings().max_image_pixels)
     if not quiet:
         out.print(f"Figure saved to {target}")
 

@@ -5,6 +5,7 @@ text, so ``[brackets]`` in them are not rich markup."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import socket
@@ -59,13 +60,17 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
                 f"{category}: similar to {product.product_id} — {product.name}", matches))
             figure = out_dir / f"similar-{_file_name(category or 'uncategorised')}.png"
             plot_recommendations(product.image, product.name or product.product_id, matches,
-                                 figure)
+                                 figure, settings.max_image_pixels)
             same = sum(m.product.category == category for m in matches)
             examples.append({"product_id": product.product_id, "category": category,
                              "same_category": same, "figure": str(figure),
                              "results": [m.as_dict() for m in matches]})
     finally:
         store.close()
+    written = {Path(e["figure"]).name for e in examples}
+    for stale in out_dir.glob("similar-*.png"):  # an earlier run's categories
+        if stale.name not in written:
+            stale.unlink(missing_ok=True)
     summary = {"store": str(store_dir), "index": report.as_dict(), "examples": examples}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "demo.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
@@ -82,8 +87,13 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
 
 
 def _file_name(text: str) -> str:
-    """``text`` as part of a file name: what a file name cannot hold (a '/', a NUL) as '_'."""
-    return re.sub(r"[^\w.-]", "_", text)
+    """``text`` as part of a file name: what a file name cannot hold (a '/', a NUL) as '_',
+    at most 80 characters; a name changed so (which another text could share: "a b" and
+    "a_b") ends with a digest of ``text``."""
+    name = re.sub(r"[^\w.-]", "_", text)
+    if name == text and len(name) <= 80:
+        return name
+    return f"{name[:80]}-{hashlib.sha256(text.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
 def _trained(catalog: Path, out_dir: Path, settings: Settings,

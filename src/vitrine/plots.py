@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import textwrap
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import matplotlib
 
@@ -16,28 +20,63 @@ from vitrine.errors import ImageError, VitrineError  # noqa: E402
 from vitrine.images import open_image  # noqa: E402
 from vitrine.store.base import Match  # noqa: E402
 
+P = ParamSpec("P")
+R = TypeVar("R")
+TILE_SIDE = 448
+"""Longest side, in pixels, a photo is shown at (a tile is about 2.4 inches at 110 dpi): a
+large JPEG decodes at reduced scale, as for the model (a 6000×4000 query took 2 GB)."""
 
-def _show(ax, image_path: str | Path, title: str, colour: str = "black") -> None:
+
+def _quiet(draw: Callable[P, R]) -> Callable[P, R]:
+    """Draw without matplotlib's warning per glyph the font lacks (emoji, CJK): each shows as
+    a box, and a line on the terminal said so again for every one."""
+    @functools.wraps(draw)
+    def quiet(*args: P.args, **kwargs: P.kwargs) -> R:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Glyph .* missing")
+            return draw(*args, **kwargs)
+    return quiet
+
+
+def _lines(text: str, width: int, most: int) -> list[str]:
+    """``text`` wrapped at ``width`` characters into at most ``most`` lines, the last ending
+    in "…" when some was left out; a word longer than a line is cut. A file name that is not
+    UTF-8 (its undecodable bytes kept as surrogates) shows them as "�"."""
+    text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    lines = textwrap.wrap(text, width) or [""]
+    if len(lines) > most:
+        lines = lines[:most]
+        lines[-1] = lines[-1][:width - 1].rstrip() + "…"
+    return lines
+
+
+def _show(ax, image_path: str | Path, title: list[str], colour: str = "black",
+          max_pixels: int = 40_000_000) -> None:
     try:
-        ax.imshow(open_image(Path(image_path)))
+        img = open_image(Path(image_path), max_pixels=max_pixels, draft_size=TILE_SIDE)
+        img.thumbnail((TILE_SIDE, TILE_SIDE))
+        ax.imshow(img)
     except ImageError:
         ax.text(0.5, 0.5, "(photo missing)", ha="center", va="center")
-    ax.set_title(title, fontsize=8, color=colour)
+    ax.set_title("\n".join(title), fontsize=8, color=colour)
     ax.axis("off")
 
 
+@_quiet
 def plot_recommendations(query_image: str | Path, query_title: str, matches: list[Match],
-                         out: Path) -> Path:
-    """Draw the query and its matches in one row and save a PNG to ``out``."""
+                         out: Path, max_pixels: int = 40_000_000) -> Path:
+    """Draw the query and its matches in one row and save a PNG to ``out`` (``max_pixels``:
+    the VITRINE_MAX_IMAGE_PIXELS setting, as for search)."""
     cols = 1 + max(1, len(matches))
     fig, axes = plt.subplots(1, cols, figsize=(2.4 * cols, 3.2))
-    _show(axes[0], query_image, "\n".join(textwrap.wrap("Query: " + query_title, 28)[:3]),
-          "tab:blue")
+    _show(axes[0], query_image, _lines("Query: " + query_title, 28, 3), "tab:blue", max_pixels)
+    if not matches:
+        axes[1].text(0.5, 0.5, "(no similar products)", ha="center", va="center")
     for ax, match in zip(axes[1:], matches, strict=False):
         label = match.product.name or match.product.product_id
-        lines = textwrap.wrap(label, 26)[:2] + [f"{match.product.category}",
-                                               f"similarity {match.score:.3f}"]
-        _show(ax, match.product.image, "\n".join(lines))
+        lines = (_lines(label, 26, 2) + _lines(match.product.category, 26, 1)
+                 + [f"similarity {match.score:.3f}"])
+        _show(ax, match.product.image, lines, max_pixels=max_pixels)
     for ax in axes[1 + len(matches):]:
         ax.axis("off")
     fig.tight_layout()
@@ -48,7 +87,8 @@ def _save(fig, out: Path) -> Path:
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=110)
+        # the bounding box grows to hold every title: a 4-line one reached the edge
+        fig.savefig(out, dpi=110, bbox_inches="tight", pad_inches=0.1)
     except OSError as exc:
         why = "a file is in the way of its folder" if isinstance(
             exc, FileExistsError | NotADirectoryError) else exc.strerror
@@ -58,13 +98,19 @@ def _save(fig, out: Path) -> Path:
     return out
 
 
-def plot_history(history: list[dict], out: Path) -> Path:
+@_quiet
+def plot_history(history: list[dict], out: Path, *, train_loss: str = "train",
+                 refit: bool = False) -> Path:
     """Loss and accuracy per epoch, train and validation, over both training phases (a
-    dashed line marks where fine-tuning starts)."""
+    dashed line marks where fine-tuning starts). ``train_loss`` names the training loss
+    (weighted or smoothed, it is not validation's); with ``refit`` the stars mark the epochs
+    the refit trains up to, not weights kept."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     x = list(range(1, len(history) + 1))
+    star = ("best validation loss (refit trains up to it)" if refit
+            else "restored (best validation loss)")
     for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "acc", "Accuracy")):
-        label = "train (class-weighted, label-smoothed)" if key == "loss" else "train"
+        label = train_loss if key == "loss" else "train"
         ax.plot(x, [h[key] for h in history], "o-", ms=3, label=label)
         ax.plot(x, [h[f"val_{key}"] for h in history], "o-", ms=3, label="validation")
         phases = [h["phase"] for h in history]
@@ -76,15 +122,20 @@ def plot_history(history: list[dict], out: Path) -> Path:
             ax.text(1, ax.get_ylim()[1], phases[0], va="top", fontsize=8)
         kept = {h["phase"]: i + 1 for i, h in enumerate(history) if h.get("best")}
         ax.plot(list(kept.values()), [history[i - 1][f"val_{key}"] for i in kept.values()],
-                "k*", ms=10, label="restored (best validation loss)")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+                "k*", ms=10, label=star)
+        if len(x) <= 12:  # one tick per epoch (one epoch had ticks 0.96 … 1.04)
+            ax.set_xticks(x)
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_title(title)
         ax.set_xlabel("epoch (both phases)")
-        ax.legend(loc="best", fontsize=8)
+        # below the axes: inside, it hid the phase names written along the top
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8)
     fig.tight_layout()
     return _save(fig, out)
 
 
+@_quiet
 def plot_confusion_matrix(matrix, classes: list[str], out: Path) -> Path:
     """Counts with row-normalised shading (row = true class, column = predicted class)."""
     import numpy as np
@@ -108,6 +159,7 @@ def plot_confusion_matrix(matrix, classes: list[str], out: Path) -> Path:
     return _save(fig, out)
 
 
+@_quiet
 def plot_misclassified(rows: list[dict], out: Path, limit: int = 20) -> Path:
     """The misclassified photos (``vitrine.report.misclassified`` rows, the first ``limit``),
     each titled with its label and the model's guess."""
@@ -116,10 +168,11 @@ def plot_misclassified(rows: list[dict], out: Path, limit: int = 20) -> Path:
     n_rows = max(1, -(-len(rows) // cols))
     fig, axes = plt.subplots(n_rows, cols, figsize=(2.6 * cols, 3.0 * n_rows), squeeze=False)
     for ax, row in zip(axes.flat, rows, strict=False):
-        title = [textwrap.shorten(row["name"] or row["product_id"], 26, placeholder="…"),
-                 f"label: {row['labelled']}",
-                 f"model: {row['predicted']} ({100 * row['probability']:.0f}%)"]
-        _show(ax, row["image"], "\n".join(title), "tab:red")
+        title = (_lines(row["name"] or row["product_id"], 26, 1)
+                 + _lines(f"label: {row['labelled']}", 30, 1)
+                 + [_lines(f"model: {row['predicted']}", 24, 1)[0]
+                    + f" ({100 * row['probability']:.0f}%)"])
+        _show(ax, row["image"], title, "tab:red")
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
     fig.tight_layout()

@@ -123,7 +123,12 @@ def write_outputs(out_dir: Path, summary: dict) -> None:
             writer = csv.DictWriter(fh, fieldnames=list(history[0]))
             writer.writeheader()
             writer.writerows(history)
-    plot_history(history, out_dir / "history.png")
+    config = summary.get("settings", {})
+    shaped = [name for name, on in (("class-weighted", config.get("class_weight_power")),
+                                    ("label-smoothed", config.get("label_smoothing"))) if on]
+    plot_history(history, out_dir / "history.png",
+                 train_loss=f"train ({', '.join(shaped)})" if shaped else "train",
+                 refit=bool(summary.get("refit")))
     test = summary.get("test") or {}
     metrics = {"phases": {k: v["metrics"] for k, v in summary["phases"].items()},
                "test": test}
