@@ -197,6 +197,16 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     assert [len(a["results"]) for a in answers] == [5, 5] and "error" not in answers[1]
     assert answers[0]["error"].startswith("cannot write the figure")
     assert (tmp_path / "figs" / "f-1.png").is_file()
+    # similar says so in its JSON too (it printed the JSON first, with no "error" key)
+    pid = catalog.joinpath("products.csv").read_text().splitlines()[1].split(",")[0]
+    (tmp_path / "figs" / "in-the-way").write_text("a file where its folder should be")
+    similar = run("similar", "--store", store, "--json", "--plot",
+                  tmp_path / "figs" / "in-the-way" / "s.png", pid, check=False, env_extra=env)
+    assert similar.returncode == 2 and "cannot write the figure" in similar.stderr
+    answer = json.loads(similar.stdout)
+    assert len(answer["results"]) == 5 and answer["error"].startswith("cannot write the figure")
+    dotted = run("similar", "--store", store, "--plot", tmp_path / "dot.", pid, env_extra=env)
+    assert (tmp_path / "dot.png").is_file() and "dot..png" not in dotted.stdout
 
 
 def test_a_file_name_that_is_not_utf8_is_skipped(catalog, env, tmp_path):

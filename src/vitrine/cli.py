@@ -163,13 +163,23 @@ def similar(
     rec = open_recommender(store, None)
     category = check_category(rec, category)
     product, matches = rec.similar(product_id, k, category)
-    if as_json:
-        print_json({"query": product_id, "product": product.as_dict(),
-                     "results": [m.as_dict() for m in matches]})
-    else:
+    if not as_json:
         out.print(results_table(f"Similar to {product_id} ({product.name})", matches))
-    if plot is not None:
-        save_plot(product.image, product.name or product_id, matches, plot, as_json)
+        if plot is not None:
+            save_plot(product.image, product.name or product_id, matches, plot, as_json)
+        return
+    problem = None
+    if plot is not None:  # before the JSON, as search: a script sees the figure failed
+        try:
+            save_plot(product.image, product.name or product_id, matches, plot, as_json)
+        except VitrineError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            problem = str(exc)
+    print_json({"query": product_id, "product": product.as_dict(),
+                "results": [m.as_dict() for m in matches],
+                **({"error": problem} if problem else {})})
+    if problem:
+        raise typer.Exit(2)
 
 
 @app.command()

@@ -99,8 +99,8 @@ def plot_path(plot: Path | None) -> Path | None:
         return None
     if plot.is_dir():
         raise VitrineError(f"--plot {plot} is a folder; name a file such as {plot}/fig.png.")
-    if not plot.suffix:
-        return plot.with_name(plot.name + ".png")
+    if not plot.suffix:  # "fig" or "fig." → fig.png
+        return plot.with_name(plot.name.rstrip(".") + ".png")
     if plot.suffix.lower() not in PLOT_SUFFIXES:
         raise VitrineError(f"--plot {plot}: use a file ending in {', '.join(PLOT_SUFFIXES)}.")
     return plot
