@@ -138,10 +138,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                                 parse_price(price), description.strip())
         except CatalogError as exc:
             raise HTTPException(422, f"Invalid form field 'price': {exc}") from None
-        try:
-            stored, created = service.add_product(fields, guards.read_upload(image, limit))
-        except CatalogError as exc:  # a field the store cannot hold
-            raise HTTPException(422, _sentence(str(exc))) from None
+        stored, created = service.add_product(fields, guards.read_upload(image, limit))
         response.status_code = 201 if created else 200
         return product_out(stored)
 
@@ -165,10 +162,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                 changes["price"] = parse_price(changes["price"])
             except CatalogError as exc:
                 raise HTTPException(422, f"Invalid field 'price': {exc}") from None
-        try:
-            return product_out(service.edit_product(product_id, changes))
-        except CatalogError as exc:
-            raise HTTPException(422, _sentence(str(exc))) from None
+        return product_out(service.edit_product(product_id, changes))
 
     @router.delete("/products/{product_id:path}", status_code=204)
     def delete_product(product_id: str,
@@ -244,6 +238,10 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
     @app.exception_handler(ImageError)
     async def bad_image(request: Request, exc: ImageError) -> Response:
         return error(request, 400, f"The uploaded file cannot be used as a photo: {exc.reason}")
+
+    @app.exception_handler(CatalogError)  # a product the store cannot hold (a field too long)
+    async def unfit(request: Request, exc: CatalogError) -> Response:
+        return error(request, 422, _sentence(str(exc)))
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> Response:

@@ -136,7 +136,8 @@ def search(
         problem = None
         if target is not None:
             try:
-                save_plot(image, image.name, matches, target, as_json)
+                save_plot(image, image.name, matches, target, as_json,
+                          rec.settings.max_image_pixels)
             except VitrineError as exc:  # its results stand; the other photos still come
                 sys.stderr.write(f"error: {exc}\n")
                 problem, failed = str(exc), failed + 1
@@ -165,19 +166,20 @@ def similar(
     product, matches = rec.similar(product_id, k, category)
     if not as_json:
         out.print(results_table(f"Similar to {product_id} ({product.name})", matches))
-        if plot is not None:
-            save_plot(product.image, product.name or product_id, matches, plot, as_json)
-        return
     problem = None
     if plot is not None:  # before the JSON, as search: a script sees the figure failed
         try:
-            save_plot(product.image, product.name or product_id, matches, plot, as_json)
+            save_plot(product.image, product.name or product_id, matches, plot, as_json,
+                      rec.settings.max_image_pixels)
         except VitrineError as exc:
+            if not as_json:
+                raise
             sys.stderr.write(f"error: {exc}\n")
             problem = str(exc)
-    print_json({"query": product_id, "product": product.as_dict(),
-                "results": [m.as_dict() for m in matches],
-                **({"error": problem} if problem else {})})
+    if as_json:
+        print_json({"query": product_id, "product": product.as_dict(),
+                    "results": [m.as_dict() for m in matches],
+                    **({"error": problem} if problem else {})})
     if problem:
         raise typer.Exit(2)
 

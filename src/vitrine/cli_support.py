@@ -122,10 +122,10 @@ def check_category(rec, category: str | None) -> str | None:
     return category
 
 
-def save_plot(image, title, matches, target: Path, quiet: bool) -> None:
+def save_plot(image, title, matches, target: Path, quiet: bool, max_pixels: int) -> None:
     from vitrine.plots import plot_recommendations
 
-    plot_recommendations(image, title, matches, target, load_settings().max_image_pixels)
+    plot_recommendations(image, title, matches, target, max_pixels)
     if not quiet:
         out.print(f"Figure saved to {target}")
 

@@ -250,12 +250,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def thumbnail_jpeg(path: Path, side: int, max_pixels: int) -> bytes:
-    """The photo scaled down to fit ``side``×``side`` (never up) as JPEG: upright, RGB,
-    transparency on white, as :func:`open_image` decodes it; a JPEG decodes at a reduced scale
-    first, so a large phone photo costs little."""
+def thumbnail(path: Path, side: int, max_pixels: int) -> Image.Image:
+    """The photo scaled down to fit ``side``×``side`` (never up): upright, RGB, transparency
+    on white, as :func:`open_image` decodes it; a JPEG decodes at a reduced scale first, so
+    a large phone photo costs little."""
     img = open_image(path, max_pixels=max_pixels, draft_size=side)
     img.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return img
+
+
+def thumbnail_jpeg(path: Path, side: int, max_pixels: int) -> bytes:
+    """:func:`thumbnail` as JPEG."""
+    img = thumbnail(path, side, max_pixels)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=85, optimize=True)
     return buf.getvalue()

@@ -17,7 +17,7 @@ matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 
 from vitrine.errors import ImageError, VitrineError  # noqa: E402
-from vitrine.images import open_image  # noqa: E402
+from vitrine.images import thumbnail  # noqa: E402
 from vitrine.store.base import Match  # noqa: E402
 
 P = ParamSpec("P")
@@ -53,9 +53,7 @@ def _lines(text: str, width: int, most: int) -> list[str]:
 def _show(ax, image_path: str | Path, title: list[str], colour: str = "black",
           max_pixels: int = 40_000_000) -> None:
     try:
-        img = open_image(Path(image_path), max_pixels=max_pixels, draft_size=TILE_SIDE)
-        img.thumbnail((TILE_SIDE, TILE_SIDE))
-        ax.imshow(img)
+        ax.imshow(thumbnail(Path(image_path), TILE_SIDE, max_pixels))
     except ImageError:
         ax.text(0.5, 0.5, "(photo missing)", ha="center", va="center")
     ax.set_title("\n".join(title), fontsize=8, color=colour)
