@@ -85,6 +85,34 @@ def test_cards_get_small_copies_of_large_photos(settings, embedder, tmp_path):
     assert client.get("/images/bolsas/grande.jpg", params={"size": "huge"}).status_code == 422
 
 
+def test_a_photo_deleted_while_it_is_sent_goes_out_whole(settings, embedder, tmp_path,
+                                                         monkeypatch):
+    """A photo replaced or deleted (through the API, by another server) between the answer's
+    headers and its body: the version the headers describe is sent whole, not a 500 or a cut
+    connection; asked again, the photo is a 404."""
+    import vitrine.api
+    from vitrine.api import create_app
+
+    store, folder = _store(tmp_path, embedder)
+    client = TestClient(create_app(settings, store, embedder=embedder))
+    for name, headers, status, part in (("pequena.jpg", {}, 200, slice(None)),
+                                        ("logo.jpg", {"Range": "bytes=0-9"}, 206, slice(10))):
+        photo = folder / name
+        data = photo.read_bytes()
+        real_init = vitrine.api.PhotoFile.__init__
+
+        def init_then_delete(self, *args, photo=photo, real_init=real_init, **kwargs):
+            real_init(self, *args, **kwargs)
+            photo.unlink()
+
+        monkeypatch.setattr(vitrine.api.PhotoFile, "__init__", init_then_delete)
+        got = client.get(f"/images/bolsas/{name}", headers=headers)
+        assert (got.status_code, got.content) == (status, data[part])
+        monkeypatch.undo()
+        gone = client.get(f"/images/bolsas/{name}")
+        assert gone.status_code == 404 and name in gone.json()["detail"]
+
+
 def test_a_large_photo_browsers_cannot_show_is_sent_as_a_bounded_copy(settings, embedder,
                                                                       tmp_path, monkeypatch):
     """A 4000-px TIFF (or an iPhone HEIC) on its product page: a JPEG at most 2048 px on a

@@ -11,8 +11,10 @@ import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from stat import S_ISREG
+from typing import Annotated, BinaryIO, Literal
 
+import anyio
 from fastapi import APIRouter, FastAPI, File, Form, Header, HTTPException, Query, Request
 from fastapi import UploadFile as Upload
 from fastapi.exceptions import RequestValidationError
@@ -59,8 +61,6 @@ VIEW_SIDE = 2048
 """Longest side of the copy sent for a photo in a format browsers cannot show (TIFF, HEIC)."""
 VIEW_COPIES_KEPT = 64
 """Such copies kept in memory (a few hundred KB each)."""
-FORMATS_KEPT = 100_000
-"""Photo formats remembered per file version (a hundred bytes or so each)."""
 
 
 KParam = Annotated[int, Query(ge=K_MIN, le=K_MAX, description="Number of results (1–100).")]
@@ -258,20 +258,39 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
 
 
 class PhotoFile(FileResponse):
-    """A photo file that ignores a malformed ``Range`` header and sends the whole file, as
-    RFC 9110 asks (Starlette answers it with a plain-text 400)."""
+    """A photo sent from a file opened before the response starts: a photo replaced or
+    deleted meanwhile (through the API, by another server on the store) still goes out whole,
+    as the version its headers describe. A malformed ``Range`` header is ignored and the whole
+    file sent, as RFC 9110 asks (Starlette answers it with a plain-text 400)."""
+
+    def __init__(self, file: BinaryIO, path: Path, **kwargs):
+        super().__init__(path, stat_result=os.fstat(file.fileno()), **kwargs)
+        self.file = file
+
+    @contextlib.asynccontextmanager
+    async def _open_file(self):  # Starlette's by path, here the file already open
+        self.file.seek(0)
+        yield anyio.AsyncFile(self.file)
 
     async def __call__(self, scope, receive, send) -> None:
-        wanted = Headers(scope=scope).get("range")
-        if wanted is not None:
-            try:
-                self._parse_range_header(wanted, os.stat(self.path).st_size)
-            except MalformedRangeHeader:
-                scope = {**scope, "headers": [(k, v) for k, v in scope["headers"]
-                                              if k.lower() != b"range"]}
-            except RangeNotSatisfiable:  # Starlette's 416 stands
-                pass
-        await super().__call__(scope, receive, send)
+        try:
+            extensions = scope.get("extensions") or {}
+            if "http.response.pathsend" in extensions:  # the server would open the path
+                extensions = {k: v for k, v in extensions.items()
+                              if k != "http.response.pathsend"}
+                scope = {**scope, "extensions": extensions}
+            wanted = Headers(scope=scope).get("range")
+            if wanted is not None:
+                try:
+                    self._parse_range_header(wanted, self.stat_result.st_size)
+                except MalformedRangeHeader:
+                    scope = {**scope, "headers": [(k, v) for k, v in scope["headers"]
+                                                  if k.lower() != b"range"]}
+                except RangeNotSatisfiable:  # Starlette's 416 stands
+                    pass
+            await super().__call__(scope, receive, send)
+        finally:
+            self.file.close()
 
 
 def _add_head_routes(router: APIRouter) -> None:
@@ -327,12 +346,6 @@ def create_app(settings: Settings, store: str | Path, *,
     def view_copy(path: str, mtime_ns: int, nbytes: int) -> bytes:
         return thumbnail_jpeg(Path(path), VIEW_SIDE, settings.max_image_pixels)
 
-    @functools.lru_cache(maxsize=FORMATS_KEPT)
-    def photo_format(path: str, mtime_ns: int, nbytes: int) -> str:
-        """The photo's format from its first bytes (a HEIC named .jpg), once per version."""
-        with open(path, "rb") as fh:
-            return image_suffix(fh.read(256))
-
     @app.get("/images/{product_id:path}", tags=["images"],
              response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
     def product_image(product_id: str, request: Request,
@@ -344,28 +357,33 @@ def create_app(settings: Settings, store: str | Path, *,
         products' photos are reachable. ``no-cache`` with an ETag: a browser asks again each
         time and gets 304 until the photo is replaced."""
         path = service.image_path(product_id)
-        try:
-            stat = path.stat()
-            fmt = photo_format(str(path), stat.st_mtime_ns, stat.st_size)
+        unreadable = HTTPException(404, f"The photo of product {product_id!r} cannot be read.")
+        try:  # opened now: what is sent is the version stat and format describe
+            fh = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")  # not a FIFO's wait
         except OSError:
-            raise HTTPException(404, f"The photo of product {product_id!r} cannot be "
-                                     "read.") from None
-        shown = fmt in BROWSER_SUFFIXES
-        as_is = shown and (size is None or stat.st_size <= SMALL_PHOTO_BYTES)
-        kind = "" if as_is else "-card" if size else "-view"
-        headers = {"Cache-Control": "no-cache",
-                   "ETag": f'"{stat.st_mtime_ns:x}-{stat.st_size:x}{kind}"'}
-        if headers["ETag"] in request.headers.get("if-none-match", ""):
-            return Response(status_code=304, headers=headers)
-        if as_is:
-            return PhotoFile(path, headers=headers,
-                             media_type="image/" + ("jpeg" if fmt == ".jpg" else fmt[1:]))
+            raise unreadable from None
+        with contextlib.ExitStack() as unsent:
+            unsent.callback(fh.close)  # PhotoFile closes it once sent
+            stat = os.fstat(fh.fileno())
+            if not S_ISREG(stat.st_mode):
+                raise unreadable
+            fmt = image_suffix(fh.read(256))  # by its bytes: a HEIC named .jpg
+            shown = fmt in BROWSER_SUFFIXES
+            as_is = shown and (size is None or stat.st_size <= SMALL_PHOTO_BYTES)
+            kind = "" if as_is else "-card" if size else "-view"
+            headers = {"Cache-Control": "no-cache",
+                       "ETag": f'"{stat.st_mtime_ns:x}-{stat.st_size:x}{kind}"'}
+            if headers["ETag"] in request.headers.get("if-none-match", ""):
+                return Response(status_code=304, headers=headers)
+            if as_is:
+                unsent.pop_all()
+                return PhotoFile(fh, path, headers=headers,
+                                 media_type="image/" + ("jpeg" if fmt == ".jpg" else fmt[1:]))
         copy = card_copy if size else view_copy
         try:
             jpeg = copy(str(path), stat.st_mtime_ns, stat.st_size)
-        except ImageError:  # the stored file went bad: not the request's fault
-            raise HTTPException(404, f"The photo of product {product_id!r} cannot be "
-                                     "read.") from None
+        except ImageError:  # the stored file went bad or away: not the request's fault
+            raise unreadable from None
         return Response(jpeg, media_type="image/jpeg", headers=headers)
 
     api = _api_router(service, settings)
