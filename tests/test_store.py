@@ -193,9 +193,27 @@ def test_missing_store_and_writer_lock(tmp_path, store):
     open_store(tmp_path / "empty", create=True).close()  # index may fill it
     store.lock_for_writing()
     other = open_store(store.root)
-    with pytest.raises(StoreError, match="another process"):
-        other.lock_for_writing()
+    with pytest.raises(StoreError, match=r"another process is writing .* \(waited 0.2 s\)"):
+        other.lock_for_writing(wait=0.2)
     other.close()
+
+
+def test_a_writer_waits_for_another_process_short_write(tmp_path):
+    """A server's upload holds the writer lock for milliseconds: `vitrine index` (or another
+    server's upload) started meanwhile waits for it instead of failing."""
+    import fcntl
+    import threading
+
+    store = open_store(tmp_path / "s", create=True)
+    store.close()
+    held = open(tmp_path / "s" / "write.lock", "a")  # noqa: SIM115 - another process's lock
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    threading.Timer(0.3, held.close).start()
+    writer = open_store(tmp_path / "s")
+    writer.lock_for_writing(wait=10)
+    with open(tmp_path / "s" / "write.lock", "a") as probe, pytest.raises(BlockingIOError):
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the lock is the writer's now
+    writer.close()
 
 
 def test_not_a_store(tmp_path):

@@ -74,7 +74,10 @@ class VectorStore(Protocol):
     """True when :meth:`lock_for_writing` keeps every other writer out (the embedded store's
     lock file); Milvus lets several writers in at once."""
 
-    def lock_for_writing(self) -> None: ...
+    def lock_for_writing(self, wait: float = ...) -> None:
+        """Keep other writers out from now until the store closes, waiting up to ``wait``
+        seconds for one at work; a StoreError when it does not end in time."""
+        ...
     def too_long(self, product: Product | StoredProduct) -> str | None:
         """Why the store cannot hold ``product`` (a field longer than it keeps), or None."""
         ...

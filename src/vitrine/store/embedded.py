@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -44,6 +45,11 @@ CATEGORY_FILTER_BYTES = 256 * 2**20
 """Memory the category filters kept between searches may take (each holds its category's
 ids and a bitmap up to the largest: 125 kB at a million products); past it they start
 again."""
+WRITE_WAIT = 5.0
+"""Seconds a writer waits for another process's write before it gives up (the API waits
+less: :data:`vitrine.service.API_WRITE_WAIT`)."""
+LOCK_POLL = 0.05
+"""Seconds between tries of the writer lock while waiting."""
 
 
 class EmbeddedStore:
@@ -86,8 +92,10 @@ class EmbeddedStore:
         return now is not None and now != self._file
 
     # ---- locking and transactions -------------------------------------------------------
-    def lock_for_writing(self) -> None:
-        """Take the store's writer lock (one indexing process at a time)."""
+    def lock_for_writing(self, wait: float = WRITE_WAIT) -> None:
+        """Take the store's writer lock (one writing process at a time), waiting up to
+        ``wait`` seconds for another process's write (a server's upload takes milliseconds,
+        `vitrine index` minutes)."""
         if self._lock_fh is not None:
             return
         try:
@@ -95,11 +103,17 @@ class EmbeddedStore:
         except OSError as exc:
             raise StoreError(f"cannot write to the store {self.root} ({exc.strerror or exc}); "
                              "it is read-only here.") from None
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            raise StoreError(f"another process is writing to the store {self.root}.") from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    fh.close()
+                    raise StoreError(f"another process is writing to the store {self.root} "
+                                     f"(waited {wait:g} s).") from None
+                time.sleep(LOCK_POLL)
         self._lock_fh = fh
         for leftover in self.root.glob("*.tmp"):  # from a process killed mid-write
             leftover.unlink(missing_ok=True)

@@ -225,7 +225,7 @@ class MilvusStore:
         """Nothing kept (:meth:`photo_hashes`)."""
 
     # ---- writes ---------------------------------------------------------------------------
-    def lock_for_writing(self) -> None:
+    def lock_for_writing(self, wait: float = 0.0) -> None:
         """Milvus serialises writes itself; several writers (shards) may run at once."""
 
     def too_long(self, product: Product | StoredProduct) -> str | None:
