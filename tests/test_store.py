@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -214,6 +215,29 @@ def test_a_writer_waits_for_another_process_short_write(tmp_path):
     with open(tmp_path / "s" / "write.lock", "a") as probe, pytest.raises(BlockingIOError):
         fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the lock is the writer's now
     writer.close()
+
+
+def test_a_photo_half_saved_by_a_killed_server_is_removed_by_the_next_writer(tmp_path):
+    """A server killed while saving an upload leaves ``<sha>.<ext>.<pid>.<thread>.tmp`` in
+    STORE/uploads: the next writer (a restarted server's upload, `vitrine index`) removes it,
+    but not one a live process is writing, nor a file that is not a photo being saved."""
+    import subprocess
+    import sys
+
+    store = open_store(tmp_path / "s", create=True)
+    uploads = tmp_path / "s" / "uploads"
+    uploads.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    sha = "ab" * 32
+    killed = uploads / f"{sha}.jpg.{dead}.140201.tmp"
+    running = uploads / f"{sha}.png.{os.getpid()}.140202.tmp"
+    other = uploads / "notes.1.2.tmp"
+    for path in (killed, running, other):
+        path.write_bytes(b"partial")
+    store.lock_for_writing()
+    assert sorted(uploads.iterdir()) == sorted([running, other])
+    store.close()
 
 
 def test_not_a_store(tmp_path):

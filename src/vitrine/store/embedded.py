@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -48,6 +49,9 @@ again."""
 WRITE_WAIT = 5.0
 """Seconds a writer waits for another process's write before it gives up (the API waits
 less: :data:`vitrine.service.API_WRITE_WAIT`)."""
+UPLOAD_TMP = re.compile(UPLOAD_NAME.pattern + r"\.(\d+)\.\d+\.tmp")
+"""A photo being saved in STORE/uploads by the process numbered ``[1]``
+(``vitrine.store.save_photo``)."""
 LOCK_POLL = 0.05
 """Seconds between tries of the writer lock while waiting."""
 
@@ -115,7 +119,11 @@ class EmbeddedStore:
                                      f"(waited {wait:g} s).") from None
                 time.sleep(LOCK_POLL)
         self._lock_fh = fh
-        for leftover in self.root.glob("*.tmp"):  # from a process killed mid-write
+        # from a process killed mid-write (a server saving an uploaded photo, which it does
+        # under this lock: unless the folder is another store's VITRINE_UPLOAD_DIR too)
+        uploading = [p for p in (self.root / UPLOADS).glob("*.tmp")
+                     if (m := UPLOAD_TMP.fullmatch(p.name)) and not _alive(int(m[1]))]
+        for leftover in [*self.root.glob("*.tmp"), *uploading]:
             leftover.unlink(missing_ok=True)
 
     @contextlib.contextmanager
@@ -418,3 +426,14 @@ class EmbeddedStore:
         if self._lock_fh is not None:
             self._lock_fh.close()
             self._lock_fh = None
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process numbered ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # none by that number (or none can be)
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
