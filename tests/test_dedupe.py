@@ -229,3 +229,32 @@ def test_index_searches_a_large_store_through_the_inverted_file(small_catalog, e
     store.set_duplicate_cache(b"")  # no saved pairs: the whole store searched again
     assert store_duplicates(store, catalog) == (report.duplicates, store.count())
     store.close()
+
+
+def test_a_photo_gone_while_dedupe_runs_is_skipped(demo_catalog, embedder, settings, tmp_path):
+    """`vitrine dedupe STORE/uploads` under a live server: a photo deleted after it was
+    embedded is skipped with its reason, not a traceback; the others are still compared."""
+    import shutil
+
+    from vitrine.dedupe_files import dedupe_folders
+
+    photos = sorted((demo_catalog / "relogio_feminino").glob("*.jpg"))[:2]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, photo in (("a.jpg", photos[0]), ("b.jpg", photos[1]), ("c.jpg", photos[1])):
+        shutil.copyfile(photo, folder / name)
+
+    class DeletesTheFirst:
+        def __getattr__(self, name):
+            return getattr(embedder, name)
+
+        def embed_paths(self, paths, **kwargs):
+            for result in embedder.embed_paths(paths, **kwargs):
+                if paths[result.index].name == "a.jpg":
+                    paths[result.index].unlink()
+                yield result
+
+    groups, skipped = dedupe_folders([folder], settings, embedder=DeletesTheFirst(),
+                                     show_progress=False)
+    assert skipped == [{"path": str(folder / "a.jpg"), "reason": "file not found"}]
+    assert groups == [[str(folder / "b.jpg"), str(folder / "c.jpg")]]

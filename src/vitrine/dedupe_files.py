@@ -11,7 +11,7 @@ from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules, find_duplicates
 from vitrine.embed import Embedder
 from vitrine.errors import CatalogError
-from vitrine.photo_hashes import file_sha256
+from vitrine.photo_hashes import file_sha256, unreadable_reason
 from vitrine.progress import progress_bar
 
 
@@ -38,14 +38,19 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
     with progress_bar("Embedding", len(paths), enabled=show_progress) as adv:
         for result in embedder.embed_paths(paths, on_progress=adv):
             path = paths[result.index]
-            if result.error is not None:
-                skipped.append({"path": str(path), "reason": result.error})
+            reason = result.error
+            if reason is None:
+                try:
+                    shas.append(file_sha256(path))
+                except OSError as exc:  # gone or changed since it was embedded
+                    reason = unreadable_reason(exc)
+            if reason is not None:
+                skipped.append({"path": str(path), "reason": reason})
                 continue
             keys.append(str(path))
             vectors.append(result.vector)
             phashes.append(result.phash)
             thumbs.append(result.thumb)
-            shas.append(file_sha256(path))
     if not keys:
         return [], skipped
     groups = find_duplicates(keys, np.stack(vectors), phashes, thumbs, shas, rules,
