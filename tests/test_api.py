@@ -347,6 +347,8 @@ def test_add_replace_and_delete_products(writable, small_catalog, rows):
     replaced = client.post("/api/products", files=_upload(photo), headers=auth,
                            data={**fields, "price": "", "name": "Bolsa renomeada"})
     assert replaced.status_code == 200
+    assert saved.read_bytes() == photo  # replaced with the same photo: still its photo
+    assert client.get("/images/novo-1").content == photo
     assert client.get("/api/products/novo-1").json()["name"] == "Bolsa renomeada"
     assert client.get("/api/products/novo-1").json()["price"] is None
     assert client.get("/healthz").json()["products"] == 49
@@ -584,8 +586,17 @@ def test_a_moved_store_serves_and_migrates_its_own_uploaded_photos(writable, set
                        headers={"Authorization": f"Bearer {KEY}"}).status_code == 201
     client.close()
     moved = store.rename(tmp_path / "restored")
-    served = TestClient(_app(settings, moved, embedder)).get("/images/novo-1")
+    app = TestClient(_app(settings, moved, embedder, api_key=KEY))
+    served = app.get("/images/novo-1")
     assert served.status_code == 200 and served.content == photo
+    # the same photo added again is named at the new place; deleting that product keeps
+    # the photo, which novo-1 still names (at the old place)
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert app.post("/api/products", files=_upload(photo), data={"product_id": "novo-2"},
+                    headers=auth).status_code == 201
+    assert app.delete("/api/products/novo-2", headers=auth).status_code == 204
+    assert app.get("/images/novo-1").content == photo
+    app.close()
     source, target = open_store(moved), open_store(tmp_path / "target", create=True)
     migrate_store(source, target, photos_to=tmp_path / "target" / "uploads",
                   show_progress=False)

@@ -62,6 +62,7 @@ def test_crud_and_filters(mstore):
     assert [p.product_id for p in mstore.list_products(query="C")] == ["c"]
     assert [p.product_id for p in mstore.list_products(query="ov")] == ["b"]  # inside "Novo"
     assert [p.product_id for p in mstore.list_products(category="d")] == ["c", "e"]
+    assert mstore.names_photo("/photos/c.jpg") and not mstore.names_photo("/photos/a.jpg")
 
 
 def test_manifest_guard_and_missing_store(mstore, tmp_path):

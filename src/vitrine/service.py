@@ -336,7 +336,7 @@ def _remove_orphan(store: VectorStore, image: Path, folder: Path | None) -> None
     (`vitrine index` never prunes it either)."""
     if not cleanable_uploads(store, folder) or image.parent != folder or not image.is_file():
         return
-    if str(image) not in set(store.images().values()):
+    if not store.names_photo(str(image)):
         image.unlink(missing_ok=True)
 
 

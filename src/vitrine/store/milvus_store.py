@@ -336,6 +336,9 @@ class MilvusStore:
         return {r["product_id"]: r["image"]
                 for r in self._rows('product_id != ""', ["product_id", "image"])}
 
+    def names_photo(self, photo: str) -> bool:
+        return bool(self._rows(f"image == {quote(photo)}", ["product_id"]))
+
     def count(self) -> int:
         if not self._has_products():
             return 0

@@ -3,6 +3,7 @@ the current columns, or read as it is from a read-only folder)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -41,6 +42,14 @@ CREATE TABLE IF NOT EXISTS photo_hashes (
     ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, sha TEXT NOT NULL
 );
 """ + CHANGES_SCHEMA
+LISTING_INDEX = ("CREATE INDEX IF NOT EXISTS products_listing ON products(category, name, "
+                 "product_id, search_key)")
+"""The order pages list products in, with the folded names a name search reads: a page is
+found in the index alone, whatever its depth and filter."""
+INDEXES = (LISTING_INDEX,
+           "CREATE INDEX IF NOT EXISTS products_image ON products(image)")
+"""Made when a store is opened where it can be written; the second finds the products of a
+photo (``EmbeddedStore.names_photo``) without reading theirs."""
 COLUMNS = ("product_id, image, category, name, price, description, attributes, "
            "content_sha256, phash, thumb, metadata_hash")
 
@@ -111,6 +120,10 @@ def open_database(root: Path, *, create: bool) -> tuple[sqlite3.Connection, set[
         # a store lacking columns is refused by its opener, left as it was
         if not missing and "search_key" not in have and add_search_key(db):
             have.add("search_key")
+        if not missing and "search_key" in have:  # made once per store (read-only here:
+            for index in INDEXES:  # pages sort as they read, photo look-ups read every row)
+                with contextlib.suppress(sqlite3.OperationalError):
+                    db.execute(index)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
     return db, have, missing
