@@ -1,4 +1,5 @@
-"""What a write costs a large embedded store with an approximate (HNSW) index: adding a
+"""What a write costs a large embedded store with an approximate (HNSW) index, or with an
+exact flat one (``--kind flat``, what a store below 100,000 products has): adding a
 product through the API commits it, flushes the store and the server's next search must see
 it. Before the ``changes`` table every write meant rebuilding the whole HNSW graph; now the
 products written since the saved index are searched from an exact layer
@@ -15,6 +16,8 @@ moments of a shared machine).
 search of the same store.
 
     python benchmarks/store_writes.py --items 100000 > benchmarks/results/store_writes.json
+    python benchmarks/store_writes.py --items 90000 --kind flat \
+        > benchmarks/results/store_writes_flat.json
 """
 
 from __future__ import annotations
@@ -36,8 +39,6 @@ from vitrine.manifest import ModelManifest
 from vitrine.store import index_files
 from vitrine.store.base import Record
 from vitrine.store.embedded import EmbeddedStore
-
-HNSW = IndexConfig.defaults(kind="hnsw")
 
 
 def records(ids: range, vecs: np.ndarray, tag: str = "") -> list[Record]:
@@ -65,10 +66,10 @@ def timed_searches(store: EmbeddedStore, queries: np.ndarray) -> dict:
     return {f"{name}p{q}_ms": percentile_ms(t, q) for name, t in seconds.items() for q in (50, 99)}
 
 
-def write_one(root: Path, vec: np.ndarray, pid: int) -> dict:
-    reader = EmbeddedStore(root, index_config=HNSW)
+def write_one(root: Path, vec: np.ndarray, pid: int, config: IndexConfig) -> dict:
+    reader = EmbeddedStore(root, index_config=config)
     reader.search(vec, 10)  # the server has its index loaded
-    writer = EmbeddedStore(root, index_config=HNSW)
+    writer = EmbeddedStore(root, index_config=config)
     writer.lock_for_writing()
     started = time.perf_counter()
     writer.upsert(records(range(pid, pid + 1), vec[None]))
@@ -91,13 +92,14 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=1280)
     ap.add_argument("--changed", type=int, default=5000)
+    ap.add_argument("--kind", choices=["hnsw", "flat"], default="hnsw")
     args = ap.parse_args()
-    n = args.items
+    n, config = args.items, IndexConfig.defaults(kind=args.kind)
     vecs, _ = ClusterModel.create(args.dim, clusters_for(n), seed=0).sample(
         n + 2 + args.changed, seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "store"
-        store = EmbeddedStore(root, create=True, index_config=HNSW)
+        store = EmbeddedStore(root, create=True, index_config=config)
         store.set_manifest(ModelManifest("synthetic", "0" * 64, {}, args.dim))
         store.lock_for_writing()
         for start in range(0, n, 5000):
@@ -107,16 +109,16 @@ def main() -> None:
         store.flush()
         build_s = time.perf_counter() - started
         store.close()
-        runs = {"layered": write_one(root, vecs[n], n)}
+        runs = {"layered": write_one(root, vecs[n], n, config)}
         saved = index_files.RECENT_MAX
         index_files.RECENT_MAX = 0
         try:
-            runs["rebuild"] = write_one(root, vecs[n + 1], n + 1)
+            runs["rebuild"] = write_one(root, vecs[n + 1], n + 1, config)
         finally:
             index_files.RECENT_MAX = saved
         print(json.dumps(runs), file=sys.stderr)
 
-        store = EmbeddedStore(root, index_config=HNSW)  # replace --changed products
+        store = EmbeddedStore(root, index_config=config)  # replace --changed products
         store.lock_for_writing()
         changed = range(0, args.changed)
         store.upsert(records(changed, vecs[n + 2:n + 2 + args.changed], tag="-new"))
@@ -131,7 +133,7 @@ def main() -> None:
         store.close()
     print(json.dumps({
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "machine": machine(), "items": n, "dim": args.dim, "index": HNSW.tag(n),
+        "machine": machine(), "items": n, "dim": args.dim, "index": config.tag(n),
         "build_seconds": round(build_s, 2), "write_one_product": runs,
         "changed": args.changed, "index_after_changes": layered,
         "recall_at_10_after_changes": round(float(np.mean(hits)), 4),

@@ -209,6 +209,43 @@ def test_pages_and_photo_look_ups_read_indexes_not_every_product(store, tmp_path
         assert all("USING" in step for step in reads if step.startswith("SCAN")), plan
 
 
+def test_a_write_to_an_exact_store_is_layered_not_rebuilt(tmp_path):
+    """A product added through the API to a store under the approximate-index size (an exact
+    flat index) is searched from a layer over the saved index: rebuilding and rewriting the
+    whole index took seconds per write at 90,000 products. Searches stay exact."""
+    from vitrine.ann import IndexConfig
+
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((260, DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    flat = IndexConfig.defaults(kind="flat")
+    store = open_store(tmp_path / "s", create=True, index_config=flat)
+    store.set_manifest(MANIFEST)
+    store.lock_for_writing()
+    store.upsert([record(f"p{i:03d}", vecs[i], category="ab"[i % 2]) for i in range(250)])
+    store.flush()
+    store.close()
+    files = sorted((tmp_path / "s").glob("index.*.faiss"))
+    writer = open_store(tmp_path / "s", index_config=flat)
+    writer.lock_for_writing()
+    writer.upsert([record(f"n{i}", vecs[250 + i], category="b") for i in range(5)])
+    writer.upsert([record("p000", vecs[255])])  # a replaced photo
+    writer.delete(["p001", "p002"])
+    writer.flush()
+    writer.close()
+    assert sorted((tmp_path / "s").glob("index.*.faiss")) == files  # nothing rebuilt
+    reader = open_store(tmp_path / "s", index_config=flat)
+    ids, stored = reader.all_vectors()
+    categories = {p.product_id: p.category for p in reader.list_products(limit=300)}
+    for q in (0, 3, 250, 255, 259):
+        order = [ids[i] for i in np.argsort(-(stored @ vecs[q]), kind="stable")]
+        assert [m.product.product_id for m in reader.search(vecs[q], 10)] == order[:10]
+        in_b = [pid for pid in order if categories[pid] == "b" and pid != order[0]]
+        assert [m.product.product_id for m in reader.search(
+            vecs[q], 5, category="b", exclude=order[0])] == in_b[:5]
+    reader.close()
+
+
 def test_missing_store_and_writer_lock(tmp_path, store):
     with pytest.raises(StoreError, match="no Vitrine store"):
         open_store(tmp_path / "nothing")
