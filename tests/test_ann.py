@@ -144,3 +144,17 @@ def test_store_with_an_approximate_index_matches_exact(small_store, tmp_path, ki
     finally:
         exact_store.close()
         ann_store.close()
+
+
+def test_filtered_search_finds_members_far_outside_the_widened_top(data):
+    """A category of three whose photos are one near the query and two at the far end of the
+    catalogue: the widened approximate search only sees the near one, so the search falls
+    back to the exact one and returns all three, not just the one it happened to see."""
+    vectors, _, _ = data
+    index = build(IndexConfig.defaults(kind="hnsw", hnsw_m=16, filter_exact_max=1), vectors)
+    query = vectors[0]
+    order = np.argsort(-(vectors @ query))
+    subset = ids_of(N)[[order[1], order[-1], order[-2]]]
+    scores, ids = index.search(query, K, subset)
+    assert sorted(ids.tolist()) == sorted(subset.tolist())
+    assert ids[0] == subset[0] and np.all(np.diff(scores) <= 1e-6)

@@ -409,3 +409,78 @@ def test_links_inside_the_catalogue_and_a_store_at_its_root_add_no_photos(tmp_pa
     products = read_catalog(tmp_path)
     assert [(p.product_id, p.category) for p in products] == [("bolsa/a.jpg", "bolsa"),
                                                               ("salto/b.jpg", "salto")]
+
+
+def test_a_macos_resource_fork_file_is_not_a_product(tmp_path):
+    """A Mac copies '._a.jpg' (a hidden resource fork, not a photo) next to 'a.jpg'; it must
+    not become a product that fails to read."""
+    photo(tmp_path / "bolsa" / "a.jpg")
+    (tmp_path / "bolsa" / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    assert [p.product_id for p in read_catalog(tmp_path)] == ["bolsa/a.jpg"]
+
+
+def test_a_listed_product_without_a_name_is_named_after_its_photo(tmp_path):
+    """A table row with an empty name gives the product its photo's file name (without the
+    extension), as an unlisted photo gets, not an empty name."""
+    photo(tmp_path / "tenis" / "runner-42.jpg")
+    photo(tmp_path / "tenis" / "2.jpg")
+    (tmp_path / "products.csv").write_text(
+        "product_id,image,name\np1,tenis/runner-42.jpg,\np2,tenis/2.jpg,Tênis Azul\n")
+    products = read_catalog(tmp_path)
+    assert [(p.product_id, p.name) for p in products] == [("p1", "runner-42"),
+                                                         ("p2", "Tênis Azul")]
+
+
+def test_an_id_of_dots_with_spaces_around_is_refused():
+    """' .. ' is still '..' once a browser trims the address: it cannot be a product id."""
+    from vitrine.catalog import id_problem
+
+    assert id_problem(" .. ") is not None and "'.' or '..'" in id_problem(" .. ")
+    assert id_problem(". ") is not None
+    assert id_problem("..a") is None
+
+
+def test_a_utf8_table_with_a_byte_order_mark_reads_its_first_column(tmp_path):
+    """Excel's 'CSV UTF-8' starts with a byte-order mark: the first column is still
+    'product_id' (not an unknown '\\ufeffproduct_id' attribute, which gave every product its
+    path as id)."""
+    photo(tmp_path / "a" / "1.jpg")
+    (tmp_path / "products.csv").write_bytes("\ufeffproduct_id,image\nP1,a/1.jpg\n"
+                                            .encode("utf-8"))
+    products = read_catalog(tmp_path)
+    assert [p.product_id for p in products] == ["P1"]
+    assert products[0].attributes == {}
+
+
+def test_a_table_with_many_problems_names_the_first_five_and_counts_the_rest(tmp_path):
+    """Seven bad rows: the message counts all seven, names the first five lines and says
+    how many more there are, instead of a wall of text."""
+    photo(tmp_path / "a" / "1.jpg")
+    rows = "".join(f"p{i},a/1.jpg,abc\n" for i in range(7))
+    (tmp_path / "products.csv").write_text("product_id,image,price\n" + rows)
+    with pytest.raises(CatalogError) as info:
+        read_catalog(tmp_path)
+    text = str(info.value)
+    assert "has 7 problems: line 2: " in text
+    assert all(f"line {n}: " in text for n in range(2, 7))
+    assert "line 7: " not in text and "line 8: " not in text
+    assert text.endswith(" (and 2 more).")
+
+
+def test_a_column_name_with_a_hyphen_or_dot_is_the_field(tmp_path):
+    """'Product-ID' and 'Image.Path' are the product_id and image_path columns, as
+    'product id' is: hyphens and dots compare like spaces."""
+    photo(tmp_path / "a" / "1.jpg")
+    (tmp_path / "products.csv").write_text("Product-ID,Image.Path\nP1,a/1.jpg\n")
+    [product] = read_catalog(tmp_path)
+    assert product.product_id == "P1" and product.attributes == {}
+
+
+def test_text_folds_the_german_sharp_s_like_ss():
+    """Case folding, not lower-casing: a shopper typing 'strasse' finds 'Straße', and
+    'AÇAÍ' and 'açaí' compare equal."""
+    from vitrine.fold import fold, searchable
+
+    assert fold("Straße") == "strasse" == fold("STRASSE")
+    assert fold("AÇAÍ") == fold("açaí") == "acai"
+    assert searchable("Straße\nAzul") == "strasse azul"

@@ -258,3 +258,50 @@ def test_a_photo_gone_while_dedupe_runs_is_skipped(demo_catalog, embedder, setti
                                      show_progress=False)
     assert skipped == [{"path": str(folder / "a.jpg"), "reason": "file not found"}]
     assert groups == [[str(folder / "b.jpg"), str(folder / "c.jpg")]]
+
+
+def test_colour_difference_counts_a_product_on_only_one_side():
+    """A pixel is compared when either thumbnail has the product there: a brown bag against
+    an empty white photo differs by 255 - 40 on its pixels, not 0 (nothing in common)."""
+    from vitrine.dedupe import colour_difference
+
+    white = np.full((16, 16, 3), 255, np.uint8)
+    brown = white.copy()
+    brown[4:12, 2:14] = (120, 70, 40)
+    assert colour_difference(white.tobytes(), brown.tobytes()) == 215.0
+    assert colour_difference(brown.tobytes(), white.tobytes()) == 215.0
+
+
+def test_the_thumbnail_rule_needs_phashes_within_the_plain_distance():
+    """Identical thumbnails whose pHashes are 8 bits apart (above the rule's 6, within the
+    embedding rule's looser 12) are not duplicates when the embeddings disagree."""
+    ph = ["0" * 16, "0" * 14 + "ff"]
+    assert hamming(*ph) == 8
+    vecs = np.eye(2, dtype=np.float32)
+    assert find_duplicates(["a", "b"], vecs, ph, [thumb_of(8)] * 2) == []
+    assert find_duplicates(["a", "b"], vecs, ["0" * 16, "0" * 15 + "f"],
+                           [thumb_of(8)] * 2) == [["a", "b"]]  # 4 bits: duplicates
+
+
+def test_thumbnails_are_compared_after_removing_their_brightness():
+    """Two nearly white photos with different faint textures (no pixel dark enough to be a
+    product) are not duplicates: thumbnails are centred before the cosine, so the shared
+    white does not make every pale pair look alike."""
+    from vitrine.dedupe import thumb_vectors
+
+    assert abs(float(thumb_vectors([thumb_of(8)]).mean())) < 1e-6
+    rng = np.random.default_rng(0)
+    pale = [(250 + 5 * rng.integers(0, 2, (16, 16, 3))).astype(np.uint8).tobytes()
+            for _ in range(2)]
+    vecs = np.eye(2, dtype=np.float32)
+    assert find_duplicates(["a", "b"], vecs, ["0" * 16] * 2, pale) == []
+    assert find_duplicates(["a", "b"], vecs, ["0" * 16] * 2, [pale[0]] * 2) == [["a", "b"]]
+
+
+def test_groups_joined_by_identical_bytes_are_ordered_by_their_first_member():
+    """'a' and 'd' share their bytes, so do 'b' and 'c': the groups come in input order of
+    their first member, [a, d] before [b, c]."""
+    ph = ["0" * 16, "f" * 16, "0" * 8 + "f" * 8, "f" * 8 + "0" * 8]
+    thumbs = [thumb_of(i) for i in (1, 5, 9, 13)]
+    assert find_duplicates(list("abcd"), np.eye(4, dtype=np.float32), ph, thumbs,
+                           content=["x", "y", "y", "x"]) == [["a", "d"], ["b", "c"]]

@@ -66,3 +66,21 @@ def test_a_query_with_nothing_to_find_is_not_scored():
     text = console.export_text()
     assert "— / — / —" in text
     assert "Not scored ('—'): 1 queries with nothing of their category" in text
+
+
+def test_precision_counts_every_hit_among_the_top_k():
+    """Two of the three results share the query's label: precision 2/3, not 1/3 or 1."""
+    assert precision_at_k(["a"], [["a", "a", "b"]], 3) == pytest.approx(2 / 3)
+
+
+def test_average_precision_is_normalised_by_k_when_more_items_are_relevant():
+    """With 5 relevant items and k = 2, a hit at rank 1 only is AP 1/2 (the best possible
+    score is 1, not 2/5): the mAP shown divides by min(k, relevant), not by relevant."""
+    assert average_precision_at_k(["a"], [["a", "b"]], 2, [5]) == pytest.approx(0.5)
+
+
+def test_per_label_passes_each_label_its_own_relevant_counts():
+    """Per-category recall uses the relevant counts of that category's queries, not the
+    first rows of the list: query 'a' found 1 of its 4 relevant items."""
+    out = per_label(recall_at_k, ["b", "a"], [["x"], ["a"]], 1, relevant_counts=[1, 4])
+    assert out == {"a": pytest.approx(0.25), "b": pytest.approx(0.0)}

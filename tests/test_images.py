@@ -361,3 +361,36 @@ def test_an_avif_that_names_mif1_first_is_not_taken_for_heif():
         data[16:20] = b"avif"
     assert container_kind(bytes(data)) == "avif" and image_suffix(bytes(data)) == ".avif"
     assert open_image(bytes(data)).size == (32, 24)
+
+
+def test_to_array_keeps_the_channels_in_rgb_order():
+    """A red photo gives the backbone a high red channel and low green and blue, normalised
+    by each channel's own mean and deviation (channels swapped to BGR would turn it blue)."""
+    arr = to_array(Image.new("RGB", (40, 40), (255, 0, 0)), Preprocessing(size=32))
+    # (1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0 - 0.406) / 0.225
+    assert np.allclose(arr[:, 0, 0], [2.2489, -2.0357, -1.8044], atol=1e-4)
+
+
+def test_32bit_integer_and_float_tiffs_with_8bit_values_keep_their_grey(tmp_path):
+    """A 32-bit integer or float TIFF whose values are 0–255 (scientific or scanner
+    exports) is read at that grey, not scaled down to black as 16-bit (or up to white as a
+    0–1 float)."""
+    path = save(Image.new("I", (6, 6), 200), tmp_path / "i.tif")
+    assert Image.open(path).mode == "I"
+    assert open_image(path).getpixel((3, 3)) == (200, 200, 200)
+    path = save(Image.new("F", (6, 6), 200.0), tmp_path / "f.tif")
+    assert Image.open(path).mode == "F"
+    assert open_image(path).getpixel((3, 3)) == (200, 200, 200)
+    path = save(Image.new("F", (6, 6), 0.5), tmp_path / "half.tif")
+    assert open_image(path).getpixel((3, 3)) == (128, 128, 128)  # 0–1 floats scaled up
+
+
+def test_a_grey_png_with_a_transparent_level_is_white_there(tmp_path):
+    """A greyscale PNG that marks one grey level transparent shows white where it is, as
+    other transparent photos do, not that grey (black here)."""
+    img = Image.new("L", (4, 4), 0)
+    img.putpixel((3, 3), 90)
+    path = save(img, tmp_path / "l.png", transparency=0)
+    opened = open_image(path)
+    assert opened.getpixel((0, 0)) == (255, 255, 255)
+    assert opened.getpixel((3, 3)) == (90, 90, 90)

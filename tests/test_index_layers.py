@@ -218,3 +218,23 @@ def test_a_restored_database_neither_reads_nor_layers_on_the_abandoned_copys_fil
         got = [m.product.product_id for m in store.search(query, 5)]
         assert got == brute_force(store, query, 5)
     store.close()
+
+
+def test_a_category_search_looks_past_the_replaced_photos_in_the_saved_index(folder):
+    """The 12 nearest products to a query get photos that point the other way: the saved
+    index still ranks their old vectors first, so a category search must ask it for more
+    than its first few rows, and still return the true top 5 (not the query and 4 of the
+    moved products)."""
+    root, vecs = folder
+    query = vecs[0]
+    near = np.argsort(-(vecs[:500] @ query))[1:13]
+    writer = EmbeddedStore(root, index_config=HNSW)
+    writer.lock_for_writing()
+    writer.upsert(records([f"p{i:03d}" for i in near], -vecs[near]))
+    reader = EmbeddedStore(root, index_config=HNSW)
+    assert isinstance(reader._current_index(), LayeredIndex)
+    got = [m.product.product_id for m in reader.search(query, 5, category="c")]
+    assert got == brute_force(reader, query, 5)
+    assert not {f"p{i:03d}" for i in near} & set(got)
+    reader.close()
+    writer.close()

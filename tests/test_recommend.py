@@ -47,3 +47,30 @@ def test_held_out_photos_find_their_category(rec, demo_catalog):
 def test_search_rejects_bad_upload(rec):
     with pytest.raises(ImageError, match="uploaded image"):
         rec.search_image(b"\x89PNG\r\n\x1a\nbroken", 5)
+
+
+def test_a_photo_search_refuses_a_store_made_by_another_model(settings, embedder, tmp_path,
+                                                              demo_catalog):
+    """A store whose vectors another model made (a trained one, say) cannot be searched by
+    photo with this model: its vectors would be compared with ones from another space, so
+    the recommender says 'different model' instead of returning meaningless results."""
+    import dataclasses
+
+    from vitrine.errors import StoreError
+
+    store = open_store(tmp_path / "store", create=True)
+    other = dataclasses.replace(embedder.manifest, weights_sha256="f" * 64,
+                                embedding="trained:hidden")
+    store.lock_for_writing()
+    store.set_manifest(other)
+    rec = Recommender(store, settings, embedder)
+    photo = next((demo_catalog / "relogio_feminino").glob("*.jpg"))
+    try:
+        with pytest.raises(StoreError, match="different model"):
+            rec.search_image(photo, 5)
+        with pytest.raises(StoreError, match="different model"):
+            rec.embedder  # noqa: B018 - the check is in the property
+        store.set_manifest(embedder.manifest)  # the same model: accepted
+        assert rec.embedder is embedder and rec.search_image(photo, 5) == []
+    finally:
+        store.close()

@@ -111,3 +111,54 @@ def test_a_small_category_of_duplicate_pairs_keeps_a_training_photo():
             assert small.count("train") < len(small)  # some still held out
             for group in groups:
                 assert len({names[i] for i in group}) == 1
+
+
+def test_fractions_outside_zero_to_one_are_refused():
+    """A validation fraction of 1 (nothing left to train) or a negative fraction is an
+    error, not an odd split."""
+    with pytest.raises(CatalogError):
+        group_split(["a"] * 10, [], 1.0, 0.0, 0)
+    with pytest.raises(CatalogError):
+        group_split(["a"] * 10, [], 0.2, -0.1, 0)
+    with pytest.raises(CatalogError):
+        group_split(["a"] * 10, [], -0.1, 0.2, 0)
+
+
+def test_split_sizes_are_rounded_not_truncated():
+    """20 photos at 18 % is 3.6 photos: the split holds 4 (rounded), not 3."""
+    names = group_split(["a"] * 20, [], 0.18, 0.18, 0)
+    assert Counter(names) == {"test": 4, "val": 4, "train": 12}
+
+
+def test_a_two_photo_category_stays_in_training():
+    """A category of two photos gets no forced validation or test photo (only one of three
+    or more does): at 15 % both photos train."""
+    names = group_split(["a"] * 2 + ["b"] * 20, [], 0.15, 0.15, 0)
+    assert names[:2] == ["train", "train"]
+
+
+def test_a_lone_train_folder_is_not_a_split_catalogue(tmp_path):
+    """A catalogue whose only sub-folder is named 'train' is a category named so, not a
+    catalogue split in folders (that needs a val or test folder too)."""
+    (tmp_path / "train" / "bolsa").mkdir(parents=True)
+    assert find_split_folders(tmp_path) is None
+
+
+def test_validation_carved_from_training_keeps_its_share_of_the_whole():
+    """With a given test folder (10 of 100) and no validation folder, validation takes
+    15 % of the whole catalogue out of training: 0.15 / 0.85 of each category's 45 training
+    photos rounds to 8, so 16 in all (15 % of the 90 would be 7 each, 14)."""
+    products = _products(100)
+    given = {p.product_id: ("test" if i < 10 else "train") for i, p in enumerate(products)}
+    split = make_split(products, [], Settings(), given)
+    assert split.counts() == {"train": 74, "val": 16, "test": 10}
+
+
+def test_a_given_photo_left_out_of_the_products_is_in_no_split():
+    """A photo of the folders that could not be read (left out of the products) is not
+    assigned to any split."""
+    products = _products(10)
+    given = {p.product_id: ("train", "val", "test")[i % 3] for i, p in enumerate(products)}
+    split = make_split(products[:9], [], Settings(), given)
+    assert len(split.assignment) == 9 and "p09" not in split.assignment
+    assert split.assignment == {pid: given[pid] for pid in list(given)[:9]}

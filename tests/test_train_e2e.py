@@ -95,6 +95,15 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path
     # the pretrained backbone must not write into (or search) a trained model's store
     mixed = run_subprocess("index", catalog, "--store", store, "--json", env=env)
     assert mixed.returncode == 2 and "different model" in mixed.stderr
+    mixed = run_subprocess("search", photo, "--store", store, "--json", env=env)
+    assert mixed.returncode == 2 and "different model" in mixed.stderr
+    assert mixed.stdout == ""  # no results from vectors of another model
+    from vitrine.config import Settings
+    from vitrine.errors import StoreError
+    from vitrine.service import VitrineService
+
+    with pytest.raises(StoreError, match="different model"):  # nor does the server start
+        VitrineService(Settings(weights=env["VITRINE_WEIGHTS"]), store)
     report = json.loads(run("evaluate", catalog, "--model", model, "--json", env=env))
     assert set(report["retrieval"]) == {"pretrained", "trained"}
     assert report["duplicate_groups"] == summary["split"]["duplicate_groups"] >= 1

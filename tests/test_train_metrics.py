@@ -92,3 +92,27 @@ def test_a_class_without_test_photos_is_shown_as_untested_not_as_zero():
     assert ": c;" in untested_line(report["per_class"])
     assert untested_line(classification_report(["a", "b"], ["a", "b"], ["a", "b"])
                          ["per_class"]) is None
+
+
+def test_macro_f1_leaves_out_a_label_only_predicted():
+    """A label no test photo has but that was predicted once is not averaged into the
+    macro F1: 'a' scores 1, 'b' (missed) 0, so the macro F1 is 0.5, not 1/3."""
+    labels = ["a", "b", "c"]
+    prf = per_class_prf(confusion_matrix(["a", "b"], ["a", "c"], labels), labels)
+    assert prf["c"]["support"] == 0 and prf["c"]["predicted"] == 1
+    assert macro_f1(prf) == pytest.approx(0.5)
+
+
+def test_retrieval_fetches_enough_neighbours_past_all_skipped_duplicates():
+    """Each of rows 0-2 skips itself and its two copies, so its top 1 is the fourth
+    neighbour: fetching only k + 1 neighbours left those queries with no result at all."""
+    vecs = np.array([[1, 0], [0.999, 0.001], [0.998, 0.002], [0.9, 0.1], [0, 1]],
+                    dtype=np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    labels = ["a", "a", "a", "a", "b"]
+    skip = [[1, 2], [0, 2], [0, 1], [], []]
+    m = retrieval_metrics(vecs, labels, vecs, labels, 1, leave_one_out=True, skip=skip)
+    # rows 0-2 each find row 3 (the 1 relevant left: R = 1); row 3 finds row 2 (1 of 3)
+    assert m["n_queries"] == 4 and m["without_relevant"] == 1
+    assert m["precision"] == pytest.approx(1.0)
+    assert m["recall"] == pytest.approx((1 + 1 + 1 + 1 / 3) / 4, abs=1e-4)
