@@ -74,3 +74,27 @@ def test_a_photo_search_refuses_a_store_made_by_another_model(settings, embedder
         assert rec.embedder is embedder and rec.search_image(photo, 5) == []
     finally:
         store.close()
+
+
+def test_a_server_refused_at_start_closes_its_store(settings, embedder, tmp_path,
+                                                    monkeypatch):
+    """A server that cannot start on a store (another model's vectors) closes it: a Milvus
+    Lite file stays locked while it is open, so a retry in the same process would fail."""
+    import dataclasses
+    import sqlite3
+
+    from vitrine.errors import StoreError
+    from vitrine.service import VitrineService
+
+    store = open_store(tmp_path / "store", create=True)
+    store.lock_for_writing()
+    store.set_manifest(dataclasses.replace(embedder.manifest, weights_sha256="f" * 64))
+    store.close()
+    opened = []
+    real = VitrineService._open
+    monkeypatch.setattr(VitrineService, "_open", lambda self: opened.append(real(self))
+                        or opened[-1])
+    with pytest.raises(StoreError, match="different model"):
+        VitrineService(settings, tmp_path / "store", embedder)
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        opened[0].db.execute("SELECT 1")

@@ -104,10 +104,14 @@ class VitrineService:
         self.location = location
         self._store_lock = threading.RLock()  # re-entrant: a read may call another
         self._store = self._open()
-        self._recommender = Recommender(self._store, settings, embedder)
-        self.embedder = self._recommender.embedder  # loads the model once; checks the manifest
-        size = self.embedder.prep.size  # one forward pass now, so no request pays for set-up
-        self.embedder.embed_arrays(np.zeros((1, 3, size, size), np.float32))
+        try:
+            self._recommender = Recommender(self._store, settings, embedder)
+            self.embedder = self._recommender.embedder  # loads the model; checks the manifest
+            size = self.embedder.prep.size  # one forward pass now: no request pays for set-up
+            self.embedder.embed_arrays(np.zeros((1, 3, size, size), np.float32))
+        except BaseException:  # (a Milvus Lite file stays locked while it is open)
+            self._store.close()
+            raise
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
         # photos decoded at once: each may take hundreds of MB (a 40-MP PNG), and the server's
