@@ -607,6 +607,45 @@ def test_a_moved_store_serves_and_migrates_its_own_uploaded_photos(writable, set
     target.close()
 
 
+def test_migrate_leaves_out_a_product_whose_photo_the_source_deletes_during_the_copy(
+        writable, rows, small_catalog, tmp_path, monkeypatch):
+    """The source's server deletes a product (and its photo) while `migrate` copies the
+    store's snapshot: the product is left out and counted, not copied naming a photo that
+    no longer exists; a photo already missing before the copy keeps its product copied."""
+    import vitrine.migrate
+    from vitrine.migrate import migrate_store
+    from vitrine.store import open_store
+
+    client, store = writable
+    auth = {"Authorization": f"Bearer {KEY}"}
+    photos = {}
+    for n, pid in enumerate(("novo-1", "novo-2", "novo-3")):
+        photo = _jpeg(small_catalog / rows[30 + n]["image"], flip=True)
+        assert client.post("/api/products", files=_upload(photo), data={"product_id": pid},
+                           headers=auth).status_code == 201
+        photos[pid] = store / "uploads" / (hashlib.sha256(photo).hexdigest() + ".jpg")
+        assert photos[pid].read_bytes() == photo
+    client.close()
+    photos["novo-3"].unlink()  # lost before the copy
+    real = vitrine.migrate._copy_photo
+
+    def deleted_meanwhile(photo, folder):
+        if photo == photos["novo-2"]:
+            photo.unlink()
+        return real(photo, folder)
+
+    monkeypatch.setattr(vitrine.migrate, "_copy_photo", deleted_meanwhile)
+    source, target = open_store(store), open_store(tmp_path / "target", create=True)
+    done = migrate_store(source, target, photos_to=tmp_path / "target" / "uploads",
+                         show_progress=False)
+    assert done.changed_meanwhile == ["novo-2"] and done.copied == source.count() - 1
+    assert target.get("novo-2") is None
+    assert Path(target.get("novo-1").image).read_bytes() == photos["novo-1"].read_bytes()
+    assert Path(target.get("novo-3").image) == photos["novo-3"]  # kept as it was
+    source.close()
+    target.close()
+
+
 def test_products_added_through_the_api_before_the_mark_are_kept_and_marked(
         writable, rows, small_catalog, embedder, tmp_path, monkeypatch):
     """A store from before 29 Nov 2026 did not mark the products added through the API, and

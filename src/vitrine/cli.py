@@ -236,9 +236,14 @@ def migrate(
         dst.close()
     if as_json:
         print_json({"copied": done.copied, "not_in_source": len(done.not_in_source),
-                    "removed": done.removed, "source": source, "target": target})
+                    "removed": done.removed, "changed_meanwhile": done.changed_meanwhile,
+                    "source": source, "target": target})
         return
     out.print(f"Copied {done.copied} products from {source} to {target}.")
+    if done.changed_meanwhile:
+        out.print(f"Left out {len(done.changed_meanwhile)} product(s) deleted or given another "
+                  "photo in the source during the copy; run migrate again to copy what the "
+                  "source holds now.")
     extra = len(done.not_in_source)
     if done.removed:
         out.print(f"Removed {done.removed} product(s) of the target that the source does not "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vitrine.catalog import UPLOADED
@@ -23,6 +23,10 @@ class Migrated:
     copy, or added to the target itself): kept, unless ``prune``."""
     removed: int
     """Those of them removed (``prune``)."""
+    changed_meanwhile: list[str] = field(default_factory=list)
+    """Products of the source left out because their photo (added through the API) went
+    from its folder during the copy: the source's server deleted the product or gave it
+    another photo meanwhile. Running migrate again copies what the source holds then."""
 
 
 def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path | None = None,
@@ -79,19 +83,29 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     ids, vectors = source.all_vectors()
     by_id = {p.product_id: p for p in products}
     catalogues = (source.catalog_folder(),)
+    uploads = {p.product_id for p in products if p.product_id in marks and (
+        marks[p.product_id][1].startswith(UPLOADED)
+        or unmarked_upload(p.image, photos_from, catalogues))}
+    # photos already missing keep their path (the product is still copied); one that goes
+    # later went with a change the source's server made during the copy
+    there = {pid for pid in uploads if Path(by_id[pid].image).is_file()}
     batch: list[Record] = []
     skipped = 0
+    changed: list[str] = []
     with progress_bar("Copying", len(ids), enabled=show_progress, unit="products") as adv:
         for pid, vector in zip(ids, vectors, strict=True):
             stored = by_id.get(pid)
             if stored is None or pid not in marks:  # deleted between reads (Milvus)
                 skipped += 1
                 continue
-            uploaded = (marks[pid][1].startswith(UPLOADED)
-                        or unmarked_upload(stored.image, photos_from, catalogues))
+            uploaded = pid in uploads
             image = Path(stored.image)
             if uploaded and photos_to is not None:
-                image = _copy_photo(image, photos_to)
+                copied = _copy_photo(image, photos_to)
+                if copied is None and pid in there:
+                    changed.append(pid)
+                    continue
+                image = copied or image
             product = stored.to_product(image=image, uploaded=uploaded)
             batch.append(Record(product, stored.content_sha256, stored.phash, stored.thumb,
                                 vector))
@@ -104,7 +118,7 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     extra = sorted(set(held) - set(ids))
     removed = target.delete(extra) if prune and extra else 0
     target.flush()
-    return Migrated(len(ids) - skipped, extra, removed)
+    return Migrated(len(ids) - skipped - len(changed), extra, removed, changed)
 
 
 def _check_fits(products: list[StoredProduct], source: VectorStore, target: VectorStore,
@@ -129,12 +143,15 @@ def _check_fits(products: list[StoredProduct], source: VectorStore, target: Vect
                              "(the one its server will use). Nothing was copied.")
 
 
-def _copy_photo(photo: Path, folder: Path) -> Path:
-    """``photo`` copied into ``folder`` under its own (content-hash) name, once; a photo that
-    is gone keeps its old path (the product is still copied)."""
-    if not photo.is_file():
-        return photo
+def _copy_photo(photo: Path, folder: Path) -> Path | None:
+    """``photo`` copied into ``folder`` under its own (content-hash) name, once; None when
+    it is gone."""
     target = folder / photo.name
-    if target.resolve() != photo.resolve():
-        save_photo(folder, target, photo.read_bytes())
+    if target.resolve() == photo.resolve():
+        return target if photo.is_file() else None
+    try:
+        data = photo.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    save_photo(folder, target, data)
     return target
