@@ -368,12 +368,18 @@ class EmbeddedStore:
         return [row_to_product(r, self._photo) for r in self.db.execute(sql, args)]
 
     def all_vectors(self) -> tuple[list[str], np.ndarray]:
-        ids, vecs = [], []
-        for pid, blob in self.db.execute("SELECT product_id, vector FROM products ORDER BY id"):
-            ids.append(pid)
-            vecs.append(np.frombuffer(blob, dtype=np.float32))
-        dim = self.manifest().dim if self.manifest() else 0
-        return ids, (np.stack(vecs) if vecs else np.zeros((0, dim), np.float32))
+        """Every product id and vector, in the order they were stored; the vectors are
+        read into one array as they come (not kept twice: 1.5 GB at 300,000 products)."""
+        with self.snapshot():
+            first = self.db.execute("SELECT length(vector) FROM products LIMIT 1").fetchone()
+            dim = first[0] // 4 if first else getattr(self.manifest(), "dim", 0)
+            vectors = np.empty((self.count(), dim), np.float32)
+            ids = []
+            rows = self.db.execute("SELECT product_id, vector FROM products ORDER BY id")
+            for i, (pid, blob) in enumerate(rows):
+                ids.append(pid)
+                vectors[i] = np.frombuffer(blob, dtype=np.float32)
+        return ids, vectors
 
     # ---- search ---------------------------------------------------------------------------
     def _current_index(self) -> VectorIndex | LayeredIndex:
