@@ -63,6 +63,8 @@ def test_crud_and_filters(mstore):
     assert [p.product_id for p in mstore.list_products(query="ov")] == ["b"]  # inside "Novo"
     assert [p.product_id for p in mstore.list_products(category="d")] == ["c", "e"]
     assert mstore.names_photo("/photos/c.jpg") and not mstore.names_photo("/photos/a.jpg")
+    assert mstore.photo_facts()["c"] == ("/photos/c.jpg", "sha-c", "0" * 16, b"\0" * 768)
+    assert set(mstore.photo_facts()) == {"b", "c", "e"}
 
 
 def test_manifest_guard_and_missing_store(mstore, tmp_path):

@@ -198,8 +198,12 @@ def test_pages_and_photo_look_ups_read_indexes_not_every_product(store, tmp_path
     assert [p.product_id for p in page] == ["x25", "x26", "x27", "x28", "x29"]
     assert store.list_products(limit=2, offset=33) == [last]
     assert store.names_photo("/photos/x3.jpg") and not store.names_photo("/photos/y.jpg")
+    facts = store.photo_facts()  # (read from every row, once: not an index question)
     store.db.set_trace_callback(None)
-    assert len(statements) == 4, statements
+    assert len(statements) == 5, statements
+    statements.pop()
+    assert facts["x3"] == ("/photos/x3.jpg", "sha-x3", "0" * 16, b"\0" * 768)
+    assert len(facts) == 34
     for sql in statements:
         plan = store.db.execute("EXPLAIN QUERY PLAN " + sql).fetchall()  # id, parent, _, step
         inner = {row[0] for row in plan if "SUBQUERY" in row[3]}

@@ -399,20 +399,26 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
     ids, vectors = store.all_vectors()
     if len(ids) < 2:
         return [], 0
-    by_id = {p.product_id: p for p in store.list_products(limit=len(ids) + 1_000_000)}
-    records = [by_id.get(pid) for pid in ids]
+    facts = store.photo_facts()
+    records = [facts.get(pid) for pid in ids]
     if any(r is None for r in records):
         raise VitrineError("the store changed while looking for duplicates; run again.")
-    paths = [_display_path(Path(r.image), root) for r in records]
-    shared = {p for p, n in Counter(paths).items() if n > 1}
-    uploaded = uploaded or set()
-    keys = [f"product {r.product_id} (added through the API)" if r.product_id in uploaded
-            else f"{p} (product {r.product_id})" if p in shared  # one photo, two products
-            else p for p, r in zip(paths, records, strict=True)]
     shas = [r.content_sha256 for r in records]
     n = len(ids)
     with search_progress(n, show_progress) as advance:
         pairs, compared = store_pairs(store, ids, shas, vectors, [r.phash for r in records],
                                       [r.thumb for r in records],
                                       rules or DuplicateRules(), advance)
-    return [[keys[i] for i in group] for group in duplicate_groups(n, pairs, shas)], compared
+    groups = duplicate_groups(n, pairs, shas)
+    # named for the report: only the products in a group (display paths cost a Path each)
+    photos = Counter(r.image for r in records)
+    uploaded = uploaded or set()
+
+    def key(i: int) -> str:
+        pid, image = ids[i], records[i].image
+        if pid in uploaded:
+            return f"product {pid} (added through the API)"
+        path = _display_path(Path(image), root)
+        return f"{path} (product {pid})" if photos[image] > 1 else path  # one photo, two
+
+    return [[key(i) for i in group] for group in groups], compared

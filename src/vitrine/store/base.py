@@ -6,13 +6,22 @@ import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from vitrine.catalog import Product
 from vitrine.manifest import ModelManifest
 from vitrine.photo_hashes import Signature
+
+
+class PhotoFacts(NamedTuple):
+    """What the duplicate search reads of each product: its photo and the photo's hashes."""
+
+    image: str
+    content_sha256: str
+    phash: str
+    thumb: bytes
 
 
 @dataclass
@@ -104,6 +113,9 @@ class VectorStore(Protocol):
     def vector(self, product_id: str) -> np.ndarray | None: ...
     def fingerprints(self) -> dict[str, tuple[str, str]]: ...
     def images(self) -> dict[str, str]: ...
+    def photo_facts(self) -> dict[str, PhotoFacts]:
+        """product_id → its photo (as :meth:`images` gives it) and the photo's hashes."""
+        ...
     def names_photo(self, photo: str) -> bool:
         """Whether any product's photo is ``photo`` (a path as :meth:`images` gives them)."""
         ...

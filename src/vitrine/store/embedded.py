@@ -27,7 +27,7 @@ from vitrine.errors import StoreError
 from vitrine.fold import searchable
 from vitrine.manifest import ModelManifest
 from vitrine.photo_hashes import Signature
-from vitrine.store.base import Match, Record, StoredProduct
+from vitrine.store.base import Match, PhotoFacts, Record, StoredProduct
 from vitrine.store.index_files import IndexFiles
 from vitrine.store.search_key import SEARCH_KEY_SQL, search_key
 from vitrine.store.sqlite_db import (
@@ -320,6 +320,12 @@ class EmbeddedStore:
         """product_id → the path of its photo."""
         rows = self.db.execute("SELECT product_id, image FROM products")
         return {pid: self._photo(image) for pid, image in rows}
+
+    def photo_facts(self) -> dict[str, PhotoFacts]:
+        rows = self.db.execute("SELECT product_id, image, content_sha256, phash, thumb FROM "
+                               "products")
+        return {pid: PhotoFacts(self._photo(image), sha, phash, bytes(thumb))
+                for pid, image, sha, phash, thumb in rows}
 
     def names_photo(self, photo: str) -> bool:
         """Whether a product's photo is ``photo`` (a path as :meth:`images` gives them), read

@@ -23,7 +23,7 @@ from vitrine.catalog import UPLOADED, Product
 from vitrine.errors import EXTRA_HINT, StoreError
 from vitrine.fold import searchable
 from vitrine.manifest import ModelManifest
-from vitrine.store.base import Match, Record, StoredProduct
+from vitrine.store.base import Match, PhotoFacts, Record, StoredProduct
 from vitrine.store.milvus_support import (
     escaped_cursor,
     lite_open_failures,
@@ -335,6 +335,12 @@ class MilvusStore:
     def images(self) -> dict[str, str]:
         return {r["product_id"]: r["image"]
                 for r in self._rows('product_id != ""', ["product_id", "image"])}
+
+    def photo_facts(self) -> dict[str, PhotoFacts]:
+        rows = self._rows('product_id != ""',
+                          ["product_id", "image", "content_sha256", "phash", "thumb"])
+        return {r["product_id"]: PhotoFacts(r["image"], r["content_sha256"], r["phash"],
+                                            bytes.fromhex(r["thumb"])) for r in rows}
 
     def names_photo(self, photo: str) -> bool:
         return bool(self._rows(f"image == {quote(photo)}", ["product_id"]))
