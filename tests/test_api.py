@@ -646,6 +646,39 @@ def test_migrate_leaves_out_a_product_whose_photo_the_source_deletes_during_the_
     target.close()
 
 
+def test_an_index_rebuild_due_after_a_write_runs_beside_the_requests(
+        settings, small_store, embedder, rows, small_catalog, tmp_path, monkeypatch):
+    """Past the index layer's limit, the write that finds a rebuild due does not run it (a
+    large HNSW graph took 158 s inside an upload, holding the writer lock): a thread beside
+    the requests builds the index and saves it, and searches see every write throughout."""
+    import threading
+
+    from vitrine.service import NewProduct, VitrineService
+    from vitrine.store import index_files
+
+    shutil.copytree(small_store, tmp_path / "store")
+    built_on = []
+    real_build = index_files.IndexFiles._build
+    monkeypatch.setattr(index_files, "RECENT_MAX", 1)
+    monkeypatch.setattr(index_files.IndexFiles, "_build", lambda self, n: built_on.append(
+        threading.current_thread().name) or real_build(self, n))
+    service = VitrineService(settings, tmp_path / "store", embedder)
+    try:
+        for n in range(3):
+            photo = _jpeg(small_catalog / rows[30 + n]["image"], flip=True)
+            service.add_product(NewProduct(f"novo-{n}"), photo)
+            assert service.search_photo(photo, 1)[0][0].product.product_id == f"novo-{n}"
+            if service.rebuild_thread is not None:
+                service.rebuild_thread.join(timeout=60)
+        assert built_on and set(built_on) == {"vitrine-index-rebuild"}
+        store = service.store
+        newest = max(int(p.name.split(".")[1]) for p in store.root.glob("index.*.faiss"))
+        assert newest > int(next(small_store.glob("index.*.faiss")).name.split(".")[1])
+        assert service.count() == len(rows) + 3
+    finally:
+        service.close()
+
+
 def test_products_added_through_the_api_before_the_mark_are_kept_and_marked(
         writable, rows, small_catalog, embedder, tmp_path, monkeypatch):
     """A store from before 29 Nov 2026 did not mark the products added through the API, and

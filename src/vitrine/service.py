@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -41,6 +42,7 @@ from vitrine.store import (
 )
 from vitrine.store.base import Match, Record, StoredProduct, VectorStore
 
+log = logging.getLogger(__name__)
 CATEGORIES_TTL_S = 10.0
 """How long the pages reuse one count of the products per category (writes through this
 service renew it at once; ``vitrine index`` in another process shows after this long)."""
@@ -114,6 +116,8 @@ class VitrineService:
             raise
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._rebuilding = threading.Lock()  # held while the index is rebuilt beside requests
+        self.rebuild_thread: threading.Thread | None = None
         # photos decoded at once: each may take hundreds of MB (a 40-MP PNG), and the server's
         # 40 request threads decoding together took gigabytes
         self._decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
@@ -272,7 +276,7 @@ class VitrineService:
                 if wrote_photo:
                     photo.unlink(missing_ok=True)
                 raise
-            writer.flush()
+            writer.flush(rebuild=False)
             if previous is not None:
                 _remove_orphan(writer, Path(previous.image), folder)
             stored = writer.get(fields.product_id)
@@ -293,7 +297,7 @@ class VitrineService:
             changed = current.to_product(uploaded=uploaded, **changes)
             _check_fits(writer, changed)
             writer.update_metadata([changed])
-            writer.flush()
+            writer.flush(rebuild=False)
             stored = writer.get(product_id)
         assert stored is not None
         return stored
@@ -305,7 +309,7 @@ class VitrineService:
             if previous is None:
                 raise ProductNotFound(f"product {product_id!r} is not in the store.")
             writer.delete([product_id])
-            writer.flush()
+            writer.flush(rebuild=False)
             _remove_orphan(writer, Path(previous.image), self._upload_folder())
 
     @contextlib.contextmanager
@@ -323,11 +327,36 @@ class VitrineService:
                 try:
                     writer.lock_for_writing(API_WRITE_WAIT)
                     yield writer
+                    if writer.index_due():
+                        self._rebuild_index()
                 finally:
                     writer.close()
             finally:
                 with self._store_lock:
                     self._categories = None  # the counts may have changed
+
+    def _rebuild_index(self) -> None:
+        """Rebuild the store's index beside the requests (a large HNSW graph takes minutes,
+        which no write request may wait for; searches layer on the old index meanwhile),
+        once at a time."""
+        if not self._rebuilding.acquire(blocking=False):
+            return
+
+        def rebuild() -> None:
+            try:
+                store = self._open()
+                try:
+                    store.rebuild_index()
+                finally:
+                    store.close()
+            except Exception:  # the next write tries again; searches go on meanwhile
+                log.exception("rebuilding the search index of %s failed", self.location)
+            finally:
+                self._rebuilding.release()
+
+        self.rebuild_thread = threading.Thread(target=rebuild, name="vitrine-index-rebuild",
+                                               daemon=True)
+        self.rebuild_thread.start()
 
     def close(self) -> None:
         with self._store_lock:

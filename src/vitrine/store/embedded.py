@@ -438,12 +438,27 @@ class EmbeddedStore:
             matches.append(Match(row_to_product(row, self._photo), float(score)))
         return matches[:k]
 
-    def flush(self) -> None:
+    def flush(self, rebuild: bool = True) -> None:
         """Make sure the saved index files let a searcher start at once (nothing to do when
-        the current generation's file is there, or a saved index to layer it on)."""
+        the current generation's file is there, or a saved index to layer it on). Without
+        ``rebuild`` (a write through the API, which must not take minutes) an index past
+        its layer's limit is left for :meth:`rebuild_index`."""
         gen = self.generation()
         if self._index is None or self._index_gen != gen:
-            self._files.flush(gen, self.count(), writer=self._lock_fh is not None)
+            self._files.flush(gen, self.count(), writer=self._lock_fh is not None,
+                              rebuild=rebuild)
+
+    def index_due(self) -> bool:
+        """Whether the saved index is past its layer's limit (or missing): a rebuild is due."""
+        with self.snapshot():
+            return self._files.due(self.generation(), self.count())
+
+    def rebuild_index(self) -> None:
+        """Build and save the index of the current generation (minutes for a large HNSW
+        index): the server runs it beside its requests, other processes' searches start
+        from the file."""
+        with self.snapshot():
+            self._files.rebuild(self.generation(), self.count())
 
     def close(self) -> None:
         self.db.close()

@@ -81,26 +81,43 @@ class IndexFiles:
         self._save(index, path, generation, writer)
         return index
 
-    def flush(self, generation: int, n: int, writer: bool) -> None:
+    def flush(self, generation: int, n: int, writer: bool, rebuild: bool = True) -> None:
         """Make sure a searcher of ``generation`` finds a saved index file to start from: this
         generation's, or one to layer it on (the one in memory is saved when the files are
-        gone: another process may have removed them), else a rebuild."""
+        gone: another process may have removed them), else a rebuild. Without ``rebuild``
+        (a write through the API) any saved index to layer on will do: past the layer's
+        limit the rebuild is left to :meth:`rebuild` beside the server."""
         if self.path(generation, n).exists():
             return
-        found = self._layer_base(generation, n, writer=True)  # a flush keeps the writer's limit
+        # a flush keeps the writer's limit
+        found = self._layer_base(generation, n, writer=True, limit=rebuild)
         if found is None:
             self.current(generation, n, writer)
         elif found[1] is None:
             base, base_gen, _ = self._base
             self._save(base, self.path(base_gen, n), base_gen, writer)
 
+    def due(self, generation: int, n: int) -> bool:
+        """Whether the index of ``generation`` should be rebuilt: no file of its own, and
+        none to layer it on within a writer's limit."""
+        return not self.path(generation, n).exists() and \
+            self._layer_base(generation, n, writer=True) is None
+
+    def rebuild(self, generation: int, n: int) -> None:
+        """Build the index of ``generation`` (``n`` products) from the database and save it,
+        for every process's searches to start from (a writer's next save forgets the
+        changes it covers); run in a read snapshot of that generation."""
+        index = self._build(n)
+        self._base = (index, generation, self.config.tag(n))
+        self._save(index, self.path(generation, n), generation, writer=False)
+
     # ---- layering ---------------------------------------------------------------------------
-    def _layer_base(self, generation: int, n: int, writer: bool
+    def _layer_base(self, generation: int, n: int, writer: bool, limit: bool = True
                     ) -> tuple[int, Path | None] | None:
         """The generation of the saved index to layer ``generation`` on and its file (None:
         the one in memory), when there is one and few enough products changed since: a
         reader takes twice as many as a writer, which rebuilds the index when it flushes, so
-        that readers meanwhile do not all rebuild it too."""
+        that readers meanwhile do not all rebuild it too (without ``limit``, any number)."""
         tag = self.config.tag(n)
         saved = []
         for path in self.root.glob(f"index.*.{tag}.faiss"):
@@ -113,6 +130,8 @@ class IndexFiles:
             best = (self._base[1], None)
         if best is None or best[0] < self._changes_from(generation):
             return None
+        if not limit:
+            return best
         changed = self.db.execute("SELECT COUNT(*) FROM changes WHERE gen > ?",
                                   (best[0],)).fetchone()[0]
         return best if changed <= min(RECENT_MAX, n // 10) * (1 if writer else 2) else None

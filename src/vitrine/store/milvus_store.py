@@ -292,7 +292,8 @@ class MilvusStore:
                                filter=f"product_id in {quote(present[i:i + PAGE])}")
         return len(present)
 
-    def flush(self) -> None:
+    def flush(self, rebuild: bool = True) -> None:
+        """Milvus keeps its own index; ``rebuild`` changes nothing here."""
         if self._has_products():
             self.client.flush(self.collection)
 
