@@ -30,7 +30,7 @@ from vitrine.cli_support import (
     save_plot,
 )
 from vitrine.config import cpu_only_note, load_settings
-from vitrine.display import index_lines, results_table
+from vitrine.display import index_lines, info_lines, migrate_lines, results_table
 from vitrine.errors import VitrineError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -239,19 +239,8 @@ def migrate(
                     "removed": done.removed, "changed_meanwhile": done.changed_meanwhile,
                     "source": source, "target": target})
         return
-    out.print(f"Copied {done.copied} products from {source} to {target}.")
-    if done.changed_meanwhile:
-        out.print(f"Left out {len(done.changed_meanwhile)} product(s) deleted or given another "
-                  "photo in the source during the copy; run migrate again to copy what the "
-                  "source holds now.")
-    extra = len(done.not_in_source)
-    if done.removed:
-        out.print(f"Removed {done.removed} product(s) of the target that the source does not "
-                  "hold.")
-    elif extra:
-        out.print(f"The target also holds {extra} product(s) the source does not (deleted "
-                  "there since an earlier copy, or added to the target); --prune removes "
-                  "them.")
+    for line in migrate_lines(done, source, target):
+        out.print(line)
 
 
 @app.command()
@@ -268,14 +257,8 @@ def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(data)
         return
-    out.print(f"{data['products']} products in {store}"
-              + (f", indexed from {data['catalog_folder']}" if data["catalog_folder"] else ""))
-    for name, n in data["categories"].items():
-        out.print(f"  {name or '(none)'}: {n}")
-    if manifest:
-        resize = manifest.preprocessing.get("resize", "?")
-        out.print(f"model: {manifest.backbone}, {manifest.dim}-d, weights "
-                  f"{manifest.weights_sha256[:12]}, resize {resize}")
+    for line in info_lines(data, manifest, store):
+        out.print(line)
 
 
 @app.command()

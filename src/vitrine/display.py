@@ -13,6 +13,8 @@ from rich.text import Text
 
 if TYPE_CHECKING:  # importing the store would load torch before the CLI handles Ctrl+C
     from vitrine.indexer import IndexReport
+    from vitrine.manifest import ModelManifest
+    from vitrine.migrate import Migrated
     from vitrine.store.base import Match
 
 
@@ -58,4 +60,33 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
     if report.duplicates:
         lines.append(f"{len(report.duplicates)} duplicate groups:")
         lines += ["  " + "  ≈  ".join(group) for group in report.duplicates]
+    return lines
+
+
+def migrate_lines(done: Migrated, source: str, target: str) -> list[str]:
+    """What ``vitrine migrate`` says in the terminal about its copy."""
+    lines = [f"Copied {done.copied} products from {source} to {target}."]
+    if done.changed_meanwhile:
+        lines.append(f"Left out {len(done.changed_meanwhile)} product(s) deleted or given "
+                     "another photo in the source during the copy; run migrate again to copy "
+                     "what the source holds now.")
+    if done.removed:
+        lines.append(f"Removed {done.removed} product(s) of the target that the source does "
+                     "not hold.")
+    elif done.not_in_source:
+        lines.append(f"The target also holds {len(done.not_in_source)} product(s) the source "
+                     "does not (deleted there since an earlier copy, or added to the target); "
+                     "--prune removes them.")
+    return lines
+
+
+def info_lines(data: dict, manifest: ModelManifest | None, store: str) -> list[str]:
+    """What ``vitrine info`` says in the terminal about a store (``data``: its JSON)."""
+    lines = [f"{data['products']} products in {store}" + (
+        f", indexed from {data['catalog_folder']}" if data["catalog_folder"] else "")]
+    lines += [f"  {name or '(none)'}: {n}" for name, n in data["categories"].items()]
+    if manifest:
+        resize = manifest.preprocessing.get("resize", "?")
+        lines.append(f"model: {manifest.backbone}, {manifest.dim}-d, weights "
+                     f"{manifest.weights_sha256[:12]}, resize {resize}")
     return lines
