@@ -10,12 +10,10 @@ index is rebuilt from SQLite and saved atomically.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
 import sqlite3
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from vitrine.store.sqlite_db import (
     open_database,
     row_to_product,
 )
+from vitrine.store.writer_lock import WRITE_WAIT, take_writer_lock
 
 __all__ = ["DB_NAME", "EmbeddedStore"]
 
@@ -46,14 +45,6 @@ CATEGORY_FILTER_BYTES = 256 * 2**20
 """Memory the category filters kept between searches may take (each holds its category's
 ids and a bitmap up to the largest: 125 kB at a million products); past it they start
 again."""
-WRITE_WAIT = 5.0
-"""Seconds a writer waits for another process's write before it gives up (the API waits
-less: :data:`vitrine.service.API_WRITE_WAIT`)."""
-UPLOAD_TMP = re.compile(UPLOAD_NAME.pattern + r"\.(\d+)\.\d+\.tmp")
-"""A photo being saved in STORE/uploads by the process numbered ``[1]``
-(``vitrine.store.save_photo``)."""
-LOCK_POLL = 0.05
-"""Seconds between tries of the writer lock while waiting."""
 
 
 class EmbeddedStore:
@@ -97,34 +88,9 @@ class EmbeddedStore:
 
     # ---- locking and transactions -------------------------------------------------------
     def lock_for_writing(self, wait: float = WRITE_WAIT) -> None:
-        """Take the store's writer lock (one writing process at a time), waiting up to
-        ``wait`` seconds for another process's write (a server's upload takes milliseconds,
-        `vitrine index` minutes)."""
-        if self._lock_fh is not None:
-            return
-        try:
-            fh = open(self.root / "write.lock", "a")  # noqa: SIM115 - held for the store's life
-        except OSError as exc:
-            raise StoreError(f"cannot write to the store {self.root} ({exc.strerror or exc}); "
-                             "it is read-only here.") from None
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    fh.close()
-                    raise StoreError(f"another process is writing to the store {self.root} "
-                                     f"(waited {wait:g} s).") from None
-                time.sleep(LOCK_POLL)
-        self._lock_fh = fh
-        # from a process killed mid-write (a server saving an uploaded photo, which it does
-        # under this lock: unless the folder is another store's VITRINE_UPLOAD_DIR too)
-        uploading = [p for p in (self.root / UPLOADS).glob("*.tmp")
-                     if (m := UPLOAD_TMP.fullmatch(p.name)) and not _alive(int(m[1]))]
-        for leftover in [*self.root.glob("*.tmp"), *uploading]:
-            leftover.unlink(missing_ok=True)
+        """Take the store's writer lock (:func:`take_writer_lock`)."""
+        if self._lock_fh is None:
+            self._lock_fh = take_writer_lock(self.root, wait)
 
     @contextlib.contextmanager
     def _transaction(self, *, new_generation: bool = True):
@@ -466,13 +432,3 @@ class EmbeddedStore:
             self._lock_fh.close()
             self._lock_fh = None
 
-
-def _alive(pid: int) -> bool:
-    """Whether the process numbered ``pid`` runs on this machine."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # none by that number (or none can be)
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True

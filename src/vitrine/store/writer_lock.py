@@ -1,0 +1,64 @@
+"""The embedded store's writer lock: one writing process at a time (a lock file), waited for
+a while; whoever takes it removes what writers killed mid-write left behind."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import time
+from pathlib import Path
+from typing import TextIO
+
+from vitrine.catalog import UPLOAD_NAME, UPLOADS
+from vitrine.errors import StoreError
+
+WRITE_WAIT = 5.0
+"""Seconds a writer waits for another process's write before it gives up (the API waits
+less: :data:`vitrine.service.API_WRITE_WAIT`)."""
+LOCK_POLL = 0.05
+"""Seconds between tries of the writer lock while waiting."""
+UPLOAD_TMP = re.compile(UPLOAD_NAME.pattern + r"\.(\d+)\.\d+\.tmp")
+"""A photo being saved in STORE/uploads by the process numbered ``[1]``
+(``vitrine.store.save_photo``)."""
+
+
+def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
+    """The lock file of the store folder ``root``, locked (it stays locked while it is open),
+    waiting up to ``wait`` seconds for another process's write (a server's upload takes
+    milliseconds, `vitrine index` minutes); a StoreError when it is not free by then or the
+    folder cannot be written. Files left by a writer killed mid-write are removed."""
+    try:
+        fh = open(root / "write.lock", "a")  # noqa: SIM115 - held for the store's life
+    except OSError as exc:
+        raise StoreError(f"cannot write to the store {root} ({exc.strerror or exc}); "
+                         "it is read-only here.") from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                fh.close()
+                raise StoreError(f"another process is writing to the store {root} "
+                                 f"(waited {wait:g} s).") from None
+            time.sleep(LOCK_POLL)
+    # a server saves an uploaded photo under this lock too (unless the folder is another
+    # store's VITRINE_UPLOAD_DIR as well: then only a dead process's file goes)
+    uploading = [p for p in (root / UPLOADS).glob("*.tmp")
+                 if (m := UPLOAD_TMP.fullmatch(p.name)) and not _alive(int(m[1]))]
+    for leftover in [*root.glob("*.tmp"), *uploading]:
+        leftover.unlink(missing_ok=True)
+    return fh
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process numbered ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # none by that number (or none can be)
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
