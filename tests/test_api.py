@@ -612,7 +612,6 @@ def test_migrate_leaves_out_a_product_whose_photo_the_source_deletes_during_the_
     """The source's server deletes a product (and its photo) while `migrate` copies the
     store's snapshot: the product is left out and counted, not copied naming a photo that
     no longer exists; a photo already missing before the copy keeps its product copied."""
-    import vitrine.migrate
     from vitrine.migrate import migrate_store
     from vitrine.store import open_store
 
@@ -627,17 +626,16 @@ def test_migrate_leaves_out_a_product_whose_photo_the_source_deletes_during_the_
         assert photos[pid].read_bytes() == photo
     client.close()
     photos["novo-3"].unlink()  # lost before the copy
-    real = vitrine.migrate._copy_photo
-
-    def deleted_meanwhile(photo, folder):
-        if photo == photos["novo-2"]:
-            photo.unlink()
-        return real(photo, folder)
-
-    monkeypatch.setattr(vitrine.migrate, "_copy_photo", deleted_meanwhile)
     source, target = open_store(store), open_store(tmp_path / "target", create=True)
+    real = source.all_vectors
+
+    def deleted_meanwhile():  # while the snapshot's vectors are read (the longest part)
+        photos["novo-2"].unlink()
+        return real()
+
+    monkeypatch.setattr(source, "all_vectors", deleted_meanwhile)
     done = migrate_store(source, target, photos_to=tmp_path / "target" / "uploads",
-                         show_progress=False)
+                         photos_from=store / "uploads", show_progress=False)
     assert done.changed_meanwhile == ["novo-2"] and done.copied == source.count() - 1
     assert target.get("novo-2") is None
     assert Path(target.get("novo-1").image).read_bytes() == photos["novo-1"].read_bytes()
@@ -675,6 +673,41 @@ def test_an_index_rebuild_due_after_a_write_runs_beside_the_requests(
         newest = max(int(p.name.split(".")[1]) for p in store.root.glob("index.*.faiss"))
         assert newest > int(next(small_store.glob("index.*.faiss")).name.split(".")[1])
         assert service.count() == len(rows) + 3
+    finally:
+        service.close()
+
+
+def test_writes_queued_behind_another_give_up_after_one_wait(settings, small_store, embedder,
+                                                             tmp_path, monkeypatch):
+    """Uploads queued while another write holds the store (``vitrine index``, a slow write)
+    are refused once the API's wait is over, each on its own clock: they held request
+    threads for 2 s more per upload ahead of them, the whole pool in a burst."""
+    import threading
+
+    import vitrine.service
+    from vitrine.errors import StoreError
+    from vitrine.service import VitrineService
+
+    shutil.copytree(small_store, tmp_path / "store")
+    monkeypatch.setattr(vitrine.service, "API_WRITE_WAIT", 0.3)
+    service = VitrineService(settings, tmp_path / "store", embedder)
+    refused = []
+
+    def delete(pid: str) -> None:
+        try:
+            service.delete_product(pid)
+        except StoreError as exc:
+            refused.append(str(exc))
+
+    try:
+        with service._write_lock:  # another write of this server, not ending
+            threads = [threading.Thread(target=delete, args=(f"x{i}",)) for i in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=1.5)  # all within one wait, not four in a row
+            assert not any(thread.is_alive() for thread in threads)
+        assert len(refused) == 4 and all("still in progress" in text for text in refused)
     finally:
         service.close()
 

@@ -396,3 +396,21 @@ def test_a_collection_made_meanwhile_for_another_model_is_refused(mstore):
                                          "model makes 7"):
         mstore._create_products(7)
     assert mstore.count() == 4
+
+
+def test_a_page_stays_full_when_a_product_goes_between_its_two_reads(mstore, monkeypatch):
+    """A Milvus page reads the order's fields of every row, then the page's rows: a product
+    deleted between the two (another server) is replaced by the next one, so the page stays
+    full and the pager does not end early."""
+    real, deleted = mstore._lookup, []
+
+    def lookup(ids, fields):
+        if not deleted:
+            deleted.append(True)
+            assert mstore.delete(["c"]) == 1
+        return real(ids, fields)
+
+    monkeypatch.setattr(mstore, "_lookup", lookup)
+    # in order a, b (category c), c, e (category d): the third page of one is c, now e
+    assert [p.product_id for p in mstore.list_products(limit=1, offset=2)] == ["e"]
+    assert deleted == [True]

@@ -250,6 +250,39 @@ def test_a_write_to_an_exact_store_is_layered_not_rebuilt(tmp_path):
     reader.close()
 
 
+def test_a_write_through_the_api_never_builds_the_index(tmp_path, monkeypatch):
+    """A write through the API (``flush(rebuild=False)``) that finds no saved index of the
+    store's size's kind (it grew past the approximate index's size) builds nothing: the
+    rebuild is due, and done apart; one that finds the store replaced meanwhile (deleted and
+    indexed anew) does not save the old database's index into the new store's folder."""
+    from vitrine.ann import IndexConfig
+
+    config = IndexConfig.defaults(kind="auto", ann_min_items=30)
+    rng = np.random.default_rng(4)
+    vecs = rng.standard_normal((40, DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    store = open_store(tmp_path / "s", create=True, index_config=config)
+    store.set_manifest(MANIFEST)
+    store.lock_for_writing()
+    store.upsert([record(f"p{i:02d}", vecs[i]) for i in range(25)])
+    store.flush()
+    before = sorted(p.name for p in (tmp_path / "s").glob("index.*.faiss"))
+    store.upsert([record(f"p{i:02d}", vecs[i]) for i in range(25, 40)])  # past 30: HNSW
+    store.flush(rebuild=False)
+    assert sorted(p.name for p in (tmp_path / "s").glob("index.*.faiss")) == before
+    assert store.index_due()
+    monkeypatch.setattr(store, "replaced", lambda: True)
+    with pytest.raises(StoreError, match="could not be saved"):
+        store.rebuild_index()
+    assert sorted(p.name for p in (tmp_path / "s").glob("index.*.faiss")) == before
+    monkeypatch.undo()
+    store.rebuild_index()
+    assert not store.index_due()
+    assert [p.name.split(".")[2] for p in (tmp_path / "s").glob("index.*.faiss")] == [
+        config.tag(40)] != [before[0].split(".")[2]]
+    store.close()
+
+
 def test_missing_store_and_writer_lock(tmp_path, store):
     with pytest.raises(StoreError, match="no Vitrine store"):
         open_store(tmp_path / "nothing")
@@ -301,10 +334,16 @@ def test_a_photo_half_saved_by_a_killed_server_is_removed_by_the_next_writer(tmp
     killed = uploads / f"{sha}.jpg.{dead}.140201.tmp"
     running = uploads / f"{sha}.png.{os.getpid()}.140202.tmp"
     other = uploads / "notes.1.2.tmp"
-    for path in (killed, running, other):
+    # an index being saved without the lock (a reader, the server's rebuild thread), and
+    # what a killed process left in the store folder
+    saving = tmp_path / "s" / f"index.9.hnsw32-fp32.faiss.{os.getpid()}.77.tmp"
+    left = [tmp_path / "s" / f"index.9.hnsw32-fp32.faiss.{dead}.77.tmp",
+            tmp_path / "s" / "manifest.json.tmp"]
+    for path in (killed, running, other, saving, *left):
         path.write_bytes(b"partial")
     store.lock_for_writing()
     assert sorted(uploads.iterdir()) == sorted([running, other])
+    assert saving.exists() and not any(path.exists() for path in left)
     store.close()
 
 

@@ -358,15 +358,18 @@ def create_app(settings: Settings, store: str | Path, *,
         time and gets 304 until the photo is replaced."""
         path = service.image_path(product_id)
         unreadable = HTTPException(404, f"The photo of product {product_id!r} cannot be read.")
-        try:  # opened now: what is sent is the version stat and format describe
-            fh = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")  # not a FIFO's wait
+        try:  # opened now: a photo sent as it is is the version stat and format describe
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # (no wait on a FIFO)
         except OSError:
             raise unreadable from None
         with contextlib.ExitStack() as unsent:
-            unsent.callback(fh.close)  # PhotoFile closes it once sent
-            stat = os.fstat(fh.fileno())
+            unsent.callback(os.close, fd)  # PhotoFile closes it once sent
+            stat = os.fstat(fd)
             if not S_ISREG(stat.st_mode):
                 raise unreadable
+            fh = os.fdopen(fd, "rb")
+            unsent.pop_all()
+            unsent.callback(fh.close)
             fmt = image_suffix(fh.read(256))  # by its bytes: a HEIC named .jpg
             shown = fmt in BROWSER_SUFFIXES
             as_is = shown and (size is None or stat.st_size <= SMALL_PHOTO_BYTES)

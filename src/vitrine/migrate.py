@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
 
 def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
              photos_from: Path | None, prune: bool, show_progress: bool) -> Migrated:
+    # the source's uploaded photos before the snapshot's first read (its read transaction
+    # starts there): one that goes later went with a change its server made meanwhile
+    listed = _listing(photos_from)
     manifest = source.manifest()
     if manifest is None:
         raise StoreError(f"the store {source.location} is empty.")
@@ -86,9 +90,8 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     uploads = {p.product_id for p in products if p.product_id in marks and (
         marks[p.product_id][1].startswith(UPLOADED)
         or unmarked_upload(p.image, photos_from, catalogues))}
-    # photos already missing keep their path (the product is still copied); one that goes
-    # later went with a change the source's server made during the copy
-    there = {pid for pid in uploads if Path(by_id[pid].image).is_file()}
+    # photos already missing keep their path (the product is still copied)
+    there = {pid for pid in uploads if _was_there(Path(by_id[pid].image), photos_from, listed)}
     batch: list[Record] = []
     skipped = 0
     changed: list[str] = []
@@ -141,6 +144,24 @@ def _check_fits(products: list[StoredProduct], source: VectorStore, target: Vect
                              f"{target.location} has no folder of its own: set "
                              "VITRINE_UPLOAD_DIR to the folder the photos should be copied to "
                              "(the one its server will use). Nothing was copied.")
+
+
+def _listing(folder: Path | None) -> set[str] | None:
+    """The names of the files in ``folder`` now (None: no folder)."""
+    if folder is None:
+        return None
+    try:
+        return set(os.listdir(folder))
+    except OSError:
+        return set()
+
+
+def _was_there(photo: Path, folder: Path | None, listed: set[str] | None) -> bool:
+    """Whether ``photo`` was there when the copy started (as far as ``listed``, the names
+    in the upload folder then, tells; a photo elsewhere: whether it is there now)."""
+    if listed is not None and photo.parent == folder:
+        return photo.name in listed
+    return photo.is_file()
 
 
 def _copy_photo(photo: Path, folder: Path) -> Path | None:

@@ -317,23 +317,39 @@ class VitrineService:
         """The store to write through, one write at a time. For the embedded store, a second
         store object holding the store's writer lock until it closes; other stores (Milvus)
         serialise writers themselves and are written through the read store."""
-        with self._write_lock:
-            try:
-                if not isinstance(self.store, EmbeddedStore):
-                    with self._store_lock:
-                        yield self.store
-                    return
-                writer = self._open()
-                try:
-                    writer.lock_for_writing(API_WRITE_WAIT)
-                    yield writer
-                    if writer.index_due():
-                        self._rebuild_index()
-                finally:
-                    writer.close()
-            finally:
+        deadline = time.monotonic() + API_WRITE_WAIT  # one wait for both locks: a burst
+        # of uploads queued behind `vitrine index` would hold every request thread
+        if not self._write_lock.acquire(timeout=API_WRITE_WAIT):
+            raise StoreError(f"another write to the store {self.location} is still in "
+                             "progress; try again in a moment.")
+        try:
+            if not isinstance(self.store, EmbeddedStore):
                 with self._store_lock:
-                    self._categories = None  # the counts may have changed
+                    yield self.store
+                return
+            writer = self._open()
+            try:
+                writer.lock_for_writing(max(0.0, deadline - time.monotonic()))
+                yield writer
+                self._rebuild_if_due(writer)
+            finally:
+                writer.close()
+        finally:
+            self._write_lock.release()
+            with self._store_lock:
+                self._categories = None  # the counts may have changed
+
+    def _rebuild_if_due(self, writer: EmbeddedStore) -> None:
+        """Start the index rebuild when the write left it due (the write itself is done:
+        a failure to tell is logged, not the request's error)."""
+        try:
+            due = writer.index_due()
+        except Exception:
+            log.exception("could not tell whether the index of %s needs a rebuild",
+                          self.location)
+            return
+        if due:
+            self._rebuild_index()
 
     def _rebuild_index(self) -> None:
         """Rebuild the store's index beside the requests (a large HNSW graph takes minutes,

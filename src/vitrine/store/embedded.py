@@ -294,8 +294,9 @@ class EmbeddedStore:
                 for pid, image, sha, phash, thumb in rows}
 
     def names_photo(self, photo: str) -> bool:
-        """Whether a product's photo is ``photo`` (a path as :meth:`images` gives them), read
-        from the photo index, not from every product."""
+        """Whether a product's photo is ``photo`` (a path as :meth:`images` gives them): a
+        scan of the photo-path index (a moved store names its photos at the old place, so
+        the file name is matched, not the whole path), not of every product's row."""
         pattern = f"%/{UPLOADS}/" + re.sub(r"([%_!])", r"!\1", os.path.basename(photo))
         rows = self.db.execute("SELECT image FROM products WHERE image = ? OR image LIKE ? "
                                "ESCAPE '!'", (photo, pattern))
@@ -422,9 +423,13 @@ class EmbeddedStore:
     def rebuild_index(self) -> None:
         """Build and save the index of the current generation (minutes for a large HNSW
         index): the server runs it beside its requests, other processes' searches start
-        from the file."""
+        from the file. A StoreError when it could not be saved."""
         with self.snapshot():
-            self._files.rebuild(self.generation(), self.count())
+            saved = self._files.rebuild(self.generation(), self.count(),
+                                        lambda: not self.replaced())
+        if not saved:
+            raise StoreError(f"the rebuilt index of {self.root} could not be saved (a full "
+                             "disk, or the store was replaced meanwhile).")
 
     def close(self) -> None:
         self.db.close()

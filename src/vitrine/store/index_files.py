@@ -85,14 +85,16 @@ class IndexFiles:
         """Make sure a searcher of ``generation`` finds a saved index file to start from: this
         generation's, or one to layer it on (the one in memory is saved when the files are
         gone: another process may have removed them), else a rebuild. Without ``rebuild``
-        (a write through the API) any saved index to layer on will do: past the layer's
-        limit the rebuild is left to :meth:`rebuild` beside the server."""
+        (a write through the API) any saved index to layer on will do, and none at all
+        (the store grew past the approximate index's size, say): the build is left to
+        :meth:`rebuild` beside the server."""
         if self.path(generation, n).exists():
             return
         # a flush keeps the writer's limit
         found = self._layer_base(generation, n, writer=True, limit=rebuild)
         if found is None:
-            self.current(generation, n, writer)
+            if rebuild:  # else (no saved index of this size's kind) left to rebuild()
+                self.current(generation, n, writer)
         elif found[1] is None:
             base, base_gen, _ = self._base
             self._save(base, self.path(base_gen, n), base_gen, writer)
@@ -103,13 +105,15 @@ class IndexFiles:
         return not self.path(generation, n).exists() and \
             self._layer_base(generation, n, writer=True) is None
 
-    def rebuild(self, generation: int, n: int) -> None:
+    def rebuild(self, generation: int, n: int, still_ours: Callable[[], bool]) -> bool:
         """Build the index of ``generation`` (``n`` products) from the database and save it,
-        for every process's searches to start from (a writer's next save forgets the
-        changes it covers); run in a read snapshot of that generation."""
+        for every process's searches to start from; run in a read snapshot of that
+        generation. Not saved when ``still_ours()`` says the folder's database is now
+        another (deleted and indexed anew meanwhile). Whether it was saved. (The changes it
+        covers stay recorded until a writer saves an index: bounded by the rows.)"""
         index = self._build(n)
-        self._base = (index, generation, self.config.tag(n))
-        self._save(index, self.path(generation, n), generation, writer=False)
+        return still_ours() and self._save(index, self.path(generation, n), generation,
+                                           writer=False)
 
     # ---- layering ---------------------------------------------------------------------------
     def _layer_base(self, generation: int, n: int, writer: bool, limit: bool = True
@@ -192,9 +196,10 @@ class IndexFiles:
 
         return build_index(self.config, self.dim(), n, batches(), sample)
 
-    def _save(self, index: VectorIndex, path: Path, generation: int, writer: bool) -> None:
-        """Save atomically and remove older files; a writer also forgets the changes up to
-        ``generation`` (no searcher layers on an older index once this one is there)."""
+    def _save(self, index: VectorIndex, path: Path, generation: int, writer: bool) -> bool:
+        """Save atomically and remove older files (whether it was saved); a writer also
+        forgets the changes up to ``generation`` (no searcher layers on an older index once
+        this one is there)."""
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(index)}.tmp")
         try:
             index.save(tmp)
@@ -208,7 +213,8 @@ class IndexFiles:
             # the part written, one more with each process that tried
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            return
+            return False
         if writer and not self.db.in_transaction:  # (not inside a search's read snapshot)
             with contextlib.suppress(sqlite3.OperationalError, StoreError):  # next time
                 self.forget_changes(generation)
+        return True

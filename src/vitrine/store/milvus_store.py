@@ -379,9 +379,15 @@ class MilvusStore:
             # neither, so the name filter runs here over the category's rows
             needle = searchable(query)
             keys = [k for k in keys if needle in searchable(k[1]) or needle in searchable(k[2])]
-        page = [k[2] for k in sorted(keys)[offset:offset + limit]]
-        rows = {r["product_id"]: r for r in self._lookup(page, FIELDS)}
-        return [_to_product(rows[pid]) for pid in page if pid in rows]
+        ordered = [k[2] for k in sorted(keys)]
+        page: list[StoredProduct] = []
+        start = offset
+        while len(page) < limit and start < len(ordered):  # past products deleted since
+            ids = ordered[start:start + limit - len(page)]
+            rows = {r["product_id"]: r for r in self._lookup(ids, FIELDS)}
+            page += [_to_product(rows[pid]) for pid in ids if pid in rows]
+            start += len(ids)
+        return page
 
     def all_vectors(self) -> tuple[list[str], np.ndarray]:
         """Every product id and vector; the vectors are read into arrays page by page (not

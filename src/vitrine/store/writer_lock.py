@@ -21,6 +21,9 @@ LOCK_POLL = 0.05
 UPLOAD_TMP = re.compile(UPLOAD_NAME.pattern + r"\.(\d+)\.\d+\.tmp")
 """A photo being saved in STORE/uploads by the process numbered ``[1]``
 (``vitrine.store.save_photo``)."""
+INDEX_TMP = re.compile(r"index\..+\.faiss\.(\d+)\.\d+\.tmp")
+"""An index file being saved by the process numbered ``[1]`` (``IndexFiles._save``): by a
+reader or the server's rebuild thread too, which do not hold the lock."""
 
 
 def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
@@ -45,10 +48,13 @@ def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
                                  f"(waited {wait:g} s).") from None
             time.sleep(LOCK_POLL)
     # a server saves an uploaded photo under this lock too (unless the folder is another
-    # store's VITRINE_UPLOAD_DIR as well: then only a dead process's file goes)
+    # store's VITRINE_UPLOAD_DIR as well: then only a dead process's file goes); an index
+    # file is saved without it (a reader, the server's rebuild thread)
     uploading = [p for p in (root / UPLOADS).glob("*.tmp")
                  if (m := UPLOAD_TMP.fullmatch(p.name)) and not _alive(int(m[1]))]
-    for leftover in [*root.glob("*.tmp"), *uploading]:
+    here = [p for p in root.glob("*.tmp")
+            if not ((m := INDEX_TMP.fullmatch(p.name)) and _alive(int(m[1])))]
+    for leftover in [*here, *uploading]:
         leftover.unlink(missing_ok=True)
     return fh
 
