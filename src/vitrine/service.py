@@ -47,8 +47,8 @@ CATEGORIES_TTL_S = 10.0
 """How long the pages reuse one count of the products per category (writes through this
 service renew it at once; ``vitrine index`` in another process shows after this long)."""
 API_WRITE_WAIT = 2.0
-"""Seconds a write through the API waits for another process's (another server's upload, a
-`vitrine index` run) before it is refused (409)."""
+"""Seconds a write through the API waits, in all, for the writes ahead of it (this server's,
+another server's, a `vitrine index` run) before it is refused (409)."""
 _SIGNATURES = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"GIF8", ".gif"),
                (b"BM", ".bmp"), (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
 
