@@ -436,4 +436,3 @@ class EmbeddedStore:
         if self._lock_fh is not None:
             self._lock_fh.close()
             self._lock_fh = None
-
