@@ -635,7 +635,7 @@ def test_migrate_leaves_out_a_product_whose_photo_the_source_deletes_during_the_
 
     monkeypatch.setattr(source, "all_vectors", deleted_meanwhile)
     done = migrate_store(source, target, photos_to=tmp_path / "target" / "uploads",
-                         photos_from=store / "uploads", show_progress=False)
+                         show_progress=False)  # (its own STORE/uploads, as without a folder)
     assert done.changed_meanwhile == ["novo-2"] and done.copied == source.count() - 1
     assert target.get("novo-2") is None
     assert Path(target.get("novo-1").image).read_bytes() == photos["novo-1"].read_bytes()

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine.catalog import UPLOADED
+from vitrine.catalog import UPLOADED, UPLOADS
 from vitrine.errors import StoreError
 from vitrine.progress import progress_bar
 from vitrine.store import save_photo, unmarked_upload
@@ -52,7 +52,9 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
              photos_from: Path | None, prune: bool, show_progress: bool) -> Migrated:
     # the source's uploaded photos before the snapshot's first read (its read transaction
     # starts there): one that goes later went with a change its server made meanwhile
-    listed = _listing(photos_from)
+    own = getattr(source, "root", None)  # (an embedded store's own STORE/uploads)
+    watched = photos_from or (own / UPLOADS if own is not None else None)
+    listed = _listing(watched)
     manifest = source.manifest()
     if manifest is None:
         raise StoreError(f"the store {source.location} is empty.")
@@ -91,7 +93,7 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
         marks[p.product_id][1].startswith(UPLOADED)
         or unmarked_upload(p.image, photos_from, catalogues))}
     # photos already missing keep their path (the product is still copied)
-    there = {pid for pid in uploads if _was_there(Path(by_id[pid].image), photos_from, listed)}
+    there = {pid for pid in uploads if _was_there(Path(by_id[pid].image), watched, listed)}
     batch: list[Record] = []
     skipped = 0
     changed: list[str] = []
