@@ -96,12 +96,18 @@ def test_index_reindex_search_similar_info(catalog, env, tmp_path):
     assert len(sim["results"]) == 4
     assert pid not in [r["product_id"] for r in sim["results"]]
 
+    # within its own category: the photo's product first, then every other one of it
     cat = rows[5].split(",")[2]
-    filtered = json.loads(run("search", "--store", store, "--k", "10", "--category",
-                              "relogio_feminino", "--json", query, env_extra=env).stdout)
-    assert filtered["results"] and {r["category"] for r in filtered["results"]} == {
-        "relogio_feminino"}
-    assert cat  # the query's own category is in the CSV
+    in_cat = sum(row.split(",")[2] == cat for row in rows[2:])  # (rows[1] was removed)
+    filtered = json.loads(run("search", "--store", store, "--k", "10", "--category", cat,
+                              "--json", query, env_extra=env).stdout)["results"]
+    assert [r["category"] for r in filtered] == [cat] * min(10, in_cat) and in_cat >= 3
+    assert filtered[0]["product_id"] == pid
+    other = next(c for c in info["categories"] if c not in (cat, "extra"))
+    elsewhere = json.loads(run("search", "--store", store, "--k", "10", "--category", other,
+                               "--json", query, env_extra=env).stdout)["results"]
+    assert {r["category"] for r in elsewhere} == {other} and pid not in {
+        r["product_id"] for r in elsewhere}
 
 
 def test_dedupe_finds_downscaled_copy(catalog, env, tmp_path):
