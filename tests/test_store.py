@@ -318,12 +318,16 @@ def test_a_writer_waits_for_another_process_short_write(tmp_path):
     writer.close()
 
 
-def test_a_photo_half_saved_by_a_killed_server_is_removed_by_the_next_writer(tmp_path):
+def test_files_half_written_by_a_killed_process_are_removed_a_live_ones_kept(tmp_path):
     """A server killed while saving an upload leaves ``<sha>.<ext>.<pid>.<thread>.tmp`` in
-    STORE/uploads: the next writer (a restarted server's upload, `vitrine index`) removes it,
-    but not one a live process is writing, nor a file that is not a photo being saved."""
+    STORE/uploads: `vitrine index` removes it (with the orphan photos; the folder may hold
+    thousands, not listed at every write), but not one a live process is writing, nor a file
+    that is not a photo being saved. In the store folder the next writer removes what a
+    killed process left, but not an index a live one is saving without the lock."""
     import subprocess
     import sys
+
+    from vitrine.indexer import _prune_orphan_photos
 
     store = open_store(tmp_path / "s", create=True)
     uploads = tmp_path / "s" / "uploads"
@@ -342,8 +346,10 @@ def test_a_photo_half_saved_by_a_killed_server_is_removed_by_the_next_writer(tmp
     for path in (killed, running, other, saving, *left):
         path.write_bytes(b"partial")
     store.lock_for_writing()
-    assert sorted(uploads.iterdir()) == sorted([running, other])
     assert saving.exists() and not any(path.exists() for path in left)
+    assert killed.exists()  # (not at each write)
+    assert _prune_orphan_photos(store, uploads) == 0
+    assert sorted(uploads.iterdir()) == sorted([running, other])
     store.close()
 
 

@@ -30,6 +30,7 @@ from vitrine.photo_hashes import PhotoHashes, unreadable_reason
 from vitrine.progress import progress_bar
 from vitrine.store import cleanable_uploads, unmarked_upload
 from vitrine.store.base import Record, VectorStore
+from vitrine.store.writer_lock import UPLOAD_TMP, process_alive
 
 COMMIT_EVERY = 64
 
@@ -320,10 +321,16 @@ def _prune_orphan_photos(store: VectorStore, uploads: Path | None) -> int:
     a photo. A folder set by VITRINE_UPLOAD_DIR may serve other stores too: never pruned.
     Only files named as the server names them (``<sha256>.<ext>``) are touched, and a file
     is kept when any product names a photo of that name anywhere (a moved or copied store
-    still names the old folder: its photos are not orphans)."""
+    still names the old folder: its photos are not orphans). Photos half-saved by a server
+    killed mid-upload (``<sha256>.<ext>.<pid>.<thread>.tmp``) go too, unless their process
+    still runs."""
     if not cleanable_uploads(store, uploads) or not uploads.is_dir():
         return 0
-    files = [p for p in uploads.iterdir() if p.is_file() and UPLOAD_NAME.fullmatch(p.name)]
+    entries = list(uploads.iterdir())
+    for path in entries:
+        if (m := UPLOAD_TMP.fullmatch(path.name)) and not process_alive(int(m[1])):
+            path.unlink(missing_ok=True)
+    files = [p for p in entries if p.is_file() and UPLOAD_NAME.fullmatch(p.name)]
     if not files:
         return 0
     named = {Path(image).name for image in store.images().values()}

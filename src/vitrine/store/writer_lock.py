@@ -1,5 +1,5 @@
 """The embedded store's writer lock: one writing process at a time (a lock file), waited for
-a while; whoever takes it removes what writers killed mid-write left behind."""
+a while; whoever takes it removes what writers killed mid-write left in the store folder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from vitrine.catalog import UPLOAD_NAME, UPLOADS
+from vitrine.catalog import UPLOAD_NAME
 from vitrine.errors import StoreError
 
 WRITE_WAIT = 5.0
@@ -20,7 +20,7 @@ LOCK_POLL = 0.05
 """Seconds between tries of the writer lock while waiting."""
 UPLOAD_TMP = re.compile(UPLOAD_NAME.pattern + r"\.(\d+)\.\d+\.tmp")
 """A photo being saved in STORE/uploads by the process numbered ``[1]``
-(``vitrine.store.save_photo``)."""
+(``vitrine.store.save_photo``; removed by ``vitrine index`` once that process is gone)."""
 INDEX_TMP = re.compile(r"index\..+\.faiss\.(\d+)\.\d+\.tmp")
 """An index file being saved by the process numbered ``[1]`` (``IndexFiles._save``): by a
 reader or the server's rebuild thread too, which do not hold the lock."""
@@ -47,19 +47,15 @@ def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
                 raise StoreError(f"another process is writing to the store {root} "
                                  f"(waited {wait:g} s).") from None
             time.sleep(LOCK_POLL)
-    # a server saves an uploaded photo under this lock too (unless the folder is another
-    # store's VITRINE_UPLOAD_DIR as well: then only a dead process's file goes); an index
-    # file is saved without it (a reader, the server's rebuild thread)
-    uploading = [p for p in (root / UPLOADS).glob("*.tmp")
-                 if (m := UPLOAD_TMP.fullmatch(p.name)) and not _alive(int(m[1]))]
-    here = [p for p in root.glob("*.tmp")
-            if not ((m := INDEX_TMP.fullmatch(p.name)) and _alive(int(m[1])))]
-    for leftover in [*here, *uploading]:
-        leftover.unlink(missing_ok=True)
+    # an index file is saved without the lock (a reader, the server's rebuild thread); the
+    # half-saved photos of STORE/uploads, a folder of thousands, go at `vitrine index`
+    for leftover in root.glob("*.tmp"):
+        if not ((m := INDEX_TMP.fullmatch(leftover.name)) and process_alive(int(m[1]))):
+            leftover.unlink(missing_ok=True)
     return fh
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether the process numbered ``pid`` runs on this machine."""
     try:
         os.kill(pid, 0)
