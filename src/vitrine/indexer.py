@@ -28,9 +28,9 @@ from vitrine.errors import StoreError, VitrineError
 from vitrine.manifest import mismatch_error
 from vitrine.photo_hashes import PhotoHashes, unreadable_reason
 from vitrine.progress import progress_bar
-from vitrine.store import cleanable_uploads, unmarked_upload
+from vitrine.store import UPLOAD_TMP, cleanable_uploads, unmarked_upload
 from vitrine.store.base import Record, VectorStore
-from vitrine.store.writer_lock import UPLOAD_TMP, process_alive
+from vitrine.store.writer_lock import process_alive
 
 COMMIT_EVERY = 64
 

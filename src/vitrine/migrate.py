@@ -6,10 +6,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine.catalog import UPLOADED, UPLOADS
+from vitrine.catalog import UPLOADED
 from vitrine.errors import StoreError
 from vitrine.progress import progress_bar
-from vitrine.store import save_photo, unmarked_upload
+from vitrine.store import save_photo, unmarked_upload, upload_folder
 from vitrine.store.base import Record, StoredProduct, VectorStore
 
 BATCH = 256
@@ -52,8 +52,7 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
              photos_from: Path | None, prune: bool, show_progress: bool) -> Migrated:
     # the source's uploaded photos before the snapshot's first read (its read transaction
     # starts there): one that goes later went with a change its server made meanwhile
-    own = getattr(source, "root", None)  # (an embedded store's own STORE/uploads)
-    watched = photos_from or (own / UPLOADS if own is not None else None)
+    watched = photos_from or upload_folder(source, None)  # (its own STORE/uploads)
     listed = _listing(watched)
     manifest = source.manifest()
     if manifest is None:

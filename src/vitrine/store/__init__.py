@@ -15,10 +15,13 @@ from vitrine.errors import StoreError
 from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.embedded import EmbeddedStore
 
-__all__ = ["UPLOADS_DIR", "EmbeddedStore", "Match", "StoredProduct", "VectorStore", "open_store",
-           "cleanable_uploads", "save_photo", "unmarked_upload", "upload_folder"]
+__all__ = ["UPLOAD_TMP", "UPLOADS_DIR", "EmbeddedStore", "Match", "StoredProduct", "VectorStore",
+           "open_store", "cleanable_uploads", "save_photo", "unmarked_upload", "upload_folder"]
 
 DEFAULT_COLLECTION = "vitrine"
+UPLOAD_TMP = re.compile(UPLOAD_NAME.pattern + r"\.(\d+)\.\d+\.tmp")
+"""A photo being saved by :func:`save_photo` in the process numbered ``[1]`` (removed by
+``vitrine index`` once that process is gone)."""
 UPLOADS_DIR = UPLOADS  # one name: the catalogue reader skips this folder of a store
 
 

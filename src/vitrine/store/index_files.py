@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,9 @@ CREATE INDEX IF NOT EXISTS changes_gen ON changes(gen);
 """
 
 Index = VectorIndex | LayeredIndex
+INDEX_TMP = re.compile(r"index\..+\.faiss\.(\d+)\.\d+\.tmp")
+"""An index file being saved (:meth:`IndexFiles._save`) by the process numbered ``[1]``: by
+a reader or the server's rebuild thread too, which do not hold the writer lock."""
 
 
 class IndexFiles:

@@ -5,25 +5,18 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import time
 from pathlib import Path
 from typing import TextIO
 
-from vitrine.catalog import UPLOAD_NAME
 from vitrine.errors import StoreError
+from vitrine.store.index_files import INDEX_TMP
 
 WRITE_WAIT = 5.0
 """Seconds a writer waits for another process's write before it gives up (the API waits
 less: :data:`vitrine.service.API_WRITE_WAIT`)."""
 LOCK_POLL = 0.05
 """Seconds between tries of the writer lock while waiting."""
-UPLOAD_TMP = re.compile(UPLOAD_NAME.pattern + r"\.(\d+)\.\d+\.tmp")
-"""A photo being saved in STORE/uploads by the process numbered ``[1]``
-(``vitrine.store.save_photo``; removed by ``vitrine index`` once that process is gone)."""
-INDEX_TMP = re.compile(r"index\..+\.faiss\.(\d+)\.\d+\.tmp")
-"""An index file being saved by the process numbered ``[1]`` (``IndexFiles._save``): by a
-reader or the server's rebuild thread too, which do not hold the lock."""
 
 
 def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
