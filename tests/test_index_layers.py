@@ -96,6 +96,89 @@ def test_writes_are_searched_from_a_layer_until_the_index_is_rebuilt(folder, mon
     writer.close()
 
 
+def no_builds(monkeypatch):
+    """Make a build of the index fail the test (a search that would wait minutes for it)."""
+    def build(self, n, batch=20_000):
+        raise AssertionError("the index was built inside a search")
+    monkeypatch.setattr(index_files.IndexFiles, "_build", build)
+
+
+def test_a_reader_layers_past_the_writers_limit_instead_of_building_in_its_search(
+        folder, monkeypatch):
+    """Writes came faster than the server's rebuild: a search layers on the saved index (a
+    larger exact layer) rather than build the whole index itself; past half the store it
+    builds."""
+    root, vecs = folder
+    before = saved(root)
+    monkeypatch.setattr(index_files, "RECENT_MAX", 2)  # a writer rebuilds past 2 changes
+    writer = EmbeddedStore(root, index_config=HNSW)
+    writer.lock_for_writing()
+    writer.upsert(records([f"n{i}" for i in range(30)], vecs[500:530]))
+    writer.flush(rebuild=False)  # an API write: nothing built
+    assert writer.index_due() and saved(root) == before
+    reader = EmbeddedStore(root, index_config=HNSW)
+    with monkeypatch.context() as patch:
+        no_builds(patch)
+        index = reader._current_index()
+        assert isinstance(index, LayeredIndex) and index.ntotal == 530
+        for i in range(30):
+            assert reader.search(vecs[500 + i], 1)[0].product.product_id == f"n{i}"
+    assert saved(root) == before
+    writer.delete([f"p{i:03d}" for i in range(250)])  # 280 changed of 280 left
+    assert isinstance(reader._current_index(), VectorIndex)
+    assert reader.search(vecs[520], 1)[0].product.product_id == "n20"
+    assert not {m.product.product_id for m in reader.search(vecs[0], 20)} & {"p000", "p001"}
+    reader.close()
+    writer.close()
+
+
+def test_a_store_crossing_the_approximate_index_size_is_searched_before_its_rebuild(tmp_path,
+                                                                                    monkeypatch):
+    """Past ``ann_min_items`` the store's index is of another kind (flat → HNSW); until the
+    server's rebuild saves one, searches layer on the flat index instead of each building
+    the HNSW graph in the request; then they take the rebuilt one. And back."""
+    vecs, _ = ClusterModel.create(DIM, 4, seed=0, rank=16).sample(600, seed=1)
+    auto = IndexConfig.defaults(kind="auto", ann_min_items=505)
+    store = EmbeddedStore(tmp_path / "store", create=True, index_config=auto)
+    store.set_manifest(ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, DIM))
+    store.lock_for_writing()
+    store.upsert(records([f"p{i:03d}" for i in range(500)], vecs[:500]))
+    store.flush()
+    root = tmp_path / "store"
+    assert [name.split(".")[2] for name in saved(root)] == [auto.tag(500)] == ["flat-fp32"]
+    store.upsert(records([f"n{i}" for i in range(10)], vecs[500:510]))
+    store.flush(rebuild=False)
+    assert store.index_due() and [name.split(".")[2] for name in saved(root)] == ["flat-fp32"]
+    reader = EmbeddedStore(root, index_config=auto)
+    with monkeypatch.context() as patch:
+        no_builds(patch)
+        index = reader._current_index()
+        assert isinstance(index, LayeredIndex) and index.base.kind == "flat"
+        assert index.ntotal == 510
+        for q in (3, 505):
+            got = [m.product.product_id for m in reader.search(vecs[q], 10)]
+            assert got == brute_force(reader, vecs[q], 10)  # flat + exact layer: exact
+    store.rebuild_index()  # the server's rebuild
+    store.close()
+    assert [name.split(".")[2] for name in saved(root)] == [auto.tag(510)]
+    writer = EmbeddedStore(root, index_config=auto)  # each API write opens its own
+    writer.lock_for_writing()
+    writer.upsert(records(["last"], vecs[510:511]))
+    index = reader._current_index()
+    assert isinstance(index, LayeredIndex) and index.base.kind == "hnsw"
+    assert reader.search(vecs[510], 1)[0].product.product_id == "last"
+    writer.delete([f"n{i}" for i in range(10)])  # 501 products: flat again
+    writer.flush(rebuild=False)
+    with monkeypatch.context() as patch:
+        no_builds(patch)
+        index = reader._current_index()
+        assert isinstance(index, LayeredIndex) and index.base.kind == "hnsw"
+        assert index.ntotal == 501
+        assert reader.search(vecs[505], 1)[0].product.product_id != "n5"
+    writer.close()
+    reader.close()
+
+
 def test_a_write_that_did_not_record_its_rows_means_a_rebuild(folder):
     """A Vitrine from before the ``changes`` table writes a vector and bumps the generation:
     the saved index cannot be brought up to date from the changes, so it is rebuilt."""

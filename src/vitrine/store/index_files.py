@@ -36,6 +36,8 @@ CREATE INDEX IF NOT EXISTS changes_gen ON changes(gen);
 """
 
 Index = VectorIndex | LayeredIndex
+INDEX_FILE = re.compile(r"index\.(\d+)\.(.+)\.faiss")
+"""A saved index: its generation ``[1]`` and tag ``[2]`` (:meth:`IndexConfig.tag`)."""
 INDEX_TMP = re.compile(r"index\..+\.faiss\.(\d+)\.\d+\.tmp")
 """An index file being saved (:meth:`IndexFiles._save`) by the process numbered ``[1]``: by
 a reader or the server's rebuild thread too, which do not hold the writer lock."""
@@ -123,26 +125,42 @@ class IndexFiles:
     def _layer_base(self, generation: int, n: int, writer: bool, limit: bool = True
                     ) -> tuple[int, Path | None] | None:
         """The generation of the saved index to layer ``generation`` on and its file (None:
-        the one in memory), when there is one and few enough products changed since: a
-        reader takes twice as many as a writer, which rebuilds the index when it flushes, so
-        that readers meanwhile do not all rebuild it too (without ``limit``, any number)."""
+        the one in memory), when there is one and few enough products changed since
+        (without ``limit``, any number).
+
+        A writer takes an index of the store size's kind, and at most ``RECENT_MAX`` (and a
+        tenth of the store) changed products: past that it rebuilds (``vitrine index``), or
+        the server rebuilds beside its requests. A reader never builds in a search while it
+        can layer: it takes an index of the other kind too (a store crossing the size of
+        the approximate index, flat ⇄ HNSW, until the rebuild of the new kind is saved),
+        and up to half the store changed (an exact layer of that size costs milliseconds a
+        search; a build in the search, minutes at 300,000 products)."""
         tag = self.config.tag(n)
-        saved = []
-        for path in self.root.glob(f"index.*.{tag}.faiss"):
-            with contextlib.suppress(ValueError):
-                saved.append((int(path.name.split(".")[1]), path))
-        saved = [(g, p) for g, p in saved if g < generation]
-        best = max(saved, default=None)
-        if self._base is not None and self._base[2] == tag and self._base[1] < generation \
-                and (best is None or self._base[1] >= best[0]):
-            best = (self._base[1], None)
+        best = self._newest_saved(generation, tag)
+        if best is None and not writer:
+            best = self._newest_saved(generation, None)
         if best is None or best[0] < self._changes_from(generation):
             return None
         if not limit:
             return best
         changed = self.db.execute("SELECT COUNT(*) FROM changes WHERE gen > ?",
                                   (best[0],)).fetchone()[0]
-        return best if changed <= min(RECENT_MAX, n // 10) * (1 if writer else 2) else None
+        most = min(RECENT_MAX, n // 10)
+        return best if changed <= (most if writer else max(2 * most, n // 2)) else None
+
+    def _newest_saved(self, generation: int, tag: str | None) -> tuple[int, Path | None] | None:
+        """The newest index older than ``generation`` of ``tag`` (None: of any), saved or in
+        memory (path None, when it is at least as new as every file)."""
+        saved = []
+        for path in self.root.glob(f"index.*.{tag or '*'}.faiss"):
+            found = INDEX_FILE.fullmatch(path.name)
+            if found and int(found[1]) < generation:
+                saved.append((int(found[1]), path))
+        best = max(saved, default=None)
+        if self._base is not None and self._base[2] == (tag or self._base[2]) \
+                and self._base[1] < generation and (best is None or self._base[1] >= best[0]):
+            best = (self._base[1], None)
+        return best
 
     def _changes_from(self, generation: int) -> int:
         """The generation of the oldest saved index that ``changes`` can bring up to
@@ -167,7 +185,7 @@ class IndexFiles:
                 base = VectorIndex.load(path, self.config)
             except RuntimeError:
                 continue
-            self._base = (base, base_gen, self.config.tag(n))
+            self._base = (base, base_gen, INDEX_FILE.fullmatch(path.name)[2])
             break
         else:
             return None
