@@ -250,6 +250,52 @@ def test_long_words_fit_a_phone(browser, settings, small_store, embedder, small_
         context.close()
 
 
+def test_a_typed_category_searches_within_it(browser, settings, small_store, embedder,
+                                             outside_photo, axe, tmp_path):
+    """A store with more categories than the list holds: the search form's category is typed
+    beside suggestions; entering one searches the chosen photo again within it, the language
+    toggle follows it, and axe finds nothing on either page's field."""
+    import shutil
+
+    from test_web_pages import grow_categories
+
+    from vitrine.api import create_app
+    from vitrine.server import running
+    from vitrine.web.pages import CATEGORY_SELECT_MAX
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    grow_categories(store, {f"extra_{i:03d}": 1 for i in range(CATEGORY_SELECT_MAX)})
+    with running(create_app(settings, store, embedder=embedder)) as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(url + "/?category=relogio_masculino")
+        assert page.locator("#category").input_value() == "relogio_masculino"
+        assert _violations(axe, page) == []
+        page.goto(url + "/search")
+        field = page.locator("#search-category")
+        assert field.evaluate("e => e.tagName + ' ' + e.list.options.length") == \
+            f"INPUT {CATEGORY_SELECT_MAX}"
+        page.set_input_files("#photo", str(outside_photo))
+        page.locator("#results li.card").first.wait_for(timeout=30_000)
+        assert _violations(axe, page) == []
+        field.fill("relogio_masculino")
+        toggle = page.locator("a.lang-switch").get_attribute("href")
+        assert "category=relogio_masculino" in toggle and "lang=en" in toggle
+        field.press("Enter")
+        page.wait_for_function("""() => {
+            const c = [...document.querySelectorAll('#results .meta .category')];
+            return c.length > 0 && c.every(e => e.textContent === 'Relogio masculino'); }""",
+                               timeout=30_000)
+        assert page.locator("#results li.card").count() == 6
+        field.fill("")
+        assert "category" not in page.locator("a.lang-switch").get_attribute("href")
+        assert problems == []
+        context.close()
+
+
 def test_search_by_drag_and_drop_on_a_phone(browser, base_url, outside_photo):
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = context.new_page()

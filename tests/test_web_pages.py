@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -370,6 +371,134 @@ def test_counts_pages_and_accent_free_search_read_well(settings, small_store, em
         assert "Relógio Dourado" in found, query
         listed = client.get("/api/products", params={"q": query}).json()["products"]
         assert "unico" in [p["product_id"] for p in listed], query
+
+
+def grow_categories(store, sizes: dict[str, int]) -> None:
+    """Add ``sizes[name]`` products to each new category ``name`` of ``store``: copies of its
+    first product in name order (photo and vector), with ids ``name-0``, ``name-1``…"""
+    import dataclasses
+    import hashlib
+
+    from vitrine.store import open_store
+    from vitrine.store.base import Record
+
+    handle = open_store(store)
+    try:
+        handle.lock_for_writing()
+        first = handle.list_products(limit=1, offset=0)[0]
+        vector = handle.vector(first.product_id)
+        handle.upsert([Record(dataclasses.replace(first.to_product(category=name),
+                                                  product_id=f"{name}-{i}"),
+                              hashlib.sha256(f"{name}-{i}".encode()).hexdigest(), "0" * 16,
+                              b"", vector)
+                       for name, n in sizes.items() for i in range(n)])
+    finally:
+        handle.close()
+
+
+OPTICS = "\u00f3tica"  # 'ótica' as a table saved by Excel spells it; a Mac's folder: 'o' + '\u0301'
+
+
+@pytest.fixture(scope="module")
+def crowded(settings, small_store, embedder, rows, tmp_path_factory):
+    """A client over the small store (8 categories of 6) grown to CATEGORY_SELECT_MAX + 1
+    categories: of 2 products (one of them OPTICS) up to CATEGORY_SELECT_MAX - 1, then two of
+    one, 'm_um' and 'n_um' (a tie, the last by name); and the grown products' photo."""
+    from vitrine.api import create_app
+    from vitrine.store import open_store
+    from vitrine.web.pages import CATEGORY_SELECT_MAX
+
+    store = tmp_path_factory.mktemp("crowded") / "store"
+    shutil.copytree(small_store, store)
+    pairs = CATEGORY_SELECT_MAX - 1 - len({r["category"] for r in rows})
+    grow_categories(store, {OPTICS: 2, **{f"extra_{i:03d}": 2 for i in range(pairs - 1)},
+                            "m_um": 1, "n_um": 1})
+    handle = open_store(store)
+    photo = Path(handle.get("m_um-0").image).read_bytes()
+    handle.close()
+    app = create_app(settings.model_copy(update={"max_upload_bytes": 300_000}), store,
+                     embedder=embedder)
+    return TestClient(app), photo
+
+
+def test_many_categories_are_typed_beside_the_largest(crowded, rows):
+    """Past CATEGORY_SELECT_MAX categories the category fields are text fields suggesting the
+    largest (20,000 options made each page 1.5 MB); a typed category filters as a chosen one,
+    in either Unicode form, and one the store lacks finds nothing."""
+    import unicodedata
+
+    from vitrine.web.pages import CATEGORY_SELECT_MAX
+    from vitrine.web.text import category_label
+
+    client, photo = crowded
+    sizes = {**{c: 6 for c in {r["category"] for r in rows}}, OPTICS: 2, "m_um": 1}
+    sizes.update({f"extra_{i:03d}": 2 for i in range(CATEGORY_SELECT_MAX - len(sizes))})
+    largest = sorted(sizes, key=lambda c: (-sizes[c], c))  # 'm_um' last, 'n_um' left out
+    assert len(largest) == CATEGORY_SELECT_MAX and largest[-1] == "m_um"
+    for path, field, counted in (("/", "category", True), ("/search", "search-category", False)):
+        html = client.get(path).text
+        assert "<select" not in html and f'<label for="{field}">' in html
+        assert (f'<input id="{field}" name="category" type="search" list="{field}-list" '
+                f'value="" placeholder="Todas as categorias"') in html
+        suggested = re.search(f'<datalist id="{field}-list">(.*?)</datalist>', html, re.S)
+        options = re.findall(r'<option value="([^"]*)">([^<]*)</option>', suggested.group(1))
+        assert [value for value, _ in options] == largest
+        assert [text for _, text in options] == [
+            category_label(c) + (f" ({sizes[c]})" if counted else "") for c in largest]
+
+    typed = client.get("/", params={"category": "n_um"}).text  # not suggested, but stored
+    assert cards(typed) == 1 and "1 produto<" in typed and 'value="n_um"' in typed
+    assert card_categories(typed) == ["N um"]
+    accent = client.get("/", params={"category": unicodedata.normalize("NFD", OPTICS)}).text
+    assert cards(accent) == 2 and f'value="{OPTICS}"' in accent  # as the store spells it
+    unknown = client.get("/", params={"category": "nada_assim"})
+    assert unknown.status_code == 200 and cards(unknown.text) == 0
+    assert "Nenhum produto encontrado." in unknown.text and 'value="nada_assim"' in unknown.text
+
+    found = client.post("/search", data={"category": "n_um"},
+                        files={"image": ("q.jpg", photo, "image/jpeg")})
+    assert found.status_code == 200 and card_categories(found.text) == ["N um"]
+    assert 'list="search-category-list" value="n_um"' in found.text  # the field keeps it
+    fragment = client.post("/search", params={"fragment": 1},
+                           data={"category": unicodedata.normalize("NFD", OPTICS)},
+                           files={"image": ("q.jpg", photo, "image/jpeg")}).text
+    assert card_categories(fragment) == [category_label(OPTICS)] * 2
+    none = client.post("/search", data={"category": "nada_assim"},
+                       files={"image": ("q.jpg", photo, "image/jpeg")})
+    assert none.status_code == 200 and cards(none.text) == 0 and "Nenhum resultado." in none.text
+    big = client.post("/search", headers={"Accept": "text/html"}, data={"category": "n_um"},
+                      files={"image": ("big.jpg", b"x" * 300_001, "image/jpeg")})
+    assert big.status_code == 413 and 'list="search-category-list" value="n_um"' in big.text
+
+
+def test_a_store_at_the_limit_keeps_the_category_lists(settings, small_store, embedder, rows,
+                                                       tmp_path):
+    """CATEGORY_SELECT_MAX categories: both pages list them all (the catalogue with its
+    counts), as before; one more and they are typed."""
+    from vitrine.api import create_app
+    from vitrine.web.pages import CATEGORY_SELECT_MAX
+    from vitrine.web.text import category_label
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    real = sorted({r["category"] for r in rows})
+    grow_categories(store, {f"extra_{i:03d}": 1 for i in range(CATEGORY_SELECT_MAX - len(real))})
+    client = TestClient(create_app(settings, store, embedder=embedder))
+    for path, field in (("/", "category"), ("/search", "search-category")):
+        html = client.get(path, params={"category": real[0]}).text
+        assert f'<select id="{field}" name="category">' in html and "<datalist" not in html
+        options = re.findall(r'<option value="([^"]*)"( selected)?>', html)
+        assert len(options) == CATEGORY_SELECT_MAX + 1 and options[0] == ("", "")
+        assert (real[0], " selected") in options
+    catalogue = client.get("/").text
+    assert f'<option value="{real[0]}">{category_label(real[0])} (6)</option>' in catalogue
+    assert '<option value="extra_000">Extra 000 (1)</option>' in catalogue
+
+    grow_categories(store, {"one_more": 1})
+    client = TestClient(create_app(settings, store, embedder=embedder))
+    for path in ("/", "/search"):
+        html = client.get(path).text
+        assert "<select" not in html and html.count("<option ") == CATEGORY_SELECT_MAX
 
 
 def _free_port() -> int:

@@ -7,6 +7,7 @@ in-place results; every page works without JavaScript. Portuguese by default, En
 
 from __future__ import annotations
 
+import heapq
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlencode
@@ -35,6 +36,10 @@ HERE = Path(__file__).parent
 PAGE_SIZE = 24
 SIMILAR_K = 10
 SEARCH_K = 10
+CATEGORY_SELECT_MAX = 100
+"""Up to this many categories the pages' category field is a list of them all; a store with
+more gets a text field suggesting the largest this many (20,000 options made each page 1.5 MB
+and the list unusable)."""
 JSON_PREFIXES = ("/api/", "/images/", "/healthz", "/openapi.json", "/static/")
 
 LangParam = Annotated[str | None, Query(description="pt (default) or en.")]
@@ -66,6 +71,19 @@ def product_path(product_id: str) -> str:
 def summary(product: StoredProduct) -> str:
     """The description, or the product's attributes when it has none."""
     return product.description or " · ".join(v for v in product.attributes.values() if v)
+
+
+def category_field(categories: dict[str, int]) -> dict[str, object]:
+    """What the pages' category field shows: ``categories`` (name: products) to choose from,
+    every named one in the store's order up to ``CATEGORY_SELECT_MAX``; past that,
+    ``category_typed`` and the ``CATEGORY_SELECT_MAX`` largest (most products first, then by
+    name) as suggestions of a text field."""
+    named = {name: n for name, n in categories.items() if name}
+    if len(named) <= CATEGORY_SELECT_MAX:
+        return {"categories": named, "category_typed": False}
+    largest = heapq.nsmallest(CATEGORY_SELECT_MAX, named.items(),
+                              key=lambda item: (-item[1], item[0]))
+    return {"categories": dict(largest), "category_typed": True}
 
 
 class Pages:
@@ -121,7 +139,7 @@ class Pages:
             context.pop("category", None)
             return self.render(request, "_results.html", lang, status, **context)
         return self.render(request, "search.html", lang, status, active="search",
-                           categories=self.service.categories(), **context)
+                           **category_field(self.service.categories()), **context)
 
     def too_large(self, request: Request, category: str = "") -> HTMLResponse:
         """413 for a page request: the search page says the photo is too large (whether the
@@ -172,9 +190,9 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         before = bool(found) or last is None and page > 1 and bool(service.products(
             category=category, query=query, limit=1, offset=(page - 2) * PAGE_SIZE)[0])
         return pages.render(request, "catalogue.html", lang, active="catalogue",
-                            products=found, categories=categories, category=category or "",
-                            q=query, page=page, has_more=more, total=total, last=last,
-                            before=before)
+                            products=found, **category_field(categories),
+                            category=category or "", q=query, page=page, has_more=more,
+                            total=total, last=last, before=before)
 
     @app.api_route("/products/{product_id:path}", methods=["GET", "HEAD"],
                    response_class=HTMLResponse, include_in_schema=False)
@@ -194,7 +212,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         """The search form, with ``category`` chosen in "Buscar em" (the language toggle of a
         results page keeps it)."""
         return pages.render(request, "search.html", pick_lang(lang), active="search",
-                            matches=None, message=None, categories=service.categories(),
+                            matches=None, message=None, **category_field(service.categories()),
                             category=service.stored_category(category) or "")
 
     @app.post("/search", response_class=HTMLResponse, include_in_schema=False)

@@ -5,7 +5,8 @@
   const form = document.getElementById("photo-search");
   if (!form) return;
   const input = form.querySelector('input[type="file"]');
-  const category = form.querySelector("select[name=category]");
+  // a list of the categories, or for a store with many a text field (typed, with suggestions)
+  const category = form.querySelector("[name=category]");
   const results = document.getElementById("results");
   const status = document.getElementById("search-status");
   const preview = form.querySelector(".preview");
@@ -116,11 +117,13 @@
   input.addEventListener("change", function () {
     if (input.files[0]) search(input.files[0]);
   });
-  // Another category searches the chosen photo again.
+  // Another category searches the chosen photo again (a typed one once it is entered: Enter,
+  // or leaving the field); the toggle follows each letter.
   if (category) category.addEventListener("change", function () {
     keepCategoryInToggle();
     if (input.files[0]) search(input.files[0]);
   });
+  if (category) category.addEventListener("input", keepCategoryInToggle);
   // A browser that restores the form (Back, reload) sets the category without a change event.
   keepCategoryInToggle();
   window.addEventListener("pageshow", keepCategoryInToggle);
