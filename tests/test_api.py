@@ -627,13 +627,13 @@ def test_migrate_leaves_out_a_product_whose_photo_the_source_deletes_during_the_
     client.close()
     photos["novo-3"].unlink()  # lost before the copy
     source, target = open_store(store), open_store(tmp_path / "target", create=True)
-    real = source.all_vectors
+    real = source.iter_products
 
-    def deleted_meanwhile():  # while the snapshot's vectors are read (the longest part)
-        photos["novo-2"].unlink()
-        return real()
+    def deleted_meanwhile(*args, **kwargs):  # while the snapshot is read (the longest part)
+        photos["novo-2"].unlink(missing_ok=True)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(source, "all_vectors", deleted_meanwhile)
+    monkeypatch.setattr(source, "iter_products", deleted_meanwhile)
     done = migrate_store(source, target, photos_to=tmp_path / "target" / "uploads",
                          show_progress=False)  # (its own STORE/uploads, as without a folder)
     assert done.changed_meanwhile == ["novo-2"] and done.copied == source.count() - 1

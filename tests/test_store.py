@@ -626,14 +626,14 @@ def test_reads_in_a_snapshot_agree_while_another_process_writes(store, tmp_path,
         assert store.vector("a") is not None and store.get("new") is None
     assert store.get("a") is None and store.get("new") is not None
 
-    real = store.all_vectors
+    real = store.iter_products
 
-    def written_meanwhile():  # a server's writes between migrate's reads
+    def written_meanwhile(*args, **kwargs):  # a server's writes between migrate's reads
         other.delete(["b"])
         other.upsert([record("late", unit(1, 0.5))])
-        return real()
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(store, "all_vectors", written_meanwhile)
+    monkeypatch.setattr(store, "iter_products", written_meanwhile)
     target = open_store(tmp_path / "copy", create=True)
     copied = migrate_store(store, target, show_progress=False)
     assert copied.copied == 4 and sorted(target.fingerprints()) == ["b", "c", "e", "new"]
@@ -678,3 +678,40 @@ def test_an_index_file_that_cannot_be_saved_leaves_no_part_behind(store, monkeyp
     assert [m.product.product_id for m in reader.search(unit(1, 0), 2)] == ["a", "b"]
     reader.close()
     assert list(store.root.glob("*.tmp")) == [] and list(store.root.glob("index.*")) == []
+
+
+def test_migrate_copies_a_store_page_by_page_in_bounded_memory(tmp_path, monkeypatch):
+    """migrate read every product and every vector of the source before copying (2 GB at
+    300,000 products): it holds one page at a time, a small part of what the store holds,
+    and copies every product and vector."""
+    import tracemalloc
+
+    from vitrine.migrate import migrate_store
+
+    dim, n = 1024, 6000
+    vecs = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    manifest = ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, dim)
+    source = open_store(tmp_path / "source", create=True)
+    source.set_manifest(manifest)
+    source.upsert([Record(Product(f"p{i:05d}", Path(f"/photos/p{i}.jpg"), category="c",
+                                  description="d" * 500), f"sha-{i}", "0" * 16, b"\1" * 768,
+                          vecs[i]) for i in range(n)])
+    target = open_store(tmp_path / "target", create=True)
+    monkeypatch.setattr(type(target), "flush", lambda self, rebuild=True: None)  # its index
+    tracemalloc.start()  # (numpy's arrays are counted)
+    try:
+        done = migrate_store(source, target, show_progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    monkeypatch.undo()
+    held = vecs.nbytes + n * (768 + 500)  # the vectors, thumbnails and descriptions
+    assert done.copied == target.count() == n
+    assert peak < held / 4, (peak, held)
+    ids, copied = target.all_vectors()
+    assert ids == [f"p{i:05d}" for i in range(n)] and np.array_equal(copied, vecs)
+    assert target.get("p00042").description == "d" * 500
+    assert target.search(vecs[4242], 1)[0].product.product_id == "p04242"
+    source.close()
+    target.close()

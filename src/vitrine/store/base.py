@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -129,6 +129,11 @@ class VectorStore(Protocol):
     def count(self) -> int: ...
     def categories(self) -> dict[str, int]: ...
     def all_vectors(self) -> tuple[list[str], np.ndarray]: ...
+    def iter_products(self, batch: int, vectors: bool = True
+                      ) -> Iterator[list[tuple[StoredProduct, np.ndarray | None]]]:
+        """Every product with its vector (None without ``vectors``), ``batch`` at a time
+        (a copy of any size in bounded memory), in the store's order."""
+        ...
     def replaced(self) -> bool:
         """True when the store's files are now others than those opened (open it again)."""
         ...

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -354,11 +354,24 @@ class EmbeddedStore:
                 vectors[i] = np.frombuffer(blob, dtype=np.float32)
         return ids, vectors
 
+    def iter_products(self, batch: int = 1000, vectors: bool = True
+                      ) -> Iterator[list[tuple[StoredProduct, np.ndarray | None]]]:
+        with self.snapshot():
+            rows = self.db.execute(f"SELECT {COLUMNS}{', vector' if vectors else ''} "
+                                   "FROM products ORDER BY id")
+            while page := rows.fetchmany(batch):
+                yield [(row_to_product(r[:11], self._photo),
+                        np.frombuffer(r[11], np.float32) if vectors else None) for r in page]
+
     # ---- search ---------------------------------------------------------------------------
     def _current_index(self) -> VectorIndex | LayeredIndex:
-        """The FAISS index for the database's current generation (``IndexFiles``)."""
+        """The FAISS index for the database's current generation (``IndexFiles``); a layered
+        one until the generation's own file is saved (the server's rebuild: one stat a
+        search)."""
         gen = self.generation()
-        if self._index is None or self._index_gen != gen:
+        if self._index is None or self._index_gen != gen or (
+                isinstance(self._index, LayeredIndex)
+                and self._files.path(gen, self._index.ntotal).exists()):
             index = self._files.current(gen, self.count(), writer=self._lock_fh is not None)
             self._index, self._index_gen, self._category_ids = index, gen, {}
         return self._index

@@ -402,6 +402,12 @@ class MilvusStore:
             return [], np.zeros((0, manifest.dim if manifest else 0), np.float32)
         return ids, np.concatenate(parts)
 
+    def iter_products(self, batch: int = PAGE, vectors: bool = True
+                      ) -> Iterator[list[tuple[StoredProduct, np.ndarray | None]]]:
+        for rows in self._batches('product_id != ""', FIELDS + ["vector"] * vectors, batch):
+            yield [(_to_product(r), np.asarray(r["vector"], np.float32) if vectors else None)
+                   for r in rows]
+
     def search(self, vector: np.ndarray, k: int, *, category: str | None = None,
                exclude: str | None = None) -> list[Match]:
         """Top-``k`` by inner product; the category and exclusion filters run inside the
