@@ -284,12 +284,15 @@ def test_a_typed_category_searches_within_it(browser, settings, small_store, emb
         field.fill("relogio_masculino")
         toggle = page.locator("a.lang-switch").get_attribute("href")
         assert "category=relogio_masculino" in toggle and "lang=en" in toggle
-        field.press("Enter")
+        sent: list[str] = []
+        page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
+        field.press("Enter")  # the field's change and the form's submit: one search
         page.wait_for_function("""() => {
             const c = [...document.querySelectorAll('#results .meta .category')];
             return c.length > 0 && c.every(e => e.textContent === 'Relogio masculino'); }""",
                                timeout=30_000)
         assert page.locator("#results li.card").count() == 6
+        assert len(sent) == 1, sent
         field.fill("")
         assert "category" not in page.locator("a.lang-switch").get_attribute("href")
         assert problems == []

@@ -64,6 +64,7 @@
   // A refusal before sending is the newest answer: a search still on its way is dropped.
   function refuse(text) {
     ++latest;
+    sending = null;
     results.removeAttribute("aria-busy");
     hidePreview();
     showMessage(text, true);
@@ -79,10 +80,17 @@
     link.href = url.pathname + url.search;
   }
 
+  // The photo and category of the search on its way: Enter in a typed category sends both
+  // its change and the form's submit, one search.
+  let sending = null;
+
   async function search(file) {
     if (!file) { refuse(form.dataset.noFile); return; }
     if (file.size > maxBytes) { refuse(form.dataset.tooLarge); return; }
+    const asked = { file: file, category: category ? category.value : "" };
+    if (sending && sending.file === asked.file && sending.category === asked.category) return;
     const ticket = ++latest;
+    sending = asked;
     showPreview(file);
     showMessage(form.dataset.searching, false);
     results.setAttribute("aria-busy", "true");
@@ -106,7 +114,7 @@
     } catch (err) {
       if (ticket === latest) showMessage(form.dataset.error, true);
     } finally {
-      if (ticket === latest) results.removeAttribute("aria-busy");
+      if (ticket === latest) { results.removeAttribute("aria-busy"); sending = null; }
     }
   }
 
