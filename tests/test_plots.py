@@ -105,3 +105,46 @@ def test_demo_figure_names_of_two_categories_never_collide():
     assert _file_name("relogio_feminino") == "relogio_feminino"
     assert _file_name("a b") != _file_name("a_b") == "a_b"
     assert len(_file_name("x" * 274)) <= 89 and _file_name("x" * 274) != _file_name("x" * 275)
+
+
+WORLD = "Relógio 腕時計 手表 시계 ⌚😀"  # Latin, Japanese, Chinese, Korean, symbol, emoji
+
+
+def test_names_in_other_scripts_and_emoji_are_drawn_with_the_fallback_fonts(tmp_path, caplog):
+    """Chinese, Japanese and Korean names and emoji showed as boxes (DejaVu Sans has none of
+    them): the titles fall back, glyph by glyph, to the fonts the machine has for them
+    (./scripts/test installs Debian's fonts-wqy-microhei and fonts-symbola)."""
+    from conftest import require
+
+    from vitrine import plots
+
+    plots._note_missing.cache_clear()
+    photo = _photo(tmp_path / "p.png")
+    match = Match(StoredProduct("a", str(photo), category="手表", name=WORLD), 0.9)
+    with caplog.at_level("WARNING", logger="vitrine.plots"):
+        plot_recommendations(photo, WORLD, [match], tmp_path / "rec.png")
+        plot_confusion_matrix([[1, 0], [2, 3]], ["手表", "시계 ⌚"], tmp_path / "cm.png")
+    if plots.MISSING_NOTE in caplog.messages:
+        for font in ("WenQuanYi Micro Hei", "Symbola"):  # (another machine may have others)
+            if font not in plots.font_families():
+                require(tmp_path / font, f"the font {font}")  # fails in CI, skips elsewhere
+    assert plots.MISSING_NOTE not in caplog.messages
+    plots._note_missing.cache_clear()
+
+
+def test_a_glyph_no_font_has_is_said_once_not_per_glyph(tmp_path, monkeypatch, caplog,
+                                                         recwarn):
+    """Without a font for them, the boxes are said once a process, in one sentence naming
+    fonts to install (matplotlib warned once per glyph, on every figure)."""
+    from vitrine import plots
+
+    monkeypatch.setattr(plots, "font_families", lambda: ("DejaVu Sans",))
+    plots._note_missing.cache_clear()
+    photo = _photo(tmp_path / "p.png")
+    match = Match(StoredProduct("a", str(photo), category="c", name=WORLD), 0.9)
+    with caplog.at_level("WARNING", logger="vitrine.plots"):
+        plot_recommendations(photo, WORLD, [match], tmp_path / "a.png")
+        plot_recommendations(photo, "腕時計", [match], tmp_path / "b.png")
+    assert caplog.messages == [plots.MISSING_NOTE]
+    assert not [w for w in recwarn if "Glyph" in str(w.message)]
+    plots._note_missing.cache_clear()

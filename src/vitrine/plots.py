@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import textwrap
 import warnings
 from collections.abc import Callable
@@ -15,6 +17,7 @@ matplotlib.use("Agg")
 # shop text is literal: "R$ 99 por R$ 79" is no formula between two '$' (it raised)
 matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
 
 from vitrine.errors import ImageError, VitrineError  # noqa: E402
 from vitrine.images import thumbnail  # noqa: E402
@@ -27,15 +30,60 @@ TILE_SIDE = 448
 large JPEG decodes at reduced scale, as for the model (a 6000×4000 query took 2 GB)."""
 
 
-def _quiet(draw: Callable[P, R]) -> Callable[P, R]:
-    """Draw without matplotlib's warning per glyph the font lacks (emoji, CJK): each shows as
-    a box, and a line on the terminal said so again for every one."""
+FALLBACK_FONTS = (
+    # Chinese, Japanese, Korean
+    "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK KR",
+    "Source Han Sans", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Droid Sans Fallback",
+    "Microsoft YaHei", "Yu Gothic", "Meiryo", "Malgun Gothic", "PingFang SC", "Hiragino Sans",
+    "Apple SD Gothic Neo",
+    # symbols and emoji, in one colour (matplotlib draws no colour emoji)
+    "Symbola", "Noto Emoji", "Noto Sans Symbols 2", "Segoe UI Symbol", "Segoe UI Emoji",
+)
+"""Fonts a title falls back to, glyph by glyph, for what DejaVu Sans lacks, among those this
+machine has (e.g. Debian's fonts-wqy-microhei and fonts-symbola, 3 MB)."""
+MISSING_NOTE = ("note: some characters of the figures' names have no font on this machine "
+                "and show as boxes; a font with them (e.g. Debian's fonts-noto-cjk, "
+                "fonts-wqy-microhei, fonts-symbola) fixes that.")
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def font_families() -> tuple[str, ...]:
+    """DejaVu Sans, then the fallback fonts this machine has; fonts installed after
+    matplotlib made its font cache are read too (a scan of the font folders, once)."""
+    manager = font_manager.fontManager
+    known = {f.fname for f in manager.ttflist}
+    for path in font_manager.findSystemFonts():
+        if path not in known:
+            with contextlib.suppress(Exception):  # a font FreeType cannot read
+                manager.addfont(path)
+    names = {f.name for f in manager.ttflist}
+    return ("DejaVu Sans", *(name for name in FALLBACK_FONTS if name in names))
+
+
+def _fonts(draw: Callable[P, R]) -> Callable[P, R]:
+    """Draw with the fallback fonts; a glyph none has shows as a box, said once a process
+    (matplotlib warned on the terminal for each one)."""
     @functools.wraps(draw)
-    def quiet(*args: P.args, **kwargs: P.kwargs) -> R:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Glyph .* missing")
-            return draw(*args, **kwargs)
-    return quiet
+    def drawn(*args: P.args, **kwargs: P.kwargs) -> R:
+        with warnings.catch_warnings(record=True) as caught, \
+                matplotlib.rc_context({"font.family": list(font_families())}):
+            warnings.filterwarnings("always", "Glyph .* missing")
+            result = draw(*args, **kwargs)
+        missing = [w for w in caught if "missing from font" in str(w.message)]
+        for other in caught:
+            if other not in missing:
+                warnings.warn_explicit(other.message, other.category, other.filename,
+                                       other.lineno)
+        if missing:
+            _note_missing()
+        return result
+    return drawn
+
+
+@functools.cache
+def _note_missing() -> None:
+    log.warning(MISSING_NOTE)
 
 
 def _lines(text: str, width: int, most: int) -> list[str]:
@@ -60,7 +108,7 @@ def _show(ax, image_path: str | Path, title: list[str], colour: str = "black",
     ax.axis("off")
 
 
-@_quiet
+@_fonts
 def plot_recommendations(query_image: str | Path, query_title: str, matches: list[Match],
                          out: Path, max_pixels: int = 40_000_000) -> Path:
     """Draw the query and its matches in one row and save a PNG to ``out`` (``max_pixels``:
@@ -96,7 +144,7 @@ def _save(fig, out: Path) -> Path:
     return out
 
 
-@_quiet
+@_fonts
 def plot_history(history: list[dict], out: Path, *, train_loss: str = "train",
                  refit: bool = False) -> Path:
     """Loss and accuracy per epoch, train and validation, over both training phases (a
@@ -133,7 +181,7 @@ def plot_history(history: list[dict], out: Path, *, train_loss: str = "train",
     return _save(fig, out)
 
 
-@_quiet
+@_fonts
 def plot_confusion_matrix(matrix, classes: list[str], out: Path) -> Path:
     """Counts with row-normalised shading (row = true class, column = predicted class)."""
     import numpy as np
@@ -157,7 +205,7 @@ def plot_confusion_matrix(matrix, classes: list[str], out: Path) -> Path:
     return _save(fig, out)
 
 
-@_quiet
+@_fonts
 def plot_misclassified(rows: list[dict], out: Path, limit: int = 20) -> Path:
     """The misclassified photos (``vitrine.report.misclassified`` rows, the first ``limit``),
     each titled with its label and the model's guess."""
