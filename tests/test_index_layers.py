@@ -182,6 +182,36 @@ def test_a_store_crossing_the_approximate_index_size_is_searched_before_its_rebu
     reader.close()
 
 
+def test_the_changes_an_index_rebuilt_beside_the_server_covers_are_forgotten(folder,
+                                                                             monkeypatch):
+    """The server's rebuild saves its index without the writer lock, so it kept every
+    change: the table grew by a row for each product ever written (soak: 3,659 rows for
+    2,230 products). The next write's flush forgets what the saved index covers, and the
+    searches stay right."""
+    root, vecs = folder
+    monkeypatch.setattr(index_files, "RECENT_MAX", 5)
+    rebuilds = 0
+    for i in range(60):  # what the server does: a new writer per write, the rebuild beside
+        writer = EmbeddedStore(root, index_config=HNSW)
+        writer.lock_for_writing()
+        writer.upsert(records([f"n{i}"], vecs[500 + i:501 + i]))
+        writer.delete([f"p{i:03d}"])
+        writer.flush(rebuild=False)
+        if writer.index_due():
+            rebuilder = EmbeddedStore(root, index_config=HNSW)
+            rebuilder.rebuild_index()
+            rebuilder.close()
+            rebuilds += 1
+        writer.close()
+    store = EmbeddedStore(root, index_config=HNSW)
+    kept = store.db.execute("SELECT COUNT(*) FROM changes").fetchone()[0]
+    assert rebuilds >= 10 and kept <= 2 * 6, kept  # (120 rows before)
+    for i in (0, 31, 59):
+        assert store.search(vecs[500 + i], 1)[0].product.product_id == f"n{i}"
+    assert not {m.product.product_id for m in store.search(vecs[0], 50)} & {"p000", "p030"}
+    store.close()
+
+
 def test_a_write_that_did_not_record_its_rows_means_a_rebuild(folder):
     """A Vitrine from before the ``changes`` table writes a vector and bumps the generation:
     the saved index cannot be brought up to date from the changes, so it is rebuilt."""
