@@ -715,3 +715,28 @@ def test_migrate_copies_a_store_page_by_page_in_bounded_memory(tmp_path, monkeyp
     assert target.search(vecs[4242], 1)[0].product.product_id == "p04242"
     source.close()
     target.close()
+
+
+def test_the_write_ahead_log_is_cut_back_after_a_long_read(tmp_path, monkeypatch):
+    """Writes while a long read holds its snapshot (the server's index rebuild) grow the
+    WAL past SQLite's checkpoints; it stayed that size for good. Once the read is over and
+    the log checkpointed, it is cut back to ``WAL_LIMIT``."""
+    from vitrine.store import sqlite_db
+
+    monkeypatch.setattr(sqlite_db, "WAL_LIMIT", 256 << 10)
+    writer = open_store(tmp_path / "s", create=True)
+    writer.set_manifest(MANIFEST)
+    reader = open_store(tmp_path / "s")
+    wal = tmp_path / "s" / f"{sqlite_db.DB_NAME}-wal"
+    with reader.snapshot():
+        reader.count()
+        for i in range(300):  # 300 transactions of 40 products: well past 4 MB of log
+            writer.upsert([record(f"p{i}-{j}", unit(1, i, j), description="d" * 4096)
+                           for j in range(40)])
+        grown = wal.stat().st_size
+    for i in range(2):  # the first write checkpoints (the read is over), the next resets
+        writer.upsert([record(f"last{i}", unit(0, 1))])
+    assert grown > 4 << 20 and wal.stat().st_size <= 256 << 10, (grown, wal.stat().st_size)
+    assert writer.count() == reader.count() == 12_002
+    reader.close()
+    writer.close()

@@ -18,6 +18,10 @@ from vitrine.store.search_key import add_search_key, searchable_sql
 
 DB_NAME = "vitrine.sqlite"
 MANIFEST_NAME = "manifest.json"
+WAL_LIMIT = 64 << 20
+"""Bytes the write-ahead log is cut back to once checkpointed: it grows past SQLite's own
+4 MB while a long read (an index rebuild, a migrate) holds its snapshot, and stayed that
+large."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS products (
@@ -94,6 +98,7 @@ def open_database(root: Path, *, create: bool) -> tuple[sqlite3.Connection, set[
                                  check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             db.executescript(SCHEMA)
         except sqlite3.OperationalError:
             if os.access(root, os.W_OK):
