@@ -129,6 +129,13 @@ def test_parity_with_embedded_store(small_store, embedder, tmp_path, demo_catalo
         fa = embedded.search(vec, 3, category="relogio_masculino")
         fb = milvus.search(vec, 3, category="relogio_masculino")
         assert [m.product.product_id for m in fa] == [m.product.product_id for m in fb]
+    back = open_store(tmp_path / "back", create=True)  # and back, read page by page
+    assert migrate_store(milvus, back, show_progress=False).copied == embedded.count()
+    ids, vectors = embedded.all_vectors()
+    order = dict(zip(*back.all_vectors(), strict=True))
+    assert np.array_equal(np.stack([order[pid] for pid in ids]), vectors)
+    assert back.list_products(limit=2000) == embedded.list_products(limit=2000)
+    back.close()
     embedded.close()
     milvus.close()
 
