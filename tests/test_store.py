@@ -740,3 +740,25 @@ def test_the_write_ahead_log_is_cut_back_after_a_long_read(tmp_path, monkeypatch
     assert writer.count() == reader.count() == 12_002
     reader.close()
     writer.close()
+
+
+def test_a_photo_a_store_names_by_a_relative_path_is_still_in_use(tmp_path):
+    """A Vitrine before 29 Nov 2026 served from inside its store (``--store .``) named the
+    photos it was sent ``uploads/<sha256>.jpg``: deleting one of two products sharing such a
+    photo deleted the photo of the other (its image 404 for good; helper-63)."""
+    root = tmp_path / "s"
+    store = open_store(root, create=True)
+    store.set_manifest(MANIFEST)
+    name = "ab" * 32 + ".jpg"
+    (root / "uploads").mkdir()
+    (root / "uploads" / name).write_bytes(b"photo")
+    store.upsert([record("b", unit(1, 0)), record("c", unit(0, 1))])
+    with store.db:  # what the old server stored
+        store.db.execute("UPDATE products SET image=? WHERE product_id='b'", (f"uploads/{name}",))
+        store.db.execute("UPDATE products SET image=? WHERE product_id='c'",
+                         (f"/photos/notuploads/{'cd' * 32}.jpg",))
+    photo = str(root / "uploads" / name)
+    assert store.get("b").image == photo and store.names_photo(photo)
+    assert not store.names_photo(str(root / "uploads" / ("ef" * 32 + ".jpg")))
+    assert not store.names_photo(str(root / "uploads" / ("cd" * 32 + ".jpg")))
+    store.close()

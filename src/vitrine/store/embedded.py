@@ -296,8 +296,9 @@ class EmbeddedStore:
     def names_photo(self, photo: str) -> bool:
         """Whether a product's photo is ``photo`` (a path as :meth:`images` gives them): a
         scan of the photo-path index (a moved store names its photos at the old place, so
-        the file name is matched, not the whole path), not of every product's row."""
-        pattern = f"%/{UPLOADS}/" + re.sub(r"([%_!])", r"!\1", os.path.basename(photo))
+        the file name is matched, not the whole path; one served from inside its folder by a
+        Vitrine before 29 Nov 2026 as ``uploads/NAME``), not of every product's row."""
+        pattern = f"%{UPLOADS}/" + re.sub(r"([%_!])", r"!\1", os.path.basename(photo))
         rows = self.db.execute("SELECT image FROM products WHERE image = ? OR image LIKE ? "
                                "ESCAPE '!'", (photo, pattern))
         return any(self._photo(image) == photo for (image,) in rows)
