@@ -359,7 +359,8 @@ def test_catalogue_photos_named_like_uploads_stay_the_catalogues(demo_catalog, s
 
 
 def test_the_demo_never_replaces_or_deletes_a_store_it_did_not_make(shop_a, novidades, settings,
-                                                                     embedder, tmp_path):
+                                                                     embedder, tmp_path,
+                                                                     monkeypatch):
     """A user's store kept inside --out was the demo's to re-point at the demo catalogue (it
     removed the user's products) or to delete for another model; an empty store folder was
     refused; --out inside the catalogue made the figures products of the next run."""
@@ -391,6 +392,24 @@ def test_the_demo_never_replaces_or_deletes_a_store_it_did_not_make(shop_a, novi
         run_demo(shop_a, legacy, legacy.parent, demo.model_copy(update={"resize": "pad"}), 2,
                  console=console)
     assert _state(legacy)[0] == 16 and not (legacy / DEMO_MARK).exists()
+    # nor, when the demo trains, stranded: it trained its model anew, then refused the
+    # store (made with the model just replaced); now refused before anything is trained
+    from vitrine import trained
+
+    class Trained(Exception):
+        pass
+
+    def train(*args, **kwargs):
+        raise Trained
+
+    monkeypatch.setattr(trained, "trained_already", lambda *args: False)
+    monkeypatch.setattr(trained, "ensure_model", train)
+    training = settings.model_copy(update={"demo_train": True})
+    with pytest.raises(VitrineError, match=r"has no \.vitrine-demo mark.*Nothing was changed"):
+        run_demo(shop_a, legacy, legacy.parent, training, 2, console=console)
+    with pytest.raises(Trained):  # an empty folder, or none: the demo's to make
+        run_demo(shop_a, tmp_path / "out3" / "store", tmp_path / "out3", training, 2,
+                 console=console)
 
     (out / "store").mkdir()  # an empty folder: the demo's to fill
     summary = run_demo(shop_a, out / "store", out, demo, 2, console=console)
@@ -398,6 +417,8 @@ def test_the_demo_never_replaces_or_deletes_a_store_it_did_not_make(shop_a, novi
     # its own store follows the demo catalogue
     again = run_demo(novidades, out / "store", out, demo, 2, console=console)
     assert again["index"]["indexed"] == 8 and again["index"]["removed"] == 16
+    with pytest.raises(Trained):  # its own store: the model is trained for it
+        run_demo(novidades, out / "store", out, training, 2, console=console)
 
     inside = tmp_path / "cat"
     shutil.copytree(shop_a, inside)

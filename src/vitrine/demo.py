@@ -16,6 +16,7 @@ from rich.console import Console
 from vitrine.config import Settings, cpu_only_note
 from vitrine.display import plain, results_table
 from vitrine.embed import Embedder
+from vitrine.errors import VitrineError
 from vitrine.indexer import index_catalog
 from vitrine.plots import plot_recommendations
 from vitrine.recommend import Recommender
@@ -32,10 +33,12 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
 
     read_catalog(catalog)
     refuse_out_inside(catalog, out_dir)
+    own = _own(store_dir, out_dir)
     if settings.model is None and settings.demo_train:
+        if not own:
+            _refuse_stranding(store_dir, catalog, out_dir, settings)
         settings = _trained(catalog, out_dir, settings, console)
     embedder = Embedder.from_settings(settings)
-    own = _own(store_dir, out_dir)
     if own:
         _drop_stale_store(store_dir, embedder, console)
     store = store_for(store_dir, settings, create=True)
@@ -123,6 +126,31 @@ def _own(store_dir: Path, out_dir: Path) -> bool:
         return False
     return (store_dir / DEMO_MARK).exists() or not store_dir.exists() or (
         store_dir.is_dir() and not any(store_dir.iterdir()))
+
+
+def _refuse_stranding(store_dir: Path, catalog: Path, out_dir: Path,
+                      settings: Settings) -> None:
+    """Refuse, before its model is trained anew, a demo whose store is not its own (no
+    mark: a user's, or one a demo before 3 Dec 2026 made) and holds vectors: the new model
+    would replace the one it was made with, and the store could be searched with neither
+    (the demo trained, then refused the store)."""
+    from vitrine.trained import trained_already
+
+    if not (store_dir / DB_NAME).is_file() or trained_already(catalog, out_dir / "model",
+                                                              settings):
+        return
+    store = open_store(store_dir)
+    try:
+        made = store.manifest() is not None
+    finally:
+        store.close()
+    if made:
+        raise VitrineError(
+            f"the store {store_dir} was not made by this demo (it has no {DEMO_MARK} mark: "
+            "made by a demo before 3 Dec 2026, or not by the demo) and the demo would now "
+            f"train its model in {out_dir / 'model'} anew, leaving that store made with a "
+            "model that is gone. Delete the store if an older demo made it (the demo makes "
+            "it again), or pass --store another folder. Nothing was changed.")
 
 
 def _drop_stale_store(store_dir: Path, embedder: Embedder, console: Console) -> None:

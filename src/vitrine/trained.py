@@ -308,17 +308,25 @@ def ensure_model(catalog_dir: Path, model_dir: Path, settings, *,
                  show_progress: bool = True) -> tuple[Path, bool]:
     """Reuse ``model_dir`` when it was trained from the same photos and settings, else
     train it; returns (the folder, whether it was reused)."""
-    from vitrine.split import read_split_catalog
     from vitrine.train import train_catalog
+
+    if trained_already(catalog_dir, model_dir, settings):
+        return Path(model_dir), True
+    train_catalog(catalog_dir, Path(model_dir), settings, show_progress=show_progress)
+    return Path(model_dir), False
+
+
+def trained_already(catalog_dir: Path, model_dir: Path, settings) -> bool:
+    """Whether ``model_dir`` holds a model trained from the same photos and settings (what
+    :func:`ensure_model` reuses)."""
+    from vitrine.split import read_split_catalog
 
     products, _ = read_split_catalog(catalog_dir)
     wanted = training_fingerprint([p for p in products if p.category], settings)
     config_path = Path(model_dir) / CONFIG_FILE
     if config_path.is_file() and (Path(model_dir) / MODEL_FILE).is_file():
         try:
-            if json.loads(config_path.read_text()).get("training_fingerprint") == wanted:
-                return Path(model_dir), True
+            return json.loads(config_path.read_text()).get("training_fingerprint") == wanted
         except ValueError:
             pass
-    train_catalog(catalog_dir, Path(model_dir), settings, show_progress=show_progress)
-    return Path(model_dir), False
+    return False
