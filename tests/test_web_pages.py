@@ -451,6 +451,12 @@ def test_many_categories_are_typed_beside_the_largest(crowded, rows):
     assert card_categories(typed) == ["N um"]
     accent = client.get("/", params={"category": unicodedata.normalize("NFD", OPTICS)}).text
     assert cards(accent) == 2 and f'value="{OPTICS}"' in accent  # as the store spells it
+    for written in (" n_um ", "N UM", "N um"):  # spaces around, any case, the shown name
+        typed = client.get("/", params={"category": written}).text
+        assert card_categories(typed) == ["N um"] and 'value="n_um"' in typed
+    shown = client.post("/search", data={"category": f" {category_label(OPTICS).upper()}"},
+                        files={"image": ("q.jpg", photo, "image/jpeg")}).text
+    assert card_categories(shown) == [category_label(OPTICS)] * 2
     unknown = client.get("/", params={"category": "nada_assim"})
     assert unknown.status_code == 200 and cards(unknown.text) == 0
     assert "Nenhum produto encontrado." in unknown.text and 'value="nada_assim"' in unknown.text

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from vitrine.catalog import category_form
 from vitrine.config import Settings
 from vitrine.errors import ImageError
 from vitrine.service import VitrineService
@@ -84,6 +85,27 @@ def category_field(categories: dict[str, int]) -> dict[str, object]:
     largest = heapq.nsmallest(CATEGORY_SELECT_MAX, named.items(),
                               key=lambda item: (-item[1], item[0]))
     return {"categories": dict(largest), "category_typed": True}
+
+
+def page_category(service: VitrineService, category: str | None) -> str | None:
+    """A page's category filter as the store spells it (None for none): as
+    :meth:`VitrineService.stored_category` finds it, and a typed one (past
+    ``CATEGORY_SELECT_MAX``) also without the spaces around it, in any case, or by the
+    name the pages show ("Relógio masculino" for relogio_masculino); unchanged when no
+    category, or more than one, is so named."""
+    typed = (category or "").strip()
+    if not typed:
+        return None
+    found = service.stored_category(typed)
+    categories = service.categories()
+    if found in categories:
+        return found
+    def folded(text: str) -> str:
+        return category_form(text).casefold()
+
+    wanted = folded(typed)
+    named = [c for c in categories if wanted in (folded(c), folded(category_label(c)))]
+    return named[0] if len(named) == 1 else found
 
 
 class Pages:
@@ -178,7 +200,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
                   page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> Response:
         lang = pick_lang(lang)
         query = (q or "").strip()
-        category = service.stored_category(category)  # as the store spells it
+        category = page_category(service, category)  # as the store spells it
         found, more = service.products(category=category, query=query,
                                        limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
         categories = service.categories()
@@ -213,7 +235,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         results page keeps it)."""
         return pages.render(request, "search.html", pick_lang(lang), active="search",
                             matches=None, message=None, **category_field(service.categories()),
-                            category=service.stored_category(category) or "")
+                            category=page_category(service, category) or "")
 
     @app.post("/search", response_class=HTMLResponse, include_in_schema=False)
     def search_photo(request: Request, image: Annotated[UploadFile, File()],
@@ -227,6 +249,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         matches: list[Match] | None = None
         guess, linked = None, False
         message, status = None, 200
+        category = page_category(service, category) or ""
         try:
             data = guards.read_upload(image, settings.max_upload_bytes)
             matches, _, guess = service.search_photo(data, SEARCH_K, category or None)
