@@ -182,6 +182,63 @@ def test_a_store_crossing_the_approximate_index_size_is_searched_before_its_rebu
     reader.close()
 
 
+def test_a_long_running_reader_layers_on_the_other_kind_when_its_own_is_stale(tmp_path,
+                                                                            monkeypatch):
+    """A server's reader holding an HNSW index the store's writes have since left behind (the
+    store shrank below the approximate index's size and grew back, the changes the old index
+    needed forgotten) built the HNSW graph in its search, though the flat index rebuilt
+    meanwhile was there to layer on (helper-65). A flat store's reader past twice the
+    writer's limit still rebuilds its flat index itself: seconds, and the layer is not read
+    again at every write."""
+    vecs, _ = ClusterModel.create(DIM, 4, seed=0, rank=16).sample(700, seed=1)
+    auto = IndexConfig.defaults(kind="auto", ann_min_items=300)
+    root = tmp_path / "store"
+    store = EmbeddedStore(root, create=True, index_config=auto)
+    store.set_manifest(ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, DIM))
+    store.lock_for_writing()
+    store.upsert(records([f"p{i:03d}" for i in range(310)], vecs[:310]))
+    store.flush()
+    store.close()
+    reader = EmbeddedStore(root, index_config=auto)
+    assert reader._current_index().kind == "hnsw"
+
+    def write(change):  # as the server: a writer per write, its rebuild beside
+        writer = EmbeddedStore(root, index_config=auto)
+        writer.lock_for_writing()
+        change(writer)
+        writer.flush(rebuild=False)
+        if writer.index_due():
+            writer.rebuild_index()
+        writer.close()
+
+    write(lambda w: w.delete([f"p{i:03d}" for i in range(20)]))  # 290: flat, rebuilt
+    write(lambda w: w.upsert(records(["x0"], vecs[400:401])))  # prunes the changes
+    write(lambda w: w.delete(["x0"]))
+    grown = [f"q{i}" for i in range(20)]
+    store = EmbeddedStore(root, index_config=auto)
+    store.lock_for_writing()
+    store.upsert(records(grown, vecs[500:520]))  # 310 again: no HNSW index saved yet
+    store.close()
+    with monkeypatch.context() as patch:
+        no_builds(patch)
+        index = reader._current_index()
+        assert isinstance(index, LayeredIndex) and index.base.kind == "flat"
+        assert reader.search(vecs[505], 1)[0].product.product_id == "q5"
+    reader.close()
+
+    flat = IndexConfig.defaults(kind="flat")
+    monkeypatch.setattr(index_files, "RECENT_MAX", 2)
+    store = EmbeddedStore(root, index_config=flat)
+    store.lock_for_writing()
+    store.flush()
+    store.upsert(records([f"r{i}" for i in range(20)], vecs[600:620]))  # 20 > 2 × 2
+    store.close()
+    reader = EmbeddedStore(root, index_config=flat)
+    index = reader._current_index()
+    assert isinstance(index, VectorIndex) and index.kind == "flat" and index.ntotal == 330
+    reader.close()
+
+
 def test_the_changes_an_index_rebuilt_beside_the_server_covers_are_forgotten(folder,
                                                                              monkeypatch):
     """The server's rebuild saves its index without the writer lock, so it kept every

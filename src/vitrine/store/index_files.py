@@ -140,23 +140,38 @@ class IndexFiles:
 
         A writer takes an index of the store size's kind, and at most ``RECENT_MAX`` (and a
         tenth of the store) changed products: past that it rebuilds (``vitrine index``), or
-        the server rebuilds beside its requests. A reader never builds in a search while it
-        can layer: it takes an index of the other kind too (a store crossing the size of
-        the approximate index, flat ⇄ HNSW, until the rebuild of the new kind is saved),
-        and up to half the store changed (an exact layer of that size costs milliseconds a
-        search; a build in the search, minutes at 300,000 products)."""
+        the server rebuilds beside its requests. A reader takes twice as many on a flat
+        index of the store's kind (rebuilt in seconds); it does not build an approximate
+        index in a search while it can layer: it takes an index of the other kind too (a
+        store crossing the size of the approximate index, flat ⇄ HNSW, until the rebuild of
+        the new kind is saved), and up to half the store changed (an exact layer of that
+        size costs milliseconds a search and a second to read again after each write; a
+        build in the search, minutes at 300,000 products)."""
         tag = self.config.tag(n)
-        best = self._newest_saved(generation, tag)
-        if best is None and not writer:
-            best = self._newest_saved(generation, None)
-        if best is None or best[0] < self._changes_from(generation):
-            return None
-        if not limit:
-            return best
-        changed = self.db.execute("SELECT COUNT(*) FROM changes WHERE gen > ?",
-                                  (best[0],)).fetchone()[0]
+        candidates = [self._newest_saved(generation, tag)]
+        if not writer:  # the newest of either kind, where the own kind's will not do
+            candidates.append(self._newest_saved(generation, None))
+        changes_from = self._changes_from(generation)
         most = min(RECENT_MAX, n // 10)
-        return best if changed <= (most if writer else max(2 * most, n // 2)) else None
+        for best in candidates:
+            if best is None or best[0] < changes_from:
+                continue
+            if not limit:
+                return best
+            changed = self.db.execute("SELECT COUNT(*) FROM changes WHERE gen > ?",
+                                      (best[0],)).fetchone()[0]
+            # a flat index of the store's kind is rebuilt in a second or two; the layer is
+            # read again at each write, so a reader takes it as large only where a build
+            # takes minutes (an approximate index, or one of the other kind)
+            cheap = self._kind(best) == "flat" and self.config.resolve(n) == "flat"
+            if changed <= (most if writer else 2 * most if cheap else max(2 * most, n // 2)):
+                return best
+        return None
+
+    def _kind(self, found: tuple[int, Path | None]) -> str:
+        """The kind of the saved index ``found`` (:meth:`_newest_saved`): of its tag."""
+        tag = self._base[2] if found[1] is None else INDEX_FILE.fullmatch(found[1].name)[2]
+        return re.match(r"[a-z]+", tag)[0]
 
     def _newest_saved(self, generation: int, tag: str | None) -> tuple[int, Path | None] | None:
         """The newest index older than ``generation`` of ``tag`` (None: of any), saved or in
