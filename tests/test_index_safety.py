@@ -410,6 +410,24 @@ def test_the_demo_never_replaces_or_deletes_a_store_it_did_not_make(shop_a, novi
     with pytest.raises(Trained):  # an empty folder, or none: the demo's to make
         run_demo(shop_a, tmp_path / "out3" / "store", tmp_path / "out3", training, 2,
                  console=console)
+    # --store the --out folder itself: it holds the trained model, so it is not the demo's
+    # own store (marked, it was deleted, model and all, at a run with other settings)
+    from vitrine import demo as demo_module
+
+    def trained_here(catalog, out_dir, settings, console):  # what training leaves there
+        (out_dir / "model").mkdir(parents=True, exist_ok=True)
+        (out_dir / "model" / "model.pt").write_bytes(b"an hour of training")
+        return settings
+
+    with monkeypatch.context() as patch:
+        patch.setattr(demo_module, "_trained", trained_here)
+        both = tmp_path / "out4"
+        run_demo(shop_a, both, both, training, 2, console=console)
+        assert not (both / DEMO_MARK).exists() and _state(both)[0] == 16
+        with pytest.raises(VitrineError, match="Nothing was changed"):
+            run_demo(shop_a, both, both, training.model_copy(update={"resize": "pad"}), 2,
+                     console=console)
+        assert (both / "model" / "model.pt").read_bytes() == b"an hour of training"
 
     (out / "store").mkdir()  # an empty folder: the demo's to fill
     summary = run_demo(shop_a, out / "store", out, demo, 2, console=console)

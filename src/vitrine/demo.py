@@ -33,12 +33,12 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
 
     read_catalog(catalog)
     refuse_out_inside(catalog, out_dir)
-    own = _own(store_dir, out_dir)
     if settings.model is None and settings.demo_train:
-        if not own:
+        if not _own(store_dir, out_dir):
             _refuse_stranding(store_dir, catalog, out_dir, settings)
         settings = _trained(catalog, out_dir, settings, console)
     embedder = Embedder.from_settings(settings)
+    own = _own(store_dir, out_dir)  # after training: a store folder holding the model is not
     if own:
         _drop_stale_store(store_dir, embedder, console)
     store = store_for(store_dir, settings, create=True)
