@@ -65,6 +65,8 @@ def test_crud_and_filters(mstore):
     assert [p.product_id for p in mstore.list_products(limit=1, offset=1)] == ["e"]
     assert mstore.list_products(limit=1) == [mstore.get("c")]  # whole rows for the page
     assert mstore.names_photo("/photos/c.jpg") and not mstore.names_photo("/photos/a.jpg")
+    assert mstore.has_category("d") and mstore.has_category("new")
+    assert not mstore.has_category("c") and not mstore.has_category('d" or category != "')
     assert mstore.photo_facts()["c"] == ("/photos/c.jpg", "sha-c", "0" * 16, b"\0" * 768)
     assert set(mstore.photo_facts()) == {"b", "c", "e"}
 

@@ -198,9 +198,10 @@ def test_pages_and_photo_look_ups_read_indexes_not_every_product(store, tmp_path
     assert [p.product_id for p in page] == ["x25", "x26", "x27", "x28", "x29"]
     assert store.list_products(limit=2, offset=33) == [last]
     assert store.names_photo("/photos/x3.jpg") and not store.names_photo("/photos/y.jpg")
+    assert store.has_category("c") and not store.has_category("nada")
     facts = store.photo_facts()  # (read from every row, once: not an index question)
     store.db.set_trace_callback(None)
-    assert len(statements) == 5, statements
+    assert len(statements) == 7, statements
     statements.pop()
     assert facts["x3"] == ("/photos/x3.jpg", "sha-x3", "0" * 16, b"\0" * 768)
     assert len(facts) == 34

@@ -203,6 +203,11 @@ class VitrineService:
                 cached = self._categories = (time.monotonic(), self.store.categories())
             return dict(cached[1])
 
+    def has_category(self, category: str) -> bool:
+        """Whether the store holds a product of ``category`` (one row read)."""
+        with self._store_lock:
+            return self.store.has_category(category)
+
     def count(self) -> int:
         with self._store_lock:
             return self.store.count()

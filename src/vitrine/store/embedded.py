@@ -323,6 +323,10 @@ class EmbeddedStore:
             "SELECT category, COUNT(*) FROM products GROUP BY category ORDER BY category")
         return dict(rows.fetchall())
 
+    def has_category(self, category: str) -> bool:
+        return self.db.execute("SELECT 1 FROM products WHERE category=? LIMIT 1",
+                               (category,)).fetchone() is not None
+
     def list_products(self, *, category: str | None = None, query: str | None = None,
                       limit: int = 50, offset: int = 0) -> list[StoredProduct]:
         # the page's ids from the listing index (LISTING_INDEX: walked in order, no row read

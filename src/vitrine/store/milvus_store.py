@@ -366,6 +366,11 @@ class MilvusStore:
         counts = Counter(r["category"] for r in self._rows('product_id != ""', ["category"]))
         return dict(sorted(counts.items()))
 
+    def has_category(self, category: str) -> bool:
+        return self._has_products() and bool(self.client.query(
+            self.collection, filter=f"category == {quote(category)}",
+            output_fields=["product_id"], limit=1))
+
     def list_products(self, *, category: str | None = None, query: str | None = None,
                       limit: int = 50, offset: int = 0) -> list[StoredProduct]:
         expr = ['product_id != ""']

@@ -97,7 +97,7 @@ def page_category(service: VitrineService, category: str | None) -> str | None:
     if not typed:
         return None
     found = service.stored_category(typed)
-    if service.products(category=found, query=None, limit=1, offset=0)[0]:
+    if service.has_category(found):
         return found  # (one row read; counting the categories scans a Milvus collection)
     categories = service.categories()
     def folded(text: str) -> str:
@@ -255,8 +255,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
             matches, _, guess = service.search_photo(data, SEARCH_K, category or None)
             # link the category only if the store holds some of it (one-row lookup, not a
             # count of every category: that scans a Milvus collection)
-            linked = guess is not None and bool(service.products(
-                category=guess.category, query=None, limit=1, offset=0)[0])
+            linked = guess is not None and service.has_category(guess.category)
         except ImageError:
             message, status = t["bad_photo"], 400
         except HTTPException as exc:
