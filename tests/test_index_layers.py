@@ -163,6 +163,7 @@ def test_a_store_crossing_the_approximate_index_size_is_searched_before_its_rebu
     assert [name.split(".")[2] for name in saved(root)] == [auto.tag(510)]
     index = reader._current_index()  # taken at the next search, without another write
     assert isinstance(index, VectorIndex) and index.kind == "hnsw"
+    assert reader._files._layer is None  # the flat index and its layer are let go
     assert reader.search(vecs[505], 1)[0].product.product_id == "n5"
     writer = EmbeddedStore(root, index_config=auto)  # each API write opens its own
     writer.lock_for_writing()

@@ -76,15 +76,17 @@ class IndexFiles:
         forgets the changes it covers)."""
         path = self.path(generation, n)
         if self._base is not None and self._base[1:] == (generation, self.config.tag(n)):
+            self._layer = None
             return self._base[0]
         if path.exists():
             with contextlib.suppress(RuntimeError):
                 index = VectorIndex.load(path, self.config)
-                self._base = (index, generation, self.config.tag(n))
-                return index
+                self._base, self._layer = (index, generation, self.config.tag(n)), None
+                return index  # (the last layer and its base are let go: gigabytes at 300,000)
         layered = self._layered(generation, n, writer)
         if layered is not None:
             return layered
+        self._layer = None
         index = self._build(n)
         self._base = (index, generation, self.config.tag(n))
         self._save(index, path, generation, writer)
