@@ -314,6 +314,30 @@ def test_a_readers_layer_takes_only_the_rows_written_since_its_last(folder):
     writer.close()
 
 
+def test_one_process_at_a_time_rebuilds_the_index(folder, monkeypatch):
+    """Two servers on one store each rebuilt the same index beside their requests (minutes
+    of every core at 300,000 products): while one rebuilds, the other's rebuild does
+    nothing and says so; after it, the next one rebuilds."""
+    from vitrine.store.writer_lock import rebuild_lock
+
+    root, vecs = folder
+    monkeypatch.setattr(index_files, "RECENT_MAX", 1)
+    writer = EmbeddedStore(root, index_config=HNSW)
+    writer.lock_for_writing()
+    writer.upsert(records(["a", "b"], vecs[500:502]))
+    writer.flush(rebuild=False)
+    assert writer.index_due()
+    before = saved(root)
+    other = EmbeddedStore(root, index_config=HNSW)
+    with rebuild_lock(root) as mine:  # another server's rebuild thread, say
+        assert mine
+        assert other.rebuild_index() is False and saved(root) == before
+    assert other.rebuild_index() is True and saved(root) != before
+    assert not writer.index_due()
+    other.close()
+    writer.close()
+
+
 def test_a_write_that_did_not_record_its_rows_means_a_rebuild(folder):
     """A Vitrine from before the ``changes`` table writes a vector and bumps the generation:
     the saved index cannot be brought up to date from the changes, so it is rebuilt."""

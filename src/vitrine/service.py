@@ -367,7 +367,9 @@ class VitrineService:
             try:
                 store = self._open()
                 try:
-                    store.rebuild_index()
+                    if not store.rebuild_index():
+                        log.info("another process is rebuilding the search index of %s",
+                                 self.location)
                 finally:
                     store.close()
             except Exception:  # the next write tries again; searches go on meanwhile

@@ -36,7 +36,7 @@ from vitrine.store.sqlite_db import (
     open_database,
     row_to_product,
 )
-from vitrine.store.writer_lock import WRITE_WAIT, take_writer_lock
+from vitrine.store.writer_lock import WRITE_WAIT, rebuild_lock, take_writer_lock
 
 __all__ = ["DB_NAME", "EmbeddedStore"]
 
@@ -438,16 +438,21 @@ class EmbeddedStore:
         with self.snapshot():
             return self._files.due(self.generation(), self.count())
 
-    def rebuild_index(self) -> None:
+    def rebuild_index(self) -> bool:
         """Build and save the index of the current generation (minutes for a large HNSW
         index): the server runs it beside its requests, other processes' searches start
-        from the file. A StoreError when it could not be saved."""
-        with self.snapshot():
-            saved = self._files.rebuild(self.generation(), self.count(),
-                                        lambda: not self.replaced())
+        from the file. False, with nothing done, while another process rebuilds it; a
+        StoreError when it could not be saved."""
+        with rebuild_lock(self.root) as mine:
+            if not mine:
+                return False
+            with self.snapshot():
+                saved = self._files.rebuild(self.generation(), self.count(),
+                                            lambda: not self.replaced())
         if not saved:
             raise StoreError(f"the rebuilt index of {self.root} could not be saved (a full "
                              "disk, or the store was replaced meanwhile).")
+        return True
 
     def close(self) -> None:
         self.db.close()

@@ -1,11 +1,14 @@
 """The embedded store's writer lock: one writing process at a time (a lock file), waited for
-a while; whoever takes it removes what writers killed mid-write left in the store folder."""
+a while; whoever takes it removes what writers killed mid-write left in the store folder.
+And the rebuild lock: one process at a time rebuilds the index beside its requests."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -46,6 +49,26 @@ def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
         if not ((m := INDEX_TMP.fullmatch(leftover.name)) and process_alive(int(m[1]))):
             leftover.unlink(missing_ok=True)
     return fh
+
+
+@contextlib.contextmanager
+def rebuild_lock(root: Path) -> Iterator[bool]:
+    """Whether this process may rebuild the index of the store folder ``root`` (True: held
+    until the block ends): not while another process rebuilds it (two servers on one store
+    each built the same index, minutes of both machines' cores). Where the lock file cannot
+    be made (a read-only folder), True: nothing else writes there."""
+    try:
+        fh = open(root / "rebuild.lock", "a")  # noqa: SIM115 - closed below
+    except OSError:
+        yield True
+        return
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def process_alive(pid: int) -> bool:
