@@ -150,8 +150,8 @@ class IndexFiles:
         index in a search while it can layer: it takes an index of the other kind too (a
         store crossing the size of the approximate index, flat ⇄ HNSW, until the rebuild of
         the new kind is saved), and up to half the store changed (an exact layer of that
-        size costs milliseconds a search and a second to read again after each write; a
-        build in the search, minutes at 300,000 products)."""
+        size costs milliseconds a search and a copy at each write, 0.1 s at 14,000 rows;
+        a build in the search, minutes at 300,000 products)."""
         tag = self.config.tag(n)
         candidates = [self._newest_saved(generation, tag)]
         if not writer:  # the newest of either kind, where the own kind's will not do
@@ -166,8 +166,8 @@ class IndexFiles:
             changed = self.db.execute("SELECT COUNT(*) FROM changes WHERE gen > ?",
                                       (best[0],)).fetchone()[0]
             # a flat index of the store's kind is rebuilt in a second or two; the layer is
-            # read again at each write, so a reader takes it as large only where a build
-            # takes minutes (an approximate index, or one of the other kind)
+            # copied at each write, so a reader takes it as large only where a build takes
+            # minutes (an approximate index, or one of the other kind)
             cheap = self._kind(best) == "flat" and self.config.resolve(n) == "flat"
             if changed <= (most if writer else 2 * most if cheap else max(2 * most, n // 2)):
                 return best
