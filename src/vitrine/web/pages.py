@@ -100,6 +100,7 @@ def page_category(service: VitrineService, category: str | None) -> str | None:
     if service.has_category(found):
         return found  # (one row read; counting the categories scans a Milvus collection)
     categories = service.categories()
+
     def folded(text: str) -> str:
         return category_form(text).casefold()
 
