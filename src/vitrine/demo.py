@@ -18,6 +18,7 @@ from vitrine.display import plain, results_table
 from vitrine.embed import Embedder
 from vitrine.errors import VitrineError
 from vitrine.indexer import index_catalog
+from vitrine.manifest import ModelManifest
 from vitrine.plots import plot_recommendations
 from vitrine.recommend import Recommender
 from vitrine.store import open_store, store_for, upload_folder
@@ -139,12 +140,7 @@ def _refuse_stranding(store_dir: Path, catalog: Path, out_dir: Path,
     if not (store_dir / DB_NAME).is_file() or trained_already(catalog, out_dir / "model",
                                                               settings):
         return
-    store = open_store(store_dir)
-    try:
-        made = store.manifest() is not None
-    finally:
-        store.close()
-    if made:
+    if _manifest(store_dir) is not None:
         raise VitrineError(
             f"the store {store_dir} was not made by this demo (it has no {DEMO_MARK} mark: "
             "made by a demo before 3 Dec 2026, or not by the demo) and the demo would now "
@@ -158,14 +154,16 @@ def _drop_stale_store(store_dir: Path, embedder: Embedder, console: Console) -> 
     rebuilt."""
     import shutil
 
-    if not (store_dir / DB_NAME).exists():
-        return
-    store = open_store(store_dir)
-    try:
-        stale = store.manifest() not in (None, embedder.manifest)
-    finally:
-        store.close()
-    if stale:
+    if (store_dir / DB_NAME).exists() and _manifest(store_dir) not in (None, embedder.manifest):
         console.print(plain(f"The demo store {store_dir} was made with another model; "
                             "rebuilding it."))
         shutil.rmtree(store_dir)
+
+
+def _manifest(store_dir: Path) -> ModelManifest | None:
+    """The model manifest of the embedded store at ``store_dir`` (None: nothing indexed)."""
+    store = open_store(store_dir)
+    try:
+        return store.manifest()
+    finally:
+        store.close()

@@ -62,13 +62,15 @@ class IndexFiles:
     def path(self, generation: int, n: int) -> Path:
         return self.root / f"index.{generation}.{self.config.tag(n)}.faiss"
 
+    def saved(self, tag: str = "*") -> list[tuple[int, Path]]:
+        """The index files in the folder (of ``tag``), with the generation each is named by."""
+        found = ((INDEX_FILE.fullmatch(path.name), path)
+                 for path in self.root.glob(f"index.*.{tag}.faiss"))
+        return [(int(m[1]), path) for m, path in found if m]
+
     def newest_generation(self) -> int:
         """The newest generation an index file in the folder is named by (0: none)."""
-        newest = 0
-        for path in self.root.glob("index.*.faiss"):
-            with contextlib.suppress(ValueError):
-                newest = max(newest, int(path.name.split(".")[1]))
-        return newest
+        return max((gen for gen, _ in self.saved()), default=0)
 
     def current(self, generation: int, n: int, writer: bool) -> Index:
         """The index of ``generation`` (``n`` products): its file, the newest saved index
@@ -181,12 +183,8 @@ class IndexFiles:
     def _newest_saved(self, generation: int, tag: str | None) -> tuple[int, Path | None] | None:
         """The newest index older than ``generation`` of ``tag`` (None: of any), saved or in
         memory (path None, when it is at least as new as every file)."""
-        saved = []
-        for path in self.root.glob(f"index.*.{tag or '*'}.faiss"):
-            found = INDEX_FILE.fullmatch(path.name)
-            if found and int(found[1]) < generation:
-                saved.append((int(found[1]), path))
-        best = max(saved, default=None)
+        best = max(((gen, path) for gen, path in self.saved(tag or "*") if gen < generation),
+                   default=None)
         if self._base is not None and self._base[2] == (tag or self._base[2]) \
                 and self._base[1] < generation and (best is None or self._base[1] >= best[0]):
             best = (self._base[1], None)
@@ -271,10 +269,9 @@ class IndexFiles:
         try:
             index.save(tmp)
             os.replace(tmp, path)
-            for old in self.root.glob("index.*.faiss"):
-                with contextlib.suppress(ValueError):
-                    if int(old.name.split(".")[1]) < generation:
-                        old.unlink(missing_ok=True)
+            for gen, old in self.saved():
+                if gen < generation:
+                    old.unlink(missing_ok=True)
         except (OSError, RuntimeError):
             # a read-only store still searches from the in-memory index; a full disk kept
             # the part written, one more with each process that tried
