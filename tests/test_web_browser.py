@@ -253,8 +253,9 @@ def test_long_words_fit_a_phone(browser, settings, small_store, embedder, small_
 def test_a_typed_category_searches_within_it(browser, settings, small_store, embedder,
                                              outside_photo, axe, tmp_path):
     """A store with more categories than the list holds: the search form's category is typed
-    beside suggestions; entering one searches the chosen photo again within it, the language
-    toggle follows it, and axe finds nothing on either page's field."""
+    beside suggestions; entering one (Enter, or a suggestion picked, not letters typed)
+    searches the chosen photo again within it, the language toggle follows it, and axe finds
+    nothing on either page's field."""
     import shutil
 
     from test_web_pages import grow_categories
@@ -293,6 +294,22 @@ def test_a_typed_category_searches_within_it(browser, settings, small_store, emb
                                timeout=30_000)
         assert page.locator("#results li.card").count() == 6
         assert len(sent) == 1, sent
+        # a letter typed does not search, even when the text is a category's whole name
+        field.fill("salto_feminino")
+        page.wait_for_timeout(300)
+        assert len(sent) == 1, sent
+        # a suggestion picked searches at once (Chromium's pick is a plain input Event, not an
+        # InputEvent); leaving the field then sends nothing more
+        field.evaluate("""e => { e.value = 'mocassim_masculino';
+                                 e.dispatchEvent(new Event('input', {bubbles: true})); }""")
+        page.wait_for_function("""() => {
+            const c = [...document.querySelectorAll('#results .meta .category')];
+            return c.length > 0 && c.every(e => e.textContent === 'Mocassim masculino'); }""",
+                               timeout=30_000)
+        assert len(sent) == 2, sent
+        page.locator("#photo").focus()  # the field's change event
+        page.wait_for_timeout(300)
+        assert len(sent) == 2, sent
         field.fill("")
         assert "category" not in page.locator("a.lang-switch").get_attribute("href")
         assert problems == []

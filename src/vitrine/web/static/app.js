@@ -80,17 +80,22 @@
     link.href = url.pathname + url.search;
   }
 
-  // The photo and category of the search on its way: Enter in a typed category sends both
-  // its change and the form's submit, one search.
+  // The photo and category of the search on its way (Enter in a typed category sends both
+  // its change and the form's submit: one search), and of the newest one shown (a suggestion
+  // picked searches at once; leaving the field then changes nothing).
   let sending = null;
+  let shown = null;
 
-  async function search(file) {
+  function same(a, b) { return a && b && a.file === b.file && a.category === b.category; }
+
+  async function search(file, again) {
     if (!file) { refuse(form.dataset.noFile); return; }
     if (file.size > maxBytes) { refuse(form.dataset.tooLarge); return; }
     const asked = { file: file, category: category ? category.value : "" };
-    if (sending && sending.file === asked.file && sending.category === asked.category) return;
+    if (same(sending, asked) || (!again && same(shown, asked))) return;
     const ticket = ++latest;
     sending = asked;
+    shown = null;
     showPreview(file);
     showMessage(form.dataset.searching, false);
     results.setAttribute("aria-busy", "true");
@@ -108,6 +113,7 @@
         // The fragment is rendered (and escaped) by the server's own template.
         results.innerHTML = html;
         announce(summary());
+        if (response.ok) shown = asked;
       } else {
         showMessage(form.dataset.error, true);
       }
@@ -120,18 +126,27 @@
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
-    search(input.files[0]);
+    search(input.files[0], true);
   });
   input.addEventListener("change", function () {
-    if (input.files[0]) search(input.files[0]);
+    if (input.files[0]) search(input.files[0], true);
   });
   // Another category searches the chosen photo again (a typed one once it is entered: Enter,
-  // or leaving the field); the toggle follows each letter.
+  // leaving the field, or a suggestion picked); the toggle follows each letter.
   if (category) category.addEventListener("change", function () {
     keepCategoryInToggle();
-    if (input.files[0]) search(input.files[0]);
+    if (input.files[0]) search(input.files[0], false);
   });
-  if (category) category.addEventListener("input", keepCategoryInToggle);
+  if (category) category.addEventListener("input", function (event) {
+    keepCategoryInToggle();
+    // A suggestion picked is an input that is not typing (Chromium sends a plain Event,
+    // Firefox and Safari insertReplacementText); a letter typed never searches.
+    const picked = !(event instanceof InputEvent) || event.inputType === "insertReplacementText";
+    if (picked && category.list && input.files[0] &&
+        Array.from(category.list.options).some(function (o) { return o.value === category.value; })) {
+      search(input.files[0], false);
+    }
+  });
   // A browser that restores the form (Back, reload) sets the category without a change event.
   keepCategoryInToggle();
   window.addEventListener("pageshow", keepCategoryInToggle);
