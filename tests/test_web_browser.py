@@ -99,7 +99,9 @@ def test_browse_catalogue_and_open_a_product(page, base_url):
     first_img = page.locator(".card img").first
     first_img.wait_for()
     page.wait_for_function("() => document.querySelector('.card img').naturalWidth > 0")
-    assert first_img.get_attribute("alt").startswith("Foto de ")
+    assert first_img.get_attribute("alt") == ""  # the card's title names its link, once
+    title = page.locator(".card-title").first.inner_text()
+    assert page.get_by_role("link", name=title, exact=True).count() >= 1
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.className") == "skip-link"
     page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
@@ -351,6 +353,68 @@ def _violations(axe, page) -> list[str]:
     """axe-core's violations on the page as it is now: rule, then the elements."""
     found = axe.run(page, options=AXE_OPTIONS).response["violations"]
     return [f"{v['id']}: {[n['target'] for n in v['nodes']]}" for v in found]
+
+
+def test_search_page_copes_with_arrows_failures_back_and_phones(browser, base_url,
+                                                              outside_photo):
+    """The search page script: a category list stepped through with the arrow keys searches
+    once, for the category it stops at; each failure says what it is (the catalogue being
+    updated, the server's error, no connection), not "try another photo"; a search without
+    a photo says so in the page's words; Back to the page searches its photo again; and on a
+    phone the results come into view below the photo's preview."""
+    context = browser.new_context(viewport={"width": 375, "height": 667}, is_mobile=True)
+    page = context.new_page()
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
+    page.goto(base_url + "/search")
+    page.click("button[type=submit]")  # no photo: the page's sentence, not the browser's
+    assert page.locator("#results [role=alert]").inner_text() == \
+        "Escolha uma foto antes de buscar."
+    assert sent == []
+
+    page.set_input_files("#photo", str(outside_photo))
+    page.locator("#results li.card").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(300)  # the scroll
+    top = page.evaluate("document.getElementById('results').getBoundingClientRect().top")
+    assert -1 < top < 667, top  # below the preview, brought into view
+    assert len(sent) == 1
+
+    field = page.locator("#search-category")
+    field.focus()
+    for _ in range(5):  # Chromium changes the list at each arrow
+        page.keyboard.press("ArrowDown")
+    chosen = field.input_value()
+    label = chosen.replace("_", " ").capitalize()
+    page.wait_for_function("""(label) => {
+        const c = [...document.querySelectorAll('#results .meta .category')];
+        return c.length > 0 && c.every(e => e.textContent === label); }""", arg=label,
+                           timeout=30_000)
+    page.wait_for_timeout(600)
+    assert len(sent) == 2, sent
+
+    fragment = re.compile(r"/search\?(.*&)?fragment=1")
+    for answer, said in (
+            ({"status": 409, "json": {"detail": "the store is being rewritten"}},
+             "O catálogo está sendo atualizado. Tente de novo em instantes."),
+            ({"status": 503, "json": {"detail": "overloaded"}},
+             "Algo deu errado no servidor. Tente de novo em instantes."),
+            (None, "Não foi possível falar com o servidor. Verifique a conexão e tente de "
+                   "novo.")):
+        page.route(fragment, lambda route, _, a=answer: route.fulfill(**a) if a
+                   else route.abort())
+        page.click("button[type=submit]")
+        page.wait_for_function("""(said) => {
+            const a = document.querySelector('#results [role=alert]');
+            return a && a.textContent === said; }""", arg=said, timeout=10_000)
+        page.unroute(fragment)
+
+    page.click("button[type=submit]")
+    page.locator("#results li.card").first.wait_for(timeout=30_000)
+    page.goto(base_url + "/")
+    page.go_back()  # the page is made again with the photo still chosen: searched again
+    assert page.evaluate("document.getElementById('photo').files.length") == 1
+    page.locator("#results li.card").first.wait_for(timeout=30_000)
+    context.close()
 
 
 def test_every_page_state_passes_axe(page, base_url, outside_photo, axe, monkeypatch):

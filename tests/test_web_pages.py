@@ -50,7 +50,10 @@ def test_catalogue_pages_filters_and_languages(client, rows):
     assert '<html lang="pt-BR">' in html and "Catálogo" in html and "48 produtos" in html
     assert cards(html) == 24 and 'rel="next" href="/?page=2"' in html
     assert 'href="/?lang=en"' in html  # the language toggle
-    assert re.search(r'<img src="/images/[^"]+" alt="Foto de [^"]+"', html)
+    # a card's thumbnail is silent: the title in the same link names it (not twice)
+    assert re.search(r'<a class="card-link" href="/products/[^"]+">\s*<span class="thumb">'
+                     r'<img src="/images/[^"]+" alt="" [^>]*></span>\s*'
+                     r'<span class="card-title">[^<]+</span>', html)
     assert "<title>Catálogo · Vitrine</title>" in html
     second = client.get("/", params={"page": 2}).text
     assert cards(second) == 24 and 'rel="prev"' in second and 'rel="next"' not in second
@@ -106,9 +109,20 @@ def test_product_page_shows_similar_products(client, rows):
 
     english = client.get(f"/products/{row['product_id']}", params={"lang": "en"}).text
     assert "Similar products" in english and "Price not given" in english
+    # "Back to the catalogue" goes back to the page the shopper came from, filters and all
+    came = "http://testserver/?category=rel%C3%B3gio&q=a+b&page=2&x=1"
+    back = client.get(f"/products/{row['product_id']}", headers={"Referer": came}).text
+    assert '<p class="breadcrumb"><a href="/?category=rel%C3%B3gio&amp;q=a+b&amp;page=2">' in back
+    for other in ("http://elsewhere.example/?category=x", "http://testserver/products/1",
+                  "http://testserver/?page=-1"):
+        back = client.get(f"/products/{row['product_id']}", params={"lang": "en"},
+                          headers={"Referer": other}).text
+        assert '<p class="breadcrumb"><a href="/?lang=en">' in back, other
 
     missing = client.get("/products/no-such", headers={"Accept": "text/html"})
     assert missing.status_code == 404 and "Página ou produto não encontrado." in missing.text
+    assert "<title>Não encontrado · Vitrine</title>" in missing.text  # not "something wrong"
+    assert "<h1>Não encontrado</h1>" in missing.text
 
 
 def test_prices_are_formatted_and_text_is_escaped(settings, small_store, embedder, tmp_path,
@@ -228,7 +242,7 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
     empty = client.post("/search", headers=html, data={"category": kind},
                         files={"image": ("", b"", "application/octet-stream")})
     assert empty.status_code == 422 and "Escolha uma foto antes de buscar." in empty.text
-    assert 'id="photo"' in empty.text
+    assert 'id="photo"' in empty.text and "<title>Erro: Buscar por foto · Vitrine" in empty.text
     assert f'<option value="{kind}" selected>' in empty.text  # the category stays chosen
     # a path that starts with '//' names another site in a link: the language toggle of its
     # 404 page stays on this one
@@ -258,12 +272,18 @@ def test_search_form_works_without_javascript(client, rows, small_catalog):
     assert 'enctype="multipart/form-data"' in form
     assert '<label class="drop-label" for="photo"' in form
     assert 'type="file"' in form and "arraste e solte" in form
+    assert "<title>Buscar por foto · Vitrine</title>" in form
+    # the formats and the limit are said before a photo is refused, and read with the field
+    assert 'aria-describedby="photo-formats"' in form
+    assert re.search(r'id="photo-formats">JPEG, PNG, WebP, HEIC \(iPhone\) e outros formatos '
+                     r'de foto, até \d+(,\d+)? MB\.<', form)
 
     row = rows[40]
     photo = (small_catalog / row["image"]).read_bytes()
     page = client.post("/search", files={"image": ("q.jpg", photo, "image/jpeg")})
     assert page.status_code == 200 and "<html" in page.text and "Resultados" in page.text
     assert cards(page.text) == 10
+    assert "<title>Resultados · Buscar por foto · Vitrine</title>" in page.text
     first = re.search(r'href="/products/([^"]+)"', page.text.split("Resultados", 1)[1])
     assert first and first.group(1) == row["product_id"]
 
@@ -307,7 +327,7 @@ def test_search_by_photo_within_a_category(client, rows, small_catalog):
     none = client.post("/search", data={"category": "no-such-category"},
                        files={"image": ("q.jpg", photo, "image/jpeg")})
     assert none.status_code == 200 and cards(none.text) == 0
-    assert "Nenhum resultado." in none.text
+    assert "Não há categoria “no-such-category”." in none.text  # not a bare "no results"
 
 
 def test_product_page_similar_from_every_category_or_only_its_own(client, rows):
@@ -321,15 +341,17 @@ def test_product_page_similar_from_every_category_or_only_its_own(client, rows):
     # ten similar products and only five others in its category: other categories show
     assert len(labels) == 10 and label in labels and set(labels) != {label}
     assert every.count('class="card-link" href="/products/') == 10
-    assert f'<a href="{path}" aria-current="true">Todas as categorias</a>' in every
-    assert f'<a href="{path}?same=1">só {label}</a>' in every
+    assert f'<a href="{path}#similar-title" aria-current="true">Todas as categorias</a>' in every
+    # (each lands on the list, not at the top of the page again: a phone's screen is short)
+    assert f'<a href="{path}?same=1#similar-title">só {label}</a>' in every
 
     own = client.get(path, params={"same": 1, "lang": "en"}).text
     labels = card_categories(own)
     size = sum(r["category"] == row["category"] for r in rows)
     assert len(labels) == size - 1 and set(labels) == {label}
     assert f'class="card-link" href="{path}"' not in own
-    assert f'<a href="{path}?same=1&amp;lang=en" aria-current="true">only {label}</a>' in own
+    assert (f'<a href="{path}?same=1&amp;lang=en#similar-title" aria-current="true">'
+            f'only {label}</a>') in own
     assert 'same=1' in re.search(r'class="lang-switch" href="([^"]+)"', own).group(1)
 
 
@@ -459,7 +481,20 @@ def test_many_categories_are_typed_beside_the_largest(crowded, rows):
     assert card_categories(shown) == [category_label(OPTICS)] * 2
     unknown = client.get("/", params={"category": "nada_assim"})
     assert unknown.status_code == 200 and cards(unknown.text) == 0
-    assert "Nenhum produto encontrado." in unknown.text and 'value="nada_assim"' in unknown.text
+    assert "Não há categoria “nada_assim”." in unknown.text and "parecidas" not in unknown.text
+    assert 'value="nada_assim"' in unknown.text
+    # without its accents, as a Brazilian shopper types it
+    bare = client.get("/", params={"category": "N ÚM"}).text
+    assert card_categories(bare) == ["N um"] and 'value="n_um"' in bare
+    # a part of several names: the largest that contain it (8, by name among equals), linked
+    part = client.get("/", params={"category": "extra_01"}).text
+    assert cards(part) == 0 and "Não há categoria “extra_01”. Categorias parecidas:" in part
+    assert re.findall(r'<a href="/\?category=(extra_01\d)">Extra 01\d</a>', part) == [
+        f"extra_01{i}" for i in range(8)]
+    typo = client.get("/", params={"category": "n umm", "lang": "en"}).text  # a letter more
+    assert "There is no category “n umm”. Similar categories:" in typo
+    # "m um" and "n um" are both a letter from it (equal in size: by name)
+    assert re.findall(r'<a href="/\?category=([^"&]+)&amp;lang=en">', typo) == ["m_um", "n_um"]
 
     found = client.post("/search", data={"category": "n_um"},
                         files={"image": ("q.jpg", photo, "image/jpeg")})
@@ -471,7 +506,11 @@ def test_many_categories_are_typed_beside_the_largest(crowded, rows):
     assert card_categories(fragment) == [category_label(OPTICS)] * 2
     none = client.post("/search", data={"category": "nada_assim"},
                        files={"image": ("q.jpg", photo, "image/jpeg")})
-    assert none.status_code == 200 and cards(none.text) == 0 and "Nenhum resultado." in none.text
+    assert none.status_code == 200 and cards(none.text) == 0
+    assert "Não há categoria “nada_assim”." in none.text
+    near = client.post("/search", params={"fragment": 1}, data={"category": "extra_08"},
+                       files={"image": ("q.jpg", photo, "image/jpeg")}).text
+    assert "Categorias parecidas: Extra 080, Extra 081, Extra 082, Extra 083, " in near
     big = client.post("/search", headers={"Accept": "text/html"}, data={"category": "n_um"},
                       files={"image": ("big.jpg", b"x" * 300_001, "image/jpeg")})
     assert big.status_code == 413 and 'list="search-category-list" value="n_um"' in big.text

@@ -7,17 +7,19 @@ in-place results; every page works without JavaScript. Portuguese by default, En
 
 from __future__ import annotations
 
+import difflib
 import heapq
+import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from vitrine.catalog import category_form
 from vitrine.config import Settings
 from vitrine.errors import ImageError
 from vitrine.service import VitrineService
@@ -38,6 +40,8 @@ PAGE_SIZE = 24
 SIMILAR_K = 10
 SEARCH_K = 10
 CATEGORY_SELECT_MAX = 100
+NEAR_CATEGORIES = 8
+"""Stored categories suggested for one the store does not have."""
 """Up to this many categories the pages' category field is a list of them all; a store with
 more gets a text field suggesting the largest this many (20,000 options made each page 1.5 MB
 and the list unusable)."""
@@ -69,6 +73,19 @@ def product_path(product_id: str) -> str:
     return "/products/" + quote(product_id, safe="")
 
 
+def catalogue_back(request: Request, lang: str) -> str:
+    """The catalogue page the shopper came from, with its category, name search and page
+    (from the Referer, which this site sends to itself only), else the catalogue's first."""
+    came = urlsplit(request.headers.get("referer", ""))
+    if came.netloc != request.url.netloc or came.path != "/":
+        return _url("/", lang)
+    query = parse_qs(came.query)
+    kept = {k: query[k][0][:200] for k in ("category", "q", "page") if k in query}
+    if not kept.get("page", "1").isdecimal():
+        del kept["page"]
+    return _url("/", lang, **kept)
+
+
 def summary(product: StoredProduct) -> str:
     """The description, or the product's attributes when it has none."""
     return product.description or " · ".join(v for v in product.attributes.values() if v)
@@ -87,26 +104,47 @@ def category_field(categories: dict[str, int]) -> dict[str, object]:
     return {"categories": dict(largest), "category_typed": True}
 
 
-def page_category(service: VitrineService, category: str | None) -> str | None:
-    """A page's category filter as the store spells it (None for none): as
-    :meth:`VitrineService.stored_category` finds it, and a typed one (past
-    ``CATEGORY_SELECT_MAX``) also without the spaces around it, in any case, or by the
-    name the pages show ("Relógio masculino" for relogio_masculino); unchanged when no
-    category, or more than one, is so named."""
+def folded(text: str) -> str:
+    """``text`` compared loosely: in any case, without accents ("Relógio" is "relogio")."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+@dataclass(frozen=True)
+class PageCategory:
+    """A page's category filter: ``name`` as the store spells it ("" for none); for a
+    category the store does not have, ``unknown`` and the stored ones ``near`` it."""
+
+    name: str = ""
+    unknown: bool = False
+    near: tuple[str, ...] = ()
+
+
+def page_category(service: VitrineService, category: str | None) -> PageCategory:
+    """A page's category filter as the store spells it: as
+    :meth:`VitrineService.stored_category` finds it, and also without the spaces around it,
+    in any case, without accents, or by the name the pages show ("Relógio masculino" for
+    relogio_masculino), when exactly one category is so named. Otherwise it is kept as
+    typed, marked unknown, with up to ``NEAR_CATEGORIES`` stored categories that contain it
+    or are spelled close to it (the largest first)."""
     typed = (category or "").strip()
     if not typed:
-        return None
+        return PageCategory()
     found = service.stored_category(typed)
     if service.has_category(found):
-        return found  # (one row read; counting the categories scans a Milvus collection)
+        return PageCategory(found)  # (one row read; counting scans a Milvus collection)
     categories = service.categories()
-
-    def folded(text: str) -> str:
-        return category_form(text).casefold()
-
     wanted = folded(typed)
-    named = [c for c in categories if wanted in (folded(c), folded(category_label(c)))]
-    return named[0] if len(named) == 1 else found
+    names = {c: (folded(c), folded(category_label(c))) for c in categories if c}
+    named = [c for c, forms in names.items() if wanted in forms]
+    if len(named) == 1:
+        return PageCategory(named[0])
+    near = [c for c, forms in names.items() if any(wanted in f for f in forms)]
+    if not near:  # a letter wrong or missing: "relogo feminino"
+        shown = {forms[1]: c for c, forms in names.items()}
+        near = [shown[f] for f in difflib.get_close_matches(wanted, shown, NEAR_CATEGORIES)]
+    near.sort(key=lambda c: (-categories[c], c))
+    return PageCategory(found, unknown=True, near=tuple(near[:NEAR_CATEGORIES]))
 
 
 class Pages:
@@ -201,7 +239,8 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
                   page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> Response:
         lang = pick_lang(lang)
         query = (q or "").strip()
-        category = page_category(service, category)  # as the store spells it
+        chosen = page_category(service, category)
+        category = chosen.name or None  # as the store spells it
         found, more = service.products(category=category, query=query,
                                        limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
         categories = service.categories()
@@ -215,7 +254,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         return pages.render(request, "catalogue.html", lang, active="catalogue",
                             products=found, **category_field(categories),
                             category=category or "", q=query, page=page, has_more=more,
-                            total=total, last=last, before=before)
+                            total=total, last=last, before=before, chosen=chosen)
 
     @app.api_route("/products/{product_id:path}", methods=["GET", "HEAD"],
                    response_class=HTMLResponse, include_in_schema=False)
@@ -226,7 +265,8 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         lang = pick_lang(lang)
         product, matches = service.similar(product_id, SIMILAR_K, same_category=same)
         return pages.render(request, "product.html", lang, active="catalogue",
-                            product=product, matches=matches, same=same)
+                            product=product, matches=matches, same=same,
+                            back=catalogue_back(request, lang))
 
     @app.api_route("/search", methods=["GET", "HEAD"], response_class=HTMLResponse,
                    include_in_schema=False)
@@ -236,7 +276,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         results page keeps it)."""
         return pages.render(request, "search.html", pick_lang(lang), active="search",
                             matches=None, message=None, **category_field(service.categories()),
-                            category=page_category(service, category) or "")
+                            category=page_category(service, category).name)
 
     @app.post("/search", response_class=HTMLResponse, include_in_schema=False)
     def search_photo(request: Request, image: Annotated[UploadFile, File()],
@@ -250,7 +290,8 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         matches: list[Match] | None = None
         guess, linked = None, False
         message, status = None, 200
-        category = page_category(service, category) or ""
+        chosen = page_category(service, category)
+        category = chosen.name
         try:
             data = guards.read_upload(image, settings.max_upload_bytes)
             matches, _, guess = service.search_photo(data, SEARCH_K, category or None)
@@ -265,7 +306,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
             return pages.too_large(request, category)  # the form was read: keep its choice
         return pages.search_results(request, lang, fragment, status, matches=matches,
                                     message=message, guess=guess, guess_linked=linked,
-                                    category=category)
+                                    category=category, chosen=chosen)
 
     app.state.render_too_large = pages.too_large
     app.state.render_no_file = pages.no_file

@@ -12,8 +12,14 @@
   const preview = form.querySelector(".preview");
   const previewImg = document.getElementById("preview-img");
   const maxBytes = Number(form.dataset.maxBytes);
+  // The page says "choose a photo first" itself, in its language, not the browser's bubble
+  // (which stays for a browser without this script).
+  form.noValidate = true;
   let previewUrl = null;
   let latest = 0; // the newest search; an older answer arriving late is dropped
+  let inFlight = null; // the AbortController of the search on its way
+  const CATEGORY_WAIT_MS = 400; // a list stepped through with the arrow keys: one search
+  let categoryTimer = null;
 
   // Screen readers hear one short sentence from the status region (an error is an alert of
   // its own); focus stays where the shopper is.
@@ -64,6 +70,7 @@
   // A refusal before sending is the newest answer: a search still on its way is dropped.
   function refuse(text) {
     ++latest;
+    cancel();
     sending = null;
     results.removeAttribute("aria-busy");
     hidePreview();
@@ -88,12 +95,37 @@
 
   function same(a, b) { return a && b && a.file === b.file && a.category === b.category; }
 
+  // A newer search drops the one on its way (the server stops reading it; the answer would
+  // be dropped anyway).
+  function cancel() {
+    if (inFlight) inFlight.abort();
+    inFlight = null;
+  }
+
+  // The sentence for an answer that is not results: the catalogue being rewritten (409),
+  // the server's failure (5xx), else the photo.
+  function failure(status) {
+    if (status === 409) return form.dataset.busy;
+    if (status >= 500) return form.dataset.serverError;
+    return form.dataset.error;
+  }
+
+  // Results below a phone's screen (under the photo's preview) are brought into view; focus
+  // stays where it is.
+  function reveal() {
+    const top = results.getBoundingClientRect().top;
+    if (top > window.innerHeight - 80) results.scrollIntoView({ block: "start" });
+  }
+
   async function search(file, again) {
     if (!file) { refuse(form.dataset.noFile); return; }
     if (file.size > maxBytes) { refuse(form.dataset.tooLarge); return; }
     const asked = { file: file, category: category ? category.value : "" };
     if (same(sending, asked) || (!again && same(shown, asked))) return;
     const ticket = ++latest;
+    cancel();
+    const controller = new AbortController();
+    inFlight = controller;
     sending = asked;
     shown = null;
     showPreview(file);
@@ -103,7 +135,8 @@
     body.append("image", file);
     if (category) body.append("category", category.value);
     try {
-      const response = await fetch(form.dataset.fragmentUrl, { method: "POST", body: body });
+      const response = await fetch(form.dataset.fragmentUrl,
+                                   { method: "POST", body: body, signal: controller.signal });
       const type = response.headers.get("content-type") || "";
       const html = type.startsWith("text/html") ? await response.text() : null;
       if (ticket !== latest) return;
@@ -115,17 +148,24 @@
         announce(summary());
         if (response.ok) shown = asked;
       } else {
-        showMessage(form.dataset.error, true);
+        showMessage(failure(response.status), true);
       }
+      reveal();
     } catch (err) {
-      if (ticket === latest) showMessage(form.dataset.error, true);
+      // no answer at all: the server is down or the connection dropped
+      if (ticket === latest) { showMessage(form.dataset.offline, true); reveal(); }
     } finally {
-      if (ticket === latest) { results.removeAttribute("aria-busy"); sending = null; }
+      if (ticket === latest) {
+        results.removeAttribute("aria-busy");
+        sending = null;
+        inFlight = null;
+      }
     }
   }
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
+    clearTimeout(categoryTimer);
     search(input.files[0], true);
   });
   input.addEventListener("change", function () {
@@ -135,7 +175,10 @@
   // leaving the field, or a suggestion picked); the toggle follows each letter.
   if (category) category.addEventListener("change", function () {
     keepCategoryInToggle();
-    if (input.files[0]) search(input.files[0], false);
+    clearTimeout(categoryTimer);
+    if (!input.files[0]) return;
+    categoryTimer = setTimeout(function () { search(input.files[0], false); },
+                               CATEGORY_WAIT_MS);
   });
   if (category) category.addEventListener("input", function (event) {
     keepCategoryInToggle();
@@ -144,12 +187,20 @@
     const picked = !(event instanceof InputEvent) || event.inputType === "insertReplacementText";
     if (picked && category.list && input.files[0] &&
         Array.from(category.list.options).some(function (o) { return o.value === category.value; })) {
+      clearTimeout(categoryTimer);
       search(input.files[0], false);
     }
   });
-  // A browser that restores the form (Back, reload) sets the category without a change event.
-  keepCategoryInToggle();
-  window.addEventListener("pageshow", keepCategoryInToggle);
+  // A browser that restores the form (Back, reload) sets the category without a change event,
+  // and may keep the chosen photo without its results (a page not kept whole): search again.
+  function restored() {
+    keepCategoryInToggle();
+    if (input.files[0] && !results.querySelector("li.card, .message")) {
+      search(input.files[0], true);
+    }
+  }
+  restored();
+  window.addEventListener("pageshow", restored);
   ["dragenter", "dragover"].forEach(function (name) {
     form.addEventListener(name, function (event) {
       event.preventDefault();
