@@ -480,3 +480,39 @@ def test_a_category_search_looks_past_the_replaced_photos_in_the_saved_index(fol
     assert not {f"p{i:03d}" for i in near} & set(got)
     reader.close()
     writer.close()
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_a_batch_of_searches_finds_what_each_search_finds(folder, kind):
+    """``search_many`` (one index call for many queries: `vitrine related`) answers each
+    query as ``search`` does: on a saved index of each kind, on a layered one (writes since
+    it), in every category, in a large one (HNSW: approximate, then exact when short), in a
+    small one (exact) and in one the store lacks, each query without its own product."""
+    root, vecs = folder
+    config = IndexConfig.defaults(kind=kind, filter_exact_max=50)
+    store = EmbeddedStore(root, index_config=config)
+    store.lock_for_writing()
+    store.rebuild_index()
+    queries = vecs[::7][:60]
+    own = [f"p{i * 7:03d}" for i in range(60)]
+    for layered in (False, True):
+        if layered:  # written since the saved index: searched from its layer
+            store.upsert(records([f"new{i}" for i in range(20)], vecs[500:520], category="novo"))
+            store.delete(["p007", "p014"])
+            store.flush(rebuild=False)
+            if kind != "ivf":  # (IVF lists follow the store size: this write rebuilds it)
+                assert isinstance(store._current_index(), LayeredIndex)
+        for category in (None, "c", "novo", "nada"):
+            many = store.search_many(queries, 10, category=category, exclude=own)
+            one = [store.search(q, 10, category=category, exclude=pid)
+                   for q, pid in zip(queries, own, strict=True)]
+            assert [[m.product.product_id for m in r] for r in many] == \
+                [[m.product.product_id for m in r] for r in one], (layered, category)
+            assert np.allclose([m.score for r in many for m in r],
+                               [m.score for r in one for m in r], atol=1e-5)
+            assert all(pid not in {m.product.product_id for m in r}
+                       for pid, r in zip(own, many, strict=True))
+            lacks = category == "nada" or category == "novo" and not layered
+            assert {len(r) for r in many} == {0 if lacks else 10}, (layered, category)
+    assert store.search_many(queries[:0], 10) == []
+    store.close()

@@ -225,43 +225,59 @@ class VectorIndex:
         subset, else exactly (a query far from the category: never a short or poor list).
         Runs on one OpenMP thread: for a single query, waking a thread team costs more than it
         saves (measured 8 ms vs 0.5 ms per HNSW query on two busy cores)."""
+        query = np.ascontiguousarray(query, np.float32).reshape(1, -1)
+        return self.search_many(query, k, subset, hidden, threads=1)[0]
+
+    def search_many(self, queries: np.ndarray, k: int,
+                    subset: IdSet | np.ndarray | None = None, hidden: IdSet | None = None, *,
+                    threads: int | None = None) -> list[Result]:
+        """:meth:`search` for each row of ``queries``, in one FAISS call where it can be (a
+        batch of flat queries is one matrix product), on ``threads`` OpenMP threads (all by
+        default)."""
         if subset is not None and hidden is not None:
             raise ValueError("search takes a subset or hidden ids, not both")
-        threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        query = np.ascontiguousarray(query, np.float32).reshape(1, -1)
+        queries = np.ascontiguousarray(queries, np.float32)
+        before = faiss.omp_get_max_threads()
+        if threads:
+            faiss.omp_set_num_threads(threads)
         try:
             if hidden is not None:
                 params, shown = self._params(k), hidden.selector()
                 params.sel = faiss.IDSelectorNot(shown)
-                scores, ids = self._top(query, min(k, self.ntotal), params)
+                found = self._top(queries, min(k, self.ntotal), params)
             else:
-                scores, ids = self._search(query, k, as_id_set(subset))
+                found = self._search(queries, k, as_id_set(subset))
         finally:
-            faiss.omp_set_num_threads(threads)
+            faiss.omp_set_num_threads(before)
         # fp16 storage rounds a photo's score against itself to 1.000009: a cosine is at most 1
-        return np.clip(scores, -1.0, 1.0), ids
+        return [(np.clip(scores, -1.0, 1.0), ids) for scores, ids in found]
 
-    def _search(self, query: np.ndarray, k: int, subset: IdSet | None) -> Result:
+    def _search(self, queries: np.ndarray, k: int, subset: IdSet | None) -> list[Result]:
         k = min(k, self.ntotal)
         if k <= 0 or (subset is not None and len(subset) == 0):
-            return EMPTY
+            return [EMPTY] * len(queries)
         if subset is None:
-            return self._top(query, k, self._params(k))
+            return self._top(queries, k, self._params(k))
         if self.kind == "flat" or len(subset) <= self.config.filter_exact_max:
-            return self._exact(query, k, subset)
+            return self._exact(queries, k, subset)
         fetch = min(self.ntotal, MAX_WIDE_EF,
                     max(k, math.ceil(2 * k * self.ntotal / len(subset))))
-        scores, ids = self._top(query, fetch, self._params(fetch))
-        member = subset.contains(ids)
-        if member.sum() >= k:
-            return scores[member][:k], ids[member][:k]
-        return self._exact(query, k, subset)
+        found: list[Result] = []
+        short = []  # far from the category: searched exactly
+        for i, (scores, ids) in enumerate(self._top(queries, fetch, self._params(fetch))):
+            member = subset.contains(ids)
+            found.append((scores[member][:k], ids[member][:k]))
+            if member.sum() < k:
+                short.append(i)
+        if short:
+            for i, exact in zip(short, self._exact(queries[short], k, subset), strict=True):
+                found[i] = exact
+        return found
 
-    def _top(self, query: np.ndarray, k: int, params: faiss.SearchParameters) -> Result:
-        scores, ids = self.index.search(query, k, params=params)
-        found = ids[0] >= 0
-        return scores[0][found], ids[0][found]
+    def _top(self, queries: np.ndarray, k: int, params: faiss.SearchParameters
+             ) -> list[Result]:
+        scores, ids = self.index.search(queries, k, params=params)
+        return [(s[i >= 0], i[i >= 0]) for s, i in zip(scores, ids, strict=True)]
 
     def _params(self, k: int) -> faiss.SearchParameters:
         """The configured search breadth (HNSW's at least ``k``)."""
@@ -275,17 +291,17 @@ class VectorIndex:
             params = faiss.SearchParameters()
         return params
 
-    def _exact(self, query: np.ndarray, k: int, subset: IdSet) -> Result:
+    def _exact(self, queries: np.ndarray, k: int, subset: IdSet) -> list[Result]:
         """Exact search among ``subset``: a selector over the stored vectors."""
         if self.kind == "hnsw":
-            return self._exact_hnsw(query, k, subset)
+            return self._exact_hnsw(queries, k, subset)
         params = faiss.SearchParametersIVF() if self.kind == "ivf" else faiss.SearchParameters()
         if self.kind == "ivf":
             params.nprobe = self.inner.nlist
         params.sel = subset.selector()
-        return self._top(query, k, params)
+        return self._top(queries, k, params)
 
-    def _exact_hnsw(self, query: np.ndarray, k: int, subset: IdSet) -> Result:
+    def _exact_hnsw(self, queries: np.ndarray, k: int, subset: IdSet) -> list[Result]:
         """Exact search over the HNSW's stored vectors (which are indexed by position)."""
         if self._id_map is None or self._order is None:
             self._id_map = faiss.vector_to_array(self.index.id_map)
@@ -294,13 +310,12 @@ class VectorIndex:
         where = np.minimum(np.searchsorted(id_map, subset.ids, sorter=order), len(order) - 1)
         positions = order[where][id_map[order[where]] == subset.ids]
         if len(positions) == 0:
-            return EMPTY
+            return [EMPTY] * len(queries)
         storage = faiss.downcast_index(self.inner.storage)
         selected = IdSet(positions)
-        scores, pos = storage.search(query, min(k, len(positions)),
+        scores, pos = storage.search(queries, min(k, len(positions)),
                                      params=faiss.SearchParameters(sel=selected.selector()))
-        found = pos[0] >= 0
-        return scores[0][found], id_map[pos[0][found]]
+        return [(s[p >= 0], id_map[p[p >= 0]]) for s, p in zip(scores, pos, strict=True)]
 
 
 class LayeredIndex:
@@ -317,19 +332,29 @@ class LayeredIndex:
     def search(self, query: np.ndarray, k: int,
                subset: IdSet | np.ndarray | None = None) -> Result:
         """:meth:`VectorIndex.search` over both layers, the hidden ids left out of ``base``."""
+        query = np.ascontiguousarray(query, np.float32).reshape(1, -1)
+        return self.search_many(query, k, subset, threads=1)[0]
+
+    def search_many(self, queries: np.ndarray, k: int,
+                    subset: IdSet | np.ndarray | None = None, *,
+                    threads: int | None = None) -> list[Result]:
+        """:meth:`VectorIndex.search_many` over both layers."""
         subset = as_id_set(subset)
         k = min(k, self.ntotal)
         if k <= 0:
-            return EMPTY
+            return [EMPTY] * len(queries)
         if subset is None:
-            scores, ids = self.base.search(query, k, hidden=self.hidden)
+            base = self.base.search_many(queries, k, hidden=self.hidden, threads=threads)
         else:
-            scores, ids = self._base_among(query, k, subset)
-        recent = self.recent.search(query, k, subset)
-        scores = np.concatenate([scores, recent[0]])
-        ids = np.concatenate([ids, recent[1]])
-        top = np.argsort(-scores, kind="stable")[:k]
-        return scores[top], ids[top]
+            base = [self._base_among(q, k, subset) for q in queries]
+        recent = self.recent.search_many(queries, k, subset, threads=threads)
+        found = []
+        for (b_scores, b_ids), (r_scores, r_ids) in zip(base, recent, strict=True):
+            scores = np.concatenate([b_scores, r_scores])
+            ids = np.concatenate([b_ids, r_ids])
+            top = np.argsort(-scores, kind="stable")[:k]
+            found.append((scores[top], ids[top]))
+        return found
 
     def _base_among(self, query: np.ndarray, k: int, subset: IdSet) -> Result:
         """``base``'s top ``k`` of ``subset`` that are not hidden: asked for more while hidden

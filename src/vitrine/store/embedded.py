@@ -387,41 +387,66 @@ class EmbeddedStore:
 
         Index, category filter and product rows come from one database snapshot, so a search
         running while another process writes sees one committed state."""
-        with self.snapshot():
-            return self._search(vector, k, category, exclude)
+        vector = np.asarray(vector, np.float32).reshape(1, -1)
+        return self.search_many(vector, k, category=category,
+                                exclude=None if exclude is None else [exclude])[0]
 
-    def _search(self, vector: np.ndarray, k: int, category: str | None,
-                exclude: str | None) -> list[Match]:
-        index = self._current_index()
-        if index.ntotal == 0 or k <= 0:
-            return []
-        subset = None
-        if category is not None:
-            version = self._counter("categories")  # another process may have changed some
-            if version != self._category_version:
-                self._category_ids, self._category_version = {}, version
-            subset = self._category_ids.get(category)
-            if subset is None:
-                rows = self.db.execute("SELECT id FROM products WHERE category=?", (category,))
-                subset = IdSet(np.fromiter((r[0] for r in rows), dtype=np.int64))
-                if len(subset) == 0:  # not kept: any string a client sends would stay
-                    return []
-                if sum(kept.nbytes for kept in self._category_ids.values()) \
-                        + subset.nbytes > CATEGORY_FILTER_BYTES:
-                    self._category_ids.clear()
-                self._category_ids[category] = subset
-        fetch = min(k + (1 if exclude else 0), index.ntotal)
-        scores, ids = index.search(vector, fetch, subset)
-        matches = []
-        for score, rowid in zip(scores, ids, strict=True):
-            if rowid < 0:
-                continue
-            row = self.db.execute(f"SELECT {COLUMNS} FROM products WHERE id=?",
-                                  (int(rowid),)).fetchone()
-            if row is None or row[0] == exclude:
-                continue
-            matches.append(Match(row_to_product(row, self._photo), float(score)))
-        return matches[:k]
+    def search_many(self, vectors: np.ndarray, k: int, *, category: str | None = None,
+                    exclude: Sequence[str] | None = None) -> list[list[Match]]:
+        """:meth:`search` for each row of ``vectors`` (without ``exclude[i]`` in the i-th's
+        results), in one index call: a batch of flat queries is one matrix product, and a
+        batch of HNSW ones runs on every core."""
+        with self.snapshot():
+            index = self._current_index()
+            if index.ntotal == 0 or k <= 0 or not len(vectors):
+                return [[] for _ in range(len(vectors))]
+            subset = None if category is None else self._category_subset(category)
+            if subset is not None and len(subset) == 0:
+                return [[] for _ in range(len(vectors))]
+            fetch = min(k + (1 if exclude is not None else 0), index.ntotal)
+            if len(vectors) == 1:  # one query: on one thread (VectorIndex.search)
+                found = [index.search(vectors[0], fetch, subset)]
+            else:
+                found = index.search_many(vectors, fetch, subset)
+            rows = self._products_by_row({int(i) for _, ids in found for i in ids})
+        results = []
+        for i, (scores, ids) in enumerate(found):
+            skip = None if exclude is None else exclude[i]
+            matches = [Match(rows[int(rowid)], float(score))
+                       for score, rowid in zip(scores, ids, strict=True)
+                       if int(rowid) in rows and rows[int(rowid)].product_id != skip]
+            results.append(matches[:k])
+        return results
+
+    def _category_subset(self, category: str) -> IdSet:
+        """The row ids of ``category``'s products, kept for the next searches until another
+        process changes a category (up to ``CATEGORY_FILTER_BYTES`` of them)."""
+        version = self._counter("categories")  # another process may have changed some
+        if version != self._category_version:
+            self._category_ids, self._category_version = {}, version
+        subset = self._category_ids.get(category)
+        if subset is None:
+            rows = self.db.execute("SELECT id FROM products WHERE category=?", (category,))
+            subset = IdSet(np.fromiter((r[0] for r in rows), dtype=np.int64))
+            if len(subset) == 0:  # not kept: any string a client sends would stay
+                return subset
+            if sum(kept.nbytes for kept in self._category_ids.values()) \
+                    + subset.nbytes > CATEGORY_FILTER_BYTES:
+                self._category_ids.clear()
+            self._category_ids[category] = subset
+        return subset
+
+    def _products_by_row(self, rowids: set[int], chunk: int = 500) -> dict[int, StoredProduct]:
+        """The products of these row ids (a row deleted meanwhile is left out)."""
+        ordered = sorted(rowids)
+        found = {}
+        for start in range(0, len(ordered), chunk):
+            part = ordered[start:start + chunk]
+            marks = ",".join("?" * len(part))
+            for row in self.db.execute(f"SELECT id, {COLUMNS} FROM products WHERE id IN "
+                                       f"({marks})", part):
+                found[row[0]] = row_to_product(row[1:], self._photo)
+        return found
 
     def flush(self, rebuild: bool = True) -> None:
         """Make sure the saved index files let a searcher start at once (nothing to do when

@@ -424,13 +424,28 @@ class MilvusStore:
             expr.append(f"category == {quote(category)}")
         if exclude is not None:
             expr.append(f"product_id != {quote(exclude)}")
+        return self._search([vector], k, " and ".join(expr))[0]
+
+    def search_many(self, vectors: np.ndarray, k: int, *, category: str | None = None,
+                    exclude: Sequence[str] | None = None) -> list[list[Match]]:
+        """:meth:`search` for each row in one request; each query's own product is left out
+        after (one more asked for): a filter is the whole request's."""
+        if k <= 0 or not len(vectors) or not self._has_products():
+            return [[] for _ in range(len(vectors))]
+        expr = "" if category is None else f"category == {quote(category)}"
+        found = self._search(vectors, k + (exclude is not None), expr)
+        if exclude is None:
+            return found
+        return [[m for m in matches if m.product.product_id != skip][:k]
+                for matches, skip in zip(found, exclude, strict=True)]
+
+    def _search(self, vectors, k: int, expr: str) -> list[list[Match]]:
         hits = self.client.search(
-            self.collection, [np.asarray(vector, dtype=np.float32).tolist()], limit=k,
-            filter=" and ".join(expr), output_fields=FIELDS,
-            search_params={"metric_type": "IP"})[0]
+            self.collection, [np.asarray(v, dtype=np.float32).tolist() for v in vectors],
+            limit=k, filter=expr, output_fields=FIELDS, search_params={"metric_type": "IP"})
         # float32 sums give 1.0000002 for a photo against itself: a cosine is within ±1
-        return [Match(_to_product(h["entity"]), min(1.0, max(-1.0, float(h["distance"]))))
-                for h in hits]
+        return [[Match(_to_product(h["entity"]), min(1.0, max(-1.0, float(h["distance"]))))
+                 for h in found] for found in hits]
 
     def replaced(self) -> bool:
         return False  # a server's collection is not swapped under a client
