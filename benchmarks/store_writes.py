@@ -47,6 +47,22 @@ def records(ids: range, vecs: np.ndarray, tag: str = "") -> list[Record]:
                                                                              strict=True)]
 
 
+def synthetic_store(root: Path, vecs: np.ndarray, n: int, config: IndexConfig) -> float:
+    """A store of the first ``n`` of ``vecs`` (products ``p0``…, 8 categories) with its
+    index built and saved, closed; the seconds the index took."""
+    store = EmbeddedStore(root, create=True, index_config=config)
+    store.set_manifest(ModelManifest("synthetic", "0" * 64, {}, vecs.shape[1]))
+    store.lock_for_writing()
+    for start in range(0, n, 5000):
+        stop = min(n, start + 5000)
+        store.upsert(records(range(start, stop), vecs[start:stop]))
+    started = time.perf_counter()
+    store.flush()
+    build_s = time.perf_counter() - started
+    store.close()
+    return build_s
+
+
 def timed_searches(store: EmbeddedStore, queries: np.ndarray) -> dict:
     """p50/p99 of the store's searches; for a layered index also, interleaved on the same
     queries, those of the index search itself (``layered_index_*``) and of its saved index
@@ -99,16 +115,7 @@ def main() -> None:
         n + 2 + args.changed, seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "store"
-        store = EmbeddedStore(root, create=True, index_config=config)
-        store.set_manifest(ModelManifest("synthetic", "0" * 64, {}, args.dim))
-        store.lock_for_writing()
-        for start in range(0, n, 5000):
-            stop = min(n, start + 5000)
-            store.upsert(records(range(start, stop), vecs[start:stop]))
-        started = time.perf_counter()
-        store.flush()
-        build_s = time.perf_counter() - started
-        store.close()
+        build_s = synthetic_store(root, vecs, n, config)
         runs = {"layered": write_one(root, vecs[n], n, config)}
         saved = index_files.RECENT_MAX
         index_files.RECENT_MAX = 0

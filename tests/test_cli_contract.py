@@ -286,8 +286,8 @@ def test_version_prints_the_packages_version_and_loads_no_model():
     assert proc.stdout == f"vitrine {version('vitrine')}\n" and proc.stderr.strip() == "False"
 
 
-def test_reading_a_store_does_not_load_torch(small_store, small_catalog):
-    """`info` and `similar` need no model: importing torch made each take seconds more
+def test_reading_a_store_does_not_load_torch(small_store, small_catalog, tmp_path):
+    """`info`, `similar` and `related` need no model: importing torch made each take seconds more
     (benchmarks/cli_startup.py)."""
     with open(small_catalog / "products.csv", newline="") as fh:
         pid = next(csv.DictReader(fh))["product_id"]
@@ -295,7 +295,8 @@ def test_reading_a_store_does_not_load_torch(small_store, small_catalog):
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "print('torch' in sys.modules, file=sys.stderr)")
     for args in (["info", "--store", small_store, "--json"],
-                 ["similar", "--store", small_store, "--json", pid]):
+                 ["similar", "--store", small_store, "--json", pid],
+                 ["related", "--store", small_store, "--out", tmp_path / "r.csv", "--json"]):
         proc = subprocess.run([sys.executable, "-c", code, *map(str, args)],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr

@@ -131,9 +131,17 @@ def test_parity_with_embedded_store(small_store, embedder, tmp_path, demo_catalo
         fa = embedded.search(vec, 3, category="relogio_masculino")
         fb = milvus.search(vec, 3, category="relogio_masculino")
         assert [m.product.product_id for m in fa] == [m.product.product_id for m in fb]
+    # `vitrine related`: a batch of searches, each without its own product, in a category
+    ids, vectors = embedded.all_vectors()
+    for category in (None, "relogio_masculino"):
+        a = embedded.search_many(vectors[:20], 4, category=category, exclude=ids[:20])
+        b = milvus.search_many(vectors[:20], 4, category=category, exclude=ids[:20])
+        assert [[m.product.product_id for m in r] for r in a] == \
+            [[m.product.product_id for m in r] for r in b]
+        assert all(len(r) == 4 and pid not in {m.product.product_id for m in r}
+                   for pid, r in zip(ids, b, strict=False))
     back = open_store(tmp_path / "back", create=True)  # and back, read page by page
     assert migrate_store(milvus, back, show_progress=False).copied == embedded.count()
-    ids, vectors = embedded.all_vectors()
     order = dict(zip(*back.all_vectors(), strict=True))
     assert np.array_equal(np.stack([order[pid] for pid in ids]), vectors)
     assert back.list_products(limit=2000) == embedded.list_products(limit=2000)

@@ -185,6 +185,36 @@ def similar(
 
 
 @app.command()
+def related(
+    store: StoreOpt,
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="File to write: .csv (one row "
+                                           "per pair: product_id, rank, similar_id, score) "
+                                           "or .jsonl (one line per product).")],
+    k: KOpt = 5,
+    same_category: Annotated[bool, typer.Option(
+        "--same-category", help="Only products of each product's own category.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write every product's most similar products to one file (itself excluded), for a
+    shop to import into its own site."""
+    from vitrine.related import related_path, write_related
+    from vitrine.store import store_for
+
+    out_file = related_path(out_file)  # before the store is opened
+    db = store_for(store, load_settings())
+    try:
+        report = write_related(db, out_file, k, same_category=same_category,
+                               show_progress=not as_json)
+    finally:
+        db.close()
+    if as_json:
+        print_json(report.as_dict())
+        return
+    out.print(f"{report.products} products, {report.pairs} similar pairs written to "
+              f"{report.out} in {report.seconds:.1f} s.", markup=False, highlight=False)
+
+
+@app.command()
 def dedupe(
     dirs: Annotated[list[Path], typer.Argument(help="Folders of photos to compare.",
                                                metavar="DIR")],

@@ -70,14 +70,18 @@ def finite(value):
     return value
 
 
-def print_json(data: dict) -> None:
-    data = finite(data)
+def json_line(data: dict) -> str:
+    """``data`` as one line of JSON in UTF-8."""
     text = json.dumps(data, ensure_ascii=False, allow_nan=False)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a file name that is not UTF-8: \u escapes keep it valid JSON
-        text = json.dumps(data)
-    sys.stdout.write(text + "\n")
+        text = json.dumps(data, allow_nan=False)
+    return text + "\n"
+
+
+def print_json(data: dict) -> None:
+    sys.stdout.write(json_line(finite(data)))
     sys.stdout.flush()
 
 

@@ -1,0 +1,114 @@
+"""Every product's most similar products, written to one file a shop imports into its own
+site (the lists a product page shows, without running a server): CSV with one row per pair,
+or JSON Lines with one line per product. The file appears whole or not at all."""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vitrine.cli_support import json_line
+from vitrine.errors import VitrineError
+from vitrine.progress import progress_bar
+from vitrine.store.base import Match, StoredProduct, VectorStore
+
+FORMATS = (".csv", ".jsonl")
+CSV_COLUMNS = ("product_id", "rank", "similar_id", "score")
+BATCH = 1000
+"""Products read from the store at once (their vectors: 5 MB at 1,280 dimensions)."""
+
+
+def related_path(out: Path) -> Path:
+    """The file ``--out`` names, checked before any work: a folder, a missing folder or a
+    format other than CSV or JSON Lines is an error."""
+    if out.is_dir():
+        raise VitrineError(f"--out {out} is a folder; name a file such as {out}/related.csv.")
+    if out.suffix.lower() not in FORMATS:
+        raise VitrineError(f"--out {out}: use a file ending in .csv (one row per pair) or "
+                           ".jsonl (one line per product).")
+    if not out.parent.is_dir():
+        raise VitrineError(f"--out {out}: the folder {out.parent} does not exist.")
+    return out
+
+
+@dataclass
+class RelatedReport:
+    out: str
+    products: int
+    pairs: int
+    k: int
+    same_category: bool
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return {"out": self.out, "products": self.products, "pairs": self.pairs, "k": self.k,
+                "same_category": self.same_category, "seconds": round(self.seconds, 2),
+                "products_per_second": round(self.products / self.seconds, 1)
+                if self.seconds > 0 else None}
+
+
+def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool = False,
+                  show_progress: bool = True) -> RelatedReport:
+    """Write each product's ``k`` most similar (itself excluded; with ``same_category``
+    only of its own category, any for a product without one) to ``out``, in the format its
+    suffix names. The store is read ``BATCH`` products at a time, each searched as `vitrine
+    similar` does, a page of them in one index call (``VectorStore.search_many``: a matrix
+    product on a flat index, every core on HNSW); the file is written beside ``out`` and
+    takes its place when complete."""
+    out = related_path(out)
+    jsonl = out.suffix.lower() == ".jsonl"
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    started = time.perf_counter()
+    products = pairs = 0
+    try:
+        # (an id from a file name that is not UTF-8 is written as the bytes it names)
+        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh, \
+                progress_bar("related products", store.count(), enabled=show_progress,
+                             unit="products") as advance:
+            rows = None if jsonl else csv.writer(fh)
+            if rows is not None:
+                rows.writerow(CSV_COLUMNS)
+            for page in store.iter_products(BATCH, vectors=True):
+                for (product, _), matches in zip(page, _similar(store, page, k, same_category),
+                                            strict=True):
+                    if rows is None:
+                        fh.write(json_line({"product_id": product.product_id, "similar": [
+                            {"product_id": m.product.product_id, "score": round(m.score, 4)}
+                            for m in matches]}))
+                    else:
+                        rows.writerows((product.product_id, rank, m.product.product_id,
+                                        f"{m.score:.4f}")
+                                       for rank, m in enumerate(matches, start=1))
+                    products += 1
+                    pairs += len(matches)
+                advance(len(page))
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise VitrineError(f"could not write {out}: {exc.strerror or exc}.") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return RelatedReport(str(out), products, pairs, k, same_category,
+                         time.perf_counter() - started)
+
+
+
+def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | None]], k: int,
+             same_category: bool) -> list[list[Match]]:
+    """Each product's ``k`` most similar, one ``search_many`` a category (or one in all)."""
+    groups: dict[str | None, list[int]] = defaultdict(list)
+    for i, (product, _) in enumerate(page):
+        groups[(product.category or None) if same_category else None].append(i)
+    found: list[list[Match]] = [[] for _ in page]
+    for category, members in groups.items():
+        vectors = np.stack([page[i][1] for i in members])
+        ids = [page[i][0].product_id for i in members]
+        for i, matches in zip(members, store.search_many(vectors, k, category=category,
+                                                         exclude=ids), strict=True):
+            found[i] = matches
+    return found

@@ -1,0 +1,104 @@
+"""`vitrine related`: every product's most similar products in one file (CSV or JSON Lines)
+that a shop imports, the same lists `vitrine similar` and the product pages give."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections import defaultdict
+
+import pytest
+
+from vitrine.errors import VitrineError
+
+CLI = [sys.executable, "-m", "vitrine.cli"]
+
+
+def related(*args, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*CLI, "related", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def read_csv(path) -> dict[str, list[tuple[str, float]]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    lists: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for row in rows:
+        found = lists[row["product_id"]]
+        assert int(row["rank"]) == len(found) + 1  # ranks 1..k in order
+        found.append((row["similar_id"], float(row["score"])))
+    return lists
+
+
+def test_every_products_similar_list_is_written_as_similar_finds_it(small_store, tmp_path):
+    from vitrine.store import open_store
+
+    out = tmp_path / "related.csv"
+    done = json.loads(related("--store", small_store, "--out", out, "--k", 4, "--json").stdout)
+    store = open_store(small_store)
+    n = store.count()
+    assert done["products"] == n and done["pairs"] == 4 * n and done["k"] == 4
+    assert out.read_text(encoding="utf-8").splitlines()[0] == \
+        "product_id,rank,similar_id,score"
+    lists = read_csv(out)
+    assert len(lists) == n
+    for pid, found in lists.items():
+        expected = store.search(store.vector(pid), 4, exclude=pid)
+        assert [s for s, _ in found] == [m.product.product_id for m in expected], pid
+        assert [score for _, score in found] == pytest.approx(
+            [m.score for m in expected], abs=1e-4)
+        assert pid not in {s for s, _ in found}
+    assert not list(tmp_path.glob(".*.tmp"))  # the part written is gone
+
+    same = tmp_path / "same.jsonl"
+    related("--store", small_store, "--out", same, "--same-category", "-k", 3)
+    category = {p.product_id: p.category for p in store.list_products(limit=1000)}
+    lines = [json.loads(line) for line in same.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == n
+    for line in lines:
+        pid = line["product_id"]
+        ids = [s["product_id"] for s in line["similar"]]
+        assert len(ids) == 3 and {category[s] for s in ids} == {category[pid]}
+        expected = store.search(store.vector(pid), 3, category=category[pid], exclude=pid)
+        assert ids == [m.product.product_id for m in expected]
+    store.close()
+
+
+def test_bad_output_files_are_refused_before_any_work_and_a_failed_run_keeps_the_old(
+        small_store, tmp_path, monkeypatch):
+    out = tmp_path / "related.csv"
+    out.write_text("the file of last night\n")
+    for target, says in ((tmp_path, "is a folder"), (tmp_path / "r.txt", "use a file ending"),
+                         (tmp_path / "no" / "r.csv", "does not exist")):
+        proc = related("--store", small_store, "--out", target, check=False)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith("error: ") and says in proc.stderr
+    proc = related("--store", tmp_path / "nostore", "--out", out, check=False)
+    assert proc.returncode == 2 and "no Vitrine store" in proc.stderr
+    assert out.read_text() == "the file of last night\n"
+
+    from vitrine import related as module
+    from vitrine.store import open_store
+
+    store = open_store(small_store)
+    real = store.search_many
+    calls = []
+
+    def failing(*args, **kw):  # the second page fails: the disk, a store gone...
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(module, "BATCH", 10)
+    monkeypatch.setattr(store, "search_many", failing)
+    with pytest.raises(VitrineError, match="could not write .*No space left on device"):
+        module.write_related(store, out, 5, show_progress=False)
+    store.close()
+    assert out.read_text() == "the file of last night\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["related.csv"]
