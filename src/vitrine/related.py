@@ -97,7 +97,6 @@ def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool 
                          time.perf_counter() - started)
 
 
-
 def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | None]], k: int,
              same_category: bool) -> list[list[Match]]:
     """Each product's ``k`` most similar, one ``search_many`` a category (or one in all)."""

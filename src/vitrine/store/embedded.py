@@ -387,7 +387,7 @@ class EmbeddedStore:
 
         Index, category filter and product rows come from one database snapshot, so a search
         running while another process writes sees one committed state."""
-        vector = np.asarray(vector, np.float32).reshape(1, -1)
+        vector = np.ascontiguousarray(vector, np.float32).reshape(1, -1)
         return self.search_many(vector, k, category=category,
                                 exclude=None if exclude is None else [exclude])[0]
 
@@ -404,10 +404,9 @@ class EmbeddedStore:
             if subset is not None and len(subset) == 0:
                 return [[] for _ in range(len(vectors))]
             fetch = min(k + (1 if exclude is not None else 0), index.ntotal)
-            if len(vectors) == 1:  # one query: on one thread (VectorIndex.search)
-                found = [index.search(vectors[0], fetch, subset)]
-            else:
-                found = index.search_many(vectors, fetch, subset)
+            # one query on one thread (VectorIndex.search), a batch on every core
+            found = index.search_many(vectors, fetch, subset,
+                                      threads=1 if len(vectors) == 1 else None)
             rows = self._products_by_row({int(i) for _, ids in found for i in ids})
         results = []
         for i, (scores, ids) in enumerate(found):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import heapq
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 
 from vitrine.config import Settings
 from vitrine.errors import ImageError
+from vitrine.fold import fold
 from vitrine.service import VitrineService
 from vitrine.store.base import Match, StoredProduct
 from vitrine.web import guards
@@ -40,11 +40,11 @@ PAGE_SIZE = 24
 SIMILAR_K = 10
 SEARCH_K = 10
 CATEGORY_SELECT_MAX = 100
-NEAR_CATEGORIES = 8
-"""Stored categories suggested for one the store does not have."""
 """Up to this many categories the pages' category field is a list of them all; a store with
 more gets a text field suggesting the largest this many (20,000 options made each page 1.5 MB
 and the list unusable)."""
+NEAR_CATEGORIES = 8
+"""Stored categories suggested for one the store does not have."""
 JSON_PREFIXES = ("/api/", "/images/", "/healthz", "/openapi.json", "/static/")
 
 LangParam = Annotated[str | None, Query(description="pt (default) or en.")]
@@ -104,12 +104,6 @@ def category_field(categories: dict[str, int]) -> dict[str, object]:
     return {"categories": dict(largest), "category_typed": True}
 
 
-def folded(text: str) -> str:
-    """``text`` compared loosely: in any case, without accents ("Relógio" is "relogio")."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
 @dataclass(frozen=True)
 class PageCategory:
     """A page's category filter: ``name`` as the store spells it ("" for none); for a
@@ -134,8 +128,8 @@ def page_category(service: VitrineService, category: str | None) -> PageCategory
     if service.has_category(found):
         return PageCategory(found)  # (one row read; counting scans a Milvus collection)
     categories = service.categories()
-    wanted = folded(typed)
-    names = {c: (folded(c), folded(category_label(c))) for c in categories if c}
+    wanted = fold(typed)  # in any case, without accents, as name search compares
+    names = {c: (fold(c), fold(category_label(c))) for c in categories if c}
     named = [c for c, forms in names.items() if wanted in forms]
     if len(named) == 1:
         return PageCategory(named[0])
