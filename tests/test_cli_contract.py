@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -228,6 +229,79 @@ def test_a_file_name_that_is_not_utf8_is_skipped(catalog, env, tmp_path):
     report = json.loads(proc.stdout.encode("utf-8", "surrogateescape"))
     assert report["indexed"] == 32 and len(report["skipped"]) == 1
     assert "not UTF-8" in report["skipped"][0]["reason"]
+
+
+NFD_FOLDER = unicodedata.normalize("NFD", "relógio_feminino")  # as a Mac names it
+WATCH = "時計⌚"  # a photo's name (and so its product's) no ASCII terminal can show
+ASCII_LOCALE = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+"""Python reads file names as ASCII here (helper-68 found the same with pt_BR.ISO-8859-1)."""
+
+
+@pytest.fixture(scope="module")
+def accented(catalog, env, tmp_path_factory) -> tuple[Path, Path, str]:
+    """A catalogue whose watches sit in a decomposed (Mac) folder, one named WATCH, indexed
+    under UTF-8: (catalogue, store, WATCH's product id typed composed)."""
+    copy = tmp_path_factory.mktemp("accented") / "catalog"
+    shutil.copytree(catalog, copy)
+    (copy / "products.csv").unlink()
+    (copy / "relogio_feminino").rename(copy / NFD_FOLDER)
+    first = sorted((copy / NFD_FOLDER).glob("*.jpg"))[0]
+    first.rename(first.with_name(f"{WATCH}.jpg"))
+    store = copy.parent / "store"
+    report = json.loads(run("index", copy, "--store", store, "--json", env_extra=env).stdout)
+    assert report["indexed"] == 32 and report["skipped"] == []
+    return copy, store, unicodedata.normalize("NFC", f"{NFD_FOLDER}/{WATCH}.jpg")
+
+
+def test_a_non_utf8_locale_reads_the_catalogue_and_ids_as_they_are(accented, env, tmp_path):
+    """Under a locale that is not UTF-8, Python read the accented file names as other
+    products: `index` removed every watch and added it back under a garbled id (and a
+    Chinese name crashed it). The command now starts again in UTF-8 mode."""
+    catalog, store, watch = accented
+    store = shutil.copytree(store, tmp_path / "store")  # the others' stays as it is
+    again = run("index", catalog, "--store", store, "--json", env_extra={**env, **ASCII_LOCALE})
+    report = json.loads(again.stdout)
+    assert (report["indexed"], report["updated"], report["removed"]) == (0, 0, 0)
+    assert report["unchanged"] == 32 and report["skipped"] == []
+    # the id typed composed finds the decomposed one the store holds; the JSON is UTF-8
+    similar = run("similar", "--store", store, "--json", watch,
+                  env_extra={**env, **ASCII_LOCALE})
+    answer = json.loads(similar.stdout)  # (read as UTF-8)
+    assert answer["product"]["name"] == WATCH
+    assert unicodedata.normalize("NFC", answer["product"]["product_id"]) == watch
+    assert len(answer["results"]) == 5 and all(
+        r["product_id"] != answer["product"]["product_id"] for r in answer["results"])
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_terminal_that_cannot_show_a_name_gets_it_escaped(accented, env, encoding):
+    """With a stdout that cannot encode "時計⌚" (PYTHONIOENCODING, a Latin-1 console) the
+    tables print it escaped and --json prints UTF-8; both crashed with UnicodeEncodeError."""
+    _, store, watch = accented
+    io_env = {**env, "PYTHONIOENCODING": encoding}
+    table = subprocess.run([*CLI, "similar", "--store", str(store), watch], env={
+        **os.environ, **io_env}, capture_output=True, timeout=300)
+    assert table.returncode == 0, table.stderr.decode(errors="replace")
+    assert "\\u6642\\u8a08\\u231a" in table.stdout.decode(encoding)
+    for args in (["similar", "--json", watch], ["info", "--json"]):
+        proc = subprocess.run([*CLI, args[0], "--store", str(store), *args[1:]], env={
+            **os.environ, **io_env}, capture_output=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+        assert WATCH in proc.stdout.decode("utf-8") or "relógio" in proc.stdout.decode("utf-8")
+        json.loads(proc.stdout.decode("utf-8"))
+
+
+def test_output_to_a_full_disk_is_one_error(accented, env):
+    """`vitrine info > file` on a full disk: one sentence and status 2, not a traceback (and
+    not Python's "Exception ignored" at exit)."""
+    _, store, watch = accented
+    for args in (["info", "--store", str(store)], ["similar", "--store", str(store), "--json",
+                                                   watch]):
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run([*CLI, *args], stdout=full, stderr=subprocess.PIPE,
+                                  text=True, env={**os.environ, **env}, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == "error: cannot write the output: No space left on device.\n"
 
 
 def test_every_command_help_renders():

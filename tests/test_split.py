@@ -162,3 +162,23 @@ def test_a_given_photo_left_out_of_the_products_is_in_no_split():
     split = make_split(products[:9], [], Settings(), given)
     assert len(split.assignment) == 9 and "p09" not in split.assignment
     assert split.assignment == {pid: given[pid] for pid in list(given)[:9]}
+
+
+def test_a_split_file_reads_the_same_under_any_locale(tmp_path):
+    """split.json is UTF-8 whatever the locale: a model trained under UTF-8 and evaluated by
+    a program under LC_ALL=C (Python then reads files as ASCII) failed to read its split."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "split.json"
+    Split({"relógio/時計.jpg": "train"}, groups=[["relógio/時計.jpg"]]).save(path)
+    code = ("import sys\nfrom vitrine.split import Split\n"
+            "s = Split.load(sys.argv[1])\ns.save(sys.argv[1])\n"
+            "assert Split.load(sys.argv[1]).assignment == {'rel\\u00f3gio/\\u6642\\u8a08.jpg':"
+            " 'train'}\n")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert Split.load(path).groups == [["relógio/時計.jpg"]]

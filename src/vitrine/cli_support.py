@@ -3,15 +3,20 @@ and recommender opening, ``--plot`` and ``--category`` checks."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import errno
 import json
 import math
+import os
 import signal
 import sqlite3
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
+import rich.console
 import typer
 from rich.console import Console
 
@@ -81,7 +86,16 @@ def json_line(data: dict) -> str:
 
 
 def print_json(data: dict) -> None:
-    sys.stdout.write(json_line(finite(data)))
+    """``data`` as one line of JSON on stdout, in UTF-8 whatever the terminal's encoding (JSON
+    is UTF-8; under PYTHONIOENCODING=ascii an emoji in a product name crashed the command)."""
+    line = json_line(finite(data))
+    sys.stdout.flush()
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text-only stream (a test's capture)
+        sys.stdout.write(line)
+    else:
+        buffer.write(line.encode("utf-8", "surrogateescape"))
+        buffer.flush()
     sys.stdout.flush()
 
 
@@ -159,12 +173,63 @@ def _stopped() -> None:
     sys.exit(130)
 
 
+def utf8_mode() -> None:
+    """Go on in Python's UTF-8 mode, starting the command again in it where needed.
+
+    Under a locale whose encoding is not UTF-8 (``LANG=pt_BR.ISO-8859-1``, or ``LC_ALL=C``
+    with ``PYTHONUTF8=0``) Python reads file names and arguments in that encoding: the photos
+    of a catalogue indexed under UTF-8 then read as other products, and ``index`` removed and
+    re-added every one whose name has an accent, under garbled ids. The new process gets the
+    same bytes as arguments and environment (they go back through the codec they came
+    from); what it prints to the terminal stays in the terminal's encoding, with what that
+    cannot show escaped."""
+    if (sys.flags.utf8_mode or os.name != "posix"
+            or codecs.lookup(sys.getfilesystemencoding()).name == "utf-8"):
+        return
+    if not sys.executable or os.environ.get("PYTHONUTF8") == "1":
+        raise VitrineError(  # started again, and still not UTF-8 (or no interpreter to run)
+            f"this locale's file name encoding is {sys.getfilesystemencoding()}, not UTF-8; "
+            "run Vitrine with PYTHONUTF8=1 (or a UTF-8 locale such as LANG=C.UTF-8).")
+    env = dict(os.environ, PYTHONUTF8="1")
+    env.setdefault("PYTHONIOENCODING", f"{sys.stdout.encoding or 'utf-8'}:backslashreplace")
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os.execve(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]], env)
+
+
+def _printable_stdio() -> None:
+    """A terminal that cannot show a character (PYTHONIOENCODING=ascii, a Latin-1 console)
+    gets it escaped, not a UnicodeEncodeError halfway through a table."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _output_failed(exc: OSError) -> bool:
+    """Whether ``exc`` is stdout failing (a full disk under ``> file``, a closed pipe): the
+    failed write was the console's, or :func:`print_json`'s. If so stdout is pointed at
+    /dev/null, so that Python's own flush at exit does not fail again."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames or not (frames[-1].filename == rich.console.__file__
+                          or frames[-1].name in ("print_json", "run_app")):
+        return False
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    return True
+
+
 def run_app(app: typer.Typer) -> None:
     """Run ``app``, turning user errors into one sentence and exit status 2, and Ctrl+C or
     SIGTERM into a clean stop."""
     signal.signal(signal.SIGTERM, _terminate)
+    _printable_stdio()
     try:
+        utf8_mode()
         status = app(standalone_mode=False)
+        sys.stdout.flush()  # a failed write says so here, not as a traceback at exit
         if status == 130:  # Typer turned Ctrl+C into this status itself
             _stopped()
         # The command has finished and said so; Python's shutdown (torch's takes a second
@@ -188,6 +253,12 @@ def run_app(app: typer.Typer) -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         _stopped()
+    except OSError as exc:
+        if not _output_failed(exc):
+            raise
+        if exc.errno != errno.EPIPE:  # a reader that stopped reading (`| head`) needs no word
+            sys.stderr.write(f"error: cannot write the output: {exc.strerror or exc}.\n")
+        sys.exit(2)
     except Exception as exc:
         # usage errors: click's ClickException, or the copy of it that newer Typer bundles
         show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)

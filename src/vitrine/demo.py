@@ -77,7 +77,8 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
             stale.unlink(missing_ok=True)
     summary = {"store": str(store_dir), "index": report.as_dict(), "examples": examples}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "demo.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
+    (out_dir / "demo.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2),
+                                    encoding="utf-8")
     console.print(plain(f"Figures and demo.json written to {out_dir}/"))
     if serve is not None:
         from vitrine.api import create_app

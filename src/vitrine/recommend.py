@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vitrine.catalog import one_form
 from vitrine.config import Settings
 from vitrine.errors import VitrineError
 from vitrine.manifest import mismatch_error
@@ -42,7 +44,13 @@ class Recommender:
         return self._embedder
 
     def product(self, product_id: str) -> StoredProduct:
+        """The stored product ``product_id``, typed in either Unicode form: ids made from
+        a Mac's file names are decomposed ("relo\u0301gio/1"), what a shopper or a terminal
+        types is mostly composed."""
         found = self.store.get(product_id)
+        if found is None and not one_form(product_id):
+            others = {unicodedata.normalize(form, product_id) for form in ("NFC", "NFD")}
+            found = next(filter(None, map(self.store.get, others - {product_id})), None)
         if found is None:
             raise ProductNotFound(f"product {product_id!r} is not in the store.")
         return found
@@ -53,6 +61,7 @@ class Recommender:
         of ``category``, or with ``same_category`` only of the product's own."""
         with self.store.snapshot():  # another process may delete it meanwhile
             product = self.product(product_id)
+            product_id = product.product_id  # as the store spells it
             vector = self.store.vector(product_id)
             if vector is None:  # gone between the two reads (Milvus has no snapshot)
                 raise ProductNotFound(f"product {product_id!r} is not in the store.")

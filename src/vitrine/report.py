@@ -117,9 +117,9 @@ def write_outputs(out_dir: Path, summary: dict) -> None:
     from vitrine.plots import plot_confusion_matrix, plot_history, plot_misclassified
 
     history = summary["history"]
-    (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+    (out_dir / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
     if history:
-        with open(out_dir / "history.csv", "w", newline="") as fh:
+        with open(out_dir / "history.csv", "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(history[0]))
             writer.writeheader()
             writer.writerows(history)
@@ -132,7 +132,8 @@ def write_outputs(out_dir: Path, summary: dict) -> None:
     test = summary.get("test") or {}
     metrics = {"phases": {k: v["metrics"] for k, v in summary["phases"].items()},
                "test": test}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False),
+                                         encoding="utf-8")
     if test:
         plot_confusion_matrix(np.asarray(test["confusion"]), test["classes"],
                               out_dir / "confusion_matrix.png")
@@ -140,8 +141,9 @@ def write_outputs(out_dir: Path, summary: dict) -> None:
     figure.unlink(missing_ok=True)  # an earlier run's mistakes must not stay behind
     if test.get("misclassified"):
         plot_misclassified(test["misclassified"], figure, MISCLASSIFIED_SHOWN)
-    (out_dir / "report.md").write_text(markdown_report(summary))
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+    (out_dir / "report.md").write_text(markdown_report(summary), encoding="utf-8")
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False),
+                                         encoding="utf-8")
 
 
 def _pct(x: float | None) -> str:

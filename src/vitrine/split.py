@@ -59,11 +59,12 @@ class Split:
                 "photo_sha256": dict(sorted(self.contents.items()))}
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.as_dict(), ensure_ascii=False, indent=1))
+        Path(path).write_text(json.dumps(self.as_dict(), ensure_ascii=False, indent=1),
+                             encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> Split:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
         return cls(data["assignment"], data["source"], data.get("seed"),
                    data.get("fractions", {}), data.get("duplicate_groups", []),
                    data.get("photo_sha256", {}))

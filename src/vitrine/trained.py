@@ -156,7 +156,7 @@ def _is_model_dir(folder: Path) -> bool:
     """``folder`` holds a Vitrine model (another tool's ``model.json``, TensorFlow.js's, is
     not one: its files are not ours to replace)."""
     try:
-        config = json.loads((folder / CONFIG_FILE).read_text())
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and str(config.get("format", "")).startswith(
@@ -207,7 +207,8 @@ def write_model(out_dir: Path, net: TrainedNet, config: dict) -> str:
     digest = state_hash(state)
     save_state(state, out_dir / MODEL_FILE)
     config = {"format": FORMAT, **config, "weights_sha256": digest}
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config, ensure_ascii=False, indent=2))
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config, ensure_ascii=False, indent=2),
+                                       encoding="utf-8")
     return digest
 
 
@@ -236,7 +237,7 @@ def load_model(model_dir: Path) -> TrainedModel:
         raise WeightsError(f"{model_dir} is not a trained model folder (it needs {CONFIG_FILE} "
                            f"and {MODEL_FILE}); make one with vitrine train.")
     try:
-        config = json.loads(config_path.read_text())
+        config = json.loads(config_path.read_text(encoding="utf-8"))
         if config.get("format") != FORMAT:
             raise ValueError("unknown format")
         spec = get_spec(config["backbone"])
@@ -326,7 +327,8 @@ def trained_already(catalog_dir: Path, model_dir: Path, settings) -> bool:
     config_path = Path(model_dir) / CONFIG_FILE
     if config_path.is_file() and (Path(model_dir) / MODEL_FILE).is_file():
         try:
-            return json.loads(config_path.read_text()).get("training_fingerprint") == wanted
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            return config.get("training_fingerprint") == wanted
         except ValueError:
             pass
     return False
