@@ -99,6 +99,54 @@ def test_tiny_export_runs_any_batch(tmp_path):
     assert cosines(want, engine.run(x)).min() >= 0.9999
 
 
+def test_onnx_runtime_sends_no_usage_events(tmp_path):
+    """ONNX Runtime 1.29+ on Linux queues usage events (model names, hashes) for Microsoft
+    under ~/.cache/Microsoft unless ORT_DISABLE_TELEMETRY is set (or CI, which a test run
+    has): a shop's server must not, so the engine sets it before loading the library."""
+    import os
+    import subprocess
+    import sys
+
+    path = export_onnx(Tiny(), tmp_path / "tiny.onnx", 32)
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CI", "ORT_DISABLE_TELEMETRY", "ORT_RUNNING_UNIT_TESTS")}
+    code = ("import sys, numpy as np, torch\n"
+            "from vitrine.engines import OnnxEngine\n"
+            "e = OnnxEngine(sys.argv[1], device=torch.device('cpu'), intra_threads=1)\n"
+            "assert e.run(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 8)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=120, env={**env, "HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    assert not (home / ".cache" / "Microsoft").exists()
+
+
+def test_onnx_runtime_missing_or_unloadable_are_told_apart(monkeypatch):
+    """"Install it" is the answer only when the package is missing; a library that fails to
+    load (too little memory under ``ulimit -v``) says so with the loader's reason."""
+    import builtins
+
+    import vitrine.engines as engines
+
+    real_import = builtins.__import__
+
+    def failing(reason: ImportError):
+        def fake_import(name, *args, **kwargs):
+            if name == "onnxruntime":
+                raise reason
+            return real_import(name, *args, **kwargs)
+        return fake_import
+
+    monkeypatch.setattr(builtins, "__import__",
+                        failing(ModuleNotFoundError("No module", name="onnxruntime")))
+    with pytest.raises(EngineError, match="needs the onnxruntime package"):
+        engines._import_onnxruntime()
+    monkeypatch.setattr(builtins, "__import__", failing(ImportError(
+        "libonnxruntime.so: failed to map segment from shared object")))
+    with pytest.raises(EngineError, match="installed but does not load.*failed to map"):
+        engines._import_onnxruntime()
+
+
 def test_engine_selection_and_cuda_refusals(settings, tmp_path):
     from vitrine.config import Settings
 

@@ -119,11 +119,21 @@ def onnx_providers(device: torch.device, available: list[str]) -> list[str]:
 
 
 def _import_onnxruntime():
+    # ONNX Runtime's Linux builds (1.29 on) queue usage events for Microsoft unless told
+    # not to; a shop's model names and hashes are not theirs to send. Set before the import:
+    # the library reads it as it starts (ORT_DISABLE_TELEMETRY=0 in the environment wins).
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     try:
         import onnxruntime
-    except ImportError:
-        raise EngineError("the onnx engine needs the onnxruntime package; install it or set "
-                          "VITRINE_ENGINE=torch.") from None
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "onnxruntime":
+            raise EngineError("the onnx engine needs the onnxruntime package; install it or "
+                              "set VITRINE_ENGINE=torch.") from None
+        # installed but its library does not load (too little memory under `ulimit -v`, a
+        # broken install): saying "not installed" sent users to install it again
+        raise EngineError(f"ONNX Runtime is installed but does not load ({exc}): too little "
+                          "memory for it (see `ulimit -v`) or a broken install; raise the "
+                          "limit, reinstall it, or set VITRINE_ENGINE=torch.") from None
     return onnxruntime
 
 
