@@ -5,7 +5,8 @@ with the index its size gets (``--kind auto``: flat below 100,000 products, HNSW
 or ``flat``/``hnsw``); then the whole export, timed (``seconds``, ``products_per_second``),
 and the file's rows counted. The baseline, in the same run: the first ``--sample`` products
 searched one at a time as `vitrine similar` does (``one_at_a_time_products_per_second``),
-which is how the export searched before ``search_many``.
+which is how the export searched before ``search_many``. ``load_average`` is the 1-minute
+load before the baseline and after the export (other work on the machine slows both).
 
     python benchmarks/related_export.py --items 100000 > benchmarks/results/related_export.json
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -46,12 +48,14 @@ def main() -> None:
         kind = reader._current_index().kind  # noqa: SLF001 - what is measured
         sample = [f"p{i}" for i in range(min(args.sample, n))]
         reader.search(vecs[0], args.k)  # the index loaded
+        load_before = os.getloadavg()[0]
         started = time.perf_counter()
         for i, pid in enumerate(sample):
             reader.search(vecs[i], args.k, exclude=pid)
         one_s = time.perf_counter() - started
         out = Path(tmp) / "related.csv"
         report = write_related(reader, out, args.k, show_progress=False)
+        load_after = os.getloadavg()[0]
         with open(out) as fh:
             rows = sum(1 for _ in fh) - 1
         reader.close()
@@ -61,7 +65,8 @@ def main() -> None:
                       **{key: value for key, value in report.as_dict().items()
                          if key in ("products", "pairs", "seconds", "products_per_second")},
                       "one_at_a_time_sample": len(sample),
-                      "one_at_a_time_products_per_second": round(len(sample) / one_s, 1)},
+                      "one_at_a_time_products_per_second": round(len(sample) / one_s, 1),
+                      "load_average": [round(load_before, 2), round(load_after, 2)]},
                      indent=2))
 
 
