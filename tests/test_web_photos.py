@@ -171,3 +171,32 @@ def test_a_phone_photo_is_searched_added_and_shown(settings, small_store, small_
     shown = client.get("/images/iphone-1")
     assert shown.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(shown.content)).size == Image.open(source).size
+
+
+def test_a_server_out_of_open_files_says_try_again_not_gone(settings, embedder, tmp_path,
+                                                           monkeypatch):
+    """At the process's open-file limit (EMFILE) a stored photo was answered 404, which
+    browsers and crawlers take as gone: it is a 503 with Retry-After; a photo that cannot be
+    read stays a 404."""
+    import errno
+
+    import vitrine.api
+    from vitrine.api import create_app
+
+    store, folder = _store(tmp_path, embedder)
+    client = TestClient(create_app(settings, store, embedder=embedder))
+    real_open = os.open
+
+    def out_of_files(path, *args, **kwargs):
+        if str(path).startswith(str(folder)):
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(vitrine.api.os, "open", out_of_files)
+    busy = client.get("/images/bolsas/pequena.jpg")
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+    assert "too many files open" in busy.json()["detail"]
+    monkeypatch.undo()
+    (folder / "pequena.jpg").unlink()
+    assert client.get("/images/bolsas/pequena.jpg").status_code == 404
+    assert client.get("/images/bolsas/grande.jpg").status_code == 200

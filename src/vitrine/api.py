@@ -8,6 +8,7 @@ it."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 from pathlib import Path
@@ -61,6 +62,9 @@ VIEW_SIDE = 2048
 """Longest side of the copy sent for a photo in a format browsers cannot show (TIFF, HEIC)."""
 VIEW_COPIES_KEPT = 64
 """Such copies kept in memory (a few hundred KB each)."""
+OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
+"""A photo that cannot be opened for these is there: the server is at its open-file limit
+(503 and Retry-After, where a 404 told browsers and crawlers the photo was gone)."""
 
 
 KParam = Annotated[int, Query(ge=K_MIN, le=K_MAX, description="Number of results (1–100).")]
@@ -360,7 +364,10 @@ def create_app(settings: Settings, store: str | Path, *,
         unreadable = HTTPException(404, f"The photo of product {product_id!r} cannot be read.")
         try:  # opened now: a photo sent as it is is the version stat and format describe
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # (no wait on a FIFO)
-        except OSError:
+        except OSError as exc:
+            if exc.errno in OUT_OF_FILES:  # the server's limit, not the photo: ask again
+                raise HTTPException(503, "The server has too many files open; try again in "
+                                    "a moment.", headers={"Retry-After": "1"}) from None
             raise unreadable from None
         with contextlib.ExitStack() as unsent:
             unsent.callback(os.close, fd)  # PhotoFile closes it once sent
