@@ -428,7 +428,25 @@ def test_an_empty_folder_setting_means_its_default_not_the_current_folder(monkey
         monkeypatch.setenv(f"VITRINE_{name}", " ")
     settings = load_settings()
     for name in ("cache_dir", "demo_store", "demo_out"):
-        assert getattr(settings, name) == Settings.model_fields[name].default != Path(".")
+        default = Settings.model_fields[name].get_default(call_default_factory=True)
+        assert getattr(settings, name) == default != Path(".")
+
+
+def test_the_model_cache_follows_xdg_cache_home(monkeypatch, tmp_path):
+    """XDG_CACHE_HOME moves the cache (it was ignored); VITRINE_CACHE_DIR still wins, and a
+    relative XDG_CACHE_HOME is ignored as the spec says."""
+    from vitrine.config import load_settings
+
+    monkeypatch.delenv("VITRINE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert load_settings().cache_dir == tmp_path / "xdg" / "vitrine"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")
+    assert load_settings().cache_dir == Path("~/.cache/vitrine")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert load_settings().cache_dir == Path("~/.cache/vitrine")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("VITRINE_CACHE_DIR", str(tmp_path / "mine"))
+    assert load_settings().cache_dir == tmp_path / "mine"
 
 
 @pytest.mark.parametrize("value, origins", [

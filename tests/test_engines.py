@@ -57,6 +57,7 @@ def test_engine_does_not_change_the_manifest(onnx_embedder, torch_embedder):
 
 
 def test_export_is_cached_by_manifest(onnx_embedder, torch_embedder):
+    assert onnx_embedder.engine.name == "onnx"  # exported on first use (also when run alone)
     path = onnx_path(onnx_embedder.settings.cache_dir, onnx_embedder.manifest)
     assert path.is_file() and not list(path.parent.glob("*.tmp"))
     stamp = path.stat().st_mtime_ns
@@ -145,6 +146,28 @@ def test_onnx_runtime_missing_or_unloadable_are_told_apart(monkeypatch):
         "libonnxruntime.so: failed to map segment from shared object")))
     with pytest.raises(EngineError, match="installed but does not load.*failed to map"):
         engines._import_onnxruntime()
+
+
+def test_an_unwritable_model_cache_exports_for_the_run(settings, tmp_path, caplog):
+    """A read-only home (a service's ProtectHome) stopped every embedding with "cannot create
+    the model cache folder": the model is now exported to a temporary file for the run, with
+    a warning, and that file is gone once the session holds the model."""
+    import tempfile
+
+    manifest = Embedder.from_settings(settings.model_copy(update={"engine": "torch"})).manifest
+    (tmp_path / "afile").write_text("x")
+    before = set(Path(tempfile.gettempdir()).glob("vitrine-onnx-*"))
+    unwritable = settings.model_copy(update={"engine": "onnx",
+                                              "cache_dir": tmp_path / "afile" / "cache"})
+    with caplog.at_level("WARNING", logger="vitrine.engines"):
+        engine = make_engine(unwritable, Tiny(), manifest, 32)
+    assert engine.name == "onnx"
+    x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    with torch.inference_mode():
+        assert cosines(Tiny()(torch.from_numpy(x)).numpy(), engine.run(x)).min() >= 0.9999
+    assert "cannot create the model cache folder" in caplog.text
+    assert "for this run only" in caplog.text
+    assert set(Path(tempfile.gettempdir()).glob("vitrine-onnx-*")) == before
 
 
 def test_engine_selection_and_cuda_refusals(settings, tmp_path):

@@ -42,6 +42,13 @@ environment (NoDecode: pydantic-settings would otherwise demand JSON and fail wi
 traceback on ``a``)."""
 
 
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/vitrine`` (the XDG base directory spec; a relative value is ignored,
+    as the spec says), else ``~/.cache/vitrine``."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return Path(xdg) / "vitrine" if os.path.isabs(xdg) else Path("~/.cache/vitrine")
+
+
 def _str_list(value):
     """``VITRINE_X=a, b`` or ``VITRINE_X=["a", "b"]`` → ``["a", "b"]``; empty → ``[]``."""
     if not isinstance(value, str):
@@ -112,7 +119,7 @@ class Settings(BaseSettings):
     def _empty_is_default(cls, value, info):
         """``VITRINE_DEMO_STORE=`` (empty) means the default folder, not the current one."""
         if isinstance(value, str) and not value.strip():
-            return cls.model_fields[info.field_name].default
+            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
         return value
 
     def training_choices(self, mode: str = "python") -> dict:
@@ -176,8 +183,9 @@ class Settings(BaseSettings):
     """Inter-op threads of ONNX Runtime (the network is a chain: 1 is enough)."""
     onnx_spinning: bool = False
     """Let ONNX Runtime's idle threads spin; off leaves the cores to the decode workers."""
-    cache_dir: Path = Path("~/.cache/vitrine")
-    """Where exported ONNX models are cached, keyed by the model manifest."""
+    cache_dir: Path = Field(default_factory=lambda: default_cache_dir())
+    """Where exported ONNX models are cached, keyed by the model manifest: by default
+    ``$XDG_CACHE_HOME/vitrine``, or ``~/.cache/vitrine`` where that is unset."""
 
     # FAISS index of the embedded store (measured with `vitrine bench --items N`)
     index: Literal["auto", "flat", "hnsw", "ivf"] = "auto"

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
+import logging
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -24,6 +27,8 @@ import torch
 
 from vitrine.config import Settings
 from vitrine.errors import VitrineError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from vitrine.manifest import ModelManifest
@@ -78,6 +83,10 @@ class TorchEngine:
             x = x.half()
         x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x).float().cpu().numpy()
+
+
+class CacheUnwritable(EngineError):
+    """The model cache folder cannot be created or written."""
 
 
 class OnnxEngine:
@@ -168,9 +177,9 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EngineError(f"cannot create the model cache folder {path.parent} "
-                          f"({exc.strerror or exc}); set VITRINE_CACHE_DIR to a writable "
-                          "folder.") from None
+        raise CacheUnwritable(f"cannot create the model cache folder {path.parent} "
+                              f"({exc.strerror or exc}); set VITRINE_CACHE_DIR to a writable "
+                              "folder.") from None
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with warnings.catch_warnings(), torch.inference_mode():
@@ -188,8 +197,8 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int) -> Path:
                               "set VITRINE_ENGINE=torch.")
         os.replace(tmp, path)
     except OSError as exc:
-        raise EngineError(f"cannot write the ONNX model to {path.parent} ({exc.strerror}); "
-                          "set VITRINE_CACHE_DIR to a writable folder.") from None
+        raise CacheUnwritable(f"cannot write the ONNX model to {path.parent} ({exc.strerror}); "
+                              "set VITRINE_CACHE_DIR to a writable folder.") from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -224,7 +233,16 @@ def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifes
     if settings.engine != "onnx":
         raise EngineError(f"unknown engine {settings.engine!r}; use torch or onnx.")
     path = onnx_path(settings.cache_dir, manifest)
-    if not path.is_file():
-        export_onnx(net, path, size)
-    return OnnxEngine(path, device=device, intra_threads=cpu_threads(settings),
-                      inter_threads=settings.interop_threads, spinning=settings.onnx_spinning)
+    engine = functools.partial(OnnxEngine, device=device, intra_threads=cpu_threads(settings),
+                               inter_threads=settings.interop_threads,
+                               spinning=settings.onnx_spinning)
+    if path.is_file():
+        return engine(path)
+    try:
+        return engine(export_onnx(net, path, size))
+    except CacheUnwritable as exc:
+        # a read-only home (a service's ProtectHome, a container) must not stop embedding:
+        # the session holds the model once loaded, so a temporary export serves this run
+        log.warning("%s Exporting the model for this run only.", exc)
+        with tempfile.TemporaryDirectory(prefix="vitrine-onnx-") as tmp:
+            return engine(export_onnx(net, Path(tmp) / path.name, size))
