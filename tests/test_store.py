@@ -393,6 +393,29 @@ def test_photo_paths_do_not_depend_on_the_working_folder(tmp_path, monkeypatch):
     relative.close()
 
 
+def test_a_store_too_deep_for_sqlite_is_one_sentence_and_the_deepest_that_opens_works(
+        tmp_path):
+    """SQLite opens no database at a path over 504 bytes: such a store was "not a readable
+    Vitrine store (unable to open database file)", after its folders were made."""
+    from vitrine.store.sqlite_db import DB_NAME, DB_PATH_MAX
+
+    def folder(db_path_bytes: int) -> Path:
+        rest = db_path_bytes - len(os.fsencode(str(tmp_path))) - len(f"/{DB_NAME}")
+        parts = ["d" * 99] * (rest // 100) + ["e" * (rest % 100 - 1)]
+        return tmp_path.joinpath(*parts)
+
+    deepest = folder(DB_PATH_MAX)
+    assert len(os.fsencode(str(deepest / DB_NAME))) == DB_PATH_MAX
+    store = open_store(deepest, create=True)
+    store.close()
+    assert open_store(deepest).count() == 0
+    too_deep = folder(DB_PATH_MAX + 1)
+    with pytest.raises(StoreError, match=f"too deep: SQLite opens vitrine.sqlite at a path of "
+                                         f"at most {DB_PATH_MAX} bytes, .* {DB_PATH_MAX + 1};"):
+        open_store(too_deep, create=True)
+    assert not too_deep.exists()
+
+
 def test_a_full_disk_is_one_sentence_and_loses_nothing(store):
     """SQLite's 'database or disk is full' (here: a page limit) rolls the write back; the
     store says so in one sentence instead of a second error from a rollback that found no

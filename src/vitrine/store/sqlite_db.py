@@ -18,6 +18,9 @@ from vitrine.store.search_key import add_search_key, searchable_sql
 
 DB_NAME = "vitrine.sqlite"
 MANIFEST_NAME = "manifest.json"
+DB_PATH_MAX = 504
+"""The longest path SQLite opens a database at, in bytes: its 512 less the "-journal" it adds
+for the file beside it (measured: at 505 bytes it said "unable to open database file")."""
 WAL_LIMIT = 64 << 20
 """Bytes the write-ahead log is cut back to once checkpointed: it grows past SQLite's own
 4 MB while a long read (an index rebuild, a migrate) holds its snapshot, and stayed that
@@ -79,6 +82,11 @@ def open_database(root: Path, *, create: bool) -> tuple[sqlite3.Connection, set[
     """Open (``create``: or make) the database of the store folder ``root``: the connection,
     the columns its products table has, and those it lacks (a store of an older Vitrine)."""
     db_path = root / DB_NAME
+    length = len(os.fsencode(os.path.abspath(db_path)))
+    if length > DB_PATH_MAX:  # said as "not a readable Vitrine store (unable to open ...)"
+        raise StoreError(f"the store's folder {root} is too deep: SQLite opens {DB_NAME} at a "
+                         f"path of at most {DB_PATH_MAX} bytes, and there it would be {length}; "
+                         "choose a shorter --store path.")
     if not create and db_path.is_file() and db_path.stat().st_size == 0:
         raise StoreError(f"{db_path} is empty: no Vitrine store was written there (a copy "
                          "that failed?); index into it, or restore it.")
