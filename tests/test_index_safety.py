@@ -58,6 +58,33 @@ def _cli(*args, weights: Path):
                           capture_output=True, text=True, env=env, timeout=600)
 
 
+def test_a_catalogue_behind_a_moved_release_link_is_indexed_again_without_embedding(
+        shop_a, embedder, tmp_path):
+    """A shop deploys releases and serves the catalogue through a link (current ->
+    releases/1). The store names photos by their real paths, so when the link moves to the
+    next release the store follows it at the next `index`: every photo's path is updated,
+    none embedded again, nothing removed, and the photos are the new release's."""
+    (tmp_path / "releases").mkdir()
+    shutil.copytree(shop_a, tmp_path / "releases" / "1")
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "releases" / "1")
+    store = tmp_path / "store"
+    assert _index(current, store, embedder).indexed == 16
+    shutil.copytree(tmp_path / "releases" / "1", tmp_path / "releases" / "2")
+    current.unlink()
+    current.symlink_to(tmp_path / "releases" / "2")
+    shutil.rmtree(tmp_path / "releases" / "1")
+    report = _index(current, store, embedder)
+    assert (report.indexed, report.updated, report.removed) == (0, 16, 0)
+    assert report.photos_embedded == 0 and report.skipped == []
+    db = open_store(store)
+    try:
+        assert {Path(path).parent.parent for path in db.images().values()} == {
+            tmp_path / "releases" / "2"}
+    finally:
+        db.close()
+
+
 def test_another_folder_is_refused_before_any_write_and_replace_lets_it(
         shop_a, novidades, weights_path, tmp_path):
     store = tmp_path / "st"
