@@ -584,3 +584,43 @@ def test_demo_keeps_its_store_inside_out_unless_told(small_catalog, weights_path
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "store" / ".vitrine-demo").is_file()
     assert list(here.iterdir()) == []  # nothing in the folder it ran from
+
+
+def test_memory_or_threads_refused_are_one_sentence(capsys, monkeypatch):
+    """Under `ulimit -v` torch's CPU allocator raised a RuntimeError that ended `index` in a
+    traceback; memory or a thread refused is one sentence saying what to lower or raise. Other
+    errors still reach the traceback (they are bugs)."""
+    import signal
+
+    import typer
+
+    from vitrine.cli_support import run_app
+
+    monkeypatch.setattr(sys, "argv", ["vitrine"])
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # pytest keeps its handlers
+
+    torch_says = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                  "allocate memory: you tried to allocate 6422528 bytes. Error code 12 "
+                  "(Cannot allocate memory)")
+    for raised in (RuntimeError(torch_says), MemoryError(), RuntimeError("can't start new "
+                                                                           "thread")):
+        app = typer.Typer()
+
+        @app.command()
+        def fails(raised=raised) -> None:
+            raise raised
+
+        with pytest.raises(SystemExit) as stopped:
+            run_app(app)
+        assert stopped.value.code == 2
+        said = capsys.readouterr().err
+        assert said.startswith("error: the system refused memory or a thread (")
+        assert said.count("\n") == 1 and "VITRINE_BATCH_SIZE" in said
+    app = typer.Typer()
+
+    @app.command()
+    def bug() -> None:
+        raise RuntimeError("index out of range")
+
+    with pytest.raises(RuntimeError, match="index out of range"):
+        run_app(app)

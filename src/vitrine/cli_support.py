@@ -9,6 +9,7 @@ import errno
 import json
 import math
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -221,6 +222,23 @@ def _output_failed(exc: OSError) -> bool:
     return True
 
 
+RESOURCE_REFUSED = re.compile(r"can't allocate memory|Cannot allocate memory|out of memory|"
+                              r"can't start new thread", re.IGNORECASE)
+"""What torch (its CPU allocator, CUDA) and Python say when the system refuses memory or a
+thread: under `ulimit -v`, a container's limit, a GPU too small for the batch."""
+
+
+def _resources_refused(exc: BaseException) -> str | None:
+    """One sentence for ``exc`` if it is the system refusing memory or a thread."""
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    if not (isinstance(exc, MemoryError)
+            or isinstance(exc, RuntimeError) and RESOURCE_REFUSED.search(str(exc))):
+        return None
+    return (f"the system refused memory or a thread ({text}); lower VITRINE_BATCH_SIZE or "
+            "VITRINE_DECODE_WORKERS, or give the process more (ulimit -v, ulimit -u, the "
+            "container's memory limit).")
+
+
 def run_app(app: typer.Typer) -> None:
     """Run ``app``, turning user errors into one sentence and exit status 2, and Ctrl+C or
     SIGTERM into a clean stop."""
@@ -258,6 +276,12 @@ def run_app(app: typer.Typer) -> None:
             raise
         if exc.errno != errno.EPIPE:  # a reader that stopped reading (`| head`) needs no word
             sys.stderr.write(f"error: cannot write the output: {exc.strerror or exc}.\n")
+        sys.exit(2)
+    except (MemoryError, RuntimeError) as exc:
+        sentence = _resources_refused(exc)
+        if sentence is None:
+            raise
+        sys.stderr.write(f"error: {sentence}\n")
         sys.exit(2)
     except Exception as exc:
         # usage errors: click's ClickException, or the copy of it that newer Typer bundles
