@@ -291,6 +291,7 @@ def test_a_terminal_that_cannot_show_a_name_gets_it_escaped(accented, env, encod
         json.loads(proc.stdout.decode("utf-8"))
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full (Linux has one)")
 def test_output_to_a_full_disk_is_one_error(accented, env):
     """`vitrine info > file` on a full disk: one sentence and status 2, not a traceback (and
     not Python's "Exception ignored" at exit)."""
@@ -616,6 +617,18 @@ def test_memory_or_threads_refused_are_one_sentence(capsys, monkeypatch):
         said = capsys.readouterr().err
         assert said.startswith("error: the system refused memory or a thread (")
         assert said.count("\n") == 1 and "VITRINE_BATCH_SIZE" in said
+        assert " at test_cli_contract.py:" in said  # where, for a size computed wrong
+    app = typer.Typer()
+
+    @app.command()
+    def gpu() -> None:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(SystemExit):
+        run_app(app)
+    said = capsys.readouterr().err
+    assert said.startswith("error: the GPU ran out of memory (CUDA out of memory.")
+    assert "ulimit" not in said
     app = typer.Typer()
 
     @app.command()

@@ -28,6 +28,7 @@ from vitrine.cli_support import (
     print_json,
     run_app,
     save_plot,
+    utf8_mode,
 )
 from vitrine.config import cpu_only_note, load_settings
 from vitrine.display import index_lines, info_lines, migrate_lines, results_table
@@ -448,7 +449,9 @@ def bench(
 
 
 def main() -> None:
-    """Entry point: run the app, turning user errors into one sentence and exit status 2."""
+    """Entry point: run the app (in Python's UTF-8 mode), turning user errors into one
+    sentence and exit status 2."""
+    utf8_mode()
     run_app(app)
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated
 
-import rich.console
 import typer
 from rich.console import Console
 
@@ -95,7 +94,7 @@ def print_json(data: dict) -> None:
     if buffer is None:  # a text-only stream (a test's capture)
         sys.stdout.write(line)
     else:
-        buffer.write(line.encode("utf-8", "surrogateescape"))
+        buffer.write(line.encode("utf-8"))  # (json_line escapes what UTF-8 cannot hold)
         buffer.flush()
     sys.stdout.flush()
 
@@ -175,7 +174,8 @@ def _stopped() -> None:
 
 
 def utf8_mode() -> None:
-    """Go on in Python's UTF-8 mode, starting the command again in it where needed.
+    """Go on in Python's UTF-8 mode, starting the command again in it where needed (the
+    entry point calls it, before the command runs; never in another program's process).
 
     Under a locale whose encoding is not UTF-8 (``LANG=pt_BR.ISO-8859-1``, or ``LC_ALL=C``
     with ``PYTHONUTF8=0``) Python reads file names and arguments in that encoding: the photos
@@ -187,14 +187,17 @@ def utf8_mode() -> None:
     if (sys.flags.utf8_mode or os.name != "posix"
             or codecs.lookup(sys.getfilesystemencoding()).name == "utf-8"):
         return
-    if not sys.executable or os.environ.get("PYTHONUTF8") == "1":
-        raise VitrineError(  # started again, and still not UTF-8 (or no interpreter to run)
-            f"this locale's file name encoding is {sys.getfilesystemencoding()}, not UTF-8; "
-            "run Vitrine with PYTHONUTF8=1 (or a UTF-8 locale such as LANG=C.UTF-8).")
+    if not sys.executable or "utf8" in sys._xoptions:  # started again, still not UTF-8
+        sys.stderr.write(
+            f"error: this locale's file name encoding is {sys.getfilesystemencoding()}, not "
+            "UTF-8, and Python's UTF-8 mode did not take; run Vitrine under a UTF-8 locale "
+            "such as LANG=C.UTF-8.\n")
+        sys.exit(2)
     env = dict(os.environ, PYTHONUTF8="1")
-    env.setdefault("PYTHONIOENCODING", f"{sys.stdout.encoding or 'utf-8'}:backslashreplace")
+    terminal = getattr(sys.stdout, "encoding", None) or "utf-8"  # (None: stdout closed)
+    env.setdefault("PYTHONIOENCODING", f"{terminal}:backslashreplace")
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(AttributeError, OSError, ValueError):
             stream.flush()
     os.execve(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]], env)
 
@@ -209,11 +212,16 @@ def _printable_stdio() -> None:
 
 def _output_failed(exc: OSError) -> bool:
     """Whether ``exc`` is stdout failing (a full disk under ``> file``, a closed pipe): the
-    failed write was the console's, or :func:`print_json`'s. If so stdout is pointed at
-    /dev/null, so that Python's own flush at exit does not fail again."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames or not (frames[-1].filename == rich.console.__file__
-                          or frames[-1].name in ("print_json", "run_app")):
+    failed write was the ``out`` console's, :func:`print_json`'s or the final flush. If so
+    stdout is pointed at /dev/null, so that Python's own flush at exit does not fail again."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    frame = tb.tb_frame
+    if not (frame.f_locals.get("self") is out
+            or frame.f_code in (print_json.__code__, run_app.__code__)):
         return False
     with contextlib.suppress(OSError, ValueError):
         null = os.open(os.devnull, os.O_WRONLY)
@@ -229,12 +237,19 @@ thread: under `ulimit -v`, a container's limit, a GPU too small for the batch.""
 
 
 def _resources_refused(exc: BaseException) -> str | None:
-    """One sentence for ``exc`` if it is the system refusing memory or a thread."""
-    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    """One sentence for ``exc`` if it is the system refusing memory or a thread, naming
+    where (a size computed wrong shows as a huge request at a line to look at)."""
     if not (isinstance(exc, MemoryError)
             or isinstance(exc, RuntimeError) and RESOURCE_REFUSED.search(str(exc))):
         return None
-    return (f"the system refused memory or a thread ({text}); lower VITRINE_BATCH_SIZE or "
+    lines = str(exc).strip().splitlines()
+    where = traceback.extract_tb(exc.__traceback__)[-1:]
+    said = (lines[-1] if lines else type(exc).__name__) + "".join(
+        f" at {Path(f.filename).name}:{f.lineno}" for f in where)
+    if "CUDA" in str(exc):
+        return (f"the GPU ran out of memory ({said}); lower VITRINE_BATCH_SIZE, or run on "
+                "a GPU with more memory.")
+    return (f"the system refused memory or a thread ({said}); lower VITRINE_BATCH_SIZE or "
             "VITRINE_DECODE_WORKERS, or give the process more (ulimit -v, ulimit -u, the "
             "container's memory limit).")
 
@@ -245,7 +260,6 @@ def run_app(app: typer.Typer) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     _printable_stdio()
     try:
-        utf8_mode()
         status = app(standalone_mode=False)
         sys.stdout.flush()  # a failed write says so here, not as a traceback at exit
         if status == 130:  # Typer turned Ctrl+C into this status itself
@@ -274,8 +288,9 @@ def run_app(app: typer.Typer) -> None:
     except OSError as exc:
         if not _output_failed(exc):
             raise
-        if exc.errno != errno.EPIPE:  # a reader that stopped reading (`| head`) needs no word
-            sys.stderr.write(f"error: cannot write the output: {exc.strerror or exc}.\n")
+        if exc.errno == errno.EPIPE:  # a reader that stopped (`| head`): no word, and the
+            sys.exit(1)  # status rich gives when its own write meets the closed pipe
+        sys.stderr.write(f"error: cannot write the output: {exc.strerror or exc}.\n")
         sys.exit(2)
     except (MemoryError, RuntimeError) as exc:
         sentence = _resources_refused(exc)
