@@ -1114,3 +1114,34 @@ def test_a_product_the_store_cannot_hold_is_a_422_and_nothing_is_written(writabl
     edited = client.patch(f"/api/products/{pid}", json={"category": "😀" * 200}, headers=auth)
     assert edited.status_code == 422 and "800 bytes" in edited.json()["detail"]
     assert client.get(f"/api/products/{pid}").json()["category"] == rows[0]["category"]
+
+
+def test_an_id_in_either_unicode_form_is_the_same_product(writable, small_catalog, rows):
+    """A product added as "relo\u0301gio-1" (decomposed, as a Mac's file names make ids) is
+    read, edited, replaced and deleted through the id typed composed: before, reading found
+    it but editing and deleting answered 404, and adding made a second product."""
+    import unicodedata
+
+    client, _ = writable
+    auth = {"Authorization": f"Bearer {KEY}"}
+    stored_id = unicodedata.normalize("NFD", "relógio-1")
+    typed = unicodedata.normalize("NFC", stored_id)
+    photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
+    added = client.post("/api/products", files=_upload(photo), headers=auth,
+                        data={"product_id": stored_id, "name": "Relógio"})
+    assert added.status_code == 201 and added.json()["product_id"] == stored_id
+    count = client.get("/healthz").json()["products"]
+    assert client.get(f"/api/products/{typed}").json()["product_id"] == stored_id
+    assert client.get(f"/images/{typed}").content == photo
+    similar = client.get(f"/api/products/{typed}/similar", params={"k": 100}).json()
+    assert stored_id not in [x["product_id"] for x in similar["results"]]
+    edited = client.patch(f"/api/products/{typed}", json={"name": "Relógio novo"},
+                          headers=auth)
+    assert edited.status_code == 200 and edited.json()["product_id"] == stored_id
+    replaced = client.post("/api/products", files=_upload(photo), headers=auth,
+                           data={"product_id": typed, "name": "Relógio trocado"})
+    assert replaced.status_code == 200 and replaced.json()["product_id"] == stored_id
+    assert client.get("/healthz").json()["products"] == count
+    assert client.delete(f"/api/products/{typed}", headers=auth).status_code == 204
+    assert client.get(f"/api/products/{stored_id}").status_code == 404
+    assert client.get("/healthz").json()["products"] == count - 1

@@ -22,6 +22,19 @@ class ProductNotFound(VitrineError):
     """The product id is not in the store."""
 
 
+def stored_product(store: VectorStore, product_id: str) -> StoredProduct | None:
+    """The stored product ``product_id``, typed in either Unicode form: ids made from a
+    Mac's file names are decomposed ("relo\u0301gio/1"), what a shopper or a terminal types
+    is mostly composed. The id as given first, then composed, then decomposed."""
+    found = store.get(product_id)
+    if found is None and not one_form(product_id):
+        for form in ("NFC", "NFD"):
+            other = unicodedata.normalize(form, product_id)
+            if other != product_id and (found := store.get(other)) is not None:
+                break
+    return found
+
+
 class Recommender:
     """Similar products by product id or by photo. Builds its embedder only when a photo
     query needs one, and checks it is the model that made the store's vectors."""
@@ -44,13 +57,7 @@ class Recommender:
         return self._embedder
 
     def product(self, product_id: str) -> StoredProduct:
-        """The stored product ``product_id``, typed in either Unicode form: ids made from
-        a Mac's file names are decomposed ("relo\u0301gio/1"), what a shopper or a terminal
-        types is mostly composed."""
-        found = self.store.get(product_id)
-        if found is None and not one_form(product_id):
-            others = {unicodedata.normalize(form, product_id) for form in ("NFC", "NFD")}
-            found = next(filter(None, map(self.store.get, others - {product_id})), None)
+        found = stored_product(self.store, product_id)
         if found is None:
             raise ProductNotFound(f"product {product_id!r} is not in the store.")
         return found

@@ -13,6 +13,7 @@ that is not a folder, such as Milvus).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -31,7 +32,7 @@ from vitrine.errors import CatalogError, StoreError
 from vitrine.images import container_kind, open_image, to_array
 from vitrine.indexer import check_manifest
 from vitrine.manifest import mismatch_error
-from vitrine.recommend import ProductNotFound, Recommender
+from vitrine.recommend import ProductNotFound, Recommender, stored_product
 from vitrine.store import (
     EmbeddedStore,
     cleanable_uploads,
@@ -273,7 +274,9 @@ class VitrineService:
                           uploaded=True)
         with self._writer() as writer:
             check_manifest(writer, self.embedder)
-            previous = writer.get(fields.product_id)
+            previous = stored_product(writer, fields.product_id)
+            if previous is not None:  # replaced under the id as the store spells it
+                product = dataclasses.replace(product, product_id=previous.product_id)
             wrote_photo = save_photo(folder, photo, data)
             try:
                 writer.upsert([Record(product, sha, phash, thumb, vector)])
@@ -284,7 +287,7 @@ class VitrineService:
             writer.flush(rebuild=False)
             if previous is not None:
                 _remove_orphan(writer, Path(previous.image), folder)
-            stored = writer.get(fields.product_id)
+            stored = writer.get(product.product_id)
         assert stored is not None
         return stored, previous is None
 
@@ -294,7 +297,7 @@ class VitrineService:
         the next ``vitrine index`` of its table, which is where its fields come from, sets
         them back to the table's values."""
         with self._writer() as writer:
-            current = writer.get(product_id)
+            current = stored_product(writer, product_id)
             if current is None:
                 raise ProductNotFound(f"product {product_id!r} is not in the store.")
             uploaded = current.uploaded or unmarked_upload(
@@ -303,17 +306,17 @@ class VitrineService:
             _check_fits(writer, changed)
             writer.update_metadata([changed])
             writer.flush(rebuild=False)
-            stored = writer.get(product_id)
+            stored = writer.get(current.product_id)
         assert stored is not None
         return stored
 
     def delete_product(self, product_id: str) -> None:
         """Remove a product (and its uploaded photo when no other product uses it)."""
         with self._writer() as writer:
-            previous = writer.get(product_id)
+            previous = stored_product(writer, product_id)
             if previous is None:
                 raise ProductNotFound(f"product {product_id!r} is not in the store.")
-            writer.delete([product_id])
+            writer.delete([previous.product_id])
             writer.flush(rebuild=False)
             _remove_orphan(writer, Path(previous.image), self._upload_folder())
 
