@@ -148,7 +148,8 @@ def test_onnx_runtime_missing_or_unloadable_are_told_apart(monkeypatch):
         engines._import_onnxruntime()
 
 
-def test_an_unwritable_model_cache_exports_for_the_run(settings, tmp_path, caplog):
+def test_an_unwritable_model_cache_exports_for_the_run(settings, tmp_path, caplog,
+                                                       monkeypatch):
     """A read-only home (a service's ProtectHome) stopped every embedding with "cannot create
     the model cache folder": the model is now exported to a temporary file for the run, with
     a warning, and that file is gone once the session holds the model."""
@@ -168,6 +169,11 @@ def test_an_unwritable_model_cache_exports_for_the_run(settings, tmp_path, caplo
     assert "cannot create the model cache folder" in caplog.text
     assert "for this run only" in caplog.text
     assert set(Path(tempfile.gettempdir()).glob("vitrine-onnx-*")) == before
+    # and where no temporary folder can hold it either (ProtectSystem=strict): one sentence
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "afile"))
+    with pytest.raises(EngineError, match="cannot create the model cache folder .* The "
+                                          "temporary folder .*afile cannot hold it either"):
+        make_engine(unwritable, Tiny(), manifest, 32)
 
 
 def test_engine_selection_and_cuda_refusals(settings, tmp_path):

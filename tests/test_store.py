@@ -401,8 +401,11 @@ def test_a_store_too_deep_for_sqlite_is_one_sentence_and_the_deepest_that_opens_
 
     def folder(db_path_bytes: int) -> Path:
         rest = db_path_bytes - len(os.fsencode(str(tmp_path))) - len(f"/{DB_NAME}")
-        parts = ["d" * 99] * (rest // 100) + ["e" * (rest % 100 - 1)]
-        return tmp_path.joinpath(*parts)
+        parts = []
+        while rest > 101:  # "/" and 99 letters a folder; the last one 1 to 100 letters
+            parts.append("d" * 99)
+            rest -= 100
+        return tmp_path.joinpath(*parts, "e" * (rest - 1))
 
     deepest = folder(DB_PATH_MAX)
     assert len(os.fsencode(str(deepest / DB_NAME))) == DB_PATH_MAX

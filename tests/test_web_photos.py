@@ -181,6 +181,7 @@ def test_a_server_out_of_open_files_says_try_again_not_gone(settings, embedder, 
     import errno
 
     import vitrine.api
+    import vitrine.images
     from vitrine.api import create_app
 
     store, folder = _store(tmp_path, embedder)
@@ -197,6 +198,19 @@ def test_a_server_out_of_open_files_says_try_again_not_gone(settings, embedder, 
     assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
     assert "too many files open" in busy.json()["detail"]
     monkeypatch.undo()
+    # the cards' small copy (and a TIFF's view) opens the photo again to decode it
+    real_file_open = open
+
+    def out_of_files_too(path, *args, **kwargs):
+        if str(path).startswith(str(folder)):
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return real_file_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(vitrine.images, "open", out_of_files_too, raising=False)
+    for address in ("/images/bolsas/grande.jpg?size=card", "/images/bolsas/scan.tif"):
+        assert client.get(address).status_code == 503, address
+    monkeypatch.undo()
+    assert client.get("/images/bolsas/grande.jpg?size=card").status_code == 200
     (folder / "pequena.jpg").unlink()
     assert client.get("/images/bolsas/pequena.jpg").status_code == 404
     assert client.get("/images/bolsas/grande.jpg").status_code == 200

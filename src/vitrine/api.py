@@ -362,13 +362,12 @@ def create_app(settings: Settings, store: str | Path, *,
         time and gets 304 until the photo is replaced."""
         path = service.image_path(product_id)
         unreadable = HTTPException(404, f"The photo of product {product_id!r} cannot be read.")
+        busy = HTTPException(503, "The server has too many files open; try again in a moment.",
+                             headers={"Retry-After": "1"})  # its limit, not the photo's fault
         try:  # opened now: a photo sent as it is is the version stat and format describe
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # (no wait on a FIFO)
         except OSError as exc:
-            if exc.errno in OUT_OF_FILES:  # the server's limit, not the photo: ask again
-                raise HTTPException(503, "The server has too many files open; try again in "
-                                    "a moment.", headers={"Retry-After": "1"}) from None
-            raise unreadable from None
+            raise (busy if exc.errno in OUT_OF_FILES else unreadable) from None
         with contextlib.ExitStack() as unsent:
             unsent.callback(os.close, fd)  # PhotoFile closes it once sent
             stat = os.fstat(fd)
@@ -392,8 +391,8 @@ def create_app(settings: Settings, store: str | Path, *,
         copy = card_copy if size else view_copy
         try:
             jpeg = copy(str(path), stat.st_mtime_ns, stat.st_size)
-        except ImageError:  # the stored file went bad or away: not the request's fault
-            raise unreadable from None
+        except ImageError as exc:  # the stored file went bad or away: not the request's fault
+            raise (busy if exc.errno in OUT_OF_FILES else unreadable) from None
         return Response(jpeg, media_type="image/jpeg", headers=headers)
 
     api = _api_router(service, settings)

@@ -244,5 +244,10 @@ def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifes
         # a read-only home (a service's ProtectHome, a container) must not stop embedding:
         # the session holds the model once loaded, so a temporary export serves this run
         log.warning("%s Exporting the model for this run only.", exc)
-        with tempfile.TemporaryDirectory(prefix="vitrine-onnx-") as tmp:
-            return engine(export_onnx(net, Path(tmp) / path.name, size))
+        try:
+            with tempfile.TemporaryDirectory(prefix="vitrine-onnx-") as tmp:
+                return engine(export_onnx(net, Path(tmp) / path.name, size))
+        except (OSError, CacheUnwritable):
+            raise EngineError(f"{exc} The temporary folder {tempfile.gettempdir()} cannot "
+                              "hold it either; set VITRINE_CACHE_DIR or TMPDIR to a writable "
+                              "folder, or VITRINE_ENGINE=torch.") from None

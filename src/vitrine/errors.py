@@ -12,10 +12,12 @@ class VitrineError(Exception):
 class ImageError(VitrineError):
     """A file that cannot be used as a product photo; ``reason`` omits the file name."""
 
-    def __init__(self, source: str, reason: str):
+    def __init__(self, source: str, reason: str, errno: int | None = None):
         super().__init__(f"{source}: {reason}")
         self.source = source
         self.reason = reason
+        self.errno = errno
+        """The OSError's errno when the file could not be read (EMFILE: the server's limit)."""
 
 
 class WeightsError(VitrineError):

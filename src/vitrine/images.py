@@ -129,7 +129,7 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
     except IsADirectoryError:
         raise ImageError(name, "is a folder, not an image file.") from None
     except OSError as exc:
-        raise ImageError(name, f"{unreadable_reason(exc)}.") from None
+        raise ImageError(name, f"{unreadable_reason(exc)}.", exc.errno) from None
     if not data:
         raise ImageError(name, "the file is empty (0 bytes).")
     kind = container_kind(data)
