@@ -183,7 +183,7 @@ class Settings(BaseSettings):
     """Inter-op threads of ONNX Runtime (the network is a chain: 1 is enough)."""
     onnx_spinning: bool = False
     """Let ONNX Runtime's idle threads spin; off leaves the cores to the decode workers."""
-    cache_dir: Path = Field(default_factory=lambda: default_cache_dir())
+    cache_dir: Path = Field(default_factory=default_cache_dir)
     """Where exported ONNX models are cached, keyed by the model manifest: by default
     ``$XDG_CACHE_HOME/vitrine``, or ``~/.cache/vitrine`` where that is unset."""
 
