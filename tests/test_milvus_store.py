@@ -115,7 +115,8 @@ def test_the_duplicate_cache_spans_rows_and_a_torn_one_is_no_cache(mstore):
         assert mstore.duplicate_cache() == b"again"
 
 
-def test_parity_with_embedded_store(small_store, embedder, tmp_path, demo_catalog):
+def test_parity_with_embedded_store(small_store, embedder, tmp_path, demo_catalog,
+                                    monkeypatch):
     embedded = open_store(small_store)
     milvus = open_store(f"milvus-lite://{tmp_path}/copy.db", create=True)
     assert migrate_store(embedded, milvus, show_progress=False).copied == embedded.count()
@@ -140,6 +141,12 @@ def test_parity_with_embedded_store(small_store, embedder, tmp_path, demo_catalo
             [[m.product.product_id for m in r] for r in b]
         assert all(len(r) == 4 and pid not in {m.product.product_id for m in r}
                    for pid, r in zip(ids, b, strict=False))
+        # asked in requests of a few queries each (bounded hits, each a whole product)
+        monkeypatch.setattr("vitrine.store.milvus_store.SEARCH_HITS", 12)
+        c = milvus.search_many(vectors[:20], 4, category=category, exclude=ids[:20])
+        monkeypatch.undo()
+        assert [[m.product.product_id for m in r] for r in c] == \
+            [[m.product.product_id for m in r] for r in b]
     back = open_store(tmp_path / "back", create=True)  # and back, read page by page
     assert migrate_store(milvus, back, show_progress=False).copied == embedded.count()
     order = dict(zip(*back.all_vectors(), strict=True))

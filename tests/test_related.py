@@ -102,3 +102,45 @@ def test_bad_output_files_are_refused_before_any_work_and_a_failed_run_keeps_the
     store.close()
     assert out.read_text() == "the file of last night\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["related.csv"]
+
+
+def test_a_long_name_a_link_and_products_without_a_category(small_catalog, embedder,
+                                                            tmp_path):
+    """A long --out name (the part file's `.NAME.PID.tmp` went over the 255 bytes a name has:
+    a traceback); --out a link to the published file (the link was replaced by a file and
+    the published one kept the old list); and a product without a category, which with
+    --same-category gets only others without one, as its product page does (it got any)."""
+    import shutil
+
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    catalog = tmp_path / "catalog"
+    for folder in ("relogio_feminino", "x_bolsa_feminina"):
+        shutil.copytree(small_catalog / folder, catalog / folder)
+    for photo in sorted((small_catalog / "x_tenis_masculino").glob("*.jpg"))[:3]:
+        shutil.copyfile(photo, catalog / f"solta-{photo.name}")  # no category folder
+    store = open_store(tmp_path / "store", create=True)
+    index_catalog(catalog, store, embedder, show_progress=False)
+    store.close()
+
+    long_out = tmp_path / ("r" * 250 + ".csv")
+    related("--store", tmp_path / "store", "--out", long_out)
+    assert len(read_csv(long_out)) == 15
+
+    (tmp_path / "site").mkdir()
+    published = tmp_path / "site" / "related.jsonl"
+    published.write_text("last night's list\n")
+    link = tmp_path / "related.jsonl"
+    link.symlink_to(published)
+    related("--store", tmp_path / "store", "--out", link, "--same-category", "-k", 5)
+    assert link.is_symlink() and link.resolve() == published
+    lines = {json.loads(x)["product_id"]: [s["product_id"] for s in json.loads(x)["similar"]]
+             for x in published.read_text(encoding="utf-8").splitlines()}
+    loose = {pid for pid in lines if pid.startswith("solta-")}
+    assert len(loose) == 3
+    for pid in loose:
+        assert set(lines[pid]) == loose - {pid}  # the other two, none of a category
+    assert all(len(lines[pid]) == 5 and not set(lines[pid]) & loose
+               for pid in lines if pid not in loose)
+    assert not [p for p in tmp_path.rglob(".vitrine-related-*")]

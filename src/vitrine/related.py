@@ -4,8 +4,10 @@ or JSON Lines with one line per product. The file appears whole or not at all.""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import secrets
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -56,19 +58,24 @@ class RelatedReport:
 def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool = False,
                   show_progress: bool = True) -> RelatedReport:
     """Write each product's ``k`` most similar (itself excluded; with ``same_category``
-    only of its own category, any for a product without one) to ``out``, in the format its
-    suffix names. The store is read ``BATCH`` products at a time, each searched as `vitrine
-    similar` does, a page of them in one index call (``VectorStore.search_many``: a matrix
-    product on a flat index, every core on HNSW); the file is written beside ``out`` and
-    takes its place when complete."""
+    only of its own category, for a product without one only others without one, as the
+    product page's) to ``out``, in the format its suffix names. The store is read ``BATCH``
+    products at a time, each searched as `vitrine similar` does, a page of them in one index
+    call (``VectorStore.search_many``: a matrix product on a flat index, every core on
+    HNSW); the file is written beside ``out`` (beside the file a link names) and takes its
+    place when complete."""
     out = related_path(out)
     jsonl = out.suffix.lower() == ".jsonl"
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    # a link to the published file (releases/…/related.csv) gets the new list, the link stays
+    target = out.resolve() if out.is_symlink() else out
     started = time.perf_counter()
     products = pairs = 0
+    # beside the file, under a short name of its own: `.{name}.tmp` went over the 255 bytes
+    # a file name has for a long --out
+    tmp = target.with_name(f".vitrine-related-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         # (an id from a file name that is not UTF-8 is written as the bytes it names)
-        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh, \
+        with open(tmp, "x", newline="", encoding="utf-8", errors="surrogateescape") as fh, \
                 progress_bar("related products", store.count(), enabled=show_progress,
                              unit="products") as advance:
             rows = None if jsonl else csv.writer(fh)
@@ -88,11 +95,15 @@ def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool 
                     products += 1
                     pairs += len(matches)
                 advance(len(page))
-        os.replace(tmp, out)
+            fh.flush()
+            os.fsync(fh.fileno())  # on disk before it takes the name: a power cut then
+            # leaves the old file or the new one, not an empty one
+        os.replace(tmp, target)
     except OSError as exc:
-        raise VitrineError(f"could not write {out}: {exc.strerror or exc}.") from exc
+        raise VitrineError(f"could not write {out}: {exc.strerror or exc}.") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return RelatedReport(str(out), products, pairs, k, same_category,
                          time.perf_counter() - started)
 
@@ -102,7 +113,7 @@ def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | No
     """Each product's ``k`` most similar, one ``search_many`` a category (or one in all)."""
     groups: dict[str | None, list[int]] = defaultdict(list)
     for i, (product, _) in enumerate(page):
-        groups[(product.category or None) if same_category else None].append(i)
+        groups[product.category if same_category else None].append(i)
     found: list[list[Match]] = [[] for _ in page]
     for category, members in groups.items():
         vectors = np.stack([page[i][1] for i in members])
