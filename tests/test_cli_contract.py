@@ -637,3 +637,27 @@ def test_memory_or_threads_refused_are_one_sentence(capsys, monkeypatch):
 
     with pytest.raises(RuntimeError, match="index out of range"):
         run_app(app)
+
+
+@pytest.mark.parametrize("stop", ["SIGHUP", "SIGTERM"])
+def test_a_closed_terminal_stops_a_command_cleanly(tmp_path, stop):
+    """Closing the terminal (SIGHUP) killed a command outright: `related` left its hidden
+    part-written file behind, `index` its batch unsaved. It now stops as SIGTERM does: the
+    command's clean-up runs, then the process ends by that signal."""
+    import signal
+
+    code = ("import sys, time\nfrom pathlib import Path\nimport typer\n"
+            "from vitrine.cli_support import run_app\napp = typer.Typer()\n"
+            "@app.command()\ndef work(marker: Path) -> None:\n"
+            "    try:\n        print('started', flush=True)\n        time.sleep(60)\n"
+            "    finally:\n        marker.write_text('cleaned up')\n"
+            "sys.argv = ['vitrine', sys.argv[1]]\nrun_app(app)\n")
+    marker = tmp_path / "marker"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(marker)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "started\n"
+    proc.send_signal(getattr(signal, stop))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == -getattr(signal, stop), stderr
+    assert marker.read_text() == "cleaned up"
+    assert stderr.strip() == "terminated."

@@ -148,14 +148,18 @@ def save_plot(image, title, matches, target: Path, quiet: bool, max_pixels: int)
         out.print(f"Figure saved to {target}")
 
 
-_terminated = False
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))  # (Windows has no SIGHUP)
+_terminated: int | None = None
+"""The signal that stopped the command (SIGTERM, SIGHUP), if one did."""
 
 
 def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM (``timeout``, ``kill``, a container stopping) as a Ctrl+C: the same clean-up
-    runs (partial model folders, store writes), then the process ends by the signal."""
+    """SIGTERM (``timeout``, ``kill``, a container stopping) or SIGHUP (the terminal closed)
+    as a Ctrl+C: the same clean-up runs (partial model folders, store writes, a file being
+    written), then the process ends by the signal."""
     global _terminated
-    _terminated = True
+    _terminated = signum
     raise KeyboardInterrupt
 
 
@@ -163,13 +167,14 @@ def _stopped() -> None:
     """Say why the command stopped early, and end as such a stop does: exit status 130 for
     Ctrl+C; for SIGTERM death by the signal itself once cleaned up (a shell sees 143, and
     a service manager a clean stop, as before)."""
-    err.print("terminated." if _terminated else "interrupted.")
-    if _terminated:
+    with contextlib.suppress(OSError, ValueError):  # (a closed terminal, after SIGHUP)
+        err.print("interrupted." if _terminated is None else "terminated.")
+    if _terminated is not None:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):  # a closed pipe, say
                 stream.flush()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.raise_signal(signal.SIGTERM)
+        signal.signal(_terminated, signal.SIG_DFL)
+        signal.raise_signal(_terminated)
     sys.exit(130)
 
 
@@ -257,7 +262,8 @@ def _resources_refused(exc: BaseException) -> str | None:
 def run_app(app: typer.Typer) -> None:
     """Run ``app``, turning user errors into one sentence and exit status 2, and Ctrl+C or
     SIGTERM into a clean stop."""
-    signal.signal(signal.SIGTERM, _terminate)
+    for stopping in STOP_SIGNALS:
+        signal.signal(stopping, _terminate)
     _printable_stdio()
     try:
         status = app(standalone_mode=False)
@@ -267,7 +273,8 @@ def run_app(app: typer.Typer) -> None:
         # The command has finished and said so; Python's shutdown (torch's takes a second
         # or more) must not turn a Ctrl+C pressed meanwhile into a silent exit 130.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for stopping in STOP_SIGNALS:
+            signal.signal(stopping, signal.SIG_DFL)
         sys.exit(status if isinstance(status, int) else 0)
     except VitrineError as exc:
         sys.stderr.write(f"error: {exc}\n")
