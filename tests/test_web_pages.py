@@ -614,3 +614,29 @@ def test_serve_command_and_busy_port(small_store, weights_path, small_catalog, t
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
     assert proc.returncode in (0, 130) and "Traceback" not in rest  # Ctrl+C: a clean stop
+
+
+def test_serve_stops_gracefully_when_its_terminal_closes(small_store, weights_path):
+    """SIGHUP (the terminal closed, an ssh session dropped) reached uvicorn's loop as the
+    command's KeyboardInterrupt: a traceback. The server now shuts down as on SIGTERM, then
+    the process ends by the signal."""
+    env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
+    proc = subprocess.Popen([*CLI, "serve", "--store", str(small_store), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    try:
+        base = re.search(r"(http://127\.0\.0\.1:\d+)", proc.stdout.readline()).group(1)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert httpx2.get(base + "/healthz", timeout=5).status_code == 200
+                break
+            except httpx2.TransportError:
+                assert time.monotonic() < deadline, "the server did not answer"
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGHUP)
+        rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGHUP, rest
+    assert "Traceback" not in rest and "Application shutdown complete" in rest
+    assert rest.rstrip().endswith("terminated.")

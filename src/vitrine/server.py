@@ -4,6 +4,7 @@ in a background thread (tests, benchmarks)."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import threading
 import time
@@ -78,10 +79,25 @@ def serve(app: FastAPI, sock: socket.socket, *,
     server = _server(app, "info")
     if on_ready is not None:
         on_ready(address(sock))
+    # uvicorn stops gracefully on SIGINT and SIGTERM; the terminal closing (SIGHUP) stops it
+    # the same way (the command's own handler raised into uvicorn's loop: a traceback), and
+    # is raised again once it has stopped, so that the process still ends by it
+    hang_up = getattr(signal, "SIGHUP", None)
+    hung_up: list[int] = []
+
+    def stop(signum: int, frame) -> None:
+        hung_up.append(signum)
+        server.handle_exit(signum, frame)
+
+    previous = signal.signal(hang_up, stop) if hang_up else None
     try:
         server.run(sockets=[sock])
     finally:
+        if hang_up:
+            signal.signal(hang_up, previous)
         sock.close()
+    if hung_up:
+        signal.raise_signal(hang_up)
 
 
 @contextlib.contextmanager
