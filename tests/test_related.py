@@ -144,3 +144,28 @@ def test_a_long_name_a_link_and_products_without_a_category(small_catalog, embed
     assert all(len(lines[pid]) == 5 and not set(lines[pid]) & loose
                for pid in lines if pid not in loose)
     assert not [p for p in tmp_path.rglob(".vitrine-related-*")]
+
+
+def test_a_killed_runs_part_file_is_removed_by_the_next_run(small_store, tmp_path):
+    """SIGKILL (or the out-of-memory killer) leaves the hidden part file; the next run beside
+    it removes it once its process is gone and it has not grown for a while, and never the
+    part file of a run still going (its process alive, or written to lately)."""
+    import os
+    import time
+
+    from vitrine.related import PART_PREFIX, STALE_PART_S
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(gone.stdout)
+    old = time.time() - STALE_PART_S - 60
+    killed = tmp_path / f"{PART_PREFIX}{dead_pid}-0badc0de.tmp"
+    killed.write_text("half a list")
+    os.utime(killed, (old, old))
+    recent = tmp_path / f"{PART_PREFIX}{dead_pid}-00000001.tmp"  # another machine's, say
+    recent.write_text("being written")
+    running = tmp_path / f"{PART_PREFIX}{os.getpid()}-00000002.tmp"  # a live process's
+    running.write_text("being written")
+    os.utime(running, (old, old))
+    related("--store", small_store, "--out", tmp_path / "related.csv")
+    assert not killed.exists() and recent.exists() and running.exists()

@@ -24,6 +24,10 @@ FORMATS = (".csv", ".jsonl")
 CSV_COLUMNS = ("product_id", "rank", "similar_id", "score")
 BATCH = 1000
 """Products read from the store at once (their vectors: 5 MB at 1,280 dimensions)."""
+PART_PREFIX = ".vitrine-related-"
+"""The file being written is ``.vitrine-related-PID-RANDOM.tmp`` beside ``--out``."""
+STALE_PART_S = 600
+"""A part file of a process that is gone, unchanged this long, is a killed run's."""
 
 
 def related_path(out: Path) -> Path:
@@ -72,7 +76,8 @@ def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool 
     products = pairs = 0
     # beside the file, under a short name of its own: `.{name}.tmp` went over the 255 bytes
     # a file name has for a long --out
-    tmp = target.with_name(f".vitrine-related-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    tmp = target.with_name(f"{PART_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    _remove_stale_parts(target.parent)
     try:
         # (an id from a file name that is not UTF-8 is written as the bytes it names)
         with open(tmp, "x", newline="", encoding="utf-8", errors="surrogateescape") as fh, \
@@ -106,6 +111,29 @@ def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool 
             tmp.unlink(missing_ok=True)
     return RelatedReport(str(out), products, pairs, k, same_category,
                          time.perf_counter() - started)
+
+
+def _remove_stale_parts(folder: Path) -> None:
+    """Remove the part files of runs killed outright (SIGKILL, out of memory) in ``folder``:
+    their process is gone, and they have not grown for ``STALE_PART_S`` (a run on another
+    machine sharing the folder writes its part file all along)."""
+    now = time.time()
+    for part in folder.glob(f"{PART_PREFIX}*.tmp"):
+        pid = part.name[len(PART_PREFIX):].split("-")[0]
+        with contextlib.suppress(OSError, ValueError):
+            if now - part.stat().st_mtime < STALE_PART_S or _alive(int(pid)):
+                continue
+            part.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | None]], k: int,
