@@ -265,6 +265,17 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
                                        "its log."}
     assert failed.headers["x-content-type-options"] == "nosniff"
     assert "default-src 'self'" in failed.headers["content-security-policy"]
+    # the system refusing memory or a thread (a container's limit, a burst of uploads) is
+    # not a bug of the server's: try again
+    for refused in (MemoryError(), RuntimeError("can't start new thread")):
+        def short(_service, refused=refused) -> int:
+            raise refused
+
+        monkeypatch.setattr(VitrineService, "count", short)
+        busy = TestClient(app, raise_server_exceptions=False).get("/healthz")
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "5"
+        assert busy.json()["detail"].startswith("The server is short of memory")
+        assert busy.headers["x-content-type-options"] == "nosniff"
 
 
 def test_search_form_works_without_javascript(client, rows, small_catalog):

@@ -42,7 +42,7 @@ from vitrine.api_models import (
 from vitrine.catalog import SIMILAR_SUFFIX, id_problem, parse_price
 from vitrine.config import Settings
 from vitrine.embed import Embedder
-from vitrine.errors import CatalogError, ImageError, StoreError
+from vitrine.errors import CatalogError, ImageError, StoreError, resources_refused
 from vitrine.images import BROWSER_SUFFIXES, thumbnail_jpeg
 from vitrine.recommend import ProductNotFound
 from vitrine.service import NewProduct, VitrineService, image_suffix
@@ -254,9 +254,14 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
         """A bug: one sentence (the traceback goes to the server's log), with the security
-        headers, which the middleware cannot add to a 500."""
-        response = error(request, 500, "Something went wrong on the server; the error is in "
-                                       "its log.")
+        headers, which the middleware cannot add to a 500. Memory or a thread the system
+        refused is a 503 to try again (a burst of uploads under a container's limit)."""
+        if resources_refused(exc):
+            response = error(request, 503, "The server is short of memory right now; try "
+                                           "again in a moment.", {"Retry-After": "5"})
+        else:
+            response = error(request, 500, "Something went wrong on the server; the error "
+                                           "is in its log.")
         response.headers.update(guards.security_headers(request.url.path))
         return response
 

@@ -9,7 +9,6 @@ import errno
 import json
 import math
 import os
-import re
 import signal
 import sqlite3
 import sys
@@ -21,7 +20,7 @@ import typer
 from rich.console import Console
 
 from vitrine.config import Settings, load_settings
-from vitrine.errors import VitrineError
+from vitrine.errors import VitrineError, resources_refused
 
 # What the commands print holds the shop's data (product names, categories, paths, skip
 # reasons): printed as it is, never read as rich markup ("Promo [/promo]" crashed the
@@ -235,17 +234,10 @@ def _output_failed(exc: OSError) -> bool:
     return True
 
 
-RESOURCE_REFUSED = re.compile(r"can't allocate memory|Cannot allocate memory|out of memory|"
-                              r"can't start new thread", re.IGNORECASE)
-"""What torch (its CPU allocator, CUDA) and Python say when the system refuses memory or a
-thread: under `ulimit -v`, a container's limit, a GPU too small for the batch."""
-
-
-def _resources_refused(exc: BaseException) -> str | None:
+def _refused_sentence(exc: BaseException) -> str | None:
     """One sentence for ``exc`` if it is the system refusing memory or a thread, naming
     where (a size computed wrong shows as a huge request at a line to look at)."""
-    if not (isinstance(exc, MemoryError)
-            or isinstance(exc, RuntimeError) and RESOURCE_REFUSED.search(str(exc))):
+    if not resources_refused(exc):
         return None
     lines = str(exc).strip().splitlines()
     where = traceback.extract_tb(exc.__traceback__)[-1:]
@@ -300,7 +292,7 @@ def run_app(app: typer.Typer) -> None:
         sys.stderr.write(f"error: cannot write the output: {exc.strerror or exc}.\n")
         sys.exit(2)
     except (MemoryError, RuntimeError) as exc:
-        sentence = _resources_refused(exc)
+        sentence = _refused_sentence(exc)
         if sentence is None:
             raise
         sys.stderr.write(f"error: {sentence}\n")

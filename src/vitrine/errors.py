@@ -1,5 +1,7 @@
 """The exceptions a user can cause. Their message is one clear sentence for the user."""
 
+import re
+
 EXTRA_HINT = "in Vitrine's checkout: pip install -e '.[{}]'"
 """How to add an optional extra. Vitrine installs from its checkout: the PyPI project named
 ``vitrine`` is another one, which ``pip install 'vitrine[…]'`` could put in its place."""
@@ -34,3 +36,16 @@ class CatalogError(VitrineError):
 
 class TrainingError(VitrineError):
     """A training run that cannot give a usable model (its loss diverged)."""
+
+
+RESOURCE_REFUSED = re.compile(r"can't allocate memory|Cannot allocate memory|out of memory|"
+                              r"can't start new thread", re.IGNORECASE)
+"""What torch (its CPU allocator, CUDA) and Python say when the system refuses memory or a
+thread: under `ulimit -v`, a container's limit, a GPU too small for the batch."""
+
+
+def resources_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is the system refusing memory or a thread (not the input's fault, nor
+    necessarily a bug: the command or the request may work with more, or later)."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and RESOURCE_REFUSED.search(str(exc)) is not None)
