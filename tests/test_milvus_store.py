@@ -438,3 +438,38 @@ def test_a_page_stays_full_when_a_product_goes_between_its_two_reads(mstore, mon
     # in order a, b (category c), c, e (category d): the third page of one is c, now e
     assert [p.product_id for p in mstore.list_products(limit=1, offset=2)] == ["e"]
     assert deleted == [True]
+
+
+def test_the_catalogues_order_is_read_once_for_its_pages(mstore, monkeypatch):
+    """Milvus sorts no query: each catalogue page read three fields of every product (0.15 s
+    at 3,000 products on Milvus Lite, seconds at a hundred thousand). The order is kept for
+    the next pages a while, per category; this store's writes drop it at once, and a name
+    search reads it afresh each time."""
+    import vitrine.store.milvus_store as module
+
+    real, scans = mstore._rows, []
+
+    def rows(expr, fields):
+        scans.append(expr)
+        return real(expr, fields)
+
+    monkeypatch.setattr(mstore, "_rows", rows)
+    pages = [[p.product_id for p in mstore.list_products(limit=1, offset=i)] for i in range(4)]
+    assert pages == [["a"], ["b"], ["c"], ["e"]] and len(scans) == 1
+    assert [p.product_id for p in mstore.list_products(category="d")] == ["c", "e"]
+    assert [p.product_id for p in mstore.list_products(category="d", offset=1)] == ["e"]
+    assert len(scans) == 2  # one more for the category, once
+    assert [p.product_id for p in mstore.list_products(query="b")] == ["b"]
+    assert [p.product_id for p in mstore.list_products(query="b")] == ["b"]
+    assert len(scans) == 4
+    mstore.upsert([record("aa", unit(1, 0))])  # a write here: the next page sees it
+    assert [p.product_id for p in mstore.list_products(limit=2)] == ["a", "aa"]
+    mstore.update_metadata([Product("b", mstore.get("b").image, category="d", name="B")])
+    assert [p.product_id for p in mstore.list_products(category="d")] == ["b", "c", "e"]
+    assert mstore.delete(["c"]) == 1
+    assert [p.product_id for p in mstore.list_products(category="d")] == ["b", "e"]
+    assert len(scans) == 7
+    monkeypatch.setattr(module, "ORDER_TTL_S", 0.0)  # another process's writes: in time
+    mstore.list_products(limit=1)
+    mstore.list_products(limit=1)
+    assert len(scans) == 9

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
@@ -43,6 +44,13 @@ SEARCH_HITS = 10_000
 of its product, so `vitrine related --k 100` in pages of 1,000 queries asked for 101,000
 full products at once (measured on a 3,000-product Milvus Lite store: a peak of 1.7 GiB in
 the client, 0.75 GiB in requests of this size)."""
+ORDER_TTL_S = 10.0
+"""How long a catalogue's order is kept for its next pages (reading it reads three fields of
+every product: 0.15 s a page at 3,000 products on Milvus Lite, growing with the store). This
+store's own writes drop it at once; another process's show within this time, as the
+categories' counts do (vitrine.service.CATEGORIES_TTL_S)."""
+ORDERS_KEPT = 64
+"""Category filters whose order is kept at once (a list of ids each)."""
 WRITE_PAGE = 256
 """Products written back in one request by update_metadata (their vectors go with them)."""
 LIMITS = {"product_id": 1024, "category": 512, "name": 4096, "description": 65535,
@@ -97,6 +105,9 @@ class MilvusStore:
         self.location = location
         self.collection = collection
         self.meta_collection = f"{collection}__meta"
+        self._orders: dict[str | None, tuple[float, list[str]]] = {}
+        """A catalogue's order (the ids sorted by category, name, id) per category filter,
+        with when it was read: see ORDER_TTL_S."""
         self._lite = uri.endswith(".db")  # a Milvus Lite file (store_for's milvus-lite://)
         if self._lite:
             quiet_lite_timestamps()
@@ -261,6 +272,7 @@ class MilvusStore:
 
     def upsert(self, records: Sequence[Record]) -> None:
         self._check_lengths(r.product for r in records)
+        self._orders.clear()
         if records:
             self.client.upsert(self.collection, [self._row(r.product, r.content_sha256,
                                                            r.phash, r.thumb, r.vector)
@@ -280,6 +292,7 @@ class MilvusStore:
         """New metadata for stored products, their photo, hashes and vector kept: a page of
         them read and written back at a time (one product at a time took 10 s for 1,215)."""
         self._check_lengths(products)
+        self._orders.clear()
         for i in range(0, len(products), WRITE_PAGE):
             page = products[i:i + WRITE_PAGE]
             held = {r["product_id"]: r for r in self._lookup(
@@ -293,6 +306,7 @@ class MilvusStore:
 
     def delete(self, product_ids: Iterable[str]) -> int:
         ids = list(product_ids)
+        self._orders.clear()
         if not ids or not self._has_products():
             return 0
         present = [r["product_id"] for r in self._lookup(ids, ["product_id"])]
@@ -378,18 +392,7 @@ class MilvusStore:
 
     def list_products(self, *, category: str | None = None, query: str | None = None,
                       limit: int = 50, offset: int = 0) -> list[StoredProduct]:
-        expr = ['product_id != ""']
-        if category:
-            expr.append(f"category == {quote(category)}")
-        # the order's fields of every row, then the page's whole rows (photo thumbnails and
-        # descriptions of the rest are never read: 20,000 of them took 6 s a page)
-        keys = [(r["category"], r["name"], r["product_id"]) for r in self._rows(
-            " and ".join(expr), ["product_id", "category", "name"])]
-        if query:  # ignoring case and accents, as the embedded store: Milvus' like can do
-            # neither, so the name filter runs here over the category's rows
-            needle = searchable(query)
-            keys = [k for k in keys if needle in searchable(k[1]) or needle in searchable(k[2])]
-        ordered = [k[2] for k in sorted(keys)]
+        ordered = self._ordered(category or None, query)
         page: list[StoredProduct] = []
         start = offset
         while len(page) < limit and start < len(ordered):  # past products deleted since
@@ -398,6 +401,31 @@ class MilvusStore:
             page += [_to_product(rows[pid]) for pid in ids if pid in rows]
             start += len(ids)
         return page
+
+    def _ordered(self, category: str | None, query: str | None) -> list[str]:
+        """The ids of the products a catalogue page lists, in its order. Milvus sorts no
+        query, so the order's fields of every row are read (then only the page's whole rows:
+        photo thumbnails and descriptions of the rest are never read, where 20,000 of them
+        took 6 s a page), and the order kept ``ORDER_TTL_S`` for the next pages."""
+        now = time.monotonic()
+        kept = self._orders.get(category)
+        if not query and kept is not None and now - kept[0] < ORDER_TTL_S:
+            return kept[1]
+        expr = ['product_id != ""']
+        if category:
+            expr.append(f"category == {quote(category)}")
+        keys = [(r["category"], r["name"], r["product_id"]) for r in self._rows(
+            " and ".join(expr), ["product_id", "category", "name"])]
+        if query:  # ignoring case and accents, as the embedded store: Milvus' like can do
+            # neither, so the name filter runs here over the category's rows
+            needle = searchable(query)
+            keys = [k for k in keys if needle in searchable(k[1]) or needle in searchable(k[2])]
+        ordered = [k[2] for k in sorted(keys)]
+        if not query:
+            if len(self._orders) >= ORDERS_KEPT:  # the oldest read goes
+                del self._orders[min(self._orders, key=lambda c: self._orders[c][0])]
+            self._orders[category] = (now, ordered)
+        return ordered
 
     def all_vectors(self) -> tuple[list[str], np.ndarray]:
         """Every product id and vector; the vectors are read into arrays page by page (not
