@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import unicodedata
 from pathlib import Path
 
@@ -603,8 +604,11 @@ def test_memory_or_threads_refused_are_one_sentence(capsys, monkeypatch):
     torch_says = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
                   "allocate memory: you tried to allocate 6422528 bytes. Error code 12 "
                   "(Cannot allocate memory)")
+    import errno
+
     for raised in (RuntimeError(torch_says), MemoryError(), RuntimeError("can't start new "
-                                                                           "thread")):
+                                                                           "thread"),
+                   OSError(errno.ENOMEM, "Cannot allocate memory")):
         app = typer.Typer()
 
         @app.command()
@@ -639,25 +643,82 @@ def test_memory_or_threads_refused_are_one_sentence(capsys, monkeypatch):
         run_app(app)
 
 
+STOPPABLE = """import os, signal, sys, time
+from pathlib import Path
+import typer
+from vitrine.cli_support import run_app
+from vitrine.progress import progress_bar
+app = typer.Typer()
+@app.command()
+def work(marker: Path) -> None:
+    try:
+        with progress_bar("working", 100, enabled=True) as advance:  # draws on stderr
+            print("started", flush=True)
+            for _ in range(600):
+                time.sleep(0.1)
+                advance(0)
+    finally:
+        os.kill(os.getpid(), signal.SIGHUP)  # a second stop signal: the clean-up goes on
+        time.sleep(0.2)
+        marker.write_text("cleaned up")
+sys.argv = ["vitrine", sys.argv[1]]
+run_app(app)
+"""
+"""A command that draws a progress bar until stopped, and whose clean-up gets a second
+SIGHUP (a shell passes one on, then the terminal sends its own)."""
+
+
 @pytest.mark.parametrize("stop", ["SIGHUP", "SIGTERM"])
 def test_a_closed_terminal_stops_a_command_cleanly(tmp_path, stop):
     """Closing the terminal (SIGHUP) killed a command outright: `related` left its hidden
     part-written file behind, `index` its batch unsaved. It now stops as SIGTERM does: the
-    command's clean-up runs, then the process ends by that signal."""
+    command's clean-up runs whole, then the process ends by that signal."""
     import signal
 
-    code = ("import sys, time\nfrom pathlib import Path\nimport typer\n"
-            "from vitrine.cli_support import run_app\napp = typer.Typer()\n"
-            "@app.command()\ndef work(marker: Path) -> None:\n"
-            "    try:\n        print('started', flush=True)\n        time.sleep(60)\n"
-            "    finally:\n        marker.write_text('cleaned up')\n"
-            "sys.argv = ['vitrine', sys.argv[1]]\nrun_app(app)\n")
     marker = tmp_path / "marker"
-    proc = subprocess.Popen([sys.executable, "-c", code, str(marker)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", STOPPABLE, str(marker)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "started\n"
     proc.send_signal(getattr(signal, stop))
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == -getattr(signal, stop), stderr
     assert marker.read_text() == "cleaned up"
-    assert stderr.strip() == "terminated."
+    assert stderr.strip().endswith("terminated.") and "Traceback" not in stderr
+
+
+def test_a_real_terminal_closing_and_nohup(tmp_path):
+    """At a real terminal that closes, SIGHUP comes and every later write to it fails (EIO):
+    the progress bar's last draw turned the stop into "could not write …" and a traceback,
+    exit 1. The process now ends by SIGHUP after its clean-up. And `nohup vitrine …`, which
+    starts it with SIGHUP ignored, outlives its terminal as it did before SIGHUP was taken."""
+    import signal
+
+    marker = tmp_path / "marker"
+    driver = ("import os, pty, signal, sys, time\n"
+              "pid, fd = pty.fork()\n"
+              "if pid == 0:\n"
+              "    os.execv(sys.executable, [sys.executable, '-c', sys.argv[1], sys.argv[2]])\n"
+              "seen = b''\n"
+              "while b'started' not in seen:\n"
+              "    seen += os.read(fd, 4096)\n"
+              "time.sleep(0.5)\n"
+              "os.close(fd)  # the terminal goes away\n"
+              "_, status = os.waitpid(pid, 0)\n"
+              "print(os.WTERMSIG(status) if os.WIFSIGNALED(status) else -1)\n")
+    closed = subprocess.run([sys.executable, "-c", driver, STOPPABLE, str(marker)],
+                            capture_output=True, text=True, timeout=60)
+    assert closed.returncode == 0, closed.stderr
+    assert int(closed.stdout) == signal.SIGHUP and marker.read_text() == "cleaned up"
+
+    marker.unlink()
+    ignoring = subprocess.Popen(  # as nohup starts it
+        [sys.executable, "-c", STOPPABLE, str(marker)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    assert ignoring.stdout.readline() == "started\n"
+    ignoring.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert ignoring.poll() is None and not marker.exists()  # still working
+    ignoring.send_signal(signal.SIGTERM)
+    ignoring.communicate(timeout=60)
+    assert ignoring.returncode == -signal.SIGTERM and marker.read_text() == "cleaned up"

@@ -257,8 +257,9 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
         headers, which the middleware cannot add to a 500. Memory or a thread the system
         refused is a 503 to try again (a burst of uploads under a container's limit)."""
         if resources_refused(exc):
-            response = error(request, 503, "The server is short of memory right now; try "
-                                           "again in a moment.", {"Retry-After": "5"})
+            response = error(request, 503, "The server is short of memory or threads right "
+                                           "now; try again in a moment.",
+                             {"Retry-After": "5"})
         else:
             response = error(request, 500, "Something went wrong on the server; the error "
                                            "is in its log.")

@@ -156,10 +156,19 @@ _terminated: int | None = None
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM (``timeout``, ``kill``, a container stopping) or SIGHUP (the terminal closed)
     as a Ctrl+C: the same clean-up runs (partial model folders, store writes, a file being
-    written), then the process ends by the signal."""
+    written), then the process ends by the signal. A second one (a shell passes SIGHUP on,
+    then the terminal sends its own) does not cut that clean-up short."""
     global _terminated
+    if _terminated is not None:
+        return
     _terminated = signum
     raise KeyboardInterrupt
+
+
+def stop_signals() -> list[int]:
+    """The stop signals this process takes (SIGTERM, SIGHUP): not one it was started with
+    ignored (``nohup vitrine index …`` must outlive its terminal)."""
+    return [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
 
 
 def _stopped() -> None:
@@ -251,21 +260,35 @@ def _refused_sentence(exc: BaseException) -> str | None:
             "container's memory limit).")
 
 
+def _refused(exc: BaseException) -> None:
+    """End with one sentence and status 2 if ``exc`` is memory or a thread refused."""
+    sentence = _refused_sentence(exc)
+    if sentence is not None:
+        sys.stderr.write(f"error: {sentence}\n")
+        sys.exit(2)
+
+
 def run_app(app: typer.Typer) -> None:
     """Run ``app``, turning user errors into one sentence and exit status 2, and Ctrl+C or
     SIGTERM into a clean stop."""
-    for stopping in STOP_SIGNALS:
+    taken = stop_signals()
+    for stopping in taken:
         signal.signal(stopping, _terminate)
     _printable_stdio()
     try:
-        status = app(standalone_mode=False)
+        try:
+            status = app(standalone_mode=False)
+        except Exception:
+            if _terminated is not None:  # stopped by a signal, and then the clean-up failed
+                _stopped()  # (a closed terminal: the progress bar's last write gets EIO)
+            raise
         sys.stdout.flush()  # a failed write says so here, not as a traceback at exit
         if status == 130:  # Typer turned Ctrl+C into this status itself
             _stopped()
         # The command has finished and said so; Python's shutdown (torch's takes a second
         # or more) must not turn a Ctrl+C pressed meanwhile into a silent exit 130.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for stopping in STOP_SIGNALS:
+        for stopping in taken:
             signal.signal(stopping, signal.SIG_DFL)
         sys.exit(status if isinstance(status, int) else 0)
     except VitrineError as exc:
@@ -286,17 +309,15 @@ def run_app(app: typer.Typer) -> None:
         _stopped()
     except OSError as exc:
         if not _output_failed(exc):
+            _refused(exc)
             raise
         if exc.errno == errno.EPIPE:  # a reader that stopped (`| head`): no word, and the
             sys.exit(1)  # status rich gives when its own write meets the closed pipe
         sys.stderr.write(f"error: cannot write the output: {exc.strerror or exc}.\n")
         sys.exit(2)
     except (MemoryError, RuntimeError) as exc:
-        sentence = _refused_sentence(exc)
-        if sentence is None:
-            raise
-        sys.stderr.write(f"error: {sentence}\n")
-        sys.exit(2)
+        _refused(exc)
+        raise
     except Exception as exc:
         # usage errors: click's ClickException, or the copy of it that newer Typer bundles
         show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)

@@ -1,5 +1,6 @@
 """The exceptions a user can cause. Their message is one clear sentence for the user."""
 
+import errno
 import re
 
 EXTRA_HINT = "in Vitrine's checkout: pip install -e '.[{}]'"
@@ -48,4 +49,5 @@ def resources_refused(exc: BaseException) -> bool:
     """Whether ``exc`` is the system refusing memory or a thread (not the input's fault, nor
     necessarily a bug: the command or the request may work with more, or later)."""
     return isinstance(exc, MemoryError) or (
+        isinstance(exc, OSError) and exc.errno == errno.ENOMEM) or (
         isinstance(exc, RuntimeError) and RESOURCE_REFUSED.search(str(exc)) is not None)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from vitrine.cli_support import stop_signals
 from vitrine.errors import VitrineError
 
 if TYPE_CHECKING:
@@ -83,18 +84,20 @@ def serve(app: FastAPI, sock: socket.socket, *,
     # the same way (the command's own handler raised into uvicorn's loop: a traceback), and
     # is raised again once it has stopped, so that the process still ends by it
     hang_up = getattr(signal, "SIGHUP", None)
+    if hang_up not in stop_signals():  # none here, or ignored (`nohup vitrine serve`)
+        hang_up = None
     hung_up: list[int] = []
 
     def stop(signum: int, frame) -> None:
         hung_up.append(signum)
-        server.handle_exit(signum, frame)
+        server.should_exit = True  # what uvicorn's own handler does on SIGTERM
 
     previous = signal.signal(hang_up, stop) if hang_up else None
     try:
         server.run(sockets=[sock])
     finally:
         if hang_up:
-            signal.signal(hang_up, previous)
+            signal.signal(hang_up, previous if previous is not None else signal.SIG_DFL)
         sock.close()
     if hung_up:
         signal.raise_signal(hang_up)
