@@ -133,8 +133,10 @@ def test_a_long_name_a_link_and_products_without_a_category(small_catalog, embed
     published.write_text("last night's list\n")
     link = tmp_path / "related.jsonl"
     link.symlink_to(published)
+    published.chmod(0o640)  # as the shop published it
     related("--store", tmp_path / "store", "--out", link, "--same-category", "-k", 5)
     assert link.is_symlink() and link.resolve() == published
+    assert published.stat().st_mode & 0o777 == 0o640
     lines = {json.loads(x)["product_id"]: [s["product_id"] for s in json.loads(x)["similar"]]
              for x in published.read_text(encoding="utf-8").splitlines()}
     loose = {pid for pid in lines if pid.startswith("solta-")}
@@ -144,6 +146,12 @@ def test_a_long_name_a_link_and_products_without_a_category(small_catalog, embed
     assert all(len(lines[pid]) == 5 and not set(lines[pid]) & loose
                for pid in lines if pid not in loose)
     assert not [p for p in tmp_path.rglob(".vitrine-related-*")]
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(tmp_path / "loop2.csv")
+    (tmp_path / "loop2.csv").symlink_to(loop)
+    proc = related("--store", tmp_path / "store", "--out", loop, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --out ")
+    assert "loop of links" in proc.stderr and proc.stderr.count("\n") == 1
 
 
 def test_a_killed_runs_part_file_is_removed_by_the_next_run(small_store, tmp_path):
@@ -167,5 +175,8 @@ def test_a_killed_runs_part_file_is_removed_by_the_next_run(small_store, tmp_pat
     running = tmp_path / f"{PART_PREFIX}{os.getpid()}-00000002.tmp"  # a live process's
     running.write_text("being written")
     os.utime(running, (old, old))
+    odd = tmp_path / f"{PART_PREFIX}99999999999999999999-x.tmp"  # not a name it gives
+    odd.write_text("someone else's")
+    os.utime(odd, (old, old))
     related("--store", small_store, "--out", tmp_path / "related.csv")
-    assert not killed.exists() and recent.exists() and running.exists()
+    assert not killed.exists() and recent.exists() and running.exists() and odd.exists()

@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import re
 import secrets
+import stat
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from vitrine.cli_support import json_line
 from vitrine.errors import VitrineError
 from vitrine.progress import progress_bar
 from vitrine.store.base import Match, StoredProduct, VectorStore
+from vitrine.store.writer_lock import process_alive
 
 FORMATS = (".csv", ".jsonl")
 CSV_COLUMNS = ("product_id", "rank", "similar_id", "score")
@@ -26,6 +29,7 @@ BATCH = 1000
 """Products read from the store at once (their vectors: 5 MB at 1,280 dimensions)."""
 PART_PREFIX = ".vitrine-related-"
 """The file being written is ``.vitrine-related-PID-RANDOM.tmp`` beside ``--out``."""
+PART_NAME = re.compile(rf"{re.escape(PART_PREFIX)}(\d{{1,10}})-[0-9a-f]{{8}}\.tmp")
 STALE_PART_S = 600
 """A part file of a process that is gone, unchanged this long, is a killed run's."""
 
@@ -41,6 +45,21 @@ def related_path(out: Path) -> Path:
     if not out.parent.is_dir():
         raise VitrineError(f"--out {out}: the folder {out.parent} does not exist.")
     return out
+
+
+def _written_file(out: Path) -> Path:
+    """The file to write: ``out``, or the file it links to (a link to the published file,
+    releases/…/related.csv, gets the new list and stays a link)."""
+    if not out.is_symlink():
+        return out
+    try:
+        target = out.resolve(strict=False)
+    except (OSError, RuntimeError):  # a loop of links (RuntimeError on Python 3.11 and 3.12)
+        raise VitrineError(f"--out {out} is a link that leads to no file (a loop of "
+                           "links); name a file.") from None
+    if not target.parent.is_dir():  # (a link to a folder is one, refused before)
+        raise VitrineError(f"--out {out} links to {target}, whose folder does not exist.")
+    return target
 
 
 @dataclass
@@ -70,8 +89,7 @@ def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool 
     place when complete."""
     out = related_path(out)
     jsonl = out.suffix.lower() == ".jsonl"
-    # a link to the published file (releases/…/related.csv) gets the new list, the link stays
-    target = out.resolve() if out.is_symlink() else out
+    target = _written_file(out)
     started = time.perf_counter()
     products = pairs = 0
     # beside the file, under a short name of its own: `.{name}.tmp` went over the 255 bytes
@@ -103,6 +121,8 @@ def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool 
             fh.flush()
             os.fsync(fh.fileno())  # on disk before it takes the name: a power cut then
             # leaves the old file or the new one, not an empty one
+        with contextlib.suppress(FileNotFoundError):  # the published file's permissions
+            os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
         os.replace(tmp, target)
     except OSError as exc:
         raise VitrineError(f"could not write {out}: {exc.strerror or exc}.") from None
@@ -119,21 +139,12 @@ def _remove_stale_parts(folder: Path) -> None:
     machine sharing the folder writes its part file all along)."""
     now = time.time()
     for part in folder.glob(f"{PART_PREFIX}*.tmp"):
-        pid = part.name[len(PART_PREFIX):].split("-")[0]
-        with contextlib.suppress(OSError, ValueError):
-            if now - part.stat().st_mtime < STALE_PART_S or _alive(int(pid)):
+        name = PART_NAME.fullmatch(part.name)
+        with contextlib.suppress(OSError):
+            if name is None or now - part.stat().st_mtime < STALE_PART_S \
+                    or process_alive(int(name[1])):
                 continue
             part.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | None]], k: int,
