@@ -447,6 +447,7 @@ def test_the_catalogues_order_is_read_once_for_its_pages(mstore, monkeypatch):
     search reads it afresh each time."""
     import vitrine.store.milvus_store as module
 
+    monkeypatch.setattr(module, "ORDER_TTL_S", 3600.0)  # (however slow the machine)
     real, scans = mstore._rows, []
 
     def rows(expr, fields):

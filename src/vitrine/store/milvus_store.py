@@ -408,8 +408,10 @@ class MilvusStore:
         photo thumbnails and descriptions of the rest are never read, where 20,000 of them
         took 6 s a page), and the order kept ``ORDER_TTL_S`` for the next pages."""
         now = time.monotonic()
+        for old in [c for c, (read, _) in self._orders.items() if now - read >= ORDER_TTL_S]:
+            del self._orders[old]  # (not held for the server's life)
         kept = self._orders.get(category)
-        if not query and kept is not None and now - kept[0] < ORDER_TTL_S:
+        if not query and kept is not None:
             return kept[1]
         expr = ['product_id != ""']
         if category:
@@ -421,7 +423,7 @@ class MilvusStore:
             needle = searchable(query)
             keys = [k for k in keys if needle in searchable(k[1]) or needle in searchable(k[2])]
         ordered = [k[2] for k in sorted(keys)]
-        if not query:
+        if not query and ordered:  # (a category no product has takes no place)
             if len(self._orders) >= ORDERS_KEPT:  # the oldest read goes
                 del self._orders[min(self._orders, key=lambda c: self._orders[c][0])]
             self._orders[category] = (now, ordered)
