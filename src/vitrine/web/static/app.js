@@ -11,6 +11,10 @@
   const status = document.getElementById("search-status");
   const preview = form.querySelector(".preview");
   const previewImg = document.getElementById("preview-img");
+  const caption = preview.querySelector("figcaption");
+  const yourPhoto = caption.textContent;
+  let chosenName = "";
+  let undrawn = false; // the chosen photo is one this browser does not draw (HEIC outside Safari)
   const maxBytes = Number(form.dataset.maxBytes);
   // The page says "choose a photo first" itself, in its language, not the browser's bubble
   // (which stays for a browser without this script).
@@ -52,19 +56,34 @@
     previewImg.removeAttribute("src");
     if (previewUrl) URL.revokeObjectURL(previewUrl);
     previewUrl = null;
+    undrawn = false;
   }
 
   function showPreview(file) {
     if (previewUrl) URL.revokeObjectURL(previewUrl);
     previewUrl = URL.createObjectURL(file);
+    chosenName = file.name;
+    undrawn = false;
+    previewImg.hidden = false;
+    caption.textContent = yourPhoto;
     previewImg.src = previewUrl;
     preview.hidden = false;
   }
 
-  // A file the browser cannot show (not a photo, or a format it does not decode): no broken
-  // image beside the answer.
+  // A photo the server read but this browser cannot draw: its name instead of the image.
+  function nameOnly() {
+    previewImg.hidden = true;
+    caption.textContent = form.dataset.noPreview.replace("{name}", chosenName);
+    preview.hidden = false;
+  }
+
+  // A file the browser cannot show: no broken image beside the answer. A photo the search
+  // then reads (HEIC outside Safari) is named; a file it refuses shows nothing.
   previewImg.addEventListener("error", function () {
-    if (previewImg.getAttribute("src")) hidePreview();
+    if (!previewImg.getAttribute("src")) return;
+    undrawn = true;
+    if (shown && shown.file === input.files[0]) nameOnly();
+    else preview.hidden = true;
   });
 
   // A refusal before sending is the newest answer: a search still on its way is dropped.
@@ -146,7 +165,10 @@
         // The fragment is rendered (and escaped) by the server's own template.
         results.innerHTML = html;
         announce(summary());
-        if (response.ok) shown = asked;
+        if (response.ok) {
+          shown = asked;
+          if (undrawn) nameOnly();
+        }
       } else {
         showMessage(failure(response.status), true);
       }
