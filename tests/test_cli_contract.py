@@ -668,6 +668,15 @@ run_app(app)
 SIGHUP (a shell passes one on, then the terminal sends its own)."""
 
 
+def hangs_up() -> None:
+    """In the child before it starts: SIGHUP as a terminal's command gets it. A test run
+    started under `nohup` (or a CI runner that ignores SIGHUP) passes the ignoring on, which
+    Vitrine now keeps, as it should for `nohup vitrine …`."""
+    import signal
+
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("stop", ["SIGHUP", "SIGTERM"])
 def test_a_closed_terminal_stops_a_command_cleanly(tmp_path, stop):
     """Closing the terminal (SIGHUP) killed a command outright: `related` left its hidden
@@ -677,7 +686,8 @@ def test_a_closed_terminal_stops_a_command_cleanly(tmp_path, stop):
 
     marker = tmp_path / "marker"
     proc = subprocess.Popen([sys.executable, "-c", STOPPABLE, str(marker)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=hangs_up)
     assert proc.stdout.readline() == "started\n"
     proc.send_signal(getattr(signal, stop))
     _, stderr = proc.communicate(timeout=60)
@@ -697,6 +707,7 @@ def test_a_real_terminal_closing_and_nohup(tmp_path):
     driver = ("import os, pty, signal, sys, time\n"
               "pid, fd = pty.fork()\n"
               "if pid == 0:\n"
+              "    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # (see hangs_up)\n"
               "    os.execv(sys.executable, [sys.executable, '-c', sys.argv[1], sys.argv[2]])\n"
               "seen = b''\n"
               "while b'started' not in seen:\n"
