@@ -269,8 +269,8 @@ def _refused(exc: BaseException) -> None:
 
 
 def run_app(app: typer.Typer) -> None:
-    """Run ``app``, turning user errors into one sentence and exit status 2, and Ctrl+C or
-    SIGTERM into a clean stop."""
+    """Run ``app``, turning user errors into one sentence and exit status 2, and Ctrl+C,
+    SIGTERM or SIGHUP into a clean stop."""
     taken = stop_signals()
     for stopping in taken:
         signal.signal(stopping, _terminate)
