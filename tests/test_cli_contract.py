@@ -126,6 +126,10 @@ def test_dedupe_finds_downscaled_copy(catalog, env, tmp_path):
     nested = json.loads(run("dedupe", catalog, catalog / "relogio_masculino", other, "--json",
                             env_extra=env).stdout)
     assert nested["groups"] == out["groups"]
+    # a name holding a line break is one line of the text output, escaped
+    (other / "small.jpg").rename(other / "small\ncopy.jpg")
+    text = run("dedupe", catalog / "relogio_masculino", other, env_extra=env).stdout
+    assert f"{other}/small\\ncopy.jpg" in text and "\ncopy.jpg" not in text
 
 
 def test_plot_writes_figure(catalog, env, tmp_path):

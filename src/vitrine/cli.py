@@ -31,7 +31,7 @@ from vitrine.cli_support import (
     utf8_mode,
 )
 from vitrine.config import cpu_only_note, load_settings
-from vitrine.display import index_lines, info_lines, migrate_lines, results_table
+from vitrine.display import index_lines, info_lines, migrate_lines, one_line, results_table
 from vitrine.errors import VitrineError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -232,10 +232,10 @@ def dedupe(
         print_json({"groups": groups, "skipped": skipped})
         return
     for skip in skipped:
-        out.print(f"skipped {skip['path']}: {skip['reason']}")
+        out.print(f"skipped {one_line(skip['path'])}: {skip['reason']}")
     out.print(f"{len(groups)} duplicate groups")
     for group in groups:
-        out.print("  " + "  ≈  ".join(group))
+        out.print("  " + "  ≈  ".join(map(one_line, group)))
 
 
 @app.command()

@@ -6,6 +6,7 @@ Product names, ids, categories and paths are the shop's data: they go into table
 
 from __future__ import annotations
 
+import unicodedata
 from typing import TYPE_CHECKING
 
 from rich.table import Table
@@ -16,6 +17,12 @@ if TYPE_CHECKING:  # importing the store would load torch before the CLI handles
     from vitrine.manifest import ModelManifest
     from vitrine.migrate import Migrated
     from vitrine.store.base import Match
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped (a file name holding a line break read as
+    two lines, the second a path that does not exist); accents and emoji stay as they are."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def plain(value: object, style: str = "") -> Text:
