@@ -575,6 +575,11 @@ def test_migrate_again_says_what_the_source_no_longer_holds_and_prune_removes_it
     pruned = json.loads(run("migrate", source, target, "--prune", "--json").stdout)
     assert (pruned["not_in_source"], pruned["removed"]) == (1, 1)
     assert open_store(target).get(gone) is None
+    # a store into itself (the same folder however named): refused, not copied onto itself
+    for same in (source, tmp_path / "." / "source", f"{source}/"):
+        itself = run("migrate", source, same, check=False)
+        assert itself.returncode == 2 and "are the same store" in itself.stderr, itself.stderr
+    assert open_store(source).count() == 47
 
 
 def test_demo_keeps_its_store_inside_out_unless_told(small_catalog, weights_path, tmp_path):

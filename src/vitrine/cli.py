@@ -259,6 +259,9 @@ def migrate(
     settings = load_settings()
     src, dst = store_for(source, settings), store_for(target, settings, create=True)
     try:
+        if _same_store(src, dst):  # (it copied every product onto itself, for nothing)
+            raise VitrineError(f"{source} and {target} are the same store; name another "
+                               "target.")
         done = migrate_store(src, dst, photos_to=upload_folder(dst, settings.upload_dir),
                              photos_from=upload_folder(src, settings.upload_dir), prune=prune,
                              show_progress=not as_json)
@@ -272,6 +275,14 @@ def migrate(
         return
     for line in migrate_lines(done, source, target):
         out.print(line)
+
+
+def _same_store(a, b) -> bool:
+    """Whether two opened stores are one: the same folder, or the same Milvus collection."""
+    if getattr(a, "root", None) is not None:
+        return a.root == getattr(b, "root", None)
+    return (type(a) is type(b) and a.location == b.location
+            and getattr(a, "collection", None) == getattr(b, "collection", None))
 
 
 @app.command()
