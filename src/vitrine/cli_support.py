@@ -88,14 +88,14 @@ def print_json(data: dict) -> None:
     """``data`` as one line of JSON on stdout, in UTF-8 whatever the terminal's encoding (JSON
     is UTF-8; under PYTHONIOENCODING=ascii an emoji in a product name crashed the command)."""
     line = json_line(finite(data))
-    sys.stdout.flush()
+    sys.stdout.flush()  # what was printed before comes first
     buffer = getattr(sys.stdout, "buffer", None)
     if buffer is None:  # a text-only stream (a test's capture)
         sys.stdout.write(line)
+        sys.stdout.flush()
     else:
         buffer.write(line.encode("utf-8"))  # (json_line escapes what UTF-8 cannot hold)
         buffer.flush()
-    sys.stdout.flush()
 
 
 def open_recommender(store: Path, weights: Path | None, model: Path | None = None):
