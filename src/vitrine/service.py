@@ -385,6 +385,12 @@ class VitrineService:
         self.rebuild_thread.start()
 
     def close(self) -> None:
+        """Close the store. A rebuild still running is not waited for (it can take minutes,
+        which no shutdown should): the process ends it unsaved, the next writer removes its
+        part file, and the next write that finds the index due starts it again."""
+        if self.rebuild_thread is not None and self.rebuild_thread.is_alive():
+            log.info("the search index rebuild of %s is left unfinished; the next write "
+                     "starts it again", self.location)
         with self._store_lock:
             self._store.close()
 
