@@ -474,3 +474,32 @@ def test_the_catalogues_order_is_read_once_for_its_pages(mstore, monkeypatch):
     mstore.list_products(limit=1)
     mstore.list_products(limit=1)
     assert len(scans) == 9
+
+
+def test_every_read_asks_to_see_this_clients_own_writes(mstore, monkeypatch):
+    """A Milvus server reads at the collection's level, Bounded unless told: the product an
+    upload had just stored was not found (the API's 500), a count left it out. Every read
+    asks for Session consistency (read your own writes), a collection made by an older
+    Vitrine included."""
+    asked = []
+
+    class Recording:
+        def __getattr__(self, name):
+            call = getattr(real, name)
+            if name not in ("query", "search", "query_iterator", "get"):
+                return call
+
+            def recorded(*args, **kwargs):
+                asked.append((name, kwargs.get("consistency_level")))
+                return call(*args, **kwargs)
+            return recorded
+
+    real = mstore.client
+    monkeypatch.setattr(mstore, "client", Recording())
+    mstore.upsert([record("f", unit(1, 0.1), category="d")])
+    assert mstore.get("f").category == "d" and mstore.count() == 5
+    assert mstore.search(unit(1, 0), 2, category="d")[0].product.product_id == "f"
+    assert mstore.categories() == {"c": 2, "d": 3} and mstore.manifest() == MANIFEST
+    assert [p.product_id for p in mstore.list_products(category="d")] == ["c", "e", "f"]
+    assert {name for name, _ in asked} >= {"query", "search", "query_iterator"}
+    assert {level for _, level in asked} == {"Session"}, asked

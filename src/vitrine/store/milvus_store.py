@@ -53,6 +53,11 @@ ORDERS_KEPT = 64
 """Category filters whose order is kept at once (a list of ids each)."""
 WRITE_PAGE = 256
 """Products written back in one request by update_metadata (their vectors go with them)."""
+READS = {"consistency_level": "Session"}
+"""Every read sees this client's own writes before it (a server's default, Bounded, may read
+a view some seconds old: the product an upload just stored not found, a count without
+it). Another process's writes show as that level allows; every request says it, since a
+collection made by an older Vitrine keeps Bounded as its own default."""
 LIMITS = {"product_id": 1024, "category": 512, "name": 4096, "description": 65535,
           "image": 65535}
 """The longest text each field of the products' collection holds: UTF-8 bytes on a Milvus
@@ -167,7 +172,7 @@ class MilvusStore:
         """Create a collection, unless another writer (a shard started at the same time)
         has just made it: then use that one (the caller checks it is of its kind)."""
         try:
-            self.client.create_collection(name, schema=schema, index_params=index)
+            self.client.create_collection(name, schema=schema, index_params=index, **READS)
         except Exception as exc:
             if "exist" not in str(exc).lower() or not self.client.has_collection(name):
                 raise
@@ -179,7 +184,7 @@ class MilvusStore:
     # ---- manifest -------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
         rows = self.client.query(self.meta_collection, filter=f"key == {quote(key)}",
-                                 output_fields=["value"])
+                                 output_fields=["value"], **READS)
         return rows[0]["value"] if rows else None
 
     def _set_meta(self, key: str, value: str) -> None:
@@ -214,7 +219,7 @@ class MilvusStore:
             parts, sha = json.loads(self._meta("duplicates") or "[0, null]")
             rows = {r["key"]: r["value"] for r in self.client.query(
                 self.meta_collection, filter='key like "duplicates/%"',
-                output_fields=["key", "value"])}  # one query for all the rows
+                output_fields=["key", "value"], **READS)}  # one query for all the rows
             data = b"".join(base64.b64decode(rows.get(f"duplicates/{i}", ""))
                             for i in range(int(parts)))
         except (ValueError, TypeError):  # damaged rows: no cache
@@ -329,7 +334,7 @@ class MilvusStore:
         for i in range(0, len(ids), PAGE):
             page = ids[i:i + PAGE]
             out += self.client.query(self.collection, filter=f"product_id in {quote(page)}",
-                                     output_fields=fields, limit=len(page))
+                                     output_fields=fields, limit=len(page), **READS)
         return out
 
     def _rows(self, expr: str, fields: list[str]) -> list[dict]:
@@ -342,7 +347,7 @@ class MilvusStore:
         if not self._has_products():
             return
         iterator = self.client.query_iterator(self.collection, batch_size=size, filter=expr,
-                                              output_fields=fields)
+                                              output_fields=fields, **READS)
         escaped_cursor(iterator)
         try:
             while batch := iterator.next():
@@ -378,7 +383,8 @@ class MilvusStore:
     def count(self) -> int:
         if not self._has_products():
             return 0
-        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"],
+                                 **READS)
         return int(rows[0]["count(*)"])
 
     def categories(self) -> dict[str, int]:
@@ -388,7 +394,7 @@ class MilvusStore:
     def has_category(self, category: str) -> bool:
         return self._has_products() and bool(self.client.query(
             self.collection, filter=f"category == {quote(category)}",
-            output_fields=["product_id"], limit=1))
+            output_fields=["product_id"], limit=1, **READS))
 
     def list_products(self, *, category: str | None = None, query: str | None = None,
                       limit: int = 50, offset: int = 0) -> list[StoredProduct]:
@@ -481,7 +487,8 @@ class MilvusStore:
     def _search(self, vectors, k: int, expr: str) -> list[list[Match]]:
         hits = self.client.search(
             self.collection, [np.asarray(v, dtype=np.float32).tolist() for v in vectors],
-            limit=k, filter=expr, output_fields=FIELDS, search_params={"metric_type": "IP"})
+            limit=k, filter=expr, output_fields=FIELDS, search_params={"metric_type": "IP"},
+            **READS)
         # float32 sums give 1.0000002 for a photo against itself: a cosine is within ±1
         return [[Match(_to_product(h["entity"]), min(1.0, max(-1.0, float(h["distance"]))))
                  for h in found] for found in hits]
