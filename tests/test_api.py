@@ -608,11 +608,14 @@ def test_a_moved_store_serves_and_migrates_its_own_uploaded_photos(writable, set
     target.close()
 
 
+@pytest.mark.parametrize("folder", ["own", "setting"])
 def test_migrate_leaves_out_a_product_whose_photo_the_source_deletes_during_the_copy(
-        writable, rows, small_catalog, tmp_path, monkeypatch):
+        writable, rows, small_catalog, tmp_path, monkeypatch, folder):
     """The source's server deletes a product (and its photo) while `migrate` copies the
     store's snapshot: the product is left out and counted, not copied naming a photo that
-    no longer exists; a photo already missing before the copy keeps its product copied."""
+    no longer exists; a photo already missing before the copy keeps its product copied.
+    Also when VITRINE_UPLOAD_DIR names the target's folder (a copy into Milvus needs one),
+    which migrate took for the source's folder and so watched the wrong one."""
     from vitrine.migrate import migrate_store
     from vitrine.store import open_store
 
@@ -635,8 +638,10 @@ def test_migrate_leaves_out_a_product_whose_photo_the_source_deletes_during_the_
         return real(*args, **kwargs)
 
     monkeypatch.setattr(source, "iter_products", deleted_meanwhile)
-    done = migrate_store(source, target, photos_to=tmp_path / "target" / "uploads",
-                         show_progress=False)  # (its own STORE/uploads, as without a folder)
+    photos_to = tmp_path / ("target/uploads" if folder == "own" else "set")
+    done = migrate_store(source, target, photos_to=photos_to,
+                         photos_from=None if folder == "own" else photos_to,
+                         show_progress=False)
     assert done.changed_meanwhile == ["novo-2"] and done.copied == source.count() - 1
     assert target.get("novo-2") is None
     assert Path(target.get("novo-1").image).read_bytes() == photos["novo-1"].read_bytes()

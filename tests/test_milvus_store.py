@@ -350,6 +350,12 @@ def test_migrate_refuses_what_the_target_cannot_hold_before_copying(tmp_path):
                                          r"VITRINE_UPLOAD_DIR"):
         migrate_store(source, target, photos_from=uploads, show_progress=False)
     assert target.count() == 0
+    # a folder to copy them to inside the source store would go with it all the same
+    with pytest.raises(StoreError, match=r"upload folder .*/src/uploads is inside .*"
+                                         r"Nothing was copied"):
+        migrate_store(source, target, photos_to=uploads, photos_from=uploads,
+                      show_progress=False)
+    assert target.count() == 0
     photos = tmp_path / "photos"
     photos.mkdir()
     done = migrate_store(source, target, photos_to=photos, photos_from=uploads,
@@ -357,6 +363,31 @@ def test_migrate_refuses_what_the_target_cannot_hold_before_copying(tmp_path):
     assert done.copied == 3 and target.get("added").image == str(photos / "f00d.jpg")
     source.close()
     target.close()
+
+
+def test_migrate_into_the_same_milvus_store_however_named_is_refused(tmp_path):
+    """`migrate` compared the addresses as written: the same Milvus Lite file named with
+    `//`, `..` or through a link was copied onto itself (or said it was open elsewhere),
+    and a server's address with and without its default port and collection would be."""
+    from vitrine.store import store_identity
+
+    store = open_store(f"milvus-lite://{tmp_path}/s.db", create=True)
+    store.set_manifest(MANIFEST)
+    store.upsert([record("a", unit(1, 0))])
+    store.close()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path)
+    source = f"milvus-lite://{tmp_path}/s.db"
+    for same in (f"milvus-lite://{tmp_path}//s.db", f"milvus-lite://{tmp_path}/sub/../s.db",
+                 f"milvus-lite://{tmp_path}/link/s.db"):
+        proc = subprocess.run([sys.executable, "-m", "vitrine.cli", "migrate", source, same],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and "are the same store" in proc.stderr, proc.stderr
+    assert open_store(source).count() == 1
+    assert store_identity("milvus://Milvus.local") == store_identity(
+        "milvus://milvus.local:19530/vitrine")
+    assert store_identity("milvus://h/a") != store_identity("milvus://h/b")
+    assert store_identity("milvus://h:19531") != store_identity("milvus://h")
 
 
 def test_attributes_come_back_in_the_embedded_stores_order(mstore):

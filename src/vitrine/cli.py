@@ -254,16 +254,19 @@ def migrate(
     Photos of products added through the API go to the target's upload folder (STORE/uploads,
     or VITRINE_UPLOAD_DIR)."""
     from vitrine.migrate import migrate_store
-    from vitrine.store import store_for, upload_folder
+    from vitrine.store import EmbeddedStore, store_for, store_identity, upload_folder
 
+    # before opening either (it copied every product onto itself, for nothing; a Milvus Lite
+    # file named twice was "open in another process")
+    if store_identity(source) == store_identity(target):
+        raise VitrineError(f"{source} and {target} are the same store; name another target.")
     settings = load_settings()
     src, dst = store_for(source, settings), store_for(target, settings, create=True)
     try:
-        if _same_store(src, dst):  # (it copied every product onto itself, for nothing)
-            raise VitrineError(f"{source} and {target} are the same store; name another "
-                               "target.")
+        # the setting names the target's folder; an embedded source's photos are in its own
+        theirs = None if isinstance(src, EmbeddedStore) else settings.upload_dir
         done = migrate_store(src, dst, photos_to=upload_folder(dst, settings.upload_dir),
-                             photos_from=upload_folder(src, settings.upload_dir), prune=prune,
+                             photos_from=upload_folder(src, theirs), prune=prune,
                              show_progress=not as_json)
     finally:
         src.close()
@@ -275,14 +278,6 @@ def migrate(
         return
     for line in migrate_lines(done, source, target):
         out.print(line)
-
-
-def _same_store(a, b) -> bool:
-    """Whether two opened stores are one: the same folder, or the same Milvus collection."""
-    if getattr(a, "root", None) is not None:
-        return a.root == getattr(b, "root", None)
-    return (type(a) is type(b) and a.location == b.location
-            and getattr(a, "collection", None) == getattr(b, "collection", None))
 
 
 @app.command()

@@ -50,10 +50,11 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
 
 def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
              photos_from: Path | None, prune: bool, show_progress: bool) -> Migrated:
-    # the source's uploaded photos before the snapshot's first read (its read transaction
-    # starts there): one that goes later went with a change its server made meanwhile
-    watched = photos_from or upload_folder(source, None)  # (its own STORE/uploads)
-    listed = _listing(watched)
+    # the uploaded photos before the snapshot's first read (its read transaction starts
+    # there), in every folder they may be in (the source's own STORE/uploads, the upload
+    # folders named): one that goes later went with a change the source's server made
+    listed = {folder: _listing(folder) for folder in
+              (photos_from, upload_folder(source, None), photos_to) if folder is not None}
     manifest = source.manifest()
     if manifest is None:
         raise StoreError(f"the store {source.location} is empty.")
@@ -104,7 +105,7 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
                 if uploaded and photos_to is not None:
                     copy = _copy_photo(image, photos_to)
                     # a photo already missing keeps its path (the product is still copied)
-                    if copy is None and _was_there(image, watched, listed):
+                    if copy is None and _was_there(image, listed):
                         changed.append(pid)
                         continue
                     image = copy or image
@@ -125,7 +126,14 @@ def _check_fits(source: VectorStore, target: VectorStore, photos_to: Path | None
     """Refuse, before anything is written, a copy the target cannot hold whole: products
     with a field longer than it keeps (a Milvus store's limits), or photos of products added
     through the API kept in the source store's own folder while the target has no folder to
-    copy them to (they would go with the source store)."""
+    copy them to (they would go with the source store), or a folder to copy them to inside
+    the source store (they would go with it all the same)."""
+    root = getattr(source, "root", None)  # an embedded store's folder
+    if photos_to is not None and root is not None and photos_to.resolve().is_relative_to(root):
+        raise StoreError(f"the upload folder {photos_to} is inside {source.location}, and "
+                         "the photos of products added through the API would go with that "
+                         "store: set VITRINE_UPLOAD_DIR to a folder of the target's own. "
+                         "Nothing was copied.")
     long: list[tuple[str, str]] = []
     kept = 0
     for page in source.iter_products(BATCH * 4, vectors=False):
@@ -147,22 +155,19 @@ def _check_fits(source: VectorStore, target: VectorStore, photos_to: Path | None
                          "(the one its server will use). Nothing was copied.")
 
 
-def _listing(folder: Path | None) -> set[str] | None:
-    """The names of the files in ``folder`` now (None: no folder)."""
-    if folder is None:
-        return None
+def _listing(folder: Path) -> set[str]:
+    """The names of the files in ``folder`` now."""
     try:
         return set(os.listdir(folder))
     except OSError:
         return set()
 
 
-def _was_there(photo: Path, folder: Path | None, listed: set[str] | None) -> bool:
+def _was_there(photo: Path, listed: dict[Path, set[str]]) -> bool:
     """Whether ``photo`` was there when the copy started (as far as ``listed``, the names
-    in the upload folder then, tells; a photo elsewhere: whether it is there now)."""
-    if listed is not None and photo.parent == folder:
-        return photo.name in listed
-    return photo.is_file()
+    in each upload folder then, tells; a photo elsewhere: whether it is there now)."""
+    names = listed.get(photo.parent)
+    return photo.name in names if names is not None else photo.is_file()
 
 
 def _copy_photo(photo: Path, folder: Path) -> Path | None:

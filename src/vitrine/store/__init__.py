@@ -120,6 +120,18 @@ def open_store(location: str | Path, *, create: bool = False, token: str = "",
     return EmbeddedStore(Path(location), create=create, index_config=index_config)
 
 
+def store_identity(location: str | Path) -> tuple[str, ...]:
+    """What names one store however its location is written, without opening it: a folder's
+    or Milvus Lite file's real path (``//``, ``..``, links), a Milvus server's address
+    (port 19530 when none is written, host in any case) and collection."""
+    text = str(location)
+    if text.startswith("milvus-lite://"):
+        return ("milvus-lite", os.path.realpath(text[len("milvus-lite://"):]))
+    if text.startswith("milvus://"):
+        return ("milvus", *milvus_server(text))
+    return ("folder", os.path.realpath(Path(location).expanduser()))
+
+
 def milvus_server(text: str) -> tuple[str, str]:
     """The server URI and the collection of a ``milvus://HOST[:PORT][/COLLECTION]``
     address (port 19530 when none is written); StoreError with one sentence otherwise."""
