@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from vitrine.catalog import (
+    Product,
     parse_price,
     read_catalog,
     recategorised,
@@ -93,6 +94,14 @@ def test_parse_price(text, value):
 def test_parse_price_refuses_what_it_cannot_read(text):
     with pytest.raises(CatalogError, match="not a number"):
         parse_price(text)
+
+
+def test_a_zero_price_keeps_no_sign():
+    """`PATCH {"price": -0.0}` passes the API's ge=0: a Milvus store kept the sign (the
+    embedded store's SQLite drops it), and its product page showed "R$ -0,00"."""
+    import math
+
+    assert math.copysign(1, Product("a", Path("a.jpg"), price=-0.0).price) == 1
 
 
 def test_a_price_above_a_trillion_is_a_mistake():

@@ -133,6 +133,7 @@ def test_prices_are_formatted_and_text_is_escaped(settings, small_store, embedde
     assert format_price(1299.9, "pt") == "R$\u00a01.299,90"
     assert format_price(1299.9, "en") == "R$1,299.90"
     assert format_price(0, "pt") == "R$\u00a00,00" and format_price(None, "pt") == ""
+    assert format_price(-0.0, "pt") == "R$\u00a00,00"  # not "R$ -0,00"
 
     store = tmp_path / "store"
     shutil.copytree(small_store, store)

@@ -77,6 +77,8 @@ class Product:
     def __post_init__(self) -> None:
         self.category = category_form(self.category)
         self.folder_category = category_form(self.folder_category)
+        if self.price == 0:  # -0.0 too (a PATCH may send it): a Milvus store kept the sign
+            self.price = 0.0
 
     def metadata(self) -> dict:
         """Everything except the image path, as plain JSON-able values."""

@@ -182,7 +182,7 @@ def format_price(value: float | None, lang: str) -> str:
     """Brazilian reais: 'R$ 1.299,90' in Portuguese, 'R$1,299.90' in English; '' if unknown."""
     if value is None:
         return ""
-    grouped = f"{value:,.2f}"
+    grouped = f"{value + 0.0:,.2f}"  # (-0.0, stored before the product kept no sign: 0,00)
     if lang == "pt":
         return "R$\u00a0" + grouped.replace(",", "\0").replace(".", ",").replace("\0", ".")
     return "R$" + grouped
