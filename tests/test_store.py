@@ -324,7 +324,8 @@ def test_files_half_written_by_a_killed_process_are_removed_a_live_ones_kept(tmp
     STORE/uploads: `vitrine index` removes it (with the orphan photos; the folder may hold
     thousands, not listed at every write), but not one a live process is writing, nor a file
     that is not a photo being saved. In the store folder the next writer removes what a
-    killed process left, but not an index a live one is saving without the lock."""
+    killed process left, but not an index a live one is saving without the lock, nor a file
+    that is not the store's own."""
     import subprocess
     import sys
 
@@ -344,10 +345,15 @@ def test_files_half_written_by_a_killed_process_are_removed_a_live_ones_kept(tmp
     saving = tmp_path / "s" / f"index.9.hnsw32-fp32.faiss.{os.getpid()}.77.tmp"
     left = [tmp_path / "s" / f"index.9.hnsw32-fp32.faiss.{dead}.77.tmp",
             tmp_path / "s" / "manifest.json.tmp"]
-    for path in (killed, running, other, saving, *left):
+    # and files not the store's: `vitrine related --out STORE/x.csv`'s part file (a writer
+    # removed it mid-export), a user's own
+    theirs = [tmp_path / "s" / f".vitrine-related-{dead}-0a1b2c3d.tmp",
+              tmp_path / "s" / "notes.tmp"]
+    for path in (killed, running, other, saving, *left, *theirs):
         path.write_bytes(b"partial")
     store.lock_for_writing()
     assert saving.exists() and not any(path.exists() for path in left)
+    assert all(path.exists() for path in theirs)
     assert killed.exists()  # (not at each write)
     assert _prune_orphan_photos(store, uploads) == 0
     assert sorted(uploads.iterdir()) == sorted([running, other])

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from vitrine.errors import StoreError
 from vitrine.store.index_files import INDEX_TMP
+from vitrine.store.sqlite_db import MANIFEST_NAME
 
 WRITE_WAIT = 5.0
 """Seconds a writer waits for another process's write before it gives up (the API waits
@@ -43,10 +44,13 @@ def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
                 raise StoreError(f"another process is writing to the store {root} "
                                  f"(waited {wait:g} s).") from None
             time.sleep(LOCK_POLL)
-    # an index file is saved without the lock (a reader, the server's rebuild thread); the
-    # half-saved photos of STORE/uploads, a folder of thousands, go at `vitrine index`
+    # only the store's own part files: an index file is saved without the lock (a reader,
+    # the server's rebuild thread), so only one whose process is gone; never another file
+    # that ends in .tmp (a `vitrine related --out` into the folder lost its part file);
+    # the half-saved photos of STORE/uploads, a folder of thousands, go at `vitrine index`
     for leftover in root.glob("*.tmp"):
-        if not ((m := INDEX_TMP.fullmatch(leftover.name)) and process_alive(int(m[1]))):
+        if ((m := INDEX_TMP.fullmatch(leftover.name)) and not process_alive(int(m[1]))
+                or leftover.name == MANIFEST_NAME + ".tmp"):
             leftover.unlink(missing_ok=True)
     return fh
 
