@@ -1048,6 +1048,48 @@ def test_a_store_indexed_anew_under_the_server_is_read_from_then(writable, demo_
     assert str(store) not in refused.text and f"store {store.name} " in refused.text
 
 
+def test_a_photo_search_checks_the_model_of_a_store_that_named_none_at_start(
+        settings, embedder, rows, small_catalog, tmp_path):
+    """A server started on a store that named no model yet (its first `index` still
+    running, or killed before the model was recorded) searched photos with its own model
+    against vectors another model made afterwards: wrong results, 200. Refused (409) as at
+    start, once the store names another model; the same model searches."""
+    from vitrine.catalog import Product
+    from vitrine.manifest import ModelManifest
+    from vitrine.store import open_store
+    from vitrine.store.base import Record
+
+    store = tmp_path / "store"
+    open_store(store, create=True).close()  # a database, no model yet
+    client = TestClient(_app(settings, store, embedder))
+    photo = _jpeg(small_catalog / rows[0]["image"])
+    assert client.post("/api/search?k=1", files=_upload(photo)).json()["results"] == []
+    other = ModelManifest("other", "0" * 64, {"size": 8}, embedder.manifest.dim)
+    vector = np.zeros(embedder.manifest.dim, np.float32)
+    vector[0] = 1
+    writer = open_store(store)
+    writer.set_manifest(other)  # (what an index with another model records first)
+    writer.upsert([Record(Product("p", small_catalog / rows[0]["image"]), "0" * 64, "0" * 16,
+                          b"\0" * 768, vector)])
+    writer.close()
+    refused = client.post("/api/search?k=1", files=_upload(photo))
+    assert refused.status_code == 409 and "different model" in refused.json()["detail"]
+    client.close()
+    # the store's own model: searched (and no more reads of the model once it matched)
+    for leftover in store.glob("vitrine.sqlite*"):
+        leftover.unlink()
+    open_store(store, create=True).close()
+    client = TestClient(_app(settings, store, embedder))
+    writer = open_store(store)
+    writer.set_manifest(embedder.manifest)
+    writer.upsert([Record(Product("p", small_catalog / rows[0]["image"]), "0" * 64, "0" * 16,
+                          b"\0" * 768, vector)])
+    writer.close()
+    found = client.post("/api/search?k=1", files=_upload(photo))
+    assert [r["product_id"] for r in found.json()["results"]] == ["p"]
+    client.close()
+
+
 def test_an_upload_folder_inside_the_catalogue_adds_no_products_to_it(
         settings, embedder, demo_catalog, tmp_path):
     """VITRINE_UPLOAD_DIR inside the catalogue folder: the next `vitrine index` took each

@@ -115,6 +115,7 @@ class VitrineService:
         except BaseException:  # (a Milvus Lite file stays locked while it is open)
             self._store.close()
             raise
+        self._model_checked = self._store.manifest() is not None  # (and matched: see above)
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._rebuilding = threading.Lock()  # held while the index is rebuilt beside requests
@@ -164,6 +165,21 @@ class VitrineService:
         self._store.close()
         self._store = self._recommender.store = fresh
         self._categories = None
+
+    def _check_model(self) -> None:
+        """Refuse a photo search with another model than the store's, as at start, also for a
+        store that named none then (the server started while its first `index` ran, or on
+        one a killed index left empty): that index may have used another model. Read until
+        the store names one; checked once it matches."""
+        if self._model_checked:
+            return
+        with self._store_lock:
+            stored = self.store.manifest()
+        if stored is None:
+            return
+        if stored != self.embedder.manifest:
+            raise mismatch_error(self.store.location, stored, self.embedder.manifest)
+        self._model_checked = True
 
     def _upload_folder(self) -> Path | None:
         return upload_folder(self.store, self.settings.upload_dir)
@@ -232,6 +248,7 @@ class VitrineService:
                      ) -> tuple[list[Match], SearchTimings, CategoryGuess | None]:
         """Products most similar to uploaded photo bytes, the timings, and the photo's likely
         category (a trained model's, else None); raises ImageError for a bad file."""
+        self._check_model()
         prep = self.embedder.prep
         t0 = time.perf_counter()
         with self._decode_slots:
