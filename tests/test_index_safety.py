@@ -237,6 +237,38 @@ def test_a_model_that_differs_only_in_normalisation_says_so(embedder):
     assert "weights" not in text.split(";")[0]
 
 
+def test_a_catalogue_id_in_another_unicode_form_leaves_the_api_product_alone(
+        shop_a, embedder, tmp_path):
+    """The API added "relógio/1.jpg" (composed); the catalogue then held that photo under a
+    Mac's decomposed name: index added it beside the API's product, two products of one id
+    as shown (the API reads, edits and deletes either form as one). It is the API's, left
+    as it is, in whichever shard either form falls."""
+    import unicodedata
+
+    from vitrine.catalog import Product
+
+    composed = "relógio/1.jpg"
+    catalog = tmp_path / "cat"
+    (catalog / unicodedata.normalize("NFD", "relógio")).mkdir(parents=True)
+    photo = next(shop_a.rglob("*.jpg"))
+    shutil.copy(photo, catalog / unicodedata.normalize("NFD", composed))
+    store = tmp_path / "st"
+    db = open_store(store, create=True)
+    db.set_manifest(embedder.manifest)
+    vector = embedder.embed_image(photo)
+    db.upsert([Record(Product(composed, photo, "relógio", name="API", uploaded=True),
+                      "0" * 64, "0" * 16, b"\0" * 768, vector)])
+    db.close()
+    report = _index(catalog, store, embedder)
+    assert (report.indexed, report.uploaded) == (0, 1)
+    db = open_store(store)
+    assert db.count() == 1 and db.get(composed).name == "API"
+    db.close()
+    for shard in ((0, 3), (1, 3), (2, 3)):  # (the two forms fall in shards 1 and 0 of 3)
+        assert _index(catalog, store, embedder, shard=shard).indexed == 0
+    assert _state(store)[0] == 1
+
+
 def test_duplicates_name_api_products_by_id(shop_a, embedder, tmp_path):
     """A product added through the API is named by its id, not by its <sha256>.jpg file."""
     from vitrine.catalog import Product

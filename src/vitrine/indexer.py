@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -163,7 +164,11 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                     if meta.startswith(UPLOADED)} | set(unmarked)
     uploaded = all_uploaded & stored.keys()
     report.uploaded = len(uploaded)
-    products = [p for p in products if p.product_id not in uploaded]
+    # the API's id in either Unicode form (a Mac's file names are decomposed; the API reads,
+    # edits and deletes it by either): not a second product of the same id beside it
+    taken = {unicodedata.normalize("NFC", pid) for pid in all_uploaded}
+    products = [p for p in products
+                if unicodedata.normalize("NFC", p.product_id) not in taken]
     report.unlisted = sum(p.unlisted for p in products)
     report.category_from_table = recategorised(products)
     gone: set[str] = set()  # stored catalogue products whose photo file no longer exists
