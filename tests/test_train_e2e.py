@@ -390,6 +390,41 @@ def test_one_training_at_a_time_per_model_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
+def test_a_stop_signal_during_the_swap_keeps_the_earlier_model_whole(tmp_path, monkeypatch):
+    """Ctrl+C (or SIGTERM, SIGHUP) between two of the final renames: the renames were undone
+    only on an OSError, and the stage, holding the earlier model's files moved aside, was
+    deleted: the folder was left empty. Whichever rename the signal follows, even one not
+    yet noted, the earlier model stays whole and no stage is left."""
+    import os
+
+    from vitrine.trained import staged_model_dir
+
+    out = tmp_path / "m"
+    old = {"model.json": '{"format": "vitrine-trained-model/1"}', "model.pt": "old weights",
+           "metrics.json": "{}", "notes.txt": "the user's"}
+    with staged_model_dir(out) as stage:
+        for name, text in old.items():
+            if name != "notes.txt":
+                (stage / name).write_text(text)
+    (out / "notes.txt").write_text(old["notes.txt"])
+    real, calls = os.replace, []
+
+    def interrupted(src, dst):
+        calls.append(src)
+        real(src, dst)
+        if len(calls) == stop:  # the signal's KeyboardInterrupt, right after a rename
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    for stop in range(1, 7):  # 3 moved aside, 3 moved in
+        calls.clear()
+        with pytest.raises(KeyboardInterrupt), staged_model_dir(out) as stage:
+            for name in ("model.json", "model.pt", "history.png"):
+                (stage / name).write_text("new")
+        assert {p.name: p.read_text() for p in out.iterdir()} == old, stop
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
 def test_another_tools_model_json_is_not_a_model_folder_and_stale_stages_go(tmp_path):
     """A TensorFlow.js folder (its own model.json) was replaced as if it were a model; the
     hidden stage a killed run (SIGKILL) left beside --out is removed by the next run to that

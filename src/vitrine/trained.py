@@ -180,21 +180,24 @@ def _lock_model_dir(out_dir: Path) -> int:
 def _swap_contents(stage: Path, out_dir: Path) -> None:
     """Put ``stage``'s files in ``out_dir`` in place of the earlier model's (the entries of
     :data:`MODEL_OUTPUTS`), which end up in ``stage``; the folder's other files stay.
-    Renames only, undone if one fails."""
-    old = [p for p in out_dir.iterdir() if p.name in MODEL_OUTPUTS]
+    Renames only, undone if one fails or a stop signal (Ctrl+C) comes between two: by where
+    each file is, not by a log of the renames, which a signal could cut between a rename and
+    its entry (the earlier model, moved aside, then went with the stage)."""
     aside = stage / ".previous"
+    old = [p.name for p in out_dir.iterdir() if p.name in MODEL_OUTPUTS]
+    new = [p.name for p in stage.iterdir() if p.name != STAGE_MARK]
     aside.mkdir()
-    moved: list[tuple[Path, Path]] = []
     try:
-        for path in old:
-            os.replace(path, aside / path.name)
-            moved.append((aside / path.name, path))
-        for path in [p for p in stage.iterdir() if p != aside and p.name != STAGE_MARK]:
-            os.replace(path, out_dir / path.name)
-            moved.append((out_dir / path.name, path))
-    except OSError:
-        for now, before in reversed(moved):
-            os.replace(now, before)
+        for name in old:
+            os.replace(out_dir / name, aside / name)
+        for name in new:
+            os.replace(stage / name, out_dir / name)
+    except BaseException:  # (a second signal meanwhile is ignored: cli_support)
+        for name in new:  # the new files moved in go back to the stage
+            if not os.path.lexists(stage / name) and os.path.lexists(out_dir / name):
+                os.replace(out_dir / name, stage / name)
+        for name in os.listdir(aside):  # and the earlier ones come back
+            os.replace(aside / name, out_dir / name)
         raise
 
 
