@@ -175,6 +175,25 @@ def test_evaluate_names_the_categories_the_model_never_saw(trained, env, tmp_pat
     by_id = json.loads(run("evaluate", grown, "--model", older, "--json", env=env))
     assert by_id["protocol"].startswith("the model's test split and 1 photo(s) it never saw")
     assert by_id["queries"] == list(split["assignment"].values()).count("test") + 1
+    # a photo it trained on saved again since (other bytes, same id) is still no query (its
+    # content unknown to split.json, it was one), also with the model named from ~ (its
+    # split was not found there: leave-one-out over every photo)
+    resaved, home = tmp_path / "resaved", tmp_path / "home"
+    shutil.copytree(catalog, resaved)
+    with open(catalog / "products.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh)
+                   if split["assignment"].get(r["product_id"]) == "train")
+    with Image.open(resaved / row["image"]) as img:
+        img.convert("RGB").save(resaved / row["image"], "JPEG", quality=70)
+    shutil.copytree(model, home / "m")
+    again = json.loads(run("evaluate", resaved, "--model", "~/m", "--json",
+                           env={**env, "HOME": str(home)}))
+    assert again["protocol"] == "the model's test split queries its train + validation photos"
+    assert again["queries"] == list(split["assignment"].values()).count("test")
+    # without its split.json the photos it trained on cannot be told: said, not hidden
+    (home / "m" / "split.json").unlink()
+    bare = json.loads(run("evaluate", resaved, "--model", home / "m", "--json", env=env))
+    assert "no split.json" in bare["protocol"] and bare["queries"] == bare["index"]
     text = run("evaluate", mixed, "--model", model, env=env)
     assert (f"Not classified: {bags} photos of categories the model was not trained on "
             "(novidade)") in " ".join(text.split())

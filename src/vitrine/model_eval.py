@@ -135,6 +135,11 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
                     {pid: where or "test" for pid, where in seen.items()})
     if given is not None:
         return "the test folder queries the train + validation folders", given
+    if model_dir is not None and not (model_dir / "split.json").is_file():
+        return ("leave-one-out: every photo queries all the others (the model folder has no "
+                "split.json, so the photos the model trained on cannot be told apart and "
+                "query too: its figures may be too high; keep split.json with the model)",
+                None)
     return "leave-one-out: every photo queries all the others", None
 
 
@@ -143,8 +148,9 @@ def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str],
     """Per product: 'train' when the model trained on its photo (its train or validation
     split) or on a duplicate of it (``groups``: a resized copy), 'test' when the photo is
     in its test split, None when the model never saw it. Photos are matched by content
-    (``shas``), whatever their ids in this catalogue; a model written before split.json
-    kept the photos' sha256 is matched by product id."""
+    (``shas``), whatever their ids in this catalogue; a photo whose content the split does
+    not know (saved again since: other bytes) by its product id, as is every photo of a
+    model written before split.json kept the photos' sha256."""
 
     def side(assigned: str | None) -> str | None:
         return None if assigned is None else "test" if assigned == "test" else "train"
@@ -155,7 +161,9 @@ def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str],
             where = side(split.assignment.get(pid))
             if where is not None and by_content.get(sha) != "train":  # a copy it trained on
                 by_content[sha] = where
-        seen = {p.product_id: by_content.get(sha) for p, sha in zip(products, shas, strict=True)}
+        seen = {p.product_id: by_content[sha] if sha in by_content
+                else side(split.assignment.get(p.product_id))
+                for p, sha in zip(products, shas, strict=True)}
     else:
         seen = {p.product_id: side(split.assignment.get(p.product_id)) for p in products}
     for group in groups:
@@ -185,6 +193,8 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     from vitrine.photo_hashes import file_sha256, unreadable_reason
     from vitrine.split import read_split_catalog
 
+    if model_dir is not None:  # (VITRINE_MODEL=~/m: the model loaded, its split was not found)
+        model_dir = Path(model_dir).expanduser()
     products, given = read_split_catalog(catalog_dir)
     products = [p for p in products if p.category]
     if len(products) < 2:
