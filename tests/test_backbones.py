@@ -108,7 +108,8 @@ def test_weights_and_settings_a_user_gets_wrong(weights_path, tmp_path):
         (tmp_path / "m" / "model.json").write_text(json.dumps(
             {"format": FORMAT, "backbone": "mobilenet_v2", "preprocessing": good, "cut": 14,
              "classes": ["a", "b"], "head_units": 8, "dropout": 0.2,
-             "embedding": {"layer": "hidden"}, "duplicates": {"embed_cosine": cosine}}))
+             "embedding": {"layer": "hidden", "weight": 0.8},
+             "duplicates": {"embed_cosine": cosine}}))
         with pytest.raises(WeightsError, match="duplicates.embed_cosine .* is not a finite "
                                                "number from -1 to 2"):
             load_model(tmp_path / "m")

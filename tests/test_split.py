@@ -182,3 +182,17 @@ def test_a_split_file_reads_the_same_under_any_locale(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert Split.load(path).groups == [["relógio/時計.jpg"]]
+
+
+def test_a_damaged_split_file_is_one_sentence(tmp_path):
+    """A split.json cut short or edited by hand ended `evaluate --model` in a traceback
+    (JSONDecodeError, KeyError: 'source')."""
+    path = tmp_path / "split.json"
+    Split({"a.jpg": "train", "b.jpg": "test"}).save(path)
+    whole = path.read_text()
+    for text in (whole[:len(whole) // 2], '{"assignment": 5}', "[]",
+                 whole.replace('"train"', "7"), ""):
+        path.write_text(text)
+        with pytest.raises(CatalogError, match=r"split.json is not a split written by "
+                                               r"`vitrine train` \(.*\); train again"):
+            Split.load(path)

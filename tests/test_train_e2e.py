@@ -291,6 +291,42 @@ def test_a_damaged_model_file_is_one_sentence(trained, tmp_path, env):
     assert "weights_only" not in proc.stderr
 
 
+def test_a_model_folder_edited_or_mismatched_is_one_sentence(trained, tmp_path):
+    """A hand-edited embedding weight (null: a traceback; 5: a complex number, or the square
+    root of a negative one in evaluate), weights that hold NaN (with model.json's hash
+    updated: every search came back empty), and weights of another network (the message was
+    torch's header line alone) are each one sentence."""
+    import torch
+
+    from vitrine.errors import WeightsError
+    from vitrine.trained import load_model, state_hash
+
+    _, model, _ = trained
+    edited = tmp_path / "m"
+    shutil.copytree(model, edited)
+    config = json.loads((model / "model.json").read_text())
+    for weight in (None, "x", 5, 0, 1):
+        (edited / "model.json").write_text(json.dumps(
+            {**config, "embedding": {**config["embedding"], "weight": weight}}))
+        with pytest.raises(WeightsError, match="not a valid model description"):
+            load_model(edited)
+    state = torch.load(model / "model.pt", weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name].clone()
+    state[name].view(-1)[0] = float("nan")
+    torch.save(state, edited / "model.pt")
+    (edited / "model.json").write_text(json.dumps({**config,
+                                                   "weights_sha256": state_hash(state)}))
+    with pytest.raises(WeightsError, match="holds NaN or infinite weights"):
+        load_model(edited)
+    (edited / "model.json").write_text(json.dumps({**config, "classes": [*config["classes"],
+                                                                         "extra"]}))
+    shutil.copy(model / "model.pt", edited / "model.pt")
+    with pytest.raises(WeightsError, match=r"does not fit the network .*model.json describes "
+                                           r"\(\d+ of another shape tensor\(s\)\)"):
+        load_model(edited)
+
+
 def test_train_refuses_a_bad_folder(tmp_path, env, demo_catalog):
     proc = run_subprocess("train", tmp_path / "missing", "--out", tmp_path / "m", env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1

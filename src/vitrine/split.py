@@ -64,10 +64,21 @@ class Split:
 
     @classmethod
     def load(cls, path: Path) -> Split:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(data["assignment"], data["source"], data.get("seed"),
-                   data.get("fractions", {}), data.get("duplicate_groups", []),
-                   data.get("photo_sha256", {}))
+        """The split written by :meth:`save`; a CatalogError in one sentence for a file that
+        is not one (damaged, or edited by hand)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            split = cls(dict(data["assignment"]), data["source"], data.get("seed"),
+                        data.get("fractions", {}), data.get("duplicate_groups", []),
+                        dict(data.get("photo_sha256") or {}))
+            if not all(isinstance(v, str) for v in (*split.assignment.values(),
+                                                     *split.contents.values())):
+                raise ValueError("its values are not text")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CatalogError(f"{path} is not a split written by `vitrine train` "
+                               f"({type(exc).__name__}: {exc}); train again, or remove it "
+                               "to evaluate leave-one-out.") from None
+        return split
 
 
 def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_fraction: float,

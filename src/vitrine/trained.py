@@ -252,6 +252,9 @@ def load_model(model_dir: Path) -> TrainedModel:
                                 config.get("companion") or "", prep,
                                 [int(t) for t in config.get("taps") or []])
         layer = config["embedding"]["layer"]
+        weight = float(config["embedding"]["weight"])
+        if not 0.0 < weight < 1.0:  # (as the setting; a square root is taken of 1 − weight)
+            raise ValueError(f"embedding weight {weight} is not between 0 and 1")
         _check_cosine((config.get("duplicates") or {}).get("embed_cosine"))
     except WeightsError:
         raise
@@ -267,14 +270,33 @@ def load_model(model_dir: Path) -> TrainedModel:
                            "(damaged or replaced); train again.") from None
     try:
         net.load_state_dict(state, strict=True)
-    except Exception as exc:  # noqa: BLE001 - missing keys or shape errors alike
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WeightsError(f"{weights_path} cannot be loaded ({first}).") from None
+    except Exception:  # noqa: BLE001 - missing keys or shape errors alike
+        raise WeightsError(f"{weights_path} does not fit the network {config_path} describes "
+                           f"({_misfit(net, state)}); keep the two files of one "
+                           "training together.") from None
+    if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+        raise WeightsError(f"{weights_path} holds NaN or infinite weights (a training that "
+                           "diverged, or a damaged file); train again.")
     digest = state_hash(state)
     if config.get("weights_sha256") not in (None, digest):
         raise WeightsError(f"{weights_path} does not match {config_path} (weights changed "
                            "after training); train again.")
     return TrainedModel(spec, net.eval(), config, prep, digest)
+
+
+def _misfit(net: TrainedNet, state: object) -> str:
+    """How a state dict differs from ``net``'s tensors: counts of missing, unexpected and
+    mis-shaped ones."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not named tensors"
+    ours = net.state_dict()
+    missing = sum(k not in state for k in ours)
+    extra = sum(k not in ours for k in state)
+    shapes = sum(k in ours and getattr(v, "shape", None) != ours[k].shape
+                 for k, v in state.items())
+    parts = [f"{n} {what}" for n, what in ((missing, "missing"), (extra, "unexpected"),
+                                           (shapes, "of another shape")) if n]
+    return (", ".join(parts) + " tensor(s)") if parts else "tensors of another kind"
 
 
 def training_fingerprint(products, settings, contents: dict[str, str] | None = None) -> str:
