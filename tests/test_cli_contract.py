@@ -219,6 +219,23 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     assert len(answer["results"]) == 5 and answer["error"].startswith("cannot write the figure")
     dotted = run("similar", "--store", store, "--plot", tmp_path / "dot.", pid, env_extra=env)
     assert (tmp_path / "dot.png").is_file() and "dot..png" not in dotted.stdout
+    # a figure over a photo to search (the second query then searched the first's figure),
+    # or into the store's catalogue (it replaced a product's photo, embedded by the next
+    # index): refused before any work, every photo as it was
+    query = tmp_path / "q.jpg"
+    shutil.copyfile(good, query)
+    before, catalogue_photo = query.read_bytes(), good.read_bytes()
+    for args in (["search", "--plot", query, query],
+                 ["search", "--plot", tmp_path / "q.jpg", good, tmp_path / "q-1.jpg"],
+                 ["search", "--plot", catalog / "x_bolsa_feminina" / "new.png", query],
+                 ["similar", "--plot", good, pid]):
+        if args[3] == tmp_path / "q-1.jpg":
+            shutil.copyfile(good, args[3])
+        over = run(*args[:1], "--store", store, *args[1:], check=False, env_extra=env)
+        assert over.returncode == 2 and "--plot" in over.stderr and over.stdout == "", args
+        assert "name another file" in over.stderr or "the store's photos" in over.stderr
+    assert query.read_bytes() == before and good.read_bytes() == catalogue_photo
+    assert not (catalog / "x_bolsa_feminina" / "new.png").exists()
 
 
 def test_a_file_name_that_is_not_utf8_is_skipped(catalog, env, tmp_path):

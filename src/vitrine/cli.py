@@ -20,6 +20,7 @@ from vitrine.cli_support import (
     StoreOpt,
     WeightsOpt,
     check_category,
+    check_plot_targets,
     command_settings,
     err,
     open_recommender,
@@ -117,8 +118,11 @@ def search(
     plot = plot_path(plot)
     rec = open_recommender(store, weights, model)
     category = check_category(rec, category)
+    targets = [None] * len(images) if plot is None else [plot] if len(images) == 1 else [
+        plot.with_name(f"{plot.stem}-{i}{plot.suffix}") for i in range(len(images))]
+    check_plot_targets([t for t in targets if t is not None], images, rec)
     failed = 0
-    for i, image in enumerate(images):
+    for image, target in zip(images, targets, strict=True):
         try:
             matches, guess = rec.search_image_guess(image, k, category)
         except ImageError as exc:  # the other photos are still searched
@@ -128,8 +132,6 @@ def search(
                             "error": str(exc)})
             failed += 1
             continue
-        target = None if plot is None else plot if len(images) == 1 else \
-            plot.with_name(f"{plot.stem}-{i}{plot.suffix}")
         if not as_json:
             out.print(results_table(f"Similar to {image}", matches))
             if guess is not None:
@@ -165,6 +167,8 @@ def similar(
     rec = open_recommender(store, None)
     category = check_category(rec, category)
     product, matches = rec.similar(product_id, k, category)
+    if plot is not None:
+        check_plot_targets([plot], [Path(product.image)], rec)
     if not as_json:
         out.print(results_table(f"Similar to {product_id} ({product.name})", matches))
     problem = None

@@ -123,6 +123,28 @@ def plot_path(plot: Path | None) -> Path | None:
     return plot
 
 
+def check_plot_targets(targets: list[Path], photos: list[Path], rec) -> None:
+    """Refuse, before any work, a figure that would be written over a photo to search (the
+    next query then searched the figure) or into the store's catalogue or upload folder (it
+    replaced a product's photo, which the next `vitrine index` embedded; a new file there
+    would be read as a product)."""
+    from vitrine.store import upload_folder
+
+    folders = [Path(f).resolve() for f in (rec.store.catalog_folder(),
+                                           upload_folder(rec.store, rec.settings.upload_dir))
+               if f is not None]
+    for target in targets:
+        real = target.resolve()
+        for photo in photos:
+            if real == Path(photo).resolve() or (
+                    target.exists() and Path(photo).exists() and os.path.samefile(target, photo)):
+                raise VitrineError(f"--plot {target} is the photo {photo}; name another file "
+                                   "for the figure.")
+        if inside := next((f for f in folders if real.is_relative_to(f)), None):
+            raise VitrineError(f"--plot {target} is inside {inside}, the store's photos; name "
+                               "a file elsewhere for the figure.")
+
+
 def check_category(rec, category: str | None) -> str | None:
     """``--category`` as the store spells it (either Unicode form of its accents); an
     unknown one is an error naming the store's categories (a typo would otherwise look like
