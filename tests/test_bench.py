@@ -102,3 +102,17 @@ def test_bench_images_of_photos_none_can_read_is_an_error(settings, tmp_path):
     with pytest.raises(VitrineError, match=r"none of the photos of the 2 products in .* "
                                            r"could be embedded \(.*a\.jpg: .*\); nothing"):
         bench_images(tmp_path / "cat", settings)
+
+
+def test_a_bad_images_folder_is_said_before_the_search_is_measured(tmp_path, monkeypatch):
+    """`--items N --images BAD` measured the search (16 minutes at a million) and then said
+    the folder did not exist, the figures lost."""
+    from vitrine import bench
+    from vitrine.errors import CatalogError
+
+    def measured(*args, **kwargs):
+        raise AssertionError("the search was measured first")
+
+    monkeypatch.setattr(bench, "bench_items", measured)
+    with pytest.raises(CatalogError, match="does not exist"):
+        run_bench(Settings(), items=1000, images=tmp_path / "missing")

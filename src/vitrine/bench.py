@@ -254,6 +254,10 @@ def run_bench(settings: Settings, *, items: int | None = None, images: Path | No
     their headline figures also at the top level."""
     if items is None and images is None:
         raise VitrineError("nothing to measure; pass --items N, --images DIR or both.")
+    if images is not None:  # a bad folder is said before the search's minutes, not after
+        from vitrine.catalog import read_catalog
+
+        read_catalog(images)
     report: dict = {"machine": machine()}
     if items is not None:
         report["search"] = bench_items(items, settings, dim=model_dim(settings))
