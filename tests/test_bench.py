@@ -116,3 +116,20 @@ def test_a_bad_images_folder_is_said_before_the_search_is_measured(tmp_path, mon
     monkeypatch.setattr(bench, "bench_items", measured)
     with pytest.raises(CatalogError, match="does not exist"):
         run_bench(Settings(), items=1000, images=tmp_path / "missing")
+
+
+def test_the_sweep_names_the_breadth_each_row_ran_with():
+    """A search runs with efSearch at least k and nprobe at most the lists: rows labelled
+    efSearch 2 and 4 ran at 10, and said the same recall as the headline, which did not
+    name its own breadth."""
+    from vitrine.bench import bench_items
+
+    hnsw = bench_items(500, Settings(index="hnsw", hnsw_ef_search=8))
+    assert hnsw["efSearch"] == 10
+    assert [row["efSearch"] for row in hnsw["sweep"]] == [16, 32]
+    ivf = bench_items(500, Settings(index="ivf", ivf_nprobe=16))
+    lists = int(ivf["index"].removeprefix("ivf").split("-")[0])
+    assert ivf["nprobe"] == min(16, lists)
+    values = [row["nprobe"] for row in ivf["sweep"]]
+    assert len(set(values)) == len(values) and max(values) <= lists
+    assert ivf["nprobe"] not in values

@@ -160,12 +160,18 @@ def bench_items(n: int, settings: Settings, *, dim: int = 1280, queries: int = 2
     index = build_index(config, dim, n, batches(), sample)
     build_seconds = time.perf_counter() - started
     latencies, found = time_queries(index, query_vecs, k)
-    sweep = []
+    sweep, breadth = [], {}
     if index.kind != "flat":  # the recall/latency curve of the search-time parameter
-        name = "efSearch" if index.kind == "hnsw" else "nprobe"
-        base = config.hnsw_ef_search if index.kind == "hnsw" else config.ivf_nprobe
-        for value in sorted({max(1, base // 4), max(1, base // 2), base * 2, base * 4}):
-            field = "hnsw_ef_search" if index.kind == "hnsw" else "ivf_nprobe"
+        hnsw = index.kind == "hnsw"
+        name, field = ("efSearch", "hnsw_ef_search") if hnsw else ("nprobe", "ivf_nprobe")
+        base = config.hnsw_ef_search if hnsw else config.ivf_nprobe
+
+        def effective(value: int) -> int:  # what a search runs with (VectorIndex._params)
+            return max(value, k) if hnsw else min(value, index.inner.nlist)
+
+        breadth = {name: effective(base)}  # the headline figures'
+        tried = {max(1, base // 4), max(1, base // 2), base * 2, base * 4}
+        for value in sorted({effective(v) for v in tried} - {effective(base)}):
             other = VectorIndex(index.index, replace(config, **{field: value}))
             times, ids = time_queries(other, query_vecs, k)
             sweep.append({name: value, "p50_ms": percentile_ms(times, 50),
@@ -173,7 +179,7 @@ def bench_items(n: int, settings: Settings, *, dim: int = 1280, queries: int = 2
                           "recall_at_10": round(recall_at_k(ids, truth.ids, k), 4)})
     return {
         "items": n, "dim": dim, "clusters": clusters_for(n), "queries": queries, "k": k,
-        "index": config.tag(n), "p50_ms": percentile_ms(latencies, 50),
+        "index": config.tag(n), **breadth, "p50_ms": percentile_ms(latencies, 50),
         "p99_ms": percentile_ms(latencies, 99),
         "mean_ms": round(float(np.mean(latencies)) * 1e3, 3),
         "recall_at_10": round(recall_at_k(found, truth.ids, k), 4),
