@@ -759,3 +759,12 @@ def test_a_real_terminal_closing_and_nohup(tmp_path):
     ignoring.send_signal(signal.SIGTERM)
     ignoring.communicate(timeout=60)
     assert ignoring.returncode == -signal.SIGTERM and marker.read_text() == "cleaned up"
+
+
+def test_demo_train_with_a_model_is_refused(small_catalog, tmp_path):
+    """`demo --train --model DIR` indexed with DIR and trained nothing, without a word."""
+    proc = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), "--out",
+                           str(tmp_path / "out"), "--train", "--model", str(tmp_path / "m"),
+                           "--no-serve"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--train trains a model" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -503,6 +503,37 @@ def test_the_demo_never_replaces_or_deletes_a_store_it_did_not_make(shop_a, novi
         run_demo(inside, out / "store", inside / "relogio_feminino", demo, 2, console=console)
 
 
+def test_the_demo_removes_only_its_own_stale_figures(shop_a, settings, tmp_path):
+    """Each run removed every similar-*.png of --out it did not write: a user's file named
+    so went too. Only the figures the last run's demo.json lists go. Photos without a
+    category and a folder named "uncategorised" wrote one figure between them."""
+    from rich.console import Console
+
+    from vitrine.demo import run_demo
+
+    catalog, out = tmp_path / "cat", tmp_path / "out"
+    shutil.copytree(shop_a, catalog)
+    demo = settings.model_copy(update={"demo_train": False})
+    console = Console(record=True, width=200)
+    first = run_demo(catalog, out / "store", out, demo, 1, console=console)
+    gone = sorted(p for p in catalog.iterdir() if p.is_dir())[0]
+    figure = next(Path(e["figure"]) for e in first["examples"] if e["category"] == gone.name)
+    assert figure.is_file()
+    (out / "similar-mine.png").write_bytes(b"the user's")
+    photos = sorted(gone.glob("*.jpg"))
+    (catalog / "uncategorised").mkdir()
+    shutil.copy(photos[0], catalog / "uncategorised" / "a.jpg")
+    shutil.copy(photos[1], catalog / "loose.jpg")  # no folder: no category
+    shutil.rmtree(gone)
+    if (catalog / "products.csv").exists():
+        (catalog / "products.csv").unlink()
+    again = run_demo(catalog, out / "store", out, demo, 1, console=console)
+    figures = {e["category"]: Path(e["figure"]) for e in again["examples"]}
+    assert figures[""] != figures["uncategorised"]
+    assert all(f.is_file() for f in figures.values())
+    assert not figure.exists() and (out / "similar-mine.png").read_bytes() == b"the user's"
+
+
 def test_a_shard_number_must_be_below_the_shard_count():
     """`--shard I/N` numbers the shards 0 … N-1: '2/2' (a third shard of two) and '-1/2' are
     refused in one sentence, '1/2' is the second of two."""

@@ -388,6 +388,9 @@ def demo(
     from vitrine.server import bind, exposure_note
 
     settings = command_settings(weights, model)
+    if train_model and settings.model is not None:  # (it indexed with the model, untrained)
+        raise VitrineError("--train trains a model, and --model (or VITRINE_MODEL) names one "
+                           "to use; pass one of them.")
     if train_model is not None:
         settings = settings.model_copy(update={"demo_train": train_model})
     catalog = catalog or settings.demo_catalog

@@ -62,7 +62,9 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
             product, matches = rec.similar(first.product_id, k)
             console.print(results_table(
                 f"{category}: similar to {product.product_id} — {product.name}", matches))
-            figure = out_dir / f"similar-{_file_name(category or 'uncategorised')}.png"
+            # (no category's name is "(uncategorised)": _file_name writes no parenthesis)
+            name = _file_name(category) if category else "(uncategorised)"
+            figure = out_dir / f"similar-{name}.png"
             plot_recommendations(product.image, product.name or product.product_id, matches,
                                  figure, settings.max_image_pixels)
             same = sum(m.product.category == category for m in matches)
@@ -72,9 +74,8 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     finally:
         store.close()
     written = {Path(e["figure"]).name for e in examples}
-    for stale in out_dir.glob("similar-*.png"):  # an earlier run's categories
-        if stale.name not in written:
-            stale.unlink(missing_ok=True)
+    for stale in _figures_of_last_run(out_dir) - written:  # its categories, gone since
+        (out_dir / stale).unlink(missing_ok=True)
     summary = {"store": str(store_dir), "index": report.as_dict(), "examples": examples}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "demo.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2),
@@ -89,6 +90,17 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         run_server(app, serve, on_ready=lambda address: console.print(ready_message(address),
                                                                      soft_wrap=True))
     return summary
+
+
+def _figures_of_last_run(out_dir: Path) -> set[str]:
+    """The names of the figures the demo's last run wrote in ``out_dir`` (its demo.json
+    lists them): only those are removed, not a file of the user's named alike."""
+    try:
+        summary = json.loads((out_dir / "demo.json").read_text(encoding="utf-8"))
+        names = {Path(e["figure"]).name for e in summary["examples"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {n for n in names if n.startswith("similar-") and n.endswith(".png")}
 
 
 def _file_name(text: str) -> str:
