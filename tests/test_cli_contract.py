@@ -338,11 +338,14 @@ def test_every_command_help_renders():
     assert {"index", "search", "similar", "serve", "train", "evaluate", "bench"} <= set(names)
     runner = CliRunner()
     for name in names:
-        result = runner.invoke(app, [name, "--help"])
+        result = runner.invoke(app, [name, "--help"], terminal_width=80)
         assert result.exit_code == 0, f"{name} --help: {result.output}{result.exception!r}"
         assert "Usage" in result.output
-    store_help = runner.invoke(app, ["index", "--help"], terminal_width=200).output
-    assert "milvus://HOST[:PORT][/COLLECTION]" in store_help
+        # at 80 columns no word is cut short ("milvus://HOST[:PORT][/COLLE…" could not be read)
+        assert "…" not in result.output, f"{name} --help:\n{result.output}"
+    store_help = " ".join(runner.invoke(app, ["index", "--help"], terminal_width=200
+                                        ).output.split())
+    assert "milvus://HOST[:PORT] (a Milvus server; /NAME" in store_help
     # the usage lines name the arguments as the README does (not {images}, {dirs})
     for name, argument in (("index", "{CATALOG_DIR}"), ("search", "{IMAGE}..."),
                            ("dedupe", "{DIR}..."), ("similar", "{PRODUCT_ID}")):

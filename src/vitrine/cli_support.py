@@ -31,8 +31,9 @@ err = Console(stderr=True, markup=False, emoji=False, soft_wrap=True)
 or a script's capture stays on one line; tables still fit the width."""
 
 StoreOpt = Annotated[str, typer.Option(
-    "--store", "-s", help="Store: a folder (embedded default), milvus-lite:///ABS/PATH.db, "
-    "or milvus://HOST\\[:PORT]\\[/COLLECTION].")]
+    "--store", "-s", help="Store: a folder (embedded default), milvus-lite:///PATH.db "
+    "(absolute path) or milvus://HOST\\[:PORT] (a Milvus server; /NAME after it names a "
+    "collection other than vitrine).")]
 WeightsOpt = Annotated[Path | None, typer.Option(
     "--weights", help="Local backbone weights (torchvision state_dict); default: "
     "VITRINE_WEIGHTS, else torchvision's download.")]
