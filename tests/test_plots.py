@@ -77,6 +77,21 @@ def test_a_large_photo_is_shown_at_reduced_scale_not_as_missing(tmp_path):
     plt.close(fig)
 
 
+def test_a_damaged_photo_is_drawn_as_unreadable_a_gone_one_as_missing(tmp_path):
+    """A catalogue photo damaged since it was indexed was drawn as "(photo missing)"."""
+    import matplotlib.pyplot as plt
+
+    from vitrine.plots import _show
+
+    (tmp_path / "damaged.jpg").write_bytes(b"\xff\xd8 not a photo any more")
+    for path, said in ((tmp_path / "damaged.jpg", "(photo unreadable)"),
+                       (tmp_path / "gone.jpg", "(photo missing)")):
+        fig, ax = plt.subplots()
+        _show(ax, path, ["match"])
+        assert not ax.images and [t.get_text() for t in ax.texts] == [said]
+        plt.close(fig)
+
+
 def test_history_names_the_loss_it_shows_and_one_epoch_has_one_tick(tmp_path, monkeypatch):
     """The training loss was labelled "class-weighted, label-smoothed" when it was neither
     (the defaults); one epoch gave ticks 0.96 … 1.04."""

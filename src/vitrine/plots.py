@@ -102,8 +102,9 @@ def _show(ax, image_path: str | Path, title: list[str], colour: str = "black",
           max_pixels: int = 40_000_000) -> None:
     try:
         ax.imshow(thumbnail(Path(image_path), TILE_SIDE, max_pixels))
-    except ImageError:
-        ax.text(0.5, 0.5, "(photo missing)", ha="center", va="center")
+    except ImageError:  # (a file there that is no photo any more is not "missing")
+        said = "(photo unreadable)" if Path(image_path).exists() else "(photo missing)"
+        ax.text(0.5, 0.5, said, ha="center", va="center")
     ax.set_title("\n".join(title), fontsize=8, color=colour)
     ax.axis("off")
 
