@@ -68,6 +68,14 @@ def test_a_full_disk_is_one_sentence_and_leaves_no_file(tmp_path, monkeypatch):
     assert list((tmp_path / "cache").iterdir()) == [] and storage.on_disk == 0
 
 
+def test_a_cache_folder_that_cannot_be_made_is_one_sentence(tmp_path):
+    """A folder name too long for the file system (beside a long --out) was a traceback."""
+    storage = MapStorage(tmp_path / ("x" * 300) / "cache", budget=0)
+    with pytest.raises(VitrineError, match="cannot write the training cache .*File name "
+                                           "too long"):
+        storage.zeros((10, 4))
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/meminfo")
 def test_cache_budget_is_the_setting_or_half_the_available_memory():
     assert cache_budget(0) == 0 and cache_budget(3) == 3 * 2**20

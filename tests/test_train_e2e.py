@@ -485,7 +485,7 @@ def test_another_tools_model_json_is_not_a_model_folder_and_stale_stages_go(tmp_
     hidden stage a killed run (SIGKILL) left beside --out is removed by the next run to that
     folder, and only that folder's."""
     from vitrine.errors import VitrineError
-    from vitrine.trained import staged_model_dir
+    from vitrine.trained import STAGE_SCRATCH, staged_model_dir
 
     tfjs = tmp_path / "tfjs"
     tfjs.mkdir()
@@ -508,9 +508,11 @@ def test_another_tools_model_json_is_not_a_model_folder_and_stale_stages_go(tmp_
     others.append(users)
     with staged_model_dir(out) as stage:
         (stage / "model.json").write_text('{"format": "vitrine-trained-model/1"}')
+        (stage / STAGE_SCRATCH).mkdir()  # the training cache's folder, left by a failure
+        (stage / STAGE_SCRATCH / "maps-0-160.f32").write_bytes(b"x")
         assert not stale.exists() and all(p.is_dir() for p in others)
     assert all((p / "checkpoint.pt").is_file() for p in others)
-    assert sorted(p.name for p in out.iterdir()) == ["model.json"]  # no mark moved in
+    assert sorted(p.name for p in out.iterdir()) == ["model.json"]  # no mark, no cache
 
 
 def test_imagenet_layer_is_the_pretrained_embedder(trained, embedder):
@@ -842,6 +844,15 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
     for line in training_lines(loose):
         console.print(line)
     assert "solta.jpg: no folder" in console.export_text()
+    # no test split: the table says "—" for its figures, as report.md does, not "nan"
+    untested = {**loose, "phases": {name: {**phase, "metrics": {
+        s: m for s, m in phase["metrics"].items() if s != "test"}}
+        for name, phase in summary["phases"].items()}, "test": None}
+    console = Console(record=True, width=120)
+    for line in training_lines(untested):
+        console.print(line)
+    text = console.export_text()
+    assert "nan" not in text and "—" in text
     # a table category that overrides the photo's folder: trained under it, and said
     assert trained[2]["category_from_table"] == []
     moved = {**summary, "category_from_table": [{"product_id": "p[1]", "category": "botas",

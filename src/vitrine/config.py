@@ -257,7 +257,8 @@ class Settings(BaseSettings):
     seeds 0-4, results/train_tuning/taps_linear_plain_2views.json)."""
     train_cache_memory_mb: Count | None = None
     """Memory the frozen-layer cache may take, in MiB (vitrine.train_data.MapStorage); past
-    it, the cache is written to files in a hidden folder beside ``--out``, mapped into
+    it, the cache is written to files in the hidden folder beside ``--out`` that the model is
+    written in (removed with it, a killed run's too), mapped into
     memory and unlinked at once (their space is freed when the run ends, even killed).
     Unset: half the memory available when training starts (the least of the system's and
     its control groups' headroom)."""

@@ -67,7 +67,7 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
     """Split ``catalog_dir``, train, and write the model folder ``out_dir``; returns the
     summary also written as ``summary.json``. The folder appears (or replaces an earlier
     model) only when everything is written: a failed or interrupted run leaves it as it was."""
-    from vitrine.trained import staged_model_dir
+    from vitrine.trained import STAGE_SCRATCH, staged_model_dir
 
     out, catalog = Path(out_dir).expanduser().resolve(), Path(catalog_dir).resolve()
     refuse_out_inside(catalog_dir, out_dir)
@@ -75,7 +75,7 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
         raise CatalogError(f"the catalogue {catalog_dir} is inside --out {out_dir}; name a "
                            "model folder that does not hold the catalogue.")
     with staged_model_dir(out_dir) as stage:
-        cache = stage.with_name(f"{stage.name}.cache")  # beside the model being written
+        cache = stage / STAGE_SCRATCH  # (removed with a stage a killed run left)
         try:
             return _train(catalog_dir, stage, cache, Path(out_dir), settings, show_progress)
         except OSError as exc:

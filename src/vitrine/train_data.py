@@ -93,16 +93,17 @@ class MapStorage:
         if nbytes == 0 or self.in_memory + nbytes <= self.budget:
             self.in_memory += nbytes
             return torch.zeros(tuple(shape))
-        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"maps-{self.on_disk}-{nbytes}.f32"
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)  # (a name too long: one sentence)
             with open(path, "wb") as fh:
                 if hasattr(os, "posix_fallocate"):
                     os.posix_fallocate(fh.fileno(), 0, nbytes)
                 else:  # macOS: a sparse file
                     fh.truncate(nbytes)
         except OSError as exc:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # (no folder to hold it either)
+                path.unlink(missing_ok=True)
             raise VitrineError(
                 f"cannot write the training cache ({nbytes / 2**30:.1f} GiB) in "
                 f"{self.folder} ({exc.strerror or exc}); free disk space there or raise "

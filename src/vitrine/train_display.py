@@ -43,9 +43,8 @@ def training_lines(summary: dict) -> list:
     for name, phase in summary["phases"].items():
         m = phase["metrics"]
         table.add_row(name.replace("_", " "), str(phase["epochs"]), str(phase["best_epoch"]),
-                      *(f"{m.get(s, {}).get('acc', float('nan')):.3f}"
-                        for s in ("train", "val", "test")),
-                      f"{m.get('test', {}).get('loss', float('nan')):.3f}",
+                      *(_figure(m.get(s, {}).get("acc")) for s in ("train", "val", "test")),
+                      _figure(m.get("test", {}).get("loss")),
                       f"{phase['seconds']:.0f}")
     lines.append(table)
     refit = summary.get("refit")
@@ -138,3 +137,9 @@ def evaluation_tables(report: dict) -> list:
                               f"{100 * r['probability']:.0f}%")
             out.append(table)
     return out
+
+
+def _figure(value: float | None) -> str:
+    """A table cell: three decimals, or "—" for a figure there is none of (no test split),
+    as report.md writes it (it printed "nan")."""
+    return "—" if value is None or value != value else f"{value:.3f}"

@@ -29,6 +29,10 @@ MODEL_FILE = "model.pt"
 CONFIG_FILE = "model.json"
 FORMAT = "vitrine-trained-model/1"
 STAGE_MARK = ".vitrine-stage"
+STAGE_SCRATCH = ".scratch"
+"""A folder in the stage for a run's own temporary files (the training cache): never moved
+into the model folder, and removed with the stage a killed run left (beside it, no later
+run knew it)."""
 """The file that marks a hidden folder beside --out as a training run's stage."""
 MODEL_OUTPUTS = frozenset({
     MODEL_FILE, CONFIG_FILE, "split.json", "summary.json", "metrics.json", "history.json",
@@ -185,7 +189,7 @@ def _swap_contents(stage: Path, out_dir: Path) -> None:
     its entry (the earlier model, moved aside, then went with the stage)."""
     aside = stage / ".previous"
     old = [p.name for p in out_dir.iterdir() if p.name in MODEL_OUTPUTS]
-    new = [p.name for p in stage.iterdir() if p.name != STAGE_MARK]
+    new = [p.name for p in stage.iterdir() if p.name not in (STAGE_MARK, STAGE_SCRATCH)]
     aside.mkdir()
     try:
         for name in old:
