@@ -71,6 +71,12 @@ def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
     assert Counter(given.values()) == {"train": 6, "val": 2, "test": 2}
     assert {p.category for p in products} == {"relogio_feminino", "salto_feminino"}
     assert find_split_folders(tmp_path / "treino") is None
+    # a product table at the top was not read (each split folder is a catalogue of its own):
+    # its categories silently lost, while `vitrine index` of the folder used them
+    (tmp_path / "Produtos.CSV").write_text("id,imagem,categoria\n1,treino/a.jpg,relógio\n")
+    with pytest.raises(CatalogError, match=r"is split in folders \(test, train, val\).*"
+                                           r"Produtos.CSV at its top would not be read"):
+        read_split_catalog(tmp_path)
 
 
 def test_train_and_val_folders_without_test_carve_the_test_split(tmp_path):

@@ -160,6 +160,13 @@ def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None
     folders = find_split_folders(root)
     if folders is None:
         return read_catalog(root), None
+    from vitrine.catalog_csv import find_csv
+
+    if table := find_csv(root):  # its categories were silently not used (index uses them)
+        raise CatalogError(f"{root} is split in folders ({', '.join(sorted(folders))}), each "
+                           f"read as a catalogue of its own, so {table.name} at its top would "
+                           "not be read: put each split's rows in a products.csv in its "
+                           "folder (photo paths from there), or move the table away.")
     products, given = [], {}
     for split, folder in folders.items():
         for product in read_catalog(folder):
