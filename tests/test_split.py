@@ -72,10 +72,23 @@ def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
     assert {p.category for p in products} == {"relogio_feminino", "salto_feminino"}
     assert find_split_folders(tmp_path / "treino") is None
     # a product table at the top was not read (each split folder is a catalogue of its own):
-    # its categories silently lost, while `vitrine index` of the folder used them
-    (tmp_path / "Produtos.CSV").write_text("id,imagem,categoria\n1,treino/a.jpg,relógio\n")
-    with pytest.raises(CatalogError, match=r"is split in folders \(test, train, val\).*"
-                                           r"Produtos.CSV at its top would not be read"):
+    # its categories silently lost, while `vitrine index` of the folder used them. It is
+    # the whole catalogue's; the folders under each split's are the others' categories
+    photo = sorted((tmp_path / "treino" / "relogio_feminino").iterdir())[0]
+    (tmp_path / "solta.jpg").write_bytes(photo.read_bytes())  # in no split: left out
+    (tmp_path / "Produtos.CSV").write_text(
+        f"id,imagem,categoria,nome\nr1,treino/relogio_feminino/{photo.name},relógio,Relógio\n")
+    products, given = read_split_catalog(tmp_path)
+    assert len(products) == 10 and given["r1"] == "train"
+    by_id = {p.product_id: p for p in products}
+    assert (by_id["r1"].category, by_id["r1"].name) == ("relógio", "Relógio")
+    assert by_id["r1"].folder_category == "relogio_feminino"
+    assert Counter(given.values()) == {"train": 6, "val": 2, "test": 2}
+    assert {p.category for p in products} == {"relógio", "relogio_feminino", "salto_feminino"}
+    assert all(p.product_id.split("/")[0] in ("r1", "treino", "validacao", "teste")
+               for p in products)
+    (tmp_path / "teste" / "products.csv").write_text("image,category\n")
+    with pytest.raises(CatalogError, match="keep one table at the top or one in each split"):
         read_split_catalog(tmp_path)
 
 

@@ -160,8 +160,10 @@ def stratified_split(products: list[Product], test_fraction: float,
     return keep, held
 
 
-def _category_of(rel: Path) -> str:
-    return category_form(rel.parts[0]) if len(rel.parts) > 1 else ""
+def _category_of(rel: Path, depth: int = 0) -> str:
+    """The category of the photo at ``rel``: its folder ``depth`` levels down (0: the first;
+    1 in a split catalogue, under train/val/test), none for a photo above it."""
+    return category_form(rel.parts[depth]) if len(rel.parts) > depth + 1 else ""
 
 
 STORE_MARKERS = ("vitrine.sqlite", "model.json")
@@ -226,11 +228,12 @@ def refuse_out_inside(catalog: Path, out: Path) -> None:
                            "be read as photos of a category next time. Put it outside.")
 
 
-def read_catalog(root: Path) -> list[Product]:
+def read_catalog(root: Path, *, depth: int = 0) -> list[Product]:
     """Read a catalogue folder into products.
 
     Without a product table every photo is a product whose id is its relative path and whose
-    category is its first folder. With ``products.csv`` (or ``produtos.csv``; see
+    category is its first folder (with ``depth`` 1, its second: a catalogue split in
+    train/val/test folders). With ``products.csv`` (or ``produtos.csv``; see
     :mod:`vitrine.catalog_csv` for what it accepts) its rows define the products; extra
     columns become attributes, and photos not listed in it are added as products of their
     folder.
@@ -246,7 +249,7 @@ def read_catalog(root: Path) -> list[Product]:
     listed: set[Path] = set()
     csv_path = find_csv(root)
     if csv_path is not None:
-        for product in _read_csv(csv_path, root, photos):
+        for product in _read_csv(csv_path, root, photos, depth):
             products[product.product_id] = product
             listed.add(product.image)
     for path in photos:
@@ -260,7 +263,7 @@ def read_catalog(root: Path) -> list[Product]:
                 f"{products[pid].image.relative_to(root).as_posix()}, but {pid} is another "
                 "photo the table does not list (its id would be that path); list that photo "
                 "in the table or choose another id.")
-        products[pid] = Product(product_id=pid, image=path, category=_category_of(rel),
+        products[pid] = Product(product_id=pid, image=path, category=_category_of(rel, depth),
                                 name=path.stem, unlisted=csv_path is not None)
     if not products:
         kinds = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
@@ -285,7 +288,8 @@ def recategorised_note(items: list[dict], shown: int = 3) -> str:
             f"their photo's folder: {named}{more}.")
 
 
-def _read_csv(csv_path: Path, root: Path, photos: list[Path]) -> list[Product]:
+def _read_csv(csv_path: Path, root: Path, photos: list[Path], depth: int = 0
+              ) -> list[Product]:
     """The products the table lists; every problem in it is reported in one error."""
     folded: dict[str, list[Path]] = {}  # two files may differ only in case
     for path in photos:
@@ -313,7 +317,7 @@ def _read_csv(csv_path: Path, root: Path, photos: list[Path]) -> list[Product]:
             problems.append(f"line {row.line}: {str(exc).rstrip('.')}")
             continue
         rel = image.relative_to(root)
-        folder = _category_of(rel)
+        folder = _category_of(rel, depth)
         products.append(Product(
             product_id=pid, image=image, category=f["category"] or folder,
             name=f["name"] or rel.stem, price=price, description=f["description"],

@@ -156,17 +156,29 @@ def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None
 
     In a split catalogue every split folder is read as a catalogue of its own (category
     sub-folders, optional ``products.csv``); product ids get the split's name as a prefix.
+    A product table at its top instead (what `vitrine index` of the folder reads) is the
+    whole catalogue's: photo paths from the top, categories the folders under each split's;
+    photos outside the split folders are in no split and left out, as they are otherwise.
     """
     folders = find_split_folders(root)
     if folders is None:
         return read_catalog(root), None
     from vitrine.catalog_csv import find_csv
 
-    if table := find_csv(root):  # its categories were silently not used (index uses them)
-        raise CatalogError(f"{root} is split in folders ({', '.join(sorted(folders))}), each "
-                           f"read as a catalogue of its own, so {table.name} at its top would "
-                           "not be read: put each split's rows in a products.csv in its "
-                           "folder (photo paths from there), or move the table away.")
+    if top := find_csv(root):  # (it was not read: its categories lost, while index used them)
+        if inner := [t for f in folders.values() if (t := find_csv(f))]:
+            raise CatalogError(f"{top} and {inner[0]} both describe photos of {root}; keep "
+                               "one table at the top or one in each split folder.")
+        split_of = {f.resolve().name: split for split, f in folders.items()}
+        products, given = [], {}
+        top_folder = Path(root).resolve()
+        for product in read_catalog(root, depth=1):
+            rel = product.image.relative_to(top_folder) if product.image.is_relative_to(
+                top_folder) else Path(product.image.name)
+            if len(rel.parts) > 1 and rel.parts[0] in split_of:
+                products.append(product)
+                given[product.product_id] = split_of[rel.parts[0]]
+        return products, given
     products, given = [], {}
     for split, folder in folders.items():
         for product in read_catalog(folder):
