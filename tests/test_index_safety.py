@@ -269,6 +269,30 @@ def test_a_catalogue_id_in_another_unicode_form_leaves_the_api_product_alone(
     assert _state(store)[0] == 1
 
 
+def test_a_split_catalogue_is_indexed_by_the_folders_under_its_splits(shop_a, embedder,
+                                                                      tmp_path):
+    """The reference design's layout, train/ and test/ folders of category folders: index
+    stored every product under the category "train" or "test". The categories are the
+    folders under the splits (as train and evaluate read them); a photo outside the split
+    folders is named as skipped, not indexed as a product without a category."""
+    catalog = tmp_path / "cat"
+    categories = sorted(p.name for p in shop_a.iterdir() if p.is_dir())[:2]
+    for category in categories:
+        photos = sorted((shop_a / category).glob("*.jpg"))
+        for split, photo in zip(("train", "test"), photos, strict=False):
+            (catalog / split / category).mkdir(parents=True)
+            shutil.copy(photo, catalog / split / category / photo.name)
+    shutil.copy(photos[0], catalog / "loose.jpg")
+    report = _index(catalog, tmp_path / "st", embedder)
+    assert report.indexed == 4
+    assert report.skipped == [{"path": "loose.jpg", "reason": "outside the train/val/test "
+                               "folders of a split catalogue; move it into one to index it"}]
+    db = open_store(tmp_path / "st")
+    assert db.categories() == {c: 2 for c in categories}
+    assert all(p.product_id.split("/")[0] in ("train", "test") for p in db.list_products())
+    db.close()
+
+
 def test_duplicates_name_api_products_by_id(shop_a, embedder, tmp_path):
     """A product added through the API is named by its id, not by its <sha256>.jpg file."""
     from vitrine.catalog import Product

@@ -191,11 +191,12 @@ def vitrine_folder(root: Path, photo: Path, known: dict[Path, bool]) -> Path | N
     return None
 
 
-def scan_images(root: Path) -> list[Path]:
+def scan_images(root: Path, skip: Iterable[str] = ()) -> list[Path]:
     """All photo files below ``root`` (any extension case), sorted; hidden files and folders,
-    and Vitrine store and model folders, skipped. Symbolic links to folders are followed
-    (each real folder once); a link to a photo that is gone is listed, so that reading it
-    reports it."""
+    Vitrine store and model folders, and the folders of ``root`` named in ``skip``, skipped.
+    Symbolic links to folders are followed (each real folder once); a link to a photo that
+    is gone is listed, so that reading it reports it."""
+    skip = set(skip)
     found = []
     seen: set[tuple[int, int]] = set()
     real_root = Path(root).resolve()
@@ -211,7 +212,8 @@ def scan_images(root: Path) -> list[Path]:
             # another category; the root holding a store: its uploads are not catalogue photos
             os.path.islink(os.path.join(folder, d))
             and Path(folder, d).resolve().is_relative_to(real_root))
-            and not (folder == str(root) and d == UPLOADS and STORE_MARKERS[0] in files))
+            and not (folder == str(root) and (d in skip or d == UPLOADS
+                                              and STORE_MARKERS[0] in files)))
         for name in files:
             path = Path(folder, name)
             if not name.startswith(".") and is_image_path(path) and (
@@ -228,7 +230,7 @@ def refuse_out_inside(catalog: Path, out: Path) -> None:
                            "be read as photos of a category next time. Put it outside.")
 
 
-def read_catalog(root: Path, *, depth: int = 0) -> list[Product]:
+def read_catalog(root: Path, *, depth: int = 0, empty_ok: bool = False) -> list[Product]:
     """Read a catalogue folder into products.
 
     Without a product table every photo is a product whose id is its relative path and whose
@@ -236,7 +238,7 @@ def read_catalog(root: Path, *, depth: int = 0) -> list[Product]:
     train/val/test folders). With ``products.csv`` (or ``produtos.csv``; see
     :mod:`vitrine.catalog_csv` for what it accepts) its rows define the products; extra
     columns become attributes, and photos not listed in it are added as products of their
-    folder.
+    folder. A folder without photos is an error, unless ``empty_ok`` (an empty split folder).
     """
     root = Path(root)
     if not root.exists():
@@ -265,7 +267,7 @@ def read_catalog(root: Path, *, depth: int = 0) -> list[Product]:
                 "in the table or choose another id.")
         products[pid] = Product(product_id=pid, image=path, category=_category_of(rel, depth),
                                 name=path.stem, unlisted=csv_path is not None)
-    if not products:
+    if not products and not empty_ok:
         kinds = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
         raise CatalogError(f"no product photos found in {root} ({kinds}).")
     return sorted(products.values(), key=lambda p: p.product_id)

@@ -19,7 +19,6 @@ from vitrine.catalog import (
     UPLOADED,
     Product,
     id_problem,
-    read_catalog,
     recategorised,
 )
 from vitrine.dedupe import DuplicateRules, duplicate_groups, search_progress
@@ -29,6 +28,7 @@ from vitrine.errors import StoreError, VitrineError
 from vitrine.manifest import mismatch_error
 from vitrine.photo_hashes import PhotoHashes, unreadable_reason
 from vitrine.progress import progress_bar
+from vitrine.split import outside_split_folders, read_split_catalog
 from vitrine.store import UPLOAD_TMP, cleanable_uploads, unmarked_upload
 from vitrine.store.base import Record, VectorStore
 from vitrine.store.writer_lock import process_alive
@@ -147,15 +147,23 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     anything is written (:class:`RemovalRefused`)."""
     started = time.perf_counter()
     root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
-    products = [p for p in read_catalog(root) if in_shard(p.product_id, shard)]
+    # (a catalogue split in train/val/test folders: its categories are the folders under
+    # them, not "train" and "test")
+    products = [p for p in read_split_catalog(root)[0] if in_shard(p.product_id, shard)]
+    outside = [p for p in outside_split_folders(root)  # said, not silently left out
+               if in_shard(_display_path(p, root), shard)]
     if uploads is not None and Path(uploads).resolve().is_relative_to(root):
         # a VITRINE_UPLOAD_DIR inside the catalogue: the server's photos of its products
         # added through the API are not catalogue photos (each became a second product)
         folder = Path(uploads).resolve()
         products = [p for p in products if not (p.unlisted and p.image.is_relative_to(folder))]
+        outside = [p for p in outside if not p.is_relative_to(folder)]
     store.lock_for_writing()
     new_store = check_manifest(store, embedder, record=False)
     report = IndexReport()
+    report.skipped += [{"path": _display_path(p, root),
+                        "reason": "outside the train/val/test folders of a split catalogue; "
+                                  "move it into one to index it"} for p in outside]
     fingerprints = store.fingerprints()
     stored = {pid: fp for pid, fp in fingerprints.items() if in_shard(pid, shard)}
     unmarked = _unmarked_uploads(store, uploads, stored, root,

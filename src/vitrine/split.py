@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine.catalog import Product, read_catalog
+from vitrine.catalog import Product, read_catalog, scan_images
 from vitrine.config import Settings
 from vitrine.errors import CatalogError
 
@@ -165,12 +165,12 @@ def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None
         return read_catalog(root), None
     from vitrine.catalog_csv import find_csv
 
+    products, given = [], {}
     if top := find_csv(root):  # (it was not read: its categories lost, while index used them)
         if inner := [t for f in folders.values() if (t := find_csv(f))]:
             raise CatalogError(f"{top} and {inner[0]} both describe photos of {root}; keep "
                                "one table at the top or one in each split folder.")
         split_of = {f.resolve().name: split for split, f in folders.items()}
-        products, given = [], {}
         top_folder = Path(root).resolve()
         for product in read_catalog(root, depth=1):
             rel = product.image.relative_to(top_folder) if product.image.is_relative_to(
@@ -178,14 +178,24 @@ def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None
             if len(rel.parts) > 1 and rel.parts[0] in split_of:
                 products.append(product)
                 given[product.product_id] = split_of[rel.parts[0]]
-        return products, given
-    products, given = [], {}
-    for split, folder in folders.items():
-        for product in read_catalog(folder):
-            product.product_id = f"{folder.name}/{product.product_id}"
-            products.append(product)
-            given[product.product_id] = split
+    else:
+        for split, folder in folders.items():
+            for product in read_catalog(folder, empty_ok=True):  # (an empty one: as missing)
+                product.product_id = f"{folder.name}/{product.product_id}"
+                products.append(product)
+                given[product.product_id] = split
+    if not products:
+        raise CatalogError(f"no product photos found in the split folders of {root} "
+                           f"({', '.join(f.name for f in folders.values())}).")
     return products, given
+
+
+def outside_split_folders(root: Path) -> list[Path]:
+    """The photos of a split catalogue that are in none of its split folders (at its top, or
+    in another folder): in no split, so neither trained on nor indexed."""
+    folders = find_split_folders(root)
+    return [] if folders is None else scan_images(
+        Path(root), skip={f.name for f in folders.values()})
 
 
 def make_split(products: Sequence[Product], groups: list[list[str]], settings: Settings,
