@@ -104,11 +104,14 @@ def test_bench_images_of_photos_none_can_read_is_an_error(settings, tmp_path):
         bench_images(tmp_path / "cat", settings)
 
 
-def test_a_bad_images_folder_is_said_before_the_search_is_measured(tmp_path, monkeypatch):
+def test_a_bad_images_folder_or_model_is_said_before_the_search_is_measured(tmp_path,
+                                                                            monkeypatch):
     """`--items N --images BAD` measured the search (16 minutes at a million) and then said
-    the folder did not exist, the figures lost."""
+    the folder did not exist, or the weights could not be loaded, the figures lost."""
+    from PIL import Image
+
     from vitrine import bench
-    from vitrine.errors import CatalogError
+    from vitrine.errors import CatalogError, WeightsError
 
     def measured(*args, **kwargs):
         raise AssertionError("the search was measured first")
@@ -116,6 +119,11 @@ def test_a_bad_images_folder_is_said_before_the_search_is_measured(tmp_path, mon
     monkeypatch.setattr(bench, "bench_items", measured)
     with pytest.raises(CatalogError, match="does not exist"):
         run_bench(Settings(), items=1000, images=tmp_path / "missing")
+    (tmp_path / "cat").mkdir()  # nor a model that cannot be loaded
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat" / "a.jpg")
+    with pytest.raises(WeightsError):
+        run_bench(Settings(weights=tmp_path / "missing.pth"), items=1000,
+                  images=tmp_path / "cat")
 
 
 def test_the_sweep_names_the_breadth_each_row_ran_with():

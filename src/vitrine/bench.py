@@ -205,18 +205,26 @@ def time_queries(index: VectorIndex, queries: np.ndarray,
     return latencies, found
 
 
-def bench_images(images: Path, settings: Settings, *, show_progress: bool = False) -> dict:
-    """Index the photos of ``images`` into a temporary store, the whole pipeline timed."""
-    from vitrine.catalog import read_catalog
+def load_embedder(settings: Settings):
+    """The configured model, ready to embed, and the seconds that took."""
     from vitrine.embed import Embedder
+
+    started = time.perf_counter()
+    embedder = Embedder.from_settings(settings)
+    _ = embedder.engine
+    return embedder, time.perf_counter() - started
+
+
+def bench_images(images: Path, settings: Settings, *, show_progress: bool = False,
+                 loaded: tuple | None = None) -> dict:
+    """Index the photos of ``images`` into a temporary store, the whole pipeline timed
+    (``loaded``: :func:`load_embedder`'s, when it was called already)."""
+    from vitrine.catalog import read_catalog
     from vitrine.indexer import index_catalog
     from vitrine.store import store_for
 
     products = len(read_catalog(images))
-    started = time.perf_counter()
-    embedder = Embedder.from_settings(settings)
-    _ = embedder.engine
-    load_seconds = time.perf_counter() - started
+    embedder, load_seconds = loaded or load_embedder(settings)
     tmp = Path(tempfile.mkdtemp(prefix="vitrine-bench-"))
     try:
         store = store_for(tmp / "store", settings, create=True)
@@ -260,17 +268,21 @@ def run_bench(settings: Settings, *, items: int | None = None, images: Path | No
     their headline figures also at the top level."""
     if items is None and images is None:
         raise VitrineError("nothing to measure; pass --items N, --images DIR or both.")
-    if images is not None:  # a bad folder is said before the search's minutes, not after
+    loaded = None
+    if images is not None and items is not None:
+        # a bad folder or model is said before the search's minutes, not after them
         from vitrine.catalog import read_catalog
 
         read_catalog(images)
+        loaded = load_embedder(settings)
     report: dict = {"machine": machine()}
     if items is not None:
         report["search"] = bench_items(items, settings, dim=model_dim(settings))
         report.update({key: report["search"][key] for key in (
             "p50_ms", "p99_ms", "recall_at_10", "build_seconds", "index_bytes", "rss_mb")})
     if images is not None:
-        report["embedding"] = bench_images(images, settings, show_progress=show_progress)
+        report["embedding"] = bench_images(images, settings, show_progress=show_progress,
+                                           loaded=loaded)
         report["images_per_second"] = report["embedding"]["images_per_second"]
         report.setdefault("rss_mb", report["embedding"]["rss_mb"])
     return report
