@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -683,6 +684,25 @@ def test_an_index_rebuild_due_after_a_write_runs_beside_the_requests(
         service.close()
 
 
+def test_closing_during_a_rebuild_says_it_is_left_unfinished(settings, small_store, embedder,
+                                                              caplog):
+    """The server does not wait minutes for a rebuild at shutdown: it says so at a level the
+    server's log shows (an info line of ours was never printed)."""
+    import threading
+
+    from vitrine.service import VitrineService
+
+    service = VitrineService(settings, small_store, embedder)
+    done = threading.Event()
+    service.rebuild_thread = threading.Thread(target=done.wait, daemon=True)
+    service.rebuild_thread.start()
+    with caplog.at_level(logging.WARNING, logger="vitrine.service"):
+        service.close()
+    done.set()
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "rebuild of" in caplog.text and "left unfinished" in caplog.text
+
+
 def test_writes_queued_behind_another_give_up_after_one_wait(settings, small_store, embedder,
                                                              tmp_path, monkeypatch):
     """Uploads queued while another write holds the store (``vitrine index``, a slow write)
@@ -1075,7 +1095,7 @@ def test_a_photo_search_checks_the_model_of_a_store_that_named_none_at_start(
     refused = client.post("/api/search?k=1", files=_upload(photo))
     assert refused.status_code == 409 and "different model" in refused.json()["detail"]
     client.close()
-    # the store's own model: searched (and no more reads of the model once it matched)
+    # the store's own model: searched
     for leftover in store.glob("vitrine.sqlite*"):
         leftover.unlink()
     open_store(store, create=True).close()

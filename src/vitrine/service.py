@@ -403,11 +403,12 @@ class VitrineService:
 
     def close(self) -> None:
         """Close the store. A rebuild still running is not waited for (it can take minutes,
-        which no shutdown should): the process ends it unsaved, the next writer removes its
-        part file, and the next write that finds the index due starts it again."""
+        which no shutdown should): the process ends it unsaved as it exits, the next writer
+        then removes its part file, and the next write that finds the index due starts it
+        again. Said as a warning (the server's log shows no info of ours)."""
         if self.rebuild_thread is not None and self.rebuild_thread.is_alive():
-            log.info("the search index rebuild of %s is left unfinished; the next write "
-                     "starts it again", self.location)
+            log.warning("the search index rebuild of %s is left unfinished; the next write "
+                        "starts it again", self.location)
         with self._store_lock:
             self._store.close()
 

@@ -29,11 +29,11 @@ MODEL_FILE = "model.pt"
 CONFIG_FILE = "model.json"
 FORMAT = "vitrine-trained-model/1"
 STAGE_MARK = ".vitrine-stage"
+"""The file that marks a hidden folder beside --out as a training run's stage."""
 STAGE_SCRATCH = ".scratch"
 """A folder in the stage for a run's own temporary files (the training cache): never moved
 into the model folder, and removed with the stage a killed run left (beside it, no later
 run knew it)."""
-"""The file that marks a hidden folder beside --out as a training run's stage."""
 MODEL_OUTPUTS = frozenset({
     MODEL_FILE, CONFIG_FILE, "split.json", "summary.json", "metrics.json", "history.json",
     "history.csv", "history.png", "confusion_matrix.png", "misclassified.png", "report.md",
