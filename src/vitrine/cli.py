@@ -166,9 +166,9 @@ def similar(
     plot = plot_path(plot)
     rec = open_recommender(store, None)
     category = check_category(rec, category)
+    if plot is not None:  # before the search, as search's
+        check_plot_targets([plot], [Path(rec.product(product_id).image)], rec)
     product, matches = rec.similar(product_id, k, category)
-    if plot is not None:
-        check_plot_targets([plot], [Path(product.image)], rec)
     if not as_json:
         out.print(results_table(f"Similar to {product_id} ({product.name})", matches))
     problem = None

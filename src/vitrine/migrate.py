@@ -129,19 +129,23 @@ def _check_fits(source: VectorStore, target: VectorStore, photos_to: Path | None
     copy them to (they would go with the source store), or a folder to copy them to inside
     the source store (they would go with it all the same)."""
     root = getattr(source, "root", None)  # an embedded store's folder
-    if photos_to is not None and root is not None and photos_to.resolve().is_relative_to(root):
-        raise StoreError(f"the upload folder {photos_to} is inside {source.location}, and "
-                         "the photos of products added through the API would go with that "
-                         "store: set VITRINE_UPLOAD_DIR to a folder of the target's own. "
-                         "Nothing was copied.")
+    inside = photos_to is not None and root is not None and photos_to.resolve(
+        ).is_relative_to(root)
     long: list[tuple[str, str]] = []
-    kept = 0
+    kept = stranded = 0
     for page in source.iter_products(BATCH * 4, vectors=False):
         for p, _ in page:
             if problem := target.too_long(p):
                 long.append((p.product_id, problem))
             if photos_to is None and photos_from is not None:
                 kept += Path(p.image).is_relative_to(photos_from)
+            if inside:  # (a photo in the store's folder: one the API added)
+                stranded += Path(p.image).is_relative_to(root)
+    if stranded:
+        raise StoreError(f"the upload folder {photos_to} is inside {source.location}, and "
+                         f"the photos of {stranded} product(s) added through the API would "
+                         "go with that store: set VITRINE_UPLOAD_DIR to a folder of the "
+                         "target's own. Nothing was copied.")
     if long:
         named = "; ".join(f"{pid!r}: {problem}" for pid, problem in long[:3])
         raise StoreError(f"{len(long)} product(s) of {source.location} do not fit "
