@@ -338,7 +338,7 @@ def test_every_command_help_renders():
     assert {"index", "search", "similar", "serve", "train", "evaluate", "bench"} <= set(names)
     runner = CliRunner()
     for name in names:
-        result = runner.invoke(app, [name, "--help"], terminal_width=80)
+        result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "80"})  # (rich's width)
         assert result.exit_code == 0, f"{name} --help: {result.output}{result.exception!r}"
         assert "Usage" in result.output
         # at 80 columns no word is cut short ("milvus://HOST[:PORT][/COLLE…" could not be read)
