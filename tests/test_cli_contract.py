@@ -458,6 +458,34 @@ def test_an_empty_folder_setting_means_its_default_not_the_current_folder(monkey
         assert getattr(settings, name) == default != Path(".")
 
 
+def test_path_settings_expand_home_and_the_api_key_is_what_a_client_can_send(monkeypatch,
+                                                                              tmp_path):
+    """`VITRINE_DEMO_OUT='~/out'` (a shell leaves ~ inside quotes) ended the demo in a
+    traceback after it had made a store at the expanded place; a key read from a secret
+    file with its line break, or of spaces only, locked every write out (401, not 403);
+    a key of other than ASCII characters could never match a header (read as Latin-1);
+    `VITRINE_INDEX_FP16=` was an error, not unset."""
+    from vitrine.config import load_settings
+    from vitrine.errors import VitrineError
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("DEMO_OUT", "DEMO_STORE", "DEMO_CATALOG", "UPLOAD_DIR", "CACHE_DIR",
+                 "WEIGHTS", "MODEL"):
+        monkeypatch.setenv(f"VITRINE_{name}", f"~/{name.lower()}")
+    settings = load_settings()
+    assert settings.demo_out == tmp_path / "demo_out" and settings.model == tmp_path / "model"
+    assert settings.upload_dir == tmp_path / "upload_dir"
+    for key, kept in (("s3cret\n", "s3cret"), ("  a key  ", "a key"), ("   ", None)):
+        monkeypatch.setenv("VITRINE_API_KEY", key)
+        assert load_settings().api_key == kept
+    monkeypatch.setenv("VITRINE_API_KEY", "chave-ç")
+    with pytest.raises(VitrineError, match="VITRINE_API_KEY.*printable ASCII"):
+        load_settings()
+    monkeypatch.delenv("VITRINE_API_KEY")
+    monkeypatch.setenv("VITRINE_INDEX_FP16", "")
+    assert load_settings().index_fp16 is None
+
+
 def test_the_model_cache_follows_xdg_cache_home(monkeypatch, tmp_path):
     """XDG_CACHE_HOME moves the cache (it was ignored); VITRINE_CACHE_DIR still wins, and a
     relative XDG_CACHE_HOME is ignored as the spec says."""

@@ -403,10 +403,11 @@ def demo(
         err.print(note, markup=False, soft_wrap=True)
     from vitrine.demo import run_demo
 
-    out_dir = out_dir or settings.demo_out
+    # (`--out=~/x`: a shell leaves ~ as it is after '=')
+    out_dir = (out_dir or settings.demo_out).expanduser()
     # inside --out, where the demo knows its own store, unless set apart
-    store = store or settings.demo_store or out_dir / "store"
-    run_demo(catalog, store, out_dir, settings, k, console=out, serve=sock)
+    store = (store or settings.demo_store or out_dir / "store").expanduser()
+    run_demo(catalog.expanduser(), store, out_dir, settings, k, console=out, serve=sock)
 
 
 @app.command()

@@ -107,12 +107,34 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
 
     @field_validator("weights", "model", "upload_dir", "demo_catalog", "dup_embed_cosine",
-                     "train_cache_memory_mb", mode="before")
+                     "train_cache_memory_mb", "index_fp16", "api_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
         """``VITRINE_WEIGHTS=`` unsets the file rather than naming the current folder;
         ``VITRINE_DUP_EMBED_COSINE=`` leaves the model's own value."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("weights", "model", "upload_dir", "demo_catalog", "cache_dir",
+                     "demo_store", "demo_out")
+    @classmethod
+    def _home(cls, value: Path | None) -> Path | None:
+        """``~`` is the home folder in every path setting (a shell leaves it as it is in
+        ``VAR='~/x'`` or ``--out=~/x``): the demo's wrote a mark at a folder named "~"."""
+        return None if value is None else value.expanduser()
+
+    @field_validator("api_key")
+    @classmethod
+    def _printable_key(cls, value: str | None) -> str | None:
+        """The key as a client can send it: spaces around it (a secret file's last line
+        break) are not part of it; only printable ASCII (a header carries bytes, which the
+        server reads as Latin-1: a key of other characters could never match)."""
+        if value is None:
+            return None
+        value = value.strip()
+        if not all(" " <= c <= "~" for c in value):
+            raise ValueError("use printable ASCII characters only (letters, digits, "
+                             "punctuation), as an HTTP header carries them")
+        return value
 
     @field_validator("cache_dir", "demo_store", "demo_out", mode="before")
     @classmethod
@@ -365,8 +387,9 @@ class Settings(BaseSettings):
 
 
 def load_settings() -> Settings:
-    """The settings from the environment (and .env); a bad value is one sentence naming the
-    variable (VitrineError), not a validation report or a pydantic-settings traceback."""
+    """The settings from the environment (no .env file is read); a bad value is one
+    sentence naming the variable (VitrineError), not a validation report or a
+    pydantic-settings traceback."""
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
