@@ -684,6 +684,22 @@ def test_an_index_rebuild_due_after_a_write_runs_beside_the_requests(
         service.close()
 
 
+def test_an_upload_folder_that_is_a_file_is_one_sentence(settings, small_store, embedder,
+                                                          tmp_path):
+    """VITRINE_UPLOAD_DIR naming a file: every upload was a 500 (the clean-up of the part
+    file raised NotADirectoryError). The server refuses to start; a save there is a
+    StoreError (the API's 409)."""
+    from vitrine.errors import StoreError
+    from vitrine.store import save_photo
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(StoreError, match="upload folder .*afile .* is a file"):
+        _app(settings, small_store, embedder, upload_dir=afile)
+    with pytest.raises(StoreError, match="cannot save the photo in .*afile"):
+        save_photo(afile, afile / "ab.jpg", b"photo")
+
+
 def test_closing_during_a_rebuild_says_it_is_left_unfinished(settings, small_store, embedder,
                                                               caplog):
     """The server does not wait minutes for a rebuild at shutdown: it says so at a level the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -64,7 +65,8 @@ def save_photo(folder: Path, photo: Path, data: bytes) -> bool:
         tmp.write_bytes(data)
         os.replace(tmp, photo)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (a folder that is a file: no part file either)
+            tmp.unlink(missing_ok=True)
         raise StoreError(f"cannot save the photo in {folder} ({exc.strerror or exc}); nothing "
                          "was written.") from None
     return True
