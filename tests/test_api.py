@@ -996,6 +996,21 @@ def test_cors_lets_the_configured_origins_in(settings, small_store, embedder):
     for refused, status in ((wrong, 401), (big, 413)):
         assert refused.status_code == status
         assert refused.headers["access-control-allow-origin"] == "https://loja.com.br"
+    # and so is a server error (its handler runs outside the CORS middleware)
+    from vitrine.service import VitrineService
+
+    def broken(_service) -> int:
+        raise RuntimeError("a bug")
+
+    failing = TestClient(create_app(opened, small_store, embedder=embedder),
+                         raise_server_exceptions=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(VitrineService, "count", broken)
+        failed = failing.get("/healthz", headers=origin)
+        other = failing.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert failed.status_code == 500
+    assert failed.headers["access-control-allow-origin"] == "https://loja.com.br"
+    assert other.status_code == 500 and "access-control-allow-origin" not in other.headers
 
 
 def test_a_photo_that_cannot_be_saved_is_one_sentence(tmp_path, monkeypatch):

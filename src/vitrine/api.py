@@ -264,6 +264,13 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
             response = error(request, 500, "Something went wrong on the server; the error "
                                            "is in its log.")
         response.headers.update(guards.security_headers(request.url.path))
+        # (the CORS middleware sits inside the handler of this one: a shop's page could not
+        # read a 500 or a 503, only an opaque network error)
+        allowed, origin = settings.cors_origins, request.headers.get("origin")
+        if origin and allowed and ("*" in allowed or origin in allowed):
+            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
+            if "*" not in allowed:
+                response.headers["Vary"] = "Origin"
         return response
 
 
