@@ -577,13 +577,32 @@ def test_server_socket_says_tcp():
         sock.close()
 
 
+def test_a_host_is_bound_where_it_resolves_and_an_empty_one_is_refused():
+    """`--host ""` (a script's unset variable) listened on every address; a host name was
+    bound as IPv4 whatever it resolved to."""
+    from vitrine.errors import VitrineError
+    from vitrine.server import bind
+
+    with pytest.raises(VitrineError, match="--host is empty"):
+        bind(" ", 0)
+    sock = bind("localhost", 0)
+    try:
+        assert socket.getaddrinfo("localhost", 0)[0][4][0] == sock.getsockname()[0]
+    finally:
+        sock.close()
+    with pytest.raises(VitrineError, match="cannot listen on no-such-host.invalid:0"):
+        bind("no-such-host.invalid", 0)
+
+
 def test_serving_beyond_this_machine_is_said():
     """`serve --host 0.0.0.0` (or any address other machines reach) prints a note saying so
     and whether writes are open; loopback addresses say nothing."""
     from vitrine.server import exposure_note
 
-    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
-        assert exposure_note(host, None) is None
+    # loopback however written (it warned about 127.1, [::1], ::ffff:127.0.0.1, LOCALHOST)
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost", "LOCALHOST", "127.1", "[::1]",
+                 "::ffff:127.0.0.1"):
+        assert exposure_note(host, None) is None, host
     note = exposure_note("0.0.0.0", None)
     assert "0.0.0.0" in note and "other machines" in note and "refused" in note
     assert "bearer key" in exposure_note("::", "secret")

@@ -19,15 +19,30 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 
+def _unbracketed(host: str) -> str:
+    """``[::1]`` as the README writes IPv6 hosts (and browsers do): the address inside."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
 def bind(host: str, port: int) -> socket.socket:
-    """Listen on ``host:port`` (port 0 picks a free one); a port in use is one clear error."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    """Listen on ``host:port`` (port 0 picks a free one; a host name listens where it
+    resolves first, IPv4 or IPv6); a port in use is one clear error."""
+    if not host.strip():  # (`--host "$HOST"` unset listened on every address)
+        raise VitrineError("--host is empty; name the address to listen on (127.0.0.1: this "
+                           "machine only; 0.0.0.0: every network).")
+    host = _unbracketed(host.strip())
+    try:
+        family, *_, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                               proto=socket.IPPROTO_TCP)[0]
+    except (OSError, UnicodeError) as exc:
+        raise VitrineError(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', exc)}); "
+                           "pass another --host.") from None
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when their
     # protocol says TCP (with proto 0, Nagle + delayed ACK add ~40 ms to every response).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock.bind(where)
     except OSError as exc:
         sock.close()
         raise VitrineError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another "
@@ -48,11 +63,18 @@ def exposure_note(host: str, api_key: str | None) -> str | None:
     pages and the API (and, with an API key, try it)."""
     import ipaddress
 
+    host = _unbracketed(host.strip())
     try:
-        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
-            return None
-    except ValueError:  # a host name: where it resolves is not known here
-        pass
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:  # the short IPv4 forms the system reads too (127.1)
+            ip = ipaddress.ip_address(socket.inet_aton(host))
+        except OSError:  # a host name: where it resolves is not known here
+            ip = None
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    if host.lower() == "localhost" or ip is not None and (ip.is_loopback or (
+            mapped is not None and mapped.is_loopback)):
+        return None
     writes = ("writes need the VITRINE_API_KEY bearer key" if api_key else
               "writes stay refused while VITRINE_API_KEY is unset")
     return (f"note: listening on {host}, so other machines can browse and search this store; "
