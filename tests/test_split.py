@@ -156,6 +156,15 @@ def test_a_two_photo_category_stays_in_training():
     assert names[:2] == ["train", "train"]
 
 
+def test_train_with_empty_val_and_test_folders_carves_both(tmp_path):
+    """An empty split folder counts as missing: with train alone left, validation and test
+    are both carved out of it (only validation was: no test split, without a word)."""
+    products = _products(30)
+    given = {p.product_id: "train" for p in products}
+    split = make_split(products, [], Settings(), given)
+    assert set(split.assignment.values()) == {"train", "val", "test"}
+
+
 def test_a_lone_train_folder_is_not_a_split_catalogue(tmp_path):
     """A catalogue whose only sub-folder is named 'train' is a category named so, not a
     catalogue split in folders (that needs a val or test folder too)."""

@@ -219,11 +219,11 @@ def bench_images(images: Path, settings: Settings, *, show_progress: bool = Fals
                  loaded: tuple | None = None) -> dict:
     """Index the photos of ``images`` into a temporary store, the whole pipeline timed
     (``loaded``: :func:`load_embedder`'s, when it was called already)."""
-    from vitrine.catalog import read_catalog
     from vitrine.indexer import index_catalog
+    from vitrine.split import catalogue_to_index
     from vitrine.store import store_for
 
-    products = len(read_catalog(images))
+    products = len(catalogue_to_index(images)[0])
     embedder, load_seconds = loaded or load_embedder(settings)
     tmp = Path(tempfile.mkdtemp(prefix="vitrine-bench-"))
     try:
@@ -271,9 +271,9 @@ def run_bench(settings: Settings, *, items: int | None = None, images: Path | No
     loaded = None
     if images is not None and items is not None:
         # a bad folder or model is said before the search's minutes, not after them
-        from vitrine.catalog import read_catalog
+        from vitrine.split import catalogue_to_index
 
-        read_catalog(images)
+        catalogue_to_index(images)
         loaded = load_embedder(settings)
     report: dict = {"machine": machine()}
     if items is not None:

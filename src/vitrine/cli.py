@@ -73,14 +73,14 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Index (or re-index) a catalogue folder into a store."""
-    from vitrine.catalog import read_catalog
     from vitrine.embed import Embedder
     from vitrine.indexer import index_catalog, parse_shard
+    from vitrine.split import catalogue_to_index
     from vitrine.store import store_for, upload_folder
 
     settings = command_settings(weights, model)
     shard_spec = parse_shard(shard)
-    read_catalog(catalog_dir)  # fail on a bad folder before loading the model
+    catalogue_to_index(catalog_dir)  # fail on a bad folder before loading the model
     embedder = Embedder.from_settings(settings)
     db = store_for(store, settings, create=True)
     try:

@@ -30,9 +30,10 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     """Index ``catalog`` into ``store_dir``; print and plot top-``k`` for one product per
     category into ``out_dir``; then, given a ``serve`` socket (``server.bind``), serve the web
     app on the store until interrupted. Returns a summary (also written as ``demo.json``)."""
-    from vitrine.catalog import read_catalog, refuse_out_inside
+    from vitrine.catalog import refuse_out_inside
+    from vitrine.split import catalogue_to_index
 
-    read_catalog(catalog)
+    catalogue_to_index(catalog)
     refuse_out_inside(catalog, out_dir)
     if settings.model is None and settings.demo_train:
         if not _own(store_dir, out_dir):

@@ -28,7 +28,7 @@ from vitrine.errors import StoreError, VitrineError
 from vitrine.manifest import mismatch_error
 from vitrine.photo_hashes import PhotoHashes, unreadable_reason
 from vitrine.progress import progress_bar
-from vitrine.split import outside_split_folders, read_split_catalog
+from vitrine.split import catalogue_to_index
 from vitrine.store import UPLOAD_TMP, cleanable_uploads, unmarked_upload
 from vitrine.store.base import Record, VectorStore
 from vitrine.store.writer_lock import process_alive
@@ -148,10 +148,10 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     started = time.perf_counter()
     root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
     # (a catalogue split in train/val/test folders: its categories are the folders under
-    # them, not "train" and "test")
-    products = [p for p in read_split_catalog(root)[0] if in_shard(p.product_id, shard)]
-    outside = [p for p in outside_split_folders(root)  # said, not silently left out
-               if in_shard(_display_path(p, root), shard)]
+    # them, not "train" and "test"; a photo outside them is said, not silently left out)
+    products, outside = catalogue_to_index(root)
+    products = [p for p in products if in_shard(p.product_id, shard)]
+    outside = [p for p in outside if in_shard(_display_path(p, root), shard)]
     if uploads is not None and Path(uploads).resolve().is_relative_to(root):
         # a VITRINE_UPLOAD_DIR inside the catalogue: the server's photos of its products
         # added through the API are not catalogue photos (each became a second product)

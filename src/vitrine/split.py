@@ -9,12 +9,13 @@ split, and the duplicates that cross it are reported.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine.catalog import Product, read_catalog, scan_images
+from vitrine.catalog import STORE_MARKERS, UPLOADS, Product, read_catalog, scan_images
 from vitrine.config import Settings
 from vitrine.errors import CatalogError
 
@@ -170,7 +171,7 @@ def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None
         if inner := [t for f in folders.values() if (t := find_csv(f))]:
             raise CatalogError(f"{top} and {inner[0]} both describe photos of {root}; keep "
                                "one table at the top or one in each split folder.")
-        split_of = {f.resolve().name: split for split, f in folders.items()}
+        split_of = {f.name: split for split, f in folders.items()}  # (a link: its own name)
         top_folder = Path(root).resolve()
         for product in read_catalog(root, depth=1):
             rel = product.image.relative_to(top_folder) if product.image.is_relative_to(
@@ -190,12 +191,31 @@ def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None
     return products, given
 
 
-def outside_split_folders(root: Path) -> list[Path]:
-    """The photos of a split catalogue that are in none of its split folders (at its top, or
-    in another folder): in no split, so neither trained on nor indexed."""
+def catalogue_to_index(root: Path) -> tuple[list[Product], list[Path]]:
+    """What `vitrine index` reads of ``root``: its products, and the photos it leaves out.
+
+    A catalogue split in train/val/test folders (and no other folder of photos: a shop's
+    category folders beside them, two of which happen to be named "train" and "test", are a
+    plain catalogue) is read as train and evaluate read it, its categories the folders under
+    the splits; a photo at its top is in no split and left out (named, not lost silently).
+    Any other folder is read as a plain catalogue."""
     folders = find_split_folders(root)
-    return [] if folders is None else scan_images(
+    if folders is None or not _only_splits(Path(root), {f.name for f in folders.values()}):
+        return read_catalog(root), []
+    return read_split_catalog(root)[0], scan_images(
         Path(root), skip={f.name for f in folders.values()})
+
+
+def _only_splits(root: Path, names: set[str]) -> bool:
+    """Whether every folder of ``root`` is one of the split folders ``names``, hidden, or a
+    Vitrine store, model or upload folder (never read as photos)."""
+    for entry in os.scandir(root):
+        if not entry.is_dir() or entry.name in names or entry.name.startswith(".") or (
+                entry.name == UPLOADS):
+            continue
+        if not any(os.path.exists(os.path.join(entry.path, m)) for m in STORE_MARKERS):
+            return False
+    return True
 
 
 def make_split(products: Sequence[Product], groups: list[list[str]], settings: Settings,
@@ -219,7 +239,9 @@ def make_split(products: Sequence[Product], groups: list[list[str]], settings: S
         train = [i for i, p in enumerate(products) if given[p.product_id] == "train"]
         local = {i: j for j, i in enumerate(train)}
         sub_groups = [[local[i] for i in g if i in local] for g in idx_groups]
-        fractions = (val / (1 - test), 0.0) if "val" not in present else (0.0, test / (1 - val))
+        # (both missing: an empty folder counts as missing, and only train was left)
+        fractions = ((val, test) if not present & {"val", "test"} else
+                     (val / (1 - test), 0.0) if "val" not in present else (0.0, test / (1 - val)))
         names = group_split([labels[i] for i in train], sub_groups, *fractions,
                             settings.train_seed)
         for i, name in zip(train, names, strict=True):
