@@ -695,7 +695,8 @@ def test_an_upload_folder_that_is_a_file_is_one_sentence(settings, small_store, 
     afile = tmp_path / "afile"
     afile.write_text("x")
     with pytest.raises(StoreError, match="upload folder .*afile .* is a file"):
-        _app(settings, small_store, embedder, upload_dir=afile)
+        _app(settings, small_store, embedder, upload_dir=afile, api_key=KEY)
+    _app(settings, small_store, embedder, upload_dir=afile)  # (no key: it never writes)
     with pytest.raises(StoreError, match="cannot save the photo in .*afile"):
         save_photo(afile, afile / "ab.jpg", b"photo")
 

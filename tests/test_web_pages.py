@@ -577,17 +577,23 @@ def test_server_socket_says_tcp():
         sock.close()
 
 
-def test_a_host_is_bound_where_it_resolves_and_an_empty_one_is_refused():
+def test_a_host_is_bound_where_it_resolves_and_an_empty_one_is_refused(monkeypatch):
     """`--host ""` (a script's unset variable) listened on every address; a host name was
-    bound as IPv4 whatever it resolved to."""
+    bound as IPv4 whatever it resolved to ("[::1]" could not be bound). IPv4 first: a
+    system listing ::1 first for localhost still listens on 127.0.0.1."""
     from vitrine.errors import VitrineError
     from vitrine.server import bind
 
     with pytest.raises(VitrineError, match="--host is empty"):
         bind(" ", 0)
-    sock = bind("localhost", 0)
+    real = socket.getaddrinfo
+    both = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 0, 0, 0)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: both
+                        if host == "shop.local" else real(host, *a, **k))
+    sock = bind("shop.local", 0)
     try:
-        assert socket.getaddrinfo("localhost", 0)[0][4][0] == sock.getsockname()[0]
+        assert sock.family == socket.AF_INET and sock.getsockname()[0] == "127.0.0.1"
     finally:
         sock.close()
     with pytest.raises(VitrineError, match="cannot listen on no-such-host.invalid:0"):

@@ -126,14 +126,15 @@ class Settings(BaseSettings):
     @classmethod
     def _printable_key(cls, value: str | None) -> str | None:
         """The key as a client can send it: spaces around it (a secret file's last line
-        break) are not part of it; only printable ASCII (a header carries bytes, which the
-        server reads as Latin-1: a key of other characters could never match)."""
+        break) are not part of it; printable Latin-1 only (a header carries bytes, which the
+        server reads as Latin-1: a character beyond it could never match)."""
         if value is None:
             return None
         value = value.strip()
-        if not all(" " <= c <= "~" for c in value):
-            raise ValueError("use printable ASCII characters only (letters, digits, "
-                             "punctuation), as an HTTP header carries them")
+        if not all(" " <= c <= "~" or "\xa0" <= c <= "\xff" for c in value):
+            raise ValueError("use printable Latin-1 characters only (ASCII letters, digits, "
+                             "punctuation, or accented letters such as ç), as an HTTP header "
+                             "carries them")
         return value
 
     @field_validator("cache_dir", "demo_store", "demo_out", mode="before")

@@ -79,7 +79,7 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
                          f"catalogue's (folder {ours or 'not recorded'}); mixed in one store, "
                          "the next index of either catalogue would remove the other's "
                          "products. Copy into a new store.")
-    _check_fits(source, target, photos_to, photos_from)
+    _check_fits(source, target, photos_to, photos_from, marks)
     target.lock_for_writing()
     if existing is None:
         target.set_manifest(manifest)
@@ -122,7 +122,7 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
 
 
 def _check_fits(source: VectorStore, target: VectorStore, photos_to: Path | None,
-                photos_from: Path | None) -> None:
+                photos_from: Path | None, marks: dict[str, tuple[str, str]]) -> None:
     """Refuse, before anything is written, a copy the target cannot hold whole: products
     with a field longer than it keeps (a Milvus store's limits), or photos of products added
     through the API kept in the source store's own folder while the target has no folder to
@@ -139,8 +139,8 @@ def _check_fits(source: VectorStore, target: VectorStore, photos_to: Path | None
                 long.append((p.product_id, problem))
             if photos_to is None and photos_from is not None:
                 kept += Path(p.image).is_relative_to(photos_from)
-            if inside:  # (a photo in the store's folder: one the API added)
-                stranded += Path(p.image).is_relative_to(root)
+            if inside:  # a product the API added: its photo would be copied in there
+                stranded += marks.get(p.product_id, ("", ""))[1].startswith(UPLOADED)
     if stranded:
         raise StoreError(f"the upload folder {photos_to} is inside {source.location}, and "
                          f"the photos of {stranded} product(s) added through the API would "

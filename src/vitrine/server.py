@@ -32,21 +32,33 @@ def bind(host: str, port: int) -> socket.socket:
                            "machine only; 0.0.0.0: every network).")
     host = _unbracketed(host.strip())
     try:
-        family, *_, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                               proto=socket.IPPROTO_TCP)[0]
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError) as exc:
         raise VitrineError(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', exc)}); "
                            "pass another --host.") from None
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when their
-    # protocol says TCP (with proto 0, Nagle + delayed ACK add ~40 ms to every response).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(where)
-    except OSError as exc:
-        sock.close()
-        raise VitrineError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another "
-                           "--port or --host.") from None
+    # IPv4 first (localhost listened on 127.0.0.1, where health checks look, before host
+    # names were resolved; some systems list ::1 first), then each address in turn
+    found.sort(key=lambda info: info[0] != socket.AF_INET)
+    for family, *_, where in found:
+        try:
+            # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only
+            # when their protocol says TCP (with proto 0, Nagle + delayed ACK add ~40 ms to
+            # every response)
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        except OSError as exc:  # (no IPv6 in this kernel, say)
+            error = exc
+            continue
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(where)
+            break
+        except OSError as exc:
+            sock.close()
+            error = exc
+    else:
+        raise VitrineError(f"cannot listen on {host}:{port} ({error.strerror or error}); pass "
+                           "another --port or --host.") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock

@@ -117,11 +117,11 @@ class VitrineService:
             raise
         self._model_checked = self._store.manifest() is not None  # (and matched: see above)
         folder = self._upload_folder()
-        if folder is not None and folder.exists() and not folder.is_dir():
+        if settings.api_key and folder is not None and folder.exists() and not folder.is_dir():
             self._store.close()  # (every upload was a 500 with a traceback)
-            raise StoreError(f"the upload folder {folder} (VITRINE_UPLOAD_DIR) is a file; "
-                             "name a folder for the photos of products added through the "
-                             "API.")
+            named = " (VITRINE_UPLOAD_DIR)" if settings.upload_dir else ""
+            raise StoreError(f"the upload folder {folder}{named} is a file; the photos of "
+                             "products added through the API need a folder there.")
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._rebuilding = threading.Lock()  # held while the index is rebuilt beside requests
