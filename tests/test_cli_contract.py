@@ -498,9 +498,9 @@ def test_the_model_cache_follows_xdg_cache_home(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert load_settings().cache_dir == tmp_path / "xdg" / "vitrine"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative")
-    assert load_settings().cache_dir == Path("~/.cache/vitrine")
+    assert load_settings().cache_dir == Path("~/.cache/vitrine").expanduser()
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert load_settings().cache_dir == Path("~/.cache/vitrine")
+    assert load_settings().cache_dir == Path("~/.cache/vitrine").expanduser()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("VITRINE_CACHE_DIR", str(tmp_path / "mine"))
     assert load_settings().cache_dir == tmp_path / "mine"
