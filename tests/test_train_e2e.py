@@ -972,8 +972,15 @@ def test_a_photo_that_cannot_be_read_is_in_no_given_split(trained, tmp_path, env
                             strict=False):
         (tmp_path / "c" / split / "salto_feminino").mkdir()
         shutil.copyfile(photo, tmp_path / "c" / split / "salto_feminino" / photo.name)
+    # a photo at the top, in no split: left out, and now said (it was left out silently)
+    shutil.copyfile(sorted((catalog / "relogio_feminino").glob("*.jpg"))[-1],
+                    tmp_path / "c" / "solta.jpg")
     summary = json.loads(run("train", tmp_path / "c", "--out", tmp_path / "m", "--json",
                              env=env))
+    assert summary["unsplit_photos"] == [{"product_id": "solta.jpg", "reason": "in none of "
+                                          "the split folders (train, val, test)"}]
+    assert "1 photo(s) are in no split folder and were left out of training:" in (
+        tmp_path / "m" / "report.md").read_text()
     assert summary["untrained_categories"] == {"salto_feminino": 2}
     assert "salto_feminino" not in summary["classes"] and summary["test"]["n"] == 2
     assert ("2 photo(s) of 1 category with no photo in the training split were left out of "

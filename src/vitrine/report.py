@@ -229,6 +229,8 @@ def markdown_report(summary: dict) -> str:
         *unreadable_lines(summary.get("unreadable_photos") or [], "- "),
         *unreadable_lines(summary.get("uncategorised_photos") or [], "- ",
                           why="have no category"),
+        *unreadable_lines(summary.get("unsplit_photos") or [], "- ",
+                          why="are in no split folder"),
         *untrained_lines(summary),
         *recategorised_lines(summary),
         "## Reference design vs Vitrine", "",

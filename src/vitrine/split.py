@@ -202,7 +202,14 @@ def catalogue_to_index(root: Path) -> tuple[list[Product], list[Path]]:
     folders = find_split_folders(root)
     if folders is None or not _only_splits(Path(root), {f.name for f in folders.values()}):
         return read_catalog(root), []
-    return read_split_catalog(root)[0], scan_images(
+    return read_split_catalog(root)[0], photos_outside_splits(root)
+
+
+def photos_outside_splits(root: Path) -> list[Path]:
+    """The photos of a catalogue split in folders that are in none of them (at its top, or
+    in another folder): in no split, so train leaves them out (and says so)."""
+    folders = find_split_folders(root)
+    return [] if folders is None else scan_images(
         Path(root), skip={f.name for f in folders.values()})
 
 

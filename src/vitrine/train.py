@@ -41,7 +41,7 @@ from vitrine.images import Preprocessing
 from vitrine.model_eval import find_groups
 from vitrine.models import get_spec, load_state_dict, state_hash, taps_for
 from vitrine.progress import progress_bar
-from vitrine.split import Split, make_split, read_split_catalog
+from vitrine.split import Split, make_split, photos_outside_splits, read_split_catalog
 from vitrine.train_data import (
     FeatureCache,
     FrozenPass,
@@ -97,6 +97,9 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
     products, given = read_split_catalog(catalog_dir)
+    top = Path(catalog_dir).resolve()
+    unsplit = [{"product_id": path.relative_to(top).as_posix(), "reason": "in none of the "
+                "split folders (train, val, test)"} for path in photos_outside_splits(top)]
     # a photo without a category teaches nothing: left out, and named
     uncategorised = [{"product_id": p.product_id, "reason": "not in a category folder, and the "
                       "product table gives it no category"} for p in products if not p.category]
@@ -169,6 +172,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
                   "crossing_groups": split.crossing(),
                   "conflicting_groups": conflicting_labels(split.groups, usable)},
         "unreadable_photos": bad, "uncategorised_photos": uncategorised,
+        "unsplit_photos": unsplit,
         "category_from_table": recategorised(products),
         "untrained_categories": dict(sorted(Counter(
             p.category for p in usable if p.category not in classes).items())),

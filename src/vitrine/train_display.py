@@ -35,6 +35,8 @@ def training_lines(summary: dict) -> list:
                *unreadable_lines(summary.get("unreadable_photos") or [], "  "),
                *unreadable_lines(summary.get("uncategorised_photos") or [], "  ",
                                  why="have no category"),
+               *unreadable_lines(summary.get("unsplit_photos") or [], "  ",
+                                 why="are in no split folder"),
                *untrained_lines(summary), *recategorised_lines(summary)] if line]
     table = Table(title="Training", title_justify="left")
     for col in ("phase", "epochs", "best", "train acc", "val acc", "test acc", "test loss",
