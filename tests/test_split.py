@@ -71,6 +71,20 @@ def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
     assert Counter(given.values()) == {"train": 6, "val": 2, "test": 2}
     assert {p.category for p in products} == {"relogio_feminino", "salto_feminino"}
     assert find_split_folders(tmp_path / "treino") is None
+    # a folder without photos beside the splits changes nothing (an empty one flipped the
+    # catalogue to plain, its categories "treino" and "teste"); a folder of photos does: a
+    # shop's categories, two of them named so, for every command alike
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("x")
+    (tmp_path / "__pycache__").mkdir()
+    assert set(find_split_folders(tmp_path)) == {"train", "val", "test"}
+    (tmp_path / "cars").mkdir()
+    shutil.copyfile(sorted((demo_catalog / "relogio_feminino").glob("*.jpg"))[0],
+                    tmp_path / "cars" / "a.jpg")
+    assert find_split_folders(tmp_path) is None
+    assert {p.category for p in read_split_catalog(tmp_path)[0]} == {
+        "treino", "validacao", "teste", "cars"}
+    shutil.rmtree(tmp_path / "cars")
     # a product table at the top was not read (each split folder is a catalogue of its own):
     # its categories silently lost, while `vitrine index` of the folder used them. It is
     # the whole catalogue's; the folders under each split's are the others' categories

@@ -9,13 +9,12 @@ split, and the duplicates that cross it are reported.
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine.catalog import STORE_MARKERS, UPLOADS, Product, read_catalog, scan_images
+from vitrine.catalog import Product, read_catalog, scan_images
 from vitrine.config import Settings
 from vitrine.errors import CatalogError
 
@@ -138,7 +137,10 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
 def find_split_folders(root: Path) -> dict[str, Path] | None:
     """The ``train``/``val``/``test`` sub-folders (Portuguese names too) of a catalogue that is
     already split, or None. A split catalogue needs a train folder and a val or test one
-    (``train`` and ``val`` alone must not become two categories named so)."""
+    (``train`` and ``val`` alone must not become two categories named so), and no other
+    folder of photos beside them: a shop whose category folders include two named "train"
+    and "test" has a plain catalogue (every command reads it so; a folder without photos,
+    hidden, or a Vitrine store or model changes nothing)."""
     root = Path(root)
     if not root.is_dir():
         return None
@@ -149,7 +151,11 @@ def find_split_folders(root: Path) -> dict[str, Path] | None:
             if name in children:
                 found[split] = children[name]
                 break
-    return found if "train" in found and len(found) >= 2 else None
+    if "train" not in found or len(found) < 2:
+        return None
+    beside = scan_images(root, skip={f.name for f in found.values()})  # (photos at the top:
+    # no folder; those of a store's uploads or a hidden folder are not listed)
+    return None if any(len(p.relative_to(root).parts) > 1 for p in beside) else found
 
 
 def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None]:
@@ -194,35 +200,20 @@ def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None
 def catalogue_to_index(root: Path) -> tuple[list[Product], list[Path]]:
     """What `vitrine index` reads of ``root``: its products, and the photos it leaves out.
 
-    A catalogue split in train/val/test folders (and no other folder of photos: a shop's
-    category folders beside them, two of which happen to be named "train" and "test", are a
-    plain catalogue) is read as train and evaluate read it, its categories the folders under
-    the splits; a photo at its top is in no split and left out (named, not lost silently).
-    Any other folder is read as a plain catalogue."""
-    folders = find_split_folders(root)
-    if folders is None or not _only_splits(Path(root), {f.name for f in folders.values()}):
-        return read_catalog(root), []
-    return read_split_catalog(root)[0], photos_outside_splits(root)
+    A catalogue split in train/val/test folders (:func:`find_split_folders`) is read as
+    train and evaluate read it, its categories the folders under the splits; a photo at its
+    top is in no split and left out (named, not lost silently). Any other folder is read as
+    a plain catalogue."""
+    products, given = read_split_catalog(root)
+    return products, [] if given is None else photos_outside_splits(root)
 
 
 def photos_outside_splits(root: Path) -> list[Path]:
-    """The photos of a catalogue split in folders that are in none of them (at its top, or
-    in another folder): in no split, so train leaves them out (and says so)."""
+    """The photos of a catalogue split in folders that are in none of them (at its top):
+    in no split, so train leaves them out and index skips them (and both say so)."""
     folders = find_split_folders(root)
     return [] if folders is None else scan_images(
         Path(root), skip={f.name for f in folders.values()})
-
-
-def _only_splits(root: Path, names: set[str]) -> bool:
-    """Whether every folder of ``root`` is one of the split folders ``names``, hidden, or a
-    Vitrine store, model or upload folder (never read as photos)."""
-    for entry in os.scandir(root):
-        if not entry.is_dir() or entry.name in names or entry.name.startswith(".") or (
-                entry.name == UPLOADS):
-            continue
-        if not any(os.path.exists(os.path.join(entry.path, m)) for m in STORE_MARKERS):
-            return False
-    return True
 
 
 def make_split(products: Sequence[Product], groups: list[list[str]], settings: Settings,
