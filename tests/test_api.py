@@ -684,6 +684,17 @@ def test_an_index_rebuild_due_after_a_write_runs_beside_the_requests(
         service.close()
 
 
+def test_a_latin1_key_matches_as_latin1_or_utf8_bytes(settings, small_store, embedder):
+    """A key such as "clé" matched only a client sending Latin-1 bytes (requests, fetch);
+    curl in a UTF-8 shell sends UTF-8. Both match; another key does not."""
+    client = TestClient(_app(settings, small_store, embedder, api_key="clé"))
+    for sent, status in ((b"Bearer cl\xe9", 404), ("Bearer clé".encode(), 404),
+                         (b"Bearer cle", 401)):
+        assert client.delete("/api/products/none", headers={"Authorization": sent}
+                             ).status_code == status, sent
+    client.close()
+
+
 def test_an_upload_folder_that_is_a_file_is_one_sentence(settings, small_store, embedder,
                                                           tmp_path):
     """VITRINE_UPLOAD_DIR naming a file: every upload was a 500 (the clean-up of the part

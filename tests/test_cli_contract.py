@@ -464,7 +464,7 @@ def test_path_settings_expand_home_and_the_api_key_is_what_a_client_can_send(mon
     """`VITRINE_DEMO_OUT='~/out'` (a shell leaves ~ inside quotes) ended the demo in a
     traceback after it had made a store at the expanded place; a key read from a secret
     file with its line break, or of spaces only, locked every write out (401, not 403);
-    a key of other than ASCII characters could never match a header (read as Latin-1);
+    a key beyond Latin-1 could never match a header (its bytes are read as Latin-1);
     `VITRINE_INDEX_FP16=` was an error, not unset."""
     from vitrine.config import load_settings
     from vitrine.errors import VitrineError

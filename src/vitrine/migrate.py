@@ -99,8 +99,8 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
                 seen.add(pid)
                 if pid not in marks:  # added after the marks were read (Milvus)
                     continue
-                uploaded = marks[pid][1].startswith(UPLOADED) or unmarked_upload(
-                    stored.image, photos_from, catalogues)
+                uploaded = _added_through_api(pid, stored.image, marks, photos_from,
+                                              catalogues)
                 image = Path(stored.image)
                 if uploaded and photos_to is not None:
                     copy = _copy_photo(image, photos_to)
@@ -129,6 +129,7 @@ def _check_fits(source: VectorStore, target: VectorStore, photos_to: Path | None
     copy them to (they would go with the source store), or a folder to copy them to inside
     the source store (they would go with it all the same)."""
     root = getattr(source, "root", None)  # an embedded store's folder
+    catalogues = (source.catalog_folder(),)
     inside = photos_to is not None and root is not None and photos_to.resolve(
         ).is_relative_to(root)
     long: list[tuple[str, str]] = []
@@ -140,7 +141,8 @@ def _check_fits(source: VectorStore, target: VectorStore, photos_to: Path | None
             if photos_to is None and photos_from is not None:
                 kept += Path(p.image).is_relative_to(photos_from)
             if inside:  # a product the API added: its photo would be copied in there
-                stranded += marks.get(p.product_id, ("", ""))[1].startswith(UPLOADED)
+                stranded += _added_through_api(p.product_id, p.image, marks, photos_from,
+                                               catalogues)
     if stranded:
         raise StoreError(f"the upload folder {photos_to} is inside {source.location}, and "
                          f"the photos of {stranded} product(s) added through the API would "
@@ -157,6 +159,14 @@ def _check_fits(source: VectorStore, target: VectorStore, photos_to: Path | None
                          f"{target.location} has no folder of its own: set "
                          "VITRINE_UPLOAD_DIR to the folder the photos should be copied to "
                          "(the one its server will use). Nothing was copied.")
+
+
+def _added_through_api(pid: str, image: str | Path, marks: dict[str, tuple[str, str]],
+                       photos_from: Path | None, catalogues: tuple) -> bool:
+    """Whether the API added product ``pid``: its mark, or (a Vitrine from before the mark)
+    its photo's name and place."""
+    return marks.get(pid, ("", ""))[1].startswith(UPLOADED) or unmarked_upload(
+        image, photos_from, catalogues)
 
 
 def _listing(folder: Path) -> set[str]:

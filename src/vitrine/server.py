@@ -4,6 +4,7 @@ in a background thread (tests, benchmarks)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
 import socket
 import threading
@@ -25,8 +26,8 @@ def _unbracketed(host: str) -> str:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """Listen on ``host:port`` (port 0 picks a free one; a host name listens where it
-    resolves first, IPv4 or IPv6); a port in use is one clear error."""
+    """Listen on ``host:port`` (port 0 picks a free one; a host name on its first address
+    that can be bound, IPv4 before IPv6); a port in use is one clear error."""
     if not host.strip():  # (`--host "$HOST"` unset listened on every address)
         raise VitrineError("--host is empty; name the address to listen on (127.0.0.1: this "
                            "machine only; 0.0.0.0: every network).")
@@ -40,25 +41,33 @@ def bind(host: str, port: int) -> socket.socket:
     # IPv4 first (localhost listened on 127.0.0.1, where health checks look, before host
     # names were resolved; some systems list ::1 first), then each address in turn
     found.sort(key=lambda info: info[0] != socket.AF_INET)
+    sock: socket.socket | None = None
+    error: OSError | None = None  # said when no address can be bound: a port in use first
     for family, *_, where in found:
         try:
             # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only
             # when their protocol says TCP (with proto 0, Nagle + delayed ACK add ~40 ms to
             # every response)
-            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            candidate = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         except OSError as exc:  # (no IPv6 in this kernel, say)
-            error = exc
+            error = error or exc
             continue
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        candidate.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(where)
-            break
+            candidate.bind(where)
         except OSError as exc:
-            sock.close()
-            error = exc
-    else:
-        raise VitrineError(f"cannot listen on {host}:{port} ({error.strerror or error}); pass "
-                           "another --port or --host.") from None
+            candidate.close()
+            if exc.errno == errno.EADDRINUSE:  # a server is there: not another address
+                error = exc
+                break
+            error = error or exc
+            continue
+        sock = candidate
+        break
+    if sock is None:
+        reason = getattr(error, "strerror", None) or error or "no address"
+        raise VitrineError(f"cannot listen on {host}:{port} ({reason}); pass another --port "
+                           "or --host.")
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock

@@ -148,8 +148,12 @@ def check_api_key(configured: str | None, authorization: str | None) -> None:
         raise HTTPException(403, "Changing the catalogue is disabled on this server; set "
                                  "VITRINE_API_KEY to enable it.")
     scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                              configured.encode()):
+    # a header's bytes, as sent (the server reads them as Latin-1): a Latin-1 key matches
+    # from a client that sends it so (requests, fetch) or as UTF-8 (curl in a UTF-8 shell)
+    sent = given.strip().encode("latin-1", "replace")
+    latin, utf8 = (hmac.compare_digest(sent, configured.encode(form))
+                   for form in ("latin-1", "utf-8"))
+    if scheme.lower() != "bearer" or not (latin or utf8):
         raise HTTPException(401, "A valid 'Authorization: Bearer <key>' header is required.",
                             headers={"WWW-Authenticate": "Bearer"})
 
