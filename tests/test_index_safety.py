@@ -291,14 +291,16 @@ def test_a_split_catalogue_is_indexed_by_the_folders_under_its_splits(shop_a, em
     assert db.categories() == {c: 2 for c in categories}
     assert all(p.product_id.split("/")[0] in ("train", "test") for p in db.list_products())
     db.close()
-    # a shop whose category folders include two named so is a plain catalogue: nothing
-    # outside them left out (its other categories were), every folder a category
-    (catalog / "loose.jpg").unlink()
+    # a folder of photos beside the splits: one sentence, the store as it was (read as a
+    # plain catalogue it was recategorised, train and test, without a word)
+    from vitrine.errors import CatalogError
+
     shutil.copytree(shop_a / categories[0], catalog / "cars")
-    plain = _index(catalog, tmp_path / "plain", embedder)
-    assert plain.indexed == 6 and plain.skipped == []
-    db = open_store(tmp_path / "plain")
-    assert db.categories() == {"train": 2, "test": 2, "cars": 2}
+    with pytest.raises(CatalogError, match=r"other folders beside them hold photos too "
+                                           r"\(cars\)"):
+        _index(catalog, tmp_path / "st", embedder)
+    db = open_store(tmp_path / "st")
+    assert db.categories() == {c: 2 for c in categories}
     db.close()
 
 

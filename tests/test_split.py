@@ -72,8 +72,9 @@ def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
     assert {p.category for p in products} == {"relogio_feminino", "salto_feminino"}
     assert find_split_folders(tmp_path / "treino") is None
     # a folder without photos beside the splits changes nothing (an empty one flipped the
-    # catalogue to plain, its categories "treino" and "teste"); a folder of photos does: a
-    # shop's categories, two of them named so, for every command alike
+    # catalogue to plain, its categories "treino" and "teste"); a folder of photos is said
+    # in one sentence, for every command alike (read as plain, the store's products were
+    # recategorised without a word)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("x")
     (tmp_path / "__pycache__").mkdir()
@@ -81,10 +82,17 @@ def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
     (tmp_path / "cars").mkdir()
     shutil.copyfile(sorted((demo_catalog / "relogio_feminino").glob("*.jpg"))[0],
                     tmp_path / "cars" / "a.jpg")
-    assert find_split_folders(tmp_path) is None
-    assert {p.category for p in read_split_catalog(tmp_path)[0]} == {
-        "treino", "validacao", "teste", "cars"}
+    with pytest.raises(CatalogError, match=r"is split in folders \(treino, validacao, "
+                                           r"teste\) but other folders beside them hold "
+                                           r"photos too \(cars\)"):
+        read_split_catalog(tmp_path)
     shutil.rmtree(tmp_path / "cars")
+    # a Mac's decomposed "validação" is the validation folder too
+    import unicodedata
+
+    (tmp_path / "validacao").rename(tmp_path / unicodedata.normalize("NFD", "validação"))
+    assert set(find_split_folders(tmp_path)) == {"train", "val", "test"}
+    (tmp_path / unicodedata.normalize("NFD", "validação")).rename(tmp_path / "validacao")
     # a product table at the top was not read (each split folder is a catalogue of its own):
     # its categories silently lost, while `vitrine index` of the folder used them. It is
     # the whole catalogue's; the folders under each split's are the others' categories

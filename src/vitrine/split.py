@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,13 +139,17 @@ def find_split_folders(root: Path) -> dict[str, Path] | None:
     """The ``train``/``val``/``test`` sub-folders (Portuguese names too) of a catalogue that is
     already split, or None. A split catalogue needs a train folder and a val or test one
     (``train`` and ``val`` alone must not become two categories named so), and no other
-    folder of photos beside them: a shop whose category folders include two named "train"
-    and "test" has a plain catalogue (every command reads it so; a folder without photos,
-    hidden, or a Vitrine store or model changes nothing)."""
+    folder of photos beside them. Split folders with other folders of photos beside them are
+    a CatalogError: read as a plain catalogue, "train" and "test" became two categories and
+    the other folders' photos joined neither split, without a word (a store's products were
+    then recategorised); a folder without photos, hidden, or a Vitrine store or model
+    changes nothing. Folder names are compared in one Unicode form (a Mac writes
+    "validação" decomposed)."""
     root = Path(root)
     if not root.is_dir():
         return None
-    children = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    children = {unicodedata.normalize("NFC", p.name).lower(): p
+                for p in root.iterdir() if p.is_dir()}
     found = {}
     for split, names in FOLDER_NAMES.items():
         for name in names:
@@ -155,7 +160,16 @@ def find_split_folders(root: Path) -> dict[str, Path] | None:
         return None
     beside = scan_images(root, skip={f.name for f in found.values()})  # (photos at the top:
     # no folder; those of a store's uploads or a hidden folder are not listed)
-    return None if any(len(p.relative_to(root).parts) > 1 for p in beside) else found
+    others = sorted({p.relative_to(root).parts[0] for p in beside
+                     if len(p.relative_to(root).parts) > 1})
+    if others:
+        names = ", ".join(f.name for f in found.values())
+        raise CatalogError(
+            f"{root} is split in folders ({names}) but other folders beside them hold photos "
+            f"too ({', '.join(others[:3])}{' …' if len(others) > 3 else ''}): move those "
+            "photos into the split folders, or, if these folders are all categories, rename "
+            f"the ones named like splits ({names}).")
+    return found
 
 
 def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None]:
