@@ -977,8 +977,8 @@ def test_a_photo_that_cannot_be_read_is_in_no_given_split(trained, tmp_path, env
                     tmp_path / "c" / "solta.jpg")
     summary = json.loads(run("train", tmp_path / "c", "--out", tmp_path / "m", "--json",
                              env=env))
-    assert summary["unsplit_photos"] == [{"product_id": "solta.jpg", "reason": "in none of "
-                                          "the split folders (train, val, test)"}]
+    assert summary["unsplit_photos"] == [{"product_id": "solta.jpg", "reason": "at the top, "
+                                          "in none of the split folders"}]
     assert "1 photo(s) are in no split folder and were left out of training:" in (
         tmp_path / "m" / "report.md").read_text()
     assert summary["untrained_categories"] == {"salto_feminino": 2}
@@ -992,6 +992,13 @@ def test_a_photo_that_cannot_be_read_is_in_no_given_split(trained, tmp_path, env
     assert "train/relogio_feminino/broken.jpg" not in assignment
     assert summary["split"]["train"] == 4 and summary["class_counts"]["train"] == {
         "relogio_feminino": 2, "x_bolsa_feminina": 2}
+    # evaluate names the photo in no split too (it was dropped without a word)
+    (tmp_path / "c" / "train" / "relogio_feminino" / "broken.jpg").unlink()
+    report = json.loads(run("evaluate", tmp_path / "c", "--model", tmp_path / "m", "--json",
+                            env=env))
+    assert report["unsplit_photos"] == ["solta.jpg"]
+    text = " ".join(run("evaluate", tmp_path / "c", "--model", tmp_path / "m", env=env).split())
+    assert "1 photo(s) in none of the split folders left out: solta.jpg." in text
 
 
 def without_seconds(value):

@@ -191,7 +191,7 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
                      k: int = 5, show_progress: bool = True) -> dict:
     """Metrics of the pretrained backbone and, with ``model_dir``, of the trained model."""
     from vitrine.photo_hashes import file_sha256, unreadable_reason
-    from vitrine.split import read_split_catalog
+    from vitrine.split import photos_outside_splits, read_split_catalog
 
     if model_dir is not None:  # (VITRINE_MODEL=~/m: the model loaded, its split was not found)
         model_dir = Path(model_dir).expanduser()
@@ -217,9 +217,13 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     protocol, assignment = _protocol(products, given, model_dir, shas, groups)
     labels = [p.category for p in products]
     queries, index = _sides(products, assignment, given)
+    top = Path(catalog_dir).resolve()  # a split catalogue's photos in none of its folders
+    unsplit = [] if given is None else [p.relative_to(top).as_posix()
+                                        for p in photos_outside_splits(top)]
     report: dict = {"catalog": str(catalog_dir), "protocol": protocol, "k": k,
                     "queries": len(queries), "index": len(index),
-                    "duplicate_groups": len(groups), "model": model_info, "retrieval": {}}
+                    "duplicate_groups": len(groups), "model": model_info, "retrieval": {},
+                    "unsplit_photos": unsplit}
     skip = _duplicates_of_queries(queries, index, groups, products)
     for name, vecs in vectors.items():
         report["retrieval"][name] = retrieval_metrics(

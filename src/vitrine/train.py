@@ -98,8 +98,8 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
         torch.set_num_threads(settings.threads)
     products, given = read_split_catalog(catalog_dir)
     top = Path(catalog_dir).resolve()
-    unsplit = [{"product_id": path.relative_to(top).as_posix(), "reason": "in none of the "
-                "split folders (train, val, test)"} for path in photos_outside_splits(top)]
+    unsplit = [{"product_id": path.relative_to(top).as_posix(), "reason": "at the top, in "
+                "none of the split folders"} for path in photos_outside_splits(top)]
     # a photo without a category teaches nothing: left out, and named
     uncategorised = [{"product_id": p.product_id, "reason": "not in a category folder, and the "
                       "product table gives it no category"} for p in products if not p.category]

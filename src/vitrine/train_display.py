@@ -83,8 +83,11 @@ def evaluation_tables(report: dict) -> list:
     groups = report.get("duplicate_groups")
     copies = (f" {groups} duplicate group(s): a query's own copies are neither results nor "
               "relevant.") if groups else ""
+    unsplit = report.get("unsplit_photos") or []
+    left = (f" {len(unsplit)} photo(s) in none of the split folders left out: "
+            + ", ".join(unsplit[:3]) + (" …" if len(unsplit) > 3 else "") + ".") if unsplit else ""
     out: list = [plain(f"{report['protocol']} ({report['queries']} queries, "
-                       f"{report['index']} indexed).{copies}")]
+                       f"{report['index']} indexed).{copies}{left}")]
     table = Table(title=f"Retrieval (category P@{k} / R@{k} / mAP@{k})", title_justify="left")
     table.add_column("category")
     for name in models:
