@@ -279,14 +279,23 @@ class VectorIndex:
         scores, ids = self.index.search(queries, k, params=params)
         return [(s[i >= 0], i[i >= 0]) for s, i in zip(scores, ids, strict=True)]
 
+    def search_breadth(self, k: int) -> int | None:
+        """The breadth a search for ``k`` runs with: HNSW's efSearch (the configured one, at
+        least ``k``), IVF's nprobe (at most its lists); None for a flat index."""
+        if self.kind == "hnsw":
+            return max(self.config.hnsw_ef_search, k)
+        if self.kind == "ivf":
+            return min(self.inner.nlist, self.config.ivf_nprobe)
+        return None
+
     def _params(self, k: int) -> faiss.SearchParameters:
-        """The configured search breadth (HNSW's at least ``k``)."""
+        """The configured search breadth (:meth:`search_breadth`)."""
         if self.kind == "hnsw":
             params = faiss.SearchParametersHNSW()
-            params.efSearch = max(self.config.hnsw_ef_search, k)
+            params.efSearch = self.search_breadth(k)
         elif self.kind == "ivf":
             params = faiss.SearchParametersIVF()
-            params.nprobe = min(self.inner.nlist, self.config.ivf_nprobe)
+            params.nprobe = self.search_breadth(k)
         else:
             params = faiss.SearchParameters()
         return params

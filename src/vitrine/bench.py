@@ -166,12 +166,13 @@ def bench_items(n: int, settings: Settings, *, dim: int = 1280, queries: int = 2
         name, field = ("efSearch", "hnsw_ef_search") if hnsw else ("nprobe", "ivf_nprobe")
         base = config.hnsw_ef_search if hnsw else config.ivf_nprobe
 
-        def effective(value: int) -> int:  # what a search runs with (VectorIndex._params)
-            return max(value, k) if hnsw else min(value, index.inner.nlist)
+        def effective(value: int) -> int:  # what a search runs with
+            return VectorIndex(index.index, replace(config, **{field: value})
+                               ).search_breadth(k)
 
-        breadth = {name: effective(base)}  # the headline figures'
+        breadth = {name: index.search_breadth(k)}  # the headline figures'
         tried = {max(1, base // 4), max(1, base // 2), base * 2, base * 4}
-        for value in sorted({effective(v) for v in tried} - {effective(base)}):
+        for value in sorted({effective(v) for v in tried} - {breadth[name]}):
             other = VectorIndex(index.index, replace(config, **{field: value}))
             times, ids = time_queries(other, query_vecs, k)
             sweep.append({name: value, "p50_ms": percentile_ms(times, 50),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from vitrine.catalog import (
     UPLOAD_NAME,
     UPLOADED,
     Product,
+    category_form,
     id_problem,
     recategorised,
 )
@@ -174,9 +174,9 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     report.uploaded = len(uploaded)
     # the API's id in either Unicode form (a Mac's file names are decomposed; the API reads,
     # edits and deletes it by either): not a second product of the same id beside it
-    taken = {unicodedata.normalize("NFC", pid) for pid in all_uploaded}
+    taken = {category_form(pid) for pid in all_uploaded}  # (NFC, as categories are kept)
     products = [p for p in products
-                if unicodedata.normalize("NFC", p.product_id) not in taken]
+                if category_form(p.product_id) not in taken]
     report.unlisted = sum(p.unlisted for p in products)
     report.category_from_table = recategorised(products)
     gone: set[str] = set()  # stored catalogue products whose photo file no longer exists

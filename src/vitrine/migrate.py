@@ -79,13 +79,13 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
                          f"catalogue's (folder {ours or 'not recorded'}); mixed in one store, "
                          "the next index of either catalogue would remove the other's "
                          "products. Copy into a new store.")
-    _check_fits(source, target, photos_to, photos_from, marks)
+    catalogues = (source.catalog_folder(),)
+    _check_fits(source, target, photos_to, photos_from, marks, catalogues)
     target.lock_for_writing()
     if existing is None:
         target.set_manifest(manifest)
     if target.catalog_folder() is None and source.catalog_folder() is not None:
         target.set_catalog_folder(source.catalog_folder())  # index keeps guarding its removals
-    catalogues = (source.catalog_folder(),)
     seen: set[str] = set()
     copied = 0
     changed: list[str] = []
@@ -122,14 +122,14 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
 
 
 def _check_fits(source: VectorStore, target: VectorStore, photos_to: Path | None,
-                photos_from: Path | None, marks: dict[str, tuple[str, str]]) -> None:
+                photos_from: Path | None, marks: dict[str, tuple[str, str]],
+                catalogues: tuple) -> None:
     """Refuse, before anything is written, a copy the target cannot hold whole: products
     with a field longer than it keeps (a Milvus store's limits), or photos of products added
     through the API kept in the source store's own folder while the target has no folder to
     copy them to (they would go with the source store), or a folder to copy them to inside
     the source store (they would go with it all the same)."""
     root = getattr(source, "root", None)  # an embedded store's folder
-    catalogues = (source.catalog_folder(),)
     inside = photos_to is not None and root is not None and photos_to.resolve(
         ).is_relative_to(root)
     long: list[tuple[str, str]] = []

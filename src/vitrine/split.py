@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import random
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine.catalog import Product, read_catalog, scan_images
+from vitrine.catalog import Product, category_form, read_catalog, scan_images
 from vitrine.config import Settings
 from vitrine.errors import CatalogError
 
@@ -136,6 +135,17 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
 
 
 def find_split_folders(root: Path) -> dict[str, Path] | None:
+    """:func:`_split_layout`'s folders."""
+    return _split_layout(root)[0]
+
+
+def photos_outside_splits(root: Path) -> list[Path]:
+    """The photos of a catalogue split in folders that are in none of them (at its top):
+    in no split, so train and evaluate leave them out and index skips them (all say so)."""
+    return _split_layout(root)[1]
+
+
+def _split_layout(root: Path) -> tuple[dict[str, Path] | None, list[Path]]:
     """The ``train``/``val``/``test`` sub-folders (Portuguese names too) of a catalogue that is
     already split, or None. A split catalogue needs a train folder and a val or test one
     (``train`` and ``val`` alone must not become two categories named so), and no other
@@ -144,11 +154,11 @@ def find_split_folders(root: Path) -> dict[str, Path] | None:
     the other folders' photos joined neither split, without a word (a store's products were
     then recategorised); a folder without photos, hidden, or a Vitrine store or model
     changes nothing. Folder names are compared in one Unicode form (a Mac writes
-    "validação" decomposed)."""
+    "validação" decomposed). With them, the photos at the top, in none of them."""
     root = Path(root)
     if not root.is_dir():
-        return None
-    children = {unicodedata.normalize("NFC", p.name).lower(): p
+        return None, []
+    children = {category_form(p.name).lower(): p  # (one Unicode form)
                 for p in root.iterdir() if p.is_dir()}
     found = {}
     for split, names in FOLDER_NAMES.items():
@@ -157,7 +167,7 @@ def find_split_folders(root: Path) -> dict[str, Path] | None:
                 found[split] = children[name]
                 break
     if "train" not in found or len(found) < 2:
-        return None
+        return None, []
     beside = scan_images(root, skip={f.name for f in found.values()})  # (photos at the top:
     # no folder; those of a store's uploads or a hidden folder are not listed)
     others = sorted({p.relative_to(root).parts[0] for p in beside
@@ -169,7 +179,7 @@ def find_split_folders(root: Path) -> dict[str, Path] | None:
             f"too ({', '.join(others[:3])}{' …' if len(others) > 3 else ''}): move those "
             "photos into the split folders, or, if these folders are all categories, rename "
             f"the ones named like splits ({names}).")
-    return found
+    return found, beside
 
 
 def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None]:
@@ -220,14 +230,6 @@ def catalogue_to_index(root: Path) -> tuple[list[Product], list[Path]]:
     a plain catalogue."""
     products, given = read_split_catalog(root)
     return products, [] if given is None else photos_outside_splits(root)
-
-
-def photos_outside_splits(root: Path) -> list[Path]:
-    """The photos of a catalogue split in folders that are in none of them (at its top):
-    in no split, so train leaves them out and index skips them (and both say so)."""
-    folders = find_split_folders(root)
-    return [] if folders is None else scan_images(
-        Path(root), skip={f.name for f in folders.values()})
 
 
 def make_split(products: Sequence[Product], groups: list[list[str]], settings: Settings,
