@@ -304,6 +304,31 @@ def test_a_split_catalogue_is_indexed_by_the_folders_under_its_splits(shop_a, em
     db.close()
 
 
+def test_an_upload_folder_inside_a_split_catalogue_keeps_it_split(shop_a, embedder,
+                                                                   tmp_path):
+    """A VITRINE_UPLOAD_DIR inside a split catalogue, beside its train/ and test/ folders:
+    its photos (the server's, of products added through the API) counted as a folder of
+    photos beside the splits, and every index of the catalogue was refused."""
+    from vitrine.split import catalogue_to_index
+
+    catalog = tmp_path / "cat"
+    category, other = sorted(p.name for p in shop_a.iterdir() if p.is_dir())[:2]
+    photos = sorted((shop_a / category).glob("*.jpg"))
+    for split, photo in zip(("train", "test"), photos, strict=False):
+        (catalog / split / category).mkdir(parents=True)
+        shutil.copy(photo, catalog / split / category / photo.name)
+    uploads = catalog / "api-photos"
+    uploads.mkdir()
+    data = next((shop_a / other).glob("*.jpg")).read_bytes()
+    (uploads / (hashlib.sha256(data).hexdigest() + ".jpg")).write_bytes(data)
+    assert [len(part) for part in catalogue_to_index(catalog, uploads)] == [2, 0]
+    report = _index(catalog, tmp_path / "st", embedder, uploads=uploads)
+    assert (report.indexed, report.skipped) == (2, [])
+    db = open_store(tmp_path / "st")
+    assert db.categories() == {category: 2}
+    db.close()
+
+
 def test_duplicates_name_api_products_by_id(shop_a, embedder, tmp_path):
     """A product added through the API is named by its id, not by its <sha256>.jpg file."""
     from vitrine.catalog import Product

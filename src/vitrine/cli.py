@@ -80,7 +80,7 @@ def index(
 
     settings = command_settings(weights, model)
     shard_spec = parse_shard(shard)
-    catalogue_to_index(catalog_dir)  # fail on a bad folder before loading the model
+    catalogue_to_index(catalog_dir, settings.upload_dir)  # a bad folder: before the model
     embedder = Embedder.from_settings(settings)
     db = store_for(store, settings, create=True)
     try:

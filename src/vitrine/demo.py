@@ -33,7 +33,7 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     from vitrine.catalog import refuse_out_inside
     from vitrine.split import catalogue_to_index
 
-    catalogue_to_index(catalog)
+    catalogue_to_index(catalog, settings.upload_dir)
     refuse_out_inside(catalog, out_dir)
     if settings.model is None and settings.demo_train:
         if not _own(store_dir, out_dir):

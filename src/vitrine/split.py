@@ -145,7 +145,8 @@ def photos_outside_splits(root: Path) -> list[Path]:
     return _split_layout(root)[1]
 
 
-def _split_layout(root: Path) -> tuple[dict[str, Path] | None, list[Path]]:
+def _split_layout(root: Path, uploads: Path | None = None,
+                  ) -> tuple[dict[str, Path] | None, list[Path]]:
     """The ``train``/``val``/``test`` sub-folders (Portuguese names too) of a catalogue that is
     already split, or None. A split catalogue needs a train folder and a val or test one
     (``train`` and ``val`` alone must not become two categories named so), and no other
@@ -154,7 +155,9 @@ def _split_layout(root: Path) -> tuple[dict[str, Path] | None, list[Path]]:
     the other folders' photos joined neither split, without a word (a store's products were
     then recategorised); a folder without photos, hidden, or a Vitrine store or model
     changes nothing. Folder names are compared in one Unicode form (a Mac writes
-    "validação" decomposed). With them, the photos at the top, in none of them."""
+    "validação" decomposed). With them, the photos at the top, in none of them. Photos in
+    ``uploads`` (a VITRINE_UPLOAD_DIR inside the catalogue: the server's photos of products
+    added through the API) are neither."""
     root = Path(root)
     if not root.is_dir():
         return None, []
@@ -170,6 +173,9 @@ def _split_layout(root: Path) -> tuple[dict[str, Path] | None, list[Path]]:
         return None, []
     beside = scan_images(root, skip={f.name for f in found.values()})  # (photos at the top:
     # no folder; those of a store's uploads or a hidden folder are not listed)
+    if uploads is not None and beside:
+        folder = Path(uploads).expanduser().resolve()
+        beside = [p for p in beside if not p.resolve().is_relative_to(folder)]
     others = sorted({p.relative_to(root).parts[0] for p in beside
                      if len(p.relative_to(root).parts) > 1})
     if others:
@@ -191,7 +197,12 @@ def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None
     whole catalogue's: photo paths from the top, categories the folders under each split's;
     photos outside the split folders are in no split and left out, as they are otherwise.
     """
-    folders = find_split_folders(root)
+    return _read_split(root, find_split_folders(root))
+
+
+def _read_split(root: Path, folders: dict[str, Path] | None,
+                ) -> tuple[list[Product], dict[str, str] | None]:
+    """:func:`read_split_catalog` of ``root`` split in ``folders`` (None: not split)."""
     if folders is None:
         return read_catalog(root), None
     from vitrine.catalog_csv import find_csv
@@ -221,15 +232,18 @@ def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None
     return products, given
 
 
-def catalogue_to_index(root: Path) -> tuple[list[Product], list[Path]]:
+def catalogue_to_index(root: Path, uploads: Path | None = None,
+                       ) -> tuple[list[Product], list[Path]]:
     """What `vitrine index` reads of ``root``: its products, and the photos it leaves out.
 
     A catalogue split in train/val/test folders (:func:`find_split_folders`) is read as
     train and evaluate read it, its categories the folders under the splits; a photo at its
     top is in no split and left out (named, not lost silently). Any other folder is read as
-    a plain catalogue."""
-    products, given = read_split_catalog(root)
-    return products, [] if given is None else photos_outside_splits(root)
+    a plain catalogue. The photos in ``uploads``, a VITRINE_UPLOAD_DIR inside it, are the
+    server's (the caller leaves them out): they neither make a split catalogue plain nor
+    count as outside its splits."""
+    folders, outside = _split_layout(root, uploads)  # (one scan of the top)
+    return _read_split(root, folders)[0], outside
 
 
 def make_split(products: Sequence[Product], groups: list[list[str]], settings: Settings,
