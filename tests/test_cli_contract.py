@@ -802,3 +802,30 @@ def test_demo_train_with_a_model_is_refused(small_catalog, tmp_path):
                            "--no-serve"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--train trains a model" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_info_counts_one_state_of_the_store(small_store, tmp_path, monkeypatch):
+    """`vitrine info` read the count and the category counts in two reads: a product
+    deleted between them (a server or index writing) made them disagree."""
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from vitrine.cli import app
+    from vitrine.store.embedded import EmbeddedStore
+
+    store = tmp_path / "st"
+    shutil.copytree(small_store, store)
+    count = EmbeddedStore.count
+
+    def count_then_another_process_deletes(self):
+        n = count(self)
+        with sqlite3.connect(store / "vitrine.sqlite") as other:
+            other.execute("DELETE FROM products WHERE rowid=(SELECT MIN(rowid) FROM products)")
+        return n
+
+    monkeypatch.setattr(EmbeddedStore, "count", count_then_another_process_deletes)
+    result = CliRunner().invoke(app, ["info", "--store", str(store), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["products"] == sum(data["categories"].values()) > 0

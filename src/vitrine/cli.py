@@ -290,11 +290,14 @@ def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
     from vitrine.store import store_for
 
     db = store_for(store, load_settings())
-    manifest = db.manifest()
-    data = {"products": db.count(), "categories": db.categories(),
-            "catalog_folder": db.catalog_folder(),
-            "model": manifest.as_dict() if manifest else None}
-    db.close()
+    try:
+        with db.snapshot():  # (one state: a server or index may be writing meanwhile)
+            manifest = db.manifest()
+            data = {"products": db.count(), "categories": db.categories(),
+                    "catalog_folder": db.catalog_folder(),
+                    "model": manifest.as_dict() if manifest else None}
+    finally:
+        db.close()
     if as_json:
         print_json(data)
         return
