@@ -528,6 +528,28 @@ def test_many_categories_are_typed_beside_the_largest(crowded, rows):
     assert big.status_code == 413 and 'list="search-category-list" value="n_um"' in big.text
 
 
+def test_a_category_named_with_spaces_around_it_has_its_page(settings, small_store, embedder,
+                                                             tmp_path):
+    """A category folder named "x_bolsa " (a stray space, as a Mac keeps it): the page's own
+    option and the product page's link, which keep the space, and the name typed without
+    it, all showed "There is no category" (the space was dropped before the store was
+    asked, and neither its folded name nor its shown name matched)."""
+    import html as html_text
+
+    from vitrine.api import create_app
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    grow_categories(store, {"x_bolsa ": 2})
+    client = TestClient(create_app(settings, store, embedder=embedder))
+    product = client.get("/products/x_bolsa%20-0").text
+    link = html_text.unescape(re.search(r'<p class="category"><a href="([^"]+)"', product)[1])
+    assert link == "/?category=x_bolsa+"
+    for page in (client.get(link), client.get("/", params={"category": "x_bolsa"})):
+        assert cards(page.text) == 2 and 'value="x_bolsa " selected' in page.text
+        assert "Não há categoria" not in page.text
+
+
 def test_a_store_at_the_limit_keeps_the_category_lists(settings, small_store, embedder, rows,
                                                        tmp_path):
     """CATEGORY_SELECT_MAX categories: both pages list them all (the catalogue with its

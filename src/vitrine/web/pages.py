@@ -124,12 +124,13 @@ def page_category(service: VitrineService, category: str | None) -> PageCategory
     typed = (category or "").strip()
     if not typed:
         return PageCategory()
-    found = service.stored_category(typed)
-    if service.has_category(found):
-        return PageCategory(found)  # (one row read; counting scans a Milvus collection)
+    for spelling in dict.fromkeys((category, typed)):  # (the app's own links keep the spaces
+        found = service.stored_category(spelling)  # of a folder named " x_y ")
+        if service.has_category(found):
+            return PageCategory(found)  # (one row read; counting scans a Milvus collection)
     categories = service.categories()
     wanted = fold(typed)  # in any case, without accents, as name search compares
-    names = {c: (fold(c), fold(category_label(c))) for c in categories if c}
+    names = {c: (fold(c.strip()), fold(category_label(c))) for c in categories if c}
     named = [c for c, forms in names.items() if wanted in forms]
     if len(named) == 1:
         return PageCategory(named[0])
