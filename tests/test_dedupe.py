@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -258,6 +259,48 @@ def test_a_photo_gone_while_dedupe_runs_is_skipped(demo_catalog, embedder, setti
                                      show_progress=False)
     assert skipped == [{"path": str(folder / "a.jpg"), "reason": "file not found"}]
     assert groups == [[str(folder / "b.jpg"), str(folder / "c.jpg")]]
+
+
+def unlistable(monkeypatch, folder: Path) -> None:
+    """Make ``folder`` one that cannot be listed, as without permission (the tests may run as
+    root, whom permissions do not stop)."""
+    import os
+
+    scandir = os.scandir
+
+    def refusing(path="."):
+        if Path(path) == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+
+
+def test_a_folder_dedupe_cannot_read_and_a_link_loop_are_skipped(demo_catalog, embedder,
+                                                                 settings, tmp_path,
+                                                                 monkeypatch):
+    """A sub-folder that cannot be listed was passed over without a word (its copies never
+    compared), and a symbolic link loop named like a photo was a traceback: both are
+    skipped with their reasons; the other photos are still compared."""
+    import shutil
+
+    from vitrine.dedupe_files import dedupe_folders
+
+    photo = sorted((demo_catalog / "relogio_feminino").glob("*.jpg"))[0]
+    folder = tmp_path / "photos"
+    (folder / "locked").mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg", "locked/c.jpg"):
+        shutil.copyfile(photo, folder / name)
+    (folder / "x.jpg").symlink_to("y.jpg")
+    (folder / "y.jpg").symlink_to("x.jpg")
+    unlistable(monkeypatch, folder / "locked")
+    groups, skipped = dedupe_folders([folder], settings, embedder=embedder,
+                                     show_progress=False)
+    assert groups == [[str(folder / "a.jpg"), str(folder / "b.jpg")]]
+    assert skipped[0] == {"path": str(folder / "locked"),
+                          "reason": "the folder cannot be read (Permission denied)"}
+    assert [s["path"] for s in skipped[1:]] == [str(folder / "x.jpg"), str(folder / "y.jpg")]
+    assert all("symbolic links" in s["reason"] for s in skipped[1:])
 
 
 def test_colour_difference_counts_a_product_on_only_one_side():

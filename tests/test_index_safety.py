@@ -329,6 +329,27 @@ def test_an_upload_folder_inside_a_split_catalogue_keeps_it_split(shop_a, embedd
     db.close()
 
 
+def test_a_category_folder_that_cannot_be_read_removes_nothing(shop_a, embedder, tmp_path,
+                                                               monkeypatch):
+    """A category folder whose permissions changed (cannot be listed): its photos were
+    left out without a word and index removed their products, exit 0. It is one sentence
+    naming the folder, before anything is written."""
+    from test_dedupe import unlistable
+
+    from vitrine.errors import CatalogError
+
+    catalog = tmp_path / "cat"
+    shutil.copytree(shop_a, catalog)
+    _index(catalog, tmp_path / "st", embedder)
+    before = _state(tmp_path / "st")
+    category = sorted(p for p in catalog.iterdir() if p.is_dir())[0]
+    unlistable(monkeypatch, category)
+    with pytest.raises(CatalogError, match=f"^{category}: the folder cannot be read "
+                                           r"\(Permission denied\), so its photos"):
+        _index(catalog, tmp_path / "st", embedder)
+    assert _state(tmp_path / "st") == before
+
+
 def test_duplicates_name_api_products_by_id(shop_a, embedder, tmp_path):
     """A product added through the API is named by its id, not by its <sha256>.jpg file."""
     from vitrine.catalog import Product

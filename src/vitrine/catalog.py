@@ -191,16 +191,34 @@ def vitrine_folder(root: Path, photo: Path, known: dict[Path, bool]) -> Path | N
     return None
 
 
-def scan_images(root: Path, skip: Iterable[str] = ()) -> list[Path]:
+def scan_images(root: Path, skip: Iterable[str] = (),
+                unreadable: list[dict] | None = None) -> list[Path]:
     """All photo files below ``root`` (any extension case), sorted; hidden files and folders,
     Vitrine store and model folders, and the folders of ``root`` named in ``skip``, skipped.
     Symbolic links to folders are followed (each real folder once); a link to a photo that
-    is gone is listed, so that reading it reports it."""
+    is gone is listed, so that reading it reports it.
+
+    A folder that cannot be listed (no permission) is a CatalogError: its photos were left
+    out without a word, and index removed their products from the store. With
+    ``unreadable`` (a list), each is added to it as ``{"path", "reason"}`` instead. A
+    ``lost+found`` folder (a drive's, the system's) is passed over."""
     skip = set(skip)
     found = []
     seen: set[tuple[int, int]] = set()
     real_root = Path(root).resolve()
-    for folder, dirs, files in os.walk(root, followlinks=True):
+
+    def cannot_list(exc: OSError) -> None:
+        folder = Path(exc.filename) if exc.filename else Path(root)
+        if folder.name == "lost+found":
+            return
+        reason = f"the folder cannot be read ({exc.strerror or exc})"
+        if unreadable is None:
+            raise CatalogError(f"{folder}: {reason}, so its photos would be left out (and "
+                               "their products removed from a store). Make it readable, or "
+                               "move it out of the catalogue.")
+        unreadable.append({"path": str(folder), "reason": reason})
+
+    for folder, dirs, files in os.walk(root, onerror=cannot_list, followlinks=True):
         info = os.stat(folder)
         if (info.st_dev, info.st_ino) in seen or (
                 folder != str(root) and any(m in files for m in STORE_MARKERS)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +23,21 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
     through two of ``dirs`` (one inside the other, or the same folder twice) counts once.
     Without ``rules``, those of ``settings`` for the embedder's vectors."""
     paths: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
+    skipped: list[dict] = []  # (folders that cannot be read, then photos)
     for folder in dirs:
         if not folder.is_dir():
             raise CatalogError(f"{folder} is not a folder.")
-        for photo in scan_images(folder):
-            if photo.resolve() not in seen:
-                seen.add(photo.resolve())
+        for photo in scan_images(folder, unreadable=skipped):
+            real = os.path.realpath(photo)  # (a link loop: its path, reported when read)
+            if real not in seen:
+                seen.add(real)
                 paths.append(folder / photo.relative_to(folder))
     if not paths:
         raise CatalogError("no photos found in " + ", ".join(map(str, dirs)) + ".")
     embedder = embedder or Embedder.from_settings(settings)
     rules = rules or embedder.duplicate_rules()
-    keys, vectors, phashes, thumbs, shas, skipped = [], [], [], [], [], []
+    keys, vectors, phashes, thumbs, shas = [], [], [], [], []
     with progress_bar("Embedding", len(paths), enabled=show_progress) as adv:
         for result in embedder.embed_paths(paths, on_progress=adv):
             path = paths[result.index]

@@ -9,6 +9,7 @@ split, and the duplicates that cross it are reported.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -175,7 +176,7 @@ def _split_layout(root: Path, uploads: Path | None = None,
     # no folder; those of a store's uploads or a hidden folder are not listed)
     if uploads is not None and beside:
         folder = Path(uploads).expanduser().resolve()
-        beside = [p for p in beside if not p.resolve().is_relative_to(folder)]
+        beside = [p for p in beside if not Path(os.path.realpath(p)).is_relative_to(folder)]
     others = sorted({p.relative_to(root).parts[0] for p in beside
                      if len(p.relative_to(root).parts) > 1})
     if others:
