@@ -373,6 +373,26 @@ def test_not_a_store(tmp_path):
             open_store(tmp_path / "afile", create=create)
 
 
+def test_another_programs_database_is_refused_and_left_as_it_is(tmp_path):
+    """A folder whose vitrine.sqlite is another program's database: `vitrine info` said "0
+    products", after adding the store's tables to it and switching it to WAL mode."""
+    import sqlite3
+
+    root = tmp_path / "theirs"
+    root.mkdir()
+    with sqlite3.connect(root / "vitrine.sqlite") as theirs:
+        theirs.execute("CREATE TABLE users(name TEXT)")
+        theirs.execute("INSERT INTO users VALUES ('ana')")
+    theirs.close()
+    before = (root / "vitrine.sqlite").read_bytes()
+    for create in (False, True):
+        with pytest.raises(StoreError, match=r"is a database of another program, not a "
+                                             r"Vitrine store \(its tables: users\)"):
+            open_store(root, create=create)
+    assert (root / "vitrine.sqlite").read_bytes() == before
+    assert sorted(p.name for p in root.iterdir()) == ["vitrine.sqlite"]
+
+
 def test_a_store_from_an_older_version_is_refused_in_one_sentence(store):
     """A store written before thumbnails were kept (no ``thumb`` column): refused when
     opened, not a SQL error at the first search; its data stays untouched."""

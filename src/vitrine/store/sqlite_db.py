@@ -78,6 +78,18 @@ def file_id(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _refuse_foreign(db: sqlite3.Connection, db_path: Path) -> None:
+    """A StoreError, before anything is written, when ``db_path`` is another program's
+    database (tables, none of them a store's products): `vitrine info` added the store's
+    tables to it and switched it to WAL mode."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if tables and "products" not in tables:
+        db.close()
+        raise StoreError(f"{db_path} is a database of another program, not a Vitrine store "
+                         f"(its tables: {', '.join(sorted(tables)[:3])}"
+                         f"{' …' if len(tables) > 3 else ''}); it is left as it is.")
+
+
 def open_database(root: Path, *, create: bool) -> tuple[sqlite3.Connection, set[str], list[str]]:
     """Open (``create``: or make) the database of the store folder ``root``: the connection,
     the columns its products table has, and those it lacks (a store of an older Vitrine)."""
@@ -104,6 +116,7 @@ def open_database(root: Path, *, create: bool) -> tuple[sqlite3.Connection, set[
         try:
             db = sqlite3.connect(db_path, timeout=30, isolation_level=None,
                                  check_same_thread=False)
+            _refuse_foreign(db, db_path)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
