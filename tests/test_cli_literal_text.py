@@ -84,3 +84,13 @@ def test_shared_tables_are_literal_on_any_console():
     for literal in ("Similar to [/promo]", "p1 [/promo]", "[red]x[/red] :fire:", "[b]",
                     "[dim]held out[/dim]", "p1 Promo [/promo]", "[i]"):
         assert literal in text
+
+
+def test_info_gives_each_category_one_line():
+    """A product table's category may hold a line break (index keeps it): `info` printed it
+    over two lines, the second read as a category of its own."""
+    from vitrine.display import info_lines
+
+    data = {"products": 3, "catalog_folder": "/shop\nnew", "categories": {"a\nb: 9": 2, "": 1}}
+    assert info_lines(data, None, "st\r") == ["3 products in st\\r, indexed from /shop\\nnew",
+                                              "  a\\nb: 9: 2", "  (none): 1"]

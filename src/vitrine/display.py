@@ -89,9 +89,10 @@ def migrate_lines(done: Migrated, source: str, target: str) -> list[str]:
 
 def info_lines(data: dict, manifest: ModelManifest | None, store: str) -> list[str]:
     """What ``vitrine info`` says in the terminal about a store (``data``: its JSON)."""
-    lines = [f"{data['products']} products in {store}" + (
-        f", indexed from {data['catalog_folder']}" if data["catalog_folder"] else "")]
-    lines += [f"  {name or '(none)'}: {n}" for name, n in data["categories"].items()]
+    lines = [f"{data['products']} products in {one_line(str(store))}" + (
+        f", indexed from {one_line(data['catalog_folder'])}" if data["catalog_folder"] else "")]
+    # (a table's category may hold a line break: one category, one line)
+    lines += [f"  {one_line(name) or '(none)'}: {n}" for name, n in data["categories"].items()]
     if manifest:
         resize = manifest.preprocessing.get("resize", "?")
         lines.append(f"model: {manifest.backbone}, {manifest.dim}-d, weights "
