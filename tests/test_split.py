@@ -92,7 +92,17 @@ def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
 
     (tmp_path / "validacao").rename(tmp_path / unicodedata.normalize("NFD", "validação"))
     assert set(find_split_folders(tmp_path)) == {"train", "val", "test"}
-    (tmp_path / unicodedata.normalize("NFD", "validação")).rename(tmp_path / "validacao")
+    # its table's composed ids: the id is of one form, which either form typed finds (a
+    # decomposed folder name before a composed id was neither)
+    mac = tmp_path / unicodedata.normalize("NFD", "validação")
+    (mac / "products.csv").write_text("id,imagem\nrelógio-1,relogio_feminino/"
+                                      + next((mac / "relogio_feminino").iterdir()).name + "\n")
+    ids = {p.product_id for p in read_split_catalog(tmp_path)[0]}
+    assert "validação/relógio-1" in ids
+    assert all(unicodedata.is_normalized("NFC", i) or unicodedata.is_normalized("NFD", i)
+               for i in ids)
+    (mac / "products.csv").unlink()
+    mac.rename(tmp_path / "validacao")
     # a product table at the top was not read (each split folder is a catalogue of its own):
     # its categories silently lost, while `vitrine index` of the folder used them. It is
     # the whole catalogue's; the folders under each split's are the others' categories

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,13 +225,21 @@ def _read_split(root: Path, folders: dict[str, Path] | None,
     else:
         for split, folder in folders.items():
             for product in read_catalog(folder, empty_ok=True):  # (an empty one: as missing)
-                product.product_id = f"{folder.name}/{product.product_id}"
+                product.product_id = _prefixed(folder.name, product.product_id)
                 products.append(product)
                 given[product.product_id] = split
     if not products:
         raise CatalogError(f"no product photos found in the split folders of {root} "
                            f"({', '.join(f.name for f in folders.values())}).")
     return products, given
+
+
+def _prefixed(folder: str, product_id: str) -> str:
+    """``product_id`` after its split folder's name, which takes the id's Unicode form: a
+    Mac's decomposed "validação" before a table's composed "relógio-1" made an id of both
+    forms, which neither form typed found (a product id is looked up in either form)."""
+    form = "NFD" if unicodedata.normalize("NFC", product_id) != product_id else "NFC"
+    return f"{unicodedata.normalize(form, folder)}/{product_id}"
 
 
 def catalogue_to_index(root: Path, uploads: Path | None = None,
