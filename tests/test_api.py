@@ -1025,6 +1025,34 @@ def test_cors_lets_the_configured_origins_in(settings, small_store, embedder):
     assert other.status_code == 500 and "access-control-allow-origin" not in other.headers
 
 
+def test_health_fails_when_the_store_is_gone_or_its_database_fails(settings, small_store,
+                                                                     embedder, tmp_path):
+    """/healthz said "ok" with a store folder deleted or moved away (reads served the
+    deleted file, writes were 409s), and a database failing under the server (damaged, or
+    a read-only replica's file rewritten) was a 500 "Something went wrong"; both are 503s
+    that say so."""
+    from vitrine.api import create_app
+    from vitrine.service import VitrineService
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    client = TestClient(create_app(settings, store, embedder=embedder),
+                        raise_server_exceptions=False)
+    assert client.get("/healthz").status_code == 200
+
+    def damaged(*args, **kwargs):
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(VitrineService, "products", damaged)
+        failed = client.get("/api/products")
+    assert failed.status_code == 503 and failed.headers["retry-after"] == "5"
+    assert failed.json()["detail"].startswith("The store's database cannot be read right now")
+    store.rename(tmp_path / "moved")
+    gone = client.get("/healthz")
+    assert gone.status_code == 503 and "The store is gone" in gone.json()["detail"]
+
+
 def test_a_photo_that_cannot_be_saved_is_one_sentence(tmp_path, monkeypatch):
     """A full disk while saving an uploaded photo: a StoreError sentence (409), and the
     half-written temporary file is gone (it used to be a 500 that left it behind)."""

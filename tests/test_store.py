@@ -481,6 +481,50 @@ def test_a_store_on_a_read_only_volume_serves_reads(store, tmp_path):
             open_store(ro, create=True)
 
 
+def test_a_read_only_replica_sees_the_writers_changes(store, tmp_path):
+    """Replicas of a read-only volume read the database as a file that does not change
+    (SQLite's ``immutable``): after the writer changed it they served deleted products
+    (then, as its pages moved, 500s), never the new ones. The store now says it changed,
+    and opened again it reads what the writer wrote."""
+    root = store.root
+    store.close()
+    with read_only_mount(root, tmp_path / "ro") as ro:
+        replica = open_store(ro)
+        assert replica.count() == 4 and not replica.replaced() and replica.present()
+        writer = open_store(root)
+        writer.lock_for_writing()
+        writer.delete(["a"])
+        writer.close()  # (its last writes folded into vitrine.sqlite)
+        assert replica.replaced()
+        replica.close()
+        again = open_store(ro)
+        assert again.count() == 3 and again.get("a") is None and not again.replaced()
+        again.close()
+
+
+def test_a_full_disk_is_not_taken_for_a_damaged_store(store, monkeypatch):
+    """SQLite needs room for its WAL files to open a store: on a full disk every command
+    said the store was "not a readable Vitrine store (disk I/O error)", as if damaged."""
+    import shutil
+    import sqlite3
+
+    root = store.root
+    store.close()
+
+    def no_room(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(sqlite3, "connect", no_room)
+    with pytest.raises(StoreError, match="not a readable Vitrine store"):  # room: damaged
+        open_store(root)
+    full = shutil.disk_usage(root)._replace(free=4096)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
+    with pytest.raises(StoreError, match=f"cannot open the store {root}: the disk holding it "
+                                         r"is full \(disk I/O error; .*the store itself is as "
+                                         "it was"):
+        open_store(root)
+
+
 @contextlib.contextmanager
 def read_only_mount(folder: Path, at: Path):
     """``folder`` bind-mounted read-only at ``at``; skips the test where mounts need root."""

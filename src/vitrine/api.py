@@ -11,6 +11,7 @@ import contextlib
 import errno
 import functools
 import os
+import sqlite3
 from pathlib import Path
 from stat import S_ISREG
 from typing import Annotated, BinaryIO, Literal
@@ -255,11 +256,17 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
     async def server_error(request: Request, exc: Exception) -> Response:
         """A bug: one sentence (the traceback goes to the server's log), with the security
         headers, which the middleware cannot add to a 500. Memory or a thread the system
-        refused is a 503 to try again (a burst of uploads under a container's limit)."""
+        refused is a 503 to try again (a burst of uploads under a container's limit), and so
+        is a database that fails under the server."""
         if resources_refused(exc):
             response = error(request, 503, "The server is short of memory or threads right "
                                            "now; try again in a moment.",
                              {"Retry-After": "5"})
+        elif isinstance(exc, sqlite3.DatabaseError):  # (a page damaged, or a read-only
+            # replica's file rewritten under it: opened anew at the next request)
+            response = error(request, 503, "The store's database cannot be read right now "
+                                           "(being rewritten, or damaged); the error is in "
+                                           "the server's log.", {"Retry-After": "5"})
         else:
             response = error(request, 500, "Something went wrong on the server; the error "
                                            "is in its log.")
@@ -353,6 +360,12 @@ def create_app(settings: Settings, store: str | Path, *,
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:
+        """Healthy while the store can be read: its folder deleted or moved away (the server
+        reads the open file still, and no write can succeed) or its database failing (see
+        server_error) is a 503."""
+        if not service.present():
+            raise HTTPException(503, "The store is gone: its database is no longer where the "
+                                     "server opened it.")
         return Health(status="ok", products=service.count(), model=service.embedder.spec.name)
 
     @functools.lru_cache(maxsize=THUMBNAILS_KEPT)

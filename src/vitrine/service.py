@@ -235,6 +235,10 @@ class VitrineService:
         with self._store_lock:
             return self.store.count()
 
+    def present(self) -> bool:
+        """Whether the store's files are still there (see VectorStore.present)."""
+        return self._store.present()
+
     def similar(self, product_id: str, k: int, category: str | None = None, *,
                 same_category: bool = False) -> tuple[StoredProduct, list[Match]]:
         category = self.stored_category(category)

@@ -145,6 +145,9 @@ class VectorStore(Protocol):
     def replaced(self) -> bool:
         """True when the store's files are now others than those opened (open it again)."""
         ...
+    def present(self) -> bool:
+        """False when the store's files are gone (its folder deleted or moved away)."""
+        ...
     def snapshot(self) -> contextlib.AbstractContextManager:
         """Reads inside see one committed state (the embedded store); a no-op on Milvus."""
         ...

@@ -59,8 +59,9 @@ class EmbeddedStore:
         self.index_config = index_config or IndexConfig.defaults()
         self.location = str(root)
         db_path = self.root / DB_NAME
-        self.db, have, missing = open_database(self.root, create=create)
-        self._file = file_id(db_path)
+        seen = file_id(db_path, version=True)  # (before reading: a change after is seen)
+        self.db, have, missing, self._frozen = open_database(self.root, create=create)
+        self._file = seen if self._frozen else file_id(db_path)
         if missing:
             self.db.close()
             raise StoreError(f"{self.root} was written by an older Vitrine (no "
@@ -82,9 +83,14 @@ class EmbeddedStore:
 
     def replaced(self) -> bool:
         """True when the store's database is now another file than the one opened (deleted
-        and indexed anew); not while there is none."""
-        now = file_id(self.root / DB_NAME)
+        and indexed anew); not while there is none. Read from a read-only folder (as a file
+        that does not change: ``immutable``), also when the file changed (written where it
+        can be: the replicas of a read-only volume served deleted products, then 500s)."""
+        now = file_id(self.root / DB_NAME, version=self._frozen)
         return now is not None and now != self._file
+
+    def present(self) -> bool:
+        return file_id(self.root / DB_NAME) is not None
 
     # ---- locking and transactions -------------------------------------------------------
     def lock_for_writing(self, wait: float = WRITE_WAIT) -> None:

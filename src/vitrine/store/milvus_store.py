@@ -496,6 +496,9 @@ class MilvusStore:
     def replaced(self) -> bool:
         return False  # a server's collection is not swapped under a client
 
+    def present(self) -> bool:
+        return True  # (a collection dropped: its reads fail)
+
     def snapshot(self):
         """No snapshot on Milvus: reads that must agree check for rows gone between them."""
         return nullcontext()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +60,8 @@ INDEXES = (LISTING_INDEX,
 photo (``EmbeddedStore.names_photo``) without reading theirs."""
 COLUMNS = ("product_id, image, category, name, price, description, attributes, "
            "content_sha256, phash, thumb, metadata_hash")
+DISK_FULL = 1 << 20
+"""Free bytes below which a failure to open the database is said to be the full disk's."""
 
 
 def row_to_product(row: sqlite3.Row | tuple, photo: Callable[[str], str]) -> StoredProduct:
@@ -69,13 +72,15 @@ def row_to_product(row: sqlite3.Row | tuple, photo: Callable[[str], str]) -> Sto
                          phash=phash, thumb=bytes(thumb), uploaded=meta.startswith(UPLOADED))
 
 
-def file_id(path: Path) -> tuple[int, int] | None:
-    """The device and inode of ``path`` (which file it is), or None when there is none."""
+def file_id(path: Path, version: bool = False) -> tuple[int, ...] | None:
+    """The device and inode of ``path`` (which file it is), with ``version`` also its size
+    and modification time (which content), or None when there is none."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_dev, st.st_ino
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) if version else (
+        st.st_dev, st.st_ino)
 
 
 def _refuse_foreign(db: sqlite3.Connection, db_path: Path) -> None:
@@ -90,9 +95,13 @@ def _refuse_foreign(db: sqlite3.Connection, db_path: Path) -> None:
                          f"{' …' if len(tables) > 3 else ''}); it is left as it is.")
 
 
-def open_database(root: Path, *, create: bool) -> tuple[sqlite3.Connection, set[str], list[str]]:
+def open_database(root: Path, *, create: bool,
+                  ) -> tuple[sqlite3.Connection, set[str], list[str], bool]:
     """Open (``create``: or make) the database of the store folder ``root``: the connection,
-    the columns its products table has, and those it lacks (a store of an older Vitrine)."""
+    the columns its products table has, those it lacks (a store of an older Vitrine), and
+    whether it is read as a file that does not change (``immutable``: a read-only folder,
+    where SQLite cannot make its WAL files; a change made elsewhere is not seen through
+    it, so its reader opens it again: EmbeddedStore.replaced)."""
     db_path = root / DB_NAME
     length = len(os.fsencode(os.path.abspath(db_path)))
     if length > DB_PATH_MAX:  # said as "not a readable Vitrine store (unable to open ...)"
@@ -112,6 +121,7 @@ def open_database(root: Path, *, create: bool) -> tuple[sqlite3.Connection, set[
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create store folder {root} ({exc.strerror}).") from None
+    frozen = False
     try:
         try:
             db = sqlite3.connect(db_path, timeout=30, isolation_level=None,
@@ -121,8 +131,13 @@ def open_database(root: Path, *, create: bool) -> tuple[sqlite3.Connection, set[
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             db.executescript(SCHEMA)
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError as exc:
             if os.access(root, os.W_OK):
+                if shutil.disk_usage(root).free < DISK_FULL:  # (not a damaged store)
+                    raise StoreError(
+                        f"cannot open the store {root}: the disk holding it is full ({exc}; "
+                        "SQLite needs a little room beside its database to open it). Free "
+                        "some space there; the store itself is as it was.") from None
                 raise
             if create:  # to write into (index, migrate): say why it cannot be
                 raise StoreError(f"cannot write to the store {root}; it is read-only "
@@ -139,6 +154,7 @@ def open_database(root: Path, *, create: bool) -> tuple[sqlite3.Connection, set[
                     "folds them in), or copy it after its writer has stopped.") from None
             db = sqlite3.connect(f"{db_path.as_uri()}?mode=ro&immutable=1", uri=True,
                                  isolation_level=None, check_same_thread=False)
+            frozen = True
         # name search folds case and accents in SQL (see list_products)
         db.create_function("vitrine_searchable", 1, searchable_sql, deterministic=True)
         have = {row[1] for row in db.execute("PRAGMA table_info(products)")}
@@ -152,4 +168,4 @@ def open_database(root: Path, *, create: bool) -> tuple[sqlite3.Connection, set[
                     db.execute(index)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
-    return db, have, missing
+    return db, have, missing, frozen
