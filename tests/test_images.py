@@ -385,6 +385,49 @@ def test_32bit_integer_and_float_tiffs_with_8bit_values_keep_their_grey(tmp_path
     assert open_image(path).getpixel((3, 3)) == (128, 128, 128)  # 0–1 floats scaled up
 
 
+def png_with_key(path: Path, depth: int, colour: int, rows: np.ndarray, key: bytes) -> Path:
+    """A PNG of ``rows`` (big-endian samples) with a colour-key tRNS chunk, written by hand:
+    Pillow writes neither 16-bit colour nor a 16-bit grey key."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    h, w = rows.shape[:2]
+    raw = b"".join(b"\0" + row.tobytes() for row in rows)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0))
+                     + chunk(b"tRNS", key) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_colour_keyed_png_is_white_where_it_is_transparent(tmp_path):
+    """An RGB PNG whose tRNS chunk names its transparent colour (optipng and oxipng write a
+    cut-out photo whose alpha is all or nothing so), in 8 or 16 bits, and a 16-bit grey PNG
+    with a transparent level: embedded with that colour, black, where the same picture as
+    an RGBA PNG is white (the two scored 0.85)."""
+    rgb = np.full((4, 4, 3), 90, np.uint8)
+    rgb[0, 0] = 0
+    keyed = save(Image.fromarray(rgb, "RGB"), tmp_path / "rgb.png", transparency=(0, 0, 0))
+    wide = png_with_key(tmp_path / "rgb16.png", 16, 2, rgb.astype(">u2") * 257,
+                        bytes(6))
+    grey = png_with_key(tmp_path / "grey16.png", 16, 0, rgb[..., 0].astype(">u2") * 257,
+                        bytes(2))
+    assert [Image.open(p).mode for p in (keyed, wide, grey)] == ["RGB", "RGB", "I;16"]
+    for path in (keyed, wide, grey):
+        opened = open_image(path)
+        assert opened.getpixel((0, 0)) == (255, 255, 255), path.name
+        assert opened.getpixel((3, 3)) == (90, 90, 90), path.name
+    rgb[0, 0] = (1, 1, 1)  # a 16-bit key in 16 bits: 257 × its 8-bit colour
+    wide = png_with_key(tmp_path / "rgb16b.png", 16, 2, rgb.astype(">u2") * 257,
+                        (257).to_bytes(2, "big") * 3)
+    assert open_image(wide).getpixel((0, 0)) == (255, 255, 255)
+    assert open_image(wide).getpixel((3, 3)) == (90, 90, 90)
+
+
 def test_a_grey_png_with_a_transparent_level_is_white_there(tmp_path):
     """A greyscale PNG that marks one grey level transparent shows white where it is, as
     other transparent photos do, not that grey (black here)."""
@@ -394,3 +437,19 @@ def test_a_grey_png_with_a_transparent_level_is_white_there(tmp_path):
     opened = open_image(path)
     assert opened.getpixel((0, 0)) == (255, 255, 255)
     assert opened.getpixel((3, 3)) == (90, 90, 90)
+
+
+def test_a_damaged_heic_is_one_line(tmp_path):
+    """libheif's error ends in a line break, which the sentence kept: the CLI printed ")."
+    on a line of its own, and the API's detail and index's skip reason held it."""
+    from pillow_heif import from_pillow
+
+    whole = tmp_path / "whole.heic"
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    from_pillow(Image.fromarray(noise, "RGB")).save(whole, quality=95)  # (its data past half)
+    path = tmp_path / "cut.heic"
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ImageError) as raised:
+        open_image(path)
+    said = str(raised.value)
+    assert "cannot decode the image" in said and "\n" not in said and said.endswith(").")

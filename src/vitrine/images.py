@@ -160,7 +160,8 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
     except UnidentifiedImageError:
         raise ImageError(name, "not a recognised image format.") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds on corrupt files
-        reason = str(exc).rstrip(".") or type(exc).__name__
+        reason = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__  # (one line:
+        # libheif's messages end in a line break)
         if "truncated" in reason.lower():
             reason = "the image data is truncated"
         raise ImageError(name, f"cannot decode the image ({reason}).") from None
@@ -226,11 +227,17 @@ def _too_many_pixels(name: str, width: int, height: int, max_pixels: int,
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB, compositing transparency on white."""
     mode = img.mode
+    key = img.info.get("transparency")  # (a PNG's colour key: tRNS, what optipng writes for
+    # a cut-out whose alpha is all or nothing; it was embedded as its colour, black)
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
+        raw = np.asarray(img)
+        arr = raw.astype(np.float64)
         peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         arr = np.clip(arr * (255.0 / peak), 0, 255).round().astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+        if not isinstance(key, int):
+            return Image.fromarray(arr, "L").convert("RGB")
+        img = Image.fromarray(np.dstack([arr, np.where(raw == key, 0, 255).astype(np.uint8)]),
+                              "LA")
     if mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
@@ -238,7 +245,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return Image.fromarray(arr, "L").convert("RGB")
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif mode in ("L", "1") and "transparency" in img.info:
+    elif mode in ("L", "1", "RGB") and key is not None:
+        if mode == "RGB" and isinstance(key, tuple) and max(key) > 255:  # a 16-bit PNG's
+            img.info["transparency"] = tuple(v >> 8 for v in key)  # key; its data: 8-bit
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
