@@ -453,3 +453,19 @@ def test_a_damaged_heic_is_one_line(tmp_path):
         open_image(path)
     said = str(raised.value)
     assert "cannot decode the image" in said and "\n" not in said and said.endswith(").")
+
+
+def test_a_thin_banner_has_a_card_copy_within_the_pixel_limit(tmp_path):
+    """A JPEG far wider than tall (a banner) searched fine, decoded at a reduced scale for
+    the model, but its card copy kept the short side at the card's size: decoded at full
+    scale, over the pixel limit, it was a 404 (and `--plot` failed). The copy decodes at the
+    scale its long side needs."""
+    from vitrine.images import thumbnail
+
+    rows = np.linspace(0, 255, 8000, dtype=np.uint8)[None, :, None].repeat(300, 0).repeat(3, 2)
+    path = save(Image.fromarray(rows, "RGB"), tmp_path / "banner.jpg", quality=90)
+    card = thumbnail(path, 448, max_pixels=1_000_000)  # (8000 × 300: 2.4 MP)
+    assert card.size == (448, 17)
+    assert abs(card.getpixel((224, 8))[0] - 128) < 8  # the banner's middle, scaled down
+    photo = Image.open(save(Image.new("RGB", (4000, 3000), RED), tmp_path / "p.jpg"))
+    assert thumbnail(Path(photo.filename), 448, 40_000_000).size == (448, 336)

@@ -109,13 +109,14 @@ def is_image_path(path: Path) -> bool:
 
 
 def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
-               draft_size: int | None = None) -> Image.Image:
+               draft_size: int | None = None, fit: bool = False) -> Image.Image:
     """Decode a photo into an upright 8-bit RGB image.
 
     Applies EXIF orientation, takes the first frame of animations, composites transparency on
     white and converts CMYK, grayscale, 16-bit and palette images. Refuses images above
     ``max_pixels`` before decoding their pixels. ``draft_size`` lets JPEG decode at a reduced
-    scale that is still at least that many pixels on its short side.
+    scale that is still at least that many pixels on its short side (with ``fit``, on its
+    long side: a copy to fit in a square of that side).
     Raises :class:`ImageError` with a one-sentence reason.
     """
     name = str(source) if isinstance(source, Path) else "uploaded image"
@@ -145,7 +146,7 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
             if img.format in ("JPEG", "MPO"):
                 _check_jpeg(img, data, name, max_pixels)
                 if draft_size:  # a 50-MP phone photo decodes at 1/8
-                    img.draft("RGB", (draft_size, draft_size))
+                    img.draft("RGB", _draft_request(img.size, draft_size, fit))
             width, height = img.size  # what will be decoded
             if width * height > max_pixels:
                 raise _too_many_pixels(name, width, height, max_pixels)
@@ -259,11 +260,22 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
+def _draft_request(size: tuple[int, int], side: int, fit: bool) -> tuple[int, int]:
+    """The size a JPEG's reduced decode must keep (Pillow's draft keeps both sides at least
+    as large): ``side`` on the short side, or with ``fit`` the photo scaled to ``side`` on its
+    long side (a 60,000 × 700 banner: its short side kept at 448 px, it decoded at full
+    scale, over the pixel limit, and its card was a 404)."""
+    if not fit:
+        return side, side
+    scale = side / max(size)
+    return max(1, math.ceil(size[0] * scale)), max(1, math.ceil(size[1] * scale))
+
+
 def thumbnail(path: Path, side: int, max_pixels: int) -> Image.Image:
     """The photo scaled down to fit ``side``×``side`` (never up): upright, RGB, transparency
     on white, as :func:`open_image` decodes it; a JPEG decodes at a reduced scale first, so
     a large phone photo costs little."""
-    img = open_image(path, max_pixels=max_pixels, draft_size=side)
+    img = open_image(path, max_pixels=max_pixels, draft_size=side, fit=True)
     img.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return img
 
