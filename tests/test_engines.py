@@ -243,3 +243,77 @@ def test_own_mobilenet_v2_matches_torchvision(weights_path):
             "print('torchvision' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_damaged_cached_export_is_exported_again(settings, tmp_path):
+    """A cached export whose bytes were damaged but still loaded gave other vectors (cosine
+    0.95 to torch) without a word; one without its digest (or another export's) is not
+    trusted either. Each is exported again, and then used as it is."""
+    manifest = Embedder.from_settings(settings.model_copy(update={"engine": "torch"})).manifest
+    chosen = settings.model_copy(update={"engine": "onnx", "cache_dir": tmp_path})
+    path = onnx_path(tmp_path, manifest)
+    x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    with torch.inference_mode():
+        want = Tiny()(torch.from_numpy(x)).numpy()
+    make_engine(chosen, Tiny(), manifest, 32)
+    whole = path.read_bytes()
+    digest = path.with_name(path.name + ".sha256")
+    assert digest.read_text().split() == [__import__("hashlib").sha256(whole).hexdigest()]
+    weights = whole.rindex(b"conv.weight")  # (the raw weights follow their name)
+    damaged = bytearray(whole)
+    damaged[weights + 40: weights + 200] = bytes(160)
+    path.write_bytes(bytes(damaged))
+    assert cosines(want, OnnxEngine(path, device=CPU, intra_threads=1).run(x)).min() < 0.999
+    engine = make_engine(chosen, Tiny(), manifest, 32)
+    assert path.read_bytes() == whole
+    assert cosines(want, engine.run(x)).min() >= 0.9999
+    digest.unlink()
+    make_engine(chosen, Tiny(), manifest, 32)
+    assert digest.is_file()
+    stamp = path.stat().st_mtime_ns
+    make_engine(chosen, Tiny(), manifest, 32)  # whole, with its digest: used as it is
+    assert path.stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, digest.name]
+
+
+def test_export_part_files_are_each_process_own_and_a_killed_ones_go(tmp_path):
+    """The part file was named by process id: containers sharing a cache volume all run as
+    process 1, and loaded or removed each other's ("cannot load ….onnx.1.tmp"). A killed
+    export's part file stayed for good; one older than an hour is now removed."""
+    import os
+    import time
+
+    import vitrine.engines as engines
+
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(b"")
+    old = tmp_path / f"tiny.onnx.{os.getpid()}.tmp"  # as an export killed long ago left it
+    recent = tmp_path / "tiny.onnx.abc123.tmp"  # another process's, exporting now
+    for part in (old, recent):
+        part.write_bytes(b"part")
+    past = time.time() - engines.STALE_PART_SECONDS - 60
+    os.utime(old, (past, past))
+    names = []
+    real_export = torch.onnx.export
+
+    def spy(model, args, f, **kwargs):
+        names.append(Path(f).name)
+        return real_export(model, args, f, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.onnx, "export", spy)
+        export_onnx(Tiny(), path, 32)
+        export_onnx(Tiny(), path, 32)  # (as another process of the same id would)
+    assert all(n.startswith("tiny.onnx.") and n.endswith(".tmp") for n in names)
+    assert len(set(names)) == 2
+    assert not old.exists() and recent.exists()
+
+
+def test_a_model_size_not_a_multiple_of_16_exports(tmp_path):
+    """A model of input size 200: the export's fixed sides were the probe's (192), and the
+    onnx engine failed on every batch of the model's size with a traceback."""
+    path = export_onnx(Tiny(), tmp_path / "tiny.onnx", 200)
+    x = np.random.default_rng(0).normal(size=(3, 3, 200, 200)).astype(np.float32)
+    with torch.inference_mode():
+        want = Tiny()(torch.from_numpy(x)).numpy()
+    assert cosines(want, OnnxEngine(path, device=CPU, intra_threads=1).run(x)).min() >= 0.9999

@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import glob
 import hashlib
 import json
 import logging
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -27,6 +29,7 @@ import torch
 
 from vitrine.config import Settings
 from vitrine.errors import VitrineError
+from vitrine.photo_hashes import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +160,11 @@ def onnx_path(cache_dir: Path, manifest: ModelManifest) -> Path:
 def probe_batch(size: int, n: int = 2, seed: int = 0) -> np.ndarray:
     """Deterministic, image-like (smooth, blocky) normalised inputs for the export check."""
     rng = np.random.default_rng(seed)
-    coarse = rng.normal(size=(n, 3, size // 16, size // 16)).astype(np.float32)
-    return np.ascontiguousarray(coarse.repeat(16, axis=2).repeat(16, axis=3))
+    blocks = -(-size // 16)  # (a size not a multiple of 16: the export's fixed sides were
+    # the probe's, 192 for 200, and every batch of the model's 200 failed)
+    coarse = rng.normal(size=(n, 3, blocks, blocks)).astype(np.float32)
+    fine = coarse.repeat(16, axis=2).repeat(16, axis=3)[:, :, :size, :size]
+    return np.ascontiguousarray(fine)
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -180,8 +186,14 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int) -> Path:
         raise CacheUnwritable(f"cannot create the model cache folder {path.parent} "
                               f"({exc.strerror or exc}); set VITRINE_CACHE_DIR to a writable "
                               "folder.") from None
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    _remove_stale_parts(path)
+    tmp = None
     try:
+        # a name no other process has (a process id is not: containers sharing a cache
+        # volume each run as process 1, and removed or loaded each other's part file)
+        fd, name = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (torch.from_numpy(probe),), str(tmp),
@@ -195,14 +207,59 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int) -> Path:
         if worst < PARITY_MIN_COSINE:
             raise EngineError(f"the ONNX export disagrees with torch (cosine {worst:.4f}); "
                               "set VITRINE_ENGINE=torch.")
-        os.replace(tmp, path)
+        _write_digest(path, file_sha256(tmp))  # (before the model: one seen with another
+        os.replace(tmp, path)  # export's digest is exported again)
     except OSError as exc:
         raise CacheUnwritable(f"cannot write the ONNX model to {path.parent} ({exc.strerror}); "
                               "set VITRINE_CACHE_DIR to a writable folder.") from None
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
     return path
+
+
+STALE_PART_SECONDS = 3600
+"""Age past which a part file of an export is a killed process's (an export takes seconds)."""
+
+
+def _remove_stale_parts(path: Path) -> None:
+    """Remove the part files of exports of ``path`` that a killed process left (SIGKILL, the
+    out-of-memory killer): each stayed in the cache, megabytes, for good."""
+    now = time.time()
+    for part in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - part.stat().st_mtime > STALE_PART_SECONDS:
+                part.unlink()
+
+
+def _digest_path(path: Path) -> Path:
+    """The file beside a cached export holding its sha256, written with it."""
+    return path.with_name(f"{path.name}.sha256")
+
+
+def _write_digest(path: Path, digest: str) -> None:
+    """Write ``digest`` beside the export ``path``, whole or not at all."""
+    fd, name = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(digest + "\n")
+        os.replace(name, _digest_path(path))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+
+
+def cached_export(path: Path) -> bool:
+    """Whether ``path`` is an export this cache wrote and that is whole: its bytes hash to
+    the digest written with it (a damaged file that still loaded gave other vectors, cosine
+    0.95 to torch, without a word). One that cannot be read (another user's) is not."""
+    try:
+        return (path.is_file()
+                and _digest_path(path).read_text().strip() == file_sha256(path))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def checked_device(name: str) -> torch.device:
@@ -236,10 +293,10 @@ def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifes
     engine = functools.partial(OnnxEngine, device=device, intra_threads=cpu_threads(settings),
                                inter_threads=settings.interop_threads,
                                spinning=settings.onnx_spinning)
-    if path.is_file():
+    if cached_export(path):
         return engine(path)
     try:
-        return engine(export_onnx(net, path, size))
+        return engine(export_onnx(net, path, size))  # (a damaged one is written over)
     except CacheUnwritable as exc:
         # a read-only home (a service's ProtectHome, a container) must not stop embedding:
         # the session holds the model once loaded, so a temporary export serves this run
