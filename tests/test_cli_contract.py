@@ -506,6 +506,33 @@ def test_the_model_cache_follows_xdg_cache_home(monkeypatch, tmp_path):
     assert load_settings().cache_dir == tmp_path / "mine"
 
 
+def test_settings_without_a_home_folder(monkeypatch, tmp_path):
+    """No HOME and a user id without a passwd entry (a container's): every command, even
+    `info`, stopped with a traceback ("Could not determine home directory") from the
+    default cache folder. That default moves to the temporary folder; a setting written
+    with '~' is one sentence."""
+    import pwd
+    import tempfile
+
+    from vitrine.config import load_settings
+    from vitrine.errors import VitrineError
+
+    def nobody(uid):
+        raise KeyError(uid)
+
+    for name in ("VITRINE_CACHE_DIR", "XDG_CACHE_HOME", "HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", nobody)
+    with pytest.raises(RuntimeError):
+        Path("~").expanduser()  # (what Python does here)
+    assert load_settings().cache_dir == (Path(tempfile.gettempdir())
+                                         / f"vitrine-cache-{os.getuid()}")
+    monkeypatch.setenv("VITRINE_WEIGHTS", "~/w.pth")
+    with pytest.raises(VitrineError, match=r"setting VITRINE_WEIGHTS='~/w.pth': ~/w.pth "
+                                           r"starts with '~', but that home folder is unknown"):
+        load_settings()
+
+
 @pytest.mark.parametrize("value, origins", [
     ("https://loja.com.br", ["https://loja.com.br"]),
     ("https://a.com, https://b.com,", ["https://a.com", "https://b.com"]),

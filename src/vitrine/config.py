@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -46,7 +47,13 @@ def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/vitrine`` (the XDG base directory spec; a relative value is ignored,
     as the spec says), else ``~/.cache/vitrine``."""
     xdg = os.environ.get("XDG_CACHE_HOME", "")
-    return Path(xdg) / "vitrine" if os.path.isabs(xdg) else Path("~/.cache/vitrine")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "vitrine"
+    try:
+        return Path("~/.cache/vitrine").expanduser()
+    except RuntimeError:  # no home folder (no HOME, a user id without a passwd entry in a
+        # container): every command stopped with a traceback, also those needing no cache
+        return Path(tempfile.gettempdir()) / f"vitrine-cache-{os.getuid()}"
 
 
 def _str_list(value):
@@ -120,7 +127,11 @@ class Settings(BaseSettings):
     def _home(cls, value: Path | None) -> Path | None:
         """``~`` is the home folder in every path setting (a shell leaves it as it is in
         ``VAR='~/x'`` or ``--out=~/x``): the demo's wrote a mark at a folder named "~"."""
-        return None if value is None else value.expanduser()
+        try:
+            return None if value is None else value.expanduser()
+        except RuntimeError:  # (no HOME, or '~name' of no such user)
+            raise ValueError(f"{value} starts with '~', but that home folder is unknown "
+                             "here; write the full path") from None
 
     @field_validator("api_key")
     @classmethod
