@@ -118,6 +118,22 @@ def test_product_page_shows_similar_products(client, rows):
         back = client.get(f"/products/{row['product_id']}", params={"lang": "en"},
                           headers={"Referer": other}).text
         assert '<p class="breadcrumb"><a href="/?lang=en">' in back, other
+    # and after the product page's own links (only its category, the other language), whose
+    # Referer is the product page: the way back led to the catalogue's first page
+    import html as html_text
+
+    page = client.get(f"/products/{row['product_id']}", headers={"Referer": came}).text
+    toggles = re.findall(r'<a href="([^"#]+)#similar-title"', page)
+    switch = re.search(r'class="lang-switch" href="([^"]+)"', page).group(1)
+    assert len(toggles) == 2
+    for link in (*toggles, switch):
+        followed = client.get(html_text.unescape(link), headers={
+            "Referer": f"http://testserver/products/{row['product_id']}"}).text
+        back = re.search(r'<p class="breadcrumb"><a href="([^"]+)"', followed).group(1)
+        assert html_text.unescape(back).startswith("/?category=rel%C3%B3gio&q=a+b&page=2"), link
+    odd = client.get(f"/products/{row['product_id']}",
+                     params={"back": "page=-1&next=//evil.example&q=x"}).text
+    assert '<p class="breadcrumb"><a href="/?q=x">' in odd
 
     missing = client.get("/products/no-such", headers={"Accept": "text/html"})
     assert missing.status_code == 404 and "Página ou produto não encontrado." in missing.text

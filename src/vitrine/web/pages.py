@@ -73,17 +73,22 @@ def product_path(product_id: str) -> str:
     return "/products/" + quote(product_id, safe="")
 
 
-def catalogue_back(request: Request, lang: str) -> str:
+def catalogue_back(request: Request, lang: str) -> tuple[str, str]:
     """The catalogue page the shopper came from, with its category, name search and page
-    (from the Referer, which this site sends to itself only), else the catalogue's first."""
+    (from the Referer, which this site sends to itself only), else the catalogue's first;
+    and that page's query, which the product page's own links carry as ``back`` (after one
+    of them the Referer is the product page: the way back led to the first page)."""
     came = urlsplit(request.headers.get("referer", ""))
-    if came.netloc != request.url.netloc or came.path != "/":
-        return _url("/", lang)
-    query = parse_qs(came.query)
+    if "back" in request.query_params:
+        query = parse_qs(request.query_params["back"][:1000])
+    elif came.netloc == request.url.netloc and came.path == "/":
+        query = parse_qs(came.query)
+    else:
+        query = {}
     kept = {k: query[k][0][:200] for k in ("category", "q", "page") if k in query}
     if not kept.get("page", "1").isdecimal():
         del kept["page"]
-    return _url("/", lang, **kept)
+    return _url("/", lang, **kept), urlencode(kept)
 
 
 def summary(product: StoredProduct) -> str:
@@ -169,6 +174,7 @@ class Pages:
         path = "/" + raw.decode("latin-1").lstrip("/\\")
         if request.method == "POST":  # a photo's results: the search form, in the same scope
             params = {"category": context.get("category") or None}
+        params.update(context.pop("keep", {}))  # (what the other language's page keeps too)
         return self.templates.TemplateResponse(request, name, {
             "t": t, "lang": lang, "url": lambda p, **q: _url(p, lang, **q),
             "price": lambda v: format_price(v, lang),
@@ -259,9 +265,10 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         from its own."""
         lang = pick_lang(lang)
         product, matches = service.similar(product_id, SIMILAR_K, same_category=same)
+        back, came = catalogue_back(request, lang)
         return pages.render(request, "product.html", lang, active="catalogue",
-                            product=product, matches=matches, same=same,
-                            back=catalogue_back(request, lang))
+                            product=product, matches=matches, same=same, back=back,
+                            came=came, keep={"back": came or None})
 
     @app.api_route("/search", methods=["GET", "HEAD"], response_class=HTMLResponse,
                    include_in_schema=False)
