@@ -14,6 +14,7 @@ from vitrine.engines import (
     EngineError,
     OnnxEngine,
     TorchEngine,
+    cached_export,
     cosines,
     export_onnx,
     make_engine,
@@ -245,7 +246,7 @@ def test_own_mobilenet_v2_matches_torchvision(weights_path):
     assert out.stdout.strip() == "False"
 
 
-def test_a_damaged_cached_export_is_exported_again(settings, tmp_path):
+def test_a_damaged_cached_export_is_exported_again(settings, tmp_path, monkeypatch):
     """A cached export whose bytes were damaged but still loaded gave other vectors (cosine
     0.95 to torch) without a word; one without its digest (or another export's) is not
     trusted either. Each is exported again, and then used as it is."""
@@ -274,6 +275,22 @@ def test_a_damaged_cached_export_is_exported_again(settings, tmp_path):
     make_engine(chosen, Tiny(), manifest, 32)  # whole, with its digest: used as it is
     assert path.stat().st_mtime_ns == stamp
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name, digest.name]
+    # readable by the cache's other users as its other files are (the umask's mode)
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in (path, digest)} == {0o666 & ~umask}
+    # one another user wrote (a cache in the temporary folder, where anyone may put one
+    # first, with its digest) is not used
+    if os.geteuid() == 0:
+        os.chown(path, 23456, 23456)
+    else:  # pragma: no cover - as root in CI
+        import vitrine.engines as engines
+
+        theirs = path.stat().st_uid + 1
+        monkeypatch.setattr(engines.os, "getuid", lambda: theirs)
+    assert not cached_export(path)
 
 
 def test_export_part_files_are_each_process_own_and_a_killed_ones_go(tmp_path):

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import tempfile
 import time
 import warnings
@@ -189,11 +190,7 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int) -> Path:
     _remove_stale_parts(path)
     tmp = None
     try:
-        # a name no other process has (a process id is not: containers sharing a cache
-        # volume each run as process 1, and removed or loaded each other's part file)
-        fd, name = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
+        tmp = _part_file(path)
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (torch.from_numpy(probe),), str(tmp),
@@ -233,6 +230,20 @@ def _remove_stale_parts(path: Path) -> None:
                 part.unlink()
 
 
+def _part_file(path: Path) -> Path:
+    """A new, empty part file beside ``path`` that no other process has: a process id is
+    not one (containers sharing a cache volume each run as process 1, and removed or loaded
+    each other's). Its mode is the umask's, as the cache's other files (mkstemp's 0600 made
+    an export the other users of a shared cache could not read)."""
+    while True:
+        part = path.with_name(f"{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return part
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+
+
 def _digest_path(path: Path) -> Path:
     """The file beside a cached export holding its sha256, written with it."""
     return path.with_name(f"{path.name}.sha256")
@@ -240,23 +251,23 @@ def _digest_path(path: Path) -> Path:
 
 def _write_digest(path: Path, digest: str) -> None:
     """Write ``digest`` beside the export ``path``, whole or not at all."""
-    fd, name = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+    part = _part_file(path)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(digest + "\n")
-        os.replace(name, _digest_path(path))
+        part.write_text(digest + "\n")
+        os.replace(part, _digest_path(path))
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(name)
+            part.unlink()
         raise
 
 
 def cached_export(path: Path) -> bool:
     """Whether ``path`` is an export this cache wrote and that is whole: its bytes hash to
     the digest written with it (a damaged file that still loaded gave other vectors, cosine
-    0.95 to torch, without a word). One that cannot be read (another user's) is not."""
+    0.95 to torch, without a word). One that cannot be read, or that another user wrote (a
+    cache in the temporary folder, where anyone may have put one first), is not."""
     try:
-        return (path.is_file()
+        return (path.is_file() and path.stat().st_uid in (os.getuid(), 0)
                 and _digest_path(path).read_text().strip() == file_sha256(path))
     except (OSError, UnicodeDecodeError):
         return False
@@ -293,6 +304,7 @@ def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifes
     engine = functools.partial(OnnxEngine, device=device, intra_threads=cpu_threads(settings),
                                inter_threads=settings.interop_threads,
                                spinning=settings.onnx_spinning)
+    _remove_stale_parts(path)  # (also when no export runs: a killed one's, restarted at once)
     if cached_export(path):
         return engine(path)
     try:
