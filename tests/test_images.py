@@ -421,11 +421,14 @@ def test_a_colour_keyed_png_is_white_where_it_is_transparent(tmp_path):
         opened = open_image(path)
         assert opened.getpixel((0, 0)) == (255, 255, 255), path.name
         assert opened.getpixel((3, 3)) == (90, 90, 90), path.name
-    rgb[0, 0] = (1, 1, 1)  # a 16-bit key in 16 bits: 257 × its 8-bit colour
-    wide = png_with_key(tmp_path / "rgb16b.png", 16, 2, rgb.astype(">u2") * 257,
-                        (257).to_bytes(2, "big") * 3)
-    assert open_image(wide).getpixel((0, 0)) == (255, 255, 255)
-    assert open_image(wide).getpixel((3, 3)) == (90, 90, 90)
+    for key in (1, 200):  # a 16-bit key is 16 bits, whatever its value (a key of 200 is a
+        # 16-bit near-black, which was taken for the 8-bit grey 200)
+        deep = np.full((4, 4, 3), 90 * 257, ">u2")
+        deep[0, 0], deep[3, 3] = key, 200 * 257
+        wide = png_with_key(tmp_path / f"rgb16-{key}.png", 16, 2, deep,
+                            key.to_bytes(2, "big") * 3)
+        assert open_image(wide).getpixel((0, 0)) == (255, 255, 255), key
+        assert open_image(wide).getpixel((3, 3)) == (200, 200, 200), key
 
 
 def test_a_grey_png_with_a_transparent_level_is_white_there(tmp_path):
@@ -467,5 +470,7 @@ def test_a_thin_banner_has_a_card_copy_within_the_pixel_limit(tmp_path):
     card = thumbnail(path, 448, max_pixels=1_000_000)  # (8000 × 300: 2.4 MP)
     assert card.size == (448, 17)
     assert abs(card.getpixel((224, 8))[0] - 128) < 8  # the banner's middle, scaled down
-    photo = Image.open(save(Image.new("RGB", (4000, 3000), RED), tmp_path / "p.jpg"))
-    assert thumbnail(Path(photo.filename), 448, 40_000_000).size == (448, 336)
+    photo = save(Image.new("RGB", (4032, 3024), RED), tmp_path / "p.jpg")
+    assert thumbnail(photo, 448, 40_000_000).size == (448, 336)
+    # a phone photo's copy is made from the decode it was before (not one half as sharp)
+    assert open_image(photo, draft_size=448, fit=True).size == (1008, 756)

@@ -147,6 +147,11 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
                 _check_jpeg(img, data, name, max_pixels)
                 if draft_size:  # a 50-MP phone photo decodes at 1/8
                     img.draft("RGB", _draft_request(img.size, draft_size, fit))
+            key = img.info.get("transparency")
+            if img.mode == "RGB" and isinstance(key, tuple) and any(
+                    tile.args == "RGB;16B" for tile in getattr(img, "tile", ())):
+                # a 16-bit PNG's colour key, its pixels read as their high bytes
+                img.info["transparency"] = tuple(v >> 8 for v in key)
             width, height = img.size  # what will be decoded
             if width * height > max_pixels:
                 raise _too_many_pixels(name, width, height, max_pixels)
@@ -246,9 +251,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return Image.fromarray(arr, "L").convert("RGB")
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif mode in ("L", "1", "RGB") and key is not None:
-        if mode == "RGB" and isinstance(key, tuple) and max(key) > 255:  # a 16-bit PNG's
-            img.info["transparency"] = tuple(v >> 8 for v in key)  # key; its data: 8-bit
+    elif mode in ("L", "1", "RGB") and key is not None:  # (a 16-bit RGB key: see open_image)
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
@@ -262,12 +265,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def _draft_request(size: tuple[int, int], side: int, fit: bool) -> tuple[int, int]:
     """The size a JPEG's reduced decode must keep (Pillow's draft keeps both sides at least
-    as large): ``side`` on the short side, or with ``fit`` the photo scaled to ``side`` on its
-    long side (a 60,000 × 700 banner: its short side kept at 448 px, it decoded at full
-    scale, over the pixel limit, and its card was a 404)."""
+    as large): ``side`` on the short side, or with ``fit`` twice the copy that fits a square
+    of ``side`` (room for :func:`thumbnail`'s resampling; a photo's copy decodes at the scale
+    it did before). Keeping the short side of a 60,000 × 700 banner at 448 px decoded it at
+    full scale, over the pixel limit, and its card was a 404."""
     if not fit:
         return side, side
-    scale = side / max(size)
+    scale = 2 * side / max(size)
     return max(1, math.ceil(size[0] * scale)), max(1, math.ceil(size[1] * scale))
 
 
