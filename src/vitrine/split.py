@@ -235,10 +235,14 @@ def _read_split(root: Path, folders: dict[str, Path] | None,
 
 
 def _prefixed(folder: str, product_id: str) -> str:
-    """``product_id`` after its split folder's name, which takes the id's Unicode form: a
-    Mac's decomposed "validação" before a table's composed "relógio-1" made an id of both
-    forms, which neither form typed found (a product id is looked up in either form)."""
-    form = "NFD" if unicodedata.normalize("NFC", product_id) != product_id else "NFC"
+    """``product_id`` after its split folder's name. An id that would mix Unicode forms (a
+    Mac's decomposed "validação" before a table's composed "relógio-1"), which neither form
+    typed found (a product id is looked up in either form), takes the form of
+    ``product_id``; any other is as it was (ids of existing stores stay)."""
+    joined = f"{folder}/{product_id}"
+    if any(unicodedata.is_normalized(form, joined) for form in ("NFC", "NFD")):
+        return joined
+    form = "NFC" if unicodedata.is_normalized("NFC", product_id) else "NFD"
     return f"{unicodedata.normalize(form, folder)}/{product_id}"
 
 
