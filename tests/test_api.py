@@ -1139,6 +1139,35 @@ def test_a_store_indexed_anew_under_the_server_is_read_from_then(writable, demo_
     assert str(store) not in refused.text and f"store {store.name} " in refused.text
 
 
+def test_a_new_database_that_cannot_be_read_yet_is_tried_once_a_second(settings, small_store,
+                                                                        embedder, tmp_path,
+                                                                        monkeypatch):
+    """A read-only replica whose writer is running sees the database changed but cannot
+    open it yet (its last writes in the WAL): every request tried to open it again, holding
+    every read meanwhile. It is tried again once a second; until then the open one serves."""
+    import time as clock
+
+    from vitrine.errors import StoreError
+    from vitrine.service import FOLLOW_RETRY_SECONDS, VitrineService
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    service = VitrineService(settings, store, embedder)
+    tries = []
+
+    def not_yet(self):
+        tries.append(1)
+        raise StoreError("the store is read-only here and its last writes may be in …")
+
+    monkeypatch.setattr(type(service._store), "replaced", lambda self: True)
+    monkeypatch.setattr(VitrineService, "_open", not_yet)
+    assert [service.count() for _ in range(20)] == [48] * 20 and len(tries) == 1
+    now = clock.monotonic()
+    monkeypatch.setattr(clock, "monotonic", lambda: now + FOLLOW_RETRY_SECONDS + 0.1)
+    assert service.count() == 48 and len(tries) == 2
+    service.close()
+
+
 def test_a_photo_search_checks_the_model_of_a_store_that_named_none_at_start(
         settings, embedder, rows, small_catalog, tmp_path):
     """A server started on a store that named no model yet (its first `index` still

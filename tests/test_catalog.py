@@ -493,3 +493,31 @@ def test_text_folds_the_german_sharp_s_like_ss():
     assert fold("Straße") == "strasse" == fold("STRASSE")
     assert fold("AÇAÍ") == fold("açaí") == "acai"
     assert searchable("Straße\nAzul") == "strasse azul"
+
+
+def test_a_system_folder_or_one_gone_meanwhile_does_not_stop_the_scan(tmp_path, monkeypatch):
+    """A folder that cannot be listed stops the scan (its photos would be left out and their
+    products removed), but not a NAS's or the file system's own folders, unreadable to the
+    user, nor a folder removed while the scan ran."""
+    import os
+
+    from vitrine.catalog import scan_images
+
+    for folder in ("bolsas", "#recycle", "lost+found", "gone", "locked"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / folder / "a.jpg")
+    scandir = os.scandir
+    refused = {"#recycle": PermissionError, "lost+found": PermissionError,
+               "gone": FileNotFoundError, "locked": PermissionError}
+
+    def listing(path="."):
+        if (kind := refused.get(Path(path).name)) is not None:
+            raise kind(13, "refused", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", listing)
+    with pytest.raises(CatalogError, match=r"locked: the folder cannot be read \(refused\)"):
+        scan_images(tmp_path)
+    del refused["locked"]
+    assert scan_images(tmp_path) == [tmp_path / "bolsas" / "a.jpg",
+                                     tmp_path / "locked" / "a.jpg"]

@@ -505,7 +505,6 @@ def test_a_read_only_replica_sees_the_writers_changes(store, tmp_path):
 def test_a_full_disk_is_not_taken_for_a_damaged_store(store, monkeypatch):
     """SQLite needs room for its WAL files to open a store: on a full disk every command
     said the store was "not a readable Vitrine store (disk I/O error)", as if damaged."""
-    import shutil
     import sqlite3
 
     root = store.root
@@ -517,12 +516,16 @@ def test_a_full_disk_is_not_taken_for_a_damaged_store(store, monkeypatch):
     monkeypatch.setattr(sqlite3, "connect", no_room)
     with pytest.raises(StoreError, match="not a readable Vitrine store"):  # room: damaged
         open_store(root)
-    full = shutil.disk_usage(root)._replace(free=4096)
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
-    with pytest.raises(StoreError, match=f"cannot open the store {root}: the disk holding it "
-                                         r"is full \(disk I/O error; .*the store itself is as "
-                                         "it was"):
-        open_store(root)
+    import os
+    from types import SimpleNamespace
+
+    for room in (SimpleNamespace(f_bavail=1, f_frsize=4096, f_files=10**6, f_favail=10**5),
+                 SimpleNamespace(f_bavail=10**9, f_frsize=4096, f_files=10**6, f_favail=0)):
+        monkeypatch.setattr(os, "statvfs", lambda path, room=room: room)  # no bytes, no files
+        with pytest.raises(StoreError, match=f"cannot open the store {root}: the disk holding "
+                                             r"it is full \(disk I/O error; .*the store "
+                                             "itself is as it was"):
+            open_store(root)
 
 
 @contextlib.contextmanager

@@ -262,8 +262,9 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
             response = error(request, 503, "The server is short of memory or threads right "
                                            "now; try again in a moment.",
                              {"Retry-After": "5"})
-        elif isinstance(exc, sqlite3.DatabaseError):  # (a page damaged, or a read-only
-            # replica's file rewritten under it: opened anew at the next request)
+        elif type(exc) in (sqlite3.DatabaseError, sqlite3.OperationalError):  # (a page
+            # damaged, or a read-only replica's file rewritten under it: opened anew at the
+            # next request; not IntegrityError and the like, which are bugs)
             response = error(request, 503, "The store's database cannot be read right now "
                                            "(being rewritten, or damaged); the error is in "
                                            "the server's log.", {"Retry-After": "5"})

@@ -191,6 +191,12 @@ def vitrine_folder(root: Path, photo: Path, known: dict[Path, bool]) -> Path | N
     return None
 
 
+SYSTEM_FOLDERS = frozenset({"lost+found", "#recycle", "@eaDir", "$RECYCLE.BIN",
+                            "System Volume Information"})
+"""Folders a file system or a NAS keeps at the top of a drive or share, often unreadable to
+the user: never catalogue photos."""
+
+
 def scan_images(root: Path, skip: Iterable[str] = (),
                 unreadable: list[dict] | None = None) -> list[Path]:
     """All photo files below ``root`` (any extension case), sorted; hidden files and folders,
@@ -201,7 +207,7 @@ def scan_images(root: Path, skip: Iterable[str] = (),
     A folder that cannot be listed (no permission) is a CatalogError: its photos were left
     out without a word, and index removed their products from the store. With
     ``unreadable`` (a list), each is added to it as ``{"path", "reason"}`` instead. A
-    ``lost+found`` folder (a drive's, the system's) is passed over."""
+    system's folder (SYSTEM_FOLDERS), and one removed while it was read, are passed over."""
     skip = set(skip)
     found = []
     seen: set[tuple[int, int]] = set()
@@ -209,7 +215,7 @@ def scan_images(root: Path, skip: Iterable[str] = (),
 
     def cannot_list(exc: OSError) -> None:
         folder = Path(exc.filename) if exc.filename else Path(root)
-        if folder.name == "lost+found":
+        if folder.name in SYSTEM_FOLDERS or isinstance(exc, FileNotFoundError | NotADirectoryError):
             return
         reason = f"the folder cannot be read ({exc.strerror or exc})"
         if unreadable is None:

@@ -33,8 +33,10 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
             if real not in seen:
                 seen.add(real)
                 paths.append(folder / photo.relative_to(folder))
+    skipped = list({s["path"]: s for s in skipped}.values())  # (overlapping folders: once)
     if not paths:
-        raise CatalogError("no photos found in " + ", ".join(map(str, dirs)) + ".")
+        why = f" ({skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
+        raise CatalogError("no photos found in " + ", ".join(map(str, dirs)) + why + ".")
     embedder = embedder or Embedder.from_settings(settings)
     rules = rules or embedder.duplicate_rules()
     keys, vectors, phashes, thumbs, shas = [], [], [], [], []

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 CATEGORIES_TTL_S = 10.0
 """How long the pages reuse one count of the products per category (writes through this
 service renew it at once; ``vitrine index`` in another process shows after this long)."""
+FOLLOW_RETRY_SECONDS = 1.0
+"""How long the server waits before trying again to open a store's new database it could not
+read yet (being created, or written where a read-only replica cannot read it)."""
 API_WRITE_WAIT = 2.0
 """Seconds a write through the API waits, in all, for the writes ahead of it (this server's,
 another server's, a `vitrine index` run) before it is refused (409)."""
@@ -107,6 +110,7 @@ class VitrineService:
         self.location = location
         self._store_lock = threading.RLock()  # re-entrant: a read may call another
         self._store = self._open()
+        self._follow_after = 0.0  # (monotonic time before which a new database is not tried)
         try:
             self._recommender = Recommender(self._store, settings, embedder)
             self.embedder = self._recommender.embedder  # loads the model; checks the manifest
@@ -139,9 +143,9 @@ class VitrineService:
         """The store read from: opened again when its database is now another file (the
         store deleted and indexed anew), which the server kept reading while its writes,
         each through a new handle, went to the new one."""
-        if self._store.replaced():
+        if self._store.replaced() and time.monotonic() >= self._follow_after:
             with self._store_lock:
-                if self._store.replaced():
+                if self._store.replaced() and time.monotonic() >= self._follow_after:
                     self._follow_new_database()
         return self._store
 
@@ -153,10 +157,13 @@ class VitrineService:
 
     def _follow_new_database(self) -> None:
         """Read the store's new database once it names its model; until then (it is being
-        written) the old one. One made by another model is refused, as at start."""
+        written) the old one, tried again a second later (each try held every read: a
+        read-only replica's while its writer ran). One made by another model is refused,
+        as at start."""
+        self._follow_after = time.monotonic() + FOLLOW_RETRY_SECONDS
         try:
             fresh = self._open()
-        except StoreError:  # not a store yet (being created)
+        except StoreError:  # not a store yet (being created; read-only, its writer running)
             return
         try:
             stored = fresh.manifest()
@@ -165,6 +172,7 @@ class VitrineService:
         if stored is None:
             fresh.close()
             return
+        self._follow_after = 0.0
         if stored != self.embedder.manifest:
             fresh.close()
             raise mismatch_error(fresh.location, stored, self.embedder.manifest)

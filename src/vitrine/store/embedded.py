@@ -32,6 +32,7 @@ from vitrine.store.sqlite_db import (
     COLUMNS,
     DB_NAME,
     MANIFEST_NAME,
+    disk_full,
     file_id,
     open_database,
     row_to_product,
@@ -123,7 +124,7 @@ class EmbeddedStore:
         except BaseException as exc:
             if self.db.in_transaction:  # SQLite may have rolled back already (disk full)
                 self.db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+            if isinstance(exc, sqlite3.OperationalError) and disk_full(self.root, exc):
                 raise StoreError(f"the disk holding the store {self.root} is full; the "
                                  "write in progress was undone, what was stored before it is "
                                  "kept (free some space and try again).") from None

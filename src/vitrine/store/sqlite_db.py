@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -83,12 +82,26 @@ def file_id(path: Path, version: bool = False) -> tuple[int, ...] | None:
         st.st_dev, st.st_ino)
 
 
+def disk_full(root: Path, exc: Exception) -> bool:
+    """Whether SQLite's ``exc`` on the store at ``root`` comes from a full disk: SQLite says
+    so ("database or disk is full"), or says "disk I/O error" (making its WAL files) where no
+    room is left, in bytes or in files."""
+    if "full" in str(exc):
+        return True
+    try:
+        room = os.statvfs(root)
+    except OSError:
+        return False
+    return (room.f_bavail * room.f_frsize < DISK_FULL
+            or room.f_files > 0 and room.f_favail == 0)
+
+
 def _refuse_foreign(db: sqlite3.Connection, db_path: Path) -> None:
     """A StoreError, before anything is written, when ``db_path`` is another program's
-    database (tables, none of them a store's products): `vitrine info` added the store's
-    tables to it and switched it to WAL mode."""
+    database (tables, none of them a store's: a store whose creation stopped has some):
+    `vitrine info` added the store's tables to it and switched it to WAL mode."""
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if tables and "products" not in tables:
+    if tables and not tables & {"meta", "products"}:
         db.close()
         raise StoreError(f"{db_path} is a database of another program, not a Vitrine store "
                          f"(its tables: {', '.join(sorted(tables)[:3])}"
@@ -133,7 +146,7 @@ def open_database(root: Path, *, create: bool,
             db.executescript(SCHEMA)
         except sqlite3.OperationalError as exc:
             if os.access(root, os.W_OK):
-                if shutil.disk_usage(root).free < DISK_FULL:  # (not a damaged store)
+                if disk_full(root, exc):  # (not a damaged store)
                     raise StoreError(
                         f"cannot open the store {root}: the disk holding it is full ({exc}; "
                         "SQLite needs a little room beside its database to open it). Free "
