@@ -259,3 +259,34 @@ def test_a_damaged_split_file_is_one_sentence(tmp_path):
         with pytest.raises(CatalogError, match=r"split.json is not a split written by "
                                                r"`vitrine train` \(.*\); train again"):
             Split.load(path)
+
+
+def test_train_and_evaluate_read_what_index_reads_beside_an_upload_folder(tmp_path,
+                                                                          demo_catalog):
+    """A VITRINE_UPLOAD_DIR inside the catalogue: index left the server's photos out, but
+    train and evaluate refused a split catalogue with it (a folder of photos beside the
+    splits) and trained a plain one on them as a category of their own."""
+    import hashlib
+    import shutil
+
+    from vitrine.split import read_catalogue
+
+    photos = sorted((demo_catalog / "relogio_feminino").glob("*.jpg"))[:3]
+    uploads = tmp_path / "api-photos"
+    uploads.mkdir(parents=True)
+    data = photos[2].read_bytes()
+    (uploads / (hashlib.sha256(data).hexdigest() + ".jpg")).write_bytes(data)
+    for split, photo in zip(("train", "test"), photos, strict=False):
+        (tmp_path / split / "relogio").mkdir(parents=True)
+        shutil.copyfile(photo, tmp_path / split / "relogio" / photo.name)
+    with pytest.raises(CatalogError, match=r"other folders beside them hold photos too "
+                                           r"\(api-photos\)"):
+        read_catalogue(tmp_path)
+    products, given, outside = read_catalogue(tmp_path, uploads)
+    assert sorted(given.values()) == ["test", "train"] and outside == []
+    assert {p.category for p in products} == {"relogio"}
+    for split in ("train", "test"):  # a plain catalogue: not a category "api-photos"
+        shutil.copytree(tmp_path / split / "relogio", tmp_path / "relogio", dirs_exist_ok=True)
+        shutil.rmtree(tmp_path / split)
+    products, given, _ = read_catalogue(tmp_path, uploads)
+    assert given is None and [p.category for p in products] == ["relogio", "relogio"]

@@ -149,14 +149,9 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
     # (a catalogue split in train/val/test folders: its categories are the folders under
     # them, not "train" and "test"; a photo outside them is said, not silently left out)
-    products, outside = catalogue_to_index(root, uploads)
+    products, outside = catalogue_to_index(root, uploads)  # (not the API's photos in it)
     products = [p for p in products if in_shard(p.product_id, shard)]
     outside = [p for p in outside if in_shard(_display_path(p, root), shard)]
-    if uploads is not None and Path(uploads).resolve().is_relative_to(root):
-        # a VITRINE_UPLOAD_DIR inside the catalogue: the server's photos of its products
-        # added through the API are not catalogue photos (each became a second product)
-        folder = Path(uploads).resolve()
-        products = [p for p in products if not (p.unlisted and p.image.is_relative_to(folder))]
     store.lock_for_writing()
     new_store = check_manifest(store, embedder, record=False)
     report = IndexReport()

@@ -191,11 +191,11 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
                      k: int = 5, show_progress: bool = True) -> dict:
     """Metrics of the pretrained backbone and, with ``model_dir``, of the trained model."""
     from vitrine.photo_hashes import file_sha256, unreadable_reason
-    from vitrine.split import photos_outside_splits, read_split_catalog
+    from vitrine.split import read_catalogue
 
     if model_dir is not None:  # (VITRINE_MODEL=~/m: the model loaded, its split was not found)
         model_dir = Path(model_dir).expanduser()
-    products, given = read_split_catalog(catalog_dir)
+    products, given, outside = read_catalogue(catalog_dir, settings.upload_dir)
     products = [p for p in products if p.category]
     if len(products) < 2:
         raise CatalogError(f"{catalog_dir} needs at least two photos with a category to "
@@ -218,8 +218,7 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     labels = [p.category for p in products]
     queries, index = _sides(products, assignment, given)
     top = Path(catalog_dir).resolve()  # a split catalogue's photos in none of its folders
-    unsplit = [] if given is None else [p.relative_to(top).as_posix()
-                                        for p in photos_outside_splits(top)]
+    unsplit = [p.relative_to(top).as_posix() for p in outside]
     report: dict = {"catalog": str(catalog_dir), "protocol": protocol, "k": k,
                     "queries": len(queries), "index": len(index),
                     "duplicate_groups": len(groups), "model": model_info, "retrieval": {},

@@ -141,12 +141,6 @@ def find_split_folders(root: Path) -> dict[str, Path] | None:
     return _split_layout(root)[0]
 
 
-def photos_outside_splits(root: Path) -> list[Path]:
-    """The photos of a catalogue split in folders that are in none of them (at its top):
-    in no split, so train and evaluate leave them out and index skips them (all say so)."""
-    return _split_layout(root)[1]
-
-
 def _split_layout(root: Path, uploads: Path | None = None,
                   ) -> tuple[dict[str, Path] | None, list[Path]]:
     """The ``train``/``val``/``test`` sub-folders (Portuguese names too) of a catalogue that is
@@ -246,18 +240,30 @@ def _prefixed(folder: str, product_id: str) -> str:
     return f"{unicodedata.normalize(form, folder)}/{product_id}"
 
 
+def read_catalogue(root: Path, uploads: Path | None = None,
+                   ) -> tuple[list[Product], dict[str, str] | None, list[Path]]:
+    """What index, train and evaluate read of ``root``: its products, each product's split
+    (None: not split, see :func:`read_split_catalog`), and the photos at the top of a split
+    catalogue, in none of its split folders (named by each command, not lost silently).
+
+    The photos in ``uploads``, a VITRINE_UPLOAD_DIR inside the catalogue, are the server's,
+    of products added through the API: not catalogue products (each became a second one; a
+    catalogue without a product table kept them all), nor a folder of photos beside the
+    splits (every command refused the catalogue), nor outside them."""
+    folders, outside = _split_layout(root, uploads)  # (one scan of the top)
+    products, given = _read_split(root, folders)
+    if uploads is not None and (folder := Path(uploads).expanduser().resolve()).is_relative_to(
+            Path(root).resolve()):
+        products = [p for p in products if not p.image.is_relative_to(folder)]
+    return products, given, outside
+
+
 def catalogue_to_index(root: Path, uploads: Path | None = None,
                        ) -> tuple[list[Product], list[Path]]:
-    """What `vitrine index` reads of ``root``: its products, and the photos it leaves out.
-
-    A catalogue split in train/val/test folders (:func:`find_split_folders`) is read as
-    train and evaluate read it, its categories the folders under the splits; a photo at its
-    top is in no split and left out (named, not lost silently). Any other folder is read as
-    a plain catalogue. The photos in ``uploads``, a VITRINE_UPLOAD_DIR inside it, are the
-    server's (the caller leaves them out): they neither make a split catalogue plain nor
-    count as outside its splits."""
-    folders, outside = _split_layout(root, uploads)  # (one scan of the top)
-    return _read_split(root, folders)[0], outside
+    """What `vitrine index` reads of ``root``: :func:`read_catalogue`'s products and the
+    photos it leaves out."""
+    products, _, outside = read_catalogue(root, uploads)
+    return products, outside
 
 
 def make_split(products: Sequence[Product], groups: list[list[str]], settings: Settings,

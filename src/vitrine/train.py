@@ -41,7 +41,7 @@ from vitrine.images import Preprocessing
 from vitrine.model_eval import find_groups
 from vitrine.models import get_spec, load_state_dict, state_hash, taps_for
 from vitrine.progress import progress_bar
-from vitrine.split import Split, make_split, photos_outside_splits, read_split_catalog
+from vitrine.split import Split, make_split, read_catalogue
 from vitrine.train_data import (
     FeatureCache,
     FrozenPass,
@@ -96,10 +96,10 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     started = time.perf_counter()
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
-    products, given = read_split_catalog(catalog_dir)
+    products, given, outside = read_catalogue(catalog_dir, settings.upload_dir)
     top = Path(catalog_dir).resolve()
     unsplit = [{"product_id": path.relative_to(top).as_posix(), "reason": "at the top, in "
-                "none of the split folders"} for path in photos_outside_splits(top)]
+                "none of the split folders"} for path in outside]
     # a photo without a category teaches nothing: left out, and named
     uncategorised = [{"product_id": p.product_id, "reason": "not in a category folder, and the "
                       "product table gives it no category"} for p in products if not p.category]

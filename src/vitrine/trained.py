@@ -349,9 +349,9 @@ def ensure_model(catalog_dir: Path, model_dir: Path, settings, *,
 def trained_already(catalog_dir: Path, model_dir: Path, settings) -> bool:
     """Whether ``model_dir`` holds a model trained from the same photos and settings (what
     :func:`ensure_model` reuses)."""
-    from vitrine.split import read_split_catalog
+    from vitrine.split import read_catalogue
 
-    products, _ = read_split_catalog(catalog_dir)
+    products = read_catalogue(catalog_dir, settings.upload_dir)[0]  # (what train reads)
     wanted = training_fingerprint([p for p in products if p.category], settings)
     config_path = Path(model_dir) / CONFIG_FILE
     if config_path.is_file() and (Path(model_dir) / MODEL_FILE).is_file():
