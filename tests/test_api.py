@@ -695,8 +695,24 @@ def test_a_latin1_key_matches_as_latin1_or_utf8_bytes(settings, small_store, emb
     client.close()
 
 
+def test_no_redirect_names_the_host_header_and_only_the_docs_get_their_csp(client):
+    """The framework's slash-fixing redirects built their Location from the Host header
+    (`Host: evil.example` → `Location: http://evil.example/search`: a cache or proxy that
+    passes Host on could be poisoned), and every page under /docs… (a 404 too) got the
+    docs' looser CSP."""
+    from vitrine.web.guards import CSP, DOCS_CSP
+
+    for path in ("/search/", "/docs/", "/healthz/", "/static"):
+        answer = client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+        assert answer.status_code == 404 and "evil.example" not in answer.headers.get(
+            "location", ""), path
+    assert client.get("/docs").headers["content-security-policy"] == DOCS_CSP
+    for path in ("/docsx", "/redoc-anything", "/docs/a/b"):
+        assert client.get(path).headers["content-security-policy"] == CSP, path
+
+
 def test_an_upload_folder_that_is_a_file_is_one_sentence(settings, small_store, embedder,
-                                                          tmp_path):
+                                                          small_catalog, tmp_path):
     """VITRINE_UPLOAD_DIR naming a file: every upload was a 500 (the clean-up of the part
     file raised NotADirectoryError). The server refuses to start; a save there is a
     StoreError (the API's 409)."""
@@ -710,6 +726,17 @@ def test_an_upload_folder_that_is_a_file_is_one_sentence(settings, small_store, 
     _app(settings, small_store, embedder, upload_dir=afile)  # (no key: it never writes)
     with pytest.raises(StoreError, match="cannot save the photo in .*afile"):
         save_photo(afile, afile / "ab.jpg", b"photo")
+    # a folder under the file (it starts; each upload fails): the 409 names the folder by
+    # its name, as it names the store, not by the server's path
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    client = TestClient(_app(settings, store, embedder, upload_dir=afile / "fotos",
+                             api_key=KEY))
+    photo = next(small_catalog.glob("*/*.jpg"))
+    refused = client.post("/api/products", headers={"Authorization": f"Bearer {KEY}"},
+                          files=_upload(_jpeg(photo)), data={"product_id": "novo"})
+    assert refused.status_code == 409 and "fotos" in refused.json()["detail"]
+    assert str(tmp_path) not in refused.text
 
 
 def test_closing_during_a_rebuild_says_it_is_left_unfinished(settings, small_store, embedder,

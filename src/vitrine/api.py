@@ -195,7 +195,8 @@ def folder_names(store: str | Path) -> list[tuple[str, str]]:
 
 
 def hide_folders(sentence: str, store: str | Path | list[tuple[str, str]]) -> str:
-    """A store error as a client may read it: the store's folder by its name only."""
+    """A store error as a client may read it: the store's folder (and VITRINE_UPLOAD_DIR) by
+    its name only."""
     for path, name in store if isinstance(store, list) else folder_names(store):
         sentence = sentence.replace(path, name)
     return sentence
@@ -204,6 +205,8 @@ def hide_folders(sentence: str, store: str | Path | list[tuple[str, str]]) -> st
 def _install_error_handlers(app: FastAPI, settings: Settings,
                             routes: list[routing.BaseRoute], store: str | Path) -> None:
     hidden = folder_names(store)  # not in the async handler below: resolving reads the disk
+    if settings.upload_dir is not None:  # (its photo that cannot be saved named its path)
+        hidden = sorted(hidden + folder_names(settings.upload_dir), key=lambda pair: -len(pair[0]))
 
     def error(request: Request, status: int, sentence: str,
               headers: dict | None = None) -> Response:
@@ -357,7 +360,8 @@ def create_app(settings: Settings, store: str | Path, *,
 
     max_body = settings.max_upload_bytes + guards.MULTIPART_OVERHEAD
     app = FastAPI(title="Vitrine", version=__version__, lifespan=lifespan,
-                  description="Visually similar products from product photos.")
+                  description="Visually similar products from product photos.",
+                  redirect_slashes=False)  # (its redirects named the Host header's site)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:

@@ -27,14 +27,15 @@ DOCS_CSP = ("default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.c
             "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 """FastAPI's /docs page loads Swagger UI from its CDN with one inline script."""
 
-DOCS_PATHS = ("/docs", "/redoc")
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
+"""FastAPI's pages, and only they (any page under /docs… got the looser CSP, a 404 too)."""
 
 
 def security_headers(path: str) -> dict[str, str]:
     """The headers every response carries (the CSP depends on the path)."""
     return {"x-content-type-options": "nosniff", "x-frame-options": "DENY",
             "referrer-policy": "same-origin",
-            "content-security-policy": DOCS_CSP if path.startswith(DOCS_PATHS) else CSP,
+            "content-security-policy": DOCS_CSP if path in DOCS_PATHS else CSP,
             "cross-origin-opener-policy": "same-origin"}
 
 
