@@ -728,6 +728,27 @@ def test_memory_or_threads_refused_are_one_sentence(capsys, monkeypatch):
 
     with pytest.raises(RuntimeError, match="index out of range"):
         run_app(app)
+    # pymilvus's own errors (Milvus Lite on a full disk during a copy): a traceback before
+    try:
+        from pymilvus import MilvusException
+    except ImportError:  # pragma: no cover - without the milvus extra (./scripts/floors)
+        class MilvusException(Exception):  # (known by its name: pymilvus is not imported)
+            def __init__(self, message: str):
+                super().__init__(message)
+                self.message = message
+
+    app = typer.Typer()
+
+    @app.command()
+    def copy() -> None:
+        raise MilvusException(message="[Errno 28] No space left on device")
+
+    with pytest.raises(SystemExit) as stopped:
+        run_app(app)
+    said = capsys.readouterr().err
+    assert stopped.value.code == 2 and said.count("\n") == 1
+    assert said.startswith("error: the Milvus store failed ([Errno 28] No space left on "
+                           "device); run the command again")
 
 
 STOPPABLE = """import os, signal, sys, time

@@ -394,6 +394,28 @@ def test_migrate_into_the_same_milvus_store_however_named_is_refused(tmp_path):
     assert store_identity("milvus://h:19531") != store_identity("milvus://h")
 
 
+def test_a_copy_killed_between_the_manifest_and_the_collection_goes_on(tmp_path):
+    """A Milvus store whose manifest was written but whose products collection was never
+    made (a copy killed between the two): every rerun failed with a traceback ("collection
+    'vitrine' does not exist"). The collection is made first now, and a store left so by
+    an older Vitrine is written into all the same."""
+    uri = f"milvus-lite://{tmp_path}/m.db"
+    left = open_store(uri, create=True)
+    left._set_meta("manifest", json.dumps(MANIFEST.as_dict(), sort_keys=True))
+    left.close()
+    source = open_store(tmp_path / "src", create=True)
+    source.set_manifest(MANIFEST)
+    source.upsert([record("a", unit(1, 0)), record("b", unit(0, 1))])
+    target = open_store(uri)
+    try:
+        assert target.manifest() == MANIFEST
+        assert migrate_store(source, target, show_progress=False).copied == 2
+        assert [m.product.product_id for m in target.search(unit(1, 0), 1)] == ["a"]
+    finally:
+        target.close()
+        source.close()
+
+
 def test_attributes_come_back_in_the_embedded_stores_order(mstore):
     """The embedded store keeps attributes sorted by name; Milvus kept the table's column
     order, so the product page and the JSON changed order after a migrate."""

@@ -547,6 +547,18 @@ def read_only_mount(folder: Path, at: Path):
         subprocess.run(["umount", "--lazy", str(at)], capture_output=True)
 
 
+def test_a_store_through_a_bind_mount_is_the_same_store(store, tmp_path):
+    """`migrate S S-bind`, S mounted at both: not refused, and the copy rewrote the source's
+    own rows (its photos' paths) through the other name. Needs bind mounts (root)."""
+    from vitrine.store import store_identity
+
+    with read_only_mount(store.root, tmp_path / "bound") as bound:
+        assert store_identity(bound) == store_identity(store.root)
+        assert store_identity(f"{bound}/") == store_identity(str(store.root))
+    assert store_identity(tmp_path) != store_identity(store.root)
+    assert store_identity(tmp_path / "new") == ("folder", str(tmp_path / "new"))
+
+
 def test_a_read_only_copy_with_writes_only_in_its_wal_is_refused(store, tmp_path):
     """A store copied while its writer ran (or after it was killed) keeps its last writes
     in vitrine.sqlite-wal; read-only without the -shm file, they were silently not served
@@ -778,6 +790,45 @@ def test_an_index_file_that_cannot_be_saved_leaves_no_part_behind(store, monkeyp
     assert [m.product.product_id for m in reader.search(unit(1, 0), 2)] == ["a", "b"]
     reader.close()
     assert list(store.root.glob("*.tmp")) == [] and list(store.root.glob("index.*")) == []
+
+
+def test_an_emptied_target_takes_the_catalogue_folder_of_the_copy(tmp_path):
+    """A store emptied of another catalogue's products kept that catalogue's folder after a
+    copy into it: the next index of that catalogue removed every product copied, unasked."""
+    from vitrine.migrate import migrate_store
+
+    source = open_store(tmp_path / "a", create=True)
+    source.set_manifest(MANIFEST)
+    source.set_catalog_folder("/shops/a")
+    source.upsert([record("a1", unit(1, 0))])
+    target = open_store(tmp_path / "b", create=True)
+    target.set_manifest(MANIFEST)
+    target.set_catalog_folder("/shops/b")
+    target.upsert([record("b1", unit(0, 1))])
+    target.delete(["b1"])
+    assert migrate_store(source, target, show_progress=False).copied == 1
+    assert target.catalog_folder() == "/shops/a"
+    source.close()
+    target.close()
+
+
+def test_a_manifest_that_cannot_be_written_is_one_sentence(tmp_path, monkeypatch):
+    """A full disk while writing manifest.json (its copy beside the database) was a
+    traceback; it is one sentence, with no part file left."""
+    import errno
+
+    store = open_store(tmp_path / "s", create=True)
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(StoreError, match=r"cannot write manifest.json in the store .* \(No "
+                                         r"space left on device\); free some space"):
+        store.set_manifest(MANIFEST)
+    monkeypatch.undo()
+    assert not (tmp_path / "s" / "manifest.json.tmp").exists()
+    store.close()
 
 
 def test_migrate_copies_a_store_page_by_page_in_bounded_memory(tmp_path, monkeypatch):

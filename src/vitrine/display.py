@@ -72,7 +72,8 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
 
 def migrate_lines(done: Migrated, source: str, target: str) -> list[str]:
     """What ``vitrine migrate`` says in the terminal about its copy."""
-    lines = [f"Copied {done.copied} products from {source} to {target}."]
+    lines = [f"Copied {done.copied} products from {one_line(str(source))} to "
+             f"{one_line(str(target))}."]
     if done.changed_meanwhile:
         lines.append(f"Left out {len(done.changed_meanwhile)} product(s) deleted or given "
                      "another photo in the source during the copy; run migrate again to copy "

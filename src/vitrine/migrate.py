@@ -84,8 +84,10 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     target.lock_for_writing()
     if existing is None:
         target.set_manifest(manifest)
-    if target.catalog_folder() is None and source.catalog_folder() is not None:
-        target.set_catalog_folder(source.catalog_folder())  # index keeps guarding its removals
+    if ours is not None and theirs != ours and (theirs is None or not held):
+        # index keeps guarding its removals (an emptied store that recorded another
+        # catalogue kept it: that catalogue's next index removed every product copied)
+        target.set_catalog_folder(ours)
     seen: set[str] = set()
     copied = 0
     changed: list[str] = []

@@ -124,14 +124,19 @@ def open_store(location: str | Path, *, create: bool = False, token: str = "",
 
 def store_identity(location: str | Path) -> tuple[str, ...]:
     """What names one store however its location is written, without opening it: a folder's
-    or Milvus Lite file's real path (``//``, ``..``, links), a Milvus server's address
-    (port 19530 when none is written, host in any case) and collection."""
+    or Milvus Lite file's device and inode where it exists (a bind mount of it too), else
+    its real path (``//``, ``..``, links); a Milvus server's address (port 19530 when none
+    is written, host in any case) and collection."""
     text = str(location)
-    if text.startswith("milvus-lite://"):
-        return ("milvus-lite", os.path.realpath(text[len("milvus-lite://"):]))
     if text.startswith("milvus://"):
         return ("milvus", *milvus_server(text))
-    return ("folder", os.path.realpath(Path(location).expanduser()))
+    lite = text.startswith("milvus-lite://")
+    path = text[len("milvus-lite://"):] if lite else os.path.expanduser(text)
+    try:
+        st = os.stat(path)
+        return ("milvus-lite" if lite else "folder", str(st.st_dev), str(st.st_ino))
+    except OSError:
+        return ("milvus-lite" if lite else "folder", os.path.realpath(path))
 
 
 def milvus_server(text: str) -> tuple[str, str]:

@@ -181,8 +181,15 @@ class EmbeddedStore:
         with self._transaction():
             self._set_meta("manifest", blob)
         tmp = self.root / (MANIFEST_NAME + ".tmp")
-        tmp.write_text(json.dumps(manifest.as_dict(), indent=2) + "\n")
-        os.replace(tmp, self.root / MANIFEST_NAME)
+        try:
+            tmp.write_text(json.dumps(manifest.as_dict(), indent=2) + "\n")
+            os.replace(tmp, self.root / MANIFEST_NAME)
+        except OSError as exc:  # (a full disk: a traceback, the database's copy written)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StoreError(f"cannot write {MANIFEST_NAME} in the store {self.root} "
+                             f"({exc.strerror or exc}); free some space there and run the "
+                             "command again.") from None
 
     def catalog_folder(self) -> str | None:
         """The catalogue folder (absolute) the store was last indexed from; None for a store

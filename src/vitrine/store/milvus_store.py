@@ -110,6 +110,7 @@ class MilvusStore:
         self.location = location
         self.collection = collection
         self.meta_collection = f"{collection}__meta"
+        self._products_made = False  # (known to exist: upsert asks once)
         self._orders: dict[str | None, tuple[float, list[str]]] = {}
         """A catalogue's order (the ids sorted by category, name, id) per category filter,
         with when it was read: see ORDER_TTL_S."""
@@ -201,9 +202,9 @@ class MilvusStore:
         return ModelManifest.read(value, self.location) if value else None
 
     def set_manifest(self, manifest: ModelManifest) -> None:
+        if not self._has_products():  # (first: a copy killed between the two, the manifest
+            self._create_products(manifest.dim)  # written, never made it and never could)
         self._set_meta("manifest", json.dumps(manifest.as_dict(), sort_keys=True))
-        if not self._has_products():
-            self._create_products(manifest.dim)
 
     def catalog_folder(self) -> str | None:
         """The catalogue folder (absolute) the store was last indexed from, or None."""
@@ -278,6 +279,10 @@ class MilvusStore:
     def upsert(self, records: Sequence[Record]) -> None:
         self._check_lengths(r.product for r in records)
         self._orders.clear()
+        if records and not self._products_made:
+            if not self._has_products():  # (a store an older Vitrine left so: its manifest
+                self._create_products(len(records[0].vector))  # written, no collection)
+            self._products_made = True
         if records:
             self.client.upsert(self.collection, [self._row(r.product, r.content_sha256,
                                                            r.phash, r.thumb, r.vector)
