@@ -289,7 +289,7 @@ def test_a_damaged_cached_export_is_exported_again(settings, tmp_path, monkeypat
         import vitrine.engines as engines
 
         theirs = path.stat().st_uid + 1
-        monkeypatch.setattr(engines.os, "getuid", lambda: theirs)
+        monkeypatch.setattr(engines.os, "geteuid", lambda: theirs)
     assert not cached_export(path)
 
 

@@ -30,7 +30,6 @@ import torch
 
 from vitrine.config import Settings
 from vitrine.errors import VitrineError
-from vitrine.photo_hashes import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +97,10 @@ class OnnxEngine:
 
     name = "onnx"
 
-    def __init__(self, path: Path, *, device: torch.device, intra_threads: int,
+    def __init__(self, path: Path | bytes, *, device: torch.device, intra_threads: int,
                  inter_threads: int = 1, spinning: bool = False):
+        """``path``: the exported file, or its bytes (those checked: a file may be replaced
+        between the check and the load)."""
         ort = _import_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_threads
@@ -110,9 +111,11 @@ class OnnxEngine:
                                          "1" if spinning else "0")
         self.providers = onnx_providers(device, ort.get_available_providers())
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=self.providers)
+            self.session = ort.InferenceSession(
+                path if isinstance(path, bytes) else str(path), options, providers=self.providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            raise EngineError(f"ONNX Runtime cannot load {path} ({type(exc).__name__}); delete "
+            what = "the exported model" if isinstance(path, bytes) else path
+            raise EngineError(f"ONNX Runtime cannot load {what} ({type(exc).__name__}); delete "
                               "it to export the model again.") from None
         self.input_name = self.session.get_inputs()[0].name
 
@@ -178,6 +181,12 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def export_onnx(net: torch.nn.Module, path: Path, size: int) -> Path:
     """Export ``net`` (on CPU, fp32) with a dynamic batch axis, check it against torch on
     probe inputs, and write it atomically to ``path``."""
+    _export(net, path, size)
+    return path
+
+
+def _export(net: torch.nn.Module, path: Path, size: int) -> bytes:
+    """:func:`export_onnx`, returning the bytes checked and written."""
     model = copy.deepcopy(net).to("cpu", torch.float32).eval()
     model = model.to(memory_format=torch.contiguous_format)
     probe = probe_batch(size)
@@ -199,13 +208,14 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int) -> Path:
                               opset_version=OPSET, dynamo=False)
         with torch.inference_mode():
             expected = model(torch.from_numpy(probe)).float().numpy()
-        got = OnnxEngine(tmp, device=torch.device("cpu"), intra_threads=1).run(probe)
+        data = tmp.read_bytes()
+        got = OnnxEngine(data, device=torch.device("cpu"), intra_threads=1).run(probe)
         worst = float(cosines(expected, got).min())
         if worst < PARITY_MIN_COSINE:
             raise EngineError(f"the ONNX export disagrees with torch (cosine {worst:.4f}); "
                               "set VITRINE_ENGINE=torch.")
-        _write_digest(path, file_sha256(tmp))  # (before the model: one seen with another
-        os.replace(tmp, path)  # export's digest is exported again)
+        _write_digest(path, hashlib.sha256(data).hexdigest())  # (before the model: one seen
+        os.replace(tmp, path)  # with another export's digest is exported again)
     except OSError as exc:
         raise CacheUnwritable(f"cannot write the ONNX model to {path.parent} ({exc.strerror}); "
                               "set VITRINE_CACHE_DIR to a writable folder.") from None
@@ -213,7 +223,7 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int) -> Path:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-    return path
+    return data
 
 
 STALE_PART_SECONDS = 3600
@@ -261,16 +271,23 @@ def _write_digest(path: Path, digest: str) -> None:
         raise
 
 
-def cached_export(path: Path) -> bool:
-    """Whether ``path`` is an export this cache wrote and that is whole: its bytes hash to
-    the digest written with it (a damaged file that still loaded gave other vectors, cosine
-    0.95 to torch, without a word). One that cannot be read, or that another user wrote (a
-    cache in the temporary folder, where anyone may have put one first), is not."""
+def cached_export(path: Path) -> bytes | None:
+    """The bytes of the export at ``path`` when this cache wrote it and it is whole (they
+    hash to the digest written with it: a damaged file that still loaded gave other vectors,
+    cosine 0.95 to torch, without a word), else None: also one that cannot be read, or that
+    another user wrote (a cache in the temporary folder, where anyone may put one first;
+    root's aside). The bytes read are those loaded: the file may be replaced meanwhile."""
     try:
-        return (path.is_file() and path.stat().st_uid in (os.getuid(), 0)
-                and _digest_path(path).read_text().strip() == file_sha256(path))
+        if not path.is_file():  # (a pipe named so would hold the open)
+            return None
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_uid not in (os.geteuid(), 0):
+                return None
+            data = fh.read()
+        digest = _digest_path(path).read_text().strip()
     except (OSError, UnicodeDecodeError):
-        return False
+        return None
+    return data if hashlib.sha256(data).hexdigest() == digest else None
 
 
 def checked_device(name: str) -> torch.device:
@@ -305,17 +322,17 @@ def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifes
                                inter_threads=settings.interop_threads,
                                spinning=settings.onnx_spinning)
     _remove_stale_parts(path)  # (also when no export runs: a killed one's, restarted at once)
-    if cached_export(path):
-        return engine(path)
+    if (cached := cached_export(path)) is not None:
+        return engine(cached)
     try:
-        return engine(export_onnx(net, path, size))  # (a damaged one is written over)
+        return engine(_export(net, path, size))  # (a damaged one is written over)
     except CacheUnwritable as exc:
         # a read-only home (a service's ProtectHome, a container) must not stop embedding:
         # the session holds the model once loaded, so a temporary export serves this run
         log.warning("%s Exporting the model for this run only.", exc)
         try:
             with tempfile.TemporaryDirectory(prefix="vitrine-onnx-") as tmp:
-                return engine(export_onnx(net, Path(tmp) / path.name, size))
+                return engine(_export(net, Path(tmp) / path.name, size))
         except (OSError, CacheUnwritable):
             raise EngineError(f"{exc} The temporary folder {tempfile.gettempdir()} cannot "
                               "hold it either; set VITRINE_CACHE_DIR or TMPDIR to a writable "
