@@ -500,10 +500,11 @@ def test_a_system_folder_or_one_gone_meanwhile_does_not_stop_the_scan(tmp_path, 
     products removed), but not a NAS's or the file system's own folders, unreadable to the
     user, nor a folder removed while the scan ran."""
     import os
+    import shutil
 
     from vitrine.catalog import scan_images
 
-    for folder in ("bolsas", "#recycle", "lost+found", "gone", "locked"):
+    for folder in ("bolsas", "#recycle", "lost+found", "gone", "locked", "@eaDir"):
         (tmp_path / folder).mkdir()
         Image.new("RGB", (8, 8)).save(tmp_path / folder / "a.jpg")
     scandir = os.scandir
@@ -511,7 +512,11 @@ def test_a_system_folder_or_one_gone_meanwhile_does_not_stop_the_scan(tmp_path, 
                "gone": FileNotFoundError, "locked": PermissionError}
 
     def listing(path="."):
+        if isinstance(path, int):  # (rmtree lists by descriptor)
+            return scandir(path)
         if (kind := refused.get(Path(path).name)) is not None:
+            if Path(path).name == "gone" and kind is FileNotFoundError:
+                shutil.rmtree(path)  # (removed meanwhile)
             raise kind(13, "refused", str(path))
         return scandir(path)
 
@@ -519,5 +524,12 @@ def test_a_system_folder_or_one_gone_meanwhile_does_not_stop_the_scan(tmp_path, 
     with pytest.raises(CatalogError, match=r"locked: the folder cannot be read \(refused\)"):
         scan_images(tmp_path)
     del refused["locked"]
+    # (@eaDir, readable: a NAS's thumbnails of the photos, not photos of the shop)
     assert scan_images(tmp_path) == [tmp_path / "bolsas" / "a.jpg",
                                      tmp_path / "locked" / "a.jpg"]
+    # a share that says a folder it still lists is not found: not believed
+    (tmp_path / "gone").mkdir()
+    refused["gone"] = FileNotFoundError
+    monkeypatch.setattr(shutil, "rmtree", lambda path: None)
+    with pytest.raises(CatalogError, match=r"gone: the folder cannot be read"):
+        scan_images(tmp_path)

@@ -10,7 +10,13 @@ import pytest
 from vitrine.catalog import Product
 from vitrine.config import Settings
 from vitrine.errors import CatalogError
-from vitrine.split import Split, find_split_folders, group_split, make_split, read_split_catalog
+from vitrine.split import (
+    Split,
+    find_split_folders,
+    group_split,
+    make_split,
+    read_catalogue,
+)
 
 
 def test_groups_stay_in_one_split():
@@ -66,7 +72,7 @@ def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
             for path in src[:n] if split == "treino" else src[3:3 + n]:
                 shutil.copyfile(path, tmp_path / split / cat / path.name)
     assert set(find_split_folders(tmp_path)) == {"train", "val", "test"}
-    products, given = read_split_catalog(tmp_path)
+    products, given = read_catalogue(tmp_path)[:2]
     assert len(products) == 10
     assert Counter(given.values()) == {"train": 6, "val": 2, "test": 2}
     assert {p.category for p in products} == {"relogio_feminino", "salto_feminino"}
@@ -85,7 +91,7 @@ def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
     with pytest.raises(CatalogError, match=r"is split in folders \(treino, validacao, "
                                            r"teste\) but other folders beside them hold "
                                            r"photos too \(cars\)"):
-        read_split_catalog(tmp_path)
+        read_catalogue(tmp_path)
     shutil.rmtree(tmp_path / "cars")
     # a Mac's decomposed "validação" is the validation folder too
     import unicodedata
@@ -97,7 +103,7 @@ def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
     mac = tmp_path / unicodedata.normalize("NFD", "validação")
     (mac / "products.csv").write_text("id,imagem\nrelógio-1,relogio_feminino/"
                                       + next((mac / "relogio_feminino").iterdir()).name + "\n")
-    ids = {p.product_id for p in read_split_catalog(tmp_path)[0]}
+    ids = {p.product_id for p in read_catalogue(tmp_path)[0]}
     assert "validação/relógio-1" in ids
     assert all(unicodedata.is_normalized("NFC", i) or unicodedata.is_normalized("NFD", i)
                for i in ids)
@@ -113,7 +119,7 @@ def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
     (tmp_path / "solta.jpg").write_bytes(photo.read_bytes())  # in no split: left out
     (tmp_path / "Produtos.CSV").write_text(
         f"id,imagem,categoria,nome\nr1,treino/relogio_feminino/{photo.name},relógio,Relógio\n")
-    products, given = read_split_catalog(tmp_path)
+    products, given = read_catalogue(tmp_path)[:2]
     assert len(products) == 10 and given["r1"] == "train"
     by_id = {p.product_id: p for p in products}
     assert (by_id["r1"].category, by_id["r1"].name) == ("relógio", "Relógio")
@@ -124,7 +130,7 @@ def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
                for p in products)
     (tmp_path / "teste" / "products.csv").write_text("image,category\n")
     with pytest.raises(CatalogError, match="keep one table at the top or one in each split"):
-        read_split_catalog(tmp_path)
+        read_catalogue(tmp_path)
 
 
 def test_train_and_val_folders_without_test_carve_the_test_split(tmp_path):
@@ -290,3 +296,29 @@ def test_train_and_evaluate_read_what_index_reads_beside_an_upload_folder(tmp_pa
         shutil.rmtree(tmp_path / split)
     products, given, _ = read_catalogue(tmp_path, uploads)
     assert given is None and [p.category for p in products] == ["relogio", "relogio"]
+    # a row of the shop's product table naming one of them is the shop's: kept
+    upload = next(uploads.iterdir())
+    (tmp_path / "products.csv").write_text(f"id,image,category\nsku9,api-photos/{upload.name},"
+                                           "relogio\n")
+    products, _, _ = read_catalogue(tmp_path, uploads)
+    assert sorted(p.product_id for p in products)[-1] == "sku9" and len(products) == 3
+
+
+def test_a_split_catalogue_given_by_a_relative_path_names_its_loose_photos(tmp_path,
+                                                                          demo_catalog,
+                                                                          monkeypatch):
+    """`vitrine train cat` (relative) of a split catalogue with a photo at its top: the
+    photo's path was made relative to the resolved folder, a ValueError traceback."""
+    import shutil
+
+    from vitrine.split import read_catalogue
+
+    photos = sorted((demo_catalog / "relogio_feminino").glob("*.jpg"))[:3]
+    for split, photo in zip(("train", "test"), photos, strict=False):
+        (tmp_path / "cat" / split / "relogio").mkdir(parents=True)
+        shutil.copyfile(photo, tmp_path / "cat" / split / "relogio" / photo.name)
+    shutil.copyfile(photos[2], tmp_path / "cat" / "loose.jpg")
+    monkeypatch.chdir(tmp_path)
+    outside = read_catalogue(Path("cat"))[2]
+    assert [p.relative_to((tmp_path / "cat").resolve()).as_posix() for p in outside] == [
+        "loose.jpg"]

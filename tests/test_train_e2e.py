@@ -608,13 +608,13 @@ def test_bench_measures_vectors_of_the_trained_models_dimension(trained, env, se
 
 def test_a_model_trained_from_the_same_data_is_reused(trained, weights_path):
     from vitrine.config import Settings
-    from vitrine.split import read_split_catalog
+    from vitrine.split import read_catalogue
     from vitrine.trained import ensure_model, training_fingerprint
 
     catalog, model_dir, _ = trained
     overrides = {k.removeprefix("VITRINE_").lower(): v for k, v in TINY.items()}
     settings = Settings(weights=weights_path, **overrides)
-    products, _ = read_split_catalog(catalog)
+    products = read_catalogue(catalog)[0]
     recorded = json.loads((model_dir / "model.json").read_text())["training_fingerprint"]
     assert training_fingerprint(products, settings) == recorded
     other = settings.model_copy(update={"train_seed": 1})

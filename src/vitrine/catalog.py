@@ -70,6 +70,8 @@ class Product:
     unlisted: bool = False
     """A photo the catalogue's product table does not list (a product named after its file);
     False when there is no table."""
+    listed: bool = False
+    """A row of the catalogue's product table (not a photo found in its folders)."""
     folder_category: str = ""
     """The photo's folder, when the product table gives the product another category (the
     table's wins); empty otherwise."""
@@ -193,8 +195,8 @@ def vitrine_folder(root: Path, photo: Path, known: dict[Path, bool]) -> Path | N
 
 SYSTEM_FOLDERS = frozenset({"lost+found", "#recycle", "@eaDir", "$RECYCLE.BIN",
                             "System Volume Information"})
-"""Folders a file system or a NAS keeps at the top of a drive or share, often unreadable to
-the user: never catalogue photos."""
+"""Folders a file system or a NAS keeps in a drive or share (its recycle bin, its thumbnails),
+often unreadable to the user: never catalogue photos."""
 
 
 def scan_images(root: Path, skip: Iterable[str] = (),
@@ -207,7 +209,8 @@ def scan_images(root: Path, skip: Iterable[str] = (),
     A folder that cannot be listed (no permission) is a CatalogError: its photos were left
     out without a word, and index removed their products from the store. With
     ``unreadable`` (a list), each is added to it as ``{"path", "reason"}`` instead. A
-    system's folder (SYSTEM_FOLDERS), and one removed while it was read, are passed over."""
+    system's folder (SYSTEM_FOLDERS, read or not: a Synology's @eaDir holds a thumbnail of
+    every photo), and one removed while it was read, are passed over."""
     skip = set(skip)
     found = []
     seen: set[tuple[int, int]] = set()
@@ -215,8 +218,10 @@ def scan_images(root: Path, skip: Iterable[str] = (),
 
     def cannot_list(exc: OSError) -> None:
         folder = Path(exc.filename) if exc.filename else Path(root)
-        if folder.name in SYSTEM_FOLDERS or isinstance(exc, FileNotFoundError | NotADirectoryError):
-            return
+        if folder.name in SYSTEM_FOLDERS or (isinstance(exc, FileNotFoundError)
+                                             and not os.path.lexists(folder)):
+            return  # (removed while the scan ran: a share that says so of a folder still
+            # listed is not believed, or its products would be removed)
         reason = f"the folder cannot be read ({exc.strerror or exc})"
         if unreadable is None:
             raise CatalogError(f"{folder}: {reason}, so its photos would be left out (and "
@@ -225,13 +230,19 @@ def scan_images(root: Path, skip: Iterable[str] = (),
         unreadable.append({"path": str(folder), "reason": reason})
 
     for folder, dirs, files in os.walk(root, onerror=cannot_list, followlinks=True):
-        info = os.stat(folder)
+        try:
+            info = os.stat(folder)
+        except OSError as exc:  # (gone, or unreadable, since it was listed)
+            cannot_list(exc)
+            dirs[:] = []
+            continue
         if (info.st_dev, info.st_ino) in seen or (
                 folder != str(root) and any(m in files for m in STORE_MARKERS)):
             dirs[:] = []
             continue
         seen.add((info.st_dev, info.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SYSTEM_FOLDERS
+                         and not (
             # a link to a folder of the catalogue itself would read its photos twice, under
             # another category; the root holding a store: its uploads are not catalogue photos
             os.path.islink(os.path.join(folder, d))
@@ -347,7 +358,7 @@ def _read_csv(csv_path: Path, root: Path, photos: list[Path], depth: int = 0
         products.append(Product(
             product_id=pid, image=image, category=f["category"] or folder,
             name=f["name"] or rel.stem, price=price, description=f["description"],
-            attributes=row.extra,
+            attributes=row.extra, listed=True,
             folder_category=folder if category_form(f["category"]) not in ("", folder)
             else ""))
     if problems:

@@ -184,8 +184,10 @@ def _split_layout(root: Path, uploads: Path | None = None,
     return found, beside
 
 
-def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None]:
-    """Products of a catalogue and, when it is split in folders, each product's split.
+def _read_split(root: Path, folders: dict[str, Path] | None,
+                ) -> tuple[list[Product], dict[str, str] | None]:
+    """Products of the catalogue ``root`` and, when it is split in ``folders`` (None: not
+    split), each product's split.
 
     In a split catalogue every split folder is read as a catalogue of its own (category
     sub-folders, optional ``products.csv``); product ids get the split's name as a prefix.
@@ -193,12 +195,6 @@ def read_split_catalog(root: Path) -> tuple[list[Product], dict[str, str] | None
     whole catalogue's: photo paths from the top, categories the folders under each split's;
     photos outside the split folders are in no split and left out, as they are otherwise.
     """
-    return _read_split(root, find_split_folders(root))
-
-
-def _read_split(root: Path, folders: dict[str, Path] | None,
-                ) -> tuple[list[Product], dict[str, str] | None]:
-    """:func:`read_split_catalog` of ``root`` split in ``folders`` (None: not split)."""
     if folders is None:
         return read_catalog(root), None
     from vitrine.catalog_csv import find_csv
@@ -243,18 +239,19 @@ def _prefixed(folder: str, product_id: str) -> str:
 def read_catalogue(root: Path, uploads: Path | None = None,
                    ) -> tuple[list[Product], dict[str, str] | None, list[Path]]:
     """What index, train and evaluate read of ``root``: its products, each product's split
-    (None: not split, see :func:`read_split_catalog`), and the photos at the top of a split
+    (None: not split, see :func:`_read_split`), and the photos at the top of a split
     catalogue, in none of its split folders (named by each command, not lost silently).
 
     The photos in ``uploads``, a VITRINE_UPLOAD_DIR inside the catalogue, are the server's,
-    of products added through the API: not catalogue products (each became a second one; a
-    catalogue without a product table kept them all), nor a folder of photos beside the
-    splits (every command refused the catalogue), nor outside them."""
+    of products added through the API: not catalogue products unless a product table lists
+    them (each became a second one; a catalogue without a table kept them all), nor a folder
+    of photos beside the splits (every command refused the catalogue), nor outside them."""
+    root = Path(root).resolve() if Path(root).exists() else Path(root)  # (outside: below it)
     folders, outside = _split_layout(root, uploads)  # (one scan of the top)
     products, given = _read_split(root, folders)
     if uploads is not None and (folder := Path(uploads).expanduser().resolve()).is_relative_to(
-            Path(root).resolve()):
-        products = [p for p in products if not p.image.is_relative_to(folder)]
+            root):  # (a row of a product table naming one of them is the shop's: kept)
+        products = [p for p in products if p.listed or not p.image.is_relative_to(folder)]
     return products, given, outside
 
 
