@@ -391,6 +391,21 @@ def test_another_programs_database_is_refused_and_left_as_it_is(tmp_path):
             open_store(root, create=create)
     assert (root / "vitrine.sqlite").read_bytes() == before
     assert sorted(p.name for p in root.iterdir()) == ["vitrine.sqlite"]
+    # a table named meta is common: only the store's own (key, value) makes it one
+    with sqlite3.connect(root / "vitrine.sqlite") as theirs:
+        theirs.execute("CREATE TABLE meta(id INTEGER, blob BLOB)")
+    theirs.close()
+    before = (root / "vitrine.sqlite").read_bytes()
+    with pytest.raises(StoreError, match="another program"):
+        open_store(root)
+    assert (root / "vitrine.sqlite").read_bytes() == before
+    # a store whose creation stopped after its first table is the store, opened and made
+    half = tmp_path / "half"
+    half.mkdir()
+    with sqlite3.connect(half / "vitrine.sqlite") as made:
+        made.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    made.close()
+    assert open_store(half).count() == 0
 
 
 def test_a_store_from_an_older_version_is_refused_in_one_sentence(store):
@@ -552,11 +567,12 @@ def test_a_store_through_a_bind_mount_is_the_same_store(store, tmp_path):
     own rows (its photos' paths) through the other name. Needs bind mounts (root)."""
     from vitrine.store import store_identity
 
+    assert store_identity(tmp_path) != store_identity(store.root)
+    assert store_identity(tmp_path / "new") == ("folder", str(tmp_path / "new"))
+    assert store_identity(f"{tmp_path}//new/") == store_identity(tmp_path / "new")
     with read_only_mount(store.root, tmp_path / "bound") as bound:
         assert store_identity(bound) == store_identity(store.root)
         assert store_identity(f"{bound}/") == store_identity(str(store.root))
-    assert store_identity(tmp_path) != store_identity(store.root)
-    assert store_identity(tmp_path / "new") == ("folder", str(tmp_path / "new"))
 
 
 def test_a_read_only_copy_with_writes_only_in_its_wal_is_refused(store, tmp_path):
@@ -824,10 +840,14 @@ def test_a_manifest_that_cannot_be_written_is_one_sentence(tmp_path, monkeypatch
 
     monkeypatch.setattr(Path, "write_text", full)
     with pytest.raises(StoreError, match=r"cannot write manifest.json in the store .* \(No "
-                                         r"space left on device\); free some space"):
+                                         r"space left on device\); make room"):
         store.set_manifest(MANIFEST)
     monkeypatch.undo()
     assert not (tmp_path / "s" / "manifest.json.tmp").exists()
+    # nothing recorded: the next run sets the manifest again, and writes the file then
+    assert store.manifest() is None
+    store.set_manifest(MANIFEST)
+    assert (tmp_path / "s" / "manifest.json").is_file() and store.manifest() == MANIFEST
     store.close()
 
 

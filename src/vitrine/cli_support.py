@@ -347,10 +347,12 @@ def run_app(app: typer.Typer) -> None:
         if callable(show) and isinstance(code, int):
             show()
             sys.exit(code)
-        if type(exc).__name__ == "MilvusException":  # (pymilvus is an extra: not imported)
-            # a full disk under Milvus Lite, a server gone: pymilvus's traceback
-            sys.stderr.write(f"error: the Milvus store failed ({getattr(exc, 'message', exc)})"
-                             "; run the command again once that is mended (a copy or an "
-                             "index goes on where it stopped).\n")
+        if any(c.__name__ == "MilvusException" for c in type(exc).__mro__):  # (or one of its
+            # kinds; pymilvus is an extra: not imported) a full disk under Milvus Lite, a
+            # server gone: pymilvus's traceback
+            said = " ".join(str(getattr(exc, "message", exc)).split())  # (one line)
+            sys.stderr.write(f"error: the Milvus store failed ({said}); run the command "
+                             "again once that is mended (a copy or an index goes on where "
+                             "it stopped).\n")
             sys.exit(2)
         raise

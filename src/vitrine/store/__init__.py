@@ -15,6 +15,7 @@ from vitrine.catalog import UPLOAD_NAME, UPLOADS
 from vitrine.errors import StoreError
 from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.embedded import EmbeddedStore
+from vitrine.store.sqlite_db import file_id
 
 __all__ = ["UPLOAD_TMP", "UPLOADS_DIR", "EmbeddedStore", "Match", "StoredProduct", "VectorStore",
            "open_store", "cleanable_uploads", "save_photo", "unmarked_upload", "upload_folder"]
@@ -132,11 +133,9 @@ def store_identity(location: str | Path) -> tuple[str, ...]:
         return ("milvus", *milvus_server(text))
     lite = text.startswith("milvus-lite://")
     path = text[len("milvus-lite://"):] if lite else os.path.expanduser(text)
-    try:
-        st = os.stat(path)
-        return ("milvus-lite" if lite else "folder", str(st.st_dev), str(st.st_ino))
-    except OSError:
-        return ("milvus-lite" if lite else "folder", os.path.realpath(path))
+    kind = "milvus-lite" if lite else "folder"
+    found = file_id(Path(path))
+    return (kind, *map(str, found)) if found else (kind, os.path.realpath(path))
 
 
 def milvus_server(text: str) -> tuple[str, str]:

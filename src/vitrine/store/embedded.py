@@ -178,18 +178,18 @@ class EmbeddedStore:
 
     def set_manifest(self, manifest: ModelManifest) -> None:
         blob = json.dumps(manifest.as_dict(), sort_keys=True)
-        with self._transaction():
-            self._set_meta("manifest", blob)
         tmp = self.root / (MANIFEST_NAME + ".tmp")
-        try:
+        try:  # (first: written after the database's copy, a rerun never wrote it)
             tmp.write_text(json.dumps(manifest.as_dict(), indent=2) + "\n")
             os.replace(tmp, self.root / MANIFEST_NAME)
-        except OSError as exc:  # (a full disk: a traceback, the database's copy written)
+        except OSError as exc:  # (a full disk: a traceback)
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise StoreError(f"cannot write {MANIFEST_NAME} in the store {self.root} "
-                             f"({exc.strerror or exc}); free some space there and run the "
-                             "command again.") from None
+                             f"({exc.strerror or exc}); make room or give write access there, "
+                             "then run the command again.") from None
+        with self._transaction():
+            self._set_meta("manifest", blob)
 
     def catalog_folder(self) -> str | None:
         """The catalogue folder (absolute) the store was last indexed from; None for a store

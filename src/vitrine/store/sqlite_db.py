@@ -86,8 +86,11 @@ def disk_full(root: Path, exc: Exception) -> bool:
     """Whether SQLite's ``exc`` on the store at ``root`` comes from a full disk: SQLite says
     so ("database or disk is full"), or says "disk I/O error" (making its WAL files) where no
     room is left, in bytes or in files."""
-    if "full" in str(exc):
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_FULL" or "full" in str(exc):
         return True
+    if not (name.startswith("SQLITE_IOERR") or "disk I/O error" in str(exc)):
+        return False  # ("readonly database", "no such table": not the disk's room)
     try:
         room = os.statvfs(root)
     except OSError:
@@ -98,10 +101,16 @@ def disk_full(root: Path, exc: Exception) -> bool:
 
 def _refuse_foreign(db: sqlite3.Connection, db_path: Path) -> None:
     """A StoreError, before anything is written, when ``db_path`` is another program's
-    database (tables, none of them a store's: a store whose creation stopped has some):
-    `vitrine info` added the store's tables to it and switched it to WAL mode."""
+    database (tables, none of them a store's meta or products table: a store whose creation
+    stopped has one): `vitrine info` added the store's tables to it and switched it to WAL
+    mode."""
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if tables and not tables & {"meta", "products"}:
+
+    def columns(table: str) -> set[str]:
+        return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+    if tables and not (columns("meta") == {"key", "value"}
+                       or "product_id" in columns("products")):
         db.close()
         raise StoreError(f"{db_path} is a database of another program, not a Vitrine store "
                          f"(its tables: {', '.join(sorted(tables)[:3])}"
