@@ -324,6 +324,22 @@ def test_export_part_files_are_each_process_own_and_a_killed_ones_go(tmp_path):
     assert all(n.startswith("tiny.onnx.") and n.endswith(".tmp") for n in names)
     assert len(set(names)) == 2
     assert not old.exists() and recent.exists()
+    # also where the cached export is used and nothing is exported (a killed export's
+    # process restarted at once, whose next export then never came)
+    from vitrine.config import Settings
+    from vitrine.embed import ModelManifest
+
+    manifest = ModelManifest("tiny", "0" * 64, {"size": 32}, 8)
+    cached = engines.onnx_path(tmp_path / "cache", manifest)
+    cached.parent.mkdir(parents=True)
+    engines.export_onnx(Tiny(), cached, 32)
+    left = cached.with_name(cached.name + ".1.tmp")
+    left.write_bytes(b"part")
+    os.utime(left, (past, past))
+    stamp = cached.stat().st_mtime_ns
+    settings = Settings(engine="onnx", cache_dir=tmp_path / "cache")
+    assert engines.make_engine(settings, Tiny(), manifest, 32).name == "onnx"
+    assert cached.stat().st_mtime_ns == stamp and not left.exists()
 
 
 def test_a_model_size_not_a_multiple_of_16_exports(tmp_path):

@@ -263,7 +263,8 @@ def migrate(
     # before opening either (it copied every product onto itself, for nothing; a Milvus Lite
     # file named twice was "open in another process")
     if store_identity(source) == store_identity(target):
-        raise VitrineError(f"{source} and {target} are the same store; name another target.")
+        raise VitrineError(f"{one_line(str(source))} and {one_line(str(target))} are the same "
+                           "store; name another target.")
     settings = load_settings()
     src, dst = store_for(source, settings), store_for(target, settings, create=True)
     try:
