@@ -181,12 +181,14 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def export_onnx(net: torch.nn.Module, path: Path, size: int) -> Path:
     """Export ``net`` (on CPU, fp32) with a dynamic batch axis, check it against torch on
     probe inputs, and write it atomically to ``path``."""
+    _remove_stale_parts(path)
     _export(net, path, size)
     return path
 
 
 def _export(net: torch.nn.Module, path: Path, size: int) -> bytes:
-    """:func:`export_onnx`, returning the bytes checked and written."""
+    """:func:`export_onnx`, returning the bytes checked and written (the part files killed
+    exports left are the caller's to sweep: make_engine sweeps them each time)."""
     model = copy.deepcopy(net).to("cpu", torch.float32).eval()
     model = model.to(memory_format=torch.contiguous_format)
     probe = probe_batch(size)
@@ -196,7 +198,6 @@ def _export(net: torch.nn.Module, path: Path, size: int) -> bytes:
         raise CacheUnwritable(f"cannot create the model cache folder {path.parent} "
                               f"({exc.strerror or exc}); set VITRINE_CACHE_DIR to a writable "
                               "folder.") from None
-    _remove_stale_parts(path)
     tmp = None
     try:
         tmp = _part_file(path)

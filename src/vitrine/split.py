@@ -169,9 +169,8 @@ def _split_layout(root: Path, uploads: Path | None = None,
         return None, []
     beside = scan_images(root, skip={f.name for f in found.values()})  # (photos at the top:
     # no folder; those of a store's uploads or a hidden folder are not listed)
-    if uploads is not None and beside:
-        folder = Path(uploads).expanduser().resolve()
-        beside = [p for p in beside if not Path(os.path.realpath(p)).is_relative_to(folder)]
+    if uploads is not None and beside:  # (resolved by the caller)
+        beside = [p for p in beside if not Path(os.path.realpath(p)).is_relative_to(uploads)]
     others = sorted({p.relative_to(root).parts[0] for p in beside
                      if len(p.relative_to(root).parts) > 1})
     if others:
@@ -247,10 +246,11 @@ def read_catalogue(root: Path, uploads: Path | None = None,
     them (each became a second one; a catalogue without a table kept them all), nor a folder
     of photos beside the splits (every command refused the catalogue), nor outside them."""
     root = Path(root).resolve() if Path(root).exists() else Path(root)  # (outside: below it)
-    folders, outside = _split_layout(root, uploads)  # (one scan of the top)
+    folder = None if uploads is None else Path(uploads).expanduser().resolve()
+    folders, outside = _split_layout(root, folder)  # (one scan of the top)
     products, given = _read_split(root, folders)
-    if uploads is not None and (folder := Path(uploads).expanduser().resolve()).is_relative_to(
-            root):  # (a row of a product table naming one of them is the shop's: kept)
+    if folder is not None and folder.is_relative_to(root):  # (a row of a product table
+        # naming one of its photos is the shop's: kept)
         products = [p for p in products if p.listed or not p.image.is_relative_to(folder)]
     return products, given, outside
 

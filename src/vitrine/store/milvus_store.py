@@ -204,6 +204,7 @@ class MilvusStore:
     def set_manifest(self, manifest: ModelManifest) -> None:
         if not self._has_products():  # (first: a copy killed between the two, the manifest
             self._create_products(manifest.dim)  # written, never made it and never could)
+        self._products_made = True
         self._set_meta("manifest", json.dumps(manifest.as_dict(), sort_keys=True))
 
     def catalog_folder(self) -> str | None:
