@@ -658,6 +658,14 @@ def test_migrate_again_says_what_the_source_no_longer_holds_and_prune_removes_it
         itself = run("migrate", source, same, check=False)
         assert itself.returncode == 2 and "are the same store" in itself.stderr, itself.stderr
     assert open_store(source).count() == 47
+    # a copy refused before anything is written leaves no empty store where there was none
+    empty = open_store(tmp_path / "empty", create=True)
+    empty.close()
+    for target in (tmp_path / "new", tmp_path / "new.db"):
+        where = f"milvus-lite://{target}" if target.suffix == ".db" else target
+        refused = run("migrate", tmp_path / "empty", where, check=False)
+        assert refused.returncode == 2 and "is empty" in refused.stderr, refused.stderr
+        assert not target.exists()
 
 
 def test_demo_keeps_its_store_inside_out_unless_told(small_catalog, weights_path, tmp_path):

@@ -269,6 +269,8 @@ def test_file_open_in_another_process_is_one_clear_error(tmp_path, caplog):
     assert holder.returncode == 0  # the holder closed its store as usual
     reopened = open_store(uri)  # and the file, free again, is intact
     assert reopened.catalog_folder() == "/catalogue" and reopened.count() == 0
+    reopened.set_catalog_folder(None)  # (migrate: a source that records none leaves none)
+    assert reopened.catalog_folder() is None
     reopened.close()
 
 

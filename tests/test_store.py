@@ -824,8 +824,50 @@ def test_an_emptied_target_takes_the_catalogue_folder_of_the_copy(tmp_path):
     target.delete(["b1"])
     assert migrate_store(source, target, show_progress=False).copied == 1
     assert target.catalog_folder() == "/shops/a"
-    source.close()
-    target.close()
+    # a source that records no folder (filled through the API) leaves none: /shops/a's next
+    # index would remove its products
+    api = open_store(tmp_path / "api", create=True)
+    api.set_manifest(MANIFEST)
+    api.upsert([record("x1", unit(1, 1))])
+    target.delete(["a1"])
+    assert migrate_store(api, target, show_progress=False).copied == 1
+    assert target.catalog_folder() is None
+    for s in (source, target, api):
+        s.close()
+
+
+def test_migrate_again_from_a_store_with_no_folder_that_changed_meanwhile(tmp_path):
+    """A store with no catalogue folder recorded (filled through the API) copied, then given
+    a new photo for one product: copying it again was refused as "another catalogue's". A
+    copy that holds the source's photos for most ids both hold goes on; one that holds
+    others for most of them is still refused, saying why."""
+    from vitrine.migrate import migrate_store
+
+    def photo(pid: str, sha: str, vector) -> Record:
+        return Record(Product(pid, Path(f"/up/{pid}.jpg"), category="c"), sha, "0" * 16,
+                      b"\0" * 768, vector)
+
+    source = open_store(tmp_path / "a", create=True)
+    source.set_manifest(MANIFEST)
+    source.upsert([photo(f"p{i}", f"sha{i}", unit(1, i)) for i in range(3)])
+    target = open_store(tmp_path / "b", create=True)
+    assert migrate_store(source, target, show_progress=False).copied == 3
+    source.upsert([photo("p0", "sha-new", unit(0, 1))])
+    assert migrate_store(source, target, show_progress=False).copied == 3
+    assert target.fingerprints()["p0"][0] == "sha-new"
+    assert [m.product.product_id for m in target.search(unit(0, 1), 1)] == ["p0"]
+    source.upsert([photo(f"p{i}", f"other{i}", unit(1, i)) for i in (1, 2)])
+    other = open_store(tmp_path / "c", create=True)  # p0 copied, p1 and p2 another photo
+    other.set_manifest(MANIFEST)
+    other.upsert([photo("p0", "sha-new", unit(0, 1)), photo("p1", "sha1", unit(1, 1)),
+                  photo("p2", "sha2", unit(1, 2))])
+    with pytest.raises(StoreError, match=r"do not look like a copy of .* \(its catalogue folder "
+                                         r"not recorded, the source's not recorded; 2 of the 3 "
+                                         r"ids both hold have another photo\)"):
+        migrate_store(source, other, show_progress=False)
+    assert other.fingerprints()["p1"][0] == "sha1"
+    for s in (source, target, other):
+        s.close()
 
 
 def test_a_manifest_that_cannot_be_written_is_one_sentence(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ sentence on stderr and exit with status 2."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -258,7 +259,13 @@ def migrate(
     Photos of products added through the API go to the target's upload folder (STORE/uploads,
     or VITRINE_UPLOAD_DIR)."""
     from vitrine.migrate import migrate_store
-    from vitrine.store import EmbeddedStore, store_for, store_identity, upload_folder
+    from vitrine.store import (
+        EmbeddedStore,
+        new_store_path,
+        store_for,
+        store_identity,
+        upload_folder,
+    )
 
     # before opening either (it copied every product onto itself, for nothing; a Milvus Lite
     # file named twice was "open in another process")
@@ -266,7 +273,14 @@ def migrate(
         raise VitrineError(f"{one_line(str(source))} and {one_line(str(target))} are the same "
                            "store; name another target.")
     settings = load_settings()
-    src, dst = store_for(source, settings), store_for(target, settings, create=True)
+    src = store_for(source, settings)
+    new = new_store_path(target)  # (None: there already, or a Milvus server)
+    try:
+        dst = store_for(target, settings, create=True)
+    except BaseException:
+        src.close()
+        raise
+    done = None
     try:
         # the setting names the target's folder; an embedded source's photos are in its own
         theirs = None if isinstance(src, EmbeddedStore) else settings.upload_dir
@@ -275,7 +289,11 @@ def migrate(
                              show_progress=not as_json)
     finally:
         src.close()
+        # a copy refused before anything was written leaves no empty store behind
+        unwritten = done is None and new is not None and _unwritten(dst)
         dst.close()
+        if unwritten:
+            shutil.rmtree(new, ignore_errors=True)
     if as_json:
         print_json({"copied": done.copied, "not_in_source": len(done.not_in_source),
                     "removed": done.removed, "changed_meanwhile": done.changed_meanwhile,
@@ -283,6 +301,14 @@ def migrate(
         return
     for line in migrate_lines(done, source, target):
         out.print(line)
+
+
+def _unwritten(store) -> bool:
+    """Whether nothing was written into ``store`` (no model recorded: no product either)."""
+    try:
+        return store.manifest() is None
+    except Exception:  # noqa: BLE001 (unreadable: left as it is)
+        return False
 
 
 @app.command()

@@ -66,27 +66,34 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     theirs, ours = target.catalog_folder(), source.catalog_folder()
     held = target.fingerprints() if target.count() else {}
     marks = source.fingerprints()
-    # a folder not recorded (an older store, or one filled through the API) is no match,
-    # unless each product of the target is the source's, photo and all (a copy of it,
-    # interrupted: ids alone, photo-file names, are shared by many catalogues)
     if held and (theirs is None or ours is None):
-        mixed = any(marks.get(pid, ("",))[0] != sha for pid, (sha, _) in held.items())
-    else:
-        mixed = bool(held) and theirs != ours
-    if mixed:
+        # a folder not recorded (an older store, or one filled through the API) tells
+        # nothing: the photos do (an earlier or interrupted copy holds the source's, but
+        # for those changed there since; ids alone, photo-file names, are shared by many
+        # catalogues)
+        shared = [sha == marks[pid][0] for pid, (sha, _) in held.items() if pid in marks]
+        if sum(shared) * 2 <= len(shared):
+            why = (f"{len(shared) - sum(shared)} of the {len(shared)} ids both hold have "
+                   "another photo" if shared else "no product id in common")
+            raise StoreError(
+                f"the store {target.location} holds {len(held)} product(s) that do not look "
+                f"like a copy of {source.location}'s ({_folders(theirs, ours)}; {why}); "
+                "mixed in one store, the next index of either catalogue would remove the "
+                "other's products. Copy into a new store.")
+    elif held and theirs != ours:
         raise StoreError(f"the store {target.location} holds products (catalogue folder "
-                         f"{theirs or 'not recorded'}) and {source.location} another "
-                         f"catalogue's (folder {ours or 'not recorded'}); mixed in one store, "
-                         "the next index of either catalogue would remove the other's "
-                         "products. Copy into a new store.")
-    catalogues = (source.catalog_folder(),)
+                         f"{theirs}) and {source.location} another catalogue's (folder "
+                         f"{ours}); mixed in one store, the next index of either catalogue "
+                         "would remove the other's products. Copy into a new store.")
+    catalogues = (ours,)
     _check_fits(source, target, photos_to, photos_from, marks, catalogues)
     target.lock_for_writing()
     if existing is None:
         target.set_manifest(manifest)
-    if ours is not None and theirs != ours and (theirs is None or not held):
+    if theirs != ours and (theirs is None or not held):
         # index keeps guarding its removals (an emptied store that recorded another
-        # catalogue kept it: that catalogue's next index removed every product copied)
+        # catalogue kept it: that catalogue's next index removed every product copied; a
+        # source that records none leaves none)
         target.set_catalog_folder(ours)
     seen: set[str] = set()
     copied = 0
@@ -121,6 +128,11 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     removed = target.delete(extra) if prune and extra else 0
     target.flush()
     return Migrated(copied, extra, removed, changed)
+
+
+def _folders(theirs: str | None, ours: str | None) -> str:
+    """The two stores' catalogue folders, in words."""
+    return f"its catalogue folder {theirs or 'not recorded'}, the source's {ours or 'not recorded'}"
 
 
 def _check_fits(source: VectorStore, target: VectorStore, photos_to: Path | None,

@@ -18,6 +18,7 @@ from vitrine.store.embedded import EmbeddedStore
 from vitrine.store.sqlite_db import file_id
 
 __all__ = ["UPLOAD_TMP", "UPLOADS_DIR", "EmbeddedStore", "Match", "StoredProduct", "VectorStore",
+           "new_store_path",
            "open_store", "cleanable_uploads", "save_photo", "unmarked_upload", "upload_folder"]
 
 DEFAULT_COLLECTION = "vitrine"
@@ -121,6 +122,17 @@ def open_store(location: str | Path, *, create: bool = False, token: str = "",
         uri, collection = milvus_server(text)
         return MilvusStore(uri, collection, location=text, token=token, create=create)
     return EmbeddedStore(Path(location), create=create, index_config=index_config)
+
+
+def new_store_path(location: str | Path) -> Path | None:
+    """The folder a store at ``location`` (embedded, or a Milvus Lite file) would be made as,
+    when nothing is there yet; None where something is, and for a Milvus server."""
+    text = str(location)
+    if text.startswith("milvus://"):
+        return None
+    lite = text.startswith("milvus-lite://")
+    path = Path(os.path.expanduser(text[len("milvus-lite://"):] if lite else text))
+    return None if os.path.lexists(path) else path
 
 
 def store_identity(location: str | Path) -> tuple[str, ...]:

@@ -99,7 +99,8 @@ class VectorStore(Protocol):
     def catalog_folder(self) -> str | None:
         """The catalogue folder `vitrine index` last indexed into the store (absolute path);
         None before the first run, or for a store written before it was recorded."""
-    def set_catalog_folder(self, folder: str) -> None: ...
+    def set_catalog_folder(self, folder: str | None) -> None:
+        """Record ``folder``; None forgets the one recorded."""
     def duplicate_cache(self) -> bytes | None:
         """What :meth:`set_duplicate_cache` saved last (the duplicate pairs of the last search,
         ``vitrine.dedupe_store``), or None."""

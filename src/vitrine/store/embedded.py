@@ -196,9 +196,12 @@ class EmbeddedStore:
         written before Vitrine recorded it, or not indexed from a folder yet."""
         return self._meta("catalog")
 
-    def set_catalog_folder(self, folder: str) -> None:
+    def set_catalog_folder(self, folder: str | None) -> None:
         with self._transaction(new_generation=False):  # the vectors and index stay as they are
-            self._set_meta("catalog", folder)
+            if folder is None:
+                self.db.execute("DELETE FROM meta WHERE key='catalog'")
+            else:
+                self._set_meta("catalog", folder)
 
     def duplicate_cache(self) -> bytes | None:
         value = self._meta("duplicates")

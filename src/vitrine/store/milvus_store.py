@@ -211,8 +211,11 @@ class MilvusStore:
         """The catalogue folder (absolute) the store was last indexed from, or None."""
         return self._meta("catalog")
 
-    def set_catalog_folder(self, folder: str) -> None:
-        self._set_meta("catalog", folder)
+    def set_catalog_folder(self, folder: str | None) -> None:
+        if folder is None:
+            self.client.delete(self.meta_collection, filter='key == "catalog"')
+        else:
+            self._set_meta("catalog", folder)
 
     def duplicate_cache(self) -> bytes | None:
         """The saved bytes, from meta rows of at most 64 KiB of base64 each; None when a part
