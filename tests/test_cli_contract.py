@@ -736,6 +736,26 @@ def test_memory_or_threads_refused_are_one_sentence(capsys, monkeypatch):
 
     with pytest.raises(RuntimeError, match="index out of range"):
         run_app(app)
+    # torch's library refused its memory as it is imported (`vitrine bench` under ulimit -v)
+    for raised, says in ((ImportError("libtorch_cpu.so: failed to map segment from shared "
+                                      "object"), "error: the system refused the memory to "
+                                                 "load a library (libtorch_cpu.so: failed"),
+                         (ImportError("No module named 'nothing'"), None)):
+        app = typer.Typer()
+
+        @app.command()
+        def loads(raised=raised) -> None:
+            raise raised
+
+        if says is None:  # a broken install is not the system's refusal
+            with pytest.raises(ImportError, match="nothing"):
+                run_app(app)
+            continue
+        with pytest.raises(SystemExit) as stopped:
+            run_app(app)
+        said = capsys.readouterr().err
+        assert stopped.value.code == 2 and said.startswith(says) and said.count("\n") == 1
+        assert "ulimit -v" in said and "VITRINE_BATCH_SIZE" not in said
     # pymilvus's own errors (Milvus Lite on a full disk during a copy): a traceback before
     try:
         from pymilvus import MilvusException

@@ -275,6 +275,9 @@ def _refused_sentence(exc: BaseException) -> str | None:
     where = traceback.extract_tb(exc.__traceback__)[-1:]
     said = (lines[-1] if lines else type(exc).__name__) + "".join(
         f" at {Path(f.filename).name}:{f.lineno}" for f in where)
+    if isinstance(exc, ImportError):  # (a smaller batch changes nothing there)
+        return (f"the system refused the memory to load a library ({said}); give the "
+                "process more (ulimit -v, the container's memory limit).")
     if "CUDA" in str(exc):
         return (f"the GPU ran out of memory ({said}); lower VITRINE_BATCH_SIZE, or run on "
                 "a GPU with more memory.")
@@ -338,7 +341,7 @@ def run_app(app: typer.Typer) -> None:
             sys.exit(1)  # status rich gives when its own write meets the closed pipe
         sys.stderr.write(f"error: cannot write the output: {exc.strerror or exc}.\n")
         sys.exit(2)
-    except (MemoryError, RuntimeError) as exc:
+    except (MemoryError, RuntimeError, ImportError) as exc:
         _refused(exc)
         raise
     except Exception as exc:

@@ -40,9 +40,10 @@ class TrainingError(VitrineError):
 
 
 RESOURCE_REFUSED = re.compile(r"can't allocate memory|Cannot allocate memory|out of memory|"
-                              r"can't start new thread", re.IGNORECASE)
-"""What torch (its CPU allocator, CUDA) and Python say when the system refuses memory or a
-thread: under `ulimit -v`, a container's limit, a GPU too small for the batch."""
+                              r"can't start new thread|failed to map segment", re.IGNORECASE)
+"""What torch (its CPU allocator, CUDA), Python and the dynamic loader say when the system
+refuses memory or a thread: under `ulimit -v`, a container's limit, a GPU too small for the
+batch."""
 
 
 def resources_refused(exc: BaseException) -> bool:
@@ -50,4 +51,5 @@ def resources_refused(exc: BaseException) -> bool:
     necessarily a bug: the command or the request may work with more, or later)."""
     return isinstance(exc, MemoryError) or (
         isinstance(exc, OSError) and exc.errno == errno.ENOMEM) or (
-        isinstance(exc, RuntimeError) and RESOURCE_REFUSED.search(str(exc)) is not None)
+        isinstance(exc, RuntimeError | ImportError)  # (a library's import under `ulimit -v`:
+        and RESOURCE_REFUSED.search(str(exc)) is not None)  # torch's libtorch_cpu.so)
