@@ -124,6 +124,39 @@ def test_a_bad_images_folder_or_model_is_said_before_the_search_is_measured(tmp_
     with pytest.raises(WeightsError):
         run_bench(Settings(weights=tmp_path / "missing.pth"), items=1000,
                   images=tmp_path / "cat")
+    # nor photos none of which can be embedded (the folder alone was checked)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "c1.jpg").write_bytes(b"not a photo")
+    with pytest.raises(VitrineError, match=r"could be embedded \(.*c1\.jpg: not a recognised "
+                                           r"image format\); nothing to measure\.$"):
+        run_bench(Settings(), items=1000, images=tmp_path / "bad")
+
+
+def test_bench_items_refuses_what_cannot_be_measured_before_building(tmp_path, monkeypatch):
+    """A weights file that does not exist was measured without a word (the vectors need only
+    the backbone's size); an index larger than the machine's memory grew until the system
+    stopped it; memory refused later advised the embedding settings, which bench --items
+    does not use."""
+    from vitrine import bench
+    from vitrine.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="missing.pth does not exist"):
+        run_bench(Settings(weights=tmp_path / "missing.pth"), items=10)
+    memory = bench.machine()["memory_gb"]
+    n = int(memory * 2**30 / (1280 * 4)) + 1  # the flat fp32 vectors alone are too many
+    monkeypatch.setattr(bench, "_bench_items", lambda *a: pytest.fail("built"))
+    with pytest.raises(VitrineError, match=rf"--items {n:,} needs about .* GiB for its "
+                                           r"flat-fp32 index alone, .* or set "
+                                           r"VITRINE_INDEX_FP16=true\.$"):
+        run_bench(Settings(index="flat"), items=n)
+    assert bench.index_size(bench.IndexConfig.defaults(kind="flat"), n, 1280) > memory * 2**30
+
+    def refused(*args):
+        raise MemoryError("Unable to allocate 244. MiB")
+
+    monkeypatch.setattr(bench, "_bench_items", refused)
+    with pytest.raises(VitrineError, match=r"refused memory for --items 1,000 .* lower --items"):
+        run_bench(Settings(), items=1000)
 
 
 def test_the_sweep_names_the_breadth_each_row_ran_with():

@@ -128,6 +128,8 @@ def build_index(config: IndexConfig, dim: int, n: int, batches: Batches,
         ivf = faiss.extract_index_ivf(index)
         ivf.cp.niter = 10
         ivf.cp.max_points_per_centroid = TRAIN_PER_LIST
+        ivf.cp.min_points_per_centroid = 1  # (FAISS's 39 warned at every build, about the
+        # sample chosen here: TRAIN_PER_LIST per list, or every vector of a small store)
         index.train(train)
     for ids, vecs in batches:
         index.add_with_ids(np.ascontiguousarray(vecs, np.float32),

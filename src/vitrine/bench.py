@@ -30,7 +30,7 @@ import numpy as np
 
 from vitrine.ann import IndexConfig, VectorIndex, build_index
 from vitrine.config import Settings
-from vitrine.errors import VitrineError
+from vitrine.errors import VitrineError, resources_refused
 
 CHUNK = 50_000
 
@@ -141,8 +141,38 @@ def percentile_ms(seconds: list[float], q: float) -> float:
 
 def bench_items(n: int, settings: Settings, *, dim: int = 1280, queries: int = 200,
                 k: int = 10, seed: int = 0) -> dict:
-    """Build the configured index over ``n`` synthetic vectors; time single queries."""
+    """Build the configured index over ``n`` synthetic vectors; time single queries.
+    Refused at once when the index alone would not fit in the machine's memory (it grew
+    until the system stopped it), and said so when the system refuses memory later."""
     config = IndexConfig.from_settings(settings)
+    need, total = index_size(config, n, dim), machine()["memory_gb"] * 2**30
+    if need > total:
+        half = "" if config.half(config.resolve(n)) else " or set VITRINE_INDEX_FP16=true"
+        raise VitrineError(f"--items {n:,} needs about {need / 2**30:,.1f} GiB for its "
+                           f"{config.tag(n)} index alone, and this machine has "
+                           f"{total / 2**30:,.1f} GiB; lower --items{half}.")
+    try:
+        return _bench_items(n, config, dim, queries, k, seed)
+    except (MemoryError, RuntimeError) as exc:
+        if not resources_refused(exc):
+            raise
+        raise VitrineError(f"the system refused memory for --items {n:,} ({exc}); lower "
+                           "--items or give the process more (ulimit -v, the container's "
+                           "memory limit).") from None
+
+
+def index_size(config: IndexConfig, n: int, dim: int) -> int:
+    """About the bytes the index of ``n`` vectors of ``dim`` holds: the vectors, their ids,
+    an HNSW graph's links (2·M per vector at its base level)."""
+    kind = config.resolve(n)
+    per = dim * (2 if config.half(kind) else 4) + 8
+    if kind == "hnsw":
+        per += config.hnsw_m * 2 * 4 + 8
+    return n * per
+
+
+def _bench_items(n: int, config: IndexConfig, dim: int, queries: int, k: int,
+                 seed: int) -> dict:
     model = ClusterModel.create(dim, clusters_for(n), seed=seed)
     query_vecs, _ = model.sample(queries, seed=seed + 10_007)
     truth = TopK(query_vecs, k)
@@ -187,7 +217,7 @@ def bench_items(n: int, settings: Settings, *, dim: int = 1280, queries: int = 2
         "build_seconds": round(build_seconds, 2), "index_bytes": index.nbytes(),
         "rss_mb": round(rss_mb(), 1), "rss_before_build_mb": round(rss_before, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1), "float32_vectors_bytes": n * dim * 4,
-        "threads": faiss.omp_get_max_threads(), "load_average": list(os.getloadavg()),
+        "threads": faiss.omp_get_max_threads(), "load_average": load_average(),
         "sweep": sweep,
     }
 
@@ -216,16 +246,14 @@ def load_embedder(settings: Settings):
     return embedder, time.perf_counter() - started
 
 
-def bench_images(images: Path, settings: Settings, *, show_progress: bool = False,
-                 loaded: tuple | None = None) -> dict:
-    """Index the photos of ``images`` into a temporary store, the whole pipeline timed
-    (``loaded``: :func:`load_embedder`'s, when it was called already)."""
+def bench_images(images: Path, settings: Settings, *, show_progress: bool = False) -> dict:
+    """Index the photos of ``images`` into a temporary store, the whole pipeline timed."""
     from vitrine.indexer import index_catalog
     from vitrine.split import catalogue_to_index
     from vitrine.store import store_for
 
     products = len(catalogue_to_index(images)[0])
-    embedder, load_seconds = loaded or load_embedder(settings)
+    embedder, load_seconds = load_embedder(settings)
     tmp = Path(tempfile.mkdtemp(prefix="vitrine-bench-"))
     try:
         store = store_for(tmp / "store", settings, create=True)
@@ -238,28 +266,31 @@ def bench_images(images: Path, settings: Settings, *, show_progress: bool = Fals
     embedded = report.photos_embedded  # products sharing a photo share its embedding
     if not embedded:
         first = report.skipped[0] if report.skipped else {"path": images, "reason": "none"}
+        reason = str(first["reason"]).rstrip(".")
         raise VitrineError(f"none of the photos of the {products} products in {images} could "
-                           f"be embedded ({first['path']}: {first['reason']}); nothing to "
-                           "measure.")
+                           f"be embedded ({first['path']}: {reason}); nothing to measure.")
     return {
         "products": products, "embedded": embedded, "skipped": len(report.skipped),
         "engine": settings.engine, "batch_size": settings.batch_size,
         "decode_workers": settings.decode_workers, "model_load_seconds": round(load_seconds, 2),
         "index_seconds": round(report.seconds, 2),
         "images_per_second": round(embedded / report.seconds, 1) if report.seconds else 0.0,
-        "rss_mb": round(rss_mb(), 1), "load_average": list(os.getloadavg()),
+        "rss_mb": round(rss_mb(), 1), "load_average": load_average(),
     }
 
 
 def model_dim(settings: Settings) -> int:
     """Dimension of the configured model's vectors: the trained model of ``settings.model``
-    (2,440 for the demo's), else the backbone's pooled features (1,280 for MobileNetV2)."""
+    (2,440 for the demo's), else the backbone's pooled features (1,280 for MobileNetV2).
+    A weights file named is checked although not read (a typo was measured without a word)."""
     if settings.model is not None:
         from vitrine.trained import load_model
 
         return load_model(settings.model).manifest.dim
-    from vitrine.models import get_spec
+    from vitrine.models import get_spec, weights_file
 
+    if settings.weights is not None:
+        weights_file(settings.weights)
     return get_spec(settings.backbone).embed_dim
 
 
@@ -269,24 +300,22 @@ def run_bench(settings: Settings, *, items: int | None = None, images: Path | No
     their headline figures also at the top level."""
     if items is None and images is None:
         raise VitrineError("nothing to measure; pass --items N, --images DIR or both.")
-    loaded = None
-    if images is not None and items is not None:
-        # a bad folder or model is said before the search's minutes, not after them
-        from vitrine.split import catalogue_to_index
-
-        catalogue_to_index(images)
-        loaded = load_embedder(settings)
     report: dict = {"machine": machine()}
+    if images is not None:  # first: a bad folder or model, or photos none of which can be
+        # embedded, are said before the search's minutes (16 at a million), not after them
+        report["embedding"] = bench_images(images, settings, show_progress=show_progress)
+        report["images_per_second"] = report["embedding"]["images_per_second"]
+        report["rss_mb"] = report["embedding"]["rss_mb"]
     if items is not None:
         report["search"] = bench_items(items, settings, dim=model_dim(settings))
         report.update({key: report["search"][key] for key in (
             "p50_ms", "p99_ms", "recall_at_10", "build_seconds", "index_bytes", "rss_mb")})
-    if images is not None:
-        report["embedding"] = bench_images(images, settings, show_progress=show_progress,
-                                           loaded=loaded)
-        report["images_per_second"] = report["embedding"]["images_per_second"]
-        report.setdefault("rss_mb", report["embedding"]["rss_mb"])
     return report
+
+
+def load_average() -> list[float]:
+    """The system's load averages over 1, 5 and 15 minutes."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def machine() -> dict:
@@ -329,5 +358,6 @@ def bench_lines(report: dict) -> list[str]:
             f"({e['images_per_second']:.1f} images/s, engine {e['engine']}, batch "
             f"{e['batch_size']}, {e['decode_workers']} decode workers; model load "
             f"{e['model_load_seconds']:.1f} s)")
-    lines.append(f"load average {report.get('search', report.get('embedding'))['load_average']}")
+    load = report.get("search", report.get("embedding"))["load_average"]
+    lines.append(f"load average {', '.join(map(str, load))}")
     return lines

@@ -117,17 +117,26 @@ def get_spec(name: str) -> BackboneSpec:
         raise WeightsError(f"unknown backbone {name!r}; known backbones: {known}.") from None
 
 
+WEIGHTS_HINT = ("pass a local torchvision state_dict with --weights FILE or the "
+                "VITRINE_WEIGHTS setting")
+
+
+def weights_file(weights: Path) -> Path:
+    """``weights`` if it names a file; WeightsError with one sentence otherwise."""
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        raise WeightsError(f"weights file {path} is a folder; {WEIGHTS_HINT} (a trained model "
+                           "folder goes to --model).")
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist; {WEIGHTS_HINT}.")
+    return path
+
+
 def load_state_dict(spec: BackboneSpec, weights: Path | None) -> dict:
     """Read a local state_dict file, or download the pretrained one when ``weights`` is None."""
-    hint = ("pass a local torchvision state_dict with --weights FILE or the VITRINE_WEIGHTS "
-            "setting")
+    hint = WEIGHTS_HINT
     if weights is not None:
-        path = Path(weights).expanduser()
-        if path.is_dir():
-            raise WeightsError(f"weights file {path} is a folder; {hint} (a trained model "
-                               "folder goes to --model).")
-        if not path.is_file():
-            raise WeightsError(f"weights file {path} does not exist; {hint}.")
+        path = weights_file(weights)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
