@@ -416,6 +416,17 @@ def test_a_copy_killed_between_the_manifest_and_the_collection_goes_on(tmp_path)
     finally:
         target.close()
         source.close()
+    # the order itself: a copy stopped as its manifest is written has its collection made
+    fresh = open_store(f"milvus-lite://{tmp_path}/n.db", create=True)
+
+    def killed(key, value):
+        raise KeyboardInterrupt
+
+    fresh._set_meta = killed
+    with pytest.raises(KeyboardInterrupt):
+        fresh.set_manifest(MANIFEST)
+    assert fresh._has_products() and fresh.manifest() is None
+    fresh.close()
 
 
 def test_attributes_come_back_in_the_embedded_stores_order(mstore):
