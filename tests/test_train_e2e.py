@@ -445,6 +445,39 @@ def test_one_training_at_a_time_per_model_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
+def test_a_model_folder_whose_parent_cannot_take_the_stage_is_written_all_the_same(
+        tmp_path, monkeypatch):
+    """--out on a mounted volume (another file system than the folder above it, or one
+    that cannot be written): the run trained in full and then failed ("Invalid cross-device
+    link"), its model lost. The stage goes inside the folder there; a stage a killed run
+    left there is removed, not taken for the user's files. The folders a failed run made
+    are removed, the ones above --out too."""
+    from vitrine.trained import STAGE_MARK, staged_model_dir
+
+    out = tmp_path / "volume"
+    out.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != tmp_path and
+                        real_access(path, mode, **kw))
+    killed = out / ".volume.k3x_9a0z.partial"  # a run killed outright, inside
+    killed.mkdir()
+    (killed / STAGE_MARK).touch()
+    with staged_model_dir(out) as stage:
+        assert stage.parent == out and not killed.exists()
+        (stage / "model.json").write_text('{"format": "vitrine-trained-model/1"}')
+    assert sorted(p.name for p in out.iterdir()) == ["model.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["volume"]
+    with pytest.raises(RuntimeError), staged_model_dir(out) as stage:
+        (stage / "model.json").write_text("new")
+        raise RuntimeError("failed")
+    assert [(p.name, p.read_text()) for p in out.iterdir()] == [
+        ("model.json", '{"format": "vitrine-trained-model/1"}')]
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError), staged_model_dir(tmp_path / "a" / "b" / "m"):
+        raise RuntimeError("failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["volume"]
+
+
 def test_a_stop_signal_during_the_swap_keeps_the_earlier_model_whole(tmp_path, monkeypatch):
     """Ctrl+C (or SIGTERM, SIGHUP) between two of the final renames: the renames were undone
     only on an OSError, and the stage, holding the earlier model's files moved aside, was

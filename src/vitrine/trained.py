@@ -96,19 +96,35 @@ class TrainedModel:
 
 @contextlib.contextmanager
 def staged_model_dir(out_dir: Path) -> Iterator[Path]:
-    """A new hidden folder beside ``out_dir`` to write a model into. When the block ends
-    normally its files replace the earlier model's in ``out_dir`` (only the files a model
-    writes, :data:`MODEL_OUTPUTS`: anything else the user keeps there stays); on an error or
-    Ctrl+C it is removed and ``out_dir`` stays as it was (a folder this run created is
-    removed). ``out_dir`` must be new, empty or a model folder: any other folder is refused.
-    ``out_dir`` is locked for the whole run, so a second `vitrine train` to it is refused.
-    Checked before any work."""
+    """A new hidden folder to write a model into: beside ``out_dir``, or inside it where the
+    folder above is another file system or cannot be written (a volume or share mounted
+    there: the final renames could not cross, and failed after the whole run). When the
+    block ends normally its files replace the earlier model's in ``out_dir`` (only the files
+    a model writes, :data:`MODEL_OUTPUTS`: anything else the user keeps there stays); on an
+    error or Ctrl+C it is removed and ``out_dir`` stays as it was (the folders this run
+    created are removed). ``out_dir`` must be new, empty or a model folder: any other folder
+    is refused. ``out_dir`` is locked for the whole run, so a second `vitrine train` to it is
+    refused. Checked before any work."""
     out_dir = Path(out_dir).expanduser().resolve()  # '--out .' has a name and a parent
+    own = re.compile(rf"\.{re.escape(out_dir.name)}\.[a-z0-9_]{{8}}\.partial")
+
+    def stale(folder: Path) -> list[Path]:
+        """The stages a run to ``out_dir`` killed outright (SIGKILL, out of memory) left in
+        ``folder`` (mkdtemp's names: 8 of [a-z0-9_]; removed only with their mark)."""
+        with contextlib.suppress(OSError):
+            return [p for p in folder.iterdir()
+                    if own.fullmatch(p.name) and (p / STAGE_MARK).is_file()]
+        return []
+
+    first_made = out_dir  # the outermost folder this run makes (removed if it fails)
+    while not first_made.parent.exists() and first_made.parent != first_made:
+        first_made = first_made.parent
     created = not out_dir.exists()
     if not created:
         if not out_dir.is_dir():
             raise VitrineError(f"--out {out_dir} is a file; name a folder for the model.")
-        if any(out_dir.iterdir()) and not _is_model_dir(out_dir):
+        left = set(stale(out_dir))
+        if any(p not in left for p in out_dir.iterdir()) and not _is_model_dir(out_dir):
             raise VitrineError(f"--out {out_dir} holds other files; name a new or empty "
                                "folder, or a model folder to replace.")
         if not os.access(out_dir, os.W_OK | os.X_OK):
@@ -122,15 +138,14 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
                            f"({exc.strerror or exc}).") from None
     stage = None
     try:
-        own = re.compile(rf"\.{re.escape(out_dir.name)}\.[a-z0-9_]{{8}}\.partial")
-        for stale in out_dir.parent.iterdir():
-            if own.fullmatch(stale.name) and (stale / STAGE_MARK).is_file():
-                # a run to this folder killed outright (SIGKILL, out of memory) left it;
-                # the lock says no such run is alive (mkdtemp's names: 8 of [a-z0-9_])
-                shutil.rmtree(stale, ignore_errors=True)
+        for folder in (out_dir.parent, out_dir):  # the lock says no such run is alive
+            for leftover in stale(folder):
+                shutil.rmtree(leftover, ignore_errors=True)
+        home = out_dir.parent if (os.stat(out_dir.parent).st_dev == os.stat(out_dir).st_dev
+                                  and os.access(out_dir.parent, os.W_OK | os.X_OK)) else out_dir
         try:
             stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
-                                          dir=out_dir.parent))
+                                          dir=home))
         except OSError as exc:
             raise VitrineError(f"cannot create the model folder {out_dir} "
                                f"({exc.strerror or exc}).") from None
@@ -148,9 +163,12 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
     except BaseException:
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                out_dir.rmdir()  # only if still empty
+        if created:  # each folder made, only if still empty
+            for folder in (out_dir, *out_dir.parents):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+                if folder == first_made:
+                    break
         raise
     finally:
         os.close(lock)
