@@ -234,7 +234,8 @@ def test_a_companion_backbone_joins_the_trained_model(tmp_path, demo_catalog, we
     assert torch.allclose(cached["probs"], live["probs"], atol=1e-5)
     assert torch.allclose(cached["imagenet"], live["imagenet"], atol=1e-4)
     products = [Product(p.stem, p, category=p.parent.name) for p in photos]
-    evaluated = trained_outputs(model, products, settings, show_progress=False)
+    evaluated, failed = trained_outputs(model, products, settings, show_progress=False)
+    assert failed == []
     assert torch.allclose(evaluated["probs"], live["probs"], atol=1e-5)
 
     a, b = embed_with_both_engines(tmp_path / "model", settings, photos)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -267,3 +268,42 @@ def test_a_diverged_loss_stops_the_model_from_replacing_the_old_one(tmp_path):
         history = [*good, {"phase": "fine-tuning", "epoch": 3, **bad}]
         with pytest.raises(TrainingError, match="fine-tuning epoch 3.*left as it was"):
             check_converged(history, tmp_path)
+
+
+def test_fine_tuning_that_never_beats_transfer_learning_is_dropped():
+    """Phase 2's early stopping starts afresh, so its least bad epoch was kept however much
+    worse than phase 1's weights (a too-high fine-tuning rate took test accuracy from 1.0 to
+    0.33, exit 0). Such a phase is dropped: the top is the pretrained one again, the head
+    phase 1's best, the refit replays no fine-tuning, and the run says so."""
+    from vitrine.config import Settings
+    from vitrine.models import get_spec
+    from vitrine.report import best_epoch_text, dropped_fine_tuning_line
+    from vitrine.train_data import FeatureCache
+    from vitrine.train_fit import fit_cached
+    from vitrine.trained_net import build_trained_net
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(30) % 3
+    maps = torch.randn(3, 320, 2, 2, generator=gen)[labels].unsqueeze(1) + 0.3 * torch.randn(
+        30, 1, 320, 2, 2, generator=gen)  # three separable classes
+    caches = {"train": FeatureCache(maps[:21], labels[:21]),
+              "val": FeatureCache(maps[21:], labels[21:])}
+    settings = Settings(train_refit=True, train_head_units=0, train_batch_size=8,
+                        train_phase1_epochs=15, train_phase2_epochs=3, train_phase2_lr=1.0)
+    torch.manual_seed(0)
+    net = build_trained_net(get_spec("mobilenet_v2"), None, 18, 3, 0, 0.0)
+    fit = fit_cached(net, caches, 3, settings, None, show_progress=False)
+    assert fit.phase2.history and fit.phase2.best_epoch == 0
+    assert min(e["val_loss"] for e in fit.phase2.history) > fit.phase1.best_val_loss()
+    assert not any(e["best"] for e in fit.phase2.history)
+    assert fit.refit["epochs"][1] == 0  # no fine-tuning replayed
+    assert fit.after2["val"]["loss"] == pytest.approx(fit.after1["val"]["loss"], rel=1e-4)
+    top = dict(net.top.state_dict())
+    assert all(torch.equal(v, net.ref_top.state_dict()[k]) for k, v in top.items())
+    history = fit.phase1.history + fit.phase2.history
+    summary = {"history": history, "phases": {
+        "fine_tuning": {"epochs": len(fit.phase2.history), "best_epoch": 0}}}
+    assert dropped_fine_tuning_line(summary).startswith(
+        "Fine-tuning never lowered the validation loss below transfer learning's")
+    assert best_epoch_text(summary["phases"]["fine_tuning"]) == "none"
+    assert best_epoch_text({"epochs": 0, "best_epoch": -1}) == "—"

@@ -76,14 +76,16 @@ def retrieval_metrics(index_vecs: np.ndarray, index_labels: Sequence[str],
 def trained_outputs(model, products: Sequence[Product], settings: Settings, *,
                     show_progress: bool = True,
                     hashes: tuple[list[str], list[bytes]] | None = None
-                    ) -> dict[str, torch.Tensor]:
-    """imagenet / pooled / hidden / logits of every product photo, in chunks; with
-    ``hashes``, each photo's perceptual hash and thumbnail are appended to its two lists."""
+                    ) -> tuple[dict[str, torch.Tensor], list[tuple[int, str]]]:
+    """imagenet / pooled / hidden / logits of every product photo, in chunks, and the photos
+    that could not be decoded (their row, the reason: the outputs there are to be dropped);
+    with ``hashes``, each photo's perceptual hash and thumbnail are appended to its two
+    lists."""
     from vitrine.train_data import FeatureCache, frozen_pass
     from vitrine.train_fit import clean_outputs
 
     parts: dict[str, list[torch.Tensor]] = {}
-    bad: list[tuple[Path, str]] = []
+    bad: list[tuple[int, str]] = []
     with progress_bar("Embedding", len(products), enabled=show_progress) as advance:
         for start in range(0, len(products), CHUNK):
             chunk = products[start:start + CHUNK]
@@ -96,25 +98,12 @@ def trained_outputs(model, products: Sequence[Product], settings: Settings, *,
             if hashes is not None:
                 hashes[0].extend(done.phashes)
                 hashes[1].extend(done.thumbs)
-            bad += [(p.image, e) for p, e in zip(chunk, done.errors, strict=True)
-                    if e is not None]
-            if bad:
-                continue  # the rest are read for the count only
+            bad += [(start + i, e) for i, e in enumerate(done.errors) if e is not None]
             cache = FeatureCache(done.maps, torch.zeros(len(chunk), dtype=torch.long),
                                  side=done.side)
             for key, value in clean_outputs(model.net, cache).items():
                 parts.setdefault(key, []).append(value)
-    if bad:
-        raise unreadable_error(bad)
-    return {k: torch.cat(v) for k, v in parts.items()}
-
-
-def unreadable_error(bad: Sequence[tuple[Path, object]]) -> CatalogError:
-    """One sentence on the photos evaluation could not read: the first, its reason, and how
-    many more."""
-    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-    return CatalogError(f"{bad[0][0]} cannot be used as a photo: "
-                        f"{str(bad[0][1]).rstrip('.')}{more}; remove it to evaluate.")
+    return {k: torch.cat(v) for k, v in parts.items()}, bad
 
 
 def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path | None,
@@ -196,23 +185,31 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     if model_dir is not None:  # (VITRINE_MODEL=~/m: the model loaded, its split was not found)
         model_dir = Path(model_dir).expanduser()
     products, given, outside = read_catalogue(catalog_dir, settings.upload_dir)
-    products = [p for p in products if p.category]
-    if len(products) < 2:
-        raise CatalogError(f"{catalog_dir} needs at least two photos with a category to "
-                           "evaluate.")
-    shas, bad = [], []
+    products = _enough([p for p in products if p.category], catalog_dir)
+    # a photo that cannot be read is left out and named, as training does (one stopped the
+    # evaluation of the catalogue just trained on, which had left it out)
+    shas, unreadable, readable = [], [], []
     for product in products:
         try:
             shas.append(file_sha256(product.image))
+            readable.append(product)
         except OSError as exc:
-            bad.append((product.image, unreadable_reason(exc)))
-    if bad:
-        raise unreadable_error(bad)
+            unreadable.append({"product_id": product.product_id,
+                               "reason": unreadable_reason(exc)})
+    products = _enough(readable, catalog_dir)
     # said before the photos are embedded; duplicates (found on the vectors) only move
     # photos to the trained-on side, so the check is repeated below
     _sides(products, _protocol(products, given, model_dir, shas, [])[1], given)
-    vectors, logits, classes, model_info, (phashes, thumbs) = _embed(
+    vectors, logits, classes, model_info, (phashes, thumbs), failed = _embed(
         products, settings, model_dir, show_progress)
+    if failed:
+        unreadable += [{"product_id": products[i].product_id, "reason": reason}
+                       for i, reason in failed]
+        keep = sorted(set(range(len(products))) - {i for i, _ in failed})
+        products = _enough([products[i] for i in keep], catalog_dir)
+        shas, phashes, thumbs = ([x[i] for i in keep] for x in (shas, phashes, thumbs))
+        vectors = {name: vecs[keep] for name, vecs in vectors.items()}
+        logits = None if logits is None else logits[keep]
     groups = find_groups(products, vectors["pretrained"], phashes, thumbs, settings, shas)
     protocol, assignment = _protocol(products, given, model_dir, shas, groups)
     labels = [p.category for p in products]
@@ -222,7 +219,7 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     report: dict = {"catalog": str(catalog_dir), "protocol": protocol, "k": k,
                     "queries": len(queries), "index": len(index),
                     "duplicate_groups": len(groups), "model": model_info, "retrieval": {},
-                    "unsplit_photos": unsplit}
+                    "unsplit_photos": unsplit, "unreadable_photos": unreadable}
     skip = _duplicates_of_queries(queries, index, groups, products)
     for name, vecs in vectors.items():
         report["retrieval"][name] = retrieval_metrics(
@@ -249,6 +246,14 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
             [products[i] for i in known], [classes.index(labels[i]) for i in known],
             logits[known].softmax(1).numpy(), classes)
     return report
+
+
+def _enough(products: list[Product], catalog_dir: Path) -> list[Product]:
+    """``products``, when there are at least two to evaluate."""
+    if len(products) < 2:
+        raise CatalogError(f"{catalog_dir} needs at least two readable photos with a "
+                           "category to evaluate.")
+    return products
 
 
 def _sides(products: Sequence[Product], assignment: dict[str, str] | None,
@@ -294,20 +299,24 @@ def _embed(products: Sequence[Product], settings: Settings, model_dir: Path | No
         with progress_bar("Embedding", len(products), enabled=show_progress) as advance:
             results = list(embedder.embed_paths([p.image for p in products],
                                                 on_progress=advance))
-        bad = [(products[r.index].image, r.error) for r in results if r.error is not None]
-        if bad:
-            raise unreadable_error(bad)
-        vecs = np.stack([r.vector for r in results])
+        failed = [(r.index, str(r.error)) for r in results if r.error is not None]
+        if len(failed) == len(results):
+            raise CatalogError(f"none of the {len(results)} photos could be read (the first, "
+                               f"{products[0].image}: {failed[0][1].rstrip('.')}); nothing "
+                               "to evaluate.")
+        dim = next(r.vector for r in results if r.error is None).shape
+        vecs = np.stack([r.vector if r.error is None else np.zeros(dim, np.float32)
+                         for r in results])
         return ({"pretrained": vecs}, None, None, {"pretrained": embedder.manifest.as_dict()},
-                ([r.phash for r in results], [r.thumb for r in results]))
+                ([r.phash for r in results], [r.thumb for r in results]), failed)
     from vitrine.trained import load_model
 
     model = load_model(model_dir)
     if settings.threads > 0:  # as the embedding engines and training do
         torch.set_num_threads(settings.threads)
     hashes: tuple[list[str], list[bytes]] = ([], [])
-    out = trained_outputs(model, products, settings, show_progress=show_progress,
-                          hashes=hashes)
+    out, failed = trained_outputs(model, products, settings, show_progress=show_progress,
+                                  hashes=hashes)
     layer, weight = model.layer, model.layer_weight
     parts = layer.split("+")
     weights = [weight, 1 - weight] if len(parts) == 2 else [1.0]
@@ -315,4 +324,4 @@ def _embed(products: Sequence[Product], settings: Settings, model_dir: Path | No
                "trained": combine(out, parts, weights).numpy()}
     info = {"trained": model.manifest.as_dict(),
             "pretrained_weights_sha256": model.config.get("pretrained_weights_sha256")}
-    return vectors, out["logits"], model.classes, info, hashes
+    return vectors, out["logits"], model.classes, info, hashes, failed

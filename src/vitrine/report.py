@@ -165,15 +165,16 @@ def conflict_lines(groups: list[list[str]], bullet: str) -> list[str]:
 
 
 def unreadable_lines(bad: list[dict], bullet: str, shown: int = 10,
-                     why: str = "could not be read") -> list[str]:
-    """A sentence on the photos training left out (by default: could not read them), and
-    the first of them with their reasons."""
+                     why: str = "could not be read", of: str = "training",
+                     listed: str = "summary.json") -> list[str]:
+    """A sentence on the photos training (or ``of``) left out (by default: could not read
+    them), and the first of them with their reasons (all of them in ``listed``)."""
     if not bad:
         return []
-    lines = [f"{len(bad)} photo(s) {why} and were left out of training:"]
+    lines = [f"{len(bad)} photo(s) {why} and were left out of {of}:"]
     lines += [f"{bullet}{b['product_id']}: {b['reason']}" for b in bad[:shown]]
     if len(bad) > shown:
-        lines.append(f"{bullet}… and {len(bad) - shown} more (summary.json)")
+        lines.append(f"{bullet}… and {len(bad) - shown} more ({listed})")
     return [*lines, ""]
 
 
@@ -280,13 +281,35 @@ def markdown_report(summary: dict) -> str:
     for key in ("transfer_learning", "fine_tuning"):
         p = phases[key]
         lines.append(f"- {key.replace('_', ' ')}: {p['epochs']} epochs, best epoch "
-                     f"{p['best_epoch']}{', stopped early' if p['stopped_early'] else ''}, "
+                     f"{best_epoch_text(p)}{', stopped early' if p['stopped_early'] else ''}, "
                      f"{p['seconds']:.0f} s.")
+    if dropped := dropped_fine_tuning_line(summary):
+        lines += ["", dropped]
     seconds = summary["seconds"]
     lines += ["", "## Time and cache", "",
               "Seconds: " + ", ".join(f"{k} {v}" for k, v in seconds.items()) + ".", "",
               summary["cached"], ""]
     return "\n".join(lines)
+
+
+def best_epoch_text(phase: dict) -> str:
+    """A phase's best epoch in words: "—" when it ran none, "none" when none was kept."""
+    return "—" if not phase["epochs"] else str(phase["best_epoch"]) if phase["best_epoch"] > 0 \
+        else "none"
+
+
+def dropped_fine_tuning_line(summary: dict) -> str | None:
+    """A sentence when fine-tuning's weights were dropped: none of its epochs beat transfer
+    learning's validation loss."""
+    phase = summary["phases"]["fine_tuning"]
+    if not phase["epochs"] or phase["best_epoch"] != 0:
+        return None
+    least = {name: min(e["val_loss"] for e in summary["history"] if e["phase"] == name)
+             for name in ("transfer learning", "fine-tuning")}
+    return (f"Fine-tuning never lowered the validation loss below transfer learning's "
+            f"({least['fine-tuning']:.3f} at best vs {least['transfer learning']:.3f}): its "
+            "weights were dropped and transfer learning's kept (a lower "
+            "VITRINE_TRAIN_PHASE2_LR may let it help).")
 
 
 def _cell(text: str) -> str:

@@ -7,7 +7,9 @@ from rich.text import Text
 
 from vitrine.display import plain
 from vitrine.report import (
+    best_epoch_text,
     conflict_lines,
+    dropped_fine_tuning_line,
     prf_cells,
     recategorised_lines,
     score_text,
@@ -44,11 +46,13 @@ def training_lines(summary: dict) -> list:
         table.add_column(col)
     for name, phase in summary["phases"].items():
         m = phase["metrics"]
-        table.add_row(name.replace("_", " "), str(phase["epochs"]), str(phase["best_epoch"]),
+        table.add_row(name.replace("_", " "), str(phase["epochs"]), best_epoch_text(phase),
                       *(_figure(m.get(s, {}).get("acc")) for s in ("train", "val", "test")),
                       _figure(m.get("test", {}).get("loss")),
                       f"{phase['seconds']:.0f}")
     lines.append(table)
+    if dropped := dropped_fine_tuning_line(summary):
+        lines.append(dropped)
     refit = summary.get("refit")
     if refit:
         lines.append(f"Trained again on train + validation ({refit['photos']} photos, "
@@ -88,6 +92,9 @@ def evaluation_tables(report: dict) -> list:
             + ", ".join(unsplit[:3]) + (" …" if len(unsplit) > 3 else "") + ".") if unsplit else ""
     out: list = [plain(f"{report['protocol']} ({report['queries']} queries, "
                        f"{report['index']} indexed).{copies}{left}")]
+    out += [plain(line) for line in unreadable_lines(
+        report.get("unreadable_photos") or [], "  ", of="the evaluation", listed="--json")
+        if line]
     table = Table(title=f"Retrieval (category P@{k} / R@{k} / mAP@{k})", title_justify="left")
     table.add_column("category")
     for name in models:

@@ -16,7 +16,14 @@ from torch import nn
 
 from vitrine.config import Settings
 from vitrine.train_data import FeatureCache, Zeros
-from vitrine.train_loop import Metrics, PhaseConfig, PhaseResult, fit_phase, replay_phase
+from vitrine.train_loop import (
+    MIN_DELTA,
+    Metrics,
+    PhaseConfig,
+    PhaseResult,
+    fit_phase,
+    replay_phase,
+)
 from vitrine.trained_net import TrainedNet
 
 
@@ -78,6 +85,7 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
                   for k in caches}
 
     t0 = time.perf_counter()
+    head_after1 = {k: v.clone() for k, v in net.head.state_dict().items()}
     trainable = nn.ModuleDict({"top": net.top, "head": net.head})
     net.top.requires_grad_(True)
 
@@ -93,6 +101,16 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
                          caches["val"].labels, modules=trainable),
         steps_per_epoch=steps, checkpoint=ckpt and ckpt / "phase2-best.pt",
         show_progress=show_progress)
+    if phase2.history and phase2.best_val_loss() >= phase1.best_val_loss() - MIN_DELTA:
+        # fine-tuning never did better on validation than transfer learning (too high a
+        # learning rate, hard data): its early stopping starts afresh, so its least bad
+        # epoch replaced the better weights without a word; they stay, and the refit
+        # replays no fine-tuning
+        net.top.load_state_dict(net.ref_top.state_dict())
+        net.head.load_state_dict(head_after1)
+        phase2.best_epoch = 0
+        for epoch in phase2.history:  # (none is the checkpoint kept: the history's marks)
+            epoch["best"] = False
     seconds["phase2"] = round(time.perf_counter() - t0, 1)
     fit = Fit(phase1, phase2, after1, {}, _frozen_outputs(net, caches, zeros), seconds)
     fit.after2 = {k: split_metrics(o["logits"], caches[k].labels)

@@ -57,10 +57,14 @@ class Metrics:
     acc: float
 
 
+MIN_DELTA = 1e-4
+"""The least drop of the validation loss that counts as an improvement."""
+
+
 class EarlyStopping:
     """Stops after ``patience`` epochs without the monitored value dropping by ``min_delta``."""
 
-    def __init__(self, patience: int, min_delta: float = 1e-4):
+    def __init__(self, patience: int, min_delta: float = MIN_DELTA):
         self.patience = patience
         self.min_delta = min_delta
         self.best = math.inf
@@ -105,8 +109,15 @@ class BestCheckpoint:
 class PhaseResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
+    """The epoch whose weights the phase ends with; -1 when it ran none, 0 when none was
+    kept (fine-tuning that never beat transfer learning on validation)."""
     stopped_early: bool = False
     seconds: float = 0.0
+
+    def best_val_loss(self) -> float:
+        """The validation loss of the weights the phase ended with (inf: none)."""
+        return next((e["val_loss"] for e in self.history if e["epoch"] == self.best_epoch),
+                    math.inf)
 
 
 TrainEpoch = Callable[[torch.optim.Optimizer, Advance], Metrics]
@@ -191,7 +202,7 @@ class _Bar:
 
 @contextlib.contextmanager
 def _epoch_bar(name: str, total: int, enabled: bool) -> Iterator[_Bar]:
-    if not enabled:
+    if not enabled or not total:  # (a phase of 0 epochs: no empty bar)
         yield _Bar(None, total)
         return
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
