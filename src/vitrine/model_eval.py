@@ -302,8 +302,8 @@ def _embed(products: Sequence[Product], settings: Settings, model_dir: Path | No
         failed = [(r.index, str(r.error)) for r in results if r.error is not None]
         if len(failed) == len(results):
             raise CatalogError(f"none of the {len(results)} photos could be read (the first, "
-                               f"{products[0].image}: {failed[0][1].rstrip('.')}); nothing "
-                               "to evaluate.")
+                               f"{products[failed[0][0]].image}: {failed[0][1].rstrip('.')}); "
+                               "nothing to evaluate.")
         dim = next(r.vector for r in results if r.error is None).shape
         vecs = np.stack([r.vector if r.error is None else np.zeros(dim, np.float32)
                          for r in results])
