@@ -267,6 +267,12 @@ def test_evaluate_leaves_out_and_names_the_photos_it_cannot_read(trained, tmp_pa
         # the figures are those of the photos it could read: the same as without the others
         assert report["queries"] == whole["queries"] and report["index"] == whole["index"]
         assert report["retrieval"] == whole["retrieval"]
+    for category in ("a", "b"):  # nothing left to evaluate: one sentence
+        (tmp_path / "bad" / category).mkdir(parents=True)
+        (tmp_path / "bad" / category / "x.jpg").write_bytes(b"not a photo")
+    proc = run_subprocess("evaluate", tmp_path / "bad", env=env)
+    assert proc.returncode == 2 and "error: none of the 2 photos could be read (the first, " \
+        in proc.stderr and "nothing to evaluate." in proc.stderr, proc.stderr
 
 
 def test_train_leaves_out_what_is_not_a_photo_file(demo_catalog, tmp_path, env):
