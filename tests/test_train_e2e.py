@@ -968,8 +968,18 @@ def test_demo_without_training_after_a_trained_demo_rebuilds_its_store(trained, 
         assert store.manifest().embedding != "pooled" if train else \
             store.manifest().embedding == "pooled"
         store.close()
+        (out / "store" / "NOTES.txt").write_text("mine")
     text = console.export_text()
     assert "Reusing the model" in text and "rebuilding it" in text
+    assert (out / "store" / "NOTES.txt").read_text() == "mine"  # only the store's files went
+    # a store that is --out itself, or holds it: rebuilt, it took the model and figures
+    # (a user's files in --out too) with it
+    from vitrine.errors import VitrineError
+
+    for store_dir in (out, tmp_path):
+        with pytest.raises(VitrineError, match=r"is its --out folder .* or holds it"):
+            run_demo(catalog, store_dir, out, settings, 3, console=console)
+    assert (out / "model" / "model.json").is_file()
 
 
 def test_a_validation_folder_without_a_trained_category_is_one_sentence(trained, tmp_path,

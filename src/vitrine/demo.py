@@ -21,8 +21,9 @@ from vitrine.indexer import index_catalog
 from vitrine.manifest import ModelManifest
 from vitrine.plots import plot_recommendations
 from vitrine.recommend import Recommender
-from vitrine.store import open_store, store_for, upload_folder
+from vitrine.store import UPLOADS_DIR, open_store, store_for, upload_folder
 from vitrine.store.embedded import DB_NAME
+from vitrine.store.sqlite_db import MANIFEST_NAME
 
 
 def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, k: int,
@@ -35,6 +36,11 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
 
     catalogue_to_index(catalog, settings.upload_dir)
     refuse_out_inside(catalog, out_dir)
+    if out_dir.resolve().is_relative_to(store_dir.resolve()):
+        raise VitrineError(
+            f"the demo's store {store_dir} is its --out folder {out_dir} or holds it: the "
+            "store is rebuilt for another model, which would take the model and figures "
+            "written there with it. Name a store folder of its own (by default OUT/store).")
     if settings.model is None and settings.demo_train:
         if not _own(store_dir, out_dir):
             _refuse_stranding(store_dir, catalog, out_dir, settings)
@@ -163,15 +169,26 @@ def _refuse_stranding(store_dir: Path, catalog: Path, out_dir: Path,
             "it again), or pass --store another folder. Nothing was changed.")
 
 
+STORE_FILE = re.compile(rf"{re.escape(DB_NAME)}(-wal|-shm|-journal)?|{re.escape(MANIFEST_NAME)}"
+                        r"(\.tmp)?|write\.lock|rebuild\.lock|index\..+\.faiss(\..+\.tmp)?|"
+                        rf"{re.escape(UPLOADS_DIR)}")
+"""The entries of an embedded store's folder that the store itself writes."""
+
+
 def _drop_stale_store(store_dir: Path, embedder: Embedder, console: Console) -> None:
     """The demo's own store made with another model than this run's (trained or not) is
-    rebuilt."""
+    rebuilt: the store's own files go, anything else in the folder stays."""
     import shutil
 
     if (store_dir / DB_NAME).exists() and _manifest(store_dir) not in (None, embedder.manifest):
         console.print(plain(f"The demo store {store_dir} was made with another model; "
                             "rebuilding it."))
-        shutil.rmtree(store_dir)
+        for entry in store_dir.iterdir():
+            if STORE_FILE.fullmatch(entry.name):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
 
 
 def _manifest(store_dir: Path) -> ModelManifest | None:
