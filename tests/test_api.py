@@ -1075,6 +1075,15 @@ def test_health_fails_when_the_store_is_gone_or_its_database_fails(settings, sma
         failed = client.get("/api/products")
     assert failed.status_code == 503 and failed.headers["retry-after"] == "5"
     assert failed.json()["detail"].startswith("The store's database cannot be read right now")
+
+    def locked(*args, **kwargs):  # the store's folder made unreadable under the server
+        raise PermissionError(13, "Permission denied", str(store / "index.2.flat.faiss"))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(VitrineService, "products", locked)
+        refused = client.get("/api/products")
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+    assert refused.json()["detail"].startswith("The server may not read a file it needs")
     store.rename(tmp_path / "moved")
     gone = client.get("/healthz")
     assert gone.status_code == 503 and "The store is gone" in gone.json()["detail"]

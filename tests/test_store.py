@@ -870,6 +870,26 @@ def test_migrate_again_from_a_store_with_no_folder_that_changed_meanwhile(tmp_pa
         s.close()
 
 
+def test_a_store_folder_this_user_may_not_enter_is_one_sentence(tmp_path, monkeypatch):
+    """A store folder made unreadable (chmod 000, another user's): every command ended in a
+    PermissionError traceback (Python 3.11's pathlib raises there). Root ignores the mode,
+    so the refusal is played by pathlib."""
+    made = open_store(tmp_path / "s", create=True)
+    made.close()
+    real = Path.exists
+
+    def refused(self: Path, *args, **kwargs) -> bool:
+        if self.name == "vitrine.sqlite":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", refused)
+    for create in (False, True):
+        with pytest.raises(StoreError, match=r"^cannot open the store .*/s \(Permission "
+                                             r"denied: its folder, or one above it"):
+            open_store(tmp_path / "s", create=create)
+
+
 def test_a_manifest_that_cannot_be_written_is_one_sentence(tmp_path, monkeypatch):
     """A full disk while writing manifest.json (its copy beside the database) was a
     traceback; it is one sentence, with no part file left."""

@@ -130,10 +130,16 @@ def open_database(root: Path, *, create: bool,
         raise StoreError(f"the store's folder {root} is too deep: SQLite opens {DB_NAME} at a "
                          f"path of at most {DB_PATH_MAX} bytes, and there it would be {length}; "
                          "choose a shorter --store path.")
+    try:  # (Python 3.11's pathlib raises on a folder this user may not enter)
+        there = db_path.exists()
+    except PermissionError as exc:
+        raise StoreError(f"cannot open the store {root} ({exc.strerror}: its folder, or one "
+                         "above it, does not let this user in); give read access there, or "
+                         "run as the store's owner.") from None
     if not create and db_path.is_file() and db_path.stat().st_size == 0:
         raise StoreError(f"{db_path} is empty: no Vitrine store was written there (a copy "
                          "that failed?); index into it, or restore it.")
-    if not db_path.exists():
+    if not there:
         if root.exists() and not root.is_dir():
             raise StoreError(f"{root} is a file, not a store folder.")
         if not create:
