@@ -905,3 +905,32 @@ def test_info_counts_one_state_of_the_store(small_store, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["products"] == sum(data["categories"].values()) > 0
+
+
+def test_a_path_argument_that_cannot_be_read_is_vitrines_to_report(small_store, catalog,
+                                                                   tmp_path):
+    """Click's own readability check turned one unreadable query photo into a usage error:
+    the good photos were not searched, no JSON was printed (a folder to index or dedupe
+    likewise). Every path parameter leaves that to Vitrine, which reports each bad photo and
+    searches the rest, and skips a folder it cannot list, saying why. Root reads anything:
+    the commands drop the capabilities that let it."""
+    good = sorted(catalog.glob("*/*.jpg"))[0]
+    locked = tmp_path / "locked.jpg"
+    shutil.copyfile(good, locked)
+    locked.chmod(0)
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+            "--inh-caps=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    proc = subprocess.run([*drop, *CLI, "search", "--store", str(small_store), "--k", "1",
+                           "--json", str(good), str(locked)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "Usage:" not in proc.stderr, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert lines[0]["query"] == str(good) and lines[0]["results"]
+    assert lines[1]["query"] == str(locked) and "Permission denied" in lines[1]["error"]
+    shut = tmp_path / "shut"
+    shut.mkdir(mode=0)
+    proc = subprocess.run([*drop, *CLI, "dedupe", str(shut), str(catalog), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Usage:" not in proc.stderr, proc.stderr
+    assert json.loads(proc.stdout)["skipped"] == [
+        {"path": str(shut), "reason": "the folder cannot be read (Permission denied)"}]

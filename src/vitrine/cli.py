@@ -59,7 +59,7 @@ def _options(version: Annotated[bool, typer.Option(
 def index(
     catalog_dir: Annotated[Path, typer.Argument(help="Catalogue folder (sub-folder per "
                                                 "category, optional products.csv).",
-                                                metavar="CATALOG_DIR")],
+                                                metavar="CATALOG_DIR", readable=False)],
     store: StoreOpt,
     weights: WeightsOpt = None,
     model: ModelOpt = None,
@@ -104,7 +104,8 @@ def index(
 
 @app.command()
 def search(
-    images: Annotated[list[Path], typer.Argument(help="Query photos.", metavar="IMAGE")],
+    images: Annotated[list[Path], typer.Argument(help="Query photos.", metavar="IMAGE",
+                                                 readable=False)],
     store: StoreOpt,
     k: KOpt = 5,
     category: CategoryOpt = None,
@@ -195,7 +196,7 @@ def related(
     store: StoreOpt,
     out_file: Annotated[Path, typer.Option("--out", "-o", help="File to write: .csv (one row "
                                            "per pair: product_id, rank, similar_id, score) "
-                                           "or .jsonl (one line per product).")],
+                                           "or .jsonl (one line per product).", readable=False)],
     k: KOpt = 5,
     same_category: Annotated[bool, typer.Option(
         "--same-category", help="Only products of each product's own category.")] = False,
@@ -223,7 +224,7 @@ def related(
 @app.command()
 def dedupe(
     dirs: Annotated[list[Path], typer.Argument(help="Folders of photos to compare.",
-                                               metavar="DIR")],
+                                               metavar="DIR", readable=False)],
     weights: WeightsOpt = None,
     model: ModelOpt = None,
     as_json: JsonOpt = False,
@@ -337,8 +338,9 @@ def train(
     catalog_dir: Annotated[Path, typer.Argument(help="Catalogue folder (sub-folder per "
                                                 "category), or one split into train|treino, "
                                                 "val|validacao, test|teste folders.",
-                                                metavar="CATALOG_DIR")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
+                                                metavar="CATALOG_DIR", readable=False)],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.",
+                                          readable=False)],
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -363,7 +365,7 @@ def train(
 @app.command()
 def evaluate(
     catalog_dir: Annotated[Path, typer.Argument(help="Labelled catalogue folder.",
-                                                   metavar="CATALOG_DIR")],
+                                                   metavar="CATALOG_DIR", readable=False)],
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     k: KOpt = 5,
@@ -392,12 +394,14 @@ def evaluate(
 @app.command()
 def demo(
     catalog: Annotated[Path | None, typer.Option(help="Catalogue folder (default: the "
-                                                 "VITRINE_DEMO_CATALOG setting).")] = None,
+                                                 "VITRINE_DEMO_CATALOG setting).",
+                                                 readable=False)] = None,
     store: Annotated[Path | None, typer.Option(help="Store folder (default: OUT/store, or "
-                                               "the VITRINE_DEMO_STORE setting).")] = None,
+                                               "the VITRINE_DEMO_STORE setting).",
+                                               readable=False)] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder of the model, the "
                                                  "figures and demo.json (default: "
-                                                 "demo-output).")] = None,
+                                                 "demo-output).", readable=False)] = None,
     weights: WeightsOpt = None,
     k: KOpt = 5,
     model: ModelOpt = None,
@@ -472,7 +476,8 @@ def bench(
         "--items", min=1, help="Index N synthetic clustered vectors (index settings apply); "
         "report latency, recall@10, build time and memory.")] = None,
     images: Annotated[Path | None, typer.Option(
-        "--images", help="Catalogue folder: whole-pipeline indexing throughput.")] = None,
+        "--images", help="Catalogue folder: whole-pipeline indexing throughput.",
+        readable=False)] = None,
     weights: WeightsOpt = None,
     model: ModelOpt = None,
     as_json: JsonOpt = False,

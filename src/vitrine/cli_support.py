@@ -36,16 +36,16 @@ StoreOpt = Annotated[str, typer.Option(
     "collection other than vitrine).")]
 WeightsOpt = Annotated[Path | None, typer.Option(
     "--weights", help="Local backbone weights (torchvision state_dict); default: "
-    "VITRINE_WEIGHTS, else torchvision's download.")]
+    "VITRINE_WEIGHTS, else torchvision's download.", readable=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 KOpt = Annotated[int, typer.Option("--k", "-k", min=1, max=100, help="Number of results.")]
 CategoryOpt = Annotated[str | None, typer.Option("--category", "-c",
                                                  help="Only products of this category.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a figure (.png, .jpg, "
-                                                          ".pdf or .svg).")]
+                                                          ".pdf or .svg).", readable=False)]
 ModelOpt = Annotated[Path | None, typer.Option(
     "--model", help="Trained model folder (vitrine train --out) to embed with; default: "
-    "VITRINE_MODEL, else the pretrained backbone.")]
+    "VITRINE_MODEL, else the pretrained backbone.", readable=False)]
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")]
 
