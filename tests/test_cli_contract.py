@@ -934,3 +934,12 @@ def test_a_path_argument_that_cannot_be_read_is_vitrines_to_report(small_store, 
     assert proc.returncode == 0 and "Usage:" not in proc.stderr, proc.stderr
     assert json.loads(proc.stdout)["skipped"] == [
         {"path": str(shut), "reason": "the folder cannot be read (Permission denied)"}]
+
+
+def test_a_command_started_without_stdout_runs(small_store):
+    """Started with stdout closed (`>&-`, some daemonizers): Python leaves sys.stdout None,
+    and the first write was an AttributeError traceback, status 1."""
+    proc = subprocess.run([*CLI, "info", "--store", str(small_store)], stdout=None,
+                          stderr=subprocess.PIPE, text=True, timeout=120,
+                          preexec_fn=lambda: os.close(1))
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

@@ -238,6 +238,23 @@ def utf8_mode() -> None:
     os.execve(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]], env)
 
 
+def _closed_stdio() -> None:
+    """A standard stream the process was started without (``>&-``, some daemonizers and
+    init systems) is /dev/null: Python left it None, and the first write or flush was an
+    AttributeError traceback (uvicorn's log set-up another)."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        if getattr(sys, name) is not None:
+            continue
+        with contextlib.suppress(OSError):
+            os.fstat(fd)
+            continue  # (the descriptor is open: Python's stream alone is missing)
+        null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
+
+
 def _printable_stdio() -> None:
     """A terminal that cannot show a character (PYTHONIOENCODING=ascii, a Latin-1 console)
     gets it escaped, not a UnicodeEncodeError halfway through a table."""
@@ -300,6 +317,7 @@ def run_app(app: typer.Typer) -> None:
     taken = stop_signals()
     for stopping in taken:
         signal.signal(stopping, _terminate)
+    _closed_stdio()
     _printable_stdio()
     try:
         try:
