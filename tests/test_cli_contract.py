@@ -943,3 +943,14 @@ def test_a_command_started_without_stdout_runs(small_store):
                           stderr=subprocess.PIPE, text=True, timeout=120,
                           preexec_fn=lambda: os.close(1))
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_an_empty_store_name_is_refused(catalog, tmp_path):
+    """`--store ""` (an unset shell variable) indexed into the folder the command ran in,
+    beside the user's files, and said "→ " with no name."""
+    here = tmp_path / "here"
+    here.mkdir()
+    proc = subprocess.run([*CLI, "index", str(catalog), "--store", ""], capture_output=True,
+                          text=True, timeout=120, cwd=here)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: no store named"), proc.stderr
+    assert list(here.iterdir()) == []

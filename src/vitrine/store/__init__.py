@@ -106,6 +106,8 @@ def open_store(location: str | Path, *, create: bool = False, token: str = "",
     ``index_config`` (from the index settings) shapes the embedded store's FAISS index.
     """
     text = str(location)
+    if not text.strip():  # (`--store ""`, an unset variable: the folder the command ran in)
+        raise StoreError("no store named (an empty --store); name its folder or address.")
     if text.startswith("milvus-lite://"):
         from vitrine.store.milvus_store import MilvusStore
 
