@@ -1349,3 +1349,39 @@ def test_an_id_in_either_unicode_form_is_the_same_product(writable, small_catalo
     assert client.delete(f"/api/products/{typed}", headers=auth).status_code == 204
     assert client.get(f"/api/products/{stored_id}").status_code == 404
     assert client.get("/healthz").json()["products"] == count - 1
+
+
+def test_a_request_cancelled_as_the_server_stops_is_a_503():
+    """uvicorn cancels a request still running once its graceful shutdown time is over (a
+    slow upload during Ctrl+C or SIGTERM): it answered a plain-text 500 and logged a
+    traceback, a bug's signs. The client is told the server is stopping; a response already
+    started is cut as before."""
+    import asyncio
+
+    from vitrine.web.guards import Stopping
+
+    def run(started: bool) -> list[dict]:
+        sent: list[dict] = []
+
+        async def app(scope, receive, send):
+            if started:
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+            raise asyncio.CancelledError("Task cancelled, timeout graceful shutdown exceeded")
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/api/search", "headers": []}
+        asyncio.run(Stopping(app)(scope, receive, send))
+        return sent
+
+    start, body = run(False)
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    assert start["status"] == 503 and headers["retry-after"] == "5"
+    assert json.loads(body["body"]) == {"detail": "The server is stopping; try again in a "
+                                                  "moment."}
+    with pytest.raises(asyncio.CancelledError):
+        run(True)

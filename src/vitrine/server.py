@@ -110,8 +110,10 @@ def ready_message(address: str) -> str:
 def _server(app: FastAPI, log_level: str) -> uvicorn.Server:
     import uvicorn
 
-    config = uvicorn.Config(app, log_level=log_level, access_log=log_level == "info",
-                            timeout_graceful_shutdown=5)
+    from vitrine.web.guards import Stopping
+
+    config = uvicorn.Config(Stopping(app), log_level=log_level,
+                            access_log=log_level == "info", timeout_graceful_shutdown=5)
     return uvicorn.Server(config)
 
 

@@ -3,6 +3,7 @@ the API key check, and turning any error into a one-sentence ``{"detail": ...}``
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Callable
 from http import HTTPStatus
@@ -101,6 +102,35 @@ class BodyLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+class Stopping:
+    """A request still running when the server stops (uvicorn cancels it once its graceful
+    shutdown time is over: a slow upload) is answered 503 to try again: uvicorn answered a
+    plain-text 500 and logged a traceback, a bug's signs, for a server that was told to stop.
+    A response already started is cut as before."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def noting_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_send)
+        except asyncio.CancelledError:
+            if scope["type"] != "http" or started:
+                raise
+            response = JSONResponse({"detail": "The server is stopping; try again in a "
+                                               "moment."}, status_code=503,
+                                    headers={"Retry-After": "5", "Connection": "close",
+                                             **security_headers(scope["path"])})
+            await response(scope, receive, send)
 
 
 class WriteGuard:
