@@ -681,6 +681,14 @@ def test_demo_keeps_its_store_inside_out_unless_told(small_catalog, weights_path
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "store" / ".vitrine-demo").is_file()
     assert list(here.iterdir()) == []  # nothing in the folder it ran from
+    # an --out that is a file: said at once (the whole catalogue was indexed first)
+    (tmp_path / "file").write_text("mine")
+    proc = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), "--out",
+                           str(tmp_path / "file"), "--store", str(tmp_path / "elsewhere"),
+                           "--no-train", "--no-serve"], capture_output=True, text=True,
+                          env=env, cwd=here, timeout=600)
+    assert proc.returncode == 2 and "is a file; name a folder" in proc.stderr, proc.stderr
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_memory_or_threads_refused_are_one_sentence(capsys, monkeypatch):

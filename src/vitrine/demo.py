@@ -36,6 +36,10 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
 
     catalogue_to_index(catalog, settings.upload_dir)
     refuse_out_inside(catalog, out_dir)
+    if out_dir.exists() and not out_dir.is_dir():  # (said at the first figure, after the
+        # whole catalogue was indexed)
+        raise VitrineError(f"--out {out_dir} is a file; name a folder for the demo's figures "
+                           "and model.")
     if out_dir.resolve().is_relative_to(store_dir.resolve()):
         raise VitrineError(
             f"the demo's store {store_dir} is its --out folder {out_dir} or holds it: the "
