@@ -630,6 +630,15 @@ def test_weights_on_the_command_line_beat_vitrine_model_and_do_not_go_with_model
                check=False)
     assert both.returncode == 2 and both.stderr.count("\n") == 1
     assert "--weights and --model each choose the model to embed with" in both.stderr
+    # a VITRINE_MODEL naming no model is said as the setting's (a path set in a shell
+    # profile read as the command's own mistake); train, which writes models, reads none
+    named = run("dedupe", folder, check=False, env_extra=missing)
+    assert named.returncode == 2 and named.stderr.startswith(
+        f"error: setting VITRINE_MODEL={tmp_path / 'no-model-here'} is not a trained model "
+        "folder"), named.stderr
+    trains = run("train", tmp_path / "no-catalogue", "--out", tmp_path / "m", check=False,
+                 env_extra=missing)
+    assert trains.returncode == 2 and "VITRINE_MODEL" not in trains.stderr, trains.stderr
 
 
 def test_migrate_again_says_what_the_source_no_longer_holds_and_prune_removes_it(

@@ -349,7 +349,7 @@ def train(
     Writes the model, its history, test metrics, figures and report.md to --out."""
     from vitrine.train import train_catalog
 
-    settings = command_settings(weights)
+    settings = command_settings(weights, embeds=False)
     if note := cpu_only_note(settings, "training"):
         sys.stderr.write(note + "\n")
     summary = train_catalog(catalog_dir, out_dir, settings, show_progress=not as_json)

@@ -50,9 +50,12 @@ HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")]
 
 
-def command_settings(weights: Path | None = None, model: Path | None = None) -> Settings:
+def command_settings(weights: Path | None = None, model: Path | None = None, *,
+                     embeds: bool = True) -> Settings:
     """The settings, with the command line's --weights or --model over the environment's
-    (--weights means the pretrained backbone, whatever VITRINE_MODEL says)."""
+    (--weights means the pretrained backbone, whatever VITRINE_MODEL says). For a command
+    that ``embeds`` with the model, a VITRINE_MODEL that names no model is said as the
+    setting's (`train` writes models; it reads none)."""
     if weights is not None and model is not None:
         raise VitrineError("--weights and --model each choose the model to embed with (the "
                            "pretrained backbone, or a trained one); pass one of them.")
@@ -61,6 +64,14 @@ def command_settings(weights: Path | None = None, model: Path | None = None) -> 
         settings = settings.model_copy(update={"weights": weights, "model": None})
     if model is not None:
         settings = settings.model_copy(update={"model": model})
+    elif embeds and settings.model is not None:  # (from the environment: named, or a path set in a
+        # shell profile long ago reads as the command's own mistake)
+        from vitrine.trained import CONFIG_FILE, MODEL_FILE
+
+        if not all((settings.model / name).is_file() for name in (CONFIG_FILE, MODEL_FILE)):
+            raise VitrineError(f"setting VITRINE_MODEL={settings.model} is not a trained model "
+                               f"folder (it needs {CONFIG_FILE} and {MODEL_FILE}); unset it, "
+                               "or make one there with vitrine train.")
     return settings
 
 
