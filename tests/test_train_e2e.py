@@ -972,14 +972,18 @@ def test_demo_without_training_after_a_trained_demo_rebuilds_its_store(trained, 
     text = console.export_text()
     assert "Reusing the model" in text and "rebuilding it" in text
     assert (out / "store" / "NOTES.txt").read_text() == "mine"  # only the store's files went
-    # a store that is --out itself, or holds it: rebuilt, it took the model and figures
-    # (a user's files in --out too) with it
-    from vitrine.errors import VitrineError
-
-    for store_dir in (out, tmp_path):
-        with pytest.raises(VitrineError, match=r"is its --out folder .* or holds it"):
-            run_demo(catalog, store_dir, out, settings, 3, console=console)
-    assert (out / "model" / "model.json").is_file()
+    # a store that is --out itself: its rebuild took the model just trained, the figures
+    # and the user's files in --out with it
+    alone = tmp_path / "alone"
+    pretrained = settings.model_copy(update={"demo_train": False})
+    run_demo(catalog, alone, alone, pretrained, 3, console=console)
+    shutil.copytree(model_dir, alone / "model")
+    (alone / "NOTES.txt").write_text("mine")
+    run_demo(catalog, alone, alone, pretrained.model_copy(update={"model": alone / "model"}), 3,
+             console=console)
+    assert console.export_text().count("rebuilding") == 1  # (exported above: cleared)
+    assert (alone / "model" / "model.json").is_file() and (alone / "demo.json").is_file()
+    assert list(alone.glob("similar-*.png")) and (alone / "NOTES.txt").read_text() == "mine"
 
 
 def test_a_validation_folder_without_a_trained_category_is_one_sentence(trained, tmp_path,

@@ -40,11 +40,6 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         # whole catalogue was indexed)
         raise VitrineError(f"--out {out_dir} is a file; name a folder for the demo's figures "
                            "and model.")
-    if out_dir.resolve().is_relative_to(store_dir.resolve()):
-        raise VitrineError(
-            f"the demo's store {store_dir} is its --out folder {out_dir} or holds it: the "
-            "store is rebuilt for another model, which would take the model and figures "
-            "written there with it. Name a store folder of its own (by default OUT/store).")
     if settings.model is None and settings.demo_train:
         if not _own(store_dir, out_dir):
             _refuse_stranding(store_dir, catalog, out_dir, settings)
