@@ -861,12 +861,22 @@ def test_migrate_again_from_a_store_with_no_folder_that_changed_meanwhile(tmp_pa
     other.set_manifest(MANIFEST)
     other.upsert([photo("p0", "sha-new", unit(0, 1)), photo("p1", "sha1", unit(1, 1)),
                   photo("p2", "sha2", unit(1, 2))])
-    with pytest.raises(StoreError, match=r"do not look like a copy of .* \(its catalogue folder "
-                                         r"not recorded, the source's not recorded; 2 of the 3 "
-                                         r"ids both hold have another photo\)"):
+    with pytest.raises(StoreError, match=r"does not look like a copy of .* \(its catalogue "
+                                         r"folder not recorded, the source's not recorded; 2 "
+                                         r"of its 3 products are not the source's, photo and "
+                                         r"all\)"):
         migrate_store(source, other, show_progress=False)
     assert other.fingerprints()["p1"][0] == "sha1"
-    for s in (source, target, other):
+    # a store of another catalogue sharing a photo or two: not let in (the next index of the
+    # source's catalogue, whose folder it would take, removed the others)
+    foreign = open_store(tmp_path / "d", create=True)
+    foreign.set_manifest(MANIFEST)
+    foreign.upsert([photo("p0", "sha-new", unit(0, 1)),
+                    *(photo(f"q{i}", f"q{i}", unit(1, i)) for i in range(5))])
+    with pytest.raises(StoreError, match="5 of its 6 products are not the source's"):
+        migrate_store(source, foreign, show_progress=False)
+    assert foreign.count() == 6 and foreign.catalog_folder() is None
+    for s in (source, target, other, foreign):
         s.close()
 
 

@@ -68,16 +68,18 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     marks = source.fingerprints()
     if held and (theirs is None or ours is None):
         # a folder not recorded (an older store, or one filled through the API) tells
-        # nothing: the photos do (an earlier or interrupted copy holds the source's, but
-        # for those changed there since; ids alone, photo-file names, are shared by many
-        # catalogues)
-        shared = [sha == marks[pid][0] for pid, (sha, _) in held.items() if pid in marks]
-        if sum(shared) * 2 <= len(shared):
-            why = (f"{len(shared) - sum(shared)} of the {len(shared)} ids both hold have "
-                   "another photo" if shared else "no product id in common")
+        # nothing: the photos do. An earlier or interrupted copy holds the source's products,
+        # photo and all, but for those changed or deleted there since: most of its own (ids
+        # alone, photo-file names, are shared by many catalogues; counted over the ids both
+        # hold, a few shared photos let a store of another catalogue in, to be removed by
+        # the next index of the source's)
+        same = sum(marks.get(pid, ("",))[0] == sha for pid, (sha, _) in held.items())
+        if same * 2 <= len(held):
+            why = (f"{len(held) - same} of its {len(held)} products are not the source's, "
+                   "photo and all")
             raise StoreError(
-                f"the store {target.location} holds {len(held)} product(s) that do not look "
-                f"like a copy of {source.location}'s ({_folders(theirs, ours)}; {why}); "
+                f"the store {target.location} does not look like a copy of "
+                f"{source.location} ({_folders(theirs, ours)}; {why}); "
                 "mixed in one store, the next index of either catalogue would remove the "
                 "other's products. Copy into a new store.")
     elif held and theirs != ours:
