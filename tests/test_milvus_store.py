@@ -573,3 +573,23 @@ def test_every_read_asks_to_see_this_clients_own_writes(mstore, monkeypatch):
     assert [p.product_id for p in mstore.list_products(category="d")] == ["c", "e", "f"]
     assert {name for name, _ in asked} >= {"query", "search", "query_iterator"}
     assert {level for _, level in asked} == {"Session"}, asked
+
+
+def test_milvus_lites_traceback_for_a_write_after_the_interpreter_stopped_is_not_shown(
+        tmp_path, caplog):
+    """A Ctrl+C during `index`'s final flush: after "interrupted.", Milvus Lite's server
+    thread logged "Flush failed: cannot schedule new futures after shutdown" with its
+    traceback. That record is dropped; any other error it logs is still shown."""
+    import logging
+
+    store = open_store(f"milvus-lite://{tmp_path}/q.db", create=True)
+    store.close()
+    logger = logging.getLogger("milvus_lite.adapter.grpc.servicer")
+    for error in (RuntimeError("cannot schedule new futures after shutdown"),
+                  RuntimeError("disk I/O error")):
+        try:
+            raise error
+        except RuntimeError as exc:
+            logger.exception("Flush failed: %s", exc)
+    assert [r.getMessage() for r in caplog.records if r.name == logger.name] == [
+        "Flush failed: disk I/O error"]

@@ -28,7 +28,7 @@ from vitrine.store.base import Match, PhotoFacts, Record, StoredProduct
 from vitrine.store.milvus_support import (
     escaped_cursor,
     lite_open_failures,
-    quiet_lite_timestamps,
+    quiet_lite_logs,
     quote,
 )
 
@@ -116,7 +116,7 @@ class MilvusStore:
         with when it was read: see ORDER_TTL_S."""
         self._lite = uri.endswith(".db")  # a Milvus Lite file (store_for's milvus-lite://)
         if self._lite:
-            quiet_lite_timestamps()
+            quiet_lite_logs()
         try:
             with lite_open_failures(uri) as failures:
                 self.client = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri)

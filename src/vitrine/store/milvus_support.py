@@ -49,11 +49,23 @@ def _without_timestamp_notice(record: logging.LogRecord) -> bool:
     return "mvccTs" not in record.getMessage()
 
 
-def quiet_lite_timestamps() -> None:
+def _not_stopping(record: logging.LogRecord) -> bool:
+    """Milvus Lite's server thread logs a traceback for a write it can no longer schedule as
+    the interpreter exits (a Ctrl+C during `index`'s final flush: "cannot schedule new
+    futures after shutdown"); the command has said "interrupted." already, and what was
+    committed is kept."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(error, RuntimeError) and "after shutdown" in str(error))
+
+
+def quiet_lite_logs() -> None:
     for name in ("query_iterator", "search_iterator"):
         logger = logging.getLogger(f"pymilvus.client.iterator.{name}")
         if _without_timestamp_notice not in logger.filters:
             logger.addFilter(_without_timestamp_notice)
+    servicer = logging.getLogger("milvus_lite.adapter.grpc.servicer")
+    if _not_stopping not in servicer.filters:
+        servicer.addFilter(_not_stopping)
 
 
 @contextmanager
