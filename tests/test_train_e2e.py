@@ -1114,3 +1114,37 @@ def test_a_disk_that_fills_up_while_training_is_one_sentence(trained, tmp_path, 
     assert "No space left on device" in message and "free disk space" in message
     assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir() if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_evaluate_goes_on_past_a_chunk_none_of_whose_photos_can_be_read(trained, tmp_path,
+                                                                       weights_path,
+                                                                       monkeypatch):
+    """The trained model's photos are embedded 256 at a time, and a chunk of which not one
+    photo decoded (the 257th photo of a catalogue, unreadable) still stopped `evaluate --model`
+    with "none of them could be decoded"."""
+    import torch
+
+    from vitrine import model_eval
+    from vitrine.catalog import Product
+    from vitrine.config import Settings
+    from vitrine.errors import CatalogError
+    from vitrine.trained import load_model
+
+    catalog, model_dir, _ = trained
+    model = load_model(model_dir)
+    good = [Product(p.stem, p, category=p.parent.name)
+            for p in sorted(catalog.glob("*/*.jpg"))[:3]]
+    bad = []
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jpg").write_bytes(b"not a photo")
+        bad.append(Product(name, tmp_path / f"{name}.jpg", category="x"))
+    settings = Settings(weights=weights_path)
+    monkeypatch.setattr(model_eval, "CHUNK", 3)  # the bad photos: a chunk of their own
+    outputs, failed = model_eval.trained_outputs(model, good + bad, settings,
+                                                 show_progress=False)
+    alone, none = model_eval.trained_outputs(model, good, settings, show_progress=False)
+    assert [i for i, _ in failed] == [3, 4] and none == []
+    assert all(len(v) == 5 and torch.allclose(v[:3], alone[k]) for k, v in outputs.items())
+    with pytest.raises(CatalogError, match=r"none of the 2 photos could be read \(the first, "
+                                           r".*a\.jpg: not a recognised image format\)"):
+        model_eval.trained_outputs(model, bad, settings, show_progress=False)

@@ -84,7 +84,7 @@ def trained_outputs(model, products: Sequence[Product], settings: Settings, *,
     from vitrine.train_data import FeatureCache, frozen_pass
     from vitrine.train_fit import clean_outputs
 
-    parts: dict[str, list[torch.Tensor]] = {}
+    parts: list[tuple[int, dict[str, torch.Tensor] | None]] = []  # (rows, outputs) per chunk
     bad: list[tuple[int, str]] = []
     with progress_bar("Embedding", len(products), enabled=show_progress) as advance:
         for start in range(0, len(products), CHUNK):
@@ -94,16 +94,32 @@ def trained_outputs(model, products: Sequence[Product], settings: Settings, *,
                                workers=settings.decode_workers,
                                max_pixels=settings.max_image_pixels,
                                companion=model.net.companion, advance=advance,
-                               with_hash=hashes is not None)
+                               with_hash=hashes is not None, none_ok=True)
             if hashes is not None:
                 hashes[0].extend(done.phashes)
                 hashes[1].extend(done.thumbs)
             bad += [(start + i, e) for i, e in enumerate(done.errors) if e is not None]
+            if not len(done.maps):  # not one photo of the chunk decoded: rows to drop
+                parts.append((len(chunk), None))
+                continue
             cache = FeatureCache(done.maps, torch.zeros(len(chunk), dtype=torch.long),
                                  side=done.side)
-            for key, value in clean_outputs(model.net, cache).items():
-                parts.setdefault(key, []).append(value)
-    return {k: torch.cat(v) for k, v in parts.items()}, bad
+            parts.append((len(chunk), clean_outputs(model.net, cache)))
+    shapes = next((outputs for _, outputs in parts if outputs is not None), None)
+    if shapes is None:
+        raise none_read(products, bad)
+    return {key: torch.cat([outputs[key] if outputs is not None else
+                            like.new_zeros((rows, *like.shape[1:]))
+                            for rows, outputs in parts])
+            for key, like in shapes.items()}, bad
+
+
+def none_read(products: Sequence[Product], bad: Sequence[tuple[int, str]]) -> CatalogError:
+    """The sentence when none of the photos could be read: how many, and the first's why."""
+    first, reason = bad[0]
+    return CatalogError(f"none of the {len(products)} photos could be read (the first, "
+                        f"{products[first].image}: {str(reason).rstrip('.')}); nothing to "
+                        "evaluate.")
 
 
 def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path | None,
@@ -301,9 +317,7 @@ def _embed(products: Sequence[Product], settings: Settings, model_dir: Path | No
                                                 on_progress=advance))
         failed = [(r.index, str(r.error)) for r in results if r.error is not None]
         if len(failed) == len(results):
-            raise CatalogError(f"none of the {len(results)} photos could be read (the first, "
-                               f"{products[failed[0][0]].image}: {failed[0][1].rstrip('.')}); "
-                               "nothing to evaluate.")
+            raise none_read(products, failed)
         dim = next(r.vector for r in results if r.error is None).shape
         vecs = np.stack([r.vector if r.error is None else np.zeros(dim, np.float32)
                          for r in results])

@@ -279,12 +279,13 @@ def frozen_pass(base: torch.nn.Module, paths: Sequence[Path], views: Sequence[in
                 with_hash: bool = False, companion: torch.nn.Module | None = None,
                 advance: Callable[[int], None] | None = None,
                 out: torch.Tensor | None = None,
-                zeros: Zeros = torch.zeros) -> FrozenPass:
+                zeros: Zeros = torch.zeros, none_ok: bool = False) -> FrozenPass:
     """Run ``base`` (eval mode), and ``companion`` if given, once on ``views`` of every photo,
     decoding in threads at most two batches ahead of the model. ``keys`` (default:
     positions) seed the augmentations. Each batch's maps go straight into one tensor of
     them all, ``out`` when given (``(len(paths), len(views), C, H, W)``, a view into a larger
-    cache, say), else one that ``zeros`` allocates, so the maps are never held twice."""
+    cache, say), else one that ``zeros`` allocates, so the maps are never held twice. No
+    photo decoded is an ImageError, unless ``none_ok`` (then ``maps`` is empty)."""
     base = base.eval()
     if companion is not None:
         companion.eval()
@@ -326,6 +327,8 @@ def frozen_pass(base: torch.nn.Module, paths: Sequence[Path], views: Sequence[in
                 result.errors.append(d.error)
             if advance:
                 advance(len(futures))
+    if not decoded_rows and none_ok:
+        return result
     if not decoded_rows:
         first = next((e for e in result.errors if e), "")
         more = f" (the first: {str(first).rstrip('.')})" if first else ""
