@@ -81,7 +81,7 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            raise VitrineError(f"cannot write the model beside {out} ({exc.strerror}); free "
+            raise VitrineError(f"cannot write the model in {out} ({exc.strerror}); free "
                                f"disk space there. {out_dir} is left as it was.") from None
         finally:
             shutil.rmtree(cache, ignore_errors=True)

@@ -96,15 +96,15 @@ class TrainedModel:
 
 @contextlib.contextmanager
 def staged_model_dir(out_dir: Path) -> Iterator[Path]:
-    """A new hidden folder to write a model into: beside ``out_dir``, or inside it where the
-    folder above is another file system or cannot be written (a volume or share mounted
-    there: the final renames could not cross, and failed after the whole run). When the
-    block ends normally its files replace the earlier model's in ``out_dir`` (only the files
-    a model writes, :data:`MODEL_OUTPUTS`: anything else the user keeps there stays); on an
-    error or Ctrl+C it is removed and ``out_dir`` stays as it was (the folders this run
-    created are removed). ``out_dir`` must be new, empty or a model folder: any other folder
-    is refused. ``out_dir`` is locked for the whole run, so a second `vitrine train` to it is
-    refused. Checked before any work."""
+    """A new hidden folder inside ``out_dir`` to write a model into (beside it, on a volume
+    or share mounted at ``out_dir``, or a bind mount, the final renames could not cross and
+    failed after the whole run; a folder above that cannot be written failed likewise).
+    When the block ends normally its files replace the earlier model's in ``out_dir`` (only
+    the files a model writes, :data:`MODEL_OUTPUTS`: anything else the user keeps there
+    stays); on an error or Ctrl+C it is removed and ``out_dir`` stays as it was (the folders
+    this run created are removed). ``out_dir`` must be new, empty or a model folder: any
+    other folder is refused. ``out_dir`` is locked for the whole run, so a second `vitrine
+    train` to it is refused. Checked before any work."""
     out_dir = Path(out_dir).expanduser().resolve()  # '--out .' has a name and a parent
     own = re.compile(rf"\.{re.escape(out_dir.name)}\.[a-z0-9_]{{8}}\.partial")
 
@@ -138,14 +138,12 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
                            f"({exc.strerror or exc}).") from None
     stage = None
     try:
-        for folder in (out_dir.parent, out_dir):  # the lock says no such run is alive
-            for leftover in stale(folder):
+        for folder in (out_dir.parent, out_dir):  # the lock says no such run is alive (a
+            for leftover in stale(folder):  # Vitrine before 5 Dec 2026 staged beside it)
                 shutil.rmtree(leftover, ignore_errors=True)
-        home = out_dir.parent if (os.stat(out_dir.parent).st_dev == os.stat(out_dir).st_dev
-                                  and os.access(out_dir.parent, os.W_OK | os.X_OK)) else out_dir
         try:
             stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
-                                          dir=home))
+                                          dir=out_dir))
         except OSError as exc:
             raise VitrineError(f"cannot create the model folder {out_dir} "
                                f"({exc.strerror or exc}).") from None
