@@ -1083,7 +1083,7 @@ def test_health_fails_when_the_store_is_gone_or_its_database_fails(settings, sma
         patch.setattr(VitrineService, "products", locked)
         refused = client.get("/api/products")
     assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
-    assert refused.json()["detail"].startswith("The server may not read a file it needs")
+    assert refused.json()["detail"].startswith("The server is denied a file it needs")
     store.rename(tmp_path / "moved")
     gone = client.get("/healthz")
     assert gone.status_code == 503 and "The store is gone" in gone.json()["detail"]
@@ -1385,3 +1385,23 @@ def test_a_request_cancelled_as_the_server_stops_is_a_503():
                                                   "moment."}
     with pytest.raises(asyncio.CancelledError):
         run(True)
+
+    async def cancelled_for_real() -> int:  # as uvicorn does: the task itself cancelled
+        sent: list[dict] = []
+
+        async def slow(scope, receive, send):
+            await asyncio.sleep(60)
+
+        async def served() -> int:
+            scope = {"type": "http", "method": "POST", "path": "/api/search", "headers": []}
+            await Stopping(slow)(scope, None, lambda m: asyncio.sleep(0, sent.append(m)))
+            return asyncio.current_task().cancelling()  # (0: the cancellation spent)
+
+        task = asyncio.create_task(served())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        left = await task
+        assert sent[0]["status"] == 503
+        return left
+
+    assert asyncio.run(cancelled_for_real()) == 0

@@ -270,7 +270,7 @@ def test_a_diverged_loss_stops_the_model_from_replacing_the_old_one(tmp_path):
             check_converged(history, tmp_path)
 
 
-def test_fine_tuning_that_never_beats_transfer_learning_is_dropped():
+def test_fine_tuning_that_never_beats_transfer_learning_is_dropped(tmp_path):
     """Phase 2's early stopping starts afresh, so its least bad epoch was kept however much
     worse than phase 1's weights (a too-high fine-tuning rate took test accuracy from 1.0 to
     0.33, exit 0). Such a phase is dropped: the top is the pretrained one again, the head
@@ -292,8 +292,10 @@ def test_fine_tuning_that_never_beats_transfer_learning_is_dropped():
                         train_phase1_epochs=15, train_phase2_epochs=3, train_phase2_lr=1.0)
     torch.manual_seed(0)
     net = build_trained_net(get_spec("mobilenet_v2"), None, 18, 3, 0, 0.0)
-    fit = fit_cached(net, caches, 3, settings, None, show_progress=False)
+    fit = fit_cached(net, caches, 3, settings, tmp_path, show_progress=False)
     assert fit.phase2.history and fit.phase2.best_epoch == 0
+    assert (tmp_path / "phase1-best.pt").is_file()  # the checkpoint shipped is phase 1's:
+    assert not (tmp_path / "phase2-best.pt").exists()  # the dropped weights went
     assert min(e["val_loss"] for e in fit.phase2.history) > fit.phase1.best_val_loss()
     assert not any(e["best"] for e in fit.phase2.history)
     assert fit.refit["epochs"][1] == 0  # no fine-tuning replayed

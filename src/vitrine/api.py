@@ -273,9 +273,9 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
                                            "the server's log.", {"Retry-After": "5"})
         elif isinstance(exc, PermissionError):  # (the store's folder made unreadable under
             # the server: not a bug, and over once its permissions are given back)
-            response = error(request, 503, "The server may not read a file it needs right "
-                                           "now (permission denied); the error is in its "
-                                           "log.", {"Retry-After": "5"})
+            response = error(request, 503, "The server is denied a file it needs right now "
+                                           "(permission denied); the error is in its log.",
+                             {"Retry-After": "5"})
         else:
             response = error(request, 500, "Something went wrong on the server; the error "
                                            "is in its log.")

@@ -52,4 +52,5 @@ def resources_refused(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or (
         isinstance(exc, OSError) and exc.errno == errno.ENOMEM) or (
         isinstance(exc, RuntimeError | ImportError)  # (a library's import under `ulimit -v`:
-        and RESOURCE_REFUSED.search(str(exc)) is not None)  # torch's libtorch_cpu.so)
+        and RESOURCE_REFUSED.search(str(exc)) is not None  # torch's libtorch_cpu.so; not the
+        and "static TLS" not in str(exc))  # loader's TLS block, a library-order problem)

@@ -111,6 +111,8 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
         phase2.best_epoch = 0
         for epoch in phase2.history:  # (none is the checkpoint kept: the history's marks)
             epoch["best"] = False
+        if ckpt:  # (its file went with the model: the weights dropped)
+            (ckpt / "phase2-best.pt").unlink(missing_ok=True)
     seconds["phase2"] = round(time.perf_counter() - t0, 1)
     fit = Fit(phase1, phase2, after1, {}, _frozen_outputs(net, caches, zeros), seconds)
     fit.after2 = {k: split_metrics(o["logits"], caches[k].labels)

@@ -126,6 +126,9 @@ class Stopping:
         except asyncio.CancelledError:
             if scope["type"] != "http" or started:
                 raise
+            task = asyncio.current_task()
+            if task is not None:  # answered here: the cancellation is spent
+                task.uncancel()
             response = JSONResponse({"detail": "The server is stopping; try again in a "
                                                "moment."}, status_code=503,
                                     headers={"Retry-After": "5", "Connection": "close",
