@@ -141,14 +141,14 @@ def test_bench_items_refuses_what_cannot_be_measured_before_building(tmp_path, m
     from vitrine.errors import WeightsError
 
     with pytest.raises(WeightsError, match="missing.pth does not exist"):
-        run_bench(Settings(weights=tmp_path / "missing.pth"), items=10)
+        run_bench(Settings(weights=tmp_path / "missing.pth", model=None), items=10)
     memory = bench.machine()["memory_gb"]
     n = int(memory * 2**30 / (1280 * 4)) + 1  # the flat fp32 vectors alone are too many
     monkeypatch.setattr(bench, "_bench_items", lambda *a: pytest.fail("built"))
     with pytest.raises(VitrineError, match=rf"--items {n:,} needs about .* GiB for its "
                                            r"flat-fp32 index alone, .* or set "
                                            r"VITRINE_INDEX_FP16=true\.$"):
-        run_bench(Settings(index="flat"), items=n)
+        run_bench(Settings(index="flat", index_fp16=False, model=None), items=n)
     assert bench.index_size(bench.IndexConfig.defaults(kind="flat"), n, 1280) > memory * 2**30
 
     def refused(*args):
