@@ -823,13 +823,14 @@ run_app(app)
 SIGHUP (a shell passes one on, then the terminal sends its own)."""
 
 
-def hangs_up() -> None:
-    """In the child before it starts: SIGHUP as a terminal's command gets it. A test run
-    started under `nohup` (or a CI runner that ignores SIGHUP) passes the ignoring on, which
-    Vitrine now keeps, as it should for `nohup vitrine …`."""
-    import signal
-
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+def hangs_up(command: list[str]) -> list[str]:
+    """``command`` started with SIGHUP as a terminal's command gets it. A test run started
+    under `nohup` (or a CI runner that ignores SIGHUP) passes the ignoring on, which Vitrine
+    now keeps, as it should for `nohup vitrine …`. (A trampoline that execs it, not a
+    preexec_fn: forked from a test process with gRPC threads, such a child could die before
+    it started.)"""
+    return [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGHUP, "
+            "signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])", *command]
 
 
 @pytest.mark.parametrize("stop", ["SIGHUP", "SIGTERM"])
@@ -840,9 +841,8 @@ def test_a_closed_terminal_stops_a_command_cleanly(tmp_path, stop):
     import signal
 
     marker = tmp_path / "marker"
-    proc = subprocess.Popen([sys.executable, "-c", STOPPABLE, str(marker)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=hangs_up)
+    proc = subprocess.Popen(hangs_up([sys.executable, "-c", STOPPABLE, str(marker)]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "started\n"
     proc.send_signal(getattr(signal, stop))
     _, stderr = proc.communicate(timeout=60)

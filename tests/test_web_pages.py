@@ -703,9 +703,9 @@ def test_serve_stops_gracefully_when_its_terminal_closes(small_store, weights_pa
     from test_cli_contract import hangs_up
 
     env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
-    proc = subprocess.Popen([*CLI, "serve", "--store", str(small_store), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, preexec_fn=hangs_up)
+    proc = subprocess.Popen(hangs_up([*CLI, "serve", "--store", str(small_store), "--port",
+                                      "0"]), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
     try:
         base = re.search(r"(http://127\.0\.0\.1:\d+)", proc.stdout.readline()).group(1)
         deadline = time.monotonic() + 60
