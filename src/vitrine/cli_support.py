@@ -66,12 +66,10 @@ def command_settings(weights: Path | None = None, model: Path | None = None, *,
         settings = settings.model_copy(update={"model": model})
     elif embeds and settings.model is not None:  # (from the environment: named, or a path set in a
         # shell profile long ago reads as the command's own mistake)
-        from vitrine.trained import CONFIG_FILE, MODEL_FILE
+        from vitrine.trained import not_a_model
 
-        if not all((settings.model / name).is_file() for name in (CONFIG_FILE, MODEL_FILE)):
-            raise VitrineError(f"setting VITRINE_MODEL={settings.model} is not a trained model "
-                               f"folder (it needs {CONFIG_FILE} and {MODEL_FILE}); unset it, "
-                               "or make one there with vitrine train.")
+        if why := not_a_model(settings.model):
+            raise VitrineError(f"setting VITRINE_MODEL={why}")
     return settings
 
 

@@ -252,13 +252,21 @@ def _check_cosine(value: object) -> None:
                          "to 2") from None
 
 
+def not_a_model(model_dir: Path) -> str | None:
+    """The sentence saying that ``model_dir`` lacks a trained model's files; None when it
+    has them."""
+    if (model_dir / CONFIG_FILE).is_file() and (model_dir / MODEL_FILE).is_file():
+        return None
+    return (f"{model_dir} is not a trained model folder (it needs {CONFIG_FILE} and "
+            f"{MODEL_FILE}); make one with vitrine train.")
+
+
 def load_model(model_dir: Path) -> TrainedModel:
     """Load a folder written by ``vitrine train``; raises WeightsError with one sentence."""
     model_dir = Path(model_dir).expanduser()
     config_path, weights_path = model_dir / CONFIG_FILE, model_dir / MODEL_FILE
-    if not config_path.is_file() or not weights_path.is_file():
-        raise WeightsError(f"{model_dir} is not a trained model folder (it needs {CONFIG_FILE} "
-                           f"and {MODEL_FILE}); make one with vitrine train.")
+    if why := not_a_model(model_dir):
+        raise WeightsError(why)
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
         if config.get("format") != FORMAT:

@@ -126,15 +126,22 @@ def open_store(location: str | Path, *, create: bool = False, token: str = "",
     return EmbeddedStore(Path(location), create=create, index_config=index_config)
 
 
-def new_store_path(location: str | Path) -> Path | None:
-    """The folder a store at ``location`` (embedded, or a Milvus Lite file) would be made as,
-    when nothing is there yet; None where something is, and for a Milvus server."""
+def _local_path(location: str | Path) -> tuple[str, Path] | None:
+    """The kind ('folder' or 'milvus-lite') and path of a store kept in this file system;
+    None for a Milvus server."""
     text = str(location)
     if text.startswith("milvus://"):
         return None
     lite = text.startswith("milvus-lite://")
-    path = Path(os.path.expanduser(text[len("milvus-lite://"):] if lite else text))
-    return None if os.path.lexists(path) else path
+    return ("milvus-lite" if lite else "folder",
+            Path(os.path.expanduser(text[len("milvus-lite://"):] if lite else text)))
+
+
+def new_store_path(location: str | Path) -> Path | None:
+    """The folder a store at ``location`` (embedded, or a Milvus Lite file) would be made as,
+    when nothing is there yet; None where something is, and for a Milvus server."""
+    local = _local_path(location)
+    return None if local is None or os.path.lexists(local[1]) else local[1]
 
 
 def store_identity(location: str | Path) -> tuple[str, ...]:
@@ -142,13 +149,11 @@ def store_identity(location: str | Path) -> tuple[str, ...]:
     or Milvus Lite file's device and inode where it exists (a bind mount of it too), else
     its real path (``//``, ``..``, links); a Milvus server's address (port 19530 when none
     is written, host in any case) and collection."""
-    text = str(location)
-    if text.startswith("milvus://"):
-        return ("milvus", *milvus_server(text))
-    lite = text.startswith("milvus-lite://")
-    path = text[len("milvus-lite://"):] if lite else os.path.expanduser(text)
-    kind = "milvus-lite" if lite else "folder"
-    found = file_id(Path(path))
+    local = _local_path(location)
+    if local is None:
+        return ("milvus", *milvus_server(str(location)))
+    kind, path = local
+    found = file_id(path)
     return (kind, *map(str, found)) if found else (kind, os.path.realpath(path))
 
 
