@@ -348,3 +348,27 @@ def test_groups_joined_by_identical_bytes_are_ordered_by_their_first_member():
     thumbs = [thumb_of(i) for i in (1, 5, 9, 13)]
     assert find_duplicates(list("abcd"), np.eye(4, dtype=np.float32), ph, thumbs,
                            content=["x", "y", "y", "x"]) == [["a", "d"], ["b", "c"]]
+
+
+def test_the_stores_duplicate_groups_come_in_product_id_order(demo_catalog, embedder,
+                                                               tmp_path):
+    """Groups came in the store's row order: a copy added later (an id that sorts first)
+    came second on the embedded store and first on Milvus, so a report diffed between runs
+    or backends changed without a change."""
+    import shutil
+
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    photos = sorted((demo_catalog / "relogio_feminino").glob("*.jpg"))[:2]
+    for photo in photos:
+        (tmp_path / "catalog" / "c").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(photo, tmp_path / "catalog" / "c" / photo.name)
+    store = open_store(tmp_path / "store", create=True)
+    assert index_catalog(tmp_path / "catalog", store, embedder,
+                         show_progress=False).duplicates == []
+    (tmp_path / "catalog" / "a").mkdir()
+    shutil.copyfile(photos[1], tmp_path / "catalog" / "a" / "00dup.jpg")
+    report = index_catalog(tmp_path / "catalog", store, embedder, show_progress=False)
+    store.close()
+    assert report.duplicates == [["a/00dup.jpg", f"c/{photos[1].name}"]]

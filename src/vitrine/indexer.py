@@ -435,4 +435,9 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
         path = _display_path(Path(image), root)
         return f"{path} (product {pid})" if photos[image] > 1 else path  # one photo, two
 
-    return [[key(i) for i in group] for group in groups], compared
+    # by product id, within and across groups: the rows come in each backend's own order
+    # (the embedded store's as added, Milvus's by id), and a report diffed between runs or
+    # backends differed without a change
+    ordered = sorted((sorted(g, key=ids.__getitem__) for g in groups),
+                     key=lambda g: ids[g[0]])
+    return [[key(i) for i in group] for group in ordered], compared
