@@ -614,7 +614,7 @@ def test_migrate_and_train_take_the_settings_they_say(small_store, tmp_path):
 
 
 def test_weights_on_the_command_line_beat_vitrine_model_and_do_not_go_with_model(
-        catalog, weights_path, tmp_path):
+        catalog, weights_path, tmp_path, small_store):
     """--weights (the pretrained backbone) was overridden by VITRINE_MODEL without a word, and
     --weights with --model was accepted (the model won)."""
     folder = tmp_path / "photos"
@@ -639,6 +639,13 @@ def test_weights_on_the_command_line_beat_vitrine_model_and_do_not_go_with_model
     trains = run("train", tmp_path / "no-catalogue", "--out", tmp_path / "m", check=False,
                  env_extra=missing)
     assert trains.returncode == 2 and "VITRINE_MODEL" not in trains.stderr, trains.stderr
+    from vitrine.store import open_store  # nor similar, which reads stored vectors
+
+    store = open_store(small_store)
+    pid = store.list_products(limit=1)[0].product_id
+    store.close()
+    similar = run("similar", pid, "--store", small_store, "--json", env_extra=missing)
+    assert json.loads(similar.stdout)["results"]
 
 
 def test_migrate_again_says_what_the_source_no_longer_holds_and_prune_removes_it(
@@ -698,6 +705,12 @@ def test_demo_keeps_its_store_inside_out_unless_told(small_catalog, weights_path
                           env=env, cwd=here, timeout=600)
     assert proc.returncode == 2 and "is a file; name a folder" in proc.stderr, proc.stderr
     assert not (tmp_path / "elsewhere").exists()
+    for option in ("--store", "--out"):  # empty: the folder it ran in, as "."
+        proc = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), option, "",
+                               "--no-train", "--no-serve"], capture_output=True, text=True,
+                              env=env, cwd=here, timeout=600)
+        assert proc.returncode == 2 and f"{option} is empty" in proc.stderr, proc.stderr
+        assert list(here.iterdir()) == []
 
 
 def test_memory_or_threads_refused_are_one_sentence(capsys, monkeypatch):
@@ -959,6 +972,31 @@ def test_a_path_argument_that_cannot_be_read_is_vitrines_to_report(small_store, 
     assert proc.returncode == 0 and "Usage:" not in proc.stderr, proc.stderr
     assert json.loads(proc.stdout)["skipped"] == [
         {"path": str(shut), "reason": "the folder cannot be read (Permission denied)"}]
+
+
+def test_a_path_this_user_may_not_use_is_one_sentence(capsys, monkeypatch):
+    """A catalogue or model folder this user may not read (chmod 000, another user's) ended
+    in a PermissionError traceback, wherever it was met."""
+    import signal
+
+    import typer
+
+    from vitrine.cli_support import run_app
+
+    monkeypatch.setattr(sys, "argv", ["vitrine"])
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # pytest keeps its handlers
+    app = typer.Typer()
+
+    @app.command()
+    def reads() -> None:
+        raise PermissionError(13, "Permission denied", "/srv/catalogue")
+
+    with pytest.raises(SystemExit) as stopped:
+        run_app(app)
+    said = capsys.readouterr().err
+    assert stopped.value.code == 2 and said == (
+        "error: /srv/catalogue: Permission denied; give this user access there, or run as "
+        "its owner.\n")
 
 
 def test_a_command_started_without_stdout_runs(small_store):

@@ -267,6 +267,19 @@ def test_evaluate_leaves_out_and_names_the_photos_it_cannot_read(trained, tmp_pa
         # the figures are those of the photos it could read: the same as without the others
         assert report["queries"] == whole["queries"] and report["index"] == whole["index"]
         assert report["retrieval"] == whole["retrieval"]
+    # unreadable photos emptying the test split: said as such ("the model trained on every
+    # one of these photos" was false)
+    for split, category in (("train", "a"), ("train", "b"), ("test", "a"), ("test", "b")):
+        folder = tmp_path / "split" / split / category
+        folder.mkdir(parents=True)
+        for photo in sorted(catalog.glob("*/*.jpg"))[:2] if split == "train" else ():
+            shutil.copyfile(photo, folder / photo.name)
+        if split == "test":
+            (folder / "x.jpg").write_bytes(b"not a photo")
+    proc = run_subprocess("evaluate", tmp_path / "split", env=env)
+    assert proc.returncode == 2 and "error: 2 photo(s) could not be read and were left out " \
+        "(the first, " in proc.stderr and "; without them, the catalogue's split folders " \
+        "have no test photo" in " ".join(proc.stderr.split()), proc.stderr
     for category in ("a", "b"):  # nothing left to evaluate: one sentence
         (tmp_path / "bad" / category).mkdir(parents=True)
         (tmp_path / "bad" / category / "x.jpg").write_bytes(b"not a photo")
@@ -971,12 +984,16 @@ def test_demo_without_training_after_a_trained_demo_rebuilds_its_store(trained, 
     assert (out / "store" / "NOTES.txt").read_text() == "mine"  # only the store's files went
     # a store that is --out itself: its rebuild took the model just trained, the figures
     # and the user's files in --out with it
+    # (its first run trains the model into --out: the store was then taken for a user's,
+    # never marked, and every later run refused it)
     alone = tmp_path / "alone"
-    pretrained = settings.model_copy(update={"demo_train": False})
-    run_demo(catalog, alone, alone, pretrained, 3, console=console)
-    shutil.copytree(model_dir, alone / "model")
+    from vitrine.demo import DEMO_MARK
+
+    run_demo(catalog, alone, alone, settings.model_copy(update={"demo_train": True}), 3,
+             console=console)
+    assert (alone / DEMO_MARK).is_file() and (alone / "model" / "model.json").is_file()
     (alone / "NOTES.txt").write_text("mine")
-    run_demo(catalog, alone, alone, pretrained.model_copy(update={"model": alone / "model"}), 3,
+    run_demo(catalog, alone, alone, settings.model_copy(update={"demo_train": False}), 3,
              console=console)
     assert console.export_text().count("rebuilding") == 1  # (exported above: cleared)
     assert (alone / "model" / "model.json").is_file() and (alone / "demo.json").is_file()

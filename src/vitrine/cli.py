@@ -166,7 +166,7 @@ def similar(
 ) -> None:
     """Find the products most similar to a product of the store (itself excluded)."""
     plot = plot_path(plot)
-    rec = open_recommender(store, None)
+    rec = open_recommender(store, None, embeds=False)  # (stored vectors: nothing embedded)
     category = check_category(rec, category)
     if plot is not None:  # before the search, as search's
         check_plot_targets([plot], [Path(rec.product(product_id).image)], rec)
@@ -396,12 +396,12 @@ def demo(
     catalog: Annotated[Path | None, typer.Option(help="Catalogue folder (default: the "
                                                  "VITRINE_DEMO_CATALOG setting).",
                                                  readable=False)] = None,
-    store: Annotated[Path | None, typer.Option(help="Store folder (default: OUT/store, or "
-                                               "the VITRINE_DEMO_STORE setting).",
-                                               readable=False)] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder of the model, the "
-                                                 "figures and demo.json (default: "
-                                                 "demo-output).", readable=False)] = None,
+    store: Annotated[str | None, typer.Option(help="Store folder (default: OUT/store, or "
+                                              "the VITRINE_DEMO_STORE setting).",
+                                              metavar="PATH")] = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help="Folder of the model, the "
+                                                "figures and demo.json (default: "
+                                                "demo-output).", metavar="PATH")] = None,
     weights: WeightsOpt = None,
     k: KOpt = 5,
     model: ModelOpt = None,
@@ -431,6 +431,10 @@ def demo(
     if catalog is None:
         raise VitrineError("no demo catalogue given; pass --catalog DIR or set "
                            "VITRINE_DEMO_CATALOG.")
+    for name, given in (("--store", store), ("--out", out_dir)):  # (as Path options, "" was
+        if given is not None and not given.strip():  # the folder the demo ran in)
+            raise VitrineError(f"{name} is empty; name a folder, or leave {name} out for its "
+                               "default.")
     sock = bind(host, port) if serve_app else None  # a busy port fails before indexing
     note = exposure_note(host, settings.api_key) if serve_app else None
     if note:
@@ -438,10 +442,11 @@ def demo(
     from vitrine.demo import run_demo
 
     # (`--out=~/x`: a shell leaves ~ as it is after '=')
-    out_dir = (out_dir or settings.demo_out).expanduser()
+    out_path = (Path(out_dir) if out_dir else settings.demo_out).expanduser()
     # inside --out, where the demo knows its own store, unless set apart
-    store = (store or settings.demo_store or out_dir / "store").expanduser()
-    run_demo(catalog.expanduser(), store, out_dir, settings, k, console=out, serve=sock)
+    store_path = (Path(store) if store else settings.demo_store or out_path / "store"
+                  ).expanduser()
+    run_demo(catalog.expanduser(), store_path, out_path, settings, k, console=out, serve=sock)
 
 
 @app.command()

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from vitrine.config import Settings, load_settings
+from vitrine.display import one_line
 from vitrine.errors import VitrineError, resources_refused
 
 # What the commands print holds the shop's data (product names, categories, paths, skip
@@ -108,11 +109,12 @@ def print_json(data: dict) -> None:
         buffer.flush()
 
 
-def open_recommender(store: Path, weights: Path | None, model: Path | None = None):
+def open_recommender(store: Path, weights: Path | None, model: Path | None = None, *,
+                     embeds: bool = True):
     from vitrine.recommend import Recommender
     from vitrine.store import store_for
 
-    settings = command_settings(weights, model)
+    settings = command_settings(weights, model, embeds=embeds)
     return Recommender(store_for(store, settings), settings)
 
 
@@ -363,6 +365,12 @@ def run_app(app: typer.Typer) -> None:
     except OSError as exc:
         if not _output_failed(exc):
             _refused(exc)
+            if isinstance(exc, PermissionError):  # (a folder or file given, or one a setting
+                # names, that this user may not read or write: not a bug)
+                where = one_line(str(exc.filename)) if exc.filename else "a file"
+                sys.stderr.write(f"error: {where}: {exc.strerror or 'permission denied'}; "
+                                 "give this user access there, or run as its owner.\n")
+                sys.exit(2)
             raise
         if exc.errno == errno.EPIPE:  # a reader that stopped (`| head`): no word, and the
             sys.exit(1)  # status rich gives when its own write meets the closed pipe

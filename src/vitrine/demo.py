@@ -40,12 +40,16 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         # whole catalogue was indexed)
         raise VitrineError(f"--out {out_dir} is a file; name a folder for the demo's figures "
                            "and model.")
+    own = _own(store_dir, out_dir)
     if settings.model is None and settings.demo_train:
-        if not _own(store_dir, out_dir):
+        if not own:
             _refuse_stranding(store_dir, catalog, out_dir, settings)
         settings = _trained(catalog, out_dir, settings, console)
     embedder = Embedder.from_settings(settings)
-    own = _own(store_dir, out_dir)  # after training: a store folder holding the model is not
+    # after training a store folder that is the model's (--store OUT/model) is not the
+    # demo's; --out itself, which now holds the model too, still is
+    own = _own(store_dir, out_dir) or own and not store_dir.resolve().is_relative_to(
+        (out_dir / "model").resolve())
     if own:
         _drop_stale_store(store_dir, embedder, console)
     store = store_for(store_dir, settings, create=True)

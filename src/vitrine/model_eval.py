@@ -215,7 +215,8 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     products = _enough(readable, catalog_dir)
     # said before the photos are embedded; duplicates (found on the vectors) only move
     # photos to the trained-on side, so the check is repeated below
-    _sides(products, _protocol(products, given, model_dir, shas, [])[1], given)
+    _said_sides(products, _protocol(products, given, model_dir, shas, [])[1], given,
+                unreadable)
     vectors, logits, classes, model_info, (phashes, thumbs), failed = _embed(
         products, settings, model_dir, show_progress)
     if failed:
@@ -229,7 +230,7 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     groups = find_groups(products, vectors["pretrained"], phashes, thumbs, settings, shas)
     protocol, assignment = _protocol(products, given, model_dir, shas, groups)
     labels = [p.category for p in products]
-    queries, index = _sides(products, assignment, given)
+    queries, index = _said_sides(products, assignment, given, unreadable)
     top = Path(catalog_dir).resolve()  # a split catalogue's photos in none of its folders
     unsplit = [p.relative_to(top).as_posix() for p in outside]
     report: dict = {"catalog": str(catalog_dir), "protocol": protocol, "k": k,
@@ -270,6 +271,24 @@ def _enough(products: list[Product], catalog_dir: Path) -> list[Product]:
         raise CatalogError(f"{catalog_dir} needs at least two readable photos with a "
                            "category to evaluate.")
     return products
+
+
+def _said_sides(products: Sequence[Product], assignment: dict[str, str] | None,
+                given: dict[str, str] | None, unreadable: list[dict]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_sides`, whose error names the photos left out when some were (their test
+    split emptied by photos that cannot be read: "the model trained on every one" was
+    false)."""
+    try:
+        return _sides(products, assignment, given)
+    except CatalogError as exc:
+        if not unreadable:
+            raise
+        first = unreadable[0]
+        raise CatalogError(f"{len(unreadable)} photo(s) could not be read and were left out "
+                           f"(the first, {first['product_id']}: "
+                           f"{str(first['reason']).rstrip('.')}); without them, {exc}"
+                           ) from None
 
 
 def _sides(products: Sequence[Product], assignment: dict[str, str] | None,

@@ -107,7 +107,8 @@ def open_store(location: str | Path, *, create: bool = False, token: str = "",
     """
     text = str(location)
     if not text.strip():  # (`--store ""`, an unset variable: the folder the command ran in)
-        raise StoreError("no store named (an empty --store); name its folder or address.")
+        raise StoreError("no store named (an empty store location); name its folder or "
+                         "address.")
     if text.startswith("milvus-lite://"):
         from vitrine.store.milvus_store import MilvusStore
 
