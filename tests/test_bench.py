@@ -174,3 +174,27 @@ def test_the_sweep_names_the_breadth_each_row_ran_with():
     values = [row["nprobe"] for row in ivf["sweep"]]
     assert len(set(values)) == len(values) and max(values) <= lists
     assert ivf["nprobe"] not in values
+
+
+def test_the_index_size_estimate_agrees_with_the_measured_indexes():
+    """`bench --items` refuses a count whose index cannot fit the machine from
+    :func:`bench.index_size`: within 0.5% of what the README's runs measured (HNSW, IVF and
+    flat, 1,280-d and 2,440-d), and 2.8 KB / 5.1 KB per 1,280-d vector as the README says."""
+    from pathlib import Path
+
+    from vitrine import bench
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    for name in ("bench_items_1m.json", "bench_items_1m_trained.json",
+                 "bench_items_1m_ivf.json", "bench_items_100k_flat.json",
+                 "bench_items_100k_hnsw.json"):
+        run = json.loads((results / name).read_text())
+        measured = run.get("search", run)  # (the IVF run's figures sit at the top level)
+        kind = measured["index"].split("-")[0].rstrip("0123456789x")
+        config = bench.IndexConfig.defaults(kind=kind, fp16=measured["index"].endswith("fp16"))
+        assert config.tag(measured["items"]) == measured["index"], name
+        estimate = bench.index_size(config, measured["items"], measured["dim"])
+        assert abs(estimate / measured["index_bytes"] - 1) < 0.005, name
+    per = {kind: bench.index_size(bench.IndexConfig.defaults(kind=kind, fp16=fp16), 1, 1280)
+           for kind, fp16 in (("hnsw", True), ("flat", False))}
+    assert (round(per["hnsw"] / 1000, 1), round(per["flat"] / 1000, 1)) == (2.8, 5.1)

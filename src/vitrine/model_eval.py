@@ -215,8 +215,7 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     products = _enough(readable, catalog_dir)
     # said before the photos are embedded; duplicates (found on the vectors) only move
     # photos to the trained-on side, so the check is repeated below
-    _said_sides(products, _protocol(products, given, model_dir, shas, [])[1], given,
-                unreadable)
+    _sides(products, _protocol(products, given, model_dir, shas, [])[1], given, unreadable)
     vectors, logits, classes, model_info, (phashes, thumbs), failed = _embed(
         products, settings, model_dir, show_progress)
     if failed:
@@ -230,7 +229,7 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     groups = find_groups(products, vectors["pretrained"], phashes, thumbs, settings, shas)
     protocol, assignment = _protocol(products, given, model_dir, shas, groups)
     labels = [p.category for p in products]
-    queries, index = _said_sides(products, assignment, given, unreadable)
+    queries, index = _sides(products, assignment, given, unreadable)
     top = Path(catalog_dir).resolve()  # a split catalogue's photos in none of its folders
     unsplit = [p.relative_to(top).as_posix() for p in outside]
     report: dict = {"catalog": str(catalog_dir), "protocol": protocol, "k": k,
@@ -273,41 +272,32 @@ def _enough(products: list[Product], catalog_dir: Path) -> list[Product]:
     return products
 
 
-def _said_sides(products: Sequence[Product], assignment: dict[str, str] | None,
-                given: dict[str, str] | None, unreadable: list[dict]
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_sides`, whose error names the photos left out when some were (their test
-    split emptied by photos that cannot be read: "the model trained on every one" was
-    false)."""
-    try:
-        return _sides(products, assignment, given)
-    except CatalogError as exc:
-        if not unreadable:
-            raise
-        first = unreadable[0]
-        raise CatalogError(f"{len(unreadable)} photo(s) could not be read and were left out "
-                           f"(the first, {first['product_id']}: "
-                           f"{str(first['reason']).rstrip('.')}); without them, {exc}"
-                           ) from None
-
-
 def _sides(products: Sequence[Product], assignment: dict[str, str] | None,
-           given: dict[str, str] | None) -> tuple[np.ndarray, np.ndarray]:
+           given: dict[str, str] | None, unreadable: Sequence[dict] = ()
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the queries and of the index: every photo for both under leave-one-out
     (``assignment`` None), else the test side queries the rest; either side empty is an
-    error, said for the catalogue's split folders (``given``) or the model's split."""
+    error, said for the catalogue's split folders (``given``) or the model's split, and
+    naming the ``unreadable`` photos left out when there were (a test split they emptied:
+    "the model trained on every one" was false)."""
     if assignment is None:
         return np.arange(len(products)), np.arange(len(products))
     test = np.asarray([assignment[p.product_id] == "test" for p in products])
     if assignment is given and (test.all() or not test.any()):
         empty = "train or val" if test.all() else "test"
-        raise CatalogError(f"the catalogue's split folders have no {empty} photo with a "
-                           "category; nothing to evaluate.")
-    if not test.any():
-        raise CatalogError("the model trained on every one of these photos (or on a copy of "
-                           "it), so none can query it fairly; evaluate it on photos it never "
-                           "saw (its test split).")
-    return np.flatnonzero(test), np.flatnonzero(~test)
+        why = (f"the catalogue's split folders have no {empty} photo with a category; "
+               "nothing to evaluate.")
+    elif not test.any():
+        why = ("the model trained on every one of these photos (or on a copy of it), so none "
+               "can query it fairly; evaluate it on photos it never saw (its test split).")
+    else:
+        return np.flatnonzero(test), np.flatnonzero(~test)
+    if unreadable:
+        first = unreadable[0]
+        why = (f"{len(unreadable)} photo(s) could not be read and were left out (the first, "
+               f"{first['product_id']}: {str(first['reason']).rstrip('.')}); without them, "
+               f"{why}")
+    raise CatalogError(why)
 
 
 def _duplicates_of_queries(queries: np.ndarray, index: np.ndarray,
