@@ -180,18 +180,21 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     return router
 
 
-def folder_names(store: str | Path) -> list[tuple[str, str]]:
-    """(path, name) pairs that hide the store's folder (or Milvus Lite file) in what a client
-    reads, longest path first: the server's paths are no business of an anonymous client's.
-    Worked out once (resolving touches the disk)."""
-    text = str(store)
-    if text.startswith("milvus-lite://"):
-        text = text[len("milvus-lite://"):]
-    elif "://" in text:  # a Milvus server's address names no file of this machine
-        return []
-    folder = Path(text).expanduser().resolve()
-    paths = {str(folder)} | ({text} if "/" in text.rstrip("/") else set())
-    return [(path, folder.name) for path in sorted(paths, key=len, reverse=True)]
+def folder_names(*locations: str | Path | None) -> list[tuple[str, str]]:
+    """(path, name) pairs that hide the store's folder (or Milvus Lite file), and any other
+    folder of ``locations`` (VITRINE_UPLOAD_DIR), in what a client reads, longest path first:
+    the server's paths are no business of an anonymous client's. Worked out once (resolving
+    touches the disk)."""
+    pairs = []
+    for location in locations:
+        text = str(location)
+        if location is None or "://" in text and not text.startswith("milvus-lite://"):
+            continue  # (a Milvus server's address names no file of this machine)
+        text = text.removeprefix("milvus-lite://")
+        folder = Path(text).expanduser().resolve()
+        paths = {str(folder)} | ({text} if "/" in text.rstrip("/") else set())
+        pairs += [(path, folder.name) for path in paths]
+    return sorted(pairs, key=lambda pair: -len(pair[0]))
 
 
 def hide_folders(sentence: str, store: str | Path | list[tuple[str, str]]) -> str:
@@ -204,9 +207,9 @@ def hide_folders(sentence: str, store: str | Path | list[tuple[str, str]]) -> st
 
 def _install_error_handlers(app: FastAPI, settings: Settings,
                             routes: list[routing.BaseRoute], store: str | Path) -> None:
-    hidden = folder_names(store)  # not in the async handler below: resolving reads the disk
-    if settings.upload_dir is not None:  # (its photo that cannot be saved named its path)
-        hidden = sorted(hidden + folder_names(settings.upload_dir), key=lambda pair: -len(pair[0]))
+    # not in the async handler below: resolving reads the disk (the upload folder: its photo
+    # that cannot be saved named its path)
+    hidden = folder_names(store, settings.upload_dir)
 
     def error(request: Request, status: int, sentence: str,
               headers: dict | None = None) -> Response:

@@ -143,9 +143,10 @@ class VitrineService:
         """The store read from: opened again when its database is now another file (the
         store deleted and indexed anew), which the server kept reading while its writes,
         each through a new handle, went to the new one."""
-        if self._store.replaced() and time.monotonic() >= self._follow_after:
+        # (the clock first: while a failed reopen waits its second, no stat per read)
+        if time.monotonic() >= self._follow_after and self._store.replaced():
             with self._store_lock:
-                if self._store.replaced() and time.monotonic() >= self._follow_after:
+                if time.monotonic() >= self._follow_after and self._store.replaced():
                     self._follow_new_database()
         return self._store
 

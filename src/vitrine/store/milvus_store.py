@@ -130,6 +130,7 @@ class MilvusStore:
         for name in (self.meta_collection, self.collection):
             if self.client.has_collection(name):
                 self.client.load_collection(name)  # a reopened collection starts released
+                self._products_made |= name == self.collection  # (upsert need not ask)
 
     # ---- schema ---------------------------------------------------------------------------
     def _create_meta(self) -> None:
