@@ -1084,6 +1084,18 @@ def test_health_fails_when_the_store_is_gone_or_its_database_fails(settings, sma
         refused = client.get("/api/products")
     assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
     assert refused.json()["detail"].startswith("The server is denied a file it needs")
+    real_stat = Path.stat
+
+    def shut(self: Path, *args, **kwargs):  # (root enters any folder: pathlib plays it)
+        if self.name == "vitrine.sqlite":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:  # the folder shut, not gone
+        patch.setattr(Path, "stat", shut)
+        denied = client.get("/healthz")
+    assert denied.status_code == 503 and denied.headers["retry-after"] == "5"
+    assert denied.json()["detail"].startswith("The server is denied a file it needs")
     store.rename(tmp_path / "moved")
     gone = client.get("/healthz")
     assert gone.status_code == 503 and "The store is gone" in gone.json()["detail"]

@@ -91,7 +91,14 @@ class EmbeddedStore:
         return now is not None and now != self._file
 
     def present(self) -> bool:
-        return file_id(self.root / DB_NAME) is not None
+        """(A folder this user may no longer enter raises PermissionError: not gone.)"""
+        try:
+            (self.root / DB_NAME).stat()
+        except PermissionError:
+            raise
+        except OSError:
+            return False
+        return True
 
     # ---- locking and transactions -------------------------------------------------------
     def lock_for_writing(self, wait: float = WRITE_WAIT) -> None:
