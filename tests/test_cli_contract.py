@@ -446,6 +446,21 @@ def test_out_of_range_settings_are_one_sentence(monkeypatch, name, value):
         load_settings()
 
 
+def test_fractions_that_leave_nothing_to_train_on_are_refused_with_the_settings(monkeypatch):
+    """Each fraction within range but the two summing to 1 or more: `train` read every photo
+    (a minute on the demo catalogue), then failed without naming either variable."""
+    from vitrine.config import load_settings
+    from vitrine.errors import VitrineError
+
+    monkeypatch.setenv("VITRINE_TRAIN_VAL_FRACTION", "0.6")
+    monkeypatch.setenv("VITRINE_TRAIN_TEST_FRACTION", "0.4")
+    with pytest.raises(VitrineError, match=r"^setting VITRINE_TRAIN_TEST_FRACTION='0\.4': "
+                                           r"with VITRINE_TRAIN_VAL_FRACTION=0\.6 nothing"):
+        load_settings()
+    monkeypatch.setenv("VITRINE_TRAIN_TEST_FRACTION", "0.39")
+    assert load_settings().train_test_fraction == 0.39
+
+
 def test_an_empty_folder_setting_means_its_default_not_the_current_folder(monkeypatch):
     """``VITRINE_DEMO_STORE=`` wrote a store into whatever folder the command ran from."""
     from vitrine.config import Settings, load_settings
@@ -711,6 +726,13 @@ def test_demo_keeps_its_store_inside_out_unless_told(small_catalog, weights_path
                               env=env, cwd=here, timeout=600)
         assert proc.returncode == 2 and f"{option} is empty" in proc.stderr, proc.stderr
         assert list(here.iterdir()) == []
+    # a VITRINE_DEMO_CATALOG naming no folder: said as the setting's (the user typed no path)
+    proc = subprocess.run([*CLI, "demo", "--no-train", "--no-serve"], capture_output=True,
+                          text=True, env={**env, "VITRINE_DEMO_CATALOG": str(tmp_path / "no")},
+                          cwd=here, timeout=600)
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        f"error: setting VITRINE_DEMO_CATALOG='{tmp_path / 'no'}': no folder there"), proc.stderr
+    assert list(here.iterdir()) == []
 
 
 def test_memory_or_threads_refused_are_one_sentence(capsys, monkeypatch):

@@ -427,10 +427,15 @@ def demo(
                            "to use; pass one of them.")
     if train_model is not None:
         settings = settings.model_copy(update={"demo_train": train_model})
-    catalog = catalog or settings.demo_catalog
     if catalog is None:
-        raise VitrineError("no demo catalogue given; pass --catalog DIR or set "
-                           "VITRINE_DEMO_CATALOG.")
+        catalog = settings.demo_catalog
+        if catalog is None:
+            raise VitrineError("no demo catalogue given; pass --catalog DIR or set "
+                               "VITRINE_DEMO_CATALOG.")
+        if not catalog.is_dir():  # (said as the setting's: the user did not type it here)
+            raise VitrineError(f"setting VITRINE_DEMO_CATALOG={str(catalog)!r}: no folder "
+                               "there; set it to the demo catalogue's folder, or pass "
+                               "--catalog DIR.")
     for name, given in (("--store", store), ("--out", out_dir)):  # (as Path options, "" was
         if given is not None and not given.strip():  # the folder the demo ran in)
             raise VitrineError(f"{name} is empty; name a folder, or leave {name} out for its "

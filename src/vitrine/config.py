@@ -173,6 +173,17 @@ class Settings(BaseSettings):
     def _in_block_order(cls, value: list[int] | None) -> list[int] | None:
         return None if value is None else sorted(set(value))
 
+    @field_validator("train_test_fraction")
+    @classmethod
+    def _leaves_some_to_train(cls, value: float, info) -> float:
+        """Said with the settings, not after every photo was read (vitrine.split checks the
+        same for its callers)."""
+        val = info.data.get("train_val_fraction")
+        if val is not None and val + value >= 1:
+            raise ValueError(f"with VITRINE_TRAIN_VAL_FRACTION={val:g} nothing is left to "
+                             "train on; the two fractions must sum to less than 1")
+        return value
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _list_from_text(cls, value):
