@@ -173,6 +173,29 @@ def test_excel_brazil_export_is_read(tmp_path):
     assert a2.price is None and a2.name == "Relógio Prata"
 
 
+def test_utf8_with_one_stray_byte_is_not_read_as_windows_1252(tmp_path):
+    """One Windows-1252 byte pasted into a UTF-8 table made the whole file Windows-1252: its
+    accented photo paths were 'not found' and their products removed from the store, and
+    after a byte-order mark the id column became 'ï»¿id', so every id changed."""
+    photo(tmp_path / "relógio" / "1.jpg")
+    photo(tmp_path / "bolsa" / "b1.jpg")
+    table = tmp_path / "products.csv"
+    good = "id,image,name\nR1,relógio/1.jpg,Relógio dourado\nB1,bolsa/b1.jpg,Bolsa\n"
+    for mark in (b"", b"\xef\xbb\xbf"):
+        table.write_bytes(mark + good.encode() + "B2,bolsa/b1.jpg,Bolsa café\n".encode("cp1252"))
+        with pytest.raises(CatalogError, match=r"products\.csv line 4: byte 0xe9 is not UTF-8, "
+                                               r"while the rest of the file is"):
+            read_catalog(tmp_path)
+        table.write_bytes(mark + good.encode())
+        assert {p.product_id for p in read_catalog(tmp_path)} == {"R1", "B1"}
+    # a Windows-1252 table is still read as one, even with a pair of its characters that
+    # UTF-8 would take as one ("é®")
+    table.write_bytes(good.replace("relógio/", "relógio\\").encode("cp1252")
+                      + "B2,bolsa/b1.jpg,Bolsa café® e pão\n".encode("cp1252"))
+    products = {p.product_id: p for p in read_catalog(tmp_path)}
+    assert products["R1"].name == "Relógio dourado" and products["B2"].name.endswith("pão")
+
+
 def test_every_problem_of_the_table_is_named_with_its_line(tmp_path):
     photo(tmp_path / "a" / "1.jpg")
     (tmp_path / "products.csv").write_text(

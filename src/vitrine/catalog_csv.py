@@ -68,10 +68,16 @@ _CANONICAL = {column_key(alias): name for name, aliases in COLUMN_ALIASES.items(
               for alias in aliases}
 
 
+_UTF8_ACCENT = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|"
+                         rb"[\xf0-\xf4][\x80-\xbf]{3}")
+"""A character UTF-8 writes in several bytes."""
+
+
 def decode(path: Path) -> str:
     """The file's text: UTF-16 when it starts with its byte-order mark (Excel's "Unicode
     text"), else UTF-8 (with or without a byte-order mark), else Windows-1252 (what Excel
-    writes as plain 'CSV' on Windows)."""
+    writes as plain 'CSV' on Windows); UTF-8 with a byte that is not is an error naming its
+    line."""
     data = path.read_bytes()
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         try:
@@ -80,9 +86,16 @@ def decode(path: Path) -> str:
             raise CatalogError(f"{path} is not valid UTF-16 text; save it as 'CSV UTF-8'."
                                ) from None
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        # mostly UTF-8 (its byte-order mark, or more of its accents than bad bytes) with a
+        # stray byte: read as Windows-1252, every accent and, after a mark, every id changed
+        wrong = data.decode("utf-8", "replace").count("\ufffd")
+        if data.startswith(b"\xef\xbb\xbf") or len(_UTF8_ACCENT.findall(data)) >= wrong:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise CatalogError(f"{path} line {line}: byte {data[exc.start]:#04x} is not "
+                               "UTF-8, while the rest of the file is; correct that character "
+                               "or save the file as 'CSV UTF-8' again.") from None
     try:
         return data.decode("cp1252")
     except UnicodeDecodeError:
