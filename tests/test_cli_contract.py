@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -219,6 +220,18 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     assert len(answer["results"]) == 5 and answer["error"].startswith("cannot write the figure")
     dotted = run("similar", "--store", store, "--plot", tmp_path / "dot.", pid, env_extra=env)
     assert (tmp_path / "dot.png").is_file() and "dot..png" not in dotted.stdout
+    # a pipe or a device (/dev/null, /dev/stdout) takes the figures as they are: it became
+    # /dev/null.png, a file made in /dev
+    pipe, got = tmp_path / "pipe", []
+    os.mkfifo(pipe)
+    reader = threading.Thread(target=lambda: got.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    piped = run("search", "--store", store, "--plot", pipe, good, env_extra=env, check=False)
+    reader.join(60)
+    if reader.is_alive():  # nothing was written there: let the reader go
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+    assert piped.returncode == 0 and f"Figure saved to {pipe}\n" in piped.stdout, piped.stderr
+    assert got[0].startswith(b"\x89PNG") and not list(tmp_path.glob("pipe*.png"))
     # a figure over a photo to search (the second query then searched the first's figure),
     # or into the store's catalogue (it replaced a product's photo, embedded by the next
     # index): refused before any work, every photo as it was

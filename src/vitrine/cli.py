@@ -27,6 +27,7 @@ from vitrine.cli_support import (
     open_recommender,
     out,
     plot_path,
+    plot_targets,
     print_json,
     run_app,
     save_plot,
@@ -120,8 +121,7 @@ def search(
     plot = plot_path(plot)
     rec = open_recommender(store, weights, model)
     category = check_category(rec, category)
-    targets = [None] * len(images) if plot is None else [plot] if len(images) == 1 else [
-        plot.with_name(f"{plot.stem}-{i}{plot.suffix}") for i in range(len(images))]
+    targets = plot_targets(plot, len(images))
     check_plot_targets([t for t in targets if t is not None], images, rec)
     failed = 0
     for image, target in zip(images, targets, strict=True):

@@ -128,11 +128,28 @@ def plot_path(plot: Path | None) -> Path | None:
         return None
     if plot.is_dir():
         raise VitrineError(f"--plot {plot} is a folder; name a file such as {plot}/fig.png.")
+    if _stream(plot):  # /dev/null, /dev/stdout, a named pipe: written there, as PNG
+        return plot
     if not plot.suffix:  # "fig" or "fig." → fig.png
         return plot.with_name(plot.name.rstrip(".") + ".png")
     if plot.suffix.lower() not in PLOT_SUFFIXES:
         raise VitrineError(f"--plot {plot}: use a file ending in {', '.join(PLOT_SUFFIXES)}.")
     return plot
+
+
+def _stream(path: Path) -> bool:
+    """Whether ``path`` is there but is neither a file nor a folder (a device, a pipe)."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def plot_targets(plot: Path | None, count: int) -> list[Path | None]:
+    """Where the figures of ``count`` queries go: ``plot`` itself for one, else numbered
+    files beside it (``fig-0.png``, ``fig-1.png``, …); a device or a pipe takes them all."""
+    if plot is None:
+        return [None] * count
+    if count == 1 or _stream(plot):
+        return [plot] * count
+    return [plot.with_name(f"{plot.stem}-{i}{plot.suffix}") for i in range(count)]
 
 
 def check_plot_targets(targets: list[Path], photos: list[Path], rec) -> None:

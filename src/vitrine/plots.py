@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import logging
 import textwrap
 import warnings
@@ -134,11 +135,15 @@ def _save(fig, out: Path) -> Path:
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        figure = io.BytesIO()  # then written at once: a pipe (/dev/stdout) cannot seek
         # the bounding box grows to hold every title: a 4-line one reached the edge
-        fig.savefig(out, dpi=110, bbox_inches="tight", pad_inches=0.1)
+        # (the format said: matplotlib adds ".png" to a name without a suffix, /dev/null)
+        fig.savefig(figure, format=out.suffix[1:].lower() or "png", dpi=110,
+                    bbox_inches="tight", pad_inches=0.1)
+        out.write_bytes(figure.getbuffer())
     except OSError as exc:
         why = "a file is in the way of its folder" if isinstance(
-            exc, FileExistsError | NotADirectoryError) else exc.strerror
+            exc, FileExistsError | NotADirectoryError) else exc.strerror or exc
         raise VitrineError(f"cannot write the figure {out} ({why}).") from None
     finally:
         plt.close(fig)
