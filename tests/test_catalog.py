@@ -272,7 +272,7 @@ def store_and_model_inside(catalog: Path) -> None:
     photo(catalog / "loja" / "uploads" / "ab12.jpg")
     (catalog / "loja" / "vitrine.sqlite").write_bytes(b"")
     photo(catalog / "modelo" / "history.png")
-    (catalog / "modelo" / "model.json").write_text("{}")
+    (catalog / "modelo" / "model.json").write_text('{"format": "vitrine-trained-model/1"}')
 
 
 def test_store_and_model_folders_are_not_catalogue_photos(tmp_path):
@@ -286,6 +286,22 @@ def test_store_and_model_folders_are_not_catalogue_photos(tmp_path):
     ids = [p.product_id for p in read_catalog(tmp_path / "cat")]
     # the broken link is listed, so index skips it with "file not found" instead of silence
     assert ids == ["bolsas/1.jpg", "bolsas/gone.jpg", "tenis/2.png"]
+
+
+def test_another_tools_model_json_leaves_its_folder_in_the_catalogue(tmp_path):
+    """A product's specification saved as model.json in a category folder made the scan
+    take that folder for a Vitrine model: all its photos were left out without a word (and
+    index removed their products). A model folder is known by its format or its weights."""
+    store_and_model_inside(tmp_path)
+    photo(tmp_path / "specs" / "1.jpg")
+    (tmp_path / "specs" / "model.json").write_text('{"name": "spring model", "format": "A4"}')
+    photo(tmp_path / "tfjs" / "2.jpg")
+    (tmp_path / "tfjs" / "model.json").write_text("[not json")
+    photo(tmp_path / "older" / "3.jpg")  # a model whose model.json is damaged: its weights
+    (tmp_path / "older" / "model.json").write_text("")
+    (tmp_path / "older" / "model.pt").write_bytes(b"weights")
+    (tmp_path / "products.csv").write_text("id,image\ns1,specs/1.jpg\nt2,tfjs/2.jpg\n")
+    assert [p.product_id for p in read_catalog(tmp_path)] == ["bolsas/1.jpg", "s1", "t2"]
 
 
 def test_a_table_row_cannot_name_a_photo_in_a_store_or_model_folder(tmp_path):

@@ -168,9 +168,31 @@ def _category_of(rel: Path, depth: int = 0) -> str:
     return category_form(rel.parts[depth]) if len(rel.parts) > depth + 1 else ""
 
 
-STORE_MARKERS = ("vitrine.sqlite", "model.json")
-"""A folder holding one of these is a Vitrine store or model, never catalogue photos (a store
-kept inside the catalogue would otherwise index its own uploads, a model its figures)."""
+STORE_FILE = "vitrine.sqlite"
+"""The database a Vitrine store folder holds (vitrine.store.sqlite_db.DB_NAME)."""
+MODEL_CONFIG, MODEL_WEIGHTS = "model.json", "model.pt"
+"""The files of a Vitrine model folder (vitrine.trained)."""
+MODEL_FORMAT = "vitrine-trained-model/"
+"""How a model's ``model.json`` starts its ``format`` (then its version)."""
+
+
+def is_model_config(path: Path) -> bool:
+    """Whether ``path`` is a Vitrine model's ``model.json`` (another tool's, TensorFlow.js's
+    or a product's specification, is not one)."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and str(config.get("format", "")).startswith(MODEL_FORMAT)
+
+
+def holds_vitrine(folder: Path, names) -> bool:
+    """Whether ``folder``, holding the files ``names``, is a Vitrine store or model: never
+    catalogue photos (a store kept inside the catalogue would otherwise index its own
+    uploads, a model its figures). A ``model.json`` of another tool's is not a model's: its
+    folder's photos are the catalogue's (they were left out without a word)."""
+    return STORE_FILE in names or MODEL_CONFIG in names and (
+        MODEL_WEIGHTS in names or is_model_config(folder / MODEL_CONFIG))
 UPLOADS = "uploads"
 """The folder of a store that holds photos added through the API (vitrine.store.UPLOADS_DIR)."""
 UPLOAD_NAME = re.compile(r"[0-9a-f]{64}\.[a-z]{2,4}")
@@ -181,12 +203,13 @@ def vitrine_folder(root: Path, photo: Path, known: dict[Path, bool]) -> Path | N
     """The Vitrine store or model folder below ``root`` that holds ``photo`` (what
     :func:`scan_images` skips; the root's own ``uploads`` when the root is a store), or None.
     ``known`` remembers the folders already looked at."""
-    if photo.parent == root / UPLOADS and (root / STORE_MARKERS[0]).exists():
+    if photo.parent == root / UPLOADS and (root / STORE_FILE).exists():
         return photo.parent
     folder = photo.parent
     while folder != root and folder.is_relative_to(root):
         if folder not in known:
-            known[folder] = any((folder / m).exists() for m in STORE_MARKERS)
+            known[folder] = holds_vitrine(folder, {
+                m for m in (STORE_FILE, MODEL_CONFIG, MODEL_WEIGHTS) if (folder / m).exists()})
         if known[folder]:
             return folder
         folder = folder.parent
@@ -237,7 +260,7 @@ def scan_images(root: Path, skip: Iterable[str] = (),
             dirs[:] = []
             continue
         if (info.st_dev, info.st_ino) in seen or (
-                folder != str(root) and any(m in files for m in STORE_MARKERS)):
+                folder != str(root) and holds_vitrine(Path(folder), files)):
             dirs[:] = []
             continue
         seen.add((info.st_dev, info.st_ino))
@@ -248,7 +271,7 @@ def scan_images(root: Path, skip: Iterable[str] = (),
             os.path.islink(os.path.join(folder, d))
             and Path(folder, d).resolve().is_relative_to(real_root))
             and not (folder == str(root) and (d in skip or d == UPLOADS
-                                              and STORE_MARKERS[0] in files)))
+                                              and STORE_FILE in files)))
         for name in files:
             path = Path(folder, name)
             if not name.startswith(".") and is_image_path(path) and (

@@ -19,15 +19,16 @@ from pathlib import Path
 
 import torch
 
+from vitrine.catalog import MODEL_CONFIG, MODEL_FORMAT, MODEL_WEIGHTS, is_model_config
 from vitrine.config import EMBEDDING_LAYERS
 from vitrine.errors import VitrineError, WeightsError
 from vitrine.images import Preprocessing
 from vitrine.models import BackboneSpec, get_spec, state_hash
 from vitrine.trained_net import TrainedEmbeddingNet, TrainedNet, build_trained_net, layer_dim
 
-MODEL_FILE = "model.pt"
-CONFIG_FILE = "model.json"
-FORMAT = "vitrine-trained-model/1"
+MODEL_FILE = MODEL_WEIGHTS
+CONFIG_FILE = MODEL_CONFIG
+FORMAT = MODEL_FORMAT + "1"
 STAGE_MARK = ".vitrine-stage"
 """The file that marks a hidden folder beside --out as a training run's stage."""
 STAGE_SCRATCH = ".scratch"
@@ -124,7 +125,8 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
         if not out_dir.is_dir():
             raise VitrineError(f"--out {out_dir} is a file; name a folder for the model.")
         left = set(stale(out_dir))
-        if any(p not in left for p in out_dir.iterdir()) and not _is_model_dir(out_dir):
+        if any(p not in left for p in out_dir.iterdir()) and not is_model_config(
+                out_dir / CONFIG_FILE):
             raise VitrineError(f"--out {out_dir} holds other files; name a new or empty "
                                "folder, or a model folder to replace.")
         if not os.access(out_dir, os.W_OK | os.X_OK):
@@ -170,17 +172,6 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
         raise
     finally:
         os.close(lock)
-
-
-def _is_model_dir(folder: Path) -> bool:
-    """``folder`` holds a Vitrine model (another tool's ``model.json``, TensorFlow.js's, is
-    not one: its files are not ours to replace)."""
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and str(config.get("format", "")).startswith(
-        FORMAT.split("/")[0] + "/")
 
 
 def _lock_model_dir(out_dir: Path) -> int:
