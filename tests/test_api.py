@@ -95,6 +95,29 @@ def test_health_docs_and_security_headers(client):
             "/images/{product_id}"} <= set(paths)
     assert set(paths["/api/products"]) == {"get", "post"}
     assert "delete" in paths["/api/products/{product_id}"]
+    # what a client generator reads: every error a {"detail": sentence} (a 422 was said to
+    # be a list of validation errors), each route's statuses, and the writes' key as bearer
+    # authentication (a header parameter named Authorization, which OpenAPI ignores)
+    spec = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    assert spec["components"]["schemas"]["ErrorOut"]["required"] == ["detail"]
+    assert spec["components"]["securitySchemes"] == {
+        "HTTPBearer": {"type": "http", "scheme": "bearer",
+                       "description": "The server's VITRINE_API_KEY."}}
+    for path, method, statuses in (("/api/products", "get", {"200", "422", "503"}),
+                                   ("/api/products", "post", {"200", "201", "400", "401",
+                                                              "403", "409", "413", "422", "503"}),
+                                   ("/api/products/{product_id}", "delete",
+                                    {"204", "401", "403", "404", "409", "422", "503"}),
+                                   ("/api/search", "post", {"200", "400", "413", "422", "503"}),
+                                   ("/healthz", "get", {"200", "503"})):
+        operation = spec["paths"][path][method]
+        assert set(operation["responses"]) == statuses, (path, method)
+        assert ("security" in operation) == (method in ("post", "delete") and "products" in path)
+        assert all("parameters" not in operation or p["name"].lower() != "authorization"
+                   for p in operation.get("parameters", []))
+    assert spec["paths"]["/api/products"]["post"]["responses"]["200"]["content"][
+        "application/json"]["schema"] == {"$ref": "#/components/schemas/ProductOut"}
 
 
 def test_405_names_every_method_of_the_address_and_head_answers_like_get(writable, rows):
@@ -118,6 +141,19 @@ def test_405_names_every_method_of_the_address_and_head_answers_like_get(writabl
         "GET", "HEAD", "POST"}
     assert set(client.put(f"/api/products/{pid}").headers["allow"].split(", ")) == {
         "GET", "HEAD", "PATCH", "DELETE"}
+    # without a key, a method or an address that no key makes work gets its 405 or 404,
+    # not a 401 asking for the key (every POST, PATCH or DELETE under /api/products did)
+    for method, path, status in (("POST", f"/api/products/{pid}", 405),
+                                 ("DELETE", "/api/products", 405),
+                                 ("PATCH", "/api/products", 405),
+                                 ("POST", f"/api/products/{pid}/similar", 405),
+                                 ("POST", "/api/productsX", 404),
+                                 ("DELETE", "/api/products-old/1", 404)):
+        answer = client.request(method, path)
+        assert answer.status_code == status, (method, path, answer.json())
+    for method, path in (("POST", "/api/products"), ("PATCH", f"/api/products/{pid}"),
+                         ("DELETE", f"/api/products/{pid}")):
+        assert client.request(method, path).status_code == 401, (method, path)
     static = client.put("/static/app.js")  # a mount: Starlette's own Allow stands
     assert static.status_code == 405 and static.headers["allow"] == "GET, HEAD"
     page = client.put("/search", headers={"Accept": "text/html"})  # the error page says it too

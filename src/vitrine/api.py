@@ -17,12 +17,23 @@ from stat import S_ISREG
 from typing import Annotated, BinaryIO, Literal
 
 import anyio
-from fastapi import APIRouter, FastAPI, File, Form, Header, HTTPException, Query, Request
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    HTTPException,
+    Query,
+    Request,
+    Security,
+)
 from fastapi import UploadFile as Upload
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette import routing
 from starlette.datastructures import FormData, Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -31,6 +42,7 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from vitrine import __version__
 from vitrine.api_models import (
     CategoryGuessOut,
+    ErrorOut,
     Health,
     ProductEdit,
     ProductOut,
@@ -74,9 +86,34 @@ CategoryParam = Annotated[str | None, Query(max_length=200,
 ImageParam = Annotated[Upload, File(description="The photo (JPEG, PNG, WebP, GIF, BMP, TIFF).")]
 
 
+def errors(*statuses: int) -> dict:
+    """The OpenAPI answers of ``statuses``, each an :class:`ErrorOut` sentence."""
+    return {status: {"model": ErrorOut, "description": ERRORS[status]} for status in statuses}
+
+
+ERRORS = {
+    400: "The photo cannot be read (corrupt, or not an image), or the form is malformed.",
+    401: "The 'Authorization: Bearer <key>' header is missing or wrong.",
+    403: "Changing the catalogue is disabled on this server (no VITRINE_API_KEY).",
+    404: "No such product, or no photo of it.",
+    409: "The store refused the change (its folder gone, its disk full); nothing changed.",
+    413: "The upload is larger than VITRINE_MAX_UPLOAD_BYTES.",
+    422: "A parameter or field is missing, of the wrong type or out of range.",
+    503: "The server cannot answer right now (stopping, short of memory, its store "
+         "unreadable); try again after Retry-After seconds."}
+"""What each error status means (the body is always ``{"detail": sentence}``)."""
+WRITE_ERRORS = errors(401, 403, 409)
+BEARER = HTTPBearer(auto_error=False, description="The server's VITRINE_API_KEY.")
+
+
 def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
-    router = APIRouter(prefix="/api", tags=["api"])
+    router = APIRouter(prefix="/api", tags=["api"], responses=errors(422, 503))
     limit = settings.max_upload_bytes
+
+    def writer(key: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]) -> None:
+        """The API key of a write (WriteGuard checked it before the body; this declares it
+        to OpenAPI, as bearer authentication a client generator and /docs know)."""
+        guards.check_api_key(settings.api_key, key and f"{key.scheme} {key.credentials}")
 
     @router.get("/products", response_model=ProductPage)
     def list_products(category: CategoryParam = None,
@@ -89,17 +126,19 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         return ProductPage(products=[product_out(p) for p in found], limit=limit,
                            offset=offset, has_more=more)
 
-    @router.get("/products/{product_id:path}" + SIMILAR_SUFFIX, response_model=SimilarOut)
+    @router.get("/products/{product_id:path}" + SIMILAR_SUFFIX, response_model=SimilarOut,
+                responses=errors(404))
     def similar(product_id: str, k: KParam = 5, category: CategoryParam = None) -> SimilarOut:
         """The ``k`` products most similar to a stored product (itself excluded)."""
         product, matches = service.similar(product_id, k, category)
         return SimilarOut(product=product_out(product), results=[result_out(m) for m in matches])
 
-    @router.get("/products/{product_id:path}", response_model=ProductOut)
+    @router.get("/products/{product_id:path}", response_model=ProductOut,
+                responses=errors(404))
     def get_product(product_id: str) -> ProductOut:
         return product_out(service.product(product_id))
 
-    @router.post("/search", response_model=SearchOut)
+    @router.post("/search", response_model=SearchOut, responses=errors(400, 413))
     def search(image: ImageParam, response: Response, k: KParam = 5,
                category: CategoryParam = None,
                category_field: Annotated[str | None, Form(
@@ -120,7 +159,10 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                          predicted_category=guess and CategoryGuessOut(**guess.as_dict()))
 
     @router.post("/products", response_model=ProductOut, status_code=201,
-                 responses={200: {"description": "An existing product was replaced."}})
+                 dependencies=[Depends(writer)], responses={
+                     200: {"model": ProductOut,
+                           "description": "An existing product was replaced."},
+                     **errors(400, 413), **WRITE_ERRORS})
     def add_product(
         image: ImageParam,
         response: Response,
@@ -130,11 +172,9 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         price: Annotated[str, Form(max_length=40, description="e.g. 129.90 or "
                                                                "'R$ 1.299,90'")] = "",
         description: Annotated[str, Form(max_length=5000)] = "",
-        authorization: Annotated[str | None, Header()] = None,
     ) -> ProductOut:
         """Add a product with its photo, or replace the product with the same id
         (201 when new, 200 when replaced). Needs ``Authorization: Bearer <key>``."""
-        guards.check_api_key(settings.api_key, authorization)
         problem = id_problem(product_id)
         if problem:
             raise HTTPException(422, f"Invalid form field 'product_id': {problem}.")
@@ -147,14 +187,13 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         response.status_code = 201 if created else 200
         return product_out(stored)
 
-    @router.patch("/products/{product_id:path}", response_model=ProductOut)
-    def edit_product(product_id: str, edit: ProductEdit,
-                     authorization: Annotated[str | None, Header()] = None) -> ProductOut:
+    @router.patch("/products/{product_id:path}", response_model=ProductOut,
+                  dependencies=[Depends(writer)], responses={**errors(404), **WRITE_ERRORS})
+    def edit_product(product_id: str, edit: ProductEdit) -> ProductOut:
         """Change a product's name, category, price or description; its photo and its
         similar products stay (no forward pass). A product from the catalogue table gets the
         table's values back at the next ``vitrine index``. Needs ``Authorization: Bearer
         <key>``."""
-        guards.check_api_key(settings.api_key, authorization)
         changes = {name: getattr(edit, name) for name in edit.model_fields_set}
         if not changes:
             raise HTTPException(422, "Send at least one of name, category, price and "
@@ -169,11 +208,10 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                 raise HTTPException(422, f"Invalid field 'price': {exc}") from None
         return product_out(service.edit_product(product_id, changes))
 
-    @router.delete("/products/{product_id:path}", status_code=204)
-    def delete_product(product_id: str,
-                       authorization: Annotated[str | None, Header()] = None) -> Response:
+    @router.delete("/products/{product_id:path}", status_code=204,
+                   dependencies=[Depends(writer)], responses={**errors(404), **WRITE_ERRORS})
+    def delete_product(product_id: str) -> Response:
         """Remove a product. Needs ``Authorization: Bearer <key>``."""
-        guards.check_api_key(settings.api_key, authorization)
         service.delete_product(product_id)
         return Response(status_code=204)
 
@@ -371,7 +409,7 @@ def create_app(settings: Settings, store: str | Path, *,
                   description="Visually similar products from product photos.",
                   redirect_slashes=False)  # (its redirects named the Host header's site)
 
-    @app.get("/healthz", response_model=Health, tags=["health"])
+    @app.get("/healthz", response_model=Health, tags=["health"], responses=errors(503))
     def healthz() -> Health:
         """Healthy while the store can be read: its folder deleted or moved away (the server
         reads the open file still, and no write can succeed) or its database failing (see
@@ -390,7 +428,8 @@ def create_app(settings: Settings, store: str | Path, *,
         return thumbnail_jpeg(Path(path), VIEW_SIDE, settings.max_image_pixels)
 
     @app.get("/images/{product_id:path}", tags=["images"],
-             response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
+             response_class=FileResponse, responses={200: {"content": {"image/*": {}}},
+                                                     **errors(404, 422, 503)})
     def product_image(product_id: str, request: Request,
                       size: Annotated[Literal["card"] | None, Query(
                           description="'card': a copy at most 448 px on a side (JPEG), "

@@ -79,6 +79,11 @@ class ProductEdit(BaseModel):
     description: str = Field(None, max_length=5000)
 
 
+class ErrorOut(BaseModel):
+    """Every error's body: one sentence (a 422 too, not a list of validation errors)."""
+    detail: str
+
+
 class Health(BaseModel):
     status: str
     products: int

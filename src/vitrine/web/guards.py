@@ -136,9 +136,20 @@ class Stopping:
             await response(scope, receive, send)
 
 
+def is_write(method: str, path: str) -> bool:
+    """Whether a request is one of the API's writes: a POST to ``/api/products``, a PATCH
+    or DELETE of a product. Another method or address is not asked for a key: it gets its
+    404 or its 405 with ``Allow`` (a 401 told a client to authenticate for what no key
+    makes work)."""
+    if method == "POST":
+        return path == "/api/products"
+    return method in ("PATCH", "DELETE") and path.startswith("/api/products/") and (
+        path != "/api/products/")
+
+
 class WriteGuard:
-    """Check the API key of the requests that change the catalogue (POST, PATCH and DELETE under
-    ``/api/products``) before any of their body is read: a stranger's 10 MB upload is refused
+    """Check the API key of the requests that change the catalogue (:func:`is_write`) before
+    any of their body is read: a stranger's 10 MB upload is refused
     from its headers (401/403), not received and then refused. The endpoints check again."""
 
     def __init__(self, app: ASGIApp, api_key: str | None):
@@ -146,8 +157,7 @@ class WriteGuard:
         self.api_key = api_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and scope["method"] in ("POST", "PATCH", "DELETE")
-                and scope["path"].startswith("/api/products")):
+        if scope["type"] == "http" and is_write(scope["method"], scope["path"]):
             try:
                 check_api_key(self.api_key, Headers(scope=scope).get("authorization"))
             except HTTPException as exc:
