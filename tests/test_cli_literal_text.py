@@ -86,6 +86,27 @@ def test_shared_tables_are_literal_on_any_console():
         assert literal in text
 
 
+def test_index_and_results_say_names_with_control_characters_escaped():
+    """A photo named with an escape sequence (or a line break), and a product name holding
+    one, reached the terminal as they were: the skipped line and the results' title could
+    recolour or rewrite the terminal, or read as two lines."""
+    from rich.console import Console
+
+    from vitrine.display import index_lines, results_table
+    from vitrine.indexer import IndexReport
+
+    report = IndexReport(skipped=[{"path": "cat/a\x1b[31mRED\x1b[0m.jpg",
+                                   "reason": "not a recognised image"}],
+                         duplicates=[["p\n1", "p2"]])
+    lines = index_lines(report, 10_000, "st\r")
+    assert lines[0].endswith("→ st\\r")
+    assert "  skipped cat/a\\x1b[31mRED\\x1b[0m.jpg: not a recognised image" in lines
+    assert "  p\\n1  ≈  p2" in lines
+    console = Console(record=True, width=200, force_terminal=True)
+    console.print(results_table("Similar to A (Promo\x1b[2J\nnew)", []))
+    assert "Similar to A (Promo\\x1b[2J\\nnew)" in console.export_text()
+
+
 def test_info_gives_each_category_one_line():
     """A product table's category may hold a line break (index keeps it): `info` printed it
     over two lines, the second read as a category of its own."""

@@ -32,7 +32,7 @@ def plain(value: object, style: str = "") -> Text:
 
 def results_table(title: str, matches: list[Match]) -> Table:
     """Ranked matches; ``title`` is shown literally (it names the query)."""
-    table = Table(title=plain(title, "table.title"), title_justify="left")
+    table = Table(title=plain(one_line(title), "table.title"), title_justify="left")
     for col in ("#", "score", "product_id", "category", "name", "price"):
         table.add_column(col, overflow="fold")
     for rank, m in enumerate(matches, 1):
@@ -48,7 +48,7 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
     from vitrine.catalog import recategorised_note
 
     lines = [f"Indexed {report.indexed}, updated {report.updated}, removed {report.removed}, "
-             f"unchanged {report.unchanged} in {report.seconds:.1f} s → {store}"]
+             f"unchanged {report.unchanged} in {report.seconds:.1f} s → {one_line(store)}"]
     if report.unlisted:
         lines.append(f"{report.unlisted} photos are not listed in the catalogue's product "
                      "table: indexed as products named after their files, without price (add "
@@ -58,7 +58,7 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
     if report.uploaded:
         lines.append(f"Left as they are: {report.uploaded} products added or replaced through "
                      "the API (delete them there to hand their ids back to the catalogue).")
-    lines += [f"  skipped {skip['path']}: {skip['reason']}" for skip in report.skipped]
+    lines += [f"  skipped {one_line(skip['path'])}: {skip['reason']}" for skip in report.skipped]
     if not report.duplicates_searched:
         lines.append("Duplicates not searched: " + (
             "VITRINE_DUP_MAX_PRODUCTS is 0." if not dup_max_products else
@@ -66,7 +66,7 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
             "products (raise it to search a store this size)."))
     if report.duplicates:
         lines.append(f"{len(report.duplicates)} duplicate groups:")
-        lines += ["  " + "  ≈  ".join(group) for group in report.duplicates]
+        lines += ["  " + "  ≈  ".join(map(one_line, group)) for group in report.duplicates]
     return lines
 
 
