@@ -705,11 +705,11 @@ def test_migrate_again_says_what_the_source_no_longer_holds_and_prune_removes_it
     # a copy refused before anything is written leaves no empty store where there was none
     empty = open_store(tmp_path / "empty", create=True)
     empty.close()
-    for target in (tmp_path / "new", tmp_path / "new.db"):
+    for target in (tmp_path / "new", tmp_path / "new.db", tmp_path / "a" / "b" / "new"):
         where = f"milvus-lite://{target}" if target.suffix == ".db" else target
         refused = run("migrate", tmp_path / "empty", where, check=False)
         assert refused.returncode == 2 and "is empty" in refused.stderr, refused.stderr
-        assert not target.exists()
+        assert not target.exists() and not (tmp_path / "a").exists()  # nor the folders made
 
 
 def test_demo_keeps_its_store_inside_out_unless_told(small_catalog, weights_path, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -299,6 +300,28 @@ def test_missing_store_and_writer_lock(tmp_path, store):
     with pytest.raises(StoreError, match=r"another process is writing .* \(waited 0.2 s\)"):
         other.lock_for_writing(wait=0.2)
     other.close()
+
+
+def test_a_writer_whose_store_was_removed_while_it_waited_is_refused(tmp_path):
+    """A `migrate` refused before writing removes the store it made; another one that had
+    opened it meanwhile waited for the lock, then wrote into files no folder held any more
+    and reported success."""
+    import fcntl
+    import threading
+
+    open_store(tmp_path / "s", create=True).close()
+    waiting = open_store(tmp_path / "s")
+    held = open(tmp_path / "s" / "write.lock", "a")  # noqa: SIM115 - the maker's lock
+
+    def made_then_removed() -> None:
+        shutil.rmtree(tmp_path / "s")
+        held.close()
+
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    threading.Timer(0.3, made_then_removed).start()
+    with pytest.raises(StoreError, match=r"/s was removed while this process waited"):
+        waiting.lock_for_writing(wait=10)
+    waiting.close()
 
 
 def test_a_writer_waits_for_another_process_short_write(tmp_path):

@@ -3,6 +3,7 @@ sentence on stderr and exit with status 2."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -275,7 +276,7 @@ def migrate(
                            "store; name another target.")
     settings = load_settings()
     src = store_for(source, settings)
-    new = new_store_path(target)  # (None: there already, or a Milvus server)
+    new = new_store_path(target)  # (none: there already, or a Milvus server)
     try:
         dst = store_for(target, settings, create=True)
     except BaseException:
@@ -290,11 +291,15 @@ def migrate(
                              show_progress=not as_json)
     finally:
         src.close()
-        # a copy refused before anything was written leaves no empty store behind
-        unwritten = done is None and new is not None and _unwritten(dst)
+        # a copy refused before anything was written leaves no empty store behind, nor the
+        # folders made for it (removed under its writer lock: not while another `migrate`
+        # fills it)
+        if done is None and new and _unwritten(dst):
+            shutil.rmtree(new[0], ignore_errors=True)
+            for folder in new[1:]:
+                with contextlib.suppress(OSError):  # (another process's files there now)
+                    folder.rmdir()
         dst.close()
-        if unwritten:
-            shutil.rmtree(new, ignore_errors=True)
     if as_json:
         print_json({"copied": done.copied, "not_in_source": len(done.not_in_source),
                     "removed": done.removed, "changed_meanwhile": done.changed_meanwhile,
@@ -305,8 +310,14 @@ def migrate(
 
 
 def _unwritten(store) -> bool:
-    """Whether nothing was written into ``store`` (no model recorded: no product either)."""
+    """Whether nothing was written into ``store`` (no model recorded: no product either),
+    and no other process is writing to it: an embedded store's writer lock is taken (kept
+    until it is closed), or this is False."""
+    from vitrine.store import EmbeddedStore
+
     try:
+        if isinstance(store, EmbeddedStore):
+            store.lock_for_writing(wait=0)
         return store.manifest() is None
     except Exception:  # noqa: BLE001 (unreadable: left as it is)
         return False

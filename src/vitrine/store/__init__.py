@@ -138,11 +138,19 @@ def _local_path(location: str | Path) -> tuple[str, Path] | None:
             Path(os.path.expanduser(text[len("milvus-lite://"):] if lite else text)))
 
 
-def new_store_path(location: str | Path) -> Path | None:
-    """The folder a store at ``location`` (embedded, or a Milvus Lite file) would be made as,
-    when nothing is there yet; None where something is, and for a Milvus server."""
+def new_store_path(location: str | Path) -> list[Path]:
+    """The folders a store at ``location`` (embedded, or a Milvus Lite file: a folder too)
+    would be made as, itself first, then each folder above it that is not there yet; none
+    where something is, and for a Milvus server."""
     local = _local_path(location)
-    return None if local is None or os.path.lexists(local[1]) else local[1]
+    if local is None:
+        return []
+    made = []
+    for folder in (local[1], *local[1].absolute().parents):
+        if os.path.lexists(folder):
+            break
+        made.append(folder)
+    return made
 
 
 def store_identity(location: str | Path) -> tuple[str, ...]:

@@ -44,6 +44,11 @@ def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
                 raise StoreError(f"another process is writing to the store {root} "
                                  f"(waited {wait:g} s).") from None
             time.sleep(LOCK_POLL)
+    if os.fstat(fh.fileno()).st_nlink == 0:  # the folder removed while this one waited (a
+        # `migrate` that made it, then was refused): its writes would go nowhere, with success
+        fh.close()
+        raise StoreError(f"the store {root} was removed while this process waited to write "
+                         "to it.")
     # only the store's own part files: an index file is saved without the lock (a reader,
     # the server's rebuild thread), so only one whose process is gone; never another file
     # that ends in .tmp (a `vitrine related --out` into the folder lost its part file);
