@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import signal
 import socket
 import threading
@@ -137,10 +138,18 @@ def serve(app: FastAPI, sock: socket.socket, *,
         hung_up.append(signum)
         server.should_exit = True  # what uvicorn's own handler does on SIGTERM
 
+    def forced(record: logging.LogRecord) -> bool:
+        """A second Ctrl+C stops the server at once, cancelling its tasks: not a failure to
+        print a traceback for (Starlette's lifespan logs one)."""
+        return not (server.force_exit and "CancelledError" in record.getMessage())
+
     previous = signal.signal(hang_up, stop) if hang_up else None
+    log = logging.getLogger("uvicorn.error")
+    log.addFilter(forced)
     try:
         server.run(sockets=[sock])
     finally:
+        log.removeFilter(forced)
         if hang_up:
             signal.signal(hang_up, previous if previous is not None else signal.SIG_DFL)
         sock.close()
