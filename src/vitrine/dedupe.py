@@ -338,6 +338,20 @@ def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[byt
     return np.array(sorted(set(pairs)), dtype=np.int64).reshape(-1, 2)
 
 
+def distinct_rows(content: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The first row of each distinct ``content`` (a photo's sha256), in row order, and for
+    each row the position of its content among them. Rows of one photo file are searched as
+    one: :func:`duplicate_groups` joins them by their content, and the pairs of g rows with
+    each other and with every other photo's (g²/2 and more, each checked in Python) took
+    minutes and gigabytes for a placeholder photo that thousands of products share."""
+    _, first, inverse = np.unique(np.asarray(content, dtype=object).astype(str),
+                                  return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.reshape(-1)]
+
+
 def duplicate_groups(n: int, pairs: np.ndarray, content: Sequence[str] | None = None
                      ) -> list[list[int]]:
     """Groups of two or more of the rows ``0 … n-1`` joined by ``pairs`` or by identical
@@ -367,7 +381,11 @@ def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequ
     """
     n = len(keys)
     pairs = np.empty((0, 2), np.int64)
-    if n > 1:
-        with search_progress(n, show_progress) as advance:
-            pairs = rule_pairs(vectors, phashes, thumbs, rules or DuplicateRules(), advance)
+    # one row per photo file (distinct_rows); rows of one file are joined by their content
+    rows = np.arange(n) if content is None else distinct_rows(content)[0]
+    if len(rows) > 1:
+        with search_progress(len(rows), show_progress) as advance:
+            pairs = rows[rule_pairs(vectors[rows], [phashes[i] for i in rows],
+                                    [thumbs[i] for i in rows], rules or DuplicateRules(),
+                                    advance)]
     return [[keys[i] for i in group] for group in duplicate_groups(n, pairs, content)]

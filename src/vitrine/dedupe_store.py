@@ -25,7 +25,7 @@ from dataclasses import asdict
 import numpy as np
 
 from vitrine import dedupe
-from vitrine.dedupe import DuplicateRules, rule_pairs
+from vitrine.dedupe import DuplicateRules, distinct_rows, rule_pairs
 from vitrine.errors import StoreError
 from vitrine.store import VectorStore
 
@@ -124,9 +124,17 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
                 vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[bytes],
                 rules: DuplicateRules, advance=None
                 ) -> tuple[np.ndarray, int]:
-    """The rule pairs (rows) among the store's products (rows aligned with ``ids``) and how
-    many products were compared with the whole store (all of them unless the store's saved
-    pairs could be reused); the pairs found are saved for the next search."""
+    """The rule pairs (rows) among the store's products (rows aligned with ``ids``; only
+    the first product of each photo file, :func:`vitrine.dedupe.distinct_rows`, for
+    ``duplicate_groups`` to join the others by content) and how many products were compared
+    with the whole store (all of them unless the store's saved pairs could be reused); the
+    pairs found are saved for the next search."""
+    rows, row_of = distinct_rows(shas)
+    if advance is not None:  # (the bar counts every product)
+        advance(4 * (len(ids) - len(rows)))
+    ids, shas = [ids[i] for i in rows], [shas[i] for i in rows]
+    vectors, phashes, thumbs = vectors[rows], [phashes[i] for i in rows], [
+        thumbs[i] for i in rows]
     manifest = store.manifest()
     key = fingerprint(rules, manifest.as_dict() if manifest else None)
     now = digests(ids, shas, vectors)
@@ -138,10 +146,10 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
             if len(changed) or len(pairs) < len(saved[1]) or len(now) < len(saved[0]):
                 pairs = np.unique(np.concatenate([pairs, found]), axis=0)
                 _save(store, encode(key, now, pairs))
-            return pairs, len(changed)
+            return rows[pairs], int(np.isin(row_of, changed).sum())
     pairs = rule_pairs(vectors, phashes, thumbs, rules, advance)
     _save(store, encode(key, now, pairs))
-    return pairs, len(ids)
+    return rows[pairs], len(row_of)
 
 
 def _save(store: VectorStore, data: bytes) -> None:
