@@ -102,6 +102,11 @@ def test_index_and_results_say_names_with_control_characters_escaped():
     assert lines[0].endswith("→ st\\r")
     assert "  skipped cat/a\\x1b[31mRED\\x1b[0m.jpg: not a recognised image" in lines
     assert "  p\\n1  ≈  p2" in lines
+    # a group of thousands (a placeholder photo): the first ten named, the rest counted
+    report.duplicates = [[f"shirt{k}" for k in range(2500)]]
+    line = index_lines(report, 10_000, "st")[-1]
+    assert line.startswith("  shirt0  ≈  shirt1") and "shirt9  ≈  … and 2,490 more" in line
+    assert "shirt10" not in line
     console = Console(record=True, width=200, force_terminal=True)
     console.print(results_table("Similar to A (Promo\x1b[2J\nnew)", []))
     assert "Similar to A (Promo\\x1b[2J\\nnew)" in console.export_text()

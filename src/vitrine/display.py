@@ -42,6 +42,11 @@ def results_table(title: str, matches: list[Match]) -> Table:
     return table
 
 
+GROUP_SHOWN = 10
+"""Members of a duplicate group `index` names in the terminal (a placeholder photo that
+thousands of products share made a line of hundreds of kilobytes)."""
+
+
 def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[str]:
     """What ``vitrine index`` says in the terminal about its run (``--json`` prints the
     report itself)."""
@@ -66,7 +71,9 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
             "products (raise it to search a store this size)."))
     if report.duplicates:
         lines.append(f"{len(report.duplicates)} duplicate groups:")
-        lines += ["  " + "  ≈  ".join(map(one_line, group)) for group in report.duplicates]
+        lines += ["  " + "  ≈  ".join(map(one_line, group[:GROUP_SHOWN])) + (
+            f"  ≈  … and {len(group) - GROUP_SHOWN:,} more (--json lists them)"
+            if len(group) > GROUP_SHOWN else "") for group in report.duplicates]
     return lines
 
 
