@@ -70,7 +70,7 @@ def test_every_products_similar_list_is_written_as_similar_finds_it(small_store,
 
 
 def test_bad_output_files_are_refused_before_any_work_and_a_failed_run_keeps_the_old(
-        small_store, tmp_path, monkeypatch):
+        small_store, small_catalog, tmp_path, monkeypatch):
     out = tmp_path / "related.csv"
     out.write_text("the file of last night\n")
     for target, says in ((tmp_path, "is a folder"), (tmp_path / "r.txt", "use a file ending"),
@@ -80,6 +80,16 @@ def test_bad_output_files_are_refused_before_any_work_and_a_failed_run_keeps_the
         assert proc.stderr.startswith("error: ") and says in proc.stderr
     proc = related("--store", tmp_path / "nostore", "--out", out, check=False)
     assert proc.returncode == 2 and "no Vitrine store" in proc.stderr
+    # the catalogue's own product table (any case, in a folder of it): replaced, the shop's
+    # names and prices were lost and the next index refused the catalogue
+    table = small_catalog / "products.csv"
+    before = table.read_bytes()
+    folder = next(p for p in small_catalog.iterdir() if p.is_dir())
+    for target in (small_catalog / "PRODUCTS.csv", folder / "produtos.csv"):
+        proc = related("--store", small_store, "--out", target, check=False)
+        assert proc.returncode == 2 and "is a product table of the store's catalogue" in \
+            proc.stderr, proc.stderr
+    assert table.read_bytes() == before and not (folder / "produtos.csv").exists()
     assert out.read_text() == "the file of last night\n"
 
     from vitrine import related as module

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vitrine.catalog_csv import CSV_NAMES
 from vitrine.cli_support import json_line
 from vitrine.errors import VitrineError
 from vitrine.progress import progress_bar
@@ -62,6 +63,17 @@ def _written_file(out: Path) -> Path:
     return target
 
 
+def _refuse_product_table(target: Path, catalogue: str | None) -> None:
+    """Refuse a file that is the product table of the store's catalogue (``products.csv``
+    in it, any case): replaced, its names, prices and descriptions were lost and the next
+    `vitrine index` refused the catalogue."""
+    if catalogue is None or target.name.casefold() not in CSV_NAMES:
+        return
+    if target.resolve().parent.is_relative_to(Path(catalogue).resolve()):
+        raise VitrineError(f"--out {target} is a product table of the store's catalogue "
+                           f"({catalogue}); name another file.")
+
+
 @dataclass
 class RelatedReport:
     out: str
@@ -90,6 +102,7 @@ def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool 
     out = related_path(out)
     jsonl = out.suffix.lower() == ".jsonl"
     target = _written_file(out)
+    _refuse_product_table(target, store.catalog_folder())
     started = time.perf_counter()
     products = pairs = 0
     # beside the file, under a short name of its own: `.{name}.tmp` went over the 255 bytes
