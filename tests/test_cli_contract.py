@@ -702,6 +702,12 @@ def test_migrate_again_says_what_the_source_no_longer_holds_and_prune_removes_it
         itself = run("migrate", source, same, check=False)
         assert itself.returncode == 2 and "are the same store" in itself.stderr, itself.stderr
     assert open_store(source).count() == 47
+    # a target inside the source's folder would go with it (the copy is made so that the
+    # source can go): refused, nothing made there
+    for inner in (source / "copy", source / "uploads", f"milvus-lite://{source}/copy.db"):
+        within = run("migrate", source, inner, check=False)
+        assert within.returncode == 2 and "is inside the store" in within.stderr, within.stderr
+    assert not (source / "copy").exists() and not (source / "copy.db").exists()
     # a copy refused before anything is written leaves no empty store where there was none
     empty = open_store(tmp_path / "empty", create=True)
     empty.close()

@@ -263,6 +263,7 @@ def migrate(
     from vitrine.migrate import migrate_store
     from vitrine.store import (
         EmbeddedStore,
+        inside_store,
         new_store_path,
         store_for,
         store_identity,
@@ -274,6 +275,10 @@ def migrate(
     if store_identity(source) == store_identity(target):
         raise VitrineError(f"{one_line(str(source))} and {one_line(str(target))} are the same "
                            "store; name another target.")
+    if inside_store(target, source):  # (the copy is made so that the source can go)
+        raise VitrineError(f"{one_line(str(target))} is inside the store "
+                           f"{one_line(str(source))}, and would go with it; name a target "
+                           "outside it.")
     settings = load_settings()
     src = store_for(source, settings)
     new = new_store_path(target)  # (none: there already, or a Milvus server)

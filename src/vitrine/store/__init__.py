@@ -18,8 +18,8 @@ from vitrine.store.embedded import EmbeddedStore
 from vitrine.store.sqlite_db import file_id
 
 __all__ = ["UPLOAD_TMP", "UPLOADS_DIR", "EmbeddedStore", "Match", "StoredProduct", "VectorStore",
-           "new_store_path",
-           "open_store", "cleanable_uploads", "save_photo", "unmarked_upload", "upload_folder"]
+           "inside_store", "new_store_path", "open_store", "cleanable_uploads", "save_photo",
+           "unmarked_upload", "upload_folder"]
 
 DEFAULT_COLLECTION = "vitrine"
 UPLOAD_TMP = re.compile(UPLOAD_NAME.pattern + r"\.(\d+)\.\d+\.tmp")
@@ -151,6 +151,16 @@ def new_store_path(location: str | Path) -> list[Path]:
             break
         made.append(folder)
     return made
+
+
+def inside_store(location: str | Path, store: str | Path) -> bool:
+    """Whether the store at ``location`` would be kept inside the folder (or Milvus Lite
+    file) of the store at ``store``, so that removing that store removes it too."""
+    inner, outer = _local_path(location), _local_path(store)
+    if inner is None or outer is None:
+        return False
+    inner_path, outer_path = (Path(os.path.realpath(p[1])) for p in (inner, outer))
+    return inner_path != outer_path and inner_path.is_relative_to(outer_path)
 
 
 def store_identity(location: str | Path) -> tuple[str, ...]:
