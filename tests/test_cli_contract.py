@@ -131,6 +131,14 @@ def test_dedupe_finds_downscaled_copy(catalog, env, tmp_path):
     (other / "small.jpg").rename(other / "small\ncopy.jpg")
     text = run("dedupe", catalog / "relogio_masculino", other, env_extra=env).stdout
     assert f"{other}/small\\ncopy.jpg" in text and "\ncopy.jpg" not in text
+    # photos none of which can be read: an error, not "0 duplicate groups" and status 0
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.jpg").write_text("not a photo")
+    (broken / "b.png").write_bytes(b"")
+    none = run("dedupe", broken, "--json", check=False, env_extra=env)
+    assert none.returncode == 2 and none.stdout == "", none.stderr
+    assert none.stderr.startswith(f"error: none of the 2 photos in {broken} could be read (")
 
 
 def test_plot_writes_figure(catalog, env, tmp_path):

@@ -56,8 +56,10 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
             vectors.append(result.vector)
             phashes.append(result.phash)
             thumbs.append(result.thumb)
-    if not keys:
-        return [], skipped
+    if not keys:  # (not "0 duplicate groups", status 0: nothing was compared)
+        raise CatalogError(f"none of the {len(paths)} photos in " + ", ".join(map(str, dirs))
+                           + f" could be read ({skipped[0]['path']}: {skipped[0]['reason']}"
+                           + (f"; {len(skipped) - 1} more" if len(skipped) > 1 else "") + ").")
     groups = find_duplicates(keys, np.stack(vectors), phashes, thumbs, shas, rules,
                              show_progress)
     return [list(map(str, g)) for g in groups], skipped
