@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -1028,3 +1030,30 @@ def test_a_photo_a_store_names_by_a_relative_path_is_still_in_use(tmp_path):
     assert not store.names_photo(str(root / "uploads" / ("ef" * 32 + ".jpg")))
     assert not store.names_photo(str(root / "uploads" / ("cd" * 32 + ".jpg")))
     store.close()
+
+
+def test_a_damaged_stored_vector_is_one_sentence_naming_its_product(small_store, tmp_path):
+    """A vector row edited or damaged (its bytes not the model's width): `related` and
+    `migrate` ended in numpy's "buffer size must be a multiple of element size" or FAISS's
+    assertion, a traceback."""
+    import sqlite3
+
+    copy = tmp_path / "store"
+    shutil.copytree(small_store, copy)
+    with sqlite3.connect(copy / "vitrine.sqlite") as db:
+        pid = db.execute("SELECT product_id FROM products ORDER BY id LIMIT 1 OFFSET 3"
+                         ).fetchone()[0]
+        db.execute("UPDATE products SET vector=? WHERE product_id=?", (b"\0" * 8, pid))
+    store = open_store(copy)
+    said = rf"^the stored vector of product '{pid}' in .* is damaged \(8 bytes, not the model"
+    with pytest.raises(StoreError, match=said):
+        store.all_vectors()
+    with pytest.raises(StoreError, match=said):
+        [page for page in store.iter_products(2)]
+    assert sum(len(page) for page in store.iter_products(2, vectors=False)) == store.count()
+    store.close()
+    # migrate stops at it, and leaves no store it made (a model recorded, no product)
+    proc = subprocess.run([sys.executable, "-m", "vitrine.cli", "migrate", str(copy),
+                           str(tmp_path / "new")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "is damaged" in proc.stderr, proc.stderr
+    assert not (tmp_path / "new").exists()

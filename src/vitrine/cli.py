@@ -296,9 +296,9 @@ def migrate(
                              show_progress=not as_json)
     finally:
         src.close()
-        # a copy refused before anything was written leaves no empty store behind, nor the
-        # folders made for it (removed under its writer lock: not while another `migrate`
-        # fills it)
+        # a copy refused or failed before any product was written leaves no empty store
+        # behind, nor the folders made for it (removed under its writer lock: not while
+        # another `migrate` fills it)
         if done is None and new and _unwritten(dst):
             shutil.rmtree(new[0], ignore_errors=True)
             for folder in new[1:]:
@@ -315,15 +315,15 @@ def migrate(
 
 
 def _unwritten(store) -> bool:
-    """Whether nothing was written into ``store`` (no model recorded: no product either),
-    and no other process is writing to it: an embedded store's writer lock is taken (kept
-    until it is closed), or this is False."""
+    """Whether ``store`` holds no product (its model may be recorded: a copy that failed at
+    its first page), and no other process is writing to it: an embedded store's writer lock
+    is taken (kept until it is closed), or this is False."""
     from vitrine.store import EmbeddedStore
 
     try:
         if isinstance(store, EmbeddedStore):
             store.lock_for_writing(wait=0)
-        return store.manifest() is None
+        return store.count() == 0
     except Exception:  # noqa: BLE001 (unreadable: left as it is)
         return False
 

@@ -373,24 +373,40 @@ class EmbeddedStore:
         """Every product id and vector, in the order they were stored; the vectors are
         read into one array as they come (not kept twice: 1.5 GB at 300,000 products)."""
         with self.snapshot():
-            first = self.db.execute("SELECT length(vector) FROM products LIMIT 1").fetchone()
-            dim = first[0] // 4 if first else getattr(self.manifest(), "dim", 0)
+            dim = getattr(self.manifest(), "dim", None)
+            if dim is None:  # (no model recorded: the first row's width)
+                first = self.db.execute("SELECT length(vector) FROM products LIMIT 1"
+                                        ).fetchone()
+                dim = first[0] // 4 if first else 0
             vectors = np.empty((self.count(), dim), np.float32)
             ids = []
             rows = self.db.execute("SELECT product_id, vector FROM products ORDER BY id")
             for i, (pid, blob) in enumerate(rows):
                 ids.append(pid)
-                vectors[i] = np.frombuffer(blob, dtype=np.float32)
+                vectors[i] = self._stored_vector(pid, blob, dim)
         return ids, vectors
 
     def iter_products(self, batch: int = 1000, vectors: bool = True
                       ) -> Iterator[list[tuple[StoredProduct, np.ndarray | None]]]:
         with self.snapshot():
+            dim = getattr(self.manifest(), "dim", None)
             rows = self.db.execute(f"SELECT {COLUMNS}{', vector' if vectors else ''} "
                                    "FROM products ORDER BY id")
             while page := rows.fetchmany(batch):
                 yield [(row_to_product(r[:11], self._photo),
-                        np.frombuffer(r[11], np.float32) if vectors else None) for r in page]
+                        self._stored_vector(r[0], r[11], dim) if vectors else None)
+                       for r in page]
+
+    def _stored_vector(self, product_id: str, blob: bytes, dim: int | None) -> np.ndarray:
+        """A product's stored vector; a StoreError naming it when its bytes are not ``dim``
+        floats (a row edited or damaged: numpy's error, or FAISS's assertion, was a
+        traceback in `related` and `migrate`)."""
+        if (len(blob) != 4 * dim) if dim else len(blob) % 4:
+            raise StoreError(f"the stored vector of product {product_id!r} in {self.root} "
+                             f"is damaged ({len(blob)} bytes, not the model's {dim} "
+                             "floats); index the catalogue into a new store, or restore "
+                             "this one from a backup.")
+        return np.frombuffer(blob, np.float32)
 
     # ---- search ---------------------------------------------------------------------------
     def _current_index(self) -> VectorIndex | LayeredIndex:
