@@ -68,9 +68,11 @@ _CANONICAL = {column_key(alias): name for name, aliases in COLUMN_ALIASES.items(
               for alias in aliases}
 
 
-_UTF8_ACCENT = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|"
+_UTF8_ACCENT = re.compile(rb"\xc3[\x80-\xbf]|\xc2[\xa0-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|"
                          rb"[\xf0-\xf4][\x80-\xbf]{3}")
-"""A character UTF-8 writes in several bytes."""
+"""A Latin-1 letter or sign (``é``, ``º``), or a character of three or four bytes (``–``,
+``€``, an emoji), as UTF-8 writes it: what Windows-1252 text hardly ever holds ("Ã©"). Not
+any two bytes that UTF-8 would take for one: "É®" or "Ñ”" are Windows-1252 too."""
 
 
 def decode(path: Path) -> str:
