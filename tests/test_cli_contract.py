@@ -232,7 +232,7 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     assert (tmp_path / "dot.png").is_file() and "dot..png" not in dotted.stdout
     # a pipe or a device (/dev/null, /dev/stdout) takes the figures as they are: it became
     # /dev/null.png, a file made in /dev
-    pipe, got = tmp_path / "pipe", []
+    pipe, got = tmp_path / "fig.pipe", []  # (a suffix that names no format: PNG)
     os.mkfifo(pipe)
     reader = threading.Thread(target=lambda: got.append(pipe.read_bytes()), daemon=True)
     reader.start()
@@ -241,7 +241,13 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     if reader.is_alive():  # nothing was written there: let the reader go
         os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
     assert piped.returncode == 0 and f"Figure saved to {pipe}\n" in piped.stdout, piped.stderr
-    assert got[0].startswith(b"\x89PNG") and not list(tmp_path.glob("pipe*.png"))
+    assert got[0].startswith(b"\x89PNG") and not list(tmp_path.glob("fig.pipe*"))[1:]
+    # its own standard output, where the results go (the figure came after the table, or
+    # /dev/stdout.png was made when stdout was a file): refused
+    own = run("search", "--store", store, "--plot", "/dev/stdout", good, check=False,
+              env_extra=env)
+    assert own.returncode == 2 and "is this command's standard output" in own.stderr
+    assert own.stdout == "" and not Path("/dev/stdout.png").exists()
     # a figure over a photo to search (the second query then searched the first's figure),
     # or into the store's catalogue (it replaced a product's photo, embedded by the next
     # index): refused before any work, every photo as it was

@@ -118,9 +118,6 @@ def open_recommender(store: Path, weights: Path | None, model: Path | None = Non
     return Recommender(store_for(store, settings), settings)
 
 
-PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
-
-
 def plot_path(plot: Path | None) -> Path | None:
     """The figure file ``--plot`` names (``.png`` added to a name without a suffix); a
     folder or an unknown format is an error before any work."""
@@ -128,18 +125,39 @@ def plot_path(plot: Path | None) -> Path | None:
         return None
     if plot.is_dir():
         raise VitrineError(f"--plot {plot} is a folder; name a file such as {plot}/fig.png.")
-    if _stream(plot):  # /dev/null, /dev/stdout, a named pipe: written there, as PNG
+    if _stream(plot):  # /dev/null, a named pipe, /dev/fd/3: written there (as PNG unless
+        # its suffix names a format)
+        if _is_stdout(plot):
+            raise VitrineError(f"--plot {plot} is this command's standard output, where its "
+                               "results go; name a file, or another descriptor (--plot "
+                               "/dev/fd/3 3> fig.png).")
         return plot
     if not plot.suffix:  # "fig" or "fig." → fig.png
         return plot.with_name(plot.name.rstrip(".") + ".png")
-    if plot.suffix.lower() not in PLOT_SUFFIXES:
-        raise VitrineError(f"--plot {plot}: use a file ending in {', '.join(PLOT_SUFFIXES)}.")
+    from vitrine.plots import FORMATS  # (matplotlib: the figure is drawn with it anyway)
+
+    if plot.suffix[1:].lower() not in FORMATS:
+        raise VitrineError(f"--plot {plot}: use a file ending in "
+                           f"{', '.join('.' + f for f in FORMATS)}.")
     return plot
 
 
 def _stream(path: Path) -> bool:
-    """Whether ``path`` is there but is neither a file nor a folder (a device, a pipe)."""
+    """Whether ``path`` is a device or a pipe: a path in ``/dev`` or ``/proc`` (``/dev/stdout``
+    leads to whatever the shell redirected it to, a file too), or one there that is neither
+    a file nor a folder (a named pipe)."""
+    if os.path.abspath(path).startswith(("/dev/", "/proc/")):
+        return True
     return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def _is_stdout(path: Path) -> bool:
+    """Whether ``path`` is the file or pipe this process's standard output writes to."""
+    try:
+        there, ours = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):  # (nothing there, or stdout closed)
+        return False
+    return (there.st_dev, there.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def plot_targets(plot: Path | None, count: int) -> list[Path | None]:

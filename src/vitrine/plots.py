@@ -131,14 +131,20 @@ def plot_recommendations(query_image: str | Path, query_title: str, matches: lis
     return _save(fig, out)
 
 
+FORMATS = ("png", "jpg", "jpeg", "pdf", "svg")
+"""The figure formats a file's suffix may name (``--plot``)."""
+
+
 def _save(fig, out: Path) -> Path:
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         figure = io.BytesIO()  # then written at once: a pipe (/dev/stdout) cannot seek
         # the bounding box grows to hold every title: a 4-line one reached the edge
-        # (the format said: matplotlib adds ".png" to a name without a suffix, /dev/null)
-        fig.savefig(figure, format=out.suffix[1:].lower() or "png", dpi=110,
+        # (the format said: matplotlib adds ".png" to a name without a suffix, /dev/null,
+        # and knows no ".pipe")
+        kind = out.suffix[1:].lower()
+        fig.savefig(figure, format=kind if kind in FORMATS else "png", dpi=110,
                     bbox_inches="tight", pad_inches=0.1)
         out.write_bytes(figure.getbuffer())
     except OSError as exc:
