@@ -1045,13 +1045,23 @@ def test_a_damaged_stored_vector_is_one_sentence_naming_its_product(small_store,
                          ).fetchone()[0]
         db.execute("UPDATE products SET vector=? WHERE product_id=?", (b"\0" * 8, pid))
     store = open_store(copy)
-    said = rf"^the stored vector of product '{pid}' in .* is damaged \(8 bytes, not the model"
+    said = rf"^a stored vector of product '{pid}' in .* is damaged \(8 bytes, not the model"
     with pytest.raises(StoreError, match=said):
         store.all_vectors()
     with pytest.raises(StoreError, match=said):
         [page for page in store.iter_products(2)]
     assert sum(len(page) for page in store.iter_products(2, vectors=False)) == store.count()
     store.close()
+    # the search index built anew from the rows (its file deleted): `similar` says it too
+    for index in copy.glob("index.*.faiss"):
+        index.unlink()
+    with sqlite3.connect(copy / "vitrine.sqlite") as db:
+        other = db.execute("SELECT product_id FROM products WHERE product_id != ? LIMIT 1",
+                           (pid,)).fetchone()[0]
+    proc = subprocess.run([sys.executable, "-m", "vitrine.cli", "similar", "--store",
+                           str(copy), other], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        f"error: a stored vector in {copy} is damaged (8 bytes"), proc.stderr
     # migrate stops at it, and leaves no store it made (a model recorded, no product)
     proc = subprocess.run([sys.executable, "-m", "vitrine.cli", "migrate", str(copy),
                            str(tmp_path / "new")], capture_output=True, text=True, timeout=300)

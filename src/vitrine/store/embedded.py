@@ -26,7 +26,7 @@ from vitrine.fold import searchable
 from vitrine.manifest import ModelManifest
 from vitrine.photo_hashes import Signature
 from vitrine.store.base import Match, PhotoFacts, Record, StoredProduct
-from vitrine.store.index_files import IndexFiles
+from vitrine.store.index_files import IndexFiles, stored_vectors
 from vitrine.store.search_key import SEARCH_KEY_SQL, search_key
 from vitrine.store.sqlite_db import (
     COLUMNS,
@@ -299,7 +299,8 @@ class EmbeddedStore:
     def vector(self, product_id: str) -> np.ndarray | None:
         row = self.db.execute("SELECT vector FROM products WHERE product_id=?",
                               (product_id,)).fetchone()
-        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+        return stored_vectors([row[0]], getattr(self.manifest(), "dim", None), self.root,
+                              [product_id])[0] if row else None
 
     def fingerprints(self) -> dict[str, tuple[str, str]]:
         """product_id → (content sha256, metadata hash) for incremental re-indexing."""
@@ -383,7 +384,7 @@ class EmbeddedStore:
             rows = self.db.execute("SELECT product_id, vector FROM products ORDER BY id")
             for i, (pid, blob) in enumerate(rows):
                 ids.append(pid)
-                vectors[i] = self._stored_vector(pid, blob, dim)
+                vectors[i] = stored_vectors([blob], dim, self.root, [pid])[0]
         return ids, vectors
 
     def iter_products(self, batch: int = 1000, vectors: bool = True
@@ -393,20 +394,11 @@ class EmbeddedStore:
             rows = self.db.execute(f"SELECT {COLUMNS}{', vector' if vectors else ''} "
                                    "FROM products ORDER BY id")
             while page := rows.fetchmany(batch):
-                yield [(row_to_product(r[:11], self._photo),
-                        self._stored_vector(r[0], r[11], dim) if vectors else None)
-                       for r in page]
+                vecs = stored_vectors([r[11] for r in page], dim, self.root,
+                                      [r[0] for r in page]) if vectors else [None] * len(page)
+                yield [(row_to_product(r[:11], self._photo), v)
+                       for r, v in zip(page, vecs, strict=True)]
 
-    def _stored_vector(self, product_id: str, blob: bytes, dim: int | None) -> np.ndarray:
-        """A product's stored vector; a StoreError naming it when its bytes are not ``dim``
-        floats (a row edited or damaged: numpy's error, or FAISS's assertion, was a
-        traceback in `related` and `migrate`)."""
-        if (len(blob) != 4 * dim) if dim else len(blob) % 4:
-            raise StoreError(f"the stored vector of product {product_id!r} in {self.root} "
-                             f"is damaged ({len(blob)} bytes, not the model's {dim} "
-                             "floats); index the catalogue into a new store, or restore "
-                             "this one from a backup.")
-        return np.frombuffer(blob, np.float32)
 
     # ---- search ---------------------------------------------------------------------------
     def _current_index(self) -> VectorIndex | LayeredIndex:

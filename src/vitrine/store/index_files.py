@@ -18,7 +18,7 @@ import contextlib
 import os
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import faiss
@@ -42,6 +42,22 @@ INDEX_FILE = re.compile(r"index\.(\d+)\.(.+)\.faiss")
 INDEX_TMP = re.compile(r"index\..+\.faiss\.(\d+)\.\d+\.tmp")
 """An index file being saved (:meth:`IndexFiles._save`) by the process numbered ``[1]``: by
 a reader or the server's rebuild thread too, which do not hold the writer lock."""
+
+
+def stored_vectors(blobs: Sequence[bytes], dim: int | None, root: Path,
+                   names: Sequence[str] | None = None) -> np.ndarray:
+    """The stored vectors ``blobs`` as one (n, dim) float32 array (``dim`` None: as wide as
+    the first); a StoreError, naming the product when ``names`` (aligned) are given, when one
+    is not ``dim`` floats: a row edited or damaged was numpy's or FAISS's traceback in
+    `search`, `similar`, `related` and `migrate`."""
+    width = 4 * dim if dim else len(blobs[0]) if blobs else 0
+    bad = next((i for i, b in enumerate(blobs) if len(b) != width or width % 4), None)
+    if bad is not None:
+        which = f" of product {names[bad]!r}" if names is not None else ""
+        raise StoreError(f"a stored vector{which} in {root} is damaged ({len(blobs[bad])} "
+                         f"bytes, not the model's {dim} floats); index the catalogue into a "
+                         "new store, or restore this one from a backup.")
+    return np.frombuffer(bytearray().join(blobs), np.float32).reshape(len(blobs), width // 4)
 
 
 class IndexFiles:
@@ -229,8 +245,7 @@ class IndexFiles:
         changed = np.array([r[0] for r in rows], np.int64)
         present = [r for r in rows if r[1] is not None]
         ids = np.array([r[0] for r in present], np.int64)
-        vecs = np.stack([np.frombuffer(r[1], np.float32) for r in present]) if present else \
-            np.zeros((0, self.dim()), np.float32)
+        vecs = stored_vectors([r[1] for r in present], self.dim(), self.root)
         if since != base_gen:
             earlier = last[2]
             kept_ids, kept_vecs = _layer_rows(earlier.recent)
@@ -252,12 +267,12 @@ class IndexFiles:
             cursor = self.db.execute("SELECT id, vector FROM products ORDER BY id")
             while rows := cursor.fetchmany(batch):
                 yield (np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
-                       np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]))
+                       stored_vectors([r[1] for r in rows], self.dim(), self.root))
 
         def sample(m: int) -> np.ndarray:
             rows = self.db.execute("SELECT vector FROM products ORDER BY random() LIMIT ?",
                                    (m,)).fetchall()
-            return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
+            return stored_vectors([r[0] for r in rows], self.dim(), self.root)
 
         return build_index(self.config, self.dim(), n, batches(), sample)
 
