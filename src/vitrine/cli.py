@@ -315,15 +315,17 @@ def migrate(
 
 
 def _unwritten(store) -> bool:
-    """Whether ``store`` holds no product (its model may be recorded: a copy that failed at
-    its first page), and no other process is writing to it: an embedded store's writer lock
-    is taken (kept until it is closed), or this is False."""
+    """Whether nothing is in ``store`` and no other process is writing to it: an embedded
+    store holds no product (its model may be recorded: a copy that failed at its first
+    page), its writer lock taken (kept until it is closed); a Milvus Lite one has no model
+    recorded (its server writes that back after the folder is removed)."""
     from vitrine.store import EmbeddedStore
 
     try:
         if isinstance(store, EmbeddedStore):
             store.lock_for_writing(wait=0)
-        return store.count() == 0
+            return store.count() == 0
+        return store.manifest() is None
     except Exception:  # noqa: BLE001 (unreadable: left as it is)
         return False
 
