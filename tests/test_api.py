@@ -152,7 +152,7 @@ def test_405_names_every_method_of_the_address_and_head_answers_like_get(writabl
         answer = client.request(method, path)
         assert answer.status_code == status, (method, path, answer.json())
     for method, path in (("POST", "/api/products"), ("PATCH", f"/api/products/{pid}"),
-                         ("DELETE", f"/api/products/{pid}")):
+                         ("DELETE", f"/api/products/{pid}"), ("PATCH", "/api/products/")):
         assert client.request(method, path).status_code == 401, (method, path)
     static = client.put("/static/app.js")  # a mount: Starlette's own Allow stands
     assert static.status_code == 405 and static.headers["allow"] == "GET, HEAD"

@@ -143,8 +143,7 @@ def is_write(method: str, path: str) -> bool:
     makes work)."""
     if method == "POST":
         return path == "/api/products"
-    return method in ("PATCH", "DELETE") and path.startswith("/api/products/") and (
-        path != "/api/products/")
+    return method in ("PATCH", "DELETE") and path.startswith("/api/products/")
 
 
 class WriteGuard:
