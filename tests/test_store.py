@@ -324,6 +324,20 @@ def test_a_writer_whose_store_was_removed_while_it_waited_is_refused(tmp_path):
     with pytest.raises(StoreError, match=r"/s was removed while this process waited"):
         waiting.lock_for_writing(wait=10)
     waiting.close()
+    # the lock file alone deleted while it waited: it would lock nothing, so it stops too
+    open_store(tmp_path / "t", create=True).close()
+    waiting = open_store(tmp_path / "t")
+    held = open(tmp_path / "t" / "write.lock", "a")  # noqa: SIM115 - another writer's
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def unlinked() -> None:
+        (tmp_path / "t" / "write.lock").unlink()
+        held.close()
+
+    threading.Timer(0.3, unlinked).start()
+    with pytest.raises(StoreError, match=r"lock file of the store .*/t was deleted or"):
+        waiting.lock_for_writing(wait=10)
+    waiting.close()
 
 
 def test_a_writer_waits_for_another_process_short_write(tmp_path):

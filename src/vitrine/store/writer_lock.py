@@ -44,11 +44,14 @@ def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
                 raise StoreError(f"another process is writing to the store {root} "
                                  f"(waited {wait:g} s).") from None
             time.sleep(LOCK_POLL)
-    if os.fstat(fh.fileno()).st_nlink == 0:  # the folder removed while this one waited (a
-        # `migrate` that made it, then was refused): its writes would go nowhere, with success
+    if not _still_there(fh, root / "write.lock"):  # the folder removed while this one
+        # waited (a `migrate` that made it, then was refused): its writes would go nowhere,
+        # with success; or the lock file alone deleted or replaced, which locks nothing now
         fh.close()
         raise StoreError(f"the store {root} was removed while this process waited to write "
-                         "to it.")
+                         "to it." if not root.is_dir() else f"the lock file of the store "
+                         f"{root} was deleted or replaced while this process waited to write "
+                         "to it; run the command again.")
     # only the store's own part files: an index file is saved without the lock (a reader,
     # the server's rebuild thread), so only one whose process is gone; never another file
     # that ends in .tmp (a `vitrine related --out` into the folder lost its part file);
@@ -58,6 +61,18 @@ def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
                 or leftover.name == MANIFEST_NAME + ".tmp"):
             leftover.unlink(missing_ok=True)
     return fh
+
+
+def _still_there(fh: TextIO, path: Path) -> bool:
+    """Whether the open file ``fh`` is still the file at ``path`` (not deleted, with its
+    folder, or replaced); by its device and inode, which NFS keeps for a deleted open file
+    renamed .nfsXXXX, where its link count says nothing."""
+    try:
+        there = os.stat(path)
+    except OSError:
+        return False
+    mine = os.fstat(fh.fileno())
+    return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 @contextlib.contextmanager
