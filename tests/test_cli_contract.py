@@ -483,11 +483,16 @@ def test_fractions_that_leave_nothing_to_train_on_are_refused_with_the_settings(
 
     monkeypatch.setenv("VITRINE_TRAIN_VAL_FRACTION", "0.6")
     monkeypatch.setenv("VITRINE_TRAIN_TEST_FRACTION", "0.4")
-    with pytest.raises(VitrineError, match=r"^setting VITRINE_TRAIN_TEST_FRACTION='0\.4': "
-                                           r"with VITRINE_TRAIN_VAL_FRACTION=0\.6 nothing"):
+    with pytest.raises(VitrineError, match=r"^settings VITRINE_TRAIN_VAL_FRACTION=0\.6 and "
+                                           r"VITRINE_TRAIN_TEST_FRACTION=0\.4 leave nothing"):
         load_settings()
     monkeypatch.setenv("VITRINE_TRAIN_TEST_FRACTION", "0.39")
     assert load_settings().train_test_fraction == 0.39
+    monkeypatch.delenv("VITRINE_TRAIN_TEST_FRACTION")  # the other one at its default
+    monkeypatch.setenv("VITRINE_TRAIN_VAL_FRACTION", "0.9")
+    with pytest.raises(VitrineError, match=r"^settings VITRINE_TRAIN_VAL_FRACTION=0\.9 and "
+                                           r"VITRINE_TRAIN_TEST_FRACTION=0\.15 leave"):
+        load_settings()
 
 
 def test_an_empty_folder_setting_means_its_default_not_the_current_folder(monkeypatch):

@@ -129,7 +129,8 @@ def test_a_store_compares_only_the_products_changed_since_its_last_search(store)
 def test_products_sharing_a_photo_are_searched_as_one(store):
     """Products sharing one photo file (a placeholder, every size of a shirt) were each
     searched and paired with each other: g²/2 pairs checked in Python and saved in the
-    store (2,000 products of one photo: 85 s, 1.4 GB, a 32 MB cache). One of them stands for
+    store (2,000 products of one photo: a minute and 0.8 GB, benchmarks/shared_photo_dedupe.py).
+    One of them stands for
     the photo; the groups are those of the full search, also after it is deleted."""
     from vitrine.dedupe import duplicate_groups
 

@@ -80,16 +80,15 @@ def test_bad_output_files_are_refused_before_any_work_and_a_failed_run_keeps_the
         assert proc.stderr.startswith("error: ") and says in proc.stderr
     proc = related("--store", tmp_path / "nostore", "--out", out, check=False)
     assert proc.returncode == 2 and "no Vitrine store" in proc.stderr
-    # the catalogue's own product table (any case, in a folder of it): replaced, the shop's
-    # names and prices were lost and the next index refused the catalogue
+    # the catalogue's own product table (any case): replaced, the shop's names and prices
+    # were lost and the next index refused the catalogue
     table = small_catalog / "products.csv"
     before = table.read_bytes()
-    folder = next(p for p in small_catalog.iterdir() if p.is_dir())
-    for target in (small_catalog / "PRODUCTS.csv", folder / "produtos.csv"):
+    for target in (table, small_catalog / "PRODUCTS.csv", small_catalog / "produtos.csv"):
         proc = related("--store", small_store, "--out", target, check=False)
         assert proc.returncode == 2 and "is a product table of the store's catalogue" in \
             proc.stderr, proc.stderr
-    assert table.read_bytes() == before and not (folder / "produtos.csv").exists()
+    assert table.read_bytes() == before and not (small_catalog / "produtos.csv").exists()
     assert out.read_text() == "the file of last night\n"
 
     from vitrine import related as module

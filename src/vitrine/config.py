@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ResizePolicy = Literal["pad", "crop", "squash"]
@@ -173,16 +173,16 @@ class Settings(BaseSettings):
     def _in_block_order(cls, value: list[int] | None) -> list[int] | None:
         return None if value is None else sorted(set(value))
 
-    @field_validator("train_test_fraction")
-    @classmethod
-    def _leaves_some_to_train(cls, value: float, info) -> float:
+    @model_validator(mode="after")
+    def _leaves_some_to_train(self) -> Settings:
         """Said with the settings, not after every photo was read (vitrine.split checks the
-        same for its callers)."""
-        val = info.data.get("train_val_fraction")
-        if val is not None and val + value >= 1:
-            raise ValueError(f"with VITRINE_TRAIN_VAL_FRACTION={val:g} nothing is left to "
-                             "train on; the two fractions must sum to less than 1")
-        return value
+        same for its callers); both named, whichever was set."""
+        val, test = self.train_val_fraction, self.train_test_fraction
+        if val + test >= 1:
+            raise ValueError(f"VITRINE_TRAIN_VAL_FRACTION={val:g} and "
+                             f"VITRINE_TRAIN_TEST_FRACTION={test:g} leave nothing to train on; "
+                             "the two must sum to less than 1")
+        return self
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -422,6 +422,9 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # (a rule over several settings, which it names)
+            msg = first["msg"].removeprefix("Value error, ")
+            raise VitrineError(f"settings {msg}.") from None
         name = _env_name(str(first["loc"][0]) if first["loc"] else "")
         msg = first["msg"].removeprefix("Value error, ")
         raise VitrineError(f"setting {name}={_env_value(name, first.get('input'))!r}: "

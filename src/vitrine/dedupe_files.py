@@ -39,6 +39,7 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
         raise CatalogError("no photos found in " + ", ".join(map(str, dirs)) + why + ".")
     embedder = embedder or Embedder.from_settings(settings)
     rules = rules or embedder.duplicate_rules()
+    folders_skipped = len(skipped)
     keys, vectors, phashes, thumbs, shas = [], [], [], [], []
     with progress_bar("Embedding", len(paths), enabled=show_progress) as adv:
         for result in embedder.embed_paths(paths, on_progress=adv):
@@ -57,9 +58,10 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
             phashes.append(result.phash)
             thumbs.append(result.thumb)
     if not keys:  # (not "0 duplicate groups", status 0: nothing was compared)
+        first = skipped[folders_skipped]  # (the photos', after the folders')
         raise CatalogError(f"none of the {len(paths)} photos in " + ", ".join(map(str, dirs))
-                           + f" could be read ({skipped[0]['path']}: {skipped[0]['reason']}"
-                           + (f"; {len(skipped) - 1} more" if len(skipped) > 1 else "") + ").")
+                           + f" could be read ({first['path']}: {first['reason']}"
+                           + (f"; {len(paths) - 1} more" if len(paths) > 1 else "") + ").")
     groups = find_duplicates(keys, np.stack(vectors), phashes, thumbs, shas, rules,
                              show_progress)
     return [list(map(str, g)) for g in groups], skipped

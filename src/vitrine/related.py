@@ -65,11 +65,11 @@ def _written_file(out: Path) -> Path:
 
 def _refuse_product_table(target: Path, catalogue: str | None) -> None:
     """Refuse a file that is the product table of the store's catalogue (``products.csv``
-    in it, any case): replaced, its names, prices and descriptions were lost and the next
-    `vitrine index` refused the catalogue."""
+    at its top, any case): replaced, its names, prices and descriptions were lost and the
+    next `vitrine index` refused the catalogue."""
     if catalogue is None or target.name.casefold() not in CSV_NAMES:
         return
-    if target.resolve().parent.is_relative_to(Path(catalogue).resolve()):
+    if target.resolve().parent == Path(catalogue).resolve():
         raise VitrineError(f"--out {target} is a product table of the store's catalogue "
                            f"({catalogue}); name another file.")
 
