@@ -110,9 +110,11 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["api"], responses=errors(422, 503))
     limit = settings.max_upload_bytes
 
-    def writer(key: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]) -> None:
+    async def writer(key: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+                     ) -> None:
         """The API key of a write (WriteGuard checked it before the body; this declares it
-        to OpenAPI, as bearer authentication a client generator and /docs know)."""
+        to OpenAPI, as bearer authentication a client generator and /docs know). Async: a
+        comparison, not worth a worker thread."""
         guards.check_api_key(settings.api_key, key and f"{key.scheme} {key.credentials}")
 
     @router.get("/products", response_model=ProductPage)

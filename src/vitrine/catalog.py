@@ -193,6 +193,8 @@ def holds_vitrine(folder: Path, names) -> bool:
     folder's photos are the catalogue's (they were left out without a word)."""
     return STORE_FILE in names or MODEL_CONFIG in names and (
         MODEL_WEIGHTS in names or is_model_config(folder / MODEL_CONFIG))
+
+
 UPLOADS = "uploads"
 """The folder of a store that holds photos added through the API (vitrine.store.UPLOADS_DIR)."""
 UPLOAD_NAME = re.compile(r"[0-9a-f]{64}\.[a-z]{2,4}")

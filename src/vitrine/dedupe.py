@@ -344,12 +344,26 @@ def distinct_rows(content: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     one: :func:`duplicate_groups` joins them by their content, and the pairs of g rows with
     each other and with every other photo's (g²/2 and more, each checked in Python) took
     minutes and gigabytes for a placeholder photo that thousands of products share."""
-    _, first, inverse = np.unique(np.asarray(content, dtype=object).astype(str),
-                                  return_index=True, return_inverse=True)
-    order = np.argsort(first)
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return first[order], rank[inverse.reshape(-1)]
+    position: dict[str, int] = {}
+    first: list[int] = []
+    where = np.empty(len(content), np.int64)
+    for i, sha in enumerate(content):  # (a pass over the strings: no array of them sorted)
+        at = position.get(sha)
+        if at is None:
+            at = position[sha] = len(first)
+            first.append(i)
+        where[i] = at
+    return np.array(first, np.int64), where
+
+
+def only_rows(rows: np.ndarray, vectors: np.ndarray, *columns: Sequence
+              ) -> tuple[np.ndarray, ...]:
+    """``vectors`` and each of ``columns`` at ``rows`` (:func:`distinct_rows`), or as they
+    are when those are all of them: no second copy of every vector, gigabytes at a million
+    products."""
+    if len(rows) == len(vectors):
+        return (vectors, *columns)
+    return (vectors[rows], *([column[i] for i in rows] for column in columns))
 
 
 def duplicate_groups(n: int, pairs: np.ndarray, content: Sequence[str] | None = None
@@ -385,7 +399,6 @@ def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequ
     rows = np.arange(n) if content is None else distinct_rows(content)[0]
     if len(rows) > 1:
         with search_progress(len(rows), show_progress) as advance:
-            pairs = rows[rule_pairs(vectors[rows], [phashes[i] for i in rows],
-                                    [thumbs[i] for i in rows], rules or DuplicateRules(),
-                                    advance)]
+            pairs = rows[rule_pairs(*only_rows(rows, vectors, phashes, thumbs),
+                                    rules or DuplicateRules(), advance)]
     return [[keys[i] for i in group] for group in duplicate_groups(n, pairs, content)]

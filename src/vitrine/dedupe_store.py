@@ -25,7 +25,7 @@ from dataclasses import asdict
 import numpy as np
 
 from vitrine import dedupe
-from vitrine.dedupe import DuplicateRules, distinct_rows, rule_pairs
+from vitrine.dedupe import DuplicateRules, distinct_rows, only_rows, rule_pairs
 from vitrine.errors import StoreError
 from vitrine.store import VectorStore
 
@@ -132,9 +132,7 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
     rows, row_of = distinct_rows(shas)
     if advance is not None:  # (the bar counts every product)
         advance(4 * (len(ids) - len(rows)))
-    ids, shas = [ids[i] for i in rows], [shas[i] for i in rows]
-    vectors, phashes, thumbs = vectors[rows], [phashes[i] for i in rows], [
-        thumbs[i] for i in rows]
+    vectors, ids, shas, phashes, thumbs = only_rows(rows, vectors, ids, shas, phashes, thumbs)
     manifest = store.manifest()
     key = fingerprint(rules, manifest.as_dict() if manifest else None)
     now = digests(ids, shas, vectors)
