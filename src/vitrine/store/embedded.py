@@ -384,7 +384,9 @@ class EmbeddedStore:
             rows = self.db.execute("SELECT product_id, vector FROM products ORDER BY id")
             for i, (pid, blob) in enumerate(rows):
                 ids.append(pid)
-                vectors[i] = stored_vectors([blob], dim, self.root, [pid])[0]
+                if len(blob) != 4 * dim:  # (said by stored_vectors, naming the product)
+                    stored_vectors([blob], dim, self.root, [pid])
+                vectors[i] = np.frombuffer(blob, dtype=np.float32)
         return ids, vectors
 
     def iter_products(self, batch: int = 1000, vectors: bool = True
@@ -398,7 +400,6 @@ class EmbeddedStore:
                                       [r[0] for r in page]) if vectors else [None] * len(page)
                 yield [(row_to_product(r[:11], self._photo), v)
                        for r, v in zip(page, vecs, strict=True)]
-
 
     # ---- search ---------------------------------------------------------------------------
     def _current_index(self) -> VectorIndex | LayeredIndex:
