@@ -146,8 +146,9 @@ def _stream(path: Path) -> bool:
     """Whether ``path`` is a device or a pipe: a path in ``/dev`` or ``/proc`` (``/dev/stdout``
     leads to whatever the shell redirected it to, a file too), or one there that is neither
     a file nor a folder (a named pipe)."""
-    if os.path.abspath(path).startswith(("/dev/", "/proc/")):
-        return True
+    where = os.path.abspath(path)
+    if where.startswith(("/dev/", "/proc/")) and not where.startswith("/dev/shm/"):
+        return True  # (/dev/shm: a file system of files)
     return path.exists() and not path.is_file() and not path.is_dir()
 
 
