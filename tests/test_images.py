@@ -49,6 +49,30 @@ def test_grayscale_and_16bit_png(tmp_path):
     assert abs(img.getpixel((5, 5))[0] - 127) <= 1  # scaled, not clipped to white
 
 
+def test_deep_images_are_scaled_to_8_bits_without_whole_float_copies(tmp_path):
+    """16- and 32-bit photos were scaled through float64 copies of the whole image: a
+    258 kB 40-megapixel TIFF took 1.2 GB to read (an upload; a container's limit killed the
+    server). The scaling goes a band of rows at a time, to the same pixels."""
+    import tracemalloc
+
+    rows = np.arange(1500, dtype=np.uint32)[:, None] * 40 + np.arange(1000, dtype=np.uint32)
+    for mode, pixels, scale in (
+            ("I;16", (rows % 65536).astype(np.uint16), 255 / 65535),
+            ("I", rows.astype(np.int32), 255 / 65535),  # (over 255: read as 16 bits)
+            ("F", (rows / rows.max()).astype(np.float32), 255.0)):  # (0–1: times 255)
+        path = save(Image.fromarray(pixels), tmp_path / f"deep-{mode}.tif")
+        tracemalloc.start()
+        try:
+            img = open_image(path)
+            held = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        expect = np.clip(np.rint(pixels.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+        assert np.array_equal(np.asarray(img)[..., 0], expect), mode
+        # whole float64 copies held 29–32 bytes a pixel; now the 8-bit copies and a band
+        assert held < 16 * pixels.size, (mode, held / pixels.size)
+
+
 def test_transparency_is_composited_on_white(tmp_path):
     rgba = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
     rgba.paste((*RED, 255), (0, 0, 10, 20))
