@@ -919,6 +919,46 @@ def test_uploaded_photos_are_decoded_a_few_at_a_time(settings, small_store, embe
     assert most[0] == 2
 
 
+def test_photo_copies_for_the_pages_are_made_in_the_decode_slots(settings, small_store,
+                                                                  embedder, rows, monkeypatch):
+    """A card copy (or a TIFF's view copy) decodes the stored photo, for any visitor: four
+    40-megapixel ones asked for at once took the server to 5 GB. They share the uploads'
+    DECODE_SLOTS."""
+    from vitrine import api as api_module
+    from vitrine import service as service_module
+    from vitrine.api import create_app
+    from vitrine.server import running
+
+    monkeypatch.setattr(service_module, "DECODE_SLOTS", 2)
+    monkeypatch.setattr(api_module, "SMALL_PHOTO_BYTES", 0)  # every card a copy
+    busy, most, lock, real = [0], [0], threading.Lock(), api_module.thumbnail_jpeg
+
+    def counted(*args, **kwargs):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        try:
+            threading.Event().wait(0.2)  # long enough for the others to pile up
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    monkeypatch.setattr(api_module, "thumbnail_jpeg", counted)
+    answers: list[int] = []
+    with running(create_app(settings, small_store, embedder=embedder)) as base:
+        def fetch(pid: str) -> None:
+            answers.append(httpx2.get(f"{base}/images/{pid}", params={"size": "card"},
+                                      timeout=60).status_code)
+
+        workers = [threading.Thread(target=fetch, args=(r["product_id"],)) for r in rows[:6]]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+    assert answers == [200] * 6 and most[0] == 2
+
+
 def test_eight_concurrent_clients(settings, small_store, embedder, rows, small_catalog):
     """8 clients × 50 requests of every kind against a real server: all answered, right."""
     from vitrine.server import running

@@ -97,8 +97,8 @@ class NewProduct:
 
 DECODE_SLOTS = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                    else os.cpu_count() or 2)
-"""Uploaded photos decoded at once (the others wait for a slot): one per core this process
-may use."""
+"""Photos decoded at once, uploaded or copied for the pages (the others wait for a slot): one
+per core this process may use."""
 
 
 class VitrineService:
@@ -263,6 +263,12 @@ class VitrineService:
         return path
 
     # ---- photo search ---------------------------------------------------------------------
+    def decoding(self) -> threading.BoundedSemaphore:
+        """One of the slots photos are decoded in (:data:`DECODE_SLOTS`): an upload's, or a
+        copy of a stored photo the pages show (a card, a TIFF's view), which anyone may ask
+        for (four 40-megapixel copies at once took the server to 5 GB)."""
+        return self._decode_slots
+
     def search_photo(self, data: bytes, k: int, category: str | None = None
                      ) -> tuple[list[Match], SearchTimings, CategoryGuess | None]:
         """Products most similar to uploaded photo bytes, the timings, and the photo's likely
