@@ -219,6 +219,31 @@ def test_a_table_without_an_image_column_names_its_columns(tmp_path):
     (tmp_path / "products.csv").write_text("id;foto_url\n1;a/1.jpg\n")
     with pytest.raises(CatalogError, match="no image column .*'id', 'foto_url'"):
         read_catalog(tmp_path)
+    # each name cut at 40 characters, the first 12 of them: a line of a file that is not a
+    # table is not printed whole
+    (tmp_path / "products.csv").write_text(";".join(f"c{i}" + "x" * 60 for i in range(20))
+                                           + "\n")
+    with pytest.raises(CatalogError) as info:
+        read_catalog(tmp_path)
+    assert "'c0" + "x" * 38 + "'…, " in str(info.value) and "c12" not in str(info.value)
+
+
+def test_a_product_table_linked_from_outside_the_catalogue_is_refused(tmp_path):
+    """A supplier's zip with products.csv linked to /proc/self/environ printed the
+    server's environment (its API key, its Milvus token) as the table's columns."""
+    photo(tmp_path / "cat" / "a" / "1.jpg")
+    secret = tmp_path / "environ"
+    secret.write_text("VITRINE_API_KEY=s3cret\0HOME=/root\0")
+    (tmp_path / "cat" / "products.csv").symlink_to(secret)
+    with pytest.raises(CatalogError, match=r"products\.csv is a link to a file outside the "
+                                           r"catalogue folder") as info:
+        read_catalog(tmp_path / "cat")
+    assert "s3cret" not in str(info.value)
+    (tmp_path / "cat" / "products.csv").unlink()  # a link within it is its own table
+    (tmp_path / "cat" / "tables").mkdir()
+    (tmp_path / "cat" / "tables" / "t.csv").write_text("id,image\nP1,a/1.jpg\n")
+    (tmp_path / "cat" / "products.csv").symlink_to(tmp_path / "cat" / "tables" / "t.csv")
+    assert [p.product_id for p in read_catalog(tmp_path / "cat")] == ["P1"]
 
 
 def test_a_quote_left_open_is_named_instead_of_swallowing_the_rows_below(tmp_path):

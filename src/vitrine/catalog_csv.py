@@ -51,12 +51,20 @@ class Row:
 
 
 def find_csv(root: Path) -> Path | None:
-    """The product table at ``root``: ``products.csv`` or ``produtos.csv``, any case."""
+    """The product table at ``root``: ``products.csv`` or ``produtos.csv``, any case. One
+    that is a link to a file outside the catalogue is refused: a supplier's zip linking it
+    to /proc/self/environ or /etc/shadow had its first line, the server's secrets, printed
+    in the error that it has no image column."""
     by_name = {}
     for entry in os.scandir(root):
         if entry.is_file():
             by_name.setdefault(entry.name.casefold(), Path(entry.path))
-    return next((by_name[n] for n in CSV_NAMES if n in by_name), None)
+    table = next((by_name[n] for n in CSV_NAMES if n in by_name), None)
+    if table is not None and table.is_symlink() and not table.resolve().is_relative_to(
+            Path(root).resolve()):
+        raise CatalogError(f"{table} is a link to a file outside the catalogue folder; copy "
+                           "the product table into it.")
+    return table
 
 
 def column_key(text: str) -> str:
@@ -163,8 +171,10 @@ def read_rows(path: Path) -> list[Row]:
                                "(at least 'image'), or delete it.")
         names = column_names(header)
         if "image" not in names:
+            shown = ", ".join(repr(c[:40]) + ("…" if len(c) > 40 else "")
+                              for c in header[:12]) + (" …" if len(header) > 12 else "")
             raise CatalogError(f"{path} has no image column (name one 'image' or 'imagem'); "
-                               f"its columns are {', '.join(repr(c) for c in header)}.")
+                               f"its columns are {shown}.")
         rows = []
         line = reader.line_num + 1
         for values in reader:
