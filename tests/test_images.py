@@ -498,3 +498,18 @@ def test_a_thin_banner_has_a_card_copy_within_the_pixel_limit(tmp_path):
     assert thumbnail(photo, 448, 40_000_000).size == (448, 336)
     # a phone photo's copy is made from the decode it was before (not one half as sharp)
     assert open_image(photo, draft_size=448, fit=True).size == (1008, 756)
+
+
+def test_a_file_far_larger_than_any_photo_is_not_read(tmp_path):
+    """A 12 GB file named .jpg (a zip of it is 12 MB) was hashed whole, then read whole, and
+    ended the whole `vitrine index` in a MemoryError. It is one photo that cannot be read."""
+    from vitrine.photo_hashes import PHOTO_MAX_BYTES, file_sha256
+
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as fh:  # (sparse: no disk taken)
+        fh.truncate(PHOTO_MAX_BYTES + 2**20)
+    with pytest.raises(ImageError, match=r"huge\.jpg: cannot be read \(513 MB, larger than "
+                                         r"the 512 MB a photo file may be\)"):
+        open_image(huge)
+    with pytest.raises(OSError, match="a photo file may be"):
+        file_sha256(huge)

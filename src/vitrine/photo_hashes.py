@@ -24,15 +24,26 @@ Signature = tuple[int, int, int, int]
 RACY_NS = 2_000_000_000
 
 
+PHOTO_MAX_BYTES = 512 * 2**20
+"""The largest photo file read: 40 megapixels (VITRINE_MAX_IMAGE_PIXELS' default) of 16-bit
+RGBA, uncompressed, take 320 MB. A 12 GB file named .jpg in a catalogue was read whole,
+hashed then loaded, and ended the whole `index` in a MemoryError (or the kernel's OOM
+killer)."""
+
+
 def regular_file(path: Path | str) -> os.stat_result:
     """``os.stat(path)``; OSError for what is not a regular file (a link to /dev/zero would be
-    read forever, opening a named pipe waits for a writer)."""
+    read forever, opening a named pipe waits for a writer), or is larger than
+    :data:`PHOTO_MAX_BYTES`."""
     st = os.stat(path)
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     if not stat.S_ISREG(st.st_mode):
         raise OSError(errno.EINVAL, "it is a device, pipe or socket, not a photo file",
                       str(path))
+    if st.st_size > PHOTO_MAX_BYTES:
+        raise OSError(errno.EFBIG, f"{st.st_size / 2**20:,.0f} MB, larger than the "
+                      f"{PHOTO_MAX_BYTES // 2**20} MB a photo file may be", str(path))
     return st
 
 
