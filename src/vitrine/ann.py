@@ -243,7 +243,16 @@ class VectorIndex:
         if threads:
             faiss.omp_set_num_threads(threads)
         try:
-            if hidden is not None:
+            if hidden is not None and self.kind == "flat" and 4 * len(hidden) <= self.ntotal:
+                # the top k + hidden of a plain search, the hidden ids dropped: with a
+                # selector FAISS's flat search leaves its matrix product and scans query by
+                # query (1,000 queries of 50,000 products with 830 hidden: 19 s, not 1.9 s;
+                # a layered index hides at most a tenth of its base)
+                fetch = min(k + len(hidden), self.ntotal)
+                found = [(scores[keep][:k], ids[keep][:k])
+                         for scores, ids in self._top(queries, fetch, self._params(fetch))
+                         for keep in [~hidden.contains(ids)]]
+            elif hidden is not None:
                 params, shown = self._params(k), hidden.selector()
                 params.sel = faiss.IDSelectorNot(shown)
                 found = self._top(queries, min(k, self.ntotal), params)
