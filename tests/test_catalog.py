@@ -244,6 +244,18 @@ def test_a_product_table_linked_from_outside_the_catalogue_is_refused(tmp_path):
     (tmp_path / "cat" / "tables" / "t.csv").write_text("id,image\nP1,a/1.jpg\n")
     (tmp_path / "cat" / "products.csv").symlink_to(tmp_path / "cat" / "tables" / "t.csv")
     assert [p.product_id for p in read_catalog(tmp_path / "cat")] == ["P1"]
+    # a split folder's table linked to one beside it, in the catalogue: its own
+    from vitrine.split import read_catalogue
+
+    split = tmp_path / "split"
+    for part in ("train", "test"):
+        photo(split / part / "a" / f"{part}.jpg")
+    (split / "tables").mkdir()
+    (split / "tables" / "train.csv").write_text("id,image\nT1,a/train.jpg\n")
+    (split / "train" / "products.csv").symlink_to(Path("..") / "tables" / "train.csv")
+    products, given, _ = read_catalogue(split)
+    assert sorted(given.values()) == ["test", "train"]
+    assert any(p.product_id.endswith("T1") for p in products)
 
 
 def test_a_quote_left_open_is_named_instead_of_swallowing_the_rows_below(tmp_path):

@@ -290,7 +290,8 @@ def refuse_out_inside(catalog: Path, out: Path) -> None:
                            "be read as photos of a category next time. Put it outside.")
 
 
-def read_catalog(root: Path, *, depth: int = 0, empty_ok: bool = False) -> list[Product]:
+def read_catalog(root: Path, *, depth: int = 0, empty_ok: bool = False,
+                 catalogue: Path | None = None) -> list[Product]:
     """Read a catalogue folder into products.
 
     Without a product table every photo is a product whose id is its relative path and whose
@@ -309,7 +310,7 @@ def read_catalog(root: Path, *, depth: int = 0, empty_ok: bool = False) -> list[
     photos = scan_images(root)
     products: dict[str, Product] = {}
     listed: set[Path] = set()
-    csv_path = find_csv(root)
+    csv_path = find_csv(root, catalogue)  # (a split folder's: within the whole catalogue)
     if csv_path is not None:
         for product in _read_csv(csv_path, root, photos, depth):
             products[product.product_id] = product

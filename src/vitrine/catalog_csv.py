@@ -50,18 +50,19 @@ class Row:
     extra: dict[str, str]
 
 
-def find_csv(root: Path) -> Path | None:
+def find_csv(root: Path, catalogue: Path | None = None) -> Path | None:
     """The product table at ``root``: ``products.csv`` or ``produtos.csv``, any case. One
-    that is a link to a file outside the catalogue is refused: a supplier's zip linking it
-    to /proc/self/environ or /etc/shadow had its first line, the server's secrets, printed
-    in the error that it has no image column."""
+    that is a link to a file outside the catalogue (``root``, or ``catalogue`` that holds
+    it: a split folder's table may link to one beside it) is refused: a supplier's zip
+    linking it to /proc/self/environ or /etc/shadow had its first line, the server's
+    secrets, printed in the error that it has no image column."""
     by_name = {}
     for entry in os.scandir(root):
         if entry.is_file():
             by_name.setdefault(entry.name.casefold(), Path(entry.path))
     table = next((by_name[n] for n in CSV_NAMES if n in by_name), None)
     if table is not None and table.is_symlink() and not table.resolve().is_relative_to(
-            Path(root).resolve()):
+            Path(catalogue or root).resolve()):
         raise CatalogError(f"{table} is a link to a file outside the catalogue folder; copy "
                            "the product table into it.")
     return table

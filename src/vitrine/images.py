@@ -230,11 +230,12 @@ def _too_many_pixels(name: str, width: int, height: int, max_pixels: int,
                             "large: raise VITRINE_MAX_IMAGE_PIXELS or scale it down).")
 
 
-def _eight_bit(raw: np.ndarray, scale: float, rows: int = 256) -> np.ndarray:
-    """``raw`` × ``scale``, clipped to 0–255 and rounded, as 8 bits: a band of ``rows`` rows
-    at a time (float64 copies of the whole image took 1.2 GB for a 40-megapixel 16-bit or
-    32-bit photo of 258 kB, one upload)."""
+def _eight_bit(raw: np.ndarray, scale: float, pixels: int = 1 << 18) -> np.ndarray:
+    """``raw`` × ``scale``, clipped to 0–255 and rounded, as 8 bits: a band of about
+    ``pixels`` pixels at a time (float64 copies of the whole image took 1.2 GB for a
+    40-megapixel 16-bit or 32-bit photo of 258 kB, one upload)."""
     out = np.empty(raw.shape, np.uint8)
+    rows = max(1, pixels // max(1, raw.shape[1]))
     for start in range(0, raw.shape[0], rows):
         band = raw[start:start + rows].astype(np.float64)
         band *= scale

@@ -31,19 +31,18 @@ hashed then loaded, and ended the whole `index` in a MemoryError (or the kernel'
 killer)."""
 
 
-def regular_file(path: Path | str) -> os.stat_result:
+def regular_file(path: Path | str, limit: int | None = PHOTO_MAX_BYTES) -> os.stat_result:
     """``os.stat(path)``; OSError for what is not a regular file (a link to /dev/zero would be
-    read forever, opening a named pipe waits for a writer), or is larger than
-    :data:`PHOTO_MAX_BYTES`."""
+    read forever, opening a named pipe waits for a writer), or is larger than ``limit``."""
     st = os.stat(path)
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     if not stat.S_ISREG(st.st_mode):
         raise OSError(errno.EINVAL, "it is a device, pipe or socket, not a photo file",
                       str(path))
-    if st.st_size > PHOTO_MAX_BYTES:
+    if limit is not None and st.st_size > limit:
         raise OSError(errno.EFBIG, f"{st.st_size / 2**20:,.0f} MB, larger than the "
-                      f"{PHOTO_MAX_BYTES // 2**20} MB a photo file may be", str(path))
+                      f"{limit // 2**20} MB a photo file may be", str(path))
     return st
 
 
@@ -54,8 +53,9 @@ def unreadable_reason(exc: OSError) -> str:
     return f"cannot be read ({exc.strerror or exc})"
 
 
-def file_sha256(path: Path) -> str:
-    regular_file(path)
+def file_sha256(path: Path, limit: int | None = PHOTO_MAX_BYTES) -> str:
+    """The sha256 of a photo file (of any file, with ``limit`` None)."""
+    regular_file(path, limit)
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

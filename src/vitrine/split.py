@@ -200,7 +200,7 @@ def _read_split(root: Path, folders: dict[str, Path] | None,
 
     products, given = [], {}
     if top := find_csv(root):  # (it was not read: its categories lost, while index used them)
-        if inner := [t for f in folders.values() if (t := find_csv(f))]:
+        if inner := [t for f in folders.values() if (t := find_csv(f, root))]:
             raise CatalogError(f"{top} and {inner[0]} both describe photos of {root}; keep "
                                "one table at the top or one in each split folder.")
         split_of = {f.name: split for split, f in folders.items()}  # (a link: its own name)
@@ -213,7 +213,8 @@ def _read_split(root: Path, folders: dict[str, Path] | None,
                 given[product.product_id] = split_of[rel.parts[0]]
     else:
         for split, folder in folders.items():
-            for product in read_catalog(folder, empty_ok=True):  # (an empty one: as missing)
+            for product in read_catalog(folder, empty_ok=True,  # (an empty one: as missing)
+                                        catalogue=root):
                 product.product_id = _prefixed(folder.name, product.product_id)
                 products.append(product)
                 given[product.product_id] = split
