@@ -1,6 +1,6 @@
 """A page of `vitrine related` (1,000 queries) on a flat index that hides some of its rows, as
-the layered index of a store hides its base's changed products until the next rebuild (up to
-a tenth of them): searched past the hidden ids (the top k + hidden, those dropped; what
+the layered index of a store hides its base's changed products until the next rebuild (a
+fifth of them at most): searched past the hidden ids (the top k + hidden, those dropped; what
 ``VectorIndex.search_many`` does) against excluding them with a FAISS selector (what it did
 before 2026-12-05: the flat search then scans query by query, without its matrix product), in
 one run, on synthetic clustered vectors of the pretrained model's width.
