@@ -886,6 +886,26 @@ def test_category_counts_are_shared_for_a_while(settings, small_store, embedder,
     service.close()
 
 
+def at_once(monkeypatch, module, name: str):
+    """Replace ``module.name`` by a version that lingers 0.2 s (long enough for the other
+    calls to pile up); returns a function giving the most calls that ran at once."""
+    busy, most, lock, real = [0], [0], threading.Lock(), getattr(module, name)
+
+    def counted(*args, **kwargs):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        try:
+            threading.Event().wait(0.2)
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    monkeypatch.setattr(module, name, counted)
+    return lambda: most[0]
+
+
 def test_uploaded_photos_are_decoded_a_few_at_a_time(settings, small_store, embedder,
                                                       small_catalog, rows, monkeypatch):
     """Each decode may take hundreds of MB (a 40-MP PNG in a small upload): the 40 request
@@ -894,20 +914,7 @@ def test_uploaded_photos_are_decoded_a_few_at_a_time(settings, small_store, embe
 
     monkeypatch.setattr(service_module, "DECODE_SLOTS", 2)
     service = service_module.VitrineService(settings, small_store, embedder)
-    busy, most, lock, real = [0], [0], threading.Lock(), service_module.open_image
-
-    def counted(*args, **kwargs):
-        with lock:
-            busy[0] += 1
-            most[0] = max(most[0], busy[0])
-        try:
-            threading.Event().wait(0.2)  # long enough for the others to pile up
-            return real(*args, **kwargs)
-        finally:
-            with lock:
-                busy[0] -= 1
-
-    monkeypatch.setattr(service_module, "open_image", counted)
+    most = at_once(monkeypatch, service_module, "open_image")
     photo = (small_catalog / rows[0]["image"]).read_bytes()
     workers = [threading.Thread(target=service.search_photo, args=(photo, 3))
                for _ in range(8)]
@@ -916,7 +923,7 @@ def test_uploaded_photos_are_decoded_a_few_at_a_time(settings, small_store, embe
     for worker in workers:
         worker.join(60)
     service.close()
-    assert most[0] == 2
+    assert most() == 2
 
 
 def test_photo_copies_for_the_pages_are_made_in_the_decode_slots(settings, small_store,
@@ -931,20 +938,7 @@ def test_photo_copies_for_the_pages_are_made_in_the_decode_slots(settings, small
 
     monkeypatch.setattr(service_module, "DECODE_SLOTS", 2)
     monkeypatch.setattr(api_module, "SMALL_PHOTO_BYTES", 0)  # every card a copy
-    busy, most, lock, real = [0], [0], threading.Lock(), api_module.thumbnail_jpeg
-
-    def counted(*args, **kwargs):
-        with lock:
-            busy[0] += 1
-            most[0] = max(most[0], busy[0])
-        try:
-            threading.Event().wait(0.2)  # long enough for the others to pile up
-            return real(*args, **kwargs)
-        finally:
-            with lock:
-                busy[0] -= 1
-
-    monkeypatch.setattr(api_module, "thumbnail_jpeg", counted)
+    most = at_once(monkeypatch, api_module, "thumbnail_jpeg")
     answers: list[int] = []
     with running(create_app(settings, small_store, embedder=embedder)) as base:
         def fetch(pid: str) -> None:
@@ -956,7 +950,7 @@ def test_photo_copies_for_the_pages_are_made_in_the_decode_slots(settings, small
             worker.start()
         for worker in workers:
             worker.join(60)
-    assert answers == [200] * 6 and most[0] == 2
+    assert answers == [200] * 6 and most() == 2
 
 
 def test_eight_concurrent_clients(settings, small_store, embedder, rows, small_catalog):
