@@ -309,7 +309,7 @@ def test_an_upload_folder_inside_a_split_catalogue_keeps_it_split(shop_a, embedd
     """A VITRINE_UPLOAD_DIR inside a split catalogue, beside its train/ and test/ folders:
     its photos (the server's, of products added through the API) counted as a folder of
     photos beside the splits, and every index of the catalogue was refused."""
-    from vitrine.split import catalogue_to_index
+    from vitrine.split import read_catalogue
 
     catalog = tmp_path / "cat"
     category, other = sorted(p.name for p in shop_a.iterdir() if p.is_dir())[:2]
@@ -321,7 +321,8 @@ def test_an_upload_folder_inside_a_split_catalogue_keeps_it_split(shop_a, embedd
     uploads.mkdir()
     data = next((shop_a / other).glob("*.jpg")).read_bytes()
     (uploads / (hashlib.sha256(data).hexdigest() + ".jpg")).write_bytes(data)
-    assert [len(part) for part in catalogue_to_index(catalog, uploads)] == [2, 0]
+    products, _, outside = read_catalogue(catalog, uploads)
+    assert (len(products), outside) == (2, [])
     report = _index(catalog, tmp_path / "st", embedder, uploads=uploads)
     assert (report.indexed, report.skipped) == (2, [])
     db = open_store(tmp_path / "st")
@@ -633,3 +634,45 @@ def test_a_shard_number_must_be_below_the_shard_count():
             parse_shard(bad)
     with pytest.raises(VitrineError, match="use I/N"):
         parse_shard("half")
+
+
+def test_vitrine_index_reads_the_catalogue_once(small_catalog, weights_path, tmp_path,
+                                                monkeypatch, capsys):
+    """`vitrine index` checked the folder before loading the model, then read all of it again
+    in the indexer (0.8 s of an unchanged re-run of 8,000 photos). The store's own uploads
+    folder, worked out before the store is opened, is the one the indexer leaves out."""
+    import json
+    import signal
+
+    import vitrine.indexer
+    import vitrine.split
+    from vitrine.cli import main
+    from vitrine.store import upload_folder
+
+    store = tmp_path / "store"
+    reads = []
+    real = vitrine.split.read_catalogue
+
+    def counted(root, uploads=None):
+        reads.append(uploads)
+        return real(root, uploads)
+
+    monkeypatch.setattr(vitrine.split, "read_catalogue", counted)
+    monkeypatch.setattr(vitrine.indexer, "read_catalogue", counted)
+    monkeypatch.setenv("VITRINE_WEIGHTS", str(weights_path))
+    monkeypatch.delenv("VITRINE_UPLOAD_DIR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["vitrine", "index", str(small_catalog), "--store",
+                                      str(store), "--json"])
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert exit_.value.code == 0
+    assert json.loads(capsys.readouterr().out)["indexed"] == 48
+    db = open_store(store)
+    try:
+        assert reads == [upload_folder(db, None)] == [store.resolve() / "uploads"]
+    finally:
+        db.close()

@@ -249,10 +249,10 @@ def load_embedder(settings: Settings):
 def bench_images(images: Path, settings: Settings, *, show_progress: bool = False) -> dict:
     """Index the photos of ``images`` into a temporary store, the whole pipeline timed."""
     from vitrine.indexer import index_catalog
-    from vitrine.split import catalogue_to_index
+    from vitrine.split import read_catalogue
     from vitrine.store import store_for
 
-    products = len(catalogue_to_index(images)[0])
+    products = len(read_catalogue(images)[0])
     embedder, load_seconds = load_embedder(settings)
     tmp = Path(tempfile.mkdtemp(prefix="vitrine-bench-"))
     try:

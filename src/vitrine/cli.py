@@ -78,20 +78,21 @@ def index(
     """Index (or re-index) a catalogue folder into a store."""
     from vitrine.embed import Embedder
     from vitrine.indexer import index_catalog, parse_shard
-    from vitrine.split import catalogue_to_index
+    from vitrine.split import read_catalogue
     from vitrine.store import store_for, upload_folder
 
     settings = command_settings(weights, model)
     shard_spec = parse_shard(shard)
-    catalogue_to_index(catalog_dir, settings.upload_dir)  # a bad folder: before the model
+    uploads = upload_folder(store, settings.upload_dir)
+    catalogue = read_catalogue(catalog_dir, uploads)  # a bad folder: before the model
     embedder = Embedder.from_settings(settings)
     db = store_for(store, settings, create=True)
     try:
         report = index_catalog(catalog_dir, db, embedder,
                                rules=embedder.duplicate_rules(),
                                show_progress=not as_json, shard=shard_spec,
-                               uploads=upload_folder(db, settings.upload_dir),
-                               replace=replace, rehash=settings.rehash_photos)
+                               uploads=uploads, replace=replace,
+                               rehash=settings.rehash_photos, catalogue=catalogue)
     finally:
         db.close()
     if as_json:

@@ -32,9 +32,9 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     category into ``out_dir``; then, given a ``serve`` socket (``server.bind``), serve the web
     app on the store until interrupted. Returns a summary (also written as ``demo.json``)."""
     from vitrine.catalog import refuse_out_inside
-    from vitrine.split import catalogue_to_index
+    from vitrine.split import read_catalogue
 
-    catalogue_to_index(catalog, settings.upload_dir)
+    read_catalogue(catalog, settings.upload_dir)  # a bad folder: before training
     refuse_out_inside(catalog, out_dir)
     if out_dir.exists() and not out_dir.is_dir():  # (said at the first figure, after the
         # whole catalogue was indexed)

@@ -28,7 +28,7 @@ from vitrine.errors import StoreError, VitrineError
 from vitrine.manifest import mismatch_error
 from vitrine.photo_hashes import PhotoHashes, unreadable_reason
 from vitrine.progress import progress_bar
-from vitrine.split import catalogue_to_index
+from vitrine.split import Catalogue, read_catalogue
 from vitrine.store import UPLOAD_TMP, cleanable_uploads, unmarked_upload
 from vitrine.store.base import Record, VectorStore
 from vitrine.store.writer_lock import process_alive
@@ -126,7 +126,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                   commit_every: int = COMMIT_EVERY,
                   shard: tuple[int, int] | None = None,
                   uploads: Path | None = None, replace: bool = False,
-                  rehash: bool = False) -> IndexReport:
+                  rehash: bool = False, catalogue: Catalogue | None = None) -> IndexReport:
     """Bring ``store`` in line with the catalogue folder. Commits every ``commit_every``
     products, so an interrupted run keeps its work and a rerun continues from there.
 
@@ -140,6 +140,9 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     A photo is read only when its file changed since the store last saw it, unless ``rehash``
     (:class:`vitrine.photo_hashes.PhotoHashes`).
 
+    ``catalogue`` is the folder as :func:`vitrine.split.read_catalogue` read it with
+    ``uploads`` (a caller that checked it first); read here when None.
+
     A catalogue product whose photo file no longer exists is removed from the store (a photo
     that cannot be read keeps what the store holds). The store records the folder it was
     indexed from; unless ``replace``, a run that would remove catalogue products indexed from
@@ -149,7 +152,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
     # (a catalogue split in train/val/test folders: its categories are the folders under
     # them, not "train" and "test"; a photo outside them is said, not silently left out)
-    products, outside = catalogue_to_index(root, uploads)  # (not the API's photos in it)
+    products, _, outside = catalogue or read_catalogue(root, uploads)  # (not the API's
+    # photos in it)
     products = [p for p in products if in_shard(p.product_id, shard)]
     outside = [p for p in outside if in_shard(_display_path(p, root), shard)]
     store.lock_for_writing()

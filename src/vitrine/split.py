@@ -236,8 +236,11 @@ def _prefixed(folder: str, product_id: str) -> str:
     return f"{unicodedata.normalize(form, folder)}/{product_id}"
 
 
-def read_catalogue(root: Path, uploads: Path | None = None,
-                   ) -> tuple[list[Product], dict[str, str] | None, list[Path]]:
+Catalogue = tuple[list[Product], dict[str, str] | None, list[Path]]
+"""What :func:`read_catalogue` reads: products, their splits, photos outside the splits."""
+
+
+def read_catalogue(root: Path, uploads: Path | None = None) -> Catalogue:
     """What index, train and evaluate read of ``root``: its products, each product's split
     (None: not split, see :func:`_read_split`), and the photos at the top of a split
     catalogue, in none of its split folders (named by each command, not lost silently).
@@ -254,14 +257,6 @@ def read_catalogue(root: Path, uploads: Path | None = None,
         # naming one of its photos is the shop's: kept)
         products = [p for p in products if p.listed or not p.image.is_relative_to(folder)]
     return products, given, outside
-
-
-def catalogue_to_index(root: Path, uploads: Path | None = None,
-                       ) -> tuple[list[Product], list[Path]]:
-    """What `vitrine index` reads of ``root``: :func:`read_catalogue`'s products and the
-    photos it leaves out."""
-    products, _, outside = read_catalogue(root, uploads)
-    return products, outside
 
 
 def make_split(products: Sequence[Product], groups: list[list[str]], settings: Settings,

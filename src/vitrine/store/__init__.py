@@ -74,15 +74,19 @@ def save_photo(folder: Path, photo: Path, data: bytes) -> bool:
     return True
 
 
-def upload_folder(store: VectorStore, configured: Path | None) -> Path | None:
+def upload_folder(store: VectorStore | str | Path, configured: Path | None) -> Path | None:
     """Where the photos of products added through the API live: ``configured``
     (VITRINE_UPLOAD_DIR), else STORE/uploads for a folder store; None for a store that is
     not a folder and no setting. `vitrine index` prunes orphan photos only in a store's own
-    STORE/uploads, and migrate copies the API's photos into the target's folder."""
+    STORE/uploads, and migrate copies the API's photos into the target's folder. ``store``
+    may be a location not opened yet."""
     if configured is not None:
         return Path(configured).expanduser().resolve()
     if isinstance(store, EmbeddedStore):
         return store.root / UPLOADS_DIR
+    local = _local_path(store) if isinstance(store, str | Path) else None
+    if local is not None and local[0] == "folder":
+        return local[1].resolve() / UPLOADS_DIR  # (as EmbeddedStore.root)
     return None
 
 
