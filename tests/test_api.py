@@ -316,6 +316,57 @@ def test_search_errors(client, small_catalog, rows):
     assert chunked.status_code == 413 and chunked.json()["detail"].endswith("MB.")
 
 
+def test_a_product_photo_over_the_limit_is_refused_and_one_at_the_limit_is_stored(
+        settings, small_store, embedder, small_catalog, rows, tmp_path):
+    """`POST /api/products` holds its photo to the upload limit (the body's limit leaves
+    room for the form around it), to the byte."""
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    client = TestClient(_app(settings, store, embedder, api_key=KEY, max_upload_bytes=LIMIT))
+    auth = {"Authorization": f"Bearer {KEY}"}
+    photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
+    at_limit = photo + b"\0" * (LIMIT - len(photo))  # (after the JPEG's end: the same photo)
+    over = client.post("/api/products", files=_upload(at_limit + b"\0"),
+                       data={"product_id": "big"}, headers=auth)
+    assert over.status_code == 413
+    assert over.json()["detail"] == "The upload is larger than the limit of 0.3 MB."
+    assert client.get("/healthz").json()["products"] == 48
+    assert client.get("/api/products/big").status_code == 404
+    stored = client.post("/api/products", files=_upload(at_limit), data={"product_id": "big"},
+                         headers=auth)
+    assert stored.status_code == 201, stored.text
+    assert client.get("/images/big").content == at_limit
+
+
+def test_a_body_declared_too_large_is_refused_before_it_is_read():
+    """The Content-Length over the limit is answered 413 at once: neither the body nor the
+    app is reached (a stranger's 10 GB upload is not read to be refused)."""
+    import asyncio
+
+    from vitrine.web.guards import BodyLimit
+
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    async def receive():
+        pytest.fail("the body was read")
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/search",
+             "headers": [(b"content-length", b"10000000000")]}
+    asyncio.run(BodyLimit(app, max_body=1000, upload_limit=900)(scope, receive, send))
+    assert reached == [] and sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"]) == {
+        "detail": "The upload is larger than the limit of 0.0009 MB."}
+    within = {**scope, "headers": [(b"content-length", b"1000")]}
+    asyncio.run(BodyLimit(app, max_body=1000, upload_limit=900)(within, receive, send))
+    assert reached == ["/api/search"]
+
+
 def test_a_text_field_over_1_mb_is_one_sentence(writable, small_catalog, rows):
     client, _ = writable  # the default 10 MB upload limit lets a 1 MB field through
     photo = (small_catalog / rows[0]["image"]).read_bytes()

@@ -90,7 +90,8 @@ def test_parse_price(text, value):
 
 
 @pytest.mark.parametrize("text", ["1e20", "12abc34", "-5", "1,2,3", "12.34.56",
-                                  "R$", "1.2.3,4", "€ 5", "0.299.000"])
+                                  "R$", "1.2.3,4", "€ 5", "0.299.000",
+                                  "1.299.5", "1,299,5"])
 def test_parse_price_refuses_what_it_cannot_read(text):
     with pytest.raises(CatalogError, match="not a number"):
         parse_price(text)

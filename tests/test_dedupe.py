@@ -40,6 +40,10 @@ def test_rules_combine_hashes():
     ph2 = ["0" * 16, "0" * 14 + "ff", "f" * 16, "0" * 16]
     thumbs2 = [thumb_of(1), thumb_of(5), thumb_of(9), thumb_of(13)]
     assert find_duplicates([1, 2, 3, 4], close, ph2, thumbs2, rules=DuplicateRules()) == [[1, 2]]
+    # the same embeddings with pHashes that disagree (more than 2 × phash_distance bits
+    # apart): two photos of one model in different colours, say → not duplicates
+    assert find_duplicates([1, 2, 3, 4], close, ["0" * 16, "f" * 16, "f" * 16, "0" * 16],
+                           thumbs2, rules=DuplicateRules()) == []
 
 
 def test_downscaled_copy_of_a_real_photo(demo_catalog, embedder):

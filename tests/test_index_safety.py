@@ -108,6 +108,20 @@ def test_another_folder_is_refused_before_any_write_and_replace_lets_it(
     assert _state(store)[:2] == (8, str(novidades.resolve()))
 
 
+def test_another_folder_holding_part_of_the_catalogue_is_refused(shop_a, demo_catalog,
+                                                                 embedder, tmp_path):
+    """Another folder that holds half of the store's products (the same ids) would remove the
+    other half: refused as well, not only a folder that would remove every product."""
+    store = tmp_path / "st"
+    _index(shop_a, store, embedder)
+    before = _state(store)
+    half = copy_subset(demo_catalog, tmp_path / "half", 1)  # the first photo of each category
+    with pytest.raises(RemovalRefused, match=f"indexed from {shop_a.resolve()}; indexing "
+                                             f"{half.resolve()} would remove 8 of them"):
+        _index(half, store, embedder)
+    assert _state(store) == before
+
+
 def test_another_folder_that_removes_nothing_becomes_the_catalogue(shop_a, embedder, tmp_path):
     """A moved catalogue (same ids) or a larger one is not refused; the store records it."""
     store = tmp_path / "st"
@@ -205,6 +219,23 @@ def test_a_deleted_photo_leaves_the_store_an_unreadable_one_does_not(shop_a, emb
     again = _index(catalog, store, embedder)  # still missing: reported, nothing to remove
     assert again.removed == 0
     assert {s["path"]: s["reason"] for s in again.skipped}[deleted[1]] == "file not found"
+
+
+def test_a_store_made_with_another_normalisation_is_refused(shop_a, embedder, tmp_path):
+    """The same weights with other preprocessing make other vectors: refused by index, and
+    said as what differs."""
+    import dataclasses
+
+    db = open_store(tmp_path / "st", create=True)
+    prep = {**embedder.manifest.preprocessing, "mean": [0.5, 0.5, 0.5]}
+    db.set_manifest(dataclasses.replace(embedder.manifest, preprocessing=prep))
+    try:
+        with pytest.raises(StoreError, match=r"different model than this run \(normalisation "
+                                             r"mean \[0\.5, 0\.5, 0\.5\], std .* in the store"):
+            index_catalog(shop_a, db, embedder, show_progress=False)
+        assert db.count() == 0
+    finally:
+        db.close()
 
 
 def test_another_model_says_how_to_go_on(shop_a, embedder, tmp_path):

@@ -67,6 +67,19 @@ def test_index_reads_only_the_photos_that_changed(demo_catalog, embedder, tmp_pa
     fourth = index()
     assert fourth.removed == 1 and fourth.photos_read == 0
     assert str((catalog / rows[1]["image"]).resolve()) not in store.photo_hashes()
+    # a price, then a name, edited in the product table: that product's fields change, and
+    # no photo is read again
+    rows.pop(1)
+    edited = rows[2]["product_id"]
+    for field, value in (("price", "129,90"), ("name", "Renamed in the table")):
+        rows[2][field] = value
+        with open(catalog / "products.csv", "w", newline="") as fh:
+            table = csv.DictWriter(fh, fieldnames=[*rows[0], "price"])
+            table.writeheader()
+            table.writerows(rows)
+        report = index()
+        assert (report.updated, report.unchanged, report.photos_read) == (1, 14, 0), field
+    assert (store.get(edited).price, store.get(edited).name) == (129.9, "Renamed in the table")
     store.close()
 
 

@@ -113,9 +113,11 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path
     wrong = report["classification"]["misclassified"]
     assert ({r["product_id"] for r in wrong}
             == {r["product_id"] for r in summary["test"]["misclassified"]})
+    text = run("evaluate", catalog, "--model", model, env=env)
     if wrong:
-        text = run("evaluate", catalog, "--model", model, env=env)
         assert f"Misclassified: {len(wrong)} photo" in text and wrong[0]["product_id"] in text
+    else:
+        assert "Misclassified" not in text
 
 
 def test_evaluate_names_the_categories_the_model_never_saw(trained, env, tmp_path):

@@ -595,7 +595,7 @@ def test_focus_ring_and_field_edges_stand_out(page, base_url):
     """WCAG 1.4.11 (non-text contrast, which axe-core does not check): the keyboard focus ring
     of every control, and the edges of the fields and of the drop zone, have at least 3:1
     against what is behind them."""
-    weak = []
+    weak, rings, edges = [], {}, {}
     for path in ("/", "/search"):
         page.goto(base_url + path)
         for _ in range(12):
@@ -603,13 +603,18 @@ def test_focus_ring_and_field_edges_stand_out(page, base_url):
             focused = page.evaluate_handle("document.activeElement")
             if page.evaluate("(e) => e === document.body", focused):
                 continue
+            rings[path] = rings.get(path, 0) + 1
             style, ring = page.evaluate(
                 "(e) => [getComputedStyle(e).outlineStyle, getComputedStyle(e).outlineColor]",
                 focused)
             if style == "none" or _contrast(ring, page.evaluate(BEHIND, focused)) < 3:
                 weak.append((path, page.evaluate("(e) => e.outerHTML.slice(0, 60)", focused)))
         for field in page.locator("select, input[type=search], .dropzone").all():
+            edges[path] = edges.get(path, 0) + 1
             edge = field.evaluate("(e) => getComputedStyle(e).borderTopColor")
             if _contrast(edge, field.evaluate(BEHIND)) < 3:
                 weak.append((path, field.evaluate("(e) => e.outerHTML.slice(0, 60)")))
     assert weak == []
+    # (checked: the focus reached controls and the fields were found on both pages)
+    assert min(rings.get(p, 0) for p in ("/", "/search")) >= 5, rings
+    assert min(edges.get(p, 0) for p in ("/", "/search")) >= 2, edges
