@@ -667,17 +667,34 @@ def test_a_shard_number_must_be_below_the_shard_count():
         parse_shard("half")
 
 
+def _cli_in_process(catalog: Path, store: Path, monkeypatch, capsys) -> dict:
+    """`vitrine index CATALOG --store STORE --json` run in this process (its functions can be
+    replaced); its report."""
+    import json
+    import signal
+
+    from vitrine.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["vitrine", "index", str(catalog), "--store", str(store),
+                                      "--json"])
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    finally:
+        signal.signal(signal.SIGINT, before)  # (a finished command ignores Ctrl+C)
+    assert exit_.value.code == 0
+    return json.loads(capsys.readouterr().out)
+
+
 def test_vitrine_index_reads_the_catalogue_once(small_catalog, weights_path, tmp_path,
                                                 monkeypatch, capsys):
     """`vitrine index` checked the folder before loading the model, then read all of it again
     in the indexer (0.8 s of an unchanged re-run of 8,000 photos). The store's own uploads
     folder, worked out before the store is opened, is the one the indexer leaves out."""
-    import json
-    import signal
 
     import vitrine.indexer
     import vitrine.split
-    from vitrine.cli import main
     from vitrine.store import upload_folder
 
     store = tmp_path / "store"
@@ -692,18 +709,48 @@ def test_vitrine_index_reads_the_catalogue_once(small_catalog, weights_path, tmp
     monkeypatch.setattr(vitrine.indexer, "read_catalogue", counted)
     monkeypatch.setenv("VITRINE_WEIGHTS", str(weights_path))
     monkeypatch.delenv("VITRINE_UPLOAD_DIR", raising=False)
-    monkeypatch.setattr(sys, "argv", ["vitrine", "index", str(small_catalog), "--store",
-                                      str(store), "--json"])
-    before = signal.getsignal(signal.SIGINT)
-    try:
-        with pytest.raises(SystemExit) as exit_:
-            main()
-    finally:
-        signal.signal(signal.SIGINT, before)
-    assert exit_.value.code == 0
-    assert json.loads(capsys.readouterr().out)["indexed"] == 48
+    assert _cli_in_process(small_catalog, store, monkeypatch, capsys)["indexed"] == 48
     db = open_store(store)
     try:
         assert reads == [upload_folder(db, None)] == [store.resolve() / "uploads"]
     finally:
         db.close()
+
+
+def test_photos_linked_from_outside_the_catalogue_can_be_refused(shop_a, embedder, tmp_path,
+                                                                 monkeypatch, capsys):
+    """A supplier's zip can hold links to files or folders of the shop's machine, whose photos
+    the server would then serve: VITRINE_FOLLOW_OUTSIDE_LINKS=false skips them (and removes
+    what an earlier run stored), while links within the catalogue still count."""
+
+
+    catalog = tmp_path / "cat"
+    shutil.copytree(shop_a, catalog)
+    first, second = sorted(p for p in catalog.iterdir() if p.is_dir())[:2]
+    elsewhere = tmp_path / "private"
+    (elsewhere / "pics").mkdir(parents=True)
+    own = sorted(first.glob("*.jpg"))[0]
+    shutil.copy(own, elsewhere / "private.jpg")
+    shutil.copy(next(second.glob("*.jpg")), elsewhere / "pics" / "holiday.jpg")
+    (first / "linked.jpg").symlink_to(elsewhere / "private.jpg")
+    (catalog / "linked-folder").symlink_to(elsewhere / "pics", target_is_directory=True)
+    (second / "alias.jpg").symlink_to(own)  # within the catalogue
+    store = tmp_path / "st"
+    followed = _index(catalog, store, embedder)
+    assert (followed.indexed, followed.skipped) == (19, [])
+
+    monkeypatch.setenv("VITRINE_FOLLOW_OUTSIDE_LINKS", "false")
+    report = _cli_in_process(catalog, store, monkeypatch, capsys)
+    assert (report["removed"], report["unchanged"]) == (2, 17)
+    reason = ("a link to a photo outside the catalogue folder, which "
+              "VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses; removed from the store")
+    assert sorted(report["skipped"], key=lambda s: s["path"]) == sorted([
+        {"path": f"{first.name}/linked.jpg", "reason": reason},
+        {"path": "linked-folder/holiday.jpg", "reason": reason}], key=lambda s: s["path"])
+    db = open_store(store)
+    try:
+        images = db.images()
+    finally:
+        db.close()
+    assert len(images) == 17
+    assert all(Path(image).is_relative_to(catalog.resolve()) for image in images.values())

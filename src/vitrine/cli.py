@@ -92,7 +92,8 @@ def index(
                                rules=embedder.duplicate_rules(),
                                show_progress=not as_json, shard=shard_spec,
                                uploads=uploads, replace=replace,
-                               rehash=settings.rehash_photos, catalogue=catalogue)
+                               rehash=settings.rehash_photos, catalogue=catalogue,
+                               outside_links=settings.follow_outside_links)
     finally:
         db.close()
     if as_json:

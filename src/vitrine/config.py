@@ -266,6 +266,11 @@ class Settings(BaseSettings):
     """Cosine similarity of 16×16 colour thumbnails for a (resized/recompressed) duplicate."""
     dup_max_colour_diff: Annotated[float, Field(ge=0.0, le=255.0, allow_inf_nan=False)] = 12.0
     """Largest mean colour difference (0–255) of those thumbnails' non-white pixels."""
+    follow_outside_links: bool = True
+    """``index`` takes photos through symbolic links to files or folders outside the
+    catalogue folder. False: such photos are skipped (and removed from the store), for a
+    catalogue that is not trusted (a supplier's zip could link a folder of this machine, and
+    the server would serve its photos)."""
     rehash_photos: bool = False
     """``index`` reads every photo on every run, instead of those whose size, times or inode
     changed (``vitrine.photo_hashes``): for network or FUSE mounts (s3fs, rclone) whose times

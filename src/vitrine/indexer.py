@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -126,7 +127,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                   commit_every: int = COMMIT_EVERY,
                   shard: tuple[int, int] | None = None,
                   uploads: Path | None = None, replace: bool = False,
-                  rehash: bool = False, catalogue: Catalogue | None = None) -> IndexReport:
+                  rehash: bool = False, catalogue: Catalogue | None = None,
+                  outside_links: bool = True) -> IndexReport:
     """Bring ``store`` in line with the catalogue folder. Commits every ``commit_every``
     products, so an interrupted run keeps its work and a rerun continues from there.
 
@@ -142,6 +144,11 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
 
     ``catalogue`` is the folder as :func:`vitrine.split.read_catalogue` read it with
     ``uploads`` (a caller that checked it first); read here when None.
+
+    Without ``outside_links`` (VITRINE_FOLLOW_OUTSIDE_LINKS=false: a supplier's catalogue
+    that is not trusted) a photo whose real path is outside the catalogue folder, a link to a
+    file or in a linked folder, is skipped and removed from the store: the server would
+    serve any photo of this machine that a link names.
 
     A catalogue product whose photo file no longer exists is removed from the store (a photo
     that cannot be read keeps what the store holds). The store records the folder it was
@@ -184,30 +191,15 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     hashes = PhotoHashes({} if rehash else store.photo_hashes())
     with progress_bar("Checking", len(products), enabled=show_progress, unit="files") as adv:
         for product in products:
-            if not _utf8(str(product.image)):  # the store keeps names as UTF-8 text
-                report.skipped.append({"path": _display_path(product.image, root),
-                                       "reason": "its file name is not UTF-8; rename it"})
-                adv(1)
-                continue
-            problem = id_problem(product.product_id)
-            if problem:  # it would have no page, photo or similar products of its own
-                report.skipped.append({"path": _display_path(product.image, root),
-                                       "reason": f"product id {product.product_id!r}: {problem}; "
-                                                 "give it another id in the product table"})
-                adv(1)
-                continue
-            problem = store.too_long(product)
-            if problem:  # (a Milvus store's field limits)
-                report.skipped.append({"path": _display_path(product.image, root),
-                                       "reason": f"product {product.product_id!r}: {problem}; "
-                                                 "shorten it in the product table"})
-                adv(1)
-                continue
-            try:
-                sha = hashes.sha256(product.image)
-            except OSError as exc:
-                reason = unreadable_reason(exc)
-                if isinstance(exc, FileNotFoundError) and product.product_id in stored:
+            refused = _refused(product, store, root, outside_links)
+            if refused is None:
+                try:
+                    sha = hashes.sha256(product.image)
+                except OSError as exc:
+                    refused = unreadable_reason(exc), isinstance(exc, FileNotFoundError)
+            if refused is not None:
+                reason, drop = refused
+                if drop and product.product_id in stored:
                     gone.add(product.product_id)
                     reason += "; removed from the store"
                 report.skipped.append({"path": _display_path(product.image, root),
@@ -255,6 +247,25 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     store.flush()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _refused(product: Product, store: VectorStore, root: Path,
+             outside_links: bool) -> tuple[str, bool] | None:
+    """Why ``product`` cannot be indexed, known before its photo is read, and whether the
+    store's product of its id goes too (else it keeps what it holds); None when it can be."""
+    if not _utf8(str(product.image)):  # the store keeps names as UTF-8 text
+        return "its file name is not UTF-8; rename it", False
+    if problem := id_problem(product.product_id):  # it would have no page, photo or similar
+        # products of its own
+        return (f"product id {product.product_id!r}: {problem}; give it another id in the "
+                "product table"), False
+    if not outside_links and not Path(os.path.realpath(product.image)).is_relative_to(root):
+        return ("a link to a photo outside the catalogue folder, which "
+                "VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses"), True
+    if problem := store.too_long(product):  # (a Milvus store's field limits)
+        return (f"product {product.product_id!r}: {problem}; shorten it in the product "
+                "table"), False
+    return None
 
 
 def _save_hashes(store: VectorStore, fresh: dict, keep: set[str] | None = None) -> None:
