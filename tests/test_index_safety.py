@@ -722,8 +722,6 @@ def test_photos_linked_from_outside_the_catalogue_can_be_refused(shop_a, embedde
     """A supplier's zip can hold links to files or folders of the shop's machine, whose photos
     the server would then serve: VITRINE_FOLLOW_OUTSIDE_LINKS=false skips them (and removes
     what an earlier run stored), while links within the catalogue still count."""
-
-
     catalog = tmp_path / "cat"
     shutil.copytree(shop_a, catalog)
     first, second = sorted(p for p in catalog.iterdir() if p.is_dir())[:2]
