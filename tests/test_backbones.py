@@ -380,3 +380,12 @@ def test_a_weights_download_says_so_on_stderr_not_in_json_output(monkeypatch, ca
     assert list(_mobilenet_v2_download()) == ["w"]
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("Downloading: ")
+
+
+def test_the_settings_know_every_backbone():
+    """`VITRINE_BACKBONE` and `VITRINE_TRAIN_COMPANION` are checked when read, against names
+    kept without torch: the same as the registry's."""
+    from vitrine.config import BACKBONE_NAMES
+    from vitrine.models import BACKBONES
+
+    assert sorted(BACKBONE_NAMES) == sorted(BACKBONES)

@@ -463,7 +463,11 @@ def test_json_output_is_strict_json(capsys):
     ("VITRINE_HNSW_M", "1"), ("VITRINE_THREADS", "100000"),
     ("VITRINE_INTEROP_THREADS", "100000000000"), ("VITRINE_DECODE_WORKERS", "1000000"),
     ("VITRINE_HNSW_EF_SEARCH", "100000000000"), ("VITRINE_HNSW_EF_CONSTRUCTION", "1e11"),
-    ("VITRINE_IVF_NPROBE", "100000000000"), ("VITRINE_BATCH_SIZE", "100000000000")])
+    ("VITRINE_IVF_NPROBE", "100000000000"), ("VITRINE_BATCH_SIZE", "100000000000"),
+    # train and evaluate took any device, and said it "applies to embedding"; an unknown
+    # backbone or companion was said without its setting (two settings name backbones)
+    ("VITRINE_DEVICE", "gpu"), ("VITRINE_DEVICE", "cuda:x"), ("VITRINE_BACKBONE", "resnet"),
+    ("VITRINE_TRAIN_COMPANION", "foo")])
 def test_out_of_range_settings_are_one_sentence(monkeypatch, name, value):
     """Refused when read, before any photo (they used to fail after reading every photo, or
     train with a negative number of epochs)."""

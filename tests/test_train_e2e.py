@@ -406,9 +406,58 @@ def test_a_failed_training_leaves_the_model_folder_as_it_was(trained, tmp_path, 
     one = tmp_path / "one"
     shutil.copytree(catalog / "x_tenis_masculino", one / "x_tenis_masculino")
     proc = run_subprocess("train", one, "--out", copy, env=env)
-    assert proc.returncode == 2 and "two categories" in proc.stderr
+    assert proc.returncode == 2 and "Reading" not in proc.stderr  # said before any photo
+    assert proc.stderr == (f"error: the photos of {one} are all of one category "
+                           "('x_tenis_masculino'); training learns to tell categories apart, "
+                           "so it needs photos of at least two categories, each category's "
+                           "in a sub-folder named after it.\n")
     assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["m"]
+
+
+def test_too_few_categories_are_said_for_what_they_are(trained, tmp_path, env):
+    """A lone train folder (val and test not made yet) was one category named "train", and
+    a second category whose photos cannot be read left one: both were refused, after every
+    photo was read, as a training split of one category, without naming the photos."""
+    catalog, _, _ = trained
+    categories = sorted(p for p in catalog.iterdir() if p.is_dir() and p.name != "model")
+    lone = tmp_path / "lone"
+    for category in categories[:2]:
+        shutil.copytree(category, lone / "train" / category.name)
+    proc = run_subprocess("train", lone, "--out", tmp_path / "m1", env=env)
+    assert proc.returncode == 2 and "Reading" not in proc.stderr
+    assert proc.stderr.endswith("('train'); training learns to tell categories apart, so it "
+                                "needs photos of at least two categories, each category's in "
+                                "a sub-folder named after it. A train folder alone is not a "
+                                "split catalogue: put a val or test folder beside it, with the "
+                                "same category folders.\n")
+    broken = tmp_path / "broken"
+    shutil.copytree(categories[0], broken / categories[0].name)
+    (broken / "b").mkdir()
+    for i in range(3):
+        (broken / "b" / f"{i}.png").write_bytes(b"not a photo")
+    proc = run_subprocess("train", broken, "--out", tmp_path / "m2", env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    error = proc.stderr.split("\n")[-2]  # (after the progress bar of the photos read)
+    assert error.startswith("error: 3 photo(s) could not be read and were left out (the "
+                            "first, b/0.png: ")
+    assert error.endswith(f"); without them, the photos of {broken} are all of one category "
+                          f"({categories[0].name!r}); training learns to tell categories "
+                          "apart, so it needs photos of at least two categories, each "
+                          "category's in a sub-folder named after it.")
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("VITRINE_TRAIN_FINE_TUNE_FROM", "99", "fine-tuning must start at a block between 1 and "
+                                           "18, not 99."),
+    ("VITRINE_TRAIN_TAPS", "18", "tapped blocks must lie between 1 and 17 (the last block is "
+                                 "always used), not [18].")])
+def test_blocks_the_backbone_lacks_are_said_with_their_setting(trained, tmp_path, env, name,
+                                                               value, says):
+    catalog, _, _ = trained
+    proc = run_subprocess("train", catalog, "--out", tmp_path / "m", env={**env, name: value})
+    assert proc.returncode == 2 and "Reading" not in proc.stderr
+    assert proc.stderr == f"error: setting {name}: {says}\n"
 
 
 def test_train_into_the_current_folder_and_over_a_model(trained, tmp_path, env):
@@ -862,6 +911,34 @@ def test_misclassified_rows_and_report_section(tmp_path, demo_catalog):
     assert out.stat().st_size > 5_000
 
 
+def test_fine_tuning_that_did_not_run_shows_no_figures(trained):
+    """VITRINE_TRAIN_PHASE2_EPOCHS=0: the fine-tuning rows repeated transfer learning's
+    figures (its model is transfer learning's), as if it had run and changed nothing."""
+    from rich.console import Console
+
+    from vitrine.report import markdown_report
+    from vitrine.train_display import training_lines
+
+    _, _, summary = trained
+    phases = summary["phases"]
+    skipped = {**summary, "phases": {**phases, "fine_tuning": {
+        **phases["fine_tuning"], "epochs": 0, "best_epoch": 0, "stopped_early": False,
+        "metrics": phases["transfer_learning"]["metrics"]}}}
+    classes = len(summary["classes"])
+    report = markdown_report(skipped).splitlines()
+    assert (f"| Vitrine ({classes} categories) | fine-tuning (not run: 0 epochs) | — | — | — "
+            "| — |") in report
+    assert sum(line.startswith(f"| Vitrine ({classes} categories) | transfer learning | ")
+               and "—" not in line for line in report) == 1
+    console = Console(record=True, width=160)
+    for line in training_lines(skipped):
+        console.print(line)
+    row = next(line for line in console.export_text().splitlines() if "fine-tuning" in line
+               or "fine tuning" in line)
+    assert [c.strip() for c in row.split("│")[1:-1]] == [
+        "fine tuning", "0", "—", "—", "—", "—", "—", f"{phases['fine_tuning']['seconds']:.0f}"]
+
+
 def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
     """Photos training could not read were only in summary.json; the terminal and report.md
     now say how many and which (a name with [brackets] stays text, not rich markup)."""
@@ -922,8 +999,10 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
         console.print(line)
     assert "take their category from the product table" in console.export_text()
     # no test photo of a trained category: the report does not promise test figures
-    untested = markdown_report({**summary, "test": {}})
+    untested = markdown_report({**summary, "test": {}, "refit": {
+        "photos": 25, "epochs": [2, 1], "metrics": {}, "seconds": 1.0}})
     assert "No test figures" in untested and "The test figures below" not in untested
+    assert "rates it had." in untested and "stayed unseen" not in untested
     assert "The test figures below" in report
 
 

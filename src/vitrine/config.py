@@ -108,6 +108,10 @@ def _origin(text: str) -> str:
     return f"{parts.scheme}://{host}{shown_port}"
 
 
+BACKBONE_NAMES = ("mobilenet_v2", "efficientnet_lite0")
+"""The backbones of ``vitrine.models.BACKBONES``, known here without torch."""
+
+
 class Settings(BaseSettings):
     """Every tunable of Vitrine. Command-line flags override these values."""
 
@@ -162,6 +166,24 @@ class Settings(BaseSettings):
         decides only where the cache is kept."""
         return {k: v for k, v in self.model_dump(mode=mode).items()
                 if k.startswith("train_") and k != "train_cache_memory_mb"}
+
+    @field_validator("device")
+    @classmethod
+    def _a_device_vitrine_runs_on(cls, value: str) -> str:
+        """Checked when read: ``train`` and ``evaluate``, which run on the CPU, took any text
+        (whether this machine has the GPU is checked where the model is moved to it)."""
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+            raise ValueError("not a device Vitrine runs on; use cpu or cuda (cuda:N for one "
+                             "GPU of several)")
+        return value
+
+    @field_validator("backbone", "train_companion")
+    @classmethod
+    def _a_known_backbone(cls, value: str, info) -> str:
+        if value not in BACKBONE_NAMES and (value or info.field_name == "backbone"):
+            raise ValueError("not a backbone Vitrine knows; use "
+                             + " or ".join(BACKBONE_NAMES))
+        return value
 
     @field_validator("train_taps", mode="before")
     @classmethod

@@ -292,12 +292,17 @@ def _sides(products: Sequence[Product], assignment: dict[str, str] | None,
                "can query it fairly; evaluate it on photos it never saw (its test split).")
     else:
         return np.flatnonzero(test), np.flatnonzero(~test)
-    if unreadable:
-        first = unreadable[0]
-        why = (f"{len(unreadable)} photo(s) could not be read and were left out (the first, "
-               f"{first['product_id']}: {str(first['reason']).rstrip('.')}); without them, "
-               f"{why}")
-    raise CatalogError(why)
+    raise CatalogError(without_unreadable(why, unreadable))
+
+
+def without_unreadable(why: str, unreadable: Sequence[dict]) -> str:
+    """``why`` a command cannot go on, after the photos it left out because they could not be
+    read, when there were (the first named): they may be why."""
+    if not unreadable:
+        return why
+    first = unreadable[0]
+    return (f"{len(unreadable)} photo(s) could not be read and were left out (the first, "
+            f"{first['product_id']}: {str(first['reason']).rstrip('.')}); without them, {why}")
 
 
 def _duplicates_of_queries(queries: np.ndarray, index: np.ndarray,

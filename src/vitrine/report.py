@@ -243,8 +243,10 @@ def markdown_report(summary: dict) -> str:
         ref = REFERENCE[key]
         lines.append(f"| reference (4 categories) | {title} | — | — | "
                      f"{_pct(ref['test_acc'])} | — |")
-    rows = [(phases[key]["metrics"], title) for key, title in
-            (("transfer_learning", "transfer learning"), ("fine_tuning", "fine-tuning"))]
+    rows = [(phase_metrics(phases[key]), title + ("" if phases[key]["epochs"] else
+                                                 " (not run: 0 epochs)"))
+            for key, title in (("transfer_learning", "transfer learning"),
+                               ("fine_tuning", "fine-tuning"))]
     refit = summary.get("refit")
     if refit:
         rows.append((refit["metrics"], "both again on train + validation"))
@@ -259,8 +261,8 @@ def markdown_report(summary: dict) -> str:
         lines += [f"The saved model was trained again from the start on the {refit['photos']} "
                   "training and validation photos, replaying each phase up to its best epoch "
                   f"({refit['epochs'][0]} + {refit['epochs'][1]} epochs) with the learning "
-                  "rates it had; the test photos stayed unseen."
-                  + (" The test figures below are that model's." if test else ""), ""]
+                  "rates it had" + ("; the test photos stayed unseen. The test figures below "
+                                    "are that model's." if test else "."), ""]
     if not test:
         lines += ["No test figures: the test split holds no photo of a trained category "
                   "(or VITRINE_TRAIN_TEST_FRACTION is 0).", ""]
@@ -290,6 +292,12 @@ def markdown_report(summary: dict) -> str:
               "Seconds: " + ", ".join(f"{k} {v}" for k, v in seconds.items()) + ".", "",
               summary["cached"], ""]
     return "\n".join(lines)
+
+
+def phase_metrics(phase: dict) -> dict:
+    """A phase's figures for the tables; none for a phase that ran no epoch (fine-tuning with
+    VITRINE_TRAIN_PHASE2_EPOCHS=0 carries transfer learning's, which its row repeated)."""
+    return phase["metrics"] if phase["epochs"] else {}
 
 
 def best_epoch_text(phase: dict) -> str:

@@ -34,14 +34,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitrine.catalog import Product, recategorised, refuse_out_inside
+from vitrine.catalog import Product, category_form, recategorised, refuse_out_inside
 from vitrine.config import Settings
 from vitrine.errors import CatalogError, TrainingError, VitrineError
 from vitrine.images import Preprocessing
-from vitrine.model_eval import find_groups
+from vitrine.model_eval import find_groups, without_unreadable
 from vitrine.models import get_spec, load_state_dict, state_hash, taps_for
 from vitrine.progress import progress_bar
-from vitrine.split import Split, make_split, read_catalogue
+from vitrine.split import FOLDER_NAMES, Split, make_split, read_catalogue
 from vitrine.train_data import (
     FeatureCache,
     FrozenPass,
@@ -53,6 +53,7 @@ from vitrine.train_data import (
 from vitrine.train_fit import fit_cached, pool_views
 from vitrine.train_loop import PhaseResult
 from vitrine.trained_net import (
+    BlockError,
     ClassifierHead,
     TrainedNet,
     build_trained_net,
@@ -108,13 +109,17 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
         raise CatalogError(f"no photo of {catalog_dir} has a category: put each category's "
                            "photos in a sub-folder named after it (or give them a category "
                            "column in products.csv).")
+    too_few_categories(catalog_dir, products)  # (before every photo is read)
     spec = get_spec(settings.backbone)
     pretrained = load_state_dict(spec, settings.weights)
     prep = replace(spec.preprocessing, resize=settings.resize)
-    net = build_trained_net(spec, pretrained, settings.train_fine_tune_from, 1,
-                            settings.train_head_units, settings.train_dropout,
-                            settings.train_companion, prep,
-                            taps_for(spec, settings.train_taps))
+    try:
+        net = build_trained_net(spec, pretrained, settings.train_fine_tune_from, 1,
+                                settings.train_head_units, settings.train_dropout,
+                                settings.train_companion, prep,
+                                taps_for(spec, settings.train_taps))
+    except BlockError as exc:  # (said for the setting, as every other setting is)
+        raise TrainingError(f"setting {exc.setting}: {exc}") from None
     net = net.to(memory_format=torch.channels_last)
 
     # One pass of every photo through the frozen layers: the clean view, its hashes, and
@@ -133,6 +138,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     vectors /= vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)  # as F.normalize, in place
     vectors = vectors.numpy()
     usable = [products[i] for i in ok]
+    too_few_categories(catalog_dir, usable, bad)
     contents = {p.product_id: file_sha256(p.image) for p in usable}  # each was just read
     groups = find_groups(usable, vectors, [clean.phashes[i] for i in ok],
                          [clean.thumbs[i] for i in ok], settings,
@@ -232,6 +238,28 @@ def duplicate_calibration(outputs: dict, caches: dict[str, FeatureCache],
                                                                            probs_tail=tail))
     return {"embed_cosine": cosine, "closest_different_products": closest,
             "photos": len(ids), "without_probabilities": bool(tail)}
+
+
+def too_few_categories(catalog_dir: Path, products: Sequence[Product],
+                       unreadable: Sequence[dict] = ()) -> None:
+    """A CatalogError unless ``products`` are of two categories or more: training learns to
+    tell categories apart (said after every photo was read, as "the training split"). A lone
+    ``train`` folder is not a split catalogue: its photos were one category named "train".
+    The ``unreadable`` photos left out, when there were, are named."""
+    categories = {p.category for p in products}
+    if len(categories) > 1:
+        return
+    if categories:
+        (only,) = categories
+        lone = category_form(only).lower() in FOLDER_NAMES["train"]
+        why = (f"the photos of {catalog_dir} are all of one category ({only!r}); training "
+               "learns to tell categories apart, so it needs photos of at least two "
+               "categories, each category's in a sub-folder named after it" + (
+                   f". A {only} folder alone is not a split catalogue: put a val or test "
+                   "folder beside it, with the same category folders." if lone else "."))
+    else:
+        why = f"no photo of {catalog_dir} is left to train on."
+    raise CatalogError(without_unreadable(why, unreadable))
 
 
 def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, int],

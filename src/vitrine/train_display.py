@@ -10,6 +10,7 @@ from vitrine.report import (
     best_epoch_text,
     conflict_lines,
     dropped_fine_tuning_line,
+    phase_metrics,
     prf_cells,
     recategorised_lines,
     score_text,
@@ -45,7 +46,7 @@ def training_lines(summary: dict) -> list:
                 "seconds"):
         table.add_column(col)
     for name, phase in summary["phases"].items():
-        m = phase["metrics"]
+        m = phase_metrics(phase)
         table.add_row(name.replace("_", " "), str(phase["epochs"]), best_epoch_text(phase),
                       *(_figure(m.get(s, {}).get("acc")) for s in ("train", "val", "test")),
                       _figure(m.get("test", {}).get("loss")),

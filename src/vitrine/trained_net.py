@@ -18,6 +18,15 @@ from vitrine.models import BackboneSpec, EmbeddingNet, get_spec, load_into, load
 # LAYER_PARTS and EMBEDDING_LAYERS (vitrine.config, which checks the setting) name the layers
 
 
+class BlockError(WeightsError):
+    """A fine-tuning start or a tapped block the backbone does not have; ``setting`` names
+    the training setting that gives it (a model.json gives it when a model is loaded)."""
+
+    def __init__(self, sentence: str, setting: str):
+        super().__init__(sentence)
+        self.setting = setting
+
+
 class ClassifierHead(nn.Module):
     """The new head: dropout → dense → ReLU (the 'hidden' embedding) → dropout → classes;
     with ``units`` 0 a linear classifier (dropout → classes), whose 'hidden' output is its
@@ -113,12 +122,12 @@ class TrainedNet(nn.Module):
         import copy
 
         if not 0 < cut < len(trunk):
-            raise WeightsError(f"fine-tuning must start at a block between 1 and "
-                               f"{len(trunk) - 1}, not {cut}.")
+            raise BlockError(f"fine-tuning must start at a block between 1 and "
+                             f"{len(trunk) - 1}, not {cut}.", "VITRINE_TRAIN_FINE_TUNE_FROM")
         taps = sorted(set(taps))
         if any(not 0 < t < len(trunk) - 1 for t in taps):
-            raise WeightsError(f"tapped blocks must lie between 1 and {len(trunk) - 2} (the "
-                               f"last block is always used), not {taps}.")
+            raise BlockError(f"tapped blocks must lie between 1 and {len(trunk) - 2} (the "
+                             f"last block is always used), not {taps}.", "VITRINE_TRAIN_TAPS")
         start = min([cut, *taps])
         tap_dims = _tap_dims(trunk, taps)  # before the frozen blocks are set to eval mode
         self.cut = cut
