@@ -58,6 +58,9 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     manifest = source.manifest()
     if manifest is None:
         raise StoreError(f"the store {source.location} is empty.")
+    # the target is read under its lock: another writer that held it (a second migrate into
+    # the same new store) has finished, and its products and model are seen
+    target.lock_for_writing()
     existing = target.manifest()
     if existing is not None and existing != manifest:
         raise StoreError(f"the store {target.location} was built with a different model than "
@@ -89,7 +92,6 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
                          "would remove the other's products. Copy into a new store.")
     catalogues = (ours,)
     _check_fits(source, target, photos_to, photos_from, marks, catalogues)
-    target.lock_for_writing()
     if existing is None:
         target.set_manifest(manifest)
     if theirs != ours and (theirs is None or not held):
