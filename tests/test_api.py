@@ -845,6 +845,32 @@ def test_closing_during_a_rebuild_says_it_is_left_unfinished(settings, small_sto
     assert "rebuild of" in caplog.text and "left unfinished" in caplog.text
 
 
+def test_a_rebuild_that_cannot_be_saved_is_one_log_line(settings, small_store, embedder,
+                                                         caplog, monkeypatch):
+    """The rebuild beside the requests failing for a reason it says (a folder it may not
+    write) is logged as that sentence, not as a traceback, which reads as a bug."""
+    from vitrine.errors import StoreError
+    from vitrine.service import VitrineService
+    from vitrine.store import EmbeddedStore
+
+    def refused(self):
+        raise StoreError(f"the rebuilt index of {self.root} could not be saved (Permission "
+                         "denied).")
+
+    monkeypatch.setattr(EmbeddedStore, "rebuild_index", refused)
+    service = VitrineService(settings, small_store, embedder)
+    try:
+        with caplog.at_level(logging.WARNING, logger="vitrine.service"):
+            service._rebuild_index()
+            service.rebuild_thread.join(30)
+    finally:
+        service.close()
+    assert [(r.levelno, r.exc_info) for r in caplog.records] == [(logging.WARNING, None)]
+    assert caplog.records[0].getMessage() == (
+        f"rebuilding the search index of {small_store} failed: the rebuilt index of "
+        f"{small_store} could not be saved (Permission denied).")
+
+
 def test_writes_queued_behind_another_give_up_after_one_wait(settings, small_store, embedder,
                                                              tmp_path, monkeypatch):
     """Uploads queued while another write holds the store (``vitrine index``, a slow write)

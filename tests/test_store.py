@@ -276,9 +276,20 @@ def test_a_write_through_the_api_never_builds_the_index(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "s").glob("index.*.faiss")) == before
     assert store.index_due()
     monkeypatch.setattr(store, "replaced", lambda: True)
-    with pytest.raises(StoreError, match="could not be saved"):
+    with pytest.raises(StoreError, match=r"could not be saved \(the store was deleted and "
+                                         r"indexed anew meanwhile\)\.$"):
         store.rebuild_index()
     assert sorted(p.name for p in (tmp_path / "s").glob("index.*.faiss")) == before
+    monkeypatch.undo()
+    # the system's reason, not a guess (a folder this user may not write: "a full disk")
+    from vitrine.ann import VectorIndex
+
+    def denied(self, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(VectorIndex, "save", denied)
+    with pytest.raises(StoreError, match=r"could not be saved \(Permission denied\)\.$"):
+        store.rebuild_index()
     monkeypatch.undo()
     store.rebuild_index()
     assert not store.index_due()
@@ -299,8 +310,10 @@ def test_missing_store_and_writer_lock(tmp_path, store):
     open_store(tmp_path / "empty", create=True).close()  # index may fill it
     store.lock_for_writing()
     other = open_store(store.root)
-    with pytest.raises(StoreError, match=r"another process is writing .* \(waited 0.2 s\)"):
+    with pytest.raises(StoreError, match=r"another process is writing .* \(waited 0\.[2-4] s\)\.$"):
         other.lock_for_writing(wait=0.2)
+    with pytest.raises(StoreError, match=r"another process is writing to the store \S+\.$"):
+        other.lock_for_writing(wait=0)  # (what was left of a request's wait: nothing said)
     other.close()
 
 
@@ -711,6 +724,44 @@ def test_migrate_refuses_to_mix_two_catalogues_in_one_store(tmp_path):
         migrate_store(clash, target, show_progress=False)
     assert [p.product_id for p in target.list_products()] == ["b1"]
     for s in (source, target, again, older, api_a, api_b, resumed, clash):
+        s.close()
+
+
+def test_migrate_reads_the_target_under_its_writer_lock(tmp_path, monkeypatch):
+    """Two `migrate` runs into one new store at once each read the empty target before
+    taking its lock: the second, let in when the first finished, copied its catalogue's
+    products over the first's and wrote its model over theirs (two models' vectors under
+    one description)."""
+    import dataclasses
+
+    from vitrine.migrate import migrate_store
+
+    def made(name: str, manifest: ModelManifest, folder: str, pid: str):
+        s = open_store(tmp_path / name, create=True)
+        s.set_manifest(manifest)
+        s.set_catalog_folder(folder)
+        s.upsert([record(pid, unit(1, 0))])
+        return s
+
+    padded = dataclasses.replace(MANIFEST, preprocessing={"size": 8, "resize": "pad"})
+    first, second = made("a", MANIFEST, "/shops/a", "a1"), made("b", padded, "/shops/b", "b1")
+    target = open_store(tmp_path / "t", create=True)
+    take = target.lock_for_writing
+
+    def while_waiting(*args, **kwargs):  # the other copy finishes while this one waits
+        rival = open_store(tmp_path / "t")
+        try:
+            migrate_store(second, rival, show_progress=False)
+        finally:
+            rival.close()
+        take(*args, **kwargs)
+
+    monkeypatch.setattr(target, "lock_for_writing", while_waiting)
+    with pytest.raises(StoreError, match="was built with a different model than"):
+        migrate_store(first, target, show_progress=False)
+    assert [p.product_id for p in target.list_products()] == ["b1"]
+    assert (target.manifest(), target.catalog_folder()) == (padded, "/shops/b")
+    for s in (first, second, target):
         s.close()
 
 

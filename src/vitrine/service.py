@@ -417,6 +417,9 @@ class VitrineService:
                                  self.location)
                 finally:
                     store.close()
+            except StoreError as exc:  # (its sentence says why: no traceback, not a bug)
+                log.warning("rebuilding the search index of %s failed: %s", self.location,
+                            exc)
             except Exception:  # the next write tries again; searches go on meanwhile
                 log.exception("rebuilding the search index of %s failed", self.location)
             finally:

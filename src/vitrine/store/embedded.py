@@ -504,11 +504,10 @@ class EmbeddedStore:
             if not mine:
                 return False
             with self.snapshot():
-                saved = self._files.rebuild(self.generation(), self.count(),
-                                            lambda: not self.replaced())
-        if not saved:
-            raise StoreError(f"the rebuilt index of {self.root} could not be saved (a full "
-                             "disk, or the store was replaced meanwhile).")
+                why = self._files.rebuild(self.generation(), self.count(),
+                                          lambda: not self.replaced())
+        if why is not None:
+            raise StoreError(f"the rebuilt index of {self.root} could not be saved ({why}).")
         return True
 
     def close(self) -> None:

@@ -144,15 +144,16 @@ class IndexFiles:
         return not self.path(generation, n).exists() and \
             self._layer_base(generation, n, writer=True) is None
 
-    def rebuild(self, generation: int, n: int, still_ours: Callable[[], bool]) -> bool:
+    def rebuild(self, generation: int, n: int, still_ours: Callable[[], bool]) -> str | None:
         """Build the index of ``generation`` (``n`` products) from the database and save it,
         for every process's searches to start from; run in a read snapshot of that
         generation. Not saved when ``still_ours()`` says the folder's database is now
-        another (deleted and indexed anew meanwhile). Whether it was saved. (The changes it
-        covers are forgotten by the next writer's flush.)"""
+        another (deleted and indexed anew meanwhile). None when saved, else why not. (The
+        changes it covers are forgotten by the next writer's flush.)"""
         index = self._build(n)
-        return still_ours() and self._save(index, self.path(generation, n), generation,
-                                           writer=False)
+        if not still_ours():
+            return "the store was deleted and indexed anew meanwhile"
+        return self._save(index, self.path(generation, n), generation, writer=False)
 
     # ---- layering ---------------------------------------------------------------------------
     def _layer_base(self, generation: int, n: int, writer: bool, limit: bool = True
@@ -276,10 +277,11 @@ class IndexFiles:
 
         return build_index(self.config, self.dim(), n, batches(), sample)
 
-    def _save(self, index: VectorIndex, path: Path, generation: int, writer: bool) -> bool:
-        """Save atomically and remove older files (whether it was saved); a writer also
-        forgets the changes up to ``generation`` (no searcher layers on an older index once
-        this one is there)."""
+    def _save(self, index: VectorIndex, path: Path, generation: int,
+              writer: bool) -> str | None:
+        """Save atomically and remove older files; a writer also forgets the changes up to
+        ``generation`` (no searcher layers on an older index once this one is there). None
+        when it was saved, else why not (the system's words: a full disk, a permission)."""
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(index)}.tmp")
         try:
             index.save(tmp)
@@ -287,16 +289,16 @@ class IndexFiles:
             for gen, old in self.saved():
                 if gen < generation:
                     old.unlink(missing_ok=True)
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError) as exc:
             # a read-only store still searches from the in-memory index; a full disk kept
             # the part written, one more with each process that tried
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            return False
+            return getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
         if writer and not self.db.in_transaction:  # (not inside a search's read snapshot)
             with contextlib.suppress(sqlite3.OperationalError, StoreError):  # next time
                 self.forget_changes(generation)
-        return True
+        return None
 
 
 def _layer_rows(recent: VectorIndex) -> tuple[np.ndarray, np.ndarray]:

@@ -33,16 +33,20 @@ def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
     except OSError as exc:
         raise StoreError(f"cannot write to the store {root} ({exc.strerror or exc}); "
                          "it is read-only here.") from None
-    deadline = time.monotonic() + wait
+    started = time.monotonic()
     while True:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             break
         except BlockingIOError:
-            if time.monotonic() >= deadline:
+            waited = time.monotonic() - started
+            if waited >= wait:
                 fh.close()
-                raise StoreError(f"another process is writing to the store {root} "
-                                 f"(waited {wait:g} s).") from None
+                # the time waited here (a server's request may have had only what was left
+                # of its own wait: it said "waited 0 s" after two seconds)
+                raise StoreError(f"another process is writing to the store {root}"
+                                 + (f" (waited {waited:.1f} s)." if waited >= 0.1 else ".")
+                                 ) from None
             time.sleep(LOCK_POLL)
     if not _still_there(fh, root / "write.lock"):  # the folder removed while this one
         # waited (a `migrate` that made it, then was refused): its writes would go nowhere,
