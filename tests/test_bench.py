@@ -15,6 +15,8 @@ from vitrine.bench import (
     ClusterModel,
     TopK,
     bench_images,
+    bench_lines,
+    machine,
     recall_at_k,
     run_bench,
     synthetic_chunks,
@@ -92,6 +94,11 @@ def test_bench_images_whole_pipeline(small_catalog, settings):
     report = bench_images(small_catalog, settings.model_copy(update={"engine": "torch"}))
     assert report["embedded"] == report["products"] == 48 and report["skipped"] == 0
     assert report["images_per_second"] > 0 and report["index_seconds"] > 0
+    # the terminal says photos skipped too (only the JSON did)
+    for skipped, says in ((0, "48 products in "), (3, "48 products (3 skipped) in ")):
+        lines = bench_lines({"machine": machine(),
+                             "embedding": {**report, "skipped": skipped}})
+        assert lines[1].startswith(f"embedded 48 photos for {says}")
 
 
 def test_bench_images_of_photos_none_can_read_is_an_error(settings, tmp_path):

@@ -353,8 +353,9 @@ def bench_lines(report: dict) -> list[str]:
     if "embedding" in report:
         e = report["embedding"]
         lines.append(
-            f"embedded {e['embedded']} photos for {e['products']} products in "
-            f"{e['index_seconds']:.1f} s "
+            f"embedded {e['embedded']} photos for {e['products']} products"
+            + (f" ({e['skipped']} skipped)" if e.get("skipped") else "")
+            + f" in {e['index_seconds']:.1f} s "
             f"({e['images_per_second']:.1f} images/s, engine {e['engine']}, batch "
             f"{e['batch_size']}, {e['decode_workers']} decode workers; model load "
             f"{e['model_load_seconds']:.1f} s)")
