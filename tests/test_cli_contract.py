@@ -479,6 +479,20 @@ def test_out_of_range_settings_are_one_sentence(monkeypatch, name, value):
         load_settings()
 
 
+@pytest.mark.parametrize(("name", "value", "field", "read"), [
+    ("VITRINE_DEVICE", "cuda:1", "device", "cuda:1"),
+    ("VITRINE_DEVICE", "cpu", "device", "cpu"),
+    ("VITRINE_TRAIN_COMPANION", "", "train_companion", ""),
+    ("VITRINE_TRAIN_COMPANION", "efficientnet_lite0", "train_companion", "efficientnet_lite0"),
+    ("VITRINE_BACKBONE", "efficientnet_lite0", "backbone", "efficientnet_lite0")])
+def test_settings_checked_when_read_still_take_what_they_did(monkeypatch, name, value, field,
+                                                             read):
+    from vitrine.config import load_settings
+
+    monkeypatch.setenv(name, value)
+    assert getattr(load_settings(), field) == read
+
+
 def test_fractions_that_leave_nothing_to_train_on_are_refused_with_the_settings(monkeypatch):
     """Each fraction within range but the two summing to 1 or more: `train` read every photo
     (a minute on the demo catalogue), then failed without naming either variable."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -17,8 +18,8 @@ import pytest
 from conftest import IN_CI, copy_subset
 
 from vitrine.embed import ModelManifest
-from vitrine.errors import StoreError
-from vitrine.indexer import RemovalRefused, index_catalog
+from vitrine.errors import CatalogError, StoreError
+from vitrine.indexer import OUTSIDE_FOLDER, OUTSIDE_PHOTO, RemovalRefused, index_catalog
 from vitrine.manifest import mismatch_error
 from vitrine.store import open_store
 from vitrine.store.base import Record
@@ -701,9 +702,9 @@ def test_vitrine_index_reads_the_catalogue_once(small_catalog, weights_path, tmp
     reads = []
     real = vitrine.split.read_catalogue
 
-    def counted(root, uploads=None):
+    def counted(root, uploads=None, **kwargs):
         reads.append(uploads)
-        return real(root, uploads)
+        return real(root, uploads, **kwargs)
 
     monkeypatch.setattr(vitrine.split, "read_catalogue", counted)
     monkeypatch.setattr(vitrine.indexer, "read_catalogue", counted)
@@ -721,7 +722,8 @@ def test_photos_linked_from_outside_the_catalogue_can_be_refused(shop_a, embedde
                                                                  monkeypatch, capsys):
     """A supplier's zip can hold links to files or folders of the shop's machine, whose photos
     the server would then serve: VITRINE_FOLLOW_OUTSIDE_LINKS=false skips them (and removes
-    what an earlier run stored), while links within the catalogue still count."""
+    what an earlier run stored), a linked folder outside is not even walked (a link to /),
+    while links within the catalogue still count."""
     catalog = tmp_path / "cat"
     shutil.copytree(shop_a, catalog)
     first, second = sorted(p for p in catalog.iterdir() if p.is_dir())[:2]
@@ -733,6 +735,8 @@ def test_photos_linked_from_outside_the_catalogue_can_be_refused(shop_a, embedde
     (first / "linked.jpg").symlink_to(elsewhere / "private.jpg")
     (catalog / "linked-folder").symlink_to(elsewhere / "pics", target_is_directory=True)
     (second / "alias.jpg").symlink_to(own)  # within the catalogue
+    with open(catalog / "products.csv", "a", newline="") as table:  # a row through the link
+        csv.writer(table).writerow(["via-link", "linked-folder/holiday.jpg", first.name])
     store = tmp_path / "st"
     followed = _index(catalog, store, embedder)
     assert (followed.indexed, followed.skipped) == (19, [])
@@ -740,15 +744,60 @@ def test_photos_linked_from_outside_the_catalogue_can_be_refused(shop_a, embedde
     monkeypatch.setenv("VITRINE_FOLLOW_OUTSIDE_LINKS", "false")
     report = _cli_in_process(catalog, store, monkeypatch, capsys)
     assert (report["removed"], report["unchanged"]) == (2, 17)
-    reason = ("a link to a photo outside the catalogue folder, which "
-              "VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses; removed from the store")
+    removed = OUTSIDE_PHOTO + "; removed from the store"
     assert sorted(report["skipped"], key=lambda s: s["path"]) == sorted([
-        {"path": f"{first.name}/linked.jpg", "reason": reason},
-        {"path": "linked-folder/holiday.jpg", "reason": reason}], key=lambda s: s["path"])
+        {"path": f"{first.name}/linked.jpg", "reason": removed},
+        {"path": "linked-folder", "reason": OUTSIDE_FOLDER},
+        {"path": "linked-folder/holiday.jpg", "reason": removed}], key=lambda s: s["path"])
     db = open_store(store)
     try:
         images = db.images()
     finally:
         db.close()
-    assert len(images) == 17
+    assert len(images) == 17 and "via-link" not in images
     assert all(Path(image).is_relative_to(catalog.resolve()) for image in images.values())
+
+    # a catalogue made of links outside: refused in words that name the setting
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "bolsas").symlink_to(elsewhere / "pics", target_is_directory=True)
+    (links / "one.jpg").symlink_to(elsewhere / "private.jpg")
+    _index(links, tmp_path / "st2", embedder)
+    db = open_store(tmp_path / "st2")
+    try:
+        with pytest.raises(RemovalRefused, match=re.escape(
+                "(1 products no longer listed, 1 photos outside the catalogue folder, 1 "
+                "linked folders outside it not read, which VITRINE_FOLLOW_OUTSIDE_LINKS=false "
+                "refuses)")):
+            index_catalog(links, db, embedder, show_progress=False, refused_links=[])
+        assert db.count() == 2
+    finally:
+        db.close()
+    (links / "one.jpg").unlink()
+    with pytest.raises(CatalogError, match=r"no product photos found in .*; 1 links to "
+                                           "folders outside it were not read, which "
+                                           "VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses.$"):
+        _index(links, tmp_path / "st2", embedder, refused_links=[])
+
+
+def test_the_demo_keeps_to_the_outside_links_setting(shop_a, settings, tmp_path):
+    """`vitrine demo` indexed without VITRINE_FOLLOW_OUTSIDE_LINKS (nor
+    VITRINE_REHASH_PHOTOS), then served the photos it refuses."""
+    from rich.console import Console
+
+    from vitrine.demo import run_demo
+
+    catalog = tmp_path / "cat"
+    shutil.copytree(shop_a, catalog)
+    (tmp_path / "private").mkdir()
+    shutil.copy(next(p for p in sorted(catalog.rglob("*.jpg"))), tmp_path / "private" / "x.jpg")
+    (catalog / "outside").symlink_to(tmp_path / "private", target_is_directory=True)
+    demo = settings.model_copy(update={"demo_train": False, "follow_outside_links": False})
+    summary = run_demo(catalog, tmp_path / "out" / "store", tmp_path / "out", demo, 2,
+                       console=Console(record=True, width=200))
+    assert summary["index"]["skipped"] == [{"path": "outside", "reason": OUTSIDE_FOLDER}]
+    db = open_store(tmp_path / "out" / "store")
+    try:
+        assert db.count() == 16
+    finally:
+        db.close()

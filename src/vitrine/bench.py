@@ -252,13 +252,15 @@ def bench_images(images: Path, settings: Settings, *, show_progress: bool = Fals
     from vitrine.split import read_catalogue
     from vitrine.store import store_for
 
-    products = len(read_catalogue(images)[0])
+    catalogue = read_catalogue(images)
+    products = len(catalogue[0])
     embedder, load_seconds = load_embedder(settings)
     tmp = Path(tempfile.mkdtemp(prefix="vitrine-bench-"))
     try:
         store = store_for(tmp / "store", settings, create=True)
         try:
-            report = index_catalog(images, store, embedder, show_progress=show_progress)
+            report = index_catalog(images, store, embedder, show_progress=show_progress,
+                                   catalogue=catalogue)
         finally:
             store.close()
     finally:

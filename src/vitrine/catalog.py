@@ -225,7 +225,9 @@ often unreadable to the user: never catalogue photos."""
 
 
 def scan_images(root: Path, skip: Iterable[str] = (),
-                unreadable: list[dict] | None = None) -> list[Path]:
+                unreadable: list[dict] | None = None, *,
+                refused_links: list[Path] | None = None,
+                within: Path | None = None) -> list[Path]:
     """All photo files below ``root`` (any extension case), sorted; hidden files and folders,
     Vitrine store and model folders, and the folders of ``root`` named in ``skip``, skipped.
     Symbolic links to folders are followed (each real folder once); a link to a photo that
@@ -235,11 +237,24 @@ def scan_images(root: Path, skip: Iterable[str] = (),
     out without a word, and index removed their products from the store. With
     ``unreadable`` (a list), each is added to it as ``{"path", "reason"}`` instead. A
     system's folder (SYSTEM_FOLDERS, read or not: a Synology's @eaDir holds a thumbnail of
-    every photo), and one removed while it was read, are passed over."""
+    every photo), and one removed while it was read, are passed over.
+
+    With ``refused_links`` (a list: VITRINE_FOLLOW_OUTSIDE_LINKS=false) a link to a folder
+    outside ``within`` (the catalogue folder; ``root`` by default) is not entered but added
+    to it: a supplier's link to a folder of this machine (``/``) had every file of it
+    walked."""
     skip = set(skip)
     found = []
     seen: set[tuple[int, int]] = set()
     real_root = Path(root).resolve()
+    confine = Path(within or root).resolve()
+
+    def outside(link: str) -> bool:
+        if refused_links is None or not os.path.islink(link) or Path(link).resolve(
+                ).is_relative_to(confine):
+            return False
+        refused_links.append(Path(link))
+        return True
 
     def cannot_list(exc: OSError) -> None:
         folder = Path(exc.filename) if exc.filename else Path(root)
@@ -273,7 +288,8 @@ def scan_images(root: Path, skip: Iterable[str] = (),
             os.path.islink(os.path.join(folder, d))
             and Path(folder, d).resolve().is_relative_to(real_root))
             and not (folder == str(root) and (d in skip or d == UPLOADS
-                                              and STORE_FILE in files)))
+                                              and STORE_FILE in files))
+            and not outside(os.path.join(folder, d)))
         for name in files:
             path = Path(folder, name)
             if not name.startswith(".") and is_image_path(path) and (
@@ -291,7 +307,8 @@ def refuse_out_inside(catalog: Path, out: Path) -> None:
 
 
 def read_catalog(root: Path, *, depth: int = 0, empty_ok: bool = False,
-                 catalogue: Path | None = None) -> list[Product]:
+                 catalogue: Path | None = None,
+                 refused_links: list[Path] | None = None) -> list[Product]:
     """Read a catalogue folder into products.
 
     Without a product table every photo is a product whose id is its relative path and whose
@@ -300,6 +317,7 @@ def read_catalog(root: Path, *, depth: int = 0, empty_ok: bool = False,
     :mod:`vitrine.catalog_csv` for what it accepts) its rows define the products; extra
     columns become attributes, and photos not listed in it are added as products of their
     folder. A folder without photos is an error, unless ``empty_ok`` (an empty split folder).
+    ``refused_links``: see :func:`scan_images` (outside ``catalogue``, which holds ``root``).
     """
     root = Path(root)
     if not root.exists():
@@ -307,7 +325,7 @@ def read_catalog(root: Path, *, depth: int = 0, empty_ok: bool = False,
     if not root.is_dir():
         raise CatalogError(f"{root} is not a folder; give the catalogue folder.")
     root = root.resolve()
-    photos = scan_images(root)
+    photos = scan_images(root, refused_links=refused_links, within=catalogue)
     products: dict[str, Product] = {}
     listed: set[Path] = set()
     csv_path = find_csv(root, catalogue)  # (a split folder's: within the whole catalogue)
@@ -330,7 +348,9 @@ def read_catalog(root: Path, *, depth: int = 0, empty_ok: bool = False,
                                 name=path.stem, unlisted=csv_path is not None)
     if not products and not empty_ok:
         kinds = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
-        raise CatalogError(f"no product photos found in {root} ({kinds}).")
+        raise CatalogError(f"no product photos found in {root} ({kinds})" + (
+            f"; {len(refused_links)} links to folders outside it were not read, which "
+            "VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses." if refused_links else "."))
     return sorted(products.values(), key=lambda p: p.product_id)
 
 

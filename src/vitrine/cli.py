@@ -84,7 +84,9 @@ def index(
     settings = command_settings(weights, model)
     shard_spec = parse_shard(shard)
     uploads = upload_folder(store, settings.upload_dir)
-    catalogue = read_catalogue(catalog_dir, uploads)  # a bad folder: before the model
+    refused = None if settings.follow_outside_links else []
+    catalogue = read_catalogue(catalog_dir, uploads,  # a bad folder: before the model
+                               refused_links=refused)
     embedder = Embedder.from_settings(settings)
     db = store_for(store, settings, create=True)
     try:
@@ -93,7 +95,7 @@ def index(
                                show_progress=not as_json, shard=shard_spec,
                                uploads=uploads, replace=replace,
                                rehash=settings.rehash_photos, catalogue=catalogue,
-                               outside_links=settings.follow_outside_links)
+                               refused_links=refused)
     finally:
         db.close()
     if as_json:

@@ -59,7 +59,9 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         report = index_catalog(catalog, store, embedder,
                                rules=embedder.duplicate_rules(),
                                uploads=upload_folder(store, settings.upload_dir),
-                               replace=own)  # the demo's store follows its catalogue
+                               replace=own,  # the demo's store follows its catalogue
+                               rehash=settings.rehash_photos,
+                               refused_links=None if settings.follow_outside_links else [])
         console.print(plain(f"Indexed {report.indexed}, updated {report.updated}, removed "
                             f"{report.removed}, unchanged {report.unchanged} in "
                             f"{report.seconds:.1f} s; {len(report.skipped)} skipped, "

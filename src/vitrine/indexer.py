@@ -128,7 +128,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                   shard: tuple[int, int] | None = None,
                   uploads: Path | None = None, replace: bool = False,
                   rehash: bool = False, catalogue: Catalogue | None = None,
-                  outside_links: bool = True) -> IndexReport:
+                  refused_links: list[Path] | None = None) -> IndexReport:
     """Bring ``store`` in line with the catalogue folder. Commits every ``commit_every``
     products, so an interrupted run keeps its work and a rerun continues from there.
 
@@ -145,10 +145,12 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     ``catalogue`` is the folder as :func:`vitrine.split.read_catalogue` read it with
     ``uploads`` (a caller that checked it first); read here when None.
 
-    Without ``outside_links`` (VITRINE_FOLLOW_OUTSIDE_LINKS=false: a supplier's catalogue
-    that is not trusted) a photo whose real path is outside the catalogue folder, a link to a
-    file or in a linked folder, is skipped and removed from the store: the server would
-    serve any photo of this machine that a link names.
+    With ``refused_links`` (a list: VITRINE_FOLLOW_OUTSIDE_LINKS=false, for a supplier's
+    catalogue that is not trusted) a photo whose real path is outside the catalogue folder
+    (a link to it, a row of the table through a linked folder) is skipped and removed from
+    the store, and a link to a folder outside it is not entered, but named: the server would
+    serve any photo of this machine that a link names. The list holds the folders
+    ``catalogue``'s reading refused (filled here when the catalogue is read here).
 
     A catalogue product whose photo file no longer exists is removed from the store (a photo
     that cannot be read keeps what the store holds). The store records the folder it was
@@ -159,8 +161,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
     # (a catalogue split in train/val/test folders: its categories are the folders under
     # them, not "train" and "test"; a photo outside them is said, not silently left out)
-    products, _, outside = catalogue or read_catalogue(root, uploads)  # (not the API's
-    # photos in it)
+    products, _, outside = catalogue or read_catalogue(  # (not the API's photos in it)
+        root, uploads, refused_links=refused_links)
     products = [p for p in products if in_shard(p.product_id, shard)]
     outside = [p for p in outside if in_shard(_display_path(p, root), shard)]
     store.lock_for_writing()
@@ -169,6 +171,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     report.skipped += [{"path": _display_path(p, root),
                         "reason": "outside the train/val/test folders of a split catalogue; "
                                   "move it into one to index it"} for p in outside]
+    report.skipped += [{"path": _display_path(p, root), "reason": OUTSIDE_FOLDER}
+                       for p in refused_links or ()]
     fingerprints = store.fingerprints()
     stored = {pid: fp for pid, fp in fingerprints.items() if in_shard(pid, shard)}
     unmarked = _unmarked_uploads(store, uploads, stored, root,
@@ -185,13 +189,14 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     report.unlisted = sum(p.unlisted for p in products)
     report.category_from_table = recategorised(products)
     gone: set[str] = set()  # stored catalogue products whose photo file no longer exists
+    linked = 0  # of them, those refused for their real path (VITRINE_FOLLOW_OUTSIDE_LINKS)
 
     to_embed: list[tuple[Product, str]] = []
     meta_only: list[Product] = []
     hashes = PhotoHashes({} if rehash else store.photo_hashes())
     with progress_bar("Checking", len(products), enabled=show_progress, unit="files") as adv:
         for product in products:
-            refused = _refused(product, store, root, outside_links)
+            refused = _refused(product, store, root, refused_links is None)
             if refused is None:
                 try:
                     sha = hashes.sha256(product.image)
@@ -201,6 +206,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                 reason, drop = refused
                 if drop and product.product_id in stored:
                     gone.add(product.product_id)
+                    linked += reason == OUTSIDE_PHOTO
                     reason += "; removed from the store"
                 report.skipped.append({"path": _display_path(product.image, root),
                                        "reason": reason})
@@ -219,8 +225,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     remove = [pid for pid in stored if pid not in keep]
     if not replace:  # nothing is written before this check
         _check_removals(store, root, [pid for pid in stored if pid not in uploaded], remove,
-                        len(gone), shard, readable=len(to_embed) + len(meta_only)
-                        + report.unchanged)
+                        len(gone) - linked, shard, readable=len(to_embed) + len(meta_only)
+                        + report.unchanged, linked=(linked, len(refused_links or ())))
     hashes.known = {}  # (memory: a million paths)
     # kept even if the run stops while embedding; photos gone from the catalogue forgotten
     _save_hashes(store, hashes.fresh, keep=hashes.seen if shard is None else None)
@@ -249,6 +255,12 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     return report
 
 
+OUTSIDE_PHOTO = ("its real path is outside the catalogue folder (through a symbolic link), "
+                 "which VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses")
+OUTSIDE_FOLDER = ("a link to a folder outside the catalogue folder, which "
+                  "VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses: not read")
+
+
 def _refused(product: Product, store: VectorStore, root: Path,
              outside_links: bool) -> tuple[str, bool] | None:
     """Why ``product`` cannot be indexed, known before its photo is read, and whether the
@@ -260,8 +272,7 @@ def _refused(product: Product, store: VectorStore, root: Path,
         return (f"product id {product.product_id!r}: {problem}; give it another id in the "
                 "product table"), False
     if not outside_links and not Path(os.path.realpath(product.image)).is_relative_to(root):
-        return ("a link to a photo outside the catalogue folder, which "
-                "VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses"), True
+        return OUTSIDE_PHOTO, True
     if problem := store.too_long(product):  # (a Milvus store's field limits)
         return (f"product {product.product_id!r}: {problem}; shorten it in the product "
                 "table"), False
@@ -276,13 +287,15 @@ def _save_hashes(store: VectorStore, fresh: dict, keep: set[str] | None = None) 
 
 
 def _check_removals(store: VectorStore, root: Path, catalogue: list[str], remove: list[str],
-                    missing: int, shard: tuple[int, int] | None, *, readable: int) -> None:
+                    missing: int, shard: tuple[int, int] | None, *, readable: int,
+                    linked: tuple[int, int] = (0, 0)) -> None:
     """Refuse a run that would remove catalogue products indexed from another folder than
     ``root`` (as the store recorded it), or every catalogue product the store holds (of this
     shard) while no photo of the folder can be read (an unmounted drive, photos moved away),
     or while the store records no folder. Ids that all changed in the recorded folder while its
     photos are there (a new product table, renamed files) pass: ``readable`` counts the photos
-    this run found."""
+    this run found. ``linked``: the photos and folders VITRINE_FOLLOW_OUTSIDE_LINKS=false
+    refused (not missing, nor unlisted)."""
     if not remove:
         return
     recorded = store.catalog_folder()
@@ -297,10 +310,18 @@ def _check_removals(store: VectorStore, root: Path, catalogue: list[str], remove
         # with photos found in the folder it records, every id changed (a new product table,
         # renamed files); a store that records no folder yet cannot tell that from another
         # folder
-        unlisted = len(remove) - missing
-        why = ("their photo files are missing" if not unlisted else
-               "the folder lists none of them" if not missing else
-               f"{missing} photo files missing, {unlisted} products no longer listed")
+        photos, folders = linked
+        unlisted = len(remove) - missing - photos
+        kinds = [(n, what) for n, what in (
+            (missing, "photo files missing"), (unlisted, "products no longer listed"),
+            (photos, "photos outside the catalogue folder")) if n]
+        only = kinds[0][1] if len(kinds) == 1 else None
+        why = ("their photo files are missing" if only == "photo files missing" else
+               "the folder lists none of them" if only == "products no longer listed"
+               and not folders else ", ".join(f"{n} {what}" for n, what in kinds))
+        if photos or folders:
+            why += (f"{f', {folders} linked folders outside it not read' if folders else ''}"
+                    ", which VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses")
         raise RemovalRefused(
             f"indexing {root} would remove every one of the {held} of the store "
             f"{store.location} ({why}); check that the folder is complete (a network drive "

@@ -142,6 +142,7 @@ def find_split_folders(root: Path) -> dict[str, Path] | None:
 
 
 def _split_layout(root: Path, uploads: Path | None = None,
+                  refused_links: list[Path] | None = None,
                   ) -> tuple[dict[str, Path] | None, list[Path]]:
     """The ``train``/``val``/``test`` sub-folders (Portuguese names too) of a catalogue that is
     already split, or None. A split catalogue needs a train folder and a val or test one
@@ -167,7 +168,8 @@ def _split_layout(root: Path, uploads: Path | None = None,
                 break
     if "train" not in found or len(found) < 2:
         return None, []
-    beside = scan_images(root, skip={f.name for f in found.values()})  # (photos at the top:
+    beside = scan_images(root, skip={f.name for f in found.values()},  # (photos at the top:
+                         refused_links=refused_links)
     # no folder; those of a store's uploads or a hidden folder are not listed)
     if uploads is not None and beside:  # (resolved by the caller)
         beside = [p for p in beside if not Path(os.path.realpath(p)).is_relative_to(uploads)]
@@ -184,6 +186,7 @@ def _split_layout(root: Path, uploads: Path | None = None,
 
 
 def _read_split(root: Path, folders: dict[str, Path] | None,
+                refused_links: list[Path] | None = None,
                 ) -> tuple[list[Product], dict[str, str] | None]:
     """Products of the catalogue ``root`` and, when it is split in ``folders`` (None: not
     split), each product's split.
@@ -195,7 +198,7 @@ def _read_split(root: Path, folders: dict[str, Path] | None,
     photos outside the split folders are in no split and left out, as they are otherwise.
     """
     if folders is None:
-        return read_catalog(root), None
+        return read_catalog(root, refused_links=refused_links), None
     from vitrine.catalog_csv import find_csv
 
     products, given = [], {}
@@ -205,7 +208,7 @@ def _read_split(root: Path, folders: dict[str, Path] | None,
                                "one table at the top or one in each split folder.")
         split_of = {f.name: split for split, f in folders.items()}  # (a link: its own name)
         top_folder = Path(root).resolve()
-        for product in read_catalog(root, depth=1):
+        for product in read_catalog(root, depth=1, refused_links=refused_links):
             rel = product.image.relative_to(top_folder) if product.image.is_relative_to(
                 top_folder) else Path(product.image.name)
             if len(rel.parts) > 1 and rel.parts[0] in split_of:
@@ -214,7 +217,7 @@ def _read_split(root: Path, folders: dict[str, Path] | None,
     else:
         for split, folder in folders.items():
             for product in read_catalog(folder, empty_ok=True,  # (an empty one: as missing)
-                                        catalogue=root):
+                                        catalogue=root, refused_links=refused_links):
                 product.product_id = _prefixed(folder.name, product.product_id)
                 products.append(product)
                 given[product.product_id] = split
@@ -240,7 +243,8 @@ Catalogue = tuple[list[Product], dict[str, str] | None, list[Path]]
 """What :func:`read_catalogue` reads: products, their splits, photos outside the splits."""
 
 
-def read_catalogue(root: Path, uploads: Path | None = None) -> Catalogue:
+def read_catalogue(root: Path, uploads: Path | None = None, *,
+                   refused_links: list[Path] | None = None) -> Catalogue:
     """What index, train and evaluate read of ``root``: its products, each product's split
     (None: not split, see :func:`_read_split`), and the photos at the top of a split
     catalogue, in none of its split folders (named by each command, not lost silently).
@@ -248,11 +252,16 @@ def read_catalogue(root: Path, uploads: Path | None = None) -> Catalogue:
     The photos in ``uploads``, a VITRINE_UPLOAD_DIR inside the catalogue, are the server's,
     of products added through the API: not catalogue products unless a product table lists
     them (each became a second one; a catalogue without a table kept them all), nor a folder
-    of photos beside the splits (every command refused the catalogue), nor outside them."""
+    of photos beside the splits (every command refused the catalogue), nor outside them.
+
+    With ``refused_links`` (a list: VITRINE_FOLLOW_OUTSIDE_LINKS=false) links to folders
+    outside ``root`` are not entered; each is added to it, once."""
     root = Path(root).resolve() if Path(root).exists() else Path(root)  # (outside: below it)
     folder = None if uploads is None else Path(uploads).expanduser().resolve()
-    folders, outside = _split_layout(root, folder)  # (one scan of the top)
-    products, given = _read_split(root, folders)
+    folders, outside = _split_layout(root, folder, refused_links)  # (one scan of the top)
+    products, given = _read_split(root, folders, refused_links)
+    if refused_links:  # (a split catalogue's top is scanned twice with a table there)
+        refused_links[:] = sorted(set(refused_links))
     if folder is not None and folder.is_relative_to(root):  # (a row of a product table
         # naming one of its photos is the shop's: kept)
         products = [p for p in products if p.listed or not p.image.is_relative_to(folder)]

@@ -243,7 +243,8 @@ def duplicate_calibration(outputs: dict, caches: dict[str, FeatureCache],
 def too_few_categories(catalog_dir: Path, products: Sequence[Product],
                        unreadable: Sequence[dict] = ()) -> None:
     """A CatalogError unless ``products`` are of two categories or more: training learns to
-    tell categories apart (said after every photo was read, as "the training split"). A lone
+    tell categories apart (it was said after every photo was read, of "the training split"),
+    so this is checked before the photos are read, then of those that could be read. A lone
     ``train`` folder is not a split catalogue: its photos were one category named "train".
     The ``unreadable`` photos left out, when there were, are named."""
     categories = {p.category for p in products}

@@ -294,7 +294,8 @@ class IndexFiles:
             # the part written, one more with each process that tried
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            return getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
+            return (getattr(exc, "strerror", None)
+                    or (str(exc).strip().splitlines() or [type(exc).__name__])[-1])
         if writer and not self.db.in_transaction:  # (not inside a search's read snapshot)
             with contextlib.suppress(sqlite3.OperationalError, StoreError):  # next time
                 self.forget_changes(generation)
