@@ -784,6 +784,19 @@ def test_demo_keeps_its_store_inside_out_unless_told(small_catalog, weights_path
                               env=env, cwd=here, timeout=600)
         assert proc.returncode == 2 and f"{option} is empty" in proc.stderr, proc.stderr
         assert list(here.iterdir()) == []
+    # a Milvus address made a folder named "milvus-lite:" in the folder it ran in
+    address = f"milvus-lite://{tmp_path / 'm.db'}"
+    for args, extra, said in ((["--store", address], {}, f"--store {address}"),
+                              ([], {"VITRINE_DEMO_STORE": address},
+                               f"setting VITRINE_DEMO_STORE={address!r}")):
+        proc = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), *args,
+                               "--no-train", "--no-serve"], capture_output=True, text=True,
+                              env={**env, **extra}, cwd=here, timeout=600)
+        assert proc.returncode == 2 and proc.stderr == (
+            f"error: {said}: the demo keeps its store in a folder; to use a Milvus store, "
+            "index it with `vitrine index CATALOG --store ADDRESS` and serve it with "
+            "`vitrine serve`.\n")
+        assert list(here.iterdir()) == []
     # a VITRINE_DEMO_CATALOG naming no folder: said as the setting's (the user typed no path)
     proc = subprocess.run([*CLI, "demo", "--no-train", "--no-serve"], capture_output=True,
                           text=True, env={**env, "VITRINE_DEMO_CATALOG": str(tmp_path / "no")},

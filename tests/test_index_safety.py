@@ -561,7 +561,10 @@ def test_the_demo_never_replaces_or_deletes_a_store_it_did_not_make(shop_a, novi
     # before its mark): not deleted for another model either
     legacy = tmp_path / "out2" / "store"
     _index(shop_a, legacy, embedder)
-    with pytest.raises(StoreError, match="different model"):
+    with pytest.raises(StoreError, match=re.escape(
+            "different model than the demo's (resize crop in the store, pad here) and is not "
+            "the demo's to rebuild (it has no .vitrine-demo mark); pass --store another "
+            "folder. Nothing was changed.")):  # (not index's "VITRINE_MODEL unset")
         run_demo(shop_a, legacy, legacy.parent, demo.model_copy(update={"resize": "pad"}), 2,
                  console=console)
     assert _state(legacy)[0] == 16 and not (legacy / DEMO_MARK).exists()
@@ -578,7 +581,11 @@ def test_the_demo_never_replaces_or_deletes_a_store_it_did_not_make(shop_a, novi
     monkeypatch.setattr(trained, "trained_already", lambda *args: False)
     monkeypatch.setattr(trained, "ensure_model", train)
     training = settings.model_copy(update={"demo_train": True})
-    with pytest.raises(VitrineError, match=r"has no \.vitrine-demo mark.*Nothing was changed"):
+    with pytest.raises(VitrineError, match=re.escape(
+            "was indexed with the pretrained backbone, not by this demo (it has no "
+            ".vitrine-demo mark), and the demo would index it with the model it trains; pass "
+            "--no-train to search it with the pretrained backbone, or --store another folder. "
+            "Nothing was changed.")):  # (its model is not "gone": it is the pretrained one)
         run_demo(shop_a, legacy, legacy.parent, training, 2, console=console)
     with pytest.raises(Trained):  # an empty folder, or none: the demo's to make
         run_demo(shop_a, tmp_path / "out3" / "store", tmp_path / "out3", training, 2,

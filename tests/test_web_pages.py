@@ -641,6 +641,17 @@ def test_a_host_is_bound_where_it_resolves_and_an_empty_one_is_refused(monkeypat
         sock.close()
     with pytest.raises(VitrineError, match="cannot listen on no-such-host.invalid:0"):
         bind("no-such-host.invalid", 0)
+    # a port given with the host was "cannot listen on 127.0.0.1:9000:0 (Name or service
+    # not known)"; an IPv6 address is written in brackets before its port
+    for host in ("127.0.0.1:9000", "localhost:80", "[::1]:8000"):
+        with pytest.raises(VitrineError, match=re.escape(
+                f"--host {host} holds a port; pass the address alone, and the port with "
+                "--port.")):
+            bind(host, 0)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("fe80::1", 0, 0, 0))])
+    with pytest.raises(VitrineError, match=r"^cannot listen on \[fe80::1\]:0 \("):
+        bind("fe80::1", 0)
 
 
 def test_serving_beyond_this_machine_is_said():

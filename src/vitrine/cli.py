@@ -4,6 +4,8 @@ sentence on stderr and exit with status 2."""
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -462,6 +464,14 @@ def demo(
         if given is not None and not given.strip():  # the folder the demo ran in)
             raise VitrineError(f"{name} is empty; name a folder, or leave {name} out for its "
                                "default.")
+    setting = os.environ.get("VITRINE_DEMO_STORE", "")
+    for said, given in ((f"--store {store}", store),
+                        (f"setting VITRINE_DEMO_STORE={setting!r}", settings.demo_store)):
+        if given is not None and re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", str(given)):
+            # (a Milvus address: Path made it a folder named "milvus-lite:")
+            raise VitrineError(f"{said}: the demo keeps its store in a folder; to use a "
+                               "Milvus store, index it with `vitrine index CATALOG --store "
+                               "ADDRESS` and serve it with `vitrine serve`.")
     sock = bind(host, port) if serve_app else None  # a busy port fails before indexing
     note = exposure_note(host, settings.api_key) if serve_app else None
     if note:

@@ -16,7 +16,7 @@ from rich.console import Console
 from vitrine.config import Settings, cpu_only_note
 from vitrine.display import plain, results_table
 from vitrine.embed import Embedder
-from vitrine.errors import VitrineError
+from vitrine.errors import StoreError, VitrineError
 from vitrine.indexer import index_catalog
 from vitrine.manifest import ModelManifest
 from vitrine.plots import plot_recommendations
@@ -52,6 +52,15 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         (out_dir / "model").resolve())
     if own:
         _drop_stale_store(store_dir, embedder, console)
+    elif (stored := _manifest(store_dir)) not in (None, embedder.manifest):
+        # (said for the demo: index's sentence told to unset VITRINE_MODEL, which was unset)
+        raise StoreError(
+            f"the store {store_dir} was built with a different model than the demo's "
+            f"({stored.differences(embedder.manifest)}) and is not the demo's to rebuild (it "
+            f"has no {DEMO_MARK} mark); pass --store another folder"
+            + (", or --no-train to search it with the pretrained backbone"
+               if stored.embedding == "pooled" and embedder.manifest.embedding != "pooled"
+               else "") + ". Nothing was changed.")
     store = store_for(store_dir, settings, create=True)
     try:
         if own:
@@ -165,7 +174,14 @@ def _refuse_stranding(store_dir: Path, catalog: Path, out_dir: Path,
     if not (store_dir / DB_NAME).is_file() or trained_already(catalog, out_dir / "model",
                                                               settings):
         return
-    if _manifest(store_dir) is not None:
+    stored = _manifest(store_dir)
+    if stored is not None and stored.embedding == "pooled":  # (no model of the demo's made it)
+        raise VitrineError(
+            f"the store {store_dir} was indexed with the pretrained backbone, not by this "
+            f"demo (it has no {DEMO_MARK} mark), and the demo would index it with the model "
+            "it trains; pass --no-train to search it with the pretrained backbone, or "
+            "--store another folder. Nothing was changed.")
+    if stored is not None:
         raise VitrineError(
             f"the store {store_dir} was not made by this demo (it has no {DEMO_MARK} mark: "
             "made by a demo before 3 Dec 2026, or not by the demo) and the demo would now "

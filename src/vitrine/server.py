@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import re
 import signal
 import socket
 import threading
@@ -33,11 +34,15 @@ def bind(host: str, port: int) -> socket.socket:
         raise VitrineError("--host is empty; name the address to listen on (127.0.0.1: this "
                            "machine only; 0.0.0.0: every network).")
     host = _unbracketed(host.strip())
+    if re.fullmatch(r"\[.*\]:\d+|[^:]*:\d+", host):  # (an IPv6 address has two colons)
+        raise VitrineError(f"--host {host} holds a port; pass the address alone, and the port "
+                           "with --port.")
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                    proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError) as exc:
-        raise VitrineError(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', exc)}); "
+        raise VitrineError(f"cannot listen on {shown} ({getattr(exc, 'strerror', exc)}); "
                            "pass another --host.") from None
     # IPv4 first (localhost listened on 127.0.0.1, where health checks look, before host
     # names were resolved; some systems list ::1 first), then each address in turn
@@ -67,7 +72,7 @@ def bind(host: str, port: int) -> socket.socket:
         break
     if sock is None:
         reason = getattr(error, "strerror", None) or error or "no address"
-        raise VitrineError(f"cannot listen on {host}:{port} ({reason}); pass another --port "
+        raise VitrineError(f"cannot listen on {shown} ({reason}); pass another --port "
                            "or --host.")
     sock.listen(2048)
     sock.set_inheritable(True)
