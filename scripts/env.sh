@@ -17,16 +17,30 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
+# The stamp: the extras installed (first line), then what they were installed from. Extras
+# already there are kept, so scripts/demo (none) and scripts/test (dev,…) take turns
+# without installing again.
 stamp=".venv/.vitrine-installed"
-want="$(cat pyproject.toml; echo "$TORCH_SPEC $EXTRAS $CONSTRAINTS"; [ -z "$CONSTRAINTS" ] || cat "$CONSTRAINTS")"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+base="$(cat pyproject.toml; echo "$TORCH_SPEC $CONSTRAINTS"; [ -z "$CONSTRAINTS" ] || cat "$CONSTRAINTS")"
+have=""
+need=1
+if [ -f "$stamp" ] && [ "$(tail -n +2 "$stamp")" = "$base" ]; then
+  have="$(head -n 1 "$stamp")"
+  need=0
+fi
+for extra in ${EXTRAS//,/ }; do
+  case ",$have," in *",$extra,"*) ;; *) need=1 ;; esac
+done
+if [ "$need" = 1 ]; then
+  # shellcheck disable=SC2086
+  all="$(printf '%s\n' ${have//,/ } ${EXTRAS//,/ } | sed '/^$/d' | sort -u | paste -sd, -)"
   echo "Installing Vitrine and its dependencies into .venv …" >&2
   python -m pip install --quiet --upgrade pip
   # shellcheck disable=SC2086
   python -m pip install --quiet $TORCH_SPEC
   # pip refuses ".[]": name extras only when there are some
-  python -m pip install --quiet ${CONSTRAINTS:+-c "$CONSTRAINTS"} -e ".${EXTRAS:+[$EXTRAS]}"
-  printf '%s' "$want" > "$stamp"
+  python -m pip install --quiet ${CONSTRAINTS:+-c "$CONSTRAINTS"} -e ".${all:+[$all]}"
+  { printf '%s\n' "$all"; printf '%s' "$base"; } > "$stamp"
 fi
 
 # shellcheck disable=SC1091
