@@ -2,6 +2,10 @@
 # and point the settings at the shared demo data when it sits beside the checkout.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# a relative VITRINE_SHARED is read from the caller's folder, as the paths given to scripts/demo
+if [ -n "${VITRINE_SHARED:-}" ] && [ -d "$VITRINE_SHARED" ]; then
+  VITRINE_SHARED="$(cd "$VITRINE_SHARED" && pwd)"
+fi
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
 # torch + torchvision known to work together; override for another platform or CUDA build.

@@ -773,18 +773,35 @@ def test_photos_linked_from_outside_the_catalogue_can_be_refused(shop_a, embedde
     db = open_store(tmp_path / "st2")
     try:
         with pytest.raises(RemovalRefused, match=re.escape(
-                "(1 products no longer listed, 1 photos outside the catalogue folder, 1 "
-                "linked folders outside it not read, which VITRINE_FOLLOW_OUTSIDE_LINKS=false "
+                "(1 product no longer listed, 1 photo outside the catalogue folder, 1 linked "
+                "folder outside it not read, which VITRINE_FOLLOW_OUTSIDE_LINKS=false "
                 "refuses)")):
             index_catalog(links, db, embedder, show_progress=False, refused_links=[])
         assert db.count() == 2
     finally:
         db.close()
     (links / "one.jpg").unlink()
-    with pytest.raises(CatalogError, match=r"no product photos found in .*; 1 links to "
-                                           "folders outside it were not read, which "
+    with pytest.raises(CatalogError, match=r"no product photos found in .*; 1 linked folder "
+                                           "outside it was not read, which "
                                            "VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses.$"):
         _index(links, tmp_path / "st2", embedder, refused_links=[])
+
+    # a split catalogue: a split folder linked from outside is not walked either, nor a
+    # link beside the splits; each is named once
+    split = tmp_path / "split"
+    category = sorted(p for p in shop_a.iterdir() if p.is_dir())[0]
+    shutil.copytree(category, split / "val" / category.name)
+    (split / "train").symlink_to(elsewhere, target_is_directory=True)
+    (split / "extra").symlink_to(elsewhere / "pics", target_is_directory=True)
+    refused: list[Path] = []
+    report = _index(split, tmp_path / "st3", embedder, refused_links=refused)
+    assert report.indexed == 2 and refused == [split.resolve() / "extra",
+                                              split.resolve() / "train"]
+    assert sorted(s["path"] for s in report.skipped) == ["extra", "train"]
+    shutil.rmtree(split / "val" / category.name)  # with a table at the top and no photo:
+    (split / "products.csv").write_text("product_id,image,category\n")  # counted once each
+    with pytest.raises(CatalogError, match=r"; 2 linked folders outside it were not read"):
+        _index(split, tmp_path / "st4", embedder, refused_links=[])
 
 
 def test_the_demo_keeps_to_the_outside_links_setting(shop_a, settings, tmp_path):
@@ -808,3 +825,8 @@ def test_the_demo_keeps_to_the_outside_links_setting(shop_a, settings, tmp_path)
         assert db.count() == 16
     finally:
         db.close()
+    # a --store folder not made yet, outside --out: the demo makes it (refused once, "no
+    # Vitrine store", by the check of a user's store made with another model)
+    summary = run_demo(catalog, tmp_path / "elsewhere" / "store", tmp_path / "out", demo, 2,
+                       console=Console(record=True, width=200))
+    assert summary["index"]["indexed"] == 16

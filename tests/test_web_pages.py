@@ -643,7 +643,7 @@ def test_a_host_is_bound_where_it_resolves_and_an_empty_one_is_refused(monkeypat
         bind("no-such-host.invalid", 0)
     # a port given with the host was "cannot listen on 127.0.0.1:9000:0 (Name or service
     # not known)"; an IPv6 address is written in brackets before its port
-    for host in ("127.0.0.1:9000", "localhost:80", "[::1]:8000"):
+    for host in ("127.0.0.1:9000", "localhost:80", "[::1]:8000", "localhost:"):
         with pytest.raises(VitrineError, match=re.escape(
                 f"--host {host} holds a port; pass the address alone, and the port with "
                 "--port.")):

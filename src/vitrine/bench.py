@@ -249,10 +249,10 @@ def load_embedder(settings: Settings):
 def bench_images(images: Path, settings: Settings, *, show_progress: bool = False) -> dict:
     """Index the photos of ``images`` into a temporary store, the whole pipeline timed."""
     from vitrine.indexer import index_catalog
-    from vitrine.split import read_catalogue
+    from vitrine.split import links_refused, read_catalogue
     from vitrine.store import store_for
 
-    catalogue = read_catalogue(images)
+    catalogue = read_catalogue(images, refused_links=links_refused(settings))
     products = len(catalogue[0])
     embedder, load_seconds = load_embedder(settings)
     tmp = Path(tempfile.mkdtemp(prefix="vitrine-bench-"))

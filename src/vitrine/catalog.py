@@ -348,9 +348,11 @@ def read_catalog(root: Path, *, depth: int = 0, empty_ok: bool = False,
                                 name=path.stem, unlisted=csv_path is not None)
     if not products and not empty_ok:
         kinds = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+        links = len(set(refused_links or ()))  # (a split catalogue's top is scanned twice)
         raise CatalogError(f"no product photos found in {root} ({kinds})" + (
-            f"; {len(refused_links)} links to folders outside it were not read, which "
-            "VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses." if refused_links else "."))
+            f"; {links} linked folder{'s' if links > 1 else ''} outside it "
+            f"{'were' if links > 1 else 'was'} not read, which "
+            "VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses." if links else "."))
     return sorted(products.values(), key=lambda p: p.product_id)
 
 

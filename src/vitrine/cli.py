@@ -80,13 +80,13 @@ def index(
     """Index (or re-index) a catalogue folder into a store."""
     from vitrine.embed import Embedder
     from vitrine.indexer import index_catalog, parse_shard
-    from vitrine.split import read_catalogue
+    from vitrine.split import links_refused, read_catalogue
     from vitrine.store import store_for, upload_folder
 
     settings = command_settings(weights, model)
     shard_spec = parse_shard(shard)
     uploads = upload_folder(store, settings.upload_dir)
-    refused = None if settings.follow_outside_links else []
+    refused = links_refused(settings)
     catalogue = read_catalogue(catalog_dir, uploads,  # a bad folder: before the model
                                refused_links=refused)
     embedder = Embedder.from_settings(settings)
@@ -467,7 +467,7 @@ def demo(
     setting = os.environ.get("VITRINE_DEMO_STORE", "")
     for said, given in ((f"--store {store}", store),
                         (f"setting VITRINE_DEMO_STORE={setting!r}", settings.demo_store)):
-        if given is not None and re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", str(given)):
+        if given is not None and re.match(r"milvus(-lite)?:/", str(given)):
             # (a Milvus address: Path made it a folder named "milvus-lite:")
             raise VitrineError(f"{said}: the demo keeps its store in a folder; to use a "
                                "Milvus store, index it with `vitrine index CATALOG --store "

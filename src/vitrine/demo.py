@@ -32,9 +32,10 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     category into ``out_dir``; then, given a ``serve`` socket (``server.bind``), serve the web
     app on the store until interrupted. Returns a summary (also written as ``demo.json``)."""
     from vitrine.catalog import refuse_out_inside
-    from vitrine.split import read_catalogue
+    from vitrine.split import links_refused, read_catalogue
 
-    read_catalogue(catalog, settings.upload_dir)  # a bad folder: before training
+    read_catalogue(catalog, settings.upload_dir,  # a bad folder: before training
+                   refused_links=links_refused(settings))
     refuse_out_inside(catalog, out_dir)
     if out_dir.exists() and not out_dir.is_dir():  # (said at the first figure, after the
         # whole catalogue was indexed)
@@ -52,7 +53,8 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         (out_dir / "model").resolve())
     if own:
         _drop_stale_store(store_dir, embedder, console)
-    elif (stored := _manifest(store_dir)) not in (None, embedder.manifest):
+    elif (store_dir / DB_NAME).is_file() and (
+            stored := _manifest(store_dir)) not in (None, embedder.manifest):
         # (said for the demo: index's sentence told to unset VITRINE_MODEL, which was unset)
         raise StoreError(
             f"the store {store_dir} was built with a different model than the demo's "
@@ -70,7 +72,7 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
                                uploads=upload_folder(store, settings.upload_dir),
                                replace=own,  # the demo's store follows its catalogue
                                rehash=settings.rehash_photos,
-                               refused_links=None if settings.follow_outside_links else [])
+                               refused_links=links_refused(settings))
         console.print(plain(f"Indexed {report.indexed}, updated {report.updated}, removed "
                             f"{report.removed}, unchanged {report.unchanged} in "
                             f"{report.seconds:.1f} s; {len(report.skipped)} skipped, "

@@ -313,15 +313,16 @@ def _check_removals(store: VectorStore, root: Path, catalogue: list[str], remove
         photos, folders = linked
         unlisted = len(remove) - missing - photos
         kinds = [(n, what) for n, what in (
-            (missing, "photo files missing"), (unlisted, "products no longer listed"),
-            (photos, "photos outside the catalogue folder")) if n]
+            (missing, "photo file{s} missing"), (unlisted, "product{s} no longer listed"),
+            (photos, "photo{s} outside the catalogue folder"),
+            (folders, "linked folder{s} outside it not read")) if n]
         only = kinds[0][1] if len(kinds) == 1 else None
-        why = ("their photo files are missing" if only == "photo files missing" else
-               "the folder lists none of them" if only == "products no longer listed"
-               and not folders else ", ".join(f"{n} {what}" for n, what in kinds))
+        why = ("their photo files are missing" if only == "photo file{s} missing" else
+               "the folder lists none of them" if only == "product{s} no longer listed"
+               else ", ".join(f"{n} " + what.format(s="s" if n > 1 else "")
+                              for n, what in kinds))
         if photos or folders:
-            why += (f"{f', {folders} linked folders outside it not read' if folders else ''}"
-                    ", which VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses")
+            why += ", which VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses"
         raise RemovalRefused(
             f"indexing {root} would remove every one of the {held} of the store "
             f"{store.location} ({why}); check that the folder is complete (a network drive "

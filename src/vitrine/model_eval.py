@@ -196,11 +196,12 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
                      k: int = 5, show_progress: bool = True) -> dict:
     """Metrics of the pretrained backbone and, with ``model_dir``, of the trained model."""
     from vitrine.photo_hashes import file_sha256, unreadable_reason
-    from vitrine.split import read_catalogue
+    from vitrine.split import links_refused, read_catalogue
 
     if model_dir is not None:  # (VITRINE_MODEL=~/m: the model loaded, its split was not found)
         model_dir = Path(model_dir).expanduser()
-    products, given, outside = read_catalogue(catalog_dir, settings.upload_dir)
+    products, given, outside = read_catalogue(catalog_dir, settings.upload_dir,
+                                              refused_links=links_refused(settings))
     products = _enough([p for p in products if p.category], catalog_dir)
     # a photo that cannot be read is left out and named, as training does (one stopped the
     # evaluation of the catalogue just trained on, which had left it out)

@@ -27,6 +27,16 @@ def _unbracketed(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
+def _ipv6(host: str) -> bool:
+    """Whether ``host`` is an IPv6 address (written in brackets before a port)."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).version == 6
+    except ValueError:
+        return False
+
+
 def bind(host: str, port: int) -> socket.socket:
     """Listen on ``host:port`` (port 0 picks a free one; a host name on its first address
     that can be bound, IPv4 before IPv6); a port in use is one clear error."""
@@ -34,10 +44,10 @@ def bind(host: str, port: int) -> socket.socket:
         raise VitrineError("--host is empty; name the address to listen on (127.0.0.1: this "
                            "machine only; 0.0.0.0: every network).")
     host = _unbracketed(host.strip())
-    if re.fullmatch(r"\[.*\]:\d+|[^:]*:\d+", host):  # (an IPv6 address has two colons)
+    if re.fullmatch(r"\[.*\]:\d*|[^:]*:\d*", host):  # (an IPv6 address has two colons)
         raise VitrineError(f"--host {host} holds a port; pass the address alone, and the port "
                            "with --port.")
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    shown = f"[{host}]:{port}" if _ipv6(host) else f"{host}:{port}"
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                    proto=socket.IPPROTO_TCP)

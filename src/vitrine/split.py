@@ -216,6 +216,10 @@ def _read_split(root: Path, folders: dict[str, Path] | None,
                 given[product.product_id] = split_of[rel.parts[0]]
     else:
         for split, folder in folders.items():
+            if refused_links is not None and not folder.resolve().is_relative_to(
+                    Path(root).resolve()):  # (a split folder linked from elsewhere: not read)
+                refused_links.append(folder)
+                continue
             for product in read_catalog(folder, empty_ok=True,  # (an empty one: as missing)
                                         catalogue=root, refused_links=refused_links):
                 product.product_id = _prefixed(folder.name, product.product_id)
@@ -237,6 +241,13 @@ def _prefixed(folder: str, product_id: str) -> str:
         return joined
     form = "NFC" if unicodedata.is_normalized("NFC", product_id) else "NFD"
     return f"{unicodedata.normalize(form, folder)}/{product_id}"
+
+
+def links_refused(settings: Settings) -> list[Path] | None:
+    """What :func:`read_catalogue` takes as ``refused_links`` under ``settings``: a list to
+    fill when VITRINE_FOLLOW_OUTSIDE_LINKS is false (links out of the catalogue not
+    followed), else None."""
+    return None if settings.follow_outside_links else []
 
 
 Catalogue = tuple[list[Product], dict[str, str] | None, list[Path]]

@@ -41,7 +41,7 @@ from vitrine.images import Preprocessing
 from vitrine.model_eval import find_groups, without_unreadable
 from vitrine.models import get_spec, load_state_dict, state_hash, taps_for
 from vitrine.progress import progress_bar
-from vitrine.split import FOLDER_NAMES, Split, make_split, read_catalogue
+from vitrine.split import FOLDER_NAMES, Split, links_refused, make_split, read_catalogue
 from vitrine.train_data import (
     FeatureCache,
     FrozenPass,
@@ -97,7 +97,8 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     started = time.perf_counter()
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
-    products, given, outside = read_catalogue(catalog_dir, settings.upload_dir)
+    products, given, outside = read_catalogue(catalog_dir, settings.upload_dir,
+                                              refused_links=links_refused(settings))
     top = Path(catalog_dir).resolve()
     unsplit = [{"product_id": path.relative_to(top).as_posix(), "reason": "at the top, in "
                 "none of the split folders"} for path in outside]

@@ -365,9 +365,10 @@ def ensure_model(catalog_dir: Path, model_dir: Path, settings, *,
 def trained_already(catalog_dir: Path, model_dir: Path, settings) -> bool:
     """Whether ``model_dir`` holds a model trained from the same photos and settings (what
     :func:`ensure_model` reuses)."""
-    from vitrine.split import read_catalogue
+    from vitrine.split import links_refused, read_catalogue
 
-    products = read_catalogue(catalog_dir, settings.upload_dir)[0]  # (what train reads)
+    products = read_catalogue(catalog_dir, settings.upload_dir,  # (what train reads)
+                              refused_links=links_refused(settings))[0]
     wanted = training_fingerprint([p for p in products if p.category], settings)
     config_path = Path(model_dir) / CONFIG_FILE
     if config_path.is_file() and (Path(model_dir) / MODEL_FILE).is_file():
