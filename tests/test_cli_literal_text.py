@@ -109,7 +109,11 @@ def test_index_and_results_say_names_with_control_characters_escaped():
     assert "shirt10" not in line
     console = Console(record=True, width=200, force_terminal=True)
     console.print(results_table("Similar to A (Promo\x1b[2J\nnew)", []))
-    assert "Similar to A (Promo\\x1b[2J\\nnew)" in console.export_text()
+    text = console.export_text()
+    assert "Similar to A (Promo\\x1b[2J\\nnew)" in text
+    # no results: said under the empty table, which alone read as a failure
+    assert "No product to show: the store holds no other one (of the category asked " \
+           "for)." in " ".join(text.split())  # (wrapped to the table's width)
 
 
 def test_info_gives_each_category_one_line():

@@ -39,6 +39,10 @@ def results_table(title: str, matches: list[Match]) -> Table:
         price = "" if m.product.price is None else f"{m.product.price:.2f}"
         table.add_row(str(rank), f"{m.score:.3f}", plain(m.product.product_id),
                       plain(m.product.category), plain(m.product.name), price)
+    if not matches:  # (an empty table alone read as a failure to show them)
+        table.caption = ("No product to show: the store holds no other one (of the category "
+                         "asked for).")
+        table.caption_justify = "left"
     return table
 
 
