@@ -180,6 +180,8 @@ class Settings(BaseSettings):
     @field_validator("backbone", "train_companion")
     @classmethod
     def _a_known_backbone(cls, value: str, info) -> str:
+        """Checked when read, naming its setting (of two that name backbones); an empty
+        companion is none."""
         if value not in BACKBONE_NAMES and (value or info.field_name == "backbone"):
             raise ValueError("not a backbone Vitrine knows; use "
                              + " or ".join(BACKBONE_NAMES))
@@ -289,10 +291,11 @@ class Settings(BaseSettings):
     dup_max_colour_diff: Annotated[float, Field(ge=0.0, le=255.0, allow_inf_nan=False)] = 12.0
     """Largest mean colour difference (0–255) of those thumbnails' non-white pixels."""
     follow_outside_links: bool = True
-    """``index`` takes photos through symbolic links to files or folders outside the
-    catalogue folder. False: such photos are skipped (and removed from the store), for a
-    catalogue that is not trusted (a supplier's zip could link a folder of this machine, and
-    the server would serve its photos)."""
+    """Commands follow symbolic links to files and folders outside the catalogue folder.
+    False, for a catalogue that is not trusted (a supplier's zip could link a folder of this
+    machine, and the server would serve its photos): no command enters a linked folder
+    outside it, and ``index`` skips each photo whose real path is outside it (removing what
+    an earlier run stored)."""
     rehash_photos: bool = False
     """``index`` reads every photo on every run, instead of those whose size, times or inode
     changed (``vitrine.photo_hashes``): for network or FUSE mounts (s3fs, rclone) whose times
