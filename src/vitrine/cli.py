@@ -4,7 +4,6 @@ sentence on stderr and exit with status 2."""
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import sys
@@ -36,7 +35,7 @@ from vitrine.cli_support import (
     save_plot,
     utf8_mode,
 )
-from vitrine.config import cpu_only_note, load_settings
+from vitrine.config import cpu_only_note, env_value, load_settings
 from vitrine.display import index_lines, info_lines, migrate_lines, one_line, results_table
 from vitrine.errors import VitrineError
 
@@ -464,7 +463,7 @@ def demo(
         if given is not None and not given.strip():  # the folder the demo ran in)
             raise VitrineError(f"{name} is empty; name a folder, or leave {name} out for its "
                                "default.")
-    setting = os.environ.get("VITRINE_DEMO_STORE", "")
+    setting = env_value("VITRINE_DEMO_STORE", str(settings.demo_store))
     for said, given in ((f"--store {store}", store),
                         (f"setting VITRINE_DEMO_STORE={setting!r}", settings.demo_store)):
         if given is not None and re.match(r"milvus(-lite)?:/", str(given)):

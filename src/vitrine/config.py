@@ -457,13 +457,13 @@ def load_settings() -> Settings:
             raise VitrineError(f"settings {msg}.") from None
         name = _env_name(str(first["loc"][0]) if first["loc"] else "")
         msg = first["msg"].removeprefix("Value error, ")
-        raise VitrineError(f"setting {name}={_env_value(name, first.get('input'))!r}: "
+        raise VitrineError(f"setting {name}={env_value(name, first.get('input'))!r}: "
                            f"{msg[:1].lower()}{msg[1:]}.") from None
     except SettingsError as exc:  # a value pydantic-settings could not parse (a bad JSON)
         field = re.search(r'field "([^"]+)"', str(exc))
         name = _env_name(field.group(1) if field else "")
         cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-        raise VitrineError(f"setting {name}={_env_value(name, '')!r} could not be read"
+        raise VitrineError(f"setting {name}={env_value(name, '')!r} could not be read"
                            f"{cause}.") from None
 
 
@@ -471,7 +471,7 @@ def _env_name(field: str) -> str:
     return "VITRINE_" + field.upper() if field else "VITRINE_*"
 
 
-def _env_value(name: str, default):
+def env_value(name: str, default):
     """The environment's text for ``name`` (matched without case, as pydantic-settings
     does), else ``default``."""
     for key, value in os.environ.items():
