@@ -145,6 +145,36 @@ def test_a_store_made_before_the_search_key_gets_it(store, tmp_path, monkeypatch
         frozen.close()
 
 
+def test_rows_an_older_vitrine_wrote_are_found_by_name(store, tmp_path):
+    """A Vitrine from before the ``search_key`` column writing into a store that has it (a
+    rollback, a host not yet upgraded) added products with no key and renamed others
+    without theirs: never found by name, or by the old one, and an unchanged ``index``
+    mended nothing. The next opening that can write folds them again, once."""
+    import sqlite3
+
+    store.upsert([record(pid, unit(1, 0.5), name=name) for pid, name in FOLD_NAMES.items()])
+    store.close()
+    with sqlite3.connect(tmp_path / "store" / "vitrine.sqlite") as db:  # the older writer
+        db.execute("INSERT INTO products(product_id, image, category, name, attributes, "
+                   "content_sha256, metadata_hash, vector) SELECT 'novo', image, category, "
+                   "'Bolsa Ágata', attributes, content_sha256, metadata_hash, vector "
+                   "FROM products WHERE product_id='x1'")
+        db.execute("UPDATE products SET name='Pão de Queijo' WHERE product_id='x2'")
+        db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
+                   "WHERE key='generation'")
+    again = open_store(tmp_path / "store")
+    try:
+        def ids(query):
+            return [p.product_id for p in again.list_products(query=query)]
+
+        assert ids("agata") == ["novo"] and ids("pao de") == ["x2"] and ids("cafe") == []
+        assert ids("acai") == ["x1"]
+        folded_at = again.db.execute(
+            "SELECT value FROM meta WHERE key='search_keys_at'").fetchone()[0]
+        assert folded_at == str(again.generation())
+    finally:
+        again.close()
+
 def test_persistence_and_index_rebuild(store, tmp_path):
     store.flush()
     root = store.root

@@ -27,13 +27,46 @@ it when such a store can only be read."""
 def add_search_key(db: sqlite3.Connection) -> bool:
     """Give a store made before the ``search_key`` column that column, filled; False when
     the store cannot be written here (name search then folds each row as it reads)."""
+    return _fold(db, "ALTER TABLE products ADD COLUMN search_key TEXT",
+                 f"UPDATE products SET search_key = {SEARCH_KEY_SQL}")
+
+
+FOLDED_AT = "search_keys_at"
+"""The meta key of the write generation whose rows :func:`refold_search_keys` last folded."""
+
+
+def refold_search_keys(db: sqlite3.Connection) -> bool:
+    """Fold again what an older Vitrine wrote into a store that has the column: it knows
+    nothing of it, so the products it added had no key (never found by name) and those it
+    renamed kept their old name's. Such a write is one that did not record its rows (meta
+    ``tracked`` behind ``generation``, as :class:`EmbeddedStore` reads it); done once per
+    such generation. False when nothing was to be done or the store cannot be written."""
+    meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN "
+                           "('generation', 'tracked', ?)", (FOLDED_AT,)))
+    generation = meta.get("generation")
+    if generation is None or generation in (meta.get("tracked"), meta.get(FOLDED_AT)):
+        return False
+    waits = db.execute("PRAGMA busy_timeout").fetchone()[0]
+    db.execute("PRAGMA busy_timeout = 0")  # a writer at work: the next opening does it
+    try:
+        return _fold(db, f"UPDATE products SET search_key = {SEARCH_KEY_SQL} "
+                         f"WHERE search_key IS NOT {SEARCH_KEY_SQL}")
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {int(waits)}")
+
+
+def _fold(db: sqlite3.Connection, *statements: str) -> bool:
+    """Run ``statements`` in one write transaction and record the generation folded; False
+    when the store cannot be written here (read-only, or a writer holds it)."""
     try:
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError:
         return False
     try:
-        db.execute("ALTER TABLE products ADD COLUMN search_key TEXT")
-        db.execute(f"UPDATE products SET search_key = {SEARCH_KEY_SQL}")
+        for statement in statements:
+            db.execute(statement)
+        db.execute("INSERT OR REPLACE INTO meta(key, value) SELECT ?, value FROM meta "
+                   "WHERE key = 'generation'", (FOLDED_AT,))
         db.execute("COMMIT")
         return True
     except sqlite3.OperationalError:

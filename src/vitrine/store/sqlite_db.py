@@ -14,7 +14,7 @@ from vitrine.catalog import UPLOADED
 from vitrine.errors import StoreError
 from vitrine.store.base import StoredProduct
 from vitrine.store.index_files import CHANGES_SCHEMA
-from vitrine.store.search_key import add_search_key, searchable_sql
+from vitrine.store.search_key import add_search_key, refold_search_keys, searchable_sql
 
 DB_NAME = "vitrine.sqlite"
 MANIFEST_NAME = "manifest.json"
@@ -190,6 +190,8 @@ def open_database(root: Path, *, create: bool,
         # a store lacking columns is refused by its opener, left as it was
         if not missing and "search_key" not in have and add_search_key(db):
             have.add("search_key")
+        elif not missing and "search_key" in have and not frozen:
+            refold_search_keys(db)  # (rows an older Vitrine wrote since)
         if not missing and "search_key" in have:  # made once per store (read-only here:
             for index in INDEXES:  # pages sort as they read, photo look-ups read every row)
                 with contextlib.suppress(sqlite3.OperationalError):
