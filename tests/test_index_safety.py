@@ -438,8 +438,10 @@ def test_milvus_records_the_folder_too(shop_a, novidades, embedder, tmp_path):
 def test_ids_the_web_cannot_address_are_skipped_with_the_reason(shop_a, embedder, tmp_path):
     """A product table may give ids that would have no page, photo or similar products of
     their own on the web ('x/similar' is the similar products' address of 'x'; browsers rewrite
-    '..'; no address holds a line break): index skips them and says why, as the API refuses
-    them."""
+    '..'; no address holds a line break), or a category too long for the pages and the API
+    to take as a filter: index skips them and says why, as the API refuses them."""
+    from vitrine.catalog import CATEGORY_MAX
+
     shop = tmp_path / "shop"
     shutil.copytree(shop_a, shop)
     rows = (shop / "products.csv").read_text().splitlines()
@@ -447,10 +449,17 @@ def test_ids_the_web_cannot_address_are_skipped_with_the_reason(shop_a, embedder
         cells = rows[n].split(",")
         cells[0] = bad
         rows[n] = ",".join(cells)
+    for n, length in ((4, CATEGORY_MAX + 1), (5, CATEGORY_MAX)):
+        cells = rows[n].split(",")
+        cells[2] = "é" * length
+        rows[n] = ",".join(cells)
     (shop / "products.csv").write_text("\n".join(rows) + "\n")
     report = _index(shop, tmp_path / "st", embedder)
     reasons = [s["reason"] for s in report.skipped]
-    assert report.indexed == 13 and len(reasons) == 3
+    assert report.indexed == 12 and len(reasons) == 4
+    long_id = rows[4].split(",")[0]
+    assert f"product {long_id!r}: its category is 513 characters long, more than Vitrine " \
+        "takes (512); shorten it in the product table" in reasons
     assert any("product id 'x/similar': it cannot end with '/similar'" in r for r in reasons)
     assert any("product id '..': it cannot be '.' or '..'" in r for r in reasons)
     assert any("product id 'x\\ny': it cannot hold a control character" in r for r in reasons)

@@ -448,6 +448,19 @@ def test_search_page_copes_with_arrows_failures_back_and_phones(browser, base_ur
             const a = document.querySelector('#results [role=alert]');
             return a && a.textContent === said; }""", arg=said, timeout=10_000)
         page.unroute(fragment)
+    # a server that takes the photo and never answers (hung): said after the page's wait,
+    # not "Buscando…" for ever (the wait shortened here from its minute)
+    assert page.locator("#photo-search").get_attribute("data-wait-ms") == "60000"
+    page.evaluate("document.getElementById('photo-search').dataset.waitMs = '1500'")
+    page.route(fragment, lambda route: None)
+    page.click("button[type=submit]")
+    page.wait_for_function("""() => {
+        const a = document.querySelector('#results [role=alert]');
+        return a && a.textContent === 'O servidor não respondeu a tempo. Tente de novo em '
+                                      + 'instantes.'; }""", timeout=10_000)
+    assert page.locator("#results").get_attribute("aria-busy") is None
+    page.unroute(fragment)
+    page.evaluate("document.getElementById('photo-search').dataset.waitMs = '60000'")
 
     page.click("button[type=submit]")
     page.locator("#results li.card").first.wait_for(timeout=30_000)

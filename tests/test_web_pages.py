@@ -325,6 +325,37 @@ def test_search_form_works_without_javascript(client, rows, small_catalog):
     assert bad.status_code == 400 and 'role="alert"' in bad.text and "JPEG" in bad.text
 
 
+def test_a_photo_refused_is_said_for_what_is_wrong_with_it(settings, small_store, embedder,
+                                                           small_catalog, rows):
+    """A photo over the pixel limit and a cut-off JPEG were both "not a photo we can use:
+    try a JPEG, PNG or WebP", to a shopper who had just sent one; the API said why. (A
+    baseline JPEG is decoded at a fraction of its size, so the large one is a PNG.)"""
+    import io
+
+    from PIL import Image
+
+    from vitrine.api import create_app
+
+    client = TestClient(create_app(settings.model_copy(update={"max_image_pixels": 1_500_000}),
+                                   small_store, embedder=embedder))
+    buffer = io.BytesIO()
+    Image.new("RGB", (1500, 1200), (200, 40, 40)).save(buffer, "PNG")
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+
+    def said(data: bytes, lang: str = "pt") -> str:
+        page = client.post("/search", params={"fragment": 1, "lang": lang},
+                           files={"image": ("q.jpg", data, "image/jpeg")})
+        assert page.status_code == 400 and 'role="alert"' in page.text
+        return re.search(r'role="alert">([^<]+)<', page.text)[1]
+
+    assert said(buffer.getvalue()) == ("Esta foto tem pixels demais (limite de 1,5 megapixels). "
+                                       "Envie uma cópia menor.")
+    assert said(buffer.getvalue(), "en") == ("This photo has too many pixels (limit 1.5 "
+                                             "megapixels). Send a smaller copy.")
+    assert said(photo[:len(photo) // 2]).startswith("Esta foto parece danificada")
+    assert said(b"plain text, not a photo").startswith("Este arquivo não é uma foto")
+
+
 def test_search_by_photo_within_a_category(client, rows, small_catalog):
     from vitrine.web.text import category_label
 
@@ -564,6 +595,51 @@ def test_a_category_named_with_spaces_around_it_has_its_page(settings, small_sto
     for page in (client.get(link), client.get("/", params={"category": "x_bolsa"})):
         assert cards(page.text) == 2 and 'value="x_bolsa " selected' in page.text
         assert "Não há categoria" not in page.text
+
+
+def test_the_longest_category_a_store_takes_can_be_chosen(settings, small_store, embedder,
+                                                          small_catalog, rows, tmp_path):
+    """A category folder of 228 characters was indexed, listed and linked, but choosing it
+    (the catalogue's filter, the product page's link, "Buscar em", the API) was a 422: the
+    filters took 200 characters. They take what `index` takes (CATEGORY_MAX)."""
+    import html as html_text
+
+    from vitrine.api import create_app
+    from vitrine.catalog import CATEGORY_MAX
+
+    long = "relogio_" + "x" * (CATEGORY_MAX - len("relogio_"))
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    grow_categories(store, {long: 2})
+    client = TestClient(create_app(settings, store, embedder=embedder))
+    product = client.get(f"/products/{long}-0").text
+    link = html_text.unescape(re.search(r'<p class="category"><a href="([^"]+)"', product)[1])
+    catalogue = client.get(link)
+    assert catalogue.status_code == 200 and cards(catalogue.text) == 2
+    assert f'value="{long}" selected' in catalogue.text
+    # the way back from a product opened there keeps the whole category
+    back = client.get(f"/products/{long}-1", headers={"referer": str(catalogue.url)}).text
+    assert f'<p class="breadcrumb"><a href="/?category={long}">' in back
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    found = client.post("/search", data={"category": long},
+                        files={"image": ("q.jpg", photo, "image/jpeg")})
+    assert found.status_code == 200 and len(card_categories(found.text)) == 2
+    listed = client.get("/api/products", params={"category": long})
+    assert listed.status_code == 200 and len(listed.json()["products"]) == 2
+    assert client.get("/", params={"category": long + "x"}).status_code == 422
+
+
+def test_the_search_form_says_a_category_the_store_lacks(client):
+    """/search?category=zzz (a link kept from a category since removed) showed "all
+    categories" without a word, so the photo then searched every category."""
+    from vitrine.web.text import category_label
+
+    form = client.get("/search", params={"category": "salto_femininoo"}).text
+    message = re.search(r'<p class="message">([^<]+)</p>', form)[1]
+    assert message.startswith("Não há categoria “salto_femininoo”. Categorias parecidas: ")
+    assert category_label("salto_feminino") in message
+    assert "Não há categoria" not in client.get("/search",
+                                                params={"category": "salto_feminino"}).text
 
 
 def test_a_store_at_the_limit_keeps_the_category_lists(settings, small_store, embedder, rows,

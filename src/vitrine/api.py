@@ -52,7 +52,7 @@ from vitrine.api_models import (
     product_out,
     result_out,
 )
-from vitrine.catalog import SIMILAR_SUFFIX, id_problem, parse_price
+from vitrine.catalog import CATEGORY_MAX, SIMILAR_SUFFIX, id_problem, parse_price
 from vitrine.config import Settings
 from vitrine.embed import Embedder
 from vitrine.errors import CatalogError, ImageError, StoreError, resources_refused
@@ -81,7 +81,7 @@ OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
 
 
 KParam = Annotated[int, Query(ge=K_MIN, le=K_MAX, description="Number of results (1–100).")]
-CategoryParam = Annotated[str | None, Query(max_length=200,
+CategoryParam = Annotated[str | None, Query(max_length=CATEGORY_MAX,
                                             description="Only products of this category.")]
 ImageParam = Annotated[Upload, File(description="The photo (JPEG, PNG, WebP, GIF, BMP, TIFF).")]
 
@@ -144,7 +144,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     def search(image: ImageParam, response: Response, k: KParam = 5,
                category: CategoryParam = None,
                category_field: Annotated[str | None, Form(
-                   alias="category", max_length=200,
+                   alias="category", max_length=CATEGORY_MAX,
                    description="The same filter, sent as a form field.")] = None
                ) -> SearchOut:
         """The ``k`` products most similar to an uploaded photo (multipart field ``image``),
@@ -170,7 +170,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         response: Response,
         product_id: Annotated[str, Form(min_length=1, max_length=200)],
         name: Annotated[str, Form(max_length=300)] = "",
-        category: Annotated[str, Form(max_length=200)] = "",
+        category: Annotated[str, Form(max_length=CATEGORY_MAX)] = "",
         price: Annotated[str, Form(max_length=40, description="e.g. 129.90 or "
                                                                "'R$ 1.299,90'")] = "",
         description: Annotated[str, Form(max_length=5000)] = "",

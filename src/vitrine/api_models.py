@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
-from vitrine.catalog import MAX_PRICE
+from vitrine.catalog import CATEGORY_MAX, MAX_PRICE
 from vitrine.store.base import Match, StoredProduct
 from vitrine.web.pages import image_url
 
@@ -72,7 +72,7 @@ class ProductEdit(BaseModel):
                               json_schema_extra={"examples": [{"price": "R$ 1.299,90"}]})
     # no defaults in the schema: a client filling in the defaults would blank the fields
     name: str = Field(None, max_length=300)
-    category: str = Field(None, max_length=200)
+    category: str = Field(None, max_length=CATEGORY_MAX)
     price: Annotated[StrictFloat, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)] | Annotated[
         str, Field(max_length=40)] | None = Field(
         None, description="A number, a text such as 'R$ 1.299,90', or null for no price.")

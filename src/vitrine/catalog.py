@@ -98,6 +98,19 @@ class Product:
 SIMILAR_SUFFIX = "/similar"
 
 
+CATEGORY_MAX = 512
+"""The longest category, in characters: what a Milvus store's collection holds, and what the
+web page and the API take as a filter (a longer one could be stored but never chosen)."""
+
+
+def category_problem(category: str) -> str | None:
+    """Why ``category`` cannot be a product's (too long to be chosen), or None."""
+    if len(category) > CATEGORY_MAX:
+        return (f"its category is {len(category):,} characters long, more than Vitrine "
+                f"takes ({CATEGORY_MAX})")
+    return None
+
+
 def id_problem(product_id: str) -> str | None:
     """Why a product id cannot have a web address of its own (the web page and the API give
     every product one), or None."""

@@ -15,12 +15,16 @@ class VitrineError(Exception):
 class ImageError(VitrineError):
     """A file that cannot be used as a product photo; ``reason`` omits the file name."""
 
-    def __init__(self, source: str, reason: str, errno: int | None = None):
+    def __init__(self, source: str, reason: str, errno: int | None = None, *,
+                 kind: str = "format"):
         super().__init__(f"{source}: {reason}")
         self.source = source
         self.reason = reason
         self.errno = errno
         """The OSError's errno when the file could not be read (EMFILE: the server's limit)."""
+        self.kind = kind
+        """What the web page tells a shopper: 'format' (not a photo it takes), 'damaged' (a
+        photo that cannot be decoded whole) or 'pixels' (too many to decode)."""
 
 
 class WeightsError(VitrineError):

@@ -170,7 +170,8 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
         # libheif's messages end in a line break)
         if "truncated" in reason.lower():
             reason = "the image data is truncated"
-        raise ImageError(name, f"cannot decode the image ({reason}).") from None
+        raise ImageError(name, f"cannot decode the image ({reason}).",
+                         kind="damaged") from None
 
 
 MAX_JPEG_SCANS = 100
@@ -227,7 +228,8 @@ def _too_many_pixels(name: str, width: int, height: int, max_pixels: int,
                      why: str = "") -> ImageError:
     return ImageError(name, f"{width}x{height} pixels is over the limit of {max_pixels:,} "
                             f"pixels{why} (possible decompression bomb; a real photo this "
-                            "large: raise VITRINE_MAX_IMAGE_PIXELS or scale it down).")
+                            "large: raise VITRINE_MAX_IMAGE_PIXELS or scale it down).",
+                      kind="pixels")
 
 
 def _eight_bit(raw: np.ndarray, scale: float, pixels: int = 1 << 18) -> np.ndarray:

@@ -19,6 +19,7 @@ from vitrine.catalog import (
     UPLOADED,
     Product,
     category_form,
+    category_problem,
     id_problem,
     recategorised,
 )
@@ -273,7 +274,8 @@ def _refused(product: Product, store: VectorStore, root: Path,
                 "product table"), False
     if not outside_links and not Path(os.path.realpath(product.image)).is_relative_to(root):
         return OUTSIDE_PHOTO, True
-    if problem := store.too_long(product):  # (a Milvus store's field limits)
+    if problem := category_problem(product.category) or store.too_long(product):
+        # (one the pages could not choose; a Milvus store's field limits)
         return (f"product {product.product_id!r}: {problem}; shorten it in the product "
                 "table"), False
     return None

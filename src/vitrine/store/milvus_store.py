@@ -20,7 +20,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from vitrine.catalog import UPLOADED, Product
+from vitrine.catalog import CATEGORY_MAX, UPLOADED, Product
 from vitrine.errors import EXTRA_HINT, StoreError
 from vitrine.fold import searchable
 from vitrine.manifest import ModelManifest
@@ -58,7 +58,7 @@ READS = {"consistency_level": "Session"}
 a view some seconds old: the product an upload just stored not found, a count without
 it). Another process's writes show as that level allows; every request says it, since a
 collection made by an older Vitrine keeps Bounded as its own default."""
-LIMITS = {"product_id": 1024, "category": 512, "name": 4096, "description": 65535,
+LIMITS = {"product_id": 1024, "category": CATEGORY_MAX, "name": 4096, "description": 65535,
           "image": 65535}
 """The longest text each field of the products' collection holds: UTF-8 bytes on a Milvus
 server, characters on Milvus Lite (each counts its own way)."""

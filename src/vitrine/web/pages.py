@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from vitrine.catalog import CATEGORY_MAX
 from vitrine.config import Settings
 from vitrine.errors import ImageError
 from vitrine.fold import fold
@@ -39,6 +40,9 @@ HERE = Path(__file__).parent
 PAGE_SIZE = 24
 SIMILAR_K = 10
 SEARCH_K = 10
+SEARCH_WAIT_S = 60
+"""How long the page's script waits for a photo's results before it says the server did not
+answer (a search takes well under a second; a hung server left "Searching…" for ever)."""
 CATEGORY_SELECT_MAX = 100
 """Up to this many categories the pages' category field is a list of them all; a store with
 more gets a text field suggesting the largest this many (20,000 options made each page 1.5 MB
@@ -80,12 +84,14 @@ def catalogue_back(request: Request, lang: str) -> tuple[str, str]:
     of them the Referer is the product page: the way back led to the first page)."""
     came = urlsplit(request.headers.get("referer", ""))
     if "back" in request.query_params:
-        query = parse_qs(request.query_params["back"][:1000])
+        query = parse_qs(request.query_params["back"][:8000])  # (a category's 512
+        # characters, percent-encoded: up to 9 each)
     elif came.netloc == request.url.netloc and came.path == "/":
         query = parse_qs(came.query)
     else:
         query = {}
-    kept = {k: query[k][0][:200] for k in ("category", "q", "page") if k in query}
+    kept = {k: query[k][0][:CATEGORY_MAX if k == "category" else 200]
+            for k in ("category", "q", "page") if k in query}
     if not kept.get("page", "1").isdecimal():
         del kept["page"]
     return _url("/", lang, **kept), urlencode(kept)
@@ -156,12 +162,21 @@ class Pages:
         self.templates = Jinja2Templates(directory=HERE / "templates")
         self.templates.env.globals.update(
             image_url=image_url, product_path=product_path, percent=percent, summary=summary,
-            category_label=category_label, products_count=products_count)
+            category_label=category_label, products_count=products_count,
+            category_max=CATEGORY_MAX, search_wait_ms=SEARCH_WAIT_S * 1000)
 
     def max_mb(self, lang: str) -> str:
         """The upload limit in MB, as the page's language writes it ('0,3' in Portuguese)."""
         mb = f"{self.settings.max_upload_bytes / 1_000_000:g}"
         return mb.replace(".", ",") if lang == "pt" else mb
+
+    def photo_refused(self, exc: ImageError, lang: str) -> str:
+        """The sentence for an uploaded file the search cannot use, by what is wrong."""
+        t = TEXT[lang]
+        if exc.kind == "pixels":
+            mp = f"{self.settings.max_image_pixels / 1_000_000:g}"
+            return t["photo_pixels"].format(mp=mp.replace(".", ",") if lang == "pt" else mp)
+        return t["damaged_photo" if exc.kind == "damaged" else "bad_photo"]
 
     def render(self, request: Request, name: str, lang: str, status: int = 200,
                **context: object) -> HTMLResponse:
@@ -235,7 +250,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse,
                    include_in_schema=False)
     def catalogue(request: Request, lang: LangParam = None,
-                  category: Annotated[str | None, Query(max_length=200)] = None,
+                  category: Annotated[str | None, Query(max_length=CATEGORY_MAX)] = None,
                   q: Annotated[str | None, Query(max_length=200)] = None,
                   page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> Response:
         lang = pick_lang(lang)
@@ -273,22 +288,23 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
     @app.api_route("/search", methods=["GET", "HEAD"], response_class=HTMLResponse,
                    include_in_schema=False)
     def search_form(request: Request, lang: LangParam = None,
-                    category: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+                    category: Annotated[str | None, Query(max_length=CATEGORY_MAX)] = None
+                    ) -> Response:
         """The search form, with ``category`` chosen in "Buscar em" (the language toggle of a
-        results page keeps it)."""
+        results page keeps it); one the store lacks is said, as the results say it."""
+        chosen = page_category(service, category)
         return pages.render(request, "search.html", pick_lang(lang), active="search",
                             matches=None, message=None, **category_field(service.categories()),
-                            category=page_category(service, category).name)
+                            category=chosen.name, chosen=chosen)
 
     @app.post("/search", response_class=HTMLResponse, include_in_schema=False)
     def search_photo(request: Request, image: Annotated[UploadFile, File()],
-                     category: Annotated[str, Form(max_length=200)] = "",
+                     category: Annotated[str, Form(max_length=CATEGORY_MAX)] = "",
                      lang: LangParam = None, fragment: bool = False) -> Response:
         """Results (only of ``category`` when one is chosen) as a full page (form without
         JavaScript) or, with ``fragment=1``, as the HTML of the results block that the page
         script puts in place."""
         lang = pick_lang(lang)
-        t = TEXT[lang]
         matches: list[Match] | None = None
         guess, linked = None, False
         message, status = None, 200
@@ -300,8 +316,8 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
             # link the category only if the store holds some of it (one-row lookup, not a
             # count of every category: that scans a Milvus collection)
             linked = guess is not None and service.has_category(guess.category)
-        except ImageError:
-            message, status = t["bad_photo"], 400
+        except ImageError as exc:
+            message, status = pages.photo_refused(exc, lang), 400
         except HTTPException as exc:
             if exc.status_code != 413:
                 raise

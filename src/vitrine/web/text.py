@@ -71,6 +71,10 @@ TEXT: dict[str, dict[str, str]] = {
         "not_found": "Página ou produto não encontrado.",
         "bad_photo": "Este arquivo não é uma foto que possamos usar. Tente um JPEG, PNG ou "
                      "WebP.",
+        "damaged_photo": "Esta foto parece danificada: não foi possível lê-la inteira. Tente "
+                         "outra cópia dela.",
+        "photo_pixels": "Esta foto tem pixels demais (limite de {mp} megapixels). Envie uma "
+                        "cópia menor.",
         "too_large": "A foto é grande demais (limite de {mb} MB).",
         "bad_request": "O endereço tem um parâmetro inválido.",
         "method_not_allowed": "Este endereço não aceita esse tipo de pedido.",
@@ -78,6 +82,7 @@ TEXT: dict[str, dict[str, str]] = {
         "server_error": "Algo deu errado no servidor. Tente de novo em instantes.",
         "offline": "Não foi possível falar com o servidor. Verifique a conexão e tente de "
                    "novo.",
+        "slow": "O servidor não respondeu a tempo. Tente de novo em instantes.",
         "other_error": "Não foi possível atender ao pedido.",
         "footer": "Vitrine — recomendações por similaridade visual.",
         "attributes": "Características",
@@ -146,12 +151,17 @@ TEXT: dict[str, dict[str, str]] = {
         "error_generic": "The search could not be completed. Try another photo.",
         "not_found": "Page or product not found.",
         "bad_photo": "This file is not a photo we can use. Try a JPEG, PNG or WebP.",
+        "damaged_photo": "This photo seems damaged: it could not be read whole. Try another "
+                         "copy of it.",
+        "photo_pixels": "This photo has too many pixels (limit {mp} megapixels). Send a "
+                        "smaller copy.",
         "too_large": "The photo is too large (limit {mb} MB).",
         "bad_request": "The address has a parameter that is not valid.",
         "method_not_allowed": "This address does not accept that kind of request.",
         "busy": "The catalogue is being updated. Try again in a moment.",
         "server_error": "Something went wrong on the server. Try again in a moment.",
         "offline": "Could not reach the server. Check your connection and try again.",
+        "slow": "The server did not answer in time. Try again in a moment.",
         "other_error": "The request could not be completed.",
         "footer": "Vitrine — recommendations by visual similarity.",
         "attributes": "Attributes",

@@ -145,6 +145,10 @@
     cancel();
     const controller = new AbortController();
     inFlight = controller;
+    // a server that stops answering (hung, overloaded) is said, not "searching…" for ever
+    let late = false;
+    const timer = setTimeout(function () { late = true; controller.abort(); },
+                             Number(form.dataset.waitMs) || 60000);
     sending = asked;
     shown = null;
     showPreview(file);
@@ -174,9 +178,13 @@
       }
       reveal();
     } catch (err) {
-      // no answer at all: the server is down or the connection dropped
-      if (ticket === latest) { showMessage(form.dataset.offline, true); reveal(); }
+      // no answer at all: the server is down or the connection dropped, or is too slow
+      if (ticket === latest) {
+        showMessage(late ? form.dataset.slow : form.dataset.offline, true);
+        reveal();
+      }
     } finally {
+      clearTimeout(timer);
       if (ticket === latest) {
         results.removeAttribute("aria-busy");
         sending = null;
