@@ -84,3 +84,41 @@ def test_per_label_passes_each_label_its_own_relevant_counts():
     first rows of the list: query 'a' found 1 of its 4 relevant items."""
     out = per_label(recall_at_k, ["b", "a"], [["x"], ["a"]], 1, relevant_counts=[1, 4])
     assert out == {"a": pytest.approx(0.25), "b": pytest.approx(0.0)}
+
+
+def test_the_misclassified_table_keeps_its_photo_column_at_80_columns():
+    """Categories named in 60 characters were kept whole: the table grew to 140 columns and,
+    at 80 (a pipe), the product and probability columns were squeezed to nothing."""
+    from rich.console import Console
+
+    from vitrine.report import classification_report
+    from vitrine.train_display import evaluation_tables
+
+    long_a = "Relógio de pulso feminino com pulseira de aço inoxidável modelo A"
+    long_b = long_a[:-1] + "B"
+    cls = classification_report([long_a, "bolsa"], [long_b, "bolsa"], [long_a, long_b, "bolsa"])
+    cls["misclassified"] = [{"product_id": "10105", "name": "Fastrack Watch", "labelled": long_a,
+                             "predicted": long_b, "probability": 0.61}]
+    retrieval = {"precision": 1.0, "recall": 1.0, "map": 1.0, "per_category": {}}
+
+    def shown() -> str:
+        console = Console(record=True, width=80)
+        for part in evaluation_tables({"k": 1, "protocol": "the model's test split",
+                                       "queries": 2, "index": 2,
+                                       "retrieval": {"trained": retrieval},
+                                       "classification": cls}):
+            console.print(part)
+        text = console.export_text()
+        assert max(map(len, text.splitlines())) <= 80
+        return text
+
+    text = shown()
+    assert "10105" in text and "61%" in text
+    # the demo's categories stay whole, the product's name wraps
+    cls["misclassified"] = [{"product_id": "10146", "probability": 0.49,
+                             "name": "Rockport Men Sc Slip On Brown Casual Shoes",
+                             "labelled": "x_sapato_social_masculino",
+                             "predicted": "mocassim_masculino"}]
+    text = shown()
+    assert "x_sapato_social_masculino" in text and "mocassim_masculino" in text
+    assert "10146" in text and "49%" in text

@@ -163,3 +163,64 @@ def test_a_glyph_no_font_has_is_said_once_not_per_glyph(tmp_path, monkeypatch, c
     assert caplog.messages == [plots.MISSING_NOTE]
     assert not [w for w in recwarn if "Glyph" in str(w.message)]
     plots._note_missing.cache_clear()
+
+
+def _drawn(monkeypatch) -> list:
+    """The figures the plot functions draw, kept (not closed) for a test to read."""
+    import vitrine.plots
+
+    figures: list = []
+    save = vitrine.plots._save
+
+    def keep(fig, out):
+        figures.append(fig)
+        return save(fig, out)
+
+    monkeypatch.setattr(vitrine.plots, "_save", keep)
+    monkeypatch.setattr(vitrine.plots.plt, "close", lambda *a, **k: None)
+    return figures
+
+
+def test_the_confusion_matrix_stays_a_figure_whatever_the_classes(tmp_path, monkeypatch):
+    """200 categories drew a 16,778 x 15,230 figure (255 megapixels, which Pillow then
+    refuses to open) with 40,000 counts: 4 minutes and 11.6 GB after the training was done.
+    Its side is bounded; past 40 classes it writes only the mistakes' counts, past 150 none,
+    and classes are numbered where their names no longer fit."""
+    import numpy as np
+
+    from vitrine.plots import COUNTS_ALL, COUNTS_MISTAKES
+
+    figures = _drawn(monkeypatch)
+    for n in (8, COUNTS_ALL + 20, COUNTS_MISTAKES + 50, 400):
+        matrix = np.eye(n, dtype=int) * 5
+        matrix[1, 0] = matrix[n - 1, 2] = 3  # two mistakes
+        names = [f"categoria_{i:03d}" for i in range(n)]
+        out = plot_confusion_matrix(matrix, names, tmp_path / f"cm{n}.png")
+        with Image.open(out) as figure:
+            assert max(figure.size) < 3_200, (n, figure.size)
+        ax = figures[-1].axes[0]
+        counts = [t.get_text() for t in ax.texts]
+        ticks = [t.get_text() for t in ax.get_yticklabels()]
+        assert len(counts) == (64 if n == 8 else 2 if n <= COUNTS_MISTAKES else 0)
+        if n < 400:
+            assert ticks == names and ax.get_xlabel() == "predicted"
+        else:  # 400 names 5.9 points apart
+            assert ticks[:3] == ["1", "11", "21"] and "numbered" in ax.get_xlabel()
+
+
+def test_a_misclassified_tile_names_label_and_guess(tmp_path, monkeypatch):
+    """'label: x_sapato_social_masculino' wrapped as one text moved the name to a second
+    line, which the one-line title then dropped: tiles read "label:…" and "model:…" for
+    the demo's own categories."""
+    photo = _photo(tmp_path / "p.png")
+    figures = _drawn(monkeypatch)
+    plot_misclassified([{"name": "Sapato", "product_id": "10146", "probability": 0.49,
+                         "labelled": "x_sapato_social_masculino",
+                         "predicted": "mocassim_masculino", "image": str(photo)},
+                        {"name": "", "product_id": "7", "probability": 0.5,
+                         "labelled": "relogio de pulso feminino com pulseira de aço",
+                         "predicted": "b", "image": str(photo)}], tmp_path / "mis.png")
+    titles = [ax.get_title().split("\n") for ax in figures[-1].axes[:2]]
+    assert titles[0] == ["Sapato", "label: x_sapato_social_masculino",
+                         "model: mocassim_masculino (49%)"]
+    assert titles[1][1] == "label: relogio de pulso feminin…"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -111,9 +112,11 @@ def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
             "chosen": settings.train_embedding, "weight": w, "layers": out}
 
 
-def write_outputs(out_dir: Path, summary: dict) -> None:
+def write_outputs(out_dir: Path, summary: dict, started: float | None = None) -> None:
     """history.json/.csv, history.png, metrics.json, confusion_matrix.png,
-    misclassified.png (when the model got test photos wrong), report.md, summary.json."""
+    misclassified.png (when the model got test photos wrong), report.md, summary.json; the
+    run's ``seconds`` get their ``total`` since ``started`` (``time.perf_counter``) once the
+    figures are drawn, which the report and summary then say."""
     from vitrine.plots import plot_confusion_matrix, plot_history, plot_misclassified
 
     history = summary["history"]
@@ -141,6 +144,8 @@ def write_outputs(out_dir: Path, summary: dict) -> None:
     figure.unlink(missing_ok=True)  # an earlier run's mistakes must not stay behind
     if test.get("misclassified"):
         plot_misclassified(test["misclassified"], figure, MISCLASSIFIED_SHOWN)
+    if started is not None:
+        summary["seconds"]["total"] = round(time.perf_counter() - started, 1)
     (out_dir / "report.md").write_text(markdown_report(summary), encoding="utf-8")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False),
                                          encoding="utf-8")
@@ -274,7 +279,9 @@ def markdown_report(summary: dict) -> str:
                   "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for name, v in test["per_class"].items():
             lines.append(f"| {_cell(name)} | " + " | ".join(prf_cells(v)) + " |")
-        untested = untested_line(test["per_class"])
+        untested = untested_line(test["per_class"], *(
+            ["the test folder holds none of their photos"]
+            if summary.get("split", {}).get("source") == "folders" else []))
         lines += ["", *([untested, ""] if untested else []),
                   "![confusion matrix](confusion_matrix.png)", ""]
         lines += _misclassified_lines(test.get("misclassified"))
