@@ -423,13 +423,11 @@ def create_app(settings: Settings, store: str | Path, *,
 
     @functools.lru_cache(maxsize=THUMBNAILS_KEPT)
     def card_copy(path: str, mtime_ns: int, nbytes: int) -> bytes:  # the file version keys it
-        with service.decoding():
-            return thumbnail_jpeg(Path(path), CARD_SIDE, settings.max_image_pixels)
+        return service.decoded(thumbnail_jpeg, Path(path), CARD_SIDE, settings.max_image_pixels)
 
     @functools.lru_cache(maxsize=VIEW_COPIES_KEPT)
     def view_copy(path: str, mtime_ns: int, nbytes: int) -> bytes:
-        with service.decoding():
-            return thumbnail_jpeg(Path(path), VIEW_SIDE, settings.max_image_pixels)
+        return service.decoded(thumbnail_jpeg, Path(path), VIEW_SIDE, settings.max_image_pixels)
 
     @app.get("/images/{product_id:path}", tags=["images"],
              response_class=FileResponse, responses={200: {"content": {"image/*": {}}},

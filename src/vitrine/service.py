@@ -13,15 +13,19 @@ that is not a folder, such as Milvus).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import hashlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -29,7 +33,7 @@ from vitrine.catalog import Product, one_form, stored_category
 from vitrine.config import Settings
 from vitrine.embed import CategoryGuess, Embedder, decode
 from vitrine.errors import CatalogError, StoreError
-from vitrine.images import container_kind, open_image, to_array
+from vitrine.images import Preprocessing, container_kind, open_image, to_array
 from vitrine.indexer import check_manifest
 from vitrine.manifest import mismatch_error
 from vitrine.recommend import ProductNotFound, Recommender, stored_product
@@ -101,6 +105,20 @@ DECODE_SLOTS = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffi
 per core this process may use."""
 
 
+def _malloc_trim() -> Callable[[], object]:
+    """glibc's ``malloc_trim(0)``, or a no-op where there is none (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return lambda: trim(0)
+
+
+_release_memory = _malloc_trim()
+T = TypeVar("T")
+
+
 class VitrineService:
     """One store, one model, shared by all request threads."""
 
@@ -131,8 +149,10 @@ class VitrineService:
         self._rebuilding = threading.Lock()  # held while the index is rebuilt beside requests
         self.rebuild_thread: threading.Thread | None = None
         # photos decoded at once: each may take hundreds of MB (a 40-MP PNG), and the server's
-        # 40 request threads decoding together took gigabytes
-        self._decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+        # 40 request threads decoding together took gigabytes; in threads of their own, since
+        # glibc keeps what each thread freed for that thread (a slot for any request thread
+        # still left 20 uploads of 40 megapixels at 4 GB, idle)
+        self._decoder = ThreadPoolExecutor(DECODE_SLOTS, thread_name_prefix="vitrine-decode")
         self._categories: tuple[float, dict[str, int]] | None = None
 
     def _open(self) -> VectorStore:
@@ -263,11 +283,13 @@ class VitrineService:
         return path
 
     # ---- photo search ---------------------------------------------------------------------
-    def decoding(self) -> threading.BoundedSemaphore:
-        """One of the slots photos are decoded in (:data:`DECODE_SLOTS`): an upload's, or a
-        copy of a stored photo the pages show (a card, a TIFF's view), which anyone may ask
-        for (four 40-megapixel copies at once took the server to 5 GB)."""
-        return self._decode_slots
+    def decoded(self, work: Callable[..., T], *args: object) -> T:
+        """``work(*args)`` (a photo decoded: an upload, or a copy of a stored photo the pages
+        show, a card or a TIFF's view, which anyone may ask for) in one of the
+        :data:`DECODE_SLOTS` decoding threads, waiting for one (four 40-megapixel copies at
+        once took the server to 5 GB); what it allocated is given back to the system after
+        it (its pixels are freed, but glibc kept them)."""
+        return self._decoder.submit(_trimmed, work, *args).result()
 
     def search_photo(self, data: bytes, k: int, category: str | None = None
                      ) -> tuple[list[Match], SearchTimings, CategoryGuess | None]:
@@ -276,11 +298,7 @@ class VitrineService:
         self._check_model()
         prep = self.embedder.prep
         t0 = time.perf_counter()
-        with self._decode_slots:
-            image = open_image(data, max_pixels=self.settings.max_image_pixels,
-                               draft_size=prep.size)
-            array = to_array(image, prep)
-            del image
+        array = self.decoded(_upload_array, data, prep, self.settings.max_image_pixels)
         t1 = time.perf_counter()
         with self._model_lock:
             vector = self.embedder.embed_arrays(array[None])[0]
@@ -299,9 +317,8 @@ class VitrineService:
         _check_fits(self.store, Product(  # before the model's work (the photo's path aside)
             product_id=fields.product_id, image=Path(), category=fields.category,
             name=fields.name, price=fields.price, description=fields.description))
-        with self._decode_slots:
-            array, phash, thumb = decode(data, self.embedder.prep,
-                                         self.settings.max_image_pixels)
+        array, phash, thumb = self.decoded(decode, data, self.embedder.prep,
+                                           self.settings.max_image_pixels)
         with self._model_lock:
             vector = self.embedder.embed_arrays(array[None])[0]
         sha = hashlib.sha256(data).hexdigest()
@@ -437,8 +454,22 @@ class VitrineService:
         if self.rebuild_thread is not None and self.rebuild_thread.is_alive():
             log.warning("the search index rebuild of %s is left unfinished; the next write "
                         "starts it again", self.location)
+        self._decoder.shutdown(wait=False, cancel_futures=True)
         with self._store_lock:
             self._store.close()
+
+
+def _trimmed(work: Callable[..., T], *args: object) -> T:
+    try:
+        return work(*args)
+    finally:
+        _release_memory()
+
+
+def _upload_array(data: bytes, prep: Preprocessing, max_pixels: int) -> np.ndarray:
+    """An uploaded photo as the model's input array (the decoded image freed at once)."""
+    image = open_image(data, max_pixels=max_pixels, draft_size=prep.size)
+    return to_array(image, prep)
 
 
 def _remove_orphan(store: VectorStore, image: Path, folder: Path | None) -> None:
