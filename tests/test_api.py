@@ -958,8 +958,15 @@ def test_category_counts_are_shared_for_a_while(settings, small_store, embedder,
     assert sum(first.values()) == 48 and service.categories() == first and len(counted) == 1
     first.clear()  # a caller's copy: the cached counts stay whole
     assert sum(service.categories().values()) == 48 and len(counted) == 1
-    monkeypatch.setattr(service_module, "CATEGORIES_TTL_S", -1.0)  # expired: counted again
+    service._categories = (0.0, service._categories[1])  # expired: counted again
     assert service.categories() and len(counted) == 2
+    # a count slower than CATEGORIES_TTL_S (a large Milvus collection) is kept after it
+    # ends: stamped when it began, it was stale when stored, and never shared
+    monkeypatch.setattr(service_module, "CATEGORIES_TTL_S", 0.05)
+    monkeypatch.setattr(service.store, "categories", lambda: (
+        counted.append(1), threading.Event().wait(0.5), real())[2])
+    service._categories = None
+    assert service.categories() == service.categories() and len(counted) == 3
     service.close()
 
 

@@ -540,9 +540,23 @@ def test_the_catalogues_order_is_read_once_for_its_pages(mstore, monkeypatch):
     assert mstore.delete(["c"]) == 1
     assert [p.product_id for p in mstore.list_products(category="d")] == ["b", "e"]
     assert len(scans) == 7
-    monkeypatch.setattr(module, "ORDER_TTL_S", 0.0)  # another process's writes: in time
+    # another process's writes: in time (the order kept so far expired)
+    mstore._orders = {c: (0.0, order) for c, (_, order) in mstore._orders.items()}
     mstore.list_products(limit=1)
     mstore.list_products(limit=1)
+    assert len(scans) == 8
+    # a read slower than ORDER_TTL_S (a hundred thousand products) is kept after it ends:
+    # stamped when it began, it was stale when stored, and every page read them all again
+    monkeypatch.setattr(module, "ORDER_TTL_S", 0.05)
+    mstore._orders.clear()
+
+    def slow_rows(expr, fields):
+        threading.Event().wait(0.5)
+        return rows(expr, fields)
+
+    monkeypatch.setattr(mstore, "_rows", slow_rows)
+    assert [p.product_id for p in mstore.list_products(limit=1, offset=1)] == ["aa"]
+    assert [p.product_id for p in mstore.list_products(limit=1, offset=2)] == ["b"]
     assert len(scans) == 9
 
 

@@ -45,7 +45,7 @@ from vitrine.store import (
     unmarked_upload,
     upload_folder,
 )
-from vitrine.store.base import Match, Record, StoredProduct, VectorStore
+from vitrine.store.base import Match, Record, StoredProduct, VectorStore, kept_until
 
 log = logging.getLogger(__name__)
 CATEGORIES_TTL_S = 10.0
@@ -250,9 +250,10 @@ class VitrineService:
         a Milvus collection), so the catalogue and search pages share one count for
         ``CATEGORIES_TTL_S`` seconds; this service's own writes renew it at once."""
         with self._store_lock:
-            cached = self._categories
-            if cached is None or time.monotonic() - cached[0] > CATEGORIES_TTL_S:
-                cached = self._categories = (time.monotonic(), self.store.categories())
+            cached, started = self._categories, time.monotonic()
+            if cached is None or started > cached[0]:
+                counts = self.store.categories()
+                cached = self._categories = (kept_until(started, CATEGORIES_TTL_S), counts)
             return dict(cached[1])
 
     def has_category(self, category: str) -> bool:

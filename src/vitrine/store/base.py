@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,15 @@ import numpy as np
 from vitrine.catalog import Product
 from vitrine.manifest import ModelManifest
 from vitrine.photo_hashes import Signature
+
+
+def kept_until(started: float, ttl: float) -> float:
+    """Until when (``time.monotonic``) a value read since ``started`` is reused: ``ttl``
+    seconds after the read ended, or twice as long as it took when that is longer (a read of
+    25 s, stamped when it began, was stale when stored: every page of a 100,000-product
+    Milvus Lite catalogue read them all again)."""
+    now = time.monotonic()
+    return now + max(ttl, 2 * (now - started))
 
 
 class PhotoFacts(NamedTuple):

@@ -24,7 +24,7 @@ from vitrine.catalog import CATEGORY_MAX, UPLOADED, Product
 from vitrine.errors import EXTRA_HINT, StoreError
 from vitrine.fold import searchable
 from vitrine.manifest import ModelManifest
-from vitrine.store.base import Match, PhotoFacts, Record, StoredProduct
+from vitrine.store.base import Match, PhotoFacts, Record, StoredProduct, kept_until
 from vitrine.store.milvus_support import (
     escaped_cursor,
     lite_open_failures,
@@ -113,7 +113,7 @@ class MilvusStore:
         self._products_made = False  # (known to exist: upsert asks once)
         self._orders: dict[str | None, tuple[float, list[str]]] = {}
         """A catalogue's order (the ids sorted by category, name, id) per category filter,
-        with when it was read: see ORDER_TTL_S."""
+        with until when it is kept: see ORDER_TTL_S."""
         self._lite = uri.endswith(".db")  # a Milvus Lite file (store_for's milvus-lite://)
         if self._lite:
             quiet_lite_logs()
@@ -422,9 +422,10 @@ class MilvusStore:
         """The ids of the products a catalogue page lists, in its order. Milvus sorts no
         query, so the order's fields of every row are read (then only the page's whole rows:
         photo thumbnails and descriptions of the rest are never read, where 20,000 of them
-        took 6 s a page), and the order kept ``ORDER_TTL_S`` for the next pages."""
+        took 6 s a page), and the order kept for the next pages (:func:`kept_until`
+        ``ORDER_TTL_S``)."""
         now = time.monotonic()
-        for old in [c for c, (read, _) in self._orders.items() if now - read >= ORDER_TTL_S]:
+        for old in [c for c, (until, _) in self._orders.items() if now >= until]:
             del self._orders[old]  # (not held for the server's life)
         kept = self._orders.get(category)
         if not query and kept is not None:
@@ -442,7 +443,7 @@ class MilvusStore:
         if not query and ordered:  # (a category no product has takes no place)
             if len(self._orders) >= ORDERS_KEPT:  # the oldest read goes
                 del self._orders[min(self._orders, key=lambda c: self._orders[c][0])]
-            self._orders[category] = (now, ordered)
+            self._orders[category] = (kept_until(now, ORDER_TTL_S), ordered)
         return ordered
 
     def all_vectors(self) -> tuple[list[str], np.ndarray]:
