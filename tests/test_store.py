@@ -175,6 +175,59 @@ def test_rows_an_older_vitrine_wrote_are_found_by_name(store, tmp_path):
     finally:
         again.close()
 
+
+def test_an_older_vitrines_write_into_an_open_store_is_folded_by_the_next_write(
+        store, tmp_path, monkeypatch):
+    """A store opened before an older Vitrine wrote into it (`vitrine index` waiting for
+    the writer lock while the older one finished): opening saw nothing to fold, and its own
+    next write marked the store as written by this Vitrine, so the older one's renames were
+    never folded. That write folds them, in its transaction. A store only this Vitrine
+    wrote is never folded again (a second per open at 200,000 products)."""
+    import sqlite3
+
+    import vitrine.store.search_key as module
+
+    folds = []
+    real_fold = module._fold
+    monkeypatch.setattr(module, "_fold", lambda *a: folds.append(a) or real_fold(*a))
+    store.upsert([record(pid, unit(1, 0.5), name=name) for pid, name in FOLD_NAMES.items()])
+    store.close()
+    opened = open_store(tmp_path / "store")
+    assert folds == []  # written by this Vitrine: nothing to fold
+    try:
+        with sqlite3.connect(tmp_path / "store" / "vitrine.sqlite") as db:  # the older writer
+            db.execute("UPDATE products SET name='Pão de Queijo' WHERE product_id='x2'")
+            db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
+                       "WHERE key='generation'")
+        opened.lock_for_writing()
+        opened.upsert([record("novo", unit(0, 1), name="Bolsa")])
+        assert [p.product_id for p in opened.list_products(query="pao de")] == ["x2"]
+        assert opened.list_products(query="cafe") == []
+    finally:
+        opened.close()
+
+
+def test_a_fold_the_disk_cannot_hold_leaves_the_store_readable():
+    """SQLite undoes the transaction itself on a full disk: the fold's own ROLLBACK then
+    failed ("no transaction is active") and the store was "not a readable Vitrine store"."""
+    import sqlite3
+
+    from vitrine.store.search_key import REFOLD, _fold
+
+    real = sqlite3.connect(":memory:", isolation_level=None)
+    real.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    class FullDisk:
+        in_transaction = property(lambda self: real.in_transaction)
+
+        def execute(self, sql, *args):
+            if sql == REFOLD:
+                real.execute("ROLLBACK")
+                raise sqlite3.OperationalError("database or disk is full")
+            return real.execute(sql, *args)
+
+    assert _fold(FullDisk(), REFOLD) is False and not real.in_transaction
+
 def test_persistence_and_index_rebuild(store, tmp_path):
     store.flush()
     root = store.root

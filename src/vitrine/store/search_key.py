@@ -47,17 +47,32 @@ def refold_search_keys(db: sqlite3.Connection) -> bool:
     if generation is None or generation in (meta.get("tracked"), meta.get(FOLDED_AT)):
         return False
     waits = db.execute("PRAGMA busy_timeout").fetchone()[0]
-    db.execute("PRAGMA busy_timeout = 0")  # a writer at work: the next opening does it
-    try:
-        return _fold(db, f"UPDATE products SET search_key = {SEARCH_KEY_SQL} "
-                         f"WHERE search_key IS NOT {SEARCH_KEY_SQL}")
+    db.execute("PRAGMA busy_timeout = 0")  # a writer at work: the next opening does it, or
+    try:  # that writer's own transaction (:func:`refold_in`)
+        return _fold(db, REFOLD)
     finally:
         db.execute(f"PRAGMA busy_timeout = {int(waits)}")
 
 
+REFOLD = (f"UPDATE products SET search_key = {SEARCH_KEY_SQL} "
+          f"WHERE search_key IS NOT {SEARCH_KEY_SQL}")
+
+
+def refold_in(db: sqlite3.Connection) -> None:
+    """:func:`refold_search_keys`' work, in the write transaction that found an older
+    Vitrine's write (a store opened before it wrote: opening did not see it)."""
+    db.execute(REFOLD)
+    _mark_folded(db)
+
+
+def _mark_folded(db: sqlite3.Connection) -> None:
+    db.execute("INSERT OR REPLACE INTO meta(key, value) SELECT ?, value FROM meta "
+               "WHERE key = 'generation'", (FOLDED_AT,))
+
+
 def _fold(db: sqlite3.Connection, *statements: str) -> bool:
     """Run ``statements`` in one write transaction and record the generation folded; False
-    when the store cannot be written here (read-only, or a writer holds it)."""
+    when the store cannot be written here (read-only, a writer holds it, a full disk)."""
     try:
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError:
@@ -65,10 +80,10 @@ def _fold(db: sqlite3.Connection, *statements: str) -> bool:
     try:
         for statement in statements:
             db.execute(statement)
-        db.execute("INSERT OR REPLACE INTO meta(key, value) SELECT ?, value FROM meta "
-                   "WHERE key = 'generation'", (FOLDED_AT,))
+        _mark_folded(db)
         db.execute("COMMIT")
         return True
     except sqlite3.OperationalError:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # (SQLite rolled back already on a full disk)
+            db.execute("ROLLBACK")
         return False
