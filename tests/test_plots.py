@@ -206,6 +206,13 @@ def test_the_confusion_matrix_stays_a_figure_whatever_the_classes(tmp_path, monk
             assert ticks == names and ax.get_xlabel() == "predicted"
         else:  # 400 names 5.9 points apart
             assert ticks[:3] == ["1", "11", "21"] and "numbered" in ax.get_xlabel()
+        # the report's table numbers its classes when (only when) the figure does
+        from vitrine.report import prf_table
+
+        table = prf_table({name: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1,
+                                  "predicted": 1} for name in names})
+        assert table[2].startswith("| 1 | categoria_000 |") == (n == 400)
+        assert table[-1].startswith(f"| {n} | ") == (n == 400)
 
 
 def test_a_misclassified_tile_names_label_and_guess(tmp_path, monkeypatch):

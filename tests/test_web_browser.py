@@ -397,7 +397,7 @@ def _violations(axe, page) -> list[str]:
 
 
 def test_search_page_copes_with_arrows_failures_back_and_phones(browser, base_url,
-                                                              outside_photo):
+                                                              outside_photo, tmp_path):
     """The search page script: a category list stepped through with the arrow keys searches
     once, for the category it stops at; each failure says what it is (the catalogue being
     updated, the server's error, no connection), not "try another photo"; a search without
@@ -459,8 +459,17 @@ def test_search_page_copes_with_arrows_failures_back_and_phones(browser, base_ur
         return a && a.textContent === 'O servidor não respondeu a tempo. Tente de novo em '
                                       + 'instantes.'; }""", timeout=10_000)
     assert page.locator("#results").get_attribute("aria-busy") is None
+    # the wait starts with the upload: a large photo is given its time on a slow uplink
+    # (at 100 kB/s, a 960 kB photo was "not answered in time" while it was being sent)
+    large = tmp_path / "large.jpg"
+    large.write_bytes(outside_photo.read_bytes().ljust(5_000_000, b"\0"))
+    page.set_input_files("#photo", str(large))
+    page.wait_for_timeout(3_000)
+    assert page.locator("#results").get_attribute("aria-busy") == "true"
+    assert page.locator("#results [role=alert]").count() == 0
     page.unroute(fragment)
     page.evaluate("document.getElementById('photo-search').dataset.waitMs = '60000'")
+    page.set_input_files("#photo", str(outside_photo))  # (its search drops the held one)
 
     page.click("button[type=submit]")
     page.locator("#results li.card").first.wait_for(timeout=30_000)

@@ -200,6 +200,18 @@ COUNTS_ALL, COUNTS_MISTAKES = 40, 150
 """Up to how many classes the confusion matrix writes every count, then only its mistakes."""
 
 
+def _confusion_cells(n: int) -> tuple[float, float]:
+    """The confusion matrix's side (inches) and a cell's side (points) for ``n`` classes."""
+    size = min(1.2 + 0.75 * n, CONFUSION_SIDE_MAX)
+    return size, 72 * (size - 1.2) / max(n, 1)
+
+
+def numbers_classes(n: int) -> bool:
+    """Whether the confusion matrix of ``n`` classes numbers them (in the order of the
+    report's table, which then numbers them too): their names no longer fit a cell."""
+    return _confusion_cells(n)[1] < 6
+
+
 @_fonts
 def plot_confusion_matrix(matrix, classes: list[str], out: Path) -> Path:
     """Counts with row-normalised shading (row = true class, column = predicted class). The
@@ -212,8 +224,7 @@ def plot_confusion_matrix(matrix, classes: list[str], out: Path) -> Path:
     n = len(classes)
     rows = matrix.sum(axis=1, keepdims=True)
     share = matrix / np.maximum(rows, 1)
-    size = min(1.2 + 0.75 * n, CONFUSION_SIDE_MAX)
-    cell = 72 * (size - 1.2) / max(n, 1)  # points
+    size, cell = _confusion_cells(n)
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     cells = (np.ndindex(n, n) if n <= COUNTS_ALL else
@@ -222,7 +233,7 @@ def plot_confusion_matrix(matrix, classes: list[str], out: Path) -> Path:
     for i, j in cells:
         ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
                 fontsize=min(8, 0.5 * cell), color="white" if share[i, j] > 0.5 else "black")
-    if cell >= 6:
+    if not numbers_classes(n):
         ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=min(8, 0.9 * cell))
         ax.set_yticks(range(n), classes, fontsize=min(8, 0.9 * cell))
         ax.set_xlabel("predicted")

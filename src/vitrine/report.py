@@ -64,6 +64,20 @@ def prf_cells(v: dict) -> list[str]:
             "—" if untested else f"{v['f1']:.3f}", str(v["support"])]
 
 
+def prf_table(per_class: dict) -> list[str]:
+    """The per-class table of the report; its classes numbered as the confusion matrix numbers
+    them when there are too many to name there (:func:`vitrine.plots.numbers_classes`)."""
+    from vitrine.plots import numbers_classes
+
+    number = numbers_classes(len(per_class))
+    lines = ["| # " * number + "| class | precision | recall | F1 | support |",
+             "|---" * number + "|---|---|---|---|---|"]
+    for i, (name, v) in enumerate(per_class.items(), start=1):
+        lines.append(f"| {i} " * number + f"| {_cell(name)} | " + " | ".join(prf_cells(v))
+                     + " |")
+    return lines
+
+
 def untested_line(per_class: dict,
                   why: str = "no test photo; too few photos to spare one") -> str | None:
     """A sentence naming the classes without a test photo (``why``), or None."""
@@ -276,9 +290,7 @@ def markdown_report(summary: dict) -> str:
         lines += [f"**Test accuracy {_pct(test['acc'])}** ({test['correct']}/{test['n']}; 95 % "
                   f"Wilson interval {_pct(low)}–{_pct(high)}), macro F1 "
                   f"{test['macro_f1']:.3f}, loss {test['loss']:.3f}.", "",
-                  "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-        for name, v in test["per_class"].items():
-            lines.append(f"| {_cell(name)} | " + " | ".join(prf_cells(v)) + " |")
+                  *prf_table(test["per_class"])]
         untested = untested_line(test["per_class"], *(
             ["the test folder holds none of their photos"]
             if summary.get("split", {}).get("source") == "folders" else []))

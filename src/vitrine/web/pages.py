@@ -67,6 +67,12 @@ def _url(path: str, lang: str, **params: object) -> str:
     return path + ("?" + urlencode(query) if query else "")
 
 
+def _decimal(value: float, lang: str) -> str:
+    """``value`` as the page's language writes it: '0,3' in Portuguese, '0.3' in English."""
+    text = f"{value:g}"
+    return text.replace(".", ",") if lang == "pt" else text
+
+
 def image_url(product_id: str, size: str | None = None) -> str:
     """The address of a product's photo; ``size='card'`` asks for the small copy the
     catalogue and result cards show."""
@@ -85,7 +91,7 @@ def catalogue_back(request: Request, lang: str) -> tuple[str, str]:
     came = urlsplit(request.headers.get("referer", ""))
     if "back" in request.query_params:
         query = parse_qs(request.query_params["back"][:8000])  # (a category's 512
-        # characters, percent-encoded: up to 9 each)
+        # characters, percent-encoded: up to 12 each, 6,144 in all)
     elif came.netloc == request.url.netloc and came.path == "/":
         query = parse_qs(came.query)
     else:
@@ -167,15 +173,14 @@ class Pages:
 
     def max_mb(self, lang: str) -> str:
         """The upload limit in MB, as the page's language writes it ('0,3' in Portuguese)."""
-        mb = f"{self.settings.max_upload_bytes / 1_000_000:g}"
-        return mb.replace(".", ",") if lang == "pt" else mb
+        return _decimal(self.settings.max_upload_bytes / 1_000_000, lang)
 
     def photo_refused(self, exc: ImageError, lang: str) -> str:
         """The sentence for an uploaded file the search cannot use, by what is wrong."""
         t = TEXT[lang]
         if exc.kind == "pixels":
-            mp = f"{self.settings.max_image_pixels / 1_000_000:g}"
-            return t["photo_pixels"].format(mp=mp.replace(".", ",") if lang == "pt" else mp)
+            return t["photo_pixels"].format(
+                mp=_decimal(self.settings.max_image_pixels / 1_000_000, lang))
         return t["damaged_photo" if exc.kind == "damaged" else "bad_photo"]
 
     def render(self, request: Request, name: str, lang: str, status: int = 200,

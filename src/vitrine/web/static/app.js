@@ -145,10 +145,12 @@
     cancel();
     const controller = new AbortController();
     inFlight = controller;
-    // a server that stops answering (hung, overloaded) is said, not "searching…" for ever
+    // a server that stops answering (hung, overloaded) is said, not "searching…" for ever;
+    // the wait starts with the upload, so it grows by the photo's time at 50 kB/s (a slow
+    // uplink's 10 MB: 200 s)
     let late = false;
     const timer = setTimeout(function () { late = true; controller.abort(); },
-                             Number(form.dataset.waitMs) || 60000);
+                             (Number(form.dataset.waitMs) || 60000) + file.size / 50);
     sending = asked;
     shown = null;
     showPreview(file);
