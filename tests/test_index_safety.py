@@ -839,3 +839,45 @@ def test_the_demo_keeps_to_the_outside_links_setting(shop_a, settings, tmp_path)
     summary = run_demo(catalog, tmp_path / "elsewhere" / "store", tmp_path / "out", demo, 2,
                        console=Console(record=True, width=200))
     assert summary["index"]["indexed"] == 16
+
+
+def test_a_photo_replaced_while_it_is_indexed_lends_no_vector(shop_a, embedder, tmp_path,
+                                                              monkeypatch):
+    """A photo swapped (as rsync does: written beside, renamed over) between the check that
+    hashed it and its decoding: its new picture's vector was stored under the old bytes'
+    hash, for it and for another product of the same bytes, which every later run then
+    called unchanged (a shoe answered with watches at 1.000). The photo's products are
+    skipped, said, and read again by the next run."""
+    import numpy as np
+
+    from vitrine.indexer import CHANGED_WHILE_INDEXED
+
+    shop = tmp_path / "shop"
+    shutil.copytree(shop_a, shop)
+    shoes = sorted((shop / "x_tenis_masculino").glob("*.jpg"))
+    watch = next((shop / "relogio_feminino").glob("*.jpg"))
+    twin = shoes[0].with_name("same-bytes.jpg")
+    shutil.copyfile(shoes[0], twin)
+    real = embedder.embed_paths
+
+    def swapping(paths, on_progress=None):
+        beside = shoes[0].with_name(".swap")
+        shutil.copyfile(watch, beside)
+        beside.replace(shoes[0])
+        return real(paths, on_progress)
+
+    monkeypatch.setattr(embedder, "embed_paths", swapping)
+    report = _index(shop, tmp_path / "st", embedder)
+    changed = sorted(s["path"] for s in report.skipped if s["reason"] == CHANGED_WHILE_INDEXED)
+    assert changed == sorted(f"x_tenis_masculino/{p.name}" for p in (shoes[0], twin))
+    monkeypatch.setattr(embedder, "embed_paths", real)
+    again = _index(shop, tmp_path / "st", embedder)
+    assert again.indexed == 2 and not again.skipped
+    store = open_store(tmp_path / "st")
+    try:
+        for photo in (shoes[0], twin):
+            pid = next(p.product_id for p in store.list_products(limit=100)
+                       if Path(p.image).name == photo.name)
+            assert np.allclose(store.vector(pid), embedder.embed_image(photo), atol=1e-5)
+    finally:
+        store.close()

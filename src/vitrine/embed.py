@@ -3,6 +3,7 @@ model runs on the previous batch."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -10,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules, perceptual_hash, thumbnail
 from vitrine.engines import Engine, checked_device, make_engine
 from vitrine.errors import ImageError
-from vitrine.images import Preprocessing, open_image, to_array
+from vitrine.images import Preprocessing, open_image, read_photo, to_array
 from vitrine.manifest import ModelManifest
 from vitrine.models import BackboneSpec, build_embedding_net, get_spec, load_state_dict, state_hash
 from vitrine.trained_net import probs_tail
@@ -30,12 +32,27 @@ class EmbedResult:
     phash: str = ""
     thumb: bytes = b""
     error: str | None = None
+    sha256: str = ""
+    """Of the bytes decoded (:func:`decode_file`)."""
 
 
 def decode(source: Path | bytes, prep: Preprocessing,
            max_pixels: int) -> tuple[np.ndarray, str, bytes]:
     """Open a photo → (backbone input, perceptual hash, thumbnail). Runs in the decode pool."""
-    img = open_image(source, max_pixels=max_pixels, draft_size=prep.size)
+    return _inputs(open_image(source, max_pixels=max_pixels, draft_size=prep.size), prep)
+
+
+def decode_file(path: Path, prep: Preprocessing,
+                max_pixels: int) -> tuple[np.ndarray, str, bytes, str]:
+    """:func:`decode` of the photo file at ``path``, and the sha256 of the very bytes decoded:
+    a file replaced after the indexer hashed it gave its new picture's vector to the old
+    bytes' hash, and to every product of the old bytes, for good."""
+    data = read_photo(path)
+    img = open_image(data, max_pixels=max_pixels, draft_size=prep.size, name=str(path))
+    return (*_inputs(img, prep), hashlib.sha256(data).hexdigest())
+
+
+def _inputs(img: Image.Image, prep: Preprocessing) -> tuple[np.ndarray, str, bytes]:
     return to_array(img, prep), perceptual_hash(img), thumbnail(img)
 
 
@@ -187,7 +204,8 @@ class Embedder:
         workers = max(1, self.settings.decode_workers)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
             def submit(start: int) -> list[Future]:
-                return [pool.submit(decode, p, self.prep, self.settings.max_image_pixels)
+                return [pool.submit(decode_file, p, self.prep,
+                                    self.settings.max_image_pixels)
                         for p in paths[start:start + bs]]
 
             pending = [submit(s) for s in range(0, min(len(paths), 2 * bs), bs)]
@@ -207,9 +225,9 @@ class Embedder:
         arrays, results = [], []
         for i, fut in enumerate(futures):
             try:
-                array, phash, thumb = fut.result()
+                array, phash, thumb, sha = fut.result()
                 arrays.append(array)
-                results.append(EmbedResult(offset + i, phash=phash, thumb=thumb))
+                results.append(EmbedResult(offset + i, phash=phash, thumb=thumb, sha256=sha))
             except ImageError as exc:
                 results.append(EmbedResult(offset + i, error=exc.reason))
         if arrays:

@@ -108,8 +108,22 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def read_photo(path: Path) -> bytes:
+    """The bytes of the photo file at ``path``; :class:`ImageError` with the reason when it
+    cannot be read (a folder, a device, no permission…)."""
+    try:
+        regular_file(path)
+        with open(path, "rb") as fh:
+            return fh.read()
+    except IsADirectoryError:
+        raise ImageError(str(path), "is a folder, not an image file.") from None
+    except OSError as exc:
+        raise ImageError(str(path), f"{unreadable_reason(exc)}.", exc.errno) from None
+
+
 def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
-               draft_size: int | None = None, fit: bool = False) -> Image.Image:
+               draft_size: int | None = None, fit: bool = False,
+               name: str | None = None) -> Image.Image:
     """Decode a photo into an upright 8-bit RGB image.
 
     Applies EXIF orientation, takes the first frame of animations, composites transparency on
@@ -117,20 +131,11 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
     ``max_pixels`` before decoding their pixels. ``draft_size`` lets JPEG decode at a reduced
     scale that is still at least that many pixels on its short side (with ``fit``, on its
     long side: a copy to fit in a square of that side).
-    Raises :class:`ImageError` with a one-sentence reason.
+    Raises :class:`ImageError` with a one-sentence reason, naming the file (``name`` for
+    bytes read from one).
     """
-    name = str(source) if isinstance(source, Path) else "uploaded image"
-    try:
-        if isinstance(source, Path):
-            regular_file(source)
-            with open(source, "rb") as fh:
-                data = fh.read()
-        else:
-            data = source
-    except IsADirectoryError:
-        raise ImageError(name, "is a folder, not an image file.") from None
-    except OSError as exc:
-        raise ImageError(name, f"{unreadable_reason(exc)}.", exc.errno) from None
+    name = name or (str(source) if isinstance(source, Path) else "uploaded image")
+    data = read_photo(source) if isinstance(source, Path) else source
     if not data:
         raise ImageError(name, "the file is empty (0 bytes).")
     kind = container_kind(data)

@@ -256,6 +256,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     return report
 
 
+CHANGED_WHILE_INDEXED = ("the photo changed while it was being indexed (its products are "
+                         "left as they were); the next run reads it again")
 OUTSIDE_PHOTO = ("its real path is outside the catalogue folder (through a symbolic link), "
                  "which VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses")
 OUTSIDE_FOLDER = ("a link to a folder outside the catalogue folder, which "
@@ -415,9 +417,11 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
                                        on_progress=adv)
         for result in results:
             sha = shas[result.index]
-            if result.error is not None:
+            error = result.error if result.error is not None or result.sha256 == sha else (
+                CHANGED_WHILE_INDEXED)
+            if error is not None:
                 report.skipped.extend({"path": _display_path(product.image, root),
-                                       "reason": result.error} for product in by_sha[sha])
+                                       "reason": error} for product in by_sha[sha])
                 continue
             report.photos_embedded += 1
             pending.extend(Record(product, sha, result.phash, result.thumb, result.vector)
