@@ -279,3 +279,19 @@ def test_a_model_description_of_the_wrong_shape_is_one_sentence(field, value):
     with pytest.raises(StoreError, match=r"^the model description of the store s cannot be "
                                          r"read \(a field has the wrong kind of value\)"):
         ModelManifest.read(json.dumps({**good, field: value}), "s")
+
+
+def test_a_name_too_long_or_not_utf8_on_the_command_line_is_one_sentence(small_store,
+                                                                         tmp_path):
+    """`related --out` with a file name of 300 bytes (train --out, index --store alike)
+    and `similar` with an id in bytes that are not UTF-8 ended in tracebacks
+    (OSError ENAMETOOLONG, UnicodeEncodeError)."""
+    long = _cli("related", "--store", small_store, "--out", tmp_path / ("x" * 300 + ".csv"),
+                env={})
+    assert long.returncode == 2 and "Traceback" not in long.stderr
+    assert long.stderr.startswith("error: ") and "File name too long" in long.stderr
+    assert "at most 255 bytes" in long.stderr
+    latin = b"\xffx".decode("utf-8", "surrogateescape")
+    odd = _cli("similar", "--store", small_store, latin, env={})
+    assert odd.returncode == 2 and "Traceback" not in odd.stderr
+    assert odd.stderr == "error: product '\\udcffx' is not in the store.\n"

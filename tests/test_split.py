@@ -253,6 +253,25 @@ def test_a_split_file_reads_the_same_under_any_locale(tmp_path):
     assert Split.load(path).groups == [["relógio/時計.jpg"]]
 
 
+def test_a_file_name_that_is_not_utf8_is_saved_and_a_failed_save_keeps_the_last(tmp_path):
+    """`train` (and `demo`, its demo.json) ended in a traceback after all their work on a
+    catalogue with a photo named in Latin-1 bytes ("caf\\xe9.jpg"): its name cannot be
+    written as UTF-8 text. It is saved as a \\u escape; and a save that fails leaves the last
+    file whole (demo.json was left empty)."""
+    from vitrine.jsonfile import write_json
+
+    latin = b"relogio/caf\xe9.jpg".decode("utf-8", "surrogateescape")
+    path = tmp_path / "split.json"
+    Split({latin: "train", "b.jpg": "test"}, groups=[[latin, "b.jpg"]]).save(path)
+    assert "\\udce9" in path.read_text(encoding="utf-8")
+    assert Split.load(path).assignment == {latin: "train", "b.jpg": "test"}
+    before = path.read_bytes()
+    with pytest.raises(TypeError):
+        write_json(path, {"assignment": {"a.jpg": object()}})  # (fails while writing)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [
+        "split.json"]
+
+
 def test_a_damaged_split_file_is_one_sentence(tmp_path):
     """A split.json cut short or edited by hand ended `evaluate --model` in a traceback
     (JSONDecodeError, KeyError: 'source')."""

@@ -953,7 +953,7 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
     summary = {**summary, "history": [], "unreadable_photos": bad}
     report = markdown_report(summary)
     assert "12 photo(s) could not be read and were left out of training:" in report
-    assert "- x/[0].jpg: not a recognised image format." in report
+    assert r"- x/\[0\].jpg: not a recognised image format." in report  # (shown as x/[0].jpg)
     assert "… and 2 more (summary.json)" in report
     console = Console(record=True, width=120)
     for line in training_lines(summary):
@@ -993,7 +993,7 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
     assert trained[2]["category_from_table"] == []
     moved = {**summary, "category_from_table": [{"product_id": "p[1]", "category": "botas",
                                                  "folder": "tenis"}]}
-    assert "p[1] ('botas', folder 'tenis')" in markdown_report(moved)
+    assert r"p\[1\] ('botas', folder 'tenis')" in markdown_report(moved)
     console = Console(record=True, width=120)
     for line in training_lines(moved):
         console.print(line)
@@ -1266,3 +1266,28 @@ def test_the_report_says_why_a_class_is_untested_and_the_whole_time(trained, tmp
     written = json.loads((tmp_path / "summary.json").read_text())
     assert 1000 <= written["seconds"]["total"] < 1100
     assert f"total {written['seconds']['total']}" in (tmp_path / "report.md").read_text()
+
+
+def test_the_report_shows_shop_text_as_written_not_as_markdown(trained):
+    """A supplier's category `shoes\\n\\n## Injected\\n\\n<img src="http://evil.example/t.png">`
+    opened a section of report.md and made any viewer fetch an image from another site;
+    `![x](http://…)`, backticks and `<script>` passed through too."""
+    from vitrine.report import markdown_report
+
+    _, model, _ = trained
+    summary = json.loads((model / "summary.json").read_text())
+    evil = ('shoes\n\n## Injected\n\n<img src="http://evil.example/t.png"> '
+            '![x](http://e.x/p.png) `t`')
+    first = next(iter(summary["test"]["per_class"].values()))
+    summary["classes"] = [*summary["classes"], evil]
+    summary["test"]["per_class"] = {**summary["test"]["per_class"], evil: first}
+    summary["unreadable_photos"] = [{"product_id": f"{evil}/a.jpg", "reason": "damaged"}]
+    summary["split"]["crossing_groups"] = [[f"{evil}/a.jpg", "b.jpg"]]
+    report = markdown_report(summary)
+    assert not any(line.lstrip("- ").startswith("#") and "Injected" in line
+                   for line in report.splitlines())
+    for raw in ("<img", "![x](", "`t`"):
+        assert raw not in report.replace("\\<", "").replace("\\[", "").replace("\\`", ""), raw
+    assert r"\<img src=" in report and r"!\[x\](http://e.x/p.png)" in report
+    assert "shoes ## Injected" not in report  # (a line break is a space, the # escaped)
+    assert r"shoes  \#\# Injected  \<img" in report

@@ -6,7 +6,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
-import json
 import math
 import os
 import signal
@@ -22,6 +21,7 @@ from rich.console import Console
 from vitrine.config import Settings, load_settings
 from vitrine.display import one_line
 from vitrine.errors import VitrineError, resources_refused
+from vitrine.jsonfile import json_text
 
 # What the commands print holds the shop's data (product names, categories, paths, skip
 # reasons): printed as it is, never read as rich markup ("Promo [/promo]" crashed the
@@ -87,12 +87,7 @@ def finite(value):
 
 def json_line(data: dict) -> str:
     """``data`` as one line of JSON in UTF-8."""
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a file name that is not UTF-8: \u escapes keep it valid JSON
-        text = json.dumps(data, allow_nan=False)
-    return text + "\n"
+    return json_text(data, allow_nan=False) + "\n"
 
 
 def print_json(data: dict) -> None:
@@ -406,6 +401,11 @@ def run_app(app: typer.Typer) -> None:
                 where = one_line(str(exc.filename)) if exc.filename else "a file"
                 sys.stderr.write(f"error: {where}: {exc.strerror or 'permission denied'}; "
                                  "give this user access there, or run as its owner.\n")
+                sys.exit(2)
+            if exc.errno == errno.ENAMETOOLONG and exc.filename:  # a path given (--out, a
+                # store) with a name longer than the file system takes: not a bug
+                sys.stderr.write(f"error: {one_line(str(exc.filename))}: {exc.strerror}; a "
+                                 "file or folder name takes at most 255 bytes here.\n")
                 sys.exit(2)
             raise
         if exc.errno == errno.EPIPE:  # a reader that stopped (`| head`): no word, and the

@@ -18,6 +18,7 @@ from vitrine.display import plain, results_table
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
 from vitrine.indexer import index_catalog
+from vitrine.jsonfile import write_json
 from vitrine.manifest import ModelManifest
 from vitrine.plots import plot_recommendations
 from vitrine.recommend import Recommender
@@ -101,8 +102,7 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         (out_dir / stale).unlink(missing_ok=True)
     summary = {"store": str(store_dir), "index": report.as_dict(), "examples": examples}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "demo.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2),
-                                    encoding="utf-8")
+    write_json(out_dir / "demo.json", summary, indent=2)
     console.print(plain(f"Figures and demo.json written to {out_dir}/"))
     if serve is not None:
         from vitrine.api import create_app

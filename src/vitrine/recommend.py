@@ -25,7 +25,12 @@ class ProductNotFound(VitrineError):
 def stored_product(store: VectorStore, product_id: str) -> StoredProduct | None:
     """The stored product ``product_id``, typed in either Unicode form: ids made from a
     Mac's file names are decomposed ("relo\u0301gio/1"), what a shopper or a terminal types
-    is mostly composed. The id as given first, then composed, then decomposed."""
+    is mostly composed. The id as given first, then composed, then decomposed. An id that is
+    not text (a terminal's bytes that are not UTF-8) is in no store, which keeps UTF-8."""
+    try:
+        product_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
     found = store.get(product_id)
     if found is None and not one_form(product_id):
         for form in ("NFC", "NFD"):

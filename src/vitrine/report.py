@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from vitrine.evaluate import (
     per_class_prf,
     wilson_interval,
 )
+from vitrine.jsonfile import shown, write_json
 
 REFERENCE = {
     "source": "reference design (MobileNetV2, Keras; 4 categories, duplicates leaked between "
@@ -149,8 +151,7 @@ def write_outputs(out_dir: Path, summary: dict, started: float | None = None) ->
     test = summary.get("test") or {}
     metrics = {"phases": {k: v["metrics"] for k, v in summary["phases"].items()},
                "test": test}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False),
-                                         encoding="utf-8")
+    write_json(out_dir / "metrics.json", metrics)
     if test:
         plot_confusion_matrix(np.asarray(test["confusion"]), test["classes"],
                               out_dir / "confusion_matrix.png")
@@ -160,9 +161,8 @@ def write_outputs(out_dir: Path, summary: dict, started: float | None = None) ->
         plot_misclassified(test["misclassified"], figure, MISCLASSIFIED_SHOWN)
     if started is not None:
         summary["seconds"]["total"] = round(time.perf_counter() - started, 1)
-    (out_dir / "report.md").write_text(markdown_report(summary), encoding="utf-8")
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False),
-                                         encoding="utf-8")
+    (out_dir / "report.md").write_text(shown(markdown_report(summary)), encoding="utf-8")
+    write_json(out_dir / "summary.json", summary)
 
 
 def _pct(x: float | None) -> str:
@@ -237,22 +237,23 @@ def markdown_report(summary: dict) -> str:
     split = summary["split"]
     lines = [
         "# Training report", "",
-        f"Classes: {', '.join(summary['classes'])}.  ",
+        f"Classes: {', '.join(map(_md, summary['classes']))}.  ",
         f"Split ({split['source']}): train {split['train']}, validation {split['val']}, "
         f"test {split['test']} photos; {split['duplicate_groups']} duplicate groups, "
         f"{len(split['crossing_groups'])} crossing splits.", "",
         *duplicate_rule_lines(summary.get("duplicates")),
-        *[f"- duplicates across splits: {'  ≈  '.join(group)}"
-          for group in split["crossing_groups"]],
-        *([""] if split["crossing_groups"] else []),
-        *conflict_lines(split.get("conflicting_groups") or [], "- "),
-        *unreadable_lines(summary.get("unreadable_photos") or [], "- "),
-        *unreadable_lines(summary.get("uncategorised_photos") or [], "- ",
-                          why="have no category"),
-        *unreadable_lines(summary.get("unsplit_photos") or [], "- ",
-                          why="are in no split folder"),
-        *untrained_lines(summary),
-        *recategorised_lines(summary),
+        *map(_md_line, [  # (the shop's names and paths in them)
+            *[f"- duplicates across splits: {'  ≈  '.join(group)}"
+              for group in split["crossing_groups"]],
+            *([""] if split["crossing_groups"] else []),
+            *conflict_lines(split.get("conflicting_groups") or [], "- "),
+            *unreadable_lines(summary.get("unreadable_photos") or [], "- "),
+            *unreadable_lines(summary.get("uncategorised_photos") or [], "- ",
+                              why="have no category"),
+            *unreadable_lines(summary.get("unsplit_photos") or [], "- ",
+                              why="are in no split folder"),
+            *untrained_lines(summary),
+            *recategorised_lines(summary)]),
         "## Reference design vs Vitrine", "",
         "| model | phase | train acc | train loss | test acc | test loss |",
         "|---|---|---|---|---|---|",
@@ -294,7 +295,7 @@ def markdown_report(summary: dict) -> str:
         untested = untested_line(test["per_class"], *(
             ["the test folder holds none of their photos"]
             if summary.get("split", {}).get("source") == "folders" else []))
-        lines += ["", *([untested, ""] if untested else []),
+        lines += ["", *([_md_line(untested), ""] if untested else []),
                   "![confusion matrix](confusion_matrix.png)", ""]
         lines += _misclassified_lines(test.get("misclassified"))
         lines += _retrieval_lines(test.get("retrieval"))
@@ -339,9 +340,26 @@ def dropped_fine_tuning_line(summary: dict) -> str | None:
             "VITRINE_TRAIN_PHASE2_LR may let it help).")
 
 
+MARKDOWN = re.compile(r"([\\`*\[\]<>#])")
+"""What would make shop text Markdown (a link, an image fetched from another site, HTML,
+code, emphasis, a heading) rather than show as written."""
+
+
+def _md(text: str) -> str:
+    """Shop text (a category, a path) as Markdown that shows as written, on its line: a
+    supplier's category could open a section or fetch an image from elsewhere."""
+    return MARKDOWN.sub(r"\\\1", " ".join(str(text).splitlines()))
+
+
+def _md_line(line: str) -> str:
+    """A line of shop text (``_md``), its list bullet and indent kept."""
+    bullet = re.match(r"[ -]*", line).group()
+    return bullet + _md(line[len(bullet):])
+
+
 def _cell(text: str) -> str:
     """Shop text as one Markdown table cell (no line breaks, no column separators)."""
-    return " ".join(str(text).split()).replace("|", "/")
+    return " ".join(_md(text).split()).replace("|", "/")
 
 
 def _misclassified_lines(rows: list[dict] | None) -> list[str]:

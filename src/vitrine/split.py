@@ -19,6 +19,7 @@ from pathlib import Path
 from vitrine.catalog import Product, category_form, read_catalog, scan_images
 from vitrine.config import Settings
 from vitrine.errors import CatalogError
+from vitrine.jsonfile import write_json
 
 SPLITS = ("train", "val", "test")
 FOLDER_NAMES = {
@@ -61,8 +62,7 @@ class Split:
                 "photo_sha256": dict(sorted(self.contents.items()))}
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.as_dict(), ensure_ascii=False, indent=1),
-                             encoding="utf-8")
+        write_json(path, self.as_dict())
 
     @classmethod
     def load(cls, path: Path) -> Split:

@@ -23,6 +23,7 @@ from vitrine.catalog import MODEL_CONFIG, MODEL_FORMAT, MODEL_WEIGHTS, is_model_
 from vitrine.config import EMBEDDING_LAYERS
 from vitrine.errors import VitrineError, WeightsError
 from vitrine.images import Preprocessing
+from vitrine.jsonfile import write_json
 from vitrine.models import BackboneSpec, get_spec, state_hash
 from vitrine.trained_net import TrainedEmbeddingNet, TrainedNet, build_trained_net, layer_dim
 
@@ -221,8 +222,7 @@ def write_model(out_dir: Path, net: TrainedNet, config: dict) -> str:
     digest = state_hash(state)
     save_state(state, out_dir / MODEL_FILE)
     config = {"format": FORMAT, **config, "weights_sha256": digest}
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config, ensure_ascii=False, indent=2),
-                                       encoding="utf-8")
+    write_json(out_dir / CONFIG_FILE, config, indent=2)
     return digest
 
 

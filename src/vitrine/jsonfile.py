@@ -1,0 +1,38 @@
+"""JSON as Vitrine writes it: UTF-8, with the shop's text as it is, except a file name that
+is not UTF-8 (its undecodable bytes kept as surrogates by Python), which only ``\\u`` escapes
+keep valid: written raw, it crashed `train` and `demo` after their work, leaving an empty
+``demo.json`` where the last good one was."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def json_text(data: object, **options: object) -> str:
+    """``data`` as JSON text that encodes to UTF-8 (``options`` as :func:`json.dumps`'s)."""
+    text = json.dumps(data, ensure_ascii=False, **options)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8: \u escapes keep it valid JSON
+        text = json.dumps(data, **options)
+    return text
+
+
+def write_json(path: Path, data: object, indent: int = 1) -> None:
+    """Write ``data`` to ``path`` whole or not at all: beside it, then renamed over it (a run
+    stopped while writing left a truncated file where the last good one was)."""
+    path = Path(path)
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        part.write_text(json_text(data, indent=indent), encoding="utf-8")
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def shown(text: str) -> str:
+    """``text`` for people to read (a report, a figure): a file name's undecodable bytes as
+    "�" (they cannot be written as UTF-8 text)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
