@@ -145,7 +145,7 @@ def test_a_store_made_before_the_search_key_gets_it(store, tmp_path, monkeypatch
         frozen.close()
 
 
-def test_rows_an_older_vitrine_wrote_are_found_by_name(store, tmp_path):
+def test_rows_an_older_vitrine_wrote_are_found_by_name(store, tmp_path, monkeypatch):
     """A Vitrine from before the ``search_key`` column writing into a store that has it (a
     rollback, a host not yet upgraded) added products with no key and renamed others
     without theirs: never found by name, or by the old one, and an unchanged ``index``
@@ -172,6 +172,12 @@ def test_rows_an_older_vitrine_wrote_are_found_by_name(store, tmp_path):
         folded_at = again.db.execute(
             "SELECT value FROM meta WHERE key='search_keys_at'").fetchone()[0]
         assert folded_at == str(again.generation())
+        # folded on opening: its first write does not fold them all again (1 s at 200,000)
+        folds = []
+        monkeypatch.setattr("vitrine.store.embedded.refold_in", folds.append)
+        again.lock_for_writing()
+        again.upsert([record("outro", unit(0, 1), name="Outro")])
+        assert folds == [] and ids("outro") == ["outro"]
     finally:
         again.close()
 
@@ -1215,3 +1221,19 @@ def test_a_damaged_stored_vector_is_one_sentence_naming_its_product(small_store,
                            str(tmp_path / "new")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "is damaged" in proc.stderr, proc.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_a_value_read_slowly_is_kept_for_its_time_within_bounds(monkeypatch):
+    """A catalogue order or category count whose read took longer than its TTL was stamped
+    when the read began, so it was stale when kept; it is kept from the read's end, twice
+    the read's time when longer, never more than six TTLs, and not at all for a TTL of 0."""
+    import types
+
+    import vitrine.store.base as base
+
+    clock = [0.0]
+    monkeypatch.setattr(base, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    for now, ttl, until in ((100.5, 10, 110.5), (125, 10, 175), (200, 10, 260),
+                            (125, 0, 125), (125, -1, 125)):
+        clock[0] = now
+        assert base.kept_until(100.0, ttl) == until, (now, ttl)

@@ -1281,7 +1281,9 @@ def test_the_report_shows_shop_text_as_written_not_as_markdown(trained):
     first = next(iter(summary["test"]["per_class"].values()))
     summary["classes"] = [*summary["classes"], evil]
     summary["test"]["per_class"] = {**summary["test"]["per_class"], evil: first}
-    summary["unreadable_photos"] = [{"product_id": f"{evil}/a.jpg", "reason": "damaged"}]
+    summary["unreadable_photos"] = [{"product_id": f"{evil}/a.jpg", "reason": "damaged"},
+                                    {"product_id": "1. first/a.jpg", "reason": "damaged"}]
+    summary["classes"].append("_promo_ ~~off~~")
     summary["split"]["crossing_groups"] = [[f"{evil}/a.jpg", "b.jpg"]]
     report = markdown_report(summary)
     assert not any(line.lstrip("- ").startswith("#") and "Injected" in line
@@ -1291,3 +1293,6 @@ def test_the_report_shows_shop_text_as_written_not_as_markdown(trained):
     assert r"\<img src=" in report and r"!\[x\](http://e.x/p.png)" in report
     assert "shoes ## Injected" not in report  # (a line break is a space, the # escaped)
     assert r"shoes  \#\# Injected  \<img" in report
+    # no emphasis, strike-through or list of the shop's own either (a path lost its "1.")
+    assert r"\_promo\_ \~\~off\~\~" in report and r"- 1\. first/a.jpg: damaged" in report
+    assert "x_tenis_masculino" in report  # (an underscore inside a word is text)

@@ -404,8 +404,10 @@ def run_app(app: typer.Typer) -> None:
                 sys.exit(2)
             if exc.errno == errno.ENAMETOOLONG and exc.filename:  # a path given (--out, a
                 # store) with a name longer than the file system takes: not a bug
-                sys.stderr.write(f"error: {one_line(str(exc.filename))}: {exc.strerror}; a "
-                                 "file or folder name takes at most 255 bytes here.\n")
+                long = max(len(os.fsencode(part)) for part in Path(exc.filename).parts)
+                sys.stderr.write(f"error: {one_line(str(exc.filename))}: {exc.strerror}; " + (
+                    "a file or folder name takes at most 255 bytes here.\n" if long > 255
+                    else "the whole path is longer than this system takes.\n"))
                 sys.exit(2)
             raise
         if exc.errno == errno.EPIPE:  # a reader that stopped (`| head`): no word, and the

@@ -12,7 +12,6 @@ from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules, find_duplicates
 from vitrine.embed import Embedder
 from vitrine.errors import CatalogError
-from vitrine.photo_hashes import file_sha256, unreadable_reason
 from vitrine.progress import progress_bar
 
 
@@ -44,15 +43,10 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
     with progress_bar("Embedding", len(paths), enabled=show_progress) as adv:
         for result in embedder.embed_paths(paths, on_progress=adv):
             path = paths[result.index]
-            reason = result.error
-            if reason is None:
-                try:
-                    shas.append(file_sha256(path))
-                except OSError as exc:  # gone or changed since it was embedded
-                    reason = unreadable_reason(exc)
-            if reason is not None:
-                skipped.append({"path": str(path), "reason": reason})
+            if result.error is not None:
+                skipped.append({"path": str(path), "reason": result.error})
                 continue
+            shas.append(result.sha256)  # (of the bytes embedded: not read a second time)
             keys.append(str(path))
             vectors.append(result.vector)
             phashes.append(result.phash)

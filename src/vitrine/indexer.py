@@ -258,6 +258,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
 
 CHANGED_WHILE_INDEXED = ("the photo changed while it was being indexed (its products are "
                          "left as they were); the next run reads it again")
+UNKNOWN = (-1, -1, -1, -1)
+"""A photo's file signature that no file has (``vitrine.photo_hashes.signature``)."""
 OUTSIDE_PHOTO = ("its real path is outside the catalogue folder (through a symbolic link), "
                  "which VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses")
 OUTSIDE_FOLDER = ("a link to a folder outside the catalogue folder, which "
@@ -412,23 +414,38 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
         if len(pending) >= commit_every:
             commit()
     shas = list(by_sha)
+    changed: list[Path] = []
     with progress_bar("Embedding", len(shas), enabled=show_progress) as adv:
-        results = embedder.embed_paths([by_sha[sha][0].image for sha in shas],
-                                       on_progress=adv)
-        for result in results:
-            sha = shas[result.index]
-            error = result.error if result.error is not None or result.sha256 == sha else (
-                CHANGED_WHILE_INDEXED)
-            if error is not None:
-                report.skipped.extend({"path": _display_path(product.image, root),
-                                       "reason": error} for product in by_sha[sha])
-                continue
-            report.photos_embedded += 1
-            pending.extend(Record(product, sha, result.phash, result.thumb, result.vector)
-                           for product in by_sha[sha])
-            if len(pending) >= commit_every:
-                commit()
+        while shas:
+            again = []  # groups whose photo read changed, to try with another of their paths
+            for result in embedder.embed_paths([by_sha[sha][0].image for sha in shas],
+                                               on_progress=None if changed else adv):
+                sha = shas[result.index]
+                if result.error is None and result.sha256 != sha:
+                    # replaced since it was hashed: its products are skipped and it is read
+                    # again next time; the group's other paths may still hold those bytes
+                    photo = by_sha[sha][0].image
+                    changed.append(photo)
+                    report.skipped.extend(
+                        {"path": _display_path(p.image, root), "reason": CHANGED_WHILE_INDEXED}
+                        for p in by_sha[sha] if p.image == photo)
+                    if rest := [p for p in by_sha[sha] if p.image != photo]:
+                        by_sha[sha] = rest
+                        again.append(sha)
+                    continue
+                if result.error is not None:
+                    report.skipped.extend({"path": _display_path(product.image, root),
+                                           "reason": result.error} for product in by_sha[sha])
+                    continue
+                report.photos_embedded += 1
+                pending.extend(Record(product, sha, result.phash, result.thumb, result.vector)
+                               for product in by_sha[sha])
+                if len(pending) >= commit_every:
+                    commit()
+            shas = again
     commit()
+    # (a signature no file has: the next run reads them, whatever the hashes kept say)
+    _save_hashes(store, {str(p): (UNKNOWN, "") for p in changed})
 
 
 def _held_vectors(store: VectorStore, stored: dict, by_sha: dict[str, list[Product]]

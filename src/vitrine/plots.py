@@ -22,6 +22,7 @@ from matplotlib import font_manager  # noqa: E402
 
 from vitrine.errors import ImageError, VitrineError  # noqa: E402
 from vitrine.images import thumbnail  # noqa: E402
+from vitrine.jsonfile import shown  # noqa: E402
 from vitrine.store.base import Match  # noqa: E402
 
 P = ParamSpec("P")
@@ -91,8 +92,7 @@ def _lines(text: str, width: int, most: int) -> list[str]:
     """``text`` wrapped at ``width`` characters into at most ``most`` lines, the last ending
     in "…" when some was left out; a word longer than a line is cut. A file name that is not
     UTF-8 (its undecodable bytes kept as surrogates) shows them as "�"."""
-    text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    lines = textwrap.wrap(text, width) or [""]
+    lines = textwrap.wrap(shown(str(text)), width) or [""]
     if len(lines) > most:
         lines = lines[:most]
         lines[-1] = lines[-1][:width - 1].rstrip() + "…"

@@ -340,9 +340,12 @@ def dropped_fine_tuning_line(summary: dict) -> str | None:
             "VITRINE_TRAIN_PHASE2_LR may let it help).")
 
 
-MARKDOWN = re.compile(r"([\\`*\[\]<>#])")
+MARKDOWN = re.compile(r"([\\`*\[\]<>#~&]|(?<!\w)_|_(?!\w))")
 """What would make shop text Markdown (a link, an image fetched from another site, HTML,
-code, emphasis, a heading) rather than show as written."""
+code, emphasis, strike-through, an entity, a heading) rather than show as written; an
+underscore inside a word (x_tenis_masculino) is text already."""
+LIST_START = re.compile(r"^(\d+)([.)])|^([+])")
+"""A line's start that would make it a list item (``1. a.jpg`` lost its ``1.``)."""
 
 
 def _md(text: str) -> str:
@@ -354,7 +357,8 @@ def _md(text: str) -> str:
 def _md_line(line: str) -> str:
     """A line of shop text (``_md``), its list bullet and indent kept."""
     bullet = re.match(r"[ -]*", line).group()
-    return bullet + _md(line[len(bullet):])
+    return bullet + LIST_START.sub(lambda m: f"{m[1]}\\{m[2]}" if m[1] else f"\\{m[3]}",
+                                   _md(line[len(bullet):]), count=1)
 
 
 def _cell(text: str) -> str:

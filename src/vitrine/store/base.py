@@ -18,11 +18,12 @@ from vitrine.photo_hashes import Signature
 
 def kept_until(started: float, ttl: float) -> float:
     """Until when (``time.monotonic``) a value read since ``started`` is reused: ``ttl``
-    seconds after the read ended, or twice as long as it took when that is longer (a read of
-    25 s, stamped when it began, was stale when stored: every page of a 100,000-product
-    Milvus Lite catalogue read them all again)."""
+    seconds after the read ended, or twice as long as it took when that is longer, up to six
+    times ``ttl`` (a read of 25 s, stamped when it began, was stale when stored: every page
+    of a 100,000-product Milvus Lite catalogue read them all again). A ``ttl`` of 0 or less
+    keeps nothing."""
     now = time.monotonic()
-    return now + max(ttl, 2 * (now - started))
+    return now + min(max(ttl, 2 * (now - started)), 6 * ttl) if ttl > 0 else now
 
 
 class PhotoFacts(NamedTuple):

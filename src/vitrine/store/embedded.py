@@ -27,7 +27,7 @@ from vitrine.manifest import ModelManifest
 from vitrine.photo_hashes import Signature
 from vitrine.store.base import Match, PhotoFacts, Record, StoredProduct
 from vitrine.store.index_files import IndexFiles, stored_vectors
-from vitrine.store.search_key import SEARCH_KEY_SQL, refold_in, search_key
+from vitrine.store.search_key import FOLDED_AT, SEARCH_KEY_SQL, refold_in, search_key
 from vitrine.store.sqlite_db import (
     COLUMNS,
     DB_NAME,
@@ -124,8 +124,9 @@ class EmbeddedStore:
                     self._set_meta("changes_from", gen + 1)
                 elif self._meta("tracked") != str(last):  # a write that did not record its
                     self._set_meta("changes_from", gen)  # rows (a Vitrine from before them)
-                    if self._name_search == "search_key":  # nor their search keys
-                        refold_in(self.db)
+                    if self._name_search == "search_key" and self._meta(
+                            FOLDED_AT) != str(last):  # nor their search keys (unless
+                        refold_in(self.db)  # opening folded them)
                 self._set_meta("generation", gen)
                 self._set_meta("tracked", gen)
             yield gen

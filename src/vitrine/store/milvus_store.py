@@ -441,7 +441,7 @@ class MilvusStore:
             keys = [k for k in keys if needle in searchable(k[1]) or needle in searchable(k[2])]
         ordered = [k[2] for k in sorted(keys)]
         if not query and ordered:  # (a category no product has takes no place)
-            if len(self._orders) >= ORDERS_KEPT:  # the oldest read goes
+            if len(self._orders) >= ORDERS_KEPT:  # the one kept for the shortest time goes
                 del self._orders[min(self._orders, key=lambda c: self._orders[c][0])]
             self._orders[category] = (kept_until(now, ORDER_TTL_S), ordered)
         return ordered
