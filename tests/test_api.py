@@ -1020,6 +1020,27 @@ def test_uploaded_photos_are_decoded_a_few_at_a_time(settings, small_store, embe
     assert most() == 2 and in_decode_threads(threads)
 
 
+def test_a_large_decode_gives_its_memory_back_a_small_one_is_not_slowed(settings, small_store,
+                                                                         embedder, monkeypatch):
+    """What a decode freed is given back to the system (glibc keeps it) after a large photo
+    only: trimming after every one cost a small photo's decode 0.4 ms."""
+    from vitrine import service as service_module
+
+    trims = []
+    monkeypatch.setattr(service_module, "_release_memory", lambda: trims.append(1))
+    service = service_module.VitrineService(settings, small_store, embedder)
+    try:
+        assert service.decoded(lambda x: x + 1, 1) == 2 and trims == []
+        assert service.decoded(lambda: threading.Event().wait(
+            service_module.TRIM_AFTER_S) or "slow") == "slow" and trims == [1]
+        with pytest.raises(ValueError):  # (a failed one too)
+            service.decoded(lambda: threading.Event().wait(service_module.TRIM_AFTER_S)
+                            or int("x"))
+        assert trims == [1, 1]
+    finally:
+        service.close()
+
+
 def test_photo_copies_for_the_pages_are_made_in_the_decode_slots(settings, small_store,
                                                                   embedder, rows, monkeypatch):
     """A card copy (or a TIFF's view copy) decodes the stored photo, for any visitor: four

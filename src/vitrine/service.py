@@ -288,8 +288,8 @@ class VitrineService:
         """``work(*args)`` (a photo decoded: an upload, or a copy of a stored photo the pages
         show, a card or a TIFF's view, which anyone may ask for) in one of the
         :data:`DECODE_SLOTS` decoding threads, waiting for one (four 40-megapixel copies at
-        once took the server to 5 GB); what it allocated is given back to the system after
-        it (its pixels are freed, but glibc kept them)."""
+        once took the server to 5 GB); what a large one allocated is given back to the system
+        after it (its pixels are freed, but glibc kept them: :data:`TRIM_AFTER_S`)."""
         return self._decoder.submit(_trimmed, work, *args).result()
 
     def search_photo(self, data: bytes, k: int, category: str | None = None
@@ -460,11 +460,19 @@ class VitrineService:
             self._store.close()
 
 
+TRIM_AFTER_S = 0.05
+"""A decode that took this long (a large photo: 40 megapixels take a third of a second) gives
+what it freed back to the system after it; trimming after every one cost a small photo's
+decode 0.4 ms (its pages faulted in again), for memory the two decoding threads keep anyway."""
+
+
 def _trimmed(work: Callable[..., T], *args: object) -> T:
+    started = time.perf_counter()
     try:
         return work(*args)
     finally:
-        _release_memory()
+        if time.perf_counter() - started >= TRIM_AFTER_S:
+            _release_memory()
 
 
 def _upload_array(data: bytes, prep: Preprocessing, max_pixels: int) -> np.ndarray:
