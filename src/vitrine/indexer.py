@@ -444,8 +444,8 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
                     commit()
             shas = again
     commit()
-    # (a signature no file has: the next run reads them, whatever the hashes kept say)
-    _save_hashes(store, {str(p): (UNKNOWN, "") for p in changed})
+    if changed:  # (a signature no file has: the next run reads them, whatever was kept)
+        _save_hashes(store, {str(p): (UNKNOWN, "") for p in changed})
 
 
 def _held_vectors(store: VectorStore, stored: dict, by_sha: dict[str, list[Product]]

@@ -4,7 +4,6 @@ a Markdown report with the reference design's table next to ours."""
 from __future__ import annotations
 
 import csv
-import json
 import re
 import time
 from collections.abc import Sequence
@@ -136,7 +135,7 @@ def write_outputs(out_dir: Path, summary: dict, started: float | None = None) ->
     from vitrine.plots import plot_confusion_matrix, plot_history, plot_misclassified
 
     history = summary["history"]
-    (out_dir / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
+    write_json(out_dir / "history.json", history)
     if history:
         with open(out_dir / "history.csv", "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(history[0]))
