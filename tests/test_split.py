@@ -272,6 +272,30 @@ def test_a_file_name_that_is_not_utf8_is_saved_and_a_failed_save_keeps_the_last(
         "split.json"]
 
 
+def test_a_json_save_keeps_the_file_mode_and_sweeps_a_killed_runs_part(tmp_path):
+    """A saved JSON file (demo.json, split.json) took the umask's mode each time, undoing a
+    chmod that shared it; and the part file of a run killed outright stayed for good."""
+    import json
+    import os
+    import time
+
+    from vitrine.jsonfile import STALE_PART_S, write_json
+
+    path = tmp_path / "demo.json"
+    write_json(path, {"a": 1})
+    path.chmod(0o640)
+    old = time.time() - STALE_PART_S - 60
+    killed = tmp_path / ".demo.json.4242-0badc0de.part"
+    running = tmp_path / ".demo.json.4243-00000001.part"  # another run writing it now
+    for part in (killed, running):
+        part.write_text("{")
+    os.utime(killed, (old, old))
+    write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "demo.json"]
+
+
 def test_a_damaged_split_file_is_one_sentence(tmp_path):
     """A split.json cut short or edited by hand ended `evaluate --model` in a traceback
     (JSONDecodeError, KeyError: 'source')."""
