@@ -109,11 +109,16 @@ def test_health_docs_and_security_headers(client):
                                                               "403", "409", "413", "422", "503"}),
                                    ("/api/products/{product_id}", "delete",
                                     {"204", "401", "403", "404", "409", "422", "503"}),
+                                   ("/api/products/{product_id}", "patch",
+                                    {"200", "401", "403", "404", "409", "413", "422", "503"}),
+                                   ("/images/{product_id}", "get",  # (no-cache, Range)
+                                    {"200", "206", "304", "404", "416", "422", "503"}),
                                    ("/api/search", "post", {"200", "400", "413", "422", "503"}),
                                    ("/healthz", "get", {"200", "503"})):
         operation = spec["paths"][path][method]
         assert set(operation["responses"]) == statuses, (path, method)
-        assert ("security" in operation) == (method in ("post", "delete") and "products" in path)
+        assert ("security" in operation) == (method in ("post", "delete", "patch")
+                                             and "products" in path)
         assert all("parameters" not in operation or p["name"].lower() != "authorization"
                    for p in operation.get("parameters", []))
     assert spec["paths"]["/api/products"]["post"]["responses"]["200"]["content"][
@@ -561,6 +566,15 @@ def test_edit_product_fields(writable, small_catalog, rows, weights_path):
     assert schema["examples"] == [{"price": "R$ 1.299,90"}]
     missing = client.patch("/api/products/no-such-id", headers=auth, json={"name": "x"})
     assert missing.status_code == 404 and "no-such-id" in missing.json()["detail"]
+    # the reverse mistakes: JSON where a form with a photo belongs ("Invalid field 'image':
+    # field required"), and an address with no id ("Product '' is not in the store")
+    for path in ("/api/products", "/api/search"):
+        as_json = client.post(path, headers=auth, json={"product_id": "j"})
+        assert as_json.status_code == 422 and "multipart/form-data" in as_json.json()["detail"]
+    for path in ("/api/products/", "/api/products//similar", "/images/"):
+        nothing = client.get(path)
+        assert nothing.status_code == 404, path
+        assert nothing.json()["detail"] == "There is nothing at this address.", path
     assert client.get(f"/api/products/{pid}").json()["price"] == 10.5  # refusals changed nothing
 
     photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
@@ -1367,9 +1381,16 @@ def test_a_store_indexed_anew_under_the_server_is_read_from_then(writable, demo_
     fresh = open_store(store, create=True)
     fresh.set_manifest(ModelManifest("other", "0" * 64, {"size": 8}, 8))
     fresh.close()
+    # a read the store cannot answer is a 503 (no request mends it; /healthz said 409,
+    # which a load balancer reads as the prober's fault), a write the store refuses a 409
     refused = client.get(f"/api/products/{pid}")
-    assert refused.status_code == 409 and "different model" in refused.json()["detail"]
+    assert refused.status_code == 503 and "different model" in refused.json()["detail"]
+    assert refused.headers["retry-after"] == "5"
     assert str(store) not in refused.text and f"store {store.name} " in refused.text
+    assert client.get("/healthz").status_code == 503
+    assert client.get("/", headers={"Accept": "text/html"}).status_code == 503
+    write = client.patch(f"/api/products/{pid}", headers=auth, json={"name": "Outro"})
+    assert write.status_code == 409 and "different model" in write.json()["detail"]
 
 
 def test_a_new_database_that_cannot_be_read_yet_is_tried_once_a_second(settings, small_store,
@@ -1406,7 +1427,7 @@ def test_a_photo_search_checks_the_model_of_a_store_that_named_none_at_start(
         settings, embedder, rows, small_catalog, tmp_path):
     """A server started on a store that named no model yet (its first `index` still
     running, or killed before the model was recorded) searched photos with its own model
-    against vectors another model made afterwards: wrong results, 200. Refused (409) as at
+    against vectors another model made afterwards: wrong results, 200. Refused (503) as at
     start, once the store names another model; the same model searches."""
     from vitrine.catalog import Product
     from vitrine.manifest import ModelManifest
@@ -1427,7 +1448,7 @@ def test_a_photo_search_checks_the_model_of_a_store_that_named_none_at_start(
                           b"\0" * 768, vector)])
     writer.close()
     refused = client.post("/api/search?k=1", files=_upload(photo))
-    assert refused.status_code == 409 and "different model" in refused.json()["detail"]
+    assert refused.status_code == 503 and "different model" in refused.json()["detail"]
     client.close()
     # the store's own model: searched
     for leftover in store.glob("vitrine.sqlite*"):

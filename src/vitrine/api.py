@@ -83,7 +83,8 @@ OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
 KParam = Annotated[int, Query(ge=K_MIN, le=K_MAX, description="Number of results (1–100).")]
 CategoryParam = Annotated[str | None, Query(max_length=CATEGORY_MAX,
                                             description="Only products of this category.")]
-ImageParam = Annotated[Upload, File(description="The photo (JPEG, PNG, WebP, GIF, BMP, TIFF).")]
+ImageParam = Annotated[Upload, File(description="The photo (JPEG, PNG, WebP, GIF, BMP, TIFF, "
+                                                "AVIF, HEIC).")]
 
 
 def errors(*statuses: int) -> dict:
@@ -97,12 +98,17 @@ ERRORS = {
     403: "Changing the catalogue is disabled on this server (no VITRINE_API_KEY).",
     404: "No such product, or no photo of it.",
     409: "The store refused the change (its folder gone, its disk full); nothing changed.",
-    413: "The upload is larger than VITRINE_MAX_UPLOAD_BYTES.",
+    413: "The request body (the upload) is larger than VITRINE_MAX_UPLOAD_BYTES.",
     422: "A parameter or field is missing, of the wrong type or out of range.",
     503: "The server cannot answer right now (stopping, short of memory, its store "
-         "unreadable); try again after Retry-After seconds."}
+         "unreadable or indexed anew with another model); try again after Retry-After "
+         "seconds."}
 """What each error status means (the body is always ``{"detail": sentence}``)."""
 WRITE_ERRORS = errors(401, 403, 409)
+WRITE_ROUTES = frozenset({"add_product", "edit_product", "delete_product"})
+"""The routes that change the store (a StoreError there is a 409, elsewhere a 503)."""
+FORM_ROUTES = frozenset({"add_product", "search"})
+"""The API routes whose body is a form with a photo (JSON sent there is said so)."""
 BEARER = HTTPBearer(auto_error=False, description="The server's VITRINE_API_KEY.")
 
 
@@ -123,7 +129,8 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                                                      description="Name or id contains.")] = None,
                       limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
                       offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0) -> ProductPage:
-        """Products in name order, filtered by category and by a part of the name or id."""
+        """Products in category order, then name order, filtered by category and by a part
+        of the name or id."""
         found, more = service.products(category=category, query=q, limit=limit, offset=offset)
         return ProductPage(products=[product_out(p) for p in found], limit=limit,
                            offset=offset, has_more=more)
@@ -190,7 +197,8 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         return product_out(stored)
 
     @router.patch("/products/{product_id:path}", response_model=ProductOut,
-                  dependencies=[Depends(writer)], responses={**errors(404), **WRITE_ERRORS})
+                  dependencies=[Depends(writer)],
+                  responses={**errors(404, 413), **WRITE_ERRORS})
     def edit_product(product_id: str, edit: ProductEdit) -> ProductOut:
         """Change a product's name, category, price or description; its photo and its
         similar products stay (no forward pass). A product from the catalogue table gets the
@@ -280,10 +288,15 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
             return app.state.render_no_file(request, category if isinstance(category, str)
                                             else "")
         json_body = request.headers.get("content-type", "").startswith("application/json")
+        if json_body and getattr(request.scope.get("route"), "name", None) in FORM_ROUTES:
+            return error(request, 422, "This address takes a form (multipart/form-data) with "
+                                       "the photo in the field 'image', not JSON.")
         return error(request, 422, guards.validation_sentence(exc, json_body=json_body))
 
     @app.exception_handler(ProductNotFound)
     async def not_found(request: Request, exc: ProductNotFound) -> Response:
+        if request.path_params.get("product_id") == "":  # /api/products/ ("Product '' is
+            return error(request, 404, "There is nothing at this address.")  # not in…")
         return error(request, 404, _sentence(str(exc)))
 
     @app.exception_handler(ImageError)
@@ -296,7 +309,13 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> Response:
-        return error(request, 409, _sentence(hide_folders(str(exc), hidden)))
+        """A write the store refused is a 409 (nothing changed); a read is a 503: the store
+        cannot be used right now (indexed anew with another model under the server, its
+        database unreadable), which no change to the request mends (/healthz said 409)."""
+        sentence = _sentence(hide_folders(str(exc), hidden))
+        if getattr(request.scope.get("route"), "name", None) in WRITE_ROUTES:
+            return error(request, 409, sentence)
+        return error(request, 503, sentence, {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
@@ -430,8 +449,14 @@ def create_app(settings: Settings, store: str | Path, *,
         return service.decoded(thumbnail_jpeg, Path(path), VIEW_SIDE, settings.max_image_pixels)
 
     @app.get("/images/{product_id:path}", tags=["images"],
-             response_class=FileResponse, responses={200: {"content": {"image/*": {}}},
-                                                     **errors(404, 422, 503)})
+             response_class=FileResponse, responses={
+                 200: {"content": {"image/*": {}}},
+                 206: {"content": {"image/*": {}}, "description": "The part of the photo a "
+                       "Range header asked for."},
+                 304: {"description": "Not modified: If-None-Match names the photo's ETag."},
+                 416: {"content": {"text/plain": {}}, "description": "The Range header asks "
+                       "for bytes the photo does not have."},
+                 **errors(404, 422, 503)})
     def product_image(product_id: str, request: Request,
                       size: Annotated[Literal["card"] | None, Query(
                           description="'card': a copy at most 448 px on a side (JPEG), "
@@ -462,7 +487,8 @@ def create_app(settings: Settings, store: str | Path, *,
             kind = "" if as_is else "-card" if size else "-view"
             headers = {"Cache-Control": "no-cache",
                        "ETag": f'"{stat.st_mtime_ns:x}-{stat.st_size:x}{kind}"'}
-            if headers["ETag"] in request.headers.get("if-none-match", ""):
+            wanted = request.headers.get("if-none-match", "")
+            if wanted.strip() == "*" or headers["ETag"] in wanted:
                 return Response(status_code=304, headers=headers)
             if as_is:
                 unsent.pop_all()
