@@ -156,6 +156,65 @@ def test_plot_writes_figure(catalog, env, tmp_path):
     assert blocked.stderr.strip().endswith("(a file is in the way of its folder).")
 
 
+def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path):
+    """helper-124: `--plot /dev/fd/3` without `3>` wrote the figure over the store's database
+    (opened after the check, it took descriptor 3), `--plot /dev/stdin < products.csv` over
+    the table, a hard link to a photo through to the photo, and several photos' figures to
+    one descriptor kept the last alone; all with status 0."""
+    store = tmp_path / "store"
+    run("index", catalog, "--store", store, "--json", env_extra=env)
+    database = next(store.glob("*.sqlite")).read_bytes()
+    pid = catalog.joinpath("products.csv").read_text().splitlines()[1].split(",")[0]
+    photos = sorted((catalog / "x_bolsa_feminina").glob("*.jpg"))[:2]
+    cli = [*CLI, "similar", "--store", str(store), pid, "-k", "1"]
+
+    def plot(target, stdin=subprocess.DEVNULL, fds=(), command=cli):
+        return subprocess.run([*command, "--plot", str(target)], capture_output=True,
+                              text=True, stdin=stdin, env={**os.environ, **env},
+                              pass_fds=fds, timeout=600)
+
+    for target in ("/dev/fd/3", "/proc/self/fd/3"):
+        closed = plot(target)
+        assert closed.returncode == 2 and "descriptor 3 is not open" in closed.stderr, target
+    table = tmp_path / "products.csv"
+    shutil.copyfile(catalog / "products.csv", table)
+    with open(table) as stdin:
+        refused = plot("/dev/stdin", stdin=stdin)
+    assert refused.returncode == 2 and "standard input" in refused.stderr
+    assert table.read_bytes() == (catalog / "products.csv").read_bytes()
+    assert next(store.glob("*.sqlite")).read_bytes() == database
+    with open(tmp_path / "given.png", "wb") as given:  # what the README says works
+        fd = given.fileno()
+        sent = plot(f"/dev/fd/{fd}", fds=(fd,))
+        several = plot(f"/dev/fd/{fd}", fds=(fd,), command=[
+            *CLI, "search", "--store", str(store), "-k", "1", *map(str, photos)])
+    assert sent.returncode == 0, sent.stderr
+    assert (tmp_path / "given.png").read_bytes().startswith(b"\x89PNG")
+    assert several.returncode == 2 and "holds one figure and 2 photos" in several.stderr
+    # a hard link to a photo: the figure takes the name, the photo keeps its bytes
+    photo = tmp_path / "photo.jpg"
+    shutil.copyfile(photos[0], photo)
+    os.link(photo, tmp_path / "linked.jpg")
+    assert plot(tmp_path / "linked.jpg").returncode == 0
+    assert photo.read_bytes() == photos[0].read_bytes()
+    assert (tmp_path / "linked.jpg").read_bytes() != photo.read_bytes()
+    assert [p.name for p in tmp_path.glob(".*.part")] == []
+    # several photos to a file: one figure each, named in each query's JSON
+    numbered = json_lines(plot(tmp_path / "fig.png", command=[
+        *CLI, "search", "--store", str(store), "-k", "1", "--json", *map(str, photos)]))
+    assert [a["figure"] for a in numbered] == [str(tmp_path / f"fig-{i}.png") for i in (0, 1)]
+    assert all(Path(a["figure"]).read_bytes().startswith(b"\x89PNG") for a in numbered)
+    assert json.loads(plot(tmp_path / "one.png", command=[*cli, "--json"]).stdout)[
+        "figure"] == str(tmp_path / "one.png")
+    empty = run("search", "--store", store, "", check=False)  # (an unset shell variable)
+    assert empty.returncode == 2 and "an IMAGE argument is empty" in empty.stderr
+
+
+def json_lines(proc) -> list[dict]:
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
 def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     missing = run("index", tmp_path / "nope", "--store", tmp_path / "s", check=False,
                   env_extra=env)

@@ -279,7 +279,8 @@ def test_a_json_save_keeps_the_file_mode_and_sweeps_a_killed_runs_part(tmp_path)
     import os
     import time
 
-    from vitrine.jsonfile import STALE_PART_S, write_json
+    from vitrine.files import STALE_PART_S
+    from vitrine.jsonfile import write_json
 
     path = tmp_path / "demo.json"
     write_json(path, {"a": 1})

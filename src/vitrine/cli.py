@@ -111,8 +111,7 @@ def index(
 
 @app.command()
 def search(
-    images: Annotated[list[Path], typer.Argument(help="Query photos.", metavar="IMAGE",
-                                                 readable=False)],
+    images: Annotated[list[str], typer.Argument(help="Query photos.", metavar="IMAGE")],
     store: StoreOpt,
     k: KOpt = 5,
     category: CategoryOpt = None,
@@ -121,9 +120,16 @@ def search(
     plot: PlotOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find the products most similar to one or more photos."""
+    """Find the products most similar to one or more photos.
+
+    With several photos, --plot FIG.png writes one figure per photo: FIG-0.png, FIG-1.png
+    and so on."""
     from vitrine.errors import ImageError
 
+    if "" in images:  # (Path("") is ".": "'.' is a folder", a name never typed)
+        raise VitrineError("an IMAGE argument is empty (an unset shell variable?); name a "
+                           "photo.")
+    images = [Path(image) for image in images]
     plot = plot_path(plot)
     rec = open_recommender(store, weights, model)
     category = check_category(rec, category)
@@ -155,7 +161,8 @@ def search(
         if as_json:  # after the figure: a script sees which photo's figure failed
             print_json({"query": str(image), "results": [m.as_dict() for m in matches],
                          "predicted_category": guess and guess.as_dict(),
-                         **({"error": problem} if problem else {})})
+                         **({"error": problem} if problem else {}),
+                         **({"figure": str(target)} if target and not problem else {})})
     if failed:
         raise typer.Exit(2)
 
@@ -192,7 +199,8 @@ def similar(
     if as_json:
         print_json({"query": product_id, "product": product.as_dict(),
                     "results": [m.as_dict() for m in matches],
-                    **({"error": problem} if problem else {})})
+                    **({"error": problem} if problem else {}),
+                    **({"figure": str(plot)} if plot and not problem else {})})
     if problem:
         raise typer.Exit(2)
 

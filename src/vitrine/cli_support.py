@@ -21,6 +21,7 @@ from rich.console import Console
 from vitrine.config import Settings, load_settings
 from vitrine.display import one_line
 from vitrine.errors import VitrineError, resources_refused
+from vitrine.files import descriptor, is_stream
 from vitrine.jsonfile import json_text
 
 # What the commands print holds the shop's data (product names, categories, paths, skip
@@ -120,12 +121,13 @@ def plot_path(plot: Path | None) -> Path | None:
         return None
     if plot.is_dir():
         raise VitrineError(f"--plot {plot} is a folder; name a file such as {plot}/fig.png.")
-    if _stream(plot):  # /dev/null, a named pipe, /dev/fd/3: written there (as PNG unless
+    if is_stream(plot):  # /dev/null, a named pipe, /dev/fd/3: written there (as PNG unless
         # its suffix names a format)
         if _is_stdout(plot):
             raise VitrineError(f"--plot {plot} is this command's standard output, where its "
                                "results go; name a file, or another descriptor (--plot "
                                "/dev/fd/3 3> fig.png).")
+        _check_descriptor(plot)
         return plot
     if not plot.suffix:  # "fig" or "fig." → fig.png
         return plot.with_name(plot.name.rstrip(".") + ".png")
@@ -137,14 +139,22 @@ def plot_path(plot: Path | None) -> Path | None:
     return plot
 
 
-def _stream(path: Path) -> bool:
-    """Whether ``path`` is a device or a pipe: a path in ``/dev`` or ``/proc`` (``/dev/stdout``
-    leads to whatever the shell redirected it to, a file too), or one there that is neither
-    a file nor a folder (a named pipe)."""
-    where = os.path.abspath(path)
-    if where.startswith(("/dev/", "/proc/")) and not where.startswith("/dev/shm/"):
-        return True  # (/dev/shm: a file system of files)
-    return path.exists() and not path.is_file() and not path.is_dir()
+def _check_descriptor(plot: Path) -> None:
+    """Refuse a descriptor the command was not given open (checked before the store is
+    opened: ``--plot /dev/fd/3`` without ``3>`` wrote the figure over the store's database,
+    which took descriptor 3), and standard input (``--plot /dev/stdin < products.csv``
+    wrote over the table)."""
+    fd = descriptor(plot)
+    if fd == 0:
+        raise VitrineError(f"--plot {plot} is this command's standard input; name a file, or "
+                           "another descriptor (--plot /dev/fd/3 3> fig.png).")
+    if fd is not None:
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise VitrineError(f"--plot {plot}: descriptor {fd} is not open; open it for the "
+                               f"figure (--plot /dev/fd/{fd} {fd}> fig.png), or name a "
+                               "file.") from None
 
 
 def _is_stdout(path: Path) -> bool:
@@ -161,8 +171,12 @@ def plot_targets(plot: Path | None, count: int) -> list[Path | None]:
     files beside it (``fig-0.png``, ``fig-1.png``, …); a device or a pipe takes them all."""
     if plot is None:
         return [None] * count
-    if count == 1 or _stream(plot):
+    if count == 1 or os.path.abspath(plot) == os.devnull:
         return [plot] * count
+    if is_stream(plot):  # each figure written over the last: one PNG, the last photo's
+        raise VitrineError(f"--plot {plot} holds one figure and {count} photos were given; "
+                           "name a file (fig.png: fig-0.png, fig-1.png, …) or search one "
+                           "photo.")
     return [plot.with_name(f"{plot.stem}-{i}{plot.suffix}") for i in range(count)]
 
 

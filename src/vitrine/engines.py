@@ -20,7 +20,6 @@ import logging
 import os
 import secrets
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -30,6 +29,7 @@ import torch
 
 from vitrine.config import Settings
 from vitrine.errors import VitrineError
+from vitrine.files import remove_stale
 
 log = logging.getLogger(__name__)
 
@@ -234,11 +234,7 @@ STALE_PART_SECONDS = 3600
 def _remove_stale_parts(path: Path) -> None:
     """Remove the part files of exports of ``path`` that a killed process left (SIGKILL, the
     out-of-memory killer): each stayed in the cache, megabytes, for good."""
-    now = time.time()
-    for part in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
-        with contextlib.suppress(OSError):
-            if now - part.stat().st_mtime > STALE_PART_SECONDS:
-                part.unlink()
+    remove_stale(path.parent, f"{glob.escape(path.name)}.*.tmp", STALE_PART_SECONDS)
 
 
 def _part_file(path: Path) -> Path:

@@ -5,14 +5,10 @@ keep valid: written raw, it crashed `train` and `demo` after their work, leaving
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
-import os
-import secrets
-import stat
-import time
 from pathlib import Path
+
+from vitrine.files import write_whole
 
 
 def json_text(data: object, **options: object) -> str:
@@ -25,38 +21,9 @@ def json_text(data: object, **options: object) -> str:
     return text
 
 
-STALE_PART_S = 3600
-"""Age past which a part file :func:`write_json` left is a killed run's (a write takes
-milliseconds)."""
-
-
 def write_json(path: Path, data: object, indent: int = 1) -> None:
-    """Write ``data`` to ``path`` whole or not at all: beside it, on disk, then renamed over
-    it with the old file's permissions (a run stopped while writing left a truncated file
-    where the last good one was; a power cut after the rename, an empty one). Part files of
-    runs killed outright are removed."""
-    path = Path(path)
-    text = json_text(data, indent=indent)
-    _remove_stale_parts(path)
-    part = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
-    try:
-        with open(part, "x", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(part, stat.S_IMODE(path.stat().st_mode))
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
-
-
-def _remove_stale_parts(path: Path) -> None:
-    now = time.time()
-    for part in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
-        with contextlib.suppress(OSError):
-            if now - part.stat().st_mtime > STALE_PART_S:
-                part.unlink()
+    """Write ``data`` to ``path`` whole or not at all (:func:`vitrine.files.write_whole`)."""
+    write_whole(path, json_text(data, indent=indent).encode("utf-8"))
 
 
 def shown(text: str) -> str:

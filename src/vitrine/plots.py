@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
 from vitrine.errors import ImageError, VitrineError  # noqa: E402
+from vitrine.files import is_stream, write_whole  # noqa: E402
 from vitrine.images import thumbnail  # noqa: E402
 from vitrine.jsonfile import shown  # noqa: E402
 from vitrine.store.base import Match  # noqa: E402
@@ -146,7 +147,10 @@ def _save(fig, out: Path) -> Path:
         kind = out.suffix[1:].lower()
         fig.savefig(figure, format=kind if kind in FORMATS else "png", dpi=110,
                     bbox_inches="tight", pad_inches=0.1)
-        out.write_bytes(figure.getbuffer())
+        if is_stream(out):  # a device or pipe, /dev/fd/3: as it is
+            out.write_bytes(figure.getbuffer())
+        else:  # whole, and never through a hard link to a product's photo
+            write_whole(out, figure.getbuffer())
     except OSError as exc:
         why = "a file is in the way of its folder" if isinstance(
             exc, FileExistsError | NotADirectoryError) else exc.strerror or exc

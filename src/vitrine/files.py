@@ -1,0 +1,73 @@
+"""Files written whole: beside their place, on disk, then renamed over it; and a path that
+is a stream (a device, a pipe, a descriptor), which is written as it is."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import secrets
+import stat
+import time
+from pathlib import Path
+
+STALE_PART_S = 3600
+"""Age past which a part file :func:`write_whole` left is a killed run's (a write takes
+milliseconds)."""
+DESCRIPTOR = re.compile(r"/(?:dev/fd|proc/self/fd|proc/(\d+)/fd)/(\d+)")
+STANDARD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def write_whole(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` whole or not at all: beside it, on disk, then renamed over
+    it with the old file's permissions (a run stopped while writing left a truncated file
+    where the last good one was; a power cut after the rename, an empty one; a hard link to
+    the file, a product's photo, was written through). Part files of runs killed outright
+    are removed."""
+    path = Path(path)
+    remove_stale(path.parent, f".{glob.escape(path.name)}.*.part")
+    part = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    try:
+        with open(part, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(part, stat.S_IMODE(path.stat().st_mode))
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def remove_stale(folder: Path, pattern: str, age: float = STALE_PART_S) -> None:
+    """Remove the files of ``folder`` matching the glob ``pattern`` that have not changed for
+    ``age`` seconds: part files a process killed outright (SIGKILL, the out-of-memory
+    killer) left for good."""
+    now = time.time()
+    for part in folder.glob(pattern):
+        with contextlib.suppress(OSError):
+            if now - part.stat().st_mtime > age:
+                part.unlink()
+
+
+def is_stream(path: Path) -> bool:
+    """Whether ``path`` is a device or a pipe: a path in ``/dev`` or ``/proc`` (``/dev/stdout``
+    leads to whatever the shell redirected it to, a file too), or one there that is neither
+    a file nor a folder (a named pipe)."""
+    where = os.path.abspath(path)
+    if where.startswith(("/dev/", "/proc/")) and not where.startswith("/dev/shm/"):
+        return True  # (/dev/shm: a file system of files)
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def descriptor(path: Path) -> int | None:
+    """The descriptor of this process that ``path`` names (``/dev/fd/3``,
+    ``/proc/self/fd/3``, ``/dev/stdin``), else None."""
+    where = os.path.abspath(path)
+    if where in STANDARD:
+        return STANDARD[where]
+    named = DESCRIPTOR.fullmatch(where)
+    if named and (named[1] is None or int(named[1]) == os.getpid()):
+        return int(named[2])
+    return None
