@@ -5,7 +5,9 @@ both engines, trains, and refuses MobileNetV2's weights with one sentence."""
 from __future__ import annotations
 
 import json
+import socket
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -372,7 +374,8 @@ def test_a_weights_download_says_so_on_stderr_not_in_json_output(monkeypatch, ca
 
     from vitrine.models import _mobilenet_v2_download
 
-    def download(self, progress):
+    def download(self, progress, check_hash):
+        assert check_hash  # (a download cut short was kept as the weights)
         print('Downloading: "https://download.pytorch.org/models/mobilenet_v2.pth"')
         return {"w": torch.zeros(1)}
 
@@ -389,3 +392,89 @@ def test_the_settings_know_every_backbone():
     from vitrine.models import BACKBONES
 
     assert sorted(BACKBONE_NAMES) == sorted(BACKBONES)
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """torch.hub's folder in ``tmp_path``, and the weights' address set by the test (a server
+    of its own on 127.0.0.1: nothing leaves this machine)."""
+    from torchvision.models._api import WeightsEnum
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    address = {}
+    monkeypatch.setattr(WeightsEnum, "url", property(lambda self: address["url"]))
+    return address, tmp_path / "torch" / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
+
+
+def _serve(handle) -> tuple[str, threading.Thread]:
+    """A one-connection server on 127.0.0.1 whose connection ``handle`` gets."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def run():
+        connection, _ = server.accept()
+        with connection:
+            handle(connection)
+        server.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}/mobilenet_v2-b0353104.pth", thread
+
+
+def _load_in_time(spec) -> Exception:
+    """What loading the downloaded weights raised, within a minute (it hung for ever)."""
+    raised = []
+
+    def load():
+        try:
+            load_state_dict(spec, None)
+        except Exception as exc:  # noqa: BLE001
+            raised.append(exc)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the download still waits"
+    return raised[0]
+
+
+def test_a_stalled_or_cut_download_is_one_sentence_and_keeps_nothing(hub, monkeypatch):
+    """helper-126: a connection that stalls hung `index` and `serve` for ever (torch.hub sets
+    no timeout), and a download cut short was kept as the weights, every later run then
+    failing with "could not download" and no file named."""
+    from vitrine import models
+
+    address, cached = hub
+    spec = models.get_spec("mobilenet_v2")
+    monkeypatch.setattr(models, "DOWNLOAD_STALL_S", 1)
+    stalled = threading.Event()
+    address["url"], server = _serve(lambda connection: stalled.wait(90))
+    raised = _load_in_time(spec)
+    stalled.set()
+    assert isinstance(raised, WeightsError) and "could not download" in str(raised)
+    assert not cached.exists()
+
+    def cut_short(connection):
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 14000000\r\n\r\n" + b"x" * 3000)
+
+    address["url"], server = _serve(cut_short)
+    raised = _load_in_time(spec)
+    assert isinstance(raised, WeightsError) and "could not download" in str(raised)
+    assert not cached.exists() and not list(cached.parent.iterdir())
+
+    cached.write_bytes(b"x" * 3000)  # one an older Vitrine kept, or damaged on disk since
+    raised = _load_in_time(spec)
+    assert isinstance(raised, WeightsError), raised
+    assert f"the downloaded weights file {cached} cannot be loaded" in str(raised)
+    assert "delete it" in str(raised)
+
+
+def test_a_weights_path_that_is_no_file_is_said_so(tmp_path):
+    from vitrine.models import weights_file
+
+    with pytest.raises(WeightsError, match="weights file /dev/null is not a regular file"):
+        weights_file(Path("/dev/null"))
+    with pytest.raises(WeightsError, match="does not exist"):
+        weights_file(tmp_path / "none.pth")

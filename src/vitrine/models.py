@@ -47,15 +47,37 @@ def _mobilenet_v2() -> nn.Module:
     return MobileNetV2()
 
 
+DOWNLOAD_STALL_S = 60
+"""Seconds a weights download may wait for the network's next bytes (torch.hub waits for
+ever: a stalled connection or proxy hung `index` and `serve` with no word)."""
+
+
 def _mobilenet_v2_download() -> dict:
     import contextlib
+    import socket
     import sys
+    from urllib.parse import urlparse
 
     from torchvision.models import MobileNet_V2_Weights
 
-    # torch.hub writes "Downloading: ..." to stdout, where --json output goes
-    with contextlib.redirect_stdout(sys.stderr):
-        return MobileNet_V2_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+    weights = MobileNet_V2_Weights.IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+    downloads = not cached.exists()
+    stall = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_STALL_S)
+    try:
+        # torch.hub writes "Downloading: ..." to stdout, where --json output goes; the hash
+        # its name carries is checked (a download cut short was kept as the weights)
+        with contextlib.redirect_stdout(sys.stderr):
+            return weights.get_state_dict(progress=True, check_hash=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        if downloads:
+            raise
+        raise WeightsError(f"the downloaded weights file {cached} cannot be loaded "
+                           f"({type(exc).__name__}); delete it to download it again, or "
+                           f"{WEIGHTS_HINT}.") from None
+    finally:
+        socket.setdefaulttimeout(stall)
 
 
 def _efficientnet_lite0() -> nn.Module:
@@ -128,7 +150,9 @@ def weights_file(weights: Path) -> Path:
         raise WeightsError(f"weights file {path} is a folder; {WEIGHTS_HINT} (a trained model "
                            "folder goes to --model).")
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist; {WEIGHTS_HINT}.")
+        raise WeightsError(f"weights file {path} " + ("is not a regular file" if path.exists()
+                                                       else "does not exist")
+                           + f"; {WEIGHTS_HINT}.")
     return path
 
 
