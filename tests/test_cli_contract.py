@@ -441,8 +441,8 @@ def test_every_command_help_renders():
         assert f" {name} [OPTIONS] {argument}" in usage
 
 
-def test_a_finished_command_ignores_ctrl_c_while_python_shuts_down(small_store, monkeypatch,
-                                                                   capsys):
+def test_a_finished_or_failed_command_ignores_ctrl_c_while_python_shuts_down(
+        small_store, monkeypatch, capsys):
     """After the output is printed Python still takes a second or more to exit (torch); a
     Ctrl+C then turned a finished command (a trained model, a full index) into a silent 130."""
     import signal
@@ -450,14 +450,25 @@ def test_a_finished_command_ignores_ctrl_c_while_python_shuts_down(small_store, 
     from vitrine.cli import main
 
     monkeypatch.setattr(sys, "argv", ["vitrine", "info", "--store", str(small_store), "--json"])
-    before = signal.getsignal(signal.SIGINT)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
         with pytest.raises(SystemExit) as exit_:
             main()
         assert exit_.value.code == 0 and json.loads(capsys.readouterr().out)["products"] > 0
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        # after an error too (helper-126: a Ctrl+C or SIGTERM then printed a traceback from
+        # torch's exit handlers, "Exception ignored in atexit callback")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        monkeypatch.setattr(sys, "argv", ["vitrine", "info", "--store",
+                                          str(small_store / "none")])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        assert exit_.value.code == 2 and "no Vitrine store" in capsys.readouterr().err
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
-        signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
 
 
 def test_version_prints_the_packages_version_and_loads_no_model():

@@ -431,8 +431,9 @@ def demo(
                                               "the VITRINE_DEMO_STORE setting).",
                                               metavar="PATH")] = None,
     out_dir: Annotated[str | None, typer.Option("--out", help="Folder of the model, the "
-                                                "figures and demo.json (default: "
-                                                "demo-output).", metavar="PATH")] = None,
+                                                "figures and demo.json (default: the "
+                                                "VITRINE_DEMO_OUT setting, else demo-output).",
+                                                metavar="PATH")] = None,
     weights: WeightsOpt = None,
     k: KOpt = 5,
     model: ModelOpt = None,

@@ -373,6 +373,19 @@ def run_app(app: typer.Typer) -> None:
     taken = stop_signals()
     for stopping in taken:
         signal.signal(stopping, _terminate)
+    try:
+        _run_app(app)
+    finally:
+        # The command has finished and said so, or said its error; Python's shutdown
+        # (torch's takes a second or more) must not turn a Ctrl+C or SIGTERM meanwhile into a
+        # traceback ("Exception ignored in atexit callback") or a silent exit 130.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for stopping in taken:
+            signal.signal(stopping, signal.SIG_DFL)
+
+
+def _run_app(app: typer.Typer) -> None:
+    """:func:`run_app` with the stop signals taken."""
     _closed_stdio()
     _printable_stdio()
     try:
@@ -385,11 +398,6 @@ def run_app(app: typer.Typer) -> None:
         sys.stdout.flush()  # a failed write says so here, not as a traceback at exit
         if status == 130:  # Typer turned Ctrl+C into this status itself
             _stopped()
-        # The command has finished and said so; Python's shutdown (torch's takes a second
-        # or more) must not turn a Ctrl+C pressed meanwhile into a silent exit 130.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for stopping in taken:
-            signal.signal(stopping, signal.SIG_DFL)
         sys.exit(status if isinstance(status, int) else 0)
     except VitrineError as exc:
         sys.stderr.write(f"error: {exc}\n")
