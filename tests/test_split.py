@@ -57,9 +57,14 @@ def test_make_split_reports_crossing_groups_of_a_given_split(tmp_path):
     assert split.crossing() == [["p00", "p10"]]
     assert split.counts()["val"] > 0  # carved out of the training folder
     assert split.assignment["p11"] == split.assignment["p12"]
+    # the test photo whose copy the model trains on is tested no more (helper-127: train's
+    # test figures counted it, evaluate left it out); its copy trains
+    assert split.left_out == ["p00"] and "p00" not in split.assignment
+    assert split.assignment["p10"] in ("train", "val") and split.counts()["test"] == 3
     split.save(tmp_path / "split.json")
     again = Split.load(tmp_path / "split.json")
     assert again.assignment == split.assignment and again.crossing() == split.crossing()
+    assert again.left_out == ["p00"]
 
 
 def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):

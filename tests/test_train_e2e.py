@@ -964,8 +964,16 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
         {**summary, "unreadable_photos": []}).splitlines())
     # duplicates across given splits: named in the report too, not only counted
     crossing = {**summary, "split": {**summary["split"],
-                                     "crossing_groups": [["treino/a.jpg", "teste/a.jpg"]]}}
+                                     "crossing_groups": [["treino/a.jpg", "teste/a.jpg"]],
+                                     "left_out_of_test": ["teste/a.jpg"]}}
     assert "- duplicates across splits: treino/a.jpg  ≈  teste/a.jpg" in markdown_report(crossing)
+    said = ("1 photo(s) of the test folder left out (a copy of each is in the train or val "
+            "folder, so the model saw it): teste/a.jpg.")
+    assert f"- {said}" in markdown_report(crossing)
+    console = Console(record=True, width=200)
+    for line in training_lines(crossing):
+        console.print(line)
+    assert said in console.export_text()
     # a category named with '|' split its row of the per-class table into more columns
     first = next(iter(summary["test"]["per_class"].values()))
     piped = {**summary, "test": {**summary["test"], "per_class": {"tênis | masc": first}}}

@@ -173,6 +173,14 @@ def score_text(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
+def left_out_sentence(left_out: list[str], shown: int = 5) -> str:
+    """Test photos a copy of which is in the train or val folder, kept out of every split."""
+    names = ", ".join(left_out[:shown]) + (f" and {len(left_out) - shown} more"
+                                           if len(left_out) > shown else "")
+    return (f"{len(left_out)} photo(s) of the test folder left out (a copy of each is in the "
+            f"train or val folder, so the model saw it): {names}.")
+
+
 def conflict_lines(groups: list[list[str]], bullet: str) -> list[str]:
     """A warning on duplicate photos labelled with different categories, and the groups."""
     if not groups:
@@ -244,6 +252,8 @@ def markdown_report(summary: dict) -> str:
         *map(_md_line, [  # (the shop's names and paths in them)
             *[f"- duplicates across splits: {'  ≈  '.join(group)}"
               for group in split["crossing_groups"]],
+            *([f"- {left_out_sentence(split['left_out_of_test'])}"]
+              if split.get("left_out_of_test") else []),
             *([""] if split["crossing_groups"] else []),
             *conflict_lines(split.get("conflicting_groups") or [], "- "),
             *unreadable_lines(summary.get("unreadable_photos") or [], "- "),

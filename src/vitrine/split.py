@@ -43,6 +43,10 @@ class Split:
     contents: dict[str, str] = field(default_factory=dict)
     """Each product's photo sha256, so that `vitrine evaluate` knows the photos the model
     trained on whatever their ids in the catalogue it is given (empty in older models)."""
+    left_out: list[str] = field(default_factory=list)
+    """Photos of the catalogue's test folder that a copy of in its train or val folder keeps
+    out of every split: tested, they counted a photo the model had seen (its train or val
+    copy) as unseen, and `evaluate` left them out."""
 
     def ids(self, name: str) -> list[str]:
         return sorted(pid for pid, s in self.assignment.items() if s == name)
@@ -57,7 +61,7 @@ class Split:
     def as_dict(self) -> dict:
         return {"source": self.source, "seed": self.seed, "fractions": self.fractions,
                 "counts": self.counts(), "duplicate_groups": self.groups,
-                "crossing_groups": self.crossing(),
+                "crossing_groups": self.crossing(), "left_out_of_test": sorted(self.left_out),
                 "assignment": dict(sorted(self.assignment.items())),
                 "photo_sha256": dict(sorted(self.contents.items()))}
 
@@ -72,7 +76,8 @@ class Split:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
             split = cls(dict(data["assignment"]), data["source"], data.get("seed"),
                         data.get("fractions", {}), data.get("duplicate_groups", []),
-                        dict(data.get("photo_sha256") or {}))
+                        dict(data.get("photo_sha256") or {}),
+                        list(data.get("left_out_of_test") or []))
             if not all(isinstance(v, str) for v in (*split.assignment.values(),
                                                      *split.contents.values())):
                 raise ValueError("its values are not text")
@@ -308,4 +313,10 @@ def make_split(products: Sequence[Product], groups: list[list[str]], settings: S
         for i, name in zip(train, names, strict=True):
             assignment[products[i].product_id] = name
     assignment = {p.product_id: assignment[p.product_id] for p in products}
-    return Split(assignment, "folders", settings.train_seed, {}, groups)
+    seen = {pid for group in groups for pid in group
+            if assignment.get(pid) in ("train", "val")}
+    left_out = sorted(pid for group in groups if seen.intersection(group)
+                      for pid in group if assignment.get(pid) == "test")
+    for pid in left_out:
+        del assignment[pid]
+    return Split(assignment, "folders", settings.train_seed, {}, groups, left_out=left_out)

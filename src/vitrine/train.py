@@ -175,7 +175,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
         "model_dir": str(out_dir), "classes": classes, "weights_sha256": digest,
         "split": {**split.counts(), "source": split.source,
                   "duplicate_groups": len(split.groups),
-                  "crossing_groups": split.crossing(),
+                  "crossing_groups": split.crossing(), "left_out_of_test": split.left_out,
                   "conflicting_groups": conflicting_labels(split.groups, usable)},
         "unreadable_photos": bad, "uncategorised_photos": uncategorised,
         "unsplit_photos": unsplit,
