@@ -67,6 +67,11 @@ def test_train_writes_every_output(trained):
     pair = next(g for g in split["duplicate_groups"] if any("copy-of-first" in p for p in g))
     assert len({split["assignment"][p] for p in pair}) == 1
     assert [p["epochs"] for p in summary["phases"].values()] == [2, 1]
+    # one span, one figure: phase 1's seconds (report.md's "Seconds:") are its epochs', as
+    # its row says; the head inputs it built first have their own (helper-127: 23.1 vs 7)
+    seconds = summary["seconds"]
+    assert "head_inputs" in seconds
+    assert seconds["phase1"] <= summary["phases"]["transfer_learning"]["seconds"] + 0.2
     test = summary["test"]
     assert 0 <= test["acc_ci95"][0] <= test["acc"] <= test["acc_ci95"][1] <= 1
     assert set(test["per_class"]) == set(summary["classes"])
@@ -839,6 +844,13 @@ def test_guess_category_reads_probabilities_back_exactly():
     assert near.sure and near.sentence() == "Looks like: a (70%)"
     assert not guess_category(np.array([0.694, 0.306]), ["a", "b"], min_probability=0.7).sure
     assert not guess_category(np.array([0.99, 0.01]), ["a", "b"], min_probability=1.0).sure
+    # a guess that is not certain never reads "100%" (helper-127: 0.9959 did, in the terminal
+    # and on misclassified.png, where report.md said 0.9959)
+    assert guess_category(np.array([0.9959, 0.0041]), ["a", "b"]).sentence() == \
+        "Looks like: a (99.6%)"
+    from vitrine.display import percent
+
+    assert [percent(p) for p in (0.99951, 1.0, 0.85, 0.0)] == ["99.9%", "100%", "85%", "0%"]
     assert guess_category(vector, []) is None  # a model without class probabilities
     assert guess_category(np.concatenate([head, np.zeros(3)]), ["a", "b", "c"]) is None
 

@@ -19,6 +19,14 @@ if TYPE_CHECKING:  # importing the store would load torch before the CLI handles
     from vitrine.store.base import Match
 
 
+def percent(p: float) -> str:
+    """A probability as a whole percent ("85%"), but one under 1 that would round to "100%"
+    with one decimal, at most 99.9 % (a guess of 0.9959 read as certain)."""
+    if round(p * 100) >= 100 and p < 1:
+        return f"{min(round(p * 100, 1), 99.9):.1f}%"
+    return f"{p:.0%}"
+
+
 def one_line(text: str) -> str:
     """``text`` with its control characters escaped (a file name holding a line break read as
     two lines, the second a path that does not exist); accents and emoji stay as they are."""

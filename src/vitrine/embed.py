@@ -15,6 +15,7 @@ from PIL import Image
 
 from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules, perceptual_hash, thumbnail
+from vitrine.display import percent
 from vitrine.engines import Engine, checked_device, make_engine
 from vitrine.errors import ImageError
 from vitrine.images import Preprocessing, open_image, read_photo, to_array
@@ -78,9 +79,9 @@ class CategoryGuess:
     def sentence(self) -> str:
         """``Looks like: X (85%)``, or ``Not sure: X (48%) or Y (41%)``."""
         if self.sure or self.runner_up is None:
-            return f"Looks like: {self.category} ({self.probability:.0%})"
-        return (f"Not sure: {self.category} ({self.probability:.0%}) or {self.runner_up} "
-                f"({self.runner_up_probability:.0%})")
+            return f"Looks like: {self.category} ({percent(self.probability)})"
+        return (f"Not sure: {self.category} ({percent(self.probability)}) or "
+                f"{self.runner_up} ({percent(self.runner_up_probability)})")
 
 
 def guess_category(vector: np.ndarray, classes: Sequence[str],

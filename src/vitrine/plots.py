@@ -20,6 +20,7 @@ matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
+from vitrine.display import percent  # noqa: E402
 from vitrine.errors import ImageError, VitrineError  # noqa: E402
 from vitrine.files import is_stream, write_whole  # noqa: E402
 from vitrine.images import thumbnail  # noqa: E402
@@ -272,7 +273,7 @@ def plot_misclassified(rows: list[dict], out: Path, limit: int = 20) -> Path:
         title = (_lines(row["name"] or row["product_id"], 26, 1)
                  + ["label: " + _lines(row["labelled"], TILE_CATEGORY, 1)[0]]
                  + ["model: " + _lines(row["predicted"], TILE_CATEGORY, 1)[0]
-                    + f" ({100 * row['probability']:.0f}%)"])
+                    + f" ({percent(row['probability'])})"])
         _show(ax, row["image"], title, "tab:red")
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from vitrine.display import plain
+from vitrine.display import percent, plain
 from vitrine.report import (
     best_epoch_text,
     conflict_lines,
@@ -73,7 +73,7 @@ def training_lines(summary: dict) -> list:
             lines.append(f"{len(wrong)} test photo{'s' if len(wrong) != 1 else ''} "
                          f"misclassified (report.md lists them); the most confident: "
                          f"{top['product_id']} labelled {top['labelled']}, model says "
-                         f"{top['predicted']} ({100 * top['probability']:.0f}%).")
+                         f"{top['predicted']} ({percent(top['probability'])}).")
     if summary["cache_mib"]["files"]:
         lines.append(f"The frozen-layer cache went to files ({summary['cache_mib']['files']:,.0f} "
                      "MiB, removed at the end): it was larger than VITRINE_TRAIN_CACHE_MEMORY_MB "

@@ -70,6 +70,8 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
 
     t0 = time.perf_counter()
     pooled = {k: head_views(net, c, zeros=zeros) for k, c in caches.items()}
+    seconds["head_inputs"] = round(time.perf_counter() - t0, 1)  # (apart: "phase1" counted
+    t0 = time.perf_counter()  # them, where the phase's own line said its epochs' 7 s)
     net.head.requires_grad_(True)
     phase1 = fit_phase(
         _phase_config("transfer learning", settings, 1), net.head, list(net.head.parameters()),
