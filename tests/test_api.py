@@ -1388,7 +1388,12 @@ def test_a_store_indexed_anew_under_the_server_is_read_from_then(writable, demo_
     assert refused.headers["retry-after"] == "5"
     assert str(store) not in refused.text and f"store {store.name} " in refused.text
     assert client.get("/healthz").status_code == 503
-    assert client.get("/", headers={"Accept": "text/html"}).status_code == 503
+    for lang, said in (("pt", "O catálogo não está disponível agora."),
+                       ("en", "The catalogue is not available right now.")):
+        page = client.get(f"/?lang={lang}", headers={"Accept": "text/html"})
+        # the page's own sentence, not the API's (backbone, weights, --store: a shopper's
+        # page showed them in English)
+        assert page.status_code == 503 and said in page.text and "--store" not in page.text
     write = client.patch(f"/api/products/{pid}", headers=auth, json={"name": "Outro"})
     assert write.status_code == 409 and "different model" in write.json()["detail"]
 

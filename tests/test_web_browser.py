@@ -438,6 +438,8 @@ def test_search_page_copes_with_arrows_failures_back_and_phones(browser, base_ur
             ({"status": 409, "json": {"detail": "the store is being rewritten"}},
              "O catálogo está sendo atualizado. Tente de novo em instantes."),
             ({"status": 503, "json": {"detail": "overloaded"}},
+             "O catálogo não está disponível agora. Tente de novo em instantes."),
+            ({"status": 500, "json": {"detail": "a bug"}},
              "Algo deu errado no servidor. Tente de novo em instantes."),
             (None, "Não foi possível falar com o servidor. Verifique a conexão e tente de "
                    "novo.")):

@@ -79,6 +79,7 @@ TEXT: dict[str, dict[str, str]] = {
         "bad_request": "O endereço tem um parâmetro inválido.",
         "method_not_allowed": "Este endereço não aceita esse tipo de pedido.",
         "busy": "O catálogo está sendo atualizado. Tente de novo em instantes.",
+        "unavailable": "O catálogo não está disponível agora. Tente de novo em instantes.",
         "server_error": "Algo deu errado no servidor. Tente de novo em instantes.",
         "offline": "Não foi possível falar com o servidor. Verifique a conexão e tente de "
                    "novo.",
@@ -159,6 +160,7 @@ TEXT: dict[str, dict[str, str]] = {
         "bad_request": "The address has a parameter that is not valid.",
         "method_not_allowed": "This address does not accept that kind of request.",
         "busy": "The catalogue is being updated. Try again in a moment.",
+        "unavailable": "The catalogue is not available right now. Try again in a moment.",
         "server_error": "Something went wrong on the server. Try again in a moment.",
         "offline": "Could not reach the server. Check your connection and try again.",
         "slow": "The server did not answer in time. Try again in a moment.",
@@ -169,7 +171,7 @@ TEXT: dict[str, dict[str, str]] = {
 }
 
 ERROR_KEYS = {404: "not_found", 405: "method_not_allowed", 409: "busy", 413: "too_large",
-              422: "bad_request", 500: "server_error"}
+              422: "bad_request", 500: "server_error", 503: "unavailable"}
 """The page's own sentence for an HTTP error status (the API answers in English)."""
 
 

@@ -122,9 +122,11 @@
   }
 
   // The sentence for an answer that is not results: the catalogue being rewritten (409),
-  // the server's failure (5xx), else the photo.
+  // not available now (503: its store replaced under the server, the server stopping or
+  // short of memory), the server's failure (other 5xx), else the photo.
   function failure(status) {
     if (status === 409) return form.dataset.busy;
+    if (status === 503) return form.dataset.unavailable;
     if (status >= 500) return form.dataset.serverError;
     return form.dataset.error;
   }
