@@ -173,14 +173,16 @@ def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path):
                               text=True, stdin=stdin, env={**os.environ, **env},
                               pass_fds=fds, timeout=600)
 
-    for target in ("/dev/fd/3", "/proc/self/fd/3"):
+    for target in ("/dev/fd/3", "/proc/self/fd/3", "/proc/thread-self/fd/3"):  # (helper-128)
         closed = plot(target)
         assert closed.returncode == 2 and "descriptor 3 is not open" in closed.stderr, target
     table = tmp_path / "products.csv"
     shutil.copyfile(catalog / "products.csv", table)
     with open(table) as stdin:
         refused = plot("/dev/stdin", stdin=stdin)
+        reading = plot(f"/dev/fd/{stdin.fileno()}", fds=(stdin.fileno(),))  # 3< products.csv
     assert refused.returncode == 2 and "standard input" in refused.stderr
+    assert reading.returncode == 2 and "open for reading only" in reading.stderr
     assert table.read_bytes() == (catalog / "products.csv").read_bytes()
     assert next(store.glob("*.sqlite")).read_bytes() == database
     with open(tmp_path / "given.png", "wb") as given:  # what the README says works
@@ -199,6 +201,13 @@ def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path):
     assert photo.read_bytes() == photos[0].read_bytes()
     assert (tmp_path / "linked.jpg").read_bytes() != photo.read_bytes()
     assert [p.name for p in tmp_path.glob(".*.part")] == []
+    # a symbolic link to a figure stays a link; the file it names gets the new figure
+    (tmp_path / "figs").mkdir()
+    (tmp_path / "figs" / "real.png").write_bytes(b"old")
+    (tmp_path / "link.png").symlink_to("figs/real.png")
+    assert plot(tmp_path / "link.png").returncode == 0
+    assert (tmp_path / "link.png").is_symlink()
+    assert (tmp_path / "figs" / "real.png").read_bytes().startswith(b"\x89PNG")
     # several photos to a file: one figure each, named in each query's JSON
     numbered = json_lines(plot(tmp_path / "fig.png", command=[
         *CLI, "search", "--store", str(store), "-k", "1", "--json", *map(str, photos)]))

@@ -301,6 +301,7 @@ def test_export_part_files_are_each_process_own_and_a_killed_ones_go(tmp_path):
     import time
 
     import vitrine.engines as engines
+    from vitrine.files import STALE_PART_S
 
     path = tmp_path / "tiny.onnx"
     path.write_bytes(b"")
@@ -308,7 +309,7 @@ def test_export_part_files_are_each_process_own_and_a_killed_ones_go(tmp_path):
     recent = tmp_path / "tiny.onnx.abc123.tmp"  # another process's, exporting now
     for part in (old, recent):
         part.write_bytes(b"part")
-    past = time.time() - engines.STALE_PART_SECONDS - 60
+    past = time.time() - STALE_PART_S - 60
     os.utime(old, (past, past))
     names = []
     real_export = torch.onnx.export

@@ -131,9 +131,9 @@ def search(
                            "photo.")
     images = [Path(image) for image in images]
     plot = plot_path(plot)
+    targets = plot_targets(plot, len(images))  # (before the model and the store load)
     rec = open_recommender(store, weights, model)
     category = check_category(rec, category)
-    targets = plot_targets(plot, len(images))
     check_plot_targets([t for t in targets if t is not None], images, rec)
     failed = 0
     for image, target in zip(images, targets, strict=True):

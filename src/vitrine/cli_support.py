@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
+import fcntl
 import math
 import os
 import signal
@@ -150,11 +151,15 @@ def _check_descriptor(plot: Path) -> None:
                            "another descriptor (--plot /dev/fd/3 3> fig.png).")
     if fd is not None:
         try:
-            os.fstat(fd)
+            mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
         except OSError:
             raise VitrineError(f"--plot {plot}: descriptor {fd} is not open; open it for the "
                                f"figure (--plot /dev/fd/{fd} {fd}> fig.png), or name a "
                                "file.") from None
+        if mode == os.O_RDONLY:  # (3< products.csv: the figure went over the table)
+            raise VitrineError(f"--plot {plot}: descriptor {fd} is open for reading only; "
+                               f"open it for the figure (--plot /dev/fd/{fd} {fd}> fig.png), "
+                               "or name a file.")
 
 
 def _is_stdout(path: Path) -> bool:

@@ -227,14 +227,10 @@ def _export(net: torch.nn.Module, path: Path, size: int) -> bytes:
     return data
 
 
-STALE_PART_SECONDS = 3600
-"""Age past which a part file of an export is a killed process's (an export takes seconds)."""
-
-
 def _remove_stale_parts(path: Path) -> None:
     """Remove the part files of exports of ``path`` that a killed process left (SIGKILL, the
     out-of-memory killer): each stayed in the cache, megabytes, for good."""
-    remove_stale(path.parent, f"{glob.escape(path.name)}.*.tmp", STALE_PART_SECONDS)
+    remove_stale(path.parent, f"{glob.escape(path.name)}.*.tmp")  # (an export takes seconds)
 
 
 def _part_file(path: Path) -> Path:

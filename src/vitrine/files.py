@@ -15,7 +15,7 @@ from pathlib import Path
 STALE_PART_S = 3600
 """Age past which a part file :func:`write_whole` left is a killed run's (a write takes
 milliseconds)."""
-DESCRIPTOR = re.compile(r"/(?:dev/fd|proc/self/fd|proc/(\d+)/fd)/(\d+)")
+DESCRIPTOR = re.compile(r"/(?:dev/fd|proc/(?:self|thread-self|(\d+))(?:/task/\d+)?/fd)/(\d+)")
 STANDARD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
 
@@ -62,8 +62,9 @@ def is_stream(path: Path) -> bool:
 
 
 def descriptor(path: Path) -> int | None:
-    """The descriptor of this process that ``path`` names (``/dev/fd/3``,
-    ``/proc/self/fd/3``, ``/dev/stdin``), else None."""
+    """The descriptor of this process that ``path`` names (``/dev/fd/3``, ``/dev/stdin``,
+    ``/proc/self/fd/3``, ``/proc/thread-self/fd/3``, ``/proc/PID/task/TID/fd/3``), else
+    None."""
     where = os.path.abspath(path)
     if where in STANDARD:
         return STANDARD[where]

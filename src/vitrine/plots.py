@@ -148,10 +148,12 @@ def _save(fig, out: Path) -> Path:
         kind = out.suffix[1:].lower()
         fig.savefig(figure, format=kind if kind in FORMATS else "png", dpi=110,
                     bbox_inches="tight", pad_inches=0.1)
-        if is_stream(out):  # a device or pipe, /dev/fd/3: as it is
+        # (a link to a figure: the file it names gets the new one, the link stays)
+        real = out.resolve() if out.is_symlink() else out
+        if is_stream(out) or is_stream(real):  # a device or pipe, /dev/fd/3: as it is
             out.write_bytes(figure.getbuffer())
         else:  # whole, and never through a hard link to a product's photo
-            write_whole(out, figure.getbuffer())
+            write_whole(real, figure.getbuffer())
     except OSError as exc:
         why = "a file is in the way of its folder" if isinstance(
             exc, FileExistsError | NotADirectoryError) else exc.strerror or exc
