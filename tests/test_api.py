@@ -920,6 +920,29 @@ def test_writes_queued_behind_another_give_up_after_one_wait(settings, small_sto
         service.close()
 
 
+def test_a_write_refused_while_another_process_writes_says_when_to_retry(writable, rows,
+                                                                          monkeypatch):
+    """A write refused because `vitrine index` (another process) holds the store is a 409
+    with Retry-After (helper-129: a client had no hint when to try again); nothing changed."""
+    import vitrine.service
+    from vitrine.store.writer_lock import take_writer_lock
+
+    client, store = writable
+    monkeypatch.setattr(vitrine.service, "API_WRITE_WAIT", 0.2)
+    pid = rows[0]["product_id"]
+    lock = take_writer_lock(store)  # (an index running)
+    try:
+        busy = client.patch(f"/api/products/{pid}", json={"name": "Outro"},
+                            headers={"Authorization": f"Bearer {KEY}"})
+    finally:
+        lock.close()
+    assert busy.status_code == 409 and busy.headers["retry-after"] == "2", busy.text
+    assert "Another process is writing" in busy.json()["detail"]
+    assert client.get(f"/api/products/{pid}").json()["name"] != "Outro"
+    gone = client.delete("/api/products/no-such", headers={"Authorization": f"Bearer {KEY}"})
+    assert gone.status_code == 404  # (not every refusal is a busy store)
+
+
 def test_products_added_through_the_api_before_the_mark_are_kept_and_marked(
         writable, rows, small_catalog, embedder, tmp_path, monkeypatch):
     """A store from before 29 Nov 2026 did not mark the products added through the API, and

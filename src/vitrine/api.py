@@ -55,7 +55,7 @@ from vitrine.api_models import (
 from vitrine.catalog import CATEGORY_MAX, SIMILAR_SUFFIX, id_problem, parse_price
 from vitrine.config import Settings
 from vitrine.embed import Embedder
-from vitrine.errors import CatalogError, ImageError, StoreError, resources_refused
+from vitrine.errors import CatalogError, ImageError, StoreBusy, StoreError, resources_refused
 from vitrine.images import BROWSER_SUFFIXES, thumbnail_jpeg
 from vitrine.recommend import ProductNotFound
 from vitrine.service import NewProduct, VitrineService, image_suffix
@@ -314,7 +314,9 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
         database unreadable), which no change to the request mends (/healthz said 409)."""
         sentence = _sentence(hide_folders(str(exc), hidden))
         if getattr(request.scope.get("route"), "name", None) in WRITE_ROUTES:
-            return error(request, 409, sentence)
+            # (another write holding the store, `vitrine index`: a client knows when to retry)
+            return error(request, 409, sentence,
+                         {"Retry-After": "2"} if isinstance(exc, StoreBusy) else None)
         return error(request, 503, sentence, {"Retry-After": "5"})
 
     @app.exception_handler(Exception)

@@ -35,6 +35,10 @@ class StoreError(VitrineError):
     """A store that is missing, corrupt or built with a different model."""
 
 
+class StoreBusy(StoreError):
+    """Another write holds the store (`vitrine index`, another upload): over in a moment."""
+
+
 class CatalogError(VitrineError):
     """A catalogue folder or CSV that cannot be read."""
 

@@ -32,7 +32,7 @@ import numpy as np
 from vitrine.catalog import Product, one_form, stored_category
 from vitrine.config import Settings
 from vitrine.embed import CategoryGuess, Embedder, decode
-from vitrine.errors import CatalogError, StoreError
+from vitrine.errors import CatalogError, StoreBusy, StoreError
 from vitrine.images import Preprocessing, container_kind, open_image, to_array
 from vitrine.indexer import check_manifest
 from vitrine.manifest import mismatch_error
@@ -388,8 +388,8 @@ class VitrineService:
         deadline = time.monotonic() + API_WRITE_WAIT  # one wait for both locks: a burst
         # of uploads queued behind `vitrine index` would hold every request thread
         if not self._write_lock.acquire(timeout=API_WRITE_WAIT):
-            raise StoreError(f"another write to the store {self.location} is still in "
-                             "progress; try again in a moment.")
+            raise StoreBusy(f"another write to the store {self.location} is still in "
+                            "progress; try again in a moment.")
         try:
             if not isinstance(self.store, EmbeddedStore):
                 with self._store_lock:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from vitrine.errors import StoreError
+from vitrine.errors import StoreBusy, StoreError
 from vitrine.store.index_files import INDEX_TMP
 from vitrine.store.sqlite_db import MANIFEST_NAME
 
@@ -44,9 +44,9 @@ def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
                 fh.close()
                 # the time waited here (a server's request may have had only what was left
                 # of its own wait: it said "waited 0 s" after two seconds)
-                raise StoreError(f"another process is writing to the store {root}"
-                                 + (f" (waited {waited:.1f} s)." if waited >= 0.1 else ".")
-                                 ) from None
+                raise StoreBusy(f"another process is writing to the store {root}"
+                                + (f" (waited {waited:.1f} s)." if waited >= 0.1 else ".")
+                                ) from None
             time.sleep(LOCK_POLL)
     if not _still_there(fh, root / "write.lock"):  # the folder removed while this one
         # waited (a `migrate` that made it, then was refused): its writes would go nowhere,
