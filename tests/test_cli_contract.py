@@ -201,13 +201,30 @@ def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path):
     assert photo.read_bytes() == photos[0].read_bytes()
     assert (tmp_path / "linked.jpg").read_bytes() != photo.read_bytes()
     assert [p.name for p in tmp_path.glob(".*.part")] == []
-    # a symbolic link to a figure stays a link; the file it names gets the new figure
-    (tmp_path / "figs").mkdir()
-    (tmp_path / "figs" / "real.png").write_bytes(b"old")
-    (tmp_path / "link.png").symlink_to("figs/real.png")
-    assert plot(tmp_path / "link.png").returncode == 0
-    assert (tmp_path / "link.png").is_symlink()
-    assert (tmp_path / "figs" / "real.png").read_bytes().startswith(b"\x89PNG")
+    # a symbolic link is replaced, never written through (helper-130: one to the store's
+    # database, or to /dev/fd/3 before the store took descriptor 3, wrote over the database),
+    # nor is any other spelling of a descriptor (/proc/self/root/dev/fd/3) or a file
+    (tmp_path / "db.png").symlink_to(next(store.glob("*.sqlite")))
+    (tmp_path / "fd3.png").symlink_to("/dev/fd/3")
+    for link in ("db.png", "fd3.png"):
+        assert plot(tmp_path / link).returncode == 0, link
+        assert not (tmp_path / link).is_symlink()
+        assert (tmp_path / link).read_bytes().startswith(b"\x89PNG")
+    search = [*CLI, "search", "--store", str(store), "-k", "1", str(photos[0])]
+    for spelling in ("/proc/self/root/dev/fd/3", "/proc/self/root/proc/self/fd/3"):
+        assert plot(spelling, command=search).returncode == 2, spelling
+    from vitrine.files import is_stream  # (whether descriptor 3 is the database by then
+    # depends on what the command opened: the rule itself)
+    assert not any(is_stream(Path(p)) for p in ("/proc/self/root/dev/fd/3",
+                                                "/proc/self/cwd/fig.png"))
+    assert all(is_stream(Path(p)) for p in ("/dev/null", "/dev/fd/1", "/proc/self/fd/2"))
+    assert next(store.glob("*.sqlite")).read_bytes() == database
+    # a descriptor opened to append (3>> figures.log) is appended to, as the shell opened it
+    log = tmp_path / "figures.log"
+    log.write_bytes(b"before\n")
+    with open(log, "ab") as appended:
+        assert plot(f"/dev/fd/{appended.fileno()}", fds=(appended.fileno(),)).returncode == 0
+    assert log.read_bytes().startswith(b"before\n\x89PNG")
     # several photos to a file: one figure each, named in each query's JSON
     numbered = json_lines(plot(tmp_path / "fig.png", command=[
         *CLI, "search", "--store", str(store), "-k", "1", "--json", *map(str, photos)]))

@@ -787,8 +787,10 @@ def test_search_tells_the_likely_category_from_the_trained_embedding(trained, en
     assert 0 <= runner_up["probability"] <= guess["probability"]
     page = client.post("/search?fragment=1&lang=en",
                        files={"image": ("p.jpg", data, "image/jpeg")}).text
-    pct = round(guess["probability"] * 100)
-    assert "Looks like the category" in page and f"({pct}% probability)" in page
+    from vitrine.display import percent
+
+    pct = percent(guess["probability"])  # (as the terminal says it: never "100%" under 1)
+    assert "Looks like the category" in page and f"({pct} probability)" in page
     # below VITRINE_GUESS_MIN_PROBABILITY: not sure, the runner-up beside it
     unsure = settings.model_copy(update={"guess_min_probability": 0.9999})
     with TestClient(create_app(unsure, store, embedder=Embedder.from_settings(unsure))) as other:
@@ -797,11 +799,11 @@ def test_search_tells_the_likely_category_from_the_trained_embedding(trained, en
         page = other.post("/search?fragment=1&lang=en",
                           files={"image": ("p.jpg", data, "image/jpeg")}).text
     label = runner_up["category"].replace("_", " ")
-    assert "Not sure: the category" in page and f"({pct}% probability)" in page
-    assert f"or {label[:1].upper() + label[1:]} ({round(runner_up['probability'] * 100)}%)" in page
+    assert "Not sure: the category" in page and f"({pct} probability)" in page
+    assert f"or {label[:1].upper() + label[1:]} ({percent(runner_up['probability'])})" in page
     cli = run("search", photos[1], "--store", store, "--model", model_dir, env={
         **env, "VITRINE_GUESS_MIN_PROBABILITY": "0.9999"})
-    assert f"Not sure: {guess['category']} ({pct}%) or {runner_up['category']}" in cli
+    assert f"Not sure: {guess['category']} ({pct}) or {runner_up['category']}" in cli
     assert f'<a href="/?category={guess["category"]}' in page  # a link, not escaped markup
     # once the store holds no product of that category, the name is shown without a link
     listed = client.get("/api/products", params={"category": guess["category"]}).json()
@@ -811,7 +813,7 @@ def test_search_tells_the_likely_category_from_the_trained_embedding(trained, en
         assert gone.status_code == 204
     page = client.post("/search?fragment=1&lang=en",
                        files={"image": ("p.jpg", data, "image/jpeg")}).text
-    assert f"({pct}% probability)" in page and "/?category=" not in page
+    assert f"({pct} probability)" in page and "/?category=" not in page
 
     # a pretrained store has no classes: no guess
     plain = tmp_path / "plain"
@@ -850,7 +852,13 @@ def test_guess_category_reads_probabilities_back_exactly():
         "Looks like: a (99.6%)"
     from vitrine.display import percent
 
-    assert [percent(p) for p in (0.99951, 1.0, 0.85, 0.0)] == ["99.9%", "100%", "85%", "0%"]
+    assert [percent(p) for p in (0.99951, 1.0, 0.85, 0.0, float("nan"))] == [
+        "99.9%", "100%", "85%", "0%", "nan%"]
+    # sure as shown: "99.5%" is under a threshold of 1 (helper-130: it said sure)
+    assert not guess_category(np.array([0.995, 0.005]), ["a", "b"], min_probability=1.0).sure
+    from vitrine.web.text import format_chance
+
+    assert (format_chance(0.9959, "pt"), format_chance(0.9959, "en")) == ("99,6", "99.6")
     assert guess_category(vector, []) is None  # a model without class probabilities
     assert guess_category(np.concatenate([head, np.zeros(3)]), ["a", "b", "c"]) is None
 

@@ -196,7 +196,11 @@ def check_plot_targets(targets: list[Path], photos: list[Path], rec) -> None:
                                            upload_folder(rec.store, rec.settings.upload_dir))
                if f is not None]
     for target in targets:
-        real = target.resolve()
+        try:
+            real = target.resolve()
+        except (OSError, RuntimeError):  # a loop of links (RuntimeError on Python 3.11-12)
+            raise VitrineError(f"--plot {target} is a link that leads to no file (a loop of "
+                               "links); name a file.") from None
         for photo in photos:
             if real == Path(photo).resolve() or (
                     target.exists() and Path(photo).exists() and os.path.samefile(target, photo)):

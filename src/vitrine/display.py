@@ -6,6 +6,7 @@ Product names, ids, categories and paths are the shop's data: they go into table
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # importing the store would load torch before the CLI handles
 def percent(p: float) -> str:
     """A probability as a whole percent ("85%"), but one under 1 that would round to "100%"
     with one decimal, at most 99.9 % (a guess of 0.9959 read as certain)."""
-    if round(p * 100) >= 100 and p < 1:
+    if math.isfinite(p) and round(p * 100) >= 100 and p < 1:
         return f"{min(round(p * 100, 1), 99.9):.1f}%"
     return f"{p:.0%}"
 

@@ -98,11 +98,12 @@ def guess_category(vector: np.ndarray, classes: Sequence[str],
     order = np.argsort(-tail, kind="stable")
     best, probability = int(order[0]), float(tail[order[0]] / total)
     second = int(order[1]) if len(classes) > 1 else None
-    # compared in whole percent, as shown: 69.6 % ("70%") is not "not sure" at 0.7
+    # compared as shown: 69.6 % ("70%") is not "not sure" at 0.7, 99.5 % ("99.5%") is at 1
+    shown = float(percent(probability).rstrip("%"))
     return CategoryGuess(classes[best], probability,
                          None if second is None else classes[second],
                          0.0 if second is None else float(tail[second] / total),
-                         sure=round(probability * 100) >= round(min_probability * 100))
+                         sure=shown >= round(min_probability * 100))
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

@@ -52,11 +52,17 @@ def remove_stale(folder: Path, pattern: str, age: float = STALE_PART_S) -> None:
 
 
 def is_stream(path: Path) -> bool:
-    """Whether ``path`` is a device or a pipe: a path in ``/dev`` or ``/proc`` (``/dev/stdout``
-    leads to whatever the shell redirected it to, a file too), or one there that is neither
-    a file nor a folder (a named pipe)."""
+    """Whether ``path`` is a device or a pipe, written as it is: one of this process's
+    descriptors (``/dev/fd/3``, ``/dev/stdout``: whatever the shell redirected it to, a file
+    too), a path in ``/dev``, or one that is neither a file nor a folder (a named pipe). Not
+    any other ``/proc`` path (``/proc/self/cwd/x.png`` is a file; ``/proc/self/root/dev/fd/3``
+    wrote over the store's database) nor a symbolic link, which the figure replaces."""
     where = os.path.abspath(path)
-    if where.startswith(("/dev/", "/proc/")) and not where.startswith("/dev/shm/"):
+    if descriptor(path) is not None:
+        return True
+    if os.path.islink(path):
+        return False
+    if where.startswith("/dev/") and not where.startswith("/dev/shm/"):
         return True  # (/dev/shm: a file system of files)
     return path.exists() and not path.is_file() and not path.is_dir()
 

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import io
 import logging
+import os
 import textwrap
 import warnings
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from matplotlib import font_manager  # noqa: E402
 
 from vitrine.display import percent  # noqa: E402
 from vitrine.errors import ImageError, VitrineError  # noqa: E402
-from vitrine.files import is_stream, write_whole  # noqa: E402
+from vitrine.files import descriptor, is_stream, write_whole  # noqa: E402
 from vitrine.images import thumbnail  # noqa: E402
 from vitrine.jsonfile import shown  # noqa: E402
 from vitrine.store.base import Match  # noqa: E402
@@ -148,12 +149,13 @@ def _save(fig, out: Path) -> Path:
         kind = out.suffix[1:].lower()
         fig.savefig(figure, format=kind if kind in FORMATS else "png", dpi=110,
                     bbox_inches="tight", pad_inches=0.1)
-        # (a link to a figure: the file it names gets the new one, the link stays)
-        real = out.resolve() if out.is_symlink() else out
-        if is_stream(out) or is_stream(real):  # a device or pipe, /dev/fd/3: as it is
+        if (fd := descriptor(out)) is not None:  # 3> fig.png, 3>> figs.log, a pipe: the
+            with os.fdopen(os.dup(fd), "wb") as stream:  # descriptor as the shell opened it
+                stream.write(figure.getbuffer())
+        elif is_stream(out):  # /dev/null, a named pipe
             out.write_bytes(figure.getbuffer())
-        else:  # whole, and never through a hard link to a product's photo
-            write_whole(real, figure.getbuffer())
+        else:  # whole, never through a hard link (a product's photo) nor a symbolic one (a
+            write_whole(out, figure.getbuffer())  # link to the store's database): replaced
     except OSError as exc:
         why = "a file is in the way of its folder" if isinstance(
             exc, FileExistsError | NotADirectoryError) else exc.strerror or exc

@@ -30,6 +30,7 @@ from vitrine.web.text import (
     ERROR_KEYS,
     TEXT,
     category_label,
+    format_chance,
     format_price,
     percent,
     pick_lang,
@@ -198,6 +199,7 @@ class Pages:
         return self.templates.TemplateResponse(request, name, {
             "t": t, "lang": lang, "url": lambda p, **q: _url(p, lang, **q),
             "price": lambda v: format_price(v, lang),
+            "chance": lambda p: format_chance(p, lang),
             "switch_url": _url(path, other, **params),
             "max_bytes": self.settings.max_upload_bytes,
             "max_mb": self.max_mb(lang),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vitrine.display import percent as display_percent
+
 LANGS = ("pt", "en")
 DEFAULT_LANG = "pt"
 
@@ -198,6 +200,13 @@ def format_price(value: float | None, lang: str) -> str:
     if lang == "pt":
         return "R$\u00a0" + grouped.replace(",", "\0").replace(".", ",").replace("\0", ".")
     return "R$" + grouped
+
+
+def format_chance(probability: float, lang: str) -> str:
+    """A category guess's probability in percent, without the sign, as the terminal says it
+    (:func:`vitrine.display.percent`: 0.9959 is "99,6", not "100", a certainty it is not)."""
+    shown = display_percent(probability).rstrip("%")
+    return shown.replace(".", ",") if lang == "pt" else shown
 
 
 def percent(score: float) -> int:
