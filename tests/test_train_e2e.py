@@ -1031,6 +1031,10 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
         "photos": 25, "epochs": [2, 1], "metrics": {}, "seconds": 1.0}})
     assert "No test figures" in untested and "The test figures below" not in untested
     assert "rates it had." in untested and "stayed unseen" not in untested
+    every_copy = markdown_report({**summary, "test": {}, "split": {
+        **summary["split"], "left_out_of_test": ["test/a/1.jpg"]}})  # (helper-130)
+    assert "copies of photos in train or val, left out" in every_copy
+    assert "VITRINE_TRAIN_TEST_FRACTION" not in every_copy
     assert "The test figures below" in report
 
 
@@ -1290,6 +1294,9 @@ def test_the_report_says_why_a_class_is_untested_and_the_whole_time(trained, tmp
     summary["split"]["source"] = "folders"
     assert (f"Not tested (the test folder holds none of their photos): {name};"
             in markdown_report(summary))
+    summary["split"]["left_out_of_test"] = ["test/a/1.jpg"]  # (helper-130: "none" was false)
+    assert (f"Not tested (the test folder holds none of their photos, or only copies of "
+            f"photos in train or val (left out)): {name};" in markdown_report(summary))
     write_outputs(tmp_path, summary, started=time.perf_counter() - 1000)
     written = json.loads((tmp_path / "summary.json").read_text())
     assert 1000 <= written["seconds"]["total"] < 1100

@@ -294,16 +294,21 @@ def markdown_report(summary: dict) -> str:
                                     "are that model's." if test else "."), ""]
     if not test:
         lines += ["No test figures: the test split holds no photo of a trained category "
-                  "(or VITRINE_TRAIN_TEST_FRACTION is 0).", ""]
+                  + ("(the test folder's were copies of photos in train or val, left out)."
+                     if summary["split"].get("left_out_of_test")
+                     else "(or VITRINE_TRAIN_TEST_FRACTION is 0)."), ""]
     if test:
         low, high = test["acc_ci95"]
         lines += [f"**Test accuracy {_pct(test['acc'])}** ({test['correct']}/{test['n']}; 95 % "
                   f"Wilson interval {_pct(low)}–{_pct(high)}), macro F1 "
                   f"{test['macro_f1']:.3f}, loss {test['loss']:.3f}.", "",
                   *prf_table(test["per_class"])]
+        split = summary.get("split", {})
         untested = untested_line(test["per_class"], *(
-            ["the test folder holds none of their photos"]
-            if summary.get("split", {}).get("source") == "folders" else []))
+            ["the test folder holds none of their photos" + (
+                ", or only copies of photos in train or val (left out)" if split.get(
+                    "left_out_of_test") else "")]
+            if split.get("source") == "folders" else []))
         lines += ["", *([_md_line(untested), ""] if untested else []),
                   "![confusion matrix](confusion_matrix.png)", ""]
         lines += _misclassified_lines(test.get("misclassified"))
