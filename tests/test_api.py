@@ -1244,6 +1244,8 @@ def test_cors_lets_the_configured_origins_in(settings, small_store, embedder):
         if allowed:
             assert pre.status_code == 200 and "PATCH" in pre.headers["access-control-allow-methods"]
             assert got.headers["access-control-allow-origin"] == origin
+            exposed = got.headers["access-control-expose-headers"].lower().split(", ")
+            assert {"retry-after", "server-timing"} <= set(exposed)
         else:
             assert "access-control-allow-origin" not in pre.headers | got.headers
     # the guards' own refusals (a wrong key, an upload too large from its Content-Length)

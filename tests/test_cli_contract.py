@@ -210,6 +210,31 @@ def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path):
         assert plot(tmp_path / link).returncode == 0, link
         assert not (tmp_path / link).is_symlink()
         assert (tmp_path / link).read_bytes().startswith(b"\x89PNG")
+    (tmp_path / "null.png").symlink_to("/dev/null")  # (helper-131: the figure took its mode)
+    assert plot(tmp_path / "null.png").returncode == 0
+    (tmp_path / "fresh").touch()  # the mode a new file gets here (the umask's)
+    assert (tmp_path / "null.png").stat().st_mode & 0o777 == \
+        (tmp_path / "fresh").stat().st_mode & 0o777
+    # a link inside the catalogue is where the figure would go: refused (it added a photo)
+    inside = catalog / "x_bolsa_feminina" / "zz-figure.png"
+    inside.symlink_to(tmp_path / "outside.png")
+    try:
+        refused = plot(inside)
+    finally:
+        inside.unlink()
+    assert refused.returncode == 2 and "the store's photos" in refused.stderr
+    assert not (tmp_path / "outside.png").exists()
+    # /dev/null while the results go there too; a descriptor opened to read and write
+    # (3<> old.png) holds the figure alone, none of the old bytes after it
+    quiet = subprocess.run([*cli, "--plot", "/dev/null"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
+                           timeout=600)
+    assert quiet.returncode == 0, quiet.stderr
+    old = tmp_path / "old.png"
+    old.write_bytes(b"\0" * 3_000_000)
+    with open(old, "r+b") as both:
+        assert plot(f"/dev/fd/{both.fileno()}", fds=(both.fileno(),)).returncode == 0
+    assert old.read_bytes().startswith(b"\x89PNG") and not old.read_bytes().endswith(b"\0" * 16)
     search = [*CLI, "search", "--store", str(store), "-k", "1", str(photos[0])]
     for spelling in ("/proc/self/root/dev/fd/3", "/proc/self/root/proc/self/fd/3"):
         assert plot(spelling, command=search).returncode == 2, spelling

@@ -856,6 +856,8 @@ def test_guess_category_reads_probabilities_back_exactly():
         "99.9%", "100%", "85%", "0%", "nan%"]
     # sure as shown: "99.5%" is under a threshold of 1 (helper-130: it said sure)
     assert not guess_category(np.array([0.995, 0.005]), ["a", "b"], min_probability=1.0).sure
+    assert guess_category(np.array([0.997, 0.003]), ["a", "b"], min_probability=0.995).sure
+    assert not guess_category(np.array([0.702, 0.298]), ["a", "b"], min_probability=0.705).sure
     from vitrine.web.text import format_chance
 
     assert (format_chance(0.9959, "pt"), format_chance(0.9959, "en")) == ("99,6", "99.6")

@@ -521,6 +521,8 @@ def create_app(settings: Settings, store: str | Path, *,
     if settings.cors_origins:  # around the guards: their refusals are readable cross-origin
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST", "PATCH", "DELETE"],
-                           allow_headers=["Authorization"])
+                           allow_headers=["Authorization"],
+                           # (a shop's page reads when to retry, and a search's timings)
+                           expose_headers=["Retry-After", "Server-Timing"])
     app.add_middleware(guards.SecurityHeaders)
     return app

@@ -124,7 +124,7 @@ def plot_path(plot: Path | None) -> Path | None:
         raise VitrineError(f"--plot {plot} is a folder; name a file such as {plot}/fig.png.")
     if is_stream(plot):  # /dev/null, a named pipe, /dev/fd/3: written there (as PNG unless
         # its suffix names a format)
-        if _is_stdout(plot):
+        if _is_stdout(plot) and os.path.abspath(plot) != os.devnull:  # (>/dev/null too)
             raise VitrineError(f"--plot {plot} is this command's standard output, where its "
                                "results go; name a file, or another descriptor (--plot "
                                "/dev/fd/3 3> fig.png).")
@@ -198,15 +198,19 @@ def check_plot_targets(targets: list[Path], photos: list[Path], rec) -> None:
     for target in targets:
         try:
             real = target.resolve()
+            # where the figure goes when ``target`` is a link: the link's own place (the
+            # figure replaces it; a link inside the catalogue put a new photo there)
+            place = target.parent.resolve() / target.name
         except (OSError, RuntimeError):  # a loop of links (RuntimeError on Python 3.11-12)
             raise VitrineError(f"--plot {target} is a link that leads to no file (a loop of "
                                "links); name a file.") from None
         for photo in photos:
-            if real == Path(photo).resolve() or (
+            if Path(photo).resolve() in (real, place) or (
                     target.exists() and Path(photo).exists() and os.path.samefile(target, photo)):
                 raise VitrineError(f"--plot {target} is the photo {photo}; name another file "
                                    "for the figure.")
-        if inside := next((f for f in folders if real.is_relative_to(f)), None):
+        if inside := next((f for f in folders
+                           if real.is_relative_to(f) or place.is_relative_to(f)), None):
             raise VitrineError(f"--plot {target} is inside {inside}, the store's photos; name "
                                "a file elsewhere for the figure.")
 

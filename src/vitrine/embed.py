@@ -103,7 +103,7 @@ def guess_category(vector: np.ndarray, classes: Sequence[str],
     return CategoryGuess(classes[best], probability,
                          None if second is None else classes[second],
                          0.0 if second is None else float(tail[second] / total),
-                         sure=shown >= round(min_probability * 100))
+                         sure=shown >= round(min_probability * 100, 1))
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

@@ -33,8 +33,10 @@ def write_whole(path: Path, data: bytes | memoryview) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(part, stat.S_IMODE(path.stat().st_mode))
+        with contextlib.suppress(FileNotFoundError):  # (a file's only: a link replaced, to
+            old = os.lstat(path)  # /dev/null say, gave the figure its rw-rw-rw-)
+            if stat.S_ISREG(old.st_mode):
+                os.chmod(part, stat.S_IMODE(old.st_mode) & 0o777)
         os.replace(part, path)
     finally:
         part.unlink(missing_ok=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import io
 import logging
 import os
+import stat
 import textwrap
 import warnings
 from collections.abc import Callable
@@ -152,6 +154,10 @@ def _save(fig, out: Path) -> Path:
         if (fd := descriptor(out)) is not None:  # 3> fig.png, 3>> figs.log, a pipe: the
             with os.fdopen(os.dup(fd), "wb") as stream:  # descriptor as the shell opened it
                 stream.write(figure.getbuffer())
+                stream.flush()
+                if stat.S_ISREG(os.fstat(fd).st_mode) \
+                        and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
+                    os.ftruncate(fd, stream.tell())  # (3<> old.png: no old bytes after it)
         elif is_stream(out):  # /dev/null, a named pipe
             out.write_bytes(figure.getbuffer())
         else:  # whole, never through a hard link (a product's photo) nor a symbolic one (a
