@@ -1181,6 +1181,7 @@ def test_app_over_a_milvus_lite_store(settings, small_store, embedder, tmp_path,
         assert len(similar) == 5 and pid not in [x["product_id"] for x in similar]
         refused = client.post("/api/products", files=_upload(photo), data=fields, headers=auth)
         assert refused.status_code == 409 and "VITRINE_UPLOAD_DIR" in refused.json()["detail"]
+        assert "retry-after" not in refused.headers  # (no retry mends it: not a busy store)
 
     photos = tmp_path / "photos"
     with TestClient(_app(settings, uri, embedder, api_key=KEY, upload_dir=photos)) as client:
