@@ -141,10 +141,10 @@ def plot_path(plot: Path | None) -> Path | None:
 
 
 def _check_descriptor(plot: Path) -> None:
-    """Refuse a descriptor the command was not given open (checked before the store is
-    opened: ``--plot /dev/fd/3`` without ``3>`` wrote the figure over the store's database,
-    which took descriptor 3), and standard input (``--plot /dev/stdin < products.csv``
-    wrote over the table)."""
+    """Refuse a descriptor the command was not given open for writing (checked before the
+    store is opened: ``--plot /dev/fd/3`` without ``3>`` wrote the figure over the store's
+    database, which took descriptor 3; with ``3< products.csv``, over the table), and
+    standard input (``--plot /dev/stdin < products.csv``)."""
     fd = descriptor(plot)
     if fd == 0:
         raise VitrineError(f"--plot {plot} is this command's standard input; name a file, or "
@@ -173,7 +173,8 @@ def _is_stdout(path: Path) -> bool:
 
 def plot_targets(plot: Path | None, count: int) -> list[Path | None]:
     """Where the figures of ``count`` queries go: ``plot`` itself for one, else numbered
-    files beside it (``fig-0.png``, ``fig-1.png``, …); a device or a pipe takes them all."""
+    files beside it (``fig-0.png``, ``fig-1.png``, …); ``/dev/null`` takes them all, and
+    another device or pipe only one (several were written over each other)."""
     if plot is None:
         return [None] * count
     if count == 1 or os.path.abspath(plot) == os.devnull:

@@ -71,7 +71,7 @@ def _mobilenet_v2_download() -> dict:
         with contextlib.redirect_stdout(sys.stderr):
             return weights.get_state_dict(progress=True, check_hash=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        if downloads:
+        if downloads or isinstance(exc, MemoryError):  # (memory: the run's, not the file's)
             raise
         raise WeightsError(f"the downloaded weights file {cached} cannot be loaded "
                            f"({type(exc).__name__}); delete it to download it again, or "
