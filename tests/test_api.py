@@ -939,8 +939,6 @@ def test_a_write_refused_while_another_process_writes_says_when_to_retry(writabl
     assert busy.status_code == 409 and busy.headers["retry-after"] == "2", busy.text
     assert "Another process is writing" in busy.json()["detail"]
     assert client.get(f"/api/products/{pid}").json()["name"] != "Outro"
-    gone = client.delete("/api/products/no-such", headers={"Authorization": f"Bearer {KEY}"})
-    assert gone.status_code == 404  # (not every refusal is a busy store)
 
 
 def test_products_added_through_the_api_before_the_mark_are_kept_and_marked(
