@@ -20,12 +20,23 @@ if TYPE_CHECKING:  # importing the store would load torch before the CLI handles
     from vitrine.store.base import Match
 
 
+def _near_certain(p: float) -> bool:
+    """Whether ``p`` is under 1 but would read "100%" in whole percent."""
+    return math.isfinite(p) and round(p * 100) >= 100 and p < 1
+
+
+def shown_percent(p: float) -> float:
+    """A probability in percent as :func:`percent` shows it: whole, but one decimal and at
+    most 99.9 where it would read 100 without being 1."""
+    if not math.isfinite(p):
+        return p * 100
+    return min(round(p * 100, 1), 99.9) if _near_certain(p) else round(p * 100)
+
+
 def percent(p: float) -> str:
     """A probability as a whole percent ("85%"), but one under 1 that would round to "100%"
     with one decimal, at most 99.9 % (a guess of 0.9959 read as certain)."""
-    if math.isfinite(p) and round(p * 100) >= 100 and p < 1:
-        return f"{min(round(p * 100, 1), 99.9):.1f}%"
-    return f"{p:.0%}"
+    return f"{shown_percent(p):.1f}%" if _near_certain(p) else f"{p:.0%}"
 
 
 def one_line(text: str) -> str:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules, perceptual_hash, thumbnail
-from vitrine.display import percent
+from vitrine.display import percent, shown_percent
 from vitrine.engines import Engine, checked_device, make_engine
 from vitrine.errors import ImageError
 from vitrine.images import Preprocessing, open_image, read_photo, to_array
@@ -99,7 +99,7 @@ def guess_category(vector: np.ndarray, classes: Sequence[str],
     best, probability = int(order[0]), float(tail[order[0]] / total)
     second = int(order[1]) if len(classes) > 1 else None
     # compared as shown: 69.6 % ("70%") is not "not sure" at 0.7, 99.5 % ("99.5%") is at 1
-    shown = float(percent(probability).rstrip("%"))
+    shown = shown_percent(probability)
     return CategoryGuess(classes[best], probability,
                          None if second is None else classes[second],
                          0.0 if second is None else float(tail[second] / total),

@@ -173,10 +173,10 @@ def score_text(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
-def left_out_sentence(left_out: list[str], shown: int = 5) -> str:
+def left_out_sentence(left_out: list[str], named: int = 5) -> str:
     """Test photos a copy of which is in the train or val folder, kept out of every split."""
-    names = ", ".join(left_out[:shown]) + (f" and {len(left_out) - shown} more"
-                                           if len(left_out) > shown else "")
+    names = ", ".join(left_out[:named]) + (f" and {len(left_out) - named} more"
+                                           if len(left_out) > named else "")
     return (f"{len(left_out)} photo(s) of the test folder left out (a copy of each is in the "
             f"train or val folder, so the model saw it): {names}.")
 
