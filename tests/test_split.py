@@ -67,6 +67,25 @@ def test_make_split_reports_crossing_groups_of_a_given_split(tmp_path):
     assert again.left_out == ["p00"]
 
 
+def test_a_val_photo_with_a_copy_in_train_is_validated_no_more(tmp_path):
+    """Pre-split folders: a val photo whose copy the model trains on scored that photo as
+    unseen in validation (the figures that pick the best epoch); it is left out of every
+    split and named. A val photo copied only in test stays, and its test copy goes."""
+    products = _products(12)
+    given = {p.product_id: ("train", "val", "test")[i % 3] for i, p in enumerate(products)}
+    groups = [["p00", "p01"], ["p04", "p05"], ["p06", "p08"], ["p09", "p10"]]
+    split = make_split(products, groups, Settings(), given)
+    # p01 (val) has p00 (train); p10 (val) has p09 (train); p05 (test) has p04 (val);
+    # p08 (test) has p06 (train)
+    assert split.left_out_val == ["p01", "p10"] and split.left_out == ["p05", "p08"]
+    assert not {"p01", "p10", "p05", "p08"} & set(split.assignment)
+    assert split.assignment["p04"] == "val" and split.assignment["p00"] == "train"
+    assert split.counts() == {"train": 4, "val": 2, "test": 2}
+    split.save(tmp_path / "split.json")
+    again = Split.load(tmp_path / "split.json")
+    assert again.left_out_val == ["p01", "p10"] and again.assignment == split.assignment
+
+
 def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
     import shutil
 

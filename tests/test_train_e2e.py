@@ -989,13 +989,17 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
                                      "crossing_groups": [["treino/a.jpg", "teste/a.jpg"]],
                                      "left_out_of_test": ["teste/a.jpg"]}}
     assert "- duplicates across splits: treino/a.jpg  ≈  teste/a.jpg" in markdown_report(crossing)
-    said = ("1 photo(s) of the test folder left out (a copy of each is in the train or val "
-            "folder, so the model saw it): teste/a.jpg.")
-    assert f"- {said}" in markdown_report(crossing)
-    console = Console(record=True, width=200)
-    for line in training_lines(crossing):
-        console.print(line)
-    assert said in console.export_text()
+    validated = {**summary, "split": {**summary["split"], "left_out_of_val": ["val/a.jpg"]}}
+    for changed, said in (
+            (crossing, "1 photo(s) of the test folder left out (a copy of each is in the train "
+                       "or val folder, so the model saw it): teste/a.jpg."),
+            (validated, "1 photo(s) of the val folder left out (a copy of each is in the train "
+                        "folder, so the model saw it): val/a.jpg.")):
+        assert f"- {said}" in markdown_report(changed)
+        console = Console(record=True, width=200)
+        for line in training_lines(changed):
+            console.print(line)
+        assert said in console.export_text()
     # a category named with '|' split its row of the per-class table into more columns
     first = next(iter(summary["test"]["per_class"].values()))
     piped = {**summary, "test": {**summary["test"], "per_class": {"tênis | masc": first}}}
@@ -1126,6 +1130,14 @@ def test_a_validation_folder_without_a_trained_category_is_one_sentence(trained,
     assert "validation split has no photo of a category the training split has" in proc.stderr
     assert "add photos of them to the val folder" in proc.stderr  # no fraction to raise here
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "m").exists()
+    # a val folder of copies of training photos: left out, and the sentence says so
+    shutil.rmtree(tmp_path / "c" / "val" / "salto_feminino")
+    shutil.copytree(catalog / "relogio_feminino", tmp_path / "c" / "val" / "relogio_feminino")
+    proc = run_subprocess("train", tmp_path / "c", "--out", tmp_path / "m", env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert ("add photos of them to the val folder (its copies of training photos were left "
+            "out)") in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr and not (tmp_path / "m").exists()
 
 

@@ -173,12 +173,19 @@ def score_text(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
-def left_out_sentence(left_out: list[str], named: int = 5) -> str:
-    """Test photos a copy of which is in the train or val folder, kept out of every split."""
-    names = ", ".join(left_out[:named]) + (f" and {len(left_out) - named} more"
-                                           if len(left_out) > named else "")
-    return (f"{len(left_out)} photo(s) of the test folder left out (a copy of each is in the "
-            f"train or val folder, so the model saw it): {names}.")
+def left_out_lines(split: dict, bullet: str, named: int = 5) -> list[str]:
+    """Test photos a copy of which is in the train or val folder, and val photos a copy of
+    which is in the train folder, kept out of every split."""
+    lines = []
+    for key, folder, earlier in (("left_out_of_test", "test", "train or val"),
+                                 ("left_out_of_val", "val", "train")):
+        if left_out := split.get(key):
+            names = ", ".join(left_out[:named]) + (
+                f" and {len(left_out) - named} more" if len(left_out) > named else "")
+            lines.append(f"{bullet}{len(left_out)} photo(s) of the {folder} folder left out "
+                         f"(a copy of each is in the {earlier} folder, so the model saw it): "
+                         f"{names}.")
+    return lines
 
 
 def conflict_lines(groups: list[list[str]], bullet: str) -> list[str]:
@@ -252,8 +259,7 @@ def markdown_report(summary: dict) -> str:
         *map(_md_line, [  # (the shop's names and paths in them)
             *[f"- duplicates across splits: {'  ≈  '.join(group)}"
               for group in split["crossing_groups"]],
-            *([f"- {left_out_sentence(split['left_out_of_test'])}"]
-              if split.get("left_out_of_test") else []),
+            *left_out_lines(split, "- "),
             *([""] if split["crossing_groups"] else []),
             *conflict_lines(split.get("conflicting_groups") or [], "- "),
             *unreadable_lines(summary.get("unreadable_photos") or [], "- "),

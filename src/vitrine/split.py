@@ -47,6 +47,10 @@ class Split:
     """Photos of the catalogue's test folder that a copy of in its train or val folder keeps
     out of every split: tested, they counted a photo the model had seen (its train or val
     copy) as unseen, and `evaluate` left them out."""
+    left_out_val: list[str] = field(default_factory=list)
+    """Photos of the catalogue's val folder that a copy of in its train folder keeps out of
+    every split: validated, they scored a photo the model trained on, inflating the
+    validation figures that pick the best epoch and lower the learning rate."""
 
     def ids(self, name: str) -> list[str]:
         return sorted(pid for pid, s in self.assignment.items() if s == name)
@@ -62,6 +66,7 @@ class Split:
         return {"source": self.source, "seed": self.seed, "fractions": self.fractions,
                 "counts": self.counts(), "duplicate_groups": self.groups,
                 "crossing_groups": self.crossing(), "left_out_of_test": sorted(self.left_out),
+                "left_out_of_val": sorted(self.left_out_val),
                 "assignment": dict(sorted(self.assignment.items())),
                 "photo_sha256": dict(sorted(self.contents.items()))}
 
@@ -77,7 +82,8 @@ class Split:
             split = cls(dict(data["assignment"]), data["source"], data.get("seed"),
                         data.get("fractions", {}), data.get("duplicate_groups", []),
                         dict(data.get("photo_sha256") or {}),
-                        list(data.get("left_out_of_test") or []))
+                        list(data.get("left_out_of_test") or []),
+                        list(data.get("left_out_of_val") or []))
             if not all(isinstance(v, str) for v in (*split.assignment.values(),
                                                      *split.contents.values())):
                 raise ValueError("its values are not text")
@@ -313,10 +319,14 @@ def make_split(products: Sequence[Product], groups: list[list[str]], settings: S
         for i, name in zip(train, names, strict=True):
             assignment[products[i].product_id] = name
     assignment = {p.product_id: assignment[p.product_id] for p in products}
-    seen = {pid for group in groups for pid in group
-            if assignment.get(pid) in ("train", "val")}
-    left_out = sorted(pid for group in groups if seen.intersection(group)
-                      for pid in group if assignment.get(pid) == "test")
-    for pid in left_out:
+    left_out: dict[str, set[str]] = {"val": set(), "test": set()}
+    for group in groups:  # (a copy in an earlier split: the model has seen the photo)
+        where = {assignment.get(pid) for pid in group}
+        for pid in group:
+            if (name := assignment.get(pid)) == "test" and where & {"train", "val"} or (
+                    name == "val" and "train" in where):
+                left_out[name].add(pid)
+    for pid in (*left_out["val"], *left_out["test"]):
         del assignment[pid]
-    return Split(assignment, "folders", settings.train_seed, {}, groups, left_out=left_out)
+    return Split(assignment, "folders", settings.train_seed, {}, groups,
+                 left_out=sorted(left_out["test"]), left_out_val=sorted(left_out["val"]))

@@ -176,6 +176,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
         "split": {**split.counts(), "source": split.source,
                   "duplicate_groups": len(split.groups),
                   "crossing_groups": split.crossing(), "left_out_of_test": split.left_out,
+                  "left_out_of_val": split.left_out_val,
                   "conflicting_groups": conflicting_labels(split.groups, usable)},
         "unreadable_photos": bad, "uncategorised_photos": uncategorised,
         "unsplit_photos": unsplit,
@@ -281,8 +282,9 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
                            "split.")
     position = {c: i for i, c in enumerate(classes)}
     if not any(p.category in position for p in parts["val"]):
-        remedy = ("add photos of them to the val folder" if split.source == "folders"
-                  else "add photos or raise VITRINE_TRAIN_VAL_FRACTION")
+        remedy = ("add photos of them to the val folder" + (
+            " (its copies of training photos were left out)" if split.left_out_val else "")
+            if split.source == "folders" else "add photos or raise VITRINE_TRAIN_VAL_FRACTION")
         raise CatalogError("the validation split has no photo of a category the training "
                            f"split has; {remedy}.")
     parts = {name: [p for p in items if p.category in position]  # untrained: unscored

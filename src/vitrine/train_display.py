@@ -10,7 +10,7 @@ from vitrine.report import (
     best_epoch_text,
     conflict_lines,
     dropped_fine_tuning_line,
-    left_out_sentence,
+    left_out_lines,
     phase_metrics,
     prf_cells,
     recategorised_lines,
@@ -34,8 +34,7 @@ def training_lines(summary: dict) -> list:
         f"{len(split['crossing_groups'])} crossing splits."]
     for group in split["crossing_groups"]:
         lines.append("  duplicates across splits: " + "  ≈  ".join(group))
-    if left_out := split.get("left_out_of_test"):
-        lines.append(f"  {left_out_sentence(left_out)}")
+    lines += left_out_lines(split, "  ")
     lines += [line for line in
               [*conflict_lines(split.get("conflicting_groups") or [], "  "),
                *unreadable_lines(summary.get("unreadable_photos") or [], "  "),
