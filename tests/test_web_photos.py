@@ -85,6 +85,34 @@ def test_cards_get_small_copies_of_large_photos(settings, embedder, tmp_path):
     assert client.get("/images/bolsas/grande.jpg", params={"size": "huge"}).status_code == 422
 
 
+def test_a_photo_rewritten_with_its_old_time_and_size_is_a_new_version(settings, embedder,
+                                                                       tmp_path):
+    """A photo's file replaced by one of the same size and time (uncompressed TIFF or BMP
+    photos of one size, unpacked from a supplier's zip with its times) kept its ETag: a
+    browser revalidating it was told 304 and kept showing the old photo, and the server
+    its old copy."""
+    from vitrine.api import create_app, file_version
+
+    store, folder = _store(tmp_path, embedder)
+    client = TestClient(create_app(settings, store, embedder=embedder))
+    tif = folder / "scan.tif"
+    before = client.get("/images/bolsas/scan.tif", params={"size": "card"})
+    old = tif.stat()
+    Image.fromarray(np.full((200, 200, 3), (220, 20, 20), dtype=np.uint8)).save(tif)
+    os.utime(tif, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert tif.stat().st_size == old.st_size and tif.stat().st_mtime_ns == old.st_mtime_ns
+    after = client.get("/images/bolsas/scan.tif", params={"size": "card"},
+                       headers={"If-None-Match": before.headers["etag"]})
+    assert after.status_code == 200 and after.headers["etag"] != before.headers["etag"]
+    assert np.asarray(Image.open(io.BytesIO(after.content)))[100, 100, 0] > 180  # the new one
+    # another file of the same time and size (the product moved to it) is another version
+    twin = folder / "scan-twin.tif"
+    twin.write_bytes(tif.read_bytes())
+    os.utime(twin, ns=(old.st_atime_ns, old.st_mtime_ns))
+    stat = tif.stat()
+    assert file_version(twin, stat) != file_version(tif, stat)
+
+
 def test_a_photo_deleted_while_it_is_sent_goes_out_whole(settings, embedder, tmp_path,
                                                          monkeypatch):
     """A photo replaced or deleted (through the API, by another server) between the answer's

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import os
 import sqlite3
 from pathlib import Path
@@ -415,6 +416,16 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def file_version(path: Path, stat: os.stat_result) -> str:
+    """A photo file's version, for its ETag and its copies: its path (a product moved to
+    another file of the same time and size, as a supplier's zip unpacks them, kept the old
+    one's), inode, times (the change time too: a file written with its old time kept) and
+    size."""
+    key = (f"{path}\0{stat.st_dev}\0{stat.st_ino}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}"
+           f"\0{stat.st_size}")
+    return hashlib.blake2b(os.fsencode(key), digest_size=12).hexdigest()
+
+
 def create_app(settings: Settings, store: str | Path, *,
                embedder: Embedder | None = None) -> FastAPI:
     """Build the app over ``store`` (a folder, or a URI that ``open_store`` knows); loads the
@@ -443,11 +454,11 @@ def create_app(settings: Settings, store: str | Path, *,
         return Health(status="ok", products=service.count(), model=service.embedder.spec.name)
 
     @functools.lru_cache(maxsize=THUMBNAILS_KEPT)
-    def card_copy(path: str, mtime_ns: int, nbytes: int) -> bytes:  # the file version keys it
+    def card_copy(path: str, version: str) -> bytes:  # the file version keys it
         return service.decoded(thumbnail_jpeg, Path(path), CARD_SIDE, settings.max_image_pixels)
 
     @functools.lru_cache(maxsize=VIEW_COPIES_KEPT)
-    def view_copy(path: str, mtime_ns: int, nbytes: int) -> bytes:
+    def view_copy(path: str, version: str) -> bytes:
         return service.decoded(thumbnail_jpeg, Path(path), VIEW_SIDE, settings.max_image_pixels)
 
     @app.get("/images/{product_id:path}", tags=["images"],
@@ -487,8 +498,8 @@ def create_app(settings: Settings, store: str | Path, *,
             shown = fmt in BROWSER_SUFFIXES
             as_is = shown and (size is None or stat.st_size <= SMALL_PHOTO_BYTES)
             kind = "" if as_is else "-card" if size else "-view"
-            headers = {"Cache-Control": "no-cache",
-                       "ETag": f'"{stat.st_mtime_ns:x}-{stat.st_size:x}{kind}"'}
+            version = file_version(path, stat)
+            headers = {"Cache-Control": "no-cache", "ETag": f'"{version}{kind}"'}
             wanted = request.headers.get("if-none-match", "")
             if wanted.strip() == "*" or headers["ETag"] in wanted:
                 return Response(status_code=304, headers=headers)
@@ -498,7 +509,7 @@ def create_app(settings: Settings, store: str | Path, *,
                                  media_type="image/" + ("jpeg" if fmt == ".jpg" else fmt[1:]))
         copy = card_copy if size else view_copy
         try:
-            jpeg = copy(str(path), stat.st_mtime_ns, stat.st_size)
+            jpeg = copy(str(path), version)
         except ImageError as exc:  # the stored file went bad or away: not the request's fault
             raise (busy if exc.errno in OUT_OF_FILES else unreadable) from None
         return Response(jpeg, media_type="image/jpeg", headers=headers)
