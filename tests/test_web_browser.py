@@ -165,6 +165,13 @@ def test_search_by_photo_with_the_file_picker(page, base_url, outside_photo):
         return c.length > 0 && c.every(e => e.textContent === 'Relogio masculino'); }""",
                            timeout=30_000)
     assert results.count() == 6
+    # the field cleared: the preview and results go, and a category searches nothing (the
+    # bags' heading stood over the watches the photo had found)
+    page.set_input_files("#photo", [])
+    assert page.locator(".preview").is_hidden() and results.count() == 0
+    page.select_option("#search-category", "x_bolsa_feminina")
+    page.wait_for_timeout(1_000)
+    assert results.count() == 0 and page.locator("#results").inner_text().strip() == ""
     assert page.problems == []
 
 

@@ -196,6 +196,12 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
         assert options[0] == ("", "") and all(value for value, _ in options[1:])
         assert not any(selected for _, selected in options)
     assert "50 produtos" in client.get("/").text
+    # a product's page is in the catalogue, not the catalogue page (a screen reader said
+    # "current page" on its link); without a category, no link reading "—" to the catalogue
+    nameless = client.get("/products/sem-categoria").text
+    assert '<a href="/" aria-current="true">Catálogo</a>' in nameless
+    assert 'aria-current="page">Catálogo' in client.get("/").text
+    assert ">—</a>" not in nameless and "<p class=\"category\">" not in nameless
 
     photo = client.get("/images/sem-categoria")  # TIFF: browsers need another format
     assert photo.headers["content-type"] == "image/jpeg"  # a copy, made once per version
@@ -436,7 +442,10 @@ def test_counts_pages_and_accent_free_search_read_well(settings, small_store, em
     assert "1 product<" in client.get("/", params={"category": "avulso", "lang": "en"}).text
     home = client.get("/").text
     assert "49 produtos" in home and "Página 1 de 3" in home  # 24 a page
-    past = client.get("/", params={"page": 5}).text
+    assert client.get("/", params={"page": 3}).status_code == 200  # (one product on it)
+    past = client.get("/", params={"page": 5})
+    assert past.status_code == 404  # no such page (a 200 is a page crawlers keep)
+    past = past.text
     assert cards(past) == 0 and "Página 5 de 3" in past
     assert "Não há produtos nesta página." in past and '<a href="/">Ir para a página 1</a>' in past
     assert 'rel="prev" href="/?page=3"' in past  # back to the last page, not to empty page 4
@@ -444,7 +453,9 @@ def test_counts_pages_and_accent_free_search_read_well(settings, small_store, em
     assert "Page 5 of 1" in past_en and "There are no products on this page." in past_en
     assert '<a href="/?category=avulso&amp;lang=en">Go to page 1</a>' in past_en
     assert "Nenhum produto encontrado." in client.get("/", params={"q": "zzzz"}).text
-    past_q = client.get("/", params={"q": "relogio", "page": 3}).text  # one match in all
+    past_q = client.get("/", params={"q": "relogio", "page": 3})  # one match in all
+    assert past_q.status_code == 404 and client.get("/", params={"q": "zzzz"}).status_code == 200
+    past_q = past_q.text
     assert "Não há produtos nesta página." in past_q and 'href="/?q=relogio">Ir para' in past_q
     assert 'rel="prev"' not in past_q  # page 2, as empty, was offered before
     next_to = client.get("/", params={"q": "relogio", "page": 2}).text  # page 1 has it

@@ -275,6 +275,8 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         before = bool(found) or last is None and page > 1 and bool(service.products(
             category=category, query=query, limit=1, offset=(page - 2) * PAGE_SIZE)[0])
         return pages.render(request, "catalogue.html", lang, active="catalogue",
+                            # past the end: no such page (a 200 is a page crawlers keep)
+                            status=404 if page > 1 and not found else 200,
                             products=found, **category_field(categories),
                             category=category or "", q=query, page=page, has_more=more,
                             total=total, last=last, before=before, chosen=chosen)
@@ -288,7 +290,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         lang = pick_lang(lang)
         product, matches = service.similar(product_id, SIMILAR_K, same_category=same)
         back, came = catalogue_back(request, lang)
-        return pages.render(request, "product.html", lang, active="catalogue",
+        return pages.render(request, "product.html", lang, active="product",  # (in it)
                             product=product, matches=matches, same=same, back=back,
                             came=came, keep={"back": came or None})
 

@@ -202,8 +202,21 @@
     clearTimeout(categoryTimer);
     search(input.files[0], true);
   });
+  // The photo taken away (the field cleared): its preview and results go with it, not left
+  // under a form that no longer holds it (a category picked then searched nothing).
+  function clearSearch() {
+    ++latest;
+    cancel();
+    clearTimeout(categoryTimer);
+    sending = shown = null;
+    results.removeAttribute("aria-busy");
+    results.replaceChildren();
+    hidePreview();
+    announce("");
+  }
   input.addEventListener("change", function () {
     if (input.files[0]) search(input.files[0], true);
+    else clearSearch();
   });
   // Another category searches the chosen photo again (a typed one once it is entered: Enter,
   // leaving the field, or a suggestion picked); the toggle follows each letter.
