@@ -28,6 +28,7 @@ from vitrine.store.base import Match, PhotoFacts, Record, StoredProduct, kept_un
 from vitrine.store.milvus_support import (
     escaped_cursor,
     lite_open_failures,
+    quiet_client_logs,
     quiet_lite_logs,
     quote,
 )
@@ -115,6 +116,7 @@ class MilvusStore:
         """A catalogue's order (the ids sorted by category, name, id) per category filter,
         with until when it is kept: see ORDER_TTL_S."""
         self._lite = uri.endswith(".db")  # a Milvus Lite file (store_for's milvus-lite://)
+        quiet_client_logs()
         if self._lite:
             quiet_lite_logs()
         try:

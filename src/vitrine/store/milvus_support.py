@@ -49,13 +49,32 @@ def _without_timestamp_notice(record: logging.LogRecord) -> bool:
     return "mvccTs" not in record.getMessage()
 
 
-def _not_stopping(record: logging.LogRecord) -> bool:
-    """Milvus Lite's server thread logs a traceback for a write it can no longer schedule as
-    the interpreter exits (a Ctrl+C during `index`'s final flush: "cannot schedule new
-    futures after shutdown"); the command has said "interrupted." already, and what was
-    committed is kept."""
+def _said_by_the_client(record: logging.LogRecord) -> bool:
+    """Milvus Lite's server thread logs every request it fails with its traceback (on the
+    terminal when logging is not set up: 40 lines of pyarrow before the command's one
+    `error:` sentence on a damaged file); the failure goes back to the client, whose error
+    Vitrine says in that sentence, so the record is kept at DEBUG level, for whoever sets
+    logging up to see. A write it can no longer schedule as the interpreter exits (a Ctrl+C
+    during `index`'s final flush: "cannot schedule new futures after shutdown") is dropped:
+    the command has said "interrupted." already, and what was committed is kept."""
     error = record.exc_info[1] if record.exc_info else None
-    return not (isinstance(error, RuntimeError) and "after shutdown" in str(error))
+    if isinstance(error, RuntimeError) and "after shutdown" in str(error):
+        return False
+    if error is not None and record.levelno > logging.DEBUG:
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+    return True
+
+
+def _not_raised_too(record: logging.LogRecord) -> bool:
+    """pymilvus logs every failed call with its traceback (its own handler, on the terminal)
+    and raises it too: Vitrine says it in one sentence, so the record goes."""
+    return record.funcName != "_log_rpc_error"
+
+
+def quiet_client_logs() -> None:
+    logger = logging.getLogger("pymilvus.decorators")
+    if _not_raised_too not in logger.filters:
+        logger.addFilter(_not_raised_too)
 
 
 def quiet_lite_logs() -> None:
@@ -64,8 +83,8 @@ def quiet_lite_logs() -> None:
         if _without_timestamp_notice not in logger.filters:
             logger.addFilter(_without_timestamp_notice)
     servicer = logging.getLogger("milvus_lite.adapter.grpc.servicer")
-    if _not_stopping not in servicer.filters:
-        servicer.addFilter(_not_stopping)
+    if _said_by_the_client not in servicer.filters:
+        servicer.addFilter(_said_by_the_client)
 
 
 @contextmanager
