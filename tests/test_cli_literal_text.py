@@ -124,3 +124,12 @@ def test_info_gives_each_category_one_line():
     data = {"products": 3, "catalog_folder": "/shop\nnew", "categories": {"a\nb: 9": 2, "": 1}}
     assert info_lines(data, None, "st\r") == ["3 products in st\\r, indexed from /shop\\nnew",
                                               "  a\\nb: 9: 2", "  (none): 1"]
+    # the model line says which vectors the store holds (only the JSON said "trained")
+    from vitrine.manifest import ModelManifest
+
+    prep = {"resize": "crop"}
+    for kind, said in (("pooled", "pretrained embedding"),
+                       ("trained:hidden+probs@0.8", "trained (hidden+probs@0.8) embedding")):
+        line = info_lines(data, ModelManifest("mobilenet_v2", "ab" * 32, prep, 2440, kind),
+                          "st")[-1]
+        assert line == f"model: mobilenet_v2, 2440-d, weights {'ab' * 6}, resize crop, {said}"

@@ -128,5 +128,6 @@ def info_lines(data: dict, manifest: ModelManifest | None, store: str) -> list[s
     if manifest:
         resize = manifest.preprocessing.get("resize", "?")
         lines.append(f"model: {manifest.backbone}, {manifest.dim}-d, weights "
-                     f"{manifest.weights_sha256[:12]}, resize {resize}")
+                     f"{manifest.weights_sha256[:12]}, resize {resize}, "
+                     f"{manifest.embedding_kind()} embedding")
     return lines

@@ -66,8 +66,12 @@ class ModelManifest:
                 "input size": prep.get("size"), "resize": prep.get("resize"),
                 "normalisation": f"mean {prep.get('mean')}, std {prep.get('std')}",
                 "dimension": self.dim,
-                "embedding": "pretrained" if self.embedding == "pooled" else
-                f"trained ({self.embedding.removeprefix('trained:')})"}
+                "embedding": self.embedding_kind()}
+
+    def embedding_kind(self) -> str:
+        """The vectors' kind in words: "pretrained", or "trained (hidden+probs@0.8)"."""
+        return ("pretrained" if self.embedding == "pooled" else
+                f"trained ({self.embedding.removeprefix('trained:')})")
 
     def differences(self, other: ModelManifest) -> str:
         """What differs from ``other`` (this one is the store's), in words."""
