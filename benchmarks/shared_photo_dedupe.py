@@ -2,7 +2,8 @@
 and, through ``vitrine.dedupe_store``, every `vitrine index`) over products that share one photo
 file, as a shop lists a placeholder photo or every size of a shirt: searched as one photo (the
 products' sha256 given, what Vitrine does) against every product searched and paired with every
-other (no sha256 given: the search before 2026-12-05), in one run.
+other (no sha256 given: the search before 2026-12-05, and what files of one look with
+bytes of their own still get), in one run.
 
     python benchmarks/shared_photo_dedupe.py --products 2000 \
         > benchmarks/results/shared_photo_dedupe.json
