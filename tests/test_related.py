@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +82,17 @@ def test_bad_output_files_are_refused_before_any_work_and_a_failed_run_keeps_the
         assert proc.stderr.startswith("error: ") and says in proc.stderr
     proc = related("--store", tmp_path / "nostore", "--out", out, check=False)
     assert proc.returncode == 2 and "no Vitrine store" in proc.stderr
+    # a named pipe, or a device through a link: the list took its name (as root, a link to
+    # /dev/full replaced the device with a plain file), and the run said it was written
+    pipes = tmp_path.parent / f"{tmp_path.name}-pipes"
+    pipes.mkdir()
+    os.mkfifo(pipes / "fifo.csv")
+    (pipes / "null.jsonl").symlink_to(os.devnull)
+    for target in (pipes / "fifo.csv", pipes / "null.jsonl"):
+        proc = related("--store", small_store, "--out", target, check=False)
+        assert proc.returncode == 2 and "is not a regular file" in proc.stderr, proc.stderr
+    assert (pipes / "fifo.csv").is_fifo() and Path(os.devnull).is_char_device()
+    assert sorted(p.name for p in pipes.iterdir()) == ["fifo.csv", "null.jsonl"]
     # the catalogue's own product table (any case): replaced, the shop's names and prices
     # were lost and the next index refused the catalogue
     table = small_catalog / "products.csv"

@@ -45,6 +45,14 @@ def related_path(out: Path) -> Path:
                            ".jsonl (one line per product).")
     if not out.parent.is_dir():
         raise VitrineError(f"--out {out}: the folder {out.parent} does not exist.")
+    try:
+        mode = out.stat().st_mode  # (through a link: the file that gets the list)
+    except OSError:  # none yet, or a loop of links (said when it is written)
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):  # the list, written beside it, took
+        # its name: a named pipe, or /dev/full through a link, became a plain file
+        raise VitrineError(f"--out {out} is not a regular file (a pipe, device or socket); "
+                           "name a file.")
     return out
 
 
