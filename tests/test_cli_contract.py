@@ -141,6 +141,11 @@ def test_dedupe_finds_downscaled_copy(catalog, env, tmp_path):
     none = run("dedupe", broken, "--json", check=False, env_extra=env)
     assert none.returncode == 2 and none.stdout == "", none.stderr
     assert none.stderr.startswith(f"error: none of the 2 photos in {broken} could be read (")
+    assert ".;" not in none.stderr and "; 1 more)." in none.stderr  # (helper-132)
+    missing = run("dedupe", tmp_path / "nowhere", check=False, env_extra=env)
+    assert missing.returncode == 2 and "nowhere does not exist." in missing.stderr
+    text = run("dedupe", catalog / "relogio_masculino", other, env_extra=env).stdout
+    assert "\n1 duplicate group\n" in "\n" + text, text  # not "1 duplicate groups"
 
 
 def test_plot_writes_figure(catalog, env, tmp_path):

@@ -253,7 +253,7 @@ def dedupe(
         return
     for skip in skipped:
         out.print(f"skipped {one_line(skip['path'])}: {skip['reason']}")
-    out.print(f"{len(groups)} duplicate groups")
+    out.print(f"{len(groups)} duplicate group{'' if len(groups) == 1 else 's'}")
     for group in groups:
         out.print("  " + "  ≈  ".join(map(one_line, group)))
 

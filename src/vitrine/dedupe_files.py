@@ -26,7 +26,8 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
     skipped: list[dict] = []  # (folders that cannot be read, then photos)
     for folder in dirs:
         if not folder.is_dir():
-            raise CatalogError(f"{folder} is not a folder.")
+            raise CatalogError(f"{folder} " + ("is not a folder." if os.path.lexists(folder)
+                                               else "does not exist."))
         for photo in scan_images(folder, unreadable=skipped):
             real = os.path.realpath(photo)  # (a link loop: its path, reported when read)
             if real not in seen:
@@ -54,7 +55,8 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
     if not keys:  # (not "0 duplicate groups", status 0: nothing was compared)
         first = skipped[folders_skipped]  # (the photos', after the folders')
         raise CatalogError(f"none of the {len(paths)} photos in " + ", ".join(map(str, dirs))
-                           + f" could be read ({first['path']}: {first['reason']}"
+                           + f" could be read ({first['path']}: "
+                           + first["reason"].rstrip(".")
                            + (f"; {len(paths) - 1} more" if len(paths) > 1 else "") + ").")
     groups = find_duplicates(keys, np.stack(vectors), phashes, thumbs, shas, rules,
                              show_progress)

@@ -94,7 +94,8 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
             f"the store holds more than VITRINE_DUP_MAX_PRODUCTS ({dup_max_products:,}) "
             "products (raise it to search a store this size)."))
     if report.duplicates:
-        lines.append(f"{len(report.duplicates)} duplicate groups:")
+        lines.append(f"{len(report.duplicates)} duplicate group"
+                     f"{'' if len(report.duplicates) == 1 else 's'}:")
         lines += ["  " + "  ≈  ".join(map(one_line, group[:GROUP_SHOWN])) + (
             f"  ≈  … and {len(group) - GROUP_SHOWN:,} more (--json lists them)"
             if len(group) > GROUP_SHOWN else "") for group in report.duplicates]
