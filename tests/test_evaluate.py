@@ -122,3 +122,27 @@ def test_the_misclassified_table_keeps_its_photo_column_at_80_columns():
     text = shown()
     assert "x_sapato_social_masculino" in text and "mocassim_masculino" in text
     assert "10146" in text and "49%" in text
+
+
+def test_a_photo_training_left_out_of_its_splits_is_one_the_model_saw():
+    """Pre-split folders: training leaves out a val photo with a copy in train, and a test
+    photo with a copy in train or val. `evaluate --model` took such a photo (a resized copy:
+    other bytes) for one the model never saw, and queried with it, whenever its own
+    duplicate rules did not join it to its copy again."""
+    from pathlib import Path
+
+    from vitrine.catalog import Product
+    from vitrine.model_eval import _seen_by_model
+    from vitrine.split import Split
+
+    ids = ["train/a.jpg", "val/a-small.jpg", "test/b-small.jpg", "test/c.jpg", "new.jpg"]
+    products = [Product(pid, Path(pid), "x") for pid in ids]
+    split = Split({"train/a.jpg": "train", "test/c.jpg": "test"},
+                  contents={pid: f"sha-{pid}" for pid in ids[:4]},
+                  left_out=["test/b-small.jpg"], left_out_val=["val/a-small.jpg"])
+    shas = [f"sha-{pid}" for pid in ids]
+    for known in (split, Split(split.assignment, left_out=split.left_out,
+                               left_out_val=split.left_out_val)):  # (no sha256: an old model)
+        assert _seen_by_model(products, known, shas, groups=[]) == {
+            "train/a.jpg": "train", "val/a-small.jpg": "train", "test/b-small.jpg": "train",
+            "test/c.jpg": "test", "new.jpg": None}

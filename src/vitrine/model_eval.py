@@ -151,26 +151,29 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
 def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str],
                    groups: Sequence[Sequence[str]]) -> dict[str, str | None]:
     """Per product: 'train' when the model trained on its photo (its train or validation
-    split) or on a duplicate of it (``groups``: a resized copy), 'test' when the photo is
+    split) or on a duplicate of it (``groups``: a resized copy; or one training found, its
+    photo then left out of the splits), 'test' when the photo is
     in its test split, None when the model never saw it. Photos are matched by content
     (``shas``), whatever their ids in this catalogue; a photo whose content the split does
     not know (saved again since: other bytes) by its product id, as is every photo of a
     model written before split.json kept the photos' sha256."""
 
-    def side(assigned: str | None) -> str | None:
+    left_out = {*split.left_out, *split.left_out_val}  # a copy of each trained the model
+
+    def side(pid: str) -> str | None:
+        assigned = "train" if pid in left_out else split.assignment.get(pid)
         return None if assigned is None else "test" if assigned == "test" else "train"
 
     if split.contents:
         by_content: dict[str, str] = {}
         for pid, sha in split.contents.items():
-            where = side(split.assignment.get(pid))
+            where = side(pid)
             if where is not None and by_content.get(sha) != "train":  # a copy it trained on
                 by_content[sha] = where
-        seen = {p.product_id: by_content[sha] if sha in by_content
-                else side(split.assignment.get(p.product_id))
+        seen = {p.product_id: by_content[sha] if sha in by_content else side(p.product_id)
                 for p, sha in zip(products, shas, strict=True)}
     else:
-        seen = {p.product_id: side(split.assignment.get(p.product_id)) for p in products}
+        seen = {p.product_id: side(p.product_id) for p in products}
     for group in groups:
         if any(seen[pid] == "train" for pid in group):
             for pid in group:
