@@ -82,8 +82,29 @@ def test_a_catalogue_behind_a_moved_release_link_is_indexed_again_without_embedd
     try:
         assert {Path(path).parent.parent for path in db.images().values()} == {
             tmp_path / "releases" / "2"}
+        assert db.catalog_link() == str(current)
     finally:
         db.close()
+    # the next release drops a product: the store follows the link still (it was refused
+    # as "another folder", the one the link named before, until --replace)
+    def release(number: int) -> Path:
+        folder = tmp_path / "releases" / str(number)
+        shutil.copytree(tmp_path / "releases" / str(number - 1), folder)
+        dropped = sorted(folder.rglob("*.jpg"))[0]
+        dropped.unlink()
+        if (table := folder / "products.csv").exists():
+            rows = [line for line in table.read_text().splitlines()
+                    if dropped.name not in line]
+            table.write_text("\n".join(rows) + "\n")
+        return folder
+
+    current.unlink()
+    current.symlink_to(release(3))
+    report = _index(current, store, embedder)
+    assert (report.removed, report.photos_embedded) == (1, 0)
+    # another folder given itself (not through the link) is refused as before
+    with pytest.raises(RemovalRefused, match="would remove 1 of them"):
+        _index(release(4), store, embedder)
 
 
 def test_another_folder_is_refused_before_any_write_and_replace_lets_it(

@@ -160,6 +160,9 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     anything is written (:class:`RemovalRefused`)."""
     started = time.perf_counter()
     root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
+    # the path as given, links not followed (`current -> releases/…`): the same link moved
+    # to another release is the same catalogue
+    link = os.path.abspath(catalog_dir) if os.path.abspath(catalog_dir) != str(root) else None
     # (a catalogue split in train/val/test folders: its categories are the folders under
     # them, not "train" and "test"; a photo outside them is said, not silently left out)
     products, _, outside = catalogue or read_catalogue(  # (not the API's photos in it)
@@ -225,8 +228,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     keep = ({p.product_id for p in products} - gone) | uploaded
     remove = [pid for pid in stored if pid not in keep]
     if not replace:  # nothing is written before this check
-        _check_removals(store, root, [pid for pid in stored if pid not in uploaded], remove,
-                        len(gone) - linked, shard, readable=len(to_embed) + len(meta_only)
+        _check_removals(store, root, link, [pid for pid in stored if pid not in uploaded],
+                        remove, len(gone) - linked, shard, readable=len(to_embed) + len(meta_only)
                         + report.unchanged, linked=(linked, len(refused_links or ())))
     hashes.known = {}  # (memory: a million paths)
     # kept even if the run stops while embedding; photos gone from the catalogue forgotten
@@ -235,6 +238,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
         store.set_manifest(embedder.manifest)
     if store.catalog_folder() != str(root):
         store.set_catalog_folder(str(root))
+    if store.catalog_link() != link:
+        store.set_catalog_link(link)
     _mark_uploaded(store, unmarked)
 
     store.update_metadata(meta_only)
@@ -292,22 +297,25 @@ def _save_hashes(store: VectorStore, fresh: dict, keep: set[str] | None = None) 
         store.set_photo_hashes(fresh, keep)
 
 
-def _check_removals(store: VectorStore, root: Path, catalogue: list[str], remove: list[str],
-                    missing: int, shard: tuple[int, int] | None, *, readable: int,
-                    linked: tuple[int, int] = (0, 0)) -> None:
+def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue: list[str],
+                    remove: list[str], missing: int, shard: tuple[int, int] | None, *,
+                    readable: int, linked: tuple[int, int] = (0, 0)) -> None:
     """Refuse a run that would remove catalogue products indexed from another folder than
-    ``root`` (as the store recorded it), or every catalogue product the store holds (of this
-    shard) while no photo of the folder can be read (an unmounted drive, photos moved away),
-    or while the store records no folder. Ids that all changed in the recorded folder while its
-    photos are there (a new product table, renamed files) pass: ``readable`` counts the photos
-    this run found. ``linked``: the photos and folders VITRINE_FOLLOW_OUTSIDE_LINKS=false
-    refused (not missing, nor unlisted)."""
+    ``root`` (as the store recorded it; but for a catalogue given through the link it was
+    given through last time, ``link``: a release link moved to the next release), or every
+    catalogue product the store holds (of this shard) while no photo of the folder can be
+    read (an unmounted drive, photos moved away), or while the store records no folder. Ids
+    that all changed in the recorded folder while its photos are there (a new product
+    table, renamed files) pass: ``readable`` counts the photos this run found. ``linked``:
+    the photos and folders VITRINE_FOLLOW_OUTSIDE_LINKS=false refused (not missing, nor
+    unlisted)."""
     if not remove:
         return
     recorded = store.catalog_folder()
     held = f"{len(catalogue)} catalogue products" + (
         f" in shard {shard[0]}/{shard[1]}" if shard else "")
-    if recorded is not None and recorded != str(root):
+    if recorded is not None and recorded != str(root) and (
+            link is None or store.catalog_link() != link):
         raise RemovalRefused(
             f"the store {store.location} holds {held} indexed from {recorded}; indexing "
             f"{root} would remove {len(remove)} of them. Pass --replace to `vitrine index` to "

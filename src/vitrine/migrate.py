@@ -99,6 +99,7 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
         # catalogue kept it: that catalogue's next index removed every product copied; a
         # source that records none leaves none)
         target.set_catalog_folder(ours)
+        target.set_catalog_link(source.catalog_link())  # (the release link it was given)
     seen: set[str] = set()
     copied = 0
     changed: list[str] = []

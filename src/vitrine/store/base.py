@@ -112,6 +112,10 @@ class VectorStore(Protocol):
         None before the first run, or for a store written before it was recorded."""
     def set_catalog_folder(self, folder: str | None) -> None:
         """Record ``folder``; None forgets the one recorded."""
+    def catalog_link(self) -> str | None:
+        """The path `vitrine index` was last given when it was a link to the catalogue
+        folder (absolute, the link not followed: ``…/current``), else None."""
+    def set_catalog_link(self, link: str | None) -> None: ...
     def duplicate_cache(self) -> bytes | None:
         """What :meth:`set_duplicate_cache` saved last (the duplicate pairs of the last search,
         ``vitrine.dedupe_store``), or None."""
@@ -164,3 +168,21 @@ class VectorStore(Protocol):
         """Reads inside see one committed state (the embedded store); a no-op on Milvus."""
         ...
     def close(self) -> None: ...
+
+
+class CatalogRecord:
+    """The catalogue folder and link a store records (:meth:`VectorStore.catalog_folder`,
+    :meth:`VectorStore.catalog_link`), in its meta rows: ``_meta(key)`` reads one and
+    ``_set_or_forget(key, value)`` writes or (None) deletes it."""
+
+    def catalog_folder(self) -> str | None:
+        return self._meta("catalog")
+
+    def set_catalog_folder(self, folder: str | None) -> None:
+        self._set_or_forget("catalog", folder)
+
+    def catalog_link(self) -> str | None:
+        return self._meta("catalog_link")
+
+    def set_catalog_link(self, link: str | None) -> None:
+        self._set_or_forget("catalog_link", link)

@@ -25,7 +25,7 @@ from vitrine.errors import StoreError
 from vitrine.fold import searchable
 from vitrine.manifest import ModelManifest
 from vitrine.photo_hashes import Signature
-from vitrine.store.base import Match, PhotoFacts, Record, StoredProduct
+from vitrine.store.base import CatalogRecord, Match, PhotoFacts, Record, StoredProduct
 from vitrine.store.index_files import IndexFiles, stored_vectors
 from vitrine.store.search_key import FOLDED_AT, SEARCH_KEY_SQL, refold_in, search_key
 from vitrine.store.sqlite_db import (
@@ -48,7 +48,7 @@ ids and a bitmap up to the largest: 125 kB at a million products); past it they 
 again."""
 
 
-class EmbeddedStore:
+class EmbeddedStore(CatalogRecord):
     """SQLite + FAISS store in one folder. Writers hold an exclusive lock file."""
 
     exclusive_writer = True
@@ -201,17 +201,12 @@ class EmbeddedStore:
         with self._transaction():
             self._set_meta("manifest", blob)
 
-    def catalog_folder(self) -> str | None:
-        """The catalogue folder (absolute) the store was last indexed from; None for a store
-        written before Vitrine recorded it, or not indexed from a folder yet."""
-        return self._meta("catalog")
-
-    def set_catalog_folder(self, folder: str | None) -> None:
+    def _set_or_forget(self, key: str, value: str | None) -> None:
         with self._transaction(new_generation=False):  # the vectors and index stay as they are
-            if folder is None:
-                self.db.execute("DELETE FROM meta WHERE key='catalog'")
+            if value is None:
+                self.db.execute("DELETE FROM meta WHERE key=?", (key,))
             else:
-                self._set_meta("catalog", folder)
+                self._set_meta(key, value)
 
     def duplicate_cache(self) -> bytes | None:
         value = self._meta("duplicates")

@@ -24,7 +24,14 @@ from vitrine.catalog import CATEGORY_MAX, UPLOADED, Product
 from vitrine.errors import EXTRA_HINT, StoreError
 from vitrine.fold import searchable
 from vitrine.manifest import ModelManifest
-from vitrine.store.base import Match, PhotoFacts, Record, StoredProduct, kept_until
+from vitrine.store.base import (
+    CatalogRecord,
+    Match,
+    PhotoFacts,
+    Record,
+    StoredProduct,
+    kept_until,
+)
 from vitrine.store.milvus_support import (
     escaped_cursor,
     lite_open_failures,
@@ -96,7 +103,7 @@ def _open_failure(location: str, uri: str, exc: Exception, failures: list[BaseEx
     return f"cannot open the Milvus store {location} ({exc})."
 
 
-class MilvusStore:
+class MilvusStore(CatalogRecord):
     """A Vitrine store in one Milvus collection (``location`` is shown in messages)."""
 
     exclusive_writer = False
@@ -210,15 +217,11 @@ class MilvusStore:
         self._products_made = True
         self._set_meta("manifest", json.dumps(manifest.as_dict(), sort_keys=True))
 
-    def catalog_folder(self) -> str | None:
-        """The catalogue folder (absolute) the store was last indexed from, or None."""
-        return self._meta("catalog")
-
-    def set_catalog_folder(self, folder: str | None) -> None:
-        if folder is None:
-            self.client.delete(self.meta_collection, filter='key == "catalog"')
+    def _set_or_forget(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.client.delete(self.meta_collection, filter=f"key == {quote(key)}")
         else:
-            self._set_meta("catalog", folder)
+            self._set_meta(key, value)
 
     def duplicate_cache(self) -> bytes | None:
         """The saved bytes, from meta rows of at most 64 KiB of base64 each; None when a part
