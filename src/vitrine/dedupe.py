@@ -31,6 +31,7 @@ of such a model's vectors (``probs_tail``): they say the category, not the photo
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -326,18 +327,18 @@ def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[byt
     only the pairs with a row among those (the products changed since a previous search).
     ``advance`` is told of the rows done, ``4 × rows`` in all."""
     n = len(phashes)
-    codes = _phash_codes(phashes)
+    codes = _PhashCodes(phashes)
     rows, ids, _ = _close_pairs(n, lambda rows: thumb_vectors([thumbs[i] for i in rows]),
                                 rules.thumb_cosine, advance, among)
     # checked as arrays: a placeholder photo that g products share, each file with its own
     # bytes, gives g²/2 pairs (2,400 of them: 115 s and 1.8 GB checked pair by pair)
-    near = _hamming(codes, rows, ids) <= rules.phash_distance
+    near = codes.hamming(rows, ids) <= rules.phash_distance
     rows, ids = rows[near], ids[near]
     alike = _colour_differences(thumbs, rows, ids) <= rules.max_colour_diff
     found = [rows[alike] * n + ids[alike]]
     rows, ids, _ = _close_pairs(n, rules.embedding_rows(vectors), rules.embed_cosine, advance,
                                 among)
-    near = _hamming(codes, rows, ids) <= 2 * rules.phash_distance
+    near = codes.hamming(rows, ids) <= 2 * rules.phash_distance
     found.append(rows[near] * n + ids[near])
     pairs = np.unique(np.concatenate(found).astype(np.int64))
     return np.stack([pairs // n, pairs % n], axis=1) if n else np.empty((0, 2), np.int64)
@@ -346,21 +347,32 @@ def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[byt
 _POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.uint8)
 
 
-def _phash_codes(phashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The 64-bit perceptual hashes as numbers, and which rows have none."""
-    missing = np.array([not h for h in phashes], bool)
-    codes = np.array([int(h, 16) if h else 0 for h in phashes], np.uint64)
-    return codes, missing
+class _PhashCodes:
+    """The perceptual hashes as 64-bit numbers, to compare many pairs at once; a row
+    without one, and a row whose text is not 16 hex digits (a store written by hand), as
+    :func:`hamming` takes them."""
 
+    def __init__(self, phashes: Sequence[str]):
+        self.phashes = phashes
+        self.values = np.zeros(len(phashes), np.uint64)
+        self.missing = np.zeros(len(phashes), bool)
+        self.odd = np.zeros(len(phashes), bool)
+        for i, h in enumerate(phashes):
+            if not h:
+                self.missing[i] = True
+            elif len(h) == 16 and all(c in string.hexdigits for c in h):
+                self.values[i] = int(h, 16)
+            else:
+                self.odd[i] = True
 
-def _hamming(codes: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
-             ids: np.ndarray) -> np.ndarray:
-    """:func:`hamming` of the pairs (``rows[k]``, ``ids[k]``), at once."""
-    values, missing = codes
-    bits = (values[rows] ^ values[ids]).view(np.uint8).reshape(-1, 8)
-    distance = _POPCOUNT[bits].sum(axis=1, dtype=np.int64)
-    distance[missing[rows] | missing[ids]] = 64
-    return distance
+    def hamming(self, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """:func:`hamming` of the pairs (``rows[k]``, ``ids[k]``)."""
+        bits = (self.values[rows] ^ self.values[ids]).view(np.uint8).reshape(-1, 8)
+        distance = _POPCOUNT[bits].sum(axis=1, dtype=np.int64)
+        distance[self.missing[rows] | self.missing[ids]] = 64
+        for k in np.flatnonzero(self.odd[rows] | self.odd[ids]).tolist():
+            distance[k] = hamming(self.phashes[rows[k]], self.phashes[ids[k]])
+        return distance
 
 
 def _colour_differences(thumbs: Sequence[bytes], rows: np.ndarray,
@@ -371,23 +383,27 @@ def _colour_differences(thumbs: Sequence[bytes], rows: np.ndarray,
     if not len(rows):
         return out
     used = np.unique(np.concatenate([rows, ids]))
-    at = np.zeros(len(thumbs), np.int64)
-    at[used] = np.arange(len(used))
-    kinds: dict[bytes, int] = {}
-    kind = np.array([kinds.setdefault(thumbs[i], len(kinds)) for i in used.tolist()])
-    differ = np.flatnonzero(kind[at[rows]] != kind[at[ids]])
-    pixels = np.frombuffer(b"".join(thumbs[i] for i in used.tolist()), np.uint8
-                           ).reshape(len(used), -1, 3)
-    white = pixels.min(axis=2) >= 240  # per photo once, not per pair
-    planes = np.ascontiguousarray(pixels.transpose(0, 2, 1)).astype(np.int16)
+    kinds: dict[bytes, int] = {}  # (the thumbnails themselves as keys: no copy of them)
+    kind = np.zeros(len(thumbs), np.int64)
+    kind[used] = [kinds.setdefault(thumbs[i], len(kinds)) for i in used.tolist()]
+    del kinds
+    differ = np.flatnonzero(kind[rows] != kind[ids])
+
+    def pixels(of: np.ndarray) -> np.ndarray:
+        return np.frombuffer(b"".join(thumbs[i] for i in of.tolist()), np.uint8
+                             ).reshape(len(of), -1, 3)
+
+    def over_channels(ufunc: np.ufunc, x: np.ndarray) -> np.ndarray:  # (a reduce over an
+        return ufunc(ufunc(x[..., 0], x[..., 1]), x[..., 2])  # axis of 3 is far slower)
+
     for k in range(0, len(differ), CHUNK):
-        a, b = at[rows[differ[k:k + CHUNK]]], at[ids[differ[k:k + CHUNK]]]
-        step = np.abs(planes[a] - planes[b])
-        differences = np.maximum(np.maximum(step[:, 0], step[:, 1]), step[:, 2])
-        foreground = ~(white[a] & white[b])
+        part = differ[k:k + CHUNK]
+        x, y = pixels(rows[part]), pixels(ids[part])
+        foreground = (over_channels(np.minimum, x) < 240) | (over_channels(np.minimum, y) < 240)
+        differences = over_channels(np.maximum, np.abs(x.astype(np.int16) - y))
         counted = foreground.sum(axis=1)
         total = np.where(foreground, differences, 0).sum(axis=1)
-        out[differ[k:k + CHUNK]] = np.where(counted > 0, total / np.maximum(counted, 1), 0.0)
+        out[part] = np.where(counted > 0, total / np.maximum(counted, 1), 0.0)
     return out
 
 
