@@ -609,6 +609,22 @@ def test_milvus_lites_traceback_for_a_write_after_the_interpreter_stopped_is_not
             logger.exception("Flush failed: %s", exc)
     assert [(r.getMessage(), r.levelname) for r in caplog.records
             if r.name == logger.name] == [("Flush failed: disk I/O error", "DEBUG")]
+    # logging set up for warnings (a handler of every level, the logger at WARNING): the
+    # record, let through at ERROR before the filter lowered it, is not shown
+    shown: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = shown.append
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        try:
+            raise RuntimeError("disk I/O error")
+        except RuntimeError as exc:
+            logger.exception("Flush failed: %s", exc)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    assert shown == []
 
 
 def test_a_damaged_milvus_lite_file_is_one_sentence(tmp_path):

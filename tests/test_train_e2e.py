@@ -990,6 +990,9 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
                                      "left_out_of_test": ["teste/a.jpg"]}}
     assert "- duplicates across splits: treino/a.jpg  ≈  teste/a.jpg" in markdown_report(crossing)
     validated = {**summary, "split": {**summary["split"], "left_out_of_val": ["val/a.jpg"]}}
+    one = {**summary, "split": {**summary["split"], "duplicate_groups": 1}}
+    assert "; 1 duplicate group, " in markdown_report(one)  # (not "1 duplicate groups")
+    assert "; 1 duplicate group, " in str(training_lines(one)[0])
     for changed, said in (
             (crossing, "1 photo(s) of the test folder left out (a copy of each is in the train "
                        "or val folder, so the model saw it): teste/a.jpg."),

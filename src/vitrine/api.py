@@ -420,9 +420,8 @@ def file_version(path: Path, stat: os.stat_result) -> str:
     """A photo file's version, for its ETag and its copies: its path (a product moved to
     another file of the same time and size, as a supplier's zip unpacks them, kept the old
     one's), inode, times (the change time too: a file written with its old time kept) and
-    size."""
-    key = (f"{path}\0{stat.st_dev}\0{stat.st_ino}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}"
-           f"\0{stat.st_size}")
+    size; not the device, which differs for one network share mounted on two servers."""
+    key = f"{path}\0{stat.st_ino}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0{stat.st_size}"
     return hashlib.blake2b(os.fsencode(key), digest_size=12).hexdigest()
 
 

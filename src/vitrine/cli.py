@@ -36,7 +36,14 @@ from vitrine.cli_support import (
     utf8_mode,
 )
 from vitrine.config import cpu_only_note, env_value, load_settings
-from vitrine.display import index_lines, info_lines, migrate_lines, one_line, results_table
+from vitrine.display import (
+    counted,
+    index_lines,
+    info_lines,
+    migrate_lines,
+    one_line,
+    results_table,
+)
 from vitrine.errors import VitrineError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -253,7 +260,7 @@ def dedupe(
         return
     for skip in skipped:
         out.print(f"skipped {one_line(skip['path'])}: {skip['reason']}")
-    out.print(f"{len(groups)} duplicate group{'' if len(groups) == 1 else 's'}")
+    out.print(counted(len(groups), "duplicate group"))
     for group in groups:
         out.print("  " + "  ≈  ".join(map(one_line, group)))
 

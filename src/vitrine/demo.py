@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from vitrine.config import Settings, cpu_only_note
-from vitrine.display import plain, results_table
+from vitrine.display import counted, plain, results_table
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
 from vitrine.indexer import index_catalog
@@ -77,7 +77,7 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         console.print(plain(f"Indexed {report.indexed}, updated {report.updated}, removed "
                             f"{report.removed}, unchanged {report.unchanged} in "
                             f"{report.seconds:.1f} s; {len(report.skipped)} skipped, "
-                            + (f"{len(report.duplicates)} duplicate groups."
+                            + (f"{counted(len(report.duplicates), 'duplicate group')}."
                                if report.duplicates_searched else "duplicates not searched.")))
         rec = Recommender(store, settings, embedder)
         examples = []

@@ -33,6 +33,11 @@ def shown_percent(p: float) -> float:
     return min(round(p * 100, 1), 99.9) if _near_certain(p) else round(p * 100)
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is one: "1 duplicate group", "2 groups"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def percent(p: float) -> str:
     """A probability as a whole percent ("85%"), but one under 1 that would round to "100%"
     with one decimal, at most 99.9 % (a guess of 0.9959 read as certain)."""
@@ -94,8 +99,7 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
             f"the store holds more than VITRINE_DUP_MAX_PRODUCTS ({dup_max_products:,}) "
             "products (raise it to search a store this size)."))
     if report.duplicates:
-        lines.append(f"{len(report.duplicates)} duplicate group"
-                     f"{'' if len(report.duplicates) == 1 else 's'}:")
+        lines.append(f"{counted(len(report.duplicates), 'duplicate group')}:")
         lines += ["  " + "  ≈  ".join(map(one_line, group[:GROUP_SHOWN])) + (
             f"  ≈  … and {len(group) - GROUP_SHOWN:,} more (--json lists them)"
             if len(group) > GROUP_SHOWN else "") for group in report.duplicates]

@@ -14,6 +14,7 @@ import torch
 
 from vitrine.catalog import recategorised_note
 from vitrine.config import Settings
+from vitrine.display import counted
 from vitrine.evaluate import (
     accuracy,
     confusion_matrix,
@@ -253,7 +254,7 @@ def markdown_report(summary: dict) -> str:
         "# Training report", "",
         f"Classes: {', '.join(map(_md, summary['classes']))}.  ",
         f"Split ({split['source']}): train {split['train']}, validation {split['val']}, "
-        f"test {split['test']} photos; {split['duplicate_groups']} duplicate groups, "
+        f"test {split['test']} photos; {counted(split['duplicate_groups'], 'duplicate group')}, "
         f"{len(split['crossing_groups'])} crossing splits.", "",
         *duplicate_rule_lines(summary.get("duplicates")),
         *map(_md_line, [  # (the shop's names and paths in them)

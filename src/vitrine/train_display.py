@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from vitrine.display import percent, plain
+from vitrine.display import counted, percent, plain
 from vitrine.report import (
     best_epoch_text,
     conflict_lines,
@@ -30,7 +30,7 @@ def training_lines(summary: dict) -> list:
     split, test = summary["split"], summary.get("test") or {}
     lines: list = [
         f"Split ({split['source']}): train {split['train']}, validation {split['val']}, test "
-        f"{split['test']}; {split['duplicate_groups']} duplicate groups, "
+        f"{split['test']}; {counted(split['duplicate_groups'], 'duplicate group')}, "
         f"{len(split['crossing_groups'])} crossing splits."]
     for group in split["crossing_groups"]:
         lines.append("  duplicates across splits: " + "  ≈  ".join(group))

@@ -62,6 +62,9 @@ def _said_by_the_client(record: logging.LogRecord) -> bool:
         return False
     if error is not None and record.levelno > logging.DEBUG:
         record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        # (the logger let it through at its own level: a handler of logging set up for
+        # warnings would still show it)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
     return True
 
 
