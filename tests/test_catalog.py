@@ -229,6 +229,19 @@ def test_a_table_without_an_image_column_names_its_columns(tmp_path):
     assert "'c0" + "x" * 38 + "'…, " in str(info.value) and "c12" not in str(info.value)
 
 
+def test_two_product_tables_are_refused(tmp_path):
+    """products.csv and produtos.csv (or PRODUCTS.csv) side by side: one was read and the
+    other's rows dropped without a word, which one by the folder's order."""
+    photo(tmp_path / "cat" / "a" / "1.jpg")
+    (tmp_path / "cat" / "products.csv").write_text("id,image,name\nA1,a/1.jpg,From products\n")
+    (tmp_path / "cat" / "produtos.csv").write_text("id,image,name\nZ9,a/1.jpg,From produtos\n")
+    with pytest.raises(CatalogError, match=r"holds 2 product tables \(products\.csv, "
+                                           r"produtos\.csv\); keep one\."):
+        read_catalog(tmp_path / "cat")
+    (tmp_path / "cat" / "produtos.csv").unlink()
+    assert [p.name for p in read_catalog(tmp_path / "cat")] == ["From products"]
+
+
 def test_a_product_table_linked_from_outside_the_catalogue_is_refused(tmp_path):
     """A supplier's zip with products.csv linked to /proc/self/environ printed the
     server's environment (its API key, its Milvus token) as the table's columns."""

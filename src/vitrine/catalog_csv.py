@@ -56,11 +56,13 @@ def find_csv(root: Path, catalogue: Path | None = None) -> Path | None:
     it: a split folder's table may link to one beside it) is refused: a supplier's zip
     linking it to /proc/self/environ or /etc/shadow had its first line, the server's
     secrets, printed in the error that it has no image column."""
-    by_name = {}
-    for entry in os.scandir(root):
-        if entry.is_file():
-            by_name.setdefault(entry.name.casefold(), Path(entry.path))
-    table = next((by_name[n] for n in CSV_NAMES if n in by_name), None)
+    tables = sorted(Path(entry.path) for entry in os.scandir(root)
+                    if entry.name.casefold() in CSV_NAMES and entry.is_file())
+    if len(tables) > 1:  # (one was read, the other's rows dropped without a word; which
+        # one, by the folder's order)
+        raise CatalogError(f"{root} holds {len(tables)} product tables ("
+                           + ", ".join(t.name for t in tables) + "); keep one.")
+    table = tables[0] if tables else None
     if table is not None and table.is_symlink() and not table.resolve().is_relative_to(
             Path(catalogue or root).resolve()):
         raise CatalogError(f"{table} is a link to a file outside the catalogue folder; copy "
