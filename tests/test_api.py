@@ -827,16 +827,25 @@ def test_an_upload_folder_that_is_a_file_is_one_sentence(settings, small_store, 
     _app(settings, small_store, embedder, upload_dir=afile)  # (no key: it never writes)
     with pytest.raises(StoreError, match="cannot save the photo in .*afile"):
         save_photo(afile, afile / "ab.jpg", b"photo")
-    # a folder under the file (it starts; each upload fails): the 409 names the folder by
-    # its name, as it names the store, not by the server's path
+    # a folder under the file: refused at start too (it started, and every upload was a
+    # 409 after the model's work)
     store = tmp_path / "store"
     shutil.copytree(small_store, store)
-    client = TestClient(_app(settings, store, embedder, upload_dir=afile / "fotos",
-                             api_key=KEY))
+    with pytest.raises(StoreError, match=r"upload folder .*fotos \(VITRINE_UPLOAD_DIR\) "
+                                         r"cannot be made \(Not a directory\)"):
+        _app(settings, store, embedder, upload_dir=afile / "fotos", api_key=KEY)
+    # one that becomes a file while the server runs: the 409 names the folder by its name,
+    # as it names the store, not by the server's path
+    fotos = tmp_path / "fotos"
+    client = TestClient(_app(settings, store, embedder, upload_dir=fotos, api_key=KEY))
+    assert fotos.is_dir()  # (made at start)
+    fotos.rmdir()
+    fotos.write_text("x")
     photo = next(small_catalog.glob("*/*.jpg"))
     refused = client.post("/api/products", headers={"Authorization": f"Bearer {KEY}"},
                           files=_upload(_jpeg(photo)), data={"product_id": "novo"})
     assert refused.status_code == 409 and "fotos" in refused.json()["detail"]
+    assert "retry-after" not in refused.headers  # (no retry mends it: not a busy store)
     assert str(tmp_path) not in refused.text
 
 
@@ -1173,13 +1182,16 @@ def test_app_over_a_milvus_lite_store(settings, small_store, embedder, tmp_path,
     auth = {"Authorization": f"Bearer {KEY}"}
     fields = {"product_id": "m-1", "name": "Novo", "price": "10"}
 
-    with TestClient(_app(settings, uri, embedder, api_key=KEY)) as client:
+    with TestClient(_app(settings, uri, embedder)) as client:
         pid = rows[0]["product_id"]
         similar = client.get(f"/api/products/{pid}/similar").json()["results"]
         assert len(similar) == 5 and pid not in [x["product_id"] for x in similar]
-        refused = client.post("/api/products", files=_upload(photo), data=fields, headers=auth)
-        assert refused.status_code == 409 and "VITRINE_UPLOAD_DIR" in refused.json()["detail"]
-        assert "retry-after" not in refused.headers  # (no retry mends it: not a busy store)
+    # writes open (an API key) with nowhere for their photos: refused at start (it started,
+    # and every upload was a 409 after the model's work)
+    from vitrine.errors import StoreError
+
+    with pytest.raises(StoreError, match="is not a folder; set VITRINE_UPLOAD_DIR"):
+        _app(settings, uri, embedder, api_key=KEY)
 
     photos = tmp_path / "photos"
     with TestClient(_app(settings, uri, embedder, api_key=KEY, upload_dir=photos)) as client:

@@ -138,12 +138,12 @@ class VitrineService:
             self._store.close()
             raise
         self._model_checked = self._store.manifest() is not None  # (and matched: see above)
-        folder = self._upload_folder()
-        if settings.api_key and folder is not None and folder.exists() and not folder.is_dir():
-            self._store.close()  # (every upload was a 500 with a traceback)
-            named = " (VITRINE_UPLOAD_DIR)" if settings.upload_dir else ""
-            raise StoreError(f"the upload folder {folder}{named} is a file; the photos of "
-                             "products added through the API need a folder there.")
+        if settings.api_key:  # writes open: where their photos go is checked now, not at
+            try:  # each upload (a 409 after the model's work, for the server's set-up)
+                self._check_upload_folder()
+            except StoreError:
+                self._store.close()
+                raise
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._rebuilding = threading.Lock()  # held while the index is rebuilt beside requests
@@ -157,6 +157,27 @@ class VitrineService:
 
     def _open(self) -> VectorStore:
         return store_for(self.location, self.settings)
+
+    def _check_upload_folder(self) -> Path:
+        """The folder for the photos of products added through the API, made if need be;
+        a StoreError in one sentence when there is none (a Milvus store without
+        VITRINE_UPLOAD_DIR) or it cannot be made or is a file."""
+        folder = self._upload_folder()
+        if folder is None:
+            raise StoreError(f"the store {self.location} is not a folder; set "
+                             "VITRINE_UPLOAD_DIR to a folder for the photos of products added "
+                             "through the API.")
+        named = " (VITRINE_UPLOAD_DIR)" if self.settings.upload_dir else ""
+        if folder.exists() and not folder.is_dir():  # (every upload was a 500)
+            raise StoreError(f"the upload folder {folder}{named} is a file; the photos of "
+                             "products added through the API need a folder there.")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"the upload folder {folder}{named} cannot be made "
+                             f"({exc.strerror or exc}); the photos of products added "
+                             "through the API need a folder there.") from None
+        return folder
 
     @property
     def store(self) -> VectorStore:
@@ -318,16 +339,12 @@ class VitrineService:
         _check_fits(self.store, Product(  # before the model's work (the photo's path aside)
             product_id=fields.product_id, image=Path(), category=fields.category,
             name=fields.name, price=fields.price, description=fields.description))
+        folder = self._check_upload_folder()  # (also before it)
         array, phash, thumb = self.decoded(decode, data, self.embedder.prep,
                                            self.settings.max_image_pixels)
         with self._model_lock:
             vector = self.embedder.embed_arrays(array[None])[0]
         sha = hashlib.sha256(data).hexdigest()
-        folder = self._upload_folder()
-        if folder is None:
-            raise StoreError(f"the store {self.location} is not a folder; set "
-                             "VITRINE_UPLOAD_DIR to a folder for the photos of products added "
-                             "through the API.")
         photo = folder / f"{sha}{image_suffix(data)}"
         product = Product(product_id=fields.product_id, image=photo, category=fields.category,
                           name=fields.name, price=fields.price, description=fields.description,
