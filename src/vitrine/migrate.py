@@ -131,6 +131,13 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
             adv(len(page))
     extra = sorted(set(held) - seen)
     removed = target.delete(extra) if prune and extra else 0
+    # what spares the next `index` its work: the photos' hashes (each checked against its
+    # file's times before use) and the last duplicate search's pairs (named by product
+    # digests, under the rules' and model's fingerprint); without them it read every photo
+    # and searched the whole store again
+    target.set_photo_hashes(source.photo_hashes())
+    if (pairs := source.duplicate_cache()) is not None:
+        target.set_duplicate_cache(pairs)
     target.flush()
     return Migrated(copied, extra, removed, changed)
 
