@@ -73,13 +73,15 @@ class ModelManifest:
         return ("pretrained" if self.embedding == "pooled" else
                 f"trained ({self.embedding.removeprefix('trained:')})")
 
-    def differences(self, other: ModelManifest) -> str:
-        """What differs from ``other`` (this one is the store's), in words."""
-        mine, theirs = self._described(), other._described()
-        parts = [f"{k} {mine[k]} in the store, {theirs[k]} here" for k in mine
-                 if mine[k] != theirs[k]]
-        return "; ".join(parts) or (f"preprocessing {self.preprocessing} in the store, "
-                                    f"{other.preprocessing} here")
+    def differences(self, other: ModelManifest, mine: str = "in the store",
+                    theirs: str = "here") -> str:
+        """What differs from ``other`` (this one is the store's), in words: "resize pad
+        in the store, crop here" (``mine``, ``theirs``: where each is)."""
+        ours, others = self._described(), other._described()
+        parts = [f"{k} {ours[k]} {mine}, {others[k]} {theirs}" for k in ours
+                 if ours[k] != others[k]]
+        return "; ".join(parts) or (f"preprocessing {self.preprocessing} {mine}, "
+                                    f"{other.preprocessing} {theirs}")
 
 
 def mismatch_error(location: object, stored: ModelManifest, current: ModelManifest) -> StoreError:

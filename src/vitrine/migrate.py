@@ -63,9 +63,9 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     target.lock_for_writing()
     existing = target.manifest()
     if existing is not None and existing != manifest:
+        differ = existing.differences(manifest, "in it", "in the source")
         raise StoreError(f"the store {target.location} was built with a different model than "
-                         f"{source.location} ({existing.differences(manifest)}); copy into a "
-                         "new store.")
+                         f"{source.location} ({differ}); copy into a new store.")
     theirs, ours = target.catalog_folder(), source.catalog_folder()
     held = target.fingerprints() if target.count() else {}
     marks = source.fingerprints()
