@@ -876,7 +876,8 @@ def test_migrate_again_says_what_the_source_no_longer_holds_and_prune_removes_it
     # a copy refused before anything is written leaves no empty store where there was none
     empty = open_store(tmp_path / "empty", create=True)
     empty.close()
-    for target in (tmp_path / "new", tmp_path / "new.db", tmp_path / "a" / "b" / "new"):
+    for target in (tmp_path / "new", tmp_path / "new.db", tmp_path / "a" / "b" / "new",
+                   tmp_path / "a" / "b" / "new.db"):
         where = f"milvus-lite://{target}" if target.suffix == ".db" else target
         refused = run("migrate", tmp_path / "empty", where, check=False)
         assert refused.returncode == 2 and "is empty" in refused.stderr, refused.stderr

@@ -650,3 +650,19 @@ def test_a_damaged_milvus_lite_file_is_one_sentence(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_a_milvus_lite_file_in_a_folder_not_made_yet(tmp_path):
+    """Milvus Lite said "(<ConnectionConfigException: (code=1, message=Open local milvus
+    failed, dir: … not exists)>)": the folder is made for a new store, as an embedded
+    store's is, and a store to read there is "no Vitrine store"."""
+    with pytest.raises(StoreError, match=r"^no Vitrine store at milvus-lite://.*/x\.db; "
+                                         r"create one with"):
+        open_store(f"milvus-lite://{tmp_path}/new/x.db")
+    assert not (tmp_path / "new").exists()
+    store = open_store(f"milvus-lite://{tmp_path}/new/deeper/x.db", create=True)
+    store.close()
+    assert (tmp_path / "new" / "deeper" / "x.db").exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StoreError, match="afile"):
+        open_store(f"milvus-lite://{tmp_path}/afile/x.db", create=True)
