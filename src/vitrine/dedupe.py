@@ -31,7 +31,6 @@ of such a model's vectors (``probs_tail``): they say the category, not the photo
 
 from __future__ import annotations
 
-import string
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -349,8 +348,8 @@ _POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.uint8)
 
 class _PhashCodes:
     """The perceptual hashes as 64-bit numbers, to compare many pairs at once; a row
-    without one, and a row whose text is not 16 hex digits (a store written by hand), as
-    :func:`hamming` takes them."""
+    without one, and a row whose text is no 64-bit hex number (a store written by hand),
+    as :func:`hamming` takes them."""
 
     def __init__(self, phashes: Sequence[str]):
         self.phashes = phashes
@@ -360,8 +359,13 @@ class _PhashCodes:
         for i, h in enumerate(phashes):
             if not h:
                 self.missing[i] = True
-            elif len(h) == 16 and all(c in string.hexdigits for c in h):
-                self.values[i] = int(h, 16)
+                continue
+            try:  # (as hamming reads it: "0x…", capitals, spaces around)
+                value = int(h, 16)
+            except ValueError:
+                value = -1
+            if 0 <= value < 2**64:
+                self.values[i] = value
             else:
                 self.odd[i] = True
 
@@ -375,6 +379,11 @@ class _PhashCodes:
         return distance
 
 
+PLANES_KEPT_BYTES = 256 * 2**20
+"""Up to this size the colour check keeps the compared photos' thumbnails as 16-bit planes
+(1.5 kB a photo) for all their pairs; above it, it makes them a chunk of pairs at a time."""
+
+
 def _colour_differences(thumbs: Sequence[bytes], rows: np.ndarray,
                         ids: np.ndarray) -> np.ndarray:
     """:func:`colour_difference` of the pairs (``rows[k]``, ``ids[k]``), a chunk at a time;
@@ -384,23 +393,32 @@ def _colour_differences(thumbs: Sequence[bytes], rows: np.ndarray,
         return out
     used = np.unique(np.concatenate([rows, ids]))
     kinds: dict[bytes, int] = {}  # (the thumbnails themselves as keys: no copy of them)
-    kind = np.zeros(len(thumbs), np.int64)
-    kind[used] = [kinds.setdefault(thumbs[i], len(kinds)) for i in used.tolist()]
+    at = np.zeros(len(thumbs), np.int64)
+    at[used] = [kinds.setdefault(thumbs[i], len(kinds)) for i in used.tolist()]
     del kinds
-    differ = np.flatnonzero(kind[rows] != kind[ids])
+    differ = np.flatnonzero(at[rows] != at[ids])
+    if not len(differ):
+        return out
+    if len(differ) < len(rows):  # the photos looked at
+        used = np.unique(np.concatenate([rows[differ], ids[differ]]))
+    at[used] = np.arange(len(used))
 
-    def pixels(of: np.ndarray) -> np.ndarray:
-        return np.frombuffer(b"".join(thumbs[i] for i in of.tolist()), np.uint8
-                             ).reshape(len(of), -1, 3)
+    def planes(of: np.ndarray) -> np.ndarray:  # (channels apart, each row contiguous)
+        pixels = np.frombuffer(b"".join(thumbs[i] for i in of.tolist()), np.uint8)
+        return np.ascontiguousarray(pixels.reshape(len(of), -1, 3).transpose(0, 2, 1),
+                                    dtype=np.int16)
 
-    def over_channels(ufunc: np.ufunc, x: np.ndarray) -> np.ndarray:  # (a reduce over an
-        return ufunc(ufunc(x[..., 0], x[..., 1]), x[..., 2])  # axis of 3 is far slower)
-
+    white = np.concatenate([(planes(used[k:k + CHUNK]).min(axis=1) >= 240)
+                            for k in range(0, len(used), CHUNK)])  # once a photo
+    kept = planes(used) if len(used) * white.shape[1] * 6 <= PLANES_KEPT_BYTES else None
     for k in range(0, len(differ), CHUNK):
         part = differ[k:k + CHUNK]
-        x, y = pixels(rows[part]), pixels(ids[part])
-        foreground = (over_channels(np.minimum, x) < 240) | (over_channels(np.minimum, y) < 240)
-        differences = over_channels(np.maximum, np.abs(x.astype(np.int16) - y))
+        a, b = at[rows[part]], at[ids[part]]
+        x, y = (kept[a], kept[b]) if kept is not None else (planes(rows[part]),
+                                                               planes(ids[part]))
+        step = np.abs(x - y)
+        differences = np.maximum(np.maximum(step[:, 0], step[:, 1]), step[:, 2])
+        foreground = ~(white[a] & white[b])
         counted = foreground.sum(axis=1)
         total = np.where(foreground, differences, 0).sum(axis=1)
         out[part] = np.where(counted > 0, total / np.maximum(counted, 1), 0.0)
