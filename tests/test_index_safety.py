@@ -98,13 +98,31 @@ def test_a_catalogue_behind_a_moved_release_link_is_indexed_again_without_embedd
             table.write_text("\n".join(rows) + "\n")
         return folder
 
+    from contextlib import closing
+
+    from vitrine.migrate import migrate_store
+
+    copy = tmp_path / "copy"  # a copy kept in step with the store by `migrate`
+    with closing(open_store(store)) as source, closing(open_store(copy, create=True)) as target:
+        migrate_store(source, target, show_progress=False)
     current.unlink()
     current.symlink_to(release(3))
     report = _index(current, store, embedder)
     assert (report.removed, report.photos_embedded) == (1, 0)
+    # the copy follows (it was refused as another catalogue's store)
+    with closing(open_store(store)) as source, closing(open_store(copy)) as target:
+        assert migrate_store(source, target, prune=True, show_progress=False).removed == 1
+        assert (target.catalog_folder(), target.catalog_link()) == (
+            source.catalog_folder(), str(current))
     # another folder given itself (not through the link) is refused as before
     with pytest.raises(RemovalRefused, match="would remove 1 of them"):
         _index(release(4), store, embedder)
+    # nor does a path that reads as the link (`..` taken as text) but names another one
+    (tmp_path / "elsewhere" / "x").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "current").symlink_to(tmp_path / "releases" / "4")
+    (tmp_path / "other").symlink_to(tmp_path / "elsewhere" / "x")
+    with pytest.raises(RemovalRefused, match="would remove 1 of them"):
+        _index(tmp_path / "other" / ".." / "current", store, embedder)
 
 
 def test_another_folder_is_refused_before_any_write_and_replace_lets_it(

@@ -160,9 +160,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     anything is written (:class:`RemovalRefused`)."""
     started = time.perf_counter()
     root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
-    # the path as given, links not followed (`current -> releases/…`): the same link moved
-    # to another release is the same catalogue
-    link = os.path.abspath(catalog_dir) if os.path.abspath(catalog_dir) != str(root) else None
+    link = catalogue_link(catalog_dir)
     # (a catalogue split in train/val/test folders: its categories are the folders under
     # them, not "train" and "test"; a photo outside them is said, not silently left out)
     products, _, outside = catalogue or read_catalogue(  # (not the API's photos in it)
@@ -295,6 +293,17 @@ def _save_hashes(store: VectorStore, fresh: dict, keep: set[str] | None = None) 
     cannot take them now (a full disk) has its photos read again next time."""
     with contextlib.suppress(StoreError):
         store.set_photo_hashes(fresh, keep)
+
+
+def catalogue_link(catalog_dir: Path | str) -> str | None:
+    """The catalogue folder's path when it was given as a link (`current ->
+    releases/…`, whose next release is the same catalogue): the link itself, in the folder
+    that holds it with every link there resolved, one spelling whatever the working folder
+    or `..` (taken as text, `other/../current` named another folder's `current`)."""
+    given = Path(catalog_dir).absolute()
+    if not given.is_symlink():
+        return None
+    return str(given.parent.resolve() / given.name)
 
 
 def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue: list[str],

@@ -67,6 +67,8 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
         raise StoreError(f"the store {target.location} was built with a different model than "
                          f"{source.location} ({differ}); copy into a new store.")
     theirs, ours = target.catalog_folder(), source.catalog_folder()
+    link = source.catalog_link()  # (one release link: one catalogue, whichever release)
+    same_link = link is not None and target.catalog_link() == link
     held = target.fingerprints() if target.count() else {}
     marks = source.fingerprints()
     if held and (theirs is None or ours is None):
@@ -85,7 +87,7 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
                 f"{source.location} ({_folders(theirs, ours)}; {why}); "
                 "mixed in one store, the next index of either catalogue would remove the "
                 "other's products. Copy into a new store.")
-    elif held and theirs != ours:
+    elif held and theirs != ours and not same_link:
         raise StoreError(f"the store {target.location} holds products (catalogue folder "
                          f"{theirs}) and {source.location} another catalogue's (folder "
                          f"{ours}); mixed in one store, the next index of either catalogue "
@@ -94,12 +96,13 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     _check_fits(source, target, photos_to, photos_from, marks, catalogues)
     if existing is None:
         target.set_manifest(manifest)
-    if theirs != ours and (theirs is None or not held):
+    if theirs != ours and (theirs is None or not held or same_link):
         # index keeps guarding its removals (an emptied store that recorded another
         # catalogue kept it: that catalogue's next index removed every product copied; a
         # source that records none leaves none)
         target.set_catalog_folder(ours)
-        target.set_catalog_link(source.catalog_link())  # (the release link it was given)
+    if target.catalog_folder() == ours and target.catalog_link() != link:
+        target.set_catalog_link(link)  # (the release link the source was given)
     seen: set[str] = set()
     copied = 0
     changed: list[str] = []
