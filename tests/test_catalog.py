@@ -240,6 +240,12 @@ def test_two_product_tables_are_refused(tmp_path):
         read_catalog(tmp_path / "cat")
     (tmp_path / "cat" / "produtos.csv").unlink()
     assert [p.name for p in read_catalog(tmp_path / "cat")] == ["From products"]
+    # two names of one file (a link, a hard link) are one table
+    (tmp_path / "cat" / "produtos.csv").symlink_to("products.csv")
+    assert [p.name for p in read_catalog(tmp_path / "cat")] == ["From products"]
+    (tmp_path / "cat" / "produtos.csv").unlink()
+    (tmp_path / "cat" / "PRODUCTS.csv").hardlink_to(tmp_path / "cat" / "products.csv")
+    assert [p.name for p in read_catalog(tmp_path / "cat")] == ["From products"]
 
 
 def test_a_product_table_linked_from_outside_the_catalogue_is_refused(tmp_path):

@@ -56,13 +56,18 @@ def find_csv(root: Path, catalogue: Path | None = None) -> Path | None:
     it: a split folder's table may link to one beside it) is refused: a supplier's zip
     linking it to /proc/self/environ or /etc/shadow had its first line, the server's
     secrets, printed in the error that it has no image column."""
-    tables = sorted(Path(entry.path) for entry in os.scandir(root)
-                    if entry.name.casefold() in CSV_NAMES and entry.is_file())
+    tables: dict[object, list[Path]] = {}  # by file: two names of one file are one table
+    for entry in os.scandir(root):
+        if entry.name.casefold() in CSV_NAMES and entry.is_file():
+            st = entry.stat()
+            tables.setdefault((st.st_dev, st.st_ino), []).append(Path(entry.path))
     if len(tables) > 1:  # (one was read, the other's rows dropped without a word; which
         # one, by the folder's order)
+        names = sorted(p.name for paths in tables.values() for p in paths)
         raise CatalogError(f"{root} holds {len(tables)} product tables ("
-                           + ", ".join(t.name for t in tables) + "); keep one.")
-    table = tables[0] if tables else None
+                           + ", ".join(names) + "); keep one.")
+    table = min(next(iter(tables.values())), key=lambda p: (p.is_symlink(), p.name)
+                ) if tables else None
     if table is not None and table.is_symlink() and not table.resolve().is_relative_to(
             Path(catalogue or root).resolve()):
         raise CatalogError(f"{table} is a link to a file outside the catalogue folder; copy "
