@@ -832,14 +832,15 @@ def test_an_upload_folder_that_is_a_file_is_one_sentence(settings, small_store, 
     store = tmp_path / "store"
     shutil.copytree(small_store, store)
     with pytest.raises(StoreError, match=r"upload folder .*fotos \(VITRINE_UPLOAD_DIR\) "
-                                         r"cannot be made \(Not a directory\)"):
+                                         r"is under a file \(.*afile\)"):
         _app(settings, store, embedder, upload_dir=afile / "fotos", api_key=KEY)
+    # nothing is made at start (a read-only replica with the writer's key kept starting)
+    client = TestClient(_app(settings, store, embedder, api_key=KEY))
+    assert not (store / "uploads").exists()
     # one that becomes a file while the server runs: the 409 names the folder by its name,
     # as it names the store, not by the server's path
     fotos = tmp_path / "fotos"
     client = TestClient(_app(settings, store, embedder, upload_dir=fotos, api_key=KEY))
-    assert fotos.is_dir()  # (made at start)
-    fotos.rmdir()
     fotos.write_text("x")
     photo = next(small_catalog.glob("*/*.jpg"))
     refused = client.post("/api/products", headers={"Authorization": f"Bearer {KEY}"},
@@ -1162,7 +1163,7 @@ def test_eight_concurrent_clients(settings, small_store, embedder, rows, small_c
 
 
 def test_app_over_a_milvus_lite_store(settings, small_store, embedder, tmp_path, rows,
-                                      small_catalog, monkeypatch):
+                                      small_catalog, monkeypatch, caplog):
     """The same API over a store that is not a folder: reads, search, and writes once
     VITRINE_UPLOAD_DIR names a folder for the photos."""
     if not IN_CI:
@@ -1186,12 +1187,21 @@ def test_app_over_a_milvus_lite_store(settings, small_store, embedder, tmp_path,
         pid = rows[0]["product_id"]
         similar = client.get(f"/api/products/{pid}/similar").json()["results"]
         assert len(similar) == 5 and pid not in [x["product_id"] for x in similar]
-    # writes open (an API key) with nowhere for their photos: refused at start (it started,
-    # and every upload was a 409 after the model's work)
-    from vitrine.errors import StoreError
+    # writes open (an API key) with nowhere for their photos: said at start (deleting and
+    # editing still work), and an upload is refused before the model's work
+    import logging
 
-    with pytest.raises(StoreError, match="is not a folder; set VITRINE_UPLOAD_DIR"):
-        _app(settings, uri, embedder, api_key=KEY)
+    from vitrine import service as service_module
+
+    with caplog.at_level(logging.WARNING, logger=service_module.__name__), \
+            TestClient(_app(settings, uri, embedder, api_key=KEY)) as client:
+        assert "is not a folder; set VITRINE_UPLOAD_DIR" in caplog.text
+        with monkeypatch.context() as patch:
+            patch.setattr(service_module, "decode", lambda *a: pytest.fail("decoded"))
+            refused = client.post("/api/products", files=_upload(photo), data=fields,
+                                  headers=auth)
+        assert refused.status_code == 409 and "VITRINE_UPLOAD_DIR" in refused.json()["detail"]
+        assert "retry-after" not in refused.headers  # (no retry mends it: not a busy store)
 
     photos = tmp_path / "photos"
     with TestClient(_app(settings, uri, embedder, api_key=KEY, upload_dir=photos)) as client:

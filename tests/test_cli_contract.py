@@ -1236,3 +1236,16 @@ def test_an_empty_store_name_is_refused(catalog, tmp_path):
                           text=True, timeout=120, cwd=here)
     assert proc.returncode == 2 and proc.stderr.startswith("error: no store named"), proc.stderr
     assert list(here.iterdir()) == []
+
+
+def test_demo_says_a_bad_upload_folder_before_its_work(small_catalog, weights_path, tmp_path):
+    """With VITRINE_API_KEY (the server takes writes) and VITRINE_UPLOAD_DIR under a file,
+    the demo indexed, drew its figures (trained, by default) and only then stopped."""
+    (tmp_path / "afile").write_text("x")
+    env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path), "VITRINE_API_KEY": "k" * 32,
+           "VITRINE_UPLOAD_DIR": str(tmp_path / "afile" / "fotos")}
+    proc = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), "--out",
+                           str(tmp_path / "out"), "--no-train", "--port", "0"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2 and "is under a file" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -37,6 +37,11 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
 
     read_catalogue(catalog, settings.upload_dir,  # a bad folder: before training
                    refused_links=links_refused(settings))
+    if serve is not None and settings.api_key:  # (said by the server after all the work)
+        from vitrine.service import check_upload_folder
+
+        check_upload_folder(upload_folder(store_dir, settings.upload_dir), settings,
+                            store_dir)
     refuse_out_inside(catalog, out_dir)
     if out_dir.exists() and not out_dir.is_dir():  # (said at the first figure, after the
         # whole catalogue was indexed)

@@ -119,6 +119,29 @@ _release_memory = _malloc_trim()
 T = TypeVar("T")
 
 
+def _no_upload_folder(location: str | Path) -> str:
+    return (f"the store {location} is not a folder; set VITRINE_UPLOAD_DIR to a folder for "
+            "the photos of products added through the API")
+
+
+def check_upload_folder(folder: Path | None, settings: Settings,
+                        location: str | Path) -> None:
+    """Said when a server opens writes (VITRINE_API_KEY), not at each upload (a 409 after
+    the model's work): an upload folder that is a file or under one is a StoreError; none
+    (a Milvus store without VITRINE_UPLOAD_DIR) a note, since deleting and editing products
+    still work. Nothing is made here: a read-only replica keeps starting."""
+    if folder is None:
+        log.warning("note: %s; until then adding a product is refused.",
+                    _no_upload_folder(location))
+        return
+    named = " (VITRINE_UPLOAD_DIR)" if settings.upload_dir else ""
+    above = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if above is not None and not above.is_dir():  # (every upload was a 500, then a 409)
+        where = "is a file" if above == folder else f"is under a file ({above})"
+        raise StoreError(f"the upload folder {folder}{named} {where}; the photos of "
+                         "products added through the API need a folder there.")
+
+
 class VitrineService:
     """One store, one model, shared by all request threads."""
 
@@ -138,9 +161,9 @@ class VitrineService:
             self._store.close()
             raise
         self._model_checked = self._store.manifest() is not None  # (and matched: see above)
-        if settings.api_key:  # writes open: where their photos go is checked now, not at
-            try:  # each upload (a 409 after the model's work, for the server's set-up)
-                self._check_upload_folder()
+        if settings.api_key:  # writes open: where their photos go is said now
+            try:
+                check_upload_folder(self._upload_folder(), settings, location)
             except StoreError:
                 self._store.close()
                 raise
@@ -157,27 +180,6 @@ class VitrineService:
 
     def _open(self) -> VectorStore:
         return store_for(self.location, self.settings)
-
-    def _check_upload_folder(self) -> Path:
-        """The folder for the photos of products added through the API, made if need be;
-        a StoreError in one sentence when there is none (a Milvus store without
-        VITRINE_UPLOAD_DIR) or it cannot be made or is a file."""
-        folder = self._upload_folder()
-        if folder is None:
-            raise StoreError(f"the store {self.location} is not a folder; set "
-                             "VITRINE_UPLOAD_DIR to a folder for the photos of products added "
-                             "through the API.")
-        named = " (VITRINE_UPLOAD_DIR)" if self.settings.upload_dir else ""
-        if folder.exists() and not folder.is_dir():  # (every upload was a 500)
-            raise StoreError(f"the upload folder {folder}{named} is a file; the photos of "
-                             "products added through the API need a folder there.")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"the upload folder {folder}{named} cannot be made "
-                             f"({exc.strerror or exc}); the photos of products added "
-                             "through the API need a folder there.") from None
-        return folder
 
     @property
     def store(self) -> VectorStore:
@@ -339,7 +341,9 @@ class VitrineService:
         _check_fits(self.store, Product(  # before the model's work (the photo's path aside)
             product_id=fields.product_id, image=Path(), category=fields.category,
             name=fields.name, price=fields.price, description=fields.description))
-        folder = self._check_upload_folder()  # (also before it)
+        folder = self._upload_folder()  # (also before it)
+        if folder is None:
+            raise StoreError(_no_upload_folder(self.location) + ".")
         array, phash, thumb = self.decoded(decode, data, self.embedder.prep,
                                            self.settings.max_image_pixels)
         with self._model_lock:
