@@ -123,6 +123,14 @@ def test_a_catalogue_behind_a_moved_release_link_is_indexed_again_without_embedd
     (tmp_path / "other").symlink_to(tmp_path / "elsewhere" / "x")
     with pytest.raises(RemovalRefused, match="would remove 1 of them"):
         _index(tmp_path / "other" / ".." / "current", store, embedder)
+    # a catalogue in a folder of the release (current/catalogue) follows the link too
+    from vitrine.indexer import catalogue_link
+
+    (tmp_path / "releases" / "4" / "catalogue").mkdir()
+    assert catalogue_link(current / "catalogue") == str(tmp_path.resolve() / "current" /
+                                                        "catalogue")
+    if tmp_path.resolve() == tmp_path:  # (no link above it)
+        assert catalogue_link(tmp_path / "releases" / "4") is None
 
 
 def test_another_folder_is_refused_before_any_write_and_replace_lets_it(

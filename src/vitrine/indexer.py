@@ -296,14 +296,18 @@ def _save_hashes(store: VectorStore, fresh: dict, keep: set[str] | None = None) 
 
 
 def catalogue_link(catalog_dir: Path | str) -> str | None:
-    """The catalogue folder's path when it was given as a link (`current ->
-    releases/…`, whose next release is the same catalogue): the link itself, in the folder
-    that holds it with every link there resolved, one spelling whatever the working folder
-    or `..` (taken as text, `other/../current` named another folder's `current`)."""
+    """The catalogue folder's path when it was given through a link (`current ->
+    releases/…`, or `current/catalogue`: whose next release is the same catalogue), from
+    the deepest link on: that link in its folder with every link there resolved, then the
+    rest as given; one spelling whatever the working folder or `..` (taken as text,
+    `other/../current` named another folder's `current`). None without a link."""
     given = Path(catalog_dir).absolute()
-    if not given.is_symlink():
-        return None
-    return str(given.parent.resolve() / given.name)
+    parts = given.parts
+    for n in range(len(parts), 1, -1):
+        link = Path(*parts[:n])
+        if link.is_symlink():
+            return str(Path(link.parent.resolve(), link.name, *parts[n:]))
+    return None
 
 
 def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue: list[str],
