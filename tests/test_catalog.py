@@ -246,6 +246,10 @@ def test_two_product_tables_are_refused(tmp_path):
     (tmp_path / "cat" / "produtos.csv").unlink()
     (tmp_path / "cat" / "PRODUCTS.csv").hardlink_to(tmp_path / "cat" / "products.csv")
     assert [p.name for p in read_catalog(tmp_path / "cat")] == ["From products"]
+    (tmp_path / "cat" / "produtos.csv").write_text("id,image\nZ9,a/1.jpg\n")  # a third name
+    with pytest.raises(CatalogError, match=r"holds 2 product tables \(PRODUCTS\.csv = "
+                                           r"products\.csv, produtos\.csv\)"):
+        read_catalog(tmp_path / "cat")
 
 
 def test_a_product_table_linked_from_outside_the_catalogue_is_refused(tmp_path):

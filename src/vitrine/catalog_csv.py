@@ -63,7 +63,7 @@ def find_csv(root: Path, catalogue: Path | None = None) -> Path | None:
             tables.setdefault((st.st_dev, st.st_ino), []).append(Path(entry.path))
     if len(tables) > 1:  # (one was read, the other's rows dropped without a word; which
         # one, by the folder's order)
-        names = sorted(p.name for paths in tables.values() for p in paths)
+        names = sorted(" = ".join(sorted(p.name for p in paths)) for paths in tables.values())
         raise CatalogError(f"{root} holds {len(tables)} product tables ("
                            + ", ".join(names) + "); keep one.")
     table = min(next(iter(tables.values())), key=lambda p: (p.is_symlink(), p.name)

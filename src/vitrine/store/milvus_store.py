@@ -85,11 +85,6 @@ def _to_product(row: dict) -> StoredProduct:
                          uploaded=row["metadata_hash"].startswith(UPLOADED))
 
 
-def _no_store(location: str) -> StoreError:
-    return StoreError(f"no Vitrine store at {location}; create one with "
-                      f"'vitrine index CATALOG_DIR --store {location}'.")
-
-
 def _open_failure(location: str, uri: str, exc: Exception, failures: list[BaseException]
                   ) -> str:
     """One sentence for a store that cannot be opened, from what Milvus Lite logged."""
@@ -132,9 +127,8 @@ class MilvusStore(CatalogRecord):
         if self._lite:
             quiet_lite_logs()
             folder = os.path.dirname(uri)
-            if not os.path.isdir(folder) and not os.path.lexists(folder):
-                if not create:  # (Milvus Lite's own error is an exception's repr)
-                    raise _no_store(location)
+            if create and not os.path.lexists(folder):  # (without it, Milvus Lite's error
+                # was an exception's repr; a missing file to read is refused before here)
                 try:  # made, as an embedded store's folder is
                     os.makedirs(folder, exist_ok=True)
                 except OSError as exc:
@@ -147,7 +141,8 @@ class MilvusStore(CatalogRecord):
             raise StoreError(_open_failure(location, uri, exc, failures)) from None
         if not self.client.has_collection(self.meta_collection):
             if not create:
-                raise _no_store(location)
+                raise StoreError(f"no Vitrine store at {location}; create one with "
+                                 f"'vitrine index CATALOG_DIR --store {location}'.")
             self._create_meta()
         for name in (self.meta_collection, self.collection):
             if self.client.has_collection(name):
