@@ -131,6 +131,12 @@ def test_a_catalogue_behind_a_moved_release_link_is_indexed_again_without_embedd
                                                         "catalogue")
     if tmp_path.resolve() == tmp_path:  # (no link above it)
         assert catalogue_link(tmp_path / "releases" / "4") is None
+    # a link higher up moved to another folder (work -> projects/clientA, then clientB) is
+    # another catalogue, as is a folder beside the link's (`current/../other`)
+    (tmp_path / "work").symlink_to(tmp_path / "releases")
+    assert catalogue_link(tmp_path / "work" / "4" / "catalogue") is None
+    assert catalogue_link(current / "..") is None
+    assert catalogue_link(current / ".." / "releases") is None
 
 
 def test_another_folder_is_refused_before_any_write_and_replace_lets_it(

@@ -296,17 +296,20 @@ def _save_hashes(store: VectorStore, fresh: dict, keep: set[str] | None = None) 
 
 
 def catalogue_link(catalog_dir: Path | str) -> str | None:
-    """The catalogue folder's path when it was given through a link (`current ->
-    releases/…`, or `current/catalogue`: whose next release is the same catalogue), from
-    the deepest link on: that link in its folder with every link there resolved, then the
-    rest as given; one spelling whatever the working folder or `..` (taken as text,
-    `other/../current` named another folder's `current`). None without a link."""
+    """The catalogue folder's path when it was given as a link, or a folder of one
+    (`current -> releases/…`, `current/catalogue`: whose next release is the same
+    catalogue): that link in its folder with every link there resolved, then the folder
+    under it as given; one spelling whatever the working folder or `..` (taken as text,
+    `other/../current` named another folder's `current`). None otherwise: a link higher up
+    (`work -> projects/clientA`, a mount's alias) moved to another folder is another
+    catalogue, as is `current/..`."""
     given = Path(catalog_dir).absolute()
     parts = given.parts
-    for n in range(len(parts), 1, -1):
+    for n in (len(parts), len(parts) - 1):
         link = Path(*parts[:n])
-        if link.is_symlink():
-            return str(Path(link.parent.resolve(), link.name, *parts[n:]))
+        if n > 1 and link.is_symlink():
+            rest = parts[n:]
+            return None if ".." in rest else str(Path(link.parent.resolve(), link.name, *rest))
     return None
 
 
