@@ -837,6 +837,10 @@ def test_an_upload_folder_that_is_a_file_is_one_sentence(settings, small_store, 
     # nothing is made at start (a read-only replica with the writer's key kept starting)
     client = TestClient(_app(settings, store, embedder, api_key=KEY))
     assert not (store / "uploads").exists()
+    (store / "uploads").symlink_to(tmp_path / "gone")  # a link to nothing: said at start
+    with pytest.raises(StoreError, match=r"upload folder .*uploads is a link to nothing"):
+        _app(settings, store, embedder, api_key=KEY)
+    (store / "uploads").unlink()
     # one that becomes a file while the server runs: the 409 names the folder by its name,
     # as it names the store, not by the server's path
     fotos = tmp_path / "fotos"

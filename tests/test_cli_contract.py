@@ -1249,3 +1249,9 @@ def test_demo_says_a_bad_upload_folder_before_its_work(small_catalog, weights_pa
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 2 and "is under a file" in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
+    # a --store that is a file: said as such (not as its upload folder "under a file")
+    proc = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), "--out",
+                           str(tmp_path / "out"), "--store", str(tmp_path / "afile"),
+                           "--no-train", "--port", "0"], capture_output=True, text=True,
+                          timeout=300, env={**env, "VITRINE_UPLOAD_DIR": ""})
+    assert proc.returncode == 2 and "not a store folder" in proc.stderr, proc.stderr

@@ -37,7 +37,9 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
 
     read_catalogue(catalog, settings.upload_dir,  # a bad folder: before training
                    refused_links=links_refused(settings))
-    if serve is not None and settings.api_key:  # (said by the server after all the work)
+    a_file = store_dir.exists() and not store_dir.is_dir()  # (said as such, below)
+    if serve is not None and settings.api_key and not a_file:  # (the server said it after
+        # all the work)
         from vitrine.service import check_upload_folder
 
         check_upload_folder(upload_folder(store_dir, settings.upload_dir), settings,

@@ -135,6 +135,9 @@ def check_upload_folder(folder: Path | None, settings: Settings,
                     _no_upload_folder(location))
         return
     named = " (VITRINE_UPLOAD_DIR)" if settings.upload_dir else ""
+    if folder.is_symlink() and not folder.exists():
+        raise StoreError(f"the upload folder {folder}{named} is a link to nothing; the "
+                         "photos of products added through the API need a folder there.")
     above = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if above is not None and not above.is_dir():  # (every upload was a 500, then a 409)
         where = "is a file" if above == folder else f"is under a file ({above})"
