@@ -834,6 +834,11 @@ def test_an_upload_folder_that_is_a_file_is_one_sentence(settings, small_store, 
     with pytest.raises(StoreError, match=r"upload folder .*fotos \(VITRINE_UPLOAD_DIR\) "
                                          r"is under a file \(.*afile\)"):
         _app(settings, store, embedder, upload_dir=afile / "fotos", api_key=KEY)
+    if sys.version_info < (3, 13):  # a loop of links: a traceback (3.13 resolves it)
+        (tmp_path / "loop").symlink_to(tmp_path / "loop")
+        with pytest.raises(StoreError, match=r"VITRINE_UPLOAD_DIR .*loop/fotos is a loop"):
+            _app(settings, store, embedder, upload_dir=tmp_path / "loop" / "fotos",
+                 api_key=KEY)
     # nothing is made at start (a read-only replica with the writer's key kept starting)
     client = TestClient(_app(settings, store, embedder, api_key=KEY))
     assert not (store / "uploads").exists()

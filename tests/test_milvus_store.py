@@ -664,5 +664,8 @@ def test_a_milvus_lite_file_in_a_folder_not_made_yet(tmp_path):
     store.close()
     assert (tmp_path / "new" / "deeper" / "x.db").exists()
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(StoreError, match="afile"):
-        open_store(f"milvus-lite://{tmp_path}/afile/x.db", create=True)
+    (tmp_path / "nothing").symlink_to(tmp_path / "gone")
+    for parent in ("afile", "nothing"):  # (an exception's repr too)
+        with pytest.raises(StoreError, match=rf"^the folder of the Milvus Lite file .*{parent}"
+                                             r"/x\.db is not a folder"):
+            open_store(f"milvus-lite://{tmp_path}/{parent}/x.db", create=True)

@@ -81,7 +81,11 @@ def upload_folder(store: VectorStore | str | Path, configured: Path | None) -> P
     STORE/uploads, and migrate copies the API's photos into the target's folder. ``store``
     may be a location not opened yet."""
     if configured is not None:
-        return Path(configured).expanduser().resolve()
+        try:
+            return Path(configured).expanduser().resolve()
+        except RuntimeError:  # a loop of links (Python 3.11 and 3.12; 3.13 leaves it)
+            raise StoreError(f"VITRINE_UPLOAD_DIR {configured} is a loop of links; name a "
+                             "folder.") from None
     if isinstance(store, EmbeddedStore):
         return store.root / UPLOADS_DIR
     local = _local_path(store) if isinstance(store, str | Path) else None

@@ -134,6 +134,9 @@ class MilvusStore(CatalogRecord):
                 except OSError as exc:
                     raise StoreError(f"cannot make the folder of the Milvus Lite file {uri} "
                                      f"({exc.strerror or exc}).") from None
+            elif create and not os.path.isdir(folder):  # a file, or a link to nothing
+                raise StoreError(f"the folder of the Milvus Lite file {uri} is not a folder "
+                                 f"({folder}); choose another path for the store.")
         try:
             with lite_open_failures(uri) as failures:
                 self.client = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri)
