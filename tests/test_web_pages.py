@@ -269,6 +269,20 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
     assert empty.status_code == 422 and "Escolha uma foto antes de buscar." in empty.text
     assert 'id="photo"' in empty.text and "<title>Erro: Buscar por foto · Vitrine" in empty.text
     assert f'<option value="{kind}" selected>' in empty.text  # the category stays chosen
+    # typed as the pages show it ("Relogio masculino"): chosen as a search takes it
+    from vitrine.web.text import category_label
+
+    shown = client.post("/search", headers=html, data={"category": category_label(kind)},
+                        files={"image": ("", b"", "application/octet-stream")})
+    assert f'<option value="{kind}" selected>' in shown.text
+    # a field of the form too long (a hand-made request): the form is wrong, not the address
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    for lang, said in (("pt", "O formulário tem um campo inválido."),
+                       ("en", "The form has a field that is not valid.")):
+        long = client.post("/search", headers=html, params={"lang": lang},
+                           data={"category": "a" * 600},
+                           files={"image": ("p.jpg", photo, "image/jpeg")})
+        assert long.status_code == 422 and said in long.text, long.text
     # a path that starts with '//' names another site in a link: the language toggle of its
     # 404 page stays on this one
     lost = client.get("http://testserver//evil.example/x", headers=html)

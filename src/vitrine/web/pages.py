@@ -211,6 +211,8 @@ class Pages:
         lang = pick_lang(request.query_params.get("lang"))
         t = TEXT[lang]
         key = ERROR_KEYS.get(status)
+        if key == "bad_request" and request.method == "POST":  # (a field of the form, not
+            key = "bad_form"  # the address)
         message = (t[key].format(mb=self.max_mb(lang)) if key
                    else sentence if lang == "en" else t["other_error"])
         return self.render(request, "error.html", lang, status, status_code=status,
@@ -243,9 +245,12 @@ class Pages:
 
     def _search_message(self, request: Request, lang: str, status: int, message: str,
                         category: str = "") -> HTMLResponse:
+        # the category as the form's results have it (a name typed "Relógio feminino" kept
+        # chosen as relogio_feminino; an unknown one named)
+        chosen = page_category(self.service, category)
         return self.search_results(request, lang, request.query_params.get("fragment") == "1",
                                    status, matches=None, message=message, guess=None,
-                                   guess_linked=False, category=category)
+                                   guess_linked=False, category=chosen.name, chosen=chosen)
 
 
 def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> None:
