@@ -213,6 +213,13 @@ def test_the_confusion_matrix_stays_a_figure_whatever_the_classes(tmp_path, monk
                                   "predicted": 1} for name in names})
         assert table[2].startswith("| 1 | categoria_000 |") == (n == 400)
         assert table[-1].startswith(f"| {n} | ") == (n == 400)
+    # a long name (a product table's category) is cut, not drawn whole across the figure
+    long = "Relógios " + "x" * 200
+    plot_confusion_matrix(np.eye(3, dtype=int), ["a", long, "c"], tmp_path / "long.png")
+    ax = figures[-1].axes[0]
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert ticks[0] == "a" and ticks[1].startswith("Relógios x") and ticks[1].endswith("…")
+    assert len(ticks[1]) == 28
 
 
 def test_a_misclassified_tile_names_label_and_guess(tmp_path, monkeypatch):

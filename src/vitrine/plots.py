@@ -215,6 +215,10 @@ COUNTS_ALL, COUNTS_MISTAKES = 40, 150
 """Up to how many classes the confusion matrix writes every count, then only its mistakes."""
 
 
+TICK_NAME = 28
+"""The longest category name the confusion matrix shows whole; longer ones end in "…"."""
+
+
 def _confusion_cells(n: int) -> tuple[float, float]:
     """The confusion matrix's side (inches) and a cell's side (points) for ``n`` classes."""
     size = min(1.2 + 0.75 * n, CONFUSION_SIDE_MAX)
@@ -249,8 +253,11 @@ def plot_confusion_matrix(matrix, classes: list[str], out: Path) -> Path:
         ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
                 fontsize=min(8, 0.5 * cell), color="white" if share[i, j] > 0.5 else "black")
     if not numbers_classes(n):
-        ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=min(8, 0.9 * cell))
-        ax.set_yticks(range(n), classes, fontsize=min(8, 0.9 * cell))
+        # (a long name, as a product table's category may be, squeezed the matrix to a
+        # corner of the figure)
+        names = [c if len(c) <= TICK_NAME else c[:TICK_NAME - 1] + "…" for c in classes]
+        ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=min(8, 0.9 * cell))
+        ax.set_yticks(range(n), names, fontsize=min(8, 0.9 * cell))
         ax.set_xlabel("predicted")
     else:
         step = max(1, -(-n // 40))
