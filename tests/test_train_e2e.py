@@ -926,7 +926,7 @@ def test_misclassified_rows_and_report_section(tmp_path, demo_catalog):
     assert rows[0]["probability"] == 0.95 and rows[0]["probability_of_label"] == 0.05
     lines = "\n".join(_misclassified_lines(rows * 8))
     assert "24 test photos" in lines and "the 20 most confident shown" in lines
-    assert lines.count("| p3 | N/ 3 | a | b | 95.0% | 5.0% |") == 7  # rows 0, 3, … 18
+    assert lines.count("| p3 | N\\| 3 | a | b | 95.0% | 5.0% |") == 7  # rows 0, 3, … 18
     assert _misclassified_lines([]) == ["Every test photo was classified in its labelled "
                                         "category.", ""]
     out = plot_misclassified(rows, tmp_path / "m.png")
@@ -1007,7 +1007,7 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
     first = next(iter(summary["test"]["per_class"].values()))
     piped = {**summary, "test": {**summary["test"], "per_class": {"tênis | masc": first}}}
     row = next(line for line in markdown_report(piped).splitlines() if "tênis" in line)
-    assert row.startswith("| tênis / masc |") and row.count("|") == 6
+    assert row.startswith("| tênis \\| masc |") and row.count("|") - row.count("\\|") == 6
     # photos at the catalogue's root (no category) were dropped without a word
     assert trained[2]["uncategorised_photos"] == []
     loose = {**summary, "unreadable_photos": [],
@@ -1134,6 +1134,15 @@ def test_a_validation_folder_without_a_trained_category_is_one_sentence(trained,
     assert "add photos of them to the val folder" in proc.stderr  # no fraction to raise here
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in proc.stderr and not (tmp_path / "m").exists()
+    # one photo a category (no split folders): no fraction gives validation a photo (the
+    # sentence said to raise VITRINE_TRAIN_VAL_FRACTION)
+    for category in ("relogio_feminino", "x_bolsa_feminina"):
+        (tmp_path / "one" / category).mkdir(parents=True)
+        shutil.copy(sorted((catalog / category).glob("*.jpg"))[0], tmp_path / "one" / category)
+    proc = run_subprocess("train", tmp_path / "one", "--out", tmp_path / "m1", env=env)
+    assert proc.returncode == 2 and "a category needs two, one to train on and one to " \
+        "validate" in " ".join(proc.stderr.split()), proc.stderr
+    assert "VITRINE_TRAIN_VAL_FRACTION" not in proc.stderr
     # a val folder of copies of training photos: left out, and the sentence says so
     shutil.rmtree(tmp_path / "c" / "val" / "salto_feminino")
     shutil.copytree(catalog / "relogio_feminino", tmp_path / "c" / "val" / "relogio_feminino")

@@ -293,7 +293,8 @@ def _sides(products: Sequence[Product], assignment: dict[str, str] | None,
                "nothing to evaluate.")
     elif not test.any():
         why = ("the model trained on every one of these photos (or on a copy of it), so none "
-               "can query it fairly; evaluate it on photos it never saw (its test split).")
+               "can query it fairly; evaluate it on photos it never saw (its test split, or "
+               "another catalogue's).")
     else:
         return np.flatnonzero(test), np.flatnonzero(~test)
     raise CatalogError(without_unreadable(why, unreadable))

@@ -323,7 +323,7 @@ def markdown_report(summary: dict) -> str:
     lines += ["## History", "", "![history](history.png)", ""]
     for key in ("transfer_learning", "fine_tuning"):
         p = phases[key]
-        lines.append(f"- {key.replace('_', ' ')}: {p['epochs']} epochs, best epoch "
+        lines.append(f"- {key.replace('_', ' ')}: {counted(p['epochs'], 'epoch')}, best epoch "
                      f"{best_epoch_text(p)}{', stopped early' if p['stopped_early'] else ''}, "
                      f"{p['seconds']:.0f} s.")
     if dropped := dropped_fine_tuning_line(summary):
@@ -384,7 +384,7 @@ def _md_line(line: str) -> str:
 
 def _cell(text: str) -> str:
     """Shop text as one Markdown table cell (no line breaks, no column separators)."""
-    return " ".join(_md(text).split()).replace("|", "/")
+    return " ".join(_md(text).split()).replace("|", "\\|")  # (escaped: the name kept)
 
 
 def _misclassified_lines(rows: list[dict] | None) -> list[str]:

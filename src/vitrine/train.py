@@ -282,9 +282,13 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
                            "split.")
     position = {c: i for i, c in enumerate(classes)}
     if not any(p.category in position for p in parts["val"]):
+        photos = Counter(p.category for items in parts.values() for p in items)
         remedy = ("add photos of them to the val folder" + (
             " (its copies of training photos were left out)" if split.left_out_val else "")
-            if split.source == "folders" else "add photos or raise VITRINE_TRAIN_VAL_FRACTION")
+            if split.source == "folders" else
+            # (a category's one photo always trains: no fraction gives validation one)
+            "add photos: a category needs two, one to train on and one to validate"
+            if max(photos.values()) < 2 else "add photos or raise VITRINE_TRAIN_VAL_FRACTION")
         raise CatalogError("the validation split has no photo of a category the training "
                            f"split has; {remedy}.")
     parts = {name: [p for p in items if p.category in position]  # untrained: unscored
