@@ -246,7 +246,7 @@ class Pages:
     def _search_message(self, request: Request, lang: str, status: int, message: str,
                         category: str = "") -> HTMLResponse:
         # the category as the form's results have it (a name typed "Relógio feminino" kept
-        # chosen as relogio_feminino; an unknown one named)
+        # chosen as relogio_feminino)
         chosen = page_category(self.service, category)
         return self.search_results(request, lang, request.query_params.get("fragment") == "1",
                                    status, matches=None, message=message, guess=None,
