@@ -283,6 +283,22 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
                            data={"category": "a" * 600},
                            files={"image": ("p.jpg", photo, "image/jpeg")})
         assert long.status_code == 422 and said in long.text, long.text
+    # a parameter of the address wrong on the same form: the address's sentence
+    odd = client.post("/search", headers=html, params={"fragment": "maybe"},
+                      files={"image": ("p.jpg", photo, "image/jpeg")})
+    assert odd.status_code == 422 and "O endereço tem um parâmetro inválido." in odd.text
+    # the store failing as a search without a photo is refused: the refusal all the same
+    from vitrine.errors import StoreError
+    from vitrine.web import pages as pages_module
+
+    def failing(*args):
+        raise StoreError("the store is gone")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pages_module, "page_category", failing)
+        gone = client.post("/search", headers=html, data={"category": kind},
+                           files={"image": ("", b"", "application/octet-stream")})
+    assert gone.status_code == 422 and "Escolha uma foto antes de buscar." in gone.text
     # a path that starts with '//' names another site in a link: the language toggle of its
     # 404 page stays on this one
     lost = client.get("http://testserver//evil.example/x", headers=html)

@@ -292,6 +292,8 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
         if json_body and getattr(request.scope.get("route"), "name", None) in FORM_ROUTES:
             return error(request, 422, "This address takes a form (multipart/form-data) with "
                                        "the photo in the field 'image', not JSON.")
+        # (a page names the form, not the address, when only its fields were wrong)
+        request.state.form_fields = all(e["loc"][:1] == ("body",) for e in exc.errors())
         return error(request, 422, guards.validation_sentence(exc, json_body=json_body))
 
     @app.exception_handler(ProductNotFound)

@@ -282,7 +282,11 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
                            "split.")
     position = {c: i for i, c in enumerate(classes)}
     if not any(p.category in position for p in parts["val"]):
-        photos = Counter(p.category for items in parts.values() for p in items)
+        # photos a category has, a duplicate group as one (it stays in one split)
+        unit = {pid: i for i, group in enumerate(split.groups) for pid in group}
+        photos = Counter(category for category, _ in {
+            (p.category, unit.get(p.product_id, p.product_id))
+            for items in parts.values() for p in items})
         remedy = ("add photos of them to the val folder" + (
             " (its copies of training photos were left out)" if split.left_out_val else "")
             if split.source == "folders" else

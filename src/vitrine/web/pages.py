@@ -21,7 +21,7 @@ from fastapi.templating import Jinja2Templates
 
 from vitrine.catalog import CATEGORY_MAX
 from vitrine.config import Settings
-from vitrine.errors import ImageError
+from vitrine.errors import ImageError, StoreError
 from vitrine.fold import fold
 from vitrine.service import VitrineService
 from vitrine.store.base import Match, StoredProduct
@@ -211,8 +211,8 @@ class Pages:
         lang = pick_lang(request.query_params.get("lang"))
         t = TEXT[lang]
         key = ERROR_KEYS.get(status)
-        if key == "bad_request" and request.method == "POST":  # (a field of the form, not
-            key = "bad_form"  # the address)
+        if key == "bad_request" and getattr(request.state, "form_fields", False):
+            key = "bad_form"  # (a field of the form, not the address)
         message = (t[key].format(mb=self.max_mb(lang)) if key
                    else sentence if lang == "en" else t["other_error"])
         return self.render(request, "error.html", lang, status, status_code=status,
@@ -247,7 +247,10 @@ class Pages:
                         category: str = "") -> HTMLResponse:
         # the category as the form's results have it (a name typed "Relógio feminino" kept
         # chosen as relogio_feminino)
-        chosen = page_category(self.service, category)
+        try:
+            chosen = page_category(self.service, category)
+        except StoreError:  # (the refusal said as before, the category as typed)
+            chosen = PageCategory(category or "")
         return self.search_results(request, lang, request.query_params.get("fragment") == "1",
                                    status, matches=None, message=message, guess=None,
                                    guess_linked=False, category=chosen.name, chosen=chosen)
