@@ -286,8 +286,10 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
                 and any(e["loc"][-1:] == ("image",) for e in exc.errors()):
             form = exc.body if isinstance(exc.body, FormData) else FormData()
             category = form.get("category")
-            return app.state.render_no_file(request, category if isinstance(category, str)
-                                            else "")
+            # (in a worker thread: the page reads the store's categories, not in the loop)
+            return await anyio.to_thread.run_sync(
+                app.state.render_no_file, request,
+                category if isinstance(category, str) else "")
         json_body = request.headers.get("content-type", "").startswith("application/json")
         if json_body and getattr(request.scope.get("route"), "name", None) in FORM_ROUTES:
             return error(request, 422, "This address takes a form (multipart/form-data) with "
