@@ -582,6 +582,8 @@ def test_json_output_is_strict_json(capsys):
     ("VITRINE_TRAIN_PHASE1_EPOCHS", "0"), ("VITRINE_TRAIN_SEED", "-5"),
     ("VITRINE_TRAIN_SEED", "99999999999999999999999"), ("VITRINE_TRAIN_HEAD_UNITS", "100000000"),
     ("VITRINE_TRAIN_WEIGHT_DECAY", "1e39"), ("VITRINE_TRAIN_CLASS_WEIGHT_POWER", "1e308"),
+    # read every photo, then said the disk was full (a map of every photo per view)
+    ("VITRINE_TRAIN_VIEWS", "100000"),
     # these made every photo a duplicate or none (NaN compares false)
     ("VITRINE_DUP_EMBED_COSINE", "nan"), ("VITRINE_DUP_THUMB_COSINE", "-inf"),
     ("VITRINE_DUP_MAX_COLOUR_DIFF", "nan"), ("VITRINE_DUP_MAX_COLOUR_DIFF", "-1"),

@@ -323,16 +323,17 @@ class Settings(BaseSettings):
     rate), groups of duplicate photos kept on one side."""
     train_test_fraction: Fraction = 0.15
     """Share of each category's photos held out for the test figures, never trained on."""
-    train_views: Positive = 1
+    train_views: Annotated[int, Field(ge=1, le=64)] = 1
     """Views of each training photo passed once through the frozen layers: the photo itself
     plus ``views - 1`` random augmentations (flip, crop/zoom, colour, down-scale + JPEG or
-    blur); each epoch draws one view per photo. 1: no augmentation. With the tapped blocks
+    blur); each epoch draws one view per photo. 1: no augmentation; at most 64 (each view is
+    a map of every training photo in the cache). With the tapped blocks
     and a linear head, 2 views lowered category P@5 from 0.960 to 0.956 and women's watches
     from 0.854 to 0.842, while photos at 60×80 gained 0.2 point (benchmarks/train_quality.py,
     seeds 0-4, results/train_tuning/taps_linear_plain_2views.json)."""
     train_cache_memory_mb: Count | None = None
     """Memory the frozen-layer cache may take, in MiB (vitrine.train_data.MapStorage); past
-    it, the cache is written to files in the hidden folder beside ``--out`` that the model is
+    it, the cache is written to files in the hidden folder inside ``--out`` that the model is
     written in (removed with it, a killed run's too), mapped into
     memory and unlinked at once (their space is freed when the run ends, even killed).
     Unset: half the memory available when training starts (the least of the system's and

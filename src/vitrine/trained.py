@@ -31,7 +31,7 @@ MODEL_FILE = MODEL_WEIGHTS
 CONFIG_FILE = MODEL_CONFIG
 FORMAT = MODEL_FORMAT + "1"
 STAGE_MARK = ".vitrine-stage"
-"""The file that marks a hidden folder beside --out as a training run's stage."""
+"""The file that marks a hidden folder inside --out as a training run's stage."""
 STAGE_SCRATCH = ".scratch"
 """A folder in the stage for a run's own temporary files (the training cache): never moved
 into the model folder, and removed with the stage a killed run left (beside it, no later
