@@ -855,3 +855,22 @@ def test_serve_stops_gracefully_when_its_terminal_closes(small_store, weights_pa
     assert proc.returncode == -signal.SIGHUP, rest
     assert "Traceback" not in rest and "Application shutdown complete" in rest
     assert rest.rstrip().endswith("terminated.")
+
+
+def test_large_counts_and_page_numbers_are_grouped_per_language(settings, small_store,
+                                                                embedder, tmp_path):
+    """"24.058 produtos", "Página 1.000 de 1.003" and "(24.010)" in Portuguese, "24,058",
+    "1,000 of 1,003" in English (they read "24058 produtos", "Página 1000 de 1003")."""
+    from vitrine.api import create_app
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    grow_categories(store, {"muitos": 24_010})  # 48 + 24,010: 1,003 pages of 24
+    client = TestClient(create_app(settings, store, embedder=embedder))
+    pt = client.get("/", params={"page": 1000}).text
+    assert "24.058 produtos" in pt and "Página 1.000 de 1.003" in pt
+    assert "<title>Catálogo · Página 1.000 · Vitrine</title>" in pt
+    assert re.search(r'<option value="muitos"[^>]*>Muitos \(24\.010\)</option>', pt)
+    en = client.get("/", params={"page": 1000, "lang": "en"}).text
+    assert "24,058 products" in en and "Page 1,000 of 1,003" in en
+    assert re.search(r'<option value="muitos"[^>]*>Muitos \(24,010\)</option>', en)

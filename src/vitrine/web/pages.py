@@ -32,6 +32,7 @@ from vitrine.web.text import (
     category_label,
     format_chance,
     format_price,
+    number,
     percent,
     pick_lang,
     products_count,
@@ -169,7 +170,7 @@ class Pages:
         self.templates = Jinja2Templates(directory=HERE / "templates")
         self.templates.env.globals.update(
             image_url=image_url, product_path=product_path, percent=percent, summary=summary,
-            category_label=category_label, products_count=products_count,
+            category_label=category_label, products_count=products_count, number=number,
             category_max=CATEGORY_MAX, search_wait_ms=SEARCH_WAIT_S * 1000)
 
     def max_mb(self, lang: str) -> str:

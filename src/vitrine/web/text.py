@@ -10,6 +10,7 @@ DEFAULT_LANG = "pt"
 TEXT: dict[str, dict[str, str]] = {
     "pt": {
         "html_lang": "pt-BR",
+        "thousands": ".",
         "tagline": "Produtos parecidos pela foto",
         "skip": "Pular para o conteúdo",
         "nav_catalogue": "Catálogo",
@@ -93,6 +94,7 @@ TEXT: dict[str, dict[str, str]] = {
     },
     "en": {
         "html_lang": "en",
+        "thousands": ",",
         "tagline": "Similar products by photo",
         "skip": "Skip to content",
         "nav_catalogue": "Catalogue",
@@ -183,9 +185,15 @@ def pick_lang(value: str | None) -> str:
     return value if value in LANGS else DEFAULT_LANG
 
 
+def number(t: dict[str, str], n: int) -> str:
+    """A whole number grouped as the page's language writes it: "12.345" in Portuguese,
+    "12,345" in English."""
+    return f"{n:,}".replace(",", t["thousands"])
+
+
 def products_count(t: dict[str, str], n: int) -> str:
-    """"1 produto", "2 produtos" (and "0 produtos": plural, as in English)."""
-    return t["products_count_one" if n == 1 else "products_count"].format(n=n)
+    """"1 produto", "2 produtos" (and "0 produtos": plural, as in English); "12.345 produtos"."""
+    return t["products_count_one" if n == 1 else "products_count"].format(n=number(t, n))
 
 
 def category_label(category: str) -> str:
