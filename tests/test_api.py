@@ -960,6 +960,33 @@ def test_a_write_refused_while_another_process_writes_says_when_to_retry(writabl
     assert client.get(f"/api/products/{pid}").json()["name"] != "Outro"
 
 
+def test_a_busy_write_says_the_whole_time_it_waited(settings, small_store, embedder, tmp_path,
+                                                    monkeypatch):
+    """A write that waited for this server's own write, then for another process's, says
+    the time it waited in all (helper-144: "waited 0.5 s" after two seconds)."""
+    import vitrine.service
+    from vitrine.errors import StoreBusy
+    from vitrine.service import VitrineService
+    from vitrine.store.writer_lock import take_writer_lock
+
+    shutil.copytree(small_store, tmp_path / "store")
+    monkeypatch.setattr(vitrine.service, "API_WRITE_WAIT", 0.8)
+    service = VitrineService(settings, tmp_path / "store", embedder)
+    lock = take_writer_lock(tmp_path / "store")  # (an index running)
+    ahead = threading.Timer(0.5, service._write_lock.release)  # this server's write ends
+    try:
+        service._write_lock.acquire()
+        ahead.start()
+        with pytest.raises(StoreBusy, match=r"another process is writing to the store "
+                                            r"\S+ \(waited \d+\.\d s\)\.$") as busy:
+            service.delete_product("x")
+        assert float(re.search(r"waited (\S+) s", str(busy.value))[1]) >= 0.8
+    finally:
+        ahead.join()
+        lock.close()
+        service.close()
+
+
 def test_products_added_through_the_api_before_the_mark_are_kept_and_marked(
         writable, rows, small_catalog, embedder, tmp_path, monkeypatch):
     """A store from before 29 Nov 2026 did not mark the products added through the API, and
