@@ -81,7 +81,7 @@ def test_a_table_category_other_than_the_folder_is_named(tmp_path):
                                          ("R$ 1.299,90", 1299.9), ("1,299.90", 1299.9),
                                          ("R$\u00a0129,90", 129.9), ("R$ 1.299", 1299.0),
                                          ("1.299.000", 1299000.0), ("1,299,000.5", 1299000.5),
-                                         ("0.125", 0.125), ("US$ 5", 5.0), ("7", 7.0),
+                                         ("0.125", 0.125), ("brl 5", 5.0), ("7", 7.0),
                                          ("", None), ("  ", None), ("Sob consulta", None),
                                          ("-", None)])
 def test_parse_price(text, value):
@@ -90,10 +90,18 @@ def test_parse_price(text, value):
 
 
 @pytest.mark.parametrize("text", ["1e20", "12abc34", "-5", "1,2,3", "12.34.56",
-                                  "R$", "1.2.3,4", "€ 5", "0.299.000",
+                                  "R$", "1.2.3,4", "0.299.000", "Grátis",
                                   "1.299.5", "1,299,5"])
 def test_parse_price_refuses_what_it_cannot_read(text):
     with pytest.raises(CatalogError, match="not a number"):
+        parse_price(text)
+
+
+@pytest.mark.parametrize("text", ["US$ 5", "us$5", "USD 1.299", "$ 49.99", "$5", "EUR 5",
+                                  "€ 5", "£5", "R$ US$ 5"])
+def test_a_price_in_another_currency_is_refused(text):
+    """The pages show every price in reais: "US$ 49.99" was shown as "R$ 49,99" (helper-146)."""
+    with pytest.raises(CatalogError, match="is not in reais"):
         parse_price(text)
 
 

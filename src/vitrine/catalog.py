@@ -123,7 +123,10 @@ def id_problem(product_id: str) -> str | None:
     return None
 
 
-_CURRENCY = re.compile(r"^(?:R\$|US\$|\$|BRL|USD)?\s*", re.IGNORECASE)
+_CURRENCY = re.compile(r"^(?:R\$|BRL)?\s*", re.IGNORECASE)
+_OTHER_CURRENCY = re.compile(r"^(?:[A-Z]{0,3}\$|[A-Z]{3}(?=\s*\d)|[€£¥₹])", re.IGNORECASE)
+"""A price marked in another currency than the pages show (reais): 'US$ 5', 'USD 5', '$5',
+'EUR 5', '€ 5'."""
 _GROUPED = re.compile(r"^[1-9]\d{0,2}(?P<sep>[.,])\d{3}(?:(?P=sep)\d{3})*(?:(?P<dec>[.,])\d+)?$")
 _PLAIN = re.compile(r"^\d+(?:[.,]\d+)?$")
 
@@ -135,11 +138,14 @@ MAX_PRICE = 1e12
 def parse_price(text: str | None) -> float | None:
     """Read a price such as '129.90', '129,90', 'R$ 1.299,90', '1,299.90' or 'R$ 1.299'
     (a dot or comma before exactly three digits groups thousands); blank, or a text that says
-    the price is not published ('sob consulta'), means unknown. Anything else (letters, signs,
-    exponents, mixed-up separators) is refused."""
+    the price is not published ('sob consulta'), means unknown. Anything else (another
+    currency, letters, signs, exponents, mixed-up separators) is refused."""
     if text is None or not str(text).strip() or is_no_price(str(text)):
         return None
     number = _CURRENCY.sub("", str(text).strip().replace("\u00a0", " "))
+    if _OTHER_CURRENCY.match(number):  # (it was shown as so many reais)
+        raise CatalogError(f"price {text!r} is not in reais, which the pages show every "
+                           "price in; give it in reais, such as 129.90 or R$ 1.299,90.")
     grouped = _GROUPED.match(number)
     if grouped and grouped["dec"] != grouped["sep"]:
         whole, _, decimals = number.partition(grouped["dec"]) if grouped["dec"] else (
