@@ -134,6 +134,12 @@ def test_product_page_shows_similar_products(client, rows):
     odd = client.get(f"/products/{row['product_id']}",
                      params={"back": "page=-1&next=//evil.example&q=x"}).text
     assert '<p class="breadcrumb"><a href="/?q=x">' in odd
+    for page_number in ("\uff15", "99999999999999999999", "100001"):  # a 422 when followed
+        odd = client.get(f"/products/{row['product_id']}",
+                         params={"back": f"page={page_number}&q=x"}).text
+        assert '<p class="breadcrumb"><a href="/?q=x">' in odd, page_number
+    kept = client.get(f"/products/{row['product_id']}", params={"back": "page=100000"}).text
+    assert '<p class="breadcrumb"><a href="/?page=100000">' in kept
 
     missing = client.get("/products/no-such", headers={"Accept": "text/html"})
     assert missing.status_code == 404 and "Página ou produto não encontrado." in missing.text

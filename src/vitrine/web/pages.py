@@ -40,6 +40,8 @@ from vitrine.web.text import (
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 24
+PAGE_MAX = 100_000
+"""The last catalogue page asked for that is answered (a larger number is a 422)."""
 SIMILAR_K = 10
 SEARCH_K = 10
 SEARCH_WAIT_S = 60
@@ -100,8 +102,9 @@ def catalogue_back(request: Request, lang: str) -> tuple[str, str]:
         query = {}
     kept = {k: query[k][0][:CATEGORY_MAX if k == "category" else 200]
             for k in ("category", "q", "page") if k in query}
-    if not kept.get("page", "1").isdecimal():
-        del kept["page"]
+    page = kept.get("page", "1")
+    if not (page.isascii() and page.isdigit() and 1 <= int(page) <= PAGE_MAX):
+        del kept["page"]  # (a page the catalogue refuses: '５', 10**20)
     return _url("/", lang, **kept), urlencode(kept)
 
 
@@ -268,7 +271,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
     def catalogue(request: Request, lang: LangParam = None,
                   category: Annotated[str | None, Query(max_length=CATEGORY_MAX)] = None,
                   q: Annotated[str | None, Query(max_length=200)] = None,
-                  page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> Response:
+                  page: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 1) -> Response:
         lang = pick_lang(lang)
         query = (q or "").strip()
         chosen = page_category(service, category)
