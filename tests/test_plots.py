@@ -165,6 +165,23 @@ def test_a_glyph_no_font_has_is_said_once_not_per_glyph(tmp_path, monkeypatch, c
     plots._note_missing.cache_clear()
 
 
+def test_control_characters_in_names_are_drawn_as_spaces(tmp_path, caplog):
+    """An escape code or a bell in a name or category (a table may hold them) was drawn as a
+    box, and the note said a font would draw it (helper-145: none does)."""
+    from vitrine import plots
+
+    plots._note_missing.cache_clear()
+    photo = _photo(tmp_path / "p.png")
+    match = Match(StoredProduct("a", str(photo), category="cat\x07bell", name="Nome\x1b[31mX"),
+                  0.9)
+    with caplog.at_level("WARNING", logger="vitrine.plots"):
+        plot_recommendations(photo, "q\x85uery\x00", [match], tmp_path / "rec.png")
+        plot_confusion_matrix([[1, 0], [2, 3]], ["a\x1bb", "c\td"], tmp_path / "cm.png")
+    assert plots.MISSING_NOTE not in caplog.messages
+    assert plots._lines("Nome\x1b[31mX\tfim", 26, 2) == ["Nome [31mX fim"]
+    plots._note_missing.cache_clear()
+
+
 def _drawn(monkeypatch) -> list:
     """The figures the plot functions draw, kept (not closed) for a test to read."""
     import vitrine.plots

@@ -8,6 +8,7 @@ import functools
 import io
 import logging
 import os
+import re
 import stat
 import textwrap
 import warnings
@@ -93,11 +94,20 @@ def _note_missing() -> None:
     log.warning(MISSING_NOTE)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _readable(text: str) -> str:
+    """``text`` as a figure draws it: a file name's undecodable bytes as "�", a control
+    character (a tab, an escape code) as a space (no font draws one: each was a box, and
+    the missing-font note was said for them)."""
+    return _CONTROL.sub(" ", shown(str(text)))
+
+
 def _lines(text: str, width: int, most: int) -> list[str]:
     """``text`` wrapped at ``width`` characters into at most ``most`` lines, the last ending
-    in "…" when some was left out; a word longer than a line is cut. A file name that is not
-    UTF-8 (its undecodable bytes kept as surrogates) shows them as "�"."""
-    lines = textwrap.wrap(shown(str(text)), width) or [""]
+    in "…" when some was left out; a word longer than a line is cut (:func:`_readable`)."""
+    lines = textwrap.wrap(_readable(text), width) or [""]
     if len(lines) > most:
         lines = lines[:most]
         lines[-1] = lines[-1][:width - 1].rstrip() + "…"
@@ -255,7 +265,8 @@ def plot_confusion_matrix(matrix, classes: list[str], out: Path) -> Path:
     if not numbers_classes(n):
         # (a long name, as a product table's category may be, squeezed the matrix to a
         # corner of the figure)
-        names = [c if len(c) <= TICK_NAME else c[:TICK_NAME - 1] + "…" for c in classes]
+        names = [c if len(c) <= TICK_NAME else c[:TICK_NAME - 1] + "…"
+                 for c in map(_readable, classes)]
         ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=min(8, 0.9 * cell))
         ax.set_yticks(range(n), names, fontsize=min(8, 0.9 * cell))
         ax.set_xlabel("predicted")
