@@ -382,6 +382,53 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     assert not (catalog / "x_bolsa_feminina" / "new.png").exists()
 
 
+def test_plot_is_refused_through_the_catalogues_links_and_over_standard_output(
+        catalog, env, tmp_path):
+    """helper-145: a figure written over a photo the catalogue links to, or into a category
+    folder that is a link to a folder elsewhere, replaced a product's photo or added one
+    (`vitrine index` follows such links); `--plot fig.png > fig.png` put the figure where
+    the results went, which were lost; each with status 0."""
+    photos = sorted((catalog / "x_bolsa_feminina").glob("*.jpg"))
+    cat, out, linked_folder = tmp_path / "cat", tmp_path / "out", tmp_path / "outdir"
+    for folder in (cat / "a", out, linked_folder):
+        folder.mkdir(parents=True)
+    shutil.copyfile(photos[0], cat / "a" / "own.jpg")
+    shutil.copyfile(photos[1], out / "real.jpg")
+    shutil.copyfile(photos[2], linked_folder / "x.jpg")
+    (cat / "a" / "linked.jpg").symlink_to(out / "real.jpg")
+    (cat / "linkedcat").symlink_to(linked_folder)
+    store = tmp_path / "store"
+    run("index", cat, "--store", store, env_extra=env)
+    from vitrine.store import open_store
+
+    handle = open_store(store)
+    ids = {Path(image).name: pid for pid, image in handle.images().items()}
+    handle.close()
+    assert set(ids) == {"own.jpg", "linked.jpg", "x.jpg"}
+    before = {p: p.read_bytes() for p in (out / "real.jpg", linked_folder / "x.jpg")}
+    for target in (out / "real.jpg", linked_folder / "fig.png", cat / "linkedcat" / "f.png"):
+        refused = run("similar", ids["own.jpg"], "--store", store, "--plot", target,
+                      check=False, env_extra=env)
+        assert refused.returncode == 2 and refused.stdout == "", (target, refused.stderr)
+        assert "a product's photo (the catalogue's link" in refused.stderr or \
+            "a folder of the store's photos" in refused.stderr, refused.stderr
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in linked_folder.iterdir()) == ["x.jpg"]
+    # the file standard output writes to, named as the figure, alone or numbered
+    for args in (["similar", ids["own.jpg"], "--plot", tmp_path / "o.png"],
+                 ["search", photos[2], photos[3], "--plot", tmp_path / "o.png"]):
+        shown = tmp_path / ("o-1.png" if args[0] == "search" else "o.png")
+        with open(shown, "w") as stdout:
+            proc = subprocess.run([*CLI, *map(str, args), "--store", str(store)],
+                                  stdout=stdout, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, **env}, timeout=600)
+        assert proc.returncode == 2 and "standard output" in proc.stderr, proc.stderr
+        assert "standard output" not in shown.read_text()  # (one sentence, on stderr)
+        assert not (tmp_path / "o-0.png").exists()
+    assert run("similar", ids["own.jpg"], "--store", store, "--plot", tmp_path / "ok.png",
+               env_extra=env).returncode == 0 and (tmp_path / "ok.png").is_file()
+
+
 def test_a_file_name_that_is_not_utf8_is_skipped(catalog, env, tmp_path):
     """A Latin-1 file name (common in zips made on Windows) is skipped with its reason; the
     other photos are stored and the JSON stays valid."""

@@ -122,16 +122,15 @@ def plot_path(plot: Path | None) -> Path | None:
         return None
     if plot.is_dir():
         raise VitrineError(f"--plot {plot} is a folder; name a file such as {plot}/fig.png.")
+    _refuse_stdout(plot)
     if is_stream(plot):  # /dev/null, a named pipe, /dev/fd/3: written there (as PNG unless
         # its suffix names a format)
-        if _is_stdout(plot) and os.path.abspath(plot) != os.devnull:  # (>/dev/null too)
-            raise VitrineError(f"--plot {plot} is this command's standard output, where its "
-                               "results go; name a file, or another descriptor (--plot "
-                               "/dev/fd/3 3> fig.png).")
         _check_descriptor(plot)
         return plot
     if not plot.suffix:  # "fig" or "fig." → fig.png
-        return plot.with_name(plot.name.rstrip(".") + ".png")
+        plot = plot.with_name(plot.name.rstrip(".") + ".png")
+        _refuse_stdout(plot)
+        return plot
     from vitrine.plots import FORMATS  # (matplotlib: the figure is drawn with it anyway)
 
     if plot.suffix[1:].lower() not in FORMATS:
@@ -162,6 +161,15 @@ def _check_descriptor(plot: Path) -> None:
                                "or name a file.")
 
 
+def _refuse_stdout(plot: Path) -> None:
+    """Refuse the file or pipe standard output writes to (``--plot fig.png > fig.png``: the
+    figure replaced the file, and the results went to the unlinked one), but /dev/null."""
+    if _is_stdout(plot) and os.path.abspath(plot) != os.devnull:  # (>/dev/null too)
+        raise VitrineError(f"--plot {plot} is this command's standard output, where its "
+                           "results go; name a file, or another descriptor (--plot "
+                           "/dev/fd/3 3> fig.png).")
+
+
 def _is_stdout(path: Path) -> bool:
     """Whether ``path`` is the file or pipe this process's standard output writes to."""
     try:
@@ -183,19 +191,41 @@ def plot_targets(plot: Path | None, count: int) -> list[Path | None]:
         raise VitrineError(f"--plot {plot} holds one figure and {count} photos were given; "
                            "name a file (fig.png: fig-0.png, fig-1.png, …) or search one "
                            "photo.")
-    return [plot.with_name(f"{plot.stem}-{i}{plot.suffix}") for i in range(count)]
+    targets = [plot.with_name(f"{plot.stem}-{i}{plot.suffix}") for i in range(count)]
+    for target in targets:
+        _refuse_stdout(target)
+    return targets
+
+
+def _photo_places(store, need_links: bool) -> tuple[set[Path], dict[Path, str]]:
+    """The folders that hold ``store``'s photos, as their real paths (a category folder
+    that is a link to one outside the catalogue, which `vitrine index` follows); and with
+    ``need_links``, the real path of each photo there that is a link, with the link. Reads
+    every product's photo path (and lists those folders): only a command with --plot."""
+    folders: set[Path] = set()
+    linked: dict[Path, str] = {}
+    for folder in {os.path.dirname(image) for image in store.images().values()}:
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
+            folders.add(Path(folder).resolve())
+            if need_links:
+                with os.scandir(folder) as entries:
+                    linked.update((Path(e.path).resolve(), e.path) for e in entries
+                                  if e.is_symlink())
+    return folders, linked
 
 
 def check_plot_targets(targets: list[Path], photos: list[Path], rec) -> None:
     """Refuse, before any work, a figure that would be written over a photo to search (the
-    next query then searched the figure) or into the store's catalogue or upload folder (it
-    replaced a product's photo, which the next `vitrine index` embedded; a new file there
-    would be read as a product)."""
+    next query then searched the figure), over a product's photo, or into the store's
+    catalogue or upload folder or a folder of its photos (it replaced a product's photo,
+    which the next `vitrine index` embedded; a new file there would be read as a product);
+    also through the catalogue's links to photos and folders elsewhere."""
     from vitrine.store import upload_folder
 
     folders = [Path(f).resolve() for f in (rec.store.catalog_folder(),
                                            upload_folder(rec.store, rec.settings.upload_dir))
                if f is not None]
+    held, linked = _photo_places(rec.store, any(t.exists() for t in targets))
     for target in targets:
         try:
             real = target.resolve()
@@ -214,6 +244,12 @@ def check_plot_targets(targets: list[Path], photos: list[Path], rec) -> None:
                            if real.is_relative_to(f) or place.is_relative_to(f)), None):
             raise VitrineError(f"--plot {target} is inside {inside}, the store's photos; name "
                                "a file elsewhere for the figure.")
+        if link := linked.get(real) or linked.get(place):
+            raise VitrineError(f"--plot {target} is a product's photo (the catalogue's link "
+                               f"{link} leads to it); name another file for the figure.")
+        if inside := next((f for f in (real.parent, place.parent) if f in held), None):
+            raise VitrineError(f"--plot {target} is in {inside}, a folder of the store's "
+                               "photos; name a file elsewhere for the figure.")
 
 
 def check_category(rec, category: str | None) -> str | None:
