@@ -114,6 +114,10 @@ def test_index_and_results_say_names_with_control_characters_escaped():
     # no results: said under the empty table, which alone read as a failure
     assert "No product to show: the store holds no other one (of the category asked " \
            "for)." in " ".join(text.split())  # (wrapped to the table's width)
+    console = Console(record=True, width=200, force_terminal=True)
+    console.print(results_table("Similar to q.jpg", [], itself_excluded=False))  # (search)
+    assert "No product to show: the store holds none (of the category asked for)." in \
+        " ".join(console.export_text().split())  # ("no other one": as if q.jpg were one)
 
 
 def test_info_gives_each_category_one_line():

@@ -154,7 +154,7 @@ def search(
             failed += 1
             continue
         if not as_json:
-            out.print(results_table(f"Similar to {image}", matches))
+            out.print(results_table(f"Similar to {image}", matches, itself_excluded=False))
             if guess is not None:
                 out.print(guess.sentence(), markup=False)
         problem = None

@@ -55,8 +55,11 @@ def plain(value: object, style: str = "") -> Text:
     return Text(str(value), style=style)
 
 
-def results_table(title: str, matches: list[Match]) -> Table:
-    """Ranked matches; ``title`` is shown literally (it names the query)."""
+def results_table(title: str, matches: list[Match], *, itself_excluded: bool = True
+                  ) -> Table:
+    """Ranked matches; ``title`` is shown literally (it names the query). No matches are
+    said under the table: of a product (``itself_excluded``), the store holds no other one;
+    of a photo, none."""
     table = Table(title=plain(one_line(title), "table.title"), title_justify="left")
     for col in ("#", "score", "product_id", "category", "name", "price"):
         table.add_column(col, overflow="fold")
@@ -65,7 +68,8 @@ def results_table(title: str, matches: list[Match]) -> Table:
         table.add_row(str(rank), f"{m.score:.3f}", plain(m.product.product_id),
                       plain(m.product.category), plain(m.product.name), price)
     if not matches:  # (an empty table alone read as a failure to show them)
-        table.caption = ("No product to show: the store holds no other one (of the category "
+        table.caption = (f"No product to show: the store holds "
+                         f"{'no other one' if itself_excluded else 'none'} (of the category "
                          "asked for).")
         table.caption_justify = "left"
     return table
