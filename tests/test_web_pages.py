@@ -11,7 +11,9 @@ import socket
 import subprocess
 import sys
 import time
+from html import escape as html_escape
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx2
 import pytest
@@ -305,6 +307,14 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
         gone = client.post("/search", headers=html, data={"category": kind},
                            files={"image": ("", b"", "application/octet-stream")})
     assert gone.status_code == 422 and "Escolha uma foto antes de buscar." in gone.text
+    # a photo search the store fails (503): the toggle's search form keeps the category
+    with monkeypatch.context() as patch:
+        patch.setattr(pages_module, "page_category", failing)
+        failed = client.post("/search", headers=html, data={"category": kind},
+                             files={"image": ("p.jpg", photo, "image/jpeg")})
+    assert failed.status_code == 503, failed.text
+    toggle = re.search(r'class="lang-switch" href="([^"]+)"', failed.text).group(1)
+    assert toggle == html_escape("/search?" + urlencode({"category": kind, "lang": "en"}))
     # a path that starts with '//' names another site in a link: the language toggle of its
     # 404 page stays on this one
     lost = client.get("http://testserver//evil.example/x", headers=html)

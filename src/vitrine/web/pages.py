@@ -219,8 +219,10 @@ class Pages:
             key = "bad_form"  # (a field of the form, not the address)
         message = (t[key].format(mb=self.max_mb(lang)) if key
                    else sentence if lang == "en" else t["other_error"])
+        # a photo search that failed: the other language's search form keeps its category
+        searched = getattr(request.state, "search_category", None)
         return self.render(request, "error.html", lang, status, status_code=status,
-                           message=message)
+                           message=message, keep={"category": searched or None})
 
     def search_results(self, request: Request, lang: str, fragment: bool, status: int,
                        **context: object) -> HTMLResponse:
@@ -329,8 +331,9 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         matches: list[Match] | None = None
         guess, linked = None, False
         message, status = None, 200
+        request.state.search_category = category  # (an error page's toggle keeps it)
         chosen = page_category(service, category)
-        category = chosen.name
+        category = request.state.search_category = chosen.name
         try:
             data = guards.read_upload(image, settings.max_upload_bytes)
             matches, _, guess = service.search_photo(data, SEARCH_K, category or None)
