@@ -213,3 +213,17 @@ def test_combined_vectors_of_several_splits_are_written_chunk_by_chunk(budget, t
     assert torch.allclose(rows, torch.cat([combine(s, parts, weights) for s in splits]),
                           atol=0, rtol=0)
     assert rows.shape == (11, 7) and (storage.on_disk > 0) == (budget == 0)
+
+
+@pytest.mark.parametrize("views, said", [
+    (1, "Frozen blocks run once per photo (1 view, no augmentation"),
+    (2, "2 views per training photo (the photo and 1 seeded augmentation)"),
+    (4, "4 views per training photo (the photo and 3 seeded augmentations)")])
+def test_the_cache_note_says_the_views_as_counted(views, said, tmp_path):
+    """It said "1 views per training photo (the photo and 1-1 seeded augmentations)" and
+    called a run without augmentation "a fixed set of views" (helper-148)."""
+    from vitrine.train import cache_note
+
+    note = cache_note(Settings(train_views=views), MapStorage(tmp_path, 1 << 20))
+    assert said in note and "-1" not in note
+    assert ("fixed set of views" in note) == (views > 1)

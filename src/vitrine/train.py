@@ -334,10 +334,13 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
 def cache_note(settings: Settings, storage: MapStorage) -> str:
     """What the training caches, and where, in one paragraph for the summary."""
     v = settings.train_views
-    note = (f"Frozen blocks run once per view: {v} views per training photo (the photo and "
-            f"{v}-1 seeded augmentations), 1 per validation/test photo; each epoch draws one "
-            "cached view per photo, so augmentation is a fixed set of views rather than fresh "
-            "each epoch. Phase 1 also caches the head's input from the frozen network.")
+    note = ("Frozen blocks run once per photo (1 view, no augmentation: "
+            "VITRINE_TRAIN_VIEWS=1). " if v == 1 else
+            f"Frozen blocks run once per view: {v} views per training photo (the photo and "
+            f"{v - 1} seeded augmentation{'' if v == 2 else 's'}), 1 per validation/test "
+            "photo; each epoch draws one cached view per photo, so augmentation is a fixed set "
+            "of views rather than fresh each epoch. ")
+    note += "Phase 1 also caches the head's input from the frozen network."
     taps = taps_for(get_spec(settings.backbone), settings.train_taps)
     if taps:
         note += (f" The cached maps are those before the first tapped block ({min(taps)}); "
