@@ -101,6 +101,25 @@ def test_tiny_export_runs_any_batch(tmp_path):
     assert cosines(want, engine.run(x)).min() >= 0.9999
 
 
+def test_inter_op_threads_take_effect(tmp_path):
+    """VITRINE_INTEROP_THREADS above 1 runs ONNX Runtime in parallel mode with that pool (in
+    sequential mode, which it kept, ONNX Runtime makes no inter-op pool: helper-148 saw the
+    same threads at 1 and 8); the same answers either way."""
+    import onnxruntime as ort
+
+    path = export_onnx(Tiny(), tmp_path / "tiny.onnx", 32)
+    x = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32)
+    runs = {}
+    for inter in (1, 3):
+        engine = OnnxEngine(path, device=CPU, intra_threads=1, inter_threads=inter)
+        options = engine.session.get_session_options()
+        assert options.inter_op_num_threads == inter
+        assert options.execution_mode == (ort.ExecutionMode.ORT_PARALLEL if inter > 1
+                                          else ort.ExecutionMode.ORT_SEQUENTIAL)
+        runs[inter] = engine.run(x)
+    assert cosines(runs[1], runs[3]).min() >= 0.9999
+
+
 def test_onnx_runtime_sends_no_usage_events(tmp_path):
     """ONNX Runtime 1.29+ on Linux queues usage events (model names, hashes) for Microsoft
     under ~/.cache/Microsoft unless ORT_DISABLE_TELEMETRY is set (or CI, which a test run

@@ -249,7 +249,9 @@ class Settings(BaseSettings):
     engine: Literal["torch", "onnx"] = "onnx"
     """'onnx' (ONNX Runtime over the exported network) or 'torch' (eager); same vectors."""
     interop_threads: Threads = 1
-    """Inter-op threads of ONNX Runtime (the network is a chain: 1 is enough)."""
+    """Inter-op threads of ONNX Runtime (the network is a chain: 1 is enough, and runs its
+    nodes in order; more runs independent nodes in parallel, ``ORT_PARALLEL``, in a pool of
+    that many). Not read by the torch engine."""
     onnx_spinning: bool = False
     """Let ONNX Runtime's idle threads spin; off leaves the cores to the decode workers."""
     cache_dir: Path = Field(default_factory=default_cache_dir)

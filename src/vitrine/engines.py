@@ -105,7 +105,9 @@ class OnnxEngine:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_threads
         options.inter_op_num_threads = max(1, inter_threads)
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # (sequential execution makes no inter-op pool: more than 1 thread did nothing)
+        options.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if inter_threads > 1
+                                  else ort.ExecutionMode.ORT_SEQUENTIAL)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.intra_op.allow_spinning",
                                          "1" if spinning else "0")
