@@ -307,6 +307,34 @@ def test_a_folder_dedupe_cannot_read_and_a_link_loop_are_skipped(demo_catalog, e
     assert all("symbolic links" in s["reason"] for s in skipped[1:])
 
 
+def test_a_folder_dedupe_does_not_enter_a_link_outside_when_told_not_to(demo_catalog,
+                                                                       embedder, settings,
+                                                                       tmp_path):
+    """VITRINE_FOLLOW_OUTSIDE_LINKS=false: "no command enters a linked folder outside" the
+    folder; `dedupe` did, without a word (helper-148). The link is skipped with its reason;
+    a link inside the folder, and any link with the setting on, is followed."""
+    import shutil
+
+    from vitrine.dedupe_files import dedupe_folders
+    from vitrine.indexer import OUTSIDE_FOLDER
+
+    photo = sorted((demo_catalog / "relogio_feminino").glob("*.jpg"))[0]
+    folder, outside = tmp_path / "photos", tmp_path / "outside"
+    (folder / "a").mkdir(parents=True)
+    outside.mkdir()
+    shutil.copyfile(photo, folder / "a" / "p.jpg")
+    shutil.copyfile(photo, outside / "dup.jpg")
+    (folder / "b").symlink_to(outside)
+    (folder / "c").symlink_to(folder / "a")  # (inside: the same photo, counted once)
+    closed = settings.model_copy(update={"follow_outside_links": False})
+    groups, skipped = dedupe_folders([folder], closed, embedder=embedder, show_progress=False)
+    assert groups == []
+    assert skipped == [{"path": str(folder / "b"), "reason": OUTSIDE_FOLDER}]
+    groups, skipped = dedupe_folders([folder], settings, embedder=embedder, show_progress=False)
+    assert groups == [[str(folder / "a" / "p.jpg"), str(folder / "b" / "dup.jpg")]]
+    assert skipped == []
+
+
 def test_colour_difference_counts_a_product_on_only_one_side():
     """A pixel is compared when either thumbnail has the product there: a brown bag against
     an empty white photo differs by 255 - 40 on its pixels, not 0 (nothing in common)."""

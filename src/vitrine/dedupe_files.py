@@ -12,7 +12,9 @@ from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules, find_duplicates
 from vitrine.embed import Embedder
 from vitrine.errors import CatalogError
+from vitrine.indexer import OUTSIDE_FOLDER
 from vitrine.progress import progress_bar
+from vitrine.split import links_refused
 
 
 def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRules | None = None,
@@ -28,11 +30,13 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
         if not folder.is_dir():
             raise CatalogError(f"{folder} " + ("is not a folder." if os.path.lexists(folder)
                                                else "does not exist."))
-        for photo in scan_images(folder, unreadable=skipped):
+        refused = links_refused(settings)  # (VITRINE_FOLLOW_OUTSIDE_LINKS=false: a list)
+        for photo in scan_images(folder, unreadable=skipped, refused_links=refused):
             real = os.path.realpath(photo)  # (a link loop: its path, reported when read)
             if real not in seen:
                 seen.add(real)
                 paths.append(folder / photo.relative_to(folder))
+        skipped += [{"path": str(link), "reason": OUTSIDE_FOLDER} for link in refused or ()]
     skipped = list({s["path"]: s for s in skipped}.values())  # (overlapping folders: once)
     if not paths:
         why = f" ({skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
