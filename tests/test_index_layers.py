@@ -183,6 +183,35 @@ def test_a_store_crossing_the_approximate_index_size_is_searched_before_its_rebu
     reader.close()
 
 
+def test_a_reader_told_another_kind_does_not_layer_on_the_saved_one(folder, monkeypatch):
+    """VITRINE_INDEX=flat over a store whose saved index is an HNSW graph, written since: the
+    search layered on the graph (approximate, for as long as the server wrote and no flat
+    index was saved: helper-148); it is exact. Told `hnsw` with other parameters, a reader
+    still layers on the saved graph rather than build one in its search."""
+    root, vecs = folder
+    writer = EmbeddedStore(root, index_config=HNSW)
+    writer.lock_for_writing()
+    writer.upsert(records([f"n{i}" for i in range(10)], vecs[500:510]))
+    writer.flush(rebuild=False)  # an API write: nothing built
+    writer.close()
+    other = IndexConfig.defaults(kind="hnsw", hnsw_m=8)
+    assert other.tag(510) != HNSW.tag(510)
+    reader = EmbeddedStore(root, index_config=other)
+    with monkeypatch.context() as patch:
+        no_builds(patch)
+        index = reader._current_index()
+        assert isinstance(index, LayeredIndex) and index.base.kind == "hnsw"
+    reader.close()
+    flat = IndexConfig.defaults(kind="flat")
+    reader = EmbeddedStore(root, index_config=flat)
+    index = reader._current_index()
+    assert isinstance(index, VectorIndex) and index.kind == "flat" and index.ntotal == 510
+    for q in (3, 77, 505):
+        got = [m.product.product_id for m in reader.search(vecs[q], 20)]
+        assert got == brute_force(reader, vecs[q], 20)
+    reader.close()
+
+
 def test_a_long_running_reader_layers_on_the_other_kind_when_its_own_is_stale(tmp_path,
                                                                             monkeypatch):
     """A server's reader holding an HNSW index the store's writes have since left behind (the

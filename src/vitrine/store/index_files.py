@@ -170,11 +170,18 @@ class IndexFiles:
         store crossing the size of the approximate index, flat ⇄ HNSW, until the rebuild of
         the new kind is saved), and up to half the store changed (an exact layer of that
         size costs milliseconds a search and a copy at each write, 0.1 s at 14,000 rows;
-        a build in the search, minutes at 300,000 products)."""
+        a build in the search, minutes at 300,000 products); an index of another kind than
+        the one named (VITRINE_INDEX other than auto) it does not take."""
         tag = self.config.tag(n)
         candidates = [self._newest_saved(generation, tag)]
-        if not writer:  # the newest of either kind, where the own kind's will not do
-            candidates.append(self._newest_saved(generation, None))
+        other = None if writer else self._newest_saved(generation, None)
+        # the newest of either kind, where the own kind's will not do: under `auto` (a store
+        # crossing the size), or of the kind named (other parameters); not another kind
+        # named (VITRINE_INDEX=flat searched a saved HNSW graph, approximate, for as long as
+        # no flat index was saved)
+        if other is not None and (self.config.kind == "auto"
+                                  or self._kind(other) == self.config.resolve(n)):
+            candidates.append(other)
         changes_from = self._changes_from(generation)
         most = min(RECENT_MAX, n // 10)
         for best in candidates:
