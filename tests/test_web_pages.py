@@ -315,6 +315,12 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
     assert failed.status_code == 503, failed.text
     toggle = re.search(r'class="lang-switch" href="([^"]+)"', failed.text).group(1)
     assert toggle == html_escape("/search?" + urlencode({"category": kind, "lang": "en"}))
+    # an error page of a GET keeps its address's category (the fix above dropped it)
+    for address in (f"/?category={kind}&q=a&page=0", f"/products/nope?category={kind}"):
+        error = client.get(address, headers=html)
+        assert error.status_code in (404, 422), address
+        toggle = re.search(r'class="lang-switch" href="([^"]+)"', error.text).group(1)
+        assert f"category={kind}" in toggle, (address, toggle)
     # a path that starts with '//' names another site in a link: the language toggle of its
     # 404 page stays on this one
     lost = client.get("http://testserver//evil.example/x", headers=html)

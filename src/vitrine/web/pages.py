@@ -219,10 +219,12 @@ class Pages:
             key = "bad_form"  # (a field of the form, not the address)
         message = (t[key].format(mb=self.max_mb(lang)) if key
                    else sentence if lang == "en" else t["other_error"])
-        # a photo search that failed: the other language's search form keeps its category
+        # a photo search that failed (a POST: its category is in the form, not the address):
+        # the other language's search form keeps it
         searched = getattr(request.state, "search_category", None)
+        keep = {"category": searched or None} if request.method == "POST" else {}
         return self.render(request, "error.html", lang, status, status_code=status,
-                           message=message, keep={"category": searched or None})
+                           message=message, keep=keep)
 
     def search_results(self, request: Request, lang: str, fragment: bool, status: int,
                        **context: object) -> HTMLResponse:
