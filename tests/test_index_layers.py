@@ -203,12 +203,43 @@ def test_a_reader_told_another_kind_does_not_layer_on_the_saved_one(folder, monk
         assert isinstance(index, LayeredIndex) and index.base.kind == "hnsw"
     reader.close()
     flat = IndexConfig.defaults(kind="flat")
+    graph = saved(root)
     reader = EmbeddedStore(root, index_config=flat)
     index = reader._current_index()
     assert isinstance(index, VectorIndex) and index.kind == "flat" and index.ntotal == 510
     for q in (3, 77, 505):
         got = [m.product.product_id for m in reader.search(vecs[q], 20)]
         assert got == brute_force(reader, vecs[q], 20)
+    reader.close()
+    # its build is saved beside the store's graph, not over it (helper-150: the next
+    # writer then rebuilt the graph, minutes on a large store, instead of layering)
+    assert set(graph) < set(saved(root)) and len(saved(root)) == 2
+    writer = EmbeddedStore(root, index_config=HNSW)
+    writer.lock_for_writing()
+    with monkeypatch.context() as patch:
+        no_builds(patch)
+        writer.upsert(records(["w"], vecs[510:511]))
+        writer.flush()
+        assert isinstance(writer._current_index(), LayeredIndex)
+    writer.close()
+    # a reader told an approximate kind layers on an exact index (helper-150: it built the
+    # graph in its search where it used to layer)
+    exact = EmbeddedStore(root, index_config=flat)
+    exact.lock_for_writing()
+    exact.upsert(records(["v"], vecs[511:512]))
+    exact.flush()  # a flat index of this generation, the graph's older
+    exact.upsert(records(["u"], vecs[512:513]))
+    exact.flush(rebuild=False)
+    exact.close()
+    for files in saved(root):
+        if "hnsw" in files:
+            (root / files).unlink()
+    reader = EmbeddedStore(root, index_config=HNSW)
+    with monkeypatch.context() as patch:
+        no_builds(patch)
+        index = reader._current_index()
+        assert isinstance(index, LayeredIndex) and index.base.kind == "flat"
+        assert reader.search(vecs[512], 1)[0].product.product_id == "u"
     reader.close()
 
 

@@ -107,7 +107,10 @@ class IndexFiles:
         self._layer = None
         index = self._build(n)
         self._base = (index, generation, self.config.tag(n))
-        self._save(index, path, generation, writer)
+        # a reader told a kind of its own (VITRINE_INDEX=flat) keeps the store's other files
+        # (the server's graph, which the next writer would otherwise rebuild)
+        self._save(index, path, generation, writer,
+                   others=writer or self.config.kind == "auto")
         return index
 
     def flush(self, generation: int, n: int, writer: bool, rebuild: bool = True) -> None:
@@ -127,13 +130,15 @@ class IndexFiles:
                 base, base_gen, _ = self._base  # (its file removed by another process)
                 self._save(base, self.path(base_gen, n), base_gen, writer)
         if writer:
-            self._forget_saved()
+            self._forget_saved(self.config.tag(n))
 
-    def _forget_saved(self) -> None:
-        """Forget the changes the newest saved index covers, where an index saved without
-        the writer lock (the server's rebuild) left them: every product ever written stayed
-        a row (3,659 rows for 2,230 products after a 10-minute run of the API)."""
-        newest = self.newest_generation()
+    def _forget_saved(self, tag: str) -> None:
+        """Forget the changes the newest saved index of ``tag`` (the writer's, which it
+        layers on) covers, where an index saved without the writer lock (the server's
+        rebuild) left them: every product ever written stayed a row (3,659 rows for 2,230
+        products after a 10-minute run of the API). Not another tag's: a reader told
+        another kind saved its own build, and the writer's base lost its changes."""
+        newest = max((gen for gen, _ in self.saved(tag)), default=0)
         if newest > int(self.meta("changes_pruned") or 0) and not self.db.in_transaction:
             with contextlib.suppress(sqlite3.OperationalError, StoreError):  # next time
                 self.forget_changes(newest)
@@ -170,17 +175,17 @@ class IndexFiles:
         store crossing the size of the approximate index, flat ⇄ HNSW, until the rebuild of
         the new kind is saved), and up to half the store changed (an exact layer of that
         size costs milliseconds a search and a copy at each write, 0.1 s at 14,000 rows;
-        a build in the search, minutes at 300,000 products); an index of another kind than
-        the one named (VITRINE_INDEX other than auto) it does not take."""
+        a build in the search, minutes at 300,000 products); told ``flat``, it takes no
+        approximate index."""
         tag = self.config.tag(n)
         candidates = [self._newest_saved(generation, tag)]
         other = None if writer else self._newest_saved(generation, None)
-        # the newest of either kind, where the own kind's will not do: under `auto` (a store
-        # crossing the size), or of the kind named (other parameters); not another kind
-        # named (VITRINE_INDEX=flat searched a saved HNSW graph, approximate, for as long as
-        # no flat index was saved)
-        if other is not None and (self.config.kind == "auto"
-                                  or self._kind(other) == self.config.resolve(n)):
+        # the newest of either kind, where the own kind's will not do (a store crossing the
+        # size; another process's settings), but not an approximate one where `flat` was
+        # named: VITRINE_INDEX=flat searched a saved HNSW graph for as long as no flat index
+        # was saved (an exact base serves every kind: an approximate one built in a search
+        # takes minutes)
+        if other is not None and (self.config.kind != "flat" or self._kind(other) == "flat"):
             candidates.append(other)
         changes_from = self._changes_from(generation)
         most = min(RECENT_MAX, n // 10)
@@ -285,15 +290,16 @@ class IndexFiles:
         return build_index(self.config, self.dim(), n, batches(), sample)
 
     def _save(self, index: VectorIndex, path: Path, generation: int,
-              writer: bool) -> str | None:
-        """Save atomically and remove older files; a writer also forgets the changes up to
-        ``generation`` (no searcher layers on an older index once this one is there). None
-        when it was saved, else why not (the system's words: a full disk, a permission)."""
+              writer: bool, others: bool = True) -> str | None:
+        """Save atomically and remove older files (without ``others``, only those of its
+        own tag); a writer also forgets the changes up to ``generation`` (no searcher layers
+        on an older index once this one is there). None when it was saved, else why not
+        (the system's words: a full disk, a permission)."""
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(index)}.tmp")
         try:
             index.save(tmp)
             os.replace(tmp, path)
-            for gen, old in self.saved():
+            for gen, old in self.saved("*" if others else INDEX_FILE.fullmatch(path.name)[2]):
                 if gen < generation:
                     old.unlink(missing_ok=True)
         except (OSError, RuntimeError) as exc:
