@@ -397,6 +397,11 @@ def test_plot_is_refused_through_the_catalogues_links_and_over_standard_output(
     shutil.copyfile(photos[2], linked_folder / "x.jpg")
     (cat / "a" / "linked.jpg").symlink_to(out / "real.jpg")
     (cat / "linkedcat").symlink_to(linked_folder)
+    (linked_folder / "sub").mkdir()  # (empty: read by the next index all the same)
+    bags = tmp_path / "ext" / "bags"  # a linked folder whose photos are in a sub-folder
+    (bags / "black").mkdir(parents=True)
+    shutil.copyfile(photos[3], bags / "black" / "b.jpg")
+    (cat / "bags").symlink_to(bags)
     store = tmp_path / "store"
     run("index", cat, "--store", store, env_extra=env)
     from vitrine.store import open_store
@@ -404,16 +409,20 @@ def test_plot_is_refused_through_the_catalogues_links_and_over_standard_output(
     handle = open_store(store)
     ids = {Path(image).name: pid for pid, image in handle.images().items()}
     handle.close()
-    assert set(ids) == {"own.jpg", "linked.jpg", "x.jpg"}
+    assert set(ids) == {"own.jpg", "linked.jpg", "x.jpg", "b.jpg"}
     before = {p: p.read_bytes() for p in (out / "real.jpg", linked_folder / "x.jpg")}
-    for target in (out / "real.jpg", linked_folder / "fig.png", cat / "linkedcat" / "f.png"):
+    for target in (out / "real.jpg", linked_folder / "fig.png", cat / "linkedcat" / "f.png",
+                   linked_folder / "sub" / "f.png", bags / "f.png"):
         refused = run("similar", ids["own.jpg"], "--store", store, "--plot", target,
                       check=False, env_extra=env)
         assert refused.returncode == 2 and refused.stdout == "", (target, refused.stderr)
         assert "a product's photo (the catalogue's link" in refused.stderr or \
-            "a folder of the store's photos" in refused.stderr, refused.stderr
+            "a folder the store's photos are read from" in refused.stderr, refused.stderr
     assert {p: p.read_bytes() for p in before} == before
-    assert sorted(p.name for p in linked_folder.iterdir()) == ["x.jpg"]
+    assert sorted(p.name for p in linked_folder.rglob("*")) == ["sub", "x.jpg"]
+    assert sorted(p.name for p in bags.rglob("*")) == ["b.jpg", "black"]
+    assert run("similar", ids["own.jpg"], "--store", store, "--plot", out / "beside.png",
+               env_extra=env).returncode == 0  # (beside a linked photo: read by no index)
     # the file standard output writes to, named as the figure, alone or numbered
     for args in (["similar", ids["own.jpg"], "--plot", tmp_path / "o.png"],
                  ["search", photos[2], photos[3], "--plot", tmp_path / "o.png"]):

@@ -197,35 +197,51 @@ def plot_targets(plot: Path | None, count: int) -> list[Path | None]:
     return targets
 
 
-def _photo_places(store, need_links: bool) -> tuple[set[Path], dict[Path, str]]:
-    """The folders that hold ``store``'s photos, as their real paths (a category folder
-    that is a link to one outside the catalogue, which `vitrine index` follows); and with
-    ``need_links``, the real path of each photo there that is a link, with the link. Reads
-    every product's photo path (and lists those folders): only a command with --plot."""
-    folders: set[Path] = set()
+def _photo_places(store, catalogue: Path | None, need_links: bool
+                  ) -> tuple[set[Path], dict[Path, str]]:
+    """The real folders that `vitrine index` reads ``store``'s photos from: each folder
+    holding one, and each folder a link inside ``catalogue`` leads to (a category folder
+    that is a link elsewhere, its sub-folders too); and with ``need_links``, the real path
+    of each photo that is a link, with the link. Reads every product's photo path (and
+    lists those folders): only a command with --plot."""
+    roots: set[Path] = set()
     linked: dict[Path, str] = {}
+    walked: set[Path] = set()
     for folder in {os.path.dirname(image) for image in store.images().values()}:
         with contextlib.suppress(OSError, RuntimeError, ValueError):
-            folders.add(Path(folder).resolve())
+            roots.add(Path(folder).resolve())
+            step = Path(folder)  # up to the catalogue: the links on the way
+            while catalogue is not None and step != catalogue and step not in walked \
+                    and step.is_relative_to(catalogue):
+                walked.add(step)
+                if step.is_symlink():
+                    roots.add(step.resolve())
+                step = step.parent
             if need_links:
                 with os.scandir(folder) as entries:
                     linked.update((Path(e.path).resolve(), e.path) for e in entries
                                   if e.is_symlink())
-    return folders, linked
+    return roots, linked
 
 
 def check_plot_targets(targets: list[Path], photos: list[Path], rec) -> None:
     """Refuse, before any work, a figure that would be written over a photo to search (the
     next query then searched the figure), over a product's photo, or into the store's
-    catalogue or upload folder or a folder of its photos (it replaced a product's photo,
-    which the next `vitrine index` embedded; a new file there would be read as a product);
-    also through the catalogue's links to photos and folders elsewhere."""
+    catalogue or upload folder or a folder it reads photos from (it replaced a product's
+    photo, which the next `vitrine index` embedded; a new file there would be read as a
+    product); also through the catalogue's links to photos and folders elsewhere. A device
+    or pipe (/dev/null, /dev/fd/3) is written through, so none of this concerns it."""
     from vitrine.store import upload_folder
 
-    folders = [Path(f).resolve() for f in (rec.store.catalog_folder(),
+    targets = [t for t in targets if not is_stream(t)]
+    if not targets:
+        return
+    catalogue = rec.store.catalog_folder()
+    folders = [Path(f).resolve() for f in (catalogue,
                                            upload_folder(rec.store, rec.settings.upload_dir))
                if f is not None]
-    held, linked = _photo_places(rec.store, any(t.exists() for t in targets))
+    roots, linked = _photo_places(rec.store, catalogue and Path(catalogue),
+                                  any(t.exists() for t in targets))
     for target in targets:
         try:
             real = target.resolve()
@@ -247,9 +263,10 @@ def check_plot_targets(targets: list[Path], photos: list[Path], rec) -> None:
         if link := linked.get(real) or linked.get(place):
             raise VitrineError(f"--plot {target} is a product's photo (the catalogue's link "
                                f"{link} leads to it); name another file for the figure.")
-        if inside := next((f for f in (real.parent, place.parent) if f in held), None):
-            raise VitrineError(f"--plot {target} is in {inside}, a folder of the store's "
-                               "photos; name a file elsewhere for the figure.")
+        if inside := next((f for f in roots
+                           if real.is_relative_to(f) or place.is_relative_to(f)), None):
+            raise VitrineError(f"--plot {target} is inside {inside}, a folder the store's "
+                               "photos are read from; name a file elsewhere for the figure.")
 
 
 def check_category(rec, category: str | None) -> str | None:
