@@ -90,7 +90,8 @@ def test_parse_price(text, value):
 
 
 @pytest.mark.parametrize("text", ["1e20", "12abc34", "-5", "1,2,3", "12.34.56",
-                                  "R$", "1.2.3,4", "0.299.000", "Grátis",
+                                  "R$", "1.2.3,4", "0.299.000", "Grátis", "por 5",
+                                  "5 R$", "5 reais",
                                   "1.299.5", "1,299,5"])
 def test_parse_price_refuses_what_it_cannot_read(text):
     with pytest.raises(CatalogError, match="not a number"):
@@ -98,7 +99,8 @@ def test_parse_price_refuses_what_it_cannot_read(text):
 
 
 @pytest.mark.parametrize("text", ["US$ 5", "us$5", "USD 1.299", "$ 49.99", "$5", "EUR 5",
-                                  "€ 5", "£5", "R$ US$ 5"])
+                                  "€ 5", "£5", "R$ US$ 5", "USD5", "5 USD", "5€", "5 eur",
+                                  "5$"])
 def test_a_price_in_another_currency_is_refused(text):
     """The pages show every price in reais: "US$ 49.99" was shown as "R$ 49,99" (helper-146)."""
     with pytest.raises(CatalogError, match="is not in reais"):

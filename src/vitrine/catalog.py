@@ -124,9 +124,12 @@ def id_problem(product_id: str) -> str | None:
 
 
 _CURRENCY = re.compile(r"^(?:R\$|BRL)?\s*", re.IGNORECASE)
-_OTHER_CURRENCY = re.compile(r"^(?:[A-Z]{0,3}\$|[A-Z]{3}(?=\s*\d)|[€£¥₹])", re.IGNORECASE)
+_CODES = "USD|EUR|GBP|JPY|CNY|CHF|CAD|AUD|ARS|CLP|MXN|COP|PEN|UYU|PYG|BOB|INR"
+_OTHER_CURRENCY = re.compile(
+    rf"^(?:[A-Z]{{0,3}}\$|(?:{_CODES})(?![A-Z])|[€£¥₹])"  # before the number, or after it
+    rf"|(?:(?<![R])\$|(?<![A-Z])(?:{_CODES})|[€£¥₹])\s*$", re.IGNORECASE)
 """A price marked in another currency than the pages show (reais): 'US$ 5', 'USD 5', '$5',
-'EUR 5', '€ 5'."""
+'EUR 5', '€ 5', '5 USD', '5€' (not 'R$', the only one a price may be marked with)."""
 _GROUPED = re.compile(r"^[1-9]\d{0,2}(?P<sep>[.,])\d{3}(?:(?P=sep)\d{3})*(?:(?P<dec>[.,])\d+)?$")
 _PLAIN = re.compile(r"^\d+(?:[.,]\d+)?$")
 
@@ -143,7 +146,7 @@ def parse_price(text: str | None) -> float | None:
     if text is None or not str(text).strip() or is_no_price(str(text)):
         return None
     number = _CURRENCY.sub("", str(text).strip().replace("\u00a0", " "))
-    if _OTHER_CURRENCY.match(number):  # (it was shown as so many reais)
+    if _OTHER_CURRENCY.search(number):  # (it was shown as so many reais)
         raise CatalogError(f"price {text!r} is not in reais, which the pages show every "
                            "price in; give it in reais, such as 129.90 or R$ 1.299,90.")
     grouped = _GROUPED.match(number)
