@@ -316,7 +316,6 @@ def test_a_folder_dedupe_does_not_enter_a_link_outside_when_told_not_to(demo_cat
     import shutil
 
     from vitrine.dedupe_files import dedupe_folders
-    from vitrine.indexer import OUTSIDE_FOLDER
 
     photo = sorted((demo_catalog / "relogio_feminino").glob("*.jpg"))[0]
     folder, outside = tmp_path / "photos", tmp_path / "outside"
@@ -329,7 +328,13 @@ def test_a_folder_dedupe_does_not_enter_a_link_outside_when_told_not_to(demo_cat
     closed = settings.model_copy(update={"follow_outside_links": False})
     groups, skipped = dedupe_folders([folder], closed, embedder=embedder, show_progress=False)
     assert groups == []
-    assert skipped == [{"path": str(folder / "b"), "reason": OUTSIDE_FOLDER}]
+    assert skipped == [{"path": str(folder / "b"), "reason": f"a link to a folder outside "
+                        f"{folder}, which VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses: not read"}]
+    # the folder it leads to given too: its photos are read there, and nothing is skipped
+    groups, skipped = dedupe_folders([folder, outside], closed, embedder=embedder,
+                                     show_progress=False)
+    assert groups == [[str(folder / "a" / "p.jpg"), str(outside / "dup.jpg")]]
+    assert skipped == []
     groups, skipped = dedupe_folders([folder], settings, embedder=embedder, show_progress=False)
     assert groups == [[str(folder / "a" / "p.jpg"), str(folder / "b" / "dup.jpg")]]
     assert skipped == []

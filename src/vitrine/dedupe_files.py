@@ -12,7 +12,6 @@ from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules, find_duplicates
 from vitrine.embed import Embedder
 from vitrine.errors import CatalogError
-from vitrine.indexer import OUTSIDE_FOLDER
 from vitrine.progress import progress_bar
 from vitrine.split import links_refused
 
@@ -26,6 +25,7 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
     paths: list[Path] = []
     seen: set[str] = set()
     skipped: list[dict] = []  # (folders that cannot be read, then photos)
+    given = [d.resolve() for d in dirs]  # (a link refused here may lead into another)
     for folder in dirs:
         if not folder.is_dir():
             raise CatalogError(f"{folder} " + ("is not a folder." if os.path.lexists(folder)
@@ -36,7 +36,10 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
             if real not in seen:
                 seen.add(real)
                 paths.append(folder / photo.relative_to(folder))
-        skipped += [{"path": str(link), "reason": OUTSIDE_FOLDER} for link in refused or ()]
+        skipped += [{"path": str(link), "reason": f"a link to a folder outside {folder}, "
+                     "which VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses: not read"}
+                    for link in refused or ()
+                    if not any(link.resolve().is_relative_to(g) for g in given)]
     skipped = list({s["path"]: s for s in skipped}.values())  # (overlapping folders: once)
     if not paths:
         why = f" ({skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
