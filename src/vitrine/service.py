@@ -46,6 +46,7 @@ from vitrine.store import (
     upload_folder,
 )
 from vitrine.store.base import Match, Record, StoredProduct, VectorStore, kept_until
+from vitrine.store.writer_lock import busy
 
 log = logging.getLogger(__name__)
 CATEGORIES_TTL_S = 10.0
@@ -425,8 +426,7 @@ class VitrineService:
                     writer.lock_for_writing(max(0.0, started + API_WRITE_WAIT
                                                 - time.monotonic()))
                 except StoreBusy:  # (said with the whole wait: it said 0.5 s after 2 s)
-                    raise StoreBusy(f"another process is writing to the store {self.location} "
-                                    f"(waited {time.monotonic() - started:.1f} s).") from None
+                    raise busy(self.location, time.monotonic() - started) from None
                 yield writer
                 self._rebuild_if_due(writer)
             finally:

@@ -42,11 +42,9 @@ def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
             waited = time.monotonic() - started
             if waited >= wait:
                 fh.close()
-                # the time waited here (a server's request may have had only what was left
-                # of its own wait: it said "waited 0 s" after two seconds)
-                raise StoreBusy(f"another process is writing to the store {root}"
-                                + (f" (waited {waited:.1f} s)." if waited >= 0.1 else ".")
-                                ) from None
+                # the time waited here (a server's request, which had only what was left of
+                # its own wait, says its whole wait: vitrine.service)
+                raise busy(root, waited) from None
             time.sleep(LOCK_POLL)
     if not _still_there(fh, root / "write.lock"):  # the folder removed while this one
         # waited (a `migrate` that made it, then was refused): its writes would go nowhere,
@@ -65,6 +63,13 @@ def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
                 or leftover.name == MANIFEST_NAME + ".tmp"):
             leftover.unlink(missing_ok=True)
     return fh
+
+
+def busy(root: Path | str, waited: float) -> StoreBusy:
+    """The refusal of a write that waited ``waited`` seconds for another process's (a time
+    under 0.1 s is not said: "waited 0.0 s")."""
+    return StoreBusy(f"another process is writing to the store {root}"
+                     + (f" (waited {waited:.1f} s)." if waited >= 0.1 else "."))
 
 
 def _still_there(fh: TextIO, path: Path) -> bool:
