@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from urllib.error import URLError
 
 import numpy as np
 import pytest
@@ -478,3 +479,27 @@ def test_a_weights_path_that_is_no_file_is_said_so(tmp_path):
         weights_file(Path("/dev/null"))
     with pytest.raises(WeightsError, match="does not exist"):
         weights_file(tmp_path / "none.pth")
+
+
+@pytest.mark.parametrize("raised, said", [
+    (URLError(OSError(-2, "Name or service not known")), "(Name or service not known)"),
+    (URLError(TimeoutError("timed out")), "timed out)"),
+    (TimeoutError("The read operation timed out"), "timed out)"),
+    (NotADirectoryError(20, "Not a directory", "/tmp/x/th/hub"),
+     "(Not a directory: /tmp/x/th/hub)"),
+    (RuntimeError("invalid hash value (expected 7ebf99e0, got 0c1f2a3b)"),
+     "(RuntimeError: invalid hash value (expected 7ebf99e0, got 0c1f2a3b))")])
+def test_a_failed_download_says_why(monkeypatch, raised, said):
+    """The sentence named only the exception's class ("(URLError)", also for a timeout;
+    "(NotADirectoryError)" for a TORCH_HOME under a file, no folder named: helper-149)."""
+    import dataclasses
+
+    from vitrine import models
+
+    def fail():
+        raise raised
+
+    spec = dataclasses.replace(models.get_spec("mobilenet_v2"), download=fail)
+    with pytest.raises(WeightsError, match="could not download") as failed:
+        models.load_state_dict(spec, None)
+    assert said in str(failed.value), str(failed.value)

@@ -182,9 +182,24 @@ def load_state_dict(spec: BackboneSpec, weights: Path | None) -> dict:
         raise
     except Exception as exc:  # noqa: BLE001 - network, SSL, disk errors alike
         raise WeightsError(
-            f"could not download the pretrained {spec.name} weights ({type(exc).__name__}); "
-            f"{hint}."
+            f"could not download the pretrained {spec.name} weights ({_why(exc)}); {hint}."
         ) from None
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong with a download, in a few words: "timed out", the system's reason
+    ("Name or service not known"), or the folder it could not be saved in (a TORCH_HOME
+    under a file: it said "NotADirectoryError", and blamed the download)."""
+    import urllib.error
+
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, TimeoutError):
+        return f"no answer for {DOWNLOAD_STALL_S} s: timed out"
+    if isinstance(reason, OSError) and reason.strerror:
+        where = f": {reason.filename}" if reason.filename else ""
+        return f"{reason.strerror}{where}"
+    text = str(reason).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1]}" if text else type(exc).__name__
 
 
 def state_hash(state: dict) -> str:
