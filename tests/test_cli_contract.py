@@ -595,6 +595,10 @@ def test_version_prints_the_packages_version_and_loads_no_model():
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"vitrine {version('vitrine')}\n" and proc.stderr.strip() == "False"
+    # and as `python -m vitrine` (it said "No module named vitrine.__main__": helper-149)
+    module = subprocess.run([sys.executable, "-m", "vitrine", "--version"],
+                            capture_output=True, text=True, timeout=60)
+    assert module.returncode == 0 and module.stdout == proc.stdout, module.stderr
 
 
 def test_reading_a_store_does_not_load_torch(small_store, small_catalog, tmp_path):

@@ -669,3 +669,17 @@ def test_a_milvus_lite_file_in_a_folder_not_made_yet(tmp_path):
         with pytest.raises(StoreError, match=rf"^the folder of the Milvus Lite file .*{parent}"
                                              r"/x\.db is not a folder"):
             open_store(f"milvus-lite://{tmp_path}/{parent}/x.db", create=True)
+
+
+def test_a_milvus_lite_address_without_milvus_lite_says_the_extra(tmp_path, monkeypatch):
+    """pymilvus 3 does not bring milvus-lite: without it a Milvus Lite address was an
+    exception's repr naming pymilvus's own extra, and left its folder made (helper-149)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "milvus_lite" else real(name, *a))
+    with pytest.raises(StoreError, match=r"^Milvus Lite stores need Vitrine's milvus extra, "
+                                         r"which brings milvus-lite \(.*pip install -e"):
+        open_store(f"milvus-lite://{tmp_path}/new/m.db", create=True)
+    assert not (tmp_path / "new").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
 import os
 import time
@@ -125,6 +126,10 @@ class MilvusStore(CatalogRecord):
         self._lite = uri.endswith(".db")  # a Milvus Lite file (store_for's milvus-lite://)
         quiet_client_logs()
         if self._lite:
+            if importlib.util.find_spec("milvus_lite") is None:  # (pymilvus 3 leaves it out:
+                # its error's repr, which named pymilvus's own extra, and a folder made)
+                raise StoreError("Milvus Lite stores need Vitrine's milvus extra, which "
+                                 f"brings milvus-lite ({EXTRA_HINT.format('milvus')}).")
             quiet_lite_logs()
             folder = os.path.dirname(uri)
             if create and not os.path.lexists(folder):  # (without it, Milvus Lite's error
