@@ -3,8 +3,13 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # a relative VITRINE_SHARED is read from the caller's folder, as the paths given to scripts/demo
-if [ -n "${VITRINE_SHARED:-}" ] && [ -d "$VITRINE_SHARED" ]; then
-  VITRINE_SHARED="$(cd "$VITRINE_SHARED" && pwd)"
+if [ -n "${VITRINE_SHARED:-}" ]; then
+  if [ -d "$VITRINE_SHARED" ]; then
+    VITRINE_SHARED="$(cd "$VITRINE_SHARED" && pwd)"
+  else
+    echo "note: VITRINE_SHARED=$VITRINE_SHARED is not a folder; the demo weights and" \
+         "catalogue are not taken from it." >&2
+  fi
 fi
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
@@ -15,8 +20,30 @@ EXTRAS="${VITRINE_EXTRAS:-}"
 # VITRINE_CONSTRAINTS= (empty) to let pip pick the newest ones instead.
 CONSTRAINTS="${VITRINE_CONSTRAINTS-constraints.txt}"
 
-if [ ! -x .venv/bin/python ]; then
-  echo "Creating .venv …" >&2
+# A .venv is used when it is whole and this checkout's: made here (activate names this
+# folder: a checkout moved or copied with its .venv ran the other one's, or nothing), with
+# pip, by a Python >= 3.11 that is still there. Else it is made again (a Ctrl+C while it
+# was made, or an upgrade that removed its Python, failed every later run).
+new_enough='import sys; sys.exit(sys.version_info < (3, 11))'
+venv_ok() {
+  local here  # (.venv's real folder: a link to a shared one names that folder)
+  here="$(cd .venv 2>/dev/null && pwd -P)" && [ -f .venv/bin/activate ] \
+    && grep -qF "\"$here\"" .venv/bin/activate \
+    && .venv/bin/python -c "import pip; $new_enough" >/dev/null 2>&1
+}
+if ! venv_ok; then
+  if ! "$PYTHON" -c "$new_enough" >/dev/null 2>&1; then
+    echo "error: Vitrine needs Python 3.11 or newer, and $PYTHON is not (or is not found);" \
+         "set PYTHON, e.g. PYTHON=python3.12 $0." >&2
+    exit 1
+  fi
+  if [ -e .venv ]; then
+    echo "Making .venv again (it was made for another folder, is unfinished, or its Python" \
+         "is gone or older than 3.11) …" >&2
+  else
+    echo "Creating .venv …" >&2
+  fi
+  rm -rf .venv  # (a link: the link alone)
   "$PYTHON" -m venv .venv
 fi
 # shellcheck disable=SC1091
