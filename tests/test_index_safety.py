@@ -238,13 +238,89 @@ def test_an_empty_folder_is_already_an_error(tmp_path):
         read_catalog(tmp_path / "mnt")
 
 
-def test_a_shard_checks_its_own_share(shop_a, novidades, embedder, tmp_path):
+def test_a_shard_of_another_folder_checks_the_whole_store(shop_a, novidades, embedder,
+                                                          tmp_path):
     store = tmp_path / "st"
     for i in range(2):
         _index(shop_a, store, embedder, shard=(i, 2))
     assert _state(store)[:2] == (16, str(shop_a.resolve()))
-    with pytest.raises(RemovalRefused, match=r"catalogue products in shard 0/2 indexed from"):
+    with pytest.raises(RemovalRefused, match=r"holds 16 catalogue products indexed from .*"
+                                             r"would remove 16 of them"):
         _index(novidades, store, embedder, shard=(0, 2))
+    assert _state(store)[0] == 16
+
+
+def _csv_rows(catalog: Path) -> list[list[str]]:
+    return [r.split(",") for r in (catalog / "products.csv").read_text().splitlines()[1:]]
+
+
+def _drop(catalog: Path, ids: set[str]) -> None:
+    """Remove the products ``ids`` from ``catalog``: their photos and their rows."""
+    lines = (catalog / "products.csv").read_text().splitlines()
+    for row in _csv_rows(catalog):
+        if row[0] in ids:
+            (catalog / row[1]).unlink()
+    (catalog / "products.csv").write_text("\n".join(
+        [lines[0], *(line for line in lines[1:] if line.split(",")[0] not in ids)]) + "\n")
+
+
+def test_shards_of_another_folder_remove_nothing_in_any_order(shop_a, embedder, tmp_path):
+    """helper-147: a shard with nothing of its own to remove recorded the other folder, and
+    the next shard then removed its products without --replace (refused unsharded)."""
+    from vitrine.indexer import in_shard
+
+    store = tmp_path / "st"
+    _index(shop_a, store, embedder)
+    moved = tmp_path / "moved"
+    shutil.copytree(shop_a, moved)
+    _drop(moved, set(sorted(r[0] for r in _csv_rows(moved) if in_shard(r[0], (1, 2)))[:2]))
+    for i in (0, 1):
+        with pytest.raises(RemovalRefused, match=r"holds 16 catalogue products indexed from "
+                                                 r".* would remove 2 of them"):
+            _index(moved, store, embedder, shard=(i, 2))
+    assert _state(store)[:2] == (16, str(shop_a.resolve()))
+
+
+def test_a_shard_whose_share_is_gone_removes_it_while_the_folder_is_there(shop_a, embedder,
+                                                                          tmp_path):
+    """helper-147: the only product of a shard deleted from the catalogue was refused as
+    "every one of the 1 catalogue products in shard …", though the folder's other photos
+    were there; an unsharded run removed it."""
+    from vitrine.indexer import in_shard
+
+    catalog = tmp_path / "shop"
+    shutil.copytree(shop_a, catalog)
+    store = tmp_path / "st"
+    _index(catalog, store, embedder)
+    ids = [r[0] for r in _csv_rows(catalog)]
+    n = 64  # shards enough for one to hold a single product
+    shard = next((i, n) for i in range(n) if sum(in_shard(p, (i, n)) for p in ids) == 1)
+    (alone,) = [p for p in ids if in_shard(p, shard)]
+    _drop(catalog, {alone})
+    assert _index(catalog, store, embedder, shard=shard).removed == 1
+    assert _state(store)[0] == 15
+    # every photo of the folder gone (a drive not mounted): still refused
+    for row in _csv_rows(catalog):
+        (catalog / row[1]).unlink()
+    with pytest.raises(RemovalRefused, match="every one of the"):
+        _index(catalog, store, embedder, shard=(0, 2))
+    assert _state(store)[0] == 15
+
+
+def test_a_photo_name_that_is_not_utf8_is_skipped_by_its_shard(shop_a, embedder, tmp_path):
+    """helper-147: `--shard` hashed the id of a photo whose file name is not UTF-8 and
+    stopped with a traceback; unsharded it is skipped with its reason. It is not counted
+    among the photos indexed under their file names either."""
+    catalog = tmp_path / "shop"
+    shutil.copytree(shop_a, catalog)
+    first = catalog / _csv_rows(catalog)[0][1]
+    latin = os.fsdecode(bytes(first.parent) + b"/caf\xe9.jpg")
+    shutil.copyfile(first, latin)
+    store = tmp_path / "st"
+    reports = [_index(catalog, store, embedder, shard=(i, 2)) for i in (0, 1)]
+    reasons = [s["reason"] for r in reports for s in r.skipped]
+    assert len(reasons) == 1 and "not UTF-8" in reasons[0], reasons
+    assert sum(r.unlisted for r in reports) == 0
     assert _state(store)[0] == 16
 
 
@@ -729,7 +805,10 @@ def test_a_shard_number_must_be_below_the_shard_count():
     from vitrine.indexer import parse_shard
 
     assert parse_shard("1/2") == (1, 2) and parse_shard("0/1") == (0, 1)
-    assert parse_shard(None) is None and parse_shard("") is None
+    assert parse_shard(None) is None
+    for empty in ("", "  "):  # (an unset variable: every machine indexed everything)
+        with pytest.raises(VitrineError, match="--shard is empty"):
+            parse_shard(empty)
     for bad in ("2/2", "-1/2", "0/0", "3/2"):
         with pytest.raises(VitrineError, match="I must be between 0 and N-1"):
             parse_shard(bad)

@@ -107,13 +107,20 @@ def in_shard(product_id: str, shard: tuple[int, int] | None) -> bool:
     if shard is None:
         return True
     i, n = shard
-    return int(hashlib.sha1(product_id.encode()).hexdigest()[:8], 16) % n == i
+    # (the id of a photo whose file name is not UTF-8 holds its bytes as surrogates: it is
+    # skipped with its reason, not a traceback here)
+    return int(hashlib.sha1(product_id.encode("utf-8", "surrogateescape")).hexdigest()[:8],
+               16) % n == i
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'I/N' → (I, N), 0 ≤ I < N."""
-    if not text:
+    """'I/N' → (I, N), 0 ≤ I < N; None when not given (an empty text is refused: every
+    machine of a cluster indexed the whole catalogue)."""
+    if text is None:
         return None
+    if not text.strip():
+        raise VitrineError("--shard is empty (an unset shell variable?); use I/N, for "
+                           "example 0/4.")
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
@@ -165,6 +172,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     # them, not "train" and "test"; a photo outside them is said, not silently left out)
     products, _, outside = catalogue or read_catalogue(  # (not the API's photos in it)
         root, uploads, refused_links=refused_links)
+    everything = products  # (a shard's checks of removals look at the whole catalogue)
     products = [p for p in products if in_shard(p.product_id, shard)]
     outside = [p for p in outside if in_shard(_display_path(p, root), shard)]
     store.lock_for_writing()
@@ -188,7 +196,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     taken = {category_form(pid) for pid in all_uploaded}  # (NFC, as categories are kept)
     products = [p for p in products
                 if category_form(p.product_id) not in taken]
-    report.unlisted = sum(p.unlisted for p in products)
+    unlisted_skipped = 0  # (the line says they were indexed)
     report.category_from_table = recategorised(products)
     gone: set[str] = set()  # stored catalogue products whose photo file no longer exists
     linked = 0  # of them, those refused for their real path (VITRINE_FOLLOW_OUTSIDE_LINKS)
@@ -206,6 +214,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                     refused = unreadable_reason(exc), isinstance(exc, FileNotFoundError)
             if refused is not None:
                 reason, drop = refused
+                unlisted_skipped += product.unlisted
                 if drop and product.product_id in stored:
                     gone.add(product.product_id)
                     linked += reason == OUTSIDE_PHOTO
@@ -223,12 +232,17 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                 report.unchanged += 1
             adv(1)
 
+    report.unlisted = sum(p.unlisted for p in products) - unlisted_skipped
     keep = ({p.product_id for p in products} - gone) | uploaded
     remove = [pid for pid in stored if pid not in keep]
     if not replace:  # nothing is written before this check
+        readable = len(to_embed) + len(meta_only) + report.unchanged
+        if shard is not None:  # (another shard's photos are the folder's too)
+            readable = readable or any(os.path.exists(p.image) for p in everything)
+            _check_other_folder(store, root, link, everything, fingerprints, all_uploaded)
         _check_removals(store, root, link, [pid for pid in stored if pid not in uploaded],
-                        remove, len(gone) - linked, shard, readable=len(to_embed) + len(meta_only)
-                        + report.unchanged, linked=(linked, len(refused_links or ())))
+                        remove, len(gone) - linked, shard, readable=readable,
+                        linked=(linked, len(refused_links or ())))
     hashes.known = {}  # (memory: a million paths)
     # kept even if the run stops while embedding; photos gone from the catalogue forgotten
     _save_hashes(store, hashes.fresh, keep=hashes.seen if shard is None else None)
@@ -313,6 +327,30 @@ def catalogue_link(catalog_dir: Path | str) -> str | None:
     return None
 
 
+def _check_other_folder(store: VectorStore, root: Path, link: str | None,
+                        everything: list[Product], fingerprints: dict, uploaded: set[str]
+                        ) -> None:
+    """For a shard: refuse another folder than the recorded one that would remove catalogue
+    products of any shard, by their ids and whether their photo files are there (a shard
+    with nothing of its own to remove recorded the new folder, and the next shard then
+    removed its products without --replace). One stat a product, only when the folder
+    changed."""
+    if _same_folder(store, root, link):
+        return
+    there = {p.product_id for p in everything if os.path.exists(p.image)}
+    catalogue = [pid for pid in fingerprints if pid not in uploaded]
+    remove = [pid for pid in catalogue if pid not in there]
+    _check_removals(store, root, link, catalogue, remove, 0, None, readable=len(there))
+
+
+def _same_folder(store: VectorStore, root: Path, link: str | None) -> bool:
+    """Whether ``root`` (given through ``link``) is the catalogue folder the store records,
+    or none is recorded yet."""
+    recorded = store.catalog_folder()
+    return recorded is None or recorded == str(root) or (
+        link is not None and store.catalog_link() == link)
+
+
 def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue: list[str],
                     remove: list[str], missing: int, shard: tuple[int, int] | None, *,
                     readable: int, linked: tuple[int, int] = (0, 0)) -> None:
@@ -330,8 +368,7 @@ def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue:
     recorded = store.catalog_folder()
     held = f"{len(catalogue)} catalogue products" + (
         f" in shard {shard[0]}/{shard[1]}" if shard else "")
-    if recorded is not None and recorded != str(root) and (
-            link is None or store.catalog_link() != link):
+    if not _same_folder(store, root, link):
         raise RemovalRefused(
             f"the store {store.location} holds {held} indexed from {recorded}; indexing "
             f"{root} would remove {len(remove)} of them. Pass --replace to `vitrine index` to "
