@@ -284,6 +284,23 @@ def test_search_by_photo(client, rows, small_catalog, demo_catalog):
     assert both.status_code == 422 and "send one" in both.json()["detail"]
 
 
+def test_an_added_products_id_is_stripped_and_a_blank_one_refused(writable, small_catalog,
+                                                                    rows):
+    """An id of spaces alone was stored, listed and linked under an invisible id, and " x1 "
+    kept its spaces, where a catalogue table's cells are stripped (helper-151)."""
+    client, _ = writable
+    auth = {"Authorization": f"Bearer {KEY}"}
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    blank = client.post("/api/products", headers=auth, files=_upload(photo),
+                        data={"product_id": "   "})
+    assert blank.status_code == 422
+    assert blank.json()["detail"] == "Invalid form field 'product_id': it is empty."
+    spaced = client.post("/api/products", headers=auth, files=_upload(photo),
+                         data={"product_id": " x1 "})
+    assert spaced.status_code == 201 and spaced.json()["product_id"] == "x1", spaced.text
+    assert client.get("/api/products/x1").status_code == 200
+
+
 def test_search_errors(client, small_catalog, rows):
     photo = (small_catalog / rows[0]["image"]).read_bytes()
     for k in (0, 101):
@@ -552,7 +569,13 @@ def test_edit_product_fields(writable, small_catalog, rows, weights_path):
                       ({"price": "9" * 13}, "price")):
         r = client.patch(f"/api/products/{pid}", headers=auth, json=bad)
         assert r.status_code == 422 and word in r.json()["detail"], (bad, r.text)
-    for raw, words in ((b"{", "not valid JSON"), (b"[1]", "must be a JSON object")):
+    # a price text too long is said as that, not "should be a valid number" (helper-151)
+    too_long = client.patch(f"/api/products/{pid}", headers=auth,
+                            json={"price": "preço sob consulta, fale com o vendedor da loja"})
+    assert too_long.status_code == 422 and "at most 40 characters" in too_long.json()["detail"]
+    # a body saved as Windows-1252 was FastAPI's 400 "There was an error parsing the body"
+    for raw, words in ((b"{", "not valid JSON"), (b"[1]", "must be a JSON object"),
+                       ('{"name": "Relógio"}'.encode("cp1252"), "must be UTF-8")):
         r = client.patch(f"/api/products/{pid}", content=raw,
                          headers={**auth, "Content-Type": "application/json"})
         assert r.status_code == 422 and words in r.json()["detail"], r.text
@@ -1380,6 +1403,7 @@ def test_health_fails_when_the_store_is_gone_or_its_database_fails(settings, sma
     store.rename(tmp_path / "moved")
     gone = client.get("/healthz")
     assert gone.status_code == 503 and "The store is gone" in gone.json()["detail"]
+    assert gone.headers["retry-after"] == "5"  # (as every other 503: helper-151)
 
 
 def test_a_photo_that_cannot_be_saved_is_one_sentence(tmp_path, monkeypatch):

@@ -185,7 +185,8 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     ) -> ProductOut:
         """Add a product with its photo, or replace the product with the same id
         (201 when new, 200 when replaced). Needs ``Authorization: Bearer <key>``."""
-        problem = id_problem(product_id)
+        product_id = product_id.strip()  # (as a catalogue table's cells: "  " was an id)
+        problem = id_problem(product_id) if product_id else "it is empty"
         if problem:
             raise HTTPException(422, f"Invalid form field 'product_id': {problem}.")
         try:
@@ -254,6 +255,10 @@ def hide_folders(sentence: str, store: str | Path | list[tuple[str, str]]) -> st
     return sentence
 
 
+BODY_UNREADABLE = "There was an error parsing the body"
+"""FastAPI's 400 detail for a request body it could not decode."""
+
+
 def _install_error_handlers(app: FastAPI, settings: Settings,
                             routes: list[routing.BaseRoute], store: str | Path) -> None:
     # not in the async handler below: resolving reads the disk (the upload folder: its photo
@@ -272,6 +277,11 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 413 and wants_html(request):  # also one raised reading the form
             return app.state.render_too_large(request)
+        if exc.status_code == 400 and exc.detail == BODY_UNREADABLE and request.headers.get(
+                "content-type", "").startswith("application/json"):  # FastAPI's, for JSON
+            # that is not UTF-8 (saved as Windows-1252): a 422 as any JSON not valid
+            return error(request, 422, "The request body is not valid JSON (it must be "
+                                       "UTF-8 text).")
         sentence = guards.http_error_sentence(exc.status_code, exc.detail,
                                               settings.max_upload_bytes)
         headers = getattr(exc, "headers", None)
@@ -451,9 +461,9 @@ def create_app(settings: Settings, store: str | Path, *,
         """Healthy while the store can be read: its folder deleted or moved away (the server
         reads the open file still, and no write can succeed) or its database failing (see
         server_error) is a 503."""
-        if not service.present():
+        if not service.present():  # (Retry-After: a store indexed anew comes back)
             raise HTTPException(503, "The store is gone: its database is no longer where the "
-                                     "server opened it.")
+                                     "server opened it.", headers={"Retry-After": "5"})
         return Health(status="ok", products=service.count(), model=service.embedder.spec.name)
 
     @functools.lru_cache(maxsize=THUMBNAILS_KEPT)

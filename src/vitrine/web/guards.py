@@ -216,6 +216,12 @@ def http_error_sentence(status: int, detail: object, upload_limit: int) -> str:
         status, f"{HTTPStatus(status).phrase}.")
 
 
+def _branch(error: dict) -> str:
+    """The part of a union a validation error is about ('constrained-str'), or ''."""
+    loc = tuple(error.get("loc", ()))
+    return str(loc[2]) if len(loc) > 2 else ""
+
+
 def validation_sentence(exc: RequestValidationError, *, json_body: bool = False) -> str:
     """One sentence for the first problem of a request that failed validation (its body a
     form, or with ``json_body`` a JSON object)."""
@@ -223,6 +229,11 @@ def validation_sentence(exc: RequestValidationError, *, json_body: bool = False)
     if not errors:
         return "The request is not valid."
     first = errors[0]
+    if isinstance(first.get("input"), str):  # a union (price: number or text) said for the
+        # text's branch when a text was sent ("should be a valid number" for a text too long)
+        where = tuple(first.get("loc", ()))[:2]
+        first = next((e for e in errors if tuple(e.get("loc", ()))[:2] == where
+                      and _branch(e).endswith("str")), first)
     loc = [str(part) for part in first.get("loc", ())]
     if first.get("type") == "json_invalid":
         return f"The request body is not valid JSON ({first.get('ctx', {}).get('error', '')})."
