@@ -28,7 +28,7 @@ new_enough='import sys; sys.exit(sys.version_info < (3, 11))'
 venv_ok() {
   local here  # (.venv's real folder: a link to a shared one names that folder)
   here="$(cd .venv 2>/dev/null && pwd -P)" && [ -f .venv/bin/activate ] \
-    && grep -qF "\"$here\"" .venv/bin/activate \
+    && ( set +u; . .venv/bin/activate >/dev/null 2>&1 && [ "$VIRTUAL_ENV" = "$here" ] ) \
     && .venv/bin/python -c "import pip; $new_enough" >/dev/null 2>&1
 }
 if ! venv_ok; then
