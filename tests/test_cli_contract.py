@@ -402,6 +402,8 @@ def test_plot_is_refused_through_the_catalogues_links_and_over_standard_output(
     (bags / "black").mkdir(parents=True)
     shutil.copyfile(photos[3], bags / "black" / "b.jpg")
     (cat / "bags").symlink_to(bags)
+    (tmp_path / "ext" / "empty").mkdir()  # a linked category no product is in yet
+    (cat / "a" / "empty").symlink_to(tmp_path / "ext" / "empty")
     store = tmp_path / "store"
     run("index", cat, "--store", store, env_extra=env)
     from vitrine.store import open_store
@@ -412,7 +414,8 @@ def test_plot_is_refused_through_the_catalogues_links_and_over_standard_output(
     assert set(ids) == {"own.jpg", "linked.jpg", "x.jpg", "b.jpg"}
     before = {p: p.read_bytes() for p in (out / "real.jpg", linked_folder / "x.jpg")}
     for target in (out / "real.jpg", linked_folder / "fig.png", cat / "linkedcat" / "f.png",
-                   linked_folder / "sub" / "f.png", bags / "f.png"):
+                   linked_folder / "sub" / "f.png", bags / "f.png",
+                   tmp_path / "ext" / "empty" / "f.png"):
         refused = run("similar", ids["own.jpg"], "--store", store, "--plot", target,
                       check=False, env_extra=env)
         assert refused.returncode == 2 and refused.stdout == "", (target, refused.stderr)

@@ -201,9 +201,9 @@ def _photo_places(store, catalogue: Path | None, need_links: bool
                   ) -> tuple[set[Path], dict[Path, str]]:
     """The real folders that `vitrine index` reads ``store``'s photos from: each folder
     holding one, and each folder a link inside ``catalogue`` leads to (a category folder
-    that is a link elsewhere, its sub-folders too); and with ``need_links``, the real path
-    of each photo that is a link, with the link. Reads every product's photo path (and
-    lists those folders): only a command with --plot."""
+    that is a link elsewhere, its sub-folders too, with products or not yet); and with
+    ``need_links``, the real path of each photo that is a link, with the link. Reads every
+    product's photo path and lists the catalogue's folders: only a command with --plot."""
     roots: set[Path] = set()
     linked: dict[Path, str] = {}
     walked: set[Path] = set()
@@ -221,6 +221,12 @@ def _photo_places(store, catalogue: Path | None, need_links: bool
                 with os.scandir(folder) as entries:
                     linked.update((Path(e.path).resolve(), e.path) for e in entries
                                   if e.is_symlink())
+    if catalogue is not None:  # a linked folder no product is in yet (empty, or new)
+        for top, folders, _ in os.walk(catalogue):  # (links not followed: listed)
+            for name in folders:
+                if os.path.islink(os.path.join(top, name)):
+                    with contextlib.suppress(OSError, RuntimeError):
+                        roots.add(Path(top, name).resolve())
     return roots, linked
 
 
