@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import IN_CI, copy_subset
 
+from vitrine.catalog import Product
 from vitrine.embed import ModelManifest
 from vitrine.errors import CatalogError, StoreError
 from vitrine.indexer import OUTSIDE_FOLDER, OUTSIDE_PHOTO, RemovalRefused, index_catalog
@@ -281,6 +282,29 @@ def test_shards_of_another_folder_remove_nothing_in_any_order(shop_a, embedder, 
     assert _state(store)[:2] == (16, str(shop_a.resolve()))
 
 
+def test_a_shard_of_another_folder_keeps_unmarked_uploads_of_every_shard(shop_a, embedder,
+                                                                         tmp_path):
+    """A product added through the API by a Vitrine from before the mark, held in another
+    shard, counted as a catalogue product the new folder would remove (helper-152)."""
+    import numpy as np
+
+    from vitrine.indexer import in_shard
+
+    store = tmp_path / "st"
+    _index(shop_a, store, embedder)
+    pid = next(f"old-upload-{k}" for k in range(100) if in_shard(f"old-upload-{k}", (1, 2)))
+    db = open_store(store)
+    db.lock_for_writing()
+    db.upsert([Record(Product(pid, Path("loja/uploads") / ("ab" * 32 + ".jpg")), "c" * 64,
+                      "0" * 16, b"\0" * 768, np.eye(db.manifest().dim, dtype=np.float32)[0])])
+    db.close()
+    moved = tmp_path / "moved"
+    shutil.copytree(shop_a, moved)
+    for i in (0, 1):
+        _index(moved, store, embedder, shard=(i, 2))
+    assert _state(store)[:2] == (17, str(moved.resolve()))
+
+
 def test_a_shard_whose_share_is_gone_removes_it_while_the_folder_is_there(shop_a, embedder,
                                                                           tmp_path):
     """helper-147: the only product of a shard deleted from the catalogue was refused as
@@ -322,6 +346,12 @@ def test_a_photo_name_that_is_not_utf8_is_skipped_by_its_shard(shop_a, embedder,
     assert len(reasons) == 1 and "not UTF-8" in reasons[0], reasons
     assert sum(r.unlisted for r in reports) == 0
     assert _state(store)[0] == 16
+    # nor is one that cannot be read as a photo (skipped while embedding): an unlisted
+    # photo that is one is
+    (first.parent / "broken.jpg").write_bytes(b"garbage")
+    shutil.copyfile(catalog / _csv_rows(catalog)[1][1], first.parent / "extra.jpg")
+    report = _index(catalog, tmp_path / "st2", embedder)
+    assert report.unlisted == 1 and report.indexed == 17
 
 
 def test_a_deleted_photo_leaves_the_store_an_unreadable_one_does_not(shop_a, embedder,

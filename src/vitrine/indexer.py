@@ -239,7 +239,11 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
         readable = len(to_embed) + len(meta_only) + report.unchanged
         if shard is not None:  # (another shard's photos are the folder's too)
             readable = readable or any(os.path.exists(p.image) for p in everything)
-            _check_other_folder(store, root, link, everything, fingerprints, all_uploaded)
+            if not _same_folder(store, root, link):  # (uploads before the mark: of any shard)
+                _check_other_folder(store, root, link, everything, fingerprints,
+                                    all_uploaded | set(_unmarked_uploads(
+                                        store, uploads, fingerprints, root,
+                                        {p.product_id: p.image.name for p in everything})))
         _check_removals(store, root, link, [pid for pid in stored if pid not in uploaded],
                         remove, len(gone) - linked, shard, readable=readable,
                         linked=(linked, len(refused_links or ())))
@@ -333,10 +337,8 @@ def _check_other_folder(store: VectorStore, root: Path, link: str | None,
     """For a shard: refuse another folder than the recorded one that would remove catalogue
     products of any shard, by their ids and whether their photo files are there (a shard
     with nothing of its own to remove recorded the new folder, and the next shard then
-    removed its products without --replace). One stat a product, only when the folder
+    removed its products without --replace). One stat a product: only when the folder
     changed."""
-    if _same_folder(store, root, link):
-        return
     there = {p.product_id for p in everything if os.path.exists(p.image)}
     catalogue = [pid for pid in fingerprints if pid not in uploaded]
     remove = [pid for pid in catalogue if pid not in there]
@@ -490,6 +492,7 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
                     report.skipped.extend(
                         {"path": _display_path(p.image, root), "reason": CHANGED_WHILE_INDEXED}
                         for p in by_sha[sha] if p.image == photo)
+                    report.unlisted -= sum(p.unlisted for p in by_sha[sha] if p.image == photo)
                     if rest := [p for p in by_sha[sha] if p.image != photo]:
                         by_sha[sha] = rest
                         again.append(sha)
@@ -497,6 +500,7 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
                 if result.error is not None:
                     report.skipped.extend({"path": _display_path(product.image, root),
                                            "reason": result.error} for product in by_sha[sha])
+                    report.unlisted -= sum(p.unlisted for p in by_sha[sha])  # (not indexed)
                     continue
                 report.photos_embedded += 1
                 pending.extend(Record(product, sha, result.phash, result.thumb, result.vector)
