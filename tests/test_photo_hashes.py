@@ -143,3 +143,32 @@ def test_products_sharing_a_photo_embed_it_once(demo_catalog, embedder, tmp_path
     assert (store.vector(f"{shirt['product_id']}-GG") == same[0]).all()
     assert store.get(f"{shirt['product_id']}-GG").phash == store.get(shirt["product_id"]).phash
     store.close()
+
+
+def test_a_file_that_hides_its_size_is_not_read_through(tmp_path):
+    """A catalogue photo linked to /proc/self/pagemap (size 0, about 275 GB to read) held
+    `index` for minutes (helper-153): a file that says it holds 0 bytes but has more is
+    refused after one byte, and one that grows past the limit while read is cut there. An
+    empty file is still read as empty."""
+    import errno
+
+    from vitrine.errors import ImageError
+    from vitrine.images import read_photo
+    from vitrine.photo_hashes import read_limited
+
+    system = tmp_path / "status.jpg"
+    system.symlink_to("/proc/self/status")
+    assert os.stat(system).st_size == 0 and system.read_bytes()
+    with pytest.raises(OSError) as refused:
+        file_sha256(system)
+    assert refused.value.errno == errno.EINVAL and "0 bytes but has more" in str(refused.value)
+    with pytest.raises(ImageError, match="0 bytes but has more"):
+        read_photo(system)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert read_photo(tmp_path / "empty.jpg") == b""
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * (3 << 20))
+    understated = os.stat_result((*os.stat(big)[:6], 1, *os.stat(big)[7:]))  # (st_size 1)
+    with open(big, "rb") as fh, pytest.raises(OSError) as cut:
+        b"".join(read_limited(fh, understated, 2 << 20))
+    assert cut.value.errno == errno.EFBIG

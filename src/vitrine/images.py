@@ -21,7 +21,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from vitrine.config import ResizePolicy
 from vitrine.errors import ImageError
-from vitrine.photo_hashes import regular_file, unreadable_reason
+from vitrine.photo_hashes import PHOTO_MAX_BYTES, read_limited, regular_file, unreadable_reason
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".avif", ".heic",
                               ".heif", ".gif", ".bmp", ".tif", ".tiff"})
@@ -112,9 +112,9 @@ def read_photo(path: Path) -> bytes:
     """The bytes of the photo file at ``path``; :class:`ImageError` with the reason when it
     cannot be read (a folder, a device, no permission…)."""
     try:
-        regular_file(path)
+        st = regular_file(path)
         with open(path, "rb") as fh:
-            return fh.read()
+            return b"".join(read_limited(fh, st, PHOTO_MAX_BYTES))
     except IsADirectoryError:
         raise ImageError(str(path), "is a folder, not an image file.") from None
     except OSError as exc:

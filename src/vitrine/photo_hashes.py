@@ -17,7 +17,9 @@ import hashlib
 import os
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 Signature = tuple[int, int, int, int]
 """size, mtime_ns, ctime_ns, inode."""
@@ -53,12 +55,30 @@ def unreadable_reason(exc: OSError) -> str:
     return f"cannot be read ({exc.strerror or exc})"
 
 
+def read_limited(fh: BinaryIO, st: os.stat_result, limit: int | None) -> Iterator[bytes]:
+    """The bytes of the open file ``fh`` (``st`` its stat), in chunks; OSError past ``limit``
+    bytes, or when a file that says it is empty has bytes: a system file such as those of
+    /proc (/proc/self/pagemap reads out about 275 GB; `index` hashed it for minutes)."""
+    if st.st_size == 0:
+        if fh.read(1):
+            raise OSError(errno.EINVAL, "it says it holds 0 bytes but has more, as a file "
+                          "of /proc does; not a photo file", fh.name)
+        return
+    total = 0
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        total += len(chunk)
+        if limit is not None and total > limit:
+            raise OSError(errno.EFBIG, f"larger than the {limit // 2**20} MB a photo file "
+                          "may be", fh.name)
+        yield chunk
+
+
 def file_sha256(path: Path, limit: int | None = PHOTO_MAX_BYTES) -> str:
     """The sha256 of a photo file (of any file, with ``limit`` None)."""
-    regular_file(path, limit)
+    st = regular_file(path, limit)
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
+        for chunk in read_limited(fh, st, limit):
             digest.update(chunk)
     return digest.hexdigest()
 
