@@ -513,3 +513,28 @@ def test_a_file_far_larger_than_any_photo_is_not_read(tmp_path):
         open_image(huge)
     with pytest.raises(OSError, match="a photo file may be"):
         file_sha256(huge)
+
+
+def test_a_jpeg_header_of_fill_bytes_or_a_picture_with_a_huge_side_is_refused_at_once():
+    """helper-153: 10 MB of fill bytes (or of empty comments) in a JPEG's header cost 5 s of
+    a server's CPU an upload, read one by one; a 1 x 39,000,000 PNG of 76 KB, under the
+    pixel limit, took 3 GB. Both are refused before their pixels, in milliseconds; a JPEG
+    with a few dozen segments and a 65,535-pixel side still open."""
+    from vitrine.images import MAX_JPEG_MARKERS, MAX_SIDE
+
+    small = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(small, "JPEG")
+    jpeg = small.getvalue()
+    comments = b"".join(b"\xff\xfe\x00\x02" for _ in range(MAX_JPEG_MARKERS))
+    for padded in (jpeg[:2] + b"\xff" * 9_900_000 + jpeg[2:], jpeg[:2] + comments + jpeg[2:]):
+        with pytest.raises(ImageError, match="segments or fill bytes"):
+            open_image(padded)  # (it opened, after seconds)
+    assert open_image(jpeg[:2] + comments[:4 * 40] + jpeg[2:]).size == (64, 64)
+    for size in ((1, MAX_SIDE + 1), (MAX_SIDE + 1, 1)):
+        tall = io.BytesIO()
+        Image.new("L", size).save(tall, "PNG")
+        with pytest.raises(ImageError, match=f"side longer than {MAX_SIDE:,} pixels"):
+            open_image(tall.getvalue())
+    edge = io.BytesIO()
+    Image.new("L", (1, MAX_SIDE)).save(edge, "PNG")
+    assert open_image(edge.getvalue()).size == (1, MAX_SIDE)

@@ -141,6 +141,10 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
     kind = container_kind(data)
     if kind == "heic":
         _heif_opener()
+    if data[:2] == b"\xff\xd8" and _jpeg_header_markers(data) > MAX_JPEG_MARKERS:
+        raise ImageError(name, f"a JPEG whose header holds over {MAX_JPEG_MARKERS:,} segments "
+                               "or fill bytes (photos have a few dozen; reading them would "
+                               "take seconds).")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -160,6 +164,10 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
             width, height = img.size  # what will be decoded
             if width * height > max_pixels:
                 raise _too_many_pixels(name, width, height, max_pixels)
+            if max(width, height) > MAX_SIDE:
+                raise ImageError(name, f"{width}x{height} pixels: a side longer than "
+                                       f"{MAX_SIDE:,} pixels (as JPEG and WebP allow) is no "
+                                       "photo.")
             # the first frame of an animation or of a multi-page TIFF is the one open (asking
             # how many pages a TIFF has walks them all: 50 s for 90,000 empty ones)
             img.load()
@@ -202,6 +210,33 @@ def _check_jpeg(img: Image.Image, data: bytes, name: str, max_pixels: int) -> No
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 """A marker after entropy-coded data: not a stuffed 0xFF (FF 00), a restart (FF D0-D7) or
 fill (FF FF)."""
+
+
+MAX_JPEG_MARKERS = 1_000
+"""Segments and fill bytes a JPEG's header may hold before its picture: a photo has a few
+dozen; Pillow reads them one by one, so 10 MB of fill bytes or empty comments took 5 s of a
+server's CPU an upload (helper-153)."""
+MAX_SIDE = 65_535
+"""The longest side a photo may have (as JPEG and WebP allow): a 1 x 39,000,000 PNG of 76 KB,
+under the pixel limit, took 3 GB to decode and hash (helper-153)."""
+
+
+def _jpeg_header_markers(data: bytes) -> int:
+    """Segments and fill bytes before a JPEG's first scan, counted up to one past
+    :data:`MAX_JPEG_MARKERS` (so at most that many steps)."""
+    count, at = 0, 2  # past the start-of-image marker
+    while count <= MAX_JPEG_MARKERS and at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        count += 1
+        if marker == 0xFF:  # fill byte
+            at += 1
+        elif marker == 0xDA or marker == 0xD9:  # the picture starts (or ends)
+            break
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length
+            at += 2
+        else:
+            at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    return count
 
 
 def jpeg_scans(data: bytes) -> int:
