@@ -643,3 +643,18 @@ def test_a_system_folder_or_one_gone_meanwhile_does_not_stop_the_scan(tmp_path, 
     monkeypatch.setattr(shutil, "rmtree", lambda path: None)
     with pytest.raises(CatalogError, match=r"gone: the folder cannot be read"):
         scan_images(tmp_path)
+
+
+def test_an_image_cell_too_long_for_the_system_is_one_of_the_tables_problems(tmp_path):
+    """A 5,000-character image cell ended the table's check with the system's "File name too
+    long", naming no line and hiding the table's other problems (helper-153)."""
+    photo(tmp_path / "bolsa" / "a.jpg")
+    (tmp_path / "products.csv").write_text(
+        "product_id,image\np0,bolsa/a.jpg\np1,../../etc/passwd\n"
+        f"p2,bolsa/{'a' * 5000}.jpg\n")
+    with pytest.raises(CatalogError) as refused:
+        read_catalog(tmp_path)
+    said = str(refused.value)
+    assert "has 2 problems: line 3: image '../../etc/passwd' is outside" in said
+    assert "line 4: image 'bolsa/aaaa" in said and "cannot be a file here" in said
+    assert len(said) < 700  # (the cell is cut, not repeated whole)

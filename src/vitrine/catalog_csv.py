@@ -266,7 +266,12 @@ def image_path(root: Path, text: str, same_but_case) -> Path:
                          + ", ".join(f.relative_to(root).as_posix() for f in found) + ")")
     if full not in found and found:
         full = found[0]
-    if full.is_dir():
+    try:
+        folder = full.is_dir()
+    except OSError as exc:  # (a name too long: it ended the whole table's check)
+        raise ValueError(f"image {text[:80]!r}{'…' if len(text) > 80 else ''} cannot be a "
+                         f"file here ({exc.strerror or exc})") from None
+    if folder:
         raise ValueError(f"image {text!r} is a folder, not a photo")
     if not is_image_path(full):
         kinds = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
