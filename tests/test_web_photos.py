@@ -242,3 +242,31 @@ def test_a_server_out_of_open_files_says_try_again_not_gone(settings, embedder, 
     (folder / "pequena.jpg").unlink()
     assert client.get("/images/bolsas/pequena.jpg").status_code == 404
     assert client.get("/images/bolsas/grande.jpg").status_code == 200
+
+
+def test_a_photo_turned_into_a_link_outside_is_not_served_when_links_out_are_refused(
+        settings, embedder, tmp_path):
+    """VITRINE_FOLLOW_OUTSIDE_LINKS=false: a stored photo replaced by a link to a file
+    elsewhere (a supplier's zip unpacked over the catalogue) was served until the next
+    `index` (helper-153); now a 404. A link inside the catalogue is served, and with the
+    setting on, the link outside is followed as before."""
+    import shutil
+
+    from vitrine.api import create_app
+
+    store, folder = _store(tmp_path, embedder)
+    secret = tmp_path / "elsewhere" / "secret.jpg"
+    secret.parent.mkdir()
+    shutil.copyfile(folder / "pequena.jpg", secret)
+    (folder / "logo.jpg").unlink()
+    (folder / "logo.jpg").symlink_to(secret)
+    (folder / "scan2.png").unlink()
+    (folder / "scan2.png").symlink_to(folder / "scan.tif")  # (inside: served)
+    closed = TestClient(create_app(settings.model_copy(update={"follow_outside_links": False}),
+                                   store, embedder=embedder))
+    refused = closed.get("/images/bolsas/logo.jpg")
+    assert refused.status_code == 404 and "outside the catalogue" in refused.json()["detail"]
+    assert closed.get("/images/bolsas/scan2.png").status_code == 200
+    assert closed.get("/images/bolsas/grande.jpg").status_code == 200
+    opened = TestClient(create_app(settings, store, embedder=embedder))
+    assert opened.get("/images/bolsas/logo.jpg").content == secret.read_bytes()

@@ -308,7 +308,19 @@ class VitrineService:
         path = Path(self.product(product_id).image)
         if not path.is_file():
             raise ProductNotFound(f"the photo of product {product_id!r} is missing.")
+        if not self.settings.follow_outside_links and not self._inside(path):
+            # a photo replaced by a link elsewhere since it was indexed (a supplier's zip
+            # unpacked over the catalogue): served until the next `index` removed it
+            raise ProductNotFound(f"the photo of product {product_id!r} is outside the "
+                                  "catalogue folder (VITRINE_FOLLOW_OUTSIDE_LINKS=false).")
         return path
+
+    def _inside(self, path: Path) -> bool:
+        """Whether ``path``'s real path is in the catalogue folder or the upload folder."""
+        with self._store_lock:
+            folders = [f for f in (self.store.catalog_folder(), self._upload_folder()) if f]
+        real = Path(os.path.realpath(path))
+        return any(real.is_relative_to(os.path.realpath(f)) for f in folders)
 
     # ---- photo search ---------------------------------------------------------------------
     def decoded(self, work: Callable[..., T], *args: object) -> T:
