@@ -128,11 +128,11 @@ def test_a_photo_training_left_out_of_its_splits_is_one_the_model_saw():
     """Pre-split folders: training leaves out a val photo with a copy in train, and a test
     photo with a copy in train or val. `evaluate --model` took such a photo (a resized copy:
     other bytes) for one the model never saw, and queried with it, whenever its own
-    duplicate rules did not join it to its copy again."""
+    duplicate rules did not join it to its copy again; then searched it."""
     from pathlib import Path
 
     from vitrine.catalog import Product
-    from vitrine.model_eval import _seen_by_model
+    from vitrine.model_eval import _seen_by_model, _sides
     from vitrine.split import Split
 
     ids = ["train/a.jpg", "val/a-small.jpg", "test/b-small.jpg", "test/c.jpg", "new.jpg"]
@@ -143,6 +143,15 @@ def test_a_photo_training_left_out_of_its_splits_is_one_the_model_saw():
     shas = [f"sha-{pid}" for pid in ids]
     for known in (split, Split(split.assignment, left_out=split.left_out,
                                left_out_val=split.left_out_val)):  # (no sha256: an old model)
-        assert _seen_by_model(products, known, shas, groups=[]) == {
-            "train/a.jpg": "train", "val/a-small.jpg": "train", "test/b-small.jpg": "train",
+        seen = _seen_by_model(products, known, shas, groups=[])
+        assert seen == {
+            "train/a.jpg": "train", "val/a-small.jpg": "out", "test/b-small.jpg": "out",
             "test/c.jpg": "test", "new.jpg": None}
+        # neither a query nor searched, as the training report leaves them (helper-154:
+        # indexed, they counted as relevant items twice and moved R@k off the report's)
+        queries, index = _sides(products, {p: w or "test" for p, w in seen.items()}, None)
+        assert [ids[i] for i in queries] == ["test/c.jpg", "new.jpg"]
+        assert [ids[i] for i in index] == ["train/a.jpg"]
+    # a photo evaluate's own rules join to a trained one is left out the same way
+    assert _seen_by_model(products, split, shas, groups=[["train/a.jpg", "new.jpg"]])[
+        "new.jpg"] == "out"

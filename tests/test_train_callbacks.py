@@ -77,6 +77,17 @@ def test_fit_phase_stops_early_and_restores_best(tmp_path):
     assert (tmp_path / "ckpt.pt").is_file()
 
 
+def test_patience_out_on_the_last_epoch_is_not_stopping_early(tmp_path):
+    """A phase that ran every epoch it was allowed, its patience running out on the last,
+    was reported "stopped early" (helper-154)."""
+    result, _, _, _ = _scripted_phase([1.0, 0.5, 0.7, 0.8, 0.9], tmp_path, patience=3,
+                                      lr_patience=10)
+    assert len(result.history) == 5 and not result.stopped_early
+    result, _, _, _ = _scripted_phase([1.0, 0.5, 0.7, 0.8, 0.9, 0.4], tmp_path, patience=3,
+                                      lr_patience=10)
+    assert len(result.history) == 5 and result.stopped_early  # (one epoch left unrun)
+
+
 def test_fit_phase_reduces_lr_on_plateau(tmp_path):
     losses = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     result, _, _, lrs = _scripted_phase(losses, tmp_path, patience=99, lr_patience=1,

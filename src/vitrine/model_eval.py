@@ -134,9 +134,12 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
             # what the model trained on is never a query (leave-one-out over it scored the
             # model on its own training photos); the photos it never saw query, as its test
             unseen = sum(where is None for where in seen.values())
+            out = sum(where == "out" for where in seen.values())
             who = (f"the model's test split and {unseen} photo(s) it never saw query"
                    if unseen else "the model's test split queries")
-            return (f"{who} its train + validation photos",
+            return (f"{who} its train + validation photos" + (
+                        f" ({out} copies of photos it trained on left out, as its report "
+                        "leaves them)" if out else ""),
                     {pid: where or "test" for pid, where in seen.items()})
     if given is not None:
         return "the test folder queries the train + validation folders", given
@@ -151,8 +154,9 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
 def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str],
                    groups: Sequence[Sequence[str]]) -> dict[str, str | None]:
     """Per product: 'train' when the model trained on its photo (its train or validation
-    split) or on a duplicate of it (``groups``: a resized copy; or one training found, its
-    photo then left out of the splits), 'test' when the photo is
+    split), 'out' when on a duplicate of it (``groups``: a resized copy; or one training
+    found, its photo then left out of the splits: neither a query nor searched, as the
+    training report leaves it out), 'test' when the photo is
     in its test split, None when the model never saw it. Photos are matched by content
     (``shas``), whatever their ids in this catalogue; a photo whose content the split does
     not know (saved again since: other bytes) by its product id, as is every photo of a
@@ -161,7 +165,9 @@ def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str],
     left_out = {*split.left_out, *split.left_out_val}  # a copy of each trained the model
 
     def side(pid: str) -> str | None:
-        assigned = "train" if pid in left_out else split.assignment.get(pid)
+        if pid in left_out:
+            return "out"
+        assigned = split.assignment.get(pid)
         return None if assigned is None else "test" if assigned == "test" else "train"
 
     if split.contents:
@@ -177,7 +183,8 @@ def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str],
     for group in groups:
         if any(seen[pid] == "train" for pid in group):
             for pid in group:
-                seen[pid] = "train"
+                if seen[pid] != "train":
+                    seen[pid] = "out"
     return seen
 
 
@@ -295,8 +302,9 @@ def _sides(products: Sequence[Product], assignment: dict[str, str] | None,
         why = ("the model trained on every one of these photos (or on a copy of it), so none "
                "can query it fairly; evaluate it on photos it never saw (its test split, or "
                "another catalogue's).")
-    else:
-        return np.flatnonzero(test), np.flatnonzero(~test)
+    else:  # (a copy of a photo the model trained on is neither: "out")
+        index = np.asarray([assignment[p.product_id] not in ("test", "out") for p in products])
+        return np.flatnonzero(test), np.flatnonzero(index)
     raise CatalogError(without_unreadable(why, unreadable))
 
 

@@ -159,7 +159,8 @@ def fit_phase(cfg: PhaseConfig, module: nn.Module, params: list[nn.Parameter],
                 "best": improved, "seconds": round(time.perf_counter() - epoch_start, 2)})
             bar.show(f"val loss {val.loss:.3f} acc {val.acc:.3f} · lr {lr:.1e}")
             if stopper.should_stop:
-                result.stopped_early = True
+                # (its patience out on the last epoch allowed: it ran them all, not early)
+                result.stopped_early = epoch < cfg.epochs
                 bar.finish()
                 break
     best.restore()
