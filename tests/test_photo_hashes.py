@@ -154,15 +154,16 @@ def test_a_file_that_hides_its_size_is_not_read_through(tmp_path):
 
     from vitrine.errors import ImageError
     from vitrine.images import read_photo
-    from vitrine.photo_hashes import read_limited
+    from vitrine.photo_hashes import read_whole
 
     system = tmp_path / "status.jpg"
     system.symlink_to("/proc/self/status")
     assert os.stat(system).st_size == 0 and system.read_bytes()
     with pytest.raises(OSError) as refused:
         file_sha256(system)
-    assert refused.value.errno == errno.EINVAL and "0 bytes but has more" in str(refused.value)
-    with pytest.raises(ImageError, match="0 bytes but has more"):
+    assert refused.value.errno == errno.EINVAL and "0 bytes but it has more" in str(
+        refused.value)
+    with pytest.raises(ImageError, match="0 bytes but it has more"):
         read_photo(system)
     (tmp_path / "empty.jpg").write_bytes(b"")
     assert read_photo(tmp_path / "empty.jpg") == b""
@@ -170,5 +171,9 @@ def test_a_file_that_hides_its_size_is_not_read_through(tmp_path):
     big.write_bytes(b"x" * (3 << 20))
     understated = os.stat_result((*os.stat(big)[:6], 1, *os.stat(big)[7:]))  # (st_size 1)
     with open(big, "rb") as fh, pytest.raises(OSError) as cut:
-        b"".join(read_limited(fh, understated, 2 << 20))
+        read_whole(fh, understated, 2 << 20)  # (grown since its stat)
     assert cut.value.errno == errno.EFBIG
+    with open(big, "rb") as fh:
+        assert read_whole(fh, understated, 4 << 20) == big.read_bytes()
+    with open(big, "rb") as fh:
+        assert read_whole(fh, os.stat(big), 4 << 20) == big.read_bytes()

@@ -21,7 +21,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from vitrine.config import ResizePolicy
 from vitrine.errors import ImageError
-from vitrine.photo_hashes import PHOTO_MAX_BYTES, read_limited, regular_file, unreadable_reason
+from vitrine.photo_hashes import PHOTO_MAX_BYTES, read_whole, regular_file, unreadable_reason
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".avif", ".heic",
                               ".heif", ".gif", ".bmp", ".tif", ".tiff"})
@@ -114,7 +114,7 @@ def read_photo(path: Path) -> bytes:
     try:
         st = regular_file(path)
         with open(path, "rb") as fh:
-            return b"".join(read_limited(fh, st, PHOTO_MAX_BYTES))
+            return read_whole(fh, st, PHOTO_MAX_BYTES)
     except IsADirectoryError:
         raise ImageError(str(path), "is a folder, not an image file.") from None
     except OSError as exc:

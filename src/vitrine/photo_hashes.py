@@ -55,22 +55,33 @@ def unreadable_reason(exc: OSError) -> str:
     return f"cannot be read ({exc.strerror or exc})"
 
 
-def read_limited(fh: BinaryIO, st: os.stat_result, limit: int | None) -> Iterator[bytes]:
-    """The bytes of the open file ``fh`` (``st`` its stat), in chunks; OSError past ``limit``
-    bytes, or when a file that says it is empty has bytes: a system file such as those of
-    /proc (/proc/self/pagemap reads out about 275 GB; `index` hashed it for minutes)."""
+def read_limited(fh: BinaryIO, st: os.stat_result, limit: int | None,
+                 first: int = 1 << 20) -> Iterator[bytes]:
+    """The bytes of the open file ``fh`` (``st`` its stat), in chunks (the first of up to
+    ``first`` bytes, then 1 MiB each); OSError past ``limit`` bytes, or when a file that says
+    it is empty has bytes: a system file such as those of /proc (/proc/self/pagemap reads out
+    about 275 GB; `index` hashed it for minutes), or one caught as it is being written."""
     if st.st_size == 0:
         if fh.read(1):
-            raise OSError(errno.EINVAL, "it says it holds 0 bytes but has more, as a file "
-                          "of /proc does; not a photo file", fh.name)
+            raise OSError(errno.EINVAL, "its size says 0 bytes but it has more (a system "
+                          "file such as those of /proc, or one being written)", fh.name)
         return
-    total = 0
-    for chunk in iter(lambda: fh.read(1 << 20), b""):
+    total, size = 0, first
+    while chunk := fh.read(size):
         total += len(chunk)
         if limit is not None and total > limit:
             raise OSError(errno.EFBIG, f"larger than the {limit // 2**20} MB a photo file "
                           "may be", fh.name)
         yield chunk
+        size = 1 << 20
+
+
+def read_whole(fh: BinaryIO, st: os.stat_result, limit: int | None) -> bytes:
+    """The bytes of the open file ``fh`` (``st`` its stat) as :func:`read_limited` reads them,
+    in one read of its size where it has not grown since (a read per MiB, then joined, took
+    a 7 MB photo from 0.7 to 5 ms)."""
+    chunks = list(read_limited(fh, st, limit, first=st.st_size + 1))
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def file_sha256(path: Path, limit: int | None = PHOTO_MAX_BYTES) -> str:
