@@ -526,7 +526,11 @@ def test_a_jpeg_header_of_fill_bytes_or_a_picture_with_a_huge_side_is_refused_at
     Image.new("RGB", (64, 64)).save(small, "JPEG")
     jpeg = small.getvalue()
     comments = b"".join(b"\xff\xfe\x00\x02" for _ in range(MAX_JPEG_MARKERS))
-    for padded in (jpeg[:2] + b"\xff" * 9_900_000 + jpeg[2:], jpeg[:2] + comments + jpeg[2:]):
+    app0 = jpeg.index(b"\xff\xe0")  # (a segment, then bytes Pillow steps over one by one)
+    after_app0 = app0 + 2 + int.from_bytes(jpeg[app0 + 2:app0 + 4], "big")
+    for padded in (jpeg[:2] + b"\xff" * 9_900_000 + jpeg[2:], jpeg[:2] + comments + jpeg[2:],
+                   jpeg[:2] + b"\xff\x00" * 4_950_000 + jpeg[2:],
+                   jpeg[:after_app0] + b"\x00" * 9_900_000 + jpeg[after_app0:]):
         with pytest.raises(ImageError, match="segments or fill bytes"):
             open_image(padded)  # (it opened, after seconds)
     assert open_image(jpeg[:2] + comments[:4 * 40] + jpeg[2:]).size == (64, 64)

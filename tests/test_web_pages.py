@@ -414,6 +414,11 @@ def test_a_photo_refused_is_said_for_what_is_wrong_with_it(settings, small_store
                                              "megapixels). Send a smaller copy.")
     assert said(photo[:len(photo) // 2]).startswith("Esta foto parece danificada")
     assert said(b"plain text, not a photo").startswith("Este arquivo não é uma foto")
+    long = io.BytesIO()  # a PNG was "not a photo: try a JPEG, PNG or WebP" (helper-155)
+    Image.new("L", (70_000, 1)).save(long, "PNG")
+    assert said(long.getvalue()) == ("Esta foto tem um lado longo demais (mais de 65.535 "
+                                     "pixels). Envie uma cópia menor.")
+    assert said(long.getvalue(), "en").startswith("This photo has a side too long")
 
 
 def test_search_by_photo_within_a_category(client, rows, small_catalog):

@@ -24,7 +24,8 @@ class ImageError(VitrineError):
         """The OSError's errno when the file could not be read (EMFILE: the server's limit)."""
         self.kind = kind
         """What the web page tells a shopper: 'format' (not a photo it takes), 'damaged' (a
-        photo that cannot be decoded whole) or 'pixels' (too many to decode)."""
+        photo that cannot be decoded whole), 'pixels' (too many to decode) or 'side' (a side
+        longer than :data:`vitrine.images.MAX_SIDE`)."""
 
 
 class WeightsError(VitrineError):

@@ -166,8 +166,8 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
                 raise _too_many_pixels(name, width, height, max_pixels)
             if max(width, height) > MAX_SIDE:
                 raise ImageError(name, f"{width}x{height} pixels: a side longer than "
-                                       f"{MAX_SIDE:,} pixels (as JPEG and WebP allow) is no "
-                                       "photo.")
+                                       f"{MAX_SIDE:,} pixels, more than JPEG and WebP allow "
+                                       "(send a smaller copy).", kind="side")
             # the first frame of an animation or of a multi-page TIFF is the one open (asking
             # how many pages a TIFF has walks them all: 50 s for 90,000 empty ones)
             img.load()
@@ -222,17 +222,23 @@ under the pixel limit, took 3 GB to decode and hash (helper-153)."""
 
 
 def _jpeg_header_markers(data: bytes) -> int:
-    """Segments and fill bytes before a JPEG's first scan, counted up to one past
+    """Segments and fill bytes before a JPEG's first scan, and bytes between segments that
+    Pillow steps over one by one (zeros after a segment, FF 00), counted up to one past
     :data:`MAX_JPEG_MARKERS` (so at most that many steps)."""
     count, at = 0, 2  # past the start-of-image marker
-    while count <= MAX_JPEG_MARKERS and at + 4 <= len(data) and data[at] == 0xFF:
+    while count <= MAX_JPEG_MARKERS and at + 4 <= len(data):
+        if data[at] != 0xFF:  # bytes that are no marker: counted to the next one
+            found = data.find(b"\xff", at, at + MAX_JPEG_MARKERS + 1)
+            count += (found if found != -1 else at + MAX_JPEG_MARKERS + 1) - at
+            at = found if found != -1 else len(data)
+            continue
         marker = data[at + 1]
         count += 1
         if marker == 0xFF:  # fill byte
             at += 1
         elif marker == 0xDA or marker == 0xD9:  # the picture starts (or ends)
             break
-        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length
+        elif marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
             at += 2
         else:
             at += 2 + int.from_bytes(data[at + 2:at + 4], "big")

@@ -186,7 +186,7 @@ class Pages:
         if exc.kind == "pixels":
             return t["photo_pixels"].format(
                 mp=_decimal(self.settings.max_image_pixels / 1_000_000, lang))
-        return t["damaged_photo" if exc.kind == "damaged" else "bad_photo"]
+        return t[{"damaged": "damaged_photo", "side": "photo_side"}.get(exc.kind, "bad_photo")]
 
     def render(self, request: Request, name: str, lang: str, status: int = 200,
                **context: object) -> HTMLResponse:
