@@ -270,3 +270,15 @@ def test_a_photo_turned_into_a_link_outside_is_not_served_when_links_out_are_ref
     assert closed.get("/images/bolsas/grande.jpg").status_code == 200
     opened = TestClient(create_app(settings, store, embedder=embedder))
     assert opened.get("/images/bolsas/logo.jpg").content == secret.read_bytes()
+    # a store that records no catalogue folder (older, or written by migrate or the API):
+    # its photos with no link in their paths are served, not all refused (helper-155)
+    from vitrine.store import open_store
+
+    handle = open_store(store)
+    handle.lock_for_writing()
+    handle.set_catalog_folder(None)
+    handle.close()
+    unrecorded = TestClient(create_app(
+        settings.model_copy(update={"follow_outside_links": False}), store, embedder=embedder))
+    assert unrecorded.get("/images/bolsas/grande.jpg").status_code == 200
+    assert unrecorded.get("/images/bolsas/logo.jpg").status_code == 404

@@ -181,6 +181,7 @@ class VitrineService:
         # still left 20 uploads of 40 megapixels at 4 GB, idle)
         self._decoder = ThreadPoolExecutor(DECODE_SLOTS, thread_name_prefix="vitrine-decode")
         self._categories: tuple[float, dict[str, int]] | None = None
+        self._catalogue: tuple[str | None, float] | None = None
 
     def _open(self) -> VectorStore:
         return store_for(self.location, self.settings)
@@ -316,11 +317,25 @@ class VitrineService:
         return path
 
     def _inside(self, path: Path) -> bool:
-        """Whether ``path``'s real path is in the catalogue folder or the upload folder."""
-        with self._store_lock:
-            folders = [f for f in (self.store.catalog_folder(), self._upload_folder()) if f]
-        real = Path(os.path.realpath(path))
-        return any(real.is_relative_to(os.path.realpath(f)) for f in folders)
+        """Whether the photo at ``path`` is still where `index` let it be: under the catalogue
+        folder or the upload folder, by its real path, when the stored path is under one of
+        them; else (a store that records no folder, a release the catalogue link has left)
+        at a path with no link in it."""
+        folders = [f for f in (self._catalogue_folder(), self._upload_folder()) if f]
+        real = os.path.realpath(path)
+        for folder in folders:
+            if path.is_relative_to(folder):
+                return Path(real).is_relative_to(os.path.realpath(folder))
+        return real == os.path.abspath(path)
+
+    def _catalogue_folder(self) -> str | None:
+        """The store's catalogue folder, read again after CATEGORIES_TTL_S (a Milvus store's
+        is a query: 1 ms, under the store lock, for each photo sent)."""
+        now = time.monotonic()
+        if self._catalogue is None or now - self._catalogue[1] > CATEGORIES_TTL_S:
+            with self._store_lock:
+                self._catalogue = (self.store.catalog_folder(), now)
+        return self._catalogue[0]
 
     # ---- photo search ---------------------------------------------------------------------
     def decoded(self, work: Callable[..., T], *args: object) -> T:
