@@ -170,7 +170,7 @@ def test_evaluate_names_the_categories_the_model_never_saw(trained, env, tmp_pat
     # over them all scored it on its own training photos); the new one is a query
     assert report["protocol"] == ("the model's test split and 1 photo(s) it never saw query "
                                   "its train + validation photos (1 copy of photos it trained "
-                                  "on, left out as its report leaves them)")
+                                  "on left out)")
     assert report["queries"] == shoes + bags and report["index"] == trained_on
     # a model whose split.json has no photo hashes (written before they were kept) tells
     # its photos by id: the training catalogue plus one new photo queries with its test split

@@ -259,6 +259,14 @@ BODY_UNREADABLE = "There was an error parsing the body"
 """FastAPI's 400 detail for a request body it could not decode."""
 
 
+def _json_body(request: Request) -> bool:
+    """Whether the request says its body is JSON, as FastAPI reads it: ``application/json``
+    or ``application/…+json``, in any case."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    main, _, sub = kind.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
 def _install_error_handlers(app: FastAPI, settings: Settings,
                             routes: list[routing.BaseRoute], store: str | Path) -> None:
     # not in the async handler below: resolving reads the disk (the upload folder: its photo
@@ -277,9 +285,9 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 413 and wants_html(request):  # also one raised reading the form
             return app.state.render_too_large(request)
-        if exc.status_code == 400 and exc.detail == BODY_UNREADABLE and request.headers.get(
-                "content-type", "").startswith("application/json"):  # FastAPI's, for JSON
-            # that is not UTF-8 (saved as Windows-1252): a 422 as any JSON not valid
+        if exc.status_code == 400 and exc.detail == BODY_UNREADABLE and _json_body(request):
+            # FastAPI's, for JSON that is not UTF-8 (saved as Windows-1252): a 422 as any
+            # JSON not valid
             return error(request, 422, "The request body is not valid JSON (it must be "
                                        "UTF-8 text).")
         sentence = guards.http_error_sentence(exc.status_code, exc.detail,
@@ -300,7 +308,7 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
             return await anyio.to_thread.run_sync(
                 app.state.render_no_file, request,
                 category if isinstance(category, str) else "")
-        json_body = request.headers.get("content-type", "").startswith("application/json")
+        json_body = _json_body(request)
         if json_body and getattr(request.scope.get("route"), "name", None) in FORM_ROUTES:
             return error(request, 422, "This address takes a form (multipart/form-data) with "
                                        "the photo in the field 'image', not JSON.")

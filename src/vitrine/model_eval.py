@@ -139,7 +139,7 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
                    if unseen else "the model's test split queries")
             return (f"{who} its train + validation photos" + (
                         f" ({out} {'copy' if out == 1 else 'copies'} of photos it trained "
-                        "on, left out as its report leaves them)" if out else ""),
+                        "on left out)" if out else ""),
                     {pid: where or "test" for pid, where in seen.items()})
     if given is not None:
         return "the test folder queries the train + validation folders", given
