@@ -164,9 +164,9 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
             width, height = img.size  # what will be decoded
             if width * height > max_pixels:
                 raise _too_many_pixels(name, width, height, max_pixels)
-            if max(width, height) > MAX_SIDE:
+            if max(width, height) > MAX_PHOTO_SIDE:
                 raise ImageError(name, f"{width}x{height} pixels: a side longer than "
-                                       f"{MAX_SIDE:,} pixels, more than JPEG and WebP allow "
+                                       f"{MAX_PHOTO_SIDE:,} pixels, more than JPEG and WebP allow "
                                        "(send a smaller copy).", kind="side")
             # the first frame of an animation or of a multi-page TIFF is the one open (asking
             # how many pages a TIFF has walks them all: 50 s for 90,000 empty ones)
@@ -216,29 +216,35 @@ MAX_JPEG_MARKERS = 1_000
 """Segments and fill bytes a JPEG's header may hold before its picture: a photo has a few
 dozen; Pillow reads them one by one, so 10 MB of fill bytes or empty comments took 5 s of a
 server's CPU an upload (helper-153)."""
-MAX_SIDE = 65_535
+MAX_PHOTO_SIDE = 65_535
 """The longest side a photo may have (as JPEG and WebP allow): a 1 x 39,000,000 PNG of 76 KB,
 under the pixel limit, took 3 GB to decode and hash (helper-153)."""
 
 
 def _jpeg_header_markers(data: bytes) -> int:
-    """Segments and fill bytes before a JPEG's first scan, and bytes between segments that
-    Pillow steps over one by one (zeros after a segment, FF 00), counted up to one past
-    :data:`MAX_JPEG_MARKERS` (so at most that many steps)."""
+    """The steps Pillow takes through a JPEG's header before its first scan, as its own
+    parser walks it (``JpegImagePlugin.MARKER``: a marker with a handler is skipped by its
+    length; one without, FF 00, a fill byte and each byte that is no marker are a step
+    each, in Python), counted up to one past :data:`MAX_JPEG_MARKERS` (so at most that many
+    steps here). A code Pillow does not know ends its walk ("no marker found"), and this."""
+    from PIL.JpegImagePlugin import MARKER
+
     count, at = 0, 2  # past the start-of-image marker
-    while count <= MAX_JPEG_MARKERS and at + 4 <= len(data):
-        if data[at] != 0xFF:  # bytes that are no marker: counted to the next one
+    while count <= MAX_JPEG_MARKERS and at + 1 < len(data):
+        if data[at] != 0xFF:  # bytes that are no marker: stepped over one by one
             found = data.find(b"\xff", at, at + MAX_JPEG_MARKERS + 1)
             count += (found if found != -1 else at + MAX_JPEG_MARKERS + 1) - at
             at = found if found != -1 else len(data)
             continue
-        marker = data[at + 1]
+        code = 0xFF00 | data[at + 1]
         count += 1
-        if marker == 0xFF:  # fill byte
+        if code == 0xFFFF:  # fill byte
             at += 1
-        elif marker == 0xDA or marker == 0xD9:  # the picture starts (or ends)
+        elif code == 0xFF00:
+            at += 2
+        elif code not in MARKER or code == 0xFFDA:  # Pillow stops (or the picture starts)
             break
-        elif marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+        elif MARKER[code][2] is None:  # no length (start or end of image, restarts, …)
             at += 2
         else:
             at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
