@@ -25,7 +25,7 @@ class ImageError(VitrineError):
         self.kind = kind
         """What the web page tells a shopper: 'format' (not a photo it takes), 'damaged' (a
         photo that cannot be decoded whole), 'pixels' (too many to decode) or 'side' (a side
-        longer than :data:`vitrine.images.MAX_SIDE`)."""
+        longer than :data:`vitrine.images.MAX_PHOTO_SIDE`)."""
 
 
 class WeightsError(VitrineError):
