@@ -282,3 +282,31 @@ def test_a_photo_turned_into_a_link_outside_is_not_served_when_links_out_are_ref
         settings.model_copy(update={"follow_outside_links": False}), store, embedder=embedder))
     assert unrecorded.get("/images/bolsas/grande.jpg").status_code == 200
     assert unrecorded.get("/images/bolsas/logo.jpg").status_code == 404
+
+
+def test_an_upload_folder_inside_the_catalogue_that_links_elsewhere_is_served(settings,
+                                                                              embedder,
+                                                                              tmp_path):
+    """Links out refused: a photo in the store's uploads folder, inside the catalogue and a
+    link to another disk, was judged against the catalogue alone and refused (helper-156)."""
+    import shutil
+
+    from vitrine.service import VitrineService
+
+    store, folder = _store(tmp_path, embedder)
+    disk = tmp_path / "disk" / "uploads"
+    disk.mkdir(parents=True)
+    inside = folder.parent / "loja"
+    shutil.move(store, inside)
+    (inside / "uploads").symlink_to(disk)
+    photo = disk / ("ab" * 32 + ".jpg")
+    shutil.copyfile(folder / "pequena.jpg", photo)
+    service = VitrineService(settings.model_copy(update={"follow_outside_links": False}),
+                             inside, embedder)
+    try:
+        assert service._inside(inside / "uploads" / photo.name)
+        assert service._inside(folder / "grande.jpg")
+        (folder / "out.jpg").symlink_to(photo)  # (a catalogue photo linking there is not)
+        assert not service._inside(folder / "out.jpg")
+    finally:
+        service.close()

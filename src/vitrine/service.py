@@ -323,9 +323,10 @@ class VitrineService:
         at a path with no link in it."""
         folders = [f for f in (self._catalogue_folder(), self._upload_folder()) if f]
         real = os.path.realpath(path)
-        for folder in folders:
-            if path.is_relative_to(folder):
-                return Path(real).is_relative_to(os.path.realpath(folder))
+        # (each folder it is under: a store's uploads inside the catalogue may link elsewhere)
+        under = [f for f in folders if path.is_relative_to(f)]
+        if under:
+            return any(Path(real).is_relative_to(os.path.realpath(f)) for f in under)
         return real == os.path.abspath(path)
 
     def _catalogue_folder(self) -> str | None:

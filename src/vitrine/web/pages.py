@@ -23,6 +23,7 @@ from vitrine.catalog import CATEGORY_MAX
 from vitrine.config import Settings
 from vitrine.errors import ImageError, StoreError
 from vitrine.fold import fold
+from vitrine.images import MAX_PHOTO_SIDE
 from vitrine.service import VitrineService
 from vitrine.store.base import Match, StoredProduct
 from vitrine.web import guards
@@ -186,7 +187,9 @@ class Pages:
         if exc.kind == "pixels":
             return t["photo_pixels"].format(
                 mp=_decimal(self.settings.max_image_pixels / 1_000_000, lang))
-        return t[{"damaged": "damaged_photo", "side": "photo_side"}.get(exc.kind, "bad_photo")]
+        if exc.kind == "side":
+            return t["photo_side"].format(side=number(t, MAX_PHOTO_SIDE))
+        return t["damaged_photo" if exc.kind == "damaged" else "bad_photo"]
 
     def render(self, request: Request, name: str, lang: str, status: int = 200,
                **context: object) -> HTMLResponse:

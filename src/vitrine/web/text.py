@@ -78,7 +78,7 @@ TEXT: dict[str, dict[str, str]] = {
                          "outra cópia dela.",
         "photo_pixels": "Esta foto tem pixels demais (limite de {mp} megapixels). Envie uma "
                         "cópia menor.",
-        "photo_side": "Esta foto tem um lado longo demais (mais de 65.535 pixels). Envie uma "
+        "photo_side": "Esta foto tem um lado longo demais (mais de {side} pixels). Envie uma "
                       "cópia menor.",
         "too_large": "A foto é grande demais (limite de {mb} MB).",
         "bad_request": "O endereço tem um parâmetro inválido.",
@@ -163,7 +163,7 @@ TEXT: dict[str, dict[str, str]] = {
                          "copy of it.",
         "photo_pixels": "This photo has too many pixels (limit {mp} megapixels). Send a "
                         "smaller copy.",
-        "photo_side": "This photo has a side too long (over 65,535 pixels). Send a smaller "
+        "photo_side": "This photo has a side too long (over {side} pixels). Send a smaller "
                       "copy.",
         "too_large": "The photo is too large (limit {mb} MB).",
         "bad_request": "The address has a parameter that is not valid.",
