@@ -538,6 +538,17 @@ def test_a_jpeg_header_of_fill_bytes_or_a_picture_with_a_huge_side_is_refused_at
         with pytest.raises(ImageError, match="segments or fill bytes"):
             open_image(padded)  # (it opened, after seconds)
     assert open_image(jpeg[:2] + comments[:4 * 40] + jpeg[2:]).size == (64, 64)
+    import zlib
+
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(png, "PNG")
+    ihdr_end = 8 + 25  # (signature, then the 25-byte IHDR chunk)
+    empty = b"\x00\x00\x00\x00prVt" + zlib.crc32(b"prVt").to_bytes(4, "big")  # (no data)
+    stuffed = png.getvalue()[:ihdr_end] + empty * 830_000 + png.getvalue()[ihdr_end:]
+    with pytest.raises(ImageError, match="PNG with over 1,000 chunks"):
+        open_image(stuffed)  # (it opened, after 2 s)
+    assert open_image(png.getvalue()[:ihdr_end] + empty * 40 + png.getvalue()[ihdr_end:]
+                      ).size == (64, 64)
     for size in ((1, MAX_PHOTO_SIDE + 1), (MAX_PHOTO_SIDE + 1, 1)):
         tall = io.BytesIO()
         Image.new("L", size).save(tall, "PNG")
