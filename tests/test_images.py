@@ -520,12 +520,12 @@ def test_a_jpeg_header_of_fill_bytes_or_a_picture_with_a_huge_side_is_refused_at
     a server's CPU an upload, read one by one; a 1 x 39,000,000 PNG of 76 KB, under the
     pixel limit, took 3 GB. Both are refused before their pixels, in milliseconds; a JPEG
     with a few dozen segments and a 65,535-pixel side still open."""
-    from vitrine.images import MAX_JPEG_MARKERS, MAX_PHOTO_SIDE
+    from vitrine.images import MAX_HEADER_STEPS, MAX_PHOTO_SIDE
 
     small = io.BytesIO()
     Image.new("RGB", (64, 64)).save(small, "JPEG")
     jpeg = small.getvalue()
-    comments = b"".join(b"\xff\xfe\x00\x02" for _ in range(MAX_JPEG_MARKERS))
+    comments = b"".join(b"\xff\xfe\x00\x02" for _ in range(MAX_HEADER_STEPS))
     app0 = jpeg.index(b"\xff\xe0")  # (a segment, then bytes Pillow steps over one by one)
     after_app0 = app0 + 2 + int.from_bytes(jpeg[app0 + 2:app0 + 4], "big")
     for padded in (jpeg[:2] + b"\xff" * 9_900_000 + jpeg[2:], jpeg[:2] + comments + jpeg[2:],

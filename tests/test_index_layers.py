@@ -103,6 +103,15 @@ def no_builds(monkeypatch):
     monkeypatch.setattr(index_files.IndexFiles, "_build", build)
 
 
+def layered_without_build(store, monkeypatch) -> LayeredIndex:
+    """``store``'s index for a search, layered, the test failing if it was built instead."""
+    with monkeypatch.context() as patch:
+        no_builds(patch)
+        index = store._current_index()
+    assert isinstance(index, LayeredIndex)
+    return index
+
+
 def test_a_reader_layers_past_the_writers_limit_instead_of_building_in_its_search(
         folder, monkeypatch):
     """Writes came faster than the server's rebuild: a search layers on the saved index (a
@@ -197,10 +206,7 @@ def test_a_reader_told_another_kind_does_not_layer_on_the_saved_one(folder, monk
     other = IndexConfig.defaults(kind="hnsw", hnsw_m=8)
     assert other.tag(510) != HNSW.tag(510)
     reader = EmbeddedStore(root, index_config=other)
-    with monkeypatch.context() as patch:
-        no_builds(patch)
-        index = reader._current_index()
-        assert isinstance(index, LayeredIndex) and index.base.kind == "hnsw"
+    assert layered_without_build(reader, monkeypatch).base.kind == "hnsw"
     reader.close()
     flat = IndexConfig.defaults(kind="flat")
     graph = saved(root)
@@ -235,11 +241,8 @@ def test_a_reader_told_another_kind_does_not_layer_on_the_saved_one(folder, monk
         if "hnsw" in files:
             (root / files).unlink()
     reader = EmbeddedStore(root, index_config=HNSW)
-    with monkeypatch.context() as patch:
-        no_builds(patch)
-        index = reader._current_index()
-        assert isinstance(index, LayeredIndex) and index.base.kind == "flat"
-        assert reader.search(vecs[512], 1)[0].product.product_id == "u"
+    assert layered_without_build(reader, monkeypatch).base.kind == "flat"
+    assert reader.search(vecs[512], 1)[0].product.product_id == "u"
     reader.close()
 
 
@@ -280,11 +283,8 @@ def test_a_long_running_reader_layers_on_the_other_kind_when_its_own_is_stale(tm
     store.lock_for_writing()
     store.upsert(records(grown, vecs[500:520]))  # 310 again: no HNSW index saved yet
     store.close()
-    with monkeypatch.context() as patch:
-        no_builds(patch)
-        index = reader._current_index()
-        assert isinstance(index, LayeredIndex) and index.base.kind == "flat"
-        assert reader.search(vecs[505], 1)[0].product.product_id == "q5"
+    assert layered_without_build(reader, monkeypatch).base.kind == "flat"
+    assert reader.search(vecs[505], 1)[0].product.product_id == "q5"
     reader.close()
 
     flat = IndexConfig.defaults(kind="flat")

@@ -141,12 +141,12 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
     kind = container_kind(data)
     if kind == "heic":
         _heif_opener()
-    if data[:2] == b"\xff\xd8" and _jpeg_header_markers(data) > MAX_JPEG_MARKERS:
-        raise ImageError(name, f"a JPEG whose header holds over {MAX_JPEG_MARKERS:,} segments "
+    if data[:2] == b"\xff\xd8" and _jpeg_header_markers(data) > MAX_HEADER_STEPS:
+        raise ImageError(name, f"a JPEG whose header holds over {MAX_HEADER_STEPS:,} segments "
                                "or fill bytes (photos have a few dozen; reading them would "
                                "take seconds).")
-    if data[:8] == PNG_SIGNATURE and _png_header_chunks(data) > MAX_JPEG_MARKERS:
-        raise ImageError(name, f"a PNG with over {MAX_JPEG_MARKERS:,} chunks before its "
+    if data[:8] == PNG_SIGNATURE and _png_header_chunks(data) > MAX_HEADER_STEPS:
+        raise ImageError(name, f"a PNG with over {MAX_HEADER_STEPS:,} chunks before its "
                                "picture (photos have a few; reading them would take "
                                "seconds).")
     try:
@@ -216,10 +216,10 @@ _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 fill (FF FF)."""
 
 
-MAX_JPEG_MARKERS = 1_000
-"""Segments and fill bytes a JPEG's header may hold before its picture: a photo has a few
-dozen; Pillow reads them one by one, so 10 MB of fill bytes or empty comments took 5 s of a
-server's CPU an upload (helper-153)."""
+MAX_HEADER_STEPS = 1_000
+"""Steps Pillow's parser may take, in Python, through a header before the picture: a JPEG's
+segments and fill bytes, a PNG's chunks. A photo has a few dozen; 10 MB of fill bytes or
+empty comments took 5 s of a server's CPU an upload (helper-153)."""
 MAX_PHOTO_SIDE = 65_535
 """The longest side a photo may have (as JPEG and WebP allow): a 1 x 39,000,000 PNG of 76 KB,
 under the pixel limit, took 3 GB to decode and hash (helper-153)."""
@@ -229,15 +229,15 @@ def _jpeg_header_markers(data: bytes) -> int:
     """The steps Pillow takes through a JPEG's header before its first scan, as its own
     parser walks it (``JpegImagePlugin.MARKER``: a marker with a handler is skipped by its
     length; one without, FF 00, a fill byte and each byte that is no marker are a step
-    each, in Python), counted up to one past :data:`MAX_JPEG_MARKERS` (so at most that many
+    each, in Python), counted up to one past :data:`MAX_HEADER_STEPS` (so at most that many
     steps here). A code Pillow does not know ends its walk ("no marker found"), and this."""
     from PIL.JpegImagePlugin import MARKER
 
     count, at = 0, 2  # past the start-of-image marker
-    while count <= MAX_JPEG_MARKERS and at + 1 < len(data):
+    while count <= MAX_HEADER_STEPS and at + 1 < len(data):
         if data[at] != 0xFF:  # bytes that are no marker: stepped over one by one
-            found = data.find(b"\xff", at, at + MAX_JPEG_MARKERS + 1)
-            count += (found if found != -1 else at + MAX_JPEG_MARKERS + 1) - at
+            found = data.find(b"\xff", at, at + MAX_HEADER_STEPS + 1)
+            count += (found if found != -1 else at + MAX_HEADER_STEPS + 1) - at
             at = found if found != -1 else len(data)
             continue
         code = 0xFF00 | data[at + 1]
@@ -261,9 +261,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def _png_header_chunks(data: bytes) -> int:
     """Chunks of a PNG before its picture (IDAT), which Pillow reads one by one in Python (10
     MB of empty chunks took 2 s: helper-155), counted up to one past
-    :data:`MAX_JPEG_MARKERS`."""
+    :data:`MAX_HEADER_STEPS`."""
     count, at = 0, 8
-    while count <= MAX_JPEG_MARKERS and at + 8 <= len(data):
+    while count <= MAX_HEADER_STEPS and at + 8 <= len(data):
         if data[at + 4:at + 8] == b"IDAT":
             break
         count += 1

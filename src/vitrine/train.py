@@ -36,6 +36,7 @@ from torch import nn
 
 from vitrine.catalog import Product, category_form, recategorised, refuse_out_inside
 from vitrine.config import Settings
+from vitrine.display import counted
 from vitrine.errors import CatalogError, TrainingError, VitrineError
 from vitrine.images import Preprocessing
 from vitrine.model_eval import find_groups, without_unreadable
@@ -337,7 +338,7 @@ def cache_note(settings: Settings, storage: MapStorage) -> str:
     note = ("Frozen blocks run once per photo (1 view, no augmentation: "
             "VITRINE_TRAIN_VIEWS=1). " if v == 1 else
             f"Frozen blocks run once per view: {v} views per training photo (the photo and "
-            f"{v - 1} seeded augmentation{'' if v == 2 else 's'}), 1 per validation/test "
+            f"{counted(v - 1, 'seeded augmentation')}), 1 per validation/test "
             "photo; each epoch draws one cached view per photo, so augmentation is a fixed set "
             "of views rather than fresh each epoch. ")
     note += "Phase 1 also caches the head's input from the frozen network."
