@@ -143,8 +143,9 @@ def test_truncated_jpeg_is_refused(tmp_path):
 
 def test_files_pillow_chokes_on_have_a_reason_too(tmp_path):
     """One corrupt byte makes Pillow raise TypeError (TIFF) or struct.error (EXIF): still one
-    ImageError with the file's name, never another exception; a broken EXIF block alone
-    keeps the photo (as stored, unrotated)."""
+    ImageError with the file's name, never another exception; a broken entry in an EXIF
+    block keeps the photo, turned as its orientation says (helper-157: it was left as
+    stored, sideways)."""
     src = Image.effect_noise((64, 80), 40).convert("RGB")
     buf = io.BytesIO()
     src.save(buf, "TIFF")
@@ -165,7 +166,7 @@ def test_files_pillow_chokes_on_have_a_reason_too(tmp_path):
     data[41] = 10  # the 'Make' entry's tag: an ASCII value under a RATIONAL tag
     jpeg = tmp_path / "bad_exif.jpg"
     jpeg.write_bytes(bytes(data))
-    assert open_image(jpeg).size == (64, 80)
+    assert open_image(jpeg).size == (80, 64)
 
 
 def test_large_jpeg_is_checked_at_the_size_it_decodes(tmp_path):
@@ -567,3 +568,170 @@ def test_a_model_input_side_out_of_range_is_refused(size):
 
     with pytest.raises(ValueError, match="from 32 to 1024"):
         Preprocessing(size=size)
+
+
+def _tiff(entries: list[tuple[int, int, bytes, int]], pixels: bytes) -> bytes:
+    """A little-endian TIFF: its pixels at offset 8, then one IFD of ``entries`` (tag, type,
+    value bytes, count; values over 4 bytes after the IFD)."""
+    import struct
+
+    entries = sorted(entries)
+    ifd = 8 + len(pixels) + len(pixels) % 2
+    extra_at = ifd + 2 + 12 * len(entries) + 4
+    table, extra = b"", b""
+    for tag, kind, value, count in entries:
+        if len(value) <= 4:
+            table += struct.pack("<HHI", tag, kind, count) + value.ljust(4, b"\0")
+        else:
+            table += struct.pack("<HHII", tag, kind, count, extra_at + len(extra))
+            extra += value + b"\0" * (len(value) % 2)
+    return (b"II*\0" + struct.pack("<I", ifd) + pixels + b"\0" * (len(pixels) % 2)
+            + struct.pack("<H", len(entries)) + table + b"\0\0\0\0" + extra)
+
+
+def _grey_tiff(rows: np.ndarray, photometric: int = 1, sample_format: int = 1,
+               strips: int = 1) -> bytes:
+    """A grey TIFF of ``rows`` (8 or 16 bits), cut into ``strips`` strip fields (the extra
+    ones all point at the first row: what a hostile file says costs Pillow the same)."""
+    import struct
+
+    height, width = rows.shape
+    bits = rows.dtype.itemsize * 8
+    short = lambda v: struct.pack("<H", v)  # noqa: E731
+    row_bytes = width * rows.dtype.itemsize
+    per_strip = max(1, height // strips) if strips <= height else 1
+    offsets = [8 + min(i * per_strip, height - 1) * row_bytes for i in range(strips)]
+    sizes = [per_strip * row_bytes] * strips
+    entries = [(256, 3, short(width), 1), (257, 3, short(height), 1), (258, 3, short(bits), 1),
+               (259, 3, short(1), 1), (262, 3, short(photometric), 1), (277, 3, short(1), 1),
+               (278, 3, short(per_strip), 1), (339, 3, short(sample_format), 1),
+               (273, 4, struct.pack(f"<{strips}I", *offsets), strips),
+               (279, 4, struct.pack(f"<{strips}I", *sizes), strips)]
+    return _tiff(entries, rows.astype(rows.dtype.newbyteorder("<")).tobytes())
+
+
+def test_files_pillow_would_walk_for_seconds_are_refused_at_once():
+    """helper-157: a 9.8 MB TIFF of 4.9 million strips took 17 s and 1.4 GB to open, 10 MB of
+    empty GIF comments 1 s (one comment of 4.5 million sub-blocks 460 MB), a PNG's chunks
+    after its picture (or 800,000 empty picture chunks) 1 to 2 s, a 3.5 kB run-length BMP 4.5
+    s. Each is refused before Pillow walks it; the same formats cut as photos are still
+    open."""
+    from vitrine.images import MAX_HEADER_STEPS, MAX_SMALL_BLOCKS, MAX_TIFF_PIECES
+
+    rows = np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)
+    assert np.array_equal(np.asarray(open_image(_grey_tiff(rows, strips=64)).convert("L")),
+                          rows)
+    with pytest.raises(ImageError, match=f"{MAX_TIFF_PIECES + 1:,} strips or tiles"):
+        open_image(_grey_tiff(rows, strips=MAX_TIFF_PIECES + 1))
+
+    import zlib
+
+    def chunk(kind: bytes, data: bytes = b"") -> bytes:
+        return (len(data).to_bytes(4, "big") + kind + data
+                + zlib.crc32(kind + data).to_bytes(4, "big"))
+
+    png = io.BytesIO()
+    Image.fromarray(rows).save(png, "PNG")
+    head, picture = png.getvalue()[:33], png.getvalue()[33:-12]  # (signature + IHDR; IEND)
+    text = chunk(b"tEXt", b"k\0v")
+    assert open_image(head + picture + text * 40 + chunk(b"IEND")).size == (64, 64)
+    with pytest.raises(ImageError, match=f"over {MAX_HEADER_STEPS:,} chunks besides"):
+        open_image(head + picture + text * (MAX_HEADER_STEPS + 1) + chunk(b"IEND"))
+    empty_pictures = chunk(b"IDAT") * (MAX_SMALL_BLOCKS + 1_000)
+    with pytest.raises(ImageError, match="cut into over .* chunks, most of them almost empty"):
+        open_image(head + picture + empty_pictures + chunk(b"IEND"))
+    # a picture written a chunk a row (1,500 of them), as some encoders do, opens
+    tall = np.random.default_rng(0).integers(0, 256, (1_500, 64), dtype=np.uint8)
+    packer = zlib.compressobj()
+    pieces = b"".join(chunk(b"IDAT", packer.compress(b"\0" + r.tobytes())
+                                     + packer.flush(zlib.Z_SYNC_FLUSH)) for r in tall)
+    png = io.BytesIO()
+    Image.fromarray(tall).save(png, "PNG")
+    ending = chunk(b"IDAT", packer.flush()) + chunk(b"IEND")
+    assert np.array_equal(np.asarray(open_image(png.getvalue()[:33] + pieces + ending)
+                                     .convert("L")), tall)
+
+    gif = io.BytesIO()
+    Image.fromarray(rows).save(gif, "GIF")
+    screen = 13 + 3 * 256  # (header, screen, a 256-colour palette)
+    comment = b"\x21\xfe\x01x\x00"
+    assert open_image(gif.getvalue()[:screen] + comment * 100 + gif.getvalue()[screen:]
+                      ).size == (64, 64)
+    for stuffed in (comment * (MAX_SMALL_BLOCKS // 2 + 1),  # (a step the block, one the sub-block)
+                    b"\x21\xfe" + b"\x01x" * MAX_SMALL_BLOCKS + b"\x00",
+                    b"?" * (MAX_SMALL_BLOCKS + 1)):  # stray bytes, stepped over one by one
+        with pytest.raises(ImageError, match="GIF with over .* blocks or stray bytes"):
+            open_image(gif.getvalue()[:screen] + stuffed + gif.getvalue()[screen:])
+
+
+def _rle_bmp(width: int, height: int, rle: bytes) -> bytes:
+    """An 8-bit run-length compressed BMP (grey palette)."""
+    import struct
+
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(rle), 2835, 2835, 256, 0)
+    start = 14 + 40 + len(palette)
+    return (b"BM" + struct.pack("<IHHI", start + len(rle), 0, 0, start) + info + palette
+            + rle)
+
+
+def test_a_large_run_length_bmp_is_refused_and_a_small_one_decodes():
+    from vitrine.images import MAX_RLE_PIXELS
+
+    row = b"\x40\x07" + b"\x00\x00"  # 64 pixels of level 7, end of the row
+    assert np.asarray(open_image(_rle_bmp(64, 32, row * 32 + b"\x00\x01")).convert("L")
+                      ).tolist() == [[7] * 64] * 32
+    # a pixel, then an end of row that Pillow pads a pixel at a time: 3.5 kB, 4.5 s
+    eol = b"\x01\x07\x00\x00"
+    with pytest.raises(ImageError, match="run-length compressed BMP of 65535x600 pixels"):
+        open_image(_rle_bmp(65535, 600, eol * 600 + b"\x00\x01"))
+    side = int(MAX_RLE_PIXELS ** 0.5)
+    with pytest.raises(ImageError, match=f"over {MAX_RLE_PIXELS:,} pixels"):
+        open_image(_rle_bmp(side + 1, side, eol * side + b"\x00\x01"))
+    no_ops = b"\x00\x02\x00\x00" * MAX_RLE_PIXELS  # (moves by nothing: a step each)
+    with pytest.raises(ImageError, match=f"or {2 * MAX_RLE_PIXELS:,} bytes"):
+        open_image(_rle_bmp(64, 32, no_ops + row * 32 + b"\x00\x01"))
+
+
+def test_a_photo_turns_upright_though_its_exif_holds_a_field_pillow_cannot_write():
+    """helper-157: Pillow's exif_transpose turns the photo, then writes the EXIF block
+    again; a field typed as some cameras do (a resolution unit as a byte) failed that
+    writing, and the photo was embedded sideways (0.57 against its upright twin)."""
+    import struct
+
+    upright = np.zeros((40, 60, 3), np.uint8)
+    upright[:, :10] = RED  # a red band on the left, upright
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # on its side
+    entries = [(0x0112, 3, 1, struct.pack("<HH", 6, 0)), (0x0128, 1, 1, b"\x02\0\0\0")]
+    exif = (b"Exif\0\0II*\0" + struct.pack("<IH", 8, len(entries))
+            + b"".join(struct.pack("<HHI", *e[:3]) + e[3] for e in entries) + b"\0\0\0\0")
+    for kind, options in (("JPEG", {"quality": 95}), ("PNG", {}), ("WEBP", {"lossless": True})):
+        buf = io.BytesIO()
+        stored.save(buf, kind, exif=exif, **options)
+        img = open_image(buf.getvalue())
+        assert img.size == (60, 40), kind
+        assert img.getpixel((4, 20))[0] > 180 and img.getpixel((50, 20))[0] < 60, kind
+
+
+def test_16_bit_grey_tiffs_keep_their_levels():
+    """helper-157: a 16-bit white-is-zero TIFF was embedded (and shown) as its negative, a
+    signed one at half its brightness."""
+    levels = np.linspace(0, 255, 64).round().astype(np.uint8)[None, :].repeat(8, 0)
+    white_is_zero = _grey_tiff((255 - levels).astype(np.uint16) * 257, photometric=0)
+    signed = _grey_tiff(levels.astype(np.int16) * 128, sample_format=2)
+    for data in (white_is_zero, signed):
+        grey = np.asarray(open_image(data).convert("L")).astype(int)
+        assert np.abs(grey - levels).max() <= 1
+
+
+def test_a_tiff_or_webp_cut_off_says_it_is_damaged(tmp_path):
+    """A TIFF whose header (at its end, as libtiff writes them) is cut off was 'not a
+    recognised image format', a WebP cut off 'could not create decoder object'."""
+    photo = Image.effect_noise((64, 48), 40).convert("RGB")
+    for kind, options, said in (("TIFF", {"compression": "tiff_lzw"}, "damaged or truncated TIFF"),
+                                ("WEBP", {}, "damaged or truncated")):
+        buf = io.BytesIO()
+        photo.save(buf, kind, **options)
+        with pytest.raises(ImageError, match=said) as raised:
+            open_image(buf.getvalue()[:len(buf.getvalue()) // 2])
+        assert raised.value.kind == "damaged"

@@ -6,7 +6,6 @@ Every photo goes through :func:`open_image` (safe decode to upright RGB) and the
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import math
@@ -141,14 +140,7 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
     kind = container_kind(data)
     if kind == "heic":
         _heif_opener()
-    if data[:2] == b"\xff\xd8" and _jpeg_header_markers(data) > MAX_HEADER_STEPS:
-        raise ImageError(name, f"a JPEG whose header holds over {MAX_HEADER_STEPS:,} segments "
-                               "or fill bytes (photos have a few dozen; reading them would "
-                               "take seconds).")
-    if data[:8] == PNG_SIGNATURE and _png_header_chunks(data) > MAX_HEADER_STEPS:
-        raise ImageError(name, f"a PNG with over {MAX_HEADER_STEPS:,} chunks before its "
-                               "picture (photos have a few; reading them would take "
-                               "seconds).")
+    _check_structure(data, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -168,6 +160,13 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
             width, height = img.size  # what will be decoded
             if width * height > max_pixels:
                 raise _too_many_pixels(name, width, height, max_pixels)
+            if img.format == "BMP" and img.tile and img.tile[0][0] == "bmp_rle" and (
+                    width * height > MAX_RLE_PIXELS or len(data) > 2 * MAX_RLE_PIXELS):
+                raise ImageError(name, f"a run-length compressed BMP of {width}x{height} "
+                                       f"pixels in {len(data):,} bytes, over "
+                                       f"{MAX_RLE_PIXELS:,} pixels or {2 * MAX_RLE_PIXELS:,} "
+                                       "bytes (these decode slowly, pixel by pixel; save it "
+                                       "as PNG or JPEG).")
             if max(width, height) > MAX_PHOTO_SIDE:
                 raise ImageError(name, f"{width}x{height} pixels: a side longer than "
                                        f"{MAX_PHOTO_SIDE:,} pixels, more than JPEG and WebP allow "
@@ -175,18 +174,24 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
             # the first frame of an animation or of a multi-page TIFF is the one open (asking
             # how many pages a TIFF has walks them all: 50 s for 90,000 empty ones)
             img.load()
-            with contextlib.suppress(Exception):  # a broken EXIF block: keep it as stored
-                img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+            if img.format == "TIFF":
+                img = _tiff_levels(img)
+            return to_rgb(upright(img))
     except ImageError:
         raise
     except UnidentifiedImageError:
+        known = _damaged_kind(data)
+        if known:
+            raise ImageError(name, f"a damaged or truncated {known} file (its header cannot "
+                                   "be read).", kind="damaged") from None
         raise ImageError(name, "not a recognised image format.") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds on corrupt files
         reason = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__  # (one line:
         # libheif's messages end in a line break)
         if "truncated" in reason.lower():
             reason = "the image data is truncated"
+        elif reason == "could not create decoder object":  # (libwebp's, for a file cut off)
+            reason = "the image data is damaged or truncated"
         raise ImageError(name, f"cannot decode the image ({reason}).",
                          kind="damaged") from None
 
@@ -256,19 +261,171 @@ def _jpeg_header_markers(data: bytes) -> int:
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_SMALL_BLOCKS = 20 * MAX_HEADER_STEPS
+"""Blocks Pillow may step through, in Python, where a photo may have many: a GIF's blocks,
+sub-blocks and stray bytes before its picture (a few hundred in an XMP packet, read as
+sub-blocks), a PNG's picture chunks beyond one a kilobyte (an encoder writing a chunk a row).
+10 MB of empty GIF comments took 1 s of a server's CPU an upload, one comment of 4.5 million
+one-byte sub-blocks 460 MB, 800,000 empty PNG picture chunks 0.9 s (helper-157)."""
+MAX_TIFF_PIECES = 32_768
+"""Strips or tiles a TIFF's first page may be cut into (a 40-megapixel photo written a row a
+strip has a few thousand; Pillow builds a Python object for each when it opens the file and
+decodes them one by one: 4.9 million took 17 s and 1.4 GB, helper-157)."""
+MAX_RLE_PIXELS = 1 << 20
+"""Pixels of a run-length compressed BMP (a rare, old format): Pillow decodes it in Python,
+a step a run or a padded pixel, and a 3.5 kB one of 39 megapixels took 4.5 s (helper-157)."""
 
 
-def _png_header_chunks(data: bytes) -> int:
-    """Chunks of a PNG before its picture (IDAT), which Pillow reads one by one in Python (10
-    MB of empty chunks took 2 s: helper-155), counted up to one past
-    :data:`MAX_HEADER_STEPS`."""
-    count, at = 0, 8
-    while count <= MAX_HEADER_STEPS and at + 8 <= len(data):
-        if data[at + 4:at + 8] == b"IDAT":
+def _check_structure(data: bytes, name: str) -> None:
+    """Refuse, before Pillow reads it, a file whose structure Pillow would walk in Python
+    for seconds: a JPEG's header segments, a PNG's chunks, a GIF's blocks, a TIFF's strips."""
+    if data[:2] == b"\xff\xd8" and _jpeg_header_markers(data) > MAX_HEADER_STEPS:
+        raise ImageError(name, f"a JPEG whose header holds over {MAX_HEADER_STEPS:,} segments "
+                               "or fill bytes (photos have a few dozen; reading them would "
+                               "take seconds).")
+    if data[:8] == PNG_SIGNATURE:
+        others, pieces = _png_chunks(data)
+        if others > MAX_HEADER_STEPS:
+            raise ImageError(name, f"a PNG with over {MAX_HEADER_STEPS:,} chunks besides its "
+                                   "picture (photos have a few; reading them would take "
+                                   "seconds).")
+        if pieces > _png_piece_limit(data):
+            raise ImageError(name, f"a PNG whose picture is cut into over "
+                                   f"{_png_piece_limit(data):,} chunks, most of them almost "
+                                   "empty (reading them would take seconds).")
+    if data[:4] == b"GIF8" and _gif_steps(data) > MAX_SMALL_BLOCKS:
+        raise ImageError(name, f"a GIF with over {MAX_SMALL_BLOCKS:,} blocks or stray bytes "
+                               "before its picture (photos have a few; reading them would "
+                               "take seconds).")
+    pieces = _tiff_pieces(data)
+    if pieces > MAX_TIFF_PIECES:
+        raise ImageError(name, f"a TIFF whose picture is cut into {pieces:,} strips or tiles, "
+                               f"over {MAX_TIFF_PIECES:,} (photos have at most a few thousand; "
+                               "reading them would take seconds).")
+
+
+def _png_piece_limit(data: bytes) -> int:
+    """The picture (IDAT) chunks a PNG may have: :data:`MAX_SMALL_BLOCKS`, and one a kilobyte
+    beyond (encoders write 8 to 64 kB a chunk)."""
+    return MAX_SMALL_BLOCKS + len(data) // 1024
+
+
+def _png_chunks(data: bytes) -> tuple[int, int]:
+    """(Chunks other than the picture's, the picture's) of a PNG as Pillow reads them, one by
+    one in Python (10 MB of empty chunks before the picture took 2 s: helper-155; after it,
+    helper-157): up to the end (IEND), or an animation's next frame; counted up to one past
+    their limits."""
+    others = pieces = 0
+    at, animated, pictured = 8, False, False
+    limit = _png_piece_limit(data)
+    while others <= MAX_HEADER_STEPS and pieces <= limit and at + 8 <= len(data):
+        kind = data[at + 4:at + 8]
+        if kind == b"IEND" or (kind == b"fcTL" and animated and pictured):
             break
-        count += 1
+        if kind == b"IDAT":
+            pieces += 1
+            pictured = True
+        else:
+            others += 1
+            animated |= kind == b"acTL" and not pictured
         at += 12 + int.from_bytes(data[at:at + 4], "big")
+    return others, pieces
+
+
+def _gif_steps(data: bytes) -> int:
+    """The steps Pillow takes through a GIF before its first picture, as its parser walks it
+    (``GifImagePlugin._seek``): an extension and each of its sub-blocks, each stray byte,
+    counted up to one past :data:`MAX_SMALL_BLOCKS`."""
+    flags = data[10] if len(data) > 10 else 0
+    at = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # past the global palette
+    count = 0
+    while count <= MAX_SMALL_BLOCKS and at < len(data) and data[at] not in b",;":
+        count += 1
+        if data[at] != 0x21:  # a stray byte, stepped over alone
+            at += 1
+            continue
+        at += 2  # the extension's introducer and label, then its sub-blocks
+        while count <= MAX_SMALL_BLOCKS and at < len(data):
+            size = data[at]
+            at += 1 + size
+            if not size:
+                break
+            count += 1
     return count
+
+
+def _tiff_pieces(data: bytes) -> int:
+    """The strips or tiles a TIFF's first page is cut into, as the counts of its offset and
+    byte-count fields say (0 for another format), read without unpacking the fields."""
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or len(data) < 16:
+        return 0
+    magic = int.from_bytes(data[2:4], "little" if order == "<" else "big")
+    if magic not in (42, 43):  # classic TIFF, BigTIFF
+        return 0
+    big = magic == 43
+    endian = "little" if order == "<" else "big"
+    first = int.from_bytes(data[8:16] if big else data[4:8], endian)
+    width = 8 if big else 2  # the entry count's bytes
+    entries = np.dtype([("tag", order + "u2"), ("type", order + "u2"),
+                        ("count", order + ("u8" if big else "u4")),
+                        ("value", order + ("u8" if big else "u4"))])
+    if first + width > len(data):
+        return 0
+    wanted = int.from_bytes(data[first:first + width], endian)
+    held = min(wanted, (len(data) - first - width) // entries.itemsize)
+    table = np.frombuffer(data, entries, count=held, offset=first + width)
+    offsets = table["count"][np.isin(table["tag"], (273, 279, 324, 325))]
+    return int(offsets.max(initial=0))
+
+
+def _tiff_levels(img: Image.Image) -> Image.Image:
+    """A 16-bit grey TIFF's levels as Pillow's 16-bit modes mean them: white-is-zero ones
+    inverted (they came out as negatives), signed ones (0 to 32,767) doubled (they came out
+    half as bright)."""
+    tags = getattr(img, "tag_v2", {})
+    if tags.get(258) not in (16, (16,)):
+        return img
+    if img.mode.startswith("I;16") and tags.get(262) == 0:
+        return Image.fromarray(65535 - np.asarray(img).astype("<u2"))  # (mode I;16)
+    if img.mode == "I" and tags.get(339) in (2, (2,)):
+        return Image.fromarray(np.clip(np.asarray(img), 0, 32767).astype("<u2") * 2)
+    return img
+
+
+ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                8: Image.Transpose.ROTATE_90}
+"""EXIF orientation → the turn that makes the photo upright (as ``ImageOps.exif_transpose``)."""
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The photo turned as its EXIF (or XMP) orientation says. Not ``ImageOps.exif_transpose``:
+    it also writes the EXIF block again, and a field it cannot write (a resolution stored as
+    a byte, as some cameras do) lost the turn: the photo was embedded sideways (helper-157).
+    An EXIF block that cannot be read leaves the photo as stored."""
+    try:
+        turn = ORIENTATIONS.get(img.getexif().get(0x0112))
+    except Exception:  # noqa: BLE001 - a broken EXIF block: Pillow raises many kinds
+        return img
+    return img.transpose(turn) if turn is not None else img
+
+
+def _damaged_kind(data: bytes) -> str | None:
+    """The format a file Pillow could not open begins like (its header damaged or cut off),
+    else None."""
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "TIFF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    if data[:8] == PNG_SIGNATURE:
+        return "PNG"
+    if data[:2] == b"\xff\xd8":
+        return "JPEG"
+    if data[:4] == b"GIF8":
+        return "GIF"
+    return None
 
 
 def jpeg_scans(data: bytes) -> int:
