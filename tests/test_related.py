@@ -202,3 +202,44 @@ def test_a_killed_runs_part_file_is_removed_by_the_next_run(small_store, tmp_pat
     os.utime(odd, (old, old))
     related("--store", small_store, "--out", tmp_path / "related.csv")
     assert not killed.exists() and recent.exists() and running.exists() and odd.exists()
+
+
+def test_a_split_folders_product_table_is_not_replaced(small_catalog, embedder, tmp_path):
+    """helper-159: `related --out train/products.csv` replaced a split catalogue's table of
+    its training photos (names and prices lost; the next index refused the catalogue); a
+    table that is a link to a file of another name, too."""
+    import shutil
+
+    from vitrine.indexer import index_catalog
+    from vitrine.related import write_related
+    from vitrine.store import open_store
+
+    catalogue = tmp_path / "split"
+    photos = sorted(p for p in small_catalog.rglob("*.jpg"))[:12]
+    tables = {}
+    for i, photo in enumerate(photos):
+        part = ("train", "val", "test")[i % 3]
+        (catalogue / part / photo.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(photo, catalogue / part / photo.parent.name / photo.name)
+        tables.setdefault(part, ["image,name"]).append(f"{photo.parent.name}/{photo.name},"
+                                                       f"Product {i}")
+    for part, lines in tables.items():
+        (catalogue / part / "products.csv").write_text("\n".join(lines) + "\n")
+    (catalogue / "tables").mkdir()  # (a folder without photos: the catalogue stays split)
+    (catalogue / "val" / "products.csv").rename(catalogue / "tables" / "val.csv")
+    (catalogue / "val" / "products.csv").symlink_to(catalogue / "tables" / "val.csv")
+    before = {p: p.read_bytes() for p in catalogue.rglob("*.csv")}
+    store = open_store(tmp_path / "store", create=True)
+    try:
+        assert index_catalog(catalogue, store, embedder, show_progress=False).indexed == 12
+        for target in (catalogue / "train" / "products.csv", catalogue / "test" / "PRODUTOS.csv",
+                       catalogue / "tables" / "val.csv", catalogue / "products.csv"):
+            with pytest.raises(VitrineError, match="is a product table of the store's"):
+                write_related(store, target, 3, show_progress=False)
+        assert {p: p.read_bytes() for p in catalogue.rglob("*.csv")} == before
+        assert not (catalogue / "test" / "PRODUTOS.csv").exists()
+        # beside the tables, under another name: written
+        write_related(store, catalogue / "train" / "related.csv", 3, show_progress=False)
+        assert len(read_csv(catalogue / "train" / "related.csv")) == 12
+    finally:
+        store.close()

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vitrine.catalog_csv import CSV_NAMES
+from vitrine.catalog_csv import CSV_NAMES, find_csv
 from vitrine.cli_support import json_line
 from vitrine.errors import VitrineError
 from vitrine.progress import progress_bar
+from vitrine.split import find_split_folders
 from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.writer_lock import process_alive
 
@@ -72,12 +73,24 @@ def _written_file(out: Path) -> Path:
 
 
 def _refuse_product_table(target: Path, catalogue: str | None) -> None:
-    """Refuse a file that is the product table of the store's catalogue (``products.csv``
-    at its top, any case): replaced, its names, prices and descriptions were lost and the
-    next `vitrine index` refused the catalogue."""
-    if catalogue is None or target.name.casefold() not in CSV_NAMES:
+    """Refuse a file that is, or would become, a product table of the store's catalogue
+    (``products.csv`` at its top or in a split folder, ``train/``…, any case): replaced,
+    its names, prices and descriptions were lost and the next `vitrine index` refused the
+    catalogue (a split folder's table: helper-159)."""
+    if catalogue is None:
         return
-    if target.resolve().parent == Path(catalogue).resolve():
+    root = Path(catalogue)
+    try:
+        places = [root, *(find_split_folders(root) or {}).values()]
+    except (OSError, VitrineError):  # a catalogue gone, unreadable or no longer split
+        places = [root]
+    table = target.name.casefold() in CSV_NAMES and \
+        target.resolve().parent in {place.resolve() for place in places}
+    for place in places:  # (a table may link to a file of another name)
+        with contextlib.suppress(OSError, VitrineError):
+            found = find_csv(place, root)
+            table = table or bool(found and target.exists() and target.samefile(found))
+    if table:
         raise VitrineError(f"--out {target} is a product table of the store's catalogue "
                            f"({catalogue}); name another file.")
 
