@@ -508,12 +508,48 @@ def test_a_terminal_that_cannot_show_a_name_gets_it_escaped(accented, env, encod
         **os.environ, **io_env}, capture_output=True, timeout=300)
     assert table.returncode == 0, table.stderr.decode(errors="replace")
     assert "\\u6642\\u8a08\\u231a" in table.stdout.decode(encoding)
+    # the table is sized to the escapes (helper-158: to the names, its borders out of line)
+    lines = [line for line in table.stdout.decode(encoding).splitlines() if line[:1] in "+|"]
+    assert len(lines) > 4 and len({len(line) for line in lines}) == 1, lines
     for args in (["similar", "--json", watch], ["info", "--json"]):
         proc = subprocess.run([*CLI, args[0], "--store", str(store), *args[1:]], env={
             **os.environ, **io_env}, capture_output=True, timeout=300)
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")
         assert WATCH in proc.stdout.decode("utf-8") or "relógio" in proc.stdout.decode("utf-8")
         json.loads(proc.stdout.decode("utf-8"))
+
+
+def test_a_narrow_terminal_still_shows_the_ranks_scores_and_ids(accented, env):
+    """helper-158: at 20 columns the rank, score, id, category and price columns were
+    squeezed to nothing; only the name was shown, a letter a line."""
+    _, store, watch = accented
+    table = subprocess.run([*CLI, "similar", "--store", str(store), "--k", "2", watch],
+                           env={**os.environ, **env, "COLUMNS": "20"}, capture_output=True,
+                           text=True, timeout=300)
+    assert table.returncode == 0, table.stderr
+    rows = [line for line in table.stdout.splitlines() if re.search(r"\d\.\d{3}", line)]
+    assert [re.search(r"\b([12])\b\D*\d\.\d{3}", row) is not None for row in rows] == [True] * 2
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_word(monkeypatch, capsys):
+    """helper-158: the command line's import takes half a second (Typer, Rich, the
+    settings) before it handles Ctrl+C; pressed then, it printed a traceback. The `vitrine`
+    command and `python -m vitrine` start through a small module that says "interrupted."."""
+    import tomllib
+    import types
+
+    import vitrine.__main__ as entry
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "vitrine.cli", Loading("vitrine.cli"))
+    with pytest.raises(SystemExit) as stopped:
+        entry.main()
+    assert stopped.value.code == 130 and capsys.readouterr().err == "interrupted.\n"
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["vitrine"] == "vitrine.__main__:main"
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full (Linux has one)")

@@ -856,6 +856,32 @@ def test_serve_command_and_busy_port(small_store, weights_path, small_catalog, t
     assert proc.returncode in (0, 130) and "Traceback" not in rest, rest
 
 
+def test_serve_goes_on_quietly_when_its_output_is_no_longer_read(small_store, weights_path):
+    """helper-158: a script that read the server's address and closed its end of the pipe
+    (`vitrine serve | head -1`) had every request print a 110-line traceback on stderr (the
+    access log failing to write). The server serves on; stderr stays quiet."""
+    env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
+    proc = subprocess.Popen([*CLI, "serve", "--store", str(small_store), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        base = re.search(r"(http://127\.0\.0\.1:\d+)", proc.stdout.readline()).group(1)
+        proc.stdout.close()  # (the reader is gone)
+        deadline = time.monotonic() + 60
+        answers = []
+        while len(answers) < 4:
+            try:
+                answers.append(httpx2.get(base + "/healthz", timeout=5).status_code)
+            except httpx2.TransportError:
+                assert time.monotonic() < deadline, "the server did not answer"
+                time.sleep(0.2)
+        assert answers == [200] * 4
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, said = proc.communicate(timeout=30)
+    assert "Traceback" not in said and "Logging error" not in said, said
+
+
 def test_serve_stops_gracefully_when_its_terminal_closes(small_store, weights_path):
     """SIGHUP (the terminal closed, an ssh session dropped) reached uvicorn's loop as the
     command's KeyboardInterrupt: a traceback. The server now shuts down as on SIGTERM, then

@@ -405,11 +405,17 @@ def _output_failed(exc: OSError) -> bool:
     if not (frame.f_locals.get("self") is out
             or frame.f_code in (print_json.__code__, run_app.__code__)):
         return False
+    stdout_to_null()
+    return True
+
+
+def stdout_to_null() -> None:
+    """Point stdout at /dev/null: its reader is gone (a closed pipe) or its disk full, and
+    every later write (Python's flush at exit, a server's access log) would fail again."""
     with contextlib.suppress(OSError, ValueError):
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, sys.stdout.fileno())
         os.close(null)
-    return True
 
 
 def _refused_sentence(exc: BaseException) -> str | None:

@@ -7,6 +7,7 @@ Product names, ids, categories and paths are the shop's data: they go into table
 from __future__ import annotations
 
 import math
+import sys
 import unicodedata
 from typing import TYPE_CHECKING
 
@@ -51,8 +52,18 @@ def one_line(text: str) -> str:
 
 
 def plain(value: object, style: str = "") -> Text:
-    """``value`` as literal text: no markup, no emoji codes."""
-    return Text(str(value), style=style)
+    """``value`` as literal text: no markup, no emoji codes; what the terminal's encoding
+    cannot show escaped here (``\\xe9``), not as it is written, so that a table is sized
+    to it (its borders were pushed out of line: helper-158)."""
+    text = str(value)
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        text = text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:  # (an encoding Python does not know)
+        pass
+    return Text(text, style=style)
 
 
 def results_table(title: str, matches: list[Match], *, itself_excluded: bool = True
@@ -61,8 +72,11 @@ def results_table(title: str, matches: list[Match], *, itself_excluded: bool = T
     said under the table: of a product (``itself_excluded``), the store holds no other one;
     of a photo, none."""
     table = Table(title=plain(one_line(title), "table.title"), title_justify="left")
-    for col in ("#", "score", "product_id", "category", "name", "price"):
-        table.add_column(col, overflow="fold")
+    # (the rank, score and id keep their width in a narrow terminal: at 20 columns they
+    # were squeezed to nothing, and only the name was shown, a letter a line)
+    for col, least in (("#", 2), ("score", 5), ("product_id", 6), ("category", None),
+                       ("name", None), ("price", None)):
+        table.add_column(col, overflow="fold", min_width=least)
     for rank, m in enumerate(matches, 1):
         price = "" if m.product.price is None else f"{m.product.price:.2f}"
         table.add_row(str(rank), f"{m.score:.3f}", plain(m.product.product_id),

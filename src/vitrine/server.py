@@ -9,12 +9,13 @@ import logging
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from vitrine.cli_support import stop_signals
+from vitrine.cli_support import stdout_to_null, stop_signals
 from vitrine.errors import VitrineError
 
 if TYPE_CHECKING:
@@ -130,7 +131,22 @@ def _server(app: FastAPI, log_level: str) -> uvicorn.Server:
 
     config = uvicorn.Config(Stopping(app), log_level=log_level,
                             access_log=log_level == "info", timeout_graceful_shutdown=5)
+    for handler in logging.getLogger("uvicorn.access").handlers:  # (set up by the Config)
+        handler.handleError = _access_log_failed(handler)  # type: ignore[method-assign]
     return uvicorn.Server(config)
+
+
+def _access_log_failed(handler: logging.Handler) -> Callable[[logging.LogRecord], None]:
+    """What the access log (on stdout) does when a line cannot be written: with its reader
+    gone (`vitrine serve | head -1`, a script that read the address) or its disk full, stdout
+    goes to /dev/null and the server serves on; each request printed a 110-line traceback
+    (helper-158). Other failures are reported as logging reports them."""
+    def handle_error(record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            stdout_to_null()
+        else:
+            logging.Handler.handleError(handler, record)
+    return handle_error
 
 
 def serve(app: FastAPI, sock: socket.socket, *,
