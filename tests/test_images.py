@@ -570,9 +570,10 @@ def test_a_model_input_side_out_of_range_is_refused(size):
         Preprocessing(size=size)
 
 
-def _tiff(entries: list[tuple[int, int, bytes, int]], pixels: bytes) -> bytes:
-    """A little-endian TIFF: its pixels at offset 8, then one IFD of ``entries`` (tag, type,
-    value bytes, count; values over 4 bytes after the IFD)."""
+def _tiff(entries: list[tuple[int, int, bytes, int]], pixels: bytes, order: str = "<") -> bytes:
+    """A TIFF (little-endian, or ``order`` ">"): its pixels at offset 8, then one IFD of
+    ``entries`` (tag, type, value bytes in that order, count; values over 4 bytes after the
+    IFD)."""
     import struct
 
     entries = sorted(entries)
@@ -581,23 +582,24 @@ def _tiff(entries: list[tuple[int, int, bytes, int]], pixels: bytes) -> bytes:
     table, extra = b"", b""
     for tag, kind, value, count in entries:
         if len(value) <= 4:
-            table += struct.pack("<HHI", tag, kind, count) + value.ljust(4, b"\0")
+            table += struct.pack(order + "HHI", tag, kind, count) + value.ljust(4, b"\0")
         else:
-            table += struct.pack("<HHII", tag, kind, count, extra_at + len(extra))
+            table += struct.pack(order + "HHII", tag, kind, count, extra_at + len(extra))
             extra += value + b"\0" * (len(value) % 2)
-    return (b"II*\0" + struct.pack("<I", ifd) + pixels + b"\0" * (len(pixels) % 2)
-            + struct.pack("<H", len(entries)) + table + b"\0\0\0\0" + extra)
+    return ((b"II*\0" if order == "<" else b"MM\0*") + struct.pack(order + "I", ifd) + pixels
+            + b"\0" * (len(pixels) % 2) + struct.pack(order + "H", len(entries)) + table
+            + b"\0\0\0\0" + extra)
 
 
 def _grey_tiff(rows: np.ndarray, photometric: int = 1, sample_format: int = 1,
-               strips: int = 1) -> bytes:
+               strips: int = 1, order: str = "<") -> bytes:
     """A grey TIFF of ``rows`` (8 or 16 bits), cut into ``strips`` strip fields (the extra
     ones all point at the first row: what a hostile file says costs Pillow the same)."""
     import struct
 
     height, width = rows.shape
     bits = rows.dtype.itemsize * 8
-    short = lambda v: struct.pack("<H", v)  # noqa: E731
+    short = lambda v: struct.pack(order + "H", v)  # noqa: E731
     row_bytes = width * rows.dtype.itemsize
     per_strip = max(1, height // strips) if strips <= height else 1
     offsets = [8 + min(i * per_strip, height - 1) * row_bytes for i in range(strips)]
@@ -605,9 +607,9 @@ def _grey_tiff(rows: np.ndarray, photometric: int = 1, sample_format: int = 1,
     entries = [(256, 3, short(width), 1), (257, 3, short(height), 1), (258, 3, short(bits), 1),
                (259, 3, short(1), 1), (262, 3, short(photometric), 1), (277, 3, short(1), 1),
                (278, 3, short(per_strip), 1), (339, 3, short(sample_format), 1),
-               (273, 4, struct.pack(f"<{strips}I", *offsets), strips),
-               (279, 4, struct.pack(f"<{strips}I", *sizes), strips)]
-    return _tiff(entries, rows.astype(rows.dtype.newbyteorder("<")).tobytes())
+               (273, 4, struct.pack(f"{order}{strips}I", *offsets), strips),
+               (279, 4, struct.pack(f"{order}{strips}I", *sizes), strips)]
+    return _tiff(entries, rows.astype(rows.dtype.newbyteorder(order)).tobytes(), order)
 
 
 def test_files_pillow_would_walk_for_seconds_are_refused_at_once():
@@ -621,8 +623,35 @@ def test_files_pillow_would_walk_for_seconds_are_refused_at_once():
     rows = np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)
     assert np.array_equal(np.asarray(open_image(_grey_tiff(rows, strips=64)).convert("L")),
                           rows)
-    with pytest.raises(ImageError, match=f"{MAX_TIFF_PIECES + 1:,} strips or tiles"):
-        open_image(_grey_tiff(rows, strips=MAX_TIFF_PIECES + 1))
+    for prefix in (b"II*\0", b"II\0*", b"MM\0*", b"MM*\0", b"MM\0+"):  # (all Pillow opens;
+        # the last, not 43 in its third byte, as a classic TIFF)
+        order = "<" if prefix[:2] == b"II" else ">"
+        assert np.array_equal(np.asarray(open_image(prefix + _grey_tiff(rows, strips=64,
+                                                                        order=order)[4:])
+                                         .convert("L")), rows)
+        with pytest.raises(ImageError, match=f"{MAX_TIFF_PIECES + 1:,} strips or tiles"):
+            open_image(prefix + _grey_tiff(rows, strips=MAX_TIFF_PIECES + 1, order=order)[4:])
+    # a table of fields far longer than a photo's (helper-161: a BigTIFF's 480,000 took 4.5
+    # s), in the first page's table or in its EXIF one
+    import struct
+
+    fields = MAX_HEADER_STEPS + 1
+    big = (b"II+\0" + struct.pack("<HHQ", 8, 0, 16) + struct.pack("<Q", fields)
+           + struct.pack("<HHQQ", 65000, 3, 1, 1) * fields)
+    with pytest.raises(ImageError, match=f"a table of {fields:,} fields"):
+        open_image(big)
+    with_exif = _tiff([(256, 3, b"\x40\0", 1), (257, 3, b"\x40\0", 1), (258, 3, b"\x08\0", 1),
+                       (262, 3, b"\x01\0", 1), (273, 4, struct.pack("<I", 8), 1),
+                       (279, 4, struct.pack("<I", 64 * 64), 1), (34665, 4, b"", 1)],
+                      rows.tobytes())
+    exif_at = len(with_exif)  # (its EXIF table after the rest)
+    with_exif = with_exif.replace(struct.pack("<HHI", 34665, 4, 1) + b"\0" * 4,
+                                  struct.pack("<HHII", 34665, 4, 1, exif_at))
+    tags = struct.pack("<H", fields) + struct.pack("<HHI", 700, 3, 1) + b"\0" * 4
+    tags += (struct.pack("<HHI", 65000, 3, 1) + b"\0" * 4) * (fields - 1)
+    assert open_image(with_exif + struct.pack("<H", 1) + tags[2:14]).size == (64, 64)
+    with pytest.raises(ImageError, match=f"a table of {fields:,} fields"):
+        open_image(with_exif + tags)
 
     import zlib
 
@@ -637,6 +666,19 @@ def test_files_pillow_would_walk_for_seconds_are_refused_at_once():
     assert open_image(head + picture + text * 40 + chunk(b"IEND")).size == (64, 64)
     with pytest.raises(ImageError, match=f"over {MAX_HEADER_STEPS:,} chunks besides"):
         open_image(head + picture + text * (MAX_HEADER_STEPS + 1) + chunk(b"IEND"))
+    # after an animation's control chunk that Pillow ignores (no frames, too many, or two of
+    # them), it reads on past the next frame's (helper-161)
+    frame = chunk(b"fcTL", bytes(26))
+    for ignored in (chunk(b"acTL", bytes(8)), chunk(b"acTL", (2**31 + 1).to_bytes(4, "big")
+                                                    + bytes(4)),
+                    chunk(b"acTL", (5).to_bytes(4, "big") + bytes(4)) * 2):
+        with pytest.raises(ImageError, match=f"over {MAX_HEADER_STEPS:,} chunks besides"):
+            open_image(head + ignored + picture + frame + text * (MAX_HEADER_STEPS + 1)
+                       + chunk(b"IEND"))
+    animation = io.BytesIO()  # (a real one: 700 frames, 1,400 chunks after the first)
+    Image.fromarray(rows).save(animation, "PNG", save_all=True, append_images=[
+        Image.fromarray(np.roll(rows, i, axis=1)) for i in range(1, 700)])
+    assert open_image(animation.getvalue()).size == (64, 64)
     empty_pictures = chunk(b"IDAT") * (MAX_SMALL_BLOCKS + 1_000)
     with pytest.raises(ImageError, match="cut into over .* chunks, most of them almost empty"):
         open_image(head + picture + empty_pictures + chunk(b"IEND"))
@@ -724,14 +766,21 @@ def test_16_bit_grey_tiffs_keep_their_levels():
         assert np.abs(grey - levels).max() <= 1
 
 
-def test_a_tiff_or_webp_cut_off_says_it_is_damaged(tmp_path):
+def test_a_tiff_or_webp_cut_off_says_what_it_is(tmp_path):
     """A TIFF whose header (at its end, as libtiff writes them) is cut off was 'not a
-    recognised image format', a WebP cut off 'could not create decoder object'."""
+    recognised image format', a WebP cut off 'could not create decoder object'. (Pillow says
+    the same of a TIFF or JPEG it does not decode: not called damaged, helper-161.)"""
     photo = Image.effect_noise((64, 48), 40).convert("RGB")
-    for kind, options, said in (("TIFF", {"compression": "tiff_lzw"}, "damaged or truncated TIFF"),
-                                ("WEBP", {}, "damaged or truncated")):
+    for kind, options, said, told in (
+            ("TIFF", {"compression": "tiff_lzw"}, "a TIFF file whose header cannot be read "
+             r"\(damaged, cut off, or a kind of it that is not supported\)", "format"),
+            ("WEBP", {}, "damaged or truncated", "damaged")):
         buf = io.BytesIO()
         photo.save(buf, kind, **options)
         with pytest.raises(ImageError, match=said) as raised:
             open_image(buf.getvalue()[:len(buf.getvalue()) // 2])
-        assert raised.value.kind == "damaged"
+        assert raised.value.kind == told
+    # a few bytes after a JPEG's start were "a header of over 1,000 segments" (helper-161)
+    for start in (b"\xff\xd8hello", b"\xff\xd8" + bytes(5)):
+        with pytest.raises(ImageError, match="a JPEG file whose header cannot be read"):
+            open_image(start)

@@ -180,10 +180,11 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
     except ImageError:
         raise
     except UnidentifiedImageError:
-        known = _damaged_kind(data)
-        if known:
-            raise ImageError(name, f"a damaged or truncated {known} file (its header cannot "
-                                   "be read).", kind="damaged") from None
+        known = _signature_format(data)
+        if known:  # (Pillow says the same of a header cut off and of a kind it does not
+            # decode, a 12-bit JPEG, a float TIFF: "damaged" would say another copy may do)
+            raise ImageError(name, f"a {known} file whose header cannot be read (damaged, cut "
+                                   "off, or a kind of it that is not supported).") from None
         raise ImageError(name, "not a recognised image format.") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds on corrupt files
         reason = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__  # (one line:
@@ -242,7 +243,7 @@ def _jpeg_header_markers(data: bytes) -> int:
     while count <= MAX_HEADER_STEPS and at + 1 < len(data):
         if data[at] != 0xFF:  # bytes that are no marker: stepped over one by one
             found = data.find(b"\xff", at, at + MAX_HEADER_STEPS + 1)
-            count += (found if found != -1 else at + MAX_HEADER_STEPS + 1) - at
+            count += (found if found != -1 else min(len(data), at + MAX_HEADER_STEPS + 1)) - at
             at = found if found != -1 else len(data)
             continue
         code = 0xFF00 | data[at + 1]
@@ -297,7 +298,11 @@ def _check_structure(data: bytes, name: str) -> None:
         raise ImageError(name, f"a GIF with over {MAX_SMALL_BLOCKS:,} blocks or stray bytes "
                                "before its picture (photos have a few; reading them would "
                                "take seconds).")
-    pieces = _tiff_pieces(data)
+    fields, pieces = _tiff_fields(data)
+    if fields > MAX_HEADER_STEPS:
+        raise ImageError(name, f"a TIFF whose header holds a table of {fields:,} fields, over "
+                               f"{MAX_HEADER_STEPS:,} (photos have a few dozen; reading them "
+                               "would take seconds).")
     if pieces > MAX_TIFF_PIECES:
         raise ImageError(name, f"a TIFF whose picture is cut into {pieces:,} strips or tiles, "
                                f"over {MAX_TIFF_PIECES:,} (photos have at most a few thousand; "
@@ -316,19 +321,24 @@ def _png_chunks(data: bytes) -> tuple[int, int]:
     helper-157): up to the end (IEND), or an animation's next frame; counted up to one past
     their limits."""
     others = pieces = 0
-    at, animated, pictured = 8, False, False
+    at, frames, pictured = 8, None, False
     limit = _png_piece_limit(data)
     while others <= MAX_HEADER_STEPS and pieces <= limit and at + 8 <= len(data):
         kind = data[at + 4:at + 8]
-        if kind == b"IEND" or (kind == b"fcTL" and animated and pictured):
+        length = int.from_bytes(data[at:at + 4], "big")
+        if kind == b"IEND" or (kind == b"fcTL" and pictured and (frames or 1) > 1):
             break
         if kind == b"IDAT":
             pieces += 1
             pictured = True
         else:
             others += 1
-            animated |= kind == b"acTL" and not pictured
-        at += 12 + int.from_bytes(data[at:at + 4], "big")
+            if kind == b"acTL" and not pictured:  # as Pillow's chunk_acTL: a second one, or
+                # one of no frames or too many, is no animation (nor stops the walk)
+                n = int.from_bytes(data[at + 8:at + 12], "big")
+                frames = n if frames is None and length >= 8 and 0 < n <= 0x80000000 \
+                    else None
+        at += 12 + length
     return others, pieces
 
 
@@ -354,29 +364,51 @@ def _gif_steps(data: bytes) -> int:
     return count
 
 
-def _tiff_pieces(data: bytes) -> int:
-    """The strips or tiles a TIFF's first page is cut into, as the counts of its offset and
-    byte-count fields say (0 for another format), read without unpacking the fields."""
-    order = {b"II": "<", b"MM": ">"}.get(data[:2])
-    if order is None or len(data) < 16:
-        return 0
-    magic = int.from_bytes(data[2:4], "little" if order == "<" else "big")
-    if magic not in (42, 43):  # classic TIFF, BigTIFF
-        return 0
-    big = magic == 43
-    endian = "little" if order == "<" else "big"
+TIFF_PREFIXES = (b"MM\x00\x2a", b"II\x2a\x00", b"MM\x2a\x00", b"II\x00\x2a", b"MM\x00\x2b",
+                 b"II\x2b\x00")
+"""The starts Pillow opens as TIFF (``TiffImagePlugin.PREFIXES``: the byte order from the
+first two bytes, BigTIFF when the third is 43, whatever the fourth)."""
+TIFF_SUB_TABLES = (34665, 34853)
+"""Fields of a TIFF's first table that point at tables Pillow reads too (EXIF, GPS)."""
+
+
+def _tiff_fields(data: bytes) -> tuple[int, int]:
+    """(The most fields a table Pillow reads of a TIFF holds: the first page's and its EXIF
+    and GPS ones, walked in Python, three times; the strips or tiles its first page is cut
+    into, as the counts of its offset and byte-count fields say), read as Pillow reads the
+    header, without unpacking the fields; (0, 0) for another format."""
+    if data[:4] not in TIFF_PREFIXES or len(data) < 16:
+        return 0, 0
+    endian = "little" if data[:2] == b"II" else "big"
+    big = data[2] == 43
     first = int.from_bytes(data[8:16] if big else data[4:8], endian)
-    width = 8 if big else 2  # the entry count's bytes
+    table = _tiff_table(data, first, endian, big)
+    if table is None:
+        return 0, 0
+    fields = len(table)
+    pieces = int(table["count"][np.isin(table["tag"], (273, 279, 324, 325))].max(initial=0))
+    for at in np.flatnonzero(np.isin(table["tag"], TIFF_SUB_TABLES)):
+        # the field's value, where the table points: as long as its type says (4 or 8 bytes)
+        start = first + (8 if big else 2) + int(at) * table.itemsize + (12 if big else 8)
+        size = 8 if table["type"][at] in (16, 18) else 4
+        sub = _tiff_table(data, int.from_bytes(data[start:start + size], endian), endian, big)
+        fields = max(fields, 0 if sub is None else len(sub))
+    return fields, pieces
+
+
+def _tiff_table(data: bytes, at: int, endian: str, big: bool) -> np.ndarray | None:
+    """The fields of the TIFF table (IFD) at ``at`` that the file holds, as a numpy record
+    array (tag, type, count, value), or None where there is none."""
+    width = 8 if big else 2  # the field count's bytes
+    if at <= 0 or at + width > len(data):
+        return None
+    order = "<" if endian == "little" else ">"
     entries = np.dtype([("tag", order + "u2"), ("type", order + "u2"),
                         ("count", order + ("u8" if big else "u4")),
                         ("value", order + ("u8" if big else "u4"))])
-    if first + width > len(data):
-        return 0
-    wanted = int.from_bytes(data[first:first + width], endian)
-    held = min(wanted, (len(data) - first - width) // entries.itemsize)
-    table = np.frombuffer(data, entries, count=held, offset=first + width)
-    offsets = table["count"][np.isin(table["tag"], (273, 279, 324, 325))]
-    return int(offsets.max(initial=0))
+    wanted = int.from_bytes(data[at:at + width], endian)
+    held = min(wanted, (len(data) - at - width) // entries.itemsize)
+    return np.frombuffer(data, entries, count=held, offset=at + width)
 
 
 def _tiff_levels(img: Image.Image) -> Image.Image:
@@ -412,10 +444,9 @@ def upright(img: Image.Image) -> Image.Image:
     return img.transpose(turn) if turn is not None else img
 
 
-def _damaged_kind(data: bytes) -> str | None:
-    """The format a file Pillow could not open begins like (its header damaged or cut off),
-    else None."""
-    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+def _signature_format(data: bytes) -> str | None:
+    """The format a file Pillow could not open begins like, else None."""
+    if data[:4] in TIFF_PREFIXES:
         return "TIFF"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WebP"
