@@ -241,5 +241,28 @@ def test_a_split_folders_product_table_is_not_replaced(small_catalog, embedder, 
         # beside the tables, under another name: written
         write_related(store, catalogue / "train" / "related.csv", 3, show_progress=False)
         assert len(read_csv(catalogue / "train" / "related.csv")) == 12
+        (catalogue / "train" / "related.csv").unlink()
+        # a folder of photos put beside the splits (the catalogue is not split as it stands,
+        # until it is moved: its tables are read again then), helper-161
+        (catalogue / "extra").mkdir()
+        shutil.copyfile(photos[0], catalogue / "extra" / photos[0].name)
+        with pytest.raises(VitrineError, match="is a product table of the store's"):
+            write_related(store, catalogue / "train" / "products.csv", 3, show_progress=False)
+        shutil.rmtree(catalogue / "extra")
     finally:
         store.close()
+    # indexed through a link to the release (`current`), which now names the next one
+    release = tmp_path / "current"
+    release.symlink_to(catalogue)
+    store = open_store(tmp_path / "linked", create=True)
+    try:
+        index_catalog(release, store, embedder, show_progress=False)
+        shutil.copytree(catalogue, tmp_path / "next", symlinks=True)
+        release.unlink()
+        release.symlink_to(tmp_path / "next")
+        for target in (release / "train" / "products.csv", release / "products.csv"):
+            with pytest.raises(VitrineError, match="is a product table of the store's"):
+                write_related(store, target, 3, show_progress=False)
+    finally:
+        store.close()
+    assert {p: p.read_bytes() for p in catalogue.rglob("*.csv")} == before

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vitrine.catalog import category_form
 from vitrine.catalog_csv import CSV_NAMES, find_csv
 from vitrine.cli_support import json_line
 from vitrine.errors import VitrineError
 from vitrine.progress import progress_bar
-from vitrine.split import find_split_folders
+from vitrine.split import FOLDER_NAMES, find_split_folders
 from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.writer_lock import process_alive
 
@@ -72,27 +73,39 @@ def _written_file(out: Path) -> Path:
     return target
 
 
-def _refuse_product_table(target: Path, catalogue: str | None) -> None:
+def _refuse_product_table(target: Path, store: VectorStore) -> None:
     """Refuse a file that is, or would become, a product table of the store's catalogue
-    (``products.csv`` at its top or in a split folder, ``train/``…, any case): replaced,
-    its names, prices and descriptions were lost and the next `vitrine index` refused the
-    catalogue (a split folder's table: helper-159)."""
-    if catalogue is None:
-        return
-    root = Path(catalogue)
-    try:
-        places = [root, *(find_split_folders(root) or {}).values()]
-    except (OSError, VitrineError):  # a catalogue gone, unreadable or no longer split
-        places = [root]
+    (``products.csv`` at its top or in a split folder, ``train/``…, any case; a file such a
+    table links to), through the folder it was indexed from or the link it was indexed
+    through (``current``, now another release's): replaced, its names, prices and
+    descriptions were lost and the next `vitrine index` refused the catalogue (a split
+    folder's table: helper-159, helper-161)."""
+    roots = [Path(p) for p in (store.catalog_folder(), store.catalog_link()) if p]
+    places = [(place, root) for root in roots for place in _table_folders(root)]
     table = target.name.casefold() in CSV_NAMES and \
-        target.resolve().parent in {place.resolve() for place in places}
-    for place in places:  # (a table may link to a file of another name)
+        target.resolve().parent in {place.resolve() for place, _ in places}
+    for place, root in places:  # (a table may link to a file of another name)
         with contextlib.suppress(OSError, VitrineError):
             found = find_csv(place, root)
             table = table or bool(found and target.exists() and target.samefile(found))
     if table:
         raise VitrineError(f"--out {target} is a product table of the store's catalogue "
-                           f"({catalogue}); name another file.")
+                           f"({roots[0]}); name another file.")
+
+
+def _table_folders(root: Path) -> list[Path]:
+    """The folders of the catalogue at ``root`` a product table is read in: its own, and its
+    split folders; those named as split folders also while it is not split as it stands (a
+    folder of photos put beside them, a split being made again: the table is read again
+    once it is)."""
+    try:
+        return [root, *(find_split_folders(root) or {}).values()]
+    except (OSError, VitrineError):
+        named = {name for names in FOLDER_NAMES.values() for name in names}
+        with contextlib.suppress(OSError):
+            return [root, *(p for p in root.iterdir()
+                            if p.is_dir() and category_form(p.name).lower() in named)]
+        return [root]
 
 
 @dataclass
@@ -123,7 +136,7 @@ def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool 
     out = related_path(out)
     jsonl = out.suffix.lower() == ".jsonl"
     target = _written_file(out)
-    _refuse_product_table(target, store.catalog_folder())
+    _refuse_product_table(target, store)
     started = time.perf_counter()
     products = pairs = 0
     # beside the file, under a short name of its own: `.{name}.tmp` went over the 255 bytes
