@@ -370,3 +370,55 @@ def test_a_model_size_not_a_multiple_of_16_exports(tmp_path):
     with torch.inference_mode():
         want = Tiny()(torch.from_numpy(x)).numpy()
     assert cosines(want, OnnxEngine(path, device=CPU, intra_threads=1).run(x)).min() >= 0.9999
+
+
+def test_a_whole_export_this_onnx_runtime_cannot_load_is_exported_again(settings, tmp_path):
+    """helper-160: an export whole by its digest but not loadable here (written by another
+    ONNX Runtime or torch sharing the cache) failed every later run with "delete it", not
+    saying where it is. It is exported again, over it."""
+    import hashlib
+
+    manifest = Embedder.from_settings(settings.model_copy(update={"engine": "torch"})).manifest
+    chosen = settings.model_copy(update={"engine": "onnx", "cache_dir": tmp_path})
+    path = onnx_path(tmp_path, manifest)
+    make_engine(chosen, Tiny(), manifest, 32)
+    whole = path.read_bytes()
+    path.write_bytes(b"not a model this runtime loads")
+    path.with_name(path.name + ".sha256").write_text(
+        hashlib.sha256(path.read_bytes()).hexdigest() + "\n")
+    assert cached_export(path) is not None  # (whole, by its digest)
+    engine = make_engine(chosen, Tiny(), manifest, 32)
+    assert path.read_bytes() == whole and engine.run(np.zeros((1, 3, 32, 32), np.float32)).size
+    with pytest.raises(EngineError, match=f"cannot load {path} "):
+        OnnxEngine(b"junk", device=CPU, intra_threads=1, where=path)
+
+
+def test_onnx_runtime_refusing_memory_is_the_systems_refusal(tmp_path, monkeypatch):
+    """helper-160: ONNX Runtime's own exception for memory it was refused (a batch too
+    large under a container's limit) was a traceback, and the API's 500; it is a MemoryError,
+    the one sentence that says to lower VITRINE_BATCH_SIZE (a 503 from the API)."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
+
+    from vitrine.errors import resources_refused
+
+    path = tmp_path / "tiny.onnx"
+    export_onnx(Tiny(), path, 32)
+    engine = OnnxEngine(path, device=CPU, intra_threads=1)
+
+    class Refusing:
+        def run(self, *args):
+            raise Fail("[ONNXRuntimeError] : 1 : FAIL : BFCArena::AllocateRawInternal "
+                               "Failed to allocate memory for requested buffer of size 380534784")
+
+    monkeypatch.setattr(engine, "session", Refusing())
+    with pytest.raises(MemoryError, match="Failed to allocate memory") as raised:
+        engine.run(np.zeros((1, 3, 32, 32), np.float32))
+    assert resources_refused(raised.value)
+
+    class Broken:
+        def run(self, *args):
+            raise InvalidArgument("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : wrong input")
+
+    monkeypatch.setattr(engine, "session", Broken())
+    with pytest.raises(InvalidArgument, match="INVALID_ARGUMENT"):  # (not memory: as it was)
+        engine.run(np.zeros((1, 3, 32, 32), np.float32))

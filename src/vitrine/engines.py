@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 import warnings
@@ -98,9 +99,9 @@ class OnnxEngine:
     name = "onnx"
 
     def __init__(self, path: Path | bytes, *, device: torch.device, intra_threads: int,
-                 inter_threads: int = 1, spinning: bool = False):
+                 inter_threads: int = 1, spinning: bool = False, where: Path | None = None):
         """``path``: the exported file, or its bytes (those checked: a file may be replaced
-        between the check and the load)."""
+        between the check and the load) read from ``where``."""
         ort = _import_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_threads
@@ -116,14 +117,34 @@ class OnnxEngine:
             self.session = ort.InferenceSession(
                 path if isinstance(path, bytes) else str(path), options, providers=self.providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            what = "the exported model" if isinstance(path, bytes) else path
+            _memory_refused(exc)
+            what = path if not isinstance(path, bytes) else where or "the exported model"
             raise EngineError(f"ONNX Runtime cannot load {what} ({type(exc).__name__}); delete "
                               "it to export the model again.") from None
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32)
+        try:
+            out = self.session.run(None, {self.input_name: x})[0]
+        except Exception as exc:
+            _memory_refused(exc)
+            raise
+        return np.asarray(out, dtype=np.float32)
+
+
+ONNX_MEMORY = re.compile(r"Failed to allocate memory|bad_alloc", re.IGNORECASE)
+"""What ONNX Runtime says (in its own exception type, a plain Exception) when the system
+refuses memory: a batch too large under `ulimit -v` or a container's limit."""
+
+
+def _memory_refused(exc: Exception) -> None:
+    """Raise ONNX Runtime's refusal of memory as a MemoryError: one sentence that says to
+    lower VITRINE_BATCH_SIZE (a 503 from the API), as torch's is; it was a traceback, and
+    the API's 500 (helper-160)."""
+    if ONNX_MEMORY.search(str(exc)):
+        said = " ".join(str(exc).split())
+        raise MemoryError(f"ONNX Runtime: {said[:300]}") from exc
 
 
 def onnx_providers(device: torch.device, available: list[str]) -> list[str]:
@@ -315,10 +336,11 @@ def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifes
     path = onnx_path(settings.cache_dir, manifest)
     engine = functools.partial(OnnxEngine, device=device, intra_threads=cpu_threads(settings),
                                inter_threads=settings.interop_threads,
-                               spinning=settings.onnx_spinning)
+                               spinning=settings.onnx_spinning, where=path)
     _remove_stale_parts(path)  # (also when no export runs: a killed one's, restarted at once)
     if (cached := cached_export(path)) is not None:
-        return engine(cached)
+        with contextlib.suppress(EngineError):  # whole, but not one this ONNX Runtime loads
+            return engine(cached)  # (another's, in a shared cache): exported again, over it
     try:
         return engine(_export(net, path, size))  # (a damaged one is written over)
     except CacheUnwritable as exc:
