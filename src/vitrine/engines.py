@@ -48,6 +48,10 @@ class EngineError(VitrineError):
     """An inference engine that cannot be built on this machine."""
 
 
+class ExportUnloadable(EngineError):
+    """An exported model ONNX Runtime cannot load (damaged, or another version's)."""
+
+
 class Engine(Protocol):
     """Runs the embedding network; returns un-normalised float32 (N, dim) vectors."""
 
@@ -119,8 +123,8 @@ class OnnxEngine:
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             _memory_refused(exc)
             what = path if not isinstance(path, bytes) else where or "the exported model"
-            raise EngineError(f"ONNX Runtime cannot load {what} ({type(exc).__name__}); delete "
-                              "it to export the model again.") from None
+            raise ExportUnloadable(f"ONNX Runtime cannot load {what} ({type(exc).__name__}); "
+                                   "delete it to export the model again.") from None
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -339,7 +343,7 @@ def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifes
                                spinning=settings.onnx_spinning, where=path)
     _remove_stale_parts(path)  # (also when no export runs: a killed one's, restarted at once)
     if (cached := cached_export(path)) is not None:
-        with contextlib.suppress(EngineError):  # whole, but not one this ONNX Runtime loads
+        with contextlib.suppress(ExportUnloadable):  # whole, but not one this runtime loads
             return engine(cached)  # (another's, in a shared cache): exported again, over it
     try:
         return engine(_export(net, path, size))  # (a damaged one is written over)
