@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -1356,3 +1357,24 @@ def test_demo_says_a_bad_upload_folder_before_its_work(small_catalog, weights_pa
                            "--no-train", "--port", "0"], capture_output=True, text=True,
                           timeout=300, env={**env, "VITRINE_UPLOAD_DIR": ""})
     assert proc.returncode == 2 and "not a store folder" in proc.stderr, proc.stderr
+
+
+def test_a_stop_with_its_stderr_reader_gone_still_ends_as_a_stop(monkeypatch):
+    """helper-163: `vitrine serve 2>&1 | head -1` stopped by Ctrl+C ended with status 1, not
+    130: saying "interrupted." to the gone reader made Rich end the process (SystemExit 1)."""
+    from rich.console import Console
+
+    from vitrine import cli_support
+
+    read, write = os.pipe()
+    os.close(read)
+    gone = os.fdopen(write, "w")
+    try:
+        monkeypatch.setattr(cli_support, "err", Console(file=gone))
+        monkeypatch.setattr(cli_support, "_terminated", None)
+        with pytest.raises(SystemExit) as stopped:
+            cli_support._stopped()
+    finally:
+        with contextlib.suppress(OSError):
+            gone.close()
+    assert stopped.value.code == 130

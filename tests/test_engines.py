@@ -422,3 +422,22 @@ def test_onnx_runtime_refusing_memory_is_the_systems_refusal(tmp_path, monkeypat
     monkeypatch.setattr(engine, "session", Broken())
     with pytest.raises(InvalidArgument, match="INVALID_ARGUMENT"):  # (not memory: as it was)
         engine.run(np.zeros((1, 3, 32, 32), np.float32))
+
+
+def test_an_export_made_afresh_that_does_not_load_says_so(settings, tmp_path, monkeypatch):
+    """helper-163: when even a fresh export cannot be loaded, "delete it to export the model
+    again" was no advice."""
+    import vitrine.engines as engines
+
+    manifest = Embedder.from_settings(settings.model_copy(update={"engine": "torch"})).manifest
+    chosen = settings.model_copy(update={"engine": "onnx", "cache_dir": tmp_path})
+
+    def unloadable(*args, **kwargs):
+        raise engines.ExportUnloadable("ONNX Runtime cannot load it (Fail); delete it to "
+                                       "export the model again.")
+
+    monkeypatch.setattr(engines, "OnnxEngine", unloadable)
+    with pytest.raises(EngineError, match=r"cannot load it \(Fail\), exported afresh; set "
+                                          "VITRINE_ENGINE=torch") as raised:
+        make_engine(chosen, Tiny(), manifest, 32)
+    assert not isinstance(raised.value, engines.ExportUnloadable)

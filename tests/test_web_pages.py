@@ -927,3 +927,32 @@ def test_large_counts_and_page_numbers_are_grouped_per_language(settings, small_
     en = client.get("/", params={"page": 1000, "lang": "en"}).text
     assert "24,058 products" in en and "Page 1,000 of 1,003" in en
     assert re.search(r'<option value="muitos"[^>]*>Muitos \(24,010\)</option>', en)
+
+
+def test_an_access_log_that_cannot_be_written_is_said_once_and_dropped(monkeypatch, capsys):
+    """helper-163: a full disk under the access log was silenced without a word (a reader
+    gone, EPIPE, is left quietly); other logging failures are reported as logging does."""
+    import errno as errnos
+    import logging
+
+    from vitrine import server
+
+    dropped = []
+    monkeypatch.setattr(server, "stdout_to_null", lambda: dropped.append(1))
+    handler = logging.StreamHandler()
+    failed = server._access_log_failed(handler)
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, "GET /", (), None)
+    for code in (errnos.ENOSPC, errnos.EPIPE):
+        try:
+            raise OSError(code, os.strerror(code))
+        except OSError:
+            failed(record)
+    assert dropped == [1, 1]
+    said = capsys.readouterr().err
+    assert said == ("note: the access log cannot be written (No space left on device); it "
+                    "is discarded from now on.\n")
+    try:
+        raise ValueError("a format that does not fit its arguments")
+    except ValueError:
+        failed(record)  # (logging's own report: a traceback on stderr)
+    assert dropped == [1, 1] and "ValueError" in capsys.readouterr().err

@@ -327,7 +327,9 @@ def _stopped() -> None:
     """Say why the command stopped early, and end as such a stop does: exit status 130 for
     Ctrl+C; for SIGTERM death by the signal itself once cleaned up (a shell sees 143, and
     a service manager a clean stop, as before)."""
-    with contextlib.suppress(OSError, ValueError):  # (a closed terminal, after SIGHUP)
+    # (a closed terminal, after SIGHUP; a reader gone, which Rich ends with SystemExit(1):
+    # `vitrine serve 2>&1 | head -1` stopped by Ctrl+C ended with 1, not 130, helper-163)
+    with contextlib.suppress(OSError, ValueError, SystemExit):
         err.print("interrupted." if _terminated is None else "terminated.")
     if _terminated is not None:
         for stream in (sys.stdout, sys.stderr):

@@ -347,6 +347,9 @@ def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifes
             return engine(cached)  # (another's, in a shared cache): exported again, over it
     try:
         return engine(_export(net, path, size))  # (a damaged one is written over)
+    except ExportUnloadable as exc:  # (exported afresh: deleting it changes nothing)
+        raise EngineError(f"{str(exc).split(';')[0]}, exported afresh; set "
+                          "VITRINE_ENGINE=torch.") from None
     except CacheUnwritable as exc:
         # a read-only home (a service's ProtectHome, a container) must not stop embedding:
         # the session holds the model once loaded, so a temporary export serves this run

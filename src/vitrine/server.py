@@ -142,10 +142,16 @@ def _access_log_failed(handler: logging.Handler) -> Callable[[logging.LogRecord]
     goes to /dev/null and the server serves on; each request printed a 110-line traceback
     (helper-158). Other failures are reported as logging reports them."""
     def handle_error(record: logging.LogRecord) -> None:
-        if isinstance(sys.exc_info()[1], OSError):
-            stdout_to_null()
-        else:
+        failed = sys.exc_info()[1]
+        if not isinstance(failed, OSError):
             logging.Handler.handleError(handler, record)
+            return
+        if failed.errno != errno.EPIPE:  # (a reader gone left on purpose; a full disk is told)
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f"note: the access log cannot be written "
+                                 f"({failed.strerror or failed}); it is discarded from now "
+                                 "on.\n")
+        stdout_to_null()
     return handle_error
 
 
