@@ -103,6 +103,13 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path
     mixed = run_subprocess("search", photo, "--store", store, "--json", env=env)
     assert mixed.returncode == 2 and "different model" in mixed.stderr
     assert mixed.stdout == ""  # no results from vectors of another model
+    # which model to pass is said (helper-162: after the demo, "the --model this store was
+    # indexed with" did not say which), also of a copy made by migrate
+    named = f"or pass --model {model.absolute()} (or VITRINE_MODEL), the model this store was "
+    assert named in " ".join(mixed.stderr.split())
+    run("migrate", store, tmp_path / "copy", "--json", env=env)
+    copied = run_subprocess("search", photo, "--store", tmp_path / "copy", env=env)
+    assert copied.returncode == 2 and named in " ".join(copied.stderr.split()), copied.stderr
     from vitrine.config import Settings
     from vitrine.errors import StoreError
     from vitrine.service import VitrineService

@@ -111,6 +111,9 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "demo.json", summary, indent=2)
     console.print(plain(f"Figures and demo.json written to {out_dir}/"))
+    if settings.model is not None:  # (without it, search and serve refuse the store)
+        console.print(plain(f"Search and serve this store with its model: vitrine search "
+                            f"--store {store_dir} --model {settings.model} PHOTO"))
     if serve is not None:
         from vitrine.api import create_app
         from vitrine.server import ready_message

@@ -134,6 +134,8 @@ class Embedder:
         self.probs_tail = 0
         """How many class probabilities end a trained model's vectors after other outputs
         (vitrine.trained_net.probs_tail); the duplicate rule leaves them out."""
+        self.model_dir: Path | None = None
+        """The folder of the trained model embedding with (``settings.model``), else None."""
         self.classes: tuple[str, ...] = ()
         """A trained model's classes when its embedding ends with their probabilities (the
         embedding then tells the photo's likely category: :meth:`guess_category`)."""
@@ -161,6 +163,7 @@ class Embedder:
         if model.layer.split("+")[-1] == "probs":
             embedder.classes = tuple(model.classes)
         embedder.duplicate_cosine = model.duplicate_cosine
+        embedder.model_dir = Path(path).absolute()
         embedder.probs_tail = probs_tail(model.layer, len(model.classes))
         return embedder
 

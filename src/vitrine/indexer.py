@@ -91,7 +91,7 @@ def check_manifest(store: VectorStore, embedder: Embedder, *, record: bool = Tru
             store.set_manifest(embedder.manifest)
         return True
     if stored != embedder.manifest:
-        raise mismatch_error(store.location, stored, embedder.manifest)
+        raise mismatch_error(store.location, stored, embedder.manifest, store.model_folder())
     return False
 
 
@@ -256,6 +256,9 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
         store.set_catalog_folder(str(root))
     if store.catalog_link() != link:
         store.set_catalog_link(link)
+    model = None if embedder.model_dir is None else str(embedder.model_dir)
+    if store.model_folder() != model:  # (named when the store is searched without it)
+        store.set_model_folder(model)
     _mark_uploaded(store, unmarked)
 
     store.update_metadata(meta_only)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from vitrine.display import one_line
 from vitrine.errors import StoreError
 
 
@@ -84,14 +85,20 @@ class ModelManifest:
                                     f"{other.preprocessing} {theirs}")
 
 
-def mismatch_error(location: object, stored: ModelManifest, current: ModelManifest) -> StoreError:
+def mismatch_error(location: object, stored: ModelManifest, current: ModelManifest,
+                   model_folder: str | None = None) -> StoreError:
     """The error for a store whose vectors ``stored``'s model made, used with ``current``'s:
-    what differs, and how to go on."""
+    what differs, and how to go on (the trained model's folder, ``model_folder``, where the
+    store recorded it: after the demo, `vitrine search --store demo-output/store` was told to
+    pass "the --model this store was indexed with", not which: helper-162)."""
     trained = stored.embedding != "pooled"
+    model = (f"--model {one_line(model_folder)} (or VITRINE_MODEL), the model this store was "
+             "indexed with" if model_folder else
+             "the --model (or VITRINE_MODEL) this store was indexed with")
     return StoreError(
         f"the store {location} was built with a different model than this run "
         f"({stored.differences(current)}); to use this model, index into a new --store with "
         "it (and search and serve that store with it), or pass "
-        + ("the --model (or VITRINE_MODEL) this store was indexed with." if trained else
+        + (f"{model}." if trained else
            "the --weights and settings this store was indexed with (no --model, and "
            "VITRINE_MODEL unset)."))

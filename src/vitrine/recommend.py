@@ -58,7 +58,8 @@ class Recommender:
             self._embedder = Embedder.from_settings(self.settings)
         stored = self.store.manifest()
         if stored is not None and stored != self._embedder.manifest:
-            raise mismatch_error(self.store.location, stored, self._embedder.manifest)
+            raise mismatch_error(self.store.location, stored, self._embedder.manifest,
+                                 self.store.model_folder())
         return self._embedder
 
     def product(self, product_id: str) -> StoredProduct:

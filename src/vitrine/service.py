@@ -224,7 +224,8 @@ class VitrineService:
         self._follow_after = 0.0
         if stored != self.embedder.manifest:
             fresh.close()
-            raise mismatch_error(fresh.location, stored, self.embedder.manifest)
+            raise mismatch_error(fresh.location, stored, self.embedder.manifest,
+                                 fresh.model_folder())
         self._store.close()
         self._store = self._recommender.store = fresh
         self._categories = None
@@ -241,7 +242,8 @@ class VitrineService:
         if stored is None:
             return
         if stored != self.embedder.manifest:
-            raise mismatch_error(self.store.location, stored, self.embedder.manifest)
+            raise mismatch_error(self.store.location, stored, self.embedder.manifest,
+                                 self.store.model_folder())
         self._model_checked = True
 
     def _upload_folder(self) -> Path | None:

@@ -116,6 +116,10 @@ class VectorStore(Protocol):
         """The path `vitrine index` was last given when it was a link to the catalogue
         folder (absolute, the link not followed: ``…/current``), else None."""
     def set_catalog_link(self, link: str | None) -> None: ...
+    def model_folder(self) -> str | None:
+        """The trained model's folder `vitrine index` last indexed with (absolute path), else
+        None (the pretrained backbone, or a store written before it was recorded)."""
+    def set_model_folder(self, folder: str | None) -> None: ...
     def duplicate_cache(self) -> bytes | None:
         """What :meth:`set_duplicate_cache` saved last (the duplicate pairs of the last search,
         ``vitrine.dedupe_store``), or None."""
@@ -186,3 +190,9 @@ class CatalogRecord:
 
     def set_catalog_link(self, link: str | None) -> None:
         self._set_or_forget("catalog_link", link)
+
+    def model_folder(self) -> str | None:
+        return self._meta("model_folder")
+
+    def set_model_folder(self, folder: str | None) -> None:
+        self._set_or_forget("model_folder", folder)
