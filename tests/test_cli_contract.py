@@ -583,6 +583,8 @@ def test_every_command_help_renders():
         assert "Usage" in result.output
         # at 80 columns no word is cut short ("milvus://HOST[:PORT][/COLLE…" could not be read)
         assert "…" not in result.output, f"{name} --help:\n{result.output}"
+        # a flag shows no value (`--json <bool>`: `--json true` was refused, helper-162)
+        assert "<bool>" not in result.output, f"{name} --help:\n{result.output}"
     store_help = " ".join(runner.invoke(app, ["index", "--help"], env={"COLUMNS": "200"}
                                         ).output.split())
     assert "milvus://HOST[:PORT] (a Milvus server; /NAME" in store_help

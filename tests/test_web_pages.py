@@ -813,6 +813,11 @@ def test_serving_beyond_this_machine_is_said():
     assert "0.0.0.0" in note and "other machines" in note and "refused" in note
     assert "bearer key" in exposure_note("::", "secret")
     assert exposure_note("shop.example", None) is not None
+    # a host name is told by the address it was bound to (helper-162: a name the hosts file
+    # gives 127.0.0.1 was said to let other machines in)
+    assert exposure_note("vm", None, "127.0.0.1") is None
+    assert exposure_note("vm6", None, "::1") is None
+    assert "other machines" in exposure_note("shop.example", None, "192.0.2.7")
 
 
 def test_serve_command_and_busy_port(small_store, weights_path, small_catalog, tmp_path):

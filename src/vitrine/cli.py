@@ -50,6 +50,27 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   help="Vitrine: visually similar products from product photos.")
 
 
+def _flags_shown_without_a_value() -> None:
+    """Typer's help shows a flag's type (``--json <bool>``) as it shows an option's value
+    (``--k <integer>``): `--json true` looked right and was refused (helper-162). A flag
+    shows none."""
+    import typer.core
+
+    option = getattr(typer.core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "vitrine", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich.vitrine = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+_flags_shown_without_a_value()
+
+
 def _print_version(value: bool) -> None:
     if value:
         from vitrine import __version__
@@ -488,7 +509,7 @@ def demo(
                                "Milvus store, index it with `vitrine index CATALOG --store "
                                "ADDRESS` and serve it with `vitrine serve`.")
     sock = bind(host, port) if serve_app else None  # a busy port fails before indexing
-    note = exposure_note(host, settings.api_key) if serve_app else None
+    note = exposure_note(host, settings.api_key, sock.getsockname()[0]) if sock else None
     if note:
         err.print(note, markup=False, soft_wrap=True)
     from vitrine.demo import run_demo
@@ -517,7 +538,7 @@ def serve(
 
     settings = command_settings(weights, model)
     sock = bind(host, port)  # a busy port fails before the model loads
-    note = exposure_note(host, settings.api_key)
+    note = exposure_note(host, settings.api_key, sock.getsockname()[0])
     if note:
         err.print(note, markup=False, soft_wrap=True)
     from vitrine.api import create_app

@@ -96,7 +96,7 @@ def address(sock: socket.socket) -> str:
     return f"http://{shown}:{port}"
 
 
-def exposure_note(host: str, api_key: str | None) -> str | None:
+def exposure_note(host: str, api_key: str | None, bound: str | None = None) -> str | None:
     """A warning when ``host`` is not a loopback address: other machines can then reach the
     pages and the API (and, with an API key, try it)."""
     import ipaddress
@@ -107,8 +107,8 @@ def exposure_note(host: str, api_key: str | None) -> str | None:
     except ValueError:
         try:  # the short IPv4 forms the system reads too (127.1)
             ip = ipaddress.ip_address(socket.inet_aton(host))
-        except OSError:  # a host name: where it resolves is not known here
-            ip = None
+        except OSError:  # a host name: the address it was bound to (``bound``) tells
+            ip = ipaddress.ip_address(bound.split("%")[0]) if bound else None
     mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1
     if host.lower() == "localhost" or ip is not None and (ip.is_loopback or (
             mapped is not None and mapped.is_loopback)):
