@@ -187,3 +187,17 @@ def test_a_flat_search_past_hidden_ids_is_the_exact_search_without_them(hide, mo
         expect = np.argsort(-(vecs[shown] @ query), kind="stable")[:10]
         assert np.array_equal(got, ids[shown][expect])
         assert np.allclose(scores, (vecs[shown] @ query)[expect], atol=1e-5)
+
+
+def test_an_ivf_search_of_few_lists_still_gives_k_results(data):
+    """helper-160: with VITRINE_IVF_NPROBE=1 a query whose nearest list held fewer than k
+    products got a short list (2 in 200); such a query probes every list."""
+    vectors, _, queries = data
+    index = build(IndexConfig.defaults(kind="ivf", fp16=False, ivf_nprobe=1), vectors)
+    wanted = 60  # (more than some lists hold)
+    sizes = faiss.extract_index_ivf(index.inner).invlists
+    assert min(sizes.list_size(i) for i in range(index.inner.nlist)) < wanted
+    found = index.search_many(queries, wanted)
+    assert [len(ids) for _, ids in found] == [wanted] * len(queries)
+    for scores, ids in found:
+        assert len(set(ids.tolist())) == wanted and np.all(np.diff(scores) <= 1e-6)

@@ -303,7 +303,19 @@ class VectorIndex:
     def _top(self, queries: np.ndarray, k: int, params: faiss.SearchParameters
              ) -> list[Result]:
         scores, ids = self.index.search(queries, k, params=params)
-        return [(s[i >= 0], i[i >= 0]) for s, i in zip(scores, ids, strict=True)]
+        found = [(s[i >= 0], i[i >= 0]) for s, i in zip(scores, ids, strict=True)]
+        if self.kind == "ivf" and params.nprobe < self.inner.nlist:
+            # the lists probed held fewer than k (VITRINE_IVF_NPROBE=1: 2 queries in 100 got
+            # a short list, helper-160): those queries probe every list
+            short = [i for i, (_, got) in enumerate(found) if len(got) < k]
+            if short:
+                every = faiss.SearchParametersIVF()
+                every.nprobe = self.inner.nlist
+                if params.sel is not None:
+                    every.sel = params.sel
+                for i, again in zip(short, self._top(queries[short], k, every), strict=True):
+                    found[i] = again
+        return found
 
     def search_breadth(self, k: int) -> int | None:
         """The breadth a search for ``k`` runs with: HNSW's efSearch (the configured one, at
