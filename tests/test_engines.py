@@ -441,3 +441,31 @@ def test_an_export_made_afresh_that_does_not_load_says_so(settings, tmp_path, mo
                                           "VITRINE_ENGINE=torch") as raised:
         make_engine(chosen, Tiny(), manifest, 32)
     assert not isinstance(raised.value, engines.ExportUnloadable)
+
+
+def test_exports_no_run_has_used_for_a_month_leave_the_cache(settings, tmp_path):
+    """helper-160: every weights file, input setting and training run left a 9 MB export in
+    the cache for good. One no run has used for 30 days goes, with its digest; the one in
+    use stays (its time is renewed), as do recent ones and files of other kinds."""
+    import os
+    import time
+
+    from vitrine.engines import EXPORT_KEEP_S
+
+    manifest = Embedder.from_settings(settings.model_copy(update={"engine": "torch"})).manifest
+    chosen = settings.model_copy(update={"engine": "onnx", "cache_dir": tmp_path})
+    path = onnx_path(tmp_path, manifest)
+    make_engine(chosen, Tiny(), manifest, 32)
+    folder = path.parent
+    long_ago = time.time() - EXPORT_KEEP_S - 3600
+    for name, age in (("old.onnx", long_ago), ("recent.onnx", time.time() - 3600),
+                      ("notes.txt", long_ago)):
+        (folder / name).write_bytes(b"x")
+        (folder / f"{name}.sha256").write_text("digest\n")
+        os.utime(folder / name, (age, age))
+    os.utime(path, (long_ago, long_ago))  # (the one used: last used a month ago)
+    make_engine(chosen, Tiny(), manifest, 32)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [path.name, f"{path.name}.sha256", "recent.onnx", "recent.onnx.sha256", "notes.txt",
+         "notes.txt.sha256"])
+    assert time.time() - path.stat().st_mtime < 600

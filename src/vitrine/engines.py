@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -260,6 +261,25 @@ def _remove_stale_parts(path: Path) -> None:
     remove_stale(path.parent, f"{glob.escape(path.name)}.*.tmp")  # (an export takes seconds)
 
 
+EXPORT_KEEP_S = 30 * 24 * 3600
+"""How long an export no run has used stays in the cache: each weights file, setting of the
+input and training run adds one, 9 MB for MobileNetV2, which stayed for good (helper-160)."""
+
+
+def _prune_exports(path: Path) -> None:
+    """Mark the export at ``path`` used now (its time renewed, once a day at most), and remove
+    the cache's exports no run has used for :data:`EXPORT_KEEP_S` (a run that needs one
+    again exports it again), with their digests."""
+    with contextlib.suppress(OSError):  # (another user's cache: left as it is)
+        if time.time() - path.stat().st_mtime > 24 * 3600:
+            os.utime(path)
+    remove_stale(path.parent, "*.onnx", EXPORT_KEEP_S)
+    for digest in path.parent.glob("*.onnx.sha256"):
+        if not digest.with_suffix("").exists():
+            with contextlib.suppress(OSError):
+                digest.unlink()
+
+
 def _part_file(path: Path) -> Path:
     """A new, empty part file beside ``path`` that no other process has: a process id is
     not one (containers sharing a cache volume each run as process 1, and removed or loaded
@@ -344,9 +364,13 @@ def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifes
     _remove_stale_parts(path)  # (also when no export runs: a killed one's, restarted at once)
     if (cached := cached_export(path)) is not None:
         with contextlib.suppress(ExportUnloadable):  # whole, but not one this runtime loads
-            return engine(cached)  # (another's, in a shared cache): exported again, over it
+            made = engine(cached)  # (another's, in a shared cache): exported again, over it
+            _prune_exports(path)
+            return made
     try:
-        return engine(_export(net, path, size))  # (a damaged one is written over)
+        made = engine(_export(net, path, size))  # (a damaged one is written over)
+        _prune_exports(path)
+        return made
     except ExportUnloadable as exc:  # (exported afresh: deleting it changes nothing)
         raise EngineError(f"{str(exc).split(';')[0]}, exported afresh; set "
                           "VITRINE_ENGINE=torch.") from None
