@@ -1371,12 +1371,15 @@ def test_a_stop_with_its_stderr_reader_gone_still_ends_as_a_stop(monkeypatch):
     read, write = os.pipe()
     os.close(read)
     gone = os.fdopen(write, "w")
+    kept = os.dup(1)  # (Rich points stdout at /dev/null: pytest -s said nothing more)
     try:
         monkeypatch.setattr(cli_support, "err", Console(file=gone))
         monkeypatch.setattr(cli_support, "_terminated", None)
         with pytest.raises(SystemExit) as stopped:
             cli_support._stopped()
     finally:
+        os.dup2(kept, 1)
+        os.close(kept)
         with contextlib.suppress(OSError):
             gone.close()
     assert stopped.value.code == 130

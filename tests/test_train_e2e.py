@@ -110,6 +110,38 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path
     run("migrate", store, tmp_path / "copy", "--json", env=env)
     copied = run_subprocess("search", photo, "--store", tmp_path / "copy", env=env)
     assert copied.returncode == 2 and named in " ".join(copied.stderr.split()), copied.stderr
+    shown = json.loads(run("info", "--store", tmp_path / "copy", "--json", env=env))
+    assert shown["model_folder"] == str(model.absolute())
+    assert f"embedding, from {model.absolute()}" in run("info", "--store", store, env=env)
+    # the store's own model folder, trained again since: not "pass the --model you passed"
+    # (helper-164)
+    import dataclasses
+
+    from vitrine.config import Settings
+    from vitrine.embed import Embedder
+    from vitrine.errors import StoreError
+    from vitrine.indexer import check_manifest
+    from vitrine.store import open_store
+
+    settings = Settings(weights=env["VITRINE_WEIGHTS"], model=model)
+    retrained = Embedder.from_settings(settings)
+    retrained.manifest = dataclasses.replace(retrained.manifest, weights_sha256="0" * 64)
+    db = open_store(store)
+    try:
+        with pytest.raises(StoreError) as told:
+            check_manifest(db, retrained)
+    finally:
+        db.close()
+    said = " ".join(str(told.value).split())
+    assert f"was indexed with the model in {model.absolute()} before it was trained again" \
+        in said and "index the catalogue into a new --store with it" in said
+    # a store whose first write records the model (an API upload) names its folder too
+    fresh = open_store(tmp_path / "fresh", create=True)
+    try:
+        check_manifest(fresh, Embedder.from_settings(settings))
+        assert fresh.model_folder() == str(model.absolute())
+    finally:
+        fresh.close()
     from vitrine.config import Settings
     from vitrine.errors import StoreError
     from vitrine.service import VitrineService

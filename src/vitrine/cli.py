@@ -382,6 +382,7 @@ def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
             manifest = db.manifest()
             data = {"products": db.count(), "categories": db.categories(),
                     "catalog_folder": db.catalog_folder(),
+                    "model_folder": db.model_folder(),
                     "model": manifest.as_dict() if manifest else None}
     finally:
         db.close()

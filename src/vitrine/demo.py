@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 import socket
 from pathlib import Path
 
@@ -113,7 +114,8 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     console.print(plain(f"Figures and demo.json written to {out_dir}/"))
     if settings.model is not None:  # (without it, search and serve refuse the store)
         console.print(plain(f"Search and serve this store with its model: vitrine search "
-                            f"--store {store_dir} --model {settings.model} PHOTO"))
+                            f"--store {shlex.quote(str(store_dir))} --model "
+                            f"{shlex.quote(str(settings.model))} PHOTO"))
     if serve is not None:
         from vitrine.api import create_app
         from vitrine.server import ready_message

@@ -152,5 +152,7 @@ def info_lines(data: dict, manifest: ModelManifest | None, store: str) -> list[s
         resize = manifest.preprocessing.get("resize", "?")
         lines.append(f"model: {manifest.backbone}, {manifest.dim}-d, weights "
                      f"{manifest.weights_sha256[:12]}, resize {resize}, "
-                     f"{manifest.embedding_kind()} embedding")
+                     f"{manifest.embedding_kind()} embedding"
+                     + (f", from {one_line(data['model_folder'])}"
+                        if data.get("model_folder") else ""))
     return lines

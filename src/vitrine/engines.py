@@ -52,6 +52,13 @@ class EngineError(VitrineError):
 class ExportUnloadable(EngineError):
     """An exported model ONNX Runtime cannot load (damaged, or another version's)."""
 
+    def __init__(self, what: object, why: str):
+        super().__init__(f"ONNX Runtime cannot load {what} ({why}); delete it to export the "
+                         "model again.")
+        self.afresh = EngineError(f"ONNX Runtime cannot load {what} ({why}), exported afresh; "
+                                  "set VITRINE_ENGINE=torch.")
+        """What to say of an export made afresh (deleting it changes nothing)."""
+
 
 class Engine(Protocol):
     """Runs the embedding network; returns un-normalised float32 (N, dim) vectors."""
@@ -124,8 +131,7 @@ class OnnxEngine:
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             _memory_refused(exc)
             what = path if not isinstance(path, bytes) else where or "the exported model"
-            raise ExportUnloadable(f"ONNX Runtime cannot load {what} ({type(exc).__name__}); "
-                                   "delete it to export the model again.") from None
+            raise ExportUnloadable(what, type(exc).__name__) from None
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -372,8 +378,7 @@ def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifes
         _prune_exports(path)
         return made
     except ExportUnloadable as exc:  # (exported afresh: deleting it changes nothing)
-        raise EngineError(f"{str(exc).split(';')[0]}, exported afresh; set "
-                          "VITRINE_ENGINE=torch.") from None
+        raise exc.afresh from None
     except CacheUnwritable as exc:
         # a read-only home (a service's ProtectHome, a container) must not stop embedding:
         # the session holds the model once loaded, so a temporary export serves this run
@@ -381,6 +386,8 @@ def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifes
         try:
             with tempfile.TemporaryDirectory(prefix="vitrine-onnx-") as tmp:
                 return engine(_export(net, Path(tmp) / path.name, size))
+        except ExportUnloadable as unloadable:
+            raise unloadable.afresh from None
         except (OSError, CacheUnwritable):
             raise EngineError(f"{exc} The temporary folder {tempfile.gettempdir()} cannot "
                               "hold it either; set VITRINE_CACHE_DIR or TMPDIR to a writable "

@@ -89,9 +89,12 @@ def check_manifest(store: VectorStore, embedder: Embedder, *, record: bool = Tru
     if stored is None:
         if record:
             store.set_manifest(embedder.manifest)
+            store.set_model_folder(None if embedder.model_dir is None
+                                   else str(embedder.model_dir))
         return True
     if stored != embedder.manifest:
-        raise mismatch_error(store.location, stored, embedder.manifest, store.model_folder())
+        raise mismatch_error(store.location, stored, embedder.manifest, store.model_folder(),
+                             embedder.model_dir)
     return False
 
 

@@ -4,7 +4,9 @@ command that only reads a store should not have to load torch)."""
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 from vitrine.display import one_line
 from vitrine.errors import StoreError
@@ -86,14 +88,21 @@ class ModelManifest:
 
 
 def mismatch_error(location: object, stored: ModelManifest, current: ModelManifest,
-                   model_folder: str | None = None) -> StoreError:
+                   model_folder: str | None = None, here: Path | None = None) -> StoreError:
     """The error for a store whose vectors ``stored``'s model made, used with ``current``'s:
     what differs, and how to go on (the trained model's folder, ``model_folder``, where the
     store recorded it: after the demo, `vitrine search --store demo-output/store` was told to
-    pass "the --model this store was indexed with", not which: helper-162)."""
+    pass "the --model this store was indexed with", not which: helper-162). ``here``: the
+    folder of this run's model; the store's own, trained again since (helper-164)."""
     trained = stored.embedding != "pooled"
-    model = (f"--model {one_line(model_folder)} (or VITRINE_MODEL), the model this store was "
-             "indexed with" if model_folder else
+    if model_folder and here is not None and str(here) == model_folder:
+        return StoreError(
+            f"the store {location} was indexed with the model in {one_line(model_folder)} "
+            f"before it was trained again ({stored.differences(current)}); index the "
+            "catalogue into a new --store with it (or delete this store and index it again), "
+            "or restore the model it was indexed with.")
+    model = (f"--model {shlex.quote(one_line(model_folder))} (or VITRINE_MODEL), the model "
+             "this store was indexed with" if model_folder else
              "the --model (or VITRINE_MODEL) this store was indexed with")
     return StoreError(
         f"the store {location} was built with a different model than this run "

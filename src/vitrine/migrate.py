@@ -96,8 +96,8 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     _check_fits(source, target, photos_to, photos_from, marks, catalogues)
     if existing is None:
         target.set_manifest(manifest)
-    if target.model_folder() != source.model_folder():  # (the same model's: checked above)
-        target.set_model_folder(source.model_folder())
+    if source.model_folder() and target.model_folder() != source.model_folder():
+        target.set_model_folder(source.model_folder())  # (the same model's: checked above)
     if theirs != ours and (theirs is None or not held or same_link):
         # index keeps guarding its removals (an emptied store that recorded another
         # catalogue kept it: that catalogue's next index removed every product copied; a

@@ -59,7 +59,7 @@ class Recommender:
         stored = self.store.manifest()
         if stored is not None and stored != self._embedder.manifest:
             raise mismatch_error(self.store.location, stored, self._embedder.manifest,
-                                 self.store.model_folder())
+                                 self.store.model_folder(), self._embedder.model_dir)
         return self._embedder
 
     def product(self, product_id: str) -> StoredProduct:

@@ -225,7 +225,7 @@ class VitrineService:
         if stored != self.embedder.manifest:
             fresh.close()
             raise mismatch_error(fresh.location, stored, self.embedder.manifest,
-                                 fresh.model_folder())
+                                 fresh.model_folder(), self.embedder.model_dir)
         self._store.close()
         self._store = self._recommender.store = fresh
         self._categories = None
@@ -243,7 +243,7 @@ class VitrineService:
             return
         if stored != self.embedder.manifest:
             raise mismatch_error(self.store.location, stored, self.embedder.manifest,
-                                 self.store.model_folder())
+                                 self.store.model_folder(), self.embedder.model_dir)
         self._model_checked = True
 
     def _upload_folder(self) -> Path | None:
