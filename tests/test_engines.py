@@ -464,9 +464,12 @@ def test_exports_no_run_has_used_for_a_month_leave_the_cache(settings, tmp_path)
         (folder / name).write_bytes(b"x")
         (folder / f"{name}.sha256").write_text("digest\n")
         os.utime(folder / name, (age, age))
+        os.utime(folder / f"{name}.sha256", (age, age))
+    # a digest written a moment ago, its model not yet in place (an export writes it first)
+    (folder / "writing.onnx.sha256").write_text("digest\n")
     os.utime(path, (long_ago, long_ago))  # (the one used: last used a month ago)
     make_engine(chosen, Tiny(), manifest, 32)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [path.name, f"{path.name}.sha256", "recent.onnx", "recent.onnx.sha256", "notes.txt",
-         "notes.txt.sha256"])
+         "notes.txt.sha256", "writing.onnx.sha256"])
     assert time.time() - path.stat().st_mtime < 600

@@ -31,7 +31,7 @@ import torch
 
 from vitrine.config import Settings
 from vitrine.errors import VitrineError
-from vitrine.files import remove_stale
+from vitrine.files import STALE_PART_S, remove_stale
 
 log = logging.getLogger(__name__)
 
@@ -280,9 +280,12 @@ def _prune_exports(path: Path) -> None:
         if time.time() - path.stat().st_mtime > 24 * 3600:
             os.utime(path)
     remove_stale(path.parent, "*.onnx", EXPORT_KEEP_S)
+    now = time.time()
     for digest in path.parent.glob("*.onnx.sha256"):
-        if not digest.with_suffix("").exists():
-            with contextlib.suppress(OSError):
+        # (an export writes its digest before its model: one without a model for an hour)
+        with contextlib.suppress(OSError):
+            if not digest.with_suffix("").exists() and \
+                    now - digest.stat().st_mtime > STALE_PART_S:
                 digest.unlink()
 
 
