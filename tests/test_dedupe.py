@@ -224,6 +224,7 @@ def test_index_searches_a_large_store_through_the_inverted_file(small_catalog, e
         Image.open(photo).convert("RGB").resize((60, 80)).save(folder / f"copy{k}.jpg",
                                                                 "JPEG", quality=70)
     monkeypatch.setattr(dedupe, "EXACT_PAIRS_UP_TO", 10)
+    monkeypatch.setattr(dedupe, "PROGRESS_FROM", 10)
     store = open_store(tmp_path / "store", create=True)
     report = index_catalog(catalog, store, embedder, show_progress=True)
     assert "Duplicates" in capsys.readouterr().err
@@ -480,3 +481,27 @@ def test_the_pair_checks_on_arrays_agree_with_the_rules_pair_by_pair():
     assert any(hamming(phashes[i], phashes[j]) > rules.phash_distance for i, j in rejected)
     assert any(colour_difference(thumbs[i], thumbs[j]) > rules.max_colour_diff
                for i, j in rejected if hamming(phashes[i], phashes[j]) <= 6)
+
+
+def test_the_exact_pair_search_goes_a_chunk_at_a_time(monkeypatch):
+    """helper-165: the exact search (up to 20,000 products) was one call of 15 to 20 s with
+    no bar. It runs a chunk of rows at a time, telling the bar of each, and finds the same
+    pairs."""
+    from vitrine import dedupe
+
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(300, 16)).astype(np.float32)
+    vecs[150:] = vecs[:150] + rng.normal(scale=0.05, size=(150, 16)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+
+    def pairs(rows_at_a_time: int) -> tuple[set, list[int]]:
+        monkeypatch.setattr(dedupe, "EXACT_ROWS", rows_at_a_time)
+        told: list[int] = []
+        rows, ids, scores = dedupe._close_pairs(len(vecs), lambda r: vecs[r], 0.95, told.append)
+        assert np.allclose(scores, np.einsum("ij,ij->i", vecs[rows], vecs[ids]), atol=1e-5)
+        return set(zip(rows.tolist(), ids.tolist(), strict=True)), told
+
+    whole, once = pairs(10_000)
+    chunked, steps = pairs(64)
+    assert len(whole) >= 150 and chunked == whole and all(i < j for i, j in whole)
+    assert once == [600] and steps == [128] * 4 + [88]  # (2 × rows, as before)

@@ -171,6 +171,8 @@ class _UnionFind:
             self.parent[max(ri, rj)] = min(ri, rj)
 
 
+EXACT_ROWS = 2_048
+"""Rows of the exact search searched at a time (each a step of the progress bar)."""
 EXACT_PAIRS_UP_TO = 20_000
 """Up to this many rows the close pairs come from an exact search (every row against every
 row); above it from an inverted file (:func:`_close_pairs_ivf`), whose cost grows far slower
@@ -210,11 +212,17 @@ def _close_pairs(n: int, rows_of: Rows, threshold: float,
     vecs = floats(np.arange(n))
     index = faiss.IndexFlatIP(vecs.shape[1])
     index.add(vecs)
-    lims, scores, ids = index.range_search(vecs, _radius(threshold))
-    rows = np.repeat(np.arange(n), np.diff(lims).astype(np.int64))
-    keep = rows < ids  # each pair once, not a photo with itself
-    advance(2 * n)
-    return rows[keep], ids[keep], scores[keep]
+    found = []
+    for start in range(0, n, EXACT_ROWS):  # (a chunk at a time: the bar moves; at 20,000
+        # rows one call was 15 to 20 s without a word, helper-165)
+        lims, scores, ids = index.range_search(vecs[start:start + EXACT_ROWS],
+                                               _radius(threshold))
+        rows = start + np.repeat(np.arange(len(lims) - 1), np.diff(lims).astype(np.int64))
+        keep = rows < ids  # each pair once, not a photo with itself
+        found.append((rows[keep], ids[keep], scores[keep]))
+        advance(2 * (len(lims) - 1))
+    rows, ids, scores = (np.concatenate(parts) for parts in zip(*found, strict=True))
+    return rows, ids, scores
 
 
 def _radius(threshold: float) -> float:
@@ -309,13 +317,18 @@ def _close_pairs_ivf(n: int, rows_of: Rows, threshold: float, advance: Callable[
     return rows[keep], ids[keep], scores[keep]
 
 
+PROGRESS_FROM = 5_000
+"""Rows from which a duplicate search shows its bar: a second or more (the exact search of
+20,000 took 15 to 20 s with nothing on the screen, helper-165)."""
+
+
 def search_progress(n: int, show_progress: bool):
     """The "Duplicates" progress bar of a search of ``n`` rows (:func:`rule_pairs`), shown
-    when ``show_progress`` and the search takes a while (above :data:`EXACT_PAIRS_UP_TO`)."""
+    when ``show_progress`` and the search takes a while (from :data:`PROGRESS_FROM`)."""
     from vitrine.progress import progress_bar
 
     return progress_bar("Duplicates", 4 * n, unit="rows",
-                        enabled=show_progress and n > EXACT_PAIRS_UP_TO)
+                        enabled=show_progress and n >= PROGRESS_FROM)
 
 
 def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[bytes],
