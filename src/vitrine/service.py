@@ -223,9 +223,12 @@ class VitrineService:
             return
         self._follow_after = 0.0
         if stored != self.embedder.manifest:
-            fresh.close()
-            raise mismatch_error(fresh.location, stored, self.embedder.manifest,
-                                 fresh.model_folder(), self.embedder.model_dir)
+            try:
+                refused = mismatch_error(fresh.location, stored, self.embedder.manifest,
+                                         fresh.model_folder(), self.embedder.model_dir)
+            finally:
+                fresh.close()
+            raise refused
         self._store.close()
         self._store = self._recommender.store = fresh
         self._categories = None
