@@ -1093,3 +1093,25 @@ def test_the_first_index_after_a_migrate_reads_no_photo_and_searches_only_what_c
                                                        on_source.photos_read) == (1, 1)
     assert on_copy.duplicates_compared == on_source.duplicates_compared < 16
     assert on_copy.duplicates == on_source.duplicates != []  # (novo.jpg ≈ its original)
+
+
+def test_a_model_trained_again_is_told_so_however_its_folder_is_written(embedder, tmp_path):
+    """helper-164, helper-166: a store's own model folder, trained again since, was told to
+    pass the --model just passed; and only when the folder was written as recorded (not
+    `../m`, nor through a link)."""
+    import dataclasses
+
+    from vitrine.manifest import mismatch_error
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "m")
+    stored = dataclasses.replace(embedder.manifest, embedding="trained:hidden")
+    again = dataclasses.replace(stored, weights_sha256="b" * 64)
+    recorded = str(tmp_path / "m")
+    for here in (tmp_path / "m", tmp_path / "sub" / ".." / "m", tmp_path / "link"):
+        said = str(mismatch_error("st", stored, again, recorded, here))
+        assert f"indexed with the model in {recorded} before it was trained again" in said
+    other = str(mismatch_error("st", stored, again, recorded, tmp_path / "sub"))
+    assert other.endswith(f"or pass --model {recorded} (or VITRINE_MODEL), the model this "
+                          "store was indexed with.")

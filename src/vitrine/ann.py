@@ -290,7 +290,8 @@ class VectorIndex:
                     max(k, math.ceil(2 * k * self.ntotal / len(subset))))
         found: list[Result] = []
         short = []  # far from the category: searched exactly
-        for i, (scores, ids) in enumerate(self._top(queries, fetch, self._params(fetch))):
+        for i, (scores, ids) in enumerate(self._top(queries, fetch, self._params(fetch),
+                                                    refill=False)):
             member = subset.contains(ids)
             found.append((scores[member][:k], ids[member][:k]))
             if member.sum() < k:
@@ -300,11 +301,14 @@ class VectorIndex:
                 found[i] = exact
         return found
 
-    def _top(self, queries: np.ndarray, k: int, params: faiss.SearchParameters
-             ) -> list[Result]:
+    def _top(self, queries: np.ndarray, k: int, params: faiss.SearchParameters,
+             refill: bool = True) -> list[Result]:
+        """The top ``k`` of each query; with ``refill``, an IVF query whose probed lists held
+        fewer probes every list (not for a category's candidates: too few members there are
+        searched exactly, :meth:`_search`)."""
         scores, ids = self.index.search(queries, k, params=params)
         found = [(s[i >= 0], i[i >= 0]) for s, i in zip(scores, ids, strict=True)]
-        if self.kind == "ivf" and params.nprobe < self.inner.nlist:
+        if refill and self.kind == "ivf" and params.nprobe < self.inner.nlist:
             # the lists probed held fewer than k (VITRINE_IVF_NPROBE=1: 2 queries in 100 got
             # a short list, helper-160): those queries probe every list
             short = [i for i, (_, got) in enumerate(found) if len(got) < k]

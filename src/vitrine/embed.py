@@ -4,6 +4,7 @@ model runs on the previous batch."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -163,7 +164,7 @@ class Embedder:
         if model.layer.split("+")[-1] == "probs":
             embedder.classes = tuple(model.classes)
         embedder.duplicate_cosine = model.duplicate_cosine
-        embedder.model_dir = Path(path).absolute()
+        embedder.model_dir = Path(os.path.abspath(path))  # (absolute, ".." gone; links kept)
         embedder.probs_tail = probs_tail(model.layer, len(model.classes))
         return embedder
 

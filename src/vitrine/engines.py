@@ -280,6 +280,7 @@ def _prune_exports(path: Path) -> None:
         if time.time() - path.stat().st_mtime > 24 * 3600:
             os.utime(path)
     remove_stale(path.parent, "*.onnx", EXPORT_KEEP_S)
+    remove_stale(path.parent, "*.onnx.*.tmp")  # (a killed export's, of a model not used since)
     now = time.time()
     for digest in path.parent.glob("*.onnx.sha256"):
         # (an export writes its digest before its model: one without a model for an hour)

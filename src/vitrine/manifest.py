@@ -4,6 +4,7 @@ command that only reads a store should not have to load torch)."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,15 @@ class ModelManifest:
                                     f"{other.preprocessing} {theirs}")
 
 
+def _same_folder(here: Path, recorded: str) -> bool:
+    """Whether ``here`` is the folder ``recorded`` names, however either is written (``..``,
+    a link); by name when one is gone."""
+    try:
+        return os.path.samefile(here, recorded)
+    except OSError:
+        return os.path.abspath(here) == os.path.abspath(recorded)
+
+
 def mismatch_error(location: object, stored: ModelManifest, current: ModelManifest,
                    model_folder: str | None = None, here: Path | None = None) -> StoreError:
     """The error for a store whose vectors ``stored``'s model made, used with ``current``'s:
@@ -95,7 +105,7 @@ def mismatch_error(location: object, stored: ModelManifest, current: ModelManife
     pass "the --model this store was indexed with", not which: helper-162). ``here``: the
     folder of this run's model; the store's own, trained again since (helper-164)."""
     trained = stored.embedding != "pooled"
-    if model_folder and here is not None and str(here) == model_folder:
+    if model_folder and here is not None and _same_folder(here, model_folder):
         return StoreError(
             f"the store {location} was indexed with the model in {one_line(model_folder)} "
             f"before it was trained again ({stored.differences(current)}); index the "
