@@ -505,3 +505,5 @@ def test_the_exact_pair_search_goes_a_chunk_at_a_time(monkeypatch):
     chunked, steps = pairs(64)
     assert len(whole) >= 150 and chunked == whole and all(i < j for i, j in whole)
     assert once == [600] and steps == [128] * 4 + [88]  # (2 × rows, as before)
+    none = dedupe._close_pairs(0, lambda r: vecs[r], 0.95)  # (no rows: no chunk at all)
+    assert [len(part) for part in none] == [0, 0, 0]

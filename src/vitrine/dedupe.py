@@ -196,7 +196,7 @@ def _close_pairs(n: int, rows_of: Rows, threshold: float,
     With ``among`` (row numbers), only the pairs with a row among them, all of them
     (:func:`_pairs_with`). ``advance`` is told of the rows done, ``2 × n`` in all."""
     advance = advance or (lambda done: None)
-    if threshold > 1 + 1e-5:  # rows are unit vectors: a rule switched off
+    if threshold > 1 + 1e-5 or n == 0:  # rows are unit vectors: a rule switched off
         advance(2 * n)
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
 
