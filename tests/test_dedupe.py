@@ -228,6 +228,9 @@ def test_index_searches_a_large_store_through_the_inverted_file(small_catalog, e
     store = open_store(tmp_path / "store", create=True)
     report = index_catalog(catalog, store, embedder, show_progress=True)
     assert "Duplicates" in capsys.readouterr().err
+    # a re-run that changed nothing searches nothing: no bar (helper-167)
+    index_catalog(catalog, store, embedder, show_progress=True)
+    assert "Duplicates" not in capsys.readouterr().err
     assert sorted(report.duplicates) == sorted(
         [f"relogio_feminino/{p.name}", f"relogio_feminino/copy{k}.jpg"]
         for k, p in enumerate(originals))
@@ -507,3 +510,28 @@ def test_the_exact_pair_search_goes_a_chunk_at_a_time(monkeypatch):
     assert once == [600] and steps == [128] * 4 + [88]  # (2 × rows, as before)
     none = dedupe._close_pairs(0, lambda r: vecs[r], 0.95)  # (no rows: no chunk at all)
     assert [len(part) for part in none] == [0, 0, 0]
+
+
+def test_the_exact_search_of_a_store_shows_its_bar_from_progress_from(small_catalog, embedder,
+                                                                        tmp_path, monkeypatch,
+                                                                        capsys):
+    """helper-165: the exact search (up to 20,000 products) showed no bar, 15 to 20 s of
+    nothing on the screen; it shows one from PROGRESS_FROM products."""
+    import shutil
+
+    from vitrine import dedupe
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    catalog = shutil.copytree(small_catalog, tmp_path / "catalog")
+    store = open_store(tmp_path / "store", create=True)
+    try:
+        monkeypatch.setattr(dedupe, "PROGRESS_FROM", 10_000)  # (48 products: below)
+        index_catalog(catalog, store, embedder, show_progress=True)
+        assert "Duplicates" not in capsys.readouterr().err
+        monkeypatch.setattr(dedupe, "PROGRESS_FROM", 40)  # (still searched exactly)
+        store.set_duplicate_cache(b"")  # (the whole store searched again)
+        index_catalog(catalog, store, embedder, show_progress=True)
+        assert "Duplicates" in capsys.readouterr().err
+    finally:
+        store.close()

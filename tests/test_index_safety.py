@@ -1115,3 +1115,19 @@ def test_a_model_trained_again_is_told_so_however_its_folder_is_written(embedder
     other = str(mismatch_error("st", stored, again, recorded, tmp_path / "sub"))
     assert other.endswith(f"or pass --model {recorded} (or VITRINE_MODEL), the model this "
                           "store was indexed with.")
+
+
+def test_a_model_folder_is_recorded_as_the_folder_it_is(tmp_path, monkeypatch):
+    """helper-167: `link/../m` was recorded as the folder beside the link (removing `..` as
+    text), not where the system finds it (beside where the link leads)."""
+    from vitrine.embed import model_folder
+
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "m").mkdir()
+    (tmp_path / "m").mkdir()  # (a folder of that name beside the link: not the model's)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "sub")
+    monkeypatch.chdir(tmp_path)
+    through = model_folder("link/../m")
+    assert through.samefile(tmp_path / "real" / "m")
+    assert model_folder("real/sub/../m") == tmp_path / "real" / "m"  # (tidied)
+    assert model_folder("link") == tmp_path / "link"  # (a link kept as written)

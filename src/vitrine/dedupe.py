@@ -318,17 +318,17 @@ def _close_pairs_ivf(n: int, rows_of: Rows, threshold: float, advance: Callable[
 
 
 PROGRESS_FROM = 5_000
-"""Rows from which a duplicate search shows its bar: a second or more (the exact search of
-20,000 took 15 to 20 s with nothing on the screen, helper-165)."""
+"""Rows from which a search of the whole store shows its bar (a second or more: the exact
+search of 20,000 took 15 to 20 s with nothing on the screen, helper-165); one of the
+products changed since the last, from as many pairs."""
 
 
-def search_progress(n: int, show_progress: bool):
+def search_progress(n: int, show: bool):
     """The "Duplicates" progress bar of a search of ``n`` rows (:func:`rule_pairs`), shown
-    when ``show_progress`` and the search takes a while (from :data:`PROGRESS_FROM`)."""
+    with ``show`` (one that takes a while: :func:`vitrine.dedupe_store.store_pairs`)."""
     from vitrine.progress import progress_bar
 
-    return progress_bar("Duplicates", 4 * n, unit="rows",
-                        enabled=show_progress and n >= PROGRESS_FROM)
+    return progress_bar("Duplicates", 4 * n, unit="rows", enabled=show)
 
 
 def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[bytes],
@@ -488,8 +488,8 @@ def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequ
                     rules: DuplicateRules | None = None,
                     show_progress: bool = False) -> list[list[Hashable]]:
     """Group duplicate items (rows aligned with ``keys``; ``vectors`` L2-normalised), with a
-    progress bar when ``show_progress`` and the search takes a while (above
-    :data:`EXACT_PAIRS_UP_TO` items).
+    progress bar when ``show_progress`` and the search takes a while (from
+    :data:`PROGRESS_FROM` items).
 
     Returns groups of two or more keys, each in input order, ordered by first member.
     """
@@ -498,7 +498,8 @@ def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequ
     # one row per photo file (distinct_rows); rows of one file are joined by their content
     rows = np.arange(n) if content is None else distinct_rows(content)[0]
     if len(rows) > 1:
-        with search_progress(len(rows), show_progress) as advance:
+        with search_progress(len(rows), show_progress and len(rows) >= PROGRESS_FROM
+                             ) as advance:
             pairs = rows[rule_pairs(*only_rows(rows, vectors, phashes, thumbs),
                                     rules or DuplicateRules(), advance)]
     return [[keys[i] for i in group] for group in duplicate_groups(n, pairs, content)]

@@ -122,30 +122,39 @@ def known_pairs(now: np.ndarray, saved: np.ndarray, saved_pairs: np.ndarray
 
 def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
                 vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[bytes],
-                rules: DuplicateRules, advance=None
+                rules: DuplicateRules, show_progress: bool = False
                 ) -> tuple[np.ndarray, int]:
     """The rule pairs (rows) among the store's products (rows aligned with ``ids``; only
     the first product of each photo file, :func:`vitrine.dedupe.distinct_rows`, for
     ``duplicate_groups`` to join the others by content) and how many products were compared
     with the whole store (all of them unless the store's saved pairs could be reused); the
-    pairs found are saved for the next search."""
+    pairs found are saved for the next search. With ``show_progress``, a search that takes
+    a while shows its bar (:func:`vitrine.dedupe.search_progress`): the whole store's of
+    :data:`vitrine.dedupe.PROGRESS_FROM` products or more, or as many pairs among the
+    products changed (a re-run that changed nothing showed a bar: helper-167)."""
+    everyone = len(ids)
     rows, row_of = distinct_rows(shas)
-    if advance is not None:  # (the bar counts every product)
-        advance(4 * (len(ids) - len(rows)))
     vectors, ids, shas, phashes, thumbs = only_rows(rows, vectors, ids, shas, phashes, thumbs)
     manifest = store.manifest()
     key = fingerprint(rules, manifest.as_dict() if manifest else None)
     now = digests(ids, shas, vectors)
     saved = decode(store.duplicate_cache(), key)
+    pairs = changed = None
     if saved is not None:
         pairs, changed = known_pairs(now, *saved)
-        if len(changed) <= changed_limit(len(ids)):
+        if len(changed) > changed_limit(len(ids)):
+            changed = None
+    searched = len(ids) if changed is None else len(changed)  # (each against the store)
+    big = searched * len(ids) >= dedupe.PROGRESS_FROM ** 2
+    with dedupe.search_progress(everyone, show_progress and big) as advance:
+        advance(4 * (everyone - len(rows)))  # (the bar counts every product)
+        if changed is not None:
             found = rule_pairs(vectors, phashes, thumbs, rules, advance, among=changed)
             if len(changed) or len(pairs) < len(saved[1]) or len(now) < len(saved[0]):
                 pairs = np.unique(np.concatenate([pairs, found]), axis=0)
                 _save(store, encode(key, now, pairs))
             return rows[pairs], int(np.isin(row_of, changed).sum())
-    pairs = rule_pairs(vectors, phashes, thumbs, rules, advance)
+        pairs = rule_pairs(vectors, phashes, thumbs, rules, advance)
     _save(store, encode(key, now, pairs))
     return rows[pairs], len(row_of)
 

@@ -58,6 +58,17 @@ def _inputs(img: Image.Image, prep: Preprocessing) -> tuple[np.ndarray, str, byt
     return to_array(img, prep), perceptual_hash(img), thumbnail(img)
 
 
+def model_folder(path: Path | str) -> Path:
+    """``path`` absolute, as a store records it: without ``..`` where that names the same
+    folder (``link/..`` is the parent of where the link leads, not the link's own: then
+    kept as written); links kept."""
+    tidy = os.path.abspath(path)
+    try:
+        return Path(tidy) if os.path.samefile(tidy, path) else Path(path).absolute()
+    except OSError:
+        return Path(path).absolute()
+
+
 @dataclass(frozen=True)
 class CategoryGuess:
     """The trained classifier's most likely category for a photo and its probability; the
@@ -164,7 +175,7 @@ class Embedder:
         if model.layer.split("+")[-1] == "probs":
             embedder.classes = tuple(model.classes)
         embedder.duplicate_cosine = model.duplicate_cosine
-        embedder.model_dir = Path(os.path.abspath(path))  # (absolute, ".." gone; links kept)
+        embedder.model_dir = model_folder(path)
         embedder.probs_tail = probs_tail(model.layer, len(model.classes))
         return embedder
 

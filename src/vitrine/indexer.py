@@ -23,7 +23,7 @@ from vitrine.catalog import (
     id_problem,
     recategorised,
 )
-from vitrine.dedupe import DuplicateRules, duplicate_groups, search_progress
+from vitrine.dedupe import DuplicateRules, duplicate_groups
 from vitrine.dedupe_store import store_pairs
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
@@ -550,10 +550,9 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
         raise VitrineError("the store changed while looking for duplicates; run again.")
     shas = [r.content_sha256 for r in records]
     n = len(ids)
-    with search_progress(n, show_progress) as advance:
-        pairs, compared = store_pairs(store, ids, shas, vectors, [r.phash for r in records],
-                                      [r.thumb for r in records],
-                                      rules or DuplicateRules(), advance)
+    pairs, compared = store_pairs(store, ids, shas, vectors, [r.phash for r in records],
+                                  [r.thumb for r in records], rules or DuplicateRules(),
+                                  show_progress)
     groups = duplicate_groups(n, pairs, shas)
     # named for the report: only the products in a group (display paths cost a Path each)
     photos = Counter(r.image for r in records)
