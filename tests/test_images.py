@@ -669,6 +669,11 @@ def test_files_pillow_would_walk_for_seconds_are_refused_at_once():
     # after an animation's control chunk that Pillow ignores (no frames, too many, or two of
     # them), it reads on past the next frame's (helper-161)
     frame = chunk(b"fcTL", bytes(26))
+    # an animation of one frame whose picture, before any frame's control, is a frame of
+    # its own: Pillow stops at the next frame's control, and so does the count (helper-168)
+    one = chunk(b"acTL", (1).to_bytes(4, "big") + bytes(4))
+    assert open_image(head + one + picture + frame + chunk(b"fdAT", bytes(8)) * 1_100
+                      + chunk(b"IEND")).size == (64, 64)
     for ignored in (chunk(b"acTL", bytes(8)), chunk(b"acTL", (2**31 + 1).to_bytes(4, "big")
                                                     + bytes(4)),
                     chunk(b"acTL", (5).to_bytes(4, "big") + bytes(4)) * 2):
@@ -699,11 +704,15 @@ def test_files_pillow_would_walk_for_seconds_are_refused_at_once():
     comment = b"\x21\xfe\x01x\x00"
     assert open_image(gif.getvalue()[:screen] + comment * 100 + gif.getvalue()[screen:]
                       ).size == (64, 64)
-    for stuffed in (comment * (MAX_SMALL_BLOCKS // 2 + 1),  # (a step the block, one the sub-block)
-                    b"\x21\xfe" + b"\x01x" * MAX_SMALL_BLOCKS + b"\x00",
-                    b"?" * (MAX_SMALL_BLOCKS + 1)):  # stray bytes, stepped over one by one
+    for stuffed in (comment * (MAX_SMALL_BLOCKS + 1),  # (a step the block, one the sub-block)
+                    b"\x21\xfe" + b"\x01x" * (2 * MAX_SMALL_BLOCKS) + b"\x00",
+                    b"?" * (2 * MAX_SMALL_BLOCKS)):  # stray bytes, stepped over one by one
         with pytest.raises(ImageError, match="GIF with over .* blocks or stray bytes"):
             open_image(gif.getvalue()[:screen] + stuffed + gif.getvalue()[screen:])
+    # an XMP packet of megabytes (Photoshop's grow so), read as sub-blocks of 72 bytes or so:
+    # over 20,000 of them, and open (helper-168)
+    xmp = b"\x21\xff\x0bXMP DataXMP" + (b"\x48" + b"x" * 72) * 30_000 + b"\x00"
+    assert open_image(gif.getvalue()[:screen] + xmp + gif.getvalue()[screen:]).size == (64, 64)
 
 
 def _rle_bmp(width: int, height: int, rle: bytes) -> bytes:
@@ -718,7 +727,7 @@ def _rle_bmp(width: int, height: int, rle: bytes) -> bytes:
 
 
 def test_a_large_run_length_bmp_is_refused_and_a_small_one_decodes():
-    from vitrine.images import MAX_RLE_PIXELS
+    from vitrine.images import MAX_RLE_BYTES, MAX_RLE_PIXELS
 
     row = b"\x40\x07" + b"\x00\x00"  # 64 pixels of level 7, end of the row
     assert np.asarray(open_image(_rle_bmp(64, 32, row * 32 + b"\x00\x01")).convert("L")
@@ -730,8 +739,8 @@ def test_a_large_run_length_bmp_is_refused_and_a_small_one_decodes():
     side = int(MAX_RLE_PIXELS ** 0.5)
     with pytest.raises(ImageError, match=f"over {MAX_RLE_PIXELS:,} pixels"):
         open_image(_rle_bmp(side + 1, side, eol * side + b"\x00\x01"))
-    no_ops = b"\x00\x02\x00\x00" * MAX_RLE_PIXELS  # (moves by nothing: a step each)
-    with pytest.raises(ImageError, match=f"or {2 * MAX_RLE_PIXELS:,} bytes"):
+    no_ops = b"\x00\x02\x00\x00" * (MAX_RLE_BYTES // 4)  # (moves by nothing: a step each)
+    with pytest.raises(ImageError, match=f"or {MAX_RLE_BYTES:,} bytes"):
         open_image(_rle_bmp(64, 32, no_ops + row * 32 + b"\x00\x01"))
 
 
@@ -784,3 +793,31 @@ def test_a_tiff_or_webp_cut_off_says_what_it_is(tmp_path):
     for start in (b"\xff\xd8hello", b"\xff\xd8" + bytes(5)):
         with pytest.raises(ImageError, match="a JPEG file whose header cannot be read"):
             open_image(start)
+
+
+def test_a_tiff_in_small_tiles_as_large_photos_need_opens():
+    """helper-168: a 12-megapixel photo in 16 x 16 tiles (47,000 of them; ImageMagick, vips
+    and libtiff write such) was refused as over 32,768 pieces; Pillow reads it in 0.3 s. As
+    many as the picture's size needs are taken; more are refused."""
+    import struct
+
+    side = 3072  # (36,864 tiles of 16 x 16)
+    photo = np.random.default_rng(0).integers(0, 256, (side, side), dtype=np.uint8)
+    tiles = side // 16
+    pixels = photo.reshape(tiles, 16, tiles, 16).transpose(0, 2, 1, 3).tobytes()
+    n = tiles * tiles
+
+    def tiled(count: int) -> bytes:
+        offsets = [8 + (i % n) * 256 for i in range(count)]
+        short = lambda v: struct.pack("<H", v)  # noqa: E731
+        return _tiff([(256, 3, short(side), 1), (257, 3, short(side), 1),
+                      (258, 3, short(8), 1), (259, 3, short(1), 1), (262, 3, short(1), 1),
+                      (277, 3, short(1), 1), (322, 3, short(16), 1), (323, 3, short(16), 1),
+                      (324, 4, struct.pack(f"<{count}I", *offsets), count),
+                      (325, 4, struct.pack(f"<{count}I", *[256] * count), count)], pixels)
+
+    opened = open_image(tiled(n))
+    assert opened.size == (side, side)
+    assert np.array_equal(np.asarray(opened.convert("L")), photo)
+    with pytest.raises(ImageError, match=f"cut into {n + 1:,} strips or tiles, over {n:,}"):
+        open_image(tiled(n + 1))

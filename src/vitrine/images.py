@@ -140,7 +140,7 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
     kind = container_kind(data)
     if kind == "heic":
         _heif_opener()
-    _check_structure(data, name)
+    _check_structure(data, name, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -161,10 +161,10 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
             if width * height > max_pixels:
                 raise _too_many_pixels(name, width, height, max_pixels)
             if img.format == "BMP" and img.tile and img.tile[0][0] == "bmp_rle" and (
-                    width * height > MAX_RLE_PIXELS or len(data) > 2 * MAX_RLE_PIXELS):
+                    width * height > MAX_RLE_PIXELS or len(data) > MAX_RLE_BYTES):
                 raise ImageError(name, f"a run-length compressed BMP of {width}x{height} "
                                        f"pixels in {len(data):,} bytes, over "
-                                       f"{MAX_RLE_PIXELS:,} pixels or {2 * MAX_RLE_PIXELS:,} "
+                                       f"{MAX_RLE_PIXELS:,} pixels or {MAX_RLE_BYTES:,} "
                                        "bytes (these decode slowly, pixel by pixel; save it "
                                        "as PNG or JPEG).")
             if max(width, height) > MAX_PHOTO_SIDE:
@@ -263,23 +263,29 @@ def _jpeg_header_markers(data: bytes) -> int:
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_SMALL_BLOCKS = 20 * MAX_HEADER_STEPS
-"""Blocks Pillow may step through, in Python, where a photo may have many: a GIF's blocks,
-sub-blocks and stray bytes before its picture (a few hundred in an XMP packet, read as
-sub-blocks), a PNG's picture chunks beyond one a kilobyte (an encoder writing a chunk a row).
-10 MB of empty GIF comments took 1 s of a server's CPU an upload, one comment of 4.5 million
+"""Blocks Pillow may step through, in Python, where a photo may have many, beyond one a
+kilobyte of the file (a PNG's picture chunks: an encoder writing a chunk a row) or one in 64
+bytes (a GIF's blocks, sub-blocks and stray bytes before its picture: an XMP packet is read
+as sub-blocks, one in about 72 bytes, and Photoshop's grow to megabytes, helper-168). 10 MB
+of empty GIF comments took 1 s of a server's CPU an upload, one comment of 4.5 million
 one-byte sub-blocks 460 MB, 800,000 empty PNG picture chunks 0.9 s (helper-157)."""
 MAX_TIFF_PIECES = 32_768
-"""Strips or tiles a TIFF's first page may be cut into (a 40-megapixel photo written a row a
-strip has a few thousand; Pillow builds a Python object for each when it opens the file and
-decodes them one by one: 4.9 million took 17 s and 1.4 GB, helper-157)."""
-MAX_RLE_PIXELS = 1 << 20
+"""Strips or tiles a TIFF's first page may be cut into beyond what its size needs (16 x 16
+pixels a tile at the least, a plane a colour: 16 x 16 tiles of a 12-megapixel photo are
+47,000, helper-168); Pillow builds a Python object for each when it opens the file and
+decodes them one by one: 4.9 million for 64 x 64 pixels took 17 s and 1.4 GB (helper-157)."""
+MAX_RLE_PIXELS = 1 << 21
 """Pixels of a run-length compressed BMP (a rare, old format): Pillow decodes it in Python,
-a step a run or a padded pixel, and a 3.5 kB one of 39 megapixels took 4.5 s (helper-157)."""
+a step a run or a padded pixel, and a 3.5 kB one of 39 megapixels took 4.5 s (helper-157);
+2 megapixels (1600 x 1200 fits) take half a second at worst, 4 nearly one."""
+MAX_RLE_BYTES = 1 << 21
+"""Bytes of a run-length compressed BMP: each two may be a step (a move by nothing)."""
 
 
-def _check_structure(data: bytes, name: str) -> None:
+def _check_structure(data: bytes, name: str, max_pixels: int) -> None:
     """Refuse, before Pillow reads it, a file whose structure Pillow would walk in Python
-    for seconds: a JPEG's header segments, a PNG's chunks, a GIF's blocks, a TIFF's strips."""
+    for seconds: a JPEG's header segments, a PNG's chunks, a GIF's blocks, a TIFF's strips
+    (as many as a picture of up to ``max_pixels`` may need)."""
     if data[:2] == b"\xff\xd8" and _jpeg_header_markers(data) > MAX_HEADER_STEPS:
         raise ImageError(name, f"a JPEG whose header holds over {MAX_HEADER_STEPS:,} segments "
                                "or fill bytes (photos have a few dozen; reading them would "
@@ -294,19 +300,24 @@ def _check_structure(data: bytes, name: str) -> None:
             raise ImageError(name, f"a PNG whose picture is cut into over "
                                    f"{_png_piece_limit(data):,} chunks, most of them almost "
                                    "empty (reading them would take seconds).")
-    if data[:4] == b"GIF8" and _gif_steps(data) > MAX_SMALL_BLOCKS:
-        raise ImageError(name, f"a GIF with over {MAX_SMALL_BLOCKS:,} blocks or stray bytes "
+    if data[:4] == b"GIF8" and _gif_steps(data) > _gif_limit(data):
+        raise ImageError(name, f"a GIF with over {_gif_limit(data):,} blocks or stray bytes "
                                "before its picture (photos have a few; reading them would "
                                "take seconds).")
-    fields, pieces = _tiff_fields(data)
+    fields, pieces, needed = _tiff_fields(data, max_pixels)
     if fields > MAX_HEADER_STEPS:
         raise ImageError(name, f"a TIFF whose header holds a table of {fields:,} fields, over "
                                f"{MAX_HEADER_STEPS:,} (photos have a few dozen; reading them "
                                "would take seconds).")
-    if pieces > MAX_TIFF_PIECES:
+    if pieces > max(MAX_TIFF_PIECES, needed):
         raise ImageError(name, f"a TIFF whose picture is cut into {pieces:,} strips or tiles, "
-                               f"over {MAX_TIFF_PIECES:,} (photos have at most a few thousand; "
-                               "reading them would take seconds).")
+                               f"over {max(MAX_TIFF_PIECES, needed):,} (what its size needs "
+                               "at most; reading them would take seconds).")
+
+
+def _gif_limit(data: bytes) -> int:
+    """The steps a GIF may take before its picture (:data:`MAX_SMALL_BLOCKS`)."""
+    return MAX_SMALL_BLOCKS + len(data) // 64
 
 
 def _png_piece_limit(data: bytes) -> int:
@@ -321,17 +332,22 @@ def _png_chunks(data: bytes) -> tuple[int, int]:
     helper-157): up to the end (IEND), or an animation's next frame; counted up to one past
     their limits."""
     others = pieces = 0
-    at, frames, pictured = 8, None, False
+    at, frames, pictured, framed, shown = 8, None, False, False, 0
     limit = _png_piece_limit(data)
     while others <= MAX_HEADER_STEPS and pieces <= limit and at + 8 <= len(data):
         kind = data[at + 4:at + 8]
         length = int.from_bytes(data[at:at + 4], "big")
-        if kind == b"IEND" or (kind == b"fcTL" and pictured and (frames or 1) > 1):
+        if kind == b"IEND" or (kind == b"fcTL" and pictured and (frames or 1) + shown > 1):
             break
         if kind == b"IDAT":
             pieces += 1
+            if not pictured:  # a picture before any frame's control is shown as a frame
+                # of its own (Pillow's default_image), an animation of one frame then two
+                shown = int(frames is not None and not framed)
             pictured = True
         else:
+            framed |= kind == b"fcTL"
+
             others += 1
             if kind == b"acTL" and not pictured:  # as Pillow's chunk_acTL: a second one, or
                 # one of no frames or too many, is no animation (nor stops the walk)
@@ -345,17 +361,17 @@ def _png_chunks(data: bytes) -> tuple[int, int]:
 def _gif_steps(data: bytes) -> int:
     """The steps Pillow takes through a GIF before its first picture, as its parser walks it
     (``GifImagePlugin._seek``): an extension and each of its sub-blocks, each stray byte,
-    counted up to one past :data:`MAX_SMALL_BLOCKS`."""
+    counted up to one past :func:`_gif_limit`."""
     flags = data[10] if len(data) > 10 else 0
     at = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # past the global palette
-    count = 0
-    while count <= MAX_SMALL_BLOCKS and at < len(data) and data[at] not in b",;":
+    count, limit = 0, _gif_limit(data)
+    while count <= limit and at < len(data) and data[at] not in b",;":
         count += 1
         if data[at] != 0x21:  # a stray byte, stepped over alone
             at += 1
             continue
         at += 2  # the extension's introducer and label, then its sub-blocks
-        while count <= MAX_SMALL_BLOCKS and at < len(data):
+        while count <= limit and at < len(data):
             size = data[at]
             at += 1 + size
             if not size:
@@ -372,28 +388,38 @@ TIFF_SUB_TABLES = (34665, 34853)
 """Fields of a TIFF's first table that point at tables Pillow reads too (EXIF, GPS)."""
 
 
-def _tiff_fields(data: bytes) -> tuple[int, int]:
+def _tiff_fields(data: bytes, max_pixels: int) -> tuple[int, int, int]:
     """(The most fields a table Pillow reads of a TIFF holds: the first page's and its EXIF
     and GPS ones, walked in Python, three times; the strips or tiles its first page is cut
-    into, as the counts of its offset and byte-count fields say), read as Pillow reads the
-    header, without unpacking the fields; (0, 0) for another format."""
+    into, as the counts of its offset and byte-count fields say; the most a picture of its
+    size, up to ``max_pixels``, needs: 16 x 16 pixel tiles, a plane a colour), read as
+    Pillow reads the header, without unpacking the fields; (0, 0, 0) for another format."""
     if data[:4] not in TIFF_PREFIXES or len(data) < 16:
-        return 0, 0
+        return 0, 0, 0
     endian = "little" if data[:2] == b"II" else "big"
     big = data[2] == 43
     first = int.from_bytes(data[8:16] if big else data[4:8], endian)
     table = _tiff_table(data, first, endian, big)
     if table is None:
-        return 0, 0
+        return 0, 0, 0
+
+    def value(tag: int, default: int = 0) -> int:
+        """The field's (first) value, held in the table: as long as its type says."""
+        found = np.flatnonzero(table["tag"] == tag)
+        if not len(found):
+            return default
+        start = first + (8 if big else 2) + int(found[0]) * table.itemsize + (12 if big else 8)
+        size = {3: 2, 16: 8, 18: 8}.get(int(table["type"][found[0]]), 4)
+        return int.from_bytes(data[start:start + size], endian)
+
     fields = len(table)
     pieces = int(table["count"][np.isin(table["tag"], (273, 279, 324, 325))].max(initial=0))
-    for at in np.flatnonzero(np.isin(table["tag"], TIFF_SUB_TABLES)):
-        # the field's value, where the table points: as long as its type says (4 or 8 bytes)
-        start = first + (8 if big else 2) + int(at) * table.itemsize + (12 if big else 8)
-        size = 8 if table["type"][at] in (16, 18) else 4
-        sub = _tiff_table(data, int.from_bytes(data[start:start + size], endian), endian, big)
+    for tag in TIFF_SUB_TABLES:
+        sub = _tiff_table(data, value(tag), endian, big)
         fields = max(fields, 0 if sub is None else len(sub))
-    return fields, pieces
+    planes = min(4, max(1, value(277, 1))) if value(284, 1) == 2 else 1
+    needed = -(-min(value(256) * value(257), max_pixels) // 256) * planes
+    return fields, pieces, needed
 
 
 def _tiff_table(data: bytes, at: int, endian: str, big: bool) -> np.ndarray | None:
