@@ -801,18 +801,23 @@ def test_a_tiff_in_small_tiles_as_large_photos_need_opens():
     many as the picture's size needs are taken; more are refused."""
     import struct
 
-    side = 3072  # (36,864 tiles of 16 x 16)
-    photo = np.random.default_rng(0).integers(0, 256, (side, side), dtype=np.uint8)
-    tiles = side // 16
-    pixels = photo.reshape(tiles, 16, tiles, 16).transpose(0, 2, 1, 3).tobytes()
-    n = tiles * tiles
+    from vitrine.images import MOST_TIFF_PIECES
 
-    def tiled(count: int) -> bytes:
+    side = 3000  # (35,344 tiles of 16 x 16, the last of each row and column cut: helper-169)
+    tiles = -(-side // 16)
+    photo = np.random.default_rng(0).integers(0, 256, (side, side), dtype=np.uint8)
+    padded = np.zeros((tiles * 16, tiles * 16), np.uint8)
+    padded[:side, :side] = photo
+    pixels = padded.reshape(tiles, 16, tiles, 16).transpose(0, 2, 1, 3).tobytes()
+    n = tiles * tiles
+    short = lambda v: struct.pack("<H", v)  # noqa: E731
+
+    def tiled(count: int, width: int = side, height: int = side, planes: int = 1) -> bytes:
         offsets = [8 + (i % n) * 256 for i in range(count)]
-        short = lambda v: struct.pack("<H", v)  # noqa: E731
-        return _tiff([(256, 3, short(side), 1), (257, 3, short(side), 1),
+        return _tiff([(256, 3, short(width), 1), (257, 3, short(height), 1),
                       (258, 3, short(8), 1), (259, 3, short(1), 1), (262, 3, short(1), 1),
-                      (277, 3, short(1), 1), (322, 3, short(16), 1), (323, 3, short(16), 1),
+                      (277, 3, short(planes), 1), (284, 3, short(2 if planes > 1 else 1), 1),
+                      (322, 3, short(16), 1), (323, 3, short(16), 1),
                       (324, 4, struct.pack(f"<{count}I", *offsets), count),
                       (325, 4, struct.pack(f"<{count}I", *[256] * count), count)], pixels)
 
@@ -821,3 +826,10 @@ def test_a_tiff_in_small_tiles_as_large_photos_need_opens():
     assert np.array_equal(np.asarray(opened.convert("L")), photo)
     with pytest.raises(ImageError, match=f"cut into {n + 1:,} strips or tiles, over {n:,}"):
         open_image(tiled(n + 1))
+    # whatever its size says, at most MOST_TIFF_PIECES (a 4.5 MB file of 562,500 tiles that
+    # a 6000 x 6000 picture in four planes may have took 4.3 s, helper-169)
+    with pytest.raises(ImageError, match=f"over {MOST_TIFF_PIECES:,}"):
+        open_image(tiled(MOST_TIFF_PIECES + 1, 6000, 6000, planes=4))
+    # a size over the pixel limit is said as such (not as too many tiles)
+    with pytest.raises(ImageError, match="7000x7000 pixels is over the limit"):
+        open_image(tiled(MOST_TIFF_PIECES + 1, 7000, 7000))

@@ -270,14 +270,19 @@ as sub-blocks, one in about 72 bytes, and Photoshop's grow to megabytes, helper-
 of empty GIF comments took 1 s of a server's CPU an upload, one comment of 4.5 million
 one-byte sub-blocks 460 MB, 800,000 empty PNG picture chunks 0.9 s (helper-157)."""
 MAX_TIFF_PIECES = 32_768
-"""Strips or tiles a TIFF's first page may be cut into beyond what its size needs (16 x 16
-pixels a tile at the least, a plane a colour: 16 x 16 tiles of a 12-megapixel photo are
-47,000, helper-168); Pillow builds a Python object for each when it opens the file and
-decodes them one by one: 4.9 million for 64 x 64 pixels took 17 s and 1.4 GB (helper-157)."""
+"""Strips or tiles a TIFF's first page may be cut into whatever its size; more only as many
+as its size needs (16 x 16 pixels a tile at the least, a plane a colour: 16 x 16 tiles of a
+12-megapixel photo are 47,000, helper-168), up to :data:`MOST_TIFF_PIECES`. Pillow builds a
+Python object for each when it opens the file and decodes them one by one: 4.9 million for
+64 x 64 pixels took 17 s and 1.4 GB (helper-157)."""
+MOST_TIFF_PIECES = 160_000
+"""The most strips or tiles a TIFF may have (40 megapixels in 16 x 16 tiles, or 12 in three
+planes of them): about a second of Pillow's time; 562,500 claimed by a 4.5 MB file took 4.3 s
+and 0.5 GB (helper-169)."""
 MAX_RLE_PIXELS = 1 << 21
 """Pixels of a run-length compressed BMP (a rare, old format): Pillow decodes it in Python,
 a step a run or a padded pixel, and a 3.5 kB one of 39 megapixels took 4.5 s (helper-157);
-2 megapixels (1600 x 1200 fits) take half a second at worst, 4 nearly one."""
+2 megapixels (1600 x 1200 fits) take under a second at worst (helper-169: 0.8 s)."""
 MAX_RLE_BYTES = 1 << 21
 """Bytes of a run-length compressed BMP: each two may be a step (a move by nothing)."""
 
@@ -304,20 +309,25 @@ def _check_structure(data: bytes, name: str, max_pixels: int) -> None:
         raise ImageError(name, f"a GIF with over {_gif_limit(data):,} blocks or stray bytes "
                                "before its picture (photos have a few; reading them would "
                                "take seconds).")
-    fields, pieces, needed = _tiff_fields(data, max_pixels)
+    fields, pieces, needed, (width, height) = _tiff_fields(data)
     if fields > MAX_HEADER_STEPS:
         raise ImageError(name, f"a TIFF whose header holds a table of {fields:,} fields, over "
                                f"{MAX_HEADER_STEPS:,} (photos have a few dozen; reading them "
                                "would take seconds).")
-    if pieces > max(MAX_TIFF_PIECES, needed):
+    if pieces > MAX_TIFF_PIECES and width * height > max_pixels:  # (said as such)
+        raise _too_many_pixels(name, width, height, max_pixels)
+    allowed = max(MAX_TIFF_PIECES, min(needed, MOST_TIFF_PIECES))
+    if pieces > allowed:
         raise ImageError(name, f"a TIFF whose picture is cut into {pieces:,} strips or tiles, "
-                               f"over {max(MAX_TIFF_PIECES, needed):,} (what its size needs "
-                               "at most; reading them would take seconds).")
+                               f"over {allowed:,} (what its size needs at most; reading them "
+                               "would take seconds).")
 
 
 def _gif_limit(data: bytes) -> int:
-    """The steps a GIF may take before its picture (:data:`MAX_SMALL_BLOCKS`)."""
-    return MAX_SMALL_BLOCKS + len(data) // 64
+    """The steps a GIF may take before its picture (:data:`MAX_SMALL_BLOCKS`; the part that
+    grows with the file at most 200,000, an XMP packet of 14 MB: a 512 MB catalogue file
+    was allowed 8 million, seconds, helper-169)."""
+    return MAX_SMALL_BLOCKS + min(len(data) // 64, 200_000)
 
 
 def _png_piece_limit(data: bytes) -> int:
@@ -388,20 +398,20 @@ TIFF_SUB_TABLES = (34665, 34853)
 """Fields of a TIFF's first table that point at tables Pillow reads too (EXIF, GPS)."""
 
 
-def _tiff_fields(data: bytes, max_pixels: int) -> tuple[int, int, int]:
+def _tiff_fields(data: bytes) -> tuple[int, int, int, tuple[int, int]]:
     """(The most fields a table Pillow reads of a TIFF holds: the first page's and its EXIF
     and GPS ones, walked in Python, three times; the strips or tiles its first page is cut
     into, as the counts of its offset and byte-count fields say; the most a picture of its
-    size, up to ``max_pixels``, needs: 16 x 16 pixel tiles, a plane a colour), read as
-    Pillow reads the header, without unpacking the fields; (0, 0, 0) for another format."""
+    size needs: 16 x 16 pixel tiles, a plane a colour; its size), read as Pillow reads the
+    header, without unpacking the fields; zeros for another format."""
     if data[:4] not in TIFF_PREFIXES or len(data) < 16:
-        return 0, 0, 0
+        return 0, 0, 0, (0, 0)
     endian = "little" if data[:2] == b"II" else "big"
     big = data[2] == 43
     first = int.from_bytes(data[8:16] if big else data[4:8], endian)
     table = _tiff_table(data, first, endian, big)
     if table is None:
-        return 0, 0, 0
+        return 0, 0, 0, (0, 0)
 
     def value(tag: int, default: int = 0) -> int:
         """The field's (first) value, held in the table: as long as its type says."""
@@ -418,8 +428,9 @@ def _tiff_fields(data: bytes, max_pixels: int) -> tuple[int, int, int]:
         sub = _tiff_table(data, value(tag), endian, big)
         fields = max(fields, 0 if sub is None else len(sub))
     planes = min(4, max(1, value(277, 1))) if value(284, 1) == 2 else 1
-    needed = -(-min(value(256) * value(257), max_pixels) // 256) * planes
-    return fields, pieces, needed
+    width, height = value(256), value(257)
+    needed = -(-width // 16) * -(-height // 16) * planes  # (each side in whole tiles)
+    return fields, pieces, needed, (width, height)
 
 
 def _tiff_table(data: bytes, at: int, endian: str, big: bool) -> np.ndarray | None:
