@@ -827,9 +827,15 @@ def test_a_tiff_in_small_tiles_as_large_photos_need_opens():
     with pytest.raises(ImageError, match=f"cut into {n + 1:,} strips or tiles, over {n:,}"):
         open_image(tiled(n + 1))
     # whatever its size says, at most MOST_TIFF_PIECES (a 4.5 MB file of 562,500 tiles that
-    # a 6000 x 6000 picture in four planes may have took 4.3 s, helper-169)
-    with pytest.raises(ImageError, match=f"over {MOST_TIFF_PIECES:,}"):
+    # a 6000 x 6000 picture in four planes may have took 4.3 s, helper-169), said as such
+    with pytest.raises(ImageError, match=f"over {MOST_TIFF_PIECES:,} \\(the most taken: save "
+                                         "it in larger tiles or strips"):
         open_image(tiled(MOST_TIFF_PIECES + 1, 6000, 6000, planes=4))
+    # a tall, narrow picture written a row a strip (as `tiffcp -r 1` and scanners do) needs
+    # a strip a row: 40,000 of them (helper-170)
+    narrow = np.random.default_rng(1).integers(0, 256, (40_000, 20), dtype=np.uint8)
+    assert np.array_equal(np.asarray(open_image(_grey_tiff(narrow, strips=40_000))
+                                     .convert("L")), narrow)
     # a size over the pixel limit is said as such (not as too many tiles)
     with pytest.raises(ImageError, match="7000x7000 pixels is over the limit"):
         open_image(tiled(MOST_TIFF_PIECES + 1, 7000, 7000))

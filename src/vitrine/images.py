@@ -318,9 +318,10 @@ def _check_structure(data: bytes, name: str, max_pixels: int) -> None:
         raise _too_many_pixels(name, width, height, max_pixels)
     allowed = max(MAX_TIFF_PIECES, min(needed, MOST_TIFF_PIECES))
     if pieces > allowed:
+        why = ("the most taken: save it in larger tiles or strips" if needed > allowed else
+               "what its size needs at most")
         raise ImageError(name, f"a TIFF whose picture is cut into {pieces:,} strips or tiles, "
-                               f"over {allowed:,} (what its size needs at most; reading them "
-                               "would take seconds).")
+                               f"over {allowed:,} ({why}; reading them would take seconds).")
 
 
 def _gif_limit(data: bytes) -> int:
@@ -402,8 +403,8 @@ def _tiff_fields(data: bytes) -> tuple[int, int, int, tuple[int, int]]:
     """(The most fields a table Pillow reads of a TIFF holds: the first page's and its EXIF
     and GPS ones, walked in Python, three times; the strips or tiles its first page is cut
     into, as the counts of its offset and byte-count fields say; the most a picture of its
-    size needs: 16 x 16 pixel tiles, a plane a colour; its size), read as Pillow reads the
-    header, without unpacking the fields; zeros for another format."""
+    size needs: 16 x 16 pixel tiles or one-row strips, a plane a colour; its size), read as
+    Pillow reads the header, without unpacking the fields; zeros for another format."""
     if data[:4] not in TIFF_PREFIXES or len(data) < 16:
         return 0, 0, 0, (0, 0)
     endian = "little" if data[:2] == b"II" else "big"
@@ -429,7 +430,8 @@ def _tiff_fields(data: bytes) -> tuple[int, int, int, tuple[int, int]]:
         fields = max(fields, 0 if sub is None else len(sub))
     planes = min(4, max(1, value(277, 1))) if value(284, 1) == 2 else 1
     width, height = value(256), value(257)
-    needed = -(-width // 16) * -(-height // 16) * planes  # (each side in whole tiles)
+    # 16 x 16 tiles (each side in whole tiles), or strips of a row (a tall, narrow picture)
+    needed = max(-(-width // 16) * -(-height // 16), height) * planes
     return fields, pieces, needed, (width, height)
 
 
