@@ -301,12 +301,12 @@ def _check_structure(data: bytes, name: str, max_pixels: int) -> None:
             raise ImageError(name, f"a PNG with over {MAX_HEADER_STEPS:,} chunks besides its "
                                    "picture (photos have a few; reading them would take "
                                    "seconds).")
-        if pieces > _png_piece_limit(data):
-            raise ImageError(name, f"a PNG whose picture is cut into over "
-                                   f"{_png_piece_limit(data):,} chunks, most of them almost "
-                                   "empty (reading them would take seconds).")
-    if data[:4] == b"GIF8" and _gif_steps(data) > _gif_limit(data):
-        raise ImageError(name, f"a GIF with over {_gif_limit(data):,} blocks or stray bytes "
+        if pieces > (limit := _png_piece_limit(data)):
+            raise ImageError(name, f"a PNG whose picture is cut into over {limit:,} chunks, "
+                                   "most of them almost empty (reading them would take "
+                                   "seconds).")
+    if data[:4] == b"GIF8" and _gif_steps(data) > (limit := _gif_limit(data)):
+        raise ImageError(name, f"a GIF with over {limit:,} blocks or stray bytes "
                                "before its picture (photos have a few; reading them would "
                                "take seconds).")
     fields, pieces, needed, (width, height) = _tiff_fields(data)

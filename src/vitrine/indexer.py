@@ -89,13 +89,17 @@ def check_manifest(store: VectorStore, embedder: Embedder, *, record: bool = Tru
     if stored is None:
         if record:
             store.set_manifest(embedder.manifest)
-            store.set_model_folder(None if embedder.model_dir is None
-                                   else str(embedder.model_dir))
+            store.set_model_folder(_model_folder(embedder))
         return True
     if stored != embedder.manifest:
         raise mismatch_error(store.location, stored, embedder.manifest, store.model_folder(),
                              embedder.model_dir)
     return False
+
+
+def _model_folder(embedder: Embedder) -> str | None:
+    """The trained model's folder a store records (None for the pretrained backbone)."""
+    return None if embedder.model_dir is None else str(embedder.model_dir)
 
 
 def _display_path(path: Path, root: Path) -> str:
@@ -259,9 +263,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
         store.set_catalog_folder(str(root))
     if store.catalog_link() != link:
         store.set_catalog_link(link)
-    model = None if embedder.model_dir is None else str(embedder.model_dir)
-    if store.model_folder() != model:  # (named when the store is searched without it)
-        store.set_model_folder(model)
+    if store.model_folder() != _model_folder(embedder):  # (named when the store is searched
+        store.set_model_folder(_model_folder(embedder))  # without it)
     _mark_uploaded(store, unmarked)
 
     store.update_metadata(meta_only)
