@@ -1,11 +1,13 @@
 """Whole-process time of the commands that only read a store (`vitrine info`, `similar`),
-against the same commands with `vitrine.embed` (torch, torchvision) imported first, as the
-store modules did until 2026-12-02. `vitrine search` (which embeds a photo, so needs the
-model) is timed as a reference.
+against the same commands with torch imported first, as the store modules did until
+2026-12-02; and of the commands that embed (`vitrine search` of one photo, `vitrine index`
+of a catalogue that has not changed), against the same commands without their model's start
+record (vitrine.warm), as they ran until 2026-12-06: torch imported and the weights loaded
+to find the cached ONNX export.
 
-Indexes 16 photos of the catalogue into a temporary store, then runs each command
-``--runs`` times in a fresh process and reports the median seconds, and whether torch was
-imported.
+Indexes 16 photos of the catalogue into a temporary store (and a temporary model cache),
+then runs each command ``--runs`` times in a fresh process and reports the median seconds,
+and whether torch was imported.
 
     python benchmarks/cli_startup.py --catalog ../shared/data/demo-catalog \\
         --weights ../shared/models/mobilenet_v2_imagenet.pth
@@ -40,8 +42,13 @@ sys.stderr.write("torch imported: %s\\n" % ("torch" in sys.modules))
 """
 
 
-def timed(args: list[str], preload: bool, env: dict) -> tuple[float, bool]:
-    code = RUN.format(preload="import vitrine.embed\n" if preload else "")
+def timed(args: list[str], preload: bool, env: dict,
+          forget: Path | None = None) -> tuple[float, bool]:
+    """One run of ``args``; with ``preload``, torch imported first; with ``forget``, the
+    start records of that model cache removed first."""
+    for record in (forget / "onnx").glob("start-*.json") if forget else ():
+        record.unlink()
+    code = RUN.format(preload="import torch\n" if preload else "")
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env=env, check=True)
@@ -54,8 +61,9 @@ def main() -> None:
     ap.add_argument("--weights", type=Path, required=True)
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
-    env = {**os.environ, "VITRINE_WEIGHTS": str(args.weights.resolve())}
     work = Path(tempfile.mkdtemp(prefix="vitrine-startup-"))
+    env = {**os.environ, "VITRINE_WEIGHTS": str(args.weights.resolve()),
+           "VITRINE_CACHE_DIR": str(work / "cache")}
     try:
         catalog = copy_subset(args.catalog, work / "catalog", 2)
         store = work / "store"
@@ -66,14 +74,16 @@ def main() -> None:
         pid, product = first["product_id"], catalog / first["image"]
         commands = {"info": ["info", "--store", str(store), "--json"],
                     "similar": ["similar", "--store", str(store), "--json", pid],
-                    "search": ["search", "--store", str(store), "--json", str(product)]}
+                    "search": ["search", "--store", str(store), "--json", str(product)],
+                    "index_unchanged": ["index", str(catalog), "--store", str(store),
+                                        "--json"]}
         rows = {}
         for name, command in commands.items():
             row = {}
-            for label, preload in (("now", False), ("embed_imported_first", True)):
-                if name == "search" and preload:
-                    continue  # it needs torch either way
-                runs = [timed(command, preload, env) for _ in range(args.runs)]
+            baseline = (("torch_imported_first", True, None) if name in ("info", "similar")
+                        else ("without_start_record", False, work / "cache"))
+            for label, preload, forget in (("now", False, None), baseline):
+                runs = [timed(command, preload, env, forget) for _ in range(args.runs)]
                 row[f"{label}_seconds"] = round(statistics.median(t for t, _ in runs), 2)
                 row[f"{label}_imports_torch"] = runs[0][1]
             rows[name] = row

@@ -4,8 +4,11 @@ missing, except under CI (CI=true), where a missing shared file is a failure."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +104,31 @@ def small_store(small_catalog, embedder, tmp_path_factory) -> Path:
     index_catalog(small_catalog, store, embedder, show_progress=False)
     store.close()
     return path
+
+
+# Builds the configured embedder in a fresh process and says what it is, what it made of a
+# photo, and whether torch was imported.
+FRESH_EMBED = """import json, sys
+from pathlib import Path
+from vitrine.config import Settings
+from vitrine.embed import Embedder
+e = Embedder.from_settings(Settings())
+v = e.embed_image(Path(sys.argv[1]))
+print(json.dumps({"torch": "torch" in sys.modules, "manifest": e.manifest.as_dict(),
+                  "vector": v.tolist(), "classes": list(e.classes), "tail": e.probs_tail,
+                  "cosine": e.duplicate_cosine, "model_dir": str(e.model_dir),
+                  "size": e.prep.size, "resize": e.prep.resize}))
+"""
+
+
+def embed_in_fresh_process(env: dict, photo: Path,
+                           check: bool = True) -> dict | subprocess.CompletedProcess:
+    """Build the embedder the environment ``env`` configures in a new process (the settings
+    from the environment, as the CLI's) and embed ``photo``: what it is, the vector, and
+    whether torch was imported (:mod:`vitrine.warm`); with ``check`` False, the process."""
+    proc = subprocess.run([sys.executable, "-c", FRESH_EMBED, str(photo)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **env})
+    if not check:
+        return proc
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)

@@ -373,7 +373,7 @@ def test_a_weights_download_says_so_on_stderr_not_in_json_output(monkeypatch, ca
     printed it before the JSON."""
     from torchvision.models._api import WeightsEnum
 
-    from vitrine.models import _mobilenet_v2_download
+    from vitrine.models import mobilenet_v2_download
 
     def download(self, progress, check_hash):
         assert check_hash  # (a download cut short was kept as the weights)
@@ -381,7 +381,7 @@ def test_a_weights_download_says_so_on_stderr_not_in_json_output(monkeypatch, ca
         return {"w": torch.zeros(1)}
 
     monkeypatch.setattr(WeightsEnum, "get_state_dict", download)
-    assert list(_mobilenet_v2_download()) == ["w"]
+    assert list(mobilenet_v2_download()) == ["w"]
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("Downloading: ")
 

@@ -643,19 +643,24 @@ def test_version_prints_the_packages_version_and_loads_no_model():
     assert module.returncode == 0 and module.stdout == proc.stdout, module.stderr
 
 
-def test_reading_a_store_does_not_load_torch(small_store, small_catalog, tmp_path):
+def test_reading_a_store_does_not_load_torch(small_store, small_catalog, weights_path,
+                                            tmp_path):
     """`info`, `similar` and `related` need no model: importing torch made each take seconds more
-    (benchmarks/cli_startup.py)."""
+    (benchmarks/cli_startup.py). Nor does `search`, once a run has loaded the model (the
+    store's indexing did) and exported it (vitrine.warm; test_warm.py)."""
     with open(small_catalog / "products.csv", newline="") as fh:
-        pid = next(csv.DictReader(fh))["product_id"]
+        row = next(csv.DictReader(fh))
+    pid, photo = row["product_id"], small_catalog / row["image"]
     code = ("import sys\nfrom vitrine.cli import main\nsys.argv = ['vitrine', *sys.argv[1:]]\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "print('torch' in sys.modules, file=sys.stderr)")
     for args in (["info", "--store", small_store, "--json"],
                  ["similar", "--store", small_store, "--json", pid],
-                 ["related", "--store", small_store, "--out", tmp_path / "r.csv", "--json"]):
+                 ["related", "--store", small_store, "--out", tmp_path / "r.csv", "--json"],
+                 ["search", "--store", small_store, "--json", photo]):
         proc = subprocess.run([sys.executable, "-c", code, *map(str, args)],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "VITRINE_WEIGHTS": str(weights_path)})
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout) and proc.stderr.strip() == "False", args
 

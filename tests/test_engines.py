@@ -70,6 +70,13 @@ def test_export_is_cached_by_manifest(onnx_embedder, torch_embedder):
 
     other = replace(onnx_embedder.manifest, weights_sha256="0" * 64)
     assert onnx_path(onnx_embedder.settings.cache_dir, other) != path
+    # photos are resized before the network: one export serves every resize (each exported
+    # the model again); the input's size and normalisation are the network's
+    prep = onnx_embedder.manifest.preprocessing
+    for change, same in (({"resize": "pad"}, True), ({"size": 256}, False),
+                         ({"mean": [0.5, 0.5, 0.5]}, False)):
+        other = replace(onnx_embedder.manifest, preprocessing={**prep, **change})
+        assert (onnx_path(onnx_embedder.settings.cache_dir, other) == path) is same, change
 
 
 class Tiny(torch.nn.Module):
@@ -446,8 +453,9 @@ def test_an_export_made_afresh_that_does_not_load_says_so(settings, tmp_path, mo
 
 def test_exports_no_run_has_used_for_a_month_leave_the_cache(settings, tmp_path):
     """helper-160: every weights file, input setting and training run left a 9 MB export in
-    the cache for good. One no run has used for 30 days goes, with its digest; the one in
-    use stays (its time is renewed), as do recent ones and files of other kinds."""
+    the cache for good. One no run has used for 30 days goes, with its digest (and so does
+    a start record); the one in use stays (its time is renewed), as do recent ones and files
+    of other kinds."""
     import os
     import time
 
@@ -459,6 +467,9 @@ def test_exports_no_run_has_used_for_a_month_leave_the_cache(settings, tmp_path)
     make_engine(chosen, Tiny(), manifest, 32)
     folder = path.parent
     long_ago = time.time() - EXPORT_KEEP_S - 3600
+    (folder / "start-old.json").write_text("{}")  # start records (vitrine.warm): as exports
+    os.utime(folder / "start-old.json", (long_ago, long_ago))
+    (folder / "start-recent.json").write_text("{}")
     for name, age in (("old.onnx", long_ago), ("recent.onnx", time.time() - 3600),
                       ("notes.txt", long_ago)):
         (folder / name).write_bytes(b"x")
@@ -474,5 +485,5 @@ def test_exports_no_run_has_used_for_a_month_leave_the_cache(settings, tmp_path)
     make_engine(chosen, Tiny(), manifest, 32)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [path.name, f"{path.name}.sha256", "recent.onnx", "recent.onnx.sha256", "notes.txt",
-         "notes.txt.sha256", "writing.onnx.sha256"])
+         "notes.txt.sha256", "writing.onnx.sha256", "start-recent.json"])
     assert time.time() - path.stat().st_mtime < 600

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_subset
+from conftest import copy_subset, embed_in_fresh_process
 
 CLI = [sys.executable, "-m", "vitrine.cli"]
 TINY = {"VITRINE_TRAIN_PHASE1_EPOCHS": "2", "VITRINE_TRAIN_PHASE2_EPOCHS": "1",
@@ -1402,3 +1402,38 @@ def test_the_report_shows_shop_text_as_written_not_as_markdown(trained):
     # no emphasis, strike-through or list of the shop's own either (a path lost its "1.")
     assert r"\_promo\_ \~\~off\~\~" in report and r"- 1\. first/a.jpg: damaged" in report
     assert "x_tenis_masculino" in report  # (an underscore inside a word is text)
+
+
+def test_a_trained_model_starts_without_torch_until_its_files_change(trained, tmp_path):
+    """vitrine.warm: a run of a trained model whose files a run before it loaded starts
+    without torch (test_warm.py), with all the model is: its classes, duplicate rule and
+    folder; until its files change."""
+    import torch
+
+    from vitrine.config import Settings
+    from vitrine.embed import Embedder
+    from vitrine.errors import WeightsError
+
+    catalog, model = trained[0], tmp_path / "model"
+    photo = sorted((catalog / "x_tenis_masculino").glob("*.jpg"))[1]
+    shutil.copytree(trained[1], model)
+    settings = Settings(model=model, cache_dir=tmp_path / "cache")
+    usual = Embedder.from_settings(settings)
+    vector = usual.embed_image(photo)  # (exported now)
+    started = embed_in_fresh_process(
+        {"VITRINE_MODEL": str(model), "VITRINE_CACHE_DIR": str(tmp_path / "cache")}, photo)
+    assert not started["torch"] and started["vector"] == vector.tolist()
+    assert started["manifest"] == usual.manifest.as_dict()
+    assert started["manifest"]["embedding"].startswith("trained:") and started["classes"]
+    assert (started["classes"], started["tail"], started["cosine"], started["model_dir"]) == \
+        (list(usual.classes), usual.probs_tail, usual.duplicate_cosine, str(usual.model_dir))
+
+    # weights changed after training: refused, as the usual start refuses them, not embedded
+    # with the export of the old ones
+    state = torch.load(model / "model.pt", map_location="cpu", weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name] + 0.01
+    torch.save(state, model / "model.pt")
+    assert Embedder._warm(settings) is None
+    with pytest.raises(WeightsError, match="weights changed after training"):
+        Embedder.from_settings(settings)

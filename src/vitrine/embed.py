@@ -3,26 +3,31 @@ model runs on the previous batch."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
+from vitrine import warm
+from vitrine.backbones import BackboneSpec, get_spec
+from vitrine.catalog import MODEL_CONFIG, MODEL_WEIGHTS
 from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules, perceptual_hash, thumbnail
 from vitrine.display import percent, shown_percent
-from vitrine.engines import Engine, checked_device, make_engine
-from vitrine.errors import ImageError
+from vitrine.engines import Engine, cached_engine, checked_device, make_engine
+from vitrine.errors import ImageError, VitrineError
 from vitrine.images import Preprocessing, open_image, read_photo, to_array
 from vitrine.manifest import ModelManifest
-from vitrine.models import BackboneSpec, build_embedding_net, get_spec, load_state_dict, state_hash
-from vitrine.trained_net import probs_tail
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -128,18 +133,27 @@ class Embedder:
 
     def __init__(self, spec: BackboneSpec, state: dict, prep: Preprocessing, *,
                  settings: Settings, net: torch.nn.Module | None = None,
-                 manifest: ModelManifest | None = None):
+                 manifest: ModelManifest | None = None, engine: Engine | None = None):
+        """``engine``: the ONNX session over a cached export, found without torch
+        (:meth:`_warm`); the network is then neither built nor needed."""
         self.spec = spec
         self.prep = prep
         self.settings = settings
-        self.device = checked_device(settings.device)
-        if settings.threads > 0:
-            torch.set_num_threads(settings.threads)
-        self.net = (net if net is not None else build_embedding_net(spec, state)).to(self.device)
-        self.net = self.net.to(memory_format=torch.channels_last)
-        self.manifest = manifest or ModelManifest(spec.name, state_hash(state), prep.as_dict(),
-                                                  spec.embed_dim)
-        self._engine: Engine | None = None
+        self.net: torch.nn.Module | None = None
+        if engine is None:
+            import torch
+
+            from vitrine.models import build_embedding_net, state_hash
+
+            device = checked_device(settings.device)
+            if settings.threads > 0:
+                torch.set_num_threads(settings.threads)
+            self.net = (net if net is not None else build_embedding_net(spec, state)).to(device)
+            self.net = self.net.to(memory_format=torch.channels_last)
+            manifest = manifest or ModelManifest(spec.name, state_hash(state), prep.as_dict(),
+                                                 spec.embed_dim)
+        self.manifest = manifest
+        self._engine = engine
         self.duplicate_cosine: float | None = None
         """A trained model's calibrated cosine for the duplicate rule (None: the setting's
         default, calibrated for pretrained features; :meth:`duplicate_rules`)."""
@@ -155,19 +169,31 @@ class Embedder:
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
         """Build the configured backbone with local or downloaded weights, or the trained
-        model of ``settings.model``."""
+        model of ``settings.model``; without torch when a start record finds its cached
+        export (:meth:`_warm`)."""
+        if (started := cls._warm(settings)) is not None:
+            return started
         if settings.model is not None:
             return cls.from_model_dir(settings.model, settings)
+        from vitrine.models import read_state_dict
+
         spec = get_spec(settings.backbone)
-        state = load_state_dict(spec, settings.weights)
+        state, data = read_state_dict(spec, settings.weights)
         prep = replace(spec.preprocessing, resize=settings.resize)
-        return cls(spec, state, prep, settings=settings)
+        embedder = cls(spec, state, prep, settings=settings)
+        if data is None and (hub := warm.hub_weights(spec)) is not None:
+            with contextlib.suppress(OSError):  # (the download's file, read after it loaded)
+                data = hub.read_bytes()
+        if data is not None:
+            embedder._remember(warm.start_key("pretrained", spec.name, settings.resize, data))
+        return embedder
 
     @classmethod
     def from_model_dir(cls, path: Path, settings: Settings) -> Embedder:
         """Embed with a model trained by ``vitrine train`` (its embedding layer and
         preprocessing); the manifest records the trained weights."""
         from vitrine.trained import load_model
+        from vitrine.trained_net import probs_tail
 
         model = load_model(path)
         embedder = cls(model.spec, {}, model.prep, settings=settings,
@@ -177,6 +203,57 @@ class Embedder:
         embedder.duplicate_cosine = model.duplicate_cosine
         embedder.model_dir = model_folder(path)
         embedder.probs_tail = probs_tail(model.layer, len(model.classes))
+        embedder._remember(model.start_key)
+        return embedder
+
+    def _remember(self, key: str) -> None:
+        """Write the start record of this model (:mod:`vitrine.warm`), for a run of the
+        ONNX engine on the CPU: the next such run of the same files starts without torch."""
+        if self.settings.engine == "onnx" and self.settings.device == "cpu":
+            warm.write_record(self.settings.cache_dir, key, {
+                "backbone": self.spec.name, "manifest": self.manifest.as_dict(),
+                "classes": list(self.classes),
+                "duplicate_cosine": self.duplicate_cosine, "probs_tail": self.probs_tail})
+
+    @classmethod
+    def _warm(cls, settings: Settings) -> Embedder | None:
+        """The embedder the start record of the settings' model files describes, over their
+        cached ONNX export, without importing torch (:mod:`vitrine.warm`); None when there
+        is no such record or export, or any doubt: the usual start then says what is wrong,
+        as it did."""
+        if settings.engine != "onnx" or settings.device != "cpu":
+            return None
+        try:
+            if settings.model is not None:
+                folder = Path(settings.model).expanduser()
+                files = [folder / MODEL_CONFIG, folder / MODEL_WEIGHTS]
+                if not all(f.is_file() for f in files):  # (a pipe named so would hold reads)
+                    return None
+                key = warm.start_key("trained", *(f.read_bytes() for f in files))
+            else:
+                spec = get_spec(settings.backbone)
+                if (source := warm.weights_source(spec, settings.weights)) is None:
+                    return None
+                key = warm.start_key("pretrained", spec.name, settings.resize,
+                                     source.read_bytes())
+            if (record := warm.read_record(settings.cache_dir, key)) is None:
+                return None
+            manifest = ModelManifest.from_dict(record["manifest"])
+            prep = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in manifest.preprocessing.items()})
+            spec = get_spec(record["backbone"])
+            classes = tuple(str(c) for c in record["classes"])
+            cosine = record["duplicate_cosine"]
+            tail = int(record["probs_tail"])
+            if (engine := cached_engine(settings, manifest, "cpu")) is None:
+                return None
+        except (OSError, ValueError, KeyError, TypeError, VitrineError):
+            return None
+        embedder = cls(spec, {}, prep, settings=settings, manifest=manifest, engine=engine)
+        embedder.classes, embedder.probs_tail = classes, tail
+        embedder.duplicate_cosine = None if cosine is None else float(cosine)
+        if settings.model is not None:
+            embedder.model_dir = model_folder(settings.model)
         return embedder
 
     def duplicate_rules(self) -> DuplicateRules:

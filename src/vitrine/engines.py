@@ -23,19 +23,22 @@ import secrets
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from vitrine.config import Settings
 from vitrine.errors import VitrineError
 from vitrine.files import STALE_PART_S, remove_stale
+from vitrine.warm import RECORD_GLOB
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    import torch
+
     from vitrine.manifest import ModelManifest
 
 ENGINES = ("torch", "onnx")
@@ -84,6 +87,8 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, net: torch.nn.Module, device: torch.device):
+        import torch
+
         self.device = device
         self.half = device.type == "cuda"
         net = net.to(device).eval()
@@ -91,14 +96,16 @@ class TorchEngine:
             net = net.half()
         self.net = net.to(memory_format=torch.channels_last)
 
-    @torch.inference_mode()
     def run(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        x = x.to(self.device, non_blocking=True)
-        if self.half:
-            x = x.half()
-        x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x).float().cpu().numpy()
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+            x = x.to(self.device, non_blocking=True)
+            if self.half:
+                x = x.half()
+            x = x.contiguous(memory_format=torch.channels_last)
+            return self.net(x).float().cpu().numpy()
 
 
 class CacheUnwritable(EngineError):
@@ -110,7 +117,7 @@ class OnnxEngine:
 
     name = "onnx"
 
-    def __init__(self, path: Path | bytes, *, device: torch.device, intra_threads: int,
+    def __init__(self, path: Path | bytes, *, device: torch.device | str, intra_threads: int,
                  inter_threads: int = 1, spinning: bool = False, where: Path | None = None):
         """``path``: the exported file, or its bytes (those checked: a file may be replaced
         between the check and the load) read from ``where``."""
@@ -158,9 +165,10 @@ def _memory_refused(exc: Exception) -> None:
         raise MemoryError(f"ONNX Runtime: {said[:300]}") from exc
 
 
-def onnx_providers(device: torch.device, available: list[str]) -> list[str]:
-    """CUDA then CPU for a CUDA device (refused if ONNX Runtime lacks CUDA), else CPU."""
-    if device.type != "cuda":
+def onnx_providers(device: torch.device | str, available: list[str]) -> list[str]:
+    """CUDA then CPU for a CUDA device (refused if ONNX Runtime lacks CUDA), else CPU
+    (``device``: a torch device, or "cpu", a run that has not imported torch)."""
+    if getattr(device, "type", device) != "cuda":
         return ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in available:
         raise EngineError("the onnx engine on CUDA needs onnxruntime-gpu (no "
@@ -188,9 +196,15 @@ def _import_onnxruntime():
 
 
 def onnx_path(cache_dir: Path, manifest: ModelManifest) -> Path:
-    """Where the export of the model described by ``manifest`` is cached."""
-    key = json.dumps({"manifest": manifest.as_dict(), "format": EXPORT_FORMAT,
-                      "opset": OPSET}, sort_keys=True)
+    """Where the export of the model described by ``manifest`` is cached: not by how photos
+    are resized, which is done before the network (each resize setting exported the model
+    again, 9 MB more: helper-160); by the rest of the preprocessing, which a companion
+    backbone's input conversion holds (:class:`vitrine.trained_net.Companion`)."""
+    described = manifest.as_dict()
+    described["preprocessing"] = {k: v for k, v in manifest.preprocessing.items()
+                                  if k != "resize"}
+    key = json.dumps({"manifest": described, "format": EXPORT_FORMAT, "opset": OPSET},
+                     sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return Path(cache_dir).expanduser() / "onnx" / f"{manifest.backbone}-{digest}.onnx"
 
@@ -221,6 +235,8 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int) -> Path:
 
 
 def _export(net: torch.nn.Module, path: Path, size: int) -> bytes:
+    import torch
+
     """:func:`export_onnx`, returning the bytes checked and written (the part files killed
     exports left are the caller's to sweep: make_engine sweeps them each time)."""
     model = copy.deepcopy(net).to("cpu", torch.float32).eval()
@@ -244,7 +260,7 @@ def _export(net: torch.nn.Module, path: Path, size: int) -> bytes:
         with torch.inference_mode():
             expected = model(torch.from_numpy(probe)).float().numpy()
         data = tmp.read_bytes()
-        got = OnnxEngine(data, device=torch.device("cpu"), intra_threads=1).run(probe)
+        got = OnnxEngine(data, device="cpu", intra_threads=1).run(probe)
         worst = float(cosines(expected, got).min())
         if worst < PARITY_MIN_COSINE:
             raise EngineError(f"the ONNX export disagrees with torch (cosine {worst:.4f}); "
@@ -275,11 +291,13 @@ input and training run adds one, 9 MB for MobileNetV2, which stayed for good (he
 def _prune_exports(path: Path) -> None:
     """Mark the export at ``path`` used now (its time renewed, once a day at most), and remove
     the cache's exports no run has used for :data:`EXPORT_KEEP_S` (a run that needs one
-    again exports it again), with their digests."""
+    again exports it again), with their digests, and the start records no run has used as
+    long (:mod:`vitrine.warm`)."""
     with contextlib.suppress(OSError):  # (another user's cache: left as it is)
         if time.time() - path.stat().st_mtime > 24 * 3600:
             os.utime(path)
     remove_stale(path.parent, "*.onnx", EXPORT_KEEP_S)
+    remove_stale(path.parent, RECORD_GLOB, EXPORT_KEEP_S)  # (and the records naming them)
     remove_stale(path.parent, "*.onnx.*.tmp")  # (a killed export's, of a model not used since)
     now = time.time()
     for digest in path.parent.glob("*.onnx.sha256"):
@@ -343,6 +361,8 @@ def cached_export(path: Path) -> bytes | None:
 def checked_device(name: str) -> torch.device:
     """The torch device ``name`` (VITRINE_DEVICE), refused in one sentence when this machine
     has none (before any model is moved to it)."""
+    import torch
+
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -359,6 +379,30 @@ def checked_device(name: str) -> torch.device:
     return device
 
 
+def _onnx_engine(settings: Settings, device: torch.device | str,
+                 path: Path) -> Callable[[bytes], OnnxEngine]:
+    """Builds an ONNX Runtime session of the settings' threads over an export's bytes."""
+    return functools.partial(OnnxEngine, device=device, intra_threads=cpu_threads(settings),
+                             inter_threads=settings.interop_threads,
+                             spinning=settings.onnx_spinning, where=path)
+
+
+def cached_engine(settings: Settings, manifest: ModelManifest,
+                  device: torch.device | str) -> OnnxEngine | None:
+    """An ONNX Runtime session over the cached export of the model ``manifest`` describes,
+    when the cache holds it whole and this runtime loads it, else None: the model is then
+    exported again (a cached export that is whole but that this runtime cannot load is
+    another version's, in a shared cache, and is written over)."""
+    path = onnx_path(settings.cache_dir, manifest)
+    _remove_stale_parts(path)  # (also when no export runs: a killed one's, restarted at once)
+    if (cached := cached_export(path)) is not None:
+        with contextlib.suppress(ExportUnloadable):
+            made = _onnx_engine(settings, device, path)(cached)
+            _prune_exports(path)
+            return made
+    return None
+
+
 def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifest,
                 size: int) -> Engine:
     """The engine named by ``settings.engine`` for ``net`` (exporting it once for onnx)."""
@@ -367,16 +411,10 @@ def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifes
         return TorchEngine(net, device)
     if settings.engine != "onnx":
         raise EngineError(f"unknown engine {settings.engine!r}; use torch or onnx.")
+    if (made := cached_engine(settings, manifest, device)) is not None:
+        return made
     path = onnx_path(settings.cache_dir, manifest)
-    engine = functools.partial(OnnxEngine, device=device, intra_threads=cpu_threads(settings),
-                               inter_threads=settings.interop_threads,
-                               spinning=settings.onnx_spinning, where=path)
-    _remove_stale_parts(path)  # (also when no export runs: a killed one's, restarted at once)
-    if (cached := cached_export(path)) is not None:
-        with contextlib.suppress(ExportUnloadable):  # whole, but not one this runtime loads
-            made = engine(cached)  # (another's, in a shared cache): exported again, over it
-            _prune_exports(path)
-            return made
+    engine = _onnx_engine(settings, device, path)
     try:
         made = engine(_export(net, path, size))  # (a damaged one is written over)
         _prune_exports(path)

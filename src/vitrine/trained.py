@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from vitrine.images import Preprocessing
 from vitrine.jsonfile import write_json
 from vitrine.models import BackboneSpec, get_spec, state_hash
 from vitrine.trained_net import TrainedEmbeddingNet, TrainedNet, build_trained_net, layer_dim
+from vitrine.warm import start_key
 
 MODEL_FILE = MODEL_WEIGHTS
 CONFIG_FILE = MODEL_CONFIG
@@ -59,6 +61,9 @@ class TrainedModel:
     config: dict
     prep: Preprocessing
     weights_sha256: str
+    start_key: str = ""
+    """Names the model's start record, made of the bytes of the two files it was loaded
+    from (:mod:`vitrine.warm`)."""
 
     @property
     def classes(self) -> list[str]:
@@ -259,7 +264,8 @@ def load_model(model_dir: Path) -> TrainedModel:
     if why := not_a_model(model_dir):
         raise WeightsError(why)
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config_bytes = config_path.read_bytes()
+        config = json.loads(config_bytes.decode("utf-8"))
         if config.get("format") != FORMAT:
             raise ValueError("unknown format")
         spec = get_spec(config["backbone"])
@@ -283,7 +289,8 @@ def load_model(model_dir: Path) -> TrainedModel:
     if layer not in EMBEDDING_LAYERS:
         raise WeightsError(f"{config_path} names an unknown embedding layer {layer!r}.")
     try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        weights = weights_path.read_bytes()
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - torch's own text suggests weights_only=False: unsafe
         raise WeightsError(f"{weights_path} is not a model file written by `vitrine train` "
                            "(damaged or replaced); train again.") from None
@@ -300,7 +307,8 @@ def load_model(model_dir: Path) -> TrainedModel:
     if config.get("weights_sha256") not in (None, digest):
         raise WeightsError(f"{weights_path} does not match {config_path} (weights changed "
                            "after training); train again.")
-    return TrainedModel(spec, net.eval(), config, prep, digest)
+    return TrainedModel(spec, net.eval(), config, prep, digest,
+                        start_key("trained", config_bytes, weights))
 
 
 def _misfit(net: TrainedNet, state: object) -> str:

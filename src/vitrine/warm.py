@@ -1,0 +1,102 @@
+"""Starting without torch: a model's cached ONNX export, found from the bytes of its files.
+
+Importing torch and loading the weights took 1.3 s of the 2.2 s of a one-photo
+`vitrine search`, and most of an unchanged `vitrine index` re-run (2.4 s, of which the index
+took 0.2 s). A run that embeds with ONNX Runtime needs neither once the model is exported,
+but the export is cached under the model's description (:class:`ModelManifest`, which holds
+the sha256 of its tensors), and reading the tensors needs torch. So a run that loaded the
+model records beside the exports what its files made: a *start record*, named by the sha256
+of the files' bytes and of the settings that shape the model. A later run on the same bytes
+reads it and loads the export, without torch (:meth:`vitrine.embed.Embedder.from_settings`).
+Any doubt (no record, a damaged one, another user's, no export) means the usual start,
+which writes the record again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from vitrine import __version__
+from vitrine.backbones import BackboneSpec, weights_file
+from vitrine.files import write_whole
+
+RECORD_FORMAT = "vitrine-start/1"
+"""Changes whenever what a record holds or how its name is made changes."""
+RENEW_S = 24 * 3600
+"""A record in use has its time renewed once a day at most, as an export has (records no run
+has used for a month are pruned with the exports: :func:`vitrine.engines._prune_exports`)."""
+RECORD_GLOB = "start-*.json"
+
+
+def start_key(kind: str, *parts: str | bytes) -> str:
+    """The sha256 naming the record of a model made of ``parts`` (file bytes, settings), for
+    this version of Vitrine (another may read the files otherwise: a model one refuses)."""
+    digest = hashlib.sha256(RECORD_FORMAT.encode())
+    for part in (__version__, kind, *parts):
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def hub_weights(spec: BackboneSpec) -> Path | None:
+    """Where torch.hub keeps ``spec``'s downloaded weights, found as ``torch.hub.get_dir``
+    finds its folder ($TORCH_HOME, else $XDG_CACHE_HOME/torch, else ~/.cache/torch); None
+    for a backbone whose weights come another way."""
+    if not spec.hub_file:
+        return None
+    home = os.getenv("TORCH_HOME",
+                     os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub" / "checkpoints" / spec.hub_file
+
+
+def weights_source(spec: BackboneSpec, weights: Path | None) -> Path | None:
+    """The file the pretrained weights are read from: the local one, else the download's
+    when it is there (None when it is not, or the backbone's come another way)."""
+    if weights is not None:
+        return weights_file(weights)
+    hub = hub_weights(spec)
+    return hub if hub is not None and hub.is_file() else None
+
+
+def record_path(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir).expanduser() / "onnx" / f"start-{key[:40]}.json"
+
+
+def read_record(cache_dir: Path, key: str) -> dict | None:
+    """The record named by ``key`` when this user (or root) wrote it and it is whole, else
+    None (a cache in the temporary folder, where anyone may put one first, as
+    :func:`vitrine.engines.cached_export` says of exports)."""
+    path = record_path(cache_dir, key)
+    try:
+        if not path.is_file():  # (a pipe named so would hold the open)
+            return None
+        with open(path, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if info.st_uid not in (os.geteuid(), 0):
+                return None
+            record = json.loads(fh.read())
+        if time.time() - info.st_mtime > RENEW_S:
+            with contextlib.suppress(OSError):
+                os.utime(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT \
+            or record.get("key") != key:
+        return None
+    return record
+
+
+def write_record(cache_dir: Path, key: str, record: dict) -> None:
+    """Write the record named by ``key``, whole or not at all; a cache that cannot be written
+    only means that the next run starts as this one did."""
+    path = record_path(cache_dir, key)
+    data = json.dumps({**record, "format": RECORD_FORMAT, "key": key}, sort_keys=True)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_whole(path, data.encode())
