@@ -192,6 +192,55 @@ def test_a_multi_picture_jpeg_decodes_reduced_too(tmp_path):
     assert 224 <= min(img.size) <= 1_000 and img.getpixel((10, 10)) == pytest.approx(RED, abs=3)
 
 
+ARITHMETIC_JPEG = Path(__file__).parent / "data" / "arithmetic.jpg"
+"""640 x 480, 80 kB, arithmetic-coded (Pillow cannot write one); made with libjpeg-turbo's
+cjpeg from a gradient with noise: ``python -c "import numpy as np; from PIL import Image;
+y, x = np.mgrid[0:480, 0:640].astype(np.float32); a = np.dstack([255 * x / 640, 255 * y / 480,
+128 + 100 * np.sin(x / 37) * np.cos(y / 23)]) + np.random.default_rng(0).normal(0, 10,
+(480, 640, 3)); Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save('t.ppm')" &&
+cjpeg -arithmetic -quality 90 t.ppm > tests/data/arithmetic.jpg``."""
+
+
+def test_an_arithmetic_coded_jpeg_over_64_kb_decodes(tmp_path):
+    """Pillow feeds libjpeg 64 kB at a time and libjpeg's arithmetic decoder cannot wait for
+    more: every arithmetic-coded JPEG over 64 kB was refused ("broken data stream"). It
+    decodes, whole and reduced, to the pixels of a decode given the whole file at once."""
+    data = ARITHMETIC_JPEG.read_bytes()
+    assert len(data) > 80_000 and b"\xff\xc9" in data[:1_000]  # (SOF9: arithmetic)
+
+    def whole_file_decode(draft: int | None) -> np.ndarray:
+        img = Image.open(io.BytesIO(data))
+        if draft:
+            img.draft("RGB", (draft, draft))
+        img.decodermaxblock = len(data)
+        return np.asarray(img.convert("RGB"))
+
+    img = open_image(ARITHMETIC_JPEG)
+    assert img.size == (640, 480)
+    assert np.array_equal(np.asarray(img), whole_file_decode(None))
+    reduced = open_image(data, draft_size=224)  # as indexing and search decode it
+    assert reduced.size == (320, 240)
+    assert np.array_equal(np.asarray(reduced), whole_file_decode(224))
+    prep = Preprocessing()
+    assert np.array_equal(to_array(reduced, prep),
+                          to_array(Image.fromarray(whole_file_decode(224)), prep))
+
+
+def test_a_lossless_jpeg_decodes_whole_where_a_reduced_decode_is_asked_for():
+    """libjpeg cannot decode a lossless JPEG (96 x 64, a gradient; Pillow cannot write one:
+    made with imagecodecs' ``jpeg8_encode(rgb, lossless=True)``) at a reduced scale: asked
+    to, as indexing and search ask of a photo twice their input's side, it was refused
+    ("broken data stream"). It decodes whole, to its exact pixels."""
+    data = (Path(__file__).parent / "data" / "lossless.jpg").read_bytes()
+    assert b"\xff\xc3" in data[:1_000]  # (SOF3: lossless)
+    y, x = np.mgrid[0:64, 0:96]
+    expect = np.dstack([x * 255 // 95, y * 255 // 63, np.full_like(x, 200)]).astype(np.uint8)
+    assert np.array_equal(np.asarray(open_image(data)), expect)
+    assert np.array_equal(np.asarray(open_image(data, draft_size=32)), expect)
+    with pytest.raises(ImageError, match="96x64 pixels is over the limit of 5,000"):
+        open_image(data, max_pixels=5_000, draft_size=32)  # (whole: the limit still holds)
+
+
 @pytest.mark.parametrize("kind", ["EPS", "ICO", "TGA", "PCX"])
 def test_only_photo_formats_are_decoded(tmp_path, kind, monkeypatch):
     """Pillow knows forty formats; its EPS reader runs Ghostscript on the file (an upload

@@ -149,8 +149,10 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
             img = Image.open(io.BytesIO(data), formats=CONTAINER_FORMATS.get(kind,
                                                                          PHOTO_FORMATS))
             if img.format in ("JPEG", "MPO"):
-                _check_jpeg(img, data, name, max_pixels)
-                if draft_size:  # a 50-MP phone photo decodes at 1/8
+                frame = _check_jpeg(img, data, name, max_pixels)
+                # a 50-MP phone photo decodes at 1/8 (libjpeg cannot scale a lossless one:
+                # "broken data stream", so that decodes whole, within the pixel limit)
+                if draft_size and frame not in LOSSLESS_FRAMES:
                     img.draft("RGB", _draft_request(img.size, draft_size, fit))
             key = img.info.get("transparency")
             if img.mode == "RGB" and isinstance(key, tuple) and any(
@@ -202,11 +204,12 @@ MAX_JPEG_SCANS = 100
 picture, so thousands in a 1 MB upload took minutes to decode."""
 
 
-def _check_jpeg(img: Image.Image, data: bytes, name: str, max_pixels: int) -> None:
+def _check_jpeg(img: Image.Image, data: bytes, name: str, max_pixels: int) -> int | None:
     """Refuse a JPEG whose decoding would take minutes (thousands of scans) or gigabytes (one
     in several scans, progressive or a scan per colour, is held whole in memory whatever
-    scale it is decoded at)."""
-    scans = jpeg_scans(data)
+    scale it is decoded at). Give an arithmetic-coded one its whole file in one block. The
+    code of its start-of-frame marker."""
+    scans, frame = _jpeg_walk(data)
     if scans > MAX_JPEG_SCANS:
         raise ImageError(name, f"a JPEG in {scans:,} scans (photos have a few; decoding it "
                                "would take minutes).")
@@ -215,6 +218,11 @@ def _check_jpeg(img: Image.Image, data: bytes, name: str, max_pixels: int) -> No
         raise _too_many_pixels(name, width, height, max_pixels,
                                " (a JPEG in several scans, as progressive ones are, is decoded "
                                "whole, whatever the size it is needed at)")
+    if frame in ARITHMETIC_FRAMES:  # libjpeg's arithmetic decoder cannot wait for more data:
+        # in Pillow's 64 kB blocks one over 64 kB failed ("broken data stream"). The bytes are
+        # in memory already (BytesIO hands them over whole, no copy)
+        img.decodermaxblock = max(img.decodermaxblock, len(data))
+    return frame
 
 
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
@@ -498,11 +506,24 @@ def _signature_format(data: bytes) -> str | None:
     return None
 
 
+ARITHMETIC_FRAMES = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+"""Start-of-frame markers of arithmetic-coded JPEGs (sequential, progressive, lossless, and
+their hierarchical kinds)."""
+LOSSLESS_FRAMES = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
+"""Start-of-frame markers of lossless JPEGs (Huffman or arithmetic, hierarchical or not)."""
+
+
 def jpeg_scans(data: bytes) -> int:
-    """Start-of-scan segments of the (first) picture of a JPEG, walking its markers: metadata
-    segments are skipped by their length and what follows the end of the picture (a phone's
-    motion-photo video, an MPO's second picture) is not read."""
-    scans, at = 0, 2  # past the start-of-image marker
+    """Start-of-scan segments of the (first) picture of a JPEG (see :func:`_jpeg_walk`)."""
+    return _jpeg_walk(data)[0]
+
+
+def _jpeg_walk(data: bytes) -> tuple[int, int | None]:
+    """(Start-of-scan segments, the first start-of-frame marker's code or None) of the
+    (first) picture of a JPEG, walking its markers: metadata segments are skipped by their
+    length and what follows the end of the picture (a phone's motion-photo video, an MPO's
+    second picture) is not read."""
+    scans, at, frame = 0, 2, None  # past the start-of-image marker
     while at + 4 <= len(data) and data[at] == 0xFF:
         marker = data[at + 1]
         if marker == 0xFF:  # fill byte
@@ -513,6 +534,8 @@ def jpeg_scans(data: bytes) -> int:
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length
             at += 2
             continue
+        if frame is None and 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            frame = marker  # (C4 is a Huffman table, C8 reserved, CC arithmetic conditioning)
         at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
         if marker == 0xDA:
             scans += 1
@@ -520,7 +543,7 @@ def jpeg_scans(data: bytes) -> int:
             if found is None:
                 break
             at = found.start()
-    return scans
+    return scans, frame
 
 
 def _too_many_pixels(name: str, width: int, height: int, max_pixels: int,
