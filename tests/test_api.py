@@ -338,6 +338,74 @@ def test_search_errors(client, small_catalog, rows):
     assert chunked.status_code == 413 and chunked.json()["detail"].endswith("MB.")
 
 
+def _form(parts: list[tuple[str, str | None, bytes]], boundary: str = "cut") -> bytes:
+    """A multipart body of ``parts`` (name, file name or None, bytes), its closing boundary
+    included."""
+    body = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"'
+                                                     if filename else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        body += data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
+
+
+def test_a_form_cut_off_before_its_closing_boundary_is_a_400(client, small_catalog, rows):
+    """A body that ends before its closing boundary (an upload cut off on its way, its
+    Content-Length to match) is a 400 saying so: python-multipart dropped the unfinished
+    photo and it was a 422 "field 'image': field required". A whole form without the photo
+    keeps its sentence."""
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    whole = _form([("category", None, rows[0]["category"].encode()),
+                   ("image", "p.jpg", photo)])
+    headers = {"Content-Type": "multipart/form-data; boundary=cut"}
+    said = "The upload was cut off: the form ends before its closing boundary; send it again."
+    for cut in (whole[:len(whole) // 2], whole[:whole.rindex(b"\r\n--cut--")],
+                whole[:whole.index(b"filename")]):
+        r = client.post("/api/search", content=cut, headers=headers)
+        assert r.status_code == 400 and r.json() == {"detail": said}, r.text
+    assert client.post("/api/search", content=whole, headers=headers).status_code == 200
+    epilogue = client.post("/api/search", content=whole + b"epilogue", headers=headers)
+    assert epilogue.status_code == 200  # (text after the closing boundary is allowed)
+    no_photo = client.post("/api/search", headers=headers,
+                           content=_form([("category", None, b"x")]))
+    assert no_photo.status_code == 422
+    assert no_photo.json()["detail"] == "Invalid form field 'image': field required."
+
+
+def test_a_closing_boundary_split_between_reads_is_found():
+    """The closing boundary is looked for across the body's messages, wherever they split
+    it; a body without one is refused once its last message is read."""
+    import asyncio
+
+    from fastapi import HTTPException
+
+    from vitrine.web.guards import WholeForm
+
+    whole = _form([("image", "p.jpg", b"\xff" * 50)], boundary="b")
+
+    async def app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+
+    def run(body: bytes, split: int) -> None:
+        messages = [{"type": "http.request", "body": body[:split], "more_body": True},
+                    {"type": "http.request", "body": body[split:], "more_body": False}]
+
+        async def receive():
+            return messages.pop(0)
+
+        scope = {"type": "http", "method": "POST", "path": "/api/search",
+                 "headers": [(b"content-type", b"multipart/form-data; boundary=b")]}
+        asyncio.run(WholeForm(app)(scope, receive, None))
+
+    for split in range(len(whole) + 1):
+        run(whole, split)
+    with pytest.raises(HTTPException) as refused:
+        run(whole[:-8], 10)
+    assert refused.value.status_code == 400
+
+
 def test_a_product_photo_over_the_limit_is_refused_and_one_at_the_limit_is_stored(
         settings, small_store, embedder, small_catalog, rows, tmp_path):
     """`POST /api/products` holds its photo to the upload limit (the body's limit leaves
@@ -983,6 +1051,28 @@ def test_a_write_refused_while_another_process_writes_says_when_to_retry(writabl
     assert busy.status_code == 409 and busy.headers["retry-after"] == "2", busy.text
     assert "Another process is writing" in busy.json()["detail"]
     assert client.get(f"/api/products/{pid}").json()["name"] != "Outro"
+
+
+def test_a_write_to_a_store_gone_from_under_the_server_says_so(writable, rows, settings,
+                                                              embedder, tmp_path):
+    """A write while the store is gone (deleted and being indexed anew by a `vitrine index`
+    that has not made it yet, or moved away) says it is gone and to try again once it is
+    indexed: it told the client to create one with 'vitrine index', which may be running.
+    A server asked to open no store at all still gets that advice."""
+    from vitrine.api import create_app
+    from vitrine.errors import StoreError
+
+    client, store = writable
+    auth = {"Authorization": f"Bearer {KEY}"}
+    store.rename(tmp_path / "moved")
+    said = ("The store store is gone: its database is no longer where the server opened it; "
+            "nothing changed (if it is being indexed anew, try again once that is done).")
+    for answer in (client.patch(f"/api/products/{rows[0]['product_id']}", headers=auth,
+                                json={"name": "Outro"}),
+                   client.delete(f"/api/products/{rows[0]['product_id']}", headers=auth)):
+        assert answer.status_code == 409 and answer.json() == {"detail": said}, answer.text
+    with pytest.raises(StoreError, match="create one with 'vitrine index"):
+        create_app(settings, tmp_path / "none", embedder=embedder)
 
 
 def test_a_busy_write_says_the_whole_time_it_waited(settings, small_store, embedder, tmp_path,

@@ -385,6 +385,57 @@ def test_search_form_works_without_javascript(client, rows, small_catalog):
     assert bad.status_code == 400 and 'role="alert"' in bad.text and "JPEG" in bad.text
 
 
+def test_a_search_answered_before_its_form_is_read_keeps_the_category(
+        settings, small_store, embedder, small_catalog, rows):
+    """The no-JavaScript form's address carries the category it was shown with, so a search
+    answered without reading its form keeps it chosen: a photo over the limit, refused from
+    its Content-Length (the page came back with every category), and an upload cut off
+    before its closing boundary, said on the search page (it was a 422 "choose a photo").
+    The form's own field, once read, is the shopper's choice."""
+    from vitrine.api import create_app
+
+    client = TestClient(create_app(settings.model_copy(update={"max_upload_bytes": 300_000}),
+                                   small_store, embedder=embedder))
+    page = {"Accept": "text/html"}
+    kind, other = rows[0]["category"], rows[-1]["category"]
+    assert kind != other
+    shown = client.get("/search", params={"category": kind, "lang": "en"}, headers=page).text
+    action = re.search(r'id="photo-search"[^>]* action="([^"]+)"', shown).group(1)
+    assert action == html_escape("/search?" + urlencode({"category": kind, "lang": "en"}))
+
+    big = client.post("/search", params={"category": kind, "lang": "en"}, headers=page,
+                      data={"category": kind},
+                      files={"image": ("big.jpg", b"x" * 400_000, "image/jpeg")})
+    assert big.status_code == 413 and "The photo is too large (limit 0.3 MB)." in big.text
+    assert f'<option value="{kind}" selected>' in big.text
+
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    body = (f'--cut\r\nContent-Disposition: form-data; name="category"\r\n\r\n{kind}\r\n'
+            '--cut\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
+            '\r\n').encode() + photo + b"\r\n--cut--\r\n"
+    for lang, said in (("pt", "O envio da foto foi interrompido antes do fim. Envie-a de "
+                              "novo."),
+                       ("en", "The upload of the photo was cut off before its end. Send it "
+                              "again.")):
+        cut = client.post("/search", params={"category": kind, "lang": lang},
+                          content=body[:len(body) // 2],
+                          headers={**page, "Content-Type": "multipart/form-data; boundary=cut"})
+        assert cut.status_code == 400 and said in cut.text, cut.text
+        assert 'id="photo"' in cut.text and f'<option value="{kind}" selected>' in cut.text
+
+    # the shopper chose another category before sending: the form's field wins
+    chose = client.post("/search", params={"category": kind}, headers=page,
+                        data={"category": other},
+                        files={"image": ("p.jpg", photo, "image/jpeg")})
+    assert chose.status_code == 200 and f'<option value="{other}" selected>' in chose.text
+    # an error page of such a search whose endpoint never ran: its toggle keeps the address's
+    odd = client.post("/search", params={"category": kind, "fragment": "maybe"}, headers=page,
+                      files={"image": ("p.jpg", photo, "image/jpeg")})
+    assert odd.status_code == 422
+    toggle = re.search(r'class="lang-switch" href="([^"]+)"', odd.text).group(1)
+    assert toggle == html_escape("/search?" + urlencode({"category": kind, "lang": "en"}))
+
+
 def test_a_photo_refused_is_said_for_what_is_wrong_with_it(settings, small_store, embedder,
                                                            small_catalog, rows):
     """A photo over the pixel limit and a cut-off JPEG were both "not a photo we can use:

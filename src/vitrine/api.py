@@ -94,7 +94,8 @@ def errors(*statuses: int) -> dict:
 
 
 ERRORS = {
-    400: "The photo cannot be read (corrupt, or not an image), or the form is malformed.",
+    400: "The photo cannot be read (corrupt, or not an image), or the form is malformed or "
+         "cut off before its end.",
     401: "The 'Authorization: Bearer <key>' header is missing or wrong.",
     403: "Changing the catalogue is disabled on this server (no VITRINE_API_KEY).",
     404: "No such product, or no photo of it.",
@@ -156,8 +157,9 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                    description="The same filter, sent as a form field.")] = None
                ) -> SearchOut:
         """The ``k`` products most similar to an uploaded photo (multipart field ``image``),
-        only of ``category`` when given (in the address or as a form field). The
-        ``Server-Timing`` header tells decode, model and search times."""
+        only of ``category`` when given (in the address or as a form field; in both, they
+        must name the same category, else 422). The ``Server-Timing`` header tells decode,
+        model and search times."""
         if category and category_field and service.stored_category(category) != \
                 service.stored_category(category_field):
             raise HTTPException(422, f"Two categories were sent ({category!r} in the address, "
@@ -285,6 +287,9 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 413 and wants_html(request):  # also one raised reading the form
             return app.state.render_too_large(request)
+        if exc.detail == guards.CUT_OFF and wants_html(request) and \
+                request.url.path == "/search":  # (said on the search page, as a photo refused)
+            return await anyio.to_thread.run_sync(app.state.render_cut_off, request)
         if exc.status_code == 400 and exc.detail == BODY_UNREADABLE and _json_body(request):
             # FastAPI's, for JSON that is not UTF-8 (saved as Windows-1252): a 422 as any
             # JSON not valid
@@ -547,6 +552,7 @@ def create_app(settings: Settings, store: str | Path, *,
         request = Request(scope)
         return app.state.render_too_large(request) if wants_html(request) else None
 
+    app.add_middleware(guards.WholeForm)  # (inside BodyLimit: a body too large is its 413)
     app.add_middleware(guards.BodyLimit, max_body=max_body,
                        upload_limit=settings.max_upload_bytes, page=too_large_page)
     app.add_middleware(guards.WriteGuard, api_key=settings.api_key)

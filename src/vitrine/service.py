@@ -453,7 +453,7 @@ class VitrineService:
                 with self._store_lock:
                     yield self.store
                 return
-            writer = self._open()
+            writer = self._open_writer()
             try:
                 try:
                     writer.lock_for_writing(max(0.0, started + API_WRITE_WAIT
@@ -468,6 +468,24 @@ class VitrineService:
             self._write_lock.release()
             with self._store_lock:
                 self._categories = None  # the counts may have changed
+
+    def _open_writer(self) -> VectorStore:
+        """The store opened again to write through. A store whose database is no longer where
+        the server opened it (deleted or moved away; being made anew by a `vitrine index`
+        that has not created it yet) is said as such: "create one with 'vitrine index'" told
+        a client to run what may be running already."""
+        try:
+            return self._open()
+        except StoreError:
+            try:
+                there = self.present()
+            except PermissionError:  # (its folder shut, not gone: said as it was)
+                there = True
+            if there:
+                raise
+            raise StoreError(f"the store {self.location} is gone: its database is no longer "
+                             "where the server opened it; nothing changed (if it is being "
+                             "indexed anew, try again once that is done).") from None
 
     def _rebuild_if_due(self, writer: EmbeddedStore) -> None:
         """Start the index rebuild when the write left it due (the write itself is done:

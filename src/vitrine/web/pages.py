@@ -165,6 +165,13 @@ def page_category(service: VitrineService, category: str | None) -> PageCategory
     return PageCategory(found, unknown=True, near=tuple(near[:NEAR_CATEGORIES]))
 
 
+def _addressed(request: Request) -> str:
+    """The category in a photo search's address (the no-JavaScript form carries the one it
+    was shown with there), for an answer given without reading the form; the form's own
+    field, when read, is the shopper's choice."""
+    return request.query_params.get("category", "")[:CATEGORY_MAX]
+
+
 class Pages:
     """Renders templates with the language's words and helpers."""
 
@@ -223,8 +230,11 @@ class Pages:
         message = (t[key].format(mb=self.max_mb(lang)) if key
                    else sentence if lang == "en" else t["other_error"])
         # a photo search that failed (a POST: its category is in the form, not the address):
-        # the other language's search form keeps it
+        # the other language's search form keeps it (the address's, when the form was not
+        # read)
         searched = getattr(request.state, "search_category", None)
+        if searched is None:
+            searched = _addressed(request)
         keep = {"category": searched or None} if request.method == "POST" else {}
         return self.render(request, "error.html", lang, status, status_code=status,
                            message=message, keep=keep)
@@ -238,15 +248,25 @@ class Pages:
         return self.render(request, "search.html", lang, status, active="search",
                            **category_field(self.service.categories()), **context)
 
-    def too_large(self, request: Request, category: str = "") -> HTMLResponse:
+    def too_large(self, request: Request, category: str | None = None) -> HTMLResponse:
         """413 for a page request: the search page says the photo is too large (whether the
-        app or, from the Content-Length, the body guard refused it), other pages the error."""
+        app or, from the Content-Length, the body guard refused it), other pages the error.
+        ``category``: the form's, once it was read; else the one the form's address carries
+        (the body guard reads none of the body)."""
         lang = pick_lang(request.query_params.get("lang"))
         if request.url.path != "/search":
             return self.error(request, 413, "")
         return self._search_message(request, lang, 413,
                                     TEXT[lang]["too_large"].format(mb=self.max_mb(lang)),
-                                    category)
+                                    _addressed(request) if category is None else category)
+
+    def cut_off(self, request: Request) -> HTMLResponse:
+        """400 for a photo search whose form ended before its closing boundary (the upload
+        cut off on its way: guards.WholeForm); the category its address carries stays
+        chosen."""
+        lang = pick_lang(request.query_params.get("lang"))
+        return self._search_message(request, lang, 400, TEXT[lang]["cut_off"],
+                                    _addressed(request))
 
     def no_file(self, request: Request, category: str = "") -> HTMLResponse:
         """422 for a photo search whose form the framework refused: no photo chosen (a form
@@ -356,4 +376,5 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
                                     category=category, chosen=chosen)
 
     app.state.render_too_large = pages.too_large
+    app.state.render_cut_off = pages.cut_off
     app.state.render_no_file = pages.no_file

@@ -81,6 +81,7 @@ TEXT: dict[str, dict[str, str]] = {
         "photo_side": "Esta foto tem um lado longo demais (mais de {side} pixels). Envie uma "
                       "cópia menor.",
         "too_large": "A foto é grande demais (limite de {mb} MB).",
+        "cut_off": "O envio da foto foi interrompido antes do fim. Envie-a de novo.",
         "bad_request": "O endereço tem um parâmetro inválido.",
         "bad_form": "O formulário tem um campo inválido.",
         "method_not_allowed": "Este endereço não aceita esse tipo de pedido.",
@@ -166,6 +167,7 @@ TEXT: dict[str, dict[str, str]] = {
         "photo_side": "This photo has a side too long (over {side} pixels). Send a smaller "
                       "copy.",
         "too_large": "The photo is too large (limit {mb} MB).",
+        "cut_off": "The upload of the photo was cut off before its end. Send it again.",
         "bad_request": "The address has a parameter that is not valid.",
         "bad_form": "The form has a field that is not valid.",
         "method_not_allowed": "This address does not accept that kind of request.",
