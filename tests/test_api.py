@@ -371,6 +371,17 @@ def test_a_form_cut_off_before_its_closing_boundary_is_a_400(client, small_catal
                            content=_form([("category", None, b"x")]))
     assert no_photo.status_code == 422
     assert no_photo.json()["detail"] == "Invalid form field 'image': field required."
+    # a body not framed as a form (LF line ends) is the parser's to refuse for what it is
+    # ("send it again" would never help: helper-174)
+    lf_only = client.post("/api/search", headers=headers, content=whole.replace(b"\r\n", b"\n"))
+    assert lf_only.status_code == 400 and lf_only.json()["detail"] != said
+    # a request that is not a POST is not judged: a GET of a file (whose response reads the
+    # request to watch for a disconnect) went out empty, and a PATCH of JSON sent as a form
+    # kept its own sentence
+    photo_url = client.get(f"/api/products/{rows[0]['product_id']}").json()["image_url"]
+    for url in ("/static/style.css", photo_url):
+        got = client.get(url, headers={"Content-Type": "multipart/form-data; boundary=x"})
+        assert got.status_code == 200 and got.content == client.get(url).content, url
 
 
 def test_a_closing_boundary_split_between_reads_is_found():
@@ -404,6 +415,26 @@ def test_a_closing_boundary_split_between_reads_is_found():
     with pytest.raises(HTTPException) as refused:
         run(whole[:-8], 10)
     assert refused.value.status_code == 400
+
+    # once the response has started, its reads of the request are not judged (a file
+    # response watches for a disconnect: the 400 raised there cut the file, helper-174)
+    sent = []
+
+    async def answering(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await receive()
+        await send({"type": "http.response.body", "body": b"file"})
+
+    async def record(message):
+        sent.append(message)
+
+    async def cut_receive():
+        return {"type": "http.request", "body": whole[:-8], "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/images/x",
+             "headers": [(b"content-type", b"multipart/form-data; boundary=b")]}
+    asyncio.run(WholeForm(answering)(scope, cut_receive, record))
+    assert [m.get("body") for m in sent] == [None, b"file"]
 
 
 def test_a_product_photo_over_the_limit_is_refused_and_one_at_the_limit_is_stored(

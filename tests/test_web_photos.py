@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 from fastapi.testclient import TestClient
@@ -310,3 +311,36 @@ def test_an_upload_folder_inside_the_catalogue_that_links_elsewhere_is_served(se
         assert not service._inside(folder / "out.jpg")
     finally:
         service.close()
+
+
+def test_a_jpeg_of_a_coding_browsers_do_not_all_show_is_sent_as_a_copy(settings, embedder,
+                                                                        tmp_path):
+    """Lossless JPEGs (no browser shows one) and arithmetic-coded ones (not every browser)
+    were sent as they are, as their `.jpg` said: a broken picture on the product page and
+    the cards (helper-174). They go out as a JPEG copy; a Huffman-coded one, behind a
+    large EXIF block, still as it is."""
+    from vitrine.api import create_app
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    folder = tmp_path / "catalog" / "fotos"
+    folder.mkdir(parents=True)
+    data = Path(__file__).parent / "data"
+    for name in ("arithmetic.jpg", "lossless.jpg"):
+        (folder / name).write_bytes((data / name).read_bytes())
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 60_000  # (an image description: the frame comes after it)
+    Image.fromarray(np.full((64, 96, 3), 90, np.uint8)).save(folder / "plain.jpg", exif=exif)
+    store = open_store(tmp_path / "store", create=True)
+    index_catalog(tmp_path / "catalog", store, embedder, show_progress=False)
+    store.close()
+    client = TestClient(create_app(settings, tmp_path / "store", embedder=embedder))
+    for name in ("arithmetic.jpg", "lossless.jpg"):
+        raw = (folder / name).read_bytes()
+        for size in ("", "?size=card"):
+            sent = client.get(f"/images/fotos/{name}{size}")
+            assert sent.status_code == 200 and sent.content != raw, (name, size)
+            assert Image.open(io.BytesIO(sent.content)).format == "JPEG"
+            assert b"\xff\xc0" in sent.content  # (baseline)
+    plain = client.get("/images/fotos/plain.jpg")
+    assert plain.content == (folder / "plain.jpg").read_bytes()

@@ -57,7 +57,7 @@ from vitrine.catalog import CATEGORY_MAX, SIMILAR_SUFFIX, id_problem, parse_pric
 from vitrine.config import Settings
 from vitrine.embed import Embedder
 from vitrine.errors import CatalogError, ImageError, StoreBusy, StoreError, resources_refused
-from vitrine.images import BROWSER_SUFFIXES, thumbnail_jpeg
+from vitrine.images import BROWSER_SUFFIXES, browser_jpeg, thumbnail_jpeg
 from vitrine.recommend import ProductNotFound
 from vitrine.service import NewProduct, VitrineService, image_suffix
 from vitrine.web import guards
@@ -522,6 +522,9 @@ def create_app(settings: Settings, store: str | Path, *,
             unsent.callback(fh.close)
             fmt = image_suffix(fh.read(256))  # by its bytes: a HEIC named .jpg
             shown = fmt in BROWSER_SUFFIXES
+            if shown and fmt == ".jpg":  # (a lossless one no browser shows)
+                fh.seek(0)
+                shown = browser_jpeg(fh)
             as_is = shown and (size is None or stat.st_size <= SMALL_PHOTO_BYTES)
             kind = "" if as_is else "-card" if size else "-view"
             version = file_version(path, stat)

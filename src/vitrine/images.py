@@ -13,7 +13,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
+from typing import BinaryIO, get_args
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -511,6 +511,25 @@ ARITHMETIC_FRAMES = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 their hierarchical kinds)."""
 LOSSLESS_FRAMES = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 """Start-of-frame markers of lossless JPEGs (Huffman or arithmetic, hierarchical or not)."""
+
+
+BROWSER_FRAMES = frozenset({0xC0, 0xC1, 0xC2})
+"""Start-of-frame markers of the JPEGs every browser shows (Huffman-coded: baseline, extended,
+progressive); an arithmetic-coded or lossless one (no browser shows the latter) is sent as a
+copy (helper-174)."""
+BROWSER_FRAME_HEAD = 1 << 20
+"""How far into a JPEG its start-of-frame marker is looked for (metadata segments come
+before it: an EXIF block, an ICC profile in pieces of 64 kB)."""
+
+
+def browser_jpeg(fh: BinaryIO) -> bool:
+    """Whether the JPEG open in ``fh`` (read from its start) is of a coding browsers show."""
+    head = b""
+    while len(head) < BROWSER_FRAME_HEAD and (more := fh.read(64 * 1024)):
+        head += more
+        if (frame := _jpeg_walk(head)[1]) is not None:
+            return frame in BROWSER_FRAMES
+    return False
 
 
 def jpeg_scans(data: bytes) -> int:

@@ -110,39 +110,52 @@ CUT_OFF = ("The upload was cut off: the form ends before its closing boundary; s
 
 
 class WholeForm:
-    """Refuse (400, :data:`CUT_OFF`) a ``multipart/form-data`` body that ends before its
-    closing boundary, once its last bytes are read: python-multipart drops a part left
+    """Refuse (400, :data:`CUT_OFF`) a ``multipart/form-data`` POST whose body ends before
+    its closing boundary, once its last bytes are read: python-multipart drops a part left
     unfinished without a word, so an upload cut off on its way (a client or a proxy that
     sent less than the form, with a Content-Length to match) was a 422 saying the field
     'image' is required, and a field after the photo (the page's script sends the category
     there) was left out of a search unsaid. A body over the limit is BodyLimit's 413 first
-    (this one sits inside it)."""
+    (this one sits inside it). Only a body that starts as a form does (its first boundary,
+    then CRLF) is judged: another (LF line ends, another boundary) is the parser's to refuse
+    for what it is; and nothing is raised once the response has started (a file response
+    reads the request to watch for a disconnect: helper-174)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind, params = (b"", {}) if scope["type"] != "http" else parse_options_header(
-            Headers(scope=scope).get("content-type", ""))
+        kind, params = (b"", {}) if scope["type"] != "http" or scope["method"] != "POST" \
+            else parse_options_header(Headers(scope=scope).get("content-type", ""))
         boundary = params.get(b"boundary") if kind == b"multipart/form-data" else None
         if not boundary:  # (none: Starlette's own 400 says so)
             await self.app(scope, receive, send)
             return
-        closing = b"\r\n--" + boundary + b"--"
-        tail, ended = b"\r\n", False  # (a body that is the closing boundary alone is whole)
+        opening, closing = b"--" + boundary + b"\r\n", b"\r\n--" + boundary + b"--"
+        head, tail, judged, started = b"", b"\r\n", False, False
+
+        async def watching_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
 
         async def checking_receive() -> Message:
-            nonlocal tail, ended
+            nonlocal head, tail, judged
             message = await receive()
-            if message["type"] == "http.request" and not ended:
-                body = message.get("body", b"")
-                ended = closing in tail + body[:len(closing)] or closing in body
+            if message["type"] != "http.request" or judged or started:
+                return message
+            body = message.get("body", b"")
+            if len(head) < len(opening):
+                head += body[:len(opening) - len(head)]
+                judged = not opening.startswith(head)  # (not framed so: the parser's to say)
+            if not judged:
+                judged = closing in tail + body[:len(closing)] or closing in body
                 tail = (tail + body[-len(closing):])[-len(closing):]
-                if not ended and not message.get("more_body", False):
+                if not judged and not message.get("more_body", False):
                     raise HTTPException(400, CUT_OFF)
             return message
 
-        await self.app(scope, checking_receive, send)
+        await self.app(scope, checking_receive, watching_send)
 
 
 class Stopping:
