@@ -1404,7 +1404,8 @@ def test_the_report_shows_shop_text_as_written_not_as_markdown(trained):
     assert "x_tenis_masculino" in report  # (an underscore inside a word is text)
 
 
-def test_a_trained_model_starts_without_torch_until_its_files_change(trained, tmp_path):
+def test_a_trained_model_starts_without_torch_until_its_files_change(trained, tmp_path,
+                                                                    monkeypatch):
     """vitrine.warm: a run of a trained model whose files a run before it loaded starts
     without torch (test_warm.py), with all the model is: its classes, duplicate rule and
     folder; until its files change."""
@@ -1428,6 +1429,30 @@ def test_a_trained_model_starts_without_torch_until_its_files_change(trained, tm
     assert (started["classes"], started["tail"], started["cosine"], started["model_dir"]) == \
         (list(usual.classes), usual.probs_tail, usual.duplicate_cosine, str(usual.model_dir))
 
+    # the command line, with the model in the environment (relative to the folder it runs
+    # in): no torch either (checking the setting imported it, helper-173)
+    store = tmp_path / "store"
+    run("index", catalog, "--store", store, "--model", model, "--json", env={})
+    code = ("import sys\nfrom vitrine.cli import main\nsys.argv = ['vitrine', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('torch' in sys.modules, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, "search", "--store", str(store),
+                           "--json", str(photo)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={**os.environ, "VITRINE_MODEL": "model",
+                                             "VITRINE_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0 and proc.stderr.strip() == "False", proc.stderr
+    assert json.loads(proc.stdout)["results"][0]["score"] > 0.99
+
+    monkeypatch.chdir(tmp_path)  # (the folder a relative setting names is recorded whole)
+    relative = Embedder._warm(settings.model_copy(update={"model": Path("model")}))
+    assert relative.model_dir == usual.model_dir == model.resolve()
+    monkeypatch.undo()
+    # model.json edited (whatever the edit): the usual start, which records it anew
+    with open(model / "model.json", "a") as fh:
+        fh.write("\n")
+    assert Embedder._warm(settings) is None
+    Embedder.from_settings(settings)
+    assert Embedder._warm(settings) is not None
     # weights changed after training: refused, as the usual start refuses them, not embedded
     # with the export of the old ones
     state = torch.load(model / "model.pt", map_location="cpu", weights_only=True)

@@ -6,7 +6,9 @@ record, must mean the usual start."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +38,15 @@ def photo(demo_catalog, tmp_path) -> Path:
     return tmp_path / "wide.jpg"
 
 
-def test_a_second_run_starts_without_torch_and_embeds_the_same(embedder, photo, tmp_path):
+def test_a_second_run_starts_without_torch_and_embeds_the_same(embedder, photo, tmp_path,
+                                                               monkeypatch):
     cache = tmp_path / "cache"
     export = onnx_path(embedder.settings.cache_dir, embedder.manifest)
-    assert embedder.engine.name == "onnx" and export.is_file()
+    assert embedder.engine.name == "onnx"
     (cache / "onnx").mkdir(parents=True)  # (this cache holds the export: not made again)
     for made in (export, export.with_name(export.name + ".sha256")):
-        shutil.copyfile(made, cache / "onnx" / made.name)
+        if made.is_file():  # (else a read-only home: the first run below exports it)
+            shutil.copyfile(made, cache / "onnx" / made.name)
     weights = embedder.settings.weights
     env = {"VITRINE_WEIGHTS": str(weights), "VITRINE_CACHE_DIR": str(cache), "VITRINE_MODEL": ""}
     first, second = embed_in_fresh_process(env, photo), embed_in_fresh_process(env, photo)
@@ -70,15 +74,61 @@ def test_a_second_run_starts_without_torch_and_embeds_the_same(embedder, photo, 
         assert Embedder._warm(settings.model_copy(update=other)) is None
     assert len(records(cache)) == 2
 
-    # a damaged record (the usual start mends it), or one whose export is gone
+    # a record in use has its time renewed (records unused for a month are pruned)
     record = warm.record_path(cache, warm.start_key(
-        "pretrained", "mobilenet_v2", "crop", weights.read_bytes()))
+        "pretrained", "mobilenet_v2", "crop", warm.file_digest(weights)[0]))
     assert record in records(cache)
+    long_ago = time.time() - 3 * 24 * 3600
+    os.utime(record, (long_ago, long_ago))
+    assert Embedder._warm(settings) is not None and time.time() - record.stat().st_mtime < 600
+    # Vitrine's code changed (an installed version's number does not): the usual start
+    monkeypatch.setattr(warm, "code_digest", lambda: "other code")
+    assert Embedder._warm(settings) is None
+    monkeypatch.undo()
+    # a record under another record's name, or another user's: not read
+    squash = settings.model_copy(update={"resize": "squash"})
+    borrowed = warm.record_path(cache, warm.start_key(
+        "pretrained", "mobilenet_v2", "squash", warm.file_digest(weights)[0]))
+    shutil.copyfile(record, borrowed)
+    assert Embedder._warm(squash) is None
+    borrowed.unlink()
+    if os.geteuid() == 0:
+        os.chown(record, 12345, -1)
+    else:
+        monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1)
+    assert Embedder._warm(settings) is None
+    monkeypatch.undo()
+    # a damaged record (the usual start mends it), or one whose export is gone
+    record.unlink()
     record.write_text("{")
     assert Embedder._warm(settings) is None
     Embedder.from_settings(settings)
     assert Embedder._warm(settings) is not None
     (cache / "onnx" / export.name).unlink()
+    assert Embedder._warm(settings) is None
+
+
+def test_downloaded_weights_start_without_torch_too(embedder, monkeypatch, tmp_path):
+    """Without a weights file set, the record names the file torch.hub downloaded."""
+    from dataclasses import replace
+
+    from vitrine import backbones
+
+    hub = tmp_path / "torch" / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
+    hub.parent.mkdir(parents=True)
+    shutil.copyfile(embedder.settings.weights, hub)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    spec = replace(get_spec("mobilenet_v2"),  # (the download: what torch.hub keeps)
+                   download=lambda: torch.load(hub, map_location="cpu", weights_only=True))
+    monkeypatch.setitem(backbones.BACKBONES, "mobilenet_v2", spec)
+    settings = Settings(weights=None, cache_dir=tmp_path / "cache")
+    assert Embedder._warm(settings) is None
+    usual = Embedder.from_settings(settings)
+    assert usual.manifest == embedder.manifest
+    _ = usual.engine  # (exported)
+    started = Embedder._warm(settings)
+    assert started is not None and started.manifest == embedder.manifest
+    hub.write_bytes(hub.read_bytes() + b"\0")  # another download: the usual start
     assert Embedder._warm(settings) is None
 
 

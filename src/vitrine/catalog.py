@@ -198,6 +198,16 @@ MODEL_FORMAT = "vitrine-trained-model/"
 """How a model's ``model.json`` starts its ``format`` (then its version)."""
 
 
+def not_a_model(model_dir: Path) -> str | None:
+    """The sentence saying that ``model_dir`` lacks a trained model's files; None when it
+    has them (here, not in vitrine.trained, which imports torch: the command line checks
+    VITRINE_MODEL with it before a start record may spare torch, vitrine.warm)."""
+    if (model_dir / MODEL_CONFIG).is_file() and (model_dir / MODEL_WEIGHTS).is_file():
+        return None
+    return (f"{model_dir} is not a trained model folder (it needs {MODEL_CONFIG} and "
+            f"{MODEL_WEIGHTS}); make one with vitrine train.")
+
+
 def is_model_config(path: Path) -> bool:
     """Whether ``path`` is a Vitrine model's ``model.json`` (another tool's, TensorFlow.js's
     or a product's specification, is not one)."""

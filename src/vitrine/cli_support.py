@@ -69,7 +69,7 @@ def command_settings(weights: Path | None = None, model: Path | None = None, *,
         settings = settings.model_copy(update={"model": model})
     elif embeds and settings.model is not None:  # (from the environment: named, or a path set in a
         # shell profile long ago reads as the command's own mistake)
-        from vitrine.trained import not_a_model
+        from vitrine.catalog import not_a_model
 
         if why := not_a_model(settings.model):
             raise VitrineError(f"setting VITRINE_MODEL={why}")

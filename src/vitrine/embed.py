@@ -178,14 +178,15 @@ class Embedder:
         from vitrine.models import read_state_dict
 
         spec = get_spec(settings.backbone)
-        state, data = read_state_dict(spec, settings.weights)
+        state, digest = read_state_dict(spec, settings.weights)
         prep = replace(spec.preprocessing, resize=settings.resize)
         embedder = cls(spec, state, prep, settings=settings)
-        if data is None and (hub := warm.hub_weights(spec)) is not None:
+        if settings.weights is None and (hub := warm.hub_weights(spec)) is not None:
             with contextlib.suppress(OSError):  # (the download's file, read after it loaded)
-                data = hub.read_bytes()
-        if data is not None:
-            embedder._remember(warm.start_key("pretrained", spec.name, settings.resize, data))
+                digest = warm.file_digest(hub)[0]
+        if digest is not None:
+            embedder._remember(warm.start_key("pretrained", spec.name, settings.resize,
+                                              digest))
         return embedder
 
     @classmethod
@@ -207,9 +208,10 @@ class Embedder:
         return embedder
 
     def _remember(self, key: str) -> None:
-        """Write the start record of this model (:mod:`vitrine.warm`), for a run of the
-        ONNX engine on the CPU: the next such run of the same files starts without torch."""
-        if self.settings.engine == "onnx" and self.settings.device == "cpu":
+        """Write the start record of this model (:mod:`vitrine.warm`): the next run of the
+        ONNX engine on the CPU of the same files starts without torch, once the model is
+        exported (the record describes the model, whatever engine or device this run has)."""
+        if key:
             warm.write_record(self.settings.cache_dir, key, {
                 "backbone": self.spec.name, "manifest": self.manifest.as_dict(),
                 "classes": list(self.classes),
@@ -226,16 +228,17 @@ class Embedder:
         try:
             if settings.model is not None:
                 folder = Path(settings.model).expanduser()
-                files = [folder / MODEL_CONFIG, folder / MODEL_WEIGHTS]
-                if not all(f.is_file() for f in files):  # (a pipe named so would hold reads)
+                config, weights = folder / MODEL_CONFIG, folder / MODEL_WEIGHTS
+                if not (config.is_file() and weights.is_file()):  # (a pipe would hold reads)
                     return None
-                key = warm.start_key("trained", *(f.read_bytes() for f in files))
+                key = warm.start_key("trained", hashlib.sha256(config.read_bytes()).hexdigest(),
+                                     warm.file_digest(weights)[0])
             else:
                 spec = get_spec(settings.backbone)
                 if (source := warm.weights_source(spec, settings.weights)) is None:
                     return None
                 key = warm.start_key("pretrained", spec.name, settings.resize,
-                                     source.read_bytes())
+                                     warm.file_digest(source)[0])
             if (record := warm.read_record(settings.cache_dir, key)) is None:
                 return None
             manifest = ModelManifest.from_dict(record["manifest"])

@@ -11,16 +11,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from vitrine.catalog import Product
 from vitrine.config import Settings
 from vitrine.errors import CatalogError
 from vitrine.evaluate import average_precision_at_k, per_label, precision_at_k, recall_at_k
 from vitrine.progress import progress_bar
-from vitrine.trained_net import combine
+
+if TYPE_CHECKING:  # (torch is the trained model's: evaluating the pretrained one needs none)
+    import torch
 
 CHUNK = 256
 
@@ -81,6 +83,8 @@ def trained_outputs(model, products: Sequence[Product], settings: Settings, *,
     that could not be decoded (their row, the reason: the outputs there are to be dropped);
     with ``hashes``, each photo's perceptual hash and thumbnail are appended to its two
     lists."""
+    import torch
+
     from vitrine.train_data import FeatureCache, frozen_pass
     from vitrine.train_fit import clean_outputs
 
@@ -350,7 +354,10 @@ def _embed(products: Sequence[Product], settings: Settings, model_dir: Path | No
                          for r in results])
         return ({"pretrained": vecs}, None, None, {"pretrained": embedder.manifest.as_dict()},
                 ([r.phash for r in results], [r.thumb for r in results]), failed)
+    import torch
+
     from vitrine.trained import load_model
+    from vitrine.trained_net import combine
 
     model = load_model(model_dir)
     if settings.threads > 0:  # as the embedding engines and training do

@@ -8,7 +8,6 @@ embedding is the global-average-pooled feature map, L2-normalised by the embedde
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from vitrine.backbones import (  # noqa: F401 - the registry, known here as befo
     weights_file,
 )
 from vitrine.errors import EXTRA_HINT, WeightsError
+from vitrine.warm import file_digest, unchanged
 
 
 def mobilenet_v2_download() -> dict:
@@ -78,15 +78,16 @@ def load_state_dict(spec: BackboneSpec, weights: Path | None) -> dict:
     return read_state_dict(spec, weights)[0]
 
 
-def read_state_dict(spec: BackboneSpec, weights: Path | None) -> tuple[dict, bytes | None]:
-    """:func:`load_state_dict`, and the bytes of the local file the state was loaded from
-    (None for a download): what names the model's start record (:mod:`vitrine.warm`)."""
+def read_state_dict(spec: BackboneSpec, weights: Path | None) -> tuple[dict, str | None]:
+    """:func:`load_state_dict`, and the sha256 of the local file the state was loaded from
+    (None for a download, or a file that changed while it loaded): what names the model's
+    start record (:mod:`vitrine.warm`)."""
     hint = WEIGHTS_HINT
     if weights is not None:
         path = weights_file(weights)
         try:
-            data = path.read_bytes()
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            digest, identity = file_digest(path)
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
             raise WeightsError(f"weights file {path} cannot be loaded ({type(exc).__name__}); "
                                f"{hint}.") from None
@@ -99,7 +100,7 @@ def read_state_dict(spec: BackboneSpec, weights: Path | None) -> tuple[dict, byt
         if broken:
             raise WeightsError(f"weights file {path} holds NaN or infinite values (in "
                                f"{broken[0]}); {hint}.")
-        return state, data
+        return state, digest if unchanged(path, identity) else None
     try:
         return spec.download(), None
     except WeightsError:  # the backbone's own sentence (an extra not installed)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
+import hashlib
 import json
 import os
 import re
@@ -20,14 +20,20 @@ from pathlib import Path
 
 import torch
 
-from vitrine.catalog import MODEL_CONFIG, MODEL_FORMAT, MODEL_WEIGHTS, is_model_config
+from vitrine.catalog import (
+    MODEL_CONFIG,
+    MODEL_FORMAT,
+    MODEL_WEIGHTS,
+    is_model_config,
+    not_a_model,
+)
 from vitrine.config import EMBEDDING_LAYERS
 from vitrine.errors import VitrineError, WeightsError
 from vitrine.images import Preprocessing
 from vitrine.jsonfile import write_json
 from vitrine.models import BackboneSpec, get_spec, state_hash
 from vitrine.trained_net import TrainedEmbeddingNet, TrainedNet, build_trained_net, layer_dim
-from vitrine.warm import start_key
+from vitrine.warm import file_digest, start_key, unchanged
 
 MODEL_FILE = MODEL_WEIGHTS
 CONFIG_FILE = MODEL_CONFIG
@@ -63,7 +69,7 @@ class TrainedModel:
     weights_sha256: str
     start_key: str = ""
     """Names the model's start record, made of the bytes of the two files it was loaded
-    from (:mod:`vitrine.warm`)."""
+    from (:mod:`vitrine.warm`); empty when they changed while it loaded."""
 
     @property
     def classes(self) -> list[str]:
@@ -248,15 +254,6 @@ def _check_cosine(value: object) -> None:
                          "to 2") from None
 
 
-def not_a_model(model_dir: Path) -> str | None:
-    """The sentence saying that ``model_dir`` lacks a trained model's files; None when it
-    has them."""
-    if (model_dir / CONFIG_FILE).is_file() and (model_dir / MODEL_FILE).is_file():
-        return None
-    return (f"{model_dir} is not a trained model folder (it needs {CONFIG_FILE} and "
-            f"{MODEL_FILE}); make one with vitrine train.")
-
-
 def load_model(model_dir: Path) -> TrainedModel:
     """Load a folder written by ``vitrine train``; raises WeightsError with one sentence."""
     model_dir = Path(model_dir).expanduser()
@@ -289,8 +286,8 @@ def load_model(model_dir: Path) -> TrainedModel:
     if layer not in EMBEDDING_LAYERS:
         raise WeightsError(f"{config_path} names an unknown embedding layer {layer!r}.")
     try:
-        weights = weights_path.read_bytes()
-        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+        weights, identity = file_digest(weights_path)
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - torch's own text suggests weights_only=False: unsafe
         raise WeightsError(f"{weights_path} is not a model file written by `vitrine train` "
                            "(damaged or replaced); train again.") from None
@@ -307,8 +304,9 @@ def load_model(model_dir: Path) -> TrainedModel:
     if config.get("weights_sha256") not in (None, digest):
         raise WeightsError(f"{weights_path} does not match {config_path} (weights changed "
                            "after training); train again.")
-    return TrainedModel(spec, net.eval(), config, prep, digest,
-                        start_key("trained", config_bytes, weights))
+    key = start_key("trained", hashlib.sha256(config_bytes).hexdigest(), weights) \
+        if unchanged(weights_path, identity) else ""
+    return TrainedModel(spec, net.eval(), config, prep, digest, key)
 
 
 def _misfit(net: TrainedNet, state: object) -> str:

@@ -9,19 +9,21 @@ model records beside the exports what its files made: a *start record*, named by
 of the files' bytes and of the settings that shape the model. A later run on the same bytes
 reads it and loads the export, without torch (:meth:`vitrine.embed.Embedder.from_settings`).
 Any doubt (no record, a damaged one, another user's, no export) means the usual start,
-which writes the record again.
+which writes the record again. So does any change to Vitrine's own code: what a record holds
+was computed by it, and an installed version's number stays the same through a checkout's
+changes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import time
 from pathlib import Path
 
-from vitrine import __version__
 from vitrine.backbones import BackboneSpec, weights_file
 from vitrine.files import write_whole
 
@@ -33,15 +35,50 @@ has used for a month are pruned with the exports: :func:`vitrine.engines._prune_
 RECORD_GLOB = "start-*.json"
 
 
-def start_key(kind: str, *parts: str | bytes) -> str:
-    """The sha256 naming the record of a model made of ``parts`` (file bytes, settings), for
-    this version of Vitrine (another may read the files otherwise: a model one refuses)."""
+@functools.cache
+def code_digest() -> str:
+    """sha256 of Vitrine's own Python files (a few milliseconds, once a process)."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        with contextlib.suppress(OSError):
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def start_key(kind: str, *parts: str) -> str:
+    """The sha256 naming the record of a model made of ``parts`` (the sha256 of its files,
+    settings), for this code of Vitrine (another may read the files otherwise, or describe
+    the model otherwise)."""
     digest = hashlib.sha256(RECORD_FORMAT.encode())
-    for part in (__version__, kind, *parts):
-        data = part.encode() if isinstance(part, str) else part
+    for part in (code_digest(), kind, *parts):
+        data = part.encode()
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
     return digest.hexdigest()
+
+
+def file_digest(path: Path) -> tuple[str, tuple[int, ...]]:
+    """sha256 of the file at ``path``, read in pieces (a weights file of gigabytes was held
+    whole), and what identifies the file as read: :func:`unchanged` tells whether a load
+    that followed read the same file."""
+    with open(path, "rb") as fh:
+        identity = _identity(os.fstat(fh.fileno()))
+        return hashlib.file_digest(fh, "sha256").hexdigest(), identity
+
+
+def unchanged(path: Path, identity: tuple[int, ...]) -> bool:
+    """Whether ``path`` is still the file :func:`file_digest` read (same device, inode, size
+    and times): a file replaced or written between the digest and the load is not recorded."""
+    try:
+        return _identity(os.stat(path)) == identity
+    except OSError:
+        return False
+
+
+def _identity(info: os.stat_result) -> tuple[int, ...]:
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def hub_weights(spec: BackboneSpec) -> Path | None:
