@@ -85,6 +85,9 @@ def test_a_second_run_starts_without_torch_and_embeds_the_same(embedder, photo, 
     monkeypatch.setattr(warm, "code_digest", lambda: "other code")
     assert Embedder._warm(settings) is None
     monkeypatch.undo()
+    monkeypatch.setattr(warm, "__version__", "0.0.0")  # (a zip's code is not hashed)
+    assert Embedder._warm(settings) is None
+    monkeypatch.undo()
     # a record under another record's name, or another user's: not read
     squash = settings.model_copy(update={"resize": "squash"})
     borrowed = warm.record_path(cache, warm.start_key(

@@ -331,6 +331,9 @@ def test_a_jpeg_of_a_coding_browsers_do_not_all_show_is_sent_as_a_copy(settings,
     exif = Image.Exif()
     exif[0x010E] = "x" * 60_000  # (an image description: the frame comes after it)
     Image.fromarray(np.full((64, 96, 3), 90, np.uint8)).save(folder / "plain.jpg", exif=exif)
+    plain = (folder / "plain.jpg").read_bytes()  # with a stray byte before a segment (libjpeg
+    at = plain.index(b"\xff\xdb")  # passes over it; the frame is not found: sent as it is)
+    (folder / "stray.jpg").write_bytes(plain[:at] + b"\x00" + plain[at:])
     store = open_store(tmp_path / "store", create=True)
     index_catalog(tmp_path / "catalog", store, embedder, show_progress=False)
     store.close()
@@ -342,5 +345,5 @@ def test_a_jpeg_of_a_coding_browsers_do_not_all_show_is_sent_as_a_copy(settings,
             assert sent.status_code == 200 and sent.content != raw, (name, size)
             assert Image.open(io.BytesIO(sent.content)).format == "JPEG"
             assert b"\xff\xc0" in sent.content  # (baseline)
-    plain = client.get("/images/fotos/plain.jpg")
-    assert plain.content == (folder / "plain.jpg").read_bytes()
+    for name in ("plain.jpg", "stray.jpg"):
+        assert client.get(f"/images/fotos/{name}").content == (folder / name).read_bytes()

@@ -523,13 +523,16 @@ before it: an EXIF block, an ICC profile in pieces of 64 kB)."""
 
 
 def browser_jpeg(fh: BinaryIO) -> bool:
-    """Whether the JPEG open in ``fh`` (read from its start) is of a coding browsers show."""
+    """Whether the JPEG open in ``fh`` (read from its start) is of a coding browsers show:
+    not when its frame is found and is not; a frame not found (more metadata before it than
+    :data:`BROWSER_FRAME_HEAD`, stray bytes between segments, which libjpeg passes over) is
+    sent as it is, as before (a copy drops the colour profile: helper-175)."""
     head = b""
     while len(head) < BROWSER_FRAME_HEAD and (more := fh.read(64 * 1024)):
         head += more
         if (frame := _jpeg_walk(head)[1]) is not None:
             return frame in BROWSER_FRAMES
-    return False
+    return True
 
 
 def jpeg_scans(data: bytes) -> int:

@@ -24,6 +24,7 @@ import os
 import time
 from pathlib import Path
 
+from vitrine import __version__
 from vitrine.backbones import BackboneSpec, weights_file
 from vitrine.files import write_whole
 
@@ -49,10 +50,11 @@ def code_digest() -> str:
 
 def start_key(kind: str, *parts: str) -> str:
     """The sha256 naming the record of a model made of ``parts`` (the sha256 of its files,
-    settings), for this code of Vitrine (another may read the files otherwise, or describe
-    the model otherwise)."""
+    settings), for this version and code of Vitrine (another may read the files otherwise,
+    or describe the model otherwise; the version parts installs whose code cannot be read as
+    files, a zip: helper-175)."""
     digest = hashlib.sha256(RECORD_FORMAT.encode())
-    for part in (code_digest(), kind, *parts):
+    for part in (__version__, code_digest(), kind, *parts):
         data = part.encode()
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)

@@ -105,6 +105,9 @@ class BodyLimit:
         await self.app(scope, counting_receive, send)
 
 
+BLANK_START = 64 * 1024
+"""How many bytes of a form's first message are looked at for its first boundary (blank lines
+may come before it)."""
 CUT_OFF = ("The upload was cut off: the form ends before its closing boundary; send it "
            "again.")
 
@@ -117,9 +120,10 @@ class WholeForm:
     'image' is required, and a field after the photo (the page's script sends the category
     there) was left out of a search unsaid. A body over the limit is BodyLimit's 413 first
     (this one sits inside it). Only a body that starts as a form does (its first boundary,
-    then CRLF) is judged: another (LF line ends, another boundary) is the parser's to refuse
-    for what it is; and nothing is raised once the response has started (a file response
-    reads the request to watch for a disconnect: helper-174)."""
+    then CRLF, after any blank lines, which the parser skips: helper-175) is judged: another
+    (LF line ends, another boundary) is the parser's to refuse for what it is; and nothing is
+    raised once the response has started (a file response reads the request to watch for a
+    disconnect: helper-174)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -146,7 +150,7 @@ class WholeForm:
                 return message
             body = message.get("body", b"")
             if len(head) < len(opening):
-                head += body[:len(opening) - len(head)]
+                head = (head + body[:BLANK_START]).lstrip(b"\r\n")[:len(opening)]
                 judged = not opening.startswith(head)  # (not framed so: the parser's to say)
             if not judged:
                 judged = closing in tail + body[:len(closing)] or closing in body
