@@ -1388,3 +1388,24 @@ def test_a_stop_with_its_stderr_reader_gone_still_ends_as_a_stop(monkeypatch):
         with contextlib.suppress(OSError):
             gone.close()
     assert stopped.value.code == 130
+
+
+def test_a_suggested_command_names_the_vitrine_that_ran(monkeypatch, tmp_path):
+    """The demo's "search and serve this store with its model: vitrine search …" was not
+    found in the shell after `./scripts/demo`, which puts `.venv/bin` on the PATH of its own
+    run only (helper-176): the command names the script that ran, as seen from here."""
+    from vitrine.cli_support import program
+
+    script = tmp_path / "venv dir" / "bin" / "vitrine"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(script), "demo"])
+    assert program() == "'venv dir/bin/vitrine'"
+    monkeypatch.chdir(script.parent)
+    assert program() == "./vitrine"  # (a bare name is looked for on the PATH)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert program() == f"'{script}'"
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "vitrine" / "__main__.py")])
+    assert program() == f"{sys.executable} -m vitrine"  # python -m vitrine

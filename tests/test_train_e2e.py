@@ -107,6 +107,20 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path
     # indexed with" did not say which), also of a copy made by migrate
     named = f"or pass --model {model.absolute()} (or VITRINE_MODEL), the model this store was "
     assert named in " ".join(mixed.stderr.split())
+    # without local weights too, said before any model is built: it tried to download the
+    # pretrained ones, to say it could not (helper-176)
+    offline = {**env, "VITRINE_WEIGHTS": "", "TORCH_HOME": str(tmp_path / "no-downloads")}
+    for args in (("index", catalog), ("search", photo)):
+        refused = run_subprocess(*args, "--store", store, env=offline)
+        said = " ".join(refused.stderr.split())
+        assert refused.returncode == 2 and named in said and "download" not in said, said
+    from vitrine.api import create_app
+    from vitrine.config import Settings
+    from vitrine.errors import StoreError
+
+    with pytest.raises(StoreError, match="a trained model's vectors in the store, the "
+                                         "pretrained backbone here"):
+        create_app(Settings(weights=None, cache_dir=tmp_path / "cache"), store)
     run("migrate", store, tmp_path / "copy", "--json", env=env)
     copied = run_subprocess("search", photo, "--store", tmp_path / "copy", env=env)
     assert copied.returncode == 2 and named in " ".join(copied.stderr.split()), copied.stderr
@@ -117,9 +131,7 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path
     # (helper-164)
     import dataclasses
 
-    from vitrine.config import Settings
     from vitrine.embed import Embedder
-    from vitrine.errors import StoreError
     from vitrine.indexer import check_manifest
     from vitrine.store import open_store
 

@@ -107,8 +107,9 @@ def index(
     """Index (or re-index) a catalogue folder into a store."""
     from vitrine.embed import Embedder
     from vitrine.indexer import index_catalog, parse_shard
+    from vitrine.manifest import kind_mismatch
     from vitrine.split import links_refused, read_catalogue
-    from vitrine.store import store_for, upload_folder
+    from vitrine.store import recorded_model, store_for, upload_folder
 
     settings = command_settings(weights, model)
     shard_spec = parse_shard(shard)
@@ -116,6 +117,10 @@ def index(
     refused = links_refused(settings)
     catalogue = read_catalogue(catalog_dir, uploads,  # a bad folder: before the model
                                refused_links=refused)
+    # also before the model (a trained model's store indexed without one tried to download
+    # the pretrained weights: helper-176)
+    if refused_model := kind_mismatch(store, *recorded_model(store), settings.model):
+        raise refused_model
     embedder = Embedder.from_settings(settings)
     db = store_for(store, settings, create=True)
     try:

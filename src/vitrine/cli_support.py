@@ -535,3 +535,20 @@ def _run_app(app: typer.Typer) -> None:
                              "it stopped).\n")
             sys.exit(2)
         raise
+
+
+def program() -> str:
+    """How to run this Vitrine again from the current folder, for a command the output
+    suggests: the path of the ``vitrine`` script that runs (as seen from here, when it is
+    inside), or this interpreter with ``-m vitrine``. A bare "vitrine" was not found in the
+    shell after ``./scripts/demo``, which puts ``.venv/bin`` on the PATH of its own run only
+    (helper-176)."""
+    import shlex
+
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    if script.name != "vitrine" or not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m vitrine"
+    shown = os.path.relpath(script.absolute())
+    if shown.startswith(".."):  # (not inside: all of it)
+        shown = str(script.absolute())
+    return shlex.quote(shown if os.sep in shown else os.path.join(".", shown))

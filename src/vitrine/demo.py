@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from vitrine.cli_support import program
 from vitrine.config import Settings, cpu_only_note
 from vitrine.display import counted, plain, results_table
 from vitrine.embed import Embedder
@@ -113,7 +114,7 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     write_json(out_dir / "demo.json", summary, indent=2)
     console.print(plain(f"Figures and demo.json written to {out_dir}/"))
     if settings.model is not None:  # (without it, search and serve refuse the store)
-        console.print(plain(f"Search and serve this store with its model: vitrine search "
+        console.print(plain(f"Search and serve this store with its model: {program()} search "
                             f"--store {shlex.quote(str(store_dir))} --model "
                             f"{shlex.quote(str(settings.model))} PHOTO"))
     if serve is not None:

@@ -88,6 +88,17 @@ class ModelManifest:
                                     f"{other.preprocessing} {theirs}")
 
 
+def kind_mismatch(location: object, stored: ModelManifest | None, model_folder: str | None,
+                  model: Path | None) -> StoreError | None:
+    """The mismatch of a store made by a trained model used without one (``model`` None), or
+    the reverse, said before this run's model is built: building it took seconds for an
+    answer known already, and without local weights it tried to download them, to say it
+    could not (no word of the store's model: helper-176)."""
+    if stored is None or (stored.embedding != "pooled") == (model is not None):
+        return None
+    return mismatch_error(location, stored, None, model_folder)
+
+
 def _same_folder(here: Path, recorded: str) -> bool:
     """Whether ``here`` is the folder ``recorded`` names, however either is written (``..``,
     a link); by name when one is gone."""
@@ -97,18 +108,23 @@ def _same_folder(here: Path, recorded: str) -> bool:
         return os.path.abspath(here) == os.path.abspath(recorded)
 
 
-def mismatch_error(location: object, stored: ModelManifest, current: ModelManifest,
+def mismatch_error(location: object, stored: ModelManifest, current: ModelManifest | None,
                    model_folder: str | None = None, here: Path | None = None) -> StoreError:
     """The error for a store whose vectors ``stored``'s model made, used with ``current``'s:
     what differs, and how to go on (the trained model's folder, ``model_folder``, where the
     store recorded it: after the demo, `vitrine search --store demo-output/store` was told to
     pass "the --model this store was indexed with", not which: helper-162). ``here``: the
-    folder of this run's model; the store's own, trained again since (helper-164)."""
+    folder of this run's model; the store's own, trained again since (helper-164).
+    ``current`` None: this run's model is not built, only known to be of the other kind
+    (:func:`kind_mismatch`)."""
     trained = stored.embedding != "pooled"
+    differs = stored.differences(current) if current is not None else (
+        "a trained model's vectors in the store, the pretrained backbone here" if trained
+        else "the pretrained backbone's vectors in the store, a trained model here")
     if model_folder and here is not None and _same_folder(here, model_folder):
         return StoreError(
             f"the store {location} was indexed with the model in {one_line(model_folder)} "
-            f"before it was trained again ({stored.differences(current)}); index the "
+            f"before it was trained again ({differs}); index the "
             "catalogue into a new --store with it (or delete this store and index it again), "
             "or restore the model it was indexed with.")
     model = (f"--model {shlex.quote(one_line(model_folder))} (or VITRINE_MODEL), the model "
@@ -116,7 +132,7 @@ def mismatch_error(location: object, stored: ModelManifest, current: ModelManife
              "the --model (or VITRINE_MODEL) this store was indexed with")
     return StoreError(
         f"the store {location} was built with a different model than this run "
-        f"({stored.differences(current)}); to use this model, index into a new --store with "
+        f"({differs}); to use this model, index into a new --store with "
         "it (and search and serve that store with it), or pass "
         + (f"{model}." if trained else
            "the --weights and settings this store was indexed with (no --model, and "

@@ -11,7 +11,7 @@ import numpy as np
 from vitrine.catalog import one_form
 from vitrine.config import Settings
 from vitrine.errors import VitrineError
-from vitrine.manifest import mismatch_error
+from vitrine.manifest import kind_mismatch, mismatch_error
 from vitrine.store.base import Match, StoredProduct, VectorStore
 
 if TYPE_CHECKING:  # torch is imported only when a photo is embedded
@@ -52,11 +52,14 @@ class Recommender:
 
     @property
     def embedder(self) -> Embedder:
+        stored = self.store.manifest()
         if self._embedder is None:
             from vitrine.embed import Embedder
 
+            if refused := kind_mismatch(self.store.location, stored, self.store.model_folder(),
+                                        self.settings.model):
+                raise refused
             self._embedder = Embedder.from_settings(self.settings)
-        stored = self.store.manifest()
         if stored is not None and stored != self._embedder.manifest:
             raise mismatch_error(self.store.location, stored, self._embedder.manifest,
                                  self.store.model_folder(), self._embedder.model_dir)

@@ -8,14 +8,18 @@ import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from vitrine.ann import IndexConfig
 from vitrine.catalog import UPLOAD_NAME, UPLOADS
 from vitrine.errors import StoreError
 from vitrine.store.base import Match, StoredProduct, VectorStore
-from vitrine.store.embedded import EmbeddedStore
+from vitrine.store.embedded import DB_NAME, EmbeddedStore
 from vitrine.store.sqlite_db import file_id
+
+if TYPE_CHECKING:
+    from vitrine.manifest import ModelManifest
 
 __all__ = ["UPLOAD_TMP", "UPLOADS_DIR", "EmbeddedStore", "Match", "StoredProduct", "VectorStore",
            "inside_store", "new_store_path", "open_store", "cleanable_uploads", "save_photo",
@@ -133,6 +137,23 @@ def open_store(location: str | Path, *, create: bool = False, token: str = "",
         uri, collection = milvus_server(text)
         return MilvusStore(uri, collection, location=text, token=token, create=create)
     return EmbeddedStore(Path(location), create=create, index_config=index_config)
+
+
+def recorded_model(location: str | Path) -> tuple[ModelManifest | None, str | None]:
+    """The model manifest and model folder an embedded store at ``location`` records (None,
+    None when there is no such store, or it cannot be read: the command that opens it says
+    why); read before a command builds its model (:func:`vitrine.manifest.kind_mismatch`)."""
+    local = _local_path(location)
+    if local is None or local[0] != "folder" or not (local[1] / DB_NAME).is_file():
+        return None, None
+    try:
+        store = open_store(location)
+    except StoreError:
+        return None, None
+    try:
+        return store.manifest(), store.model_folder()
+    finally:
+        store.close()
 
 
 def _local_path(location: str | Path) -> tuple[str, Path] | None:
