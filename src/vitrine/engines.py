@@ -235,10 +235,10 @@ def export_onnx(net: torch.nn.Module, path: Path, size: int) -> Path:
 
 
 def _export(net: torch.nn.Module, path: Path, size: int) -> bytes:
-    import torch
-
     """:func:`export_onnx`, returning the bytes checked and written (the part files killed
     exports left are the caller's to sweep: make_engine sweeps them each time)."""
+    import torch
+
     model = copy.deepcopy(net).to("cpu", torch.float32).eval()
     model = model.to(memory_format=torch.contiguous_format)
     probe = probe_batch(size)
