@@ -8,13 +8,14 @@ if [ -n "${VITRINE_SHARED:-}" ]; then
     VITRINE_SHARED="$(cd "$VITRINE_SHARED" && pwd)"
   else
     echo "note: VITRINE_SHARED=$VITRINE_SHARED is not a folder; the demo weights and" \
-         "catalogue are not taken from it." >&2
+         "catalogue are not taken from it." >&2 || true  # (stderr closed: no abort)
   fi
 elif [ ! -d "$ROOT/../shared" ] && { [ -z "${VITRINE_WEIGHTS:-}" ] ||
                                      [ -z "${VITRINE_DEMO_CATALOG:-}" ]; }; then
   # (a clone elsewhere learnt it only after the install, from the demo's "no catalogue")
   echo "note: no shared folder at $(dirname "$ROOT")/shared; set VITRINE_SHARED=DIR (or" \
-       "VITRINE_WEIGHTS and VITRINE_DEMO_CATALOG) to use its demo weights and catalogue." >&2
+       "VITRINE_WEIGHTS and VITRINE_DEMO_CATALOG) to use its demo weights and catalogue." \
+       >&2 || true
 fi
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"

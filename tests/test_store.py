@@ -1238,3 +1238,26 @@ def test_a_value_read_slowly_is_kept_for_its_time_within_bounds(monkeypatch):
                             (125, 0, 125), (125, -1, 125)):
         clock[0] = now
         assert base.kept_until(100.0, ttl) == until, (now, ttl)
+
+
+def test_the_model_a_store_records_is_read_quietly_before_a_command_builds_its_own(
+        small_store, monkeypatch, tmp_path):
+    """`index` reads an existing store's model before building its own (a trained model's
+    store indexed without one is refused at once: manifest.kind_mismatch); a store it cannot
+    read there is left for the command's own opening to say why (a folder shut to this user
+    said "Permission denied" of a database file the user could not see: helper-177)."""
+    from vitrine.store import recorded_model
+
+    manifest, folder = recorded_model(small_store)
+    assert manifest is not None and manifest.embedding == "pooled" and folder is None
+    assert recorded_model(tmp_path / "none") == (None, None)
+    assert recorded_model("milvus://localhost/x") == (None, None)
+    real = Path.is_file
+
+    def shut(self):
+        if self.parent == small_store:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_file", shut)
+    assert recorded_model(small_store) == (None, None)

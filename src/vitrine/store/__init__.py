@@ -144,11 +144,11 @@ def recorded_model(location: str | Path) -> tuple[ModelManifest | None, str | No
     None when there is no such store, or it cannot be read: the command that opens it says
     why); read before a command builds its model (:func:`vitrine.manifest.kind_mismatch`)."""
     local = _local_path(location)
-    if local is None or local[0] != "folder" or not (local[1] / DB_NAME).is_file():
-        return None, None
-    try:
+    try:  # (a folder shut to this user: is_file raises, and store_for says it so)
+        if local is None or local[0] != "folder" or not (local[1] / DB_NAME).is_file():
+            return None, None
         store = open_store(location)
-    except StoreError:
+    except (OSError, StoreError):
         return None, None
     try:
         return store.manifest(), store.model_folder()
