@@ -286,7 +286,9 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 413 and wants_html(request):  # also one raised reading the form
-            return app.state.render_too_large(request)
+            # (off the event loop, as every page: it counts the categories, a scan of a
+            # Milvus collection)
+            return await anyio.to_thread.run_sync(app.state.render_too_large, request)
         if exc.detail == guards.CUT_OFF and wants_html(request) and \
                 request.url.path == "/search":  # (said on the search page, as a photo refused)
             return await anyio.to_thread.run_sync(app.state.render_cut_off, request)
@@ -551,9 +553,11 @@ def create_app(settings: Settings, store: str | Path, *,
     # FastAPI keeps an included router's routes apart from the app's own
     _install_error_handlers(app, settings, [*app.router.routes, *api.routes], store)
 
-    def too_large_page(scope) -> Response | None:
+    async def too_large_page(scope) -> Response | None:
         request = Request(scope)
-        return app.state.render_too_large(request) if wants_html(request) else None
+        if not wants_html(request):
+            return None
+        return await anyio.to_thread.run_sync(app.state.render_too_large, request)
 
     app.add_middleware(guards.WholeForm)  # (inside BodyLimit: a body too large is its 413)
     app.add_middleware(guards.BodyLimit, max_body=max_body,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
 from fastapi import HTTPException, UploadFile
@@ -72,7 +72,7 @@ class BodyLimit:
     the upload limit by :func:`read_upload`."""
 
     def __init__(self, app: ASGIApp, max_body: int, upload_limit: int,
-                 page: Callable[[Scope], Response | None] | None = None):
+                 page: Callable[[Scope], Awaitable[Response | None]] | None = None):
         self.app = app
         self.max_body = max_body
         self.upload_limit = upload_limit
@@ -84,7 +84,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_body:
-            response = self.page(scope) if self.page is not None else None
+            response = await self.page(scope) if self.page is not None else None
             if response is None:
                 response = JSONResponse({"detail": too_large_sentence(self.upload_limit)},
                                         status_code=413)
