@@ -185,8 +185,7 @@ class Embedder:
             with contextlib.suppress(OSError):  # (the download's file, read after it loaded)
                 digest = warm.file_digest(hub)[0]
         if digest is not None:
-            embedder._remember(warm.start_key("pretrained", spec.name, settings.resize,
-                                              digest))
+            embedder._remember(warm.pretrained_key(spec.name, settings.resize, digest))
         return embedder
 
     @classmethod
@@ -231,14 +230,13 @@ class Embedder:
                 config, weights = folder / MODEL_CONFIG, folder / MODEL_WEIGHTS
                 if not (config.is_file() and weights.is_file()):  # (a pipe would hold reads)
                     return None
-                key = warm.start_key("trained", hashlib.sha256(config.read_bytes()).hexdigest(),
-                                     warm.file_digest(weights)[0])
+                key = warm.trained_key(config.read_bytes(), warm.file_digest(weights)[0])
             else:
                 spec = get_spec(settings.backbone)
                 if (source := warm.weights_source(spec, settings.weights)) is None:
                     return None
-                key = warm.start_key("pretrained", spec.name, settings.resize,
-                                     warm.file_digest(source)[0])
+                key = warm.pretrained_key(spec.name, settings.resize,
+                                          warm.file_digest(source)[0])
             if (record := warm.read_record(settings.cache_dir, key)) is None:
                 return None
             manifest = ModelManifest.from_dict(record["manifest"])

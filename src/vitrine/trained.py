@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -33,7 +32,7 @@ from vitrine.images import Preprocessing
 from vitrine.jsonfile import write_json
 from vitrine.models import BackboneSpec, get_spec, state_hash
 from vitrine.trained_net import TrainedEmbeddingNet, TrainedNet, build_trained_net, layer_dim
-from vitrine.warm import file_digest, start_key, unchanged
+from vitrine.warm import file_digest, trained_key, unchanged
 
 MODEL_FILE = MODEL_WEIGHTS
 CONFIG_FILE = MODEL_CONFIG
@@ -286,7 +285,7 @@ def load_model(model_dir: Path) -> TrainedModel:
     if layer not in EMBEDDING_LAYERS:
         raise WeightsError(f"{config_path} names an unknown embedding layer {layer!r}.")
     try:
-        weights, identity = file_digest(weights_path)
+        weights_digest, identity = file_digest(weights_path)
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - torch's own text suggests weights_only=False: unsafe
         raise WeightsError(f"{weights_path} is not a model file written by `vitrine train` "
@@ -304,8 +303,7 @@ def load_model(model_dir: Path) -> TrainedModel:
     if config.get("weights_sha256") not in (None, digest):
         raise WeightsError(f"{weights_path} does not match {config_path} (weights changed "
                            "after training); train again.")
-    key = start_key("trained", hashlib.sha256(config_bytes).hexdigest(), weights) \
-        if unchanged(weights_path, identity) else ""
+    key = trained_key(config_bytes, weights_digest) if unchanged(weights_path, identity) else ""
     return TrainedModel(spec, net.eval(), config, prep, digest, key)
 
 

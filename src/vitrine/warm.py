@@ -61,6 +61,18 @@ def start_key(kind: str, *parts: str) -> str:
     return digest.hexdigest()
 
 
+def pretrained_key(backbone: str, resize: str, weights_digest: str) -> str:
+    """The record name of a pretrained backbone: its weights file's sha256 and the resize
+    setting (the usual start and :meth:`vitrine.embed.Embedder._warm` name it alike)."""
+    return start_key("pretrained", backbone, resize, weights_digest)
+
+
+def trained_key(config: bytes, weights_digest: str) -> str:
+    """The record name of a trained model: its ``model.json`` bytes and ``model.pt``'s
+    sha256 (:func:`vitrine.trained.load_model` and the warm start name it alike)."""
+    return start_key("trained", hashlib.sha256(config).hexdigest(), weights_digest)
+
+
 def file_digest(path: Path) -> tuple[str, tuple[int, ...]]:
     """sha256 of the file at ``path``, read in pieces (a weights file of gigabytes was held
     whole), and what identifies the file as read: :func:`unchanged` tells whether a load
