@@ -274,6 +274,30 @@ def test_file_open_in_another_process_is_one_clear_error(tmp_path, caplog):
     reopened.close()
 
 
+def test_a_closed_milvus_lite_file_is_free_for_other_processes(tmp_path):
+    """Closing a Milvus Lite store let go of its file only when the process ended: a program
+    (or test) that closed it could not hand it to a `vitrine` command. The file is let go
+    when the last store of the process that has it open is closed, not before."""
+    uri = f"milvus-lite://{tmp_path}/shared.db"
+    first = open_store(uri, create=True)
+    second = open_store(uri)
+    first.set_catalog_folder("/shop")
+    first.close()
+    assert second.catalog_folder() == "/shop"  # the other store of this process still reads
+    second.close()
+    second.close()  # (twice: let go once)
+    proc = subprocess.run([sys.executable, "-m", "vitrine.cli", "info", "--store", uri,
+                           "--json"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["catalog_folder"] == "/shop"
+    (tmp_path / "empty.db").mkdir()  # Milvus Lite's files, without a store: refused, let go
+    with pytest.raises(StoreError, match="no Vitrine store"):
+        open_store(f"milvus-lite://{tmp_path}/empty.db")
+    from vitrine.store.milvus_store import _LITE_OPEN
+
+    assert _LITE_OPEN == {}
+
+
 def test_control_characters_in_ids_and_categories_are_filtered_on(mstore, monkeypatch):
     """A filter literal holding U+0001 (a category pasted from a spreadsheet, a probe
     `?category=%01`) was written with JSON's \\u escape, which Milvus's parser refuses: every

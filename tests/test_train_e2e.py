@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_subset, embed_in_fresh_process
+from conftest import IN_CI, copy_subset, embed_in_fresh_process
 
 CLI = [sys.executable, "-m", "vitrine.cli"]
 TINY = {"VITRINE_TRAIN_PHASE1_EPOCHS": "2", "VITRINE_TRAIN_PHASE2_EPOCHS": "1",
@@ -124,6 +125,13 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path
     run("migrate", store, tmp_path / "copy", "--json", env=env)
     copied = run_subprocess("search", photo, "--store", tmp_path / "copy", env=env)
     assert copied.returncode == 2 and named in " ".join(copied.stderr.split()), copied.stderr
+    if IN_CI or importlib.util.find_spec("milvus_lite"):  # a Milvus store's model is read
+        # before the model is built too (it was read once the store was open, after it)
+        lite = f"milvus-lite://{tmp_path}/copy.db"
+        run("migrate", store, lite, "--json", env=env)
+        refused = run_subprocess("index", catalog, "--store", lite, env=offline)
+        said = " ".join(refused.stderr.split())
+        assert refused.returncode == 2 and named in said and "download" not in said, said
     shown = json.loads(run("info", "--store", tmp_path / "copy", "--json", env=env))
     assert shown["model_folder"] == str(model.absolute())
     assert f"embedding, from {model.absolute()}" in run("info", "--store", store, env=env)

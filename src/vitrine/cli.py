@@ -106,6 +106,7 @@ def index(
 ) -> None:
     """Index (or re-index) a catalogue folder into a store."""
     from vitrine.embed import Embedder
+    from vitrine.errors import NoStore
     from vitrine.indexer import index_catalog, parse_shard
     from vitrine.manifest import kind_mismatch
     from vitrine.split import links_refused, read_catalogue
@@ -119,11 +120,20 @@ def index(
                                refused_links=refused)
     # also before the model (a trained model's store indexed without one tried to download
     # the pretrained weights: helper-176)
-    if refused_model := kind_mismatch(store, *recorded_model(store), settings.model):
-        raise refused_model
-    embedder = Embedder.from_settings(settings)
-    db = store_for(store, settings, create=True)
+    recorded, db = recorded_model(store), None
+    if recorded == (None, None) and str(store).startswith(("milvus://", "milvus-lite://")):
+        try:  # a Milvus store is read once open (opening Milvus Lite twice costs seconds):
+            db = store_for(store, settings)  # opened now, or made once the model is built
+        except NoStore:
+            pass
+        else:
+            recorded = db.manifest(), db.model_folder()
     try:
+        if refused_model := kind_mismatch(store, *recorded, settings.model):
+            raise refused_model
+        embedder = Embedder.from_settings(settings)
+        if db is None:
+            db = store_for(store, settings, create=True)
         report = index_catalog(catalog_dir, db, embedder,
                                rules=embedder.duplicate_rules(),
                                show_progress=not as_json, shard=shard_spec,
@@ -131,7 +141,8 @@ def index(
                                rehash=settings.rehash_photos, catalogue=catalogue,
                                refused_links=refused)
     finally:
-        db.close()
+        if db is not None:
+            db.close()
     if as_json:
         print_json(report.as_dict())
     else:

@@ -36,6 +36,10 @@ class StoreError(VitrineError):
     """A store that is missing, corrupt or built with a different model."""
 
 
+class NoStore(StoreError):
+    """No store at the location named (yet): ``vitrine index`` makes one there."""
+
+
 class StoreBusy(StoreError):
     """Another write holds the store (`vitrine index`, another upload): over in a moment."""
 

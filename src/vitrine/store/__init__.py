@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from vitrine.ann import IndexConfig
 from vitrine.catalog import UPLOAD_NAME, UPLOADS
-from vitrine.errors import StoreError
+from vitrine.errors import NoStore, StoreError
 from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.embedded import DB_NAME, EmbeddedStore
 from vitrine.store.sqlite_db import file_id
@@ -128,8 +128,8 @@ def open_store(location: str | Path, *, create: bool = False, token: str = "",
         if not path.startswith("/") or not path.endswith(".db"):
             raise StoreError(f"{text}: use milvus-lite:///ABSOLUTE/PATH.db.")
         if not create and not Path(path).exists():
-            raise StoreError(f"no Vitrine store at {text}; create one with 'vitrine index "
-                             f"CATALOG_DIR --store {text}'.")
+            raise NoStore(f"no Vitrine store at {text}; create one with 'vitrine index "
+                          f"CATALOG_DIR --store {text}'.")
         return MilvusStore(path, DEFAULT_COLLECTION, location=text, create=create)
     if text.startswith("milvus://"):
         from vitrine.store.milvus_store import MilvusStore

@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,7 +23,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from vitrine.catalog import CATEGORY_MAX, UPLOADED, Product
-from vitrine.errors import EXTRA_HINT, StoreError
+from vitrine.errors import EXTRA_HINT, NoStore, StoreError
 from vitrine.fold import searchable
 from vitrine.manifest import ModelManifest
 from vitrine.store.base import (
@@ -104,6 +105,28 @@ def _open_failure(location: str, uri: str, exc: Exception, failures: list[BaseEx
     return f"cannot open the Milvus store {location} ({exc})."
 
 
+_LITE_OPEN: dict[str, int] = {}
+"""How many stores of this process have each Milvus Lite file open (its server is one per
+file and process): the last to close it stops that server, letting other processes open the
+file (it stayed held until this process ended)."""
+_LITE_LOCK = threading.Lock()
+
+
+def _lite_release(path: str) -> None:
+    """One store of this process closes the Milvus Lite file ``path``; the last stops its
+    server."""
+    with _LITE_LOCK:
+        _LITE_OPEN[path] -= 1
+        if _LITE_OPEN[path]:
+            return
+        del _LITE_OPEN[path]
+        try:
+            from milvus_lite.server_manager import server_manager_instance
+        except ImportError:  # (an older Milvus Lite: its server process ends with this one)
+            return
+        server_manager_instance.release_server(path)
+
+
 class MilvusStore(CatalogRecord):
     """A Vitrine store in one Milvus collection (``location`` is shown in messages)."""
 
@@ -147,15 +170,24 @@ class MilvusStore(CatalogRecord):
                 self.client = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri)
         except Exception as exc:  # noqa: BLE001 - connection errors of every kind
             raise StoreError(_open_failure(location, uri, exc, failures)) from None
-        if not self.client.has_collection(self.meta_collection):
-            if not create:
-                raise StoreError(f"no Vitrine store at {location}; create one with "
-                                 f"'vitrine index CATALOG_DIR --store {location}'.")
-            self._create_meta()
-        for name in (self.meta_collection, self.collection):
-            if self.client.has_collection(name):
-                self.client.load_collection(name)  # a reopened collection starts released
-                self._products_made |= name == self.collection  # (upsert need not ask)
+        self._lite_path = None
+        if self._lite:
+            self._lite_path = os.path.abspath(uri)
+            with _LITE_LOCK:
+                _LITE_OPEN[self._lite_path] = _LITE_OPEN.get(self._lite_path, 0) + 1
+        try:
+            if not self.client.has_collection(self.meta_collection):
+                if not create:
+                    raise NoStore(f"no Vitrine store at {location}; create one with "
+                                  f"'vitrine index CATALOG_DIR --store {location}'.")
+                self._create_meta()
+            for name in (self.meta_collection, self.collection):
+                if self.client.has_collection(name):
+                    self.client.load_collection(name)  # a reopened collection starts released
+                    self._products_made |= name == self.collection  # (upsert need not ask)
+        except BaseException:
+            self.close()  # (a Milvus Lite file: let go)
+            raise
 
     # ---- schema ---------------------------------------------------------------------------
     def _create_meta(self) -> None:
@@ -537,3 +569,6 @@ class MilvusStore(CatalogRecord):
 
     def close(self) -> None:
         self.client.close()
+        if self._lite_path is not None:
+            path, self._lite_path = self._lite_path, None  # (closed twice: released once)
+            _lite_release(path)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vitrine.catalog import UPLOADED
-from vitrine.errors import StoreError
+from vitrine.errors import NoStore, StoreError
 from vitrine.store.base import StoredProduct
 from vitrine.store.index_files import CHANGES_SCHEMA
 from vitrine.store.search_key import add_search_key, refold_search_keys, searchable_sql
@@ -143,8 +143,8 @@ def open_database(root: Path, *, create: bool,
         if root.exists() and not root.is_dir():
             raise StoreError(f"{root} is a file, not a store folder.")
         if not create:
-            raise StoreError(f"no Vitrine store at {root}; create one with "
-                             f"'vitrine index CATALOG_DIR --store {root}'.")
+            raise NoStore(f"no Vitrine store at {root}; create one with "
+                          f"'vitrine index CATALOG_DIR --store {root}'.")
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
