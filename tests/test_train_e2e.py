@@ -1462,6 +1462,13 @@ def test_a_trained_model_starts_without_torch_until_its_files_change(trained, tm
                                              "VITRINE_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 0 and proc.stderr.strip() == "False", proc.stderr
     assert json.loads(proc.stdout)["results"][0]["score"] > 0.99
+    # `bench --items` takes the model's dimension from the record (it loaded it with torch)
+    proc = subprocess.run([sys.executable, "-c", code, "bench", "--items", "300", "--json"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "VITRINE_MODEL": "model",
+                               "VITRINE_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0 and proc.stderr.strip() == "False", proc.stderr
+    assert json.loads(proc.stdout)["search"]["dim"] == len(vector)
 
     monkeypatch.chdir(tmp_path)  # (the folder a relative setting names is recorded whole)
     relative = Embedder._warm(settings.model_copy(update={"model": Path("model")}))

@@ -306,6 +306,12 @@ def model_dim(settings: Settings) -> int:
     """Dimension of the configured model's vectors: the trained model of ``settings.model``
     (2,440 for the demo's), else the backbone's pooled features (1,280 for MobileNetV2).
     A weights file named is checked although not read (a typo was measured without a word)."""
+    from vitrine.warm import settings_record
+
+    with contextlib.suppress(KeyError, TypeError, ValueError):  # (a run that loaded the model
+        # recorded its dimension: torch's start and the load spared)
+        if (record := settings_record(settings)) is not None:
+            return int(record["manifest"]["dim"])
     if settings.model is not None:
         from vitrine.trained import load_model
 

@@ -17,7 +17,6 @@ from PIL import Image
 
 from vitrine import warm
 from vitrine.backbones import BackboneSpec, get_spec
-from vitrine.catalog import MODEL_CONFIG, MODEL_WEIGHTS
 from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules, perceptual_hash, thumbnail
 from vitrine.display import percent, shown_percent
@@ -225,19 +224,7 @@ class Embedder:
         if settings.engine != "onnx" or settings.device != "cpu":
             return None
         try:
-            if settings.model is not None:
-                folder = Path(settings.model).expanduser()
-                config, weights = folder / MODEL_CONFIG, folder / MODEL_WEIGHTS
-                if not (config.is_file() and weights.is_file()):  # (a pipe would hold reads)
-                    return None
-                key = warm.trained_key(config.read_bytes(), warm.file_digest(weights)[0])
-            else:
-                spec = get_spec(settings.backbone)
-                if (source := warm.weights_source(spec, settings.weights)) is None:
-                    return None
-                key = warm.pretrained_key(spec.name, settings.resize,
-                                          warm.file_digest(source)[0])
-            if (record := warm.read_record(settings.cache_dir, key)) is None:
+            if (record := warm.settings_record(settings)) is None:
                 return None
             manifest = ModelManifest.from_dict(record["manifest"])
             prep = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v

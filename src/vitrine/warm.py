@@ -23,10 +23,15 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vitrine import __version__
-from vitrine.backbones import BackboneSpec, weights_file
+from vitrine.backbones import BackboneSpec, get_spec, weights_file
+from vitrine.catalog import MODEL_CONFIG, MODEL_WEIGHTS
 from vitrine.files import write_whole
+
+if TYPE_CHECKING:
+    from vitrine.config import Settings
 
 RECORD_FORMAT = "vitrine-start/1"
 """Changes whenever what a record holds or how its name is made changes."""
@@ -141,6 +146,24 @@ def read_record(cache_dir: Path, key: str) -> dict | None:
             or record.get("key") != key:
         return None
     return record
+
+
+def settings_record(settings: Settings) -> dict | None:
+    """The start record of the model ``settings`` configure (a trained model's folder, else
+    the pretrained backbone's weights), found without torch; None when there is none or the
+    files are not there (the usual start says what is wrong)."""
+    if settings.model is not None:
+        folder = Path(settings.model).expanduser()
+        config, weights = folder / MODEL_CONFIG, folder / MODEL_WEIGHTS
+        if not (config.is_file() and weights.is_file()):  # (a pipe would hold reads)
+            return None
+        key = trained_key(config.read_bytes(), file_digest(weights)[0])
+    else:
+        spec = get_spec(settings.backbone)
+        if (source := weights_source(spec, settings.weights)) is None:
+            return None
+        key = pretrained_key(spec.name, settings.resize, file_digest(source)[0])
+    return read_record(settings.cache_dir, key)
 
 
 def write_record(cache_dir: Path, key: str, record: dict) -> None:
