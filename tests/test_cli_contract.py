@@ -625,6 +625,24 @@ def test_a_finished_or_failed_command_ignores_ctrl_c_while_python_shuts_down(
         signal.signal(signal.SIGTERM, before[1])
 
 
+def test_an_extra_missing_is_named_by_its_packages_too():
+    """An optional extra missing was to be installed "in Vitrine's checkout: pip install -e
+    '.[milvus]'": no use where a wheel was installed (no checkout), and `pip install
+    'vitrine[milvus]'` fetches the other PyPI project of that name (helper-180). Its
+    packages are named too, as pyproject.toml lists them."""
+    import tomllib
+
+    from vitrine.errors import extra_hint
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    for extra in ("milvus", "efficientnet"):
+        hint = extra_hint(extra)
+        assert hint.startswith(f"in Vitrine's checkout: pip install -e '.[{extra}]'; "
+                               "elsewhere: pip install ")
+        named = hint.split("elsewhere: pip install ", 1)[1].split()
+        assert named == [f"'{req}'" for req in project["project"]["optional-dependencies"][extra]]
+
+
 def test_version_prints_the_packages_version_and_loads_no_model():
     """`vitrine --version` answers at once with the installed version (it was "No such
     option")."""

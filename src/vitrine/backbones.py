@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vitrine.errors import EXTRA_HINT, WeightsError
+from vitrine.errors import WeightsError, extra_hint
 from vitrine.images import Preprocessing
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def _efficientnet_lite0() -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
         raise WeightsError("the efficientnet_lite0 backbone needs Vitrine's efficientnet extra "
-                           f"({EXTRA_HINT.format('efficientnet')}).") from None
+                           f"({extra_hint('efficientnet')}).") from None
     return EfficientNet.from_name("efficientnet-lite0")
 
 

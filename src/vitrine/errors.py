@@ -3,9 +3,22 @@
 import errno
 import re
 
-EXTRA_HINT = "in Vitrine's checkout: pip install -e '.[{}]'"
-"""How to add an optional extra. Vitrine installs from its checkout: the PyPI project named
-``vitrine`` is another one, which ``pip install 'vitrine[…]'`` could put in its place."""
+
+def extra_hint(extra: str) -> str:
+    """How to add the optional extra ``extra``: in Vitrine's checkout, and elsewhere (a wheel
+    installed) by its packages, as this install's metadata lists them. Not ``pip install
+    'vitrine[…]'``: the PyPI project named ``vitrine`` is another one, which that could put
+    in Vitrine's place (helper-180)."""
+    import shlex
+    from importlib import metadata
+
+    hint = f"in Vitrine's checkout: pip install -e '.[{extra}]'"
+    try:
+        wanted = [req.split(";")[0].strip() for req in metadata.requires("vitrine") or ()
+                  if re.search(rf"""extra\s*==\s*["']{re.escape(extra)}["']""", req)]
+    except (metadata.PackageNotFoundError, OSError, ValueError):  # (run from the source)
+        return hint
+    return f"{hint}; elsewhere: pip install {shlex.join(wanted)}" if wanted else hint
 
 
 class VitrineError(Exception):

