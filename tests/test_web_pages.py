@@ -36,6 +36,30 @@ def client(settings, small_store, embedder) -> TestClient:
     return TestClient(create_app(settings, small_store, embedder=embedder))
 
 
+def test_serve_of_a_vitrine_imported_from_a_zip_says_it_cannot(small_store, tmp_path):
+    """Vitrine imported from a zip (its other commands run so) could not serve its pages'
+    files, and said so in a traceback ("Directory … does not exist"): one sentence now
+    (helper-180)."""
+    import zipfile
+
+    import vitrine
+
+    package = Path(vitrine.__file__).parent
+    archive = tmp_path / "vitrine.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in package.rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                zipped.write(path, path.relative_to(package.parent))
+    code = ("import sys\nsys.path.insert(0, sys.argv.pop(1))\nfrom vitrine.cli import main\n"
+            "sys.argv[0] = 'vitrine'\nmain()")
+    proc = subprocess.run([sys.executable, "-c", code, str(archive), "serve", "--store",
+                           str(small_store), "--port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"({archive}/vitrine/web: Vitrine imported from a zip?)" in said
+
+
 def cards(html: str) -> int:
     return html.count('<li class="card">')
 

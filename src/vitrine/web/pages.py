@@ -21,7 +21,7 @@ from fastapi.templating import Jinja2Templates
 
 from vitrine.catalog import CATEGORY_MAX
 from vitrine.config import Settings
-from vitrine.errors import ImageError, StoreError
+from vitrine.errors import ImageError, StoreError, VitrineError
 from vitrine.fold import fold
 from vitrine.images import MAX_PHOTO_SIDE
 from vitrine.service import VitrineService
@@ -289,6 +289,10 @@ class Pages:
 
 def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> None:
     """Add the page routes and the static files to ``app``."""
+    if not (HERE / "static").is_dir():  # (Vitrine imported from a zip: a traceback)
+        raise VitrineError(f"the web pages' files are not in a folder ({HERE}: Vitrine "
+                           "imported from a zip?); install Vitrine unpacked (pip install) to "
+                           "serve them.")
     pages = Pages(service, settings)
     app.state.render_error = pages.error
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
