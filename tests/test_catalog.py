@@ -334,6 +334,12 @@ def test_blank_rows_above_the_header_and_an_empty_table(tmp_path):
         table.write_text(text)
         with pytest.raises(CatalogError, match="products.csv is empty: give it a header row"):
             read_catalog(tmp_path)
+    for text in ("id;image;name\r\n", "id,image,name\n\n,,\n  \n"):  # a header and no
+        # row (an export of an emptied sheet) made every photo a product of its own, named by
+        # its file, and re-indexing dropped every name and price (helper-179)
+        table.write_text(text)
+        with pytest.raises(CatalogError, match="products.csv lists no products"):
+            read_catalog(tmp_path)
 
 
 def store_and_model_inside(catalog: Path) -> None:

@@ -638,6 +638,27 @@ def test_new_ids_for_the_same_photos_are_not_taken_for_a_lost_catalogue(shop_a, 
     (shop / "produtos.csv").write_text(table)  # now the shop's own ids
     report = _index(shop, store, embedder)
     assert (report.indexed, report.removed) == (16, 16)
+    # the table deleted: the photos, unmoved, would all be products named by their files,
+    # every name and price lost (it went ahead, exit 0: helper-179)
+    (shop / "produtos.csv").rename(tmp_path / "away.csv")
+    before = _state(store)
+    with pytest.raises(RemovalRefused, match="a new id, its photo file's name, and drop their "
+                                             "names, prices and descriptions"):
+        _index(shop, store, embedder)
+    assert _state(store) == before
+    renamed = {}  # but every photo renamed (no table either way) goes ahead
+    for photo in sorted(shop.rglob("*.jpg")):
+        renamed[photo] = photo.with_name("n-" + photo.name)
+        photo.rename(renamed[photo])
+    report = _index(shop, store, embedder)
+    assert (report.indexed, report.removed) == (16, 16)
+    for old, new in renamed.items():
+        new.rename(old)
+    report = _index(shop, store, embedder)
+    assert (report.indexed, report.removed) == (16, 16)
+    (tmp_path / "away.csv").rename(shop / "produtos.csv")  # the table back: its ids again
+    report = _index(shop, store, embedder)
+    assert (report.indexed, report.removed, report.photos_embedded) == (16, 16, 0)
     for photo in shop.rglob("*.jpg"):
         photo.unlink()
     with pytest.raises(RemovalRefused, match="their photo files are missing"):
@@ -969,9 +990,13 @@ def test_photos_linked_from_outside_the_catalogue_can_be_refused(shop_a, embedde
     assert report.indexed == 2 and refused == [split.resolve() / "extra",
                                               split.resolve() / "train"]
     assert sorted(s["path"] for s in report.skipped) == ["extra", "train"]
-    shutil.rmtree(split / "val" / category.name)  # with a table at the top and no photo:
-    (split / "products.csv").write_text("product_id,image,category\n")  # counted once each
-    with pytest.raises(CatalogError, match=r"; 2 linked folders outside it were not read"):
+    shutil.rmtree(split / "val" / category.name)  # with a table at the top and no photo
+    (split / "products.csv").write_text("product_id,image,category\n")
+    with pytest.raises(CatalogError, match=r"products.csv lists no products"):  # (refused
+        # first now: helper-179)
+        _index(split, tmp_path / "st4", embedder, refused_links=[])
+    (split / "products.csv").unlink()
+    with pytest.raises(CatalogError, match=r"no product photos found in the split folders"):
         _index(split, tmp_path / "st4", embedder, refused_links=[])
 
 

@@ -253,7 +253,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                                         {p.product_id: p.image.name for p in everything})))
         _check_removals(store, root, link, [pid for pid in stored if pid not in uploaded],
                         remove, len(gone) - linked, shard, readable=readable,
-                        linked=(linked, len(refused_links or ())))
+                        linked=(linked, len(refused_links or ())),
+                        unlisted={str(p.image) for p, _ in to_embed if not p.listed})
     hashes.known = {}  # (memory: a million paths)
     # kept even if the run stops while embedding; photos gone from the catalogue forgotten
     _save_hashes(store, hashes.fresh, keep=hashes.seen if shard is None else None)
@@ -364,7 +365,8 @@ def _same_folder(store: VectorStore, root: Path, link: str | None) -> bool:
 
 def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue: list[str],
                     remove: list[str], missing: int, shard: tuple[int, int] | None, *,
-                    readable: int, linked: tuple[int, int] = (0, 0)) -> None:
+                    readable: int, linked: tuple[int, int] = (0, 0),
+                    unlisted: set[str] = frozenset()) -> None:
     """Refuse a run that would remove catalogue products indexed from another folder than
     ``root`` (as the store recorded it; but for a catalogue given through the link it was
     given through last time, ``link``: a release link moved to the next release), or every
@@ -373,7 +375,10 @@ def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue:
     that all changed in the recorded folder while its photos are there (a new product
     table, renamed files) pass: ``readable`` counts the photos this run found. ``linked``:
     the photos and folders VITRINE_FOLLOW_OUTSIDE_LINKS=false refused (not missing, nor
-    unlisted)."""
+    unlisted). But ids that all changed while most of their photo files, unmoved, come back
+    under ids no product table gives (``unlisted``: new products' photos, named so by their
+    files) are refused too: the product table deleted, and every name, price and
+    description with it (helper-179)."""
     if not remove:
         return
     recorded = store.catalog_folder()
@@ -406,6 +411,14 @@ def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue:
             f"{store.location} ({why}); check that the folder is complete (a network drive "
             "not mounted, photos moved away) or pass --replace to `vitrine index` to index "
             "it as it is.")
+    if len(remove) == len(catalogue) and unlisted and 2 * sum(
+            photo in unlisted for photo in map(store.images().get, remove)) > len(remove):
+        raise RemovalRefused(
+            f"indexing {root} would give every one of the {held} of the store "
+            f"{store.location} a new id, its photo file's name, and drop their names, prices "
+            "and descriptions: no product table lists their photos (products.csv deleted or "
+            "moved?); put the table back, or pass --replace to `vitrine index` to index the "
+            "photos as they are.")
 
 
 def _utf8(text: str) -> bool:
