@@ -1156,3 +1156,45 @@ def test_a_model_folder_is_recorded_as_the_folder_it_is(tmp_path, monkeypatch):
     assert through.samefile(tmp_path / "real" / "m")
     assert model_folder("real/sub/../m") == tmp_path / "real" / "m"  # (tidied)
     assert model_folder("link") == tmp_path / "link"  # (a link kept as written)
+
+
+def test_a_catalogue_changed_while_the_run_waited_is_read_again(shop_a, embedder, tmp_path,
+                                                                 monkeypatch):
+    """`vitrine index` reads the catalogue before it builds its model and takes the writer
+    lock: a run that waited (a model loading, another writer holding the lock) then wrote the
+    table it had read over the newer one a later run had written, both exiting 0
+    (helper-179). The folder changed since it was read, it is read again under the lock."""
+    from vitrine import indexer
+    from vitrine.catalog import catalogue_state
+    from vitrine.split import read_catalogue
+
+    shop = shutil.copytree(shop_a, tmp_path / "shop")
+    store = tmp_path / "st"
+    _index(shop, store, embedder)
+    state, early = catalogue_state(shop), read_catalogue(shop)
+    with open(shop / "products.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    rows[1][3] = "Renamed meanwhile"  # (the name column) written by another run, say
+    with open(shop / "products.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    report = _index(shop, store, embedder, catalogue=early, state=state)
+    assert (report.updated, report.indexed) == (1, 0)
+    state, early = catalogue_state(shop), read_catalogue(shop)  # a photo added, this time
+    extra = shop / "relogio_feminino" / "added-meanwhile.jpg"
+    shutil.copy(next((shop_a / "salto_feminino").glob("*.jpg")), extra)
+    report = _index(shop, store, embedder, catalogue=early, state=state)
+    assert (report.updated, report.indexed) == (0, 1)
+    db = open_store(store)
+    try:
+        assert db.get(rows[1][0]).name == "Renamed meanwhile"
+        assert db.get("relogio_feminino/added-meanwhile.jpg") is not None
+    finally:
+        db.close()
+    # a folder as it was read is not read again (its reading is the caller's)
+    state, early = catalogue_state(shop), read_catalogue(shop)
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("read again")
+
+    monkeypatch.setattr(indexer, "read_catalogue", not_again)
+    assert _index(shop, store, embedder, catalogue=early, state=state).unchanged == 17

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vitrine.catalog_csv import (
     CONTROL,
+    CSV_NAMES,
     find_csv,
     image_path,
     is_no_price,
@@ -328,6 +329,49 @@ def scan_images(root: Path, skip: Iterable[str] = (),
                     path.is_file() or path.is_symlink()):  # a broken link: reported, not lost
                 found.append(path)
     return sorted(found)
+
+
+def catalogue_state(root: Path, *, follow_outside: bool = True) -> tuple:
+    """What tells whether the catalogue folder ``root`` changed: the identity (inode, times)
+    of every folder below it and of every product table there, each taken before the folder
+    is listed. Equal later, no photo was added, removed or renamed and no table rewritten
+    in between (a photo's bytes are checked by their sha256 when it is read). Folders are
+    passed over as :func:`scan_images` passes them (hidden, a system's, a Vitrine store's or
+    model's: a store inside the catalogue is written meanwhile); links to folders are
+    followed once, those leading outside ``root`` only with ``follow_outside``; a folder
+    that cannot be read is noted as such."""
+    confine = Path(root).resolve()
+    state: list[tuple] = []
+    seen: set[tuple[int, int]] = set()
+    pending = [str(confine)]
+    while pending:
+        folder = pending.pop()
+        try:
+            info = os.stat(folder)
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as listing:
+                entries = [e for e in listing if not e.name.startswith(".")]
+            names = [e.name for e in entries]
+            top = folder == str(confine)
+            if not top and holds_vitrine(Path(folder), names):
+                continue
+            state.append((folder, info.st_ino, info.st_mtime_ns, info.st_ctime_ns))
+            for entry in entries:
+                if entry.is_dir():
+                    if entry.name not in SYSTEM_FOLDERS and not (
+                            top and entry.name == UPLOADS and STORE_FILE in names) and (
+                            follow_outside or not entry.is_symlink()
+                            or Path(entry.path).resolve().is_relative_to(confine)):
+                        pending.append(entry.path)
+                elif entry.name.casefold() in CSV_NAMES:
+                    got = entry.stat()
+                    state.append((entry.path, got.st_ino, got.st_size, got.st_mtime_ns,
+                                  got.st_ctime_ns))
+        except OSError as exc:
+            state.append((folder, exc.errno))
+    return tuple(sorted(state, key=lambda item: item[0]))
 
 
 def refuse_out_inside(catalog: Path, out: Path) -> None:

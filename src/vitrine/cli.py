@@ -105,6 +105,7 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Index (or re-index) a catalogue folder into a store."""
+    from vitrine.catalog import catalogue_state
     from vitrine.embed import Embedder
     from vitrine.errors import NoStore
     from vitrine.indexer import index_catalog, parse_shard
@@ -116,6 +117,8 @@ def index(
     shard_spec = parse_shard(shard)
     uploads = upload_folder(store, settings.upload_dir)
     refused = links_refused(settings)
+    state = catalogue_state(catalog_dir, follow_outside=refused is None)  # (read again
+    # under the writer lock if it changes while the model loads or another writer writes)
     catalogue = read_catalogue(catalog_dir, uploads,  # a bad folder: before the model
                                refused_links=refused)
     # also before the model (a trained model's store indexed without one tried to download
@@ -139,7 +142,7 @@ def index(
                                show_progress=not as_json, shard=shard_spec,
                                uploads=uploads, replace=replace,
                                rehash=settings.rehash_photos, catalogue=catalogue,
-                               refused_links=refused)
+                               state=state, refused_links=refused)
     finally:
         if db is not None:
             db.close()

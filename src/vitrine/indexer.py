@@ -18,6 +18,7 @@ from vitrine.catalog import (
     UPLOAD_NAME,
     UPLOADED,
     Product,
+    catalogue_state,
     category_form,
     category_problem,
     id_problem,
@@ -143,6 +144,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                   shard: tuple[int, int] | None = None,
                   uploads: Path | None = None, replace: bool = False,
                   rehash: bool = False, catalogue: Catalogue | None = None,
+                  state: tuple | None = None,
                   refused_links: list[Path] | None = None) -> IndexReport:
     """Bring ``store`` in line with the catalogue folder. Commits every ``commit_every``
     products, so an interrupted run keeps its work and a rerun continues from there.
@@ -158,7 +160,10 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     (:class:`vitrine.photo_hashes.PhotoHashes`).
 
     ``catalogue`` is the folder as :func:`vitrine.split.read_catalogue` read it with
-    ``uploads`` (a caller that checked it first); read here when None.
+    ``uploads`` (a caller that checked it first); read here when None, or when the folder's
+    :func:`vitrine.catalog.catalogue_state` is no longer ``state``, taken before it was read:
+    a run that waited for its model or for another writer applied the table it read before
+    that wait over a later run's newer one (helper-179).
 
     With ``refused_links`` (a list: VITRINE_FOLLOW_OUTSIDE_LINKS=false, for a supplier's
     catalogue that is not trusted) a photo whose real path is outside the catalogue folder
@@ -175,6 +180,10 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     started = time.perf_counter()
     root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
     link = catalogue_link(catalog_dir)
+    store.lock_for_writing()  # (the catalogue is read, or known unchanged, under the lock)
+    if state is not None and catalogue_state(
+            root, follow_outside=refused_links is None) != state:
+        catalogue = None
     # (a catalogue split in train/val/test folders: its categories are the folders under
     # them, not "train" and "test"; a photo outside them is said, not silently left out)
     products, _, outside = catalogue or read_catalogue(  # (not the API's photos in it)
@@ -182,7 +191,6 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     everything = products  # (a shard's checks of removals look at the whole catalogue)
     products = [p for p in products if in_shard(p.product_id, shard)]
     outside = [p for p in outside if in_shard(_display_path(p, root), shard)]
-    store.lock_for_writing()
     new_store = check_manifest(store, embedder, record=False)
     report = IndexReport()
     report.skipped += [{"path": _display_path(p, root),
