@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from conftest import copy_subset
+from conftest import IN_CI, copy_subset
 
 from vitrine.ann import IndexConfig
 
@@ -1003,8 +1004,11 @@ def test_migrate_again_says_what_the_source_no_longer_holds_and_prune_removes_it
     # a copy refused before anything is written leaves no empty store where there was none
     empty = open_store(tmp_path / "empty", create=True)
     empty.close()
+    lite = IN_CI or importlib.util.find_spec("milvus_lite") is not None  # (./scripts/floors)
     for target in (tmp_path / "new", tmp_path / "new.db", tmp_path / "a" / "b" / "new",
                    tmp_path / "a" / "b" / "new.db"):
+        if target.suffix == ".db" and not lite:
+            continue
         where = f"milvus-lite://{target}" if target.suffix == ".db" else target
         refused = run("migrate", tmp_path / "empty", where, check=False)
         assert refused.returncode == 2 and "is empty" in refused.stderr, refused.stderr
