@@ -120,6 +120,38 @@ def test_index_and_results_say_names_with_control_characters_escaped():
         " ".join(console.export_text().split())  # ("no other one": as if q.jpg were one)
 
 
+def test_shop_text_in_tables_has_its_control_characters_escaped():
+    """A supplier's product table whose names or categories hold ESC sequences cleared the
+    operator's terminal, retitled it or planted a link (OSC 8) from `search`, `similar` and
+    `evaluate` tables: their cells were the text as it was (helper-181)."""
+    from rich.console import Console
+
+    from vitrine.display import results_table
+    from vitrine.store.base import Match, StoredProduct
+    from vitrine.train_display import evaluation_tables
+
+    evil = "evil\x1b]0;PWNED\x07cat\x1b[2J"
+    product = StoredProduct(product_id="p\x1b[31m1", image="/x.jpg", category=evil,
+                            name="n\x1b]8;;http://evil\x1b\\link\tx")
+    m = {"precision": 1.0, "recall": 1.0, "map": 1.0}
+    cls = {"acc": 1.0, "acc_ci95": [0.9, 1.0], "n": 1, "macro_f1": 1.0,
+           "per_class": {evil: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}},
+           "misclassified": [{"product_id": "p1", "name": "a\x1b[2Jb", "labelled": evil,
+                              "predicted": "x\x1b[31my", "probability": 0.5}]}
+    report = {"k": 5, "protocol": "held out", "queries": 1, "index": 1,
+              "retrieval": {"pretrained": {**m, "per_category": {evil: m}}},
+              "classification": cls}
+    console = Console(record=True, width=300, force_terminal=True)
+    console.print(results_table("Similar to p1", [Match(product, 0.5)]))
+    for item in evaluation_tables(report):
+        console.print(item)
+    shown = console.export_text()
+    assert "\x1b" not in shown and "\x07" not in shown
+    for literal in ("evil\\x1b]0;PWNED\\x07cat\\x1b[2J", "p\\x1b[31m1",
+                    "n\\x1b]8;;http://evil\\x1b\\link\\tx", "a\\x1b[2Jb", "x\\x1b[31my"):
+        assert literal in shown, literal
+
+
 def test_info_gives_each_category_one_line():
     """A product table's category may hold a line break (index keeps it): `info` printed it
     over two lines, the second read as a category of its own."""

@@ -52,10 +52,12 @@ def one_line(text: str) -> str:
 
 
 def plain(value: object, style: str = "") -> Text:
-    """``value`` as literal text: no markup, no emoji codes; what the terminal's encoding
+    """``value`` as literal text: no markup, no emoji codes, control characters escaped
+    (:func:`one_line`: a supplier's product table wrote ESC sequences to the terminal that
+    cleared it, retitled it or planted links: helper-181); what the terminal's encoding
     cannot show escaped here (``\\xe9``), not as it is written, so that a table is sized
     to it (its borders were pushed out of line: helper-158)."""
-    text = str(value)
+    text = one_line(str(value))
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
     try:
         text.encode(encoding)
