@@ -680,6 +680,26 @@ def test_index_names_products_whose_table_category_overrides_the_folder(shop_a, 
     report = _index(catalog, tmp_path / "store", embedder).as_dict()
     assert report["category_from_table"] == [
         {"product_id": first["product_id"], "category": "promocao", "folder": folder}]
+    assert report["category_twins"] == []
+    # a category written in another case, or with spaces for underscores, is said: the pages
+    # showed two categories of one name, and a filter by one left the other's out
+    # (helper-179)
+    first["category"], rows[2]["category"] = folder.upper(), rows[2]["category"].replace(
+        "_", " ")
+    with table.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(first))
+        writer.writeheader()
+        writer.writerows(rows)
+    report = _index(catalog, tmp_path / "store", embedder)
+    spaced = rows[2]["category"]
+    assert sorted(report.category_twins, key=str) == sorted([
+        [{"category": folder.upper(), "products": 1}, {"category": folder, "products": 1}],
+        [{"category": spaced, "products": 1},
+         {"category": spaced.replace(" ", "_"), "products": 1}]], key=str)
+    from vitrine.display import index_lines
+
+    said = index_lines(report, 10_000, "store")
+    assert f"ones: {folder.upper()!r} (1) and {folder!r} (1)" in " ".join(said)
 
 
 def test_catalogue_photos_named_like_uploads_stay_the_catalogues(demo_catalog, settings,

@@ -23,6 +23,7 @@ from vitrine.catalog_csv import (
 )
 from vitrine.catalog_csv import report as csv_report
 from vitrine.errors import CatalogError
+from vitrine.fold import fold
 from vitrine.images import IMAGE_EXTENSIONS, is_image_path
 
 UPLOADED = "u:"
@@ -436,6 +437,35 @@ def recategorised(products: list[Product]) -> list[dict]:
     """The products whose table category overrides their photo's folder, for reports."""
     return [{"product_id": p.product_id, "category": p.category, "folder": p.folder_category}
             for p in products if p.folder_category]
+
+
+def category_twins(products: list[Product]) -> list[list[dict]]:
+    """The catalogue's categories that differ only in case, accents or spaces against
+    underscores ("Relogio_Feminino" beside the folder "relogio_feminino": a table's category
+    is kept as written), each group with its products counted: the pages showed two
+    categories of one name, and a filter by one left out the other's products
+    (helper-179)."""
+    counts: dict[str, dict[str, int]] = {}
+    for product in products:
+        key = " ".join(fold(product.category.replace("_", " ")).split())
+        group = counts.setdefault(key, {})
+        group[product.category] = group.get(product.category, 0) + 1
+    return sorted(([{"category": c, "products": n} for c, n in sorted(group.items())]
+                   for group in counts.values() if len(group) > 1),
+                  key=lambda twins: twins[0]["category"])
+
+
+def category_twins_note(groups: list[list[dict]], shown: int = 3) -> str:
+    """One sentence on :func:`category_twins`'s groups, naming the first few; empty if
+    none."""
+    if not groups:
+        return ""
+    named = "; ".join(" and ".join(f"{t['category']!r} ({t['products']})" for t in group)
+                      for group in groups[:shown])
+    more = f"; and {len(groups) - shown} more" if len(groups) > shown else ""
+    return (f"Categories that differ only in case, accents or spaces are shown as separate "
+            f"ones: {named}{more}. Write each alike in the product table (or name its folder "
+            "so).")
 
 
 def recategorised_note(items: list[dict], shown: int = 3) -> str:

@@ -99,7 +99,7 @@ thousands of products share made a line of hundreds of kilobytes)."""
 def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[str]:
     """What ``vitrine index`` says in the terminal about its run (``--json`` prints the
     report itself)."""
-    from vitrine.catalog import recategorised_note
+    from vitrine.catalog import category_twins_note, recategorised_note
 
     lines = [f"Indexed {report.indexed}, updated {report.updated}, removed {report.removed}, "
              f"unchanged {report.unchanged} in {report.seconds:.1f} s → {one_line(store)}"]
@@ -109,6 +109,8 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
                      "rows for them, or move them out of the catalogue folder).")
     if report.category_from_table:
         lines.append(recategorised_note(report.category_from_table))
+    if report.category_twins:
+        lines.append(category_twins_note(report.category_twins))
     if report.uploaded:
         lines.append(f"Left as they are: {report.uploaded} products added or replaced through "
                      "the API (delete them there to hand their ids back to the catalogue).")

@@ -21,6 +21,7 @@ from vitrine.catalog import (
     catalogue_state,
     category_form,
     category_problem,
+    category_twins,
     id_problem,
     recategorised,
 )
@@ -51,6 +52,8 @@ class IndexReport:
     """Photos the product table does not list, indexed as products named after their file."""
     category_from_table: list[dict] = field(default_factory=list)
     """Products whose table category differs from their photo's folder (the table's wins)."""
+    category_twins: list[list[dict]] = field(default_factory=list)
+    """Categories that differ only in case, accents or spaces (``catalog.category_twins``)."""
     skipped: list[dict] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
     duplicates_searched: bool = True
@@ -70,6 +73,7 @@ class IndexReport:
                 "unchanged": self.unchanged, "uploaded": self.uploaded,
                 "orphan_photos": self.orphan_photos, "unlisted": self.unlisted,
                 "category_from_table": self.category_from_table,
+                "category_twins": self.category_twins,
                 "skipped": self.skipped,
                 "duplicates": self.duplicates,
                 "duplicates_searched": self.duplicates_searched,
@@ -213,6 +217,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                 if category_form(p.product_id) not in taken]
     unlisted_skipped = 0  # (the line says they were indexed)
     report.category_from_table = recategorised(products)
+    report.category_twins = category_twins(everything)
     gone: set[str] = set()  # stored catalogue products whose photo file no longer exists
     linked = 0  # of them, those refused for their real path (VITRINE_FOLLOW_OUTSIDE_LINKS)
 
