@@ -1095,6 +1095,15 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
     for line in training_lines(moved):
         console.print(line)
     assert "take their category from the product table" in console.export_text()
+    # categories that differ only in case: two classes, said too (helper-179)
+    assert trained[2]["category_twins"] == []
+    twins = {**summary, "category_twins": [[{"category": "Botas", "products": 1},
+                                            {"category": "botas", "products": 4}]]}
+    assert "'Botas' (1) and 'botas' (4)" in markdown_report(twins)
+    console = Console(record=True, width=200)
+    for line in training_lines(twins):
+        console.print(line)
+    assert "'Botas' (1) and 'botas' (4)" in console.export_text()
     # no test photo of a trained category: the report does not promise test figures
     untested = markdown_report({**summary, "test": {}, "refit": {
         "photos": 25, "epochs": [2, 1], "metrics": {}, "seconds": 1.0}})

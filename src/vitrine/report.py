@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vitrine.catalog import recategorised_note
+from vitrine.catalog import category_twins_note, recategorised_note
 from vitrine.config import Settings
 from vitrine.display import counted
 from vitrine.evaluate import (
@@ -225,9 +225,12 @@ def untrained_lines(summary: dict) -> list[str]:
 
 
 def recategorised_lines(summary: dict) -> list[str]:
-    """The sentence on products whose table category overrides their folder, and a blank."""
-    note = recategorised_note(summary.get("category_from_table") or [])
-    return [note, ""] if note else []
+    """The sentences on products whose table category overrides their folder and on
+    categories that differ only in case, accents or spaces (each trained as a class of its
+    own), each with a blank after it."""
+    notes = (recategorised_note(summary.get("category_from_table") or []),
+             category_twins_note(summary.get("category_twins") or []))
+    return [line for note in notes if note for line in (note, "")]
 
 
 def duplicate_rule_lines(calibration: dict | None) -> list[str]:

@@ -34,7 +34,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitrine.catalog import Product, category_form, recategorised, refuse_out_inside
+from vitrine.catalog import (
+    Product,
+    category_form,
+    category_twins,
+    recategorised,
+    refuse_out_inside,
+)
 from vitrine.config import Settings
 from vitrine.display import counted
 from vitrine.errors import CatalogError, TrainingError, VitrineError
@@ -182,6 +188,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
         "unreadable_photos": bad, "uncategorised_photos": uncategorised,
         "unsplit_photos": unsplit,
         "category_from_table": recategorised(products),
+        "category_twins": category_twins(products),
         "untrained_categories": dict(sorted(Counter(
             p.category for p in usable if p.category not in classes).items())),
         "duplicates": config["duplicates"],
