@@ -14,7 +14,7 @@ import pytest
 
 from vitrine.catalog import Product
 from vitrine.embed import ModelManifest
-from vitrine.errors import StoreError
+from vitrine.errors import StoreError, VitrineError
 from vitrine.store import open_store
 from vitrine.store.base import Record
 
@@ -883,6 +883,19 @@ def test_a_category_filter_in_either_accent_form_finds_the_category(tmp_path):
         assert stored_category(typed, s.categories()) == decomposed
         assert check_category(types.SimpleNamespace(store=s), typed) == decomposed
     assert stored_category("relógio", s.categories()) == "relógio"  # case still counts
+    # but --category finds the one category of that name in any case, without accents, with
+    # spaces for underscores, as the pages do (it had to be typed exactly)
+    for typed in ("relogio", " RELÓGIO "):
+        assert check_category(types.SimpleNamespace(store=s), typed) == decomposed
+    twins = types.SimpleNamespace(categories=lambda: {"relogio_feminino": 3,
+                                                      "Relogio Feminino": 1, "c": 1})
+    with pytest.raises(VitrineError, match="'Relogio Feminino' and 'relogio_feminino', which "
+                                           "differ only in case, accents or spaces"):
+        check_category(types.SimpleNamespace(store=twins), "relógio feminino")
+    assert check_category(types.SimpleNamespace(store=twins), "relogio_feminino") == \
+        "relogio_feminino"
+    with pytest.raises(VitrineError, match="no products of category 'relogios'; it has"):
+        check_category(types.SimpleNamespace(store=s), "relogios")
     # the product's own category, as stored: "similar, same category" on such a store
     assert [m.product.product_id for m in rec.similar("a", 5, same_category=True)[1]] == ["c"]
     s.close()

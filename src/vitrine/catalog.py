@@ -439,6 +439,12 @@ def recategorised(products: list[Product]) -> list[dict]:
             for p in products if p.folder_category]
 
 
+def category_key(category: str) -> str:
+    """What two spellings of one category share: no case, no accents, underscores as
+    spaces, spaces trimmed and single ("Relógio_Feminino", " relogio feminino")."""
+    return " ".join(fold(category.replace("_", " ")).split())
+
+
 def category_twins(products: list[Product]) -> list[list[dict]]:
     """The catalogue's categories that differ only in case, accents or spaces against
     underscores ("Relogio_Feminino" beside the folder "relogio_feminino": a table's category
@@ -447,8 +453,7 @@ def category_twins(products: list[Product]) -> list[list[dict]]:
     (helper-179)."""
     counts: dict[str, dict[str, int]] = {}
     for product in products:
-        key = " ".join(fold(product.category.replace("_", " ")).split())
-        group = counts.setdefault(key, {})
+        group = counts.setdefault(category_key(product.category), {})
         group[product.category] = group.get(product.category, 0) + 1
     return sorted(([{"category": c, "products": n} for c, n in sorted(group.items())]
                    for group in counts.values() if len(group) > 1),

@@ -276,19 +276,27 @@ def check_plot_targets(targets: list[Path], photos: list[Path], rec) -> None:
 
 
 def check_category(rec, category: str | None) -> str | None:
-    """``--category`` as the store spells it (either Unicode form of its accents); an
-    unknown one is an error naming the store's categories (a typo would otherwise look like
-    'no similar products')."""
+    """``--category`` as the store spells it (either Unicode form of its accents), or the
+    one category it names in another case, without accents or with spaces for underscores,
+    as the web pages find it (it had to be typed exactly); an unknown one is an error naming
+    the store's categories (a typo would otherwise look like 'no similar products')."""
     if category is None:
         return None
-    from vitrine.catalog import stored_category
+    from vitrine.catalog import category_key, stored_category
 
     known = rec.store.categories()
     category = stored_category(category, known)
-    if category not in known:
-        raise VitrineError(f"the store has no products of category {category!r}; it has "
-                           f"{', '.join(repr(c) for c in known) or 'none'}.")
-    return category
+    if category in known:
+        return category
+    alike = [c for c in known if category_key(c) == category_key(category)]
+    if len(alike) == 1:
+        return alike[0]
+    if alike:
+        raise VitrineError(f"the store has no products of category {category!r}, but "
+                           f"{' and '.join(repr(c) for c in sorted(alike))}, which differ only in "
+                           "case, accents or spaces; name one as it is written.")
+    raise VitrineError(f"the store has no products of category {category!r}; it has "
+                       f"{', '.join(repr(c) for c in known) or 'none'}.")
 
 
 def save_plot(image, title, matches, target: Path, quiet: bool, max_pixels: int) -> None:
