@@ -78,7 +78,9 @@ def _fonts(draw: Callable[P, R]) -> Callable[P, R]:
                 matplotlib.rc_context({"font.family": list(font_families())}):
             warnings.filterwarnings("always", "Glyph .* missing")
             result = draw(*args, **kwargs)
-        missing = [w for w in caught if "missing from font" in str(w.message)]
+        missing = [w for w in caught  # ("… from font(s) X."; matplotlib 3.8: "… from
+                   # current font.")
+                   if re.match(r"Glyph .* missing from", str(w.message))]
         for other in caught:
             if other not in missing:
                 warnings.warn_explicit(other.message, other.category, other.filename,
