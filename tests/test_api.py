@@ -675,14 +675,19 @@ def test_edit_product_fields(writable, small_catalog, rows, weights_path):
     too_long = client.patch(f"/api/products/{pid}", headers=auth,
                             json={"price": "preço sob consulta, fale com o vendedor da loja"})
     assert too_long.status_code == 422 and "at most 40 characters" in too_long.json()["detail"]
-    # a body saved as Windows-1252 was FastAPI's 400 "There was an error parsing the body"
+    # a body saved as Windows-1252 was FastAPI's 400 "There was an error parsing the body";
+    # JSON of UTF-8 that json.loads refused otherwise was said not to be UTF-8 (helper-209)
     for raw, words in ((b"{", "not valid JSON"), (b"[1]", "must be a JSON object"),
-                       ('{"name": "Relógio"}'.encode("cp1252"), "must be UTF-8")):
+                       ('{"name": "Relógio"}'.encode("cp1252"), "must be UTF-8"),
+                       (b'{"name": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                        "nested too deeply"),
+                       (b'{"price": ' + b"9" * 5000 + b"}", "too many digits")):
         for kind in ("application/json", "Application/JSON; charset=utf-8",
                      "application/merge-patch+json"):  # (as FastAPI reads JSON)
             r = client.patch(f"/api/products/{pid}", content=raw,
                              headers={**auth, "Content-Type": kind})
             assert r.status_code == 422 and words in r.json()["detail"], (kind, r.text)
+            assert ("UTF-8" in r.json()["detail"]) == (words == "must be UTF-8"), r.text
     # curl -d sends JSON as a form unless told: say which header is missing
     as_form = client.patch(f"/api/products/{pid}", content=b'{"price": 99}', headers={
         **auth, "Content-Type": "application/x-www-form-urlencoded"})

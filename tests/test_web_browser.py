@@ -178,11 +178,13 @@ def test_search_by_photo_with_the_file_picker(page, base_url, outside_photo):
 def test_a_photo_the_browser_cannot_draw_is_named_beside_its_results(page, base_url,
                                                                     outside_photo, tmp_path):
     """An iPhone's HEIC in Chromium (which draws no HEIC): the server reads it and finds its
-    products, and the preview, hidden before as a broken image, names the photo chosen."""
+    products, and the preview, hidden before as a broken image, names the photo chosen, as
+    it is named ("$&" and "$'" in it were read as replacement patterns: "Sua foto, aSua
+    foto, …": helper-209)."""
     from PIL import Image
     from pillow_heif import from_pillow
 
-    heic = tmp_path / "IMG_0001.HEIC"
+    heic = tmp_path / "IMG_0001 $&$'.HEIC"
     from_pillow(Image.open(outside_photo).convert("RGB")).save(str(heic))
     page.goto(base_url + "/search")
     page.set_input_files("#photo", str(heic))
@@ -191,7 +193,7 @@ def test_a_photo_the_browser_cannot_draw_is_named_beside_its_results(page, base_
                            timeout=10_000)
     assert page.locator(".preview").is_visible()
     assert page.locator(".preview figcaption").inner_text() == (
-        "Sua foto, IMG_0001.HEIC (este navegador não mostra este formato)")
+        "Sua foto, IMG_0001 $&$'.HEIC (este navegador não mostra este formato)")
     assert sum(c == "X tenis masculino" for c in
                page.locator("#results .meta .category").all_inner_texts()[:5]) >= 4
     page.set_input_files("#photo", str(outside_photo))  # a JPEG again: drawn, as "Your photo"

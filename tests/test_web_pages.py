@@ -774,6 +774,35 @@ def test_the_longest_category_a_store_takes_can_be_chosen(settings, small_store,
     assert client.get("/", params={"category": long + "x"}).status_code == 422
 
 
+def test_a_query_parameter_named_path_is_kept_not_a_500(client, rows):
+    """`/?path=x` (any page, and a page that is not there) was a 500, and for a browser the
+    500 page crashed too, answered without the security headers: the language toggle's
+    link passed each query parameter as a keyword to a function whose first parameter is
+    named path (helper-209)."""
+    product = f"/products/{rows[0]['product_id']}"
+    for address, status in (("/", 200), ("/search", 200), (product, 200), ("/nope", 404)):
+        for accept in ("*/*", "text/html"):
+            page = client.get(address, params={"path": "x", "lang": "pt"},
+                              headers={"Accept": accept})
+            assert page.status_code == status, (address, accept, page.text)
+            assert page.headers["x-content-type-options"] == "nosniff"
+    assert 'href="/?path=x&amp;lang=en"' in client.get("/", params={"path": "x"}).text
+    english = client.get("/search", params={"path": "/y", "lang": "en"}).text
+    assert 'href="/search?path=%2Fy"' in english
+
+
+def test_a_referer_that_is_no_address_leads_to_the_first_page(client, rows):
+    """A Referer urlsplit cannot read (`http://[::1`) made every product page a 500; it is
+    read as no Referer: the way back leads to the catalogue's first page (helper-209)."""
+    product = f"/products/{rows[0]['product_id']}"
+    for referer in ("http://[::1", "http://[", "http://a]b/", "http://testserver[/?page=2"):
+        page = client.get(product, headers={"Referer": referer})
+        assert page.status_code == 200, (referer, page.text)
+        assert '<p class="breadcrumb"><a href="/">' in page.text
+    came = client.get(product, headers={"Referer": "http://testserver/?page=2"}).text
+    assert '<p class="breadcrumb"><a href="/?page=2">' in came
+
+
 def test_the_search_form_says_a_category_the_store_lacks(client):
     """/search?category=zzz (a link kept from a category since removed) showed "all
     categories" without a word, so the photo then searched every category."""
@@ -785,6 +814,52 @@ def test_the_search_form_says_a_category_the_store_lacks(client):
     assert category_label("salto_feminino") in message
     assert "Não há categoria" not in client.get("/search",
                                                 params={"category": "salto_feminino"}).text
+
+
+def test_an_unknown_category_costs_little_in_a_store_of_many(settings, small_store, embedder,
+                                                             rows, tmp_path, monkeypatch):
+    """With 20,000 categories, `/?category=masculino feminino bolsa 1234` took 0.9 s of CPU
+    (16 at once, 10 s, the server's one interpreter held): each request folded every
+    category's names again and compared the typed one with each, letter by letter. The
+    folded names are kept with the counts, and only the CLOSE_SPELLING_MAX largest are
+    compared letter by letter (helper-209)."""
+    import difflib
+
+    from vitrine.api import create_app
+    from vitrine.web import pages
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)  # 8 categories of 6
+    grow_categories(store, {"bolsa_grande": 3, "bolsa_pequena": 2,
+                            **{f"extra_{i:02d}": 1 for i in range(30)}})
+    monkeypatch.setattr(pages, "CLOSE_SPELLING_MAX", 12, raising=False)
+    folded: list[str] = []
+    compared: list[list[str]] = []
+    real_fold, real_close = pages.fold, difflib.get_close_matches
+    monkeypatch.setattr(pages, "fold", lambda text: folded.append(text) or real_fold(text))
+    monkeypatch.setattr(pages.difflib, "get_close_matches", lambda word, names, n: (
+        compared.append(list(names)) or real_close(word, names, n)))
+    client = TestClient(create_app(settings, store, embedder=embedder))
+
+    def near(page) -> list[str]:
+        assert page.status_code == 200 and "Não há categoria" in page.text
+        return re.findall(r'<a href="/\?category=([^"&]+)">', page.text.split(
+            "Categorias parecidas:", 1)[-1].split("</p>", 1)[0])
+
+    assert near(client.get("/", params={"category": "bolsa grandee"}))[0] == "bolsa_grande"
+    folded.clear()
+    # a letter wrong in a small category's name: only the 12 largest are compared with it
+    # (8 of 6 products, 3, 2, and 'extra_00' and 'extra_01' of the 30 of 1, by name)
+    largest = {*(r["category"] for r in rows), "bolsa_grande", "bolsa_pequena", "extra_00",
+               "extra_01"}
+    for typo in ("extra 2o", "extra_2o"):
+        found = near(client.get("/", params={"category": typo}))
+        assert found and set(found) <= largest, found  # (not 'extra_20' to 'extra_29')
+    assert len(folded) <= 2 and all(len(names) == 12 for names in compared)
+    assert {"bolsa grande", "extra 00", "extra 01"} < set(compared[-1])
+    # found by a part of their names among all of them (the largest 8, by name)
+    assert near(client.get("/", params={"category": "XTRA 2"})) == [
+        f"extra_2{i}" for i in range(8)]
 
 
 def test_a_store_at_the_limit_keeps_the_category_lists(settings, small_store, embedder, rows,

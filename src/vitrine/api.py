@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import sqlite3
+import sys
 from pathlib import Path
 from stat import S_ISREG
 from typing import Annotated, BinaryIO, Literal
@@ -261,6 +262,20 @@ BODY_UNREADABLE = "There was an error parsing the body"
 """FastAPI's 400 detail for a request body it could not decode."""
 
 
+def unreadable_json(cause: BaseException | None) -> str:
+    """What is wrong with a JSON body FastAPI could not parse (its 400 "There was an error
+    parsing the body", raised from json.loads' error): every one was said to be not UTF-8,
+    also 1,000 nested brackets of UTF-8."""
+    if isinstance(cause, UnicodeDecodeError):  # (saved as Windows-1252)
+        return "The request body is not valid JSON (it must be UTF-8 text)."
+    if isinstance(cause, RecursionError):  # (about 1,000 levels of brackets)
+        return "The request body's JSON is nested too deeply to be read."
+    if isinstance(cause, ValueError) and "digits" in str(cause):  # (an integer's limit)
+        return (f"The request body's JSON holds a number with too many digits (more than "
+                f"{sys.get_int_max_str_digits():,}).")
+    return "The request body is not valid JSON."
+
+
 def _json_body(request: Request) -> bool:
     """Whether the request says its body is JSON, as FastAPI reads it: ``application/json``
     or ``application/…+json``, in any case."""
@@ -293,10 +308,9 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
                 request.url.path == "/search":  # (said on the search page, as a photo refused)
             return await anyio.to_thread.run_sync(app.state.render_cut_off, request)
         if exc.status_code == 400 and exc.detail == BODY_UNREADABLE and _json_body(request):
-            # FastAPI's, for JSON that is not UTF-8 (saved as Windows-1252): a 422 as any
-            # JSON not valid
-            return error(request, 422, "The request body is not valid JSON (it must be "
-                                       "UTF-8 text).")
+            # FastAPI's, for JSON that json.loads refused other than as a syntax error: a
+            # 422 as any JSON not valid, saying what is wrong
+            return error(request, 422, unreadable_json(exc.__cause__))
         sentence = guards.http_error_sentence(exc.status_code, exc.detail,
                                               settings.max_upload_bytes)
         headers = getattr(exc, "headers", None)

@@ -12,7 +12,7 @@ import heapq
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qs, quote, urlencode, urlsplit
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
@@ -54,6 +54,10 @@ more gets a text field suggesting the largest this many (20,000 options made eac
 and the list unusable)."""
 NEAR_CATEGORIES = 8
 """Stored categories suggested for one the store does not have."""
+CLOSE_SPELLING_MAX = 1_000
+"""A category the store does not have is compared letter by letter (difflib) with this many
+stored ones at most, the largest (then by name): all of them up to this many; compared with
+each of 20,000, a misspelt one took 0.4 s of CPU a page, the server's one interpreter held."""
 JSON_PREFIXES = ("/api/", "/images/", "/healthz", "/openapi.json", "/static/")
 
 LangParam = Annotated[str | None, Query(description="pt (default) or en.")]
@@ -65,7 +69,10 @@ def wants_html(request: Request) -> bool:
             and "text/html" in request.headers.get("accept", ""))
 
 
-def _url(path: str, lang: str, **params: object) -> str:
+def _url(path: str, lang: str, /, **params: object) -> str:
+    """``path`` with ``params`` (those not None or "") and ``lang`` unless Portuguese as its
+    query. Positional-only: a page's own query parameters are passed as ``params``, and one
+    named ``path`` or ``lang`` (``/?path=x``) made every page a 500."""
     query = {k: v for k, v in params.items() if v not in (None, "")}
     if lang != "pt":
         query["lang"] = lang
@@ -88,16 +95,25 @@ def product_path(product_id: str) -> str:
     return "/products/" + quote(product_id, safe="")
 
 
+def _referer(request: Request) -> SplitResult | None:
+    """The request's ``Referer``, split; None for one that cannot be read as an address
+    (``http://[::1``: urlsplit's ValueError made every product page a 500)."""
+    try:
+        return urlsplit(request.headers.get("referer", ""))
+    except ValueError:
+        return None
+
+
 def catalogue_back(request: Request, lang: str) -> tuple[str, str]:
     """The catalogue page the shopper came from, with its category, name search and page
     (from the Referer, which this site sends to itself only), else the catalogue's first;
     and that page's query, which the product page's own links carry as ``back`` (after one
     of them the Referer is the product page: the way back led to the first page)."""
-    came = urlsplit(request.headers.get("referer", ""))
     if "back" in request.query_params:
         query = parse_qs(request.query_params["back"][:8000])  # (a category's 512
         # characters, percent-encoded: up to 12 each, 6,144 in all)
-    elif came.netloc == request.url.netloc and came.path == "/":
+    elif (came := _referer(request)) is not None and came.netloc == request.url.netloc \
+            and came.path == "/":
         query = parse_qs(came.query)
     else:
         query = {}
@@ -137,6 +153,37 @@ class PageCategory:
     near: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class CategoryNames:
+    """A store's categories as :func:`page_category` compares them, made once per count of
+    them (:func:`category_names`)."""
+
+    forms: list[tuple[str, str, str]]
+    """Each named category, its name folded (without the spaces around it) and its shown
+    name folded."""
+    named: dict[str, list[str]]
+    """Either folded form to the categories so named."""
+    spelled: dict[str, str]
+    """Shown names folded, of the ``CLOSE_SPELLING_MAX`` largest categories, to their
+    category: the names a typed one is compared with letter by letter."""
+
+
+def category_names(categories: dict[str, int]) -> CategoryNames:
+    """What :func:`page_category` compares a typed category with, kept with the counts
+    (:meth:`VitrineService.categories_and`): folding a store's 20,000 names again for each
+    page took 0.1 s of CPU."""
+    forms = [(c, fold(c.strip()), fold(category_label(c))) for c in categories if c]
+    named: dict[str, list[str]] = {}
+    for c, folded, shown in forms:
+        for form in dict.fromkeys((folded, shown)):
+            named.setdefault(form, []).append(c)
+    compared = {c for c, _ in heapq.nsmallest(
+        CLOSE_SPELLING_MAX, ((c, n) for c, n in categories.items() if c),
+        key=lambda item: (-item[1], item[0]))}
+    return CategoryNames(forms, named,
+                         {shown: c for c, _, shown in forms if c in compared})
+
+
 def page_category(service: VitrineService, category: str | None) -> PageCategory:
     """A page's category filter as the store spells it: as
     :meth:`VitrineService.stored_category` finds it, and also without the spaces around it,
@@ -151,16 +198,15 @@ def page_category(service: VitrineService, category: str | None) -> PageCategory
         found = service.stored_category(spelling)  # of a folder named " x_y ")
         if service.has_category(found):
             return PageCategory(found)  # (one row read; counting scans a Milvus collection)
-    categories = service.categories()
+    categories, names = service.categories_and(category_names)
     wanted = fold(typed)  # in any case, without accents, as name search compares
-    names = {c: (fold(c.strip()), fold(category_label(c))) for c in categories if c}
-    named = [c for c, forms in names.items() if wanted in forms]
+    named = names.named.get(wanted, [])
     if len(named) == 1:
         return PageCategory(named[0])
-    near = [c for c, forms in names.items() if any(wanted in f for f in forms)]
+    near = [c for c, folded, shown in names.forms if wanted in folded or wanted in shown]
     if not near:  # a letter wrong or missing: "relogo feminino"
-        shown = {forms[1]: c for c, forms in names.items()}
-        near = [shown[f] for f in difflib.get_close_matches(wanted, shown, NEAR_CATEGORIES)]
+        near = [names.spelled[f]
+                for f in difflib.get_close_matches(wanted, names.spelled, NEAR_CATEGORIES)]
     near.sort(key=lambda c: (-categories[c], c))
     return PageCategory(found, unknown=True, near=tuple(near[:NEAR_CATEGORIES]))
 
@@ -211,7 +257,7 @@ class Pages:
             params = {"category": context.get("category") or None}
         params.update(context.pop("keep", {}))  # (what the other language's page keeps too)
         return self.templates.TemplateResponse(request, name, {
-            "t": t, "lang": lang, "url": lambda p, **q: _url(p, lang, **q),
+            "t": t, "lang": lang, "url": lambda p, /, **q: _url(p, lang, **q),
             "price": lambda v: format_price(v, lang),
             "chance": lambda p: format_chance(p, lang),
             "switch_url": _url(path, other, **params),

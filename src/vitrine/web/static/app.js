@@ -73,7 +73,10 @@
   // A photo the server read but this browser cannot draw: its name instead of the image.
   function nameOnly() {
     previewImg.hidden = true;
-    caption.textContent = form.dataset.noPreview.replace("{name}", chosenName);
+    // (a function: "$&" or "$'" in a file name is not a replacement pattern)
+    caption.textContent = form.dataset.noPreview.replace("{name}", function () {
+      return chosenName;
+    });
     preview.hidden = false;
   }
 
