@@ -130,6 +130,9 @@ def test_store_with_an_approximate_index_matches_exact(small_store, tmp_path, ki
     exact_store = EmbeddedStore(path)
     ann_store = EmbeddedStore(path, index_config=IndexConfig.defaults(kind=kind, ivf_nprobe=4))
     try:
+        # its own index first: the exact store's index of this generation saved first, the
+        # approximate store's searches would layer on it rather than build theirs
+        assert ann_store._current_index().kind == kind
         pids, vectors = exact_store.all_vectors()
         category = exact_store.get(pids[0]).category
         for pid, vec in zip(pids[::7], vectors[::7], strict=True):

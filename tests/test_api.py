@@ -605,23 +605,40 @@ def test_the_server_opens_its_store_with_the_milvus_token(settings, small_store,
 
 def test_the_server_uses_the_configured_index_and_does_not_rebuild_it_per_write(
         settings, small_store, embedder, tmp_path, small_catalog, rows):
-    """VITRINE_INDEX reaches the server's store (it used the defaults), and a product added
-    through the API is searched from the layer over the saved HNSW index, not by a rebuild."""
+    """VITRINE_INDEX reaches the server's store (it used the defaults): its first search
+    layers on the saved flat index (it built the HNSW graph in the request, holding the
+    store: 11 s at 50,000 products; helper-210), the first write has the graph built beside
+    the requests, and a product added through the API then is searched from the layer over
+    the saved HNSW index, not by a rebuild."""
+    import time
+
     store = tmp_path / "store"
     shutil.copytree(small_store, store)
+
+    def index_files() -> list[str]:
+        return sorted(p.name for p in store.glob("index.*.faiss"))
+
+    flat = index_files()
     client = TestClient(_app(settings, store, embedder, api_key=KEY, index="hnsw"))
     query = _jpeg(small_catalog / rows[3]["image"])
     top = client.post("/api/search", params={"k": 1}, files=_upload(query)).json()["results"]
     assert top[0]["product_id"] == rows[3]["product_id"]
-    files = sorted(p.name for p in store.glob("index.*.faiss"))
-    assert any(".hnsw" in name for name in files)
-    photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
-    added = client.post("/api/products", files=_upload(photo), headers={
-        "Authorization": f"Bearer {KEY}"}, data={"product_id": "novo-1", "name": "Nova"})
-    assert added.status_code == 201, added.text
-    found = client.post("/api/search", params={"k": 1}, files=_upload(photo)).json()
-    assert found["results"][0]["product_id"] == "novo-1"
-    assert sorted(p.name for p in store.glob("index.*.faiss")) == files  # nothing rebuilt
+    assert index_files() == flat and not any(".hnsw" in name for name in flat)
+    for n in range(2):
+        photo = _jpeg(small_catalog / rows[30 + n]["image"], flip=True)
+        added = client.post("/api/products", files=_upload(photo), headers={
+            "Authorization": f"Bearer {KEY}"}, data={"product_id": f"novo-{n}", "name": "Nova"})
+        assert added.status_code == 201, added.text
+        if n == 0:  # the graph, built and saved beside the requests (the flat index removed)
+            deadline = time.monotonic() + 60
+            while not (any(".hnsw" in name for name in index_files())
+                       and not set(index_files()) & set(flat)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            files = index_files()
+            assert len(files) == 1 and ".hnsw" in files[0], files
+        found = client.post("/api/search", params={"k": 1}, files=_upload(photo)).json()
+        assert found["results"][0]["product_id"] == f"novo-{n}"
+    assert index_files() == files  # nothing rebuilt
 
 
 def test_edit_product_fields(writable, small_catalog, rows, weights_path):
@@ -914,6 +931,56 @@ def test_an_index_rebuild_due_after_a_write_runs_beside_the_requests(
         assert newest > int(next(small_store.glob("index.*.faiss")).name.split(".")[1])
         assert service.count() == len(rows) + 3
     finally:
+        service.close()
+
+
+def test_searches_take_the_index_rebuilt_beside_writes_without_waiting_for_another_write(
+        settings, small_store, embedder, rows, small_catalog, tmp_path, monkeypatch):
+    """The write that crosses VITRINE_ANN_MIN_ITEMS starts the HNSW build beside the
+    requests; two uploads land during it. The rebuilt graph is saved under the generation
+    of the build's snapshot, two behind the store's, and the server kept searching the flat
+    index and a growing exact layer until the next write (16-24 ms a search instead of 1 ms
+    at 50,000 products; helper-210): its next search takes the graph, those two uploads
+    layered on it."""
+    import threading
+
+    from vitrine.ann import LayeredIndex
+    from vitrine.service import NewProduct, VitrineService
+    from vitrine.store import index_files
+
+    shutil.copytree(small_store, tmp_path / "store")
+    building, release = threading.Event(), threading.Event()
+    real_build = index_files.IndexFiles._build
+
+    def build(self, n, batch=20_000):  # the rebuild waits until two uploads came
+        if threading.current_thread().name == "vitrine-index-rebuild":
+            building.set()
+            assert release.wait(60)
+        return real_build(self, n, batch)
+
+    monkeypatch.setattr(index_files.IndexFiles, "_build", build)
+    crossing = settings.model_copy(update={"ann_min_items": len(rows) + 3})
+    service = VitrineService(crossing, tmp_path / "store", embedder)
+    try:
+        photos = [_jpeg(small_catalog / rows[30 + n]["image"], flip=True) for n in range(5)]
+        for n in range(5):
+            service.add_product(NewProduct(f"novo-{n}"), photos[n])
+            assert service.search_photo(photos[n], 1)[0][0].product.product_id == f"novo-{n}"
+            if n == 2:  # the store crossed: the graph is being built
+                assert building.wait(60)
+        release.set()
+        service.rebuild_thread.join(60)
+        assert not service.rebuild_thread.is_alive()
+        store = service.store
+        [graph] = store.root.glob("index.*.hnsw*.faiss")
+        assert int(graph.name.split(".")[1]) == store.generation() - 2
+        assert service.search_photo(photos[4], 1)[0][0].product.product_id == "novo-4"
+        index = store._index
+        assert isinstance(index, LayeredIndex) and index.base.kind == "hnsw"
+        assert index.recent.ntotal == 2 and index.ntotal == len(rows) + 5
+        assert service.search_photo(photos[3], 1)[0][0].product.product_id == "novo-3"
+    finally:
+        release.set()
         service.close()
 
 

@@ -75,6 +75,7 @@ class EmbeddedStore(CatalogRecord):
                                  self._forget_changes)
         self._index: VectorIndex | LayeredIndex | None = None
         self._index_gen = -1
+        self._index_stamp: tuple[int, int | None] | None = None
         self._category_ids: dict[str, IdSet] = {}
         self._category_version = -1
 
@@ -402,15 +403,27 @@ class EmbeddedStore(CatalogRecord):
     # ---- search ---------------------------------------------------------------------------
     def _current_index(self) -> VectorIndex | LayeredIndex:
         """The FAISS index for the database's current generation (``IndexFiles``); a layered
-        one until the generation's own file is saved (the server's rebuild: one stat a
+        one until the generation's own file is saved, and on the newest index saved meanwhile
+        (the server's rebuild, saved under the generation of its snapshot while writes went
+        on: no write need come after it): looked for again when this process saved an index
+        in the folder or the folder changed since (``IndexFiles.stamp``: one stat a
         search)."""
         gen = self.generation()
-        if self._index is None or self._index_gen != gen or (
-                isinstance(self._index, LayeredIndex)
-                and self._files.path(gen, self._index.ntotal).exists()):
-            index = self._files.current(gen, self.count(), writer=self._lock_fh is not None)
-            self._index, self._index_gen, self._category_ids = index, gen, {}
-        return self._index
+        index = self._index
+        if index is not None and self._index_gen == gen:
+            if not isinstance(index, LayeredIndex):
+                return index
+            stamp = self._files.stamp()
+            if stamp == self._index_stamp and stamp[1] is not None:
+                return index
+            n = index.ntotal
+        else:
+            stamp, n = self._files.stamp(), self.count()
+        fresh = self._files.current(gen, n, writer=self._lock_fh is not None)
+        if fresh is not index or self._index_gen != gen:
+            self._index, self._index_gen, self._category_ids = fresh, gen, {}
+        self._index_stamp = stamp
+        return fresh
 
     def search(self, vector: np.ndarray, k: int, *, category: str | None = None,
                exclude: str | None = None) -> list[Match]:

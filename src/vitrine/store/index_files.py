@@ -18,6 +18,8 @@ import contextlib
 import os
 import re
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -42,6 +44,15 @@ INDEX_FILE = re.compile(r"index\.(\d+)\.(.+)\.faiss")
 INDEX_TMP = re.compile(r"index\..+\.faiss\.(\d+)\.\d+\.tmp")
 """An index file being saved (:meth:`IndexFiles._save`) by the process numbered ``[1]``: by
 a reader or the server's rebuild thread too, which do not hold the writer lock."""
+FOLDER_TICK_NS = 2_000_000_000
+"""How long after a change of a store folder its modification time may not tell a second
+change apart yet (file systems stamp it at a clock tick: a few milliseconds, up to 2 s on
+some): a searcher holding a layered index looks at the saved files again at each search
+until it is older (:meth:`IndexFiles.stamp`)."""
+
+_saves: dict[Path, int] = {}
+"""Index files saved by this process, per store folder (:meth:`IndexFiles.stamp`)."""
+_saves_lock = threading.Lock()
 
 
 def stored_vectors(blobs: Sequence[bytes], dim: int | None, root: Path,
@@ -83,6 +94,23 @@ class IndexFiles:
         found = ((INDEX_FILE.fullmatch(path.name), path)
                  for path in self.root.glob(f"index.*.{tag}.faiss"))
         return [(int(m[1]), path) for m, path in found if m]
+
+    def stamp(self) -> tuple[int, int | None]:
+        """What a searcher holding a layered index compares at each search (no listing of
+        the folder) to tell whether an index to layer on may have been saved since it made
+        it: this process's saves in the folder, and the folder's modification time for
+        other processes' (None while too recent to tell a later change in the same clock
+        tick apart: looked at again). The server's rebuild saves its index under the
+        generation of its snapshot, older than the current one when writes came during the
+        build: its searches kept the old base and a growing layer (16 ms a search instead of
+        1 ms at 50,000 products) until the next write."""
+        try:
+            mtime = os.stat(self.root).st_mtime_ns
+        except OSError:
+            mtime = None
+        if mtime is not None and time.time_ns() - mtime < FOLDER_TICK_NS:
+            mtime = None
+        return _saves.get(self.root, 0), mtime
 
     def newest_generation(self) -> int:
         """The newest generation an index file in the folder is named by (0: none)."""
@@ -179,7 +207,11 @@ class IndexFiles:
         approximate index."""
         tag = self.config.tag(n)
         candidates = [self._newest_saved(generation, tag)]
-        other = None if writer else self._newest_saved(generation, None)
+        # (another tag's index of this very generation too where this one's kind is
+        # approximate: a base with an empty layer rather than the graph built in the search;
+        # a flat index is built, in seconds, where an approximate one would be layered on)
+        other = None if writer else self._newest_saved(
+            generation, None, this_one=self.config.resolve(n) != "flat")
         # the newest of either kind, where the own kind's will not do (a store crossing the
         # size; another process's settings), but not an approximate one where `flat` was
         # named: VITRINE_INDEX=flat searched a saved HNSW graph for as long as no flat index
@@ -209,13 +241,19 @@ class IndexFiles:
         tag = self._base[2] if found[1] is None else INDEX_FILE.fullmatch(found[1].name)[2]
         return re.match(r"[a-z]+", tag)[0]
 
-    def _newest_saved(self, generation: int, tag: str | None) -> tuple[int, Path | None] | None:
-        """The newest index older than ``generation`` of ``tag`` (None: of any), saved or in
-        memory (path None, when it is at least as new as every file)."""
-        best = max(((gen, path) for gen, path in self.saved(tag or "*") if gen < generation),
+    def _newest_saved(self, generation: int, tag: str | None, this_one: bool = False
+                      ) -> tuple[int, Path | None] | None:
+        """The newest index older than ``generation`` (``this_one``: or of it) of ``tag``
+        (None: of any), saved or in memory (path None, when it is at least as new as every
+        file). Another tag's index of ``generation`` itself is a base with an empty layer:
+        a setting changed (``VITRINE_INDEX=hnsw``, a lower ``ANN_MIN_ITEMS``, ``HNSW_M``…)
+        on a store not written since built the HNSW graph in the first search (7 s in
+        `vitrine similar` at 50,000 products, 11 s in the server, holding the store)."""
+        newest = generation if this_one else generation - 1
+        best = max(((gen, path) for gen, path in self.saved(tag or "*") if gen <= newest),
                    default=None)
         if self._base is not None and self._base[2] == (tag or self._base[2]) \
-                and self._base[1] < generation and (best is None or self._base[1] >= best[0]):
+                and self._base[1] <= newest and (best is None or self._base[1] >= best[0]):
             best = (self._base[1], None)
         return best
 
@@ -250,6 +288,8 @@ class IndexFiles:
         # since it (a reader read every changed row again at each write: 0.5 s a write for
         # 19,000 rows, seconds for the half of a large store it may hold)
         last = self._layer
+        if last is not None and last[0] is base and last[1] == generation:
+            return last[2]  # (looked again after a save, and nothing newer to layer on)
         since = last[1] if last is not None and last[0] is base and last[1] < generation \
             else base_gen
         rows = self.db.execute(
@@ -299,6 +339,8 @@ class IndexFiles:
         try:
             index.save(tmp)
             os.replace(tmp, path)
+            with _saves_lock:  # (this process's searchers look again: stamp())
+                _saves[self.root] = _saves.get(self.root, 0) + 1
             for gen, old in self.saved("*" if others else INDEX_FILE.fullmatch(path.name)[2]):
                 if gen < generation:
                     old.unlink(missing_ok=True)
