@@ -93,6 +93,10 @@ class VectorStore(Protocol):
     exclusive_writer: bool
     """True when :meth:`lock_for_writing` keeps every other writer out (the embedded store's
     lock file); Milvus lets several writers in at once."""
+    concurrent_reads: bool
+    """True when several threads may read through the store at once without a lock of the
+    caller's (Milvus: its client is thread-safe); the embedded store's SQLite connection and
+    FAISS index are shared, so the server reads it under one lock."""
 
     def lock_for_writing(self, wait: float = ...) -> None:
         """Keep other writers out from now until the store closes, waiting up to ``wait``

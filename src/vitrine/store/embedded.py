@@ -52,6 +52,7 @@ class EmbeddedStore(CatalogRecord):
     """SQLite + FAISS store in one folder. Writers hold an exclusive lock file."""
 
     exclusive_writer = True
+    concurrent_reads = False  # (one SQLite connection and FAISS index, shared)
 
     def __init__(self, root: Path, *, create: bool = False,
                  index_config: IndexConfig | None = None):

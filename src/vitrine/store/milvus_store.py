@@ -10,15 +10,17 @@ Installed by Vitrine's ``milvus`` extra.
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -41,6 +43,9 @@ from vitrine.store.milvus_support import (
     quiet_lite_logs,
     quote,
 )
+from vitrine.store.search_key import search_key
+
+log = logging.getLogger(__name__)
 
 FIELDS = ["product_id", "image", "category", "name", "price", "description", "attributes",
           "content_sha256", "metadata_hash", "phash", "thumb"]
@@ -58,9 +63,14 @@ ORDER_TTL_S = 10.0
 """How long a catalogue's order is kept for its next pages (reading it reads three fields of
 every product: 0.15 s a page at 3,000 products on Milvus Lite, growing with the store). This
 store's own writes drop it at once; another process's show within this time, as the
-categories' counts do (vitrine.service.CATEGORIES_TTL_S)."""
+categories' counts do (vitrine.service.CATEGORIES_TTL_S), or, for an order read again beside
+the requests (ORDER_STALE_S), once that read is done."""
+ORDER_STALE_S = 60.0
+"""How long past its time an order is still served while one read beside the requests
+renews it (at 20,000 products on Milvus Lite the page that read it took 2.5 s; 10.8 s at
+50,000): a page of a catalogue not looked at for longer reads it afresh."""
 ORDERS_KEPT = 64
-"""Category filters whose order is kept at once (a list of ids each)."""
+"""Category filters whose order is kept at once (category, name and id of each product)."""
 WRITE_PAGE = 256
 """Products written back in one request by update_metadata (their vectors go with them)."""
 READS = {"consistency_level": "Session"}
@@ -74,6 +84,39 @@ LIMITS = {"product_id": 1024, "category": CATEGORY_MAX, "name": 4096, "descripti
 server, characters on Milvus Lite (each counts its own way)."""
 ATTRIBUTES_LIMIT = 65536
 """The longest JSON of a product's attributes, in bytes (a Milvus server's JSON limit)."""
+
+
+class _Order:
+    """A catalogue's order as read: the (category, name, id) of each product of it, sorted,
+    until when it is kept, and the folded name and id of each that name search looks in
+    (:func:`vitrine.store.search_key.search_key`), made at the first search."""
+
+    __slots__ = ("ids", "keys", "rows", "until")
+
+    def __init__(self, until: float, rows: list[tuple[str, str, str]]):
+        self.until = until
+        self.rows = rows
+        self.ids = [r[2] for r in rows]
+        self.keys: list[str] | None = None
+
+    def span(self, category: str | None) -> tuple[int, int]:
+        """Where the products of ``category`` (None: all) lie in the order: sorted by
+        category first, one category of the whole catalogue's order is one run of it."""
+        if category is None:
+            return 0, len(self.rows)
+        lo = bisect.bisect_left(self.rows, category, key=_category)
+        return lo, bisect.bisect_right(self.rows, category, lo=lo, key=_category)
+
+    def folded(self) -> list[str]:
+        """The search keys, made once (a race makes them twice, equal)."""
+        keys = self.keys
+        if keys is None:
+            keys = self.keys = [search_key(name, pid) for _, name, pid in self.rows]
+        return keys
+
+
+def _category(row: tuple[str, str, str]) -> str:
+    return row[0]
 
 
 def _to_product(row: dict) -> StoredProduct:
@@ -131,6 +174,11 @@ class MilvusStore(CatalogRecord):
     """A Vitrine store in one Milvus collection (``location`` is shown in messages)."""
 
     exclusive_writer = False
+    concurrent_reads = True
+    """pymilvus's client may be called from several threads at once, and the orders kept
+    are this store's to guard (``_orders_lock``): the server lists products without its
+    store-wide lock, so a page that reads a whole catalogue's order holds up no other
+    request."""
 
     def __init__(self, uri: str, collection: str, *, location: str, token: str = "",
                  create: bool = False):
@@ -143,9 +191,13 @@ class MilvusStore(CatalogRecord):
         self.collection = collection
         self.meta_collection = f"{collection}__meta"
         self._products_made = False  # (known to exist: upsert asks once)
-        self._orders: dict[str | None, tuple[float, list[str]]] = {}
-        """A catalogue's order (the ids sorted by category, name, id) per category filter,
-        with until when it is kept: see ORDER_TTL_S."""
+        self._orders: dict[str | None, _Order] = {}
+        """A catalogue's order per category filter (None: the whole catalogue's, which
+        serves every category's too): see ORDER_TTL_S."""
+        self._orders_lock = threading.Lock()  # the orders and _written, between threads
+        self._written = 0  # this store's writes so far: an order read across one is not kept
+        self._reading = threading.Lock()  # one order read at a time (others wait for it)
+        self._renewing: threading.Thread | None = None  # an order read beside the requests
         self._lite = uri.endswith(".db")  # a Milvus Lite file (store_for's milvus-lite://)
         quiet_client_logs()
         if self._lite:
@@ -336,15 +388,32 @@ class MilvusStore(CatalogRecord):
 
     def upsert(self, records: Sequence[Record]) -> None:
         self._check_lengths(r.product for r in records)
-        self._orders.clear()
-        if records and not self._products_made:
-            if not self._has_products():  # (a store an older Vitrine left so: its manifest
-                self._create_products(len(records[0].vector))  # written, no collection)
-            self._products_made = True
-        if records:
-            self.client.upsert(self.collection, [self._row(r.product, r.content_sha256,
-                                                           r.phash, r.thumb, r.vector)
-                                                 for r in records])
+        with self._changing():
+            if records and not self._products_made:
+                if not self._has_products():  # (a store an older Vitrine left so: its
+                    # manifest written, no collection)
+                    self._create_products(len(records[0].vector))
+                self._products_made = True
+            if records:
+                self.client.upsert(self.collection, [self._row(r.product, r.content_sha256,
+                                                               r.phash, r.thumb, r.vector)
+                                                     for r in records])
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """A write of products: the orders kept are dropped before and after it, so that an
+        order read meanwhile (another thread's page: the server lists without its lock) is
+        not kept without it."""
+        self._forget_orders()
+        try:
+            yield
+        finally:
+            self._forget_orders()
+
+    def _forget_orders(self) -> None:
+        with self._orders_lock:
+            self._orders.clear()
+            self._written += 1
 
     @staticmethod
     def _row(p: Product | StoredProduct, sha: str, phash: str, thumb: bytes,
@@ -360,28 +429,30 @@ class MilvusStore(CatalogRecord):
         """New metadata for stored products, their photo, hashes and vector kept: a page of
         them read and written back at a time (one product at a time took 10 s for 1,215)."""
         self._check_lengths(products)
-        self._orders.clear()
-        for i in range(0, len(products), WRITE_PAGE):
-            page = products[i:i + WRITE_PAGE]
-            held = {r["product_id"]: r for r in self._lookup(
-                [p.product_id for p in page],
-                ["product_id", "content_sha256", "phash", "thumb", "vector"])}
-            rows = [self._row(p, row["content_sha256"], row["phash"], bytes.fromhex(row["thumb"]),
-                              np.asarray(row["vector"], dtype=np.float32))
-                    for p in page if (row := held.get(p.product_id)) is not None]
-            if rows:
-                self.client.upsert(self.collection, rows)
+        with self._changing():
+            for i in range(0, len(products), WRITE_PAGE):
+                page = products[i:i + WRITE_PAGE]
+                held = {r["product_id"]: r for r in self._lookup(
+                    [p.product_id for p in page],
+                    ["product_id", "content_sha256", "phash", "thumb", "vector"])}
+                rows = [self._row(p, row["content_sha256"], row["phash"],
+                                  bytes.fromhex(row["thumb"]),
+                                  np.asarray(row["vector"], dtype=np.float32))
+                        for p in page if (row := held.get(p.product_id)) is not None]
+                if rows:
+                    self.client.upsert(self.collection, rows)
 
     def delete(self, product_ids: Iterable[str]) -> int:
         ids = list(product_ids)
-        self._orders.clear()
-        if not ids or not self._has_products():
-            return 0
-        present = [r["product_id"] for r in self._lookup(ids, ["product_id"])]
-        for i in range(0, len(present), PAGE):  # by filter: delete(ids=) does not escape them
-            self.client.delete(self.collection,
-                               filter=f"product_id in {quote(present[i:i + PAGE])}")
-        return len(present)
+        with self._changing():
+            if not ids or not self._has_products():
+                return 0
+            present = [r["product_id"] for r in self._lookup(ids, ["product_id"])]
+            for i in range(0, len(present), PAGE):  # by filter: delete(ids=) does not
+                # escape them
+                self.client.delete(self.collection,
+                                   filter=f"product_id in {quote(present[i:i + PAGE])}")
+            return len(present)
 
     def flush(self, rebuild: bool = True) -> None:
         """Milvus keeps its own index; ``rebuild`` changes nothing here."""
@@ -451,8 +522,12 @@ class MilvusStore(CatalogRecord):
         return int(rows[0]["count(*)"])
 
     def categories(self) -> dict[str, int]:
-        counts = Counter(r["category"] for r in self._rows('product_id != ""', ["category"]))
-        return dict(sorted(counts.items()))
+        """Counted from the whole catalogue's order (:meth:`_ordered`), kept or read now and
+        kept: reading it costs what reading the category of every product alone did (2 s at
+        20,000 products on Milvus Lite), and the catalogue page that counts them lists it
+        next."""
+        order = self._kept(None) or self._read_order(None)
+        return dict(sorted(Counter(row[0] for row in order.rows).items()))
 
     def has_category(self, category: str) -> bool:
         return self._has_products() and bool(self.client.query(
@@ -476,28 +551,75 @@ class MilvusStore(CatalogRecord):
         query, so the order's fields of every row are read (then only the page's whole rows:
         photo thumbnails and descriptions of the rest are never read, where 20,000 of them
         took 6 s a page), and the order kept for the next pages (:func:`kept_until`
-        ``ORDER_TTL_S``)."""
+        ``ORDER_TTL_S``; past that, served ``ORDER_STALE_S`` more while it is read again
+        beside the requests). The whole catalogue's order serves each category's too, and
+        a name search filters the order kept (no read: 1.3 s a search at 20,000 products on
+        Milvus Lite), ignoring case and accents as the embedded store: Milvus' like can do
+        neither, so the name filter runs here."""
+        order = self._kept(category)
+        if order is None:
+            order = self._read_order(category)
+        lo, hi = order.span(category)
+        if not query:
+            return order.ids[lo:hi]
+        needle = searchable(query)  # in the name or id (search_key), as the embedded store
+        keys, ids = order.folded(), order.ids
+        return [ids[i] for i in range(lo, hi) if needle in keys[i]]
+
+    def _kept(self, category: str | None) -> _Order | None:
+        """The order kept that lists ``category`` (its own, else the whole catalogue's), or
+        None; one past its time but within ``ORDER_STALE_S`` of it is served while a read
+        beside the requests renews it."""
         now = time.monotonic()
-        for old in [c for c, (until, _) in self._orders.items() if now >= until]:
-            del self._orders[old]  # (not held for the server's life)
-        kept = self._orders.get(category)
-        if not query and kept is not None:
-            return kept[1]
-        expr = ['product_id != ""']
-        if category:
-            expr.append(f"category == {quote(category)}")
-        keys = [(r["category"], r["name"], r["product_id"]) for r in self._rows(
-            " and ".join(expr), ["product_id", "category", "name"])]
-        if query:  # ignoring case and accents, as the embedded store: Milvus' like can do
-            # neither, so the name filter runs here over the category's rows
-            needle = searchable(query)
-            keys = [k for k in keys if needle in searchable(k[1]) or needle in searchable(k[2])]
-        ordered = [k[2] for k in sorted(keys)]
-        if not query and ordered:  # (a category no product has takes no place)
-            if len(self._orders) >= ORDERS_KEPT:  # the one kept for the shortest time goes
-                del self._orders[min(self._orders, key=lambda c: self._orders[c][0])]
-            self._orders[category] = (kept_until(now, ORDER_TTL_S), ordered)
-        return ordered
+        with self._orders_lock:
+            for old in [c for c, o in self._orders.items() if now >= o.until + ORDER_STALE_S]:
+                del self._orders[old]  # (not held for the server's life)
+            order = self._orders.get(category)
+            if order is None and category is not None:
+                order = self._orders.get(None)
+            if order is None or now < order.until:
+                return order
+            if self._renewing is None or not self._renewing.is_alive():  # (else being read)
+                served = category if self._orders.get(category) is order else None
+                self._renewing = threading.Thread(target=self._renew, args=(served,),
+                                                  name="vitrine-milvus-order", daemon=True)
+                self._renewing.start()
+            return order
+
+    def _renew(self, category: str | None) -> None:
+        """Read the order of ``category`` again beside the requests, its search keys made
+        too (a name search then folds nothing); an error leaves the old order to expire."""
+        try:
+            self._read_order(category, renew=True).folded()
+        except Exception:  # noqa: BLE001 - (the store closed meanwhile; Milvus gone): the
+            # next page past ORDER_STALE_S reads it itself and says why
+            log.debug("reading the order of %s again failed", self.location, exc_info=True)
+
+    def _read_order(self, category: str | None, renew: bool = False) -> _Order:
+        """Read the order of ``category`` (None: every product) and keep it unless this
+        store wrote meanwhile; one read at a time, a page waiting for another's takes it."""
+        with self._reading:
+            if not renew:
+                kept = self._kept(category)
+                if kept is not None:  # (read by the page this one waited for)
+                    return kept
+            with self._orders_lock:
+                written = self._written
+            started = time.monotonic()
+            expr = ['product_id != ""']
+            if category:
+                expr.append(f"category == {quote(category)}")
+            rows = sorted((r["category"], r["name"], r["product_id"]) for r in self._rows(
+                " and ".join(expr), ["product_id", "category", "name"]))
+            order = _Order(kept_until(started, ORDER_TTL_S), rows)
+            with self._orders_lock:
+                if rows and self._written == written and ORDER_TTL_S > 0:  # (a category
+                    # no product has takes no place)
+                    if category not in self._orders and len(self._orders) >= ORDERS_KEPT:
+                        # the one kept for the shortest time goes
+                        del self._orders[min(self._orders, key=lambda c: self._orders[c].until)]
+                    self._orders[category] = order
+            return order
 
     def all_vectors(self) -> tuple[list[str], np.ndarray]:
         """Every product id and vector; the vectors are read into arrays page by page (not
