@@ -791,6 +791,27 @@ def test_a_query_parameter_named_path_is_kept_not_a_500(client, rows):
     assert 'href="/search?path=%2Fy"' in english
 
 
+def test_an_error_page_that_cannot_be_drawn_is_said_as_json(settings, small_store, embedder,
+                                                             caplog):
+    """A page's own error raised again drawing its error page (as `?path=x` did): the
+    browser got the server's bare 500, without the security headers. The sentence comes as
+    JSON then, and the failure goes to the log (helper-181)."""
+    from vitrine.api import create_app
+
+    app = create_app(settings, small_store, embedder=embedder)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a template bug")
+
+    app.state.render_error = broken
+    client = TestClient(app, raise_server_exceptions=False)
+    for address, status in (("/nope", 404), ("/products/none-such", 404)):
+        page = client.get(address, headers={"Accept": "text/html"})
+        assert page.status_code == status and page.json()["detail"], page.text
+        assert page.headers["x-content-type-options"] == "nosniff"
+    assert "the error page could not be drawn" in caplog.text
+
+
 def test_a_referer_that_is_no_address_leads_to_the_first_page(client, rows):
     """A Referer urlsplit cannot read (`http://[::1`) made every product page a 500; it is
     read as no Referer: the way back leads to the catalogue's first page (helper-209)."""

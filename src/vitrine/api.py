@@ -11,6 +11,7 @@ import contextlib
 import errno
 import functools
 import hashlib
+import logging
 import os
 import sqlite3
 import sys
@@ -293,9 +294,15 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
     def error(request: Request, status: int, sentence: str,
               headers: dict | None = None) -> Response:
         if wants_html(request):
-            page = app.state.render_error(request, status, sentence)
-            page.headers.update(headers or {})
-            return page
+            try:
+                page = app.state.render_error(request, status, sentence)
+            except Exception:  # noqa: BLE001 - an error page that cannot be drawn (a bug):
+                # the sentence as JSON rather than the server's bare 500 without the security
+                # headers (a page's own error raised again drawing it: helper-181)
+                logging.getLogger(__name__).exception("the error page could not be drawn")
+            else:
+                page.headers.update(headers or {})
+                return page
         return JSONResponse({"detail": sentence}, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
