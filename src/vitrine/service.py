@@ -2,9 +2,9 @@
 removing products. The REST API and the web pages both call this; neither touches the store.
 
 Concurrency: the SQLite connection and the FAISS index of the read store are shared, so every
-read holds ``_store_lock`` (reads are sub-millisecond), but the listing of a store whose reads
-may run side by side (Milvus: ``concurrent_reads``), which may read a whole catalogue's order
-for seconds. Forward passes hold ``_model_lock``:
+read holds ``_store_lock`` (reads are sub-millisecond), but the listing and the category
+counts of a store whose reads may run side by side (Milvus: ``concurrent_reads``), which may
+read a whole catalogue's order for seconds. Forward passes hold ``_model_lock``:
 torch already uses every core for one image, so queuing them beats running them side by side.
 Decoding runs unlocked. Writes go through a short-lived second store object that takes the
 store's writer lock, so ``vitrine index`` and the server never write at the same time.
@@ -193,6 +193,7 @@ class VitrineService:
         # (when the counts are counted again; the counts; what was derived from them)
         self._categories: tuple[float, dict[str, int], dict[Callable, object]] | None = None
         self._deriving = threading.Lock()  # one request derives, the others wait for it
+        self._counting = threading.Lock()  # (counts of a store read without _store_lock)
         self._catalogue: tuple[str | None, float] | None = None
 
     def _open(self) -> VectorStore:
@@ -299,7 +300,10 @@ class VitrineService:
                                                               category)
 
     def _counted(self) -> tuple[dict[str, int], dict[Callable, object]]:
-        with self._store_lock:
+        # (a store whose reads run side by side counts under a lock of its own: counting a
+        # Milvus store may read its whole catalogue's order, seconds that held every read)
+        with (self._counting if getattr(self._store, "concurrent_reads", False)
+              else self._store_lock):
             cached, started = self._categories, time.monotonic()
             if cached is None or started > cached[0]:
                 counts = self.store.categories()
