@@ -664,3 +664,37 @@ def test_an_image_cell_too_long_for_the_system_is_one_of_the_tables_problems(tmp
     assert "has 2 problems: line 3: image '../../etc/passwd' is outside" in said
     assert "line 4: image 'bolsa/aaaa" in said and "cannot be a file here" in said
     assert len(said) < 700  # (the cell is cut, not repeated whole)
+
+
+def test_catalogue_state_sees_changes_and_survives_odd_links(tmp_path):
+    """What `vitrine index` compares under the writer lock to tell whether the catalogue
+    changed since it read it (it reads it again then): photos added, removed or renamed and
+    the table rewritten change it, an unchanged folder does not. A link to a table that is
+    not there did not stop it there (the folders after it were not looked at: a photo added
+    meanwhile went unseen), and a catalogue that is a link loop is left to the reading to
+    say (a RuntimeError's traceback: helper-185)."""
+    from vitrine.catalog import catalogue_state
+
+    shop = tmp_path / "shop"
+    for folder in "abcdefgh":
+        photo(shop / folder / "1.jpg")
+    (shop / "Produtos.csv").symlink_to(tmp_path / "gone.csv")  # (scandir may list it first)
+    before = catalogue_state(shop)
+    assert before == catalogue_state(shop)
+    assert any(item[0].endswith("/h") for item in before)
+    photo(shop / "h" / "2.jpg")
+    added = catalogue_state(shop)
+    assert added != before
+    (shop / "h" / "2.jpg").rename(shop / "h" / "3.jpg")
+    assert catalogue_state(shop) != added
+    (shop / "Produtos.csv").unlink()
+    (shop / "products.csv").write_text("image,name\na/1.jpg,Um\n")
+    written = catalogue_state(shop)
+    with open(shop / "products.csv", "a") as fh:  # rewritten in place, same folder entries
+        fh.write("b/1.jpg,Dois\n")
+    assert catalogue_state(shop) != written
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert catalogue_state(loop)  # (noted as unreadable)
+    with pytest.raises(CatalogError, match="does not exist"):
+        read_catalog(loop)

@@ -147,8 +147,14 @@ def test_shop_text_in_tables_has_its_control_characters_escaped():
         console.print(item)
     shown = console.export_text()
     assert "\x1b" not in shown and "\x07" not in shown
+    # line breaks and tabs (a spreadsheet's name over two lines) read as a space, as on the
+    # pages, not as escapes (helper-185)
+    product.name = "Relógio Dourado\r\nPulseira\tde couro"
+    console = Console(record=True, width=300, force_terminal=True)
+    console.print(results_table("Similar to p1", [Match(product, 0.5)]))
+    assert "Relógio Dourado Pulseira de couro" in console.export_text()
     for literal in ("evil\\x1b]0;PWNED\\x07cat\\x1b[2J", "p\\x1b[31m1",
-                    "n\\x1b]8;;http://evil\\x1b\\link\\tx", "a\\x1b[2Jb", "x\\x1b[31my"):
+                    "n\\x1b]8;;http://evil\\x1b\\link x", "a\\x1b[2Jb", "x\\x1b[31my"):
         assert literal in shown, literal
 
 

@@ -642,16 +642,41 @@ def test_new_ids_for_the_same_photos_are_not_taken_for_a_lost_catalogue(shop_a, 
     # every name and price lost (it went ahead, exit 0: helper-179)
     (shop / "produtos.csv").rename(tmp_path / "away.csv")
     before = _state(store)
-    with pytest.raises(RemovalRefused, match="a new id, its photo file's name, and drop their "
-                                             "names, prices and descriptions"):
+    refusal = "into products named by their photo files, dropping their names, prices"
+    with pytest.raises(RemovalRefused, match=refusal):
         _index(shop, store, embedder)
     assert _state(store) == before
+    # nor with a photo the table did not list (it keeps its id), nor from a table without
+    # ids (every id stays, the table's fields go): both went ahead (helper-185)
+    extra = next(p for p in sorted(shop_a.rglob("*.jpg")))
+    (tmp_path / "away.csv").rename(shop / "produtos.csv")
+    shutil.copy(extra, shop / extra.parent.name / "unlisted.jpg")
+    assert _index(shop, store, embedder).unlisted == 1
+    (shop / "produtos.csv").rename(tmp_path / "away.csv")
+    with pytest.raises(RemovalRefused, match=refusal):
+        _index(shop, store, embedder)
+    (shop / extra.parent.name / "unlisted.jpg").unlink()
+    with open(tmp_path / "away.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    without_ids = tmp_path / "no-ids" / "shop"
+    shutil.copytree(shop, without_ids)
+    with open(without_ids / "products.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[k for k in rows[0] if k != "product_id"],
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    other = tmp_path / "st-no-ids"
+    assert _index(without_ids, other, embedder).indexed == 16
+    (without_ids / "products.csv").unlink()
+    with pytest.raises(RemovalRefused, match=refusal):
+        _index(without_ids, other, embedder)
+    assert _index(without_ids, other, embedder, replace=True).updated == 16
     renamed = {}  # but every photo renamed (no table either way) goes ahead
     for photo in sorted(shop.rglob("*.jpg")):
         renamed[photo] = photo.with_name("n-" + photo.name)
         photo.rename(renamed[photo])
     report = _index(shop, store, embedder)
-    assert (report.indexed, report.removed) == (16, 16)
+    assert (report.indexed, report.removed) == (16, 17)  # (the unlisted photo too)
     for old, new in renamed.items():
         new.rename(old)
     report = _index(shop, store, embedder)
@@ -1202,8 +1227,9 @@ def test_a_catalogue_changed_while_the_run_waited_is_read_again(shop_a, embedder
     state, early = catalogue_state(shop), read_catalogue(shop)  # a photo added, this time
     extra = shop / "relogio_feminino" / "added-meanwhile.jpg"
     shutil.copy(next((shop_a / "salto_feminino").glob("*.jpg")), extra)
-    report = _index(shop, store, embedder, catalogue=early, state=state)
-    assert (report.updated, report.indexed) == (0, 1)
+    stale = [shop / "a-link-gone-since"]  # (links the first reading refused: read anew)
+    report = _index(shop, store, embedder, catalogue=early, state=state, refused_links=stale)
+    assert (report.updated, report.indexed, report.skipped) == (0, 1, [])
     db = open_store(store)
     try:
         assert db.get(rows[1][0]).name == "Renamed meanwhile"

@@ -107,6 +107,15 @@ def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
     # recategorised without a word)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("x")
+    # an empty split's folder holding a table of no rows (an exporter's empty test split)
+    # is as missing, not the "lists no products" refusal of a catalogue (helper-185)
+    teste = tmp_path / "teste"
+    shutil.move(teste, tmp_path.parent / "teste-kept")
+    teste.mkdir()
+    (teste / "products.csv").write_text("id,image,name\n")
+    assert Counter(read_catalogue(tmp_path)[1].values()) == {"train": 6, "val": 2}
+    shutil.rmtree(teste)
+    shutil.move(tmp_path.parent / "teste-kept", teste)
     (tmp_path / "__pycache__").mkdir()
     assert set(find_split_folders(tmp_path)) == {"train", "val", "test"}
     (tmp_path / "cars").mkdir()

@@ -36,13 +36,15 @@ def client(settings, small_store, embedder) -> TestClient:
     return TestClient(create_app(settings, small_store, embedder=embedder))
 
 
-def test_serve_of_a_vitrine_imported_from_a_zip_says_it_cannot(small_store, tmp_path):
+def test_serve_of_a_vitrine_imported_from_a_zip_says_it_cannot(small_store, settings, tmp_path,
+                                                                monkeypatch):
     """Vitrine imported from a zip (its other commands run so) could not serve its pages'
     files, and said so in a traceback ("Directory … does not exist"): one sentence now
     (helper-180)."""
     import zipfile
 
     import vitrine
+    from vitrine.errors import VitrineError
 
     package = Path(vitrine.__file__).parent
     archive = tmp_path / "vitrine.zip"
@@ -58,6 +60,17 @@ def test_serve_of_a_vitrine_imported_from_a_zip_says_it_cannot(small_store, tmp_
     said = " ".join(proc.stderr.split())
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert f"({archive}/vitrine/web: Vitrine imported from a zip?)" in said
+    # before the model and the store (it was said after both: 7 s, the store left open:
+    # helper-185)
+    from vitrine.api import create_app
+    from vitrine.web import pages
+
+    opened = []
+    monkeypatch.setattr(pages, "HERE", archive / "vitrine" / "web")
+    monkeypatch.setattr("vitrine.api.VitrineService", lambda *a, **k: opened.append(a))
+    with pytest.raises(VitrineError, match="imported from a zip"):
+        create_app(settings, small_store)
+    assert opened == []
 
 
 def cards(html: str) -> int:

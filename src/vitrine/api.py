@@ -63,7 +63,7 @@ from vitrine.images import BROWSER_SUFFIXES, browser_jpeg, thumbnail_jpeg
 from vitrine.recommend import ProductNotFound
 from vitrine.service import NewProduct, VitrineService, image_suffix
 from vitrine.web import guards
-from vitrine.web.pages import install_pages, wants_html
+from vitrine.web.pages import check_web_files, install_pages, wants_html
 
 K_MIN, K_MAX = 1, 100
 PAGE_MAX = 200
@@ -480,6 +480,7 @@ def create_app(settings: Settings, store: str | Path, *,
     """Build the app over ``store`` (a folder, or a URI that ``open_store`` knows); loads the
     model now (pass ``embedder`` to share one already loaded). Raises StoreError/WeightsError
     with one sentence."""
+    check_web_files()
     service = VitrineService(settings, store, embedder)
 
     @contextlib.asynccontextmanager

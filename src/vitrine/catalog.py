@@ -18,6 +18,7 @@ from vitrine.catalog_csv import (
     find_csv,
     image_path,
     is_no_price,
+    no_rows,
     path_key,
     read_rows,
 )
@@ -341,7 +342,8 @@ def catalogue_state(root: Path, *, follow_outside: bool = True) -> tuple:
     model's: a store inside the catalogue is written meanwhile); links to folders are
     followed once, those leading outside ``root`` only with ``follow_outside``; a folder
     that cannot be read is noted as such."""
-    confine = Path(root).resolve()
+    confine = Path(os.path.realpath(root))  # (a link loop: as it is, for the reading to
+    # say; Path.resolve raised)
     state: list[tuple] = []
     seen: set[tuple[int, int]] = set()
     pending = [str(confine)]
@@ -367,9 +369,13 @@ def catalogue_state(root: Path, *, follow_outside: bool = True) -> tuple:
                             or Path(entry.path).resolve().is_relative_to(confine)):
                         pending.append(entry.path)
                 elif entry.name.casefold() in CSV_NAMES:
-                    got = entry.stat()
-                    state.append((entry.path, got.st_ino, got.st_size, got.st_mtime_ns,
-                                  got.st_ctime_ns))
+                    try:  # (a link to a table that is not there: noted, the folder read on)
+                        got = entry.stat()
+                    except OSError as exc:
+                        state.append((entry.path, exc.errno))
+                    else:
+                        state.append((entry.path, got.st_ino, got.st_size, got.st_mtime_ns,
+                                      got.st_ctime_ns))
         except OSError as exc:
             state.append((folder, exc.errno))
     return tuple(sorted(state, key=lambda item: item[0]))
@@ -410,6 +416,8 @@ def read_catalog(root: Path, *, depth: int = 0, empty_ok: bool = False,
         for product in _read_csv(csv_path, root, photos, depth):
             products[product.product_id] = product
             listed.add(product.image)
+        if not products and not empty_ok:
+            raise no_rows(csv_path)
     for path in photos:
         if path in listed:
             continue

@@ -202,11 +202,15 @@ def read_rows(path: Path) -> list[Row]:
             line = reader.line_num + 1
     except csv.Error as exc:
         raise CatalogError(f"{path} is not valid CSV ({exc}).") from None
-    if not rows:  # (an export of no rows made every photo a product named by its file,
-        # dropping every name and price the store had: helper-179)
-        raise CatalogError(f"{path} lists no products (a header row and nothing under it); "
-                           "give it a row per product, or delete it.")
     return rows
+
+
+def no_rows(path: Path) -> CatalogError:
+    """A product table of a header and no row, where a catalogue needs products: an export
+    of an emptied sheet made every photo a product named by its file, dropping every name
+    and price the store had (helper-179); in an empty split folder it is as missing."""
+    return CatalogError(f"{path} lists no products (a header row and nothing under it); give "
+                        "it a row per product, or delete it.")
 
 
 def _holds_a_row(value: str, sep: str, width: int, image_at: int) -> bool:

@@ -7,6 +7,7 @@ Product names, ids, categories and paths are the shop's data: they go into table
 from __future__ import annotations
 
 import math
+import re
 import sys
 import unicodedata
 from typing import TYPE_CHECKING
@@ -51,13 +52,17 @@ def one_line(text: str) -> str:
     return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" else c for c in text)
 
 
+_BREAKS = re.compile(r"[\t\n\r]+")
+
+
 def plain(value: object, style: str = "") -> Text:
-    """``value`` as literal text: no markup, no emoji codes, control characters escaped
-    (:func:`one_line`: a supplier's product table wrote ESC sequences to the terminal that
-    cleared it, retitled it or planted links: helper-181); what the terminal's encoding
-    cannot show escaped here (``\\xe9``), not as it is written, so that a table is sized
-    to it (its borders were pushed out of line: helper-158)."""
-    text = one_line(str(value))
+    """``value`` as literal text: no markup, no emoji codes, line breaks and tabs as a space
+    (as the web pages show a name a spreadsheet wrote over two lines), other control
+    characters escaped (:func:`one_line`: a supplier's product table wrote ESC sequences to
+    the terminal that cleared it, retitled it or planted links: helper-181); what the
+    terminal's encoding cannot show escaped here (``\\xe9``), not as it is written, so that
+    a table is sized to it (its borders were pushed out of line: helper-158)."""
+    text = one_line(_BREAKS.sub(" ", str(value)))
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
     try:
         text.encode(encoding)

@@ -34,7 +34,7 @@ from vitrine.photo_hashes import PhotoHashes, unreadable_reason
 from vitrine.progress import progress_bar
 from vitrine.split import Catalogue, read_catalogue
 from vitrine.store import UPLOAD_TMP, cleanable_uploads, unmarked_upload
-from vitrine.store.base import Record, VectorStore
+from vitrine.store.base import Record, StoredProduct, VectorStore
 from vitrine.store.writer_lock import process_alive
 
 COMMIT_EVERY = 64
@@ -188,6 +188,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     if state is not None and catalogue_state(
             root, follow_outside=refused_links is None) != state:
         catalogue = None
+        if refused_links:  # (the links refused by the first reading: read anew)
+            refused_links.clear()
     # (a catalogue split in train/val/test folders: its categories are the folders under
     # them, not "train" and "test"; a photo outside them is said, not silently left out)
     products, _, outside = catalogue or read_catalogue(  # (not the API's photos in it)
@@ -264,10 +266,11 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                                     all_uploaded | set(_unmarked_uploads(
                                         store, uploads, fingerprints, root,
                                         {p.product_id: p.image.name for p in everything})))
-        _check_removals(store, root, link, [pid for pid in stored if pid not in uploaded],
-                        remove, len(gone) - linked, shard, readable=readable,
-                        linked=(linked, len(refused_links or ())),
-                        unlisted={str(p.image) for p, _ in to_embed if not p.listed})
+        catalogue_ids = [pid for pid in stored if pid not in uploaded]
+        _check_removals(store, root, link, catalogue_ids, remove, len(gone) - linked, shard,
+                        readable=readable, linked=(linked, len(refused_links or ())))
+        if not any(p.listed for p in everything):
+            _check_table_gone(store, root, catalogue_ids, remove, meta_only, to_embed)
     hashes.known = {}  # (memory: a million paths)
     # kept even if the run stops while embedding; photos gone from the catalogue forgotten
     _save_hashes(store, hashes.fresh, keep=hashes.seen if shard is None else None)
@@ -378,8 +381,7 @@ def _same_folder(store: VectorStore, root: Path, link: str | None) -> bool:
 
 def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue: list[str],
                     remove: list[str], missing: int, shard: tuple[int, int] | None, *,
-                    readable: int, linked: tuple[int, int] = (0, 0),
-                    unlisted: set[str] = frozenset()) -> None:
+                    readable: int, linked: tuple[int, int] = (0, 0)) -> None:
     """Refuse a run that would remove catalogue products indexed from another folder than
     ``root`` (as the store recorded it; but for a catalogue given through the link it was
     given through last time, ``link``: a release link moved to the next release), or every
@@ -388,10 +390,7 @@ def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue:
     that all changed in the recorded folder while its photos are there (a new product
     table, renamed files) pass: ``readable`` counts the photos this run found. ``linked``:
     the photos and folders VITRINE_FOLLOW_OUTSIDE_LINKS=false refused (not missing, nor
-    unlisted). But ids that all changed while most of their photo files, unmoved, come back
-    under ids no product table gives (``unlisted``: new products' photos, named so by their
-    files) are refused too: the product table deleted, and every name, price and
-    description with it (helper-179)."""
+    unlisted)."""
     if not remove:
         return
     recorded = store.catalog_folder()
@@ -424,14 +423,47 @@ def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue:
             f"{store.location} ({why}); check that the folder is complete (a network drive "
             "not mounted, photos moved away) or pass --replace to `vitrine index` to index "
             "it as it is.")
-    if len(remove) == len(catalogue) and unlisted and 2 * sum(
-            photo in unlisted for photo in map(store.images().get, remove)) > len(remove):
-        raise RemovalRefused(
-            f"indexing {root} would give every one of the {held} of the store "
-            f"{store.location} a new id, its photo file's name, and drop their names, prices "
-            "and descriptions: no product table lists their photos (products.csv deleted or "
-            "moved?); put the table back, or pass --replace to `vitrine index` to index the "
-            "photos as they are.")
+
+
+TABLE_GONE_SAMPLE = 200
+"""Products :func:`_check_table_gone` reads back from the store to tell whether a product
+table had named them."""
+
+
+def _check_table_gone(store: VectorStore, root: Path, catalogue: list[str], remove: list[str],
+                      meta_only: list[Product], to_embed: list[tuple[Product, str]]) -> None:
+    """Refuse a run that reads no product table in which most of the store's catalogue
+    products, their photos unmoved, would become products named by their files, when a
+    table had named them (a name other than the file's, a price, a description or other
+    columns): the table deleted or moved, every name, price and description would go, exit 0
+    (helper-179), whether their ids came from it (re-keyed: a new id, the photo's path) or
+    not (the same id, the table's fields gone: helper-185). A few products kept or unlisted
+    before do not hide it; photos renamed, or a store that never had a table, go ahead."""
+    if not catalogue:
+        return
+    photos = {str(p.image) for p, _ in to_embed}
+    images = store.images() if remove and photos else {}
+    changed = [pid for pid in remove if images.get(pid) in photos]
+    changed += [p.product_id for p in meta_only]
+    if 2 * len(changed) <= len(catalogue):
+        return
+    sample = changed[:TABLE_GONE_SAMPLE]
+    named = sum(_named_by_a_table(store.get(pid)) for pid in sample)
+    if 2 * named <= len(sample):
+        return
+    raise RemovalRefused(
+        f"indexing {root} would turn {len(changed)} of the {len(catalogue)} catalogue products "
+        f"of the store {store.location} into products named by their photo files, dropping "
+        "their names, prices and descriptions: no product table lists their photos any more "
+        "(products.csv deleted or moved?); put the table back, or pass --replace to "
+        "`vitrine index` to index the photos as they are.")
+
+
+def _named_by_a_table(product: StoredProduct | None) -> bool:
+    """Whether a stored product holds what only a product table gives."""
+    return product is not None and (
+        product.price is not None or bool(product.description) or bool(product.attributes)
+        or product.name != Path(product.image).stem)
 
 
 def _utf8(text: str) -> bool:

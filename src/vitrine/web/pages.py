@@ -333,12 +333,17 @@ class Pages:
                                    guess_linked=False, category=chosen.name, chosen=chosen)
 
 
-def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> None:
-    """Add the page routes and the static files to ``app``."""
-    if not (HERE / "static").is_dir():  # (Vitrine imported from a zip: a traceback)
+def check_web_files() -> None:
+    """The web pages' files must be in a folder (Vitrine imported from a zip: a traceback);
+    checked before the server loads its model and opens its store (helper-185)."""
+    if not (HERE / "static").is_dir():
         raise VitrineError(f"the web pages' files are not in a folder ({HERE}: Vitrine "
                            "imported from a zip?); install Vitrine unpacked (pip install) to "
                            "serve them.")
+
+
+def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> None:
+    """Add the page routes and the static files to ``app``."""
     pages = Pages(service, settings)
     app.state.render_error = pages.error
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
