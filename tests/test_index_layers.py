@@ -729,3 +729,41 @@ def test_a_batch_of_searches_finds_what_each_search_finds(folder, kind):
             assert {len(r) for r in many} == {0 if lacks else 10}, (layered, category)
     assert store.search_many(queries[:0], 10) == []
     store.close()
+
+
+def test_a_layer_still_right_is_kept_when_another_kind_is_saved_beside_it(tmp_path,
+                                                                          monkeypatch):
+    """A reader flat by size, holding a layer on the flat index, looked again after another
+    process (`VITRINE_INDEX=hnsw vitrine index`, nothing new to index) saved its HNSW graph
+    and removed the flat file: it built its whole flat index inside the search, where its
+    layer was still right for the generation (helper-186). It keeps that layer now."""
+    vecs, _ = ClusterModel.create(DIM, 4, seed=0, rank=16).sample(600, seed=1)
+    root = tmp_path / "store"
+    auto = IndexConfig.defaults(kind="auto")
+    store = EmbeddedStore(root, create=True, index_config=auto)
+    store.set_manifest(ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, DIM))
+    store.lock_for_writing()
+    store.upsert(records([f"p{i}" for i in range(500)], vecs[:500]))
+    store.flush()
+    store.close()
+    writer = EmbeddedStore(root, index_config=auto)
+    writer.lock_for_writing()
+    writer.upsert(records(["n1"], vecs[500:501]))
+    writer.flush(rebuild=False)
+    writer.close()
+    reader = EmbeddedStore(root, index_config=auto)  # the server: flat by size
+    assert isinstance(reader._current_index(), LayeredIndex)
+    monkeypatch.setattr(index_files, "FOLDER_TICK_NS", 0)  # (the folder's change seen now)
+    hnsw = EmbeddedStore(root, index_config=IndexConfig.defaults(kind="hnsw"))
+    hnsw.lock_for_writing()
+    hnsw.flush()
+    hnsw.close()
+    assert not any("flat" in name for name in saved(root))
+    builds = []
+    real = index_files.IndexFiles._build
+    monkeypatch.setattr(index_files.IndexFiles, "_build",
+                        lambda self, n, batch=20_000: builds.append(n) or real(self, n, batch))
+    found = reader.search(vecs[500], 3)
+    assert builds == [] and found[0].product.product_id == "n1"
+    assert isinstance(reader._index, LayeredIndex)
+    reader.close()

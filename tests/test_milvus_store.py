@@ -684,6 +684,44 @@ def test_an_expired_order_is_served_while_it_is_read_again(mstore, monkeypatch):
     assert len(scans) == 2
 
 
+def test_an_order_emptied_elsewhere_goes_and_closing_waits_for_a_renewal(mstore, monkeypatch):
+    """A renewal that read no rows (another writer emptied the category) left the expired
+    order served for ORDER_STALE_S more, each page walking its deleted ids and starting
+    another renewal; and closing the store while a renewal read went on logged pymilvus's
+    reconnection traceback (helper-186). The empty order goes; close waits for the read, and
+    no renewal starts after it."""
+    import vitrine.store.milvus_store as module
+
+    monkeypatch.setattr(module, "ORDER_TTL_S", 3600.0)
+    assert [p.product_id for p in mstore.list_products(category="c")] == ["a", "b"]
+    assert "c" in mstore._orders
+    mstore.client.delete(mstore.collection, filter='category == "c"')  # another process's
+    mstore._orders["c"].until = time.monotonic() - 1
+    mstore.list_products(category="c")  # (the stale order, while it is read again)
+    mstore._renewing.join(60)
+    assert "c" not in mstore._orders
+    assert mstore.list_products(category="c") == []
+    started = threading.Event()
+    real = mstore._rows
+
+    def slow(expr, fields):
+        started.set()
+        time.sleep(0.5)
+        return real(expr, fields)
+
+    assert mstore.list_products()
+    mstore._orders[None].until = time.monotonic() - 1
+    monkeypatch.setattr(mstore, "_rows", slow)
+    mstore.list_products()
+    assert started.wait(30)
+    renewing = mstore._renewing
+    mstore.close()
+    assert not renewing.is_alive()
+    mstore._orders[None].until = time.monotonic() - 1
+    mstore._kept(None)
+    assert mstore._renewing is renewing  # (none begun once closed)
+
+
 def test_an_order_read_across_a_write_of_this_store_is_not_kept(mstore, monkeypatch):
     """The server lists without its lock: an order another thread read while this store wrote
     (begun before the write) is not kept, so the write shows at once, as before."""

@@ -420,7 +420,13 @@ class EmbeddedStore(CatalogRecord):
             n = index.ntotal
         else:
             stamp, n = self._files.stamp(), self.count()
-        fresh = self._files.current(gen, n, writer=self._lock_fh is not None)
+        # (looking again at the generation held: a saved index to layer on, or the one held,
+        # never a build inside the search for a layer still right: helper-186)
+        again = index is not None and self._index_gen == gen
+        fresh = self._files.current(gen, n, writer=self._lock_fh is not None,
+                                    build=not again)
+        if fresh is None:
+            fresh = index
         if fresh is not index or self._index_gen != gen:
             self._index, self._index_gen, self._category_ids = fresh, gen, {}
         self._index_stamp = stamp

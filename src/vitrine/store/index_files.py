@@ -116,10 +116,12 @@ class IndexFiles:
         """The newest generation an index file in the folder is named by (0: none)."""
         return max((gen for gen, _ in self.saved()), default=0)
 
-    def current(self, generation: int, n: int, writer: bool) -> Index:
+    def current(self, generation: int, n: int, writer: bool, build: bool = True
+                ) -> Index | None:
         """The index of ``generation`` (``n`` products): its file, the newest saved index
         layered with the products written since, or a new build (saved; ``writer`` also
-        forgets the changes it covers)."""
+        forgets the changes it covers); None instead of a build unless ``build`` (a searcher
+        looking again at the generation it holds a layered index of: it keeps that one)."""
         path = self.path(generation, n)
         if self._base is not None and self._base[1:] == (generation, self.config.tag(n)):
             self._layer = None
@@ -130,7 +132,7 @@ class IndexFiles:
                 self._base, self._layer = (index, generation, self.config.tag(n)), None
                 return index  # (the last layer and its base are let go: gigabytes at 300,000)
         layered = self._layered(generation, n, writer)
-        if layered is not None:
+        if layered is not None or not build:
             return layered
         self._layer = None
         index = self._build(n)

@@ -69,6 +69,8 @@ ORDER_STALE_S = 60.0
 """How long past its time an order is still served while one read beside the requests
 renews it (at 20,000 products on Milvus Lite the page that read it took 2.5 s; 10.8 s at
 50,000): a page of a catalogue not looked at for longer reads it afresh."""
+RENEW_JOIN_S = 30.0
+"""How long closing the store waits for an order being read beside the requests."""
 ORDERS_KEPT = 64
 """Category filters whose order is kept at once (category, name and id of each product)."""
 WRITE_PAGE = 256
@@ -198,6 +200,7 @@ class MilvusStore(CatalogRecord):
         self._written = 0  # this store's writes so far: an order read across one is not kept
         self._reading = threading.Lock()  # one order read at a time (others wait for it)
         self._renewing: threading.Thread | None = None  # an order read beside the requests
+        self._closed = False
         self._lite = uri.endswith(".db")  # a Milvus Lite file (store_for's milvus-lite://)
         quiet_client_logs()
         if self._lite:
@@ -579,7 +582,8 @@ class MilvusStore(CatalogRecord):
                 order = self._orders.get(None)
             if order is None or now < order.until:
                 return order
-            if self._renewing is None or not self._renewing.is_alive():  # (else being read)
+            if not self._closed and (self._renewing is None
+                                     or not self._renewing.is_alive()):  # (else being read)
                 served = category if self._orders.get(category) is order else None
                 self._renewing = threading.Thread(target=self._renew, args=(served,),
                                                   name="vitrine-milvus-order", daemon=True)
@@ -613,8 +617,11 @@ class MilvusStore(CatalogRecord):
                 " and ".join(expr), ["product_id", "category", "name"]))
             order = _Order(kept_until(started, ORDER_TTL_S), rows)
             with self._orders_lock:
-                if rows and self._written == written and ORDER_TTL_S > 0:  # (a category
-                    # no product has takes no place)
+                if not rows and self._written == written:  # (a category no product has
+                    # takes no place; one emptied by another writer is no longer served
+                    # stale, walking its deleted ids, until ORDER_STALE_S: helper-186)
+                    self._orders.pop(category, None)
+                elif rows and self._written == written and ORDER_TTL_S > 0:
                     if category not in self._orders and len(self._orders) >= ORDERS_KEPT:
                         # the one kept for the shortest time goes
                         del self._orders[min(self._orders, key=lambda c: self._orders[c].until)]
@@ -690,6 +697,11 @@ class MilvusStore(CatalogRecord):
         return nullcontext()
 
     def close(self) -> None:
+        with self._orders_lock:
+            self._closed, renewing = True, self._renewing  # (no read begun after this)
+        if renewing is not None:  # a read beside the requests: done before the client goes
+            # (it logged pymilvus's reconnection traceback: helper-186)
+            renewing.join(RENEW_JOIN_S)
         self.client.close()
         if self._lite_path is not None:
             path, self._lite_path = self._lite_path, None  # (closed twice: released once)
