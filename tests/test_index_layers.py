@@ -759,11 +759,7 @@ def test_a_layer_still_right_is_kept_when_another_kind_is_saved_beside_it(tmp_pa
     hnsw.flush()
     hnsw.close()
     assert not any("flat" in name for name in saved(root))
-    builds = []
-    real = index_files.IndexFiles._build
-    monkeypatch.setattr(index_files.IndexFiles, "_build",
-                        lambda self, n, batch=20_000: builds.append(n) or real(self, n, batch))
-    found = reader.search(vecs[500], 3)
-    assert builds == [] and found[0].product.product_id == "n1"
+    no_builds(monkeypatch)
+    assert reader.search(vecs[500], 3)[0].product.product_id == "n1"
     assert isinstance(reader._index, LayeredIndex)
     reader.close()
