@@ -273,6 +273,32 @@ def json_lines(proc) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
+def test_an_empty_path_or_a_mistyped_model_is_said_before_any_work(small_store, tmp_path):
+    """An empty path (an unset shell variable: `vitrine index "$CATALOG"`) was the folder
+    the command ran in: a store of every photo under it, exit 0; and a mistyped --model on an
+    existing store was said to be "a trained model here", against the store's kind
+    (helper-187). Each is one sentence naming the parameter, exit 2, nothing written."""
+    photo = next(small_store.parent.rglob("*.jpg"), None) or tmp_path / "a.jpg"
+    for args, said in (
+            (("index", "", "--store", tmp_path / "st"), "CATALOG_DIR is empty"),
+            (("dedupe", ""), "DIR is empty"),
+            (("train", "", "--out", tmp_path / "m"), "CATALOG_DIR is empty"),
+            (("train", tmp_path, "--out", ""), "--out is empty"),
+            (("evaluate", ""), "CATALOG_DIR is empty"),
+            (("bench", "--images", ""), "--images is empty"),
+            (("related", "--store", small_store, "--out", ""), "--out is empty"),
+            (("search", "--store", small_store, "--weights", "", photo), "--weights is empty"),
+            (("search", "--store", small_store, "--plot", "", photo), "--plot is empty"),
+            (("demo", "--catalog", "", "--no-train", "--no-serve"), "--catalog is empty"),
+            (("search", "--store", small_store, "--model", "modle", photo),
+             "--model modle is not a trained model folder"),
+            (("index", tmp_path, "--store", small_store, "--model", ""), "--model is empty")):
+        proc = run(*args, check=False)
+        assert proc.returncode == 2 and said in proc.stderr, (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and proc.stdout == "", (args, proc.stderr)
+    assert not (tmp_path / "st").exists() and not (tmp_path / "m").exists()
+
+
 def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     missing = run("index", tmp_path / "nope", "--store", tmp_path / "s", check=False,
                   env_extra=env)

@@ -68,6 +68,20 @@ def test_a_querys_duplicates_are_neither_hits_nor_relevant():
     labels = ["a", "a", "b", "a", "b"]  # row 1 is a copy of row 0; row 2 the nearest other
     plain = retrieval_metrics(vecs, labels, vecs, labels, 1, leave_one_out=True)
     assert plain["per_category"]["a"]["precision"] == pytest.approx(2 / 3, abs=1e-4)  # copies
+    # kept to six decimals: the tables round them to three, and four first showed 17/21 as
+    # 0.809 (helper-187)
+    assert plain["per_category"]["a"]["precision"] == pytest.approx(2 / 3, abs=1e-6)
+    from vitrine.train_display import evaluation_tables
+
+    report = {"k": 1, "protocol": "held out", "queries": 21, "index": 21,
+              "retrieval": {"pretrained": {"precision": round(17 / 21, 6), "recall": 1.0,
+                                           "map": 1.0, "per_category": {}}}}
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    for item in evaluation_tables(report):
+        console.print(item)
+    assert "0.810" in console.export_text()
     skip = [[1], [0], [], [], []]
     fair = retrieval_metrics(vecs, labels, vecs, labels, 1, leave_one_out=True, skip=skip)
     assert fair["per_category"]["a"]["precision"] == 0  # each copy now finds the "b" first

@@ -28,6 +28,7 @@ from vitrine.cli_support import (
     err,
     open_recommender,
     out,
+    path_of,
     plot_path,
     plot_targets,
     print_json,
@@ -50,22 +51,31 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   help="Vitrine: visually similar products from product photos.")
 
 
+SHOWN_TYPES = {"<Path>": "<path>", "<list[Path]>": "<path>...", "<list[str]>": "<str>..."}
+"""Types as the help shows them: a path parsed by cli_support.path_of (typer names its
+annotation's class), and lists as several values rather than Python's names (helper-187)."""
+
+
 def _flags_shown_without_a_value() -> None:
     """Typer's help shows a flag's type (``--json <bool>``) as it shows an option's value
     (``--k <integer>``): `--json true` looked right and was refused (helper-162). A flag
-    shows none."""
+    shows none; types are shown as SHOWN_TYPES says."""
     import typer.core
 
-    option = getattr(typer.core, "TyperOption", None)
-    shown = getattr(option, "display_type_rich", None)
-    if shown is None or getattr(shown, "vitrine", False):
-        return
+    for kind in ("TyperOption", "TyperArgument"):
+        param = getattr(typer.core, kind, None)
+        shown = getattr(param, "display_type_rich", None)
+        if shown is None or getattr(shown, "vitrine", False):
+            continue
 
-    def display_type_rich(self, ctx):
-        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+        def display_type_rich(self, ctx, shown=shown):
+            if getattr(self, "is_flag", False):
+                return None
+            label = shown(self, ctx)
+            return SHOWN_TYPES.get(label, label)
 
-    display_type_rich.vitrine = True  # type: ignore[attr-defined]
-    option.display_type_rich = display_type_rich
+        display_type_rich.vitrine = True  # type: ignore[attr-defined]
+        param.display_type_rich = display_type_rich
 
 
 _flags_shown_without_a_value()
@@ -90,7 +100,8 @@ def _options(version: Annotated[bool, typer.Option(
 def index(
     catalog_dir: Annotated[Path, typer.Argument(help="Catalogue folder (sub-folder per "
                                                 "category, optional products.csv).",
-                                                metavar="CATALOG_DIR", readable=False)],
+                                                metavar="CATALOG_DIR",
+                                                parser=path_of("CATALOG_DIR"))],
     store: StoreOpt,
     weights: WeightsOpt = None,
     model: ModelOpt = None,
@@ -257,7 +268,8 @@ def related(
     store: StoreOpt,
     out_file: Annotated[Path, typer.Option("--out", "-o", help="File to write: .csv (one row "
                                            "per pair: product_id, rank, similar_id, score) "
-                                           "or .jsonl (one line per product).", readable=False)],
+                                           "or .jsonl (one line per product).",
+                                           parser=path_of("--out"))],
     k: KOpt = 5,
     same_category: Annotated[bool, typer.Option(
         "--same-category", help="Only products of each product's own category.")] = False,
@@ -285,7 +297,7 @@ def related(
 @app.command()
 def dedupe(
     dirs: Annotated[list[Path], typer.Argument(help="Folders of photos to compare.",
-                                               metavar="DIR", readable=False)],
+                                               metavar="DIR", parser=path_of("DIR"))],
     weights: WeightsOpt = None,
     model: ModelOpt = None,
     as_json: JsonOpt = False,
@@ -417,9 +429,10 @@ def train(
     catalog_dir: Annotated[Path, typer.Argument(help="Catalogue folder (sub-folder per "
                                                 "category), or one split into train|treino, "
                                                 "val|validacao, test|teste folders.",
-                                                metavar="CATALOG_DIR", readable=False)],
+                                                metavar="CATALOG_DIR",
+                                                parser=path_of("CATALOG_DIR"))],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.",
-                                          readable=False)],
+                                          parser=path_of("--out"))],
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -444,7 +457,8 @@ def train(
 @app.command()
 def evaluate(
     catalog_dir: Annotated[Path, typer.Argument(help="Labelled catalogue folder.",
-                                                   metavar="CATALOG_DIR", readable=False)],
+                                                   metavar="CATALOG_DIR",
+                                                   parser=path_of("CATALOG_DIR"))],
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     k: KOpt = 5,
@@ -474,7 +488,7 @@ def evaluate(
 def demo(
     catalog: Annotated[Path | None, typer.Option(help="Catalogue folder (default: the "
                                                  "VITRINE_DEMO_CATALOG setting).",
-                                                 readable=False)] = None,
+                                                 parser=path_of("--catalog"))] = None,
     store: Annotated[str | None, typer.Option(help="Store folder (default: OUT/store, or "
                                               "the VITRINE_DEMO_STORE setting).",
                                               metavar="PATH")] = None,
@@ -501,10 +515,13 @@ def demo(
     category (tables and figures), then serves the web app on it."""
     from vitrine.server import bind, exposure_note
 
+    both = VitrineError("--train trains a model, and --model (or VITRINE_MODEL) names one to "
+                        "use; pass one of them.")
+    if train_model and model is not None:  # (before --model's own check: the two conflict)
+        raise both
     settings = command_settings(weights, model)
     if train_model and settings.model is not None:  # (it indexed with the model, untrained)
-        raise VitrineError("--train trains a model, and --model (or VITRINE_MODEL) names one "
-                           "to use; pass one of them.")
+        raise both
     if train_model is not None:
         settings = settings.model_copy(update={"demo_train": train_model})
     if catalog is None:
@@ -575,7 +592,7 @@ def bench(
         "report latency, recall@10, build time and memory.")] = None,
     images: Annotated[Path | None, typer.Option(
         "--images", help="Catalogue folder: whole-pipeline indexing throughput.",
-        readable=False)] = None,
+        parser=path_of("--images"))] = None,
     weights: WeightsOpt = None,
     model: ModelOpt = None,
     as_json: JsonOpt = False,

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -33,22 +34,36 @@ err = Console(stderr=True, markup=False, emoji=False, soft_wrap=True)
 """Lines are not wrapped at the console's width (80 when piped): a path or an error in a log
 or a script's capture stays on one line; tables still fit the width."""
 
+def path_of(name: str) -> Callable[[str], Path]:
+    """The parser of a path parameter ``name``: an empty one (an unset shell variable,
+    `vitrine index "$CATALOG"`) is an error saying so, where typer read it as the folder the
+    command ran in (a store made of every photo under it: helper-187)."""
+    def parse(text: str) -> Path:
+        if isinstance(text, Path):  # (a default)
+            return text
+        if not text:
+            raise VitrineError(f"{name} is empty (an unset shell variable?); name it.")
+        return Path(text)
+    return parse
+
+
 StoreOpt = Annotated[str, typer.Option(
     "--store", "-s", help="Store: a folder (embedded default), milvus-lite:///PATH.db "
     "(absolute path) or milvus://HOST\\[:PORT] (a Milvus server; /NAME after it names a "
     "collection other than vitrine).")]
 WeightsOpt = Annotated[Path | None, typer.Option(
     "--weights", help="Local backbone weights (torchvision state_dict); default: "
-    "VITRINE_WEIGHTS, else torchvision's download.", readable=False)]
+    "VITRINE_WEIGHTS, else torchvision's download.", parser=path_of("--weights"))]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 KOpt = Annotated[int, typer.Option("--k", "-k", min=1, max=100, help="Number of results.")]
 CategoryOpt = Annotated[str | None, typer.Option("--category", "-c",
                                                  help="Only products of this category.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a figure (.png, .jpg, "
-                                                          ".pdf or .svg).", readable=False)]
+                                                          ".pdf or .svg).",
+                                              parser=path_of("--plot"))]
 ModelOpt = Annotated[Path | None, typer.Option(
     "--model", help="Trained model folder (vitrine train --out) to embed with; default: "
-    "VITRINE_MODEL, else the pretrained backbone.", readable=False)]
+    "VITRINE_MODEL, else the pretrained backbone.", parser=path_of("--model"))]
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")]
 
@@ -67,12 +82,15 @@ def command_settings(weights: Path | None = None, model: Path | None = None, *,
         settings = settings.model_copy(update={"weights": weights, "model": None})
     if model is not None:
         settings = settings.model_copy(update={"model": model})
-    elif embeds and settings.model is not None:  # (from the environment: named, or a path set in a
-        # shell profile long ago reads as the command's own mistake)
+    if embeds and settings.model is not None:  # (before the store: a typo was said to be
+        # "a trained model here", against the store's kind: helper-187; from the environment,
+        # named as the setting: a path set in a shell profile long ago reads as the
+        # command's own mistake)
         from vitrine.catalog import not_a_model
 
         if why := not_a_model(settings.model):
-            raise VitrineError(f"setting VITRINE_MODEL={why}")
+            raise VitrineError(f"--model {why}" if model is not None else
+                               f"setting VITRINE_MODEL={why}")
     return settings
 
 
