@@ -160,12 +160,17 @@ def test_product_page_shows_similar_products(client, rows):
     # and after the product page's own links (only its category, the other language), whose
     # Referer is the product page: the way back led to the catalogue's first page
     import html as html_text
+    from urllib.parse import parse_qs, urlsplit
 
     page = client.get(f"/products/{row['product_id']}", headers={"Referer": came}).text
     toggles = re.findall(r'<a href="([^"#]+)#similar-title"', page)
     switch = re.search(r'class="lang-switch" href="([^"]+)"', page).group(1)
-    assert len(toggles) == 2
-    for link in (*toggles, switch):
+    # and its similar products' cards (helper-216: a similar product's way back led there)
+    similar = re.findall(r'class="card-link" href="([^"]+)"', page)
+    assert len(toggles) == 2 and len(similar) == 10
+    assert {parse_qs(urlsplit(html_text.unescape(link)).query).get("back", [""])[0]
+            for link in similar} == {"category=rel%C3%B3gio&q=a+b&page=2"}
+    for link in (*toggles, switch, similar[0]):
         followed = client.get(html_text.unescape(link), headers={
             "Referer": f"http://testserver/products/{row['product_id']}"}).text
         back = re.search(r'<p class="breadcrumb"><a href="([^"]+)"', followed).group(1)
@@ -509,6 +514,27 @@ def test_a_photo_refused_is_said_for_what_is_wrong_with_it(settings, small_store
     assert said(long.getvalue(), "en").startswith("This photo has a side too long")
 
 
+def test_an_odd_upload_limit_is_said_rounded_down_to_a_tenth(settings, small_store, embedder):
+    """VITRINE_MAX_UPLOAD_BYTES=5242880 (5 MiB) was "até 5,24288 MB" (helper-216): one
+    decimal at most, rounded down (a limit never said above itself), beside the field, in
+    the script's refusal, on the 413 page and in the API's 413."""
+    from vitrine.api import create_app
+
+    client = TestClient(create_app(settings.model_copy(update={"max_upload_bytes": 5_242_880}),
+                                   small_store, embedder=embedder))
+    for lang, mb, sentence in (("pt", "5,2", "A foto é grande demais (limite de 5,2 MB)."),
+                               ("en", "5.2", "The photo is too large (limit 5.2 MB).")):
+        page = client.get("/search", params={"lang": lang}).text
+        assert page.count(f" {mb} MB") == 2 and "5,24" not in page and "5.24" not in page
+        assert f'data-too-large="{sentence}"' in page
+        over = client.post("/search", params={"lang": lang}, headers={"Accept": "text/html"},
+                           files={"image": ("big.jpg", b"x" * 5_242_881, "image/jpeg")})
+        assert over.status_code == 413 and sentence in over.text
+    api = client.post("/api/search", files={"image": ("big.jpg", b"x" * 5_242_881, "image/jpeg")})
+    assert api.status_code == 413
+    assert api.json()["detail"] == "The upload is larger than the limit of 5.2 MB."
+
+
 def test_search_by_photo_within_a_category(client, rows, small_catalog):
     from vitrine.web.text import category_label
 
@@ -681,18 +707,20 @@ def test_many_categories_are_typed_beside_the_largest(crowded, rows):
                 f'value="" placeholder="Todas as categorias"') in html
         suggested = re.search(f'<datalist id="{field}-list">(.*?)</datalist>', html, re.S)
         options = re.findall(r'<option value="([^"]*)">([^<]*)</option>', suggested.group(1))
-        assert [value for value, _ in options] == largest
+        # each written by the name the pages show (helper-216: the folder's name, after a
+        # search by the shown one), which finds it again
+        assert [value for value, _ in options] == [category_label(c) for c in largest]
         assert [text for _, text in options] == [
             category_label(c) + (f" ({sizes[c]})" if counted else "") for c in largest]
 
     typed = client.get("/", params={"category": "n_um"}).text  # not suggested, but stored
-    assert cards(typed) == 1 and "1 produto<" in typed and 'value="n_um"' in typed
+    assert cards(typed) == 1 and "1 produto<" in typed and 'value="N um"' in typed
     assert card_categories(typed) == ["N um"]
     accent = client.get("/", params={"category": unicodedata.normalize("NFD", OPTICS)}).text
-    assert cards(accent) == 2 and f'value="{OPTICS}"' in accent  # as the store spells it
+    assert cards(accent) == 2 and f'value="{category_label(OPTICS)}"' in accent
     for written in (" n_um ", "N UM", "N um"):  # spaces around, any case, the shown name
         typed = client.get("/", params={"category": written}).text
-        assert card_categories(typed) == ["N um"] and 'value="n_um"' in typed
+        assert card_categories(typed) == ["N um"] and 'value="N um"' in typed
     shown = client.post("/search", data={"category": f" {category_label(OPTICS).upper()}"},
                         files={"image": ("q.jpg", photo, "image/jpeg")}).text
     assert card_categories(shown) == [category_label(OPTICS)] * 2
@@ -702,7 +730,7 @@ def test_many_categories_are_typed_beside_the_largest(crowded, rows):
     assert 'value="nada_assim"' in unknown.text
     # without its accents, as a Brazilian shopper types it
     bare = client.get("/", params={"category": "N ÚM"}).text
-    assert card_categories(bare) == ["N um"] and 'value="n_um"' in bare
+    assert card_categories(bare) == ["N um"] and 'value="N um"' in bare
     # a part of several names: the largest that contain it (8, by name among equals), linked
     part = client.get("/", params={"category": "extra_01"}).text
     assert cards(part) == 0 and "Não há categoria “extra_01”. Categorias parecidas:" in part
@@ -716,7 +744,7 @@ def test_many_categories_are_typed_beside_the_largest(crowded, rows):
     found = client.post("/search", data={"category": "n_um"},
                         files={"image": ("q.jpg", photo, "image/jpeg")})
     assert found.status_code == 200 and card_categories(found.text) == ["N um"]
-    assert 'list="search-category-list" value="n_um"' in found.text  # the field keeps it
+    assert 'list="search-category-list" value="N um"' in found.text  # the field keeps it
     fragment = client.post("/search", params={"fragment": 1},
                            data={"category": unicodedata.normalize("NFD", OPTICS)},
                            files={"image": ("q.jpg", photo, "image/jpeg")}).text
@@ -730,7 +758,15 @@ def test_many_categories_are_typed_beside_the_largest(crowded, rows):
     assert "Categorias parecidas: Extra 080, Extra 081, Extra 082, Extra 083, " in near
     big = client.post("/search", headers={"Accept": "text/html"}, data={"category": "n_um"},
                       files={"image": ("big.jpg", b"x" * 300_001, "image/jpeg")})
-    assert big.status_code == 413 and 'list="search-category-list" value="n_um"' in big.text
+    assert big.status_code == 413 and 'list="search-category-list" value="N um"' in big.text
+    # a name the pages show for two categories is no way to either: those keep their own
+    from vitrine.web.pages import category_names, typed_name
+
+    stored = ["relogio_masculino", "relogio masculino", "Relógio", "relogio", OPTICS, "n_um"]
+    names = category_names(dict.fromkeys(stored, 1))
+    assert [typed_name(names, c) for c in stored] == [
+        "relogio_masculino", "relogio masculino", "Relógio", "relogio", category_label(OPTICS),
+        "N um"]
 
 
 def test_a_category_named_with_spaces_around_it_has_its_page(settings, small_store, embedder,

@@ -15,6 +15,8 @@ from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vitrine.web.text import limit_number
+
 MULTIPART_OVERHEAD = 64 * 1024
 """Bytes allowed on top of the photo for multipart boundaries and the text fields."""
 
@@ -226,7 +228,7 @@ class WriteGuard:
 
 
 def too_large_sentence(limit: int) -> str:
-    return f"The upload is larger than the limit of {limit / 1_000_000:g} MB."
+    return f"The upload is larger than the limit of {limit_number(limit, 1_000_000)} MB."
 
 
 def read_upload(upload: UploadFile, limit: int) -> bytes:

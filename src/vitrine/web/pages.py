@@ -33,6 +33,7 @@ from vitrine.web.text import (
     category_label,
     format_chance,
     format_price,
+    limit_number,
     number,
     percent,
     pick_lang,
@@ -79,9 +80,10 @@ def _url(path: str, lang: str, /, **params: object) -> str:
     return path + ("?" + urlencode(query) if query else "")
 
 
-def _decimal(value: float, lang: str) -> str:
-    """``value`` as the page's language writes it: '0,3' in Portuguese, '0.3' in English."""
-    text = f"{value:g}"
+def _decimal(amount: int, unit: int, lang: str) -> str:
+    """A limit, ``amount / unit`` (:func:`limit_number`), as the page's language writes it:
+    '5,2' in Portuguese, '5.2' in English."""
+    text = limit_number(amount, unit)
     return text.replace(".", ",") if lang == "pt" else text
 
 
@@ -130,17 +132,32 @@ def summary(product: StoredProduct) -> str:
     return product.description or " · ".join(v for v in product.attributes.values() if v)
 
 
-def category_field(categories: dict[str, int]) -> dict[str, object]:
+def category_field(service: VitrineService, categories: dict[str, int] | None = None
+                   ) -> dict[str, object]:
     """What the pages' category field shows: ``categories`` (name: products) to choose from,
     every named one in the store's order up to ``CATEGORY_SELECT_MAX``; past that,
     ``category_typed`` and the ``CATEGORY_SELECT_MAX`` largest (most products first, then by
-    name) as suggestions of a text field."""
+    name) as suggestions of a text field, which writes a category (``typed_name``) by the
+    name the pages show when that names it alone (:func:`typed_name`). ``categories``: the
+    store's, when already read."""
+    if categories is None:
+        categories = service.categories()
     named = {name: n for name, n in categories.items() if name}
     if len(named) <= CATEGORY_SELECT_MAX:
         return {"categories": named, "category_typed": False}
-    largest = heapq.nsmallest(CATEGORY_SELECT_MAX, named.items(),
-                              key=lambda item: (-item[1], item[0]))
-    return {"categories": dict(largest), "category_typed": True}
+    names = service.categories_and(category_names)[1]
+    return {"categories": service.categories_and(largest_categories)[1],
+            "category_typed": True,
+            "typed_name": lambda category: typed_name(names, category)}
+
+
+def largest_categories(categories: dict[str, int]) -> dict[str, int]:
+    """The ``CATEGORY_SELECT_MAX`` largest named categories (most products first, then by
+    name), kept with the counts (:meth:`VitrineService.categories_and`): picked from 20,000
+    on every page, a few milliseconds each (helper-182)."""
+    return dict(heapq.nsmallest(CATEGORY_SELECT_MAX,
+                                ((name, n) for name, n in categories.items() if name),
+                                key=lambda item: (-item[1], item[0])))
 
 
 @dataclass(frozen=True)
@@ -182,6 +199,15 @@ def category_names(categories: dict[str, int]) -> CategoryNames:
         key=lambda item: (-item[1], item[0]))}
     return CategoryNames(forms, named,
                          {shown: c for c, _, shown in forms if c in compared})
+
+
+def typed_name(names: CategoryNames, category: str) -> str:
+    """A stored category as a typed category field writes it: by the name the pages show
+    ("Relogio feminino" for relogio_feminino), which :func:`page_category` finds again, when
+    that name (in any case, without accents) is this category's alone; else (two categories
+    shown alike, or one the store does not have) as it is spelled."""
+    shown = category_label(category)
+    return shown if names.named.get(fold(shown)) == [category] else category
 
 
 def page_category(service: VitrineService, category: str | None) -> PageCategory:
@@ -232,14 +258,14 @@ class Pages:
 
     def max_mb(self, lang: str) -> str:
         """The upload limit in MB, as the page's language writes it ('0,3' in Portuguese)."""
-        return _decimal(self.settings.max_upload_bytes / 1_000_000, lang)
+        return _decimal(self.settings.max_upload_bytes, 1_000_000, lang)
 
     def photo_refused(self, exc: ImageError, lang: str) -> str:
         """The sentence for an uploaded file the search cannot use, by what is wrong."""
         t = TEXT[lang]
         if exc.kind == "pixels":
             return t["photo_pixels"].format(
-                mp=_decimal(self.settings.max_image_pixels / 1_000_000, lang))
+                mp=_decimal(self.settings.max_image_pixels, 1_000_000, lang))
         if exc.kind == "side":
             return t["photo_side"].format(side=number(t, MAX_PHOTO_SIDE))
         return t["damaged_photo" if exc.kind == "damaged" else "bad_photo"]
@@ -292,7 +318,7 @@ class Pages:
             context.pop("category", None)
             return self.render(request, "_results.html", lang, status, **context)
         return self.render(request, "search.html", lang, status, active="search",
-                           **category_field(self.service.categories()), **context)
+                           **category_field(self.service), **context)
 
     def too_large(self, request: Request, category: str | None = None) -> HTMLResponse:
         """413 for a page request: the search page says the photo is too large (whether the
@@ -371,7 +397,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         return pages.render(request, "catalogue.html", lang, active="catalogue",
                             # past the end: no such page (a 200 is a page crawlers keep)
                             status=404 if page > 1 and not found else 200,
-                            products=found, **category_field(categories),
+                            products=found, **category_field(service, categories),
                             category=category or "", q=query, page=page, has_more=more,
                             total=total, last=last, before=before, chosen=chosen)
 
@@ -397,7 +423,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         results page keeps it); one the store lacks is said, as the results say it."""
         chosen = page_category(service, category)
         return pages.render(request, "search.html", pick_lang(lang), active="search",
-                            matches=None, message=None, **category_field(service.categories()),
+                            matches=None, message=None, **category_field(service),
                             category=chosen.name, chosen=chosen)
 
     @app.post("/search", response_class=HTMLResponse, include_in_schema=False)

@@ -208,6 +208,18 @@ def category_label(category: str) -> str:
     return text[:1].upper() + text[1:] if text else "—"
 
 
+def limit_number(amount: int, unit: int) -> str:
+    """``amount / unit`` for a limit said in ``unit`` (MB, megapixels), in English: one decimal
+    at most, rounded down, a limit never said above itself, and without a trailing zero
+    ('5.2' for 5,242,880 bytes, not '5.24288'; '10', '0.3'); more decimals only for a limit
+    under a tenth of the unit ('0.0009'), which one decimal would say as 0."""
+    places = 1
+    while amount * 10 ** places // unit == 0 and places < 12:
+        places += 1
+    whole, part = divmod(amount * 10 ** places // unit, 10 ** places)
+    return f"{whole}.{part:0{places}d}".rstrip("0").rstrip(".")
+
+
 def format_price(value: float | None, lang: str) -> str:
     """Brazilian reais: 'R$ 1.299,90' in Portuguese, 'R$1,299.90' in English; '' if unknown."""
     if value is None:

@@ -135,10 +135,17 @@
   }
 
   // Results below a phone's screen (under the photo's preview) are brought into view; focus
-  // stays where it is.
+  // stays where it is, and in view: the page scrolls no further than puts the focused field
+  // (the category or the photo, chosen by keyboard) at the top (scrolled to the results,
+  // the focused list was 344 px above a 667-px screen, its focus ring unseen).
   function reveal() {
     const top = results.getBoundingClientRect().top;
-    if (top > window.innerHeight - 80) results.scrollIntoView({ block: "start" });
+    if (top <= window.innerHeight - 80) return;
+    const focused = document.activeElement;
+    const keep = focused && form.contains(focused) ? focused.getBoundingClientRect().top - 8
+                                                   : top;
+    const by = Math.min(top, keep);
+    if (by > 0) window.scrollBy(0, by);
   }
 
   async function search(file, again) {
