@@ -100,6 +100,13 @@
   }
 
   // The language toggle keeps the category chosen since the page was made.
+  // The value a field was served with (a list: its option marked selected, else its first).
+  function asServed(field) {
+    if (field.tagName !== "SELECT") return field.defaultValue;
+    const marked = Array.from(field.options).find(function (o) { return o.defaultSelected; });
+    return (marked || field.options[0] || {value: ""}).value;
+  }
+
   function keepCategoryInToggle() {
     const link = document.querySelector("a.lang-switch");
     if (!link || !category) return;
@@ -251,7 +258,9 @@
   // A browser that restores the form (Back, reload) sets the category without a change event,
   // and may keep the chosen photo without its results (a page not kept whole): search again.
   function restored() {
-    keepCategoryInToggle();
+    // (only a value the browser restored: a category the store lacks, in the address, is no
+    // option of the list, whose "" would drop it from the toggle: helper-188)
+    if (category && category.value !== asServed(category)) keepCategoryInToggle();
     if (input.files[0] && !results.querySelector("li.card, .message")) {
       search(input.files[0], true);
     }
