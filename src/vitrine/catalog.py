@@ -205,7 +205,8 @@ def not_a_model(model_dir: Path) -> str | None:
     """The sentence saying that ``model_dir`` lacks a trained model's files; None when it
     has them (here, not in vitrine.trained, which imports torch: the command line checks
     VITRINE_MODEL with it before a start record may spare torch, vitrine.warm)."""
-    if (model_dir / MODEL_CONFIG).is_file() and (model_dir / MODEL_WEIGHTS).is_file():
+    folder = Path(model_dir).expanduser()  # (--model '~/m': the load expands it too)
+    if (folder / MODEL_CONFIG).is_file() and (folder / MODEL_WEIGHTS).is_file():
         return None
     return (f"{model_dir} is not a trained model folder (it needs {MODEL_CONFIG} and "
             f"{MODEL_WEIGHTS}); make one with vitrine train.")
