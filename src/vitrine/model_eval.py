@@ -181,12 +181,22 @@ def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str],
 
     if split.contents:
         by_content: dict[str, str] = {}
+        copies_out: Counter = Counter()  # of each content, the copies training left out
         for pid, sha in split.contents.items():
             where = side(pid)
+            copies_out[sha] += where == "out"
             if where is not None and by_content.get(sha) != "train":  # a copy it trained on
                 by_content[sha] = where
         seen = {p.product_id: by_content[sha] if sha in by_content else side(p.product_id)
                 for p, sha in zip(products, shas, strict=True)}
+        # a photo it trained on and a copy of the same bytes it left out: as many copies are
+        # left out here (the ids training left out first), not searched beside the photo it
+        # trained on, as the training report's figures leave them (helper-190)
+        for p, sha in sorted(zip(products, shas, strict=True),
+                             key=lambda item: item[0].product_id not in left_out):
+            if copies_out[sha] and seen[p.product_id] == "train":
+                seen[p.product_id] = "out"
+                copies_out[sha] -= 1
     else:
         seen = {p.product_id: side(p.product_id) for p in products}
     for group in groups:
