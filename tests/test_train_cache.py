@@ -169,6 +169,48 @@ def test_each_split_is_a_slice_holding_its_own_photos_maps(budget, tmp_path):
         start += len(ids)
 
 
+def test_a_photo_gone_before_its_augmented_views_trains_on_its_clean_view(tmp_path,
+                                                                          monkeypatch):
+    """A training photo that could not be read again for its augmented views (changed or
+    gone since it was read) had views of zeros, trained under its label without a word
+    (helper-190): its clean view stands in for them, and it is named."""
+    import types
+    from pathlib import Path
+
+    from vitrine import train
+    from vitrine.catalog import Product
+    from vitrine.split import Split
+    from vitrine.train_data import FrozenPass
+
+    products = [Product(f"p{i}", Path(f"/photos/{i}.jpg"), category="ab"[i % 2])
+                for i in range(6)]
+    assignment = {p.product_id: "train" if i < 4 else "val" for i, p in enumerate(products)}
+    storage = MapStorage(tmp_path, 0)
+    clean = FrozenPass(storage.zeros((6, 1, 2, 2, 2)), [], [], [])
+    for i in range(6):
+        clean.maps[i] = i + 1
+
+    def augmented(base, images, views, prep, *, out, **kwargs):
+        errors = ["cannot identify image file" if path.name == "0.jpg" else None
+                  for path in images]
+        for j, error in enumerate(errors):
+            out[j] = 0 if error else 100  # (frozen_pass leaves a failed photo's rows zero)
+        return FrozenPass(out, [], [], errors)
+
+    monkeypatch.setattr(train, "frozen_pass", augmented)
+    unaugmented: list[dict] = []
+    row = {p.product_id: i for i, p in enumerate(products)}
+    _, caches = train.split_caches(types.SimpleNamespace(base=None, companion=None), products,
+                                   row, clean, Split(assignment), None,
+                                   Settings(train_views=2), storage, show_progress=False,
+                                   unaugmented=unaugmented)
+    cache = caches["train"]
+    gone = [p.product_id for p in cache.products].index("p0")
+    assert unaugmented == [{"product_id": "p0", "reason": "cannot identify image file"}]
+    assert (cache.maps[gone, 1] == cache.maps[gone, 0]).all() and (cache.maps[gone] == 1).all()
+    assert all((cache.maps[i, 1] == 100).all() for i in range(4) if i != gone)
+
+
 class _Net:
     """Stands for a TrainedNet: outputs that are simple functions of the maps."""
 

@@ -1095,6 +1095,15 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
     for line in training_lines(moved):
         console.print(line)
     assert "take their category from the product table" in console.export_text()
+    # a photo that could not be read again for its augmented views: named (helper-190)
+    again = {**summary, "unaugmented_photos": [{"product_id": "p9", "reason": "gone"}]}
+    console = Console(record=True, width=200)
+    for line in training_lines(again):
+        console.print(line)
+    said = " ".join(console.export_text().split())
+    assert "1 photo(s) could not be read again for their augmented views" in said
+    assert "p9: gone" in said and "p9: gone" in markdown_report(again)
+    assert trained[2]["unaugmented_photos"] == []
     # categories that differ only in case: two classes, said too (helper-179)
     assert trained[2]["category_twins"] == []
     twins = {**summary, "category_twins": [[{"category": "Botas", "products": 1},

@@ -198,6 +198,12 @@ def conflict_lines(groups: list[list[str]], bullet: str) -> list[str]:
             *(bullet + "  ≈  ".join(g) for g in groups), ""]
 
 
+UNAUGMENTED = {"why": "could not be read again for their augmented views",
+               "of": "augmentation (each trained on its first reading in their place)"}
+"""How :func:`unreadable_lines` words the training photos ``split_caches`` could not
+augment."""
+
+
 def unreadable_lines(bad: list[dict], bullet: str, shown: int = 10,
                      why: str = "could not be read", of: str = "training",
                      listed: str = "summary.json") -> list[str]:
@@ -267,6 +273,7 @@ def markdown_report(summary: dict) -> str:
             *([""] if split["crossing_groups"] else []),
             *conflict_lines(split.get("conflicting_groups") or [], "- "),
             *unreadable_lines(summary.get("unreadable_photos") or [], "- "),
+            *unreadable_lines(summary.get("unaugmented_photos") or [], "- ", **UNAUGMENTED),
             *unreadable_lines(summary.get("uncategorised_photos") or [], "- ",
                               why="have no category"),
             *unreadable_lines(summary.get("unsplit_photos") or [], "- ",

@@ -160,8 +160,9 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
 
     t0 = time.perf_counter()
     row = {p.product_id: i for i, p in enumerate(products)}
+    unaugmented: list[dict] = []
     classes, caches = split_caches(net, products, row, clean, split, prep, settings,
-                                   storage, show_progress)
+                                   storage, show_progress, unaugmented)
     del clean  # each split's cache holds (a slice of) its maps
     seconds["augmented_views"] = round(time.perf_counter() - t0, 1)
     torch.manual_seed(settings.train_seed)
@@ -185,7 +186,8 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
                   "crossing_groups": split.crossing(), "left_out_of_test": split.left_out,
                   "left_out_of_val": split.left_out_val,
                   "conflicting_groups": conflicting_labels(split.groups, usable)},
-        "unreadable_photos": bad, "uncategorised_photos": uncategorised,
+        "unreadable_photos": bad, "unaugmented_photos": unaugmented,
+        "uncategorised_photos": uncategorised,
         "unsplit_photos": unsplit,
         "category_from_table": recategorised(products),
         "category_twins": category_twins(products),
@@ -275,13 +277,17 @@ def too_few_categories(catalog_dir: Path, products: Sequence[Product],
 
 def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, int],
                  clean: FrozenPass, split: Split, prep: Preprocessing,
-                 settings: Settings, storage: MapStorage, show_progress: bool
+                 settings: Settings, storage: MapStorage, show_progress: bool,
+                 unaugmented: list[dict] | None = None
                  ) -> tuple[list[str], dict[str, FeatureCache]]:
     """The classes (categories of the training split) and a cache per split: the clean view
     for every photo, plus ``train_views - 1`` augmented views of each training photo. The
     rows of ``clean.maps`` are reordered in place so that each split's photos are one slice
     of it: with one view the caches are those slices, not copies; with more, each split's
-    maps are copied out of it, so that it can be let go."""
+    maps are copied out of it, so that it can be let go. A training photo that cannot be
+    read again for its augmented views (changed or gone since it was read) trains on its
+    clean view in their place, and is added to ``unaugmented`` ({"product_id", "reason"}):
+    its views were zeros, trained under its label without a word (helper-190)."""
     by_id = {p.product_id: p for p in products}
     parts = {name: [by_id[i] for i in split.ids(name) if i in by_id] for name in split.counts()}
     classes = sorted({p.category for p in parts["train"]})
@@ -334,6 +340,14 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
                                     companion=net.companion, advance=adv, out=maps[:, 1:])
             if side is not None:
                 side = torch.cat([side, extra.side], dim=1)
+            for i, error in enumerate(extra.errors):
+                if error is not None:
+                    maps[i, 1:] = maps[i, :1]
+                    if side is not None:
+                        side[i, 1:] = side[i, :1]
+                    if unaugmented is not None:
+                        unaugmented.append({"product_id": items[i].product_id,
+                                            "reason": error})
         labels = torch.as_tensor([position[p.category] for p in items], dtype=torch.long)
         caches[name] = FeatureCache(maps, labels, items, side)
     return classes, caches

@@ -7,6 +7,7 @@ from rich.text import Text
 
 from vitrine.display import counted, percent, plain
 from vitrine.report import (
+    UNAUGMENTED,
     best_epoch_text,
     conflict_lines,
     dropped_fine_tuning_line,
@@ -38,6 +39,7 @@ def training_lines(summary: dict) -> list:
     lines += [line for line in
               [*conflict_lines(split.get("conflicting_groups") or [], "  "),
                *unreadable_lines(summary.get("unreadable_photos") or [], "  "),
+               *unreadable_lines(summary.get("unaugmented_photos") or [], "  ", **UNAUGMENTED),
                *unreadable_lines(summary.get("uncategorised_photos") or [], "  ",
                                  why="have no category"),
                *unreadable_lines(summary.get("unsplit_photos") or [], "  ",
