@@ -1218,14 +1218,16 @@ def test_a_validation_folder_without_a_trained_category_is_one_sentence(trained,
         (tmp_path / "one" / category).mkdir(parents=True)
         shutil.copy(sorted((catalog / category).glob("*.jpg"))[0], tmp_path / "one" / category)
     proc = run_subprocess("train", tmp_path / "one", "--out", tmp_path / "m1", env=env)
-    assert proc.returncode == 2 and "a category needs two, one to train on and one to " \
-        "validate" in " ".join(proc.stderr.split()), proc.stderr
+    assert proc.returncode == 2 and "a category needs two different ones (copies of one " \
+        "photo count as one), one to train on and one to validate" in " ".join(
+            proc.stderr.split()), proc.stderr
     assert "VITRINE_TRAIN_VAL_FRACTION" not in proc.stderr
     # a copy of each (a duplicate group stays in one split): still one photo a category
     for photo in list((tmp_path / "one").rglob("*.jpg")):
         shutil.copy(photo, photo.with_name("copia-" + photo.name))
     proc = run_subprocess("train", tmp_path / "one", "--out", tmp_path / "m1", env=env)
-    assert proc.returncode == 2 and "a category needs two" in " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "copies of one photo count as one" in " ".join(
+        proc.stderr.split()), proc.stderr
     # a val folder of copies of training photos: left out, and the sentence says so
     shutil.rmtree(tmp_path / "c" / "val" / "salto_feminino")
     shutil.copytree(catalog / "relogio_feminino", tmp_path / "c" / "val" / "relogio_feminino")

@@ -193,8 +193,8 @@ def conflict_lines(groups: list[list[str]], bullet: str) -> list[str]:
     """A warning on duplicate photos labelled with different categories, and the groups."""
     if not groups:
         return []
-    return [f"{len(groups)} group(s) of duplicate photos carry different categories (each "
-            "label was trained; check the catalogue):",
+    return [f"{len(groups)} group(s) of duplicate photos carry different categories (check "
+            "the catalogue; a seeded split trains them, never tests them):",
             *(bullet + "  ≈  ".join(g) for g in groups), ""]
 
 

@@ -99,7 +99,8 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
     """Assign each item ('train', 'val' or 'test'), stratified by label and seeded.
 
     ``groups`` lists items (indices) that must share a split; an item in no group is its own
-    unit. A unit counts towards the label of its first member. Each label with at least three
+    unit. A unit counts towards the label of its first member; one whose items carry
+    different labels trains. Each label with at least three
     items gets at least one item in validation and in test, and every label keeps at least
     one for training (large fractions no longer drop a small category from the classes).
     """
@@ -135,6 +136,9 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
             name = next((s for s in ("test", "val") if filled[s] < targets[s]), "train")
             if name != "train" and filled[name] + len(unit) > targets[name] + 1:
                 name = "train"  # a large group would overshoot: keep it for training
+            if name != "train" and len({labels[i] for i in unit}) > 1:
+                name = "train"  # copies of one photo under two categories: no model could
+                # get both right, so tested they were mistakes by construction (helper-190)
             if name != "train":
                 filled[name] += len(unit)
             for i in unit:

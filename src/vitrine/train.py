@@ -305,7 +305,8 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
             " (its copies of training photos were left out)" if split.left_out_val else "")
             if split.source == "folders" else
             # (a category's one photo always trains: no fraction gives validation one)
-            "add photos: a category needs two, one to train on and one to validate"
+            "add photos: a category needs two different ones (copies of one photo count as "
+            "one), one to train on and one to validate"
             if max(photos.values()) < 2 else "add photos or raise VITRINE_TRAIN_VAL_FRACTION")
         raise CatalogError("the validation split has no photo of a category the training "
                            f"split has; {remedy}.")
