@@ -461,7 +461,8 @@ def evaluate(
                                                    parser=path_of("CATALOG_DIR"))],
     model: ModelOpt = None,
     weights: WeightsOpt = None,
-    k: KOpt = 5,
+    k: Annotated[int, typer.Option("--k", "-k", min=1, max=100, help="The k of P@k, R@k "
+                                   "and mAP@k: results each query is scored on.")] = 5,
     as_json: JsonOpt = False,
 ) -> None:
     """Classification and retrieval metrics (P@k, R@k, mAP@k per category).

@@ -59,7 +59,7 @@ KOpt = Annotated[int, typer.Option("--k", "-k", min=1, max=100, help="Number of 
 CategoryOpt = Annotated[str | None, typer.Option("--category", "-c",
                                                  help="Only products of this category.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a figure (.png, .jpg, "
-                                                          ".pdf or .svg).",
+                                                          ".jpeg, .pdf or .svg).",
                                               parser=path_of("--plot"))]
 ModelOpt = Annotated[Path | None, typer.Option(
     "--model", help="Trained model folder (vitrine train --out) to embed with; default: "
