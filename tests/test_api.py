@@ -1545,6 +1545,20 @@ def test_a_milvus_catalogue_page_holds_no_other_request(settings, small_store, e
         service.store.categories = counting
         assert sum(service.categories().values()) == len(rows)
         assert free == [kind != "embedded"]
+        # a write that lands while a count reads (the count began before it) is not hidden
+        # behind that count for CATEGORIES_TTL_S (helper-191)
+        service._categories = None
+
+        def written_meanwhile():
+            service._forget_categories()  # (what a write through the service does)
+            return real_counts()
+
+        service.store.categories = written_meanwhile
+        service.categories()
+        assert service._categories is None  # counted again at the next read
+        service.store.categories = real_counts
+        service.categories()
+        assert service._categories is not None
     finally:
         service.close()
 

@@ -180,3 +180,8 @@ def test_a_byte_identical_copy_training_left_out_is_not_searched_either():
         assert sorted(seen.values(), key=str) == ["out", "test", "train"], seen
     seen = _seen_by_model([Product(pid, Path(pid), "x") for pid in ids], split, shas, groups=[])
     assert seen == {"train/a.jpg": "train", "test/copy.jpg": "out", "test/b.jpg": "test"}
+    # the copy deleted since (as the report named it): the photo it trained on is still
+    # searched, not left out in its place (helper-191)
+    seen = _seen_by_model([Product(pid, Path(pid), "x") for pid in (ids[0], ids[2])], split,
+                          [shas[0], shas[2]], groups=[])
+    assert seen == {"train/a.jpg": "train", "test/b.jpg": "test"}

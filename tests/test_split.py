@@ -119,6 +119,11 @@ def test_presplit_folders_portuguese_names(tmp_path, demo_catalog):
     assert Counter(read_catalogue(tmp_path)[1].values()) == {"train": 6, "val": 2}
     shutil.rmtree(teste)
     shutil.move(tmp_path.parent / "teste-kept", teste)
+    (teste / "products.csv").write_text("id,image,name\n")  # but beside its photos: an
+    # emptied sheet, every name and price of the split lost (helper-191)
+    with pytest.raises(CatalogError, match="teste/products.csv lists no products"):
+        read_catalogue(tmp_path)
+    (teste / "products.csv").unlink()
     (tmp_path / "__pycache__").mkdir()
     assert set(find_split_folders(tmp_path)) == {"train", "val", "test"}
     (tmp_path / "cars").mkdir()

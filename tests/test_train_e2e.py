@@ -1400,7 +1400,8 @@ def test_the_report_says_why_a_class_is_untested_and_the_whole_time(trained, tmp
     summary = json.loads((model / "summary.json").read_text())
     name = next(iter(summary["test"]["per_class"]))
     summary["test"]["per_class"][name]["support"] = 0
-    assert (f"Not tested (no test photo; too few photos to spare one): {name};"
+    assert ("Not tested (no test photo; too few different photos to spare one, or only "
+            f"copies of other categories' photos, which train): {name};"
             in markdown_report(summary))
     summary["split"]["source"] = "folders"
     assert (f"Not tested (the test folder holds none of their photos): {name};"

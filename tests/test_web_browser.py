@@ -476,6 +476,21 @@ def test_search_page_copes_with_arrows_failures_back_and_phones(browser, base_ur
     # (the results begin 795 px below the photo field: brought up as far as keeps it seen)
     assert focused == "photo" and 0 <= top <= 10 and results_top > 0, (top, results_top)
     assert len(sent) == 3, sent
+    # a photo chosen by a tap (a field focused so shows no ring): the results come into view
+    # as before (kept for the focused field, they stayed below a 320-px phone: helper-191)
+    touch = browser.new_context(viewport={"width": 320, "height": 568}, is_mobile=True,
+                                has_touch=True)
+    tapped = touch.new_page()
+    tapped.goto(base_url + "/search")
+    with tapped.expect_file_chooser() as chooser:
+        tapped.tap("#photo")
+    chooser.value.set_files(str(outside_photo))
+    tapped.locator("#results li.card").first.wait_for(timeout=30_000)
+    tapped.wait_for_timeout(300)
+    card = tapped.evaluate("document.querySelector('#results li.card')"
+                           ".getBoundingClientRect().top")
+    assert card < 568 - 40, card
+    touch.close()
 
     fragment = re.compile(r"/search\?(.*&)?fragment=1")
     for answer, said in (

@@ -280,6 +280,9 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
         store.set_catalog_folder(str(root))
     if store.catalog_link() != link:
         store.set_catalog_link(link)
+    listed = any(p.listed for p in everything)  # (what _check_table_gone asks next time)
+    if store.catalog_listed() != listed:
+        store.set_catalog_listed(listed)
     if store.model_folder() != _model_folder(embedder):  # (named when the store is searched
         store.set_model_folder(_model_folder(embedder))  # without it)
     _mark_uploaded(store, unmarked)
@@ -438,13 +441,18 @@ def _check_table_gone(store: VectorStore, root: Path, catalogue: list[str], remo
     columns): the table deleted or moved, every name, price and description would go, exit 0
     (helper-179), whether their ids came from it (re-keyed: a new id, the photo's path) or
     not (the same id, the table's fields gone: helper-185). A few products kept or unlisted
-    before do not hide it; photos renamed, or a store that never had a table, go ahead."""
+    before do not hide it; photos renamed, or a store whose last run read no table (its
+    products edited through the API get their catalogue values back), go ahead."""
     if not catalogue:
         return
     photos = {str(p.image) for p, _ in to_embed}
     images = store.images() if remove and photos else {}
     changed = [pid for pid in remove if images.get(pid) in photos]
-    changed += [p.product_id for p in meta_only]
+    if store.catalog_listed():  # (the last run read a table: its fields going counts too;
+        # a store from before that record was kept: only ids going, since products edited
+        # through the API get their catalogue values back in a run without a table:
+        # helper-191)
+        changed += [p.product_id for p in meta_only]
     if 2 * len(changed) <= len(catalogue):
         return
     sample = changed[:TABLE_GONE_SAMPLE]

@@ -191,12 +191,16 @@ def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str],
                 for p, sha in zip(products, shas, strict=True)}
         # a photo it trained on and a copy of the same bytes it left out: as many copies are
         # left out here (the ids training left out first), not searched beside the photo it
-        # trained on, as the training report's figures leave them (helper-190)
+        # trained on, as the training report's figures leave them (helper-190); never the
+        # last of them (the copy gone since, the photo it trained on stays: helper-191)
+        trained = Counter(sha for p, sha in zip(products, shas, strict=True)
+                          if seen[p.product_id] == "train")
         for p, sha in sorted(zip(products, shas, strict=True),
                              key=lambda item: item[0].product_id not in left_out):
-            if copies_out[sha] and seen[p.product_id] == "train":
+            if copies_out[sha] and trained[sha] > 1 and seen[p.product_id] == "train":
                 seen[p.product_id] = "out"
                 copies_out[sha] -= 1
+                trained[sha] -= 1
     else:
         seen = {p.product_id: side(p.product_id) for p in products}
     for group in groups:

@@ -81,7 +81,8 @@ def prf_table(per_class: dict) -> list[str]:
 
 
 def untested_line(per_class: dict,
-                  why: str = "no test photo; too few photos to spare one") -> str | None:
+                  why: str = "no test photo; too few different photos to spare one, or only "
+                             "copies of other categories' photos, which train") -> str | None:
     """A sentence naming the classes without a test photo (``why``), or None."""
     names = [name for name, v in per_class.items() if v["support"] == 0]
     if not names:

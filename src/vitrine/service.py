@@ -194,6 +194,7 @@ class VitrineService:
         self._categories: tuple[float, dict[str, int], dict[Callable, object]] | None = None
         self._deriving = threading.Lock()  # one request derives, the others wait for it
         self._counting = threading.Lock()  # (counts of a store read without _store_lock)
+        self._categories_forgotten = 0  # (how many times the counts were dropped)
         self._catalogue: tuple[str | None, float] | None = None
 
     def _open(self) -> VectorStore:
@@ -244,7 +245,7 @@ class VitrineService:
             raise refused
         self._store.close()
         self._store = self._recommender.store = fresh
-        self._categories = None
+        self._forget_categories()
 
     def _check_model(self) -> None:
         """Refuse a photo search with another model than the store's, as at start, also for a
@@ -299,6 +300,13 @@ class VitrineService:
         return category if category in counts else forms.get(category_form(category),
                                                               category)
 
+    def _forget_categories(self) -> None:
+        """The counts may have changed (a write, another database): counted anew, and a
+        count begun before is not kept (one read beside a write kept its old counts for
+        CATEGORIES_TTL_S: helper-191)."""
+        self._categories = None
+        self._categories_forgotten += 1
+
     def _counted(self) -> tuple[dict[str, int], dict[Callable, object]]:
         # (a store whose reads run side by side counts under a lock of its own: counting a
         # Milvus store may read its whole catalogue's order, seconds that held every read)
@@ -306,8 +314,11 @@ class VitrineService:
               else self._store_lock):
             cached, started = self._categories, time.monotonic()
             if cached is None or started > cached[0]:
+                forgotten = self._categories_forgotten
                 counts = self.store.categories()
-                cached = self._categories = (kept_until(started, CATEGORIES_TTL_S), counts, {})
+                cached = (kept_until(started, CATEGORIES_TTL_S), counts, {})
+                if forgotten == self._categories_forgotten:
+                    self._categories = cached
             return cached[1], cached[2]
 
     def categories(self) -> dict[str, int]:
@@ -511,7 +522,7 @@ class VitrineService:
         finally:
             self._write_lock.release()
             with self._store_lock:
-                self._categories = None  # the counts may have changed
+                self._forget_categories()  # the counts may have changed
 
     def _open_writer(self) -> VectorStore:
         """The store opened again to write through. A store whose database is no longer where

@@ -100,8 +100,8 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
 
     ``groups`` lists items (indices) that must share a split; an item in no group is its own
     unit. A unit counts towards the label of its first member; one whose items carry
-    different labels trains. Each label with at least three
-    items gets at least one item in validation and in test, and every label keeps at least
+    different labels trains. Each label with at least three items, other than such
+    copies, gets at least one item in validation and in test, and every label keeps at least
     one for training (large fractions no longer drop a small category from the classes).
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and

@@ -120,6 +120,10 @@ class VectorStore(Protocol):
         """The path `vitrine index` was last given when it was a link to the catalogue
         folder (absolute, the link not followed: ``…/current``), else None."""
     def set_catalog_link(self, link: str | None) -> None: ...
+    def catalog_listed(self) -> bool | None:
+        """Whether the catalogue `vitrine index` last read had a product table listing its
+        products; None for a store written before it was recorded."""
+    def set_catalog_listed(self, listed: bool) -> None: ...
     def model_folder(self) -> str | None:
         """The trained model's folder `vitrine index` last indexed with (absolute path), else
         None (the pretrained backbone, or a store written before it was recorded)."""
@@ -194,6 +198,13 @@ class CatalogRecord:
 
     def set_catalog_link(self, link: str | None) -> None:
         self._set_or_forget("catalog_link", link)
+
+    def catalog_listed(self) -> bool | None:
+        value = self._meta("catalog_listed")
+        return None if value is None else value == "1"
+
+    def set_catalog_listed(self, listed: bool) -> None:
+        self._set_or_forget("catalog_listed", "1" if listed else "0")
 
     def model_folder(self) -> str | None:
         return self._meta("model_folder")

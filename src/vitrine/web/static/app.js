@@ -145,12 +145,20 @@
   // stays where it is, and in view: the page scrolls no further than puts the focused field
   // (the category or the photo, chosen by keyboard) at the top (scrolled to the results,
   // the focused list was 344 px above a 667-px screen, its focus ring unseen).
+  // Whether a focused field shows its ring (focused from the keyboard); a browser that
+  // cannot tell: as if it did.
+  function focusShown(field) {
+    try { return field.matches(":focus-visible"); } catch (error) { return true; }
+  }
+
   function reveal() {
     const top = results.getBoundingClientRect().top;
     if (top <= window.innerHeight - 80) return;
     const focused = document.activeElement;
-    const keep = focused && form.contains(focused) ? focused.getBoundingClientRect().top - 8
-                                                   : top;
+    // (a field focused by a tap shows no ring: the results come into view as before;
+    // helper-191)
+    const keep = focused && form.contains(focused) && focusShown(focused)
+      ? focused.getBoundingClientRect().top - 8 : top;
     const by = Math.min(top, keep);
     if (by > 0) window.scrollBy(0, by);
   }
