@@ -39,6 +39,19 @@ def folder(tmp_path):
     return tmp_path / "store", vecs
 
 
+def seeded(root: Path, config: IndexConfig, vecs: np.ndarray, n: int, *,
+           flush: bool = True) -> None:
+    """Write a store at ``root`` of the first ``n`` of ``vecs`` (ids p000, p001…) and close
+    it; ``flush`` saves its index too."""
+    store = EmbeddedStore(root, create=True, index_config=config)
+    store.set_manifest(ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, DIM))
+    store.lock_for_writing()
+    store.upsert(records([f"p{i:03d}" for i in range(n)], vecs[:n]))
+    if flush:
+        store.flush()
+    store.close()
+
+
 def saved(root: Path) -> list[str]:
     return sorted(p.name for p in root.glob("index.*.faiss"))
 
@@ -216,12 +229,7 @@ def test_an_index_rebuilt_while_writes_came_is_searched_without_another_write(
     if case != "crossing":
         monkeypatch.setattr(index_files, "RECENT_MAX", 5)  # a writer's limit: 5 changes
     root = tmp_path / "store"
-    store = EmbeddedStore(root, create=True, index_config=config)
-    store.set_manifest(ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, DIM))
-    store.lock_for_writing()
-    store.upsert(records([f"p{i:03d}" for i in range(500)], vecs[:500]))
-    store.flush()
-    store.close()
+    seeded(root, config, vecs, 500)
     reader = EmbeddedStore(root, index_config=config)  # the server's
 
     def write(pid, row):  # as the server: a writer per write
@@ -302,11 +310,7 @@ def test_another_settings_search_layers_on_the_index_of_the_current_generation(t
     vecs, _ = ClusterModel.create(DIM, 4, seed=0, rank=16).sample(600, seed=1)
     auto = IndexConfig.defaults(kind="auto")
     root = tmp_path / "store"
-    store = EmbeddedStore(root, create=True, index_config=auto)
-    store.set_manifest(ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, DIM))
-    store.lock_for_writing()
-    store.upsert(records([f"p{i:03d}" for i in range(500)], vecs[:500]))
-    store.close()
+    seeded(root, auto, vecs, 500, flush=False)
     reader = EmbeddedStore(root, index_config=auto)  # `vitrine similar`: builds the flat
     assert isinstance(reader._current_index(), VectorIndex)  # index and saves it
     reader.close()
@@ -410,12 +414,7 @@ def test_a_long_running_reader_layers_on_the_other_kind_when_its_own_is_stale(tm
     vecs, _ = ClusterModel.create(DIM, 4, seed=0, rank=16).sample(700, seed=1)
     auto = IndexConfig.defaults(kind="auto", ann_min_items=300)
     root = tmp_path / "store"
-    store = EmbeddedStore(root, create=True, index_config=auto)
-    store.set_manifest(ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, DIM))
-    store.lock_for_writing()
-    store.upsert(records([f"p{i:03d}" for i in range(310)], vecs[:310]))
-    store.flush()
-    store.close()
+    seeded(root, auto, vecs, 310)
     reader = EmbeddedStore(root, index_config=auto)
     assert reader._current_index().kind == "hnsw"
 
@@ -740,12 +739,7 @@ def test_a_layer_still_right_is_kept_when_another_kind_is_saved_beside_it(tmp_pa
     vecs, _ = ClusterModel.create(DIM, 4, seed=0, rank=16).sample(600, seed=1)
     root = tmp_path / "store"
     auto = IndexConfig.defaults(kind="auto")
-    store = EmbeddedStore(root, create=True, index_config=auto)
-    store.set_manifest(ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, DIM))
-    store.lock_for_writing()
-    store.upsert(records([f"p{i}" for i in range(500)], vecs[:500]))
-    store.flush()
-    store.close()
+    seeded(root, auto, vecs, 500)
     writer = EmbeddedStore(root, index_config=auto)
     writer.lock_for_writing()
     writer.upsert(records(["n1"], vecs[500:501]))
