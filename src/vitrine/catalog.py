@@ -46,15 +46,27 @@ def one_form(category: str) -> bool:
         "NFD", category)
 
 
-def stored_category(category: str, known: Iterable[str]) -> str:
+def stored_category(category: str, known: Iterable[str],
+                    forms: dict[str, str] | None = None) -> str:
     """``category`` as the store spells it: a filter typed in the other Unicode form (a Mac
     terminal's decomposed "Relógio") finds the stored one, and a store indexed before
-    categories were kept in one form (decomposed) is found by either."""
-    known = list(known)
+    categories were kept in one form (decomposed) is found by either. ``forms``:
+    :func:`first_of_each_form` of ``known``, when kept (the server keeps it with its
+    counts)."""
+    known = known if isinstance(known, dict | set) else list(known)
     if category in known:
         return category
-    wanted = category_form(category)
-    return next((c for c in known if category_form(c) == wanted), category)
+    if forms is None:
+        forms = first_of_each_form(known)
+    return forms.get(category_form(category), category)
+
+
+def first_of_each_form(known: Iterable[str]) -> dict[str, str]:
+    """Each category's one Unicode form (NFC), to the first of ``known`` spelled so."""
+    forms: dict[str, str] = {}
+    for category in known:
+        forms.setdefault(category_form(category), category)
+    return forms
 
 
 @dataclass

@@ -31,7 +31,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from vitrine.catalog import Product, category_form, one_form
+from vitrine.catalog import Product, first_of_each_form, one_form, stored_category
 from vitrine.config import Settings
 from vitrine.embed import CategoryGuess, Embedder, decode
 from vitrine.errors import CatalogError, StoreBusy, StoreError
@@ -146,14 +146,6 @@ def check_upload_folder(folder: Path | None, settings: Settings,
         where = "is a file" if above == folder else f"is under a file ({above})"
         raise StoreError(f"the upload folder {folder}{named} {where}; the photos of "
                          "products added through the API need a folder there.")
-
-
-def _first_of_each_form(counts: dict[str, int]) -> dict[str, str]:
-    """Each stored category's one Unicode form (NFC), to the first stored category of it."""
-    forms: dict[str, str] = {}
-    for category in counts:
-        forms.setdefault(category_form(category), category)
-    return forms
 
 
 class VitrineService:
@@ -294,11 +286,9 @@ class VitrineService:
             return None
         if one_form(category):
             return category
-        # (as catalog.stored_category, from an index kept with the counts: each filter with
-        # an accent normalised every one of 20,000 categories)
-        counts, forms = self._derived(_first_of_each_form)
-        return category if category in counts else forms.get(category_form(category),
-                                                              category)
+        # (from an index kept with the counts: each filter with an accent normalised every
+        # one of 20,000 categories)
+        return stored_category(category, *self._derived(first_of_each_form))
 
     def _forget_categories(self) -> None:
         """The counts may have changed (a write, another database): counted anew, and a

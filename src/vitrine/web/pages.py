@@ -155,9 +155,13 @@ def largest_categories(categories: dict[str, int]) -> dict[str, int]:
     """The ``CATEGORY_SELECT_MAX`` largest named categories (most products first, then by
     name), kept with the counts (:meth:`VitrineService.categories_and`): picked from 20,000
     on every page, a few milliseconds each (helper-182)."""
-    return dict(heapq.nsmallest(CATEGORY_SELECT_MAX,
-                                ((name, n) for name, n in categories.items() if name),
-                                key=lambda item: (-item[1], item[0])))
+    return _largest(categories, CATEGORY_SELECT_MAX)
+
+
+def _largest(categories: dict[str, int], n: int) -> dict[str, int]:
+    """The ``n`` largest named categories: most products first, then by name."""
+    return dict(heapq.nsmallest(n, ((name, count) for name, count in categories.items()
+                                    if name), key=lambda item: (-item[1], item[0])))
 
 
 @dataclass(frozen=True)
@@ -194,9 +198,7 @@ def category_names(categories: dict[str, int]) -> CategoryNames:
     for c, folded, shown in forms:
         for form in dict.fromkeys((folded, shown)):
             named.setdefault(form, []).append(c)
-    compared = {c for c, _ in heapq.nsmallest(
-        CLOSE_SPELLING_MAX, ((c, n) for c, n in categories.items() if c),
-        key=lambda item: (-item[1], item[0]))}
+    compared = _largest(categories, CLOSE_SPELLING_MAX)
     return CategoryNames(forms, named,
                          {shown: c for c, _, shown in forms if c in compared})
 
