@@ -123,6 +123,26 @@ def test_health_docs_and_security_headers(client):
                    for p in operation.get("parameters", []))
     assert spec["paths"]["/api/products"]["post"]["responses"]["200"]["content"][
         "application/json"]["schema"] == {"$ref": "#/components/schemas/ProductOut"}
+    # what a generated client (openapi-python-client) names and sends: functions by the
+    # routes' names (not `search_api_search_post`), the photo as a file (a contentMediaType
+    # alone was sent as a text field: a 422 "send a file there"), a photo answer as bytes
+    # (without a schema, a photo was an unexpected status); helper-221
+    ids = sorted(op["operationId"] for ops in paths.values() for op in ops.values())
+    assert ids == sorted(["healthz", "product_image", "list_products", "add_product",
+                          "get_product", "edit_product", "delete_product", "similar",
+                          "search"])
+    schemas = spec["components"]["schemas"]
+    for body in ("Body_search", "Body_add_product"):
+        assert schemas[body]["properties"]["image"]["format"] == "binary"
+    photo = spec["paths"]["/images/{product_id}"]["get"]["responses"]
+    for status in ("200", "206"):
+        assert photo[status]["content"]["image/*"]["schema"] == {"type": "string",
+                                                                 "format": "binary"}
+    # an unknown id is repeated up to 200 characters (a 70,000-character one came back)
+    for address in ("/api/products/{}", "/api/products/{}/similar", "/images/{}"):
+        gone = client.get(address.format("x" * 5000))
+        assert gone.status_code == 404 and len(gone.text) < 300, address
+        assert "'" + "x" * 200 + "…'" in gone.json()["detail"]
 
 
 def test_405_names_every_method_of_the_address_and_head_answers_like_get(writable, rows):

@@ -87,7 +87,16 @@ KParam = Annotated[int, Query(ge=K_MIN, le=K_MAX, description="Number of results
 CategoryParam = Annotated[str | None, Query(max_length=CATEGORY_MAX,
                                             description="Only products of this category.")]
 ImageParam = Annotated[Upload, File(description="The photo (JPEG, PNG, WebP, GIF, BMP, TIFF, "
-                                                "AVIF, HEIC).")]
+                                                "AVIF, HEIC).",
+                                    # (OpenAPI 3.1's contentMediaType alone: generated
+                                    # clients sent the photo as a text field, a 422)
+                                    json_schema_extra={"format": "binary"})]
+PHOTO = {"image/*": {"schema": {"type": "string", "format": "binary"}}}
+"""A photo answer's content, as a client generator reads it (bytes; without a schema a
+generated client took a photo for an unexpected status)."""
+SHOWN_ID_MAX = 200
+"""Most characters of an unknown product id an error repeats (a 70,000-character address
+came back whole)."""
 
 
 def errors(*statuses: int) -> dict:
@@ -117,7 +126,8 @@ BEARER = HTTPBearer(auto_error=False, description="The server's VITRINE_API_KEY.
 
 
 def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
-    router = APIRouter(prefix="/api", tags=["api"], responses=errors(422, 503))
+    router = APIRouter(prefix="/api", tags=["api"], responses=errors(422, 503),
+                       generate_unique_id_function=operation_id)
     limit = settings.max_upload_bytes
 
     async def writer(key: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
@@ -348,7 +358,11 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
     async def not_found(request: Request, exc: ProductNotFound) -> Response:
         if request.path_params.get("product_id") == "":  # /api/products/ ("Product '' is
             return error(request, 404, "There is nothing at this address.")  # not in…")
-        return error(request, 404, _sentence(str(exc)))
+        sentence, product_id = str(exc), request.path_params.get("product_id", "")
+        if len(product_id) > SHOWN_ID_MAX:
+            sentence = sentence.replace(repr(product_id),
+                                        repr(product_id[:SHOWN_ID_MAX] + "…"))
+        return error(request, 404, _sentence(sentence))
 
     @app.exception_handler(ImageError)
     async def bad_image(request: Request, exc: ImageError) -> Response:
@@ -462,6 +476,13 @@ def _allowed_methods(routes: list[routing.BaseRoute], scope) -> list[str]:
     return sorted(methods)
 
 
+def operation_id(route: APIRoute) -> str:
+    """A route's OpenAPI operationId: its name (``search``, ``add_product``), which a
+    generated client names its functions and body classes by (FastAPI's own,
+    ``search_api_search_post``, made ``BodySearchApiSearchPost``)."""
+    return route.name
+
+
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -491,6 +512,7 @@ def create_app(settings: Settings, store: str | Path, *,
     max_body = settings.max_upload_bytes + guards.MULTIPART_OVERHEAD
     app = FastAPI(title="Vitrine", version=__version__, lifespan=lifespan,
                   description="Visually similar products from product photos.",
+                  generate_unique_id_function=operation_id,
                   redirect_slashes=False)  # (its redirects named the Host header's site)
 
     @app.get("/healthz", response_model=Health, tags=["health"], responses=errors(503))
@@ -513,8 +535,8 @@ def create_app(settings: Settings, store: str | Path, *,
 
     @app.get("/images/{product_id:path}", tags=["images"],
              response_class=FileResponse, responses={
-                 200: {"content": {"image/*": {}}},
-                 206: {"content": {"image/*": {}}, "description": "The part of the photo a "
+                 200: {"content": PHOTO},
+                 206: {"content": PHOTO, "description": "The part of the photo a "
                        "Range header asked for."},
                  304: {"description": "Not modified: If-None-Match names the photo's ETag."},
                  416: {"content": {"text/plain": {}}, "description": "The Range header asks "
