@@ -625,11 +625,11 @@ def test_the_server_opens_its_store_with_the_milvus_token(settings, small_store,
 
 def test_the_server_uses_the_configured_index_and_does_not_rebuild_it_per_write(
         settings, small_store, embedder, tmp_path, small_catalog, rows):
-    """VITRINE_INDEX reaches the server's store (it used the defaults): its first search
-    layers on the saved flat index (it built the HNSW graph in the request, holding the
-    store: 11 s at 50,000 products; helper-210), the first write has the graph built beside
-    the requests, and a product added through the API then is searched from the layer over
-    the saved HNSW index, not by a rebuild."""
+    """VITRINE_INDEX reaches the server's store (it used the defaults): it builds the HNSW
+    graph beside the requests from its start (its first search built it in the request,
+    holding the store: 11 s at 50,000 products; helper-210; then it layered on the flat
+    index until a write), and products added through the API then are searched from the
+    layer over the saved HNSW index, not by a rebuild."""
     import time
 
     store = tmp_path / "store"
@@ -639,23 +639,21 @@ def test_the_server_uses_the_configured_index_and_does_not_rebuild_it_per_write(
         return sorted(p.name for p in store.glob("index.*.faiss"))
 
     flat = index_files()
+    assert not any(".hnsw" in name for name in flat)
     client = TestClient(_app(settings, store, embedder, api_key=KEY, index="hnsw"))
     query = _jpeg(small_catalog / rows[3]["image"])
     top = client.post("/api/search", params={"k": 1}, files=_upload(query)).json()["results"]
     assert top[0]["product_id"] == rows[3]["product_id"]
-    assert index_files() == flat and not any(".hnsw" in name for name in flat)
+    deadline = time.monotonic() + 60  # the graph, built and saved beside the requests
+    while not any(".hnsw" in name for name in index_files()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    files = index_files()
+    assert any(".hnsw" in name for name in files), files
     for n in range(2):
         photo = _jpeg(small_catalog / rows[30 + n]["image"], flip=True)
         added = client.post("/api/products", files=_upload(photo), headers={
             "Authorization": f"Bearer {KEY}"}, data={"product_id": f"novo-{n}", "name": "Nova"})
         assert added.status_code == 201, added.text
-        if n == 0:  # the graph, built and saved beside the requests (the flat index removed)
-            deadline = time.monotonic() + 60
-            while not (any(".hnsw" in name for name in index_files())
-                       and not set(index_files()) & set(flat)) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            files = index_files()
-            assert len(files) == 1 and ".hnsw" in files[0], files
         found = client.post("/api/search", params={"k": 1}, files=_upload(photo)).json()
         assert found["results"][0]["product_id"] == f"novo-{n}"
     assert index_files() == files  # nothing rebuilt
@@ -1004,6 +1002,36 @@ def test_searches_take_the_index_rebuilt_beside_writes_without_waiting_for_anoth
         service.close()
 
 
+def test_a_server_told_another_index_kind_rebuilds_it_at_start(
+        settings, small_store, embedder, small_catalog, rows, tmp_path):
+    """A server started with index settings other than the ones `vitrine index` saved its
+    index with (VITRINE_INDEX=hnsw here) searched the saved flat index with an empty exact
+    layer until a write or `vitrine index` rebuilt it (exact, and slower at scale; helper-183):
+    it starts the rebuild beside its requests at once, and searches take the graph once it
+    is saved, without a write."""
+    from vitrine.ann import VectorIndex
+    from vitrine.service import VitrineService
+
+    shutil.copytree(small_store, tmp_path / "store")
+    same = VitrineService(settings, tmp_path / "store", embedder)  # its own kind is saved
+    assert same.rebuild_thread is None
+    same.close()
+    graph = settings.model_copy(update={"index": "hnsw"})
+    service = VitrineService(graph, tmp_path / "store", embedder)
+    try:
+        assert service.rebuild_thread is not None
+        service.rebuild_thread.join(60)
+        assert not service.rebuild_thread.is_alive()
+        assert "hnsw" in {p.name.split(".")[2][:4]
+                          for p in (tmp_path / "store").glob("index.*.faiss")}
+        photo = (small_catalog / rows[3]["image"]).read_bytes()
+        assert service.search_photo(photo, 1)[0][0].product.product_id == rows[3]["product_id"]
+        index = service.store._index
+        assert isinstance(index, VectorIndex) and index.kind == "hnsw"
+    finally:
+        service.close()
+
+
 def test_a_latin1_key_matches_as_latin1_or_utf8_bytes(settings, small_store, embedder):
     """A key such as "clé" matched only a client sending Latin-1 bytes (requests, fetch);
     curl in a UTF-8 shell sends UTF-8. Both match; another key does not."""
@@ -1280,7 +1308,7 @@ def test_category_counts_are_shared_for_a_while(settings, small_store, embedder,
     assert sum(first.values()) == 48 and service.categories() == first and len(counted) == 1
     first.clear()  # a caller's copy: the cached counts stay whole
     assert sum(service.categories().values()) == 48 and len(counted) == 1
-    service._categories = (0.0, service._categories[1])  # expired: counted again
+    service._categories = (0.0, *service._categories[1:])  # expired: counted again
     assert service.categories() and len(counted) == 2
     # a count slower than CATEGORIES_TTL_S (a large Milvus collection) is kept after it
     # ends: stamped when it began, it was stale when stored, and never shared
@@ -1290,6 +1318,37 @@ def test_category_counts_are_shared_for_a_while(settings, small_store, embedder,
     service._categories = None
     assert service.categories() == service.categories() and len(counted) == 3
     service.close()
+
+
+def test_another_processs_write_is_counted_at_once(settings, small_store, embedder, tmp_path):
+    """The pages' counts were kept CATEGORIES_TTL_S (10 s) after another process's write (a
+    second server's upload, `vitrine index`): "0 products" above a product of a new
+    category, "1 product" above "No products found" (helper-222). The embedded store's
+    writes are seen in its meta table; with none, the count is shared."""
+    from vitrine.service import VitrineService
+    from vitrine.store import open_store
+
+    shutil.copytree(small_store, tmp_path / "store")
+    service = VitrineService(settings, tmp_path / "store", embedder)
+    try:
+        before = service.categories()
+        other = open_store(tmp_path / "store")  # another process's handle
+        other.lock_for_writing()
+        first = other.list_products(limit=1)[0]
+        # a field edit: no new generation
+        other.update_metadata([other.get(first.product_id).to_product(category="brand-new")])
+        counts = service.categories()
+        assert counts["brand-new"] == 1
+        assert counts[first.category] == before[first.category] - 1
+        assert other.delete([first.product_id]) == 1
+        assert "brand-new" not in service.categories()
+        other.close()
+        counted = []
+        real = service.store.categories
+        service.store.categories = lambda: counted.append(1) or real()
+        assert service.categories() == service.categories() and not counted  # (kept)
+    finally:
+        service.close()
 
 
 def at_once(monkeypatch, module, name: str):
@@ -1744,7 +1803,7 @@ def test_a_category_typed_in_either_accent_form_filters_the_api(writable, small_
 
 
 def test_a_store_indexed_anew_under_the_server_is_read_from_then(writable, demo_catalog,
-                                                                 embedder, tmp_path):
+                                                                 embedder, tmp_path, caplog):
     """The store deleted and indexed again while the server runs: it kept reading the old,
     unlinked database (its product count forever) while its writes went to the new one, so a
     product it had just changed answered 404."""
@@ -1778,14 +1837,19 @@ def test_a_store_indexed_anew_under_the_server_is_read_from_then(writable, demo_
     for leftover in store.glob("vitrine.sqlite*"):
         leftover.unlink()
     fresh = open_store(store, create=True)
-    fresh.set_manifest(ModelManifest("other", "0" * 64, {"size": 8}, 8))
+    fresh.set_manifest(ModelManifest("other", "0" * 64, {"size": 8}, 8, "trained:hidden"))
+    fresh.set_model_folder("/srv/secret-models/other")
     fresh.close()
     # a read the store cannot answer is a 503 (no request mends it; /healthz said 409,
-    # which a load balancer reads as the prober's fault), a write the store refuses a 409
+    # which a load balancer reads as the prober's fault), a write the store refuses a 409;
+    # the sentence names neither the store's path nor the model folder it recorded (nor the
+    # command line's options: helper-221), which the server's log does
     refused = client.get(f"/api/products/{pid}")
-    assert refused.status_code == 503 and "different model" in refused.json()["detail"]
+    assert refused.status_code == 503 and "another model" in refused.json()["detail"]
     assert refused.headers["retry-after"] == "5"
     assert str(store) not in refused.text and f"store {store.name} " in refused.text
+    assert "secret-models" not in refused.text and "--" not in refused.text
+    assert [r.message for r in caplog.records if "secret-models" in r.getMessage()]
     assert client.get("/healthz").status_code == 503
     for lang, said in (("pt", "O catálogo não está disponível agora."),
                        ("en", "The catalogue is not available right now.")):
@@ -1794,7 +1858,44 @@ def test_a_store_indexed_anew_under_the_server_is_read_from_then(writable, demo_
         # page showed them in English)
         assert page.status_code == 503 and said in page.text and "--store" not in page.text
     write = client.patch(f"/api/products/{pid}", headers=auth, json={"name": "Outro"})
-    assert write.status_code == 409 and "different model" in write.json()["detail"]
+    assert write.status_code == 409 and "another model" in write.json()["detail"]
+    assert "secret-models" not in write.text
+
+
+def test_a_link_to_the_store_pointed_at_another_store_is_followed(settings, small_store,
+                                                                   embedder, small_catalog,
+                                                                   rows, tmp_path):
+    """A store served through a link to its release (`current -> releases/a`), the link
+    then pointed at another release (`ln -sfn b current`): the server read the old store
+    for good while its writes went to the new one, the uploaded photo into the old one's
+    folder, and /healthz said the old count (helper-222). It follows the link's store, as a
+    store deleted and indexed anew."""
+    from vitrine.store import open_store
+
+    releases = tmp_path / "releases"
+    shutil.copytree(small_store, releases / "a")
+    shutil.copytree(small_store, releases / "b")
+    gone = rows[0]["product_id"]
+    other = open_store(releases / "b")
+    other.lock_for_writing()
+    assert other.delete([gone]) == 1
+    other.close()
+    (tmp_path / "current").symlink_to(releases / "a")
+    client = TestClient(_app(settings, tmp_path / "current", embedder, api_key=KEY))
+    assert client.get("/healthz").json()["products"] == 48
+    (tmp_path / "next").symlink_to(releases / "b")
+    os.replace(tmp_path / "next", tmp_path / "current")  # (ln -sfn, atomically)
+    assert client.get("/healthz").json()["products"] == 47
+    assert client.get(f"/api/products/{gone}").status_code == 404
+    photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
+    added = client.post("/api/products", files=_upload(photo), data={"product_id": "novo"},
+                        headers={"Authorization": f"Bearer {KEY}"})
+    assert added.status_code == 201, added.text
+    assert client.get("/api/products/novo").status_code == 200
+    stored = open_store(releases / "b").get("novo")
+    assert Path(stored.image).parent == releases / "b" / "uploads"  # (not the old store's)
+    assert not (releases / "a" / "uploads").exists()
+    client.close()
 
 
 def test_a_new_database_that_cannot_be_read_yet_is_tried_once_a_second(settings, small_store,
@@ -1852,7 +1953,7 @@ def test_a_photo_search_checks_the_model_of_a_store_that_named_none_at_start(
                           b"\0" * 768, vector)])
     writer.close()
     refused = client.post("/api/search?k=1", files=_upload(photo))
-    assert refused.status_code == 503 and "different model" in refused.json()["detail"]
+    assert refused.status_code == 503 and "another model" in refused.json()["detail"]
     client.close()
     # the store's own model: searched
     for leftover in store.glob("vitrine.sqlite*"):

@@ -37,7 +37,7 @@ from vitrine.embed import CategoryGuess, Embedder, decode
 from vitrine.errors import CatalogError, StoreBusy, StoreError
 from vitrine.images import Preprocessing, container_kind, open_image, to_array
 from vitrine.indexer import check_manifest
-from vitrine.manifest import mismatch_error
+from vitrine.manifest import ModelManifest, mismatch_error
 from vitrine.recommend import ProductNotFound, Recommender, stored_product
 from vitrine.store import (
     EmbeddedStore,
@@ -52,8 +52,9 @@ from vitrine.store.writer_lock import busy
 
 log = logging.getLogger(__name__)
 CATEGORIES_TTL_S = 10.0
-"""How long the pages reuse one count of the products per category (writes through this
-service renew it at once; ``vitrine index`` in another process shows after this long)."""
+"""How long the pages reuse one count of the products per category of a store that keeps no
+record of its writes (Milvus: writes through this service renew it at once, another
+process's show after this long); the embedded store's are counted again after any write."""
 FOLLOW_RETRY_SECONDS = 1.0
 """How long the server waits before trying again to open a store's new database it could not
 read yet (being created, or written where a read-only replica cannot read it)."""
@@ -158,6 +159,7 @@ class VitrineService:
         self._store_lock = threading.RLock()  # re-entrant: a read may call another
         self._store = self._open()
         self._follow_after = 0.0  # (monotonic time before which a new database is not tried)
+        self._refusal_logged = ""  # (the last new database's refusal, logged once)
         try:
             self._recommender = Recommender(self._store, settings, embedder)
             self.embedder = self._recommender.embedder  # loads the model; checks the manifest
@@ -182,12 +184,15 @@ class VitrineService:
         # glibc keeps what each thread freed for that thread (a slot for any request thread
         # still left 20 uploads of 40 megapixels at 4 GB, idle)
         self._decoder = ThreadPoolExecutor(DECODE_SLOTS, thread_name_prefix="vitrine-decode")
-        # (when the counts are counted again; the counts; what was derived from them)
-        self._categories: tuple[float, dict[str, int], dict[Callable, object]] | None = None
+        # (when the counts are counted again; the counts; what was derived from them; the
+        # store's write mark when they were read)
+        self._categories: tuple[float, dict[str, int], dict[Callable, object], object
+                                ] | None = None
         self._deriving = threading.Lock()  # one request derives, the others wait for it
         self._counting = threading.Lock()  # (counts of a store read without _store_lock)
         self._categories_forgotten = 0  # (how many times the counts were dropped)
         self._catalogue: tuple[str | None, float] | None = None
+        self._rebuild_if_due_at_start()
 
     def _open(self) -> VectorStore:
         return store_for(self.location, self.settings)
@@ -230,8 +235,7 @@ class VitrineService:
         self._follow_after = 0.0
         if stored != self.embedder.manifest:
             try:
-                refused = mismatch_error(fresh.location, stored, self.embedder.manifest,
-                                         fresh.model_folder(), self.embedder.model_dir)
+                refused = self._model_refused(fresh, stored)
             finally:
                 fresh.close()
             raise refused
@@ -251,9 +255,25 @@ class VitrineService:
         if stored is None:
             return
         if stored != self.embedder.manifest:
-            raise mismatch_error(self.store.location, stored, self.embedder.manifest,
-                                 self.store.model_folder(), self.embedder.model_dir)
+            with self._store_lock:
+                refused = self._model_refused(self.store, stored)
+            raise refused
         self._model_checked = True
+
+    def _model_refused(self, store: VectorStore, stored: ModelManifest) -> StoreError:
+        """The error for a store whose vectors another model than the server's made (indexed
+        anew under it): logged whole, once, since it names the model folders and the command
+        line's options (a client was shown the server's paths); a client is told the store
+        cannot be used until the server is started again."""
+        whole = str(mismatch_error(store.location, stored, self.embedder.manifest,
+                                   store.model_folder(), self.embedder.model_dir))
+        if whole != self._refusal_logged:  # (a new database is tried again each second)
+            self._refusal_logged = whole
+            log.error("%s", whole)
+        return StoreError(f"the store {self.location} holds the vectors of another model "
+                          "than the server's (indexed with it since the server started): it "
+                          "cannot be used until the server is started again with that model "
+                          "(its log says which).")
 
     def _upload_folder(self) -> Path | None:
         return upload_folder(self.store, self.settings.upload_dir)
@@ -303,10 +323,14 @@ class VitrineService:
         with (self._counting if getattr(self._store, "concurrent_reads", False)
               else self._store_lock):
             cached, started = self._categories, time.monotonic()
-            if cached is None or started > cached[0]:
+            # (another process's write, `vitrine index` or a second server's upload, showed
+            # only after CATEGORIES_TTL_S: "0 products" above a product of a new category;
+            # one read of the embedded store's meta table, helper-222)
+            mark = self.store.write_mark()
+            if cached is None or started > cached[0] or mark != cached[3]:
                 forgotten = self._categories_forgotten
                 counts = self.store.categories()
-                cached = (kept_until(started, CATEGORIES_TTL_S), counts, {})
+                cached = (kept_until(started, CATEGORIES_TTL_S), counts, {}, mark)
                 if forgotten == self._categories_forgotten:
                     self._categories = cached
             return cached[1], cached[2]
@@ -436,6 +460,9 @@ class VitrineService:
                           name=fields.name, price=fields.price, description=fields.description,
                           uploaded=True)
         with self._writer() as writer:
+            stored = writer.manifest()
+            if stored is not None and stored != self.embedder.manifest:
+                raise self._model_refused(writer, stored)
             check_manifest(writer, self.embedder)
             previous = stored_product(writer, fields.product_id)
             if previous is not None:  # replaced under the id as the store spells it
@@ -538,6 +565,24 @@ class VitrineService:
         try:
             due = writer.index_due()
         except Exception:
+            log.exception("could not tell whether the index of %s needs a rebuild",
+                          self.location)
+            return
+        if due:
+            self._rebuild_index()
+
+    def _rebuild_if_due_at_start(self) -> None:
+        """Start the index rebuild at once where the store has no index of this server's
+        settings to search (another kind, size or precision named since `vitrine index`
+        saved its own; none saved): searches layered on the other kind's index, exact and
+        slower at scale, until a write or `vitrine index` rebuilt it (helper-183). Not in a
+        folder the server may not write in (a read-only replica), which cannot save it."""
+        store = self._store
+        if not isinstance(store, EmbeddedStore) or not os.access(store.root, os.W_OK):
+            return
+        try:
+            due = store.count() > 0 and store.index_due()
+        except Exception:  # (as after a write: not a reason to refuse to serve)
             log.exception("could not tell whether the index of %s needs a rebuild",
                           self.location)
             return

@@ -173,6 +173,10 @@ class VectorStore(Protocol):
     def replaced(self) -> bool:
         """True when the store's files are now others than those opened (open it again)."""
         ...
+    def write_mark(self) -> object | None:
+        """Something that changes with every write of products by any process (None where
+        the store keeps no such record)."""
+        ...
     def present(self) -> bool:
         """False when the store's files are gone (its folder deleted or moved away)."""
         ...

@@ -58,6 +58,7 @@ class EmbeddedStore(CatalogRecord):
                  index_config: IndexConfig | None = None):
         self.root = Path(root).expanduser().resolve()  # stored photo paths must not
         # depend on the folder the server or `vitrine index` was started from
+        self._given = Path(root).expanduser().absolute()  # (a link as a link: replaced())
         self.index_config = index_config or IndexConfig.defaults()
         self.location = str(root)
         db_path = self.root / DB_NAME
@@ -88,8 +89,12 @@ class EmbeddedStore(CatalogRecord):
         """True when the store's database is now another file than the one opened (deleted
         and indexed anew); not while there is none. Read from a read-only folder (as a file
         that does not change: ``immutable``), also when the file changed (written where it
-        can be: the replicas of a read-only volume served deleted products, then 500s)."""
-        now = file_id(self.root / DB_NAME, version=self._frozen)
+        can be: the replicas of a read-only volume served deleted products, then 500s).
+        Looked up by the path the store was opened by: a link to the store's folder pointed
+        at another store (``ln -sfn releases/b current``) is another file there (the server
+        read the old store and wrote to the new one, its uploads in the old one's folder:
+        helper-222)."""
+        now = file_id(self._given / DB_NAME, version=self._frozen)
         return now is not None and now != self._file
 
     def present(self) -> bool:
@@ -178,6 +183,12 @@ class EmbeddedStore(CatalogRecord):
 
     def generation(self) -> int:
         return self._counter("generation")
+
+    def write_mark(self) -> tuple:
+        """The write generation and the count of field edits (one read of the meta table):
+        a new mark after any process's write of products."""
+        return tuple(self.db.execute("SELECT key, value FROM meta WHERE key IN "
+                                     "('generation', 'categories') ORDER BY key"))
 
     # ---- manifest -------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:

@@ -689,6 +689,9 @@ class MilvusStore(CatalogRecord):
     def replaced(self) -> bool:
         return False  # a server's collection is not swapped under a client
 
+    def write_mark(self) -> None:
+        return None  # (no record of writes: what a count keeps expires instead)
+
     def present(self) -> bool:
         return True  # (a collection dropped: its reads fail)
 
