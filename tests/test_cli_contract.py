@@ -1395,6 +1395,19 @@ def test_an_empty_store_name_is_refused(catalog, tmp_path):
     assert list(here.iterdir()) == []
 
 
+def test_a_milvus_address_with_one_slash_is_refused(catalog, tmp_path):
+    """`--store milvus-lite:/data/x.db` (one slash, as a path is written) indexed into a
+    folder store made under the folder the command ran in, named `milvus-lite:`, exit 0."""
+    here = tmp_path / "here"
+    here.mkdir()
+    for store in (f"milvus-lite:{tmp_path}/m.db", "milvus:localhost:19530"):
+        proc = subprocess.run([*CLI, "index", str(catalog), "--store", store],
+                              capture_output=True, text=True, timeout=120, cwd=here)
+        assert proc.returncode == 2, proc.stderr
+        assert "milvus-lite:///ABSOLUTE/PATH.db or milvus://HOST:PORT" in proc.stderr
+        assert list(here.iterdir()) == [] and not (tmp_path / "m.db").exists()
+
+
 def test_demo_says_a_bad_upload_folder_before_its_work(small_catalog, weights_path, tmp_path):
     """With VITRINE_API_KEY (the server takes writes) and VITRINE_UPLOAD_DIR under a file,
     the demo indexed, drew its figures (trained, by default) and only then stopped."""
