@@ -533,6 +533,13 @@ class MilvusStore(CatalogRecord):
         return dict(sorted(Counter(row[0] for row in order.rows).items()))
 
     def has_category(self, category: str) -> bool:
+        """From the order kept for the catalogue pages, where there is one (the page lists
+        from it next; a query filtered by category scans the collection: 30-120 ms at
+        20,000 products on Milvus Lite, most of a category page's time)."""
+        order = self._kept(category)
+        if order is not None:
+            lo, hi = order.span(category)
+            return hi > lo
         return self._has_products() and bool(self.client.query(
             self.collection, filter=f"category == {quote(category)}",
             output_fields=["product_id"], limit=1, **READS))
