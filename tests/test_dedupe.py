@@ -269,6 +269,31 @@ def test_a_photo_gone_while_dedupe_runs_is_skipped(demo_catalog, embedder, setti
     assert groups == [[str(folder / "b.jpg"), str(folder / "c.jpg")]]
 
 
+def test_a_link_to_a_photo_is_a_photo_of_its_own_as_index_makes_it(demo_catalog, embedder,
+                                                                     settings, tmp_path):
+    """`dedupe` dropped a link to a photo in the folder (one real file: "0 duplicate
+    groups"), where `index` of the same folder makes it a product and reports the pair
+    (helper-219); a photo reached through two of the folders given still counts once."""
+    from vitrine.dedupe_files import dedupe_folders
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    photo = sorted((demo_catalog / "relogio_feminino").glob("*.jpg"))[0]
+    folder = tmp_path / "photos"
+    (folder / "shirts").mkdir(parents=True)
+    (folder / "shirts" / "a.jpg").write_bytes(photo.read_bytes())
+    (folder / "shirts" / "b_link.jpg").symlink_to("a.jpg")
+    expected = [[str(folder / "shirts" / "a.jpg"), str(folder / "shirts" / "b_link.jpg")]]
+    for dirs in ([folder], [folder, folder / "shirts"], [folder, folder]):
+        groups, skipped = dedupe_folders(dirs, settings, embedder=embedder,
+                                         show_progress=False)
+        assert (groups, skipped) == (expected, []), dirs
+    store = open_store(tmp_path / "store", create=True)
+    report = index_catalog(folder, store, embedder, show_progress=False)
+    store.close()
+    assert report.duplicates == [["shirts/a.jpg", "shirts/b_link.jpg"]]
+
+
 def unlistable(monkeypatch, folder: Path) -> None:
     """Make ``folder`` one that cannot be listed, as without permission (the tests may run as
     root, whom permissions do not stop)."""

@@ -20,8 +20,10 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
                    embedder: Embedder | None = None,
                    show_progress: bool = True) -> tuple[list[list[str]], list[dict]]:
     """Return (duplicate groups of paths, skipped files with reasons). A photo reached
-    through two of ``dirs`` (one inside the other, or the same folder twice) counts once.
-    Without ``rules``, those of ``settings`` for the embedder's vectors."""
+    through two of ``dirs`` (one inside the other, or the same folder twice) counts once; a
+    link to a photo is a photo of its own, as ``index`` makes it a product (it was left out:
+    "0 duplicate groups" where ``index`` reported the link and its photo). Without
+    ``rules``, those of ``settings`` for the embedder's vectors."""
     paths: list[Path] = []
     seen: set[str] = set()
     skipped: list[dict] = []  # (folders that cannot be read, then photos)
@@ -32,7 +34,9 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
                                                else "does not exist."))
         refused = links_refused(settings)  # (VITRINE_FOLLOW_OUTSIDE_LINKS=false: a list)
         for photo in scan_images(folder, unreadable=skipped, refused_links=refused):
-            real = os.path.realpath(photo)  # (a link loop: its path, reported when read)
+            # the file's place, its folder's links resolved, not the file's own: a folder
+            # reached twice lists its photos once (a link loop: its path, said when read)
+            real = os.path.join(os.path.realpath(photo.parent), photo.name)
             if real not in seen:
                 seen.add(real)
                 paths.append(folder / photo.relative_to(folder))
