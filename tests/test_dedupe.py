@@ -416,6 +416,45 @@ def test_groups_joined_by_identical_bytes_are_ordered_by_their_first_member():
                            content=["x", "y", "y", "x"]) == [["a", "d"], ["b", "c"]]
 
 
+def test_groups_are_those_a_union_find_makes_of_the_pairs_and_contents():
+    """The groups are made of the pairs as arrays (a union-find in Python over the g²/2
+    pairs of a placeholder's copies with bytes of their own took most of their search, and
+    gigabytes: helper-219): the groups a union-find pair by pair makes, on random graphs
+    with and without contents shared, in the same order."""
+    from vitrine.dedupe import duplicate_groups
+
+    def by_hand(n, pairs, content):
+        parent = list(range(n))
+
+        def find(i):
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        joins = list(pairs)
+        if content is not None:
+            first = {}
+            joins += [(first.setdefault(c, i), i) for i, c in enumerate(content)]
+        for i, j in joins:
+            a, b = sorted((find(i), find(j)))
+            parent[b] = a
+        groups = {}
+        for i in range(n):
+            groups.setdefault(find(i), []).append(i)
+        return [g for _, g in sorted(groups.items()) if len(g) > 1]
+
+    rng = np.random.default_rng(3)
+    for case in range(400):
+        n = int(rng.integers(1, 70))
+        pairs = np.sort(rng.integers(0, n, (int(rng.integers(0, 90)), 2)), axis=1)
+        pairs = pairs[pairs[:, 0] < pairs[:, 1]]
+        content = None if case % 2 else [str(c) for c in rng.integers(0, n, n)]
+        assert duplicate_groups(n, pairs, content) == by_hand(n, pairs.tolist(), content)
+    chain = np.stack([np.arange(999, 0, -1) - 1, np.arange(999, 0, -1)], axis=1)
+    assert duplicate_groups(1000, chain) == [list(range(1000))]  # (a long path, any order)
+    assert duplicate_groups(0, np.empty((0, 2), np.int64)) == []
+
+
 def test_the_stores_duplicate_groups_come_in_product_id_order(demo_catalog, embedder,
                                                                tmp_path):
     """Groups came in the store's row order: a copy added later (an id that sorts first)

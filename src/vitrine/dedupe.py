@@ -155,22 +155,6 @@ def hamming(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, i: int, j: int) -> None:
-        ri, rj = self.find(i), self.find(j)
-        if ri != rj:
-            self.parent[max(ri, rj)] = min(ri, rj)
-
-
 EXACT_ROWS = 2_048
 """Rows of the exact search searched at a time (each a step of the progress bar)."""
 EXACT_PAIRS_UP_TO = 20_000
@@ -225,6 +209,14 @@ def _close_pairs(n: int, rows_of: Rows, threshold: float,
     return rows, ids, scores
 
 
+def unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` of a 1-d array, by a sort: NumPy 2.3+'s own goes through a hash table
+    first, 7-15× slower on the millions of pair codes of a placeholder's copies (4 million
+    codes: 7 s against 0.5 s, measured by hand with NumPy 2.4)."""
+    ordered = np.sort(values)
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
+
+
 def _radius(threshold: float) -> float:
     """FAISS keeps scores above its radius; the rules say "at least"."""
     return float(np.nextafter(np.float32(threshold), np.float32(-2)))
@@ -237,7 +229,7 @@ def _pairs_with(n: int, rows_of: Rows, threshold: float, advance: Callable[[int]
     that costs ``len(among) × n``, for the few products of a store that changed)."""
     import faiss
 
-    among = np.unique(np.asarray(among, dtype=np.int64))
+    among = unique(np.asarray(among, dtype=np.int64))
     if not len(among):
         advance(2 * n)
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
@@ -308,7 +300,7 @@ def _close_pairs_ivf(n: int, rows_of: Rows, threshold: float, advance: Callable[
         advance(len(rows))
         found.append(_pair_codes(np.repeat(rows, np.diff(lims).astype(np.int64)), ids, n)[0])
     del index, nearest_scores, nearest_cells
-    pairs = np.unique(np.concatenate(found))
+    pairs = unique(np.concatenate(found))
     rows, ids = pairs // n, pairs % n
     scores = np.concatenate([np.einsum("ij,ij->i", rows_of(rows[k:k + CHUNK]),
                                        rows_of(ids[k:k + CHUNK]))
@@ -345,14 +337,19 @@ def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[byt
     # checked as arrays: a placeholder photo that g products share, each file with its own
     # bytes, gives g²/2 pairs (2,400 of them: 115 s and 1.8 GB checked pair by pair)
     near = codes.hamming(rows, ids) <= rules.phash_distance
-    rows, ids = rows[near], ids[near]
-    alike = _colour_differences(thumbs, rows, ids) <= rules.max_colour_diff
-    found = [rows[alike] * n + ids[alike]]
+    thumb_pairs = rows[near] * n + ids[near]
     rows, ids, _ = _close_pairs(n, rules.embedding_rows(vectors), rules.embed_cosine, advance,
                                 among)
     near = codes.hamming(rows, ids) <= 2 * rules.phash_distance
-    found.append(rows[near] * n + ids[near])
-    pairs = np.unique(np.concatenate(found).astype(np.int64))
+    embedded = unique(rows[near] * n + ids[near])
+    # the colour check only for the pairs the embedding rule does not join already (most of
+    # a placeholder's copies: it was most of their time)
+    at = np.minimum(np.searchsorted(embedded, thumb_pairs), max(len(embedded) - 1, 0))
+    if len(embedded):
+        thumb_pairs = thumb_pairs[embedded[at] != thumb_pairs]
+    rows, ids = thumb_pairs // max(n, 1), thumb_pairs % max(n, 1)
+    alike = _colour_differences(thumbs, rows, ids) <= rules.max_colour_diff
+    pairs = unique(np.concatenate([embedded, thumb_pairs[alike]]).astype(np.int64))
     return np.stack([pairs // n, pairs % n], axis=1) if n else np.empty((0, 2), np.int64)
 
 
@@ -404,7 +401,7 @@ def _colour_differences(thumbs: Sequence[bytes], rows: np.ndarray,
     out = np.zeros(len(rows), np.float64)
     if not len(rows):
         return out
-    used = np.unique(np.concatenate([rows, ids]))
+    used = unique(np.concatenate([rows, ids]))
     kinds: dict[bytes, int] = {}  # (the thumbnails themselves as keys: no copy of them)
     at = np.zeros(len(thumbs), np.int64)
     at[used] = [kinds.setdefault(thumbs[i], len(kinds)) for i in used.tolist()]
@@ -413,7 +410,7 @@ def _colour_differences(thumbs: Sequence[bytes], rows: np.ndarray,
     if not len(differ):
         return out
     if len(differ) < len(rows):  # the photos looked at
-        used = np.unique(np.concatenate([rows[differ], ids[differ]]))
+        used = unique(np.concatenate([rows[differ], ids[differ]]))
     at[used] = np.arange(len(used))
 
     def planes(of: np.ndarray) -> np.ndarray:  # (channels apart, each row contiguous)
@@ -470,17 +467,44 @@ def duplicate_groups(n: int, pairs: np.ndarray, content: Sequence[str] | None = 
                      ) -> list[list[int]]:
     """Groups of two or more of the rows ``0 … n-1`` joined by ``pairs`` or by identical
     ``content`` (sha256 of the bytes), each in row order, ordered by first row."""
-    uf = _UnionFind(n)
-    if content is not None:
-        first_seen: dict[str, int] = {}
-        for i, sha in enumerate(content):
-            uf.union(first_seen.setdefault(sha, i), i)
-    for i, j in pairs.tolist():
-        uf.union(i, j)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(uf.find(i), []).append(i)
-    return [members for _, members in sorted(groups.items()) if len(members) > 1]
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    if content is not None:  # each row joined to the first row of its content
+        pairs = np.concatenate([pairs, np.stack([_first_rows(content), np.arange(n)],
+                                                axis=1)])
+    labels = components(n, pairs)
+    order = np.argsort(labels, kind="stable")  # by group (its first row), rows in order
+    starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    return [order[start:start + size].tolist()
+            for start, size in zip(starts.tolist(), sizes.tolist(), strict=True) if size > 1]
+
+
+def _first_rows(content: Sequence[str]) -> np.ndarray:
+    """For each row, the first row of its ``content``."""
+    first, where = distinct_rows(content)
+    return first[where]
+
+
+def components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """For each row of ``n``, the first row of the group ``pairs`` (rows ``(i, j)``) join it
+    to, as arrays: the smallest label of each pair given to both, then labels followed to
+    their own, until none changes. A union-find in Python over each pair took minutes and
+    gigabytes for the g²/2 pairs of g photos of one placeholder, each file with its own
+    bytes (helper-219: 8,000 of them, 250 s and 5.5 GB)."""
+    labels = np.arange(n)
+    if not len(pairs):
+        return labels
+    i, j = pairs[:, 0], pairs[:, 1]
+    while True:
+        low = np.minimum(labels[i], labels[j])
+        joined = labels.copy()
+        np.minimum.at(joined, i, low)
+        np.minimum.at(joined, j, low)
+        while not np.array_equal(jumped := joined[joined], joined):  # (a label's own label)
+            joined = jumped
+        if np.array_equal(joined, labels):
+            return labels
+        labels = joined
 
 
 def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequence[str],
