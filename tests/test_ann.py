@@ -105,6 +105,14 @@ def test_filtered_search_of_a_tiny_or_empty_subset(data):
     assert sorted(ids.tolist()) == sorted(ids_of(N)[[5, 17]].tolist()) and len(scores) == 2
     assert len(index.search(queries[0], K, np.zeros(0, np.int64))[1]) == 0
     assert len(index.search(queries[0], K, np.asarray([10**6], np.int64))[1]) == 0
+    # a subset given unsorted, with repeats: each id once, found once
+    from vitrine.ann import IdSet
+
+    picked = ids_of(N)[[17, 5, 17, 40, 5]]
+    assert IdSet(picked).ids.tolist() == sorted(set(picked.tolist()))
+    assert sorted(index.search(queries[0], K, picked)[1].tolist()) == sorted(set(
+        picked.tolist()))
+    assert len(IdSet(np.zeros(0, np.int64))) == 0
 
 
 def test_auto_kind_tags_and_nlist():

@@ -17,6 +17,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from vitrine.arrays import unique
 from vitrine.config import Settings
 
 KINDS = ("auto", "flat", "hnsw", "ivf")
@@ -144,7 +145,7 @@ class IdSet:
     once and reused by every search of that category."""
 
     def __init__(self, ids: np.ndarray):
-        self.ids = np.unique(np.asarray(ids, np.int64))
+        self.ids = unique(np.asarray(ids, np.int64))  # (a sort: NumPy's own, ten times slower)
         flags = np.zeros(int(self.ids[-1]) + 1 if len(self.ids) else 1, bool)
         flags[self.ids] = True
         self.bitmap = np.packbits(flags, bitorder="little")

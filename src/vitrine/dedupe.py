@@ -38,6 +38,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from vitrine.arrays import unique
+
 THUMB_SIZE = 16
 
 Rows = Callable[[np.ndarray], np.ndarray]
@@ -207,14 +209,6 @@ def _close_pairs(n: int, rows_of: Rows, threshold: float,
         advance(2 * (len(lims) - 1))
     rows, ids, scores = (np.concatenate(parts) for parts in zip(*found, strict=True))
     return rows, ids, scores
-
-
-def unique(values: np.ndarray) -> np.ndarray:
-    """``np.unique`` of a 1-d array, by a sort: NumPy 2.3+'s own goes through a hash table
-    first, 7-15× slower on the millions of pair codes of a placeholder's copies (4 million
-    codes: 7 s against 0.5 s, measured by hand with NumPy 2.4)."""
-    ordered = np.sort(values)
-    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
 
 
 def _radius(threshold: float) -> float:
