@@ -1176,6 +1176,71 @@ def test_the_first_index_after_a_migrate_reads_no_photo_and_searches_only_what_c
     assert on_copy.duplicates == on_source.duplicates != []  # (novo.jpg ≈ its original)
 
 
+def test_a_copy_guards_its_product_table_as_its_source_and_says_when_unfinished(
+        shop_a, embedder, tmp_path, monkeypatch):
+    """`migrate` left out that the source's last run read a product table: after the table
+    was deleted, `index` of the source refused to turn every product file-named, and of the
+    copy (embedded or Milvus Lite) dropped every name, price and attribute, exit 0
+    (helper-220). And a copy stopped half-way looked complete: it says it is unfinished
+    until a migrate finishes it."""
+    from vitrine.display import info_lines
+    from vitrine.migrate import migrate_store
+
+    shop = tmp_path / "shop"
+    shutil.copytree(shop_a, shop)
+    with open(shop / "products.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(shop / "products.csv", "w", newline="") as fh:  # ids: the photos' paths
+        writer = csv.DictWriter(fh, fieldnames=[k for k in rows[0] if k != "product_id"],
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    source = tmp_path / "source"
+    assert _index(shop, source, embedder).indexed == 16
+    targets = [tmp_path / "copy"]
+    try:
+        import milvus_lite  # noqa: F401
+        import pymilvus  # noqa: F401
+        targets.append(f"milvus-lite://{tmp_path}/copy.db")
+    except ImportError:  # pragma: no cover - depends on the extra
+        if IN_CI:
+            raise
+    import vitrine.migrate as migrate_module
+
+    monkeypatch.setattr(migrate_module, "BATCH", 4)
+    for target in targets:
+        src, dst = open_store(source), open_store(target, create=True)
+        real, pages = dst.upsert, []
+
+        def stopped(records, real=real, pages=pages):  # Ctrl+C at the third page
+            if len(pages) == 2:
+                raise KeyboardInterrupt
+            pages.append(1)
+            real(records)
+
+        monkeypatch.setattr(dst, "upsert", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            migrate_store(src, dst, show_progress=False)
+        monkeypatch.undo()
+        monkeypatch.setattr(migrate_module, "BATCH", 4)
+        data = {"products": dst.count(), "categories": {}, "catalog_folder": None,
+                "unfinished_copy_of": dst.copying_from()}
+        assert data["products"] == 8 and data["unfinished_copy_of"] == str(source)
+        assert "an unfinished copy of " + str(source) in " ".join(info_lines(data, None, "x"))
+        assert migrate_store(src, dst, show_progress=False).copied == 16
+        assert dst.copying_from() is None and dst.catalog_listed() is True
+        src.close()
+        dst.close()
+    (shop / "products.csv").rename(tmp_path / "away.csv")
+    for store in (source, *targets):
+        db = open_store(store)
+        try:
+            with pytest.raises(RemovalRefused, match="dropping their names, prices"):
+                index_catalog(shop, db, embedder, show_progress=False)
+        finally:
+            db.close()
+
+
 def test_a_model_trained_again_is_told_so_however_its_folder_is_written(embedder, tmp_path):
     """helper-164, helper-166: a store's own model folder, trained again since, was told to
     pass the --model just passed; and only when the folder was written as recorded (not

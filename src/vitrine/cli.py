@@ -376,6 +376,12 @@ def migrate(
             for folder in new[1:]:
                 with contextlib.suppress(OSError):  # (another process's files there now)
                     folder.rmdir()
+        elif done is None:  # (stopped or failed half-way: said before the error itself)
+            with contextlib.suppress(Exception):
+                if dst.copying_from() is not None:
+                    sys.stderr.write(f"the copy is unfinished: {one_line(str(target))} holds "
+                                     f"{dst.count()} products so far; run the same migrate "
+                                     "again to finish it.\n")
         dst.close()
     if as_json:
         print_json({"copied": done.copied, "not_in_source": len(done.not_in_source),
@@ -414,6 +420,7 @@ def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
             data = {"products": db.count(), "categories": db.categories(),
                     "catalog_folder": db.catalog_folder(),
                     "model_folder": db.model_folder(),
+                    "unfinished_copy_of": db.copying_from(),
                     "model": manifest.as_dict() if manifest else None}
     finally:
         db.close()

@@ -157,6 +157,10 @@ def info_lines(data: dict, manifest: ModelManifest | None, store: str) -> list[s
         f", indexed from {one_line(data['catalog_folder'])}" if data["catalog_folder"] else "")]
     # (a table's category may hold a line break: one category, one line)
     lines += [f"  {one_line(name) or '(none)'}: {n}" for name, n in data["categories"].items()]
+    if data.get("unfinished_copy_of"):
+        source = one_line(data["unfinished_copy_of"])
+        lines.append(f"an unfinished copy of {source}: `vitrine migrate` stopped before "
+                     "its end; run it again to finish it")
     if manifest:
         resize = manifest.preprocessing.get("resize", "?")
         lines.append(f"model: {manifest.backbone}, {manifest.dim}-d, weights "

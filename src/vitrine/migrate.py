@@ -105,6 +105,12 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
         target.set_catalog_folder(ours)
     if target.catalog_folder() == ours and target.catalog_link() != link:
         target.set_catalog_link(link)  # (the release link the source was given)
+    table_read = source.catalog_listed()  # (index's guard of a deleted product table: the
+    # copy's index turned every product file-named, exit 0, where the source's refused)
+    if target.catalog_folder() == ours and table_read is not None \
+            and target.catalog_listed() != table_read:
+        target.set_catalog_listed(table_read)
+    target.set_copying_from(str(source.location))  # (until the copy is done)
     seen: set[str] = set()
     copied = 0
     changed: list[str] = []
@@ -144,6 +150,7 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     if (pairs := source.duplicate_cache()) is not None:
         target.set_duplicate_cache(pairs)
     target.flush()
+    target.set_copying_from(None)
     return Migrated(copied, extra, removed, changed)
 
 

@@ -169,6 +169,9 @@ class VitrineService:
             self._store.close()
             raise
         self._model_checked = self._store.manifest() is not None  # (and matched: see above)
+        if (source := self._store.copying_from()) is not None:  # (it looked complete)
+            log.warning("%s is an unfinished copy of %s: `vitrine migrate` stopped before its "
+                        "end; run it again to finish it", location, source)
         if settings.api_key:  # writes open: where their photos go is said now
             try:
                 check_upload_folder(self._upload_folder(), settings, location)
