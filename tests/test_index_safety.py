@@ -46,6 +46,18 @@ def _index(catalog: Path, store: Path, embedder, **kw):
         db.close()
 
 
+def _without_ids(table: Path, to: Path) -> None:
+    """Write ``table`` to ``to`` without its product_id column (each photo's id is then its
+    path, as without a table)."""
+    with open(table, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(to, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[k for k in rows[0] if k != "product_id"],
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def _state(store: Path) -> tuple[int, str | None, str | None]:
     """(products, recorded catalogue folder, write generation) read from the SQLite file."""
     with sqlite3.connect(store / "vitrine.sqlite") as db:
@@ -656,15 +668,9 @@ def test_new_ids_for_the_same_photos_are_not_taken_for_a_lost_catalogue(shop_a, 
     with pytest.raises(RemovalRefused, match=refusal):
         _index(shop, store, embedder)
     (shop / extra.parent.name / "unlisted.jpg").unlink()
-    with open(tmp_path / "away.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
     without_ids = tmp_path / "no-ids" / "shop"
     shutil.copytree(shop, without_ids)
-    with open(without_ids / "products.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[k for k in rows[0] if k != "product_id"],
-                                extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    _without_ids(tmp_path / "away.csv", without_ids / "products.csv")
     other = tmp_path / "st-no-ids"
     assert _index(without_ids, other, embedder).indexed == 16
     (without_ids / "products.csv").unlink()
@@ -1188,13 +1194,7 @@ def test_a_copy_guards_its_product_table_as_its_source_and_says_when_unfinished(
 
     shop = tmp_path / "shop"
     shutil.copytree(shop_a, shop)
-    with open(shop / "products.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    with open(shop / "products.csv", "w", newline="") as fh:  # ids: the photos' paths
-        writer = csv.DictWriter(fh, fieldnames=[k for k in rows[0] if k != "product_id"],
-                                extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    _without_ids(shop / "products.csv", shop / "products.csv")  # ids: the photos' paths
     source = tmp_path / "source"
     assert _index(shop, source, embedder).indexed == 16
     targets = [tmp_path / "copy"]
