@@ -416,7 +416,7 @@ def test_groups_joined_by_identical_bytes_are_ordered_by_their_first_member():
                            content=["x", "y", "y", "x"]) == [["a", "d"], ["b", "c"]]
 
 
-def test_groups_are_those_a_union_find_makes_of_the_pairs_and_contents():
+def test_groups_are_those_a_union_find_makes_of_the_pairs_and_contents(monkeypatch):
     """The groups are made of the pairs as arrays (a union-find in Python over the g²/2
     pairs of a placeholder's copies with bytes of their own took most of their search, and
     gigabytes: helper-219): the groups a union-find pair by pair makes, on random graphs
@@ -450,8 +450,31 @@ def test_groups_are_those_a_union_find_makes_of_the_pairs_and_contents():
         pairs = pairs[pairs[:, 0] < pairs[:, 1]]
         content = None if case % 2 else [str(c) for c in rng.integers(0, n, n)]
         assert duplicate_groups(n, pairs, content) == by_hand(n, pairs.tolist(), content)
-    chain = np.stack([np.arange(999, 0, -1) - 1, np.arange(999, 0, -1)], axis=1)
-    assert duplicate_groups(1000, chain) == [list(range(1000))]  # (a long path, any order)
+    # a long chain of look-alikes, its rows in any order: a round a row took 56 s for
+    # 100,000 of them shuffled (helper-225); each round halves the groups at least
+    from vitrine import dedupe
+
+    rounds = []
+
+    class Minimum:  # numpy's minimum, its hooks (one call a round) counted
+        def __call__(self, *args, **kwargs):
+            return np.minimum(*args, **kwargs)
+
+        def at(self, *args):
+            rounds.append(1)
+            return np.minimum.at(*args)
+
+    class Numpy:
+        minimum = Minimum()
+
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+    monkeypatch.setattr(dedupe, "np", Numpy())
+    for order in (np.arange(20_000), np.arange(20_000)[::-1], rng.permutation(20_000)):
+        chain = np.stack([order[:-1], order[1:]], axis=1)
+        assert duplicate_groups(20_000, chain) == [list(range(20_000))]
+    assert 3 <= len(rounds) <= 3 * 20, len(rounds)
     assert duplicate_groups(0, np.empty((0, 2), np.int64)) == []
 
 
