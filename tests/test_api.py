@@ -1030,6 +1030,22 @@ def test_a_server_told_another_index_kind_rebuilds_it_at_start(
         assert isinstance(index, VectorIndex) and index.kind == "hnsw"
     finally:
         service.close()
+    # where the first search builds the index itself, no rebuild beside it builds it again
+    # (two copies of the vectors at once; helper-225): told `flat` on a store of graphs
+    # alone (a reader told flat never layers on a graph), or no index saved at all
+    for flat in (tmp_path / "store").glob("index.*.flat*.faiss"):
+        flat.unlink()
+    for told, files in ((settings.model_copy(update={"index": "flat"}), "index.*.hnsw*"),
+                        (graph, "index.*")):
+        for saved in (tmp_path / "store").glob(files + ".faiss"):
+            saved.unlink()
+        service = VitrineService(told, tmp_path / "store", embedder)
+        try:
+            assert service.rebuild_thread is None
+            assert service.search_photo(photo, 1)[0][0].product.product_id == \
+                rows[3]["product_id"]
+        finally:
+            service.close()
 
 
 def test_a_latin1_key_matches_as_latin1_or_utf8_bytes(settings, small_store, embedder):
@@ -1895,6 +1911,8 @@ def test_a_link_to_the_store_pointed_at_another_store_is_followed(settings, smal
     stored = open_store(releases / "b").get("novo")
     assert Path(stored.image).parent == releases / "b" / "uploads"  # (not the old store's)
     assert not (releases / "a" / "uploads").exists()
+    (tmp_path / "current").unlink()  # the link gone: so is the store (it said ok)
+    assert client.get("/healthz").status_code == 503
     client.close()
 
 

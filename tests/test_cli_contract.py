@@ -1400,11 +1400,13 @@ def test_a_milvus_address_with_one_slash_is_refused(catalog, tmp_path):
     folder store made under the folder the command ran in, named `milvus-lite:`, exit 0."""
     here = tmp_path / "here"
     here.mkdir()
-    for store in (f"milvus-lite:{tmp_path}/m.db", "milvus:localhost:19530"):
+    for store in (f"milvus-lite:{tmp_path}/m.db", "milvus:localhost:19530", "Milvus:x"):
         proc = subprocess.run([*CLI, "index", str(catalog), "--store", store],
                               capture_output=True, text=True, timeout=120, cwd=here)
         assert proc.returncode == 2, proc.stderr
         assert "milvus-lite:///ABSOLUTE/PATH.db or milvus://HOST:PORT" in proc.stderr
+        assert f"written with its whole path, {here / store}." in " ".join(
+            proc.stderr.split())
         assert list(here.iterdir()) == [] and not (tmp_path / "m.db").exists()
 
 

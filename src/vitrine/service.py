@@ -577,14 +577,16 @@ class VitrineService:
     def _rebuild_if_due_at_start(self) -> None:
         """Start the index rebuild at once where the store has no index of this server's
         settings to search (another kind, size or precision named since `vitrine index`
-        saved its own; none saved): searches layered on the other kind's index, exact and
-        slower at scale, until a write or `vitrine index` rebuilt it (helper-183). Not in a
-        folder the server may not write in (a read-only replica), which cannot save it."""
+        saved its own): searches layered on the other kind's index, exact and slower at
+        scale, until a write or `vitrine index` rebuilt it (helper-183). Not in a folder the
+        server may not write in (a read-only replica), which cannot save it, nor where its
+        first search builds the index itself (none saved; told `flat` on a store of
+        graphs): the two built it twice (helper-225)."""
         store = self._store
         if not isinstance(store, EmbeddedStore) or not os.access(store.root, os.W_OK):
             return
         try:
-            due = store.count() > 0 and store.index_due()
+            due = store.count() > 0 and store.rebuild_due_beside_reads()
         except Exception:  # (as after a write: not a reason to refuse to serve)
             log.exception("could not tell whether the index of %s needs a rebuild",
                           self.location)

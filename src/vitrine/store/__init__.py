@@ -136,11 +136,11 @@ def open_store(location: str | Path, *, create: bool = False, token: str = "",
 
         uri, collection = milvus_server(text)
         return MilvusStore(uri, collection, location=text, token=token, create=create)
-    if text.startswith(("milvus:", "milvus-lite:")):  # (`milvus-lite:/data/x.db` made a
-        # folder store named so under the current folder, exit 0)
+    if text.lower().startswith(("milvus:", "milvus-lite:")):  # (`milvus-lite:/data/x.db`
+        # made a folder store named so under the current folder, exit 0)
         raise StoreError(f"{text}: a Milvus store is named milvus-lite:///ABSOLUTE/PATH.db "
                          "or milvus://HOST:PORT (two slashes after the colon); a folder so "
-                         "named is written ./" + text + ".")
+                         f"named is written with its whole path, {os.path.abspath(text)}.")
     return EmbeddedStore(Path(location), create=create, index_config=index_config)
 
 

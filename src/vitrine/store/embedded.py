@@ -98,9 +98,11 @@ class EmbeddedStore(CatalogRecord):
         return now is not None and now != self._file
 
     def present(self) -> bool:
-        """(A folder this user may no longer enter raises PermissionError: not gone.)"""
+        """(A folder this user may no longer enter raises PermissionError: not gone.) Looked
+        up by the path the store was opened by, as :meth:`replaced` (a link to it deleted:
+        /healthz said ok, writes "no store": helper-225)."""
         try:
-            (self.root / DB_NAME).stat()
+            (self._given / DB_NAME).stat()
         except PermissionError:
             raise
         except OSError:
@@ -523,6 +525,14 @@ class EmbeddedStore(CatalogRecord):
         """Whether the saved index is past its layer's limit (or missing): a rebuild is due."""
         with self.snapshot():
             return self._files.due(self.generation(), self.count())
+
+    def rebuild_due_beside_reads(self) -> bool:
+        """Whether a rebuild is due (:meth:`index_due`) while this process's searches layer
+        meanwhile: where a search cannot, it builds the index itself, and a rebuild beside
+        it built the same index twice (two copies of the vectors at once)."""
+        with self.snapshot():
+            gen, n = self.generation(), self.count()
+            return self._files.due(gen, n) and self._files.reader_layers(gen, n)
 
     def rebuild_index(self) -> bool:
         """Build and save the index of the current generation (minutes for a large HNSW

@@ -173,6 +173,13 @@ class IndexFiles:
             with contextlib.suppress(sqlite3.OperationalError, StoreError):  # next time
                 self.forget_changes(newest)
 
+    def reader_layers(self, generation: int, n: int) -> bool:
+        """Whether a reader's search of ``generation`` layers on a saved index rather than
+        building one itself (a reader told ``flat`` on a store of HNSW graphs; no index
+        saved at all)."""
+        return self.path(generation, n).exists() or \
+            self._layer_base(generation, n, writer=False) is not None
+
     def due(self, generation: int, n: int) -> bool:
         """Whether the index of ``generation`` should be rebuilt: no file of its own, and
         none to layer it on within a writer's limit."""
