@@ -35,16 +35,18 @@ from vitrine.embed import Embedder
 from vitrine.evaluate import per_label, precision_at_k
 from vitrine.indexer import index_catalog
 from vitrine.server import running
-from vitrine.store import open_store
+from vitrine.store import store_for
 
 TIMING = re.compile(r"(\w+);dur=([\d.]+)")
 
 
-def build_store(catalog: Path, work: Path, held_ids: set[str], embedder: Embedder) -> Path:
+def build_store(catalog: Path, work: Path, held_ids: set[str], embedder: Embedder,
+                settings: Settings) -> Path:
     """The whole catalogue indexed in ``work/full`` (kept between runs), copied to
-    ``work/bench`` without the held-out products."""
+    ``work/bench`` without the held-out products; its index that of ``settings``, as the
+    server's (another kind's had the server rebuild it beside the measured searches)."""
     full = work / "full"
-    store = open_store(full, create=True)
+    store = store_for(full, settings, create=True)
     try:
         index_catalog(catalog, store, embedder, rules=embedder.duplicate_rules(),
                       show_progress=sys.stderr.isatty())
@@ -53,7 +55,7 @@ def build_store(catalog: Path, work: Path, held_ids: set[str], embedder: Embedde
     bench = work / "bench"
     shutil.rmtree(bench, ignore_errors=True)
     shutil.copytree(full, bench, ignore=shutil.ignore_patterns("write.lock"))
-    store = open_store(bench)
+    store = store_for(bench, settings)
     try:
         store.delete(held_ids)
         store.flush()
@@ -113,7 +115,8 @@ def main() -> None:
     embedder = Embedder.from_settings(settings)
     products = read_catalog(args.catalog)
     _, held = stratified_split(products, 0.2, seed=args.seed)
-    store = build_store(args.catalog, work, {p.product_id for p in held}, embedder)
+    store = build_store(args.catalog, work, {p.product_id for p in held}, embedder,
+                        settings)
     step = max(1, -(-len(held) // args.queries))  # a bounded count keeps every category
     queries = held[::step][:args.queries]
 
