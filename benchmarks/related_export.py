@@ -9,6 +9,11 @@ which is how the export searched before ``search_many``. ``load_average`` is the
 load before the baseline and after the export (other work on the machine slows both).
 
     python benchmarks/related_export.py --items 100000 > benchmarks/results/related_export.json
+
+``--same-category``: each product's list from its own category only (8 categories);
+``--changed N``: the first N products written again after the index was saved (new vectors,
+as a catalogue's re-shot photos), so the export searches the saved index with those hidden
+plus an exact layer of them, as between two rebuilds.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from vitrine.related import write_related
 from vitrine.store.embedded import EmbeddedStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from store_writes import synthetic_store  # noqa: E402
+from store_writes import records, synthetic_store  # noqa: E402
 
 
 def main() -> None:
@@ -37,6 +42,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--kind", default="auto", choices=("auto", "flat", "hnsw"))
     ap.add_argument("--sample", type=int, default=2000)
+    ap.add_argument("--same-category", action="store_true")
+    ap.add_argument("--changed", type=int, default=0)
     args = ap.parse_args()
     n = args.items
     config = IndexConfig.defaults(kind=args.kind)
@@ -44,8 +51,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "store"
         build_s = synthetic_store(root, vecs, n, config)
+        if args.changed:  # written again since the index was saved: layered
+            again, _ = ClusterModel.create(args.dim, clusters_for(n), seed=0).sample(
+                args.changed, seed=2)
+            writer = EmbeddedStore(root, index_config=config)
+            writer.lock_for_writing()
+            writer.upsert(records(range(args.changed), again, tag="-again"))
+            writer.flush()
+            writer.close()
         reader = EmbeddedStore(root, index_config=config)
-        kind = reader._current_index().kind  # noqa: SLF001 - what is measured
+        index = reader._current_index()  # noqa: SLF001 - what is measured
+        layered = hasattr(index, "base")
+        kind = (index.base if layered else index).kind
         sample = [f"p{i}" for i in range(min(args.sample, n))]
         reader.search(vecs[0], args.k)  # the index loaded
         load_before = os.getloadavg()[0]
@@ -54,13 +71,16 @@ def main() -> None:
             reader.search(vecs[i], args.k, exclude=pid)
         one_s = time.perf_counter() - started
         out = Path(tmp) / "related.csv"
-        report = write_related(reader, out, args.k, show_progress=False)
+        report = write_related(reader, out, args.k, same_category=args.same_category,
+                               show_progress=False)
         load_after = os.getloadavg()[0]
         with open(out) as fh:
             rows = sum(1 for _ in fh) - 1
         reader.close()
     print(json.dumps({"command": " ".join(sys.argv), "machine": machine(), "items": n,
                       "dim": args.dim, "k": args.k, "index": kind,
+                      "same_category": args.same_category, "changed": args.changed,
+                      "layered": layered,
                       "index_build_s": round(build_s, 1), "rows": rows,
                       **{key: value for key, value in report.as_dict().items()
                          if key in ("products", "pairs", "seconds", "products_per_second")},
