@@ -73,14 +73,20 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--copies", choices=("downscale", "edits"), default="downscale")
+    ap.add_argument("--background", type=int, metavar="GREY", help="Repaint the near-white "
+                    "pixels (every channel from 240) of every photo to this grey (0-255) "
+                    "before the run (default: the photos as they are).")
     args = ap.parse_args()
 
     settings = Settings(weights=args.weights, model=args.model)
-    photos = scan_images(args.catalog)
-    rng = random.Random(args.seed)
-    chosen = rng.sample(photos, args.pairs)
     with tempfile.TemporaryDirectory() as tmp:
-        copies = Path(tmp)
+        if args.background is not None:
+            args.catalog = repainted(args.catalog, Path(tmp) / "catalog", args.background)
+        photos = scan_images(args.catalog)
+        rng = random.Random(args.seed)
+        chosen = rng.sample(photos, args.pairs)
+        copies = Path(tmp) / "copies"
+        copies.mkdir()
         source_of: dict[str, str] = {}
         kind_of: dict[str, str] = {}
         for i, path in enumerate(chosen):
@@ -98,7 +104,7 @@ def main() -> None:
         groups, _ = dedupe_folders([args.catalog, copies], settings, embedder=embedder,
                                    rules=rules)
         signals = pair_signals(embedder, list(source_of.items()))
-    calibration = catalogue_calibration(embedder, photos, settings)
+        calibration = catalogue_calibration(embedder, photos, settings)
     group_of = {member: gi for gi, group in enumerate(groups) for member in group}
     hits = {copy: copy in group_of and group_of.get(src) == group_of[copy]
             for copy, src in source_of.items()}
@@ -112,13 +118,27 @@ def main() -> None:
     pairs = [(a, b) for g in groups for a, b in itertools.combinations(g, 2)]
     correct = sum(origin(a) == origin(b) for a, b in pairs)
     print(json.dumps({
-        "copies": args.copies, "pairs": args.pairs, "recall": found / args.pairs,
+        "copies": args.copies, "pairs": args.pairs,
+        **({"background": args.background} if args.background is not None else {}),
+        "recall": found / args.pairs,
         **({"recall_by_kind": by_kind} if by_kind else {}),
         "grouped_pairs": len(pairs), "pair_precision": correct / len(pairs) if pairs else 1.0,
         "groups": len(groups), "embedding": embedder.manifest.embedding,
         "rules": rules.__dict__,
         "copy_vs_source": signals, "calibration": calibration,
     }, indent=2))
+
+
+def repainted(catalog: Path, dest: Path, grey: int) -> Path:
+    """``dest``: each photo of ``catalog`` at its own relative path, its near-white pixels
+    (every channel from 240) set to ``grey``, as JPEG quality 95."""
+    for path in scan_images(catalog):
+        pixels = np.array(Image.open(path).convert("RGB"))
+        pixels[pixels.min(axis=2) >= 240] = grey
+        target = dest / path.relative_to(catalog)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(target, "JPEG", quality=95)
+    return dest
 
 
 def catalogue_calibration(embedder: Embedder, photos: list[Path], settings: Settings) -> dict:

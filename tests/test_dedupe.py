@@ -80,6 +80,81 @@ def test_colour_difference_tells_colour_variants_apart():
     assert colour_difference(white.tobytes(), white.tobytes()) == 0.0
 
 
+GREY_SHOES = ("16150", "16178", "16181", "16183")
+"""Four different demo shoes (x_sapato_social_masculino) whose thumbnails and pHashes agree:
+on white their colour differences are 12.55 and more; repainted onto grey, the shared
+background pulled them to 3 to 4 and the rule grouped all four."""
+
+
+def on_grey(img: Image.Image, grey: int) -> Image.Image:
+    """``img`` with its near-white pixels (every channel from 240) set to ``grey``, as JPEG
+    quality 95: a studio-grey background."""
+    pixels = np.array(img.convert("RGB"))
+    pixels[pixels.min(axis=2) >= 240] = grey
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=95)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def test_different_products_on_a_grey_background_are_not_duplicates(demo_catalog, embedder):
+    """The colour check left out only white pixels: on a light-grey background (#E4E4E4,
+    #EEEEEE) the background counted, at a difference of nothing, and four different shoes
+    came out as one group. Each is grouped with its own 60×80 re-encoded copy only."""
+    folder = demo_catalog / "x_sapato_social_masculino"
+    for grey in (228, 238):
+        originals = [on_grey(Image.open(folder / f"{name}.jpg"), grey) for name in GREY_SHOES]
+        copies = []
+        for k, img in enumerate(originals):
+            buf = io.BytesIO()
+            img.resize((60, 80), Image.Resampling.LANCZOS).save(buf, "JPEG",
+                                                                 quality=(60, 75, 90)[k % 3])
+            copies.append(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        images = originals + copies
+        vecs = np.stack([embedder.embed_image(_png(i)) for i in images])
+        groups = find_duplicates(list(range(len(images))), vecs,
+                                 [perceptual_hash(i) for i in images],
+                                 [thumbnail(i) for i in images])
+        assert sorted(groups) == [[0, 4], [1, 5], [2, 6], [3, 7]], grey
+
+
+def test_colour_difference_leaves_out_a_shared_grey_background():
+    """On one grey background the colour check compares what the two photos do not share
+    as background, as on white, scaled for the contrast grey leaves (255 / 228)."""
+    from vitrine.dedupe import colour_difference
+
+    for background, scale in ((255, 1.0), (228, 255 / 228), (238, 255 / 238)):
+        brown = np.full((16, 16, 3), background, np.uint8)
+        black, nearly = brown.copy(), brown.copy()
+        brown[4:12, 2:14] = (120, 70, 40)
+        black[4:12, 2:14] = (30, 30, 30)
+        nearly[4:12, 2:14] = (124, 66, 43)
+        assert colour_difference(brown.tobytes(), nearly.tobytes()) == 4.0 * scale
+        assert colour_difference(brown.tobytes(), black.tobytes()) == 90.0 * scale
+    # a grey and a white background are not one: the background counts (27 apart)
+    grey, white = np.full((16, 16, 3), 228, np.uint8), np.full((16, 16, 3), 255, np.uint8)
+    grey[4:12, 2:14] = white[4:12, 2:14] = (120, 70, 40)
+    assert colour_difference(grey.tobytes(), white.tobytes()) == 27.0 * 160 / 256
+
+
+def test_product_filled_frames_of_different_colours_are_not_duplicates():
+    """A product filling the frame has its own colour all around the border: two such
+    frames of different colours (the same fabric, 30 apart) are not one background, and
+    their colour difference counts every pixel, so they are no duplicates; frames of one
+    colour still are."""
+    from vitrine.dedupe import colour_difference
+
+    rng = np.random.default_rng(3)
+    weave = rng.integers(-6, 7, (16, 16, 1))
+    red = np.clip(np.array([190, 40, 40]) + weave, 0, 255).astype(np.uint8)
+    darker = np.clip(np.array([160, 40, 40]) + weave, 0, 255).astype(np.uint8)
+    again = np.clip(np.array([191, 40, 41]) + weave, 0, 255).astype(np.uint8)
+    assert colour_difference(red.tobytes(), darker.tobytes()) == 30.0
+    vecs = np.eye(3, dtype=np.float32)
+    thumbs = [red.tobytes(), darker.tobytes(), again.tobytes()]
+    assert find_duplicates(["red", "darker", "again"], vecs, ["0" * 16] * 3,
+                           thumbs) == [["red", "again"]]
+
+
 def test_products_sharing_one_photo_are_told_apart(demo_catalog, embedder, tmp_path):
     """Two products of a CSV naming the same photo: the store's duplicate report names both
     products, not the same path twice."""
@@ -571,6 +646,47 @@ def test_the_pair_checks_on_arrays_agree_with_the_rules_pair_by_pair():
     assert any(hamming(phashes[i], phashes[j]) > rules.phash_distance for i, j in rejected)
     assert any(colour_difference(thumbs[i], thumbs[j]) > rules.max_colour_diff
                for i, j in rejected if hamming(phashes[i], phashes[j]) <= 6)
+
+
+def test_the_colour_check_on_arrays_agrees_with_colour_difference_on_any_background():
+    """:func:`_colour_differences` gives :func:`colour_difference` to the last bit, a chunk
+    at a time or not, on thumbnails of products on white, grey and coloured backgrounds,
+    with noise about the background, products touching the border or filling the frame."""
+    from vitrine import dedupe
+    from vitrine.dedupe import _colour_differences, colour_difference
+
+    rng = np.random.default_rng(11)
+    thumbs = []
+    for k in range(240):
+        background = [(255, 255, 255), (228, 228, 228), (238, 238, 238), (200, 180, 150),
+                      (20, 20, 20), (128, 128, 128)][k % 6]
+        t = np.empty((16, 16, 3), np.int16)
+        t[:] = background
+        t += rng.integers(-(k % 4) * 3, (k % 4) * 3 + 1, t.shape)  # noise, up to ±9
+        top, left = rng.integers(0, 8, 2)
+        bottom, right = rng.integers(9, 17, 2)  # to the border, at times
+        spread = 20
+        if k % 7 == 0:  # a product filling the frame, mostly patterned (no background)
+            top, left, bottom, right, spread = 0, 0, 16, 16, 20 + 40 * (k % 2)
+        t[top:bottom, left:right] = rng.integers(0, 256, 3) + rng.integers(
+            -spread, spread + 1, (bottom - top, right - left, 3))
+        thumbs.append(np.clip(t, 0, 255).astype(np.uint8).tobytes())
+    i, j = rng.integers(0, len(thumbs), (2, 4000))
+    each = [colour_difference(thumbs[a], thumbs[b]) for a, b in zip(i, j, strict=True)]
+    assert _colour_differences(thumbs, i, j).tolist() == each
+    budget, dedupe.PLANES_KEPT_BYTES = dedupe.PLANES_KEPT_BYTES, 0  # (a chunk at a time)
+    chunk, dedupe.CHUNK = dedupe.CHUNK, 97
+    try:
+        assert _colour_differences(thumbs, i, j).tolist() == each
+    finally:
+        dedupe.PLANES_KEPT_BYTES, dedupe.CHUNK = budget, chunk
+    # pairs of every kind came up: on one grey background (scaled), on one white or black
+    # one, on none
+    planes = dedupe._planes(thumbs)
+    _, colour, has, _ = dedupe._backgrounds(planes)
+    shared, scale = dedupe._shared_background(colour[i], has[i], colour[j], has[j])
+    assert (scale > 1).sum() > 100 and (shared & (scale == 1)).sum() > 50
+    assert (~shared).sum() > 1000 and (~has).sum() > 20
 
 
 def test_the_exact_pair_search_goes_a_chunk_at_a_time(monkeypatch):

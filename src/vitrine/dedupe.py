@@ -8,10 +8,11 @@ many distinct products. So two photos are duplicates when
 
 * their bytes are identical, or
 * their thumbnails agree (cosine ≥ ``thumb_cosine``, and a mean colour difference over the
-  non-white pixels ≤ ``max_colour_diff``) and so do their pHashes (Hamming distance ≤
-  ``phash_distance``): resized, recompressed, low-resolution copies. The colour check (copies
-  differ by 2.5–9.5 of 255) tells a photo's copy from the same shoe photographed in another
-  colour, which shape-only checks group together; or
+  pixels they do not share as background ≤ ``max_colour_diff``: :func:`colour_difference`)
+  and so do their pHashes (Hamming distance ≤ ``phash_distance``): resized, recompressed,
+  low-resolution copies. The colour check (copies differ by 2.5–9.5 of 255 on white,
+  2.8–11.1 on #E4E4E4 grey: ``--background``) tells a photo's copy from the same shoe
+  photographed in another colour, which shape-only checks group together; or
 * their CNN embeddings are almost identical (cosine ≥ ``embed_cosine``) and their pHashes
   roughly agree (≤ ``2 × phash_distance``): recompressed or lightly edited copies.
 
@@ -140,15 +141,88 @@ def thumb_vectors(thumbs: Sequence[bytes]) -> np.ndarray:
     return x
 
 
+WHITE_FROM = 240
+"""A thumbnail pixel whose every channel is at least this is white: left out of the colour
+check when white in both photos, as it always was."""
+BACKGROUND_TOLERANCE = 16
+"""How far (largest channel difference) a pixel may lie from its photo's background colour
+and still be background; how far at least half its border must lie from it for the photo
+to have one; and how far two photos' background colours may lie apart to be one background. On
+white (255) a pixel is background from 239 on, as white was from 240."""
+CONTRAST_CAP = 1.15
+"""The most the colour difference of two photos on one background is scaled by for the
+contrast that background leaves (:func:`colour_difference`): a dark product (50) stands 178
+from #E4E4E4 and 205 from white, 1.15 × as far. A copy's own differences (JPEG, resampling)
+do not shrink with the contrast, so a darker background is scaled by no more."""
+
+
+def _border(pixels: int) -> np.ndarray:
+    """Positions of the outermost ring of a square thumbnail of ``pixels`` pixels (none
+    when it is not square)."""
+    side = int(round(pixels ** 0.5))
+    if side * side != pixels or side < 3:
+        return np.empty(0, np.int64)
+    grid = np.arange(pixels).reshape(side, side)
+    return np.concatenate([grid[0], grid[-1], grid[1:-1, 0], grid[1:-1, -1]])
+
+
+def _backgrounds(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Of thumbnails as 16-bit planes (photos × 3 channels × pixels): which pixels are white;
+    each photo's background colour (the per-channel median of its border pixels, the upper
+    one of an even count); whether it has one (at least half the border within
+    :data:`BACKGROUND_TOLERANCE` of that colour: a product filling the frame has none); and
+    which pixels are background (within the tolerance of it, in a photo that has one)."""
+    white = planes.min(axis=1) >= WHITE_FROM
+    border = planes[:, :, _border(planes.shape[2])]
+    if not border.shape[2]:
+        return (white, np.zeros((len(planes), 3), np.int16), np.zeros(len(planes), bool),
+                np.zeros(white.shape, bool))
+    colour = np.sort(border, axis=2)[:, :, border.shape[2] // 2]
+    near = np.abs(border - colour[:, :, None]).max(axis=1) <= BACKGROUND_TOLERANCE
+    has = 2 * near.sum(axis=1) >= border.shape[2]
+    background = (np.abs(planes - colour[:, :, None]).max(axis=1) <= BACKGROUND_TOLERANCE
+                  ) & has[:, None]
+    return white, colour, has, background
+
+
+def _shared_background(colour_a: np.ndarray, has_a: np.ndarray, colour_b: np.ndarray,
+                       has_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For pairs of photos (their background colours, photos × 3, and whether they have
+    one): whether they stand on one background (both have one, within
+    :data:`BACKGROUND_TOLERANCE` of each other), and the factor their colour difference is
+    scaled by: 255 over the farthest any colour can lie from that background (255 on white
+    or black, 228 on #E4E4E4, 128 on mid grey), at most :data:`CONTRAST_CAP`; 1 without."""
+    shared = has_a & has_b & (np.abs(colour_a - colour_b).max(axis=1) <= BACKGROUND_TOLERANCE)
+    room = np.maximum(np.maximum(colour_a, 255 - colour_a).max(axis=1),
+                      np.maximum(colour_b, 255 - colour_b).max(axis=1))
+    scale = np.where(shared, np.minimum(255.0 / np.maximum(room, 1), CONTRAST_CAP), 1.0)
+    return shared, scale
+
+
+def _planes(thumbs: Sequence[bytes]) -> np.ndarray:
+    """Thumbnails as 16-bit planes: photos × channels × pixels, each row contiguous."""
+    pixels = np.frombuffer(b"".join(thumbs), np.uint8)
+    return np.ascontiguousarray(pixels.reshape(len(thumbs), -1, 3).transpose(0, 2, 1),
+                                dtype=np.int16)
+
+
 def colour_difference(a: bytes, b: bytes) -> float:
-    """Mean, over pixels that are not white in either thumbnail, of the largest channel
-    difference (0–255)."""
-    x = np.frombuffer(a, dtype=np.uint8).reshape(-1, 3).astype(np.int16)
-    y = np.frombuffer(b, dtype=np.uint8).reshape(-1, 3).astype(np.int16)
-    foreground = (x.min(axis=1) < 240) | (y.min(axis=1) < 240)
-    if not foreground.any():
+    """Mean largest channel difference (0–255) of the two thumbnails over their pixels but
+    those they share as background: white in both (every channel from :data:`WHITE_FROM`),
+    or background in both when the two photos stand on one background (each photo's own,
+    from its border: :func:`_backgrounds`), scaled then for the contrast that background
+    leaves (:func:`_shared_background`). On a grey or coloured background its pixels count
+    otherwise, at a difference of nothing, and pull different products below the rule; and
+    a product stands out less from grey than from white, so its outline differs less."""
+    x, y = _planes([a]), _planes([b])
+    white_x, colour_x, has_x, background_x = _backgrounds(x)
+    white_y, colour_y, has_y, background_y = _backgrounds(y)
+    shared, scale = _shared_background(colour_x, has_x, colour_y, has_y)
+    left_out = (white_x & white_y) | (background_x & background_y & shared[:, None])
+    differences = np.abs(x - y).max(axis=1)[~left_out]
+    if not differences.size:
         return 0.0
-    return float(np.abs(x - y).max(axis=1)[foreground].mean())
+    return float(differences.mean()) * float(scale[0])
 
 
 def hamming(a: str, b: str) -> int:
@@ -408,12 +482,12 @@ def _colour_differences(thumbs: Sequence[bytes], rows: np.ndarray,
     at[used] = np.arange(len(used))
 
     def planes(of: np.ndarray) -> np.ndarray:  # (channels apart, each row contiguous)
-        pixels = np.frombuffer(b"".join(thumbs[i] for i in of.tolist()), np.uint8)
-        return np.ascontiguousarray(pixels.reshape(len(of), -1, 3).transpose(0, 2, 1),
-                                    dtype=np.int16)
+        return _planes([thumbs[i] for i in of.tolist()])
 
-    white = np.concatenate([(planes(used[k:k + CHUNK]).min(axis=1) >= 240)
-                            for k in range(0, len(used), CHUNK)])  # once a photo
+    # once a photo: its white pixels, background colour, whether it has one, its background
+    white, colour, has, background = (np.concatenate(parts) for parts in zip(
+        *(_backgrounds(planes(used[k:k + CHUNK])) for k in range(0, len(used), CHUNK)),
+        strict=True))
     kept = planes(used) if len(used) * white.shape[1] * 6 <= PLANES_KEPT_BYTES else None
     for k in range(0, len(differ), CHUNK):
         part = differ[k:k + CHUNK]
@@ -422,10 +496,11 @@ def _colour_differences(thumbs: Sequence[bytes], rows: np.ndarray,
                                                                planes(ids[part]))
         step = np.abs(x - y)
         differences = np.maximum(np.maximum(step[:, 0], step[:, 1]), step[:, 2])
-        foreground = ~(white[a] & white[b])
+        shared, scale = _shared_background(colour[a], has[a], colour[b], has[b])
+        foreground = ~((white[a] & white[b]) | (background[a] & background[b] & shared[:, None]))
         counted = foreground.sum(axis=1)
         total = np.where(foreground, differences, 0).sum(axis=1)
-        out[part] = np.where(counted > 0, total / np.maximum(counted, 1), 0.0)
+        out[part] = np.where(counted > 0, total / np.maximum(counted, 1) * scale, 0.0)
     return out
 
 
