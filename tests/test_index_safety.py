@@ -201,14 +201,15 @@ def test_another_folder_that_removes_nothing_becomes_the_catalogue(shop_a, embed
 
 
 def test_a_store_without_a_recorded_folder_records_it(shop_a, novidades, embedder, tmp_path):
-    """Stores written before the folder was recorded: no folder check; the run records it
-    (removing every catalogue product is still refused)."""
+    """Stores written before the folder was recorded: the run records it; another folder
+    that would remove more than a tenth of the products, their photos still there, is
+    refused (a copy of the catalogue with a product deleted goes ahead)."""
     store = tmp_path / "st"
     _index(shop_a, store, embedder)
     with sqlite3.connect(store / "vitrine.sqlite") as db:
         db.execute("DELETE FROM meta WHERE key='catalog'")
-    with pytest.raises(RemovalRefused, match="would remove every one of the 16 catalogue "
-                                             r"products .*\(the folder lists none of them\)"):
+    with pytest.raises(RemovalRefused, match="records no catalogue folder .* 16 of its 16 "
+                                             "catalogue products have photos outside"):
         _index(novidades, store, embedder)
     part = tmp_path / "part"
     shutil.copytree(shop_a, part)
@@ -1239,6 +1240,52 @@ def test_a_copy_guards_its_product_table_as_its_source_and_says_when_unfinished(
                 index_catalog(shop, db, embedder, show_progress=False)
         finally:
             db.close()
+
+
+def test_a_store_of_an_older_vitrine_is_guarded_at_its_first_index(shop_a, embedder,
+                                                                    tmp_path):
+    """A store indexed before catalogue folders were recorded (2026-12-01): the first
+    `index` after the upgrade, of a wrong folder, removed 30 of its 40 products, exit 0; and
+    its product table deleted was said as a folder to check and --replace to pass, which
+    drops every name and price (helper-223)."""
+    shop = tmp_path / "shop"
+    shutil.copytree(shop_a, shop)
+    store = tmp_path / "store"
+    assert _index(shop, store, embedder).indexed == 16
+
+    def as_an_older_vitrine_left_it():
+        db = open_store(store)
+        try:
+            db.set_catalog_folder(None)
+        finally:
+            db.close()
+
+    part = tmp_path / "part"  # one category of the shop, its rows: another folder
+    category = sorted(p for p in shop.iterdir() if p.is_dir())[0]
+    shutil.copytree(category, part / category.name)
+    with open(shop / "products.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(part / "products.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["image"].startswith(category.name + "/"))
+    as_an_older_vitrine_left_it()
+    before = _state(store)
+    with pytest.raises(RemovalRefused, match=f"records no catalogue folder .* 14 of its 16 "
+                                             f"catalogue products have photos outside "
+                                             f"{part.resolve()} that are still there"):
+        _index(part, store, embedder)
+    assert _state(store) == before
+    photo = sorted(shop.rglob("*.jpg"))[0]  # its own folder, a photo deleted: goes ahead
+    photo.rename(tmp_path / "away.jpg")
+    assert _index(shop, store, embedder).removed == 1
+    (tmp_path / "away.jpg").rename(photo)
+    assert _index(shop, store, embedder).indexed == 1
+    as_an_older_vitrine_left_it()
+    (shop / "products.csv").rename(tmp_path / "away.csv")
+    with pytest.raises(RemovalRefused, match="dropping their names, prices and descriptions"):
+        _index(shop, store, embedder)
+    assert _index(part, store, embedder, replace=True).removed == 14
 
 
 def test_a_model_trained_again_is_told_so_however_its_folder_is_written(embedder, tmp_path):

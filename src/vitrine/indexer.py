@@ -267,10 +267,13 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                                         store, uploads, fingerprints, root,
                                         {p.product_id: p.image.name for p in everything})))
         catalogue_ids = [pid for pid in stored if pid not in uploaded]
-        _check_removals(store, root, link, catalogue_ids, remove, len(gone) - linked, shard,
-                        readable=readable, linked=(linked, len(refused_links or ())))
-        if not any(p.listed for p in everything):
+        if not any(p.listed for p in everything):  # (first: the more telling reason, also
+            # where the removals alone are refused: a store of an older Vitrine was told to
+            # check the folder was complete and pass --replace: helper-223)
             _check_table_gone(store, root, catalogue_ids, remove, meta_only, to_embed)
+        _check_removals(store, root, link, catalogue_ids, remove, len(gone) - linked, shard,
+                        readable=readable, linked=(linked, len(refused_links or ())),
+                        listed=keep | gone)
     hashes.known = {}  # (memory: a million paths)
     # kept even if the run stops while embedding; photos gone from the catalogue forgotten
     _save_hashes(store, hashes.fresh, keep=hashes.seen if shard is None else None)
@@ -384,7 +387,8 @@ def _same_folder(store: VectorStore, root: Path, link: str | None) -> bool:
 
 def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue: list[str],
                     remove: list[str], missing: int, shard: tuple[int, int] | None, *,
-                    readable: int, linked: tuple[int, int] = (0, 0)) -> None:
+                    readable: int, linked: tuple[int, int] = (0, 0),
+                    listed: set[str] = frozenset()) -> None:
     """Refuse a run that would remove catalogue products indexed from another folder than
     ``root`` (as the store recorded it; but for a catalogue given through the link it was
     given through last time, ``link``: a release link moved to the next release), or every
@@ -393,7 +397,8 @@ def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue:
     that all changed in the recorded folder while its photos are there (a new product
     table, renamed files) pass: ``readable`` counts the photos this run found. ``linked``:
     the photos and folders VITRINE_FOLLOW_OUTSIDE_LINKS=false refused (not missing, nor
-    unlisted)."""
+    unlisted); ``listed``: the ids this run's folder lists (their photos this folder's,
+    whether read or not)."""
     if not remove:
         return
     recorded = store.catalog_folder()
@@ -404,6 +409,9 @@ def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue:
             f"the store {store.location} holds {held} indexed from {recorded}; indexing "
             f"{root} would remove {len(remove)} of them. Pass --replace to `vitrine index` to "
             f"make {root} its catalogue, or use another store.")
+    if recorded is None:
+        _check_photos_elsewhere(store, root, held, catalogue,
+                                [pid for pid in remove if pid not in listed])
     if len(remove) == len(catalogue) and (not readable or recorded is None):
         # with photos found in the folder it records, every id changed (a new product table,
         # renamed files); a store that records no folder yet cannot tell that from another
@@ -426,6 +434,29 @@ def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue:
             f"{store.location} ({why}); check that the folder is complete (a network drive "
             "not mounted, photos moved away) or pass --replace to `vitrine index` to index "
             "it as it is.")
+
+
+def _check_photos_elsewhere(store: VectorStore, root: Path, held: str, catalogue: list[str],
+                            remove: list[str]) -> None:
+    """For a store that records no catalogue folder (indexed by a Vitrine from before
+    2026-12-01): refuse a run that would remove more than a tenth of its catalogue products
+    whose photos are still there, outside ``root`` (another folder's products: the first run
+    after an upgrade, of a wrong folder, removed 30 of 40 products, exit 0; helper-223). A
+    catalogue copied elsewhere, a few products deleted in the copy, goes ahead."""
+    if 10 * len(remove) <= len(catalogue):
+        return
+    images = store.images()
+    elsewhere = [images[pid] for pid in remove if pid in images
+                 and not Path(images[pid]).is_relative_to(root) and os.path.exists(images[pid])]
+    if 10 * len(elsewhere) <= len(catalogue):
+        return
+    folder = os.path.commonpath([os.path.dirname(image) for image in elsewhere[:10_000]])
+    raise RemovalRefused(
+        f"the store {store.location} records no catalogue folder (an older Vitrine indexed "
+        f"it), and {len(elsewhere)} of its {held} have photos outside {root} that are still "
+        f"there (under {folder}): indexing {root} would remove them. Index the folder they "
+        f"come from, pass --replace to `vitrine index` to make {root} its catalogue, or use "
+        "another store.")
 
 
 TABLE_GONE_SAMPLE = 200
