@@ -153,6 +153,14 @@ def test_product_filled_frames_of_different_colours_are_not_duplicates():
     thumbs = [red.tobytes(), darker.tobytes(), again.tobytes()]
     assert find_duplicates(["red", "darker", "again"], vecs, ["0" * 16] * 3,
                            thumbs) == [["red", "again"]]
+    # 13 and 14 apart, within the background tolerance: each frame's own colour was taken
+    # for one background both share, nothing was left to compare, and they differed by 0
+    # (helper-226); every pixel counts then, as before backgrounds were told apart
+    for apart in (13, 14):
+        other = np.clip(np.array([190 - apart, 40, 40]) + weave, 0, 255).astype(np.uint8)
+        assert colour_difference(red.tobytes(), other.tobytes()) == float(apart)
+        assert find_duplicates(["red", "other"], vecs[:2], ["0" * 16] * 2,
+                               [red.tobytes(), other.tobytes()]) == []
 
 
 def test_products_sharing_one_photo_are_told_apart(demo_catalog, embedder, tmp_path):
@@ -683,7 +691,7 @@ def test_the_colour_check_on_arrays_agrees_with_colour_difference_on_any_backgro
     # pairs of every kind came up: on one grey background (scaled), on one white or black
     # one, on none
     planes = dedupe._planes(thumbs)
-    _, colour, has, _ = dedupe._backgrounds(planes)
+    colour, has = dedupe._backgrounds(planes)
     shared, scale = dedupe._shared_background(colour[i], has[i], colour[j], has[j])
     assert (scale > 1).sum() > 100 and (shared & (scale == 1)).sum() > 50
     assert (~shared).sum() > 1000 and (~has).sum() > 20

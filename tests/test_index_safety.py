@@ -1228,6 +1228,12 @@ def test_a_copy_guards_its_product_table_as_its_source_and_says_when_unfinished(
                 "unfinished_copy_of": dst.copying_from()}
         assert data["products"] == 8 and data["unfinished_copy_of"] == str(source)
         assert "an unfinished copy of " + str(source) in " ".join(info_lines(data, None, "x"))
+        third = open_store(tmp_path / "third", create=True)  # a copy of it looked complete
+        with pytest.raises(StoreError, match=f"is an unfinished copy of {source}; finish"):
+            migrate_store(dst, third, show_progress=False)
+        assert third.count() == 0 and third.copying_from() is None
+        third.close()
+        shutil.rmtree(tmp_path / "third")
         assert migrate_store(src, dst, show_progress=False).copied == 16
         assert dst.copying_from() is None and dst.catalog_listed() is True
         src.close()
@@ -1276,6 +1282,11 @@ def test_a_store_of_an_older_vitrine_is_guarded_at_its_first_index(shop_a, embed
                                              f"{part.resolve()} that are still there"):
         _index(part, store, embedder)
     assert _state(store) == before
+    (tmp_path / "current").symlink_to(part)  # a release link moved on: said as such too
+    with pytest.raises(RemovalRefused, match=f"if {tmp_path / 'current'}, which leads to "
+                                             f"{part.resolve()}, is the catalogue's next "
+                                             "release, pass --replace"):
+        _index(tmp_path / "current", store, embedder)
     photo = sorted(shop.rglob("*.jpg"))[0]  # its own folder, a photo deleted: goes ahead
     photo.rename(tmp_path / "away.jpg")
     assert _index(shop, store, embedder).removed == 1

@@ -166,23 +166,18 @@ def _border(pixels: int) -> np.ndarray:
     return np.concatenate([grid[0], grid[-1], grid[1:-1, 0], grid[1:-1, -1]])
 
 
-def _backgrounds(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Of thumbnails as 16-bit planes (photos × 3 channels × pixels): which pixels are white;
-    each photo's background colour (the per-channel median of its border pixels, the upper
-    one of an even count); whether it has one (at least half the border within
-    :data:`BACKGROUND_TOLERANCE` of that colour: a product filling the frame has none); and
-    which pixels are background (within the tolerance of it, in a photo that has one)."""
-    white = planes.min(axis=1) >= WHITE_FROM
+def _backgrounds(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Of thumbnails as 16-bit planes (photos × 3 channels × pixels): each photo's background
+    colour (the per-channel median of its border pixels, the upper one of an even count), and
+    whether it has one (at least half the border within :data:`BACKGROUND_TOLERANCE` of that
+    colour: a product filling the frame has none). Pixels within the tolerance of it are
+    its background (:func:`_pair_differences`)."""
     border = planes[:, :, _border(planes.shape[2])]
     if not border.shape[2]:
-        return (white, np.zeros((len(planes), 3), np.int16), np.zeros(len(planes), bool),
-                np.zeros(white.shape, bool))
+        return np.zeros((len(planes), 3), np.int16), np.zeros(len(planes), bool)
     colour = np.sort(border, axis=2)[:, :, border.shape[2] // 2]
     near = np.abs(border - colour[:, :, None]).max(axis=1) <= BACKGROUND_TOLERANCE
-    has = 2 * near.sum(axis=1) >= border.shape[2]
-    background = (np.abs(planes - colour[:, :, None]).max(axis=1) <= BACKGROUND_TOLERANCE
-                  ) & has[:, None]
-    return white, colour, has, background
+    return colour, 2 * near.sum(axis=1) >= border.shape[2]
 
 
 def _shared_background(colour_a: np.ndarray, has_a: np.ndarray, colour_b: np.ndarray,
@@ -206,6 +201,29 @@ def _planes(thumbs: Sequence[bytes]) -> np.ndarray:
                                 dtype=np.int16)
 
 
+def _pair_differences(x: np.ndarray, y: np.ndarray, colour_x: np.ndarray, has_x: np.ndarray,
+                      colour_y: np.ndarray, has_y: np.ndarray) -> np.ndarray:
+    """:func:`colour_difference` of pairs of thumbnails as planes (``x[k]``, ``y[k]``: pairs
+    × 3 × pixels) with their photos' backgrounds (:func:`_backgrounds`)."""
+    step = np.abs(x - y)
+    differences = np.maximum(np.maximum(step[:, 0], step[:, 1]), step[:, 2])
+    white = (x.min(axis=1) >= WHITE_FROM) & (y.min(axis=1) >= WHITE_FROM)
+    shared, scale = _shared_background(colour_x, has_x, colour_y, has_y)
+    background = (np.abs(x - colour_x[:, :, None]).max(axis=1) <= BACKGROUND_TOLERANCE) & (
+        np.abs(y - colour_y[:, :, None]).max(axis=1) <= BACKGROUND_TOLERANCE) & shared[:, None]
+    mean = _mean_where(differences, ~(white | background)) * scale
+    # nothing left but what both take for their background (a product filling both frames,
+    # its own colour taken for one: two colours of it 12-14 apart were copies): every pixel
+    # not white in both, unscaled, as before backgrounds were told apart
+    return np.where((white | background).all(axis=1), _mean_where(differences, ~white), mean)
+
+
+def _mean_where(values: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    """Each row's mean of ``values`` where ``counted`` (0 where none is)."""
+    n = counted.sum(axis=1)
+    return np.where(n > 0, np.where(counted, values, 0).sum(axis=1) / np.maximum(n, 1), 0.0)
+
+
 def colour_difference(a: bytes, b: bytes) -> float:
     """Mean largest channel difference (0–255) of the two thumbnails over their pixels but
     those they share as background: white in both (every channel from :data:`WHITE_FROM`),
@@ -213,16 +231,10 @@ def colour_difference(a: bytes, b: bytes) -> float:
     from its border: :func:`_backgrounds`), scaled then for the contrast that background
     leaves (:func:`_shared_background`). On a grey or coloured background its pixels count
     otherwise, at a difference of nothing, and pull different products below the rule; and
-    a product stands out less from grey than from white, so its outline differs less."""
+    a product stands out less from grey than from white, so its outline differs less. Where
+    nothing is left (a product filling both frames), every pixel not white in both."""
     x, y = _planes([a]), _planes([b])
-    white_x, colour_x, has_x, background_x = _backgrounds(x)
-    white_y, colour_y, has_y, background_y = _backgrounds(y)
-    shared, scale = _shared_background(colour_x, has_x, colour_y, has_y)
-    left_out = (white_x & white_y) | (background_x & background_y & shared[:, None])
-    differences = np.abs(x - y).max(axis=1)[~left_out]
-    if not differences.size:
-        return 0.0
-    return float(differences.mean()) * float(scale[0])
+    return float(_pair_differences(x, y, *_backgrounds(x), *_backgrounds(y))[0])
 
 
 def hamming(a: str, b: str) -> int:
@@ -484,23 +496,21 @@ def _colour_differences(thumbs: Sequence[bytes], rows: np.ndarray,
     def planes(of: np.ndarray) -> np.ndarray:  # (channels apart, each row contiguous)
         return _planes([thumbs[i] for i in of.tolist()])
 
-    # once a photo: its white pixels, background colour, whether it has one, its background
-    white, colour, has, background = (np.concatenate(parts) for parts in zip(
-        *(_backgrounds(planes(used[k:k + CHUNK])) for k in range(0, len(used), CHUNK)),
-        strict=True))
-    kept = planes(used) if len(used) * white.shape[1] * 6 <= PLANES_KEPT_BYTES else None
+    # once a photo, a chunk at a time: its background colour and whether it has one (a few
+    # bytes; its pixels' masks are made for each chunk of pairs: kept for every photo, they
+    # took 2.6 times the memory at a million photos, helper-226)
+    colour = np.empty((len(used), 3), np.int16)
+    has = np.empty(len(used), bool)
+    for k in range(0, len(used), CHUNK):
+        colour[k:k + CHUNK], has[k:k + CHUNK] = _backgrounds(planes(used[k:k + CHUNK]))
+    pixels = len(thumbs[int(used[0])]) // 3
+    kept = planes(used) if len(used) * pixels * 6 <= PLANES_KEPT_BYTES else None
     for k in range(0, len(differ), CHUNK):
         part = differ[k:k + CHUNK]
         a, b = at[rows[part]], at[ids[part]]
         x, y = (kept[a], kept[b]) if kept is not None else (planes(rows[part]),
                                                                planes(ids[part]))
-        step = np.abs(x - y)
-        differences = np.maximum(np.maximum(step[:, 0], step[:, 1]), step[:, 2])
-        shared, scale = _shared_background(colour[a], has[a], colour[b], has[b])
-        foreground = ~((white[a] & white[b]) | (background[a] & background[b] & shared[:, None]))
-        counted = foreground.sum(axis=1)
-        total = np.where(foreground, differences, 0).sum(axis=1)
-        out[part] = np.where(counted > 0, total / np.maximum(counted, 1) * scale, 0.0)
+        out[part] = _pair_differences(x, y, colour[a], has[a], colour[b], has[b])
     return out
 
 

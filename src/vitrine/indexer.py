@@ -410,7 +410,7 @@ def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue:
             f"{root} would remove {len(remove)} of them. Pass --replace to `vitrine index` to "
             f"make {root} its catalogue, or use another store.")
     if recorded is None:
-        _check_photos_elsewhere(store, root, held, catalogue,
+        _check_photos_elsewhere(store, root, link, held, catalogue,
                                 [pid for pid in remove if pid not in listed])
     if len(remove) == len(catalogue) and (not readable or recorded is None):
         # with photos found in the folder it records, every id changed (a new product table,
@@ -436,13 +436,15 @@ def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue:
             "it as it is.")
 
 
-def _check_photos_elsewhere(store: VectorStore, root: Path, held: str, catalogue: list[str],
-                            remove: list[str]) -> None:
+def _check_photos_elsewhere(store: VectorStore, root: Path, link: str | None, held: str,
+                            catalogue: list[str], remove: list[str]) -> None:
     """For a store that records no catalogue folder (indexed by a Vitrine from before
     2026-12-01): refuse a run that would remove more than a tenth of its catalogue products
     whose photos are still there, outside ``root`` (another folder's products: the first run
     after an upgrade, of a wrong folder, removed 30 of 40 products, exit 0; helper-223). A
-    catalogue copied elsewhere, a few products deleted in the copy, goes ahead."""
+    catalogue copied elsewhere, a few products deleted in the copy, goes ahead. Given
+    through a link (the next release of a catalogue: the store recorded no link either),
+    the sentence says so."""
     if 10 * len(remove) <= len(catalogue):
         return
     images = store.images()
@@ -451,12 +453,15 @@ def _check_photos_elsewhere(store: VectorStore, root: Path, held: str, catalogue
     if 10 * len(elsewhere) <= len(catalogue):
         return
     folder = os.path.commonpath([os.path.dirname(image) for image in elsewhere[:10_000]])
+    given = (f"; if {link}, which leads to {root}, is the catalogue's next release, pass "
+             "--replace to `vitrine index` (the store records no release link either)"
+             if link is not None else "")
     raise RemovalRefused(
         f"the store {store.location} records no catalogue folder (an older Vitrine indexed "
         f"it), and {len(elsewhere)} of its {held} have photos outside {root} that are still "
-        f"there (under {folder}): indexing {root} would remove them. Index the folder they "
-        f"come from, pass --replace to `vitrine index` to make {root} its catalogue, or use "
-        "another store.")
+        f"there (under {folder}): indexing {root} would remove them{given}. Index the folder "
+        f"they come from, pass --replace to `vitrine index` to make {root} its catalogue, or "
+        "use another store.")
 
 
 TABLE_GONE_SAMPLE = 200

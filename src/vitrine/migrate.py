@@ -58,6 +58,10 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     manifest = source.manifest()
     if manifest is None:
         raise StoreError(f"the store {source.location} is empty.")
+    if (unfinished := source.copying_from()) is not None:  # (its copy looked complete)
+        raise StoreError(f"the store {source.location} is an unfinished copy of "
+                         f"{unfinished}; finish that copy first (run `vitrine migrate` from "
+                         "it again). Nothing was copied.")
     # the target is read under its lock: another writer that held it (a second migrate into
     # the same new store) has finished, and its products and model are seen
     target.lock_for_writing()
