@@ -1185,3 +1185,171 @@ def test_an_access_log_that_cannot_be_written_is_said_once_and_dropped(monkeypat
     except ValueError:
         failed(record)  # (logging's own report: a traceback on stderr)
     assert dropped == [1, 1] and "ValueError" in capsys.readouterr().err
+
+
+ROOT = "/vitrine"
+LINK_ATTRIBUTES = ("href", "src", "action", "formaction")
+
+
+def site_links(html: str) -> list[str]:
+    """Every site-relative address the page's HTML names (``href``, ``src``, ``action``,
+    ``formaction`` and the script's ``data-…-url``): those starting with one '/'."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            for name, value in attrs:
+                if value and (name in LINK_ATTRIBUTES or name.startswith("data-")
+                              and name.endswith("-url")):
+                    found.append(value)
+
+    Links().feed(html)
+    return [link for link in found if link.startswith("/") and not link.startswith("//")]
+
+
+@pytest.fixture(scope="module")
+def prefixed(settings, small_store, embedder) -> TestClient:
+    """The app served under /vitrine by a reverse proxy that strips the prefix."""
+    from vitrine.api import create_app
+
+    return TestClient(create_app(settings.model_copy(update={"root_path": ROOT}), small_store,
+                                 embedder=embedder), raise_server_exceptions=False)
+
+
+def root_pages(client: TestClient, rows, small_catalog) -> dict[str, tuple[int, str]]:
+    """The pages a shopper sees, each (status, HTML), asked at the app's own paths (the
+    proxy strips the prefix)."""
+    row = rows[12]
+    photo = (small_catalog / rows[40]["image"]).read_bytes()
+    html = {"Accept": "text/html"}
+    asked = {
+        "catalogue": client.get("/"),
+        "category": client.get("/", params={"category": row["category"], "page": 1}),
+        "english": client.get("/", params={"lang": "en", "q": "a"}),
+        "product": client.get(f"/products/{row['product_id']}",
+                              headers={"Referer": f"https://testserver{ROOT}/?page=2"}),
+        "search": client.get("/search", params={"category": row["category"]}),
+        "results": client.post("/search", params={"lang": "en"}, headers=html,
+                               files={"image": ("q.jpg", photo, "image/jpeg")}),
+        "fragment": client.post("/search", params={"fragment": 1}, headers=html,
+                                files={"image": ("q.jpg", photo, "image/jpeg")}),
+        "not found": client.get("/nope", headers=html),
+        "no product": client.get("/products/none-such", headers=html),
+        "too large": client.post("/search", headers={**html, "Content-Length": "99999999999"},
+                                 content=b""),
+    }
+    return {name: (page.status_code, page.text) for name, page in asked.items()}
+
+
+def test_under_a_path_prefix_every_address_a_page_writes_starts_with_it(prefixed, rows,
+                                                                        small_catalog):
+    """Behind a reverse proxy serving Vitrine at https://shop.example/vitrine/ (the prefix
+    stripped on the way in, VITRINE_ROOT_PATH=/vitrine), every link, photo, style sheet,
+    script and form of the pages named the site's root, and left Vitrine."""
+    pages = root_pages(prefixed, rows, small_catalog)
+    assert [pages[name][0] for name in pages] == [200, 200, 200, 200, 200, 200, 200, 404, 404,
+                                                  413], pages
+    every: list[str] = []
+    for name, (_, html) in pages.items():
+        links = site_links(html)
+        assert links, name
+        outside = [link for link in links if link != ROOT and not link.startswith(ROOT + "/")]
+        assert outside == [], (name, outside)
+        every += links
+    for kind in ("/static/style.css", "/static/app.js", "/static/favicon.svg", "/images/",
+                 "/products/", "/search", "/?lang=en", "/?category="):
+        assert any(link.startswith(ROOT + kind) for link in every), kind
+    # the form's own address, and the one the script sends a photo to (taken from the page)
+    search = pages["search"][1]
+    assert f'action="{ROOT}/search?category=' in search
+    assert f'data-fragment-url="{ROOT}/search?fragment=1"' in search
+    assert f'<form class="filters" method="get" action="{ROOT}/" role="search">' \
+        in pages["catalogue"][1]
+    # the way back reads the Referer under the prefix
+    assert f'<p class="breadcrumb"><a href="{ROOT}/?page=2">' in pages["product"][1]
+    # what the links name is served (the proxy strips the prefix)
+    for link in ("/static/app.js", "/static/style.css",
+                 re.search(rf'src="{ROOT}(/images/[^"]+)"', pages["catalogue"][1]).group(1)):
+        assert prefixed.get(link).status_code == 200, link
+
+
+def test_under_a_path_prefix_the_way_back_and_the_api_docs_keep_it(prefixed, client, rows):
+    """The way back to the catalogue page the shopper came from compares the Referer's path
+    without the prefix; /docs loads the OpenAPI document from under it, and the API's photo
+    addresses start with it."""
+    product = f"/products/{rows[0]['product_id']}"
+    for referer, back in ((f"https://testserver{ROOT}/?category=x", f"{ROOT}/?category=x"),
+                          (f"https://testserver{ROOT}/?category=x&page=3&q=a+b",
+                           f"{ROOT}/?category=x&amp;q=a+b&amp;page=3"),
+                          ("https://testserver/?category=x", f"{ROOT}/"),  # (not Vitrine's)
+                          (f"https://elsewhere.example{ROOT}/?category=x", f"{ROOT}/"),
+                          (f"https://testserver{ROOT}/products/1", f"{ROOT}/")):
+        page = prefixed.get(product, headers={"Referer": referer})
+        assert f'<p class="breadcrumb"><a href="{back}">' in page.text, referer
+    came = prefixed.get(product, headers={"Referer": f"https://testserver{ROOT}/?category=x"})
+    assert re.search(rf'href="{ROOT}/products/[^"]+\?back=category%3Dx"', came.text)
+    docs = prefixed.get("/docs")
+    assert docs.status_code == 200 and f"'{ROOT}/openapi.json'" in docs.text
+    schema = prefixed.get("/openapi.json").json()
+    assert schema["servers"] == [{"url": ROOT}]
+    listed = prefixed.get("/api/products", params={"limit": 2}).json()["products"]
+    assert listed and all(p["image_url"].startswith(ROOT + "/images/") for p in listed)
+    # without the setting: as before, nothing names a prefix
+    docs = client.get("/docs").text
+    assert "'/openapi.json'" in docs and ROOT not in docs
+    assert "servers" not in client.get("/openapi.json").json()
+    listed = client.get("/api/products", params={"limit": 2}).json()["products"]
+    assert all(p["image_url"].startswith("/images/") for p in listed)
+
+
+def test_without_a_path_prefix_no_page_names_one(client, rows, small_catalog):
+    pages = root_pages(client, rows, small_catalog)
+    for name, (_, html) in pages.items():
+        assert ROOT not in html, name
+        assert all(link.startswith("/") for link in site_links(html)), name
+    assert '<p class="breadcrumb"><a href="/">' in pages["product"][1]  # (another address)
+
+
+@pytest.mark.parametrize("value", ["vitrine", "/vitrine/", "/", "//shop.example",
+                                   "/a b", "/a?b", "/a#b", "/a\\b", "/loj\u00e1"])
+def test_a_root_path_that_is_no_path_prefix_is_refused(monkeypatch, value):
+    from vitrine.config import load_settings
+    from vitrine.errors import VitrineError
+
+    monkeypatch.setenv("VITRINE_ROOT_PATH", value)
+    with pytest.raises(VitrineError, match=r"^setting VITRINE_ROOT_PATH=.*: write a path "
+                                           r"such as /vitrine: .*\.$"):
+        load_settings()
+
+
+def test_serve_takes_the_root_path_from_its_flag_or_the_setting(monkeypatch, tmp_path):
+    """`vitrine serve --root-path /vitrine` (over VITRINE_ROOT_PATH) reaches the app; a bad
+    one is one sentence, before the model loads."""
+    from typer.testing import CliRunner
+
+    import vitrine.api
+    from vitrine.cli import app
+
+    made: list[str] = []
+
+    class Made(Exception):
+        pass
+
+    def create_app(settings, store, **kwargs):
+        made.append(settings.root_path)
+        raise Made
+
+    monkeypatch.setattr(vitrine.api, "create_app", create_app)
+    monkeypatch.setenv("VITRINE_ROOT_PATH", "/shop")
+    runner = CliRunner()
+    for args, expected in ((["--root-path", ROOT], ROOT), ([], "/shop"),
+                           (["--root-path", ""], "")):
+        result = runner.invoke(app, ["serve", "--store", str(tmp_path), "--port", "0", *args])
+        assert isinstance(result.exception, Made), result.output
+        assert made.pop() == expected
+    result = runner.invoke(app, ["serve", "--store", str(tmp_path), "--port", "0",
+                                 "--root-path", "vitrine/"])
+    assert made == [] and "--root-path 'vitrine/': write a path such as /vitrine" \
+        in str(result.exception), result.output

@@ -129,6 +129,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["api"], responses=errors(422, 503),
                        generate_unique_id_function=operation_id)
     limit = settings.max_upload_bytes
+    root = settings.root_path  # (the photos' addresses start with it)
 
     async def writer(key: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
                      ) -> None:
@@ -146,7 +147,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         """Products in category order, then name order, filtered by category and by a part
         of the name or id."""
         found, more = service.products(category=category, query=q, limit=limit, offset=offset)
-        return ProductPage(products=[product_out(p) for p in found], limit=limit,
+        return ProductPage(products=[product_out(p, root) for p in found], limit=limit,
                            offset=offset, has_more=more)
 
     @router.get("/products/{product_id:path}" + SIMILAR_SUFFIX, response_model=SimilarOut,
@@ -154,12 +155,13 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     def similar(product_id: str, k: KParam = 5, category: CategoryParam = None) -> SimilarOut:
         """The ``k`` products most similar to a stored product (itself excluded)."""
         product, matches = service.similar(product_id, k, category)
-        return SimilarOut(product=product_out(product), results=[result_out(m) for m in matches])
+        return SimilarOut(product=product_out(product, root),
+                          results=[result_out(m, root) for m in matches])
 
     @router.get("/products/{product_id:path}", response_model=ProductOut,
                 responses=errors(404))
     def get_product(product_id: str) -> ProductOut:
-        return product_out(service.product(product_id))
+        return product_out(service.product(product_id), root)
 
     @router.post("/search", response_model=SearchOut, responses=errors(400, 413))
     def search(image: ImageParam, response: Response, k: KParam = 5,
@@ -179,7 +181,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         matches, timings, guess = service.search_photo(guards.read_upload(image, limit), k,
                                                        category or category_field)
         response.headers["Server-Timing"] = timings.server_timing()
-        return SearchOut(results=[result_out(m) for m in matches],
+        return SearchOut(results=[result_out(m, root) for m in matches],
                          predicted_category=guess and CategoryGuessOut(**guess.as_dict()))
 
     @router.post("/products", response_model=ProductOut, status_code=201,
@@ -210,7 +212,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
             raise HTTPException(422, f"Invalid form field 'price': {exc}") from None
         stored, created = service.add_product(fields, guards.read_upload(image, limit))
         response.status_code = 201 if created else 200
-        return product_out(stored)
+        return product_out(stored, root)
 
     @router.patch("/products/{product_id:path}", response_model=ProductOut,
                   dependencies=[Depends(writer)],
@@ -232,7 +234,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                 changes["price"] = parse_price(changes["price"])
             except CatalogError as exc:
                 raise HTTPException(422, f"Invalid field 'price': {exc}") from None
-        return product_out(service.edit_product(product_id, changes))
+        return product_out(service.edit_product(product_id, changes), root)
 
     @router.delete("/products/{product_id:path}", status_code=204,
                    dependencies=[Depends(writer)], responses={**errors(404), **WRITE_ERRORS})
@@ -614,4 +616,6 @@ def create_app(settings: Settings, store: str | Path, *,
                            # (a shop's page reads when to retry, and a search's timings)
                            expose_headers=["Retry-After", "Server-Timing"])
     app.add_middleware(guards.SecurityHeaders)
+    if settings.root_path:  # outermost: every middleware's page and the 500's see it
+        app.add_middleware(guards.RootPath, root_path=settings.root_path)
     return app

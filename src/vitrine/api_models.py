@@ -90,14 +90,16 @@ class Health(BaseModel):
     model: str
 
 
-def product_out(p: StoredProduct) -> ProductOut:
+def product_out(p: StoredProduct, root: str = "") -> ProductOut:
+    """``p`` as the API answers it; ``root``: the path prefix its photo's address starts with
+    (``VITRINE_ROOT_PATH``)."""
     return ProductOut(product_id=p.product_id, name=p.name, category=p.category, price=p.price,
                       description=p.description, attributes=p.attributes,
-                      image_url=image_url(p.product_id))
+                      image_url=root + image_url(p.product_id))
 
 
-def result_out(m: Match) -> ResultOut:
+def result_out(m: Match, root: str = "") -> ResultOut:
     p = m.product
     return ResultOut(product_id=p.product_id, name=p.name, category=p.category,
                      score=round(float(m.score), 6), price=p.price, description=p.description,
-                     image_url=image_url(p.product_id))
+                     image_url=root + image_url(p.product_id))

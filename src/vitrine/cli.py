@@ -574,14 +574,23 @@ def serve(
     port: PortOpt = 8000,
     weights: WeightsOpt = None,
     model: ModelOpt = None,
+    root_path: Annotated[str | None, typer.Option(
+        "--root-path", help="The path prefix a reverse proxy serves Vitrine under, such as "
+        "/vitrine, stripping it before passing requests on: the pages' links start with it; "
+        "default: VITRINE_ROOT_PATH (none).", metavar="<path>")] = None,
 ) -> None:
     """Serve the web page and the REST API (OpenAPI at /docs) over a store.
 
     With the model that indexed it: --weights, or --model for a trained one."""
+    from vitrine.config import root_path_problem
     from vitrine.server import bind, exposure_note, ready_message
     from vitrine.server import serve as run_server
 
+    if root_path is not None and (problem := root_path_problem(root_path)):
+        raise VitrineError(f"--root-path {root_path!r}: {problem}.")
     settings = command_settings(weights, model)
+    if root_path is not None:
+        settings = settings.model_copy(update={"root_path": root_path})
     sock = bind(host, port)  # a busy port fails before the model loads
     note = exposure_note(host, settings.api_key, sock.getsockname()[0])
     if note:

@@ -108,6 +108,18 @@ def _origin(text: str) -> str:
     return f"{parts.scheme}://{host}{shown_port}"
 
 
+def root_path_problem(value: str) -> str | None:
+    """What is wrong with ``value`` as the path prefix a reverse proxy serves Vitrine under
+    (``/vitrine``), else None (empty is none): one leading slash (``//shop`` in a link leaves
+    for another site), none at the end (the pages add their own), printable ASCII without
+    spaces, ``?``, ``#`` or backslashes (it starts every link the pages write)."""
+    if value and (not value.startswith("/") or value.startswith("//") or value.endswith("/")
+                  or not all("!" <= c <= "~" and c not in "?#\\" for c in value)):
+        return ("write a path such as /vitrine: one '/' at the start, none at the end, and "
+                "no spaces, '?', '#' or '\\'")
+    return None
+
+
 BACKBONE_NAMES = ("mobilenet_v2", "efficientnet_lite0")
 """The backbones of ``vitrine.models.BACKBONES``, known here without torch."""
 
@@ -207,6 +219,13 @@ class Settings(BaseSettings):
                              f"VITRINE_TRAIN_TEST_FRACTION={test:g} leave nothing to train on; "
                              "the two must sum to less than 1")
         return self
+
+    @field_validator("root_path")
+    @classmethod
+    def _a_root_path(cls, value: str) -> str:
+        if problem := root_path_problem(value):
+            raise ValueError(problem)
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -429,6 +448,11 @@ class Settings(BaseSettings):
     cors_origins: StrList = []
     """Origins allowed to call the API from a browser (``https://a.com,https://b.com`` or a
     JSON list); empty keeps CORS closed."""
+    root_path: str = ""
+    """The path prefix a reverse proxy serves Vitrine under (``/vitrine`` for
+    ``https://shop.example/vitrine/``), stripped by the proxy before it passes a request on:
+    every link the pages write starts with it, and /docs reads /vitrine/openapi.json. Empty:
+    served at the site's root."""
 
     # Demo
     demo_catalog: Path | None = None

@@ -67,6 +67,23 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class RootPath:
+    """Pure ASGI middleware telling the app the path prefix a reverse proxy serves it under
+    (``VITRINE_ROOT_PATH``), as the ASGI scope's ``root_path``: the proxy stripped it, so the
+    routes (and ``scope["path"]``) stay as they are, and the pages and /docs start their links
+    with it. Set on the request's own scope, not a copy: the handler of a 500 (outside every
+    middleware) reads it too."""
+
+    def __init__(self, app: ASGIApp, root_path: str):
+        self.app = app
+        self.root_path = root_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope["root_path"] = self.root_path
+        await self.app(scope, receive, send)
+
+
 class BodyLimit:
     """Refuse (413) request bodies over ``max_body`` bytes: at once when the Content-Length
     says so, before reading any of it, else while counting the bytes as they are read (the

@@ -18,6 +18,7 @@ from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFi
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.types import Scope
 
 from vitrine.catalog import CATEGORY_MAX
 from vitrine.config import Settings
@@ -97,6 +98,14 @@ def product_path(product_id: str) -> str:
     return "/products/" + quote(product_id, safe="")
 
 
+def root_path(request: Request) -> str:
+    """The path prefix a reverse proxy serves the app under (``VITRINE_ROOT_PATH``: the
+    scope's ``root_path``), "" for none: every address a page writes starts with it (the
+    app's own paths, which the routes and ``request.url`` see, do not)."""
+    scope = request.scope
+    return scope.get("app_root_path", scope.get("root_path", "")).rstrip("/")
+
+
 def _referer(request: Request) -> SplitResult | None:
     """The request's ``Referer``, split; None for one that cannot be read as an address
     (``http://[::1``: urlsplit's ValueError made every product page a 500)."""
@@ -110,12 +119,14 @@ def catalogue_back(request: Request, lang: str) -> tuple[str, str]:
     """The catalogue page the shopper came from, with its category, name search and page
     (from the Referer, which this site sends to itself only), else the catalogue's first;
     and that page's query, which the product page's own links carry as ``back`` (after one
-    of them the Referer is the product page: the way back led to the first page)."""
+    of them the Referer is the product page: the way back led to the first page). Under a
+    path prefix (:func:`root_path`) the catalogue's address is the prefix's."""
+    root = root_path(request)
     if "back" in request.query_params:
         query = parse_qs(request.query_params["back"][:8000])  # (a category's 512
         # characters, percent-encoded: up to 12 each, 6,144 in all)
     elif (came := _referer(request)) is not None and came.netloc == request.url.netloc \
-            and came.path == "/":
+            and came.path == root + "/":
         query = parse_qs(came.query)
     else:
         query = {}
@@ -124,7 +135,7 @@ def catalogue_back(request: Request, lang: str) -> tuple[str, str]:
     page = kept.get("page", "1")
     if not (page.isascii() and page.isdigit() and 1 <= int(page) <= PAGE_MAX):
         del kept["page"]  # (a page the catalogue refuses: '５', 10**20)
-    return _url("/", lang, **kept), urlencode(kept)
+    return root + _url("/", lang, **kept), urlencode(kept)
 
 
 def summary(product: StoredProduct) -> str:
@@ -281,14 +292,17 @@ class Pages:
         raw = request.scope.get("raw_path") or quote(request.url.path, safe="/").encode()
         # one leading slash: '//other.site/x' would make the link leave for another site
         path = "/" + raw.decode("latin-1").lstrip("/\\")
+        root = root_path(request)  # (starts every address the page writes)
         if request.method == "POST":  # a photo's results: the search form, in the same scope
             params = {"category": context.get("category") or None}
         params.update(context.pop("keep", {}))  # (what the other language's page keeps too)
         return self.templates.TemplateResponse(request, name, {
-            "t": t, "lang": lang, "url": lambda p, /, **q: _url(p, lang, **q),
+            "t": t, "lang": lang, "root": root,
+            "url": lambda p, /, **q: root + _url(p, lang, **q),
+            "image_url": lambda product_id, size=None: root + image_url(product_id, size),
             "price": lambda v: format_price(v, lang),
             "chance": lambda p: format_chance(p, lang),
-            "switch_url": _url(path, other, **params),
+            "switch_url": root + _url(path, other, **params),
             "max_bytes": self.settings.max_upload_bytes,
             "max_mb": self.max_mb(lang),
             **context}, status_code=status)
@@ -361,6 +375,18 @@ class Pages:
                                    guess_linked=False, category=chosen.name, chosen=chosen)
 
 
+class StaticFolder(StaticFiles):
+    """The pages' static files, also under a path prefix that is the scope's ``root_path``
+    without being in its ``path`` (:class:`guards.RootPath`: the proxy stripped it), which
+    Starlette's StaticFiles took for part of the file's path: every file a 404."""
+
+    def get_path(self, scope: Scope) -> str:
+        root, app_root = scope.get("root_path", ""), scope.get("app_root_path", "")
+        if app_root and not scope["path"].startswith(app_root + "/"):
+            scope = {**scope, "root_path": root.removeprefix(app_root)}  # (the mount's own)
+        return super().get_path(scope)
+
+
 def check_web_files() -> None:
     """The web pages' files must be in a folder (Vitrine imported from a zip: a traceback);
     checked before the server loads its model and opens its store (helper-185)."""
@@ -374,7 +400,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
     """Add the page routes and the static files to ``app``."""
     pages = Pages(service, settings)
     app.state.render_error = pages.error
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.mount("/static", StaticFolder(directory=HERE / "static"), name="static")
 
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse,
                    include_in_schema=False)
