@@ -213,6 +213,9 @@ class CatalogRecord:
     def model_folder(self) -> str | None:
         return self._meta("model_folder")
 
+    def set_model_folder(self, folder: str | None) -> None:
+        self._set_or_forget("model_folder", folder)
+
     def copying_from(self) -> str | None:
         """The store a `vitrine migrate` into this one copies from, until the copy is done
         (an interrupted copy looked complete to `info`, `serve` and `related`)."""
@@ -220,6 +223,3 @@ class CatalogRecord:
 
     def set_copying_from(self, source: str | None) -> None:
         self._set_or_forget("copying_from", source)
-
-    def set_model_folder(self, folder: str | None) -> None:
-        self._set_or_forget("model_folder", folder)
