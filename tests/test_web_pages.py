@@ -1313,15 +1313,74 @@ def test_without_a_path_prefix_no_page_names_one(client, rows, small_catalog):
 
 
 @pytest.mark.parametrize("value", ["vitrine", "/vitrine/", "/", "//shop.example",
-                                   "/a b", "/a?b", "/a#b", "/a\\b", "/loj\u00e1"])
+                                   "/a b", "/a?b", "/a#b", "/a\\b", "/loj\u00e1", "/..",
+                                   "/shop/./x", "/a'b", '/a"b', "/a<b", "/a%2Fb"])
 def test_a_root_path_that_is_no_path_prefix_is_refused(monkeypatch, value):
     from vitrine.config import load_settings
     from vitrine.errors import VitrineError
 
     monkeypatch.setenv("VITRINE_ROOT_PATH", value)
     with pytest.raises(VitrineError, match=r"^setting VITRINE_ROOT_PATH=.*: write a path "
-                                           r"such as /vitrine: .*\.$"):
+                                           r"such as /vitrine or /shop/vitrine: .*\.$"):
         load_settings()
+
+
+def test_a_prefix_named_as_the_apps_own_paths_and_a_request_still_carrying_it(
+        settings, small_store, embedder, rows):
+    """The prefix was left out of the scope's path, which Starlette's routing strips it
+    from: a prefix named as one of the app's own paths (/search, /products, /images,
+    /static, /api) made that whole part of the site a 404; and a request still carrying the
+    prefix (no proxy before it, or one that does not strip it) was served, its page's links
+    doubling the prefix, an upload without a key read whole before its 401 (helper-229).
+    Each is at its own address now, and a request carrying the prefix is a 404."""
+    from vitrine.api import create_app
+
+    pid = rows[3]["product_id"]
+    for prefix in ("/search", "/products", "/images", "/static", "/api", "/shop/vitrine"):
+        client = TestClient(create_app(settings.model_copy(update={"root_path": prefix}),
+                                       small_store, embedder=embedder))
+        for path in ("/search", f"/products/{pid}", f"/images/{pid}", "/static/app.js",
+                     f"/api/products/{pid}", "/", "/healthz"):
+            assert client.get(path).status_code == 200, (prefix, path)
+        client.close()
+    client = TestClient(create_app(settings.model_copy(update={"root_path": ROOT,
+                                                               "api_key": "k"}),
+                                   small_store, embedder=embedder))
+    assert client.get(ROOT + f"/products/{pid}").status_code == 404
+    assert client.get(ROOT + "/static/app.js").status_code == 404
+    refused = client.post(ROOT + "/api/products", content=b"x" * 100)
+    assert refused.status_code == 404
+    page = client.get(f"/products/{pid}", params={"lang": "en"}).text
+    assert f'href="{ROOT}/products/' in page and ROOT + ROOT not in page
+    client.close()
+
+
+def test_the_demo_serves_at_its_own_address_without_a_prefix(settings, small_catalog,
+                                                             monkeypatch, tmp_path):
+    """The demo serves with no proxy before it: VITRINE_ROOT_PATH made every link of its
+    pages a 404 (helper-229)."""
+    import socket
+
+    from rich.console import Console
+
+    import vitrine.api
+    from vitrine.demo import run_demo
+
+    served = []
+
+    class Served(Exception):
+        pass
+
+    def create_app(settings, *args, **kwargs):
+        served.append(settings.root_path)
+        raise Served
+
+    monkeypatch.setattr(vitrine.api, "create_app", create_app)
+    told = settings.model_copy(update={"root_path": ROOT, "demo_train": False})
+    with socket.socket() as sock, pytest.raises(Served):
+        run_demo(small_catalog, tmp_path / "store", tmp_path / "out", told, 3,
+                 console=Console(quiet=True), serve=sock)
+    assert served == [""]
 
 
 def test_serve_takes_the_root_path_from_its_flag_or_the_setting(monkeypatch, tmp_path):

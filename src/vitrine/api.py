@@ -324,7 +324,8 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
             # Milvus collection)
             return await anyio.to_thread.run_sync(app.state.render_too_large, request)
         if exc.detail == guards.CUT_OFF and wants_html(request) and \
-                request.url.path == "/search":  # (said on the search page, as a photo refused)
+                guards.own_path(request.scope) == "/search":  # (said on the search page, as
+            # a photo refused)
             return await anyio.to_thread.run_sync(app.state.render_cut_off, request)
         if exc.status_code == 400 and exc.detail == BODY_UNREADABLE and _json_body(request):
             # FastAPI's, for JSON that json.loads refused other than as a syntax error: a
@@ -340,8 +341,8 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        if request.method == "POST" and request.url.path == "/search" and wants_html(request) \
-                and any(e["loc"][-1:] == ("image",) for e in exc.errors()):
+        if request.method == "POST" and guards.own_path(request.scope) == "/search" \
+                and wants_html(request) and any(e["loc"][-1:] == ("image",) for e in exc.errors()):
             form = exc.body if isinstance(exc.body, FormData) else FormData()
             category = form.get("category")
             # (in a worker thread: the page reads the store's categories, not in the loop)
@@ -410,7 +411,7 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
         else:
             response = error(request, 500, "Something went wrong on the server; the error "
                                            "is in its log.")
-        response.headers.update(guards.security_headers(request.url.path))
+        response.headers.update(guards.security_headers(guards.own_path(request.scope)))
         # (the CORS middleware sits inside the handler of this one: a shop's page could not
         # read a 500 or a 503, only an opaque network error)
         allowed, origin = settings.cors_origins, request.headers.get("origin")

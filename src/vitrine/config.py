@@ -108,15 +108,26 @@ def _origin(text: str) -> str:
     return f"{parts.scheme}://{host}{shown_port}"
 
 
+ROOT_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+"""A segment of a path prefix: letters, digits and ``._~-`` (it starts every link the pages
+write, and /docs writes it into a script: a quote broke it; ``%``, ``<`` and the like
+refused)."""
+
+
 def root_path_problem(value: str) -> str | None:
     """What is wrong with ``value`` as the path prefix a reverse proxy serves Vitrine under
-    (``/vitrine``), else None (empty is none): one leading slash (``//shop`` in a link leaves
-    for another site), none at the end (the pages add their own), printable ASCII without
-    spaces, ``?``, ``#`` or backslashes (it starts every link the pages write)."""
-    if value and (not value.startswith("/") or value.startswith("//") or value.endswith("/")
-                  or not all("!" <= c <= "~" and c not in "?#\\" for c in value)):
-        return ("write a path such as /vitrine: one '/' at the start, none at the end, and "
-                "no spaces, '?', '#' or '\\'")
+    (``/vitrine``), else None (empty is none): segments after a slash each (``//shop`` in a
+    link leaves for another site), none at the end (the pages add their own), of letters,
+    digits and ``._~-`` only, none of them ``.`` or ``..`` (``/..`` made every link leave the
+    prefix: helper-229)."""
+    if not value:
+        return None
+    segments = value.split("/")
+    if segments[0] or not all(ROOT_PATH_SEGMENT.fullmatch(s) and s not in (".", "..")
+                              for s in segments[1:]):
+        return ("write a path such as /vitrine or /shop/vitrine: a '/' before each part, "
+                "none at the end, each part of letters, digits and '.', '_', '~', '-' "
+                "(not '.' or '..')")
     return None
 
 

@@ -122,7 +122,10 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         from vitrine.server import ready_message
         from vitrine.server import serve as run_server
 
-        app = create_app(settings, store_dir, embedder=embedder)
+        # served at its own address, no proxy before it: no path prefix (VITRINE_ROOT_PATH
+        # made every link of the demo's pages a 404: helper-229)
+        app = create_app(settings.model_copy(update={"root_path": ""}), store_dir,
+                         embedder=embedder)
         run_server(app, serve, on_ready=lambda address: console.print(ready_message(address),
                                                                      soft_wrap=True))
     return summary

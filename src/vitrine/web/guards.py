@@ -35,6 +35,13 @@ DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 """FastAPI's pages, and only they (any page under /docs… got the looser CSP, a 404 too)."""
 
 
+def own_path(scope: Scope) -> str:
+    """The request's path as the app's routes see it: without the prefix a reverse proxy
+    serves it under (``VITRINE_ROOT_PATH``, :class:`RootPath`)."""
+    root, path = scope.get("app_root_path", scope.get("root_path", "")), scope["path"]
+    return path[len(root):] if root and path.startswith(root + "/") else path
+
+
 def security_headers(path: str) -> dict[str, str]:
     """The headers every response carries (the CSP depends on the path)."""
     return {"x-content-type-options": "nosniff", "x-frame-options": "DENY",
@@ -54,7 +61,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = [(k.encode(), v.encode()) for k, v in security_headers(scope["path"]).items()]
+        extra = [(k.encode(), v.encode()) for k, v in security_headers(own_path(scope)).items()]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -69,10 +76,14 @@ class SecurityHeaders:
 
 class RootPath:
     """Pure ASGI middleware telling the app the path prefix a reverse proxy serves it under
-    (``VITRINE_ROOT_PATH``), as the ASGI scope's ``root_path``: the proxy stripped it, so the
-    routes (and ``scope["path"]``) stay as they are, and the pages and /docs start their links
-    with it. Set on the request's own scope, not a copy: the handler of a 500 (outside every
-    middleware) reads it too."""
+    (``VITRINE_ROOT_PATH``), which the proxy stripped: as the ASGI spec has it, the scope's
+    ``root_path`` and the start of its ``path``, which Starlette's routing strips once (with
+    the prefix left out of ``path``, its routing stripped a request's own first segment when
+    the prefix was that segment, ``/search``: the search page was a 404, helper-229; and a
+    request still carrying the prefix was served, past the write guard's check). The app's
+    own checks read the path without it (:func:`own_path`); the pages and /docs start their
+    links with it. Set on the request's own scope, not a copy: the handler of a 500 (outside
+    every middleware) reads it too."""
 
     def __init__(self, app: ASGIApp, root_path: str):
         self.app = app
@@ -80,7 +91,12 @@ class RootPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
+            # as the ASGI spec (and uvicorn --root-path) has it: the path includes root_path,
+            # which Starlette's routing strips exactly once
             scope["root_path"] = self.root_path
+            scope["path"] = self.root_path + scope["path"]
+            if scope.get("raw_path") is not None:
+                scope["raw_path"] = self.root_path.encode() + scope["raw_path"]
         await self.app(scope, receive, send)
 
 
@@ -209,7 +225,7 @@ class Stopping:
             response = JSONResponse({"detail": "The server is stopping; try again in a "
                                                "moment."}, status_code=503,
                                     headers={"Retry-After": "5", "Connection": "close",
-                                             **security_headers(scope["path"])})
+                                             **security_headers(own_path(scope))})
             await response(scope, receive, send)
 
 
@@ -233,7 +249,7 @@ class WriteGuard:
         self.api_key = api_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and is_write(scope["method"], scope["path"]):
+        if scope["type"] == "http" and is_write(scope["method"], own_path(scope)):
             try:
                 check_api_key(self.api_key, Headers(scope=scope).get("authorization"))
             except HTTPException as exc:

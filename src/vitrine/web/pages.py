@@ -18,7 +18,6 @@ from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFi
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from starlette.types import Scope
 
 from vitrine.catalog import CATEGORY_MAX
 from vitrine.config import Settings
@@ -67,7 +66,7 @@ LangParam = Annotated[str | None, Query(description="pt (default) or en.")]
 
 def wants_html(request: Request) -> bool:
     """True for a browser asking for a page (errors then render as a page, not JSON)."""
-    return (not request.url.path.startswith(JSON_PREFIXES)
+    return (not guards.own_path(request.scope).startswith(JSON_PREFIXES)
             and "text/html" in request.headers.get("accept", ""))
 
 
@@ -291,8 +290,8 @@ class Pages:
         # the path as the browser sent it (still encoded): a decoded id can hold '?' or '#'
         raw = request.scope.get("raw_path") or quote(request.url.path, safe="/").encode()
         # one leading slash: '//other.site/x' would make the link leave for another site
-        path = "/" + raw.decode("latin-1").lstrip("/\\")
         root = root_path(request)  # (starts every address the page writes)
+        path = "/" + raw.decode("latin-1").removeprefix(root).lstrip("/\\")
         if request.method == "POST":  # a photo's results: the search form, in the same scope
             params = {"category": context.get("category") or None}
         params.update(context.pop("keep", {}))  # (what the other language's page keeps too)
@@ -342,7 +341,7 @@ class Pages:
         ``category``: the form's, once it was read; else the one the form's address carries
         (the body guard reads none of the body)."""
         lang = pick_lang(request.query_params.get("lang"))
-        if request.url.path != "/search":
+        if guards.own_path(request.scope) != "/search":
             return self.error(request, 413, "")
         return self._search_message(request, lang, 413,
                                     TEXT[lang]["too_large"].format(mb=self.max_mb(lang)),
@@ -375,18 +374,6 @@ class Pages:
                                    guess_linked=False, category=chosen.name, chosen=chosen)
 
 
-class StaticFolder(StaticFiles):
-    """The pages' static files, also under a path prefix that is the scope's ``root_path``
-    without being in its ``path`` (:class:`guards.RootPath`: the proxy stripped it), which
-    Starlette's StaticFiles took for part of the file's path: every file a 404."""
-
-    def get_path(self, scope: Scope) -> str:
-        root, app_root = scope.get("root_path", ""), scope.get("app_root_path", "")
-        if app_root and not scope["path"].startswith(app_root + "/"):
-            scope = {**scope, "root_path": root.removeprefix(app_root)}  # (the mount's own)
-        return super().get_path(scope)
-
-
 def check_web_files() -> None:
     """The web pages' files must be in a folder (Vitrine imported from a zip: a traceback);
     checked before the server loads its model and opens its store (helper-185)."""
@@ -400,7 +387,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
     """Add the page routes and the static files to ``app``."""
     pages = Pages(service, settings)
     app.state.render_error = pages.error
-    app.mount("/static", StaticFolder(directory=HERE / "static"), name="static")
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse,
                    include_in_schema=False)
