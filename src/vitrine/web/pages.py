@@ -100,7 +100,7 @@ def product_path(product_id: str) -> str:
 def root_path(request: Request) -> str:
     """The path prefix a reverse proxy serves the app under (``VITRINE_ROOT_PATH``: the
     scope's ``root_path``), "" for none: every address a page writes starts with it (the
-    app's own paths, which the routes and ``request.url`` see, do not)."""
+    app's own paths, which its routes match and :func:`guards.own_path` gives, do not)."""
     scope = request.scope
     return scope.get("app_root_path", scope.get("root_path", "")).rstrip("/")
 
