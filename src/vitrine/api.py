@@ -126,8 +126,7 @@ BEARER = HTTPBearer(auto_error=False, description="The server's VITRINE_API_KEY.
 
 
 def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
-    router = APIRouter(prefix="/api", tags=["api"], responses=errors(422, 503),
-                       generate_unique_id_function=operation_id)
+    router = APIRouter(prefix="/api", tags=["api"], responses=errors(422, 503))
     limit = settings.max_upload_bytes
     root = settings.root_path  # (the photos' addresses start with it)
 

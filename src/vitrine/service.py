@@ -536,7 +536,7 @@ class VitrineService:
                 except StoreBusy:  # (said with the whole wait: it said 0.5 s after 2 s)
                     raise busy(self.location, time.monotonic() - started) from None
                 yield writer
-                self._rebuild_if_due(writer)
+                self._rebuild_if_due(writer.index_due)
             finally:
                 writer.close()
         finally:
@@ -562,11 +562,11 @@ class VitrineService:
                              "where the server opened it; nothing changed (if it is being "
                              "indexed anew, try again once that is done).") from None
 
-    def _rebuild_if_due(self, writer: EmbeddedStore) -> None:
-        """Start the index rebuild when the write left it due (the write itself is done:
-        a failure to tell is logged, not the request's error)."""
+    def _rebuild_if_due(self, due_now: Callable[[], bool]) -> None:
+        """Start the index rebuild when ``due_now()`` says it is due (a write left it so, or
+        the server starts); a failure to tell is logged, not a request's error."""
         try:
-            due = writer.index_due()
+            due = due_now()
         except Exception:
             log.exception("could not tell whether the index of %s needs a rebuild",
                           self.location)
@@ -583,16 +583,8 @@ class VitrineService:
         first search builds the index itself (none saved; told `flat` on a store of
         graphs): the two built it twice (helper-225)."""
         store = self._store
-        if not isinstance(store, EmbeddedStore) or not os.access(store.root, os.W_OK):
-            return
-        try:
-            due = store.count() > 0 and store.rebuild_due_beside_reads()
-        except Exception:  # (as after a write: not a reason to refuse to serve)
-            log.exception("could not tell whether the index of %s needs a rebuild",
-                          self.location)
-            return
-        if due:
-            self._rebuild_index()
+        if isinstance(store, EmbeddedStore) and os.access(store.root, os.W_OK):
+            self._rebuild_if_due(store.rebuild_due_beside_reads)
 
     def _rebuild_index(self) -> None:
         """Rebuild the store's index beside the requests (a large HNSW graph takes minutes,

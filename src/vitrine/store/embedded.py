@@ -527,12 +527,13 @@ class EmbeddedStore(CatalogRecord):
             return self._files.due(self.generation(), self.count())
 
     def rebuild_due_beside_reads(self) -> bool:
-        """Whether a rebuild is due (:meth:`index_due`) while this process's searches layer
+        """Whether a rebuild of a store holding products is due (:meth:`index_due`) while
+        this process's searches layer
         meanwhile: where a search cannot, it builds the index itself, and a rebuild beside
         it built the same index twice (two copies of the vectors at once)."""
         with self.snapshot():
             gen, n = self.generation(), self.count()
-            return self._files.due(gen, n) and self._files.reader_layers(gen, n)
+            return n > 0 and self._files.due(gen, n) and self._files.reader_layers(gen, n)
 
     def rebuild_index(self) -> bool:
         """Build and save the index of the current generation (minutes for a large HNSW

@@ -35,10 +35,15 @@ DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 """FastAPI's pages, and only they (any page under /docs… got the looser CSP, a 404 too)."""
 
 
+def root_of(scope: Scope) -> str:
+    """The path prefix a reverse proxy serves the app under (``VITRINE_ROOT_PATH``,
+    :class:`RootPath`), "" for none."""
+    return scope.get("app_root_path", scope.get("root_path", "")).rstrip("/")
+
+
 def own_path(scope: Scope) -> str:
-    """The request's path as the app's routes see it: without the prefix a reverse proxy
-    serves it under (``VITRINE_ROOT_PATH``, :class:`RootPath`)."""
-    root, path = scope.get("app_root_path", scope.get("root_path", "")), scope["path"]
+    """The request's path as the app's routes see it: without that prefix."""
+    root, path = root_of(scope), scope["path"]
     return path[len(root):] if root and path.startswith(root + "/") else path
 
 

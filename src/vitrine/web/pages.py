@@ -101,8 +101,7 @@ def root_path(request: Request) -> str:
     """The path prefix a reverse proxy serves the app under (``VITRINE_ROOT_PATH``: the
     scope's ``root_path``), "" for none: every address a page writes starts with it (the
     app's own paths, which its routes match and :func:`guards.own_path` gives, do not)."""
-    scope = request.scope
-    return scope.get("app_root_path", scope.get("root_path", "")).rstrip("/")
+    return guards.root_of(request.scope)
 
 
 def _referer(request: Request) -> SplitResult | None:
@@ -264,7 +263,7 @@ class Pages:
         self.settings = settings
         self.templates = Jinja2Templates(directory=HERE / "templates")
         self.templates.env.globals.update(
-            image_url=image_url, product_path=product_path, percent=percent, summary=summary,
+            product_path=product_path, percent=percent, summary=summary,
             category_label=category_label, products_count=products_count, number=number,
             category_max=CATEGORY_MAX, search_wait_ms=SEARCH_WAIT_S * 1000)
 
