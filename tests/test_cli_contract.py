@@ -273,12 +273,14 @@ def json_lines(proc) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
-def test_an_empty_path_or_a_mistyped_model_is_said_before_any_work(small_store, tmp_path):
+def test_an_empty_path_or_a_mistyped_model_is_said_before_any_work(small_store, small_catalog,
+                                                                     tmp_path):
     """An empty path (an unset shell variable: `vitrine index "$CATALOG"`) was the folder
     the command ran in: a store of every photo under it, exit 0; and a mistyped --model on an
     existing store was said to be "a trained model here", against the store's kind
     (helper-187). Each is one sentence naming the parameter, exit 2, nothing written."""
-    photo = next(small_store.parent.rglob("*.jpg"), None) or tmp_path / "a.jpg"
+    photo = next(small_catalog.rglob("*.jpg"))  # (a photo that is there: only the
+    # parameter named is wrong)
     for args, said in (
             (("index", "", "--store", tmp_path / "st"), "CATALOG_DIR is empty"),
             (("dedupe", ""), "DIR is empty"),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pytest import approx
 
 from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules, find_duplicates, hamming, perceptual_hash, thumbnail
@@ -128,8 +129,10 @@ def test_colour_difference_leaves_out_a_shared_grey_background():
         brown[4:12, 2:14] = (120, 70, 40)
         black[4:12, 2:14] = (30, 30, 30)
         nearly[4:12, 2:14] = (124, 66, 43)
-        assert colour_difference(brown.tobytes(), nearly.tobytes()) == 4.0 * scale
-        assert colour_difference(brown.tobytes(), black.tobytes()) == 90.0 * scale
+        assert colour_difference(brown.tobytes(), nearly.tobytes()) == \
+            approx(4.0 * scale, rel=1e-12)
+        assert colour_difference(brown.tobytes(), black.tobytes()) == \
+            approx(90.0 * scale, rel=1e-12)
     # a grey and a white background are not one: the background counts (27 apart)
     grey, white = np.full((16, 16, 3), 228, np.uint8), np.full((16, 16, 3), 255, np.uint8)
     grey[4:12, 2:14] = white[4:12, 2:14] = (120, 70, 40)

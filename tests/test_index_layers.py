@@ -30,12 +30,7 @@ def records(ids, vecs, category: str = "c") -> list[Record]:
 @pytest.fixture
 def folder(tmp_path):
     vecs, _ = ClusterModel.create(DIM, 4, seed=0, rank=16).sample(600, seed=1)
-    store = EmbeddedStore(tmp_path / "store", create=True, index_config=HNSW)
-    store.set_manifest(ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, DIM))
-    store.lock_for_writing()
-    store.upsert(records([f"p{i:03d}" for i in range(500)], vecs[:500]))
-    store.flush()
-    store.close()
+    seeded(tmp_path / "store", HNSW, vecs, 500)
     return tmp_path / "store", vecs
 
 
