@@ -24,6 +24,7 @@ from vitrine.indexer import OUTSIDE_FOLDER, OUTSIDE_PHOTO, RemovalRefused, index
 from vitrine.manifest import mismatch_error
 from vitrine.store import open_store
 from vitrine.store.base import Record
+from vitrine.store.embedded import EmbeddedStore
 
 
 @pytest.fixture(scope="module")
@@ -1249,7 +1250,7 @@ def test_a_copy_guards_its_product_table_as_its_source_and_says_when_unfinished(
 
 
 def test_a_store_of_an_older_vitrine_is_guarded_at_its_first_index(shop_a, embedder,
-                                                                    tmp_path):
+                                                                    tmp_path, monkeypatch):
     """A store indexed before catalogue folders were recorded (2026-12-01): the first
     `index` after the upgrade, of a wrong folder, removed 30 of its 40 products, exit 0; and
     its product table deleted was said as a folder to check and --replace to pass, which
@@ -1294,8 +1295,12 @@ def test_a_store_of_an_older_vitrine_is_guarded_at_its_first_index(shop_a, embed
     assert _index(shop, store, embedder).indexed == 1
     as_an_older_vitrine_left_it()
     (shop / "products.csv").rename(tmp_path / "away.csv")
+    reads = []  # (the checks read the store's photo paths once between them: a million rows)
+    monkeypatch.setattr(EmbeddedStore, "images", lambda self, read=EmbeddedStore.images: (
+        reads.append(1), read(self))[1])
     with pytest.raises(RemovalRefused, match="dropping their names, prices and descriptions"):
         _index(shop, store, embedder)
+    assert len(reads) == 1
     assert _index(part, store, embedder, replace=True).removed == 14
 
 

@@ -4,11 +4,12 @@ deleted ones, report skipped files and duplicate groups."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,7 +207,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                        for p in refused_links or ()]
     fingerprints = store.fingerprints()
     stored = {pid: fp for pid, fp in fingerprints.items() if in_shard(pid, shard)}
-    unmarked = _unmarked_uploads(store, uploads, stored, root,
+    images = functools.cache(store.images)  # (read once by the checks: nothing written yet)
+    unmarked = _unmarked_uploads(store, images, uploads, stored, root,
                                  {p.product_id: p.image.name for p in products})
     all_uploaded = {pid for pid, (_, meta) in fingerprints.items()
                     if meta.startswith(UPLOADED)} | set(unmarked)
@@ -264,16 +266,17 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
             if not _same_folder(store, root, link):  # (uploads before the mark: of any shard)
                 _check_other_folder(store, root, link, everything, fingerprints,
                                     all_uploaded | set(_unmarked_uploads(
-                                        store, uploads, fingerprints, root,
+                                        store, images, uploads, fingerprints, root,
                                         {p.product_id: p.image.name for p in everything})))
         catalogue_ids = [pid for pid in stored if pid not in uploaded]
         if not any(p.listed for p in everything):  # (first: the more telling reason, also
             # where the removals alone are refused: a store of an older Vitrine was told to
             # check the folder was complete and pass --replace: helper-223)
-            _check_table_gone(store, root, catalogue_ids, remove, meta_only, to_embed)
+            _check_table_gone(store, images, root, catalogue_ids, remove, meta_only,
+                              to_embed)
         _check_removals(store, root, link, catalogue_ids, remove, len(gone) - linked, shard,
                         readable=readable, linked=(linked, len(refused_links or ())),
-                        listed=keep | gone)
+                        listed=keep | gone, images=images)
     hashes.known = {}  # (memory: a million paths)
     # kept even if the run stops while embedding; photos gone from the catalogue forgotten
     _save_hashes(store, hashes.fresh, keep=hashes.seen if shard is None else None)
@@ -388,7 +391,8 @@ def _same_folder(store: VectorStore, root: Path, link: str | None) -> bool:
 def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue: list[str],
                     remove: list[str], missing: int, shard: tuple[int, int] | None, *,
                     readable: int, linked: tuple[int, int] = (0, 0),
-                    listed: set[str] = frozenset()) -> None:
+                    listed: set[str] = frozenset(),
+                    images: Callable[[], dict[str, str]] | None = None) -> None:
     """Refuse a run that would remove catalogue products indexed from another folder than
     ``root`` (as the store recorded it; but for a catalogue given through the link it was
     given through last time, ``link``: a release link moved to the next release), or every
@@ -410,7 +414,7 @@ def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue:
             f"{root} would remove {len(remove)} of them. Pass --replace to `vitrine index` to "
             f"make {root} its catalogue, or use another store.")
     if recorded is None:
-        _check_photos_elsewhere(store, root, link, held, catalogue,
+        _check_photos_elsewhere(store, images or store.images, root, link, held, catalogue,
                                 [pid for pid in remove if pid not in listed])
     if len(remove) == len(catalogue) and (not readable or recorded is None):
         # with photos found in the folder it records, every id changed (a new product table,
@@ -436,8 +440,9 @@ def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue:
             "it as it is.")
 
 
-def _check_photos_elsewhere(store: VectorStore, root: Path, link: str | None, held: str,
-                            catalogue: list[str], remove: list[str]) -> None:
+def _check_photos_elsewhere(store: VectorStore, images: Callable[[], dict[str, str]],
+                            root: Path, link: str | None, held: str, catalogue: list[str],
+                            remove: list[str]) -> None:
     """For a store that records no catalogue folder (indexed by a Vitrine from before
     2026-12-01): refuse a run that would remove more than a tenth of its catalogue products
     whose photos are still there, outside ``root`` (another folder's products: the first run
@@ -447,7 +452,7 @@ def _check_photos_elsewhere(store: VectorStore, root: Path, link: str | None, he
     the sentence says so."""
     if 10 * len(remove) <= len(catalogue):
         return
-    images = store.images()
+    images = images()
     elsewhere = [images[pid] for pid in remove if pid in images
                  and not Path(images[pid]).is_relative_to(root) and os.path.exists(images[pid])]
     if 10 * len(elsewhere) <= len(catalogue):
@@ -469,8 +474,9 @@ TABLE_GONE_SAMPLE = 200
 table had named them."""
 
 
-def _check_table_gone(store: VectorStore, root: Path, catalogue: list[str], remove: list[str],
-                      meta_only: list[Product], to_embed: list[tuple[Product, str]]) -> None:
+def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], root: Path,
+                      catalogue: list[str], remove: list[str], meta_only: list[Product],
+                      to_embed: list[tuple[Product, str]]) -> None:
     """Refuse a run that reads no product table in which most of the store's catalogue
     products, their photos unmoved, would become products named by their files, when a
     table had named them (a name other than the file's, a price, a description or other
@@ -482,7 +488,7 @@ def _check_table_gone(store: VectorStore, root: Path, catalogue: list[str], remo
     if not catalogue:
         return
     photos = {str(p.image) for p, _ in to_embed}
-    images = store.images() if remove and photos else {}
+    images = images() if remove and photos else {}
     changed = [pid for pid in remove if images.get(pid) in photos]
     if store.catalog_listed():  # (the last run read a table: its fields going counts too;
         # a store from before that record was kept: only ids going, since products edited
@@ -518,13 +524,14 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _unmarked_uploads(store: VectorStore, uploads: Path | None, stored: dict, root: Path,
+def _unmarked_uploads(store: VectorStore, images: Callable[[], dict[str, str]],
+                      uploads: Path | None, stored: dict, root: Path,
                       listed: dict[str, str]) -> list[str]:
     """Ids among ``stored`` that a Vitrine from before the mark added or replaced through the
     API (:func:`unmarked_upload`); never one the catalogue lists with that very photo name
     (``listed``: id → file name), which is the catalogue's own."""
     catalogues = (root, store.catalog_folder())
-    return sorted(pid for pid, image in store.images().items()
+    return sorted(pid for pid, image in images().items()
                   if pid in stored and not stored[pid][1].startswith(UPLOADED)
                   and listed.get(pid) != Path(image).name
                   and unmarked_upload(image, uploads, catalogues))
