@@ -1876,6 +1876,10 @@ def test_a_store_indexed_anew_under_the_server_is_read_from_then(writable, demo_
     write = client.patch(f"/api/products/{pid}", headers=auth, json={"name": "Outro"})
     assert write.status_code == 409 and "another model" in write.json()["detail"]
     assert "secret-models" not in write.text
+    added = client.post("/api/products", headers=auth, files=_upload(photo),
+                        data={"product_id": "novo/1", "category": "novo"})
+    assert added.status_code == 409 and "another model" in added.json()["detail"]
+    assert "secret-models" not in added.text and "--" not in added.text
 
 
 def test_a_link_to_the_store_pointed_at_another_store_is_followed(settings, small_store,

@@ -30,7 +30,7 @@ from vitrine.dedupe import DuplicateRules, duplicate_groups
 from vitrine.dedupe_store import store_pairs
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
-from vitrine.manifest import mismatch_error
+from vitrine.manifest import ModelManifest, mismatch_error
 from vitrine.photo_hashes import PhotoHashes, unreadable_reason
 from vitrine.progress import progress_bar
 from vitrine.split import Catalogue, read_catalogue
@@ -88,8 +88,11 @@ class RemovalRefused(VitrineError):
     those indexed from another folder, or every one of them."""
 
 
-def check_manifest(store: VectorStore, embedder: Embedder, *, record: bool = True) -> bool:
-    """Refuse to mix vectors of two models in one store; record the model in a new store
+def check_manifest(store: VectorStore, embedder: Embedder, *, record: bool = True,
+                   refused: Callable[[VectorStore, ModelManifest], Exception] | None = None
+                   ) -> bool:
+    """Refuse to mix vectors of two models in one store (``refused`` makes the error, from
+    the store and its model; else :func:`mismatch_error`); record the model in a new store
     (with ``record``). True when the store had no model recorded."""
     stored = store.manifest()
     if stored is None:
@@ -98,6 +101,8 @@ def check_manifest(store: VectorStore, embedder: Embedder, *, record: bool = Tru
             store.set_model_folder(_model_folder(embedder))
         return True
     if stored != embedder.manifest:
+        if refused is not None:
+            raise refused(store, stored)
         raise mismatch_error(store.location, stored, embedder.manifest, store.model_folder(),
                              embedder.model_dir)
     return False

@@ -463,10 +463,7 @@ class VitrineService:
                           name=fields.name, price=fields.price, description=fields.description,
                           uploaded=True)
         with self._writer() as writer:
-            stored = writer.manifest()
-            if stored is not None and stored != self.embedder.manifest:
-                raise self._model_refused(writer, stored)
-            check_manifest(writer, self.embedder)
+            check_manifest(writer, self.embedder, refused=self._model_refused)
             previous = stored_product(writer, fields.product_id)
             if previous is not None:  # replaced under the id as the store spells it
                 product = dataclasses.replace(product, product_id=previous.product_id)
