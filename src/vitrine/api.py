@@ -360,11 +360,7 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
     async def not_found(request: Request, exc: ProductNotFound) -> Response:
         if request.path_params.get("product_id") == "":  # /api/products/ ("Product '' is
             return error(request, 404, "There is nothing at this address.")  # not in…")
-        sentence, product_id = str(exc), request.path_params.get("product_id", "")
-        if len(product_id) > SHOWN_ID_MAX:
-            sentence = sentence.replace(repr(product_id),
-                                        repr(product_id[:SHOWN_ID_MAX] + "…"))
-        return error(request, 404, _sentence(sentence))
+        return error(request, 404, _sentence(exc.shown(SHOWN_ID_MAX)))
 
     @app.exception_handler(ImageError)
     async def bad_image(request: Request, exc: ImageError) -> Response:

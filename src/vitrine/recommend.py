@@ -19,7 +19,20 @@ if TYPE_CHECKING:  # torch is imported only when a photo is embedded
 
 
 class ProductNotFound(VitrineError):
-    """The product id is not in the store."""
+    """The product id is not in the store, or its photo cannot be served: ``sentence`` says
+    which, ``{id}`` standing for the id."""
+
+    def __init__(self, product_id: str, sentence: str = "product {id} is not in the store."):
+        self.product_id, self.sentence = product_id, sentence
+        super().__init__(self.shown())
+
+    def shown(self, at_most: int | None = None) -> str:
+        """The sentence, the id cut to ``at_most`` characters (a 404 repeating an id of
+        megabytes)."""
+        pid = self.product_id
+        if at_most is not None and len(pid) > at_most:
+            pid = pid[:at_most] + "…"
+        return self.sentence.format(id=repr(pid))
 
 
 def stored_product(store: VectorStore, product_id: str) -> StoredProduct | None:
@@ -68,7 +81,7 @@ class Recommender:
     def product(self, product_id: str) -> StoredProduct:
         found = stored_product(self.store, product_id)
         if found is None:
-            raise ProductNotFound(f"product {product_id!r} is not in the store.")
+            raise ProductNotFound(product_id)
         return found
 
     def similar(self, product_id: str, k: int = 5, category: str | None = None, *,
@@ -80,7 +93,7 @@ class Recommender:
             product_id = product.product_id  # as the store spells it
             vector = self.store.vector(product_id)
             if vector is None:  # gone between the two reads (Milvus has no snapshot)
-                raise ProductNotFound(f"product {product_id!r} is not in the store.")
+                raise ProductNotFound(product_id)
             if same_category:
                 category = product.category
             return product, self.store.search(vector, k, category=category,

@@ -385,11 +385,11 @@ class VitrineService:
         """The stored photo of a product; raises ProductNotFound when it has none on disk."""
         path = Path(self.product(product_id).image)
         if not path.is_file():
-            raise ProductNotFound(f"the photo of product {product_id!r} is missing.")
+            raise ProductNotFound(product_id, "the photo of product {id} is missing.")
         if not self.settings.follow_outside_links and not self._inside(path):
             # a photo replaced by a link elsewhere since it was indexed (a supplier's zip
             # unpacked over the catalogue): served until the next `index` removed it
-            raise ProductNotFound(f"the photo of product {product_id!r} is outside the "
+            raise ProductNotFound(product_id, "the photo of product {id} is outside the "
                                   "catalogue folder (VITRINE_FOLLOW_OUTSIDE_LINKS=false).")
         return path
 
@@ -489,7 +489,7 @@ class VitrineService:
         with self._writer() as writer:
             current = stored_product(writer, product_id)
             if current is None:
-                raise ProductNotFound(f"product {product_id!r} is not in the store.")
+                raise ProductNotFound(product_id)
             uploaded = current.uploaded or unmarked_upload(
                 current.image, self._upload_folder(), (writer.catalog_folder(),))
             changed = current.to_product(uploaded=uploaded, **changes)
@@ -505,7 +505,7 @@ class VitrineService:
         with self._writer() as writer:
             previous = stored_product(writer, product_id)
             if previous is None:
-                raise ProductNotFound(f"product {product_id!r} is not in the store.")
+                raise ProductNotFound(product_id)
             writer.delete([previous.product_id])
             writer.flush(rebuild=False)
             _remove_orphan(writer, Path(previous.image), self._upload_folder())
