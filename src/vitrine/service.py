@@ -352,6 +352,11 @@ class VitrineService:
         counts, derived = self._derived(derive)
         return dict(counts), derived
 
+    def derived(self, derive: Callable[[dict[str, int]], T]) -> T:
+        """``derive`` of :meth:`categories` alone, as :meth:`categories_and` keeps it (the
+        counts not copied: not to be changed, nor what it returns)."""
+        return self._derived(derive)[1]
+
     def _derived(self, derive: Callable[[dict[str, int]], T]) -> tuple[dict[str, int], T]:
         """As :meth:`categories_and`, the counts not copied (not to be changed)."""
         counts, derived = self._counted()

@@ -141,30 +141,29 @@ def summary(product: StoredProduct) -> str:
     return product.description or " · ".join(v for v in product.attributes.values() if v)
 
 
-def category_field(service: VitrineService, categories: dict[str, int] | None = None
-                   ) -> dict[str, object]:
+def category_field(service: VitrineService) -> dict[str, object]:
     """What the pages' category field shows: ``categories`` (name: products) to choose from,
     every named one in the store's order up to ``CATEGORY_SELECT_MAX``; past that,
     ``category_typed`` and the ``CATEGORY_SELECT_MAX`` largest (most products first, then by
     name) as suggestions of a text field, which writes a category (``typed_name``) by the
-    name the pages show when that names it alone (:func:`typed_name`). ``categories``: the
-    store's, when already read."""
-    if categories is None:
-        categories = service.categories()
+    name the pages show when that names it alone (:func:`typed_name`). Made once per count
+    of the store's categories (:meth:`VitrineService.derived`): the counts of 20,000
+    categories copied and picked from on every page took a few milliseconds each
+    (helper-182)."""
+    field = service.derived(category_choices)
+    if not field["category_typed"]:
+        return field
+    names = service.derived(category_names)
+    return {**field, "typed_name": lambda category: typed_name(names, category)}
+
+
+def category_choices(categories: dict[str, int]) -> dict[str, object]:
+    """The categories a page's category field offers, and whether it is typed
+    (:func:`category_field`)."""
     named = {name: n for name, n in categories.items() if name}
     if len(named) <= CATEGORY_SELECT_MAX:
         return {"categories": named, "category_typed": False}
-    names = service.categories_and(category_names)[1]
-    return {"categories": service.categories_and(largest_categories)[1],
-            "category_typed": True,
-            "typed_name": lambda category: typed_name(names, category)}
-
-
-def largest_categories(categories: dict[str, int]) -> dict[str, int]:
-    """The ``CATEGORY_SELECT_MAX`` largest named categories (most products first, then by
-    name), kept with the counts (:meth:`VitrineService.categories_and`): picked from 20,000
-    on every page, a few milliseconds each (helper-182)."""
-    return _largest(categories, CATEGORY_SELECT_MAX)
+    return {"categories": _largest(named, CATEGORY_SELECT_MAX), "category_typed": True}
 
 
 def _largest(categories: dict[str, int], n: int) -> dict[str, int]:
@@ -411,7 +410,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         return pages.render(request, "catalogue.html", lang, active="catalogue",
                             # past the end: no such page (a 200 is a page crawlers keep)
                             status=404 if page > 1 and not found else 200,
-                            products=found, **category_field(service, categories),
+                            products=found, **category_field(service),
                             category=category or "", q=query, page=page, has_more=more,
                             total=total, last=last, before=before, chosen=chosen)
 
