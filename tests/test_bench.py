@@ -174,20 +174,22 @@ def test_bench_items_refuses_what_cannot_be_measured_before_building(tmp_path, m
 def test_build_seconds_are_the_index_s_alone(monkeypatch):
     """`build_seconds` counted making the synthetic vectors and their exact answers, which
     the generator did inside the timed build: 17.4 s for a flat index built in 0.33 s.
-    Making the vectors is slowed by ``pause`` seconds here, far longer than building an
-    index of 1,000 takes even on a busy machine (0.4 s was not: ./scripts/floors beside
+    Making the vectors moves the bench's clock on by ``pause`` seconds here (a sleep of 0.4
+    s was not far enough above a build of 1,000 on a busy machine: ./scripts/floors beside
     other work)."""
     import time
-
-    pause = 2.0
+    import types
 
     from vitrine import bench
 
+    pause, skew = 1000.0, [0.0]
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(
+        perf_counter=lambda: time.perf_counter() + skew[0]))
     made = bench.synthetic_chunks
 
     def slow(*args, **kwargs):
         for chunk in made(*args, **kwargs):
-            time.sleep(pause)
+            skew[0] += pause
             yield chunk
 
     monkeypatch.setattr(bench, "synthetic_chunks", slow)
@@ -195,7 +197,7 @@ def test_build_seconds_are_the_index_s_alone(monkeypatch):
 
     def slow_sample(self, m, seed):  # IVF trains on a sample made apart
         if seed == 20_011:  # (bench_items' training sample; seed 0)
-            time.sleep(pause)
+            skew[0] += pause
         return sampled(self, m, seed=seed)
 
     monkeypatch.setattr(bench.ClusterModel, "sample", slow_sample)
