@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx2
@@ -1029,6 +1030,28 @@ def test_a_server_told_another_index_kind_rebuilds_it_at_start(
         index = service.store._index
         assert isinstance(index, VectorIndex) and index.kind == "hnsw"
     finally:
+        service.close()
+    # started while another process writes (`vitrine index`, which saves its own index at
+    # its end): no rebuild of the products written so far (helper-199), one once it is done
+    from vitrine.store.writer_lock import take_writer_lock
+
+    for graphs in (tmp_path / "store").glob("index.*.hnsw*.faiss"):
+        graphs.unlink()
+    writing = take_writer_lock(tmp_path / "store")
+    service = VitrineService(graph, tmp_path / "store", embedder)
+    try:
+        time.sleep(0.3)
+        assert service.rebuild_thread is None
+        writing.close()
+        for _ in range(100):
+            if service.rebuild_thread is not None:
+                break
+            time.sleep(0.1)
+        assert service.rebuild_thread is not None
+        service.rebuild_thread.join(60)
+        assert list((tmp_path / "store").glob("index.*.hnsw*.faiss"))
+    finally:
+        writing.close()
         service.close()
     # where the first search builds the index itself, no rebuild beside it builds it again
     # (two copies of the vectors at once; helper-225): told `flat` on a store of graphs

@@ -48,7 +48,7 @@ from vitrine.store import (
     upload_folder,
 )
 from vitrine.store.base import Match, Record, StoredProduct, VectorStore, kept_until
-from vitrine.store.writer_lock import busy
+from vitrine.store.writer_lock import busy, wait_for_writer, writer_running
 
 log = logging.getLogger(__name__)
 CATEGORIES_TTL_S = 10.0
@@ -195,6 +195,7 @@ class VitrineService:
         self._counting = threading.Lock()  # (counts of a store read without _store_lock)
         self._categories_forgotten = 0  # (how many times the counts were dropped)
         self._catalogue: tuple[str | None, float] | None = None
+        self._closed = False
         self._rebuild_if_due_at_start()
 
     def _open(self) -> VectorStore:
@@ -585,8 +586,32 @@ class VitrineService:
         first search builds the index itself (none saved; told `flat` on a store of
         graphs): the two built it twice (helper-225)."""
         store = self._store
-        if isinstance(store, EmbeddedStore) and os.access(store.root, os.W_OK):
+        if not (isinstance(store, EmbeddedStore) and os.access(store.root, os.W_OK)):
+            return
+        if not writer_running(store.root):
             self._rebuild_if_due(store.rebuild_due_beside_reads)
+            return
+        # another process writes (`vitrine index`, which saves its own index at its end): a
+        # rebuild now built from the products written so far, and that end removed it when
+        # the settings differ (helper-199); told once the writer is done
+        root = store.root
+
+        def after_the_writer() -> None:
+            wait_for_writer(root)
+            if not self._closed:
+                self._rebuild_if_due(self._due_beside_reads)
+
+        threading.Thread(target=after_the_writer, name="vitrine-index-wait",
+                         daemon=True).start()
+
+    def _due_beside_reads(self) -> bool:
+        """:meth:`EmbeddedStore.rebuild_due_beside_reads`, through a store opened for it (not
+        the request threads' own)."""
+        store = self._open()
+        try:
+            return store.rebuild_due_beside_reads()  # type: ignore[attr-defined]
+        finally:
+            store.close()
 
     def _rebuild_index(self) -> None:
         """Rebuild the store's index beside the requests (a large HNSW graph takes minutes,
@@ -621,6 +646,7 @@ class VitrineService:
         which no shutdown should): the process ends it unsaved as it exits, the next writer
         then removes its part file, and the next write that finds the index due starts it
         again. Said as a warning (the server's log shows no info of ours)."""
+        self._closed = True
         if self.rebuild_thread is not None and self.rebuild_thread.is_alive():
             log.warning("the search index rebuild of %s is left unfinished; the next write "
                         "starts it again", self.location)

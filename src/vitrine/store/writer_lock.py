@@ -84,6 +84,27 @@ def _still_there(fh: TextIO, path: Path) -> bool:
     return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
 
 
+def writer_running(root: Path) -> bool:
+    """Whether another process holds the writer lock of the store folder ``root`` now (a
+    `vitrine index` run: minutes to hours). False where the lock file cannot be opened."""
+    try:
+        with open(root / "write.lock", "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)  # (let go as it closes)
+            except BlockingIOError:
+                return True
+            return False
+    except OSError:
+        return False
+
+
+def wait_for_writer(root: Path) -> None:
+    """Return once no process holds the writer lock of the store folder ``root`` (at once
+    where the lock file cannot be opened)."""
+    with contextlib.suppress(OSError), open(root / "write.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_SH)
+
+
 @contextlib.contextmanager
 def rebuild_lock(root: Path) -> Iterator[bool]:
     """Whether this process may rebuild the index of the store folder ``root`` (True: held
