@@ -86,6 +86,10 @@ LIMITS = {"product_id": 1024, "category": CATEGORY_MAX, "name": 4096, "descripti
 server, characters on Milvus Lite (each counts its own way)."""
 ATTRIBUTES_LIMIT = 65536
 """The longest JSON of a product's attributes, in bytes (a Milvus server's JSON limit)."""
+LITE_FLUSH_ROWS = 5000
+"""Rows written to a Milvus Lite file between flushes: its growing segments held a copy of
+every row until the one flush at the end (writing 20,000 products peaked at 1.39 GB, 0.75 GB
+flushed every 5,000 rows: ``benchmarks/milvus_lite_writes.py``; helper-194)."""
 
 
 class _Order:
@@ -202,6 +206,7 @@ class MilvusStore(CatalogRecord):
         self._renewing: threading.Thread | None = None  # an order read beside the requests
         self._closed = False
         self._lite = uri.endswith(".db")  # a Milvus Lite file (store_for's milvus-lite://)
+        self._unflushed = 0  # (rows written to a Milvus Lite file since its last flush)
         quiet_client_logs()
         if self._lite:
             if importlib.util.find_spec("milvus_lite") is None:  # (pymilvus 3 leaves it out:
@@ -401,6 +406,16 @@ class MilvusStore(CatalogRecord):
                 self.client.upsert(self.collection, [self._row(r.product, r.content_sha256,
                                                                r.phash, r.thumb, r.vector)
                                                      for r in records])
+                self._wrote(len(records))
+
+    def _wrote(self, rows: int) -> None:
+        """Flush a Milvus Lite file every ``LITE_FLUSH_ROWS`` rows written (a Milvus server's
+        memory is its own, and it seals its segments itself)."""
+        if self._lite:
+            self._unflushed += rows
+            if self._unflushed >= LITE_FLUSH_ROWS:
+                self.client.flush(self.collection)
+                self._unflushed = 0
 
     @contextmanager
     def _changing(self) -> Iterator[None]:
@@ -444,6 +459,7 @@ class MilvusStore(CatalogRecord):
                         for p in page if (row := held.get(p.product_id)) is not None]
                 if rows:
                     self.client.upsert(self.collection, rows)
+                    self._wrote(len(rows))
 
     def delete(self, product_ids: Iterable[str]) -> int:
         ids = list(product_ids)
@@ -461,6 +477,7 @@ class MilvusStore(CatalogRecord):
         """Milvus keeps its own index; ``rebuild`` changes nothing here."""
         if self._has_products():
             self.client.flush(self.collection)
+            self._unflushed = 0
 
     # ---- reads ----------------------------------------------------------------------------
     def _lookup(self, ids: list[str], fields: list[str]) -> list[dict]:
