@@ -301,6 +301,32 @@ def test_an_empty_path_or_a_mistyped_model_is_said_before_any_work(small_store, 
     assert not (tmp_path / "st").exists() and not (tmp_path / "m").exists()
 
 
+def test_a_path_after_an_equals_sign_starts_at_home_with_a_tilde(small_store, small_catalog,
+                                                                  tmp_path):
+    """`--plot=~/x.png`, which a shell leaves as it is after '=', made a folder named "~"
+    where the command ran, and `related --out=~/r.csv` said there was no folder "~"
+    (helper-230): every path parameter reads ``~`` as the home folder; an unknown user's is
+    one sentence."""
+    home = tmp_path / "home"
+    (home / "figs").mkdir(parents=True)
+    photo = next(small_catalog.rglob("*.jpg"))
+    there = {"HOME": str(home)}
+    work = tmp_path / "work"
+    work.mkdir()
+    for args in (("search", "--store", small_store, "--plot=~/figs/f.png", photo),
+                 ("related", "--store", small_store, "--k", "2", "--out=~/r.csv")):
+        proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
+                              cwd=work, env={**os.environ, **there}, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+    assert (home / "figs" / "f.png").stat().st_size > 0 and (home / "r.csv").is_file()
+    assert not any(work.iterdir())
+    unknown = run("search", "--store", small_store, "--plot=~nouser-vitrine/f.png", photo,
+                  check=False)
+    assert unknown.returncode == 2 and unknown.stderr == (
+        "error: --plot '~nouser-vitrine/f.png' starts with '~', but that home folder is "
+        "unknown here; write the full path.\n")
+
+
 def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     missing = run("index", tmp_path / "nope", "--store", tmp_path / "s", check=False,
                   env_extra=env)

@@ -37,13 +37,19 @@ or a script's capture stays on one line; tables still fit the width."""
 def path_of(name: str) -> Callable[[str], Path]:
     """The parser of a path parameter ``name``: an empty one (an unset shell variable,
     `vitrine index "$CATALOG"`) is an error saying so, where typer read it as the folder the
-    command ran in (a store made of every photo under it: helper-187)."""
+    command ran in (a store made of every photo under it: helper-187); ``~`` is the home
+    folder in each (a shell leaves it as it is after '=': ``--plot=~/x.png`` made a folder
+    named "~" where the command ran, ``--out=~/r.csv`` was "no folder ~": helper-230)."""
     def parse(text: str) -> Path:
         if isinstance(text, Path):  # (a default)
             return text
         if not text:
             raise VitrineError(f"{name} is empty (an unset shell variable?); name it.")
-        return Path(text)
+        try:
+            return Path(text).expanduser()
+        except RuntimeError:  # (no HOME, or '~name' of no such user)
+            raise VitrineError(f"{name} {text!r} starts with '~', but that home folder is "
+                               "unknown here; write the full path.") from None
     return parse
 
 
