@@ -1307,6 +1307,52 @@ def test_a_real_terminal_closing_and_nohup(tmp_path):
     assert ignoring.returncode == -signal.SIGTERM and marker.read_text() == "cleaned up"
 
 
+def test_an_option_given_beats_the_environments_value_of_its_setting(small_catalog,
+                                                                     tmp_path, monkeypatch):
+    """The environment was read whole before the options went over it: a bad
+    VITRINE_ROOT_PATH refused `serve --root-path /good`, a bad VITRINE_DEMO_OUT `demo --out
+    DIR`, and `demo --train` was refused for a VITRINE_MODEL set long ago (helper-230). An
+    option's own bad value is said as the option's; a variable set twice in different case
+    (which counted hung on the environment's order, and the refusal quoted the other) is
+    refused."""
+    from typer.testing import CliRunner
+
+    from vitrine import demo
+    from vitrine.cli import app
+    from vitrine.config import load_settings
+    from vitrine.errors import VitrineError
+
+    monkeypatch.setenv("VITRINE_ROOT_PATH", "/bad/")
+    assert load_settings({"root_path": ("--root-path", "/good")}).root_path == "/good"
+    with pytest.raises(VitrineError, match="^setting VITRINE_ROOT_PATH='/bad/'"):
+        load_settings()
+    monkeypatch.delenv("VITRINE_ROOT_PATH")
+    with pytest.raises(VitrineError, match="^--out '~nouser-vitrine/o': ~nouser-vitrine/o "
+                                           "starts with '~', but that home folder is unknown"):
+        load_settings({"demo_out": ("--out", "~nouser-vitrine/o")})
+    monkeypatch.setenv("VITRINE_BATCH_SIZE", "4")
+    monkeypatch.setenv("vitrine_batch_size", "0")
+    with pytest.raises(VitrineError, match="VITRINE_BATCH_SIZE and vitrine_batch_size are "
+                                           "the same setting, set twice"):
+        load_settings()
+    monkeypatch.delenv("vitrine_batch_size")
+    ran = []
+    monkeypatch.setattr(demo, "run_demo", lambda catalog, store, out, settings, *a, **k:
+                        ran.append((catalog, store, out, settings)))
+    for name, value in (("DEMO_TRAIN", "abc"), ("DEMO_OUT", "~nouser-vitrine/o"),
+                        ("DEMO_CATALOG", "~nouser-vitrine/c"),
+                        ("DEMO_STORE", f"milvus-lite://{tmp_path / 'm.db'}"),
+                        ("MODEL", str(tmp_path / "no-model"))):
+        monkeypatch.setenv(f"VITRINE_{name}", value)
+    result = CliRunner().invoke(app, ["demo", "--catalog", str(small_catalog), "--out",
+                                      str(tmp_path / "out"), "--store", str(tmp_path / "st"),
+                                      "--train", "--no-serve"])
+    assert result.exit_code == 0, result.output
+    (catalog, store, out, settings), = ran
+    assert (catalog, store, out) == (small_catalog, tmp_path / "st", tmp_path / "out")
+    assert settings.demo_train and settings.model is None
+
+
 def test_demo_train_with_a_model_is_refused(small_catalog, tmp_path):
     """`demo --train --model DIR` indexed with DIR and trained nothing, without a word."""
     proc = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), "--out",

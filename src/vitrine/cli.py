@@ -523,15 +523,23 @@ def demo(
     category (tables and figures), then serves the web app on it."""
     from vitrine.server import bind, exposure_note
 
-    both = VitrineError("--train trains a model, and --model (or VITRINE_MODEL) names one to "
-                        "use; pass one of them.")
     if train_model and model is not None:  # (before --model's own check: the two conflict)
-        raise both
-    settings = command_settings(weights, model)
-    if train_model and settings.model is not None:  # (it indexed with the model, untrained)
-        raise both
-    if train_model is not None:
-        settings = settings.model_copy(update={"demo_train": train_model})
+        raise VitrineError("--train trains a model, and --model names one to use; pass one "
+                           "of them.")
+    for name, given in (("--store", store), ("--out", out_dir)):  # (as Path options, "" was
+        if given is not None and not given.strip():  # the folder the demo ran in)
+            raise VitrineError(f"{name} is empty; name a folder, or leave {name} out for its "
+                               "default.")
+    # the options over the settings, whose values of them are not read (a bad
+    # VITRINE_DEMO_OUT refused `--out DIR`: helper-230); --train trains, whatever model
+    # VITRINE_MODEL names (it indexed with that model, untrained)
+    options = {"demo_train": ("--train" if train_model else "--no-train", train_model),
+               "demo_catalog": ("--catalog", catalog), "demo_store": ("--store", store),
+               "demo_out": ("--out", out_dir)}
+    over = {field: said for field, said in options.items() if said[1] is not None}
+    if train_model:
+        over["model"] = ("--train", None)
+    settings = command_settings(weights, model, given=over)
     if catalog is None:
         catalog = settings.demo_catalog
         if catalog is None:
@@ -541,10 +549,6 @@ def demo(
             raise VitrineError(f"setting VITRINE_DEMO_CATALOG={str(catalog)!r}: no folder "
                                "there; set it to the demo catalogue's folder, or pass "
                                "--catalog DIR.")
-    for name, given in (("--store", store), ("--out", out_dir)):  # (as Path options, "" was
-        if given is not None and not given.strip():  # the folder the demo ran in)
-            raise VitrineError(f"{name} is empty; name a folder, or leave {name} out for its "
-                               "default.")
     setting = env_value("VITRINE_DEMO_STORE", str(settings.demo_store))
     for said, given in ((f"--store {store}", store),
                         (f"setting VITRINE_DEMO_STORE={setting!r}", settings.demo_store)):
@@ -588,9 +592,8 @@ def serve(
 
     if root_path is not None and (problem := root_path_problem(root_path)):
         raise VitrineError(f"--root-path {root_path!r}: {problem}.")
-    settings = command_settings(weights, model)
-    if root_path is not None:
-        settings = settings.model_copy(update={"root_path": root_path})
+    settings = command_settings(weights, model, given=None if root_path is None else {
+        "root_path": ("--root-path", root_path)})
     sock = bind(host, port)  # a busy port fails before the model loads
     note = exposure_note(host, settings.api_key, sock.getsockname()[0])
     if note:

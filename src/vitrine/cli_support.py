@@ -75,19 +75,23 @@ PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to 
 
 
 def command_settings(weights: Path | None = None, model: Path | None = None, *,
-                     embeds: bool = True) -> Settings:
-    """The settings, with the command line's --weights or --model over the environment's
-    (--weights means the pretrained backbone, whatever VITRINE_MODEL says). For a command
-    that ``embeds`` with the model, a VITRINE_MODEL that names no model is said as the
-    setting's (`train` writes models; it reads none)."""
+                     embeds: bool = True,
+                     given: dict[str, tuple[str, object]] | None = None) -> Settings:
+    """The settings, with the command line's --weights or --model, and the other options
+    ``given`` (setting: option, value), over the environment's, whose values of them are
+    not read (:func:`vitrine.config.load_settings`; --weights means the pretrained
+    backbone, whatever VITRINE_MODEL says). For a command that ``embeds`` with the model, a
+    VITRINE_MODEL that names no model is said as the setting's (`train` writes models; it
+    reads none)."""
     if weights is not None and model is not None:
         raise VitrineError("--weights and --model each choose the model to embed with (the "
                            "pretrained backbone, or a trained one); pass one of them.")
-    settings = load_settings()
+    given = dict(given or {})
     if weights is not None:
-        settings = settings.model_copy(update={"weights": weights, "model": None})
+        given.update(weights=("--weights", weights), model=("--weights", None))
     if model is not None:
-        settings = settings.model_copy(update={"model": model})
+        given["model"] = ("--model", model)
+    settings = load_settings(given)
     if embeds and settings.model is not None:  # (before the store: a typo was said to be
         # "a trained model here", against the store's kind: helper-187; from the environment,
         # named as the setting: a path set in a shell profile long ago reads as the

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -478,26 +479,35 @@ class Settings(BaseSettings):
     """Where `vitrine demo` writes its model, store and figures (--out wins)."""
 
 
-def load_settings() -> Settings:
-    """The settings from the environment (no .env file is read); a bad value is one
-    sentence naming the variable (VitrineError), not a validation report or a
-    pydantic-settings traceback."""
+def load_settings(given: Mapping[str, tuple[str, object]] | None = None) -> Settings:
+    """The settings from the environment (no .env file is read), with the values the
+    command line ``given`` (setting: its option's name, its value) over it: the
+    environment's value of a setting given is not read (a bad VITRINE_ROOT_PATH refused
+    `serve --root-path /good`: helper-230). A bad value is one sentence naming the option or
+    the variable (VitrineError), not a validation report or a pydantic-settings traceback;
+    so is a variable set twice in different case."""
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
     from vitrine.errors import VitrineError
 
+    given = given or {}
+    _check_set_once()
     try:
-        return Settings()
+        return Settings(**{field: value for field, (_, value) in given.items()})
     except ValidationError as exc:
         first = exc.errors()[0]
-        if not first["loc"]:  # (a rule over several settings, which it names)
-            msg = first["msg"].removeprefix("Value error, ")
-            raise VitrineError(f"settings {msg}.") from None
-        name = _env_name(str(first["loc"][0]) if first["loc"] else "")
         msg = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # (a rule over several settings, which it names)
+            raise VitrineError(f"settings {msg}.") from None
+        field = str(first["loc"][0])
+        said = f"{msg[:1].lower()}{msg[1:]}."
+        if field in given:
+            option, value = given[field]
+            raise VitrineError(f"{option} {str(value)!r}: {said}") from None
+        name = _env_name(field)
         raise VitrineError(f"setting {name}={env_value(name, first.get('input'))!r}: "
-                           f"{msg[:1].lower()}{msg[1:]}.") from None
+                           f"{said}") from None
     except SettingsError as exc:  # a value pydantic-settings could not parse (a bad JSON)
         field = re.search(r'field "([^"]+)"', str(exc))
         name = _env_name(field.group(1) if field else "")
@@ -508,6 +518,22 @@ def load_settings() -> Settings:
 
 def _env_name(field: str) -> str:
     return "VITRINE_" + field.upper() if field else "VITRINE_*"
+
+
+def _check_set_once() -> None:
+    """Refuse a VITRINE_ variable set twice in different case (``VITRINE_BATCH_SIZE=4
+    vitrine_batch_size=0``): which one counted depended on the environment's order, and a
+    refusal quoted the other's value (helper-230)."""
+    from vitrine.errors import VitrineError
+
+    seen: dict[str, str] = {}
+    for key in os.environ:
+        upper = key.upper()
+        if upper.startswith("VITRINE_"):
+            if upper in seen:
+                raise VitrineError(f"settings {seen[upper]} and {key} are the same setting, "
+                                   "set twice in different case; unset one of them.")
+            seen[upper] = key
 
 
 def env_value(name: str, default):
