@@ -2042,6 +2042,17 @@ def test_an_upload_folder_inside_the_catalogue_adds_no_products_to_it(
     assert (again.indexed, again.unlisted, again.uploaded) == (0, 0, 1)
     assert db.count() == 9 and db.categories().get("fotos_api") is None
     db.close()
+    # the folder of a category, its photos named as the shop named them: the shop's (a
+    # VITRINE_UPLOAD_DIR set so removed the category from the store, exit 0: helper-230)
+    shop = copy_subset(demo_catalog, tmp_path / "shop", 2)
+    (shop / "products.csv").unlink()  # (a row of a table is the shop's: kept before too)
+    db = open_store(tmp_path / "shop-store", create=True)
+    assert index_catalog(shop, db, embedder, show_progress=False).indexed == 16
+    held = db.categories()
+    again = index_catalog(shop, db, embedder, show_progress=False,
+                          uploads=(shop / first["image"]).parent)
+    assert (again.removed, again.unchanged) == (0, 16) and db.categories() == held
+    db.close()
 
 
 def test_store_errors_name_the_store_by_its_folders_name(tmp_path, monkeypatch):

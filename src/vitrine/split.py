@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine.catalog import Product, category_form, read_catalog, scan_images
+from vitrine.catalog import UPLOAD_NAME, Product, category_form, read_catalog, scan_images
 from vitrine.config import Settings
 from vitrine.errors import CatalogError
 from vitrine.jsonfile import write_json
@@ -187,7 +187,8 @@ def _split_layout(root: Path, uploads: Path | None = None,
                          refused_links=refused_links)
     # no folder; those of a store's uploads or a hidden folder are not listed)
     if uploads is not None and beside:  # (resolved by the caller)
-        beside = [p for p in beside if not Path(os.path.realpath(p)).is_relative_to(uploads)]
+        beside = [p for p in beside if not (UPLOAD_NAME.fullmatch(p.name) and Path(
+            os.path.realpath(p)).is_relative_to(uploads))]
     others = sorted({p.relative_to(root).parts[0] for p in beside
                      if len(p.relative_to(root).parts) > 1})
     if others:
@@ -275,10 +276,11 @@ def read_catalogue(root: Path, uploads: Path | None = None, *,
     (None: not split, see :func:`_read_split`), and the photos at the top of a split
     catalogue, in none of its split folders (named by each command, not lost silently).
 
-    The photos in ``uploads``, a VITRINE_UPLOAD_DIR inside the catalogue, are the server's,
-    of products added through the API: not catalogue products unless a product table lists
-    them (each became a second one; a catalogue without a table kept them all), nor a folder
-    of photos beside the splits (every command refused the catalogue), nor outside them.
+    The photos in ``uploads``, a VITRINE_UPLOAD_DIR inside the catalogue, named as the
+    server names them (``<sha256>.<ext>``), are the server's, of products added through the
+    API: not catalogue products unless a product table lists them (each became a second
+    one; a catalogue without a table kept them all), nor a folder of photos beside the
+    splits (every command refused the catalogue), nor outside them.
 
     With ``refused_links`` (a list: VITRINE_FOLLOW_OUTSIDE_LINKS=false) links to folders
     outside ``root`` are not entered; each is added to it, once."""
@@ -289,8 +291,11 @@ def read_catalogue(root: Path, uploads: Path | None = None, *,
     if refused_links:  # (a split catalogue's top is scanned twice with a table there)
         refused_links[:] = sorted(set(refused_links))
     if folder is not None and folder.is_relative_to(root):  # (a row of a product table
-        # naming one of its photos is the shop's: kept)
-        products = [p for p in products if p.listed or not p.image.is_relative_to(folder)]
+        # naming one of its photos is the shop's: kept; so is a photo not named as the
+        # server names its uploads: a VITRINE_UPLOAD_DIR set to a category's folder removed
+        # that category from the store, exit 0: helper-230)
+        products = [p for p in products if p.listed or not (
+            UPLOAD_NAME.fullmatch(p.image.name) and p.image.is_relative_to(folder))]
     return products, given, outside
 
 
