@@ -701,3 +701,27 @@ def test_focus_ring_and_field_edges_stand_out(page, base_url):
     # (checked: the focus reached controls and the fields were found on both pages)
     assert min(rings.get(p, 0) for p in ("/", "/search")) >= 5, rings
     assert min(edges.get(p, 0) for p in ("/", "/search")) >= 2, edges
+
+
+def test_the_current_page_and_choice_stand_out_in_forced_colours(browser, base_url):
+    """Windows High Contrast paints every border alike and drops backgrounds: every header
+    link was underlined as the current page's was, and the current "Mostrar" choice lost its
+    fill, told apart by boldness alone (helper-232). Each keeps a mark the others lack."""
+    context = browser.new_context(forced_colors="active")
+    page = context.new_page()
+    try:
+        page.goto(base_url + "/search")
+        links = page.locator(".site-nav a:not(.lang-switch)")
+        marks = {link.get_attribute("aria-current"): link.evaluate(
+            "(e) => getComputedStyle(e).borderBottomColor") for link in links.all()}
+        assert "page" in marks and len(set(marks.values())) == len(marks) == 2, marks
+        pid = page.request.get(base_url + "/api/products?limit=1").json()["products"][0]
+        page.goto(base_url + f"/products/{quote(pid['product_id'], safe='')}?same=1")
+        choices = page.locator(".scope a")
+        looks = {choice.get_attribute("aria-current"): choice.evaluate(
+            "(e) => [getComputedStyle(e).borderTopWidth, getComputedStyle(e).textDecorationLine]")
+            for choice in choices.all()}
+        assert len(looks) == 2 and looks[None] != looks["true"] and \
+            looks["true"][1] == "underline", looks
+    finally:
+        context.close()
