@@ -725,3 +725,31 @@ def test_the_current_page_and_choice_stand_out_in_forced_colours(browser, base_u
             looks["true"][1] == "underline", looks
     finally:
         context.close()
+
+
+def test_back_from_a_result_finds_it_again(browser, base_url, outside_photo):
+    """A search page the browser did not keep whole (no back/forward cache: Playwright's
+    Chromium keeps none) searches its photo again on Back; focus went to the page and the
+    scroll to the top of the results, a keyboard user's place lost (helper-232). The result
+    opened is focused again, where it was."""
+    context = browser.new_context(viewport={"width": 320, "height": 700})
+    page = context.new_page()
+    try:
+        page.goto(base_url + "/search")
+        page.set_input_files("#photo", str(outside_photo))
+        links = page.locator("#results li.card a.card-link")
+        links.nth(4).wait_for(timeout=30_000)
+        links.nth(4).focus()
+        href, y = links.nth(4).get_attribute("href"), page.evaluate("window.scrollY")
+        assert y > 700  # (the fifth result is well below the first screen)
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(r"/products/"))
+        page.go_back()
+        page.wait_for_function("""(href) => document.activeElement &&
+            document.activeElement.getAttribute('href') === href""", arg=href,
+                               timeout=30_000)
+        assert abs(page.evaluate("window.scrollY") - y) < 50
+        # (once: a later search is not scrolled to an old place)
+        assert page.evaluate("sessionStorage.getItem('vitrine-opened')") is None
+    finally:
+        context.close()

@@ -163,7 +163,35 @@
     if (by > 0) window.scrollBy(0, by);
   }
 
-  async function search(file, again) {
+  // The result a shopper opened, and where the page was: a page the browser did not keep
+  // whole (its back/forward cache) searches again on Back, and focus and the scroll went to
+  // the top of the results (helper-232); both come back once the results are in.
+  const OPENED = "vitrine-opened";
+  results.addEventListener("click", function (event) {
+    const link = event.target.closest && event.target.closest("a[href]");
+    if (!link) return;
+    try {
+      sessionStorage.setItem(OPENED, JSON.stringify({ href: link.getAttribute("href"),
+                                                      y: window.scrollY }));
+    } catch (error) { /* storage refused: Back shows the results' top */ }
+  });
+  function opened() {
+    try {
+      const kept = JSON.parse(sessionStorage.getItem(OPENED));
+      sessionStorage.removeItem(OPENED);
+      return kept && typeof kept.href === "string" ? kept : null;
+    } catch (error) { return null; }
+  }
+  function reopen(kept) {
+    const link = kept && Array.from(results.querySelectorAll("a[href]")).find(
+      function (a) { return a.getAttribute("href") === kept.href; });
+    if (!link) return false;
+    window.scrollTo(0, Number(kept.y) || 0);
+    link.focus({ preventScroll: true });
+    return true;
+  }
+
+  async function search(file, again, back) {
     if (!file) { refuse(form.dataset.noFile); return; }
     if (file.size > maxBytes) { refuse(form.dataset.tooLarge); return; }
     const asked = { file: file, category: category ? category.value : "" };
@@ -201,6 +229,7 @@
         if (response.ok) {
           shown = asked;
           if (undrawn) nameOnly();
+          if (back && reopen(back)) return;
         }
       } else {
         showMessage(failure(response.status), true);
@@ -270,7 +299,8 @@
     // option of the list, whose "" would drop it from the toggle: helper-188)
     if (category && category.value !== asServed(category)) keepCategoryInToggle();
     if (input.files[0] && !results.querySelector("li.card, .message")) {
-      search(input.files[0], true);
+      search(input.files[0], true, opened());  // (read once the photo is back: the page's
+      // first call may come before the browser restored it)
     }
   }
   restored();
