@@ -1353,6 +1353,20 @@ def test_an_option_given_beats_the_environments_value_of_its_setting(small_catal
     assert settings.demo_train and settings.model is None
 
 
+def test_a_variable_that_names_no_setting_is_said(small_store):
+    """`VITRINE_INDEX_KIND=hnsw` (the setting is VITRINE_INDEX) was ignored without a word
+    (helper-230): a note names it and the setting it may have meant; the command goes on.
+    The set-up scripts' own variables are no settings and say nothing."""
+    proc = run("info", "--store", small_store, env_extra={
+        "VITRINE_INDEX_KIND": "hnsw", "VITRINE_NOTHING_LIKE_IT": "1",
+        "VITRINE_EXTRAS": "dev", "VITRINE_CHROMIUM": "/usr/bin/chromium"})
+    assert proc.stderr == (
+        "note: VITRINE_INDEX_KIND is not a Vitrine setting (did you mean VITRINE_INDEX?); "
+        "it is ignored.\n"
+        "note: VITRINE_NOTHING_LIKE_IT is not a Vitrine setting; it is ignored.\n")
+    assert "products in" in proc.stdout
+
+
 def test_demo_train_with_a_model_is_refused(small_catalog, tmp_path):
     """`demo --train --model DIR` indexed with DIR and trained nothing, without a word."""
     proc = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), "--out",

@@ -32,11 +32,12 @@ from vitrine.cli_support import (
     plot_path,
     plot_targets,
     print_json,
+    read_settings,
     run_app,
     save_plot,
     utf8_mode,
 )
-from vitrine.config import cpu_only_note, env_value, load_settings
+from vitrine.config import cpu_only_note, env_value
 from vitrine.display import (
     counted,
     index_lines,
@@ -281,7 +282,7 @@ def related(
     from vitrine.store import store_for
 
     out_file = related_path(out_file)  # before the store is opened
-    db = store_for(store, load_settings())
+    db = store_for(store, read_settings())
     try:
         report = write_related(db, out_file, k, same_category=same_category,
                                show_progress=not as_json)
@@ -351,7 +352,7 @@ def migrate(
         raise VitrineError(f"{one_line(str(target))} is inside the store "
                            f"{one_line(str(source))}, and would go with it; name a target "
                            "outside it.")
-    settings = load_settings()
+    settings = read_settings()
     src = store_for(source, settings)
     new = new_store_path(target)  # (none: there already, or a Milvus server)
     try:
@@ -413,7 +414,7 @@ def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
     """Show what a store holds and which model made its vectors."""
     from vitrine.store import store_for
 
-    db = store_for(store, load_settings())
+    db = store_for(store, read_settings())
     try:
         with db.snapshot():  # (one state: a server or index may be writing meanwhile)
             manifest = db.manifest()

@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from vitrine.config import Settings, load_settings
+from vitrine.config import Settings, load_settings, unknown_settings
 from vitrine.display import one_line
 from vitrine.errors import VitrineError, resources_refused
 from vitrine.files import descriptor, is_stream
@@ -74,6 +74,20 @@ HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")]
 
 
+_NOTED: list[str] = []  # (the notes on the environment said in this process)
+
+
+def read_settings(given: dict[str, tuple[str, object]] | None = None) -> Settings:
+    """:func:`vitrine.config.load_settings`, the variables that name no setting said once
+    on stderr (:func:`vitrine.config.unknown_settings`)."""
+    settings = load_settings(given)
+    for note in unknown_settings():
+        if note not in _NOTED:
+            _NOTED.append(note)
+            err.print(note, markup=False, soft_wrap=True)
+    return settings
+
+
 def command_settings(weights: Path | None = None, model: Path | None = None, *,
                      embeds: bool = True,
                      given: dict[str, tuple[str, object]] | None = None) -> Settings:
@@ -91,7 +105,7 @@ def command_settings(weights: Path | None = None, model: Path | None = None, *,
         given.update(weights=("--weights", weights), model=("--weights", None))
     if model is not None:
         given["model"] = ("--model", model)
-    settings = load_settings(given)
+    settings = read_settings(given)
     if embeds and settings.model is not None:  # (before the store: a typo was said to be
         # "a trained model here", against the store's kind: helper-187; from the environment,
         # named as the setting: a path set in a shell profile long ago reads as the

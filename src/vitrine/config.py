@@ -536,6 +536,29 @@ def _check_set_once() -> None:
             seen[upper] = key
 
 
+SCRIPT_VARIABLES = frozenset({"VITRINE_SHARED", "VITRINE_EXTRAS", "VITRINE_EXTRA_MAP",
+                              "VITRINE_TORCH_SPEC", "VITRINE_CONSTRAINTS",
+                              "VITRINE_CHROMIUM"})
+"""VITRINE_ variables that are no settings: the set-up and test scripts' own."""
+
+
+def unknown_settings() -> list[str]:
+    """A note for each VITRINE_ variable of the environment that names no setting (nor a
+    script's variable), with the setting it may have meant: ``VITRINE_INDEX_KIND=hnsw`` was
+    ignored without a word, the index flat (helper-230)."""
+    import difflib
+
+    known = {"VITRINE_" + name.upper() for name in Settings.model_fields}
+    notes = []
+    for key in sorted(os.environ):
+        upper = key.upper()
+        if upper.startswith("VITRINE_") and upper not in known | SCRIPT_VARIABLES:
+            near = difflib.get_close_matches(upper, sorted(known), 1, 0.75)
+            meant = f" (did you mean {near[0]}?)" if near else ""
+            notes.append(f"note: {key} is not a Vitrine setting{meant}; it is ignored.")
+    return notes
+
+
 def env_value(name: str, default):
     """The environment's text for ``name`` (matched without case, as pydantic-settings
     does), else ``default``."""
