@@ -1046,10 +1046,14 @@ def test_serving_beyond_this_machine_is_said():
 
 def test_serve_command_and_busy_port(small_store, weights_path, small_catalog, tmp_path):
     env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
+    # a key of spaces is no key (every write refused): said at the start (helper-230)
     proc = subprocess.Popen([*CLI, "serve", "--store", str(small_store), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
+                            env={**env, "VITRINE_API_KEY": "   "})
     try:
+        assert proc.stdout.readline() == (
+            "note: VITRINE_API_KEY is blank, so writes through the API stay refused; set it "
+            "to the key clients send.\n")
         line = proc.stdout.readline()
         match = re.search(r"(http://127\.0\.0\.1:\d+)", line)
         assert match, line

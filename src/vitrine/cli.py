@@ -22,6 +22,7 @@ from vitrine.cli_support import (
     PortOpt,
     StoreOpt,
     WeightsOpt,
+    blank_key_note,
     check_category,
     check_plot_targets,
     command_settings,
@@ -559,9 +560,10 @@ def demo(
                                "Milvus store, index it with `vitrine index CATALOG --store "
                                "ADDRESS` and serve it with `vitrine serve`.")
     sock = bind(host, port) if serve_app else None  # a busy port fails before indexing
-    note = exposure_note(host, settings.api_key, sock.getsockname()[0]) if sock else None
-    if note:
-        err.print(note, markup=False, soft_wrap=True)
+    for note in (exposure_note(host, settings.api_key, sock.getsockname()[0]),
+                 blank_key_note(settings)) if sock else ():
+        if note:
+            err.print(note, markup=False, soft_wrap=True)
     from vitrine.demo import run_demo
 
     # (`--out=~/x`: a shell leaves ~ as it is after '=')
@@ -596,9 +598,10 @@ def serve(
     settings = command_settings(weights, model, given=None if root_path is None else {
         "root_path": ("--root-path", root_path)})
     sock = bind(host, port)  # a busy port fails before the model loads
-    note = exposure_note(host, settings.api_key, sock.getsockname()[0])
-    if note:
-        err.print(note, markup=False, soft_wrap=True)
+    for note in (exposure_note(host, settings.api_key, sock.getsockname()[0]),
+                 blank_key_note(settings)):
+        if note:
+            err.print(note, markup=False, soft_wrap=True)
     from vitrine.api import create_app
 
     app_ = create_app(settings, store)

@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from vitrine.config import Settings, load_settings, unknown_settings
+from vitrine.config import Settings, env_value, load_settings, unknown_settings
 from vitrine.display import one_line
 from vitrine.errors import VitrineError, resources_refused
 from vitrine.files import descriptor, is_stream
@@ -86,6 +86,15 @@ def read_settings(given: dict[str, tuple[str, object]] | None = None) -> Setting
             _NOTED.append(note)
             err.print(note, markup=False, soft_wrap=True)
     return settings
+
+
+def blank_key_note(settings: Settings) -> str | None:
+    """A note for a server whose VITRINE_API_KEY is set but blank: read as unset, every write
+    was refused (403, "set VITRINE_API_KEY") while the start said nothing (helper-230)."""
+    if settings.api_key is None and env_value("VITRINE_API_KEY", None) is not None:
+        return ("note: VITRINE_API_KEY is blank, so writes through the API stay refused; set "
+                "it to the key clients send.")
+    return None
 
 
 def command_settings(weights: Path | None = None, model: Path | None = None, *,
