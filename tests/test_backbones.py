@@ -5,6 +5,7 @@ both engines, trains, and refuses MobileNetV2's weights with one sentence."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 import threading
@@ -62,7 +63,11 @@ def test_embeds_with_torch_and_onnx(tmp_path, demo_catalog):
 
 
 def test_refuses_mobilenet_weights(weights_path):
-    with pytest.raises(WeightsError, match="do not fit efficientnet_lite0"):
+    # the file and both settings named (it said only "the weights do not fit
+    # efficientnet_lite0 (…)": helper-230)
+    with pytest.raises(WeightsError, match=(
+            f"^the weights file {re.escape(str(weights_path))} \\(--weights, or VITRINE_WEIGHTS\\) "
+            "is not for the backbone efficientnet_lite0 \\(VITRINE_BACKBONE\\): missing ")):
         Embedder.from_settings(Settings(backbone="efficientnet_lite0", weights=weights_path))
 
 
