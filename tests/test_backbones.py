@@ -71,6 +71,18 @@ def test_refuses_mobilenet_weights(weights_path):
         Embedder.from_settings(Settings(backbone="efficientnet_lite0", weights=weights_path))
 
 
+def test_a_missing_extra_is_not_said_as_the_weights_files_fault(weights_path, tmp_path,
+                                                                monkeypatch):
+    """Only weights whose tensors do not fit are said as the file's: the backbone's own
+    sentence (its extra not installed) was rewritten as the weights file not being for it
+    (helper-235)."""
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)
+    with pytest.raises(WeightsError) as caught:
+        Embedder.from_settings(Settings(backbone="efficientnet_lite0", weights=weights_path,
+                                        cache_dir=tmp_path))
+    assert "efficientnet" in str(caught.value) and "is not for" not in str(caught.value)
+
+
 def test_weights_and_settings_a_user_gets_wrong(weights_path, tmp_path):
     """Each mistake is one WeightsError/VitrineError sentence that says what is wrong."""
     from vitrine.engines import EngineError, checked_device, export_onnx

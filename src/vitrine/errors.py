@@ -45,6 +45,14 @@ class WeightsError(VitrineError):
     """Backbone weights that cannot be found, downloaded or loaded."""
 
 
+class WeightsMismatch(WeightsError):
+    """Weights whose tensors do not fit the backbone's network: ``detail`` says which."""
+
+    def __init__(self, name: str, detail: str):
+        self.detail = detail
+        super().__init__(f"the weights do not fit {name} ({detail}).")
+
+
 class StoreError(VitrineError):
     """A store that is missing, corrupt or built with a different model."""
 

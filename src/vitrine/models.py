@@ -22,7 +22,7 @@ from vitrine.backbones import (  # noqa: F401 - the registry, known here as befo
     taps_for,
     weights_file,
 )
-from vitrine.errors import WeightsError, extra_hint
+from vitrine.errors import WeightsError, WeightsMismatch, extra_hint
 from vitrine.warm import file_digest, unchanged
 
 
@@ -165,9 +165,9 @@ def load_into(model: nn.Module, state: dict, name: str) -> None:
     if missing or unexpected:
         parts = [f"{label} {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
                  for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
-        raise WeightsError(f"the weights do not fit {name} ({'; '.join(parts)}).")
+        raise WeightsMismatch(name, "; ".join(parts))
     try:
         model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shapes: "size mismatch for features.0.0.weight: …"
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        raise WeightsError(f"the weights do not fit {name} ({lines[-1]}).") from None
+        raise WeightsMismatch(name, lines[-1]) from None
