@@ -1004,7 +1004,7 @@ def test_searches_take_the_index_rebuilt_beside_writes_without_waiting_for_anoth
 
 
 def test_a_server_told_another_index_kind_rebuilds_it_at_start(
-        settings, small_store, embedder, small_catalog, rows, tmp_path):
+        settings, small_store, embedder, small_catalog, rows, tmp_path, monkeypatch):
     """A server started with index settings other than the ones `vitrine index` saved its
     index with (VITRINE_INDEX=hnsw here) searched the saved flat index with an empty exact
     layer until a write or `vitrine index` rebuilt it (exact, and slower at scale; helper-183):
@@ -1033,13 +1033,30 @@ def test_a_server_told_another_index_kind_rebuilds_it_at_start(
         service.close()
     # started while another process writes (`vitrine index`, which saves its own index at
     # its end): no rebuild of the products written so far (helper-199), one once it is done
+    import vitrine.service as service_module
     from vitrine.store.writer_lock import take_writer_lock
 
+    monkeypatch.setattr(service_module, "WRITER_POLL_S", 0.1)
     for graphs in (tmp_path / "store").glob("index.*.hnsw*.faiss"):
         graphs.unlink()
+
+    def waiting() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "vitrine-index-wait"]
+
     writing = take_writer_lock(tmp_path / "store")
     service = VitrineService(graph, tmp_path / "store", embedder)
     try:
+        time.sleep(0.3)
+        assert service.rebuild_thread is None and len(waiting()) == 1
+        service.close()  # (closed meanwhile: the wait ends, and no rebuild starts after it:
+        for thread in waiting():  # helper-235)
+            thread.join(5)
+        assert waiting() == []
+        writing.close()
+        time.sleep(0.3)
+        assert service.rebuild_thread is None
+        writing = take_writer_lock(tmp_path / "store")
+        service = VitrineService(graph, tmp_path / "store", embedder)
         time.sleep(0.3)
         assert service.rebuild_thread is None
         writing.close()

@@ -48,7 +48,7 @@ from vitrine.store import (
     upload_folder,
 )
 from vitrine.store.base import Match, Record, StoredProduct, VectorStore, kept_until
-from vitrine.store.writer_lock import busy, wait_for_writer, writer_running
+from vitrine.store.writer_lock import busy, writer_running
 
 log = logging.getLogger(__name__)
 CATEGORIES_TTL_S = 10.0
@@ -61,6 +61,9 @@ read yet (being created, or written where a read-only replica cannot read it).""
 API_WRITE_WAIT = 2.0
 """Seconds a write through the API waits, in all, for the writes ahead of it (this server's,
 another server's, a `vitrine index` run) before it is refused (409)."""
+WRITER_POLL_S = 2.0
+"""Seconds between a server's looks at whether the process writing its store (a `vitrine
+index` running as it started) is done, to tell then whether a rebuild is due."""
 _SIGNATURES = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"GIF8", ".gif"),
                (b"BM", ".bmp"), (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
 
@@ -181,6 +184,7 @@ class VitrineService:
         self._model_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._rebuilding = threading.Lock()  # held while the index is rebuilt beside requests
+        self._rebuilding_start = threading.Lock()  # (a rebuild starts wholly before close())
         self.rebuild_thread: threading.Thread | None = None
         # photos decoded at once: each may take hundreds of MB (a 40-MP PNG), and the server's
         # 40 request threads decoding together took gigabytes; in threads of their own, since
@@ -195,7 +199,7 @@ class VitrineService:
         self._counting = threading.Lock()  # (counts of a store read without _store_lock)
         self._categories_forgotten = 0  # (how many times the counts were dropped)
         self._catalogue: tuple[str | None, float] | None = None
-        self._closed = False
+        self._closing = threading.Event()  # (set by close(): no rebuild starts after it)
         self._rebuild_if_due_at_start()
 
     def _open(self) -> VectorStore:
@@ -597,9 +601,13 @@ class VitrineService:
         root = store.root
 
         def after_the_writer() -> None:
-            wait_for_writer(root)
-            if not self._closed:
-                self._rebuild_if_due(self._due_beside_reads)
+            # (asked every WRITER_POLL_S, each time at the folder's path: a thread blocked
+            # on the lock outlived close() with its file open, for hours; a second run
+            # right after the first is waited for too: helper-235)
+            while writer_running(root):
+                if self._closing.wait(WRITER_POLL_S):
+                    return
+            self._rebuild_if_due(self._due_beside_reads)
 
         threading.Thread(target=after_the_writer, name="vitrine-index-wait",
                          daemon=True).start()
@@ -617,8 +625,13 @@ class VitrineService:
         """Rebuild the store's index beside the requests (a large HNSW graph takes minutes,
         which no write request may wait for; searches layer on the old index meanwhile),
         once at a time."""
-        if not self._rebuilding.acquire(blocking=False):
-            return
+        with self._rebuilding_start:
+            if self._closing.is_set() or not self._rebuilding.acquire(blocking=False):
+                return
+            self._start_rebuild()
+
+    def _start_rebuild(self) -> None:
+        """:meth:`_rebuild_index`'s thread (``_rebuilding`` held, released as it ends)."""
 
         def rebuild() -> None:
             try:
@@ -646,7 +659,8 @@ class VitrineService:
         which no shutdown should): the process ends it unsaved as it exits, the next writer
         then removes its part file, and the next write that finds the index due starts it
         again. Said as a warning (the server's log shows no info of ours)."""
-        self._closed = True
+        with self._rebuilding_start:
+            self._closing.set()
         if self.rebuild_thread is not None and self.rebuild_thread.is_alive():
             log.warning("the search index rebuild of %s is left unfinished; the next write "
                         "starts it again", self.location)

@@ -98,13 +98,6 @@ def writer_running(root: Path) -> bool:
         return False
 
 
-def wait_for_writer(root: Path) -> None:
-    """Return once no process holds the writer lock of the store folder ``root`` (at once
-    where the lock file cannot be opened)."""
-    with contextlib.suppress(OSError), open(root / "write.lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_SH)
-
-
 @contextlib.contextmanager
 def rebuild_lock(root: Path) -> Iterator[bool]:
     """Whether this process may rebuild the index of the store folder ``root`` (True: held
