@@ -751,5 +751,11 @@ def test_back_from_a_result_finds_it_again(browser, base_url, outside_photo):
         assert abs(page.evaluate("window.scrollY") - y) < 50
         # (once: a later search is not scrolled to an old place)
         assert page.evaluate("sessionStorage.getItem('vitrine-opened')") is None
+        # a result opened in a new tab leaves no place to go back to (its page stays, and
+        # the next Back from elsewhere went to it: helper-235)
+        with context.expect_page() as tab:
+            links.nth(2).click(modifiers=["Control"])
+        tab.value.close()
+        assert page.evaluate("sessionStorage.getItem('vitrine-opened')") is None
     finally:
         context.close()

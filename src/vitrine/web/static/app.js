@@ -166,13 +166,24 @@
   // The result a shopper opened, and where the page was: a page the browser did not keep
   // whole (its back/forward cache) searches again on Back, and focus and the scroll went to
   // the top of the results (helper-232); both come back once the results are in.
+  // Kept for the search it was opened from (the photo and the category): not a link opened
+  // in a new tab (its page stays), nor for another search (helper-235).
   const OPENED = "vitrine-opened";
+  function searched(asked) {
+    const f = asked.file;
+    return [f.name, f.size, f.lastModified, asked.category].join("\n");
+  }
+  function forget() {
+    try { sessionStorage.removeItem(OPENED); } catch (error) { /* no storage: nothing kept */ }
+  }
   results.addEventListener("click", function (event) {
     const link = event.target.closest && event.target.closest("a[href]");
-    if (!link) return;
+    if (!link || !shown || event.defaultPrevented || event.button !== 0 || event.ctrlKey ||
+        event.metaKey || event.shiftKey || event.altKey || link.target) return;
     try {
       sessionStorage.setItem(OPENED, JSON.stringify({ href: link.getAttribute("href"),
-                                                      y: window.scrollY }));
+                                                      y: window.scrollY,
+                                                      search: searched(shown) }));
     } catch (error) { /* storage refused: Back shows the results' top */ }
   });
   function opened() {
@@ -197,6 +208,7 @@
     const asked = { file: file, category: category ? category.value : "" };
     if (same(sending, asked) || (!again && same(shown, asked))) return;
     const ticket = ++latest;
+    if (!back) forget();
     cancel();
     const controller = new AbortController();
     inFlight = controller;
@@ -229,7 +241,7 @@
         if (response.ok) {
           shown = asked;
           if (undrawn) nameOnly();
-          if (back && reopen(back)) return;
+          if (back && back.search === searched(asked) && reopen(back)) return;
         }
       } else {
         showMessage(failure(response.status), true);
@@ -294,7 +306,9 @@
   });
   // A browser that restores the form (Back, reload) sets the category without a change event,
   // and may keep the chosen photo without its results (a page not kept whole): search again.
-  function restored() {
+  function restored(event) {
+    if (event && event.persisted) forget();  // (the page kept whole: the browser restores
+    // the place itself)
     // (only a value the browser restored: a category the store lacks, in the address, is no
     // option of the list, whose "" would drop it from the toggle: helper-188)
     if (category && category.value !== asServed(category)) keepCategoryInToggle();
