@@ -549,7 +549,7 @@ def create_app(settings: Settings, store: str | Path, *,
         products' photos are reachable. ``no-cache`` with an ETag: a browser asks again each
         time and gets 304 until the photo is replaced."""
         path = service.image_path(product_id)
-        unreadable = HTTPException(404, f"The photo of product {product_id!r} cannot be read.")
+        unreadable = ProductNotFound(product_id, "the photo of product {id} cannot be read.")
         busy = HTTPException(503, "The server has too many files open; try again in a moment.",
                              headers={"Retry-After": "1"})  # its limit, not the photo's fault
         try:  # opened now: a photo sent as it is is the version stat and format describe

@@ -141,7 +141,8 @@ def summary(product: StoredProduct) -> str:
     return product.description or " · ".join(v for v in product.attributes.values() if v)
 
 
-def category_field(service: VitrineService) -> dict[str, object]:
+def category_field(service: VitrineService, choices: dict[str, object] | None = None
+                   ) -> dict[str, object]:
     """What the pages' category field shows: ``categories`` (name: products) to choose from,
     every named one in the store's order up to ``CATEGORY_SELECT_MAX``; past that,
     ``category_typed`` and the ``CATEGORY_SELECT_MAX`` largest (most products first, then by
@@ -149,8 +150,9 @@ def category_field(service: VitrineService) -> dict[str, object]:
     name the pages show when that names it alone (:func:`typed_name`). Made once per count
     of the store's categories (:meth:`VitrineService.derived`): the counts of 20,000
     categories copied and picked from on every page took a few milliseconds each
-    (helper-182)."""
-    field = service.derived(category_choices)
+    (helper-182). ``choices``: :func:`category_choices` of the counts a page read already
+    (its total then agrees with the field's counts: helper-235)."""
+    field = choices if choices is not None else service.derived(category_choices)
     if not field["category_typed"]:
         return field
     names = service.derived(category_names)
@@ -399,7 +401,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         category = chosen.name or None  # as the store spells it
         found, more = service.products(category=category, query=query,
                                        limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-        categories = service.categories()
+        categories, choices = service.categories_and(category_choices)
         total = None if query else (categories.get(category, 0) if category
                                     else sum(categories.values()))
         # pages in all, when the count is known (not for a name search): "Página 5 de 2"
@@ -410,7 +412,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         return pages.render(request, "catalogue.html", lang, active="catalogue",
                             # past the end: no such page (a 200 is a page crawlers keep)
                             status=404 if page > 1 and not found else 200,
-                            products=found, **category_field(service),
+                            products=found, **category_field(service, choices),
                             category=category or "", q=query, page=page, has_more=more,
                             total=total, last=last, before=before, chosen=chosen)
 
