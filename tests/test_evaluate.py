@@ -188,3 +188,93 @@ def test_a_byte_identical_copy_training_left_out_is_not_searched_either():
     seen = _seen_by_model([Product(pid, Path(pid), "x") for pid in (ids[0], ids[2])], split,
                           [shas[0], shas[2]], groups=[])
     assert seen == {"train/a.jpg": "train", "test/b.jpg": "test"}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(demo_catalog, weights_path, tmp_path_factory):
+    """A model trained in-process on 3 categories × 8 demo photos (2 + 1 epochs)."""
+    import shutil
+
+    from vitrine.config import Settings
+    from vitrine.train import train_catalog
+
+    root = tmp_path_factory.mktemp("tiny")
+    for category in ("mocassim_masculino", "relogio_feminino", "x_bolsa_feminina"):
+        (root / "base" / category).mkdir(parents=True)
+        for photo in sorted((demo_catalog / category).glob("*.jpg"))[:8]:
+            shutil.copyfile(photo, root / "base" / category / photo.name)
+    settings = Settings(weights=weights_path, train_phase1_epochs=2, train_phase2_epochs=1,
+                        train_val_fraction=0.2, train_test_fraction=0.2, train_refit=False)
+    train_catalog(root / "base", root / "model", settings, show_progress=False)
+    return root / "base", root / "model", settings
+
+
+def test_renamed_resaved_copies_of_training_photos_are_no_queries(tiny_model, tmp_path):
+    """Every photo of the training catalogue resized to 80 %, saved again as JPEG and renamed:
+    no sha256 nor product id matched, so `evaluate --model` ran leave-one-out over them all,
+    the copies of its train and validation photos as queries it never saw (classification
+    n=36, 0.904-1.000: helper-231). The model folder keeps their pHashes and thumbnails, and
+    the duplicate rules find the copies: searched in place of the photos, never queries,
+    and counted; copies of nothing it trained on and nothing else query."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from vitrine.errors import CatalogError
+    from vitrine.model_eval import evaluate_catalog
+
+    base, model, settings = tiny_model
+    assignment = json.loads((model / "split.json").read_text())["assignment"]
+    copies, trained_only = tmp_path / "copies", tmp_path / "trained-only"
+    for pid, side in assignment.items():
+        with Image.open(base / pid) as img:
+            small = img.convert("RGB").resize((img.width * 8 // 10, img.height * 8 // 10))
+        for folder in (copies, trained_only) if side != "test" else (copies,):
+            target = folder / pid.split("/")[0] / f"sku_{pid.split('/')[1]}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            small.save(target, "JPEG", quality=85)
+    trained = sum(side != "test" for side in assignment.values())
+    tested = len(assignment) - trained
+    assert trained and tested
+    report = evaluate_catalog(copies, settings, model_dir=model, show_progress=False)
+    assert report["queries"] == tested and report["index"] == trained
+    assert report["classification"]["n"] == tested
+    assert report["copies_of_trained_photos"] == {"searched": trained, "left_out": 0}
+    assert (f"({trained} of them found by the duplicate rules as copies of those photos "
+            "under other names and bytes)") in report["protocol"]
+    # copies of nothing but photos it trained on: nothing to query, said
+    with pytest.raises(CatalogError, match="the model trained on every one of these photos"):
+        evaluate_catalog(trained_only, settings, model_dir=model, show_progress=False)
+    # a model folder from before the fingerprints were kept still evaluates, and says
+    # that such copies cannot be told apart
+    older = tmp_path / "older"
+    shutil.copytree(model, older)
+    (older / "split_fingerprints.npz").unlink()
+    report = evaluate_catalog(copies, settings, model_dir=older, show_progress=False)
+    assert report["queries"] == len(assignment)
+    assert report["protocol"].startswith("leave-one-out: every photo queries all the others (")
+    assert "split_fingerprints.npz" in report["protocol"]
+
+
+def test_fingerprints_keep_what_the_model_trained_on(tmp_path):
+    """split_fingerprints.npz holds the train and validation photos (and the copies training
+    left out), and reads back as the duplicate rules compare them; a folder without one (an
+    older model) reads None, a damaged one is one sentence."""
+    from vitrine.errors import CatalogError
+    from vitrine.split import FINGERPRINTS, Split, load_fingerprints, save_fingerprints
+
+    split = Split({"a": "train", "b": "val", "c": "test", "é\udcff": "train"},
+                  left_out=["d"])
+    phash = {pid: f"{i:016x}" for i, pid in enumerate(["a", "b", "c", "d", "é\udcff"])}
+    thumb = {pid: bytes([i]) * 768 for i, pid in enumerate(phash)}
+    assert load_fingerprints(tmp_path, split) is None
+    save_fingerprints(tmp_path, split, phash, thumb)
+    phashes, thumbs = load_fingerprints(tmp_path, split)
+    assert sorted(zip(phashes, thumbs, strict=True)) == sorted(
+        (phash[p], thumb[p]) for p in ("a", "b", "d", "é\udcff"))
+    whole = (tmp_path / FINGERPRINTS).read_bytes()
+    for damaged in (b"not a zip", whole[:len(whole) // 2], whole[:-30]):
+        (tmp_path / FINGERPRINTS).write_bytes(damaged)
+        with pytest.raises(CatalogError, match="not a file written by `vitrine train`"):
+            load_fingerprints(tmp_path, split)

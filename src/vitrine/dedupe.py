@@ -433,6 +433,41 @@ def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[byt
     return np.stack([pairs // n, pairs % n], axis=1) if n else np.empty((0, 2), np.int64)
 
 
+def copies_of_known(phashes: Sequence[str], thumbs: Sequence[bytes],
+                    known_phashes: Sequence[str], known_thumbs: Sequence[bytes],
+                    rules: DuplicateRules) -> np.ndarray:
+    """Which of the photos (``phashes``, ``thumbs``) the thumbnail rule joins to one of the
+    ``known`` photos (those a model trained on, :data:`vitrine.split.FINGERPRINTS`): their
+    resized, recompressed, renamed copies. Exact: each chunk of the known photos' thumbnails
+    in a flat index, each photo searched against it, a pair's pHashes and colours checked as
+    :func:`rule_pairs` checks them. The embedding rule is not applied: it needs the known
+    photos' vectors (5 kB each), and the copies it alone joins are edited ones, whose
+    thumbnails differ."""
+    n, m = len(phashes), len(known_phashes)
+    found = np.zeros(n, bool)
+    if not n or not m or rules.thumb_cosine > 1 + 1e-5:  # (a rule switched off)
+        return found
+    import faiss
+
+    codes = _PhashCodes([*phashes, *known_phashes])  # known rows after the photos' (n + k)
+    every = [*thumbs, *known_thumbs]
+    for known in _chunks(m):
+        index = faiss.IndexFlatIP(len(known_thumbs[0]))
+        index.add(thumb_vectors([known_thumbs[k] for k in known.tolist()]))
+        for rows in _chunks(n):
+            rows = rows[~found[rows]]  # (one known photo it copies is enough)
+            if not len(rows):
+                continue
+            lims, _, hits = index.range_search(thumb_vectors([thumbs[i] for i in rows.tolist()]),
+                                               _radius(rules.thumb_cosine))
+            rows = np.repeat(rows, np.diff(lims).astype(np.int64))
+            ids = n + known[hits]
+            near = codes.hamming(rows, ids) <= rules.phash_distance
+            rows, ids = rows[near], ids[near]
+            found[rows[_colour_differences(every, rows, ids) <= rules.max_colour_diff]] = True
+    return found
+
+
 _POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.uint8)
 
 

@@ -9,7 +9,7 @@ every photo queries all the others (leave-one-out).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,9 +20,12 @@ from vitrine.config import Settings
 from vitrine.errors import CatalogError
 from vitrine.evaluate import average_precision_at_k, per_label, precision_at_k, recall_at_k
 from vitrine.progress import progress_bar
+from vitrine.split import FINGERPRINTS
 
 if TYPE_CHECKING:  # (torch is the trained model's: evaluating the pretrained one needs none)
     import torch
+
+    from vitrine.dedupe import DuplicateRules
 
 CHUNK = 256
 
@@ -132,24 +135,60 @@ def none_read(products: Sequence[Product], bad: Sequence[tuple[int, str]]) -> Ca
 
 
 def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path | None,
-              shas: Sequence[str], groups: Sequence[Sequence[str]]
+              shas: Sequence[str], groups: Sequence[Sequence[str]],
+              hashes: tuple[Sequence[str], Sequence[bytes], DuplicateRules] | None = None
               ) -> tuple[str, dict[str, str] | None]:
+    """The protocol line and each product's side (None: leave-one-out). With ``hashes`` (the
+    photos' pHashes and thumbnails, and the duplicate rules), a photo the model never saw by
+    content or id that the rules find to be a copy of one it trained on (renamed, saved
+    again: :data:`vitrine.split.FINGERPRINTS`) is taken for that photo."""
     if model_dir is not None and (model_dir / "split.json").is_file():
-        from vitrine.split import Split
+        from vitrine.split import Split, load_fingerprints
 
         split = Split.load(model_dir / "split.json")
-        seen = _seen_by_model(products, split, shas, groups)
-        if any(where == "train" for where in seen.values()):
+        copies, unchecked = None, False
+        if hashes is not None:
+            unchecked = not (model_dir / FINGERPRINTS).is_file()
+            phashes, thumbs, rules = hashes
+
+            def copies(rows: list[int]) -> list[int]:
+                """Those of ``rows`` that are copies of photos the model trained on (their
+                fingerprints read only when a photo is unseen: none on its own catalogue)."""
+                from vitrine.dedupe import copies_of_known
+
+                known = load_fingerprints(model_dir, split) if rows else None
+                if known is None:
+                    return []
+                found = copies_of_known([phashes[i] for i in rows], [thumbs[i] for i in rows],
+                                        *known, rules)
+                return [i for i, yes in zip(rows, found.tolist(), strict=True) if yes]
+        seen = _seen_by_model(products, split, shas, groups, copies=copies)
+        if any(where in ("train", "copy") for where in seen.values()):
             # what the model trained on is never a query (leave-one-out over it scored the
             # model on its own training photos); the photos it never saw query, as its test
             unseen = sum(where is None for where in seen.values())
             out = sum(where == "out" for where in seen.values())
+            copied = sum(where == "copy" for where in seen.values())
+            tested = any(where == "test" for where in seen.values())
             who = (f"the model's test split and {unseen} photo(s) it never saw query"
+                   if unseen and tested else f"{unseen} photo(s) it never saw query"
                    if unseen else "the model's test split queries")
-            return (f"{who} its train + validation photos" + (
-                        f" ({out} {'copy' if out == 1 else 'copies'} of photos it trained "
-                        "on left out)" if out else ""),
+            notes = [f"{copied} of them found by the duplicate rules as "
+                     f"{'a copy' if copied == 1 else 'copies'} of those photos under other "
+                     "names and bytes"] if copied else []
+            if out:
+                notes.append(f"{out} {'copy' if out == 1 else 'copies'} of photos it "
+                             "trained on left out")
+            if unchecked and unseen:  # (helper-231: such copies counted as never seen)
+                notes.append(_UNCHECKED)
+            return (f"{who} its train + validation photos"
+                    + (f" ({'; '.join(notes)})" if notes else ""),
                     {pid: where or "test" for pid, where in seen.items()})
+        if unchecked:
+            note = f" ({_UNCHECKED})"
+            return ("the test folder queries the train + validation folders" + note, given
+                    ) if given is not None else (
+                "leave-one-out: every photo queries all the others" + note, None)
     if given is not None:
         return "the test folder queries the train + validation folders", given
     if model_dir is not None and not (model_dir / "split.json").is_file():
@@ -160,8 +199,15 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
     return "leave-one-out: every photo queries all the others", None
 
 
+_UNCHECKED = (f"the model folder has no {FINGERPRINTS}, which older models lack: copies of the "
+              "photos it trained on under other names and bytes cannot be told apart and may "
+              "query; train again to find them")
+
+
 def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str],
-                   groups: Sequence[Sequence[str]]) -> dict[str, str | None]:
+                   groups: Sequence[Sequence[str]], *,
+                   copies: Callable[[list[int]], list[int]] | None = None
+                   ) -> dict[str, str | None]:
     """Per product: 'train' when the model trained on its photo (its train or validation
     split), 'out' when on a duplicate of it (``groups``: a resized copy; or one training
     found, its photo then left out of the splits: neither a query nor searched, as the
@@ -169,7 +215,12 @@ def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str],
     in its test split, None when the model never saw it. Photos are matched by content
     (``shas``), whatever their ids in this catalogue; a photo whose content the split does
     not know (saved again since: other bytes) by its product id, as is every photo of a
-    model written before split.json kept the photos' sha256."""
+    model written before split.json kept the photos' sha256. 'copy' when ``copies`` (rows of
+    the photos it never saw, to those of them that are copies of photos it trained on: by
+    their fingerprints, :func:`vitrine.dedupe.copies_of_known`) finds its photo a copy, by
+    the duplicate rules, of one it trained on under another name and other bytes (a
+    catalogue's photos renamed and saved again were all unseen: helper-231): searched in
+    its place, never a query; one in a group with the photo it trained on is 'out'."""
 
     left_out = {*split.left_out, *split.left_out_val}  # a copy of each trained the model
 
@@ -203,10 +254,14 @@ def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str],
                 trained[sha] -= 1
     else:
         seen = {p.product_id: side(p.product_id) for p in products}
-    for group in groups:
-        if any(seen[pid] == "train" for pid in group):
+    if copies is not None:
+        for i in copies([i for i, p in enumerate(products) if seen[p.product_id] is None]):
+            seen[products[i].product_id] = "copy"
+    for group in groups:  # (searched: the photos it trained on, else the copies of them)
+        sides = {seen[pid] for pid in group}
+        if kept := "train" if "train" in sides else "copy" if "copy" in sides else None:
             for pid in group:
-                if seen[pid] != "train":
+                if seen[pid] != kept:
                     seen[pid] = "out"
     return seen
 
@@ -228,6 +283,7 @@ def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[
 def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path | None = None,
                      k: int = 5, show_progress: bool = True) -> dict:
     """Metrics of the pretrained backbone and, with ``model_dir``, of the trained model."""
+    from vitrine.dedupe import DuplicateRules
     from vitrine.photo_hashes import file_sha256, unreadable_reason
     from vitrine.split import links_refused, read_catalogue
 
@@ -261,7 +317,8 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
         vectors = {name: vecs[keep] for name, vecs in vectors.items()}
         logits = None if logits is None else logits[keep]
     groups = find_groups(products, vectors["pretrained"], phashes, thumbs, settings, shas)
-    protocol, assignment = _protocol(products, given, model_dir, shas, groups)
+    protocol, assignment = _protocol(products, given, model_dir, shas, groups,
+                                     (phashes, thumbs, DuplicateRules.from_settings(settings)))
     labels = [p.category for p in products]
     queries, index = _sides(products, assignment, given, unreadable)
     top = Path(catalog_dir).resolve()  # a split catalogue's photos in none of its folders
@@ -269,6 +326,10 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     report: dict = {"catalog": str(catalog_dir), "protocol": protocol, "k": k,
                     "queries": len(queries), "index": len(index),
                     "duplicate_groups": len(groups), "model": model_info, "retrieval": {},
+                    # photos taken for copies of those the model trained on (helper-231)
+                    "copies_of_trained_photos": None if assignment is None or assignment is given
+                    else {"searched": sum(w == "copy" for w in assignment.values()),
+                          "left_out": sum(w == "out" for w in assignment.values())},
                     "unsplit_photos": unsplit, "unreadable_photos": unreadable}
     skip = _duplicates_of_queries(queries, index, groups, products)
     for name, vecs in vectors.items():

@@ -21,6 +21,13 @@ from vitrine.config import Settings
 from vitrine.errors import CatalogError
 from vitrine.jsonfile import write_json
 
+FINGERPRINTS = "split_fingerprints.npz"
+"""Beside ``split.json``: the perceptual hash and colour thumbnail of each photo the model
+trained on (its train and validation photos, and the copies of them training left out), so
+that `vitrine evaluate` finds the copies of them that the duplicate rules find, renamed and
+saved again (other bytes), without the photos: such copies were queries, as photos the model
+never saw (helper-231). About 360 bytes a photo, compressed (36 MB at 100,000)."""
+
 SPLITS = ("train", "val", "test")
 FOLDER_NAMES = {
     "train": ("train", "treino", "training"),
@@ -92,6 +99,67 @@ class Split:
                                f"({type(exc).__name__}: {exc}); train again, or remove it "
                                "to evaluate leave-one-out.") from None
         return split
+
+
+def save_fingerprints(folder: Path, split: Split, phash_of: dict[str, str],
+                      thumb_of: dict[str, bytes]) -> None:
+    """Write :data:`FINGERPRINTS` in the model ``folder``: of each photo the model trained on
+    (``split``'s train and validation photos and those it left out as their copies), its
+    product id, pHash and thumbnail; a photo without a pHash (none was made) is left out."""
+    import io
+
+    import numpy as np
+
+    from vitrine.files import write_whole
+
+    trained = {*split.left_out, *split.left_out_val, *split.ids("train"), *split.ids("val")}
+    ids = [pid for pid in sorted(trained) if _hash_value(phash_of.get(pid)) is not None]
+    buffer = io.BytesIO()  # (ids NUL-separated: a file name holds no NUL, and no array of
+    # fixed-width text four bytes a character)
+    np.savez_compressed(
+        buffer, ids=np.frombuffer("\0".join(ids).encode("utf-8", "surrogateescape"), np.uint8),
+        phash=np.array([_hash_value(phash_of[pid]) for pid in ids], np.uint64),
+        thumbs=np.frombuffer(b"".join(thumb_of[pid] for pid in ids), np.uint8).reshape(
+            len(ids), len(thumb_of[ids[0]]) if ids else 0))
+    write_whole(Path(folder) / FINGERPRINTS, buffer.getvalue())
+
+
+def load_fingerprints(folder: Path, split: Split) -> tuple[list[str], list[bytes]] | None:
+    """The pHashes and thumbnails :func:`save_fingerprints` wrote in ``folder``, of the photos
+    ``split`` says the model trained on; None without the file (a model trained before it
+    was written); a CatalogError in one sentence for a file that is not one."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    path = Path(folder) / FINGERPRINTS
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            raw, values, thumbs = bytes(data["ids"]), data["phash"], data["thumbs"]
+        ids = raw.decode("utf-8", "surrogateescape").split("\0") if raw else []
+        if (values.dtype != np.uint64 or thumbs.dtype != np.uint8 or thumbs.ndim != 2
+                or not len(ids) == len(values) == len(thumbs)):
+            raise ValueError("its arrays do not match")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise CatalogError(f"{path} is not a file written by `vitrine train` "
+                           f"({type(exc).__name__}: {exc}); train again, or remove it "
+                           "(its copies of training photos are then not looked for).") from None
+    trained = {*split.left_out, *split.left_out_val,
+               *(pid for pid, side in split.assignment.items() if side != "test")}
+    rows = [i for i, pid in enumerate(ids) if pid in trained]  # (a file of another split)
+    return [f"{int(values[i]):016x}" for i in rows], [thumbs[i].tobytes() for i in rows]
+
+
+def _hash_value(phash: str | None) -> int | None:
+    """A pHash's 16 hex digits as a number; None for no pHash."""
+    try:
+        value = int(phash, 16) if phash else None
+    except ValueError:
+        return None
+    return value if value is not None and 0 <= value < 2**64 else None
 
 
 def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_fraction: float,

@@ -99,6 +99,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
            show_progress: bool) -> dict:
     from vitrine.photo_hashes import file_sha256
     from vitrine.report import write_outputs
+    from vitrine.split import save_fingerprints
     from vitrine.trained import training_fingerprint, write_model
 
     started = time.perf_counter()
@@ -156,6 +157,8 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     split = make_split(usable, groups, settings, given)
     split.contents = contents
     split.save(stage / "split.json")
+    save_fingerprints(stage, split, phash_of,  # (evaluate finds their renamed copies)
+                      {p.product_id: clean.thumbs[i] for p, i in zip(usable, ok, strict=True)})
     seconds = {"read_and_split": round(time.perf_counter() - started, 1)}
 
     t0 = time.perf_counter()

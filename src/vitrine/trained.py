@@ -31,6 +31,7 @@ from vitrine.errors import VitrineError, WeightsError
 from vitrine.images import Preprocessing
 from vitrine.jsonfile import write_json
 from vitrine.models import BackboneSpec, get_spec, state_hash
+from vitrine.split import FINGERPRINTS
 from vitrine.trained_net import TrainedEmbeddingNet, TrainedNet, build_trained_net, layer_dim
 from vitrine.warm import file_digest, trained_key, unchanged
 
@@ -44,9 +45,9 @@ STAGE_SCRATCH = ".scratch"
 into the model folder, and removed with the stage a killed run left (beside it, no later
 run knew it)."""
 MODEL_OUTPUTS = frozenset({
-    MODEL_FILE, CONFIG_FILE, "split.json", "summary.json", "metrics.json", "history.json",
-    "history.csv", "history.png", "confusion_matrix.png", "misclassified.png", "report.md",
-    "checkpoints"})
+    MODEL_FILE, CONFIG_FILE, "split.json", FINGERPRINTS, "summary.json", "metrics.json",
+    "history.json", "history.csv", "history.png", "confusion_matrix.png", "misclassified.png",
+    "report.md", "checkpoints"})
 """Everything `vitrine train` writes in a model folder: what a new model replaces there (any
 other file in the folder is the user's and stays)."""
 
