@@ -454,13 +454,17 @@ def train(
     if note := cpu_only_note(settings, "training"):
         sys.stderr.write(note + "\n")
     summary = train_catalog(catalog_dir, out_dir, settings, show_progress=not as_json)
+    from vitrine.report import refit_dropped_line
+
     if as_json:
         print_json({k: v for k, v in summary.items() if k != "history"})
-        return
-    from vitrine.train_display import training_lines
+    else:
+        from vitrine.train_display import training_lines
 
-    for line in training_lines(summary):
-        out.print(line)
+        for line in training_lines(summary):
+            out.print(line)
+    if dropped := refit_dropped_line(summary):  # (a collapsed refit was saved, exit 0, and
+        sys.stderr.write(f"warning: {dropped}\n")  # nothing said it: helper-231)
 
 
 @app.command()

@@ -148,7 +148,7 @@ def write_outputs(out_dir: Path, summary: dict, started: float | None = None) ->
                                     ("label-smoothed", config.get("label_smoothing"))) if on]
     plot_history(history, out_dir / "history.png",
                  train_loss=f"train ({', '.join(shaped)})" if shaped else "train",
-                 refit=bool(summary.get("refit")))
+                 refit=bool(summary.get("refit")) and refit_kept(summary["refit"]))
     test = summary.get("test") or {}
     metrics = {"phases": {k: v["metrics"] for k, v in summary["phases"].items()},
                "test": test}
@@ -296,7 +296,8 @@ def markdown_report(summary: dict) -> str:
                                ("fine_tuning", "fine-tuning"))]
     refit = summary.get("refit")
     if refit:
-        rows.append((refit["metrics"], "both again on train + validation"))
+        rows.append((refit["metrics"], "both again on train + validation"
+                     + ("" if refit_kept(refit) else " (not kept)")))
     for m, title in rows:
         tr, te = m.get("train", {}), m.get("test", {})
         lines.append(f"| Vitrine ({len(summary['classes'])} categories) | {title} | "
@@ -304,7 +305,13 @@ def markdown_report(summary: dict) -> str:
                      f"{_pct(te.get('acc'))} | {score_text(te.get('loss'))} |")
     lines += ["", "Train metrics are on the un-augmented training photos in evaluation mode; "
               "losses are plain cross-entropy. The reference only reported test accuracy.", ""]
-    if refit:
+    if refit and not refit_kept(refit):
+        lines += [f"The model was trained again from the start on the {refit['photos']} "
+                  "training and validation photos, replaying each phase up to its best epoch "
+                  f"({refit['epochs'][0]} + {refit['epochs'][1]} epochs) with the learning "
+                  f"rates it had. {refit_dropped_line(summary)}"
+                  + (" The test figures below are the validated model's." if test else ""), ""]
+    elif refit:
         lines += [f"The saved model was trained again from the start on the {refit['photos']} "
                   "training and validation photos, replaying each phase up to its best epoch "
                   f"({refit['epochs'][0]} + {refit['epochs'][1]} epochs) with the learning "
@@ -370,6 +377,32 @@ def dropped_fine_tuning_line(summary: dict) -> str | None:
             f"({least['fine-tuning']:.3f} at best vs {least['transfer learning']:.3f}): its "
             "weights were dropped and transfer learning's kept (a lower "
             "VITRINE_TRAIN_PHASE2_LR may let it help).")
+
+
+def refit_kept(refit: dict) -> bool:
+    """Whether the refit network is the one saved (a summary written before the refit was
+    checked has no ``kept``: it was)."""
+    return refit.get("kept", True)
+
+
+def refit_dropped_line(summary: dict) -> str | None:
+    """A sentence when the refit came out worse than the validated network on its own
+    training photos and the validated network was saved in its place (helper-231), with both
+    networks' figures on those photos."""
+    refit = summary.get("refit")
+    if not refit or refit_kept(refit):
+        return None
+    ours, theirs = refit["check"]["refit"], refit["check"]["validated"]
+
+    def loss(m: dict) -> str:
+        return "not a number" if m["loss"] is None else f"{m['loss']:.3f}"
+
+    return (f"The refit on train + validation was not kept: on its {ours['n']} training and "
+            f"validation photos it did worse than the validated model ({refit['why_not_kept']}"
+            f"; accuracy {_pct(ours['acc'])} vs {_pct(theirs['acc'])}, loss {loss(ours)} vs "
+            f"{loss(theirs)}); the validated model, trained on the training photos alone, was "
+            "saved in its place (lower learning rates, VITRINE_TRAIN_PHASE1_LR and "
+            "VITRINE_TRAIN_PHASE2_LR, may let the refit help).")
 
 
 MARKDOWN = re.compile(r"([\\`*\[\]<>#~&]|(?<!\w)_|_(?!\w))")

@@ -13,7 +13,8 @@ categories.
 5. Both phases: early stopping with the best weights restored, a best checkpoint on disk,
    reduce-LR-on-plateau, optionally class-weighted loss (for imbalanced categories), seeded.
 6. Refit (``train_refit``): both phases again from the start on the training and validation
-   photos, replaying the epochs and learning rates validation chose.
+   photos, replaying the epochs and learning rates validation chose; kept only where it does
+   not come out worse than the validated network on those photos.
 7. Write the model, its history, test metrics, figures and a report (:mod:`vitrine.report`).
 
 With ``train_companion`` a second pretrained backbone, frozen whole, runs beside the first;
@@ -173,10 +174,12 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
                               settings.train_dropout)
     fit = fit_cached(net, caches, len(classes), settings, stage / "checkpoints",
                      show_progress=show_progress, zeros=storage.zeros)
-    check_converged(fit.phase1.history + fit.phase2.history, out_dir)
+    check_converged(fit.phase1.history + fit.phase2.history, out_dir, fit.refit)
     seconds.update(fit.seconds)
     config = model_config(spec.name, settings, classes, prep, state_hash(pretrained))
     config["training_fingerprint"] = training_fingerprint(products, settings, split.contents)
+    if fit.refit:  # whose weights these are: the refit's, or the validated ones (helper-231)
+        config["refit"] = {k: fit.refit[k] for k in ("kept", "why_not_kept", "check")}
     config["duplicates"] = duplicate_calibration(fit.outputs, caches, phash_of, split.groups,
                                                  settings, storage.zeros)
     digest = write_model(stage, net, config)
@@ -214,15 +217,24 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     return summary
 
 
-def check_converged(history: Sequence[dict], out_dir: Path) -> None:
+def check_converged(history: Sequence[dict], out_dir: Path, refit: dict | None = None) -> None:
     """Raise TrainingError at the first epoch whose training or validation loss is not a
-    number: a model that predicts nothing must not replace a working one in ``out_dir``."""
+    number: a model that predicts nothing must not replace a working one in ``out_dir``.
+    After a refit (``refit``: ``Fit.refit``), the network saved is checked on the training
+    and validation photos as well: a refit whose loss stopped being a number is not saved
+    (the validated network is, :func:`vitrine.train_fit.refit_worse`), so this refuses only a
+    run where neither network is usable (helper-231)."""
     for e in history:
         if not np.isfinite(e["loss"]) or not np.isfinite(e.get("val_loss", 0.0)):
             raise TrainingError(
                 f"training diverged (the loss is not a number from the {e['phase']} epoch "
                 f"{e['epoch']}); lower the learning rates (VITRINE_TRAIN_PHASE1_LR, "
                 f"VITRINE_TRAIN_PHASE2_LR). {out_dir} is left as it was.")
+    if refit and refit["check"]["refit" if refit["kept"] else "validated"]["loss"] is None:
+        raise TrainingError(
+            "training diverged (the loss of the refit on train + validation, and of the "
+            "validated model before it, is not a number); lower the learning rates "
+            f"(VITRINE_TRAIN_PHASE1_LR, VITRINE_TRAIN_PHASE2_LR). {out_dir} is left as it was.")
 
 
 def conflicting_labels(groups: Sequence[Sequence[str]],

@@ -15,6 +15,7 @@ from vitrine.report import (
     phase_metrics,
     prf_cells,
     recategorised_lines,
+    refit_kept,
     score_text,
     unreadable_lines,
     unscored_note,
@@ -63,7 +64,12 @@ def training_lines(summary: dict) -> list:
         lines.append(f"Trained again on train + validation ({refit['photos']} photos, "
                      f"{refit['epochs'][0]} + {refit['epochs'][1]} epochs, "
                      f"{refit['seconds']:.0f} s)"
-                     + ("; the test figures are that model's." if test else "."))
+                     + (("; the test figures are that model's." if test else ".")
+                        if refit_kept(refit) else
+                        ", not kept: it did worse on those photos than the validated model, "
+                        "saved in its place (the warning on stderr and report.md give both "
+                        "figures)" + ("; the test figures are the validated model's."
+                                     if test else ".")))
     if test:
         low, high = test["acc_ci95"]
         lines.append(f"Test accuracy {test['acc']:.3f} (95 % CI {low:.3f}–{high:.3f}, "

@@ -215,10 +215,12 @@ def _epoch_bar(name: str, total: int, enabled: bool) -> Iterator[_Bar]:
 
 def replay_phase(cfg: PhaseConfig, history: list[dict], params: list[nn.Parameter],
                  train_epoch: TrainEpoch, *, steps_per_epoch: int,
-                 show_progress: bool = True) -> int:
+                 show_progress: bool = True, record: list[dict] | None = None) -> int:
     """Train ``params`` again for the epochs of ``history`` (a phase's, cut at its best
     epoch), each with the learning rate that epoch had: the schedule validation chose, without
-    validation. Returns the number of epochs run."""
+    validation. Returns the number of epochs run; each epoch's training loss and accuracy are
+    appended to ``record`` (the refit's were dropped, so a loss that stopped being a number
+    there went unseen: helper-231)."""
     if not history:
         return 0
     optimizer = torch.optim.Adam(params, lr=history[0]["lr"], weight_decay=cfg.weight_decay)
@@ -227,5 +229,10 @@ def replay_phase(cfg: PhaseConfig, history: list[dict], params: list[nn.Paramete
             for group in optimizer.param_groups:
                 group["lr"] = past["lr"]
             bar.describe(f"{cfg.name} {i}/{len(history)}")
-            train_epoch(optimizer, bar.advance)
+            epoch_start = time.perf_counter()
+            train = train_epoch(optimizer, bar.advance)
+            if record is not None:
+                record.append({"phase": cfg.name, "epoch": i, "lr": past["lr"],
+                               "loss": train.loss, "acc": train.acc,
+                               "seconds": round(time.perf_counter() - epoch_start, 2)})
     return len(history)
