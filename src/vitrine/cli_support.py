@@ -7,7 +7,6 @@ import codecs
 import contextlib
 import errno
 import fcntl
-import math
 import os
 import signal
 import sqlite3
@@ -24,7 +23,7 @@ from vitrine.config import Settings, env_value, load_settings, unknown_settings
 from vitrine.display import one_line
 from vitrine.errors import VitrineError, resources_refused
 from vitrine.files import descriptor, is_stream
-from vitrine.jsonfile import json_text
+from vitrine.jsonfile import finite, json_text
 
 # What the commands print holds the shop's data (product names, categories, paths, skip
 # reasons): printed as it is, never read as rich markup ("Promo [/promo]" crashed the
@@ -125,17 +124,6 @@ def command_settings(weights: Path | None = None, model: Path | None = None, *,
             raise VitrineError(f"--model {why}" if model is not None else
                                f"setting VITRINE_MODEL={why}")
     return settings
-
-
-def finite(value):
-    """``value`` with NaN and infinities as None (JSON has no NaN: metrics of an empty set)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
 
 
 def json_line(data: dict) -> str:

@@ -6,9 +6,22 @@ keep valid: written raw, it crashed `train` and `demo` after their work, leaving
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from vitrine.files import write_whole
+
+
+def finite(value):
+    """``value`` with NaN and infinities as None (JSON has no NaN: metrics of an empty set, a
+    loss that stopped being a number)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def json_text(data: object, **options: object) -> str:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from vitrine.config import Settings
+from vitrine.jsonfile import finite
 from vitrine.train_data import FeatureCache, Zeros
 from vitrine.train_loop import (
     MIN_DELTA,
@@ -144,10 +145,10 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
             fit.outputs = _frozen_outputs(net, caches, zeros)
         seconds["refit"] = round(time.perf_counter() - t0, 1)
         fit.refit = {"photos": len(caches["train"]) + len(caches["val"]), "epochs": epochs,
-                     "seconds": seconds["refit"], "metrics": _finite(metrics),
+                     "seconds": seconds["refit"], "metrics": finite(metrics),
                      "kept": not why, "why_not_kept": why,
                      "check": {"validated": before, "refit": after},
-                     "history": _finite(record)}
+                     "history": finite(record)}
     return fit
 
 
@@ -198,18 +199,6 @@ def refit_worse(validated: dict, refitted: dict, record: Sequence[dict] = ()) ->
     if refitted["loss"] > max(2 * validated["loss"], validated["loss"] + REFIT_MAX_LOSS_RISE):
         return "a loss more than doubled"
     return None
-
-
-def _finite(value):
-    """``value`` with NaN and infinities as None (a refit whose loss stopped being a number
-    wrote NaN into summary.json, which is not JSON)."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _frozen_outputs(net: TrainedNet, caches: dict[str, FeatureCache], zeros: Zeros) -> dict:
