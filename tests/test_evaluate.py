@@ -278,3 +278,44 @@ def test_fingerprints_keep_what_the_model_trained_on(tmp_path):
         (tmp_path / FINGERPRINTS).write_bytes(damaged)
         with pytest.raises(CatalogError, match="not a file written by `vitrine train`"):
             load_fingerprints(tmp_path, split)
+
+
+def test_copies_in_the_test_split_count_once(demo_catalog, weights_path, tmp_path):
+    """A test split holding copies of one photo (the same file twice, a half-size PNG of it)
+    counted each as a test photo, the accuracy's n and interval as if they were independent
+    (helper-231): each duplicate group counts once, in training's report and in `evaluate`
+    alike."""
+    import shutil
+
+    from PIL import Image
+
+    from vitrine.config import Settings
+    from vitrine.model_eval import evaluate_catalog
+    from vitrine.train import train_catalog
+
+    catalog = tmp_path / "shop"
+    for category in ("mocassim_masculino", "relogio_feminino", "x_bolsa_feminina"):
+        photos = sorted((demo_catalog / category).glob("*.jpg"))[:10]
+        for side, chosen in (("train", photos[:6]), ("val", photos[6:8]),
+                             ("test", photos[8:10])):
+            (catalog / side / category).mkdir(parents=True)
+            for photo in chosen:
+                shutil.copyfile(photo, catalog / side / category / photo.name)
+    first = sorted((catalog / "test" / "relogio_feminino").glob("*.jpg"))[0]
+    shutil.copyfile(first, first.with_name("copia.jpg"))
+    with Image.open(first) as img:
+        img.convert("RGB").resize((img.width // 2, img.height // 2)).save(
+            first.with_name("metade.png"))
+    settings = Settings(weights=weights_path, train_phase1_epochs=2, train_phase2_epochs=1,
+                        train_refit=False)
+    summary = train_catalog(catalog, tmp_path / "model", settings, show_progress=False)
+    test = summary["test"]
+    assert (test["n"], test["copies_counted_once"]) == (6, 2)
+    assert sum(v["support"] for v in test["per_class"].values()) == 6
+    assert test["retrieval"]["layers"][settings.train_embedding]["n_queries"] == 6
+    report = evaluate_catalog(catalog, settings, model_dir=tmp_path / "model",
+                              show_progress=False)
+    assert (report["queries"], report["copies_among_queries"]) == (6, 2)
+    assert report["classification"]["n"] == 6
+    assert report["classification"]["acc"] == test["acc"]
+    assert "2 copies of them counted once" in (tmp_path / "model" / "report.md").read_text()

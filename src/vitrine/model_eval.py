@@ -83,6 +83,22 @@ def retrieval_metrics(index_vecs: np.ndarray, index_labels: Sequence[str],
     return out
 
 
+def one_per_group(ids: Sequence[str], groups: Sequence[Sequence[str]]) -> list[int]:
+    """Positions of ``ids`` (the photos that query, or are scored) that count: each
+    duplicate group's photos among them once (by its smallest id), every other photo. Copies
+    of one photo (a shirt's sizes under one picture, a photo saved again) kept in one split
+    counted as that many test photos, and the interval as if they were independent
+    (helper-231)."""
+    group_of = {pid: g for g, group in enumerate(groups) for pid in group}
+    first: dict[int, int] = {}
+    for position, pid in enumerate(ids):
+        if (g := group_of.get(pid)) is not None and (
+                g not in first or pid < ids[first[g]]):
+            first[g] = position
+    return [position for position, pid in enumerate(ids)
+            if (g := group_of.get(pid)) is None or first[g] == position]
+
+
 def trained_outputs(model, products: Sequence[Product], settings: Settings, *,
                     show_progress: bool = True,
                     hashes: tuple[list[str], list[bytes]] | None = None
@@ -321,10 +337,15 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
                                      (phashes, thumbs, DuplicateRules.from_settings(settings)))
     labels = [p.category for p in products]
     queries, index = _sides(products, assignment, given, unreadable)
+    every = len(queries)
+    queries = queries[one_per_group([products[i].product_id for i in queries.tolist()],
+                                    groups)]
     top = Path(catalog_dir).resolve()  # a split catalogue's photos in none of its folders
     unsplit = [p.relative_to(top).as_posix() for p in outside]
     report: dict = {"catalog": str(catalog_dir), "protocol": protocol, "k": k,
                     "queries": len(queries), "index": len(index),
+                    # copies among the queries, which query once (their group's first id)
+                    "copies_among_queries": every - len(queries),
                     "duplicate_groups": len(groups), "model": model_info, "retrieval": {},
                     # photos taken for copies of those the model trained on (helper-231)
                     "copies_of_trained_photos": None if assignment is None or assignment is given
@@ -332,10 +353,12 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
                           "left_out": sum(w == "out" for w in assignment.values())},
                     "unsplit_photos": unsplit, "unreadable_photos": unreadable}
     skip = _duplicates_of_queries(queries, index, groups, products)
+    if assignment is None:  # leave-one-out: each query's own row too (the index is every
+        skip = [[*rows, i] for rows, i in zip(skip, queries.tolist(), strict=True)]  # photo)
     for name, vecs in vectors.items():
         report["retrieval"][name] = retrieval_metrics(
             vecs[index], [labels[i] for i in index], vecs[queries],
-            [labels[i] for i in queries], k, leave_one_out=assignment is None, skip=skip)
+            [labels[i] for i in queries], k, skip=skip)
     if logits is not None:
         from vitrine.report import classification_report, misclassified
 

@@ -106,23 +106,25 @@ def misclassified(products: Sequence, labels: Sequence[int], probs: np.ndarray,
 
 
 def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
-                         settings: Settings, k: int = 5, zeros=torch.zeros) -> dict:
-    """Category retrieval of test photos against train + validation photos, per layer; the
-    vectors of train + validation in one tensor from ``zeros`` (the training cache's
-    storage)."""
+                         settings: Settings, k: int = 5, zeros=torch.zeros,
+                         queries: torch.Tensor | None = None) -> dict:
+    """Category retrieval of test photos (the rows ``queries`` of them; None: all) against
+    train + validation photos, per layer; the vectors of train + validation in one tensor
+    from ``zeros`` (the training cache's storage)."""
     from vitrine.model_eval import retrieval_metrics
     from vitrine.trained_net import combine_rows, layer_parts
 
     index_labels = [classes[i] for i in
                     torch.cat([caches["train"].labels, caches["val"].labels]).tolist()]
-    query_labels = [classes[i] for i in caches["test"].labels.tolist()]
+    rows = torch.arange(len(caches["test"])) if queries is None else queries
+    query_labels = [classes[i] for i in caches["test"].labels[rows].tolist()]
     out = {}
     w = settings.train_embedding_weight
     for layer in RETRIEVAL_LAYERS:
         parts, weights = layer_parts(layer, w)
         index = combine_rows([outputs["train"], outputs["val"]], parts, weights, zeros=zeros)
-        queries = combine_rows([outputs["test"]], parts, weights)
-        out[layer] = retrieval_metrics(index.numpy(), index_labels, queries.numpy(),
+        asked = combine_rows([outputs["test"]], parts, weights)[rows]
+        out[layer] = retrieval_metrics(index.numpy(), index_labels, asked.numpy(),
                                        query_labels, k)
         del index
     return {"k": k, "protocol": "test photos query train+validation photos",
@@ -324,7 +326,8 @@ def markdown_report(summary: dict) -> str:
                      else "(or VITRINE_TRAIN_TEST_FRACTION is 0)."), ""]
     if test:
         low, high = test["acc_ci95"]
-        lines += [f"**Test accuracy {_pct(test['acc'])}** ({test['correct']}/{test['n']}; 95 % "
+        lines += [f"**Test accuracy {_pct(test['acc'])}** ({test['correct']}/{test['n']}"
+                  f"{copies_once(test.get('copies_counted_once'))}; 95 % "
                   f"Wilson interval {_pct(low)}–{_pct(high)}), macro F1 "
                   f"{test['macro_f1']:.3f}, loss {test['loss']:.3f}.", "",
                   *prf_table(test["per_class"])]
@@ -377,6 +380,12 @@ def dropped_fine_tuning_line(summary: dict) -> str | None:
             f"({least['fine-tuning']:.3f} at best vs {least['transfer learning']:.3f}): its "
             "weights were dropped and transfer learning's kept (a lower "
             "VITRINE_TRAIN_PHASE2_LR may let it help).")
+
+
+def copies_once(n: int | None) -> str:
+    """", k copies counted once" after a count of test photos, when its duplicate groups
+    held copies (:func:`vitrine.model_eval.one_per_group`)."""
+    return f", {n} {'copy' if n == 1 else 'copies'} of them counted once" if n else ""
 
 
 def refit_kept(refit: dict) -> bool:

@@ -184,7 +184,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
                                                  settings, storage.zeros)
     digest = write_model(stage, net, config)
     # before the summary sums up what the cache allocated: the report's vectors are in it
-    test = _test_detail(fit.outputs, caches, classes, settings, storage.zeros)
+    test = _test_detail(fit.outputs, caches, classes, settings, storage.zeros, split.groups)
     summary = {
         "model_dir": str(out_dir), "classes": classes, "weights_sha256": digest,
         "split": {**split.counts(), "source": split.source,
@@ -404,19 +404,31 @@ def _phase_summary(result: PhaseResult, metrics: dict) -> dict:
 
 
 def _test_detail(outputs: dict, caches: dict[str, FeatureCache], classes: list[str],
-                 settings: Settings, zeros: Callable = torch.zeros) -> dict:
+                 settings: Settings, zeros: Callable = torch.zeros,
+                 groups: Sequence[Sequence[str]] = ()) -> dict:
+    """The test split's figures; the copies of one photo among its photos (``groups``, the
+    split's duplicate groups) count once (:func:`vitrine.model_eval.one_per_group`), as
+    `vitrine evaluate` counts them."""
+    from vitrine.model_eval import one_per_group
     from vitrine.report import classification_report, misclassified, retrieval_from_cache
 
     if "test" not in caches:
         return {}
-    labels = caches["test"].labels
-    pred = outputs["test"]["logits"].argmax(1)
+    products = list(caches["test"].products)
+    keep = torch.as_tensor(one_per_group([p.product_id for p in products], groups)
+                           if products else range(len(caches["test"])), dtype=torch.long)
+    labels = caches["test"].labels[keep]
+    logits = outputs["test"]["logits"][keep]
+    pred = logits.argmax(1)
     detail = classification_report([classes[i] for i in labels.tolist()],
                                    [classes[i] for i in pred.tolist()], classes)
-    detail["loss"] = float(nn.functional.cross_entropy(outputs["test"]["logits"], labels))
-    detail["misclassified"] = misclassified(caches["test"].products, labels.tolist(),
-                                            outputs["test"]["probs"].numpy(), classes)
-    detail["retrieval"] = retrieval_from_cache(outputs, caches, classes, settings, zeros=zeros)
+    detail["copies_counted_once"] = len(caches["test"]) - len(keep)
+    detail["loss"] = float(nn.functional.cross_entropy(logits, labels))
+    detail["misclassified"] = misclassified([products[i] for i in keep.tolist()]
+                                            if products else (), labels.tolist(),
+                                            outputs["test"]["probs"][keep].numpy(), classes)
+    detail["retrieval"] = retrieval_from_cache(outputs, caches, classes, settings, zeros=zeros,
+                                               queries=keep)
     return detail
 
 

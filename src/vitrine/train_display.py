@@ -10,6 +10,7 @@ from vitrine.report import (
     UNAUGMENTED,
     best_epoch_text,
     conflict_lines,
+    copies_once,
     dropped_fine_tuning_line,
     left_out_lines,
     phase_metrics,
@@ -73,7 +74,8 @@ def training_lines(summary: dict) -> list:
     if test:
         low, high = test["acc_ci95"]
         lines.append(f"Test accuracy {test['acc']:.3f} (95 % CI {low:.3f}–{high:.3f}, "
-                     f"n={test['n']}), macro F1 {test['macro_f1']:.3f}.")
+                     f"n={test['n']}{copies_once(test.get('copies_counted_once'))}), macro F1 "
+                     f"{test['macro_f1']:.3f}.")
         wrong = test.get("misclassified") or []
         if wrong:
             top = wrong[0]
@@ -96,8 +98,10 @@ def evaluation_tables(report: dict) -> list:
     k = report["k"]
     models = list(report["retrieval"])
     groups = report.get("duplicate_groups")
+    merged = report.get("copies_among_queries")
     copies = (f" {groups} duplicate group(s): a query's own copies are neither results nor "
-              "relevant.") if groups else ""
+              "relevant" + (f"; each group queries once ({merged} of its photos' copies do "
+                            "not)" if merged else "") + ".") if groups else ""
     unsplit = report.get("unsplit_photos") or []
     left = (f" {len(unsplit)} photo(s) in none of the split folders left out: "
             + ", ".join(unsplit[:3]) + (" …" if len(unsplit) > 3 else "") + ".") if unsplit else ""
@@ -132,7 +136,8 @@ def evaluation_tables(report: dict) -> list:
     elif cls:
         low, high = cls["acc_ci95"]
         out.append(f"Classification accuracy {cls['acc']:.3f} (95 % CI {low:.3f}–{high:.3f}, "
-                   f"n={cls['n']}), macro F1 {cls['macro_f1']:.3f}.")
+                   f"n={cls['n']}{copies_once(merged)}), macro F1 "
+                   f"{cls['macro_f1']:.3f}.")
         prf = Table(title="Per class", title_justify="left")
         for col in ("class", "precision", "recall", "F1", "support"):
             prf.add_column(col)
