@@ -319,3 +319,51 @@ def test_copies_in_the_test_split_count_once(demo_catalog, weights_path, tmp_pat
     assert report["classification"]["n"] == 6
     assert report["classification"]["acc"] == test["acc"]
     assert "2 copies of them counted once" in (tmp_path / "model" / "report.md").read_text()
+    # the table's test figures too (they counted every copy: 60 % in the table, 85.7 % in
+    # the line below it: helper-237)
+    tuned = summary["phases"]["fine_tuning"]["metrics"]["test"]
+    assert (tuned["n"], tuned["acc"]) == (6, round(test["acc"], 4))
+
+
+def test_a_few_training_photos_in_another_catalogue_do_not_make_it_the_models_split(
+        tiny_model, demo_catalog, tmp_path, monkeypatch):
+    """Another shop's catalogue holding one copy of a photo the model trained on: the
+    model's split made every other photo query that one photo alone (17 queries, 1
+    searched, P@5 0.2: helper-237). Where it holds fewer photos the model trained on than
+    photos it never saw, the catalogue's own protocol runs, those photos searched but never
+    querying. A damaged fingerprint file is said before any photo is embedded."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from vitrine import model_eval
+    from vitrine.errors import CatalogError
+    from vitrine.model_eval import evaluate_catalog
+
+    base, model, settings = tiny_model
+    shop = tmp_path / "shop"
+    for category in ("mocassim_masculino", "relogio_feminino", "x_bolsa_feminina"):
+        (shop / category).mkdir(parents=True)
+        for photo in sorted((demo_catalog / category).glob("*.jpg"))[8:14]:
+            shutil.copyfile(photo, shop / category / photo.name)
+    assignment = json.loads((model / "split.json").read_text())["assignment"]
+    trained = next(pid for pid, side in assignment.items() if side == "train")
+    with Image.open(base / trained) as img:
+        img.convert("RGB").resize((img.width * 9 // 10, img.height * 9 // 10)).save(
+            shop / trained.split("/")[0] / "fornecedor.jpg", "JPEG", quality=90)
+    report = evaluate_catalog(shop, settings, model_dir=model, show_progress=False)
+    unseen = sum(1 for _ in shop.rglob("*.jpg")) - 1
+    assert unseen >= 12 and report["duplicate_groups"] == 0
+    assert (report["queries"], report["index"]) == (unseen, unseen + 1), report["protocol"]
+    assert report["protocol"] == (
+        "leave-one-out: every photo queries all the others (1 photo the model trained on, "
+        "or copies of them, are searched but do not query)")
+    assert report["classification"]["n"] == unseen
+    damaged = tmp_path / "damaged"
+    shutil.copytree(model, damaged)
+    fingerprints = damaged / "split_fingerprints.npz"
+    fingerprints.write_bytes(fingerprints.read_bytes()[:100])
+    monkeypatch.setattr(model_eval, "_embed", lambda *a, **k: pytest.fail("embedded first"))
+    with pytest.raises(CatalogError, match="is not a file written by `vitrine train`"):
+        evaluate_catalog(shop, settings, model_dir=damaged, show_progress=False)

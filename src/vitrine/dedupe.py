@@ -435,14 +435,16 @@ def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[byt
 
 def copies_of_known(phashes: Sequence[str], thumbs: Sequence[bytes],
                     known_phashes: Sequence[str], known_thumbs: Sequence[bytes],
-                    rules: DuplicateRules) -> np.ndarray:
+                    rules: DuplicateRules,
+                    advance: Callable[[int], None] | None = None) -> np.ndarray:
     """Which of the photos (``phashes``, ``thumbs``) the thumbnail rule joins to one of the
     ``known`` photos (those a model trained on, :data:`vitrine.split.FINGERPRINTS`): their
     resized, recompressed, renamed copies. Exact: each chunk of the known photos' thumbnails
     in a flat index, each photo searched against it, a pair's pHashes and colours checked as
     :func:`rule_pairs` checks them. The embedding rule is not applied: it needs the known
     photos' vectors (5 kB each), and the copies it alone joins are edited ones, whose
-    thumbnails differ."""
+    thumbnails differ. ``advance`` is told each chunk of known photos done (minutes at
+    100,000 of each: helper-237)."""
     n, m = len(phashes), len(known_phashes)
     found = np.zeros(n, bool)
     if not n or not m or rules.thumb_cosine > 1 + 1e-5:  # (a rule switched off)
@@ -465,6 +467,8 @@ def copies_of_known(phashes: Sequence[str], thumbs: Sequence[bytes],
             near = codes.hamming(rows, ids) <= rules.phash_distance
             rows, ids = rows[near], ids[near]
             found[rows[_colour_differences(every, rows, ids) <= rules.max_colour_diff]] = True
+        if advance is not None:
+            advance(len(known))
     return found
 
 

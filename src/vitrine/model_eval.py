@@ -152,8 +152,8 @@ def none_read(products: Sequence[Product], bad: Sequence[tuple[int, str]]) -> Ca
 
 def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path | None,
               shas: Sequence[str], groups: Sequence[Sequence[str]],
-              hashes: tuple[Sequence[str], Sequence[bytes], DuplicateRules] | None = None
-              ) -> tuple[str, dict[str, str] | None]:
+              hashes: tuple[Sequence[str], Sequence[bytes], DuplicateRules] | None = None,
+              show_progress: bool = False) -> tuple[str, dict[str, str] | None]:
     """The protocol line and each product's side (None: leave-one-out). With ``hashes`` (the
     photos' pHashes and thumbnails, and the duplicate rules), a photo the model never saw by
     content or id that the rules find to be a copy of one it trained on (renamed, saved
@@ -175,11 +175,16 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
                 known = load_fingerprints(model_dir, split) if rows else None
                 if known is None:
                     return []
-                found = copies_of_known([phashes[i] for i in rows], [thumbs[i] for i in rows],
-                                        *known, rules)
+                with progress_bar("Copies", len(known[0]), enabled=show_progress,
+                                  unit="known photos") as advance:
+                    found = copies_of_known([phashes[i] for i in rows],
+                                            [thumbs[i] for i in rows], *known, rules, advance)
                 return [i for i, yes in zip(rows, found.tolist(), strict=True) if yes]
         seen = _seen_by_model(products, split, shas, groups, copies=copies)
-        if any(where in ("train", "copy") for where in seen.values()):
+        here = sum(where in ("train", "copy") for where in seen.values())
+        if here and here < sum(where in (None, "test") for where in seen.values()):
+            return _without_trained(seen, given)
+        if here:
             # what the model trained on is never a query (leave-one-out over it scored the
             # model on its own training photos); the photos it never saw query, as its test
             unseen = sum(where is None for where in seen.values())
@@ -213,6 +218,25 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
                 "query too: its figures may be too high; keep split.json with the model)",
                 None)
     return "leave-one-out: every photo queries all the others", None
+
+
+def _without_trained(seen: dict[str, str | None], given: dict[str, str] | None
+                     ) -> tuple[str, dict[str, str]]:
+    """The catalogue's own protocol (its split folders, else leave-one-out) where it holds
+    fewer photos the model trained on (or copies of them) than photos it never trained on
+    (a supplier's photos in another shop's catalogue), those photos never querying: the
+    model's split made every other photo query those few alone (17 queries, 1 searched:
+    helper-237)."""
+    trained = {pid for pid, where in seen.items() if where in ("train", "copy", "out")}
+    what = (f"{len(trained)} photo{'s' if len(trained) != 1 else ''} the model trained on, "
+            "or copies of them,")
+    if given is not None:
+        return (f"the test folder queries the train + validation folders ({what} do not "
+                "query)", {pid: "out" if pid in trained and side == "test" else side
+                           for pid, side in given.items()})
+    return (f"leave-one-out: every photo queries all the others ({what} are searched but do "
+            "not query)", {pid: ("copy" if where == "copy" else "train") if pid in trained
+                           else "both" for pid, where in seen.items()})
 
 
 _UNCHECKED = (f"the model folder has no {FINGERPRINTS}, which older models lack: copies of the "
@@ -322,6 +346,11 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     # said before the photos are embedded; duplicates (found on the vectors) only move
     # photos to the trained-on side, so the check is repeated below
     _sides(products, _protocol(products, given, model_dir, shas, [])[1], given, unreadable)
+    if model_dir is not None and (model_dir / FINGERPRINTS).is_file() \
+            and (model_dir / "split.json").is_file():  # (a damaged file was said after every
+        from vitrine.split import Split, load_fingerprints  # photo was embedded: helper-237)
+
+        load_fingerprints(model_dir, Split.load(model_dir / "split.json"))
     vectors, logits, classes, model_info, (phashes, thumbs), failed = _embed(
         products, settings, model_dir, show_progress)
     if failed:
@@ -334,7 +363,8 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
         logits = None if logits is None else logits[keep]
     groups = find_groups(products, vectors["pretrained"], phashes, thumbs, settings, shas)
     protocol, assignment = _protocol(products, given, model_dir, shas, groups,
-                                     (phashes, thumbs, DuplicateRules.from_settings(settings)))
+                                     (phashes, thumbs, DuplicateRules.from_settings(settings)),
+                                     show_progress)
     labels = [p.category for p in products]
     queries, index = _sides(products, assignment, given, unreadable)
     every = len(queries)
@@ -353,8 +383,9 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
                           "left_out": sum(w == "out" for w in assignment.values())},
                     "unsplit_photos": unsplit, "unreadable_photos": unreadable}
     skip = _duplicates_of_queries(queries, index, groups, products)
-    if assignment is None:  # leave-one-out: each query's own row too (the index is every
-        skip = [[*rows, i] for rows, i in zip(skip, queries.tolist(), strict=True)]  # photo)
+    position = {row: j for j, row in enumerate(index.tolist())}  # (leave-one-out: a query
+    skip = [[*rows, position[i]] if i in position else rows  # is searched: its own row too)
+            for rows, i in zip(skip, queries.tolist(), strict=True)]
     for name, vecs in vectors.items():
         report["retrieval"][name] = retrieval_metrics(
             vecs[index], [labels[i] for i in index], vecs[queries],
@@ -394,13 +425,14 @@ def _sides(products: Sequence[Product], assignment: dict[str, str] | None,
            given: dict[str, str] | None, unreadable: Sequence[dict] = ()
            ) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the queries and of the index: every photo for both under leave-one-out
-    (``assignment`` None), else the test side queries the rest; either side empty is an
+    (``assignment`` None), else the test side ("test", or "both": leave-one-out without the
+    photos a model trained on) queries the rest ("out" neither); either side empty is an
     error, said for the catalogue's split folders (``given``) or the model's split, and
     naming the ``unreadable`` photos left out when there were (a test split they emptied:
     "the model trained on every one" was false)."""
     if assignment is None:
         return np.arange(len(products)), np.arange(len(products))
-    test = np.asarray([assignment[p.product_id] == "test" for p in products])
+    test = np.asarray([assignment[p.product_id] in ("test", "both") for p in products])
     if assignment is given and (test.all() or not test.any()):
         empty = "train or val" if test.all() else "test"
         why = (f"the catalogue's split folders have no {empty} photo with a category; "

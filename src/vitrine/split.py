@@ -133,6 +133,8 @@ def load_fingerprints(folder: Path, split: Split) -> tuple[list[str], list[bytes
 
     import numpy as np
 
+    from vitrine.dedupe import THUMB_SIZE
+
     path = Path(folder) / FINGERPRINTS
     if not path.is_file():
         return None
@@ -143,6 +145,8 @@ def load_fingerprints(folder: Path, split: Split) -> tuple[list[str], list[bytes
         if (values.dtype != np.uint64 or thumbs.dtype != np.uint8 or thumbs.ndim != 2
                 or not len(ids) == len(values) == len(thumbs)):
             raise ValueError("its arrays do not match")
+        if len(ids) and thumbs.shape[1] != 3 * THUMB_SIZE ** 2:  # (FAISS asserted: helper-237)
+            raise ValueError(f"its thumbnails are not {THUMB_SIZE}×{THUMB_SIZE} RGB")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise CatalogError(f"{path} is not a file written by `vitrine train` "
                            f"({type(exc).__name__}: {exc}); train again, or remove it "

@@ -172,8 +172,9 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     torch.manual_seed(settings.train_seed)
     net.head = ClassifierHead(net.head_dim, settings.train_head_units, len(classes),
                               settings.train_dropout)
+    test_rows = _counted_test_rows(caches, split.groups)
     fit = fit_cached(net, caches, len(classes), settings, stage / "checkpoints",
-                     show_progress=show_progress, zeros=storage.zeros)
+                     show_progress=show_progress, zeros=storage.zeros, test_rows=test_rows)
     check_converged(fit.phase1.history + fit.phase2.history, out_dir, fit.refit)
     seconds.update(fit.seconds)
     config = model_config(spec.name, settings, classes, prep, state_hash(pretrained))
@@ -184,7 +185,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
                                                  settings, storage.zeros)
     digest = write_model(stage, net, config)
     # before the summary sums up what the cache allocated: the report's vectors are in it
-    test = _test_detail(fit.outputs, caches, classes, settings, storage.zeros, split.groups)
+    test = _test_detail(fit.outputs, caches, classes, settings, storage.zeros, test_rows)
     summary = {
         "model_dir": str(out_dir), "classes": classes, "weights_sha256": digest,
         "split": {**split.counts(), "source": split.source,
@@ -403,20 +404,32 @@ def _phase_summary(result: PhaseResult, metrics: dict) -> dict:
             "metrics": metrics}
 
 
+def _counted_test_rows(caches: dict[str, FeatureCache],
+                       groups: Sequence[Sequence[str]]) -> torch.Tensor | None:
+    """The rows of the test split its figures count: the copies of one photo among them
+    (``groups``, the split's duplicate groups) once (:func:`vitrine.model_eval.one_per_group`),
+    as `vitrine evaluate` counts them (helper-231)."""
+    from vitrine.model_eval import one_per_group
+
+    if "test" not in caches:
+        return None
+    products = list(caches["test"].products)
+    return torch.as_tensor(one_per_group([p.product_id for p in products], groups)
+                           if products else range(len(caches["test"])), dtype=torch.long)
+
+
 def _test_detail(outputs: dict, caches: dict[str, FeatureCache], classes: list[str],
                  settings: Settings, zeros: Callable = torch.zeros,
-                 groups: Sequence[Sequence[str]] = ()) -> dict:
-    """The test split's figures; the copies of one photo among its photos (``groups``, the
-    split's duplicate groups) count once (:func:`vitrine.model_eval.one_per_group`), as
-    `vitrine evaluate` counts them."""
-    from vitrine.model_eval import one_per_group
+                 keep: torch.Tensor | None = None) -> dict:
+    """The test split's figures, of its rows ``keep`` (:func:`_counted_test_rows`; None:
+    all)."""
     from vitrine.report import classification_report, misclassified, retrieval_from_cache
 
     if "test" not in caches:
         return {}
     products = list(caches["test"].products)
-    keep = torch.as_tensor(one_per_group([p.product_id for p in products], groups)
-                           if products else range(len(caches["test"])), dtype=torch.long)
+    if keep is None:
+        keep = torch.arange(len(caches["test"]))
     labels = caches["test"].labels[keep]
     logits = outputs["test"]["logits"][keep]
     pred = logits.argmax(1)

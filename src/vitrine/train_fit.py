@@ -56,12 +56,19 @@ class Fit:
 
 def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
                settings: Settings, checkpoint_dir: Path | None, *,
-               show_progress: bool = True, zeros: Zeros = torch.zeros) -> Fit:
+               show_progress: bool = True, zeros: Zeros = torch.zeros,
+               test_rows: torch.Tensor | None = None) -> Fit:
     """Phase 1 (head on the frozen network) then phase 2 (top blocks + head) on cached
     frozen-layer outputs; ``caches`` has 'train' and 'val', and may have 'test'. The
     per-photo tensors it makes (the head's inputs, each split's outputs) come from
-    ``zeros`` (vitrine.train_data.MapStorage.zeros: in memory or in files)."""
+    ``zeros`` (vitrine.train_data.MapStorage.zeros: in memory or in files). The test
+    figures after each phase are of ``test_rows`` of the test split (None: all), each
+    duplicate group once, as the report's test accuracy counts them (helper-237)."""
     from vitrine.report import split_metrics
+
+    def metrics(k: str, logits: torch.Tensor) -> dict:
+        rows = test_rows if k == "test" and test_rows is not None else slice(None)
+        return split_metrics(logits[rows], caches[k].labels[rows])
 
     torch.manual_seed(settings.train_seed)
     head_start = {k: v.clone() for k, v in net.head.state_dict().items()}
@@ -86,8 +93,7 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
     seconds["phase1"] = round(time.perf_counter() - t0, 1)
     net.head.eval()
     with torch.inference_mode():
-        after1 = {k: split_metrics(net.head(pooled[k][:, 0]), caches[k].labels)
-                  for k in caches}
+        after1 = {k: metrics(k, net.head(pooled[k][:, 0])) for k in caches}
 
     t0 = time.perf_counter()
     head_after1 = {k: v.clone() for k, v in net.head.state_dict().items()}
@@ -120,8 +126,7 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
             (ckpt / "phase2-best.pt").unlink(missing_ok=True)
     seconds["phase2"] = round(time.perf_counter() - t0, 1)
     fit = Fit(phase1, phase2, after1, {}, _frozen_outputs(net, caches, zeros), seconds)
-    fit.after2 = {k: split_metrics(o["logits"], caches[k].labels)
-                  for k, o in fit.outputs.items()}
+    fit.after2 = {k: metrics(k, o["logits"]) for k, o in fit.outputs.items()}
     if settings.train_refit:
         t0 = time.perf_counter()
         # the validated network, kept to be saved in the refit's place should the refit come
@@ -135,8 +140,7 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
         fit.outputs = {}  # the outputs before the refit are let go first
         fit.outputs = _frozen_outputs(net, caches, zeros)
         after = refit_check_metrics(fit.outputs, caches)
-        metrics = {k: split_metrics(o["logits"], caches[k].labels)
-                   for k, o in fit.outputs.items()}
+        refit_metrics = {k: metrics(k, o["logits"]) for k, o in fit.outputs.items()}
         why = refit_worse(before, after, record)
         if why:
             net.top.load_state_dict(validated["top"])
@@ -145,7 +149,7 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
             fit.outputs = _frozen_outputs(net, caches, zeros)
         seconds["refit"] = round(time.perf_counter() - t0, 1)
         fit.refit = {"photos": len(caches["train"]) + len(caches["val"]), "epochs": epochs,
-                     "seconds": seconds["refit"], "metrics": finite(metrics),
+                     "seconds": seconds["refit"], "metrics": finite(refit_metrics),
                      "kept": not why, "why_not_kept": why,
                      "check": {"validated": before, "refit": after},
                      "history": finite(record)}
