@@ -156,6 +156,7 @@ def _trained(catalog: Path, out_dir: Path, settings: Settings,
              console: Console) -> Settings:
     """Train on the demo catalogue, or reuse the model trained from the same photos and
     settings."""
+    from vitrine.report import refit_dropped_line
     from vitrine.trained import ensure_model
 
     if note := cpu_only_note(settings, "training"):
@@ -163,7 +164,20 @@ def _trained(catalog: Path, out_dir: Path, settings: Settings,
     model_dir, reused = ensure_model(catalog, out_dir / "model", settings)
     console.print(plain(f"{'Reusing' if reused else 'Trained'} the model in {model_dir} "
                         f"(report: {model_dir / 'report.md'})."))
+    if dropped := refit_dropped_line({"refit": _model_config(model_dir).get("refit")}):
+        console.print(plain(f"note: {dropped}"))  # (said by `train` alone: helper-237)
     return settings.model_copy(update={"model": model_dir})
+
+
+def _model_config(model_dir: Path) -> dict:
+    """The model folder's ``model.json`` (empty where it cannot be read)."""
+    from vitrine.trained import CONFIG_FILE
+
+    try:
+        config = json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 DEMO_MARK = ".vitrine-demo"
