@@ -149,3 +149,31 @@ def test_the_refit_rule_drops_only_a_clearly_worse_or_broken_refit(tmp_path):
     with pytest.raises(TrainingError, match="is not a number.*left as it was"):
         check_converged([], tmp_path, {"kept": True, "check": {"validated": m(0, None),
                                                                "refit": m(0, None)}})
+
+
+def test_the_demo_says_a_refit_not_kept(tmp_path, monkeypatch):
+    """`vitrine demo` trains through ensure_model, which keeps no summary: a refit not kept
+    was said by `vitrine train` alone (helper-237); the demo reads it from model.json."""
+    import json
+
+    from rich.console import Console
+
+    from vitrine import demo, trained
+    from vitrine.config import Settings
+
+    model = tmp_path / "out" / "model"
+    model.mkdir(parents=True)
+    check = {"validated": {"loss": 0.3, "acc": 0.9, "correct": 18, "n": 20},
+             "refit": {"loss": 2.1, "acc": 0.5, "correct": 10, "n": 20}}
+    (model / "model.json").write_text(json.dumps({"refit": {
+        "kept": False, "why_not_kept": "8 more photos wrong", "check": check}}))
+    monkeypatch.setattr(trained, "ensure_model", lambda *a, **k: (model, True))
+    console = Console(record=True, width=400)
+    demo._trained(tmp_path, tmp_path / "out", Settings(), console)
+    said = console.export_text()
+    assert "note: The refit on train + validation was not kept" in said
+    assert "8 more photos wrong; accuracy 50.0% vs 90.0%" in said
+    (model / "model.json").write_text(json.dumps({"refit": {"kept": True}}))
+    console = Console(record=True, width=400)
+    demo._trained(tmp_path, tmp_path / "out", Settings(), console)
+    assert "not kept" not in console.export_text()
