@@ -295,3 +295,21 @@ def test_a_name_too_long_or_not_utf8_on_the_command_line_is_one_sentence(small_s
     odd = _cli("similar", "--store", small_store, latin, env={})
     assert odd.returncode == 2 and "Traceback" not in odd.stderr
     assert odd.stderr == "error: product '\\udcffx' is not in the store.\n"
+
+
+def test_a_long_file_name_the_folder_takes_is_written_whole(tmp_path):
+    """A figure named with 240 bytes, which the folder takes, failed with "File name too
+    long" after all the work (its part file's name added ~22 bytes); the demo's figure of a
+    category of 80 CJK characters (240 bytes) stopped the demo (helper-238)."""
+    from vitrine.demo import FILE_NAME_BYTES, _file_name
+    from vitrine.files import write_whole
+
+    target = tmp_path / ("f" * 236 + ".png")
+    write_whole(target, b"figure")
+    write_whole(target, b"again")  # (over the old one, through a part file of its own)
+    assert target.read_bytes() == b"again" and [p.name for p in tmp_path.iterdir()] == [
+        target.name]
+    category = "腕時計" * 27
+    name = _file_name(category)
+    assert len(name.encode()) <= FILE_NAME_BYTES + 9 and name != _file_name(category + "x")
+    write_whole(tmp_path / f"similar-{name}.png", b"figure")

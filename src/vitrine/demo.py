@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import socket
@@ -142,14 +143,21 @@ def _figures_of_last_run(out_dir: Path) -> set[str]:
     return {n for n in names if n.startswith("similar-") and n.endswith(".png")}
 
 
+FILE_NAME_BYTES = 120
+"""The most bytes of a category's name in a figure's file name (80 characters of a CJK name
+were 240 bytes: "File name too long", the demo stopped: helper-238)."""
+
+
 def _file_name(text: str) -> str:
     """``text`` as part of a file name: what a file name cannot hold (a '/', a NUL) as '_',
-    at most 80 characters; a name changed so (which another text could share: "a b" and
-    "a_b") ends with a digest of ``text``."""
+    at most :data:`FILE_NAME_BYTES` bytes; a name changed so (which another text could
+    share: "a b" and "a_b") ends with a digest of ``text``."""
     name = re.sub(r"[^\w.-]", "_", text)
-    if name == text and len(name) <= 80:
+    if name == text and len(os.fsencode(name)) <= FILE_NAME_BYTES:
         return name
-    return f"{name[:80]}-{hashlib.sha256(text.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+    while len(os.fsencode(name)) > FILE_NAME_BYTES:  # (whole characters)
+        name = name[:-1]
+    return f"{name}-{hashlib.sha256(text.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
 def _trained(catalog: Path, out_dir: Path, settings: Settings,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import re
 import secrets
@@ -26,8 +27,9 @@ def write_whole(path: Path, data: bytes | memoryview) -> None:
     the file, a product's photo, was written through). Part files of runs killed outright
     are removed."""
     path = Path(path)
-    remove_stale(path.parent, f".{glob.escape(path.name)}.*.part")
-    part = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    stem = _part_stem(path.name)
+    remove_stale(path.parent, f"{glob.escape(stem)}.*.part")
+    part = path.with_name(f"{stem}.{os.getpid()}-{secrets.token_hex(4)}.part")
     try:
         with open(part, "xb") as fh:
             fh.write(data)
@@ -40,6 +42,20 @@ def write_whole(path: Path, data: bytes | memoryview) -> None:
         os.replace(part, path)
     finally:
         part.unlink(missing_ok=True)
+
+
+NAME_MAX = 255
+"""The longest file name, in bytes, of the file systems Vitrine writes to."""
+
+
+def _part_stem(name: str) -> str:
+    """What a part file of ``name`` is named from: ``.name``, or, where that name with the
+    part's own ~25 bytes would pass :data:`NAME_MAX`, a digest of it (a figure named with
+    240 bytes, which the folder takes, failed with "File name too long" after all the
+    work: helper-238)."""
+    if len(os.fsencode(name)) + 32 <= NAME_MAX:
+        return f".{name}"
+    return f".vitrine-{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}"
 
 
 def remove_stale(folder: Path, pattern: str, age: float = STALE_PART_S) -> None:
