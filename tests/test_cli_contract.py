@@ -391,6 +391,14 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     assert [len(a["results"]) for a in answers] == [5, 5] and "error" not in answers[1]
     assert answers[0]["error"].startswith("cannot write the figure")
     assert (tmp_path / "figs" / "f-1.png").is_file()
+    # a photo that fails now leaves no earlier run's figure in its numbered place (f-1.png
+    # stayed, read as the bad photo's: helper-238); `--plot -` is standard output, refused
+    again = run("search", "--store", store, "--plot", tmp_path / "figs" / "f.png", good, bad,
+                check=False, env_extra=env)
+    assert again.returncode == 2 and not (tmp_path / "figs" / "f-1.png").exists()
+    dash = run("search", "--store", store, "--plot", "-", good, check=False, env_extra=env)
+    assert dash.returncode == 2 and dash.stderr.startswith("error: --plot - would be standard")
+    assert not (Path.cwd() / "-.png").exists()
     # similar says so in its JSON too (it printed the JSON first, with no "error" key)
     pid = catalog.joinpath("products.csv").read_text().splitlines()[1].split(",")[0]
     (tmp_path / "figs" / "in-the-way").write_text("a file where its folder should be")

@@ -48,6 +48,7 @@ from vitrine.display import (
     results_table,
 )
 from vitrine.errors import VitrineError
+from vitrine.files import is_stream
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Vitrine: visually similar products from product photos.")
@@ -169,6 +170,16 @@ def index(
         raise typer.Exit(1)
 
 
+def _forget_figure(target: Path | None, plot: Path | None) -> None:
+    """Remove the numbered figure (``fig-1.png`` of ``--plot fig.png``) an earlier run left
+    where a photo that failed now had its own: it read as this photo's (helper-238). The
+    file ``--plot`` named itself, a device or a folder is left alone."""
+    if target is None or target == plot or is_stream(target) or target.is_dir():
+        return
+    with contextlib.suppress(OSError):
+        target.unlink()
+
+
 @app.command()
 def search(
     images: Annotated[list[str], typer.Argument(help="Query photos.", metavar="IMAGE")],
@@ -201,6 +212,7 @@ def search(
             matches, guess = rec.search_image_guess(image, k, category)
         except ImageError as exc:  # the other photos are still searched
             sys.stderr.write(f"error: {exc}\n")
+            _forget_figure(target, plot)
             if as_json:  # one object per query, so a script sees which photo failed
                 print_json({"query": str(image), "results": [], "predicted_category": None,
                             "error": str(exc)})
@@ -218,6 +230,7 @@ def search(
             except VitrineError as exc:  # its results stand; the other photos still come
                 sys.stderr.write(f"error: {exc}\n")
                 problem, failed = str(exc), failed + 1
+                _forget_figure(target, plot)
         if as_json:  # after the figure: a script sees which photo's figure failed
             print_json({"query": str(image), "results": [m.as_dict() for m in matches],
                          "predicted_category": guess and guess.as_dict(),

@@ -159,6 +159,10 @@ def plot_path(plot: Path | None) -> Path | None:
     folder or an unknown format is an error before any work."""
     if plot is None:
         return None
+    if str(plot) == "-":  # (the usual name of standard output: a file "-.png" was written,
+        # "Figure saved to -.png", exit 0: helper-238)
+        raise VitrineError("--plot - would be standard output, where the results go; name "
+                           "a file, or another descriptor (--plot /dev/fd/3 3> fig.png).")
     if plot.is_dir():
         raise VitrineError(f"--plot {plot} is a folder; name a file such as {plot}/fig.png.")
     _refuse_stdout(plot)
