@@ -157,6 +157,35 @@ def test_a_photo_training_left_out_of_its_splits_is_one_the_model_saw():
         "new.jpg"] == "out"
 
 
+def test_the_training_catalogue_keeps_the_models_split_whatever_its_test_fraction(tmp_path):
+    """The catalogue's own protocol runs where it holds fewer photos the model trained on
+    than photos that are not the model's at all; the model's test photos are the model's: a
+    test fraction of a half made them outnumber train + validation, and the training
+    catalogue itself lost its split (helper-240)."""
+    from pathlib import Path
+
+    from vitrine.catalog import Product
+    from vitrine.model_eval import _protocol
+    from vitrine.split import Split
+
+    ids = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
+    Split({"a.jpg": "train", "b.jpg": "val", "c.jpg": "test", "d.jpg": "test",
+           "e.jpg": "test"}, contents={pid: f"sha-{pid}" for pid in ids}).save(
+        tmp_path / "split.json")
+    products = [Product(pid, Path(pid), "x") for pid in ids]
+    line, sides = _protocol(products, None, tmp_path, [f"sha-{pid}" for pid in ids], [])
+    assert line == "the model's test split queries its train + validation photos"
+    assert sides == {"a.jpg": "train", "b.jpg": "train", "c.jpg": "test", "d.jpg": "test",
+                     "e.jpg": "test"}
+    # three photos of another shop beside two the model trained on: the shop's own
+    others = [Product(f"o{i}.jpg", Path(f"o{i}.jpg"), "x") for i in range(3)]
+    line, sides = _protocol([*products[:2], *others], None, tmp_path,
+                            ["sha-a.jpg", "sha-b.jpg", "x", "y", "z"], [])
+    assert line.startswith("leave-one-out: every photo queries all the others (2 photos")
+    assert sides == {"a.jpg": "train", "b.jpg": "train", "o0.jpg": "both", "o1.jpg": "both",
+                     "o2.jpg": "both"}
+
+
 def test_a_byte_identical_copy_training_left_out_is_not_searched_either():
     """A test photo that is the same bytes as a train photo, left out by training: matched
     by content, it took the train photo's side and was searched beside it, so `evaluate
