@@ -158,32 +158,37 @@ def test_a_photo_training_left_out_of_its_splits_is_one_the_model_saw():
 
 
 def test_the_training_catalogue_keeps_the_models_split_whatever_its_test_fraction(tmp_path):
-    """The catalogue's own protocol runs where it holds fewer photos the model trained on
-    than photos that are not the model's at all; the model's test photos are the model's: a
-    test fraction of a half made them outnumber train + validation, and the training
-    catalogue itself lost its split (helper-240)."""
+    """The catalogue's own protocol runs where it holds fewer than half the photos the model
+    trained on and fewer of them than photos not the model's at all; the model's test photos
+    are the model's: a test fraction of a half made them outnumber train + validation, and
+    the training catalogue itself lost its split; a grown catalogue flipped to leave-one-out
+    once its new photos outnumbered train + validation (helper-240)."""
     from pathlib import Path
 
     from vitrine.catalog import Product
     from vitrine.model_eval import _protocol
     from vitrine.split import Split
 
-    ids = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
-    Split({"a.jpg": "train", "b.jpg": "val", "c.jpg": "test", "d.jpg": "test",
-           "e.jpg": "test"}, contents={pid: f"sha-{pid}" for pid in ids}).save(
-        tmp_path / "split.json")
-    products = [Product(pid, Path(pid), "x") for pid in ids]
-    line, sides = _protocol(products, None, tmp_path, [f"sha-{pid}" for pid in ids], [])
+    sides = {"a": "train", "b": "train", "f": "train", "g": "val", "h": "val",
+             "c": "test", "d": "test", "e": "test", "i": "test", "j": "test", "k": "test"}
+    Split(sides, contents={pid: f"sha-{pid}" for pid in sides}).save(tmp_path / "split.json")
+
+    def protocol(ids: list[str]) -> tuple[str, dict]:
+        products = [Product(pid, Path(pid), "x") for pid in ids]
+        return _protocol(products, None, tmp_path, [f"sha-{pid}" for pid in ids], [])
+
+    line, got = protocol(list(sides))  # 6 test photos, 5 train + validation ones
     assert line == "the model's test split queries its train + validation photos"
-    assert sides == {"a.jpg": "train", "b.jpg": "train", "c.jpg": "test", "d.jpg": "test",
-                     "e.jpg": "test"}
-    # three photos of another shop beside two the model trained on: the shop's own
-    others = [Product(f"o{i}.jpg", Path(f"o{i}.jpg"), "x") for i in range(3)]
-    line, sides = _protocol([*products[:2], *others], None, tmp_path,
-                            ["sha-a.jpg", "sha-b.jpg", "x", "y", "z"], [])
-    assert line.startswith("leave-one-out: every photo queries all the others (2 photos")
-    assert sides == {"a.jpg": "train", "b.jpg": "train", "o0.jpg": "both", "o1.jpg": "both",
-                     "o2.jpg": "both"}
+    assert got == {pid: "test" if side == "test" else "train" for pid, side in sides.items()}
+    grown = [*sides, *(f"new{i}" for i in range(8))]
+    assert protocol(grown)[0].startswith("the model's test split and 8 photo(s) it never")
+    # one photo it trained on among three of another shop's: the shop's own protocol
+    line, got = protocol(["a", "o1", "o2", "o3"])
+    assert line.startswith("leave-one-out: every photo queries all the others (1 photo the")
+    assert got == {"a": "train", "o1": "both", "o2": "both", "o3": "both"}
+    # three of the five (over half) among many others: the model's split
+    assert protocol(["a", "b", "g", *(f"o{i}" for i in range(9))])[0] == (
+        "9 photo(s) it never saw query its train + validation photos")
 
 
 def test_a_byte_identical_copy_training_left_out_is_not_searched_either():

@@ -182,8 +182,11 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
                 return [i for i, yes in zip(rows, found.tolist(), strict=True) if yes]
         seen = _seen_by_model(products, split, shas, groups, copies=copies)
         here = sum(where in ("train", "copy") for where in seen.values())
-        if here and here < sum(where is None for where in seen.values()):  # (its own test
-            # photos count for the model's catalogue: a test fraction of 0.5 outnumbers)
+        if here and 2 * here < len(split.ids("train")) + len(split.ids("val")) \
+                and here < sum(where is None for where in seen.values()):
+            # (the model's split where the catalogue holds half the photos it trained on,
+            # or more of them than photos not the model's at all: its test photos are, a
+            # test fraction of 0.5 outnumbered train + validation; helper-240)
             return _without_trained(seen, given)
         if here:
             # what the model trained on is never a query (leave-one-out over it scored the
@@ -224,9 +227,9 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
 def _without_trained(seen: dict[str, str | None], given: dict[str, str] | None
                      ) -> tuple[str, dict[str, str]]:
     """The catalogue's own protocol (its split folders, else leave-one-out) where it holds
-    fewer photos the model trained on (or copies of them) than photos that are not the
-    model's at all (a supplier's photos in another shop's catalogue: its test split's are
-    the model's), those photos never querying: the
+    fewer than half the photos the model trained on (or copies of them), and fewer of them
+    than photos that are not the model's at all (a supplier's photos in another shop's
+    catalogue), those photos never querying: the
     model's split made every other photo query those few alone (17 queries, 1 searched:
     helper-237)."""
     trained = {pid for pid, where in seen.items() if where in ("train", "copy", "out")}
@@ -348,11 +351,10 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     # said before the photos are embedded; duplicates (found on the vectors) only move
     # photos to the trained-on side, so the check is repeated below
     _sides(products, _protocol(products, given, model_dir, shas, [])[1], given, unreadable)
-    if model_dir is not None and (model_dir / FINGERPRINTS).is_file() \
-            and (model_dir / "split.json").is_file():  # (a damaged file was said after every
-        from vitrine.split import Split, load_fingerprints  # photo was embedded: helper-237)
-
-        load_fingerprints(model_dir, Split.load(model_dir / "split.json"))
+    if model_dir is not None and (model_dir / "split.json").is_file():  # (a damaged file was
+        from vitrine.split import load_fingerprints  # said after every photo was embedded:
+                                                     # helper-237)
+        load_fingerprints(model_dir, None)
     vectors, logits, classes, model_info, (phashes, thumbs), failed = _embed(
         products, settings, model_dir, show_progress)
     if failed:

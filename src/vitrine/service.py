@@ -607,7 +607,8 @@ class VitrineService:
             while writer_running(root):
                 if self._closing.wait(WRITER_POLL_S):
                     return
-            self._rebuild_if_due(self._due_beside_reads)
+            if not self._closing.is_set():
+                self._rebuild_if_due(self._due_beside_reads)
 
         threading.Thread(target=after_the_writer, name="vitrine-index-wait",
                          daemon=True).start()

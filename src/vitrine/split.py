@@ -124,10 +124,14 @@ def save_fingerprints(folder: Path, split: Split, phash_of: dict[str, str],
     write_whole(Path(folder) / FINGERPRINTS, buffer.getvalue())
 
 
-def load_fingerprints(folder: Path, split: Split) -> tuple[list[str], list[bytes]] | None:
+def load_fingerprints(folder: Path, split: Split | None
+                      ) -> tuple[list[str], list[bytes]] | None:
     """The pHashes and thumbnails :func:`save_fingerprints` wrote in ``folder``, of the photos
     ``split`` says the model trained on; None without the file (a model trained before it
-    was written); a CatalogError in one sentence for a file that is not one."""
+    was written); a CatalogError in one sentence for a file that is not one. Without
+    ``split``, the file is only checked as far as its ids and pHashes (not its thumbnails,
+    77 MB at 100,000), and None returned: a damaged one said before the photos are
+    embedded (helper-237)."""
     import zipfile
     import zlib
 
@@ -140,10 +144,16 @@ def load_fingerprints(folder: Path, split: Split) -> tuple[list[str], list[bytes
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
-            raw, values, thumbs = bytes(data["ids"]), data["phash"], data["thumbs"]
+            raw, values = bytes(data["ids"]), data["phash"]
+            if "thumbs" not in data.files:
+                raise KeyError("thumbs")
+            thumbs = data["thumbs"] if split is not None else None
         ids = raw.decode("utf-8", "surrogateescape").split("\0") if raw else []
-        if (values.dtype != np.uint64 or thumbs.dtype != np.uint8 or thumbs.ndim != 2
-                or not len(ids) == len(values) == len(thumbs)):
+        if values.dtype != np.uint64 or len(ids) != len(values):
+            raise ValueError("its arrays do not match")
+        if thumbs is None:
+            return None
+        if thumbs.dtype != np.uint8 or thumbs.ndim != 2 or len(thumbs) != len(ids):
             raise ValueError("its arrays do not match")
         if len(ids) and thumbs.shape[1] != 3 * THUMB_SIZE ** 2:  # (FAISS asserted: helper-237)
             raise ValueError(f"its thumbnails are not {THUMB_SIZE}×{THUMB_SIZE} RGB")
