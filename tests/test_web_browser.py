@@ -361,6 +361,20 @@ def test_a_typed_category_searches_within_it(browser, settings, small_store, emb
         page.locator("#photo").focus()  # the field's change event
         page.wait_for_timeout(300)
         assert len(sent) == 2, sent
+        # Back from a result: the typed field is not restored by the browser (autocomplete
+        # off), and the photo was searched in every category, the result lost (helper-240)
+        link = page.locator("#results li.card a.card-link").nth(1)
+        href = link.get_attribute("href")
+        link.focus()
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(r"/products/"))
+        page.go_back()
+        page.wait_for_function("""(href) => document.activeElement &&
+            document.activeElement.getAttribute('href') === href""", arg=href,
+                               timeout=30_000)
+        assert field.input_value() == "Mocassim masculino"
+        assert {c.inner_text() for c in page.locator("#results .meta .category").all()} == {
+            "Mocassim masculino"}
         field.fill("")
         assert "category" not in page.locator("a.lang-switch").get_attribute("href")
         assert problems == []

@@ -183,6 +183,7 @@
     try {
       sessionStorage.setItem(OPENED, JSON.stringify({ href: link.getAttribute("href"),
                                                       y: window.scrollY,
+                                                      category: shown.category,
                                                       search: searched(shown) }));
     } catch (error) { /* storage refused: Back shows the results' top */ }
   });
@@ -313,8 +314,18 @@
     // option of the list, whose "" would drop it from the toggle: helper-188)
     if (category && category.value !== asServed(category)) keepCategoryInToggle();
     if (input.files[0] && !results.querySelector("li.card, .message")) {
-      search(input.files[0], true, opened());  // (read once the photo is back: the page's
-      // first call may come before the browser restored it)
+      const kept = opened();  // (read once the photo is back: the page's first call may
+      // come before the browser restored it)
+      // a typed category field is not restored (autocomplete off): the one searched in,
+      // kept with the result opened, is put back (the photo was searched in every
+      // category: helper-240)
+      if (kept && typeof kept.category === "string" && category &&
+          category.tagName === "INPUT" && category.value === asServed(category) &&
+          kept.category !== category.value) {
+        category.value = kept.category;
+        keepCategoryInToggle();
+      }
+      search(input.files[0], true, kept);
     }
   }
   restored();
