@@ -45,13 +45,13 @@ def test_titles_are_cut_with_an_ellipsis_and_never_reach_the_edge(tmp_path):
     too); a name longer than the title kept no "…", and one long word became just "…"."""
     import numpy as np
 
-    from vitrine.plots import _lines
+    from vitrine.plots import _lines, _width
 
-    assert _lines("Supercalifragilisticexpialidociousbutwithout", 26, 1) == [
-        "Supercalifragilisticexpia…"]
-    assert _lines("Reebok Men Premier Verona Supreme 2 Black Sports Shoes", 26, 2) == [
+    (cut,) = _lines("Supercalifragilisticexpialidociousbutwithout", 120, 1)
+    assert cut.startswith("Supercalifragilistic") and cut.endswith("…") and _width(cut) <= 120
+    assert _lines("Reebok Men Premier Verona Supreme 2 Black Sports Shoes", 120, 2) == [
         "Reebok Men Premier Verona", "Supreme 2 Black Sports…"]
-    assert _lines("", 26, 2) == [""]
+    assert _lines("", 120, 2) == [""]
     photo = _photo(tmp_path / "p.png", (300, 400))
     name = "ADIDAS Men Snova Glide Running Shoes Black Edition"
     matches = [Match(StoredProduct(str(i), str(photo), category="x_tenis_masculino " * 6,
@@ -178,7 +178,7 @@ def test_control_characters_in_names_are_drawn_as_spaces(tmp_path, caplog):
         plot_recommendations(photo, "q\x85uery\x00", [match], tmp_path / "rec.png")
         plot_confusion_matrix([[1, 0], [2, 3]], ["a\x1bb", "c\td"], tmp_path / "cm.png")
     assert plots.MISSING_NOTE not in caplog.messages
-    assert plots._lines("Nome\x1b[31mX\tfim", 26, 2) == ["Nome [31mX fim"]
+    assert plots._lines("Nome\x1b[31mX\tfim", plots.TILE_TEXT, 2) == ["Nome [31mX fim"]
     plots._note_missing.cache_clear()
 
 
@@ -231,12 +231,14 @@ def test_the_confusion_matrix_stays_a_figure_whatever_the_classes(tmp_path, monk
         assert table[2].startswith("| 1 | categoria_000 |") == (n == 400)
         assert table[-1].startswith(f"| {n} | ") == (n == 400)
     # a long name (a product table's category) is cut, not drawn whole across the figure
+    from vitrine.plots import TICK_NAME, _width
+
     long = "Relógios " + "x" * 200
     plot_confusion_matrix(np.eye(3, dtype=int), ["a", long, "c"], tmp_path / "long.png")
     ax = figures[-1].axes[0]
     ticks = [t.get_text() for t in ax.get_yticklabels()]
-    assert ticks[0] == "a" and ticks[1].startswith("Relógios x") and ticks[1].endswith("…")
-    assert len(ticks[1]) == 28
+    assert ticks[0] == "a" and ticks[1].startswith("Relógios") and ticks[1].endswith("xxx")
+    assert "…" in ticks[1] and TICK_NAME - 15 < _width(ticks[1]) <= TICK_NAME
 
 
 def test_a_misclassified_tile_names_label_and_guess(tmp_path, monkeypatch):
@@ -254,4 +256,143 @@ def test_a_misclassified_tile_names_label_and_guess(tmp_path, monkeypatch):
     titles = [ax.get_title().split("\n") for ax in figures[-1].axes[:2]]
     assert titles[0] == ["Sapato", "label: x_sapato_social_masculino",
                          "model: mocassim_masculino (49%)"]
-    assert titles[1][1] == "label: relogio de pulso feminin…"
+    assert titles[1][1] == "label: relogio de…pulseira de aço"
+
+
+JAPANESE = "レディース腕時計ゴールドステンレススチールクリスタル限定モデル"
+ARABIC = "حقيبة يد نسائية جلد طبيعي لون أسود مقاس كبير"
+
+
+def test_wide_names_stay_over_their_own_tile(tmp_path, monkeypatch):
+    """Titles were wrapped counting characters, but a Japanese or Chinese character or an
+    emoji is about twice as wide as a Latin letter: a Japanese name of 31 characters was two
+    tiles wide, 30 emoji 310 pixels in a tile of 262, over the neighbours' titles
+    (helper-238). Names with no spaces break between characters; Arabic keeps whole
+    words."""
+    figures = _drawn(monkeypatch)
+    photo = _photo(tmp_path / "p.png", (300, 400))
+    names = [JAPANESE, "👜" * 30, "女士手表金色不锈钢水晶限量版型号女士手表金色不锈钢水晶", ARABIC,
+             "Relógio Feminino Dourado Pulseira Aço Inoxidável Cristal"]
+    category = "腕時計レディースゴールド限定カテゴリー"
+    matches = [Match(StoredProduct(str(i), str(photo), category=category, name=name), 0.9)
+               for i, name in enumerate(names)]
+    plot_recommendations(photo, JAPANESE, matches, tmp_path / "rec.png")
+    fig = figures[-1]
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes]
+    tile = fig.bbox.width / len(fig.axes)
+    for left, right in zip(boxes, boxes[1:], strict=False):
+        assert left.x1 < right.x0, "a title runs over its neighbour's"
+    assert all(box.width < tile for box in boxes)
+    titles = [ax.get_title().split("\n") for ax in fig.axes]
+    assert "".join(titles[1][:2]) == JAPANESE  # wrapped whole, nothing lost, in 2 lines
+    assert "".join(titles[2][:2]) == "👜" * 30 and titles[1][2] == category
+    assert all(set(line.split()) <= set(ARABIC.split()) for line in titles[4][:2])
+    assert titles[5][:2] == ["Relógio Feminino Dourado Pulseira", "Aço Inoxidável Cristal"]
+
+
+def test_history_phase_names_sit_above_the_curves_whole_and_apart(tmp_path, monkeypatch):
+    """The phase names were written inside the plots along their top, where the first
+    epoch's loss and any accuracy of 1.0 ran through them, and after 40 epochs of transfer
+    learning and one of fine-tuning "fine-tuning" ran past the frame (helper-238)."""
+    from vitrine import plots
+
+    figures = _drawn(monkeypatch)
+    for first, then in ((40, 1), (1, 20), (5, 5)):
+        history = [{"phase": "transfer learning" if i < first else "fine-tuning",
+                    "loss": 2.5 - 0.05 * i, "val_loss": 2.4 - 0.04 * i,
+                    "acc": min(1.0, 0.5 + 0.1 * i), "val_acc": 0.4, "best": i == first - 1}
+                   for i in range(first + then)]
+        plots.plot_history(history, tmp_path / "h.png")
+        fig = figures[-1]
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            frame = ax.get_window_extent(renderer)
+            title = ax.title.get_window_extent(renderer)
+            names = sorted(ax.texts, key=lambda t: t.get_window_extent(renderer).x0)
+            assert [t.get_text() for t in names] == ["transfer learning", "fine-tuning"]
+            boxes = [t.get_window_extent(renderer) for t in names]
+            for box in boxes:
+                assert box.y0 >= frame.y1, (first, then)  # above the curves
+                assert frame.x0 - 1 <= box.x0 and box.x1 <= frame.x1 + 1, (first, then)
+                assert not box.overlaps(title)
+            assert boxes[0].x1 < boxes[1].x0, (first, then)
+
+
+CATEGORIES = ["acessorios_masculinos_relogios_de_pulso", "acessorios_masculinos_relogios_de_bolso",
+              "acessorios_femininos_bolsas_de_mao_couro_legitimo",
+              "acessorios_femininos_bolsas_de_ombro_couro_legitimo",
+              "acessorios_femininos_AAAA_bolsas_de_ombro_couro_legitimo",
+              "acessorios_femininos_BBBB_bolsas_de_ombro_couro_legitimo"]
+
+
+def test_long_categories_sharing_their_start_are_drawn_different(tmp_path, monkeypatch):
+    """Cut at the end, long categories sharing their start read the same: misclassified.png
+    titled "label: acessorios_masculinos_re…, model: acessorios_masculinos_re…" and the
+    confusion matrix had two identical names (helper-238). Each category of a figure is
+    drawn one way, and two categories never alike."""
+    import numpy as np
+
+    figures = _drawn(monkeypatch)
+    photo = _photo(tmp_path / "p.png")
+    rows = [{"name": "x", "product_id": "1", "probability": 0.49, "image": str(photo),
+             "labelled": CATEGORIES[i], "predicted": CATEGORIES[i ^ 1]} for i in range(6)]
+    plot_misclassified(rows, tmp_path / "mis.png")
+    titles = [ax.get_title().split("\n") for ax in figures[-1].axes[:6]]
+    labelled = [t[1].removeprefix("label: ") for t in titles]
+    predicted = [t[2].removeprefix("model: ").removesuffix(" (49%)") for t in titles]
+    assert len(set(labelled)) == 6 and predicted == [labelled[i ^ 1] for i in range(6)]
+    assert all("…" in name for name in labelled)
+    plot_confusion_matrix(np.eye(6, dtype=int), CATEGORIES, tmp_path / "cm.png")
+    ax = figures[-1].axes[0]
+    for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
+        assert len({t.get_text() for t in ticks}) == 6
+    matches = [Match(StoredProduct(str(i), str(photo), category=c, name="x"), 0.9)
+               for i, c in enumerate(CATEGORIES[:5])]
+    plot_recommendations(photo, "q", matches, tmp_path / "rec.png")
+    assert len({ax.get_title().split("\n")[1] for ax in figures[-1].axes[1:]}) == 5
+
+
+def test_many_matches_wrap_into_rows_the_query_first(tmp_path, monkeypatch):
+    """--k 100 drew every tile in one row, a figure 26,653 pixels wide (helper-238): past 6
+    tiles they wrap into rows of 6, in order; 5 matches stay one row."""
+    figures = _drawn(monkeypatch)
+    photo = _photo(tmp_path / "p.png", (300, 400))
+    for k, rows in ((5, 1), (6, 2), (100, 17)):
+        matches = [Match(StoredProduct(str(i), str(photo), category="c", name=f"Produto {i}"),
+                         0.9 - i / 1000) for i in range(k)]
+        out = plot_recommendations(photo, "q", matches, tmp_path / f"rec{k}.png")
+        with Image.open(out) as figure:
+            assert figure.size[0] < 1_700, (k, figure.size)
+        axes = figures[-1].axes
+        assert axes[0].get_subplotspec().get_geometry()[:2] == (rows, min(6, k + 1))
+        assert axes[0].get_title() == "Query: q"
+        assert [ax.get_title().split("\n")[0] for ax in axes[1:k + 1]] == [
+            f"Produto {i}" for i in range(k)]
+        tops = [round(ax.get_position().y1, 3) for ax in axes]
+        assert tops == sorted(tops, reverse=True)  # row by row, top down
+
+
+def test_confusion_matrix_names_do_not_run_into_each_other(tmp_path, monkeypatch):
+    """From about 125 classes to 270 the 8-point names slanted at 45 degrees in cells of 10
+    points or less overlapped their neighbours (helper-238)."""
+    import math
+
+    import numpy as np
+
+    figures = _drawn(monkeypatch)
+    for n in (150, 270):
+        names = [f"categoria_{i:03d}" for i in range(n)]
+        plot_confusion_matrix(np.eye(n, dtype=int), names, tmp_path / f"cm{n}.png")
+        fig = figures[-1]
+        ax = fig.axes[0]
+        renderer = fig.canvas.get_renderer()
+        apart = abs(ax.transData.transform((1, 1)) - ax.transData.transform((0, 0)))
+        assert [t.get_text() for t in ax.get_xticklabels()] == names
+        for ticks, step, across in ((ax.get_xticklabels(), apart[0], math.sin),
+                                    (ax.get_yticklabels(), apart[1], math.cos)):
+            for tick in ticks[:3]:
+                _, height, _ = renderer.get_text_width_height_descent(
+                    tick.get_text(), tick.get_fontproperties(), ismath=False)
+                # the distance between two neighbours, across their slant
+                assert height <= step * across(math.radians(tick.get_rotation())), n

@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import stat
-import textwrap
+import unicodedata
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 # shop text is literal: "R$ 99 por R$ 79" is no formula between two '$' (it raised)
 matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import font_manager  # noqa: E402
+from matplotlib import font_manager, transforms  # noqa: E402
 
 from vitrine.display import percent  # noqa: E402
 from vitrine.errors import ImageError, VitrineError  # noqa: E402
@@ -106,14 +106,202 @@ def _readable(text: str) -> str:
     return _CONTROL.sub(" ", shown(str(text)))
 
 
-def _lines(text: str, width: int, most: int) -> list[str]:
-    """``text`` wrapped at ``width`` characters into at most ``most`` lines, the last ending
-    in "…" when some was left out; a word longer than a line is cut (:func:`_readable`)."""
-    lines = textwrap.wrap(_readable(text), width) or [""]
-    if len(lines) > most:
+DPI = 110
+"""The figures' resolution: a tile of 2.4 inches is 264 pixels."""
+TILE_TEXT = 150.0
+"""How wide, in points, a line of a recommendation tile's title may be (the tile is 2.4
+inches, 173 points: the rest keeps it off its neighbour's title)."""
+
+
+@functools.cache
+def _measurer():
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    return RendererAgg(1, 1, DPI)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _measured(text: str, size: float, families: tuple[str, ...]) -> float:
+    prop = font_manager.FontProperties(family=list(families), size=size)
+    width, _, _ = _measurer().get_text_width_height_descent(text, prop, ismath=False)
+    return width * 72 / DPI
+
+
+def _width(text: str, size: float = 8) -> float:
+    """How wide, in points, ``text`` is drawn at ``size`` points with the figures' fonts:
+    measured, as matplotlib lays it out (a Japanese or Chinese character or an emoji is
+    about twice a Latin letter, which counting characters missed: helper-238; Arabic is
+    shaped), not counted."""
+    return _measured(text, size, font_families())
+
+
+_JOINERS = re.compile(  # joiners, variation selectors, skin tones, tag characters
+    "[\u200c\u200d\ufe00-\ufe0f\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f]")
+_NO_LINE_START = frozenset("、。，．・：；！？）」』】〕〉》ー"
+                           "ゝゞヽヾぁぃぅぇぉっゃゅょァィゥェォッャュョ")
+"""What a Japanese or Chinese line does not start with (closing marks, small kana)."""
+
+
+def _cuttable(text: str, i: int) -> bool:
+    """Whether ``text`` may be cut before its ``i``-th character: never off the letter an
+    accent, a variation selector or a skin tone belongs to, nor inside an emoji sequence."""
+    return 0 < i < len(text) and not unicodedata.combining(text[i]) \
+        and unicodedata.category(text[i]) not in ("Mn", "Mc", "Me") \
+        and not _JOINERS.match(text[i]) and text[i - 1] != "\u200d"
+
+
+def _wide(char: str) -> bool:
+    return unicodedata.east_asian_width(char) in ("W", "F")
+
+
+def _pieces(text: str) -> list[tuple[str, str]]:
+    """``text``'s words, each with the space before it; Chinese, Japanese and Korean
+    characters and emoji are each a piece of their own (a line may break between them: a
+    Japanese name has no spaces)."""
+    pieces = []
+    for word in text.split():
+        start = 0
+        for i in range(1, len(word)):
+            if _cuttable(word, i) and (_wide(word[i]) or _wide(word[i - 1])) \
+                    and word[i] not in _NO_LINE_START:
+                pieces.append((" " if start == 0 else "", word[start:i]))
+                start = i
+        pieces.append((" " if start == 0 else "", word[start:]))
+    return pieces
+
+
+def _fit(text: str, width: float, end: str = "", size: float = 8) -> int:
+    """How many characters of ``text``'s start fit in ``width`` points with ``end`` after
+    them (cut where :func:`_cuttable` allows; at least one piece, so a line is never
+    empty)."""
+    text = text[:_most_chars(width, size)]
+    cuts = [i for i in range(1, len(text)) if _cuttable(text, i)] + [len(text)]
+    low, high = 0, len(cuts) - 1  # the last cut that fits, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _width(text[:cuts[middle]].rstrip() + end, size) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return cuts[low]
+
+
+def _most_chars(width: float, size: float = 8) -> int:
+    """More characters than ``width`` points hold at ``size`` points (a Latin "i" is about
+    a quarter of the size): a text is cut to it before it is measured (measuring a name of
+    100,000 characters took seconds)."""
+    return int(2 * width * 8 / size) + 2
+
+
+def _ellipsis(text: str, width: float, size: float = 8) -> str:
+    """``text`` ending in "…", cut to fit ``width`` points."""
+    return text[:_fit(text, width, "…", size)].rstrip() + "…"
+
+
+def _lines(text: str, width: float, most: int) -> list[str]:
+    """``text`` wrapped into lines of at most ``width`` points (8-point text), at most
+    ``most`` of them, the last ending in "…" when some was left out; a word longer than a
+    line is cut (:func:`_readable`). Widths are measured, not counted in characters
+    (helper-238: 28 Japanese characters were two tiles wide, over the neighbour's title)."""
+    lines: list[str] = []
+    line = ""
+    text = _readable(text)
+    more = len(text) > (most_chars := most * _most_chars(width))
+    for space, piece in _pieces(text[:most_chars]):
+        if len(lines) > most:
+            break
+        joined = line + space + piece if line else piece
+        if _width(joined) <= width:
+            line = joined
+            continue
+        if line and _width(piece) <= width:
+            lines.append(line)
+            line = piece
+            continue
+        while _width(joined) > width and len(lines) <= most:  # a word longer than a line,
+            cut = _fit(joined, width)  # the line filled first
+            lines.append(joined[:cut].rstrip())
+            joined = joined[cut:].lstrip()
+        line = joined
+    lines.append(line)
+    if len(lines) > most or more:
         lines = lines[:most]
-        lines[-1] = lines[-1][:width - 1].rstrip() + "…"
+        lines[-1] = (lines[-1] + "…" if _width(lines[-1] + "…") <= width
+                     else _ellipsis(lines[-1], width))
     return lines
+
+
+def _short_names(names, width: float, size: float = 8) -> dict[str, str]:
+    """Each of ``names`` (the categories of one figure) as drawn in ``width`` points: whole
+    where it fits, else its start and its end either side of "…", and different names
+    always differently (helper-238: cut at the end, acessorios_masculinos_relogios_de_pulso
+    and acessorios_masculinos_relogios_de_bolso both read "acessorios_masculinos_re…")."""
+    full = {name: _readable(name).strip() for name in dict.fromkeys(names)}
+    short = {name: text if len(text) <= _most_chars(width, size) and _width(text, size) <= width
+             else _middle(text, width, size)
+             for name, text in full.items()}
+    for group in _collisions(short):  # they differ only in the middle: show where
+        for name in group:
+            text = full[name]
+            differs = max(_common_start(text, full[other]) for other in group if other != name)
+            short[name] = _around(text, differs, width, size)
+    for group in _collisions(short):  # (still alike: numbered, in the figure's order)
+        for number, name in enumerate(group, 1):
+            short[name] = _ellipsis(full[name], width - _width(f" ({number})", size),
+                                    size) + f" ({number})"
+    return short
+
+
+def _collisions(short: dict[str, str]) -> list[list[str]]:
+    alike: dict[str, list[str]] = {}
+    for name, text in short.items():
+        alike.setdefault(text, []).append(name)
+    return [group for group in alike.values() if len(group) > 1]
+
+
+def _common_start(a: str, b: str) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+                min(len(a), len(b)))
+
+
+def _middle(text: str, width: float, size: float) -> str:
+    """``text``'s start, "…" and its end, in ``width`` points (the end gets the larger
+    share: categories differ there more often, "_masculino", "_feminino")."""
+    head = text[:_fit(text, 0.4 * (width - _width("…", size)), size=size)]
+    if (word := _SEPARATOR.search(head[::-1])) and word.start() < len(head) / 2:
+        head = head[:len(head) - word.start()]  # "acessorios_…", not "acessorios_ma…"
+    head = head.rstrip()
+    return head + "…" + _tail(text[len(head):], width - _width(head + "…", size), size)
+
+
+_SEPARATOR = re.compile(r"[\s_\-/.,;:]")
+
+
+def _tail(text: str, width: float, size: float) -> str:
+    """The longest end of ``text`` that fits ``width`` points (at least one character),
+    from a word's start if that leaves out little ("relogios_de_pulso", not
+    "elogios_de_pulso")."""
+    cuts = [i for i in range(len(text) - 1, 0, -1) if _cuttable(text, i)]
+    kept = text[cuts[0]:] if cuts else text
+    for i in cuts:
+        if _width(text[i:].lstrip(), size) > width:
+            break
+        kept = text[i:].lstrip()
+    if (word := _SEPARATOR.search(kept)) and word.end() < len(kept) / 3:
+        kept = kept[word.end():]
+    return kept
+
+
+def _around(text: str, differs: int, width: float, size: float) -> str:
+    """``text``'s start, then from a little before its ``differs``-th character (where it
+    first differs from a name it was cut alike to) as much as fits, each cut with "…"."""
+    head = text[:_fit(text, 0.25 * width, size=size)].rstrip()
+    start = max(len(head), differs - 4)
+    while start > len(head) and not _cuttable(text, start):
+        start -= 1
+    rest = text[start:]
+    room = width - _width(head + "…", size)
+    return head + "…" + (rest if _width(rest, size) <= room else _ellipsis(rest, room, size))
 
 
 def _show(ax, image_path: str | Path, title: list[str], colour: str = "black",
@@ -127,19 +315,30 @@ def _show(ax, image_path: str | Path, title: list[str], colour: str = "black",
     ax.axis("off")
 
 
+ROW_TILES = 6
+"""The most tiles a recommendation figure puts in a row: past it the tiles wrap into a grid
+(helper-238: --k 100 drew one row 26,653 pixels wide)."""
+
+
 @_fonts
 def plot_recommendations(query_image: str | Path, query_title: str, matches: list[Match],
                          out: Path, max_pixels: int = 40_000_000) -> Path:
-    """Draw the query and its matches in one row and save a PNG to ``out`` (``max_pixels``:
-    the VITRINE_MAX_IMAGE_PIXELS setting, as for search)."""
-    cols = 1 + max(1, len(matches))
-    fig, axes = plt.subplots(1, cols, figsize=(2.4 * cols, 3.2))
-    _show(axes[0], query_image, _lines("Query: " + query_title, 28, 3), "tab:blue", max_pixels)
+    """Draw the query and its matches, in one row up to ``ROW_TILES`` tiles, else in rows of
+    that many, the query first, and save a PNG to ``out`` (``max_pixels``: the
+    VITRINE_MAX_IMAGE_PIXELS setting, as for search)."""
+    tiles = 1 + max(1, len(matches))
+    cols = min(tiles, ROW_TILES)
+    rows = -(-tiles // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 3.2 * rows), squeeze=False)
+    axes = list(axes.flat)
+    _show(axes[0], query_image, _lines("Query: " + query_title, TILE_TEXT, 3), "tab:blue",
+          max_pixels)
     if not matches:
         axes[1].text(0.5, 0.5, "(no similar products)", ha="center", va="center")
+    categories = _short_names((m.product.category for m in matches), TILE_TEXT)
     for ax, match in zip(axes[1:], matches, strict=False):
         label = match.product.name or match.product.product_id
-        lines = (_lines(label, 26, 2) + _lines(match.product.category, 26, 1)
+        lines = (_lines(label, TILE_TEXT, 2) + [categories[match.product.category]]
                  + [f"similarity {match.score:.3f}"])
         _show(ax, match.product.image, lines, max_pixels=max_pixels)
     for ax in axes[1 + len(matches):]:
@@ -161,7 +360,7 @@ def _save(fig, out: Path) -> Path:
         # (the format said: matplotlib adds ".png" to a name without a suffix, /dev/null,
         # and knows no ".pipe")
         kind = out.suffix[1:].lower()
-        fig.savefig(figure, format=kind if kind in FORMATS else "png", dpi=110,
+        fig.savefig(figure, format=kind if kind in FORMATS else "png", dpi=DPI,
                     bbox_inches="tight", pad_inches=0.1)
         if (fd := descriptor(out)) is not None:  # 3> fig.png, 3>> figs.log, a pipe: the
             with os.fdopen(os.dup(fd), "wb") as stream:  # descriptor as the shell opened it
@@ -194,17 +393,21 @@ def plot_history(history: list[dict], out: Path, *, train_loss: str = "train",
     x = list(range(1, len(history) + 1))
     star = ("best validation loss (refit trains up to it)" if refit
             else "restored (best validation loss)")
+    named: dict = {ax: [] for ax in axes}
     for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "acc", "Accuracy")):
         label = train_loss if key == "loss" else "train"
         ax.plot(x, [h[key] for h in history], "o-", ms=3, label=label)
         ax.plot(x, [h[f"val_{key}"] for h in history], "o-", ms=3, label="validation")
         phases = [h["phase"] for h in history]
-        for i in range(1, len(phases)):
-            if phases[i] != phases[i - 1]:
+        # above the axes (helper-238: drawn inside along the top, the first epoch's loss and
+        # an accuracy of 1.0 ran through them), placed once the axes are laid out
+        above = transforms.offset_copy(ax.get_xaxis_transform(), fig, y=2, units="points")
+        for i in range(len(phases)):
+            if i and phases[i] != phases[i - 1]:
                 ax.axvline(i + 0.5, color="grey", ls="--")
-                ax.text(i + 0.6, ax.get_ylim()[1], phases[i], va="top", fontsize=8)
-        if phases:
-            ax.text(1, ax.get_ylim()[1], phases[0], va="top", fontsize=8)
+            if not i or phases[i] != phases[i - 1]:
+                named[ax].append(ax.text(i + 0.6 if i else 1, 1, phases[i], va="bottom",
+                                         fontsize=8, transform=above, in_layout=False))
         kept = {h["phase"]: i + 1 for i, h in enumerate(history) if h.get("best")}
         ax.plot(list(kept.values()), [history[i - 1][f"val_{key}"] for i in kept.values()],
                 "k*", ms=10, label=star)
@@ -212,12 +415,38 @@ def plot_history(history: list[dict], out: Path, *, train_loss: str = "train",
             ax.set_xticks(x)
         else:
             ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_title(title)
+        ax.set_title(title, pad=PHASE_ROW)  # over the phase names
         ax.set_xlabel("epoch (both phases)")
         # below the axes: inside, it hid the phase names written along the top
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8)
     fig.tight_layout()
+    for ax, names in named.items():
+        _place_phases(ax, names)
     return _save(fig, out)
+
+
+PHASE_ROW = 16
+"""How far above the axes, in points, a history figure's title is: the phase names are
+written between them."""
+
+
+def _place_phases(ax, names: list) -> None:
+    """Move the phase names written over ``ax`` (its texts ``names``, in order) where each
+    is whole and apart: each from where its phase starts, but none past the axes' right end
+    (helper-238: 40 epochs then 1 of fine-tuning cut "fine-tuning" at the frame) nor over
+    the name before it."""
+    renderer = ax.figure.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    lefts = [ax.transData.transform((t.get_position()[0], 0))[0] for t in names]
+    widths = [t.get_window_extent(renderer).width for t in names]
+    gap = 6 * ax.figure.dpi / 72
+    for i in range(len(names)):  # apart, left to right, then inside, right to left
+        lefts[i] = max(lefts[i], box.x0, lefts[i - 1] + widths[i - 1] + gap if i else box.x0)
+    for i in reversed(range(len(names))):
+        end = lefts[i + 1] - gap if i + 1 < len(names) else box.x1
+        lefts[i] = max(box.x0, min(lefts[i], end - widths[i]))
+    for name, left in zip(names, lefts, strict=True):
+        name.set_x(ax.transData.inverted().transform((left, 0))[0])
 
 
 CONFUSION_SIDE_MAX = 24.0
@@ -227,8 +456,13 @@ COUNTS_ALL, COUNTS_MISTAKES = 40, 150
 """Up to how many classes the confusion matrix writes every count, then only its mistakes."""
 
 
-TICK_NAME = 28
-"""The longest category name the confusion matrix shows whole; longer ones end in "…"."""
+TICK_NAME = 120.0
+"""How wide, in points of 8-point text, a category name the confusion matrix shows may be
+(about 28 Latin letters); a longer one keeps its start and end around "…"."""
+TICKS_SLANTED = 14.0
+"""The narrowest cell, in points, whose column names are slanted at 45 degrees (0.7 of a
+cell apart); in narrower cells they stand upright, a cell apart (helper-238: 8-point names
+in cells of 10 points ran into each other)."""
 
 
 def _confusion_cells(n: int) -> tuple[float, float]:
@@ -267,10 +501,13 @@ def plot_confusion_matrix(matrix, classes: list[str], out: Path) -> Path:
     if not numbers_classes(n):
         # (a long name, as a product table's category may be, squeezed the matrix to a
         # corner of the figure)
-        names = [c if len(c) <= TICK_NAME else c[:TICK_NAME - 1] + "…"
-                 for c in map(_readable, classes)]
-        ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=min(8, 0.9 * cell))
-        ax.set_yticks(range(n), names, fontsize=min(8, 0.9 * cell))
+        # (helper-238: cut at the end, two names sharing their start read the same)
+        short = _short_names(classes, TICK_NAME)
+        names = [short[c] for c in classes]
+        slanted = cell >= TICKS_SLANTED
+        ax.set_xticks(range(n), names, rotation=45 if slanted else 90,
+                      ha="right" if slanted else "center", fontsize=min(8, 0.8 * cell))
+        ax.set_yticks(range(n), names, fontsize=min(8, 0.8 * cell))
         ax.set_xlabel("predicted")
     else:
         step = max(1, -(-n // 40))
@@ -284,9 +521,9 @@ def plot_confusion_matrix(matrix, classes: list[str], out: Path) -> Path:
     return _save(fig, out)
 
 
-TILE_CATEGORY = 25
-"""The characters of a category a misclassified photo's title shows (the demo's longest,
-x_sapato_social_masculino; with "model: " and " (49%)" the line still fits the tile)."""
+MISCLASSIFIED_TEXT = 172.0
+"""How wide, in points, a line of a misclassified photo's title may be (the tile is 2.6
+inches, 187 points)."""
 
 
 @_fonts
@@ -297,12 +534,18 @@ def plot_misclassified(rows: list[dict], out: Path, limit: int = 20) -> Path:
     cols = min(5, max(1, len(rows)))
     n_rows = max(1, -(-len(rows) // cols))
     fig, axes = plt.subplots(n_rows, cols, figsize=(2.6 * cols, 3.0 * n_rows), squeeze=False)
+    # a category reads the same on both lines and every tile, and two never alike
+    # (helper-238: "label: acessorios_masculinos_re…", "model: acessorios_masculinos_re…");
+    # the demo's longest, x_sapato_social_masculino, stays whole
+    room = MISCLASSIFIED_TEXT - max(_width("label: "), _width("model: ") + _width(" (99.9%)"))
+    categories = _short_names((row[key] for row in rows for key in ("labelled", "predicted")),
+                              room)
     for ax, row in zip(axes.flat, rows, strict=False):
         # the name shortened, not the line: "label: " and a name of 24 characters wrapped as
         # one text left "label:…" (the demo's mocassim_masculino was "model:…")
-        title = (_lines(row["name"] or row["product_id"], 26, 1)
-                 + ["label: " + _lines(row["labelled"], TILE_CATEGORY, 1)[0]]
-                 + ["model: " + _lines(row["predicted"], TILE_CATEGORY, 1)[0]
+        title = (_lines(row["name"] or row["product_id"], MISCLASSIFIED_TEXT, 1)
+                 + ["label: " + categories[row["labelled"]]]
+                 + ["model: " + categories[row["predicted"]]
                     + f" ({percent(row['probability'])})"])
         _show(ax, row["image"], title, "tab:red")
     for ax in list(axes.flat)[len(rows):]:
