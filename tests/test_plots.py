@@ -396,3 +396,23 @@ def test_confusion_matrix_names_do_not_run_into_each_other(tmp_path, monkeypatch
                     tick.get_text(), tick.get_fontproperties(), ismath=False)
                 # the distance between two neighbours, across their slant
                 assert height <= step * across(math.radians(tick.get_rotation())), n
+
+
+def test_odd_names_are_wrapped_quickly_and_inside_their_tile(monkeypatch):
+    """A category of 10,000 zero-width characters (each a cut of no width) took minutes to
+    shorten (a measure of each of its ends); a line broke at a no-break space ("R$" apart
+    from its price); a run of joined emoji with no cut allowed ran two tiles wide
+    (helper-241)."""
+    from vitrine import plots
+
+    measured = []
+    width = plots._width
+    monkeypatch.setattr(plots, "_width", lambda text, *a: (measured.append(len(text)),
+                                                          width(text, *a))[1])
+    plots._short_names(["a" + "\u200b" * 10_000], plots.TILE_TEXT)
+    assert len(measured) < 1000 and max(measured) < 1000, (len(measured), max(measured))
+    monkeypatch.undo()
+    assert plots._lines("Relógio Feminino Dourado Pulseira R$\u00a0199,90", 150, 3)[-1] == \
+        "R$\u00a0199,90"
+    lines = plots._lines("👩\u200d" * 40 + "👩", plots.TILE_TEXT, 2)
+    assert all(line and plots._width(line) <= plots.TILE_TEXT for line in lines)

@@ -154,12 +154,18 @@ def _wide(char: str) -> bool:
     return unicodedata.east_asian_width(char) in ("W", "F")
 
 
+_BREAKS = re.compile(r"[^\S\u00a0\u2007\u202f]+")
+"""The spaces a line may break at: any but the no-break ones."""
+
+
 def _pieces(text: str) -> list[tuple[str, str]]:
     """``text``'s words, each with the space before it; Chinese, Japanese and Korean
     characters and emoji are each a piece of their own (a line may break between them: a
     Japanese name has no spaces)."""
     pieces = []
-    for word in text.split():
+    for word in _BREAKS.split(text):  # (not at a no-break space: "R$\u00a0199,90" stays
+        if not word:                  # one, as textwrap kept it: helper-241)
+            continue
         start = 0
         for i in range(1, len(word)):
             if _cuttable(word, i) and (_wide(word[i]) or _wide(word[i - 1])) \
@@ -176,6 +182,8 @@ def _fit(text: str, width: float, end: str = "", size: float = 8) -> int:
     empty)."""
     text = text[:_most_chars(width, size)]
     cuts = [i for i in range(1, len(text)) if _cuttable(text, i)] + [len(text)]
+    if _width(text[:cuts[0]].rstrip() + end, size) > width:  # (no cut allowed fits: a
+        cuts = list(range(1, len(text) + 1))  # sequence of joined emoji ran two tiles wide)
     low, high = 0, len(cuts) - 1  # the last cut that fits, by bisection
     while low < high:
         middle = (low + high + 1) // 2
@@ -270,8 +278,10 @@ def _middle(text: str, width: float, size: float) -> str:
     head = text[:_fit(text, 0.4 * (width - _width("…", size)), size=size)]
     if (word := _SEPARATOR.search(head[::-1])) and word.start() < len(head) / 2:
         head = head[:len(head) - word.start()]  # "acessorios_…", not "acessorios_ma…"
-    head = head.rstrip()
-    return head + "…" + _tail(text[len(head):], width - _width(head + "…", size), size)
+    head = head.rstrip()  # (the end alone measured: 10,000 zero-width characters, each a
+    # cut of no width, took minutes: helper-241)
+    rest = text[len(head):][-_most_chars(width, size):]
+    return head + "…" + _tail(rest, width - _width(head + "…", size), size)
 
 
 _SEPARATOR = re.compile(r"[\s_\-/.,;:]")
@@ -301,7 +311,8 @@ def _around(text: str, differs: int, width: float, size: float) -> str:
         start -= 1
     rest = text[start:]
     room = width - _width(head + "…", size)
-    return head + "…" + (rest if _width(rest, size) <= room else _ellipsis(rest, room, size))
+    fits = len(rest) <= _most_chars(room, size) and _width(rest, size) <= room
+    return head + "…" + (rest if fits else _ellipsis(rest, room, size))
 
 
 def _show(ax, image_path: str | Path, title: list[str], colour: str = "black",
