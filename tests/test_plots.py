@@ -256,7 +256,9 @@ def test_a_misclassified_tile_names_label_and_guess(tmp_path, monkeypatch):
     titles = [ax.get_title().split("\n") for ax in figures[-1].axes[:2]]
     assert titles[0] == ["Sapato", "label: x_sapato_social_masculino",
                          "model: mocassim_masculino (49%)"]
-    assert titles[1][1] == "label: relogio de…pulseira de aço"
+    # (where the cut falls hangs on the renderer's widths: matplotlib 3.8 measures other)
+    assert titles[1][1].startswith("label: relogio de…")
+    assert titles[1][1].endswith("ulseira de aço")
 
 
 JAPANESE = "レディース腕時計ゴールドステンレススチールクリスタル限定モデル"
@@ -286,7 +288,10 @@ def test_wide_names_stay_over_their_own_tile(tmp_path, monkeypatch):
     assert all(box.width < tile for box in boxes)
     titles = [ax.get_title().split("\n") for ax in fig.axes]
     assert "".join(titles[1][:2]) == JAPANESE  # wrapped whole, nothing lost, in 2 lines
-    assert "".join(titles[2][:2]) == "👜" * 30 and titles[1][2] == category
+    assert "".join(titles[2][:2]) == "👜" * 30
+    assert titles[1][2] == category or (  # (whole, or cut in its middle where the renderer
+        titles[1][2].startswith("腕時計") and "…" in titles[1][2]  # measures it wider: 3.8)
+        and titles[1][2].endswith("カテゴリー"))
     assert all(set(line.split()) <= set(ARABIC.split()) for line in titles[4][:2])
     assert titles[5][:2] == ["Relógio Feminino Dourado Pulseira", "Aço Inoxidável Cristal"]
 
