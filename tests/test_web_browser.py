@@ -87,6 +87,18 @@ FIRST_ANSWER_LATE = """(() => {
 """A page script that holds the first search's answer back two seconds."""
 
 
+def _open_and_come_back(page, link) -> None:
+    """Open the result ``link`` from the keyboard (Enter), go Back, and wait until the page
+    has focused that result again."""
+    href = link.get_attribute("href")
+    link.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/products/"))
+    page.go_back()
+    page.wait_for_function("""(href) => document.activeElement &&
+        document.activeElement.getAttribute('href') === href""", arg=href, timeout=30_000)
+
+
 def _scores(texts: list[str]) -> list[int]:
     return [int(m.group(1)) for t in texts if (m := re.search(r"(\d+)% similar", t))]
 
@@ -363,15 +375,7 @@ def test_a_typed_category_searches_within_it(browser, settings, small_store, emb
         assert len(sent) == 2, sent
         # Back from a result: the typed field is not restored by the browser (autocomplete
         # off), and the photo was searched in every category, the result lost (helper-240)
-        link = page.locator("#results li.card a.card-link").nth(1)
-        href = link.get_attribute("href")
-        link.focus()
-        page.keyboard.press("Enter")
-        page.wait_for_url(re.compile(r"/products/"))
-        page.go_back()
-        page.wait_for_function("""(href) => document.activeElement &&
-            document.activeElement.getAttribute('href') === href""", arg=href,
-                               timeout=30_000)
+        _open_and_come_back(page, page.locator("#results li.card a.card-link").nth(1))
         assert field.input_value() == "Mocassim masculino"
         assert {c.inner_text() for c in page.locator("#results .meta .category").all()} == {
             "Mocassim masculino"}
@@ -754,14 +758,9 @@ def test_back_from_a_result_finds_it_again(browser, base_url, outside_photo):
         links = page.locator("#results li.card a.card-link")
         links.nth(4).wait_for(timeout=30_000)
         links.nth(4).focus()
-        href, y = links.nth(4).get_attribute("href"), page.evaluate("window.scrollY")
+        y = page.evaluate("window.scrollY")
         assert y > 700  # (the fifth result is well below the first screen)
-        page.keyboard.press("Enter")
-        page.wait_for_url(re.compile(r"/products/"))
-        page.go_back()
-        page.wait_for_function("""(href) => document.activeElement &&
-            document.activeElement.getAttribute('href') === href""", arg=href,
-                               timeout=30_000)
+        _open_and_come_back(page, links.nth(4))
         assert abs(page.evaluate("window.scrollY") - y) < 50
         # (once: a later search is not scrolled to an old place)
         assert page.evaluate("sessionStorage.getItem('vitrine-opened')") is None
