@@ -606,14 +606,11 @@ def serve(
     """Serve the web page and the REST API (OpenAPI at /docs) over a store.
 
     With the model that indexed it: --weights, or --model for a trained one."""
-    from vitrine.config import root_path_problem
     from vitrine.server import bind, exposure_note, ready_message
     from vitrine.server import serve as run_server
 
-    if root_path is not None and (problem := root_path_problem(root_path)):
-        raise VitrineError(f"--root-path {root_path!r}: {problem}.")
     settings = command_settings(weights, model, given=None if root_path is None else {
-        "root_path": ("--root-path", root_path)})
+        "root_path": ("--root-path", root_path)})  # (checked as the setting is, named so)
     sock = bind(host, port)  # a busy port fails before the model loads
     for note in (exposure_note(host, settings.api_key, sock.getsockname()[0]),
                  blank_key_note(settings)):

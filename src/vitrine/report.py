@@ -106,9 +106,9 @@ def misclassified(products: Sequence, labels: Sequence[int], probs: np.ndarray,
 
 
 def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
-                         settings: Settings, k: int = 5, zeros=torch.zeros,
-                         queries: torch.Tensor | None = None) -> dict:
-    """Category retrieval of test photos (the rows ``queries`` of them; None: all) against
+                         settings: Settings, queries: torch.Tensor, k: int = 5,
+                         zeros=torch.zeros) -> dict:
+    """Category retrieval of test photos (the rows ``queries`` of them) against
     train + validation photos, per layer; the vectors of train + validation in one tensor
     from ``zeros`` (the training cache's storage)."""
     from vitrine.model_eval import retrieval_metrics
@@ -116,14 +116,13 @@ def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
 
     index_labels = [classes[i] for i in
                     torch.cat([caches["train"].labels, caches["val"].labels]).tolist()]
-    rows = torch.arange(len(caches["test"])) if queries is None else queries
-    query_labels = [classes[i] for i in caches["test"].labels[rows].tolist()]
+    query_labels = [classes[i] for i in caches["test"].labels[queries].tolist()]
     out = {}
     w = settings.train_embedding_weight
     for layer in RETRIEVAL_LAYERS:
         parts, weights = layer_parts(layer, w)
         index = combine_rows([outputs["train"], outputs["val"]], parts, weights, zeros=zeros)
-        asked = combine_rows([outputs["test"]], parts, weights)[rows]
+        asked = combine_rows([outputs["test"]], parts, weights)[queries]
         out[layer] = retrieval_metrics(index.numpy(), index_labels, asked.numpy(),
                                        query_labels, k)
         del index

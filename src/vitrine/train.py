@@ -419,17 +419,14 @@ def _counted_test_rows(caches: dict[str, FeatureCache],
 
 
 def _test_detail(outputs: dict, caches: dict[str, FeatureCache], classes: list[str],
-                 settings: Settings, zeros: Callable = torch.zeros,
-                 keep: torch.Tensor | None = None) -> dict:
-    """The test split's figures, of its rows ``keep`` (:func:`_counted_test_rows`; None:
-    all)."""
+                 settings: Settings, zeros: Callable, keep: torch.Tensor | None) -> dict:
+    """The test split's figures, of its rows ``keep`` (:func:`_counted_test_rows`: None
+    where there is no test split)."""
     from vitrine.report import classification_report, misclassified, retrieval_from_cache
 
     if "test" not in caches:
         return {}
     products = list(caches["test"].products)
-    if keep is None:
-        keep = torch.arange(len(caches["test"]))
     labels = caches["test"].labels[keep]
     logits = outputs["test"]["logits"][keep]
     pred = logits.argmax(1)
@@ -440,8 +437,8 @@ def _test_detail(outputs: dict, caches: dict[str, FeatureCache], classes: list[s
     detail["misclassified"] = misclassified([products[i] for i in keep.tolist()]
                                             if products else (), labels.tolist(),
                                             outputs["test"]["probs"][keep].numpy(), classes)
-    detail["retrieval"] = retrieval_from_cache(outputs, caches, classes, settings, zeros=zeros,
-                                               queries=keep)
+    detail["retrieval"] = retrieval_from_cache(outputs, caches, classes, settings, keep,
+                                               zeros=zeros)
     return detail
 
 
