@@ -69,11 +69,17 @@ def test_flat_fp16_scores_close_to_exact(data):
         s32, i32 = full.search(q, K)
         assert np.allclose(s16, s32, atol=2e-3)
         assert len(set(i16) & set(i32)) >= K - 1
-    # a stored vector searched for itself: fp16 rounding gave scores just above 1
+    # a stored vector searched for itself: fp16 rounding gave scores just above 1. The
+    # approximate kinds may miss a vector's own entry now and then (a graph built by several
+    # threads differs run to run: faiss 1.8.0 missed one of 200 once), so the score is checked
+    # where the entry is found, and most entries must be.
     for kind in ("flat", "hnsw", "ivf"):
         index = build(IndexConfig.defaults(kind=kind, fp16=True), vectors)
-        top = np.concatenate([index.search(v, 1)[0] for v in vectors[:200]])
-        assert top.max() <= 1.0 and top.min() > 0.99, kind
+        hits = [index.search(v, 1) for v in vectors[:200]]
+        top = np.concatenate([s for s, _ in hits])
+        itself = np.concatenate([i for _, i in hits]) == ids_of(200)
+        assert top.max() <= 1.0 and (top[itself] > 0.99).all(), kind
+        assert itself.all() if kind == "flat" else itself.mean() >= 0.97, kind
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
