@@ -134,7 +134,7 @@ def test_every_text_exists_in_both_languages_and_renders():
 
 def test_product_page_shows_similar_products(client, rows):
     row = rows[12]
-    page = client.get(f"/products/{row['product_id']}")
+    page = client.get(f"/products/{row['product_id']}", params={"same": 0})
     assert page.status_code == 200
     html = page.text
     assert f"<h1>{row['name']}</h1>" in html.replace("&#39;", "'")
@@ -167,7 +167,7 @@ def test_product_page_shows_similar_products(client, rows):
     switch = re.search(r'class="lang-switch" href="([^"]+)"', page).group(1)
     # and its similar products' cards (helper-216: a similar product's way back led there)
     similar = re.findall(r'class="card-link" href="([^"]+)"', page)
-    assert len(toggles) == 2 and len(similar) == 10
+    assert len(toggles) == 2 and len(similar) == 5  # (its own category's five others)
     assert {parse_qs(urlsplit(html_text.unescape(link)).query).get("back", [""])[0]
             for link in similar} == {"category=rel%C3%B3gio&q=a+b&page=2"}
     for link in (*toggles, switch, similar[0]):
@@ -568,29 +568,40 @@ def test_search_by_photo_within_a_category(client, rows, small_catalog):
     assert "Não há categoria “no-such-category”." in none.text  # not a bare "no results"
 
 
-def test_product_page_similar_from_every_category_or_only_its_own(client, rows):
+def test_product_page_similar_from_its_own_category_or_every_one(client, rows):
+    """Similar products come from the product's own category unless every category is
+    asked for (the reference design showed a women's watch men's sneakers), and a similar
+    product opened from the list keeps the choice (helper-222: it showed every category
+    again)."""
     from vitrine.web.text import category_label
 
     row = rows[3]
     label = category_label(row["category"])
     path = "/products/" + row["product_id"]
-    every = client.get(path).text
+    size = sum(r["category"] == row["category"] for r in rows)
+    own = client.get(path).text
+    labels = card_categories(own)
+    assert len(labels) == size - 1 and set(labels) == {label}
+    assert f'class="card-link" href="{path}"' not in own
+    # (each lands on the list, not at the top of the page again: a phone's screen is short)
+    assert f'<a href="{path}#similar-title" aria-current="true">só {label}</a>' in own
+    assert f'<a href="{path}?same=0#similar-title">Todas as categorias</a>' in own
+    assert "same=" not in "".join(re.findall(r'class="card-link" href="([^"]+)"', own))
+    assert client.get(path, params={"same": 1}).text == own  # (the old links' address)
+
+    every = client.get(path, params={"same": 0, "lang": "en"}).text
     labels = card_categories(every)
     # ten similar products and only five others in its category: other categories show
     assert len(labels) == 10 and label in labels and set(labels) != {label}
-    assert every.count('class="card-link" href="/products/') == 10
-    assert f'<a href="{path}#similar-title" aria-current="true">Todas as categorias</a>' in every
-    # (each lands on the list, not at the top of the page again: a phone's screen is short)
-    assert f'<a href="{path}?same=1#similar-title">só {label}</a>' in every
-
-    own = client.get(path, params={"same": 1, "lang": "en"}).text
-    labels = card_categories(own)
-    size = sum(r["category"] == row["category"] for r in rows)
-    assert len(labels) == size - 1 and set(labels) == {label}
-    assert f'class="card-link" href="{path}"' not in own
-    assert (f'<a href="{path}?same=1&amp;lang=en#similar-title" aria-current="true">'
-            f'only {label}</a>') in own
-    assert 'same=1' in re.search(r'class="lang-switch" href="([^"]+)"', own).group(1)
+    assert (f'<a href="{path}?same=0&amp;lang=en#similar-title" aria-current="true">'
+            'All categories</a>') in every
+    links = re.findall(r'class="card-link" href="([^"]+)"', every)
+    assert len(links) == 10 and all("same=0" in link for link in links)
+    assert 'same=0' in re.search(r'class="lang-switch" href="([^"]+)"', every).group(1)
+    # a similar product opened from that list shows every category too
+    other = next(r for r in rows if r["category"] != row["category"])
+    opened = client.get("/products/" + other["product_id"], params={"same": 0}).text
+    assert len(set(card_categories(opened))) > 1
 
 
 def test_counts_pages_and_accent_free_search_read_well(settings, small_store, embedder,

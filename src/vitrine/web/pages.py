@@ -419,15 +419,18 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
     @app.api_route("/products/{product_id:path}", methods=["GET", "HEAD"],
                    response_class=HTMLResponse, include_in_schema=False)
     def product_page(request: Request, product_id: str, lang: LangParam = None,
-                     same: bool = False) -> Response:
-        """A product and its similar products, from every category or (``same=1``) only
-        from its own."""
+                     same: bool = True) -> Response:
+        """A product and its similar products, from its own category (the reference design
+        showing a women's watch men's sneakers was a flaw to mend) or, with ``same=0``, from
+        every category. A product with no category gets them from every one."""
         lang = pick_lang(lang)
         product, matches = service.similar(product_id, SIMILAR_K, same_category=same)
         back, came = catalogue_back(request, lang)
+        scope = None if same else 0  # (kept in the links to the similar products)
         return pages.render(request, "product.html", lang, active="product",  # (in it)
                             product=product, matches=matches, same=same, back=back,
-                            came=came, keep={"back": came or None})
+                            came=came, scope=scope, keep={"back": came or None,
+                                                          "same": scope})
 
     @app.api_route("/search", methods=["GET", "HEAD"], response_class=HTMLResponse,
                    include_in_schema=False)
