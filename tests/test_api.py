@@ -1856,6 +1856,23 @@ def test_a_category_typed_in_either_accent_form_filters_the_api(writable, small_
         assert "1 produto<" in page and '<option value="Relógio" selected>' in page, typed
         form = client.get("/search", params={"category": typed}).text
         assert '<option value="Relógio" selected>' in form, typed
+    # in another case or without its accents, as `vitrine similar --category` and the pages
+    # find it (the API alone found nothing: helper-220)
+    auth = {"Authorization": f"Bearer {KEY}"}
+    for typed in ("relogio", " RELÓGIO "):
+        listed = client.get("/api/products", params={"category": typed}).json()["products"]
+        assert [p["product_id"] for p in listed] == ["r1"], typed
+        found = client.post("/api/search", params={"category": typed}, files=_upload(photo))
+        assert [r["product_id"] for r in found.json()["results"]] == ["r1"], typed
+        similar = client.get(f"/api/products/{rows[1]['product_id']}/similar",
+                             params={"category": typed}).json()["results"]
+        assert [r["product_id"] for r in similar] == ["r1"], typed
+    # two categories so spelled: neither is guessed, the filter as written finds its own
+    assert client.post("/api/products", headers=auth, files=_upload(photo),
+                       data={"product_id": "r2", "category": "relogio"}).status_code == 201
+    for typed, wanted in (("RELOGIO", []), ("relogio", ["r2"]), ("Relógio", ["r1"])):
+        listed = client.get("/api/products", params={"category": typed}).json()["products"]
+        assert [p["product_id"] for p in listed] == wanted, typed
 
 
 def test_a_store_indexed_anew_under_the_server_is_read_from_then(writable, demo_catalog,

@@ -468,6 +468,15 @@ def category_key(category: str) -> str:
     return " ".join(fold(category.replace("_", " ")).split())
 
 
+def categories_by_key(known: Iterable[str]) -> dict[str, list[str]]:
+    """``known`` categories by :func:`category_key`: those a filter written in another case,
+    without accents or with spaces for underscores may mean."""
+    keyed: dict[str, list[str]] = {}
+    for category in known:
+        keyed.setdefault(category_key(category), []).append(category)
+    return keyed
+
+
 def category_twins(products: list[Product]) -> list[list[dict]]:
     """The catalogue's categories that differ only in case, accents or spaces against
     underscores ("Relogio_Feminino" beside the folder "relogio_feminino": a table's category

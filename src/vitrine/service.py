@@ -31,7 +31,14 @@ from typing import TypeVar
 
 import numpy as np
 
-from vitrine.catalog import Product, first_of_each_form, one_form, stored_category
+from vitrine.catalog import (
+    Product,
+    categories_by_key,
+    category_key,
+    first_of_each_form,
+    one_form,
+    stored_category,
+)
 from vitrine.config import Settings
 from vitrine.embed import CategoryGuess, Embedder, decode
 from vitrine.errors import CatalogError, StoreBusy, StoreError
@@ -307,16 +314,24 @@ class VitrineService:
         return found[:limit], len(found) > limit
 
     def stored_category(self, category: str | None) -> str | None:
-        """A category filter as the store spells it (either Unicode form; None for none);
-        the store's categories are read (a count shared for a while) only for a category
-        with accents."""
+        """A category filter as the store spells it (either Unicode form; None for none), or
+        the one category it names in another case, without accents or with spaces for
+        underscores, as the command line and the pages find it (the API's filter
+        ``relogio feminino`` found nothing where `vitrine similar --category` and the pages
+        found relogio_feminino: helper-220). Else as given: a filter that matches nothing.
+        The counts read are shared for a while; a category new since is still found as
+        written."""
         if not category:
             return None
-        if one_form(category):
+        if not one_form(category):
+            # (from an index kept with the counts: each filter with an accent normalised
+            # every one of 20,000 categories)
+            category = stored_category(category, *self._derived(first_of_each_form))
+        counts, keyed = self._derived(categories_by_key)
+        if category in counts:
             return category
-        # (from an index kept with the counts: each filter with an accent normalised every
-        # one of 20,000 categories)
-        return stored_category(category, *self._derived(first_of_each_form))
+        alike = keyed.get(category_key(category), [])
+        return alike[0] if len(alike) == 1 else category
 
     def _forget_categories(self) -> None:
         """The counts may have changed (a write, another database): counted anew, and a
