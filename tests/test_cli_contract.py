@@ -115,6 +115,13 @@ def test_index_reindex_search_similar_info(catalog, env, tmp_path):
                                "--json", query, env_extra=env).stdout)["results"]
     assert {r["category"] for r in elsewhere} == {other} and pid not in {
         r["product_id"] for r in elsewhere}
+    # similar products of its own category, as the web page shows them (every other one)
+    own = json.loads(run("similar", "--store", store, pid, "--k", "50", "--same-category",
+                         "--json").stdout)["results"]
+    assert [r["category"] for r in own] == [cat] * (in_cat - 1)
+    both = run("similar", "--store", store, pid, "--same-category", "--category", other,
+               check=False)
+    assert both.returncode == 2 and "pass one of them" in both.stderr
 
 
 def test_dedupe_finds_downscaled_copy(catalog, env, tmp_path):

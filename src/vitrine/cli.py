@@ -247,16 +247,21 @@ def similar(
     store: StoreOpt,
     k: KOpt = 5,
     category: CategoryOpt = None,
+    same_category: Annotated[bool, typer.Option(
+        "--same-category", help="Only products of the product's own category.")] = False,
     plot: PlotOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the products most similar to a product of the store (itself excluded)."""
+    if same_category and category is not None:
+        raise VitrineError("--category and --same-category each choose the category of the "
+                           "results; pass one of them.")
     plot = plot_path(plot)
     rec = open_recommender(store, None, embeds=False)  # (stored vectors: nothing embedded)
     category = check_category(rec, category)
     if plot is not None:  # before the search, as search's
         check_plot_targets([plot], [Path(rec.product(product_id).image)], rec)
-    product, matches = rec.similar(product_id, k, category)
+    product, matches = rec.similar(product_id, k, category, same_category=same_category)
     if not as_json:
         out.print(results_table(f"Similar to {product_id} ({product.name})", matches))
     problem = None
