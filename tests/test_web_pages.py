@@ -1427,3 +1427,22 @@ def test_serve_takes_the_root_path_from_its_flag_or_the_setting(monkeypatch, tmp
                                  "--root-path", "vitrine/"])
     assert made == [] and "--root-path 'vitrine/': write a path such as /vitrine" \
         in str(result.exception), result.output
+
+
+def test_the_category_field_lists_categories_as_a_reader_orders_them():
+    """By the names the pages show, without case or accents: the store's code-point order
+    put "anel", "Ímã" and "Óculos" after "Zíper" (helper-222); the suggestions of a typed
+    field, most products first, break ties so too."""
+    from vitrine.web.pages import CATEGORY_SELECT_MAX, category_choices
+
+    counts = {"Bolsa": 3, "Camisa": 1, "Zíper": 2, "anel": 5, "relogio_feminino": 1,
+              "Ímã": 1, "Óculos": 2, "": 4}
+    field = category_choices(counts)
+    assert list(field["categories"]) == ["anel", "Bolsa", "Camisa", "Ímã", "Óculos",
+                                         "relogio_feminino", "Zíper"]
+    assert field["categories"]["anel"] == 5 and not field["category_typed"]
+    many = {**counts, **{f"z{i:05d}": 1 for i in range(CATEGORY_SELECT_MAX)}}
+    typed = category_choices(many)
+    assert typed["category_typed"]
+    assert list(typed["categories"])[:6] == ["anel", "Bolsa", "Óculos", "Zíper", "Camisa",
+                                             "Ímã"]

@@ -164,14 +164,20 @@ def category_choices(categories: dict[str, int]) -> dict[str, object]:
     (:func:`category_field`)."""
     named = {name: n for name, n in categories.items() if name}
     if len(named) <= CATEGORY_SELECT_MAX:
-        return {"categories": named, "category_typed": False}
+        # in the order a reader expects, by the names the pages show, without case or
+        # accents: the store's code-point order put "anel", "Ímã" and "Óculos" after "Zíper"
+        # (helper-222)
+        order = sorted(named, key=lambda name: (fold(category_label(name)), name))
+        return {"categories": {name: named[name] for name in order}, "category_typed": False}
     return {"categories": _largest(named, CATEGORY_SELECT_MAX), "category_typed": True}
 
 
 def _largest(categories: dict[str, int], n: int) -> dict[str, int]:
-    """The ``n`` largest named categories: most products first, then by name."""
+    """The ``n`` largest named categories: most products first, then by name (as a reader
+    orders them, :func:`category_choices`)."""
     return dict(heapq.nsmallest(n, ((name, count) for name, count in categories.items()
-                                    if name), key=lambda item: (-item[1], item[0])))
+                                    if name), key=lambda item: (
+        -item[1], fold(category_label(item[0])), item[0])))
 
 
 @dataclass(frozen=True)
