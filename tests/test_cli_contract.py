@@ -374,10 +374,13 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     assert typo.returncode == 2 and "no products of category 'bolsa'" in typo.stderr
     assert "'x_bolsa_feminina'" in typo.stderr  # the categories it does have
     # several photos, one bad: the others are still searched, and the run exits 2
-    both = run("search", "--store", store, "--json", bad, good, check=False, env_extra=env)
-    assert both.returncode == 2 and "not a recognised image" in both.stderr
+    # (each query given back as typed, "./" and "//" kept: a script looks its own up)
+    typed = [f"{bad.parent}/./{bad.name}", f"{good.parent}//{good.name}"]
+    both = run("search", "--store", store, "--json", *typed, check=False, env_extra=env)
+    assert both.returncode == 2 and f"error: {typed[0]}: " in both.stderr
     answers = [json.loads(line) for line in both.stdout.splitlines()]
-    assert [a["query"] for a in answers] == [str(bad), str(good)]
+    assert [a["query"] for a in answers] == typed
+    assert answers[0]["error"].startswith(f"{typed[0]}: ")
     assert "not a recognised image" in answers[0]["error"] and answers[0]["results"] == []
     assert len(answers[1]["results"]) == 5 and "error" not in answers[1]
     wrong_plot = run("search", "--store", store, "--plot", tmp_path / "fig.xyz", good,

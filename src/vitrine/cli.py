@@ -200,26 +200,28 @@ def search(
     if "" in images:  # (Path("") is ".": "'.' is a folder", a name never typed)
         raise VitrineError("an IMAGE argument is empty (an unset shell variable?); name a "
                            "photo.")
-    images = [Path(image) for image in images]
+    typed, images = images, [Path(image) for image in images]  # (a query said as typed:
+    # Path drops "./" and "//", so a script looking its own paths up missed each: helper-220)
     plot = plot_path(plot)
     targets = plot_targets(plot, len(images))  # (before the model and the store load)
     rec = open_recommender(store, weights, model)
     category = check_category(rec, category)
     check_plot_targets([t for t in targets if t is not None], images, rec)
     failed = 0
-    for image, target in zip(images, targets, strict=True):
+    for query, image, target in zip(typed, images, targets, strict=True):
         try:
             matches, guess = rec.search_image_guess(image, k, category)
         except ImageError as exc:  # the other photos are still searched
-            sys.stderr.write(f"error: {exc}\n")
+            said = f"{query}: {exc.reason}" if exc.source == str(image) else str(exc)
+            sys.stderr.write(f"error: {said}\n")
             _forget_figure(target, plot)
             if as_json:  # one object per query, so a script sees which photo failed
-                print_json({"query": str(image), "results": [], "predicted_category": None,
-                            "error": str(exc)})
+                print_json({"query": query, "results": [], "predicted_category": None,
+                            "error": said})
             failed += 1
             continue
         if not as_json:
-            out.print(results_table(f"Similar to {image}", matches, itself_excluded=False))
+            out.print(results_table(f"Similar to {query}", matches, itself_excluded=False))
             if guess is not None:
                 out.print(guess.sentence(), markup=False)
         problem = None
@@ -232,7 +234,7 @@ def search(
                 problem, failed = str(exc), failed + 1
                 _forget_figure(target, plot)
         if as_json:  # after the figure: a script sees which photo's figure failed
-            print_json({"query": str(image), "results": [m.as_dict() for m in matches],
+            print_json({"query": query, "results": [m.as_dict() for m in matches],
                          "predicted_category": guess and guess.as_dict(),
                          **({"error": problem} if problem else {}),
                          **({"figure": str(target)} if target and not problem else {})})
