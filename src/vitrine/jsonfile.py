@@ -27,11 +27,11 @@ def finite(value):
 def json_text(data: object, **options: object) -> str:
     """``data`` as JSON text that encodes to UTF-8 (``options`` as :func:`json.dumps`'s)."""
     text = json.dumps(data, ensure_ascii=False, **options)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a file name that is not UTF-8: \u escapes keep it valid JSON
-        text = json.dumps(data, **options)
-    return text
+    # a file name that is not UTF-8: its undecodable bytes (lone surrogates, only ever inside
+    # strings, where JSON writes a backslash of the text itself as two) as the \u escapes
+    # that read back as them; the rest stays as it is (the whole document was escaped,
+    # "Rel\u00f3gio" for every name beside one such file: helper-220)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def write_json(path: Path, data: object, indent: int = 1) -> None:
