@@ -1429,6 +1429,28 @@ def test_serve_takes_the_root_path_from_its_flag_or_the_setting(monkeypatch, tmp
         in str(result.exception), result.output
 
 
+def test_a_server_behind_a_prefix_says_where_its_pages_open(monkeypatch, tmp_path):
+    """Its pages work through the proxy only (their links, styles and /docs' description
+    start with the prefix): the address printed alone led to pages without their styles and
+    a /docs that failed (helper-221)."""
+    from typer.testing import CliRunner
+
+    import vitrine.api
+    import vitrine.server
+    from vitrine.cli import app
+
+    monkeypatch.delenv("VITRINE_ROOT_PATH", raising=False)
+    monkeypatch.setattr(vitrine.api, "create_app", lambda settings, store, **kw: object())
+    monkeypatch.setattr(vitrine.server, "serve", lambda app_, sock, on_ready: on_ready(
+        "http://127.0.0.1:8245"))
+    runner = CliRunner()
+    for args, docs in ((["--root-path", ROOT], f"docs: {ROOT}/docs"),
+                       ([], "docs: http://127.0.0.1:8245/docs")):
+        said = runner.invoke(app, ["serve", "--store", str(tmp_path), "--port", "0", *args])
+        assert said.exit_code == 0, said.output
+        assert docs in said.output and ("proxy" in said.output) == bool(args), said.output
+
+
 def test_the_category_field_lists_categories_as_a_reader_orders_them():
     """By the names the pages show, without case or accents: the store's code-point order
     put "anel", "Ímã" and "Óculos" after "Zíper" (helper-222); the suggestions of a typed

@@ -626,8 +626,8 @@ def serve(
     from vitrine.api import create_app
 
     app_ = create_app(settings, store)
-    run_server(app_, sock, on_ready=lambda address: out.print(ready_message(address),
-                                                              soft_wrap=True))
+    run_server(app_, sock, on_ready=lambda address: out.print(
+        ready_message(address, settings.root_path), soft_wrap=True))
 
 
 @app.command()

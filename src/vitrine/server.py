@@ -119,7 +119,15 @@ def exposure_note(host: str, api_key: str | None, bound: str | None = None) -> s
             f"{writes}.")
 
 
-def ready_message(address: str) -> str:
+def ready_message(address: str, root_path: str = "") -> str:
+    """The line a started server prints. With ``root_path`` (VITRINE_ROOT_PATH, --root-path)
+    its pages work only through the proxy that forwards that prefix: their links, styles and
+    /docs' API description all start with it (the address printed alone led to pages
+    without their styles and a /docs that failed: helper-221)."""
+    if root_path:
+        return (f"Vitrine is serving at {address} for the reverse proxy that forwards "
+                f"{root_path}/ to it: open the pages at the proxy's {root_path}/ (REST API "
+                f"docs: {root_path}/docs); press Ctrl+C to stop.")
     return (f"Vitrine is serving at {address} (REST API docs: {address}/docs); "
             "press Ctrl+C to stop.")
 
