@@ -272,6 +272,13 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
     assert changed.status_code == 200  # replaced: the old ETag no longer matches
     assert client.get("/images/sem-categoria",
                       headers={"If-None-Match": photo.headers["etag"]}).status_code == 200
+    # the style sheet and script, at addresses a new version keeps, are asked for each time
+    # (a browser may reuse one unasked for a tenth of its age: helper-221), cheaply
+    for path in ("/static/app.js", "/static/style.css"):
+        first = client.get(path)
+        assert first.headers["cache-control"] == "no-cache", path
+        again = client.get(path, headers={"If-None-Match": first.headers["etag"]})
+        assert again.status_code == 304 and again.headers["cache-control"] == "no-cache"
 
     page = client.get("/products/a%3Fb%23c").text  # the product whose id is 'a?b#c'
     assert 'href="/products/a%3Fb%23c?lang=en"' in page  # the toggle keeps the same product

@@ -70,6 +70,18 @@ def wants_html(request: Request) -> bool:
             and "text/html" in request.headers.get("accept", ""))
 
 
+class AskedAgain(StaticFiles):
+    """The pages' style sheet and script, at addresses that stay the same from one version to
+    the next: ``no-cache``, so a browser asks each time (a 304 while unchanged). Without it a
+    browser may reuse them for a tenth of their age unasked, and after an upgrade run the new
+    pages with the old script (helper-221)."""
+
+    def file_response(self, *args, **kwargs) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
 def _url(path: str, lang: str, /, **params: object) -> str:
     """``path`` with ``params`` (those not None or "") and ``lang`` unless Portuguese as its
     query. Positional-only: a page's own query parameters are passed as ``params``, and one
@@ -393,7 +405,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
     """Add the page routes and the static files to ``app``."""
     pages = Pages(service, settings)
     app.state.render_error = pages.error
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.mount("/static", AskedAgain(directory=HERE / "static"), name="static")
 
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse,
                    include_in_schema=False)
