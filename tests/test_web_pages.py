@@ -120,6 +120,11 @@ def test_catalogue_pages_filters_and_languages(client, rows):
     assert '<html lang="en">' in english and "Catalogue" in english and "6 products" in english
     assert "/products/" in english and "?lang=en" in english
     assert 'href="/?category=salto_feminino"' in english  # toggle back keeps the filter
+    # a language tag as browsers and people write it (each was Portuguese: helper-222)
+    for typed in ("EN", "en-US", " en_GB "):
+        again = client.get("/", params={"lang": typed, "category": "salto_feminino"}).text
+        assert again == english, typed
+    assert '<html lang="pt-BR">' in client.get("/", params={"lang": "pt-BR"}).text
     assert client.get("/", params={"page": 0}).status_code == 422
 
 

@@ -190,7 +190,10 @@ ERROR_KEYS = {404: "not_found", 405: "method_not_allowed", 409: "busy", 413: "to
 
 
 def pick_lang(value: str | None) -> str:
-    return value if value in LANGS else DEFAULT_LANG
+    """The page's language from ``?lang=``: its primary tag in any case ("EN", "en-US",
+    "pt_BR" were Portuguese for all: helper-222), else the default."""
+    primary = (value or "").strip().lower().replace("_", "-").split("-")[0]
+    return primary if primary in LANGS else DEFAULT_LANG
 
 
 def number(t: dict[str, str], n: int) -> str:
