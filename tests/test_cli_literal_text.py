@@ -175,3 +175,23 @@ def test_info_gives_each_category_one_line():
         line = info_lines(data, ModelManifest("mobilenet_v2", "ab" * 32, prep, 2440, kind),
                           "st")[-1]
         assert line == f"model: mobilenet_v2, 2440-d, weights {'ab' * 6}, resize crop, {said}"
+
+
+def test_one_of_a_thing_is_said_in_the_singular():
+    """"1 products in st", "1 photos are not listed", "1 products, 0 similar pairs written"
+    (helper-222): each count of one says so."""
+    from vitrine.display import index_lines, info_lines, migrate_lines
+    from vitrine.indexer import IndexReport
+    from vitrine.migrate import Migrated
+
+    data = {"products": 1, "catalog_folder": "", "categories": {"a": 1}}
+    assert info_lines(data, None, "st")[0] == "1 product in st"
+    data["products"] = 2
+    assert info_lines(data, None, "st")[0] == "2 products in st"
+    for n, says in ((1, "1 photo is not listed"), (2, "2 photos are not listed")):
+        report = IndexReport(unlisted=n, uploaded=n)
+        lines = "\n".join(index_lines(report, 10_000, "st"))
+        assert says in lines and f"as they are: {n} product{'s' * (n > 1)} added" in lines
+        assert ("its file" in lines) == (n == 1) and ("their files" in lines) == (n > 1)
+    done = Migrated(copied=1, not_in_source=[], removed=0)
+    assert migrate_lines(done, "a", "b")[0] == "Copied 1 product from a to b."

@@ -312,7 +312,8 @@ def related(
     if as_json:
         print_json(report.as_dict())
         return
-    out.print(f"{report.products} products, {report.pairs} similar pairs written to "
+    out.print(f"{counted(report.products, 'product')}, {counted(report.pairs, 'similar pair')} "
+              "written to "
               f"{report.out} in {report.seconds:.1f} s.", markup=False, highlight=False)
 
 

@@ -109,16 +109,20 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
     lines = [f"Indexed {report.indexed}, updated {report.updated}, removed {report.removed}, "
              f"unchanged {report.unchanged} in {report.seconds:.1f} s → {one_line(store)}"]
     if report.unlisted:
-        lines.append(f"{report.unlisted} photos are not listed in the catalogue's product "
-                     "table: indexed as products named after their files, without price (add "
-                     "rows for them, or move them out of the catalogue folder).")
+        one = report.unlisted == 1
+        lines.append(f"{counted(report.unlisted, 'photo')} {'is' if one else 'are'} not "
+                     "listed in the catalogue's product table: indexed as products named after "
+                     f"{'its file' if one else 'their files'}, without price (add "
+                     f"{'a row for it' if one else 'rows for them'}, or move "
+                     f"{'it' if one else 'them'} out of the catalogue folder).")
     if report.category_from_table:
         lines.append(recategorised_note(report.category_from_table))
     if report.category_twins:
         lines.append(category_twins_note(report.category_twins))
     if report.uploaded:
-        lines.append(f"Left as they are: {report.uploaded} products added or replaced through "
-                     "the API (delete them there to hand their ids back to the catalogue).")
+        lines.append(f"Left as they are: {counted(report.uploaded, 'product')} added or "
+                     "replaced through the API (delete them there to hand their ids back to "
+                     "the catalogue).")
     lines += [f"  skipped {one_line(skip['path'])}: {skip['reason']}" for skip in report.skipped]
     if not report.duplicates_searched:
         lines.append("Duplicates not searched: " + (
@@ -135,7 +139,7 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
 
 def migrate_lines(done: Migrated, source: str, target: str) -> list[str]:
     """What ``vitrine migrate`` says in the terminal about its copy."""
-    lines = [f"Copied {done.copied} products from {one_line(str(source))} to "
+    lines = [f"Copied {counted(done.copied, 'product')} from {one_line(str(source))} to "
              f"{one_line(str(target))}."]
     if done.changed_meanwhile:
         lines.append(f"Left out {len(done.changed_meanwhile)} product(s) deleted or given "
@@ -153,7 +157,7 @@ def migrate_lines(done: Migrated, source: str, target: str) -> list[str]:
 
 def info_lines(data: dict, manifest: ModelManifest | None, store: str) -> list[str]:
     """What ``vitrine info`` says in the terminal about a store (``data``: its JSON)."""
-    lines = [f"{data['products']} products in {one_line(str(store))}" + (
+    lines = [f"{counted(data['products'], 'product')} in {one_line(str(store))}" + (
         f", indexed from {one_line(data['catalog_folder'])}" if data["catalog_folder"] else "")]
     # (a table's category may hold a line break: one category, one line)
     lines += [f"  {one_line(name) or '(none)'}: {n}" for name, n in data["categories"].items()]
