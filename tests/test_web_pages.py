@@ -205,6 +205,9 @@ def test_prices_are_formatted_and_text_is_escaped(settings, small_store, embedde
     assert format_price(1299.9, "en") == "R$1,299.90"
     assert format_price(0, "pt") == "R$\u00a00,00" and format_price(None, "pt") == ""
     assert format_price(-0.0, "pt") == "R$\u00a00,00"  # not "R$ -0,00"
+    # to the cent half up, as the price is written (the float's rounding gave 0,12 and 2,67)
+    assert [format_price(v, "pt") for v in (0.125, 2.675, 12.3456, 0.005)] == [
+        "R$\u00a00,13", "R$\u00a02,68", "R$\u00a012,35", "R$\u00a00,01"]
 
     store = tmp_path / "store"
     shutil.copytree(small_store, store)
