@@ -2218,3 +2218,250 @@ def test_a_request_cancelled_as_the_server_stops_is_a_503():
         return left
 
     assert asyncio.run(cancelled_for_real()) == 0
+
+
+def _photo_form(fields: dict[str, str], photo: bytes) -> tuple[bytes, bytes]:
+    """A multipart form's body with ``fields`` and the photo in 'image', and its type."""
+    body = _form([*((name, None, value.encode()) for name, value in fields.items()),
+                  ("image", "photo.jpg", photo)], boundary="vitrine-cut-off-test")
+    return body, b"multipart/form-data; boundary=vitrine-cut-off-test"
+
+
+def _cut_off(app, method: str, path: str, body: bytes, headers: list, reached,
+             query: bytes = b"", settle=None, partial: bool = False) -> list[dict]:
+    """Serve one request through ``vitrine serve``'s stopping guard and cancel it, as uvicorn
+    does once its graceful shutdown time is over, when ``reached`` (a threading.Event) is
+    set: the endpoint's worker thread got there; with ``partial``, ``body`` is the start of
+    a slow upload, and ``reached`` is set when the rest is waited for. ``settle`` (async)
+    runs after the cancel; the messages sent back are returned."""
+    import asyncio
+
+    from vitrine.server import _server
+
+    guarded = _server(app, "warning").config.app  # (Stopping, as `serve` wraps the app)
+    sent: list[dict] = []
+    delivered = False
+
+    async def receive():
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": partial}
+        if partial:
+            reached.set()
+        await asyncio.Event().wait()  # (the rest of a slow upload; a client that waits)
+
+    async def send(message):
+        sent.append(message)
+
+    async def serve_and_cancel() -> None:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": method, "scheme": "http", "path": path,
+                 "raw_path": path.encode(), "query_string": query, "root_path": "",
+                 "headers": [(b"host", b"testserver"), *headers],
+                 "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+        task = asyncio.create_task(guarded(scope, receive, send))
+        assert await asyncio.to_thread(reached.wait, 60)
+        task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        if settle is not None:
+            await settle(sent)
+        await task
+
+    asyncio.run(serve_and_cancel())
+    return sent
+
+
+def _answer(sent: list[dict]) -> tuple[int, dict[str, str], bytes]:
+    start, *bodies = sent
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    return start["status"], headers, b"".join(m.get("body", b"") for m in bodies)
+
+
+def _watch_writes(monkeypatch) -> tuple[list, threading.Event]:
+    """What each of the service's writes ended with (None: done; else its exception), and an
+    event set as one ends: its worker thread runs on after the request is answered."""
+    from vitrine.service import VitrineService
+
+    ended: list = []
+    done = threading.Event()
+
+    def watching(original):
+        def watched(self, *args, **kwargs):
+            try:
+                result = original(self, *args, **kwargs)
+            except BaseException as exc:
+                ended.append(exc)
+                raise
+            else:
+                ended.append(None)
+                return result
+            finally:
+                done.set()
+        return watched
+
+    for name in ("add_product", "edit_product", "delete_product"):
+        monkeypatch.setattr(VitrineService, name, watching(getattr(VitrineService, name)))
+    return ended, done
+
+
+def test_a_write_cut_off_by_the_server_stopping_before_its_change_changes_nothing(
+        writable, small_catalog, rows, monkeypatch):
+    """A write cut off as the server stopped was answered 503 to try again, and its worker
+    thread, which cannot be cancelled, saved it afterwards (a client that did not retry
+    believed the product missing; a DELETE retried was a 404). Now a 503 means nothing
+    changed: the write, reaching the store after the answer, is not made, and its photo is
+    not left in the uploads."""
+    import vitrine.service
+
+    client, store = writable
+    count = client.get("/healthz").json()["products"]
+    photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
+    body, kind = _photo_form({"product_id": "cut-off-1", "name": "Cortado"}, photo)
+    reached, go = threading.Event(), threading.Event()
+    ended, done = _watch_writes(monkeypatch)
+    checked = vitrine.service.check_manifest
+
+    def slow_check(*args, **kwargs):  # (the thread still on its way to the store)
+        reached.set()
+        go.wait(60)
+        return checked(*args, **kwargs)
+
+    monkeypatch.setattr(vitrine.service, "check_manifest", slow_check)
+
+    async def answered_then_go_on(sent):
+        import asyncio
+
+        while not sent:  # the answer comes first; the worker thread then goes on
+            await asyncio.sleep(0.01)
+        go.set()
+
+    sent = _cut_off(client.app, "POST", "/api/products", body,
+                    [(b"authorization", f"Bearer {KEY}".encode()), (b"content-type", kind),
+                     (b"content-length", str(len(body)).encode())], reached,
+                    settle=answered_then_go_on)
+    status, headers, answer = _answer(sent)
+    assert status == 503 and headers["retry-after"] == "5"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert json.loads(answer) == {"detail": "The server is stopping; try again in a moment."}
+    assert done.wait(60)
+    assert client.get("/api/products/cut-off-1").status_code == 404
+    assert client.get("/healthz").json()["products"] == count
+    uploads = store / "uploads"
+    assert not uploads.exists() or list(uploads.iterdir()) == []
+    from vitrine.write_ticket import WriteCancelled  # (the write refused, said so)
+
+    assert len(ended) == 1 and isinstance(ended[0], WriteCancelled)
+
+
+def test_a_browser_search_cut_off_by_the_server_stopping_is_a_page_in_its_language(
+        client, small_catalog, rows):
+    """The search form sent without JavaScript (a slow upload) cut off as the server stopped
+    was answered raw JSON: a browser's request gets the 503 as a page, in its language."""
+    photo = _jpeg(small_catalog / rows[3]["image"])
+    body, kind = _photo_form({"category": ""}, photo)
+    for query, lang, sentence in (
+            (b"", "pt-BR", "O catálogo não está disponível agora. Tente de novo em instantes."),
+            (b"lang=en", "en", "The catalogue is not available right now. Try again in a "
+                                "moment.")):
+        sent = _cut_off(client.app, "POST", "/search", body[:len(body) // 2],
+                        [(b"accept", b"text/html,application/xhtml+xml,*/*;q=0.8"),
+                         (b"content-type", kind), (b"content-length", str(len(body)).encode())],
+                        threading.Event(), query=query, partial=True)
+        status, headers, page = _answer(sent)
+        html = page.decode()
+        assert status == 503 and headers["content-type"].startswith("text/html"), html
+        assert headers["retry-after"] == "5" and headers["connection"] == "close"
+        assert "default-src 'self'" in headers["content-security-policy"]
+        assert headers["x-frame-options"] == "DENY"
+        assert f'<html lang="{lang}">' in html and sentence in html
+    # the API's search, cut off so, is still told in JSON
+    sent = _cut_off(client.app, "POST", "/api/search", body[:len(body) // 2],
+                    [(b"accept", b"text/html"), (b"content-type", kind),
+                     (b"content-length", str(len(body)).encode())],
+                    threading.Event(), partial=True)
+    status, headers, answer = _answer(sent)
+    assert status == 503 and json.loads(answer) == {
+        "detail": "The server is stopping; try again in a moment."}
+
+
+def test_a_write_cut_off_by_the_server_stopping_after_its_change_says_it_was_saved(
+        writable, small_catalog, rows, monkeypatch):
+    """A write whose change was made before the server cut it off (or while it was being
+    made: the answer waits for it) is not told to try again: the answer says it was saved,
+    and where to read it."""
+    import asyncio
+
+    import vitrine.api
+    import vitrine.service
+
+    client, store = writable
+    auth = [(b"authorization", f"Bearer {KEY}".encode())]
+    photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
+    body, kind = _photo_form({"product_id": "cut off/2", "name": "Salvo"}, photo)
+    form = [*auth, (b"content-type", kind), (b"content-length", str(len(body)).encode())]
+    ended, done = _watch_writes(monkeypatch)
+
+    # cut off once the change was made (the thread on its way to the answer)
+    reached, go = threading.Event(), threading.Event()
+    shown = vitrine.api.product_out
+
+    def slow_answer(*args, **kwargs):
+        reached.set()
+        go.wait(60)
+        return shown(*args, **kwargs)
+
+    monkeypatch.setattr(vitrine.api, "product_out", slow_answer)
+    sent = _cut_off(client.app, "POST", "/api/products", body, form, reached)
+    go.set()
+    status, headers, answer = _answer(sent)
+    said = json.loads(answer)
+    assert status == 200 and "retry-after" not in headers, said
+    assert said["saved"] is True and said["product_id"] == "cut off/2"
+    assert "try again" not in said["detail"] and "was saved" in said["detail"]
+    assert "GET /api/products/cut%20off%2F2" in said["detail"]
+    assert done.wait(60) and ended == [None]
+    assert client.get("/api/products/cut off%2F2").json()["name"] == "Salvo"
+
+    # cut off while the change is being made: the answer waits for it, then says it
+    done.clear()
+    reached, go = threading.Event(), threading.Event()
+    saved_photo = vitrine.service.save_photo
+
+    def slow_save(*args, **kwargs):
+        reached.set()
+        go.wait(60)
+        return saved_photo(*args, **kwargs)
+
+    monkeypatch.setattr(vitrine.service, "save_photo", slow_save)
+
+    async def waited(sent):
+        await asyncio.sleep(0.2)
+        assert sent == []  # (no answer while the change is being made)
+        go.set()
+
+    body, kind = _photo_form({"product_id": "cut-off-3", "name": "Esperado"}, photo)
+    sent = _cut_off(client.app, "POST", "/api/products", body,
+                    [*auth, (b"content-type", kind),
+                     (b"content-length", str(len(body)).encode())], reached, settle=waited)
+    status, _, answer = _answer(sent)
+    assert status == 200 and json.loads(answer)["product_id"] == "cut-off-3"
+    assert done.wait(60) and ended == [None, None]
+    assert client.get("/api/products/cut-off-3").json()["name"] == "Esperado"
+
+    # a DELETE cut off after its change: deleted, said so
+    done.clear()
+    reached, go = threading.Event(), threading.Event()
+    removed = vitrine.service._remove_orphan
+
+    def slow_cleanup(*args, **kwargs):  # (after the change: the photo's cleanup)
+        reached.set()
+        go.wait(60)
+        return removed(*args, **kwargs)
+
+    monkeypatch.setattr(vitrine.service, "_remove_orphan", slow_cleanup)
+    sent = _cut_off(client.app, "DELETE", "/api/products/cut-off-3", b"", auth, reached)
+    go.set()
+    status, _, answer = _answer(sent)
+    assert status == 200 and "was deleted" in json.loads(answer)["detail"]
+    assert done.wait(60) and ended == [None, None, None]
+    assert client.get("/api/products/cut-off-3").status_code == 404

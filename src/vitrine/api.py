@@ -41,6 +41,7 @@ from starlette import routing
 from starlette.datastructures import FormData, Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+from starlette.types import Scope
 
 from vitrine import __version__
 from vitrine.api_models import (
@@ -115,7 +116,8 @@ ERRORS = {
     422: "A parameter or field is missing, of the wrong type or out of range.",
     503: "The server cannot answer right now (stopping, short of memory, its store "
          "unreadable or indexed anew with another model); try again after Retry-After "
-         "seconds."}
+         "seconds. A write answered so changed nothing (one the server, stopping, cut off "
+         "after its change was made is answered 200 with a 'detail' saying it was saved)."}
 """What each error status means (the body is always ``{"detail": sentence}``)."""
 WRITE_ERRORS = errors(401, 403, 409)
 WRITE_ROUTES = frozenset({"add_product", "edit_product", "delete_product"})
@@ -315,6 +317,17 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
                 page.headers.update(headers or {})
                 return page
         return JSONResponse({"detail": sentence}, status_code=status, headers=headers)
+
+    def stopping_page(scope: Scope) -> Response | None:
+        """The 503 of a browser's request cut off as the server stops (guards.Stopping), as
+        a page in its language; None for JSON. Drawn in the event loop, as the other error
+        pages (no store read: the worker threads may be busy with what is cut off)."""
+        request = Request(scope)
+        if not wants_html(request):
+            return None
+        return app.state.render_error(request, 503, guards.STOPPING)
+
+    app.state.stopping_page = stopping_page
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -56,6 +56,7 @@ from vitrine.store import (
 )
 from vitrine.store.base import Match, Record, StoredProduct, VectorStore, kept_until
 from vitrine.store.writer_lock import busy, writer_running
+from vitrine.write_ticket import WriteCancelled, committing, write_cancelled
 
 log = logging.getLogger(__name__)
 CATEGORIES_TTL_S = 10.0
@@ -492,13 +493,16 @@ class VitrineService:
             previous = stored_product(writer, fields.product_id)
             if previous is not None:  # replaced under the id as the store spells it
                 product = dataclasses.replace(product, product_id=previous.product_id)
-            wrote_photo = save_photo(folder, photo, data)
-            try:
-                writer.upsert([Record(product, sha, phash, thumb, vector)])
-            except BaseException:
-                if wrote_photo:
-                    photo.unlink(missing_ok=True)
-                raise
+            with committing() as committed:  # (a request the server answered, stopping:
+                # nothing saved, its photo neither)
+                wrote_photo = save_photo(folder, photo, data)
+                try:
+                    writer.upsert([Record(product, sha, phash, thumb, vector)])
+                except BaseException:
+                    if wrote_photo:
+                        photo.unlink(missing_ok=True)
+                    raise
+                committed(product.product_id)
             writer.flush(rebuild=False)
             if previous is not None:
                 _remove_orphan(writer, Path(previous.image), folder)
@@ -519,7 +523,9 @@ class VitrineService:
                 current.image, self._upload_folder(), (writer.catalog_folder(),))
             changed = current.to_product(uploaded=uploaded, **changes)
             _check_fits(writer, changed)
-            writer.update_metadata([changed])
+            with committing() as committed:
+                writer.update_metadata([changed])
+                committed(current.product_id)
             writer.flush(rebuild=False)
             stored = writer.get(current.product_id)
         assert stored is not None
@@ -531,7 +537,9 @@ class VitrineService:
             previous = stored_product(writer, product_id)
             if previous is None:
                 raise ProductNotFound(product_id)
-            writer.delete([previous.product_id])
+            with committing() as committed:
+                writer.delete([previous.product_id])
+                committed(previous.product_id)
             writer.flush(rebuild=False)
             _remove_orphan(writer, Path(previous.image), self._upload_folder())
 
@@ -540,6 +548,10 @@ class VitrineService:
         """The store to write through, one write at a time. For the embedded store, a second
         store object holding the store's writer lock until it closes; other stores (Milvus)
         serialise writers themselves and are written through the read store."""
+        if write_cancelled():  # (answered already, the server stopping: not worth
+            # waiting for the store; each write checks again as it changes the store)
+            raise WriteCancelled("the server stopped before this change was made; nothing "
+                                 "changed.")
         started = time.monotonic()  # one wait for both locks: a burst of uploads queued
         # behind `vitrine index` would hold every request thread
         if not self._write_lock.acquire(timeout=API_WRITE_WAIT):

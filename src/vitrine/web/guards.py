@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from urllib.parse import quote
 
 from fastapi import HTTPException, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +18,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vitrine.web.text import limit_number
+from vitrine.write_ticket import TICKET, WriteTicket
 
 MULTIPART_OVERHEAD = 64 * 1024
 """Bytes allowed on top of the photo for multipart boundaries and the text fields."""
@@ -202,14 +205,30 @@ class WholeForm:
         await self.app(scope, checking_receive, watching_send)
 
 
+STOPPING = "The server is stopping; try again in a moment."
+"""The 503 of a request cut off as the server stops: nothing changed."""
+SETTLE_POLL_S = 0.005
+"""How often a write cut off looks again whether its change, being made, is done."""
+
+
 class Stopping:
     """A request still running when the server stops (uvicorn cancels it once its graceful
     shutdown time is over: a slow upload) is answered 503 to try again: uvicorn answered a
     plain-text 500 and logged a traceback, a bug's signs, for a server that was told to stop.
-    A response already started is cut as before."""
+    A response already started is cut as before. ``page(scope)``: the 503 as a web page for a
+    browser's request (a form sent without JavaScript), None for JSON.
 
-    def __init__(self, app: ASGIApp):
+    A write's endpoint runs on in its worker thread, which cannot be cancelled: it was
+    answered 503 and then saved. Each write (:func:`is_write`) carries a
+    :class:`~vitrine.write_ticket.WriteTicket`: cut off, the ticket is cancelled, so the
+    change is not made (503: nothing changed), unless it was made already (or is being made:
+    it is waited for), which the answer then says (200, where to read it), never to try
+    again."""
+
+    def __init__(self, app: ASGIApp,
+                 page: Callable[[Scope], Response | None] | None = None):
         self.app = app
+        self.page = page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
@@ -219,6 +238,9 @@ class Stopping:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
+        ticket = WriteTicket() if scope["type"] == "http" and is_write(
+            scope["method"], own_path(scope)) else None
+        token = TICKET.set(ticket)  # (copied into the endpoint's worker thread)
         try:
             await self.app(scope, receive, noting_send)
         except asyncio.CancelledError:
@@ -227,11 +249,55 @@ class Stopping:
             task = asyncio.current_task()
             if task is not None:  # answered here: the cancellation is spent
                 task.uncancel()
-            response = JSONResponse({"detail": "The server is stopping; try again in a "
-                                               "moment."}, status_code=503,
-                                    headers={"Retry-After": "5", "Connection": "close",
-                                             **security_headers(own_path(scope))})
+            if ticket is not None and await _settled(ticket):
+                response = _saved(scope, ticket.product_id or "")
+            else:
+                response = self._stopping_page(scope) or JSONResponse(
+                    {"detail": STOPPING}, status_code=503)
+                response.headers["Retry-After"] = "5"
+            response.headers.update({"Connection": "close",
+                                     **security_headers(own_path(scope))})
             await response(scope, receive, send)
+        finally:
+            TICKET.reset(token)
+
+    def _stopping_page(self, scope: Scope) -> Response | None:
+        if self.page is None:
+            return None
+        try:
+            return self.page(scope)
+        except Exception:  # noqa: BLE001 - a page that cannot be drawn: the JSON, said so
+            logging.getLogger(__name__).exception("the error page could not be drawn")
+            return None
+
+
+async def _settled(ticket: WriteTicket) -> bool:
+    """Cancel a write's ticket, waiting while its change is being made (the lock is held
+    for the moment that takes; looked at again off the lock, so the event loop goes on);
+    returns whether the change was made. A second cancellation (the loop closing) is no
+    answer either: the change decides it."""
+    task = asyncio.current_task()
+    while (saved := ticket.try_cancel()) is None:
+        try:
+            await asyncio.sleep(SETTLE_POLL_S)
+        except asyncio.CancelledError:
+            if task is not None:
+                task.uncancel()
+    return saved
+
+
+def _saved(scope: Scope, product_id: str) -> JSONResponse:
+    """The answer to a write cut off after its change was made: what the endpoint's answer
+    would have said, that it was saved (a DELETE, gone), and where to read it."""
+    where = f"{root_of(scope)}/api/products/{quote(product_id, safe='')}"
+    if scope["method"] == "DELETE":
+        detail = (f"The product was deleted, but the server stopped before it could answer; "
+                  f"GET {where} says 404 once the server is back.")
+    else:
+        detail = (f"The change was saved, but the server stopped before it could answer; "
+                  f"GET {where} shows the product once the server is back.")
+    return JSONResponse({"detail": detail, "saved": True, "product_id": product_id},
+                        status_code=200)
 
 
 def is_write(method: str, path: str) -> bool:
