@@ -320,18 +320,17 @@ class VitrineService:
         underscores, as the command line and the pages find it (the API's filter
         ``relogio feminino`` found nothing where `vitrine similar --category` and the pages
         found relogio_feminino: helper-220). Else as given: a filter that matches nothing.
-        The counts read are shared for a while; a category new since is still found as
-        written."""
+        A category the store holds as written costs one row read, not a count (a scan of a
+        Milvus collection); the counts the others are looked up in are shared for a while."""
         if not category:
             return None
         if not one_form(category):
             # (from an index kept with the counts: each filter with an accent normalised
             # every one of 20,000 categories)
             category = stored_category(category, *self._derived(first_of_each_form))
-        counts, keyed = self._derived(categories_by_key)
-        if category in counts:
+        if self.has_category(category):
             return category
-        alike = keyed.get(category_key(category), [])
+        alike = self._derived(categories_by_key)[1].get(category_key(category), [])
         return alike[0] if len(alike) == 1 else category
 
     def _forget_categories(self) -> None:
