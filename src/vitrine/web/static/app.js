@@ -97,6 +97,7 @@
     results.removeAttribute("aria-busy");
     hidePreview();
     showMessage(text, true);
+    reveal();  // (below a phone's screen, a tap seemed to do nothing: helper-225)
   }
 
   // The language toggle keeps the category chosen since the page was made.
@@ -224,6 +225,8 @@
     showPreview(file);
     showMessage(form.dataset.searching, false);
     results.setAttribute("aria-busy", "true");
+    reveal();  // "searching…" seen from the start: on a phone it was below the screen for
+    // the whole upload, the file's name the only change (helper-225)
     const body = new FormData();
     body.append("image", file);
     if (category) body.append("category", category.value);
