@@ -522,6 +522,9 @@ def test_a_photo_refused_is_said_for_what_is_wrong_with_it(settings, small_store
                                              "megapixels). Send a smaller copy.")
     assert said(photo[:len(photo) // 2]).startswith("Esta foto parece danificada")
     assert said(b"plain text, not a photo").startswith("Este arquivo não é uma foto")
+    # an empty file (a phone's photo kept in the cloud) was "not a photo: try a JPEG…"
+    assert said(b"").startswith("Este arquivo está vazio (0 bytes)")
+    assert said(b"", "en").startswith("This file is empty (0 bytes)")
     long = io.BytesIO()  # a PNG was "not a photo: try a JPEG, PNG or WebP" (helper-155)
     Image.new("L", (70_000, 1)).save(long, "PNG")
     assert said(long.getvalue()) == ("Esta foto tem um lado longo demais (mais de 65.535 "

@@ -37,8 +37,9 @@ class ImageError(VitrineError):
         """The OSError's errno when the file could not be read (EMFILE: the server's limit)."""
         self.kind = kind
         """What the web page tells a shopper: 'format' (not a photo it takes), 'damaged' (a
-        photo that cannot be decoded whole), 'pixels' (too many to decode) or 'side' (a side
-        longer than :data:`vitrine.images.MAX_PHOTO_SIDE`)."""
+        photo that cannot be decoded whole), 'pixels' (too many to decode), 'side' (a side
+        longer than :data:`vitrine.images.MAX_PHOTO_SIDE`) or 'empty' (0 bytes: on a phone,
+        often a photo kept in the cloud and not yet downloaded)."""
 
 
 class WeightsError(VitrineError):

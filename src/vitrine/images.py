@@ -136,7 +136,7 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
     name = name or (str(source) if isinstance(source, Path) else "uploaded image")
     data = read_photo(source) if isinstance(source, Path) else source
     if not data:
-        raise ImageError(name, "the file is empty (0 bytes).")
+        raise ImageError(name, "the file is empty (0 bytes).", kind="empty")
     kind = container_kind(data)
     if kind == "heic":
         _heif_opener()

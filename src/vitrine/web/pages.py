@@ -298,7 +298,8 @@ class Pages:
                 mp=_decimal(self.settings.max_image_pixels, 1_000_000, lang))
         if exc.kind == "side":
             return t["photo_side"].format(side=number(t, MAX_PHOTO_SIDE))
-        return t["damaged_photo" if exc.kind == "damaged" else "bad_photo"]
+        return t[{"damaged": "damaged_photo", "empty": "empty_photo"}.get(exc.kind,
+                                                                         "bad_photo")]
 
     def render(self, request: Request, name: str, lang: str, status: int = 200,
                **context: object) -> HTMLResponse:

@@ -79,6 +79,8 @@ TEXT: dict[str, dict[str, str]] = {
                      "WebP.",
         "damaged_photo": "Esta foto parece danificada: não foi possível lê-la inteira. Tente "
                          "outra cópia dela.",
+        "empty_photo": "Este arquivo está vazio (0 bytes): uma foto que ainda não foi baixada "
+                       "da nuvem para o aparelho? Abra-a antes ou escolha outra.",
         "photo_pixels": "Esta foto tem pixels demais (limite de {mp} megapixels). Envie uma "
                         "cópia menor.",
         "photo_side": "Esta foto tem um lado longo demais (mais de {side} pixels). Envie uma "
@@ -166,6 +168,8 @@ TEXT: dict[str, dict[str, str]] = {
         "bad_photo": "This file is not a photo we can use. Try a JPEG, PNG or WebP.",
         "damaged_photo": "This photo seems damaged: it could not be read whole. Try another "
                          "copy of it.",
+        "empty_photo": "This file is empty (0 bytes): a photo not yet downloaded from the "
+                       "cloud to this device? Open it first, or choose another.",
         "photo_pixels": "This photo has too many pixels (limit {mp} megapixels). Send a "
                         "smaller copy.",
         "photo_side": "This photo has a side too long (over {side} pixels). Send a smaller "
