@@ -503,6 +503,10 @@ def test_search_page_copes_with_arrows_failures_back_and_phones(browser, base_ur
                                 has_touch=True)
     tapped = touch.new_page()
     tapped.goto(base_url + "/search")
+    # the page's main control is a thumb's size (it was 25 px high: helper-225), and fits
+    box = tapped.locator("#photo").bounding_box()
+    assert box["height"] >= 44 and box["x"] + box["width"] <= 320, box
+    assert tapped.evaluate("document.documentElement.scrollWidth") <= 320
     with tapped.expect_file_chooser() as chooser:
         tapped.tap("#photo")
     chooser.value.set_files(str(outside_photo))
