@@ -260,6 +260,17 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
     assert '<a href="/" aria-current="true">Catálogo</a>' in nameless
     assert 'aria-current="page">Catálogo' in client.get("/").text
     assert ">—</a>" not in nameless and "<p class=\"category\">" not in nameless
+    # its similar products come from every category (helper-226: from its own, none, only
+    # the other product without one showed, and no link to the rest)
+    shown = card_categories(nameless.split('id="similar-title"', 1)[1])
+    assert len(shown) == 10 and len(set(shown)) > 2, shown
+    # a category filter of no letters ("_", " ") is no other spelling of "no category": it
+    # matches nothing, in the list and the search alike (the two read it apart: helper-226)
+    for typed in ("_", "  ", "__"):
+        listed = client.get("/api/products", params={"category": typed}).json()
+        assert listed["products"] == [], typed
+        assert client.post("/api/search", params={"category": typed}, files={
+            "image": ("p.tif", tiff.getvalue(), "image/tiff")}).json()["results"] == []
 
     photo = client.get("/images/sem-categoria")  # TIFF: browsers need another format
     assert photo.headers["content-type"] == "image/jpeg"  # a copy, made once per version

@@ -87,14 +87,16 @@ class Recommender:
     def similar(self, product_id: str, k: int = 5, category: str | None = None, *,
                 same_category: bool = False) -> tuple[StoredProduct, list[Match]]:
         """The ``k`` products most similar to a stored one, the product itself excluded; only
-        of ``category``, or with ``same_category`` only of the product's own."""
+        of ``category``, or with ``same_category`` only of the product's own (a product with
+        no category: of every one, as its page shows them; helper-226: only the few others
+        without one, the page's way to the rest hidden)."""
         with self.store.snapshot():  # another process may delete it meanwhile
             product = self.product(product_id)
             product_id = product.product_id  # as the store spells it
             vector = self.store.vector(product_id)
             if vector is None:  # gone between the two reads (Milvus has no snapshot)
                 raise ProductNotFound(product_id)
-            if same_category:
+            if same_category and product.category:
                 category = product.category
             return product, self.store.search(vector, k, category=category,
                                               exclude=product_id)

@@ -328,9 +328,9 @@ class VitrineService:
             # (from an index kept with the counts: each filter with an accent normalised
             # every one of 20,000 categories)
             category = stored_category(category, *self._derived(first_of_each_form))
-        if self.has_category(category):
-            return category
-        alike = self._derived(categories_by_key)[1].get(category_key(category), [])
+        if self.has_category(category) or not (key := category_key(category)):
+            return category  # (one of no letters, "_", is no other spelling of "no category")
+        alike = self._derived(categories_by_key)[1].get(key, [])
         return alike[0] if len(alike) == 1 else category
 
     def _forget_categories(self) -> None:
