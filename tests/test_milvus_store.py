@@ -13,7 +13,14 @@ import time
 import numpy as np
 import pytest
 from conftest import IN_CI
-from test_store import MANIFEST, check_name_search_ignores_case_and_accents, record, unit
+from test_store import (
+    MANIFEST,
+    READER_NAMES,
+    check_name_search_ignores_case_and_accents,
+    check_pages_list_names_as_a_reader_sorts_them,
+    record,
+    unit,
+)
 
 from vitrine.catalog import Product
 from vitrine.embed import ModelManifest
@@ -201,6 +208,34 @@ def test_scores_never_exceed_one(tmp_path):
 def test_name_search_ignores_case_and_accents(mstore):
     """As on the embedded store: Milvus' like can fold neither, so the store folds."""
     check_name_search_ignores_case_and_accents(mstore)
+
+
+def test_pages_list_names_as_a_reader_sorts_them(mstore, tmp_path):
+    """As on the embedded store (its ORDER BY search_key): the order Milvus Lite's pages are
+    sorted in here, from the order read and from the order kept, and the same as the
+    embedded store's for the same products."""
+    check_pages_list_names_as_a_reader_sorts_them(mstore)
+    embedded = open_store(tmp_path / "e", create=True)
+    try:
+        embedded.set_manifest(MANIFEST)
+        embedded.upsert([record("a", unit(1, 0)), record("b", unit(1, 0.2)),  # as mstore
+                         record("c", unit(0, 1), category="d"),
+                         record("e", unit(1, 1), category="d")])
+        odd = {"t1": "Tab\tname", "t0": "Tab", "s1": "Straße", "s0": "strasse", "n0": "",
+               "o2": "o\u0301culos", "o3": "ÓCULOS", "d9": "Bolsa 10", "d2": "Bolsa 9"}
+        made = [record(pid, unit(1, 0.5), category="acessórios", name=name)
+                for pid, name in {**READER_NAMES, **odd}.items()]
+        for store in (embedded, mstore):
+            store.upsert(made)
+        for ask in ({}, {"category": "acessórios"}, {"query": "o"}):
+            for limit, offset in ((100, 0), (2, 2), (3, 10)):
+                want = [p.product_id for p in embedded.list_products(
+                    limit=limit, offset=offset, **ask)]
+                got = [p.product_id for p in mstore.list_products(
+                    limit=limit, offset=offset, **ask)]
+                assert got == want, (ask, limit, offset)
+    finally:
+        embedded.close()
 
 
 ODD_IDS = ['a"b', "a\\b", "it's", "ç/ã", 'a\\"b', '"', "calçados/sandália 1.jpg"]

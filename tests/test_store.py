@@ -92,7 +92,7 @@ def check_name_search_ignores_case_and_accents(store):
     def ids(query, **kw):
         return [p.product_id for p in store.list_products(query=query, **kw)]
 
-    watches = ["r3", "r1", "r2"]  # ordered by category, name, id: upper case first
+    watches = ["r1", "r3", "r2"]  # ordered by category, then name as a reader sorts it
     for query in ("relogio", "RELÓGIO", "Relogio", "relógio", "RELOGIO"):
         assert ids(query) == watches, query
     for query in ("acai", "AÇAÍ", "açaí", "Acai"):
@@ -109,6 +109,98 @@ def test_name_search_ignores_case_and_accents(store):
     check_name_search_ignores_case_and_accents(store)
 
 
+READER_NAMES = {"o1": "Óculos escuros", "z1": "Zíper dourado", "a1": "anel de prata",
+                "b1": "Bolsa de couro", "e1": "Échappe", "b0": "Bolsa", "a2": "Anel de Prata",
+                "a0": "ANEL DE PRATA", "k": "kit", "K": "Kit"}
+READER_ORDER = ["a0", "a1", "a2", "b0", "b1", "e1", "K", "k", "o1", "z1"]
+"""Names as a reader sorts them, case and accents aside (by code point, "Zíper" came before
+"anel", and "Échappe" and "Óculos" after every other); one name in three forms by id; equal
+folded names and ids ("Kit" of K, "kit" of k) by the name as written."""
+
+
+def check_pages_list_names_as_a_reader_sorts_them(store):
+    """A category's pages list names in the order a reader expects, page after page (each
+    product once); the whole catalogue by category first (the same on every store:
+    test_milvus_store runs this on Milvus)."""
+    store.upsert([record(pid, unit(1, 0.5), category="acessórios", name=name)
+                  for pid, name in READER_NAMES.items()])
+
+    def ids(**kw):
+        return [p.product_id for p in store.list_products(**kw)]
+
+    assert ids(category="acessórios") == READER_ORDER
+    assert [name for pid in READER_ORDER for name in [READER_NAMES[pid]]] == [
+        p.name for p in store.list_products(category="acessórios")]
+    paged = [ids(category="acessórios", limit=2, offset=o) for o in range(0, 12, 2)]
+    assert sum(paged, []) == READER_ORDER and paged[-1] == []
+    every = READER_ORDER + ["a", "b", "c", "e"]  # (acessórios, then c and d)
+    assert sum((ids(limit=2, offset=o) for o in range(0, 14, 2)), []) == every
+    assert ids(query="anel", limit=2, offset=1) == ["a1", "a2"]  # a name search too
+    assert ids(query="DE", category="acessórios") == ["a0", "a1", "a2", "b1"]
+
+
+def test_pages_list_names_as_a_reader_sorts_them(store):
+    check_pages_list_names_as_a_reader_sorts_them(store)
+
+
+def test_a_store_with_the_older_listing_index_gets_the_new_one(store, tmp_path, monkeypatch):
+    """A store made by a Vitrine that listed by the raw names has their listing index: opened
+    where it can be written it gets the folded names' one (a deep page stays an index walk),
+    the old one dropped; where it cannot be (the old index only) it lists the same, sorting."""
+    import sqlite3
+
+    store.upsert([record(pid, unit(1, 0.5), category="acessórios", name=name)
+                  for pid, name in READER_NAMES.items()])
+    store.close()
+    db_path = tmp_path / "store" / "vitrine.sqlite"
+
+    def as_before():
+        with sqlite3.connect(db_path) as db:
+            for name in ("products_listing_folded", "products_listing"):
+                db.execute(f"DROP INDEX IF EXISTS {name}")
+            db.execute("CREATE INDEX products_listing ON products(category, name, "
+                       "product_id, search_key)")
+        db.close()
+
+    def indexes(db):
+        return {row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND name LIKE 'products_l%'")}
+
+    def ids(handle, **kw):
+        return [p.product_id for p in handle.list_products(**kw)]
+
+    # read-only here: no index made nor dropped, the same pages
+    as_before()
+    with monkeypatch.context() as m:
+        m.setattr("vitrine.store.sqlite_db.INDEXES", ())  # (as where it cannot be written)
+        frozen = open_store(tmp_path / "store")
+    try:
+        assert indexes(frozen.db) == {"products_listing"}
+        assert ids(frozen, category="acessórios") == READER_ORDER
+        assert sum((ids(frozen, category="acessórios", limit=2, offset=o)
+                    for o in range(0, 10, 2)), []) == READER_ORDER
+    finally:
+        frozen.close()
+    again = open_store(tmp_path / "store")
+    try:
+        assert indexes(again.db) == {"products_listing_folded"}
+        assert ids(again, category="acessórios") == READER_ORDER
+        statements = []
+        again.db.set_trace_callback(statements.append)
+        assert ids(again, category="acessórios", limit=2, offset=6) == ["K", "k"]
+        assert ids(again, limit=2, offset=12) == ["c", "e"]
+        again.db.set_trace_callback(None)
+        assert len(statements) == 2
+        for sql in statements:  # the page's ids: a walk of the index, no sort
+            plan = again.db.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
+            inner = {row[0] for row in plan if "SUBQUERY" in row[3]}
+            reads = [row[3] for row in plan if row[1] in inner]
+            assert reads and all("COVERING INDEX products_listing_folded" in step
+                                 for step in reads), plan
+    finally:
+        again.close()
+
+
 def test_a_store_made_before_the_search_key_gets_it(store, tmp_path, monkeypatch):
     """Name search reads a folded copy of name and id kept beside them (one scan in C, not a
     Python call per row); a store made before that column gets it, filled, when opened, and
@@ -120,7 +212,7 @@ def test_a_store_made_before_the_search_key_gets_it(store, tmp_path, monkeypatch
     store.upsert([record(pid, unit(1, 0.5), name=name) for pid, name in FOLD_NAMES.items()])
     store.close()
     with sqlite3.connect(tmp_path / "store" / "vitrine.sqlite") as db:
-        db.execute("DROP INDEX products_listing")  # (made with the column)
+        db.execute("DROP INDEX products_listing_folded")  # (made with the column)
         db.execute("ALTER TABLE products DROP COLUMN search_key")
     again = open_store(tmp_path / "store")
     try:
@@ -130,17 +222,22 @@ def test_a_store_made_before_the_search_key_gets_it(store, tmp_path, monkeypatch
         again.update_metadata([Product("x1", Path("/p/x1.jpg"), name="Pão de Queijo")])
         assert [p.product_id for p in again.list_products(query="pao de q")] == ["x1"]
         assert again.list_products(query="acai") == []
+        listed = [p.product_id for p in again.list_products()]
     finally:
         again.close()
     # where it cannot be written (a read-only volume), search folds each row as it reads
     with sqlite3.connect(tmp_path / "store" / "vitrine.sqlite") as db:
-        db.execute("DROP INDEX products_listing")  # (made with the column)
+        db.execute("DROP INDEX products_listing_folded")  # (made with the column)
         db.execute("ALTER TABLE products DROP COLUMN search_key")
     monkeypatch.setattr("vitrine.store.sqlite_db.add_search_key", lambda db: False)
     frozen = open_store(tmp_path / "store")
     try:
-        assert [p.product_id for p in frozen.list_products(query="RELOGIO")] == ["r3", "r1",
+        assert [p.product_id for p in frozen.list_products(query="RELOGIO")] == ["r1", "r3",
                                                                                   "r2"]
+        # every product listed, page after page, in the order of a store with the column
+        paged = sum(([p.product_id for p in frozen.list_products(limit=2, offset=o)]
+                     for o in range(0, 12, 2)), [])
+        assert paged == listed and len(paged) == 11
     finally:
         frozen.close()
 
@@ -554,7 +651,7 @@ def test_a_store_from_an_older_version_is_refused_in_one_sentence(store):
     opened, not a SQL error at the first search; its data stays untouched."""
     root = store.root
     store.db.execute("ALTER TABLE products DROP COLUMN thumb")
-    store.db.execute("DROP INDEX products_listing")  # nor a name search key
+    store.db.execute("DROP INDEX products_listing_folded")  # nor a name search key
     store.db.execute("ALTER TABLE products DROP COLUMN search_key")
     store.close()
     with pytest.raises(StoreError, match="older Vitrine .no thumb column"):

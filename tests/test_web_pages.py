@@ -1497,3 +1497,44 @@ def test_the_category_field_lists_categories_as_a_reader_orders_them():
     assert typed["category_typed"]
     assert list(typed["categories"])[:6] == ["anel", "Bolsa", "Óculos", "Zíper", "Camisa",
                                              "Ímã"]
+
+
+def test_a_category_lists_names_as_a_reader_sorts_them(settings, small_store, embedder,
+                                                       tmp_path):
+    """A Portuguese shop's names, on the category's page and the API's pages, in the order a
+    reader expects (case and accents aside: by code point "Zíper" came before "anel" and
+    "Échappe", "Óculos" after all), each product once page after page (``has_more``)."""
+    import dataclasses
+    import hashlib
+
+    from vitrine.api import create_app
+    from vitrine.store import open_store
+    from vitrine.store.base import Record
+
+    names = ["Óculos escuros", "Zíper dourado", "anel de prata", "Bolsa de couro", "Échappe"]
+    shutil.copytree(small_store, tmp_path / "store")
+    handle = open_store(tmp_path / "store")
+    try:
+        handle.lock_for_writing()
+        first = handle.list_products(limit=1, offset=0)[0]
+        vector = handle.vector(first.product_id)
+        handle.upsert([Record(dataclasses.replace(first.to_product(category="acessorios"),
+                                                  product_id=f"ac-{i}", name=name),
+                              hashlib.sha256(name.encode()).hexdigest(), "0" * 16, b"", vector)
+                       for i, name in enumerate(names)])
+    finally:
+        handle.close()
+    client = TestClient(create_app(settings, tmp_path / "store", embedder=embedder))
+    want = ["anel de prata", "Bolsa de couro", "Échappe", "Óculos escuros", "Zíper dourado"]
+    page = client.get("/", params={"category": "acessorios"}).text
+    assert re.findall(r'<span class="card-title">([^<]+)</span>', page) == [
+        html_escape(name) for name in want]
+    listed, offset = [], 0
+    while True:
+        got = client.get("/api/products", params={"category": "acessorios", "limit": 2,
+                                                  "offset": offset}).json()
+        listed += [p["name"] for p in got["products"]]
+        offset += 2
+        if not got["has_more"]:
+            break
+    assert listed == want and offset == 6

@@ -145,8 +145,8 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                                                      description="Name or id contains.")] = None,
                       limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
                       offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0) -> ProductPage:
-        """Products in category order, then name order, filtered by category and by a part
-        of the name or id."""
+        """Products in category order, then name order (as a reader sorts names: case and
+        accents aside), filtered by category and by a part of the name or id."""
         found, more = service.products(category=category, query=q, limit=limit, offset=offset)
         return ProductPage(products=[product_out(p, root) for p in found], limit=limit,
                            offset=offset, has_more=more)

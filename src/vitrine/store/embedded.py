@@ -31,6 +31,7 @@ from vitrine.store.search_key import FOLDED_AT, SEARCH_KEY_SQL, refold_in, searc
 from vitrine.store.sqlite_db import (
     COLUMNS,
     DB_NAME,
+    LISTING_ORDER,
     MANIFEST_NAME,
     disk_full,
     file_id,
@@ -368,7 +369,8 @@ class EmbeddedStore(CatalogRecord):
     def list_products(self, *, category: str | None = None, query: str | None = None,
                       limit: int = 50, offset: int = 0) -> list[StoredProduct]:
         # the page's ids from the listing index (LISTING_INDEX: walked in order, no row read
-        # or sorted), then only those rows: a page deep in 300,000 products is milliseconds
+        # or sorted), then only those rows: a page deep in 300,000 products is milliseconds;
+        # in LISTING_ORDER, names as a reader sorts them (case and accents aside)
         page, args = "SELECT id FROM products WHERE 1=1", []
         if category:
             page += " AND category=?"
@@ -377,7 +379,8 @@ class EmbeddedStore(CatalogRecord):
         if needle:  # any part of the name or id, ignoring case and accents (vitrine.fold)
             page += f" AND instr({self._name_search}, ?) > 0"
             args.append(needle)
-        order = " ORDER BY category, name, product_id"
+        # (a store made before the search_key column, read-only here: folded as it sorts)
+        order = " ORDER BY " + LISTING_ORDER.replace("search_key", self._name_search)
         sql = (f"SELECT {COLUMNS} FROM products WHERE id IN ({page}{order} LIMIT ? OFFSET ?)"
                + order)
         args += [limit, offset]

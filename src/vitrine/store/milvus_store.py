@@ -93,17 +93,19 @@ flushed every 5,000 rows: ``benchmarks/milvus_lite_writes.py``; helper-194)."""
 
 
 class _Order:
-    """A catalogue's order as read: the (category, name, id) of each product of it, sorted,
-    until when it is kept, and the folded name and id of each that name search looks in
-    (:func:`vitrine.store.search_key.search_key`), made at the first search."""
+    """A catalogue's order as read: the (category, search key, name, id) of each product of
+    it, sorted as the embedded store lists them (``LISTING_ORDER``: names as a reader sorts
+    them, case and accents aside, by their folded name and id,
+    :func:`vitrine.store.search_key.search_key`, which name search looks in too), and until
+    when it is kept."""
 
     __slots__ = ("ids", "keys", "rows", "until")
 
-    def __init__(self, until: float, rows: list[tuple[str, str, str]]):
+    def __init__(self, until: float, rows: list[tuple[str, str, str, str]]):
         self.until = until
         self.rows = rows
-        self.ids = [r[2] for r in rows]
-        self.keys: list[str] | None = None
+        self.ids = [r[3] for r in rows]
+        self.keys = [r[1] for r in rows]
 
     def span(self, category: str | None) -> tuple[int, int]:
         """Where the products of ``category`` (None: all) lie in the order: sorted by
@@ -114,15 +116,19 @@ class _Order:
         return lo, bisect.bisect_right(self.rows, category, lo=lo, key=_category)
 
     def folded(self) -> list[str]:
-        """The search keys, made once (a race makes them twice, equal)."""
-        keys = self.keys
-        if keys is None:
-            keys = self.keys = [search_key(name, pid) for _, name, pid in self.rows]
-        return keys
+        """The search keys (folded as the order was read: it sorts by them)."""
+        return self.keys
 
 
-def _category(row: tuple[str, str, str]) -> str:
+def _category(row: tuple[str, str, str, str]) -> str:
     return row[0]
+
+
+def listing_order(category: str, name: str, product_id: str) -> tuple[str, str, str, str]:
+    """A product's place in a catalogue page's order, as the embedded store's ``ORDER BY
+    category, search_key, name, product_id`` (Python compares text by code point, as SQLite
+    its UTF-8 bytes)."""
+    return category, search_key(name, product_id), name, product_id
 
 
 def _to_product(row: dict) -> StoredProduct:
@@ -616,9 +622,10 @@ class MilvusStore(CatalogRecord):
 
     def _renew(self, category: str | None) -> None:
         """Read the order of ``category`` again beside the requests, its search keys made
-        too (a name search then folds nothing); an error leaves the old order to expire."""
+        with it (a name search then folds nothing); an error leaves the old order to
+        expire."""
         try:
-            self._read_order(category, renew=True).folded()
+            self._read_order(category, renew=True)
         except Exception:  # noqa: BLE001 - (the store closed meanwhile; Milvus gone): the
             # next page past ORDER_STALE_S reads it itself and says why
             log.debug("reading the order of %s again failed", self.location, exc_info=True)
@@ -637,8 +644,9 @@ class MilvusStore(CatalogRecord):
             expr = ['product_id != ""']
             if category:
                 expr.append(f"category == {quote(category)}")
-            rows = sorted((r["category"], r["name"], r["product_id"]) for r in self._rows(
-                " and ".join(expr), ["product_id", "category", "name"]))
+            rows = sorted(listing_order(r["category"], r["name"], r["product_id"])
+                          for r in self._rows(" and ".join(expr),
+                                              ["product_id", "category", "name"]))
             order = _Order(kept_until(started, ORDER_TTL_S), rows)
             with self._orders_lock:
                 if not rows and self._written == written:  # (a category no product has

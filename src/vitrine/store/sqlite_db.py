@@ -49,10 +49,20 @@ CREATE TABLE IF NOT EXISTS photo_hashes (
     ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, sha TEXT NOT NULL
 );
 """ + CHANGES_SCHEMA
-LISTING_INDEX = ("CREATE INDEX IF NOT EXISTS products_listing ON products(category, name, "
-                 "product_id, search_key)")
+LISTING_ORDER = "category, search_key, name, product_id"
+"""The order pages list products in: by category, then by name as a reader sorts it, case
+and accents aside (``search_key``: the folded name, then the folded id; "anel", "Bolsa",
+"Échappe", "Óculos", "Zíper", where the raw names' code points put "Zíper" before "anel" and
+"Échappe" after them all); equal folded names by the folded id, then by the name as
+written and the id (each product once, in one order, page after page)."""
+LISTING_INDEX = ("CREATE INDEX IF NOT EXISTS products_listing_folded ON products("
+                 f"{LISTING_ORDER})")
 """The order pages list products in, with the folded names a name search reads: a page is
 found in the index alone, whatever its depth and filter."""
+OLD_LISTING_INDEXES = ("products_listing",)
+"""Listing indexes of earlier Vitrines (``products_listing``: the raw names' order, on
+(category, name, product_id, search_key)), dropped once the current one is made: it would
+only take room and slow writes. A store read-only here keeps it, and lists from a sort."""
 INDEXES = (LISTING_INDEX,
            "CREATE INDEX IF NOT EXISTS products_image ON products(image)")
 """Made when a store is opened where it can be written; the second finds the products of a
@@ -115,6 +125,18 @@ def _refuse_foreign(db: sqlite3.Connection, db_path: Path) -> None:
         raise StoreError(f"{db_path} is a database of another program, not a Vitrine store "
                          f"(its tables: {', '.join(sorted(tables)[:3])}"
                          f"{' …' if len(tables) > 3 else ''}); it is left as it is.")
+
+
+def _drop_old_listing_indexes(db: sqlite3.Connection) -> None:
+    """Drop :data:`OLD_LISTING_INDEXES` once the current listing index is there (not made:
+    a full disk, a read-only store; the old one then still serves name search's reads)."""
+    names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    if "products_listing_folded" not in names:
+        return
+    for old in OLD_LISTING_INDEXES:
+        if old in names:
+            with contextlib.suppress(sqlite3.OperationalError):
+                db.execute(f"DROP INDEX IF EXISTS {old}")
 
 
 def open_database(root: Path, *, create: bool,
@@ -196,6 +218,7 @@ def open_database(root: Path, *, create: bool,
             for index in INDEXES:  # pages sort as they read, photo look-ups read every row)
                 with contextlib.suppress(sqlite3.OperationalError):
                     db.execute(index)
+            _drop_old_listing_indexes(db)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
     return db, have, missing, frozen
