@@ -199,7 +199,8 @@ def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | No
     """Each product's ``k`` most similar, one ``search_many`` a category (or one in all)."""
     groups: dict[str | None, list[int]] = defaultdict(list)
     for i, (product, _) in enumerate(page):
-        groups[product.category if same_category else None].append(i)
+        # (a product without a category: from every one, as its page and `similar` show)
+        groups[product.category if same_category and product.category else None].append(i)
     found: list[list[Match]] = [[] for _ in page]
     for category, members in groups.items():
         vectors = np.stack([page[i][1] for i in members])
