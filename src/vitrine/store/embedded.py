@@ -379,8 +379,11 @@ class EmbeddedStore(CatalogRecord):
         if needle:  # any part of the name or id, ignoring case and accents (vitrine.fold)
             page += f" AND instr({self._name_search}, ?) > 0"
             args.append(needle)
-        # (a store made before the search_key column, read-only here: folded as it sorts)
-        order = " ORDER BY " + LISTING_ORDER.replace("search_key", self._name_search)
+        # (a store made before the search_key column, read-only here: by the names as
+        # written, as it listed then; folding them as it sorted called Python twice a row of
+        # the catalogue for each page, 90 ms became 420 ms at 100,000 products: helper-228)
+        order = " ORDER BY " + (LISTING_ORDER if self._name_search == "search_key"
+                                else "category, name, product_id")
         sql = (f"SELECT {COLUMNS} FROM products WHERE id IN ({page}{order} LIMIT ? OFFSET ?)"
                + order)
         args += [limit, offset]
