@@ -106,6 +106,20 @@ def small_store(small_catalog, embedder, tmp_path_factory) -> Path:
     return path
 
 
+def phone_screenshot(photo, colour: tuple, fmt: str) -> bytes:
+    """A shopper's screenshot of a product page: the photo 500 px wide in the middle of a
+    1170 x 2532 page of the app's background colour."""
+    import io
+
+    from PIL import Image
+
+    page = Image.new("RGB", (1170, 2532), colour)
+    page.paste(Image.open(photo).convert("RGB").resize((500, 500)), (335, 900))
+    buf = io.BytesIO()
+    page.save(buf, fmt, **({"quality": 85} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
 # Builds the configured embedder in a fresh process and says what it is, what it made of a
 # photo, and whether torch was imported.
 FRESH_EMBED = """import json, sys

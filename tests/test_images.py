@@ -14,9 +14,11 @@ from PIL import Image
 from vitrine.errors import ImageError
 from vitrine.images import (
     Preprocessing,
+    framed_product,
     is_image_path,
     jpeg_scans,
     open_image,
+    query_arrays,
     resize_square,
     to_array,
 )
@@ -888,3 +890,75 @@ def test_a_tiff_in_small_tiles_as_large_photos_need_opens():
     # a size over the pixel limit is said as such (not as too many tiles)
     with pytest.raises(ImageError, match="7000x7000 pixels is over the limit"):
         open_image(tiled(MOST_TIFF_PIECES + 1, 7000, 7000))
+
+
+def _shoe(width: int = 300, height: int = 160) -> Image.Image:
+    """A product photo that fills its picture: a striped shoe-like block on grey."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(40, 200, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+def _page(colour, photo: Image.Image, size=(1170, 2532), at=None) -> Image.Image:
+    page = Image.new("RGB", size, colour)
+    page.paste(photo, at or ((size[0] - photo.width) // 2, size[1] // 3))
+    return page
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 255), (0, 0, 0), (128, 128, 128)])
+def test_a_photo_in_a_wide_frame_is_cut_out_on_a_square_of_its_colour(colour):
+    """A phone screenshot: the product photo (500 px wide, a wide shoe) in the middle of a tall
+    page; cut out, centred on a square of the page's colour, whole (the centre crop of the
+    square keeps all of it) with a small margin."""
+    shoe = _shoe(500, 260)
+    found = framed_product(_page(colour, shoe))
+    assert found is not None
+    side = found.width
+    assert found.height == side and 500 <= side <= 500 * 1.2
+    arr = np.asarray(found)
+    assert tuple(arr[0, 0]) == tuple(arr[-1, -1]) == colour
+    rows, cols = np.nonzero((arr != colour).any(axis=2))
+    top, left = rows.min(), cols.min()
+    assert (rows.max() - top, cols.max() - left) == (259, 499)
+    assert np.array_equal(arr[top:top + 260, left:left + 500], np.asarray(shoe))  # not scaled
+    assert abs((side - 500) / 2 - left) <= 4 and abs((side - 260) / 2 - top) <= 4  # centred
+    batch = query_arrays(_page(colour, shoe), Preprocessing())
+    assert batch.shape == (2, 3, 224, 224)
+
+
+def test_a_noisy_jpeg_screenshot_is_still_framed():
+    """Re-encoded as a JPEG (artefacts around the photo, the page's levels off by a few) and
+    decoded at a reduced scale as an upload is: the frame is found, and the box is the
+    photo's within a few pixels."""
+    shoe = _shoe(560, 300)
+    page = _page((255, 255, 255), shoe, at=(305, 900))
+    rng = np.random.default_rng(1)
+    noisy = np.asarray(page).astype(np.int16) + rng.integers(-6, 7, (2532, 1170, 3))
+    buf = io.BytesIO()
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=70)
+    for img in (open_image(buf.getvalue()), open_image(buf.getvalue(), draft_size=224)):
+        found = framed_product(img)
+        assert found is not None
+        scale = img.width / 1170
+        assert 560 * scale * 0.97 <= found.width / 1.1 <= 560 * scale * 1.05
+
+
+def test_photos_without_a_wide_frame_are_left_alone():
+    """A photo that fills its picture, one on a narrow border (10 % a side pair), a blank
+    page, and a photo whose edges are a scene (a gradient, not one colour): None, and the
+    query is the photo alone."""
+    shoe = _shoe(1000, 700)
+    assert framed_product(shoe) is None
+    narrow = _page((255, 255, 255), shoe, size=(1100, 770), at=(50, 35))
+    assert framed_product(narrow) is None
+    assert framed_product(Image.new("RGB", (1170, 2532), (255, 255, 255))) is None
+    ramp = np.linspace(0, 255, 1170, dtype=np.uint8)[None, :, None].repeat(2532, 0).repeat(3, 2)
+    scene = Image.fromarray(ramp)
+    scene.paste(_shoe(500, 260), (335, 900))
+    assert framed_product(scene) is None
+    blotches = np.random.default_rng(2).integers(0, 256, (2532 // 32, 1170 // 30 + 1, 3),
+                                                 dtype=np.uint8)
+    textured = Image.fromarray(np.kron(blotches, np.ones((32, 30, 1), np.uint8))[:, :1170])
+    textured.paste(_shoe(500, 260), (335, 900))  # a photo on a patterned backdrop
+    assert framed_product(textured) is None
+    assert query_arrays(shoe, Preprocessing()).shape == (1, 3, 224, 224)

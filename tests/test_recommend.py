@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
+from conftest import phone_screenshot
 
 from vitrine.errors import ImageError
 from vitrine.evaluate import precision_at_k
@@ -42,6 +44,44 @@ def test_held_out_photos_find_their_category(rec, demo_catalog):
                  for r in queries]
     p5 = precision_at_k([r["category"] for r in queries], retrieved, 5)
     assert p5 >= 0.6, p5  # only 6 products per category indexed; full-size runs give ~0.89
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 255), (0, 0, 0)], ids=["white", "black"])
+def test_a_screenshot_of_a_product_finds_it_first(rec, small_catalog, colour):
+    """The product photo 40 % of a tall page's width filled a fifth of the square the model
+    saw: loafer 10308's screenshot found it 7th to 13th (heels and trainers first). The
+    product cut out of the page is searched for as well, each product keeping its better
+    score: it comes first; the stored photo itself still matches itself at 1.0."""
+    with open(small_catalog / "products.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["product_id"] == "10308")
+    photo = small_catalog / row["image"]
+    for fmt in ("JPEG", "PNG"):
+        matches, _ = rec.search_image_guess(phone_screenshot(photo, colour, fmt), 5)
+        assert matches[0].product.product_id == "10308", (fmt, matches)
+        assert len(matches) == 5 and len({m.product.product_id for m in matches}) == 5
+        assert [m.score for m in matches] == sorted((m.score for m in matches), reverse=True)
+    itself = rec.search_image(photo, 5)
+    assert itself[0].product.product_id == "10308" and itself[0].score > 0.999
+
+
+def test_a_screenshot_is_guessed_from_the_view_that_matched_best(rec, small_catalog,
+                                                                monkeypatch):
+    """A trained model's category guess reads the query vector: of a screenshot, the product
+    cut out of the page (its best match scored higher than the whole page's); of a photo with
+    no frame, its one vector."""
+    with open(small_catalog / "products.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["product_id"] == "10308")
+    shot = phone_screenshot(small_catalog / row["image"], (255, 255, 255), "PNG")
+    views = rec.embedder.embed_query(shot)
+    assert len(views) == 2
+    seen = []
+    monkeypatch.setattr(rec.embedder, "guess_category", lambda v: seen.append(v))
+    rec.search_image_guess(shot, 5)
+    assert np.allclose(seen[-1], views[1], atol=1e-5)
+    plain = small_catalog / row["image"]
+    assert len(rec.embedder.embed_query(plain)) == 1
+    rec.search_image_guess(plain, 5)
+    assert np.allclose(seen[-1], rec.embedder.embed_image(plain), atol=1e-6)
 
 
 def test_search_rejects_bad_upload(rec):

@@ -22,7 +22,7 @@ from vitrine.dedupe import DuplicateRules, perceptual_hash, thumbnail
 from vitrine.display import percent, shown_percent
 from vitrine.engines import Engine, cached_engine, checked_device, make_engine
 from vitrine.errors import ImageError, VitrineError, WeightsError, WeightsMismatch
-from vitrine.images import Preprocessing, open_image, read_photo, to_array
+from vitrine.images import Preprocessing, open_image, query_arrays, read_photo, to_array
 from vitrine.manifest import ModelManifest
 
 if TYPE_CHECKING:
@@ -46,6 +46,12 @@ def decode(source: Path | bytes, prep: Preprocessing,
            max_pixels: int) -> tuple[np.ndarray, str, bytes]:
     """Open a photo → (backbone input, perceptual hash, thumbnail). Runs in the decode pool."""
     return _inputs(open_image(source, max_pixels=max_pixels, draft_size=prep.size), prep)
+
+
+def decode_query(source: Path | bytes, prep: Preprocessing, max_pixels: int) -> np.ndarray:
+    """A photo searched for as the backbone's input batch (:func:`query_arrays`: the photo,
+    and the product cut out of a wide frame around it when it has one)."""
+    return query_arrays(open_image(source, max_pixels=max_pixels, draft_size=prep.size), prep)
 
 
 def decode_file(path: Path, prep: Preprocessing,
@@ -282,6 +288,11 @@ class Embedder:
         """Embed one photo (path or uploaded bytes); raises ImageError if it cannot be used."""
         arr, _, _ = decode(source, self.prep, self.settings.max_image_pixels)
         return self.embed_arrays(arr[None])[0]
+
+    def embed_query(self, source: Path | bytes) -> np.ndarray:
+        """The vectors a photo is searched with (:func:`decode_query`), in one batch: one row,
+        or two for a photo in a wide frame; raises ImageError if it cannot be used."""
+        return self.embed_arrays(decode_query(source, self.prep, self.settings.max_image_pixels))
 
     def embed_paths(self, paths: Sequence[Path],
                     on_progress: Callable[[int], None] | None = None) -> Iterator[EmbedResult]:

@@ -674,3 +674,93 @@ def to_array(img: Image.Image, prep: Preprocessing) -> np.ndarray:
     np.multiply(np.asarray(square, np.float32).transpose(2, 0, 1), scale, out=out)
     out -= shift
     return out
+
+
+FRAME_TOLERANCE = 24
+"""How far (the largest of the three channels, 0–255) a pixel may be from a frame's colour and
+still be frame: a re-encoded JPEG's flat background stays within a few levels of it."""
+FRAME_UNIFORM = 0.9
+"""The share of the outermost pixels that must be within :data:`FRAME_TOLERANCE` of their
+median colour for the photo to have a uniform frame (a photo whose edges are a scene, a
+gradient or a pattern has none)."""
+FRAME_NOISE = 0.01
+"""A row or column is content when more than this share of its pixels (and more than two)
+differ from the frame: a stray speck or a JPEG artefact does not widen the product's box."""
+MIN_FRAME = 0.2
+"""The frame must take at least this share of the width (left and right together) and of the
+height (top and bottom): a phone screenshot's product 40–60 % of its width leaves 40–60 %;
+the demo catalogue's product photos on white leave less on one side pair or other (see
+benchmarks/screenshot_search.py)."""
+FRAME_MARGIN = 0.05
+"""The margin left around the product cut out of a frame, a share of its longer side on each
+side (about what the catalogue's photos on white leave)."""
+FRAME_SIDE = 512
+"""The frame is looked for in a copy reduced (by a whole factor, averaging) to about this many
+pixels on its longer side: a 1170 x 2532 PNG screenshot took 110 ms at full size, a 40-megapixel
+upload would have taken seconds and int16 copies of hundreds of MB."""
+
+
+def framed_product(img: Image.Image, *, tolerance: int = FRAME_TOLERANCE,
+                   min_frame: float = MIN_FRAME, margin: float = FRAME_MARGIN
+                   ) -> Image.Image | None:
+    """The product inside a wide uniform frame (a phone screenshot: the photo in the middle of a
+    tall white or black page), cut out and centred on a square of the frame's colour with a
+    ``margin``; None when the photo has no such frame: its outermost pixels are not of one
+    colour, or the content reaches within ``min_frame`` of the width or of the height of the
+    edges (a product photo that fills its picture, or one on a narrow border)."""
+    img = img if img.mode == "RGB" else img.convert("RGB")
+    factor = max(1, max(img.size) // FRAME_SIDE)
+    arr = np.asarray(img.reduce(factor) if factor > 1 else img)
+    height, width = arr.shape[:2]
+    if min(height, width) < 32:
+        return None
+    ring = max(1, min(height, width) // 100)
+    border = np.concatenate([arr[:ring].reshape(-1, 3), arr[-ring:].reshape(-1, 3),
+                             arr[:, :ring].reshape(-1, 3), arr[:, -ring:].reshape(-1, 3)])
+    colour = np.median(border, axis=0).round().astype(np.uint8)
+    if np.mean(_differs(border[None], colour, tolerance)) > 1 - FRAME_UNIFORM:
+        return None
+    differs = _differs(arr, colour, tolerance)
+    rows, cols = differs.sum(axis=1), differs.sum(axis=0)
+    row_at = np.flatnonzero(rows > max(2, FRAME_NOISE * width))
+    col_at = np.flatnonzero(cols > max(2, FRAME_NOISE * height))
+    if not len(row_at) or not len(col_at):
+        return None  # a blank picture
+    top, bottom = int(row_at[0]), int(row_at[-1]) + 1
+    left, right = int(col_at[0]), int(col_at[-1]) + 1
+    box_w, box_h = right - left, bottom - top
+    if (width - box_w) < min_frame * width or (height - box_h) < min_frame * height \
+            or min(box_w, box_h) < 8:
+        return None
+    if factor > 1:  # the box in the photo's own pixels, a reduced pixel wider on each side
+        # (one that averages a few columns of the photo with the frame may read as frame)
+        left, top = max(0, (left - 1) * factor), max(0, (top - 1) * factor)
+        right = min(img.width, (right + 1) * factor)
+        bottom = min(img.height, (bottom + 1) * factor)
+    box_w, box_h = right - left, bottom - top
+    side = round(max(box_w, box_h) * (1 + 2 * margin))
+    square = Image.new("RGB", (side, side), tuple(int(c) for c in colour))
+    square.paste(img.crop((left, top, right, bottom)),
+                 ((side - box_w) // 2, (side - box_h) // 2))
+    return square
+
+
+def _differs(arr: np.ndarray, colour: np.ndarray, tolerance: int) -> np.ndarray:
+    """Where a channel of the pixels of ``arr`` (H x W x 3, 8 bits) is more than ``tolerance``
+    from ``colour``'s: channel by channel in 8 bits (the int16 differences' largest of three
+    took 6 ms for a 300 x 600 copy, this 0.5 ms)."""
+    out = np.zeros(arr.shape[:2], bool)
+    for channel in range(3):
+        values, level = arr[..., channel], colour[channel]
+        out |= (np.maximum(values, level) - np.minimum(values, level)) > tolerance
+    return out
+
+
+def query_arrays(img: Image.Image, prep: Preprocessing) -> np.ndarray:
+    """A photo searched for as the model's input batch: the photo as it is, and, when it has
+    a wide uniform frame (:func:`framed_product`), the product cut out of it as a second row;
+    a search keeps each product's better score of the two."""
+    framed = framed_product(img)
+    arrays = [to_array(img, prep)] if framed is None else [to_array(img, prep),
+                                                           to_array(framed, prep)]
+    return np.stack(arrays)

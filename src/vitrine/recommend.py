@@ -110,9 +110,37 @@ class Recommender:
         """The ``k`` products most similar to a photo (a path or uploaded bytes)."""
         return self.search_image_guess(image, k, category)[0]
 
+    def search_vectors(self, vectors: np.ndarray, k: int = 5, category: str | None = None
+                       ) -> tuple[list[Match], int]:
+        """The ``k`` products most similar to any of the rows of ``vectors`` (one photo seen
+        whole and as the product cut out of its frame, :func:`vitrine.images.query_arrays`),
+        each with its best score of them, and the row whose best match scored highest (the
+        first on a tie). One row is :meth:`search_vector`'s search."""
+        if len(vectors) == 1:
+            return self.search_vector(vectors[0], k, category), 0
+        return merge_matches(self.store.search_many(vectors, k, category=category), k)
+
     def search_image_guess(self, image: Path | bytes, k: int = 5, category: str | None = None
                            ) -> tuple[list[Match], CategoryGuess | None]:
-        """:meth:`search_image`, and the photo's likely category when the model tells it."""
-        vector = self.embedder.embed_image(image)
-        return self.search_vector(vector, k, category), self.embedder.guess_category(vector)
+        """:meth:`search_image`, and the photo's likely category when the model tells it (of
+        the view of the photo whose best match scored highest)."""
+        vectors = self.embedder.embed_query(image)
+        matches, leading = self.search_vectors(vectors, k, category)
+        return matches, self.embedder.guess_category(vectors[leading])
+
+
+def merge_matches(found: list[list[Match]], k: int) -> tuple[list[Match], int]:
+    """The ``k`` best of several queries' matches (each sorted, best first), each product once
+    with its best score (the top ``k`` of each query hold the top ``k`` of all), and which
+    query's first match scored highest (the earliest on a tie)."""
+    best: dict[str, Match] = {}
+    for matches in found:
+        for match in matches:
+            kept = best.get(match.product.product_id)
+            if kept is None or match.score > kept.score:
+                best[match.product.product_id] = match
+    merged = sorted(best.values(), key=lambda m: -m.score)[:k]
+    leading = max(range(len(found)),
+                  key=lambda i: found[i][0].score if found[i] else float("-inf"), default=0)
+    return merged, leading
 

@@ -40,9 +40,9 @@ from vitrine.catalog import (
     stored_category,
 )
 from vitrine.config import Settings
-from vitrine.embed import CategoryGuess, Embedder, decode
+from vitrine.embed import CategoryGuess, Embedder, decode, decode_query
 from vitrine.errors import CatalogError, StoreBusy, StoreError
-from vitrine.images import Preprocessing, container_kind, open_image, to_array
+from vitrine.images import container_kind
 from vitrine.indexer import check_manifest
 from vitrine.manifest import ModelManifest, mismatch_error
 from vitrine.recommend import ProductNotFound, Recommender, stored_product
@@ -456,17 +456,17 @@ class VitrineService:
         self._check_model()
         prep = self.embedder.prep
         t0 = time.perf_counter()
-        array = self.decoded(_upload_array, data, prep, self.settings.max_image_pixels)
+        batch = self.decoded(decode_query, data, prep, self.settings.max_image_pixels)
         t1 = time.perf_counter()
-        with self._model_lock:
-            vector = self.embedder.embed_arrays(array[None])[0]
+        with self._model_lock:  # (a photo in a wide frame: it and its product, one batch)
+            vectors = self.embedder.embed_arrays(batch)
         t2 = time.perf_counter()
         category = self.stored_category(category)
         with self._store_lock:
-            matches = self.recommender.search_vector(vector, k, category)
+            matches, leading = self.recommender.search_vectors(vectors, k, category)
         t3 = time.perf_counter()
         timings = SearchTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
-        return matches, timings, self.embedder.guess_category(vector)
+        return matches, timings, self.embedder.guess_category(vectors[leading])
 
     # ---- writes ---------------------------------------------------------------------------
     def add_product(self, fields: NewProduct, data: bytes) -> tuple[StoredProduct, bool]:
@@ -709,12 +709,6 @@ def _trimmed(work: Callable[..., T], *args: object) -> T:
     finally:
         if time.perf_counter() - started >= TRIM_AFTER_S:
             _release_memory()
-
-
-def _upload_array(data: bytes, prep: Preprocessing, max_pixels: int) -> np.ndarray:
-    """An uploaded photo as the model's input array (the decoded image freed at once)."""
-    image = open_image(data, max_pixels=max_pixels, draft_size=prep.size)
-    return to_array(image, prep)
 
 
 def _remove_orphan(store: VectorStore, image: Path, folder: Path | None) -> None:
