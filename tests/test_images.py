@@ -926,6 +926,27 @@ def test_a_photo_in_a_wide_frame_is_cut_out_on_a_square_of_its_colour(colour):
     assert batch.shape == (2, 3, 224, 224)
 
 
+def test_a_large_framed_photo_is_cut_out_no_larger_than_the_query_needs(monkeypatch):
+    """A 10-megapixel picture 16 times as wide as high, framed: its product was pasted whole on
+    a square 1.1 times its width (500 megapixels for a 40-megapixel PNG: 2 GB and 5 s an
+    upload, helper-229); it is scaled as it is cut out, to the side asked for."""
+    import vitrine.images
+    from vitrine.images import QUERY_FRAME_SIDE
+
+    shoe = _shoe(10_000, 400)
+    page = _page((255, 255, 255), shoe, size=(12_800, 800), at=(1_400, 200))
+    found = framed_product(page, max_side=896)
+    assert found is not None and found.size == (896, 896)
+    arr = np.asarray(found)
+    rows, cols = np.nonzero((arr != 255).any(axis=2))
+    assert 896 / 1.12 <= cols.max() - cols.min() + 1 <= 896 / 1.08  # the product, scaled
+    asked = []
+    monkeypatch.setattr(vitrine.images, "framed_product",
+                        lambda img, **kw: asked.append(kw) or framed_product(img, **kw))
+    assert query_arrays(page, Preprocessing()).shape == (2, 3, 224, 224)
+    assert asked == [{"max_side": QUERY_FRAME_SIDE * 224}]
+
+
 def test_a_noisy_jpeg_screenshot_is_still_framed():
     """Re-encoded as a JPEG (artefacts around the photo, the page's levels off by a few) and
     decoded at a reduced scale as an upload is: the frame is found, and the box is the

@@ -701,8 +701,8 @@ upload would have taken seconds and int16 copies of hundreds of MB."""
 
 
 def framed_product(img: Image.Image, *, tolerance: int = FRAME_TOLERANCE,
-                   min_frame: float = MIN_FRAME, margin: float = FRAME_MARGIN
-                   ) -> Image.Image | None:
+                   min_frame: float = MIN_FRAME, margin: float = FRAME_MARGIN,
+                   max_side: int | None = None) -> Image.Image | None:
     """The product inside a wide uniform frame (a phone screenshot: the photo in the middle of a
     tall white or black page), cut out and centred on a square of the frame's colour with a
     ``margin``; None when the photo has no such frame: its outermost pixels are not of one
@@ -739,9 +739,19 @@ def framed_product(img: Image.Image, *, tolerance: int = FRAME_TOLERANCE,
         bottom = min(img.height, (bottom + 1) * factor)
     box_w, box_h = right - left, bottom - top
     side = round(max(box_w, box_h) * (1 + 2 * margin))
+    crop_box = (left, top, right, bottom)
+    if max_side and side > max_side:  # made at most ``max_side`` square, scaled as cut out
+        # (a 40-megapixel PNG 16 times as wide as high made a square of 500 megapixels,
+        # 2 GB and 5 s for one upload: helper-229)
+        scale = max_side / side
+        box_w, box_h = max(1, round(box_w * scale)), max(1, round(box_h * scale))
+        side = max_side
+        piece = img.resize((box_w, box_h), Image.Resampling.BILINEAR, box=crop_box,
+                           reducing_gap=2.0)
+    else:
+        piece = img.crop(crop_box)
     square = Image.new("RGB", (side, side), tuple(int(c) for c in colour))
-    square.paste(img.crop((left, top, right, bottom)),
-                 ((side - box_w) // 2, (side - box_h) // 2))
+    square.paste(piece, ((side - box_w) // 2, (side - box_h) // 2))
     return square
 
 
@@ -756,11 +766,16 @@ def _differs(arr: np.ndarray, colour: np.ndarray, tolerance: int) -> np.ndarray:
     return out
 
 
+QUERY_FRAME_SIDE = 4
+"""The product cut out of a framed photo is at most this many times the model's input on a
+side (a phone screenshot's 500-px product is cut out as it is)."""
+
+
 def query_arrays(img: Image.Image, prep: Preprocessing) -> np.ndarray:
     """A photo searched for as the model's input batch: the photo as it is, and, when it has
     a wide uniform frame (:func:`framed_product`), the product cut out of it as a second row;
     a search keeps each product's better score of the two."""
-    framed = framed_product(img)
+    framed = framed_product(img, max_side=QUERY_FRAME_SIDE * prep.size)
     arrays = [to_array(img, prep)] if framed is None else [to_array(img, prep),
                                                            to_array(framed, prep)]
     return np.stack(arrays)

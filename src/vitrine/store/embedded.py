@@ -474,9 +474,11 @@ class EmbeddedStore(CatalogRecord):
             if subset is not None and len(subset) == 0:
                 return [[] for _ in range(len(vectors))]
             fetch = min(k + (1 if exclude is not None else 0), index.ntotal)
-            # one query on one thread (VectorIndex.search), a batch on every core
+            # one query on one thread (VectorIndex.search), and the two of a framed photo
+            # (the whole team woke for them: 0.7 ms became 22 ms, helper-229), a batch on
+            # every core
             found = index.search_many(vectors, fetch, subset,
-                                      threads=1 if len(vectors) == 1 else None)
+                                      threads=1 if len(vectors) <= 2 else None)
             rows = self._products_by_row({int(i) for _, ids in found for i in ids})
         results = []
         for i, (scores, ids) in enumerate(found):
