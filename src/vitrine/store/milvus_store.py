@@ -115,10 +115,6 @@ class _Order:
         lo = bisect.bisect_left(self.rows, category, key=_category)
         return lo, bisect.bisect_right(self.rows, category, lo=lo, key=_category)
 
-    def folded(self) -> list[str]:
-        """The search keys (folded as the order was read: it sorts by them)."""
-        return self.keys
-
 
 def _category(row: tuple[str, str, str, str]) -> str:
     return row[0]
@@ -596,7 +592,7 @@ class MilvusStore(CatalogRecord):
         if not query:
             return order.ids[lo:hi]
         needle = searchable(query)  # in the name or id (search_key), as the embedded store
-        keys, ids = order.folded(), order.ids
+        keys, ids = order.keys, order.ids
         return [ids[i] for i in range(lo, hi) if needle in keys[i]]
 
     def _kept(self, category: str | None) -> _Order | None:
