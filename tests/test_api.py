@@ -1454,11 +1454,12 @@ def test_uploaded_photos_are_decoded_a_few_at_a_time(settings, small_store, embe
                                                       small_catalog, rows, monkeypatch):
     """Each decode may take hundreds of MB (a 40-MP PNG in a small upload): the 40 request
     threads decoding together took gigabytes. At most DECODE_SLOTS decode at once."""
+    from vitrine import embed as embed_module
     from vitrine import service as service_module
 
     monkeypatch.setattr(service_module, "DECODE_SLOTS", 2)
     service = service_module.VitrineService(settings, small_store, embedder)
-    most, threads = at_once(monkeypatch, service_module, "open_image")
+    most, threads = at_once(monkeypatch, embed_module, "open_image")  # (search's decode)
     photo = (small_catalog / rows[0]["image"]).read_bytes()
     workers = [threading.Thread(target=service.search_photo, args=(photo, 3))
                for _ in range(8)]
