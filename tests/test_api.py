@@ -1851,7 +1851,7 @@ def test_a_category_typed_in_either_accent_form_filters_the_api(writable, small_
     decomposed, which found nothing."""
     import unicodedata
 
-    client, _ = writable
+    client, store = writable
     decomposed = unicodedata.normalize("NFD", "Relógio")
     photo = (small_catalog / rows[0]["image"]).read_bytes()
     added = client.post("/api/products", headers={"Authorization": f"Bearer {KEY}"},
@@ -1881,9 +1881,17 @@ def test_a_category_typed_in_either_accent_form_filters_the_api(writable, small_
         similar = client.get(f"/api/products/{rows[1]['product_id']}/similar",
                              params={"category": typed}).json()["results"]
         assert [r["product_id"] for r in similar] == ["r1"], typed
-    # two categories so spelled: neither is guessed, the filter as written finds its own
+    # two categories so spelled (a catalogue's: a product written through the API joins
+    # the one it names): neither is guessed, the filter as written finds its own
     assert client.post("/api/products", headers=auth, files=_upload(photo),
-                       data={"product_id": "r2", "category": "relogio"}).status_code == 201
+                       data={"product_id": "r2", "category": "zz"}).status_code == 201
+    from vitrine.store import open_store
+
+    other = open_store(store)
+    try:
+        other.update_metadata([other.get("r2").to_product(category="relogio")])
+    finally:
+        other.close()
     for typed, wanted in (("RELOGIO", []), ("relogio", ["r2"]), ("Relógio", ["r1"])):
         listed = client.get("/api/products", params={"category": typed}).json()["products"]
         assert [p["product_id"] for p in listed] == wanted, typed
@@ -2479,3 +2487,48 @@ def test_a_write_cut_off_by_the_server_stopping_after_its_change_says_it_was_sav
     assert status == 200 and "was deleted" in json.loads(answer)["detail"]
     assert done.wait(60) and ended == [None, None, None]
     assert client.get("/api/products/cut-off-3").status_code == 404
+
+
+def test_a_category_written_as_the_store_has_it_in_another_case_joins_it(writable,
+                                                                         small_catalog, rows):
+    """The pages' label of salto_feminino, "Salto feminino", sent with a new product made a
+    second category beside it, the two listed apart and a filter by either spelling finding
+    neither (helper-230): it joins the one the store has; a spelling of two is refused (422,
+    naming them); the one product of a category may respell it."""
+    client, store = writable
+    auth = {"Authorization": f"Bearer {KEY}"}
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    heels = len(client.get("/api/products", params={"category": "salto_feminino"}).json()[
+        "products"])
+
+    def add(pid, category):
+        return client.post("/api/products", headers=auth, files=_upload(photo),
+                           data={"product_id": pid, "category": category})
+
+    for pid, typed in (("s1", "Salto feminino"), ("s2", " SALTO_FEMININO ")):
+        added = add(pid, typed)
+        assert added.status_code == 201 and added.json()["category"] == "salto_feminino"
+    edited = client.patch("/api/products/s1", headers=auth, json={"category": "Salto Feminino"})
+    assert edited.status_code == 200 and edited.json()["category"] == "salto_feminino"
+    listed = client.get("/api/products", params={"category": "salto_feminino"}).json()
+    assert len(listed["products"]) == heels + 2
+    options = re.findall(r'<option value="([^"]*)"', client.get("/search").text)
+    assert sum(option.casefold().startswith("salto") for option in options) == 1
+    # the one product of a category respells it; then two spellings: the next is refused
+    assert add("r1", "relogio").json()["category"] == "relogio"
+    assert client.patch("/api/products/r1", headers=auth,
+                        json={"category": "Relógio"}).json()["category"] == "Relógio"
+    assert add("r2", "relogio").json()["category"] == "Relógio"
+    # twins the catalogue made (a table's "SALTO_FEMININO" beside the folder's): refused
+    from vitrine.store import open_store
+
+    other = open_store(store)
+    try:
+        twin = other.list_products(category="salto_feminino", limit=1)[0]
+        other.update_metadata([twin.to_product(category="SALTO_FEMININO")])
+    finally:
+        other.close()
+    refused = add("s3", "salto feminino")
+    assert refused.status_code == 422, refused.text
+    assert "'SALTO_FEMININO' and 'salto_feminino'" in refused.json()["detail"]
+    assert client.get("/api/products/s3").status_code == 404

@@ -333,6 +333,35 @@ class VitrineService:
         alike = self._derived(categories_by_key)[1].get(key, [])
         return alike[0] if len(alike) == 1 else category
 
+    def written_category(self, category: str) -> str:
+        """The category a product written through the API is stored under: the one the store
+        holds that ``category`` names in another case, without accents or with spaces for
+        underscores (the pages' own label, "Salto feminino", made a second category beside
+        salto_feminino, each listed apart, and a filter by either spelling then found neither:
+        helper-230); a new one as sent. A CatalogError (422) when it would name two."""
+        if not category:
+            return category
+        found = self.stored_category(category)
+        if found != category or self.has_category(found):
+            return found
+        alike = self._derived(categories_by_key)[1].get(category_key(category), [])
+        if len(alike) > 1:
+            raise CatalogError(
+                f"the category {category!r} is written in the store as "
+                f"{' and '.join(repr(c) for c in sorted(alike))}, which differ only in case, "
+                "accents or spaces; send it as one of them is written.")
+        return category
+
+    def _edited_category(self, product_id: str, category: str) -> str:
+        """:meth:`written_category` for a product's edit; the product alone in its category
+        may respell it ("relogio" to "Relógio": else never changed)."""
+        written = self.written_category(category)
+        if written != category and self._derived(categories_by_key)[0].get(written) == 1:
+            mine = stored_product(self.store, product_id)
+            if mine is not None and mine.category == written:
+                return category
+        return written
+
     def _forget_categories(self) -> None:
         """The counts may have changed (a write, another database): counted anew, and a
         count begun before is not kept (one read beside a write kept its old counts for
@@ -472,6 +501,7 @@ class VitrineService:
     def add_product(self, fields: NewProduct, data: bytes) -> tuple[StoredProduct, bool]:
         """Store a product with its photo (replacing one with the same id); returns it and
         whether it is new. The photo is saved as ``STORE/uploads/<sha256><ext>``."""
+        fields = dataclasses.replace(fields, category=self.written_category(fields.category))
         _check_fits(self.store, Product(  # before the model's work (the photo's path aside)
             product_id=fields.product_id, image=Path(), category=fields.category,
             name=fields.name, price=fields.price, description=fields.description))
@@ -514,6 +544,9 @@ class VitrineService:
         ``changes``) and keep its photo and vector. A catalogue product keeps being one:
         the next ``vitrine index`` of its table, which is where its fields come from, sets
         them back to the table's values."""
+        if changes.get("category"):
+            changes = {**changes, "category": self._edited_category(product_id,
+                                                                     changes["category"])}
         with self._writer() as writer:
             current = stored_product(writer, product_id)
             if current is None:
