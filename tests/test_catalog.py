@@ -699,3 +699,15 @@ def test_catalogue_state_sees_changes_and_survives_odd_links(tmp_path):
     assert catalogue_state(loop) == ((str(loop), errno.ELOOP),)  # (noted as unreadable)
     with pytest.raises(CatalogError, match="does not exist"):
         read_catalog(loop)
+
+
+def test_categories_in_the_order_a_reader_expects():
+    """`vitrine info` and the pages' category field: case, accents and underscores aside
+    ("Óculos" came after "x_tenis", "Relógio Feminino" before "mocassim": helper-230)."""
+    from vitrine.catalog import reader_order
+
+    counts = {"Relógio Feminino": 8, "mocassim_masculino": 5, "x_tenis": 3, "Óculos de Sol": 2,
+              "relogio_feminino": 1, "": 4}
+    assert list(reader_order(counts)) == ["", "mocassim_masculino", "Óculos de Sol",
+                                          "Relógio Feminino", "relogio_feminino", "x_tenis"]
+    assert reader_order(counts)["Relógio Feminino"] == 8

@@ -468,6 +468,13 @@ def category_key(category: str) -> str:
     return " ".join(fold(category.replace("_", " ")).split())
 
 
+def reader_order(counts: dict[str, int]) -> dict[str, int]:
+    """Categories' counts in the order a reader expects them, case, accents and underscores
+    aside, as the pages' category field lists them ("Óculos" came after "x_tenis": the
+    store's code-point order, helper-230)."""
+    return {c: counts[c] for c in sorted(counts, key=lambda c: (category_key(c), c))}
+
+
 def categories_by_key(known: Iterable[str]) -> dict[str, list[str]]:
     """``known`` categories by :func:`category_key`: those a filter written in another case,
     without accents or with spaces for underscores may mean."""

@@ -434,13 +434,14 @@ def _unwritten(store) -> bool:
 @app.command()
 def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
     """Show what a store holds and which model made its vectors."""
+    from vitrine.catalog import reader_order
     from vitrine.store import store_for
 
     db = store_for(store, read_settings())
     try:
         with db.snapshot():  # (one state: a server or index may be writing meanwhile)
             manifest = db.manifest()
-            data = {"products": db.count(), "categories": db.categories(),
+            data = {"products": db.count(), "categories": reader_order(db.categories()),
                     "catalog_folder": db.catalog_folder(),
                     "model_folder": db.model_folder(),
                     "unfinished_copy_of": db.copying_from(),

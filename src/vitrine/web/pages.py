@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from vitrine.catalog import CATEGORY_MAX
+from vitrine.catalog import CATEGORY_MAX, category_key, reader_order
 from vitrine.config import Settings
 from vitrine.errors import ImageError, StoreError, VitrineError
 from vitrine.fold import fold
@@ -176,11 +176,9 @@ def category_choices(categories: dict[str, int]) -> dict[str, object]:
     (:func:`category_field`)."""
     named = {name: n for name, n in categories.items() if name}
     if len(named) <= CATEGORY_SELECT_MAX:
-        # in the order a reader expects, by the names the pages show, without case or
-        # accents: the store's code-point order put "anel", "Ímã" and "Óculos" after "Zíper"
-        # (helper-222)
-        order = sorted(named, key=lambda name: (fold(category_label(name)), name))
-        return {"categories": {name: named[name] for name in order}, "category_typed": False}
+        # in the order a reader expects, without case, accents or underscores: the store's
+        # code-point order put "anel", "Ímã" and "Óculos" after "Zíper" (helper-222)
+        return {"categories": reader_order(named), "category_typed": False}
     return {"categories": _largest(named, CATEGORY_SELECT_MAX), "category_typed": True}
 
 
@@ -189,7 +187,7 @@ def _largest(categories: dict[str, int], n: int) -> dict[str, int]:
     orders them, :func:`category_choices`)."""
     return dict(heapq.nsmallest(n, ((name, count) for name, count in categories.items()
                                     if name), key=lambda item: (
-        -item[1], fold(category_label(item[0])), item[0])))
+        -item[1], category_key(item[0]), item[0])))
 
 
 @dataclass(frozen=True)
