@@ -106,18 +106,62 @@ def small_store(small_catalog, embedder, tmp_path_factory) -> Path:
     return path
 
 
-def phone_screenshot(photo, colour: tuple, fmt: str) -> bytes:
-    """A shopper's screenshot of a product page: the photo 500 px wide in the middle of a
-    1170 x 2532 page of the app's background colour."""
+def phone_screenshot(photo, colour: tuple, fmt: str, app: str | None = None,
+                     width: int = 500) -> bytes:
+    """A shopper's screenshot of a product page: the photo ``width`` px wide (500: 43 %) in
+    the middle of a 1170 x 2532 page of the app's background colour; with ``app`` ("light"
+    or "dark"), the app's bars, text and button around it (:func:`app_chrome`)."""
     import io
 
     from PIL import Image
 
     page = Image.new("RGB", (1170, 2532), colour)
-    page.paste(Image.open(photo).convert("RGB").resize((500, 500)), (335, 900))
+    page.paste(Image.open(photo).convert("RGB").resize((width, width)),
+               ((1170 - width) // 2, 900 if app is None else 400))
+    if app:
+        app_chrome(page, app == "dark", below=400 + width)
     buf = io.BytesIO()
     page.save(buf, fmt, **({"quality": 85} if fmt == "JPEG" else {}))
     return buf.getvalue()
+
+
+def app_chrome(page, dark: bool, below: int, accent: tuple = (233, 30, 99)) -> None:
+    """Draw a shopping app's page around a product photo on ``page`` (1170 px wide, as tall
+    as a phone's): a status bar (clock, signal, battery) and an app bar (back arrow, title,
+    icons) in the ``accent`` colour (a black status bar when ``dark``), from ``below`` (the
+    photo's bottom) the product's name and its price in large type and an "Add to cart"
+    button, and a bottom navigation bar of five icons."""
+    from PIL import ImageDraw, ImageFont
+
+    draw = ImageDraw.Draw(page)
+    ink = (240, 240, 240) if dark else (33, 33, 33)
+    width, height = page.size
+    draw.rectangle((0, 0, width, 140), fill=(0, 0, 0) if dark else accent)
+    draw.text((70, 40), "9:41", fill=(255, 255, 255), font=ImageFont.load_default(size=52))
+    draw.rectangle((980, 50, 1060, 90), outline=(255, 255, 255), width=4)
+    draw.rectangle((986, 56, 1040, 84), fill=(255, 255, 255))
+    for i, h in enumerate((14, 22, 30, 38)):
+        draw.rectangle((850 + 18 * i, 88 - h, 862 + 18 * i, 88), fill=(255, 255, 255))
+    draw.rectangle((0, 140, width, 300), fill=accent)
+    draw.line((60, 220, 100, 180), fill=(255, 255, 255), width=8)
+    draw.line((60, 220, 100, 260), fill=(255, 255, 255), width=8)
+    draw.text((150, 190), "Details", fill=(255, 255, 255), font=ImageFont.load_default(size=64))
+    draw.ellipse((930, 190, 990, 250), outline=(255, 255, 255), width=6)
+    y = below + 50
+    for line in ("Rockport Men Slip On", "Brown Casual Shoes"):
+        draw.text((60, y), line, fill=ink, font=ImageFont.load_default(size=60))
+        y += 80
+    draw.text((60, y + 20), "R$ 349,90", fill=ink, font=ImageFont.load_default(size=110))
+    y += 250
+    draw.rounded_rectangle((60, y, width - 60, y + 150), radius=30, fill=accent)
+    draw.text((width // 2 - 220, y + 40), "Add to cart", fill=(255, 255, 255),
+              font=ImageFont.load_default(size=70))
+    nav = (40, 40, 44) if dark else (238, 238, 242)
+    draw.rectangle((0, height - 220, width, height), fill=nav)
+    for i in range(5):
+        x = 117 + 234 * i
+        draw.rounded_rectangle((x - 35, height - 190, x + 35, height - 120), radius=12,
+                               outline=accent if i == 0 else (117, 117, 117), width=6)
 
 
 # Builds the configured embedder in a fresh process and says what it is, what it made of a

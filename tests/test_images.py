@@ -988,3 +988,80 @@ def test_photos_without_a_wide_frame_are_left_alone():
     textured.paste(_shoe(500, 260), (335, 900))  # a photo on a patterned backdrop
     assert framed_product(textured) is None
     assert query_arrays(shoe, Preprocessing()).shape == (1, 3, 224, 224)
+
+
+def _app_page(photo: Image.Image, dark: bool, top: int = 400) -> Image.Image:
+    """A shopping app's page (1170 x 2532) with ``photo`` ``top`` px down, centred: status
+    bar, app bar, name, price, button and navigation bar drawn around it."""
+    from conftest import app_chrome
+
+    page = Image.new("RGB", (1170, 2532), (18, 18, 18) if dark else (255, 255, 255))
+    page.paste(photo, ((1170 - photo.width) // 2, top))
+    app_chrome(page, dark, below=top + photo.height)
+    return page
+
+
+def _on_white(product: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """A catalogue photo: ``product`` in the middle of a white picture of ``size``."""
+    photo = Image.new("RGB", size, (255, 255, 255))
+    photo.paste(product, ((size[0] - product.width) // 2, (size[1] - product.height) // 2))
+    return photo
+
+
+def _content_size(found: Image.Image, colour: tuple) -> tuple[int, int]:
+    """The width and height of what is not ``colour`` in a cut-out square."""
+    rows, cols = np.nonzero((np.asarray(found) != colour).any(axis=2))
+    return int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+def test_a_photo_in_an_app_page_is_cut_out_from_its_bars_text_and_button(dark, fmt):
+    """A real screenshot is no plain page: a coloured status bar and app bar at the top, the
+    product's name, price in large type and a coloured button below the photo, a navigation
+    bar at the bottom. The page's edges were not one colour, so no frame was found and the
+    page was searched whole; the photo is found among them, its box within a few pixels
+    (in light mode the product itself on the white page, in dark mode the photo's white
+    backdrop), not the text or the button under it."""
+    shoe = _shoe(500, 260)
+    photo = _on_white(shoe, (560, 420)) if dark else shoe
+    page = _app_page(photo, dark)
+    if fmt == "JPEG":
+        buf = io.BytesIO()
+        page.save(buf, "JPEG", quality=85)
+        page = open_image(buf.getvalue())
+    found = framed_product(page)
+    assert found is not None
+    colour = (18, 18, 18) if dark else (255, 255, 255)
+    if fmt == "PNG":
+        assert _content_size(found, colour) == photo.size
+        assert 1.08 <= found.width / max(photo.size) <= 1.15  # (+ a reduced pixel a side)
+    else:  # (the page's levels off by a few)
+        assert abs(found.width / 1.1 - max(photo.size)) <= 16
+    assert query_arrays(page, Preprocessing()).shape == (2, 3, 224, 224)
+
+
+def test_a_photo_the_whole_width_of_an_app_page_is_cut_out():
+    """A photo as wide as the screen (no frame left and right) between an app's bars and
+    text, on a page as tall as a phone's: its band is cut out (the centre crop of the tall
+    page took the photo's lower part and the name under it); the same picture no taller
+    than a catalogue photo leaves nothing out."""
+    photo = _on_white(_shoe(900, 500), (1170, 900))
+    found = framed_product(_app_page(photo, dark=True))
+    assert found is not None
+    assert _content_size(found, (18, 18, 18)) == (1170, 900)
+    short = Image.new("RGB", (1170, 1400), (18, 18, 18))
+    short.paste(photo, (0, 100))
+    assert framed_product(short) is None
+
+
+def test_photos_with_text_but_no_frame_are_left_alone():
+    """A catalogue photo that fills its picture, with a caption under it, or a product on
+    white a quarter of whose width is left: None (one embedding, as before the app pages)."""
+    from PIL import ImageDraw, ImageFont
+
+    photo = _on_white(_shoe(880, 600), (1000, 1000))
+    ImageDraw.Draw(photo).text((60, 880), "Brown Casual Shoes", fill=(33, 33, 33),
+                               font=ImageFont.load_default(size=60))
+    assert framed_product(photo) is None
+    assert framed_product(_on_white(_shoe(800, 500), (1000, 1000))) is None

@@ -138,3 +138,19 @@ def test_a_server_refused_at_start_closes_its_store(settings, embedder, tmp_path
         VitrineService(settings, tmp_path / "store", embedder)
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         opened[0].db.execute("SELECT 1")
+
+
+@pytest.mark.parametrize("app", ["light", "dark"])
+def test_a_screenshot_of_a_shopping_app_finds_its_product_first(rec, small_catalog, app):
+    """A real screenshot has an app's bars, the product's name, its price and a button
+    around the photo: its edges were not one colour, no frame was found, and the page was
+    searched whole (loafer 10308 came after others). The photo is found among them and
+    searched for as well: the product comes first."""
+    with open(small_catalog / "products.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["product_id"] == "10308")
+    colour = (18, 18, 18) if app == "dark" else (255, 255, 255)
+    for fmt in ("JPEG", "PNG"):
+        shot = phone_screenshot(small_catalog / row["image"], colour, fmt, app=app)
+        assert len(rec.embedder.embed_query(shot)) == 2
+        matches, _ = rec.search_image_guess(shot, 5)
+        assert matches[0].product.product_id == "10308", (fmt, matches)

@@ -679,10 +679,6 @@ def to_array(img: Image.Image, prep: Preprocessing) -> np.ndarray:
 FRAME_TOLERANCE = 24
 """How far (the largest of the three channels, 0–255) a pixel may be from a frame's colour and
 still be frame: a re-encoded JPEG's flat background stays within a few levels of it."""
-FRAME_UNIFORM = 0.9
-"""The share of the outermost pixels that must be within :data:`FRAME_TOLERANCE` of their
-median colour for the photo to have a uniform frame (a photo whose edges are a scene, a
-gradient or a pattern has none)."""
 FRAME_NOISE = 0.01
 """A row or column is content when more than this share of its pixels (and more than two)
 differ from the frame: a stray speck or a JPEG artefact does not widen the product's box."""
@@ -696,6 +692,27 @@ benchmarks/screenshot_search.py)."""
 FRAME_MARGIN = 0.05
 """The margin left around the product cut out of a frame, a share of its longer side on each
 side (about what the catalogue's photos on white leave)."""
+MIN_PAGE_SHARE = 0.1
+"""A page's colour (its most common) must take at least this share of the picture."""
+BAND_MIN_HEIGHT = 0.08
+"""A band of content lower than this share of the page's width (its shorter side) is a line
+of text or a row of icons, not the product's photo (a price in 110-px type on a 1170-px
+screen is 0.07)."""
+BAND_MIN_INK = 0.3
+"""A band whose box is less than this share off the page's colour, crossed by
+:data:`TEXT_STROKES` strokes or more a row, is text. Of the
+demo's photos in a light page, white trainers on white leave 0.2; a line of text 0.15-0.17,
+seven or eight strokes a row."""
+TEXT_STROKES, TEXT_HEIGHT = 6, 0.15
+"""(and the text lower than the second share of the width: a few lines, the product's name in
+two; a taller band so sparse is a photo's, a product's on the page's colour)"""
+BAR_HEIGHT, BAR_WIDTH = 0.25, 0.7
+"""A band lower than the first share of the page's width and wider than the second, a block
+most of it one colour, is a bar or a button (0.13 x 0.9 for a button, 1.0 wide for a bar; a
+photo on its own backdrop as wide is higher: 0.52 for one 4:3 at 70 %)."""
+PHONE_ASPECT = 1.6
+"""A page at least this many times as high as wide is a phone's screen (9:19.5 today, 9:16
+before): a product photo may take its whole width."""
 FRAME_SIDE = 512
 """The frame is looked for in a copy reduced (by a whole factor, averaging) to about this many
 pixels on its longer side: a 1170 x 2532 PNG screenshot took 110 ms at full size, a 40-megapixel
@@ -706,34 +723,16 @@ def framed_product(img: Image.Image, *, tolerance: int = FRAME_TOLERANCE,
                    min_frame: float = MIN_FRAME, margin: float = FRAME_MARGIN,
                    max_side: int | None = None) -> Image.Image | None:
     """The product inside a wide uniform frame (a phone screenshot: the photo in the middle of a
-    tall white or black page), cut out and centred on a square of the frame's colour with a
-    ``margin``; None when the photo has no such frame: its outermost pixels are not of one
-    colour, or the content reaches within ``min_frame`` of the width or of the height of the
-    edges (a product photo that fills its picture, or one on a narrow border)."""
+    tall white or black page, with or without an app's bars, text and buttons around it),
+    cut out and centred on a square of the colour around it with a ``margin``; None when the
+    photo has no such frame (:func:`product_box`)."""
     img = img if img.mode == "RGB" else img.convert("RGB")
     factor = max(1, max(img.size) // FRAME_SIDE)
     arr = np.asarray(img.reduce(factor) if factor > 1 else img)
-    height, width = arr.shape[:2]
-    if min(height, width) < 32:
+    found = product_box(arr, tolerance=tolerance, min_frame=min_frame)
+    if found is None:
         return None
-    ring = max(1, min(height, width) // 100)
-    border = np.concatenate([arr[:ring].reshape(-1, 3), arr[-ring:].reshape(-1, 3),
-                             arr[:, :ring].reshape(-1, 3), arr[:, -ring:].reshape(-1, 3)])
-    colour = np.median(border, axis=0).round().astype(np.uint8)
-    if np.mean(_differs(border[None], colour, tolerance)) > 1 - FRAME_UNIFORM:
-        return None
-    differs = _differs(arr, colour, tolerance)
-    rows, cols = differs.sum(axis=1), differs.sum(axis=0)
-    row_at = np.flatnonzero(rows > max(2, FRAME_NOISE * width))
-    col_at = np.flatnonzero(cols > max(2, FRAME_NOISE * height))
-    if not len(row_at) or not len(col_at):
-        return None  # a blank picture
-    top, bottom = int(row_at[0]), int(row_at[-1]) + 1
-    left, right = int(col_at[0]), int(col_at[-1]) + 1
-    box_w, box_h = right - left, bottom - top
-    if (width - box_w) < min_frame * width or (height - box_h) < min_frame * height \
-            or min(box_w, box_h) < 8:
-        return None
+    (left, top, right, bottom), colour = found
     if factor > 1:  # the box in the photo's own pixels, a reduced pixel wider on each side
         # (one that averages a few columns of the photo with the frame may read as frame)
         left, top = max(0, (left - 1) * factor), max(0, (top - 1) * factor)
@@ -755,6 +754,112 @@ def framed_product(img: Image.Image, *, tolerance: int = FRAME_TOLERANCE,
     square = Image.new("RGB", (side, side), tuple(int(c) for c in colour))
     square.paste(piece, ((side - box_w) // 2, (side - box_h) // 2))
     return square
+
+
+def _dominant_colour(arr: np.ndarray, tolerance: int) -> np.ndarray:
+    """The most common colour of ``arr`` (H x W x 3, 8 bits): the fullest of its 32-level
+    bins, refined to the median of the pixels within ``tolerance`` of that bin's middle."""
+    bins = (arr >> 3).astype(np.int32)
+    counts = np.bincount(((bins[..., 0] * 32 + bins[..., 1]) * 32 + bins[..., 2]).ravel(),
+                         minlength=1 << 15)
+    top = int(counts.argmax())
+    middle = np.array([(top >> 10) * 8 + 4, (top >> 5 & 31) * 8 + 4, (top & 31) * 8 + 4],
+                      np.uint8)
+    near = ~_differs(arr, middle, tolerance)
+    return np.median(arr[near], axis=0).round().astype(np.uint8)
+
+
+def product_box(arr: np.ndarray, *, tolerance: int = FRAME_TOLERANCE,
+                min_frame: float = MIN_FRAME) -> tuple[tuple[int, int, int, int],
+                                                       np.ndarray] | None:
+    """Where the product photo of a page is in ``arr`` (H x W x 3, 8 bits): its box (left,
+    top, right, bottom) and the colour to put around it; None when the picture has no frame.
+
+    The page's colour is its most common one. Rows that are that colour, or all one colour
+    (an app bar's or a photo's plain backdrop), within ``tolerance`` and but for
+    :data:`FRAME_NOISE` of their pixels, separate the page into bands of content: a status
+    bar's clock, an app bar's title, the photo, the product's name and price, a button, a
+    navigation bar's icons. The photo is the band with the most pixels off the page's
+    colour among those that are neither a line of text (lower than :data:`BAND_MIN_HEIGHT`
+    of the width, or strokes over less than :data:`BAND_MIN_INK` of its box) nor a flat bar
+    or button (low, and most of it one colour). Its box must leave ``min_frame`` of the
+    width and of the height to the page, or, on a page as tall as a phone's with other bands
+    of content, of the height (a photo the whole width of the screen, its name, price and
+    bars around it)."""
+    height, width = arr.shape[:2]
+    if min(height, width) < 32:
+        return None
+    ring = max(1, width // 100)
+    colour = _dominant_colour(np.concatenate([arr[:, :ring], arr[:, -ring:]], axis=1),
+                              tolerance)
+    differs = _differs(arr, colour, tolerance)
+    if differs.mean() > 1 - MIN_PAGE_SHARE:
+        return None  # a photo of a scene, a pattern: no page around anything
+    noise = max(2, FRAME_NOISE * width)
+    rows = differs.sum(axis=1)
+    plain, level = _plain_rows(arr, ring, tolerance, noise)
+    blank = rows <= noise
+    separator = blank | plain
+    edges = np.flatnonzero(np.diff(np.concatenate([[1], separator.astype(np.int8), [1]])))
+    # [start, end) of each run of content rows
+    bands = list(zip(edges[::2], edges[1::2], strict=True))
+    best, best_score, short = None, 0, min(height, width)
+    for start, end in bands:
+        band = differs[start:end]
+        cols = np.flatnonzero(band.sum(axis=0) > max(1, FRAME_NOISE * (end - start)))
+        if not len(cols):
+            continue
+        left, right = int(cols[0]), int(cols[-1]) + 1
+        box_h, box_w = int(end - start), right - left
+        box = band[:, left:right]
+        ink = float(box.mean())
+        strokes = np.count_nonzero(box[:, 1:] & ~box[:, :-1]) / box_h  # starts, a row
+        if box_h < BAND_MIN_HEIGHT * short or (box_h < TEXT_HEIGHT * short and ink < BAND_MIN_INK
+                                               and strokes >= TEXT_STROKES):
+            continue  # a line of text, a paragraph, an icon
+        pixels = arr[start:end, left:right]
+        own = np.median(pixels.reshape(-1, 3), axis=0).round().astype(np.uint8)
+        if box_h < BAR_HEIGHT * short and box_w >= BAR_WIDTH * width and ink > 0.9 \
+                and _differs(pixels, own, tolerance).mean() < 0.4:
+            continue  # a bar or a button: a wide, low block, most of it one colour
+        score = int(box.sum())
+        if score > best_score:
+            best, best_score = (left, int(start), right, int(end)), score
+    if best is None:
+        return None
+    left, top, right, bottom = best
+    # a photo as wide as the page: its backdrop's plain rows above and below the product
+    # (rows of one colour, not the page's) are the photo's
+    edge = level[top]
+    while top > 0 and plain[top - 1] and not blank[top - 1] \
+            and not _differs(level[top - 1:top, None], edge, tolerance)[0, 0]:
+        top -= 1
+    edge = level[bottom - 1]
+    while bottom < height and plain[bottom] and not blank[bottom] \
+            and not _differs(level[bottom:bottom + 1, None], edge, tolerance)[0, 0]:
+        bottom += 1
+    best = (left, top, right, bottom)
+    box_w, box_h = right - left, bottom - top
+    if min(box_w, box_h) < 8 or top == 0 or bottom == height:
+        return None
+    tall = height >= PHONE_ASPECT * width and len(bands) > 1
+    if (height - box_h) < min_frame * height or (
+            not tall and (width - box_w) < min_frame * width):
+        return None
+    return best, colour
+
+
+def _plain_rows(arr: np.ndarray, ring: int, tolerance: int,
+                noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of ``arr`` are all the colour of their first ``ring`` pixels (a bar's, a
+    photo's plain backdrop), within ``tolerance``, but for at most ``noise`` pixels; and that
+    colour, a row (H x 3)."""
+    level = np.median(arr[:, :ring], axis=1).round().astype(np.uint8)[:, None, :]
+    off = np.zeros(arr.shape[:2], bool)
+    for channel in range(3):
+        values, at = arr[..., channel], level[..., channel]
+        off |= (np.maximum(values, at) - np.minimum(values, at)) > tolerance
+    return off.sum(axis=1) <= noise, level[:, 0]
 
 
 def _differs(arr: np.ndarray, colour: np.ndarray, tolerance: int) -> np.ndarray:
