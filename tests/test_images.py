@@ -1065,3 +1065,20 @@ def test_photos_with_text_but_no_frame_are_left_alone():
                                font=ImageFont.load_default(size=60))
     assert framed_product(photo) is None
     assert framed_product(_on_white(_shoe(800, 500), (1000, 1000))) is None
+
+
+def test_a_product_split_by_a_light_gap_is_cut_out_whole_and_one_at_the_edge_too():
+    """A watch whose bracelet's rows are as light as the page between its parts was cut in
+    half (the band with most ink alone: helper-232); a photo at the page's top edge (a
+    screenshot cropped under the status bar) was never cut out."""
+    top, bottom = _shoe(400, 220), _shoe(400, 260)
+    watch = Image.new("RGB", (400, 220 + 40 + 260), (255, 255, 255))  # 40 light rows across
+    watch.paste(top, (0, 0))
+    watch.paste(bottom, (0, 260))
+    found = framed_product(_page((255, 255, 255), watch))
+    assert found is not None
+    rows = np.nonzero((np.asarray(found) != 255).any(axis=2))[0]
+    assert rows.max() - rows.min() + 1 >= 520 - 8  # both parts, not the larger alone
+    at_top = Image.new("RGB", (600, 1000), (255, 255, 255))
+    at_top.paste(_shoe(300, 300), (150, 0))
+    assert framed_product(at_top) is not None

@@ -710,6 +710,9 @@ BAR_HEIGHT, BAR_WIDTH = 0.25, 0.7
 """A band lower than the first share of the page's width and wider than the second, a block
 most of it one colour, is a bar or a button (0.13 x 0.9 for a button, 1.0 wide for a bar; a
 photo on its own backdrop as wide is higher: 0.52 for one 4:3 at 70 %)."""
+MERGE_GAP = 0.05
+"""Bands of content (not text, not a bar) no further apart than this share of the page's
+width are one product's (a gap of rows as light as the page across it)."""
 PHONE_ASPECT = 1.6
 """A page at least this many times as high as wide is a phone's screen (9:19.5 today, 9:16
 before): a product photo may take its whole width."""
@@ -804,11 +807,13 @@ def product_box(arr: np.ndarray, *, tolerance: int = FRAME_TOLERANCE,
     # [start, end) of each run of content rows
     bands = list(zip(edges[::2], edges[1::2], strict=True))
     best, best_score, short = None, 0, min(height, width)
+    boxes: list[tuple[int, int, int, int] | None] = []  # each band's, None for text or a bar
     for start, end in bands:
         band = differs[start:end]
         cols = np.flatnonzero(band.sum(axis=0) > max(1, FRAME_NOISE * (end - start)))
         if not len(cols):
-            continue
+            continue  # (specks: a gap, which the merge below measures)
+        boxes.append(None)
         left, right = int(cols[0]), int(cols[-1]) + 1
         box_h, box_w = int(end - start), right - left
         box = band[:, left:right]
@@ -822,12 +827,25 @@ def product_box(arr: np.ndarray, *, tolerance: int = FRAME_TOLERANCE,
         if box_h < BAR_HEIGHT * short and box_w >= BAR_WIDTH * width and ink > 0.9 \
                 and _differs(pixels, own, tolerance).mean() < 0.4:
             continue  # a bar or a button: a wide, low block, most of it one colour
+        boxes[-1] = (left, int(start), right, int(end))
         score = int(box.sum())
         if score > best_score:
-            best, best_score = (left, int(start), right, int(end)), score
+            best, best_score = len(boxes) - 1, score
     if best is None:
         return None
-    left, top, right, bottom = best
+    left, top, right, bottom = boxes[best]
+    # the bands of one product a plain gap splits (a shiny strap's rows as light as the page,
+    # a watch's face apart from its bracelet: half a watch was cut out, helper-232), the
+    # neighbours not text nor a bar and no further than MERGE_GAP of the width
+    for step in (-1, 1):
+        at = best + step
+        while 0 <= at < len(boxes) and boxes[at] is not None:
+            b_left, b_top, b_right, b_bottom = boxes[at]
+            if (top - b_bottom if step < 0 else b_top - bottom) > MERGE_GAP * short:
+                break
+            left, right = min(left, b_left), max(right, b_right)
+            top, bottom = min(top, b_top), max(bottom, b_bottom)
+            at += step
     # a photo as wide as the page: its backdrop's plain rows above and below the product
     # (rows of one colour, not the page's) are the photo's
     edge = level[top]
@@ -838,15 +856,16 @@ def product_box(arr: np.ndarray, *, tolerance: int = FRAME_TOLERANCE,
     while bottom < height and plain[bottom] and not blank[bottom] \
             and not _differs(level[bottom:bottom + 1, None], edge, tolerance)[0, 0]:
         bottom += 1
-    best = (left, top, right, bottom)
     box_w, box_h = right - left, bottom - top
-    if min(box_w, box_h) < 8 or top == 0 or bottom == height:
+    if min(box_w, box_h) < 8 or (height - box_h) < min_frame * height:
         return None
-    tall = height >= PHONE_ASPECT * width and len(bands) > 1
-    if (height - box_h) < min_frame * height or (
-            not tall and (width - box_w) < min_frame * width):
-        return None
-    return best, colour
+    if (width - box_w) < min_frame * width:  # a photo the whole width: only on a phone's
+        # page, with other bands of content, and not at its top or bottom edge (a photo's
+        # own backdrop there is no page)
+        tall = height >= PHONE_ASPECT * width and len(bands) > 1
+        if not tall or top == 0 or bottom == height:
+            return None
+    return (left, top, right, bottom), colour
 
 
 def _plain_rows(arr: np.ndarray, ring: int, tolerance: int,
