@@ -2519,6 +2519,9 @@ def test_a_category_written_as_the_store_has_it_in_another_case_joins_it(writabl
     assert client.patch("/api/products/r1", headers=auth,
                         json={"category": "Relógio"}).json()["category"] == "Relógio"
     assert add("r2", "relogio").json()["category"] == "Relógio"
+    # (a replacement of a category's one product may respell it too, as the PATCH did)
+    assert add("q1", "quadro").json()["category"] == "quadro"
+    assert add("q1", "Quadro").json()["category"] == "Quadro"
     # twins the catalogue made (a table's "SALTO_FEMININO" beside the folder's): refused
     from vitrine.store import open_store
 

@@ -353,8 +353,8 @@ class VitrineService:
         return category
 
     def _edited_category(self, product_id: str, category: str) -> str:
-        """:meth:`written_category` for a product's edit; the product alone in its category
-        may respell it ("relogio" to "Relógio": else never changed)."""
+        """:meth:`written_category` for a product's edit or replacement; the product alone in
+        its category may respell it ("relogio" to "Relógio": else never changed)."""
         written = self.written_category(category)
         if written != category and self._derived(categories_by_key)[0].get(written) == 1:
             mine = stored_product(self.store, product_id)
@@ -501,7 +501,8 @@ class VitrineService:
     def add_product(self, fields: NewProduct, data: bytes) -> tuple[StoredProduct, bool]:
         """Store a product with its photo (replacing one with the same id); returns it and
         whether it is new. The photo is saved as ``STORE/uploads/<sha256><ext>``."""
-        fields = dataclasses.replace(fields, category=self.written_category(fields.category))
+        fields = dataclasses.replace(fields, category=self._edited_category(  # (a product
+            fields.product_id, fields.category))  # replaced may respell its own, as a PATCH)
         _check_fits(self.store, Product(  # before the model's work (the photo's path aside)
             product_id=fields.product_id, image=Path(), category=fields.category,
             name=fields.name, price=fields.price, description=fields.description))
