@@ -1033,6 +1033,11 @@ def test_a_server_told_another_index_kind_rebuilds_it_at_start(
     graph = settings.model_copy(update={"index": "hnsw"})
     service = VitrineService(graph, tmp_path / "store", embedder)
     try:
+        # (at once, or, where the store's writer lock was held as it started, from the
+        # thread that waits for it: seen before it started, joining it failed, ci60)
+        started = time.monotonic()
+        while service.rebuild_thread is None and time.monotonic() - started < 60:
+            time.sleep(0.05)
         assert service.rebuild_thread is not None
         service.rebuild_thread.join(60)
         assert not service.rebuild_thread.is_alive()

@@ -711,9 +711,9 @@ class VitrineService:
             finally:
                 self._rebuilding.release()
 
-        self.rebuild_thread = threading.Thread(target=rebuild, name="vitrine-index-rebuild",
-                                               daemon=True)
-        self.rebuild_thread.start()
+        thread = threading.Thread(target=rebuild, name="vitrine-index-rebuild", daemon=True)
+        thread.start()  # (then made known: one started from the writer's watch could be seen
+        self.rebuild_thread = thread  # before it started, and joining it failed, ci60)
 
     def close(self) -> None:
         """Close the store. A rebuild still running is not waited for (it can take minutes,
