@@ -322,16 +322,22 @@ class VitrineService:
         found relogio_feminino: helper-220). Else as given: a filter that matches nothing.
         A category the store holds as written costs one row read, not a count (a scan of a
         Milvus collection); the counts the others are looked up in are shared for a while."""
-        if not category:
-            return None
+        return self.resolved_category(category)[0] if category else None
+
+    def resolved_category(self, category: str) -> tuple[str, bool, list[str]]:
+        """:meth:`stored_category` of a non-empty ``category``, whether the store holds it,
+        and the stored categories it names in another spelling: read once for callers that
+        need all three (a write, a page's filter)."""
         if not one_form(category):
             # (from an index kept with the counts: each filter with an accent normalised
             # every one of 20,000 categories)
             category = stored_category(category, *self._derived(first_of_each_form))
-        if self.has_category(category) or not (key := category_key(category)):
-            return category  # (one of no letters, "_", is no other spelling of "no category")
+        if self.has_category(category):
+            return category, True, [category]
+        if not (key := category_key(category)):
+            return category, False, []  # ("_": no other spelling of "no category")
         alike = self._derived(categories_by_key)[1].get(key, [])
-        return alike[0] if len(alike) == 1 else category
+        return (alike[0], True, alike) if len(alike) == 1 else (category, False, alike)
 
     def written_category(self, category: str) -> str:
         """The category a product written through the API is stored under: the one the store
@@ -341,22 +347,19 @@ class VitrineService:
         helper-230); a new one as sent. A CatalogError (422) when it would name two."""
         if not category:
             return category
-        found = self.stored_category(category)
-        if found != category or self.has_category(found):
-            return found
-        alike = self._derived(categories_by_key)[1].get(category_key(category), [])
-        if len(alike) > 1:
+        found, held, alike = self.resolved_category(category)
+        if not held and len(alike) > 1:
             raise CatalogError(
                 f"the category {category!r} is written in the store as "
                 f"{' and '.join(repr(c) for c in sorted(alike))}, which differ only in case, "
                 "accents or spaces; send it as one of them is written.")
-        return category
+        return found
 
     def _edited_category(self, product_id: str, category: str) -> str:
         """:meth:`written_category` for a product's edit or replacement; the product alone in
         its category may respell it ("relogio" to "Relógio": else never changed)."""
         written = self.written_category(category)
-        if written != category and self._derived(categories_by_key)[0].get(written) == 1:
+        if written != category and self._counted()[0].get(written) == 1:
             mine = stored_product(self.store, product_id)
             if mine is not None and mine.category == written:
                 return category
@@ -583,8 +586,7 @@ class VitrineService:
         serialise writers themselves and are written through the read store."""
         if write_cancelled():  # (answered already, the server stopping: not worth
             # waiting for the store; each write checks again as it changes the store)
-            raise WriteCancelled("the server stopped before this change was made; nothing "
-                                 "changed.")
+            raise WriteCancelled()
         started = time.monotonic()  # one wait for both locks: a burst of uploads queued
         # behind `vitrine index` would hold every request thread
         if not self._write_lock.acquire(timeout=API_WRITE_WAIT):

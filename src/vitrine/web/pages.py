@@ -249,8 +249,8 @@ def page_category(service: VitrineService, category: str | None) -> PageCategory
     if not typed:
         return PageCategory()
     for spelling in dict.fromkeys((category, typed)):  # (the app's own links keep the spaces
-        found = service.stored_category(spelling)  # of a folder named " x_y ")
-        if service.has_category(found):
+        found, held, _ = service.resolved_category(spelling)  # of a folder named " x_y ")
+        if held:
             return PageCategory(found)  # (one row read; counting scans a Milvus collection)
     categories, names = service.categories_and(category_names)
     wanted = fold(typed)  # in any case, without accents, as name search compares
