@@ -24,6 +24,9 @@ from vitrine.errors import StoreError
 class WriteCancelled(StoreError):
     """A write whose request the server answered already (stopping): nothing was changed."""
 
+    def __init__(self) -> None:
+        super().__init__("the server stopped before this change was made; nothing changed.")
+
 
 class WriteTicket:
     """One write request's say: ``cancelled`` (the server answered it: the change must not be
@@ -44,8 +47,7 @@ class WriteTicket:
         and where the body fails, nothing changed)."""
         with self._lock:
             if self.cancelled:
-                raise WriteCancelled("the server stopped before this change was made; "
-                                     "nothing changed.")
+                raise WriteCancelled()
             yield self._commit
 
     def _commit(self, product_id: str) -> None:

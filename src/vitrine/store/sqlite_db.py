@@ -55,7 +55,8 @@ and accents aside (``search_key``: the folded name, then the folded id; "anel", 
 "Échappe", "Óculos", "Zíper", where the raw names' code points put "Zíper" before "anel" and
 "Échappe" after them all); equal folded names by the folded id, then by the name as
 written and the id (each product once, in one order, page after page)."""
-LISTING_INDEX = ("CREATE INDEX IF NOT EXISTS products_listing_folded ON products("
+LISTING_INDEX_NAME = "products_listing_folded"
+LISTING_INDEX = (f"CREATE INDEX IF NOT EXISTS {LISTING_INDEX_NAME} ON products("
                  f"{LISTING_ORDER})")
 """The order pages list products in, with the folded names a name search reads: a page is
 found in the index alone, whatever its depth and filter."""
@@ -131,7 +132,7 @@ def _drop_old_listing_indexes(db: sqlite3.Connection) -> None:
     """Drop :data:`OLD_LISTING_INDEXES` once the current listing index is there (not made:
     a full disk, a read-only store; the old one then still serves name search's reads)."""
     names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    if "products_listing_folded" not in names:
+    if LISTING_INDEX_NAME not in names:
         return
     for old in OLD_LISTING_INDEXES:
         if old in names:
