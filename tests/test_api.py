@@ -2304,6 +2304,21 @@ def _answer(sent: list[dict]) -> tuple[int, dict[str, str], bytes]:
     return start["status"], headers, b"".join(m.get("body", b"") for m in bodies)
 
 
+def _held(monkeypatch, module, name: str) -> tuple[threading.Event, threading.Event]:
+    """Replace ``module.name`` by a version that says it was reached, then waits to be let
+    go (``reached``, ``go``) before it does its work."""
+    reached, go = threading.Event(), threading.Event()
+    real = getattr(module, name)
+
+    def held(*args, **kwargs):
+        reached.set()
+        go.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, held)
+    return reached, go
+
+
 def _watch_writes(monkeypatch) -> tuple[list, threading.Event]:
     """What each of the service's writes ended with (None: done; else its exception), and an
     event set as one ends: its worker thread runs on after the request is answered."""
@@ -2344,16 +2359,9 @@ def test_a_write_cut_off_by_the_server_stopping_before_its_change_changes_nothin
     count = client.get("/healthz").json()["products"]
     photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
     body, kind = _photo_form({"product_id": "cut-off-1", "name": "Cortado"}, photo)
-    reached, go = threading.Event(), threading.Event()
     ended, done = _watch_writes(monkeypatch)
-    checked = vitrine.service.check_manifest
-
-    def slow_check(*args, **kwargs):  # (the thread still on its way to the store)
-        reached.set()
-        go.wait(60)
-        return checked(*args, **kwargs)
-
-    monkeypatch.setattr(vitrine.service, "check_manifest", slow_check)
+    # (the thread still on its way to the store)
+    reached, go = _held(monkeypatch, vitrine.service, "check_manifest")
 
     async def answered_then_go_on(sent):
         import asyncio
@@ -2429,15 +2437,7 @@ def test_a_write_cut_off_by_the_server_stopping_after_its_change_says_it_was_sav
     ended, done = _watch_writes(monkeypatch)
 
     # cut off once the change was made (the thread on its way to the answer)
-    reached, go = threading.Event(), threading.Event()
-    shown = vitrine.api.product_out
-
-    def slow_answer(*args, **kwargs):
-        reached.set()
-        go.wait(60)
-        return shown(*args, **kwargs)
-
-    monkeypatch.setattr(vitrine.api, "product_out", slow_answer)
+    reached, go = _held(monkeypatch, vitrine.api, "product_out")
     sent = _cut_off(client.app, "POST", "/api/products", body, form, reached)
     go.set()
     status, headers, answer = _answer(sent)
@@ -2451,15 +2451,7 @@ def test_a_write_cut_off_by_the_server_stopping_after_its_change_says_it_was_sav
 
     # cut off while the change is being made: the answer waits for it, then says it
     done.clear()
-    reached, go = threading.Event(), threading.Event()
-    saved_photo = vitrine.service.save_photo
-
-    def slow_save(*args, **kwargs):
-        reached.set()
-        go.wait(60)
-        return saved_photo(*args, **kwargs)
-
-    monkeypatch.setattr(vitrine.service, "save_photo", slow_save)
+    reached, go = _held(monkeypatch, vitrine.service, "save_photo")
 
     async def waited(sent):
         await asyncio.sleep(0.2)
@@ -2477,15 +2469,8 @@ def test_a_write_cut_off_by_the_server_stopping_after_its_change_says_it_was_sav
 
     # a DELETE cut off after its change: deleted, said so
     done.clear()
-    reached, go = threading.Event(), threading.Event()
-    removed = vitrine.service._remove_orphan
-
-    def slow_cleanup(*args, **kwargs):  # (after the change: the photo's cleanup)
-        reached.set()
-        go.wait(60)
-        return removed(*args, **kwargs)
-
-    monkeypatch.setattr(vitrine.service, "_remove_orphan", slow_cleanup)
+    # (after the change: the photo's cleanup)
+    reached, go = _held(monkeypatch, vitrine.service, "_remove_orphan")
     sent = _cut_off(client.app, "DELETE", "/api/products/cut-off-3", b"", auth, reached)
     go.set()
     status, _, answer = _answer(sent)

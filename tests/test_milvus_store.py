@@ -215,27 +215,38 @@ def test_pages_list_names_as_a_reader_sorts_them(mstore, tmp_path):
     sorted in here, from the order read and from the order kept, and the same as the
     embedded store's for the same products."""
     check_pages_list_names_as_a_reader_sorts_them(mstore)
-    embedded = open_store(tmp_path / "e", create=True)
+    embedded = _embedded_as_mstore(tmp_path)
     try:
-        embedded.set_manifest(MANIFEST)
-        embedded.upsert([record("a", unit(1, 0)), record("b", unit(1, 0.2)),  # as mstore
-                         record("c", unit(0, 1), category="d"),
-                         record("e", unit(1, 1), category="d")])
         odd = {"t1": "Tab\tname", "t0": "Tab", "s1": "Straße", "s0": "strasse", "n0": "",
                "o2": "o\u0301culos", "o3": "ÓCULOS", "d9": "Bolsa 10", "d2": "Bolsa 9"}
         made = [record(pid, unit(1, 0.5), category="acessórios", name=name)
                 for pid, name in {**READER_NAMES, **odd}.items()]
         for store in (embedded, mstore):
             store.upsert(made)
-        for ask in ({}, {"category": "acessórios"}, {"query": "o"}):
-            for limit, offset in ((100, 0), (2, 2), (3, 10)):
-                want = [p.product_id for p in embedded.list_products(
-                    limit=limit, offset=offset, **ask)]
-                got = [p.product_id for p in mstore.list_products(
-                    limit=limit, offset=offset, **ask)]
-                assert got == want, (ask, limit, offset)
+        _same_pages(embedded, mstore, ({}, {"category": "acessórios"}, {"query": "o"}),
+                    ((100, 0), (2, 2), (3, 10)))
     finally:
         embedded.close()
+
+
+def _embedded_as_mstore(tmp_path):
+    """An embedded store holding what the ``mstore`` fixture holds."""
+    embedded = open_store(tmp_path / "e", create=True)
+    embedded.set_manifest(MANIFEST)
+    embedded.upsert([record("a", unit(1, 0)), record("b", unit(1, 0.2)),
+                     record("c", unit(0, 1), category="d"), record("e", unit(1, 1), category="d")])
+    return embedded
+
+
+def _same_pages(embedded, mstore, asks, pages) -> None:
+    """Each of ``asks`` (list_products filters) at each (limit, offset) of ``pages`` lists
+    the same products in the same order on both stores."""
+    for ask in asks:
+        for limit, offset in pages:
+            want = [p.product_id for p in embedded.list_products(
+                limit=limit, offset=offset, **ask)]
+            got = [p.product_id for p in mstore.list_products(limit=limit, offset=offset, **ask)]
+            assert got == want, (ask, limit, offset)
 
 
 ODD_IDS = ['a"b', "a\\b", "it's", "ç/ã", 'a\\"b', '"', "calçados/sandália 1.jpg"]
@@ -688,10 +699,7 @@ def test_name_search_on_the_order_kept_matches_the_embedded_store(mstore, tmp_pa
     import vitrine.store.milvus_store as module
 
     monkeypatch.setattr(module, "ORDER_TTL_S", 3600.0)
-    embedded = open_store(tmp_path / "e", create=True)
-    embedded.set_manifest(MANIFEST)
-    embedded.upsert([record("a", unit(1, 0)), record("b", unit(1, 0.2)),  # as mstore
-                     record("c", unit(0, 1), category="d"), record("e", unit(1, 1), category="d")])
+    embedded = _embedded_as_mstore(tmp_path)
     names = ["Relógio Dourado", "RELOGIO prata", "Açaí", "café\nDE couro", "Straße",
              "Sandália", "sandalia", "ÉCLAIR", "b", "Zebra", "relógio", "A\u0301gua"]
     cats = ["c", "d", "Calçados", "calcados", "d"]
@@ -708,13 +716,7 @@ def test_name_search_on_the_order_kept_matches_the_embedded_store(mstore, tmp_pa
             {"query": "agua"}, {"category": "d"}, {"category": "calcados", "query": "a"},
             {"category": "Calçados", "query": "SANDALIA"}, {"category": "none"}]
     for _ in range(2):  # read, then kept
-        for ask in asks:
-            for limit, offset in ((100, 0), (3, 2), (5, 40)):
-                want = [p.product_id for p in embedded.list_products(
-                    limit=limit, offset=offset, **ask)]
-                got = [p.product_id for p in mstore.list_products(
-                    limit=limit, offset=offset, **ask)]
-                assert got == want, (ask, limit, offset)
+        _same_pages(embedded, mstore, asks, ((100, 0), (3, 2), (5, 40)))
     assert len(scans) == 1  # the whole catalogue's order, read once
     embedded.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,14 @@ from vitrine.errors import ImageError
 from vitrine.evaluate import precision_at_k
 from vitrine.recommend import ProductNotFound, Recommender
 from vitrine.store import open_store
+
+
+def loafer(catalog: Path) -> Path:
+    """The photo of loafer 10308, whose screenshots the whole page's search placed after
+    heels and trainers."""
+    with open(catalog / "products.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["product_id"] == "10308")
+    return catalog / row["image"]
 
 
 @pytest.fixture
@@ -52,9 +61,7 @@ def test_a_screenshot_of_a_product_finds_it_first(rec, small_catalog, colour):
     saw: loafer 10308's screenshot found it 7th to 13th (heels and trainers first). The
     product cut out of the page is searched for as well, each product keeping its better
     score: it comes first; the stored photo itself still matches itself at 1.0."""
-    with open(small_catalog / "products.csv", newline="") as fh:
-        row = next(r for r in csv.DictReader(fh) if r["product_id"] == "10308")
-    photo = small_catalog / row["image"]
+    photo = loafer(small_catalog)
     for fmt in ("JPEG", "PNG"):
         matches, _ = rec.search_image_guess(phone_screenshot(photo, colour, fmt), 5)
         assert matches[0].product.product_id == "10308", (fmt, matches)
@@ -69,16 +76,14 @@ def test_a_screenshot_is_guessed_from_the_view_that_matched_best(rec, small_cata
     """A trained model's category guess reads the query vector: of a screenshot, the product
     cut out of the page (its best match scored higher than the whole page's); of a photo with
     no frame, its one vector."""
-    with open(small_catalog / "products.csv", newline="") as fh:
-        row = next(r for r in csv.DictReader(fh) if r["product_id"] == "10308")
-    shot = phone_screenshot(small_catalog / row["image"], (255, 255, 255), "PNG")
+    shot = phone_screenshot(loafer(small_catalog), (255, 255, 255), "PNG")
     views = rec.embedder.embed_query(shot)
     assert len(views) == 2
     seen = []
     monkeypatch.setattr(rec.embedder, "guess_category", lambda v: seen.append(v))
     rec.search_image_guess(shot, 5)
     assert np.allclose(seen[-1], views[1], atol=1e-5)
-    plain = small_catalog / row["image"]
+    plain = loafer(small_catalog)
     assert len(rec.embedder.embed_query(plain)) == 1
     rec.search_image_guess(plain, 5)
     assert np.allclose(seen[-1], rec.embedder.embed_image(plain), atol=1e-6)
@@ -146,11 +151,9 @@ def test_a_screenshot_of_a_shopping_app_finds_its_product_first(rec, small_catal
     around the photo: its edges were not one colour, no frame was found, and the page was
     searched whole (loafer 10308 came after others). The photo is found among them and
     searched for as well: the product comes first."""
-    with open(small_catalog / "products.csv", newline="") as fh:
-        row = next(r for r in csv.DictReader(fh) if r["product_id"] == "10308")
     colour = (18, 18, 18) if app == "dark" else (255, 255, 255)
     for fmt in ("JPEG", "PNG"):
-        shot = phone_screenshot(small_catalog / row["image"], colour, fmt, app=app)
+        shot = phone_screenshot(loafer(small_catalog), colour, fmt, app=app)
         assert len(rec.embedder.embed_query(shot)) == 2
         matches, _ = rec.search_image_guess(shot, 5)
         assert matches[0].product.product_id == "10308", (fmt, matches)

@@ -444,7 +444,8 @@ def test_search_page_copes_with_arrows_failures_back_and_phones(browser, base_ur
     updated, the server's error, no connection), not "try another photo"; a search without
     a photo says so in the page's words; Back to the page searches its photo again; and on a
     phone the results come into view below the photo's preview."""
-    context = browser.new_context(viewport={"width": 375, "height": 667}, is_mobile=True)
+    high = 667  # (a phone's screen)
+    context = browser.new_context(viewport={"width": 375, "height": high}, is_mobile=True)
     page = context.new_page()
     sent: list[str] = []
     page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
@@ -458,7 +459,7 @@ def test_search_page_copes_with_arrows_failures_back_and_phones(browser, base_ur
     page.locator("#results li.card").first.wait_for(timeout=30_000)
     page.wait_for_timeout(300)  # the scroll
     top = page.evaluate("document.getElementById('results').getBoundingClientRect().top")
-    assert -1 < top < 667, top  # below the preview, brought into view
+    assert -1 < top < high, top  # below the preview, brought into view
     assert len(sent) == 1
 
     field = page.locator("#search-category")
@@ -481,8 +482,8 @@ def test_search_page_copes_with_arrows_failures_back_and_phones(browser, base_ur
                       document.activeElement.getBoundingClientRect().top,
                       document.getElementById('results').getBoundingClientRect().top]"""
     focused, top, results_top = page.evaluate(where)
-    assert focused == "search-category" and 0 <= top < 667 - 44, (top, results_top)
-    assert results_top < 667, results_top
+    assert focused == "search-category" and 0 <= top < high - 44, (top, results_top)
+    assert results_top < high, results_top
     page.evaluate("window.scrollTo(0, 0)")
     page.locator("#photo").focus()
     again = tmp_path / "again.jpg"  # (the same file again is no change)
@@ -494,8 +495,8 @@ def test_search_page_copes_with_arrows_failures_back_and_phones(browser, base_ur
     page.wait_for_timeout(300)
     focused, top, results_top = page.evaluate(where)
     # (the results begin below the screen: brought up no further than keeps the field seen)
-    assert focused == "photo" and 0 <= top < 667 - 44, (top, results_top)
-    assert top < results_top < 667 - 40, (top, results_top)
+    assert focused == "photo" and 0 <= top < high - 44, (top, results_top)
+    assert top < results_top < high - 40, (top, results_top)
     assert len(sent) == 3, sent
     # a photo chosen by a tap (a field focused so shows no ring): the results come into view
     # as before (kept for the focused field, they stayed below a 320-px phone: helper-191)
