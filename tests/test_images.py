@@ -1082,3 +1082,22 @@ def test_a_product_split_by_a_light_gap_is_cut_out_whole_and_one_at_the_edge_too
     at_top = Image.new("RGB", (600, 1000), (255, 255, 255))
     at_top.paste(_shoe(300, 300), (150, 0))
     assert framed_product(at_top) is not None
+
+
+def test_page_colours_are_the_medians_numpy_gives():
+    """The colour of a band and of each row's edge, counted per channel instead of sorted
+    (faster), is numpy's median rounded: odd and even counts, ties, all one value, each
+    width of row edge."""
+    from vitrine.images import _median_colour, _plain_rows
+
+    rng = np.random.default_rng(7)
+    for count in (1, 2, 3, 4, 5, 64, 65, 1000):
+        for pixels in (rng.integers(0, 256, (count, 3), dtype=np.uint8),
+                       rng.integers(100, 103, (count, 3), dtype=np.uint8),
+                       np.full((count, 3), 9, np.uint8)):
+            want = np.median(pixels, axis=0).round().astype(np.uint8)
+            assert _median_colour(pixels).tolist() == want.tolist(), (count, pixels[:4])
+    for ring in range(1, 9):
+        arr = rng.integers(0, 256, (40, ring + 3, 3), dtype=np.uint8)
+        want = np.median(arr[:, :ring], axis=1).round().astype(np.uint8)
+        assert _plain_rows(arr, ring, 10, 2)[1].tolist() == want.tolist(), ring

@@ -769,7 +769,22 @@ def _dominant_colour(arr: np.ndarray, tolerance: int) -> np.ndarray:
     middle = np.array([(top >> 10) * 8 + 4, (top >> 5 & 31) * 8 + 4, (top & 31) * 8 + 4],
                       np.uint8)
     near = ~_differs(arr, middle, tolerance)
-    return np.median(arr[near], axis=0).round().astype(np.uint8)
+    return _median_colour(arr[near])
+
+
+def _median_colour(pixels: np.ndarray) -> np.ndarray:
+    """Each channel's median of ``pixels`` (... x 3, 8 bits), rounded, as
+    ``np.median(..., axis=0).round()`` gives it, from each channel's counts: numpy's sort
+    of every band of a page took a third of the time a photo's search spent looking for the
+    product's photo (0.5 ms for a 130 x 170 band)."""
+    flat = pixels.reshape(-1, 3)
+    middle = ((len(flat) + 1) // 2, len(flat) // 2 + 1)  # the two middle ranks (one if odd)
+    out = np.empty(3, np.uint8)
+    for channel in range(3):
+        below = np.bincount(flat[:, channel], minlength=256).cumsum()
+        low, high = np.searchsorted(below, middle)
+        out[channel] = np.round((int(low) + int(high)) / 2)
+    return out
 
 
 def product_box(arr: np.ndarray, *, tolerance: int = FRAME_TOLERANCE,
@@ -823,7 +838,7 @@ def product_box(arr: np.ndarray, *, tolerance: int = FRAME_TOLERANCE,
                                                and strokes >= TEXT_STROKES):
             continue  # a line of text, a paragraph, an icon
         pixels = arr[start:end, left:right]
-        own = np.median(pixels.reshape(-1, 3), axis=0).round().astype(np.uint8)
+        own = _median_colour(pixels)
         if box_h < BAR_HEIGHT * short and box_w >= BAR_WIDTH * width and ink > 0.9 \
                 and _differs(pixels, own, tolerance).mean() < 0.4:
             continue  # a bar or a button: a wide, low block, most of it one colour
@@ -873,7 +888,10 @@ def _plain_rows(arr: np.ndarray, ring: int, tolerance: int,
     """Which rows of ``arr`` are all the colour of their first ``ring`` pixels (a bar's, a
     photo's plain backdrop), within ``tolerance``, but for at most ``noise`` pixels; and that
     colour, a row (H x 3)."""
-    level = np.median(arr[:, :ring], axis=1).round().astype(np.uint8)[:, None, :]
+    ordered = np.sort(arr[:, :ring], axis=1)  # (each row's median: np.median's partition of
+    # each row's few pixels cost more than a sort)
+    level = np.round((ordered[:, (ring - 1) // 2].astype(np.uint16) + ordered[:, ring // 2])
+                     / 2).astype(np.uint8)[:, None, :]
     return _differs(arr, level, tolerance).sum(axis=1) <= noise, level[:, 0]
 
 
