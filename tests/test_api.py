@@ -2525,3 +2525,45 @@ def test_a_category_written_as_the_store_has_it_in_another_case_joins_it(writabl
     assert refused.status_code == 422, refused.text
     assert "'SALTO_FEMININO' and 'salto_feminino'" in refused.json()["detail"]
     assert client.get("/api/products/s3").status_code == 404
+
+
+def test_two_uploads_of_a_new_category_in_two_spellings_at_once_make_one(
+        writable, small_catalog, rows, monkeypatch):
+    """Two products of a category the store did not have, sent at once as "Lâmpada" and
+    "lampada": each looked for the category before either was written, found none, and the
+    two were stored apart (twins the pages list twice). The second joins the first's."""
+    import vitrine.service
+
+    client, _ = writable
+    auth = {"Authorization": f"Bearer {KEY}"}
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    checked, both_checked = [], threading.Event()
+    real_check = vitrine.service._check_fits
+
+    def check_fits(*args, **kwargs):  # (each upload, its category looked up, before its write)
+        checked.append(1)
+        if len(checked) == 2:
+            both_checked.set()
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(vitrine.service, "_check_fits", check_fits)
+    reached, go = _held(monkeypatch, vitrine.service, "save_photo")  # the first, writing
+    answers = {}
+
+    def add(pid, category):
+        answers[pid] = client.post("/api/products", headers=auth, files=_upload(photo),
+                                   data={"product_id": pid, "category": category})
+
+    first = threading.Thread(target=add, args=("l1", "Lâmpada"))
+    first.start()
+    assert reached.wait(60)
+    second = threading.Thread(target=add, args=("l2", "lampada"))
+    second.start()
+    assert both_checked.wait(60)  # the second looked before the first was written
+    go.set()
+    for thread in (first, second):
+        thread.join(60)
+    assert answers["l1"].status_code == answers["l2"].status_code == 201, answers
+    assert {a.json()["category"] for a in answers.values()} == {"Lâmpada"}
+    options = re.findall(r'<option value="([^"]*)"', client.get("/search").text)
+    assert [o for o in options if o.casefold().startswith(("lâ", "la"))] == ["Lâmpada"]

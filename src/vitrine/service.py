@@ -504,8 +504,9 @@ class VitrineService:
     def add_product(self, fields: NewProduct, data: bytes) -> tuple[StoredProduct, bool]:
         """Store a product with its photo (replacing one with the same id); returns it and
         whether it is new. The photo is saved as ``STORE/uploads/<sha256><ext>``."""
+        sent = fields.category
         fields = dataclasses.replace(fields, category=self._edited_category(  # (a product
-            fields.product_id, fields.category))  # replaced may respell its own, as a PATCH)
+            fields.product_id, sent))  # replaced may respell its own, as a PATCH)
         _check_fits(self.store, Product(  # before the model's work (the photo's path aside)
             product_id=fields.product_id, image=Path(), category=fields.category,
             name=fields.name, price=fields.price, description=fields.description))
@@ -523,6 +524,12 @@ class VitrineService:
                           uploaded=True)
         with self._writer() as writer:
             check_manifest(writer, self.embedder, refused=self._model_refused)
+            # (read again once the writes before are in: two uploads of a new category in
+            # two spellings at once each found none and made twins; the first read refused
+            # a bad one before the model's work)
+            if (category := self._edited_category(fields.product_id, sent)) \
+                    != product.category:
+                product = dataclasses.replace(product, category=category)
             previous = stored_product(writer, fields.product_id)
             if previous is not None:  # replaced under the id as the store spells it
                 product = dataclasses.replace(product, product_id=previous.product_id)
@@ -548,10 +555,10 @@ class VitrineService:
         ``changes``) and keep its photo and vector. A catalogue product keeps being one:
         the next ``vitrine index`` of its table, which is where its fields come from, sets
         them back to the table's values."""
-        if changes.get("category"):
-            changes = {**changes, "category": self._edited_category(product_id,
-                                                                     changes["category"])}
         with self._writer() as writer:
+            if changes.get("category"):  # (read with the writes before it in, as an upload)
+                changes = {**changes, "category": self._edited_category(product_id,
+                                                                         changes["category"])}
             current = stored_product(writer, product_id)
             if current is None:
                 raise ProductNotFound(product_id)
@@ -609,9 +616,9 @@ class VitrineService:
             finally:
                 writer.close()
         finally:
-            self._write_lock.release()
-            with self._store_lock:
+            with self._store_lock:  # (before the next write reads them)
                 self._forget_categories()  # the counts may have changed
+            self._write_lock.release()
 
     def _open_writer(self) -> VectorStore:
         """The store opened again to write through. A store whose database is no longer where
