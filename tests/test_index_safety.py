@@ -744,6 +744,23 @@ def test_index_names_products_whose_table_category_overrides_the_folder(shop_a, 
 
     said = index_lines(report, 10_000, "store")
     assert f"ones: {folder.upper()!r} (1) and {folder!r} (1)" in " ".join(said)
+    # a product added through the API keeps its category's old spelling when the catalogue
+    # renames it ("Relógio" for "relogio"): the pages list both, so index says so too
+    row = next(r for r in rows if r["category"].casefold().replace(" ", "_") not in (
+        folder.casefold(), spaced.replace(" ", "_")))
+    renamed = row["category"].capitalize()  # (the API's product keeps the old spelling)
+    db = open_store(tmp_path / "store")
+    photo = catalog / row["image"]
+    db.upsert([Record(Product("api-1", photo, renamed, name="API", uploaded=True),
+                      "0" * 64, "0" * 16, b"\0" * 768, embedder.embed_image(photo))])
+    db.close()
+    report = _index(catalog, tmp_path / "store", embedder)
+    assert report.uploaded == 1
+    assert [{"category": renamed, "products": 1},
+            {"category": row["category"],
+             "products": sum(r["category"] == row["category"] for r in rows)}
+            ] in report.category_twins
+    assert len(report.category_twins) == 3  # (the catalogue's two still said)
 
 
 def test_catalogue_photos_named_like_uploads_stay_the_catalogues(demo_catalog, settings,

@@ -490,12 +490,19 @@ def category_twins(products: list[Product]) -> list[list[dict]]:
     is kept as written), each group with its products counted: the pages showed two
     categories of one name, and a filter by one left out the other's products
     (helper-179)."""
-    counts: dict[str, dict[str, int]] = {}
+    counts: dict[str, int] = {}
     for product in products:
-        group = counts.setdefault(category_key(product.category), {})
-        group[product.category] = group.get(product.category, 0) + 1
+        counts[product.category] = counts.get(product.category, 0) + 1
+    return counted_twins(counts)
+
+
+def counted_twins(counts: dict[str, int]) -> list[list[dict]]:
+    """:func:`category_twins` of categories counted already (a store's)."""
+    groups: dict[str, dict[str, int]] = {}
+    for category, count in counts.items():
+        groups.setdefault(category_key(category), {})[category] = count
     return sorted(([{"category": c, "products": n} for c, n in sorted(group.items())]
-                   for group in counts.values() if len(group) > 1),
+                   for group in groups.values() if len(group) > 1),
                   key=lambda twins: twins[0]["category"])
 
 

@@ -23,6 +23,7 @@ from vitrine.catalog import (
     category_form,
     category_problem,
     category_twins,
+    counted_twins,
     id_problem,
     recategorised,
 )
@@ -305,6 +306,10 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                      commit_every)
 
     report.removed = store.delete(remove)
+    if shard is None and uploaded:  # the store's twins, the API's products in them (a
+        # folder renamed "Relógio" while products sent as "relogio" keep theirs: the pages
+        # listed both, and index said nothing)
+        report.category_twins = counted_twins(store.categories())
     report.photos_read = hashes.read
     if shard is None and store.exclusive_writer:
         report.orphan_photos = _prune_orphan_photos(store, uploads)  # own uploads/ only
