@@ -484,6 +484,14 @@ def categories_by_key(known: Iterable[str]) -> dict[str, list[str]]:
     return keyed
 
 
+def named_alike(category: str, keyed: dict[str, list[str]]) -> list[str]:
+    """The categories of ``keyed`` (:func:`categories_by_key`) that ``category`` names in
+    another case, without accents or with spaces for underscores; none for one that is only
+    underscores or spaces ("_" is no other spelling of "no category")."""
+    key = category_key(category)
+    return keyed.get(key, []) if key else []
+
+
 def category_twins(products: list[Product]) -> list[list[dict]]:
     """The catalogue's categories that differ only in case, accents or spaces against
     underscores ("Relogio_Feminino" beside the folder "relogio_feminino": a table's category

@@ -325,13 +325,13 @@ def check_category(rec, category: str | None) -> str | None:
     the store's categories (a typo would otherwise look like 'no similar products')."""
     if category is None:
         return None
-    from vitrine.catalog import category_key, stored_category
+    from vitrine.catalog import categories_by_key, named_alike, stored_category
 
     known = rec.store.categories()
     category = stored_category(category, known)
     if category in known:
         return category
-    alike = [c for c in known if category_key(c) == category_key(category)]
+    alike = named_alike(category, categories_by_key(known))
     if len(alike) == 1:
         return alike[0]
     if alike:

@@ -34,8 +34,8 @@ import numpy as np
 from vitrine.catalog import (
     Product,
     categories_by_key,
-    category_key,
     first_of_each_form,
+    named_alike,
     one_form,
     stored_category,
 )
@@ -334,9 +334,7 @@ class VitrineService:
             category = stored_category(category, *self._derived(first_of_each_form))
         if self.has_category(category):
             return category, True, [category]
-        if not (key := category_key(category)):
-            return category, False, []  # ("_": no other spelling of "no category")
-        alike = self._derived(categories_by_key)[1].get(key, [])
+        alike = named_alike(category, self._derived(categories_by_key)[1])
         return (alike[0], True, alike) if len(alike) == 1 else (category, False, alike)
 
     def written_category(self, category: str) -> str:
