@@ -722,17 +722,15 @@ pixels on its longer side: a 1170 x 2532 PNG screenshot took 110 ms at full size
 upload would have taken seconds and int16 copies of hundreds of MB."""
 
 
-def framed_product(img: Image.Image, *, tolerance: int = FRAME_TOLERANCE,
-                   min_frame: float = MIN_FRAME, margin: float = FRAME_MARGIN,
-                   max_side: int | None = None) -> Image.Image | None:
+def framed_product(img: Image.Image, *, max_side: int | None = None) -> Image.Image | None:
     """The product inside a wide uniform frame (a phone screenshot: the photo in the middle of a
     tall white or black page, with or without an app's bars, text and buttons around it),
-    cut out and centred on a square of the colour around it with a ``margin``; None when the
-    photo has no such frame (:func:`product_box`)."""
+    cut out and centred on a square of the colour around it with :data:`FRAME_MARGIN`; None
+    when the photo has no such frame (:func:`product_box`)."""
     img = img if img.mode == "RGB" else img.convert("RGB")
     factor = max(1, max(img.size) // FRAME_SIDE)
     arr = np.asarray(img.reduce(factor) if factor > 1 else img)
-    found = product_box(arr, tolerance=tolerance, min_frame=min_frame)
+    found = product_box(arr)
     if found is None:
         return None
     (left, top, right, bottom), colour = found
@@ -742,7 +740,7 @@ def framed_product(img: Image.Image, *, tolerance: int = FRAME_TOLERANCE,
         right = min(img.width, (right + 1) * factor)
         bottom = min(img.height, (bottom + 1) * factor)
     box_w, box_h = right - left, bottom - top
-    side = round(max(box_w, box_h) * (1 + 2 * margin))
+    side = round(max(box_w, box_h) * (1 + 2 * FRAME_MARGIN))
     crop_box = (left, top, right, bottom)
     if max_side and side > max_side:  # made at most ``max_side`` square, scaled as cut out
         # (a 40-megapixel PNG 16 times as wide as high made a square of 500 megapixels,
@@ -787,20 +785,18 @@ def _median_colour(pixels: np.ndarray) -> np.ndarray:
     return out
 
 
-def product_box(arr: np.ndarray, *, tolerance: int = FRAME_TOLERANCE,
-                min_frame: float = MIN_FRAME) -> tuple[tuple[int, int, int, int],
-                                                       np.ndarray] | None:
+def product_box(arr: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
     """Where the product photo of a page is in ``arr`` (H x W x 3, 8 bits): its box (left,
     top, right, bottom) and the colour to put around it; None when the picture has no frame.
 
     The page's colour is its most common one. Rows that are that colour, or all one colour
-    (an app bar's or a photo's plain backdrop), within ``tolerance`` and but for
+    (an app bar's or a photo's plain backdrop), within :data:`FRAME_TOLERANCE` and but for
     :data:`FRAME_NOISE` of their pixels, separate the page into bands of content: a status
     bar's clock, an app bar's title, the photo, the product's name and price, a button, a
     navigation bar's icons. The photo is the band with the most pixels off the page's
     colour among those that are neither a line of text (lower than :data:`BAND_MIN_HEIGHT`
     of the width, or strokes over less than :data:`BAND_MIN_INK` of its box) nor a flat bar
-    or button (low, and most of it one colour). Its box must leave ``min_frame`` of the
+    or button (low, and most of it one colour). Its box must leave :data:`MIN_FRAME` of the
     width and of the height to the page, or, on a page as tall as a phone's with other bands
     of content, of the height (a photo the whole width of the screen, its name, price and
     bars around it)."""
@@ -809,13 +805,13 @@ def product_box(arr: np.ndarray, *, tolerance: int = FRAME_TOLERANCE,
         return None
     ring = max(1, width // 100)
     colour = _dominant_colour(np.concatenate([arr[:, :ring], arr[:, -ring:]], axis=1),
-                              tolerance)
-    differs = _differs(arr, colour, tolerance)
+                              FRAME_TOLERANCE)
+    differs = _differs(arr, colour, FRAME_TOLERANCE)
     if differs.mean() > 1 - MIN_PAGE_SHARE:
         return None  # a photo of a scene, a pattern: no page around anything
     noise = max(2, FRAME_NOISE * width)
     rows = differs.sum(axis=1)
-    plain, level = _plain_rows(arr, ring, tolerance, noise)
+    plain, level = _plain_rows(arr, ring, FRAME_TOLERANCE, noise)
     blank = rows <= noise
     separator = blank | plain
     edges = np.flatnonzero(np.diff(np.concatenate([[1], separator.astype(np.int8), [1]])))
@@ -840,7 +836,7 @@ def product_box(arr: np.ndarray, *, tolerance: int = FRAME_TOLERANCE,
         pixels = arr[start:end, left:right]
         own = _median_colour(pixels)
         if box_h < BAR_HEIGHT * short and box_w >= BAR_WIDTH * width and ink > 0.9 \
-                and _differs(pixels, own, tolerance).mean() < 0.4:
+                and _differs(pixels, own, FRAME_TOLERANCE).mean() < 0.4:
             continue  # a bar or a button: a wide, low block, most of it one colour
         boxes[-1] = (left, int(start), right, int(end))
         score = int(box.sum())
@@ -865,16 +861,16 @@ def product_box(arr: np.ndarray, *, tolerance: int = FRAME_TOLERANCE,
     # (rows of one colour, not the page's) are the photo's
     edge = level[top]
     while top > 0 and plain[top - 1] and not blank[top - 1] \
-            and not _differs(level[top - 1:top, None], edge, tolerance)[0, 0]:
+            and not _differs(level[top - 1:top, None], edge, FRAME_TOLERANCE)[0, 0]:
         top -= 1
     edge = level[bottom - 1]
     while bottom < height and plain[bottom] and not blank[bottom] \
-            and not _differs(level[bottom:bottom + 1, None], edge, tolerance)[0, 0]:
+            and not _differs(level[bottom:bottom + 1, None], edge, FRAME_TOLERANCE)[0, 0]:
         bottom += 1
     box_w, box_h = right - left, bottom - top
-    if min(box_w, box_h) < 8 or (height - box_h) < min_frame * height:
+    if min(box_w, box_h) < 8 or (height - box_h) < MIN_FRAME * height:
         return None
-    if (width - box_w) < min_frame * width:  # a photo the whole width: only on a phone's
+    if (width - box_w) < MIN_FRAME * width:  # a photo the whole width: only on a phone's
         # page, with other bands of content, and not at its top or bottom edge (a photo's
         # own backdrop there is no page)
         tall = height >= PHONE_ASPECT * width and len(bands) > 1
