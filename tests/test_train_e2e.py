@@ -98,6 +98,13 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path
     found = json.loads(run("search", photo, "--store", store, "--model", model, "--json",
                            env=env))
     assert found["results"][0]["score"] > 0.99  # the photo itself is indexed
+    # the pretrained backbone's resize set beside a trained model changes nothing: said
+    padded = run_subprocess("search", photo, "--store", store, "--model", model, "--json",
+                            env={**env, "VITRINE_RESIZE": "pad"})
+    assert padded.returncode == 0 and json.loads(padded.stdout)["results"] == found["results"]
+    assert " ".join(padded.stderr.split()) == (
+        "note: VITRINE_RESIZE applies to the pretrained backbone; the trained model (--model) "
+        "embeds with the backbone and resize it was trained with.")
     # the pretrained backbone must not write into (or search) a trained model's store
     mixed = run_subprocess("index", catalog, "--store", store, "--json", env=env)
     assert mixed.returncode == 2 and "different model" in mixed.stderr

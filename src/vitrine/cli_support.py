@@ -81,9 +81,7 @@ def read_settings(given: dict[str, tuple[str, object]] | None = None) -> Setting
     on stderr (:func:`vitrine.config.unknown_settings`)."""
     settings = load_settings(given)
     for note in unknown_settings():
-        if note not in _NOTED:
-            _NOTED.append(note)
-            err.print(note, markup=False, soft_wrap=True)
+        _note_once(note)
     return settings
 
 
@@ -123,7 +121,29 @@ def command_settings(weights: Path | None = None, model: Path | None = None, *,
         if why := not_a_model(settings.model):
             raise VitrineError(f"--model {why}" if model is not None else
                                f"setting VITRINE_MODEL={why}")
+        _note_once(trained_model_note(model is not None))
     return settings
+
+
+def trained_model_note(by_option: bool) -> str | None:
+    """A note for VITRINE_BACKBONE or VITRINE_RESIZE set while a trained model embeds: it
+    embeds with its own backbone and resize, and the setting changed nothing without a word
+    (VITRINE_RESIZE=pad gave the same vectors as crop)."""
+    named = [name for name in ("VITRINE_BACKBONE", "VITRINE_RESIZE")
+             if (env_value(name, "") or "").strip()]
+    if not named:
+        return None
+    source = "--model" if by_option else "VITRINE_MODEL"
+    return (f"note: {' and '.join(named)} {'apply' if len(named) > 1 else 'applies'} to the "
+            f"pretrained backbone; the trained model ({source}) embeds with the backbone and "
+            "resize it was trained with.")
+
+
+def _note_once(note: str | None) -> None:
+    """``note`` on stderr, once in this process."""
+    if note and note not in _NOTED:
+        _NOTED.append(note)
+        err.print(note, markup=False, soft_wrap=True)
 
 
 def json_line(data: dict) -> str:
