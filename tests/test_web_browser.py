@@ -189,6 +189,31 @@ def test_search_by_photo_with_the_file_picker(page, base_url, outside_photo):
     assert page.problems == []
 
 
+def test_the_language_toggle_keeps_the_photo_searched(page, base_url, outside_photo):
+    """The language toggle after a photo search showed the other language's empty search
+    page: the results gone, the photo to be chosen again. The page in the other language
+    searches the same photo, in the same category, again."""
+    page.goto(base_url + "/search")
+    page.select_option("#search-category", "x_tenis_masculino")
+    page.set_input_files("#photo", str(outside_photo))
+    page.locator("#results li.card").first.wait_for(timeout=30_000)
+    found = page.locator("#results .card-title").all_inner_texts()
+    page.click("a.lang-switch")
+    page.wait_for_url("**lang=en**")
+    page.locator("#results li.card").first.wait_for(timeout=30_000)
+    assert page.locator("label[for=photo]").inner_text() == "Choose a photo"
+    assert page.locator("#results .card-title").all_inner_texts() == found
+    assert page.input_value("#search-category") == "x_tenis_masculino"
+    assert page.evaluate("document.getElementById('photo').files[0].name") == \
+        outside_photo.name
+    assert page.locator(".preview").is_visible()
+    # the photo is not kept for a later visit: the page opened again searches nothing
+    page.goto(page.url)
+    page.wait_for_timeout(1_000)
+    assert page.locator("#results li.card").count() == 0
+    assert page.problems == []
+
+
 def test_a_photo_the_browser_cannot_draw_is_named_beside_its_results(page, base_url,
                                                                     outside_photo, tmp_path):
     """An iPhone's HEIC in Chromium (which draws no HEIC): the server reads it and finds its

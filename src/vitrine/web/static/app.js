@@ -333,6 +333,64 @@
   }
   restored();
   window.addEventListener("pageshow", restored);
+
+  // The language toggle after a photo search: the page in the other language searches the
+  // same photo again (the results were lost, the photo to be chosen again). A file cannot
+  // travel in an address: it is kept in this browser's IndexedDB until the next page takes
+  // it, at most CARRY_MS.
+  const CARRIED = "search";
+  const CARRY_MS = 60000;
+  function carriedStore(mode, use) {
+    return new Promise(function (resolve) {
+      let opening;
+      try {
+        opening = indexedDB.open("vitrine-carried", 1);
+      } catch (error) { resolve(null); return; }
+      opening.onupgradeneeded = function () { opening.result.createObjectStore("kept"); };
+      opening.onerror = opening.onblocked = function () { resolve(null); };
+      opening.onsuccess = function () {
+        const db = opening.result;
+        try {
+          const step = db.transaction("kept", mode);
+          const asked = use(step.objectStore("kept"));
+          step.oncomplete = function () { db.close(); resolve(asked ? asked.result : true); };
+          step.onerror = step.onabort = function () { db.close(); resolve(null); };
+        } catch (error) { db.close(); resolve(null); }
+      };
+    });
+  }
+  const toggle = document.querySelector("a.lang-switch");
+  if (toggle && window.indexedDB) {
+    toggle.addEventListener("click", async function (event) {
+      if (!shown || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey ||
+          event.altKey) return;  // (a new tab or window: this page stays as it is)
+      event.preventDefault();
+      const to = toggle.href;
+      await carriedStore("readwrite", function (store) {
+        store.put({ file: shown.file, category: shown.category, to: to, at: Date.now() },
+                  CARRIED);
+      });
+      window.location.assign(to);
+    });
+    carriedStore("readwrite", function (store) {
+      const found = store.get(CARRIED);
+      store.delete(CARRIED);
+      return found;
+    }).then(function (carried) {
+      if (!carried || !(carried.file instanceof Blob) || carried.to !== window.location.href ||
+          !(Date.now() - carried.at < CARRY_MS) || input.files.length) return;
+      try {
+        const files = new DataTransfer();
+        files.items.add(carried.file);
+        input.files = files.files;
+      } catch (error) { return; }  // (a browser that cannot set a file field)
+      if (category && typeof carried.category === "string" && !category.value) {
+        category.value = carried.category;
+        keepCategoryInToggle();
+      }
+      search(input.files[0], true);
+    });
+  }
   ["dragenter", "dragover"].forEach(function (name) {
     form.addEventListener(name, function (event) {
       event.preventDefault();
