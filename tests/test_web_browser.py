@@ -719,6 +719,41 @@ def test_link_names_are_words(page, base_url):
     assert page.get_by_role("link", name="Voltar ao catálogo", exact=True).count() == 1
 
 
+def test_large_text_reflows_without_sideways_scrolling(browser, base_url):
+    """WCAG 1.4.4 and 1.4.10 with the browser's own font size ("Very large", Android's text
+    scaling): the filter bar's and the grid's widths were in pixels, so "Limpar" went off a
+    740-px window, "Próxima" off a phone's screen and a score out of its card. Each page at
+    these sizes scrolls no wider than its window, and every control is inside it."""
+    import json
+    from urllib.request import urlopen
+
+    with urlopen(base_url + "/api/products?limit=11") as answer:
+        pid = json.load(answer)["products"][10]["product_id"]
+    for width, font, path in ((740, 24, "/?category=relogio_feminino"), (700, 32, "/"),
+                              (360, 24, "/"), (320, 24, "/?page=2"),
+                              (390, 28, f"/products/{pid}")):
+        context = browser.new_context(viewport={"width": width, "height": 800})
+        try:
+            page = context.new_page()
+            cdp = context.new_cdp_session(page)
+            cdp.send("Page.enable")
+            cdp.send("Page.setFontSizes", {"fontSizes": {"standard": font, "fixed": 13}})
+            page.goto(base_url + path)
+            assert page.evaluate("getComputedStyle(document.body).fontSize") == f"{font}px"
+            wide = page.evaluate("document.documentElement.scrollWidth")
+            assert wide <= width, (width, font, path, wide)
+            outside = page.evaluate("""(width) => [...document.querySelectorAll(
+                'a, button, input, select, .score')].filter(e => {
+                    const box = e.getBoundingClientRect();  // (cut by an edge; the skip
+                    // link waits wholly off the screen until focused)
+                    return box.width && ((box.left < width && box.right > width + 0.5) ||
+                                         (box.left < -0.5 && box.right > 0)); })
+                .map(e => e.textContent.trim() || e.outerHTML.slice(0, 60))""", width)
+            assert outside == [], (width, font, path)
+        finally:
+            context.close()
+
+
 def _rgb(css: str) -> tuple[float, ...]:
     return tuple(float(x) for x in re.findall(r"[\d.]+", css)[:3])
 
