@@ -276,11 +276,30 @@ def test_a_refused_file_is_the_newest_answer_and_shows_no_preview(page, base_url
     assert not page.locator(".preview").is_visible()
     assert page.locator("#results").get_attribute("aria-busy") is None
 
+    def said() -> tuple:  # the title, and whether and by what the photo field is refused
+        field = page.locator("#photo")
+        described = [page.locator(f"[id='{i}']").inner_text().strip()
+                     for i in (field.get_attribute("aria-describedby") or "").split()]
+        return page.title(), field.get_attribute("aria-invalid"), described
+
+    title, invalid, described = said()  # (as the page without the script says it)
+    assert (title, invalid) == ("Erro: Buscar por foto · Vitrine", "true")
+    assert "grande demais" in described[-1]
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"not a photo at all")
     page.set_input_files("#photo", str(corrupt))
     page.locator("#results [role=alert]").wait_for(timeout=30_000)
     page.wait_for_function("() => document.querySelector('.preview').hidden", timeout=5_000)
+    title, invalid, described = said()  # (the server's refusal)
+    assert (title, invalid) == ("Erro: Buscar por foto · Vitrine", "true")
+    assert described[-1] == page.locator("#results [role=alert]").inner_text().strip()
+    page.set_input_files("#photo", str(outside_photo))
+    page.locator("#results li.card").first.wait_for(timeout=30_000)
+    title, invalid, described = said()
+    assert (title, invalid, len(described)) == (
+        "Resultados · Buscar por foto · Vitrine", None, 1)
+    page.set_input_files("#photo", str(corrupt))
+    page.locator("#results [role=alert]").wait_for(timeout=30_000)
 
     page.select_option("#search-category", "relogio_masculino")
     toggle = page.locator("a.lang-switch").get_attribute("href")

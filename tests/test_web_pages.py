@@ -451,6 +451,12 @@ def test_search_form_works_without_javascript(client, rows, small_catalog):
     bad = client.post("/search", params={"fragment": 1},
                       files={"image": ("q.jpg", b"not a photo", "image/jpeg")})
     assert bad.status_code == 400 and 'role="alert"' in bad.text and "JPEG" in bad.text
+    # the whole page (no script): the photo field refused, described by the sentence
+    bad = client.post("/search", files={"image": ("q.jpg", b"not a photo", "image/jpeg")})
+    field = re.search(r'<input id="photo"[^>]*>', bad.text)[0]
+    assert 'aria-invalid="true"' in field and 'aria-describedby="photo-formats photo-error"' \
+        in field and 'id="photo-error" role="alert"' in bad.text
+    assert 'aria-invalid' not in re.search(r'<input id="photo"[^>]*>', page.text)[0]
 
 
 def test_a_search_answered_before_its_form_is_read_keeps_the_category(

@@ -31,13 +31,35 @@
     status.textContent = text;
   }
 
-  function showMessage(text, isError) {
+  // The page's title says what it shows, as the server's own pages do ("Erro: …",
+  // "Resultados · …"), and the photo field is marked invalid, described by the sentence,
+  // while the photo is what was refused (a screen reader back on the field hears why).
+  const formats = "photo-formats";
+  function titled(state) {
+    document.title = state === "results" ? form.dataset.titleResults
+      : state === "error" ? form.dataset.titleError : form.dataset.title;
+  }
+  function photoRefused(refused) {
+    const alert = refused && results.querySelector("[role=alert]");
+    if (alert) {
+      alert.id = "photo-error";
+      input.setAttribute("aria-invalid", "true");
+      input.setAttribute("aria-describedby", formats + " photo-error");
+    } else {
+      input.removeAttribute("aria-invalid");
+      input.setAttribute("aria-describedby", formats);
+    }
+  }
+
+  function showMessage(text, isError, photoFault) {
     const p = document.createElement("p");
     p.className = isError ? "message error" : "message";
     if (isError) p.setAttribute("role", "alert");
     p.textContent = text;
     results.replaceChildren(p);
     announce(isError ? "" : text);
+    titled(isError ? "error" : "");
+    photoRefused(isError && photoFault);
   }
 
   // How many products were found and what the page says beside them (the category the photo
@@ -96,7 +118,7 @@
     sending = null;
     results.removeAttribute("aria-busy");
     hidePreview();
-    showMessage(text, true);
+    showMessage(text, true, true);
     reveal();  // (below a phone's screen, a tap seemed to do nothing: helper-225)
   }
 
@@ -236,19 +258,23 @@
       const type = response.headers.get("content-type") || "";
       const html = type.startsWith("text/html") ? await response.text() : null;
       if (ticket !== latest) return;
+      // (the photo refused: not the server busy, stopping or failing)
+      const refused = response.status >= 400 && response.status < 500 && response.status !== 409;
       if (response.status === 413) {
-        showMessage(form.dataset.tooLarge, true);
+        showMessage(form.dataset.tooLarge, true, true);
       } else if (html !== null) {
         // The fragment is rendered (and escaped) by the server's own template.
         results.innerHTML = html;
         announce(summary());
+        titled(response.ok ? "results" : "error");
+        photoRefused(refused);
         if (response.ok) {
           shown = asked;
           if (undrawn) nameOnly();
           if (back && back.search === searched(asked) && reopen(back)) return;
         }
       } else {
-        showMessage(failure(response.status), true);
+        showMessage(failure(response.status), true, refused);
       }
       reveal();
     } catch (err) {
@@ -283,6 +309,8 @@
     results.replaceChildren();
     hidePreview();
     announce("");
+    titled("");
+    photoRefused(false);
   }
   input.addEventListener("change", function () {
     if (input.files[0]) search(input.files[0], true);
