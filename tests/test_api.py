@@ -2576,3 +2576,51 @@ def test_two_uploads_of_a_new_category_in_two_spellings_at_once_make_one(
     assert {a.json()["category"] for a in answers.values()} == {"Lâmpada"}
     options = re.findall(r'<option value="([^"]*)"', client.get("/search").text)
     assert [o for o in options if o.casefold().startswith(("lâ", "la"))] == ["Lâmpada"]
+
+
+def test_photo_searches_beyond_those_taken_at_once_are_refused_and_pages_go_on(
+        settings, small_store, embedder, small_catalog, rows, monkeypatch):
+    """A hundred photo searches sent together held every request thread, waiting for the
+    decoding slots and the model: pages and /healthz waited a minute (helper-238). Past
+    SEARCHES_AT_ONCE a search is refused at once, 503 with Retry-After (a page for a
+    browser), and the others' requests are answered meanwhile; once one ends, the next is
+    taken."""
+    import vitrine.service
+
+    monkeypatch.setattr(vitrine.service, "SEARCHES_AT_ONCE", 2)
+    client = TestClient(_app(settings, small_store, embedder))
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    arrived, go = threading.Semaphore(0), threading.Event()
+    real = vitrine.service.decode_query
+
+    def decode_query(*args, **kwargs):  # (each search taken waits here until let go)
+        arrived.release()
+        go.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vitrine.service, "decode_query", decode_query)
+    answers: list = []
+
+    def search() -> None:
+        answers.append(client.post("/api/search", files=_upload(photo)))
+
+    held = [threading.Thread(target=search) for _ in range(2)]
+    try:
+        for thread in held:
+            thread.start()
+        assert arrived.acquire(timeout=60) and arrived.acquire(timeout=60)  # both taken
+        refused = client.post("/api/search", files=_upload(photo))
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "2"
+        assert refused.json() == {"detail": "The server has too many photo searches under "
+                                            "way; try again in a moment."}
+        page = client.post("/search", files=_upload(photo), headers={"Accept": "text/html"})
+        assert page.status_code == 503 and "<html" in page.text
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/api/products", params={"limit": 1}).status_code == 200
+        assert answers == []  # (the two taken still under way)
+    finally:
+        go.set()
+        for thread in held:
+            thread.join(60)
+    assert [a.status_code for a in answers] == [200, 200]
+    assert client.post("/api/search", files=_upload(photo)).status_code == 200

@@ -59,7 +59,14 @@ from vitrine.api_models import (
 from vitrine.catalog import CATEGORY_MAX, SIMILAR_SUFFIX, id_problem, parse_price
 from vitrine.config import Settings
 from vitrine.embed import Embedder
-from vitrine.errors import CatalogError, ImageError, StoreBusy, StoreError, resources_refused
+from vitrine.errors import (
+    CatalogError,
+    ImageError,
+    ServerBusy,
+    StoreBusy,
+    StoreError,
+    resources_refused,
+)
 from vitrine.images import BROWSER_SUFFIXES, browser_jpeg, thumbnail_jpeg
 from vitrine.recommend import ProductNotFound
 from vitrine.service import NewProduct, VitrineService, image_suffix
@@ -382,6 +389,10 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
     @app.exception_handler(CatalogError)  # a product the store cannot hold (a field too long)
     async def unfit(request: Request, exc: CatalogError) -> Response:
         return error(request, 422, _sentence(str(exc)))
+
+    @app.exception_handler(ServerBusy)  # (photo searches beyond those the server takes)
+    async def server_busy(request: Request, exc: ServerBusy) -> Response:
+        return error(request, 503, str(exc), {"Retry-After": "2"})
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> Response:

@@ -66,6 +66,11 @@ class StoreBusy(StoreError):
     """Another write holds the store (`vitrine index`, another upload): over in a moment."""
 
 
+class ServerBusy(VitrineError):
+    """More requests of one kind at once than the server takes (photo searches): the others
+    are refused at once, to try again in a moment, and pages keep their threads."""
+
+
 class CatalogError(VitrineError):
     """A catalogue folder or CSV that cannot be read."""
 

@@ -41,7 +41,7 @@ from vitrine.catalog import (
 )
 from vitrine.config import Settings
 from vitrine.embed import CategoryGuess, Embedder, decode, decode_query
-from vitrine.errors import CatalogError, StoreBusy, StoreError
+from vitrine.errors import CatalogError, ServerBusy, StoreBusy, StoreError
 from vitrine.images import container_kind
 from vitrine.indexer import check_manifest
 from vitrine.manifest import ModelManifest, mismatch_error
@@ -118,6 +118,13 @@ DECODE_SLOTS = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffi
                    else os.cpu_count() or 2)
 """Photos decoded at once, uploaded or copied for the pages (the others wait for a slot): one
 per core this process may use."""
+
+
+SEARCHES_AT_ONCE = 16
+"""Photo searches the server takes at once (decoding, waiting for the model or the store);
+more are refused at once with a 503 to try again (ServerBusy). A hundred sent together, each
+a 40-megapixel PNG of 132 kB, took every one of the server's 40 request threads: pages and
+/healthz waited 62 s (helper-238); now they keep 24."""
 
 
 def _malloc_trim() -> Callable[[], object]:
@@ -199,6 +206,7 @@ class VitrineService:
         # glibc keeps what each thread freed for that thread (a slot for any request thread
         # still left 20 uploads of 40 megapixels at 4 GB, idle)
         self._decoder = ThreadPoolExecutor(DECODE_SLOTS, thread_name_prefix="vitrine-decode")
+        self._searches = threading.BoundedSemaphore(SEARCHES_AT_ONCE)
         # (when the counts are counted again; the counts; what was derived from them; the
         # store's write mark when they were read)
         self._categories: tuple[float, dict[str, int], dict[Callable, object], object
@@ -482,7 +490,18 @@ class VitrineService:
     def search_photo(self, data: bytes, k: int, category: str | None = None
                      ) -> tuple[list[Match], SearchTimings, CategoryGuess | None]:
         """Products most similar to uploaded photo bytes, the timings, and the photo's likely
-        category (a trained model's, else None); raises ImageError for a bad file."""
+        category (a trained model's, else None); raises ImageError for a bad file, and
+        ServerBusy when :data:`SEARCHES_AT_ONCE` are under way."""
+        if not self._searches.acquire(blocking=False):
+            raise ServerBusy("The server has too many photo searches under way; try again "
+                             "in a moment.")
+        try:
+            return self._search_photo(data, k, category)
+        finally:
+            self._searches.release()
+
+    def _search_photo(self, data: bytes, k: int, category: str | None
+                      ) -> tuple[list[Match], SearchTimings, CategoryGuess | None]:
         self._check_model()
         prep = self.embedder.prep
         t0 = time.perf_counter()
