@@ -1090,6 +1090,20 @@ def test_serving_beyond_this_machine_is_said():
     assert "other machines" in exposure_note("shop.example", None, "192.0.2.7")
 
 
+def test_a_short_api_key_is_said_to_be_guessable(settings):
+    """Any key was taken, "a" too, while wrong keys are answered hundreds a second
+    (helper-238): a key shorter than 16 characters gets a note at the start, naming how to
+    make one; a long one none."""
+    from vitrine.cli_support import blank_key_note
+
+    for key, length in (("a", "1 character long"), ("s3cret-key", "10 characters long")):
+        note = blank_key_note(settings.model_copy(update={"api_key": key}))
+        assert note.startswith(f"note: VITRINE_API_KEY is {length}, which whoever can reach")
+        assert "secrets.token_urlsafe(24)" in note
+    assert blank_key_note(settings.model_copy(update={"api_key": "x" * 16})) is None
+    assert blank_key_note(settings.model_copy(update={"api_key": None})) is None
+
+
 def test_serve_command_and_busy_port(small_store, weights_path, small_catalog, tmp_path):
     env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
     # a key of spaces is no key (every write refused): said at the start (helper-230)

@@ -91,7 +91,18 @@ def blank_key_note(settings: Settings) -> str | None:
     if settings.api_key is None and env_value("VITRINE_API_KEY", None) is not None:
         return ("note: VITRINE_API_KEY is blank, so writes through the API stay refused; set "
                 "it to the key clients send.")
+    if settings.api_key is not None and len(settings.api_key) < STRONG_KEY_LENGTH:
+        # (any key was taken: "a" too, and wrong keys are answered hundreds a second,
+        # helper-238)
+        return (f"note: VITRINE_API_KEY is {len(settings.api_key)} character"
+                f"{'' if len(settings.api_key) == 1 else 's'} long, which whoever can reach "
+                f"the server may guess; use {STRONG_KEY_LENGTH} or more random ones, such as "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(24))' prints.")
     return None
+
+
+STRONG_KEY_LENGTH = 16
+"""A key shorter than this is said to be guessable when the server starts."""
 
 
 def command_settings(weights: Path | None = None, model: Path | None = None, *,
