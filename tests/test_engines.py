@@ -173,6 +173,10 @@ def test_onnx_runtime_missing_or_unloadable_are_told_apart(monkeypatch):
         "libonnxruntime.so: failed to map segment from shared object")))
     with pytest.raises(EngineError, match="installed but does not load.*failed to map"):
         engines._import_onnxruntime()
+    # (an import that fails without a word, as 1.18.0 under NumPy 2 did: "()" was said)
+    monkeypatch.setattr(builtins, "__import__", failing(ImportError("")))
+    with pytest.raises(EngineError, match=r"does not load \(ImportError\).*another NumPy"):
+        engines._import_onnxruntime()
 
 
 def test_an_unwritable_model_cache_exports_for_the_run(settings, tmp_path, caplog,

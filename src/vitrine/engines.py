@@ -189,9 +189,12 @@ def _import_onnxruntime():
                               "set VITRINE_ENGINE=torch.") from None
         # installed but its library does not load (too little memory under `ulimit -v`, a
         # broken install): saying "not installed" sent users to install it again
-        raise EngineError(f"ONNX Runtime is installed but does not load ({exc}): too little "
-                          "memory for it (see `ulimit -v`) or a broken install; raise the "
-                          "limit, reinstall it, or set VITRINE_ENGINE=torch.") from None
+        # (a release built for NumPy 1 under NumPy 2 says nothing: "()" was all it showed)
+        said = str(exc).strip() or type(exc).__name__
+        raise EngineError(f"ONNX Runtime is installed but does not load ({said}): too little "
+                          "memory for it (see `ulimit -v`), a release built for another "
+                          "NumPy than this one, or a broken install; raise the limit, "
+                          "reinstall it, or set VITRINE_ENGINE=torch.") from None
     return onnxruntime
 
 
