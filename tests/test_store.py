@@ -1376,3 +1376,43 @@ def test_the_model_a_store_records_is_read_quietly_before_a_command_builds_its_o
 
     monkeypatch.setattr(Path, "is_file", shut)
     assert recorded_model(small_store) == (None, None)
+
+
+def test_a_store_of_another_pretrained_backbone_is_refused_before_a_model_is_built(
+        small_store, settings, tmp_path, monkeypatch):
+    """A store indexed with VITRINE_BACKBONE=efficientnet_lite0, searched or served without
+    it, built (offline: tried to download) mobilenet_v2's weights first, to say something
+    else (helper-236): the store's backbone and the setting to set are said at once."""
+    import dataclasses
+
+    from vitrine.embed import Embedder
+    from vitrine.recommend import Recommender
+
+    store = shutil.copytree(small_store, tmp_path / "store")
+    db = open_store(store)
+    try:
+        db.set_manifest(dataclasses.replace(db.manifest(), backbone="efficientnet_lite0"))
+    finally:
+        db.close()
+
+    def built(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(Embedder, "from_settings", built)
+    db = open_store(store)
+    try:
+        with pytest.raises(StoreError) as refused:
+            _ = Recommender(db, settings).embedder
+    finally:
+        db.close()
+    said = str(refused.value)
+    assert "backbone efficientnet_lite0 in the store, mobilenet_v2 here" in said
+    assert "VITRINE_BACKBONE=efficientnet_lite0" in said
+    # the same store with its own backbone set goes on to build it
+    db = open_store(store)
+    try:
+        with pytest.raises(AssertionError, match="a model was built"):
+            _ = Recommender(db, settings.model_copy(update={"backbone": "efficientnet_lite0"})
+                            ).embedder
+    finally:
+        db.close()

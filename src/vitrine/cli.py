@@ -146,7 +146,8 @@ def index(
         else:
             recorded = db.manifest(), db.model_folder()
     try:
-        if refused_model := kind_mismatch(store, *recorded, settings.model):
+        if refused_model := kind_mismatch(store, *recorded, settings.model,
+                                          settings.backbone):
             raise refused_model
         embedder = Embedder.from_settings(settings)
         if db is None:

@@ -89,14 +89,25 @@ class ModelManifest:
 
 
 def kind_mismatch(location: object, stored: ModelManifest | None, model_folder: str | None,
-                  model: Path | None) -> StoreError | None:
+                  model: Path | None, backbone: str | None = None) -> StoreError | None:
     """The mismatch of a store made by a trained model used without one (``model`` None), or
-    the reverse, said before this run's model is built: building it took seconds for an
-    answer known already, and without local weights it tried to download them, to say it
-    could not (no word of the store's model: helper-176)."""
-    if stored is None or (stored.embedding != "pooled") == (model is not None):
+    the reverse, or by another pretrained ``backbone`` than this run's (VITRINE_BACKBONE),
+    said before this run's model is built: building it took seconds for an answer known
+    already, and without local weights it tried to download them, to say it could not (no
+    word of the store's model: helper-176; an efficientnet_lite0 store searched with the
+    default backbone, helper-236)."""
+    if stored is None:
         return None
-    return mismatch_error(location, stored, None, model_folder)
+    if (stored.embedding != "pooled") != (model is not None):
+        return mismatch_error(location, stored, None, model_folder)
+    if model is None and backbone is not None and stored.backbone != backbone:
+        return StoreError(
+            f"the store {location} was built with a different model than this run (backbone "
+            f"{stored.backbone} in the store, {backbone} here); to use this model, index into "
+            "a new --store with it (and search and serve that store with it), or set "
+            f"VITRINE_BACKBONE={stored.backbone} and the --weights this store was indexed "
+            "with.")
+    return None
 
 
 def _same_folder(here: Path, recorded: str) -> bool:

@@ -70,7 +70,7 @@ class Recommender:
             from vitrine.embed import Embedder
 
             if refused := kind_mismatch(self.store.location, stored, self.store.model_folder(),
-                                        self.settings.model):
+                                        self.settings.model, self.settings.backbone):
                 raise refused
             self._embedder = Embedder.from_settings(self.settings)
         if stored is not None and stored != self._embedder.manifest:
