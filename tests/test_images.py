@@ -1101,3 +1101,85 @@ def test_page_colours_are_the_medians_numpy_gives():
         arr = rng.integers(0, 256, (40, ring + 3, 3), dtype=np.uint8)
         want = np.median(arr[:, :ring], axis=1).round().astype(np.uint8)
         assert _plain_rows(arr, ring, 10, 2)[1].tolist() == want.tolist(), ring
+
+
+def _found_box(page: Image.Image) -> tuple[int, int, int, int] | None:
+    """The product's box :func:`product_box` finds in ``page``, in the page's pixels (within
+    a reduced pixel or two)."""
+    from vitrine.images import FRAME_SIDE, product_box
+
+    factor = max(1, max(page.size) // FRAME_SIDE)
+    found = product_box(np.asarray(page.reduce(factor)))
+    return None if found is None else tuple(v * factor for v in found[0])
+
+
+def _near(box, want, slack: int = 12) -> bool:
+    return box is not None and all(abs(a - b) <= slack for a, b in zip(box, want, strict=True))
+
+
+def test_a_row_of_thumbnails_or_other_products_under_the_photo_is_not_the_product():
+    """A gallery's strip of thumbnails 30 px under the photo was taken for a part of the
+    product (the box the photo and the strip); a row of four other products ("recommended
+    for you") under a photo with less ink than they have together was cut out instead of
+    it. Three alike alone on a page are still cut out (a set of three)."""
+    from PIL import ImageDraw
+
+    page = Image.new("RGB", (1170, 2532), (255, 255, 255))
+    page.paste(_shoe(600, 500), (285, 400))
+    draw = ImageDraw.Draw(page)
+    for i in range(5):  # (products on white in a thin frame, the first one's dark)
+        page.paste(_on_white(_shoe(100, 70), (150, 150)), (60 + 170 * i, 930))
+        draw.rectangle((60 + 170 * i, 930, 209 + 170 * i, 1079), width=2 + 2 * (i == 0),
+                       outline=(33, 33, 33) if i == 0 else (200, 200, 200))
+    strip = page.copy()
+    assert _near(_found_box(page), (285, 400, 885, 900))
+    page = Image.new("RGB", (1170, 2532), (255, 255, 255))
+    page.paste(_on_white(_shoe(300, 160), (400, 400)), (385, 400))
+    for i in range(4):
+        page.paste(_on_white(_shoe(170, 150), (240, 240)), (60 + 270 * i, 1500))
+    assert _near(_found_box(page), (435, 520, 735, 680))
+    alone = Image.new("RGB", (1170, 2532), (255, 255, 255))
+    for i in range(3):
+        alone.paste(_shoe(200, 200), (150 + 300 * i, 900))
+    assert _near(_found_box(alone), (150, 900, 950, 1100))
+    assert framed_product(strip) is not None
+
+
+def test_a_photo_with_its_name_price_and_button_beside_it_is_cut_out_alone():
+    """A tablet's or a landscape page: the photo on the left, the product's name, its price
+    in large type, a paragraph and an "Add to cart" button in a column beside it. The rows
+    of the photo and of the text beside it were one band, cut out whole (the price and the
+    paragraph with the product), or the button, a third of the width, won."""
+    from PIL import ImageDraw, ImageFont
+
+    page = Image.new("RGB", (2532, 1170), (255, 255, 255))
+    draw = ImageDraw.Draw(page)
+    draw.rectangle((0, 0, 2532, 300), fill=(33, 150, 243))
+    page.paste(_on_white(_shoe(420, 260), (560, 560)), (80, 340))
+    y = 340
+    for size, line in ((60, "Rockport Men Slip On"), (60, "Brown Casual Shoes"),
+                       (110, "R$ 349,90"), (40, "Material: couro legitimo, solado de"),
+                       (40, "borracha antiderrapante, palmilha macia"),
+                       (40, "Entrega em ate 5 dias uteis.")):
+        draw.text((720, y), line, fill=(33, 33, 33), font=ImageFont.load_default(size=size))
+        y += size + 30
+    draw.rounded_rectangle((720, y + 20, 1520, y + 150), radius=30, fill=(233, 30, 99))
+    assert _near(_found_box(page), (150, 490, 570, 750))
+
+
+def test_a_notification_over_the_app_bars_is_not_the_product():
+    """A screenshot taken with a notification showing: its light banner over the coloured
+    status and app bars made them one band, as wide as the page and mostly of the page's
+    colour, with more ink than a small product's photo, and no product was cut out."""
+    from PIL import ImageDraw, ImageFont
+
+    page = Image.new("RGB", (1170, 2532), (255, 255, 255))
+    draw = ImageDraw.Draw(page)
+    draw.rectangle((0, 0, 1170, 300), fill=(255, 87, 34))
+    draw.rounded_rectangle((24, 20, 1146, 230), radius=38, fill=(242, 242, 247))
+    draw.rounded_rectangle((54, 65, 174, 185), radius=26, fill=(37, 211, 102))
+    draw.text((204, 60), "WhatsApp", fill=(20, 20, 20), font=ImageFont.load_default(size=44))
+    draw.text((204, 130), "Maria: olha esse, gostei muito!", fill=(40, 40, 40),
+              font=ImageFont.load_default(size=42))
+    page.paste(_shoe(240, 140), (465, 700))
+    assert _near(_found_box(page), (465, 700, 705, 840))

@@ -710,9 +710,24 @@ BAR_HEIGHT, BAR_WIDTH = 0.25, 0.7
 """A band lower than the first share of the page's width and wider than the second, a block
 most of it one colour, is a bar or a button (0.13 x 0.9 for a button, 1.0 wide for a bar; a
 photo on its own backdrop as wide is higher: 0.52 for one 4:3 at 70 %)."""
+BUTTON_ASPECT = 3
+"""A low block most of it one colour at least this many times as wide as high is a button
+whatever the page's width (a tablet's or a landscape page's "Add to cart" in the column of
+text beside the photo is a third of the width; a product photo on its own backdrop is 1:1 to
+4:3)."""
 MERGE_GAP = 0.05
 """Bands of content (not text, not a bar) no further apart than this share of the page's
-width are one product's (a gap of rows as light as the page across it)."""
+width are one product's (a gap of rows as light as the page across it). A band parted by a
+wider gap of columns of the page's colour whose side is all text or bars (a photo with the
+product's name, price and button in a column beside it: a tablet's or a landscape layout)
+is the rest of it."""
+STRIP_BLOCKS = 3
+"""A band of this many blocks or more side by side, parted by columns of the page's colour
+(more than two), each at least half :data:`BAND_MIN_HEIGHT` of the page's shorter side wide
+and a third of the band's height high, is a row of thumbnails or of other products (a
+gallery's strip under the photo, "recommended for you"), not the product's photo (a pair of
+shoes is two; a sale badge and a heart on a photo's corners are far lower than its product):
+the product only where no other band may be, and never merged with the photo above it."""
 PHONE_ASPECT = 1.6
 """A page at least this many times as high as wide is a phone's screen (9:19.5 today, 9:16
 before): a product photo may take its whole width."""
@@ -796,7 +811,10 @@ def product_box(arr: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]
     navigation bar's icons. The photo is the band with the most pixels off the page's
     colour among those that are neither a line of text (lower than :data:`BAND_MIN_HEIGHT`
     of the width, or strokes over less than :data:`BAND_MIN_INK` of its box) nor a flat bar
-    or button (low, and most of it one colour). Its box must leave :data:`MIN_FRAME` of the
+    or button (low, and most of it one colour), nor a row of thumbnails
+    (:data:`STRIP_BLOCKS`), nor the page's top under a notification (as wide as the page,
+    most of it the page's colour); a band's side of text beside a wide gap is left out (a
+    column of text beside the photo, :data:`MERGE_GAP`). Its box must leave :data:`MIN_FRAME` of the
     width and of the height to the page, or, on a page as tall as a phone's with other bands
     of content, of the height (a photo the whole width of the screen, its name, price and
     bars around it)."""
@@ -818,30 +836,27 @@ def product_box(arr: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]
     # [start, end) of each run of content rows
     bands = list(zip(edges[::2], edges[1::2], strict=True))
     best, best_score, short = None, 0, min(height, width)
+    strip_at, strip_box, strip_score = 0, None, 0
     boxes: list[tuple[int, int, int, int] | None] = []  # each band's, None for text or a bar
     for start, end in bands:
-        band = differs[start:end]
-        cols = np.flatnonzero(band.sum(axis=0) > max(1, FRAME_NOISE * (end - start)))
-        if not len(cols):
+        content = differs[start:end].sum(axis=0) > max(1, FRAME_NOISE * (end - start))
+        if not content.any():
             continue  # (specks: a gap, which the merge below measures)
         boxes.append(None)
-        left, right = int(cols[0]), int(cols[-1]) + 1
-        box_h, box_w = int(end - start), right - left
-        box = band[:, left:right]
-        ink = float(box.mean())
-        strokes = np.count_nonzero(box[:, 1:] & ~box[:, :-1]) / box_h  # starts, a row
-        if box_h < BAND_MIN_HEIGHT * short or (box_h < TEXT_HEIGHT * short and ink < BAND_MIN_INK
-                                               and strokes >= TEXT_STROKES):
-            continue  # a line of text, a paragraph, an icon
-        pixels = arr[start:end, left:right]
-        own = _median_colour(pixels)
-        if box_h < BAR_HEIGHT * short and box_w >= BAR_WIDTH * width and ink > 0.9 \
-                and _differs(pixels, own, FRAME_TOLERANCE).mean() < 0.4:
-            continue  # a bar or a button: a wide, low block, most of it one colour
-        boxes[-1] = (left, int(start), right, int(end))
-        score = int(box.sum())
+        found = _band_product(arr, differs, int(start), int(end), content)
+        if found is None:
+            continue  # text, a bar or a button
+        box, score, strip = found
+        if strip:  # a row of thumbnails: the product only where nothing else may be (three
+            # alike, a set, alone on a page), and never one of its parts
+            if score > strip_score:
+                strip_at, strip_box, strip_score = len(boxes) - 1, box, score
+            continue
+        boxes[-1] = box
         if score > best_score:
             best, best_score = len(boxes) - 1, score
+    if best is None and strip_box is not None:
+        best, boxes[strip_at] = strip_at, strip_box
     if best is None:
         return None
     left, top, right, bottom = boxes[best]
@@ -877,6 +892,92 @@ def product_box(arr: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]
         if not tall or top == 0 or bottom == height:
             return None
     return (left, top, right, bottom), colour
+
+
+def _band_product(arr: np.ndarray, differs: np.ndarray, start: int, end: int,
+                  content: np.ndarray) -> tuple[tuple[int, int, int, int], int, bool] | None:
+    """The box of what may be the product in the band of rows [start, end) whose columns
+    ``content`` has (left, top, right, bottom), its score (its pixels off the page's colour)
+    and whether it is a strip of thumbnails (:data:`STRIP_BLOCKS`); None for text, a bar or
+    a button. Where a gap of
+    columns of the page's colour wider than :data:`MERGE_GAP` parts it, the sides all text or
+    bars (their rows taken apart again) are left out: the name, price and button in a column
+    beside the photo."""
+    short = min(differs.shape)
+    pieces = _runs(content, MERGE_GAP * short)
+    if len(pieces) > 1:
+        kept = []
+        for left, right in pieces:
+            rows = differs[start:end, left:right].sum(axis=1) > max(1, FRAME_NOISE
+                                                                    * (right - left))
+            for top, bottom in _runs(rows, 0):
+                sub = differs[start + top:start + bottom, left:right]
+                cols = np.flatnonzero(sub.sum(axis=0) > max(1, FRAME_NOISE * (bottom - top)))
+                if len(cols) and _block_kind(arr, differs, start + top, start + bottom,
+                                             left + int(cols[0]), left + int(cols[-1]) + 1,
+                                             text_ink=1.0):
+                    kept.append((left, right))
+                    break
+        if not kept:
+            return None
+        if len(kept) < len(pieces):  # (only a side of text dropped: one product's parts,
+            # a pair of shoes, stay together as the whole band)
+            left, right = kept[0][0], kept[-1][1]
+            rows = np.flatnonzero(differs[start:end, left:right].sum(axis=1)
+                                  > max(1, FRAME_NOISE * (right - left)))
+            start, end = start + int(rows[0]), start + int(rows[-1]) + 1
+            content = differs[start:end].sum(axis=0) > max(1, FRAME_NOISE * (end - start))
+            content[:left] = content[right:] = False
+    cols = np.flatnonzero(content)
+    left, right = int(cols[0]), int(cols[-1]) + 1
+    if not _block_kind(arr, differs, start, end, left, right):
+        return None
+    if right - left == differs.shape[1] and differs[start:end].mean() < BAND_MIN_INK:
+        return None  # the page's top under a notification: bars at its sides, its text
+    high = 0
+    for a, b in _runs(content, 2):
+        rows = np.flatnonzero(differs[start:end, a:b].any(axis=1))
+        high += b - a >= BAND_MIN_HEIGHT / 2 * short and rows[-1] - rows[0] + 1 >= (end - start) / 3
+    # (a row of thumbnails or of other products when so many blocks are high enough)
+    return (left, start, right, end), int(differs[start:end, left:right].sum()), \
+        high >= STRIP_BLOCKS
+
+
+def _block_kind(arr: np.ndarray, differs: np.ndarray, top: int, bottom: int, left: int,
+                right: int, text_ink: float = BAND_MIN_INK) -> bool:
+    """False for a block of a page that is a line of text, a paragraph or an icon (lower than
+    :data:`BAND_MIN_HEIGHT` of the page's shorter side, or crossed by many strokes and less
+    than ``text_ink`` of it off the page's colour: a line of a column of text beside a photo
+    is text at any ink, a price in large type is a third), or a bar or a button (low, most of
+    it one colour, wide on the page or :data:`BUTTON_ASPECT` times as wide as high); True
+    for one that may be the product's photo."""
+    height, width = differs.shape
+    short = min(height, width)
+    box_h, box_w = bottom - top, right - left
+    box = differs[top:bottom, left:right]
+    ink = float(box.mean())
+    strokes = np.count_nonzero(box[:, 1:] & ~box[:, :-1]) / box_h  # starts, a row
+    if box_h < BAND_MIN_HEIGHT * short or (box_h < TEXT_HEIGHT * short and ink < text_ink
+                                           and strokes >= TEXT_STROKES):
+        return False  # a line of text, a paragraph, an icon
+    if box_h < BAR_HEIGHT * short and ink > 0.9 and (box_w >= BAR_WIDTH * width
+                                                     or box_w >= BUTTON_ASPECT * box_h):
+        pixels = arr[top:bottom, left:right]
+        if _differs(pixels, _median_colour(pixels), FRAME_TOLERANCE).mean() < 0.4:
+            return False  # a bar or a button: a wide, low block, most of it one colour
+    return True
+
+
+def _runs(mask: np.ndarray, gap: float) -> list[tuple[int, int]]:
+    """[start, end) of the runs of True in ``mask`` (1-D), runs parted by no more than ``gap``
+    False joined."""
+    at = np.flatnonzero(mask)
+    if not len(at):
+        return []
+    cuts = np.flatnonzero(np.diff(at) - 1 > gap)
+    starts = [int(at[0]), *(int(at[c + 1]) for c in cuts)]
+    ends = [*(int(at[c]) + 1 for c in cuts), int(at[-1]) + 1]
+    return list(zip(starts, ends, strict=True))
 
 
 def _plain_rows(arr: np.ndarray, ring: int, tolerance: int,
