@@ -1430,3 +1430,18 @@ def test_a_store_of_another_pretrained_backbone_is_refused_before_a_model_is_bui
                             ).embedder
     finally:
         db.close()
+
+
+def test_a_milvus_address_without_the_extra_says_the_extra_first(tmp_path, monkeypatch):
+    """Without the milvus extra, a Milvus Lite file not made yet was "no Vitrine store here;
+    create one with 'vitrine index … --store …'", and that command then said the extra was
+    missing (helper-236): the extra is said first, for a file there or not, and a server."""
+    monkeypatch.setitem(sys.modules, "pymilvus", None)  # (its import fails)
+    (tmp_path / "there.db").write_bytes(b"")
+    for location, create in ((f"milvus-lite://{tmp_path}/new.db", False),
+                             (f"milvus-lite://{tmp_path}/there.db", False),
+                             (f"milvus-lite://{tmp_path}/new.db", True),
+                             ("milvus://localhost:19530", False)):
+        with pytest.raises(StoreError, match=r"^Milvus stores need Vitrine's milvus extra \("):
+            open_store(location, create=create)
+    assert not (tmp_path / "new.db").exists()

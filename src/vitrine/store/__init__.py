@@ -122,11 +122,13 @@ def open_store(location: str | Path, *, create: bool = False, token: str = "",
         raise StoreError("no store named (an empty store location); name its folder or "
                          "address.")
     if text.startswith("milvus-lite://"):
-        from vitrine.store.milvus_store import MilvusStore
+        from vitrine.store.milvus_store import MilvusStore, require_milvus
 
         path = text[len("milvus-lite://"):]
         if not path.startswith("/") or not path.endswith(".db"):
             raise StoreError(f"{text}: use milvus-lite:///ABSOLUTE/PATH.db.")
+        require_milvus(lite=True)  # (before "no store here; create one with index", which
+        # then said the extra was missing: helper-236)
         if not create and not Path(path).exists():
             raise NoStore(f"no Vitrine store at {text}; create one with 'vitrine index "
                           f"CATALOG_DIR --store {text}'.")

@@ -178,6 +178,20 @@ def _lite_release(path: str) -> None:
         server_manager_instance.release_server(path)
 
 
+def require_milvus(lite: bool) -> None:
+    """A StoreError naming Vitrine's milvus extra when its packages are missing: pymilvus,
+    and for a Milvus Lite file (``lite``) milvus-lite, which pymilvus 3 leaves out (its
+    error's repr named pymilvus's own extra, and a folder was made)."""
+    try:
+        import pymilvus  # noqa: F401
+    except ImportError:
+        raise StoreError("Milvus stores need Vitrine's milvus extra "
+                         f"({extra_hint('milvus')}).") from None
+    if lite and importlib.util.find_spec("milvus_lite") is None:
+        raise StoreError("Milvus Lite stores need Vitrine's milvus extra, which brings "
+                         f"milvus-lite ({extra_hint('milvus')}).")
+
+
 class MilvusStore(CatalogRecord):
     """A Vitrine store in one Milvus collection (``location`` is shown in messages)."""
 
@@ -190,11 +204,9 @@ class MilvusStore(CatalogRecord):
 
     def __init__(self, uri: str, collection: str, *, location: str, token: str = "",
                  create: bool = False):
-        try:
-            from pymilvus import MilvusClient
-        except ImportError:
-            raise StoreError("Milvus stores need Vitrine's milvus extra "
-                             f"({extra_hint('milvus')}).") from None
+        require_milvus(lite=uri.endswith(".db"))
+        from pymilvus import MilvusClient
+
         self.location = location
         self.collection = collection
         self.meta_collection = f"{collection}__meta"
@@ -211,10 +223,6 @@ class MilvusStore(CatalogRecord):
         self._unflushed = 0  # (rows written to a Milvus Lite file since its last flush)
         quiet_client_logs()
         if self._lite:
-            if importlib.util.find_spec("milvus_lite") is None:  # (pymilvus 3 leaves it out:
-                # its error's repr, which named pymilvus's own extra, and a folder made)
-                raise StoreError("Milvus Lite stores need Vitrine's milvus extra, which "
-                                 f"brings milvus-lite ({extra_hint('milvus')}).")
             quiet_lite_logs()
             folder = os.path.dirname(uri)
             if create and not os.path.lexists(folder):  # (without it, Milvus Lite's error
