@@ -626,6 +626,27 @@ def test_ctrl_c_while_the_command_line_loads_is_one_word(monkeypatch, capsys):
     assert project["project"]["scripts"]["vitrine"] == "vitrine.__main__:main"
 
 
+def test_on_windows_the_command_is_one_sentence(monkeypatch, capsys):
+    """Vitrine needs POSIX file locks (fcntl): on Windows its import was a traceback
+    (helper-236); the command says where it runs, before importing anything of its own,
+    and the package's classifiers name Linux and macOS."""
+    import tomllib
+
+    import vitrine.__main__ as entry
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setitem(sys.modules, "vitrine.cli", None)  # (not imported: it would fail)
+    with pytest.raises(SystemExit) as stopped:
+        entry.main()
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: Vitrine runs on Linux and macOS (it needs POSIX file locks); on Windows, run "
+        "it under WSL or in a Linux container.\n")
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert {"Operating System :: POSIX :: Linux", "Operating System :: MacOS"} <= set(
+        project["project"]["classifiers"])
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full (Linux has one)")
 def test_output_to_a_full_disk_is_one_error(accented, env):
     """`vitrine info > file` on a full disk: one sentence and status 2, not a traceback (and

@@ -6,7 +6,13 @@ import sys
 
 def main() -> None:
     """Run the command line. Its import takes half a second (Typer, Rich, the settings),
-    before it handles Ctrl+C: pressed then, it printed a traceback (helper-158)."""
+    before it handles Ctrl+C: pressed then, it printed a traceback (helper-158). On
+    Windows, one sentence: Vitrine needs POSIX file locks (fcntl), and its import there was
+    a traceback (helper-236)."""
+    if sys.platform == "win32":
+        sys.stderr.write("error: Vitrine runs on Linux and macOS (it needs POSIX file locks); "
+                         "on Windows, run it under WSL or in a Linux container.\n")
+        raise SystemExit(2)
     try:
         from vitrine.cli import main as run
     except KeyboardInterrupt:
