@@ -1498,6 +1498,9 @@ def test_a_server_behind_a_prefix_says_where_its_pages_open(monkeypatch, tmp_pat
         said = runner.invoke(app, ["serve", "--store", str(tmp_path), "--port", "0", *args])
         assert said.exit_code == 0, said.output
         assert docs in said.output and ("proxy" in said.output) == bool(args), said.output
+        # (/docs draws with Swagger UI from its CDN: blank without internet access)
+        assert ("offline: http://127.0.0.1:8245/openapi.json" in " ".join(
+            said.output.split())) == (not args), said.output
 
 
 def test_the_category_field_lists_categories_as_a_reader_orders_them():

@@ -128,8 +128,8 @@ def ready_message(address: str, root_path: str = "") -> str:
         return (f"Vitrine is serving at {address} for the reverse proxy that forwards "
                 f"{root_path}/ to it: open the pages at the proxy's {root_path}/ (REST API "
                 f"docs: {root_path}/docs); press Ctrl+C to stop.")
-    return (f"Vitrine is serving at {address} (REST API docs: {address}/docs); "
-            "press Ctrl+C to stop.")
+    return (f"Vitrine is serving at {address} (REST API docs: {address}/docs, drawn by "
+            f"Swagger UI from its CDN; offline: {address}/openapi.json); press Ctrl+C to stop.")
 
 
 def _server(app: FastAPI, log_level: str) -> uvicorn.Server:
