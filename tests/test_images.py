@@ -1183,3 +1183,40 @@ def test_a_notification_over_the_app_bars_is_not_the_product():
               font=ImageFont.load_default(size=42))
     page.paste(_shoe(240, 140), (465, 700))
     assert _near(_found_box(page), (465, 700, 705, 840))
+
+
+def test_a_kit_of_three_beside_a_small_thumbnail_is_still_the_product():
+    """Three photos side by side (a kit, a multipack) are a strip by their blocks; with a
+    colour option's small thumbnail under them the thumbnail was cut out instead (a strip was
+    the product only where nothing else was a candidate: helper-239). A strip whose blocks
+    are each larger than every other candidate is the product."""
+    rng = np.random.default_rng(0)
+
+    def block(w: int, h: int) -> Image.Image:
+        return Image.fromarray(rng.integers(40, 200, (h, w, 3), dtype=np.uint8))
+
+    page = Image.new("RGB", (1170, 2532), (255, 255, 255))
+    for i in range(3):  # 300 px each, 45 px apart
+        page.paste(block(300, 300), (90 + 345 * i, 400))
+    page.paste(block(110, 110), (60, 800))
+    assert _near(_found_box(page), (90, 400, 1080, 700))
+
+
+def test_a_carousels_neighbours_at_the_page_edges_leave_the_photo_found():
+    """A carousel shows the next and previous photos' edges at the page's sides: a band as
+    wide as the page, mostly of the page's colour, was dropped as a notification wherever it
+    was, and no product was cut out (helper-239). Only at the page's top is it one."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(0)
+    page = Image.new("RGB", (1170, 2532), (255, 255, 255))
+    draw = ImageDraw.Draw(page)
+    draw.rectangle((0, 400, 89, 1299), fill=(180, 180, 180))  # the previous photo's edge
+    draw.rectangle((1080, 400, 1169, 1299), fill=(180, 180, 180))  # the next one's
+    page.paste(Image.fromarray(rng.integers(40, 200, (300, 400, 3), dtype=np.uint8)),
+               (385, 700))
+    draw.rectangle((0, 0, 1169, 300), fill=(233, 30, 99))  # the app bar
+    draw.text((60, 1400), "Rockport Men Slip On", fill=(33, 33, 33))
+    box = _found_box(page)
+    assert box is not None and box[1] <= 700 and box[3] >= 1000  # the photo in it
+    assert framed_product(page) is not None

@@ -728,6 +728,10 @@ and a third of the band's height high, is a row of thumbnails or of other produc
 gallery's strip under the photo, "recommended for you"), not the product's photo (a pair of
 shoes is two; a sale badge and a heart on a photo's corners are far lower than its product):
 the product only where no other band may be, and never merged with the photo above it."""
+NOTIFICATION_TOP = 0.1
+"""A band as wide as the page and mostly of the page's colour that starts within this share of
+the page's height from its top is a notification over the status and app bars, not the
+product."""
 PHONE_ASPECT = 1.6
 """A page at least this many times as high as wide is a phone's screen (9:19.5 today, 9:16
 before): a product photo may take its whole width."""
@@ -836,7 +840,7 @@ def product_box(arr: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]
     # [start, end) of each run of content rows
     bands = list(zip(edges[::2], edges[1::2], strict=True))
     best, best_score, short = None, 0, min(height, width)
-    strip_at, strip_box, strip_score = 0, None, 0
+    strip_at, strip_box, strip_score, strip_block = 0, None, 0, 0
     boxes: list[tuple[int, int, int, int] | None] = []  # each band's, None for text or a bar
     for start, end in bands:
         content = differs[start:end].sum(axis=0) > max(1, FRAME_NOISE * (end - start))
@@ -850,12 +854,14 @@ def product_box(arr: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]
         if strip:  # a row of thumbnails: the product only where nothing else may be (three
             # alike, a set, alone on a page), and never one of its parts
             if score > strip_score:
-                strip_at, strip_box, strip_score = len(boxes) - 1, box, score
+                strip_at, strip_box, strip_score, strip_block = len(boxes) - 1, box, score, strip
             continue
         boxes[-1] = box
         if score > best_score:
             best, best_score = len(boxes) - 1, score
-    if best is None and strip_box is not None:
+    # (a strip is the product, three alike or a kit, where nothing else is as large as one
+    # of its blocks: a colour option's thumbnail under a kit was cut out instead, helper-239)
+    if strip_box is not None and (best is None or best_score < strip_block):
         best, boxes[strip_at] = strip_at, strip_box
     if best is None:
         return None
@@ -895,14 +901,13 @@ def product_box(arr: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]
 
 
 def _band_product(arr: np.ndarray, differs: np.ndarray, start: int, end: int,
-                  content: np.ndarray) -> tuple[tuple[int, int, int, int], int, bool] | None:
+                  content: np.ndarray) -> tuple[tuple[int, int, int, int], int, int] | None:
     """The box of what may be the product in the band of rows [start, end) whose columns
     ``content`` has (left, top, right, bottom), its score (its pixels off the page's colour)
-    and whether it is a strip of thumbnails (:data:`STRIP_BLOCKS`); None for text, a bar or
-    a button. Where a gap of
-    columns of the page's colour wider than :data:`MERGE_GAP` parts it, the sides all text or
-    bars (their rows taken apart again) are left out: the name, price and button in a column
-    beside the photo."""
+    and, for a strip of thumbnails (:data:`STRIP_BLOCKS`), its largest block's score (else
+    0); None for text, a bar or a button. Where a gap of columns of the page's colour wider
+    than :data:`MERGE_GAP` parts it, the sides all text or bars (their rows taken apart
+    again) are left out: the name, price and button in a column beside the photo."""
     short = min(differs.shape)
     pieces = _runs(content, MERGE_GAP * short)
     if len(pieces) > 1:
@@ -932,15 +937,21 @@ def _band_product(arr: np.ndarray, differs: np.ndarray, start: int, end: int,
     left, right = int(cols[0]), int(cols[-1]) + 1
     if not _block_kind(arr, differs, start, end, left, right):
         return None
-    if right - left == differs.shape[1] and differs[start:end].mean() < BAND_MIN_INK:
+    if right - left == differs.shape[1] and start < NOTIFICATION_TOP * differs.shape[0] \
+            and differs[start:end].mean() < BAND_MIN_INK:
         return None  # the page's top under a notification: bars at its sides, its text
-    high = 0
+    # (lower down, a band so wide and light is a carousel's photo with its neighbours'
+    # edges at the page's sides: helper-239)
+    high, largest = 0, 0  # (a row of thumbnails or of other products when so many blocks
+    # are high enough; its largest block's pixels off the page's colour)
     for a, b in _runs(content, 2):
-        rows = np.flatnonzero(differs[start:end, a:b].any(axis=1))
-        high += b - a >= BAND_MIN_HEIGHT / 2 * short and rows[-1] - rows[0] + 1 >= (end - start) / 3
-    # (a row of thumbnails or of other products when so many blocks are high enough)
+        block = differs[start:end, a:b]
+        rows = np.flatnonzero(block.any(axis=1))
+        if b - a >= BAND_MIN_HEIGHT / 2 * short and rows[-1] - rows[0] + 1 >= (end - start) / 3:
+            high += 1
+            largest = max(largest, int(block.sum()))
     return (left, start, right, end), int(differs[start:end, left:right].sum()), \
-        high >= STRIP_BLOCKS
+        largest if high >= STRIP_BLOCKS else 0
 
 
 def _block_kind(arr: np.ndarray, differs: np.ndarray, top: int, bottom: int, left: int,
