@@ -539,14 +539,14 @@ class VitrineService:
         product = Product(product_id=fields.product_id, image=photo, category=fields.category,
                           name=fields.name, price=fields.price, description=fields.description,
                           uploaded=True)
-        with self._writer() as writer:
+        written: list[str] = []  # (read again once the writes before are in: two uploads
+        # of a new category in two spellings at once each found none and made twins; the
+        # first read refused a bad one before the model's work)
+        with self._writer(lambda: written.append(self._edited_category(fields.product_id,
+                                                                       sent))) as writer:
             check_manifest(writer, self.embedder, refused=self._model_refused)
-            # (read again once the writes before are in: two uploads of a new category in
-            # two spellings at once each found none and made twins; the first read refused
-            # a bad one before the model's work)
-            if (category := self._edited_category(fields.product_id, sent)) \
-                    != product.category:
-                product = dataclasses.replace(product, category=category)
+            if written[0] != product.category:
+                product = dataclasses.replace(product, category=written[0])
             previous = stored_product(writer, fields.product_id)
             if previous is not None:  # replaced under the id as the store spells it
                 product = dataclasses.replace(product, product_id=previous.product_id)
@@ -572,10 +572,13 @@ class VitrineService:
         ``changes``) and keep its photo and vector. A catalogue product keeps being one:
         the next ``vitrine index`` of its table, which is where its fields come from, sets
         them back to the table's values."""
-        with self._writer() as writer:
-            if changes.get("category"):  # (read with the writes before it in, as an upload)
-                changes = {**changes, "category": self._edited_category(product_id,
-                                                                         changes["category"])}
+        changes = dict(changes)
+
+        def category_now() -> None:  # (read with the writes before it in, as an upload's)
+            if changes.get("category"):
+                changes["category"] = self._edited_category(product_id, changes["category"])
+
+        with self._writer(category_now) as writer:
             current = stored_product(writer, product_id)
             if current is None:
                 raise ProductNotFound(product_id)
@@ -604,10 +607,13 @@ class VitrineService:
             _remove_orphan(writer, Path(previous.image), self._upload_folder())
 
     @contextlib.contextmanager
-    def _writer(self) -> Iterator[VectorStore]:
+    def _writer(self, first: Callable[[], object] | None = None) -> Iterator[VectorStore]:
         """The store to write through, one write at a time. For the embedded store, a second
         store object holding the store's writer lock until it closes; other stores (Milvus)
-        serialise writers themselves and are written through the read store."""
+        serialise writers themselves and are written through the read store. ``first`` runs
+        once this write holds the write locks, before the read store's lock is taken for
+        the others (a count of a Milvus store's categories under it held every read for
+        seconds: helper-239)."""
         if write_cancelled():  # (answered already, the server stopping: not worth
             # waiting for the store; each write checks again as it changes the store)
             raise WriteCancelled()
@@ -618,6 +624,8 @@ class VitrineService:
                             "progress; try again in a moment.")
         try:
             if not isinstance(self.store, EmbeddedStore):
+                if first is not None:
+                    first()
                 with self._store_lock:
                     yield self.store
                 return
@@ -628,6 +636,8 @@ class VitrineService:
                                                 - time.monotonic()))
                 except StoreBusy:  # (said with the whole wait: it said 0.5 s after 2 s)
                     raise busy(self.location, time.monotonic() - started) from None
+                if first is not None:
+                    first()
                 yield writer
                 self._rebuild_if_due(writer.index_due)
             finally:
