@@ -214,6 +214,20 @@ def test_the_language_toggle_keeps_the_photo_searched(page, base_url, outside_ph
     assert page.problems == []
 
 
+def test_the_language_toggle_goes_on_when_the_browser_storage_never_answers(page, base_url,
+                                                                            outside_photo):
+    """A storage that never answers (an extension's, an old Safari's IndexedDB) kept the
+    page where it was after a photo search: the toggle goes on to the other language, the
+    photo not carried (helper-239)."""
+    page.add_init_script("IDBFactory.prototype.open = function () { return {}; };")
+    page.goto(base_url + "/search")
+    page.set_input_files("#photo", str(outside_photo))
+    page.locator("#results li.card").first.wait_for(timeout=30_000)
+    page.click("a.lang-switch")
+    page.wait_for_url("**lang=en**", timeout=10_000)
+    assert page.locator("label[for=photo]").inner_text() == "Choose a photo"
+
+
 def test_a_photo_the_browser_cannot_draw_is_named_beside_its_results(page, base_url,
                                                                     outside_photo, tmp_path):
     """An iPhone's HEIC in Chromium (which draws no HEIC): the server reads it and finds its

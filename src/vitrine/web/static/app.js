@@ -368,6 +368,7 @@
   // it, at most CARRY_MS.
   const CARRIED = "search";
   const CARRY_MS = 60000;
+  const CARRY_WAIT_MS = 500;
   function carriedStore(mode, use) {
     return new Promise(function (resolve) {
       let opening;
@@ -394,10 +395,14 @@
           event.altKey) return;  // (a new tab or window: this page stays as it is)
       event.preventDefault();
       const to = toggle.href;
-      await carriedStore("readwrite", function (store) {
-        store.put({ file: shown.file, category: shown.category, to: to, at: Date.now() },
-                  CARRIED);
-      });
+      // (a storage that never answers, an extension's or an old Safari's, kept the page
+      // where it was: the link goes on after CARRY_WAIT_MS, the photo not carried)
+      await Promise.race([
+        carriedStore("readwrite", function (store) {
+          store.put({ file: shown.file, category: shown.category, to: to, at: Date.now() },
+                    CARRIED);
+        }),
+        new Promise(function (resolve) { setTimeout(resolve, CARRY_WAIT_MS); })]);
       window.location.assign(to);
     });
     carriedStore("readwrite", function (store) {
