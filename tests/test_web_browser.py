@@ -189,6 +189,16 @@ def test_search_by_photo_with_the_file_picker(page, base_url, outside_photo):
     assert page.problems == []
 
 
+CARRIED_PHOTO = """() => new Promise((resolve) => {  // the photo the toggle carries, if any
+    const opening = indexedDB.open("vitrine-carried", 1);
+    opening.onupgradeneeded = () => opening.result.createObjectStore("kept");
+    opening.onsuccess = () => {
+        const found = opening.result.transaction("kept").objectStore("kept").get("search");
+        found.onsuccess = () => { opening.result.close(); resolve(found.result ?? null); };
+    };
+})"""
+
+
 def test_the_language_toggle_keeps_the_photo_searched(page, base_url, outside_photo):
     """The language toggle after a photo search showed the other language's empty search
     page: the results gone, the photo to be chosen again. The page in the other language
@@ -207,9 +217,11 @@ def test_the_language_toggle_keeps_the_photo_searched(page, base_url, outside_ph
     assert page.evaluate("document.getElementById('photo').files[0].name") == \
         outside_photo.name
     assert page.locator(".preview").is_visible()
-    # the photo is not kept for a later visit: the page opened again searches nothing
+    # the photo is not kept for a later visit: taken off the browser's storage by the page
+    # that searched it, and the page opened again has no photo
+    assert page.evaluate(CARRIED_PHOTO) is None
     page.goto(page.url)
-    page.wait_for_timeout(1_000)
+    assert page.evaluate("document.getElementById('photo').files.length") == 0
     assert page.locator("#results li.card").count() == 0
     assert page.problems == []
 
@@ -226,6 +238,29 @@ def test_the_language_toggle_goes_on_when_the_browser_storage_never_answers(page
     page.click("a.lang-switch")
     page.wait_for_url("**lang=en**", timeout=10_000)
     assert page.locator("label[for=photo]").inner_text() == "Choose a photo"
+    assert page.problems == []
+
+
+def test_a_photo_carried_to_a_page_that_is_no_search_is_deleted(page, base_url,
+                                                                 outside_photo):
+    """The other language's page may be no search page (an error page: the server
+    stopping): the photo carried is taken off the browser's storage all the same, not left
+    there for a later visit."""
+    page.goto(base_url + "/search")
+    page.set_input_files("#photo", str(outside_photo))
+    page.locator("#results li.card").first.wait_for(timeout=30_000)
+    page.route(re.compile(r".*/search\?.*lang=en.*"), lambda route: route.fulfill(
+        status=503, content_type="text/html",  # (the server's error page has the script too)
+        body='<html><body><p id="gone">503</p><script src="/static/app.js"></script></body>'
+             '</html>'))
+    page.click("a.lang-switch")
+    page.wait_for_url("**lang=en**", timeout=10_000)
+    assert page.locator("#gone").inner_text() == "503"
+    for _ in range(100):  # (the page's script takes it as it starts)
+        if page.evaluate(CARRIED_PHOTO) is None:
+            break
+        page.wait_for_timeout(100)
+    assert page.evaluate(CARRIED_PHOTO) is None
 
 
 def test_a_photo_the_browser_cannot_draw_is_named_beside_its_results(page, base_url,

@@ -2,8 +2,52 @@
 // Without this script the same form posts normally and the server renders the results page.
 (function () {
   "use strict";
+  // The language toggle after a photo search: the page in the other language searches the
+  // same photo again (the results were lost, the photo to be chosen again). A file cannot
+  // travel in an address: it is kept in this browser's IndexedDB for the next page this tab
+  // opens, which deletes it whatever page it is (used only within CARRY_MS); a page opened
+  // otherwise does not open the storage (a flag in this tab's sessionStorage says a photo
+  // was carried).
+  const CARRIED = "search";
+  const CARRYING = "vitrine-carrying";
+  const CARRY_MS = 60000;
+  const CARRY_WAIT_MS = 500;
+  let storage = null;
+  try { storage = window.indexedDB || null; } catch (error) { /* (an opaque origin) */ }
+  function carriedStore(mode, use) {
+    return new Promise(function (resolve) {
+      let opening;
+      try {
+        opening = storage.open("vitrine-carried", 1);
+      } catch (error) { resolve(null); return; }
+      opening.onupgradeneeded = function () { opening.result.createObjectStore("kept"); };
+      opening.onerror = opening.onblocked = function () { resolve(null); };
+      opening.onsuccess = function () {
+        const db = opening.result;
+        try {
+          const step = db.transaction("kept", mode);
+          const asked = use(step.objectStore("kept"));
+          step.oncomplete = function () { db.close(); resolve(asked ? asked.result : true); };
+          step.onerror = step.onabort = function () { db.close(); resolve(null); };
+        } catch (error) { db.close(); resolve(null); }
+      };
+    });
+  }
+  let carrying = false;
+  try {
+    carrying = sessionStorage.getItem(CARRYING) !== null;
+    sessionStorage.removeItem(CARRYING);
+  } catch (error) { /* no session storage: nothing was carried */ }
+  const taken = carrying && storage ? carriedStore("readwrite", function (store) {
+    const found = store.get(CARRIED);
+    store.delete(CARRIED);
+    return found;
+  }) : null;
+  carrying = taken !== null;
+
   const form = document.getElementById("photo-search");
   if (!form) return;
+  const toggle = document.querySelector("a.lang-switch");
   const input = form.querySelector('input[type="file"]');
   // a list of the categories, or for a store with many a text field (typed, with suggestions)
   const category = form.querySelector("[name=category]");
@@ -362,39 +406,13 @@
   restored();
   window.addEventListener("pageshow", restored);
 
-  // The language toggle after a photo search: the page in the other language searches the
-  // same photo again (the results were lost, the photo to be chosen again). A file cannot
-  // travel in an address: it is kept in this browser's IndexedDB until the next page takes
-  // it, at most CARRY_MS.
-  const CARRIED = "search";
-  const CARRY_MS = 60000;
-  const CARRY_WAIT_MS = 500;
-  function carriedStore(mode, use) {
-    return new Promise(function (resolve) {
-      let opening;
-      try {
-        opening = indexedDB.open("vitrine-carried", 1);
-      } catch (error) { resolve(null); return; }
-      opening.onupgradeneeded = function () { opening.result.createObjectStore("kept"); };
-      opening.onerror = opening.onblocked = function () { resolve(null); };
-      opening.onsuccess = function () {
-        const db = opening.result;
-        try {
-          const step = db.transaction("kept", mode);
-          const asked = use(step.objectStore("kept"));
-          step.oncomplete = function () { db.close(); resolve(asked ? asked.result : true); };
-          step.onerror = step.onabort = function () { db.close(); resolve(null); };
-        } catch (error) { db.close(); resolve(null); }
-      };
-    });
-  }
-  const toggle = document.querySelector("a.lang-switch");
-  if (toggle && window.indexedDB) {
+  if (toggle && storage) {
     toggle.addEventListener("click", async function (event) {
       if (!shown || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey ||
           event.altKey) return;  // (a new tab or window: this page stays as it is)
       event.preventDefault();
       const to = toggle.href;
+      try { sessionStorage.setItem(CARRYING, "1"); } catch (error) { /* not carried */ }
       // (a storage that never answers, an extension's or an old Safari's, kept the page
       // where it was: the link goes on after CARRY_WAIT_MS, the photo not carried)
       await Promise.race([
@@ -405,11 +423,9 @@
         new Promise(function (resolve) { setTimeout(resolve, CARRY_WAIT_MS); })]);
       window.location.assign(to);
     });
-    carriedStore("readwrite", function (store) {
-      const found = store.get(CARRIED);
-      store.delete(CARRIED);
-      return found;
-    }).then(function (carried) {
+  }
+  if (carrying) {
+    taken.then(function (carried) {
       if (!carried || !(carried.file instanceof Blob) || carried.to !== window.location.href ||
           !(Date.now() - carried.at < CARRY_MS) || input.files.length) return;
       try {
