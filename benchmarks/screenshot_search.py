@@ -50,14 +50,12 @@ from vitrine.bench import machine
 from vitrine.catalog import read_catalog, stratified_split
 from vitrine.config import Settings
 from vitrine.embed import Embedder
-from vitrine.images import (
-    FRAME_SIDE,
-    FRAME_TOLERANCE,
-    framed_product,
-    open_image,
-    product_box,
-    to_array,
-)
+from vitrine.images import FRAME_TOLERANCE, framed_product, open_image, to_array
+
+try:  # (code from before it, run with PYTHONPATH, gives no box figure: box_on_the_photo None)
+    from vitrine.images import framed_box
+except ImportError:
+    framed_box = None
 from vitrine.indexer import index_catalog
 from vitrine.recommend import Recommender
 from vitrine.store import open_store
@@ -310,7 +308,8 @@ def run(rec: Recommender, queries: list[tuple], k: int) -> dict:
         hits["new"].append(sum(m.product.category == category for m in new))
     old, new = np.asarray(hits["old"]), np.asarray(hits["new"])
     return {"queries": len(queries), "framed": framed,
-            **({"box_on_the_photo": on_photo} if queries and len(queries[0]) > 2 else {}),
+            **({"box_on_the_photo": on_photo if framed_box else None}
+               if queries and len(queries[0]) > 2 else {}),
             f"precision_at_{k}_old": round(float(old.mean() / k), 4),
             f"precision_at_{k}_new": round(float(new.mean() / k), 4),
             "queries_better": int((new > old).sum()), "queries_worse": int((new < old).sum()),
@@ -328,15 +327,10 @@ page), is at least this."""
 def cut_out_box(img: Image.Image, page_width: int) -> tuple[int, int, int, int] | None:
     """The box :func:`vitrine.images.framed_product` cuts out of ``img`` (the picture as a
     search decodes it), in the pixels of the page ``page_width`` wide; None when none."""
-    img = img if img.mode == "RGB" else img.convert("RGB")
-    factor = max(1, max(img.size) // FRAME_SIDE)
-    found = product_box(np.asarray(img.reduce(factor) if factor > 1 else img))
-    if found is None:
+    found = framed_box and framed_box(img if img.mode == "RGB" else img.convert("RGB"))
+    if not found:
         return None
     (left, top, right, bottom), _ = found
-    if factor > 1:  # (as framed_product widens it)
-        left, top = max(0, (left - 1) * factor), max(0, (top - 1) * factor)
-        right, bottom = min(img.width, (right + 1) * factor), min(img.height, (bottom + 1) * factor)
     scale = page_width / img.width
     return (round(left * scale), round(top * scale), round(right * scale),
             round(bottom * scale))

@@ -1105,12 +1105,11 @@ def test_page_colours_are_the_medians_numpy_gives():
 
 def _found_box(page: Image.Image) -> tuple[int, int, int, int] | None:
     """The product's box :func:`product_box` finds in ``page``, in the page's pixels (within
-    a reduced pixel or two)."""
-    from vitrine.images import FRAME_SIDE, product_box
+    a reduced pixel or two: framed_box's, as the search cuts it out)."""
+    from vitrine.images import framed_box
 
-    factor = max(1, max(page.size) // FRAME_SIDE)
-    found = product_box(np.asarray(page.reduce(factor)))
-    return None if found is None else tuple(v * factor for v in found[0])
+    found = framed_box(page)
+    return None if found is None else found[0]
 
 
 def _near(box, want, slack: int = 12) -> bool:

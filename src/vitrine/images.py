@@ -747,17 +747,10 @@ def framed_product(img: Image.Image, *, max_side: int | None = None) -> Image.Im
     cut out and centred on a square of the colour around it with :data:`FRAME_MARGIN`; None
     when the photo has no such frame (:func:`product_box`)."""
     img = img if img.mode == "RGB" else img.convert("RGB")
-    factor = max(1, max(img.size) // FRAME_SIDE)
-    arr = np.asarray(img.reduce(factor) if factor > 1 else img)
-    found = product_box(arr)
+    found = framed_box(img)
     if found is None:
         return None
     (left, top, right, bottom), colour = found
-    if factor > 1:  # the box in the photo's own pixels, a reduced pixel wider on each side
-        # (one that averages a few columns of the photo with the frame may read as frame)
-        left, top = max(0, (left - 1) * factor), max(0, (top - 1) * factor)
-        right = min(img.width, (right + 1) * factor)
-        bottom = min(img.height, (bottom + 1) * factor)
     box_w, box_h = right - left, bottom - top
     side = round(max(box_w, box_h) * (1 + 2 * FRAME_MARGIN))
     crop_box = (left, top, right, bottom)
@@ -774,6 +767,20 @@ def framed_product(img: Image.Image, *, max_side: int | None = None) -> Image.Im
     square = Image.new("RGB", (side, side), tuple(int(c) for c in colour))
     square.paste(piece, ((side - box_w) // 2, (side - box_h) // 2))
     return square
+
+
+def framed_box(img: Image.Image) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """:func:`product_box` of an RGB photo, looked for in a copy reduced to about
+    :data:`FRAME_SIDE`: the box in the photo's own pixels, a reduced pixel wider on each side
+    (one that averages a few columns of the photo with the frame may read as frame), and the
+    page's colour; None when the photo has no frame."""
+    factor = max(1, max(img.size) // FRAME_SIDE)
+    found = product_box(np.asarray(img.reduce(factor) if factor > 1 else img))
+    if found is None or factor == 1:
+        return found
+    (left, top, right, bottom), colour = found
+    return (max(0, (left - 1) * factor), max(0, (top - 1) * factor),
+            min(img.width, (right + 1) * factor), min(img.height, (bottom + 1) * factor)), colour
 
 
 def _dominant_colour(arr: np.ndarray, tolerance: int) -> np.ndarray:
