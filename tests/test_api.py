@@ -2573,14 +2573,17 @@ def test_two_uploads_of_a_new_category_in_two_spellings_at_once_make_one(
                                    data={"product_id": pid, "category": category})
 
     first = threading.Thread(target=add, args=("l1", "Lâmpada"))
-    first.start()
-    assert reached.wait(60)
     second = threading.Thread(target=add, args=("l2", "lampada"))
-    second.start()
-    assert both_checked.wait(60)  # the second looked before the first was written
-    go.set()
-    for thread in (first, second):
-        thread.join(60)
+    try:
+        first.start()
+        assert reached.wait(60)
+        second.start()
+        assert both_checked.wait(60)  # the second looked before the first was written
+    finally:
+        go.set()
+        for thread in (first, second):
+            if thread.is_alive():
+                thread.join(60)
     assert answers["l1"].status_code == answers["l2"].status_code == 201, answers
     assert {a.json()["category"] for a in answers.values()} == {"Lâmpada"}
     options = re.findall(r'<option value="([^"]*)"', client.get("/search").text)

@@ -22,7 +22,7 @@ from vitrine.cli_support import (
     PortOpt,
     StoreOpt,
     WeightsOpt,
-    blank_key_note,
+    api_key_note,
     check_category,
     check_plot_targets,
     command_settings,
@@ -588,7 +588,7 @@ def demo(
                                "ADDRESS` and serve it with `vitrine serve`.")
     sock = bind(host, port) if serve_app else None  # a busy port fails before indexing
     for note in (exposure_note(host, settings.api_key, sock.getsockname()[0]),
-                 blank_key_note(settings)) if sock else ():
+                 api_key_note(settings)) if sock else ():
         if note:
             err.print(note, markup=False, soft_wrap=True)
     from vitrine.demo import run_demo
@@ -623,7 +623,7 @@ def serve(
         "root_path": ("--root-path", root_path)})  # (checked as the setting is, named so)
     sock = bind(host, port)  # a busy port fails before the model loads
     for note in (exposure_note(host, settings.api_key, sock.getsockname()[0]),
-                 blank_key_note(settings)):
+                 api_key_note(settings)):
         if note:
             err.print(note, markup=False, soft_wrap=True)
     from vitrine.api import create_app

@@ -85,9 +85,10 @@ def read_settings(given: dict[str, tuple[str, object]] | None = None) -> Setting
     return settings
 
 
-def blank_key_note(settings: Settings) -> str | None:
-    """A note for a server whose VITRINE_API_KEY is set but blank: read as unset, every write
-    was refused (403, "set VITRINE_API_KEY") while the start said nothing (helper-230)."""
+def api_key_note(settings: Settings) -> str | None:
+    """A note for a server whose VITRINE_API_KEY is set but blank (read as unset, every write
+    was refused, 403 "set VITRINE_API_KEY", while the start said nothing: helper-230), or
+    shorter than :data:`STRONG_KEY_LENGTH` (guessable); None for none or a long one."""
     if settings.api_key is None and env_value("VITRINE_API_KEY", None) is not None:
         return ("note: VITRINE_API_KEY is blank, so writes through the API stay refused; set "
                 "it to the key clients send.")

@@ -821,14 +821,15 @@ def product_box(arr: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]
     bar's clock, an app bar's title, the photo, the product's name and price, a button, a
     navigation bar's icons. The photo is the band with the most pixels off the page's
     colour among those that are neither a line of text (lower than :data:`BAND_MIN_HEIGHT`
-    of the width, or strokes over less than :data:`BAND_MIN_INK` of its box) nor a flat bar
-    or button (low, and most of it one colour), nor a row of thumbnails
-    (:data:`STRIP_BLOCKS`), nor the page's top under a notification (as wide as the page,
-    most of it the page's colour); a band's side of text beside a wide gap is left out (a
-    column of text beside the photo, :data:`MERGE_GAP`). Its box must leave :data:`MIN_FRAME` of the
-    width and of the height to the page, or, on a page as tall as a phone's with other bands
-    of content, of the height (a photo the whole width of the screen, its name, price and
-    bars around it)."""
+    of the page's shorter side, or strokes over less than :data:`BAND_MIN_INK` of its box)
+    nor a flat bar or button (low, and most of it one colour), nor a row of thumbnails
+    (:data:`STRIP_BLOCKS`, unless its blocks are each larger than every other candidate),
+    nor the page's top under a notification (as wide as the page, most of it the page's
+    colour, within :data:`NOTIFICATION_TOP`); a band's side of text beside a wide gap is
+    left out (a column of text beside the photo, :data:`MERGE_GAP`). Its box must leave
+    :data:`MIN_FRAME` of the width and of the height to the page, or, on a page as tall as a
+    phone's with other bands of content, of the height (a photo the whole width of the
+    screen, its name, price and bars around it)."""
     height, width = arr.shape[:2]
     if min(height, width) < 32:
         return None
@@ -857,11 +858,11 @@ def product_box(arr: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]
         found = _band_product(arr, differs, int(start), int(end), content)
         if found is None:
             continue  # text, a bar or a button
-        box, score, strip = found
-        if strip:  # a row of thumbnails: the product only where nothing else may be (three
-            # alike, a set, alone on a page), and never one of its parts
+        box, score, block = found  # (block: a strip's largest block's score, else 0)
+        if block:  # a row of thumbnails: the product only where no other candidate is as
+            # large as one of its blocks (three alike, a kit), and never one of its parts
             if score > strip_score:
-                strip_at, strip_box, strip_score, strip_block = len(boxes) - 1, box, score, strip
+                strip_at, strip_box, strip_score, strip_block = len(boxes) - 1, box, score, block
             continue
         boxes[-1] = box
         if score > best_score:
@@ -925,7 +926,7 @@ def _band_product(arr: np.ndarray, differs: np.ndarray, start: int, end: int,
             for top, bottom in _runs(rows, 0):
                 sub = differs[start + top:start + bottom, left:right]
                 cols = np.flatnonzero(sub.sum(axis=0) > max(1, FRAME_NOISE * (bottom - top)))
-                if len(cols) and _block_kind(arr, differs, start + top, start + bottom,
+                if len(cols) and _may_be_product(arr, differs, start + top, start + bottom,
                                              left + int(cols[0]), left + int(cols[-1]) + 1,
                                              text_ink=1.0):
                     kept.append((left, right))
@@ -942,7 +943,7 @@ def _band_product(arr: np.ndarray, differs: np.ndarray, start: int, end: int,
             content[:left] = content[right:] = False
     cols = np.flatnonzero(content)
     left, right = int(cols[0]), int(cols[-1]) + 1
-    if not _block_kind(arr, differs, start, end, left, right):
+    if not _may_be_product(arr, differs, start, end, left, right):
         return None
     if right - left == differs.shape[1] and start < NOTIFICATION_TOP * differs.shape[0] \
             and differs[start:end].mean() < BAND_MIN_INK:
@@ -961,7 +962,7 @@ def _band_product(arr: np.ndarray, differs: np.ndarray, start: int, end: int,
         largest if high >= STRIP_BLOCKS else 0
 
 
-def _block_kind(arr: np.ndarray, differs: np.ndarray, top: int, bottom: int, left: int,
+def _may_be_product(arr: np.ndarray, differs: np.ndarray, top: int, bottom: int, left: int,
                 right: int, text_ink: float = BAND_MIN_INK) -> bool:
     """False for a block of a page that is a line of text, a paragraph or an icon (lower than
     :data:`BAND_MIN_HEIGHT` of the page's shorter side, or crossed by many strokes and less

@@ -127,7 +127,8 @@ def ready_message(address: str, root_path: str = "") -> str:
     if root_path:
         return (f"Vitrine is serving at {address} for the reverse proxy that forwards "
                 f"{root_path}/ to it: open the pages at the proxy's {root_path}/ (REST API "
-                f"docs: {root_path}/docs); press Ctrl+C to stop.")
+                f"docs: {root_path}/docs, drawn by Swagger UI from its CDN; offline: "
+                f"{root_path}/openapi.json); press Ctrl+C to stop.")
     return (f"Vitrine is serving at {address} (REST API docs: {address}/docs, drawn by "
             f"Swagger UI from its CDN; offline: {address}/openapi.json); press Ctrl+C to stop.")
 
