@@ -29,10 +29,17 @@ from vitrine.catalog import Product
 from vitrine.embed import ModelManifest
 from vitrine.store import open_store
 from vitrine.store.base import Record
-from vitrine.store.sqlite_db import COLUMNS, DB_NAME, LISTING_ORDER, row_to_product
+from vitrine.store.sqlite_db import (
+    COLUMNS,
+    DB_NAME,
+    LISTING_INDEX_NAME,
+    LISTING_ORDER,
+    OLD_LISTING_INDEXES,
+    row_to_product,
+)
 
 DIM = 1280
-INDEX_NAMES = ("products_listing_folded", "products_image")
+INDEX_NAMES = (LISTING_INDEX_NAME, "products_image")
 BEFORE_LISTING = (f"SELECT {COLUMNS} FROM products WHERE 1=1{{where}} "
                   f"ORDER BY {LISTING_ORDER} LIMIT ? OFFSET ?")
 PREVIOUS_LISTING_INDEX = ("CREATE INDEX products_listing ON products(category, name, "
@@ -106,7 +113,7 @@ def main() -> None:
         for name, (category, query, offset) in cases.items():
             previous[name] = timed(lambda c=category, q=query, o=offset: store.list_products(
                 category=c, query=q, limit=per_page + 1, offset=o), args.repeats)
-        for index in ("products_listing", *INDEX_NAMES[1:]):
+        for index in (*OLD_LISTING_INDEXES, *INDEX_NAMES[1:]):
             store.db.execute(f"DROP INDEX {index}")
         for name, (category, query, offset) in cases.items():
             where, values = "", []

@@ -713,8 +713,8 @@ def test_every_page_state_passes_axe(page, base_url, outside_photo, axe, monkeyp
     guess: list[CategoryGuess] = []
     real = VitrineService.search_photo
 
-    def with_guess(self, data, k, category=None):
-        matches, timings, _ = real(self, data, k, category)
+    def with_guess(self, data, k, category=None, **kwargs):
+        matches, timings, _ = real(self, data, k, category, **kwargs)
         return matches, timings, guess[-1]
 
     monkeypatch.setattr(VitrineService, "search_photo", with_guess)

@@ -227,7 +227,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                 if category_form(p.product_id) not in taken]
     unlisted_skipped = 0  # (the line says they were indexed)
     report.category_from_table = recategorised(products)
-    report.category_twins = category_twins(everything)
+    if shard is not None or not uploaded:  # (else the store's, once written: below)
+        report.category_twins = category_twins(everything)
     gone: set[str] = set()  # stored catalogue products whose photo file no longer exists
     linked = 0  # of them, those refused for their real path (VITRINE_FOLLOW_OUTSIDE_LINKS)
 

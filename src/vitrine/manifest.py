@@ -89,7 +89,7 @@ class ModelManifest:
 
 
 def kind_mismatch(location: object, stored: ModelManifest | None, model_folder: str | None,
-                  model: Path | None, backbone: str | None = None) -> StoreError | None:
+                  model: Path | None, backbone: str) -> StoreError | None:
     """The mismatch of a store made by a trained model used without one (``model`` None), or
     the reverse, or by another pretrained ``backbone`` than this run's (VITRINE_BACKBONE),
     said before this run's model is built: building it took seconds for an answer known
@@ -100,14 +100,20 @@ def kind_mismatch(location: object, stored: ModelManifest | None, model_folder: 
         return None
     if (stored.embedding != "pooled") != (model is not None):
         return mismatch_error(location, stored, None, model_folder)
-    if model is None and backbone is not None and stored.backbone != backbone:
-        return StoreError(
-            f"the store {location} was built with a different model than this run (backbone "
-            f"{stored.backbone} in the store, {backbone} here); to use this model, index into "
-            "a new --store with it (and search and serve that store with it), or set "
-            f"VITRINE_BACKBONE={stored.backbone} and the --weights this store was indexed "
-            "with.")
+    if model is None and stored.backbone != backbone:
+        return _other_model(location, f"backbone {stored.backbone} in the store, {backbone} "
+                            f"here", f"set VITRINE_BACKBONE={stored.backbone} and the "
+                            "--weights this store was indexed with.")
     return None
+
+
+def _other_model(location: object, differs: str, advice: str) -> StoreError:
+    """A store built with another model than this run's: what ``differs``, and after how to
+    use this model, the ``advice`` for using the store's own."""
+    return StoreError(
+        f"the store {location} was built with a different model than this run "
+        f"({differs}); to use this model, index into a new --store with "
+        f"it (and search and serve that store with it), or {advice}")
 
 
 def _same_folder(here: Path, recorded: str) -> bool:
@@ -141,10 +147,6 @@ def mismatch_error(location: object, stored: ModelManifest, current: ModelManife
     model = (f"--model {shlex.quote(one_line(model_folder))} (or VITRINE_MODEL), the model "
              "this store was indexed with" if model_folder else
              "the --model (or VITRINE_MODEL) this store was indexed with")
-    return StoreError(
-        f"the store {location} was built with a different model than this run "
-        f"({differs}); to use this model, index into a new --store with "
-        "it (and search and serve that store with it), or pass "
-        + (f"{model}." if trained else
-           "the --weights and settings this store was indexed with (no --model, and "
-           "VITRINE_MODEL unset)."))
+    return _other_model(location, differs, "pass " + (
+        f"{model}." if trained else "the --weights and settings this store was indexed with "
+        "(no --model, and VITRINE_MODEL unset)."))

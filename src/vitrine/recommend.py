@@ -96,10 +96,9 @@ class Recommender:
             vector = self.store.vector(product_id)
             if vector is None:  # gone between the two reads (Milvus has no snapshot)
                 raise ProductNotFound(product_id)
-            if same_category and product.category:
-                category = product.category
-            return product, self.store.search(vector, k, category=category,
-                                              exclude=product_id)
+            return product, self.store.search(
+                vector, k, category=similar_category(product, same_category, category),
+                exclude=product_id)
 
     def search_vector(self, vector: np.ndarray, k: int = 5,
                       category: str | None = None) -> list[Match]:
@@ -127,6 +126,14 @@ class Recommender:
         vectors = self.embedder.embed_query(image)
         matches, leading = self.search_vectors(vectors, k, category)
         return matches, self.embedder.guess_category(vectors[leading])
+
+
+def similar_category(product: StoredProduct, same_category: bool,
+                     category: str | None = None) -> str | None:
+    """The category a product's similar products come from: with ``same_category`` its own,
+    or every one for a product without a category (as its page shows them; helper-226: only
+    the few others without one, the page's way to the rest hidden); else ``category``."""
+    return product.category if same_category and product.category else category
 
 
 def merge_matches(found: list[list[Match]], k: int) -> tuple[list[Match], int]:

@@ -22,6 +22,7 @@ from vitrine.catalog_csv import CSV_NAMES, find_csv
 from vitrine.cli_support import json_line
 from vitrine.errors import VitrineError
 from vitrine.progress import progress_bar
+from vitrine.recommend import similar_category
 from vitrine.split import FOLDER_NAMES, find_split_folders
 from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.writer_lock import process_alive
@@ -199,8 +200,7 @@ def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | No
     """Each product's ``k`` most similar, one ``search_many`` a category (or one in all)."""
     groups: dict[str | None, list[int]] = defaultdict(list)
     for i, (product, _) in enumerate(page):
-        # (a product without a category: from every one, as its page and `similar` show)
-        groups[product.category if same_category and product.category else None].append(i)
+        groups[similar_category(product, same_category)].append(i)
     found: list[list[Match]] = [[] for _ in page]
     for category, members in groups.items():
         vectors = np.stack([page[i][1] for i in members])

@@ -308,10 +308,13 @@ class VitrineService:
             return self.recommender.product(product_id)
 
     def products(self, *, category: str | None, query: str | None, limit: int,
-                 offset: int) -> tuple[list[StoredProduct], bool]:
+                 offset: int, resolved: bool = False) -> tuple[list[StoredProduct], bool]:
         """One page of products and whether another page follows; ``query`` is read without
-        the spaces around it, as the page's search box is."""
-        category = self.stored_category(category)  # (takes the lock itself)
+        the spaces around it, as the page's search box is. ``resolved``: ``category`` is as
+        the store spells it already (a page's, :func:`vitrine.web.pages.page_category`), not
+        looked up again."""
+        if not resolved:
+            category = self.stored_category(category)  # (takes the lock itself)
         # a store whose reads may run side by side (Milvus: a page may read its whole
         # catalogue's order, 2.5 s at 20,000 products, which held every other request) lists
         # without the lock; the embedded store's connection and index are shared
@@ -487,20 +490,22 @@ class VitrineService:
         after it (its pixels are freed, but glibc kept them: :data:`TRIM_AFTER_S`)."""
         return self._decoder.submit(_trimmed, work, *args).result()
 
-    def search_photo(self, data: bytes, k: int, category: str | None = None
+    def search_photo(self, data: bytes, k: int, category: str | None = None, *,
+                     resolved: bool = False
                      ) -> tuple[list[Match], SearchTimings, CategoryGuess | None]:
         """Products most similar to uploaded photo bytes, the timings, and the photo's likely
         category (a trained model's, else None); raises ImageError for a bad file, and
-        ServerBusy when :data:`SEARCHES_AT_ONCE` are under way."""
+        ServerBusy when :data:`SEARCHES_AT_ONCE` are under way. ``resolved``: as
+        :meth:`products`."""
         if not self._searches.acquire(blocking=False):
             raise ServerBusy("The server has too many photo searches under way; try again "
                              "in a moment.")
         try:
-            return self._search_photo(data, k, category)
+            return self._search_photo(data, k, category, resolved)
         finally:
             self._searches.release()
 
-    def _search_photo(self, data: bytes, k: int, category: str | None
+    def _search_photo(self, data: bytes, k: int, category: str | None, resolved: bool
                       ) -> tuple[list[Match], SearchTimings, CategoryGuess | None]:
         self._check_model()
         prep = self.embedder.prep
@@ -510,7 +515,8 @@ class VitrineService:
         with self._model_lock:  # (a photo in a wide frame: it and its product, one batch)
             vectors = self.embedder.embed_arrays(batch)
         t2 = time.perf_counter()
-        category = self.stored_category(category)
+        if not resolved:
+            category = self.stored_category(category)
         with self._store_lock:
             matches, leading = self.recommender.search_vectors(vectors, k, category)
         t3 = time.perf_counter()

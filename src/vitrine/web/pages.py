@@ -416,8 +416,8 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         query = (q or "").strip()
         chosen = page_category(service, category)
         category = chosen.name or None  # as the store spells it
-        found, more = service.products(category=category, query=query,
-                                       limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        found, more = service.products(category=category, query=query, limit=PAGE_SIZE,
+                                       offset=(page - 1) * PAGE_SIZE, resolved=True)
         categories, choices = service.categories_and(category_choices)
         total = None if query else (categories.get(category, 0) if category
                                     else sum(categories.values()))
@@ -425,7 +425,8 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         last = None if total is None else max(1, -(-total // PAGE_SIZE))
         # past the end of a name search: "previous" only if the page before has products
         before = bool(found) or last is None and page > 1 and bool(service.products(
-            category=category, query=query, limit=1, offset=(page - 2) * PAGE_SIZE)[0])
+            category=category, query=query, limit=1, offset=(page - 2) * PAGE_SIZE,
+            resolved=True)[0])
         return pages.render(request, "catalogue.html", lang, active="catalogue",
                             # past the end: no such page (a 200 is a page crawlers keep)
                             status=404 if page > 1 and not found else 200,
@@ -477,7 +478,8 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         category = request.state.search_category = chosen.name
         try:
             data = guards.read_upload(image, settings.max_upload_bytes)
-            matches, _, guess = service.search_photo(data, SEARCH_K, category or None)
+            matches, _, guess = service.search_photo(data, SEARCH_K, category or None,
+                                                     resolved=True)
             # link the category only if the store holds some of it (one-row lookup, not a
             # count of every category: that scans a Milvus collection)
             linked = guess is not None and service.has_category(guess.category)

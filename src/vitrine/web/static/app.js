@@ -175,12 +175,11 @@
   }
 
   function keepCategoryInToggle() {
-    const link = document.querySelector("a.lang-switch");
-    if (!link || !category) return;
-    const url = new URL(link.href, window.location.href);
+    if (!toggle || !category) return;
+    const url = new URL(toggle.href, window.location.href);
     if (category.value) url.searchParams.set("category", category.value);
     else url.searchParams.delete("category");
-    link.href = url.pathname + url.search;
+    toggle.href = url.pathname + url.search;
   }
 
   // The photo and category of the search on its way (Enter in a typed category sends both
