@@ -106,6 +106,16 @@ def small_store(small_catalog, embedder, tmp_path_factory) -> Path:
     return path
 
 
+def loafer(catalog: Path) -> Path:
+    """The photo of loafer 10308, whose screenshots the whole page's search placed after
+    heels and trainers."""
+    import csv
+
+    with open(catalog / "products.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["product_id"] == "10308")
+    return catalog / row["image"]
+
+
 def phone_screenshot(photo, colour: tuple, fmt: str, app: str | None = None,
                      width: int = 500) -> bytes:
     """A shopper's screenshot of a product page: the photo ``width`` px wide (500: 43 %) in

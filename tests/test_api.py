@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx2
 import numpy as np
 import pytest
-from conftest import IN_CI, phone_screenshot
+from conftest import IN_CI, loafer, phone_screenshot
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -274,13 +274,12 @@ def test_similar(client, rows):
     assert client.get("/api/products/nope/similar").status_code == 404
 
 
-def test_a_phone_screenshot_finds_its_product(client, rows, small_catalog, embedder,
+def test_a_phone_screenshot_finds_its_product(client, small_catalog, embedder,
                                               monkeypatch):
     """POST /api/search with a screenshot (the photo in the middle of a tall black page, a
     JPEG as phones share it): the product first (it was 13th); the two views, the page and
     the product cut out of it, go through the model as one batch."""
-    row = next(r for r in rows if r["product_id"] == "10308")
-    shot = phone_screenshot(small_catalog / row["image"], (0, 0, 0), "JPEG")
+    shot = phone_screenshot(loafer(small_catalog), (0, 0, 0), "JPEG")
     batches = []
     real = embedder.embed_arrays
 
@@ -2322,13 +2321,17 @@ def _answer(sent: list[dict]) -> tuple[int, dict[str, str], bytes]:
     return start["status"], headers, b"".join(m.get("body", b"") for m in bodies)
 
 
-def _held(monkeypatch, module, name: str) -> tuple[threading.Event, threading.Event]:
+def _held(monkeypatch, module, name: str, arrivals: threading.Semaphore | None = None
+          ) -> tuple[threading.Event, threading.Event]:
     """Replace ``module.name`` by a version that says it was reached, then waits to be let
-    go (``reached``, ``go``) before it does its work."""
+    go (``reached``, ``go``) before it does its work; ``arrivals`` is released at each call
+    (to wait for several)."""
     reached, go = threading.Event(), threading.Event()
     real = getattr(module, name)
 
     def held(*args, **kwargs):
+        if arrivals is not None:
+            arrivals.release()
         reached.set()
         go.wait(60)
         return real(*args, **kwargs)
@@ -2602,15 +2605,8 @@ def test_photo_searches_beyond_those_taken_at_once_are_refused_and_pages_go_on(
     monkeypatch.setattr(vitrine.service, "SEARCHES_AT_ONCE", 2)
     client = TestClient(_app(settings, small_store, embedder))
     photo = (small_catalog / rows[0]["image"]).read_bytes()
-    arrived, go = threading.Semaphore(0), threading.Event()
-    real = vitrine.service.decode_query
-
-    def decode_query(*args, **kwargs):  # (each search taken waits here until let go)
-        arrived.release()
-        go.wait(60)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(vitrine.service, "decode_query", decode_query)
+    arrived = threading.Semaphore(0)  # (each search taken waits in its decode until let go)
+    _, go = _held(monkeypatch, vitrine.service, "decode_query", arrived)
     answers: list = []
 
     def search() -> None:

@@ -892,9 +892,10 @@ def test_a_tiff_in_small_tiles_as_large_photos_need_opens():
         open_image(tiled(MOST_TIFF_PIECES + 1, 7000, 7000))
 
 
-def _shoe(width: int = 300, height: int = 160) -> Image.Image:
-    """A product photo that fills its picture: a striped shoe-like block on grey."""
-    rng = np.random.default_rng(0)
+def _shoe(width: int = 300, height: int = 160, seed: int = 0) -> Image.Image:
+    """A product photo that fills its picture: a striped shoe-like block on grey (another
+    ``seed``, another one)."""
+    rng = np.random.default_rng(seed)
     pixels = rng.integers(40, 200, (height, width, 3), dtype=np.uint8)
     return Image.fromarray(pixels, "RGB")
 
@@ -1189,15 +1190,10 @@ def test_a_kit_of_three_beside_a_small_thumbnail_is_still_the_product():
     colour option's small thumbnail under them the thumbnail was cut out instead (a strip was
     the product only where nothing else was a candidate: helper-239). A strip whose blocks
     are each larger than every other candidate is the product."""
-    rng = np.random.default_rng(0)
-
-    def block(w: int, h: int) -> Image.Image:
-        return Image.fromarray(rng.integers(40, 200, (h, w, 3), dtype=np.uint8))
-
     page = Image.new("RGB", (1170, 2532), (255, 255, 255))
     for i in range(3):  # 300 px each, 45 px apart
-        page.paste(block(300, 300), (90 + 345 * i, 400))
-    page.paste(block(110, 110), (60, 800))
+        page.paste(_shoe(300, 300, seed=i), (90 + 345 * i, 400))
+    page.paste(_shoe(110, 110, seed=3), (60, 800))
     assert _near(_found_box(page), (90, 400, 1080, 700))
 
 
@@ -1207,13 +1203,11 @@ def test_a_carousels_neighbours_at_the_page_edges_leave_the_photo_found():
     was, and no product was cut out (helper-239). Only at the page's top is it one."""
     from PIL import ImageDraw
 
-    rng = np.random.default_rng(0)
     page = Image.new("RGB", (1170, 2532), (255, 255, 255))
     draw = ImageDraw.Draw(page)
     draw.rectangle((0, 400, 89, 1299), fill=(180, 180, 180))  # the previous photo's edge
     draw.rectangle((1080, 400, 1169, 1299), fill=(180, 180, 180))  # the next one's
-    page.paste(Image.fromarray(rng.integers(40, 200, (300, 400, 3), dtype=np.uint8)),
-               (385, 700))
+    page.paste(_shoe(400, 300), (385, 700))
     draw.rectangle((0, 0, 1169, 300), fill=(233, 30, 99))  # the app bar
     draw.text((60, 1400), "Rockport Men Slip On", fill=(33, 33, 33))
     box = _found_box(page)

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import phone_screenshot
+from conftest import loafer, phone_screenshot
 
 from vitrine.errors import ImageError
 from vitrine.evaluate import precision_at_k
 from vitrine.recommend import ProductNotFound, Recommender
 from vitrine.store import open_store
-
-
-def loafer(catalog: Path) -> Path:
-    """The photo of loafer 10308, whose screenshots the whole page's search placed after
-    heels and trainers."""
-    with open(catalog / "products.csv", newline="") as fh:
-        row = next(r for r in csv.DictReader(fh) if r["product_id"] == "10308")
-    return catalog / row["image"]
 
 
 @pytest.fixture
