@@ -2621,8 +2621,15 @@ def test_photo_searches_beyond_those_taken_at_once_are_refused_and_pages_go_on(
         assert refused.status_code == 503 and refused.headers["retry-after"] == "2"
         assert refused.json() == {"detail": "The server has too many photo searches under "
                                             "way; try again in a moment."}
-        page = client.post("/search", files=_upload(photo), headers={"Accept": "text/html"})
-        assert page.status_code == 503 and "<html" in page.text
+        for lang, said in (("pt", "buscas por foto demais"), ("en", "too many photo searches")):
+            page = client.post("/search", files=_upload(photo), params={"lang": lang},
+                               headers={"Accept": "text/html"})  # (the form without script)
+            part = client.post("/search", files=_upload(photo),  # (the page's script)
+                               params={"lang": lang, "fragment": 1})
+            for answer in (page, part):
+                assert answer.status_code == 503 and answer.headers["retry-after"] == "2"
+                assert said in answer.text and 'role="alert"' in answer.text, answer.text
+            assert "<html" in page.text and "<html" not in part.text
         assert client.get("/healthz").status_code == 200
         assert client.get("/api/products", params={"limit": 1}).status_code == 200
         assert answers == []  # (the two taken still under way)

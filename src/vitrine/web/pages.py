@@ -21,7 +21,7 @@ from fastapi.templating import Jinja2Templates
 
 from vitrine.catalog import CATEGORY_MAX, category_key, reader_order
 from vitrine.config import Settings
-from vitrine.errors import ImageError, StoreError, VitrineError
+from vitrine.errors import ImageError, ServerBusy, StoreError, VitrineError
 from vitrine.fold import fold
 from vitrine.images import MAX_PHOTO_SIDE
 from vitrine.service import VitrineService
@@ -485,13 +485,19 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
             linked = guess is not None and service.has_category(guess.category)
         except ImageError as exc:
             message, status = pages.photo_refused(exc, lang), 400
+        except ServerBusy:  # (said as such, not as the error page's 503: "the catalogue
+            # is not available")
+            message, status = TEXT[lang]["searches_busy"], 503
         except HTTPException as exc:
             if exc.status_code != 413:
                 raise
             return pages.too_large(request, category)  # the form was read: keep its choice
-        return pages.search_results(request, lang, fragment, status, matches=matches,
-                                    message=message, guess=guess, guess_linked=linked,
-                                    category=category, chosen=chosen)
+        response = pages.search_results(request, lang, fragment, status, matches=matches,
+                                        message=message, guess=guess, guess_linked=linked,
+                                        category=category, chosen=chosen)
+        if status == 503:
+            response.headers["Retry-After"] = "2"
+        return response
 
     app.state.render_too_large = pages.too_large
     app.state.render_cut_off = pages.cut_off

@@ -92,6 +92,8 @@ TEXT: dict[str, dict[str, str]] = {
         "method_not_allowed": "Este endereço não aceita esse tipo de pedido.",
         "busy": "O catálogo está sendo atualizado. Tente de novo em instantes.",
         "unavailable": "O catálogo não está disponível agora. Tente de novo em instantes.",
+        "searches_busy": "O servidor está com buscas por foto demais neste momento. Tente "
+                         "de novo em instantes.",
         "server_error": "Algo deu errado no servidor. Tente de novo em instantes.",
         "offline": "Não foi possível falar com o servidor. Verifique a conexão e tente de "
                    "novo.",
@@ -181,6 +183,8 @@ TEXT: dict[str, dict[str, str]] = {
         "method_not_allowed": "This address does not accept that kind of request.",
         "busy": "The catalogue is being updated. Try again in a moment.",
         "unavailable": "The catalogue is not available right now. Try again in a moment.",
+        "searches_busy": "The server has too many photo searches under way. Try again in a "
+                         "moment.",
         "server_error": "Something went wrong on the server. Try again in a moment.",
         "offline": "Could not reach the server. Check your connection and try again.",
         "slow": "The server did not answer in time. Try again in a moment.",
