@@ -422,3 +422,20 @@ def test_odd_names_are_wrapped_quickly_and_inside_their_tile(monkeypatch):
         "R$\u00a0199,90"
     lines = plots._lines("👩\u200d" * 40 + "👩", plots.TILE_TEXT, 2)
     assert all(line and plots._width(line) <= plots.TILE_TEXT for line in lines)
+
+
+def test_names_alike_in_two_places_are_drawn_apart():
+    """Four categories alike at their start and end, differing in two places: each pair
+    still alike once shortened was numbered 1, 2 on its own, so "Relógio Feminino —… (1)"
+    stood for two categories, on one misclassified tile as its label and the model's guess
+    (helper-268); every name is drawn differently, within its room."""
+    from vitrine import plots
+
+    room = plots.MISCLASSIFIED_TEXT - max(plots._width("label: "),
+                                          plots._width("model: ") + plots._width(" (99.9%)"))
+    names = [f"Relógio {kind} — {style} (São Paulo, Açaí & Ébano)"
+             for style in ("estilo urbano", "edição limitada")
+             for kind in ("Feminino", "Masculino")]
+    short = plots._short_names(names, room)
+    assert len(set(short.values())) == len(names), short
+    assert all(plots._width(text) <= room for text in short.values()), short

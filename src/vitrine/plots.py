@@ -253,10 +253,16 @@ def _short_names(names, width: float, size: float = 8) -> dict[str, str]:
             text = full[name]
             differs = max(_common_start(text, full[other]) for other in group if other != name)
             short[name] = _around(text, differs, width, size)
-    for group in _collisions(short):  # (still alike: numbered, in the figure's order)
-        for number, name in enumerate(group, 1):
-            short[name] = _ellipsis(full[name], width - _width(f" ({number})", size),
-                                    size) + f" ({number})"
+    number = 0  # (still alike: numbered, in the figure's order, one count over every
+    # group: numbered 1, 2 within each group, "Relógio Masculino —… (2)" stood for two
+    # categories, on one tile as its label and the model's guess: helper-268)
+    for group in _collisions(short):
+        for name in group:
+            number += 1
+            differs = max(_common_start(full[name], full[other]) for other in group
+                          if other != name)
+            short[name] = _around(full[name], differs, width - _width(f" ({number})", size),
+                                  size) + f" ({number})"
     return short
 
 
