@@ -183,8 +183,10 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
     ``groups`` lists items (indices) that must share a split; an item in no group is its own
     unit. A unit counts towards the label of its first member; one whose items carry
     different labels trains. Each label with at least three items, other than such
-    copies, gets at least one item in validation and in test, and every label keeps at least
-    one for training (large fractions no longer drop a small category from the classes).
+    copies, gets at least one item in validation and in test (a unit larger than its
+    target, when that split has none of the label yet and training keeps half the label's
+    items), and every label keeps at least one for training (large fractions no longer
+    drop a small category from the classes).
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and
             val_fraction + test_fraction < 1):
@@ -215,9 +217,15 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
             targets[name] -= min(targets[name], max(0, sum(targets.values()) - (n - 1)))
         filled = {"test": 0, "val": 0}
         for unit in label_units:
-            name = next((s for s in ("test", "val") if filled[s] < targets[s]), "train")
-            if name != "train" and filled[name] + len(unit) > targets[name] + 1:
-                name = "train"  # a large group would overshoot: keep it for training
+            # the first split still short of its target that this unit fits (within one
+            # photo; a split of this label still empty takes a larger unit as long as
+            # training keeps half the label's photos): a unit that overshot test went to
+            # training and the next one tried test again, so validation never got a photo
+            # of a category of equal groups (helper-268)
+            held = filled["test"] + filled["val"]
+            name = next((s for s in ("test", "val") if filled[s] < targets[s] and (
+                filled[s] + len(unit) <= targets[s] + 1 or
+                filled[s] == 0 and 2 * (n - held - len(unit)) >= n)), "train")
             if name != "train" and len({labels[i] for i in unit}) > 1:
                 name = "train"  # copies of one photo under two categories: no model could
                 # get both right, so tested they were mistakes by construction (helper-190)
