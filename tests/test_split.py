@@ -429,3 +429,32 @@ def test_equal_duplicate_groups_fill_validation_and_test():
             for group in groups:
                 assert len({names[i] for i in group}) == 1
 
+
+def test_a_product_tables_group_column_keeps_a_products_shots_in_one_split():
+    """Photos of one product (front, back, a crop a supplier made) are no duplicates the
+    rules find: without a column saying so they landed in train and test (helper-268).
+    Photos sharing an ``item_group_id`` (any case and spacing of the column's name) or
+    another group column stay together, joined with the duplicate groups; a column named
+    "group" is no product (a department, say) and splits nothing. A given folder split is
+    kept: a product's shots across its folders are not copies, none is left out."""
+    products = [Product(f"p{i:02d}", Path(f"/x/{i}.jpg"), "ab"[i % 2],
+                        attributes={"group": "ab"[i % 2],
+                                    "Item Group ID" if i < 40 else "parent_id": f"g{i % 10}"})
+                for i in range(50)]
+    groups = [["p00", "p02"]]  # (a duplicate pair joining two products' shots: g0, g2)
+    together = [[p.product_id for p in products if p.attributes.get(
+        "Item Group ID", p.attributes.get("parent_id")) in gs] for gs in (("g0", "g2"),)]
+    for seed in range(10):
+        split = make_split(products, groups, Settings(train_seed=seed))
+        for g in range(1, 10):
+            if g != 2:
+                shots = {split.assignment[p.product_id] for p in products
+                         if f"g{g}" in p.attributes.values()}
+                assert len(shots) == 1, (seed, g, shots)
+        assert len({split.assignment[pid] for pid in together[0]}) == 1, seed
+        assert split.groups == groups  # (the duplicates: reported, counted once)
+        assert {"train", "val", "test"} <= set(split.assignment.values()), seed
+    given = {p.product_id: ("test" if i < 10 else "val" if i < 20 else "train")
+             for i, p in enumerate(products)}
+    split = make_split(products, [], Settings(), given)
+    assert split.assignment == given and not split.left_out and not split.left_out_val

@@ -16,7 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine.catalog import UPLOAD_NAME, Product, category_form, read_catalog, scan_images
+from vitrine.catalog import (
+    UPLOAD_NAME,
+    Product,
+    category_form,
+    category_key,
+    read_catalog,
+    scan_images,
+)
 from vitrine.config import Settings
 from vitrine.errors import CatalogError
 from vitrine.jsonfile import write_json
@@ -389,14 +396,61 @@ def read_catalogue(root: Path, uploads: Path | None = None, *,
     return products, given, outside
 
 
+GROUP_COLUMNS = ("item_group_id", "product_group", "parent_id", "grupo_produto")
+"""Product-table columns naming the product a photo shows (its front, back and detail
+shots, or a supplier's crop of it; ``item_group_id`` as shopping feeds write it): photos
+sharing a value stay in one split, as duplicates do. The duplicate rules find copies
+resized or recompressed, not cropped by more than about 3 % a side, mirrored or taken
+again, which otherwise land in train and test (helper-268). Names that say which product
+only: a column "group" or "grupo" may hold a department, which would keep half a category
+out of test."""
+_GROUP_KEYS = {category_key(name) for name in GROUP_COLUMNS}  # (any case, "Item Group ID")
+
+
+def with_product_groups(products: Sequence[Product], groups: list[list[str]]
+                        ) -> list[list[str]]:
+    """``groups`` (duplicate groups of product ids) joined with the groups that a
+    :data:`GROUP_COLUMNS` column of the product table gives (union of both)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def join(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    for group in groups:
+        for pid in group[1:]:
+            join(group[0], pid)
+    first: dict[str, str] = {}
+    for product in products:
+        key = next((v.strip() for k, v in product.attributes.items()
+                    if category_key(k) in _GROUP_KEYS and v and v.strip()), None)
+        if key is not None:
+            join(first.setdefault(key, product.product_id), product.product_id)
+    members: dict[str, list[str]] = {}
+    for pid in parent:
+        members.setdefault(find(pid), []).append(pid)
+    return sorted((sorted(m) for m in members.values() if len(m) > 1), key=lambda g: g[0])
+
+
 def make_split(products: Sequence[Product], groups: list[list[str]], settings: Settings,
                given: dict[str, str] | None = None) -> Split:
     """Split ``products``: keep the ``given`` folder split (carving validation or test out of
     training when that folder is missing), else make a seeded stratified split. Only
     ``products`` are assigned: a photo of ``given`` left out of them (one that could not be
-    read) is in no split, though its folder still counts as present."""
+    read) is in no split, though its folder still counts as present. ``groups`` (the
+    duplicate groups) and the product table's groups (:func:`with_product_groups`) each
+    stay in one split where it is made; a given folder's photos stay where they are, and
+    only duplicates across them are reported and left out."""
     index = {p.product_id: i for i, p in enumerate(products)}
-    idx_groups = [[index[pid] for pid in g if pid in index] for g in groups]
+    idx_groups = [[index[pid] for pid in g if pid in index]
+                  for g in with_product_groups(products, groups)]
     labels = [p.category for p in products]
     val, test = settings.train_val_fraction, settings.train_test_fraction
     if given is None:
