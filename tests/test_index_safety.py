@@ -709,6 +709,37 @@ def test_new_ids_for_the_same_photos_are_not_taken_for_a_lost_catalogue(shop_a, 
         _index(shop, store, embedder)
 
 
+def test_a_table_whose_image_cells_name_none_of_the_photos_is_refused_as_one_gone(
+        shop_a, embedder, tmp_path):
+    """The image column rewritten to bare file names (a spreadsheet's export), or every
+    photo moved to another folder: no row finds its photo, each photo became a product
+    named by its file, every id, name and price gone, exit 0 (helper-244). Refused as a
+    table gone, saying what is wrong with the table, the store untouched; with most rows
+    right the run goes ahead."""
+    shop = tmp_path / "shop"
+    shutil.copytree(shop_a, shop)
+    store = tmp_path / "st"
+    assert _index(shop, store, embedder).indexed == 16
+    table = shop / "products.csv"
+    rows = list(csv.DictReader(table.open(newline="")))
+    before = _state(store)
+
+    def write(image) -> None:
+        with table.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({**r, "image": image(i, r["image"])} for i, r in enumerate(rows))
+
+    write(lambda i, image: Path(image).name)
+    with pytest.raises(RemovalRefused, match=r"turn 16 of the 16 catalogue products .* the "
+                       r"product table's image cells name none of the photos found"):
+        _index(shop, store, embedder)
+    assert _state(store) == before
+    write(lambda i, image: Path(image).name if i < 2 else image)  # two rows wrong: indexed
+    report = _index(shop, store, embedder)
+    assert (report.indexed, report.removed, len(report.skipped)) == (2, 2, 2)
+
+
 def test_index_names_products_whose_table_category_overrides_the_folder(shop_a, embedder,
                                                                         tmp_path):
     catalog = shutil.copytree(shop_a, tmp_path / "shop")

@@ -226,6 +226,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     products = [p for p in products
                 if category_form(p.product_id) not in taken]
     unlisted_skipped = 0  # (the line says they were indexed)
+    listed_read = 0  # table rows whose photo was read (none: the table names no photo)
     report.category_from_table = recategorised(products)
     if shard is not None or not uploaded:  # (else the store's, once written: below)
         report.category_twins = category_twins(everything)
@@ -254,6 +255,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                                        "reason": reason})
                 adv(1)
                 continue
+            listed_read += product.listed
             previous = stored.get(product.product_id)
             if previous is None or previous[0] != sha:
                 to_embed.append((product, sha))
@@ -276,11 +278,15 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                                         store, images, uploads, fingerprints, root,
                                         {p.product_id: p.image.name for p in everything})))
         catalogue_ids = [pid for pid in stored if pid not in uploaded]
-        if not any(p.listed for p in everything):  # (first: the more telling reason, also
-            # where the removals alone are refused: a store of an older Vitrine was told to
-            # check the folder was complete and pass --replace: helper-223)
+        table = any(p.listed for p in everything)
+        if not table or shard is None and not listed_read:  # (first: the more telling
+            # reason, also where the removals alone are refused: a store of an older Vitrine
+            # was told to check the folder was complete and pass --replace: helper-223).
+            # A table whose rows name none of the photos found (bare file names in its image
+            # column, the photos moved to other folders) did as a table gone, exit 0
+            # (helper-244)
             _check_table_gone(store, images, root, catalogue_ids, remove, meta_only,
-                              to_embed)
+                              to_embed, table=table)
         _check_removals(store, root, link, catalogue_ids, remove, len(gone) - linked, shard,
                         readable=readable, linked=(linked, len(refused_links or ())),
                         listed=keep | gone, images=images)
@@ -488,9 +494,9 @@ table had named them."""
 
 def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], root: Path,
                       catalogue: list[str], remove: list[str], meta_only: list[Product],
-                      to_embed: list[tuple[Product, str]]) -> None:
-    """Refuse a run that reads no product table in which most of the store's catalogue
-    products, their photos unmoved, would become products named by their files, when a
+                      to_embed: list[tuple[Product, str]], table: bool) -> None:
+    """Refuse a run that reads no product table (``table``: one whose rows name none of
+    the photos found) in which most of the store's catalogue products, their photos unmoved, would become products named by their files, when a
     table had named them (a name other than the file's, a price, a description or other
     columns): the table deleted or moved, every name, price and description would go, exit 0
     (helper-179), whether their ids came from it (re-keyed: a new id, the photo's path) or
@@ -516,8 +522,11 @@ def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], 
     raise RemovalRefused(
         f"indexing {root} would turn {len(changed)} of the {len(catalogue)} catalogue products "
         f"of the store {store.location} into products named by their photo files, dropping "
-        "their names, prices and descriptions: no product table lists their photos any more "
-        "(products.csv deleted or moved?); put the table back, or pass --replace to "
+        "their names, prices and descriptions: " + (
+            "the product table's image cells name none of the photos found (give each "
+            "photo's path from the catalogue folder, such as category/photo.jpg); correct "
+            "them" if table else "no product table lists their photos any more (products.csv "
+            "deleted or moved?); put the table back") + ", or pass --replace to "
         "`vitrine index` to index the photos as they are.")
 
 
