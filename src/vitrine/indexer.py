@@ -495,14 +495,15 @@ table had named them."""
 def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], root: Path,
                       catalogue: list[str], remove: list[str], meta_only: list[Product],
                       to_embed: list[tuple[Product, str]], table: bool) -> None:
-    """Refuse a run that reads no product table (``table``: one whose rows name none of
-    the photos found) in which most of the store's catalogue products, their photos unmoved, would become products named by their files, when a
-    table had named them (a name other than the file's, a price, a description or other
-    columns): the table deleted or moved, every name, price and description would go, exit 0
-    (helper-179), whether their ids came from it (re-keyed: a new id, the photo's path) or
-    not (the same id, the table's fields gone: helper-185). A few products kept or unlisted
-    before do not hide it; photos renamed, or a store whose last run read no table (its
-    products edited through the API get their catalogue values back), go ahead."""
+    """Refuse a run that reads no product table (``table``: one whose rows name none of the
+    photos found) in which most of the store's catalogue products, their photos unmoved, would
+    become products named by their files, when a table had named them (a name other than the
+    file's, a price, a description or other columns): the table deleted or moved, every name,
+    price and description would go, exit 0 (helper-179), whether their ids came from it
+    (re-keyed: a new id, the photo's path) or not (the same id, the table's fields gone:
+    helper-185). A few products kept or unlisted before do not hide it; photos renamed, or a
+    store whose last run read no table (its products edited through the API get their catalogue
+    values back), go ahead."""
     if not catalogue:
         return
     photos = {str(p.image) for p, _ in to_embed}
