@@ -999,6 +999,18 @@ def test_a_category_filter_in_either_accent_form_finds_the_category(tmp_path):
     # the product's own category, as stored: "similar, same category" on such a store
     assert [m.product.product_id for m in rec.similar("a", 5, same_category=True)[1]] == ["c"]
     s.close()
+    # a store of 2,000 categories: those holding the typed text or spelled close to it, not
+    # all 2,000 in one line of 35 kB (helper-244)
+    many = types.SimpleNamespace(store=types.SimpleNamespace(
+        categories=lambda: {f"categoria_{i}": 1 for i in range(1, 2001)}))
+    for typed, near in (("categria_5", "'categoria_5'"), ("ATEGORIA 199", "'categoria_199', "
+                        "'categoria_1990', 'categoria_1991'")):
+        with pytest.raises(VitrineError) as refused:
+            check_category(many, typed)
+        said = str(refused.value)
+        assert said.startswith(f"the store has no products of category {typed!r} among its "
+                               f"2,000 categories; close to it: {near}"), said
+        assert said.count("'categoria_") <= 8, said
 
 
 def test_index_files_of_another_copy_of_the_database_are_never_used(tmp_path):

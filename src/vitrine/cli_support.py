@@ -357,7 +357,15 @@ def check_category(rec, category: str | None) -> str | None:
     the store's categories (a typo would otherwise look like 'no similar products')."""
     if category is None:
         return None
-    from vitrine.catalog import categories_by_key, named_alike, stored_category
+    import difflib
+
+    from vitrine.catalog import (
+        categories_by_key,
+        category_key,
+        named_alike,
+        reader_order,
+        stored_category,
+    )
 
     known = rec.store.categories()
     category = stored_category(category, known)
@@ -370,8 +378,24 @@ def check_category(rec, category: str | None) -> str | None:
         raise VitrineError(f"the store has no products of category {category!r}, but "
                            f"{' and '.join(repr(c) for c in sorted(alike))}, which differ only in "
                            "case, accents or spaces; name one as it is written.")
-    raise VitrineError(f"the store has no products of category {category!r}; it has "
-                       f"{', '.join(repr(c) for c in known) or 'none'}.")
+    if len(known) <= CATEGORIES_NAMED:
+        raise VitrineError(f"the store has no products of category {category!r}; it has "
+                           f"{', '.join(repr(c) for c in known) or 'none'}.")
+    # (a store of 2,000 categories named them all in one line of 35 kB: helper-244)
+    keys = {category_key(c): c for c in reader_order(known)}
+    typed = category_key(category)
+    near = [c for key, c in keys.items() if typed and typed in key][:CATEGORIES_NEAR] or [
+        keys[k] for k in difflib.get_close_matches(typed, keys, CATEGORIES_NEAR)]
+    raise VitrineError(f"the store has no products of category {category!r} among its "
+                       f"{len(known):,} categories" + (
+                           f"; close to it: {', '.join(repr(c) for c in near)}." if near else
+                           "; `vitrine info` lists them."))
+
+
+CATEGORIES_NAMED = 20
+"""An unknown ``--category`` names every category of a store of at most this many, else
+those whose names hold it or are spelled close to it, at most ``CATEGORIES_NEAR``."""
+CATEGORIES_NEAR = 8
 
 
 def save_plot(image, title, matches, target: Path, quiet: bool, max_pixels: int) -> None:
