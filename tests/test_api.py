@@ -167,6 +167,9 @@ def test_405_names_every_method_of_the_address_and_head_answers_like_get(writabl
         "GET", "HEAD", "POST"}
     assert set(client.put(f"/api/products/{pid}").headers["allow"].split(", ")) == {
         "GET", "HEAD", "PATCH", "DELETE"}
+    # (not those of /api/products/{id} matched with "…/similar" as the id, no product's)
+    assert set(client.put(f"/api/products/{pid}/similar").headers["allow"].split(", ")) == {
+        "GET", "HEAD"}
     # without a key, a method or an address that no key makes work gets its 405 or 404,
     # not a 401 asking for the key (every POST, PATCH or DELETE under /api/products did)
     for method, path, status in (("POST", f"/api/products/{pid}", 405),

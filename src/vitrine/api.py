@@ -490,10 +490,14 @@ def _add_head_routes(router: APIRouter) -> None:
 
 
 def _allowed_methods(routes: list[routing.BaseRoute], scope) -> list[str]:
-    """Every method one of ``routes`` answers at the request's address."""
+    """Every method one of ``routes`` answers at the request's address: not those of a
+    product's address that it matches only as an id no product can have (PATCH and DELETE
+    of /api/products/X/similar answered 404: helper-244)."""
     methods: set[str] = set()
     for route in routes:
-        if route.matches(scope)[0] is not routing.Match.NONE:
+        match, child = route.matches(scope)
+        if match is not routing.Match.NONE and not id_problem(
+                child.get("path_params", {}).get("product_id", "x")):
             methods |= getattr(route, "methods", None) or set()
     return sorted(methods)
 
