@@ -273,6 +273,9 @@ def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path):
         "figure"] == str(tmp_path / "one.png")
     empty = run("search", "--store", store, "", check=False)  # (an unset shell variable)
     assert empty.returncode == 2 and "an IMAGE argument is empty" in empty.stderr
+    empty = run("similar", "--store", store, "", check=False)
+    assert empty.returncode == 2 and empty.stderr == (
+        "error: PRODUCT_ID is empty (an unset shell variable?); name it.\n"), empty.stderr
 
 
 def json_lines(proc) -> list[dict]:

@@ -111,8 +111,9 @@ def index(
     strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero if any file is "
                                          "skipped.")] = False,
     shard: Annotated[str | None, typer.Option(
-        "--shard", help="I/N: index only shard I of N (parallel writers into one Milvus "
-        "store).")] = None,
+        "--shard", help="I/N, I from 0 to N-1: index only shard I of N (parallel writers "
+        "into one Milvus store; an embedded store takes one writer at a time).")
+    ] = None,
     replace: Annotated[bool, typer.Option(
         "--replace", help="Make CATALOG_DIR the store's catalogue even when that removes "
         "products indexed from another folder, or all of them (refused without it).")] = False,
@@ -256,6 +257,9 @@ def similar(
     as_json: JsonOpt = False,
 ) -> None:
     """Find the products most similar to a product of the store (itself excluded)."""
+    if not product_id:  # (as every other empty argument; "product '' is not in the store"
+        # sent one looking for an id: helper-244)
+        raise VitrineError("PRODUCT_ID is empty (an unset shell variable?); name it.")
     if same_category and category is not None:
         raise VitrineError("--category and --same-category each choose the category of the "
                            "results; pass one of them.")

@@ -60,7 +60,8 @@ WeightsOpt = Annotated[Path | None, typer.Option(
     "--weights", help="Local backbone weights (torchvision state_dict); default: "
     "VITRINE_WEIGHTS, else torchvision's download.", parser=path_of("--weights"))]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-KOpt = Annotated[int, typer.Option("--k", "-k", min=1, max=100, help="Number of results.")]
+KOpt = Annotated[int, typer.Option("--k", "-k", min=1, max=100,
+                                   help="Number of results (1 to 100).")]
 CategoryOpt = Annotated[str | None, typer.Option("--category", "-c",
                                                  help="Only products of this category.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a figure (.png, .jpg, "
