@@ -740,6 +740,81 @@ def test_a_table_whose_image_cells_name_none_of_the_photos_is_refused_as_one_gon
     assert (report.indexed, report.removed, len(report.skipped)) == (2, 2, 2)
 
 
+def test_products_gone_from_the_catalogue_leave_the_store_before_new_photos_are_embedded(
+        shop_a, novidades, embedder, tmp_path):
+    """Products removed from the catalogue were deleted only after every new photo was
+    embedded (hours for a large import): meanwhile the server listed and found them, their
+    photos 404s, and a run cut off each time never removed them (helper-245). They go
+    first; a product whose id changed keeps the old one until then, lending its vector."""
+    shop = tmp_path / "shop"
+    shutil.copytree(shop_a, shop)
+    store = tmp_path / "st"
+    assert _index(shop, store, embedder).indexed == 16
+    table = shop / "products.csv"
+    rows = list(csv.DictReader(table.open(newline="")))
+    gone, rekeyed = rows[:2], rows[2]
+    for row in gone:
+        (shop / row["image"]).unlink()
+    new = list(csv.DictReader((novidades / "products.csv").open(newline="")))[:3]
+    for row in new:
+        shutil.copy(novidades / row["image"], shop / row["image"])
+    with table.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows([*rows[3:], {**rekeyed, "product_id": "novo-id"}, *new])
+    seen: list[set[str]] = []
+
+    class Watching:  # (the store as another process sees it when embedding starts)
+        def __getattr__(self, name):
+            return getattr(embedder, name)
+
+        def embed_paths(self, *args, **kwargs):
+            reader = open_store(store)
+            try:
+                seen.append(set(reader.fingerprints()))
+            finally:
+                reader.close()
+            return embedder.embed_paths(*args, **kwargs)
+
+    report = _index(shop, store, Watching())
+    ids = {r["product_id"] for r in rows} - {r["product_id"] for r in gone}
+    assert seen and seen[0] == ids, seen  # (the re-keyed product's old id still there)
+    assert (report.indexed, report.removed, report.photos_embedded) == (4, 3, 3)
+    reader = open_store(store)
+    try:
+        assert set(reader.fingerprints()) == (ids - {rekeyed["product_id"]} | {"novo-id"}
+                                              | {r["product_id"] for r in new})
+    finally:
+        reader.close()
+
+
+def test_a_search_index_that_cannot_be_saved_is_said(shop_a, embedder, tmp_path,
+                                                     monkeypatch):
+    """A disk too full for the search index's file: index exited 0 in silence, and every
+    later process built the whole index in its first search, the server's pages waiting
+    (helper-245). The report says why (`index_unsaved`) and the terminal says what it
+    costs; the next run that saves it says nothing."""
+    import errno
+
+    from vitrine.ann import VectorIndex
+    from vitrine.display import index_lines
+
+    def full(self, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(VectorIndex, "save", full)
+    report = _index(shop_a, tmp_path / "st", embedder)
+    assert report.indexed == 16 and report.index_unsaved == os.strerror(errno.ENOSPC)
+    assert report.as_dict()["index_unsaved"] == report.index_unsaved
+    assert not list((tmp_path / "st").glob("index.*"))
+    assert (f"Note: the search index could not be saved ({os.strerror(errno.ENOSPC)}): each "
+            "search command") in "\n".join(index_lines(report, 10_000, "st"))
+    monkeypatch.undo()
+    report = _index(shop_a, tmp_path / "st", embedder)
+    assert report.index_unsaved is None and list((tmp_path / "st").glob("index.*"))
+    assert not any("search index" in line for line in index_lines(report, 10_000, "st"))
+
+
 def test_index_names_products_whose_table_category_overrides_the_folder(shop_a, embedder,
                                                                         tmp_path):
     catalog = shutil.copytree(shop_a, tmp_path / "shop")

@@ -782,6 +782,21 @@ def test_a_full_disk_is_not_taken_for_a_damaged_store(store, monkeypatch):
                                              r"it is full \(disk I/O error; .*the store "
                                              "itself is as it was"):
             open_store(root)
+    # out of files, one left (SQLite makes two beside the database): SQLite cannot open it,
+    # which was said as a store not readable (helper-245)
+
+    def no_files(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite3, "connect", no_files)
+    monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(
+        f_bavail=10**9, f_frsize=4096, f_files=10**6, f_favail=1))
+    with pytest.raises(StoreError, match=r"the disk holding it is full \(unable to open"):
+        open_store(root)
+    monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(
+        f_bavail=10**9, f_frsize=4096, f_files=10**6, f_favail=10**5))
+    with pytest.raises(StoreError, match="not a readable Vitrine store"):  # room: as before
+        open_store(root)
 
 
 @contextlib.contextmanager

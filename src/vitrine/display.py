@@ -124,6 +124,11 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
                      "replaced through the API (delete them there to hand their ids back to "
                      "the catalogue).")
     lines += [f"  skipped {one_line(skip['path'])}: {skip['reason']}" for skip in report.skipped]
+    if report.index_unsaved:
+        lines.append(f"Note: the search index could not be saved ({report.index_unsaved}): "
+                     "each search command, and the server at its first search, builds it "
+                     "again until an index run saves it; free some room and run index "
+                     "again.")
     if not report.duplicates_searched:
         lines.append("Duplicates not searched: " + (
             "VITRINE_DUP_MAX_PRODUCTS is 0." if not dup_max_products else

@@ -65,6 +65,10 @@ class IndexReport:
     photos_read: int = 0
     """Photos read to hash them: the others' size, times and inode had not changed
     (``vitrine.photo_hashes``)."""
+    index_unsaved: str | None = None
+    """Why the search index could not be saved at the run's end (a full disk): each later
+    process builds the whole index in its first search (minutes for a large HNSW store,
+    every page waiting in the server), where the run said nothing and exited 0."""
     duplicates_compared: int = 0
     """Products compared with the whole store to find duplicates: those changed since the
     last search when its pairs could be reused (``vitrine.dedupe_store``), else all."""
@@ -81,6 +85,7 @@ class IndexReport:
                 "duplicates_searched": self.duplicates_searched,
                 "duplicates_compared": self.duplicates_compared,
                 "photos_embedded": self.photos_embedded, "photos_read": self.photos_read,
+                "index_unsaved": self.index_unsaved,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -309,10 +314,15 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
 
     store.update_metadata(meta_only)
     report.updated += len(meta_only)
+    # products gone from the catalogue go before the embedding (minutes to hours): the
+    # server listed and found them, their photos 404s, until its end (helper-245); those
+    # whose photo a product to embed has (an id changed) stay until then, lending it their
+    # vector
+    needed = {sha for _, sha in to_embed}
+    report.removed = store.delete([pid for pid in remove if stored[pid][0] not in needed])
     _embed_and_store(to_embed, stored, store, embedder, report, root, show_progress,
                      commit_every)
-
-    report.removed = store.delete(remove)
+    report.removed += store.delete([pid for pid in remove if stored[pid][0] in needed])
     if shard is None and uploaded:  # the store's twins, the API's products in them (a
         # folder renamed "Relógio" while products sent as "relogio" keep theirs: the pages
         # listed both, and index said nothing)
@@ -326,6 +336,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
         report.duplicates, report.duplicates_compared = store_duplicates(
             store, root, rules, uploaded=all_uploaded, show_progress=show_progress)
     store.flush()
+    report.index_unsaved = store.index_unsaved()
     report.seconds = time.perf_counter() - started
     return report
 

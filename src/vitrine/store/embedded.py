@@ -529,6 +529,9 @@ class EmbeddedStore(CatalogRecord):
             self._files.flush(gen, self.count(), writer=self._lock_fh is not None,
                               rebuild=rebuild)
 
+    def index_unsaved(self) -> str | None:
+        return self._files.unsaved
+
     def index_due(self) -> bool:
         """Whether the saved index is past its layer's limit (or missing): a rebuild is due."""
         with self.snapshot():

@@ -85,6 +85,9 @@ class IndexFiles:
         """The newest saved index this process loaded or built: (index, generation, tag)."""
         self._layer: tuple[VectorIndex, int, LayeredIndex] | None = None
         """The last layered index made: (its base, its generation, the index)."""
+        self.unsaved: str | None = None
+        """Why the last index this process tried to save was not saved (a full disk), None
+        when it was: each later process builds the whole index in its first search."""
 
     def path(self, generation: int, n: int) -> Path:
         return self.root / f"index.{generation}.{self.config.tag(n)}.faiss"
@@ -358,8 +361,10 @@ class IndexFiles:
             # the part written, one more with each process that tried
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            return (getattr(exc, "strerror", None)
-                    or (str(exc).strip().splitlines() or [type(exc).__name__])[-1])
+            self.unsaved = (getattr(exc, "strerror", None)
+                            or (str(exc).strip().splitlines() or [type(exc).__name__])[-1])
+            return self.unsaved
+        self.unsaved = None
         if writer and not self.db.in_transaction:  # (not inside a search's read snapshot)
             with contextlib.suppress(sqlite3.OperationalError, StoreError):  # next time
                 self.forget_changes(generation)

@@ -483,6 +483,9 @@ class MilvusStore(CatalogRecord):
                                    filter=f"product_id in {quote(present[i:i + PAGE])}")
             return len(present)
 
+    def index_unsaved(self) -> str | None:
+        return None  # (Milvus keeps its own index)
+
     def flush(self, rebuild: bool = True) -> None:
         """Milvus keeps its own index; ``rebuild`` changes nothing here."""
         if self._has_products():

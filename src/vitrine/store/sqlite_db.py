@@ -72,6 +72,9 @@ COLUMNS = ("product_id, image, category, name, price, description, attributes, "
            "content_sha256, phash, thumb, metadata_hash")
 DISK_FULL = 1 << 20
 """Free bytes below which a failure to open the database is said to be the full disk's."""
+FILES_FULL = 4
+"""Free files (inodes) below which it is said to be the full disk's: SQLite makes two
+beside the database (-wal, -shm), and without them says "unable to open database file"."""
 
 
 def row_to_product(row: sqlite3.Row | tuple, photo: Callable[[str], str]) -> StoredProduct:
@@ -95,19 +98,21 @@ def file_id(path: Path, version: bool = False) -> tuple[int, ...] | None:
 
 def disk_full(root: Path, exc: Exception) -> bool:
     """Whether SQLite's ``exc`` on the store at ``root`` comes from a full disk: SQLite says
-    so ("database or disk is full"), or says "disk I/O error" (making its WAL files) where no
-    room is left, in bytes or in files."""
+    so ("database or disk is full"), or says "disk I/O error" or "unable to open database
+    file" (making its WAL files) where no room is left, in bytes or in files (a disk out of
+    files was said to hold a store that is not readable: helper-245)."""
     name = getattr(exc, "sqlite_errorname", "")
     if name == "SQLITE_FULL" or "full" in str(exc):
         return True
-    if not (name.startswith("SQLITE_IOERR") or "disk I/O error" in str(exc)):
+    if not (name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")) or any(
+            words in str(exc) for words in ("disk I/O error", "unable to open database file"))):
         return False  # ("readonly database", "no such table": not the disk's room)
     try:
         room = os.statvfs(root)
     except OSError:
         return False
     return (room.f_bavail * room.f_frsize < DISK_FULL
-            or room.f_files > 0 and room.f_favail == 0)
+            or room.f_files > 0 and room.f_favail < FILES_FULL)
 
 
 def _refuse_foreign(db: sqlite3.Connection, db_path: Path) -> None:
