@@ -709,6 +709,16 @@ def test_new_ids_for_the_same_photos_are_not_taken_for_a_lost_catalogue(shop_a, 
         _index(shop, store, embedder)
 
 
+def _indexed_copy(shop_a: Path, embedder, tmp_path: Path):
+    """A copy of ``shop_a`` indexed into a new store: (shop, store, its table, its rows)."""
+    shop = tmp_path / "shop"
+    shutil.copytree(shop_a, shop)
+    store = tmp_path / "st"
+    assert _index(shop, store, embedder).indexed == 16
+    table = shop / "products.csv"
+    return shop, store, table, list(csv.DictReader(table.open(newline="")))
+
+
 def test_a_table_whose_image_cells_name_none_of_the_photos_is_refused_as_one_gone(
         shop_a, embedder, tmp_path):
     """The image column rewritten to bare file names (a spreadsheet's export), or every
@@ -716,12 +726,7 @@ def test_a_table_whose_image_cells_name_none_of_the_photos_is_refused_as_one_gon
     named by its file, every id, name and price gone, exit 0 (helper-244). Refused as a
     table gone, saying what is wrong with the table, the store untouched; with most rows
     right the run goes ahead."""
-    shop = tmp_path / "shop"
-    shutil.copytree(shop_a, shop)
-    store = tmp_path / "st"
-    assert _index(shop, store, embedder).indexed == 16
-    table = shop / "products.csv"
-    rows = list(csv.DictReader(table.open(newline="")))
+    shop, store, table, rows = _indexed_copy(shop_a, embedder, tmp_path)
     before = _state(store)
 
     def write(image) -> None:
@@ -746,12 +751,7 @@ def test_products_gone_from_the_catalogue_leave_the_store_before_new_photos_are_
     embedded (hours for a large import): meanwhile the server listed and found them, their
     photos 404s, and a run cut off each time never removed them (helper-245). They go
     first; a product whose id changed keeps the old one until then, lending its vector."""
-    shop = tmp_path / "shop"
-    shutil.copytree(shop_a, shop)
-    store = tmp_path / "st"
-    assert _index(shop, store, embedder).indexed == 16
-    table = shop / "products.csv"
-    rows = list(csv.DictReader(table.open(newline="")))
+    shop, store, table, rows = _indexed_copy(shop_a, embedder, tmp_path)
     gone, rekeyed = rows[:2], rows[2]
     for row in gone:
         (shop / row["image"]).unlink()
