@@ -745,6 +745,27 @@ def test_a_table_whose_image_cells_name_none_of_the_photos_is_refused_as_one_gon
     assert (report.indexed, report.removed, len(report.skipped)) == (2, 2, 2)
 
 
+def test_a_product_table_in_a_category_folder_is_said_not_to_be_read(shop_a, embedder,
+                                                                    tmp_path):
+    """Only a table in the catalogue folder itself is read: one put in a category folder
+    was passed over in silence, every product named after its photo, without a price
+    (helper-244). It is skipped with its reason (--strict exits 1); not where the
+    catalogue folder has its own table."""
+    from vitrine.indexer import TABLE_BELOW
+
+    shop = tmp_path / "shop"
+    shutil.copytree(shop_a, shop)
+    folder = next(p for p in sorted(shop.iterdir()) if p.is_dir())
+    (shop / "products.csv").rename(folder / "Produtos.CSV")
+    report = _index(shop, tmp_path / "st", embedder)
+    assert report.indexed == 16 and report.skipped == [
+        {"path": f"{folder.name}/Produtos.CSV", "reason": TABLE_BELOW}]
+    assert "only one in the catalogue folder itself is" in TABLE_BELOW
+    shutil.copy(shop_a / "products.csv", shop / "products.csv")
+    report = _index(shop, tmp_path / "st", embedder)
+    assert report.skipped == [] and report.updated + report.indexed == 16
+
+
 def test_products_gone_from_the_catalogue_leave_the_store_before_new_photos_are_embedded(
         shop_a, novidades, embedder, tmp_path):
     """Products removed from the catalogue were deleted only after every new photo was

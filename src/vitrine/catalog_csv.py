@@ -4,6 +4,7 @@ column names in any case, Windows path separators, blank rows."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -73,6 +74,21 @@ def find_csv(root: Path, catalogue: Path | None = None) -> Path | None:
         raise CatalogError(f"{table} is a link to a file outside the catalogue folder; copy "
                            "the product table into it.")
     return table
+
+
+def tables_below(root: Path) -> list[Path]:
+    """The product tables in the folders of ``root`` (a catalogue's categories), which are
+    never read: only one in the catalogue folder itself is. Said by ``index`` when there is
+    none there: a table put in a category folder had its names and prices left out without
+    a word, every product named after its photo (helper-244)."""
+    tables: list[Path] = []
+    with os.scandir(root) as listing:
+        folders = [e.path for e in listing if not e.name.startswith(".") and e.is_dir()]
+    for folder in folders:
+        with contextlib.suppress(OSError), os.scandir(folder) as listing:
+            tables += [Path(e.path) for e in listing
+                       if e.name.casefold() in CSV_NAMES and e.is_file()]
+    return sorted(tables)
 
 
 def column_key(text: str) -> str:

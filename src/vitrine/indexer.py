@@ -27,6 +27,7 @@ from vitrine.catalog import (
     id_problem,
     recategorised,
 )
+from vitrine.catalog_csv import tables_below
 from vitrine.dedupe import DuplicateRules, duplicate_groups
 from vitrine.dedupe_store import store_pairs
 from vitrine.embed import Embedder
@@ -204,7 +205,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
             refused_links.clear()
     # (a catalogue split in train/val/test folders: its categories are the folders under
     # them, not "train" and "test"; a photo outside them is said, not silently left out)
-    products, _, outside = catalogue or read_catalogue(  # (not the API's photos in it)
+    products, given, outside = catalogue or read_catalogue(  # (not the API's photos in it)
         root, uploads, refused_links=refused_links)
     everything = products  # (a shard's checks of removals look at the whole catalogue)
     products = [p for p in products if in_shard(p.product_id, shard)]
@@ -216,6 +217,9 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                                   "move it into one to index it"} for p in outside]
     report.skipped += [{"path": _display_path(p, root), "reason": OUTSIDE_FOLDER}
                        for p in refused_links or ()]
+    if given is None and not any(p.listed for p in everything):
+        report.skipped += [{"path": _display_path(t, root), "reason": TABLE_BELOW}
+                           for t in tables_below(root)]
     fingerprints = store.fingerprints()
     stored = {pid: fp for pid, fp in fingerprints.items() if in_shard(pid, shard)}
     images = functools.cache(store.images)  # (read once by the checks: nothing written yet)
@@ -347,6 +351,9 @@ UNKNOWN = (-1, -1, -1, -1)
 """A photo's file signature that no file has (``vitrine.photo_hashes.signature``)."""
 OUTSIDE_PHOTO = ("its real path is outside the catalogue folder (through a symbolic link), "
                  "which VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses")
+TABLE_BELOW = ("a product table in a category folder is not read (only one in the catalogue "
+               "folder itself is, its image column giving each photo's path from there); "
+               "move it there")
 OUTSIDE_FOLDER = ("a link to a folder outside the catalogue folder, which "
                   "VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses: not read")
 
