@@ -430,7 +430,7 @@ def test_equal_duplicate_groups_fill_validation_and_test():
                 assert len({names[i] for i in group}) == 1
 
 
-def test_a_product_tables_group_column_keeps_a_products_shots_in_one_split():
+def test_a_product_tables_group_column_keeps_a_products_shots_in_one_split(tmp_path):
     """Photos of one product (front, back, a crop a supplier made) are no duplicates the
     rules find: without a column saying so they landed in train and test (helper-268).
     Photos sharing an ``item_group_id`` (any case and spacing of the column's name) or
@@ -453,8 +453,15 @@ def test_a_product_tables_group_column_keeps_a_products_shots_in_one_split():
                 assert len(shots) == 1, (seed, g, shots)
         assert len({split.assignment[pid] for pid in together[0]}) == 1, seed
         assert split.groups == groups  # (the duplicates: reported, counted once)
+        assert split.product_groups == 10  # (g0 … g9: said in the training report)
         assert {"train", "val", "test"} <= set(split.assignment.values()), seed
     given = {p.product_id: ("test" if i < 10 else "val" if i < 20 else "train")
              for i, p in enumerate(products)}
     split = make_split(products, [], Settings(), given)
     assert split.assignment == given and not split.left_out and not split.left_out_val
+    assert split.product_groups == 0  # (the folders' split: none kept together)
+    split.save(tmp_path / "split.json")
+    assert Split.load(tmp_path / "split.json").product_groups == 0
+    seeded = make_split(products, [], Settings())
+    seeded.save(tmp_path / "split.json")
+    assert Split.load(tmp_path / "split.json").product_groups == 10

@@ -1062,6 +1062,11 @@ def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
     one = {**summary, "split": {**summary["split"], "duplicate_groups": 1}}
     assert "; 1 duplicate group, " in markdown_report(one)  # (not "1 duplicate groups")
     assert "; 1 duplicate group, " in str(training_lines(one)[0])
+    # the product table's groups said when it had some (item_group_id: helper-268)
+    grouped = {**summary, "split": {**summary["split"], "product_groups": 3}}
+    for text in (markdown_report(grouped), str(training_lines(grouped)[0])):
+        assert ", 3 product groups of the product table, 0 crossing splits." in text, text
+    assert "product group" not in markdown_report(summary)
     for changed, said in (
             (crossing, "1 photo(s) of the test folder left out (a copy of each is in the train "
                        "or val folder, so the model saw it): teste/a.jpg."),

@@ -176,6 +176,15 @@ def score_text(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
+def groups_text(split: dict) -> str:
+    """A split's groups kept together, as its line says them: the duplicate groups, the
+    product table's groups (item_group_id…) when it had any, the groups across splits."""
+    table = split.get("product_groups") or 0
+    return (f"{counted(split['duplicate_groups'], 'duplicate group')}, "
+            + (f"{counted(table, 'product group')} of the product table, " if table else "")
+            + f"{len(split['crossing_groups'])} crossing splits")
+
+
 def left_out_lines(split: dict, bullet: str, named: int = 5) -> list[str]:
     """Test photos a copy of which is in the train or val folder, and val photos a copy of
     which is in the train folder, kept out of every split."""
@@ -265,8 +274,7 @@ def markdown_report(summary: dict) -> str:
         "# Training report", "",
         f"Classes: {', '.join(map(_md, summary['classes']))}.  ",
         f"Split ({split['source']}): train {split['train']}, validation {split['val']}, "
-        f"test {split['test']} photos; {counted(split['duplicate_groups'], 'duplicate group')}, "
-        f"{len(split['crossing_groups'])} crossing splits.", "",
+        f"test {split['test']} photos; {groups_text(split)}.", "",
         *duplicate_rule_lines(summary.get("duplicates")),
         *map(_md_line, [  # (the shop's names and paths in them)
             *[f"- duplicates across splits: {'  ≈  '.join(group)}"

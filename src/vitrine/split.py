@@ -65,6 +65,9 @@ class Split:
     """Photos of the catalogue's val folder that a copy of in its train folder keeps out of
     every split: validated, they scored a photo the model trained on, inflating the
     validation figures that pick the best epoch and lower the learning rate."""
+    product_groups: int = 0
+    """Groups of photos the product table's group column (:data:`GROUP_COLUMNS`) kept in
+    one split, beside the duplicate groups."""
 
     def ids(self, name: str) -> list[str]:
         return sorted(pid for pid, s in self.assignment.items() if s == name)
@@ -79,6 +82,7 @@ class Split:
     def as_dict(self) -> dict:
         return {"source": self.source, "seed": self.seed, "fractions": self.fractions,
                 "counts": self.counts(), "duplicate_groups": self.groups,
+                "product_groups": self.product_groups,
                 "crossing_groups": self.crossing(), "left_out_of_test": sorted(self.left_out),
                 "left_out_of_val": sorted(self.left_out_val),
                 "assignment": dict(sorted(self.assignment.items())),
@@ -97,7 +101,8 @@ class Split:
                         data.get("fractions", {}), data.get("duplicate_groups", []),
                         dict(data.get("photo_sha256") or {}),
                         list(data.get("left_out_of_test") or []),
-                        list(data.get("left_out_of_val") or []))
+                        list(data.get("left_out_of_val") or []),
+                        int(data.get("product_groups") or 0))
             if not all(isinstance(v, str) for v in (*split.assignment.values(),
                                                      *split.contents.values())):
                 raise ValueError("its values are not text")
@@ -407,10 +412,19 @@ out of test."""
 _GROUP_KEYS = {category_key(name) for name in GROUP_COLUMNS}  # (any case, "Item Group ID")
 
 
-def with_product_groups(products: Sequence[Product], groups: list[list[str]]
-                        ) -> list[list[str]]:
-    """``groups`` (duplicate groups of product ids) joined with the groups that a
-    :data:`GROUP_COLUMNS` column of the product table gives (union of both)."""
+def product_groups(products: Sequence[Product]) -> list[list[str]]:
+    """The groups of two or more product ids that share a :data:`GROUP_COLUMNS` value."""
+    by_value: dict[str, list[str]] = {}
+    for product in products:
+        value = next((v.strip() for k, v in product.attributes.items()
+                      if category_key(k) in _GROUP_KEYS and v and v.strip()), None)
+        if value is not None:
+            by_value.setdefault(value, []).append(product.product_id)
+    return [ids for ids in by_value.values() if len(ids) > 1]
+
+
+def joined(groups: list[list[str]]) -> list[list[str]]:
+    """``groups`` that share an id joined into one (duplicate groups and product groups)."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -419,20 +433,11 @@ def with_product_groups(products: Sequence[Product], groups: list[list[str]]
             x = parent[x]
         return x
 
-    def join(a: str, b: str) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
     for group in groups:
         for pid in group[1:]:
-            join(group[0], pid)
-    first: dict[str, str] = {}
-    for product in products:
-        key = next((v.strip() for k, v in product.attributes.items()
-                    if category_key(k) in _GROUP_KEYS and v and v.strip()), None)
-        if key is not None:
-            join(first.setdefault(key, product.product_id), product.product_id)
+            a, b = find(group[0]), find(pid)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
     members: dict[str, list[str]] = {}
     for pid in parent:
         members.setdefault(find(pid), []).append(pid)
@@ -445,22 +450,23 @@ def make_split(products: Sequence[Product], groups: list[list[str]], settings: S
     training when that folder is missing), else make a seeded stratified split. Only
     ``products`` are assigned: a photo of ``given`` left out of them (one that could not be
     read) is in no split, though its folder still counts as present. ``groups`` (the
-    duplicate groups) and the product table's groups (:func:`with_product_groups`) each
-    stay in one split where it is made; a given folder's photos stay where they are, and
-    only duplicates across them are reported and left out."""
+    duplicate groups) and the product table's groups (:func:`product_groups`) each stay in
+    one split where it is made; a given folder's photos stay where they are, and only
+    duplicates across them are reported and left out."""
     index = {p.product_id: i for i, p in enumerate(products)}
-    idx_groups = [[index[pid] for pid in g if pid in index]
-                  for g in with_product_groups(products, groups)]
+    table = product_groups(products)
+    idx_groups = [[index[pid] for pid in g if pid in index] for g in joined(groups + table)]
     labels = [p.category for p in products]
     val, test = settings.train_val_fraction, settings.train_test_fraction
     if given is None:
         names = group_split(labels, idx_groups, val, test, settings.train_seed)
         assignment = {p.product_id: s for p, s in zip(products, names, strict=True)}
         return Split(assignment, "seeded", settings.train_seed,
-                     {"val": val, "test": test}, groups)
+                     {"val": val, "test": test}, groups, product_groups=len(table))
     assignment = dict(given)
     present = set(given.values())
-    if "val" not in present or "test" not in present:
+    carved = "val" not in present or "test" not in present
+    if carved:
         train = [i for i, p in enumerate(products) if given[p.product_id] == "train"]
         local = {i: j for j, i in enumerate(train)}
         sub_groups = [[local[i] for i in g if i in local] for g in idx_groups]
@@ -482,4 +488,5 @@ def make_split(products: Sequence[Product], groups: list[list[str]], settings: S
     for pid in (*left_out["val"], *left_out["test"]):
         del assignment[pid]
     return Split(assignment, "folders", settings.train_seed, {}, groups,
-                 left_out=sorted(left_out["test"]), left_out_val=sorted(left_out["val"]))
+                 left_out=sorted(left_out["test"]), left_out_val=sorted(left_out["val"]),
+                 product_groups=len(table) if carved else 0)

@@ -190,6 +190,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
         "model_dir": str(out_dir), "classes": classes, "weights_sha256": digest,
         "split": {**split.counts(), "source": split.source,
                   "duplicate_groups": len(split.groups),
+                  "product_groups": split.product_groups,
                   "crossing_groups": split.crossing(), "left_out_of_test": split.left_out,
                   "left_out_of_val": split.left_out_val,
                   "conflicting_groups": conflicting_labels(split.groups, usable)},

@@ -5,13 +5,14 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from vitrine.display import counted, percent, plain
+from vitrine.display import percent, plain
 from vitrine.report import (
     UNAUGMENTED,
     best_epoch_text,
     conflict_lines,
     copies_once,
     dropped_fine_tuning_line,
+    groups_text,
     left_out_lines,
     phase_metrics,
     prf_cells,
@@ -33,8 +34,7 @@ def training_lines(summary: dict) -> list:
     split, test = summary["split"], summary.get("test") or {}
     lines: list = [
         f"Split ({split['source']}): train {split['train']}, validation {split['val']}, test "
-        f"{split['test']}; {counted(split['duplicate_groups'], 'duplicate group')}, "
-        f"{len(split['crossing_groups'])} crossing splits."]
+        f"{split['test']}; {groups_text(split)}."]
     for group in split["crossing_groups"]:
         lines.append("  duplicates across splits: " + "  ≈  ".join(group))
     lines += left_out_lines(split, "  ")
