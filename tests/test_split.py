@@ -465,3 +465,21 @@ def test_a_product_tables_group_column_keeps_a_products_shots_in_one_split(tmp_p
     seeded = make_split(products, [], Settings())
     seeded.save(tmp_path / "split.json")
     assert Split.load(tmp_path / "split.json").product_groups == 10
+
+
+def test_a_group_column_naming_a_department_splits_as_without_it():
+    """A group column naming a department (one value across two categories) or a kind of
+    product (one value for most of a category) is no product's shots: joined, every
+    category it spans trained, none validated or tested, and train refused the catalogue
+    or said its categories had too few photos (helper-247). Such values are not joined;
+    a product's own shots still are."""
+    products = [Product(f"{c}{i}", Path(f"/x/{c}{i}.jpg"), c, attributes={
+        "item_group_id": "Calcados" if c in "ab" else f"{c}-all" if c == "c" else
+        f"{c}{i // 2}"}) for c in "abcd" for i in range(20)]
+    split = make_split(products, [], Settings())
+    for c in "abcd":
+        assert {split.assignment[p.product_id] for p in products if p.category == c} == {
+            "train", "val", "test"}, c
+    assert split.product_groups == 10  # (d's pairs only)
+    for i in range(0, 20, 2):
+        assert split.assignment[f"d{i}"] == split.assignment[f"d{i + 1}"]

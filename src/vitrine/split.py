@@ -12,6 +12,7 @@ import json
 import os
 import random
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -401,26 +402,33 @@ def read_catalogue(root: Path, uploads: Path | None = None, *,
     return products, given, outside
 
 
-GROUP_COLUMNS = ("item_group_id", "product_group", "parent_id", "grupo_produto")
+GROUP_COLUMNS = ("item_group_id", "product_group", "parent_id")
 """Product-table columns naming the product a photo shows (its front, back and detail
 shots, or a supplier's crop of it; ``item_group_id`` as shopping feeds write it): photos
 sharing a value stay in one split, as duplicates do. The duplicate rules find copies
 resized or recompressed, not cropped by more than about 3 % a side, mirrored or taken
 again, which otherwise land in train and test (helper-268). Names that say which product
-only: a column "group" or "grupo" may hold a department, which would keep half a category
-out of test."""
+only: a column "group", "grupo" or "grupo_produto" may hold a department (see
+:func:`product_groups`)."""
 _GROUP_KEYS = {category_key(name) for name in GROUP_COLUMNS}  # (any case, "Item Group ID")
 
 
 def product_groups(products: Sequence[Product]) -> list[list[str]]:
-    """The groups of two or more product ids that share a :data:`GROUP_COLUMNS` value."""
-    by_value: dict[str, list[str]] = {}
+    """The groups of two or more product ids that share a :data:`GROUP_COLUMNS` value, of
+    one category and at most half of its photos: a value across categories, or holding
+    more than half of one, names a department or a kind of product, not one product's
+    shots (joined, each category it spans trained and none was validated or tested:
+    helper-247)."""
+    by_value: dict[str, list[Product]] = {}
     for product in products:
         value = next((v.strip() for k, v in product.attributes.items()
                       if category_key(k) in _GROUP_KEYS and v and v.strip()), None)
         if value is not None:
-            by_value.setdefault(value, []).append(product.product_id)
-    return [ids for ids in by_value.values() if len(ids) > 1]
+            by_value.setdefault(value, []).append(product)
+    size = Counter(p.category for p in products)
+    return [[p.product_id for p in shots] for shots in by_value.values()
+            if len(shots) > 1 and len({p.category for p in shots}) == 1
+            and 2 * len(shots) <= size[shots[0].category]]
 
 
 def joined(groups: list[list[str]]) -> list[list[str]]:
