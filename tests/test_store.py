@@ -797,6 +797,14 @@ def test_a_full_disk_is_not_taken_for_a_damaged_store(store, monkeypatch):
         f_bavail=10**9, f_frsize=4096, f_files=10**6, f_favail=10**5))
     with pytest.raises(StoreError, match="not a readable Vitrine store"):  # room: as before
         open_store(root)
+    # a database this user may not open, on a disk nearly full: not said to be the disk's
+    monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(
+        f_bavail=100, f_frsize=4096, f_files=10**6, f_favail=10**5))
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: access(path, mode, **kw) and
+                        not str(path).endswith(".sqlite"))
+    with pytest.raises(StoreError, match="not a readable Vitrine store"):
+        open_store(root)
 
 
 @contextlib.contextmanager

@@ -107,6 +107,11 @@ def disk_full(root: Path, exc: Exception) -> bool:
     if not (name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")) or any(
             words in str(exc) for words in ("disk I/O error", "unable to open database file"))):
         return False  # ("readonly database", "no such table": not the disk's room)
+    if (name.startswith("SQLITE_CANTOPEN") or "unable to open database file" in str(exc)) \
+            and not all(os.access(f, os.R_OK | os.W_OK) for f in (
+                root / DB_NAME, *(root / f"{DB_NAME}{s}" for s in ("-wal", "-shm")
+                                  if (root / f"{DB_NAME}{s}").exists()))):
+        return False  # (a database this user may not open: no room would open it)
     try:
         room = os.statvfs(root)
     except OSError:
