@@ -235,7 +235,6 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     products = [p for p in products
                 if category_form(p.product_id) not in taken]
     unlisted_skipped = 0  # (the line says they were indexed)
-    listed_read = 0  # table rows whose photo was read (none: the table names no photo)
     report.category_from_table = recategorised(products)
     if shard is not None or not uploaded:  # (else the store's, once written: below)
         report.category_twins = category_twins(everything)
@@ -264,7 +263,6 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                                        "reason": reason})
                 adv(1)
                 continue
-            listed_read += product.listed
             previous = stored.get(product.product_id)
             if previous is None or previous[0] != sha:
                 to_embed.append((product, sha))
@@ -287,15 +285,12 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                                         store, images, uploads, fingerprints, root,
                                         {p.product_id: p.image.name for p in everything})))
         catalogue_ids = [pid for pid in stored if pid not in uploaded]
-        table = any(p.listed for p in everything)
-        if not table or shard is None and not listed_read:  # (first: the more telling
-            # reason, also where the removals alone are refused: a store of an older Vitrine
-            # was told to check the folder was complete and pass --replace: helper-223).
-            # A table whose rows name none of the photos found (bare file names in its image
-            # column, the photos moved to other folders) did as a table gone, exit 0
-            # (helper-244)
-            _check_table_gone(store, images, root, catalogue_ids, remove, meta_only,
-                              to_embed, table=table)
+        # (first: the more telling reason, also where the removals alone are refused: a
+        # store of an older Vitrine was told to check the folder was complete and pass
+        # --replace: helper-223). With a table, the products its rows do not find (bare file
+        # names in its image column, most rows or all of them; in a shard too)
+        _check_table_gone(store, images, root, catalogue_ids, remove, meta_only, to_embed,
+                          table=any(p.listed for p in everything))
         _check_removals(store, root, link, catalogue_ids, remove, len(gone) - linked, shard,
                         readable=readable, linked=(linked, len(refused_links or ())),
                         listed=keep | gone, images=images)
@@ -324,9 +319,12 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     # vector
     needed = {sha for _, sha in to_embed}
     report.removed = store.delete([pid for pid in remove if stored[pid][0] not in needed])
+
+    def lent() -> None:  # (their vectors copied and stored: the old ids go now, not hours on)
+        report.removed += store.delete([pid for pid in remove if stored[pid][0] in needed])
+
     _embed_and_store(to_embed, stored, store, embedder, report, root, show_progress,
-                     commit_every)
-    report.removed += store.delete([pid for pid in remove if stored[pid][0] in needed])
+                     commit_every, lent)
     if shard is None and uploaded:  # the store's twins, the API's products in them (a
         # folder renamed "Relógio" while products sent as "relogio" keep theirs: the pages
         # listed both, and index said nothing)
@@ -524,14 +522,16 @@ def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], 
     values back), go ahead."""
     if not catalogue:
         return
-    photos = {str(p.image) for p, _ in to_embed}
+    # only the products this run names by their files (every one without a table; with
+    # one, those its rows do not find): ids a table changes are its own to change
+    photos = {str(p.image) for p, _ in to_embed if not p.listed}
     images = images() if remove and photos else {}
     changed = [pid for pid in remove if images.get(pid) in photos]
     if store.catalog_listed():  # (the last run read a table: its fields going counts too;
         # a store from before that record was kept: only ids going, since products edited
         # through the API get their catalogue values back in a run without a table:
         # helper-191)
-        changed += [p.product_id for p in meta_only]
+        changed += [p.product_id for p in meta_only if not p.listed]
     if 2 * len(changed) <= len(catalogue):
         return
     sample = changed[:TABLE_GONE_SAMPLE]
@@ -542,10 +542,10 @@ def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], 
         f"indexing {root} would turn {len(changed)} of the {len(catalogue)} catalogue products "
         f"of the store {store.location} into products named by their photo files, dropping "
         "their names, prices and descriptions: " + (
-            "the product table's image cells name none of the photos found (give each "
-            "photo's path from the catalogue folder, such as category/photo.jpg); correct "
-            "them" if table else "no product table lists their photos any more (products.csv "
-            "deleted or moved?); put the table back") + ", or pass --replace to "
+            "the product table's image cells do not name their photos (each cell gives "
+            "the photo's path from the catalogue folder, such as category/photo.jpg); "
+            "correct them" if table else "no product table lists their photos any more "
+            "(products.csv deleted or moved?); put the table back") + ", or pass --replace to "
         "`vitrine index` to index the photos as they are.")
 
 
@@ -613,7 +613,8 @@ def _prune_orphan_photos(store: VectorStore, uploads: Path | None) -> int:
 
 def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: VectorStore,
                      embedder: Embedder, report: IndexReport, root: Path,
-                     show_progress: bool, commit_every: int) -> None:
+                     show_progress: bool, commit_every: int,
+                     lent: Callable[[], None] = lambda: None) -> None:
     pending: list[Record] = []
 
     def commit() -> None:
@@ -634,6 +635,8 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
         pending.extend(Record(product, sha, phash, thumb, vector) for product in by_sha.pop(sha))
         if len(pending) >= commit_every:
             commit()
+    commit()  # (the products of photos already held, before hours of embedding)
+    lent()
     shas = list(by_sha)
     changed: list[Path] = []
     with progress_bar("Embedding", len(shas), enabled=show_progress) as adv:
