@@ -109,7 +109,8 @@ def test_health_docs_and_security_headers(client):
                                    ("/api/products", "post", {"200", "201", "400", "401",
                                                               "403", "409", "413", "422", "503"}),
                                    ("/api/products/{product_id}", "delete",
-                                    {"204", "401", "403", "404", "409", "422", "503"}),
+                                    {"200", "204", "401", "403", "404", "409", "422",
+                                     "503"}),
                                    ("/api/products/{product_id}", "patch",
                                     {"200", "401", "403", "404", "409", "413", "422", "503"}),
                                    ("/images/{product_id}", "get",  # (no-cache, Range)
@@ -122,8 +123,15 @@ def test_health_docs_and_security_headers(client):
                                              and "products" in path)
         assert all("parameters" not in operation or p["name"].lower() != "authorization"
                    for p in operation.get("parameters", []))
-    assert spec["paths"]["/api/products"]["post"]["responses"]["200"]["content"][
-        "application/json"]["schema"] == {"$ref": "#/components/schemas/ProductOut"}
+    # a write's 200 is the product, or (the server stopping after the change) SavedOut
+    product_or_saved = [{"$ref": "#/components/schemas/ProductOut"},
+                        {"$ref": "#/components/schemas/SavedOut"}]
+    for method in ("post", "patch"):
+        path = "/api/products" + ("" if method == "post" else "/{product_id}")
+        assert spec["paths"][path][method]["responses"]["200"]["content"][
+            "application/json"]["schema"]["anyOf"] == product_or_saved
+    assert spec["paths"]["/api/products/{product_id}"]["delete"]["responses"]["200"][
+        "content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/SavedOut"}
     # what a generated client (openapi-python-client) names and sends: functions by the
     # routes' names (not `search_api_search_post`), the photo as a file (a contentMediaType
     # alone was sent as a text field: a 422 "send a file there"), a photo answer as bytes
@@ -1801,6 +1809,50 @@ def test_cors_lets_the_configured_origins_in(settings, small_store, embedder):
     assert failed.status_code == 500
     assert failed.headers["access-control-allow-origin"] == "https://loja.com.br"
     assert other.status_code == 500 and "access-control-allow-origin" not in other.headers
+    # a 503 of that handler tells the page when to retry: Retry-After is exposed, as the
+    # middleware's own answers expose it (it was not: the page could not read it)
+    import sqlite3
+
+    def unreadable(_service) -> int:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(VitrineService, "count", unreadable)
+        busy = failing.get("/healthz", headers=origin)
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "5"
+    assert "retry-after" in busy.headers["access-control-expose-headers"].lower()
+
+
+def test_a_request_cut_off_as_the_server_stops_is_readable_cross_origin():
+    """The stopping server's 503 (and its 200 "saved") is made outside the CORS middleware:
+    a shop's page read it as a network error, not a 503 to retry or a write that was
+    saved."""
+    import asyncio
+
+    from vitrine.web.guards import Stopping
+
+    async def app(scope, receive, send):
+        raise asyncio.CancelledError("Task cancelled, timeout graceful shutdown exceeded")
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    for origin, allowed in (("https://loja.com.br", True), ("https://evil.example", False)):
+        sent: list[dict] = []
+
+        async def send(message, sent=sent):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/api/search",
+                 "headers": [(b"origin", origin.encode())]}
+        asyncio.run(Stopping(app, cors_origins=["https://loja.com.br"])(scope, receive, send))
+        headers = {k.decode().lower(): v.decode() for k, v in sent[0]["headers"]}
+        assert sent[0]["status"] == 503
+        if allowed:
+            assert headers["access-control-allow-origin"] == origin
+            assert "retry-after" in headers["access-control-expose-headers"].lower()
+        else:
+            assert "access-control-allow-origin" not in headers
 
 
 def test_health_fails_when_the_store_is_gone_or_its_database_fails(settings, small_store,

@@ -972,6 +972,8 @@ def test_settings_without_a_home_folder(monkeypatch, tmp_path):
     ("https://loja.com:443,http://a.com:80,https://a.com:80", ["https://loja.com",
                                                                "http://a.com", "https://a.com:80"]),
     ("https://Lojá.com.br,http://[::1]:8000", ["https://xn--loj-gla.com.br", "http://[::1]:8000"]),
+    # UTS 46 non-transitional, as browsers send it (IDNA 2003 made ß "ss": never matched)
+    ("https://straße.de,https://σοφός.gr", ["https://xn--strae-oqa.de", "https://xn--0xagbn4a.gr"]),
     ("*", ["*"]),
     ("", [])])
 def test_cors_origins_is_a_comma_separated_or_json_list(monkeypatch, value, origins):

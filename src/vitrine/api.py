@@ -51,6 +51,7 @@ from vitrine.api_models import (
     ProductEdit,
     ProductOut,
     ProductPage,
+    SavedOut,
     SearchOut,
     SimilarOut,
     product_out,
@@ -127,6 +128,9 @@ ERRORS = {
          "after its change was made is answered 200 with a 'detail' saying it was saved)."}
 """What each error status means (the body is always ``{"detail": sentence}``)."""
 WRITE_ERRORS = errors(401, 403, 409)
+SAVED = {"model": SavedOut, "description": "Saved, but the server stopped before it could "
+                                           "answer with the product (a DELETE: deleted)."}
+"""The 200 a write cut off after its change was made is answered with (guards.Stopping)."""
 WRITE_ROUTES = frozenset({"add_product", "edit_product", "delete_product"})
 """The routes that change the store (a StoreError there is a 409, elsewhere a 503)."""
 FORM_ROUTES = frozenset({"add_product", "search"})
@@ -194,8 +198,9 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
 
     @router.post("/products", response_model=ProductOut, status_code=201,
                  dependencies=[Depends(writer)], responses={
-                     200: {"model": ProductOut,
-                           "description": "An existing product was replaced."},
+                     200: {"model": ProductOut | SavedOut,
+                           "description": "An existing product was replaced (or, the "
+                                          "server stopping, the product saved: SavedOut)."},
                      **errors(400, 413), **WRITE_ERRORS})
     def add_product(
         image: ImageParam,
@@ -222,7 +227,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         response.status_code = 201 if created else 200
         return product_out(stored, root)
 
-    @router.patch("/products/{product_id:path}", response_model=ProductOut,
+    @router.patch("/products/{product_id:path}", response_model=ProductOut | SavedOut,
                   dependencies=[Depends(writer)],
                   responses={**errors(404, 413), **WRITE_ERRORS})
     def edit_product(product_id: str, edit: ProductEdit) -> ProductOut:
@@ -245,7 +250,8 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         return product_out(service.edit_product(product_id, changes), root)
 
     @router.delete("/products/{product_id:path}", status_code=204,
-                   dependencies=[Depends(writer)], responses={**errors(404), **WRITE_ERRORS})
+                   dependencies=[Depends(writer)],
+                   responses={200: SAVED, **errors(404), **WRITE_ERRORS})
     def delete_product(product_id: str) -> Response:
         """Remove a product. Needs ``Authorization: Bearer <key>``."""
         service.delete_product(product_id)
@@ -335,6 +341,7 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
         return app.state.render_error(request, 503, guards.STOPPING)
 
     app.state.stopping_page = stopping_page
+    app.state.cors_origins = settings.cors_origins  # (the stopping server's answers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -433,11 +440,7 @@ def _install_error_handlers(app: FastAPI, settings: Settings,
         response.headers.update(guards.security_headers(guards.own_path(request.scope)))
         # (the CORS middleware sits inside the handler of this one: a shop's page could not
         # read a 500 or a 503, only an opaque network error)
-        allowed, origin = settings.cors_origins, request.headers.get("origin")
-        if origin and allowed and ("*" in allowed or origin in allowed):
-            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
-            if "*" not in allowed:
-                response.headers["Vary"] = "Origin"
+        response.headers.update(guards.cors_headers(settings.cors_origins, request.scope))
         return response
 
 
@@ -638,7 +641,7 @@ def create_app(settings: Settings, store: str | Path, *,
                            allow_methods=["GET", "POST", "PATCH", "DELETE"],
                            allow_headers=["Authorization"],
                            # (a shop's page reads when to retry, and a search's timings)
-                           expose_headers=["Retry-After", "Server-Timing"])
+                           expose_headers=list(guards.CORS_EXPOSED))
     app.add_middleware(guards.SecurityHeaders)
     if settings.root_path:  # outermost: every middleware's page and the 500's see it
         app.add_middleware(guards.RootPath, root_path=settings.root_path)

@@ -84,6 +84,14 @@ class ErrorOut(BaseModel):
     detail: str
 
 
+class SavedOut(BaseModel):
+    """A write the server, stopping, cut off after its change was made (guards.Stopping):
+    saved, but not answered with the product; GET it once the server is back."""
+    detail: str
+    saved: bool
+    product_id: str
+
+
 class Health(BaseModel):
     status: str
     products: int

@@ -74,6 +74,22 @@ def _str_list(value):
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+def _browser_idna(host: str) -> str:
+    """``host`` in the ASCII form browsers send in ``Origin`` (the URL Standard's UTS #46,
+    non-transitional: ``straße.de`` is ``xn--strae-oqa.de``; Python's own "idna" codec is
+    IDNA 2003 and made it ``strasse.de``, an origin no browser sends). ASCII labels stay as
+    they are (browsers allow ``_`` there)."""
+    import idna
+
+    labels = []
+    for label in host.split("."):
+        if not label.isascii():
+            label = idna.uts46_remap(label, std3_rules=False, transitional=False)
+            label = idna.alabel(label).decode("ascii") if not label.isascii() else label
+        labels.append(label.lower())
+    return ".".join(labels)
+
+
 def _origin(text: str) -> str:
     """A browser origin as browsers send it: ``scheme://host[:port]``, lower case, the host
     in IDNA form (``lojá.com.br`` → ``xn--loj-gla.com.br``), no default port, no slash at the
@@ -98,8 +114,8 @@ def _origin(text: str) -> str:
         problem = "list each origin; a wildcard in the host is not supported"
     if problem is None and ":" not in host:  # an IPv6 address stays as it is
         try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
+            host = _browser_idna(host)
+        except (UnicodeError, ValueError):  # (idna.IDNAError is a UnicodeError)
             problem = "its host is not a valid domain name"
     if problem:
         raise ValueError(f"{text!r} is not an origin; {problem}")

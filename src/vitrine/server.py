@@ -139,7 +139,8 @@ def _server(app: FastAPI, log_level: str) -> uvicorn.Server:
     from vitrine.web.guards import Stopping
 
     # (a browser's request cut off gets the 503 as a page: create_app's)
-    stopping = Stopping(app, page=getattr(app.state, "stopping_page", None))
+    stopping = Stopping(app, page=getattr(app.state, "stopping_page", None),
+                        cors_origins=getattr(app.state, "cors_origins", None))
     config = uvicorn.Config(stopping, log_level=log_level,
                             access_log=log_level == "info", timeout_graceful_shutdown=5)
     for handler in logging.getLogger("uvicorn.access").handlers:  # (set up by the Config)

@@ -50,6 +50,24 @@ def own_path(scope: Scope) -> str:
     return path[len(root):] if root and path.startswith(root + "/") else path
 
 
+CORS_EXPOSED = ("Retry-After", "Server-Timing")
+"""The headers an allowed origin's page may read (when to retry, a search's timings)."""
+
+
+def cors_headers(allowed: list[str], scope: Scope) -> dict[str, str]:
+    """The CORS headers of an answer made outside the CORS middleware (a 500 or 503 of the
+    server's error handler, a request cut off as the server stops), as the middleware would
+    have sent them: a shop's page could otherwise read none of them, only a network error."""
+    origin = Headers(scope=scope).get("origin")
+    if not origin or not allowed or ("*" not in allowed and origin not in allowed):
+        return {}
+    headers = {"Access-Control-Allow-Origin": "*" if "*" in allowed else origin,
+               "Access-Control-Expose-Headers": ", ".join(CORS_EXPOSED)}
+    if "*" not in allowed:
+        headers["Vary"] = "Origin"
+    return headers
+
+
 def security_headers(path: str) -> dict[str, str]:
     """The headers every response carries (the CSP depends on the path)."""
     return {"x-content-type-options": "nosniff", "x-frame-options": "DENY",
@@ -226,9 +244,11 @@ class Stopping:
     again."""
 
     def __init__(self, app: ASGIApp,
-                 page: Callable[[Scope], Response | None] | None = None):
+                 page: Callable[[Scope], Response | None] | None = None,
+                 cors_origins: list[str] | None = None):
         self.app = app
         self.page = page
+        self.cors_origins = cors_origins or []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
@@ -256,7 +276,8 @@ class Stopping:
                     {"detail": STOPPING}, status_code=503)
                 response.headers["Retry-After"] = "5"
             response.headers.update({"Connection": "close",
-                                     **security_headers(own_path(scope))})
+                                     **security_headers(own_path(scope)),
+                                     **cors_headers(self.cors_origins, scope)})
             await response(scope, receive, send)
         finally:
             TICKET.reset(token)
