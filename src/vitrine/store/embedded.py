@@ -27,7 +27,14 @@ from vitrine.manifest import ModelManifest
 from vitrine.photo_hashes import Signature
 from vitrine.store.base import CatalogRecord, Match, PhotoFacts, Record, StoredProduct
 from vitrine.store.index_files import IndexFiles, stored_vectors
-from vitrine.store.search_key import FOLDED_AT, SEARCH_KEY_SQL, refold_in, search_key
+from vitrine.store.search_key import (
+    FOLDED_AT,
+    SEARCH_KEY_SQL,
+    refold_due,
+    refold_in,
+    refold_search_keys,
+    search_key,
+)
 from vitrine.store.sqlite_db import (
     COLUMNS,
     DB_NAME,
@@ -71,7 +78,13 @@ class EmbeddedStore(CatalogRecord):
             raise StoreError(f"{self.root} was written by an older Vitrine (no "
                              f"{', '.join(missing)} column); index the catalogue into a new "
                              "store.")
-        self._name_search = ("search_key" if "search_key" in have else f"({SEARCH_KEY_SQL})")
+        self._keyed = "search_key" in have
+        # (a row an older Vitrine wrote while this process had the store open has no key
+        # until a write or the next opening folds it: such a row is folded as it is read)
+        self._name_search = (f"COALESCE(search_key, {SEARCH_KEY_SQL})"
+                             if self._keyed and not (self._frozen and refold_due(self.db))
+                             else f"({SEARCH_KEY_SQL})")  # (read-only here, keys unfolded:
+        # each row folded as it is read, as in a store made before the column)
         self._lock_fh = None
         self._files = IndexFiles(self.root, self.index_config, self.db,
                                  lambda: getattr(self.manifest(), "dim", 1), self._meta,
@@ -134,7 +147,7 @@ class EmbeddedStore(CatalogRecord):
                     self._set_meta("changes_from", gen + 1)
                 elif self._meta("tracked") != str(last):  # a write that did not record its
                     self._set_meta("changes_from", gen)  # rows (a Vitrine from before them)
-                    if self._name_search == "search_key" and self._meta(
+                    if self._keyed and self._meta(
                             FOLDED_AT) != str(last):  # nor their search keys (unless
                         refold_in(self.db)  # opening folded them)
                 self._set_meta("generation", gen)
@@ -371,6 +384,9 @@ class EmbeddedStore(CatalogRecord):
         # the page's ids from the listing index (LISTING_INDEX: walked in order, no row read
         # or sorted), then only those rows: a page deep in 300,000 products is milliseconds;
         # in LISTING_ORDER, names as a reader sorts them (case and accents aside)
+        if self._keyed and not self._frozen and not self.db.in_transaction:
+            refold_search_keys(self.db)  # (an older Vitrine wrote since this process opened
+            # the store: its new and renamed products' keys; a no-op once folded)
         page, args = "SELECT id FROM products WHERE 1=1", []
         if category:
             page += " AND category=?"
@@ -382,7 +398,7 @@ class EmbeddedStore(CatalogRecord):
         # (a store made before the search_key column, read-only here: by the names as
         # written, as it listed then; folding them as it sorted called Python twice a row of
         # the catalogue for each page, 90 ms became 420 ms at 100,000 products: helper-228)
-        order = " ORDER BY " + (LISTING_ORDER if self._name_search == "search_key"
+        order = " ORDER BY " + (LISTING_ORDER if self._keyed
                                 else "category, name, product_id")
         sql = (f"SELECT {COLUMNS} FROM products WHERE id IN ({page}{order} LIMIT ? OFFSET ?)"
                + order)

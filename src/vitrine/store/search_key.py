@@ -41,10 +41,7 @@ def refold_search_keys(db: sqlite3.Connection) -> bool:
     renamed kept their old name's. Such a write is one that did not record its rows (meta
     ``tracked`` behind ``generation``, as :class:`EmbeddedStore` reads it); done once per
     such generation. False when nothing was to be done or the store cannot be written."""
-    meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN "
-                           "('generation', 'tracked', ?)", (FOLDED_AT,)))
-    generation = meta.get("generation")
-    if generation is None or generation in (meta.get("tracked"), meta.get(FOLDED_AT)):
+    if not refold_due(db):
         return False
     waits = db.execute("PRAGMA busy_timeout").fetchone()[0]
     db.execute("PRAGMA busy_timeout = 0")  # a writer at work: the next opening does it, or
@@ -52,6 +49,15 @@ def refold_search_keys(db: sqlite3.Connection) -> bool:
         return _fold(db, REFOLD)
     finally:
         db.execute(f"PRAGMA busy_timeout = {int(waits)}")
+
+
+def refold_due(db: sqlite3.Connection) -> bool:
+    """Whether an older Vitrine wrote since the keys were last folded."""
+    meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN "
+                           "('generation', 'tracked', ?)", (FOLDED_AT,)))
+    generation = meta.get("generation")
+    return generation is not None and generation not in (meta.get("tracked"),
+                                                         meta.get(FOLDED_AT))
 
 
 REFOLD = (f"UPDATE products SET search_key = {SEARCH_KEY_SQL} "
