@@ -719,6 +719,38 @@ def _indexed_copy(shop_a: Path, embedder, tmp_path: Path):
     return shop, store, table, list(csv.DictReader(table.open(newline="")))
 
 
+def test_a_release_link_a_store_did_not_record_is_named_in_the_refusal(shop_a, embedder,
+                                                                        tmp_path):
+    """A store indexed through a release link by a Vitrine from before 5 Dec 2026 records
+    the release folder, not the link: the first release after the upgrade that drops a
+    product is refused, and the refusal named neither the link given nor why (helper-248).
+    It says both; --replace once records the link, and the next release needs none."""
+    releases = tmp_path / "releases"
+    shutil.copytree(shop_a, releases / "1")
+    current = tmp_path / "current"
+    current.symlink_to(releases / "1")
+    store = tmp_path / "store"
+    assert _index(current, store, embedder).indexed == 16
+    db = open_store(store)
+    try:
+        db.lock_for_writing()
+        db.set_catalog_link(None)  # (as the older Vitrine left it)
+    finally:
+        db.close()
+    for number in (2, 3):
+        shutil.copytree(releases / str(number - 1), releases / str(number))
+        sorted((releases / str(number)).rglob("*.jpg"))[0].unlink()
+    current.unlink()
+    current.symlink_to(releases / "2")
+    with pytest.raises(RemovalRefused, match=f"\\(given as {current}: this store, indexed by "
+                       "a Vitrine from before 5 Dec 2026, records no link; .* --replace once"):
+        _index(current, store, embedder)
+    assert _index(current, store, embedder, replace=True).removed == 1
+    current.unlink()
+    current.symlink_to(releases / "3")
+    assert _index(current, store, embedder).removed == 1
+
+
 def test_a_table_whose_rows_do_not_find_most_photos_is_refused_as_one_gone(
         shop_a, embedder, tmp_path):
     """The image column rewritten to bare file names (a spreadsheet's export), or every

@@ -443,10 +443,14 @@ def _check_removals(store: VectorStore, root: Path, link: str | None, catalogue:
     held = f"{len(catalogue)} catalogue products" + (
         f" in shard {shard[0]}/{shard[1]}" if shard else "")
     if not _same_folder(store, root, link):
+        unlinked = (f" (given as {link}: this store, indexed by a Vitrine from before 5 Dec "
+                    "2026, records no link; if that link pointed at the old folder, --replace "
+                    "once and later releases through it need none)"
+                    if link is not None and store.catalog_link() is None else "")
         raise RemovalRefused(
             f"the store {store.location} holds {held} indexed from {recorded}; indexing "
-            f"{root} would remove {len(remove)} of them. Pass --replace to `vitrine index` to "
-            f"make {root} its catalogue, or use another store.")
+            f"{root}{unlinked} would remove {len(remove)} of them. Pass --replace to "
+            f"`vitrine index` to make {root} its catalogue, or use another store.")
     if recorded is None:
         _check_photos_elsewhere(store, images or store.images, root, link, held, catalogue,
                                 [pid for pid in remove if pid not in listed])
