@@ -13,9 +13,14 @@ different products whose pHashes agree and the embedding rule derived from them 
 train`` does (``vitrine.dedupe.calibrated_embed_cosine``; the duplicates set aside are those
 of the thumbnail rule, where train also sets aside those its pretrained embedding rule finds).
 
+``--background GREY`` repaints every catalogue photo's near-white pixels to that grey first;
+``--banner FRACTION`` adds under every one a dark-blue band of that share of its height with
+a shop's name and address in it (a supplier's banner, which different products then share),
+and the copies are made of those photos.
+
     python benchmarks/dedupe_quality.py --catalog ../shared/data/demo-catalog \
         --weights ../shared/models/mobilenet_v2_imagenet.pth --pairs 150 [--model DIR] \
-        [--copies edits]
+        [--copies edits] [--background GREY | --banner FRACTION]
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from vitrine.catalog import scan_images
 from vitrine.config import Settings
@@ -76,12 +81,19 @@ def main() -> None:
     ap.add_argument("--background", type=int, metavar="GREY", help="Repaint the near-white "
                     "pixels (every channel from 240) of every photo to this grey (0-255) "
                     "before the run (default: the photos as they are).")
+    ap.add_argument("--banner", type=float, metavar="FRACTION", help="Add a dark-blue band "
+                    "with a shop's name under every photo, this share of its height "
+                    "(0.12: an eighth), before the run.")
     args = ap.parse_args()
+    if args.background is not None and args.banner is not None:
+        ap.error("--background and --banner each remake the catalogue; pass one of them.")
 
     settings = Settings(weights=args.weights, model=args.model)
     with tempfile.TemporaryDirectory() as tmp:
         if args.background is not None:
             args.catalog = repainted(args.catalog, Path(tmp) / "catalog", args.background)
+        if args.banner is not None:
+            args.catalog = bannered(args.catalog, Path(tmp) / "catalog", args.banner)
         photos = scan_images(args.catalog)
         rng = random.Random(args.seed)
         chosen = rng.sample(photos, args.pairs)
@@ -120,6 +132,7 @@ def main() -> None:
     print(json.dumps({
         "copies": args.copies, "pairs": args.pairs,
         **({"background": args.background} if args.background is not None else {}),
+        **({"banner": args.banner} if args.banner is not None else {}),
         "recall": found / args.pairs,
         **({"recall_by_kind": by_kind} if by_kind else {}),
         "grouped_pairs": len(pairs), "pair_precision": correct / len(pairs) if pairs else 1.0,
@@ -138,6 +151,25 @@ def repainted(catalog: Path, dest: Path, grey: int) -> Path:
         target = dest / path.relative_to(catalog)
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(target, "JPEG", quality=95)
+    return dest
+
+
+def bannered(catalog: Path, dest: Path, fraction: float) -> Path:
+    """``dest``: each photo of ``catalog`` at its own relative path with a band ``fraction``
+    of its height added under it, dark blue with "ACME SHOES  www.acme.com" in white, as
+    JPEG quality 90."""
+    font = ImageFont.load_default(size=16)
+    for path in scan_images(catalog):
+        img = Image.open(path).convert("RGB")
+        w, h = img.size
+        band = round(h * fraction)
+        page = Image.new("RGB", (w, h + band), (20, 40, 110))
+        page.paste(img, (0, 0))
+        ImageDraw.Draw(page).text((10, h + band // 2 - 9), "ACME SHOES  www.acme.com",
+                                  font=font, fill="white")
+        target = dest / path.relative_to(catalog)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        page.save(target, "JPEG", quality=90)
     return dest
 
 

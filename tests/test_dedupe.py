@@ -137,7 +137,8 @@ def test_colour_difference_leaves_out_a_shared_grey_background():
     # a grey and a white background are not one: the background counts (27 apart)
     grey, white = np.full((16, 16, 3), 228, np.uint8), np.full((16, 16, 3), 255, np.uint8)
     grey[4:12, 2:14] = white[4:12, 2:14] = (120, 70, 40)
-    assert colour_difference(grey.tobytes(), white.tobytes()) == 27.0 * 160 / 256
+    # (27 over the 160 pixels that changed, 6/7 of it above the mean over all 256)
+    assert colour_difference(grey.tobytes(), white.tobytes()) == approx(27.0 * 6 / 7)
 
 
 def test_product_filled_frames_of_different_colours_are_not_duplicates():
@@ -753,3 +754,19 @@ def test_the_exact_search_of_a_store_shows_its_bar_from_progress_from(small_cata
         assert "Duplicates" in capsys.readouterr().err
     finally:
         store.close()
+
+
+def test_a_banner_that_different_photos_share_does_not_make_them_duplicates():
+    """Unchanged pixels the two photos share but not as background (a supplier's banner, a
+    logo, a page's template) counted at a difference of nothing: a brown and a black shoe
+    under one banner covering half the frame came out 5.5 apart, below the rule's 12."""
+    from vitrine.dedupe import colour_difference
+
+    brown = np.full((16, 16, 3), 255, np.uint8)
+    brown[0:8] = (20, 40, 110)  # the banner
+    black, nearly = brown.copy(), brown.copy()
+    brown[10:14, 2:14] = (120, 70, 40)
+    black[10:14, 2:14] = (100, 84, 46)  # 20 apart on 48 of the 176 pixels counted
+    nearly[10:14, 2:14] = (124, 66, 43)
+    assert colour_difference(brown.tobytes(), black.tobytes()) == approx(20.0 * 6 / 7)
+    assert colour_difference(brown.tobytes(), nearly.tobytes()) == approx(4.0 * 6 / 7)

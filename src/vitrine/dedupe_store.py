@@ -29,10 +29,11 @@ from vitrine.dedupe import DuplicateRules, distinct_rows, only_rows, rule_pairs
 from vitrine.errors import StoreError
 from vitrine.store import VectorStore
 
-FORMAT = 2
+FORMAT = 3
 """Bumped when the rules' inputs (pHash, thumbnail), what a rule compares, or the cache's
 layout change (2: the colour check leaves out a shared grey background too; a store's pairs
-found before, different products on grey grouped as copies, are searched again)."""
+found before, different products on grey grouped as copies, are searched again; 3: it weighs
+the pixels that changed, so that a banner both photos share does not hide the product)."""
 CHANGED_AT_MOST = 20_000
 """Each changed product costs a pass over the whole store, so the search of the changed ones
 alone is used while it costs well under a full one: up to half the store where the full search
