@@ -974,6 +974,10 @@ def test_settings_without_a_home_folder(monkeypatch, tmp_path):
     ("https://Lojá.com.br,http://[::1]:8000", ["https://xn--loj-gla.com.br", "http://[::1]:8000"]),
     # UTS 46 non-transitional, as browsers send it (IDNA 2003 made ß "ss": never matched)
     ("https://straße.de,https://σοφός.gr", ["https://xn--strae-oqa.de", "https://xn--0xagbn4a.gr"]),
+    # (UTS 46's mapping, not IDNA 2008's table, which refused what browsers send: helper-251)
+    ("https://☃.net,https://i❤.ws,https://lojá。com.br,http://api_v2.loja.com:8080",
+     ["https://xn--n3h.net", "https://xn--i-7iq.ws", "https://xn--loj-gla.com.br",
+      "http://api_v2.loja.com:8080"]),
     ("*", ["*"]),
     ("", [])])
 def test_cors_origins_is_a_comma_separated_or_json_list(monkeypatch, value, origins):
@@ -988,7 +992,7 @@ def test_cors_origins_is_a_comma_separated_or_json_list(monkeypatch, value, orig
     ("https://loja.com.br/produtos", "without a path"), ("loja.com.br", "scheme://host"),
     ("ftp://loja.com.br", "scheme://host"), ("https://a.com,https://b.com?x=1", "without a path"),
     ("https://user:pw@loja.com", "no user name"), ("https://loja.com:abc", "port"),
-    ("https://*.loja.com", "wildcard")])
+    ("https://*.loja.com", "wildcard"), ("https://loja..com.br", "not a valid domain name")])
 def test_an_origin_that_could_never_match_is_refused(monkeypatch, value, reason):
     """Browsers send ``scheme://host[:port]`` and nothing else, so such an entry could never
     match: one sentence saying why, instead of a CORS that silently stays closed."""

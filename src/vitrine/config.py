@@ -81,12 +81,15 @@ def _browser_idna(host: str) -> str:
     they are (browsers allow ``_`` there)."""
     import idna
 
-    labels = []
-    for label in host.split("."):
-        if not label.isascii():
-            label = idna.uts46_remap(label, std3_rules=False, transitional=False)
-            label = idna.alabel(label).decode("ascii") if not label.isascii() else label
-        labels.append(label.lower())
+    # (UTS 46 maps the host whole: its ideographic full stops are dots; its ToASCII is the
+    # mapping and Punycode, not IDNA 2008's code point table, which refuses ☃ or ❤ that
+    # browsers send as xn--n3h: helper-251)
+    mapped = host if host.isascii() else idna.uts46_remap(host, std3_rules=False,
+                                                          transitional=False)
+    labels = [label.lower() if label.isascii() else
+              "xn--" + label.encode("punycode").decode("ascii") for label in mapped.split(".")]
+    if any(not 0 < len(label) <= 63 for label in labels[:-1] or labels) or len(labels[-1]) > 63:
+        raise ValueError("a label of the host is empty or longer than 63 characters")
     return ".".join(labels)
 
 
