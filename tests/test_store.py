@@ -831,6 +831,14 @@ def test_a_full_disk_is_not_taken_for_a_damaged_store(store, monkeypatch):
                         not str(path).endswith(".sqlite"))
     with pytest.raises(StoreError, match="not a readable Vitrine store"):
         open_store(root)
+    # a new store on a disk out of files: no database yet, which is no permission refused
+    # (it was said to be "not a readable Vitrine store": helper-251)
+    monkeypatch.undo()
+    monkeypatch.setattr(sqlite3, "connect", no_files)
+    monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(
+        f_bavail=10**9, f_frsize=4096, f_files=10**6, f_favail=1))
+    with pytest.raises(StoreError, match=r"the disk holding it is full \(unable to open"):
+        open_store(root.parent / "new-store", create=True)
 
 
 @contextlib.contextmanager

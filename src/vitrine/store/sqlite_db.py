@@ -109,8 +109,8 @@ def disk_full(root: Path, exc: Exception) -> bool:
         return False  # ("readonly database", "no such table": not the disk's room)
     if (name.startswith("SQLITE_CANTOPEN") or "unable to open database file" in str(exc)) \
             and not all(os.access(f, os.R_OK | os.W_OK) for f in (
-                root / DB_NAME, *(root / f"{DB_NAME}{s}" for s in ("-wal", "-shm")
-                                  if (root / f"{DB_NAME}{s}").exists()))):
+                root / f"{DB_NAME}{s}" for s in ("", "-wal", "-shm"))
+                        if f.exists()):  # (none yet: a new store, out of room to make it)
         return False  # (a database this user may not open: no room would open it)
     try:
         room = os.statvfs(root)
