@@ -289,8 +289,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
         # store of an older Vitrine was told to check the folder was complete and pass
         # --replace: helper-223). With a table, the products its rows do not find (bare file
         # names in its image column, most rows or all of them; in a shard too)
-        _check_table_gone(store, images, root, catalogue_ids, remove, meta_only, to_embed,
-                          table=any(p.listed for p in everything))
+        _check_table_gone(store, images, root, catalogue_ids, remove, meta_only,
+                          everything if shard else [p for p, _ in to_embed], everything)
         _check_removals(store, root, link, catalogue_ids, remove, len(gone) - linked, shard,
                         readable=readable, linked=(linked, len(refused_links or ())),
                         listed=keep | gone, images=images)
@@ -514,9 +514,9 @@ table had named them."""
 
 def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], root: Path,
                       catalogue: list[str], remove: list[str], meta_only: list[Product],
-                      to_embed: list[tuple[Product, str]], table: bool) -> None:
-    """Refuse a run that reads no product table (``table``: one whose rows name none of the
-    photos found) in which most of the store's catalogue products, their photos unmoved, would
+                      new: list[Product], everything: list[Product]) -> None:
+    """Refuse a run that reads no product table (or one whose rows do not find their photos)
+    in which most of the store's catalogue products, their photos unmoved, would
     become products named by their files, when a table had named them (a name other than the
     file's, a price, a description or other columns): the table deleted or moved, every name,
     price and description would go, exit 0 (helper-179), whether their ids came from it
@@ -524,18 +524,29 @@ def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], 
     helper-185). A few products kept or unlisted before do not hide it; photos renamed, or a
     store whose last run read no table (its products edited through the API get their catalogue
     values back), go ahead."""
-    if not catalogue:
+    if not catalogue or not (remove or meta_only):
         return
-    # only the products this run names by their files (every one without a table; with
-    # one, those its rows do not find): ids a table changes are its own to change
-    photos = {str(p.image) for p, _ in to_embed if not p.listed}
+    # only the products this run names by their files: every one without a table; with one,
+    # a photo named as a file a row names and does not find (not a photo it never listed,
+    # whose values the API may have edited, nor one whose row the shop dropped: helper-251);
+    # ids a table changes are its own to change. ``new``: the products that may take a
+    # removed one's photo (a shard's: the whole catalogue's, a re-keyed product's new id
+    # in another shard than its old one)
+    table = any(p.listed for p in everything)
+    unfound = {p.image.name for p in everything
+               if p.listed and not os.path.lexists(p.image)} if table else set()
+
+    def by_file(p: Product) -> bool:
+        return not p.listed and (not table or p.image.name in unfound)
+
+    photos = {str(p.image) for p in new if by_file(p)}
     images = images() if remove and photos else {}
     changed = [pid for pid in remove if images.get(pid) in photos]
     if store.catalog_listed():  # (the last run read a table: its fields going counts too;
         # a store from before that record was kept: only ids going, since products edited
         # through the API get their catalogue values back in a run without a table:
         # helper-191)
-        changed += [p.product_id for p in meta_only if not p.listed]
+        changed += [p.product_id for p in meta_only if by_file(p)]
     if 2 * len(changed) <= len(catalogue):
         return
     sample = changed[:TABLE_GONE_SAMPLE]
