@@ -483,3 +483,26 @@ def test_a_group_column_naming_a_department_splits_as_without_it():
     assert split.product_groups == 10  # (d's pairs only)
     for i in range(0, 20, 2):
         assert split.assignment[f"d{i}"] == split.assignment[f"d{i + 1}"]
+
+
+def test_a_category_the_group_column_halves_still_gets_every_split():
+    """A group column naming two kinds of product, each half of a category (tenis, bota):
+    no value over half, so both were joined, one tested, the other trained, the category
+    never validated (helper-251). Such a category is split as without the column; the
+    others keep their products' shots together, and only theirs are counted."""
+    products = [Product(f"{c}{i}", Path(f"/x/{c}{i}.jpg"), c, attributes={
+        "item_group_id": ("tenis" if i < 10 else "bota") if c == "c" else f"{c}{i // 2}"})
+        for c in "abcd" for i in range(20)]
+    for seed in range(4):
+        split = make_split(products, [], Settings(train_seed=seed))
+        for c in "abcd":
+            assert {split.assignment[p.product_id] for p in products if p.category == c} == {
+                "train", "val", "test"}, (seed, c)
+        assert split.product_groups == 30  # (a, b and d's pairs)
+        for c in "abd":
+            for i in range(0, 20, 2):
+                assert split.assignment[f"{c}{i}"] == split.assignment[f"{c}{i + 1}"]
+    given = {p.product_id: "test" if p.product_id.endswith("0") else "train"
+             for p in products}  # (validation carved out of training: the same rule)
+    split = make_split(products, [], Settings(), given)
+    assert "val" in {split.assignment[p.product_id] for p in products if p.category == "c"}

@@ -452,6 +452,28 @@ def joined(groups: list[list[str]]) -> list[list[str]]:
     return sorted((sorted(m) for m in members.values() if len(m) > 1), key=lambda g: g[0])
 
 
+def _split_with_products(labels: list[str], dup_groups: list[list[int]],
+                         all_groups: list[list[int]], fractions: tuple[float, float],
+                         seed: int) -> tuple[list[str], set[str]]:
+    """:func:`group_split` keeping the product table's groups (``all_groups``: joined with
+    the duplicate groups, ``dup_groups``), but for a category they leave without a split it
+    gets without them (two kinds of product in one column, each half of the category: one
+    tested, the other trained, none validated: helper-251): that category is split with its
+    duplicate groups alone. Returns the names and those categories."""
+    names = group_split(labels, all_groups, *fractions, seed)
+    if all_groups == dup_groups:
+        return names, set()
+    plain = group_split(labels, dup_groups, *fractions, seed)
+    kept: dict[str, set[str]] = {}
+    alone: dict[str, set[str]] = {}
+    for label, name, other in zip(labels, names, plain, strict=True):
+        kept.setdefault(label, set()).add(name)
+        alone.setdefault(label, set()).add(other)
+    dropped = {label for label in kept if alone[label] - kept[label]}
+    return [other if label in dropped else name
+            for label, name, other in zip(labels, names, plain, strict=True)], dropped
+
+
 def make_split(products: Sequence[Product], groups: list[list[str]], settings: Settings,
                given: dict[str, str] | None = None) -> Split:
     """Split ``products``: keep the ``given`` folder split (carving validation or test out of
@@ -459,30 +481,41 @@ def make_split(products: Sequence[Product], groups: list[list[str]], settings: S
     ``products`` are assigned: a photo of ``given`` left out of them (one that could not be
     read) is in no split, though its folder still counts as present. ``groups`` (the
     duplicate groups) and the product table's groups (:func:`product_groups`) each stay in
-    one split where it is made; a given folder's photos stay where they are, and only
-    duplicates across them are reported and left out."""
+    one split where it is made (:func:`_split_with_products`); a given folder's photos stay
+    where they are, and only duplicates across them are reported and left out."""
     index = {p.product_id: i for i, p in enumerate(products)}
     table = product_groups(products)
-    idx_groups = [[index[pid] for pid in g if pid in index] for g in joined(groups + table)]
+
+    def indexed(id_groups: list[list[str]]) -> list[list[int]]:
+        return [[index[pid] for pid in g if pid in index] for g in id_groups]
+
+    dup_groups = indexed(groups)
+    idx_groups = indexed(joined(groups + table)) if table else dup_groups
     labels = [p.category for p in products]
     val, test = settings.train_val_fraction, settings.train_test_fraction
+
+    def used(dropped: set[str]) -> int:  # (the table's groups kept: in another category)
+        return sum(products[index[g[0]]].category not in dropped for g in table)
+
     if given is None:
-        names = group_split(labels, idx_groups, val, test, settings.train_seed)
+        names, dropped = _split_with_products(labels, dup_groups, idx_groups, (val, test),
+                                              settings.train_seed)
         assignment = {p.product_id: s for p, s in zip(products, names, strict=True)}
         return Split(assignment, "seeded", settings.train_seed,
-                     {"val": val, "test": test}, groups, product_groups=len(table))
+                     {"val": val, "test": test}, groups, product_groups=used(dropped))
     assignment = dict(given)
     present = set(given.values())
     carved = "val" not in present or "test" not in present
     if carved:
         train = [i for i, p in enumerate(products) if given[p.product_id] == "train"]
         local = {i: j for j, i in enumerate(train)}
-        sub_groups = [[local[i] for i in g if i in local] for g in idx_groups]
         # (both missing: an empty folder counts as missing, and only train was left)
         fractions = ((val, test) if not present & {"val", "test"} else
                      (val / (1 - test), 0.0) if "val" not in present else (0.0, test / (1 - val)))
-        names = group_split([labels[i] for i in train], sub_groups, *fractions,
-                            settings.train_seed)
+        names, dropped = _split_with_products(
+            [labels[i] for i in train], *([[local[i] for i in g if i in local] for g in gs]
+                                          for gs in (dup_groups, idx_groups)),
+            fractions, settings.train_seed)
         for i, name in zip(train, names, strict=True):
             assignment[products[i].product_id] = name
     assignment = {p.product_id: assignment[p.product_id] for p in products}
@@ -497,4 +530,4 @@ def make_split(products: Sequence[Product], groups: list[list[str]], settings: S
         del assignment[pid]
     return Split(assignment, "folders", settings.train_seed, {}, groups,
                  left_out=sorted(left_out["test"]), left_out_val=sorted(left_out["val"]),
-                 product_groups=len(table) if carved else 0)
+                 product_groups=used(dropped) if carved else 0)
