@@ -770,3 +770,18 @@ def test_a_banner_that_different_photos_share_does_not_make_them_duplicates():
     nearly[10:14, 2:14] = (124, 66, 43)
     assert colour_difference(brown.tobytes(), black.tobytes()) == approx(20.0 * 6 / 7)
     assert colour_difference(brown.tobytes(), nearly.tobytes()) == approx(4.0 * 6 / 7)
+
+
+def test_a_stamp_on_a_copy_leaves_it_a_duplicate():
+    """A copy with a shop's address or a watermark stamped on it changes a few pixels
+    strongly: weighed alone (as for two products under one banner) they made it another
+    product (a corner stamp on 300 demo photos: 265 copies found, then 36: helper-251). Under
+    a quarter of the counted pixels changed, the mean over all of them is the difference."""
+    from vitrine.dedupe import colour_difference
+
+    photo = np.full((16, 16, 3), 255, np.uint8)
+    photo[4:12, 2:14] = (120, 70, 40)  # 96 pixels counted
+    stamped = photo.copy()
+    stamped[10, 2:8] = (200, 200, 200)  # 6 of them, 160 apart
+    assert colour_difference(photo.tobytes(), stamped.tobytes()) == approx(6 * 160 / 96)
+    assert DuplicateRules().max_colour_diff >= 6 * 160 / 96  # (within the rule: a copy)
