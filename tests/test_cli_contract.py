@@ -978,6 +978,8 @@ def test_settings_without_a_home_folder(monkeypatch, tmp_path):
     ("https://☃.net,https://i❤.ws,https://lojá。com.br,http://api_v2.loja.com:8080",
      ["https://xn--n3h.net", "https://xn--i-7iq.ws", "https://xn--loj-gla.com.br",
       "http://api_v2.loja.com:8080"]),
+    # (a word-final Σ: UTS 46 makes it σ, Python's lower() ς, another host: helper-252)
+    ("https://ΟΔΟΣ-shop.gr", ["https://xn---shop-u9d0fb0b.gr"]),
     ("*", ["*"]),
     ("", [])])
 def test_cors_origins_is_a_comma_separated_or_json_list(monkeypatch, value, origins):

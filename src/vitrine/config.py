@@ -108,6 +108,8 @@ def _origin(text: str) -> str:
     except ValueError:
         port, problem = None, "its port is not a number from 0 to 65535"
     host = parts.hostname or ""
+    if not host.isascii():  # (as written: str.lower() makes a word-final Σ ς, UTS 46 σ)
+        host = parts.netloc.rpartition("@")[2].partition(":")[0]
     if parts.scheme not in ("http", "https") or not host or parts.path or parts.query \
             or parts.fragment:
         problem = "write scheme://host[:port], such as https://loja.com.br, without a path"
