@@ -801,6 +801,42 @@ def test_a_table_whose_rows_do_not_find_most_photos_is_refused_as_one_gone(
     assert _index(shop, store, embedder).updated == 14
 
 
+def test_a_table_gone_is_told_by_its_rows_photos_not_by_file_names_alone(shop_a, embedder,
+                                                                          tmp_path):
+    """Photos moved into another folder, the table as it was: every name and price went,
+    exit 0, the moved photos' paths matching none stored (helper-252). And a folder per
+    product, each photo main.jpg: one row that missed its photo made every unlisted
+    main.jpg count as its, and a table whose rows the shop dropped was refused."""
+    shop, store, table, rows = _indexed_copy(shop_a, embedder, tmp_path)
+    before = _state(store)
+    for row in rows:
+        photo = shop / row["image"]
+        (photo.parent / "2024").mkdir(exist_ok=True)
+        photo.rename(photo.parent / "2024" / photo.name)
+    with pytest.raises(RemovalRefused, match="turn 16 of the 16 catalogue products"):
+        _index(shop, store, embedder)
+    assert _state(store) == before
+    per_product = tmp_path / "per-product"
+    for row in rows:
+        target = per_product / row["category"] / row["product_id"] / "main.jpg"
+        target.parent.mkdir(parents=True)
+        shutil.copy(shop_a / row["image"], target)
+        row["image"] = target.relative_to(per_product).as_posix()
+
+    def write(listed: list[dict]) -> None:
+        with (per_product / "products.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(listed)
+
+    write(rows)
+    assert _index(per_product, tmp_path / "st2", embedder).indexed == 16
+    write(rows[12:])  # rows dropped, their photos kept: products named by their files
+    (per_product / rows[12]["image"]).unlink()  # and one row left whose photo is gone
+    report = _index(per_product, tmp_path / "st2", embedder)
+    assert (report.indexed, report.removed, len(report.skipped)) == (12, 13, 1)
+
+
 def test_a_product_table_in_a_category_folder_is_said_not_to_be_read(shop_a, embedder,
                                                                     tmp_path):
     """Only a table in the catalogue folder itself is read: one put in a category folder

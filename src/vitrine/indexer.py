@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -533,20 +533,35 @@ def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], 
     # removed one's photo (a shard's: the whole catalogue's, a re-keyed product's new id
     # in another shard than its old one)
     table = any(p.listed for p in everything)
-    unfound = {p.image.name for p in everything
-               if p.listed and not os.path.lexists(p.image)} if table else set()
+    # (with a table: each row that does not find its photo accounts for one photo of that
+    # file name at most; many photos share a name, main.jpg in a folder per product, and
+    # one stale row counted every one of them)
+    unfound = Counter(p.image.name for p in everything
+                      if p.listed and not os.path.lexists(p.image)) if table else Counter()
 
     def by_file(p: Product) -> bool:
         return not p.listed and (not table or p.image.name in unfound)
 
+    def take(path: str) -> bool:  # (without a table every photo is named by its file)
+        name = PurePath(path).name
+        if not table:
+            return True
+        if unfound[name] <= 0:
+            return False
+        unfound[name] -= 1
+        return True
+
     photos = {str(p.image) for p in new if by_file(p)}
+    names = {p.image.name for p in new if by_file(p)} if table else set()
     images = images() if remove and photos else {}
-    changed = [pid for pid in remove if images.get(pid) in photos]
+    # (a row's photo moved to another folder, the row not changed: matched by file name)
+    changed = [pid for pid in remove if pid in images and (
+        images[pid] in photos or PurePath(images[pid]).name in names) and take(images[pid])]
     if store.catalog_listed():  # (the last run read a table: its fields going counts too;
         # a store from before that record was kept: only ids going, since products edited
         # through the API get their catalogue values back in a run without a table:
         # helper-191)
-        changed += [p.product_id for p in meta_only if by_file(p)]
+        changed += [p.product_id for p in meta_only if by_file(p) and take(str(p.image))]
     if 2 * len(changed) <= len(catalogue):
         return
     sample = changed[:TABLE_GONE_SAMPLE]
