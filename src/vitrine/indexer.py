@@ -315,8 +315,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     report.updated += len(meta_only)
     # products gone from the catalogue go before the embedding (minutes to hours): the
     # server listed and found them, their photos 404s, until its end (helper-245); those
-    # whose photo a product to embed has (an id changed) stay until then, lending it their
-    # vector
+    # whose photo a product to embed has (an id changed) stay until their vector is stored
+    # under it, which is also before the embedding (``lent``: helper-247)
     needed = {sha for _, sha in to_embed}
     report.removed = store.delete([pid for pid in remove if stored[pid][0] not in needed])
 
