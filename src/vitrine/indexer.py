@@ -208,6 +208,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     products, given, outside = catalogue or read_catalogue(  # (not the API's photos in it)
         root, uploads, refused_links=refused_links)
     everything = products  # (a shard's checks of removals look at the whole catalogue)
+    listed = any(p.listed for p in everything)  # (a product table read)
     products = [p for p in products if in_shard(p.product_id, shard)]
     outside = [p for p in outside if in_shard(_display_path(p, root), shard)]
     new_store = check_manifest(store, embedder, record=False)
@@ -217,7 +218,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                                   "move it into one to index it"} for p in outside]
     report.skipped += [{"path": _display_path(p, root), "reason": OUTSIDE_FOLDER}
                        for p in refused_links or ()]
-    if given is None and not any(p.listed for p in everything):
+    if given is None and not listed:
         report.skipped += [{"path": _display_path(t, root), "reason": TABLE_BELOW}
                            for t in tables_below(root)]
     fingerprints = store.fingerprints()
@@ -290,7 +291,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
         # --replace: helper-223). With a table, the products its rows do not find (bare file
         # names in its image column, most rows or all of them; in a shard too)
         _check_table_gone(store, images, root, catalogue_ids, remove, meta_only,
-                          everything if shard else [p for p, _ in to_embed], everything)
+                          everything if shard else [p for p, _ in to_embed], everything,
+                          listed)
         _check_removals(store, root, link, catalogue_ids, remove, len(gone) - linked, shard,
                         readable=readable, linked=(linked, len(refused_links or ())),
                         listed=keep | gone, images=images)
@@ -304,7 +306,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
         store.set_catalog_folder(str(root))
     if store.catalog_link() != link:
         store.set_catalog_link(link)
-    listed = any(p.listed for p in everything)  # (what _check_table_gone asks next time)
+    # (what _check_table_gone asks next time)
     if store.catalog_listed() != listed:
         store.set_catalog_listed(listed)
     if store.model_folder() != _model_folder(embedder):  # (named when the store is searched
@@ -514,7 +516,7 @@ table had named them."""
 
 def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], root: Path,
                       catalogue: list[str], remove: list[str], meta_only: list[Product],
-                      new: list[Product], everything: list[Product]) -> None:
+                      new: list[Product], everything: list[Product], table: bool) -> None:
     """Refuse a run that reads no product table (or one whose rows do not find their photos)
     in which most of the store's catalogue products, their photos unmoved, would
     become products named by their files, when a table had named them (a name other than the
@@ -531,8 +533,7 @@ def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], 
     # whose values the API may have edited, nor one whose row the shop dropped: helper-251);
     # ids a table changes are its own to change. ``new``: the products that may take a
     # removed one's photo (a shard's: the whole catalogue's, a re-keyed product's new id
-    # in another shard than its old one)
-    table = any(p.listed for p in everything)
+    # in another shard than its old one); ``table``: a product table was read
     # (with a table: each row that does not find its photo accounts for one photo of that
     # file name at most; many photos share a name, main.jpg in a folder per product, and
     # one stale row counted every one of them)

@@ -461,7 +461,7 @@ def _split_with_products(labels: list[str], dup_groups: list[list[int]],
     tested, the other trained, none validated: helper-251): that category is split with its
     duplicate groups alone. Returns the names and those categories."""
     names = group_split(labels, all_groups, *fractions, seed)
-    if all_groups == dup_groups:
+    if all_groups is dup_groups:  # (no table groups: make_split passes one list)
         return names, set()
     plain = group_split(labels, dup_groups, *fractions, seed)
     kept: dict[str, set[str]] = {}
@@ -512,10 +512,11 @@ def make_split(products: Sequence[Product], groups: list[list[str]], settings: S
         # (both missing: an empty folder counts as missing, and only train was left)
         fractions = ((val, test) if not present & {"val", "test"} else
                      (val / (1 - test), 0.0) if "val" not in present else (0.0, test / (1 - val)))
-        names, dropped = _split_with_products(
-            [labels[i] for i in train], *([[local[i] for i in g if i in local] for g in gs]
-                                          for gs in (dup_groups, idx_groups)),
-            fractions, settings.train_seed)
+        sub_dup = [[local[i] for i in g if i in local] for g in dup_groups]
+        sub_all = [[local[i] for i in g if i in local] for g in idx_groups] if table \
+            else sub_dup
+        names, dropped = _split_with_products([labels[i] for i in train], sub_dup, sub_all,
+                                              fractions, settings.train_seed)
         for i, name in zip(train, names, strict=True):
             assignment[products[i].product_id] = name
     assignment = {p.product_id: assignment[p.product_id] for p in products}
