@@ -844,9 +844,7 @@ def product_box(arr: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]
     plain, level = _plain_rows(arr, ring, FRAME_TOLERANCE, noise)
     blank = rows <= noise
     separator = blank | plain
-    edges = np.flatnonzero(np.diff(np.concatenate([[1], separator.astype(np.int8), [1]])))
-    # [start, end) of each run of content rows
-    bands = list(zip(edges[::2], edges[1::2], strict=True))
+    bands = _runs(~separator, 0)  # [start, end) of each run of content rows
     best, best_score, short = None, 0, min(height, width)
     strip_at, strip_box, strip_score, strip_block = 0, None, 0, 0
     boxes: list[tuple[int, int, int, int] | None] = []  # each band's, None for text or a bar
