@@ -11,7 +11,14 @@ from PIL import Image
 from pytest import approx
 
 from vitrine.config import Settings
-from vitrine.dedupe import DuplicateRules, find_duplicates, hamming, perceptual_hash, thumbnail
+from vitrine.dedupe import (
+    CHANGED_WEIGHT,
+    DuplicateRules,
+    find_duplicates,
+    hamming,
+    perceptual_hash,
+    thumbnail,
+)
 
 
 def test_hamming():
@@ -137,8 +144,8 @@ def test_colour_difference_leaves_out_a_shared_grey_background():
     # a grey and a white background are not one: the background counts (27 apart)
     grey, white = np.full((16, 16, 3), 228, np.uint8), np.full((16, 16, 3), 255, np.uint8)
     grey[4:12, 2:14] = white[4:12, 2:14] = (120, 70, 40)
-    # (27 over the 160 pixels that changed, 6/7 of it above the mean over all 256)
-    assert colour_difference(grey.tobytes(), white.tobytes()) == approx(27.0 * 6 / 7)
+    # (27 over the 160 pixels that changed, CHANGED_WEIGHT of it above the mean over all 256)
+    assert colour_difference(grey.tobytes(), white.tobytes()) == approx(27.0 * CHANGED_WEIGHT)
 
 
 def test_product_filled_frames_of_different_colours_are_not_duplicates():
@@ -768,8 +775,8 @@ def test_a_banner_that_different_photos_share_does_not_make_them_duplicates():
     brown[10:14, 2:14] = (120, 70, 40)
     black[10:14, 2:14] = (100, 84, 46)  # 20 apart on 48 of the 176 pixels counted
     nearly[10:14, 2:14] = (124, 66, 43)
-    assert colour_difference(brown.tobytes(), black.tobytes()) == approx(20.0 * 6 / 7)
-    assert colour_difference(brown.tobytes(), nearly.tobytes()) == approx(4.0 * 6 / 7)
+    assert colour_difference(brown.tobytes(), black.tobytes()) == approx(20.0 * CHANGED_WEIGHT)
+    assert colour_difference(brown.tobytes(), nearly.tobytes()) == approx(4.0 * CHANGED_WEIGHT)
 
 
 def test_a_stamp_on_a_copy_leaves_it_a_duplicate():
