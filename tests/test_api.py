@@ -1823,15 +1823,19 @@ def test_cors_lets_the_configured_origins_in(settings, small_store, embedder):
     assert "retry-after" in busy.headers["access-control-expose-headers"].lower()
 
 
-def test_a_request_cut_off_as_the_server_stops_is_readable_cross_origin():
+def test_a_request_cut_off_as_the_server_stops_is_readable_cross_origin(settings, small_store,
+                                                                         embedder):
     """The stopping server's 503 (and its 200 "saved") is made outside the CORS middleware:
     a shop's page read it as a network error, not a 503 to retry or a write that was
-    saved."""
+    saved. The guard `vitrine serve` wraps the app in gets the app's origins."""
     import asyncio
 
-    from vitrine.web.guards import Stopping
+    from vitrine.server import _server
 
-    async def app(scope, receive, send):
+    guarded = _server(_app(settings, small_store, embedder,
+                           cors_origins=["https://loja.com.br"]), "warning").config.app
+
+    async def app(scope, receive, send):  # (the request cut off)
         raise asyncio.CancelledError("Task cancelled, timeout graceful shutdown exceeded")
 
     async def receive():
@@ -1845,7 +1849,8 @@ def test_a_request_cut_off_as_the_server_stops_is_readable_cross_origin():
 
         scope = {"type": "http", "method": "POST", "path": "/api/search",
                  "headers": [(b"origin", origin.encode())]}
-        asyncio.run(Stopping(app, cors_origins=["https://loja.com.br"])(scope, receive, send))
+        guarded.app = app
+        asyncio.run(guarded(scope, receive, send))
         headers = {k.decode().lower(): v.decode() for k, v in sent[0]["headers"]}
         assert sent[0]["status"] == 503
         if allowed:
