@@ -184,6 +184,9 @@ def test_405_names_every_method_of_the_address_and_head_answers_like_get(writabl
                                  ("DELETE", "/api/products", 405),
                                  ("PATCH", "/api/products", 405),
                                  ("POST", f"/api/products/{pid}/similar", 405),
+                                 # (not a 404 for a product "{pid}/similar", no product's id)
+                                 ("PATCH", f"/api/products/{pid}/similar", 405),
+                                 ("DELETE", f"/api/products/{pid}/similar", 405),
                                  ("POST", "/api/productsX", 404),
                                  ("DELETE", "/api/products-old/1", 404)):
         answer = client.request(method, path)

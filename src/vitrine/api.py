@@ -13,6 +13,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -37,7 +38,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette import routing
+from starlette import convertors, routing
+from starlette.convertors import register_url_convertor
 from starlette.datastructures import FormData, Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
@@ -138,6 +140,17 @@ FORM_ROUTES = frozenset({"add_product", "search"})
 BEARER = HTTPBearer(auto_error=False, description="The server's VITRINE_API_KEY.")
 
 
+class ProductIdConvertor(convertors.PathConvertor):
+    """A product's id in a product's own address: a path, but not one ending with the
+    similar products' suffix, which no product's id can (``id_problem``): so PATCH or
+    DELETE of /api/products/X/similar is a 405, as any other method there, not a 404 for a
+    product "X/similar" (helper-244)."""
+    regex = f".*(?<!{re.escape(SIMILAR_SUFFIX)})"
+
+
+register_url_convertor("product_id", ProductIdConvertor())
+
+
 def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["api"], responses=errors(422, 503))
     limit = settings.max_upload_bytes
@@ -170,7 +183,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         return SimilarOut(product=product_out(product, root),
                           results=[result_out(m, root) for m in matches])
 
-    @router.get("/products/{product_id:path}", response_model=ProductOut,
+    @router.get("/products/{product_id:product_id}", response_model=ProductOut,
                 responses=errors(404))
     def get_product(product_id: str) -> ProductOut:
         return product_out(service.product(product_id), root)
@@ -227,7 +240,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         response.status_code = 201 if created else 200
         return product_out(stored, root)
 
-    @router.patch("/products/{product_id:path}", response_model=ProductOut | SavedOut,
+    @router.patch("/products/{product_id:product_id}", response_model=ProductOut | SavedOut,
                   dependencies=[Depends(writer)],
                   responses={**errors(404, 413), **WRITE_ERRORS})
     def edit_product(product_id: str, edit: ProductEdit) -> ProductOut:
@@ -249,7 +262,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                 raise HTTPException(422, f"Invalid field 'price': {exc}") from None
         return product_out(service.edit_product(product_id, changes), root)
 
-    @router.delete("/products/{product_id:path}", status_code=204,
+    @router.delete("/products/{product_id:product_id}", status_code=204,
                    dependencies=[Depends(writer)],
                    responses={200: SAVED, **errors(404), **WRITE_ERRORS})
     def delete_product(product_id: str) -> Response:
@@ -493,14 +506,10 @@ def _add_head_routes(router: APIRouter) -> None:
 
 
 def _allowed_methods(routes: list[routing.BaseRoute], scope) -> list[str]:
-    """Every method one of ``routes`` answers at the request's address: not those of a
-    product's address that it matches only as an id no product can have (PATCH and DELETE
-    of /api/products/X/similar answered 404: helper-244)."""
+    """Every method one of ``routes`` answers at the request's address."""
     methods: set[str] = set()
     for route in routes:
-        match, child = route.matches(scope)
-        if match is not routing.Match.NONE and not id_problem(
-                child.get("path_params", {}).get("product_id", "x")):
+        if route.matches(scope)[0] is not routing.Match.NONE:
             methods |= getattr(route, "methods", None) or set()
     return sorted(methods)
 

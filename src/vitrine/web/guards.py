@@ -17,6 +17,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vitrine.catalog import SIMILAR_SUFFIX
 from vitrine.web.text import limit_number
 from vitrine.write_ticket import TICKET, WriteTicket
 
@@ -325,10 +326,11 @@ def is_write(method: str, path: str) -> bool:
     """Whether a request is one of the API's writes: a POST to ``/api/products``, a PATCH
     or DELETE of a product. Another method or address is not asked for a key: it gets its
     404 or its 405 with ``Allow`` (a 401 told a client to authenticate for what no key
-    makes work)."""
+    makes work; a product's similar products are no product to change)."""
     if method == "POST":
         return path == "/api/products"
-    return method in ("PATCH", "DELETE") and path.startswith("/api/products/")
+    return method in ("PATCH", "DELETE") and path.startswith("/api/products/") and \
+        not path.endswith(SIMILAR_SUFFIX)
 
 
 class WriteGuard:
