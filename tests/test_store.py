@@ -1068,6 +1068,11 @@ def test_a_category_filter_in_either_accent_form_finds_the_category(tmp_path):
         assert said.startswith(f"the store has no products of category {typed!r} among its "
                                f"2,000 categories; close to it: {near}"), said
         assert said.count("'categoria_") <= 8, said
+    # the largest first, as the pages suggest them (the command listed them by name)
+    bags = types.SimpleNamespace(store=types.SimpleNamespace(categories=lambda: {
+        "bolsa_azul": 1, "bolsa_vermelha": 5, **{f"outra_{i}": 2 for i in range(20)}}))
+    with pytest.raises(VitrineError, match="close to it: 'bolsa_vermelha', 'bolsa_azul'."):
+        check_category(bags, "Bolsa")
 
 
 def test_index_files_of_another_copy_of_the_database_are_never_used(tmp_path):

@@ -946,18 +946,19 @@ def test_an_unknown_category_costs_little_in_a_store_of_many(settings, small_sto
     import difflib
 
     from vitrine.api import create_app
-    from vitrine.web import pages
+    from vitrine.web import categories, pages
 
     store = tmp_path / "store"
     shutil.copytree(small_store, store)  # 8 categories of 6
     grow_categories(store, {"bolsa_grande": 3, "bolsa_pequena": 2,
                             **{f"extra_{i:02d}": 1 for i in range(30)}})
-    monkeypatch.setattr(pages, "CLOSE_SPELLING_MAX", 12, raising=False)
+    monkeypatch.setattr(categories, "CLOSE_SPELLING_MAX", 12, raising=False)
     folded: list[str] = []
     compared: list[list[str]] = []
     real_fold, real_close = pages.fold, difflib.get_close_matches
-    monkeypatch.setattr(pages, "fold", lambda text: folded.append(text) or real_fold(text))
-    monkeypatch.setattr(pages.difflib, "get_close_matches", lambda word, names, n: (
+    for module in (pages, categories):
+        monkeypatch.setattr(module, "fold", lambda text: folded.append(text) or real_fold(text))
+    monkeypatch.setattr(categories.difflib, "get_close_matches", lambda word, names, n: (
         compared.append(list(names)) or real_close(word, names, n)))
     client = TestClient(create_app(settings, store, embedder=embedder))
 

@@ -358,15 +358,9 @@ def check_category(rec, category: str | None) -> str | None:
     the store's categories (a typo would otherwise look like 'no similar products')."""
     if category is None:
         return None
-    import difflib
-
-    from vitrine.catalog import (
-        categories_by_key,
-        category_key,
-        named_alike,
-        reader_order,
-        stored_category,
-    )
+    from vitrine.catalog import categories_by_key, named_alike, stored_category
+    from vitrine.fold import fold
+    from vitrine.web.categories import category_names, near_categories
 
     known = rec.store.categories()
     category = stored_category(category, known)
@@ -382,11 +376,9 @@ def check_category(rec, category: str | None) -> str | None:
     if len(known) <= CATEGORIES_NAMED:
         raise VitrineError(f"the store has no products of category {category!r}; it has "
                            f"{', '.join(repr(c) for c in known) or 'none'}.")
-    # (a store of 2,000 categories named them all in one line of 35 kB: helper-244)
-    keys = {category_key(c): c for c in reader_order(known)}
-    typed = category_key(category)
-    near = [c for key, c in keys.items() if typed and typed in key][:CATEGORIES_NEAR] or [
-        keys[k] for k in difflib.get_close_matches(typed, keys, CATEGORIES_NEAR)]
+    # (a store of 2,000 categories named them all in one line of 35 kB: helper-244); those
+    # the pages suggest
+    near = near_categories(fold(category.strip()), known, category_names(known, len(known)))
     raise VitrineError(f"the store has no products of category {category!r} among its "
                        f"{len(known):,} categories" + (
                            f"; close to it: {', '.join(repr(c) for c in near)}." if near else
@@ -395,8 +387,7 @@ def check_category(rec, category: str | None) -> str | None:
 
 CATEGORIES_NAMED = 20
 """An unknown ``--category`` names every category of a store of at most this many, else
-those whose names hold it or are spelled close to it, at most ``CATEGORIES_NEAR``."""
-CATEGORIES_NEAR = 8
+those whose names hold it or are spelled close to it (:func:`near_categories`)."""
 
 
 def save_plot(image, title, matches, target: Path, quiet: bool, max_pixels: int) -> None:

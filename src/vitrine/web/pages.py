@@ -7,8 +7,6 @@ in-place results; every page works without JavaScript. Portuguese by default, En
 
 from __future__ import annotations
 
-import difflib
-import heapq
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from vitrine.catalog import CATEGORY_MAX, category_key, reader_order
+from vitrine.catalog import CATEGORY_MAX, reader_order
 from vitrine.config import Settings
 from vitrine.errors import ImageError, ServerBusy, StoreError, VitrineError
 from vitrine.fold import fold
@@ -27,6 +25,12 @@ from vitrine.images import MAX_PHOTO_SIDE
 from vitrine.service import VitrineService
 from vitrine.store.base import Match, StoredProduct
 from vitrine.web import guards
+from vitrine.web.categories import (
+    CategoryNames,
+    category_names,
+    largest,
+    near_categories,
+)
 from vitrine.web.text import (
     ERROR_KEYS,
     TEXT,
@@ -53,12 +57,6 @@ CATEGORY_SELECT_MAX = 100
 """Up to this many categories the pages' category field is a list of them all; a store with
 more gets a text field suggesting the largest this many (20,000 options made each page 1.5 MB
 and the list unusable)."""
-NEAR_CATEGORIES = 8
-"""Stored categories suggested for one the store does not have."""
-CLOSE_SPELLING_MAX = 1_000
-"""A category the store does not have is compared letter by letter (difflib) with this many
-stored ones at most, the largest (then by name): all of them up to this many; compared with
-each of 20,000, a misspelt one took 0.4 s of CPU a page, the server's one interpreter held."""
 JSON_PREFIXES = ("/api/", "/images/", "/healthz", "/openapi.json", "/static/")
 
 LangParam = Annotated[str | None, Query(description="pt (default) or en.")]
@@ -179,15 +177,7 @@ def category_choices(categories: dict[str, int]) -> dict[str, object]:
         # in the order a reader expects, without case, accents or underscores: the store's
         # code-point order put "anel", "Ímã" and "Óculos" after "Zíper" (helper-222)
         return {"categories": reader_order(named), "category_typed": False}
-    return {"categories": _largest(named, CATEGORY_SELECT_MAX), "category_typed": True}
-
-
-def _largest(categories: dict[str, int], n: int) -> dict[str, int]:
-    """The ``n`` largest named categories: most products first, then by name (as a reader
-    orders them, :func:`category_choices`)."""
-    return dict(heapq.nsmallest(n, ((name, count) for name, count in categories.items()
-                                    if name), key=lambda item: (
-        -item[1], category_key(item[0]), item[0])))
+    return {"categories": largest(named, CATEGORY_SELECT_MAX), "category_typed": True}
 
 
 @dataclass(frozen=True)
@@ -198,35 +188,6 @@ class PageCategory:
     name: str = ""
     unknown: bool = False
     near: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class CategoryNames:
-    """A store's categories as :func:`page_category` compares them, made once per count of
-    them (:func:`category_names`)."""
-
-    forms: list[tuple[str, str, str]]
-    """Each named category, its name folded (without the spaces around it) and its shown
-    name folded."""
-    named: dict[str, list[str]]
-    """Either folded form to the categories so named."""
-    spelled: dict[str, str]
-    """Shown names folded, of the ``CLOSE_SPELLING_MAX`` largest categories, to their
-    category: the names a typed one is compared with letter by letter."""
-
-
-def category_names(categories: dict[str, int]) -> CategoryNames:
-    """What :func:`page_category` compares a typed category with, kept with the counts
-    (:meth:`VitrineService.categories_and`): folding a store's 20,000 names again for each
-    page took 0.1 s of CPU."""
-    forms = [(c, fold(c.strip()), fold(category_label(c))) for c in categories if c]
-    named: dict[str, list[str]] = {}
-    for c, folded, shown in forms:
-        for form in dict.fromkeys((folded, shown)):
-            named.setdefault(form, []).append(c)
-    compared = _largest(categories, CLOSE_SPELLING_MAX)
-    return CategoryNames(forms, named,
-                         {shown: c for c, _, shown in forms if c in compared})
 
 
 def typed_name(names: CategoryNames, category: str) -> str:
@@ -257,12 +218,8 @@ def page_category(service: VitrineService, category: str | None) -> PageCategory
     named = names.named.get(wanted, [])
     if len(named) == 1:
         return PageCategory(named[0])
-    near = [c for c, folded, shown in names.forms if wanted in folded or wanted in shown]
-    if not near:  # a letter wrong or missing: "relogo feminino"
-        near = [names.spelled[f]
-                for f in difflib.get_close_matches(wanted, names.spelled, NEAR_CATEGORIES)]
-    near.sort(key=lambda c: (-categories[c], c))
-    return PageCategory(found, unknown=True, near=tuple(near[:NEAR_CATEGORIES]))
+    return PageCategory(found, unknown=True, near=tuple(near_categories(wanted, categories,
+                                                                        names)))
 
 
 def _addressed(request: Request) -> str:
