@@ -545,14 +545,14 @@ class VitrineService:
         product = Product(product_id=fields.product_id, image=photo, category=fields.category,
                           name=fields.name, price=fields.price, description=fields.description,
                           uploaded=True)
-        written: list[str] = []  # (read again once the writes before are in: two uploads
-        # of a new category in two spellings at once each found none and made twins; the
-        # first read refused a bad one before the model's work)
-        with self._writer(lambda: written.append(self._edited_category(fields.product_id,
-                                                                       sent))) as writer:
+        # the category read again once the writes before are in (two uploads of a new
+        # category in two spellings at once each found none and made twins; the first read
+        # refused a bad one before the model's work)
+        with self._writer(lambda: self._edited_category(fields.product_id, sent)
+                          ) as (writer, category):
             check_manifest(writer, self.embedder, refused=self._model_refused)
-            if written[0] != product.category:
-                product = dataclasses.replace(product, category=written[0])
+            if category != product.category:
+                product = dataclasses.replace(product, category=category)
             previous = stored_product(writer, fields.product_id)
             if previous is not None:  # replaced under the id as the store spells it
                 product = dataclasses.replace(product, product_id=previous.product_id)
@@ -579,12 +579,11 @@ class VitrineService:
         the next ``vitrine index`` of its table, which is where its fields come from, sets
         them back to the table's values."""
         changes = dict(changes)
-
-        def category_now() -> None:  # (read with the writes before it in, as an upload's)
-            if changes.get("category"):
-                changes["category"] = self._edited_category(product_id, changes["category"])
-
-        with self._writer(category_now) as writer:
+        sent = changes.get("category")
+        with self._writer(lambda: sent and self._edited_category(product_id, sent)
+                          ) as (writer, category):  # (read with the writes before it in)
+            if category:
+                changes["category"] = category
             current = stored_product(writer, product_id)
             if current is None:
                 raise ProductNotFound(product_id)
@@ -602,7 +601,7 @@ class VitrineService:
 
     def delete_product(self, product_id: str) -> None:
         """Remove a product (and its uploaded photo when no other product uses it)."""
-        with self._writer() as writer:
+        with self._writer() as (writer, _):
             previous = stored_product(writer, product_id)
             if previous is None:
                 raise ProductNotFound(product_id)
@@ -613,13 +612,14 @@ class VitrineService:
             _remove_orphan(writer, Path(previous.image), self._upload_folder())
 
     @contextlib.contextmanager
-    def _writer(self, first: Callable[[], object] | None = None) -> Iterator[VectorStore]:
-        """The store to write through, one write at a time. For the embedded store, a second
-        store object holding the store's writer lock until it closes; other stores (Milvus)
-        serialise writers themselves and are written through the read store. ``first`` runs
-        once this write holds the write locks, before the read store's lock is taken for
-        the others (a count of a Milvus store's categories under it held every read for
-        seconds: helper-239)."""
+    def _writer(self, first: Callable[[], T] | None = None
+                ) -> Iterator[tuple[VectorStore, T | None]]:
+        """The store to write through, one write at a time, with what ``first`` returned.
+        For the embedded store, a second store object holding the store's writer lock until
+        it closes; other stores (Milvus) serialise writers themselves and are written
+        through the read store. ``first`` runs once this write holds the write locks,
+        before the read store's lock is taken for the others (a count of a Milvus store's
+        categories under it held every read for seconds: helper-239)."""
         if write_cancelled():  # (answered already, the server stopping: not worth
             # waiting for the store; each write checks again as it changes the store)
             raise WriteCancelled()
@@ -630,10 +630,9 @@ class VitrineService:
                             "progress; try again in a moment.")
         try:
             if not isinstance(self.store, EmbeddedStore):
-                if first is not None:
-                    first()
+                found = first() if first is not None else None
                 with self._store_lock:
-                    yield self.store
+                    yield self.store, found
                 return
             writer = self._open_writer()
             try:
@@ -642,9 +641,7 @@ class VitrineService:
                                                 - time.monotonic()))
                 except StoreBusy:  # (said with the whole wait: it said 0.5 s after 2 s)
                     raise busy(self.location, time.monotonic() - started) from None
-                if first is not None:
-                    first()
-                yield writer
+                yield writer, first() if first is not None else None
                 self._rebuild_if_due(writer.index_due)
             finally:
                 writer.close()
