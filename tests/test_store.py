@@ -1068,6 +1068,12 @@ def test_a_category_filter_in_either_accent_form_finds_the_category(tmp_path):
         assert said.startswith(f"the store has no products of category {typed!r} among its "
                                f"2,000 categories; close to it: {near}"), said
         assert said.count("'categoria_") <= 8, said
+    # named in the order a reader expects them (the store's code points put 'Zíper' before
+    # 'anel' and 'Óculos' last)
+    few = types.SimpleNamespace(store=types.SimpleNamespace(categories=lambda: {
+        "Zíper": 1, "anel": 1, "Óculos": 1}))
+    with pytest.raises(VitrineError, match="it has 'anel', 'Óculos', 'Zíper'."):
+        check_category(few, "pulseira")
     # the largest first, as the pages suggest them (the command listed them by name)
     bags = types.SimpleNamespace(store=types.SimpleNamespace(categories=lambda: {
         "bolsa_azul": 1, "bolsa_vermelha": 5, **{f"outra_{i}": 2 for i in range(20)}}))

@@ -358,7 +358,7 @@ def check_category(rec, category: str | None) -> str | None:
     the store's categories (a typo would otherwise look like 'no similar products')."""
     if category is None:
         return None
-    from vitrine.catalog import categories_by_key, named_alike, stored_category
+    from vitrine.catalog import categories_by_key, named_alike, reader_order, stored_category
     from vitrine.fold import fold
     from vitrine.web.categories import category_names, near_categories
 
@@ -375,7 +375,7 @@ def check_category(rec, category: str | None) -> str | None:
                            "case, accents or spaces; name one as it is written.")
     if len(known) <= CATEGORIES_NAMED:
         raise VitrineError(f"the store has no products of category {category!r}; it has "
-                           f"{', '.join(repr(c) for c in known) or 'none'}.")
+                           f"{', '.join(repr(c) for c in reader_order(known)) or 'none'}.")
     # (a store of 2,000 categories named them all in one line of 35 kB: helper-244); those
     # the pages suggest
     near = near_categories(fold(category.strip()), known, category_names(known, len(known)))
