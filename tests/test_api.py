@@ -228,6 +228,44 @@ def test_list_products_filters_and_pages(client, rows):
         assert r.status_code == 422 and isinstance(r.json()["detail"], str)
 
 
+def test_cursor_pages_walk_a_catalogue_that_changes_meanwhile(writable, rows):
+    """By offset, a product removed before the next page moved the rest up by one: one was
+    never listed. A page's next_cursor starts after its last product, whatever changed
+    before it; walked to the end it lists each product once, in the listing's order."""
+    client = writable[0]
+    auth = {"Authorization": f"Bearer {KEY}"}
+    listed = [p["product_id"] for p in
+              client.get("/api/products", params={"limit": 200}).json()["products"]]
+    first = client.get("/api/products", params={"limit": 5}).json()
+    assert [p["product_id"] for p in first["products"]] == listed[:5]
+    assert client.delete(f"/api/products/{listed[1]}", headers=auth).status_code == 204
+    by_offset = client.get("/api/products", params={"limit": 5, "offset": 5}).json()
+    assert by_offset["products"][0]["product_id"] == listed[6]  # (listed[5] missed)
+    second = client.get("/api/products", params={"limit": 5,
+                                                  "cursor": first["next_cursor"]}).json()
+    assert [p["product_id"] for p in second["products"]] == listed[5:10]
+    assert second["offset"] == 0 and second["has_more"] is True
+    for category in (None, "relogio_feminino"):  # walked to the end, with a filter too
+        want = [p["product_id"] for p in client.get("/api/products", params={
+            "limit": 200, "category": category}).json()["products"]]
+        walked, cursor = [], None
+        while True:
+            page = client.get("/api/products", params={
+                "limit": 4, "cursor": cursor, "category": category}).json()
+            walked += [p["product_id"] for p in page["products"]]
+            cursor = page["next_cursor"]
+            assert (cursor is not None) == page["has_more"]
+            if cursor is None:
+                break
+        assert walked == want and len(want) == (47 if category is None else 6)
+    for bad in ({"cursor": "not a cursor!"}, {"cursor": "WzEsMiwzXQ"},  # [1,2,3]
+                {"cursor": "eyJhIjoxfQ"},  # {"a":1}
+                {"cursor": first["next_cursor"], "offset": 5}, {"cursor": "x" * 5000}):
+        refused = client.get("/api/products", params=bad)
+        assert refused.status_code == 422, (bad, refused.text)
+        assert isinstance(refused.json()["detail"], str)
+
+
 def test_get_product_and_its_image(client, rows, small_catalog):
     row = rows[3]
     r = client.get(f"/api/products/{row['product_id']}")

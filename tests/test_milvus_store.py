@@ -241,12 +241,24 @@ def _embedded_as_mstore(tmp_path):
 def _same_pages(embedded, mstore, asks, pages) -> None:
     """Each of ``asks`` (list_products filters) at each (limit, offset) of ``pages`` lists
     the same products in the same order on both stores."""
+    from vitrine.store.search_key import listing_order
+
     for ask in asks:
         for limit, offset in pages:
             want = [p.product_id for p in embedded.list_products(
                 limit=limit, offset=offset, **ask)]
             got = [p.product_id for p in mstore.list_products(limit=limit, offset=offset, **ask)]
             assert got == want, (ask, limit, offset)
+        # and after any product's place (an API cursor: the last product of the page
+        # before, of the filter's category or, for a cursor sent with another filter, not)
+        every = embedded.list_products(limit=10_000, **ask)
+        for before in embedded.list_products(limit=10_000):
+            after = listing_order(before.category, before.name, before.product_id)
+            want = [p.product_id for p in every
+                    if listing_order(p.category, p.name, p.product_id) > after][:3]
+            for store in (embedded, mstore):
+                got = [p.product_id for p in store.list_products(limit=3, after=after, **ask)]
+                assert got == want, (store, ask, before)
 
 
 ODD_IDS = ['a"b', "a\\b", "it's", "ç/ã", 'a\\"b', '"', "calçados/sandália 1.jpg"]

@@ -7,10 +7,12 @@ it."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import functools
 import hashlib
+import json
 import logging
 import os
 import re
@@ -73,6 +75,8 @@ from vitrine.errors import (
 from vitrine.images import BROWSER_SUFFIXES, browser_jpeg, thumbnail_jpeg
 from vitrine.recommend import ProductNotFound
 from vitrine.service import NewProduct, VitrineService, image_suffix
+from vitrine.store.base import StoredProduct
+from vitrine.store.search_key import listing_order
 from vitrine.web import guards
 from vitrine.web.pages import check_web_files, install_pages, wants_html
 
@@ -151,6 +155,27 @@ class ProductIdConvertor(convertors.PathConvertor):
 register_url_convertor("product_id", ProductIdConvertor())
 
 
+def page_cursor(product: StoredProduct) -> str:
+    """The cursor of the page after ``product``: its place in the listing's order (category,
+    name, id), as URL-safe text."""
+    place = json.dumps([product.category, product.name, product.product_id],
+                       ensure_ascii=False, separators=(",", ":"))
+    return base64.urlsafe_b64encode(place.encode()).decode().rstrip("=")
+
+
+def cursor_place(cursor: str) -> tuple[str, str, str, str]:
+    """Where the page a cursor names starts (:func:`vitrine.store.search_key.listing_order`
+    of the product before it); a 422 for text no page gave."""
+    try:
+        place = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:  # (binascii.Error, a JSON or UTF-8 error)
+        place = None
+    if not (isinstance(place, list) and len(place) == 3
+            and all(isinstance(text, str) for text in place)):
+        raise HTTPException(422, "Invalid cursor: send a page's next_cursor as it came.")
+    return listing_order(*place)
+
+
 def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["api"], responses=errors(422, 503))
     limit = settings.max_upload_bytes
@@ -168,12 +193,25 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                       q: Annotated[str | None, Query(max_length=200,
                                                      description="Name or id contains.")] = None,
                       limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
-                      offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0) -> ProductPage:
+                      offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
+                      cursor: Annotated[str | None, Query(
+                          description="A page's `next_cursor`: the page after it, with "
+                          "the same filters.")] = None) -> ProductPage:
         """Products in category order, then name order (as a reader sorts names: case and
-        accents aside), filtered by category and by a part of the name or id."""
-        found, more = service.products(category=category, query=q, limit=limit, offset=offset)
+        accents aside), filtered by category and by a part of the name or id. Page by
+        ``next_cursor`` to walk a catalogue that changes meanwhile (by ``offset``, a product
+        added or removed before the page moves the rest by one: one listed twice or
+        missed)."""
+        after = None
+        if cursor:  # (an empty one, as a client writes the first page's: none)
+            if offset:
+                raise HTTPException(422, "Send offset or cursor, not both.")
+            after = cursor_place(cursor)
+        found, more = service.products(category=category, query=q, limit=limit, offset=offset,
+                                       after=after)
         return ProductPage(products=[product_out(p, root) for p in found], limit=limit,
-                           offset=offset, has_more=more)
+                           offset=offset, has_more=more,
+                           next_cursor=page_cursor(found[-1]) if more else None)
 
     @router.get("/products/{product_id:path}" + SIMILAR_SUFFIX, response_model=SimilarOut,
                 responses=errors(404))

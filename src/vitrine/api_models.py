@@ -37,6 +37,10 @@ class ProductPage(BaseModel):
     limit: int
     offset: int
     has_more: bool
+    next_cursor: str | None = Field(
+        None, description="The next page's `cursor` (null on the last page): it starts "
+                          "after this page's last product, whatever was added or removed "
+                          "before it meanwhile.")
 
 
 class SimilarOut(BaseModel):

@@ -308,11 +308,13 @@ class VitrineService:
             return self.recommender.product(product_id)
 
     def products(self, *, category: str | None, query: str | None, limit: int,
-                 offset: int, resolved: bool = False) -> tuple[list[StoredProduct], bool]:
+                 offset: int, resolved: bool = False,
+                 after: tuple[str, str, str, str] | None = None
+                 ) -> tuple[list[StoredProduct], bool]:
         """One page of products and whether another page follows; ``query`` is read without
         the spaces around it, as the page's search box is. ``resolved``: ``category`` is as
         the store spells it already (a page's, :func:`vitrine.web.pages.page_category`), not
-        looked up again."""
+        looked up again. ``after``: the page after that place in the order (a cursor)."""
         if not resolved:
             category = self.stored_category(category)  # (takes the lock itself)
         # a store whose reads may run side by side (Milvus: a page may read its whole
@@ -322,7 +324,7 @@ class VitrineService:
               else self._store_lock):
             found = self.store.list_products(category=category,
                                              query=(query or "").strip() or None,
-                                             limit=limit + 1, offset=offset)
+                                             limit=limit + 1, offset=offset, after=after)
         return found[:limit], len(found) > limit
 
     def stored_category(self, category: str | None) -> str | None:

@@ -43,7 +43,7 @@ from vitrine.store.milvus_support import (
     quiet_lite_logs,
     quote,
 )
-from vitrine.store.search_key import search_key
+from vitrine.store.search_key import listing_order
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +118,6 @@ class _Order:
 
 def _category(row: tuple[str, str, str, str]) -> str:
     return row[0]
-
-
-def listing_order(category: str, name: str, product_id: str) -> tuple[str, str, str, str]:
-    """A product's place in a catalogue page's order, as the embedded store's ``ORDER BY
-    category, search_key, name, product_id`` (Python compares text by code point, as SQLite
-    its UTF-8 bytes)."""
-    return category, search_key(name, product_id), name, product_id
 
 
 def _to_product(row: dict) -> StoredProduct:
@@ -575,8 +568,9 @@ class MilvusStore(CatalogRecord):
             output_fields=["product_id"], limit=1, **READS))
 
     def list_products(self, *, category: str | None = None, query: str | None = None,
-                      limit: int = 50, offset: int = 0) -> list[StoredProduct]:
-        ordered = self._ordered(category or None, query)
+                      limit: int = 50, offset: int = 0,
+                      after: tuple[str, str, str, str] | None = None) -> list[StoredProduct]:
+        ordered = self._ordered(category or None, query, after)
         page: list[StoredProduct] = []
         start = offset
         while len(page) < limit and start < len(ordered):  # past products deleted since
@@ -586,7 +580,8 @@ class MilvusStore(CatalogRecord):
             start += len(ids)
         return page
 
-    def _ordered(self, category: str | None, query: str | None) -> list[str]:
+    def _ordered(self, category: str | None, query: str | None,
+                 after: tuple[str, str, str, str] | None = None) -> list[str]:
         """The ids of the products a catalogue page lists, in its order. Milvus sorts no
         query, so the order's fields of every row are read (then only the page's whole rows:
         photo thumbnails and descriptions of the rest are never read, where 20,000 of them
@@ -595,11 +590,14 @@ class MilvusStore(CatalogRecord):
         beside the requests). The whole catalogue's order serves each category's too, and
         a name search filters the order kept (no read: 1.3 s a search at 20,000 products on
         Milvus Lite), ignoring case and accents as the embedded store: Milvus' like can do
-        neither, so the name filter runs here."""
+        neither, so the name filter runs here. ``after``: only those after that place
+        (:func:`listing_order`)."""
         order = self._kept(category)
         if order is None:
             order = self._read_order(category)
         lo, hi = order.span(category)
+        if after is not None:
+            lo = max(lo, bisect.bisect_right(order.rows, after, lo, hi))
         if not query:
             return order.ids[lo:hi]
         needle = searchable(query)  # in the name or id (search_key), as the embedded store

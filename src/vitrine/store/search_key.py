@@ -19,6 +19,14 @@ def search_key(name: str, product_id: str) -> str:
     return searchable(name) + "\n" + searchable(product_id)
 
 
+def listing_order(category: str, name: str, product_id: str) -> tuple[str, str, str, str]:
+    """A product's place in a catalogue page's order, as the embedded store's ``ORDER BY
+    category, search_key, name, product_id`` (``LISTING_ORDER``; Python compares text by
+    code point, as SQLite its UTF-8 bytes): what the Milvus store sorts by, and where a page
+    after a product (a cursor) starts in either store."""
+    return category, search_key(name, product_id), name, product_id
+
+
 SEARCH_KEY_SQL = "vitrine_searchable(name) || char(10) || vitrine_searchable(product_id)"
 """:func:`search_key` in SQL: fills the column in a store made before it, and stands in for
 it when such a store can only be read."""
