@@ -401,3 +401,36 @@ def test_a_few_training_photos_in_another_catalogue_do_not_make_it_the_models_sp
     monkeypatch.setattr(model_eval, "_embed", lambda *a, **k: pytest.fail("embedded first"))
     with pytest.raises(CatalogError, match="is not a file written by `vitrine train`"):
         evaluate_catalog(shop, settings, model_dir=damaged, show_progress=False)
+
+
+def test_a_confident_mistake_never_reads_certain():
+    """A wrong guess of 0.9998 was "100.0%" in report.md and "100%" in `vitrine evaluate`'s
+    table, while misclassified.png and `vitrine train`'s line said 99.9 %; one of 0.99996
+    was stored as 1.0, "100%" everywhere."""
+    from pathlib import Path
+
+    import numpy as np
+    from rich.console import Console
+
+    from vitrine.catalog import Product
+    from vitrine.display import percent
+    from vitrine.report import _misclassified_lines, classification_report, misclassified
+    from vitrine.train_display import evaluation_tables
+
+    products = [Product("p1", Path("/x/p1.jpg"), "a"), Product("p2", Path("/x/p2.jpg"), "a")]
+    rows = misclassified(products, [0, 0], np.array([[0.0002, 0.9998], [0.00004, 0.99996]]),
+                         ["a", "b"])
+    assert all(r["probability"] < 1 for r in rows)
+    report = "\n".join(_misclassified_lines(rows))
+    assert "100.0%" not in report and report.count("99.9%") == 2
+    assert [percent(r["probability"]) for r in rows] == ["99.9%", "99.9%"]  # the figure's
+    cls = classification_report(["a", "a"], ["b", "b"], ["a", "b"])
+    cls["misclassified"] = rows
+    console = Console(record=True, width=100)
+    retrieval = {"precision": 1.0, "recall": 1.0, "map": 1.0, "per_category": {}}
+    for part in evaluation_tables({"k": 1, "protocol": "the model's test split", "queries": 2,
+                                   "index": 2, "retrieval": {"trained": retrieval},
+                                   "classification": cls}):
+        console.print(part)
+    text = console.export_text()
+    assert "100%" not in text and text.count("99.9%") == 2

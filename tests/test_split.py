@@ -214,6 +214,18 @@ def test_a_small_category_of_duplicate_pairs_keeps_a_training_photo():
                 assert len({names[i] for i in group}) == 1
 
 
+def test_a_category_of_one_photo_and_its_copy_keeps_it_for_training():
+    """A category whose photos are all copies of one (one duplicate group) is one unit:
+    at a fraction of 0.3 the unit fitted a target of one plus one, went to test (or
+    validation) whole, and the category was left out of the model's classes (exit 0)."""
+    for val, test in ((0.15, 0.3), (0.3, 0.15), (0.3, 0.3), (0.1, 0.5)):
+        for labels, group in ((["s"] * 2 + ["b"] * 20, [0, 1]),
+                              (["s"] * 3 + ["b"] * 20, [0, 1, 2])):
+            for seed in range(10):
+                names = group_split(labels, [group], val, test, seed)
+                assert {names[i] for i in group} == {"train"}, (val, test, seed, names)
+
+
 def test_fractions_outside_zero_to_one_are_refused():
     """A validation fraction of 1 (nothing left to train) or a negative fraction is an
     error, not an odd split."""

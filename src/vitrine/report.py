@@ -100,9 +100,16 @@ def misclassified(products: Sequence, labels: Sequence[int], probs: np.ndarray,
         if guess != label:
             rows.append({"product_id": product.product_id, "name": product.name,
                          "image": str(product.image), "labelled": classes[label],
-                         "predicted": classes[guess], "probability": round(float(row[guess]), 4),
-                         "probability_of_label": round(float(row[label]), 4)})
+                         "predicted": classes[guess], "probability": _below_one(row[guess]),
+                         "probability_of_label": _below_one(row[label])})
     return sorted(rows, key=lambda r: (-r["probability"], r["product_id"]))
+
+
+def _below_one(p: float) -> float:
+    """A probability to four decimals that stays under 1 when it is (0.99996 was 1.0: a
+    mistake every table and figure then showed as certain)."""
+    p = float(p)
+    return min(round(p, 4), 0.9999) if p < 1 else round(p, 4)
 
 
 def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
@@ -168,7 +175,13 @@ def write_outputs(out_dir: Path, summary: dict, started: float | None = None) ->
 
 
 def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.1f}%"
+    """A fraction in percent with one decimal; one under 1 never reads "100.0%" (at most
+    99.9 %, as :func:`vitrine.display.percent` shows it: a wrong guess of 0.9996 read as
+    certain in report.md while misclassified.png said 99.9 %)."""
+    if x is None:
+        return "—"
+    shown = round(100 * x, 1)
+    return f"{min(shown, 99.9) if x < 1 else shown:.1f}%"
 
 
 def score_text(x: float | None) -> str:

@@ -246,9 +246,11 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
                 filled[name] += len(unit)
             for i in unit:
                 out[i] = name
-        if len(label_units) > 1 and all(out[u[0]] != "train" for u in label_units):
+        if all(out[u[0]] != "train" for u in label_units):
             # small groups filled validation and test (a pair within a target of 1 plus
-            # one): the smallest goes back, so the category still has a training photo
+            # one), or the category's one group did (two copies of its only photo at a
+            # fraction of 0.3: the category left the classes): the smallest goes back, so
+            # the category still has a training photo
             for i in min(reversed(label_units), key=len):
                 out[i] = "train"
     return out

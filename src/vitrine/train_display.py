@@ -164,7 +164,7 @@ def evaluation_tables(report: dict) -> list:
             for r in shown:
                 table.add_row(plain(f"{r['product_id']} {r['name']}".strip()),
                               plain(r["labelled"]), plain(r["predicted"]),
-                              f"{100 * r['probability']:.0f}%")
+                              percent(r["probability"]))
             out.append(table)
     return out
 
