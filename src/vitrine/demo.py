@@ -56,6 +56,8 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     if settings.model is None and settings.demo_train:
         if not own:
             _refuse_stranding(store_dir, catalog, out_dir, settings)
+        else:  # (a model trained anew makes the store rebuilt: said before the training)
+            _refuse_dropping_uploads(store_dir, catalog, out_dir, settings)
         settings = _trained(catalog, out_dir, settings, console)
     embedder = Embedder.from_settings(settings)
     # after training a store folder that is the model's (--store OUT/model) is not the
@@ -242,6 +244,7 @@ def _drop_stale_store(store_dir: Path, embedder: Embedder, console: Console) -> 
     import shutil
 
     if (store_dir / DB_NAME).exists() and _manifest(store_dir) not in (None, embedder.manifest):
+        _refuse_losing_uploads(store_dir)
         console.print(plain(f"The demo store {store_dir} was made with another model; "
                             "rebuilding it."))
         for entry in store_dir.iterdir():
@@ -250,6 +253,36 @@ def _drop_stale_store(store_dir: Path, embedder: Embedder, console: Console) -> 
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
+
+
+def _refuse_dropping_uploads(store_dir: Path, catalog: Path, out_dir: Path,
+                             settings: Settings) -> None:
+    """Refuse, before its model is trained anew, a demo whose own store holds products added
+    through the API: the store is rebuilt for the new model and they would go."""
+    from vitrine.trained import trained_already
+
+    if (store_dir / DB_NAME).is_file() and not trained_already(catalog, out_dir / "model",
+                                                               settings):
+        _refuse_losing_uploads(store_dir)
+
+
+def _refuse_losing_uploads(store_dir: Path) -> None:
+    """Refuse to rebuild the demo's store for another model while it holds products added
+    through the API: the catalogue does not hold them, so the rebuilt store would not either,
+    and their photos (its uploads folder) went with it, after "rebuilding it"."""
+    from vitrine.catalog import UPLOADED
+
+    store = open_store(store_dir)
+    try:
+        added = sum(meta.startswith(UPLOADED) for _, meta in store.fingerprints().values())
+    finally:
+        store.close()
+    if added:
+        raise StoreError(
+            f"the demo store {store_dir} holds {counted(added, 'product')} added through the "
+            "API, and the demo would rebuild it for another model without those products (the "
+            "catalogue does not hold them); pass --store another folder, or delete the store "
+            "to rebuild it without them. Nothing was changed.")
 
 
 def _manifest(store_dir: Path) -> ModelManifest | None:

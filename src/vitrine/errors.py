@@ -50,7 +50,7 @@ class WeightsMismatch(WeightsError):
     """Weights whose tensors do not fit the backbone's network: ``detail`` says which."""
 
     def __init__(self, name: str, detail: str):
-        self.detail = detail
+        self.name, self.detail = name, detail
         super().__init__(f"the weights do not fit {name} ({detail}).")
 
 

@@ -300,8 +300,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     images.cache_clear()  # (the same: ~200 MB at a million products, helper-235)
     # kept even if the run stops while embedding; photos gone from the catalogue forgotten
     _save_hashes(store, hashes.fresh, keep=hashes.seen if shard is None else None)
-    if new_store:
-        store.set_manifest(embedder.manifest)
+    if new_store:  # (checked again: a writer beside this one, a Milvus shard, may have
+        check_manifest(store, embedder)  # recorded its model since: it was overwritten)
     if store.catalog_folder() != str(root):
         store.set_catalog_folder(str(root))
     if store.catalog_link() != link:
@@ -649,6 +649,8 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
     pending: list[Record] = []
 
     def commit() -> None:
+        if pending:  # (a writer beside this one, a Milvus shard, with another model)
+            check_manifest(store, embedder, record=False)
         store.upsert(pending)
         for rec in pending:
             if rec.product.product_id in stored:

@@ -159,7 +159,12 @@ def build_embedding_net(spec: BackboneSpec, state: dict) -> nn.Module:
 def load_into(model: nn.Module, state: dict, name: str) -> None:
     """Load ``state`` whole; only the ImageNet classifier may be missing (nothing uses it).
     A mismatch names the first keys or shapes that differ."""
-    want, have = set(model.state_dict()), set(state)
+    ours = model.state_dict()
+    # (a torchvision checkpoint fine-tuned for other classes: its classifier, which nothing
+    # uses, was "not for the backbone")
+    state = {k: v for k, v in state.items() if not (
+        k.startswith("classifier.") and k in ours and getattr(v, "shape", None) != ours[k].shape)}
+    want, have = set(ours), set(state)
     missing = sorted(k for k in want - have if not k.startswith("classifier."))
     unexpected = sorted(have - want)
     if missing or unexpected:

@@ -44,7 +44,13 @@ from vitrine.catalog import (
 )
 from vitrine.config import Settings
 from vitrine.display import counted
-from vitrine.errors import CatalogError, TrainingError, VitrineError
+from vitrine.errors import (
+    CatalogError,
+    TrainingError,
+    VitrineError,
+    WeightsError,
+    WeightsMismatch,
+)
 from vitrine.images import Preprocessing
 from vitrine.model_eval import find_groups, without_unreadable
 from vitrine.models import get_spec, load_state_dict, state_hash, taps_for
@@ -130,6 +136,12 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
                                 taps_for(spec, settings.train_taps))
     except BlockError as exc:  # (said for the setting, as every other setting is)
         raise TrainingError(f"setting {exc.setting}: {exc}") from None
+    except WeightsMismatch as exc:  # (the file named, as index names it: helper-230)
+        if settings.weights is None or exc.name != spec.name:
+            raise
+        raise WeightsError(
+            f"the weights file {settings.weights} (--weights, or VITRINE_WEIGHTS) is not for "
+            f"the backbone {spec.name} (VITRINE_BACKBONE): {exc.detail}.") from None
     net = net.to(memory_format=torch.channels_last)
 
     # One pass of every photo through the frozen layers: the clean view, its hashes, and
