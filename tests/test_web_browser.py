@@ -922,3 +922,100 @@ def test_back_from_a_result_finds_it_again(browser, base_url, outside_photo):
         assert page.evaluate("sessionStorage.getItem('vitrine-opened')") is None
     finally:
         context.close()
+
+
+NGINX_502 = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>"
+             "502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n"
+             "</html>\r\n")
+
+
+def test_a_proxy_error_page_is_said_not_shown(page, base_url, outside_photo):
+    """The server behind a reverse proxy (as the README advises) down or too slow: the proxy
+    answers the photo search with its own HTML page (nginx's 502 or 504). The page says the
+    server failed, as an alert; the proxy's page, with its English heading and no alert, was
+    put among the results, and a screen reader heard nothing."""
+    fragment = re.compile(r"/search\?(.*&)?fragment=1")
+    page.goto(base_url + "/search")
+    page.route(fragment, lambda route: route.fulfill(status=502, content_type="text/html",
+                                                     body=NGINX_502))
+    page.set_input_files("#photo", str(outside_photo))
+    page.wait_for_function(
+        "() => !document.getElementById('results').hasAttribute('aria-busy')", timeout=30_000)
+    results = page.locator("#results")
+    assert "Bad Gateway" not in results.inner_text()
+    assert results.locator("h1").count() == 0
+    assert results.locator("[role=alert]").inner_text() == \
+        "Algo deu errado no servidor. Tente de novo em instantes."
+    page.unroute(fragment)
+    page.click("button[type=submit]")  # the server's own results block is still shown
+    results.locator("li.card").first.wait_for(timeout=30_000)
+
+
+def test_a_photo_that_cannot_be_read_is_said_as_such(page, base_url, outside_photo, tmp_path):
+    """A photo moved away (or changed) since it was chosen, or a folder dropped: the browser
+    cannot read it, and the page said 'Could not reach the server. Check your connection',
+    which trying again never mends. It says the photo could not be read, to choose it
+    again, and sends nothing."""
+    chosen = tmp_path / "chosen.jpg"
+    chosen.write_bytes(outside_photo.read_bytes())
+    page.goto(base_url + "/search")
+    page.set_input_files("#photo", str(chosen))
+    page.locator("#results li.card").first.wait_for(timeout=30_000)
+    chosen.unlink()  # (moved to another folder by the phone's gallery, say)
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
+    page.select_option("#search-category", "relogio_masculino")  # searches it again
+    alert = page.locator("#results [role=alert]")
+    alert.wait_for(timeout=10_000)
+    assert alert.inner_text() == (
+        "Não foi possível ler esta foto no aparelho: ela mudou ou foi movida depois de "
+        "escolhida, ou não é um arquivo. Escolha-a de novo.")
+    assert page.locator("#photo").get_attribute("aria-invalid") == "true"
+    assert page.locator("#results").get_attribute("aria-busy") is None
+    assert sent == []
+
+
+def test_back_to_a_search_in_a_typed_category_keeps_it(browser, settings, small_store,
+                                                       embedder, outside_photo, tmp_path):
+    """A store with more categories than the list holds (a typed field, which the browser
+    does not restore): a search in a category, left by the header's link (or Back then
+    Forward then Back from a result), and Back. The photo was searched again in every
+    category, the field empty; only Back from a result opened put the category back."""
+    import shutil
+
+    from test_web_pages import grow_categories
+
+    from vitrine.api import create_app
+    from vitrine.server import running
+    from vitrine.web.pages import CATEGORY_SELECT_MAX
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    grow_categories(store, {f"extra_{i:03d}": 1 for i in range(CATEGORY_SELECT_MAX)})
+    only = """() => {
+        const c = [...document.querySelectorAll('#results .meta .category')];
+        return c.length > 0 && c.every(e => e.textContent === 'Relogio masculino'); }"""
+    with running(create_app(settings, store, embedder=embedder)) as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        try:
+            page.goto(url + "/search")
+            field = page.locator("#search-category")
+            field.fill("relogio_masculino")
+            field.press("Enter")
+            page.set_input_files("#photo", str(outside_photo))
+            page.wait_for_function(only, timeout=30_000)
+            page.click(".site-nav a[href='/']")
+            page.wait_for_url(url + "/")
+            page.go_back()
+            page.wait_for_function(only, timeout=30_000)
+            assert field.input_value() == "relogio_masculino"
+            # Back from a result, then Forward and Back again
+            _open_and_come_back(page, page.locator("#results li.card a.card-link").nth(1))
+            page.go_forward()
+            page.wait_for_url(re.compile(r"/products/"))
+            page.go_back()
+            page.wait_for_function(only, timeout=30_000)
+            assert field.input_value() == "relogio_masculino"
+        finally:
+            context.close()

@@ -1562,3 +1562,34 @@ def test_a_category_lists_names_as_a_reader_sorts_them(settings, small_store, em
         if not got["has_more"]:
             break
     assert listed == want and offset == 6
+
+
+def test_the_results_block_is_marked_as_the_servers_own(client, rows, small_catalog):
+    """The block the page's script puts in place carries a header of its own: an HTML answer
+    without it (a reverse proxy's 502 page) is said as a failure, not shown as results."""
+    photo = (small_catalog / rows[0]["image"]).read_bytes()
+    for image, status in ((photo, 200), (b"not a photo", 400)):
+        fragment = client.post("/search", params={"fragment": 1},
+                               files={"image": ("q.jpg", image, "image/jpeg")})
+        assert fragment.status_code == status
+        assert fragment.headers.get("Vitrine-Fragment") == "results"
+    whole = client.post("/search", files={"image": ("q.jpg", photo, "image/jpeg")})
+    assert "Vitrine-Fragment" not in whole.headers
+
+
+def test_the_readmes_nginx_recipe_lets_a_phone_photo_through():
+    """nginx refuses a request body over 1 MB unless told otherwise: behind the README's
+    recipe as written, a 2 MB phone photo got nginx's 413, which the page said as 'too large
+    (limit 10 MB)'. The recipe lets the upload limit and the form's overhead through."""
+    from conftest import ROOT
+
+    from vitrine.config import Settings
+    from vitrine.web.guards import MULTIPART_OVERHEAD
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    recipe = re.search(r"nginx: `(location [^`]*proxy_pass[^`]*)`", readme)
+    assert recipe, "the README's nginx recipe"
+    size = re.search(r"client_max_body_size (\d+)([km]?);", recipe[1])
+    assert size, recipe[1]
+    allowed = int(size[1]) * {"": 1, "k": 1024, "m": 1024 ** 2}[size[2]]
+    assert allowed >= Settings.model_fields["max_upload_bytes"].default + MULTIPART_OVERHEAD

@@ -58,6 +58,10 @@ CATEGORY_SELECT_MAX = 100
 more gets a text field suggesting the largest this many (20,000 options made each page 1.5 MB
 and the list unusable)."""
 JSON_PREFIXES = ("/api/", "/images/", "/healthz", "/openapi.json", "/static/")
+FRAGMENT_HEADER = "Vitrine-Fragment"
+"""Marks the results block the search page's script puts in place: an HTML answer without it
+(a reverse proxy's own 502 or 504 page) is not this server's and is said as a failure, not
+put among the results."""
 
 LangParam = Annotated[str | None, Query(description="pt (default) or en.")]
 
@@ -305,7 +309,9 @@ class Pages:
         """The search page with its results block, or (``fragment``) the block alone."""
         if fragment:
             context.pop("category", None)
-            return self.render(request, "_results.html", lang, status, **context)
+            response = self.render(request, "_results.html", lang, status, **context)
+            response.headers[FRAGMENT_HEADER] = "results"
+            return response
         return self.render(request, "search.html", lang, status, active="search",
                            **category_field(self.service), **context)
 

@@ -86,6 +86,9 @@ TEXT: dict[str, dict[str, str]] = {
         "photo_side": "Esta foto tem um lado longo demais (mais de {side} pixels). Envie uma "
                       "cópia menor.",
         "too_large": "A foto é grande demais (limite de {mb} MB).",
+        "unreadable_photo": "Não foi possível ler esta foto no aparelho: ela mudou ou foi "
+                            "movida depois de escolhida, ou não é um arquivo. Escolha-a de "
+                            "novo.",
         "cut_off": "O envio da foto foi interrompido antes do fim. Envie-a de novo.",
         "bad_request": "O endereço tem um parâmetro inválido.",
         "bad_form": "O formulário tem um campo inválido.",
@@ -177,6 +180,8 @@ TEXT: dict[str, dict[str, str]] = {
         "photo_side": "This photo has a side too long (over {side} pixels). Send a smaller "
                       "copy.",
         "too_large": "The photo is too large (limit {mb} MB).",
+        "unreadable_photo": "This photo could not be read on this device: it changed or moved "
+                            "after it was chosen, or it is not a file. Choose it again.",
         "cut_off": "The upload of the photo was cut off before its end. Send it again.",
         "bad_request": "The address has a parameter that is not valid.",
         "bad_form": "The form has a field that is not valid.",

@@ -260,6 +260,20 @@
       return kept && typeof kept.href === "string" ? kept : null;
     } catch (error) { return null; }
   }
+  // The category of the results shown, kept with this page's entry in the tab's history: a
+  // typed category field is not restored by the browser (autocomplete off), so Back to this
+  // page from anywhere but a result (the header's links, Forward then Back) searched the
+  // photo in every category.
+  function remember(asked) {
+    try {
+      history.replaceState(Object.assign({}, history.state, { searchedIn: asked.category }),
+                           "");
+    } catch (error) { /* (refused: Back searches as the field says) */ }
+  }
+  function searchedIn() {
+    const state = history.state;
+    return state && typeof state.searchedIn === "string" ? state.searchedIn : null;
+  }
   function reopen(kept) {
     const link = kept && Array.from(results.querySelectorAll("a[href]")).find(
       function (a) { return a.getAttribute("href") === kept.href; });
@@ -293,13 +307,22 @@
     reveal();  // "searching…" seen from the start: on a phone it was below the screen for
     // the whole upload, the file's name the only change (helper-225)
     const body = new FormData();
-    body.append("image", file);
-    if (category) body.append("category", category.value);
+    let unread = true;
     try {
+      // the photo's bytes read here and sent: one that cannot be read (changed or moved since
+      // it was chosen, a folder dropped) is said as such, not as a connection lost
+      body.append("image", new File([await file.arrayBuffer()], file.name,
+                                    { type: file.type, lastModified: file.lastModified }));
+      unread = false;
+      if (category) body.append("category", asked.category);
       const response = await fetch(form.dataset.fragmentUrl,
                                    { method: "POST", body: body, signal: controller.signal });
       const type = response.headers.get("content-type") || "";
-      const html = type.startsWith("text/html") ? await response.text() : null;
+      // only the server's own results block, which it marks: a reverse proxy's HTML error
+      // page (nginx's 502 or 504) is a failure to say, not a page to show among the results
+      const ours = type.startsWith("text/html") &&
+        response.headers.get("Vitrine-Fragment") === "results";
+      const html = ours ? await response.text() : null;
       if (ticket !== latest) return;
       // (the photo refused: not the server busy, stopping or failing)
       const refused = response.status >= 400 && response.status < 500 && response.status !== 409;
@@ -313,6 +336,7 @@
         photoRefused(refused);
         if (response.ok) {
           shown = asked;
+          remember(asked);
           if (undrawn) nameOnly();
           if (back && back.search === searched(asked) && reopen(back)) return;
         }
@@ -321,6 +345,7 @@
       }
       reveal();
     } catch (err) {
+      if (unread && ticket === latest) { refuse(form.dataset.unreadable); return; }
       // no answer at all: the server is down or the connection dropped, or is too slow
       if (ticket === latest) {
         showMessage(late ? form.dataset.slow : form.dataset.offline, true);
@@ -393,10 +418,10 @@
       // a typed category field is not restored (autocomplete off): the one searched in,
       // kept with the result opened, is put back (the photo was searched in every
       // category: helper-240)
-      if (kept && typeof kept.category === "string" && category &&
-          category.tagName === "INPUT" && category.value === asServed(category) &&
-          kept.category !== category.value) {
-        category.value = kept.category;
+      const was = kept && typeof kept.category === "string" ? kept.category : searchedIn();
+      if (was !== null && category && category.tagName === "INPUT" &&
+          category.value === asServed(category) && was !== category.value) {
+        category.value = was;
         keepCategoryInToggle();
       }
       search(input.files[0], true, kept);
