@@ -1559,6 +1559,7 @@ def test_a_model_trained_again_is_told_so_however_its_folder_is_written(embedder
     for here in (tmp_path / "m", tmp_path / "sub" / ".." / "m", tmp_path / "link"):
         said = str(mismatch_error("st", stored, again, recorded, here))
         assert f"indexed with the model in {recorded} before it was trained again" in said
+        assert "products added through the API are not in the catalogue, and go with" in said
     other = str(mismatch_error("st", stored, again, recorded, tmp_path / "sub"))
     assert other.endswith(f"or pass --model {recorded} (or VITRINE_MODEL), the model this "
                           "store was indexed with.")

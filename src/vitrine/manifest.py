@@ -142,7 +142,8 @@ def mismatch_error(location: object, stored: ModelManifest, current: ModelManife
         return StoreError(
             f"the store {location} was indexed with the model in {one_line(model_folder)} "
             f"before it was trained again ({differs}); index the "
-            "catalogue into a new --store with it (or delete this store and index it again), "
+            "catalogue into a new --store with it (or delete this store and index it again; "
+            "products added through the API are not in the catalogue, and go with it), "
             "or restore the model it was indexed with.")
     model = (f"--model {shlex.quote(one_line(model_folder))} (or VITRINE_MODEL), the model "
              "this store was indexed with" if model_folder else
