@@ -995,3 +995,27 @@ def test_a_milvus_lite_file_is_flushed_as_rows_are_written(mstore, monkeypatch):
                             for p in ("a", "b", "c")])
     assert flushes == [1, 1]
     assert mstore.count() == 8 and mstore.categories()["novo"] == 3
+
+
+def test_a_cursor_after_a_product_renamed_elsewhere_skips_nothing(mstore, monkeypatch):
+    """Another process (`vitrine index`, a second server) renamed a product while the order
+    kept still had its old name: the page listed the product as it is now, its next_cursor
+    (made from that row) was bisected into the old order at the new name's place, and every
+    product between the two places was never listed. A page whose rows are no longer where
+    the order kept put them reads the order again."""
+    import vitrine.store.milvus_store as module
+    from vitrine.store.search_key import listing_order
+
+    monkeypatch.setattr(module, "ORDER_TTL_S", 3600.0)
+    mstore.upsert([record(f"p{i}", unit(1, 0.1 * i), name=f"P{i}") for i in range(6)])
+    every = [p.product_id for p in mstore.list_products(category="c")]
+    assert every == ["a", "b", "p0", "p1", "p2", "p3", "p4", "p5"]
+    renamed = mstore.get("p0")
+    mstore.client.upsert(mstore.collection, [mstore._row(  # another process's write
+        Product("p0", renamed.image, category="c", name="Zz"), "sha-p0", "0" * 16, b"\0" * 768,
+        mstore.vector("p0"))])
+    walked, after = [], None
+    while page := mstore.list_products(category="c", limit=3, after=after):
+        walked += [p.product_id for p in page]
+        after = listing_order(page[-1].category, page[-1].name, page[-1].product_id)
+    assert sorted(set(walked)) == sorted(every), walked

@@ -1525,3 +1525,34 @@ def test_a_milvus_address_without_the_extra_says_the_extra_first(tmp_path, monke
         with pytest.raises(StoreError, match=r"^Milvus stores need Vitrine's milvus extra \("):
             open_store(location, create=create)
     assert not (tmp_path / "new.db").exists()
+
+
+def test_cursor_pages_of_a_read_only_store_an_older_vitrine_renamed_into(store, tmp_path):
+    """A store on a read-only volume, into which a Vitrine from before the ``search_key``
+    column renamed a product (its key kept the old name's, and cannot be folded there):
+    pages sorted it by that stale key, while a cursor after it (an API page's next_cursor,
+    made from the name it has now) started at the new name's place: every product between
+    was never listed. Needs bind mounts (root)."""
+    import sqlite3
+
+    from vitrine.store.search_key import listing_order
+
+    store.upsert([record(f"p{i}", unit(1, 0.1 * i), name=f"P{i}") for i in range(8)])
+    store.close()
+    db = sqlite3.connect(tmp_path / "store" / "vitrine.sqlite")  # the older writer
+    with db:
+        db.execute("UPDATE products SET name='Zz' WHERE product_id='p1'")
+        db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
+                   "WHERE key='generation'")
+    db.close()
+    with read_only_mount(tmp_path / "store", tmp_path / "ro") as ro:
+        frozen = open_store(ro)
+        try:
+            every = [p.product_id for p in frozen.list_products(category="c", limit=100)]
+            walked, after = [], None
+            while page := frozen.list_products(category="c", limit=2, after=after):
+                walked += [p.product_id for p in page]
+                after = listing_order(page[-1].category, page[-1].name, page[-1].product_id)
+            assert walked == every and len(every) == 10, (walked, every)
+        finally:
+            frozen.close()

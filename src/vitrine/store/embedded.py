@@ -81,10 +81,15 @@ class EmbeddedStore(CatalogRecord):
         self._keyed = "search_key" in have
         # (a row an older Vitrine wrote while this process had the store open has no key
         # until a write or the next opening folds it: such a row is folded as it is read)
-        self._name_search = (f"COALESCE(search_key, {SEARCH_KEY_SQL})"
-                             if self._keyed and not (self._frozen and refold_due(self.db))
+        trusted = self._keyed and not (self._frozen and refold_due(self.db))
+        self._name_search = (f"COALESCE(search_key, {SEARCH_KEY_SQL})" if trusted
                              else f"({SEARCH_KEY_SQL})")  # (read-only here, keys unfolded:
         # each row folded as it is read, as in a store made before the column)
+        # what pages sort by after the category: the keys kept, or where they cannot be
+        # trusted each row folded as it is read, as a cursor's place is (listing_order):
+        # sorted by an older Vitrine's rename's stale key, a cursor after that product
+        # started at its new name's place, and every product between was never listed
+        self._listing_key = "search_key" if trusted else f"({SEARCH_KEY_SQL})"
         self._lock_fh = None
         self._files = IndexFiles(self.root, self.index_config, self.db,
                                  lambda: getattr(self.manifest(), "dim", 1), self._meta,
@@ -397,10 +402,10 @@ class EmbeddedStore(CatalogRecord):
             page += f" AND instr({self._name_search}, ?) > 0"
             args.append(needle)
         if after is not None:  # a row value the listing index's range starts from
-            place = dict(zip(("category", "search_key", "name", "product_id"), after,
+            place = dict(zip(("category", self._listing_key, "name", "product_id"), after,
                              strict=True))
             if not self._keyed:
-                del place["search_key"]
+                del place[self._listing_key]
             if category and after[0] == category:  # (within the category: the index's
                 del place["category"]  # range, where the whole row value scanned it all)
             if not category or after[0] == category:
@@ -411,8 +416,8 @@ class EmbeddedStore(CatalogRecord):
         # (a store made before the search_key column, read-only here: by the names as
         # written, as it listed then; folding them as it sorted called Python twice a row of
         # the catalogue for each page, 90 ms became 420 ms at 100,000 products: helper-228)
-        order = " ORDER BY " + (LISTING_ORDER if self._keyed
-                                else "category, name, product_id")
+        order = " ORDER BY " + (LISTING_ORDER.replace("search_key", self._listing_key)
+                                if self._keyed else "category, name, product_id")
         sql = (f"SELECT {COLUMNS} FROM products WHERE id IN ({page}{order} LIMIT ? OFFSET ?)"
                + order)
         args += [limit, offset]

@@ -99,12 +99,11 @@ class _Order:
     :func:`vitrine.store.search_key.search_key`, which name search looks in too), and until
     when it is kept."""
 
-    __slots__ = ("ids", "keys", "rows", "until")
+    __slots__ = ("keys", "rows", "until")
 
     def __init__(self, until: float, rows: list[tuple[str, str, str, str]]):
         self.until = until
         self.rows = rows
-        self.ids = [r[3] for r in rows]
         self.keys = [r[1] for r in rows]
 
     def span(self, category: str | None) -> tuple[int, int]:
@@ -570,19 +569,37 @@ class MilvusStore(CatalogRecord):
     def list_products(self, *, category: str | None = None, query: str | None = None,
                       limit: int = 50, offset: int = 0,
                       after: tuple[str, str, str, str] | None = None) -> list[StoredProduct]:
-        ordered = self._ordered(category or None, query, after)
-        page: list[StoredProduct] = []
-        start = offset
-        while len(page) < limit and start < len(ordered):  # past products deleted since
-            ids = ordered[start:start + limit - len(page)]
-            rows = {r["product_id"]: r for r in self._lookup(ids, FIELDS)}
-            page += [_to_product(rows[pid]) for pid in ids if pid in rows]
-            start += len(ids)
+        page, stale = self._page(category or None, query, limit, offset, after)
+        if stale:  # another process renamed or moved a product of the page since the order
+            # kept was read: a cursor made from its row (its place now) bisected the old
+            # order there, and skipped every product in between; read the order again
+            self._forget_orders()
+            page, _ = self._page(category or None, query, limit, offset, after)
         return page
 
+    def _page(self, category: str | None, query: str | None, limit: int, offset: int,
+              after: tuple[str, str, str, str] | None) -> tuple[list[StoredProduct], bool]:
+        """A page of the order kept (or read), and whether any of its rows no longer sits
+        where that order put it."""
+        ordered = self._ordered(category, query, after)
+        page: list[StoredProduct] = []
+        stale, start = False, offset
+        while len(page) < limit and start < len(ordered):  # past products deleted since
+            places = ordered[start:start + limit - len(page)]
+            rows = {r["product_id"]: r for r in self._lookup([p[3] for p in places], FIELDS)}
+            for place in places:
+                if (row := rows.get(place[3])) is not None:
+                    page.append(_to_product(row))
+                    stale = stale or listing_order(
+                        row["category"], row["name"], row["product_id"]) != place
+            start += len(places)
+        return page, stale
+
     def _ordered(self, category: str | None, query: str | None,
-                 after: tuple[str, str, str, str] | None = None) -> list[str]:
-        """The ids of the products a catalogue page lists, in its order. Milvus sorts no
+                 after: tuple[str, str, str, str] | None = None
+                 ) -> list[tuple[str, str, str, str]]:
+        """The places (:func:`listing_order`) of the products a catalogue page lists, in its
+        order. Milvus sorts no
         query, so the order's fields of every row are read (then only the page's whole rows:
         photo thumbnails and descriptions of the rest are never read, where 20,000 of them
         took 6 s a page), and the order kept for the next pages (:func:`kept_until`
@@ -599,10 +616,10 @@ class MilvusStore(CatalogRecord):
         if after is not None:
             lo = max(lo, bisect.bisect_right(order.rows, after, lo, hi))
         if not query:
-            return order.ids[lo:hi]
+            return order.rows[lo:hi]
         needle = searchable(query)  # in the name or id (search_key), as the embedded store
-        keys, ids = order.keys, order.ids
-        return [ids[i] for i in range(lo, hi) if needle in keys[i]]
+        keys, rows = order.keys, order.rows
+        return [rows[i] for i in range(lo, hi) if needle in keys[i]]
 
     def _kept(self, category: str | None) -> _Order | None:
         """The order kept that lists ``category`` (its own, else the whole catalogue's), or
