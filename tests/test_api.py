@@ -266,6 +266,46 @@ def test_cursor_pages_walk_a_catalogue_that_changes_meanwhile(writable, rows):
         assert isinstance(refused.json()["detail"], str)
 
 
+def test_a_product_whose_id_is_similar_keeps_its_address(writable, small_catalog, rows):
+    """The path convertor that refuses ids ending with '/similar' refused the address of the
+    product 'similar' (the address's end, not the id's): 404 to GET, PATCH and DELETE, and
+    its writes were let past the key check (helper-260)."""
+    client = writable[0]
+    auth = {"Authorization": f"Bearer {KEY}"}
+    photo = _jpeg(small_catalog / rows[0]["image"], flip=True)
+    added = client.post("/api/products", headers=auth, files=_upload(photo),
+                        data={"product_id": "similar", "name": "Similar"})
+    assert added.status_code == 201, added.text
+    assert client.get("/api/products/similar").json()["product_id"] == "similar"
+    assert client.head("/api/products/similar").status_code == 200
+    assert client.get("/api/products/similar/similar").json()["product"]["product_id"] == \
+        "similar"
+    assert client.patch("/api/products/similar", json={"price": 5}).status_code == 401
+    edited = client.patch("/api/products/similar", headers=auth, json={"price": 5})
+    assert edited.status_code == 200 and edited.json()["price"] == 5
+    assert client.delete("/api/products/similar", headers=auth).status_code == 204
+    assert client.get("/api/products/similar").json()["detail"] == \
+        "Product 'similar' is not in the store."
+    for method in ("PATCH", "DELETE"):
+        answer = client.request(method, f"/api/products/{rows[0]['product_id']}/similar",
+                                headers=auth)
+        assert answer.status_code == 405 and answer.headers["allow"] == "GET, HEAD"
+
+
+def test_a_cursor_no_page_gave_is_a_422_whatever_it_holds(client):
+    """JSON nested deeper than the interpreter recurses, or a lone surrogate written as a
+    JSON escape, was a 500 (helper-260)."""
+    import base64
+
+    for text in ("[" * 2000, '["\\ud800", "a", "b"]', '["a", "\\udfff", "b"]'):
+        cursor = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+        for category in (None, "relogio_feminino"):
+            answer = client.get("/api/products", params={"cursor": cursor,
+                                                          "category": category})
+            assert answer.status_code == 422, (text[:20], answer.text)
+            assert answer.json()["detail"].startswith("Invalid cursor")
+
+
 def test_get_product_and_its_image(client, rows, small_catalog):
     row = rows[3]
     r = client.get(f"/api/products/{row['product_id']}")

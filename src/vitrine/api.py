@@ -149,7 +149,8 @@ class ProductIdConvertor(convertors.PathConvertor):
     similar products' suffix, which no product's id can (``id_problem``): so PATCH or
     DELETE of /api/products/X/similar is a 405, as any other method there, not a 404 for a
     product "X/similar" (helper-244)."""
-    regex = f".*(?<!{re.escape(SIMILAR_SUFFIX)})"
+    regex = f"(?!.*{re.escape(SIMILAR_SUFFIX)}\\Z).*"  # (the id's own end: a lookbehind at
+    # the end saw the address's, and the product 'similar' had none: helper-260)
 
 
 register_url_convertor("product_id", ProductIdConvertor())
@@ -163,15 +164,25 @@ def page_cursor(product: StoredProduct) -> str:
     return base64.urlsafe_b64encode(place.encode()).decode().rstrip("=")
 
 
+def _utf8(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (a JSON escape makes a lone surrogate, which
+    no store can compare: a 500)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def cursor_place(cursor: str) -> tuple[str, str, str, str]:
     """Where the page a cursor names starts (:func:`vitrine.store.search_key.listing_order`
     of the product before it); a 422 for text no page gave."""
     try:
         place = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except ValueError:  # (binascii.Error, a JSON or UTF-8 error)
-        place = None
+    except (ValueError, RecursionError):  # (binascii.Error, a JSON or UTF-8 error; JSON
+        place = None  # nested deeper than the interpreter recurses)
     if not (isinstance(place, list) and len(place) == 3
-            and all(isinstance(text, str) for text in place)):
+            and all(isinstance(text, str) and _utf8(text) for text in place)):
         raise HTTPException(422, "Invalid cursor: send a page's next_cursor as it came.")
     return listing_order(*place)
 

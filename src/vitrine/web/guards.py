@@ -330,7 +330,7 @@ def is_write(method: str, path: str) -> bool:
     if method == "POST":
         return path == "/api/products"
     return method in ("PATCH", "DELETE") and path.startswith("/api/products/") and \
-        not path.endswith(SIMILAR_SUFFIX)
+        not path.removeprefix("/api/products/").endswith(SIMILAR_SUFFIX)
 
 
 class WriteGuard:
