@@ -1,12 +1,18 @@
 """Duplicate detection quality: full-size photos vs copies downscaled to 60×80 and re-encoded,
-or (``--copies edits``) lightly edited copies.
+or (``--copies edits``) lightly edited, (``--copies pad``) padded or (``--copies mirror``)
+mirrored copies.
 
 Picks ``--pairs`` random photos of the catalogue, writes a 60×80 JPEG copy of each into a
 temporary folder (with ``--copies edits``, in turn: a "SALE -20%" badge in a corner, 15 %
-brighter, 4 % cropped from each side, recompressed at JPEG quality 50; recall per kind), runs
+brighter, 4 % cropped from each side, recompressed at JPEG quality 50; with ``--copies
+pad``, in turn: squared onto a white canvas 10 % larger than its longer side, a white margin
+of a quarter of its width and height on each side, scaled to 600 pixels on its longer side
+in the middle of an 800×800 white listing; with ``--copies mirror``, flipped left to right;
+those at JPEG quality 90; recall per kind), runs
 ``vitrine dedupe``'s library function over the catalogue and that folder,
 and reports recall (source and copy in one group) and pair precision (fraction of grouped pairs
-that are a photo and its own copy; real duplicates already in the catalogue count as wrong),
+that are a photo and its own copy; real duplicates already in the catalogue count as wrong;
+``wrong_pairs``: the first 20 of the others, a copy named by its source),
 plus the range of each signal (pHash distance, thumbnail cosine, colour difference, embedding
 cosine) between a photo and its copy, and ``calibration``: the closest two catalogue photos of
 different products whose pHashes agree and the embedding rule derived from them as ``vitrine
@@ -20,7 +26,7 @@ and the copies are made of those photos.
 
     python benchmarks/dedupe_quality.py --catalog ../shared/data/demo-catalog \
         --weights ../shared/models/mobilenet_v2_imagenet.pth --pairs 150 [--model DIR] \
-        [--copies edits] [--background GREY | --banner FRACTION]
+        [--copies edits|pad|mirror] [--background GREY | --banner FRACTION]
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ from vitrine.embed import Embedder
 
 RESAMPLERS = [Image.Resampling.LANCZOS, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC]
 EDITS = ("badge", "brighter", "crop", "recompressed")
+PADS = ("square", "margin", "listing")
+KINDS = {"edits": EDITS, "pad": PADS, "mirror": ("mirror",)}
 
 
 def edited(img: Image.Image, kind: str) -> Image.Image:
@@ -66,7 +74,28 @@ def edited(img: Image.Image, kind: str) -> Image.Image:
         return ImageEnhance.Brightness(img).enhance(1.15)
     if kind == "crop":
         return img.crop((round(w * 0.04), round(h * 0.04), round(w * 0.96), round(h * 0.96)))
+    if kind == "mirror":
+        return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if kind in PADS:
+        return padded(img, kind)
     return img  # recompressed: saved at a low quality
+
+
+def padded(img: Image.Image, kind: str) -> Image.Image:
+    """The photo on a white canvas, as shops list it (see the module docstring)."""
+    w, h = img.size
+    if kind == "square":
+        side = round(max(w, h) * 1.1)
+        size, at = (side, side), ((side - w) // 2, (side - h) // 2)
+    elif kind == "margin":
+        size, at = (round(w * 1.5), round(h * 1.5)), (round(w * 0.25), round(h * 0.25))
+    else:  # listing
+        scale = 600 / max(w, h)
+        img = img.resize((round(w * scale), round(h * scale)), Image.Resampling.LANCZOS)
+        size, at = (800, 800), ((800 - img.width) // 2, (800 - img.height) // 2)
+    canvas = Image.new("RGB", size, "white")
+    canvas.paste(img, at)
+    return canvas
 
 
 def main() -> None:
@@ -77,7 +106,7 @@ def main() -> None:
                     "duplicate rule; default: the pretrained backbone).")
     ap.add_argument("--pairs", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--copies", choices=("downscale", "edits"), default="downscale")
+    ap.add_argument("--copies", choices=("downscale", *KINDS), default="downscale")
     ap.add_argument("--background", type=int, metavar="GREY", help="Repaint the near-white "
                     "pixels (every channel from 240) of every photo to this grey (0-255) "
                     "before the run (default: the photos as they are).")
@@ -108,7 +137,8 @@ def main() -> None:
                 img.resize((60, 80), RESAMPLERS[i % 3]).save(
                     target, quality=rng.choice([60, 75, 90]))
             else:
-                kind_of[str(target)] = kind = EDITS[i % len(EDITS)]
+                kinds = KINDS[args.copies]
+                kind_of[str(target)] = kind = kinds[i % len(kinds)]
                 edited(img, kind).save(target, quality=50 if kind == "recompressed" else 90)
             source_of[str(target)] = str(args.catalog / path.relative_to(args.catalog))
         embedder = Embedder.from_settings(settings)
@@ -122,13 +152,18 @@ def main() -> None:
             for copy, src in source_of.items()}
     found = sum(hits.values())
     by_kind = {kind: round(float(np.mean([hits[c] for c, k in kind_of.items() if k == kind])),
-                           3) for kind in EDITS if kind in kind_of.values()}
+                           3) for kind in KINDS.get(args.copies, ()) if kind in kind_of.values()}
 
     def origin(p: str) -> str:
         return source_of.get(p, p)
 
+    def name(p: str) -> str:  # (a catalogue photo by its relative path, a copy as its source's)
+        return str(Path(origin(p)).relative_to(args.catalog)) + (" (copy)" if p in source_of
+                                                                  else "")
+
     pairs = [(a, b) for g in groups for a, b in itertools.combinations(g, 2)]
     correct = sum(origin(a) == origin(b) for a, b in pairs)
+    wrong = sorted(sorted((name(a), name(b))) for a, b in pairs if origin(a) != origin(b))
     print(json.dumps({
         "copies": args.copies, "pairs": args.pairs,
         **({"background": args.background} if args.background is not None else {}),
@@ -136,7 +171,8 @@ def main() -> None:
         "recall": found / args.pairs,
         **({"recall_by_kind": by_kind} if by_kind else {}),
         "grouped_pairs": len(pairs), "pair_precision": correct / len(pairs) if pairs else 1.0,
-        "groups": len(groups), "embedding": embedder.manifest.embedding,
+        "groups": len(groups), "wrong_pairs": wrong[:20],
+        "embedding": embedder.manifest.embedding,
         "rules": rules.__dict__,
         "copy_vs_source": signals, "calibration": calibration,
     }, indent=2))

@@ -6,8 +6,8 @@ close pairs: the exact search (every row against every row, what the search uses
 
 Synthetic clustered vectors (``vitrine.bench.ClusterModel``) of the pretrained (1,280) and the
 demo's trained (2,440, the last 8 being class probabilities) width, random pHashes and
-thumbnails, and 1 % of planted duplicates, each a copy of another product that only one rule
-can find:
+thumbnails (with their second views: :data:`THUMB_WIDTH`), and 1 % of planted duplicates,
+each a copy of another product that only one rule can find:
 
 * half are "thumbnail copies" (a resized photo): thumbnail within ±3 of the original, pHash 0–3
   bits apart, embedding at cosine 0.85 (too far for the embedding rule);
@@ -46,6 +46,12 @@ import numpy as np
 from vitrine import dedupe
 from vitrine.bench import ClusterModel, at_cosine, clusters_for, machine, rss_mb
 from vitrine.dedupe import DuplicateRules, find_duplicates, rule_pairs
+from vitrine.dedupe_views import VIEWED_BYTES
+
+THUMB_WIDTH = VIEWED_BYTES
+"""Each synthetic ``thumb`` holds a second view (``dedupe_views``; random bytes, as the whole
+thumbnail's, a thumbnail copy's its original's within ±3 each), so that the views' search is
+timed as in a store indexed now (results before 2026-12-06: 768 bytes, no views)."""
 
 
 def _flip(phash: int, bits: int, rng: np.random.Generator) -> int:
@@ -60,14 +66,14 @@ def catalogue(n: int, dim: int, seed: int = 1):
     rng = np.random.default_rng(seed)
     vecs, _ = ClusterModel.create(dim, clusters_for(n), seed=0).sample(n, seed=seed)
     hashes = rng.integers(0, 2 ** 63, n).tolist()
-    thumbs = rng.integers(0, 256, (n, 768), dtype=np.uint8)
+    thumbs = rng.integers(0, 256, (n, THUMB_WIDTH), dtype=np.uint8)
     copies = n // 100
     originals = rng.choice(n - copies, copies, replace=False)
     planted = []
     for k, orig in enumerate(originals.tolist()):
         row = n - copies + k
         if k % 2 == 0:  # thumbnail copy
-            noise = rng.integers(-3, 4, 768)
+            noise = rng.integers(-3, 4, THUMB_WIDTH)
             thumbs[row] = np.clip(thumbs[orig].astype(np.int16) + noise, 0, 255)
             hashes[row] = _flip(hashes[orig], int(rng.integers(0, 4)), rng)
             vecs[row] = at_cosine(vecs[orig], 0.85, rng)

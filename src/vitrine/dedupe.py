@@ -13,6 +13,9 @@ many distinct products. So two photos are duplicates when
   low-resolution copies. The colour check (copies differ by 2.5–9.5 of 255 on white,
   2.8–11.1 on #E4E4E4 grey: ``--background``) tells a photo's copy from the same shoe
   photographed in another colour, which shape-only checks group together; or
+* their second views agree so (:mod:`vitrine.dedupe_views`: the product cut out of its
+  border, facing one way, with a 256-bit pHash of its own), where their whole thumbnails
+  and pHashes do not both agree: copies padded, squared onto a canvas or mirrored; or
 * their CNN embeddings are almost identical (cosine ≥ ``embed_cosine``) and their pHashes
   roughly agree (≤ ``2 × phash_distance``): recompressed or lightly edited copies.
 
@@ -40,8 +43,7 @@ import numpy as np
 from PIL import Image
 
 from vitrine.arrays import unique
-
-THUMB_SIZE = 16
+from vitrine.dedupe_views import fingerprint, views, whole
 
 Rows = Callable[[np.ndarray], np.ndarray]
 """The float32, L2-normalised rows compared, for an array of row numbers: rows are made a
@@ -127,14 +129,21 @@ def perceptual_hash(img: Image.Image) -> str:
 
 
 def thumbnail(img: Image.Image) -> bytes:
-    """16×16 RGB thumbnail (box filter), 768 bytes."""
-    small = img.convert("RGB").resize((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BOX)
-    return small.tobytes()
+    """16×16 RGB thumbnail (box filter), 768 bytes, followed by the thumbnail rule's second
+    view of the photo (its product cut out of its border, and the product's pHash, facing one
+    way: :func:`vitrine.dedupe_views.fingerprint`), 1,568 bytes in all."""
+    return fingerprint(img)
 
 
 def thumb_vectors(thumbs: Sequence[bytes]) -> np.ndarray:
-    """Centred, L2-normalised float32 rows from raw thumbnails."""
-    raw = np.frombuffer(b"".join(thumbs), dtype=np.uint8).reshape(len(thumbs), -1)
+    """Centred, L2-normalised float32 rows from raw thumbnails (the whole photos')."""
+    raw = np.frombuffer(b"".join(whole(t) for t in thumbs), dtype=np.uint8).reshape(
+        len(thumbs), -1)
+    return _unit_rows(raw)
+
+
+def _unit_rows(raw: np.ndarray) -> np.ndarray:
+    """Rows of 8-bit thumbnails centred and L2-normalised, float32."""
     x = raw.astype(np.float32)
     x -= x.mean(axis=1, keepdims=True)
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
@@ -211,7 +220,7 @@ def _shared_background(colour_a: np.ndarray, has_a: np.ndarray, colour_b: np.nda
 
 def _planes(thumbs: Sequence[bytes]) -> np.ndarray:
     """Thumbnails as 16-bit planes: photos × channels × pixels, each row contiguous."""
-    pixels = np.frombuffer(b"".join(thumbs), np.uint8)
+    pixels = np.frombuffer(b"".join(whole(t) for t in thumbs), np.uint8)
     return np.ascontiguousarray(pixels.reshape(len(thumbs), -1, 3).transpose(0, 2, 1),
                                 dtype=np.int16)
 
@@ -411,6 +420,9 @@ def _close_pairs_ivf(n: int, rows_of: Rows, threshold: float, advance: Callable[
     return rows[keep], ids[keep], scores[keep]
 
 
+SEARCH_STEPS = 6
+"""Progress steps of a row in :func:`rule_pairs`: two in each of its three searches (the
+thumbnails, the embeddings, the second views)."""
 PROGRESS_FROM = 5_000
 """Rows from which a search of the whole store shows its bar (a second or more: the exact
 search of 20,000 took 15 to 20 s with nothing on the screen, helper-165); one of the
@@ -422,7 +434,7 @@ def search_progress(n: int, show: bool):
     with ``show`` (one that takes a while: :func:`vitrine.dedupe_store.store_pairs`)."""
     from vitrine.progress import progress_bar
 
-    return progress_bar("Duplicates", 4 * n, unit="rows", enabled=show)
+    return progress_bar("Duplicates", SEARCH_STEPS * n, unit="rows", enabled=show)
 
 
 def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[bytes],
@@ -431,7 +443,9 @@ def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[byt
     """Rows ``(i, j)``, i < j, of the pairs that the thumbnail or the embedding rule joins
     (``vectors`` L2-normalised; rows aligned with ``phashes`` and ``thumbs``); with ``among``
     only the pairs with a row among those (the products changed since a previous search).
-    ``advance`` is told of the rows done, ``4 × rows`` in all."""
+    The thumbnail rule also joins two photos whose second views agree as it asks
+    (:func:`_view_pairs`: a copy padded, squared onto a canvas or mirrored). ``advance`` is
+    told of the rows done, :data:`SEARCH_STEPS` ``× rows`` in all."""
     n = len(phashes)
     codes = _PhashCodes(phashes)
     rows, ids, _ = _close_pairs(n, lambda rows: thumb_vectors([thumbs[i] for i in rows]),
@@ -451,8 +465,69 @@ def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[byt
         thumb_pairs = thumb_pairs[embedded[at] != thumb_pairs]
     rows, ids = thumb_pairs // max(n, 1), thumb_pairs % max(n, 1)
     alike = _colour_differences(thumbs, rows, ids) <= rules.max_colour_diff
-    pairs = unique(np.concatenate([embedded, thumb_pairs[alike]]).astype(np.int64))
+    viewed = _view_pairs(thumbs, codes, rules, advance, among)
+    pairs = unique(np.concatenate([embedded, thumb_pairs[alike], viewed]).astype(np.int64))
     return np.stack([pairs // n, pairs % n], axis=1) if n else np.empty((0, 2), np.int64)
+
+
+def _view_pairs(thumbs: Sequence[bytes], codes: _PhashCodes, rules: DuplicateRules,
+                advance: Callable[[int], None] | None, among: np.ndarray | None
+                ) -> np.ndarray:
+    """The pairs (as ``i × n + j``) whose second views (:func:`vitrine.dedupe_views.views`:
+    the product cut out of its border, facing one way) agree as the thumbnail rule asks:
+    thumbnail cosine, pHash (the products' 256-bit ones within 4 × ``phash_distance``) and
+    colour. Left to the whole photos: a thumbnail made before the views (none), two views
+    that are the whole photos as they are, or both mirrored (the thumbnail rule compared
+    them already), and two photos whose thumbnails and pHashes agree (framed alike: where
+    their colours differ they are colour variants, whatever their products' views say)."""
+    n = len(thumbs)
+    has, cut, turned = (np.zeros(n, bool) for _ in range(3))
+    for rows in _chunks(n):
+        _, _, has[rows], cut[rows], turned[rows] = views([thumbs[i] for i in rows.tolist()])
+    if not has.any() or (among is not None and not has[among].any()):
+        (advance or (lambda done: None))(2 * n)  # (a store's thumbnails made before views)
+        return np.empty(0, np.int64)
+
+    def view_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return views([thumbs[i] for i in rows.tolist()])[:2]
+
+    def unit_views(rows: np.ndarray) -> np.ndarray:  # (none for a row without a view)
+        return _unit_rows(view_rows(rows)[0]) * has[rows, None]
+
+    rows, ids, _ = _close_pairs(n, unit_views, rules.thumb_cosine, advance, among)
+    new = cut[rows] | cut[ids] | (turned[rows] != turned[ids])
+    rows, ids = rows[new], ids[new]
+    near = np.zeros(len(rows), bool)
+    for k in range(0, len(rows), CHUNK):  # (the pairs' rows made a chunk at a time)
+        a, b = rows[k:k + CHUNK], ids[k:k + CHUNK]
+        apart = np.unpackbits(view_rows(a)[1] ^ view_rows(b)[1], axis=1).sum(
+            axis=1, dtype=np.int64)
+        framed_alike = (np.einsum("ij,ij->i", thumb_vectors([thumbs[i] for i in a.tolist()]),
+                                  thumb_vectors([thumbs[i] for i in b.tolist()]))
+                        >= rules.thumb_cosine) & (codes.hamming(a, b) <= rules.phash_distance)
+        near[k:k + CHUNK] = (apart <= DETAIL_DISTANCE * rules.phash_distance) & ~framed_alike
+    rows, ids = rows[near], ids[near]
+    alike = _colour_differences(_Views(thumbs), rows, ids) <= rules.max_colour_diff
+    return rows[alike] * n + ids[alike]
+
+
+DETAIL_DISTANCE = 4
+"""The products' pHashes (256 bits) may lie this many times ``phash_distance`` apart (the
+photos' own, 64 bits, ``phash_distance``)."""
+
+
+class _Views(Sequence):
+    """The second views of ``thumbs`` (:func:`vitrine.dedupe_views.views`), each made when
+    asked for, as the colour check reads thumbnails."""
+
+    def __init__(self, thumbs: Sequence[bytes]):
+        self.thumbs = thumbs
+
+    def __len__(self) -> int:
+        return len(self.thumbs)
+
+    def __getitem__(self, i):
+        return views([self.thumbs[i]])[0][0].tobytes()
 
 
 def copies_of_known(phashes: Sequence[str], thumbs: Sequence[bytes],
@@ -465,7 +540,8 @@ def copies_of_known(phashes: Sequence[str], thumbs: Sequence[bytes],
     in a flat index, each photo searched against it, a pair's pHashes and colours checked as
     :func:`rule_pairs` checks them. The embedding rule is not applied: it needs the known
     photos' vectors (5 kB each), and the copies it alone joins are edited ones, whose
-    thumbnails differ. ``advance`` is told each chunk of known photos done (minutes at
+    thumbnails differ; nor the second views (:func:`_view_pairs`): the known photos' thumbnails
+    are the whole photos' alone. ``advance`` is told each chunk of known photos done (minutes at
     100,000 of each: helper-237)."""
     n, m = len(phashes), len(known_phashes)
     found = np.zeros(n, bool)
@@ -476,7 +552,7 @@ def copies_of_known(phashes: Sequence[str], thumbs: Sequence[bytes],
     codes = _PhashCodes([*phashes, *known_phashes])  # known rows after the photos' (n + k)
     every = [*thumbs, *known_thumbs]
     for known in _chunks(m):
-        index = faiss.IndexFlatIP(len(known_thumbs[0]))
+        index = faiss.IndexFlatIP(len(whole(known_thumbs[0])))
         index.add(thumb_vectors([known_thumbs[k] for k in known.tolist()]))
         for rows in _chunks(n):
             rows = rows[~found[rows]]  # (one known photo it copies is enough)
@@ -564,7 +640,7 @@ def _colour_differences(thumbs: Sequence[bytes], rows: np.ndarray,
     has = np.empty(len(used), bool)
     for k in range(0, len(used), CHUNK):
         colour[k:k + CHUNK], has[k:k + CHUNK] = _backgrounds(planes(used[k:k + CHUNK]))
-    pixels = len(thumbs[int(used[0])]) // 3
+    pixels = len(whole(thumbs[int(used[0])])) // 3
     kept = planes(used) if len(used) * pixels * 6 <= PLANES_KEPT_BYTES else None
     for k in range(0, len(differ), CHUNK):
         part = differ[k:k + CHUNK]

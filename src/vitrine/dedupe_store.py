@@ -29,11 +29,13 @@ from vitrine.dedupe import DuplicateRules, distinct_rows, only_rows, rule_pairs
 from vitrine.errors import StoreError
 from vitrine.store import VectorStore
 
-FORMAT = 3
+FORMAT = 4
 """Bumped when the rules' inputs (pHash, thumbnail), what a rule compares, or the cache's
 layout change (2: the colour check leaves out a shared grey background too; a store's pairs
 found before, different products on grey grouped as copies, are searched again; 3: it weighs
-the pixels that changed, so that a banner both photos share does not hide the product)."""
+the pixels that changed, so that a banner both photos share does not hide the product; 4:
+the thumbnail rule compares second views too, the product cut out of its border and facing
+one way, so that padded and mirrored copies are found)."""
 CHANGED_AT_MOST = 20_000
 """Each changed product costs a pass over the whole store, so the search of the changed ones
 alone is used while it costs well under a full one: up to half the store where the full search
@@ -150,7 +152,7 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
     searched = len(ids) if changed is None else len(changed)  # (each against the store)
     big = searched * len(ids) >= dedupe.PROGRESS_FROM ** 2
     with dedupe.search_progress(everyone, show_progress and big) as advance:
-        advance(4 * (everyone - len(rows)))  # (the bar counts every product)
+        advance(dedupe.SEARCH_STEPS * (everyone - len(rows)))  # (the bar counts every product)
         if changed is not None:
             found = rule_pairs(vectors, phashes, thumbs, rules, advance, among=changed)
             if len(changed) or len(pairs) < len(saved[1]) or len(now) < len(saved[0]):

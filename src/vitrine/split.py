@@ -118,11 +118,13 @@ def save_fingerprints(folder: Path, split: Split, phash_of: dict[str, str],
                       thumb_of: dict[str, bytes]) -> None:
     """Write :data:`FINGERPRINTS` in the model ``folder``: of each photo the model trained on
     (``split``'s train and validation photos and those it left out as their copies), its
-    product id, pHash and thumbnail; a photo without a pHash (none was made) is left out."""
+    product id, pHash and thumbnail (the whole photo's: :func:`vitrine.dedupe.copies_of_known`
+    compares those alone); a photo without a pHash (none was made) is left out."""
     import io
 
     import numpy as np
 
+    from vitrine.dedupe_views import whole
     from vitrine.files import write_whole
 
     trained = {*split.left_out, *split.left_out_val, *split.ids("train"), *split.ids("val")}
@@ -132,8 +134,8 @@ def save_fingerprints(folder: Path, split: Split, phash_of: dict[str, str],
     np.savez_compressed(
         buffer, ids=np.frombuffer("\0".join(ids).encode("utf-8", "surrogateescape"), np.uint8),
         phash=np.array([_hash_value(phash_of[pid]) for pid in ids], np.uint64),
-        thumbs=np.frombuffer(b"".join(thumb_of[pid] for pid in ids), np.uint8).reshape(
-            len(ids), len(thumb_of[ids[0]]) if ids else 0))
+        thumbs=np.frombuffer(b"".join(whole(thumb_of[pid]) for pid in ids), np.uint8).reshape(
+            len(ids), len(whole(thumb_of[ids[0]])) if ids else 0))
     write_whole(Path(folder) / FINGERPRINTS, buffer.getvalue())
 
 
@@ -150,7 +152,7 @@ def load_fingerprints(folder: Path, split: Split | None
 
     import numpy as np
 
-    from vitrine.dedupe import THUMB_SIZE
+    from vitrine.dedupe_views import THUMB_SIZE
 
     path = Path(folder) / FINGERPRINTS
     if not path.is_file():
