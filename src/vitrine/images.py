@@ -849,7 +849,7 @@ def product_box(arr: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]
     strip_at, strip_box, strip_score, strip_block = 0, None, 0, 0
     boxes: list[tuple[int, int, int, int] | None] = []  # each band's, None for text or a bar
     for start, end in bands:
-        content = differs[start:end].sum(axis=0) > max(1, FRAME_NOISE * (end - start))
+        content = _marked(differs[start:end], 0)
         if not content.any():
             continue  # (specks: a gap, which the merge below measures)
         boxes.append(None)
@@ -906,6 +906,13 @@ def product_box(arr: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]
     return (left, top, right, bottom), colour
 
 
+def _marked(part: np.ndarray, axis: int) -> np.ndarray:
+    """Which columns (``axis`` 0) or rows (1) of ``part``, a piece of the page's ``differs``,
+    hold content: more of their pixels off the page's colour than :data:`FRAME_NOISE` of
+    their length, and at least two."""
+    return part.sum(axis=axis) > max(1, FRAME_NOISE * part.shape[axis])
+
+
 def _band_product(arr: np.ndarray, differs: np.ndarray, start: int, end: int,
                   content: np.ndarray) -> tuple[tuple[int, int, int, int], int, int] | None:
     """The box of what may be the product in the band of rows [start, end) whose columns
@@ -919,11 +926,9 @@ def _band_product(arr: np.ndarray, differs: np.ndarray, start: int, end: int,
     if len(pieces) > 1:
         kept = []
         for left, right in pieces:
-            rows = differs[start:end, left:right].sum(axis=1) > max(1, FRAME_NOISE
-                                                                    * (right - left))
-            for top, bottom in _runs(rows, 0):
-                sub = differs[start + top:start + bottom, left:right]
-                cols = np.flatnonzero(sub.sum(axis=0) > max(1, FRAME_NOISE * (bottom - top)))
+            for top, bottom in _runs(_marked(differs[start:end, left:right], 1), 0):
+                cols = np.flatnonzero(_marked(differs[start + top:start + bottom, left:right],
+                                              0))
                 if len(cols) and _may_be_product(arr, differs, start + top, start + bottom,
                                              left + int(cols[0]), left + int(cols[-1]) + 1,
                                              text_ink=1.0):
@@ -934,10 +939,9 @@ def _band_product(arr: np.ndarray, differs: np.ndarray, start: int, end: int,
         if len(kept) < len(pieces):  # (only a side of text dropped: one product's parts,
             # a pair of shoes, stay together as the whole band)
             left, right = kept[0][0], kept[-1][1]
-            rows = np.flatnonzero(differs[start:end, left:right].sum(axis=1)
-                                  > max(1, FRAME_NOISE * (right - left)))
+            rows = np.flatnonzero(_marked(differs[start:end, left:right], 1))
             start, end = start + int(rows[0]), start + int(rows[-1]) + 1
-            content = differs[start:end].sum(axis=0) > max(1, FRAME_NOISE * (end - start))
+            content = _marked(differs[start:end], 0)
             content[:left] = content[right:] = False
     cols = np.flatnonzero(content)
     left, right = int(cols[0]), int(cols[-1]) + 1
