@@ -163,3 +163,23 @@ def test_products_sharing_a_photo_are_searched_as_one(store):
     store.delete(["p007", shared[0]])  # the photo's first product, and the copy it matched
     again, compared = groups()
     assert frozenset(shared[1:]) in again and compared == 299
+
+
+def test_a_thumbnail_made_again_with_its_view_is_searched_again(store):
+    """A product stored before the second views (a 768-byte thumbnail) and stored again from
+    the same photo (the same sha256 and vector: posted again through the API) has a view now:
+    its pairs are searched again, as a full search finds them."""
+    from test_dedupe_views import on_canvas, product, saved
+
+    from vitrine.dedupe import perceptual_hash, thumbnail
+    from vitrine.dedupe_views import THUMB_BYTES
+
+    original = saved(product())
+    images = [original, saved(on_canvas(original, (300, 300), (38, 38)))]
+    phashes, thumbs = [perceptual_hash(i) for i in images], [thumbnail(i) for i in images]
+    vecs = np.eye(2, DIM, dtype=np.float32)
+    store.upsert(records(["a", "b"], vecs, phashes, [t[:THUMB_BYTES] for t in thumbs]))
+    assert search(store, DuplicateRules())[0] == set()  # (no views: the whole photos differ)
+    store.upsert(records(["a", "b"], vecs, phashes, thumbs))  # the same photos, made again
+    pairs, _, full = search(store, DuplicateRules())
+    assert pairs == full == {("a", "b")}

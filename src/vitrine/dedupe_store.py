@@ -60,12 +60,16 @@ def fingerprint(rules: DuplicateRules, manifest: dict | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def digests(ids: Sequence[str], shas: Sequence[str], vectors: np.ndarray) -> np.ndarray:
-    """One uint64 per product: its id, photo sha256 and stored vector, hashed (a product
-    embedded again from the same photo, by another engine, has other pairs)."""
-    named = np.array([int.from_bytes(hashlib.blake2b(f"{pid}\0{sha}".encode(), digest_size=8)
-                                     .digest(), "little")
-                      for pid, sha in zip(ids, shas, strict=True)], dtype=np.uint64)
+def digests(ids: Sequence[str], shas: Sequence[str], vectors: np.ndarray,
+            thumbs: Sequence[bytes]) -> np.ndarray:
+    """One uint64 per product: its id, photo sha256, thumbnail's length and stored vector,
+    hashed (a product embedded again from the same photo, by another engine, has other
+    pairs; so has one whose thumbnail made before the second views, 768 bytes, was made
+    again with them)."""
+    named = np.array([int.from_bytes(hashlib.blake2b(f"{pid}\0{sha}\0{len(thumb)}".encode(),
+                                                     digest_size=8).digest(), "little")
+                      for pid, sha, thumb in zip(ids, shas, thumbs, strict=True)],
+                     dtype=np.uint64)
     return named ^ vector_checksums(vectors)
 
 
@@ -142,7 +146,7 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
     vectors, ids, shas, phashes, thumbs = only_rows(rows, vectors, ids, shas, phashes, thumbs)
     manifest = store.manifest()
     key = fingerprint(rules, manifest.as_dict() if manifest else None)
-    now = digests(ids, shas, vectors)
+    now = digests(ids, shas, vectors, thumbs)
     saved = decode(store.duplicate_cache(), key)
     pairs = changed = None
     if saved is not None:
