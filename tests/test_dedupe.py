@@ -331,7 +331,7 @@ def test_index_searches_a_large_store_through_the_inverted_file(small_catalog, e
         for k, p in enumerate(originals))
     monkeypatch.setattr(dedupe, "EXACT_PAIRS_UP_TO", 100_000)
     store.set_duplicate_cache(b"")  # no saved pairs: the whole store searched again
-    assert store_duplicates(store, catalog) == (report.duplicates, store.count())
+    assert store_duplicates(store, catalog) == (report.duplicates, store.count(), 0)
     store.close()
 
 

@@ -134,6 +134,13 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
             "VITRINE_DUP_MAX_PRODUCTS is 0." if not dup_max_products else
             f"the store holds more than VITRINE_DUP_MAX_PRODUCTS ({dup_max_products:,}) "
             "products (raise it to search a store this size)."))
+    if report.duplicates_without_views:
+        lines.append(
+            f"Note: {counted(report.duplicates_without_views, 'product')} of the store "
+            "kept thumbnails an older Vitrine made (an unchanged photo is not read again), "
+            "so padded, squared or mirrored copies of their photos are not found as "
+            "duplicates; index the catalogue into a new --store to find them (products "
+            "added through the API must be added to it again).")
     if report.duplicates:
         lines.append(f"{counted(len(report.duplicates), 'duplicate group')}:")
         lines += ["  " + "  ≈  ".join(map(one_line, group[:GROUP_SHOWN])) + (

@@ -30,6 +30,7 @@ from vitrine.catalog import (
 from vitrine.catalog_csv import tables_below
 from vitrine.dedupe import DuplicateRules, duplicate_groups
 from vitrine.dedupe_store import store_pairs
+from vitrine.dedupe_views import VIEWED_BYTES
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
 from vitrine.manifest import ModelManifest, mismatch_error
@@ -73,6 +74,9 @@ class IndexReport:
     duplicates_compared: int = 0
     """Products compared with the whole store to find duplicates: those changed since the
     last search when its pairs could be reused (``vitrine.dedupe_store``), else all."""
+    duplicates_without_views: int = 0
+    """Products whose thumbnail an older Vitrine made (768 bytes, no second view:
+    ``vitrine.dedupe_views``): padded, squared or mirrored copies of them are not found."""
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -85,6 +89,7 @@ class IndexReport:
                 "duplicates": self.duplicates,
                 "duplicates_searched": self.duplicates_searched,
                 "duplicates_compared": self.duplicates_compared,
+                "duplicates_without_views": self.duplicates_without_views,
                 "photos_embedded": self.photos_embedded, "photos_read": self.photos_read,
                 "index_unsaved": self.index_unsaved,
                 "seconds": round(self.seconds, 3)}
@@ -337,8 +342,9 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     rules = rules or embedder.duplicate_rules()
     report.duplicates_searched = store.count() <= rules.max_products
     if report.duplicates_searched:
-        report.duplicates, report.duplicates_compared = store_duplicates(
-            store, root, rules, uploaded=all_uploaded, show_progress=show_progress)
+        report.duplicates, report.duplicates_compared, report.duplicates_without_views = \
+            store_duplicates(store, root, rules, uploaded=all_uploaded,
+                             show_progress=show_progress)
     store.flush()
     report.index_unsaved = store.index_unsaved()
     report.seconds = time.perf_counter() - started
@@ -723,15 +729,16 @@ def _held_vectors(store: VectorStore, stored: dict, by_sha: dict[str, list[Produ
 
 def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | None = None,
                      uploaded: set[str] | None = None, show_progress: bool = False
-                     ) -> tuple[list[list[str]], int]:
+                     ) -> tuple[list[list[str]], int, int]:
     """Duplicate groups among all stored products, as image paths (with the product id when
     products share one photo); a product of ``uploaded`` (added through the API, its photo
     named by its sha256) as ``product ID (added through the API)``. The pairs of the last
     search are kept and only the products changed since are compared with the store
-    (:func:`vitrine.dedupe_store.store_pairs`); also returns how many were."""
+    (:func:`vitrine.dedupe_store.store_pairs`); also returns how many were, and how many
+    products' thumbnails have no second view (an older Vitrine made them)."""
     ids, vectors = store.all_vectors()
     if len(ids) < 2:
-        return [], 0
+        return [], 0, 0
     facts = store.photo_facts()
     records = [facts.get(pid) for pid in ids]
     if any(r is None for r in records):
@@ -758,4 +765,5 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
     # backends differed without a change
     ordered = sorted((sorted(g, key=ids.__getitem__) for g in groups),
                      key=lambda g: ids[g[0]])
-    return [[key(i) for i in group] for group in ordered], compared
+    unviewed = sum(len(r.thumb) != VIEWED_BYTES for r in records)
+    return [[key(i) for i in group] for group in ordered], compared, unviewed
