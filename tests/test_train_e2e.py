@@ -206,9 +206,14 @@ def test_evaluate_names_the_categories_the_model_never_saw(trained, env, tmp_pat
             shutil.copytree(catalog / source, target / name)
     from PIL import Image
 
-    flipped = Image.open(next((mixed / "novidade").iterdir())).transpose(
-        Image.Transpose.FLIP_LEFT_RIGHT)
-    flipped.save(mixed / "novidade" / "flipped.png")  # the one photo the model never saw
+    # the one photo the model never saw: two bags side by side (a mirrored one was a copy
+    # of its source since the duplicate search turns photos to face one way)
+    first, second = (Image.open(p).convert("RGB").resize((112, 224))
+                     for p in sorted((mixed / "novidade").iterdir())[:2])
+    fresh = Image.new("RGB", (224, 224))
+    fresh.paste(first, (0, 0))
+    fresh.paste(second, (112, 0))
+    fresh.save(mixed / "novidade" / "fresh.png")
     split = json.loads((model / "split.json").read_text())
     sides: dict[str, set] = {}
     for pid, sha in split["photo_sha256"].items():
@@ -246,7 +251,7 @@ def test_evaluate_names_the_categories_the_model_never_saw(trained, env, tmp_pat
     (older / "split.json").write_text(json.dumps({k: v for k, v in split.items()
                                                   if k != "photo_sha256"}))
     shutil.copytree(catalog, grown)
-    flipped.save(grown / "x_bolsa_feminina" / "flipped.png")
+    fresh.save(grown / "x_bolsa_feminina" / "fresh.png")
     by_id = json.loads(run("evaluate", grown, "--model", older, "--json", env=env))
     assert by_id["protocol"].startswith("the model's test split and 1 photo(s) it never saw")
     assert by_id["queries"] == list(split["assignment"].values()).count("test") + 1
