@@ -209,7 +209,11 @@ def _check_jpeg(img: Image.Image, data: bytes, name: str, max_pixels: int) -> in
     in several scans, progressive or a scan per colour, is held whole in memory whatever
     scale it is decoded at). Give an arithmetic-coded one its whole file in one block. The
     code of its start-of-frame marker."""
-    scans, frame = _jpeg_walk(data)
+    scans, frame, steps = _jpeg_walk(data)
+    if steps > MAX_JPEG_STEPS:
+        raise ImageError(name, f"a JPEG with over {MAX_JPEG_STEPS:,} markers, segments or fill "
+                               "bytes (photos have a few dozen; reading them would take "
+                               "seconds).")
     if scans > MAX_JPEG_SCANS:
         raise ImageError(name, f"a JPEG in {scans:,} scans (photos have a few; decoding it "
                                "would take minutes).")
@@ -540,13 +544,23 @@ def jpeg_scans(data: bytes) -> int:
     return _jpeg_walk(data)[0]
 
 
-def _jpeg_walk(data: bytes) -> tuple[int, int | None]:
-    """(Start-of-scan segments, the first start-of-frame marker's code or None) of the
-    (first) picture of a JPEG, walking its markers: metadata segments are skipped by their
-    length and what follows the end of the picture (a phone's motion-photo video, an MPO's
-    second picture) is not read."""
-    scans, at, frame = 0, 2, None  # past the start-of-image marker
+MAX_JPEG_STEPS = 10 * MAX_HEADER_STEPS
+"""Markers, segments and fill bytes :func:`_jpeg_walk` steps through, in Python, before it
+stops: 10 MB of them after the first scan (past the header Pillow walks) held the
+interpreter 0.7 s an upload (helper-284)."""
+
+
+def _jpeg_walk(data: bytes) -> tuple[int, int | None, int]:
+    """(Start-of-scan segments, the first start-of-frame marker's code or None, the steps
+    taken, at most one past :data:`MAX_JPEG_STEPS`) of the (first) picture of a JPEG,
+    walking its markers: metadata segments are skipped by their length and what follows the
+    end of the picture (a phone's motion-photo video, an MPO's second picture) is not
+    read."""
+    scans, at, frame, steps = 0, 2, None, 0  # past the start-of-image marker
     while at + 4 <= len(data) and data[at] == 0xFF:
+        steps += 1
+        if steps > MAX_JPEG_STEPS:
+            break
         marker = data[at + 1]
         if marker == 0xFF:  # fill byte
             at += 1
@@ -565,7 +579,7 @@ def _jpeg_walk(data: bytes) -> tuple[int, int | None]:
             if found is None:
                 break
             at = found.start()
-    return scans, frame
+    return scans, frame, steps
 
 
 def _too_many_pixels(name: str, width: int, height: int, max_pixels: int,

@@ -408,10 +408,14 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         product, matches = service.similar(product_id, SIMILAR_K, same_category=same)
         back, came = catalogue_back(request, lang)
         scope = None if same else 0  # (kept in the links to the similar products)
-        return pages.render(request, "product.html", lang, active="product",  # (in it)
-                            product=product, matches=matches, same=same, back=back,
-                            came=came, scope=scope, keep={"back": came or None,
-                                                          "same": scope})
+        response = pages.render(request, "product.html", lang, active="product",  # (in it)
+                                product=product, matches=matches, same=same, back=back,
+                                came=came, scope=scope, keep={"back": came or None,
+                                                              "same": scope})
+        # the way back is read from the Referer: a shared cache must not give one shopper's
+        # (or an attacker's) to the next
+        response.headers["Vary"] = "Referer"
+        return response
 
     @app.api_route("/search", methods=["GET", "HEAD"], response_class=HTMLResponse,
                    include_in_schema=False)
