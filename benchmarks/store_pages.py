@@ -7,7 +7,8 @@ the listing index of the Vitrines that listed by the raw names (``products_listi
 one read-only here lists (sorting a category's or the whole catalogue's products from that
 index), and the opening that replaces that index where the store can be written.
 
-Rows are the size of real ones (1280-float vectors, 768-byte thumbnails, a description);
+Rows are the size of real ones (1280-float vectors, 768-byte thumbnails as stores
+before the duplicate views, 1,568 bytes now, a description);
 one category holds a third of the products.
 
     python benchmarks/store_pages.py --items 300000 > benchmarks/results/store_pages.json

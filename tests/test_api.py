@@ -244,7 +244,7 @@ def test_cursor_pages_walk_a_catalogue_that_changes_meanwhile(writable, rows):
     second = client.get("/api/products", params={"limit": 5,
                                                   "cursor": first["next_cursor"]}).json()
     assert [p["product_id"] for p in second["products"]] == listed[5:10]
-    assert second["offset"] == 0 and second["has_more"] is True
+    assert second["has_more"] is True
     for category in (None, "relogio_feminino"):  # walked to the end, with a filter too
         want = [p["product_id"] for p in client.get("/api/products", params={
             "limit": 200, "category": category}).json()["products"]]

@@ -243,7 +243,7 @@ def test_only_the_photos_with_a_view_are_searched_by_their_views(monkeypatch):
             p for p in {(0, 1), (0, 2), (1, 2)} if set(p) & set(among)}
 
 
-def test_the_colour_check_makes_each_photos_view_once(monkeypatch):
+def test_the_colour_check_makes_the_views_a_chunk_at_a_time(monkeypatch):
     """The views' colour check made each photo's view again at each of its three reads, one
     photo at a time (a fifth of a search of 4,000 demo photos with three padded copies
     each): the views are made a chunk of photos at a time."""

@@ -810,7 +810,8 @@ def test_many_categories_are_typed_beside_the_largest(crowded, rows):
                       files={"image": ("big.jpg", b"x" * 300_001, "image/jpeg")})
     assert big.status_code == 413 and 'list="search-category-list" value="N um"' in big.text
     # a name the pages show for two categories is no way to either: those keep their own
-    from vitrine.web.pages import category_names, typed_name
+    from vitrine.web.categories import category_names
+    from vitrine.web.pages import typed_name
 
     stored = ["relogio_masculino", "relogio masculino", "Relógio", "relogio", OPTICS, "n_um"]
     names = category_names(dict.fromkeys(stored, 1))
@@ -952,7 +953,7 @@ def test_an_unknown_category_costs_little_in_a_store_of_many(settings, small_sto
     shutil.copytree(small_store, store)  # 8 categories of 6
     grow_categories(store, {"bolsa_grande": 3, "bolsa_pequena": 2,
                             **{f"extra_{i:02d}": 1 for i in range(30)}})
-    monkeypatch.setattr(categories, "CLOSE_SPELLING_MAX", 12, raising=False)
+    monkeypatch.setattr(categories, "CLOSE_SPELLING_MAX", 12)
     folded: list[str] = []
     compared: list[list[str]] = []
     real_fold, real_close = pages.fold, difflib.get_close_matches

@@ -387,7 +387,8 @@ def check_category(rec, category: str | None) -> str | None:
 
 CATEGORIES_NAMED = 20
 """An unknown ``--category`` names every category of a store of at most this many, else
-those whose names hold it or are spelled close to it (:func:`near_categories`)."""
+those whose names hold it or are spelled close to it
+(:func:`vitrine.web.categories.near_categories`)."""
 
 
 def save_plot(image, title, matches, target: Path, quiet: bool, max_pixels: int) -> None:

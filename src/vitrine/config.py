@@ -362,7 +362,8 @@ class Settings(BaseSettings):
     """``index`` looks for duplicates across its whole store only up to this many products
     (0: never) and otherwise says it did not. The search is exact up to 20,000 products and
     goes through an inverted file above (2,440-d vectors on the 2-core machine: 40,000
-    products 14.5 s, 200,000 products 123 s; benchmarks/dedupe_scaling.py); `vitrine dedupe`
+    products 14.5 s, 200,000 products 123 s, before the second views;
+    benchmarks/dedupe_scaling.py); `vitrine dedupe`
     always searches its folders."""
     dup_embed_cosine: Cosine | None = None
     """CNN-embedding cosine similarity for a near-identical duplicate. Unset: 0.97 with the

@@ -43,7 +43,15 @@ import numpy as np
 from PIL import Image
 
 from vitrine.arrays import unique
-from vitrine.dedupe_views import THUMB_BYTES, fingerprint, views, whole
+from vitrine.dedupe_views import (
+    BORDER_TOLERANCE,
+    DETAIL_BYTES,
+    THUMB_BYTES,
+    VIEWED_BYTES,
+    fingerprint,
+    views,
+    whole,
+)
 
 Rows = Callable[[np.ndarray], np.ndarray]
 """The float32, L2-normalised rows compared, for an array of row numbers: rows are made a
@@ -153,7 +161,7 @@ def _unit_rows(raw: np.ndarray) -> np.ndarray:
 WHITE_FROM = 240
 """A thumbnail pixel whose every channel is at least this is white: left out of the colour
 check when white in both photos, as it always was."""
-BACKGROUND_TOLERANCE = 16
+BACKGROUND_TOLERANCE = BORDER_TOLERANCE  # (the views' border rule is the colour check's)
 """How far (largest channel difference) a pixel may lie from its photo's background colour
 and still be background; how far at least half its border must lie from it for the photo
 to have one; and how far two photos' background colours may lie apart to be one background. On
@@ -481,31 +489,35 @@ def _view_pairs(thumbs: Sequence[bytes], codes: _PhashCodes, rules: DuplicateRul
     them already), and two photos whose thumbnails and pHashes agree (framed alike: where
     their colours differ they are colour variants, whatever their products' views say)."""
     n = len(thumbs)
-    has, cut, turned = (np.zeros(n, bool) for _ in range(3))
-    for rows in _chunks(n):
-        _, _, has[rows], cut[rows], turned[rows] = views([thumbs[i] for i in rows.tolist()])
+    tell = advance or (lambda done: None)
+    has = np.fromiter((len(t) == VIEWED_BYTES for t in thumbs), bool, n)
     if not has.any() or (among is not None and not has[among].any()):
-        (advance or (lambda done: None))(2 * n)  # (a store's thumbnails made before views)
+        tell(2 * n)  # (a store's thumbnails made before views)
         return np.empty(0, np.int64)
 
-    def view_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return views([thumbs[i] for i in rows.tolist()])[:2]
+    def view_rows(rows: np.ndarray) -> np.ndarray:  # (each row's view, facing one way)
+        return views([thumbs[i] for i in rows.tolist()])[0]
 
     # only the rows with a view are searched: the others' (a store's thumbnails made before)
     # were zero rows, which the inverted file put in one cell that every one of them
     # scanned whole (25,000 of them beside 100 views: 45 s against 3.5 s)
     viewed = np.flatnonzero(has)
-    (advance or (lambda done: None))(2 * (n - len(viewed)))
+    tell(2 * (n - len(viewed)))
     rows, ids, _ = _close_pairs(
-        len(viewed), lambda at: _unit_rows(view_rows(viewed[at])[0]), rules.thumb_cosine,
+        len(viewed), lambda at: _unit_rows(view_rows(viewed[at])), rules.thumb_cosine,
         advance, None if among is None else np.searchsorted(viewed, among[has[among]]))
     rows, ids = viewed[rows], viewed[ids]
+    cut, turned = np.zeros(n, bool), np.zeros(n, bool)  # (of the pairs' rows alone: not a
+    used = unique(np.concatenate([rows, ids]))  # pass over the whole store each run)
+    for k in range(0, len(used), CHUNK):
+        part = used[k:k + CHUNK]
+        _, _, _, cut[part], turned[part] = views([thumbs[i] for i in part.tolist()])
     new = cut[rows] | cut[ids] | (turned[rows] != turned[ids])
     rows, ids = rows[new], ids[new]
     near = np.zeros(len(rows), bool)
     for k in range(0, len(rows), CHUNK):  # (the pairs' rows made a chunk at a time)
         a, b = rows[k:k + CHUNK], ids[k:k + CHUNK]
-        apart = np.unpackbits(view_rows(a)[1] ^ view_rows(b)[1], axis=1).sum(
+        apart = np.unpackbits(_detail(thumbs, a) ^ _detail(thumbs, b), axis=1).sum(
             axis=1, dtype=np.int64)
         framed_alike = (np.einsum("ij,ij->i", thumb_vectors([thumbs[i] for i in a.tolist()]),
                                   thumb_vectors([thumbs[i] for i in b.tolist()]))
@@ -515,6 +527,12 @@ def _view_pairs(thumbs: Sequence[bytes], codes: _PhashCodes, rules: DuplicateRul
     alike = _colour_differences(_Views(thumbs, np.concatenate([rows, ids])), rows, ids
                                 ) <= rules.max_colour_diff
     return rows[alike] * n + ids[alike]
+
+
+def _detail(thumbs: Sequence[bytes], rows: np.ndarray) -> np.ndarray:
+    """The products' pHashes of ``rows`` (each a row of DETAIL_BYTES), read as stored."""
+    return np.frombuffer(b"".join(thumbs[i][2 * THUMB_BYTES:] for i in rows.tolist()),
+                         np.uint8).reshape(len(rows), DETAIL_BYTES)
 
 
 DETAIL_DISTANCE = 4

@@ -261,28 +261,32 @@ def _refuse_dropping_uploads(store_dir: Path, catalog: Path, out_dir: Path,
     through the API: the store is rebuilt for the new model and they would go."""
     from vitrine.trained import trained_already
 
-    if (store_dir / DB_NAME).is_file() and not trained_already(catalog, out_dir / "model",
-                                                               settings):
-        _refuse_losing_uploads(store_dir)
+    if (store_dir / DB_NAME).is_file() and _uploads(store_dir) and \
+            not trained_already(catalog, out_dir / "model", settings):  # (one read first:
+        _refuse_losing_uploads(store_dir)  # whether trained already hashes every photo)
 
 
 def _refuse_losing_uploads(store_dir: Path) -> None:
     """Refuse to rebuild the demo's store for another model while it holds products added
     through the API: the catalogue does not hold them, so the rebuilt store would not either,
     and their photos (its uploads folder) went with it, after "rebuilding it"."""
-    from vitrine.catalog import UPLOADED
-
-    store = open_store(store_dir)
-    try:
-        added = sum(meta.startswith(UPLOADED) for _, meta in store.fingerprints().values())
-    finally:
-        store.close()
-    if added:
+    if added := _uploads(store_dir):
         raise StoreError(
             f"the demo store {store_dir} holds {counted(added, 'product')} added through the "
             "API, and the demo would rebuild it for another model without those products (the "
             "catalogue does not hold them); pass --store another folder, or delete the store "
             "to rebuild it without them. Nothing was changed.")
+
+
+def _uploads(store_dir: Path) -> int:
+    """How many products of the embedded store at ``store_dir`` were added through the API."""
+    from vitrine.catalog import UPLOADED
+
+    store = open_store(store_dir)
+    try:
+        return sum(meta.startswith(UPLOADED) for _, meta in store.fingerprints().values())
+    finally:
+        store.close()
 
 
 def _manifest(store_dir: Path) -> ModelManifest | None:

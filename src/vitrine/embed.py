@@ -21,7 +21,7 @@ from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules, perceptual_hash, thumbnail
 from vitrine.display import percent, shown_percent
 from vitrine.engines import Engine, cached_engine, checked_device, make_engine
-from vitrine.errors import ImageError, VitrineError, WeightsError, WeightsMismatch
+from vitrine.errors import ImageError, VitrineError, WeightsMismatch
 from vitrine.images import Preprocessing, open_image, query_arrays, read_photo, to_array
 from vitrine.manifest import ModelManifest
 
@@ -190,9 +190,7 @@ class Embedder:
         except WeightsMismatch as exc:  # (the file named: it said only "the weights do not
             if settings.weights is None:  # fit efficientnet_lite0 (…)", helper-230)
                 raise
-            raise WeightsError(
-                f"the weights file {settings.weights} (--weights, or VITRINE_WEIGHTS) is not "
-                f"for the backbone {spec.name} (VITRINE_BACKBONE): {exc.detail}.") from None
+            raise exc.of_file(settings.weights) from None
         if settings.weights is None and (hub := warm.hub_weights(spec)) is not None:
             with contextlib.suppress(OSError):  # (the download's file, read after it loaded)
                 digest = warm.file_digest(hub)[0]

@@ -53,6 +53,12 @@ class WeightsMismatch(WeightsError):
         self.name, self.detail = name, detail
         super().__init__(f"the weights do not fit {name} ({detail}).")
 
+    def of_file(self, weights: object) -> WeightsError:
+        """Said of the weights file the settings name (index and train alike: helper-230)."""
+        return WeightsError(f"the weights file {weights} (--weights, or VITRINE_WEIGHTS) is "
+                            f"not for the backbone {self.name} (VITRINE_BACKBONE): "
+                            f"{self.detail}.")
+
 
 class StoreError(VitrineError):
     """A store that is missing, corrupt or built with a different model."""

@@ -108,8 +108,7 @@ def misclassified(products: Sequence, labels: Sequence[int], probs: np.ndarray,
 def _below_one(p: float) -> float:
     """A probability to four decimals that stays under 1 when it is (0.99996 was 1.0: a
     mistake every table and figure then showed as certain)."""
-    p = float(p)
-    return min(round(p, 4), 0.9999) if p < 1 else round(p, 4)
+    return _under_one(p, 4)
 
 
 def retrieval_from_cache(outputs: dict, caches: dict, classes: list[str],
@@ -178,10 +177,13 @@ def _pct(x: float | None) -> str:
     """A fraction in percent with one decimal; one under 1 never reads "100.0%" (at most
     99.9 %, as :func:`vitrine.display.percent` shows it: a wrong guess of 0.9996 read as
     certain in report.md while misclassified.png said 99.9 %)."""
-    if x is None:
-        return "—"
-    shown = round(100 * x, 1)
-    return f"{min(shown, 99.9) if x < 1 else shown:.1f}%"
+    return "—" if x is None else f"{100 * _under_one(x, 3):.1f}%"
+
+
+def _under_one(p: float, digits: int) -> float:
+    """``p`` rounded to ``digits`` decimals, but under 1 where it is."""
+    shown = round(float(p), digits)
+    return min(shown, 1 - 10 ** -digits) if p < 1 else shown
 
 
 def score_text(x: float | None) -> str:

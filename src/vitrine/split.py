@@ -152,7 +152,7 @@ def load_fingerprints(folder: Path, split: Split | None
 
     import numpy as np
 
-    from vitrine.dedupe_views import THUMB_SIZE
+    from vitrine.dedupe_views import THUMB_BYTES, THUMB_SIZE
 
     path = Path(folder) / FINGERPRINTS
     if not path.is_file():
@@ -170,7 +170,7 @@ def load_fingerprints(folder: Path, split: Split | None
             return None
         if thumbs.dtype != np.uint8 or thumbs.ndim != 2 or len(thumbs) != len(ids):
             raise ValueError("its arrays do not match")
-        if len(ids) and thumbs.shape[1] != 3 * THUMB_SIZE ** 2:  # (FAISS asserted: helper-237)
+        if len(ids) and thumbs.shape[1] != THUMB_BYTES:  # (FAISS asserted: helper-237)
             raise ValueError(f"its thumbnails are not {THUMB_SIZE}×{THUMB_SIZE} RGB")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise CatalogError(f"{path} is not a file written by `vitrine train` "

@@ -48,7 +48,6 @@ from vitrine.errors import (
     CatalogError,
     TrainingError,
     VitrineError,
-    WeightsError,
     WeightsMismatch,
 )
 from vitrine.images import Preprocessing
@@ -139,9 +138,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     except WeightsMismatch as exc:  # (the file named, as index names it: helper-230)
         if settings.weights is None or exc.name != spec.name:
             raise
-        raise WeightsError(
-            f"the weights file {settings.weights} (--weights, or VITRINE_WEIGHTS) is not for "
-            f"the backbone {spec.name} (VITRINE_BACKBONE): {exc.detail}.") from None
+        raise exc.of_file(settings.weights) from None
     net = net.to(memory_format=torch.channels_last)
 
     # One pass of every photo through the frozen layers: the clean view, its hashes, and

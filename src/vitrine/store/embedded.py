@@ -90,6 +90,8 @@ class EmbeddedStore(CatalogRecord):
         # sorted by an older Vitrine's rename's stale key, a cursor after that product
         # started at its new name's place, and every product between was never listed
         self._listing_key = "search_key" if trusted else f"({SEARCH_KEY_SQL})"
+        self._listing_order = (LISTING_ORDER.replace("search_key", self._listing_key)
+                               if self._keyed else "category, name, product_id")
         self._lock_fh = None
         self._files = IndexFiles(self.root, self.index_config, self.db,
                                  lambda: getattr(self.manifest(), "dim", 1), self._meta,
@@ -416,8 +418,7 @@ class EmbeddedStore(CatalogRecord):
         # (a store made before the search_key column, read-only here: by the names as
         # written, as it listed then; folding them as it sorted called Python twice a row of
         # the catalogue for each page, 90 ms became 420 ms at 100,000 products: helper-228)
-        order = " ORDER BY " + (LISTING_ORDER.replace("search_key", self._listing_key)
-                                if self._keyed else "category, name, product_id")
+        order = " ORDER BY " + self._listing_order
         sql = (f"SELECT {COLUMNS} FROM products WHERE id IN ({page}{order} LIMIT ? OFFSET ?)"
                + order)
         args += [limit, offset]

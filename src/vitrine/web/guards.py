@@ -80,9 +80,11 @@ def security_headers(path: str) -> dict[str, str]:
 class SecurityHeaders:
     """Pure ASGI middleware adding security headers to every HTTP response. (A 500 is
     answered outside every middleware; the app's handler for it adds them itself.) An error
-    (4xx, 5xx) also says ``Vary: Accept``: it is a page for a browser (``Accept: text/html``)
-    and JSON otherwise, and a shared cache in front (a 404 and a 405 are cacheable without a
-    Cache-Control) served one client's form to the other."""
+    it sees (a 4xx; a 5xx raised as HTTPException: the handler's 500 and a stopping
+    server's 503, not cacheable by default, are not) also says ``Vary: Accept``: it is a
+    page for a browser (``Accept: text/html``) and JSON otherwise, and a shared cache in
+    front (a 404 and a 405 are cacheable without a Cache-Control) served one client's form
+    to the other."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -98,10 +100,10 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
                 headers += [(name, value) for name, value in extra if name not in present]
-                varies = b",".join(v for n, v in headers if n.lower() == b"vary").lower()
-                if message.get("status", 200) >= 400 and b"accept" not in {
-                        part.strip() for part in varies.split(b",")}:
-                    headers.append((b"vary", b"Accept"))
+                if message.get("status", 200) >= 400:
+                    varies = b",".join(v for n, v in headers if n.lower() == b"vary").lower()
+                    if b"accept" not in {part.strip() for part in varies.split(b",")}:
+                        headers.append((b"vary", b"Accept"))
                 message = {**message, "headers": headers}
             await send(message)
 

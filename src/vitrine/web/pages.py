@@ -208,8 +208,8 @@ def page_category(service: VitrineService, category: str | None) -> PageCategory
     :meth:`VitrineService.stored_category` finds it, and also without the spaces around it,
     in any case, without accents, or by the name the pages show ("Relógio masculino" for
     relogio_masculino), when exactly one category is so named. Otherwise it is kept as
-    typed, marked unknown, with up to ``NEAR_CATEGORIES`` stored categories that contain it
-    or are spelled close to it (the largest first)."""
+    typed, marked unknown, with up to ``vitrine.web.categories.NEAR_CATEGORIES`` stored
+    categories that contain it or are spelled close to it (the largest first)."""
     typed = (category or "").strip()
     if not typed:
         return PageCategory()
