@@ -171,8 +171,8 @@ def test_views_face_one_way():
     left = rng.integers(0, 256, (16, 16, 3), np.uint8)
     left[:, 8:] //= 4  # darker on the right
     right = left[:, ::-1]
-    a, _, _, _, turned_a = views([viewed(left.tobytes(), left)])
-    b, _, _, _, turned_b = views([viewed(right.tobytes(), right)])
+    a, _, turned_a = views([viewed(left.tobytes(), left)])
+    b, _, turned_b = views([viewed(right.tobytes(), right)])
     assert np.array_equal(a, b) and turned_a[0] != turned_b[0]
     assert facing_left(right.reshape(1, -1)).tolist() == [True]
 

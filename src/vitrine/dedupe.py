@@ -45,9 +45,9 @@ from PIL import Image
 from vitrine.arrays import unique
 from vitrine.dedupe_views import (
     BORDER_TOLERANCE,
-    DETAIL_BYTES,
     THUMB_BYTES,
     VIEWED_BYTES,
+    details,
     fingerprint,
     views,
     whole,
@@ -511,13 +511,14 @@ def _view_pairs(thumbs: Sequence[bytes], codes: _PhashCodes, rules: DuplicateRul
     used = unique(np.concatenate([rows, ids]))  # pass over the whole store each run)
     for k in range(0, len(used), CHUNK):
         part = used[k:k + CHUNK]
-        _, _, _, cut[part], turned[part] = views([thumbs[i] for i in part.tolist()])
+        _, cut[part], turned[part] = views([thumbs[i] for i in part.tolist()])
     new = cut[rows] | cut[ids] | (turned[rows] != turned[ids])
     rows, ids = rows[new], ids[new]
     near = np.zeros(len(rows), bool)
     for k in range(0, len(rows), CHUNK):  # (the pairs' rows made a chunk at a time)
         a, b = rows[k:k + CHUNK], ids[k:k + CHUNK]
-        apart = np.unpackbits(_detail(thumbs, a) ^ _detail(thumbs, b), axis=1).sum(
+        apart = np.unpackbits(details([thumbs[i] for i in a.tolist()])
+                              ^ details([thumbs[i] for i in b.tolist()]), axis=1).sum(
             axis=1, dtype=np.int64)
         framed_alike = (np.einsum("ij,ij->i", thumb_vectors([thumbs[i] for i in a.tolist()]),
                                   thumb_vectors([thumbs[i] for i in b.tolist()]))
@@ -527,12 +528,6 @@ def _view_pairs(thumbs: Sequence[bytes], codes: _PhashCodes, rules: DuplicateRul
     alike = _colour_differences(_Views(thumbs, np.concatenate([rows, ids])), rows, ids
                                 ) <= rules.max_colour_diff
     return rows[alike] * n + ids[alike]
-
-
-def _detail(thumbs: Sequence[bytes], rows: np.ndarray) -> np.ndarray:
-    """The products' pHashes of ``rows`` (each a row of DETAIL_BYTES), read as stored."""
-    return np.frombuffer(b"".join(thumbs[i][2 * THUMB_BYTES:] for i in rows.tolist()),
-                         np.uint8).reshape(len(rows), DETAIL_BYTES)
 
 
 DETAIL_DISTANCE = 4

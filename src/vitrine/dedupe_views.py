@@ -149,12 +149,18 @@ def whole(thumb: bytes) -> bytes:
     return thumb[:THUMB_BYTES] if len(thumb) > THUMB_BYTES else thumb
 
 
-def views(thumbs: Sequence[bytes]
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def details(thumbs: Sequence[bytes]) -> np.ndarray:
+    """The products' pHashes of thumbnails with a view (rows of :data:`DETAIL_BYTES`), as
+    stored: made facing one way already."""
+    return np.frombuffer(b"".join(t[2 * THUMB_BYTES:] for t in thumbs), np.uint8).reshape(
+        len(thumbs), DETAIL_BYTES)
+
+
+def views(thumbs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each photo's second view: its product's thumbnail facing one way (rows of
-    :data:`THUMB_BYTES` bytes) and pHash (rows of :data:`DETAIL_BYTES`); whether it has one
-    (a thumbnail made before has not: zeros), whether its product was cut out (the view is
-    not its whole thumbnail), and whether the view was mirrored."""
+    :data:`THUMB_BYTES` bytes; zeros for a thumbnail made before the views), whether its
+    product was cut out (the view is not its whole thumbnail), and whether the view was
+    mirrored. (The product's pHash is read as stored: :func:`details`.)"""
     has = np.fromiter((len(t) == VIEWED_BYTES for t in thumbs), bool, len(thumbs))
     blank = bytes(VIEWED_BYTES)
     raw = np.frombuffer(b"".join(t if ok else blank for t, ok in zip(thumbs, has.tolist(),
@@ -165,4 +171,4 @@ def views(thumbs: Sequence[bytes]
     turned = has & facing_left(view)
     view = np.where(turned[:, None], view.reshape(-1, THUMB_SIZE, THUMB_SIZE, 3)[:, :, ::-1]
                     .reshape(-1, THUMB_BYTES), view)
-    return view, np.ascontiguousarray(raw[:, 2 * THUMB_BYTES:]), has, cut, turned
+    return view, cut, turned
