@@ -533,20 +533,24 @@ def load_settings(given: Mapping[str, tuple[str, object]] | None = None) -> Sett
         if first["type"] == "bool_parsing":
             said = said.removesuffix(".") + " (use true or false, 1 or 0, yes or no, on or off)."
         name = _env_name(field)
-        shown = "" if field in SECRET_SETTINGS else \
-            f"={env_value(name, first.get('input'))!r}"  # (a secret is never echoed: logs)
-        raise VitrineError(f"setting {name}{shown}: {said}") from None
+        raise VitrineError(f"setting {name}{_shown(field, name, first.get('input'))}: "
+                           f"{said}") from None
     except SettingsError as exc:  # a value pydantic-settings could not parse (a bad JSON)
-        field = re.search(r'field "([^"]+)"', str(exc))
-        name = _env_name(field.group(1) if field else "")
+        found = re.search(r'field "([^"]+)"', str(exc))
+        field = found.group(1) if found else ""
+        name = _env_name(field)
         cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-        shown = "" if field and field.group(1) in SECRET_SETTINGS else \
-            f"={env_value(name, '')!r}"
-        raise VitrineError(f"setting {name}{shown} could not be read{cause}.") from None
+        raise VitrineError(f"setting {name}{_shown(field, name, '')} could not be read"
+                           f"{cause}.") from None
 
 
 SECRET_SETTINGS = frozenset({"api_key", "milvus_token"})
 """Settings whose value a refusal does not repeat: it goes to the server's log."""
+
+
+def _shown(field: str, name: str, given: object) -> str:
+    """``=value`` of a refused setting, as the refusal repeats it; nothing for a secret."""
+    return "" if field in SECRET_SETTINGS else f"={env_value(name, given)!r}"
 
 
 def _env_name(field: str) -> str:
