@@ -71,14 +71,11 @@ def test_index_stops_before_writing_when_another_writer_wrote_its_model_over(
     store.close()
 
 
-def test_the_demo_keeps_products_added_through_the_api_when_the_model_changes(
-        shop, settings, embedder, tmp_path, monkeypatch):
-    """The demo rebuilt its own store for another model (a setting changed, a photo added to
-    the catalogue, which trains the model anew): the products added through its API and
-    their photos were deleted, after "rebuilding it", exit 0."""
+def _demo_holding_an_api_product(shop, settings, embedder, tmp_path):
+    """The demo's store (not trained) with product ``pela-api`` added through its API:
+    (the demo's --out, its settings, its console)."""
     from rich.console import Console
 
-    from vitrine import trained
     from vitrine.demo import run_demo
     from vitrine.service import NewProduct, VitrineService
 
@@ -91,6 +88,18 @@ def test_the_demo_keeps_products_added_through_the_api_when_the_model_changes(
     service.add_product(NewProduct("pela-api", name="added through the API"),
                         photo.read_bytes())
     service.close()
+    return out, demo, console
+
+
+def test_the_demo_keeps_products_added_through_the_api_when_the_model_changes(
+        shop, settings, embedder, tmp_path, monkeypatch):
+    """The demo rebuilt its own store for another model (a setting changed, a photo added to
+    the catalogue, which trains the model anew): the products added through its API and
+    their photos were deleted, after "rebuilding it", exit 0."""
+    from vitrine import trained
+    from vitrine.demo import run_demo
+
+    out, demo, console = _demo_holding_an_api_product(shop, settings, embedder, tmp_path)
     with pytest.raises(StoreError, match=re.escape(
             "holds 1 product added through the API, and the demo would rebuild it for "
             "another model")):
@@ -103,6 +112,31 @@ def test_the_demo_keeps_products_added_through_the_api_when_the_model_changes(
     with pytest.raises(StoreError, match="added through the API"):
         run_demo(shop, out / "store", out, settings.model_copy(update={"demo_train": True}),
                  2, console=console)
+    db = open_store(out / "store")
+    try:
+        assert db.get("pela-api") is not None and db.count() == 17
+    finally:
+        db.close()
+    assert len(list((out / "store" / "uploads").iterdir())) == 1
+
+
+def test_the_demo_keeps_products_an_older_vitrine_added_through_the_api(
+        shop, settings, embedder, tmp_path):
+    """A product added through the API by a Vitrine from before the mark (its photo in the
+    store's uploads folder, not marked): `vitrine index` keeps it, but the demo counted only
+    marked products and rebuilt its store for another model without it."""
+    from vitrine.demo import run_demo
+
+    out, demo, console = _demo_holding_an_api_product(shop, settings, embedder, tmp_path)
+    db = open_store(out / "store")
+    db.lock_for_writing()
+    db.update_metadata([db.get("pela-api").to_product(uploaded=False)])  # (as made before)
+    assert not db.get("pela-api").uploaded
+    db.close()
+    with pytest.raises(StoreError, match=re.escape(
+            "holds 1 product added through the API, and the demo would rebuild it")):
+        run_demo(shop, out / "store", out, demo.model_copy(update={"resize": "pad"}), 2,
+                 console=console)
     db = open_store(out / "store")
     try:
         assert db.get("pela-api") is not None and db.count() == 17

@@ -65,7 +65,7 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     own = _own(store_dir, out_dir) or own and not store_dir.resolve().is_relative_to(
         (out_dir / "model").resolve())
     if own:
-        _drop_stale_store(store_dir, embedder, console)
+        _drop_stale_store(store_dir, catalog, settings, embedder, console)
     elif (store_dir / DB_NAME).is_file() and (
             stored := _manifest(store_dir)) not in (None, embedder.manifest):
         # (said for the demo: index's sentence told to unset VITRINE_MODEL, which was unset)
@@ -238,13 +238,14 @@ STORE_FILE = re.compile(rf"{re.escape(DB_NAME)}(-wal|-shm|-journal)?|{re.escape(
 """The entries of an embedded store's folder that the store itself writes."""
 
 
-def _drop_stale_store(store_dir: Path, embedder: Embedder, console: Console) -> None:
+def _drop_stale_store(store_dir: Path, catalog: Path, settings: Settings, embedder: Embedder,
+                      console: Console) -> None:
     """The demo's own store made with another model than this run's (trained or not) is
     rebuilt: the store's own files go, anything else in the folder stays."""
     import shutil
 
     if (store_dir / DB_NAME).exists() and _manifest(store_dir) not in (None, embedder.manifest):
-        _refuse_losing_uploads(store_dir)
+        _refuse_losing_uploads(store_dir, catalog, settings)
         console.print(plain(f"The demo store {store_dir} was made with another model; "
                             "rebuilding it."))
         for entry in store_dir.iterdir():
@@ -261,16 +262,17 @@ def _refuse_dropping_uploads(store_dir: Path, catalog: Path, out_dir: Path,
     through the API: the store is rebuilt for the new model and they would go."""
     from vitrine.trained import trained_already
 
-    if (store_dir / DB_NAME).is_file() and _uploads(store_dir) and \
-            not trained_already(catalog, out_dir / "model", settings):  # (one read first:
-        _refuse_losing_uploads(store_dir)  # whether trained already hashes every photo)
+    # (the store read first: whether trained already hashes every photo)
+    if (store_dir / DB_NAME).is_file() and _uploads(store_dir, catalog, settings.upload_dir) \
+            and not trained_already(catalog, out_dir / "model", settings):
+        _refuse_losing_uploads(store_dir, catalog, settings)
 
 
-def _refuse_losing_uploads(store_dir: Path) -> None:
+def _refuse_losing_uploads(store_dir: Path, catalog: Path, settings: Settings) -> None:
     """Refuse to rebuild the demo's store for another model while it holds products added
     through the API: the catalogue does not hold them, so the rebuilt store would not either,
     and their photos (its uploads folder) went with it, after "rebuilding it"."""
-    if added := _uploads(store_dir):
+    if added := _uploads(store_dir, catalog, settings.upload_dir):
         raise StoreError(
             f"the demo store {store_dir} holds {counted(added, 'product')} added through the "
             "API, and the demo would rebuild it for another model without those products (the "
@@ -278,13 +280,18 @@ def _refuse_losing_uploads(store_dir: Path) -> None:
             "to rebuild it without them. Nothing was changed.")
 
 
-def _uploads(store_dir: Path) -> int:
-    """How many products of the embedded store at ``store_dir`` were added through the API."""
+def _uploads(store_dir: Path, catalog: Path, upload_dir: Path | None) -> int:
+    """How many products of the embedded store at ``store_dir`` were added through the API:
+    marked so, or (a Vitrine from before the mark) known as `vitrine index` knows them."""
     from vitrine.catalog import UPLOADED
+    from vitrine.indexer import _unmarked_uploads
 
     store = open_store(store_dir)
     try:
-        return sum(meta.startswith(UPLOADED) for _, meta in store.fingerprints().values())
+        stored = store.fingerprints()
+        return sum(meta.startswith(UPLOADED) for _, meta in stored.values()) + len(
+            _unmarked_uploads(store, store.images, upload_folder(store, upload_dir), stored,
+                              catalog.resolve(), {}))
     finally:
         store.close()
 
