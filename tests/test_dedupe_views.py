@@ -264,11 +264,12 @@ def test_the_colour_check_makes_the_views_a_chunk_at_a_time(monkeypatch):
     assert len(made) < len(images)
 
 
-def test_index_says_when_the_stores_thumbnails_have_no_views(small_catalog, embedder,
-                                                             tmp_path):
-    """A store an older Vitrine indexed keeps its 768-byte thumbnails (``index`` does not
-    read an unchanged photo again): padded and mirrored copies of those photos are never
-    found, and the run said nothing of it (helper-285)."""
+def test_index_makes_the_stores_thumbnails_without_views_again(small_catalog, embedder,
+                                                               tmp_path):
+    """A store an older Vitrine indexed kept its 768-byte thumbnails (``index`` does not
+    read an unchanged photo again): padded and mirrored copies of those photos were never
+    found, and the run said nothing of it (helper-285). ``index`` makes them again from the
+    photos (``vitrine.thumb_upgrade``, tests/test_thumb_upgrade.py) and says so."""
     import shutil
     import sqlite3
 
@@ -280,15 +281,15 @@ def test_index_says_when_the_stores_thumbnails_have_no_views(small_catalog, embe
     store = open_store(tmp_path / "store", create=True)
     report = index_catalog(catalog, store, embedder)
     store.close()
-    assert report.duplicates_without_views == 0
+    assert report.duplicates_without_views == report.thumbnails_upgraded == 0
     assert not any("older Vitrine" in line for line in index_lines(report, 10_000, "s"))
     with sqlite3.connect(tmp_path / "store" / "vitrine.sqlite") as db:  # (as it wrote them)
         db.execute(f"UPDATE products SET thumb = substr(thumb, 1, {THUMB_BYTES})")
     store = open_store(tmp_path / "store")
     report = index_catalog(catalog, store, embedder)
     store.close()
-    assert report.unchanged == 48 and report.duplicates_without_views == 48
-    assert report.as_dict()["duplicates_without_views"] == 48
+    assert report.unchanged == 48 and report.duplicates_without_views == 0
+    assert report.as_dict()["thumbnails_upgraded"] == 48
     said = " ".join(index_lines(report, 10_000, "s"))
-    assert "48 products of the store kept thumbnails an older Vitrine made" in said
-    assert "into a new --store" in said
+    assert "Thumbnails of 48 products made again from their photos" in said
+    assert "kept thumbnails an older Vitrine made" not in said

@@ -134,13 +134,21 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
             "VITRINE_DUP_MAX_PRODUCTS is 0." if not dup_max_products else
             f"the store holds more than VITRINE_DUP_MAX_PRODUCTS ({dup_max_products:,}) "
             "products (raise it to search a store this size)."))
-    if report.duplicates_without_views:
+    if n := report.thumbnails_upgraded:
         lines.append(
-            f"Note: {counted(report.duplicates_without_views, 'product')} of the store "
-            "kept thumbnails an older Vitrine made (an unchanged photo is not read again), "
-            "so padded, squared or mirrored copies of their photos are not found as "
-            "duplicates; index the catalogue into a new --store to find them (products "
-            "added through the API must be added to it again).")
+            f"Thumbnails of {counted(n, 'product')} made again from "
+            f"{'its photo' if n == 1 else 'their photos'} (an older Vitrine made "
+            f"{'it' if n == 1 else 'them'} without the duplicate search's second views; not "
+            "embedded again): padded, squared or mirrored copies are found now.")
+    if n := report.duplicates_without_views:
+        lines.append(
+            f"Note: {counted(n, 'product')} of the store kept "
+            f"{'a thumbnail' if n == 1 else 'thumbnails'} an older Vitrine made, "
+            f"{'its photo' if n == 1 else 'their photos'} missing, unreadable or changed "
+            "since, so padded, squared or mirrored copies of "
+            f"{'it' if n == 1 else 'them'} are not found as duplicates; put "
+            f"{'its photo' if n == 1 else 'their photos'} back (or add "
+            f"{'that product' if n == 1 else 'those products'} again) to find them.")
     if report.duplicates:
         lines.append(f"{counted(len(report.duplicates), 'duplicate group')}:")
         lines += ["  " + "  ≈  ".join(map(one_line, group[:GROUP_SHOWN])) + (

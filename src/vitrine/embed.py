@@ -68,6 +68,14 @@ def _inputs(img: Image.Image, prep: Preprocessing) -> tuple[np.ndarray, str, byt
     return to_array(img, prep), perceptual_hash(img), thumbnail(img)
 
 
+def decode_thumbnail(path: Path, prep: Preprocessing, max_pixels: int) -> tuple[bytes, str]:
+    """The thumbnail :func:`decode_file` makes of the photo at ``path`` (decoded the same way,
+    without the backbone's input), and the sha256 of the very bytes decoded."""
+    data = read_photo(path)
+    img = open_image(data, max_pixels=max_pixels, draft_size=prep.size, name=str(path))
+    return thumbnail(img), hashlib.sha256(data).hexdigest()
+
+
 def model_folder(path: Path | str) -> Path:
     """``path`` absolute, as a store records it: without ``..`` where that names the same
     folder (``link/..`` is the parent of where the link leads, not the link's own: then
@@ -318,6 +326,32 @@ class Embedder:
                 if on_progress:
                     on_progress(len(futures))
                 offset += len(futures)
+
+    def thumbnail_paths(self, paths: Sequence[Path],
+                        on_progress: Callable[[int], None] | None = None
+                        ) -> Iterator[EmbedResult]:
+        """Yield one :class:`EmbedResult` per path, in order, with its thumbnail and sha256
+        (:func:`decode_thumbnail`) and no vector, or its error: decoded in the decode pool's
+        threads, at most two batches ahead of the caller."""
+        ahead = 2 * max(1, self.settings.batch_size)
+        workers = max(1, self.settings.decode_workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+            def submit(i: int) -> Future:
+                return pool.submit(decode_thumbnail, paths[i], self.prep,
+                                   self.settings.max_image_pixels)
+
+            pending = [submit(i) for i in range(min(len(paths), ahead))]
+            for i in range(len(paths)):
+                future = pending.pop(0)
+                if i + ahead < len(paths):
+                    pending.append(submit(i + ahead))
+                try:
+                    thumb, sha = future.result()
+                    yield EmbedResult(i, thumb=thumb, sha256=sha)
+                except ImageError as exc:
+                    yield EmbedResult(i, error=exc.reason)
+                if on_progress:
+                    on_progress(1)
 
     def _embed_batch(self, futures: list[Future], offset: int) -> Iterator[EmbedResult]:
         arrays, results = [], []

@@ -38,8 +38,9 @@ from vitrine.photo_hashes import PhotoHashes, unreadable_reason
 from vitrine.progress import progress_bar
 from vitrine.split import Catalogue, read_catalogue
 from vitrine.store import UPLOAD_TMP, cleanable_uploads, unmarked_upload
-from vitrine.store.base import Record, StoredProduct, VectorStore
+from vitrine.store.base import PhotoFacts, Record, StoredProduct, VectorStore
 from vitrine.store.writer_lock import process_alive
+from vitrine.thumb_upgrade import upgrade_thumbnails
 
 COMMIT_EVERY = 64
 
@@ -76,7 +77,11 @@ class IndexReport:
     last search when its pairs could be reused (``vitrine.dedupe_store``), else all."""
     duplicates_without_views: int = 0
     """Products whose thumbnail an older Vitrine made (768 bytes, no second view:
-    ``vitrine.dedupe_views``): padded, squared or mirrored copies of them are not found."""
+    ``vitrine.dedupe_views``) and that could not be made again (their photo missing,
+    unreadable or changed): padded, squared or mirrored copies of them are not found."""
+    thumbnails_upgraded: int = 0
+    """Products whose thumbnail an older Vitrine made, made again from their photo before
+    the duplicate search (``vitrine.thumb_upgrade``; the vectors kept)."""
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -90,6 +95,7 @@ class IndexReport:
                 "duplicates_searched": self.duplicates_searched,
                 "duplicates_compared": self.duplicates_compared,
                 "duplicates_without_views": self.duplicates_without_views,
+                "thumbnails_upgraded": self.thumbnails_upgraded,
                 "photos_embedded": self.photos_embedded, "photos_read": self.photos_read,
                 "index_unsaved": self.index_unsaved,
                 "seconds": round(self.seconds, 3)}
@@ -341,10 +347,14 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
         report.orphan_photos = _prune_orphan_photos(store, uploads)  # own uploads/ only
     rules = rules or embedder.duplicate_rules()
     report.duplicates_searched = store.count() <= rules.max_products
-    if report.duplicates_searched:
+    if report.duplicates_searched:  # (the thumbnails' one reader: made again only for it)
+        facts = store.photo_facts()
+        report.thumbnails_upgraded = upgrade_thumbnails(
+            store, facts, embedder, commit_every=commit_every, show_progress=show_progress,
+            mine=functools.partial(in_shard, shard=shard))
         report.duplicates, report.duplicates_compared, report.duplicates_without_views = \
             store_duplicates(store, root, rules, uploaded=all_uploaded,
-                             show_progress=show_progress)
+                             show_progress=show_progress, facts=facts)
     store.flush()
     report.index_unsaved = store.index_unsaved()
     report.seconds = time.perf_counter() - started
@@ -728,19 +738,25 @@ def _held_vectors(store: VectorStore, stored: dict, by_sha: dict[str, list[Produ
 
 
 def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | None = None,
-                     uploaded: set[str] | None = None, show_progress: bool = False
+                     uploaded: set[str] | None = None, show_progress: bool = False,
+                     facts: dict[str, PhotoFacts] | None = None
                      ) -> tuple[list[list[str]], int, int]:
     """Duplicate groups among all stored products, as image paths (with the product id when
     products share one photo); a product of ``uploaded`` (added through the API, its photo
     named by its sha256) as ``product ID (added through the API)``. The pairs of the last
     search are kept and only the products changed since are compared with the store
     (:func:`vitrine.dedupe_store.store_pairs`); also returns how many were, and how many
-    products' thumbnails have no second view (an older Vitrine made them)."""
+    products' thumbnails have no second view (an older Vitrine made them). ``facts``: the
+    store's :meth:`VectorStore.photo_facts` when the caller read them (read again here when
+    they lack a product)."""
     ids, vectors = store.all_vectors()
     if len(ids) < 2:
         return [], 0, 0
-    facts = store.photo_facts()
-    records = [facts.get(pid) for pid in ids]
+    records = [(facts or {}).get(pid) for pid in ids]
+    if any(r is None for r in records):  # (read here, or again: products another writer, a
+        # Milvus shard, stored while the caller's were made again)
+        facts = store.photo_facts()
+        records = [facts.get(pid) for pid in ids]
     if any(r is None for r in records):
         raise VitrineError("the store changed while looking for duplicates; run again.")
     shas = [r.content_sha256 for r in records]

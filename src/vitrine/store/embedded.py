@@ -312,6 +312,19 @@ class EmbeddedStore(CatalogRecord):
                      json.dumps(p.attributes, sort_keys=True), p.metadata_hash(),
                      search_key(p.name, p.product_id), p.product_id))
 
+    def set_thumbs(self, thumbs: dict[str, tuple[str, bytes]]) -> list[str]:
+        """New thumbnails in one transaction; the vectors and the FAISS index stay (no new
+        generation)."""
+        if not thumbs:
+            return []
+        written = []
+        with self._transaction(new_generation=False):
+            for pid, (sha, thumb) in thumbs.items():
+                if self.db.execute("UPDATE products SET thumb=? WHERE product_id=? AND "
+                                   "content_sha256=?", (thumb, pid, sha)).rowcount:
+                    written.append(pid)
+        return written
+
     def delete(self, product_ids: Iterable[str]) -> int:
         ids = list(product_ids)
         if not ids:

@@ -463,6 +463,23 @@ class MilvusStore(CatalogRecord):
                     self.client.upsert(self.collection, rows)
                     self._wrote(len(rows))
 
+    def set_thumbs(self, thumbs: dict[str, tuple[str, bytes]]) -> list[str]:
+        """New thumbnails: a page of rows read whole (with their vector, which an upsert
+        needs) and written back with only the thumbnail changed."""
+        ids, written = list(thumbs), []
+        with self._changing():
+            for i in range(0, len(ids), WRITE_PAGE):
+                rows = [{**{f: row[f] for f in FIELDS},
+                         "thumb": thumbs[row["product_id"]][1].hex(),
+                         "vector": np.asarray(row["vector"], dtype=np.float32).tolist()}
+                        for row in self._lookup(ids[i:i + WRITE_PAGE], FIELDS + ["vector"])
+                        if row["content_sha256"] == thumbs[row["product_id"]][0]]
+                if rows:
+                    self.client.upsert(self.collection, rows)
+                    self._wrote(len(rows))
+                    written += [row["product_id"] for row in rows]
+        return written
+
     def delete(self, product_ids: Iterable[str]) -> int:
         ids = list(product_ids)
         with self._changing():
