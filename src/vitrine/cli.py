@@ -215,7 +215,8 @@ def search(
             matches, guess = rec.search_image_guess(image, k, category)
         except ImageError as exc:  # the other photos are still searched
             said = f"{query}: {exc.reason}" if exc.source == str(image) else str(exc)
-            sys.stderr.write(f"error: {said}\n")
+            sys.stderr.write(f"error: {one_line(said)}\n")  # (a file name's ESC or line
+            # break reached the terminal as it was; the JSON keeps it as written)
             _forget_figure(target, plot)
             if as_json:  # one object per query, so a script sees which photo failed
                 print_json({"query": query, "results": [], "predicted_category": None,
@@ -232,7 +233,7 @@ def search(
                 save_plot(image, image.name, matches, target, as_json,
                           rec.settings.max_image_pixels)
             except VitrineError as exc:  # its results stand; the other photos still come
-                sys.stderr.write(f"error: {exc}\n")
+                sys.stderr.write(f"error: {one_line(str(exc))}\n")
                 problem, failed = str(exc), failed + 1
                 _forget_figure(target, plot)
         if as_json:  # after the figure: a script sees which photo's figure failed
@@ -279,7 +280,7 @@ def similar(
         except VitrineError as exc:
             if not as_json:
                 raise
-            sys.stderr.write(f"error: {exc}\n")
+            sys.stderr.write(f"error: {one_line(str(exc))}\n")
             problem = str(exc)
     if as_json:
         print_json({"query": product_id, "product": product.as_dict(),

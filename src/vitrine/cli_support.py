@@ -580,8 +580,8 @@ def _run_app(app: typer.Typer) -> None:
         if status == 130:  # Typer turned Ctrl+C into this status itself
             _stopped()
         sys.exit(status if isinstance(status, int) else 0)
-    except VitrineError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+    except VitrineError as exc:  # (a file name it holds may carry an ESC or a line break)
+        sys.stderr.write(f"error: {one_line(str(exc))}\n")
         sys.exit(2)
     except sqlite3.DatabaseError as exc:  # a page damaged after the store was opened
         damaged = "malformed" in str(exc) or "not a database" in str(exc)
