@@ -434,3 +434,30 @@ def test_a_confident_mistake_never_reads_certain():
         console.print(part)
     text = console.export_text()
     assert "100%" not in text and text.count("99.9%") == 2
+
+
+def test_a_photo_without_a_category_is_named_as_left_out(demo_catalog, settings, tmp_path):
+    """A photo at the catalogue's top (no category folder, no table category) was dropped
+    from the evaluation without a word, where `train` names it (uncategorised_photos)."""
+    import shutil
+
+    from rich.console import Console
+
+    from vitrine.model_eval import evaluate_catalog
+    from vitrine.train_display import evaluation_tables
+
+    photos = sorted(demo_catalog.glob("relogio_feminino/*.jpg"))[:2] + \
+        sorted(demo_catalog.glob("x_bolsa_feminina/*.jpg"))[:2]
+    for photo in photos:
+        (tmp_path / photo.parent.name).mkdir(exist_ok=True)
+        shutil.copyfile(photo, tmp_path / photo.parent.name / photo.name)
+    shutil.copyfile(photos[0], tmp_path / "top.jpg")
+    report = evaluate_catalog(tmp_path, settings, show_progress=False)
+    assert report["queries"] == 4
+    assert [p["product_id"] for p in report["uncategorised_photos"]] == ["top.jpg"]
+    console = Console(record=True, width=200)
+    for item in evaluation_tables(report):
+        console.print(item)
+    text = console.export_text()
+    assert "1 photo(s) have no category and were left out of the evaluation:" in text
+    assert "  top.jpg: not in a category folder" in text

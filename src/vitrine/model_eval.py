@@ -336,6 +336,11 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
         model_dir = Path(model_dir).expanduser()
     products, given, outside = read_catalogue(catalog_dir, settings.upload_dir,
                                               refused_links=links_refused(settings))
+    # a photo without a category has nothing to be scored on: left out, and named (as
+    # training names it; it was dropped without a word)
+    uncategorised = [{"product_id": p.product_id, "reason": "not in a category folder, and "
+                      "the product table gives it no category"}
+                     for p in products if not p.category]
     products = _enough([p for p in products if p.category], catalog_dir)
     # a photo that cannot be read is left out and named, as training does (one stopped the
     # evaluation of the catalogue just trained on, which had left it out)
@@ -385,7 +390,8 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
                     "copies_of_trained_photos": None if assignment is None or assignment is given
                     else {"searched": sum(w == "copy" for w in assignment.values()),
                           "left_out": sum(w == "out" for w in assignment.values())},
-                    "unsplit_photos": unsplit, "unreadable_photos": unreadable}
+                    "unsplit_photos": unsplit, "unreadable_photos": unreadable,
+                    "uncategorised_photos": uncategorised}
     skip = _duplicates_of_queries(queries, index, groups, products)
     position = {row: j for j, row in enumerate(index.tolist())}  # (leave-one-out: a query
     skip = [[*rows, position[i]] if i in position else rows  # is searched: its own row too)

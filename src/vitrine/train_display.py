@@ -110,6 +110,9 @@ def evaluation_tables(report: dict) -> list:
     out += [plain(line) for line in unreadable_lines(
         report.get("unreadable_photos") or [], "  ", of="the evaluation", listed="--json")
         if line]
+    out += [plain(line) for line in unreadable_lines(
+        report.get("uncategorised_photos") or [], "  ", why="have no category",
+        of="the evaluation", listed="--json") if line]
     table = Table(title=f"Retrieval (category P@{k} / R@{k} / mAP@{k})", title_justify="left")
     table.add_column("category")
     for name in models:
