@@ -170,17 +170,24 @@ def test_an_interrupted_upgrade_keeps_what_it_wrote(shop, embedder, tmp_path, mo
     assert all(len(r[11]) == VIEWED_BYTES for r in rows(store).values())
 
 
-def test_a_photo_that_cannot_be_read_keeps_its_old_thumbnail(shop, embedder, tmp_path,
-                                                             monkeypatch):
-    """A product added through the API gets its thumbnail again from its stored photo; one
-    whose stored photo is gone or was changed, and a catalogue photo that cannot be read,
-    keep their rows as they were and are counted in ``duplicates_without_views``."""
+def _indexed_with_uploads(shop, embedder, tmp_path):
+    """A copy of ``shop`` indexed into an embedded store with an empty uploads folder:
+    (catalogue, store folder, the store open, its uploads folder)."""
     catalog = shutil.copytree(shop, tmp_path / "catalog").resolve()
     store = tmp_path / "store"
     db = open_store(store, create=True)
     index_catalog(catalog, db, embedder, show_progress=False)
     uploads = store / "uploads"
     uploads.mkdir()
+    return catalog, store, db, uploads
+
+
+def test_a_photo_that_cannot_be_read_keeps_its_old_thumbnail(shop, embedder, tmp_path,
+                                                             monkeypatch):
+    """A product added through the API gets its thumbnail again from its stored photo; one
+    whose stored photo is gone or was changed, and a catalogue photo that cannot be read,
+    keep their rows as they were and are counted in ``duplicates_without_views``."""
+    catalog, store, db, uploads = _indexed_with_uploads(shop, embedder, tmp_path)
     sources = photos(catalog)
     sent = {}
     for pid, source in (("api-ok", sources[2]), ("api-gone", sources[3]),
@@ -228,9 +235,8 @@ def test_a_photo_that_cannot_be_read_keeps_its_old_thumbnail(shop, embedder, tmp
     assert "3 products of the store kept thumbnails an older Vitrine made" in said
 
 
-def test_milvus_stores_get_their_thumbnails_made_again(shop, embedder, tmp_path):
-    """The Milvus store: the rows read back whole (its upsert writes the vector too) with
-    only the thumbnail changed. Without the milvus extra it is skipped, except in CI."""
+def _needs_milvus() -> None:
+    """Skip where the milvus extra is not installed (in CI it must be: fail)."""
     try:
         import milvus_lite  # noqa: F401
         import pymilvus  # noqa: F401
@@ -238,6 +244,12 @@ def test_milvus_stores_get_their_thumbnails_made_again(shop, embedder, tmp_path)
         if IN_CI:
             raise
         pytest.skip("the milvus extra is not installed")
+
+
+def test_milvus_stores_get_their_thumbnails_made_again(shop, embedder, tmp_path):
+    """The Milvus store: the rows read back whole (its upsert writes the vector too) with
+    only the thumbnail changed. Without the milvus extra it is skipped, except in CI."""
+    _needs_milvus()
     catalog = tmp_path / "catalog"
     catalog.mkdir()
     first = sorted(shop.rglob("*.jpg"))[0]
@@ -287,5 +299,127 @@ def test_the_duplicate_search_reads_the_facts_again_for_products_stored_meanwhil
         later = sorted(facts)[3]
         del facts[later]
         assert store_duplicates(db, catalog, facts=facts)[::2] == expected[::2]
+    finally:
+        db.close()
+
+
+def test_shards_count_and_search_the_thumbnails_other_shards_made(shop, embedder, tmp_path,
+                                                                   monkeypatch):
+    """`index --shard` makes its own products' thumbnails again: another shard's products,
+    not made yet, are not "missing, unreadable or changed"; and those another shard made
+    while this one made its own are searched with their new thumbnails (the facts read
+    before the upgrade were stale: a padded copy of them was not found)."""
+    _needs_milvus()
+    from vitrine import indexer
+    from vitrine.indexer import in_shard
+    from vitrine.split import read_catalogue
+
+    catalog = shutil.copytree(shop, tmp_path / "catalog").resolve()
+    products = read_catalogue(catalog, None)[0]
+    first = next(p.image for p in products if in_shard(p.product_id, (1, 2)))
+    for k in range(64):  # (a padded copy of a shard-1 photo that shard 0 indexes)
+        pad = padded(first, first.parent / f"pad{k}.jpg")
+        ids = {p.image.name: p.product_id for p in read_catalogue(catalog, None)[0]}
+        if in_shard(ids[pad.name], (0, 2)):
+            break
+        pad.unlink()
+    pad = pad.rename(tmp_path / pad.name)  # (added after the older Vitrine's run)
+    db = open_store(f"milvus-lite://{tmp_path}/m.db", create=True)
+    try:
+        index_catalog(catalog, db, embedder, show_progress=False)
+        held = [(p, v) for batch in db.iter_products(100) for p, v in batch]
+        db.upsert([Record(p.to_product(), p.content_sha256, p.phash, p.thumb[:THUMB_BYTES], v)
+                   for p, v in held])
+        report = index_catalog(catalog, db, embedder, show_progress=False, shard=(0, 2))
+        assert report.thumbnails_upgraded > 0 and report.duplicates_without_views == 0
+        assert "missing, unreadable or changed" not in " ".join(index_lines(report, 10_000,
+                                                                             "s"))
+        db.upsert([Record(p.to_product(), p.content_sha256, p.phash, p.thumb[:THUMB_BYTES], v)
+                   for p, v in held])
+        shutil.move(pad, first.parent / pad.name)
+        real = indexer.upgrade_thumbnails
+
+        def beside(store, facts, embedder, **kw):  # (shard 1 on another machine, meanwhile)
+            made = real(store, facts, embedder, **kw)
+            real(store, store.photo_facts(), embedder, commit_every=64,
+                 mine=lambda pid: in_shard(pid, (1, 2)))
+            return made
+
+        monkeypatch.setattr(indexer, "upgrade_thumbnails", beside)
+        report = index_catalog(catalog, db, embedder, show_progress=False, shard=(0, 2))
+        assert report.duplicates_without_views == 0
+        assert grouped(report, rel(first, catalog), rel(first.parent / pad.name, catalog))
+    finally:
+        db.close()
+
+
+def test_a_photo_gone_takes_the_thumbnail_of_its_bytes_another_product_holds(
+        shop, embedder, tmp_path):
+    """A product an older server added (its thumbnail without views) whose photo file is gone,
+    while a catalogue product holds the same bytes with its views: it gets that thumbnail,
+    rather than staying without views for good ("put its photo back")."""
+    catalog, store, db, uploads = _indexed_with_uploads(shop, embedder, tmp_path)
+    data = photos(catalog)[0].read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    photo = uploads / f"{sha}.jpg"
+    photo.write_bytes(data)
+    _, phash, thumb = embed.decode(data, embedder.prep, embedder.settings.max_image_pixels)
+    db.upsert([Record(Product("api-old", photo, "x", uploaded=True), sha, phash,
+                      thumb[:THUMB_BYTES], embedder.embed_image(data))])
+    db.close()
+    photo.unlink()
+    db = open_store(store)
+    try:
+        report = index_catalog(catalog, db, embedder, show_progress=False, uploads=uploads)
+        assert (report.thumbnails_upgraded, report.duplicates_without_views) == (1, 0)
+        assert db.photo_facts()["api-old"].thumb == thumb
+    finally:
+        db.close()
+
+
+def test_milvus_thumbnails_keep_what_the_server_wrote_meanwhile(shop, embedder, tmp_path):
+    """A Milvus store is written by the server while `index` runs: a product added through
+    the API renamed, another given a new photo between the read of their rows and the write
+    of their thumbnails kept those edits (the whole rows, read before, were written back)."""
+    _needs_milvus()
+    catalog = shutil.copytree(shop, tmp_path / "catalog").resolve()
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    sources = photos(catalog)
+
+    def sent(pid, source, name, old=False):
+        mirrored = tmp_path / "sent.jpg"
+        Image.open(source).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored, quality=90)
+        data = mirrored.read_bytes()
+        photo = uploads / (hashlib.sha256(data).hexdigest() + ".jpg")
+        photo.write_bytes(data)
+        _, phash, thumb = embed.decode(data, embedder.prep, embedder.settings.max_image_pixels)
+        return Record(Product(pid, photo, "x", name=name, uploaded=True),
+                      hashlib.sha256(data).hexdigest(), phash,
+                      thumb[:THUMB_BYTES] if old else thumb, embedder.embed_image(data))
+
+    db = open_store(f"milvus-lite://{tmp_path}/m.db", create=True)
+    try:
+        index_catalog(catalog, db, embedder, show_progress=False, uploads=uploads)
+        db.upsert([sent("api-1", sources[2], "first", old=True),
+                   sent("api-2", sources[3], "shoe", old=True)])
+        replaced = sent("api-2", sources[6], "shoe, new photo")
+        read, wrote = db._lookup, []
+
+        def lookup(ids, fields):  # (the server's writes, between the read and the write)
+            rows = read(ids, fields)
+            if not wrote and "api-1" in ids:
+                wrote.append(1)
+                db.update_metadata([db.get("api-1").to_product(name="renamed")])
+                db.upsert([replaced])
+            return rows
+
+        db._lookup = lookup
+        index_catalog(catalog, db, embedder, show_progress=False, uploads=uploads)
+        assert wrote and db.get("api-1").name == "renamed"
+        now = db.get("api-2")
+        assert (now.name, now.content_sha256) == ("shoe, new photo", replaced.content_sha256)
+        assert now.thumb == replaced.thumb or len(now.thumb) == THUMB_BYTES  # (made again
+        # by the next run: not the old photo's with its views, kept for good)
     finally:
         db.close()

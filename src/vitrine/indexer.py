@@ -349,12 +349,16 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     report.duplicates_searched = store.count() <= rules.max_products
     if report.duplicates_searched:  # (the thumbnails' one reader: made again only for it)
         facts = store.photo_facts()
+        mine = functools.partial(in_shard, shard=shard)
+        aged = any(len(f.thumb) != VIEWED_BYTES for f in facts.values())
         report.thumbnails_upgraded = upgrade_thumbnails(
             store, facts, embedder, commit_every=commit_every, show_progress=show_progress,
-            mine=functools.partial(in_shard, shard=shard))
+            mine=mine)
+        if aged and not store.exclusive_writer:  # (read again: another writer, a Milvus
+            facts = None  # shard, made its thumbnails again or embedded meanwhile)
         report.duplicates, report.duplicates_compared, report.duplicates_without_views = \
             store_duplicates(store, root, rules, uploaded=all_uploaded,
-                             show_progress=show_progress, facts=facts)
+                             show_progress=show_progress, facts=facts, mine=mine)
     store.flush()
     report.index_unsaved = store.index_unsaved()
     report.seconds = time.perf_counter() - started
@@ -739,7 +743,8 @@ def _held_vectors(store: VectorStore, stored: dict, by_sha: dict[str, list[Produ
 
 def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | None = None,
                      uploaded: set[str] | None = None, show_progress: bool = False,
-                     facts: dict[str, PhotoFacts] | None = None
+                     facts: dict[str, PhotoFacts] | None = None,
+                     mine: Callable[[str], bool] = lambda pid: True
                      ) -> tuple[list[list[str]], int, int]:
     """Duplicate groups among all stored products, as image paths (with the product id when
     products share one photo); a product of ``uploaded`` (added through the API, its photo
@@ -748,7 +753,7 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
     (:func:`vitrine.dedupe_store.store_pairs`); also returns how many were, and how many
     products' thumbnails have no second view (an older Vitrine made them). ``facts``: the
     store's :meth:`VectorStore.photo_facts` when the caller read them (read again here when
-    they lack a product)."""
+    they lack a product). ``mine``: the products counted without views (a shard's own)."""
     ids, vectors = store.all_vectors()
     if len(ids) < 2:
         return [], 0, 0
@@ -781,5 +786,6 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
     # backends differed without a change
     ordered = sorted((sorted(g, key=ids.__getitem__) for g in groups),
                      key=lambda g: ids[g[0]])
-    unviewed = sum(len(r.thumb) != VIEWED_BYTES for r in records)
+    unviewed = sum(len(r.thumb) != VIEWED_BYTES and mine(pid)
+                   for pid, r in zip(ids, records, strict=True))
     return [[key(i) for i in group] for group in ordered], compared, unviewed

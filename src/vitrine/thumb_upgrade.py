@@ -48,6 +48,14 @@ def upgrade_thumbnails(store: VectorStore, facts: dict[str, PhotoFacts], embedde
             upgraded += 1
         pending.clear()
 
+    # photos whose bytes another product holds with its views already: its thumbnail, not
+    # decoded (their own file may be gone: an older server's upload)
+    held = {fact.content_sha256: fact.thumb for fact in facts.values()
+            if len(fact.thumb) == VIEWED_BYTES and fact.content_sha256 in old}
+    for sha, thumb in held.items():
+        pending.update((pid, (sha, thumb)) for pid in old.pop(sha))
+        if len(pending) >= commit_every:
+            commit()
     shas, tried = list(old), 0
     with progress_bar("Thumbnails", len(shas), enabled=show_progress) as adv:
         while shas:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -25,6 +26,7 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 
 from vitrine.catalog import CATEGORY_MAX, UPLOADED, Product
+from vitrine.dedupe_views import THUMB_BYTES
 from vitrine.errors import NoStore, StoreError, extra_hint
 from vitrine.fold import searchable
 from vitrine.manifest import ModelManifest
@@ -464,21 +466,51 @@ class MilvusStore(CatalogRecord):
                     self._wrote(len(rows))
 
     def set_thumbs(self, thumbs: dict[str, tuple[str, bytes]]) -> list[str]:
-        """New thumbnails: a page of rows read whole (with their vector, which an upsert
-        needs) and written back with only the thumbnail changed."""
+        """New thumbnails, the thumbnail field alone written (a partial upsert): a whole row
+        read and written back undid what another client, the server, wrote to it in between
+        (a name edited, a photo replaced). A row whose photo was replaced meanwhile keeps
+        the thumbnail's first part alone (768 bytes, as an older Vitrine's), which the next
+        run makes again from its new photo. Where the server cannot write a field
+        alone (Milvus before 2.6), the rows are read whole and written back as before."""
+        from pymilvus.exceptions import MilvusException
+
         ids, written = list(thumbs), []
         with self._changing():
             for i in range(0, len(ids), WRITE_PAGE):
-                rows = [{**{f: row[f] for f in FIELDS},
-                         "thumb": thumbs[row["product_id"]][1].hex(),
-                         "vector": np.asarray(row["vector"], dtype=np.float32).tolist()}
-                        for row in self._lookup(ids[i:i + WRITE_PAGE], FIELDS + ["vector"])
-                        if row["content_sha256"] == thumbs[row["product_id"]][0]]
-                if rows:
-                    self.client.upsert(self.collection, rows)
-                    self._wrote(len(rows))
-                    written += [row["product_id"] for row in rows]
+                page = ids[i:i + WRITE_PAGE]
+                held = {r["product_id"]: r["content_sha256"]
+                        for r in self._lookup(page, ["product_id", "content_sha256"])}
+                rows = [{"product_id": pid, "thumb": thumbs[pid][1].hex()}
+                        for pid in page if held.get(pid) == thumbs[pid][0]]
+                if not rows:
+                    continue
+                try:
+                    self.client.upsert(self.collection, rows, partial_update=True)
+                except MilvusException:  # (a row deleted meanwhile, or an older Milvus)
+                    written += self._set_whole_thumbs(page, thumbs)
+                    continue
+                self._wrote(len(rows))
+                done = [row["product_id"] for row in rows]
+                now = {r["product_id"]: r["content_sha256"]
+                       for r in self._lookup(done, ["product_id", "content_sha256"])}
+                if moved := [{"product_id": pid,
+                              "thumb": thumbs[pid][1][:THUMB_BYTES].hex()} for pid in done
+                             if pid in now and now[pid] != thumbs[pid][0]]:
+                    with contextlib.suppress(MilvusException):
+                        self.client.upsert(self.collection, moved, partial_update=True)
+                written += [pid for pid in done if now.get(pid) == thumbs[pid][0]]
         return written
+
+    def _set_whole_thumbs(self, ids: list[str], thumbs: dict[str, tuple[str, bytes]]
+                          ) -> list[str]:
+        rows = [{**{f: row[f] for f in FIELDS}, "thumb": thumbs[row["product_id"]][1].hex(),
+                 "vector": np.asarray(row["vector"], dtype=np.float32).tolist()}
+                for row in self._lookup(ids, FIELDS + ["vector"])
+                if row["content_sha256"] == thumbs[row["product_id"]][0]]
+        if rows:
+            self.client.upsert(self.collection, rows)
+            self._wrote(len(rows))
+        return [row["product_id"] for row in rows]
 
     def delete(self, product_ids: Iterable[str]) -> int:
         ids = list(product_ids)
