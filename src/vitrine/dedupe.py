@@ -8,7 +8,8 @@ many distinct products. So two photos are duplicates when
 
 * their bytes are identical, or
 * their thumbnails agree (cosine ≥ ``thumb_cosine``, and a mean colour difference over the
-  pixels they do not share as background ≤ ``max_colour_diff``: :func:`colour_difference`)
+  pixels they do not share as background, or as a band along an edge, ≤
+  ``max_colour_diff``: :func:`colour_difference`)
   and so do their pHashes (Hamming distance ≤ ``phash_distance``): resized, recompressed,
   low-resolution copies. The colour check (copies differ by 2.5–9.5 of 255 on white,
   2.8–11.1 on #E4E4E4 grey: ``--background``) tells a photo's copy from the same shoe
@@ -175,7 +176,9 @@ the mean over those of them that changed (more than :data:`UNCHANGED`): a banner
 page template that two different photos share counts at a difference of nothing and pulled
 them below the rule (a 12 % banner on every demo photo: 14 false groups), as a shared grey
 background did. With ``max_colour_diff`` 12: the changed pixels' mean at most 14. Only where
-at least :data:`CHANGED_SHARE` of the counted pixels changed."""
+at least :data:`CHANGED_SHARE` of the counted pixels changed. (A band shared along an edge,
+a banner, is left out whole: :func:`_shared_bands`; different shoes of the demo 12.5-22
+apart without one came 9.5-12 apart weighed so under a 25 % banner: 26 wrong pairs.)"""
 CHANGED_SHARE = 0.25
 """The share of the counted thumbnail pixels that must have changed for the changed ones to
 be weighed (:data:`CHANGED_WEIGHT`): a copy with a watermark or a shop's address stamped on
@@ -226,6 +229,51 @@ def _shared_background(colour_a: np.ndarray, has_a: np.ndarray, colour_b: np.nda
     return shared, scale
 
 
+def _frames(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of thumbnails as 16-bit planes (photos × 3 channels × pixels), what the colour check
+    reads of each photo alone: its background colour and whether it has one
+    (:func:`_backgrounds`), and which of its lines are a band's (:func:`_band_lines`)."""
+    colour, has = _backgrounds(planes)
+    return colour, has, _band_lines(planes, colour, has)
+
+
+def _band_lines(planes: np.ndarray, colour: np.ndarray, has: np.ndarray) -> np.ndarray:
+    """Of square thumbnails as planes (photos × 3 × side²) with their backgrounds
+    (:func:`_backgrounds`), which rows and which columns (photos × 2 × side) are a band's: at
+    least half their pixels within :data:`BACKGROUND_TOLERANCE` of their colour (the
+    per-channel upper median of their pixels), which is neither white nor the photo's
+    background (a supplier's banner, a strip of a page's template). None of a thumbnail that
+    is not square."""
+    photos, pixels = planes.shape[0], planes.shape[2]
+    side = int(round(pixels ** 0.5))
+    if side * side != pixels or side < 3:
+        return np.zeros((photos, 2, 0), bool)
+    grid = planes.reshape(photos, 3, side, side)
+    lines = np.stack([grid, grid.transpose(0, 1, 3, 2)], axis=1)  # (photos, 2, 3, line, pixel)
+    colours = np.sort(lines, axis=4)[..., side // 2]
+    near = np.abs(lines - colours[..., None]).max(axis=2) <= BACKGROUND_TOLERANCE
+    plain = (colours.min(axis=2) >= WHITE_FROM) | has[:, None, None] & (
+        np.abs(colours - colour[:, None, :, None]).max(axis=2) <= BACKGROUND_TOLERANCE)
+    return (2 * near.sum(axis=3) >= side) & ~plain
+
+
+def _shared_bands(band_x: np.ndarray, band_y: np.ndarray, differences: np.ndarray
+                  ) -> np.ndarray:
+    """Of pairs of square thumbnails, which of their lines are a band's
+    (:func:`_band_lines`) and their pixels' differences (pairs × pixels), the pixels of a
+    band the two share along an edge: on the rows (or columns) from an edge inwards that are
+    a band's in both, those where the two photos lie within :data:`BACKGROUND_TOLERANCE` of
+    each other (a shop's name in the band is shared; a product reaching into it is not)."""
+    pairs, pixels = differences.shape
+    line = band_x & band_y
+    if not line.shape[2] or not line.any():
+        return np.zeros((pairs, pixels), bool)
+    edge = np.logical_and.accumulate(line, axis=2) | np.logical_and.accumulate(
+        line[:, :, ::-1], axis=2)[:, :, ::-1]  # (from either edge, unbroken)
+    found = edge[:, 0, :, None] | edge[:, 1, None, :]  # (rows or columns: pairs × side²)
+    return found.reshape(pairs, pixels) & (differences <= BACKGROUND_TOLERANCE)
+
+
 def _planes(thumbs: Sequence[bytes]) -> np.ndarray:
     """Thumbnails as 16-bit planes: photos × channels × pixels, each row contiguous."""
     pixels = np.frombuffer(b"".join(whole(t) for t in thumbs), np.uint8)
@@ -233,16 +281,20 @@ def _planes(thumbs: Sequence[bytes]) -> np.ndarray:
                                 dtype=np.int16)
 
 
-def _pair_differences(x: np.ndarray, y: np.ndarray, colour_x: np.ndarray, has_x: np.ndarray,
-                      colour_y: np.ndarray, has_y: np.ndarray) -> np.ndarray:
+def _pair_differences(x: np.ndarray, y: np.ndarray, frame_x: Sequence[np.ndarray],
+                      frame_y: Sequence[np.ndarray]) -> np.ndarray:
     """:func:`colour_difference` of pairs of thumbnails as planes (``x[k]``, ``y[k]``: pairs
-    × 3 × pixels) with their photos' backgrounds (:func:`_backgrounds`)."""
+    × 3 × pixels) with what is read of their photos alone (:func:`_frames`)."""
+    colour_x, has_x, band_x = frame_x
+    colour_y, has_y, band_y = frame_y
     step = np.abs(x - y)
     differences = np.maximum(np.maximum(step[:, 0], step[:, 1]), step[:, 2])
     white = (x.min(axis=1) >= WHITE_FROM) & (y.min(axis=1) >= WHITE_FROM)
     shared, scale = _shared_background(colour_x, has_x, colour_y, has_y)
     background = (np.abs(x - colour_x[:, :, None]).max(axis=1) <= BACKGROUND_TOLERANCE) & (
         np.abs(y - colour_y[:, :, None]).max(axis=1) <= BACKGROUND_TOLERANCE) & shared[:, None]
+    # (a band both share along an edge, as their background: helper-290)
+    background |= _shared_bands(band_x, band_y, differences)
     counted = ~(white | background)
     changed = counted & (differences > UNCHANGED)
     # (the changed pixels weighed only where at least CHANGED_SHARE of the counted ones
@@ -267,13 +319,14 @@ def colour_difference(a: bytes, b: bytes) -> float:
     """Mean largest channel difference (0–255) of the two thumbnails over their pixels but
     those they share as background: white in both (every channel from :data:`WHITE_FROM`),
     or background in both when the two photos stand on one background (each photo's own,
-    from its border: :func:`_backgrounds`), scaled then for the contrast that background
+    from its border: :func:`_backgrounds`), or of a band both share along an edge
+    (:func:`_shared_bands`: a supplier's banner), scaled then for the contrast that background
     leaves (:func:`_shared_background`). On a grey or coloured background its pixels count
     otherwise, at a difference of nothing, and pull different products below the rule; and
     a product stands out less from grey than from white, so its outline differs less. Where
     nothing is left (a product filling both frames), every pixel not white in both."""
     x, y = _planes([a]), _planes([b])
-    return float(_pair_differences(x, y, *_backgrounds(x), *_backgrounds(y))[0])
+    return float(_pair_differences(x, y, _frames(x), _frames(y))[0])
 
 
 def hamming(a: str, b: str) -> int:
@@ -658,13 +711,12 @@ def _colour_differences(thumbs: Sequence[bytes], rows: np.ndarray,
     def planes(of: np.ndarray) -> np.ndarray:  # (channels apart, each row contiguous)
         return _planes([thumbs[i] for i in of.tolist()])
 
-    # once a photo, a chunk at a time: its background colour and whether it has one (a few
-    # bytes; its pixels' masks are made for each chunk of pairs: kept for every photo, they
-    # took 2.6 times the memory at a million photos, helper-226)
-    colour = np.empty((len(used), 3), np.int16)
-    has = np.empty(len(used), bool)
-    for k in range(0, len(used), CHUNK):
-        colour[k:k + CHUNK], has[k:k + CHUNK] = _backgrounds(planes(used[k:k + CHUNK]))
+    # once a photo, a chunk at a time: its background colour, whether it has one and which
+    # of its lines are a band's (_frames: 39 bytes; its pixels' masks are made for each
+    # chunk of pairs: kept for every photo, they took 2.6 times the memory at a million
+    # photos, helper-226; its lines looked at for each pair, 3.4 times the time)
+    frames = [_frames(planes(used[k:k + CHUNK])) for k in range(0, len(used), CHUNK)]
+    frames = [np.concatenate(parts) for parts in zip(*frames, strict=True)]
     pixels = len(whole(thumbs[int(used[0])])) // 3
     kept = planes(used) if len(used) * pixels * 6 <= PLANES_KEPT_BYTES else None
     for k in range(0, len(differ), CHUNK):
@@ -672,7 +724,7 @@ def _colour_differences(thumbs: Sequence[bytes], rows: np.ndarray,
         a, b = at[rows[part]], at[ids[part]]
         x, y = (kept[a], kept[b]) if kept is not None else (planes(rows[part]),
                                                                planes(ids[part]))
-        out[part] = _pair_differences(x, y, colour[a], has[a], colour[b], has[b])
+        out[part] = _pair_differences(x, y, [f[a] for f in frames], [f[b] for f in frames])
     return out
 
 

@@ -1,0 +1,96 @@
+"""Photos under one band along an edge (a supplier's banner with its shop's name): the band
+is left out of the colour check as a background both share (helper-290)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from pytest import approx
+
+from vitrine.dedupe import (
+    CHANGED_WEIGHT,
+    DuplicateRules,
+    colour_difference,
+    find_duplicates,
+    perceptual_hash,
+    thumbnail,
+)
+
+BAND = (20, 40, 110)
+
+
+def banded(product: tuple[int, int, int]) -> np.ndarray:
+    """A 16×16 thumbnail: a product (rows 5-10) on white above a band of 4 rows along the
+    bottom edge, a shop's name written across its third row."""
+    thumb = np.full((16, 16, 3), 255, np.uint8)
+    thumb[5:11, 3:13] = product
+    thumb[12:] = BAND
+    thumb[14, 1:12:2] = (200, 205, 220)  # (the name, pixels far from the band's colour)
+    return thumb
+
+
+def test_a_band_two_photos_share_along_an_edge_is_left_out_of_the_colour_check():
+    """Its pixels counted at a difference of nothing and pulled two colours of one shoe (13
+    apart) below the rule's 12: the changed pixels' mean weighed, 11.1. Left out, they are
+    13 apart; a copy stays as close as it is."""
+    brown, darker = banded((120, 70, 40)), banded((107, 57, 27))
+    nearly = banded((124, 66, 43))
+    nearly[12:] = np.clip(nearly[12:].astype(int) + 3, 0, 255)  # (its band recompressed)
+    assert colour_difference(brown.tobytes(), darker.tobytes()) == approx(13.0)
+    assert 13.0 * CHANGED_WEIGHT <= DuplicateRules().max_colour_diff < 13.0
+    assert colour_difference(brown.tobytes(), nearly.tobytes()) == approx(4.0)
+    # a product reaching into the band still counts there (20 apart on 2 of its pixels)
+    reaching, other = brown.copy(), darker.copy()
+    reaching[12, 6:8] = other[12, 6:8] = (120, 70, 40)
+    other[12, 6:8] -= 20
+    assert colour_difference(reaching.tobytes(), other.tobytes()) == approx(
+        (60 * 13 + 2 * 20) / 62)
+
+
+def test_bands_of_two_colours_or_off_the_edge_are_not_left_out():
+    """Two shops' bands (of colours further apart than the background tolerance) are no
+    shared background: they count, as does a strip across the middle of the frame, whose
+    rows are not reached from an edge; those the photos share are weighed out
+    (``CHANGED_WEIGHT``) as before."""
+    brown, darker = banded((120, 70, 40)), banded((107, 57, 27))
+    darker[12:] = (20, 40, 150)  # (another shop's band: 40 apart)
+    assert colour_difference(brown.tobytes(), darker.tobytes()) > 13.0
+    brown, darker = banded((120, 70, 40)), banded((107, 57, 27))
+    for thumb in (brown, darker):
+        thumb[11:] = 255
+        thumb[1:4] = BAND  # (the band above the product, a white row above it)
+        thumb[0] = 255
+    assert colour_difference(brown.tobytes(), darker.tobytes()) == approx(
+        13.0 * CHANGED_WEIGHT)
+
+
+def photo(shift: int) -> Image.Image:
+    """A shoe-like block (and its sole) over a dark-blue band of a fifth of the photo's height
+    with a shop's name in it, each colour of the shoe ``shift`` lighter."""
+    img = Image.new("RGB", (256, 320), "white")
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((48, 80, 207, 199), fill=(90 + shift, 60 + shift, 40 + shift))
+    draw.rectangle((48, 200, 207, 219), fill=(40 + shift, 30 + shift, 25 + shift))
+    draw.rectangle((0, 240, 255, 319), fill=BAND)
+    draw.text((10, 270), "ACME SHOES  www.acme.com", font=ImageFont.load_default(size=16),
+              fill="white")
+    return img
+
+
+def test_two_colours_of_a_shoe_under_one_band_are_not_duplicates_but_a_copy_is():
+    """The shoe in two colours 13 apart under one shop's band, and a copy of the first
+    (halved, JPEG quality 95): their thumbnails and pHashes agree, the band pulled the two
+    colours within the colour check's 12 (11.1, the copy and the second colour 11.3) and the
+    three were one group; only the photo and its copy are."""
+    first, second = photo(0), photo(13)
+    buf = io.BytesIO()
+    first.resize((128, 160), Image.Resampling.BOX).save(buf, "JPEG", quality=95)
+    copy = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    images = [first, second, copy]
+    thumbs = [thumbnail(img) for img in images]
+    groups = find_duplicates(["first", "second", "copy"], np.eye(3, dtype=np.float32),
+                             [perceptual_hash(img) for img in images], thumbs)
+    assert groups == [["first", "copy"]]
+    assert colour_difference(thumbs[0], thumbs[1]) > DuplicateRules().max_colour_diff
