@@ -627,6 +627,36 @@ def test_files_half_written_by_a_killed_process_are_removed_a_live_ones_kept(tmp
     store.close()
 
 
+def test_part_files_of_a_killed_process_whose_number_is_taken_again_go(tmp_path):
+    """In a container the server is process 1, and so is the server restarted after a kill
+    (the out-of-memory killer during an index rebuild): the part files the killed one left,
+    an index being saved and an upload, were named by a process number that runs again, and
+    stayed in the store for good. One not written for an hour is a killed process's."""
+    import time
+
+    from vitrine.files import STALE_PART_S
+    from vitrine.indexer import _prune_orphan_photos
+
+    store = open_store(tmp_path / "s", create=True)
+    uploads = tmp_path / "s" / "uploads"
+    uploads.mkdir()
+    me = os.getpid()  # (a number that runs now, as process 1 does after the restart)
+    old_index = tmp_path / "s" / f"index.9.hnsw32-fp32.faiss.{me}.77.tmp"
+    old_photo = uploads / f"{'ab' * 32}.jpg.{me}.140201.tmp"
+    saving = tmp_path / "s" / f"index.10.hnsw32-fp32.faiss.{me}.78.tmp"  # being saved now
+    uploading = uploads / f"{'cd' * 32}.jpg.{me}.140202.tmp"
+    for path in (old_index, old_photo, saving, uploading):
+        path.write_bytes(b"partial")
+    past = time.time() - STALE_PART_S - 60
+    for path in (old_index, old_photo):
+        os.utime(path, (past, past))
+    store.lock_for_writing()
+    assert not old_index.exists() and saving.exists()
+    _prune_orphan_photos(store, uploads)
+    assert sorted(uploads.iterdir()) == [uploading]
+    store.close()
+
+
 def test_not_a_store(tmp_path):
     root = tmp_path / "junk"
     root.mkdir()

@@ -39,7 +39,7 @@ from vitrine.progress import progress_bar
 from vitrine.split import Catalogue, read_catalogue
 from vitrine.store import UPLOAD_TMP, cleanable_uploads, unmarked_upload
 from vitrine.store.base import PhotoFacts, Record, StoredProduct, VectorStore
-from vitrine.store.writer_lock import process_alive
+from vitrine.store.writer_lock import part_abandoned
 from vitrine.thumb_upgrade import upgrade_thumbnails
 
 COMMIT_EVERY = 64
@@ -645,12 +645,13 @@ def _prune_orphan_photos(store: VectorStore, uploads: Path | None) -> int:
     is kept when any product names a photo of that name anywhere (a moved or copied store
     still names the old folder: its photos are not orphans). Photos half-saved by a server
     killed mid-upload (``<sha256>.<ext>.<pid>.<thread>.tmp``) go too, unless their process
-    still runs."""
+    still runs and wrote them within the hour (a process number is given again: a container's
+    server restarted after a kill is process 1 again)."""
     if not cleanable_uploads(store, uploads) or not uploads.is_dir():
         return 0
     entries = list(uploads.iterdir())
     for path in entries:
-        if (m := UPLOAD_TMP.fullmatch(path.name)) and not process_alive(int(m[1])):
+        if (m := UPLOAD_TMP.fullmatch(path.name)) and part_abandoned(path, int(m[1])):
             path.unlink(missing_ok=True)
     files = [p for p in entries if p.is_file() and UPLOAD_NAME.fullmatch(p.name)]
     if not files:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from vitrine.errors import StoreBusy, StoreError
+from vitrine.files import STALE_PART_S
 from vitrine.store.index_files import INDEX_TMP
 from vitrine.store.sqlite_db import MANIFEST_NAME
 
@@ -59,7 +60,7 @@ def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
     # that ends in .tmp (a `vitrine related --out` into the folder lost its part file);
     # the half-saved photos of STORE/uploads, a folder of thousands, go at `vitrine index`
     for leftover in root.glob("*.tmp"):
-        if ((m := INDEX_TMP.fullmatch(leftover.name)) and not process_alive(int(m[1]))
+        if ((m := INDEX_TMP.fullmatch(leftover.name)) and part_abandoned(leftover, int(m[1]))
                 or leftover.name == MANIFEST_NAME + ".tmp"):
             leftover.unlink(missing_ok=True)
     return fh
@@ -116,6 +117,20 @@ def rebuild_lock(root: Path) -> Iterator[bool]:
             yield False
             return
         yield True
+
+
+def part_abandoned(part: Path, pid: int) -> bool:
+    """Whether the part file ``part``, named by the process numbered ``pid`` that writes it,
+    was left by a killed one: that process is gone, or the file has not changed for
+    :data:`~vitrine.files.STALE_PART_S` (a save writes it in seconds). Its number alone says
+    nothing in a container, where the server restarted after a kill is process 1 again, as
+    the killed one was: its part files stayed for good."""
+    if not process_alive(pid):
+        return True
+    try:
+        return time.time() - part.stat().st_mtime > STALE_PART_S
+    except OSError:
+        return False
 
 
 def process_alive(pid: int) -> bool:
