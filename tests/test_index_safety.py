@@ -837,6 +837,27 @@ def test_a_table_gone_is_told_by_its_rows_photos_not_by_file_names_alone(shop_a,
     assert (report.indexed, report.removed, len(report.skipped)) == (12, 13, 1)
 
 
+def test_a_table_that_named_a_few_products_is_guarded_when_it_goes(shop_a, embedder,
+                                                                     tmp_path):
+    """A table that names 5 of the 16 photos (the others unlisted, products of their
+    folder), deleted: all 5 would lose their names and prices. README: refused where most
+    products it had named would become products named by their files; it went ahead, exit 0,
+    the rule counting half of the whole catalogue."""
+    shop = tmp_path / "shop"
+    shutil.copytree(shop_a, shop)
+    lines = (shop / "products.csv").read_text().splitlines()
+    (shop / "products.csv").write_text("\n".join(lines[:6]) + "\n")
+    store = tmp_path / "st"
+    report = _index(shop, store, embedder)
+    assert (report.indexed, report.unlisted) == (16, 11)
+    (shop / "products.csv").rename(tmp_path / "away.csv")
+    before = _state(store)
+    with pytest.raises(RemovalRefused, match="turn 5 of the 16 catalogue products"):
+        _index(shop, store, embedder)
+    assert _state(store) == before
+    assert _index(shop, store, embedder, replace=True).removed == 5
+
+
 def test_a_product_table_in_a_category_folder_is_said_not_to_be_read(shop_a, embedder,
                                                                     tmp_path):
     """Only a table in the catalogue folder itself is read: one put in a category folder
@@ -1563,6 +1584,29 @@ def test_a_model_trained_again_is_told_so_however_its_folder_is_written(embedder
     other = str(mismatch_error("st", stored, again, recorded, tmp_path / "sub"))
     assert other.endswith(f"or pass --model {recorded} (or VITRINE_MODEL), the model this "
                           "store was indexed with.")
+
+
+def test_a_run_without_the_model_is_not_told_to_pass_a_model_trained_again(embedder,
+                                                                           tmp_path):
+    """A store indexed with the model in m, trained again since: a command run without
+    --model was told to pass --model m, "the model this store was indexed with", which then
+    refused it as trained again."""
+    import dataclasses
+    import json
+
+    from vitrine.manifest import mismatch_error
+
+    stored = dataclasses.replace(embedder.manifest, embedding="trained:hidden")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model.json").write_text(json.dumps({"weights_sha256": stored.weights_sha256}))
+    said = str(mismatch_error("st", stored, None, str(folder)))
+    assert said.endswith(f"or pass --model {folder} (or VITRINE_MODEL), the model this store "
+                         "was indexed with.")
+    (folder / "model.json").write_text(json.dumps({"weights_sha256": "b" * 64}))
+    said = str(mismatch_error("st", stored, None, str(folder)))
+    assert f"indexed with the model in {folder} before it was trained again" in said
+    assert "pass --model" not in said
 
 
 def test_a_model_folder_is_recorded_as_the_folder_it_is(tmp_path, monkeypatch):

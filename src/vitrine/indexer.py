@@ -538,9 +538,9 @@ def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], 
                       catalogue: list[str], remove: list[str], meta_only: list[Product],
                       new: list[Product], everything: list[Product], table: bool) -> None:
     """Refuse a run that reads no product table (or one whose rows do not find their photos)
-    in which most of the store's catalogue products, their photos unmoved, would
-    become products named by their files, when a table had named them (a name other than the
-    file's, a price, a description or other columns): the table deleted or moved, every name,
+    in which most of the store's catalogue products that a table had named (a name other
+    than the file's, a price, a description or other columns), their photos unmoved, would
+    become products named by their files: the table deleted or moved, every name,
     price and description would go, exit 0 (helper-179), whether their ids came from it
     (re-keyed: a new id, the photo's path) or not (the same id, the table's fields gone:
     helper-185). A few products kept or unlisted before do not hide it; photos renamed, or a
@@ -583,12 +583,21 @@ def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], 
         # through the API get their catalogue values back in a run without a table:
         # helper-191)
         changed += [p.product_id for p in meta_only if by_file(p) and take(str(p.image))]
-    if 2 * len(changed) <= len(catalogue):
+    if not changed:
         return
     sample = changed[:TABLE_GONE_SAMPLE]
     named = sum(_named_by_a_table(store.get(pid)) for pid in sample)
     if 2 * named <= len(sample):
         return
+    if 2 * len(changed) <= len(catalogue):  # (a minority of the store: refused where it is
+        # most of the products a table named, those of a table that named a few, the other
+        # photos unlisted; the whole store's half let such a table go, exit 0)
+        going = set(changed)
+        kept = [pid for pid in catalogue if pid not in going]
+        probe = kept[::max(1, len(kept) // TABLE_GONE_SAMPLE)][:TABLE_GONE_SAMPLE]
+        still = sum(_named_by_a_table(store.get(pid)) for pid in probe)
+        if probe and len(changed) * named * len(probe) <= len(kept) * still * len(sample):
+            return
     raise RemovalRefused(
         f"indexing {root} would turn {len(changed)} of the {len(catalogue)} catalogue products "
         f"of the store {store.location} into products named by their photo files, dropping "

@@ -125,6 +125,18 @@ def _same_folder(here: Path, recorded: str) -> bool:
         return os.path.abspath(here) == os.path.abspath(recorded)
 
 
+def _trained_since(model_folder: str, stored: ModelManifest) -> bool:
+    """Whether the trained model in ``model_folder`` has other weights than the store's (trained
+    again since): the store's own folder would not embed as the store does, so it is no advice
+    to pass it (its model.json, read without loading the model; unreadable: not known)."""
+    try:
+        config = json.loads((Path(model_folder) / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    sha = config.get("weights_sha256") if isinstance(config, dict) else None
+    return isinstance(sha, str) and sha != stored.weights_sha256
+
+
 def mismatch_error(location: object, stored: ModelManifest, current: ModelManifest | None,
                    model_folder: str | None = None, here: Path | None = None) -> StoreError:
     """The error for a store whose vectors ``stored``'s model made, used with ``current``'s:
@@ -138,7 +150,8 @@ def mismatch_error(location: object, stored: ModelManifest, current: ModelManife
     differs = stored.differences(current) if current is not None else (
         "a trained model's vectors in the store, the pretrained backbone here" if trained
         else "the pretrained backbone's vectors in the store, a trained model here")
-    if model_folder and here is not None and _same_folder(here, model_folder):
+    if model_folder and (here is not None and _same_folder(here, model_folder) or trained
+                         and current is None and _trained_since(model_folder, stored)):
         return StoreError(
             f"the store {location} was indexed with the model in {one_line(model_folder)} "
             f"before it was trained again ({differs}); index the "
