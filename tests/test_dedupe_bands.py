@@ -94,3 +94,42 @@ def test_two_colours_of_a_shoe_under_one_band_are_not_duplicates_but_a_copy_is()
                              [perceptual_hash(img) for img in images], thumbs)
     assert groups == [["first", "copy"]]
     assert colour_difference(thumbs[0], thumbs[1]) > DuplicateRules().max_colour_diff
+
+
+def test_a_product_reaching_an_edge_is_no_band():
+    """A bag cut by the bottom edge of the photo (its body on the lower rows, white on
+    either side of it, as the product of every cut-out view reaches its frame): its rows
+    were taken for a band and the body's pixels, which a copy keeps within a few of each
+    other, left out; the copy was compared on its thin handle alone (24 apart, 7.3 over the
+    whole bag) and missed."""
+    bag = np.full((16, 16, 3), 255, np.uint8)
+    bag[9:, 3:13] = (40, 36, 32)  # the body, to the bottom edge
+    bag[3, 5:11] = bag[3:9, 4] = bag[3:9, 11] = (40, 36, 32)  # the handle
+    copy = bag.copy()
+    copy[9:, 3:13] += 3  # (recompressed)
+    for handle in (copy[3, 5:11], copy[3:9, 4], copy[3:9, 11]):
+        handle += 24  # (a thin handle, downscaled)
+    assert colour_difference(bag.tobytes(), copy.tobytes()) == approx(
+        (70 * 3 + 18 * 24) / 88)
+    # a banner whose shop's logo fills one end of it is still a band
+    brown, darker = banded((120, 70, 40)), banded((107, 57, 27))
+    for thumb in (brown, darker):
+        thumb[14, 1:12:2] = BAND
+        thumb[12:, 13:] = (200, 30, 30)  # (the logo, at the right end of the band)
+    assert colour_difference(brown.tobytes(), darker.tobytes()) == approx(13.0)
+
+
+def test_a_product_filling_the_frame_from_side_to_side_in_two_colours_is_no_band():
+    """A shirt cropped at the waist fills the lower rows from side to side, in two colours
+    15 apart, under the same head: its rows are a band's in both, and its pixels (15 apart,
+    within the background tolerance) were left out as a shared banner; the two colours,
+    compared on the head alone, were 0 apart: one product."""
+    navy = np.full((16, 16, 3), 255, np.uint8)
+    navy[2:8, 6:10] = (224, 172, 140)  # the head
+    navy[8:] = (40, 60, 120)
+    lighter = navy.copy()
+    lighter[8:] = (55, 75, 135)
+    assert colour_difference(navy.tobytes(), lighter.tobytes()) == approx(
+        15 * CHANGED_WEIGHT)  # (128 of the 152 pixels counted changed: weighed)
+    assert colour_difference(navy.tobytes(), lighter.tobytes()) > DuplicateRules(
+        ).max_colour_diff

@@ -184,6 +184,11 @@ CHANGED_SHARE = 0.25
 be weighed (:data:`CHANGED_WEIGHT`): a copy with a watermark or a shop's address stamped on
 it changes a few pixels strongly, which weighed alone made it another product (a corner
 stamp on 300 demo photos: 265 copies found before, 36 weighed so: helper-251)."""
+BAND_TOLERANCE = 8
+"""How far (largest channel difference) two photos' pixels of a band they share along an edge
+may lie apart to be left out (:func:`_shared_bands`): one banner under two photos lies a few
+apart; a product filling the frame from side to side in two colours 9-16 apart (a shirt
+cropped at the waist) is no shared band."""
 CONTRAST_CAP = 1.15
 """The most the colour difference of two photos on one background is scaled by for the
 contrast that background leaves (:func:`colour_difference`): a dark product (50) stands 178
@@ -242,8 +247,10 @@ def _band_lines(planes: np.ndarray, colour: np.ndarray, has: np.ndarray) -> np.n
     (:func:`_backgrounds`), which rows and which columns (photos × 2 × side) are a band's: at
     least half their pixels within :data:`BACKGROUND_TOLERANCE` of their colour (the
     per-channel upper median of their pixels), which is neither white nor the photo's
-    background (a supplier's banner, a strip of a page's template). None of a thumbnail that
-    is not square."""
+    background (a supplier's banner, a strip of a page's template), and that does not end in
+    white or the photo's background on either side (a product reaching the edge: a bag cut by
+    the bottom of the frame, the product of every cut-out view). None of a thumbnail that is
+    not square."""
     photos, pixels = planes.shape[0], planes.shape[2]
     side = int(round(pixels ** 0.5))
     if side * side != pixels or side < 3:
@@ -252,9 +259,15 @@ def _band_lines(planes: np.ndarray, colour: np.ndarray, has: np.ndarray) -> np.n
     lines = np.stack([grid, grid.transpose(0, 1, 3, 2)], axis=1)  # (photos, 2, 3, line, pixel)
     colours = np.sort(lines, axis=4)[..., side // 2]
     near = np.abs(lines - colours[..., None]).max(axis=2) <= BACKGROUND_TOLERANCE
-    plain = (colours.min(axis=2) >= WHITE_FROM) | has[:, None, None] & (
-        np.abs(colours - colour[:, None, :, None]).max(axis=2) <= BACKGROUND_TOLERANCE)
-    return (2 * near.sum(axis=3) >= side) & ~plain
+
+    def plain(values: np.ndarray) -> np.ndarray:  # (photos × 2 × 3 × lines: white, or the
+        return (values.min(axis=2) >= WHITE_FROM) | has[:, None, None] & (  # background)
+            np.abs(values - colour[:, None, :, None]).max(axis=2) <= BACKGROUND_TOLERANCE)
+
+    # (a product's lines end in the background: taken for a band, its pixels were left out
+    # and a copy compared on its outline alone, 9.2 -> 22.3 for a bag cut by the frame)
+    ends = plain(lines[..., 0]) | plain(lines[..., -1])
+    return (2 * near.sum(axis=3) >= side) & ~ends & ~plain(colours)
 
 
 def _shared_bands(band_x: np.ndarray, band_y: np.ndarray, differences: np.ndarray
@@ -262,8 +275,8 @@ def _shared_bands(band_x: np.ndarray, band_y: np.ndarray, differences: np.ndarra
     """Of pairs of square thumbnails, which of their lines are a band's
     (:func:`_band_lines`) and their pixels' differences (pairs × pixels), the pixels of a
     band the two share along an edge: on the rows (or columns) from an edge inwards that are
-    a band's in both, those where the two photos lie within :data:`BACKGROUND_TOLERANCE` of
-    each other (a shop's name in the band is shared; a product reaching into it is not)."""
+    a band's in both, those where the two photos lie within :data:`BAND_TOLERANCE` of each
+    other (a shop's name in the band is shared; a product reaching into it is not)."""
     pairs, pixels = differences.shape
     line = band_x & band_y
     if not line.shape[2] or not line.any():
@@ -271,7 +284,7 @@ def _shared_bands(band_x: np.ndarray, band_y: np.ndarray, differences: np.ndarra
     edge = np.logical_and.accumulate(line, axis=2) | np.logical_and.accumulate(
         line[:, :, ::-1], axis=2)[:, :, ::-1]  # (from either edge, unbroken)
     found = edge[:, 0, :, None] | edge[:, 1, None, :]  # (rows or columns: pairs × side²)
-    return found.reshape(pairs, pixels) & (differences <= BACKGROUND_TOLERANCE)
+    return found.reshape(pairs, pixels) & (differences <= BAND_TOLERANCE)
 
 
 def _planes(thumbs: Sequence[bytes]) -> np.ndarray:

@@ -29,14 +29,15 @@ from vitrine.dedupe import DuplicateRules, distinct_rows, only_rows, rule_pairs
 from vitrine.errors import StoreError
 from vitrine.store import VectorStore
 
-FORMAT = 5
+FORMAT = 6
 """Bumped when the rules' inputs (pHash, thumbnail), what a rule compares, or the cache's
 layout change (2: the colour check leaves out a shared grey background too; a store's pairs
 found before, different products on grey grouped as copies, are searched again; 3: it weighs
 the pixels that changed, so that a banner both photos share does not hide the product; 4:
 the thumbnail rule compares second views too, the product cut out of its border and facing
 one way, so that padded and mirrored copies are found; 5: the colour check leaves out a band
-both photos share along an edge, a supplier's banner, as their background)."""
+both photos share along an edge, a supplier's banner, as their background; 6: a line that
+ends in the background, a product reaching the edge, is no band: copies of it were missed)."""
 CHANGED_AT_MOST = 20_000
 """Each changed product costs a pass over the whole store, so the search of the changed ones
 alone is used while it costs well under a full one: up to half the store where the full search
