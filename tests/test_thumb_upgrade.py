@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import shutil
 import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import IN_CI, copy_subset
+from conftest import copy_subset, require_module
 from PIL import Image
 
 from vitrine import embed
@@ -104,13 +105,13 @@ def test_index_makes_an_old_stores_thumbnails_again(shop, embedder, tmp_path, mo
 
     pad_b = padded(other, other.parent / "pad_b.jpg", square=True)
     decoded = []
-    real = embed.decode_thumbnail if hasattr(embed, "decode_thumbnail") else None
+    real = embed.decode_thumbnail
 
     def spy(path, *args):
         decoded.append(path)
         return real(path, *args)
 
-    monkeypatch.setattr(embed, "decode_thumbnail", spy, raising=False)
+    monkeypatch.setattr(embed, "decode_thumbnail", spy)
     db = open_store(store)
     report = index_catalog(catalog, db, embedder, show_progress=False, commit_every=4)
     db.close()
@@ -146,7 +147,7 @@ def test_an_interrupted_upgrade_keeps_what_it_wrote(shop, embedder, tmp_path, mo
     index_catalog(catalog, db, embedder, show_progress=False)
     db.close()
     as_an_older_vitrine_left_it(store)
-    real = embed.decode_thumbnail if hasattr(embed, "decode_thumbnail") else None
+    real = embed.decode_thumbnail
     calls = []
 
     def stopped(path, *args):
@@ -155,7 +156,7 @@ def test_an_interrupted_upgrade_keeps_what_it_wrote(shop, embedder, tmp_path, mo
             raise KeyboardInterrupt
         return real(path, *args)
 
-    monkeypatch.setattr(embed, "decode_thumbnail", stopped, raising=False)
+    monkeypatch.setattr(embed, "decode_thumbnail", stopped)
     db = open_store(store)
     with pytest.raises(KeyboardInterrupt):
         index_catalog(catalog, db, embedder, show_progress=False, commit_every=4)
@@ -168,6 +169,21 @@ def test_an_interrupted_upgrade_keeps_what_it_wrote(shop, embedder, tmp_path, mo
     db.close()
     assert report.thumbnails_upgraded == 17 - made
     assert all(len(r[11]) == VIEWED_BYTES for r in rows(store).values())
+
+
+def sent_through_api(pid: str, source: Path, uploads: Path, embedder, *, name: str = "",
+                     category: str = "x", old: bool = False) -> Record:
+    """Product ``pid`` as the API stores it: ``source`` mirrored (JPEG quality 90), saved in
+    ``uploads`` named by its sha256; with ``old``, its thumbnail as an older Vitrine made it."""
+    buf = io.BytesIO()
+    Image.open(source).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    photo = uploads / f"{sha}.jpg"
+    photo.write_bytes(data)
+    _, phash, thumb = embed.decode(data, embedder.prep, embedder.settings.max_image_pixels)
+    return Record(Product(pid, photo, category, name=name, uploaded=True), sha, phash,
+                  thumb[:THUMB_BYTES] if old else thumb, embedder.embed_image(data))
 
 
 def _indexed_with_uploads(shop, embedder, tmp_path):
@@ -192,16 +208,9 @@ def test_a_photo_that_cannot_be_read_keeps_its_old_thumbnail(shop, embedder, tmp
     sent = {}
     for pid, source in (("api-ok", sources[2]), ("api-gone", sources[3]),
                         ("api-changed", sources[4])):
-        mirrored = tmp_path / f"{pid}.jpg"
-        Image.open(source).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored, quality=90)
-        data = mirrored.read_bytes()
-        photo = uploads / (hashlib.sha256(data).hexdigest() + ".jpg")
-        photo.write_bytes(data)
-        _, phash, thumb = embed.decode(data, embedder.prep, embedder.settings.max_image_pixels)
-        db.upsert([Record(Product(pid, photo, source.parent.name, uploaded=True),
-                          hashlib.sha256(data).hexdigest(), phash, thumb,
-                          embedder.embed_image(data))])
-        sent[pid] = (photo, thumb, source)
+        record = sent_through_api(pid, source, uploads, embedder, category=source.parent.name)
+        db.upsert([record])
+        sent[pid] = (record.product.image, record.thumb, source)
     db.close()
     as_an_older_vitrine_left_it(store)
     sent["api-gone"][0].unlink()
@@ -237,18 +246,14 @@ def test_a_photo_that_cannot_be_read_keeps_its_old_thumbnail(shop, embedder, tmp
 
 def _needs_milvus() -> None:
     """Skip where the milvus extra is not installed (in CI it must be: fail)."""
-    try:
-        import milvus_lite  # noqa: F401
-        import pymilvus  # noqa: F401
-    except ImportError:  # pragma: no cover - depends on the extra
-        if IN_CI:
-            raise
-        pytest.skip("the milvus extra is not installed")
+    for module in ("milvus_lite", "pymilvus"):
+        require_module(module, "the milvus extra")
 
 
 def test_milvus_stores_get_their_thumbnails_made_again(shop, embedder, tmp_path):
-    """The Milvus store: the rows read back whole (its upsert writes the vector too) with
-    only the thumbnail changed. Without the milvus extra it is skipped, except in CI."""
+    """The Milvus store: the thumbnail field alone written (a partial upsert), every other
+    field, the vector and the order as they were. Without the milvus extra it is skipped,
+    except in CI."""
     _needs_milvus()
     catalog = tmp_path / "catalog"
     catalog.mkdir()
@@ -388,15 +393,7 @@ def test_milvus_thumbnails_keep_what_the_server_wrote_meanwhile(shop, embedder, 
     sources = photos(catalog)
 
     def sent(pid, source, name, old=False):
-        mirrored = tmp_path / "sent.jpg"
-        Image.open(source).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored, quality=90)
-        data = mirrored.read_bytes()
-        photo = uploads / (hashlib.sha256(data).hexdigest() + ".jpg")
-        photo.write_bytes(data)
-        _, phash, thumb = embed.decode(data, embedder.prep, embedder.settings.max_image_pixels)
-        return Record(Product(pid, photo, "x", name=name, uploaded=True),
-                      hashlib.sha256(data).hexdigest(), phash,
-                      thumb[:THUMB_BYTES] if old else thumb, embedder.embed_image(data))
+        return sent_through_api(pid, source, uploads, embedder, name=name, old=old)
 
     db = open_store(f"milvus-lite://{tmp_path}/m.db", create=True)
     try:

@@ -224,14 +224,20 @@ def not_a_model(model_dir: Path) -> str | None:
             f"{MODEL_WEIGHTS}); make one with vitrine train.")
 
 
+def model_config(path: Path) -> dict:
+    """The JSON object of the ``model.json`` at ``path``; empty where it cannot be read or
+    is not an object."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def is_model_config(path: Path) -> bool:
     """Whether ``path`` is a Vitrine model's ``model.json`` (another tool's, TensorFlow.js's
     or a product's specification, is not one)."""
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and str(config.get("format", "")).startswith(MODEL_FORMAT)
+    return str(model_config(path).get("format", "")).startswith(MODEL_FORMAT)
 
 
 def holds_vitrine(folder: Path, names) -> bool:

@@ -165,7 +165,9 @@ check when white in both photos, as it always was."""
 BACKGROUND_TOLERANCE = BORDER_TOLERANCE  # (the views' border rule is the colour check's)
 """How far (largest channel difference) a pixel may lie from its photo's background colour
 and still be background; how far at least half its border must lie from it for the photo
-to have one; and how far two photos' background colours may lie apart to be one background. On
+to have one; how far two photos' background colours may lie apart to be one background; and,
+for a band along an edge (:func:`_band_lines`, :func:`_shared_bands`), how far half a line's
+pixels may lie from its colour, and two photos' pixels from each other there. On
 white (255) a pixel is background from 239 on, as white was from 240."""
 UNCHANGED = 2
 """A counted thumbnail pixel whose largest channel differs by at most this is one the two

@@ -59,9 +59,15 @@ def decode_file(path: Path, prep: Preprocessing,
     """:func:`decode` of the photo file at ``path``, and the sha256 of the very bytes decoded:
     a file replaced after the indexer hashed it gave its new picture's vector to the old
     bytes' hash, and to every product of the old bytes, for good."""
+    img, sha = _open_file(path, prep, max_pixels)
+    return (*_inputs(img, prep), sha)
+
+
+def _open_file(path: Path, prep: Preprocessing, max_pixels: int) -> tuple[Image.Image, str]:
+    """The photo file at ``path`` decoded, and the sha256 of the very bytes decoded."""
     data = read_photo(path)
-    img = open_image(data, max_pixels=max_pixels, draft_size=prep.size, name=str(path))
-    return (*_inputs(img, prep), hashlib.sha256(data).hexdigest())
+    return (open_image(data, max_pixels=max_pixels, draft_size=prep.size, name=str(path)),
+            hashlib.sha256(data).hexdigest())
 
 
 def _inputs(img: Image.Image, prep: Preprocessing) -> tuple[np.ndarray, str, bytes]:
@@ -71,9 +77,8 @@ def _inputs(img: Image.Image, prep: Preprocessing) -> tuple[np.ndarray, str, byt
 def decode_thumbnail(path: Path, prep: Preprocessing, max_pixels: int) -> tuple[bytes, str]:
     """The thumbnail :func:`decode_file` makes of the photo at ``path`` (decoded the same way,
     without the backbone's input), and the sha256 of the very bytes decoded."""
-    data = read_photo(path)
-    img = open_image(data, max_pixels=max_pixels, draft_size=prep.size, name=str(path))
-    return thumbnail(img), hashlib.sha256(data).hexdigest()
+    img, sha = _open_file(path, prep, max_pixels)
+    return thumbnail(img), sha
 
 
 def model_folder(path: Path | str) -> Path:

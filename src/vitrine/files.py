@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 STALE_PART_S = 3600
-"""Age past which a part file :func:`write_whole` left is a killed run's (a write takes
-milliseconds)."""
+"""Age past which a part file is a killed run's: one :func:`write_whole` left (a write takes
+milliseconds), a store's index file or upload half-saved
+(:func:`vitrine.store.writer_lock.part_abandoned`), an ONNX export's."""
 DESCRIPTOR = re.compile(r"/(?:dev/fd|proc/(?:self|thread-self|(\d+))(?:/task/\d+)?/fd)/(\d+)")
 STANDARD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 

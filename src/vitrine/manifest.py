@@ -9,6 +9,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from vitrine.catalog import MODEL_CONFIG, model_config
 from vitrine.display import one_line
 from vitrine.errors import StoreError
 
@@ -129,11 +130,7 @@ def _trained_since(model_folder: str, stored: ModelManifest) -> bool:
     """Whether the trained model in ``model_folder`` has other weights than the store's (trained
     again since): the store's own folder would not embed as the store does, so it is no advice
     to pass it (its model.json, read without loading the model; unreadable: not known)."""
-    try:
-        config = json.loads((Path(model_folder) / "model.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    sha = config.get("weights_sha256") if isinstance(config, dict) else None
+    sha = model_config(Path(model_folder) / MODEL_CONFIG).get("weights_sha256")
     return isinstance(sha, str) and sha != stored.weights_sha256
 
 

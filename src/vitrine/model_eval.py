@@ -330,7 +330,7 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
     """Metrics of the pretrained backbone and, with ``model_dir``, of the trained model."""
     from vitrine.dedupe import DuplicateRules
     from vitrine.photo_hashes import file_sha256, unreadable_reason
-    from vitrine.split import links_refused, read_catalogue
+    from vitrine.split import links_refused, read_catalogue, uncategorised_photos
 
     if model_dir is not None:  # (VITRINE_MODEL=~/m: the model loaded, its split was not found)
         model_dir = Path(model_dir).expanduser()
@@ -338,9 +338,7 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
                                               refused_links=links_refused(settings))
     # a photo without a category has nothing to be scored on: left out, and named (as
     # training names it; it was dropped without a word)
-    uncategorised = [{"product_id": p.product_id, "reason": "not in a category folder, and "
-                      "the product table gives it no category"}
-                     for p in products if not p.category]
+    uncategorised = uncategorised_photos(products)
     products = _enough([p for p in products if p.category], catalog_dir)
     # a photo that cannot be read is left out and named, as training does (one stopped the
     # evaluation of the catalogue just trained on, which had left it out)

@@ -406,6 +406,13 @@ def read_catalogue(root: Path, uploads: Path | None = None, *,
     return products, given, outside
 
 
+def uncategorised_photos(products: Sequence[Product]) -> list[dict]:
+    """The products of ``products`` without a category, each with why: train and evaluate
+    leave them out and name them (``uncategorised_photos``)."""
+    return [{"product_id": p.product_id, "reason": "not in a category folder, and the "
+             "product table gives it no category"} for p in products if not p.category]
+
+
 GROUP_COLUMNS = ("item_group_id", "product_group", "parent_id")
 """Product-table columns naming the product a photo shows (its front, back and detail
 shots, or a supplier's crop of it; ``item_group_id`` as shopping feeds write it): photos

@@ -54,7 +54,14 @@ from vitrine.images import Preprocessing
 from vitrine.model_eval import find_groups, without_unreadable
 from vitrine.models import get_spec, load_state_dict, state_hash, taps_for
 from vitrine.progress import progress_bar
-from vitrine.split import FOLDER_NAMES, Split, links_refused, make_split, read_catalogue
+from vitrine.split import (
+    FOLDER_NAMES,
+    Split,
+    links_refused,
+    make_split,
+    read_catalogue,
+    uncategorised_photos,
+)
 from vitrine.train_data import (
     FeatureCache,
     FrozenPass,
@@ -116,9 +123,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     top = Path(catalog_dir).resolve()
     unsplit = [{"product_id": path.relative_to(top).as_posix(), "reason": "at the top, in "
                 "none of the split folders"} for path in outside]
-    # a photo without a category teaches nothing: left out, and named
-    uncategorised = [{"product_id": p.product_id, "reason": "not in a category folder, and the "
-                      "product table gives it no category"} for p in products if not p.category]
+    uncategorised = uncategorised_photos(products)  # (it teaches nothing: left out, named)
     products = [p for p in products if p.category]
     if not products:
         raise CatalogError(f"no photo of {catalog_dir} has a category: put each category's "

@@ -56,8 +56,9 @@ def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
                          f"{root} was deleted or replaced while this process waited to write "
                          "to it; run the command again.")
     # only the store's own part files: an index file is saved without the lock (a reader,
-    # the server's rebuild thread), so only one whose process is gone; never another file
-    # that ends in .tmp (a `vitrine related --out` into the folder lost its part file);
+    # the server's rebuild thread), so only one whose process is gone or that has not
+    # changed for an hour (part_abandoned: a process number is given again); never another
+    # file that ends in .tmp (a `vitrine related --out` into the folder lost its part file);
     # the half-saved photos of STORE/uploads, a folder of thousands, go at `vitrine index`
     for leftover in root.glob("*.tmp"):
         if ((m := INDEX_TMP.fullmatch(leftover.name)) and part_abandoned(leftover, int(m[1]))
