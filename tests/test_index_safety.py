@@ -878,6 +878,25 @@ def test_a_product_table_in_a_category_folder_is_said_not_to_be_read(shop_a, emb
     assert report.skipped == [] and report.updated + report.indexed == 16
 
 
+def test_a_product_table_saved_as_a_workbook_is_said_not_to_be_read(shop_a, embedder,
+                                                                   tmp_path):
+    """A shop's table saved by its spreadsheet as produtos.xlsx (or .ods, .txt) beside the
+    photos was passed over in silence, every product named after its photo, without a
+    price. It is skipped with its reason (--strict exits 1); not beside a CSV table."""
+    from vitrine.indexer import TABLE_NOT_CSV
+
+    shop = tmp_path / "shop"
+    shutil.copytree(shop_a, shop)
+    (shop / "products.csv").rename(shop / "Produtos.xlsx")
+    (shop / "produtos.csv.bak").write_text("id\n")  # (a copy kept aside: not a table)
+    report = _index(shop, tmp_path / "st", embedder)
+    assert report.indexed == 16 and report.skipped == [
+        {"path": "Produtos.xlsx", "reason": TABLE_NOT_CSV}]
+    shutil.copy(shop_a / "products.csv", shop / "products.csv")
+    report = _index(shop, tmp_path / "st", embedder, replace=True)
+    assert report.skipped == [] and report.updated + report.indexed == 16
+
+
 def test_products_gone_from_the_catalogue_leave_the_store_before_new_photos_are_embedded(
         shop_a, novidades, embedder, tmp_path):
     """Products removed from the catalogue were deleted only after every new photo was

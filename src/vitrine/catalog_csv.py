@@ -91,6 +91,19 @@ def tables_below(root: Path) -> list[Path]:
     return sorted(tables)
 
 
+def tables_not_csv(root: Path) -> list[Path]:
+    """Files at ``root`` named as the product table in another format (``produtos.xlsx``,
+    ``products.ods``, ``produtos.txt``…), which are never read: only a CSV table is. Said by
+    ``index`` when there is no CSV table: a shop's workbook beside its photos had its names
+    and prices left out without a word, every product named after its photo."""
+    stems = {Path(name).stem for name in CSV_NAMES}
+    with contextlib.suppress(OSError), os.scandir(root) as listing:
+        return sorted(Path(e.path) for e in listing
+                      if Path(e.name.casefold()).stem in stems and e.name.casefold()
+                      not in CSV_NAMES and e.is_file())
+    return []
+
+
 def column_key(text: str) -> str:
     """A column name without accents, case, spaces, hyphens or dots: how names compare."""
     return re.sub(r"[\s\-.]+", "_", fold(text).strip()).strip("_")

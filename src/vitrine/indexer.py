@@ -27,7 +27,7 @@ from vitrine.catalog import (
     id_problem,
     recategorised,
 )
-from vitrine.catalog_csv import tables_below
+from vitrine.catalog_csv import tables_below, tables_not_csv
 from vitrine.dedupe import DuplicateRules, duplicate_groups
 from vitrine.dedupe_store import store_pairs
 from vitrine.dedupe_views import VIEWED_BYTES
@@ -232,6 +232,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     if given is None and not listed:
         report.skipped += [{"path": _display_path(t, root), "reason": TABLE_BELOW}
                            for t in tables_below(root)]
+        report.skipped += [{"path": _display_path(t, root), "reason": TABLE_NOT_CSV}
+                           for t in tables_not_csv(root)]
     fingerprints = store.fingerprints()
     stored = {pid: fp for pid, fp in fingerprints.items() if in_shard(pid, shard)}
     images = functools.cache(store.images)  # (read once by the checks: nothing written yet)
@@ -374,6 +376,8 @@ OUTSIDE_PHOTO = ("its real path is outside the catalogue folder (through a symbo
 TABLE_BELOW = ("a product table in a category folder is not read (only one in the catalogue "
                "folder itself is, its image column giving each photo's path from there); "
                "move it there")
+TABLE_NOT_CSV = ("a product table is read only as CSV, named products.csv or produtos.csv; "
+                 "save it as CSV from the spreadsheet (Excel: Save As, CSV) beside it")
 OUTSIDE_FOLDER = ("a link to a folder outside the catalogue folder, which "
                   "VITRINE_FOLLOW_OUTSIDE_LINKS=false refuses: not read")
 
