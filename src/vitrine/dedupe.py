@@ -166,8 +166,8 @@ BACKGROUND_TOLERANCE = BORDER_TOLERANCE  # (the views' border rule is the colour
 """How far (largest channel difference) a pixel may lie from its photo's background colour
 and still be background; how far at least half its border must lie from it for the photo
 to have one; how far two photos' background colours may lie apart to be one background; and,
-for a band along an edge (:func:`_band_lines`, :func:`_shared_bands`), how far half a line's
-pixels may lie from its colour, and two photos' pixels from each other there. On
+for a band along an edge (:func:`_band_lines`), how far half a line's pixels may lie from
+its colour (two photos' pixels there: :data:`BAND_TOLERANCE`). On
 white (255) a pixel is background from 239 on, as white was from 240."""
 UNCHANGED = 2
 """A counted thumbnail pixel whose largest channel differs by at most this is one the two
@@ -179,7 +179,7 @@ page template that two different photos share counts at a difference of nothing 
 them below the rule (a 12 % banner on every demo photo: 14 false groups), as a shared grey
 background did. With ``max_colour_diff`` 12: the changed pixels' mean at most 14. Only where
 at least :data:`CHANGED_SHARE` of the counted pixels changed. (A band shared along an edge,
-a banner, is left out whole: :func:`_shared_bands`; different shoes of the demo 12.5-22
+a banner, is left out as background: :func:`_shared_bands`; different shoes of the demo 12.5-22
 apart without one came 9.5-12 apart weighed so under a 25 % banner: 26 wrong pairs.)"""
 CHANGED_SHARE = 0.25
 """The share of the counted thumbnail pixels that must have changed for the changed ones to
