@@ -91,6 +91,17 @@ def _demo_holding_an_api_product(shop, settings, embedder, tmp_path):
     return out, demo, console
 
 
+def _assert_api_product_kept(out):
+    """The demo's store still holds its 16 catalogue products and ``pela-api``, and its
+    uploads folder that product's photo."""
+    db = open_store(out / "store")
+    try:
+        assert db.get("pela-api") is not None and db.count() == 17
+    finally:
+        db.close()
+    assert len(list((out / "store" / "uploads").iterdir())) == 1
+
+
 def test_the_demo_keeps_products_added_through_the_api_when_the_model_changes(
         shop, settings, embedder, tmp_path, monkeypatch):
     """The demo rebuilt its own store for another model (a setting changed, a photo added to
@@ -112,12 +123,7 @@ def test_the_demo_keeps_products_added_through_the_api_when_the_model_changes(
     with pytest.raises(StoreError, match="added through the API"):
         run_demo(shop, out / "store", out, settings.model_copy(update={"demo_train": True}),
                  2, console=console)
-    db = open_store(out / "store")
-    try:
-        assert db.get("pela-api") is not None and db.count() == 17
-    finally:
-        db.close()
-    assert len(list((out / "store" / "uploads").iterdir())) == 1
+    _assert_api_product_kept(out)
 
 
 def test_the_demo_keeps_products_an_older_vitrine_added_through_the_api(
@@ -137,12 +143,7 @@ def test_the_demo_keeps_products_an_older_vitrine_added_through_the_api(
             "holds 1 product added through the API, and the demo would rebuild it")):
         run_demo(shop, out / "store", out, demo.model_copy(update={"resize": "pad"}), 2,
                  console=console)
-    db = open_store(out / "store")
-    try:
-        assert db.get("pela-api") is not None and db.count() == 17
-    finally:
-        db.close()
-    assert len(list((out / "store" / "uploads").iterdir())) == 1
+    _assert_api_product_kept(out)
 
 
 def test_a_mobilenet_checkpoint_fine_tuned_for_other_classes_embeds(weights_path, embedder,
