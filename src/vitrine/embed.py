@@ -311,26 +311,12 @@ class Embedder:
 
         Memory stays bounded: at most two batches are decoded ahead of the model.
         """
-        bs = max(1, self.settings.batch_size)
-        workers = max(1, self.settings.decode_workers)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-            def submit(start: int) -> list[Future]:
-                return [pool.submit(decode_file, p, self.prep,
-                                    self.settings.max_image_pixels)
-                        for p in paths[start:start + bs]]
-
-            pending = [submit(s) for s in range(0, min(len(paths), 2 * bs), bs)]
-            next_start = 2 * bs
-            offset = 0
-            while pending:
-                futures = pending.pop(0)
-                if next_start < len(paths):
-                    pending.append(submit(next_start))
-                    next_start += bs
-                yield from self._embed_batch(futures, offset)
-                if on_progress:
-                    on_progress(len(futures))
-                offset += len(futures)
+        offset = 0
+        for futures in self._decoding(paths, decode_file):
+            yield from self._embed_batch(futures, offset)
+            if on_progress:
+                on_progress(len(futures))
+            offset += len(futures)
 
     def thumbnail_paths(self, paths: Sequence[Path],
                         on_progress: Callable[[int], None] | None = None
@@ -338,25 +324,37 @@ class Embedder:
         """Yield one :class:`EmbedResult` per path, in order, with its thumbnail and sha256
         (:func:`decode_thumbnail`) and no vector, or its error: decoded in the decode pool's
         threads, at most two batches ahead of the caller."""
-        ahead = 2 * max(1, self.settings.batch_size)
-        workers = max(1, self.settings.decode_workers)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-            def submit(i: int) -> Future:
-                return pool.submit(decode_thumbnail, paths[i], self.prep,
-                                   self.settings.max_image_pixels)
-
-            pending = [submit(i) for i in range(min(len(paths), ahead))]
-            for i in range(len(paths)):
-                future = pending.pop(0)
-                if i + ahead < len(paths):
-                    pending.append(submit(i + ahead))
+        offset = 0
+        for futures in self._decoding(paths, decode_thumbnail):
+            for i, future in enumerate(futures, offset):
                 try:
                     thumb, sha = future.result()
                     yield EmbedResult(i, thumb=thumb, sha256=sha)
                 except ImageError as exc:
                     yield EmbedResult(i, error=exc.reason)
-                if on_progress:
-                    on_progress(1)
+            if on_progress:
+                on_progress(len(futures))
+            offset += len(futures)
+
+    def _decoding(self, paths: Sequence[Path], decode_one: Callable) -> Iterator[list[Future]]:
+        """Batches (``batch_size``) of futures of ``decode_one`` (path, preprocessing, pixel
+        limit) over ``paths``, in order, run in the decode pool's threads at most two batches
+        ahead of the caller (memory stays bounded)."""
+        bs = max(1, self.settings.batch_size)
+        workers = max(1, self.settings.decode_workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+            def submit(start: int) -> list[Future]:
+                return [pool.submit(decode_one, p, self.prep, self.settings.max_image_pixels)
+                        for p in paths[start:start + bs]]
+
+            pending = [submit(s) for s in range(0, min(len(paths), 2 * bs), bs)]
+            next_start = 2 * bs
+            while pending:
+                futures = pending.pop(0)
+                if next_start < len(paths):
+                    pending.append(submit(next_start))
+                    next_start += bs
+                yield futures
 
     def _embed_batch(self, futures: list[Future], offset: int) -> Iterator[EmbedResult]:
         arrays, results = [], []
