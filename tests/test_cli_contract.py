@@ -315,20 +315,24 @@ def test_a_path_after_an_equals_sign_starts_at_home_with_a_tilde(small_store, sm
                                                                   tmp_path):
     """`--plot=~/x.png`, which a shell leaves as it is after '=', made a folder named "~"
     where the command ran, and `related --out=~/r.csv` said there was no folder "~"
-    (helper-230): every path parameter reads ``~`` as the home folder; an unknown user's is
-    one sentence."""
+    (helper-230), and a quoted query photo "~/q.jpg" was no such file: every path parameter
+    reads ``~`` as the home folder; an unknown user's is one sentence."""
     home = tmp_path / "home"
     (home / "figs").mkdir(parents=True)
     photo = next(small_catalog.rglob("*.jpg"))
     there = {"HOME": str(home)}
     work = tmp_path / "work"
     work.mkdir()
+    (home / "q.jpg").write_bytes(photo.read_bytes())
     for args in (("search", "--store", small_store, "--plot=~/figs/f.png", photo),
-                 ("related", "--store", small_store, "--k", "2", "--out=~/r.csv")):
+                 ("related", "--store", small_store, "--k", "2", "--out=~/r.csv"),
+                 ("search", "--store", small_store, "--k", "1", "--json", "~/q.jpg")):
         proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
                               cwd=work, env={**os.environ, **there}, timeout=600)
         assert proc.returncode == 0, proc.stderr
     assert (home / "figs" / "f.png").stat().st_size > 0 and (home / "r.csv").is_file()
+    found = json.loads(proc.stdout)  # (a quoted query photo "~/q.jpg": the home folder's)
+    assert found["query"] == "~/q.jpg" and found["results"][0]["score"] > 0.99
     assert not any(work.iterdir())
     unknown = run("search", "--store", small_store, "--plot=~nouser-vitrine/f.png", photo,
                   check=False)

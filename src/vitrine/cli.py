@@ -182,6 +182,17 @@ def _forget_figure(target: Path | None, plot: Path | None) -> None:
         target.unlink()
 
 
+def _query_path(text: str) -> Path:
+    """A query photo's path: ``~`` is the home folder where no file bears the name as typed
+    (a quoted "~/x.jpg" was "no such file" while the other path parameters expand it); an
+    unknown user's ``~name`` stays as typed, so that its error names the photo."""
+    path = Path(text)
+    if text.startswith("~") and not path.exists():
+        with contextlib.suppress(RuntimeError):  # (no HOME, or no such user)
+            return path.expanduser()
+    return path
+
+
 @app.command()
 def search(
     images: Annotated[list[str], typer.Argument(help="Query photos.", metavar="IMAGE")],
@@ -202,8 +213,9 @@ def search(
     if "" in images:  # (Path("") is ".": "'.' is a folder", a name never typed)
         raise VitrineError("an IMAGE argument is empty (an unset shell variable?); name a "
                            "photo.")
-    typed, images = images, [Path(image) for image in images]  # (a query said as typed:
-    # Path drops "./" and "//", so a script looking its own paths up missed each: helper-220)
+    typed, images = images, [_query_path(image) for image in images]  # (a query said as
+    # typed: Path drops "./" and "//", so a script looking its own paths up missed each:
+    # helper-220)
     plot = plot_path(plot)
     targets = plot_targets(plot, len(images))  # (before the model and the store load)
     rec = open_recommender(store, weights, model)
