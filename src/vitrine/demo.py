@@ -284,14 +284,14 @@ def _uploads(store_dir: Path, catalog: Path, upload_dir: Path | None) -> int:
     """How many products of the embedded store at ``store_dir`` were added through the API:
     marked so, or (a Vitrine from before the mark) known as `vitrine index` knows them."""
     from vitrine.catalog import UPLOADED
-    from vitrine.indexer import _unmarked_uploads
+    from vitrine.indexer import unmarked_uploads
 
     store = open_store(store_dir)
     try:
         stored = store.fingerprints()
         return sum(meta.startswith(UPLOADED) for _, meta in stored.values()) + len(
-            _unmarked_uploads(store, store.images, upload_folder(store, upload_dir), stored,
-                              catalog.resolve(), {}))
+            unmarked_uploads(store, store.images, upload_folder(store, upload_dir), stored,
+                             catalog.resolve(), {}))
     finally:
         store.close()
 

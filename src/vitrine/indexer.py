@@ -237,7 +237,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     fingerprints = store.fingerprints()
     stored = {pid: fp for pid, fp in fingerprints.items() if in_shard(pid, shard)}
     images = functools.cache(store.images)  # (read once by the checks: nothing written yet)
-    unmarked = _unmarked_uploads(store, images, uploads, stored, root,
+    unmarked = unmarked_uploads(store, images, uploads, stored, root,
                                  {p.product_id: p.image.name for p in products})
     all_uploaded = {pid for pid, (_, meta) in fingerprints.items()
                     if meta.startswith(UPLOADED)} | set(unmarked)
@@ -295,7 +295,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
             readable = readable or any(os.path.exists(p.image) for p in everything)
             if not _same_folder(store, root, link):  # (uploads before the mark: of any shard)
                 _check_other_folder(store, root, link, everything, fingerprints,
-                                    all_uploaded | set(_unmarked_uploads(
+                                    all_uploaded | set(unmarked_uploads(
                                         store, images, uploads, fingerprints, root,
                                         {p.product_id: p.image.name for p in everything})))
         catalogue_ids = [pid for pid in stored if pid not in uploaded]
@@ -628,12 +628,13 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _unmarked_uploads(store: VectorStore, images: Callable[[], dict[str, str]],
-                      uploads: Path | None, stored: dict, root: Path,
-                      listed: dict[str, str]) -> list[str]:
+def unmarked_uploads(store: VectorStore, images: Callable[[], dict[str, str]],
+                     uploads: Path | None, stored: dict, root: Path,
+                     listed: dict[str, str]) -> list[str]:
     """Ids among ``stored`` that a Vitrine from before the mark added or replaced through the
     API (:func:`unmarked_upload`); never one the catalogue lists with that very photo name
-    (``listed``: id → file name), which is the catalogue's own."""
+    (``listed``: id → file name), which is the catalogue's own. (The demo counts them too
+    before it rebuilds its store for another model.)"""
     catalogues = (root, store.catalog_folder())
     return sorted(pid for pid, image in images().items()
                   if pid in stored and not stored[pid][1].startswith(UPLOADED)
