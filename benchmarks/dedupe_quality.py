@@ -1,6 +1,6 @@
 """Duplicate detection quality: full-size photos vs copies downscaled to 60×80 and re-encoded,
-or (``--copies edits``) lightly edited, (``--copies pad``) padded or (``--copies mirror``)
-mirrored copies.
+or (``--copies edits``) lightly edited, (``--copies pad``) padded (``--copies mirror``)
+mirrored or (``--copies rotate``) rotated copies.
 
 Picks ``--pairs`` random photos of the catalogue, writes a 60×80 JPEG copy of each into a
 temporary folder (with ``--copies edits``, in turn: a "SALE -20%" badge in a corner, 15 %
@@ -8,7 +8,8 @@ brighter, 4 % cropped from each side, recompressed at JPEG quality 50; with ``--
 pad``, in turn: squared onto a white canvas 10 % larger than its longer side, a white margin
 of a quarter of its width and height on each side, scaled to 600 pixels on its longer side
 in the middle of an 800×800 white listing; with ``--copies mirror``, flipped left to right;
-those at JPEG quality 90; recall per kind), runs
+with ``--copies rotate``, turned by 90, 180 or 270 degrees, chosen at random per copy with the
+seed; those at JPEG quality 90; recall per kind), runs
 ``vitrine dedupe``'s library function over the catalogue and that folder,
 and reports recall (source and copy in one group) and pair precision (fraction of grouped pairs
 that are a photo and its own copy; real duplicates already in the catalogue count as wrong;
@@ -26,7 +27,7 @@ and the copies are made of those photos.
 
     python benchmarks/dedupe_quality.py --catalog ../shared/data/demo-catalog \
         --weights ../shared/models/mobilenet_v2_imagenet.pth --pairs 150 [--model DIR] \
-        [--copies edits|pad|mirror] [--background GREY | --banner FRACTION]
+        [--copies edits|pad|mirror|rotate] [--background GREY | --banner FRACTION]
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ from vitrine.embed import Embedder
 RESAMPLERS = [Image.Resampling.LANCZOS, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC]
 EDITS = ("badge", "brighter", "crop", "recompressed")
 PADS = ("square", "margin", "listing")
-KINDS = {"edits": EDITS, "pad": PADS, "mirror": ("mirror",)}
+TURNS = ("rotate_90", "rotate_180", "rotate_270")
+KINDS = {"edits": EDITS, "pad": PADS, "mirror": ("mirror",), "rotate": TURNS}
+ROTATIONS = {"rotate_90": Image.Transpose.ROTATE_90, "rotate_180": Image.Transpose.ROTATE_180,
+             "rotate_270": Image.Transpose.ROTATE_270}
 
 
 def edited(img: Image.Image, kind: str) -> Image.Image:
@@ -76,6 +80,8 @@ def edited(img: Image.Image, kind: str) -> Image.Image:
         return img.crop((round(w * 0.04), round(h * 0.04), round(w * 0.96), round(h * 0.96)))
     if kind == "mirror":
         return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if kind in ROTATIONS:  # (counter-clockwise: a photo stored sideways or upside down)
+        return img.transpose(ROTATIONS[kind])
     if kind in PADS:
         return padded(img, kind)
     return img  # recompressed: saved at a low quality
@@ -138,7 +144,8 @@ def main() -> None:
                     target, quality=rng.choice([60, 75, 90]))
             else:
                 kinds = KINDS[args.copies]
-                kind_of[str(target)] = kind = kinds[i % len(kinds)]
+                kind = rng.choice(kinds) if args.copies == "rotate" else kinds[i % len(kinds)]
+                kind_of[str(target)] = kind
                 edited(img, kind).save(target, quality=50 if kind == "recompressed" else 90)
             source_of[str(target)] = str(args.catalog / path.relative_to(args.catalog))
         embedder = Embedder.from_settings(settings)

@@ -19,10 +19,12 @@ from vitrine.dedupe import (
 from vitrine.dedupe_views import (
     DETAIL_BYTES,
     THUMB_BYTES,
+    VIEW_RULE,
     VIEWED_BYTES,
     facing_left,
+    orientations,
+    oriented,
     trimmed,
-    views,
 )
 
 
@@ -130,7 +132,7 @@ def test_a_grey_backdrop_squared_onto_white_is_trimmed_twice():
 
 def viewed(photo: bytes, view: np.ndarray, detail: bytes = bytes(DETAIL_BYTES)) -> bytes:
     """A ``thumb`` of a whole thumbnail, a product's view and its pHash."""
-    return photo + view.astype(np.uint8).tobytes() + detail
+    return photo + view.astype(np.uint8).tobytes() + detail + bytes([VIEW_RULE])
 
 
 def test_second_views_must_agree_in_colour_and_in_their_products_phash():
@@ -166,15 +168,22 @@ def test_photos_framed_alike_are_left_to_their_whole_thumbnails():
     assert find_duplicates([0, 1], vecs, ["0" * 16, "f" * 16], thumbs) == [[0, 1]]
 
 
-def test_views_face_one_way():
+def test_views_are_turned_one_way():
+    """A view mirrored, turned a quarter or half turn, or both, is turned back to one way."""
     rng = np.random.default_rng(1)
-    left = rng.integers(0, 256, (16, 16, 3), np.uint8)
-    left[:, 8:] //= 4  # darker on the right
-    right = left[:, ::-1]
-    a, _, turned_a = views([viewed(left.tobytes(), left)])
-    b, _, turned_b = views([viewed(right.tobytes(), right)])
-    assert np.array_equal(a, b) and turned_a[0] != turned_b[0]
-    assert facing_left(right.reshape(1, -1)).tolist() == [True]
+    view = rng.integers(0, 256, (16, 16, 3), np.uint8)
+    view[:, 8:] //= 4  # darker on the right
+    view[12:] //= 2  # and at the bottom
+    ways = [view, view[:, ::-1], view[::-1], view[::-1, ::-1], view.transpose(1, 0, 2),
+            np.rot90(view), np.rot90(view, 3), view[::-1, ::-1].transpose(1, 0, 2)]
+    thumbs = [viewed(w.tobytes(), w) for w in ways]
+    masks = orientations(thumbs)
+    assert all(bin(m).count("1") == 1 for m in masks.tolist())  # (no tie: one way each)
+    turns = np.array([m.bit_length() - 1 for m in masks.tolist()])
+    turned = oriented(thumbs, turns)
+    assert all(np.array_equal(t, turned[0]) for t in turned)
+    assert len(set(turns.tolist())) == 8
+    assert facing_left(view[:, ::-1].reshape(1, -1)).tolist() == [True]
 
 
 def test_a_split_of_photos_with_and_without_views_saves_its_fingerprints(tmp_path):
@@ -243,23 +252,29 @@ def test_only_the_photos_with_a_view_are_searched_by_their_views(monkeypatch):
             p for p in {(0, 1), (0, 2), (1, 2)} if set(p) & set(among)}
 
 
+def calls_of(monkeypatch, name: str) -> list[int]:
+    """How many thumbnails each call of ``vitrine.dedupe``'s ``name`` (a function of
+    thumbnails and turns) is given from now on."""
+    from vitrine import dedupe
+
+    sizes, real = [], getattr(dedupe, name)
+
+    def spy(thumbs, turns):
+        sizes.append(len(thumbs))
+        return real(thumbs, turns)
+
+    monkeypatch.setattr(dedupe, name, spy)
+    return sizes
+
+
 def test_the_colour_check_makes_the_views_a_chunk_at_a_time(monkeypatch):
     """The views' colour check made each photo's view again at each of its three reads, one
     photo at a time (a fifth of a search of 4,000 demo photos with three padded copies
     each): the views are made a chunk of photos at a time."""
-    from vitrine import dedupe
-
     original = saved(product())
     images = [original] + [saved(on_canvas(original, (224 + 2 * m, 224 + 2 * m), (m, m)))
                            for m in (12, 20, 30, 38, 48, 56, 80)]
-    made = []
-    real = dedupe.views
-
-    def counted(thumbs):
-        made.append(len(thumbs))
-        return real(thumbs)
-
-    monkeypatch.setattr(dedupe, "views", counted)
+    made = calls_of(monkeypatch, "oriented")
     assert groups_of(images) == [list(range(len(images)))]
     assert len(made) < len(images)
 

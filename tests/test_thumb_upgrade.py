@@ -171,6 +171,64 @@ def test_an_interrupted_upgrade_keeps_what_it_wrote(shop, embedder, tmp_path, mo
     assert all(len(r[11]) == VIEWED_BYTES for r in rows(store).values())
 
 
+def test_index_makes_views_of_the_older_mirror_rule_again(shop, embedder, tmp_path):
+    """A store indexed when views were only mirrored (1,568 bytes): before the next run its
+    search still finds a mirrored copy among those views, not a copy turned a quarter turn;
+    the run makes every view again from its photo, finds both, and searches the store's
+    pairs again (``dedupe_store.FORMAT`` 7). A product added through the API whose photo is
+    gone keeps its older view, counted in ``duplicates_without_views``."""
+    from test_dedupe_turns import mirror_rule_thumb
+
+    from vitrine.dedupe_views import MIRRORED_BYTES, VIEW_RULE
+
+    catalog = shutil.copytree(shop, tmp_path / "catalog").resolve()
+    first, other = photos(catalog)[0], photos(catalog)[5]
+    turned = first.parent / "turned.jpg"
+    Image.open(first).convert("RGB").transpose(Image.Transpose.ROTATE_90).save(turned,
+                                                                                quality=90)
+    mirrored = other.parent / "mirrored.jpg"
+    Image.open(other).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+        mirrored, quality=90)
+    store = tmp_path / "store"
+    db = open_store(store, create=True)
+    report = index_catalog(catalog, db, embedder, show_progress=False)
+    uploads = store / "uploads"
+    uploads.mkdir()
+    gone = sent_through_api("api-gone", photos(catalog)[9], uploads, embedder)
+    db.upsert([gone])
+    db.close()
+    assert grouped(report, rel(first, catalog), rel(turned, catalog))
+    assert grouped(report, rel(other, catalog), rel(mirrored, catalog))
+    with sqlite3.connect(store / "vitrine.sqlite") as sql:  # (as a Vitrine before wrote them)
+        for pid, image in sql.execute("SELECT product_id, image FROM products").fetchall():
+            sql.execute("UPDATE products SET thumb=? WHERE product_id=?",
+                        (mirror_rule_thumb(Image.open(image).convert("RGB")), pid))
+    gone.product.image.unlink()
+    before = rows(store)
+    assert all(len(r[11]) == MIRRORED_BYTES for r in before.values())
+    db = open_store(store)
+    groups, compared, unviewed = store_duplicates(db, catalog, uploaded={"api-gone"})
+    db.close()
+    assert (compared, unviewed) == (20, 20)
+    assert any(rel(other, catalog) in g and rel(mirrored, catalog) in g for g in groups)
+    assert not any(rel(turned, catalog) in g for g in groups)
+
+    db = open_store(store)
+    report = index_catalog(catalog, db, embedder, show_progress=False, uploads=uploads)
+    db.close()
+    assert (report.thumbnails_upgraded, report.duplicates_without_views) == (19, 1)
+    assert report.duplicates_compared == 20
+    assert grouped(report, rel(first, catalog), rel(turned, catalog))
+    assert grouped(report, rel(other, catalog), rel(mirrored, catalog))
+    after = rows(store)
+    assert after["api-gone"] == before["api-gone"]  # (its photo gone: kept as it was)
+    assert all(len(r[11]) == VIEWED_BYTES and r[11][-1] == VIEW_RULE
+               for pid, r in after.items() if pid != "api-gone")
+    said = " ".join(index_lines(report, 10_000, "s"))
+    assert "Thumbnails of 19 products made again from their photos" in said
+    assert "mirrored or turned copies of it are not found" in said
+
+
 def sent_through_api(pid: str, source: Path, uploads: Path, embedder, *, name: str = "",
                      category: str = "x", old: bool = False) -> Record:
     """Product ``pid`` as the API stores it: ``source`` mirrored (JPEG quality 90), saved in

@@ -15,8 +15,10 @@ many distinct products. So two photos are duplicates when
   2.8–11.1 on #E4E4E4 grey: ``--background``) tells a photo's copy from the same shoe
   photographed in another colour, which shape-only checks group together; or
 * their second views agree so (:mod:`vitrine.dedupe_views`: the product cut out of its
-  border, facing one way, with a 256-bit pHash of its own), where their whole thumbnails
-  and pHashes do not both agree: copies padded, squared onto a canvas or mirrored; or
+  border, turned one way among the 8 turns and flips of a square, with a 256-bit pHash of
+  its own turned with it; a view near a tie between two ways compared in both), where their
+  whole thumbnails and pHashes do not both agree: copies padded, squared onto a canvas,
+  mirrored, or turned a quarter or half turn (a photo stored sideways); or
 * their CNN embeddings are almost identical (cosine ≥ ``embed_cosine``) and their pHashes
   roughly agree (≤ ``2 × phash_distance``): recompressed or lightly edited copies.
 
@@ -46,11 +48,14 @@ from PIL import Image
 from vitrine.arrays import unique
 from vitrine.dedupe_views import (
     BORDER_TOLERANCE,
+    NO_VIEW,
     THUMB_BYTES,
-    VIEWED_BYTES,
-    details,
     fingerprint,
-    views,
+    orientations,
+    oriented,
+    oriented_details,
+    products,
+    view_rules,
     whole,
 )
 
@@ -139,8 +144,9 @@ def perceptual_hash(img: Image.Image) -> str:
 
 def thumbnail(img: Image.Image) -> bytes:
     """16×16 RGB thumbnail (box filter), 768 bytes, followed by the thumbnail rule's second
-    view of the photo (its product cut out of its border, and the product's pHash, facing one
-    way: :func:`vitrine.dedupe_views.fingerprint`), 1,568 bytes in all."""
+    view of the photo (its product cut out of its border, the product's pHash and the view's
+    rule, turned one way when compared: :func:`vitrine.dedupe_views.fingerprint`), 1,569
+    bytes in all."""
     return fingerprint(img)
 
 
@@ -367,13 +373,14 @@ CHUNK = 16_384
 
 def _close_pairs(n: int, rows_of: Rows, threshold: float,
                  advance: Callable[[int], None] | None = None,
-                 among: np.ndarray | None = None
+                 among: np.ndarray | None = None, exact: bool | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows ``i``, ``j`` (i < j) of ``n`` and inner products of the pairs whose inner product
-    is at least ``threshold``: all of them up to :data:`EXACT_PAIRS_UP_TO` rows, above that
-    those the inverted file finds (a pair whose rows lie in cells far apart can be missed).
-    With ``among`` (row numbers), only the pairs with a row among them, all of them
-    (:func:`_pairs_with`). ``advance`` is told of the rows done, ``2 × n`` in all."""
+    is at least ``threshold``: all of them up to :data:`EXACT_PAIRS_UP_TO` rows (or where
+    ``exact`` says so: the second views' search, whose photos have more rows than one),
+    above that those the inverted file finds (a pair whose rows lie in cells far apart can
+    be missed). With ``among`` (row numbers), only the pairs with a row among them, all of
+    them (:func:`_pairs_with`). ``advance`` is told of the rows done, ``2 × n`` in all."""
     advance = advance or (lambda done: None)
     if threshold > 1 + 1e-5 or n == 0:  # rows are unit vectors: a rule switched off
         advance(2 * n)
@@ -384,7 +391,7 @@ def _close_pairs(n: int, rows_of: Rows, threshold: float,
 
     if among is not None:
         return _pairs_with(n, floats, threshold, advance, among)
-    if n > EXACT_PAIRS_UP_TO:
+    if not (n <= EXACT_PAIRS_UP_TO if exact is None else exact):
         return _close_pairs_ivf(n, floats, threshold, advance)
     import faiss  # here, not at the top: embedding photos needs the hashes, not FAISS
 
@@ -520,8 +527,8 @@ def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[byt
     (``vectors`` L2-normalised; rows aligned with ``phashes`` and ``thumbs``); with ``among``
     only the pairs with a row among those (the products changed since a previous search).
     The thumbnail rule also joins two photos whose second views agree as it asks
-    (:func:`_view_pairs`: a copy padded, squared onto a canvas or mirrored). ``advance`` is
-    told of the rows done, :data:`SEARCH_STEPS` ``× rows`` in all."""
+    (:func:`_view_pairs`: a copy padded, squared onto a canvas, mirrored or turned).
+    ``advance`` is told of the rows done, :data:`SEARCH_STEPS` ``× rows`` in all."""
     n = len(phashes)
     codes = _PhashCodes(phashes)
     rows, ids, _ = _close_pairs(n, lambda rows: thumb_vectors([thumbs[i] for i in rows]),
@@ -549,53 +556,82 @@ def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[byt
 def _view_pairs(thumbs: Sequence[bytes], codes: _PhashCodes, rules: DuplicateRules,
                 advance: Callable[[int], None] | None, among: np.ndarray | None
                 ) -> np.ndarray:
-    """The pairs (as ``i × n + j``) whose second views (:func:`vitrine.dedupe_views.views`:
-    the product cut out of its border, facing one way) agree as the thumbnail rule asks:
+    """The pairs (as ``i × n + j``) whose second views (:mod:`vitrine.dedupe_views`: the
+    product cut out of its border, turned one way) agree as the thumbnail rule asks:
     thumbnail cosine, pHash (the products' 256-bit ones within 4 × ``phash_distance``) and
-    colour. Left to the whole photos: a thumbnail made before the views (none), two views
-    that are the whole photos as they are, or both mirrored (the thumbnail rule compared
-    them already), and two photos whose thumbnails and pHashes agree (framed alike: where
-    their colours differ they are colour variants, whatever their products' views say)."""
+    colour. Each view is searched in each way it turns to
+    (:func:`vitrine.dedupe_views.orientations`: one, or two to four near a tie), each pair
+    of ways checked on its own. Left to the whole photos: a thumbnail made before the
+    views (none), two views that are the whole photos turned alike (the thumbnail rule
+    compared them already), and two photos whose thumbnails and pHashes agree (framed alike:
+    where their colours differ they are colour variants, whatever their products' views
+    say). A view of the older rule (:data:`vitrine.dedupe_views.MIRROR_RULE`) is compared
+    only with another of that rule (their pHashes were made otherwise)."""
     n = len(thumbs)
     tell = advance or (lambda done: None)
-    has = np.fromiter((len(t) == VIEWED_BYTES for t in thumbs), bool, n)
+    rule = view_rules(thumbs)
+    has = rule != NO_VIEW
     if not has.any() or (among is not None and not has[among].any()):
         tell(2 * n)  # (a store's thumbnails made before views)
         return np.empty(0, np.int64)
-
-    def view_rows(rows: np.ndarray) -> np.ndarray:  # (each row's view, facing one way)
-        return views([thumbs[i] for i in rows.tolist()])[0]
-
     # only the rows with a view are searched: the others' (a store's thumbnails made before)
     # were zero rows, which the inverted file put in one cell that every one of them
     # scanned whole (25,000 of them beside 100 views: 45 s against 3.5 s)
     viewed = np.flatnonzero(has)
     tell(2 * (n - len(viewed)))
+    masks = np.concatenate([orientations([thumbs[i] for i in viewed[k:k + CHUNK].tolist()])
+                            for k in range(0, len(viewed), CHUNK)])
+    at, turn = np.nonzero(np.unpackbits(masks[:, None], axis=1, bitorder="little"))
+    photo = viewed[at]  # (each way a view is searched in: its photo, in row order, and turn)
+
+    def turned(ways: np.ndarray) -> np.ndarray:  # (the views of those ways, turned)
+        return oriented([thumbs[i] for i in photo[ways].tolist()], turn[ways])
+
     rows, ids, _ = _close_pairs(
-        len(viewed), lambda at: _unit_rows(view_rows(viewed[at])), rules.thumb_cosine,
-        advance, None if among is None else np.searchsorted(viewed, among[has[among]]))
-    rows, ids = viewed[rows], viewed[ids]
-    cut, turned = np.zeros(n, bool), np.zeros(n, bool)  # (of the pairs' rows alone: not a
-    used = unique(np.concatenate([rows, ids]))  # pass over the whole store each run)
+        len(photo), lambda ways: _unit_rows(turned(ways)), rules.thumb_cosine,
+        _per_row(advance, len(photo), len(viewed)),
+        None if among is None else np.flatnonzero(np.isin(photo, among)),
+        exact=len(viewed) <= EXACT_PAIRS_UP_TO)  # (products, not their views' ways)
+    a, b = photo[rows], photo[ids]  # (a <= b: the ways are in row order)
+    cut = np.zeros(n, bool)  # (of the pairs' rows alone: not a pass over the whole store)
+    used = unique(np.concatenate([a, b]))
     for k in range(0, len(used), CHUNK):
         part = used[k:k + CHUNK]
-        _, cut[part], turned[part] = views([thumbs[i] for i in part.tolist()])
-    new = cut[rows] | cut[ids] | (turned[rows] != turned[ids])
-    rows, ids = rows[new], ids[new]
+        cut[part] = products([thumbs[i] for i in part.tolist()])[1]
+    new = (a != b) & (rule[a] == rule[b]) & (cut[a] | cut[b] | (turn[rows] != turn[ids]))
+    rows, ids, a, b = rows[new], ids[new], a[new], b[new]
     near = np.zeros(len(rows), bool)
     for k in range(0, len(rows), CHUNK):  # (the pairs' rows made a chunk at a time)
-        a, b = rows[k:k + CHUNK], ids[k:k + CHUNK]
-        apart = np.unpackbits(details([thumbs[i] for i in a.tolist()])
-                              ^ details([thumbs[i] for i in b.tolist()]), axis=1).sum(
+        r, i, pa, pb = (x[k:k + CHUNK] for x in (rows, ids, a, b))
+        apart = np.unpackbits(
+            oriented_details([thumbs[j] for j in pa.tolist()], turn[r])
+            ^ oriented_details([thumbs[j] for j in pb.tolist()], turn[i]), axis=1).sum(
             axis=1, dtype=np.int64)
-        framed_alike = (np.einsum("ij,ij->i", thumb_vectors([thumbs[i] for i in a.tolist()]),
-                                  thumb_vectors([thumbs[i] for i in b.tolist()]))
-                        >= rules.thumb_cosine) & (codes.hamming(a, b) <= rules.phash_distance)
+        framed_alike = (np.einsum("ij,ij->i", thumb_vectors([thumbs[j] for j in pa.tolist()]),
+                                  thumb_vectors([thumbs[j] for j in pb.tolist()]))
+                        >= rules.thumb_cosine) & (codes.hamming(pa, pb) <= rules.phash_distance)
         near[k:k + CHUNK] = (apart <= DETAIL_DISTANCE * rules.phash_distance) & ~framed_alike
-    rows, ids = rows[near], ids[near]
-    alike = _colour_differences(_Views(thumbs, np.concatenate([rows, ids])), rows, ids
-                                ) <= rules.max_colour_diff
-    return rows[alike] * n + ids[alike]
+    rows, ids, a, b = rows[near], ids[near], a[near], b[near]
+    alike = _colour_differences(_Views(turned, len(photo), np.concatenate([rows, ids])),
+                                rows, ids) <= rules.max_colour_diff
+    return unique(a[alike] * n + b[alike])
+
+
+def _per_row(advance: Callable[[int], None] | None, ways: int, rows: int
+             ) -> Callable[[int], None] | None:
+    """``advance`` told of ``rows`` where a search of ``ways`` (a view's turns) is done: the
+    progress bar counts each row, however many ways it is searched in."""
+    if advance is None or not ways:
+        return advance
+    done = [0, 0]  # (ways done, rows told)
+
+    def tell(k: int) -> None:
+        done[0] += k
+        now = done[0] * rows // ways
+        advance(now - done[1])
+        done[1] = now
+
+    return tell
 
 
 DETAIL_DISTANCE = 4
@@ -604,17 +640,17 @@ photos' own, 64 bits, ``phash_distance``)."""
 
 
 class _Views(Sequence):
-    """The second views of ``thumbs`` (:func:`vitrine.dedupe_views.views`) at ``rows``, made
-    once, a chunk at a time, as the colour check reads thumbnails (three times a row: made
-    at each read, they took a fifth of a search with many copies)."""
+    """The turned second views (``turned``: rows of :data:`THUMB_BYTES` for an array of
+    ways, :func:`_view_pairs`) of ``n`` ways at ``rows``, made once, a chunk at a time, as
+    the colour check reads thumbnails (three times a row: made at each read, they took a
+    fifth of a search with many copies)."""
 
-    def __init__(self, thumbs: Sequence[bytes], rows: np.ndarray):
-        self.n = len(thumbs)
+    def __init__(self, turned: Callable[[np.ndarray], np.ndarray], n: int, rows: np.ndarray):
+        self.n = n
         self.rows = unique(np.asarray(rows, np.int64))
         self.made = np.empty((len(self.rows), THUMB_BYTES), np.uint8)
         for k in range(0, len(self.rows), CHUNK):
-            part = self.rows[k:k + CHUNK].tolist()
-            self.made[k:k + CHUNK] = views([thumbs[i] for i in part])[0]
+            self.made[k:k + CHUNK] = turned(self.rows[k:k + CHUNK])
 
     def __len__(self) -> int:
         return self.n

@@ -29,7 +29,7 @@ from vitrine.dedupe import DuplicateRules, distinct_rows, only_rows, rule_pairs
 from vitrine.errors import StoreError
 from vitrine.store import VectorStore
 
-FORMAT = 6
+FORMAT = 7
 """Bumped when the rules' inputs (pHash, thumbnail), what a rule compares, or the cache's
 layout change (2: the colour check leaves out a shared grey background too; a store's pairs
 found before, different products on grey grouped as copies, are searched again; 3: it weighs
@@ -37,7 +37,10 @@ the pixels that changed, so that a banner both photos share does not hide the pr
 the thumbnail rule compares second views too, the product cut out of its border and facing
 one way, so that padded and mirrored copies are found; 5: the colour check leaves out a band
 both photos share along an edge, a supplier's banner, as their background; 6: a line that
-ends in the background, a product reaching the edge, is no band: copies of it were missed)."""
+ends in the background, a product reaching the edge, is no band: copies of it were missed;
+7: second views are turned one way among the 8 turns and flips of a square, their pHashes
+made as the photo has them (1,569 bytes), so that copies turned a quarter or half turn are
+found; a store's views made before are made again: ``vitrine.thumb_upgrade``)."""
 CHANGED_AT_MOST = 20_000
 """Each changed product costs a pass over the whole store, so the search of the changed ones
 alone is used while it costs well under a full one: up to half the store where the full search
@@ -66,8 +69,8 @@ def digests(ids: Sequence[str], shas: Sequence[str], vectors: np.ndarray,
             thumbs: Sequence[bytes]) -> np.ndarray:
     """One uint64 per product: its id, photo sha256, thumbnail's length and stored vector,
     hashed (a product embedded again from the same photo, by another engine, has other
-    pairs; so has one whose thumbnail made before the second views, 768 bytes, was made
-    again with them)."""
+    pairs; so has one whose thumbnail made before the second views, 768 bytes, or before
+    they were turned, 1,568, was made again with them)."""
     named = np.array([int.from_bytes(hashlib.blake2b(f"{pid}\0{sha}\0{len(thumb)}".encode(),
                                                      digest_size=8).digest(), "little")
                       for pid, sha, thumb in zip(ids, shas, thumbs, strict=True)],

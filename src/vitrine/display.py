@@ -138,14 +138,15 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
         lines.append(
             f"Thumbnails of {counted(n, 'product')} made again from "
             f"{'its photo' if n == 1 else 'their photos'} (an older Vitrine made "
-            f"{'it' if n == 1 else 'them'} without the duplicate search's second views; not "
-            "embedded again): padded, squared or mirrored copies are found now.")
+            f"{'it' if n == 1 else 'them'} without the duplicate search's second views, or "
+            "with views that were only mirrored; not embedded again): padded, squared, "
+            "mirrored or turned copies are found now.")
     if n := report.duplicates_without_views:
         lines.append(
             f"Note: {counted(n, 'product')} of the store kept "
             f"{'a thumbnail' if n == 1 else 'thumbnails'} an older Vitrine made, "
             f"{'its photo' if n == 1 else 'their photos'} missing, unreadable or changed "
-            "since, so padded, squared or mirrored copies of "
+            "since, so padded, squared, mirrored or turned copies of "
             f"{'it' if n == 1 else 'them'} are not found as duplicates; put "
             f"{'its photo' if n == 1 else 'their photos'} back (or add "
             f"{'that product' if n == 1 else 'those products'} again) to find them.")

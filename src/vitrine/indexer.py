@@ -30,7 +30,7 @@ from vitrine.catalog import (
 from vitrine.catalog_csv import tables_below, tables_not_csv
 from vitrine.dedupe import DuplicateRules, duplicate_groups
 from vitrine.dedupe_store import store_pairs
-from vitrine.dedupe_views import VIEWED_BYTES
+from vitrine.dedupe_views import current
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
 from vitrine.manifest import ModelManifest, mismatch_error
@@ -76,9 +76,11 @@ class IndexReport:
     """Products compared with the whole store to find duplicates: those changed since the
     last search when its pairs could be reused (``vitrine.dedupe_store``), else all."""
     duplicates_without_views: int = 0
-    """Products whose thumbnail an older Vitrine made (768 bytes, no second view:
-    ``vitrine.dedupe_views``) and that could not be made again (their photo missing,
-    unreadable or changed): padded, squared or mirrored copies of them are not found."""
+    """Products whose thumbnail an older Vitrine made (768 bytes, no second view; 1,568, a
+    view that was only mirrored: ``vitrine.dedupe_views``) and that could not be made again
+    (their photo missing, unreadable or changed): padded, squared, mirrored or turned
+    copies of them are not found (those of a mirrored view's, only beside another such
+    view's)."""
     thumbnails_upgraded: int = 0
     """Products whose thumbnail an older Vitrine made, made again from their photo before
     the duplicate search (``vitrine.thumb_upgrade``; the vectors kept)."""
@@ -352,7 +354,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     if report.duplicates_searched:  # (the thumbnails' one reader: made again only for it)
         facts = store.photo_facts()
         mine = functools.partial(in_shard, shard=shard)
-        aged = any(len(f.thumb) != VIEWED_BYTES for f in facts.values())
+        aged = any(not current(f.thumb) for f in facts.values())
         report.thumbnails_upgraded = upgrade_thumbnails(
             store, facts, embedder, commit_every=commit_every, show_progress=show_progress,
             mine=mine)
@@ -766,7 +768,8 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
     named by its sha256) as ``product ID (added through the API)``. The pairs of the last
     search are kept and only the products changed since are compared with the store
     (:func:`vitrine.dedupe_store.store_pairs`); also returns how many were, and how many
-    products' thumbnails have no second view (an older Vitrine made them). ``facts``: the
+    products' thumbnails have no second view of this Vitrine's rule (an older Vitrine made
+    them). ``facts``: the
     store's :meth:`VectorStore.photo_facts` when the caller read them (read again here when
     they lack a product). ``mine``: the products counted without views (a shard's own)."""
     ids, vectors = store.all_vectors()
@@ -801,6 +804,6 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
     # backends differed without a change
     ordered = sorted((sorted(g, key=ids.__getitem__) for g in groups),
                      key=lambda g: ids[g[0]])
-    unviewed = sum(len(r.thumb) != VIEWED_BYTES and mine(pid)
+    unviewed = sum(not current(r.thumb) and mine(pid)
                    for pid, r in zip(ids, records, strict=True))
     return [[key(i) for i in group] for group in ordered], compared, unviewed

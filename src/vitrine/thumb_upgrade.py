@@ -1,11 +1,14 @@
 """Thumbnails an older Vitrine stored, made again from their photos.
 
 A thumbnail made before the duplicate search's second views (:mod:`vitrine.dedupe_views`) is
-768 bytes, the whole photo's alone; ``vitrine index`` does not read an unchanged photo again,
-so a store indexed before the views kept those for good, and padded, squared or mirrored
-copies of its photos were never found. :func:`upgrade_thumbnails` decodes each such photo
-(as the embedding does, :func:`vitrine.embed.decode_thumbnail`; not embedded again) and
-writes its new thumbnail alone back to the store, before the duplicate search reads them.
+768 bytes, the whole photo's alone; one made before views were turned (mirrored only) is
+1,568 bytes, its product's pHash made facing one way
+(:data:`vitrine.dedupe_views.MIRRORED_BYTES`). ``vitrine index`` does not read an unchanged
+photo again, so a store indexed before kept those for good, and padded, squared or mirrored
+copies of its photos (768 bytes), or turned ones (1,568), were never found.
+:func:`upgrade_thumbnails` decodes each such photo (as the embedding does,
+:func:`vitrine.embed.decode_thumbnail`; not embedded again) and writes its new thumbnail alone
+back to the store, before the duplicate search reads them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from vitrine.dedupe_views import VIEWED_BYTES
+from vitrine.dedupe_views import current
 from vitrine.embed import Embedder
 from vitrine.progress import progress_bar
 from vitrine.store.base import PhotoFacts, VectorStore
@@ -23,7 +26,8 @@ def upgrade_thumbnails(store: VectorStore, facts: dict[str, PhotoFacts], embedde
                        *, commit_every: int, show_progress: bool = False,
                        mine: Callable[[str], bool] = lambda pid: True) -> int:
     """Make again the thumbnails of ``facts`` (the store's :meth:`VectorStore.photo_facts`)
-    that have no second view, of the products ``mine`` takes (a shard's), from their photos
+    that have no second view of this Vitrine's rule (:func:`vitrine.dedupe_views.current`),
+    of the products ``mine`` takes (a shard's), from their photos
     (catalogue photos and those added through the API alike), and store them, every
     ``commit_every`` products (an interrupted run keeps what it wrote). Only a photo whose
     bytes are still those the store holds (its sha256) gives its thumbnail; one that cannot
@@ -32,7 +36,7 @@ def upgrade_thumbnails(store: VectorStore, facts: dict[str, PhotoFacts], embedde
     takes the thumbnails written; returns how many products got one."""
     old: dict[str, list[str]] = {}  # photo sha256 → its products without views
     for pid, fact in facts.items():
-        if len(fact.thumb) != VIEWED_BYTES and mine(pid):
+        if not current(fact.thumb) and mine(pid):
             old.setdefault(fact.content_sha256, []).append(pid)
     if not old:
         return 0
@@ -51,7 +55,7 @@ def upgrade_thumbnails(store: VectorStore, facts: dict[str, PhotoFacts], embedde
     # photos whose bytes another product holds with its views already: its thumbnail, not
     # decoded (their own file may be gone: an older server's upload)
     held = {fact.content_sha256: fact.thumb for fact in facts.values()
-            if len(fact.thumb) == VIEWED_BYTES and fact.content_sha256 in old}
+            if current(fact.thumb) and fact.content_sha256 in old}
     for sha, thumb in held.items():
         pending.update((pid, (sha, thumb)) for pid in old.pop(sha))
         if len(pending) >= commit_every:
