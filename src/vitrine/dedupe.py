@@ -49,7 +49,9 @@ from vitrine.arrays import unique
 from vitrine.dedupe_views import (
     BORDER_TOLERANCE,
     NO_VIEW,
+    RELATIVE_TURN,
     THUMB_BYTES,
+    TURNS,
     fingerprint,
     orientations,
     oriented,
@@ -600,6 +602,23 @@ def _view_pairs(thumbs: Sequence[bytes], codes: _PhashCodes, rules: DuplicateRul
         cut[part] = products([thumbs[i] for i in part.tolist()])[1]
     new = (a != b) & (rule[a] == rule[b]) & (cut[a] | cut[b] | (turn[rows] != turn[ids]))
     rows, ids, a, b = rows[new], ids[new], a[new], b[new]
+    # one pair of ways for each pair of photos and turn between them: the checks below give
+    # the same for each (a symmetric placeholder's 8 ways gave 64 pairs of ways a pair)
+    _, first = np.unique((a * n + b) * TURNS + RELATIVE_TURN[turn[rows], turn[ids]],
+                         return_index=True)
+    first.sort()
+    rows, ids, a, b = rows[first], ids[first], a[first], b[first]
+    # photos framed alike, checked once a pair of photos (not once a pair of their ways)
+    photo_pairs, back = np.unique(a * n + b, return_inverse=True)
+    framed_alike = np.zeros(len(photo_pairs), bool)
+    for k in range(0, len(photo_pairs), CHUNK):
+        pa, pb = photo_pairs[k:k + CHUNK] // n, photo_pairs[k:k + CHUNK] % n
+        framed_alike[k:k + CHUNK] = (
+            np.einsum("ij,ij->i", thumb_vectors([thumbs[j] for j in pa.tolist()]),
+                      thumb_vectors([thumbs[j] for j in pb.tolist()])) >= rules.thumb_cosine
+        ) & (codes.hamming(pa, pb) <= rules.phash_distance)
+    keep = ~framed_alike[back.reshape(-1)]
+    rows, ids, a, b = rows[keep], ids[keep], a[keep], b[keep]
     near = np.zeros(len(rows), bool)
     for k in range(0, len(rows), CHUNK):  # (the pairs' rows made a chunk at a time)
         r, i, pa, pb = (x[k:k + CHUNK] for x in (rows, ids, a, b))
@@ -607,10 +626,7 @@ def _view_pairs(thumbs: Sequence[bytes], codes: _PhashCodes, rules: DuplicateRul
             oriented_details([thumbs[j] for j in pa.tolist()], turn[r])
             ^ oriented_details([thumbs[j] for j in pb.tolist()], turn[i]), axis=1).sum(
             axis=1, dtype=np.int64)
-        framed_alike = (np.einsum("ij,ij->i", thumb_vectors([thumbs[j] for j in pa.tolist()]),
-                                  thumb_vectors([thumbs[j] for j in pb.tolist()]))
-                        >= rules.thumb_cosine) & (codes.hamming(pa, pb) <= rules.phash_distance)
-        near[k:k + CHUNK] = (apart <= DETAIL_DISTANCE * rules.phash_distance) & ~framed_alike
+        near[k:k + CHUNK] = apart <= DETAIL_DISTANCE * rules.phash_distance
     rows, ids, a, b = rows[near], ids[near], a[near], b[near]
     alike = _colour_differences(_Views(turned, len(photo), np.concatenate([rows, ids])),
                                 rows, ids) <= rules.max_colour_diff

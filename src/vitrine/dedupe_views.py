@@ -139,6 +139,12 @@ def _frequencies_moved(side: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 _PIXELS_MOVED = _pixels_moved(THUMB_SIZE)
+RELATIVE_TURN = np.array([[next(r for r in range(TURNS)
+                                if (_PIXELS_MOVED[r][_PIXELS_MOVED[s]] == _PIXELS_MOVED[t]).all())
+                           for t in range(TURNS)] for s in range(TURNS)], np.int64)
+"""``RELATIVE_TURN[s, t]``: the turn ``r`` that a view turned by ``t`` is of one turned by
+``s`` (turned by ``s`` after ``r``, a view is the view turned by ``t``): two views turned
+by ``s`` and ``t`` agree as the first, unturned, and the second turned by ``r`` do."""
 _BITS_FLIPPED, _BITS_MOVED = _frequencies_moved(DETAIL_SIZE)
 
 
