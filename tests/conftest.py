@@ -16,6 +16,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VITRINE_SHARED", ROOT.parent / "shared"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# OpenMP's threads (torch's, faiss') spin while they wait for work unless told otherwise: on
+# a machine whose cores another job is using, the spinning takes the cores the working
+# threads need (a small training ran 3× slower with one of 2 cores busy).
+# They sleep instead: set before torch is imported, here and in the commands tests start.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def require(path: Path, what: str) -> Path:

@@ -33,6 +33,18 @@ def run(*args: str, env_extra: dict | None = None, check: bool = True):
     return proc
 
 
+def index_here(*args, env: dict) -> None:
+    """`vitrine index ARGS` run in this process (no interpreter, torch and weights to start):
+    the store a test's commands then work on (`index`'s own output is checked through the
+    entry point, in test_index_reindex_search_similar_info)."""
+    from typer.testing import CliRunner
+
+    from vitrine.cli import app
+
+    result = CliRunner().invoke(app, ["index", *map(str, args)], env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+
+
 @pytest.fixture(scope="module")
 def catalog(demo_catalog, tmp_path_factory) -> Path:
     return copy_subset(demo_catalog, tmp_path_factory.mktemp("cli") / "catalog", 4)
@@ -159,7 +171,7 @@ def test_dedupe_finds_downscaled_copy(catalog, env, tmp_path):
 
 def test_plot_writes_figure(catalog, env, tmp_path):
     store = tmp_path / "store"
-    run("index", catalog, "--store", store, "--json", env_extra=env)
+    index_here(catalog, "--store", store, "--json", env=env)
     figure = tmp_path / "fig.png"
     query = sorted((catalog / "x_bolsa_feminina").glob("*.jpg"))[0]
     run("search", "--store", store, "--plot", figure, query, env_extra=env)
@@ -176,7 +188,7 @@ def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path):
     the table, a hard link to a photo through to the photo, and several photos' figures to
     one descriptor kept the last alone; all with status 0."""
     store = tmp_path / "store"
-    run("index", catalog, "--store", store, "--json", env_extra=env)
+    index_here(catalog, "--store", store, "--json", env=env)
     database = next(store.glob("*.sqlite")).read_bytes()
     pid = catalog.joinpath("products.csv").read_text().splitlines()[1].split(",")[0]
     photos = sorted((catalog / "x_bolsa_feminina").glob("*.jpg"))[:2]
@@ -356,7 +368,7 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"this is not a photo")
     store = tmp_path / "store"
-    run("index", catalog, "--store", store, "--json", env_extra=env)
+    index_here(catalog, "--store", store, "--json", env=env)
     corrupt = run("search", "--store", store, bad, check=False, env_extra=env)
     assert corrupt.returncode == 2 and "not a recognised image" in corrupt.stderr
     assert len(corrupt.stderr.strip().splitlines()) == 1
@@ -486,7 +498,7 @@ def test_plot_is_refused_through_the_catalogues_links_and_over_standard_output(
     (tmp_path / "ext" / "empty").mkdir()  # a linked category no product is in yet
     (cat / "a" / "empty").symlink_to(tmp_path / "ext" / "empty")
     store = tmp_path / "store"
-    run("index", cat, "--store", store, env_extra=env)
+    index_here(cat, "--store", store, env=env)
     from vitrine.store import open_store
 
     handle = open_store(store)

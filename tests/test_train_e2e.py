@@ -46,6 +46,35 @@ def env(weights_path) -> dict:
     return {"VITRINE_WEIGHTS": str(weights_path), **TINY}
 
 
+PAIR = ("relogio_feminino", "x_bolsa_feminina")
+
+
+def copy_pair(demo: Path, dest: Path, per_category: int = 4) -> Path:
+    """The first ``per_category`` photos of the two categories :data:`PAIR` (and their rows
+    of products.csv, as :func:`conftest.copy_subset` copies them): a catalogue that trains
+    in seconds, for the tests of what a training run does with its folders and errors, not
+    of what the model learns."""
+    with open(demo / "products.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    chosen = [r for category in PAIR
+              for r in [r for r in rows if r["category"] == category][:per_category]]
+    for row in chosen:
+        (dest / row["image"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(demo / row["image"], dest / row["image"])
+    with open(dest / "products.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(chosen)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def pair(demo_catalog, tmp_path_factory) -> Path:
+    """:func:`copy_pair` of the demo catalogue (read-only: the tests train from it)."""
+    return copy_pair(demo_catalog, tmp_path_factory.mktemp("pair") / "catalog")
+
+
 @pytest.fixture(scope="module")
 def trained(demo_catalog, tmp_path_factory, env) -> tuple[Path, Path, dict]:
     root = tmp_path_factory.mktemp("train")
@@ -54,6 +83,14 @@ def trained(demo_catalog, tmp_path_factory, env) -> tuple[Path, Path, dict]:
     shutil.copyfile(first, first.with_name("copy-of-first.jpg"))  # a duplicate pair
     summary = json.loads(run("train", catalog, "--out", root / "model", "--json", env=env))
     return catalog, root / "model", summary
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, env) -> str:
+    """The JSON `evaluate --model --json` prints for the training catalogue and its model,
+    run once for the tests that read it (a string: each parses its own copy)."""
+    catalog, model, _ = trained
+    return run("evaluate", catalog, "--model", model, "--json", env=env)
 
 
 def test_train_writes_every_output(trained):
@@ -85,7 +122,7 @@ def test_train_writes_every_output(trained):
     assert f"{chosen['weight']:g}·a + {1 - chosen['weight']:g}·b" in report
 
 
-def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path):
+def test_index_search_and_evaluate_with_the_trained_model(trained, evaluated, env, tmp_path):
     catalog, model, summary = trained
     store = tmp_path / "store"
     first = json.loads(run("index", catalog, "--store", store, "--model", model, "--json",
@@ -175,7 +212,7 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, env, tmp_path
 
     with pytest.raises(StoreError, match="different model"):  # nor does the server start
         VitrineService(Settings(weights=env["VITRINE_WEIGHTS"]), store)
-    report = json.loads(run("evaluate", catalog, "--model", model, "--json", env=env))
+    report = json.loads(evaluated)  # (`evaluate catalog --model model --json`)
     assert set(report["retrieval"]) == {"pretrained", "trained"}
     assert report["duplicate_groups"] == summary["split"]["duplicate_groups"] >= 1
     # (each duplicate group of the test split once, in both: helper-237)
@@ -320,7 +357,8 @@ def test_evaluate_with_nothing_to_query_says_so_before_embedding(trained, settin
         model_eval.evaluate_catalog(presplit, settings, show_progress=False)
 
 
-def test_evaluate_leaves_out_and_names_the_photos_it_cannot_read(trained, tmp_path, env):
+def test_evaluate_leaves_out_and_names_the_photos_it_cannot_read(trained, evaluated, tmp_path,
+                                                                  env):
     """One photo it could not read stopped `evaluate` (naming only the first), where `train`
     had left it out: the catalogue just trained on could not be evaluated. Such photos are
     left out and named, with their reasons, with or without a model; a link to a device
@@ -330,6 +368,7 @@ def test_evaluate_leaves_out_and_names_the_photos_it_cannot_read(trained, tmp_pa
     for name in ("a.jpg", "b.jpg"):
         (tmp_path / "c" / "x_bolsa_feminina" / name).write_bytes(b"not a photo")
     os.symlink("/dev/zero", tmp_path / "c" / "x_bolsa_feminina" / "zero.jpg")
+    # (the entry point, with its time limit: reading the link to /dev/zero would not end)
     proc = run_subprocess("evaluate", tmp_path / "c", "--model", model, env=env)
     assert proc.returncode == 0, proc.stderr
     said = " ".join(proc.stdout.split())
@@ -338,12 +377,11 @@ def test_evaluate_leaves_out_and_names_the_photos_it_cannot_read(trained, tmp_pa
     assert "x_bolsa_feminina/zero.jpg: cannot be read (it is a device, pipe or socket, " \
            "not a photo file)" in said
     for chosen in (("--model", model), ()):  # the trained model, and the pretrained one
-        report = json.loads(run_subprocess("evaluate", tmp_path / "c", *chosen, "--json",
-                                           env=env).stdout)
+        report = json.loads(run("evaluate", tmp_path / "c", *chosen, "--json", env=env))
         assert sorted(p["product_id"] for p in report["unreadable_photos"]) == [
             f"x_bolsa_feminina/{n}.jpg" for n in ("a", "b", "zero")]
-        whole = json.loads(run_subprocess("evaluate", catalog, *chosen, "--json",
-                                          env=env).stdout)
+        whole = json.loads(evaluated if chosen else run("evaluate", catalog, "--json",
+                                                        env=env))
         assert whole["unreadable_photos"] == []
         # the figures are those of the photos it could read: the same as without the others
         assert report["queries"] == whole["queries"] and report["index"] == whole["index"]
@@ -372,18 +410,18 @@ def test_evaluate_leaves_out_and_names_the_photos_it_cannot_read(trained, tmp_pa
 def test_train_leaves_out_what_is_not_a_photo_file(demo_catalog, tmp_path, env):
     """A link to a named pipe in the catalogue hung training (opening it waits for a
     writer), and hashing a photo training could not read was a traceback."""
-    catalog = copy_subset(demo_catalog, tmp_path / "c", 3)
+    catalog = copy_pair(demo_catalog, tmp_path / "c")
     os.mkfifo(tmp_path / "pipe")
     os.symlink(tmp_path / "pipe", catalog / "relogio_feminino" / "pipe.jpg")
     proc = subprocess.run([*CLI, "train", str(catalog), "--out", str(tmp_path / "m"),
                            "--json"], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=300)
+                          env={**os.environ, **env}, timeout=300)  # (a hang: a failure)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["unreadable_photos"] == [{
         "product_id": "relogio_feminino/pipe.jpg",
         "reason": "cannot be read (it is a device, pipe or socket, not a photo file)."}]
-    assert sum(summary["split"][s] for s in ("train", "val", "test")) == 24
+    assert sum(summary["split"][s] for s in ("train", "val", "test")) == 8
 
 
 def test_a_damaged_model_file_is_one_sentence(trained, tmp_path, env):
@@ -539,17 +577,14 @@ def test_blocks_the_backbone_lacks_are_said_with_their_setting(trained, tmp_path
     assert proc.stderr == f"error: setting {name}: {says}\n"
 
 
-def test_train_into_the_current_folder_and_over_a_model(trained, tmp_path, env):
+def test_train_into_the_current_folder_and_over_a_model(pair, tmp_path, env, monkeypatch):
     """'--out .' in an empty folder, then again over the model it wrote: the folder itself
     stays (a shell may be in it), its contents are the new model, nothing is left beside it."""
-    catalog, _, _ = trained
     here = tmp_path / "here"
     here.mkdir()
+    monkeypatch.chdir(here)  # (the folder the command runs in)
     for run_number in range(2):
-        proc = subprocess.run([*CLI, "train", str(catalog), "--out", ".", "--json"],
-                              capture_output=True, text=True, cwd=here,
-                              env={**os.environ, **env}, timeout=600)
-        assert proc.returncode == 0, proc.stderr
+        json.loads(run("train", pair, "--out", ".", "--json", env=env))
         assert (here / "model.json").is_file() and (here / "report.md").is_file()
         assert [p.name for p in tmp_path.iterdir()] == ["here"]
         assert not any(p.name.startswith(".") for p in here.iterdir())
@@ -1173,8 +1208,8 @@ def test_duplicates_with_different_categories_are_reported(trained):
     assert "1 group(s) of duplicate photos carry different categories" in console.export_text()
 
 
-def test_demo_without_training_after_a_trained_demo_rebuilds_its_store(trained, weights_path,
-                                                                       tmp_path):
+def test_demo_without_training_after_a_trained_demo_rebuilds_its_store(trained, pair,
+                                                                       weights_path, tmp_path):
     """The demo's own store follows the model of the run: trained, then --no-train (it said
     'the store was built with a different model' and stopped)."""
     from rich.console import Console
@@ -1208,11 +1243,11 @@ def test_demo_without_training_after_a_trained_demo_rebuilds_its_store(trained, 
     alone = tmp_path / "alone"
     from vitrine.demo import DEMO_MARK
 
-    run_demo(catalog, alone, alone, settings.model_copy(update={"demo_train": True}), 3,
+    run_demo(pair, alone, alone, settings.model_copy(update={"demo_train": True}), 3,
              console=console)
     assert (alone / DEMO_MARK).is_file() and (alone / "model" / "model.json").is_file()
     (alone / "NOTES.txt").write_text("mine")
-    run_demo(catalog, alone, alone, settings.model_copy(update={"demo_train": False}), 3,
+    run_demo(pair, alone, alone, settings.model_copy(update={"demo_train": False}), 3,
              console=console)
     assert console.export_text().count("rebuilding") == 1  # (exported above: cleared)
     assert (alone / "model" / "model.json").is_file() and (alone / "demo.json").is_file()
@@ -1257,12 +1292,17 @@ def test_a_validation_folder_without_a_trained_category_is_one_sentence(trained,
     assert "Traceback" not in proc.stderr and not (tmp_path / "m").exists()
 
 
-def test_a_cache_kept_in_files_trains_the_same_model(trained, env, tmp_path):
+def test_a_cache_kept_in_files_trains_the_same_model(demo_catalog, env, tmp_path):
     """With no memory allowed for it, the frozen-layer cache is kept in files mapped into
     memory: the model comes out bit for bit the same, and the files are gone afterwards."""
-    catalog, model, summary = trained
+    catalog = copy_pair(demo_catalog, tmp_path / "c")
+    first = sorted((catalog / "x_bolsa_feminina").glob("*.jpg"))[0]
+    shutil.copyfile(first, first.with_name("copy-of-first.jpg"))  # a duplicate pair
+    model = tmp_path / "memory" / "model"  # the cache in memory, as by default
+    summary = json.loads(run("train", catalog, "--out", model, "--json", env=env))
     assert summary["cache_mib"]["files"] == 0 and summary["cache_mib"]["memory"] > 0
-    out = tmp_path / "model"
+    assert summary["split"]["duplicate_groups"] == 1  # (its duplicate calibration has one)
+    out = tmp_path / "files" / "model"
     on_disk = json.loads(run("train", catalog, "--out", out, "--json",
                              env={**env, "VITRINE_TRAIN_CACHE_MEMORY_MB": "0"}))
     assert on_disk["cache_mib"]["memory"] == 0 and on_disk["cache_mib"]["files"] > 0
@@ -1270,7 +1310,7 @@ def test_a_cache_kept_in_files_trains_the_same_model(trained, env, tmp_path):
     assert on_disk["weights_sha256"] == summary["weights_sha256"]
     for key in ("duplicates", "test", "refit", "phases"):  # made from the outputs in files
         assert without_seconds(on_disk[key]) == without_seconds(summary[key]), key
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no cache left beside it
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model"]  # no cache left beside
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in model.iterdir())
 
 
@@ -1329,7 +1369,7 @@ def without_seconds(value):
 
 
 @pytest.mark.parametrize("where", ["checkpoint", "report"])
-def test_a_disk_that_fills_up_while_training_is_one_sentence(trained, tmp_path, env,
+def test_a_disk_that_fills_up_while_training_is_one_sentence(trained, pair, tmp_path, env,
                                                              monkeypatch, where):
     """A full disk while writing a checkpoint (torch says so with a RuntimeError of its own)
     or the report was a traceback; now one sentence, and the earlier model stays."""
@@ -1340,7 +1380,7 @@ def test_a_disk_that_fills_up_while_training_is_one_sentence(trained, tmp_path, 
 
     import vitrine.report
 
-    catalog, model, _ = trained
+    _, model, _ = trained
     shutil.copytree(model, tmp_path / "m")
     before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir() if p.is_file()}
     if where == "checkpoint":
@@ -1360,7 +1400,7 @@ def test_a_disk_that_fills_up_while_training_is_one_sentence(trained, tmp_path, 
 
     from vitrine.cli import app
 
-    result = CliRunner().invoke(app, ["train", str(catalog), "--out", str(tmp_path / "m")],
+    result = CliRunner().invoke(app, ["train", str(pair), "--out", str(tmp_path / "m")],
                                 env=env)
     from vitrine.errors import VitrineError
 
