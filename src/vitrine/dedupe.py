@@ -562,13 +562,14 @@ def _view_pairs(thumbs: Sequence[bytes], codes: _PhashCodes, rules: DuplicateRul
     product cut out of its border, turned one way) agree as the thumbnail rule asks:
     thumbnail cosine, pHash (the products' 256-bit ones within 4 × ``phash_distance``) and
     colour. Each view is searched in each way it turns to
-    (:func:`vitrine.dedupe_views.orientations`: one, or two to four near a tie), each pair
-    of ways checked on its own. Left to the whole photos: a thumbnail made before the
-    views (none), two views that are the whole photos turned alike (the thumbnail rule
-    compared them already), and two photos whose thumbnails and pHashes agree (framed alike:
-    where their colours differ they are colour variants, whatever their products' views
-    say). A view of the older rule (:data:`vitrine.dedupe_views.MIRROR_RULE`) is compared
-    only with another of that rule (their pHashes were made otherwise)."""
+    (:func:`vitrine.dedupe_views.orientations`: one, or more near a tie, all 8 for a view
+    alike every way), each turn between two photos' ways checked once. Left to the whole
+    photos: a thumbnail made before the views (none), two views that are the whole photos
+    turned alike (the thumbnail rule compared them already), and two photos whose
+    thumbnails and pHashes agree (framed alike: where their colours differ they are colour
+    variants, whatever their products' views say). A view of the older rule
+    (:data:`vitrine.dedupe_views.MIRROR_RULE`) is compared only with another of that rule
+    (their pHashes were made otherwise)."""
     n = len(thumbs)
     tell = advance or (lambda done: None)
     rule = view_rules(thumbs)
