@@ -56,6 +56,8 @@ def env(weights_path) -> dict:
 
 
 def test_index_reindex_search_similar_info(catalog, env, tmp_path):
+    catalog = shutil.copytree(catalog, tmp_path / "catalog")  # (changed below: the module's
+    # catalogue stays as the other tests take it, whichever run first)
     store = tmp_path / "store"
     first = json.loads(run("index", catalog, "--store", store, "--json", env_extra=env).stdout)
     assert set(first) >= {"indexed", "updated", "removed", "skipped", "duplicates", "seconds"}
