@@ -236,9 +236,8 @@ def view_rules(thumbs: Sequence[bytes]) -> np.ndarray:
     """Of each ``thumb``, the rule its view was made under: :data:`TURN_RULE`,
     :data:`MIRROR_RULE` (an older Vitrine's) or :data:`NO_VIEW` (int8)."""
     return np.fromiter(
-        (TURN_RULE if len(t) == VIEWED_BYTES and t[-1] == VIEW_RULE else
-         MIRROR_RULE if len(t) == MIRRORED_BYTES else NO_VIEW for t in thumbs),
-        np.int8, len(thumbs))
+        (TURN_RULE if current(t) else MIRROR_RULE if len(t) == MIRRORED_BYTES else NO_VIEW
+         for t in thumbs), np.int8, len(thumbs))
 
 
 def current(thumb: bytes) -> bool:
