@@ -71,8 +71,10 @@ def embedder(settings):
     return Embedder.from_settings(settings)
 
 
-def copy_subset(demo: Path, dest: Path, per_category: int, offset: int = 0) -> Path:
-    """Copy ``per_category`` photos of each category (and matching CSV rows) into ``dest``."""
+def copy_subset(demo: Path, dest: Path, per_category: int, offset: int = 0,
+                categories: tuple[str, ...] = ()) -> Path:
+    """Copy ``per_category`` photos of each category (of ``categories`` alone where given)
+    and matching CSV rows into ``dest``."""
     import csv
 
     with open(demo / "products.csv", newline="") as fh:
@@ -80,7 +82,8 @@ def copy_subset(demo: Path, dest: Path, per_category: int, offset: int = 0) -> P
     by_cat: dict[str, list[dict]] = {}
     for row in rows:
         by_cat.setdefault(row["category"], []).append(row)
-    chosen = [r for cat in sorted(by_cat) for r in by_cat[cat][offset:offset + per_category]]
+    chosen = [r for cat in sorted(categories or by_cat)
+              for r in by_cat[cat][offset:offset + per_category]]
     for row in chosen:
         target = dest / row["image"]
         target.parent.mkdir(parents=True, exist_ok=True)

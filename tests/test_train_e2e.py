@@ -51,22 +51,9 @@ PAIR = ("relogio_feminino", "x_bolsa_feminina")
 
 def copy_pair(demo: Path, dest: Path, per_category: int = 4) -> Path:
     """The first ``per_category`` photos of the two categories :data:`PAIR` (and their rows
-    of products.csv, as :func:`conftest.copy_subset` copies them): a catalogue that trains
-    in seconds, for the tests of what a training run does with its folders and errors, not
-    of what the model learns."""
-    with open(demo / "products.csv", newline="") as fh:
-        reader = csv.DictReader(fh)
-        fields, rows = reader.fieldnames, list(reader)
-    chosen = [r for category in PAIR
-              for r in [r for r in rows if r["category"] == category][:per_category]]
-    for row in chosen:
-        (dest / row["image"]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(demo / row["image"], dest / row["image"])
-    with open(dest / "products.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(chosen)
-    return dest
+    of products.csv): a catalogue that trains in seconds, for the tests of what a training
+    run does with its folders and errors, not of what the model learns."""
+    return copy_subset(demo, dest, per_category, categories=PAIR)
 
 
 @pytest.fixture(scope="module")
