@@ -2780,3 +2780,50 @@ def test_photo_searches_beyond_those_taken_at_once_are_refused_and_pages_go_on(
             thread.join(60)
     assert [a.status_code for a in answers] == [200, 200]
     assert client.post("/api/search", files=_upload(photo)).status_code == 200
+
+
+def test_a_form_field_misspelt_or_sent_twice_is_refused(writable, small_catalog, rows):
+    """A form field no route takes (the catalogue table's Portuguese names, ``nome``,
+    ``preco``) was dropped unsaid: a product replaced so lost its name and price, answered
+    200; a field sent twice was read as its last copy (two photos: the second searched)."""
+    client, _ = writable
+    auth = {"Authorization": f"Bearer {KEY}"}
+    photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
+    added = client.post("/api/products", files=_upload(photo), headers=auth,
+                        data={"product_id": "novo-1", "name": "Bolsa", "price": "99"})
+    assert added.status_code == 201, added.text
+    replaced = client.post("/api/products", files=_upload(photo), headers=auth,
+                           data={"product_id": "novo-1", "nome": "Bolsa nova",
+                                 "preco": "R$ 120,00"})
+    assert replaced.status_code == 422, replaced.text
+    assert "'nome'" in replaced.json()["detail"]
+    stored = client.get("/api/products/novo-1").json()
+    assert (stored["name"], stored["price"]) == ("Bolsa", 99.0)  # nothing lost
+    twice = client.post("/api/products", files=_upload(photo), headers=auth,
+                        data={"product_id": ["novo-2", "novo-3"]})
+    assert twice.status_code == 422 and "'product_id'" in twice.json()["detail"]
+    assert client.get("/api/products/novo-3").status_code == 404
+    two_photos = client.post("/api/search", files=[
+        ("image", ("a.jpg", photo, "image/jpeg")), ("image", ("b.jpg", b"junk", "image/jpeg"))])
+    assert two_photos.status_code == 422 and "'image'" in two_photos.json()["detail"]
+    k_in_form = client.post("/api/search", files=_upload(photo), data={"k": "1"})
+    assert k_in_form.status_code == 422 and "?k=" in k_in_form.json()["detail"]
+    fine = client.post("/api/search", params={"k": 1}, files=_upload(photo),
+                       data={"category": rows[30]["category"]})
+    assert fine.status_code == 200 and len(fine.json()["results"]) == 1
+
+
+def test_a_json_body_in_utf_16_or_32_is_refused_as_not_utf_8(writable, rows):
+    """json.loads reads UTF-16 and UTF-32 by their first bytes, so a PATCH in them was taken
+    while one in Windows-1252 was refused: the README says a body not UTF-8 is a 422."""
+    client, _ = writable
+    auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    pid = rows[0]["product_id"]
+    for encoding in ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"):
+        r = client.patch(f"/api/products/{pid}", headers=auth,
+                         content='{"name": "Relógio"}'.encode(encoding))
+        assert r.status_code == 422 and "UTF-8" in r.json()["detail"], (encoding, r.text)
+    assert client.get(f"/api/products/{pid}").json()["name"] == rows[0]["name"]
+    with_bom = client.patch(f"/api/products/{pid}", headers=auth,
+                            content='{"name": "Relógio"}'.encode("utf-8-sig"))
+    assert with_bom.status_code == 200 and with_bom.json()["name"] == "Relógio"

@@ -142,6 +142,40 @@ WRITE_ROUTES = frozenset({"add_product", "edit_product", "delete_product"})
 FORM_ROUTES = frozenset({"add_product", "search"})
 """The API routes whose body is a form with a photo (JSON sent there is said so)."""
 BEARER = HTTPBearer(auto_error=False, description="The server's VITRINE_API_KEY.")
+ADD_FIELDS = ("image", "product_id", "name", "category", "price", "description")
+"""The form fields ``POST /api/products`` takes."""
+SEARCH_FIELDS = ("image", "category")
+"""The form fields ``POST /api/search`` takes (``k`` goes in the address)."""
+
+
+def form_fields(taken: tuple[str, ...], in_address: tuple[str, ...] = ()):
+    """A dependency refusing (422) a form that holds a field the route does not take, or
+    one field twice: FastAPI ignores the one and reads the last copy of the other, so a
+    misspelt field (``nome``, ``preco``: the catalogue table's Portuguese names) was dropped
+    unsaid, and a product replaced so lost the name and price it had, answered 200; PATCH
+    refuses an unknown field already. ``in_address``: the route's query parameters, said so
+    when sent in the form. The form is FastAPI's own, parsed once (Starlette keeps it)."""
+    allowed = ", ".join(taken[:-1]) + f" and {taken[-1]}"
+
+    async def check(request: Request) -> None:
+        if not request.headers.get("content-type", "").lower().startswith(
+                ("multipart/form-data", "application/x-www-form-urlencoded")):
+            return  # (JSON or no body: the route's own 422 says what to send)
+        seen: dict[str, int] = {}
+        for name, _ in (await request.form()).multi_items():
+            seen[name] = seen.get(name, 0) + 1
+        for name, count in seen.items():
+            shown = name if len(name) <= 40 else name[:40] + "…"
+            if name in in_address:
+                raise HTTPException(422, f"'{shown}' is a query parameter of this address "
+                                         f"(?{name}=…), not a form field.")
+            if name not in taken:
+                raise HTTPException(422, f"Unknown form field {shown!r}: this address "
+                                         f"takes the fields {allowed}.")
+            if count > 1:
+                raise HTTPException(422, f"The form field {shown!r} was sent {count} "
+                                         "times; send it once.")
+    return check
 
 
 class ProductIdConvertor(convertors.PathConvertor):
@@ -185,6 +219,18 @@ def cursor_place(cursor: str) -> tuple[str, str, str, str]:
             and all(isinstance(text, str) and _utf8(text) for text in place)):
         raise HTTPException(422, "Invalid cursor: send a page's next_cursor as it came.")
     return listing_order(*place)
+
+
+async def utf8_json(request: Request) -> None:
+    """A dependency refusing (422) a JSON body in UTF-16 or UTF-32, as one in Windows-1252
+    is (README; RFC 8259 8.1: JSON between systems is UTF-8): ``json.loads`` reads those
+    too, by their first bytes, so they were taken. A UTF-8 byte order mark is ignored, as
+    the RFC lets a parser do. Run after FastAPI read the body (Starlette keeps it)."""
+    if _json_body(request) and json.detect_encoding(await request.body()) not in (
+            "utf-8", "utf-8-sig"):  # (the encoding json.loads read it in; one that is
+        # not UTF-8 once read so is FastAPI's 400, said by http_error)
+        raise HTTPException(422, "The request body is not valid JSON (it must be UTF-8 "
+                                 "text).")
 
 
 def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
@@ -237,7 +283,8 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     def get_product(product_id: str) -> ProductOut:
         return product_out(service.product(product_id), root)
 
-    @router.post("/search", response_model=SearchOut, responses=errors(400, 413))
+    @router.post("/search", response_model=SearchOut, responses=errors(400, 413),
+                 dependencies=[Depends(form_fields(SEARCH_FIELDS, ("k",)))])
     def search(image: ImageParam, response: Response, k: KParam = 5,
                category: CategoryParam = None,
                category_field: Annotated[str | None, Form(
@@ -259,7 +306,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                          predicted_category=guess and CategoryGuessOut(**guess.as_dict()))
 
     @router.post("/products", response_model=ProductOut, status_code=201,
-                 dependencies=[Depends(writer)], responses={
+                 dependencies=[Depends(writer), Depends(form_fields(ADD_FIELDS))], responses={
                      200: {"model": ProductOut | SavedOut,
                            "description": "An existing product was replaced (or, the "
                                           "server stopping, the product saved: SavedOut)."},
@@ -290,7 +337,7 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         return product_out(stored, root)
 
     @router.patch("/products/{product_id:product_id}", response_model=ProductOut | SavedOut,
-                  dependencies=[Depends(writer)],
+                  dependencies=[Depends(writer), Depends(utf8_json)],
                   responses={**errors(404, 413), **WRITE_ERRORS})
     def edit_product(product_id: str, edit: ProductEdit) -> ProductOut:
         """Change a product's name, category, price or description; its photo and its
