@@ -86,6 +86,34 @@ def test_cards_get_small_copies_of_large_photos(settings, embedder, tmp_path):
     assert client.get("/images/bolsas/grande.jpg", params={"size": "huge"}).status_code == 422
 
 
+def test_a_product_page_shows_a_large_photo_as_a_bounded_copy(settings, embedder, tmp_path):
+    """A product page's photo fills a box at most 420 px wide: a large photo in a browser's
+    format was sent whole (a phone's 12-MP JPEG, 5.6 MB, to a phone), where a photo
+    browsers cannot show got a copy at most 2048 px on a side; now both do. A small photo is
+    sent as it is, and the photo's own address still sends the file."""
+    import re
+
+    from vitrine.api import create_app
+
+    store, folder = _store(tmp_path, embedder)
+    client = TestClient(create_app(settings, store, embedder=embedder))
+    for name, bounded in (("grande.jpg", True), ("pequena.jpg", False)):
+        page = client.get(f"/products/bolsas%2F{name}").text
+        src = re.search(r'<figure class="product-photo">\s*<img src="([^"]+)"', page)[1]
+        shown = client.get(src)
+        assert shown.status_code == 200, src
+        original = (folder / name).read_bytes()
+        if bounded:
+            assert Image.open(io.BytesIO(shown.content)).size == (2048, 1280)
+            assert shown.headers["content-type"] == "image/jpeg"
+            assert len(shown.content) < len(original) * 0.75
+            assert client.get(src, headers={"If-None-Match": shown.headers["etag"]}
+                              ).status_code == 304
+        else:
+            assert shown.content == original
+    assert client.get("/images/bolsas/grande.jpg").content == (folder / "grande.jpg").read_bytes()
+
+
 def test_a_photo_rewritten_with_its_old_time_and_size_is_a_new_version(settings, embedder,
                                                                        tmp_path):
     """A photo's file replaced by one of the same size and time (uncompressed TIFF or BMP

@@ -87,10 +87,15 @@ CARD_SIDE = 448
 """Longest side of the photo copies the cards show (224 CSS pixels at twice the density)."""
 SMALL_PHOTO_BYTES = 96_000
 """Photos up to this size are sent as they are, even to a card."""
+VIEW_PHOTO_BYTES = 600_000
+"""Photos up to this size are sent as they are to a product page (``size=view``); a larger
+one gets the view copy (a phone's 12-MP JPEG, 5.6 MB, was sent whole for a box 420 px
+wide)."""
 THUMBNAILS_KEPT = 1024
 """Card copies kept in memory (about 20-40 KB each)."""
 VIEW_SIDE = 2048
-"""Longest side of the copy sent for a photo in a format browsers cannot show (TIFF, HEIC)."""
+"""Longest side of the copy sent for a photo in a format browsers cannot show (TIFF, HEIC),
+and to a product page for a large one."""
 VIEW_COPIES_KEPT = 64
 """Such copies kept in memory (a few hundred KB each)."""
 OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
@@ -677,9 +682,10 @@ def create_app(settings: Settings, store: str | Path, *,
                        "for bytes the photo does not have."},
                  **errors(404, 422, 503)})
     def product_image(product_id: str, request: Request,
-                      size: Annotated[Literal["card"] | None, Query(
+                      size: Annotated[Literal["card", "view"] | None, Query(
                           description="'card': a copy at most 448 px on a side (JPEG), "
-                          "what the page's cards show")] = None) -> Response:
+                          "what the page's cards show; 'view': one at most 2048 px on a "
+                          "side, what a product page shows")] = None) -> Response:
         """The photo of a product; in a format browsers cannot show (TIFF, HEIC, …) a JPEG
         copy at most 2048 px on a side, made once per version of the file. Only stored
         products' photos are reachable. ``no-cache`` with an ETag: a browser asks again each
@@ -705,8 +711,9 @@ def create_app(settings: Settings, store: str | Path, *,
             if shown and fmt == ".jpg":  # (a lossless one no browser shows)
                 fh.seek(0)
                 shown = browser_jpeg(fh)
-            as_is = shown and (size is None or stat.st_size <= SMALL_PHOTO_BYTES)
-            kind = "" if as_is else "-card" if size else "-view"
+            small = SMALL_PHOTO_BYTES if size == "card" else VIEW_PHOTO_BYTES
+            as_is = shown and (size is None or stat.st_size <= small)
+            kind = "" if as_is else "-card" if size == "card" else "-view"
             version = file_version(path, stat)
             headers = {"Cache-Control": "no-cache", "ETag": f'"{version}{kind}"'}
             wanted = request.headers.get("if-none-match", "")
@@ -716,7 +723,7 @@ def create_app(settings: Settings, store: str | Path, *,
                 unsent.pop_all()
                 return PhotoFile(fh, path, headers=headers,
                                  media_type="image/" + ("jpeg" if fmt == ".jpg" else fmt[1:]))
-        copy = card_copy if size else view_copy
+        copy = card_copy if size == "card" else view_copy
         try:
             jpeg = copy(str(path), version)
         except ImageError as exc:  # the stored file went bad or away: not the request's fault

@@ -103,7 +103,8 @@ def _decimal(amount: int, unit: int, lang: str) -> str:
 
 def image_url(product_id: str, size: str | None = None) -> str:
     """The address of a product's photo; ``size='card'`` asks for the small copy the
-    catalogue and result cards show."""
+    catalogue and result cards show, ``size='view'`` for the one a product page shows (a
+    large photo bounded, not sent whole)."""
     return "/images/" + quote(product_id, safe="") + (f"?size={size}" if size else "")
 
 
