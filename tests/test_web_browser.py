@@ -404,6 +404,65 @@ def test_long_words_fit_a_phone(browser, settings, small_store, embedder, small_
         context.close()
 
 
+SHOWN_TWICE = """(id) => [...document.getElementById(id).list.options].filter(
+    o => o.label !== '' && o.label !== o.value &&
+         o.label.toLowerCase().includes(o.value.toLowerCase())).map(o => o.label)"""
+"""The suggestions of a typed category field that Chromium shows by their name twice: it
+shows a suggestion's value and, beside it, its label where that differs."""
+
+
+def test_a_typed_category_suggestion_names_it_once(browser, settings, small_store, embedder,
+                                                   tmp_path):
+    """A store with more categories than the list holds: each suggestion of the catalogue's
+    typed category field is its name once, its count beside it ("Relogio masculino  6
+    produtos"; Chromium showed "Relogio masculino  Relogio masculino (6)"), and picking it
+    fills in what the catalogue finds; Firefox, which shows the label alone, gets the name
+    in it."""
+    import shutil
+
+    from test_web_pages import grow_categories
+
+    from vitrine.api import create_app
+    from vitrine.server import running
+    from vitrine.web.pages import CATEGORY_SELECT_MAX
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    grow_categories(store, {f"extra_{i:03d}": 1 for i in range(CATEGORY_SELECT_MAX)})
+    with running(create_app(settings, store, embedder=embedder)) as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        for path, field in (("/", "category"), ("/?lang=en", "category"),
+                            ("/search", "search-category")):
+            page.goto(url + path)
+            assert page.evaluate(SHOWN_TWICE, field) == [], path
+        page.goto(url + "/")
+        options = page.evaluate("""() => [...document.getElementById('category').list
+                                          .options].map(o => [o.value, o.label])""")
+        assert ["Relogio masculino", "6 produtos"] in options
+        assert ["Extra 000", "1 produto"] in options
+        page.goto(url + "/?lang=en")
+        assert page.evaluate("""() => document.querySelector(
+            '#category-list option[value="Relogio masculino"]').label""") == "6 products"
+        # the suggestion picked (its value filled in) and entered: that category's products
+        page.goto(url + "/")
+        page.fill("#category", page.evaluate(
+            "() => document.getElementById('category').list.options[0].value"))
+        page.press("#category", "Enter")
+        page.wait_for_url(re.compile(r"category="))
+        shown = page.locator(".card .category").all_inner_texts()
+        assert len(shown) == 6 and set(shown) == {page.locator("#category").input_value()}
+        context.close()
+        firefox = browser.new_context(user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:130.0) "
+                                                 "Gecko/20100101 Firefox/130.0")
+        page = firefox.new_page()
+        page.goto(url + "/")
+        assert page.evaluate("""() => document.querySelector(
+            '#category-list option[value="Relogio masculino"]').label""") == \
+            "Relogio masculino (6 produtos)"
+        firefox.close()
+
+
 def test_a_typed_category_searches_within_it(browser, settings, small_store, embedder,
                                              outside_photo, axe, tmp_path):
     """A store with more categories than the list holds: the search form's category is typed
@@ -769,6 +828,35 @@ def test_search_by_keyboard_is_announced_and_keeps_focus(page, base_url, outside
     expect(status).to_have_text("6 produtos parecidos encontrados.", timeout=30_000)
     assert page.evaluate("document.activeElement.id") == "search-category"
     assert page.problems == []
+
+
+LAST_GLYPH_IS_RIGHTMOST = """() => {
+    const p = document.querySelector('p.message');
+    const texts = [];
+    const walk = document.createTreeWalker(p, NodeFilter.SHOW_TEXT);
+    while (walk.nextNode()) if (walk.currentNode.data.trim()) texts.push(walk.currentNode);
+    const last = texts[texts.length - 1];
+    const end = document.createRange();
+    end.setStart(last, last.data.trimEnd().length - 1);
+    end.setEnd(last, last.data.trimEnd().length);
+    const all = document.createRange();
+    all.selectNodeContents(p);
+    const right = Math.max(...Array.from(all.getClientRects(), r => r.right));
+    return end.getBoundingClientRect().right >= right - 1; }"""
+"""Whether a page's message ends, as drawn, with its own last letter (the "." of "Não há
+categoria “…”.") on the right."""
+
+
+def test_a_category_from_the_address_cannot_turn_the_sentence_around(page, base_url):
+    """A category the store lacks is said as typed, also from a link's address: a
+    right-to-left override in it (U+202E) drew the rest of the page's sentence backwards,
+    its "”." before the name; the name is isolated (bdi), the sentence stays as written."""
+    turned = quote("\u202eorcim")
+    for path in (f"/?category={turned}", f"/search?category={turned}",
+                 f"/?category={turned}&lang=en"):
+        page.goto(base_url + path)
+        assert page.locator("p.message").count() == 1, path
+        assert page.evaluate(LAST_GLYPH_IS_RIGHTMOST), path
 
 
 def test_link_names_are_words(page, base_url):

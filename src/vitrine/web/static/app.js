@@ -45,6 +45,14 @@
   }) : null;
   carrying = taken !== null;
 
+  // Firefox shows a suggestion's label alone, and suggests by it: a category's count
+  // ("6 produtos", shown beside the name elsewhere) gets the name in front of it there.
+  if (/\bFirefox\//.test(navigator.userAgent)) {
+    document.querySelectorAll("datalist option[label]").forEach(function (option) {
+      option.label = option.value + " (" + option.label + ")";
+    });
+  }
+
   const form = document.getElementById("photo-search");
   if (!form) return;
   const toggle = document.querySelector("a.lang-switch");
