@@ -5,6 +5,7 @@ Playwright) these tests skip, except under CI, where they fail."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import io
 import os
@@ -411,13 +412,10 @@ SHOWN_TWICE = """(id) => [...document.getElementById(id).list.options].filter(
 shows a suggestion's value and, beside it, its label where that differs."""
 
 
-def test_a_typed_category_suggestion_names_it_once(browser, settings, small_store, embedder,
-                                                   tmp_path):
-    """A store with more categories than the list holds: each suggestion of the catalogue's
-    typed category field is its name once, its count beside it ("Relogio masculino  6
-    produtos"; Chromium showed "Relogio masculino  Relogio masculino (6)"), and picking it
-    fills in what the catalogue finds; Firefox, which shows the label alone, gets the name
-    in it."""
+@contextlib.contextmanager
+def many_categories_served(settings, small_store, embedder, tmp_path):
+    """A copy of the small store grown past the categories the list holds (its category
+    fields typed beside suggestions), served: its address."""
     import shutil
 
     from test_web_pages import grow_categories
@@ -430,6 +428,17 @@ def test_a_typed_category_suggestion_names_it_once(browser, settings, small_stor
     shutil.copytree(small_store, store)
     grow_categories(store, {f"extra_{i:03d}": 1 for i in range(CATEGORY_SELECT_MAX)})
     with running(create_app(settings, store, embedder=embedder)) as url:
+        yield url
+
+
+def test_a_typed_category_suggestion_names_it_once(browser, settings, small_store, embedder,
+                                                   tmp_path):
+    """A store with more categories than the list holds: each suggestion of the catalogue's
+    typed category field is its name once, its count beside it ("Relogio masculino  6
+    produtos"; Chromium showed "Relogio masculino  Relogio masculino (6)"), and picking it
+    fills in what the catalogue finds; Firefox, which shows the label alone, gets the name
+    in it."""
+    with many_categories_served(settings, small_store, embedder, tmp_path) as url:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
         for path, field in (("/", "category"), ("/?lang=en", "category"),
@@ -469,18 +478,9 @@ def test_a_typed_category_searches_within_it(browser, settings, small_store, emb
     beside suggestions; entering one (Enter, or a suggestion picked, not letters typed)
     searches the chosen photo again within it, the language toggle follows it, and axe finds
     nothing on either page's field."""
-    import shutil
-
-    from test_web_pages import grow_categories
-
-    from vitrine.api import create_app
-    from vitrine.server import running
     from vitrine.web.pages import CATEGORY_SELECT_MAX
 
-    store = tmp_path / "store"
-    shutil.copytree(small_store, store)
-    grow_categories(store, {f"extra_{i:03d}": 1 for i in range(CATEGORY_SELECT_MAX)})
-    with running(create_app(settings, store, embedder=embedder)) as url:
+    with many_categories_served(settings, small_store, embedder, tmp_path) as url:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
         problems: list[str] = []
