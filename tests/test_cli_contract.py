@@ -551,6 +551,26 @@ def test_a_file_name_that_is_not_utf8_is_skipped(catalog, env, tmp_path):
     assert "not UTF-8" in report["skipped"][0]["reason"]
 
 
+def test_a_catalogue_store_or_model_folder_not_named_in_utf8_is_one_error(catalog, env,
+                                                                          tmp_path):
+    """A catalogue unpacked from a zip made on Windows into a Latin-1 folder: every photo was
+    skipped as "not UTF-8", then recording the folder ended in a UnicodeEncodeError
+    traceback, status 1; a store kept in such a folder took every product, then ended in
+    FAISS's TypeError traceback (and so did each search of it). One sentence, status 2,
+    before the model loads and before any store is made."""
+    latin = Path(os.fsdecode(bytes(tmp_path) + b"/cat\xe1logo"))
+    shutil.copytree(catalog, latin)
+    proc = run("index", latin, "--store", tmp_path / "store", env_extra=env, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("error: the catalogue folder ")
+    assert "not UTF-8" in proc.stderr and not (tmp_path / "store").exists()
+    store = Path(os.fsdecode(bytes(tmp_path) + b"/loja\xe9"))
+    proc = run("index", catalog, "--store", store, env_extra=env, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("error: the store's folder ")
+    assert not (store / "vitrine.sqlite").exists()
+
+
 NFD_FOLDER = unicodedata.normalize("NFD", "relógio_feminino")  # as a Mac names it
 WATCH = "時計⌚"  # a photo's name (and so its product's) no ASCII terminal can show
 ASCII_LOCALE = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}

@@ -586,6 +586,27 @@ def test_a_writer_waits_for_another_process_short_write(tmp_path):
     writer.close()
 
 
+def test_a_new_store_another_process_is_making_is_waited_for(tmp_path):
+    """Two `vitrine index` runs started together on a new store: the second opened the
+    database while the first switched it to WAL, and SQLite answers that "database is
+    locked" at once, without its busy timeout: it ended with "is not a readable Vitrine
+    store (database is locked)", status 2, as if the store were damaged."""
+    import sqlite3
+    import threading
+
+    (tmp_path / "s").mkdir()
+    other = sqlite3.connect(tmp_path / "s" / "vitrine.sqlite", isolation_level=None,
+                            check_same_thread=False)  # the first run, making its store
+    other.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    store = open_store(tmp_path / "s", create=True)
+    store.set_manifest(MANIFEST)
+    assert store.manifest() == MANIFEST
+    store.close()
+    other.close()
+
+
 def test_files_half_written_by_a_killed_process_are_removed_a_live_ones_kept(tmp_path):
     """A server killed while saving an upload leaves ``<sha>.<ext>.<pid>.<thread>.tmp`` in
     STORE/uploads: `vitrine index` removes it (with the orphan photos; the folder may hold

@@ -123,7 +123,7 @@ def index(
     from vitrine.catalog import catalogue_state
     from vitrine.embed import Embedder
     from vitrine.errors import NoStore
-    from vitrine.indexer import index_catalog, parse_shard
+    from vitrine.indexer import index_catalog, parse_shard, refuse_undecodable
     from vitrine.manifest import kind_mismatch
     from vitrine.split import links_refused, read_catalogue
     from vitrine.store import recorded_model, store_for, upload_folder
@@ -136,6 +136,7 @@ def index(
     # under the writer lock if it changes while the model loads or another writer writes)
     catalogue = read_catalogue(catalog_dir, uploads,  # a bad folder: before the model
                                refused_links=refused)
+    refuse_undecodable(catalog_dir, settings.model)  # (and before the store is made)
     # also before the model (a trained model's store indexed without one tried to download
     # the pretrained weights: helper-176)
     recorded, db = recorded_model(store), None

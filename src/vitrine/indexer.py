@@ -210,6 +210,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     started = time.perf_counter()
     root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
     link = catalogue_link(catalog_dir)
+    refuse_undecodable(catalog_dir, embedder.model_dir)  # (before anything is written)
     store.lock_for_writing()  # (the catalogue is read, or known unchanged, under the lock)
     if state is not None and catalogue_state(
             root, follow_outside=refused_links is None) != state:
@@ -620,6 +621,22 @@ def _named_by_a_table(product: StoredProduct | None) -> bool:
     return product is not None and (
         product.price is not None or bool(product.description) or bool(product.attributes)
         or product.name != Path(product.image).stem)
+
+
+def refuse_undecodable(catalog_dir: Path, model_dir: Path | None) -> None:
+    """A VitrineError naming the catalogue folder, the link it was given through or the
+    trained model's folder when its path is not UTF-8 (a folder a zip made on Windows named,
+    or an old drive): the store records each as UTF-8 text, and the run ended in a
+    UnicodeEncodeError traceback after its work (status 1, and again at every later run
+    with that model), its photos all skipped as "not UTF-8"."""
+    root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
+    for what, path in (("catalogue folder", root), ("catalogue link",
+                                                     catalogue_link(catalog_dir)),
+                       ("model folder", model_dir)):
+        if path is not None and not _utf8(str(path)):
+            raise VitrineError(f"the {what} {path} has a path that is not UTF-8 (named by "
+                               "another system, such as a zip made on Windows); rename it "
+                               "(the store keeps it as UTF-8 text).")
 
 
 def _utf8(text: str) -> bool:

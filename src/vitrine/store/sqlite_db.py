@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -138,6 +139,29 @@ def _refuse_foreign(db: sqlite3.Connection, db_path: Path) -> None:
                          f"{' …' if len(tables) > 3 else ''}); it is left as it is.")
 
 
+WAL_SWITCH_WAIT = 30.0
+"""Seconds an opening waits for another process's opening of a new store to let go of it."""
+
+
+def _journal_mode_wal(db: sqlite3.Connection, wait: float = WAL_SWITCH_WAIT) -> None:
+    """Put the database in WAL mode. Switching a new database's journal needs it alone, and
+    SQLite answers "database is locked" at once there, without its busy timeout: two `vitrine
+    index` runs started together on a new store (or a server started as the first run made
+    it) had one end "is not a readable Vitrine store (database is locked)", status 2. Tried
+    again until the other opening is done."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY") or \
+                "database is locked" in str(exc)
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _drop_old_listing_indexes(db: sqlite3.Connection) -> None:
     """Drop :data:`OLD_LISTING_INDEXES` once the current listing index is there (not made:
     a full disk, a read-only store; the old one then still serves name search's reads)."""
@@ -158,6 +182,14 @@ def open_database(root: Path, *, create: bool,
     where SQLite cannot make its WAL files; a change made elsewhere is not seen through
     it, so its reader opens it again: EmbeddedStore.replaced)."""
     db_path = root / DB_NAME
+    try:
+        str(root).encode("utf-8")
+    except UnicodeEncodeError:  # (its index files are saved and read by FAISS, which takes
+        # UTF-8 paths only: `index` wrote every product, then ended in a TypeError
+        # traceback, and so did every search of the store)
+        raise StoreError(f"the store's folder {root} has a path that is not UTF-8 (named by "
+                         "another system, such as a zip made on Windows); choose a --store "
+                         "path without such a name, or rename it.") from None
     length = len(os.fsencode(os.path.abspath(db_path)))
     if length > DB_PATH_MAX:  # said as "not a readable Vitrine store (unable to open ...)"
         raise StoreError(f"the store's folder {root} is too deep: SQLite opens {DB_NAME} at a "
@@ -188,7 +220,7 @@ def open_database(root: Path, *, create: bool,
             db = sqlite3.connect(db_path, timeout=30, isolation_level=None,
                                  check_same_thread=False)
             _refuse_foreign(db, db_path)
-            db.execute("PRAGMA journal_mode=WAL")
+            _journal_mode_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             db.executescript(SCHEMA)
