@@ -711,3 +711,26 @@ def test_categories_in_the_order_a_reader_expects():
     assert list(reader_order(counts)) == ["", "mocassim_masculino", "Óculos de Sol",
                                           "Relógio Feminino", "relogio_feminino", "x_tenis"]
     assert reader_order(counts)["Relógio Feminino"] == 8
+
+
+def test_a_quoted_value_holding_the_other_separator_does_not_change_the_tables(tmp_path):
+    """csv.Sniffer reads quoted values first: a semicolon table as Excel in Brazil writes it,
+    one description holding ``, "premium",`` (quotes doubled inside quotes), was taken for a
+    comma table of one column ("no image column; its columns are 'codigo;imagem;…'"), and a
+    comma table holding ``; "nude";`` for a semicolon one."""
+    photo(tmp_path / "bolsa" / "a.jpg")
+    photo(tmp_path / "bolsa" / "b.jpg")
+    (tmp_path / "produtos.csv").write_bytes(
+        'codigo;imagem;nome;preço;descrição\r\n'
+        'B1;bolsa\\a.jpg;Bolsa Couro;129,90;"Couro, ""premium"", alça"\r\n'
+        'B2;bolsa\\b.jpg;Bolsa Tiracolo;99,90;Leve\r\n'.encode("cp1252"))
+    products = {p.product_id: p for p in read_catalog(tmp_path)}
+    assert set(products) == {"B1", "B2"}
+    assert products["B1"].description == 'Couro, "premium", alça'
+    assert products["B1"].price == 129.90
+    (tmp_path / "produtos.csv").unlink()
+    (tmp_path / "products.csv").write_text(
+        'id,image,name,description\nB1,bolsa/a.jpg,Bolsa,"Cores: preto; ""nude""; azul"\n'
+        'B2,bolsa/b.jpg,Tiracolo,Leve\n')
+    products = {p.product_id: p for p in read_catalog(tmp_path)}
+    assert products["B1"].description == 'Cores: preto; "nude"; azul'

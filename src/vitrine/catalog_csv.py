@@ -154,14 +154,19 @@ def delimiter(text: str) -> str:
     """The separator of a table: the one of semicolon, comma and tab that splits its first
     lines into the same number of fields (csv.Sniffer); failing that, the most frequent in the
     header outside quotes, a semicolon on a tie (Excel in Brazil does not quote a comma in a
-    semicolon file), a comma when there is none."""
+    semicolon file), a comma when there is none. The sniffer's guess is taken only when the
+    header holds it: it reads quoted text first, and a semicolon table with a description
+    such as ``"Couro, ""premium"", alça"`` was taken for a comma table (one column, "no image
+    column")."""
     sample = "\n".join(text.splitlines()[:20])
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=";,\t").delimiter
-    except csv.Error:
-        pass
     outside = re.sub(r'"[^"]*"', "", text.split("\n", 1)[0])
     counts = {sep: outside.count(sep) for sep in (";", ",", "\t")}
+    try:
+        sniffed = csv.Sniffer().sniff(sample, delimiters=";,\t").delimiter
+    except csv.Error:
+        sniffed = None
+    if sniffed is not None and (counts.get(sniffed) or not any(counts.values())):
+        return sniffed
     best = max(counts, key=lambda sep: counts[sep])  # the first of a tie: ';'
     return best if counts[best] else ","
 
