@@ -110,6 +110,13 @@ def test_weights_and_settings_a_user_gets_wrong(weights_path, tmp_path):
     (tmp_path / "m" / "model.pt").write_bytes(b"")
     with pytest.raises(WeightsError, match="not a valid model description"):
         load_model(tmp_path / "m")
+    # a model another version of Vitrine wrote says so (and which format), not "not a
+    # valid model description (ValueError: unknown format)"
+    (tmp_path / "m" / "model.json").write_text('{"format": "vitrine-trained-model/2"}')
+    with pytest.raises(WeightsError, match=r"model\.json is a model of format "
+                                           r"vitrine-trained-model/2, which this Vitrine does "
+                                           r"not read \(it reads vitrine-trained-model/1\)"):
+        load_model(tmp_path / "m")
     # a damaged preprocessing would crash, exhaust memory or give NaN vectors when embedding
     from vitrine.trained import FORMAT
 

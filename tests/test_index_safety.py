@@ -968,6 +968,28 @@ def test_a_search_index_that_cannot_be_saved_is_said(shop_a, embedder, tmp_path,
     assert not any("search index" in line for line in index_lines(report, 10_000, "st"))
 
 
+def test_a_full_disk_under_the_search_index_is_said_in_the_systems_words(shop_a, embedder,
+                                                                          tmp_path,
+                                                                          monkeypatch):
+    """FAISS raises a full disk as its C++ assertion ("Error in void faiss::write_index(...)
+    at .../index_write.cpp:499: Error: 'ret == (size * 4)' failed: write error in
+    ....tmp: 1265582 != 5201920 (No space left on device)"): that whole line was the
+    report's `index_unsaved` and the terminal's note. The system's words, as for an
+    OSError."""
+    import errno
+
+    import faiss
+
+    from vitrine.ann import VectorIndex
+
+    def full(self, path):  # (the file FAISS writes is on a disk with no room left)
+        faiss.write_index(self.index, "/dev/full")
+
+    monkeypatch.setattr(VectorIndex, "save", full)
+    report = _index(shop_a, tmp_path / "st", embedder)
+    assert report.indexed == 16 and report.index_unsaved == os.strerror(errno.ENOSPC)
+
+
 def test_index_names_products_whose_table_category_overrides_the_folder(shop_a, embedder,
                                                                         tmp_path):
     catalog = shutil.copytree(shop_a, tmp_path / "shop")

@@ -264,6 +264,13 @@ def load_model(model_dir: Path) -> TrainedModel:
         config_bytes = config_path.read_bytes()
         config = json.loads(config_bytes.decode("utf-8"))
         if config.get("format") != FORMAT:
+            kind = config.get("format")
+            if isinstance(kind, str) and kind.startswith(MODEL_FORMAT):  # (another version:
+                # "not a valid model description (ValueError: unknown format)" said neither)
+                raise WeightsError(f"{config_path} is a model of format {kind}, which this "
+                                   f"Vitrine does not read (it reads {FORMAT}): another "
+                                   "version of Vitrine trained it; use that version, or "
+                                   "train the model again with this one.")
             raise ValueError("unknown format")
         spec = get_spec(config["backbone"])
         prep_cfg = config["preprocessing"]

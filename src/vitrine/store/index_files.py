@@ -361,14 +361,24 @@ class IndexFiles:
             # the part written, one more with each process that tried
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            self.unsaved = (getattr(exc, "strerror", None)
-                            or (str(exc).strip().splitlines() or [type(exc).__name__])[-1])
+            self.unsaved = getattr(exc, "strerror", None) or _faiss_reason(exc)
             return self.unsaved
         self.unsaved = None
         if writer and not self.db.in_transaction:  # (not inside a search's read snapshot)
             with contextlib.suppress(sqlite3.OperationalError, StoreError):  # next time
                 self.forget_changes(generation)
         return None
+
+
+def _faiss_reason(exc: Exception) -> str:
+    """The system's words in a FAISS error ("No space left on device"), which ends its
+    C++ assertion ("Error in void faiss::write_index(...) at .../index_write.cpp:499: Error:
+    'ret == (size * 4)' failed: write error in ....tmp: 1265582 != 5201920 (No space left on
+    device)"): that whole line was the report's ``index_unsaved`` and the terminal's note on
+    a full disk; else its last line."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+    said = re.search(r"write error in .*\(([^()]+)\)$", line)
+    return said[1] if said else line
 
 
 def _layer_rows(recent: VectorIndex) -> tuple[np.ndarray, np.ndarray]:
