@@ -29,7 +29,7 @@ from vitrine.dedupe import DuplicateRules, distinct_rows, only_rows, rule_pairs
 from vitrine.errors import StoreError
 from vitrine.store import VectorStore
 
-FORMAT = 7
+FORMAT = 8
 """Bumped when the rules' inputs (pHash, thumbnail), what a rule compares, or the cache's
 layout change (2: the colour check leaves out a shared grey background too; a store's pairs
 found before, different products on grey grouped as copies, are searched again; 3: it weighs
@@ -40,7 +40,9 @@ both photos share along an edge, a supplier's banner, as their background; 6: a 
 ends in the background, a product reaching the edge, is no band: copies of it were missed;
 7: second views are turned one way among the 8 turns and flips of a square, their pHashes
 made as the photo has them (1,569 bytes), so that copies turned a quarter or half turn are
-found; a store's views made before are made again: ``vitrine.thumb_upgrade``)."""
+found; a store's views made before are made again: ``vitrine.thumb_upgrade``; 8: the
+views' pHashes may differ in ``dedupe.DETAIL_FLIPS`` signs more, signs of frequencies near
+zero that a copy's JPEG noise turns: a store's pairs are searched again)."""
 CHANGED_AT_MOST = 20_000
 """Each changed product costs a pass over the whole store, so the search of the changed ones
 alone is used while it costs well under a full one: up to half the store where the full search

@@ -72,7 +72,8 @@ photos, 15 % are compared in two ways or more (1.16 ways a photo; 0.005: 8 %, 1.
 28 %, 1.33). A copy of each found by the thumbnail rules, one way each against 0.01 (and the
 mirror rule before): turned 90, 180 or 270 degrees 986 against 1,010 (0), mirrored 991
 against 1,010 (1,002), padded 975 against 1,001 (993); 0.005 found 1,007, 1,006 and 998,
-0.02 one mirrored and one padded copy more than 0.01."""
+0.02 one mirrored and one padded copy more than 0.01 (the pHashes within 24 bits then; with
+``dedupe.DETAIL_FLIPS``, 1,011, 1,011 and 1,003 against 987, 992 and 977)."""
 BORDER_TOLERANCE = 16
 """How far (largest channel difference) at least half a photo's edge must lie from its
 median colour for that colour to be a border to trim (``dedupe.BACKGROUND_TOLERANCE``)."""
