@@ -23,6 +23,7 @@ import io
 import json
 import random
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,20 @@ def jpeg(img: Image.Image) -> Image.Image:
     return Image.open(buf).convert("RGB")
 
 
+def copies(photos: list[Path], seed: int
+           ) -> Iterator[tuple[Image.Image, list[tuple[str, str, Image.Image]]]]:
+    """Each photo (RGB) and its copies as ``(name, kind, copy)``: turned (a kind of
+    :data:`TURNS`, chosen at random with the seed), mirrored and padded (``PADS`` in turn),
+    each saved at JPEG quality 90."""
+    rng = random.Random(seed)
+    for i, path in enumerate(photos):
+        with Image.open(path) as opened:
+            img = opened.convert("RGB")
+        kinds = (("turned", rng.choice(TURNS)), ("mirrored", "mirror"),
+                 ("padded", PADS[i % len(PADS)]))
+        yield img, [(name, kind, jpeg(edited(img, kind))) for name, kind in kinds]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--catalog", type=Path, required=True)
@@ -54,19 +69,14 @@ def main() -> None:
     turned_views = hasattr(dedupe_views, "TIE_MARGIN")
     if turned_views and args.margin is not None:
         dedupe_views.TIE_MARGIN = args.margin
-    rng = random.Random(args.seed)
     found = {"turned": 0, "mirrored": 0, "padded": 0}
     thumbs = []
     apart = np.eye(2, dtype=np.float32)  # (the embedding rule never joins them)
     photos = scan_images(args.catalog)
-    for i, path in enumerate(photos):
-        with Image.open(path) as opened:
-            img = opened.convert("RGB")
+    for img, made in copies(photos, args.seed):
         first, phash = thumbnail(img), perceptual_hash(img)
         thumbs.append(first)
-        for name, kind in (("turned", rng.choice(TURNS)), ("mirrored", "mirror"),
-                           ("padded", PADS[i % len(PADS)])):
-            copy = jpeg(edited(img, kind))
+        for name, _, copy in made:
             found[name] += bool(find_duplicates([0, 1], apart, [phash, perceptual_hash(copy)],
                                                 [first, thumbnail(copy)]))
     ways = None

@@ -659,15 +659,15 @@ photos' own, 64 bits, ``phash_distance``); those of the sign rule
 (:data:`vitrine.dedupe_views.TURN_RULE`) :data:`DETAIL_FLIPS` more."""
 DETAIL_FLIPS = 2
 """Bits more that the products' pHashes (signs) may differ by: signs of frequencies near zero,
-which a copy's JPEG noise or a cut a pixel off turns (the 26 in which a mirrored copy of a
-watch of the demo catalogue differs lie among the smallest 29 % of the two photos'
-frequencies, 19 of them among the smallest 7 %). Of the copies of the 1,016 demo photos
-(turned, mirrored, padded: ``benchmarks/dedupe_turn_margin.py``) all lay within 22, 21 and 23
-bits of their originals but one turned, one mirrored and two padded copies at 25–26 (and two
-padded ones cut otherwise, at 30 and 32); of the 486 pairs of different products whose views
-agree to a cosine of 0.95, those of two shapes lay 29 bits apart or more (the two Rockport
-shoes, whose views agree as the rule asks, 32; colour variants of one shape from 23, told
-apart by their colours)."""
+which a copy's JPEG noise or a cut a pixel off turns. Of the copies of the 1,016 demo photos
+whose views agree with their originals' as the rule asks (turned, mirrored, padded, as
+``benchmarks/dedupe_turn_margin.py`` makes them: ``benchmarks/dedupe_sign_distances.py``,
+``benchmarks/results/dedupe_sign_distances.json``) all lay within 22, 21 and 23 bits of their
+originals but one turned, one mirrored and two padded copies at 25–26 (and two padded ones
+at 30 and 32); of the 415 pairs of different products whose views agree to a cosine of 0.95,
+the two Rockport shoes, the one pair whose views agree as the rule asks, lay 34 bits apart
+(each one's copies 32–37 from the other), the others 23 or more, the two within 26 (23 and
+26) told apart by their colours."""
 
 
 class _Views(Sequence):
