@@ -442,6 +442,35 @@ def test_equal_duplicate_groups_fill_validation_and_test():
                 assert len({names[i] for i in group}) == 1
 
 
+def test_copies_across_categories_count_towards_no_categorys_share():
+    """A placeholder photo ("no photo yet") that 10 products of each of three categories
+    share is one unit across categories: it trains, and it counted towards its first
+    member's category as 30 photos of its own, so 16 of that category's 20 real photos were
+    held out (8 validation, 8 test) and 4 trained, against 14 of the others' 20."""
+    labels = ["a"] * 20 + ["b"] * 20 + ["c"] * 20 + ["a"] * 10 + ["b"] * 10 + ["c"] * 10
+    placeholder = list(range(60, 90))
+    for seed in range(5):
+        names = group_split(labels, [placeholder], 0.15, 0.15, seed)
+        assert {names[i] for i in placeholder} == {"train"}
+        for category in "abc":
+            real = Counter(names[i] for i in range(60) if labels[i] == category)
+            assert real == {"train": 14, "val": 3, "test": 3}, (seed, category, real)
+
+
+def test_a_large_group_of_copies_takes_no_split_that_single_photos_fit():
+    """10 products of a 30-photo category share one placeholder photo: the group, met
+    first, took the whole test (or validation) share while the category's 20 other photos
+    could fill it (1 seed of 4), so that category was tested (or validated) on one photo,
+    its placeholder. A category of equal groups still gets its splits
+    (test_equal_duplicate_groups_fill_validation_and_test)."""
+    labels = ["a"] * 30 + ["b"] * 30
+    placeholder = list(range(20, 30))
+    for seed in range(40):
+        names = group_split(labels, [placeholder], 0.15, 0.15, seed)
+        assert {names[i] for i in placeholder} == {"train"}, seed
+        assert Counter(names[:20]) == {"train": 12, "val": 4, "test": 4}, seed
+
+
 def test_a_product_tables_group_column_keeps_a_products_shots_in_one_split(tmp_path):
     """Photos of one product (front, back, a crop a supplier made) are no duplicates the
     rules find: without a column saying so they landed in train and test (helper-268).
