@@ -1213,3 +1213,46 @@ def test_a_carousels_neighbours_at_the_page_edges_leave_the_photo_found():
     box = _found_box(page)
     assert box is not None and box[1] <= 700 and box[3] >= 1000  # the photo in it
     assert framed_product(page) is not None
+
+
+def _linear_rgb_profile() -> bytes:
+    """An ICC v2 display profile of sRGB's primaries with a linear tone curve (a linear-light
+    export): its mid-grey 128 is sRGB's 188."""
+    import struct
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ \0\0\0\0" + struct.pack(">3i", *(round(v * 65536) for v in (x, y, z)))
+
+    tags = [(b"desc", b"desc\0\0\0\0" + struct.pack(">I", 7) + b"linear\0" + bytes(78)),
+            (b"cprt", b"text\0\0\0\0none\0\0\0\0"), (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+            (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)), (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)),
+            (b"bXYZ", xyz(0.1431, 0.0606, 0.7141))]
+    tags += [(name, b"curv\0\0\0\0" + struct.pack(">I", 0)) for name in (b"rTRC", b"gTRC",
+                                                                        b"bTRC")]
+    table, body, at = b"", b"", 128 + 4 + 12 * len(tags)
+    for name, data in tags:
+        data += bytes(-len(data) % 4)
+        table += name + struct.pack(">II", at + len(body), len(data))
+        body += data
+    header = (struct.pack(">I", at + len(body)) + b"lcms\x02\x10\0\0mntrRGB XYZ " + bytes(12)
+              + b"acsp" + bytes(28) + xyz(0.9642, 1.0, 0.8249)[8:] + bytes(48))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_a_photo_is_read_in_srgb_from_the_colour_space_its_profile_names(tmp_path, mode):
+    """A photo's ICC profile (a camera's Adobe RGB, a phone's Display P3) was ignored: its
+    pixels were embedded as if sRGB (an Adobe RGB photo at a cosine down to 0.978 of its sRGB
+    copy) and its card copy, which carries no profile, was shown dull. Its pixels are read in
+    sRGB, as browsers show them; a photo with a profile that cannot be read is read as it
+    is."""
+    from vitrine.images import thumbnail_jpeg
+
+    profile = _linear_rgb_profile()
+    photo = Image.new(mode, (600, 400), (128, 128, 128, 255)[:len(mode)])
+    photo.save(path := tmp_path / "linear.png", icc_profile=profile)
+    assert open_image(path).getpixel((10, 10)) == pytest.approx((188, 188, 188), abs=2)
+    card = Image.open(io.BytesIO(thumbnail_jpeg(path, 200, 40_000_000)))
+    assert card.getpixel((10, 10)) == pytest.approx((188, 188, 188), abs=3)
+    photo.save(broken := tmp_path / "broken.png", icc_profile=b"not a profile" * 20)
+    assert open_image(broken).getpixel((10, 10)) == (128, 128, 128)

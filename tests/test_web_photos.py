@@ -114,6 +114,97 @@ def test_a_product_page_shows_a_large_photo_as_a_bounded_copy(settings, embedder
     assert client.get("/images/bolsas/grande.jpg").content == (folder / "grande.jpg").read_bytes()
 
 
+def _p3_profile() -> bytes:
+    """An RGB colour profile of Display P3's primaries (an iPhone's JPEG holds one): Little
+    CMS's sRGB with the red, green and blue colorants changed."""
+    import struct
+
+    from PIL import ImageCms
+
+    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    primaries = {b"rXYZ": (0.5151, 0.2412, -0.0011), b"gXYZ": (0.2920, 0.6922, 0.0419),
+                 b"bXYZ": (0.1571, 0.0666, 0.7841)}
+    for i in range(struct.unpack(">I", data[128:132])[0]):
+        tag, at, _ = struct.unpack(">4sII", data[132 + 12 * i:144 + 12 * i])
+        if tag in primaries:
+            data[at + 8:at + 20] = b"".join(struct.pack(">i", round(v * 65536))
+                                            for v in primaries[tag])
+    data[84:100] = bytes(16)  # (the profile's id, a digest of the old bytes)
+    return bytes(data)
+
+
+def _large_photos(tmp_path, embedder, settings):
+    """A store of photos over VIEW_PHOTO_BYTES: Display P3 ones (a JPEG, a PNG, a PNG cut
+    out on transparency) and animations (a GIF, a WebP); its client, and its folder."""
+    from vitrine.api import VIEW_PHOTO_BYTES, create_app
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    folder = tmp_path / "catalog" / "bolsas"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    red = rng.integers(0, 40, (1500, 2400, 3), dtype=np.uint8)
+    red[..., 0] += 180
+    profile = _p3_profile()
+    Image.fromarray(red).save(folder / "p3.jpg", quality=95, icc_profile=profile)
+    Image.fromarray(red).save(folder / "p3.png", icc_profile=profile)
+    rgba = Image.fromarray(red).convert("RGBA")
+    rgba.putpixel((0, 0), (0, 0, 0, 0))
+    rgba.save(folder / "p3-cutout.png", icc_profile=profile)
+    frames = [Image.fromarray(rng.integers(0, 255, (500, 500, 3), dtype=np.uint8))
+              for _ in range(4)]
+    frames[0].save(folder / "gira.webp", save_all=True, append_images=frames[1:],
+                   duration=100, quality=90)
+    frames = [f.convert("P") for f in frames]
+    frames[0].save(folder / "gira.gif", save_all=True, append_images=frames[1:], duration=100)
+    assert all(f.stat().st_size > VIEW_PHOTO_BYTES for f in folder.iterdir())
+    store = open_store(tmp_path / "store", create=True)
+    index_catalog(tmp_path / "catalog", store, embedder, show_progress=False)
+    store.close()
+    return TestClient(create_app(settings, tmp_path / "store", embedder=embedder)), folder
+
+
+def test_a_product_pages_copy_shows_the_photos_colours(settings, embedder, tmp_path):
+    """The product page's copy of a large photo (``size=view``) dropped its colour profile,
+    its pixels still those of the profile's space: a phone's Display P3 JPEG, sent whole
+    before, was shown as sRGB (its red 219,0,0 as 197,19,19), as was a PNG's, also one cut
+    out on transparency. The copy's pixels are now sRGB (images.in_srgb)."""
+    from PIL import ImageCms
+
+    client, folder = _large_photos(tmp_path, embedder, settings)
+    srgb = ImageCms.createProfile("sRGB")
+
+    def as_srgb(img: Image.Image) -> np.ndarray:  # (what a browser shows)
+        icc = img.info.get("icc_profile")
+        if icc:
+            img = ImageCms.profileToProfile(img.convert("RGB"),
+                                            ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb)
+        return np.asarray(img.convert("RGB"), np.float32).mean(axis=(0, 1))
+
+    for name in ("p3.jpg", "p3.png", "p3-cutout.png"):
+        wanted = as_srgb(Image.open(folder / name))
+        shown = client.get(f"/images/bolsas%2F{name}", params={"size": "view"})
+        assert shown.status_code == 200 and shown.headers["content-type"] == "image/jpeg"
+        copy = Image.open(io.BytesIO(shown.content))
+        assert copy.size == (2048, 1280)
+        assert np.abs(as_srgb(copy) - wanted).max() < 4, name
+
+
+def test_a_product_page_shows_a_large_animation_as_it_is(settings, embedder, tmp_path):
+    """A large animated GIF or WebP (a product turning) was sent as it is to the product
+    page before ``size=view``, which made it its first frame, a still JPEG."""
+    client, folder = _large_photos(tmp_path, embedder, settings)
+    for name in ("gira.gif", "gira.webp"):
+        shown = client.get(f"/images/bolsas%2F{name}", params={"size": "view"})
+        sent_whole = shown.content == (folder / name).read_bytes()  # (not a 1-MB diff)
+        assert sent_whole, (name, shown.headers["content-type"])
+        assert client.get(f"/images/bolsas%2F{name}", params={"size": "view"}, headers={
+            "If-None-Match": shown.headers["etag"]}).status_code == 304
+    # a large photo of those formats that is still gets the copy
+    assert client.get("/images/bolsas%2Fp3.png", params={"size": "view"}
+                      ).headers["content-type"] == "image/jpeg"
+
+
 def test_a_photo_rewritten_with_its_old_time_and_size_is_a_new_version(settings, embedder,
                                                                        tmp_path):
     """A photo's file replaced by one of the same size and time (uncompressed TIFF or BMP

@@ -72,7 +72,7 @@ from vitrine.errors import (
     StoreError,
     resources_refused,
 )
-from vitrine.images import BROWSER_SUFFIXES, browser_jpeg, thumbnail_jpeg
+from vitrine.images import BROWSER_SUFFIXES, animated, browser_jpeg, thumbnail_jpeg
 from vitrine.recommend import ProductNotFound
 from vitrine.service import NewProduct, VitrineService, image_suffix
 from vitrine.store.base import StoredProduct
@@ -96,6 +96,8 @@ THUMBNAILS_KEPT = 1024
 VIEW_SIDE = 2048
 """Longest side of the copy sent for a photo in a format browsers cannot show (TIFF, HEIC),
 and to a product page for a large one."""
+ANIMATED_SUFFIXES = frozenset({".gif", ".png", ".webp"})
+"""Browser formats that may hold an animation, which a product page gets as it is."""
 VIEW_COPIES_KEPT = 64
 """Such copies kept in memory (a few hundred KB each)."""
 OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
@@ -713,6 +715,9 @@ def create_app(settings: Settings, store: str | Path, *,
                 shown = browser_jpeg(fh)
             small = SMALL_PHOTO_BYTES if size == "card" else VIEW_PHOTO_BYTES
             as_is = shown and (size is None or stat.st_size <= small)
+            if shown and not as_is and size == "view" and fmt in ANIMATED_SUFFIXES:
+                fh.seek(0)  # (an animation's copy is its first frame: a product's turning
+                as_is = animated(fh)  # view was a still on its page)
             kind = "" if as_is else "-card" if size == "card" else "-view"
             version = file_version(path, stat)
             headers = {"Cache-Control": "no-cache", "ETag": f'"{version}{kind}"'}

@@ -126,7 +126,8 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
     """Decode a photo into an upright 8-bit RGB image.
 
     Applies EXIF orientation, takes the first frame of animations, composites transparency on
-    white and converts CMYK, grayscale, 16-bit and palette images. Refuses images above
+    white and converts CMYK, grayscale, 16-bit and palette images (an RGB or CMYK photo's
+    colours from its ICC profile's space to sRGB: :func:`in_srgb`). Refuses images above
     ``max_pixels`` before decoding their pixels. ``draft_size`` lets JPEG decode at a reduced
     scale that is still at least that many pixels on its short side (with ``fit``, on its
     long side: a copy to fit in a square of that side).
@@ -178,7 +179,7 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
             img.load()
             if img.format == "TIFF":
                 img = _tiff_levels(img)
-            return to_rgb(upright(img))
+            return to_rgb(in_srgb(upright(img)))
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -495,6 +496,43 @@ def upright(img: Image.Image) -> Image.Image:
     return img.transpose(turn) if turn is not None else img
 
 
+PROFILED_MODES = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB"}
+"""The modes whose ICC profile is applied (:func:`in_srgb`), and the mode each becomes."""
+
+
+def in_srgb(img: Image.Image) -> Image.Image:
+    """The photo's pixels in sRGB, as browsers show them and as the model was trained on, from
+    the colour space its ICC profile names (a camera's Adobe RGB, a phone's Display P3, a
+    press's CMYK): they were read as sRGB, an Adobe RGB photo's vector at a cosine down to
+    0.978 of the same photo in sRGB, and card copies, which carry no profile, shown dull. As
+    it is without a profile, with one that cannot be read or does not fit its mode, or with a
+    colour key (:func:`to_rgb`)."""
+    profile = img.info.get("icc_profile")
+    if not profile or img.mode not in PROFILED_MODES or "transparency" in img.info:
+        return img
+    transform = _srgb_transform(bytes(profile), img.mode)
+    if transform is None:
+        return img
+    try:
+        return transform.apply(img)
+    except Exception:  # noqa: BLE001 - littleCMS's refusals: the photo as it is, as browsers
+        return img
+
+
+@functools.lru_cache(maxsize=16)
+def _srgb_transform(profile: bytes, mode: str):
+    """The littleCMS transform from ``profile`` (ICC bytes) in ``mode`` to sRGB, thread-safe
+    (no cache of the last pixel); None for a profile that cannot be read or applied."""
+    try:
+        from PIL import ImageCms
+
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        return ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), mode,
+                                       PROFILED_MODES[mode], flags=ImageCms.Flags.NOCACHE)
+    except Exception:  # noqa: BLE001 - a damaged profile, one of another colour space
+        return None
+
+
 def _signature_format(data: bytes) -> str | None:
     """The format a file Pillow could not open begins like, else None."""
     if data[:4] in TIFF_PREFIXES:
@@ -657,11 +695,26 @@ def thumbnail(path: Path, side: int, max_pixels: int) -> Image.Image:
 
 
 def thumbnail_jpeg(path: Path, side: int, max_pixels: int) -> bytes:
-    """:func:`thumbnail` as JPEG."""
+    """:func:`thumbnail` as JPEG, without a colour profile: its pixels are sRGB already
+    (:func:`in_srgb`), as a browser shows a JPEG without one (a Display P3 photo's copy,
+    its pixels read as sRGB, showed dull on the product page)."""
     img = thumbnail(path, side, max_pixels)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=85, optimize=True)
     return buf.getvalue()
+
+
+def animated(fh: BinaryIO) -> bool:
+    """Whether the picture open in ``fh`` (read from its start) has more than one frame
+    (GIF, APNG, WebP): Pillow reads its header and frame headers, not its pixels. False for
+    one it cannot open."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(fh, formats=PHOTO_FORMATS)
+            return bool(getattr(img, "is_animated", False))
+    except Exception:  # noqa: BLE001 - a file Pillow cannot read: the copy says why
+        return False
 
 
 def resize_square(img: Image.Image, size: int, policy: str) -> Image.Image:
