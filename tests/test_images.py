@@ -1215,6 +1215,64 @@ def test_a_carousels_neighbours_at_the_page_edges_leave_the_photo_found():
     assert framed_product(page) is not None
 
 
+def _drawn_watch(side: int) -> Image.Image:
+    """A product photo with fine detail (a watch's face, its strap's stitching) on white."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (side, side), (255, 255, 255))
+    draw, s = ImageDraw.Draw(img), side / 100
+    draw.ellipse((20 * s, 15 * s, 80 * s, 75 * s), fill=(40, 40, 60), outline=(200, 170, 60),
+                 width=max(1, round(3 * s)))
+    for i in range(12):
+        a = i / 12 * 2 * np.pi
+        draw.line((50 * s + 20 * s * np.cos(a), 45 * s + 20 * s * np.sin(a),
+                   50 * s + 26 * s * np.cos(a), 45 * s + 26 * s * np.sin(a)),
+                  fill=(230, 230, 230), width=max(1, round(s / 2)))
+    draw.rectangle((42 * s, 75 * s, 58 * s, 98 * s), fill=(120, 70, 30))
+    for k in range(50):
+        draw.line((42 * s, (75 + k / 2) * s, 58 * s, (75 + k / 2) * s), fill=(90, 50, 20))
+    return img
+
+
+@pytest.mark.parametrize("side", [448, 896])
+def test_a_large_jpeg_is_the_models_input_it_is_decoded_whole(side):
+    """A JPEG whose short side is 2 or 4 times the model's input was decoded by libjpeg
+    straight to the input's side (draft at 224), sharper than the resize makes any other
+    photo: its vector was at a cosine of 0.975 of the same photo decoded whole (0.9996 at
+    447 px). Indexing, upload search and training decode it to the input it has decoded
+    whole, within resampling."""
+    from vitrine.embed import decode, decode_query
+    from vitrine.train_data import views_of
+
+    buf = io.BytesIO()
+    _drawn_watch(side).save(buf, "JPEG", quality=95)
+    prep = Preprocessing()
+    whole = to_array(open_image(buf.getvalue()), prep)
+    indexed = decode(buf.getvalue(), prep, 40_000_000)[0]
+    searched = decode_query(buf.getvalue(), prep, 40_000_000)[0]
+    assert np.array_equal(indexed, searched)
+    assert np.abs(indexed - whole).mean() < 0.005
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"vitrine-watch-{os.getpid()}-{side}.jpg"
+    path.write_bytes(buf.getvalue())
+    try:
+        trained = views_of(path, [0], prep, [0], 40_000_000).arrays[0]
+    finally:
+        path.unlink()
+    assert np.array_equal(trained, indexed)
+
+
+def test_a_panorama_decodes_for_the_model_at_the_scale_its_input_needs_within_the_limit():
+    """Where twice the input's side would decode a JPEG over the pixel limit (a panorama
+    12 times as wide as high, its short side under 4 times the input's), it decodes at the
+    scale the input's side needs, as it did: not refused."""
+    from vitrine.embed import decode
+
+    buf = io.BytesIO()
+    Image.new("RGB", (6_000, 500), RED).save(buf, "JPEG", quality=50)
+    array = decode(buf.getvalue(), Preprocessing(), 2_000_000)[0]
+    assert array.shape == (3, 224, 224)
+
+
 def _linear_rgb_profile() -> bytes:
     """An ICC v2 display profile of sRGB's primaries with a linear tone curve (a linear-light
     export): its mid-grey 128 is sRGB's 188."""

@@ -238,7 +238,7 @@ def test_frozen_pass_fills_one_tensor_and_zeros_unreadable_photos(tmp_path):
     base = nn.Conv2d(3, 2, 3, stride=4)
 
     def expected(path, view, key):
-        img = open_image(path, draft_size=prep.size)
+        img = open_image(path, draft_size=prep.draft_size)
         if view:
             img = augment(img, np.random.default_rng([7, key, view]))
         with torch.no_grad():

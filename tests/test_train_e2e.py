@@ -862,7 +862,7 @@ def test_search_tells_the_likely_category_from_the_trained_embedding(trained, en
         found = json.loads(run("search", photo, "--store", store, "--model", model_dir,
                                "--json", env=env))
         with torch.inference_mode():
-            x = torch.from_numpy(to_array(open_image(photo, draft_size=model.prep.size),
+            x = torch.from_numpy(to_array(open_image(photo, draft_size=model.prep.draft_size),
                                           model.prep)[None])
             probs = model.net.layers(x, {"probs"})["probs"][0].numpy()
         guess = found["predicted_category"]
@@ -989,7 +989,7 @@ def test_report_lists_the_misclassified_test_photos(trained):
         assert Path(r["image"]).parent.name == r["labelled"]  # the catalogue's category folder
         with torch.inference_mode():
             x = torch.from_numpy(to_array(open_image(Path(r["image"]),
-                                                     draft_size=model.prep.size),
+                                                     draft_size=model.prep.draft_size),
                                           model.prep)[None])
             probs = model.net.layers(x, {"probs"})["probs"][0]
         assert classes[int(probs.argmax())] == r["predicted"]

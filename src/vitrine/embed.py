@@ -45,13 +45,13 @@ class EmbedResult:
 def decode(source: Path | bytes, prep: Preprocessing,
            max_pixels: int) -> tuple[np.ndarray, str, bytes]:
     """Open a photo → (backbone input, perceptual hash, thumbnail). Runs in the decode pool."""
-    return _inputs(open_image(source, max_pixels=max_pixels, draft_size=prep.size), prep)
+    return _inputs(open_image(source, max_pixels=max_pixels, draft_size=prep.draft_size), prep)
 
 
 def decode_query(source: Path | bytes, prep: Preprocessing, max_pixels: int) -> np.ndarray:
     """A photo searched for as the backbone's input batch (:func:`query_arrays`: the photo,
     and the product cut out of a wide frame around it when it has one)."""
-    return query_arrays(open_image(source, max_pixels=max_pixels, draft_size=prep.size), prep)
+    return query_arrays(open_image(source, max_pixels=max_pixels, draft_size=prep.draft_size), prep)
 
 
 def decode_file(path: Path, prep: Preprocessing,
@@ -66,7 +66,7 @@ def decode_file(path: Path, prep: Preprocessing,
 def _open_file(path: Path, prep: Preprocessing, max_pixels: int) -> tuple[Image.Image, str]:
     """The photo file at ``path`` decoded, and the sha256 of the very bytes decoded."""
     data = read_photo(path)
-    return (open_image(data, max_pixels=max_pixels, draft_size=prep.size, name=str(path)),
+    return (open_image(data, max_pixels=max_pixels, draft_size=prep.draft_size, name=str(path)),
             hashlib.sha256(data).hexdigest())
 
 

@@ -37,6 +37,9 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 MIN_SIDE, MAX_SIDE = 32, 1024
 """The backbone input sides a model may ask for, in pixels."""
+DRAFT_FACTOR = 2
+"""A JPEG decodes reduced to at least this many times the model's input side
+(:attr:`Preprocessing.draft_size`), as card copies decode at twice theirs."""
 RESIZE_POLICIES = get_args(ResizePolicy)
 
 
@@ -63,6 +66,17 @@ class Preprocessing:
                                            and (name == "mean" or v > 0) for v in values):
                 raise ValueError(f"{name} {list(values)!r} is not three finite numbers"
                                  + (" above 0" if name == "std" else ""))
+
+    @property
+    def draft_size(self) -> int:
+        """The side a JPEG is decoded at, at the least, for this input (:func:`open_image`'s
+        ``draft_size``): :data:`DRAFT_FACTOR` times the input's, so that the photo is always
+        scaled down by the resize after libjpeg's reduced decode, as a photo decoded whole is.
+        At the input's side itself, a JPEG whose short side was 448, 896 or 1,792 px was
+        decoded straight to 224 px by libjpeg's DCT scaling, sharper than any resize makes
+        it: its vector was at a cosine down to 0.974 of the same photo decoded whole or sent
+        as a PNG (0.9996 at 447 px)."""
+        return DRAFT_FACTOR * self.size
 
     def as_dict(self) -> dict:
         return {"size": self.size, "resize": self.resize, "mean": list(self.mean),
@@ -129,8 +143,9 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
     white and converts CMYK, grayscale, 16-bit and palette images (an RGB or CMYK photo's
     colours from its ICC profile's space to sRGB: :func:`in_srgb`). Refuses images above
     ``max_pixels`` before decoding their pixels. ``draft_size`` lets JPEG decode at a reduced
-    scale that is still at least that many pixels on its short side (with ``fit``, on its
-    long side: a copy to fit in a square of that side).
+    scale that is still at least that many pixels on its short side (half as many where that
+    scale is over ``max_pixels``: a panorama; with ``fit``, on its long side: a copy to fit in
+    a square of that side).
     Raises :class:`ImageError` with a one-sentence reason, naming the file (``name`` for
     bytes read from one).
     """
@@ -154,7 +169,8 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
                 # a 50-MP phone photo decodes at 1/8 (libjpeg cannot scale a lossless one:
                 # "broken data stream", so that decodes whole, within the pixel limit)
                 if draft_size and frame not in LOSSLESS_FRAMES:
-                    img.draft("RGB", _draft_request(img.size, draft_size, fit))
+                    img.draft("RGB", _draft_request(img.size, draft_size, fit,
+                                                    max_pixels))
             key = img.info.get("transparency")
             if img.mode == "RGB" and isinstance(key, tuple) and any(
                     tile.args == "RGB;16B" for tile in getattr(img, "tile", ())):
@@ -673,16 +689,29 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def _draft_request(size: tuple[int, int], side: int, fit: bool) -> tuple[int, int]:
+def _draft_request(size: tuple[int, int], side: int, fit: bool,
+                   max_pixels: int | None = None) -> tuple[int, int]:
     """The size a JPEG's reduced decode must keep (Pillow's draft keeps both sides at least
     as large): ``side`` on the short side, or with ``fit`` twice the copy that fits a square
     of ``side`` (room for :func:`thumbnail`'s resampling; a photo's copy decodes at the scale
     it did before). Keeping the short side of a 60,000 × 700 banner at 448 px decoded it at
     full scale, over the pixel limit, and its card was a 404."""
-    if not fit:
+    if not fit:  # (half the side where the side asked decodes over the pixel limit: a
+        # 52,000 x 800 panorama, decoded at 1/2 for the model's 224 px, is not refused at 448)
+        if max_pixels is not None and side > 1 and _drafted_pixels(size, side) > max_pixels:
+            side //= 2
         return side, side
     scale = 2 * side / max(size)
     return max(1, math.ceil(size[0] * scale)), max(1, math.ceil(size[1] * scale))
+
+
+def _drafted_pixels(size: tuple[int, int], side: int) -> int:
+    """The pixels a JPEG of ``size`` decodes to with a draft of ``side`` on both sides: at
+    the largest of libjpeg's scales 1/8, 1/4, 1/2 that keeps both at least ``side``, as
+    Pillow's draft chooses it."""
+    fits = min(size[0] // side, size[1] // side)
+    scale = next(s for s in (8, 4, 2, 1) if fits >= s or s == 1)
+    return -(-size[0] // scale) * -(-size[1] // scale)
 
 
 def thumbnail(path: Path, side: int, max_pixels: int) -> Image.Image:

@@ -229,7 +229,7 @@ def views_of(path: Path, views: Sequence[int], prep: Preprocessing, seed: Sequen
     """Decode a photo into ``views``: view 0 is the photo as the embedder sees it, view v > 0
     an augmentation drawn from a generator seeded by ``seed + [v]``."""
     try:
-        img = open_image(path, max_pixels=max_pixels, draft_size=prep.size)
+        img = open_image(path, max_pixels=max_pixels, draft_size=prep.draft_size)
     except ImageError as exc:
         return Decoded(error=exc.reason)
     arrays = np.stack([to_array(img, prep) if v == 0 else
