@@ -547,3 +547,17 @@ def test_a_category_the_group_column_halves_still_gets_every_split():
              for p in products}  # (validation carved out of training: the same rule)
     split = make_split(products, [], Settings(), given)
     assert "val" in {split.assignment[p.product_id] for p in products if p.category == "c"}
+
+
+def test_a_category_whose_test_took_two_small_units_still_gets_a_validation_photo():
+    """7 products of a 10-photo category share a placeholder photo, two more are copies of
+    one photo, one is alone: test (a target of 2) took the single photo and then the pair
+    (within a target plus one), and validation got nothing in 15 seeds of 40, though the
+    pair and the photo could each hold out one split."""
+    labels = ["bolsas"] * 10 + ["sapatos"] * 20
+    for seed in range(40):
+        names = group_split(labels, [list(range(7)), [7, 8]], 0.15, 0.15, seed)
+        assert {names[i] for i in range(7)} == {"train"}, seed
+        assert names[7] == names[8], seed
+        assert {names[i] for i in (7, 8, 9)} == {"val", "test"}, seed
+        assert Counter(names[10:]) == {"train": 14, "val": 3, "test": 3}, seed

@@ -270,6 +270,16 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
                 for unit in [*moved, *taken]:
                     for i in unit:
                         out[i] = name if unit in moved else "train"
+        for name, other in (("val", "test"), ("test", "val")):
+            # a split left empty while the other took two units or more (test, still short
+            # of its target, took a single photo and then a pair: 7 copies of a placeholder,
+            # a pair and a photo were never validated in 15 seeds of 40) gets the other's
+            # smallest
+            donors = [u for u in label_units if out[u[0]] == other]
+            if targets[name] and len(donors) > 1 and \
+                    not any(out[u[0]] == name for u in label_units):
+                for i in min(donors, key=len):
+                    out[i] = name
         if all(out[u[0]] != "train" for u in label_units):
             # small groups filled validation and test (a pair within a target of 1 plus
             # one), or the category's one group did (two copies of its only photo at a
