@@ -1314,3 +1314,20 @@ def test_a_photo_is_read_in_srgb_from_the_colour_space_its_profile_names(tmp_pat
     assert card.getpixel((10, 10)) == pytest.approx((188, 188, 188), abs=3)
     photo.save(broken := tmp_path / "broken.png", icc_profile=b"not a profile" * 20)
     assert open_image(broken).getpixel((10, 10)) == (128, 128, 128)
+
+
+def test_a_palette_photo_is_read_in_srgb_from_its_profile_too(tmp_path):
+    """A palette PNG (a photo quantised to 256 colours, as PNG optimisers write it) keeps its
+    ICC profile as an RGB one does, and a browser applies it alike: it was left as it is, so
+    the same photo read 128 where its RGB copy read 188 (in_srgb took RGB and CMYK alone)."""
+    profile = _linear_rgb_profile()
+    photo = Image.new("RGB", (600, 400), (128, 128, 128))
+    photo.putpixel((0, 0), (0, 0, 255))
+    palette = photo.quantize(4)
+    palette.save(path := tmp_path / "palette.png", icc_profile=profile)
+    assert Image.open(path).mode == "P"
+    assert open_image(path).getpixel((10, 10)) == pytest.approx((188, 188, 188), abs=2)
+    keyed = tmp_path / "keyed.png"  # (its colour key still shows white)
+    palette.save(keyed, icc_profile=profile, transparency=palette.getpixel((0, 0)))
+    assert open_image(keyed).getpixel((0, 0)) == (255, 255, 255)
+    assert open_image(keyed).getpixel((10, 10)) == pytest.approx((188, 188, 188), abs=2)

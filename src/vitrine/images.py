@@ -524,6 +524,9 @@ def in_srgb(img: Image.Image) -> Image.Image:
     it is without a profile, with one that cannot be read or does not fit its mode, or with a
     colour key (:func:`to_rgb`)."""
     profile = img.info.get("icc_profile")
+    if profile and img.mode == "P":  # (a palette PNG's colours are the profile's too: the
+        # same Display P3 photo quantised kept its P3 red 219 where its RGB copy read 240)
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if not profile or img.mode not in PROFILED_MODES or "transparency" in img.info:
         return img
     transform = _srgb_transform(bytes(profile), img.mode)
