@@ -62,7 +62,8 @@ def features(name: str, net, prep: Preprocessing, paths: list[Path], low: bool
     taps = TAPS if name == "mobilenet_v2" else ()
     rows: dict[str, list[torch.Tensor]] = {}
     for i in range(0, len(paths), 32):
-        batch = [lowres(p, prep) if low else to_array(open_image(p, draft_size=prep.size), prep)
+        batch = [lowres(p, prep) if low else
+                 to_array(open_image(p, draft_size=prep.draft_size), prep)
                  for p in paths[i:i + 32]]
         x, tapped = pooled_through(net.trunk, torch.from_numpy(np.stack(batch)), set(taps))
         for block_number, pooled in zip(taps, tapped, strict=True):

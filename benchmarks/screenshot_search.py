@@ -293,7 +293,7 @@ def run(rec: Recommender, queries: list[tuple], k: int) -> dict:
     for category, photo, *truth in queries:
         started = time.perf_counter()
         image = open_image(photo, max_pixels=embedder.settings.max_image_pixels,
-                           draft_size=embedder.prep.size)  # (what the API's search did)
+                           draft_size=embedder.prep.draft_size)  # (the page searched whole)
         old = rec.search_vector(embedder.embed_arrays(to_array(image, embedder.prep)[None])[0], k)
         seconds["old"] += time.perf_counter() - started
         started = time.perf_counter()
@@ -428,7 +428,7 @@ def main() -> None:
         report["held_out_app_layouts"] = layouts
         report["indexed_photos_self_match"] = self_ranks(rec, train, args.k)
         report["catalogue_photos_with_a_frame"] = sum(
-            framed_product(open_image(p.image, draft_size=embedder.prep.size)) is not None
+            framed_product(open_image(p.image, draft_size=embedder.prep.draft_size)) is not None
             for p in products)
         store.close()
     print(json.dumps(report, indent=2))

@@ -62,7 +62,7 @@ def lowres(path: Path, prep) -> np.ndarray:
     img = Image.open(path).convert("RGB").resize((60, 80), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=75)
-    return to_array(open_image(buf.getvalue(), draft_size=prep.size), prep)
+    return to_array(open_image(buf.getvalue(), draft_size=prep.draft_size), prep)
 
 
 def build(settings: Settings, n_classes: int):
