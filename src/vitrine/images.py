@@ -70,8 +70,9 @@ class Preprocessing:
     @property
     def draft_size(self) -> int:
         """The side a JPEG is decoded at, at the least, for this input (:func:`open_image`'s
-        ``draft_size``): :data:`DRAFT_FACTOR` times the input's, so that the photo is always
-        scaled down by the resize after libjpeg's reduced decode, as a photo decoded whole is.
+        ``draft_size``): :data:`DRAFT_FACTOR` times the input's, so that the photo is
+        scaled down by the resize after libjpeg's reduced decode, as a photo decoded whole is
+        (:func:`open_image` halves it for a panorama that would decode over the pixel limit).
         At the input's side itself, a JPEG whose short side was 448, 896 or 1,792 px was
         decoded straight to 224 px by libjpeg's DCT scaling, sharper than any resize makes
         it: its vector was at a cosine down to 0.974 of the same photo decoded whole or sent
@@ -140,12 +141,12 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
     """Decode a photo into an upright 8-bit RGB image.
 
     Applies EXIF orientation, takes the first frame of animations, composites transparency on
-    white and converts CMYK, grayscale, 16-bit and palette images (an RGB or CMYK photo's
-    colours from its ICC profile's space to sRGB: :func:`in_srgb`). Refuses images above
-    ``max_pixels`` before decoding their pixels. ``draft_size`` lets JPEG decode at a reduced
-    scale that is still at least that many pixels on its short side (half as many where that
-    scale is over ``max_pixels``: a panorama; with ``fit``, on its long side: a copy to fit in
-    a square of that side).
+    white and converts CMYK, grayscale, 16-bit and palette images (an RGB, RGBA, CMYK or
+    palette photo's colours from its ICC profile's space to sRGB: :func:`in_srgb`). Refuses
+    images above ``max_pixels`` before decoding their pixels. ``draft_size`` lets JPEG
+    decode at a reduced scale that is still at least that many pixels on its short side
+    (half as many where that scale is over ``max_pixels``: a panorama; with ``fit``, on its
+    long side: a copy to fit in a square of that side).
     Raises :class:`ImageError` with a one-sentence reason, naming the file (``name`` for
     bytes read from one).
     """

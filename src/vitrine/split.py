@@ -199,9 +199,10 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
     unit. A unit whose items carry different labels trains, and counts towards no label's
     share (it counted towards its first member's, whose photos were then held out as if
     the other labels' copies were its own). Each label with at least three items, other
-    than such copies, gets at least one item in validation and in test (a unit larger than
-    its target, when that split has none of the label yet, training keeps half the label's
-    items and no unit that fits the split is left to train), and every label keeps at
+    than such copies, gets at least one item in validation and in test as far as its units
+    allow (a unit larger than its target only when that split has none of the label yet,
+    training keeps half the label's items and no unit that fits the split is left to train:
+    a photo and two groups of 5 had no validation in 8 seeds of 20), and every label keeps at
     least one for training (large fractions no longer drop a small category from the
     classes).
     """
