@@ -284,8 +284,22 @@ class MilvusStore(CatalogRecord):
         index.add_index("vector", index_type="FLAT", metric_type="IP")
         index.add_index("category", index_type="INVERTED")
         self._create(self.collection, schema, index)
+        self._check_products(dim)
+
+    def _check_products(self, dim: int) -> None:
+        """Refuse a products collection this store cannot write: one made meanwhile by
+        another model's writer (vectors of another size), or another program's collection of
+        the same name (not Vitrine's fields), before anything is recorded in it."""
         made = {f["name"]: f for f in self.client.describe_collection(self.collection)["fields"]}
-        held = made["vector"].get("params", {}).get("dim")
+        vector = made.get("vector")
+        key = made.get("product_id")
+        if vector is None or key is None or not key.get("is_primary") \
+                or not {"content_sha256", "metadata_hash", "thumb"} <= made.keys():
+            raise StoreError(f"the collection {self.collection!r} of {self.location} is not a "
+                             "Vitrine store's (its fields are "
+                             f"{', '.join(sorted(made)) or 'none'}); index into another "
+                             "collection.")
+        held = vector.get("params", {}).get("dim")
         if held is not None and int(held) != dim:  # made meanwhile by another model's writer
             raise StoreError(f"the Milvus store {self.location} holds vectors of {held} "
                              f"numbers and this model makes {dim}; index into another "
@@ -326,6 +340,8 @@ class MilvusStore(CatalogRecord):
     def set_manifest(self, manifest: ModelManifest) -> None:
         if not self._has_products():  # (first: a copy killed between the two, the manifest
             self._create_products(manifest.dim)  # written, never made it and never could)
+        else:  # (one already there: of this model's size and Vitrine's, or refused unrecorded)
+            self._check_products(manifest.dim)
         self._products_made = True
         self._set_meta("manifest", json.dumps(manifest.as_dict(), sort_keys=True))
 
