@@ -1607,3 +1607,34 @@ def test_cursor_pages_of_a_read_only_store_an_older_vitrine_renamed_into(store, 
             assert walked == every and len(every) == 10, (walked, every)
         finally:
             frozen.close()
+
+
+def test_equal_scores_keep_one_order_whatever_k_and_the_index_state(tmp_path):
+    """Products with the same photo score the same: they are listed by id, so a top 2 is
+    the start of the top 4, and sending one of them again (the same photo: nothing changed)
+    or rebuilding the index leaves the list as it was (FAISS listed them last id first
+    after keeping the first it met: the top 2 was b, a and the top 4 d, c, b, a; after b
+    was sent again the top 2 was c, a)."""
+    from vitrine.ann import IndexConfig
+
+    flat = IndexConfig.defaults(kind="flat")
+    same = unit(1, 1)
+    store = open_store(tmp_path / "s", create=True, index_config=flat)
+    store.set_manifest(MANIFEST)
+    store.lock_for_writing()
+    store.upsert([record(f"x{i}", unit(0, 0, 1, i)) for i in range(20)]
+                 + [record(pid, same) for pid in "abcd"])
+    store.flush()
+
+    def top(k):
+        return [m.product.product_id for m in store.search(same, k)]
+
+    assert top(2) == ["a", "b"]
+    assert top(4) == ["a", "b", "c", "d"]
+    store.upsert([record("b", same)])  # searched from the layer of rows written since
+    assert top(2) == ["a", "b"]
+    assert top(4) == ["a", "b", "c", "d"]
+    assert [m.product.product_id for m in store.search(same, 3, exclude="a")] == ["b", "c", "d"]
+    store.rebuild_index()
+    assert top(2) == ["a", "b"]
+    store.close()

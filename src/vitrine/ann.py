@@ -177,6 +177,15 @@ Result = tuple[np.ndarray, np.ndarray]
 EMPTY: Result = (np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
+def ranked(scores: np.ndarray, ids: np.ndarray) -> Result:
+    """Best first, equal scores (products with the same photo) by id: FAISS lists equal
+    scores last id first after keeping the first ids it met, so a top 2 was not the start of
+    the top 4 of the same query, and a layered index (the saved one and the rows written
+    since) put them in another order than the same store's rebuilt index."""
+    order = np.lexsort((ids, -scores))
+    return scores[order], ids[order]
+
+
 class VectorIndex:
     """A FAISS index and the configuration it is searched with."""
 
@@ -257,7 +266,7 @@ class VectorIndex:
         finally:
             faiss.omp_set_num_threads(before)
         # fp16 storage rounds a photo's score against itself to 1.000009: a cosine is at most 1
-        return [(np.clip(scores, -1.0, 1.0), ids) for scores, ids in found]
+        return [ranked(np.clip(scores, -1.0, 1.0), ids) for scores, ids in found]
 
     def _past_hidden(self, queries: int, hidden: int) -> bool:
         """Whether a batch of ``queries`` is searched past ``hidden`` ids (the top k + hidden,
@@ -404,7 +413,7 @@ class LayeredIndex:
         for (b_scores, b_ids), (r_scores, r_ids) in zip(base, recent, strict=True):
             scores = np.concatenate([b_scores, r_scores])
             ids = np.concatenate([b_ids, r_ids])
-            top = np.argsort(-scores, kind="stable")[:k]
+            top = np.lexsort((ids, -scores))[:k]  # (equal scores by id, as ranked())
             found.append((scores[top], ids[top]))
         return found
 
