@@ -1024,7 +1024,8 @@ def test_a_cursor_after_a_product_renamed_elsewhere_skips_nothing(mstore, monkey
 def test_a_collection_of_another_program_or_size_is_refused_and_left_alone(tmp_path):
     """A collection already named as the store's (another program's on a shared server, or
     Vitrine's of another vector size whose manifest was never written) is refused in one
-    sentence when the model is recorded: it was taken as the store's, its manifest written
+    sentence, the other program's when the store is opened, before anything is made beside
+    it, the other size when the model is recorded: it was taken as the store's, its manifest written
     over it, and the first upsert failed with Milvus's own words (a migrate then called the
     target an unfinished copy of its foreign rows)."""
     from pymilvus import MilvusClient
@@ -1034,16 +1035,13 @@ def test_a_collection_of_another_program_or_size_is_refused_and_left_alone(tmp_p
     client.create_collection(DEFAULT_COLLECTION, dimension=8)
     client.insert(DEFAULT_COLLECTION, [{"id": i, "vector": [0.1] * 8} for i in range(3)])
     client.close()
-    store = open_store(f"milvus-lite://{path}", create=True)
-    try:
-        with pytest.raises(StoreError, match="is not a Vitrine store's"):
-            store.set_manifest(MANIFEST)
-        assert store.manifest() is None  # nothing recorded over it
-    finally:
-        store.close()
+    with pytest.raises(StoreError, match="is not a Vitrine store's"):
+        open_store(f"milvus-lite://{path}", create=True)
     client = MilvusClient(str(path))
     client.load_collection(DEFAULT_COLLECTION)
     assert len(client.query(DEFAULT_COLLECTION, filter="id >= 0")) == 3
+    # nothing made beside it (an empty meta collection made it a Vitrine store to `info`)
+    assert client.list_collections() == [DEFAULT_COLLECTION]
     client.close()
 
     sized = tmp_path / "sized.db"  # Vitrine's collection of 7 numbers, no manifest

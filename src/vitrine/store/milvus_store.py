@@ -244,6 +244,9 @@ class MilvusStore(CatalogRecord):
                 if not create:
                     raise NoStore(f"no Vitrine store at {location}; create one with "
                                   f"'vitrine index CATALOG_DIR --store {location}'.")
+                if self.client.has_collection(self.collection):  # (another program's of
+                    self._refuse_foreign()  # this name: refused before the meta collection
+                    # that marks a Vitrine store is made beside it)
                 self._create_meta()
             for name in (self.meta_collection, self.collection):
                 if self.client.has_collection(name):
@@ -290,20 +293,24 @@ class MilvusStore(CatalogRecord):
         """Refuse a products collection this store cannot write: one made meanwhile by
         another model's writer (vectors of another size), or another program's collection of
         the same name (not Vitrine's fields), before anything is recorded in it."""
+        held = self._refuse_foreign()["vector"].get("params", {}).get("dim")
+        if held is not None and int(held) != dim:  # made meanwhile by another model's writer
+            raise StoreError(f"the Milvus store {self.location} holds vectors of {held} "
+                             f"numbers and this model makes {dim}; index into another "
+                             "collection.")
+
+    def _refuse_foreign(self) -> dict[str, dict]:
+        """The products collection's fields by name; a StoreError where they are not a
+        Vitrine store's (another program's collection of the same name)."""
         made = {f["name"]: f for f in self.client.describe_collection(self.collection)["fields"]}
-        vector = made.get("vector")
         key = made.get("product_id")
-        if vector is None or key is None or not key.get("is_primary") \
+        if "vector" not in made or key is None or not key.get("is_primary") \
                 or not {"content_sha256", "metadata_hash", "thumb"} <= made.keys():
             raise StoreError(f"the collection {self.collection!r} of {self.location} is not a "
                              "Vitrine store's (its fields are "
                              f"{', '.join(sorted(made)) or 'none'}); index into another "
                              "collection.")
-        held = vector.get("params", {}).get("dim")
-        if held is not None and int(held) != dim:  # made meanwhile by another model's writer
-            raise StoreError(f"the Milvus store {self.location} holds vectors of {held} "
-                             f"numbers and this model makes {dim}; index into another "
-                             "collection.")
+        return made
 
     def _create(self, name: str, schema, index) -> None:
         """Create a collection, unless another writer (a shard started at the same time)
