@@ -525,9 +525,9 @@ def in_srgb(img: Image.Image) -> Image.Image:
     it is without a profile, with one that cannot be read or does not fit its mode, or with a
     colour key (:func:`to_rgb`)."""
     profile = img.info.get("icc_profile")
-    if profile and img.mode == "P":  # (a palette PNG's colours are the profile's too: the
-        # same Display P3 photo quantised kept its P3 red 219 where its RGB copy read 240)
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if profile:  # (a palette PNG's colours are the profile's too: the same Display P3
+        # photo quantised kept its P3 red 219 where its RGB copy read 240)
+        img = _unpaletted(img)
     if not profile or img.mode not in PROFILED_MODES or "transparency" in img.info:
         return img
     transform = _srgb_transform(bytes(profile), img.mode)
@@ -680,7 +680,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return Image.fromarray(_eight_bit(raw, 255.0 if raw.max(initial=0) <= 1.0 else 1.0),
                                "L").convert("RGB")
     if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        img = _unpaletted(img)
     elif mode in ("L", "1", "RGB") and key is not None:  # (a 16-bit RGB key: see open_image)
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -691,6 +691,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode != "RGB":
         img = img.convert("RGB")
     return img
+
+
+def _unpaletted(img: Image.Image) -> Image.Image:
+    """A palette image as RGB, or RGBA where it has a transparent colour; others as they are."""
+    if img.mode != "P":
+        return img
+    return img.convert("RGBA" if "transparency" in img.info else "RGB")
 
 
 def _draft_request(size: tuple[int, int], side: int, fit: bool,
