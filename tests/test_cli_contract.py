@@ -98,6 +98,17 @@ def test_index_reindex_search_similar_info(catalog, env, tmp_path):
     assert info["categories"]["extra"] == 1
     assert info["model"]["backbone"] == "mobilenet_v2" and info["model"]["dim"] == 1280
     assert info["catalog_folder"] == str(catalog.resolve())
+    # which index searches the store under these settings, and what of the settings could
+    # not be followed for its size (32 products train at most 2 IVF lists: 4096 was cut to 2
+    # without a word)
+    assert info["index"] == {"kind": "flat", "exact": True, "storage": "fp32",
+                             "approximate_from": 100_000}
+    ivf = {"VITRINE_INDEX": "ivf", "VITRINE_IVF_NLIST": "4096"}
+    about = json.loads(run("info", "--store", store, "--json", env_extra=ivf).stdout)["index"]
+    assert (about["kind"], about["lists"], about["nprobe"]) == ("ivf", 2, 2)
+    said = " ".join(run("info", "--store", store, env_extra=ivf).stdout.split())
+    assert "approximate (IVF, fp16, 2 lists, nprobe 2); VITRINE_IVF_NLIST=4096 asks for more " \
+        "lists than 32 products can train (one list per 16 at the most): 2 are used" in said
 
     query = catalog / rows[5].split(",")[1]
     out = run("search", "--store", store, "--k", "3", "--json", query, query,

@@ -182,6 +182,8 @@ def test_cli_index_and_search_on_milvus_lite(small_catalog, weights_path, tmp_pa
     total = len((small_catalog / "products.csv").read_text().splitlines()) - 1
     info = json.loads(cli("info", "--store", uri, "--json"))
     assert info["products"] == total
+    # Milvus searches with its own exact index, whatever the embedded store's settings say
+    assert info["index"] == {"kind": "flat", "exact": True, "storage": "fp32", "by": "milvus"}
     again = json.loads(cli("index", small_catalog, "--store", uri, "--json"))
     assert again["indexed"] == 0 and again["unchanged"] == total
     # the duplicate search: each shard's products compared with the store once, then none

@@ -90,6 +90,32 @@ class IndexConfig:
         return f"flat-{storage}"
 
 
+def describe(config: IndexConfig, n: int) -> dict:
+    """The index a store of ``n`` products is searched with under ``config``: its kind,
+    whether it is exact, its storage and parameters, and a ``note`` where a setting could not
+    be followed for a store of this size (an IVF list count above n/16 was used as n/16
+    without a word, and an IVF index of fewer than 16 vectors is flat)."""
+    kind = config.resolve(n)
+    about: dict = {"kind": kind, "exact": kind == "flat",
+                   "storage": "fp16" if config.half(kind) else "fp32"}
+    if kind == "hnsw":
+        about.update(m=config.hnsw_m, ef_construction=config.hnsw_ef_construction,
+                     ef_search=config.hnsw_ef_search)
+    elif kind == "ivf":
+        lists = config.nlist(n)
+        about.update(lists=lists, nprobe=min(lists, config.ivf_nprobe))
+        if config.ivf_nlist > lists:
+            about["note"] = (f"VITRINE_IVF_NLIST={config.ivf_nlist} asks for more lists than "
+                             f"{n:,} products can train (one list per 16 at the most): "
+                             f"{lists:,} are used")
+    elif config.kind == "ivf":
+        about["note"] = (f"VITRINE_INDEX=ivf needs 16 products or more to train; "
+                         f"{n:,} are searched exactly")
+    elif config.kind == "auto":
+        about["approximate_from"] = config.ann_min_items
+    return about
+
+
 def new_index(config: IndexConfig, dim: int, n: int) -> faiss.Index:
     """An empty index of the configured kind for about ``n`` vectors."""
     ip = faiss.METRIC_INNER_PRODUCT

@@ -452,8 +452,9 @@ def _unwritten(store) -> bool:
 
 @app.command()
 def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
-    """Show what a store holds and which model made its vectors."""
+    """Show what a store holds, which model made its vectors and which index searches them."""
     from vitrine.catalog import reader_order
+    from vitrine.display import index_about
     from vitrine.store import store_for
 
     db = store_for(store, read_settings())
@@ -467,6 +468,7 @@ def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
                     "model": manifest.as_dict() if manifest else None}
     finally:
         db.close()
+    data["index"] = index_about(db, data["products"])
     if as_json:
         print_json(data)
         return

@@ -193,4 +193,37 @@ def info_lines(data: dict, manifest: ModelManifest | None, store: str) -> list[s
                      f"{manifest.embedding_kind()} embedding"
                      + (f", from {one_line(data['model_folder'])}"
                         if data.get("model_folder") else ""))
+    if data.get("index"):
+        lines.append(index_line(data["index"]))
     return lines
+
+
+def index_about(db, n: int) -> dict:
+    """What searches the store ``db`` of ``n`` products, for ``vitrine info``: the embedded
+    store's FAISS index under this process's index settings (:func:`vitrine.ann.describe`),
+    or Milvus's own (FLAT: exact, whatever those settings say)."""
+    config = getattr(db, "index_config", None)
+    if config is None:
+        return {"kind": "flat", "exact": True, "storage": "fp32", "by": "milvus"}
+    from vitrine.ann import describe
+
+    return describe(config, n)
+
+
+def index_line(about: dict) -> str:
+    """:func:`index_about` in words: "index: exact (flat, fp32); HNSW from 100,000 products"."""
+    kind = about["kind"]
+    if kind == "flat":
+        text = f"exact (flat, {about['storage']}"
+        text += ", Milvus's own)" if about.get("by") == "milvus" else ")"
+    elif kind == "hnsw":
+        text = (f"approximate (HNSW, {about['storage']}, M {about['m']}, efConstruction "
+                f"{about['ef_construction']}, efSearch {about['ef_search']})")
+    else:
+        text = (f"approximate (IVF, {about['storage']}, {about['lists']:,} lists, nprobe "
+                f"{about['nprobe']})")
+    if "approximate_from" in about:
+        text += f"; approximate from {about['approximate_from']:,} products on"
+    if about.get("note"):
+        text += f"; {about['note']}"
+    return f"search index, under these settings: {text}"
