@@ -1287,13 +1287,22 @@ def _linear_rgb_profile() -> bytes:
             (b"bXYZ", xyz(0.1431, 0.0606, 0.7141))]
     tags += [(name, b"curv\0\0\0\0" + struct.pack(">I", 0)) for name in (b"rTRC", b"gTRC",
                                                                         b"bTRC")]
+    return _icc_profile(tags, b"RGB ")
+
+
+def _icc_profile(tags: list[tuple[bytes, bytes]], space: bytes) -> bytes:
+    """An ICC v2 display profile of colour space ``space`` (b"RGB ", b"GRAY") holding
+    ``tags`` (name, data), its white D50."""
+    import struct
+
     table, body, at = b"", b"", 128 + 4 + 12 * len(tags)
     for name, data in tags:
         data += bytes(-len(data) % 4)
         table += name + struct.pack(">II", at + len(body), len(data))
         body += data
-    header = (struct.pack(">I", at + len(body)) + b"lcms\x02\x10\0\0mntrRGB XYZ " + bytes(12)
-              + b"acsp" + bytes(28) + xyz(0.9642, 1.0, 0.8249)[8:] + bytes(48))
+    header = (struct.pack(">I", at + len(body)) + b"lcms\x02\x10\0\0mntr" + space + b"XYZ "
+              + bytes(12) + b"acsp" + bytes(28) + struct.pack(">3i", 63190, 65536, 54061)
+              + bytes(48))
     return header + struct.pack(">I", len(tags)) + table + body
 
 
@@ -1331,3 +1340,95 @@ def test_a_palette_photo_is_read_in_srgb_from_its_profile_too(tmp_path):
     palette.save(keyed, icc_profile=profile, transparency=palette.getpixel((0, 0)))
     assert open_image(keyed).getpixel((0, 0)) == (255, 255, 255)
     assert open_image(keyed).getpixel((10, 10)) == pytest.approx((188, 188, 188), abs=2)
+
+
+def _grey_profile(gamma: float) -> bytes:
+    """An ICC v2 grey display profile whose tone curve is ``gamma`` (1.0: a linear-light
+    export, its mid-grey 128 sRGB's 188; 1.8: a Mac's Gray Gamma 1.8, 128 is sRGB's 146)."""
+    import struct
+
+    tags = [(b"desc", b"desc\0\0\0\0" + struct.pack(">I", 5) + b"grey\0" + bytes(78)),
+            (b"cprt", b"text\0\0\0\0none\0\0\0\0"),
+            (b"wtpt", b"XYZ \0\0\0\0" + struct.pack(">3i", 63190, 65536, 54061)),
+            (b"kTRC", b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)))]
+    return _icc_profile(tags, b"GRAY")
+
+
+@pytest.mark.parametrize("kind", ["L.png", "L.jpg", "L.tif", "LA.png", "I;16.png", "I;16.tif",
+                                  "white-is-zero I;16.tif"])
+def test_a_grey_photo_is_read_in_srgb_from_its_grey_profile(tmp_path, kind):
+    """A grey photo's ICC profile (Photoshop's Gray Gamma or Dot Gain working spaces, a
+    linear export) was ignored, 8- or 16-bit, with alpha or not (in_srgb took RGB, CMYK and
+    palette photos alone): its vector lay at a cosine of 0.992 to 0.996 of the same picture
+    saved in sRGB, and its card copy read 128 where Chromium shows the photo itself at 188.
+    Its greys are read in sRGB, as browsers show them."""
+    from PIL import TiffImagePlugin
+
+    from vitrine.images import thumbnail_jpeg
+
+    mode, suffix = kind.split()[-1].rsplit(".", 1)
+    grey = np.full((400, 600), 128, np.uint8)
+    opaque = Image.new("L", (600, 400), 255)
+    photo = {"L": Image.fromarray(grey), "LA": Image.merge("LA", [Image.fromarray(grey), opaque]),
+             "I;16": Image.fromarray(grey.astype(np.uint16) * 257)}[mode]
+    extra = {}
+    if kind.startswith("white-is-zero"):  # (its levels inverted: _tiff_levels)
+        photo = Image.fromarray(65535 - np.asarray(photo))
+        extra["tiffinfo"] = TiffImagePlugin.ImageFileDirectory_v2()
+        extra["tiffinfo"][262] = 0
+    path = tmp_path / f"grey.{suffix}"
+    photo.save(path, icc_profile=_grey_profile(1.0), **extra)
+    assert Image.open(path).mode == mode
+    assert open_image(path).getpixel((10, 10)) == pytest.approx((188, 188, 188), abs=2)
+    card = Image.open(io.BytesIO(thumbnail_jpeg(path, 200, 40_000_000)))
+    assert card.getpixel((10, 10)) == pytest.approx((188, 188, 188), abs=3)
+    photo.save(path, icc_profile=_grey_profile(1.8), **extra)
+    assert open_image(path).getpixel((10, 10)) == pytest.approx((146, 146, 146), abs=2)
+
+
+def test_a_grey_photos_alpha_stays_when_its_profile_is_applied():
+    """Half-transparent grey with a profile lies on white as a browser shows it (the profile's
+    188 half over white: 221), not its alpha lost to littleCMS (LA's transform drops it)."""
+    buf = io.BytesIO()
+    Image.new("LA", (60, 40), (128, 128)).save(buf, "PNG", icc_profile=_grey_profile(1.0))
+    assert open_image(buf.getvalue()).getpixel((10, 10)) == pytest.approx((221, 221, 221), abs=2)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_photo_with_a_colour_key_is_read_in_srgb_from_its_profile_too(tmp_path, mode):
+    """A PNG with a colour key (tRNS: an optimiser's cut-out whose alpha is all or nothing) and
+    an ICC profile was left as it is (in_srgb skipped keyed photos): 128 where Chromium shows
+    188. Its colours are read in sRGB, its key's pixels still white."""
+    profile = _linear_rgb_profile() if mode == "RGB" else _grey_profile(1.0)
+    photo = Image.new(mode, (60, 40), (128, 128, 128)[:len(mode)] if mode == "RGB" else 128)
+    key = (0, 0, 255) if mode == "RGB" else 0
+    photo.paste(key, (0, 0, 5, 5))
+    photo.save(path := tmp_path / "keyed.png", icc_profile=profile, transparency=key)
+    img = open_image(path)
+    assert img.getpixel((2, 2)) == (255, 255, 255)
+    assert img.getpixel((30, 20)) == pytest.approx((188, 188, 188), abs=2)
+
+
+@pytest.mark.parametrize(("gamma", "srgb", "expected"), [
+    (55556, False, 146),  # an old Mac's 1/1.8
+    (100000, False, 188),  # linear light
+    (45455, False, 128),  # sRGB's 1/2.2, as encoders write it
+    (55556, True, 128),  # an sRGB chunk beside it: sRGB
+])
+def test_a_png_is_read_with_the_gamma_its_gama_chunk_names(tmp_path, gamma, srgb, expected):
+    """A PNG without a profile whose gAMA chunk names another gamma than sRGB's was read as
+    sRGB: Chromium shows a gamma-1.8 PNG's 128 as 146 and a linear one's as 188, and the
+    vector of the same picture saved so lay at a cosine of 0.991 to 0.995 of its sRGB one."""
+    import struct
+
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add(b"gAMA", struct.pack(">I", gamma))
+    if srgb:
+        info.add(b"sRGB", b"\0")
+    for mode in ("RGB", "L", "RGBA"):
+        photo = Image.new(mode, (60, 40), (128, 128, 128, 255)[:len(mode)] if mode != "L"
+                          else 128)
+        photo.save(path := tmp_path / f"gamma_{mode}.png", pnginfo=info)
+        assert open_image(path).getpixel((10, 10)) == pytest.approx((expected,) * 3, abs=1)

@@ -488,10 +488,13 @@ def _tiff_levels(img: Image.Image) -> Image.Image:
     if tags.get(258) not in (16, (16,)):
         return img
     if img.mode.startswith("I;16") and tags.get(262) == 0:
-        return Image.fromarray(65535 - np.asarray(img).astype("<u2"))  # (mode I;16)
-    if img.mode == "I" and tags.get(339) in (2, (2,)):
-        return Image.fromarray(np.clip(np.asarray(img), 0, 32767).astype("<u2") * 2)
-    return img
+        levels = Image.fromarray(65535 - np.asarray(img).astype("<u2"))  # (mode I;16)
+    elif img.mode == "I" and tags.get(339) in (2, (2,)):
+        levels = Image.fromarray(np.clip(np.asarray(img), 0, 32767).astype("<u2") * 2)
+    else:
+        return img
+    levels.info.update(img.info)  # (its ICC profile: in_srgb)
+    return levels
 
 
 ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
@@ -513,30 +516,86 @@ def upright(img: Image.Image) -> Image.Image:
     return img.transpose(turn) if turn is not None else img
 
 
-PROFILED_MODES = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB"}
-"""The modes whose ICC profile is applied (:func:`in_srgb`), and the mode each becomes."""
+PROFILED_MODES = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB", "L": "RGB", "I;16": "RGB",
+                  "I;16L": "RGB", "I;16B": "RGB"}
+"""The modes whose ICC profile is applied (:func:`in_srgb`), and the mode each becomes (a
+grey photo's profile is a grey one: its greys become sRGB's, as browsers show them)."""
 
 
 def in_srgb(img: Image.Image) -> Image.Image:
     """The photo's pixels in sRGB, as browsers show them and as the model was trained on, from
     the colour space its ICC profile names (a camera's Adobe RGB, a phone's Display P3, a
-    press's CMYK): they were read as sRGB, an Adobe RGB photo's vector at a cosine down to
-    0.978 of the same photo in sRGB, and card copies, which carry no profile, shown dull. As
-    it is without a profile, with one that cannot be read or does not fit its mode, or with a
-    colour key (:func:`to_rgb`)."""
+    press's CMYK, a grey photo's Gray Gamma 1.8 or Dot Gain 20 %): they were read as sRGB, an
+    Adobe RGB photo's vector at a cosine down to 0.978 of the same photo in sRGB, and card
+    copies, which carry no profile, shown dull. A grey photo with alpha, or with a colour key
+    (:func:`to_rgb`), comes back as RGBA, its transparency kept. A PNG without a profile
+    whose gAMA chunk names a gamma other than sRGB's is read with it (:func:`_png_gamma`). As
+    it is without either, or with a profile that cannot be read or does not fit its mode."""
     profile = img.info.get("icc_profile")
-    if profile:  # (a palette PNG's colours are the profile's too: the same Display P3
-        # photo quantised kept its P3 red 219 where its RGB copy read 240)
-        img = _unpaletted(img)
-    if not profile or img.mode not in PROFILED_MODES or "transparency" in img.info:
+    if not profile:
+        return _png_gamma(img)
+    # (a palette PNG's colours are the profile's too: the same Display P3 photo quantised
+    # kept its P3 red 219 where its RGB copy read 240)
+    img = _unpaletted(img)
+    colours, alpha = img, None
+    if img.mode == "LA":
+        colours, alpha = img.getchannel("L"), img.getchannel("A")
+    elif img.mode in PROFILED_MODES and img.info.get("transparency") is not None:
+        colours, alpha = img, _key_mask(img)
+    if colours.mode not in PROFILED_MODES or (alpha is None and "transparency" in img.info):
         return img
-    transform = _srgb_transform(bytes(profile), img.mode)
+    transform = _srgb_transform(bytes(profile), colours.mode)
     if transform is None:
         return img
     try:
-        return transform.apply(img)
+        out = transform.apply(colours)
     except Exception:  # noqa: BLE001 - littleCMS's refusals: the photo as it is, as browsers
         return img
+    if alpha is not None:
+        out.putalpha(alpha)
+    return out
+
+
+def _key_mask(img: Image.Image) -> Image.Image | None:
+    """The alpha a colour key (a PNG's tRNS) gives ``img`` (L, RGB or 16-bit grey): 0 where a
+    pixel is the key's colour, else 255; None for a key that is no colour of the mode."""
+    key, arr = img.info["transparency"], np.asarray(img)
+    if arr.ndim == 3:
+        if not isinstance(key, tuple) or len(key) != arr.shape[2]:
+            return None
+        hidden = (arr == np.asarray(key, arr.dtype)).all(axis=2)
+    elif isinstance(key, int):
+        hidden = arr == key
+    else:
+        return None
+    return Image.fromarray(np.where(hidden, np.uint8(0), np.uint8(255)), "L")
+
+
+SRGB_GAMMA = (0.45, 0.4555)
+"""gAMA values a PNG without a profile may name and be read as sRGB (1/2.2 = 0.45455, what
+encoders write for sRGB); others are applied (:func:`_png_gamma`)."""
+
+
+def _png_gamma(img: Image.Image) -> Image.Image:
+    """A PNG (the one photo format Pillow reads a gamma of) without an ICC profile or sRGB
+    chunk, whose gAMA chunk names another gamma than sRGB's (an old Mac's 1/1.8, a linear
+    export's 1.0), with its levels read as that gamma and written in sRGB's, as browsers
+    show it (sRGB's primaries: cHRM aside): its pixels were read as sRGB, a gamma-1.8
+    photo's 128 where Chromium shows 146. Others (16-bit grey, a colour key) as they are."""
+    gamma = img.info.get("gamma")
+    if "srgb" in img.info or not isinstance(gamma, int | float) or not 0.01 <= gamma <= 100 \
+            or SRGB_GAMMA[0] <= gamma <= SRGB_GAMMA[1]:
+        return img
+    img = _unpaletted(img)
+    if img.mode not in ("L", "LA", "RGB", "RGBA") or img.info.get("transparency") is not None:
+        return img
+    linear = (np.arange(256) / 255.0) ** (1.0 / gamma)
+    encoded = np.where(linear <= 0.0031308, 12.92 * linear,
+                       1.055 * linear ** (1 / 2.4) - 0.055)
+    table = np.rint(np.clip(encoded, 0, 1) * 255).astype(np.uint8).tolist()
+    bands = len(img.getbands())
+    alpha = img.mode in ("LA", "RGBA")
+    return img.point(table * (bands - 1) + list(range(256)) if alpha else table * bands)
 
 
 @functools.lru_cache(maxsize=16)
