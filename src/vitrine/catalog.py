@@ -145,7 +145,11 @@ _OTHER_CURRENCY = re.compile(
     rf"|(?:(?<![R])\$|(?<![A-Z])(?:{_CODES})|[€£¥₹])\s*$", re.IGNORECASE)
 """A price marked in another currency than the pages show (reais): 'US$ 5', 'USD 5', '$5',
 'EUR 5', '€ 5', '5 USD', '5€' (not 'R$', the only one a price may be marked with)."""
-_GROUPED = re.compile(r"^[1-9]\d{0,2}(?P<sep>[.,])\d{3}(?:(?P=sep)\d{3})*(?:(?P<dec>[.,])\d+)?$")
+_GROUPED = re.compile(r"^[1-9]\d{0,2}(?P<sep>[.,' \u2019\u202f])\d{3}(?:(?P=sep)\d{3})*"
+                      r"(?:(?P<dec>[.,])\d+)?$")
+"""A number with its thousands grouped by a dot or comma (Brazil, the US), a space, a
+non-breaking or narrow no-break space (France, Portugal; Excel and LibreOffice there), or an
+apostrophe (Switzerland)."""
 _PLAIN = re.compile(r"^\d+(?:[.,]\d+)?$")
 
 
@@ -154,8 +158,9 @@ MAX_PRICE = 1e12
 
 
 def parse_price(text: str | None) -> float | None:
-    """Read a price such as '129.90', '129,90', 'R$ 1.299,90', '1,299.90' or 'R$ 1.299'
-    (a dot or comma before exactly three digits groups thousands); blank, or a text that says
+    """Read a price such as '129.90', '129,90', 'R$ 1.299,90', '1,299.90', 'R$ 1.299',
+    '1 299,90' or "1'299.90" (a dot or comma before exactly three digits groups thousands, as
+    does a space of any width or an apostrophe); blank, or a text that says
     the price is not published ('sob consulta'), means unknown. Anything else (another
     currency, letters, signs, exponents, mixed-up separators) is refused."""
     if text is None or not str(text).strip() or is_no_price(str(text)):

@@ -113,6 +113,12 @@ _CANONICAL = {column_key(alias): name for name, aliases in COLUMN_ALIASES.items(
               for alias in aliases}
 
 
+_IN_REAIS = re.compile(r"_?(?:\(r\$\)|\(brl\)|\(reais\)|\(em_reais\)|r\$|brl|em_reais)$")
+"""A price column's unit in its name, "Preço (R$)", "Valor R$", "price (BRL)": the price
+field still (its prices were kept as an attribute, every product shown without one). No other
+currency's: its prices would be shown as reais."""
+
+
 _UTF8_ACCENT = re.compile(rb"\xc3[\x80-\xbf]|\xc2[\xa0-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|"
                          rb"[\xf0-\xf4][\x80-\xbf]{3}")
 """A Latin-1 letter or sign (``é``, ``º``), or a character of three or four bytes (``–``,
@@ -150,6 +156,10 @@ def decode(path: Path) -> str:
                            "'CSV UTF-8'.") from None
 
 
+SNIFF_CHARS = 16_000
+"""The most characters of whole lines (the header at least) csv.Sniffer reads."""
+
+
 def delimiter(text: str) -> str:
     """The separator of a table: the one of semicolon, comma and tab that splits its first
     lines into the same number of fields (csv.Sniffer); failing that, the most frequent in the
@@ -157,28 +167,66 @@ def delimiter(text: str) -> str:
     semicolon file), a comma when there is none. The sniffer's guess is taken only when the
     header holds it: it reads quoted text first, and a semicolon table with a description
     such as ``"Couro, ""premium"", alça"`` was taken for a comma table (one column, "no image
-    column")."""
-    sample = "\n".join(text.splitlines()[:20])
+    column"). Nor when the header holds another more often and every row has as many
+    fields by that one: the sniffer prefers a comma, and an Excel table of Brazil, a decimal
+    comma in every row's price and a column named ``Preço (R$, à vista)``, was taken for a
+    comma table ("no image column"). A header holding one of them is read by it, unsniffed;
+    the sniffer reads whole lines up to SNIFF_CHARS: its time grows with the square of a
+    line's length, and a table of long quoted descriptions (HTML) held index for minutes."""
     outside = re.sub(r'"[^"]*"', "", text.split("\n", 1)[0])
     counts = {sep: outside.count(sep) for sep in (";", ",", "\t")}
-    try:
-        sniffed = csv.Sniffer().sniff(sample, delimiters=";,\t").delimiter
+    if sum(map(bool, counts.values())) == 1:
+        return max(counts, key=lambda sep: counts[sep])
+    lines = text.splitlines()[:21]
+    taken, size = 1, len(lines[0]) if lines else 0
+    while taken < min(len(lines), 20) and size + len(lines[taken]) < SNIFF_CHARS:
+        size += len(lines[taken]) + 1
+        taken += 1
+    sample = "\n".join(lines[:taken])
+    try:  # (not of the header alone, a row too long to read with it: the header decides)
+        sniffed = csv.Sniffer().sniff(sample, delimiters=";,\t").delimiter if (
+            taken > 1 or len(lines) < 2) else None
     except csv.Error:
         sniffed = None
     if sniffed is not None and (counts.get(sniffed) or not any(counts.values())):
+        rival = max(counts, key=lambda sep: counts[sep])
+        if counts[rival] > counts.get(sniffed, 0) and _splits_alike(
+                sample, rival, len(lines) > taken):
+            return rival
         return sniffed
     best = max(counts, key=lambda sep: counts[sep])  # the first of a tie: ';'
     return best if counts[best] else ","
 
 
+def _splits_alike(sample: str, sep: str, cut: bool) -> bool:
+    """Whether ``sep`` splits every row of ``sample`` into as many fields as the header,
+    empty ones after the last aside (the last row aside when the sample ``cut`` it)."""
+    try:
+        records = [r for r in csv.reader(io.StringIO(sample), delimiter=sep)
+                   if any(c.strip() for c in r)]
+    except csv.Error:
+        return False
+    records = records[:-1] if cut else records
+
+    def width(record: list[str]) -> int:
+        while record and not record[-1].strip():
+            record = record[:-1]
+        return len(record)
+
+    return len(records) > 1 and all(width(r) <= len(records[0]) and len(r) >= width(
+        records[0]) for r in records[1:])
+
+
 def column_names(header: list[str]) -> list[str]:
     """The field each column holds: a column named exactly as a field (``image``) takes it
-    first, then aliases (``foto``) take the fields left, in order; any other column, or an
-    alias whose field is taken, keeps its own name as an attribute (numbered if repeated)."""
+    first, then aliases (``foto``, ``Preço (R$)``) take the fields left, in order; any other
+    column, or an alias whose field is taken, keeps its own name as an attribute (numbered if
+    repeated)."""
     keys = [column_key(c) for c in header]
     names: list[str | None] = [k if k in COLUMN_ALIASES else None for k in keys]
     for i, key in enumerate(keys):
-        field = _CANONICAL.get(key)
+        field = _CANONICAL.get(key) or (
+            "price" if _CANONICAL.get(_IN_REAIS.sub("", key)) == "price" else None)
         if names[i] is None and field and field not in names:
             names[i] = field
     out: list[str] = []
@@ -196,14 +244,22 @@ def read_rows(path: Path) -> list[Row]:
     the line."""
     text = decode(path)
     blank = _BLANK_LINES.match(text).end()  # above the header: skipped
+    # Excel's first line naming the separator ("sep=;"): that separator, the line blank (it
+    # was the header: "no image column; its columns are 'sep=', ''")
+    named = _SEP_LINE.match(text, blank)
+    if named and not named["rest"].strip(" \t" + named["sep"]):
+        text = text[:blank] + text[named.end():]
+        blank = _BLANK_LINES.match(text).end()
+    else:
+        named = None
     # a row after the table's end: read as a row of its own unless a quote left open swallowed
     # it, with every row below that quote
     end = "" if text.endswith(("\n", "\r")) or not text else "\n"
-    sep = delimiter(text[blank:])
+    sep = named["sep"] if named else delimiter(text[blank:])
     reader = csv.reader(io.StringIO(f"{text}{end}{_END}\n", newline=""), delimiter=sep)
     try:
         header: list[str] = []
-        while not any(c.strip(" \t;,") for c in header):  # (the end row is not blank)
+        while not any(c.strip(" \t;," + sep) for c in header):  # (the end row is not blank)
             start = reader.line_num + 1
             header = next(reader)
         if header != [_END] and _END in header[-1]:
@@ -268,6 +324,10 @@ def _unclosed_quote(path: Path, line: int) -> CatalogError:
 
 _BLANK_LINES = re.compile(r"(?:[ \t;,]*(?:\r\n|\r|\n))*")
 """Rows of blanks or bare separators, which a spreadsheet may leave above the header."""
+_SEP_LINE = re.compile(r'"?sep=(?P<sep>[^\r\n"])"?(?P<rest>[^\r\n]*)(?=\r\n|\r|\n|$)',
+                       re.IGNORECASE)
+"""Excel's line naming the table's separator (``sep=;``, any one character), above the
+header; a spreadsheet that kept it as a cell may have quoted it and added empty cells."""
 _END = "\x00vitrine: end of the table\x00"
 """A row put after the table: the reader reaches it only if every quote was closed."""
 
