@@ -391,9 +391,12 @@ class VitrineService:
             cached, started = self._categories, time.monotonic()
             # (another process's write, `vitrine index` or a second server's upload, showed
             # only after CATEGORIES_TTL_S: "0 products" above a product of a new category;
-            # one read of the embedded store's meta table, helper-222)
+            # one read of the embedded store's meta table, helper-222); a store with a mark
+            # keeps them until it changes: expired every CATEGORIES_TTL_S as well, a page
+            # every 10 s counted every product (under the store lock) and folded every
+            # category's name again, with no write (1 s at 60,000 categories)
             mark = self.store.write_mark()
-            if cached is None or started > cached[0] or mark != cached[3]:
+            if cached is None or mark != cached[3] or mark is None and started > cached[0]:
                 forgotten = self._categories_forgotten
                 counts = self.store.categories()
                 cached = (kept_until(started, CATEGORIES_TTL_S), counts, {}, mark)
@@ -404,7 +407,8 @@ class VitrineService:
     def categories(self) -> dict[str, int]:
         """Products per category. Counting them reads every product (a GROUP BY, or a scan of
         a Milvus collection), so the catalogue and search pages share one count for
-        ``CATEGORIES_TTL_S`` seconds; this service's own writes renew it at once."""
+        ``CATEGORIES_TTL_S`` seconds (the embedded store's, until any process writes);
+        this service's own writes renew it at once."""
         return dict(self._counted()[0])
 
     def categories_and(self, derive: Callable[[dict[str, int]], T]
