@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from vitrine.config import Settings
+from vitrine.report import phase_metrics
 from vitrine.train import train_catalog
 
 
@@ -41,7 +42,10 @@ def main() -> None:
     wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
     cores = os.cpu_count() or 1
     test = summary.get("test") or {}
-    phases = {**summary["phases"], **({"refit": summary["refit"]} if summary.get("refit") else {})}
+    # (a phase that did not run, or fine-tuning dropped, has no figures of its own: its
+    # metrics are transfer learning's)
+    phases = {**{k: phase_metrics(v) for k, v in summary["phases"].items()},
+              **({"refit": summary["refit"]["metrics"]} if summary.get("refit") else {})}
     print(json.dumps({
         "catalog": str(args.catalog), "cores": cores, "torch_threads": _threads(),
         "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
@@ -54,8 +58,8 @@ def main() -> None:
         "test_accuracy": test.get("acc"), "test_accuracy_ci95": test.get("acc_ci95"),
         "test_correct": test.get("correct"), "test_macro_f1": test.get("macro_f1"),
         # the report's table: test accuracy after each phase, and of the refit model
-        "phase_test_accuracy": {k: v["metrics"]["test"]["acc"] for k, v in phases.items()
-                                if "test" in v.get("metrics", {})},
+        "phase_test_accuracy": {k: m["test"]["acc"] for k, m in phases.items()
+                                if "test" in m},
         "misclassified": Counter(f"{m['labelled']} -> {m['predicted']}"
                                  for m in test.get("misclassified", [])).most_common(),
         "test_retrieval_p_at_5": {k: v["precision"] for k, v in

@@ -461,3 +461,26 @@ def test_a_photo_without_a_category_is_named_as_left_out(demo_catalog, settings,
     text = console.export_text()
     assert "1 photo(s) have no category and were left out of the evaluation:" in text
     assert "  top.jpg: not in a category folder" in text
+
+
+def test_a_fraction_under_one_never_reads_one():
+    """2999 of 3000 test photos right: report.md's accuracy line said 99.9 %, but the
+    terminal said accuracy 1.000 (and a P@5 of 0.9997 read 1.000, the class's recall and F1
+    1.000 in both tables): a mistake read as none."""
+    from rich.console import Console
+
+    from vitrine.report import classification_report, prf_cells
+    from vitrine.train_display import evaluation_tables
+
+    cls = classification_report(["a"] * 3000, ["a"] * 2999 + ["b"], ["a", "b"])
+    assert prf_cells(cls["per_class"]["a"]) == ["1.000", "0.999", "0.999", "3000"]
+    retrieval = {"precision": 0.99967, "recall": 0.5, "map": 0.99967, "per_category": {}}
+    console = Console(record=True, width=120)
+    for part in evaluation_tables({"k": 5, "protocol": "leave-one-out", "queries": 3000,
+                                   "index": 3000, "retrieval": {"pretrained": retrieval},
+                                   "classification": cls}):
+        console.print(part)
+    text = console.export_text()
+    assert "Classification accuracy 0.999 (95 % CI 0.998–0.999, n=3000), macro F1 0.999." \
+        in text
+    assert "0.999 / 0.500 / 0.999" in text

@@ -1057,6 +1057,36 @@ def test_fine_tuning_that_did_not_run_shows_no_figures(trained):
         "fine tuning", "0", "—", "—", "—", "—", "—", f"{phases['fine_tuning']['seconds']:.0f}"]
 
 
+def test_dropped_fine_tuning_shows_no_figures_as_its_own(trained):
+    """Fine-tuning none of whose epochs beat transfer learning's validation loss is dropped
+    and transfer learning's weights are kept: its row showed those weights' figures (the
+    same accuracy and loss as transfer learning's, to the digit) as fine-tuning's."""
+    from rich.console import Console
+
+    from vitrine.report import markdown_report
+    from vitrine.train_display import training_lines
+
+    _, model, _ = trained
+    summary = json.loads((model / "summary.json").read_text())  # (its history too)
+    phases = summary["phases"]
+    dropped = {**summary, "phases": {**phases, "fine_tuning": {
+        **phases["fine_tuning"], "best_epoch": 0,
+        "metrics": phases["transfer_learning"]["metrics"]}}}
+    classes = len(summary["classes"])
+    report = markdown_report(dropped).splitlines()
+    assert (f"| Vitrine ({classes} categories) | fine-tuning (dropped: transfer learning's "
+            "weights kept) | — | — | — | — |") in report
+    assert any(line.startswith("Fine-tuning never lowered the validation loss")
+               for line in report)
+    console = Console(record=True, width=160)
+    for line in training_lines(dropped):
+        console.print(line)
+    row = next(line for line in console.export_text().splitlines() if "fine tuning" in line)
+    assert [c.strip() for c in row.split("│")[1:-1]] == [
+        "fine tuning", str(phases["fine_tuning"]["epochs"]), "none", "—", "—", "—", "—",
+        f"{phases['fine_tuning']['seconds']:.0f}"]
+
+
 def test_unreadable_photos_are_named_in_the_terminal_and_the_report(trained):
     """Photos training could not read were only in summary.json; the terminal and report.md
     now say how many and which (a name with [brackets] stays text, not rich markup)."""

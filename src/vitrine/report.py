@@ -61,9 +61,9 @@ def prf_cells(v: dict) -> list[str]:
     photo has no recall or F1, one no photo was predicted as no precision ("—", not a score
     of 0)."""
     untested = v["support"] == 0
-    return ["—" if v.get("predicted") == 0 else f"{v['precision']:.3f}",
-            "—" if untested else f"{v['recall']:.3f}",
-            "—" if untested else f"{v['f1']:.3f}", str(v["support"])]
+    return ["—" if v.get("predicted") == 0 else fraction_text(v["precision"]),
+            "—" if untested else fraction_text(v["recall"]),
+            "—" if untested else fraction_text(v["f1"]), str(v["support"])]
 
 
 def prf_table(per_class: dict) -> list[str]:
@@ -191,6 +191,13 @@ def score_text(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
+def fraction_text(x: float | None) -> str:
+    """A fraction (accuracy, its interval, precision, recall, F1, P@k…) to three decimals, one
+    under 1 never reading "1.000" (2999 of 3000 right read 1.000 in the terminal and the
+    tables, 99.9 % in report.md's accuracy line); "—" for one there is none of."""
+    return "—" if x is None else f"{_under_one(x, 3):.3f}"
+
+
 def groups_text(split: dict) -> str:
     """A split's groups kept together, as its line says them: the duplicate groups, the
     product table's groups (item_group_id…) when it had any, the groups across splits."""
@@ -314,8 +321,7 @@ def markdown_report(summary: dict) -> str:
         ref = REFERENCE[key]
         lines.append(f"| reference (4 categories) | {title} | — | — | "
                      f"{_pct(ref['test_acc'])} | — |")
-    rows = [(phase_metrics(phases[key]), title + ("" if phases[key]["epochs"] else
-                                                 " (not run: 0 epochs)"))
+    rows = [(phase_metrics(phases[key]), title + phase_note(phases[key]))
             for key, title in (("transfer_learning", "transfer learning"),
                                ("fine_tuning", "fine-tuning"))]
     refit = summary.get("refit")
@@ -351,7 +357,7 @@ def markdown_report(summary: dict) -> str:
         lines += [f"**Test accuracy {_pct(test['acc'])}** ({test['correct']}/{test['n']}"
                   f"{copies_once(test.get('copies_counted_once'))}; 95 % "
                   f"Wilson interval {_pct(low)}–{_pct(high)}), macro F1 "
-                  f"{test['macro_f1']:.3f}, loss {test['loss']:.3f}.", "",
+                  f"{fraction_text(test['macro_f1'])}, loss {test['loss']:.3f}.", "",
                   *prf_table(test["per_class"])]
         split = summary.get("split", {})
         untested = untested_line(test["per_class"], *(
@@ -380,8 +386,22 @@ def markdown_report(summary: dict) -> str:
 
 def phase_metrics(phase: dict) -> dict:
     """A phase's figures for the tables; none for a phase that ran no epoch (fine-tuning with
-    VITRINE_TRAIN_PHASE2_EPOCHS=0 carries transfer learning's, which its row repeated)."""
-    return phase["metrics"] if phase["epochs"] else {}
+    VITRINE_TRAIN_PHASE2_EPOCHS=0 carries transfer learning's, which its row repeated), nor
+    for fine-tuning dropped (:func:`phase_dropped`: its figures are transfer learning's
+    weights', which its row showed as fine-tuning's)."""
+    return phase["metrics"] if phase["epochs"] and not phase_dropped(phase) else {}
+
+
+def phase_dropped(phase: dict) -> bool:
+    """Whether a phase ran but its weights were dropped (fine-tuning none of whose epochs
+    beat transfer learning's validation loss: best epoch 0)."""
+    return bool(phase["epochs"]) and phase["best_epoch"] == 0
+
+
+def phase_note(phase: dict) -> str:
+    """What a phase's row title adds when the row has no figures of its own."""
+    return (" (not run: 0 epochs)" if not phase["epochs"] else
+            " (dropped: transfer learning's weights kept)" if phase_dropped(phase) else "")
 
 
 def best_epoch_text(phase: dict) -> str:
@@ -492,8 +512,8 @@ def _retrieval_lines(retrieval: dict | None) -> list[str]:
              f"| layer | P@{k} | R@{k} | mAP@{k} |", "|---|---|---|---|"]
     for layer, m in retrieval["layers"].items():
         lines.append(f"| {layer}{' (pretrained)' if layer == 'imagenet' else ''} | "
-                     f"{score_text(m['precision'])} | {score_text(m['recall'])} | "
-                     f"{score_text(m['map'])} |")
+                     f"{fraction_text(m['precision'])} | {fraction_text(m['recall'])} | "
+                     f"{fraction_text(m['map'])} |")
     unscored = next(iter(retrieval["layers"].values()), {}).get("without_relevant")
     if unscored:
         lines += ["", unscored_note(unscored)]

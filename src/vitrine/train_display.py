@@ -12,13 +12,13 @@ from vitrine.report import (
     conflict_lines,
     copies_once,
     dropped_fine_tuning_line,
+    fraction_text,
     groups_text,
     left_out_lines,
     phase_metrics,
     prf_cells,
     recategorised_lines,
     refit_kept,
-    score_text,
     unreadable_lines,
     unscored_note,
     untested_line,
@@ -54,7 +54,8 @@ def training_lines(summary: dict) -> list:
     for name, phase in summary["phases"].items():
         m = phase_metrics(phase)
         table.add_row(name.replace("_", " "), str(phase["epochs"]), best_epoch_text(phase),
-                      *(_figure(m.get(s, {}).get("acc")) for s in ("train", "val", "test")),
+                      *(_figure(m.get(s, {}).get("acc"), fraction=True)
+                        for s in ("train", "val", "test")),
                       _figure(m.get("test", {}).get("loss")),
                       f"{phase['seconds']:.0f}")
     lines.append(table)
@@ -73,9 +74,10 @@ def training_lines(summary: dict) -> list:
                                      if test else ".")))
     if test:
         low, high = test["acc_ci95"]
-        lines.append(f"Test accuracy {test['acc']:.3f} (95 % CI {low:.3f}–{high:.3f}, "
+        lines.append(f"Test accuracy {fraction_text(test['acc'])} (95 % CI "
+                     f"{fraction_text(low)}–{fraction_text(high)}, "
                      f"n={test['n']}{copies_once(test.get('copies_counted_once'))}), macro F1 "
-                     f"{test['macro_f1']:.3f}.")
+                     f"{fraction_text(test['macro_f1'])}.")
         wrong = test.get("misclassified") or []
         if wrong:
             top = wrong[0]
@@ -123,7 +125,8 @@ def evaluation_tables(report: dict) -> list:
         for name in models:
             m = report["retrieval"][name]
             v = m if cat is None else m["per_category"][cat]
-            cells.append(" / ".join(score_text(v[key]) for key in ("precision", "recall", "map")))
+            cells.append(" / ".join(fraction_text(v[key])
+                                    for key in ("precision", "recall", "map")))
         table.add_row(plain(cat) if cat is not None else Text("all", style="bold"), *cells)
     out.append(table)
     unscored = report["retrieval"][models[0]].get("without_relevant")
@@ -138,9 +141,10 @@ def evaluation_tables(report: dict) -> list:
         out.append(plain(f"Classification: {cls['note']}."))
     elif cls:
         low, high = cls["acc_ci95"]
-        out.append(f"Classification accuracy {cls['acc']:.3f} (95 % CI {low:.3f}–{high:.3f}, "
+        out.append(f"Classification accuracy {fraction_text(cls['acc'])} (95 % CI "
+                   f"{fraction_text(low)}–{fraction_text(high)}, "
                    f"n={cls['n']}{copies_once(merged)}), macro F1 "
-                   f"{cls['macro_f1']:.3f}.")
+                   f"{fraction_text(cls['macro_f1'])}.")
         prf = Table(title="Per class", title_justify="left")
         for col in ("class", "precision", "recall", "F1", "support"):
             prf.add_column(col)
@@ -177,7 +181,9 @@ NAME_WIDTH = 25
 columns: 12 for the product, 5 for the probability, 13 for the borders)."""
 
 
-def _figure(value: float | None) -> str:
+def _figure(value: float | None, fraction: bool = False) -> str:
     """A table cell: three decimals, or "—" for a figure there is none of (no test split),
-    as report.md writes it (it printed "nan")."""
-    return "—" if value is None or value != value else f"{value:.3f}"
+    as report.md writes it (it printed "nan"); a ``fraction`` under 1 never reads 1.000."""
+    if value is None or value != value:
+        return "—"
+    return fraction_text(value) if fraction else f"{value:.3f}"
