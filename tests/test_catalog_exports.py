@@ -125,3 +125,21 @@ def test_long_quoted_descriptions_do_not_hold_the_reading(tmp_path, monkeypatch,
     products = read_catalog(tmp_path)
     assert all(size <= 16_000 for size in read), read  # (catalog_csv.SNIFF_CHARS)
     assert len(products) == 20 and products[0].description.startswith('<p class="destaque">')
+
+
+@pytest.mark.parametrize("encoding, text", [
+    ("mac_roman", "Relógio Café"), ("mac_roman", "Calçado infantil"),
+    ("cp1252", "Relógio Café"), ("cp1252", "Bolsa d’água “nova” — 5"),
+])
+def test_a_mac_roman_table_is_read_as_one(tmp_path, encoding, text):
+    """Excel for Mac's "CSV (Macintosh)" writes Mac Roman with CR line ends: it was read as
+    Windows-1252, "Relógio Café" stored as "Rel—gio CafŽ" without a word (or refused, for a
+    "ç", a byte Windows-1252 has no character for). A Windows-1252 table stays one, its
+    typographic signs (’ “ ” —) included."""
+    photo(tmp_path / "bolsa" / "a.jpg")
+    end = "\r" if encoding == "mac_roman" else "\r\n"
+    rows = ["Código;Imagem;Nome;Descrição", f"B1;bolsa/a.jpg;{text};Feito à mão"]
+    (tmp_path / "produtos.csv").write_bytes((end.join(rows) + end).encode(encoding))
+    [product] = read_catalog(tmp_path)
+    assert (product.product_id, product.name, product.description) == (
+        "B1", text, "Feito à mão")

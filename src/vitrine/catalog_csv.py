@@ -129,8 +129,8 @@ any two bytes that UTF-8 would take for one: "É®" or "Ñ”" are Windows-1252 
 def decode(path: Path) -> str:
     """The file's text: UTF-16 when it starts with its byte-order mark (Excel's "Unicode
     text"), else UTF-8 (with or without a byte-order mark), else Windows-1252 (what Excel
-    writes as plain 'CSV' on Windows); UTF-8 with a byte that is not is an error naming its
-    line."""
+    writes as plain 'CSV' on Windows) or Mac Roman (:func:`_mac_roman`); UTF-8 with a byte
+    that is not is an error naming its line."""
     data = path.read_bytes()
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         try:
@@ -149,11 +149,30 @@ def decode(path: Path) -> str:
             raise CatalogError(f"{path} line {line}: byte {data[exc.start]:#04x} is not "
                                "UTF-8, while the rest of the file is; correct that character "
                                "or save the file as 'CSV UTF-8' again.") from None
+    if _mac_roman(data):
+        return data.decode("mac_roman")
     try:
         return data.decode("cp1252")
     except UnicodeDecodeError:
-        raise CatalogError(f"{path} is neither UTF-8 nor Windows-1252 text; save it as "
-                           "'CSV UTF-8'.") from None
+        raise CatalogError(f"{path} is neither UTF-8 nor Windows-1252 nor Mac Roman text; "
+                           "save it as 'CSV UTF-8'.") from None
+
+
+_MAC_LETTERS = frozenset(b"\x87\x88\x89\x8b\x8d\x8e\x90\x97\x99\x9b\x9c\x9f")
+"""Mac Roman's small accented letters of Portuguese (á à â ã ç é ê ó ô õ ú ü): signs in
+Windows-1252 (‡ ˆ ‰ ‹ Ž — ™ › œ Ÿ, or none) that no word holds between its letters; í
+(0x92) aside, Windows-1252's apostrophe in "don’t"."""
+_IN_WORD = re.compile(rb"(?<=[A-Za-z])[\x80-\xff](?=[A-Za-z])")
+
+
+def _mac_roman(data: bytes) -> bool:
+    """Whether a table that is not UTF-8 is Mac Roman (Excel for Mac's "CSV (Macintosh)"):
+    more of its letters between letters are Mac Roman's small accented ones than Windows-
+    1252's (0xc0 up). It was read as Windows-1252, "Relógio Café" stored as "Rel—gio CafŽ",
+    or refused ("ç" is a byte Windows-1252 has no character for)."""
+    inside = [m[0][0] for m in _IN_WORD.finditer(data)]
+    mac = sum(b in _MAC_LETTERS for b in inside)
+    return mac > 0 and mac > sum(b >= 0xC0 for b in inside)
 
 
 SNIFF_CHARS = 16_000
