@@ -5,10 +5,11 @@ the stored categories near one the store does not have, which the pages and
 from __future__ import annotations
 
 import difflib
+import functools
 import heapq
 from dataclasses import dataclass
 
-from vitrine.catalog import category_key
+from vitrine.catalog import CATEGORY_NAMES_KEPT, category_key
 from vitrine.fold import fold
 from vitrine.web.text import category_label
 
@@ -49,7 +50,7 @@ def category_names(categories: dict[str, int], spelled: int | None = None
     (:meth:`VitrineService.categories_and`): folding a store's 20,000 names again for each
     page took 0.1 s of CPU. Letter by letter with the ``spelled`` largest
     (``CLOSE_SPELLING_MAX`` by default: a server's bound; a command compares them all)."""
-    forms = [(c, fold(c.strip()), fold(category_label(c))) for c in categories if c]
+    forms = [(c, *_folded(c)) for c in categories if c]
     named: dict[str, list[str]] = {}
     for c, folded, shown in forms:
         for form in dict.fromkeys((folded, shown)):
@@ -57,6 +58,13 @@ def category_names(categories: dict[str, int], spelled: int | None = None
     compared = largest(categories, CLOSE_SPELLING_MAX if spelled is None else spelled)
     return CategoryNames(forms, named,
                          {shown: c for c, _, shown in forms if c in compared})
+
+
+@functools.lru_cache(maxsize=CATEGORY_NAMES_KEPT)
+def _folded(category: str) -> tuple[str, str]:
+    """A category's name and shown name, folded (kept: the names of every category were
+    folded again after each write)."""
+    return fold(category.strip()), fold(category_label(category))
 
 
 def near_categories(wanted: str, categories: dict[str, int], names: CategoryNames
