@@ -72,7 +72,8 @@ def test_a_comma_table_with_semicolons_in_its_header_names_stays_a_comma_table(t
 @pytest.mark.parametrize("text, value", [
     ("1 299,90", 1299.9), ("1\u00a0299,90", 1299.9), ("1\u202f299,90", 1299.9),
     ("R$ 1\u00a0299,90", 1299.9), ("1'299.90", 1299.9), ("1\u2019299.90", 1299.9),
-    ("12 345 678", 12345678.0), ("R$\u00a01.299,90", 1299.9)])
+    ("12 345 678", 12345678.0), ("R$\u00a01.299,90", 1299.9), ("1\u2009299,90", 1299.9),
+    ("1\u2007299,90", 1299.9), ("R$\u2009129,90", 129.9)])
 def test_thousands_grouped_by_a_space_or_an_apostrophe(text, value):
     """What LibreOffice and Excel write in a French or Portuguese locale (a space, a
     non-breaking or a narrow no-break space between thousands) and in Switzerland (an

@@ -152,6 +152,9 @@ _GROUPED = re.compile(r"^[1-9]\d{0,2}(?P<sep>[.,' \u2019\u202f])\d{3}(?:(?P=sep)
 non-breaking or narrow no-break space (France, Portugal; Excel and LibreOffice there), or an
 apostrophe (Switzerland)."""
 _PLAIN = re.compile(r"^\d+(?:[.,]\d+)?$")
+_SPACES = re.compile(r"[\u00a0\u2000-\u200a\u202f\u205f\u3000]")
+"""Spaces of other widths than the plain one (no-break, thin, figure, narrow no-break…):
+read as one (a thin space between thousands, the SI's and typesetters', was refused)."""
 
 
 MAX_PRICE = 1e12
@@ -166,7 +169,7 @@ def parse_price(text: str | None) -> float | None:
     currency, letters, signs, exponents, mixed-up separators) is refused."""
     if text is None or not str(text).strip() or is_no_price(str(text)):
         return None
-    number = _CURRENCY.sub("", str(text).strip().replace("\u00a0", " "))
+    number = _CURRENCY.sub("", _SPACES.sub(" ", str(text)).strip())
     if _OTHER_CURRENCY.search(number):  # (it was shown as so many reais)
         raise CatalogError(f"price {text!r} is not in reais, which the pages show every "
                            "price in; give it in reais, such as 129.90 or R$ 1.299,90.")

@@ -581,21 +581,42 @@ def _png_gamma(img: Image.Image) -> Image.Image:
     chunk, whose gAMA chunk names another gamma than sRGB's (an old Mac's 1/1.8, a linear
     export's 1.0), with its levels read as that gamma and written in sRGB's, as browsers
     show it (sRGB's primaries: cHRM aside): its pixels were read as sRGB, a gamma-1.8
-    photo's 128 where Chromium shows 146. Others (16-bit grey, a colour key) as they are."""
+    photo's 128 where Chromium shows 146. 16-bit grey and a colour key (tRNS) too: left as
+    they were, the same picture losslessly re-encoded (an optimiser's RGBA cut-out made RGB
+    with a colour key) read otherwise, its vector at a cosine of 0.993 of the original's; a
+    keyed photo comes back with its alpha (L as LA, RGB as RGBA)."""
     gamma = img.info.get("gamma")
     if "srgb" in img.info or not isinstance(gamma, int | float) or not 0.01 <= gamma <= 100 \
             or SRGB_GAMMA[0] <= gamma <= SRGB_GAMMA[1]:
         return img
     img = _unpaletted(img)
-    if img.mode not in ("L", "LA", "RGB", "RGBA") or img.info.get("transparency") is not None:
+    if img.mode not in ("L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L"):
         return img
-    linear = (np.arange(256) / 255.0) ** (1.0 / gamma)
+    alpha = None
+    if img.info.get("transparency") is not None:
+        alpha = _key_mask(img) if img.mode not in ("LA", "RGBA") else None
+        if alpha is None:  # (a key that is no colour of the mode)
+            return img
+    if img.mode.startswith("I;16"):
+        levels = np.asarray(img).astype(np.uint16, copy=False)
+        out = Image.fromarray(_gamma_levels(gamma, 65536)[levels], "L")
+    else:
+        table = _gamma_levels(gamma, 256).tolist()
+        bands = len(img.getbands())
+        out = img.point(table * (bands - 1) + list(range(256)) if img.mode in ("LA", "RGBA")
+                        else table * bands)
+        out.info.pop("transparency", None)
+    if alpha is not None:
+        out.putalpha(alpha)
+    return out
+
+
+def _gamma_levels(gamma: float, levels: int) -> np.ndarray:
+    """The 8-bit sRGB level of each of ``levels`` levels encoded with ``gamma``."""
+    linear = (np.arange(levels) / (levels - 1.0)) ** (1.0 / gamma)
     encoded = np.where(linear <= 0.0031308, 12.92 * linear,
                        1.055 * linear ** (1 / 2.4) - 0.055)
-    table = np.rint(np.clip(encoded, 0, 1) * 255).astype(np.uint8).tolist()
-    bands = len(img.getbands())
-    alpha = img.mode in ("LA", "RGBA")
-    return img.point(table * (bands - 1) + list(range(256)) if alpha else table * bands)
+    return np.rint(np.clip(encoded, 0, 1) * 255).astype(np.uint8)
 
 
 @functools.lru_cache(maxsize=16)
