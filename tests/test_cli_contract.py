@@ -1229,6 +1229,25 @@ def test_demo_keeps_its_store_inside_out_unless_told(small_catalog, weights_path
     assert list(here.iterdir()) == []
 
 
+def test_too_little_address_space_is_one_sentence(small_store):
+    """FAISS's library (its OpenBLAS) crashed the process as it loaded under `ulimit -v`
+    below about 550 MB: status 139 (SIGSEGV) and not a word. One sentence and status 2;
+    the help and the version still answer."""
+    import resource
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (400 << 20, resource.RLIM_INFINITY))
+
+    proc = subprocess.run([*CLI, "info", "--store", str(small_store)], capture_output=True,
+                          text=True, preexec_fn=limited, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc
+    assert proc.stderr.startswith("error: this process may use 400 MB of address space "
+                                  "(ulimit -v)") and "768 MB" in proc.stderr
+    version = subprocess.run([*CLI, "--version"], capture_output=True, text=True,
+                             preexec_fn=limited, timeout=120)
+    assert version.returncode == 0 and version.stdout.startswith("vitrine "), version
+
+
 def test_memory_or_threads_refused_are_one_sentence(capsys, monkeypatch):
     """Under `ulimit -v` torch's CPU allocator raised a RuntimeError that ended `index` in a
     traceback; memory or a thread refused is one sentence saying what to lower or raise. Other

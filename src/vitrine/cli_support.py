@@ -565,12 +565,34 @@ def run_app(app: typer.Typer) -> None:
             signal.signal(stopping, signal.SIG_DFL)
 
 
+MIN_ADDRESS_SPACE = 768 << 20
+"""The least address space (``ulimit -v``) a command starts with: FAISS's library (its
+OpenBLAS) crashed the process as it loaded under about 550 MB (SIGSEGV, status 139, not a
+word said); one sentence instead. Above it, memory refused later is said as such."""
+
+
+def _address_space_refused() -> None:
+    """Refuse, in one sentence, an address space under :data:`MIN_ADDRESS_SPACE` (its help
+    and version aside)."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft == resource.RLIM_INFINITY or soft >= MIN_ADDRESS_SPACE or any(
+            arg in ("--help", "--version") for arg in sys.argv[1:]):
+        return
+    raise VitrineError(f"this process may use {soft >> 20} MB of address space (ulimit -v), "
+                       f"and Vitrine's libraries need {MIN_ADDRESS_SPACE >> 20} MB at the "
+                       "least to load; give it more (ulimit -v unlimited, or the container's "
+                       "memory limit).")
+
+
 def _run_app(app: typer.Typer) -> None:
     """:func:`run_app` with the stop signals taken."""
     _closed_stdio()
     _printable_stdio()
     try:
         try:
+            _address_space_refused()
             status = app(standalone_mode=False)
         except Exception:
             if _terminated is not None:  # stopped by a signal, and then the clean-up failed
