@@ -561,3 +561,139 @@ def test_a_category_whose_test_took_two_small_units_still_gets_a_validation_phot
         assert names[7] == names[8], seed
         assert {names[i] for i in (7, 8, 9)} == {"val", "test"}, seed
         assert Counter(names[10:]) == {"train": 14, "val": 3, "test": 3}, seed
+
+
+# --- a split kept when the catalogue changes (vitrine.split_kept) ---------------------------
+
+SIZES = (("a", 15), ("b", 20), ("c", 30))
+"""Three categories where one photo added to "a" moves 23 photos of a fresh split (seed 0),
+20 of them of "b" and "c"."""
+
+
+def _shop(extra: tuple[str, ...] = ()) -> list[Product]:
+    return [Product(f"{c}{i:02d}", Path(f"/x/{c}{i}.jpg"), c) for c, n in SIZES
+            for i in range(n)] + [Product(pid, Path(f"/x/{pid}.jpg"), pid[0]) for pid in extra]
+
+
+def _bytes(products) -> dict[str, str]:
+    return {p.product_id: f"sha-{p.product_id}" for p in products}
+
+
+def _trained(products, groups=(), settings=None) -> Split:
+    """The split a training wrote to split.json, read back as a later training reads it."""
+    split = make_split(products, list(groups), settings or Settings())
+    split.contents = _bytes(products)
+    split.categories = {p.product_id: p.category for p in products}
+    return split
+
+
+def test_a_photo_added_or_removed_leaves_every_other_photo_in_its_split(tmp_path):
+    from vitrine.split_kept import kept_split
+
+    before = _shop()
+    earlier = _trained(before)
+    path = tmp_path / "split.json"  # (what is kept survives split.json)
+    earlier.save(path)
+    earlier = Split.load(path)
+    grown = _shop(("a99",))
+    fresh = make_split(grown, [], Settings())
+    assert sum(fresh.assignment[k] != v for k, v in earlier.assignment.items()) == 23
+    kept = kept_split(grown, [], Settings(), earlier, _bytes(grown))
+    assert {k: kept.assignment[k] for k in earlier.assignment} == earlier.assignment
+    assert kept.kept_from_earlier == {"kept": 65, "placed": 1, "moved": 0}
+    shrunk = [p for p in before if p.product_id != earlier.ids("test")[0]]
+    kept = kept_split(shrunk, [], Settings(), earlier, _bytes(shrunk))
+    assert kept.assignment == {p.product_id: earlier.assignment[p.product_id] for p in shrunk}
+    assert kept.kept_from_earlier == {"kept": 64, "placed": 0, "moved": 0}
+    assert kept.as_dict()["kept_from_earlier"] == kept.kept_from_earlier
+
+
+def test_new_and_changed_photos_fill_the_held_out_shares_of_the_categorys_new_size():
+    from vitrine.split_kept import kept_split
+
+    before = _shop()
+    earlier = _trained(before)
+    products = _shop(tuple(f"a9{i}" for i in range(5)))  # "a" grows from 15 to 20 photos
+    contents = _bytes(products)
+    changed = earlier.ids("test")[0]  # same id, other bytes: placed anew
+    contents[changed] = "sha-retaken"
+    moved_category = next(p for p in products if p.product_id == "b00")
+    moved_category.category = "c"  # recategorised: placed anew
+    kept = kept_split(products, [], Settings(), earlier, contents)
+    assert kept.kept_from_earlier == {"kept": 63, "placed": 7, "moved": 0}
+    for pid, side in earlier.assignment.items():
+        if pid not in (changed, "b00"):
+            assert kept.assignment[pid] == side, pid
+    share = Counter((p.category, kept.assignment[p.product_id]) for p in products)
+    assert (share["a", "val"], share["a", "test"]) == (3, 3)  # 15 % of 20, as a fresh split
+    assert kept == kept_split(products, [], Settings(), earlier, contents)  # seeded
+
+
+def test_a_copy_of_a_test_photo_tests_and_a_group_across_splits_goes_to_the_furthest():
+    from vitrine.split_kept import kept_split
+
+    earlier = _trained(_shop())
+    tested = earlier.ids("test")[0]
+    trained = next(pid for pid in earlier.ids("train") if pid[0] == tested[0])
+    validated = next(pid for pid in earlier.ids("val") if pid[0] == tested[0])
+    products = _shop(("a97", "a98", "c99"))
+    kept = kept_split(products, [[tested, "a98"]], Settings(), earlier, _bytes(products))
+    assert kept.assignment["a98"] == "test"
+    assert kept.kept_from_earlier["moved"] == 0
+    # a new photo that is a copy of a trained and a tested photo: the three test (so no
+    # test photo is ever trained on), the trained one moved
+    groups = [[trained, "a97", tested], [validated, "c99"]]
+    kept = kept_split(products, groups, Settings(), earlier, _bytes(products))
+    assert {kept.assignment[pid] for pid in (trained, "a97", tested)} == {"test"}
+    assert kept.assignment[validated] == kept.assignment["c99"] == "val"  # across categories
+    assert kept.kept_from_earlier == {"kept": 64, "placed": 3, "moved": 1}
+    assert kept.crossing() == []
+
+
+def test_a_new_category_is_split_as_a_fresh_split_and_a_gone_one_is_gone():
+    from vitrine.split_kept import kept_split
+
+    earlier = _trained(_shop())
+    products = [p for p in _shop() if p.category != "b"] + [
+        Product(f"d{i:02d}", Path(f"/x/d{i}.jpg"), "d") for i in range(12)]
+    kept = kept_split(products, [], Settings(), earlier, _bytes(products))
+    fresh = make_split(products, [], Settings())
+    assert {pid: s for pid, s in kept.assignment.items() if pid[0] == "d"} == {
+        pid: s for pid, s in fresh.assignment.items() if pid[0] == "d"}
+    assert not any(pid[0] == "b" for pid in kept.assignment)
+
+
+def test_another_seed_fraction_or_new_split_setting_splits_afresh(tmp_path):
+    """The earlier split is kept only when a fresh one would be made alike; a damaged or
+    foreign split.json, or an older one without categories, gives a fresh split and why."""
+    import json
+
+    from vitrine.catalog import MODEL_FORMAT
+    from vitrine.split_kept import earlier_split, kept_split
+
+    products = _shop(("a99",))
+    earlier = _trained(_shop())
+    for settings in (Settings(train_seed=1), Settings(train_test_fraction=0.2)):
+        again = kept_split(products, [], settings, earlier, _bytes(products))
+        assert again.assignment == make_split(products, [], settings).assignment
+        assert again.kept_from_earlier is None
+    assert earlier_split(tmp_path, Settings()) == (None, None)  # a first training
+    (tmp_path / "model.json").write_text(json.dumps({"format": MODEL_FORMAT + "1"}))
+    earlier.save(tmp_path / "split.json")
+    found, why = earlier_split(tmp_path, Settings())
+    assert why is None and found.assignment == earlier.assignment
+    assert found.categories == earlier.categories
+    assert earlier_split(tmp_path, Settings(train_new_split=True)) == (
+        None, "VITRINE_TRAIN_NEW_SPLIT is set")
+    assert "VITRINE_TRAIN_SEED is 3" in earlier_split(tmp_path, Settings(train_seed=3))[1]
+    assert "fractions" in earlier_split(tmp_path, Settings(train_val_fraction=0.1))[1]
+    data = json.loads((tmp_path / "split.json").read_text())
+    (tmp_path / "split.json").write_text(json.dumps({**data, "category": {}}))
+    assert "no categories" in earlier_split(tmp_path, Settings())[1]
+    (tmp_path / "split.json").write_text(json.dumps({**data, "source": "folders"}))
+    assert "folders" in earlier_split(tmp_path, Settings())[1]
+    for damaged in ("{", json.dumps({"assignment": ["x"], "source": "seeded"}),
+                    json.dumps({**data, "assignment": {"a00": "elsewhere"}})):
+        (tmp_path / "split.json").write_text(damaged)
+        found, why = earlier_split(tmp_path, Settings())
+        assert found is None and "split.json" in why

@@ -580,6 +580,45 @@ def test_train_into_the_current_folder_and_over_a_model(pair, tmp_path, env, mon
     assert (here / "NOTES.txt").read_text() == "mine"
 
 
+def test_training_again_into_the_model_folder_keeps_its_split(demo_catalog, env, tmp_path):
+    """A photo added to each category: the photos trained, validated and tested before stay
+    where they were (a fresh split moved them, so the two models' test figures came from
+    other photos), said in the summary, the terminal and report.md; VITRINE_TRAIN_NEW_SPLIT
+    makes the split a first training makes, and a first training's split is today's."""
+    from vitrine.config import Settings
+    from vitrine.split import make_split, read_catalogue
+    from vitrine.train_display import training_lines
+
+    def fresh(catalog: Path, groups: list[list[str]]) -> dict[str, str]:
+        """What make_split (unchanged by a kept split) gives ``catalog``."""
+        settings = Settings(train_val_fraction=0.2, train_test_fraction=0.2)
+        return make_split(read_catalogue(catalog)[0], groups, settings).assignment
+
+    before = copy_pair(demo_catalog, tmp_path / "c6", 6)
+    after = copy_pair(demo_catalog, tmp_path / "c7", 7)  # the same products, and one more each
+    model = tmp_path / "m"
+    first = json.loads(run("train", before, "--out", model, "--json", env=env))
+    assert not {"kept_from_earlier", "fresh_because"} & set(first["split"])
+    earlier = json.loads((model / "split.json").read_text())
+    assert earlier["assignment"] == fresh(before, earlier["duplicate_groups"])
+    again = json.loads(run("train", after, "--out", model, "--json", env=env))
+    assert again["split"]["kept_from_earlier"] == {"kept": 12, "placed": 2, "moved": 0}
+    kept = json.loads((model / "split.json").read_text())
+    assert {pid: kept["assignment"][pid] for pid in earlier["assignment"]} == \
+        earlier["assignment"]
+    assert "Split kept from the earlier model in this folder: 12 photos" in \
+        (model / "report.md").read_text()
+    assert any("Split kept from the earlier model" in str(line)
+               for line in training_lines(again))
+    new = json.loads(run("train", after, "--out", model, "--json",
+                         env={**env, "VITRINE_TRAIN_NEW_SPLIT": "true"}))
+    assert new["split"]["fresh_because"] == "VITRINE_TRAIN_NEW_SPLIT is set"
+    assert "kept_from_earlier" not in new["split"]
+    split = json.loads((model / "split.json").read_text())
+    assert split["assignment"] == fresh(after, split["duplicate_groups"])
+    assert "Split made afresh" in (model / "report.md").read_text()
+
+
 def test_sigterm_during_training_leaves_nothing_behind(trained, tmp_path, env):
     """SIGTERM (`timeout`, a container stopping) killed a training outright: its hidden stage
     folder and the new --out stayed behind. It now cleans up as after a Ctrl+C."""

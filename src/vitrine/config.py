@@ -208,9 +208,11 @@ class Settings(BaseSettings):
     def training_choices(self, mode: str = "python") -> dict:
         """The ``train_*`` settings that decide what training produces (recorded in
         model.json, part of the training fingerprint): not ``train_cache_memory_mb``, which
-        decides only where the cache is kept."""
+        decides only where the cache is kept, nor ``train_new_split``, which decides only
+        whether an earlier model's split is kept (the split is in split.json)."""
         return {k: v for k, v in self.model_dump(mode=mode).items()
-                if k.startswith("train_") and k != "train_cache_memory_mb"}
+                if k.startswith("train_") and k not in ("train_cache_memory_mb",
+                                                        "train_new_split")}
 
     @field_validator("device")
     @classmethod
@@ -382,6 +384,11 @@ class Settings(BaseSettings):
     rate), groups of duplicate photos kept on one side."""
     train_test_fraction: Fraction = 0.15
     """Share of each category's photos held out for the test figures, never trained on."""
+    train_new_split: bool = False
+    """Split afresh even when ``--out`` holds a model whose split can be kept. By default a
+    training into a model folder keeps the earlier split of every photo still there (same
+    product id, bytes and category) and places only the others (:mod:`vitrine.split_kept`),
+    so that the test figures of the two models come from the same photos."""
     train_views: Annotated[int, Field(ge=1, le=64)] = 1
     """Views of each training photo passed once through the frozen layers: the photo itself
     plus ``views - 1`` random augmentations (flip, crop/zoom, colour, down-scale + JPEG or

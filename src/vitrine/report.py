@@ -207,6 +207,20 @@ def groups_text(split: dict) -> str:
             + f"{len(split['crossing_groups'])} crossing splits")
 
 
+def kept_split_lines(split: dict, bullet: str) -> list[str]:
+    """Whether the split kept the earlier model's (:mod:`vitrine.split_kept`), in one line;
+    none for a first training."""
+    if kept := split.get("kept_from_earlier"):
+        return [f"{bullet}Split kept from the earlier model in this folder: "
+                f"{counted(kept['kept'], 'photo')} where they were, {kept['placed']} new, "
+                f"changed or recategorised placed anew, {kept['moved']} moved to a more "
+                "held-out split with their copies (VITRINE_TRAIN_NEW_SPLIT=true splits "
+                "afresh)."]
+    if why := split.get("fresh_because"):
+        return [f"{bullet}Split made afresh, not kept from the earlier model: {why}."]
+    return []
+
+
 def left_out_lines(split: dict, bullet: str, named: int = 5) -> list[str]:
     """Test photos a copy of which is in the train or val folder, and val photos a copy of
     which is in the train folder, kept out of every split."""
@@ -299,6 +313,7 @@ def markdown_report(summary: dict) -> str:
         f"test {split['test']} photos; {groups_text(split)}.", "",
         *duplicate_rule_lines(summary.get("duplicates")),
         *map(_md_line, [  # (the shop's names and paths in them)
+            *kept_split_lines(split, "- "),
             *[f"- duplicates across splits: {'  ≈  '.join(group)}"
               for group in split["crossing_groups"]],
             *left_out_lines(split, "- "),

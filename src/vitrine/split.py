@@ -69,6 +69,12 @@ class Split:
     product_groups: int = 0
     """Groups of photos the product table's group column (:data:`GROUP_COLUMNS`) kept in
     one split, beside the duplicate groups."""
+    categories: dict[str, str] = field(default_factory=dict)
+    """Each product's category, so that a later training into the same folder keeps the
+    split of the photos whose category did not change (empty in older models)."""
+    kept_from_earlier: dict[str, int] | None = None
+    """Of a split that kept the earlier model's (:func:`vitrine.split_kept.kept_split`): the
+    photos kept in their split, placed anew, and moved to a more held-out one."""
 
     def ids(self, name: str) -> list[str]:
         return sorted(pid for pid, s in self.assignment.items() if s == name)
@@ -87,7 +93,10 @@ class Split:
                 "crossing_groups": self.crossing(), "left_out_of_test": sorted(self.left_out),
                 "left_out_of_val": sorted(self.left_out_val),
                 "assignment": dict(sorted(self.assignment.items())),
-                "photo_sha256": dict(sorted(self.contents.items()))}
+                "photo_sha256": dict(sorted(self.contents.items())),
+                "category": dict(sorted(self.categories.items())),
+                **({"kept_from_earlier": self.kept_from_earlier}
+                   if self.kept_from_earlier is not None else {})}
 
     def save(self, path: Path) -> None:
         write_json(path, self.as_dict())
@@ -103,9 +112,11 @@ class Split:
                         dict(data.get("photo_sha256") or {}),
                         list(data.get("left_out_of_test") or []),
                         list(data.get("left_out_of_val") or []),
-                        int(data.get("product_groups") or 0))
+                        int(data.get("product_groups") or 0),
+                        dict(data.get("category") or {}))
             if not all(isinstance(v, str) for v in (*split.assignment.values(),
-                                                     *split.contents.values())):
+                                                     *split.contents.values(),
+                                                     *split.categories.values())):
                 raise ValueError("its values are not text")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CatalogError(f"{path} is not a split written by `vitrine train` "
@@ -191,6 +202,19 @@ def _hash_value(phash: str | None) -> int | None:
     return value if value is not None and 0 <= value < 2**64 else None
 
 
+def held_out_targets(n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
+    """How many of a label's ``n`` items validation and test take: their fractions rounded,
+    at least one each from three items on, and one item left to train."""
+    targets = {name: round(n * frac) for name, frac in (("test", test_fraction),
+                                                        ("val", val_fraction))}
+    for name, frac in (("test", test_fraction), ("val", val_fraction)):
+        if n >= 3 and frac > 0:
+            targets[name] = max(1, targets[name])
+    for name in ("val", "test"):  # leave training at least one item
+        targets[name] -= min(targets[name], max(0, sum(targets.values()) - (n - 1)))
+    return targets
+
+
 def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_fraction: float,
                 test_fraction: float, seed: int) -> list[str]:
     """Assign each item ('train', 'val' or 'test'), stratified by label and seeded.
@@ -231,13 +255,7 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
         label_units = by_label[label]
         rng.shuffle(label_units)
         n = sum(len(u) for u in label_units)
-        targets = {name: round(n * frac) for name, frac in (("test", test_fraction),
-                                                            ("val", val_fraction))}
-        for name, frac in (("test", test_fraction), ("val", val_fraction)):
-            if n >= 3 and frac > 0:
-                targets[name] = max(1, targets[name])
-        for name in ("val", "test"):  # leave training at least one item
-            targets[name] -= min(targets[name], max(0, sum(targets.values()) - (n - 1)))
+        targets = held_out_targets(n, val_fraction, test_fraction)
         filled = {"test": 0, "val": 0}
         for unit in label_units:
             # the first split still short of its target that this unit fits (within one

@@ -113,9 +113,11 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     from vitrine.photo_hashes import file_sha256
     from vitrine.report import write_outputs
     from vitrine.split import save_fingerprints
+    from vitrine.split_kept import earlier_split, kept_split
     from vitrine.trained import training_fingerprint, write_model
 
     started = time.perf_counter()
+    earlier, fresh_because = earlier_split(out_dir, settings)  # (before the stage replaces it)
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
     products, given, outside = read_catalogue(catalog_dir, settings.upload_dir,
@@ -169,8 +171,11 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
                          [contents[p.product_id] for p in usable])
     del vectors
     phash_of = {p.product_id: clean.phashes[i] for p, i in zip(usable, ok, strict=True)}
-    split = make_split(usable, groups, settings, given)
-    split.contents = contents
+    if given is None and earlier is not None:  # (a split catalogue keeps its folders')
+        split = kept_split(usable, groups, settings, earlier, contents)
+    else:
+        split = make_split(usable, groups, settings, given)
+    split.contents, split.categories = contents, {p.product_id: p.category for p in usable}
     split.save(stage / "split.json")
     save_fingerprints(stage, split, phash_of,  # (evaluate finds their renamed copies)
                       {p.product_id: clean.thumbs[i] for p, i in zip(usable, ok, strict=True)})
@@ -207,7 +212,11 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
                   "product_groups": split.product_groups,
                   "crossing_groups": split.crossing(), "left_out_of_test": split.left_out,
                   "left_out_of_val": split.left_out_val,
-                  "conflicting_groups": conflicting_labels(split.groups, usable)},
+                  "conflicting_groups": conflicting_labels(split.groups, usable),
+                  **({"kept_from_earlier": split.kept_from_earlier}
+                     if split.kept_from_earlier is not None else
+                     {"fresh_because": fresh_because} if fresh_because and given is None
+                     else {})},
         "unreadable_photos": bad, "unaugmented_photos": unaugmented,
         "uncategorised_photos": uncategorised,
         "unsplit_photos": unsplit,

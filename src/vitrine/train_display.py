@@ -14,6 +14,7 @@ from vitrine.report import (
     dropped_fine_tuning_line,
     fraction_text,
     groups_text,
+    kept_split_lines,
     left_out_lines,
     phase_metrics,
     prf_cells,
@@ -34,7 +35,7 @@ def training_lines(summary: dict) -> list:
     split, test = summary["split"], summary.get("test") or {}
     lines: list = [
         f"Split ({split['source']}): train {split['train']}, validation {split['val']}, test "
-        f"{split['test']}; {groups_text(split)}."]
+        f"{split['test']}; {groups_text(split)}.", *kept_split_lines(split, "  ")]
     for group in split["crossing_groups"]:
         lines.append("  duplicates across splits: " + "  ≈  ".join(group))
     lines += left_out_lines(split, "  ")
