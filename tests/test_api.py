@@ -2860,3 +2860,25 @@ def test_a_json_body_in_utf_16_or_32_is_refused_as_not_utf_8(writable, rows):
     with_bom = client.patch(f"/api/products/{pid}", headers=auth,
                             content='{"name": "Relógio"}'.encode("utf-8-sig"))
     assert with_bom.status_code == 200 and with_bom.json()["name"] == "Relógio"
+
+
+def test_a_store_without_a_write_mark_counts_again_after_the_servers_own_write(
+        settings, small_store, embedder, tmp_path, monkeypatch):
+    """A store that keeps no record of its writes (Milvus: ``write_mark`` None) keeps its
+    counts for CATEGORIES_TTL_S, but not past this server's own write: the pages said a
+    category still held the product just deleted (or none of the one just added)."""
+    from vitrine.service import VitrineService
+    from vitrine.store.embedded import EmbeddedStore
+
+    monkeypatch.setattr(EmbeddedStore, "write_mark", lambda self: None)
+    shutil.copytree(small_store, tmp_path / "store")
+    service = VitrineService(settings, tmp_path / "store", embedder)
+    try:
+        before = service.categories()
+        category = sorted(before)[0]
+        gone = service.products(category=category, query=None, limit=1,
+                                offset=0)[0][0].product_id
+        service.delete_product(gone)
+        assert service.categories() == {**before, category: before[category] - 1}
+    finally:
+        service.close()

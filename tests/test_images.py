@@ -1460,3 +1460,18 @@ def test_a_keyed_or_16_bit_grey_png_is_read_with_its_gama_too(tmp_path, kind):
     img = open_image(path)
     assert img.getpixel((30, 20)) == pytest.approx((146, 146, 146), abs=1)
     assert img.getpixel((2, 2)) == ((255, 255, 255) if keyed else (0, 0, 0))
+
+
+@pytest.mark.parametrize("fmt, options", [("PNG", {}), ("JPEG", {}),
+                                          ("JPEG", {"progressive": True}), ("TIFF", {})])
+def test_a_photo_of_exactly_the_pixel_limit_is_decoded(fmt, options):
+    """The limit is the most pixels a photo may have ("over the limit" is refused): a photo
+    of exactly ``max_pixels`` decodes, one row more is refused, whatever the format."""
+    def photo(height: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (50, height), RED).save(buf, fmt, **options)
+        return buf.getvalue()
+
+    assert open_image(photo(40), max_pixels=2_000).size == (50, 40)
+    with pytest.raises(ImageError, match="over the limit of 2,000"):
+        open_image(photo(41), max_pixels=2_000)

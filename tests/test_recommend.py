@@ -148,3 +148,21 @@ def test_a_screenshot_of_a_shopping_app_finds_its_product_first(rec, small_catal
         assert len(rec.embedder.embed_query(shot)) == 2
         matches, _ = rec.search_image_guess(shot, 5)
         assert matches[0].product.product_id == "10308", (fmt, matches)
+
+
+def test_a_photos_two_searches_merge_each_product_once_with_its_best_score():
+    """A photo in a wide frame is searched twice (whole and its product cut out): a product
+    both searches find is listed once, with the better of its two scores, and ranked by it;
+    the query whose first match scored highest leads."""
+    from vitrine.recommend import merge_matches
+    from vitrine.store.base import Match, StoredProduct
+
+    def found(*pairs: tuple[str, float]) -> list[Match]:
+        return [Match(StoredProduct(pid, f"{pid}.jpg"), score) for pid, score in pairs]
+
+    whole = found(("a", 0.80), ("b", 0.55), ("c", 0.50))
+    cut_out = found(("b", 0.95), ("a", 0.40), ("d", 0.30))
+    merged, leading = merge_matches([whole, cut_out], k=3)
+    assert [(m.product.product_id, m.score) for m in merged] == [
+        ("b", 0.95), ("a", 0.80), ("c", 0.50)]
+    assert leading == 1

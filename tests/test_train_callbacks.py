@@ -320,3 +320,13 @@ def test_fine_tuning_that_never_beats_transfer_learning_is_dropped(tmp_path):
         "Fine-tuning never lowered the validation loss below transfer learning's")
     assert best_epoch_text(summary["phases"]["fine_tuning"]) == "none"
     assert best_epoch_text({"epochs": 0, "best_epoch": -1}) == "—"
+
+
+def test_a_drop_smaller_than_min_delta_is_no_improvement():
+    """A validation loss lower by less than ``min_delta`` (noise) neither becomes the best
+    epoch (its weights kept) nor resets the patience: training stops on time."""
+    stop = EarlyStopping(patience=2, min_delta=1e-3)
+    assert stop.step(1.0, 1)
+    assert not stop.step(0.9995, 2) and stop.best_epoch == 1 and stop.best == 1.0
+    assert not stop.step(0.9992, 3) and stop.should_stop
+    assert stop.step(0.99, 4) and stop.best_epoch == 4 and not stop.should_stop

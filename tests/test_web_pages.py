@@ -1622,3 +1622,14 @@ def test_a_write_folds_only_the_new_category_names(monkeypatch):
     assert len(folded) == 3 and "Calçado_novo" in folded
     assert names.forms[:-1] == before[0].forms and keyed["calcado novo"] == ["Calçado_novo"]
     assert names.named["relogio_0001"] == ["Relógio_0001"]
+
+
+@pytest.mark.parametrize("score, shown", [(-0.3, 0), (-0.0, 0), (0.004, 0), (0.456, 46),
+                                          (0.995, 100), (1.000009, 100)])
+def test_a_cards_similarity_is_a_whole_percentage_from_0_to_100(score, shown):
+    """A card's score is the cosine as a whole percentage: a negative cosine (a trained
+    model's vectors can point apart) shows 0 %, never "-30 %", beside its meter at empty; an
+    fp16 score a hair over 1 shows 100 %."""
+    from vitrine.web.text import percent
+
+    assert percent(score) == shown
