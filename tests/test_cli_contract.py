@@ -1246,6 +1246,9 @@ def test_too_little_address_space_is_one_sentence(small_store):
     version = subprocess.run([*CLI, "--version"], capture_output=True, text=True,
                              preexec_fn=limited, timeout=120)
     assert version.returncode == 0 and version.stdout.startswith("vitrine "), version
+    bare = subprocess.run(CLI, capture_output=True, text=True, preexec_fn=limited,
+                          timeout=120)  # (no command: the help, as `--help` answers it)
+    assert "Usage:" in bare.stdout and "address space" not in bare.stderr, bare
 
 
 def test_memory_or_threads_refused_are_one_sentence(capsys, monkeypatch):

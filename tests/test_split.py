@@ -697,3 +697,38 @@ def test_another_seed_fraction_or_new_split_setting_splits_afresh(tmp_path):
         (tmp_path / "split.json").write_text(damaged)
         found, why = earlier_split(tmp_path, Settings())
         assert found is None and "split.json" in why
+
+
+def test_retraining_an_unchanged_catalogue_keeps_the_split_its_table_groups_did_not_make():
+    """A category whose product-table groups a fresh split drops (two kinds of product in
+    the column, each half the category: helper-251) was split without them; kept, they
+    were joined again and every photo moved to validation or test: the category left the
+    classes (with two categories, `vitrine train` refused the unchanged catalogue)."""
+    from vitrine.split_kept import kept_split
+
+    products = [Product(f"a{i:02d}", Path(f"/x/a{i}.jpg"), "a",
+                        attributes={"item_group_id": "K1" if i < 10 else "K2"})
+                for i in range(20)] + [Product(f"b{i:02d}", Path(f"/x/b{i}.jpg"), "b")
+                                       for i in range(20)]
+    earlier = _trained(products)
+    assert earlier.product_groups == 0  # (the groups were dropped for "a")
+    kept = kept_split(products, [], Settings(), earlier, _bytes(products))
+    assert kept.assignment == earlier.assignment
+    assert kept.kept_from_earlier == {"kept": 40, "placed": 0, "moved": 0}
+
+
+def test_a_category_whose_training_photos_are_gone_still_trains():
+    """Its kept photos all validated or tested, and nothing new to place: the category had
+    no training photo (it left the classes); the smallest validated unit trains."""
+    from vitrine.split_kept import kept_split
+
+    before = _shop()
+    earlier = _trained(before)
+    for keep in (("val", "test"), ("test",)):
+        products = [p for p in before if p.category != "a"] + [
+            next(p for p in before if p.category == "a" and
+                 earlier.assignment[p.product_id] == side) for side in keep]
+        kept = kept_split(products, [], Settings(), earlier, _bytes(products))
+        sides = Counter(kept.assignment[p.product_id] for p in products if p.category == "a")
+        assert sides == Counter(("train", *keep[1:])), keep
+        assert kept.kept_from_earlier["moved"] == 1

@@ -1633,3 +1633,21 @@ def test_a_cards_similarity_is_a_whole_percentage_from_0_to_100(score, shown):
     from vitrine.web.text import percent
 
     assert percent(score) == shown
+
+
+def test_typed_category_filters_are_not_kept(client):
+    """The folded names kept are the store's: every category filter a client typed was kept
+    too (up to 131,072 of them, 801 MB of 512 characters each, for as long as the server
+    ran)."""
+    import vitrine.catalog
+
+    def kept() -> int:
+        return sum(f.cache_info().currsize for f in vars(vitrine.catalog).values()
+                   if hasattr(f, "cache_info"))
+
+    client.get("/", params={"category": "warm-up"})
+    before = kept()
+    for i in range(20):
+        assert client.get("/", params={"category": f"typed {i} " + "x" * 400}).status_code \
+            == 200
+    assert kept() == before

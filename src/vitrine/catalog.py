@@ -478,23 +478,30 @@ def recategorised(products: list[Product]) -> list[dict]:
 
 
 CATEGORY_NAMES_KEPT = 1 << 17
-"""Category names whose folded forms are kept (:func:`category_key`,
+"""Category names whose folded forms are kept (:func:`stored_key`,
 ``vitrine.web.categories``): a store's are folded again after each write, 1.3 s of the
 interpreter at 60,000 categories, where only the new ones need it."""
 
 
-@functools.lru_cache(maxsize=CATEGORY_NAMES_KEPT)
 def category_key(category: str) -> str:
     """What two spellings of one category share: no case, no accents, underscores as
     spaces, spaces trimmed and single ("Relógio_Feminino", " relogio feminino")."""
     return " ".join(fold(category.replace("_", " ")).split())
 
 
+@functools.lru_cache(maxsize=CATEGORY_NAMES_KEPT)
+def stored_key(category: str) -> str:
+    """:func:`category_key` of a stored category's name, kept; never of a typed one (a
+    page's filter: every filter a client sent was kept, 801 MB for 131,072 of 512
+    characters)."""
+    return category_key(category)
+
+
 def reader_order(counts: dict[str, int]) -> dict[str, int]:
     """Categories' counts in the order a reader expects them, case, accents and underscores
     aside, as the pages' category field lists them ("Óculos" came after "x_tenis": the
     store's code-point order, helper-230)."""
-    return {c: counts[c] for c in sorted(counts, key=lambda c: (category_key(c), c))}
+    return {c: counts[c] for c in sorted(counts, key=lambda c: (stored_key(c), c))}
 
 
 def categories_by_key(known: Iterable[str]) -> dict[str, list[str]]:
@@ -502,7 +509,7 @@ def categories_by_key(known: Iterable[str]) -> dict[str, list[str]]:
     without accents or with spaces for underscores may mean."""
     keyed: dict[str, list[str]] = {}
     for category in known:
-        keyed.setdefault(category_key(category), []).append(category)
+        keyed.setdefault(stored_key(category), []).append(category)
     return keyed
 
 
@@ -530,7 +537,7 @@ def counted_twins(counts: dict[str, int]) -> list[list[dict]]:
     """:func:`category_twins` of categories counted already (a store's)."""
     groups: dict[str, dict[str, int]] = {}
     for category, count in counts.items():
-        groups.setdefault(category_key(category), {})[category] = count
+        groups.setdefault(stored_key(category), {})[category] = count
     return sorted(([{"category": c, "products": n} for c, n in sorted(group.items())]
                    for group in groups.values() if len(group) > 1),
                   key=lambda twins: twins[0]["category"])

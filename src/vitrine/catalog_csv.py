@@ -158,21 +158,49 @@ def decode(path: Path) -> str:
                            "save it as 'CSV UTF-8'.") from None
 
 
-_MAC_LETTERS = frozenset(b"\x87\x88\x89\x8b\x8d\x8e\x90\x97\x99\x9b\x9c\x9f")
-"""Mac Roman's small accented letters of Portuguese (á à â ã ç é ê ó ô õ ú ü): signs in
-Windows-1252 (‡ ˆ ‰ ‹ Ž — ™ › œ Ÿ, or none) that no word holds between its letters; í
-(0x92) aside, Windows-1252's apostrophe in "don’t"."""
-_IN_WORD = re.compile(rb"(?<=[A-Za-z])[\x80-\xff](?=[A-Za-z])")
+_APOSTROPHES, _DASHES = frozenset("’‘'"), frozenset("—–")
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _fit(text: str) -> float:
+    """How well ``text``'s characters outside ASCII sit where they are: a letter inside a
+    word in the case of its neighbours (not "CafŽ", "RELîGIO", "SlimóFit", "BÏuf"; alone,
+    "à", half: not "Ä49", " ñ "), a sign beside at most one letter (“, €, " – ") or an
+    apostrophe between two ("don’t"), a dash between two ("black—white") half."""
+    def cased(c: str) -> bool:
+        return c.islower() or c.isupper()
+
+    score = 0.0
+    padded = f" {text} "
+    for found in _NOT_ASCII.finditer(padded):  # (not every character: a long table)
+        i, c = found.start(), found[0]
+        a, b = padded[i - 1], padded[i + 1]
+        if cased(c):
+            if not (cased(a) or cased(b)):
+                score += 0.5
+            else:
+                score += not (c.islower() and b.isupper() or c.islower() and a.isupper()
+                              and b.isupper() or c.isupper() and (
+                                  a.islower() or cased(a) and b.islower()))
+        elif cased(a) and cased(b):
+            score += 1 if c in _APOSTROPHES else 0.5 if c in _DASHES else 0
+        else:
+            score += 1
+    return score
 
 
 def _mac_roman(data: bytes) -> bool:
-    """Whether a table that is not UTF-8 is Mac Roman (Excel for Mac's "CSV (Macintosh)"):
-    more of its letters between letters are Mac Roman's small accented ones than Windows-
-    1252's (0xc0 up). It was read as Windows-1252, "Relógio Café" stored as "Rel—gio CafŽ",
-    or refused ("ç" is a byte Windows-1252 has no character for)."""
-    inside = [m[0][0] for m in _IN_WORD.finditer(data)]
-    mac = sum(b in _MAC_LETTERS for b in inside)
-    return mac > 0 and mac > sum(b >= 0xC0 for b in inside)
+    """Whether a table that is not UTF-8 is Mac Roman (Excel for Mac's "CSV (Macintosh)")
+    rather than Windows-1252: a byte Windows-1252 has no character for ("ç" is 0x8d), or its
+    characters outside ASCII fit their places better read as Mac Roman (:func:`_fit`). It
+    was read as Windows-1252, "Relógio Café" stored as "Rel—gio CafŽ", or refused; counting
+    only accented small letters between ASCII letters took "Slim—Fit “Classic”" for Mac Roman
+    ("SlimóFit ìClassicî") and "RELÓGIO", "Café" or "Coleção" for Windows-1252."""
+    try:
+        windows = data.decode("cp1252")
+    except UnicodeDecodeError:
+        return True
+    return _fit(data.decode("mac_roman")) > _fit(windows)
 
 
 SNIFF_CHARS = 16_000

@@ -577,8 +577,8 @@ def _address_space_refused() -> None:
     import resource
 
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-    if soft == resource.RLIM_INFINITY or soft >= MIN_ADDRESS_SPACE or any(
-            arg in ("--help", "--version") for arg in sys.argv[1:]):
+    if soft == resource.RLIM_INFINITY or soft >= MIN_ADDRESS_SPACE or not sys.argv[1:] or any(
+            arg in ("--help", "--version") for arg in sys.argv[1:]):  # (no argument: help)
         return
     raise VitrineError(f"this process may use {soft >> 20} MB of address space (ulimit -v), "
                        f"and Vitrine's libraries need {MIN_ADDRESS_SPACE >> 20} MB at the "

@@ -89,6 +89,9 @@ def kept_split(products: Sequence[Product], groups: list[list[str]], settings: S
             and contents.get(pid) is not None and earlier.contents.get(pid) == contents[pid]
             and earlier.categories.get(pid) == category[pid]}
     table = product_groups(products)
+    dropped = {category[g[0]] for g in table  # (a category whose table groups the fresh
+               if len({fresh.assignment[pid] for pid in g}) > 1}  # split does not keep)
+    table = [g for g in table if category[g[0]] not in dropped]
     grouped = [[pid for pid in g if pid in category] for g in joined(groups + table)]
     in_group = {pid for g in grouped for pid in g}
     units = [g for g in grouped if g] + [[pid] for pid in sorted(category) if pid not in in_group]
@@ -122,8 +125,20 @@ def kept_split(products: Sequence[Product], groups: list[list[str]], settings: S
                          filled[name, s] + len(unit) <= targets[s] + 1), "train")
             filled[name, side] += len(unit)
             assignment.update((pid, side) for pid in unit)
-        if not filled[name, "train"]:  # (the category keeps a training photo)
-            for pid in min(placing, key=len):
+    trained = {category[pid] for pid, side in assignment.items() if side == "train"}
+    for name in sorted(set(category.values()) - trained):  # (the category keeps a training
+        # photo: the smallest placed unit, else the smallest kept one, validated before
+        # tested, its own before one with copies under other categories, never another
+        # category's test photos; a category whose training photos were removed, or moved
+        # with their copies, left the classes, or left training with one class)
+        own = [u for u in [*open_units.get(name, []), *units]
+               if any(category[pid] == name for pid in u) and not (
+                   assignment[u[0]] == "test" and any(category[pid] != name for pid in u))]
+        if own:
+            for pid in min(own, key=lambda u: (any(pid in kept for pid in u),
+                                               HELD_OUT[assignment[u[0]]],
+                                               len({category[pid] for pid in u}) > 1,
+                                               len(u))):
                 assignment[pid] = "train"
     stayed = sum(assignment[pid] == side for pid, side in kept.items())
     return Split(assignment, "seeded", settings.train_seed, dict(fresh.fractions), groups,

@@ -9,7 +9,7 @@ import functools
 import heapq
 from dataclasses import dataclass
 
-from vitrine.catalog import CATEGORY_NAMES_KEPT, category_key
+from vitrine.catalog import CATEGORY_NAMES_KEPT, stored_key
 from vitrine.fold import fold
 from vitrine.web.text import category_label
 
@@ -26,7 +26,7 @@ def largest(categories: dict[str, int], n: int) -> dict[str, int]:
     orders them, as the pages' category field lists them)."""
     return dict(heapq.nsmallest(n, ((name, count) for name, count in categories.items()
                                     if name), key=lambda item: (
-        -item[1], category_key(item[0]), item[0])))
+        -item[1], stored_key(item[0]), item[0])))
 
 
 @dataclass(frozen=True)
