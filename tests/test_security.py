@@ -71,3 +71,43 @@ def test_markers_after_the_first_scan_are_bounded():
     bomb = photo[:-2] + b"\xff\x01" + b"\xff" * 9_990_000 + b"\xd9"
     with pytest.raises(ImageError, match="markers, segments or fill bytes"):
         open_image(bomb, draft_size=224)
+
+
+def _png_with_exif(size: tuple[int, int], fields: int) -> bytes:
+    """A PNG of ``size`` whose eXIf chunk's first table holds ``fields`` fields, the first
+    an orientation of 6 (turn a quarter clockwise)."""
+    import struct
+
+    from PIL import Image
+
+    table = struct.pack(">HHII", 0x0112, 3, 1, 6 << 16) + b"".join(
+        struct.pack(">HHII", 0x9000 + i % 0x6000, 3, 1, 0) for i in range(1, fields))
+    exif = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08" + struct.pack(">H", fields) + table \
+        + b"\x00\x00\x00\x00"
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buf, "PNG", exif=exif)
+    return buf.getvalue()
+
+
+def test_an_exif_table_of_too_many_fields_is_not_walked(monkeypatch):
+    """A 1-pixel PNG of 786 kB whose eXIf chunk holds 65,535 fields held the interpreter
+    0.2 s an upload (Pillow walks them one by one, in Python; a plain photo decodes in under
+    a millisecond): the block is left unread, as a broken one is, and the photo used as
+    stored. A photo's own few fields still turn it."""
+    from PIL import Image
+
+    from vitrine.images import open_image
+
+    walked = []
+    getexif = Image.Image.getexif
+
+    def spy(img):
+        walked.append(len(img.info.get("exif", b"")))
+        return getexif(img)
+
+    monkeypatch.setattr(Image.Image, "getexif", spy)
+    assert open_image(_png_with_exif((2, 1), 12)).size == (1, 2)  # turned
+    bomb = _png_with_exif((2, 1), 65_535)
+    assert len(bomb) > 780_000
+    assert open_image(bomb).size == (2, 1)  # as stored
+    assert all(size < 780_000 for size in walked)
