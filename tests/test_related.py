@@ -276,3 +276,31 @@ def test_a_split_folders_product_table_is_not_replaced(small_catalog, embedder, 
     finally:
         store.close()
     assert {p: p.read_bytes() for p in catalogue.rglob("*.csv")} == before
+
+
+def test_a_link_to_a_file_that_is_no_list_is_refused(small_store, small_catalog, tmp_path):
+    """--out a link to the store's database (or a product's photo): the link was followed
+    and the CSV took the database's place (`vitrine info` then: "not a readable Vitrine
+    store"), or a photo's. The file a link names must be a list of the format asked for."""
+    import shutil
+
+    from vitrine.store import open_store
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    database = (store / "vitrine.sqlite").read_bytes()
+    photo = next(small_catalog.rglob("*.jpg"))
+    shot = photo.read_bytes()
+    for name, target in (("related.csv", store / "vitrine.sqlite"),
+                         ("related.jsonl", photo), ("other.csv", tmp_path / "list.jsonl")):
+        link = tmp_path / name
+        link.symlink_to(target)
+        proc = related("--store", store, "--out", link, check=False)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"error: --out {link} links")
+    assert (store / "vitrine.sqlite").read_bytes() == database and photo.read_bytes() == shot
+    assert not (tmp_path / "list.jsonl").exists()
+    db = open_store(store)
+    try:
+        assert db.count() > 0
+    finally:
+        db.close()

@@ -71,6 +71,10 @@ def _written_file(out: Path) -> Path:
                            "links); name a file.") from None
     if not target.parent.is_dir():  # (a link to a folder is one, refused before)
         raise VitrineError(f"--out {out} links to {target}, whose folder does not exist.")
+    if target.suffix.lower() != out.suffix.lower():  # a link to the store's database, a
+        # product's photo, a model's weights: the list took its place (the store was lost)
+        raise VitrineError(f"--out {out} links to {target}, which is not a "
+                           f"{out.suffix.lower()} file; name the file to write.")
     return target
 
 
