@@ -65,8 +65,10 @@ def dedupe_folders(dirs: list[Path], settings: Settings, *, rules: DuplicateRule
             thumbs.append(result.thumb)
     if not keys:  # (not "0 duplicate groups", status 0: nothing was compared)
         first = skipped[folders_skipped]  # (the photos', after the folders')
-        raise CatalogError(f"none of the {len(paths)} photos in " + ", ".join(map(str, dirs))
-                           + f" could be read ({first['path']}: "
+        some = "the one photo" if len(paths) == 1 else f"none of the {len(paths)} photos"
+        raise CatalogError(f"{some} in " + ", ".join(map(str, dirs))
+                           + (" could not be read" if len(paths) == 1 else " could be read")
+                           + f" ({first['path']}: "
                            + first["reason"].rstrip(".")
                            + (f"; {len(paths) - 1} more" if len(paths) > 1 else "") + ").")
     groups = find_duplicates(keys, np.stack(vectors), phashes, thumbs, shas, rules,

@@ -223,7 +223,8 @@ def index_line(about: dict) -> str:
         text = (f"approximate (IVF, {about['storage']}, {about['lists']:,} lists, nprobe "
                 f"{about['nprobe']})")
     if "approximate_from" in about:
-        text += f"; approximate from {about['approximate_from']:,} products on"
+        text += (f"; approximate (HNSW) once the store holds {about['approximate_from']:,} "
+                 "products")
     if about.get("note"):
         text += f"; {about['note']}"
     return f"search index, under these settings: {text}"

@@ -145,9 +145,10 @@ def trained_outputs(model, products: Sequence[Product], settings: Settings, *,
 def none_read(products: Sequence[Product], bad: Sequence[tuple[int, str]]) -> CatalogError:
     """The sentence when none of the photos could be read: how many, and the first's why."""
     first, reason = bad[0]
-    return CatalogError(f"none of the {len(products)} photos could be read (the first, "
-                        f"{products[first].image}: {str(reason).rstrip('.')}); nothing to "
-                        "evaluate.")
+    some = ("the one photo could not be read (" if len(products) == 1
+            else f"none of the {len(products)} photos could be read (the first, ")
+    return CatalogError(f"{some}{products[first].image}: {str(reason).rstrip('.')}); nothing "
+                        "to evaluate.")
 
 
 def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path | None,

@@ -34,7 +34,10 @@ class _RateColumn(ProgressColumn):
         self.unit = unit
 
     def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
+        # finished: the whole run's rate (rich's estimate leaves out its first step, so a bar
+        # moved in pages, `related`'s 1,000 products, showed the last page's rate, or none)
+        speed = (task.completed / task.finished_time if task.finished and task.finished_time
+                 else task.speed)
         return Text(f"{speed:6.1f} {self.unit}/s" if speed else "")
 
 

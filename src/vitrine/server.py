@@ -91,7 +91,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def address(sock: socket.socket) -> str:
+    """The address to open: this machine's own for a socket bound to every address
+    (`--host 0.0.0.0` printed "http://0.0.0.0:8000", which some browsers do not open; the
+    exposure note says that other machines can reach it)."""
     host, port = sock.getsockname()[:2]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"
 

@@ -102,9 +102,11 @@ def evaluation_tables(report: dict) -> list:
     models = list(report["retrieval"])
     groups = report.get("duplicate_groups")
     merged = report.get("copies_among_queries")
-    copies = (f" {groups} duplicate group(s): a query's own copies are neither results nor "
-              "relevant" + (f"; each group queries once ({merged} of its photos' copies do "
-                            "not)" if merged else "") + ".") if groups else ""
+    copies = (f" {groups} duplicate group{'' if groups == 1 else 's'}: a query's own copies "
+              "are neither results nor relevant" + (
+                  f"; each group queries once ({merged} "
+                  + ("copy does" if merged == 1 else "copies do") + " not query)"
+                  if merged else "") + ".") if groups else ""
     unsplit = report.get("unsplit_photos") or []
     left = (f" {len(unsplit)} photo(s) in none of the split folders left out: "
             + ", ".join(unsplit[:3]) + (" …" if len(unsplit) > 3 else "") + ".") if unsplit else ""
