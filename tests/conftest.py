@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,70 @@ def embedder(settings):
     from vitrine.embed import Embedder
 
     return Embedder.from_settings(settings)
+
+
+# The warning filters of a fresh `python -m vitrine.cli` (CPython's defaults, no -W): what
+# :func:`cli_here` runs a command under, so that a warning the command lets out lands on its
+# stderr as it would in a shell (pytest's own filters and warning capture set aside).
+FRESH_WARNING_FILTERS = [("default", None, DeprecationWarning, "__main__", 0),
+                         ("ignore", None, DeprecationWarning, None, 0),
+                         ("ignore", None, PendingDeprecationWarning, None, 0),
+                         ("ignore", None, ImportWarning, None, 0),
+                         ("ignore", None, ResourceWarning, None, 0)]
+
+
+@pytest.fixture
+def cli_here(monkeypatch, capsys):
+    """``cli_here(*args, env_extra=None, check=True, cwd=None)``: run ``vitrine ARGS`` in this
+    process through the real entry point (:func:`vitrine.cli.main`: errors as one sentence,
+    exit status 2) and return a :class:`subprocess.CompletedProcess` of its exit status,
+    stdout and stderr, as ``subprocess.run([*CLI, ...], capture_output=True)`` would, with
+    no interpreter, torch and weights to start. For the commands whose check does not depend
+    on a fresh process (signals, descriptors, limits, closed stdio, the UTF-8 re-exec,
+    start-up without torch, state read at import): those stay subprocesses. ``env_extra``
+    is set in the environment for the command alone (a value None unsets); a warning or a
+    log record the command lets out is written to its stderr, as a fresh process would."""
+    import logging
+    import warnings
+
+    def run(*args, env_extra: dict | None = None, check: bool = True, cwd=None):
+        from vitrine.cli import main
+
+        capsys.readouterr()  # (what the test printed before is not the command's)
+        with monkeypatch.context() as patch, warnings.catch_warnings():
+            for name, value in (env_extra or {}).items():  # (None: unset)
+                if value is None:
+                    patch.delenv(name, raising=False)
+                else:
+                    patch.setenv(name, str(value))
+            patch.setattr(sys, "argv", ["vitrine", *map(str, args)])
+            patch.setattr(signal, "signal", lambda *a: None)  # pytest keeps its own
+
+            def no_exec(*a, **k):  # (the UTF-8 re-exec would replace the test process)
+                raise AssertionError("the command started itself again: run it in a "
+                                     "subprocess")
+
+            patch.setattr(os, "execve", no_exec)
+            patch.setattr(logging.root, "handlers", [])  # (Python's last resort: stderr)
+            if cwd is not None:
+                patch.chdir(cwd)
+            warnings.filters[:] = FRESH_WARNING_FILTERS
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, \
+                line=None: sys.stderr.write(warnings.formatwarning(message, category,
+                                                                   filename, lineno, line))
+            with pytest.raises(SystemExit) as stopped:
+                main()
+        said = capsys.readouterr()
+        code = stopped.value.code
+        code = 0 if code is None else code if isinstance(code, int) else 1
+        proc = subprocess.CompletedProcess(["vitrine", *map(str, args)], code, said.out,
+                                           said.err)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"exit {proc.returncode}\nstdout:{proc.stdout}\n"
+                                 f"stderr:{proc.stderr}")
+        return proc
+
+    return run
 
 
 def copy_subset(demo: Path, dest: Path, per_category: int, offset: int = 0,

@@ -55,11 +55,11 @@ def env(weights_path) -> dict:
     return {"VITRINE_WEIGHTS": str(weights_path)}
 
 
-def test_index_reindex_search_similar_info(catalog, env, tmp_path):
+def test_index_reindex_search_similar_info(catalog, env, tmp_path, cli_here):
     catalog = shutil.copytree(catalog, tmp_path / "catalog")  # (changed below: the module's
     # catalogue stays as the other tests take it, whichever run first)
     store = tmp_path / "store"
-    first = json.loads(run("index", catalog, "--store", store, "--json", env_extra=env).stdout)
+    first = json.loads(cli_here("index", catalog, "--store", store, "--json", env_extra=env).stdout)
     assert set(first) >= {"indexed", "updated", "removed", "skipped", "duplicates", "seconds"}
     assert first["indexed"] == 32 and first["updated"] == 0 and first["removed"] == 0
     assert first["skipped"] == [] and first["unlisted"] == 0
@@ -75,7 +75,8 @@ def test_index_reindex_search_similar_info(catalog, env, tmp_path):
     (catalog / "extra").mkdir()
     shutil.copyfile(catalog / rows[20].split(",")[1], catalog / "extra" / "NEW.JPG")
     (catalog / "products.csv").write_text("\n".join([rows[0]] + rows[2:]) + "\n")
-    second = json.loads(run("index", catalog, "--store", store, "--json", env_extra=env).stdout)
+    second = json.loads(cli_here("index", catalog, "--store", store, "--json",
+                                 env_extra=env).stdout)
     assert (second["indexed"], second["updated"], second["removed"]) == (1, 1, 1)
     assert second["unchanged"] == 30
     assert second["unlisted"] == 1  # extra/NEW.JPG: a photo products.csv does not list
@@ -87,13 +88,13 @@ def test_index_reindex_search_similar_info(catalog, env, tmp_path):
     assert (first["duplicates_compared"], second["duplicates_compared"]) == (32, 1)
     # above VITRINE_DUP_MAX_PRODUCTS the store-wide search is not run, and said so
     capped = {**env, "VITRINE_DUP_MAX_PRODUCTS": "31"}
-    third = json.loads(run("index", catalog, "--store", store, "--json",
-                           env_extra=capped).stdout)
+    third = json.loads(cli_here("index", catalog, "--store", store, "--json",
+                                env_extra=capped).stdout)
     assert third["duplicates"] == [] and third["duplicates_searched"] is False
-    text = run("index", catalog, "--store", store, env_extra=capped).stdout
+    text = cli_here("index", catalog, "--store", store, env_extra=capped).stdout
     assert "Duplicates not searched" in text and "VITRINE_DUP_MAX_PRODUCTS (31)" in text
 
-    info = json.loads(run("info", "--store", store, "--json").stdout)
+    info = json.loads(cli_here("info", "--store", store, "--json").stdout)
     assert info["products"] == 32
     assert info["categories"]["extra"] == 1
     assert info["model"]["backbone"] == "mobilenet_v2" and info["model"]["dim"] == 1280
@@ -104,15 +105,15 @@ def test_index_reindex_search_similar_info(catalog, env, tmp_path):
     assert info["index"] == {"kind": "flat", "exact": True, "storage": "fp32",
                              "approximate_from": 100_000}
     ivf = {"VITRINE_INDEX": "ivf", "VITRINE_IVF_NLIST": "4096"}
-    about = json.loads(run("info", "--store", store, "--json", env_extra=ivf).stdout)["index"]
+    about = json.loads(cli_here("info", "--store", store, "--json", env_extra=ivf).stdout)["index"]
     assert (about["kind"], about["lists"], about["nprobe"]) == ("ivf", 2, 2)
-    said = " ".join(run("info", "--store", store, env_extra=ivf).stdout.split())
+    said = " ".join(cli_here("info", "--store", store, env_extra=ivf).stdout.split())
     assert "approximate (IVF, fp16, 2 lists, nprobe 2); VITRINE_IVF_NLIST=4096 asks for more " \
         "lists than 32 products can train (one list per 16 at the most): 2 are used" in said
 
     query = catalog / rows[5].split(",")[1]
-    out = run("search", "--store", store, "--k", "3", "--json", query, query,
-              env_extra=env).stdout.splitlines()
+    out = cli_here("search", "--store", store, "--k", "3", "--json", query, query,
+                   env_extra=env).stdout.splitlines()
     assert len(out) == 2
     result = json.loads(out[0])
     assert result["query"] == str(query)
@@ -124,78 +125,78 @@ def test_index_reindex_search_similar_info(catalog, env, tmp_path):
     assert scores == sorted(scores, reverse=True)
 
     pid = rows[5].split(",")[0]
-    sim = json.loads(run("similar", "--store", store, pid, "--k", "4", "--json").stdout)
+    sim = json.loads(cli_here("similar", "--store", store, pid, "--k", "4", "--json").stdout)
     assert len(sim["results"]) == 4
     assert pid not in [r["product_id"] for r in sim["results"]]
 
     # within its own category: the photo's product first, then every other one of it
     cat = rows[5].split(",")[2]
     in_cat = sum(row.split(",")[2] == cat for row in rows[2:])  # (rows[1] was removed)
-    filtered = json.loads(run("search", "--store", store, "--k", "10", "--category", cat,
-                              "--json", query, env_extra=env).stdout)["results"]
+    filtered = json.loads(cli_here("search", "--store", store, "--k", "10", "--category", cat,
+                                   "--json", query, env_extra=env).stdout)["results"]
     assert [r["category"] for r in filtered] == [cat] * min(10, in_cat) and in_cat >= 3
     assert filtered[0]["product_id"] == pid
     other = next(c for c in info["categories"] if c not in (cat, "extra"))
-    elsewhere = json.loads(run("search", "--store", store, "--k", "10", "--category", other,
-                               "--json", query, env_extra=env).stdout)["results"]
+    elsewhere = json.loads(cli_here("search", "--store", store, "--k", "10", "--category", other,
+                                    "--json", query, env_extra=env).stdout)["results"]
     assert {r["category"] for r in elsewhere} == {other} and pid not in {
         r["product_id"] for r in elsewhere}
     # similar products of its own category, as the web page shows them (every other one)
-    own = json.loads(run("similar", "--store", store, pid, "--k", "50", "--same-category",
-                         "--json").stdout)["results"]
+    own = json.loads(cli_here("similar", "--store", store, pid, "--k", "50", "--same-category",
+                              "--json").stdout)["results"]
     assert [r["category"] for r in own] == [cat] * (in_cat - 1)
-    both = run("similar", "--store", store, pid, "--same-category", "--category", other,
-               check=False)
+    both = cli_here("similar", "--store", store, pid, "--same-category", "--category", other,
+                    check=False)
     assert both.returncode == 2 and "pass one of them" in both.stderr
 
 
-def test_dedupe_finds_downscaled_copy(catalog, env, tmp_path):
+def test_dedupe_finds_downscaled_copy(catalog, env, tmp_path, cli_here):
     from PIL import Image
 
     other = tmp_path / "other"
     other.mkdir()
     source = sorted((catalog / "relogio_masculino").glob("*.jpg"))[0]
     Image.open(source).convert("RGB").resize((60, 80)).save(other / "small.jpg", quality=70)
-    out = json.loads(run("dedupe", catalog, other, "--json", env_extra=env).stdout)
+    out = json.loads(cli_here("dedupe", catalog, other, "--json", env_extra=env).stdout)
     assert [str(source), str(other / "small.jpg")] in out["groups"] or any(
         str(other / "small.jpg") in g and str(source) in g for g in out["groups"])
     # a folder inside another one, given too: its photos count once (no photo ≈ itself)
-    nested = json.loads(run("dedupe", catalog, catalog / "relogio_masculino", other, "--json",
-                            env_extra=env).stdout)
+    nested = json.loads(cli_here("dedupe", catalog, catalog / "relogio_masculino", other, "--json",
+                                 env_extra=env).stdout)
     assert nested["groups"] == out["groups"]
     # a name holding a line break is one line of the text output, escaped
     (other / "small.jpg").rename(other / "small\ncopy.jpg")
-    text = run("dedupe", catalog / "relogio_masculino", other, env_extra=env).stdout
+    text = cli_here("dedupe", catalog / "relogio_masculino", other, env_extra=env).stdout
     assert f"{other}/small\\ncopy.jpg" in text and "\ncopy.jpg" not in text
     # photos none of which can be read: an error, not "0 duplicate groups" and status 0
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "a.jpg").write_text("not a photo")
     (broken / "b.png").write_bytes(b"")
-    none = run("dedupe", broken, "--json", check=False, env_extra=env)
+    none = cli_here("dedupe", broken, "--json", check=False, env_extra=env)
     assert none.returncode == 2 and none.stdout == "", none.stderr
     assert none.stderr.startswith(f"error: none of the 2 photos in {broken} could be read (")
     assert ".;" not in none.stderr and "; 1 more)." in none.stderr  # (helper-132)
-    missing = run("dedupe", tmp_path / "nowhere", check=False, env_extra=env)
+    missing = cli_here("dedupe", tmp_path / "nowhere", check=False, env_extra=env)
     assert missing.returncode == 2 and "nowhere does not exist." in missing.stderr
-    text = run("dedupe", catalog / "relogio_masculino", other, env_extra=env).stdout
+    text = cli_here("dedupe", catalog / "relogio_masculino", other, env_extra=env).stdout
     assert "\n1 duplicate group\n" in "\n" + text, text  # not "1 duplicate groups"
 
 
-def test_plot_writes_figure(catalog, env, tmp_path):
+def test_plot_writes_figure(catalog, env, tmp_path, cli_here):
     store = tmp_path / "store"
     index_here(catalog, "--store", store, "--json", env=env)
     figure = tmp_path / "fig.png"
     query = sorted((catalog / "x_bolsa_feminina").glob("*.jpg"))[0]
-    run("search", "--store", store, "--plot", figure, query, env_extra=env)
+    cli_here("search", "--store", store, "--plot", figure, query, env_extra=env)
     assert figure.stat().st_size > 10_000
-    blocked = run("search", "--store", store, "--plot", figure / "sub" / "f.png", query,
-                  check=False, env_extra=env)  # a file where its folder would be
+    blocked = cli_here("search", "--store", store, "--plot", figure / "sub" / "f.png", query,
+                       check=False, env_extra=env)  # a file where its folder would be
     assert blocked.returncode == 2
     assert blocked.stderr.strip().endswith("(a file is in the way of its folder).")
 
 
-def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path):
+def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path, cli_here):
     """helper-124: `--plot /dev/fd/3` without `3>` wrote the figure over the store's database
     (opened after the check, it took descriptor 3), `--plot /dev/stdin < products.csv` over
     the table, a hard link to a photo through to the photo, and several photos' figures to
@@ -211,6 +212,10 @@ def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path):
         return subprocess.run([*command, "--plot", str(target)], capture_output=True,
                               text=True, stdin=stdin, env={**os.environ, **env},
                               pass_fds=fds, timeout=600)
+
+    def plot_here(target, command=cli[3:]):  # (no descriptor nor standard stream involved:
+        # the command run in this process)
+        return cli_here(*command, "--plot", target, env_extra=env, check=False)
 
     for target in ("/dev/fd/3", "/proc/self/fd/3", "/proc/thread-self/fd/3"):  # (helper-128)
         closed = plot(target)
@@ -236,7 +241,7 @@ def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path):
     photo = tmp_path / "photo.jpg"
     shutil.copyfile(photos[0], photo)
     os.link(photo, tmp_path / "linked.jpg")
-    assert plot(tmp_path / "linked.jpg").returncode == 0
+    assert plot_here(tmp_path / "linked.jpg").returncode == 0
     assert photo.read_bytes() == photos[0].read_bytes()
     assert (tmp_path / "linked.jpg").read_bytes() != photo.read_bytes()
     assert [p.name for p in tmp_path.glob(".*.part")] == []
@@ -245,12 +250,12 @@ def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path):
     # nor is any other spelling of a descriptor (/proc/self/root/dev/fd/3) or a file
     (tmp_path / "db.png").symlink_to(next(store.glob("*.sqlite")))
     (tmp_path / "fd3.png").symlink_to("/dev/fd/3")
-    for link in ("db.png", "fd3.png"):
-        assert plot(tmp_path / link).returncode == 0, link
+    for link, draw in (("db.png", plot_here), ("fd3.png", plot)):
+        assert draw(tmp_path / link).returncode == 0, link
         assert not (tmp_path / link).is_symlink()
         assert (tmp_path / link).read_bytes().startswith(b"\x89PNG")
     (tmp_path / "null.png").symlink_to("/dev/null")  # (helper-131: the figure took its mode)
-    assert plot(tmp_path / "null.png").returncode == 0
+    assert plot_here(tmp_path / "null.png").returncode == 0
     (tmp_path / "fresh").touch()  # the mode a new file gets here (the umask's)
     assert (tmp_path / "null.png").stat().st_mode & 0o777 == \
         (tmp_path / "fresh").stat().st_mode & 0o777
@@ -258,7 +263,7 @@ def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path):
     inside = catalog / "x_bolsa_feminina" / "zz-figure.png"
     inside.symlink_to(tmp_path / "outside.png")
     try:
-        refused = plot(inside)
+        refused = plot_here(inside)
     finally:
         inside.unlink()
     assert refused.returncode == 2 and "the store's photos" in refused.stderr
@@ -290,15 +295,15 @@ def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path):
         assert plot(f"/dev/fd/{appended.fileno()}", fds=(appended.fileno(),)).returncode == 0
     assert log.read_bytes().startswith(b"before\n\x89PNG")
     # several photos to a file: one figure each, named in each query's JSON
-    numbered = json_lines(plot(tmp_path / "fig.png", command=[
-        *CLI, "search", "--store", str(store), "-k", "1", "--json", *map(str, photos)]))
+    numbered = json_lines(plot_here(tmp_path / "fig.png", command=[
+        "search", "--store", store, "-k", "1", "--json", *photos]))
     assert [a["figure"] for a in numbered] == [str(tmp_path / f"fig-{i}.png") for i in (0, 1)]
     assert all(Path(a["figure"]).read_bytes().startswith(b"\x89PNG") for a in numbered)
-    assert json.loads(plot(tmp_path / "one.png", command=[*cli, "--json"]).stdout)[
+    assert json.loads(plot_here(tmp_path / "one.png", command=[*cli[3:], "--json"]).stdout)[
         "figure"] == str(tmp_path / "one.png")
-    empty = run("search", "--store", store, "", check=False)  # (an unset shell variable)
+    empty = cli_here("search", "--store", store, "", check=False)  # (an unset shell variable)
     assert empty.returncode == 2 and "an IMAGE argument is empty" in empty.stderr
-    empty = run("similar", "--store", store, "", check=False)
+    empty = cli_here("similar", "--store", store, "", check=False)
     assert empty.returncode == 2 and empty.stderr == (
         "error: PRODUCT_ID is empty (an unset shell variable?); name it.\n"), empty.stderr
 
@@ -309,7 +314,7 @@ def json_lines(proc) -> list[dict]:
 
 
 def test_an_empty_path_or_a_mistyped_model_is_said_before_any_work(small_store, small_catalog,
-                                                                     tmp_path):
+                                                                     tmp_path, cli_here):
     """An empty path (an unset shell variable: `vitrine index "$CATALOG"`) was the folder
     the command ran in: a store of every photo under it, exit 0; and a mistyped --model on an
     existing store was said to be "a trained model here", against the store's kind
@@ -330,14 +335,14 @@ def test_an_empty_path_or_a_mistyped_model_is_said_before_any_work(small_store, 
             (("search", "--store", small_store, "--model", "modle", photo),
              "--model modle is not a trained model folder"),
             (("index", tmp_path, "--store", small_store, "--model", ""), "--model is empty")):
-        proc = run(*args, check=False)
+        proc = cli_here(*args, check=False)
         assert proc.returncode == 2 and said in proc.stderr, (args, proc.stderr)
         assert proc.stderr.count("\n") == 1 and proc.stdout == "", (args, proc.stderr)
     assert not (tmp_path / "st").exists() and not (tmp_path / "m").exists()
 
 
 def test_a_path_after_an_equals_sign_starts_at_home_with_a_tilde(small_store, small_catalog,
-                                                                  tmp_path):
+                                                                  tmp_path, cli_here):
     """`--plot=~/x.png`, which a shell leaves as it is after '=', made a folder named "~"
     where the command ran, and `related --out=~/r.csv` said there was no folder "~"
     (helper-230), and a quoted query photo "~/q.jpg" was no such file: every path parameter
@@ -352,29 +357,27 @@ def test_a_path_after_an_equals_sign_starts_at_home_with_a_tilde(small_store, sm
     for args in (("search", "--store", small_store, "--plot=~/figs/f.png", photo),
                  ("related", "--store", small_store, "--k", "2", "--out=~/r.csv"),
                  ("search", "--store", small_store, "--k", "1", "--json", "~/q.jpg")):
-        proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
-                              cwd=work, env={**os.environ, **there}, timeout=600)
-        assert proc.returncode == 0, proc.stderr
+        proc = cli_here(*args, env_extra=there, cwd=work)
     assert (home / "figs" / "f.png").stat().st_size > 0 and (home / "r.csv").is_file()
     found = json.loads(proc.stdout)  # (a quoted query photo "~/q.jpg": the home folder's)
     assert found["query"] == "~/q.jpg" and found["results"][0]["score"] > 0.99
     assert not any(work.iterdir())
-    unknown = run("search", "--store", small_store, "--plot=~nouser-vitrine/f.png", photo,
-                  check=False)
+    unknown = cli_here("search", "--store", small_store, "--plot=~nouser-vitrine/f.png", photo,
+                       check=False)
     assert unknown.returncode == 2 and unknown.stderr == (
         "error: --plot '~nouser-vitrine/f.png' starts with '~', but that home folder is "
         "unknown here; write the full path.\n")
 
 
-def test_user_errors_are_one_sentence(catalog, env, tmp_path):
-    missing = run("index", tmp_path / "nope", "--store", tmp_path / "s", check=False,
-                  env_extra=env)
+def test_user_errors_are_one_sentence(catalog, env, tmp_path, cli_here):
+    missing = cli_here("index", tmp_path / "nope", "--store", tmp_path / "s", check=False,
+                       env_extra=env)
     assert missing.returncode == 2
     assert missing.stderr.strip().startswith("error:") and "does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
 
-    no_weights = run("index", catalog, "--store", tmp_path / "s", check=False,
-                     env_extra={"VITRINE_WEIGHTS": str(tmp_path / "missing.pth")})
+    no_weights = cli_here("index", catalog, "--store", tmp_path / "s", check=False,
+                          env_extra={"VITRINE_WEIGHTS": str(tmp_path / "missing.pth")})
     assert no_weights.returncode == 2 and "--weights" in no_weights.stderr
     assert "Traceback" not in no_weights.stderr
 
@@ -382,52 +385,52 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     bad.write_bytes(b"this is not a photo")
     store = tmp_path / "store"
     index_here(catalog, "--store", store, "--json", env=env)
-    corrupt = run("search", "--store", store, bad, check=False, env_extra=env)
+    corrupt = cli_here("search", "--store", store, bad, check=False, env_extra=env)
     assert corrupt.returncode == 2 and "not a recognised image" in corrupt.stderr
     assert len(corrupt.stderr.strip().splitlines()) == 1
 
-    no_store = run("info", "--store", tmp_path / "nostore", "--json", check=False)
+    no_store = cli_here("info", "--store", tmp_path / "nostore", "--json", check=False)
     assert no_store.returncode == 2 and "no Vitrine store" in no_store.stderr
 
-    unknown = run("similar", "--store", store, "no-such-id", check=False)
+    unknown = cli_here("similar", "--store", store, "no-such-id", check=False)
     assert unknown.returncode == 2 and "not in the store" in unknown.stderr
 
     # usage errors: click's message and status 2, no traceback
     for args in (["search", "--store", store, "--k", "0", bad], ["search", bad],
                  ["no-such-command"]):
-        usage = run(*args, check=False)
+        usage = cli_here(*args, check=False)
         assert usage.returncode == 2 and "Traceback" not in usage.stderr, usage.stderr
-    setting = run("info", "--store", store, check=False, env_extra={"VITRINE_RESIZE": "bogus"})
+    setting = cli_here("info", "--store", store, check=False, env_extra={"VITRINE_RESIZE": "bogus"})
     assert setting.returncode == 2 and setting.stderr.startswith("error: setting VITRINE_RESIZE")
     assert len(setting.stderr.strip().splitlines()) == 1
 
     good = sorted((catalog / "x_bolsa_feminina").glob("*.jpg"))[0]
-    typo = run("search", "--store", store, "--category", "bolsa", good, check=False)
+    typo = cli_here("search", "--store", store, "--category", "bolsa", good, check=False)
     assert typo.returncode == 2 and "no products of category 'bolsa'" in typo.stderr
     assert "'x_bolsa_feminina'" in typo.stderr  # the categories it does have
     # several photos, one bad: the others are still searched, and the run exits 2
     # (each query given back as typed, "./" and "//" kept: a script looks its own up)
     typed = [f"{bad.parent}/./{bad.name}", f"{good.parent}//{good.name}"]
-    both = run("search", "--store", store, "--json", *typed, check=False, env_extra=env)
+    both = cli_here("search", "--store", store, "--json", *typed, check=False, env_extra=env)
     assert both.returncode == 2 and f"error: {typed[0]}: " in both.stderr
     answers = [json.loads(line) for line in both.stdout.splitlines()]
     assert [a["query"] for a in answers] == typed
     assert answers[0]["error"].startswith(f"{typed[0]}: ")
     assert "not a recognised image" in answers[0]["error"] and answers[0]["results"] == []
     assert len(answers[1]["results"]) == 5 and "error" not in answers[1]
-    wrong_plot = run("search", "--store", store, "--plot", tmp_path / "fig.xyz", good,
-                     check=False, env_extra=env)
+    wrong_plot = cli_here("search", "--store", store, "--plot", tmp_path / "fig.xyz", good,
+                          check=False, env_extra=env)
     assert wrong_plot.returncode == 2 and "fig.xyz" in wrong_plot.stderr
     assert wrong_plot.stdout == ""  # refused before searching
-    named = run("search", "--store", store, "--plot", tmp_path / "fig", good, env_extra=env)
+    named = cli_here("search", "--store", store, "--plot", tmp_path / "fig", good, env_extra=env)
     saved = f"Figure saved to {tmp_path / 'fig.png'}"
     assert len(saved) > 80 and saved in named.stdout.splitlines()  # piped: not wrapped at 80
     assert (tmp_path / "fig.png").is_file()
     # a figure that cannot be written (a folder in its place) is one error; the next photo is
     # still searched and plotted
     (tmp_path / "figs" / "f-0.png").mkdir(parents=True)
-    blocked = run("search", "--store", store, "--json", "--plot", tmp_path / "figs" / "f.png",
-                  good, good, check=False, env_extra=env)
+    blocked = cli_here("search", "--store", store, "--json", "--plot", tmp_path / "figs" / "f.png",
+                       good, good, check=False, env_extra=env)
     assert blocked.returncode == 2 and "cannot write the figure" in blocked.stderr
     answers = [json.loads(line) for line in blocked.stdout.splitlines()]
     assert [len(a["results"]) for a in answers] == [5, 5] and "error" not in answers[1]
@@ -435,21 +438,21 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     assert (tmp_path / "figs" / "f-1.png").is_file()
     # a photo that fails now leaves no earlier run's figure in its numbered place (f-1.png
     # stayed, read as the bad photo's: helper-238); `--plot -` is standard output, refused
-    again = run("search", "--store", store, "--plot", tmp_path / "figs" / "f.png", good, bad,
-                check=False, env_extra=env)
+    again = cli_here("search", "--store", store, "--plot", tmp_path / "figs" / "f.png", good, bad,
+                     check=False, env_extra=env)
     assert again.returncode == 2 and not (tmp_path / "figs" / "f-1.png").exists()
-    dash = run("search", "--store", store, "--plot", "-", good, check=False, env_extra=env)
+    dash = cli_here("search", "--store", store, "--plot", "-", good, check=False, env_extra=env)
     assert dash.returncode == 2 and dash.stderr.startswith("error: --plot - would be standard")
     assert not (Path.cwd() / "-.png").exists()
     # similar says so in its JSON too (it printed the JSON first, with no "error" key)
     pid = catalog.joinpath("products.csv").read_text().splitlines()[1].split(",")[0]
     (tmp_path / "figs" / "in-the-way").write_text("a file where its folder should be")
-    similar = run("similar", "--store", store, "--json", "--plot",
-                  tmp_path / "figs" / "in-the-way" / "s.png", pid, check=False, env_extra=env)
+    similar = cli_here("similar", "--store", store, "--json", "--plot",
+                       tmp_path / "figs" / "in-the-way" / "s.png", pid, check=False, env_extra=env)
     assert similar.returncode == 2 and "cannot write the figure" in similar.stderr
     answer = json.loads(similar.stdout)
     assert len(answer["results"]) == 5 and answer["error"].startswith("cannot write the figure")
-    dotted = run("similar", "--store", store, "--plot", tmp_path / "dot.", pid, env_extra=env)
+    dotted = cli_here("similar", "--store", store, "--plot", tmp_path / "dot.", pid, env_extra=env)
     assert (tmp_path / "dot.png").is_file() and "dot..png" not in dotted.stdout
     # a pipe or a device (/dev/null, /dev/stdout) takes the figures as they are: it became
     # /dev/null.png, a file made in /dev
@@ -457,7 +460,7 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     os.mkfifo(pipe)
     reader = threading.Thread(target=lambda: got.append(pipe.read_bytes()), daemon=True)
     reader.start()
-    piped = run("search", "--store", store, "--plot", pipe, good, env_extra=env, check=False)
+    piped = cli_here("search", "--store", store, "--plot", pipe, good, env_extra=env, check=False)
     reader.join(60)
     if reader.is_alive():  # nothing was written there: let the reader go
         os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
@@ -466,7 +469,7 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
     # its own standard output, where the results go (the figure came after the table, or
     # /dev/stdout.png was made when stdout was a file): refused
     own = run("search", "--store", store, "--plot", "/dev/stdout", good, check=False,
-              env_extra=env)
+              env_extra=env)  # (a process of its own: its standard output is the pipe)
     assert own.returncode == 2 and "is this command's standard output" in own.stderr
     assert own.stdout == "" and not Path("/dev/stdout.png").exists()
     # a figure over a photo to search (the second query then searched the first's figure),
@@ -481,7 +484,7 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
                  ["similar", "--plot", good, pid]):
         if args[3] == tmp_path / "q-1.jpg":
             shutil.copyfile(good, args[3])
-        over = run(*args[:1], "--store", store, *args[1:], check=False, env_extra=env)
+        over = cli_here(*args[:1], "--store", store, *args[1:], check=False, env_extra=env)
         assert over.returncode == 2 and "--plot" in over.stderr and over.stdout == "", args
         assert "name another file" in over.stderr or "the store's photos" in over.stderr
     assert query.read_bytes() == before and good.read_bytes() == catalogue_photo
@@ -489,7 +492,7 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path):
 
 
 def test_plot_is_refused_through_the_catalogues_links_and_over_standard_output(
-        catalog, env, tmp_path):
+        catalog, env, tmp_path, cli_here):
     """helper-145: a figure written over a photo the catalogue links to, or into a category
     folder that is a link to a folder elsewhere, replaced a product's photo or added one
     (`vitrine index` follows such links); `--plot fig.png > fig.png` put the figure where
@@ -522,16 +525,16 @@ def test_plot_is_refused_through_the_catalogues_links_and_over_standard_output(
     for target in (out / "real.jpg", linked_folder / "fig.png", cat / "linkedcat" / "f.png",
                    linked_folder / "sub" / "f.png", bags / "f.png",
                    tmp_path / "ext" / "empty" / "f.png"):
-        refused = run("similar", ids["own.jpg"], "--store", store, "--plot", target,
-                      check=False, env_extra=env)
+        refused = cli_here("similar", ids["own.jpg"], "--store", store, "--plot", target,
+                           check=False, env_extra=env)
         assert refused.returncode == 2 and refused.stdout == "", (target, refused.stderr)
         assert "a product's photo (the catalogue's link" in refused.stderr or \
             "a folder the store's photos are read from" in refused.stderr, refused.stderr
     assert {p: p.read_bytes() for p in before} == before
     assert sorted(p.name for p in linked_folder.rglob("*")) == ["sub", "x.jpg"]
     assert sorted(p.name for p in bags.rglob("*")) == ["b.jpg", "black"]
-    assert run("similar", ids["own.jpg"], "--store", store, "--plot", out / "beside.png",
-               env_extra=env).returncode == 0  # (beside a linked photo: read by no index)
+    assert cli_here("similar", ids["own.jpg"], "--store", store, "--plot", out / "beside.png",
+                    env_extra=env).returncode == 0  # (beside a linked photo: read by no index)
     # the file standard output writes to, named as the figure, alone or numbered
     for args in (["similar", ids["own.jpg"], "--plot", tmp_path / "o.png"],
                  ["search", photos[2], photos[3], "--plot", tmp_path / "o.png"]):
@@ -543,8 +546,8 @@ def test_plot_is_refused_through_the_catalogues_links_and_over_standard_output(
         assert proc.returncode == 2 and "standard output" in proc.stderr, proc.stderr
         assert "standard output" not in shown.read_text()  # (one sentence, on stderr)
         assert not (tmp_path / "o-0.png").exists()
-    assert run("similar", ids["own.jpg"], "--store", store, "--plot", tmp_path / "ok.png",
-               env_extra=env).returncode == 0 and (tmp_path / "ok.png").is_file()
+    assert cli_here("similar", ids["own.jpg"], "--store", store, "--plot", tmp_path / "ok.png",
+                    env_extra=env).returncode == 0 and (tmp_path / "ok.png").is_file()
 
 
 def test_a_file_name_that_is_not_utf8_is_skipped(catalog, env, tmp_path):
@@ -1086,21 +1089,21 @@ def test_settings_errors_of_any_parsing_name_the_variable(monkeypatch):
         config.load_settings()
 
 
-def test_migrate_and_train_take_the_settings_they_say(small_store, tmp_path):
+def test_migrate_and_train_take_the_settings_they_say(small_store, tmp_path, cli_here):
     """`migrate` builds the target's index as the settings ask (it built the default one, and
     the server then built the configured one again); `train` says that it runs on the CPU
     when VITRINE_DEVICE asks for another device, rather than ignore it silently."""
     target = tmp_path / "copy"
-    run("migrate", small_store, target, "--json", env_extra={"VITRINE_INDEX": "hnsw"})
+    cli_here("migrate", small_store, target, "--json", env_extra={"VITRINE_INDEX": "hnsw"})
     hnsw = IndexConfig.defaults(kind="hnsw").tag(48)
     assert [p.name.split(".")[2] for p in target.glob("index.*.faiss")] == [hnsw]
-    proc = run("train", tmp_path / "missing", "--out", tmp_path / "model", check=False,
-               env_extra={"VITRINE_DEVICE": "cuda"})
+    proc = cli_here("train", tmp_path / "missing", "--out", tmp_path / "model", check=False,
+                    env_extra={"VITRINE_DEVICE": "cuda"})
     assert proc.returncode != 0 and "training runs on the CPU" in proc.stderr
 
 
 def test_weights_on_the_command_line_beat_vitrine_model_and_do_not_go_with_model(
-        catalog, weights_path, tmp_path, small_store):
+        catalog, weights_path, tmp_path, small_store, cli_here):
     """--weights (the pretrained backbone) was overridden by VITRINE_MODEL without a word, and
     --weights with --model was accepted (the model won)."""
     folder = tmp_path / "photos"
@@ -1108,62 +1111,62 @@ def test_weights_on_the_command_line_beat_vitrine_model_and_do_not_go_with_model
     for photo in sorted(catalog.glob("*/*.jpg"))[:2]:
         shutil.copyfile(photo, folder / photo.name)
     missing = {"VITRINE_MODEL": str(tmp_path / "no-model-here")}
-    done = run("dedupe", folder, "--weights", weights_path, "--json", env_extra=missing)
+    done = cli_here("dedupe", folder, "--weights", weights_path, "--json", env_extra=missing)
     assert json.loads(done.stdout)["skipped"] == []  # the environment's model was not loaded
-    chosen = run("dedupe", folder, "--model", tmp_path / "no-model-either", check=False)
+    chosen = cli_here("dedupe", folder, "--model", tmp_path / "no-model-either", check=False)
     assert chosen.returncode == 2 and "no-model-either is not a trained model" in chosen.stderr
-    both = run("evaluate", catalog, "--weights", weights_path, "--model", tmp_path / "m",
-               check=False)
+    both = cli_here("evaluate", catalog, "--weights", weights_path, "--model", tmp_path / "m",
+                    check=False)
     assert both.returncode == 2 and both.stderr.count("\n") == 1
     assert "--weights and --model each choose the model to embed with" in both.stderr
     # a VITRINE_MODEL naming no model is said as the setting's (a path set in a shell
     # profile read as the command's own mistake); train, which writes models, reads none
-    named = run("dedupe", folder, check=False, env_extra=missing)
+    named = cli_here("dedupe", folder, check=False, env_extra=missing)
     assert named.returncode == 2 and named.stderr.startswith(
         f"error: setting VITRINE_MODEL={tmp_path / 'no-model-here'} is not a trained model "
         "folder"), named.stderr
-    trains = run("train", tmp_path / "no-catalogue", "--out", tmp_path / "m", check=False,
-                 env_extra=missing)
+    trains = cli_here("train", tmp_path / "no-catalogue", "--out", tmp_path / "m", check=False,
+                      env_extra=missing)
     assert trains.returncode == 2 and "VITRINE_MODEL" not in trains.stderr, trains.stderr
     from vitrine.store import open_store  # nor similar, which reads stored vectors
 
     store = open_store(small_store)
     pid = store.list_products(limit=1)[0].product_id
     store.close()
-    similar = run("similar", pid, "--store", small_store, "--json", env_extra=missing)
+    similar = cli_here("similar", pid, "--store", small_store, "--json", env_extra=missing)
     assert json.loads(similar.stdout)["results"]
 
 
 def test_migrate_again_says_what_the_source_no_longer_holds_and_prune_removes_it(
-        small_store, tmp_path):
+        small_store, tmp_path, cli_here):
     """A product deleted at the source lived on in an earlier copy without a word."""
     from vitrine.store import open_store
 
     source, target = tmp_path / "source", tmp_path / "target"
     shutil.copytree(small_store, source)
-    first = json.loads(run("migrate", source, target, "--json").stdout)
+    first = json.loads(cli_here("migrate", source, target, "--json").stdout)
     assert first["not_in_source"] == first["removed"] == 0 and first["copied"] == 48
     store = open_store(source)
     gone = store.list_products(limit=1)[0].product_id
     store.delete([gone])
     store.close()
-    again = run("migrate", source, target).stdout
+    again = cli_here("migrate", source, target).stdout
     assert "Copied 47 products" in again
     assert "also holds 1 product(s) the source does not" in " ".join(again.split())
     assert "--prune removes them" in " ".join(again.split())
     assert open_store(target).get(gone) is not None
-    pruned = json.loads(run("migrate", source, target, "--prune", "--json").stdout)
+    pruned = json.loads(cli_here("migrate", source, target, "--prune", "--json").stdout)
     assert (pruned["not_in_source"], pruned["removed"]) == (1, 1)
     assert open_store(target).get(gone) is None
     # a store into itself (the same folder however named): refused, not copied onto itself
     for same in (source, tmp_path / "." / "source", f"{source}/"):
-        itself = run("migrate", source, same, check=False)
+        itself = cli_here("migrate", source, same, check=False)
         assert itself.returncode == 2 and "are the same store" in itself.stderr, itself.stderr
     assert open_store(source).count() == 47
     # a target inside the source's folder would go with it (the copy is made so that the
     # source can go): refused, nothing made there
     for inner in (source / "copy", source / "uploads", f"milvus-lite://{source}/copy.db"):
-        within = run("migrate", source, inner, check=False)
+        within = cli_here("migrate", source, inner, check=False)
         assert within.returncode == 2 and "is inside the store" in within.stderr, within.stderr
     assert not (source / "copy").exists() and not (source / "copy.db").exists()
     # a copy refused before anything is written leaves no empty store where there was none
@@ -1175,7 +1178,7 @@ def test_migrate_again_says_what_the_source_no_longer_holds_and_prune_removes_it
         if target.suffix == ".db" and not lite:
             continue
         where = f"milvus-lite://{target}" if target.suffix == ".db" else target
-        refused = run("migrate", tmp_path / "empty", where, check=False)
+        refused = cli_here("migrate", tmp_path / "empty", where, check=False)
         assert refused.returncode == 2 and "is empty" in refused.stderr, refused.stderr
         assert not target.exists() and not (tmp_path / "a").exists()  # nor the folders made
 

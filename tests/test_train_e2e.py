@@ -41,6 +41,14 @@ def run_subprocess(*args, env: dict) -> subprocess.CompletedProcess:
                           env={**os.environ, **env}, timeout=600)
 
 
+@pytest.fixture
+def run_here(cli_here):
+    """:func:`run_subprocess` in this process: the real entry point (errors one sentence,
+    exit status 2) through ``cli_here``, without an interpreter and torch to start, for the
+    commands that need no process of their own (no time limit on a hang, no signal)."""
+    return lambda *args, env: cli_here(*args, env_extra=env, check=False)
+
+
 @pytest.fixture(scope="module")
 def env(weights_path) -> dict:
     return {"VITRINE_WEIGHTS": str(weights_path), **TINY}
@@ -345,7 +353,7 @@ def test_evaluate_with_nothing_to_query_says_so_before_embedding(trained, settin
 
 
 def test_evaluate_leaves_out_and_names_the_photos_it_cannot_read(trained, evaluated, tmp_path,
-                                                                  env):
+                                                                  env, run_here):
     """One photo it could not read stopped `evaluate` (naming only the first), where `train`
     had left it out: the catalogue just trained on could not be evaluated. Such photos are
     left out and named, with their reasons, with or without a model; a link to a device
@@ -382,14 +390,14 @@ def test_evaluate_leaves_out_and_names_the_photos_it_cannot_read(trained, evalua
             shutil.copyfile(photo, folder / photo.name)
         if split == "test":
             (folder / "x.jpg").write_bytes(b"not a photo")
-    proc = run_subprocess("evaluate", tmp_path / "split", env=env)
+    proc = run_here("evaluate", tmp_path / "split", env=env)
     assert proc.returncode == 2 and "error: 2 photo(s) could not be read and were left out " \
         "(the first, " in proc.stderr and "; without them, the catalogue's split folders " \
         "have no test photo" in " ".join(proc.stderr.split()), proc.stderr
     for category in ("a", "b"):  # nothing left to evaluate: one sentence
         (tmp_path / "bad" / category).mkdir(parents=True)
         (tmp_path / "bad" / category / "x.jpg").write_bytes(b"not a photo")
-    proc = run_subprocess("evaluate", tmp_path / "bad", env=env)
+    proc = run_here("evaluate", tmp_path / "bad", env=env)
     assert proc.returncode == 2 and "error: none of the 2 photos could be read (the first, " \
         in proc.stderr and "nothing to evaluate." in proc.stderr, proc.stderr
 
@@ -411,14 +419,14 @@ def test_train_leaves_out_what_is_not_a_photo_file(demo_catalog, tmp_path, env):
     assert sum(summary["split"][s] for s in ("train", "val", "test")) == 8
 
 
-def test_a_damaged_model_file_is_one_sentence(trained, tmp_path, env):
+def test_a_damaged_model_file_is_one_sentence(trained, tmp_path, env, run_here):
     """torch's own message suggested loading with weights_only=False (running whatever the
     file holds); the user is told the file is not a model `vitrine train` wrote."""
     catalog, model, _ = trained
     damaged = tmp_path / "m"
     shutil.copytree(model, damaged)
     (damaged / "model.pt").write_bytes(bytes(range(256)) * 4)
-    proc = run_subprocess("evaluate", catalog, "--model", damaged, env=env)
+    proc = run_here("evaluate", catalog, "--model", damaged, env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "is not a model file written by `vitrine train`" in proc.stderr
     assert "weights_only" not in proc.stderr
@@ -460,15 +468,15 @@ def test_a_model_folder_edited_or_mismatched_is_one_sentence(trained, tmp_path):
         load_model(edited)
 
 
-def test_train_refuses_a_bad_folder(tmp_path, env, demo_catalog):
-    proc = run_subprocess("train", tmp_path / "missing", "--out", tmp_path / "m", env=env)
+def test_train_refuses_a_bad_folder(tmp_path, env, demo_catalog, run_here):
+    proc = run_here("train", tmp_path / "missing", "--out", tmp_path / "m", env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     # photos at the root only: "no photo could be decoded" said the photos were broken
     loose = tmp_path / "loose"
     loose.mkdir()
     for photo in sorted(demo_catalog.glob("*/*.jpg"))[:3]:
         shutil.copyfile(photo, loose / photo.name)
-    proc = run_subprocess("train", loose, "--out", tmp_path / "m", env=env)
+    proc = run_here("train", loose, "--out", tmp_path / "m", env=env)
     assert proc.returncode == 2 and "no photo of" in proc.stderr
     assert "has a category: put each category's photos in a sub-folder" in proc.stderr
     # every photo broken: how many, and the first reason (one file was named, no reason)
@@ -476,13 +484,13 @@ def test_train_refuses_a_bad_folder(tmp_path, env, demo_catalog):
         (tmp_path / "bad" / category).mkdir(parents=True)
         for name in ("1.jpg", "2.jpg"):
             (tmp_path / "bad" / category / name).write_text("junk")
-    proc = run_subprocess("train", tmp_path / "bad", "--out", tmp_path / "m", env=env)
+    proc = run_here("train", tmp_path / "bad", "--out", tmp_path / "m", env=env)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
         "error: 4 photo(s): none of them could be decoded (the first: not a recognised "
         "image format).")
 
 
-def test_a_failed_training_leaves_the_model_folder_as_it_was(trained, tmp_path, env):
+def test_a_failed_training_leaves_the_model_folder_as_it_was(trained, tmp_path, env, run_here):
     """--out is checked before any photo is read; a run that fails (here: one category)
     changes nothing in an existing model folder and leaves no partial folder behind."""
     catalog, model, _ = trained
@@ -500,7 +508,7 @@ def test_a_failed_training_leaves_the_model_folder_as_it_was(trained, tmp_path, 
                               (catalog, outside, "holds other files"),
                               (catalog, catalog / "model", "inside the catalogue"),
                               (holder / "photos", holder, "is inside --out")):
-        proc = run_subprocess("train", source, "--out", out, env=env)
+        proc = run_here("train", source, "--out", out, env=env)
         assert proc.returncode == 2 and says in proc.stderr and "Reading" not in proc.stderr
         assert proc.stderr.count("\n") == 1
 
@@ -509,7 +517,7 @@ def test_a_failed_training_leaves_the_model_folder_as_it_was(trained, tmp_path, 
     before = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
     one = tmp_path / "one"
     shutil.copytree(catalog / "x_tenis_masculino", one / "x_tenis_masculino")
-    proc = run_subprocess("train", one, "--out", copy, env=env)
+    proc = run_here("train", one, "--out", copy, env=env)
     assert proc.returncode == 2 and "Reading" not in proc.stderr  # said before any photo
     assert proc.stderr == (f"error: the photos of {one} are all of one category "
                            "('x_tenis_masculino'); training learns to tell categories apart, "
@@ -519,7 +527,7 @@ def test_a_failed_training_leaves_the_model_folder_as_it_was(trained, tmp_path, 
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["m"]
 
 
-def test_too_few_categories_are_said_for_what_they_are(trained, tmp_path, env):
+def test_too_few_categories_are_said_for_what_they_are(trained, tmp_path, env, run_here):
     """A lone train folder (val and test not made yet) was one category named "train", and
     a second category whose photos cannot be read left one: both were refused, after every
     photo was read, as a training split of one category, without naming the photos."""
@@ -528,7 +536,7 @@ def test_too_few_categories_are_said_for_what_they_are(trained, tmp_path, env):
     lone = tmp_path / "lone"
     for category in categories[:2]:
         shutil.copytree(category, lone / "train" / category.name)
-    proc = run_subprocess("train", lone, "--out", tmp_path / "m1", env=env)
+    proc = run_here("train", lone, "--out", tmp_path / "m1", env=env)
     assert proc.returncode == 2 and "Reading" not in proc.stderr
     assert proc.stderr.endswith("('train'); training learns to tell categories apart, so it "
                                 "needs photos of at least two categories, each category's in "
@@ -540,7 +548,7 @@ def test_too_few_categories_are_said_for_what_they_are(trained, tmp_path, env):
     (broken / "b").mkdir()
     for i in range(3):
         (broken / "b" / f"{i}.png").write_bytes(b"not a photo")
-    proc = run_subprocess("train", broken, "--out", tmp_path / "m2", env=env)
+    proc = run_here("train", broken, "--out", tmp_path / "m2", env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     error = proc.stderr.split("\n")[-2]  # (after the progress bar of the photos read)
     assert error.startswith("error: 3 photo(s) could not be read and were left out (the "
@@ -557,9 +565,9 @@ def test_too_few_categories_are_said_for_what_they_are(trained, tmp_path, env):
     ("VITRINE_TRAIN_TAPS", "18", "tapped blocks must lie between 1 and 17 (the last block is "
                                  "always used), not [18].")])
 def test_blocks_the_backbone_lacks_are_said_with_their_setting(trained, tmp_path, env, name,
-                                                               value, says):
+                                                               value, says, run_here):
     catalog, _, _ = trained
-    proc = run_subprocess("train", catalog, "--out", tmp_path / "m", env={**env, name: value})
+    proc = run_here("train", catalog, "--out", tmp_path / "m", env={**env, name: value})
     assert proc.returncode == 2 and "Reading" not in proc.stderr
     assert proc.stderr == f"error: setting {name}: {says}\n"
 
@@ -1311,12 +1319,12 @@ def test_demo_without_training_after_a_trained_demo_rebuilds_its_store(trained, 
 
 
 def test_a_validation_folder_without_a_trained_category_is_one_sentence(trained, tmp_path,
-                                                                         env):
+                                                                         env, run_here):
     catalog, _, _ = trained
     for split, category in (("train", "relogio_feminino"), ("train", "x_bolsa_feminina"),
                             ("val", "salto_feminino"), ("test", "relogio_feminino")):
         shutil.copytree(catalog / category, tmp_path / "c" / split / category)
-    proc = run_subprocess("train", tmp_path / "c", "--out", tmp_path / "m", env=env)
+    proc = run_here("train", tmp_path / "c", "--out", tmp_path / "m", env=env)
     assert proc.returncode == 2, proc.stderr  # a KeyError traceback before
     assert "validation split has no photo of a category the training split has" in proc.stderr
     assert "add photos of them to the val folder" in proc.stderr  # no fraction to raise here
@@ -1327,7 +1335,7 @@ def test_a_validation_folder_without_a_trained_category_is_one_sentence(trained,
     for category in ("relogio_feminino", "x_bolsa_feminina"):
         (tmp_path / "one" / category).mkdir(parents=True)
         shutil.copy(sorted((catalog / category).glob("*.jpg"))[0], tmp_path / "one" / category)
-    proc = run_subprocess("train", tmp_path / "one", "--out", tmp_path / "m1", env=env)
+    proc = run_here("train", tmp_path / "one", "--out", tmp_path / "m1", env=env)
     assert proc.returncode == 2 and "a category needs two different ones (copies of one " \
         "photo count as one), one to train on and one to validate" in " ".join(
             proc.stderr.split()), proc.stderr
@@ -1335,13 +1343,13 @@ def test_a_validation_folder_without_a_trained_category_is_one_sentence(trained,
     # a copy of each (a duplicate group stays in one split): still one photo a category
     for photo in list((tmp_path / "one").rglob("*.jpg")):
         shutil.copy(photo, photo.with_name("copia-" + photo.name))
-    proc = run_subprocess("train", tmp_path / "one", "--out", tmp_path / "m1", env=env)
+    proc = run_here("train", tmp_path / "one", "--out", tmp_path / "m1", env=env)
     assert proc.returncode == 2 and "copies of one photo count as one" in " ".join(
         proc.stderr.split()), proc.stderr
     # a val folder of copies of training photos: left out, and the sentence says so
     shutil.rmtree(tmp_path / "c" / "val" / "salto_feminino")
     shutil.copytree(catalog / "relogio_feminino", tmp_path / "c" / "val" / "relogio_feminino")
-    proc = run_subprocess("train", tmp_path / "c", "--out", tmp_path / "m", env=env)
+    proc = run_here("train", tmp_path / "c", "--out", tmp_path / "m", env=env)
     assert proc.returncode == 2, proc.stderr
     assert ("add photos of them to the val folder (its copies of training photos were left "
             "out)") in " ".join(proc.stderr.split())
