@@ -129,8 +129,8 @@ any two bytes that UTF-8 would take for one: "É®" or "Ñ”" are Windows-1252 
 def decode(path: Path) -> str:
     """The file's text: UTF-16 when it starts with its byte-order mark (Excel's "Unicode
     text"), else UTF-8 (with or without a byte-order mark), else Windows-1252 (what Excel
-    writes as plain 'CSV' on Windows) or Mac Roman (:func:`_mac_roman`); UTF-8 with a byte
-    that is not is an error naming its line."""
+    writes as plain 'CSV' on Windows) or Mac Roman (:func:`_single_byte_text`); UTF-8 with
+    a byte that is not is an error naming its line."""
     data = path.read_bytes()
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         try:
@@ -149,13 +149,7 @@ def decode(path: Path) -> str:
             raise CatalogError(f"{path} line {line}: byte {data[exc.start]:#04x} is not "
                                "UTF-8, while the rest of the file is; correct that character "
                                "or save the file as 'CSV UTF-8' again.") from None
-    if _mac_roman(data):
-        return data.decode("mac_roman")
-    try:
-        return data.decode("cp1252")
-    except UnicodeDecodeError:
-        raise CatalogError(f"{path} is neither UTF-8 nor Windows-1252 nor Mac Roman text; "
-                           "save it as 'CSV UTF-8'.") from None
+    return _single_byte_text(data)
 
 
 _APOSTROPHES, _DASHES = frozenset("’‘'"), frozenset("—–")
@@ -189,18 +183,20 @@ def _fit(text: str) -> float:
     return score
 
 
-def _mac_roman(data: bytes) -> bool:
-    """Whether a table that is not UTF-8 is Mac Roman (Excel for Mac's "CSV (Macintosh)")
-    rather than Windows-1252: a byte Windows-1252 has no character for ("ç" is 0x8d), or its
-    characters outside ASCII fit their places better read as Mac Roman (:func:`_fit`). It
-    was read as Windows-1252, "Relógio Café" stored as "Rel—gio CafŽ", or refused; counting
-    only accented small letters between ASCII letters took "Slim—Fit “Classic”" for Mac Roman
-    ("SlimóFit ìClassicî") and "RELÓGIO", "Café" or "Coleção" for Windows-1252."""
+def _single_byte_text(data: bytes) -> str:
+    """A table that is not UTF-8, read as Windows-1252 or as Mac Roman (Excel for Mac's "CSV
+    (Macintosh)"), whichever fits: Mac Roman where Windows-1252 has no character for a byte
+    ("ç" is 0x8d) or its characters outside ASCII fit their places better so (:func:`_fit`).
+    It was read as Windows-1252, "Relógio Café" stored as "Rel—gio CafŽ", or refused;
+    counting only accented small letters between ASCII letters took "Slim—Fit “Classic”" for
+    Mac Roman ("SlimóFit ìClassicî") and "RELÓGIO", "Café" or "Coleção" for Windows-1252.
+    Mac Roman has a character for every byte: no table is refused here."""
+    mac = data.decode("mac_roman")
     try:
         windows = data.decode("cp1252")
     except UnicodeDecodeError:
-        return True
-    return _fit(data.decode("mac_roman")) > _fit(windows)
+        return mac
+    return mac if _fit(mac) > _fit(windows) else windows
 
 
 SNIFF_CHARS = 16_000
