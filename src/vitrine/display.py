@@ -211,7 +211,8 @@ def index_about(db, n: int) -> dict:
 
 
 def index_line(about: dict) -> str:
-    """:func:`index_about` in words: "index: exact (flat, fp32); HNSW from 100,000 products"."""
+    """:func:`index_about` in words: "search index, under these settings: exact (flat,
+    fp32); approximate (HNSW) once the store holds 100,000 products"."""
     kind = about["kind"]
     if kind == "flat":
         text = f"exact (flat, {about['storage']}"
@@ -223,8 +224,10 @@ def index_line(about: dict) -> str:
         text = (f"approximate (IVF, {about['storage']}, {about['lists']:,} lists, nprobe "
                 f"{about['nprobe']})")
     if "approximate_from" in about:
-        text += (f"; approximate (HNSW) once the store holds {about['approximate_from']:,} "
-                 "products")
+        from vitrine.ann import AUTO_ANN  # (the kind `auto` picks: imported with describe)
+
+        text += (f"; approximate ({AUTO_ANN.upper()}) once the store holds "
+                 f"{about['approximate_from']:,} products")
     if about.get("note"):
         text += f"; {about['note']}"
     return f"search index, under these settings: {text}"
