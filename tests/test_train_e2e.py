@@ -1076,31 +1076,44 @@ def test_misclassified_rows_and_report_section(tmp_path, demo_catalog):
     assert out.stat().st_size > 5_000
 
 
+def fine_tuning_as(summary: dict, **changes) -> dict:
+    """``summary`` with its fine-tuning phase changed by ``changes`` and carrying transfer
+    learning's metrics, as a phase that did not run or was dropped does."""
+    phases = summary["phases"]
+    return {**summary, "phases": {**phases, "fine_tuning": {
+        **phases["fine_tuning"], **changes, "metrics": phases["transfer_learning"]["metrics"]}}}
+
+
+def fine_tuning_cells(summary: dict) -> list[str]:
+    """The fine-tuning row of the terminal's training table (:func:`training_lines`), cell by
+    cell."""
+    from rich.console import Console
+
+    from vitrine.train_display import training_lines
+
+    console = Console(record=True, width=160)
+    for line in training_lines(summary):
+        console.print(line)
+    row = next(line for line in console.export_text().splitlines() if "fine-tuning" in line
+               or "fine tuning" in line)
+    return [c.strip() for c in row.split("│")[1:-1]]
+
+
 def test_fine_tuning_that_did_not_run_shows_no_figures(trained):
     """VITRINE_TRAIN_PHASE2_EPOCHS=0: the fine-tuning rows repeated transfer learning's
     figures (its model is transfer learning's), as if it had run and changed nothing."""
-    from rich.console import Console
-
     from vitrine.report import markdown_report
-    from vitrine.train_display import training_lines
 
     _, _, summary = trained
     phases = summary["phases"]
-    skipped = {**summary, "phases": {**phases, "fine_tuning": {
-        **phases["fine_tuning"], "epochs": 0, "best_epoch": 0, "stopped_early": False,
-        "metrics": phases["transfer_learning"]["metrics"]}}}
+    skipped = fine_tuning_as(summary, epochs=0, best_epoch=0, stopped_early=False)
     classes = len(summary["classes"])
     report = markdown_report(skipped).splitlines()
     assert (f"| Vitrine ({classes} categories) | fine-tuning (not run: 0 epochs) | — | — | — "
             "| — |") in report
     assert sum(line.startswith(f"| Vitrine ({classes} categories) | transfer learning | ")
                and "—" not in line for line in report) == 1
-    console = Console(record=True, width=160)
-    for line in training_lines(skipped):
-        console.print(line)
-    row = next(line for line in console.export_text().splitlines() if "fine-tuning" in line
-               or "fine tuning" in line)
-    assert [c.strip() for c in row.split("│")[1:-1]] == [
+    assert fine_tuning_cells(skipped) == [
         "fine tuning", "0", "—", "—", "—", "—", "—", f"{phases['fine_tuning']['seconds']:.0f}"]
 
 
@@ -1108,28 +1121,19 @@ def test_dropped_fine_tuning_shows_no_figures_as_its_own(trained):
     """Fine-tuning none of whose epochs beat transfer learning's validation loss is dropped
     and transfer learning's weights are kept: its row showed those weights' figures (the
     same accuracy and loss as transfer learning's, to the digit) as fine-tuning's."""
-    from rich.console import Console
-
     from vitrine.report import markdown_report
-    from vitrine.train_display import training_lines
 
     _, model, _ = trained
     summary = json.loads((model / "summary.json").read_text())  # (its history too)
     phases = summary["phases"]
-    dropped = {**summary, "phases": {**phases, "fine_tuning": {
-        **phases["fine_tuning"], "best_epoch": 0,
-        "metrics": phases["transfer_learning"]["metrics"]}}}
+    dropped = fine_tuning_as(summary, best_epoch=0)
     classes = len(summary["classes"])
     report = markdown_report(dropped).splitlines()
     assert (f"| Vitrine ({classes} categories) | fine-tuning (dropped: transfer learning's "
             "weights kept) | — | — | — | — |") in report
     assert any(line.startswith("Fine-tuning never lowered the validation loss")
                for line in report)
-    console = Console(record=True, width=160)
-    for line in training_lines(dropped):
-        console.print(line)
-    row = next(line for line in console.export_text().splitlines() if "fine tuning" in line)
-    assert [c.strip() for c in row.split("│")[1:-1]] == [
+    assert fine_tuning_cells(dropped) == [
         "fine tuning", str(phases["fine_tuning"]["epochs"]), "none", "—", "—", "—", "—",
         f"{phases['fine_tuning']['seconds']:.0f}"]
 
