@@ -141,8 +141,8 @@ def open_image(source: Path | bytes, *, max_pixels: int = 40_000_000,
     """Decode a photo into an upright 8-bit RGB image.
 
     Applies EXIF orientation, takes the first frame of animations, composites transparency on
-    white and converts CMYK, grayscale, 16-bit and palette images (an RGB, RGBA, CMYK or
-    palette photo's colours from its ICC profile's space to sRGB: :func:`in_srgb`). Refuses
+    white and converts CMYK, grayscale, 16-bit and palette images (their colours from an ICC
+    profile's space, or a PNG's gAMA, to sRGB: :func:`in_srgb`). Refuses
     images above ``max_pixels`` before decoding their pixels. ``draft_size`` lets JPEG
     decode at a reduced scale that is still at least that many pixels on its short side
     (half as many where that scale is over ``max_pixels``: a panorama; with ``fit``, on its
