@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from vitrine.display import index_line
 
 
@@ -32,10 +34,9 @@ def test_one_unreadable_photo_is_not_none_of_1_photos(tmp_path):
             for i, _ in enumerate(paths):
                 yield SimpleNamespace(index=i, error="not a recognised image format.")
 
-    try:
+    with pytest.raises(CatalogError) as raised:
         dedupe_folders([tmp_path], Settings(), embedder=Unreadable(), show_progress=False)
-    except CatalogError as exc:
-        said = str(exc)
+    said = str(raised.value)
     assert said.startswith(f"the one photo in {tmp_path} could not be read ("), said
     product = SimpleNamespace(image=tmp_path / "a.jpg")
     said = str(none_read([product], [(0, "not a recognised image format.")]))
