@@ -136,6 +136,8 @@ def test_long_quoted_descriptions_do_not_hold_the_reading(tmp_path, monkeypatch,
     ("cp1252", "Slim—Fit “Classic” €49"), ("cp1252", "Pull Cœur – rouge"),
     ("cp1252", "Men’s shoes – size 10–12"), ("mac_roman", "Coleção Infantil"),
     ("mac_roman", "RELÓGIO FEMININO"), ("mac_roman", "CALÇA"), ("mac_roman", "Café Preto"),
+    # a word-final ã is Windows-1252's ‹, an opening sign that no word ends with
+    ("mac_roman", "Cachecol de Lã"), ("cp1252", "Bolsa ‹Luxo› preta"),
 ])
 def test_a_mac_roman_table_is_read_as_one(tmp_path, encoding, text):
     """Excel for Mac's "CSV (Macintosh)" writes Mac Roman with CR line ends: it was read as

@@ -153,6 +153,9 @@ def decode(path: Path) -> str:
 
 
 _APOSTROPHES, _DASHES = frozenset("’‘'"), frozenset("—–")
+_OPENING = frozenset("‹“‘„‚«")
+"""Signs that open a quotation: after a letter and not before one, Windows-1252's ‹ is Mac
+Roman's ã ("Lã" read as "L‹")."""
 _NOT_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
@@ -160,7 +163,8 @@ def _fit(text: str) -> float:
     """How well ``text``'s characters outside ASCII sit where they are: a letter inside a
     word in the case of its neighbours (not "CafŽ", "RELîGIO", "SlimóFit", "BÏuf"; alone,
     "à", half: not "Ä49", " ñ "), a sign beside at most one letter (“, €, " – ") or an
-    apostrophe between two ("don’t"), a dash between two ("black—white") half."""
+    apostrophe between two ("don’t"), a dash between two ("black—white") half; not an opening
+    sign after a letter ("L‹", Mac Roman's "Lã")."""
     def cased(c: str) -> bool:
         return c.islower() or c.isupper()
 
@@ -179,7 +183,7 @@ def _fit(text: str) -> float:
         elif cased(a) and cased(b):
             score += 1 if c in _APOSTROPHES else 0.5 if c in _DASHES else 0
         else:
-            score += 1
+            score += not (c in _OPENING and cased(a))
     return score
 
 
