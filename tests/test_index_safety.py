@@ -1044,6 +1044,43 @@ def test_index_names_products_whose_table_category_overrides_the_folder(shop_a, 
     assert len(report.category_twins) == 3  # (the catalogue's two still said)
 
 
+def test_skipped_products_are_not_said_to_take_a_category_or_make_a_twin(shop_a, embedder,
+                                                                          tmp_path):
+    """A photo deleted (its row kept) or unreadable is skipped, not indexed: its row's
+    category is neither a category taken from the table nor a twin the pages would show
+    (the report named both, read from the row, for products the store did not hold)."""
+    catalog = shutil.copytree(shop_a, tmp_path / "shop")
+    store = tmp_path / "store"
+    _index(catalog, store, embedder)
+    table = catalog / "products.csv"
+    with table.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    deleted, twin, corrupt, moved = rows[0], rows[2], rows[4], rows[6]
+    deleted["category"] = "promocao"
+    twin["category"] = twin["category"].upper()  # (its folder's name in capitals)
+    corrupt["category"] = "outra"
+    moved["category"] = "destaque"  # (its photo kept: said, as before)
+    (catalog / deleted["image"]).unlink()
+    (catalog / twin["image"]).unlink()
+    (catalog / corrupt["image"]).write_bytes(b"not a photo any more")
+    with table.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    report = _index(catalog, store, embedder)
+    assert {s["path"] for s in report.skipped} == {
+        deleted["image"], twin["image"], corrupt["image"]}
+    assert report.category_from_table == [{"product_id": moved["product_id"],
+                                           "category": "destaque",
+                                           "folder": moved["image"].split("/")[0]}]
+    assert report.category_twins == []
+    db = open_store(store)
+    try:  # (what the pages show: no category in capitals, no 'promocao')
+        assert twin["category"] not in db.categories() and "promocao" not in db.categories()
+    finally:
+        db.close()
+
+
 def test_catalogue_photos_named_like_uploads_stay_the_catalogues(demo_catalog, settings,
                                                                    embedder, tmp_path):
     """Photos a catalogue names by their sha256, like the server names uploads (some in a

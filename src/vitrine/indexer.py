@@ -252,9 +252,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     products = [p for p in products
                 if category_form(p.product_id) not in taken]
     unlisted_skipped = 0  # (the line says they were indexed)
-    report.category_from_table = recategorised(products)
-    if shard is not None or not uploaded:  # (else the store's, once written: below)
-        report.category_twins = category_twins(everything)
+    skipped_ids: set[str] = set()  # products this run skips: not said to be as indexed
     gone: set[str] = set()  # stored catalogue products whose photo file no longer exists
     linked = 0  # of them, those refused for their real path (VITRINE_FOLLOW_OUTSIDE_LINKS)
 
@@ -272,6 +270,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
             if refused is not None:
                 reason, drop = refused
                 unlisted_skipped += product.unlisted
+                skipped_ids.add(product.product_id)
                 if drop and product.product_id in stored:
                     gone.add(product.product_id)
                     linked += reason == OUTSIDE_PHOTO
@@ -342,7 +341,15 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
         report.removed += store.delete([pid for pid in remove if stored[pid][0] in needed])
 
     _embed_and_store(to_embed, stored, store, embedder, report, root, show_progress,
-                     commit_every, lent)
+                     commit_every, lent, skipped_ids)
+    # the categories of the products indexed, not of those skipped (a photo deleted with its
+    # row kept, whose table category and folder, read from the row, were said as moved, or
+    # made a twin category the pages never showed)
+    report.category_from_table = recategorised(
+        [p for p in products if p.product_id not in skipped_ids])
+    if shard is not None or not uploaded:  # (else the store's, once written: below)
+        report.category_twins = category_twins(
+            [p for p in everything if p.product_id not in skipped_ids])
     if shard is None and uploaded:  # the store's twins, the API's products in them (a
         # folder renamed "Relógio" while products sent as "relogio" keep theirs: the pages
         # listed both, and index said nothing)
@@ -699,7 +706,11 @@ def _prune_orphan_photos(store: VectorStore, uploads: Path | None) -> int:
 def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: VectorStore,
                      embedder: Embedder, report: IndexReport, root: Path,
                      show_progress: bool, commit_every: int,
-                     lent: Callable[[], None] = lambda: None) -> None:
+                     lent: Callable[[], None] = lambda: None,
+                     skipped_ids: set[str] | None = None) -> None:
+    """Embed and store ``to_embed``, every ``commit_every`` products; the ids of the products
+    skipped (their photo unreadable, or changed as it was read) are added to ``skipped_ids``."""
+    skipped_ids = set() if skipped_ids is None else skipped_ids
     pending: list[Record] = []
 
     def commit() -> None:
@@ -741,6 +752,7 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
                         {"path": _display_path(p.image, root), "reason": CHANGED_WHILE_INDEXED}
                         for p in by_sha[sha] if p.image == photo)
                     report.unlisted -= sum(p.unlisted for p in by_sha[sha] if p.image == photo)
+                    skipped_ids.update(p.product_id for p in by_sha[sha] if p.image == photo)
                     if rest := [p for p in by_sha[sha] if p.image != photo]:
                         by_sha[sha] = rest
                         again.append(sha)
@@ -749,6 +761,7 @@ def _embed_and_store(to_embed: list[tuple[Product, str]], stored: dict, store: V
                     report.skipped.extend({"path": _display_path(product.image, root),
                                            "reason": result.error} for product in by_sha[sha])
                     report.unlisted -= sum(p.unlisted for p in by_sha[sha])  # (not indexed)
+                    skipped_ids.update(p.product_id for p in by_sha[sha])
                     continue
                 report.photos_embedded += 1
                 pending.extend(Record(product, sha, result.phash, result.thumb, result.vector)
