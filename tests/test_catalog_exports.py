@@ -138,6 +138,10 @@ def test_long_quoted_descriptions_do_not_hold_the_reading(tmp_path, monkeypatch,
     ("mac_roman", "RELÓGIO FEMININO"), ("mac_roman", "CALÇA"), ("mac_roman", "Café Preto"),
     # a word-final ã is Windows-1252's ‹, an opening sign that no word ends with
     ("mac_roman", "Cachecol de Lã"), ("cp1252", "Bolsa ‹Luxo› preta"),
+    # a tie of places: Portuguese letters decide ("îculos" is Windows-1252's reading); an
+    # ordinal sign follows a digit ("Casioª" is Windows-1252's reading of Mac Roman's ™)
+    ("mac_roman", "Óculos escuros"), ("cp1252", "Île de France"), ("mac_roman", "Casio™"),
+    ("cp1252", "1ª linha"),
 ])
 def test_a_mac_roman_table_is_read_as_one(tmp_path, encoding, text):
     """Excel for Mac's "CSV (Macintosh)" writes Mac Roman with CR line ends: it was read as

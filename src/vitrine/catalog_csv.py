@@ -157,6 +157,9 @@ _OPENING = frozenset("‹“‘„‚«")
 """Signs that open a quotation: after a letter and not before one, Windows-1252's ‹ is Mac
 Roman's ã ("Lã" read as "L‹")."""
 _NOT_ASCII = re.compile(r"[^\x00-\x7f]")
+_COMMON = frozenset("áéíóúâêôãõçàüñÁÉÍÓÚÂÊÔÃÕÇÀÜÑ")
+"""The accented letters of Portuguese and Spanish: on a tie of :func:`_fit`, the reading with
+more of them (Mac Roman's "Óculos", Windows-1252's "îculos")."""
 
 
 def _fit(text: str) -> float:
@@ -164,7 +167,8 @@ def _fit(text: str) -> float:
     word in the case of its neighbours (not "CafŽ", "RELîGIO", "SlimóFit", "BÏuf"; alone,
     "à", half: not "Ä49", " ñ "), a sign beside at most one letter (“, €, " – ") or an
     apostrophe between two ("don’t"), a dash between two ("black—white") half; not an opening
-    sign after a letter ("L‹", Mac Roman's "Lã")."""
+    sign after a letter ("L‹", Mac Roman's "Lã"), nor an ordinal sign after anything but a
+    digit ("1ª", not "Casioª": Mac Roman's "Casio™")."""
     def cased(c: str) -> bool:
         return c.islower() or c.isupper()
 
@@ -173,7 +177,9 @@ def _fit(text: str) -> float:
     for found in _NOT_ASCII.finditer(padded):  # (not every character: a long table)
         i, c = found.start(), found[0]
         a, b = padded[i - 1], padded[i + 1]
-        if cased(c):
+        if c in "ªº":  # (lower case letters to Python)
+            score += a.isdigit()
+        elif cased(c):
             if not (cased(a) or cased(b)):
                 score += 0.5
             else:
@@ -190,7 +196,9 @@ def _fit(text: str) -> float:
 def _single_byte_text(data: bytes) -> str:
     """A table that is not UTF-8, read as Windows-1252 or as Mac Roman (Excel for Mac's "CSV
     (Macintosh)"), whichever fits: Mac Roman where Windows-1252 has no character for a byte
-    ("ç" is 0x8d) or its characters outside ASCII fit their places better so (:func:`_fit`).
+    ("ç" is 0x8d) or its characters outside ASCII fit their places better so (:func:`_fit`),
+    or as well and more of them are Portuguese or Spanish letters (else Windows-1252, the
+    more common).
     It was read as Windows-1252, "Relógio Café" stored as "Rel—gio CafŽ", or refused;
     counting only accented small letters between ASCII letters took "Slim—Fit “Classic”" for
     Mac Roman ("SlimóFit ìClassicî") and "RELÓGIO", "Café" or "Coleção" for Windows-1252.
@@ -200,7 +208,10 @@ def _single_byte_text(data: bytes) -> str:
         windows = data.decode("cp1252")
     except UnicodeDecodeError:
         return mac
-    return mac if _fit(mac) > _fit(windows) else windows
+    def fit(text: str) -> tuple[float, int]:
+        return _fit(text), sum(c in _COMMON for c in _NOT_ASCII.findall(text))
+
+    return mac if fit(mac) > fit(windows) else windows
 
 
 SNIFF_CHARS = 16_000
