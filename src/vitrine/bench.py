@@ -273,7 +273,10 @@ def bench_images(images: Path, settings: Settings, *, show_progress: bool = Fals
     from vitrine.split import links_refused, read_catalogue
     from vitrine.store import store_for
 
-    catalogue = read_catalogue(images, refused_links=links_refused(settings))
+    # (the API's photos in a VITRINE_UPLOAD_DIR inside it are left out, as index, train and
+    # evaluate leave them: a split catalogue holding it was refused here alone)
+    catalogue = read_catalogue(images, settings.upload_dir,
+                               refused_links=links_refused(settings))
     products = len(catalogue[0])
     embedder, load_seconds = load_embedder(settings)
     tmp = Path(tempfile.mkdtemp(prefix="vitrine-bench-"))

@@ -11,7 +11,6 @@ import os
 import signal
 import sqlite3
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +20,7 @@ from rich.console import Console
 
 from vitrine.config import Settings, env_value, load_settings, unknown_settings
 from vitrine.display import one_line
-from vitrine.errors import VitrineError, resources_refused
+from vitrine.errors import VitrineError, refused_sentence
 from vitrine.files import descriptor, is_stream
 from vitrine.jsonfile import finite, json_text
 
@@ -520,29 +519,9 @@ def stdout_to_null() -> None:
         os.close(null)
 
 
-def _refused_sentence(exc: BaseException) -> str | None:
-    """One sentence for ``exc`` if it is the system refusing memory or a thread, naming
-    where (a size computed wrong shows as a huge request at a line to look at)."""
-    if not resources_refused(exc):
-        return None
-    lines = str(exc).strip().splitlines()
-    where = traceback.extract_tb(exc.__traceback__)[-1:]
-    said = (lines[-1] if lines else type(exc).__name__) + "".join(
-        f" at {Path(f.filename).name}:{f.lineno}" for f in where)
-    if isinstance(exc, ImportError):  # (a smaller batch changes nothing there)
-        return (f"the system refused the memory to load a library ({said}); give the "
-                "process more (ulimit -v, the container's memory limit).")
-    if "CUDA" in str(exc):
-        return (f"the GPU ran out of memory ({said}); lower VITRINE_BATCH_SIZE, or run on "
-                "a GPU with more memory.")
-    return (f"the system refused memory or a thread ({said}); lower VITRINE_BATCH_SIZE or "
-            "VITRINE_DECODE_WORKERS, or give the process more (ulimit -v, ulimit -u, the "
-            "container's memory limit).")
-
-
 def _refused(exc: BaseException) -> None:
     """End with one sentence and status 2 if ``exc`` is memory or a thread refused."""
-    sentence = _refused_sentence(exc)
+    sentence = refused_sentence(exc)
     if sentence is not None:
         sys.stderr.write(f"error: {sentence}\n")
         sys.exit(2)

@@ -255,6 +255,20 @@ class Settings(BaseSettings):
                              "the two must sum to less than 1")
         return self
 
+    @model_validator(mode="after")
+    def _floor_below_rates(self) -> Settings:
+        """The learning-rate floor below each phase's rate (a phase of 0 epochs aside):
+        ReduceLROnPlateau never lowers a rate to a floor above it."""
+        for phase in (1, 2):
+            lr = getattr(self, f"train_phase{phase}_lr")
+            if getattr(self, f"train_phase{phase}_epochs") and self.train_min_lr >= lr:
+                raise ValueError(f"VITRINE_TRAIN_MIN_LR={self.train_min_lr:g} and "
+                                 f"VITRINE_TRAIN_PHASE{phase}_LR={lr:g} put the floor of the "
+                                 f"learning-rate reductions at or above phase {phase}'s rate, "
+                                 "which would never be reduced; set VITRINE_TRAIN_MIN_LR "
+                                 "below it")
+        return self
+
     @field_validator("root_path")
     @classmethod
     def _a_root_path(cls, value: str) -> str:
@@ -405,7 +419,9 @@ class Settings(BaseSettings):
     Unset: half the memory available when training starts (the least of the system's and
     its control groups' headroom)."""
     train_batch_size: Positive = 32
-    """Photos per training step (of the cached frozen-layer outputs)."""
+    """Photos per training step (of the cached frozen-layer outputs), and photos passed at
+    once through the frozen layers as they are read (the memory of that pass grows with it,
+    about 5 MiB a photo with MobileNetV2; VITRINE_BATCH_SIZE is not read by training)."""
     train_head_units: Annotated[int, Field(ge=0, le=8192)] = 0
     """Units of the head's dense hidden layer; 0: a linear head (dropout, then one dense
     layer to the classes). With the tapped blocks a linear head measured better than 256
@@ -463,8 +479,9 @@ class Settings(BaseSettings):
     """Epochs without a lower validation loss before the learning rate is reduced."""
     train_lr_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
     """Factor the learning rate is multiplied by when validation loss stops falling."""
-    train_min_lr: NonNegative = 1e-6
-    """Floor of those reductions."""
+    train_min_lr: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 1e-6
+    """Floor of those reductions; below both phases' learning rates (at or above one, that
+    phase's rate was never reduced, without a word)."""
     train_embedding: Literal[EMBEDDING_LAYERS] = "hidden+probs"
     """Layer a trained model embeds with (see vitrine.config.EMBEDDING_LAYERS). Chosen by
     benchmarks/train_quality.py: the best category precision@5 of photos outside the index

@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -112,6 +113,28 @@ class CacheUnwritable(EngineError):
     """The model cache folder cannot be created or written."""
 
 
+def _threads_available(n: int) -> None:
+    """Start ``n`` threads and end them, before ONNX Runtime starts its pools: when the
+    system refused it one (`ulimit -v`, a container's pids limit), its session waited for
+    good, deaf to Ctrl+C and SIGTERM (VITRINE_THREADS=512 under `ulimit -v 3000000`)."""
+    release = threading.Event()
+    started: list[threading.Thread] = []
+    try:
+        for _ in range(n):
+            thread = threading.Thread(target=release.wait, daemon=True)
+            thread.start()
+            started.append(thread)
+    except RuntimeError as exc:  # ("can't start new thread")
+        raise EngineError(f"the system refused a thread to the inference engine ({exc}, "
+                          f"{len(started)} of {n} started); lower VITRINE_THREADS (0: one "
+                          "per core) or VITRINE_INTEROP_THREADS, or give the process more "
+                          "(ulimit -v, ulimit -u, the container's limits).") from None
+    finally:
+        release.set()
+        for thread in started:
+            thread.join()
+
+
 class OnnxEngine:
     """An ONNX Runtime session with explicit thread settings over an exported network."""
 
@@ -132,6 +155,7 @@ class OnnxEngine:
         options.add_session_config_entry("session.intra_op.allow_spinning",
                                          "1" if spinning else "0")
         self.providers = onnx_providers(device, ort.get_available_providers())
+        _threads_available(intra_threads + (inter_threads if inter_threads > 1 else 0))
         try:
             self.session = ort.InferenceSession(
                 path if isinstance(path, bytes) else str(path), options, providers=self.providers)

@@ -2,6 +2,8 @@
 
 import errno
 import re
+import traceback
+from pathlib import Path
 
 
 def extra_hint(extra: str) -> str:
@@ -100,3 +102,25 @@ def resources_refused(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError | ImportError)  # (a library's import under `ulimit -v`:
         and RESOURCE_REFUSED.search(str(exc)) is not None  # torch's libtorch_cpu.so; not the
         and "static TLS" not in str(exc))  # loader's TLS block, a library-order problem)
+
+
+def refused_sentence(exc: BaseException, batch: str = "VITRINE_BATCH_SIZE") -> str | None:
+    """One sentence for ``exc`` if it is the system refusing memory or a thread, naming
+    where (a size computed wrong shows as a huge request at a line to look at) and
+    ``batch``, the setting that sizes what the command holds at once (`train` reads
+    VITRINE_TRAIN_BATCH_SIZE, not VITRINE_BATCH_SIZE: it named the one it does not read)."""
+    if not resources_refused(exc):
+        return None
+    lines = str(exc).strip().splitlines()
+    where = traceback.extract_tb(exc.__traceback__)[-1:]
+    said = (lines[-1] if lines else type(exc).__name__) + "".join(
+        f" at {Path(f.filename).name}:{f.lineno}" for f in where)
+    if isinstance(exc, ImportError):  # (a smaller batch changes nothing there)
+        return (f"the system refused the memory to load a library ({said}); give the "
+                "process more (ulimit -v, the container's memory limit).")
+    if "CUDA" in str(exc):
+        return (f"the GPU ran out of memory ({said}); lower {batch}, or run on "
+                "a GPU with more memory.")
+    return (f"the system refused memory or a thread ({said}); lower {batch} or "
+            "VITRINE_DECODE_WORKERS, or give the process more (ulimit -v, ulimit -u, the "
+            "container's memory limit).")

@@ -49,6 +49,7 @@ from vitrine.errors import (
     TrainingError,
     VitrineError,
     WeightsMismatch,
+    refused_sentence,
 )
 from vitrine.images import Preprocessing
 from vitrine.model_eval import find_groups, without_unreadable
@@ -99,8 +100,12 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
         cache = stage / STAGE_SCRATCH  # (removed with a stage a killed run left)
         try:
             return _train(catalog_dir, stage, cache, Path(out_dir), settings, show_progress)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        except Exception as exc:
+            # (memory refused: said with the batch setting train reads; the general sentence
+            # told to lower VITRINE_BATCH_SIZE, which train does not read)
+            if (sentence := refused_sentence(exc, "VITRINE_TRAIN_BATCH_SIZE")) is not None:
+                raise TrainingError(sentence) from None
+            if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
             raise VitrineError(f"cannot write the model in {out} ({exc.strerror}); free "
                                f"disk space there. {out_dir} is left as it was.") from None
@@ -132,6 +137,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
                            "photos in a sub-folder named after it (or give them a category "
                            "column in products.csv).")
     too_few_categories(catalog_dir, products)  # (before every photo is read)
+    no_validation(settings, given)
     spec = get_spec(settings.backbone)
     pretrained = load_state_dict(spec, settings.weights)
     prep = replace(spec.preprocessing, resize=settings.resize)
@@ -290,6 +296,17 @@ def duplicate_calibration(outputs: dict, caches: dict[str, FeatureCache],
                                                                            probs_tail=tail))
     return {"embed_cosine": cosine, "closest_different_products": closest,
             "photos": len(ids), "without_probabilities": bool(tail)}
+
+
+def no_validation(settings: Settings, given: dict[str, str] | None) -> None:
+    """Refuse, before any photo is read, a VITRINE_TRAIN_VAL_FRACTION of 0 where the
+    validation photos are to be carved by it (no val folder): no fraction of 0 gives any,
+    and the run read every photo first, then said to add photos."""
+    if settings.train_val_fraction == 0 and "val" not in set((given or {}).values()):
+        raise TrainingError("setting VITRINE_TRAIN_VAL_FRACTION=0 leaves no photo to "
+                            "validate on (early stopping, the learning rate and refit are "
+                            "chosen on them); set it above 0 (0.15 by default), or give the "
+                            "catalogue a val folder.")
 
 
 def too_few_categories(catalog_dir: Path, products: Sequence[Product],

@@ -1,0 +1,159 @@
+"""Settings as an operator sets them: each said with the setting the command reads, refused
+before the work it would spoil, and read alike by every command."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+
+import pytest
+
+from vitrine.config import Settings, load_settings
+from vitrine.errors import TrainingError, VitrineError
+
+
+def test_train_memory_refused_names_the_batch_setting_train_reads(tmp_path, monkeypatch):
+    """Under `ulimit -v` train said to lower VITRINE_BATCH_SIZE, which it does not read: its
+    frozen pass reads VITRINE_TRAIN_BATCH_SIZE photos at once (1e6: all of them)."""
+    import vitrine.train as train
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
+                           "allocate 525041664 bytes.")
+
+    monkeypatch.setattr(train, "_train", refused)
+    (tmp_path / "cat").mkdir()
+    with pytest.raises(TrainingError, match=r"lower VITRINE_TRAIN_BATCH_SIZE or "
+                                            r"VITRINE_DECODE_WORKERS") as said:
+        train.train_catalog(tmp_path / "cat", tmp_path / "model", Settings(),
+                            show_progress=False)
+    assert "VITRINE_BATCH_SIZE" not in str(said.value)
+    assert not (tmp_path / "model").exists()
+
+
+def test_the_general_memory_sentence_still_names_the_embedding_batch():
+    from vitrine.errors import refused_sentence
+
+    said = refused_sentence(MemoryError())
+    assert said is not None and "lower VITRINE_BATCH_SIZE or VITRINE_DECODE_WORKERS" in said
+    assert refused_sentence(ValueError("out of memory")) is None
+
+
+def test_a_validation_fraction_of_0_is_refused_before_any_photo_is_read(tmp_path,
+                                                                        monkeypatch):
+    """Every photo went through the frozen layers, then: 'the validation split has no photo
+    of a category the training split has; add photos or raise VITRINE_TRAIN_VAL_FRACTION'
+    (no photo added could help)."""
+    import vitrine.train as train
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the photos were read")
+
+    monkeypatch.setattr(train, "frozen_pass", no_reading)
+    monkeypatch.setattr(train, "load_state_dict", no_reading)
+    for category in ("a", "b"):
+        (tmp_path / "cat" / category).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "cat" / category / f"{i}.jpg").write_bytes(b"not read")
+    with pytest.raises(TrainingError, match=r"^setting VITRINE_TRAIN_VAL_FRACTION=0 leaves "
+                                            r"no photo to validate on"):
+        train.train_catalog(tmp_path / "cat", tmp_path / "model",
+                            Settings(train_val_fraction=0.0), show_progress=False)
+    # a catalogue with its own val folder needs no fraction; one without it does
+    train.no_validation(Settings(train_val_fraction=0.0), {"x": "train", "y": "val"})
+    with pytest.raises(TrainingError):
+        train.no_validation(Settings(train_val_fraction=0.0), {"x": "train", "y": "test"})
+    train.no_validation(Settings(), None)
+
+
+@pytest.mark.parametrize("env, refused", [
+    ({"VITRINE_TRAIN_MIN_LR": "0.01"}, "VITRINE_TRAIN_PHASE1_LR=0.001"),
+    ({"VITRINE_TRAIN_MIN_LR": "0.001"}, "VITRINE_TRAIN_PHASE1_LR=0.001"),
+    ({"VITRINE_TRAIN_MIN_LR": "0.0005"}, "VITRINE_TRAIN_PHASE2_LR=0.0002"),
+    ({"VITRINE_TRAIN_MIN_LR": "1e12"}, "less than 1"),
+    ({"VITRINE_TRAIN_MIN_LR": "0.0005", "VITRINE_TRAIN_PHASE2_EPOCHS": "0"}, None),
+    ({"VITRINE_TRAIN_MIN_LR": "0"}, None)])
+def test_a_learning_rate_floor_at_or_above_a_rate_is_refused(monkeypatch, env, refused):
+    """ReduceLROnPlateau never lowers a rate to a floor above it: the reductions were off
+    without a word (1e12 was taken)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if refused is None:
+        load_settings()
+        return
+    with pytest.raises(VitrineError, match=r"VITRINE_TRAIN_MIN_LR") as said:
+        load_settings()
+    assert refused in str(said.value)
+
+
+def test_the_floor_below_the_rate_is_what_the_reductions_need():
+    """What the rule stands on: with the floor above the rate, no reduction."""
+    import torch
+
+    for floor, reduced in ((1e-6, True), (0.01, False)):
+        param = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.Adam([param], lr=1e-3)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0,
+                                                             min_lr=floor)
+        for _ in range(3):
+            plateau.step(1.0)
+        assert (optimizer.param_groups[0]["lr"] < 1e-3) is reduced
+
+
+def test_bench_images_leaves_the_upload_folder_out_as_index_does(tmp_path, demo_catalog,
+                                                                 settings):
+    """A VITRINE_UPLOAD_DIR inside a split catalogue: index, train and evaluate leave the
+    server's photos out; bench --images refused the catalogue (a folder of photos beside
+    the splits), and in a plain one measured them as a category."""
+    from vitrine.bench import bench_images
+
+    photos = sorted((demo_catalog / "relogio_feminino").glob("*.jpg"))[:3]
+    uploads = tmp_path / "cat" / "uploads"
+    uploads.mkdir(parents=True)
+    data = photos[2].read_bytes()
+    (uploads / (hashlib.sha256(data).hexdigest() + ".jpg")).write_bytes(data)
+    for split, photo in zip(("train", "test"), photos, strict=False):
+        (tmp_path / "cat" / split / "relogio").mkdir(parents=True)
+        shutil.copyfile(photo, tmp_path / "cat" / split / "relogio" / photo.name)
+    report = bench_images(tmp_path / "cat", settings.model_copy(update={"upload_dir": uploads}))
+    assert report["products"] == report["embedded"] == 2
+
+
+def test_a_demo_out_setting_that_is_a_file_is_said_as_the_setting(tmp_path, cli_here):
+    """It said '--out FILE is a file', an option the user had not passed."""
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "afile").write_text("x")
+    proc = cli_here("demo", "--catalog", tmp_path / "cat", "--no-train", "--no-serve",
+                    env_extra={"VITRINE_DEMO_OUT": tmp_path / "afile"}, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: setting VITRINE_DEMO_OUT='{tmp_path / 'afile'}' "
+                                  "is a file;"), proc.stderr
+
+
+def test_threads_the_system_refuses_are_one_sentence_not_a_hang(monkeypatch):
+    """VITRINE_THREADS=512 under `ulimit -v 3000000`: ONNX Runtime's session waited for a
+    thread the system refused, for good, deaf to Ctrl+C and SIGTERM."""
+    import vitrine.engines as engines
+
+    real_start = threading.Thread.start
+    count = {"n": 0}
+
+    def start(self):
+        count["n"] += 1
+        if count["n"] > 3:
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+    def no_session(*args, **kwargs):
+        raise AssertionError("the session was made")
+
+    ort = engines._import_onnxruntime()
+    monkeypatch.setattr(ort, "InferenceSession", no_session)
+    with pytest.raises(engines.EngineError, match=r"refused a thread to the inference engine "
+                                                  r"\(can't start new thread, 3 of 8 "
+                                                  r"started\); lower VITRINE_THREADS"):
+        engines.OnnxEngine(b"", device="cpu", intra_threads=8)
+    assert threading.active_count() < 10  # (the probe's threads ended)
