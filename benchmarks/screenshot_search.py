@@ -50,15 +50,18 @@ from vitrine.bench import machine
 from vitrine.catalog import read_catalog, stratified_split
 from vitrine.config import Settings
 from vitrine.embed import Embedder
-from vitrine.images import FRAME_TOLERANCE, framed_product, open_image, to_array
-
-try:  # (code from before it, run with PYTHONPATH, gives no box figure: box_on_the_photo None)
-    from vitrine.images import framed_box
-except ImportError:
-    framed_box = None
+from vitrine.images import open_image, to_array
 from vitrine.indexer import index_catalog
 from vitrine.recommend import Recommender
 from vitrine.store import open_store
+
+try:
+    from vitrine import image_frames as frames
+except ImportError:  # (code from before image_frames.py, run with PYTHONPATH)
+    from vitrine import images as frames
+FRAME_TOLERANCE, framed_product = frames.FRAME_TOLERANCE, frames.framed_product
+# (code from before framed_box, run with PYTHONPATH, gives no box figure: box_on_the_photo None)
+framed_box = getattr(frames, "framed_box", None)
 
 PAGE = (1170, 2532)
 BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128)}
@@ -325,7 +328,7 @@ page), is at least this."""
 
 
 def cut_out_box(img: Image.Image, page_width: int) -> tuple[int, int, int, int] | None:
-    """The box :func:`vitrine.images.framed_product` cuts out of ``img`` (the picture as a
+    """The box :func:`vitrine.image_frames.framed_product` cuts out of ``img`` (the picture as a
     search decodes it), in the pixels of the page ``page_width`` wide; None when none."""
     found = framed_box and framed_box(img if img.mode == "RGB" else img.convert("RGB"))
     if not found:

@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from vitrine.errors import ImageError
+from vitrine.image_checks import jpeg_scans
+from vitrine.image_frames import framed_product
 from vitrine.images import (
     Preprocessing,
-    framed_product,
     is_image_path,
-    jpeg_scans,
     open_image,
     query_arrays,
     resize_square,
@@ -572,7 +572,7 @@ def test_a_jpeg_header_of_fill_bytes_or_a_picture_with_a_huge_side_is_refused_at
     a server's CPU an upload, read one by one; a 1 x 39,000,000 PNG of 76 KB, under the
     pixel limit, took 3 GB. Both are refused before their pixels, in milliseconds; a JPEG
     with a few dozen segments and a 65,535-pixel side still open."""
-    from vitrine.images import MAX_HEADER_STEPS, MAX_PHOTO_SIDE
+    from vitrine.image_checks import MAX_HEADER_STEPS, MAX_PHOTO_SIDE
 
     small = io.BytesIO()
     Image.new("RGB", (64, 64)).save(small, "JPEG")
@@ -669,7 +669,7 @@ def test_files_pillow_would_walk_for_seconds_are_refused_at_once():
     after its picture (or 800,000 empty picture chunks) 1 to 2 s, a 3.5 kB run-length BMP 4.5
     s. Each is refused before Pillow walks it; the same formats cut as photos are still
     open."""
-    from vitrine.images import MAX_HEADER_STEPS, MAX_SMALL_BLOCKS, MAX_TIFF_PIECES
+    from vitrine.image_checks import MAX_HEADER_STEPS, MAX_SMALL_BLOCKS, MAX_TIFF_PIECES
 
     rows = np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)
     assert np.array_equal(np.asarray(open_image(_grey_tiff(rows, strips=64)).convert("L")),
@@ -778,7 +778,7 @@ def _rle_bmp(width: int, height: int, rle: bytes) -> bytes:
 
 
 def test_a_large_run_length_bmp_is_refused_and_a_small_one_decodes():
-    from vitrine.images import MAX_RLE_BYTES, MAX_RLE_PIXELS
+    from vitrine.image_checks import MAX_RLE_BYTES, MAX_RLE_PIXELS
 
     row = b"\x40\x07" + b"\x00\x00"  # 64 pixels of level 7, end of the row
     assert np.asarray(open_image(_rle_bmp(64, 32, row * 32 + b"\x00\x01")).convert("L")
@@ -852,7 +852,7 @@ def test_a_tiff_in_small_tiles_as_large_photos_need_opens():
     many as the picture's size needs are taken; more are refused."""
     import struct
 
-    from vitrine.images import MOST_TIFF_PIECES
+    from vitrine.image_checks import MOST_TIFF_PIECES
 
     side = 3000  # (35,344 tiles of 16 x 16, the last of each row and column cut: helper-169)
     tiles = -(-side // 16)
@@ -1089,7 +1089,7 @@ def test_page_colours_are_the_medians_numpy_gives():
     """The colour of a band and of each row's edge, counted per channel instead of sorted
     (faster), is numpy's median rounded: odd and even counts, ties, all one value, each
     width of row edge."""
-    from vitrine.images import _median_colour, _plain_rows
+    from vitrine.image_frames import _median_colour, _plain_rows
 
     rng = np.random.default_rng(7)
     for count in (1, 2, 3, 4, 5, 64, 65, 1000):
@@ -1107,7 +1107,7 @@ def test_page_colours_are_the_medians_numpy_gives():
 def _found_box(page: Image.Image) -> tuple[int, int, int, int] | None:
     """The product's box :func:`product_box` finds in ``page``, in the page's pixels (within
     a reduced pixel or two: framed_box's, as the search cuts it out)."""
-    from vitrine.images import framed_box
+    from vitrine.image_frames import framed_box
 
     found = framed_box(page)
     return None if found is None else found[0]

@@ -61,7 +61,8 @@ def test_markers_after_the_first_scan_are_bounded():
     from PIL import Image
 
     from vitrine.errors import ImageError
-    from vitrine.images import MAX_JPEG_STEPS, open_image
+    from vitrine.image_checks import MAX_JPEG_STEPS
+    from vitrine.images import open_image
 
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (10, 200, 30)).save(buf, "JPEG")

@@ -168,7 +168,7 @@ def test_a_product_pages_copy_shows_the_photos_colours(settings, embedder, tmp_p
     """The product page's copy of a large photo (``size=view``) dropped its colour profile,
     its pixels still those of the profile's space: a phone's Display P3 JPEG, sent whole
     before, was shown as sRGB (its red 219,0,0 as 197,19,19), as was a PNG's, also one cut
-    out on transparency. The copy's pixels are now sRGB (images.in_srgb)."""
+    out on transparency. The copy's pixels are now sRGB (image_colour.in_srgb)."""
     from PIL import ImageCms
 
     client, folder = _large_photos(tmp_path, embedder, settings)

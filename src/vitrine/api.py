@@ -72,7 +72,8 @@ from vitrine.errors import (
     StoreError,
     resources_refused,
 )
-from vitrine.images import BROWSER_SUFFIXES, animated, browser_jpeg, thumbnail_jpeg
+from vitrine.image_checks import browser_jpeg
+from vitrine.images import BROWSER_SUFFIXES, animated, thumbnail_jpeg
 from vitrine.recommend import ProductNotFound
 from vitrine.service import NewProduct, VitrineService, image_suffix
 from vitrine.store.base import StoredProduct

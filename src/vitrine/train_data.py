@@ -34,7 +34,8 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from vitrine.dedupe import perceptual_hash, thumbnail
 from vitrine.errors import ImageError, VitrineError
-from vitrine.images import WHITE, Preprocessing, open_image, to_array
+from vitrine.image_colour import WHITE
+from vitrine.images import Preprocessing, open_image, to_array
 
 Zeros = Callable[[Sequence[int]], torch.Tensor]
 """Makes a zero float32 tensor of a shape: ``torch.zeros``, or :meth:`MapStorage.zeros`."""

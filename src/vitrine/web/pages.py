@@ -21,7 +21,7 @@ from vitrine.catalog import CATEGORY_MAX, reader_order
 from vitrine.config import Settings
 from vitrine.errors import ImageError, ServerBusy, StoreError, VitrineError
 from vitrine.fold import fold
-from vitrine.images import MAX_PHOTO_SIDE
+from vitrine.image_checks import MAX_PHOTO_SIDE
 from vitrine.service import VitrineService
 from vitrine.store.base import Match, StoredProduct
 from vitrine.web import guards
