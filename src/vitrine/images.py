@@ -1,7 +1,7 @@
 """Decoding and preprocessing: the only module that opens image files.
 
 Every photo goes through :func:`open_image` (safe decode to upright RGB) and then
-:func:`to_tensor_array` (resize policy + normalisation for the backbone).
+:func:`to_array` (resize policy + normalisation for the backbone).
 :mod:`vitrine.image_checks` holds the limits checked before decoding,
 :mod:`vitrine.image_colour` the colour handling after it, and :mod:`vitrine.image_frames`
 the search for a product's photo in a page; none of them opens a file.
