@@ -40,11 +40,9 @@ def test_the_general_memory_sentence_still_names_the_embedding_batch():
     assert refused_sentence(ValueError("out of memory")) is None
 
 
-def test_a_validation_fraction_of_0_is_refused_before_any_photo_is_read(tmp_path,
-                                                                        monkeypatch):
-    """Every photo went through the frozen layers, then: 'the validation split has no photo
-    of a category the training split has; add photos or raise VITRINE_TRAIN_VAL_FRACTION'
-    (no photo added could help)."""
+def _unreadable_catalogue(folder, monkeypatch) -> None:
+    """Two categories of three files in ``folder``, and training's photo reading and
+    weights loading made to fail the test if they run."""
     import vitrine.train as train
 
     def no_reading(*args, **kwargs):
@@ -53,9 +51,19 @@ def test_a_validation_fraction_of_0_is_refused_before_any_photo_is_read(tmp_path
     monkeypatch.setattr(train, "frozen_pass", no_reading)
     monkeypatch.setattr(train, "load_state_dict", no_reading)
     for category in ("a", "b"):
-        (tmp_path / "cat" / category).mkdir(parents=True)
+        (folder / category).mkdir(parents=True)
         for i in range(3):
-            (tmp_path / "cat" / category / f"{i}.jpg").write_bytes(b"not read")
+            (folder / category / f"{i}.jpg").write_bytes(b"not read")
+
+
+def test_a_validation_fraction_of_0_is_refused_before_any_photo_is_read(tmp_path,
+                                                                        monkeypatch):
+    """Every photo went through the frozen layers, then: 'the validation split has no photo
+    of a category the training split has; add photos or raise VITRINE_TRAIN_VAL_FRACTION'
+    (no photo added could help)."""
+    import vitrine.train as train
+
+    _unreadable_catalogue(tmp_path / "cat", monkeypatch)
     with pytest.raises(TrainingError, match=r"^setting VITRINE_TRAIN_VAL_FRACTION=0 leaves "
                                             r"no photo to validate on"):
         train.train_catalog(tmp_path / "cat", tmp_path / "model",
@@ -71,20 +79,35 @@ def test_a_validation_fraction_of_0_is_refused_before_any_photo_is_read(tmp_path
     ({"VITRINE_TRAIN_MIN_LR": "0.01"}, "VITRINE_TRAIN_PHASE1_LR=0.001"),
     ({"VITRINE_TRAIN_MIN_LR": "0.001"}, "VITRINE_TRAIN_PHASE1_LR=0.001"),
     ({"VITRINE_TRAIN_MIN_LR": "0.0005"}, "VITRINE_TRAIN_PHASE2_LR=0.0002"),
-    ({"VITRINE_TRAIN_MIN_LR": "1e12"}, "less than 1"),
+    ({"VITRINE_TRAIN_PHASE2_LR": "1e-6"}, "VITRINE_TRAIN_PHASE2_LR=1e-06"),
     ({"VITRINE_TRAIN_MIN_LR": "0.0005", "VITRINE_TRAIN_PHASE2_EPOCHS": "0"}, None),
     ({"VITRINE_TRAIN_MIN_LR": "0"}, None)])
-def test_a_learning_rate_floor_at_or_above_a_rate_is_refused(monkeypatch, env, refused):
+def test_a_learning_rate_floor_at_or_above_a_rate_is_refused(tmp_path, monkeypatch, env,
+                                                             refused):
     """ReduceLROnPlateau never lowers a rate to a floor above it: the reductions were off
-    without a word (1e12 was taken)."""
+    without a word. Refused by training, before any photo is read; every other command
+    reads such settings (a server that an older Vitrine ran with them refused to start
+    after the upgrade)."""
+    import vitrine.train as train
+
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    settings = load_settings()  # (serve, index, search, info: not stopped)
     if refused is None:
-        load_settings()
+        train.floor_below_rates(settings)
         return
-    with pytest.raises(VitrineError, match=r"VITRINE_TRAIN_MIN_LR") as said:
-        load_settings()
+    _unreadable_catalogue(tmp_path / "cat", monkeypatch)
+    with pytest.raises(TrainingError, match=r"VITRINE_TRAIN_MIN_LR") as said:
+        train.train_catalog(tmp_path / "cat", tmp_path / "model", settings,
+                            show_progress=False)
     assert refused in str(said.value)
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_learning_rate_floor_of_1_or_more_is_refused_when_read(monkeypatch):
+    monkeypatch.setenv("VITRINE_TRAIN_MIN_LR", "1e12")
+    with pytest.raises(VitrineError, match=r"VITRINE_TRAIN_MIN_LR.*less than 1"):
+        load_settings()
 
 
 def test_the_floor_below_the_rate_is_what_the_reductions_need():

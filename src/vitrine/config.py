@@ -255,20 +255,6 @@ class Settings(BaseSettings):
                              "the two must sum to less than 1")
         return self
 
-    @model_validator(mode="after")
-    def _floor_below_rates(self) -> Settings:
-        """The learning-rate floor below each phase's rate (a phase of 0 epochs aside):
-        ReduceLROnPlateau never lowers a rate to a floor above it."""
-        for phase in (1, 2):
-            lr = getattr(self, f"train_phase{phase}_lr")
-            if getattr(self, f"train_phase{phase}_epochs") and self.train_min_lr >= lr:
-                raise ValueError(f"VITRINE_TRAIN_MIN_LR={self.train_min_lr:g} and "
-                                 f"VITRINE_TRAIN_PHASE{phase}_LR={lr:g} put the floor of the "
-                                 f"learning-rate reductions at or above phase {phase}'s rate, "
-                                 "which would never be reduced; set VITRINE_TRAIN_MIN_LR "
-                                 "below it")
-        return self
-
     @field_validator("root_path")
     @classmethod
     def _a_root_path(cls, value: str) -> str:
@@ -481,7 +467,9 @@ class Settings(BaseSettings):
     """Factor the learning rate is multiplied by when validation loss stops falling."""
     train_min_lr: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 1e-6
     """Floor of those reductions; below both phases' learning rates (at or above one, that
-    phase's rate was never reduced, without a word)."""
+    phase's rate was never reduced, without a word): ``vitrine train`` refuses it before
+    any photo is read (:func:`vitrine.train.floor_below_rates`), not every command, which
+    stopped a server that never trains after an upgrade."""
     train_embedding: Literal[EMBEDDING_LAYERS] = "hidden+probs"
     """Layer a trained model embeds with (see vitrine.config.EMBEDDING_LAYERS). Chosen by
     benchmarks/train_quality.py: the best category precision@5 of photos outside the index

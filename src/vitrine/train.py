@@ -122,6 +122,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     from vitrine.trained import training_fingerprint, write_model
 
     started = time.perf_counter()
+    floor_below_rates(settings)
     earlier, fresh_because = earlier_split(out_dir, settings)  # (before the stage replaces it)
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
@@ -296,6 +297,23 @@ def duplicate_calibration(outputs: dict, caches: dict[str, FeatureCache],
                                                                            probs_tail=tail))
     return {"embed_cosine": cosine, "closest_different_products": closest,
             "photos": len(ids), "without_probabilities": bool(tail)}
+
+
+def floor_below_rates(settings: Settings) -> None:
+    """Refuse, before any photo is read, a learning-rate floor (VITRINE_TRAIN_MIN_LR) at or
+    above a phase's rate (a phase of 0 epochs aside): ReduceLROnPlateau never lowers a rate
+    to a floor above it. Checked by training alone: as a check of the settings it stopped
+    every command, a server or `vitrine index` that never trains among them, whose
+    environment an older Vitrine had served with (VITRINE_TRAIN_PHASE2_LR=1e-6 beside the
+    default floor)."""
+    for phase in (1, 2):
+        lr = getattr(settings, f"train_phase{phase}_lr")
+        if getattr(settings, f"train_phase{phase}_epochs") and settings.train_min_lr >= lr:
+            raise TrainingError(f"settings VITRINE_TRAIN_MIN_LR={settings.train_min_lr:g} and "
+                                f"VITRINE_TRAIN_PHASE{phase}_LR={lr:g} put the floor of the "
+                                f"learning-rate reductions at or above phase {phase}'s rate, "
+                                "which would never be reduced; set VITRINE_TRAIN_MIN_LR "
+                                "below it.")
 
 
 def no_validation(settings: Settings, given: dict[str, str] | None) -> None:
