@@ -45,16 +45,15 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from vitrine.catalog import scan_images
 from vitrine.config import Settings
-from vitrine.dedupe import (
-    DuplicateRules,
-    calibrated_embed_cosine,
-    colour_difference,
-    find_duplicates,
-    hamming,
-    thumb_vectors,
-)
+from vitrine.dedupe import DuplicateRules, calibrated_embed_cosine, hamming, thumb_vectors
 from vitrine.dedupe_files import dedupe_folders
 from vitrine.embed import Embedder
+
+try:
+    from vitrine.dedupe_colour import colour_difference
+    from vitrine.dedupe_groups import find_duplicates
+except ImportError:  # (code from before dedupe.py was split, run with PYTHONPATH)
+    from vitrine.dedupe import colour_difference, find_duplicates
 
 RESAMPLERS = [Image.Resampling.LANCZOS, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC]
 EDITS = ("badge", "brighter", "crop", "recompressed")

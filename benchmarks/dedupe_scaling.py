@@ -1,8 +1,8 @@
 """Time and recall of the duplicate search that `vitrine index` runs over the whole store
-after every run (``vitrine.dedupe.find_duplicates``: FAISS range searches over the embeddings
+after every run (``vitrine.dedupe_groups.find_duplicates``: FAISS range searches over the embeddings
 and the 16×16 thumbnails), against the number of stored products, for both ways of finding
 close pairs: the exact search (every row against every row, what the search uses up to
-``dedupe.EXACT_PAIRS_UP_TO`` products) and the inverted file (above).
+``dedupe_search.EXACT_PAIRS_UP_TO`` products) and the inverted file (above).
 
 Synthetic clustered vectors (``vitrine.bench.ClusterModel``) of the pretrained (1,280) and the
 demo's trained (2,440, the last 8 being class probabilities) width, random pHashes and
@@ -43,10 +43,17 @@ from pathlib import Path
 
 import numpy as np
 
-from vitrine import dedupe
 from vitrine.bench import ClusterModel, at_cosine, clusters_for, machine, rss_mb
-from vitrine.dedupe import DuplicateRules, find_duplicates, rule_pairs
+from vitrine.dedupe import DuplicateRules
 from vitrine.dedupe_views import VIEW_RULE, VIEWED_BYTES
+
+try:
+    from vitrine import dedupe_search
+    from vitrine.dedupe_groups import find_duplicates
+    from vitrine.dedupe_pairs import rule_pairs
+except ImportError:  # (code from before dedupe.py was split, run with PYTHONPATH)
+    from vitrine import dedupe as dedupe_search
+    from vitrine.dedupe import find_duplicates, rule_pairs
 
 THUMB_WIDTH = VIEWED_BYTES
 """Each synthetic ``thumb`` holds a second view (``dedupe_views``; random bytes, as the whole
@@ -92,8 +99,8 @@ def catalogue(n: int, dim: int, seed: int = 1):
 def search(vecs, phashes, thumbs, rules: DuplicateRules, exact: bool, among=None):
     """Groups (the pairs found among ``among``), seconds, and the most memory (MiB) the
     search held beyond its inputs (resident memory sampled every 50 ms)."""
-    saved = dedupe.EXACT_PAIRS_UP_TO
-    dedupe.EXACT_PAIRS_UP_TO = len(vecs) if exact else 0
+    saved = dedupe_search.EXACT_PAIRS_UP_TO
+    dedupe_search.EXACT_PAIRS_UP_TO = len(vecs) if exact else 0  # (the views' search too)
     before, peak, done = rss_mb(), [0.0], threading.Event()
 
     def sample() -> None:
@@ -113,7 +120,7 @@ def search(vecs, phashes, thumbs, rules: DuplicateRules, exact: bool, among=None
     finally:
         done.set()
         sampler.join()
-        dedupe.EXACT_PAIRS_UP_TO = saved
+        dedupe_search.EXACT_PAIRS_UP_TO = saved
 
 
 def changed_run(vecs, phashes, thumbs, planted, rules: DuplicateRules, k: int) -> dict:
@@ -175,7 +182,7 @@ def main() -> None:
                 print(json.dumps(runs[-1]), file=sys.stderr)
             del vecs, thumbs
     print(json.dumps({"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-                      "machine": machine(), "pair_probes": dedupe.PAIR_PROBES,
+                      "machine": machine(), "pair_probes": dedupe_search.PAIR_PROBES,
                       "runs": runs}, indent=2))
 
 

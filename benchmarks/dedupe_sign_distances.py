@@ -1,10 +1,11 @@
 """How many bits apart the products' sign pHashes of the thumbnail rule's second views lie
-(the rule's limit: ``dedupe.DETAIL_DISTANCE × phash_distance + dedupe.DETAIL_FLIPS``, 26 of
-256), for copies and for different products of the catalogue.
+(the rule's limit: ``dedupe_pairs.DETAIL_DISTANCE × phash_distance +
+dedupe_pairs.DETAIL_FLIPS``, 26 of 256), for copies and for different products of the
+catalogue.
 
 Each view is turned each way the duplicate search turns it (``dedupe_views.orientations``,
 its pHash with it: ``oriented_details``), and two photos are compared in each pair of their
-ways, as ``dedupe._view_pairs`` compares them: view cosine, colour difference (of the turned
+ways, as ``dedupe_pairs._view_pairs`` compares them: view cosine, colour difference (of the turned
 views) and distance, the bits their products' pHashes differ in.
 
 ``copies``: a turned, a mirrored and a padded copy of each catalogue photo, made as
@@ -45,16 +46,15 @@ from dedupe_turn_margin import copies  # noqa: E402
 
 from vitrine.catalog import scan_images  # noqa: E402
 from vitrine.dedupe import (  # noqa: E402
-    DETAIL_DISTANCE,
-    DETAIL_FLIPS,
     DuplicateRules,
-    _colour_differences,
     _unit_rows,
     hamming,
     perceptual_hash,
     thumb_vectors,
     thumbnail,
 )
+from vitrine.dedupe_colour import _colour_differences  # noqa: E402
+from vitrine.dedupe_pairs import DETAIL_DISTANCE, DETAIL_FLIPS  # noqa: E402
 from vitrine.dedupe_views import orientations, oriented, oriented_details  # noqa: E402
 
 EXCLUDED = (("salto_feminino/13026.jpg", "salto_feminino/22277.jpg"),)
@@ -62,7 +62,7 @@ EXCLUDED = (("salto_feminino/13026.jpg", "salto_feminino/22277.jpg"),)
 
 
 class Ways:
-    """Each photo's views turned each way ``dedupe._view_pairs`` searches them in."""
+    """Each photo's views turned each way ``dedupe_pairs._view_pairs`` searches them in."""
 
     def __init__(self, thumbs: list[bytes], phashes: list[str], rules: DuplicateRules):
         self.thumbs, self.phashes, self.rules = thumbs, phashes, rules

@@ -34,7 +34,12 @@ from dedupe_quality import PADS, edited  # noqa: E402
 
 from vitrine import dedupe_views  # noqa: E402
 from vitrine.catalog import scan_images  # noqa: E402
-from vitrine.dedupe import find_duplicates, perceptual_hash, thumbnail  # noqa: E402
+from vitrine.dedupe import perceptual_hash, thumbnail  # noqa: E402
+
+try:
+    from vitrine.dedupe_groups import find_duplicates
+except ImportError:  # (code from before dedupe.py was split, run with PYTHONPATH)
+    from vitrine.dedupe import find_duplicates
 
 TURNS = ("rotate_90", "rotate_180", "rotate_270")
 

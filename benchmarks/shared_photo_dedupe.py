@@ -1,9 +1,9 @@
-"""Time of the duplicate search (``vitrine.dedupe.find_duplicates``, what `vitrine dedupe` runs
-and, through ``vitrine.dedupe_store``, every `vitrine index`) over products that share one photo
-file, as a shop lists a placeholder photo or every size of a shirt: searched as one photo (the
-products' sha256 given, what Vitrine does) against every product searched and paired with every
-other (no sha256 given: the search before 2026-12-05, and what files of one look with
-bytes of their own still get), in one run.
+"""Time of the duplicate search (``vitrine.dedupe_groups.find_duplicates``, what `vitrine
+dedupe` runs and, through ``vitrine.dedupe_store``, every `vitrine index`) over products that
+share one photo file, as a shop lists a placeholder photo or every size of a shirt: searched
+as one photo (the products' sha256 given, what Vitrine does) against every product searched
+and paired with every other (no sha256 given: the search before 2026-12-05, and what files of
+one look with bytes of their own still get), in one run.
 
     python benchmarks/shared_photo_dedupe.py --products 2000 \
         > benchmarks/results/shared_photo_dedupe.json
@@ -23,7 +23,12 @@ import time
 
 import numpy as np
 
-from vitrine.dedupe import DuplicateRules, find_duplicates
+from vitrine.dedupe import DuplicateRules
+
+try:
+    from vitrine.dedupe_groups import find_duplicates
+except ImportError:  # (code from before dedupe.py was split, run with PYTHONPATH)
+    from vitrine.dedupe import find_duplicates
 
 
 def main() -> None:

@@ -1040,7 +1040,8 @@ def test_an_index_rebuild_due_after_a_write_runs_beside_the_requests(
     the requests builds the index and saves it, and searches see every write throughout."""
     import threading
 
-    from vitrine.service import NewProduct, VitrineService
+    from vitrine.service import VitrineService
+    from vitrine.service_writes import NewProduct
     from vitrine.store import index_files
 
     shutil.copytree(small_store, tmp_path / "store")
@@ -1077,7 +1078,8 @@ def test_searches_take_the_index_rebuilt_beside_writes_without_waiting_for_anoth
     import threading
 
     from vitrine.ann import LayeredIndex
-    from vitrine.service import NewProduct, VitrineService
+    from vitrine.service import VitrineService
+    from vitrine.service_writes import NewProduct
     from vitrine.store import index_files
 
     shutil.copytree(small_store, tmp_path / "store")
@@ -1151,10 +1153,10 @@ def test_a_server_told_another_index_kind_rebuilds_it_at_start(
         service.close()
     # started while another process writes (`vitrine index`, which saves its own index at
     # its end): no rebuild of the products written so far (helper-199), one once it is done
-    import vitrine.service as service_module
+    from vitrine import service_writes
     from vitrine.store.writer_lock import take_writer_lock
 
-    monkeypatch.setattr(service_module, "WRITER_POLL_S", 0.1)
+    monkeypatch.setattr(service_writes, "WRITER_POLL_S", 0.1)
     for graphs in (tmp_path / "store").glob("index.*.hnsw*.faiss"):
         graphs.unlink()
 
@@ -1332,12 +1334,12 @@ def test_writes_queued_behind_another_give_up_after_one_wait(settings, small_sto
     threads for 2 s more per upload ahead of them, the whole pool in a burst."""
     import threading
 
-    import vitrine.service
+    import vitrine.service_writes
     from vitrine.errors import StoreError
     from vitrine.service import VitrineService
 
     shutil.copytree(small_store, tmp_path / "store")
-    monkeypatch.setattr(vitrine.service, "API_WRITE_WAIT", 0.3)
+    monkeypatch.setattr(vitrine.service_writes, "API_WRITE_WAIT", 0.3)
     service = VitrineService(settings, tmp_path / "store", embedder)
     refused = []
 
@@ -1364,11 +1366,11 @@ def test_a_write_refused_while_another_process_writes_says_when_to_retry(writabl
                                                                           monkeypatch):
     """A write refused because `vitrine index` (another process) holds the store is a 409
     with Retry-After (helper-129: a client had no hint when to try again); nothing changed."""
-    import vitrine.service
+    import vitrine.service_writes
     from vitrine.store.writer_lock import take_writer_lock
 
     client, store = writable
-    monkeypatch.setattr(vitrine.service, "API_WRITE_WAIT", 0.2)
+    monkeypatch.setattr(vitrine.service_writes, "API_WRITE_WAIT", 0.2)
     pid = rows[0]["product_id"]
     lock = take_writer_lock(store)  # (an index running)
     try:
@@ -1407,13 +1409,13 @@ def test_a_busy_write_says_the_whole_time_it_waited(settings, small_store, embed
                                                     monkeypatch):
     """A write that waited for this server's own write, then for another process's, says
     the time it waited in all (helper-144: "waited 0.5 s" after two seconds)."""
-    import vitrine.service
+    import vitrine.service_writes
     from vitrine.errors import StoreBusy
     from vitrine.service import VitrineService
     from vitrine.store.writer_lock import take_writer_lock
 
     shutil.copytree(small_store, tmp_path / "store")
-    monkeypatch.setattr(vitrine.service, "API_WRITE_WAIT", 0.8)
+    monkeypatch.setattr(vitrine.service_writes, "API_WRITE_WAIT", 0.8)
     service = VitrineService(settings, tmp_path / "store", embedder)
     lock = take_writer_lock(tmp_path / "store")  # (an index running)
     ahead = threading.Timer(0.5, service._write_lock.release)  # this server's write ends
@@ -1473,6 +1475,7 @@ def test_products_added_through_the_api_before_the_mark_are_kept_and_marked(
 
 def test_category_counts_are_shared_for_a_while(settings, small_store, embedder, monkeypatch):
     from vitrine import service as service_module
+    from vitrine import service_categories
 
     service = service_module.VitrineService(settings, small_store, embedder)
     counted = []
@@ -1490,7 +1493,7 @@ def test_category_counts_are_shared_for_a_while(settings, small_store, embedder,
     assert service.categories() and len(counted) == 3
     # a count slower than CATEGORIES_TTL_S (a large Milvus collection) is kept after it
     # ends: stamped when it began, it was stale when stored, and never shared
-    monkeypatch.setattr(service_module, "CATEGORIES_TTL_S", 0.2)  # (kept 1 s after it)
+    monkeypatch.setattr(service_categories, "CATEGORIES_TTL_S", 0.2)  # (kept 1 s after it)
     monkeypatch.setattr(service.store, "categories", lambda: (
         counted.append(1), threading.Event().wait(0.5), real())[2])
     service._categories = None
@@ -1614,16 +1617,17 @@ def test_a_large_decode_gives_its_memory_back_a_small_one_is_not_slowed(settings
     """What a decode freed is given back to the system (glibc keeps it) after a large photo
     only: trimming after every one cost a small photo's decode 0.4 ms."""
     from vitrine import service as service_module
+    from vitrine import service_uploads
 
     trims = []
-    monkeypatch.setattr(service_module, "_release_memory", lambda: trims.append(1))
+    monkeypatch.setattr(service_uploads, "_release_memory", lambda: trims.append(1))
     service = service_module.VitrineService(settings, small_store, embedder)
     try:
         assert service.decoded(lambda x: x + 1, 1) == 2 and trims == []
         assert service.decoded(lambda: threading.Event().wait(
-            service_module.TRIM_AFTER_S) or "slow") == "slow" and trims == [1]
+            service_uploads.TRIM_AFTER_S) or "slow") == "slow" and trims == [1]
         with pytest.raises(ValueError):  # (a failed one too)
-            service.decoded(lambda: threading.Event().wait(service_module.TRIM_AFTER_S)
+            service.decoded(lambda: threading.Event().wait(service_uploads.TRIM_AFTER_S)
                             or int("x"))
         assert trims == [1, 1]
     finally:
@@ -1736,12 +1740,13 @@ def test_app_over_a_milvus_lite_store(settings, small_store, embedder, tmp_path,
     import logging
 
     from vitrine import service as service_module
+    from vitrine import service_writes
 
     with caplog.at_level(logging.WARNING, logger=service_module.__name__), \
             TestClient(_app(settings, uri, embedder, api_key=KEY)) as client:
         assert "is not a folder; set VITRINE_UPLOAD_DIR" in caplog.text
         with monkeypatch.context() as patch:
-            patch.setattr(service_module, "decode", lambda *a: pytest.fail("decoded"))
+            patch.setattr(service_writes, "decode", lambda *a: pytest.fail("decoded"))
             refused = client.post("/api/products", files=_upload(photo), data=fields,
                                   headers=auth)
         assert refused.status_code == 409 and "VITRINE_UPLOAD_DIR" in refused.json()["detail"]
@@ -2548,7 +2553,7 @@ def test_a_write_cut_off_by_the_server_stopping_before_its_change_changes_nothin
     believed the product missing; a DELETE retried was a 404). Now a 503 means nothing
     changed: the write, reaching the store after the answer, is not made, and its photo is
     not left in the uploads."""
-    import vitrine.service
+    import vitrine.service_writes
 
     client, store = writable
     count = client.get("/healthz").json()["products"]
@@ -2556,7 +2561,7 @@ def test_a_write_cut_off_by_the_server_stopping_before_its_change_changes_nothin
     body, kind = _photo_form({"product_id": "cut-off-1", "name": "Cortado"}, photo)
     ended, done = _watch_writes(monkeypatch)
     # (the thread still on its way to the store)
-    reached, go = _held(monkeypatch, vitrine.service, "check_manifest")
+    reached, go = _held(monkeypatch, vitrine.service_writes, "check_manifest")
 
     async def answered_then_go_on(sent):
         import asyncio
@@ -2622,7 +2627,7 @@ def test_a_write_cut_off_by_the_server_stopping_after_its_change_says_it_was_sav
     import asyncio
 
     import vitrine.api
-    import vitrine.service
+    import vitrine.service_writes
 
     client, store = writable
     auth = [(b"authorization", f"Bearer {KEY}".encode())]
@@ -2646,7 +2651,7 @@ def test_a_write_cut_off_by_the_server_stopping_after_its_change_says_it_was_sav
 
     # cut off while the change is being made: the answer waits for it, then says it
     done.clear()
-    reached, go = _held(monkeypatch, vitrine.service, "save_photo")
+    reached, go = _held(monkeypatch, vitrine.service_writes, "save_photo")
 
     async def waited(sent):
         await asyncio.sleep(0.2)
@@ -2665,7 +2670,7 @@ def test_a_write_cut_off_by_the_server_stopping_after_its_change_says_it_was_sav
     # a DELETE cut off after its change: deleted, said so
     done.clear()
     # (after the change: the photo's cleanup)
-    reached, go = _held(monkeypatch, vitrine.service, "_remove_orphan")
+    reached, go = _held(monkeypatch, vitrine.service_writes, "_remove_orphan")
     sent = _cut_off(client.app, "DELETE", "/api/products/cut-off-3", b"", auth, reached)
     go.set()
     status, _, answer = _answer(sent)
@@ -2727,13 +2732,13 @@ def test_two_uploads_of_a_new_category_in_two_spellings_at_once_make_one(
     """Two products of a category the store did not have, sent at once as "Lâmpada" and
     "lampada": each looked for the category before either was written, found none, and the
     two were stored apart (twins the pages list twice). The second joins the first's."""
-    import vitrine.service
+    import vitrine.service_writes
 
     client, _ = writable
     auth = {"Authorization": f"Bearer {KEY}"}
     photo = (small_catalog / rows[0]["image"]).read_bytes()
     checked, both_checked = [], threading.Event()
-    real_check = vitrine.service._check_fits
+    real_check = vitrine.service_writes._check_fits
 
     def check_fits(*args, **kwargs):  # (each upload, its category looked up, before its write)
         checked.append(1)
@@ -2741,8 +2746,8 @@ def test_two_uploads_of_a_new_category_in_two_spellings_at_once_make_one(
             both_checked.set()
         return real_check(*args, **kwargs)
 
-    monkeypatch.setattr(vitrine.service, "_check_fits", check_fits)
-    reached, go = _held(monkeypatch, vitrine.service, "save_photo")  # the first, writing
+    monkeypatch.setattr(vitrine.service_writes, "_check_fits", check_fits)
+    reached, go = _held(monkeypatch, vitrine.service_writes, "save_photo")  # the first, writing
     answers = {}
 
     def add(pid, category):

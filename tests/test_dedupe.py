@@ -11,14 +11,9 @@ from PIL import Image
 from pytest import approx
 
 from vitrine.config import Settings
-from vitrine.dedupe import (
-    CHANGED_WEIGHT,
-    DuplicateRules,
-    find_duplicates,
-    hamming,
-    perceptual_hash,
-    thumbnail,
-)
+from vitrine.dedupe import DuplicateRules, hamming, perceptual_hash, thumbnail
+from vitrine.dedupe_colour import CHANGED_WEIGHT
+from vitrine.dedupe_groups import find_duplicates
 
 
 def test_hamming():
@@ -77,7 +72,7 @@ def _png(img: Image.Image) -> bytes:
 
 
 def test_colour_difference_tells_colour_variants_apart():
-    from vitrine.dedupe import colour_difference
+    from vitrine.dedupe_colour import colour_difference
 
     white = np.full((16, 16, 3), 255, np.uint8)
     brown, black, nearly = white.copy(), white.copy(), white.copy()
@@ -129,7 +124,7 @@ def test_different_products_on_a_grey_background_are_not_duplicates(demo_catalog
 def test_colour_difference_leaves_out_a_shared_grey_background():
     """On one grey background the colour check compares what the two photos do not share
     as background, as on white, scaled for the contrast grey leaves (255 / 228)."""
-    from vitrine.dedupe import colour_difference
+    from vitrine.dedupe_colour import colour_difference
 
     for background, scale in ((255, 1.0), (228, 255 / 228), (238, 255 / 238)):
         brown = np.full((16, 16, 3), background, np.uint8)
@@ -153,7 +148,7 @@ def test_product_filled_frames_of_different_colours_are_not_duplicates():
     frames of different colours (the same fabric, 30 apart) are not one background, and
     their colour difference counts every pixel, so they are no duplicates; frames of one
     colour still are."""
-    from vitrine.dedupe import colour_difference
+    from vitrine.dedupe_colour import colour_difference
 
     rng = np.random.default_rng(3)
     weave = rng.integers(-6, 7, (16, 16, 1))
@@ -263,7 +258,7 @@ def test_large_stores_find_the_same_close_pairs_through_the_inverted_file(monkey
     """Above EXACT_PAIRS_UP_TO rows the close pairs come from an inverted file of 8-bit codes:
     on clustered vectors with planted pairs on both sides of the threshold it finds exactly the
     pairs, and the float scores, of the exact search."""
-    from vitrine import dedupe
+    from vitrine import dedupe_search
     from vitrine.bench import ClusterModel, at_cosine
 
     rng = np.random.default_rng(3)
@@ -272,13 +267,13 @@ def test_large_stores_find_the_same_close_pairs_through_the_inverted_file(monkey
     for k, c in enumerate(cosines):  # row 100 + k at cosine c to row 3000 + k
         vecs[100 + k] = at_cosine(vecs[3000 + k], c, rng)
     calls = []
-    real_ivf = dedupe._close_pairs_ivf
-    monkeypatch.setattr(dedupe, "_close_pairs_ivf",
+    real_ivf = dedupe_search._close_pairs_ivf
+    monkeypatch.setattr(dedupe_search, "_close_pairs_ivf",
                         lambda *a, **kw: calls.append(1) or real_ivf(*a, **kw))
-    exact = dedupe._close_pairs(len(vecs), vecs.__getitem__, 0.97)
+    exact = dedupe_search._close_pairs(len(vecs), vecs.__getitem__, 0.97)
     assert not calls  # 6,000 rows: the exact search
-    monkeypatch.setattr(dedupe, "EXACT_PAIRS_UP_TO", 1000)
-    approx = dedupe._close_pairs(len(vecs), vecs.__getitem__, 0.97)
+    monkeypatch.setattr(dedupe_search, "EXACT_PAIRS_UP_TO", 1000)
+    approx = dedupe_search._close_pairs(len(vecs), vecs.__getitem__, 0.97)
     assert calls
     planted = {(100 + k, 3000 + k) for k, c in enumerate(cosines) if c >= 0.97}
     assert planted <= set(zip(exact[0].tolist(), exact[1].tolist(), strict=True))
@@ -289,16 +284,16 @@ def test_large_stores_find_the_same_close_pairs_through_the_inverted_file(monkey
     assert approx[2].min() >= 0.97
     same = np.eye(2, dtype=np.float32)[[0, 0]]  # a tie with the threshold counts, both ways
     for exact_up_to in (0, 10):
-        monkeypatch.setattr(dedupe, "EXACT_PAIRS_UP_TO", exact_up_to)
-        assert dedupe._close_pairs(2, same.__getitem__, 1.0)[0].tolist() == [0]
+        monkeypatch.setattr(dedupe_search, "EXACT_PAIRS_UP_TO", exact_up_to)
+        assert dedupe_search._close_pairs(2, same.__getitem__, 1.0)[0].tolist() == [0]
     # and so the groups
-    monkeypatch.setattr(dedupe, "EXACT_PAIRS_UP_TO", 1000)
+    monkeypatch.setattr(dedupe_search, "EXACT_PAIRS_UP_TO", 1000)
     phashes = ["0" * 16] * len(vecs)
     thumbs = [t.tobytes() for t in rng.integers(0, 256, (len(vecs), 768), dtype=np.uint8)]
     thumbs[200:205] = thumbs[4000:4005]  # found by the thumbnail rule
     groups = find_duplicates(list(range(len(vecs))), vecs, phashes, thumbs)
     assert [200, 4000] in groups and [103, 3003] in groups
-    monkeypatch.setattr(dedupe, "EXACT_PAIRS_UP_TO", 100_000)
+    monkeypatch.setattr(dedupe_search, "EXACT_PAIRS_UP_TO", 100_000)
     assert groups == find_duplicates(list(range(len(vecs))), vecs, phashes, thumbs)
 
 
@@ -308,7 +303,7 @@ def test_index_searches_a_large_store_through_the_inverted_file(small_catalog, e
     search (downscaled copies of three photos), with a progress bar."""
     import shutil
 
-    from vitrine import dedupe
+    from vitrine import dedupe_pairs, dedupe_search
     from vitrine.indexer import index_catalog, store_duplicates
     from vitrine.store import open_store
 
@@ -318,8 +313,8 @@ def test_index_searches_a_large_store_through_the_inverted_file(small_catalog, e
     for k, photo in enumerate(originals):  # not in the table: products named after the file
         Image.open(photo).convert("RGB").resize((60, 80)).save(folder / f"copy{k}.jpg",
                                                                 "JPEG", quality=70)
-    monkeypatch.setattr(dedupe, "EXACT_PAIRS_UP_TO", 10)
-    monkeypatch.setattr(dedupe, "PROGRESS_FROM", 10)
+    monkeypatch.setattr(dedupe_search, "EXACT_PAIRS_UP_TO", 10)
+    monkeypatch.setattr(dedupe_pairs, "PROGRESS_FROM", 10)
     store = open_store(tmp_path / "store", create=True)
     report = index_catalog(catalog, store, embedder, show_progress=True)
     assert "Duplicates" in capsys.readouterr().err
@@ -329,7 +324,7 @@ def test_index_searches_a_large_store_through_the_inverted_file(small_catalog, e
     assert sorted(report.duplicates) == sorted(
         [f"relogio_feminino/{p.name}", f"relogio_feminino/copy{k}.jpg"]
         for k, p in enumerate(originals))
-    monkeypatch.setattr(dedupe, "EXACT_PAIRS_UP_TO", 100_000)
+    monkeypatch.setattr(dedupe_search, "EXACT_PAIRS_UP_TO", 100_000)
     store.set_duplicate_cache(b"")  # no saved pairs: the whole store searched again
     assert store_duplicates(store, catalog) == (report.duplicates, store.count(), 0)
     store.close()
@@ -467,7 +462,7 @@ def test_a_folder_dedupe_does_not_enter_a_link_outside_when_told_not_to(demo_cat
 def test_colour_difference_counts_a_product_on_only_one_side():
     """A pixel is compared when either thumbnail has the product there: a brown bag against
     an empty white photo differs by 255 - 40 on its pixels, not 0 (nothing in common)."""
-    from vitrine.dedupe import colour_difference
+    from vitrine.dedupe_colour import colour_difference
 
     white = np.full((16, 16, 3), 255, np.uint8)
     brown = white.copy()
@@ -516,7 +511,7 @@ def test_groups_are_those_a_union_find_makes_of_the_pairs_and_contents(monkeypat
     pairs of a placeholder's copies with bytes of their own took most of their search, and
     gigabytes: helper-219): the groups a union-find pair by pair makes, on random graphs
     with and without contents shared, in the same order."""
-    from vitrine.dedupe import duplicate_groups
+    from vitrine.dedupe_groups import duplicate_groups
 
     def by_hand(n, pairs, content):
         parent = list(range(n))
@@ -547,7 +542,7 @@ def test_groups_are_those_a_union_find_makes_of_the_pairs_and_contents(monkeypat
         assert duplicate_groups(n, pairs, content) == by_hand(n, pairs.tolist(), content)
     # a long chain of look-alikes, its rows in any order: a round a row took 56 s for
     # 100,000 of them shuffled (helper-225); each round halves the groups at least
-    from vitrine import dedupe
+    from vitrine import dedupe_groups
 
     rounds = []
 
@@ -565,7 +560,7 @@ def test_groups_are_those_a_union_find_makes_of_the_pairs_and_contents(monkeypat
         def __getattr__(self, name):
             return getattr(np, name)
 
-    monkeypatch.setattr(dedupe, "np", Numpy())
+    monkeypatch.setattr(dedupe_groups, "np", Numpy())
     for order in (np.arange(20_000), np.arange(20_000)[::-1], rng.permutation(20_000)):
         chain = np.stack([order[:-1], order[1:]], axis=1)
         before = len(rounds)
@@ -606,7 +601,8 @@ def test_the_pair_checks_on_arrays_agree_with_the_rules_pair_by_pair():
     and 1.8 GB): the same pairs as :func:`hamming` and :func:`colour_difference` give, on
     clusters of look-alikes whose hashes and colours fall on both sides of the rules (and
     rows without a pHash)."""
-    from vitrine.dedupe import colour_difference, rule_pairs
+    from vitrine.dedupe_colour import colour_difference
+    from vitrine.dedupe_pairs import rule_pairs
 
     rng = np.random.default_rng(7)
     base_thumbs = rng.integers(0, 256, (12, 16, 16, 3)).astype(np.int16)
@@ -646,17 +642,19 @@ def test_the_pair_checks_on_arrays_agree_with_the_rules_pair_by_pair():
     # each check as the rule's own function gives it, to the last bit
     # (and a hash that is not 16 hex digits, as a store written by hand may hold, as
     # :func:`hamming` reads it: no OverflowError)
-    from vitrine import dedupe
-    from vitrine.dedupe import _colour_differences, _PhashCodes
+    from vitrine import dedupe_colour
+    from vitrine.dedupe import _PhashCodes
+    from vitrine.dedupe_colour import _colour_differences
 
     i, j = rng.integers(0, len(thumbs), (2, 3000))
     each = [colour_difference(thumbs[a], thumbs[b]) for a, b in zip(i, j, strict=True)]
     assert _colour_differences(thumbs, i, j).tolist() == each
-    budget, dedupe.PLANES_KEPT_BYTES = dedupe.PLANES_KEPT_BYTES, 0  # (a chunk at a time)
+    # (a chunk at a time)
+    budget, dedupe_colour.PLANES_KEPT_BYTES = dedupe_colour.PLANES_KEPT_BYTES, 0
     try:
         assert _colour_differences(thumbs, i, j).tolist() == each
     finally:
-        dedupe.PLANES_KEPT_BYTES = budget
+        dedupe_colour.PLANES_KEPT_BYTES = budget
     odd = [*phashes[:-3], "f" * 17, "0x" + "0" * 14, " ABCDEF0123456789 "]
     assert _PhashCodes(odd).hamming(i, j).tolist() == [
         hamming(odd[a], odd[b]) for a, b in zip(i, j, strict=True)]
@@ -675,8 +673,8 @@ def test_the_colour_check_on_arrays_agrees_with_colour_difference_on_any_backgro
     """:func:`_colour_differences` gives :func:`colour_difference` to the last bit, a chunk
     at a time or not, on thumbnails of products on white, grey and coloured backgrounds,
     with noise about the background, products touching the border or filling the frame."""
-    from vitrine import dedupe
-    from vitrine.dedupe import _colour_differences, colour_difference
+    from vitrine import dedupe_colour
+    from vitrine.dedupe_colour import _colour_differences, colour_difference
 
     rng = np.random.default_rng(11)
     thumbs = []
@@ -697,17 +695,18 @@ def test_the_colour_check_on_arrays_agrees_with_colour_difference_on_any_backgro
     i, j = rng.integers(0, len(thumbs), (2, 4000))
     each = [colour_difference(thumbs[a], thumbs[b]) for a, b in zip(i, j, strict=True)]
     assert _colour_differences(thumbs, i, j).tolist() == each
-    budget, dedupe.PLANES_KEPT_BYTES = dedupe.PLANES_KEPT_BYTES, 0  # (a chunk at a time)
-    chunk, dedupe.CHUNK = dedupe.CHUNK, 97
+    # (a chunk at a time)
+    budget, dedupe_colour.PLANES_KEPT_BYTES = dedupe_colour.PLANES_KEPT_BYTES, 0
+    chunk, dedupe_colour.CHUNK = dedupe_colour.CHUNK, 97
     try:
         assert _colour_differences(thumbs, i, j).tolist() == each
     finally:
-        dedupe.PLANES_KEPT_BYTES, dedupe.CHUNK = budget, chunk
+        dedupe_colour.PLANES_KEPT_BYTES, dedupe_colour.CHUNK = budget, chunk
     # pairs of every kind came up: on one grey background (scaled), on one white or black
     # one, on none
-    planes = dedupe._planes(thumbs)
-    colour, has = dedupe._backgrounds(planes)
-    shared, scale = dedupe._shared_background(colour[i], has[i], colour[j], has[j])
+    planes = dedupe_colour._planes(thumbs)
+    colour, has = dedupe_colour._backgrounds(planes)
+    shared, scale = dedupe_colour._shared_background(colour[i], has[i], colour[j], has[j])
     assert (scale > 1).sum() > 100 and (shared & (scale == 1)).sum() > 50
     assert (~shared).sum() > 1000 and (~has).sum() > 20
 
@@ -716,7 +715,7 @@ def test_the_exact_pair_search_goes_a_chunk_at_a_time(monkeypatch):
     """helper-165: the exact search (up to 20,000 products) was one call of 15 to 20 s with
     no bar. It runs a chunk of rows at a time, telling the bar of each, and finds the same
     pairs."""
-    from vitrine import dedupe
+    from vitrine import dedupe_search
 
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(300, 16)).astype(np.float32)
@@ -724,9 +723,10 @@ def test_the_exact_pair_search_goes_a_chunk_at_a_time(monkeypatch):
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
 
     def pairs(rows_at_a_time: int) -> tuple[set, list[int]]:
-        monkeypatch.setattr(dedupe, "EXACT_ROWS", rows_at_a_time)
+        monkeypatch.setattr(dedupe_search, "EXACT_ROWS", rows_at_a_time)
         told: list[int] = []
-        rows, ids, scores = dedupe._close_pairs(len(vecs), lambda r: vecs[r], 0.95, told.append)
+        rows, ids, scores = dedupe_search._close_pairs(len(vecs), lambda r: vecs[r], 0.95,
+                                                       told.append)
         assert np.allclose(scores, np.einsum("ij,ij->i", vecs[rows], vecs[ids]), atol=1e-5)
         return set(zip(rows.tolist(), ids.tolist(), strict=True)), told
 
@@ -734,7 +734,7 @@ def test_the_exact_pair_search_goes_a_chunk_at_a_time(monkeypatch):
     chunked, steps = pairs(64)
     assert len(whole) >= 150 and chunked == whole and all(i < j for i, j in whole)
     assert once == [600] and steps == [128] * 4 + [88]  # (2 × rows, as before)
-    none = dedupe._close_pairs(0, lambda r: vecs[r], 0.95)  # (no rows: no chunk at all)
+    none = dedupe_search._close_pairs(0, lambda r: vecs[r], 0.95)  # (no rows: no chunk at all)
     assert [len(part) for part in none] == [0, 0, 0]
 
 
@@ -745,17 +745,17 @@ def test_the_exact_search_of_a_store_shows_its_bar_from_progress_from(small_cata
     nothing on the screen; it shows one from PROGRESS_FROM products."""
     import shutil
 
-    from vitrine import dedupe
+    from vitrine import dedupe_pairs
     from vitrine.indexer import index_catalog
     from vitrine.store import open_store
 
     catalog = shutil.copytree(small_catalog, tmp_path / "catalog")
     store = open_store(tmp_path / "store", create=True)
     try:
-        monkeypatch.setattr(dedupe, "PROGRESS_FROM", 10_000)  # (48 products: below)
+        monkeypatch.setattr(dedupe_pairs, "PROGRESS_FROM", 10_000)  # (48 products: below)
         index_catalog(catalog, store, embedder, show_progress=True)
         assert "Duplicates" not in capsys.readouterr().err
-        monkeypatch.setattr(dedupe, "PROGRESS_FROM", 40)  # (still searched exactly)
+        monkeypatch.setattr(dedupe_pairs, "PROGRESS_FROM", 40)  # (still searched exactly)
         store.set_duplicate_cache(b"")  # (the whole store searched again)
         index_catalog(catalog, store, embedder, show_progress=True)
         assert "Duplicates" in capsys.readouterr().err
@@ -769,7 +769,7 @@ def test_a_logo_that_different_photos_share_does_not_make_them_duplicates():
     banner covering half the frame came out 5.5 apart, below the rule's 12. (A band along an
     edge is left out as their background: tests/test_dedupe_bands.py; a logo in a corner,
     no whole line of the frame, is weighed so.)"""
-    from vitrine.dedupe import colour_difference
+    from vitrine.dedupe_colour import colour_difference
 
     brown = np.full((16, 16, 3), 255, np.uint8)
     brown[0:8, 0:8] = (20, 40, 110)  # the logo
@@ -786,7 +786,7 @@ def test_a_stamp_on_a_copy_leaves_it_a_duplicate():
     strongly: weighed alone (as for two products under one banner) they made it another
     product (a corner stamp on 300 demo photos: 265 copies found, then 36: helper-251). Under
     a quarter of the counted pixels changed, the mean over all of them is the difference."""
-    from vitrine.dedupe import colour_difference
+    from vitrine.dedupe_colour import colour_difference
 
     photo = np.full((16, 16, 3), 255, np.uint8)
     photo[4:12, 2:14] = (120, 70, 40)  # 96 pixels counted

@@ -9,14 +9,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pytest import approx
 
-from vitrine.dedupe import (
-    CHANGED_WEIGHT,
-    DuplicateRules,
-    colour_difference,
-    find_duplicates,
-    perceptual_hash,
-    thumbnail,
-)
+from vitrine.dedupe import DuplicateRules, perceptual_hash, thumbnail
+from vitrine.dedupe_colour import CHANGED_WEIGHT, colour_difference
+from vitrine.dedupe_groups import find_duplicates
 
 BAND = (20, 40, 110)
 

@@ -11,7 +11,8 @@ import pytest
 from vitrine import dedupe_store
 from vitrine.bench import ClusterModel, at_cosine
 from vitrine.catalog import Product
-from vitrine.dedupe import DuplicateRules, rule_pairs
+from vitrine.dedupe import DuplicateRules
+from vitrine.dedupe_pairs import rule_pairs
 from vitrine.embed import ModelManifest
 from vitrine.store import open_store
 from vitrine.store.base import Record
@@ -132,7 +133,7 @@ def test_products_sharing_a_photo_are_searched_as_one(store):
     store (2,000 products of one photo: a minute and 0.8 GB, benchmarks/shared_photo_dedupe.py).
     One of them stands for
     the photo; the groups are those of the full search, also after it is deleted."""
-    from vitrine.dedupe import duplicate_groups
+    from vitrine.dedupe_groups import duplicate_groups
 
     vecs, phashes, thumbs = fingerprints(400, seed=3)
     ids = [f"p{i:03d}" for i in range(400)]

@@ -8,7 +8,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from test_dedupe_views import calls_of, saved
 
-from vitrine.dedupe import DuplicateRules, find_duplicates, perceptual_hash, thumbnail
+from vitrine.dedupe import DuplicateRules, perceptual_hash, thumbnail
+from vitrine.dedupe_groups import find_duplicates
 from vitrine.dedupe_views import TURNS, orientations
 
 

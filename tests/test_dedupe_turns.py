@@ -54,7 +54,7 @@ def test_copies_whose_signs_near_zero_turned_are_copies(demo_catalog):
     larger than its longer side (both saved at JPEG quality 90, as
     ``benchmarks/dedupe_turn_margin.py`` makes them): their products' pHashes lie 26 and 25
     bits from their originals', the signs of frequencies near zero turned by the copy's noise
-    (``dedupe.DETAIL_FLIPS``; 24 at most before, and they were not found). The two black
+    (``dedupe_pairs.DETAIL_FLIPS``; 24 at most before, and they were not found). The two black
     Rockport shoes, 32 bits apart and more with their copies, stay apart."""
     watch = demo(demo_catalog, "relogio_masculino/33914.jpg")
     shirt = demo(demo_catalog, "x_camiseta_masculina/19112.jpg")
@@ -93,7 +93,8 @@ def test_views_of_the_older_mirror_rule_are_compared_with_each_other_alone():
     and are not compared with views of this rule (their pHashes were made otherwise)."""
     from test_dedupe_views import product
 
-    from vitrine.dedupe import find_duplicates, perceptual_hash, thumbnail
+    from vitrine.dedupe import perceptual_hash, thumbnail
+    from vitrine.dedupe_groups import find_duplicates
     from vitrine.dedupe_views import MIRRORED_BYTES
 
     original = saved(product())

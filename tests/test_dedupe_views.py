@@ -8,14 +8,9 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vitrine.dedupe import (
-    DuplicateRules,
-    colour_difference,
-    find_duplicates,
-    perceptual_hash,
-    thumb_vectors,
-    thumbnail,
-)
+from vitrine.dedupe import DuplicateRules, perceptual_hash, thumb_vectors, thumbnail
+from vitrine.dedupe_colour import colour_difference
+from vitrine.dedupe_groups import find_duplicates
 from vitrine.dedupe_views import (
     DETAIL_BYTES,
     THUMB_BYTES,
@@ -203,7 +198,7 @@ def test_a_split_of_photos_with_and_without_views_saves_its_fingerprints(tmp_pat
 def test_a_store_search_of_the_changed_products_finds_their_views_pairs():
     """The search of the products changed since a store's last (``among``) finds the pairs
     of their views that a full search finds."""
-    from vitrine.dedupe import rule_pairs
+    from vitrine.dedupe_pairs import rule_pairs
 
     original = saved(product())
     images = [original, saved(product(colour=(30, 30, 30), toe=(215, 130))),
@@ -223,8 +218,8 @@ def test_only_the_photos_with_a_view_are_searched_by_their_views(monkeypatch):
     """A store's thumbnails made before the views (768 bytes) have none, and are left out of
     the views' search: searched as zero rows, the inverted file put them all in one cell that
     each of them scanned whole (25,000 of them beside 100 views: 45 s, 50,000: 205 s)."""
-    from vitrine import dedupe
-    from vitrine.dedupe import rule_pairs
+    from vitrine import dedupe_pairs
+    from vitrine.dedupe_pairs import rule_pairs
 
     original = saved(product())
     images = [original, saved(on_canvas(original, (300, 300), (38, 38))),
@@ -235,17 +230,17 @@ def test_only_the_photos_with_a_view_are_searched_by_their_views(monkeypatch):
     ph = [perceptual_hash(i) for i in images] + [f"{x:016x}" for x in rng.integers(0, 2**63, 40)]
     vecs = np.eye(len(thumbs), dtype=np.float32)
     searched = []
-    close_pairs = dedupe._close_pairs
+    close_pairs = dedupe_pairs._close_pairs
 
     def spy(n, *args, **kwargs):
         searched.append(n)
         return close_pairs(n, *args, **kwargs)
 
-    monkeypatch.setattr(dedupe, "_close_pairs", spy)
+    monkeypatch.setattr(dedupe_pairs, "_close_pairs", spy)
     steps = []
     pairs = rule_pairs(vecs, ph, thumbs, DuplicateRules(), steps.append)
     assert {tuple(p) for p in pairs.tolist()} == {(0, 1), (0, 2), (1, 2)}
-    assert searched[-1] == 3 and sum(steps) == dedupe.SEARCH_STEPS * len(thumbs)
+    assert searched[-1] == 3 and sum(steps) == dedupe_pairs.SEARCH_STEPS * len(thumbs)
     for among in ([1], [1, 7], [7]):
         pairs = rule_pairs(vecs, ph, thumbs, DuplicateRules(), among=np.array(among))
         assert {tuple(p) for p in pairs.tolist()} == {
@@ -253,17 +248,17 @@ def test_only_the_photos_with_a_view_are_searched_by_their_views(monkeypatch):
 
 
 def calls_of(monkeypatch, name: str) -> list[int]:
-    """How many thumbnails each call of ``vitrine.dedupe``'s ``name`` (a function of
+    """How many thumbnails each call of ``vitrine.dedupe_pairs``'s ``name`` (a function of
     thumbnails and turns) is given from now on."""
-    from vitrine import dedupe
+    from vitrine import dedupe_pairs
 
-    sizes, real = [], getattr(dedupe, name)
+    sizes, real = [], getattr(dedupe_pairs, name)
 
     def spy(thumbs, turns):
         sizes.append(len(thumbs))
         return real(thumbs, turns)
 
-    monkeypatch.setattr(dedupe, name, spy)
+    monkeypatch.setattr(dedupe_pairs, name, spy)
     return sizes
 
 

@@ -424,7 +424,7 @@ def test_an_avif_that_names_mif1_first_is_not_taken_for_heif():
     ones: Pillow's AVIF decoder must get them (pillow-heif cannot decode AV1), whatever was
     opened before in the process."""
     from vitrine.images import container_kind
-    from vitrine.service import image_suffix
+    from vitrine.service_uploads import image_suffix
 
     buf = io.BytesIO()
     Image.new("RGB", (32, 24), (10, 200, 10)).save(buf, format="AVIF")

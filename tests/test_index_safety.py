@@ -1087,7 +1087,8 @@ def test_catalogue_photos_named_like_uploads_stay_the_catalogues(demo_catalog, s
     category called `uploads`), are never taken for products added through the API before the
     mark: not on a second run, not when the catalogue moved and is indexed in shards, not
     when the same photo is also added through the API; a deleted one leaves the store."""
-    from vitrine.service import NewProduct, VitrineService
+    from vitrine.service import VitrineService
+    from vitrine.service_writes import NewProduct
 
     catalog = tmp_path / "catalog"
     sources = [*sorted((demo_catalog / "relogio_feminino").glob("*.jpg"))[:4],

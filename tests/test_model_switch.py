@@ -77,7 +77,8 @@ def _demo_holding_an_api_product(shop, settings, embedder, tmp_path):
     from rich.console import Console
 
     from vitrine.demo import run_demo
-    from vitrine.service import NewProduct, VitrineService
+    from vitrine.service import VitrineService
+    from vitrine.service_writes import NewProduct
 
     out = tmp_path / "out"
     demo = settings.model_copy(update={"demo_train": False})

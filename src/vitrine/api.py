@@ -75,7 +75,9 @@ from vitrine.errors import (
 from vitrine.image_checks import browser_jpeg
 from vitrine.images import BROWSER_SUFFIXES, animated, thumbnail_jpeg
 from vitrine.recommend import ProductNotFound
-from vitrine.service import NewProduct, VitrineService, image_suffix
+from vitrine.service import VitrineService
+from vitrine.service_uploads import image_suffix
+from vitrine.service_writes import NewProduct
 from vitrine.store.base import StoredProduct
 from vitrine.store.search_key import listing_order
 from vitrine.web import guards

@@ -349,7 +349,7 @@ class Settings(BaseSettings):
     """Cosine similarity of 16×16 colour thumbnails for a (resized/recompressed) duplicate."""
     dup_max_colour_diff: Annotated[float, Field(ge=0.0, le=255.0, allow_inf_nan=False)] = 12.0
     """Largest mean colour difference (0–255) of those thumbnails' pixels but the background
-    they share (``vitrine.dedupe.colour_difference``)."""
+    they share (``vitrine.dedupe_colour.colour_difference``)."""
     follow_outside_links: bool = True
     """Commands follow symbolic links to files and folders outside the catalogue folder.
     False, for a catalogue that is not trusted (a supplier's zip could link a folder of this

@@ -9,7 +9,8 @@ import numpy as np
 
 from vitrine.catalog import scan_images
 from vitrine.config import Settings
-from vitrine.dedupe import DuplicateRules, find_duplicates
+from vitrine.dedupe import DuplicateRules
+from vitrine.dedupe_groups import find_duplicates
 from vitrine.embed import Embedder
 from vitrine.errors import CatalogError
 from vitrine.progress import progress_bar

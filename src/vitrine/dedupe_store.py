@@ -6,7 +6,7 @@ the store keeps those of its last search (:meth:`VectorStore.duplicate_cache`), 
 named by a 64-bit digest of its id, photo sha256 and stored vector. The next search takes the
 pairs of the products whose digest it finds again and compares only the others (new, replaced,
 added through the API or embedded again) with the whole store, exactly
-(:func:`vitrine.dedupe.rule_pairs` with ``among``): a re-run that changed a few products of a
+(:func:`vitrine.dedupe_pairs.rule_pairs` with ``among``): a re-run that changed a few products of a
 million costs seconds, not the quarter of an hour of a full search.
 
 The saved pairs are used only under the rules, model and format they were found with
@@ -24,8 +24,10 @@ from dataclasses import asdict
 
 import numpy as np
 
-from vitrine import dedupe
-from vitrine.dedupe import DuplicateRules, distinct_rows, only_rows, rule_pairs
+from vitrine import dedupe_pairs, dedupe_search
+from vitrine.dedupe import DuplicateRules
+from vitrine.dedupe_groups import distinct_rows, only_rows
+from vitrine.dedupe_pairs import rule_pairs
 from vitrine.errors import StoreError
 from vitrine.store import VectorStore
 
@@ -41,12 +43,12 @@ ends in the background, a product reaching the edge, is no band: copies of it we
 7: second views are turned one way among the 8 turns and flips of a square, their pHashes
 made as the photo has them (1,569 bytes), so that copies turned a quarter or half turn are
 found; a store's views made before are made again: ``vitrine.thumb_upgrade``; 8: the
-views' pHashes may differ in ``dedupe.DETAIL_FLIPS`` signs more, signs of frequencies near
+views' pHashes may differ in ``dedupe_pairs.DETAIL_FLIPS`` signs more, signs of frequencies near
 zero that a copy's JPEG noise turns: a store's pairs are searched again)."""
 CHANGED_AT_MOST = 20_000
 """Each changed product costs a pass over the whole store, so the search of the changed ones
 alone is used while it costs well under a full one: up to half the store where the full search
-is exact (``dedupe.EXACT_PAIRS_UP_TO`` products: every product against every product), up to
+is exact (``dedupe_search.EXACT_PAIRS_UP_TO`` products: every product against every product), up to
 a fortieth of it and this many above. Measured (benchmarks/dedupe_scaling.py ``--changed``,
 1,280-d, AMD host; results/dedupe_changed*.json): 40,000 products, full 6.8 s, 1,000 changed
 1.3 s; 200,000, full 45 s, 2,000 changed 9.9 s (10,000: 48 s); 1,000,000, full 721 s, 10,000
@@ -55,7 +57,7 @@ changed 281 s (10: 8.1 s)."""
 
 def changed_limit(n: int) -> int:
     """How many changed products of ``n`` are searched on their own (:data:`CHANGED_AT_MOST`)."""
-    return n // 2 if n <= dedupe.EXACT_PAIRS_UP_TO else min(n // 40, CHANGED_AT_MOST)
+    return n // 2 if n <= dedupe_search.EXACT_PAIRS_UP_TO else min(n // 40, CHANGED_AT_MOST)
 
 
 def fingerprint(rules: DuplicateRules, manifest: dict | None) -> str:
@@ -141,12 +143,12 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
                 rules: DuplicateRules, show_progress: bool = False
                 ) -> tuple[np.ndarray, int]:
     """The rule pairs (rows) among the store's products (rows aligned with ``ids``; only
-    the first product of each photo file, :func:`vitrine.dedupe.distinct_rows`, for
+    the first product of each photo file, :func:`vitrine.dedupe_groups.distinct_rows`, for
     ``duplicate_groups`` to join the others by content) and how many products were compared
     with the whole store (all of them unless the store's saved pairs could be reused); the
     pairs found are saved for the next search. With ``show_progress``, a search that takes
-    a while shows its bar (:func:`vitrine.dedupe.search_progress`): the whole store's of
-    :data:`vitrine.dedupe.PROGRESS_FROM` products or more, or as many pairs among the
+    a while shows its bar (:func:`vitrine.dedupe_pairs.search_progress`): the whole store's of
+    :data:`vitrine.dedupe_pairs.PROGRESS_FROM` products or more, or as many pairs among the
     products changed (a re-run that changed nothing showed a bar: helper-167)."""
     everyone = len(ids)
     rows, row_of = distinct_rows(shas)
@@ -161,9 +163,10 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
         if len(changed) > changed_limit(len(ids)):
             changed = None
     searched = len(ids) if changed is None else len(changed)  # (each against the store)
-    big = searched * len(ids) >= dedupe.PROGRESS_FROM ** 2
-    with dedupe.search_progress(everyone, show_progress and big) as advance:
-        advance(dedupe.SEARCH_STEPS * (everyone - len(rows)))  # (the bar counts every product)
+    big = searched * len(ids) >= dedupe_pairs.PROGRESS_FROM ** 2
+    with dedupe_pairs.search_progress(everyone, show_progress and big) as advance:
+        # (the bar counts every product)
+        advance(dedupe_pairs.SEARCH_STEPS * (everyone - len(rows)))
         if changed is not None:
             found = rule_pairs(vectors, phashes, thumbs, rules, advance, among=changed)
             if len(changed) or len(pairs) < len(saved[1]) or len(now) < len(saved[0]):

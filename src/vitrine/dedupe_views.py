@@ -18,7 +18,7 @@ on the top than at the bottom, and from left to right more than from top to bott
 its pHash with it (:func:`oriented_details`: a sign of a DCT frequency turns with the
 photo, so the pHash of a turned product is its own pHash's bits moved and flipped). A view
 near a tie between two ways is compared in both (:data:`TIE_MARGIN`). The thumbnail rule
-compares those views too (:func:`vitrine.dedupe.rule_pairs`).
+compares those views too (:func:`vitrine.dedupe_pairs.rule_pairs`).
 
 A ``thumb`` of :data:`MIRRORED_BYTES` is one an older Vitrine made, whose view only faced
 one way (mirrored or not, its pHash stored so): views of that rule are compared with each
@@ -73,10 +73,10 @@ photos, 15 % are compared in two ways or more (1.16 ways a photo; 0.005: 8 %, 1.
 mirror rule before): turned 90, 180 or 270 degrees 986 against 1,010 (0), mirrored 991
 against 1,010 (1,002), padded 975 against 1,001 (993); 0.005 found 1,007, 1,006 and 998,
 0.02 one mirrored and one padded copy more than 0.01 (the pHashes within 24 bits then; with
-``dedupe.DETAIL_FLIPS``, 1,011, 1,011 and 1,003 against 987, 992 and 977)."""
+``dedupe_pairs.DETAIL_FLIPS``, 1,011, 1,011 and 1,003 against 987, 992 and 977)."""
 BORDER_TOLERANCE = 16
 """How far (largest channel difference) at least half a photo's edge must lie from its
-median colour for that colour to be a border to trim (``dedupe.BACKGROUND_TOLERANCE``)."""
+median colour for that colour to be a border to trim (``dedupe_colour.BACKGROUND_TOLERANCE``)."""
 TRIM_TOLERANCE = 48
 """A pixel further than this from the border's colour is the product's: nearer, JPEG noise,
 its ringing about sharp edges and soft shadows moved the cut of a copy by a few pixels (150

@@ -43,7 +43,7 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     a_file = store_dir.exists() and not store_dir.is_dir()  # (said as such, below)
     if serve is not None and settings.api_key and not a_file:  # (the server said it after
         # all the work)
-        from vitrine.service import check_upload_folder
+        from vitrine.service_uploads import check_upload_folder
 
         check_upload_folder(upload_folder(store_dir, settings.upload_dir), settings,
                             store_dir)

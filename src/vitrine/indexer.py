@@ -28,7 +28,8 @@ from vitrine.catalog import (
     recategorised,
 )
 from vitrine.catalog_csv import tables_below, tables_not_csv
-from vitrine.dedupe import DuplicateRules, duplicate_groups
+from vitrine.dedupe import DuplicateRules
+from vitrine.dedupe_groups import duplicate_groups
 from vitrine.dedupe_store import store_pairs
 from vitrine.dedupe_views import current
 from vitrine.embed import Embedder

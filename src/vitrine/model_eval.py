@@ -171,7 +171,7 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
             def copies(rows: list[int]) -> list[int]:
                 """Those of ``rows`` that are copies of photos the model trained on (their
                 fingerprints read only when a photo is unseen: none on its own catalogue)."""
-                from vitrine.dedupe import copies_of_known
+                from vitrine.dedupe_pairs import copies_of_known
 
                 known = load_fingerprints(model_dir, split) if rows else None
                 if known is None:
@@ -263,7 +263,7 @@ def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str],
     not know (saved again since: other bytes) by its product id, as is every photo of a
     model written before split.json kept the photos' sha256. 'copy' when ``copies`` (rows of
     the photos it never saw, to those of them that are copies of photos it trained on: by
-    their fingerprints, :func:`vitrine.dedupe.copies_of_known`) finds its photo a copy, by
+    their fingerprints, :func:`vitrine.dedupe_pairs.copies_of_known`) finds its photo a copy, by
     the duplicate rules, of one it trained on under another name and other bytes (a
     catalogue's photos renamed and saved again were all unseen: helper-231): searched in
     its place, never a query; one in a group with the photo it trained on is 'out'."""
@@ -315,9 +315,10 @@ def _seen_by_model(products: Sequence[Product], split, shas: Sequence[str],
 def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[str],
                 thumbs: list[bytes], settings: Settings,
                 shas: Sequence[str] | None = None) -> list[list[str]]:
-    """Duplicate groups (product ids) by :func:`vitrine.dedupe.find_duplicates`, as
+    """Duplicate groups (product ids) by :func:`vitrine.dedupe_groups.find_duplicates`, as
     training's split finds them; ``shas``: the photos' sha256 when already read."""
-    from vitrine.dedupe import DuplicateRules, find_duplicates
+    from vitrine.dedupe import DuplicateRules
+    from vitrine.dedupe_groups import find_duplicates
     from vitrine.photo_hashes import file_sha256
 
     shas = [file_sha256(p.image) for p in products] if shas is None else shas

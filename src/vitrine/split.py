@@ -129,7 +129,7 @@ def save_fingerprints(folder: Path, split: Split, phash_of: dict[str, str],
                       thumb_of: dict[str, bytes]) -> None:
     """Write :data:`FINGERPRINTS` in the model ``folder``: of each photo the model trained on
     (``split``'s train and validation photos and those it left out as their copies), its
-    product id, pHash and thumbnail (the whole photo's: :func:`vitrine.dedupe.copies_of_known`
+    product id, pHash and thumbnail (the whole photo's: :func:`vitrine.dedupe_pairs.copies_of_known`
     compares those alone); a photo without a pHash (none was made) is left out."""
     import io
 

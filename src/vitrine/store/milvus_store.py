@@ -65,8 +65,8 @@ ORDER_TTL_S = 10.0
 """How long a catalogue's order is kept for its next pages (reading it reads three fields of
 every product: 0.15 s a page at 3,000 products on Milvus Lite, growing with the store). This
 store's own writes drop it at once; another process's show within this time, as the
-categories' counts do (vitrine.service.CATEGORIES_TTL_S), or, for an order read again beside
-the requests (ORDER_STALE_S), once that read is done."""
+categories' counts do (vitrine.service_categories.CATEGORIES_TTL_S), or, for an order read
+again beside the requests (ORDER_STALE_S), once that read is done."""
 ORDER_STALE_S = 60.0
 """How long past its time an order is still served while one read beside the requests
 renews it (at 20,000 products on Milvus Lite the page that read it took 2.5 s; 10.8 s at

@@ -19,7 +19,7 @@ from vitrine.store.sqlite_db import MANIFEST_NAME
 
 WRITE_WAIT = 5.0
 """Seconds a writer waits for another process's write before it gives up (the API waits
-less: :data:`vitrine.service.API_WRITE_WAIT`)."""
+less: :data:`vitrine.service_writes.API_WRITE_WAIT`)."""
 LOCK_POLL = 0.05
 """Seconds between tries of the writer lock while waiting."""
 
