@@ -2315,7 +2315,7 @@ def test_an_upload_folder_inside_the_catalogue_adds_no_products_to_it(
 def test_store_errors_name_the_store_by_its_folders_name(tmp_path, monkeypatch):
     """A store given as "." blanked every dot of the sentence; a Milvus Lite file kept its
     whole path."""
-    from vitrine.api import hide_folders
+    from vitrine.api_errors import hide_folders
 
     shop = tmp_path / "loja"
     shop.mkdir()
@@ -2626,7 +2626,7 @@ def test_a_write_cut_off_by_the_server_stopping_after_its_change_says_it_was_sav
     and where to read it."""
     import asyncio
 
-    import vitrine.api
+    import vitrine.api_routes
     import vitrine.service_writes
 
     client, store = writable
@@ -2637,7 +2637,7 @@ def test_a_write_cut_off_by_the_server_stopping_after_its_change_says_it_was_sav
     ended, done = _watch_writes(monkeypatch)
 
     # cut off once the change was made (the thread on its way to the answer)
-    reached, go = _held(monkeypatch, vitrine.api, "product_out")
+    reached, go = _held(monkeypatch, vitrine.api_routes, "product_out")
     sent = _cut_off(client.app, "POST", "/api/products", body, form, reached)
     go.set()
     status, headers, answer = _answer(sent)

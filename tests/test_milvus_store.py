@@ -354,7 +354,7 @@ def test_a_closed_milvus_lite_file_is_free_for_other_processes(tmp_path):
     (tmp_path / "empty.db").mkdir()  # Milvus Lite's files, without a store: refused, let go
     with pytest.raises(StoreError, match="no Vitrine store"):
         open_store(f"milvus-lite://{tmp_path}/empty.db")
-    from vitrine.store.milvus_store import _LITE_OPEN
+    from vitrine.store.milvus_support import _LITE_OPEN
 
     assert _LITE_OPEN == {}
 
@@ -600,7 +600,7 @@ def test_the_catalogues_order_is_read_once_for_its_pages(mstore, monkeypatch):
     at 3,000 products on Milvus Lite, seconds at a hundred thousand). The order is kept for
     the next pages a while, per category (the whole catalogue's serving each category's);
     this store's writes drop it at once."""
-    import vitrine.store.milvus_store as module
+    import vitrine.store.milvus_orders as module
 
     monkeypatch.setattr(module, "ORDER_TTL_S", 3600.0)  # (however slow the machine)
     real, scans = mstore._rows, []
@@ -650,7 +650,7 @@ def test_whether_a_category_has_products_is_read_from_the_order_kept(mstore, mon
     that scans the collection: 30-120 ms of its time at 20,000 products on Milvus Lite),
     then listed it from the order kept: the order kept answers both; without one, the
     query does; this store's writes are seen at once."""
-    import vitrine.store.milvus_store as module
+    import vitrine.store.milvus_orders as module
 
     monkeypatch.setattr(module, "ORDER_TTL_S", 3600.0)
     queries = []
@@ -674,7 +674,7 @@ def test_name_search_filters_the_order_kept(mstore, monkeypatch):
     waited): it now filters the order kept, in a category or not, by the folded name and id
     as the embedded store's search_key; a search with no order kept reads it once and keeps
     it for the pages and searches after."""
-    import vitrine.store.milvus_store as module
+    import vitrine.store.milvus_orders as module
 
     monkeypatch.setattr(module, "ORDER_TTL_S", 3600.0)
     real, scans = mstore._rows, []
@@ -710,7 +710,7 @@ def test_name_search_on_the_order_kept_matches_the_embedded_store(mstore, tmp_pa
                                                                   monkeypatch):
     """The same pages and name searches as the embedded store (its search_key: name and id
     folded, in SQL), from the first read and from the order kept."""
-    import vitrine.store.milvus_store as module
+    import vitrine.store.milvus_orders as module
 
     monkeypatch.setattr(module, "ORDER_TTL_S", 3600.0)
     embedded = _embedded_as_mstore(tmp_path)
@@ -739,7 +739,7 @@ def test_an_expired_order_is_served_while_it_is_read_again(mstore, monkeypatch):
     """Past its time, an order is served a while more (ORDER_STALE_S) while one read beside
     the requests renews it: the first page after it expired read it all, 2.5 s at 20,000
     products, 10.8 s at 50,000. Past that too, a page reads it itself."""
-    import vitrine.store.milvus_store as module
+    import vitrine.store.milvus_orders as module
 
     monkeypatch.setattr(module, "ORDER_TTL_S", 3600.0)
     real, scans = mstore._rows, []
@@ -764,7 +764,7 @@ def test_an_order_emptied_elsewhere_goes_and_closing_waits_for_a_renewal(mstore,
     another renewal; and closing the store while a renewal read went on logged pymilvus's
     reconnection traceback (helper-186). The empty order goes; close waits for the read, and
     no renewal starts after it."""
-    import vitrine.store.milvus_store as module
+    import vitrine.store.milvus_orders as module
 
     monkeypatch.setattr(module, "ORDER_TTL_S", 3600.0)
     assert [p.product_id for p in mstore.list_products(category="c")] == ["a", "b"]
@@ -799,7 +799,7 @@ def test_an_order_emptied_elsewhere_goes_and_closing_waits_for_a_renewal(mstore,
 def test_an_order_read_across_a_write_of_this_store_is_not_kept(mstore, monkeypatch):
     """The server lists without its lock: an order another thread read while this store wrote
     (begun before the write) is not kept, so the write shows at once, as before."""
-    import vitrine.store.milvus_store as module
+    import vitrine.store.milvus_orders as module
 
     monkeypatch.setattr(module, "ORDER_TTL_S", 3600.0)
     real, scans = mstore._rows, []
@@ -820,7 +820,7 @@ def test_an_order_read_across_a_write_of_this_store_is_not_kept(mstore, monkeypa
 def test_pages_and_searches_from_several_threads_at_once(mstore, monkeypatch):
     """The server lists a Milvus store without its lock: pages, name searches and lookups
     from several threads at once, writes between them, all answer as one at a time."""
-    import vitrine.store.milvus_store as module
+    import vitrine.store.milvus_orders as module
 
     monkeypatch.setattr(module, "ORDER_TTL_S", 0.05)  # (expiring, read again, meanwhile)
     mstore.upsert([record(f"t{i:03d}", unit(1, i / 100), name=f"Tênis {i}")
@@ -1005,7 +1005,7 @@ def test_a_cursor_after_a_product_renamed_elsewhere_skips_nothing(mstore, monkey
     (made from that row) was bisected into the old order at the new name's place, and every
     product between the two places was never listed. A page whose rows are no longer where
     the order kept put them reads the order again."""
-    import vitrine.store.milvus_store as module
+    import vitrine.store.milvus_orders as module
     from vitrine.store.search_key import listing_order
 
     monkeypatch.setattr(module, "ORDER_TTL_S", 3600.0)

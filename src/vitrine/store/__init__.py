@@ -122,7 +122,8 @@ def open_store(location: str | Path, *, create: bool = False, token: str = "",
         raise StoreError("no store named (an empty store location); name its folder or "
                          "address.")
     if text.startswith("milvus-lite://"):
-        from vitrine.store.milvus_store import MilvusStore, require_milvus
+        from vitrine.store.milvus_store import MilvusStore
+        from vitrine.store.milvus_support import require_milvus
 
         path = text[len("milvus-lite://"):]
         if not path.startswith("/") or not path.endswith(".db"):

@@ -1,13 +1,19 @@
-"""What the Milvus store needs around pymilvus and Milvus Lite: filter literals Milvus's
-parser reads back exactly, a query iterator whose cursor is escaped, and Milvus Lite's log
-records kept off the terminal."""
+"""What the Milvus store needs around pymilvus and Milvus Lite: its packages checked
+(:func:`require_milvus`), filter literals Milvus's parser reads back exactly, a query
+iterator whose cursor is escaped, Milvus Lite's log records kept off the terminal, one
+sentence for a store that cannot be opened, and the Milvus Lite files this process holds
+open (the last store to close one stops its server)."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from vitrine.errors import StoreError, extra_hint
 
 _ESCAPES = str.maketrans({'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
@@ -113,3 +119,57 @@ def lite_open_failures(uri: str) -> Iterator[list[BaseException]]:
         yield failures
     finally:
         logger.removeFilter(keep)
+
+
+def _open_failure(location: str, uri: str, exc: Exception, failures: list[BaseException]
+                  ) -> str:
+    """One sentence for a store that cannot be opened, from what Milvus Lite logged."""
+    cause = failures[0] if failures else None
+    if type(cause).__name__ == "DataDirLockedError":
+        return (f"the Milvus Lite file {uri} is open in another process (a running 'vitrine "
+                "serve' or 'vitrine index'?); Milvus Lite lets one process open it at a time: "
+                "stop that process, or use a Milvus server (milvus://HOST:PORT) for several "
+                "processes.")
+    if isinstance(cause, FileExistsError) and os.path.isfile(uri):
+        return f"{uri} is a file, not a Milvus Lite store; choose another path for the store."
+    if isinstance(cause, OSError):
+        return f"cannot open the Milvus store {location} ({cause.strerror or cause})."
+    if cause is not None:  # what Milvus Lite logged, which pymilvus's own error leaves out
+        return f"cannot open the Milvus store {location} ({type(cause).__name__}: {cause})."
+    return f"cannot open the Milvus store {location} ({exc})."
+
+
+_LITE_OPEN: dict[str, int] = {}
+"""How many stores of this process have each Milvus Lite file open (its server is one per
+file and process): the last to close it stops that server, letting other processes open the
+file (it stayed held until this process ended)."""
+_LITE_LOCK = threading.Lock()
+
+
+def _lite_release(path: str) -> None:
+    """One store of this process closes the Milvus Lite file ``path``; the last stops its
+    server."""
+    with _LITE_LOCK:
+        _LITE_OPEN[path] -= 1
+        if _LITE_OPEN[path]:
+            return
+        del _LITE_OPEN[path]
+        try:
+            from milvus_lite.server_manager import server_manager_instance
+        except ImportError:  # (an older Milvus Lite: its server process ends with this one)
+            return
+        server_manager_instance.release_server(path)
+
+
+def require_milvus(lite: bool) -> None:
+    """A StoreError naming Vitrine's milvus extra when its packages are missing: pymilvus,
+    and for a Milvus Lite file (``lite``) milvus-lite, which pymilvus 3 leaves out (its
+    error's repr named pymilvus's own extra, and a folder was made)."""
+    try:
+        import pymilvus  # noqa: F401
+    except ImportError:
+        raise StoreError("Milvus stores need Vitrine's milvus extra "
+                         f"({extra_hint('milvus')}).") from None
+    if lite and importlib.util.find_spec("milvus_lite") is None:
+        raise StoreError("Milvus Lite stores need Vitrine's milvus extra, which brings "
+                         f"milvus-lite ({extra_hint('milvus')}).")
