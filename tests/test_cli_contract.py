@@ -1262,7 +1262,7 @@ def test_memory_or_threads_refused_are_one_sentence(capsys, monkeypatch):
 
     import typer
 
-    from vitrine.cli_support import run_app
+    from vitrine.cli_run import run_app
 
     monkeypatch.setattr(sys, "argv", ["vitrine"])
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # pytest keeps its handlers
@@ -1355,7 +1355,7 @@ def test_memory_or_threads_refused_are_one_sentence(capsys, monkeypatch):
 STOPPABLE = """import os, signal, sys, time
 from pathlib import Path
 import typer
-from vitrine.cli_support import run_app
+from vitrine.cli_run import run_app
 from vitrine.progress import progress_bar
 app = typer.Typer()
 @app.command()
@@ -1582,7 +1582,7 @@ def test_a_path_this_user_may_not_use_is_one_sentence(capsys, monkeypatch):
 
     import typer
 
-    from vitrine.cli_support import run_app
+    from vitrine.cli_run import run_app
 
     monkeypatch.setattr(sys, "argv", ["vitrine"])
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # pytest keeps its handlers
@@ -1658,17 +1658,17 @@ def test_a_stop_with_its_stderr_reader_gone_still_ends_as_a_stop(monkeypatch):
     130: saying "interrupted." to the gone reader made Rich end the process (SystemExit 1)."""
     from rich.console import Console
 
-    from vitrine import cli_support
+    from vitrine import cli_run
 
     read, write = os.pipe()
     os.close(read)
     gone = os.fdopen(write, "w")
     kept = os.dup(1)  # (Rich points stdout at /dev/null: pytest -s said nothing more)
     try:
-        monkeypatch.setattr(cli_support, "err", Console(file=gone))
-        monkeypatch.setattr(cli_support, "_terminated", None)
+        monkeypatch.setattr(cli_run, "err", Console(file=gone))
+        monkeypatch.setattr(cli_run, "_terminated", None)
         with pytest.raises(SystemExit) as stopped:
-            cli_support._stopped()
+            cli_run._stopped()
     finally:
         os.dup2(kept, 1)
         os.close(kept)

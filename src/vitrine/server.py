@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from vitrine.cli_support import stdout_to_null, stop_signals
+from vitrine.cli_run import stdout_to_null, stop_signals
 from vitrine.errors import VitrineError
 
 if TYPE_CHECKING:

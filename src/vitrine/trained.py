@@ -215,7 +215,7 @@ def _swap_contents(stage: Path, out_dir: Path) -> None:
             os.replace(out_dir / name, aside / name)
         for name in new:
             os.replace(stage / name, out_dir / name)
-    except BaseException:  # (a second signal meanwhile is ignored: cli_support)
+    except BaseException:  # (a second signal meanwhile is ignored: cli_run)
         for name in new:  # the new files moved in go back to the stage
             if not os.path.lexists(stage / name) and os.path.lexists(out_dir / name):
                 os.replace(out_dir / name, stage / name)
