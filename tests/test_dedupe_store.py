@@ -184,3 +184,25 @@ def test_a_thumbnail_made_again_with_its_view_is_searched_again(store):
     store.upsert(records(["a", "b"], vecs, phashes, thumbs))  # the same photos, made again
     pairs, _, full = search(store, DuplicateRules())
     assert pairs == full == {("a", "b")}
+
+
+def test_a_search_that_finds_nothing_changed_reads_no_vectors(store, monkeypatch):
+    """An unchanged re-run (a nightly ``vitrine index``) held every vector of the store to
+    find that no product changed since the last search: 333 MB of its 754 MB peak at 65,024
+    products (benchmarks/index_memory.py). The checksums are read a page at a time; the
+    vectors only when there is something to search, and the groups are those found before."""
+    from vitrine.indexer import store_duplicates
+
+    vecs, phashes, thumbs = fingerprints(400, seed=4)
+    ids = [f"p{i:03d}" for i in range(400)]
+    store.upsert(records(ids, vecs, phashes, thumbs))
+    first = store_duplicates(store, Path("/photos"))
+    assert first[1] == 400 and ["p010.jpg", "p050.jpg"] in first[0]
+    read = []
+    whole = type(store).all_vectors
+    monkeypatch.setattr(type(store), "all_vectors", lambda s: read.append(1) or whole(s))
+    assert store_duplicates(store, Path("/photos")) == (first[0], 0, first[2])
+    assert read == []  # nothing changed: no vector read
+    store.upsert(records(["zcopy"], vecs[[100]], [phashes[100]], [thumbs[100]]))
+    groups, compared, _ = store_duplicates(store, Path("/photos"))
+    assert read == [1] and compared == 1 and ["p100.jpg", "zcopy.jpg"] in groups

@@ -11,6 +11,11 @@ million costs seconds, not the quarter of an hour of a full search.
 
 The saved pairs are used only under the rules, model and format they were found with
 (:func:`fingerprint`); any other cache, or one that cannot be read, means a full search.
+
+The digests are made from the vectors' checksums, read a page at a time
+(:func:`store_checksums`); the store's vectors are read whole only when there is something
+to search: an unchanged re-run of 65,024 products held them all (333 MB, 5 KB a product) to
+find that nothing changed (benchmarks/index_memory.py).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import contextlib
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 import numpy as np
@@ -69,20 +74,39 @@ def fingerprint(rules: DuplicateRules, manifest: dict | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def digests(ids: Sequence[str], shas: Sequence[str], vectors: np.ndarray,
-            thumbs: Sequence[bytes]) -> np.ndarray:
+def digests(ids: Sequence[str], shas: Sequence[str], vectors: np.ndarray | None,
+            thumbs: Sequence[bytes], checksums: np.ndarray | None = None) -> np.ndarray:
     """One uint64 per product: its id, photo sha256, thumbnail's length and stored vector,
     hashed (a product embedded again from the same photo, by another engine, has other
     pairs; so has one whose thumbnail made before the second views, 768 bytes, or before
-    they were turned, 1,568, was made again with them)."""
+    they were turned, 1,568, was made again with them). ``checksums``: the vectors'
+    :func:`vector_checksums`, where the caller has them instead of the vectors."""
     named = np.array([int.from_bytes(hashlib.blake2b(f"{pid}\0{sha}\0{len(thumb)}".encode(),
                                                      digest_size=8).digest(), "little")
                       for pid, sha, thumb in zip(ids, shas, thumbs, strict=True)],
                      dtype=np.uint64)
-    return named ^ vector_checksums(vectors)
+    return named ^ (vector_checksums(vectors) if checksums is None else checksums)
 
 
-def vector_checksums(vectors: np.ndarray, chunk: int = 4096) -> np.ndarray:
+CHECKSUM_ROWS = 1024
+"""Rows a checksum pass holds at once as 64-bit words (10 MB at 1,280-d; 4,096 rows held
+84 MB beside the vectors)."""
+
+
+def store_checksums(store: VectorStore, batch: int = CHECKSUM_ROWS
+                    ) -> tuple[list[str], np.ndarray]:
+    """Every product id of ``store`` and its vector's :func:`vector_checksums`, in the store's
+    order (:meth:`VectorStore.iter_products`), ``batch`` products at a time: not every vector
+    in memory at once."""
+    ids: list[str] = []
+    parts = [np.empty(0, np.uint64)]
+    for page in store.iter_products(batch, vectors=True):
+        ids += [product.product_id for product, _ in page]
+        parts.append(vector_checksums(np.stack([vector for _, vector in page])))
+    return ids, np.concatenate(parts)
+
+
+def vector_checksums(vectors: np.ndarray, chunk: int = CHECKSUM_ROWS) -> np.ndarray:
     """A uint64 per row that changes with any bit of the row: the float bits times fixed odd
     random weights, summed modulo 2**64 (vectorised; not a cryptographic hash)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -139,9 +163,9 @@ def known_pairs(now: np.ndarray, saved: np.ndarray, saved_pairs: np.ndarray
 
 
 def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
-                vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[bytes],
-                rules: DuplicateRules, show_progress: bool = False
-                ) -> tuple[np.ndarray, int]:
+                vectors: np.ndarray | Callable[[], np.ndarray], phashes: Sequence[str],
+                thumbs: Sequence[bytes], rules: DuplicateRules, show_progress: bool = False,
+                checksums: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """The rule pairs (rows) among the store's products (rows aligned with ``ids``; only
     the first product of each photo file, :func:`vitrine.dedupe_groups.distinct_rows`, for
     ``duplicate_groups`` to join the others by content) and how many products were compared
@@ -149,31 +173,50 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
     pairs found are saved for the next search. With ``show_progress``, a search that takes
     a while shows its bar (:func:`vitrine.dedupe_pairs.search_progress`): the whole store's of
     :data:`vitrine.dedupe_pairs.PROGRESS_FROM` products or more, or as many pairs among the
-    products changed (a re-run that changed nothing showed a bar: helper-167)."""
+    products changed (a re-run that changed nothing showed a bar: helper-167).
+
+    ``vectors`` may be a function that reads them, with their ``checksums``
+    (:func:`store_checksums`): it is called only when a product is to be searched, so a
+    store whose saved pairs hold for every product never has its vectors in memory."""
     everyone = len(ids)
     rows, row_of = distinct_rows(shas)
-    vectors, ids, shas, phashes, thumbs = only_rows(rows, vectors, ids, shas, phashes, thumbs)
+    if checksums is None:
+        vectors = vectors() if callable(vectors) else vectors
+        checksums = vector_checksums(vectors)
+    whole = len(rows) == everyone
+    if not whole:  # (not a second copy of the vectors for it: only_rows)
+        ids, shas, phashes, thumbs = ([column[i] for i in rows]
+                                      for column in (ids, shas, phashes, thumbs))
+        checksums = checksums[rows]
+
+    def searched() -> np.ndarray:  # (read now, if they were not)
+        return only_rows(rows, vectors() if callable(vectors) else vectors)[0]
+
     manifest = store.manifest()
     key = fingerprint(rules, manifest.as_dict() if manifest else None)
-    now = digests(ids, shas, vectors, thumbs)
+    now = digests(ids, shas, None, thumbs, checksums=checksums)
     saved = decode(store.duplicate_cache(), key)
     pairs = changed = None
     if saved is not None:
         pairs, changed = known_pairs(now, *saved)
         if len(changed) > changed_limit(len(ids)):
             changed = None
-    searched = len(ids) if changed is None else len(changed)  # (each against the store)
-    big = searched * len(ids) >= dedupe_pairs.PROGRESS_FROM ** 2
+    searched_rows = len(ids) if changed is None else len(changed)  # (each against the store)
+    big = searched_rows * len(ids) >= dedupe_pairs.PROGRESS_FROM ** 2
     with dedupe_pairs.search_progress(everyone, show_progress and big) as advance:
         # (the bar counts every product)
         advance(dedupe_pairs.SEARCH_STEPS * (everyone - len(rows)))
         if changed is not None:
-            found = rule_pairs(vectors, phashes, thumbs, rules, advance, among=changed)
+            if len(changed):
+                found = rule_pairs(searched(), phashes, thumbs, rules, advance, among=changed)
+            else:  # (nothing to search: no vector read)
+                found = np.empty((0, 2), np.int64)
+                advance(dedupe_pairs.SEARCH_STEPS * len(rows))
             if len(changed) or len(pairs) < len(saved[1]) or len(now) < len(saved[0]):
                 pairs = np.unique(np.concatenate([pairs, found]), axis=0)
                 _save(store, encode(key, now, pairs))
             return rows[pairs], int(np.isin(row_of, changed).sum())
-        pairs = rule_pairs(vectors, phashes, thumbs, rules, advance)
+        pairs = rule_pairs(searched(), phashes, thumbs, rules, advance)
     _save(store, encode(key, now, pairs))
     return rows[pairs], len(row_of)
 

@@ -30,7 +30,7 @@ from vitrine.catalog import (
 from vitrine.catalog_csv import tables_below, tables_not_csv
 from vitrine.dedupe import DuplicateRules
 from vitrine.dedupe_groups import duplicate_groups
-from vitrine.dedupe_store import store_pairs
+from vitrine.dedupe_store import store_checksums, store_pairs, vector_checksums
 from vitrine.dedupe_views import current
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
@@ -803,7 +803,8 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
     them). ``facts``: the
     store's :meth:`VectorStore.photo_facts` when the caller read them (read again here when
     they lack a product). ``mine``: the products counted without views (a shard's own)."""
-    ids, vectors = store.all_vectors()
+    ids, checksums = store_checksums(store)  # (a page at a time: every vector is read into
+    # memory only for a search, not to find that no product changed since the last one)
     if len(ids) < 2:
         return [], 0, 0
     records = [(facts or {}).get(pid) for pid in ids]
@@ -815,9 +816,23 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
         raise VitrineError("the store changed while looking for duplicates; run again.")
     shas = [r.content_sha256 for r in records]
     n = len(ids)
+
+    def vectors() -> np.ndarray:
+        """The vectors of ``ids``, those the checksums were made from (else the store changed
+        meanwhile: another writer, a Milvus shard)."""
+        again, read = store.all_vectors()
+        if again != ids:
+            at = dict(zip(again, range(len(again)), strict=True))
+            if len(at) != len(ids) or any(pid not in at for pid in ids):
+                raise VitrineError("the store changed while looking for duplicates; run again.")
+            read = read[[at[pid] for pid in ids]]
+        if not np.array_equal(vector_checksums(read), checksums):
+            raise VitrineError("the store changed while looking for duplicates; run again.")
+        return read
+
     pairs, compared = store_pairs(store, ids, shas, vectors, [r.phash for r in records],
                                   [r.thumb for r in records], rules or DuplicateRules(),
-                                  show_progress)
+                                  show_progress, checksums=checksums)
     groups = duplicate_groups(n, pairs, shas)
     # named for the report: only the products in a group (display paths cost a Path each)
     photos = Counter(r.image for r in records)
