@@ -53,9 +53,13 @@ from vitrine.dedupe import (  # noqa: E402
     thumb_vectors,
     thumbnail,
 )
-from vitrine.dedupe_colour import _colour_differences  # noqa: E402
-from vitrine.dedupe_pairs import DETAIL_DISTANCE, DETAIL_FLIPS  # noqa: E402
 from vitrine.dedupe_views import orientations, oriented, oriented_details  # noqa: E402
+
+try:
+    from vitrine.dedupe_colour import _colour_differences
+    from vitrine.dedupe_pairs import DETAIL_DISTANCE, DETAIL_FLIPS
+except ImportError:  # (code from before dedupe.py was split, run with PYTHONPATH)
+    from vitrine.dedupe import DETAIL_DISTANCE, DETAIL_FLIPS, _colour_differences
 
 EXCLUDED = (("salto_feminino/13026.jpg", "salto_feminino/22277.jpg"),)
 """The catalogue's own duplicate (``dedupe_quality.py``'s ``wrong_pairs``): not two products."""

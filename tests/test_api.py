@@ -1473,6 +1473,25 @@ def test_products_added_through_the_api_before_the_mark_are_kept_and_marked(
     assert (moved / "uploads" / name).read_bytes() == photo
 
 
+def test_the_catalogue_folder_is_kept_as_long_as_the_category_counts(settings, small_store,
+                                                                      embedder, monkeypatch):
+    """One CATEGORIES_TTL_S (service_categories') for the counts and the store's catalogue
+    folder: split from service.py, the folder kept its own copy of it."""
+    import time
+
+    from vitrine import service_categories
+    from vitrine.service import VitrineService
+
+    service = VitrineService(settings, small_store, embedder)
+    try:
+        folder = service.store.catalog_folder()
+        monkeypatch.setattr(service_categories, "CATEGORIES_TTL_S", 0.5)
+        service._catalogue = ("/elsewhere", time.monotonic() - 1)  # (read a second ago)
+        assert service._catalogue_folder() == folder
+    finally:
+        service.close()
+
+
 def test_category_counts_are_shared_for_a_while(settings, small_store, embedder, monkeypatch):
     from vitrine import service as service_module
     from vitrine import service_categories

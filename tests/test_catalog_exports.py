@@ -142,6 +142,8 @@ def test_long_quoted_descriptions_do_not_hold_the_reading(tmp_path, monkeypatch,
     # ordinal sign follows a digit ("Casioª" is Windows-1252's reading of Mac Roman's ™)
     ("mac_roman", "Óculos escuros"), ("cp1252", "Île de France"), ("mac_roman", "Casio™"),
     ("cp1252", "1ª linha"),
+    # an N before º is número's: not Mac Roman's "N∫ 18" (every "Nº" counted for it)
+    ("cp1252", "Anel Nº 18"), ("cp1252", "Chuteira nº 40"), ("cp1252", "Sapato N.º 39"),
 ])
 def test_a_mac_roman_table_is_read_as_one(tmp_path, encoding, text):
     """Excel for Mac's "CSV (Macintosh)" writes Mac Roman with CR line ends: it was read as

@@ -763,6 +763,20 @@ def test_the_exact_search_of_a_store_shows_its_bar_from_progress_from(small_cata
         store.close()
 
 
+def test_find_duplicates_reads_progress_from_where_the_store_search_does(monkeypatch, capsys):
+    """``vitrine dedupe``'s search and ``index``'s read one PROGRESS_FROM (dedupe_pairs'),
+    at each call: split from dedupe.py, find_duplicates kept its own copy of it."""
+    from vitrine import dedupe_pairs
+
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(3, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    thumbs = [rng.integers(0, 256, 768, np.uint8).tobytes() for _ in range(3)]
+    monkeypatch.setattr(dedupe_pairs, "PROGRESS_FROM", 2)
+    find_duplicates(["a", "b", "c"], vecs, ["0" * 16] * 3, thumbs, show_progress=True)
+    assert "Duplicates" in capsys.readouterr().err
+
+
 def test_a_logo_that_different_photos_share_does_not_make_them_duplicates():
     """Unchanged pixels the two photos share but not as background (a supplier's logo, a
     page's template) counted at a difference of nothing: a brown and a black shoe under one

@@ -1081,6 +1081,34 @@ def test_skipped_products_are_not_said_to_take_a_category_or_make_a_twin(shop_a,
         db.close()
 
 
+def test_a_skipped_product_the_store_keeps_still_makes_its_twin(shop_a, embedder, tmp_path):
+    """A product whose photo cannot be read keeps what the store holds, its category among
+    them: the pages still list its twin category, and index still says so."""
+    catalog = shutil.copytree(shop_a, tmp_path / "shop")
+    store = tmp_path / "store"
+    table = catalog / "products.csv"
+    with table.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    twin = rows[2]
+    twin["category"] = twin["category"].upper()  # (its folder's name in capitals)
+    with table.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert len(_index(catalog, store, embedder).category_twins) == 1
+    (catalog / twin["image"]).write_bytes(b"not a photo any more")  # (its row unchanged)
+    report = _index(catalog, store, embedder)
+    assert [s["path"] for s in report.skipped] == [twin["image"]]
+    db = open_store(store)
+    try:  # (what the pages show: both spellings)
+        shown = db.categories()
+    finally:
+        db.close()
+    assert twin["category"] in shown and twin["category"].lower() in shown
+    assert [[t["category"] for t in group] for group in report.category_twins] == [
+        [twin["category"], twin["category"].lower()]]
+
+
 def test_catalogue_photos_named_like_uploads_stay_the_catalogues(demo_catalog, settings,
                                                                    embedder, tmp_path):
     """Photos a catalogue names by their sha256, like the server names uploads (some in a

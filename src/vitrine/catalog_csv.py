@@ -168,7 +168,8 @@ def _fit(text: str) -> float:
     "à", half: not "Ä49", " ñ "), a sign beside at most one letter (“, €, " – ") or an
     apostrophe between two ("don’t"), a dash between two ("black—white") half; not an opening
     sign after a letter ("L‹", Mac Roman's "Lã"), nor an ordinal sign after anything but a
-    digit ("1ª", not "Casioª": Mac Roman's "Casio™")."""
+    digit ("1ª", not "Casioª": Mac Roman's "Casio™"), or an N for número ("Nº 18", "n.º 5";
+    Mac Roman's reading, "N∫ 18", fitted better: a shoe shop's table went Mac Roman)."""
     def cased(c: str) -> bool:
         return c.islower() or c.isupper()
 
@@ -178,7 +179,8 @@ def _fit(text: str) -> float:
         i, c = found.start(), found[0]
         a, b = padded[i - 1], padded[i + 1]
         if c in "ªº":  # (lower case letters to Python)
-            score += a.isdigit()
+            score += a.isdigit() or c == "º" and (  # (and "Nº", "n.º": número)
+                a in "Nn" or a == "." and padded[i - 2] in "Nn")
         elif cased(c):
             if not (cased(a) or cased(b)):
                 score += 0.5

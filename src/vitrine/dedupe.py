@@ -9,7 +9,7 @@ many distinct products. So two photos are duplicates when
 * their bytes are identical, or
 * their thumbnails agree (cosine ≥ ``thumb_cosine``, and a mean colour difference over the
   pixels they do not share as background, or as a band along an edge, ≤
-  ``max_colour_diff``: :func:`colour_difference`)
+  ``max_colour_diff``: :func:`vitrine.dedupe_colour.colour_difference`)
   and so do their pHashes (Hamming distance ≤ ``phash_distance``): resized, recompressed,
   low-resolution copies. The colour check (copies differ by 2.5–9.5 of 255 on white,
   2.8–11.1 on #E4E4E4 grey: ``--background``) tells a photo's copy from the same shoe
@@ -22,10 +22,10 @@ many distinct products. So two photos are duplicates when
 * their CNN embeddings are almost identical (cosine ≥ ``embed_cosine``) and their pHashes
   roughly agree (≤ ``2 × phash_distance``): recompressed or lightly edited copies.
 
-Candidate pairs come from FAISS range searches, never from an N×N matrix: exact up to
-:data:`EXACT_PAIRS_UP_TO` photos, through an inverted file above; for the products of a store
-changed since its last search, those against every product, exactly (``among``,
-``vitrine.dedupe_store``).
+Candidate pairs come from FAISS range searches (:mod:`vitrine.dedupe_search`), never from
+an N×N matrix: exact up to :data:`vitrine.dedupe_search.EXACT_PAIRS_UP_TO` photos, through an
+inverted file above; for the products of a store changed since its last search, those
+against every product, exactly (``among``, ``vitrine.dedupe_store``).
 
 ``embed_cosine`` (0.97) is calibrated for pretrained features. A trained model pulls the photos
 of one category together (with the demo's, different products, colour variants and look-alike
@@ -67,8 +67,8 @@ class DuplicateRules:
     model's class probabilities, which tell the category, not the photo."""
     max_products: int = 1_000_000
     """``index`` searches its whole store for duplicates up to this many products (0:
-    never): exact up to :data:`EXACT_PAIRS_UP_TO`, through an inverted file above
-    (benchmarks/dedupe_scaling.py)."""
+    never): exact up to :data:`vitrine.dedupe_search.EXACT_PAIRS_UP_TO`, through an
+    inverted file above (benchmarks/dedupe_scaling.py)."""
 
     @classmethod
     def from_settings(cls, settings, model_cosine: float | None = None,
@@ -111,8 +111,8 @@ def calibrated_embed_cosine(vectors: np.ndarray, phashes: Sequence[str],
     :data:`CALIBRATION_MARGIN` and at least ``rules.embed_cosine``; above 1 (different products
     as close as 0.99: a model whose vectors tell its categories and little else, such as the
     'probs' layer) the embedding rule never holds and only the other rules find duplicates.
-    Above :data:`EXACT_PAIRS_UP_TO` photos the pairs come from the inverted file, which could
-    miss the closest one (and so calibrate the rule too low)."""
+    Above :data:`vitrine.dedupe_search.EXACT_PAIRS_UP_TO` photos the pairs come from the
+    inverted file, which could miss the closest one (and so calibrate the rule too low)."""
     group_of = {row: g for g, rows in enumerate(groups) for row in rows}
     rows, ids, scores = _close_pairs(len(vectors), rules.embedding_rows(vectors),
                                      rules.embed_cosine - CALIBRATION_MARGIN)

@@ -11,8 +11,9 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
+from vitrine import dedupe_pairs
 from vitrine.dedupe import DuplicateRules
-from vitrine.dedupe_pairs import PROGRESS_FROM, rule_pairs, search_progress
+from vitrine.dedupe_pairs import rule_pairs, search_progress
 
 
 def distinct_rows(content: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +95,7 @@ def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequ
                     show_progress: bool = False) -> list[list[Hashable]]:
     """Group duplicate items (rows aligned with ``keys``; ``vectors`` L2-normalised), with a
     progress bar when ``show_progress`` and the search takes a while (from
-    :data:`PROGRESS_FROM` items).
+    :data:`vitrine.dedupe_pairs.PROGRESS_FROM` items, read at each call).
 
     Returns groups of two or more keys, each in input order, ordered by first member.
     """
@@ -103,7 +104,7 @@ def find_duplicates(keys: Sequence[Hashable], vectors: np.ndarray, phashes: Sequ
     # one row per photo file (distinct_rows); rows of one file are joined by their content
     rows = np.arange(n) if content is None else distinct_rows(content)[0]
     if len(rows) > 1:
-        with search_progress(len(rows), show_progress and len(rows) >= PROGRESS_FROM
+        with search_progress(len(rows), show_progress and len(rows) >= dedupe_pairs.PROGRESS_FROM
                              ) as advance:
             pairs = rows[rule_pairs(*only_rows(rows, vectors, phashes, thumbs),
                                     rules or DuplicateRules(), advance)]

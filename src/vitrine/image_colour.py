@@ -64,7 +64,7 @@ def _exif_fields(img: Image.Image) -> int:
     its "Raw profile type exif" text, a WebP's, AVIF's or HEIC's EXIF, a JPEG's APP1), read
     without unpacking them; 0 for none or one that cannot be read. Pillow walks them one by
     one, in Python: a 1-pixel PNG of 786 kB with 65,535 of them held the interpreter 0.2 s
-    an upload (a TIFF's own tables are bounded by :func:`_check_structure`)."""
+    an upload (a TIFF's own tables are bounded by :func:`vitrine.image_checks._check_structure`)."""
     exif = img.info.get("exif")
     raw = img.info.get("Raw profile type exif")
     if exif is None and isinstance(raw, str):  # (as Pillow's getexif reads it)

@@ -348,12 +348,15 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     # made a twin category the pages never showed)
     report.category_from_table = recategorised(
         [p for p in products if p.product_id not in skipped_ids])
-    if shard is not None or not uploaded:  # (else the store's, once written: below)
+    # a skipped product the store still holds (its photo unreadable, or not a photo any
+    # more: the store keeps what it had) is still on the pages, under its stored category
+    kept = skipped_ids & (stored.keys() - gone)
+    if shard is not None or not (uploaded or kept):  # (else the store's, once written)
         report.category_twins = category_twins(
-            [p for p in everything if p.product_id not in skipped_ids])
-    if shard is None and uploaded:  # the store's twins, the API's products in them (a
-        # folder renamed "Relógio" while products sent as "relogio" keep theirs: the pages
-        # listed both, and index said nothing)
+            [p for p in everything if p.product_id not in skipped_ids - kept])
+    else:  # the store's twins, the API's products in them (a folder renamed "Relógio"
+        # while products sent as "relogio" keep theirs: the pages listed both, and index
+        # said nothing), and the skipped products it keeps
         report.category_twins = counted_twins(store.categories())
     report.photos_read = hashes.read
     if shard is None and store.exclusive_writer:

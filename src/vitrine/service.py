@@ -33,12 +33,13 @@ from typing import TypeVar
 
 import numpy as np
 
+from vitrine import service_categories
 from vitrine.config import Settings
 from vitrine.embed import CategoryGuess, Embedder, decode_query
 from vitrine.errors import ServerBusy, StoreError
 from vitrine.manifest import ModelManifest, mismatch_error
 from vitrine.recommend import ProductNotFound, Recommender
-from vitrine.service_categories import CATEGORIES_TTL_S, ServiceCategories
+from vitrine.service_categories import ServiceCategories
 from vitrine.service_uploads import _trimmed, check_upload_folder
 from vitrine.service_writes import ServiceWrites
 from vitrine.store import store_for, upload_folder
@@ -281,10 +282,11 @@ class VitrineService(ServiceCategories, ServiceWrites):
         return real == os.path.abspath(path)
 
     def _catalogue_folder(self) -> str | None:
-        """The store's catalogue folder, read again after CATEGORIES_TTL_S (a Milvus store's
+        """The store's catalogue folder, read again after
+        :data:`vitrine.service_categories.CATEGORIES_TTL_S` (a Milvus store's
         is a query: 1 ms, under the store lock, for each photo sent)."""
-        now = time.monotonic()
-        if self._catalogue is None or now - self._catalogue[1] > CATEGORIES_TTL_S:
+        now, ttl = time.monotonic(), service_categories.CATEGORIES_TTL_S
+        if self._catalogue is None or now - self._catalogue[1] > ttl:
             with self._store_lock:
                 self._catalogue = (self.store.catalog_folder(), now)
         return self._catalogue[0]
@@ -295,7 +297,8 @@ class VitrineService(ServiceCategories, ServiceWrites):
         show, a card or a TIFF's view, which anyone may ask for) in one of the
         :data:`DECODE_SLOTS` decoding threads, waiting for one (four 40-megapixel copies at
         once took the server to 5 GB); what a large one allocated is given back to the system
-        after it (its pixels are freed, but glibc kept them: :data:`TRIM_AFTER_S`)."""
+        after it (its pixels are freed, but glibc kept them:
+        :data:`vitrine.service_uploads.TRIM_AFTER_S`)."""
         return self._decoder.submit(_trimmed, work, *args).result()
 
     def search_photo(self, data: bytes, k: int, category: str | None = None, *,

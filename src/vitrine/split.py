@@ -1,9 +1,9 @@
 """Train / validation / test splits that keep every duplicate group inside one split.
 
-A seeded split is stratified by category: each duplicate group (from :mod:`vitrine.dedupe`) is
-one unit, so a photo and its resized or recompressed copy never land on both sides. A catalogue
-already split into ``train|treino``, ``val|validacao`` and ``test|teste`` folders keeps its
-split, and the duplicates that cross it are reported.
+A seeded split is stratified by category: each duplicate group (from
+:mod:`vitrine.dedupe_groups`) is one unit, so a photo and its resized or recompressed copy
+never land on both sides. A catalogue already split into ``train|treino``, ``val|validacao``
+and ``test|teste`` folders keeps its split, and the duplicates that cross it are reported.
 """
 
 from __future__ import annotations

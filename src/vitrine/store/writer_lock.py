@@ -44,7 +44,7 @@ def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
             if waited >= wait:
                 fh.close()
                 # the time waited here (a server's request, which had only what was left of
-                # its own wait, says its whole wait: vitrine.service)
+                # its own wait, says its whole wait: vitrine.service_writes)
                 raise busy(root, waited) from None
             time.sleep(LOCK_POLL)
     if not _still_there(fh, root / "write.lock"):  # the folder removed while this one
