@@ -152,6 +152,13 @@ def test_a_demo_out_setting_that_is_a_file_is_said_as_the_setting(tmp_path, cli_
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: setting VITRINE_DEMO_OUT='{tmp_path / 'afile'}' "
                                   "is a file;"), proc.stderr
+    # unset, the default folder's name is a file: not said as a setting the user never set
+    (tmp_path / "demo-output").write_text("x")
+    proc = cli_here("demo", "--catalog", tmp_path / "cat", "--no-train", "--no-serve",
+                    env_extra={"VITRINE_DEMO_OUT": None}, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: the demo's default folder 'demo-output' is a "
+                                  "file;"), proc.stderr
 
 
 def test_threads_the_system_refuses_are_one_sentence_not_a_hang(monkeypatch):

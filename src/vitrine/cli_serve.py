@@ -101,10 +101,11 @@ def demo(
     out_path = (Path(out_dir) if out_dir else settings.demo_out).expanduser()
     if out_dir is None and out_path.exists() and not out_path.is_dir():  # (said as the
         # setting's: run_demo said "--out FILE", an option the user did not pass)
-        raise VitrineError(f"setting VITRINE_DEMO_OUT="
-                           f"{env_value('VITRINE_DEMO_OUT', str(out_path))!r} is a file; set "
-                           "it to a folder for the demo's figures and model, or pass --out "
-                           "DIR.")
+        said = env_value("VITRINE_DEMO_OUT", None)
+        raise VitrineError((f"setting VITRINE_DEMO_OUT={said!r}" if said is not None else
+                            f"the demo's default folder {str(out_path)!r}")
+                           + " is a file; set VITRINE_DEMO_OUT to a folder for the demo's "
+                           "figures and model, or pass --out DIR.")
     # inside --out, where the demo knows its own store, unless set apart
     store_path = (Path(store) if store else settings.demo_store or out_path / "store"
                   ).expanduser()
