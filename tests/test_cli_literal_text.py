@@ -93,7 +93,7 @@ def test_index_and_results_say_names_with_control_characters_escaped():
     from rich.console import Console
 
     from vitrine.display import index_lines, results_table
-    from vitrine.indexer import IndexReport
+    from vitrine.index_report import IndexReport
 
     report = IndexReport(skipped=[{"path": "cat/a\x1b[31mRED\x1b[0m.jpg",
                                    "reason": "not a recognised image"}],
@@ -181,7 +181,7 @@ def test_one_of_a_thing_is_said_in_the_singular():
     """"1 products in st", "1 photos are not listed", "1 products, 0 similar pairs written"
     (helper-222): each count of one says so."""
     from vitrine.display import index_lines, info_lines, migrate_lines
-    from vitrine.indexer import IndexReport
+    from vitrine.index_report import IndexReport
     from vitrine.migrate import Migrated
 
     data = {"products": 1, "catalog_folder": "", "categories": {"a": 1}}

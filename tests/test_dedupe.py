@@ -304,7 +304,8 @@ def test_index_searches_a_large_store_through_the_inverted_file(small_catalog, e
     import shutil
 
     from vitrine import dedupe_pairs, dedupe_search
-    from vitrine.indexer import index_catalog, store_duplicates
+    from vitrine.index_duplicates import store_duplicates
+    from vitrine.indexer import index_catalog
     from vitrine.store import open_store
 
     catalog = shutil.copytree(small_catalog, tmp_path / "catalog")

@@ -191,7 +191,7 @@ def test_a_search_that_finds_nothing_changed_reads_no_vectors(store, monkeypatch
     find that no product changed since the last search: 333 MB of its 754 MB peak at 65,024
     products (benchmarks/index_memory.py). The checksums are read a page at a time; the
     vectors only when there is something to search, and the groups are those found before."""
-    from vitrine.indexer import store_duplicates
+    from vitrine.index_duplicates import store_duplicates
 
     vecs, phashes, thumbs = fingerprints(400, seed=4)
     ids = [f"p{i:03d}" for i in range(400)]

@@ -20,7 +20,9 @@ from conftest import IN_CI, copy_subset
 from vitrine.catalog import Product
 from vitrine.embed import ModelManifest
 from vitrine.errors import CatalogError, StoreError
-from vitrine.indexer import OUTSIDE_FOLDER, OUTSIDE_PHOTO, RemovalRefused, index_catalog
+from vitrine.index_checks import RemovalRefused
+from vitrine.index_report import OUTSIDE_FOLDER, OUTSIDE_PHOTO
+from vitrine.indexer import index_catalog
 from vitrine.manifest import mismatch_error
 from vitrine.store import open_store
 from vitrine.store.base import Record
@@ -138,7 +140,7 @@ def test_a_catalogue_behind_a_moved_release_link_is_indexed_again_without_embedd
     with pytest.raises(RemovalRefused, match="would remove 1 of them"):
         _index(tmp_path / "other" / ".." / "current", store, embedder)
     # a catalogue in a folder of the release (current/catalogue) follows the link too
-    from vitrine.indexer import catalogue_link
+    from vitrine.index_checks import catalogue_link
 
     (tmp_path / "releases" / "4" / "catalogue").mkdir()
     assert catalogue_link(current / "catalogue") == str(tmp_path.resolve() / "current" /
@@ -864,7 +866,7 @@ def test_a_product_table_in_a_category_folder_is_said_not_to_be_read(shop_a, emb
     was passed over in silence, every product named after its photo, without a price
     (helper-244). It is skipped with its reason (--strict exits 1); not where the
     catalogue folder has its own table."""
-    from vitrine.indexer import TABLE_BELOW
+    from vitrine.index_report import TABLE_BELOW
 
     shop = tmp_path / "shop"
     shutil.copytree(shop_a, shop)
@@ -883,7 +885,7 @@ def test_a_product_table_saved_as_a_workbook_is_said_not_to_be_read(shop_a, embe
     """A shop's table saved by its spreadsheet as produtos.xlsx (or .ods, .txt) beside the
     photos was passed over in silence, every product named after its photo, without a
     price. It is skipped with its reason (--strict exits 1); not beside a CSV table."""
-    from vitrine.indexer import TABLE_NOT_CSV
+    from vitrine.index_report import TABLE_NOT_CSV
 
     shop = tmp_path / "shop"
     shutil.copytree(shop_a, shop)
@@ -1467,7 +1469,7 @@ def test_a_photo_replaced_while_it_is_indexed_lends_no_vector(shop_a, embedder, 
     restored store) is forgotten, not met again at every run."""
     import numpy as np
 
-    from vitrine.indexer import CHANGED_WHILE_INDEXED
+    from vitrine.index_report import CHANGED_WHILE_INDEXED
 
     shop = tmp_path / "shop"
     shutil.copytree(shop_a, shop)

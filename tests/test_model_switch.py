@@ -34,11 +34,11 @@ def test_index_refuses_a_model_another_writer_recorded_while_it_read(shop, embed
     """Shards of one Milvus store run at once: one with another model recorded its model
     between this one's check and its own record, which wrote over it; the two models'
     vectors were mixed, exit 0 both."""
-    from vitrine import indexer
+    from vitrine import index_embed, indexer
 
     store = open_store(tmp_path / "st", create=True)
     other = _other(embedder)
-    saved = indexer._save_hashes
+    saved = index_embed._save_hashes
 
     def meanwhile(db, *args, **kwargs):  # (after the check, before the record)
         saved(db, *args, **kwargs)
@@ -54,17 +54,17 @@ def test_index_refuses_a_model_another_writer_recorded_while_it_read(shop, embed
 
 def test_index_stops_before_writing_when_another_writer_wrote_its_model_over(
         shop, embedder, tmp_path, monkeypatch):
-    from vitrine import indexer
+    from vitrine import index_embed, indexer
 
     store = open_store(tmp_path / "st", create=True)
     other = _other(embedder)
-    held = indexer._held_vectors
+    held = index_embed._held_vectors
 
     def overwritten(db, *args):  # (after this run recorded its model, before it writes)
         db.set_manifest(other)
         return held(db, *args)
 
-    monkeypatch.setattr(indexer, "_held_vectors", overwritten)
+    monkeypatch.setattr(index_embed, "_held_vectors", overwritten)
     with pytest.raises(StoreError, match="different model"):
         indexer.index_catalog(shop, store, embedder, show_progress=False)
     assert store.count() == 0

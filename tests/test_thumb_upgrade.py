@@ -21,7 +21,8 @@ from vitrine.catalog import Product
 from vitrine.dedupe_views import THUMB_BYTES, VIEWED_BYTES
 from vitrine.display import index_lines
 from vitrine.errors import ImageError
-from vitrine.indexer import index_catalog, store_duplicates
+from vitrine.index_duplicates import store_duplicates
+from vitrine.indexer import index_catalog
 from vitrine.store import open_store
 from vitrine.store.base import Record
 

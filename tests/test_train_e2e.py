@@ -179,7 +179,7 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, evaluated, en
     import dataclasses
 
     from vitrine.embed import Embedder
-    from vitrine.indexer import check_manifest
+    from vitrine.index_embed import check_manifest
     from vitrine.store import open_store
 
     settings = Settings(weights=env["VITRINE_WEIGHTS"], model=model)

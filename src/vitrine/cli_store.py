@@ -51,7 +51,8 @@ def index(
     from vitrine.catalog import catalogue_state
     from vitrine.embed import Embedder
     from vitrine.errors import NoStore
-    from vitrine.indexer import index_catalog, parse_shard, refuse_undecodable
+    from vitrine.index_checks import refuse_undecodable
+    from vitrine.indexer import index_catalog, parse_shard
     from vitrine.manifest import kind_mismatch
     from vitrine.split import links_refused, read_catalogue
     from vitrine.store import recorded_model, store_for, upload_folder

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:  # importing the store would load torch before the CLI handles Ctrl+C
-    from vitrine.indexer import IndexReport
+    from vitrine.index_report import IndexReport
     from vitrine.manifest import ModelManifest
     from vitrine.migrate import Migrated
     from vitrine.store.base import Match

@@ -22,7 +22,7 @@ from typing import TypeVar
 from vitrine.catalog import Product
 from vitrine.embed import decode
 from vitrine.errors import CatalogError, StoreBusy, StoreError
-from vitrine.indexer import check_manifest
+from vitrine.index_embed import check_manifest
 from vitrine.recommend import ProductNotFound, stored_product
 from vitrine.service_uploads import _no_upload_folder, image_suffix
 from vitrine.store import EmbeddedStore, cleanable_uploads, save_photo, unmarked_upload
