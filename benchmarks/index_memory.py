@@ -25,8 +25,8 @@ the process's own bookkeeping and the search's and index build's working memory.
 (``results/index_memory_before.json``: the same command on commit 1120f47's code, before
 the duplicate search read the vectors' checksums a page at a time.) The catalogues made
 from the demo's 1,016 photos hold N / 1,016 near-copies of each, which the duplicate search
-groups: its pairs grow with the square of that (1.3 million at 65,024 photos), so its share
-of the peak is larger than a catalogue of distinct products would give.
+groups: its pairs grow with the square of that, so its share of the peak is larger than a
+catalogue of distinct products would give.
 """
 
 from __future__ import annotations
