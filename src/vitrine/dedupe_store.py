@@ -74,18 +74,17 @@ def fingerprint(rules: DuplicateRules, manifest: dict | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def digests(ids: Sequence[str], shas: Sequence[str], vectors: np.ndarray | None,
-            thumbs: Sequence[bytes], checksums: np.ndarray | None = None) -> np.ndarray:
-    """One uint64 per product: its id, photo sha256, thumbnail's length and stored vector,
-    hashed (a product embedded again from the same photo, by another engine, has other
-    pairs; so has one whose thumbnail made before the second views, 768 bytes, or before
-    they were turned, 1,568, was made again with them). ``checksums``: the vectors'
-    :func:`vector_checksums`, where the caller has them instead of the vectors."""
+def digests(ids: Sequence[str], shas: Sequence[str], checksums: np.ndarray,
+            thumbs: Sequence[bytes]) -> np.ndarray:
+    """One uint64 per product: its id, photo sha256, thumbnail's length and stored vector
+    (its :func:`vector_checksums`), hashed (a product embedded again from the same photo, by
+    another engine, has other pairs; so has one whose thumbnail made before the second
+    views, 768 bytes, or before they were turned, 1,568, was made again with them)."""
     named = np.array([int.from_bytes(hashlib.blake2b(f"{pid}\0{sha}\0{len(thumb)}".encode(),
                                                      digest_size=8).digest(), "little")
                       for pid, sha, thumb in zip(ids, shas, thumbs, strict=True)],
                      dtype=np.uint64)
-    return named ^ (vector_checksums(vectors) if checksums is None else checksums)
+    return named ^ checksums
 
 
 CHECKSUM_ROWS = 1024
@@ -194,7 +193,7 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
 
     manifest = store.manifest()
     key = fingerprint(rules, manifest.as_dict() if manifest else None)
-    now = digests(ids, shas, None, thumbs, checksums=checksums)
+    now = digests(ids, shas, checksums, thumbs)
     saved = decode(store.duplicate_cache(), key)
     pairs = changed = None
     if saved is not None:

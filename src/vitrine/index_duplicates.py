@@ -18,6 +18,9 @@ from vitrine.errors import VitrineError
 from vitrine.index_report import _display_path
 from vitrine.store.base import PhotoFacts, VectorStore
 
+STORE_CHANGED = "the store changed while looking for duplicates; run again."
+"""Said when another writer (a Milvus shard, the server) changed the store during the search."""
+
 
 def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | None = None,
                      uploaded: set[str] | None = None, show_progress: bool = False,
@@ -43,7 +46,7 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
         facts = store.photo_facts()
         records = [facts.get(pid) for pid in ids]
     if any(r is None for r in records):
-        raise VitrineError("the store changed while looking for duplicates; run again.")
+        raise VitrineError(STORE_CHANGED)
     shas = [r.content_sha256 for r in records]
     n = len(ids)
 
@@ -51,13 +54,13 @@ def store_duplicates(store: VectorStore, root: Path, rules: DuplicateRules | Non
         """The vectors of ``ids``, those the checksums were made from (else the store changed
         meanwhile: another writer, a Milvus shard)."""
         again, read = store.all_vectors()
-        if again != ids:
+        if again != ids:  # (the same products in another order, or the store changed)
             at = dict(zip(again, range(len(again)), strict=True))
-            if len(at) != len(ids) or any(pid not in at for pid in ids):
-                raise VitrineError("the store changed while looking for duplicates; run again.")
+            if len(at) != len(ids) or not at.keys() >= set(ids):
+                raise VitrineError(STORE_CHANGED)
             read = read[[at[pid] for pid in ids]]
         if not np.array_equal(vector_checksums(read), checksums):
-            raise VitrineError("the store changed while looking for duplicates; run again.")
+            raise VitrineError(STORE_CHANGED)
         return read
 
     pairs, compared = store_pairs(store, ids, shas, vectors, [r.phash for r in records],
