@@ -190,3 +190,35 @@ def test_threads_the_system_refuses_are_one_sentence_not_a_hang(monkeypatch):
                                                   r"started\); lower VITRINE_THREADS"):
         engines.OnnxEngine(b"", device="cpu", intra_threads=8)
     assert len(started) == 3 and not any(t.is_alive() for t in started)  # (ended)
+
+
+def test_threads_the_system_refuses_are_said_before_an_export(settings, tmp_path,
+                                                              monkeypatch):
+    """The refusal was said only after a model not in the cache yet had been exported (and
+    checked against torch): seconds of work, and an export written, for a run that could
+    not start."""
+    import torch
+
+    import vitrine.engines as engines
+    from vitrine.embed import Embedder
+
+    real_start = threading.Thread.start
+    count = {"n": 0}
+
+    def start(self):
+        count["n"] += 1
+        if count["n"] > 2:
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the model was exported")
+
+    monkeypatch.setattr(engines, "_export", no_export)
+    manifest = Embedder.from_settings(settings.model_copy(update={"engine": "torch"})).manifest
+    onnx = settings.model_copy(update={"engine": "onnx", "cache_dir": tmp_path / "cache",
+                                       "threads": 4})
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(engines.EngineError, match=r"refused a thread to the inference engine "
+                                                  r"\(can't start new thread, 2 of 4 "):
+        engines.make_engine(onnx, torch.nn.Identity(), manifest, 32)

@@ -135,6 +135,12 @@ def _threads_available(n: int) -> None:
             thread.join()
 
 
+def _session_threads(intra_threads: int, inter_threads: int) -> int:
+    """The threads an ONNX Runtime session of these settings starts (sequential execution
+    makes no inter-op pool)."""
+    return intra_threads + (inter_threads if inter_threads > 1 else 0)
+
+
 class OnnxEngine:
     """An ONNX Runtime session with explicit thread settings over an exported network."""
 
@@ -155,7 +161,7 @@ class OnnxEngine:
         options.add_session_config_entry("session.intra_op.allow_spinning",
                                          "1" if spinning else "0")
         self.providers = onnx_providers(device, ort.get_available_providers())
-        _threads_available(intra_threads + (inter_threads if inter_threads > 1 else 0))
+        _threads_available(_session_threads(intra_threads, inter_threads))
         try:
             self.session = ort.InferenceSession(
                 path if isinstance(path, bytes) else str(path), options, providers=self.providers)
@@ -442,6 +448,8 @@ def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifes
         return made
     path = onnx_path(settings.cache_dir, manifest)
     engine = _onnx_engine(settings, device, path)
+    # threads the system refuses are said before the export's seconds, not after them
+    _threads_available(_session_threads(cpu_threads(settings), settings.interop_threads))
     try:
         made = engine(_export(net, path, size))  # (a damaged one is written over)
         _prune_exports(path)
