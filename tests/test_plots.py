@@ -152,9 +152,10 @@ def test_a_glyph_no_font_has_is_said_once_not_per_glyph(tmp_path, monkeypatch, c
                                                          recwarn):
     """Without a font for them, the boxes are said once a process, in one sentence naming
     fonts to install (matplotlib warned once per glyph, on every figure)."""
-    from vitrine import plots
+    from vitrine import plots, plots_fonts, plots_text
 
-    monkeypatch.setattr(plots, "font_families", lambda: ("DejaVu Sans",))
+    for module in (plots_fonts, plots_text):  # (the drawing's fonts, the titles' measures)
+        monkeypatch.setattr(module, "font_families", lambda: ("DejaVu Sans",))
     plots._note_missing.cache_clear()
     photo = _photo(tmp_path / "p.png")
     match = Match(StoredProduct("a", str(photo), category="c", name=WORLD), 0.9)
@@ -409,12 +410,12 @@ def test_odd_names_are_wrapped_quickly_and_inside_their_tile(monkeypatch):
     shorten (a measure of each of its ends); a line broke at a no-break space ("R$" apart
     from its price); a run of joined emoji with no cut allowed ran two tiles wide
     (helper-241)."""
-    from vitrine import plots
+    from vitrine import plots, plots_text
 
     measured = []
     width = plots._width
-    monkeypatch.setattr(plots, "_width", lambda text, *a: (measured.append(len(text)),
-                                                          width(text, *a))[1])
+    monkeypatch.setattr(plots_text, "_width", lambda text, *a: (measured.append(len(text)),
+                                                               width(text, *a))[1])
     plots._short_names(["a" + "\u200b" * 10_000], plots.TILE_TEXT)
     assert len(measured) < 1000 and max(measured) < 1000, (len(measured), max(measured))
     monkeypatch.undo()
