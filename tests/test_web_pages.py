@@ -1606,7 +1606,7 @@ def test_a_write_folds_only_the_new_category_names(monkeypatch):
     """After a write the pages derive what a typed category is compared with from the new
     counts; every category's name was folded again (three times each: 1.3 s of the
     interpreter at 60,000 categories, every page waiting behind it). Only a new one is."""
-    import vitrine.catalog
+    import vitrine.catalog_categories
     import vitrine.web.categories
     from vitrine.catalog import categories_by_key
     from vitrine.web.categories import category_names
@@ -1614,7 +1614,7 @@ def test_a_write_folds_only_the_new_category_names(monkeypatch):
     counts = {f"Relógio_{i:04d}": i % 7 + 1 for i in range(500)}
     before = category_names(counts), categories_by_key(counts)
     folded = []
-    for module in (vitrine.catalog, vitrine.web.categories):
+    for module in (vitrine.catalog_categories, vitrine.web.categories):
         monkeypatch.setattr(module, "fold", lambda text, real=module.fold: (
             folded.append(text), real(text))[1])
     counts["Calçado_novo"] = 1

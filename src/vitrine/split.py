@@ -4,202 +4,35 @@ A seeded split is stratified by category: each duplicate group (from
 :mod:`vitrine.dedupe_groups`) is one unit, so a photo and its resized or recompressed copy
 never land on both sides. A catalogue already split into ``train|treino``, ``val|validacao``
 and ``test|teste`` folders keeps its split, and the duplicates that cross it are reported.
+
+:mod:`vitrine.split_record` holds the :class:`Split` record and the fingerprints written
+beside it; :mod:`vitrine.split_folders` reads the catalogue and its split folders.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from vitrine.catalog import (
-    UPLOAD_NAME,
-    Product,
-    category_form,
-    category_key,
-    read_catalog,
-    scan_images,
-)
+from vitrine.catalog import Product, category_key
 from vitrine.config import Settings
 from vitrine.errors import CatalogError
-from vitrine.jsonfile import write_json
-
-FINGERPRINTS = "split_fingerprints.npz"
-"""Beside ``split.json``: the perceptual hash and colour thumbnail of each photo the model
-trained on (its train and validation photos, and the copies of them training left out), so
-that `vitrine evaluate` finds the copies of them that the duplicate rules find, renamed and
-saved again (other bytes), without the photos: such copies were queries, as photos the model
-never saw (helper-231). About 360 bytes a photo, compressed (36 MB at 100,000)."""
-
-SPLITS = ("train", "val", "test")
-FOLDER_NAMES = {
-    "train": ("train", "treino", "training"),
-    "val": ("val", "validacao", "validação", "validation", "valid"),
-    "test": ("test", "teste"),
-}
-
-
-@dataclass
-class Split:
-    """Which split each product belongs to, and the duplicate groups found."""
-
-    assignment: dict[str, str]
-    source: str = "seeded"
-    """'seeded' (made here) or 'folders' (given by the catalogue's folders)."""
-    seed: int | None = None
-    fractions: dict[str, float] = field(default_factory=dict)
-    groups: list[list[str]] = field(default_factory=list)
-    """Duplicate groups of product ids."""
-    contents: dict[str, str] = field(default_factory=dict)
-    """Each product's photo sha256, so that `vitrine evaluate` knows the photos the model
-    trained on whatever their ids in the catalogue it is given (empty in older models)."""
-    left_out: list[str] = field(default_factory=list)
-    """Photos of the catalogue's test folder that a copy of in its train or val folder keeps
-    out of every split: tested, they counted a photo the model had seen (its train or val
-    copy) as unseen, and `evaluate` left them out."""
-    left_out_val: list[str] = field(default_factory=list)
-    """Photos of the catalogue's val folder that a copy of in its train folder keeps out of
-    every split: validated, they scored a photo the model trained on, inflating the
-    validation figures that pick the best epoch and lower the learning rate."""
-    product_groups: int = 0
-    """Groups of photos the product table's group column (:data:`GROUP_COLUMNS`) kept in
-    one split, beside the duplicate groups."""
-    categories: dict[str, str] = field(default_factory=dict)
-    """Each product's category, so that a later training into the same folder keeps the
-    split of the photos whose category did not change (empty in older models)."""
-    kept_from_earlier: dict[str, int] | None = None
-    """Of a split that kept the earlier model's (:func:`vitrine.split_kept.kept_split`): the
-    photos kept in their split, placed anew, and moved to a more held-out one."""
-
-    def ids(self, name: str) -> list[str]:
-        return sorted(pid for pid, s in self.assignment.items() if s == name)
-
-    def crossing(self) -> list[list[str]]:
-        """Duplicate groups whose members are in more than one split."""
-        return [g for g in self.groups if len({self.assignment.get(p) for p in g}) > 1]
-
-    def counts(self) -> dict[str, int]:
-        return {name: len(self.ids(name)) for name in SPLITS}
-
-    def as_dict(self) -> dict:
-        return {"source": self.source, "seed": self.seed, "fractions": self.fractions,
-                "counts": self.counts(), "duplicate_groups": self.groups,
-                "product_groups": self.product_groups,
-                "crossing_groups": self.crossing(), "left_out_of_test": sorted(self.left_out),
-                "left_out_of_val": sorted(self.left_out_val),
-                "assignment": dict(sorted(self.assignment.items())),
-                "photo_sha256": dict(sorted(self.contents.items())),
-                "category": dict(sorted(self.categories.items())),
-                **({"kept_from_earlier": self.kept_from_earlier}
-                   if self.kept_from_earlier is not None else {})}
-
-    def save(self, path: Path) -> None:
-        write_json(path, self.as_dict())
-
-    @classmethod
-    def load(cls, path: Path) -> Split:
-        """The split written by :meth:`save`; a CatalogError in one sentence for a file that
-        is not one (damaged, or edited by hand)."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            split = cls(dict(data["assignment"]), data["source"], data.get("seed"),
-                        data.get("fractions", {}), data.get("duplicate_groups", []),
-                        dict(data.get("photo_sha256") or {}),
-                        list(data.get("left_out_of_test") or []),
-                        list(data.get("left_out_of_val") or []),
-                        int(data.get("product_groups") or 0),
-                        dict(data.get("category") or {}))
-            if not all(isinstance(v, str) for v in (*split.assignment.values(),
-                                                     *split.contents.values(),
-                                                     *split.categories.values())):
-                raise ValueError("its values are not text")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise CatalogError(f"{path} is not a split written by `vitrine train` "
-                               f"({type(exc).__name__}: {exc}); train again, or remove it "
-                               "to evaluate leave-one-out.") from None
-        return split
-
-
-def save_fingerprints(folder: Path, split: Split, phash_of: dict[str, str],
-                      thumb_of: dict[str, bytes]) -> None:
-    """Write :data:`FINGERPRINTS` in the model ``folder``: of each photo the model trained on
-    (``split``'s train and validation photos and those it left out as their copies), its
-    product id, pHash and thumbnail (the whole photo's: :func:`vitrine.dedupe_pairs.copies_of_known`
-    compares those alone); a photo without a pHash (none was made) is left out."""
-    import io
-
-    import numpy as np
-
-    from vitrine.dedupe_views import whole
-    from vitrine.files import write_whole
-
-    trained = {*split.left_out, *split.left_out_val, *split.ids("train"), *split.ids("val")}
-    ids = [pid for pid in sorted(trained) if _hash_value(phash_of.get(pid)) is not None]
-    buffer = io.BytesIO()  # (ids NUL-separated: a file name holds no NUL, and no array of
-    # fixed-width text four bytes a character)
-    np.savez_compressed(
-        buffer, ids=np.frombuffer("\0".join(ids).encode("utf-8", "surrogateescape"), np.uint8),
-        phash=np.array([_hash_value(phash_of[pid]) for pid in ids], np.uint64),
-        thumbs=np.frombuffer(b"".join(whole(thumb_of[pid]) for pid in ids), np.uint8).reshape(
-            len(ids), len(whole(thumb_of[ids[0]])) if ids else 0))
-    write_whole(Path(folder) / FINGERPRINTS, buffer.getvalue())
-
-
-def load_fingerprints(folder: Path, split: Split | None
-                      ) -> tuple[list[str], list[bytes]] | None:
-    """The pHashes and thumbnails :func:`save_fingerprints` wrote in ``folder``, of the photos
-    ``split`` says the model trained on; None without the file (a model trained before it
-    was written); a CatalogError in one sentence for a file that is not one. Without
-    ``split``, the file is only checked as far as its ids and pHashes (not its thumbnails,
-    77 MB at 100,000), and None returned: a damaged one said before the photos are
-    embedded (helper-237)."""
-    import zipfile
-    import zlib
-
-    import numpy as np
-
-    from vitrine.dedupe_views import THUMB_BYTES, THUMB_SIZE
-
-    path = Path(folder) / FINGERPRINTS
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            raw, values = bytes(data["ids"]), data["phash"]
-            if "thumbs" not in data.files:
-                raise KeyError("thumbs")
-            thumbs = data["thumbs"] if split is not None else None
-        ids = raw.decode("utf-8", "surrogateescape").split("\0") if raw else []
-        if values.dtype != np.uint64 or len(ids) != len(values):
-            raise ValueError("its arrays do not match")
-        if thumbs is None:
-            return None
-        if thumbs.dtype != np.uint8 or thumbs.ndim != 2 or len(thumbs) != len(ids):
-            raise ValueError("its arrays do not match")
-        if len(ids) and thumbs.shape[1] != THUMB_BYTES:  # (FAISS asserted: helper-237)
-            raise ValueError(f"its thumbnails are not {THUMB_SIZE}×{THUMB_SIZE} RGB")
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise CatalogError(f"{path} is not a file written by `vitrine train` "
-                           f"({type(exc).__name__}: {exc}); train again, or remove it "
-                           "(its copies of training photos are then not looked for).") from None
-    trained = {*split.left_out, *split.left_out_val,
-               *(pid for pid, side in split.assignment.items() if side != "test")}
-    rows = [i for i, pid in enumerate(ids) if pid in trained]  # (a file of another split)
-    return [f"{int(values[i]):016x}" for i in rows], [thumbs[i].tobytes() for i in rows]
-
-
-def _hash_value(phash: str | None) -> int | None:
-    """A pHash's 16 hex digits as a number; None for no pHash."""
-    try:
-        value = int(phash, 16) if phash else None
-    except ValueError:
-        return None
-    return value if value is not None and 0 <= value < 2**64 else None
+from vitrine.split_folders import (  # noqa: F401 - known here as before
+    FOLDER_NAMES,
+    Catalogue,
+    find_split_folders,
+    links_refused,
+    read_catalogue,
+    uncategorised_photos,
+)
+from vitrine.split_record import (  # noqa: F401 - known here as before
+    FINGERPRINTS,
+    SPLITS,
+    Split,
+    load_fingerprints,
+    save_fingerprints,
+)
 
 
 def held_out_targets(n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
@@ -307,161 +140,6 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
             for i in min(reversed(label_units), key=len):
                 out[i] = "train"
     return out
-
-
-def find_split_folders(root: Path) -> dict[str, Path] | None:
-    """:func:`_split_layout`'s folders."""
-    return _split_layout(root)[0]
-
-
-def _split_layout(root: Path, uploads: Path | None = None,
-                  refused_links: list[Path] | None = None,
-                  ) -> tuple[dict[str, Path] | None, list[Path]]:
-    """The ``train``/``val``/``test`` sub-folders (Portuguese names too) of a catalogue that is
-    already split, or None. A split catalogue needs a train folder and a val or test one
-    (``train`` and ``val`` alone must not become two categories named so), and no other
-    folder of photos beside them. Split folders with other folders of photos beside them are
-    a CatalogError: read as a plain catalogue, "train" and "test" became two categories and
-    the other folders' photos joined neither split, without a word (a store's products were
-    then recategorised); a folder without photos, hidden, or a Vitrine store or model
-    changes nothing. Folder names are compared in one Unicode form (a Mac writes
-    "validação" decomposed). With them, the photos at the top, in none of them. Photos in
-    ``uploads`` (a VITRINE_UPLOAD_DIR inside the catalogue: the server's photos of products
-    added through the API) are neither."""
-    root = Path(root)
-    if not root.is_dir():
-        return None, []
-    children = {category_form(p.name).lower(): p  # (one Unicode form)
-                for p in root.iterdir() if p.is_dir()}
-    found = {}
-    for split, names in FOLDER_NAMES.items():
-        for name in names:
-            if name in children:
-                found[split] = children[name]
-                break
-    if "train" not in found or len(found) < 2:
-        return None, []
-    beside = scan_images(root, skip={f.name for f in found.values()},  # (photos at the top:
-                         refused_links=refused_links)
-    # no folder; those of a store's uploads or a hidden folder are not listed)
-    if uploads is not None and beside:  # (resolved by the caller)
-        beside = [p for p in beside if not (UPLOAD_NAME.fullmatch(p.name) and Path(
-            os.path.realpath(p)).is_relative_to(uploads))]
-    others = sorted({p.relative_to(root).parts[0] for p in beside
-                     if len(p.relative_to(root).parts) > 1})
-    if others:
-        names = ", ".join(f.name for f in found.values())
-        raise CatalogError(
-            f"{root} is split in folders ({names}) but other folders beside them hold photos "
-            f"too ({', '.join(others[:3])}{' …' if len(others) > 3 else ''}): move those "
-            "photos into the split folders, or, if these folders are all categories, rename "
-            f"the ones named like splits ({names}).")
-    return found, beside
-
-
-def _read_split(root: Path, folders: dict[str, Path] | None,
-                refused_links: list[Path] | None = None,
-                ) -> tuple[list[Product], dict[str, str] | None]:
-    """Products of the catalogue ``root`` and, when it is split in ``folders`` (None: not
-    split), each product's split.
-
-    In a split catalogue every split folder is read as a catalogue of its own (category
-    sub-folders, optional ``products.csv``); product ids get the split's name as a prefix.
-    A product table at its top instead (what `vitrine index` of the folder reads) is the
-    whole catalogue's: photo paths from the top, categories the folders under each split's;
-    photos outside the split folders are in no split and left out, as they are otherwise.
-    """
-    if folders is None:
-        return read_catalog(root, refused_links=refused_links), None
-    from vitrine.catalog_csv import find_csv
-
-    products, given = [], {}
-    if top := find_csv(root):  # (it was not read: its categories lost, while index used them)
-        if inner := [t for f in folders.values() if (t := find_csv(f, root))]:
-            raise CatalogError(f"{top} and {inner[0]} both describe photos of {root}; keep "
-                               "one table at the top or one in each split folder.")
-        split_of = {f.name: split for split, f in folders.items()}  # (a link: its own name)
-        top_folder = Path(root).resolve()
-        for product in read_catalog(root, depth=1, refused_links=refused_links):
-            rel = product.image.relative_to(top_folder) if product.image.is_relative_to(
-                top_folder) else Path(product.image.name)
-            if len(rel.parts) > 1 and rel.parts[0] in split_of:
-                products.append(product)
-                given[product.product_id] = split_of[rel.parts[0]]
-    else:
-        for split, folder in folders.items():
-            if refused_links is not None and not folder.resolve().is_relative_to(
-                    Path(root).resolve()):  # (a split folder linked from elsewhere: not read)
-                refused_links.append(folder)
-                continue
-            for product in read_catalog(folder, empty_ok=True,  # (an empty one: as missing)
-                                        catalogue=root, refused_links=refused_links):
-                product.product_id = _prefixed(folder.name, product.product_id)
-                products.append(product)
-                given[product.product_id] = split
-    if not products:
-        raise CatalogError(f"no product photos found in the split folders of {root} "
-                           f"({', '.join(f.name for f in folders.values())}).")
-    return products, given
-
-
-def _prefixed(folder: str, product_id: str) -> str:
-    """``product_id`` after its split folder's name. An id that would mix Unicode forms (a
-    Mac's decomposed "validação" before a table's composed "relógio-1"), which neither form
-    typed found (a product id is looked up in either form), takes the form of
-    ``product_id``; any other is as it was (ids of existing stores stay)."""
-    joined = f"{folder}/{product_id}"
-    if any(unicodedata.is_normalized(form, joined) for form in ("NFC", "NFD")):
-        return joined
-    form = "NFC" if unicodedata.is_normalized("NFC", product_id) else "NFD"
-    return f"{unicodedata.normalize(form, folder)}/{product_id}"
-
-
-def links_refused(settings: Settings) -> list[Path] | None:
-    """What :func:`read_catalogue` takes as ``refused_links`` under ``settings``: a list to
-    fill when VITRINE_FOLLOW_OUTSIDE_LINKS is false (links out of the catalogue not
-    followed), else None."""
-    return None if settings.follow_outside_links else []
-
-
-Catalogue = tuple[list[Product], dict[str, str] | None, list[Path]]
-"""What :func:`read_catalogue` reads: products, their splits, photos outside the splits."""
-
-
-def read_catalogue(root: Path, uploads: Path | None = None, *,
-                   refused_links: list[Path] | None = None) -> Catalogue:
-    """What index, train and evaluate read of ``root``: its products, each product's split
-    (None: not split, see :func:`_read_split`), and the photos at the top of a split
-    catalogue, in none of its split folders (named by each command, not lost silently).
-
-    The photos in ``uploads``, a VITRINE_UPLOAD_DIR inside the catalogue, named as the
-    server names them (``<sha256>.<ext>``), are the server's, of products added through the
-    API: not catalogue products unless a product table lists them (each became a second
-    one; a catalogue without a table kept them all), nor a folder of photos beside the
-    splits (every command refused the catalogue), nor outside them.
-
-    With ``refused_links`` (a list: VITRINE_FOLLOW_OUTSIDE_LINKS=false) links to folders
-    outside ``root`` are not entered; each is added to it, once."""
-    root = Path(root).resolve() if Path(root).exists() else Path(root)  # (outside: below it)
-    folder = None if uploads is None else Path(uploads).expanduser().resolve()
-    folders, outside = _split_layout(root, folder, refused_links)  # (one scan of the top)
-    products, given = _read_split(root, folders, refused_links)
-    if refused_links:  # (a split catalogue's top is scanned twice with a table there)
-        refused_links[:] = sorted(set(refused_links))
-    if folder is not None and folder.is_relative_to(root):  # (a row of a product table
-        # naming one of its photos is the shop's: kept; so is a photo not named as the
-        # server names its uploads: a VITRINE_UPLOAD_DIR set to a category's folder removed
-        # that category from the store, exit 0: helper-230)
-        products = [p for p in products if p.listed or not (
-            UPLOAD_NAME.fullmatch(p.image.name) and p.image.is_relative_to(folder))]
-    return products, given, outside
-
-
-def uncategorised_photos(products: Sequence[Product]) -> list[dict]:
-    """The products of ``products`` without a category, each with why: train and evaluate
-    leave them out and name them (``uncategorised_photos``)."""
-    return [{"product_id": p.product_id, "reason": "not in a category folder, and the "
-             "product table gives it no category"} for p in products if not p.category]
 
 
 GROUP_COLUMNS = ("item_group_id", "product_group", "parent_id")

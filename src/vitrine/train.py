@@ -19,6 +19,9 @@ categories.
 
 With ``train_companion`` a second pretrained backbone, frozen whole, runs beside the first;
 its pooled features (cached per view like the frozen layers' maps) join the head's input.
+
+:mod:`vitrine.train_checks` holds what training refuses, :mod:`vitrine.train_summary` what it
+writes about the run besides the network.
 """
 
 from __future__ import annotations
@@ -27,23 +30,19 @@ import errno
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
 from vitrine.catalog import (
     Product,
-    category_form,
     category_twins,
     recategorised,
     refuse_out_inside,
 )
 from vitrine.config import Settings
-from vitrine.display import counted
 from vitrine.errors import (
     CatalogError,
     TrainingError,
@@ -52,16 +51,21 @@ from vitrine.errors import (
     refused_sentence,
 )
 from vitrine.images import Preprocessing
-from vitrine.model_eval import find_groups, without_unreadable
+from vitrine.model_eval import find_groups
 from vitrine.models import get_spec, load_state_dict, state_hash, taps_for
 from vitrine.progress import progress_bar
 from vitrine.split import (
-    FOLDER_NAMES,
     Split,
     links_refused,
     make_split,
     read_catalogue,
     uncategorised_photos,
+)
+from vitrine.train_checks import (
+    check_converged,
+    floor_below_rates,
+    no_validation,
+    too_few_categories,
 )
 from vitrine.train_data import (
     FeatureCache,
@@ -72,15 +76,20 @@ from vitrine.train_data import (
     permute_rows_,
 )
 from vitrine.train_fit import fit_cached, pool_views
-from vitrine.train_loop import PhaseResult
+from vitrine.train_summary import (
+    _counted_test_rows,
+    _phase_summary,
+    _test_detail,
+    cache_note,
+    conflicting_labels,
+    duplicate_calibration,
+    model_config,
+)
 from vitrine.trained_net import (
     BlockError,
     ClassifierHead,
     TrainedNet,
     build_trained_net,
-    combine_rows,
-    layer_parts,
-    probs_tail,
 )
 
 
@@ -249,107 +258,6 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     return summary
 
 
-def check_converged(history: Sequence[dict], out_dir: Path, refit: dict | None = None) -> None:
-    """Raise TrainingError at the first epoch whose training or validation loss is not a
-    number: a model that predicts nothing must not replace a working one in ``out_dir``.
-    After a refit (``refit``: ``Fit.refit``), the network saved is checked on the training
-    and validation photos as well: a refit whose loss stopped being a number is not saved
-    (the validated network is, :func:`vitrine.train_fit.refit_worse`), so this refuses only a
-    run where neither network is usable (helper-231)."""
-    for e in history:
-        if not np.isfinite(e["loss"]) or not np.isfinite(e.get("val_loss", 0.0)):
-            raise TrainingError(
-                f"training diverged (the loss is not a number from the {e['phase']} epoch "
-                f"{e['epoch']}); lower the learning rates (VITRINE_TRAIN_PHASE1_LR, "
-                f"VITRINE_TRAIN_PHASE2_LR). {out_dir} is left as it was.")
-    if refit and refit["check"]["refit" if refit["kept"] else "validated"]["loss"] is None:
-        raise TrainingError(
-            "training diverged (the loss of the refit on train + validation, and of the "
-            "validated model before it, is not a number); lower the learning rates "
-            f"(VITRINE_TRAIN_PHASE1_LR, VITRINE_TRAIN_PHASE2_LR). {out_dir} is left as it was.")
-
-
-def conflicting_labels(groups: Sequence[Sequence[str]],
-                       products: Sequence[Product]) -> list[list[str]]:
-    """Duplicate groups whose photos carry different categories: the same picture is then
-    trained under two labels (a mistake in the catalogue, most likely)."""
-    category = {p.product_id: p.category for p in products}
-    return [[f"{pid} ({category.get(pid, '')})" for pid in group] for group in groups
-            if len({category.get(pid, "") for pid in group}) > 1]
-
-
-def duplicate_calibration(outputs: dict, caches: dict[str, FeatureCache],
-                          phash_of: dict[str, str], groups: Sequence[Sequence[str]],
-                          settings: Settings, zeros: Callable = torch.zeros) -> dict:
-    """The duplicate rule's embedding cosine for the trained model's vectors, calibrated on
-    every photo of the catalogue (:func:`vitrine.dedupe.calibrated_embed_cosine`; recorded in
-    model.json, used by index and dedupe with this model)."""
-    from vitrine.dedupe import DuplicateRules, calibrated_embed_cosine
-
-    parts, weights = layer_parts(settings.train_embedding, settings.train_embedding_weight)
-    ids = [p.product_id for name in outputs for p in caches[name].products]
-    vectors = combine_rows(list(outputs.values()), parts, weights, zeros=zeros).numpy()
-    row = {pid: i for i, pid in enumerate(ids)}
-    known = [[row[pid] for pid in group if pid in row] for group in groups]
-    tail = probs_tail(settings.train_embedding, outputs["train"]["probs"].shape[1])
-    cosine, closest = calibrated_embed_cosine(vectors, [phash_of[pid] for pid in ids], known,
-                                              DuplicateRules.from_settings(settings,
-                                                                           probs_tail=tail))
-    return {"embed_cosine": cosine, "closest_different_products": closest,
-            "photos": len(ids), "without_probabilities": bool(tail)}
-
-
-def floor_below_rates(settings: Settings) -> None:
-    """Refuse, before any photo is read, a learning-rate floor (VITRINE_TRAIN_MIN_LR) at or
-    above a phase's rate (a phase of 0 epochs aside): ReduceLROnPlateau never lowers a rate
-    to a floor above it. Checked by training alone: as a check of the settings it stopped
-    every command, a server or `vitrine index` that never trains among them, whose
-    environment an older Vitrine had served with (VITRINE_TRAIN_PHASE2_LR=1e-6 beside the
-    default floor)."""
-    for phase in (1, 2):
-        lr = getattr(settings, f"train_phase{phase}_lr")
-        if getattr(settings, f"train_phase{phase}_epochs") and settings.train_min_lr >= lr:
-            raise TrainingError(f"settings VITRINE_TRAIN_MIN_LR={settings.train_min_lr:g} and "
-                                f"VITRINE_TRAIN_PHASE{phase}_LR={lr:g} put the floor of the "
-                                f"learning-rate reductions at or above phase {phase}'s rate, "
-                                "which would never be reduced; set VITRINE_TRAIN_MIN_LR "
-                                "below it.")
-
-
-def no_validation(settings: Settings, given: dict[str, str] | None) -> None:
-    """Refuse, before any photo is read, a VITRINE_TRAIN_VAL_FRACTION of 0 where the
-    validation photos are to be carved by it (no val folder): no fraction of 0 gives any,
-    and the run read every photo first, then said to add photos."""
-    if settings.train_val_fraction == 0 and "val" not in set((given or {}).values()):
-        raise TrainingError("setting VITRINE_TRAIN_VAL_FRACTION=0 leaves no photo to "
-                            "validate on (early stopping, the learning rate and refit are "
-                            "chosen on them); set it above 0 (0.15 by default), or give the "
-                            "catalogue a val folder.")
-
-
-def too_few_categories(catalog_dir: Path, products: Sequence[Product],
-                       unreadable: Sequence[dict] = ()) -> None:
-    """A CatalogError unless ``products`` are of two categories or more: training learns to
-    tell categories apart (it was said after every photo was read, of "the training split"),
-    so this is checked before the photos are read, then of those that could be read. A lone
-    ``train`` folder is not a split catalogue: its photos were one category named "train".
-    The ``unreadable`` photos left out, when there were, are named."""
-    categories = {p.category for p in products}
-    if len(categories) > 1:
-        return
-    if categories:
-        (only,) = categories
-        lone = category_form(only).lower() in FOLDER_NAMES["train"]
-        why = (f"the photos of {catalog_dir} are all of one category ({only!r}); training "
-               "learns to tell categories apart, so it needs photos of at least two "
-               "categories, each category's in a sub-folder named after it" + (
-                   f". A {only} folder alone is not a split catalogue: put a val or test "
-                   "folder beside it, with the same category folders." if lone else "."))
-    else:
-        why = f"no photo of {catalog_dir} is left to train on."
-    raise CatalogError(without_unreadable(why, unreadable))
-
-
 def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, int],
                  clean: FrozenPass, split: Split, prep: Preprocessing,
                  settings: Settings, storage: MapStorage, show_progress: bool,
@@ -427,90 +335,3 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
         labels = torch.as_tensor([position[p.category] for p in items], dtype=torch.long)
         caches[name] = FeatureCache(maps, labels, items, side)
     return classes, caches
-
-
-def cache_note(settings: Settings, storage: MapStorage) -> str:
-    """What the training caches, and where, in one paragraph for the summary."""
-    v = settings.train_views
-    note = ("Frozen blocks run once per photo (1 view, no augmentation: "
-            "VITRINE_TRAIN_VIEWS=1). " if v == 1 else
-            f"Frozen blocks run once per view: {v} views per training photo (the photo and "
-            f"{counted(v - 1, 'seeded augmentation')}), 1 per validation/test "
-            "photo; each epoch draws one cached view per photo, so augmentation is a fixed set "
-            "of views rather than fresh each epoch. ")
-    note += "Phase 1 also caches the head's input from the frozen network."
-    taps = taps_for(get_spec(settings.backbone), settings.train_taps)
-    if taps:
-        note += (f" The cached maps are those before the first tapped block ({min(taps)}); "
-                 "the tapped blocks before the fine-tuned ones stay frozen and run on them "
-                 "every epoch.")
-    if settings.train_companion:
-        note += (f" The companion backbone {settings.train_companion} is frozen whole: its "
-                 "pooled features of the same views are cached.")
-    note += (" The cached tensors (maps, the head's inputs, the outputs) were "
-             f"{storage.in_memory / 2**20:,.0f} MiB allocated in memory")
-    if storage.on_disk:
-        limit = ("VITRINE_TRAIN_CACHE_MEMORY_MB" if settings.train_cache_memory_mb is not None
-                 else "half the available memory (VITRINE_TRAIN_CACHE_MEMORY_MB unset)")
-        note += (f" and {storage.on_disk / 2**20:,.0f} MiB in files mapped into memory, past "
-                 f"the {storage.budget / 2**20:,.0f} MiB that {limit} allows")
-    return note + "."
-
-
-def _phase_summary(result: PhaseResult, metrics: dict) -> dict:
-    return {"epochs": len(result.history), "best_epoch": result.best_epoch,
-            "stopped_early": result.stopped_early, "seconds": round(result.seconds, 1),
-            "metrics": metrics}
-
-
-def _counted_test_rows(caches: dict[str, FeatureCache],
-                       groups: Sequence[Sequence[str]]) -> torch.Tensor | None:
-    """The rows of the test split its figures count: the copies of one photo among them
-    (``groups``, the split's duplicate groups) once (:func:`vitrine.model_eval.one_per_group`),
-    as `vitrine evaluate` counts them (helper-231)."""
-    from vitrine.model_eval import one_per_group
-
-    if "test" not in caches:
-        return None
-    products = list(caches["test"].products)
-    return torch.as_tensor(one_per_group([p.product_id for p in products], groups)
-                           if products else range(len(caches["test"])), dtype=torch.long)
-
-
-def _test_detail(outputs: dict, caches: dict[str, FeatureCache], classes: list[str],
-                 settings: Settings, zeros: Callable, keep: torch.Tensor | None) -> dict:
-    """The test split's figures, of its rows ``keep`` (:func:`_counted_test_rows`: None
-    where there is no test split)."""
-    from vitrine.report import classification_report, misclassified, retrieval_from_cache
-
-    if "test" not in caches:
-        return {}
-    products = list(caches["test"].products)
-    labels = caches["test"].labels[keep]
-    logits = outputs["test"]["logits"][keep]
-    pred = logits.argmax(1)
-    detail = classification_report([classes[i] for i in labels.tolist()],
-                                   [classes[i] for i in pred.tolist()], classes)
-    detail["copies_counted_once"] = len(caches["test"]) - len(keep)
-    detail["loss"] = float(nn.functional.cross_entropy(logits, labels))
-    detail["misclassified"] = misclassified([products[i] for i in keep.tolist()]
-                                            if products else (), labels.tolist(),
-                                            outputs["test"]["probs"][keep].numpy(), classes)
-    detail["retrieval"] = retrieval_from_cache(outputs, caches, classes, settings, keep,
-                                               zeros=zeros)
-    return detail
-
-
-def model_config(backbone: str, settings: Settings, classes: list[str], prep: Preprocessing,
-                 pretrained_sha256: str) -> dict:
-    """The description written to ``model.json``."""
-    training = {k.removeprefix("train_"): v for k, v in settings.training_choices().items()}
-    return {"backbone": backbone, "companion": settings.train_companion,
-            "cut": settings.train_fine_tune_from,
-            "taps": taps_for(get_spec(backbone), settings.train_taps),
-            "classes": classes,
-            "head_units": settings.train_head_units,
-            "dropout": settings.train_dropout, "preprocessing": prep.as_dict(),
-            "embedding": {"layer": settings.train_embedding,
-                          "weight": settings.train_embedding_weight},
-            "pretrained_weights_sha256": pretrained_sha256, "training": training}
