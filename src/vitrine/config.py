@@ -1,18 +1,37 @@
-"""Settings, read from the environment (prefix ``VITRINE_``) and passed explicitly."""
+"""Settings, read from the environment (prefix ``VITRINE_``) and passed explicitly.
+
+:mod:`vitrine.config_env` holds the environment's side (a variable's text, one set twice in
+different case, the secrets a refusal does not repeat), :mod:`vitrine.config_web` the web
+server's settings as browsers and proxies see them (origins, the path prefix)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from vitrine.config_env import (  # noqa: F401 - known here as before
+    SCRIPT_VARIABLES,
+    SECRET_SETTINGS,
+    _check_set_once,
+    _env_name,
+    _shown,
+    _str_list,
+    default_cache_dir,
+    env_value,
+)
+from vitrine.config_web import (  # noqa: F401 - known here as before
+    DEFAULT_PORTS,
+    ROOT_PATH_SEGMENT,
+    _browser_idna,
+    _origin,
+    root_path_problem,
+)
 
 ResizePolicy = Literal["pad", "crop", "squash"]
 Positive = Annotated[int, Field(ge=1)]
@@ -42,115 +61,6 @@ StrList = Annotated[list[str], NoDecode]
 """A list setting: a JSON list (``["a", "b"]``) or comma-separated (``a,b``) in the
 environment (NoDecode: pydantic-settings would otherwise demand JSON and fail with a
 traceback on ``a``)."""
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/vitrine`` (the XDG base directory spec; a relative value is ignored,
-    as the spec says), else ``~/.cache/vitrine``."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    if os.path.isabs(xdg):
-        return Path(xdg) / "vitrine"
-    try:
-        return Path("~/.cache/vitrine").expanduser()
-    except RuntimeError:  # no home folder (no HOME, a user id without a passwd entry in a
-        # container): every command stopped with a traceback, also those needing no cache
-        return Path(tempfile.gettempdir()) / f"vitrine-cache-{os.getuid()}"
-
-
-def _str_list(value):
-    """``VITRINE_X=a, b`` or ``VITRINE_X=["a", "b"]`` → ``["a", "b"]``; empty → ``[]``."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if text.startswith("["):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not a JSON list ({exc.msg}); write a,b or [\"a\", \"b\"]"
-                             ) from None
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _browser_idna(host: str) -> str:
-    """``host`` in the ASCII form browsers send in ``Origin`` (the URL Standard's UTS #46,
-    non-transitional: ``straße.de`` is ``xn--strae-oqa.de``; Python's own "idna" codec is
-    IDNA 2003 and made it ``strasse.de``, an origin no browser sends). ASCII labels stay as
-    they are (browsers allow ``_`` there)."""
-    import idna
-
-    # (UTS 46 maps the host whole: its ideographic full stops are dots; its ToASCII is the
-    # mapping and Punycode, not IDNA 2008's code point table, which refuses ☃ or ❤ that
-    # browsers send as xn--n3h: helper-251)
-    mapped = host if host.isascii() else idna.uts46_remap(host, std3_rules=False,
-                                                          transitional=False)
-    labels = [label.lower() if label.isascii() else
-              "xn--" + label.encode("punycode").decode("ascii") for label in mapped.split(".")]
-    if any(not 0 < len(label) <= 63 for label in labels[:-1] or labels) or len(labels[-1]) > 63:
-        raise ValueError("a label of the host is empty or longer than 63 characters")
-    return ".".join(labels)
-
-
-def _origin(text: str) -> str:
-    """A browser origin as browsers send it: ``scheme://host[:port]``, lower case, the host
-    in IDNA form (``lojá.com.br`` → ``xn--loj-gla.com.br``), no default port, no slash at the
-    end (``https://Loja.com:443/`` → ``https://loja.com``; ``*`` stays). What could never
-    match an Origin header (a path, a user name, a wildcard in the host, a bad port) is
-    refused."""
-    if text == "*":
-        return text
-    parts = urlsplit(text.rstrip("/"))
-    problem = None
-    try:
-        port = parts.port
-    except ValueError:
-        port, problem = None, "its port is not a number from 0 to 65535"
-    host = parts.hostname or ""
-    if not host.isascii():  # (as written: str.lower() makes a word-final Σ ς, UTS 46 σ)
-        host = parts.netloc.rpartition("@")[2].partition(":")[0]
-    if parts.scheme not in ("http", "https") or not host or parts.path or parts.query \
-            or parts.fragment:
-        problem = "write scheme://host[:port], such as https://loja.com.br, without a path"
-    elif parts.username is not None or parts.password is not None:
-        problem = "an origin has no user name or password"
-    elif "*" in host:
-        problem = "list each origin; a wildcard in the host is not supported"
-    if problem is None and ":" not in host:  # an IPv6 address stays as it is
-        try:
-            host = _browser_idna(host)
-        except (UnicodeError, ValueError):  # (idna.IDNAError is a UnicodeError)
-            problem = "its host is not a valid domain name"
-    if problem:
-        raise ValueError(f"{text!r} is not an origin; {problem}")
-    if ":" in host:
-        host = f"[{host}]"
-    shown_port = "" if port is None or port == DEFAULT_PORTS[parts.scheme] else f":{port}"
-    return f"{parts.scheme}://{host}{shown_port}"
-
-
-ROOT_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
-"""A segment of a path prefix: letters, digits and ``._~-`` (it starts every link the pages
-write, and /docs writes it into a script: a quote broke it; ``%``, ``<`` and the like
-refused)."""
-
-
-def root_path_problem(value: str) -> str | None:
-    """What is wrong with ``value`` as the path prefix a reverse proxy serves Vitrine under
-    (``/vitrine``), else None (empty is none): segments after a slash each (``//shop`` in a
-    link leaves for another site), none at the end (the pages add their own), of letters,
-    digits and ``._~-`` only, none of them ``.`` or ``..`` (``/..`` made every link leave the
-    prefix: helper-229)."""
-    if not value:
-        return None
-    segments = value.split("/")
-    if segments[0] or not all(ROOT_PATH_SEGMENT.fullmatch(s) and s not in (".", "..")
-                              for s in segments[1:]):
-        return ("write a path such as /vitrine or /shop/vitrine: a '/' before each part, "
-                "none at the end, each part of letters, digits and '.', '_', '~', '-' "
-                "(not '.' or '..')")
-    return None
 
 
 BACKBONE_NAMES = ("mobilenet_v2", "efficientnet_lite0")
@@ -556,40 +466,6 @@ def load_settings(given: Mapping[str, tuple[str, object]] | None = None) -> Sett
                            f"{cause}.") from None
 
 
-SECRET_SETTINGS = frozenset({"api_key", "milvus_token"})
-"""Settings whose value a refusal does not repeat: it goes to the server's log."""
-
-
-def _shown(field: str, name: str, given: object) -> str:
-    """``=value`` of a refused setting, as the refusal repeats it; nothing for a secret."""
-    return "" if field in SECRET_SETTINGS else f"={env_value(name, given)!r}"
-
-
-def _env_name(field: str) -> str:
-    return "VITRINE_" + field.upper() if field else "VITRINE_*"
-
-
-def _check_set_once() -> None:
-    """Refuse a VITRINE_ variable set twice in different case (``VITRINE_BATCH_SIZE=4
-    vitrine_batch_size=0``): which one counted depended on the environment's order, and a
-    refusal quoted the other's value (helper-230)."""
-    from vitrine.errors import VitrineError
-
-    seen: dict[str, str] = {}
-    for key in os.environ:
-        upper = key.upper()
-        if upper.startswith("VITRINE_"):
-            if upper in seen:
-                raise VitrineError(f"settings {seen[upper]} and {key} are the same setting, "
-                                   "set twice in different case; unset one of them.")
-            seen[upper] = key
-
-
-SCRIPT_VARIABLES = frozenset({"VITRINE_SHARED", "VITRINE_EXTRAS", "VITRINE_TORCH_SPEC",
-                              "VITRINE_CONSTRAINTS", "VITRINE_CHROMIUM"})
-"""VITRINE_ variables that are no settings: the set-up and test scripts' own."""
-
-
 def unknown_settings() -> list[str]:
     """A note for each VITRINE_ variable of the environment that names no setting (nor a
     script's variable), with the setting it may have meant: ``VITRINE_INDEX_KIND=hnsw`` was
@@ -605,15 +481,6 @@ def unknown_settings() -> list[str]:
             meant = f" (did you mean {near[0]}?)" if near else ""
             notes.append(f"note: {key} is not a Vitrine setting{meant}; it is ignored.")
     return notes
-
-
-def env_value(name: str, default):
-    """The environment's text for ``name`` (matched without case, as pydantic-settings
-    does), else ``default``."""
-    for key, value in os.environ.items():
-        if key.upper() == name:
-            return value
-    return default
 
 
 def cpu_only_note(settings: Settings, what: str) -> str | None:
