@@ -1236,20 +1236,23 @@ def test_too_little_address_space_is_one_sentence(small_store):
     """FAISS's library (its OpenBLAS) crashed the process as it loaded under `ulimit -v`
     below about 550 MB: status 139 (SIGSEGV) and not a word. One sentence and status 2;
     the help and the version still answer."""
-    import resource
+    def limited(command: list[str]) -> list[str]:
+        """``command`` under 400 MB of address space, set by a trampoline that execs it (a
+        preexec_fn forked from this test process, with gRPC's threads of earlier Milvus
+        tests, died at times before it started: SIGABRT, "epoll_wait error")."""
+        return [sys.executable, "-c", "import os, resource, sys; resource.setrlimit("
+                "resource.RLIMIT_AS, (400 << 20, resource.RLIM_INFINITY)); "
+                "os.execv(sys.argv[1], sys.argv[1:])", *command]
 
-    def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (400 << 20, resource.RLIM_INFINITY))
-
-    proc = subprocess.run([*CLI, "info", "--store", str(small_store)], capture_output=True,
-                          text=True, preexec_fn=limited, timeout=120)
+    proc = subprocess.run(limited([*CLI, "info", "--store", str(small_store)]),
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc
     assert proc.stderr.startswith("error: this process may use 400 MB of address space "
                                   "(ulimit -v)") and "768 MB" in proc.stderr
-    version = subprocess.run([*CLI, "--version"], capture_output=True, text=True,
-                             preexec_fn=limited, timeout=120)
+    version = subprocess.run(limited([*CLI, "--version"]), capture_output=True, text=True,
+                             timeout=120)
     assert version.returncode == 0 and version.stdout.startswith("vitrine "), version
-    bare = subprocess.run(CLI, capture_output=True, text=True, preexec_fn=limited,
+    bare = subprocess.run(limited(CLI), capture_output=True, text=True,
                           timeout=120)  # (no command: the help, as `--help` answers it)
     assert "Usage:" in bare.stdout and "address space" not in bare.stderr, bare
 
