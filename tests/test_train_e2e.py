@@ -432,6 +432,26 @@ def test_a_damaged_model_file_is_one_sentence(trained, tmp_path, env, run_here):
     assert "weights_only" not in proc.stderr
 
 
+def test_a_model_file_this_user_may_not_read_is_not_called_damaged(trained, monkeypatch):
+    """A service account whose model.pt is another user's (mode 0600) was told the file is
+    "damaged or replaced; train again": the sentence says it cannot be read, and why."""
+    import errno
+
+    from vitrine import trained as trained_module
+    from vitrine.errors import WeightsError
+
+    _, model, _ = trained
+
+    def denied(path, *args, **kwargs):  # (CI runs as root, which chmod does not stop)
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(trained_module, "file_digest", denied)
+    with pytest.raises(WeightsError) as raised:
+        trained_module.load_model(model)
+    assert str(raised.value) == (f"cannot read {model / 'model.pt'} (Permission denied); "
+                                 "give this user access to it, or run as its owner.")
+
+
 def test_a_model_folder_edited_or_mismatched_is_one_sentence(trained, tmp_path):
     """A hand-edited embedding weight (null: a traceback; 5: a complex number, or the square
     root of a negative one in evaluate), weights that hold NaN (with model.json's hash

@@ -5,6 +5,7 @@ speed)."""
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +40,8 @@ def train(
     from vitrine.train import train_catalog
 
     settings = command_settings(weights, embeds=False)
+    tempfile.gettempdir()  # torch's compile cache and matplotlib (the report's figures) need
+    # one: none writable is said here (run_app), not after the photos were read and embedded
     if note := cpu_only_note(settings, "training"):
         sys.stderr.write(note + "\n")
     summary = train_catalog(catalog_dir, out_dir, settings, show_progress=not as_json)

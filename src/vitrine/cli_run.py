@@ -132,6 +132,22 @@ def _output_failed(exc: OSError) -> bool:
     return True
 
 
+def no_temporary_folder(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, or was raised from, Python's "No usable temporary directory"
+    (``tempfile``: TMPDIR, /tmp, /var/tmp and the current folder all unwritable, a container's
+    read-only root file system). torch (its compile cache, as ``train`` makes its optimiser)
+    and matplotlib (its config folder, when HOME's cannot be written either) ask for one as
+    they load: a traceback, status 1."""
+    for _ in range(8):  # (the chain of causes is short; a cycle is not followed for good)
+        if exc is None:
+            return False
+        if isinstance(exc, FileNotFoundError) and exc.filename is None and \
+                "No usable temporary directory" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def stdout_to_null() -> None:
     """Point stdout at /dev/null: its reader is gone (a closed pipe) or its disk full, and
     every later write (Python's flush at exit, a server's access log) would fail again."""
@@ -227,6 +243,11 @@ def _run_app(app: typer.Typer) -> None:
                 where = one_line(str(exc.filename)) if exc.filename else "a file"
                 sys.stderr.write(f"error: {where}: {exc.strerror or 'permission denied'}; "
                                  "give this user access there, or run as its owner.\n")
+                sys.exit(2)
+            if no_temporary_folder(exc):  # torch's and matplotlib's caches as they load
+                sys.stderr.write("error: no temporary folder can be written here (TMPDIR, "
+                                 "/tmp, /var/tmp, the current folder: a read-only file "
+                                 "system?); set TMPDIR to a writable folder.\n")
                 sys.exit(2)
             if exc.errno == errno.ENAMETOOLONG and exc.filename:  # a path given (--out, a
                 # store) with a name longer than the file system takes: not a bug

@@ -21,7 +21,12 @@ def default_cache_dir() -> Path:
         return Path("~/.cache/vitrine").expanduser()
     except RuntimeError:  # no home folder (no HOME, a user id without a passwd entry in a
         # container): every command stopped with a traceback, also those needing no cache
-        return Path(tempfile.gettempdir()) / f"vitrine-cache-{os.getuid()}"
+        try:
+            temporary = tempfile.gettempdir()
+        except OSError:  # no writable temporary folder either (a read-only root file system):
+            # the same traceback; a cache there is said unwritable when one is needed
+            temporary = "/tmp"
+        return Path(temporary) / f"vitrine-cache-{os.getuid()}"
 
 
 def _str_list(value):

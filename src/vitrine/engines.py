@@ -466,6 +466,9 @@ def make_engine(settings: Settings, net: torch.nn.Module, manifest: ModelManifes
         except ExportUnloadable as unloadable:
             raise unloadable.afresh from None
         except (OSError, CacheUnwritable):
-            raise EngineError(f"{exc} The temporary folder {tempfile.gettempdir()} cannot "
-                              "hold it either; set VITRINE_CACHE_DIR or TMPDIR to a writable "
+            try:
+                where = f"The temporary folder {tempfile.gettempdir()} cannot hold it either"
+            except OSError:  # (none writable: gettempdir raised here, a traceback)
+                where = "No temporary folder can hold it either (TMPDIR, /tmp, /var/tmp)"
+            raise EngineError(f"{exc} {where}; set VITRINE_CACHE_DIR or TMPDIR to a writable "
                               "folder, or VITRINE_ENGINE=torch.") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -53,6 +54,8 @@ from vitrine.store.writer_lock import part_abandoned
 from vitrine.thumb_upgrade import upgrade_thumbnails
 
 COMMIT_EVERY = 64
+
+log = logging.getLogger(__name__)
 
 
 def in_shard(product_id: str, shard: tuple[int, int] | None) -> bool:
@@ -331,14 +334,27 @@ def _prune_orphan_photos(store: VectorStore, uploads: Path | None) -> int:
     if not cleanable_uploads(store, uploads) or not uploads.is_dir():
         return 0
     entries = list(uploads.iterdir())
+    refused: list[OSError] = []
     for path in entries:
         if (m := UPLOAD_TMP.fullmatch(path.name)) and part_abandoned(path, int(m[1])):
-            path.unlink(missing_ok=True)
+            _removed(path, refused)
     files = [p for p in entries if p.is_file() and UPLOAD_NAME.fullmatch(p.name)]
-    if not files:
-        return 0
-    named = {Path(image).name for image in store.images().values()}
-    orphans = [p for p in files if p.name not in named]
-    for path in orphans:
+    named = {Path(image).name for image in store.images().values()} if files else set()
+    removed = sum(_removed(p, refused) for p in files if p.name not in named)
+    if refused:  # (the run's work was stored; its end, duplicates and index, still runs)
+        log.warning("note: %d file(s) no product uses in %s could not be deleted (%s); "
+                    "delete them as their owner, or give this user access there.",
+                    len(refused), uploads, refused[0].strerror or refused[0])
+    return removed
+
+
+def _removed(path: Path, refused: list[OSError]) -> bool:
+    """Delete ``path``; one this user may not delete (another user's folder: a server once
+    run as root made STORE/uploads) is added to ``refused``: it stopped every later `index`
+    with status 2, after its products were stored, before the duplicates and the index."""
+    try:
         path.unlink(missing_ok=True)
-    return len(orphans)
+        return True
+    except OSError as exc:
+        refused.append(exc)
+        return False

@@ -295,6 +295,11 @@ def load_model(model_dir: Path) -> TrainedModel:
     try:
         weights_digest, identity = file_digest(weights_path)
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except OSError as exc:  # (not damaged: "train again" sent a service account that may not
+        # read the file to train, as root, a model it still could not read)
+        raise WeightsError(f"cannot read {weights_path} ({exc.strerror or exc})" + (
+            "; give this user access to it, or run as its owner." if isinstance(
+                exc, PermissionError) else ".")) from None
     except Exception:  # noqa: BLE001 - torch's own text suggests weights_only=False: unsafe
         raise WeightsError(f"{weights_path} is not a model file written by `vitrine train` "
                            "(damaged or replaced); train again.") from None
