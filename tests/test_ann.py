@@ -198,7 +198,14 @@ def test_a_flat_search_past_hidden_ids_is_the_exact_search_without_them(hide, mo
     queries = vecs[:50]
     nearest = np.argsort(-(queries[:1] @ vecs.T)[0])[:hide]  # the first query's whole top
     hidden = IdSet(ids[np.union1d(nearest, rng.choice(2000, hide, replace=False))])
+    calls, real_top = [], index._top
+    monkeypatch.setattr(index, "_top", lambda part, *a, **k: (
+        calls.append(len(part)), real_top(part, *a, **k))[1])
     found = index.search_many(queries, 10, hidden=hidden)
+    if hide < 500:  # 5,000 results a call: the queries in parts of that many results
+        step = max(1, 5000 // min(10 + len(hidden), 2000))
+        assert calls == [min(step, 50 - start) for start in range(0, 50, step)]
+        assert hide < 200 or len(calls) > 1
     shown = ~hidden.contains(ids)
     for (scores, got), query in zip(found, queries, strict=True):
         expect = np.argsort(-(vecs[shown] @ query), kind="stable")[:10]

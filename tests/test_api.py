@@ -1341,7 +1341,26 @@ def test_writes_queued_behind_another_give_up_after_one_wait(settings, small_sto
     shutil.copytree(small_store, tmp_path / "store")
     monkeypatch.setattr(vitrine.service_writes, "API_WRITE_WAIT", 0.3)
     service = VitrineService(settings, tmp_path / "store", embedder)
-    refused = []
+    refused, waits = [], []
+
+    class Waited:  # the server's write lock, telling how long each write waits for it
+        def __init__(self, lock):
+            self.lock = lock
+
+        def acquire(self, blocking=True, timeout=-1):
+            waits.append(timeout)
+            return self.lock.acquire(blocking, timeout)
+
+        def release(self):
+            self.lock.release()
+
+        def __enter__(self):
+            return self.lock.__enter__()
+
+        def __exit__(self, *exc):
+            return self.lock.__exit__(*exc)
+
+    monkeypatch.setattr(service, "_write_lock", Waited(service._write_lock))
 
     def delete(pid: str) -> None:
         try:
@@ -1358,6 +1377,7 @@ def test_writes_queued_behind_another_give_up_after_one_wait(settings, small_sto
                 thread.join(timeout=1.5)  # all within one wait, not four in a row
             assert not any(thread.is_alive() for thread in threads)
         assert len(refused) == 4 and all("still in progress" in text for text in refused)
+        assert waits == [0.3] * 4  # (API_WRITE_WAIT each)
     finally:
         service.close()
 
@@ -1367,10 +1387,14 @@ def test_a_write_refused_while_another_process_writes_says_when_to_retry(writabl
     """A write refused because `vitrine index` (another process) holds the store is a 409
     with Retry-After (helper-129: a client had no hint when to try again); nothing changed."""
     import vitrine.service_writes
+    from vitrine.store.embedded import EmbeddedStore
     from vitrine.store.writer_lock import take_writer_lock
 
     client, store = writable
     monkeypatch.setattr(vitrine.service_writes, "API_WRITE_WAIT", 0.2)
+    waits, real_lock = [], EmbeddedStore.lock_for_writing
+    monkeypatch.setattr(EmbeddedStore, "lock_for_writing", lambda self, wait: (
+        waits.append(wait), real_lock(self, wait))[1])
     pid = rows[0]["product_id"]
     lock = take_writer_lock(store)  # (an index running)
     try:
@@ -1380,6 +1404,7 @@ def test_a_write_refused_while_another_process_writes_says_when_to_retry(writabl
         lock.close()
     assert busy.status_code == 409 and busy.headers["retry-after"] == "2", busy.text
     assert "Another process is writing" in busy.json()["detail"]
+    assert len(waits) == 1 and 0 <= waits[0] <= 0.2  # (what is left of API_WRITE_WAIT)
     assert client.get(f"/api/products/{pid}").json()["name"] != "Outro"
 
 
@@ -1412,10 +1437,14 @@ def test_a_busy_write_says_the_whole_time_it_waited(settings, small_store, embed
     import vitrine.service_writes
     from vitrine.errors import StoreBusy
     from vitrine.service import VitrineService
+    from vitrine.store.embedded import EmbeddedStore
     from vitrine.store.writer_lock import take_writer_lock
 
     shutil.copytree(small_store, tmp_path / "store")
     monkeypatch.setattr(vitrine.service_writes, "API_WRITE_WAIT", 0.8)
+    waits, real_lock = [], EmbeddedStore.lock_for_writing
+    monkeypatch.setattr(EmbeddedStore, "lock_for_writing", lambda self, wait: (
+        waits.append(wait), real_lock(self, wait))[1])
     service = VitrineService(settings, tmp_path / "store", embedder)
     lock = take_writer_lock(tmp_path / "store")  # (an index running)
     ahead = threading.Timer(0.5, service._write_lock.release)  # this server's write ends
@@ -1426,6 +1455,7 @@ def test_a_busy_write_says_the_whole_time_it_waited(settings, small_store, embed
                                             r"\S+ \(waited \d+\.\d s\)\.$") as busy:
             service.delete_product("x")
         assert float(re.search(r"waited (\S+) s", str(busy.value))[1]) >= 0.8
+        assert len(waits) == 1 and 0 <= waits[0] <= 0.8  # (the rest of API_WRITE_WAIT)
     finally:
         ahead.join()
         lock.close()
@@ -1517,6 +1547,7 @@ def test_category_counts_are_shared_for_a_while(settings, small_store, embedder,
         counted.append(1), threading.Event().wait(0.5), real())[2])
     service._categories = None
     assert service.categories() == service.categories() and len(counted) == 4
+    assert service._categories[0] <= time.monotonic() + 6 * 0.2  # (0.2 s's: at most 6 ×)
     service.close()
 
 

@@ -291,10 +291,13 @@ def test_large_stores_find_the_same_close_pairs_through_the_inverted_file(monkey
     phashes = ["0" * 16] * len(vecs)
     thumbs = [t.tobytes() for t in rng.integers(0, 256, (len(vecs), 768), dtype=np.uint8)]
     thumbs[200:205] = thumbs[4000:4005]  # found by the thumbnail rule
+    calls.clear()
     groups = find_duplicates(list(range(len(vecs))), vecs, phashes, thumbs)
-    assert [200, 4000] in groups and [103, 3003] in groups
+    assert [200, 4000] in groups and [103, 3003] in groups and calls
     monkeypatch.setattr(dedupe_search, "EXACT_PAIRS_UP_TO", 100_000)
+    calls.clear()
     assert groups == find_duplicates(list(range(len(vecs))), vecs, phashes, thumbs)
+    assert not calls
 
 
 def test_index_searches_a_large_store_through_the_inverted_file(small_catalog, embedder,
@@ -304,6 +307,7 @@ def test_index_searches_a_large_store_through_the_inverted_file(small_catalog, e
     import shutil
 
     from vitrine import dedupe_pairs, dedupe_search
+    from vitrine.dedupe_store import changed_limit
     from vitrine.index_duplicates import store_duplicates
     from vitrine.indexer import index_catalog
     from vitrine.store import open_store
@@ -316,9 +320,15 @@ def test_index_searches_a_large_store_through_the_inverted_file(small_catalog, e
                                                                 "JPEG", quality=70)
     monkeypatch.setattr(dedupe_search, "EXACT_PAIRS_UP_TO", 10)
     monkeypatch.setattr(dedupe_pairs, "PROGRESS_FROM", 10)
+    assert changed_limit(400) == 10  # (a fortieth of a store above it, not half)
+    exact: list[bool | None] = []  # (the views' search: told exact or not by its caller)
+    real_close = dedupe_pairs._close_pairs
+    monkeypatch.setattr(dedupe_pairs, "_close_pairs", lambda *a, **k: (
+        exact.append(k.get("exact")), real_close(*a, **k))[1])
     store = open_store(tmp_path / "store", create=True)
     report = index_catalog(catalog, store, embedder, show_progress=True)
     assert "Duplicates" in capsys.readouterr().err
+    assert False in exact and True not in exact  # the views' too: through the inverted file
     # a re-run that changed nothing searches nothing: no bar (helper-167)
     index_catalog(catalog, store, embedder, show_progress=True)
     assert "Duplicates" not in capsys.readouterr().err

@@ -248,11 +248,11 @@ def test_an_index_rebuilt_while_writes_came_is_searched_without_another_write(
         return real_build(self, n, batch)
 
     monkeypatch.setattr(index_files.IndexFiles, "_build", build)
-    before = dict(getattr(index_files, "_saves", {}))  # this process's saves so far
+    before = dict(index_files._saves)  # this process's saves so far
     assert rebuilder.rebuild_index()
     rebuilder.close()
     if case == "another-process":  # its save not counted as this process's
-        monkeypatch.setattr(index_files, "_saves", before, raising=False)
+        monkeypatch.setattr(index_files, "_saves", before)
     rebuilt = saved_generation(root, "hnsw" if case == "crossing" else "flat")
     assert rebuilt == reader.generation() - 2  # the file is not the current generation's
     with monkeypatch.context() as patch:
@@ -272,8 +272,7 @@ def test_a_layered_index_is_looked_at_again_only_when_the_folder_changed(folder,
     count of saved files): no listing of the folder and no new layer while nothing was saved
     there; after a change of the folder that saved no newer index, the same layer."""
     root, vecs = folder
-    monkeypatch.setattr(index_files, "FOLDER_TICK_NS", 0,  # (the folder's time trusted)
-                        raising=False)
+    monkeypatch.setattr(index_files, "FOLDER_TICK_NS", 0)  # (the folder's time trusted)
     writer = EmbeddedStore(root, index_config=HNSW)
     writer.lock_for_writing()
     writer.upsert(records(["a", "b"], vecs[500:502]))
@@ -749,6 +748,12 @@ def test_a_layer_still_right_is_kept_when_another_kind_is_saved_beside_it(tmp_pa
     hnsw.close()
     assert not any("flat" in name for name in saved(root))
     no_builds(monkeypatch)
+    looked = []
+    real = index_files.IndexFiles.current
+    monkeypatch.setattr(index_files.IndexFiles, "current",
+                        lambda self, *a, **k: looked.append(1) or real(self, *a, **k))
     assert reader.search(vecs[500], 3)[0].product.product_id == "n1"
-    assert isinstance(reader._index, LayeredIndex)
+    assert isinstance(reader._index, LayeredIndex) and len(looked) == 1
+    assert reader.search(vecs[500], 3)[0].product.product_id == "n1"
+    assert len(looked) == 1  # (the folder's time trusted at once: not looked at again)
     reader.close()

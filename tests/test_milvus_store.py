@@ -125,6 +125,8 @@ def test_the_duplicate_cache_spans_rows_and_a_torn_one_is_no_cache(mstore):
 
 def test_parity_with_embedded_store(small_store, embedder, tmp_path, demo_catalog,
                                     monkeypatch):
+    from vitrine.store import milvus_store
+
     embedded = open_store(small_store)
     milvus = open_store(f"milvus-lite://{tmp_path}/copy.db", create=True)
     assert migrate_store(embedded, milvus, show_progress=False).copied == embedded.count()
@@ -150,9 +152,15 @@ def test_parity_with_embedded_store(small_store, embedder, tmp_path, demo_catalo
         assert all(len(r) == 4 and pid not in {m.product.product_id for m in r}
                    for pid, r in zip(ids, b, strict=False))
         # asked in requests of a few queries each (bounded hits, each a whole product)
-        monkeypatch.setattr("vitrine.store.milvus_store.SEARCH_HITS", 12)
-        c = milvus.search_many(vectors[:20], 4, category=category, exclude=ids[:20])
-        monkeypatch.undo()
+        requests: list[int] = []
+        with monkeypatch.context() as m:
+            m.setattr(milvus_store, "SEARCH_HITS", 12)
+            real_search = milvus.client.search
+            m.setattr(milvus.client, "search", lambda collection, data, asked=requests,
+                      real=real_search, **k: (asked.append(len(data)),
+                                              real(collection, data, **k))[1])
+            c = milvus.search_many(vectors[:20], 4, category=category, exclude=ids[:20])
+        assert requests == [2] * 10  # (12 hits: 2 queries of 4 + 1 each)
         assert [[m.product.product_id for m in r] for r in c] == \
             [[m.product.product_id for m in r] for r in b]
     back = open_store(tmp_path / "back", create=True)  # and back, read page by page
@@ -279,13 +287,27 @@ def test_ids_with_quotes_backslashes_and_accents(mstore, monkeypatch):
         assert mstore.get(pid).product_id == pid
         assert mstore.vector(pid) is not None
     assert set(mstore.fingerprints()) == {"a", "b", "c", "e", *ODD_IDS}
+    pages, real_iterator = [], mstore.client.query_iterator
+    monkeypatch.setattr(mstore.client, "query_iterator", lambda *a, **k: (
+        pages.append(k["batch_size"]), real_iterator(*a, **k))[1])
+    ids, vectors = mstore.all_vectors()  # read a row at a time: each id the next's cursor
+    assert sorted(ids) == sorted(["a", "b", "c", "e", *ODD_IDS]) and len(vectors) == 11
+    assert pages == [1]
     hits = mstore.search(unit(1, 0), 20, exclude='a\\"b')
     assert len(hits) == 10 and 'a\\"b' not in {m.product.product_id for m in hits}
     named = [p.product_id for p in mstore.list_products(query="SANDÁLIA", limit=100)]
     assert sorted(named) == sorted(ODD_IDS)  # any case, as the embedded store
     mstore.update_metadata([Product("it's", mstore.get("it's").image, category="x")])
     assert mstore.get("it's").category == "x"
+    asked, deleted = [], []
+    real_query, real_delete = mstore.client.query, mstore.client.delete
+    monkeypatch.setattr(mstore.client, "query", lambda *a, **k: (
+        asked.append(k.get("filter")), real_query(*a, **k))[1])
+    monkeypatch.setattr(mstore.client, "delete", lambda *a, **k: (
+        deleted.append(k.get("filter")), real_delete(*a, **k))[1])
     assert mstore.delete(ODD_IDS) == len(ODD_IDS) and mstore.count() == 4
+    looked_up = [f for f in asked if f and f.startswith("product_id in")]
+    assert len(looked_up) == len(deleted) == len(ODD_IDS)  # a page of one id each
     assert mstore.get('a"b') is None and mstore.get("nope\\\"") is None
 
 
@@ -366,6 +388,8 @@ def test_control_characters_in_ids_and_categories_are_filtered_on(mstore, monkey
     from vitrine.store import milvus_store
 
     monkeypatch.setattr(milvus_store, "WRITE_PAGE", 2)  # several write-back pages below
+    written: list[int] = []
+    real_upsert = mstore.client.upsert
     odd = {"a\x01b": "Sapato\x01", "tab\tx": "x\ty", "nl\nx": "x\ny", "nul\x00x": "x\x1fy",
            "cr\rx": "x\x0b\x0cy"}
     mstore.upsert([record(pid, unit(0.1 * i, 1), category=cat)
@@ -377,8 +401,12 @@ def test_control_characters_in_ids_and_categories_are_filtered_on(mstore, monkey
         assert [p.product_id for p in mstore.list_products(category=cat)] == [pid]
     assert mstore.search(unit(0, 1), 3, category="\x02") == []
     assert mstore.list_products(category="\x02") == [] and mstore.get("\x02") is None
-    mstore.update_metadata([Product(pid, mstore.get(pid).image, category="novo", name=pid)
-                            for pid in odd])
+    with monkeypatch.context() as m:
+        m.setattr(mstore.client, "upsert", lambda collection, rows, **k: (
+            written.append(len(rows)), real_upsert(collection, rows, **k))[1])
+        mstore.update_metadata([Product(pid, mstore.get(pid).image, category="novo",
+                                        name=pid) for pid in odd])
+    assert written == [2, 2, 1]  # written back two products at a time
     assert sorted(p.product_id for p in mstore.list_products(category="novo")) == sorted(odd)
     assert all(np.allclose(mstore.vector(pid), unit(0.1 * i, 1)) for i, pid in enumerate(odd))
     assert mstore.delete(list(odd)) == len(odd) and mstore.count() == 4
@@ -595,6 +623,12 @@ def test_a_page_stays_full_when_a_product_goes_between_its_two_reads(mstore, mon
     assert deleted == [True]
 
 
+def _kept_an_hour(order) -> bool:
+    """Whether ``order`` is kept for the hour the test's ORDER_TTL_S gives it (the default's
+    10 s keep one a minute at most): the patched value was used."""
+    return order.until - time.monotonic() > 3000
+
+
 def test_the_catalogues_order_is_read_once_for_its_pages(mstore, monkeypatch):
     """Milvus sorts no query: each catalogue page read three fields of every product (0.15 s
     at 3,000 products on Milvus Lite, seconds at a hundred thousand). The order is kept for
@@ -612,6 +646,7 @@ def test_the_catalogues_order_is_read_once_for_its_pages(mstore, monkeypatch):
     monkeypatch.setattr(mstore, "_rows", rows)
     pages = [[p.product_id for p in mstore.list_products(limit=1, offset=i)] for i in range(4)]
     assert pages == [["a"], ["b"], ["c"], ["e"]] and len(scans) == 1
+    assert _kept_an_hour(mstore._orders[None])
     assert [p.product_id for p in mstore.list_products(category="d")] == ["c", "e"]
     assert [p.product_id for p in mstore.list_products(category="d", offset=1)] == ["e"]
     assert mstore.list_products(category="x") == []
@@ -643,6 +678,14 @@ def test_the_catalogues_order_is_read_once_for_its_pages(mstore, monkeypatch):
     assert [p.product_id for p in mstore.list_products(limit=1, offset=1)] == ["aa"]
     assert [p.product_id for p in mstore.list_products(limit=1, offset=2)] == ["b"]
     assert len(scans) == 6
+    assert mstore._orders[None].until <= time.monotonic() + 6 * 0.2  # (0.2 s's at most)
+    # an ORDER_TTL_S of 0 keeps none: each page reads the order
+    monkeypatch.setattr(module, "ORDER_TTL_S", 0.0)
+    monkeypatch.setattr(mstore, "_rows", rows)
+    mstore._forget_orders()
+    assert [p.product_id for p in mstore.list_products(limit=1)] == ["a"]
+    assert [p.product_id for p in mstore.list_products(limit=1, offset=1)] == ["aa"]
+    assert len(scans) == 8 and mstore._orders == {}
 
 
 def test_whether_a_category_has_products_is_read_from_the_order_kept(mstore, monkeypatch):
@@ -660,6 +703,7 @@ def test_whether_a_category_has_products_is_read_from_the_order_kept(mstore, mon
     assert mstore.has_category("d") and not mstore.has_category("x")
     assert len(queries) == 2  # (no order kept yet)
     mstore.list_products(limit=1)
+    assert _kept_an_hour(mstore._orders[None])
     asked = len(queries)
     assert mstore.has_category("c") and mstore.has_category("d")
     assert not mstore.has_category("x") and not mstore.has_category("")
@@ -688,6 +732,7 @@ def test_name_search_filters_the_order_kept(mstore, monkeypatch):
         return [p.product_id for p in mstore.list_products(**kw)]
 
     assert ids(query="relogio") == ["r2", "r1"] and len(scans) == 1  # read once, kept
+    assert _kept_an_hour(mstore._orders[None])
     assert ids(query="RELÓGIO") == ["r2", "r1"]
     assert ids(query="acai") == ["x9"] and ids(query="ACAÍ", category="c") == ["x9"]
     assert ids(query="relogio", category="d") == ["r1"]
@@ -732,6 +777,7 @@ def test_name_search_on_the_order_kept_matches_the_embedded_store(mstore, tmp_pa
     for _ in range(2):  # read, then kept
         _same_pages(embedded, mstore, asks, ((100, 0), (3, 2), (5, 40)))
     assert len(scans) == 1  # the whole catalogue's order, read once
+    assert _kept_an_hour(mstore._orders[None])
     embedded.close()
 
 
@@ -746,6 +792,7 @@ def test_an_expired_order_is_served_while_it_is_read_again(mstore, monkeypatch):
     monkeypatch.setattr(mstore, "_rows", lambda expr, fields: scans.append(expr)
                         or real(expr, fields))
     assert [p.product_id for p in mstore.list_products()] == ["a", "b", "c", "e"]
+    assert _kept_an_hour(mstore._orders[None])
     mstore.client.upsert(mstore.collection, [mstore._row(  # another process's write
         Product("aa", "/photos/aa.jpg", category="c", name="AA"), "s", "0" * 16, b"",
         unit(1, 0))])
@@ -768,7 +815,7 @@ def test_an_order_emptied_elsewhere_goes_and_closing_waits_for_a_renewal(mstore,
 
     monkeypatch.setattr(module, "ORDER_TTL_S", 3600.0)
     assert [p.product_id for p in mstore.list_products(category="c")] == ["a", "b"]
-    assert "c" in mstore._orders
+    assert "c" in mstore._orders and _kept_an_hour(mstore._orders["c"])
     mstore.client.delete(mstore.collection, filter='category == "c"')  # another process's
     mstore._orders["c"].until = time.monotonic() - 1
     mstore.list_products(category="c")  # (the stale order, while it is read again)
@@ -814,7 +861,7 @@ def test_an_order_read_across_a_write_of_this_store_is_not_kept(mstore, monkeypa
     monkeypatch.setattr(mstore, "_rows", rows)
     assert [p.product_id for p in mstore.list_products()] == ["a", "b", "c", "e"]
     assert [p.product_id for p in mstore.list_products()] == ["a", "aa", "b", "c", "e"]
-    assert len(scans) == 2
+    assert len(scans) == 2 and _kept_an_hour(mstore._orders[None])
 
 
 def test_pages_and_searches_from_several_threads_at_once(mstore, monkeypatch):
@@ -823,6 +870,9 @@ def test_pages_and_searches_from_several_threads_at_once(mstore, monkeypatch):
     import vitrine.store.milvus_orders as module
 
     monkeypatch.setattr(module, "ORDER_TTL_S", 0.05)  # (expiring, read again, meanwhile)
+    ttls, real_kept_until = [], module.kept_until
+    monkeypatch.setattr(module, "kept_until", lambda started, ttl: (
+        ttls.append(ttl), real_kept_until(started, ttl))[1])
     mstore.upsert([record(f"t{i:03d}", unit(1, i / 100), name=f"Tênis {i}")
                    for i in range(120)])
     failures: list[BaseException] = []
@@ -848,6 +898,7 @@ def test_pages_and_searches_from_several_threads_at_once(mstore, monkeypatch):
     if mstore._renewing is not None:  # (a read beside them, done before the store closes)
         mstore._renewing.join(60)
     assert not any(t.is_alive() for t in threads) and failures == []
+    assert ttls and set(ttls) == {0.05}  # (each order read kept for the test's time)
 
 
 def test_every_read_asks_to_see_this_clients_own_writes(mstore, monkeypatch):
@@ -1012,6 +1063,7 @@ def test_a_cursor_after_a_product_renamed_elsewhere_skips_nothing(mstore, monkey
     mstore.upsert([record(f"p{i}", unit(1, 0.1 * i), name=f"P{i}") for i in range(6)])
     every = [p.product_id for p in mstore.list_products(category="c")]
     assert every == ["a", "b", "p0", "p1", "p2", "p3", "p4", "p5"]
+    assert _kept_an_hour(mstore._orders["c"])
     renamed = mstore.get("p0")
     mstore.client.upsert(mstore.collection, [mstore._row(  # another process's write
         Product("p0", renamed.image, category="c", name="Zz"), "sha-p0", "0" * 16, b"\0" * 768,

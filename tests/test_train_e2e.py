@@ -1525,8 +1525,14 @@ def test_evaluate_goes_on_past_a_chunk_none_of_whose_photos_can_be_read(trained,
         bad.append(Product(name, tmp_path / f"{name}.jpg", category="x"))
     settings = Settings(weights=weights_path)
     monkeypatch.setattr(model_eval, "CHUNK", 3)  # the bad photos: a chunk of their own
+    from vitrine import train_data
+
+    chunks, real_pass = [], train_data.frozen_pass
+    monkeypatch.setattr(train_data, "frozen_pass", lambda net, paths, *a, **k: (
+        chunks.append(len(paths)), real_pass(net, paths, *a, **k))[1])
     outputs, failed = model_eval.trained_outputs(model, good + bad, settings,
                                                  show_progress=False)
+    assert chunks == [3, 2]  # (the good photos, then the bad ones alone)
     alone, none = model_eval.trained_outputs(model, good, settings, show_progress=False)
     assert [i for i, _ in failed] == [3, 4] and none == []
     assert all(len(v) == 5 and torch.allclose(v[:3], alone[k]) for k, v in outputs.items())

@@ -253,11 +253,12 @@ class MilvusStore(MilvusCollections, MilvusOrders, CatalogRecord):
         """The rows matching ``expr`` (fields without the vector)."""
         return [row for batch in self._batches(expr, fields, SCAN_PAGE) for row in batch]
 
-    def _batches(self, expr: str, fields: list[str], size: int = PAGE
+    def _batches(self, expr: str, fields: list[str], size: int | None = None
                  ) -> Iterator[list[dict]]:
-        """The rows matching ``expr``, ``size`` at a time."""
+        """The rows matching ``expr``, ``size`` (``PAGE``, read at each call) at a time."""
         if not self._has_products():
             return
+        size = PAGE if size is None else size
         iterator = self.client.query_iterator(self.collection, batch_size=size, filter=expr,
                                               output_fields=fields, **READS)
         escaped_cursor(iterator)
@@ -312,7 +313,7 @@ class MilvusStore(MilvusCollections, MilvusOrders, CatalogRecord):
             return [], np.zeros((0, manifest.dim if manifest else 0), np.float32)
         return ids, np.concatenate(parts)
 
-    def iter_products(self, batch: int = PAGE, vectors: bool = True
+    def iter_products(self, batch: int | None = None, vectors: bool = True
                       ) -> Iterator[list[tuple[StoredProduct, np.ndarray | None]]]:
         for rows in self._batches('product_id != ""', FIELDS + ["vector"] * vectors, batch):
             yield [(_to_product(r), np.asarray(r["vector"], np.float32) if vectors else None)
