@@ -1260,6 +1260,39 @@ def test_an_emptied_target_takes_the_catalogue_folder_of_the_copy(tmp_path):
         s.close()
 
 
+def test_a_copy_stopped_as_it_records_the_model_says_it_is_unfinished(tmp_path,
+                                                                      monkeypatch):
+    """A migrate killed outright (SIGKILL, a power cut) once the target's model was
+    recorded, before its first product: the new target said nothing, an empty store as if
+    complete (`vitrine info`, the server's log). It is marked unfinished before its first
+    write, and the same migrate run again finishes it."""
+    from vitrine.migrate import migrate_store
+
+    source = open_store(tmp_path / "a", create=True)
+    source.set_manifest(MANIFEST)
+    source.set_catalog_folder("/shops/a")
+    source.upsert([record("a1", unit(1, 0))])
+    target = open_store(tmp_path / "b", create=True)
+    real = type(target).set_manifest
+
+    def killed(self, manifest):
+        real(self, manifest)
+        raise SystemExit(137)  # (the process ends here: nothing after it runs)
+
+    monkeypatch.setattr(type(target), "set_manifest", killed)
+    with pytest.raises(SystemExit):
+        migrate_store(source, target, show_progress=False)
+    monkeypatch.undo()
+    target.close()
+    target = open_store(tmp_path / "b")
+    assert target.manifest() == MANIFEST and target.count() == 0
+    assert target.copying_from() == str(source.location)
+    assert migrate_store(source, target, show_progress=False).copied == 1
+    assert target.copying_from() is None
+    for s in (source, target):
+        s.close()
+
+
 def test_migrate_again_from_a_store_with_no_folder_that_changed_meanwhile(tmp_path):
     """A store with no catalogue folder recorded (filled through the API) copied, then given
     a new photo for one product: copying it again was refused as "another catalogue's". A

@@ -755,6 +755,55 @@ def test_a_stop_signal_during_the_swap_keeps_the_earlier_model_whole(tmp_path, m
         assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
+KILLED_MID_SWAP = """
+import os, sys
+KILLED = '{"format": "vitrine-trained-model/1", "run": "killed"}'
+from pathlib import Path
+from vitrine.trained import staged_model_dir
+out, stop, real, calls = Path(sys.argv[1]), int(sys.argv[2]), os.replace, []
+def killed(src, dst):
+    calls.append(src)
+    if len(calls) == stop:  # SIGKILL, a power cut: no clean-up runs
+        os._exit(9)
+    real(src, dst)
+os.replace = killed
+with staged_model_dir(out) as stage:
+    for name in ("model.json", "model.pt", "history.png"):
+        (stage / name).write_text(KILLED)
+"""
+
+
+def test_a_run_killed_outright_during_the_swap_is_finished_by_the_next(tmp_path):
+    """SIGKILL (or a power cut) between two of the final renames: the earlier model's files
+    were moved aside into the stage, which the next run deleted as a stale stage, and the
+    folder held part of a model: `--model` refused it, and the next `vitrine train` too
+    ("holds other files"), for good. The next run finishes the swap (the killed run's model
+    was whole), so the folder holds one whole model even when that run fails, and a run
+    that succeeds leaves its own."""
+    from vitrine.trained import staged_model_dir
+
+    out, earlier_run = tmp_path / "m", '{"format": "vitrine-trained-model/1", "run": 1}'
+    killed_run = '{"format": "vitrine-trained-model/1", "run": "killed"}'
+    with staged_model_dir(out) as stage:
+        for name in ("model.json", "model.pt", "metrics.json"):
+            (stage / name).write_text(earlier_run)
+    (out / "notes.txt").write_text("the user's")
+    earlier = {p.name: p.read_text() for p in out.iterdir()}
+    for stop in range(1, 7):  # 3 moved aside, 3 moved in
+        killed = subprocess.run([sys.executable, "-c", KILLED_MID_SWAP, str(out), str(stop)],
+                                capture_output=True, text=True)
+        assert killed.returncode == 9, killed.stderr
+        with pytest.raises(RuntimeError), staged_model_dir(out) as stage:
+            raise RuntimeError("the next run fails")
+        assert {p.name: p.read_text() for p in out.iterdir()} in (earlier, {
+            "model.json": killed_run, "model.pt": killed_run, "history.png": killed_run,
+            "notes.txt": "the user's"}), stop  # one whole model, either run's
+        with staged_model_dir(out) as stage:
+            for name in ("model.json", "model.pt", "metrics.json"):
+                (stage / name).write_text(earlier_run)
+        assert {p.name: p.read_text() for p in out.iterdir()} == earlier, stop
+
+
 def test_another_tools_model_json_is_not_a_model_folder_and_stale_stages_go(tmp_path):
     """A TensorFlow.js folder (its own model.json) was replaced as if it were a model; the
     hidden stage a killed run (SIGKILL) left beside --out (as Vitrine staged before 5 Dec

@@ -98,6 +98,9 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
                          "would remove the other's products. Copy into a new store.")
     catalogues = (ours,)
     _check_fits(source, target, photos_to, photos_from, marks, catalogues)
+    # (before the target's first write: a copy killed outright while its model and folders
+    # were recorded left a store that said nothing, empty, as if complete)
+    target.set_copying_from(str(source.location))  # (until the copy is done)
     if existing is None:
         target.set_manifest(manifest)
     if source.model_folder() and target.model_folder() != source.model_folder():
@@ -114,7 +117,6 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     if target.catalog_folder() == ours and table_read is not None \
             and target.catalog_listed() != table_read:
         target.set_catalog_listed(table_read)
-    target.set_copying_from(str(source.location))  # (until the copy is done)
     seen: set[str] = set()
     copied = 0
     changed: list[str] = []

@@ -40,6 +40,9 @@ CONFIG_FILE = MODEL_CONFIG
 FORMAT = MODEL_FORMAT + "1"
 STAGE_MARK = ".vitrine-stage"
 """The file that marks a hidden folder inside --out as a training run's stage."""
+ASIDE = ".previous"
+"""The folder in a stage that the earlier model's files are moved into as the new ones go
+in; made only once the new model is whole."""
 STAGE_SCRATCH = ".scratch"
 """A folder in the stage for a run's own temporary files (the training cache): never moved
 into the model folder, and removed with the stage a killed run left (beside it, no later
@@ -137,8 +140,9 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
         if not out_dir.is_dir():
             raise VitrineError(f"--out {out_dir} is a file; name a folder for the model.")
         left = set(stale(out_dir))
+        # (a swap a killed run left half-done: some of a model's files, finished below)
         if any(p not in left for p in out_dir.iterdir()) and not is_model_config(
-                out_dir / CONFIG_FILE):
+                out_dir / CONFIG_FILE) and not any((p / ASIDE).is_dir() for p in left):
             raise VitrineError(f"--out {out_dir} holds other files; name a new or empty "
                                "folder, or a model folder to replace.")
         if not os.access(out_dir, os.W_OK | os.X_OK):
@@ -154,6 +158,8 @@ def staged_model_dir(out_dir: Path) -> Iterator[Path]:
     try:
         for folder in (out_dir.parent, out_dir):  # the lock says no such run is alive (a
             for leftover in stale(folder):  # Vitrine before 5 Dec 2026 staged beside it)
+                if folder == out_dir and (leftover / ASIDE).is_dir():
+                    _finish_swap(leftover, out_dir)  # (killed mid-swap: its model is whole)
                 shutil.rmtree(leftover, ignore_errors=True)
         try:
             stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
@@ -206,9 +212,14 @@ def _swap_contents(stage: Path, out_dir: Path) -> None:
     Renames only, undone if one fails or a stop signal (Ctrl+C) comes between two: by where
     each file is, not by a log of the renames, which a signal could cut between a rename and
     its entry (the earlier model, moved aside, then went with the stage)."""
-    aside = stage / ".previous"
+    aside = stage / ASIDE
     old = [p.name for p in out_dir.iterdir() if p.name in MODEL_OUTPUTS]
     new = [p.name for p in stage.iterdir() if p.name not in (STAGE_MARK, STAGE_SCRATCH)]
+    # the new model's names, then the folder that says the swap began: a run killed
+    # outright (SIGKILL, a power cut) between two renames is finished by the next
+    # (_finish_swap), where its stage, the earlier model aside in it, was deleted and the
+    # folder left without a model (or refused as holding other files)
+    (stage / STAGE_MARK).write_text(json.dumps(sorted(new)))
     aside.mkdir()
     try:
         for name in old:
@@ -221,7 +232,25 @@ def _swap_contents(stage: Path, out_dir: Path) -> None:
                 os.replace(out_dir / name, stage / name)
         for name in os.listdir(aside):  # and the earlier ones come back
             os.replace(aside / name, out_dir / name)
+        aside.rmdir()  # (undone: nothing for a later run to finish)
         raise
+
+
+def _finish_swap(stage: Path, out_dir: Path) -> None:
+    """Finish the swap of a run killed between two of its renames (``stage`` holds the
+    :data:`ASIDE` folder, made once its model was whole): the earlier model's files still in
+    ``out_dir`` go aside, the new ones still in ``stage`` go in."""
+    aside = stage / ASIDE
+    try:
+        names = set(json.loads((stage / STAGE_MARK).read_text()))
+    except (OSError, ValueError, TypeError):
+        names = None
+    new = [p.name for p in stage.iterdir() if p.name not in (STAGE_MARK, STAGE_SCRATCH, ASIDE)]
+    for name in os.listdir(out_dir):  # the earlier model's, not moved aside yet
+        if name in MODEL_OUTPUTS and (name in new or names is not None and name not in names):
+            os.replace(out_dir / name, aside / name)
+    for name in new:
+        os.replace(stage / name, out_dir / name)
 
 
 def write_model(out_dir: Path, net: TrainedNet, config: dict) -> str:
