@@ -734,3 +734,13 @@ def test_a_quoted_value_holding_the_other_separator_does_not_change_the_tables(t
         'B2,bolsa/b.jpg,Tiracolo,Leve\n')
     products = {p.product_id: p for p in read_catalog(tmp_path)}
     assert products["B1"].description == 'Cores: preto; "nude"; azul'
+
+
+def test_an_id_with_a_c1_control_character_is_refused():
+    """U+0085 (NEL) is a line break and U+0080-U+009F control characters, as \\n is: the API
+    took 'a\\x85b' as a product id (201) where 'a\\nb' was a 422 (helper-343)."""
+    from vitrine.catalog import id_problem
+
+    for bad in ("a\x85b", "a\x89", "\x9f"):
+        assert "control character" in (id_problem(bad) or ""), repr(bad)
+    assert id_problem("Relógio ½ €") is None

@@ -62,6 +62,11 @@ OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
 PHOTO = {"image/*": {"schema": {"type": "string", "format": "binary"}}}
 """A photo answer's content, as a client generator reads it (bytes; without a schema a
 generated client took a photo for an unexpected status)."""
+FORM_BODIES = ("Body_search", "Body_add_product")
+"""The OpenAPI schemas of the forms with a photo (named by their routes' operation ids)."""
+BYTERANGES = {"multipart/byteranges": {"schema": {"type": "string", "format": "binary"}}}
+"""A 206 to a Range header asking for several parts (``bytes=0-99,200-299``), as Starlette
+answers it: the parts in one multipart body, not an ``image/*``."""
 
 
 class PhotoFile(FileResponse):
@@ -168,8 +173,9 @@ def create_app(settings: Settings, store: str | Path, *,
     @app.get("/images/{product_id:path}", tags=["images"],
              response_class=FileResponse, responses={
                  200: {"content": PHOTO},
-                 206: {"content": PHOTO, "description": "The part of the photo a "
-                       "Range header asked for."},
+                 206: {"content": {**PHOTO, **BYTERANGES}, "description": "The part of "
+                       "the photo a Range header asked for (several parts: "
+                       "multipart/byteranges)."},
                  304: {"description": "Not modified: If-None-Match names the photo's ETag."},
                  416: {"content": {"text/plain": {}}, "description": "The Range header asks "
                        "for bytes the photo does not have."},
@@ -226,6 +232,17 @@ def create_app(settings: Settings, store: str | Path, *,
             raise (busy if exc.errno in OUT_OF_FILES else unreadable) from None
         return Response(jpeg, media_type="image/jpeg", headers=headers)
 
+    def openapi() -> dict:
+        """FastAPI's document, with the photo forms closed (``additionalProperties: false``):
+        a field they do not take (``nome``, ``k``) is a 422 (api_routes.form_fields), which
+        the form bodies FastAPI writes did not say."""
+        if app.openapi_schema is None:
+            schemas = FastAPI.openapi(app)["components"]["schemas"]
+            for body in FORM_BODIES:
+                schemas[body]["additionalProperties"] = False
+        return app.openapi_schema
+
+    app.openapi = openapi
     api = _api_router(service, settings)
     for router in (app.router, api):
         _add_head_routes(router)

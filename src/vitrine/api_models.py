@@ -32,7 +32,14 @@ class ResultOut(BaseModel):
     image_url: str
 
 
+ALWAYS_SENT = ConfigDict(json_schema_serialization_defaults_required=True)
+"""An answer's fields with a default are still always sent: required in OpenAPI (a generated
+client typed ``next_cursor`` as possibly absent, ``Unset``, besides null)."""
+
+
 class ProductPage(BaseModel):
+    model_config = ALWAYS_SENT
+
     products: list[ProductOut]
     limit: int
     offset: int
@@ -62,6 +69,8 @@ class CategoryGuessOut(BaseModel):
 
 
 class SearchOut(BaseModel):
+    model_config = ALWAYS_SENT
+
     results: list[ResultOut]
     predicted_category: CategoryGuessOut | None = Field(
         None, description="The photo's likely category and its probability, when the store "
@@ -72,8 +81,10 @@ class SearchOut(BaseModel):
 class ProductEdit(BaseModel):
     """The fields ``PATCH /api/products/{id}`` changes; the ones left out stay as they are."""
 
-    model_config = ConfigDict(extra="forbid",
-                              json_schema_extra={"examples": [{"price": "R$ 1.299,90"}]})
+    model_config = ConfigDict(extra="forbid",  # (minProperties: {} is a 422, "send at
+                              # least one of…"; a schema without it promised {} a 200)
+                              json_schema_extra={"examples": [{"price": "R$ 1.299,90"}],
+                                                 "minProperties": 1})
     # no defaults in the schema: a client filling in the defaults would blank the fields
     name: str = Field(None, max_length=300)
     category: str = Field(None, max_length=CATEGORY_MAX)

@@ -196,7 +196,10 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     def get_product(product_id: str) -> ProductOut:
         return product_out(service.product(product_id), root)
 
-    @router.post("/search", response_model=SearchOut, responses=errors(400, 413),
+    @router.post("/search", response_model=SearchOut, responses={**errors(400, 413), 200: {
+                     "headers": {"Server-Timing": {
+                         "description": "decode, model and search times (ms).",
+                         "required": True, "schema": {"type": "string"}}}}},
                  dependencies=[Depends(form_fields(SEARCH_FIELDS, ("k",)))])
     def search(image: ImageParam, response: Response, k: KParam = 5,
                category: CategoryParam = None,

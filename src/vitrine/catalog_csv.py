@@ -37,7 +37,7 @@ NO_PRICE = frozenset({"sob consulta", "consulte", "a consultar", "-", "â€“", "â€
 MAX_REPORTED = 5
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _DRIVE = re.compile(r"^[a-z]:[\\/]", re.IGNORECASE)
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # (C1 too: U+0085 is a line break)
 """Characters no product id or photo path may hold (no web address carries them)."""
 
 
