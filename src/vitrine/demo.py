@@ -20,12 +20,13 @@ from vitrine.config import Settings, cpu_only_note
 from vitrine.display import counted, plain, results_table
 from vitrine.embed import Embedder
 from vitrine.errors import StoreError, VitrineError
+from vitrine.index_report import IndexReport
 from vitrine.indexer import index_catalog
 from vitrine.jsonfile import write_json
 from vitrine.manifest import ModelManifest
 from vitrine.plots import plot_recommendations
 from vitrine.recommend import Recommender
-from vitrine.store import UPLOADS_DIR, open_store, store_for, upload_folder
+from vitrine.store import UPLOADS_DIR, VectorStore, open_store, store_for, upload_folder
 from vitrine.store.embedded import DB_NAME
 from vitrine.store.sqlite_db import MANIFEST_NAME
 
@@ -35,6 +36,32 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
     """Index ``catalog`` into ``store_dir``; print and plot top-``k`` for one product per
     category into ``out_dir``; then, given a ``serve`` socket (``server.bind``), serve the web
     app on the store until interrupted. Returns a summary (also written as ``demo.json``)."""
+    _check_paths(catalog, store_dir, out_dir, settings, serve)
+    own = _own(store_dir, out_dir)
+    if settings.model is None and settings.demo_train:
+        if not own:
+            _refuse_stranding(store_dir, catalog, out_dir, settings)
+        else:  # (a model trained anew makes the store rebuilt: said before the training)
+            _refuse_dropping_uploads(store_dir, catalog, out_dir, settings)
+        settings = _trained(catalog, out_dir, settings, console)
+    embedder = Embedder.from_settings(settings)
+    # after training a store folder that is the model's (--store OUT/model) is not the
+    # demo's; --out itself, which now holds the model too, still is
+    own = _own(store_dir, out_dir) or own and not store_dir.resolve().is_relative_to(
+        (out_dir / "model").resolve())
+    _prepare_store(store_dir, catalog, settings, embedder, own, console)
+    report, examples = _index_and_show(catalog, store_dir, out_dir, settings, embedder, own,
+                                       k, console)
+    summary = _write_summary(store_dir, out_dir, settings, report, examples, console)
+    if serve is not None:
+        _serve(store_dir, settings, embedder, serve, console)
+    return summary
+
+
+def _check_paths(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings,
+                 serve: socket.socket | None) -> None:
+    """Refuse, before any work, a catalogue that cannot be read, an upload folder the server
+    would refuse, or an ``out_dir`` that cannot hold the demo's figures."""
     from vitrine.catalog import refuse_out_inside
     from vitrine.split import links_refused, read_catalogue
 
@@ -52,18 +79,12 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         # whole catalogue was indexed)
         raise VitrineError(f"--out {out_dir} is a file; name a folder for the demo's figures "
                            "and model.")
-    own = _own(store_dir, out_dir)
-    if settings.model is None and settings.demo_train:
-        if not own:
-            _refuse_stranding(store_dir, catalog, out_dir, settings)
-        else:  # (a model trained anew makes the store rebuilt: said before the training)
-            _refuse_dropping_uploads(store_dir, catalog, out_dir, settings)
-        settings = _trained(catalog, out_dir, settings, console)
-    embedder = Embedder.from_settings(settings)
-    # after training a store folder that is the model's (--store OUT/model) is not the
-    # demo's; --out itself, which now holds the model too, still is
-    own = _own(store_dir, out_dir) or own and not store_dir.resolve().is_relative_to(
-        (out_dir / "model").resolve())
+
+
+def _prepare_store(store_dir: Path, catalog: Path, settings: Settings, embedder: Embedder,
+                   own: bool, console: Console) -> None:
+    """Rebuild the demo's own store made with another model; refuse a store of someone
+    else's made with another model than the demo's."""
     if own:
         _drop_stale_store(store_dir, catalog, settings, embedder, console)
     elif (store_dir / DB_NAME).is_file() and (
@@ -76,6 +97,15 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
             + (", or --no-train to search it with the pretrained backbone"
                if stored.embedding == "pooled" and embedder.manifest.embedding != "pooled"
                else "") + ". Nothing was changed.")
+
+
+def _index_and_show(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings,
+                    embedder: Embedder, own: bool, k: int,
+                    console: Console) -> tuple[IndexReport, list[dict]]:
+    """Index the catalogue into the store, then print and plot the top ``k`` for one
+    product of each category; returns the index's report and the examples shown."""
+    from vitrine.split import links_refused
+
     store = store_for(store_dir, settings, create=True)
     try:
         if own:
@@ -92,23 +122,35 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
                             + (f"{counted(len(report.duplicates), 'duplicate group')}."
                                if report.duplicates_searched else "duplicates not searched.")))
         rec = Recommender(store, settings, embedder)
-        examples = []
-        for category in store.categories():
-            first = store.list_products(category=category, limit=1)[0]
-            product, matches = rec.similar(first.product_id, k)
-            console.print(results_table(
-                f"{category}: similar to {product.product_id} — {product.name}", matches))
-            # (no category's name is "(uncategorised)": _file_name writes no parenthesis)
-            name = _file_name(category) if category else "(uncategorised)"
-            figure = out_dir / f"similar-{name}.png"
-            plot_recommendations(product.image, product.name or product.product_id, matches,
-                                 figure, settings.max_image_pixels)
-            same = sum(m.product.category == category for m in matches)
-            examples.append({"product_id": product.product_id, "category": category,
-                             "same_category": same, "figure": str(figure),
-                             "results": [m.as_dict() for m in matches]})
+        examples = [_show_category(store, rec, category, out_dir, settings, k, console)
+                    for category in store.categories()]
     finally:
         store.close()
+    return report, examples
+
+
+def _show_category(store: VectorStore, rec: Recommender, category: str, out_dir: Path,
+                   settings: Settings, k: int, console: Console) -> dict:
+    """Print and plot the top ``k`` for the category's first product; returns the example."""
+    first = store.list_products(category=category, limit=1)[0]
+    product, matches = rec.similar(first.product_id, k)
+    console.print(results_table(
+        f"{category}: similar to {product.product_id} — {product.name}", matches))
+    # (no category's name is "(uncategorised)": _file_name writes no parenthesis)
+    name = _file_name(category) if category else "(uncategorised)"
+    figure = out_dir / f"similar-{name}.png"
+    plot_recommendations(product.image, product.name or product.product_id, matches,
+                         figure, settings.max_image_pixels)
+    same = sum(m.product.category == category for m in matches)
+    return {"product_id": product.product_id, "category": category,
+            "same_category": same, "figure": str(figure),
+            "results": [m.as_dict() for m in matches]}
+
+
+def _write_summary(store_dir: Path, out_dir: Path, settings: Settings, report: IndexReport,
+                   examples: list[dict], console: Console) -> dict:
+    """Remove the last run's figures of categories gone since, and write (and say)
+    ``demo.json``; returns the summary."""
     written = {Path(e["figure"]).name for e in examples}
     for stale in _figures_of_last_run(out_dir) - written:  # its categories, gone since
         (out_dir / stale).unlink(missing_ok=True)
@@ -120,18 +162,22 @@ def run_demo(catalog: Path, store_dir: Path, out_dir: Path, settings: Settings, 
         console.print(plain(f"Search and serve this store with its model: {program()} search "
                             f"--store {shlex.quote(str(store_dir))} --model "
                             f"{shlex.quote(str(settings.model))} PHOTO"))
-    if serve is not None:
-        from vitrine.api import create_app
-        from vitrine.server import ready_message
-        from vitrine.server import serve as run_server
-
-        # served at its own address, no proxy before it: no path prefix (VITRINE_ROOT_PATH
-        # made every link of the demo's pages a 404: helper-229)
-        app = create_app(settings.model_copy(update={"root_path": ""}), store_dir,
-                         embedder=embedder)
-        run_server(app, serve, on_ready=lambda address: console.print(ready_message(address),
-                                                                     soft_wrap=True))
     return summary
+
+
+def _serve(store_dir: Path, settings: Settings, embedder: Embedder, serve: socket.socket,
+           console: Console) -> None:
+    """Serve the web app on the store at the ``serve`` socket until interrupted."""
+    from vitrine.api import create_app
+    from vitrine.server import ready_message
+    from vitrine.server import serve as run_server
+
+    # served at its own address, no proxy before it: no path prefix (VITRINE_ROOT_PATH
+    # made every link of the demo's pages a 404: helper-229)
+    app = create_app(settings.model_copy(update={"root_path": ""}), store_dir,
+                     embedder=embedder)
+    run_server(app, serve, on_ready=lambda address: console.print(ready_message(address),
+                                                                 soft_wrap=True))
 
 
 def _figures_of_last_run(out_dir: Path) -> set[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vitrine.catalog import UPLOADED
 from vitrine.errors import StoreError
+from vitrine.manifest import ModelManifest
 from vitrine.progress import progress_bar
 from vitrine.store import save_photo, unmarked_upload, upload_folder
 from vitrine.store.base import Record, VectorStore
@@ -48,13 +49,51 @@ def migrate_store(source: VectorStore, target: VectorStore, *, photos_to: Path |
         return _migrate(source, target, photos_to, photos_from, prune, show_progress)
 
 
+@dataclass
+class _Recorded:
+    """What the two stores record of their catalogues (folders, the source's release link
+    and whether the target has it too) and the target's products (their fingerprints), as
+    read before the copy."""
+
+    theirs: str | None
+    ours: str | None
+    link: str | None
+    same_link: bool
+    held: dict[str, tuple[str, str]]
+
+
 def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
              photos_from: Path | None, prune: bool, show_progress: bool) -> Migrated:
+    """Check, then copy ``source`` into ``target`` (read in the source's snapshot): the
+    model and catalogue it records, the products, and what spares the next index its work."""
     # the uploaded photos before the snapshot's first read (its read transaction starts
     # there), in every folder they may be in (the source's own STORE/uploads, the upload
     # folders named): one that goes later went with a change the source's server made
     listed = {folder: _listing(folder) for folder in
               (photos_from, upload_folder(source, None), photos_to) if folder is not None}
+    manifest = _source_manifest(source)
+    # the target is read under its lock: another writer that held it (a second migrate into
+    # the same new store) has finished, and its products and model are seen
+    target.lock_for_writing()
+    existing = _check_model(source, target, manifest)
+    recorded = _read_catalogues(source, target)
+    marks = source.fingerprints()
+    _check_same_catalogue(source, target, recorded, marks)
+    catalogues = (recorded.ours,)
+    _check_fits(source, target, photos_to, photos_from, marks, catalogues)
+    _record_target(source, target, manifest, existing, recorded)
+    seen, copied, changed = _copy_products(source, target, marks, listed, photos_to,
+                                           photos_from, catalogues, show_progress)
+    extra = sorted(set(recorded.held) - seen)
+    removed = target.delete(extra) if prune and extra else 0
+    _copy_caches(source, target)
+    target.flush()
+    target.set_copying_from(None)
+    return Migrated(copied, extra, removed, changed)
+
+
+def _source_manifest(source: VectorStore) -> ModelManifest:
+    """The source's model manifest; refuses an empty source or an unfinished copy."""
     manifest = source.manifest()
     if manifest is None:
         raise StoreError(f"the store {source.location} is empty.")
@@ -62,19 +101,34 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
         raise StoreError(f"the store {source.location} is an unfinished copy of "
                          f"{unfinished}; finish that copy first (run `vitrine migrate` from "
                          "it again). Nothing was copied.")
-    # the target is read under its lock: another writer that held it (a second migrate into
-    # the same new store) has finished, and its products and model are seen
-    target.lock_for_writing()
+    return manifest
+
+
+def _check_model(source: VectorStore, target: VectorStore,
+                 manifest: ModelManifest) -> ModelManifest | None:
+    """The target's model manifest (None: a new store); refuses one of another model."""
     existing = target.manifest()
     if existing is not None and existing != manifest:
         differ = existing.differences(manifest, "in it", "in the source")
         raise StoreError(f"the store {target.location} was built with a different model than "
                          f"{source.location} ({differ}); copy into a new store.")
+    return existing
+
+
+def _read_catalogues(source: VectorStore, target: VectorStore) -> _Recorded:
+    """The catalogue folders and release links the two stores record, and the target's
+    products."""
     theirs, ours = target.catalog_folder(), source.catalog_folder()
     link = source.catalog_link()  # (one release link: one catalogue, whichever release)
     same_link = link is not None and target.catalog_link() == link
     held = target.fingerprints() if target.count() else {}
-    marks = source.fingerprints()
+    return _Recorded(theirs, ours, link, same_link, held)
+
+
+def _check_same_catalogue(source: VectorStore, target: VectorStore, recorded: _Recorded,
+                          marks: dict[str, tuple[str, str]]) -> None:
+    """Refuse a target holding products of another catalogue than the source's."""
+    held, theirs, ours = recorded.held, recorded.theirs, recorded.ours
     if held and (theirs is None or ours is None):
         # a folder not recorded (an older store, or one filled through the API) tells
         # nothing: the photos do. An earlier or interrupted copy holds the source's products,
@@ -91,13 +145,18 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
                 f"{source.location} ({_folders(theirs, ours)}; {why}); "
                 "mixed in one store, the next index of either catalogue would remove the "
                 "other's products. Copy into a new store.")
-    elif held and theirs != ours and not same_link:
+    elif held and theirs != ours and not recorded.same_link:
         raise StoreError(f"the store {target.location} holds products (catalogue folder "
                          f"{theirs}) and {source.location} another catalogue's (folder "
                          f"{ours}); mixed in one store, the next index of either catalogue "
                          "would remove the other's products. Copy into a new store.")
-    catalogues = (ours,)
-    _check_fits(source, target, photos_to, photos_from, marks, catalogues)
+
+
+def _record_target(source: VectorStore, target: VectorStore, manifest: ModelManifest,
+                   existing: ModelManifest | None, recorded: _Recorded) -> None:
+    """Mark the target as a copy in progress, then record in it the source's model, model
+    folder and catalogue (folder, release link, product table)."""
+    theirs, ours, link = recorded.theirs, recorded.ours, recorded.link
     # (before the target's first write: a copy killed outright while its model and folders
     # were recorded left a store that said nothing, empty, as if complete)
     target.set_copying_from(str(source.location))  # (until the copy is done)
@@ -105,7 +164,7 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
         target.set_manifest(manifest)
     if source.model_folder() and target.model_folder() != source.model_folder():
         target.set_model_folder(source.model_folder())  # (the same model's: checked above)
-    if theirs != ours and (theirs is None or not held or same_link):
+    if theirs != ours and (theirs is None or not recorded.held or recorded.same_link):
         # index keeps guarding its removals (an emptied store that recorded another
         # catalogue kept it: that catalogue's next index removed every product copied; a
         # source that records none leaves none)
@@ -117,6 +176,15 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
     if target.catalog_folder() == ours and table_read is not None \
             and target.catalog_listed() != table_read:
         target.set_catalog_listed(table_read)
+
+
+def _copy_products(source: VectorStore, target: VectorStore,
+                   marks: dict[str, tuple[str, str]], listed: dict[Path, set[str]],
+                   photos_to: Path | None, photos_from: Path | None, catalogues: tuple,
+                   show_progress: bool) -> tuple[set[str], int, list[str]]:
+    """Copy the source's products page by page (the photos of those added through the API
+    into ``photos_to``); returns the ids seen, how many were copied, and those left out as
+    changed meanwhile."""
     seen: set[str] = set()
     copied = 0
     changed: list[str] = []
@@ -146,18 +214,18 @@ def _migrate(source: VectorStore, target: VectorStore, photos_to: Path | None,
             target.upsert(batch)
             copied += len(batch)
             adv(len(page))
-    extra = sorted(set(held) - seen)
-    removed = target.delete(extra) if prune and extra else 0
-    # what spares the next `index` its work: the photos' hashes (each checked against its
-    # file's times before use) and the last duplicate search's pairs (named by product
-    # digests, under the rules' and model's fingerprint); without them it read every photo
-    # and searched the whole store again
+    return seen, copied, changed
+
+
+def _copy_caches(source: VectorStore, target: VectorStore) -> None:
+    """Copy what spares the next ``index`` its work: the photos' hashes and the last
+    duplicate search's pairs."""
+    # the photos' hashes (each checked against its file's times before use) and the last
+    # duplicate search's pairs (named by product digests, under the rules' and model's
+    # fingerprint); without them it read every photo and searched the whole store again
     target.set_photo_hashes(source.photo_hashes())
     if (pairs := source.duplicate_cache()) is not None:
         target.set_duplicate_cache(pairs)
-    target.flush()
-    target.set_copying_from(None)
-    return Migrated(copied, extra, removed, changed)
 
 
 def _folders(theirs: str | None, ours: str | None) -> str:

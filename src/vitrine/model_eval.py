@@ -9,6 +9,7 @@ every photo queries all the others (leave-one-out).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -104,15 +105,83 @@ def find_groups(products: Sequence[Product], vectors: np.ndarray, phashes: list[
     return [list(map(str, g)) for g in groups]
 
 
+@dataclass
+class _Readable:
+    """The catalogue's photos to evaluate (readable, with a category) and their sha256, the
+    split its folders give, and the photos left out."""
+
+    products: list[Product]
+    shas: list[str]
+    given: dict[str, str] | None
+    outside: list[Path]
+    uncategorised: list[dict]
+    unreadable: list[dict]
+
+
+@dataclass
+class _Embedded:
+    """The photos that could be embedded, with their sha256, hashes, thumbnails, vectors
+    (and a trained model's logits and classes); ``unreadable`` names every photo left out."""
+
+    products: list[Product]
+    shas: list[str]
+    phashes: list[str]
+    thumbs: list[bytes]
+    vectors: dict[str, np.ndarray]
+    logits: torch.Tensor | None
+    classes: list[str] | None
+    model_info: dict
+    unreadable: list[dict]
+
+
 def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path | None = None,
                      k: int = 5, show_progress: bool = True) -> dict:
     """Metrics of the pretrained backbone and, with ``model_dir``, of the trained model."""
     from vitrine.dedupe import DuplicateRules
-    from vitrine.photo_hashes import file_sha256, unreadable_reason
-    from vitrine.split import links_refused, read_catalogue, uncategorised_photos
 
     if model_dir is not None:  # (VITRINE_MODEL=~/m: the model loaded, its split was not found)
         model_dir = Path(model_dir).expanduser()
+    read = _readable_photos(catalog_dir, settings)
+    _check_sides_first(read, model_dir)
+    photos = _embed_readable(read, catalog_dir, settings, model_dir, show_progress)
+    products, given = photos.products, read.given
+    groups = find_groups(products, photos.vectors["pretrained"], photos.phashes, photos.thumbs,
+                         settings, photos.shas)
+    protocol, assignment = _protocol(products, given, model_dir, photos.shas, groups,
+                                     (photos.phashes, photos.thumbs,
+                                      DuplicateRules.from_settings(settings)),
+                                     show_progress)
+    labels = [p.category for p in products]
+    queries, index = _sides(products, assignment, given, photos.unreadable)
+    every = len(queries)
+    queries = queries[one_per_group([products[i].product_id for i in queries.tolist()],
+                                    groups)]
+    top = Path(catalog_dir).resolve()  # a split catalogue's photos in none of its folders
+    unsplit = [p.relative_to(top).as_posix() for p in read.outside]
+    report: dict = {"catalog": str(catalog_dir), "protocol": protocol, "k": k,
+                    "queries": len(queries), "index": len(index),
+                    # copies among the queries, which query once (their group's first id)
+                    "copies_among_queries": every - len(queries),
+                    "duplicate_groups": len(groups), "model": photos.model_info,
+                    "retrieval": {},
+                    # photos taken for copies of those the model trained on (helper-231)
+                    "copies_of_trained_photos": None if assignment is None or assignment is given
+                    else {"searched": sum(w == "copy" for w in assignment.values()),
+                          "left_out": sum(w == "out" for w in assignment.values())},
+                    "unsplit_photos": unsplit, "unreadable_photos": photos.unreadable,
+                    "uncategorised_photos": read.uncategorised}
+    report["retrieval"] = _retrieval(photos, labels, queries, index, groups, k)
+    if photos.logits is not None:
+        report["classification"] = _classification(photos, labels, queries)
+    return report
+
+
+def _readable_photos(catalog_dir: Path, settings: Settings) -> _Readable:
+    """Read the catalogue and keep its photos with a category whose file can be read (their
+    sha256 taken), naming those left out; refuses fewer than two."""
+    from vitrine.photo_hashes import file_sha256, unreadable_reason
+    from vitrine.split import links_refused, read_catalogue, uncategorised_photos
+
     products, given, outside = read_catalogue(catalog_dir, settings.upload_dir,
                                               refused_links=links_refused(settings))
     # a photo without a category has nothing to be scored on: left out, and named (as
@@ -130,13 +199,27 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
             unreadable.append({"product_id": product.product_id,
                                "reason": unreadable_reason(exc)})
     products = _enough(readable, catalog_dir)
+    return _Readable(products, shas, given, outside, uncategorised, unreadable)
+
+
+def _check_sides_first(read: _Readable, model_dir: Path | None) -> None:
+    """Refuse, before the photos are embedded, a catalogue with no photo to query or none to
+    search, and a model whose split's fingerprints are damaged."""
     # said before the photos are embedded; duplicates (found on the vectors) only move
     # photos to the trained-on side, so the check is repeated below
-    _sides(products, _protocol(products, given, model_dir, shas, [])[1], given, unreadable)
+    _sides(read.products, _protocol(read.products, read.given, model_dir, read.shas, [])[1],
+           read.given, read.unreadable)
     if model_dir is not None and (model_dir / "split.json").is_file():  # (a damaged file was
         from vitrine.split import load_fingerprints  # said after every photo was embedded:
                                                      # helper-237)
         load_fingerprints(model_dir, None)
+
+
+def _embed_readable(read: _Readable, catalog_dir: Path, settings: Settings,
+                    model_dir: Path | None, show_progress: bool) -> _Embedded:
+    """Embed the photos (pretrained, and trained with ``model_dir``); those that cannot be
+    decoded are left out and named."""
+    products, shas, unreadable = read.products, read.shas, read.unreadable
     vectors, logits, classes, model_info, (phashes, thumbs), failed = _embed(
         products, settings, model_dir, show_progress)
     if failed:
@@ -147,57 +230,45 @@ def evaluate_catalog(catalog_dir: Path, settings: Settings, *, model_dir: Path |
         shas, phashes, thumbs = ([x[i] for i in keep] for x in (shas, phashes, thumbs))
         vectors = {name: vecs[keep] for name, vecs in vectors.items()}
         logits = None if logits is None else logits[keep]
-    groups = find_groups(products, vectors["pretrained"], phashes, thumbs, settings, shas)
-    protocol, assignment = _protocol(products, given, model_dir, shas, groups,
-                                     (phashes, thumbs, DuplicateRules.from_settings(settings)),
-                                     show_progress)
-    labels = [p.category for p in products]
-    queries, index = _sides(products, assignment, given, unreadable)
-    every = len(queries)
-    queries = queries[one_per_group([products[i].product_id for i in queries.tolist()],
-                                    groups)]
-    top = Path(catalog_dir).resolve()  # a split catalogue's photos in none of its folders
-    unsplit = [p.relative_to(top).as_posix() for p in outside]
-    report: dict = {"catalog": str(catalog_dir), "protocol": protocol, "k": k,
-                    "queries": len(queries), "index": len(index),
-                    # copies among the queries, which query once (their group's first id)
-                    "copies_among_queries": every - len(queries),
-                    "duplicate_groups": len(groups), "model": model_info, "retrieval": {},
-                    # photos taken for copies of those the model trained on (helper-231)
-                    "copies_of_trained_photos": None if assignment is None or assignment is given
-                    else {"searched": sum(w == "copy" for w in assignment.values()),
-                          "left_out": sum(w == "out" for w in assignment.values())},
-                    "unsplit_photos": unsplit, "unreadable_photos": unreadable,
-                    "uncategorised_photos": uncategorised}
-    skip = _duplicates_of_queries(queries, index, groups, products)
+    return _Embedded(products, shas, phashes, thumbs, vectors, logits, classes, model_info,
+                     unreadable)
+
+
+def _retrieval(photos: _Embedded, labels: list[str], queries: np.ndarray, index: np.ndarray,
+               groups: list[list[str]], k: int) -> dict:
+    """Retrieval metrics of each embedding: the queries search the index, each skipping its
+    own row and its copies."""
+    skip = _duplicates_of_queries(queries, index, groups, photos.products)
     position = {row: j for j, row in enumerate(index.tolist())}  # (leave-one-out: a query
     skip = [[*rows, position[i]] if i in position else rows  # is searched: its own row too)
             for rows, i in zip(skip, queries.tolist(), strict=True)]
-    for name, vecs in vectors.items():
-        report["retrieval"][name] = retrieval_metrics(
-            vecs[index], [labels[i] for i in index], vecs[queries],
-            [labels[i] for i in queries], k, skip=skip)
-    if logits is not None:
-        from vitrine.report import classification_report, misclassified
+    return {name: retrieval_metrics(vecs[index], [labels[i] for i in index], vecs[queries],
+                                    [labels[i] for i in queries], k, skip=skip)
+            for name, vecs in photos.vectors.items()}
 
-        known = [i for i in queries if labels[i] in classes]
-        unseen = sorted({labels[i] for i in queries} - set(classes))
-        if not known:  # nothing to score: say so instead of an accuracy of nan
-            report["classification"] = {
-                "n": 0, "unscored_photos": len(queries), "unknown_categories": unseen,
+
+def _classification(photos: _Embedded, labels: list[str], queries: np.ndarray) -> dict:
+    """The trained model's classification of the queries of the categories it was trained
+    on (none of them: why there is no score)."""
+    from vitrine.report import classification_report, misclassified
+
+    classes, logits = photos.classes, photos.logits
+    known = [i for i in queries if labels[i] in classes]
+    unseen = sorted({labels[i] for i in queries} - set(classes))
+    if not known:  # nothing to score: say so instead of an accuracy of nan
+        return {"n": 0, "unscored_photos": len(queries), "unknown_categories": unseen,
                 "note": "none of the photos is of a category the model was trained on ("
                         + ", ".join(classes) + ")"}
-            return report
-        pred = logits[known].argmax(1).tolist()
-        report["classification"] = classification_report(
-            [labels[i] for i in known], [classes[j] for j in pred], classes)
-        # photos of categories the model was never trained on cannot be classified right
-        report["classification"]["unscored_photos"] = len(queries) - len(known)
-        report["classification"]["unknown_categories"] = unseen
-        report["classification"]["misclassified"] = misclassified(
-            [products[i] for i in known], [classes.index(labels[i]) for i in known],
-            logits[known].softmax(1).numpy(), classes)
-    return report
+    pred = logits[known].argmax(1).tolist()
+    classification = classification_report(
+        [labels[i] for i in known], [classes[j] for j in pred], classes)
+    # photos of categories the model was never trained on cannot be classified right
+    classification["unscored_photos"] = len(queries) - len(known)
+    classification["unknown_categories"] = unseen
+    classification["misclassified"] = misclassified(
+        [photos.products[i] for i in known], [classes.index(labels[i]) for i in known],
+        logits[known].softmax(1).numpy(), classes)
+    return classification
 
 
 def _enough(products: list[Product], catalog_dir: Path) -> list[Product]:

@@ -104,8 +104,16 @@ def write_outputs(out_dir: Path, summary: dict, started: float | None = None) ->
 def markdown_report(summary: dict) -> str:
     """The training report: the reference's table next to ours, figures and test details."""
     phases, test = summary["phases"], summary.get("test") or {}
+    lines = [*_split_lines(summary), *_comparison_lines(summary, phases),
+             *_refit_lines(summary, test), *_test_lines(summary, test),
+             *_history_lines(summary, phases)]
+    return "\n".join(lines)
+
+
+def _split_lines(summary: dict) -> list[str]:
+    """The report's title, classes and split, and the photos or groups to look at."""
     split = summary["split"]
-    lines = [
+    return [
         "# Training report", "",
         f"Classes: {', '.join(map(_md, summary['classes']))}.  ",
         f"Split ({split['source']}): train {split['train']}, validation {split['val']}, "
@@ -126,6 +134,12 @@ def markdown_report(summary: dict) -> str:
                               why="are in no split folder"),
             *untrained_lines(summary),
             *recategorised_lines(summary)]),
+    ]
+
+
+def _comparison_lines(summary: dict, phases: dict) -> list[str]:
+    """The table of the reference design's figures next to each phase's (and the refit's)."""
+    lines = [
         "## Reference design vs Vitrine", "",
         "| model | phase | train acc | train loss | test acc | test loss |",
         "|---|---|---|---|---|---|",
@@ -147,43 +161,58 @@ def markdown_report(summary: dict) -> str:
         lines.append(f"| Vitrine ({len(summary['classes'])} categories) | {title} | "
                      f"{_pct(tr.get('acc'))} | {score_text(tr.get('loss'))} | "
                      f"{_pct(te.get('acc'))} | {score_text(te.get('loss'))} |")
-    lines += ["", "Train metrics are on the un-augmented training photos in evaluation mode; "
-              "losses are plain cross-entropy. The reference only reported test accuracy.", ""]
+    return lines + ["", "Train metrics are on the un-augmented training photos in evaluation "
+                    "mode; losses are plain cross-entropy. The reference only reported test "
+                    "accuracy.", ""]
+
+
+def _refit_lines(summary: dict, test: dict) -> list[str]:
+    """What the refit on train + validation was, and whether the model saved is its."""
+    refit = summary.get("refit")
     if refit and not refit_kept(refit):
-        lines += [f"The model was trained again from the start on the {refit['photos']} "
-                  "training and validation photos, replaying each phase up to its best epoch "
-                  f"({refit['epochs'][0]} + {refit['epochs'][1]} epochs) with the learning "
-                  f"rates it had. {refit_dropped_line(summary)}"
-                  + (" The test figures below are the validated model's." if test else ""), ""]
-    elif refit:
-        lines += [f"The saved model was trained again from the start on the {refit['photos']} "
-                  "training and validation photos, replaying each phase up to its best epoch "
-                  f"({refit['epochs'][0]} + {refit['epochs'][1]} epochs) with the learning "
-                  "rates it had" + ("; the test photos stayed unseen. The test figures below "
-                                    "are that model's." if test else "."), ""]
+        return [f"The model was trained again from the start on the {refit['photos']} "
+                "training and validation photos, replaying each phase up to its best epoch "
+                f"({refit['epochs'][0]} + {refit['epochs'][1]} epochs) with the learning "
+                f"rates it had. {refit_dropped_line(summary)}"
+                + (" The test figures below are the validated model's." if test else ""), ""]
+    if refit:
+        return [f"The saved model was trained again from the start on the {refit['photos']} "
+                "training and validation photos, replaying each phase up to its best epoch "
+                f"({refit['epochs'][0]} + {refit['epochs'][1]} epochs) with the learning "
+                "rates it had" + ("; the test photos stayed unseen. The test figures below "
+                                  "are that model's." if test else "."), ""]
+    return []
+
+
+def _test_lines(summary: dict, test: dict) -> list[str]:
+    """The test figures (accuracy, per class, confusion matrix, mistakes, retrieval), or
+    why there are none."""
     if not test:
-        lines += ["No test figures: the test split holds no photo of a trained category "
-                  + ("(the test folder's were copies of photos in train or val, left out)."
-                     if summary["split"].get("left_out_of_test")
-                     else "(or VITRINE_TRAIN_TEST_FRACTION is 0)."), ""]
-    if test:
-        low, high = test["acc_ci95"]
-        lines += [f"**Test accuracy {_pct(test['acc'])}** ({test['correct']}/{test['n']}"
-                  f"{copies_once(test.get('copies_counted_once'))}; 95 % "
-                  f"Wilson interval {_pct(low)}–{_pct(high)}), macro F1 "
-                  f"{fraction_text(test['macro_f1'])}, loss {test['loss']:.3f}.", "",
-                  *prf_table(test["per_class"])]
-        split = summary.get("split", {})
-        untested = untested_line(test["per_class"], *(
-            ["the test folder holds none of their photos" + (
-                ", or only copies of photos in train or val (left out)" if split.get(
-                    "left_out_of_test") else "")]
-            if split.get("source") == "folders" else []))
-        lines += ["", *([_md_line(untested), ""] if untested else []),
-                  "![confusion matrix](confusion_matrix.png)", ""]
-        lines += _misclassified_lines(test.get("misclassified"))
-        lines += _retrieval_lines(test.get("retrieval"))
-    lines += ["## History", "", "![history](history.png)", ""]
+        return ["No test figures: the test split holds no photo of a trained category "
+                + ("(the test folder's were copies of photos in train or val, left out)."
+                   if summary["split"].get("left_out_of_test")
+                   else "(or VITRINE_TRAIN_TEST_FRACTION is 0)."), ""]
+    low, high = test["acc_ci95"]
+    lines = [f"**Test accuracy {_pct(test['acc'])}** ({test['correct']}/{test['n']}"
+             f"{copies_once(test.get('copies_counted_once'))}; 95 % "
+             f"Wilson interval {_pct(low)}–{_pct(high)}), macro F1 "
+             f"{fraction_text(test['macro_f1'])}, loss {test['loss']:.3f}.", "",
+             *prf_table(test["per_class"])]
+    split = summary.get("split", {})
+    untested = untested_line(test["per_class"], *(
+        ["the test folder holds none of their photos" + (
+            ", or only copies of photos in train or val (left out)" if split.get(
+                "left_out_of_test") else "")]
+        if split.get("source") == "folders" else []))
+    lines += ["", *([_md_line(untested), ""] if untested else []),
+              "![confusion matrix](confusion_matrix.png)", ""]
+    lines += _misclassified_lines(test.get("misclassified"))
+    return lines + _retrieval_lines(test.get("retrieval"))
+
+
+def _history_lines(summary: dict, phases: dict) -> list[str]:
+    """The history figure, each phase's epochs and time, and the run's seconds and cache."""
+    lines = ["## History", "", "![history](history.png)", ""]
     for key in ("transfer_learning", "fine_tuning"):
         p = phases[key]
         lines.append(f"- {key.replace('_', ' ')}: {counted(p['epochs'], 'epoch')}, best epoch "
@@ -192,10 +221,9 @@ def markdown_report(summary: dict) -> str:
     if dropped := dropped_fine_tuning_line(summary):
         lines += ["", dropped]
     seconds = summary["seconds"]
-    lines += ["", "## Time and cache", "",
-              "Seconds: " + ", ".join(f"{k} {v}" for k, v in seconds.items()) + ".", "",
-              summary["cached"], ""]
-    return "\n".join(lines)
+    return lines + ["", "## Time and cache", "",
+                    "Seconds: " + ", ".join(f"{k} {v}" for k, v in seconds.items()) + ".", "",
+                    summary["cached"], ""]
 
 
 def _misclassified_lines(rows: list[dict] | None) -> list[str]:

@@ -36,12 +36,8 @@ from pathlib import Path
 
 import torch
 
-from vitrine.catalog import (
-    Product,
-    category_twins,
-    recategorised,
-    refuse_out_inside,
-)
+from vitrine.backbones import BackboneSpec
+from vitrine.catalog import Product, refuse_out_inside
 from vitrine.config import Settings
 from vitrine.errors import (
     CatalogError,
@@ -52,7 +48,7 @@ from vitrine.errors import (
 )
 from vitrine.images import Preprocessing
 from vitrine.model_eval import find_groups
-from vitrine.models import get_spec, load_state_dict, state_hash, taps_for
+from vitrine.models import get_spec, load_state_dict, taps_for
 from vitrine.progress import progress_bar
 from vitrine.split import (
     Split,
@@ -75,15 +71,16 @@ from vitrine.train_data import (
     frozen_pass,
     permute_rows_,
 )
-from vitrine.train_fit import fit_cached, pool_views
-from vitrine.train_summary import (
+from vitrine.train_fit import Fit, fit_cached, pool_views
+from vitrine.train_summary import (  # noqa: F401 - cache_note, conflicting_labels known here
+    CatalogueRead,
+    PhotosRead,
     _counted_test_rows,
-    _phase_summary,
     _test_detail,
     cache_note,
     conflicting_labels,
-    duplicate_calibration,
-    model_config,
+    model_description,
+    run_summary,
 )
 from vitrine.trained_net import (
     BlockError,
@@ -124,17 +121,53 @@ def train_catalog(catalog_dir: Path, out_dir: Path, settings: Settings, *,
 
 def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings: Settings,
            show_progress: bool) -> dict:
-    from vitrine.photo_hashes import file_sha256
+    """Read and split the catalogue, fit the network, and write the model and what is said
+    of it into ``stage``; returns the summary."""
     from vitrine.report import write_outputs
-    from vitrine.split import save_fingerprints
-    from vitrine.split_kept import earlier_split, kept_split
-    from vitrine.trained import training_fingerprint, write_model
+    from vitrine.split_kept import earlier_split
+    from vitrine.trained import write_model
 
     started = time.perf_counter()
     floor_below_rates(settings)
     earlier, fresh_because = earlier_split(out_dir, settings)  # (before the stage replaces it)
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
+    catalogue = _categorised_photos(catalog_dir, settings)
+    spec, pretrained, prep, net = _pretrained_net(settings)
+
+    # One pass of every photo through the frozen layers: the clean view, its hashes, and
+    # (pooled by the frozen top) the pretrained embedding that finds duplicates.
+    storage = MapStorage(cache, cache_budget(settings.train_cache_memory_mb))
+    clean = _read_photos(net, catalogue.products, prep, settings, storage, show_progress)
+    photos = _split_photos(catalog_dir, stage, net, catalogue, clean, settings, storage,
+                           earlier)
+    seconds = {"read_and_split": round(time.perf_counter() - started, 1)}
+
+    t0 = time.perf_counter()
+    row = {p.product_id: i for i, p in enumerate(catalogue.products)}
+    unaugmented: list[dict] = []
+    classes, caches = split_caches(net, catalogue.products, row, clean, photos.split, prep,
+                                   settings, storage, show_progress, unaugmented)
+    del clean  # each split's cache holds (a slice of) its maps
+    seconds["augmented_views"] = round(time.perf_counter() - t0, 1)
+    fit, test_rows = _fit(net, caches, classes, photos.split, settings, stage, storage,
+                          out_dir, show_progress)
+    seconds.update(fit.seconds)
+    config = model_description(spec.name, pretrained, prep, classes, catalogue.products,
+                               photos, fit, caches, settings, storage)
+    digest = write_model(stage, net, config)
+    # before the summary sums up what the cache allocated: the report's vectors are in it
+    test = _test_detail(fit.outputs, caches, classes, settings, storage.zeros, test_rows)
+    summary = run_summary(out_dir, catalogue, photos, fresh_because, classes, digest, config,
+                          unaugmented, fit, caches, test, seconds, settings, storage)
+    write_outputs(stage, summary, started)  # (the total, figures included: 200 classes'
+    # confusion matrix took 4 minutes that the total left out)
+    return summary
+
+
+def _categorised_photos(catalog_dir: Path, settings: Settings) -> CatalogueRead:
+    """Read the catalogue and keep its photos with a category, naming those left out;
+    refuses, before any photo is read, a catalogue that cannot be trained on."""
     products, given, outside = read_catalogue(catalog_dir, settings.upload_dir,
                                               refused_links=links_refused(settings))
     top = Path(catalog_dir).resolve()
@@ -148,6 +181,12 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
                            "column in products.csv).")
     too_few_categories(catalog_dir, products)  # (before every photo is read)
     no_validation(settings, given)
+    return CatalogueRead(products, given, unsplit, uncategorised)
+
+
+def _pretrained_net(settings: Settings) -> tuple[BackboneSpec, dict, Preprocessing, TrainedNet]:
+    """The backbone's spec, its pretrained weights, the preprocessing, and the network to
+    train built from them (its head a placeholder), each setting's refusal said for it."""
     spec = get_spec(settings.backbone)
     pretrained = load_state_dict(spec, settings.weights)
     prep = replace(spec.preprocessing, resize=settings.resize)
@@ -162,17 +201,31 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
         if settings.weights is None or exc.name != spec.name:
             raise
         raise exc.of_file(settings.weights) from None
-    net = net.to(memory_format=torch.channels_last)
+    return spec, pretrained, prep, net.to(memory_format=torch.channels_last)
 
-    # One pass of every photo through the frozen layers: the clean view, its hashes, and
-    # (pooled by the frozen top) the pretrained embedding that finds duplicates.
-    storage = MapStorage(cache, cache_budget(settings.train_cache_memory_mb))
+
+def _read_photos(net: TrainedNet, products: Sequence[Product], prep: Preprocessing,
+                 settings: Settings, storage: MapStorage, show_progress: bool) -> FrozenPass:
+    """Every photo's clean view through the frozen layers, with its hash and thumbnail."""
     with progress_bar("Reading photos", len(products), enabled=show_progress) as adv:
-        clean = frozen_pass(net.base, [p.image for p in products], [0], prep,
-                            seed=settings.train_seed, batch_size=settings.train_batch_size,
-                            workers=settings.decode_workers,
-                            max_pixels=settings.max_image_pixels, with_hash=True,
-                            companion=net.companion, advance=adv, zeros=storage.zeros)
+        return frozen_pass(net.base, [p.image for p in products], [0], prep,
+                           seed=settings.train_seed, batch_size=settings.train_batch_size,
+                           workers=settings.decode_workers,
+                           max_pixels=settings.max_image_pixels, with_hash=True,
+                           companion=net.companion, advance=adv, zeros=storage.zeros)
+
+
+def _split_photos(catalog_dir: Path, stage: Path, net: TrainedNet, catalogue: CatalogueRead,
+                  clean: FrozenPass, settings: Settings, storage: MapStorage,
+                  earlier: Split | None) -> PhotosRead:
+    """Find the duplicates among the photos read (on their pretrained embeddings) and split
+    them, the earlier model's split kept where it can be; the split and the photos'
+    fingerprints are written into ``stage``."""
+    from vitrine.photo_hashes import file_sha256
+    from vitrine.split import save_fingerprints
+    from vitrine.split_kept import kept_split
+
+    products, given = catalogue.products, catalogue.given
     ok = [i for i, e in enumerate(clean.errors) if e is None]
     bad = [{"product_id": products[i].product_id, "reason": clean.errors[i]}
            for i in range(len(products)) if clean.errors[i] is not None]
@@ -195,15 +248,15 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     split.save(stage / "split.json")
     save_fingerprints(stage, split, phash_of,  # (evaluate finds their renamed copies)
                       {p.product_id: clean.thumbs[i] for p, i in zip(usable, ok, strict=True)})
-    seconds = {"read_and_split": round(time.perf_counter() - started, 1)}
+    return PhotosRead(usable, bad, split, phash_of)
 
-    t0 = time.perf_counter()
-    row = {p.product_id: i for i, p in enumerate(products)}
-    unaugmented: list[dict] = []
-    classes, caches = split_caches(net, products, row, clean, split, prep, settings,
-                                   storage, show_progress, unaugmented)
-    del clean  # each split's cache holds (a slice of) its maps
-    seconds["augmented_views"] = round(time.perf_counter() - t0, 1)
+
+def _fit(net: TrainedNet, caches: dict[str, FeatureCache], classes: list[str], split: Split,
+         settings: Settings, stage: Path, storage: MapStorage, out_dir: Path,
+         show_progress: bool) -> tuple[Fit, torch.Tensor | None]:
+    """Give the network a new head for ``classes`` and fit it on the caches (both phases,
+    and the refit); refuses a run that did not converge. Returns the fit and the test rows
+    its figures count."""
     torch.manual_seed(settings.train_seed)
     net.head = ClassifierHead(net.head_dim, settings.train_head_units, len(classes),
                               settings.train_dropout)
@@ -211,51 +264,7 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     fit = fit_cached(net, caches, len(classes), settings, stage / "checkpoints",
                      show_progress=show_progress, zeros=storage.zeros, test_rows=test_rows)
     check_converged(fit.phase1.history + fit.phase2.history, out_dir, fit.refit)
-    seconds.update(fit.seconds)
-    config = model_config(spec.name, settings, classes, prep, state_hash(pretrained))
-    config["training_fingerprint"] = training_fingerprint(products, settings, split.contents)
-    if fit.refit:  # whose weights these are: the refit's, or the validated ones (helper-231)
-        config["refit"] = {k: fit.refit[k] for k in ("kept", "why_not_kept", "check")}
-    config["duplicates"] = duplicate_calibration(fit.outputs, caches, phash_of, split.groups,
-                                                 settings, storage.zeros)
-    digest = write_model(stage, net, config)
-    # before the summary sums up what the cache allocated: the report's vectors are in it
-    test = _test_detail(fit.outputs, caches, classes, settings, storage.zeros, test_rows)
-    summary = {
-        "model_dir": str(out_dir), "classes": classes, "weights_sha256": digest,
-        "split": {**split.counts(), "source": split.source,
-                  "duplicate_groups": len(split.groups),
-                  "product_groups": split.product_groups,
-                  "crossing_groups": split.crossing(), "left_out_of_test": split.left_out,
-                  "left_out_of_val": split.left_out_val,
-                  "conflicting_groups": conflicting_labels(split.groups, usable),
-                  **({"kept_from_earlier": split.kept_from_earlier}
-                     if split.kept_from_earlier is not None else
-                     {"fresh_because": fresh_because} if fresh_because and given is None
-                     else {})},
-        "unreadable_photos": bad, "unaugmented_photos": unaugmented,
-        "uncategorised_photos": uncategorised,
-        "unsplit_photos": unsplit,
-        "category_from_table": recategorised(products),
-        "category_twins": category_twins(products),
-        "untrained_categories": dict(sorted(Counter(
-            p.category for p in usable if p.category not in classes).items())),
-        "duplicates": config["duplicates"],
-        "settings": config["training"], "cached": cache_note(settings, storage),
-        "cache_mib": {"memory": round(storage.in_memory / 2**20, 1),
-                      "files": round(storage.on_disk / 2**20, 1)},
-        "phases": {"transfer_learning": _phase_summary(fit.phase1, fit.after1),
-                   "fine_tuning": _phase_summary(fit.phase2, fit.after2)},
-        "refit": fit.refit,
-        "history": fit.phase1.history + fit.phase2.history,
-        "class_counts": {name: dict(sorted(Counter(classes[i] for i in c.labels.tolist())
-                                           .items())) for name, c in caches.items()},
-        "test": test,
-        "seconds": seconds,
-    }
-    write_outputs(stage, summary, started)  # (the total, figures included: 200 classes'
-    # confusion matrix took 4 minutes that the total left out)
-    return summary
+    return fit, test_rows
 
 
 def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, int],

@@ -1,7 +1,8 @@
 """Fitting a trained network on cached frozen-layer outputs: phase 1 (the head on the frozen
 network), phase 2 (the top blocks with the head) and the refit on training + validation
 photos; the epochs, metrics and class weights they use. :mod:`vitrine.train` prepares the
-caches and writes the model; :mod:`vitrine.train_loop` runs each phase's epochs and callbacks."""
+caches and writes the model; :mod:`vitrine.train_loop` runs each phase's epochs and callbacks;
+:mod:`vitrine.train_refit` says whether the refit is kept."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ from vitrine.train_loop import (
     PhaseResult,
     fit_phase,
     replay_phase,
+)
+from vitrine.train_refit import (  # noqa: F401 - known here as before
+    REFIT_MAX_LOSS_RISE,
+    REFIT_MAX_MORE_WRONG,
+    REFIT_MIN_MORE_WRONG,
+    refit_check_metrics,
+    refit_worse,
 )
 from vitrine.trained_net import TrainedNet
 
@@ -82,14 +90,8 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
     pooled = {k: head_views(net, c, zeros=zeros) for k, c in caches.items()}
     seconds["head_inputs"] = round(time.perf_counter() - t0, 1)  # (apart: "phase1" counted
     t0 = time.perf_counter()  # them, where the phase's own line said its epochs' 7 s)
-    net.head.requires_grad_(True)
-    phase1 = fit_phase(
-        _phase_config("transfer learning", settings, 1), net.head, list(net.head.parameters()),
-        _epoch_fn(net.head, net.head, (pooled["train"],), caches["train"].labels, criterion,
-                  gen, settings.train_batch_size),
-        lambda: _metrics(net.head, (pooled["val"][:, 0],), caches["val"].labels),
-        steps_per_epoch=steps, checkpoint=ckpt and ckpt / "phase1-best.pt",
-        show_progress=show_progress)
+    phase1 = _transfer_learning(net, pooled, caches, criterion, gen, steps, ckpt, settings,
+                                show_progress)
     seconds["phase1"] = round(time.perf_counter() - t0, 1)
     net.head.eval()
     with torch.inference_mode():
@@ -97,13 +99,50 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
 
     t0 = time.perf_counter()
     head_after1 = {k: v.clone() for k, v in net.head.state_dict().items()}
-    trainable = nn.ModuleDict({"top": net.top, "head": net.head})
-    net.top.requires_grad_(True)
+    forward = _through_head(net)
+    phase2 = _fine_tuning(net, forward, caches, criterion, gen, steps, ckpt, settings,
+                          show_progress)
+    _drop_worse_fine_tuning(net, phase1, phase2, head_after1, ckpt)
+    seconds["phase2"] = round(time.perf_counter() - t0, 1)
+    fit = Fit(phase1, phase2, after1, {}, _frozen_outputs(net, caches, zeros), seconds)
+    fit.after2 = {k: metrics(k, o["logits"]) for k, o in fit.outputs.items()}
+    if settings.train_refit:
+        _refit_kept_or_not(net, caches, pooled, forward, fit, head_start, n_classes, settings,
+                           show_progress, zeros, metrics)
+    return fit
+
+
+def _transfer_learning(net: TrainedNet, pooled: dict[str, torch.Tensor],
+                       caches: dict[str, FeatureCache], criterion: nn.Module,
+                       gen: torch.Generator, steps: int, ckpt: Path | None, settings: Settings,
+                       show_progress: bool) -> PhaseResult:
+    """Phase 1: train the head alone on the frozen network's ``pooled`` head inputs."""
+    net.head.requires_grad_(True)
+    return fit_phase(
+        _phase_config("transfer learning", settings, 1), net.head, list(net.head.parameters()),
+        _epoch_fn(net.head, net.head, (pooled["train"],), caches["train"].labels, criterion,
+                  gen, settings.train_batch_size),
+        lambda: _metrics(net.head, (pooled["val"][:, 0],), caches["val"].labels),
+        steps_per_epoch=steps, checkpoint=ckpt and ckpt / "phase1-best.pt",
+        show_progress=show_progress)
+
+
+def _through_head(net: TrainedNet) -> Callable:
+    """The trainable part's forward pass: cached maps (and side features) to the logits."""
 
     def forward(maps: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
         return net.head(net.head_input(maps, side))
 
-    phase2 = fit_phase(
+    return forward
+
+
+def _fine_tuning(net: TrainedNet, forward: Callable, caches: dict[str, FeatureCache],
+                 criterion: nn.Module, gen: torch.Generator, steps: int, ckpt: Path | None,
+                 settings: Settings, show_progress: bool) -> PhaseResult:
+    """Phase 2: train the top blocks with the head on the cached maps."""
+    trainable = nn.ModuleDict({"top": net.top, "head": net.head})
+    net.top.requires_grad_(True)
+    return fit_phase(
         _phase_config("fine-tuning", settings, 2), trainable, list(trainable.parameters()),
         _epoch_fn(forward, trainable, caches["train"].inputs(), caches["train"].labels,
                   criterion, gen, settings.train_batch_size,
@@ -112,6 +151,12 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
                          caches["val"].labels, modules=trainable),
         steps_per_epoch=steps, checkpoint=ckpt and ckpt / "phase2-best.pt",
         show_progress=show_progress)
+
+
+def _drop_worse_fine_tuning(net: TrainedNet, phase1: PhaseResult, phase2: PhaseResult,
+                            head_after1: dict, ckpt: Path | None) -> None:
+    """Restore the weights after phase 1 when fine-tuning never did better on validation,
+    marking none of its epochs best and removing its checkpoint."""
     if phase2.history and phase2.best_val_loss() >= phase1.best_val_loss() - MIN_DELTA:
         # fine-tuning never did better on validation than transfer learning (too high a
         # learning rate, hard data): its early stopping starts afresh, so its least bad
@@ -124,85 +169,41 @@ def fit_cached(net: TrainedNet, caches: dict[str, FeatureCache], n_classes: int,
             epoch["best"] = False
         if ckpt:  # (its file went with the model: the weights dropped)
             (ckpt / "phase2-best.pt").unlink(missing_ok=True)
-    seconds["phase2"] = round(time.perf_counter() - t0, 1)
-    fit = Fit(phase1, phase2, after1, {}, _frozen_outputs(net, caches, zeros), seconds)
-    fit.after2 = {k: metrics(k, o["logits"]) for k, o in fit.outputs.items()}
-    if settings.train_refit:
-        t0 = time.perf_counter()
-        # the validated network, kept to be saved in the refit's place should the refit come
-        # out worse (it replaced it blindly: a collapsed refit was saved, exit 0: helper-231)
-        validated = {name: {k: v.clone() for k, v in part.state_dict().items()}
-                     for name, part in (("top", net.top), ("head", net.head))}
-        before = refit_check_metrics(fit.outputs, caches)
-        record: list[dict] = []
-        epochs = refit(net, caches, pooled, forward, fit, head_start, n_classes, settings,
-                       show_progress, record)
-        fit.outputs = {}  # the outputs before the refit are let go first
+
+
+def _refit_kept_or_not(net: TrainedNet, caches: dict[str, FeatureCache],
+                       pooled: dict[str, torch.Tensor], forward: Callable, fit: Fit,
+                       head_start: dict, n_classes: int, settings: Settings,
+                       show_progress: bool, zeros: Zeros,
+                       metrics: Callable[[str, torch.Tensor], dict]) -> None:
+    """Refit on train + validation (:func:`refit`) and keep it unless it came out worse than
+    the validated network (:func:`refit_worse`); ``fit`` gets the outputs of the network
+    kept, the refit's figures and its time."""
+    t0 = time.perf_counter()
+    # the validated network, kept to be saved in the refit's place should the refit come
+    # out worse (it replaced it blindly: a collapsed refit was saved, exit 0: helper-231)
+    validated = {name: {k: v.clone() for k, v in part.state_dict().items()}
+                 for name, part in (("top", net.top), ("head", net.head))}
+    before = refit_check_metrics(fit.outputs, caches)
+    record: list[dict] = []
+    epochs = refit(net, caches, pooled, forward, fit, head_start, n_classes, settings,
+                   show_progress, record)
+    fit.outputs = {}  # the outputs before the refit are let go first
+    fit.outputs = _frozen_outputs(net, caches, zeros)
+    after = refit_check_metrics(fit.outputs, caches)
+    refit_metrics = {k: metrics(k, o["logits"]) for k, o in fit.outputs.items()}
+    why = refit_worse(before, after, record)
+    if why:
+        net.top.load_state_dict(validated["top"])
+        net.head.load_state_dict(validated["head"])
+        fit.outputs = {}
         fit.outputs = _frozen_outputs(net, caches, zeros)
-        after = refit_check_metrics(fit.outputs, caches)
-        refit_metrics = {k: metrics(k, o["logits"]) for k, o in fit.outputs.items()}
-        why = refit_worse(before, after, record)
-        if why:
-            net.top.load_state_dict(validated["top"])
-            net.head.load_state_dict(validated["head"])
-            fit.outputs = {}
-            fit.outputs = _frozen_outputs(net, caches, zeros)
-        seconds["refit"] = round(time.perf_counter() - t0, 1)
-        fit.refit = {"photos": len(caches["train"]) + len(caches["val"]), "epochs": epochs,
-                     "seconds": seconds["refit"], "metrics": finite(refit_metrics),
-                     "kept": not why, "why_not_kept": why,
-                     "check": {"validated": before, "refit": after},
-                     "history": finite(record)}
-    return fit
-
-
-REFIT_MAX_MORE_WRONG = 0.05
-"""The refit is not kept when, on its own training photos (train + validation), it gets
-wrong more than this fraction of them (and more than :data:`REFIT_MIN_MORE_WRONG` photos)
-beyond what the validated network gets wrong. The validated network never trained on the
-validation photos and the refit did, so a healthy refit does as well or better there: every
-one measured did, with a lower loss (the demo catalogue: 863 of 863 right vs 859; 15 tiny
-runs of 15 to 30 photos, augmented, class-weighted, smoothed, a hidden layer), where the
-collapsed refits of helper-231 got 7 and 10 more of 22 wrong."""
-REFIT_MIN_MORE_WRONG = 2
-"""More photos wrong than this as well (beside :data:`REFIT_MAX_MORE_WRONG`): on a catalogue
-of 20 photos 5 % is one photo, which a healthy refit may get wrong by chance."""
-REFIT_MAX_LOSS_RISE = 0.5
-"""The refit is not kept either when its loss (plain cross-entropy, nats) on those photos is
-higher than the validated network's by more than this and more than doubled: as often right,
-but far more confidently wrong (the probabilities are part of the embedding)."""
-
-
-def refit_check_metrics(outputs: dict, caches: dict[str, FeatureCache]) -> dict:
-    """Plain cross-entropy and accuracy of the clean views of the training and validation
-    photos together: the photos the refit trains on, on which it is compared with the
-    validated network (so that nothing of the test split chooses the model saved). A loss
-    that is not a number is None (JSON has none)."""
-    logits = torch.cat([outputs[k]["logits"] for k in ("train", "val")]).float()
-    labels = torch.cat([caches[k].labels for k in ("train", "val")])
-    loss = float(nn.functional.cross_entropy(logits, labels))
-    correct = int((logits.argmax(1) == labels).sum())
-    return {"loss": round(loss, 4) if np.isfinite(loss) else None,
-            "acc": round(correct / max(len(labels), 1), 4), "correct": correct,
-            "n": len(labels)}
-
-
-def refit_worse(validated: dict, refitted: dict, record: Sequence[dict] = ()) -> str | None:
-    """Why the refit network is not to replace the validated one (figures of
-    :func:`refit_check_metrics`, ``record`` the refit's epochs), in words; None when it is
-    kept. The validated network is kept only where it is itself usable (a finite loss)."""
-    if validated["loss"] is None:
-        return None  # nothing better to keep (check_converged refuses a run neither can save)
-    bad = next((e for e in record if not np.isfinite(e["loss"])), None)
-    if bad is not None or refitted["loss"] is None:
-        return ("a loss that stopped being a number" + (
-            f" ({bad['phase']} epoch {bad['epoch']})" if bad is not None else ""))
-    more_wrong = validated["correct"] - refitted["correct"]
-    if more_wrong > max(REFIT_MIN_MORE_WRONG, REFIT_MAX_MORE_WRONG * refitted["n"]):
-        return f"{more_wrong} more photos wrong"
-    if refitted["loss"] > max(2 * validated["loss"], validated["loss"] + REFIT_MAX_LOSS_RISE):
-        return "a loss more than doubled"
-    return None
+    fit.seconds["refit"] = round(time.perf_counter() - t0, 1)
+    fit.refit = {"photos": len(caches["train"]) + len(caches["val"]), "epochs": epochs,
+                 "seconds": fit.seconds["refit"], "metrics": finite(refit_metrics),
+                 "kept": not why, "why_not_kept": why,
+                 "check": {"validated": before, "refit": after},
+                 "history": finite(record)}
 
 
 def _frozen_outputs(net: TrainedNet, caches: dict[str, FeatureCache], zeros: Zeros) -> dict:

@@ -1,22 +1,53 @@
 """What a training run writes about itself: ``model.json``'s description
-(:func:`model_config`), the duplicate rule calibrated on the trained model's vectors, and the
-summary's parts (the test split's figures, each phase, the cache, conflicting groups)."""
+(:func:`model_config`, :func:`model_description`), the duplicate rule calibrated on the trained
+model's vectors, and the summary (:func:`run_summary`) and its parts (the split, the test
+split's figures, each phase, the cache, conflicting groups)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from vitrine.catalog import Product
+from vitrine.catalog import Product, category_twins, recategorised
 from vitrine.config import Settings
 from vitrine.display import counted
 from vitrine.images import Preprocessing
-from vitrine.models import get_spec, taps_for
+from vitrine.models import get_spec, state_hash, taps_for
 from vitrine.train_data import FeatureCache, MapStorage
 from vitrine.train_loop import PhaseResult
 from vitrine.trained_net import combine_rows, layer_parts, probs_tail
+
+if TYPE_CHECKING:
+    from vitrine.split import Split
+    from vitrine.train_fit import Fit
+
+
+@dataclass
+class CatalogueRead:
+    """The catalogue as training read it: its photos with a category, and those it left out
+    before any photo was read."""
+
+    products: list[Product]
+    given: dict[str, str] | None
+    """The split its folders give (None: not split in folders)."""
+    unsplit: list[dict]
+    uncategorised: list[dict]
+
+
+@dataclass
+class PhotosRead:
+    """The photos training could read, those it could not, and the split made of them."""
+
+    usable: list[Product]
+    bad: list[dict]
+    split: Split
+    phash_of: dict[str, str]
 
 
 def conflicting_labels(groups: Sequence[Sequence[str]],
@@ -134,3 +165,68 @@ def model_config(backbone: str, settings: Settings, classes: list[str], prep: Pr
             "embedding": {"layer": settings.train_embedding,
                           "weight": settings.train_embedding_weight},
             "pretrained_weights_sha256": pretrained_sha256, "training": training}
+
+
+def model_description(backbone: str, pretrained: dict, prep: Preprocessing,
+                      classes: list[str], products: Sequence[Product], photos: PhotosRead,
+                      fit: Fit, caches: dict[str, FeatureCache], settings: Settings,
+                      storage: MapStorage) -> dict:
+    """The description ``model.json`` gets: the model's settings, the training's
+    fingerprint, the refit's outcome and the calibrated duplicate rule."""
+    from vitrine.trained import training_fingerprint
+
+    split = photos.split
+    config = model_config(backbone, settings, classes, prep, state_hash(pretrained))
+    config["training_fingerprint"] = training_fingerprint(products, settings, split.contents)
+    if fit.refit:  # whose weights these are: the refit's, or the validated ones (helper-231)
+        config["refit"] = {k: fit.refit[k] for k in ("kept", "why_not_kept", "check")}
+    config["duplicates"] = duplicate_calibration(fit.outputs, caches, photos.phash_of,
+                                                 split.groups, settings, storage.zeros)
+    return config
+
+
+def run_summary(out_dir: Path, catalogue: CatalogueRead, photos: PhotosRead,
+                fresh_because: str | None, classes: list[str], digest: str, config: dict,
+                unaugmented: list[dict], fit: Fit, caches: dict[str, FeatureCache],
+                test: dict, seconds: dict, settings: Settings, storage: MapStorage) -> dict:
+    """The run's summary (``summary.json``): the split, the photos left out and why, the
+    cache, each phase, the history and the test figures."""
+    products, usable, split = catalogue.products, photos.usable, photos.split
+    return {
+        "model_dir": str(out_dir), "classes": classes, "weights_sha256": digest,
+        "split": split_summary(split, usable, catalogue.given, fresh_because),
+        "unreadable_photos": photos.bad, "unaugmented_photos": unaugmented,
+        "uncategorised_photos": catalogue.uncategorised,
+        "unsplit_photos": catalogue.unsplit,
+        "category_from_table": recategorised(products),
+        "category_twins": category_twins(products),
+        "untrained_categories": dict(sorted(Counter(
+            p.category for p in usable if p.category not in classes).items())),
+        "duplicates": config["duplicates"],
+        "settings": config["training"], "cached": cache_note(settings, storage),
+        "cache_mib": {"memory": round(storage.in_memory / 2**20, 1),
+                      "files": round(storage.on_disk / 2**20, 1)},
+        "phases": {"transfer_learning": _phase_summary(fit.phase1, fit.after1),
+                   "fine_tuning": _phase_summary(fit.phase2, fit.after2)},
+        "refit": fit.refit,
+        "history": fit.phase1.history + fit.phase2.history,
+        "class_counts": {name: dict(sorted(Counter(classes[i] for i in c.labels.tolist())
+                                           .items())) for name, c in caches.items()},
+        "test": test,
+        "seconds": seconds,
+    }
+
+
+def split_summary(split: Split, usable: Sequence[Product], given: dict[str, str] | None,
+                  fresh_because: str | None) -> dict:
+    """The summary's ``split``: its counts, where it came from, and its duplicate groups."""
+    return {**split.counts(), "source": split.source,
+            "duplicate_groups": len(split.groups),
+            "product_groups": split.product_groups,
+            "crossing_groups": split.crossing(), "left_out_of_test": split.left_out,
+            "left_out_of_val": split.left_out_val,
+            "conflicting_groups": conflicting_labels(split.groups, usable),
+            **({"kept_from_earlier": split.kept_from_earlier}
+               if split.kept_from_earlier is not None else
+               {"fresh_because": fresh_because} if fresh_because and given is None
+               else {})}
