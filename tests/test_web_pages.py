@@ -810,7 +810,8 @@ def test_many_categories_are_typed_beside_the_largest(crowded, rows):
     assert "Não há categoria “<bdi>nada_assim</bdi>”." in none.text
     near = client.post("/search", params={"fragment": 1}, data={"category": "extra_08"},
                        files={"image": ("q.jpg", photo, "image/jpeg")}).text
-    assert "Categorias parecidas: Extra 080, Extra 081, Extra 082, Extra 083, " in near
+    assert ("Categorias parecidas: <bdi>Extra 080</bdi>, <bdi>Extra 081</bdi>, "
+            "<bdi>Extra 082</bdi>, <bdi>Extra 083</bdi>, ") in near
     big = client.post("/search", headers={"Accept": "text/html"}, data={"category": "n_um"},
                       files={"image": ("big.jpg", b"x" * 300_001, "image/jpeg")})
     assert big.status_code == 413 and 'list="search-category-list" value="N um"' in big.text
@@ -1651,3 +1652,45 @@ def test_typed_category_filters_are_not_kept(client):
         assert client.get("/", params={"category": f"typed {i} " + "x" * 400}).status_code \
             == 200
     assert kept() == before
+
+
+def test_stored_category_names_cannot_turn_a_sentence_around(client, settings, small_store,
+                                                             small_catalog, embedder, tmp_path,
+                                                             monkeypatch):
+    """A category name said inside a sentence is isolated (bdi), as the typed one of "Não
+    há categoria" is: a right-to-left name (or an override, U+202E) in the photo search's
+    category guess drew the rest of the sentence, "(91% de probabilidade).", backwards, and
+    in the list of similar categories turned the names after it around (helper-345)."""
+    from vitrine.api import create_app
+    from vitrine.embed import CategoryGuess
+    from vitrine.service import VitrineService
+
+    turned, other = "\u202eorcim", "\u202eotro"
+    real = VitrineService.search_photo
+    guesses = [CategoryGuess(turned, 0.91, other, 0.05, True),
+               CategoryGuess(turned, 0.48, other, 0.4, False)]
+
+    def with_guess(self, data, k, category=None, **kwargs):
+        matches, timings, _ = real(self, data, k, category, **kwargs)
+        return matches, timings, guesses[0]
+
+    monkeypatch.setattr(VitrineService, "search_photo", with_guess)
+    photo = next(small_catalog.rglob("*.jpg")).read_bytes()
+    for guess in list(guesses):
+        guesses[0] = guess
+        for params in ({}, {"fragment": 1, "lang": "en"}):
+            page = client.post("/search", params=params,
+                               files={"image": ("q.jpg", photo, "image/jpeg")}).text
+            said = re.search(r'<p class="guess[^"]*">(.+?)</p>', page)[1]
+            assert f"<bdi>{turned}</bdi>" in said, said
+            assert (f"<bdi>{other}</bdi>" in said) == (not guess.sure), said
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    grow_categories(store, {f"{turned}_a": 1, f"{turned}_b": 1})
+    own = TestClient(create_app(settings, store, embedder=embedder))
+    for path in ("/", "/search"):
+        page = own.get(path, params={"category": "orcim"}).text
+        near = page.split("Categorias parecidas:", 1)[1].split("</p>", 1)[0]
+        names = re.findall(r"<bdi>(.*?)</bdi>", near)
+        assert len(names) == 2 and all(turned in name for name in names), near
