@@ -52,7 +52,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from vitrine.dedupe_search import Rows, _close_pairs
+from vitrine.dedupe_search import PIXEL_CHUNK, Rows, _close_pairs
 from vitrine.dedupe_views import fingerprint, whole
 
 
@@ -91,8 +91,17 @@ class DuplicateRules:
         return np.ascontiguousarray(vecs)
 
     def embedding_rows(self, vectors: np.ndarray) -> Rows:
-        """:meth:`embedding_view` of the rows asked for (``_close_pairs``)."""
-        return lambda rows: self.embedding_view(vectors[rows])
+        """:meth:`embedding_view` of the rows asked for (``_close_pairs``); a run of rows
+        (a search's chunk, or all of them) as a view of ``vectors``, not a copy (5 kB a
+        row; read only)."""
+        def rows_of(rows: np.ndarray) -> np.ndarray:
+            run = np.asarray(rows)
+            if run.ndim == 1 and run.dtype.kind in "iu" and len(run) and run[0] >= 0 \
+                    and run[-1] < len(vectors) and (np.diff(run) == 1).all():
+                return self.embedding_view(vectors[run[0]:run[-1] + 1])
+            return self.embedding_view(vectors[rows])
+
+        return rows_of
 
 
 CALIBRATION_MARGIN = 0.01
@@ -150,10 +159,13 @@ def thumb_vectors(thumbs: Sequence[bytes]) -> np.ndarray:
 
 
 def _unit_rows(raw: np.ndarray) -> np.ndarray:
-    """Rows of 8-bit thumbnails centred and L2-normalised, float32."""
+    """Rows of 8-bit thumbnails centred and L2-normalised, float32 (a chunk of rows at a
+    time: the norm's squares are a second array as large)."""
     x = raw.astype(np.float32)
-    x -= x.mean(axis=1, keepdims=True)
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+    for k in range(0, len(x), PIXEL_CHUNK):
+        part = x[k:k + PIXEL_CHUNK]
+        part -= part.mean(axis=1, keepdims=True)
+        part /= np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-6)
     return x
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vitrine.arrays import unique
-from vitrine.dedupe_search import CHUNK
+from vitrine.dedupe_search import PIXEL_CHUNK as CHUNK  # (thumbnails' pixels at a time)
 from vitrine.dedupe_views import BORDER_TOLERANCE, whole
 
 WHITE_FROM = 240

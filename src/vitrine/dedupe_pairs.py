@@ -16,7 +16,7 @@ from vitrine import dedupe_search
 from vitrine.arrays import unique
 from vitrine.dedupe import DuplicateRules, _PhashCodes, _unit_rows, thumb_vectors
 from vitrine.dedupe_colour import _colour_differences
-from vitrine.dedupe_search import CHUNK, _chunks, _close_pairs, _radius
+from vitrine.dedupe_search import CHUNK, PIXEL_CHUNK, _chunks, _close_pairs, _radius
 from vitrine.dedupe_views import (
     NO_VIEW,
     RELATIVE_TURN,
@@ -67,6 +67,8 @@ def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[byt
     thumb_pairs = rows[near] * n + ids[near]
     rows, ids, _ = _close_pairs(n, rules.embedding_rows(vectors), rules.embed_cosine, advance,
                                 among)
+    del vectors  # (not read again: a store's, passed here alone, are let go before the
+    # second views and their colour check, 5 kB a product; benchmarks/index_memory.py)
     near = codes.hamming(rows, ids) <= 2 * rules.phash_distance
     embedded = unique(rows[near] * n + ids[near])
     # the colour check only for the pairs the embedding rule does not join already (most of
@@ -124,8 +126,8 @@ def _view_pairs(thumbs: Sequence[bytes], codes: _PhashCodes, rules: DuplicateRul
     a, b = photo[rows], photo[ids]  # (a <= b: the ways are in row order)
     cut = np.zeros(n, bool)  # (of the pairs' rows alone: not a pass over the whole store)
     used = unique(np.concatenate([a, b]))
-    for k in range(0, len(used), CHUNK):
-        part = used[k:k + CHUNK]
+    for k in range(0, len(used), PIXEL_CHUNK):
+        part = used[k:k + PIXEL_CHUNK]
         cut[part] = products([thumbs[i] for i in part.tolist()])[1]
     new = (a != b) & (rule[a] == rule[b]) & (cut[a] | cut[b] | (turn[rows] != turn[ids]))
     rows, ids, a, b = rows[new], ids[new], a[new], b[new]
@@ -138,22 +140,22 @@ def _view_pairs(thumbs: Sequence[bytes], codes: _PhashCodes, rules: DuplicateRul
     # photos framed alike, checked once a pair of photos (not once a pair of their ways)
     photo_pairs, back = np.unique(a * n + b, return_inverse=True)
     framed_alike = np.zeros(len(photo_pairs), bool)
-    for k in range(0, len(photo_pairs), CHUNK):
-        pa, pb = photo_pairs[k:k + CHUNK] // n, photo_pairs[k:k + CHUNK] % n
-        framed_alike[k:k + CHUNK] = (
+    for k in range(0, len(photo_pairs), PIXEL_CHUNK):
+        pa, pb = photo_pairs[k:k + PIXEL_CHUNK] // n, photo_pairs[k:k + PIXEL_CHUNK] % n
+        framed_alike[k:k + PIXEL_CHUNK] = (
             np.einsum("ij,ij->i", thumb_vectors([thumbs[j] for j in pa.tolist()]),
                       thumb_vectors([thumbs[j] for j in pb.tolist()])) >= rules.thumb_cosine
         ) & (codes.hamming(pa, pb) <= rules.phash_distance)
     keep = ~framed_alike[back.reshape(-1)]
     rows, ids, a, b = rows[keep], ids[keep], a[keep], b[keep]
     near = np.zeros(len(rows), bool)
-    for k in range(0, len(rows), CHUNK):  # (the pairs' rows made a chunk at a time)
-        r, i, pa, pb = (x[k:k + CHUNK] for x in (rows, ids, a, b))
+    for k in range(0, len(rows), PIXEL_CHUNK):  # (the pairs' rows made a chunk at a time)
+        r, i, pa, pb = (x[k:k + PIXEL_CHUNK] for x in (rows, ids, a, b))
         apart = np.unpackbits(
             oriented_details([thumbs[j] for j in pa.tolist()], turn[r])
             ^ oriented_details([thumbs[j] for j in pb.tolist()], turn[i]), axis=1).sum(
             axis=1, dtype=np.int64)
-        near[k:k + CHUNK] = apart <= DETAIL_DISTANCE * rules.phash_distance + np.where(
+        near[k:k + PIXEL_CHUNK] = apart <= DETAIL_DISTANCE * rules.phash_distance + np.where(
             rule[pa] == TURN_RULE, DETAIL_FLIPS, 0)  # (signs; the older rule's: medians)
     rows, ids, a, b = rows[near], ids[near], a[near], b[near]
     alike = _colour_differences(_Views(turned, len(photo), np.concatenate([rows, ids])),
@@ -205,8 +207,8 @@ class _Views(Sequence):
         self.n = n
         self.rows = unique(np.asarray(rows, np.int64))
         self.made = np.empty((len(self.rows), THUMB_BYTES), np.uint8)
-        for k in range(0, len(self.rows), CHUNK):
-            self.made[k:k + CHUNK] = turned(self.rows[k:k + CHUNK])
+        for k in range(0, len(self.rows), PIXEL_CHUNK):
+            self.made[k:k + PIXEL_CHUNK] = turned(self.rows[k:k + PIXEL_CHUNK])
 
     def __len__(self) -> int:
         return self.n

@@ -32,6 +32,15 @@ PAIR_MARGIN = 0.01
 down to the threshold minus this margin, and each is checked on the float vectors."""
 CHUNK = 16_384
 """Rows made, searched or scored at a time on the inverted-file path."""
+SCORE_CHUNK = 4_096
+"""Pairs scored again on the float rows at a time on the inverted-file path (each pair's two
+rows made: 40 MB at 1,280-d; each pair's score its own, whatever the chunk)."""
+PIXEL_CHUNK = 4_096
+"""Photos, or pairs of them, whose thumbnails' pixels are worked on at a time (the colour
+check, the second views' checks): each row on its own, so the chunk changes no result,
+only the temporaries held at once (at :data:`CHUNK` rows, 25 MB an array of 16-bit
+planes, several at once: the peak of ``vitrine index`` at 16,256 photos,
+benchmarks/index_memory.py)."""
 
 
 def _close_pairs(n: int, rows_of: Rows, threshold: float,
@@ -56,15 +65,11 @@ def _close_pairs(n: int, rows_of: Rows, threshold: float,
         return _pairs_with(n, floats, threshold, advance, among)
     if not (n <= EXACT_PAIRS_UP_TO if exact is None else exact):
         return _close_pairs_ivf(n, floats, threshold, advance)
-    import faiss  # here, not at the top: embedding photos needs the hashes, not FAISS
-
-    vecs = floats(np.arange(n))
-    index = faiss.IndexFlatIP(vecs.shape[1])
-    index.add(vecs)
+    vecs = floats(np.arange(n))  # (the store's own vectors where they are all the rows)
     found = []
     for start in range(0, n, EXACT_ROWS):  # (a chunk at a time: the bar moves; at 20,000
         # rows one call was 15 to 20 s without a word, helper-165)
-        lims, scores, ids = index.range_search(vecs[start:start + EXACT_ROWS],
+        lims, scores, ids = _flat_range_search(vecs, vecs[start:start + EXACT_ROWS],
                                                _radius(threshold))
         rows = start + np.repeat(np.arange(len(lims) - 1), np.diff(lims).astype(np.int64))
         keep = rows < ids  # each pair once, not a photo with itself
@@ -72,6 +77,27 @@ def _close_pairs(n: int, rows_of: Rows, threshold: float,
         advance(2 * (len(lims) - 1))
     rows, ids, scores = (np.concatenate(parts) for parts in zip(*found, strict=True))
     return rows, ids, scores
+
+
+def _flat_range_search(base: np.ndarray, queries: np.ndarray, radius: float
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``IndexFlatIP.range_search`` of ``queries`` over the rows of ``base`` (C-contiguous
+    float32), without the copy of ``base`` an index holds: FAISS's function that the flat
+    index calls, on ``base`` where it is (at 16,256 rows of 1,280-d, 83 MB less at the
+    peak of ``vitrine index``, benchmarks/index_memory.py)."""
+    import faiss  # here, not at the top: embedding photos needs the hashes, not FAISS
+
+    # (FAISS reads raw memory: rows of another type or layout would be read as garbage; a
+    # no-op for the rows it is given here)
+    base = np.ascontiguousarray(base, np.float32)
+    queries = np.ascontiguousarray(queries, np.float32)
+    result = faiss.RangeSearchResult(len(queries))
+    faiss.range_search_inner_product(faiss.swig_ptr(queries), faiss.swig_ptr(base),
+                                     base.shape[1], len(queries), len(base), radius, result)
+    lims = faiss.rev_swig_ptr(result.lims, len(queries) + 1).copy()
+    found = int(lims[-1])
+    return (lims, faiss.rev_swig_ptr(result.distances, found).copy(),
+            faiss.rev_swig_ptr(result.labels, found).copy())
 
 
 def _radius(threshold: float) -> float:
@@ -159,8 +185,9 @@ def _close_pairs_ivf(n: int, rows_of: Rows, threshold: float, advance: Callable[
     del index, nearest_scores, nearest_cells
     pairs = unique(np.concatenate(found))
     rows, ids = pairs // n, pairs % n
-    scores = np.concatenate([np.einsum("ij,ij->i", rows_of(rows[k:k + CHUNK]),
-                                       rows_of(ids[k:k + CHUNK]))
-                             for k in range(0, len(pairs), CHUNK)] or [np.empty(0, np.float32)])
+    scores = np.concatenate([np.einsum("ij,ij->i", rows_of(rows[k:k + SCORE_CHUNK]),
+                                       rows_of(ids[k:k + SCORE_CHUNK]))
+                             for k in range(0, len(pairs), SCORE_CHUNK)]
+                            or [np.empty(0, np.float32)])
     keep = scores >= threshold
     return rows[keep], ids[keep], scores[keep]

@@ -325,14 +325,30 @@ class IndexFiles:
         return layered
 
     # ---- building and saving ----------------------------------------------------------------
-    def _build(self, n: int, batch: int = 20_000) -> VectorIndex:
-        """Build from SQLite in batches of ``batch`` rows (bounded memory)."""
+    def _build(self, n: int, batch: int = 20_000, read: int = 1_000) -> VectorIndex:
+        """Build from SQLite in batches of ``batch`` rows (bounded memory), each filled
+        ``read`` rows at a time (the rows' bytes of a whole batch, and their copy as one
+        array, were twice its size at once). A flat index is filled ``read`` rows at a time:
+        it holds its vectors as they were added, whatever the batches (an HNSW graph and an
+        inverted file's lists are built from each batch as a whole)."""
+        if self.config.resolve(n) == "flat":
+            batch = min(batch, read)
 
         def batches():
             cursor = self.db.execute("SELECT id, vector FROM products ORDER BY id")
-            while rows := cursor.fetchmany(batch):
-                yield (np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
-                       stored_vectors([r[1] for r in rows], self.dim(), self.root))
+            dim = self.dim()
+            while True:
+                ids, vecs, filled = np.empty(batch, np.int64), None, 0
+                while filled < batch and (rows := cursor.fetchmany(min(read, batch - filled))):
+                    part = stored_vectors([r[1] for r in rows], dim, self.root)
+                    if vecs is None:
+                        vecs = np.empty((batch, part.shape[1]), np.float32)
+                    ids[filled:filled + len(rows)] = [r[0] for r in rows]
+                    vecs[filled:filled + len(rows)] = part
+                    filled += len(rows)
+                if not filled:
+                    return
+                yield ids[:filled], vecs[:filled]
 
         def sample(m: int) -> np.ndarray:
             rows = self.db.execute("SELECT vector FROM products ORDER BY random() LIMIT ?",
