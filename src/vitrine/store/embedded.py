@@ -10,36 +10,25 @@ index is rebuilt from SQLite and saved atomically.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from vitrine.ann import IdSet, IndexConfig, LayeredIndex, VectorIndex
-from vitrine.catalog import UPLOAD_NAME, UPLOADS, Product
+from vitrine.catalog import Product
 from vitrine.errors import StoreError
-from vitrine.fold import searchable
-from vitrine.manifest import ModelManifest
-from vitrine.photo_hashes import Signature
-from vitrine.store.base import CatalogRecord, Match, PhotoFacts, Record, StoredProduct
-from vitrine.store.index_files import IndexFiles, stored_vectors
-from vitrine.store.search_key import (
-    FOLDED_AT,
-    SEARCH_KEY_SQL,
-    refold_due,
-    refold_in,
-    refold_search_keys,
-    search_key,
-)
+from vitrine.store.base import CatalogRecord, Match, StoredProduct
+from vitrine.store.embedded_meta import EmbeddedMeta
+from vitrine.store.embedded_reads import EmbeddedReads
+from vitrine.store.embedded_writes import EmbeddedWrites
+from vitrine.store.index_files import IndexFiles
+from vitrine.store.search_key import FOLDED_AT, SEARCH_KEY_SQL, refold_due, refold_in
 from vitrine.store.sqlite_db import (
     COLUMNS,
     DB_NAME,
     LISTING_ORDER,
-    MANIFEST_NAME,
     disk_full,
     file_id,
     open_database,
@@ -56,7 +45,7 @@ ids and a bitmap up to the largest: 125 kB at a million products); past it they 
 again."""
 
 
-class EmbeddedStore(CatalogRecord):
+class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
     """SQLite + FAISS store in one folder. Writers hold an exclusive lock file."""
 
     exclusive_writer = True
@@ -212,261 +201,6 @@ class EmbeddedStore(CatalogRecord):
         a new mark after any process's write of products."""
         return tuple(self.db.execute("SELECT key, value FROM meta WHERE key IN "
                                      "('generation', 'categories') ORDER BY key"))
-
-    # ---- manifest -------------------------------------------------------------------------
-    def _meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def manifest(self) -> ModelManifest | None:
-        value = self._meta("manifest")
-        return ModelManifest.read(value, self.root) if value else None
-
-    def set_manifest(self, manifest: ModelManifest) -> None:
-        blob = json.dumps(manifest.as_dict(), sort_keys=True)
-        tmp = self.root / (MANIFEST_NAME + ".tmp")
-        try:  # (first: written after the database's copy, a rerun never wrote it)
-            tmp.write_text(json.dumps(manifest.as_dict(), indent=2) + "\n")
-            os.replace(tmp, self.root / MANIFEST_NAME)
-        except OSError as exc:  # (a full disk: a traceback)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise StoreError(f"cannot write {MANIFEST_NAME} in the store {self.root} "
-                             f"({exc.strerror or exc}); make room or give write access there, "
-                             "then run the command again.") from None
-        with self._transaction():
-            self._set_meta("manifest", blob)
-
-    def _set_or_forget(self, key: str, value: str | None) -> None:
-        with self._transaction(new_generation=False):  # the vectors and index stay as they are
-            if value is None:
-                self.db.execute("DELETE FROM meta WHERE key=?", (key,))
-            else:
-                self._set_meta(key, value)
-
-    def duplicate_cache(self) -> bytes | None:
-        value = self._meta("duplicates")
-        return value if isinstance(value, bytes) else None
-
-    def set_duplicate_cache(self, data: bytes) -> None:
-        with self._transaction(new_generation=False):  # a BLOB in the meta table
-            self._set_meta("duplicates", data)
-
-    def photo_hashes(self) -> dict[str, tuple[Signature, str]]:
-        """Catalogue photo path → ((size, mtime_ns, ctime_ns, inode), sha256) as the last
-        ``vitrine index`` saw them (``vitrine.photo_hashes``)."""
-        rows = self.db.execute("SELECT path, size, mtime_ns, ctime_ns, ino, sha FROM photo_hashes")
-        return {path: ((size, mtime, ctime, ino), sha)
-                for path, size, mtime, ctime, ino, sha in rows}
-
-    def set_photo_hashes(self, fresh: dict[str, tuple[Signature, str]],
-                         keep: set[str] | None = None) -> None:
-        """Remember ``fresh`` hashes; with ``keep``, forget the photos not in it."""
-        with self._transaction(new_generation=False):
-            self.db.executemany(
-                "INSERT OR REPLACE INTO photo_hashes(path, size, mtime_ns, ctime_ns, ino, sha) "
-                "VALUES(?,?,?,?,?,?)", [(path, *sig, sha) for path, (sig, sha) in fresh.items()])
-            if keep is not None:
-                gone = [(path,) for (path,) in self.db.execute("SELECT path FROM photo_hashes")
-                        if path not in keep]
-                self.db.executemany("DELETE FROM photo_hashes WHERE path=?", gone)
-
-    # ---- writes ---------------------------------------------------------------------------
-    def upsert(self, records: Sequence[Record]) -> None:
-        """Insert or replace products with their vectors, in one transaction."""
-        if not records:
-            return
-        with self._transaction() as gen:
-            for rec in records:
-                p = rec.product
-                vec = np.ascontiguousarray(rec.vector, dtype=np.float32)
-                self.db.execute(
-                    "INSERT INTO products(product_id, image, category, name, price, "
-                    "description, attributes, content_sha256, metadata_hash, phash, thumb, vector, "
-                    "search_key) "
-                    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(product_id) DO UPDATE SET "
-                    "image=excluded.image, category=excluded.category, name=excluded.name, "
-                    "price=excluded.price, description=excluded.description, "
-                    "attributes=excluded.attributes, content_sha256=excluded.content_sha256, "
-                    "metadata_hash=excluded.metadata_hash, phash=excluded.phash, "
-                    "thumb=excluded.thumb, vector=excluded.vector, "
-                    "search_key=excluded.search_key",
-                    (p.product_id, str(p.image), p.category, p.name, p.price, p.description,
-                     json.dumps(p.attributes, sort_keys=True), rec.content_sha256,
-                     p.metadata_hash(), rec.phash, rec.thumb, vec.tobytes(),
-                     search_key(p.name, p.product_id)))
-                self._changed(gen, p.product_id)
-
-    def update_metadata(self, products: Sequence[Product]) -> None:
-        """Change names, prices, categories… of stored products without touching vectors: the
-        FAISS index stays (no new generation); readers drop their category filters."""
-        if not products:
-            return
-        with self._transaction(new_generation=False):
-            self._bump("categories")
-            for p in products:
-                self.db.execute(
-                    "UPDATE products SET image=?, category=?, name=?, price=?, description=?, "
-                    "attributes=?, metadata_hash=?, search_key=? WHERE product_id=?",
-                    (str(p.image), p.category, p.name, p.price, p.description,
-                     json.dumps(p.attributes, sort_keys=True), p.metadata_hash(),
-                     search_key(p.name, p.product_id), p.product_id))
-
-    def set_thumbs(self, thumbs: dict[str, tuple[str, bytes]]) -> list[str]:
-        """New thumbnails in one transaction; the vectors and the FAISS index stay (no new
-        generation)."""
-        if not thumbs:
-            return []
-        written = []
-        with self._transaction(new_generation=False):
-            for pid, (sha, thumb) in thumbs.items():
-                if self.db.execute("UPDATE products SET thumb=? WHERE product_id=? AND "
-                                   "content_sha256=?", (thumb, pid, sha)).rowcount:
-                    written.append(pid)
-        return written
-
-    def delete(self, product_ids: Iterable[str]) -> int:
-        ids = list(product_ids)
-        if not ids:
-            return 0
-        removed = 0
-        with self._transaction() as gen:
-            for pid in ids:
-                self._changed(gen, pid)
-                removed += self.db.execute("DELETE FROM products WHERE product_id=?",
-                                           (pid,)).rowcount
-        return removed
-
-    # ---- reads ----------------------------------------------------------------------------
-    def get(self, product_id: str) -> StoredProduct | None:
-        row = self.db.execute(f"SELECT {COLUMNS} FROM products WHERE product_id=?",
-                              (product_id,)).fetchone()
-        return row_to_product(row, self._photo) if row else None
-
-    def vector(self, product_id: str) -> np.ndarray | None:
-        row = self.db.execute("SELECT vector FROM products WHERE product_id=?",
-                              (product_id,)).fetchone()
-        return stored_vectors([row[0]], getattr(self.manifest(), "dim", None), self.root,
-                              [product_id])[0] if row else None
-
-    def fingerprints(self) -> dict[str, tuple[str, str]]:
-        """product_id → (content sha256, metadata hash) for incremental re-indexing."""
-        rows = self.db.execute("SELECT product_id, content_sha256, metadata_hash FROM products")
-        return {pid: (sha, meta) for pid, sha, meta in rows}
-
-    def images(self) -> dict[str, str]:
-        """product_id → the path of its photo."""
-        rows = self.db.execute("SELECT product_id, image FROM products")
-        return {pid: self._photo(image) for pid, image in rows}
-
-    def photo_facts(self) -> dict[str, PhotoFacts]:
-        rows = self.db.execute("SELECT product_id, image, content_sha256, phash, thumb FROM "
-                               "products")
-        return {pid: PhotoFacts(self._photo(image), sha, phash, bytes(thumb))
-                for pid, image, sha, phash, thumb in rows}
-
-    def names_photo(self, photo: str) -> bool:
-        """Whether a product's photo is ``photo`` (a path as :meth:`images` gives them): a
-        scan of the photo-path index (a moved store names its photos at the old place, so
-        the file name is matched, not the whole path; one served from inside its folder by a
-        Vitrine before 29 Nov 2026 as ``uploads/NAME``), not of every product's row."""
-        pattern = f"%{UPLOADS}/" + re.sub(r"([%_!])", r"!\1", os.path.basename(photo))
-        rows = self.db.execute("SELECT image FROM products WHERE image = ? OR image LIKE ? "
-                               "ESCAPE '!'", (photo, pattern))
-        return any(self._photo(image) == photo for (image,) in rows)
-
-    def _photo(self, image: str) -> str:
-        """Where a stored photo is: for one the server saved (named by its content in a
-        store's ``uploads``), this store's own copy when it has one, since a store that was
-        moved, copied or restored elsewhere still names the photos of its old folder; else the
-        stored path."""
-        folder, name = os.path.split(image)
-        if os.path.basename(folder) == UPLOADS and UPLOAD_NAME.fullmatch(name):
-            own = self.root / UPLOADS / name
-            if own.is_file():
-                return str(own)
-        return image
-
-    def count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM products").fetchone()[0]
-
-    def categories(self) -> dict[str, int]:
-        rows = self.db.execute(
-            "SELECT category, COUNT(*) FROM products GROUP BY category ORDER BY category")
-        return dict(rows.fetchall())
-
-    def has_category(self, category: str) -> bool:
-        return self.db.execute("SELECT 1 FROM products WHERE category=? LIMIT 1",
-                               (category,)).fetchone() is not None
-
-    def list_products(self, *, category: str | None = None, query: str | None = None,
-                      limit: int = 50, offset: int = 0,
-                      after: tuple[str, str, str, str] | None = None) -> list[StoredProduct]:
-        # the page's ids from the listing index (LISTING_INDEX: walked in order, no row read
-        # or sorted), then only those rows: a page deep in 300,000 products is milliseconds;
-        # in LISTING_ORDER, names as a reader sorts them (case and accents aside)
-        if self._keyed and not self._frozen and not self.db.in_transaction:
-            refold_search_keys(self.db)  # (an older Vitrine wrote since this process opened
-            # the store: its new and renamed products' keys; a no-op once folded)
-        page, args = "SELECT id FROM products WHERE 1=1", []
-        if category:
-            page += " AND category=?"
-            args.append(category)
-        needle = searchable(query or "")
-        if needle:  # any part of the name or id, ignoring case and accents (vitrine.fold)
-            page += f" AND instr({self._name_search}, ?) > 0"
-            args.append(needle)
-        if after is not None:  # a row value the listing index's range starts from
-            place = dict(zip(("category", self._listing_key, "name", "product_id"), after,
-                             strict=True))
-            if not self._keyed:
-                del place[self._listing_key]
-            if category and after[0] == category:  # (within the category: the index's
-                del place["category"]  # range, where the whole row value scanned it all)
-            if not category or after[0] == category:
-                page += f" AND ({', '.join(place)}) > ({', '.join('?' * len(place))})"
-                args += place.values()
-            elif after[0] > category:  # (every product of the category is before it)
-                page += " AND 0"
-        # (a store made before the search_key column, read-only here: by the names as
-        # written, as it listed then; folding them as it sorted called Python twice a row of
-        # the catalogue for each page, 90 ms became 420 ms at 100,000 products: helper-228)
-        order = " ORDER BY " + self._listing_order
-        sql = (f"SELECT {COLUMNS} FROM products WHERE id IN ({page}{order} LIMIT ? OFFSET ?)"
-               + order)
-        args += [limit, offset]
-        return [row_to_product(r, self._photo) for r in self.db.execute(sql, args)]
-
-    def all_vectors(self) -> tuple[list[str], np.ndarray]:
-        """Every product id and vector, in the order they were stored; the vectors are
-        read into one array as they come (not kept twice: 1.5 GB at 300,000 products)."""
-        with self.snapshot():
-            dim = getattr(self.manifest(), "dim", None)
-            if dim is None:  # (no model recorded: the first row's width)
-                first = self.db.execute("SELECT length(vector) FROM products LIMIT 1"
-                                        ).fetchone()
-                dim = first[0] // 4 if first else 0
-            vectors = np.empty((self.count(), dim), np.float32)
-            ids = []
-            rows = self.db.execute("SELECT product_id, vector FROM products ORDER BY id")
-            for i, (pid, blob) in enumerate(rows):
-                ids.append(pid)
-                if len(blob) != 4 * dim:  # (said by stored_vectors, naming the product)
-                    stored_vectors([blob], dim, self.root, [pid])
-                vectors[i] = np.frombuffer(blob, dtype=np.float32)
-        return ids, vectors
-
-    def iter_products(self, batch: int = 1000, vectors: bool = True
-                      ) -> Iterator[list[tuple[StoredProduct, np.ndarray | None]]]:
-        with self.snapshot():
-            dim = getattr(self.manifest(), "dim", None)
-            rows = self.db.execute(f"SELECT {COLUMNS}{', vector' if vectors else ''} "
-                                   "FROM products ORDER BY id")
-            while page := rows.fetchmany(batch):
-                vecs = stored_vectors([r[11] for r in page], dim, self.root,
-                                      [r[0] for r in page]) if vectors else [None] * len(page)
-                yield [(row_to_product(r[:11], self._photo), v)
-                       for r, v in zip(page, vecs, strict=True)]
 
     # ---- search ---------------------------------------------------------------------------
     def _current_index(self) -> VectorIndex | LayeredIndex:
