@@ -23,7 +23,10 @@ the process's own bookkeeping and the search's and index build's working memory.
         --sizes 1016,4064,16256,32512,65024 > benchmarks/results/index_memory.json
 
 (``results/index_memory_before.json``: the same command on commit 1120f47's code, before
-the duplicate search read the vectors' checksums a page at a time.) The catalogues made
+the duplicate search read the vectors' checksums a page at a time; ``index_memory_previous``:
+the same command before a7de627's memory changes; ``index_memory_ab_82620fe*`` and
+``index_memory_ab_a7de627*``: some sizes run alternately on the code before and after them,
+with ``--work`` keeping the catalogues and ``--no-rerun``.) The catalogues made
 from the demo's 1,016 photos hold N / 1,016 near-copies of each, which the duplicate search
 groups: its pairs grow with the square of that, so its share of the peak is larger than a
 catalogue of distinct products would give.
