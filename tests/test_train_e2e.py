@@ -1012,7 +1012,8 @@ def test_search_tells_the_likely_category_from_the_trained_embedding(trained, en
                           files={"image": ("p.jpg", data, "image/jpeg")}).text
     label = runner_up["category"].replace("_", " ")
     assert "Not sure: the category" in page and f"({pct} probability)" in page
-    assert f"or {label[:1].upper() + label[1:]} ({percent(runner_up['probability'])})" in page
+    assert (f"or <bdi>{label[:1].upper() + label[1:]}</bdi> "  # (isolated: a right-to-left
+            f"({percent(runner_up['probability'])})") in page  # name keeps to itself)
     cli = run("search", photos[1], "--store", store, "--model", model_dir, env={
         **env, "VITRINE_GUESS_MIN_PROBABILITY": "0.9999"})
     assert f"Not sure: {guess['category']} ({pct}) or {runner_up['category']}" in cli
