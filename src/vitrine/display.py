@@ -10,6 +10,7 @@ import math
 import re
 import sys
 import unicodedata
+from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
 from rich.table import Table
@@ -33,6 +34,13 @@ def shown_percent(p: float) -> float:
     if not math.isfinite(p):
         return p * 100
     return min(round(p * 100, 1), 99.9) if _near_certain(p) else round(p * 100)
+
+
+def cents(value: float) -> Decimal:
+    """A price to the cent, half up as it is written ("0.125" is 0.13; the float's own
+    rounding gave 0.12), from the shortest decimal that is the float (+ 0.0: a -0.0 stored
+    before the product kept no sign is 0.00). The web pages and the terminal both say it."""
+    return Decimal(repr(value + 0.0)).quantize(Decimal("0.01"), ROUND_HALF_UP)
 
 
 def counted(n: int, noun: str) -> str:
@@ -85,7 +93,7 @@ def results_table(title: str, matches: list[Match], *, itself_excluded: bool = T
                        ("name", None), ("price", None)):
         table.add_column(col, overflow="fold", min_width=least)
     for rank, m in enumerate(matches, 1):
-        price = "" if m.product.price is None else f"{m.product.price:.2f}"
+        price = "" if m.product.price is None else f"{cents(m.product.price):f}"
         table.add_row(str(rank), f"{m.score:.3f}", plain(m.product.product_id),
                       plain(m.product.category), plain(m.product.name), price)
     if not matches:  # (an empty table alone read as a failure to show them)

@@ -96,9 +96,11 @@ def _url(path: str, lang: str, /, **params: object) -> str:
 
 def _decimal(amount: int, unit: int, lang: str) -> str:
     """A limit, ``amount / unit`` (:func:`limit_number`), as the page's language writes it:
-    '5,2' in Portuguese, '5.2' in English."""
-    text = limit_number(amount, unit)
-    return text.replace(".", ",") if lang == "pt" else text
+    '5,2' in Portuguese, '5.2' in English; its whole part grouped as every other number of
+    the pages ('2.500' in Portuguese, '2,500' in English: it read '2500 MB')."""
+    whole, point, part = limit_number(amount, unit).partition(".")
+    grouped = number(TEXT[lang], int(whole))
+    return grouped + ("," if lang == "pt" else ".") + part if point else grouped
 
 
 def image_url(product_id: str, size: str | None = None) -> str:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
-
+from vitrine.display import cents
 from vitrine.display import percent as display_percent
 
 LANGS = ("pt", "en")
@@ -244,11 +243,9 @@ def format_price(value: float | None, lang: str) -> str:
     """Brazilian reais: 'R$ 1.299,90' in Portuguese, 'R$1,299.90' in English; '' if unknown."""
     if value is None:
         return ""
-    # to the cent half up, as a price is read ("0,125" is 0,13; the float's own rounding gave
-    # 0,12: helper-222), from the shortest decimal that is the float (+ 0.0: a -0.0 stored
-    # before the product kept no sign is 0,00)
-    cents = Decimal(repr(value + 0.0)).quantize(Decimal("0.01"), ROUND_HALF_UP)
-    grouped = f"{cents:,.2f}"
+    # to the cent half up, as a price is read ("0,125" is 0,13: helper-222), as the terminal
+    # says it too (:func:`vitrine.display.cents`)
+    grouped = f"{cents(value):,.2f}"
     if lang == "pt":
         return "R$\u00a0" + grouped.replace(",", "\0").replace(".", ",").replace("\0", ".")
     return "R$" + grouped
