@@ -138,3 +138,29 @@ def test_an_orphan_photo_this_user_may_not_delete_does_not_stop_index(small_cata
     assert "1 file(s) no product uses in" in caplog.text
     assert "could not be deleted (Permission denied)" in caplog.text
     store.close()
+
+
+def test_figures_with_a_home_that_cannot_be_written_say_nothing_of_matplotlib(tmp_path):
+    """A service's user whose home is /nonexistent: every command that drew a figure
+    (`similar --plot`, `train`, the demo) printed matplotlib's two warnings about
+    MPLCONFIGDIR, and built its font cache again each run. Its folder is made under Vitrine's
+    cache folder (here the temporary folder's); a MPLCONFIGDIR of the user's is kept."""
+    import subprocess
+    import sys
+
+    (tmp_path / "home").write_text("not a folder")  # (root too cannot write under it)
+    (tmp_path / "tmp").mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    env.update(HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"))
+    show = "import os, vitrine.plots; print(os.environ.get('MPLCONFIGDIR'))"
+    for _ in range(2):  # (the second run finds the folder the first made)
+        proc = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stderr == ""
+        mine = tmp_path / "tmp" / f"vitrine-cache-{os.getuid()}" / "matplotlib"
+        assert proc.stdout.strip() == str(mine) and mine.is_dir()
+        assert mine.stat().st_mode & 0o777 == 0o700
+    theirs = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True,
+                            env={**env, "MPLCONFIGDIR": str(tmp_path / "theirs")}, timeout=120)
+    assert theirs.stdout.strip() == str(tmp_path / "theirs") and theirs.stderr == ""

@@ -5,8 +5,10 @@ reads the settings; none of this needs them)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,6 +29,57 @@ def default_cache_dir() -> Path:
             # the same traceback; a cache there is said unwritable when one is needed
             temporary = "/tmp"
         return Path(temporary) / f"vitrine-cache-{os.getuid()}"
+
+
+def matplotlib_folder() -> None:
+    """Give matplotlib a folder for its settings and font cache under Vitrine's cache folder
+    (:func:`default_cache_dir`, else ``vitrine-cache-UID`` in the temporary folder) where its
+    own cannot be written (a service's user whose home is /nonexistent): every command that
+    drew a figure printed matplotlib's two warnings about MPLCONFIGDIR, and each run built its
+    font cache again in a new temporary folder. A MPLCONFIGDIR of the user's is kept. Called
+    by :mod:`vitrine.plots` before matplotlib is imported (it reads its folder then)."""
+    if os.environ.get("MPLCONFIGDIR") or _matplotlib_own_writable():
+        return
+    folders = [default_cache_dir()]
+    with contextlib.suppress(OSError):  # (none writable: matplotlib says so itself)
+        folders.append(Path(tempfile.gettempdir()) / f"vitrine-cache-{os.getuid()}")
+    for folder in folders:
+        if _writable_folder(folder / "matplotlib", private=True):
+            os.environ["MPLCONFIGDIR"] = str(folder / "matplotlib")
+            return
+
+
+def _matplotlib_own_writable() -> bool:
+    """Whether the folders matplotlib keeps its settings and cache in without MPLCONFIGDIR
+    can be written, as it checks them."""
+    try:
+        if sys.platform.startswith(("linux", "freebsd")):
+            own = [Path(os.environ.get(name) or Path.home() / default, "matplotlib")
+                   for name, default in (("XDG_CONFIG_HOME", ".config"),
+                                         ("XDG_CACHE_HOME", ".cache"))]
+        else:
+            own = [Path.home() / ".matplotlib"]
+    except RuntimeError:  # (no home: matplotlib makes a temporary folder, and says so)
+        return False
+    return all(map(_writable_folder, own))
+
+
+def _writable_folder(path: Path, private: bool = False) -> bool:
+    """Whether ``path`` is, or could be made, a folder this process writes to, as matplotlib
+    checks its own; with ``private``, also one only this user can write to and its folder (a
+    folder in /tmp another user made first would give matplotlib their settings)."""
+    try:
+        if private:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o777)
+        if not (path.is_dir() and os.access(path, os.W_OK)):
+            return False
+        if private:
+            return all(st.st_uid == os.getuid() and not st.st_mode & 0o022
+                       for st in (os.stat(path), os.stat(path.parent)))
+        return True
+    except OSError:
+        return False
 
 
 def _str_list(value):

@@ -8,7 +8,10 @@ import os
 import stat
 from pathlib import Path
 
-import matplotlib
+from vitrine.config_env import matplotlib_folder
+
+matplotlib_folder()  # (a home that cannot be written: before matplotlib reads its folder)
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 # shop text is literal: "R$ 99 por R$ 79" is no formula between two '$' (it raised)
