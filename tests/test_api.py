@@ -2937,3 +2937,55 @@ def test_a_store_without_a_write_mark_counts_again_after_the_servers_own_write(
         assert service.categories() == {**before, category: before[category] - 1}
     finally:
         service.close()
+
+
+def test_an_empty_category_in_the_address_is_no_filter(client):
+    """`?category=` (the README's `GET /api/products?category=&q=`) filters nothing, as
+    documented: not the store's ``category=""``, the products without a category."""
+    listed = client.get("/api/products", params={"category": "", "limit": 200})
+    assert listed.status_code == 200 and len(listed.json()["products"]) == 48
+    first = listed.json()["products"][0]["product_id"]
+    similar = client.get(f"/api/products/{first}/similar", params={"category": "", "k": 5})
+    assert similar.status_code == 200 and len(similar.json()["results"]) == 5
+
+
+def test_an_id_stored_in_a_mix_of_unicode_forms_answers_either_form(writable, small_catalog,
+                                                                      rows):
+    """An id stored part composed, part decomposed ("Café" typed, "São" from a Mac) answered
+    404 to both whole forms, in the API and on its page. Where two stored ids are spelled
+    so, neither is picked: a read is a 404 naming both, an upload a 422 (not a third)."""
+    import dataclasses
+    import unicodedata
+
+    from vitrine.store import open_store
+    from vitrine.store.base import Record
+
+    client, store = writable
+    auth = {"Authorization": f"Bearer {KEY}"}
+    mixed = "Café S" + "a\u0303o"
+    photo = _jpeg(small_catalog / rows[30]["image"], flip=True)
+    added = client.post("/api/products", files=_upload(photo), headers=auth,
+                        data={"product_id": mixed, "name": "Café"})
+    assert added.status_code == 201 and added.json()["product_id"] == mixed
+    composed, decomposed = (unicodedata.normalize(form, mixed) for form in ("NFC", "NFD"))
+    for typed in (composed, decomposed):
+        assert client.get(f"/api/products/{typed}").json()["product_id"] == mixed
+        similar = client.get(f"/api/products/{typed}/similar", params={"k": 3})
+        assert similar.status_code == 200 and similar.json()["product"]["product_id"] == mixed
+        assert client.get(f"/products/{typed}").status_code == 200
+    writer = open_store(store)  # (a second product, the first's id composed: a table's)
+    writer.lock_for_writing()
+    held = writer.get(mixed)
+    writer.upsert([Record(dataclasses.replace(held.to_product(), product_id=composed),
+                          held.content_sha256, held.phash, held.thumb, writer.vector(mixed))])
+    writer.close()
+    count = client.get("/healthz").json()["products"]
+    assert client.get(f"/api/products/{composed}").json()["product_id"] == composed
+    asked = client.get(f"/api/products/{decomposed}")
+    assert asked.status_code == 404 and "2 stored ids differ from it only in how their " \
+        "accents are encoded" in asked.json()["detail"]
+    assert client.get(f"/products/{decomposed}").status_code == 404
+    sent = client.post("/api/products", files=_upload(photo), headers=auth,
+                       data={"product_id": decomposed, "name": "Café"})
+    assert sent.status_code == 422 and "2 stored ids" in sent.json()["detail"]
+    assert client.get("/healthz").json()["products"] == count

@@ -72,6 +72,16 @@ def test_synthetic_vectors_look_like_product_embeddings():
     assert 0.38 <= random_pairs <= 0.52 and len(set(labels)) == 8
 
 
+def test_the_chunk_patched_in_the_module_is_the_default(monkeypatch):
+    """``synthetic_chunks(chunk=CHUNK)`` took the constant as the module was imported:
+    patching ``vitrine.bench.CHUNK`` (a small machine's memory) changed nothing."""
+    import vitrine.bench
+
+    monkeypatch.setattr(vitrine.bench, "CHUNK", 1000)
+    model = ClusterModel.create(64, 4, seed=0)
+    assert [len(ids) for ids, _, _ in synthetic_chunks(model, 2500, seed=1)] == [1000, 1000, 500]
+
+
 def test_chunks_are_reproducible_and_streamed_top_k_is_exact():
     model = ClusterModel.create(64, 4, seed=0)
     a = list(synthetic_chunks(model, 2500, seed=1, chunk=1000))

@@ -206,3 +206,26 @@ def test_a_search_that_finds_nothing_changed_reads_no_vectors(store, monkeypatch
     store.upsert(records(["zcopy"], vecs[[100]], [phashes[100]], [thumbs[100]]))
     groups, compared, _ = store_duplicates(store, Path("/photos"))
     assert read == [1] and compared == 1 and ["p100.jpg", "zcopy.jpg"] in groups
+
+
+def test_the_checksum_rows_patched_in_the_module_are_the_default(tmp_path, monkeypatch):
+    """``store_checksums(batch=CHECKSUM_ROWS)`` took the constant as the module was imported:
+    patching ``vitrine.dedupe_store.CHECKSUM_ROWS`` (the vectors a pass holds) changed
+    nothing."""
+    vecs, phashes, thumbs = fingerprints(70, seed=3)
+    store = open_store(tmp_path / "s", create=True)
+    store.set_manifest(ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, DIM))
+    store.upsert([Record(Product(f"p{i}", Path(f"/photos/p{i}.jpg")), f"sha{i}", phashes[i],
+                         thumbs[i], vecs[i]) for i in range(10)])
+    monkeypatch.setattr(dedupe_store, "CHECKSUM_ROWS", 4)
+    pages, read = [], store.iter_products
+
+    def paged(batch, vectors=True):
+        for page in read(batch, vectors):
+            pages.append(len(page))
+            yield page
+
+    store.iter_products = paged
+    ids, checksums = dedupe_store.store_checksums(store)
+    assert pages == [4, 4, 2] and len(ids) == len(checksums) == 10
+    store.close()

@@ -1775,3 +1775,58 @@ def test_a_catalogue_changed_while_the_run_waited_is_read_again(shop_a, embedder
 
     monkeypatch.setattr(indexer, "read_catalogue", not_again)
     assert _index(shop, store, embedder, catalogue=early, state=state).unchanged == 17
+
+
+def test_products_uploaded_before_the_mark_are_marked_in_the_runs_commits(shop_a, embedder,
+                                                                           tmp_path):
+    """`_mark_uploaded` committed in batches of the module's COMMIT_EVERY (64), not of the
+    run's ``commit_every``: a run told to commit every product wrote them all in one."""
+    import numpy as np
+
+    store = tmp_path / "st"
+    _index(shop_a, store, embedder)
+    db = open_store(store)
+    db.lock_for_writing()
+    vector = np.eye(db.manifest().dim, dtype=np.float32)[0]
+    db.upsert([Record(Product(f"old-upload-{k}", Path("loja/uploads") / (f"{k}" * 64 + ".jpg")),
+                      "c" * 64, "0" * 16, b"\0" * 768, vector) for k in range(3)])
+    batches = []
+    update = db.update_metadata
+
+    def counted(products):
+        if products and all(p.uploaded for p in products):
+            batches.append(len(products))
+        return update(products)
+
+    db.update_metadata = counted
+    try:
+        index_catalog(shop_a, db, embedder, show_progress=False, commit_every=1)
+    finally:
+        db.close()
+    assert batches == [1, 1, 1]
+    assert _state(store)[0] == 19
+
+
+def test_the_commit_size_patched_in_the_module_is_the_default(shop_a, embedder, tmp_path,
+                                                               monkeypatch):
+    """``index_catalog(commit_every=COMMIT_EVERY)`` took the constant as the module was
+    imported: a test or a setting patching ``vitrine.indexer.COMMIT_EVERY`` changed
+    nothing."""
+    import vitrine.indexer
+
+    monkeypatch.setattr(vitrine.indexer, "COMMIT_EVERY", 4)
+    db = open_store(tmp_path / "st", create=True)
+    sizes = []
+    upsert = db.upsert
+
+    def counted(records):
+        if records:
+            sizes.append(len(records))
+        return upsert(records)
+
+    db.upsert = counted
+    try:
+        index_catalog(shop_a, db, embedder, show_progress=False)
+    finally:
+        db.close()
+    assert sizes == [4, 4, 4, 4]

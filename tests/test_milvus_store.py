@@ -16,6 +16,7 @@ from conftest import IN_CI
 from test_store import (
     MANIFEST,
     READER_NAMES,
+    check_an_empty_category_lists_the_products_without_one,
     check_name_search_ignores_case_and_accents,
     check_pages_list_names_as_a_reader_sorts_them,
     record,
@@ -238,6 +239,28 @@ def test_pages_list_names_as_a_reader_sorts_them(mstore, tmp_path):
     finally:
         embedded.close()
 
+
+def test_an_empty_category_lists_the_products_without_one(mstore):
+    """As on the embedded store: "" is the products without a category, not every one."""
+    check_an_empty_category_lists_the_products_without_one(mstore)
+
+
+def test_an_id_in_a_mix_of_unicode_forms_is_found_by_either_form(mstore):
+    """As on the embedded store: an id stored part composed, part decomposed is found by
+    both whole forms; a third spelling of two stored ids is refused, not guessed."""
+    import unicodedata
+
+    from vitrine.recommend import ProductNotFound, stored_product
+
+    mixed = "Café S" + "a\u0303o"
+    composed, decomposed = (unicodedata.normalize(f, mixed) for f in ("NFC", "NFD"))
+    mstore.upsert([record(mixed, unit(1, 0.5))])
+    for typed in (composed, decomposed):
+        assert stored_product(mstore, typed).product_id == mixed
+    mstore.upsert([record(composed, unit(1, 0.6))])
+    assert stored_product(mstore, composed).product_id == composed
+    with pytest.raises(ProductNotFound, match="2 stored ids differ"):
+        stored_product(mstore, decomposed)
 
 def _embedded_as_mstore(tmp_path):
     """An embedded store holding what the ``mstore`` fixture holds."""

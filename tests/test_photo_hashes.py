@@ -177,3 +177,23 @@ def test_a_file_that_hides_its_size_is_not_read_through(tmp_path):
         assert read_whole(fh, understated, 4 << 20) == big.read_bytes()
     with open(big, "rb") as fh:
         assert read_whole(fh, os.stat(big), 4 << 20) == big.read_bytes()
+
+
+def test_the_photo_size_limit_patched_in_the_module_is_the_default(tmp_path, monkeypatch):
+    """``regular_file`` and ``file_sha256`` took ``limit=PHOTO_MAX_BYTES`` as the module was
+    imported: patching ``vitrine.photo_hashes.PHOTO_MAX_BYTES`` (a test of the limit without
+    writing 512 MB) changed nothing. ``math.inf`` reads any size (the weights' hash)."""
+    import hashlib
+    import math
+
+    from vitrine.errors import ImageError
+    from vitrine.images import open_image
+
+    photo = tmp_path / "big.jpg"
+    photo.write_bytes(b"\xff" * (3 << 20))
+    monkeypatch.setattr(photo_hashes, "PHOTO_MAX_BYTES", 2 << 20)
+    with pytest.raises(OSError, match="larger than the 2 MB a photo file may be"):
+        file_sha256(photo)
+    with pytest.raises(ImageError, match="larger than the 2 MB a photo file may be"):
+        open_image(photo)
+    assert file_sha256(photo, limit=math.inf) == hashlib.sha256(photo.read_bytes()).hexdigest()

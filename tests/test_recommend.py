@@ -166,3 +166,63 @@ def test_a_photos_two_searches_merge_each_product_once_with_its_best_score():
     assert [(m.product.product_id, m.score) for m in merged] == [
         ("b", 0.95), ("a", 0.80), ("c", 0.50)]
     assert leading == 1
+
+
+MIXED = "Café S" + "a\u0303o"  # "Café" composed, "São" decomposed: neither Unicode form
+
+
+def _unicode_store(path, *ids):
+    """A store of ``ids`` (as given, in any Unicode form) and two other products."""
+    from test_store import MANIFEST, record, unit
+
+    store = open_store(path, create=True)
+    store.set_manifest(MANIFEST)
+    store.upsert([record(pid, unit(1, 0.1 * k)) for k, pid in enumerate(ids)]
+                 + [record("b", unit(1, 1)), record("c", unit(0, 1))])
+    return store
+
+
+def test_an_id_stored_in_a_mix_of_unicode_forms_is_found_by_either_form(tmp_path, settings,
+                                                                         cli_here):
+    """A product id stored part composed, part decomposed ("Café" typed, "São" a Mac's file
+    name) answered 404 to both whole forms: only the two forms of the id asked for were
+    tried, and it is neither."""
+    import json
+    import unicodedata
+
+    store = _unicode_store(tmp_path / "s", MIXED)
+    rec = Recommender(store, settings)
+    for form in ("NFC", "NFD"):
+        typed = unicodedata.normalize(form, MIXED)
+        assert typed != MIXED
+        product, matches = rec.similar(typed, k=2)
+        assert product.product_id == MIXED and MIXED not in [m.product.product_id
+                                                             for m in matches]
+    assert rec.similar(MIXED, k=2)[0].product_id == MIXED
+    with pytest.raises(ProductNotFound, match="is not in the store"):
+        rec.product("Cafe Sao")  # (not the same id without its accents)
+    store.close()
+    said = cli_here("similar", "--store", tmp_path / "s", "--json",
+                    unicodedata.normalize("NFC", MIXED))
+    assert json.loads(said.stdout)["product"]["product_id"] == MIXED
+
+
+def test_an_id_two_stored_ids_are_spelled_as_is_not_guessed(tmp_path, settings, cli_here):
+    """Two products whose ids differ only in their accents' Unicode form (two files of a
+    folder, two rows of a table): each is found by its own spelling, and a third spelling of
+    both is refused with the two named, not answered with one picked."""
+    import unicodedata
+
+    composed, decomposed = (unicodedata.normalize(f, MIXED) for f in ("NFC", "NFD"))
+    store = _unicode_store(tmp_path / "s", composed, decomposed)
+    rec = Recommender(store, settings)
+    assert rec.product(composed).product_id == composed
+    assert rec.product(decomposed).product_id == decomposed
+    with pytest.raises(ProductNotFound, match=r"2 stored ids differ from it only in how their "
+                                              r"accents are encoded \('Cafe\\u0301 "
+                                              r"Sa\\u0303o', 'Caf\\xe9 S\\xe3o'\)"):
+        rec.similar(MIXED)
+    store.close()
+    said = cli_here("similar", "--store", tmp_path / "s", MIXED, check=False)
+    assert said.returncode == 2 and said.stderr.startswith(f"error: product {MIXED!r} is "
+                                                           "not in the store as written")

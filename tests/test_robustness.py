@@ -313,3 +313,18 @@ def test_a_long_file_name_the_folder_takes_is_written_whole(tmp_path):
     name = _file_name(category)
     assert len(name.encode()) <= FILE_NAME_BYTES + 9 and name != _file_name(category + "x")
     write_whole(tmp_path / f"similar-{name}.png", b"figure")
+
+
+def test_the_part_file_age_patched_in_the_module_is_the_default(tmp_path, monkeypatch):
+    """``remove_stale(age=STALE_PART_S)`` took the constant as the module was imported:
+    patching ``vitrine.files.STALE_PART_S`` left a killed run's part file in place."""
+    import vitrine.files
+    from vitrine.files import write_whole
+
+    killed = tmp_path / ".x.png.4242-0badc0de.part"
+    killed.write_bytes(b"half")
+    old = time.time() - 120
+    os.utime(killed, (old, old))
+    monkeypatch.setattr(vitrine.files, "STALE_PART_S", 60)
+    write_whole(tmp_path / "x.png", b"figure")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]

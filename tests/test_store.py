@@ -143,6 +143,30 @@ def test_pages_list_names_as_a_reader_sorts_them(store):
     check_pages_list_names_as_a_reader_sorts_them(store)
 
 
+def check_an_empty_category_lists_the_products_without_one(store):
+    """``list_products(category="")`` listed every product (the category taken as no
+    filter), where ``search(category="")`` finds the products without a category: the
+    demo's "(uncategorised)" example was the catalogue's first product, one without a
+    category only because "" sorts first."""
+    from vitrine.store.search_key import listing_order
+
+    store.upsert([record("n2", unit(0, 1, 1), category="", name="Zebra"),
+                  record("n1", unit(1, 1, 1), category="", name="Anta")])
+    assert [p.product_id for p in store.list_products(category="")] == ["n1", "n2"]
+    assert [p.product_id for p in store.list_products(category="", offset=1)] == ["n2"]
+    first = store.get("n1")
+    after = listing_order(first.category, first.name, first.product_id)
+    assert [p.product_id for p in store.list_products(category="", after=after)] == ["n2"]
+    last = store.list_products(category="d")[-1]  # (a cursor of a page of another category)
+    assert store.list_products(category="", after=listing_order(
+        last.category, last.name, last.product_id)) == []
+    assert [p.product_id for p in store.list_products(category="", query="zeb")] == ["n2"]
+    assert len(store.list_products()) == 6  # (None: every product)
+
+
+def test_an_empty_category_lists_the_products_without_one(store):
+    check_an_empty_category_lists_the_products_without_one(store)
+
 def test_a_store_with_the_older_listing_index_gets_the_new_one(store, tmp_path, monkeypatch):
     """A store made by a Vitrine that listed by the raw names has their listing index: opened
     where it can be written it gets the folded names' one (a deep page stays an index walk),
@@ -1364,21 +1388,91 @@ def test_a_manifest_that_cannot_be_written_is_one_sentence(tmp_path, monkeypatch
 
     store = open_store(tmp_path / "s", create=True)
 
-    def full(self, *args, **kwargs):
+    def full(*args, **kwargs):  # (a full disk says so as the data reaches it)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(StoreError, match=r"cannot write manifest.json in the store .* \(No "
                                          r"space left on device\); make room"):
         store.set_manifest(MANIFEST)
     monkeypatch.undo()
-    assert not (tmp_path / "s" / "manifest.json.tmp").exists()
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()
+                  if "manifest" in p.name) == []
     # nothing recorded: the next run sets the manifest again, and writes the file then
     assert store.manifest() is None
     store.set_manifest(MANIFEST)
     assert (tmp_path / "s" / "manifest.json").is_file() and store.manifest() == MANIFEST
     store.close()
 
+
+
+def test_the_manifest_file_is_on_disk_before_it_replaces_the_last_one(tmp_path, monkeypatch):
+    """manifest.json (the database's copy of the model, beside it) was written and renamed
+    over the last one without fsync, where every other file written whole is synced first:
+    a power cut after the rename could leave it empty."""
+    store = open_store(tmp_path / "s", create=True)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst, **kwargs):
+        events.append(("replace", os.fspath(src), os.fspath(dst)))
+        return real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    store.set_manifest(MANIFEST)
+    monkeypatch.undo()
+    target = str(tmp_path / "s" / "manifest.json")
+    (renamed,) = [i for i, e in enumerate(events) if e[0] == "replace" and e[2] == target]
+    assert ("fsync", events[renamed][1]) in events[:renamed]
+    assert ModelManifest.read((tmp_path / "s" / "manifest.json").read_text(),
+                              tmp_path / "s") == MANIFEST
+    store.close()
+
+
+def test_the_writer_wait_patched_in_the_module_is_the_default(tmp_path, monkeypatch):
+    """``lock_for_writing(wait=WRITE_WAIT)`` took the constant as the module was imported: a
+    test or a setting patching ``vitrine.store.writer_lock.WRITE_WAIT`` still waited 5 s."""
+    import time
+
+    import vitrine.store.writer_lock
+    from vitrine.errors import StoreBusy
+
+    first = open_store(tmp_path / "s", create=True)
+    first.lock_for_writing()
+    second = open_store(tmp_path / "s")
+    monkeypatch.setattr(vitrine.store.writer_lock, "WRITE_WAIT", 0.2)
+    started = time.monotonic()
+    with pytest.raises(StoreBusy, match="another process is writing"):
+        second.lock_for_writing()
+    assert time.monotonic() - started < 2
+    second.close()
+    first.close()
+
+
+def test_the_wal_switch_wait_patched_in_the_module_is_the_default(tmp_path, monkeypatch):
+    """``_journal_mode_wal(wait=WAL_SWITCH_WAIT)`` took the constant as the module was
+    imported: patching ``vitrine.store.sqlite_db.WAL_SWITCH_WAIT`` still waited 30 s."""
+    import sqlite3
+    import time
+
+    from vitrine.store import sqlite_db
+
+    other = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN EXCLUSIVE")  # (another process making the store)
+    db = sqlite3.connect(tmp_path / "db", isolation_level=None, timeout=0)
+    monkeypatch.setattr(sqlite_db, "WAL_SWITCH_WAIT", 0.2)
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        sqlite_db._journal_mode_wal(db)
+    assert time.monotonic() - started < 2
+    db.close()
+    other.close()
 
 MEASURE_MIGRATE = """
 import sys, tracemalloc

@@ -19,6 +19,18 @@ def test_early_stopping_counts_epochs_without_improvement():
     assert not stop.step(0.6, 5) and stop.should_stop
 
 
+def test_the_least_improvement_patched_in_the_module_is_the_default(monkeypatch):
+    """``EarlyStopping(min_delta=MIN_DELTA)`` took the constant as the module was imported:
+    patching ``vitrine.train_loop.MIN_DELTA`` changed nothing."""
+    import vitrine.train_loop
+
+    monkeypatch.setattr(vitrine.train_loop, "MIN_DELTA", 0.1)
+    stop = EarlyStopping(patience=2)
+    assert stop.step(1.0, 1)
+    assert not stop.step(0.95, 2)  # (a drop of 0.05: no improvement by 0.1)
+    assert stop.step(0.85, 3)
+
+
 def test_patience_zero_stops_at_the_first_epoch_without_improvement():
     stop = EarlyStopping(patience=0)
     assert stop.step(1.0, 1) and not stop.should_stop  # it stopped here before

@@ -86,9 +86,11 @@ def clusters_for(n: int) -> int:
     return int(min(4096, max(8, n // 1000)))
 
 
-def synthetic_chunks(model: ClusterModel, n: int, seed: int,
-                     chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(ids, vectors, labels) in chunks; chunk ``i`` is reproducible from ``(seed, i)``."""
+def synthetic_chunks(model: ClusterModel, n: int, seed: int, chunk: int | None = None
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(ids, vectors, labels) in chunks of ``chunk`` (None: :data:`CHUNK`); chunk ``i`` is
+    reproducible from ``(seed, i)``."""
+    chunk = CHUNK if chunk is None else chunk
     for i, start in enumerate(range(0, n, chunk)):
         m = min(chunk, n - start)
         vecs, labels = model.sample(m, seed=seed * 1_000_003 + i + 1)

@@ -92,11 +92,12 @@ CHECKSUM_ROWS = 1024
 84 MB beside the vectors)."""
 
 
-def store_checksums(store: VectorStore, batch: int = CHECKSUM_ROWS
+def store_checksums(store: VectorStore, batch: int | None = None
                     ) -> tuple[list[str], np.ndarray]:
     """Every product id of ``store`` and its vector's :func:`vector_checksums`, in the store's
-    order (:meth:`VectorStore.iter_products`), ``batch`` products at a time: not every vector
-    in memory at once."""
+    order (:meth:`VectorStore.iter_products`), ``batch`` products at a time (None:
+    :data:`CHECKSUM_ROWS`): not every vector in memory at once."""
+    batch = CHECKSUM_ROWS if batch is None else batch
     ids: list[str] = []
     parts = [np.empty(0, np.uint64)]
     for page in store.iter_products(batch, vectors=True):
@@ -105,9 +106,11 @@ def store_checksums(store: VectorStore, batch: int = CHECKSUM_ROWS
     return ids, np.concatenate(parts)
 
 
-def vector_checksums(vectors: np.ndarray, chunk: int = CHECKSUM_ROWS) -> np.ndarray:
+def vector_checksums(vectors: np.ndarray, chunk: int | None = None) -> np.ndarray:
     """A uint64 per row that changes with any bit of the row: the float bits times fixed odd
-    random weights, summed modulo 2**64 (vectorised; not a cryptographic hash)."""
+    random weights, summed modulo 2**64 (vectorised, ``chunk`` rows at a time, None:
+    :data:`CHECKSUM_ROWS`; not a cryptographic hash)."""
+    chunk = CHECKSUM_ROWS if chunk is None else chunk
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     weights = np.random.default_rng(0x5EED).integers(0, 2**63, vectors.shape[1],
                                                      dtype=np.uint64) * 2 + 1

@@ -279,7 +279,8 @@ def _refuse_stranding(store_dir: Path, catalog: Path, out_dir: Path,
 
 
 STORE_FILE = re.compile(rf"{re.escape(DB_NAME)}(-wal|-shm|-journal)?|{re.escape(MANIFEST_NAME)}"
-                        r"(\.tmp)?|write\.lock|rebuild\.lock|index\..+\.faiss(\..+\.tmp)?|"
+                        rf"(\.tmp)?|\.{re.escape(MANIFEST_NAME)}\..+\.part|write\.lock|"
+                        r"rebuild\.lock|index\..+\.faiss(\..+\.tmp)?|"
                         rf"{re.escape(UPLOADS_DIR)}")
 """The entries of an embedded store's folder that the store itself writes."""
 

@@ -59,10 +59,11 @@ def _part_stem(name: str) -> str:
     return f".vitrine-{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}"
 
 
-def remove_stale(folder: Path, pattern: str, age: float = STALE_PART_S) -> None:
+def remove_stale(folder: Path, pattern: str, age: float | None = None) -> None:
     """Remove the files of ``folder`` matching the glob ``pattern`` that have not changed for
-    ``age`` seconds: part files a process killed outright (SIGKILL, the out-of-memory
-    killer) left for good."""
+    ``age`` seconds (None: :data:`STALE_PART_S`): part files a process killed outright
+    (SIGKILL, the out-of-memory killer) left for good."""
+    age = STALE_PART_S if age is None else age
     now = time.time()
     for part in folder.glob(pattern):
         with contextlib.suppress(OSError):

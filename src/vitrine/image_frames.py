@@ -302,13 +302,14 @@ def _band_product(arr: np.ndarray, differs: np.ndarray, start: int, end: int,
 
 
 def _may_be_product(arr: np.ndarray, differs: np.ndarray, top: int, bottom: int, left: int,
-                right: int, text_ink: float = BAND_MIN_INK) -> bool:
+                right: int, text_ink: float | None = None) -> bool:
     """False for a block of a page that is a line of text, a paragraph or an icon (lower than
     :data:`BAND_MIN_HEIGHT` of the page's shorter side, or crossed by many strokes and less
-    than ``text_ink`` of it off the page's colour: a line of a column of text beside a photo
-    is text at any ink, a price in large type is a third), or a bar or a button (low, most of
-    it one colour, wide on the page or :data:`BUTTON_ASPECT` times as wide as high); True
-    for one that may be the product's photo."""
+    than ``text_ink`` of it off the page's colour, None: :data:`BAND_MIN_INK`; a line of a
+    column of text beside a photo is text at any ink, a price in large type is a third), or a
+    bar or a button (low, most of it one colour, wide on the page or :data:`BUTTON_ASPECT`
+    times as wide as high); True for one that may be the product's photo."""
+    text_ink = BAND_MIN_INK if text_ink is None else text_ink
     height, width = differs.shape
     short = min(height, width)
     box_h, box_w = bottom - top, right - left

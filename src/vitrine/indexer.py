@@ -73,14 +73,15 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
                   rules: DuplicateRules | None = None, show_progress: bool = True,
-                  commit_every: int = COMMIT_EVERY,
+                  commit_every: int | None = None,
                   shard: tuple[int, int] | None = None,
                   uploads: Path | None = None, replace: bool = False,
                   rehash: bool = False, catalogue: Catalogue | None = None,
                   state: tuple | None = None,
                   refused_links: list[Path] | None = None) -> IndexReport:
     """Bring ``store`` in line with the catalogue folder. Commits every ``commit_every``
-    products, so an interrupted run keeps its work and a rerun continues from there.
+    products (None: :data:`COMMIT_EVERY`), so an interrupted run keeps its work and a rerun
+    continues from there.
 
     Products added or replaced through the API (marked so; or stored before the mark, see
     ``vitrine.store.unmarked_upload``, and marked now) are left as they are, even when the
@@ -111,6 +112,7 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     another folder, or every catalogue product the store (or shard) holds, is refused before
     anything is written (:class:`RemovalRefused`)."""
     started = time.perf_counter()
+    commit_every = COMMIT_EVERY if commit_every is None else commit_every
     # read: the catalogue, under the writer lock, and what the store holds of it
     root = Path(catalog_dir).resolve() if Path(catalog_dir).exists() else Path(catalog_dir)
     link = catalogue_link(catalog_dir)
@@ -146,7 +148,8 @@ def index_catalog(catalog_dir: Path, store: VectorStore, embedder: Embedder, *,
     held.images.cache_clear()  # (the same: ~200 MB at a million products, helper-235)
     # kept even if the run stops while embedding; photos gone from the catalogue forgotten
     _save_hashes(store, hashes.fresh, keep=hashes.seen if shard is None else None)
-    _record_run(store, embedder, root, link, listed, held.unmarked, new_store=new_store)
+    _record_run(store, embedder, root, link, listed, held.unmarked, new_store=new_store,
+                commit_every=commit_every)
 
     # write: fields, removals, new and changed photos embedded and stored
     store.update_metadata(found.meta_only)
@@ -220,7 +223,8 @@ def _without_uploaded(products: list[Product], all_uploaded: set[str]) -> list[P
 
 
 def _record_run(store: VectorStore, embedder: Embedder, root: Path, link: str | None,
-                listed: bool, unmarked: list[str], *, new_store: bool) -> None:
+                listed: bool, unmarked: list[str], *, new_store: bool,
+                commit_every: int) -> None:
     """Record in the store its model (a new store's), the catalogue folder and link it is
     indexed from, whether a table listed it, the model's folder; mark the API's products
     stored before the mark."""
@@ -235,7 +239,7 @@ def _record_run(store: VectorStore, embedder: Embedder, root: Path, link: str | 
         store.set_catalog_listed(listed)
     if store.model_folder() != _model_folder(embedder):  # (named when the store is searched
         store.set_model_folder(_model_folder(embedder))  # without it)
-    _mark_uploaded(store, unmarked)
+    _mark_uploaded(store, unmarked, commit_every)
 
 
 def _remove_gone(store: VectorStore, report: IndexReport, stored: dict, remove: list[str],
@@ -307,9 +311,9 @@ def _save_index(store: VectorStore, report: IndexReport) -> None:
     report.index_unsaved = store.index_unsaved()
 
 
-def _mark_uploaded(store: VectorStore, ids: list[str]) -> None:
+def _mark_uploaded(store: VectorStore, ids: list[str], commit_every: int) -> None:
     """Mark ``ids`` as added through the API, so that `vitrine migrate` and later runs know
-    them by the mark alone."""
-    for start in range(0, len(ids), COMMIT_EVERY):
-        found = (store.get(pid) for pid in ids[start:start + COMMIT_EVERY])
+    them by the mark alone; ``commit_every`` products a commit."""
+    for start in range(0, len(ids), commit_every):
+        found = (store.get(pid) for pid in ids[start:start + commit_every])
         store.update_metadata([p.to_product(uploaded=True) for p in found if p is not None])

@@ -33,16 +33,18 @@ hashed then loaded, and ended the whole `index` in a MemoryError (or the kernel'
 killer)."""
 
 
-def regular_file(path: Path | str, limit: int | None = PHOTO_MAX_BYTES) -> os.stat_result:
+def regular_file(path: Path | str, limit: float | None = None) -> os.stat_result:
     """``os.stat(path)``; OSError for what is not a regular file (a link to /dev/zero would be
-    read forever, opening a named pipe waits for a writer), or is larger than ``limit``."""
+    read forever, opening a named pipe waits for a writer), or is larger than ``limit`` bytes
+    (None: :data:`PHOTO_MAX_BYTES`, read as it is called; ``math.inf``: any size)."""
+    limit = PHOTO_MAX_BYTES if limit is None else limit
     st = os.stat(path)
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     if not stat.S_ISREG(st.st_mode):
         raise OSError(errno.EINVAL, "it is a device, pipe or socket, not a photo file",
                       str(path))
-    if limit is not None and st.st_size > limit:
+    if st.st_size > limit:
         raise OSError(errno.EFBIG, f"{st.st_size / 2**20:,.0f} MB, larger than the "
                       f"{limit // 2**20} MB a photo file may be", str(path))
     return st
@@ -55,7 +57,7 @@ def unreadable_reason(exc: OSError) -> str:
     return f"cannot be read ({exc.strerror or exc})"
 
 
-def read_limited(fh: BinaryIO, st: os.stat_result, limit: int | None,
+def read_limited(fh: BinaryIO, st: os.stat_result, limit: float | None,
                  first: int = 1 << 20) -> Iterator[bytes]:
     """The bytes of the open file ``fh`` (``st`` its stat), in chunks (the first of up to
     ``first`` bytes, then 1 MiB each); OSError past ``limit`` bytes, or when a file that says
@@ -76,7 +78,7 @@ def read_limited(fh: BinaryIO, st: os.stat_result, limit: int | None,
         size = 1 << 20
 
 
-def read_whole(fh: BinaryIO, st: os.stat_result, limit: int | None) -> bytes:
+def read_whole(fh: BinaryIO, st: os.stat_result, limit: float | None) -> bytes:
     """The bytes of the open file ``fh`` (``st`` its stat) as :func:`read_limited` reads them,
     in one read of its size where it has not grown since (a read per MiB, then joined, took
     a 7 MB photo from 0.7 to 5 ms)."""
@@ -84,8 +86,10 @@ def read_whole(fh: BinaryIO, st: os.stat_result, limit: int | None) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def file_sha256(path: Path, limit: int | None = PHOTO_MAX_BYTES) -> str:
-    """The sha256 of a photo file (of any file, with ``limit`` None)."""
+def file_sha256(path: Path, limit: float | None = None) -> str:
+    """The sha256 of a photo file (``limit`` as :func:`regular_file`'s; of any file, with
+    ``math.inf``)."""
+    limit = PHOTO_MAX_BYTES if limit is None else limit
     st = regular_file(path, limit)
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vitrine.catalog import one_form
+from vitrine.catalog import category_form, one_form
 from vitrine.config import Settings
 from vitrine.errors import VitrineError
+from vitrine.fold import searchable
 from vitrine.manifest import kind_mismatch, mismatch_error
 from vitrine.store.base import Match, StoredProduct, VectorStore
+from vitrine.store.search_key import listing_order
 
 if TYPE_CHECKING:  # torch is imported only when a photo is embedded
     from vitrine.embed import CategoryGuess, Embedder
@@ -35,22 +36,55 @@ class ProductNotFound(VitrineError):
         return self.sentence.format(id=repr(pid))
 
 
+ALIKE_PAGE = 200
+"""Products a look-up of an id in another Unicode form reads at a time (:func:`spelled_alike`)."""
+
+
 def stored_product(store: VectorStore, product_id: str) -> StoredProduct | None:
-    """The stored product ``product_id``, typed in either Unicode form: ids made from a
-    Mac's file names are decomposed ("relo\u0301gio/1"), what a shopper or a terminal types
-    is mostly composed. The id as given first, then composed, then decomposed. An id that is
-    not text (a terminal's bytes that are not UTF-8) is in no store, which keeps UTF-8."""
+    """The stored product ``product_id``, typed in either Unicode form or a mix of them: ids
+    made from a Mac's file names are decomposed ("relo\u0301gio/1"), what a shopper or a
+    terminal types is mostly composed, and an id made of both ("Café" typed, "São" a file's
+    name) was found by neither. The id as given first, then the one stored id it is in
+    another form (:func:`spelled_alike`); ProductNotFound when it is several (two files of a
+    folder, two rows of a table, spelled alike but for their accents' form): which one is
+    meant is not guessed. An id that is not text (a terminal's bytes that are not UTF-8) is
+    in no store, which keeps UTF-8."""
     try:
         product_id.encode("utf-8")
     except UnicodeEncodeError:
         return None
     found = store.get(product_id)
-    if found is None and not one_form(product_id):
-        for form in ("NFC", "NFD"):
-            other = unicodedata.normalize(form, product_id)
-            if other != product_id and (found := store.get(other)) is not None:
-                break
-    return found
+    if found is not None or one_form(product_id):
+        return found
+    alike = spelled_alike(store, product_id)
+    if len(alike) > 1:
+        ids = ", ".join(ascii(p.product_id) for p in alike[:3]) + (", …" if len(alike) > 3
+                                                                   else "")
+        raise ProductNotFound(product_id, "product {id} is not in the store as written, and "
+                              f"{len(alike)} stored ids differ from it only in how their "
+                              f"accents are encoded ({_literal(ids)}); give one of them "
+                              "exactly.")
+    return alike[0] if alike else None
+
+
+def spelled_alike(store: VectorStore, product_id: str) -> list[StoredProduct]:
+    """The stored products whose id is ``product_id`` in one Unicode form (NFC: composed, as
+    categories are kept), however each spells it: among those a name search of it finds,
+    which ignores accents (:func:`vitrine.fold.searchable`), a page at a time."""
+    if not searchable(product_id):  # (accents alone: a search of nothing lists them all)
+        return []
+    wanted, found, after = category_form(product_id), [], None
+    while True:
+        page = store.list_products(query=product_id, limit=ALIKE_PAGE, after=after)
+        found += [p for p in page if category_form(p.product_id) == wanted]
+        if len(page) < ALIKE_PAGE:
+            return found
+        after = listing_order(page[-1].category, page[-1].name, page[-1].product_id)
+
+
+def _literal(text: str) -> str:
+    """``text`` in a :class:`ProductNotFound` sentence, which is a format string."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 class Recommender:

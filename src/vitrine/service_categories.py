@@ -19,7 +19,7 @@ from vitrine.catalog import (
     stored_category,
 )
 from vitrine.errors import CatalogError
-from vitrine.recommend import stored_product
+from vitrine.recommend import ProductNotFound, stored_product
 from vitrine.store.base import kept_until
 
 CATEGORIES_TTL_S = 10.0
@@ -76,7 +76,10 @@ class ServiceCategories:
         its category may respell it ("relogio" to "Relógio": else never changed)."""
         written = self.written_category(category)
         if written != category and self._counted()[0].get(written) == 1:
-            mine = stored_product(self.store, product_id)
+            try:
+                mine = stored_product(self.store, product_id)
+            except ProductNotFound:  # (spelled as several stored ids: the write says so)
+                mine = None
             if mine is not None and mine.category == written:
                 return category
         return written

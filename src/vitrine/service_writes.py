@@ -85,7 +85,10 @@ class ServiceWrites:
             check_manifest(writer, self.embedder, refused=self._model_refused)
             if category != product.category:
                 product = dataclasses.replace(product, category=category)
-            previous = stored_product(writer, fields.product_id)
+            try:
+                previous = stored_product(writer, fields.product_id)
+            except ProductNotFound as exc:  # (spelled as several stored ids: not a third
+                raise CatalogError(exc.shown()) from None  # beside them, nor one guessed)
             if previous is not None:  # replaced under the id as the store spells it
                 product = dataclasses.replace(product, product_id=previous.product_id)
             with committing() as committed:  # (a request the server answered, stopping:

@@ -64,9 +64,9 @@ MIN_DELTA = 1e-4
 class EarlyStopping:
     """Stops after ``patience`` epochs without the monitored value dropping by ``min_delta``."""
 
-    def __init__(self, patience: int, min_delta: float = MIN_DELTA):
+    def __init__(self, patience: int, min_delta: float | None = None):
         self.patience = patience
-        self.min_delta = min_delta
+        self.min_delta = MIN_DELTA if min_delta is None else min_delta
         self.best = math.inf
         self.best_epoch = -1
         self.bad_epochs = 0

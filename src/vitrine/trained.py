@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import shutil
@@ -390,7 +391,7 @@ def training_fingerprint(products, settings, contents: dict[str, str] | None = N
         "duplicates": {k: v for k, v in vars(DuplicateRules.from_settings(settings)).items()
                        if k not in ("probs_tail", "max_products")},
         "backbone": settings.backbone, "resize": settings.resize,
-        "weights": file_sha256(Path(settings.weights), limit=None) if settings.weights
+        "weights": file_sha256(Path(settings.weights), limit=math.inf) if settings.weights
         else "download",
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()

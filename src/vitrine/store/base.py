@@ -98,9 +98,10 @@ class VectorStore(Protocol):
     caller's (Milvus: its client is thread-safe); the embedded store's SQLite connection and
     FAISS index are shared, so the server reads it under one lock."""
 
-    def lock_for_writing(self, wait: float = ...) -> None:
+    def lock_for_writing(self, wait: float | None = ...) -> None:
         """Keep other writers out from now until the store closes, waiting up to ``wait``
-        seconds for one at work; a StoreError when it does not end in time."""
+        seconds for one at work (None: the store's own wait); a StoreError when it does not
+        end in time."""
         ...
     def too_long(self, product: Product | StoredProduct) -> str | None:
         """Why the store cannot hold ``product`` (a field longer than it keeps), or None."""
@@ -171,8 +172,9 @@ class VectorStore(Protocol):
                       after: tuple[str, str, str, str] | None = None
                       ) -> list[StoredProduct]:
         """A page of products in the catalogue's order (``LISTING_ORDER``), filtered by
-        ``category`` and by a part of the name or id, from ``offset`` on, or from the place
-        after ``after`` (:func:`vitrine.store.search_key.listing_order`, a cursor)."""
+        ``category`` (``""``: the products without one; None: every product) and by a part
+        of the name or id, from ``offset`` on, or from the place after ``after``
+        (:func:`vitrine.store.search_key.listing_order`, a cursor)."""
         ...
     def count(self) -> int: ...
     def categories(self) -> dict[str, int]: ...

@@ -34,7 +34,7 @@ from vitrine.store.sqlite_db import (
     open_database,
     row_to_product,
 )
-from vitrine.store.writer_lock import WRITE_WAIT, rebuild_lock, take_writer_lock
+from vitrine.store.writer_lock import rebuild_lock, take_writer_lock
 
 __all__ = ["DB_NAME", "EmbeddedStore"]
 
@@ -120,8 +120,9 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
         return True
 
     # ---- locking and transactions -------------------------------------------------------
-    def lock_for_writing(self, wait: float = WRITE_WAIT) -> None:
-        """Take the store's writer lock (:func:`take_writer_lock`)."""
+    def lock_for_writing(self, wait: float | None = None) -> None:
+        """Take the store's writer lock (:func:`take_writer_lock`; ``wait`` None:
+        :data:`~vitrine.store.writer_lock.WRITE_WAIT`)."""
         if self._lock_fh is None:
             self._lock_fh = take_writer_lock(self.root, wait)
 

@@ -5,11 +5,10 @@ photos' hashes as the last ``vitrine index`` saw them."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 
 from vitrine.errors import StoreError
+from vitrine.files import write_whole
 from vitrine.manifest import ModelManifest
 from vitrine.photo_hashes import Signature
 from vitrine.store.sqlite_db import MANIFEST_NAME
@@ -29,13 +28,11 @@ class EmbeddedMeta:
 
     def set_manifest(self, manifest: ModelManifest) -> None:
         blob = json.dumps(manifest.as_dict(), sort_keys=True)
-        tmp = self.root / (MANIFEST_NAME + ".tmp")
-        try:  # (first: written after the database's copy, a rerun never wrote it)
-            tmp.write_text(json.dumps(manifest.as_dict(), indent=2) + "\n")
-            os.replace(tmp, self.root / MANIFEST_NAME)
+        try:  # (first: written after the database's copy, a rerun never wrote it; on disk
+            # before its rename, as every file written whole: a power cut left it empty)
+            write_whole(self.root / MANIFEST_NAME,
+                        (json.dumps(manifest.as_dict(), indent=2) + "\n").encode())
         except OSError as exc:  # (a full disk: a traceback)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise StoreError(f"cannot write {MANIFEST_NAME} in the store {self.root} "
                              f"({exc.strerror or exc}); make room or give write access there, "
                              "then run the command again.") from None

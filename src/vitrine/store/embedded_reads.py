@@ -94,7 +94,7 @@ class EmbeddedReads:
             refold_search_keys(self.db)  # (an older Vitrine wrote since this process opened
             # the store: its new and renamed products' keys; a no-op once folded)
         page, args = "SELECT id FROM products WHERE 1=1", []
-        if category:
+        if category is not None:  # ("": the products without one, as search filters)
             page += " AND category=?"
             args.append(category)
         needle = searchable(query or "")
@@ -106,9 +106,9 @@ class EmbeddedReads:
                              strict=True))
             if not self._keyed:
                 del place[self._listing_key]
-            if category and after[0] == category:  # (within the category: the index's
-                del place["category"]  # range, where the whole row value scanned it all)
-            if not category or after[0] == category:
+            if category is not None and after[0] == category:  # (within the category: the
+                del place["category"]  # index's range, where the whole row value scanned it all)
+            if category is None or after[0] == category:
                 page += f" AND ({', '.join(place)}) > ({', '.join('?' * len(place))})"
                 args += place.values()
             elif after[0] > category:  # (every product of the category is before it)

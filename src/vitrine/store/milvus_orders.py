@@ -95,12 +95,12 @@ class MilvusOrders:
     def list_products(self, *, category: str | None = None, query: str | None = None,
                       limit: int = 50, offset: int = 0,
                       after: tuple[str, str, str, str] | None = None) -> list[StoredProduct]:
-        page, stale = self._page(category or None, query, limit, offset, after)
+        page, stale = self._page(category, query, limit, offset, after)
         if stale:  # another process renamed or moved a product of the page since the order
             # kept was read: a cursor made from its row (its place now) bisected the old
             # order there, and skipped every product in between; read the order again
             self._forget_orders()
-            page, _ = self._page(category or None, query, limit, offset, after)
+            page, _ = self._page(category, query, limit, offset, after)
         return page
 
     def _page(self, category: str | None, query: str | None, limit: int, offset: int,
@@ -190,7 +190,7 @@ class MilvusOrders:
                 written = self._written
             started = time.monotonic()
             expr = ['product_id != ""']
-            if category:
+            if category is not None:  # ("": the products without one)
                 expr.append(f"category == {quote(category)}")
             rows = sorted(listing_order(r["category"], r["name"], r["product_id"])
                           for r in self._rows(" and ".join(expr),

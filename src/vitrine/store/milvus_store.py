@@ -125,7 +125,7 @@ class MilvusStore(MilvusCollections, MilvusOrders, CatalogRecord):
             raise
 
     # ---- writes ---------------------------------------------------------------------------
-    def lock_for_writing(self, wait: float = 0.0) -> None:
+    def lock_for_writing(self, wait: float | None = None) -> None:
         """Milvus serialises writes itself; several writers (shards) may run at once."""
 
     def upsert(self, records: Sequence[Record]) -> None:

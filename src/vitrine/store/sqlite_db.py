@@ -143,13 +143,14 @@ WAL_SWITCH_WAIT = 30.0
 """Seconds an opening waits for another process's opening of a new store to let go of it."""
 
 
-def _journal_mode_wal(db: sqlite3.Connection, wait: float = WAL_SWITCH_WAIT) -> None:
+def _journal_mode_wal(db: sqlite3.Connection, wait: float | None = None) -> None:
     """Put the database in WAL mode. Switching a new database's journal needs it alone, and
     SQLite answers "database is locked" at once there, without its busy timeout: two `vitrine
     index` runs started together on a new store (or a server started as the first run made
     it) had one end "is not a readable Vitrine store (database is locked)", status 2. Tried
-    again until the other opening is done."""
-    deadline = time.monotonic() + wait
+    again until the other opening is done, for up to ``wait`` seconds (None:
+    :data:`WAL_SWITCH_WAIT`)."""
+    deadline = time.monotonic() + (WAL_SWITCH_WAIT if wait is None else wait)
     while True:
         try:
             db.execute("PRAGMA journal_mode=WAL")

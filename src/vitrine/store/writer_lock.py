@@ -24,11 +24,13 @@ LOCK_POLL = 0.05
 """Seconds between tries of the writer lock while waiting."""
 
 
-def take_writer_lock(root: Path, wait: float = WRITE_WAIT) -> TextIO:
+def take_writer_lock(root: Path, wait: float | None = None) -> TextIO:
     """The lock file of the store folder ``root``, locked (it stays locked while it is open),
-    waiting up to ``wait`` seconds for another process's write (a server's upload takes
-    milliseconds, `vitrine index` minutes); a StoreError when it is not free by then or the
-    folder cannot be written. Files left by a writer killed mid-write are removed."""
+    waiting up to ``wait`` seconds (None: :data:`WRITE_WAIT`) for another process's write (a
+    server's upload takes milliseconds, `vitrine index` minutes); a StoreError when it is not
+    free by then or the folder cannot be written. Files left by a writer killed mid-write are
+    removed."""
+    wait = WRITE_WAIT if wait is None else wait
     try:
         fh = open(root / "write.lock", "a")  # noqa: SIM115 - held for the store's life
     except OSError as exc:
