@@ -1475,3 +1475,29 @@ def test_a_photo_of_exactly_the_pixel_limit_is_decoded(fmt, options):
     assert open_image(photo(40), max_pixels=2_000).size == (50, 40)
     with pytest.raises(ImageError, match="over the limit of 2,000"):
         open_image(photo(41), max_pixels=2_000)
+
+
+def test_a_photo_too_small_to_search_by_is_refused_not_searched(tmp_path):
+    """A 16 x 16 photo (or a 1 x 1 pixel) was searched: 40 demo photos scaled to 16 px found
+    their own product first once in 40 (40 of 40 whole), a 1-pixel PNG three products "60 %"
+    alike, with no word that the photo was too small. A photo searched for is refused with
+    that reason (the API's 400, the page's sentence); the same photo in a catalogue is
+    still indexed, as before."""
+    from vitrine.embed import decode, decode_query
+
+    prep = Preprocessing()
+    for size in ((16, 16), (1, 1), (400, 20)):
+        buf = io.BytesIO()
+        Image.new("RGB", size, RED).save(buf, "PNG")
+        with pytest.raises(ImageError) as refused:
+            decode_query(buf.getvalue(), prep, 40_000_000)
+        assert refused.value.kind == "small"
+        assert refused.value.reason == (f"{size[0]}x{size[1]} pixels: too small to search by "
+                                        "(a side under 32 pixels; send a larger copy).")
+        assert decode(buf.getvalue(), prep, 40_000_000)[0].shape == (3, 224, 224)
+    path = save(Image.new("RGB", (16, 16), RED), tmp_path / "tiny.png")
+    with pytest.raises(ImageError, match=r"tiny\.png: 16x16 pixels: too small"):
+        decode_query(path, prep, 40_000_000)
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), RED).save(buf, "PNG")
+    assert decode_query(buf.getvalue(), prep, 40_000_000).shape == (1, 3, 224, 224)

@@ -549,6 +549,33 @@ def test_a_photo_refused_is_said_for_what_is_wrong_with_it(settings, small_store
     assert said(long.getvalue(), "en").startswith("This photo has a side too long")
 
 
+def test_a_photo_too_small_to_search_by_is_said_so(settings, small_store, embedder):
+    """A 16 x 16 photo was searched and answered with products "60 %" alike (helper-348):
+    the page says it is too small, in either language, and the API answers 400 with why."""
+    import io
+
+    from PIL import Image
+
+    from vitrine.api import create_app
+
+    client = TestClient(create_app(settings, small_store, embedder=embedder))
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 40, 40)).save(buffer, "PNG")
+    for lang, sentence in (("pt", "Esta foto é pequena demais para buscar (um lado com menos "
+                                  "de 32 pixels). Envie uma cópia maior."),
+                           ("en", "This photo is too small to search by (a side under 32 "
+                                  "pixels). Send a larger copy.")):
+        page = client.post("/search", params={"fragment": 1, "lang": lang},
+                           files={"image": ("q.png", buffer.getvalue(), "image/png")})
+        assert page.status_code == 400
+        assert re.search(r'role="alert">([^<]+)<', page.text)[1] == sentence
+    api = client.post("/api/search", files={"image": ("q.png", buffer.getvalue(), "image/png")})
+    assert api.status_code == 400
+    assert api.json()["detail"] == ("The uploaded file cannot be used as a photo: 16x16 pixels: "
+                                    "too small to search by (a side under 32 pixels; send a "
+                                    "larger copy).")
+
+
 def test_an_odd_upload_limit_is_said_rounded_down_to_a_tenth(settings, small_store, embedder):
     """VITRINE_MAX_UPLOAD_BYTES=5242880 (5 MiB) was "até 5,24288 MB" (helper-216): one
     decimal at most, rounded down (a limit never said above itself), beside the field, in

@@ -466,3 +466,59 @@ def test_a_jpeg_of_a_coding_browsers_do_not_all_show_is_sent_as_a_copy(settings,
             assert b"\xff\xc0" in sent.content  # (baseline)
     for name in ("plain.jpg", "stray.jpg"):
         assert client.get(f"/images/fotos/{name}").content == (folder / name).read_bytes()
+
+
+def test_a_photo_turned_by_metadata_browsers_ignore_is_shown_upright(settings, embedder,
+                                                                      tmp_path):
+    """Vitrine turns a photo as its EXIF or XMP orientation says (its vector, its card copy,
+    its duplicates), but browsers ignore a WebP's EXIF, an XMP orientation and a PNG's eXIf
+    after its picture (Chromium draws them as stored): a small WebP stored sideways with
+    Orientation 6 (`cwebp -metadata exif` of a phone photo) was sent as it is and shown
+    sideways on its page and card, while a larger one's card copy, and the search, were
+    upright (helper-348). The pages get the upright copy; a JPEG whose EXIF browsers apply
+    still goes out as it is, and the photo's own address sends the file."""
+    import struct
+    import zlib
+
+    from vitrine.api import create_app
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    folder = tmp_path / "catalog" / "fotos"
+    folder.mkdir(parents=True)
+    upright = np.zeros((120, 80, 3), np.uint8)
+    upright[:40] = (30, 30, 200)  # a blue top over red: portrait
+    upright[40:] = (200, 30, 30)
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # 120 x 80
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(folder / "sideways.webp", "WEBP", quality=90, exif=exif.tobytes())
+    stored.save(folder / "phone.jpg", quality=90, exif=exif.tobytes())
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+           b'02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/"'
+           b' tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    stored.save(folder / "xmp.jpg", quality=90, xmp=xmp)
+    buf = io.BytesIO()
+    stored.save(buf, "PNG")
+    png = buf.getvalue()
+    body = exif.tobytes()[6:]  # (an eXIf chunk after IDAT: before IEND)
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(
+        ">I", zlib.crc32(b"eXIf" + body))
+    end = png.rindex(b"IEND") - 4
+    (folder / "late.png").write_bytes(png[:end] + chunk + png[end:])
+    store = open_store(tmp_path / "store", create=True)
+    index_catalog(tmp_path / "catalog", store, embedder, show_progress=False)
+    store.close()
+    client = TestClient(create_app(settings, tmp_path / "store", embedder=embedder))
+    for name in ("sideways.webp", "xmp.jpg", "late.png"):
+        for size in ("card", "view"):
+            sent = client.get(f"/images/fotos/{name}", params={"size": size})
+            shown = Image.open(io.BytesIO(sent.content))
+            assert sent.headers["content-type"] == "image/jpeg", (name, size)
+            assert shown.size == (80, 120), (name, size)  # upright, as searched
+            top = np.asarray(shown.convert("RGB"))[5, 40]
+            assert top[2] > 150 and top[0] < 100, (name, size)
+        assert client.get(f"/images/fotos/{name}").content == (folder / name).read_bytes()
+    for size in ("card", "view"):  # a browser turns this one itself
+        assert client.get("/images/fotos/phone.jpg", params={"size": size}).content == \
+            (folder / "phone.jpg").read_bytes()

@@ -32,7 +32,7 @@ from vitrine.config import Settings
 from vitrine.embed import Embedder
 from vitrine.errors import ImageError
 from vitrine.image_checks import browser_jpeg
-from vitrine.images import BROWSER_SUFFIXES, animated, thumbnail_jpeg
+from vitrine.images import BROWSER_SUFFIXES, animated, thumbnail_jpeg, turned_as_browsers_show
 from vitrine.recommend import ProductNotFound
 from vitrine.service import VitrineService
 from vitrine.service_uploads import image_suffix
@@ -215,6 +215,10 @@ def create_app(settings: Settings, store: str | Path, *,
             if shown and not as_is and size == "view" and fmt in ANIMATED_SUFFIXES:
                 fh.seek(0)  # (an animation's copy is its first frame: a product's turning
                 as_is = animated(fh)  # view was a still on its page)
+            if as_is and size is not None and fmt in (".jpg", ".png", ".webp"):
+                fh.seek(0)  # (a WebP's EXIF turn, an XMP one: browsers show it as stored,
+                # its vector and card copy are upright: the upright copy to the pages too)
+                as_is = turned_as_browsers_show(fh, small)
             kind = "" if as_is else "-card" if size == "card" else "-view"
             version = file_version(path, stat)
             headers = {"Cache-Control": "no-cache", "ETag": f'"{version}{kind}"'}

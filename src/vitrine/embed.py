@@ -51,7 +51,9 @@ def decode(source: Path | bytes, prep: Preprocessing,
 def decode_query(source: Path | bytes, prep: Preprocessing, max_pixels: int) -> np.ndarray:
     """A photo searched for as the backbone's input batch (:func:`query_arrays`: the photo,
     and the product cut out of a wide frame around it when it has one)."""
-    return query_arrays(open_image(source, max_pixels=max_pixels, draft_size=prep.draft_size), prep)
+    name = str(source) if isinstance(source, Path) else "uploaded image"
+    return query_arrays(open_image(source, max_pixels=max_pixels, draft_size=prep.draft_size,
+                                   name=name), prep, name)
 
 
 def decode_file(path: Path, prep: Preprocessing,

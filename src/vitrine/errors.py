@@ -40,8 +40,9 @@ class ImageError(VitrineError):
         self.kind = kind
         """What the web page tells a shopper: 'format' (not a photo it takes), 'damaged' (a
         photo that cannot be decoded whole), 'pixels' (too many to decode), 'side' (a side
-        longer than :data:`vitrine.image_checks.MAX_PHOTO_SIDE`) or 'empty' (0 bytes: on a phone,
-        often a photo kept in the cloud and not yet downloaded)."""
+        longer than :data:`vitrine.image_checks.MAX_PHOTO_SIDE`), 'small' (a photo searched for
+        with a side under :data:`vitrine.images.MIN_QUERY_SIDE`) or 'empty' (0 bytes: on a
+        phone, often a photo kept in the cloud and not yet downloaded)."""
 
 
 class WeightsError(VitrineError):

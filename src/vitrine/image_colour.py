@@ -50,13 +50,36 @@ def upright(img: Image.Image) -> Image.Image:
     a byte, as some cameras do) lost the turn: the photo was embedded sideways (helper-157).
     An EXIF block that cannot be read leaves the photo as stored, and so does one whose
     first table holds over :data:`MAX_HEADER_STEPS` fields (:func:`_exif_fields`)."""
-    if _exif_fields(img) > MAX_HEADER_STEPS:
-        return img
-    try:
-        turn = ORIENTATIONS.get(img.getexif().get(0x0112))
-    except Exception:  # noqa: BLE001 - a broken EXIF block: Pillow raises many kinds
-        return img
+    turn = turn_of(img)
     return img.transpose(turn) if turn is not None else img
+
+
+def turn_of(img: Image.Image) -> Image.Transpose | None:
+    """The turn :func:`upright` gives the photo (its EXIF orientation, or its XMP one where
+    the EXIF has none, as Pillow reads them); None for none."""
+    if _exif_fields(img) > MAX_HEADER_STEPS:
+        return None
+    try:
+        return ORIENTATIONS.get(img.getexif().get(0x0112))
+    except Exception:  # noqa: BLE001 - a broken EXIF block: Pillow raises many kinds
+        return None
+
+
+def browser_turn(img: Image.Image) -> Image.Transpose | None:
+    """The turn a browser gives the photo ``img`` (opened, not loaded): a JPEG's or PNG's
+    EXIF orientation read before its picture (the APP1 segment, an eXIf chunk before
+    IDAT); not a WebP's EXIF (a chunk after its picture), an XMP orientation, nor an eXIf
+    after a PNG's picture (CSS Images 3: metadata after the image data is ignored; Chromium
+    shows all three as stored)."""
+    if img.format not in ("JPEG", "MPO", "PNG") or not img.info.get("exif") \
+            or _exif_fields(img) > MAX_HEADER_STEPS:
+        return None
+    try:
+        exif = Image.Exif()
+        exif.load(img.info["exif"])
+        return ORIENTATIONS.get(exif.get(0x0112))
+    except Exception:  # noqa: BLE001 - a broken EXIF block: browsers show it as stored
+        return None
 
 
 def _exif_fields(img: Image.Image) -> int:

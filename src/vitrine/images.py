@@ -32,7 +32,15 @@ from vitrine.image_checks import (
     _signature_format,
     _too_many_pixels,
 )
-from vitrine.image_colour import WHITE, _tiff_levels, in_srgb, to_rgb, upright
+from vitrine.image_colour import (
+    WHITE,
+    _tiff_levels,
+    browser_turn,
+    in_srgb,
+    to_rgb,
+    turn_of,
+    upright,
+)
 from vitrine.image_frames import framed_product
 from vitrine.photo_hashes import PHOTO_MAX_BYTES, read_whole, regular_file, unreadable_reason
 
@@ -287,6 +295,31 @@ def animated(fh: BinaryIO) -> bool:
         return False
 
 
+TURN_MARKS = (b"Exif", b"EXIF", b"eXIf", b"Orientation")
+"""Bytes one of which a photo that carries an orientation holds (an EXIF block's header, a
+WebP's or PNG's EXIF chunk, an XMP orientation): a photo with none is shown as stored."""
+
+
+def turned_as_browsers_show(fh: BinaryIO, limit: int) -> bool:
+    """Whether browsers show the photo open in ``fh`` (read from its start) turned as
+    :func:`open_image` turns it for its vector, card copy and duplicates: False for a WebP
+    whose EXIF says to turn it, a photo turned by its XMP alone, a PNG by an eXIf after its
+    picture (:func:`vitrine.image_colour.browser_turn`), which are sent as an upright copy
+    instead. True for a photo over ``limit`` bytes or one Pillow cannot read (sent as it
+    is, as before)."""
+    data = fh.read(limit + 1)
+    if len(data) > limit or not any(mark in data for mark in TURN_MARKS):
+        return True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data), formats=PHOTO_FORMATS)
+            shown = browser_turn(img)
+            return turn_of(img) == shown  # (a PNG's eXIf after its picture: read as it loads)
+    except Exception:  # noqa: BLE001 - a file Pillow cannot read: the copy says why
+        return True
+
+
 def resize_square(img: Image.Image, size: int, policy: str) -> Image.Image:
     """Make a ``size``×``size`` image: 'pad' letterboxes on white, 'crop' centre-crops,
     'squash' stretches."""
@@ -318,10 +351,24 @@ QUERY_FRAME_SIDE = 4
 side (a phone screenshot's 500-px product is cut out as it is)."""
 
 
-def query_arrays(img: Image.Image, prep: Preprocessing) -> np.ndarray:
+MIN_QUERY_SIDE = MIN_SIDE
+"""The shorter side, in pixels, a photo searched for must have (the smallest input a backbone
+takes). Below it the photo holds too little of the product to be searched by: scaled down
+to 16 px, demo photos almost never found their own product, yet every search answered with
+scores near those of a whole photo (a 1 x 1 pixel found three products "60 %" alike, and a
+trained model said "Looks like: bolsa (84 %)"), and nothing told the shopper."""
+
+
+def query_arrays(img: Image.Image, prep: Preprocessing,
+                 name: str = "uploaded image") -> np.ndarray:
     """A photo searched for as the model's input batch: the photo as it is, and, when it has
     a wide uniform frame (:func:`framed_product`), the product cut out of it as a second row;
-    a search keeps each product's better score of the two."""
+    a search keeps each product's better score of the two. :class:`ImageError` (kind
+    'small', naming ``name``) for a photo with a side under :data:`MIN_QUERY_SIDE`."""
+    if min(img.size) < MIN_QUERY_SIDE:
+        raise ImageError(name, f"{img.width}x{img.height} pixels: too small to search by (a "
+                               f"side under {MIN_QUERY_SIDE} pixels; send a larger copy).",
+                         kind="small")
     framed = framed_product(img, max_side=QUERY_FRAME_SIDE * prep.size)
     arrays = [to_array(img, prep)] if framed is None else [to_array(img, prep),
                                                            to_array(framed, prep)]

@@ -22,6 +22,7 @@ from vitrine.config import Settings
 from vitrine.errors import ImageError, ServerBusy, StoreError, VitrineError
 from vitrine.fold import fold
 from vitrine.image_checks import MAX_PHOTO_SIDE
+from vitrine.images import MIN_QUERY_SIDE
 from vitrine.service import VitrineService
 from vitrine.store.base import Match, StoredProduct
 from vitrine.web import guards
@@ -260,6 +261,8 @@ class Pages:
                 mp=_decimal(self.settings.max_image_pixels, 1_000_000, lang))
         if exc.kind == "side":
             return t["photo_side"].format(side=number(t, MAX_PHOTO_SIDE))
+        if exc.kind == "small":
+            return t["photo_small"].format(side=MIN_QUERY_SIDE)
         return t[{"damaged": "damaged_photo", "empty": "empty_photo"}.get(exc.kind,
                                                                          "bad_photo")]
 

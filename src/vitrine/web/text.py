@@ -84,6 +84,8 @@ TEXT: dict[str, dict[str, str]] = {
                         "cópia menor.",
         "photo_side": "Esta foto tem um lado longo demais (mais de {side} pixels). Envie uma "
                       "cópia menor.",
+        "photo_small": "Esta foto é pequena demais para buscar (um lado com menos de {side} "
+                       "pixels). Envie uma cópia maior.",
         "too_large": "A foto é grande demais (limite de {mb} MB).",
         "unreadable_photo": "Não foi possível ler esta foto no aparelho: ela mudou ou foi "
                             "movida depois de escolhida, ou não é um arquivo. Escolha-a de "
@@ -178,6 +180,8 @@ TEXT: dict[str, dict[str, str]] = {
                         "smaller copy.",
         "photo_side": "This photo has a side too long (over {side} pixels). Send a smaller "
                       "copy.",
+        "photo_small": "This photo is too small to search by (a side under {side} pixels). "
+                       "Send a larger copy.",
         "too_large": "The photo is too large (limit {mb} MB).",
         "unreadable_photo": "This photo could not be read on this device: it changed or moved "
                             "after it was chosen, or it is not a file. Choose it again.",
