@@ -225,3 +225,47 @@ def test_an_ivf_search_of_few_lists_still_gives_k_results(data):
     assert [len(ids) for _, ids in found] == [wanted] * len(queries)
     for scores, ids in found:
         assert len(set(ids.tolist())) == wanted and np.all(np.diff(scores) <= 1e-6)
+
+
+@pytest.mark.parametrize("kind,fp16", [("flat", False), ("flat", True), ("hnsw", False),
+                                       ("hnsw", True)])
+def test_equal_scores_at_the_kth_place_are_taken_by_id(kind, fp16):
+    """Four products of one photo (ids 0-3) and six that score higher, met after them: a
+    top k ending inside the four takes them by id, so each top k is the start of the next,
+    also past hidden ids and within a category (FAISS kept the last ids it met: the top 7
+    ended with 3, the top 8 with 2, 3)."""
+    from vitrine.ann import IdSet
+
+    def unit(*values):
+        v = np.zeros(8, np.float32)
+        v[:len(values)] = values
+        return v / np.linalg.norm(v)
+
+    vectors = np.stack([unit(1, 1)] * 4 + [unit(1, 1.2 + 0.01 * i) for i in range(6)])
+    query = unit(1, 2)
+    index = build_index(IndexConfig.defaults(kind=kind, fp16=fp16), 8, len(vectors),
+                        [(np.arange(len(vectors), dtype=np.int64), vectors)])
+    higher = [9, 8, 7, 6, 5, 4]
+    for k in range(7, 11):
+        assert index.search(query, k)[1].tolist() == higher + list(range(k - 6))
+    hidden = IdSet(np.array([1]))
+    assert index.search_many(query[None], 8, hidden=hidden)[0][1].tolist() == higher + [0, 2]
+    subset = np.array([0, 1, 2, 3, 9])
+    assert index.search(query, 3, subset)[1].tolist() == [9, 0, 1]
+
+
+def test_hnsw_past_a_hidden_neighbourhood_gives_k_results(data):
+    """An HNSW graph whose rows near the query are hidden (a category deleted since the
+    graph was saved: the store's layered index hides them) still gives k results, none of
+    them hidden, as the exact search does (its walk stopped at what the efSearch candidates
+    held besides them: 54 of 100)."""
+    from vitrine.ann import IdSet
+
+    vectors, labels, _ = data
+    index = build(IndexConfig.defaults(kind="hnsw"), vectors)
+    largest = labels == np.bincount(labels).argmax()
+    hidden = IdSet(ids_of(N)[largest])
+    queries = vectors[largest][:20]
+    found = index.search_many(queries, 100, hidden=hidden, threads=1)
+    assert [len(ids) for _, ids in found] == [100] * len(queries)
+    assert not any(hidden.contains(ids).any() for _, ids in found)
