@@ -28,6 +28,12 @@ def quote(value: str | list[str]) -> str:
     return '"' + value.translate(_ESCAPES) + '"'
 
 
+def too_large(exc: BaseException) -> bool:
+    """Whether a request failed for the size of a message (gRPC's limit, 256 MB on Milvus
+    Lite and a Milvus server by default: "Sent message larger than max")."""
+    return "larger than max" in str(exc)
+
+
 def escaped_cursor(iterator) -> None:
     """pymilvus's query iterator pages with ``product_id > "<last id>"`` written without
     escapes, so an id holding a quote or a backslash breaks the next page's filter (or sends
