@@ -272,6 +272,8 @@ def create_app(settings: Settings, store: str | Path, *,
                            # (a shop's page reads when to retry, and a search's timings)
                            expose_headers=list(guards.CORS_EXPOSED))
     app.add_middleware(guards.SecurityHeaders)
+    # around every refusal made before the body is read: its connection closes, not drained
+    app.add_middleware(guards.CloseUnread)
     if settings.root_path:  # outermost: every middleware's page and the 500's see it
         app.add_middleware(guards.RootPath, root_path=settings.root_path)
     return app

@@ -176,6 +176,8 @@ def serve(app: FastAPI, sock: socket.socket, *,
     """Serve ``app`` on a socket from :func:`bind` until interrupted (Ctrl+C stops it
     cleanly); ``on_ready`` gets the address. Bind first, so a busy port fails before the
     model loads."""
+    import asyncio
+
     server = _server(app, "info")
     if on_ready is not None:
         on_ready(address(sock))
@@ -193,8 +195,15 @@ def serve(app: FastAPI, sock: socket.socket, *,
 
     def forced(record: logging.LogRecord) -> bool:
         """A second Ctrl+C stops the server at once, cancelling its tasks: not a failure to
-        print a traceback for (Starlette's lifespan logs one)."""
-        return not (server.force_exit and "CancelledError" in record.getMessage())
+        print a traceback for (Starlette's lifespan logs one). Nor is a response cut off as
+        the server stops (a photo still being sent once the graceful time is over, or at
+        that second Ctrl+C): uvicorn logged "Exception in ASGI application" with the
+        CancelledError's 80-line traceback; its own line says it cancels the request."""
+        if not (server.should_exit or server.force_exit):
+            return True
+        failed = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(failed, asyncio.CancelledError) or (
+            server.force_exit and "CancelledError" in record.getMessage()))
 
     previous = signal.signal(hang_up, stop) if hang_up else None
     log = logging.getLogger("uvicorn.error")

@@ -176,6 +176,47 @@ class BodyLimit:
         await self.app(scope, counting_receive, send)
 
 
+def _has_body(scope: Scope) -> bool:
+    """Whether a request says it carries a body (a length other than 0, or chunks)."""
+    headers = Headers(scope=scope)
+    return "transfer-encoding" in headers or headers.get("content-length", "0").strip() \
+        not in ("", "0")
+
+
+class CloseUnread:
+    """Close the connection after a response sent before its request's body was read to its
+    end: a write refused from its headers (401/403), an upload over the limit counted as it
+    arrived (413), a POST to an address that takes none (404/405). uvicorn keeps such a
+    connection open by reading the rest of the body and dropping it, as much as the client
+    sends: a stranger's upload declared at 20 GB, or chunks without end, was received whole
+    after its refusal."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        whole = False
+
+        async def noting_receive() -> Message:
+            nonlocal whole
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                whole = True  # (the last of the body, or the client gone)
+            return message
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not whole:
+                headers = [(name, value) for name, value in message.get("headers", [])
+                           if name.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, noting_receive, closing_send)
+
+
 BLANK_START = 64 * 1024
 """How many bytes of a form's first message are looked at for its first boundary (blank lines
 may come before it)."""
