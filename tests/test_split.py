@@ -732,3 +732,21 @@ def test_a_category_whose_training_photos_are_gone_still_trains():
         sides = Counter(kept.assignment[p.product_id] for p in products if p.category == "a")
         assert sides == Counter(("train", *keep[1:])), keep
         assert kept.kept_from_earlier["moved"] == 1
+
+
+def test_a_small_category_of_products_with_several_shots_keeps_each_product_whole():
+    """Three products of three shots each (item_group_id): held out by photos, test takes
+    one product and validation none (training would keep 3 of 9), so the category was split
+    as without the column and every seed put a product's shots in train and test: the test
+    figures scored products the model trained on. Each product counted as one photo, the
+    category gets a trained, a validated and a tested product, each whole."""
+    products = [Product(f"a{i}", Path(f"/x/a{i}.jpg"), "a",
+                        attributes={"item_group_id": f"K{i // 3}"}) for i in range(9)] + [
+        Product(f"b{i:02d}", Path(f"/x/b{i}.jpg"), "b") for i in range(20)]
+    for seed in range(10):
+        split = make_split(products, [], Settings(train_seed=seed))
+        for k in range(3):
+            shots = {split.assignment[f"a{i}"] for i in range(3 * k, 3 * k + 3)}
+            assert len(shots) == 1, (seed, k, shots)
+        assert {split.assignment[f"a{i}"] for i in range(9)} == {"train", "val", "test"}
+        assert split.product_groups == 3, seed

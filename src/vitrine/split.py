@@ -67,13 +67,7 @@ def group_split(labels: Sequence[str], groups: Sequence[Sequence[int]], val_frac
             val_fraction + test_fraction < 1):
         raise CatalogError("the validation and test fractions must be between 0 and 1 and "
                            "sum to less than 1.")
-    owner = list(range(len(labels)))
-    for group in groups:
-        for i in group:
-            owner[i] = min(group)
-    units: dict[int, list[int]] = {}
-    for i, root in enumerate(owner):
-        units.setdefault(root, []).append(i)
+    units = _units(len(labels), groups)
     by_label: dict[str, list[list[int]]] = {}
     for root in sorted(units):
         if len({labels[i] for i in units[root]}) == 1:  # (copies under two categories:
@@ -192,14 +186,29 @@ def joined(groups: list[list[str]]) -> list[list[str]]:
     return sorted((sorted(m) for m in members.values() if len(m) > 1), key=lambda g: g[0])
 
 
+def _units(n: int, groups: list[list[int]]) -> dict[int, list[int]]:
+    """The ``n`` items as units: each group of ``groups`` (disjoint) one unit, each other
+    item its own, by their first item."""
+    owner = list(range(n))
+    for group in groups:
+        for i in group:
+            owner[i] = min(group)
+    units: dict[int, list[int]] = {}
+    for i, root in enumerate(owner):
+        units.setdefault(root, []).append(i)
+    return units
+
+
 def _split_with_products(labels: list[str], dup_groups: list[list[int]],
                          all_groups: list[list[int]], fractions: tuple[float, float],
                          seed: int) -> tuple[list[str], set[str]]:
     """:func:`group_split` keeping the product table's groups (``all_groups``: joined with
     the duplicate groups, ``dup_groups``), but for a category they leave without a split it
     gets without them (two kinds of product in one column, each half of the category: one
-    tested, the other trained, none validated: helper-251): that category is split with its
-    duplicate groups alone. Returns the names and those categories."""
+    tested, the other trained, none validated: helper-251): that category is split with each
+    of its units as one photo where that gives it every split (three products of three
+    shots: one each), else with its duplicate groups alone. Returns the names and the
+    categories split without their table groups."""
     names = group_split(labels, all_groups, *fractions, seed)
     if all_groups is dup_groups:  # (no table groups: make_split passes one list)
         return names, set()
@@ -210,8 +219,31 @@ def _split_with_products(labels: list[str], dup_groups: list[list[int]],
         kept.setdefault(label, set()).add(name)
         alone.setdefault(label, set()).add(other)
     dropped = {label for label in kept if alone[label] - kept[label]}
-    return [other if label in dropped else name
-            for label, name, other in zip(labels, names, plain, strict=True)], dropped
+    # each unit of those categories counted as one photo: three products of three shots
+    # each got one tested product and no validated one (training would keep 3 of 9), and
+    # split without its groups the category put every product's shots in train and test
+    whole = _unit_split(labels, all_groups, dropped, fractions, seed)
+    sides: dict[str, set[str]] = {}
+    for i, name in whole.items():
+        sides.setdefault(labels[i], set()).add(name)
+    units_kept = {label for label in dropped if alone[label] <= sides.get(label, set())}
+    return [whole.get(i, name) if label in units_kept else other if label in dropped else name
+            for i, (label, name, other) in enumerate(zip(labels, names, plain, strict=True))
+            ], dropped - units_kept
+
+
+def _unit_split(labels: list[str], groups: list[list[int]], only: set[str],
+                fractions: tuple[float, float], seed: int) -> dict[int, str]:
+    """The items of the labels ``only`` split by :func:`group_split` with each unit (a group
+    of ``groups``, else an item) counted as one item; a unit of several labels is left out
+    (it trains, as :func:`group_split` trains it)."""
+    if not only:
+        return {}
+    units = _units(len(labels), groups)
+    roots = [root for root in sorted(units) if labels[root] in only
+             and len({labels[i] for i in units[root]}) == 1]
+    names = group_split([labels[root] for root in roots], [], *fractions, seed)
+    return {i: name for root, name in zip(roots, names, strict=True) for i in units[root]}
 
 
 def make_split(products: Sequence[Product], groups: list[list[str]], settings: Settings,
