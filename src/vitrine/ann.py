@@ -305,15 +305,19 @@ class VectorIndex:
             # one more than k: equal scores at the k-th place are looked at below
             found = [ranked(*top) for top in self._found(queries, k + 1, subset, hidden)]
             deeper = min(self.ntotal, max(2 * (k + 1), TIE_DEPTH))
-            for i, (scores, ids) in enumerate(found):
-                # FAISS keeps equal scores at its last place by where it met them (a product
-                # met after them pushes out the lowest ids), so the top k of equal scores
-                # was not by id: the top 7 ended with d and the top 8 with c, d. Asked once
-                # more, deeper, when the k-th score is also the next one's (TIE_DEPTH)
-                if 0 < k < len(ids) and scores[k] == scores[k - 1] and deeper > len(ids):
-                    scores, ids = ranked(*self._found(queries[i:i + 1], deeper, subset,
-                                                      hidden)[0])
-                found[i] = (scores[:k], ids[:k])
+            # FAISS keeps equal scores at its last place by where it met them (a product met
+            # after them pushes out the lowest ids), so the top k of equal scores was not by
+            # id: the top 7 ended with d and the top 8 with c, d. Asked once more, deeper,
+            # when the k-th score is also the next one's (TIE_DEPTH): those queries in one
+            # call (one at a time, a `related` page of 1,000 products sharing a placeholder
+            # photo went from 0.7 s to 74 s on a flat index of 20,000)
+            tied = [i for i, (scores, ids) in enumerate(found)
+                    if 0 < k < len(ids) and scores[k] == scores[k - 1] and deeper > len(ids)]
+            if tied:
+                again = self._found(queries[tied], deeper, subset, hidden)
+                for i, top in zip(tied, again, strict=True):
+                    found[i] = ranked(*top)
+            found = [(scores[:k], ids[:k]) for scores, ids in found]
         finally:
             faiss.omp_set_num_threads(before)
         return found
