@@ -75,6 +75,33 @@ def test_a_validation_fraction_of_0_is_refused_before_any_photo_is_read(tmp_path
     train.no_validation(Settings(), None)
 
 
+@pytest.mark.parametrize("photos", [1, 2])
+def test_categories_too_small_to_validate_are_refused_before_any_photo_is_read(
+        tmp_path, monkeypatch, photos):
+    """Every category of one or two photos (each product its own category, say): no seeded
+    split holds one out for validation at the default fractions (round(2 x 0.15) is 0), yet
+    every photo went through the frozen layers first (33 s for 200 such categories), and the
+    sentence then said two photos a category were enough."""
+    import vitrine.train as train
+    from vitrine.errors import CatalogError
+
+    _unreadable_catalogue(tmp_path / "cat", monkeypatch)
+    for category in ("a", "b"):
+        for extra in sorted((tmp_path / "cat" / category).glob("*.jpg"))[photos:]:
+            extra.unlink()
+    with pytest.raises(CatalogError, match=r"no category of .* has photos enough to hold "
+                                           r"one out for validation") as said:
+        train.train_catalog(tmp_path / "cat", tmp_path / "model", Settings(),
+                            show_progress=False)
+    assert "a category needs 3 different ones" in str(said.value)
+    assert not (tmp_path / "model").exists()
+    # a fraction that holds one of two photos out goes on to read them
+    if photos == 2:
+        with pytest.raises(AssertionError, match="the photos were read"):
+            train.train_catalog(tmp_path / "cat", tmp_path / "model",
+                                Settings(train_val_fraction=0.3), show_progress=False)
+
+
 @pytest.mark.parametrize("env, refused", [
     ({"VITRINE_TRAIN_MIN_LR": "0.01"}, "VITRINE_TRAIN_PHASE1_LR=0.001"),
     ({"VITRINE_TRAIN_MIN_LR": "0.001"}, "VITRINE_TRAIN_PHASE1_LR=0.001"),

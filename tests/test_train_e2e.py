@@ -1410,7 +1410,7 @@ def test_a_validation_folder_without_a_trained_category_is_one_sentence(trained,
         (tmp_path / "one" / category).mkdir(parents=True)
         shutil.copy(sorted((catalog / category).glob("*.jpg"))[0], tmp_path / "one" / category)
     proc = run_here("train", tmp_path / "one", "--out", tmp_path / "m1", env=env)
-    assert proc.returncode == 2 and "a category needs two different ones (copies of one " \
+    assert proc.returncode == 2 and "a category needs 3 different ones (copies of one " \
         "photo count as one), one to train on and one to validate" in " ".join(
             proc.stderr.split()), proc.stderr
     assert "VITRINE_TRAIN_VAL_FRACTION" not in proc.stderr

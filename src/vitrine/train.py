@@ -60,8 +60,11 @@ from vitrine.split import (
 from vitrine.train_checks import (
     check_converged,
     floor_below_rates,
+    no_category_to_validate,
     no_validation,
+    photos_to_validate,
     too_few_categories,
+    validation_remedy,
 )
 from vitrine.train_data import (
     FeatureCache,
@@ -133,6 +136,8 @@ def _train(catalog_dir: Path, stage: Path, cache: Path, out_dir: Path, settings:
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
     catalogue = _categorised_photos(catalog_dir, settings)
+    if earlier is None:  # (a kept split may hold a photo out that a fresh one would not)
+        no_category_to_validate(catalog_dir, catalogue.products, settings, catalogue.given)
     spec, pretrained, prep, net = _pretrained_net(settings)
 
     # One pass of every photo through the frozen layers: the clean view, its hashes, and
@@ -296,10 +301,11 @@ def split_caches(net: TrainedNet, products: Sequence[Product], row: dict[str, in
         remedy = ("add photos of them to the val folder" + (
             " (its copies of training photos were left out)" if split.left_out_val else "")
             if split.source == "folders" else
-            # (a category's one photo always trains: no fraction gives validation one)
-            "add photos: a category needs two different ones (copies of one photo count as "
-            "one), one to train on and one to validate"
-            if max(photos.values()) < 2 else "add photos or raise VITRINE_TRAIN_VAL_FRACTION")
+            # (a category's one photo always trains, and at the default fractions its
+            # two photos do too: round(2 × 0.15) is 0; it said two were enough)
+            validation_remedy(need, settings)
+            if max(photos.values()) < (need := photos_to_validate(settings)) else
+            "add photos or raise VITRINE_TRAIN_VAL_FRACTION")
         raise CatalogError("the validation split has no photo of a category the training "
                            f"split has; {remedy}.")
     parts = {name: [p for p in items if p.category in position]  # untrained: unscored
