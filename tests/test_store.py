@@ -1434,10 +1434,27 @@ def test_the_manifest_file_is_on_disk_before_it_replaces_the_last_one(tmp_path, 
     store.close()
 
 
+class _Clock:
+    """``time`` for a module whose waits a test counts: its sleeps advance ``now`` at once."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def time(self) -> float:
+        import time
+
+        return time.time()
+
+
 def test_the_writer_wait_patched_in_the_module_is_the_default(tmp_path, monkeypatch):
     """``lock_for_writing(wait=WRITE_WAIT)`` took the constant as the module was imported: a
     test or a setting patching ``vitrine.store.writer_lock.WRITE_WAIT`` still waited 5 s."""
-    import time
 
     import vitrine.store.writer_lock
     from vitrine.errors import StoreBusy
@@ -1446,10 +1463,11 @@ def test_the_writer_wait_patched_in_the_module_is_the_default(tmp_path, monkeypa
     first.lock_for_writing()
     second = open_store(tmp_path / "s")
     monkeypatch.setattr(vitrine.store.writer_lock, "WRITE_WAIT", 0.2)
-    started = time.monotonic()
+    clock = _Clock()  # (the wait counted on a clock of its own: no test of elapsed time)
+    monkeypatch.setattr(vitrine.store.writer_lock, "time", clock)
     with pytest.raises(StoreBusy, match="another process is writing"):
         second.lock_for_writing()
-    assert time.monotonic() - started < 2
+    assert 0.2 <= clock.now < 1, clock.now  # (WRITE_WAIT's 5 s before)
     second.close()
     first.close()
 
@@ -1458,7 +1476,6 @@ def test_the_wal_switch_wait_patched_in_the_module_is_the_default(tmp_path, monk
     """``_journal_mode_wal(wait=WAL_SWITCH_WAIT)`` took the constant as the module was
     imported: patching ``vitrine.store.sqlite_db.WAL_SWITCH_WAIT`` still waited 30 s."""
     import sqlite3
-    import time
 
     from vitrine.store import sqlite_db
 
@@ -1467,10 +1484,11 @@ def test_the_wal_switch_wait_patched_in_the_module_is_the_default(tmp_path, monk
     other.execute("BEGIN EXCLUSIVE")  # (another process making the store)
     db = sqlite3.connect(tmp_path / "db", isolation_level=None, timeout=0)
     monkeypatch.setattr(sqlite_db, "WAL_SWITCH_WAIT", 0.2)
-    started = time.monotonic()
+    clock = _Clock()
+    monkeypatch.setattr(sqlite_db, "time", clock)
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         sqlite_db._journal_mode_wal(db)
-    assert time.monotonic() - started < 2
+    assert 0.2 <= clock.now < 1, clock.now  # (WAL_SWITCH_WAIT's 30 s before)
     db.close()
     other.close()
 
