@@ -499,14 +499,15 @@ def test_train_refuses_a_bad_folder(tmp_path, env, demo_catalog, run_here):
     proc = run_here("train", loose, "--out", tmp_path / "m", env=env)
     assert proc.returncode == 2 and "no photo of" in proc.stderr
     assert "has a category: put each category's photos in a sub-folder" in proc.stderr
-    # every photo broken: how many, and the first reason (one file was named, no reason)
+    # every photo broken: how many, and the first reason (one file was named, no reason);
+    # three a category, which a split can validate (two are refused before any is read)
     for category in ("a", "b"):
         (tmp_path / "bad" / category).mkdir(parents=True)
-        for name in ("1.jpg", "2.jpg"):
+        for name in ("1.jpg", "2.jpg", "3.jpg"):
             (tmp_path / "bad" / category / name).write_text("junk")
     proc = run_here("train", tmp_path / "bad", "--out", tmp_path / "m", env=env)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
-        "error: 4 photo(s): none of them could be decoded (the first: not a recognised "
+        "error: 6 photo(s): none of them could be decoded (the first: not a recognised "
         "image format).")
 
 
