@@ -12,9 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
-import httpx2
 from fastapi.testclient import TestClient
 
 CLI = [sys.executable, "-m", "vitrine.cli"]
@@ -56,14 +54,9 @@ def test_serve_stopped_while_a_photo_is_sent_logs_no_traceback(settings, small_s
     reader = socket.socket()
     try:
         base = re.search(r"(http://127\.0\.0\.1:\d+)", proc.stdout.readline()).group(1)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                assert httpx2.get(base + "/healthz", timeout=5).status_code == 200
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline, "the server did not answer"
-                time.sleep(0.2)
+        from test_web_pages import healthz_when_up
+
+        assert healthz_when_up(base).status_code == 200
         # a slow client: it reads the start of the photo, then nothing more
         reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         reader.settimeout(30)

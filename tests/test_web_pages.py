@@ -1154,14 +1154,7 @@ def test_serve_command_and_busy_port(small_store, weights_path, small_catalog, t
         match = re.search(r"(http://127\.0\.0\.1:\d+)", line)
         assert match, line
         base = match.group(1)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = httpx2.get(base + "/healthz", timeout=5)
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline, "the server did not answer"
-                time.sleep(0.2)
+        health = healthz_when_up(base)
         assert health.json()["products"] == 48
         port = int(base.rsplit(":", 1)[1])
 
@@ -1223,14 +1216,7 @@ def test_serve_stops_gracefully_when_its_terminal_closes(small_store, weights_pa
                             stderr=subprocess.STDOUT, text=True, env=env)
     try:
         base = re.search(r"(http://127\.0\.0\.1:\d+)", proc.stdout.readline()).group(1)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                assert httpx2.get(base + "/healthz", timeout=5).status_code == 200
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline, "the server did not answer"
-                time.sleep(0.2)
+        assert healthz_when_up(base).status_code == 200
     finally:
         proc.send_signal(signal.SIGHUP)
         rest, _ = proc.communicate(timeout=30)
@@ -1721,3 +1707,14 @@ def test_stored_category_names_cannot_turn_a_sentence_around(client, settings, s
         near = page.split("Categorias parecidas:", 1)[1].split("</p>", 1)[0]
         names = re.findall(r"<bdi>(.*?)</bdi>", near)
         assert len(names) == 2 and all(turned in name for name in names), near
+
+
+def healthz_when_up(base: str):
+    """``base``'s /healthz answer once a started `vitrine serve` answers (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return httpx2.get(base + "/healthz", timeout=5)
+        except httpx2.TransportError:
+            assert time.monotonic() < deadline, "the server did not answer"
+            time.sleep(0.2)
