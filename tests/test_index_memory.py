@@ -9,6 +9,7 @@ import gc
 import tracemalloc
 import weakref
 from dataclasses import replace
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -197,3 +198,98 @@ def test_the_vectors_are_let_go_before_the_second_views(monkeypatch):
     got = dedupe_pairs.rule_pairs(fresh(), phashes, thumbs, DuplicateRules())
     assert np.array_equal(got, expected)
     assert held == [False]
+
+
+def test_the_catalogue_is_let_go_before_the_duplicate_search(tmp_path, demo_catalog,
+                                                             weights_path, cli_here,
+                                                             monkeypatch):
+    from vitrine import indexer
+    from vitrine.catalog import Product
+
+    catalog = copy_subset(demo_catalog, tmp_path / "shop", 2)
+    search = indexer.store_duplicates
+    alive = []
+
+    def counted(*args, **kwargs):
+        gc.collect()
+        alive.append(sum(isinstance(o, Product) and catalog in Path(o.image).parents
+                         for o in gc.get_objects()))
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(indexer, "store_duplicates", counted)
+    cli_here("index", catalog, "--store", tmp_path / "store", "--json",
+             env_extra={"VITRINE_WEIGHTS": weights_path})
+    # (the command's and the run's products, the catalogue read: 60 MB at 65,024 photos
+    # beside the search's thumbnails and vectors, benchmarks/index_memory.py)
+    assert alive == [0]
+
+
+def test_the_vectors_are_read_after_the_thumbnail_search(tmp_path, demo_catalog, embedder,
+                                                         monkeypatch):
+    from vitrine import dedupe_pairs
+    from vitrine.index_duplicates import store_duplicates
+
+    catalog = copy_subset(demo_catalog, tmp_path / "shop", 2)
+    db = open_store(tmp_path / "store", create=True)
+    try:
+        index_catalog(catalog, db, embedder, show_progress=False)
+        expected = store_duplicates(db, catalog)[0]
+        db.set_duplicate_cache(b"")  # (searched again, whole)
+        said = []
+        thumbs, read = dedupe_pairs.thumb_vectors, db.all_vectors
+        monkeypatch.setattr(dedupe_pairs, "thumb_vectors",
+                            lambda *a: said.append("thumbnails") or thumbs(*a))
+        monkeypatch.setattr(db, "all_vectors", lambda: said.append("vectors") or read())
+        assert store_duplicates(db, catalog)[:2] == (expected, 16)
+    finally:
+        db.close()
+    # (not every vector held through the thumbnail search's inverted file and chunks)
+    assert said[0] == "thumbnails" and said.count("vectors") == 1
+
+
+def test_the_inverted_file_trains_on_the_rows_where_they_are(monkeypatch):
+    vectors = unit(12_000, 32, seed=5)
+    expected = _close_pairs(len(vectors), DuplicateRules().embedding_rows(vectors), 0.97,
+                            exact=False)
+    kept = vectors.copy()
+    trained = []
+    train = faiss.IndexIVFScalarQuantizer.train
+
+    def seen(self, x):
+        trained.append((np.shares_memory(x, vectors), len(x), x.copy()))
+        return train(self, x)
+
+    monkeypatch.setattr(faiss.IndexIVFScalarQuantizer, "train", seen)
+    rules = DuplicateRules()
+    got = _close_pairs(len(vectors), rules.embedding_rows(vectors), 0.97, exact=False,
+                       own=rules.embedding_array(vectors))
+    (shared, m, sample), = trained
+    # (a copy of the sampled rows, 118 MB beside the store's vectors at 65,024 products)
+    assert shared and m < len(vectors)
+    picked = np.sort(np.random.default_rng(0).choice(len(vectors), m, replace=False))
+    assert np.array_equal(sample, kept[picked])
+    assert np.array_equal(vectors, kept)  # (the rows put back)
+    for a, b in zip(got, expected, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_the_colour_check_keeps_its_planes_without_every_thumbnail_joined():
+    from vitrine.dedupe_pairs import _Views
+
+    n = 48_000
+    made = np.random.default_rng(6).integers(0, 256, (n, 768), dtype=np.uint8)
+    views = _Views(lambda ways: made[ways], n, np.arange(n))  # (bytes made at each read)
+    rows = np.arange(0, n, 2)
+    tracemalloc.start()
+    try:
+        got = _colour_differences(views, rows, rows + 1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    planes = n * 768 * 2  # (the 16-bit planes kept for every photo)
+    # (their bytes read, joined and made planes at once: 2.1 times their size)
+    assert peak < 1.75 * planes
+    for k in range(0, len(rows), 997):
+        assert got[k] == pytest.approx(colour_difference(made[rows[k]].tobytes(),
+                                                         made[rows[k] + 1].tobytes()),
+                                       abs=1e-9)

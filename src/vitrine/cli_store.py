@@ -63,8 +63,9 @@ def index(
     refused = links_refused(settings)
     state = catalogue_state(catalog_dir, follow_outside=refused is None)  # (read again
     # under the writer lock if it changes while the model loads or another writer writes)
-    catalogue = read_catalogue(catalog_dir, uploads,  # a bad folder: before the model
-                               refused_links=refused)
+    catalogue = [read_catalogue(catalog_dir, uploads,  # a bad folder: before the model
+                                refused_links=refused)]  # (handed over below: its products
+    # are let go before the duplicate search, not held here through it)
     refuse_undecodable(catalog_dir, settings.model)  # (and before the store is made)
     # also before the model (a trained model's store indexed without one tried to download
     # the pretrained weights: helper-176)
@@ -87,7 +88,7 @@ def index(
                                rules=embedder.duplicate_rules(),
                                show_progress=not as_json, shard=shard_spec,
                                uploads=uploads, replace=replace,
-                               rehash=settings.rehash_photos, catalogue=catalogue,
+                               rehash=settings.rehash_photos, catalogue=catalogue.pop(),
                                state=state, refused_links=refused)
     finally:
         if db is not None:

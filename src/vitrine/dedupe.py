@@ -90,6 +90,13 @@ class DuplicateRules:
             vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(vecs)
 
+    def embedding_array(self, vectors: np.ndarray) -> np.ndarray | None:
+        """``vectors`` where :meth:`embedding_rows` gives their rows as they are (float32,
+        C-contiguous, no probabilities left out), else None."""
+        ok = isinstance(vectors, np.ndarray) and vectors.dtype == np.float32 and \
+            vectors.ndim == 2 and vectors.flags.c_contiguous and vectors.flags.writeable
+        return vectors if ok and not self.probs_tail else None
+
     def embedding_rows(self, vectors: np.ndarray) -> Rows:
         """:meth:`embedding_view` of the rows asked for (``_close_pairs``); a run of rows
         (a search's chunk, or all of them) as a view of ``vectors``, not a copy (5 kB a

@@ -235,7 +235,13 @@ def _colour_differences(thumbs: Sequence[bytes], rows: np.ndarray,
     frames = [_frames(planes(used[k:k + CHUNK])) for k in range(0, len(used), CHUNK)]
     frames = [np.concatenate(parts) for parts in zip(*frames, strict=True)]
     pixels = len(whole(thumbs[int(used[0])])) // 3
-    kept = planes(used) if len(used) * pixels * 6 <= PLANES_KEPT_BYTES else None
+    kept = None
+    if len(used) * pixels * 6 <= PLANES_KEPT_BYTES:  # (filled a chunk at a time: made at
+        # once, the thumbnails' bytes, their join and the planes were 2.6 times the planes'
+        # size, the peak of `vitrine index` at 65,024 photos, benchmarks/index_memory.py)
+        kept = np.empty((len(used), 3, pixels), np.int16)
+        for k in range(0, len(used), CHUNK):
+            kept[k:k + CHUNK] = planes(used[k:k + CHUNK])
     for k in range(0, len(differ), CHUNK):
         part = differ[k:k + CHUNK]
         a, b = at[rows[part]], at[ids[part]]

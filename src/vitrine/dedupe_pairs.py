@@ -30,6 +30,7 @@ from vitrine.dedupe_views import (
     view_rules,
     whole,
 )
+from vitrine.heap import release_freed
 
 SEARCH_STEPS = 6
 """Progress steps of a row in :func:`rule_pairs`: two in each of its three searches (the
@@ -48,7 +49,8 @@ def search_progress(n: int, show: bool):
     return progress_bar("Duplicates", SEARCH_STEPS * n, unit="rows", enabled=show)
 
 
-def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[bytes],
+def rule_pairs(vectors: np.ndarray | Callable[[], np.ndarray], phashes: Sequence[str],
+               thumbs: Sequence[bytes],
                rules: DuplicateRules, advance: Callable[[int], None] | None = None,
                among: np.ndarray | None = None) -> np.ndarray:
     """Rows ``(i, j)``, i < j, of the pairs that the thumbnail or the embedding rule joins
@@ -56,7 +58,11 @@ def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[byt
     only the pairs with a row among those (the products changed since a previous search).
     The thumbnail rule also joins two photos whose second views agree as it asks
     (:func:`_view_pairs`: a copy padded, squared onto a canvas, mirrored or turned).
-    ``advance`` is told of the rows done, :data:`SEARCH_STEPS` ``× rows`` in all."""
+    ``advance`` is told of the rows done, :data:`SEARCH_STEPS` ``× rows`` in all.
+    ``vectors`` may be a function that reads them, into an array of this search's own
+    (:func:`vitrine.dedupe_search._close_pairs` may reorder its rows for a while): called
+    once the thumbnail search is done, so that a store's vectors (5 kB a product) are not
+    held through it."""
     n = len(phashes)
     codes = _PhashCodes(phashes)
     rows, ids, _ = _close_pairs(n, lambda rows: thumb_vectors([thumbs[i] for i in rows]),
@@ -65,8 +71,15 @@ def rule_pairs(vectors: np.ndarray, phashes: Sequence[str], thumbs: Sequence[byt
     # bytes, gives g²/2 pairs (2,400 of them: 115 s and 1.8 GB checked pair by pair)
     near = codes.hamming(rows, ids) <= rules.phash_distance
     thumb_pairs = rows[near] * n + ids[near]
+    del rows, ids, near
+    own = None
+    if callable(vectors):  # (read now: the thumbnail search's inverted file, sample and
+        release_freed()  # chunks were beside every vector, benchmarks/index_memory.py;
+        vectors = vectors()  # what they freed handed back first)
+        own = rules.embedding_array(vectors)  # (read for this search alone)
     rows, ids, _ = _close_pairs(n, rules.embedding_rows(vectors), rules.embed_cosine, advance,
-                                among)
+                                among, own=own)
+    own = None
     del vectors  # (not read again: a store's, passed here alone, are let go before the
     # second views and their colour check, 5 kB a product; benchmarks/index_memory.py)
     near = codes.hamming(rows, ids) <= 2 * rules.phash_distance

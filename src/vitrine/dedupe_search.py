@@ -8,11 +8,13 @@ exactly (``among``: :func:`_pairs_with`). The rules themselves are :mod:`vitrine
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from vitrine.arrays import unique
+from vitrine.heap import release_freed
 
 Rows = Callable[[np.ndarray], np.ndarray]
 """The float32, L2-normalised rows compared, for an array of row numbers: rows are made a
@@ -32,6 +34,10 @@ PAIR_MARGIN = 0.01
 down to the threshold minus this margin, and each is checked on the float vectors."""
 CHUNK = 16_384
 """Rows made, searched or scored at a time on the inverted-file path."""
+SEARCH_CHUNK = 4_096
+"""Rows searched at a time in the inverted file (:func:`_close_pairs_ivf`): each row's
+pairs are its own, whatever the chunk; :data:`CHUNK` rows' results and pair codes were
+25 MB more beside the inverted file and every vector at 65,024 products."""
 SCORE_CHUNK = 4_096
 """Pairs scored again on the float rows at a time on the inverted-file path (each pair's two
 rows made: 40 MB at 1,280-d; each pair's score its own, whatever the chunk)."""
@@ -45,14 +51,17 @@ benchmarks/index_memory.py)."""
 
 def _close_pairs(n: int, rows_of: Rows, threshold: float,
                  advance: Callable[[int], None] | None = None,
-                 among: np.ndarray | None = None, exact: bool | None = None
+                 among: np.ndarray | None = None, exact: bool | None = None,
+                 own: np.ndarray | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows ``i``, ``j`` (i < j) of ``n`` and inner products of the pairs whose inner product
     is at least ``threshold``: all of them up to :data:`EXACT_PAIRS_UP_TO` rows (or where
     ``exact`` says so: the second views' search, whose photos have more rows than one),
     above that those the inverted file finds (a pair whose rows lie in cells far apart can
     be missed). With ``among`` (row numbers), only the pairs with a row among them, all of
-    them (:func:`_pairs_with`). ``advance`` is told of the rows done, ``2 × n`` in all."""
+    them (:func:`_pairs_with`). ``advance`` is told of the rows done, ``2 × n`` in all.
+    ``own``: the float32 array whose rows ``rows_of`` gives as they are, held by the search
+    alone, which the inverted file's training may reorder for a while (:func:`_in_front`)."""
     advance = advance or (lambda done: None)
     if threshold > 1 + 1e-5 or n == 0:  # rows are unit vectors: a rule switched off
         advance(2 * n)
@@ -64,7 +73,7 @@ def _close_pairs(n: int, rows_of: Rows, threshold: float,
     if among is not None:
         return _pairs_with(n, floats, threshold, advance, among)
     if not (n <= EXACT_PAIRS_UP_TO if exact is None else exact):
-        return _close_pairs_ivf(n, floats, threshold, advance)
+        return _close_pairs_ivf(n, floats, threshold, advance, own)
     vecs = floats(np.arange(n))  # (the store's own vectors where they are all the rows)
     found = []
     for start in range(0, n, EXACT_ROWS):  # (a chunk at a time: the bar moves; at 20,000
@@ -140,34 +149,39 @@ def _pair_codes(rows: np.ndarray, hits: np.ndarray, n: int) -> tuple[np.ndarray,
     return np.minimum(rows, hits)[keep] * n + np.maximum(rows, hits)[keep], keep
 
 
-def _chunks(n: int) -> Iterator[np.ndarray]:
-    """Row numbers ``0 … n-1``, :data:`CHUNK` at a time."""
-    for start in range(0, n, CHUNK):
-        yield np.arange(start, min(n, start + CHUNK))
+def _chunks(n: int, size: int = CHUNK) -> Iterator[np.ndarray]:
+    """Row numbers ``0 … n-1``, ``size`` (:data:`CHUNK`) at a time."""
+    for start in range(0, n, size):
+        yield np.arange(start, min(n, start + size))
 
 
-def _close_pairs_ivf(n: int, rows_of: Rows, threshold: float, advance: Callable[[int], None]
+def _close_pairs_ivf(n: int, rows_of: Rows, threshold: float, advance: Callable[[int], None],
+                     own: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_close_pairs` through an inverted file of 8-bit codes (a quarter of the float
     rows' memory): about sqrt(4 × rows × probes) cells, placed by two rounds of k-means on a
     sample; each row is compared with the rows of its :data:`PAIR_PROBES` nearest cells
     (found once, for adding and for searching), and the pairs found are scored again on the
-    float rows."""
+    float rows. The training sample of ``own``'s rows is not a copy of them (:func:`_in_front`:
+    at 65,024 products 118 MB beside the store's vectors, the peak of ``vitrine index``)."""
     import faiss
     from faiss.contrib.ivf_tools import add_preassigned
 
     wanted = int(np.sqrt(4 * n * PAIR_PROBES))
     cells = max(1, min(wanted, n // 40))  # at least 40 rows a cell
     rng = np.random.default_rng(0)
-    sample = rows_of(np.sort(rng.choice(n, min(n, 16 * wanted), replace=False)))
-    dim = sample.shape[1]
-    index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, cells,
-                                          faiss.ScalarQuantizer.QT_8bit,
-                                          faiss.METRIC_INNER_PRODUCT)
-    index.cp.niter = 2  # cells only need to keep close rows together, not be optimal
-    index.cp.min_points_per_centroid = 16  # (no warning below FAISS's 39 per cell)
-    index.train(sample)
-    del sample
+    picked = np.sort(rng.choice(n, min(n, 16 * wanted), replace=False))
+    with _in_front(own, picked) if own is not None else \
+            contextlib.nullcontext(rows_of(picked)) as sample:
+        dim = sample.shape[1]
+        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, cells,
+                                              faiss.ScalarQuantizer.QT_8bit,
+                                              faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = 2  # cells only need to keep close rows together, not be optimal
+        index.cp.min_points_per_centroid = 16  # (no warning below FAISS's 39 per cell)
+        index.train(sample)
+        del sample
+    release_freed()  # (what the training's k-means and residuals freed: ~40 MB at 65,024)
     index.nprobe = probes = min(PAIR_PROBES, cells)
     nearest_scores = np.empty((n, probes), np.float32)
     nearest_cells = np.empty((n, probes), np.int64)
@@ -177,17 +191,46 @@ def _close_pairs_ivf(n: int, rows_of: Rows, threshold: float, advance: Callable[
         add_preassigned(index, vecs, np.ascontiguousarray(nearest_cells[rows, 0]))
         advance(len(rows))
     found = []
-    for rows in _chunks(n):
+    for rows in _chunks(n, SEARCH_CHUNK):
         lims, _, ids = index.range_search_preassigned(
             rows_of(rows), threshold - PAIR_MARGIN, nearest_cells[rows], nearest_scores[rows])
         advance(len(rows))
-        found.append(_pair_codes(np.repeat(rows, np.diff(lims).astype(np.int64)), ids, n)[0])
+        # (a pair of two rows of the chunk is found from both: held once)
+        found.append(unique(_pair_codes(np.repeat(rows, np.diff(lims).astype(np.int64)),
+                                        ids, n)[0]))
     del index, nearest_scores, nearest_cells
     pairs = unique(np.concatenate(found))
-    rows, ids = pairs // n, pairs % n
-    scores = np.concatenate([np.einsum("ij,ij->i", rows_of(rows[k:k + SCORE_CHUNK]),
-                                       rows_of(ids[k:k + SCORE_CHUNK]))
-                             for k in range(0, len(pairs), SCORE_CHUNK)]
-                            or [np.empty(0, np.float32)])
-    keep = scores >= threshold
-    return rows[keep], ids[keep], scores[keep]
+    del found
+    release_freed()  # (the inverted file's lists, thousands of small arrays, freed)
+    # scored a chunk at a time, only the pairs kept held (every candidate's rows, ids and
+    # score at once were 28 bytes a candidate: 2 million at 65,024 products)
+    kept = [(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))]
+    for k in range(0, len(pairs), SCORE_CHUNK):
+        rows, ids = pairs[k:k + SCORE_CHUNK] // n, pairs[k:k + SCORE_CHUNK] % n
+        scores = np.einsum("ij,ij->i", rows_of(rows), rows_of(ids))
+        keep = scores >= threshold
+        kept.append((rows[keep], ids[keep], scores[keep]))
+    rows, ids, scores = (np.concatenate(part) for part in zip(*kept, strict=True))
+    return rows, ids, scores
+
+
+@contextlib.contextmanager
+def _in_front(array: np.ndarray, rows: np.ndarray) -> Iterator[np.ndarray]:
+    """``array[rows]`` (``rows`` ascending, distinct) without a copy: those rows swapped in
+    order to the front of ``array`` (C-contiguous), given as ``array[:len(rows)]``, and
+    swapped back after (row ``rows[k]`` never moves before its turn: ``rows[k] >= k``)."""
+    done: list[tuple[int, int]] = []
+    spare = np.empty_like(array[0])
+    try:
+        for k, row in enumerate(rows.tolist()):
+            if row != k:
+                spare[:] = array[k]
+                array[k] = array[row]
+                array[row] = spare
+                done.append((k, row))
+        yield array[:len(rows)]
+    finally:
+        for k, row in reversed(done):
+            spare[:] = array[k]
+            array[k] = array[row]
+            array[row] = spare

@@ -191,7 +191,8 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
                                       for column in (ids, shas, phashes, thumbs))
         checksums = checksums[rows]
 
-    def searched() -> np.ndarray:  # (read now, if they were not)
+    def searched() -> np.ndarray:  # (read now, if they were not: by rule_pairs, after its
+        # thumbnail search)
         return only_rows(rows, vectors() if callable(vectors) else vectors)[0]
 
     manifest = store.manifest()
@@ -210,7 +211,7 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
         advance(dedupe_pairs.SEARCH_STEPS * (everyone - len(rows)))
         if changed is not None:
             if len(changed):
-                found = rule_pairs(searched(), phashes, thumbs, rules, advance, among=changed)
+                found = rule_pairs(searched, phashes, thumbs, rules, advance, among=changed)
             else:  # (nothing to search: no vector read)
                 found = np.empty((0, 2), np.int64)
                 advance(dedupe_pairs.SEARCH_STEPS * len(rows))
@@ -218,7 +219,7 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
                 pairs = np.unique(np.concatenate([pairs, found]), axis=0)
                 _save(store, encode(key, now, pairs))
             return rows[pairs], int(np.isin(row_of, changed).sum())
-        pairs = rule_pairs(searched(), phashes, thumbs, rules, advance)
+        pairs = rule_pairs(searched, phashes, thumbs, rules, advance)
     _save(store, encode(key, now, pairs))
     return rows[pairs], len(row_of)
 
