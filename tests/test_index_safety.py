@@ -1279,6 +1279,60 @@ def test_the_demo_removes_only_its_own_stale_figures(shop_a, settings, tmp_path)
     assert not figure.exists() and (out / "similar-mine.png").read_bytes() == b"the user's"
 
 
+def _demo_text(catalog: Path, out: Path, settings) -> tuple[dict, list[str]]:
+    """The demo run on ``catalog`` into ``out`` (no training, no server): its summary and the
+    lines it printed."""
+    from rich.console import Console
+
+    from vitrine.demo import run_demo
+
+    console = Console(record=True, width=200)
+    summary = run_demo(catalog, out / "store", out,
+                       settings.model_copy(update={"demo_train": False}), 1, console=console)
+    return summary, [line.rstrip() for line in console.export_text().splitlines()]
+
+
+def test_the_demo_names_the_products_without_a_category(shop_a, settings, tmp_path):
+    """The demo's table of a product without a category was headed ": similar to …" (an
+    empty category before the colon); it says "(uncategorised)", as the figure's name does."""
+    catalog = tmp_path / "cat"
+    (catalog / "tenis").mkdir(parents=True)
+    photos = sorted(shop_a.glob("*/*.jpg"))
+    shutil.copy(photos[0], catalog / "loose.jpg")  # no folder: no category
+    shutil.copy(photos[-1], catalog / "tenis" / "a.jpg")
+    _, lines = _demo_text(catalog, tmp_path / "out", settings)
+    assert "(uncategorised): similar to loose.jpg — loose" in lines
+    assert "tenis: similar to tenis/a.jpg — a" in lines
+    assert not [line for line in lines if line.startswith(":")]
+
+
+def test_the_demo_says_the_figures_it_drew_or_why_none(shop_a, settings, tmp_path):
+    """The demo said "Figures and demo.json written" where no figure was drawn (every photo
+    skipped: the store holds no product); it names the figures written, or says why none."""
+    catalog, out = tmp_path / "cat", tmp_path / "out"
+    (catalog / "tenis").mkdir(parents=True)
+    shutil.copy(sorted(shop_a.glob("*/*.jpg"))[0], catalog / "tenis" / "a.jpg")
+    _, lines = _demo_text(catalog, out, settings)
+    assert lines[-1] == f"Written to {out}/: demo.json and 1 figure (similar-tenis.png)."
+    broken, none = tmp_path / "broken", tmp_path / "none"
+    (broken / "tenis").mkdir(parents=True)
+    (broken / "tenis" / "a.jpg").write_bytes(b"not a photo")
+    summary, lines = _demo_text(broken, none, settings)
+    assert summary["examples"] == [] and not list(none.glob("*.png"))
+    assert lines[-1] == (f"Written to {none}/: demo.json; no figure, the store holds no "
+                         "product to show.")
+    assert not [line for line in lines if "Figure" in line]
+
+
+def test_the_demo_names_eight_figures_at_most():
+    from vitrine.demo import _written_line
+
+    assert _written_line(Path("o"), [f"similar-{i}.png" for i in range(10)]) == (
+        "Written to o/: demo.json and 10 figures (similar-0.png, similar-1.png, "
+        "similar-2.png, similar-3.png, similar-4.png, similar-5.png, similar-6.png, "
+        "similar-7.png and 2 more).")
+
+
 def test_a_shard_number_must_be_below_the_shard_count():
     """`--shard I/N` numbers the shards 0 … N-1: '2/2' (a third shard of two) and '-1/2' are
     refused in one sentence, '1/2' is the second of two."""

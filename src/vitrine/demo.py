@@ -134,10 +134,12 @@ def _show_category(store: VectorStore, rec: Recommender, category: str, out_dir:
     """Print and plot the top ``k`` for the category's first product; returns the example."""
     first = store.list_products(category=category, limit=1)[0]
     product, matches = rec.similar(first.product_id, k)
+    # (no category's name is "(uncategorised)": _file_name writes no parenthesis; the
+    # heading of products without a category said ": similar to …")
     console.print(results_table(
-        f"{category}: similar to {product.product_id} — {product.name}", matches))
-    # (no category's name is "(uncategorised)": _file_name writes no parenthesis)
-    name = _file_name(category) if category else "(uncategorised)"
+        f"{category or UNCATEGORISED}: similar to {product.product_id} — {product.name}",
+        matches))
+    name = _file_name(category) if category else UNCATEGORISED
     figure = out_dir / f"similar-{name}.png"
     plot_recommendations(product.image, product.name or product.product_id, matches,
                          figure, settings.max_image_pixels)
@@ -157,12 +159,29 @@ def _write_summary(store_dir: Path, out_dir: Path, settings: Settings, report: I
     summary = {"store": str(store_dir), "index": report.as_dict(), "examples": examples}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "demo.json", summary, indent=2)
-    console.print(plain(f"Figures and demo.json written to {out_dir}/"))
+    console.print(plain(_written_line(out_dir, [Path(e["figure"]).name for e in examples])))
     if settings.model is not None:  # (without it, search and serve refuse the store)
         console.print(plain(f"Search and serve this store with its model: {program()} search "
                             f"--store {shlex.quote(str(store_dir))} --model "
                             f"{shlex.quote(str(settings.model))} PHOTO"))
     return summary
+
+
+UNCATEGORISED = "(uncategorised)"
+"""How the demo names the products without a category: its figure's name, its table's
+heading."""
+FIGURES_NAMED = 8
+"""Most figures the demo's last line names (the demo catalogue's categories)."""
+
+
+def _written_line(out_dir: Path, figures: list[str]) -> str:
+    """What the demo says it wrote in ``out_dir``: the figures by name, or why there is none
+    (a store without products; "Figures … written" was said of none)."""
+    if not figures:
+        return f"Written to {out_dir}/: demo.json; no figure, the store holds no product to show."
+    named = ", ".join(figures[:FIGURES_NAMED]) + (
+        f" and {len(figures) - FIGURES_NAMED} more" if len(figures) > FIGURES_NAMED else "")
+    return f"Written to {out_dir}/: demo.json and {counted(len(figures), 'figure')} ({named})."
 
 
 def _serve(store_dir: Path, settings: Settings, embedder: Embedder, serve: socket.socket,
