@@ -197,3 +197,42 @@ def test_the_photo_size_limit_patched_in_the_module_is_the_default(tmp_path, mon
     with pytest.raises(ImageError, match="larger than the 2 MB a photo file may be"):
         open_image(photo)
     assert file_sha256(photo, limit=math.inf) == hashlib.sha256(photo.read_bytes()).hexdigest()
+
+
+def test_no_limit_given_reads_up_to_the_photo_limit_as_regular_file_does(tmp_path,
+                                                                         monkeypatch):
+    """``read_limited`` and ``read_whole`` read ``limit=None`` as no limit where
+    ``regular_file`` and ``file_sha256`` read it as ``PHOTO_MAX_BYTES``: the same None meant
+    two things. Now it is the photo limit (read as it is called) for all four, and
+    ``math.inf`` any size."""
+    import errno
+    import math
+
+    from vitrine.photo_hashes import read_limited, read_whole
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * (3 << 20))
+    monkeypatch.setattr(photo_hashes, "PHOTO_MAX_BYTES", 2 << 20)
+    for read in (read_whole, lambda fh, st, *limit: b"".join(read_limited(fh, st, *limit))):
+        for no_limit in ((None,), ()):
+            with open(big, "rb") as fh, pytest.raises(OSError) as cut:
+                read(fh, os.stat(big), *no_limit)
+            assert cut.value.errno == errno.EFBIG
+        with open(big, "rb") as fh:
+            assert read(fh, os.stat(big), math.inf) == big.read_bytes()
+
+
+def test_a_photo_read_is_cut_at_the_limit_patched_in_photo_hashes(tmp_path, monkeypatch):
+    """``images`` imported ``PHOTO_MAX_BYTES`` by name: a photo grown past the limit patched
+    in ``vitrine.photo_hashes`` since its stat was read whole (up to the 512 MB imported)."""
+    from vitrine import images
+    from vitrine.errors import ImageError
+
+    photo = tmp_path / "growing.jpg"
+    photo.write_bytes(b"\xff" * (1 << 20))
+    before = os.stat(photo)
+    photo.write_bytes(b"\xff" * (3 << 20))  # (grown since its stat)
+    monkeypatch.setattr(images, "regular_file", lambda path: before)
+    monkeypatch.setattr(photo_hashes, "PHOTO_MAX_BYTES", 2 << 20)
+    with pytest.raises(ImageError, match="larger than the 2 MB a photo file may be"):
+        images.read_photo(photo)

@@ -328,3 +328,26 @@ def test_the_part_file_age_patched_in_the_module_is_the_default(tmp_path, monkey
     monkeypatch.setattr(vitrine.files, "STALE_PART_S", 60)
     write_whole(tmp_path / "x.png", b"figure")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
+
+
+def test_the_part_file_age_patched_in_files_holds_for_locks_and_exports(tmp_path,
+                                                                        monkeypatch):
+    """``writer_lock`` and ``engines`` imported ``STALE_PART_S`` by name: patching
+    ``vitrine.files.STALE_PART_S`` left an index part file of a live process and an export's
+    digest without its model as if they were fresh."""
+    import vitrine.files
+    from vitrine import engines
+    from vitrine.store.writer_lock import part_abandoned
+
+    part = tmp_path / "index.part"
+    digest = tmp_path / "gone.onnx.sha256"
+    (tmp_path / "m.onnx").write_bytes(b"model")
+    for stale in (part, digest):
+        stale.write_bytes(b"x")
+        old = time.time() - 120
+        os.utime(stale, (old, old))
+    assert not part_abandoned(part, os.getpid())  # (an hour by default)
+    monkeypatch.setattr(vitrine.files, "STALE_PART_S", 60)
+    assert part_abandoned(part, os.getpid())
+    engines._prune_exports(tmp_path / "m.onnx")
+    assert not digest.exists() and (tmp_path / "m.onnx").exists()

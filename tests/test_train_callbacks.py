@@ -342,3 +342,28 @@ def test_a_drop_smaller_than_min_delta_is_no_improvement():
     assert not stop.step(0.9995, 2) and stop.best_epoch == 1 and stop.best == 1.0
     assert not stop.step(0.9992, 3) and stop.should_stop
     assert stop.step(0.99, 4) and stop.best_epoch == 4 and not stop.should_stop
+
+
+def test_the_least_improvement_patched_in_the_module_drops_fine_tuning(monkeypatch):
+    """``train_fit`` imported ``MIN_DELTA`` by name: with ``vitrine.train_loop.MIN_DELTA``
+    patched, fine-tuning that beat transfer learning by less than it was still kept."""
+    from types import SimpleNamespace
+
+    import vitrine.train_loop
+    from vitrine.train_fit import _drop_worse_fine_tuning
+    from vitrine.train_loop import PhaseResult
+
+    def phase(loss):
+        return PhaseResult(history=[{"epoch": 1, "val_loss": loss, "best": True}],
+                           best_epoch=1)
+
+    def tuned(delta):
+        monkeypatch.setattr(vitrine.train_loop, "MIN_DELTA", delta)
+        net = SimpleNamespace(top=nn.Linear(1, 1), ref_top=nn.Linear(1, 1),
+                              head=nn.Linear(1, 1))
+        phase2 = phase(0.95)
+        _drop_worse_fine_tuning(net, phase(1.0), phase2, nn.Linear(1, 1).state_dict(), None)
+        return phase2.best_epoch
+
+    assert tuned(1e-4) == 1  # (0.05 better: kept)
+    assert tuned(0.1) == 0  # (not better by 0.1: dropped)

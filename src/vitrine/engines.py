@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from vitrine import files
 from vitrine.config import Settings
 from vitrine.errors import VitrineError
-from vitrine.files import STALE_PART_S, remove_stale
+from vitrine.files import remove_stale
 from vitrine.warm import RECORD_GLOB
 
 log = logging.getLogger(__name__)
@@ -337,7 +338,7 @@ def _prune_exports(path: Path) -> None:
         # (an export writes its digest before its model: one without a model for an hour)
         with contextlib.suppress(OSError):
             if not digest.with_suffix("").exists() and \
-                    now - digest.stat().st_mtime > STALE_PART_S:
+                    now - digest.stat().st_mtime > files.STALE_PART_S:
                 digest.unlink()
 
 

@@ -42,7 +42,7 @@ from vitrine.image_colour import (
     upright,
 )
 from vitrine.image_frames import framed_product
-from vitrine.photo_hashes import PHOTO_MAX_BYTES, read_whole, regular_file, unreadable_reason
+from vitrine.photo_hashes import read_whole, regular_file, unreadable_reason
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".avif", ".heic",
                               ".heif", ".gif", ".bmp", ".tif", ".tiff"})
@@ -149,7 +149,7 @@ def read_photo(path: Path) -> bytes:
     try:
         st = regular_file(path)
         with open(path, "rb") as fh:
-            return read_whole(fh, st, PHOTO_MAX_BYTES)
+            return read_whole(fh, st)  # (photo_hashes.PHOTO_MAX_BYTES, read as it is called)
     except IsADirectoryError:
         raise ImageError(str(path), "is a folder, not an image file.") from None
     except OSError as exc:

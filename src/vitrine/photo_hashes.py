@@ -57,12 +57,14 @@ def unreadable_reason(exc: OSError) -> str:
     return f"cannot be read ({exc.strerror or exc})"
 
 
-def read_limited(fh: BinaryIO, st: os.stat_result, limit: float | None,
+def read_limited(fh: BinaryIO, st: os.stat_result, limit: float | None = None,
                  first: int = 1 << 20) -> Iterator[bytes]:
     """The bytes of the open file ``fh`` (``st`` its stat), in chunks (the first of up to
-    ``first`` bytes, then 1 MiB each); OSError past ``limit`` bytes, or when a file that says
+    ``first`` bytes, then 1 MiB each); OSError past ``limit`` bytes (as :func:`regular_file`
+    reads it: None, :data:`PHOTO_MAX_BYTES`; ``math.inf``, any size), or when a file that says
     it is empty has bytes: a system file such as those of /proc (/proc/self/pagemap reads out
     about 275 GB; `index` hashed it for minutes), or one caught as it is being written."""
+    limit = PHOTO_MAX_BYTES if limit is None else limit
     if st.st_size == 0:
         if fh.read(1):
             raise OSError(errno.EINVAL, "its size says 0 bytes but it has more (a system "
@@ -71,17 +73,17 @@ def read_limited(fh: BinaryIO, st: os.stat_result, limit: float | None,
     total, size = 0, first
     while chunk := fh.read(size):
         total += len(chunk)
-        if limit is not None and total > limit:
+        if total > limit:
             raise OSError(errno.EFBIG, f"larger than the {limit // 2**20} MB a photo file "
                           "may be", fh.name)
         yield chunk
         size = 1 << 20
 
 
-def read_whole(fh: BinaryIO, st: os.stat_result, limit: float | None) -> bytes:
-    """The bytes of the open file ``fh`` (``st`` its stat) as :func:`read_limited` reads them,
-    in one read of its size where it has not grown since (a read per MiB, then joined, took
-    a 7 MB photo from 0.7 to 5 ms)."""
+def read_whole(fh: BinaryIO, st: os.stat_result, limit: float | None = None) -> bytes:
+    """The bytes of the open file ``fh`` (``st`` its stat) as :func:`read_limited` reads them
+    (``limit`` as its), in one read of its size where it has not grown since (a read per MiB,
+    then joined, took a 7 MB photo from 0.7 to 5 ms)."""
     chunks = list(read_limited(fh, st, limit, first=st.st_size + 1))
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from vitrine import train_loop
 from vitrine.config import Settings
 from vitrine.jsonfile import finite
 from vitrine.train_data import FeatureCache, Zeros
 from vitrine.train_loop import (
-    MIN_DELTA,
     Metrics,
     PhaseConfig,
     PhaseResult,
@@ -157,7 +157,7 @@ def _drop_worse_fine_tuning(net: TrainedNet, phase1: PhaseResult, phase2: PhaseR
                             head_after1: dict, ckpt: Path | None) -> None:
     """Restore the weights after phase 1 when fine-tuning never did better on validation,
     marking none of its epochs best and removing its checkpoint."""
-    if phase2.history and phase2.best_val_loss() >= phase1.best_val_loss() - MIN_DELTA:
+    if phase2.history and phase2.best_val_loss() >= phase1.best_val_loss() - train_loop.MIN_DELTA:
         # fine-tuning never did better on validation than transfer learning (too high a
         # learning rate, hard data): its early stopping starts afresh, so its least bad
         # epoch replaced the better weights without a word; they stay, and the refit

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from vitrine import files
 from vitrine.errors import StoreBusy, StoreError
-from vitrine.files import STALE_PART_S
 from vitrine.store.index_files import INDEX_TMP
 from vitrine.store.sqlite_db import MANIFEST_NAME
 
@@ -131,7 +131,7 @@ def part_abandoned(part: Path, pid: int) -> bool:
     if not process_alive(pid):
         return True
     try:
-        return time.time() - part.stat().st_mtime > STALE_PART_S
+        return time.time() - part.stat().st_mtime > files.STALE_PART_S
     except OSError:
         return False
 
