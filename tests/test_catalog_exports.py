@@ -144,6 +144,10 @@ def test_long_quoted_descriptions_do_not_hold_the_reading(tmp_path, monkeypatch,
     ("cp1252", "1ª linha"),
     # an N before º is número's: not Mac Roman's "N∫ 18" (every "Nº" counted for it)
     ("cp1252", "Anel Nº 18"), ("cp1252", "Chuteira nº 40"), ("cp1252", "Sapato N.º 39"),
+    # a title's ordinal sign ("Srª", "Profª", "Exmº") is not Mac Roman's "Sr™"; a brand's
+    # ™ still is Mac Roman's ("Sr" inside a word is no title)
+    ("cp1252", "Perfume Srª Rosa"), ("cp1252", "Caneca da Profª"), ("cp1252", "Exmº Sr."),
+    ("mac_roman", "ProDr™ creme"),
 ])
 def test_a_mac_roman_table_is_read_as_one(tmp_path, encoding, text):
     """Excel for Mac's "CSV (Macintosh)" writes Mac Roman with CR line ends: it was read as

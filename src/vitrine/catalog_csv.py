@@ -162,14 +162,22 @@ _COMMON = frozenset("áéíóúâêôãõçàüñÁÉÍÓÚÂÊÔÃÕÇÀÜÑ")
 more of them (Mac Roman's "Óculos", Windows-1252's "îculos")."""
 
 
+_ABBREVIATED = re.compile(r"(?<![^\W\d_])(?:Sr|Dr|Prof|Eng|Arq|Exm|Ilm|Mestr|Dout)\.?$",
+                          re.IGNORECASE)
+"""The Portuguese titles written with an ordinal sign after them ("Srª", "Drª", "Profª",
+"Exmº"): there it is no trade mark (Mac Roman's "Sr™", which a Windows-1252 table of a
+shop's "Srª Maria" was read as)."""
+
+
 def _fit(text: str) -> float:
     """How well ``text``'s characters outside ASCII sit where they are: a letter inside a
     word in the case of its neighbours (not "CafŽ", "RELîGIO", "SlimóFit", "BÏuf"; alone,
     "à", half: not "Ä49", " ñ "), a sign beside at most one letter (“, €, " – ") or an
     apostrophe between two ("don’t"), a dash between two ("black—white") half; not an opening
     sign after a letter ("L‹", Mac Roman's "Lã"), nor an ordinal sign after anything but a
-    digit ("1ª", not "Casioª": Mac Roman's "Casio™"), or an N for número ("Nº 18", "n.º 5";
-    Mac Roman's reading, "N∫ 18", fitted better: a shoe shop's table went Mac Roman)."""
+    digit ("1ª", not "Casioª": Mac Roman's "Casio™"), a title ("Srª", :data:`_ABBREVIATED`)
+    or an N for número ("Nº 18", "n.º 5"; Mac Roman's reading, "N∫ 18", fitted better: a
+    shoe shop's table went Mac Roman)."""
     def cased(c: str) -> bool:
         return c.islower() or c.isupper()
 
@@ -180,7 +188,8 @@ def _fit(text: str) -> float:
         a, b = padded[i - 1], padded[i + 1]
         if c in "ªº":  # (lower case letters to Python)
             score += a.isdigit() or c == "º" and (  # (and "Nº", "n.º": número)
-                a in "Nn" or a == "." and padded[i - 2] in "Nn")
+                a in "Nn" or a == "." and padded[i - 2] in "Nn") or (
+                not cased(b) and _ABBREVIATED.search(padded[:i]) is not None)
         elif cased(c):
             if not (cased(a) or cased(b)):
                 score += 0.5
