@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -247,3 +248,85 @@ def test_an_accented_id_not_in_the_store_reads_no_catalogue(tmp_path, settings, 
         assert rec.product(unicodedata.normalize(form, MIXED)).product_id == MIXED
         assert rec.product(unicodedata.normalize(form, viet)).product_id == viet
     store.close()
+
+
+def test_a_products_copies_are_not_its_similar_products(demo_catalog, embedder, settings,
+                                                        tmp_path):
+    """A product's similar products left out only the product itself: the demo's 13026 and
+    22277 (one photo under two ids, the duplicate group `index` reports) each showed the
+    other first, "98% similar", and products sharing a placeholder photo each showed the
+    others at 100%. A copy of the photo is the same product listed twice (as `evaluate`
+    counts it); its copies are left out of `similar`, the pages and `related` alike, and the
+    list is still k long."""
+    from conftest import copy_subset
+    from PIL import Image
+
+    from vitrine.indexer import index_catalog
+    from vitrine.related import write_related
+
+    catalog = copy_subset(demo_catalog, tmp_path / "catalog", 8,
+                          categories=("salto_feminino", "x_tenis_masculino"))
+    with open(demo_catalog / "products.csv", newline="") as fh:
+        pair = [r for r in csv.DictReader(fh) if r["product_id"] in ("13026", "22277")]
+    with open(catalog / "products.csv", "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(pair[0]))
+        for row in pair:
+            (catalog / row["image"]).write_bytes((demo_catalog / row["image"]).read_bytes())
+            writer.writerow(row)
+    blank = catalog / "x_tenis_masculino" / "sem_foto_1.jpg"
+    Image.new("RGB", (225, 300), "white").save(blank, quality=90)
+    for n in (2, 3):
+        (blank.parent / f"sem_foto_{n}.jpg").write_bytes(blank.read_bytes())
+    store = open_store(tmp_path / "store", create=True)
+    try:
+        report = index_catalog(catalog, store, embedder, show_progress=False)
+        assert ["salto_feminino/13026.jpg", "salto_feminino/22277.jpg"] in report.duplicates
+        rec = Recommender(store, settings, embedder)
+        placeholders = {f"x_tenis_masculino/sem_foto_{n}.jpg" for n in (1, 2, 3)}
+        copies = {"13026": {"22277"}, "22277": {"13026"},
+                  **{p: placeholders - {p} for p in placeholders}}
+        for pid, others in copies.items():
+            for same in (True, False):
+                _, matches = rec.similar(pid, 5, same_category=same)
+                shown = [m.product.product_id for m in matches]
+                assert len(shown) == 5 and not others & set(shown), (pid, same, shown)
+        out = tmp_path / "related.jsonl"
+        write_related(store, out, 5, same_category=True, show_progress=False)
+        for line in out.read_text().splitlines():
+            row = json.loads(line)
+            _, matches = rec.similar(row["product_id"], 5, same_category=True)
+            assert [s["product_id"] for s in row["similar"]] == \
+                [m.product.product_id for m in matches]
+    finally:
+        store.close()
+
+
+def test_a_batch_is_not_searched_as_deep_as_its_largest_group_of_copies():
+    """`related` searches a batch of products at once: one product whose placeholder photo
+    thousands share asked every product of its batch that deep. The batch is asked for
+    twice k at most; the product whose copies took the places is asked again, deeper."""
+    from vitrine.copies import Copies, similar_without_copies
+    from vitrine.store.base import Match, StoredProduct
+
+    def product(pid: str, sha: str) -> StoredProduct:
+        return StoredProduct(product_id=pid, name=pid, category="c", image=f"{pid}.jpg",
+                             content_sha256=sha)
+
+    placeholder = [product(f"blank{i:03}", f"b{i:063x}") for i in range(300)]  # (copies
+    # of one photo in 300 encodings, one duplicate group)
+    others = [product(f"p{i:03}", f"{i:064x}") for i in range(40)]
+    shelf = placeholder + others  # (the copies score highest: the same photo)
+    asked = []
+
+    def search(rows: list[int], n: int) -> list[list[Match]]:
+        asked.append((len(rows), n))
+        return [[Match(p, 1.0 - i / 1000) for i, p in enumerate(
+            q for q in shelf if q.product_id != queried[r].product_id)][:n] for r in rows]
+
+    queried = [placeholder[0], others[0], others[1]]
+    copies = Copies([p.content_sha256 for p in placeholder], [1] * len(placeholder))
+    found = similar_without_copies(search, queried, 5, copies)
+    assert asked[0] == (3, 10)  # (not 5 + 299 for every product of the batch)
+    assert all(rows == 1 for rows, _ in asked[1:])  # (the placeholder's product alone)
+    assert [m.product.product_id for m in found[0]] == ["p000", "p001", "p002", "p003", "p004"]
+    assert [m.product.product_id for m in found[1]][:1] == ["blank000"]

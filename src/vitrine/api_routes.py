@@ -186,7 +186,8 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
     @router.get("/products/{product_id:path}" + SIMILAR_SUFFIX, response_model=SimilarOut,
                 responses=errors(404))
     def similar(product_id: str, k: KParam = 5, category: CategoryParam = None) -> SimilarOut:
-        """The ``k`` products most similar to a stored product (itself excluded)."""
+        """The ``k`` products most similar to a stored product (itself and its copies, the
+        same photo under another id, excluded)."""
         product, matches = service.similar(product_id, k, category)
         return SimilarOut(product=product_out(product, root),
                           results=[result_out(m, root) for m in matches])

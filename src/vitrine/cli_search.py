@@ -126,7 +126,8 @@ def similar(
     plot: PlotOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find the products most similar to a product of the store (itself excluded)."""
+    """Find the products most similar to a product of the store (itself and its copies
+    excluded)."""
     if not product_id:  # (as every other empty argument; "product '' is not in the store"
         # sent one looking for an id: helper-244)
         raise VitrineError("PRODUCT_ID is empty (an unset shell variable?); name it.")

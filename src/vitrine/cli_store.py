@@ -114,8 +114,8 @@ def related(
         "--same-category", help="Only products of each product's own category.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write every product's most similar products to one file (itself excluded), for a
-    shop to import into its own site."""
+    """Write every product's most similar products to one file (itself and its copies
+    excluded), for a shop to import into its own site."""
     from vitrine.related import related_path, write_related
     from vitrine.store import store_for
 

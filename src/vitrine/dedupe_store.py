@@ -31,12 +31,12 @@ import numpy as np
 
 from vitrine import dedupe_pairs, dedupe_search
 from vitrine.dedupe import DuplicateRules
-from vitrine.dedupe_groups import distinct_rows, only_rows
+from vitrine.dedupe_groups import components, distinct_rows, only_rows
 from vitrine.dedupe_pairs import rule_pairs
 from vitrine.errors import StoreError
 from vitrine.store import VectorStore
 
-FORMAT = 8
+FORMAT = 9
 """Bumped when the rules' inputs (pHash, thumbnail), what a rule compares, or the cache's
 layout change (2: the colour check leaves out a shared grey background too; a store's pairs
 found before, different products on grey grouped as copies, are searched again; 3: it weighs
@@ -49,7 +49,9 @@ ends in the background, a product reaching the edge, is no band: copies of it we
 made as the photo has them (1,569 bytes), so that copies turned a quarter or half turn are
 found; a store's views made before are made again: ``vitrine.thumb_upgrade``; 8: the
 views' pHashes may differ in ``dedupe_pairs.DETAIL_FLIPS`` signs more, signs of frequencies near
-zero that a copy's JPEG noise turns: a store's pairs are searched again)."""
+zero that a copy's JPEG noise turns: a store's pairs are searched again; 9: the pairs are
+also kept as their photos' sha256s, which a product's similar products are left without,
+``vitrine.copies``)."""
 CHANGED_AT_MOST = 20_000
 """Each changed product costs a pass over the whole store, so the search of the changed ones
 alone is used while it costs well under a full one: up to half the store where the full search
@@ -121,11 +123,21 @@ def vector_checksums(vectors: np.ndarray, chunk: int | None = None) -> np.ndarra
     return out
 
 
-def encode(key: str, rows: np.ndarray, pairs: np.ndarray) -> bytes:
+def encode(key: str, rows: np.ndarray, pairs: np.ndarray,
+           shas: Sequence[str] | None = None) -> bytes:
     """The cache's bytes: the fingerprint, the digests searched and the pairs found (as pairs
-    of digests)."""
+    of digests); with ``shas`` (aligned with ``rows``) also the duplicate groups the pairs
+    make, as each grouped photo's sha256 and its group's label (what :mod:`vitrine.copies`
+    reads: a few bytes a grouped photo, not a pair)."""
     buf = io.BytesIO()
-    np.savez(buf, key=np.array(key), digests=rows, pairs=rows[pairs])
+    grouped = {}
+    if shas is not None:
+        labels = components(len(rows), pairs)
+        counts = np.bincount(labels, minlength=len(rows))
+        member = np.flatnonzero(counts[labels] > 1)
+        grouped = {"group_shas": np.array([shas[i] for i in member.tolist()], dtype="S64"),
+                   "group_labels": labels[member].astype(np.int64)}
+    np.savez(buf, key=np.array(key), digests=rows, pairs=rows[pairs], **grouped)
     return buf.getvalue()
 
 
@@ -217,10 +229,10 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
                 advance(dedupe_pairs.SEARCH_STEPS * len(rows))
             if len(changed) or len(pairs) < len(saved[1]) or len(now) < len(saved[0]):
                 pairs = np.unique(np.concatenate([pairs, found]), axis=0)
-                _save(store, encode(key, now, pairs))
+                _save(store, encode(key, now, pairs, shas))
             return rows[pairs], int(np.isin(row_of, changed).sum())
         pairs = rule_pairs(searched, phashes, thumbs, rules, advance)
-    _save(store, encode(key, now, pairs))
+    _save(store, encode(key, now, pairs, shas))
     return rows[pairs], len(row_of)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from vitrine.catalog import category_form, one_form
 from vitrine.config import Settings
+from vitrine.copies import CopiesReader, similar_without_copies
 from vitrine.errors import VitrineError
 from vitrine.fold import searchable
 from vitrine.manifest import kind_mismatch, mismatch_error
@@ -141,6 +142,7 @@ class Recommender:
         self.store = store
         self.settings = settings
         self._embedder = embedder
+        self._copies = CopiesReader()
 
     @property
     def embedder(self) -> Embedder:
@@ -165,19 +167,22 @@ class Recommender:
 
     def similar(self, product_id: str, k: int = 5, category: str | None = None, *,
                 same_category: bool = False) -> tuple[StoredProduct, list[Match]]:
-        """The ``k`` products most similar to a stored one, the product itself excluded; only
-        of ``category``, or with ``same_category`` only of the product's own (a product with
-        no category: of every one, as its page shows them; helper-226: only the few others
-        without one, the page's way to the rest hidden)."""
+        """The ``k`` products most similar to a stored one, the product itself and its copies
+        (:mod:`vitrine.copies`: the same photo, or one `index` grouped with it as a
+        duplicate) excluded; only of ``category``, or with ``same_category`` only of the
+        product's own (a product with no category: of every one, as its page shows them;
+        helper-226: only the few others without one, the page's way to the rest hidden)."""
         with self.store.snapshot():  # another process may delete it meanwhile
             product = self.product(product_id)
             product_id = product.product_id  # as the store spells it
             vector = self.store.vector(product_id)
             if vector is None:  # gone between the two reads (Milvus has no snapshot)
                 raise ProductNotFound(product_id)
-            return product, self.store.search(
-                vector, k, category=similar_category(product, same_category, category),
-                exclude=product_id)
+            where = similar_category(product, same_category, category)
+            return product, similar_without_copies(
+                lambda _, n: [self.store.search(vector, n, category=where,
+                                                exclude=product_id)],
+                [product], k, self._copies(self.store))[0]
 
     def search_vector(self, vector: np.ndarray, k: int = 5,
                       category: str | None = None) -> list[Match]:

@@ -20,6 +20,7 @@ import numpy as np
 from vitrine.catalog import category_form
 from vitrine.catalog_csv import CSV_NAMES, find_csv
 from vitrine.cli_support import json_line
+from vitrine.copies import Copies, saved_copies, similar_without_copies
 from vitrine.errors import VitrineError
 from vitrine.progress import progress_bar
 from vitrine.recommend import similar_category
@@ -148,6 +149,7 @@ def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool 
     # a file name has for a long --out
     tmp = target.with_name(f"{PART_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.tmp")
     _remove_stale_parts(target.parent)
+    copies = saved_copies(store)  # (each product's copies left out, as `similar` does)
     try:
         # (an id from a file name that is not UTF-8 is written as the bytes it names)
         with open(tmp, "x", newline="", encoding="utf-8", errors="surrogateescape") as fh, \
@@ -157,8 +159,8 @@ def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool 
             if rows is not None:
                 rows.writerow(CSV_COLUMNS)
             for page in store.iter_products(BATCH, vectors=True):
-                for (product, _), matches in zip(page, _similar(store, page, k, same_category),
-                                            strict=True):
+                for (product, _), matches in zip(
+                        page, _similar(store, page, k, same_category, copies), strict=True):
                     if rows is None:
                         fh.write(json_line({"product_id": product.product_id, "similar": [
                             {"product_id": m.product.product_id, "score": round(m.score, 4)}
@@ -200,8 +202,9 @@ def _remove_stale_parts(folder: Path) -> None:
 
 
 def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | None]], k: int,
-             same_category: bool) -> list[list[Match]]:
-    """Each product's ``k`` most similar, one ``search_many`` a category (or one in all)."""
+             same_category: bool, copies: Copies | None = None) -> list[list[Match]]:
+    """Each product's ``k`` most similar, its copies left out (``vitrine.copies``), one
+    ``search_many`` a category (or one in all; those whose copies took places, again)."""
     groups: dict[str | None, list[int]] = defaultdict(list)
     for i, (product, _) in enumerate(page):
         groups[similar_category(product, same_category)].append(i)
@@ -209,7 +212,12 @@ def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | No
     for category, members in groups.items():
         vectors = np.stack([page[i][1] for i in members])
         ids = [page[i][0].product_id for i in members]
-        for i, matches in zip(members, store.search_many(vectors, k, category=category,
-                                                         exclude=ids), strict=True):
+
+        def search(rows: list[int], n: int, vectors=vectors, ids=ids, category=category):
+            return store.search_many(vectors[rows], n, category=category,
+                                     exclude=[ids[r] for r in rows])
+
+        for i, matches in zip(members, similar_without_copies(
+                search, [page[i][0] for i in members], k, copies or Copies()), strict=True):
             found[i] = matches
     return found

@@ -1,0 +1,101 @@
+"""A product's copies left out of its similar products: products of the same photo file (its
+sha256), and those whose photos the store's last duplicate search joined with its own
+(``vitrine index``'s duplicate groups, saved as pairs of photo sha256s by
+:mod:`vitrine.dedupe_store`). A copy of the photo is the same product listed twice, no
+recommendation (as `evaluate` counts it: ``eval_metrics``)."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from vitrine.store.base import Match, StoredProduct, VectorStore
+
+DEEPEST = 16_384
+"""The most results one search asks for while passing over copies (Milvus' top-k limit)."""
+KEPT_S = 10.0
+"""How long a server keeps the groups it read before reading them again (a later `index`
+saves new ones; its writes also change the store's write mark, which reads them at once)."""
+
+
+class Copies:
+    """Photo sha256 → the sha256s of its duplicate group (as `index` groups them)."""
+
+    def __init__(self, shas: Sequence[str] = (), labels: Sequence[int] = ()):
+        members: dict[int, set[str]] = {}
+        for sha, label in zip(shas, labels, strict=True):
+            members.setdefault(label, set()).add(sha)
+        groups = {label: frozenset(group) for label, group in members.items()}
+        self._group = {sha: groups[label] for sha, label in zip(shas, labels, strict=True)}
+
+    def of(self, sha: str) -> frozenset[str]:
+        """The photo sha256s that are copies of ``sha`` (itself included)."""
+        return self._group.get(sha, frozenset((sha,)))
+
+
+def saved_copies(store: VectorStore) -> Copies:
+    """The duplicate groups of the store's last duplicate search (none where it saved none,
+    or saved them before they were kept by sha256: the next `index` searches again)."""
+    data = store.duplicate_cache()
+    if not data:
+        return Copies()
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as saved:
+            if "group_shas" not in saved.files:
+                return Copies()
+            shas, labels = saved["group_shas"], saved["group_labels"]
+    except Exception:  # noqa: BLE001 - a damaged cache is no cache
+        return Copies()
+    if shas.ndim != 1 or shas.shape != labels.shape or shas.dtype.kind != "S":
+        return Copies()
+    return Copies([s.decode("ascii", "replace") for s in shas.tolist()], labels.tolist())
+
+
+class CopiesReader:
+    """:func:`saved_copies` of a store, read again when it was written (or is another store:
+    a server's, opened again) or after :data:`KEPT_S`."""
+
+    def __init__(self):
+        self._kept: tuple[VectorStore, object, float, Copies] | None = None
+
+    def __call__(self, store: VectorStore) -> Copies:
+        mark, now = store.write_mark(), time.monotonic()
+        kept = self._kept
+        if kept is None or kept[0] is not store or kept[1] != mark or now - kept[2] > KEPT_S:
+            self._kept = kept = (store, mark, now, saved_copies(store))
+        return kept[3]
+
+
+def without_copies(product: StoredProduct, matches: list[Match], copies: Copies
+                   ) -> list[Match]:
+    """``matches`` without the product itself and its copies."""
+    shas = copies.of(product.content_sha256) if product.content_sha256 else frozenset()
+    return [m for m in matches if m.product.product_id != product.product_id
+            and m.product.content_sha256 not in shas]
+
+
+def similar_without_copies(search: Callable[[list[int], int], list[list[Match]]],
+                           products: Sequence[StoredProduct], k: int, copies: Copies
+                           ) -> list[list[Match]]:
+    """For each of ``products``, the ``k`` best of its search that are not its copies.
+    ``search(rows, n)``: the top ``n`` of each of those rows of ``products``, itself
+    excluded (one batch), first ``k`` plus as many as their copies, at most twice ``k``
+    (not every product of a batch asked thousands deep for one whose placeholder photo
+    thousands of products share). Those whose copies took places are asked again together,
+    four times as deep each time, while more products are left, up to :data:`DEEPEST`."""
+    found: list[list[Match]] = [[] for _ in products]
+    rows = list(range(len(products)))
+    extra = max((len(copies.of(p.content_sha256)) - 1 for p in products), default=0)
+    fetch = k + min(extra, k)
+    while rows:
+        short = []
+        for row, matches in zip(rows, search(rows, fetch), strict=True):
+            kept = without_copies(products[row], matches, copies)
+            found[row] = kept[:k]
+            if len(kept) < k and len(matches) >= fetch and fetch < DEEPEST:
+                short.append(row)
+        rows, fetch = short, min(4 * fetch, DEEPEST)
+    return found
