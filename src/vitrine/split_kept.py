@@ -67,7 +67,8 @@ def why_not_kept(earlier: Split, settings: Settings) -> str | None:
 
 
 def kept_split(products: Sequence[Product], groups: list[list[str]], settings: Settings,
-               earlier: Split, contents: dict[str, str]) -> Split:
+               earlier: Split, contents: dict[str, str],
+               alike: list[list[str]] | None = None) -> Split:
     """A seeded split of ``products`` keeping the ``earlier`` one (:func:`earlier_split`).
 
     A photo with the same product id, bytes (``contents``, sha256 by product id) and category
@@ -79,7 +80,7 @@ def kept_split(products: Sequence[Product], groups: list[list[str]], settings: S
     (test before validation before training: moved). A category with no kept photo (new) gets
     what a fresh split of the catalogue gives it. With a reason not to keep ``earlier``
     (:func:`why_not_kept`) this is the fresh split."""
-    fresh = make_split(products, groups, settings)
+    fresh = make_split(products, groups, settings, alike=alike)
     fresh.contents, fresh.categories = dict(contents), {p.product_id: p.category
                                                        for p in products}
     if why_not_kept(earlier, settings):
@@ -92,7 +93,8 @@ def kept_split(products: Sequence[Product], groups: list[list[str]], settings: S
     dropped = {category[g[0]] for g in table  # (a category whose table groups the fresh
                if len({fresh.assignment[pid] for pid in g}) > 1}  # split does not keep)
     table = [g for g in table if category[g[0]] not in dropped]
-    grouped = [[pid for pid in g if pid in category] for g in joined(groups + table)]
+    grouped = [[pid for pid in g if pid in category]  # (look-alikes too: make_split's)
+               for g in joined(groups + table + (alike or []))]
     in_group = {pid for g in grouped for pid in g}
     units = [g for g in grouped if g] + [[pid] for pid in sorted(category) if pid not in in_group]
     with_kept = {category[pid] for pid in kept}

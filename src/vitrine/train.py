@@ -226,8 +226,9 @@ def _split_photos(catalog_dir: Path, stage: Path, net: TrainedNet, catalogue: Ca
     """Find the duplicates among the photos read (on their pretrained embeddings) and split
     them, the earlier model's split kept where it can be; the split and the photos'
     fingerprints are written into ``stage``."""
+    from vitrine.dedupe import DuplicateRules
     from vitrine.photo_hashes import file_sha256
-    from vitrine.split import save_fingerprints
+    from vitrine.split import alike_groups, save_fingerprints
     from vitrine.split_kept import kept_split
 
     products, given = catalogue.products, catalogue.given
@@ -243,12 +244,14 @@ def _split_photos(catalog_dir: Path, stage: Path, net: TrainedNet, catalogue: Ca
     groups = find_groups(usable, vectors, [clean.phashes[i] for i in ok],
                          [clean.thumbs[i] for i in ok], settings,
                          [contents[p.product_id] for p in usable])
+    alike = alike_groups([p.product_id for p in usable], vectors,  # (kept in one split)
+                         [clean.phashes[i] for i in ok], DuplicateRules.from_settings(settings))
     del vectors
     phash_of = {p.product_id: clean.phashes[i] for p, i in zip(usable, ok, strict=True)}
     if given is None and earlier is not None:  # (a split catalogue keeps its folders')
-        split = kept_split(usable, groups, settings, earlier, contents)
+        split = kept_split(usable, groups, settings, earlier, contents, alike)
     else:
-        split = make_split(usable, groups, settings, given)
+        split = make_split(usable, groups, settings, given, alike)
     split.contents, split.categories = contents, {p.product_id: p.category for p in usable}
     split.save(stage / "split.json")
     save_fingerprints(stage, split, phash_of,  # (evaluate finds their renamed copies)
