@@ -80,18 +80,23 @@ class LayeredIndex:
         return self.search_many(query, k, subset, threads=1)[0]
 
     def search_many(self, queries: np.ndarray, k: int,
-                    subset: IdSet | np.ndarray | None = None, *,
-                    threads: int | None = None) -> list[Result]:
-        """:meth:`VectorIndex.search_many` over both layers."""
+                    subset: IdSet | np.ndarray | None = None, hidden: IdSet | None = None,
+                    *, threads: int | None = None) -> list[Result]:
+        """:meth:`VectorIndex.search_many` over both layers (``hidden``: ids left out of
+        both, besides those written since ``base`` was built)."""
+        if subset is not None and hidden is not None:
+            raise ValueError("search takes a subset or hidden ids, not both")
         subset = as_id_set(subset)
         k = min(k, self.ntotal)
         if k <= 0:
             return [EMPTY] * len(queries)
         if subset is None:
-            base = self.base.search_many(queries, k, hidden=self.hidden, threads=threads)
+            past = self.hidden if hidden is None else IdSet(
+                np.concatenate([self.hidden.ids, hidden.ids]))
+            base = self.base.search_many(queries, k, hidden=past, threads=threads)
         else:
             base = self._base_among(queries, k, subset, threads)
-        recent = self.recent.search_many(queries, k, subset, threads=threads)
+        recent = self.recent.search_many(queries, k, subset, hidden, threads=threads)
         found = []
         for (b_scores, b_ids), (r_scores, r_ids) in zip(base, recent, strict=True):
             scores = np.concatenate([b_scores, r_scores])

@@ -39,7 +39,11 @@ class Copies:
 def saved_copies(store: VectorStore) -> Copies:
     """The duplicate groups of the store's last duplicate search (none where it saved none,
     or saved them before they were kept by sha256: the next `index` searches again)."""
-    data = store.duplicate_cache()
+    return copies_in(store.duplicate_cache())
+
+
+def copies_in(data: bytes | None) -> Copies:
+    """:func:`saved_copies` of the duplicate cache's bytes."""
     if not data:
         return Copies()
     try:
@@ -56,17 +60,21 @@ def saved_copies(store: VectorStore) -> Copies:
 
 class CopiesReader:
     """:func:`saved_copies` of a store, read again when it was written (or is another store:
-    a server's, opened again) or after :data:`KEPT_S`."""
+    a server's, opened again) or after :data:`KEPT_S`; made again only when the saved
+    bytes changed (the groups of 200,000 photos take 0.5 s to make, under the server's
+    store lock: every 10 s and after each upload, with the same bytes)."""
 
     def __init__(self):
-        self._kept: tuple[VectorStore, object, float, Copies] | None = None
+        self._kept: tuple[VectorStore, object, float, bytes | None, Copies] | None = None
 
     def __call__(self, store: VectorStore) -> Copies:
         mark, now = store.write_mark(), time.monotonic()
         kept = self._kept
         if kept is None or kept[0] is not store or kept[1] != mark or now - kept[2] > KEPT_S:
-            self._kept = kept = (store, mark, now, saved_copies(store))
-        return kept[3]
+            data = store.duplicate_cache()
+            same = kept is not None and kept[0] is store and kept[3] == data
+            self._kept = kept = (store, mark, now, data, kept[4] if same else copies_in(data))
+        return kept[4]
 
 
 def without_copies(product: StoredProduct, matches: list[Match], copies: Copies
@@ -78,14 +86,19 @@ def without_copies(product: StoredProduct, matches: list[Match], copies: Copies
 
 
 def similar_without_copies(search: Callable[[list[int], int], list[list[Match]]],
-                           products: Sequence[StoredProduct], k: int, copies: Copies
+                           products: Sequence[StoredProduct], k: int, copies: Copies,
+                           search_without: Callable[[list[int], int, frozenset[str]],
+                                                    list[list[Match]]] | None = None
                            ) -> list[list[Match]]:
     """For each of ``products``, the ``k`` best of its search that are not its copies.
     ``search(rows, n)``: the top ``n`` of each of those rows of ``products``, itself
     excluded (one batch), first ``k`` plus as many as their copies, at most twice ``k``
     (not every product of a batch asked thousands deep for one whose placeholder photo
-    thousands of products share). Those whose copies took places are asked again together,
-    four times as deep each time, while more products are left, up to :data:`DEEPEST`."""
+    thousands of products share). Those whose copies took places are asked again:
+    ``search_without(rows, n, photos)``, where the store leaves the products of those photo
+    sha256s out inside its search (:attr:`EmbeddedStore.hides_photos`), once, those of one
+    group together; else four times as deep each time, while more products are left, up to
+    :data:`DEEPEST` (past which a product of more copies than that has none left)."""
     found: list[list[Match]] = [[] for _ in products]
     rows = list(range(len(products)))
     extra = max((len(copies.of(p.content_sha256)) - 1 for p in products), default=0)
@@ -97,5 +110,15 @@ def similar_without_copies(search: Callable[[list[int], int], list[list[Match]]]
             found[row] = kept[:k]
             if len(kept) < k and len(matches) >= fetch and fetch < DEEPEST:
                 short.append(row)
+        if short and search_without is not None:
+            by_photos: dict[frozenset[str], list[int]] = {}
+            for row in short:
+                sha = products[row].content_sha256
+                by_photos.setdefault(copies.of(sha) if sha else frozenset(), []).append(row)
+            for photos, members in by_photos.items():
+                for row, matches in zip(members, search_without(members, k, photos),
+                                        strict=True):
+                    found[row] = without_copies(products[row], matches, copies)[:k]
+            break
         rows, fetch = short, min(4 * fetch, DEEPEST)
     return found

@@ -10,6 +10,7 @@ index is rebuilt from SQLite and saved atomically.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,8 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
 
     exclusive_writer = True
     concurrent_reads = False  # (one SQLite connection and FAISS index, shared)
+    hides_photos = True
+    """:meth:`search_many` takes ``exclude_photos`` (``vitrine.copies``)."""
 
     def __init__(self, root: Path, *, create: bool = False,
                  index_config: IndexConfig | None = None):
@@ -90,6 +93,8 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
         self._index_stamp: tuple[int, int | None] | None = None
         self._category_ids: dict[str, IdSet] = {}
         self._category_version = -1
+        self._photo_ids: dict[frozenset[str], IdSet] = {}
+        self._photo_gen = -1
 
     def too_long(self, product: Product | StoredProduct) -> str | None:
         """Nothing is too long for SQLite's text columns."""
@@ -245,22 +250,32 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
                                 exclude=None if exclude is None else [exclude])[0]
 
     def search_many(self, vectors: np.ndarray, k: int, *, category: str | None = None,
-                    exclude: Sequence[str] | None = None) -> list[list[Match]]:
+                    exclude: Sequence[str] | None = None,
+                    exclude_photos: frozenset[str] | None = None) -> list[list[Match]]:
         """:meth:`search` for each row of ``vectors`` (without ``exclude[i]`` in the i-th's
         results), in one index call: a batch of flat queries is one matrix product, and a
-        batch of HNSW ones runs on every core."""
+        batch of HNSW ones runs on every core. ``exclude_photos``: photo sha256s whose
+        products are left out of every row's results inside the index search
+        (:mod:`vitrine.copies`: thousands of copies of a placeholder photo are not fetched
+        to be dropped)."""
         with self.snapshot():
             index = self._current_index()
             if index.ntotal == 0 or k <= 0 or not len(vectors):
                 return [[] for _ in range(len(vectors))]
             subset = None if category is None else self._category_subset(category)
+            hidden = self._photo_rows(exclude_photos) if exclude_photos else None
+            if hidden is not None and subset is not None:
+                subset, hidden = IdSet(np.setdiff1d(subset.ids, hidden.ids,
+                                                    assume_unique=True)), None
+            if hidden is not None and not len(hidden):
+                hidden = None
             if subset is not None and len(subset) == 0:
                 return [[] for _ in range(len(vectors))]
             fetch = min(k + (1 if exclude is not None else 0), index.ntotal)
             # one query on one thread (VectorIndex.search), and the two of a framed photo
             # (the whole team woke for them: 0.7 ms became 22 ms, helper-229), a batch on
             # every core
-            found = index.search_many(vectors, fetch, subset,
+            found = index.search_many(vectors, fetch, subset, hidden,
                                       threads=1 if len(vectors) <= 2 else None)
             rows = self._products_by_row({int(i) for _, ids in found for i in ids})
         results = []
@@ -289,6 +304,23 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
                 self._category_ids.clear()
             self._category_ids[category] = subset
         return subset
+
+    def _photo_rows(self, shas: frozenset[str]) -> IdSet:
+        """The row ids of the products of these photo sha256s, kept for the next searches
+        of this write generation (a table scan: content_sha256 has no index)."""
+        gen = self.generation()
+        if gen != self._photo_gen:
+            self._photo_ids, self._photo_gen = {}, gen
+        rows = self._photo_ids.get(shas)
+        if rows is None:  # (one scan, however many photos)
+            found = self.db.execute("SELECT id FROM products WHERE content_sha256 IN "
+                                    "(SELECT value FROM json_each(?))",
+                                    (json.dumps(sorted(shas)),))
+            rows = IdSet(np.fromiter((r[0] for r in found), dtype=np.int64))
+            if len(self._photo_ids) >= 64:  # (a few large groups are what is kept for)
+                self._photo_ids.clear()
+            self._photo_ids[shas] = rows
+        return rows
 
     def _products_by_row(self, rowids: set[int], chunk: int = 500) -> dict[int, StoredProduct]:
         """The products of these row ids (a row deleted meanwhile is left out)."""

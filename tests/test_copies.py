@@ -1,0 +1,114 @@
+"""A product's copies left out of its similar products inside the store's search
+(vitrine.copies): a placeholder photo thousands of products share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitrine import copies
+from vitrine.catalog import Product
+from vitrine.config import Settings
+from vitrine.manifest import ModelManifest
+from vitrine.recommend import Recommender
+from vitrine.related import write_related
+from vitrine.store.base import Record
+from vitrine.store.embedded import EmbeddedStore
+
+DIM = 16
+
+
+def _store(root: Path, placeholders: int, others: int) -> EmbeddedStore:
+    """``placeholders`` products of one photo (one sha256, one vector) and ``others``."""
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(placeholders + others, DIM)).astype(np.float32)
+    vecs[:placeholders] = vecs[0]
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    store = EmbeddedStore(root, create=True)
+    store.set_manifest(ModelManifest("test", "0" * 64, {}, DIM))
+    store.lock_for_writing()
+    store.upsert([Record(Product(f"p{i:03d}", Path(f"/photos/p{i}.jpg"), category="c"),
+                         "a" * 64 if i < placeholders else f"{i:064x}", "0" * 16, b"\0" * 768,
+                         v) for i, v in enumerate(vecs)])
+    store.flush()
+    return store
+
+
+@pytest.mark.parametrize("layered", [False, True])
+def test_a_product_with_more_copies_than_the_deepest_search_still_gets_similar_ones(
+        tmp_path, monkeypatch, layered):
+    """Copies were dropped after the search, asked up to DEEPEST (16,384) deep: a product
+    whose placeholder photo more products share got no similar product at all (30,000
+    products, 20,000 of one photo: `similar` gave [] in 256 ms, `related` ran past 10
+    minutes, 26 s before the copies were left out). The store leaves them out inside the
+    search."""
+    monkeypatch.setattr(copies, "DEEPEST", 16)  # (40 copies: more than the deepest search)
+    store = _store(tmp_path / "store", 40, 20)
+    if layered:  # (written since the index was saved: its rows and the saved index's)
+        first = store.vector("p000")
+        store.upsert([Record(Product(pid, Path(f"/photos/{pid}.jpg"), category="c"), sha,
+                             "0" * 16, b"\0" * 768, -first if pid == "p101" else first)
+                      for pid, sha in (("p000", "b" * 64), ("p100", "a" * 64),
+                                       ("p101", "c" * 64))])
+        assert type(store._current_index()).__name__ == "LayeredIndex"  # noqa: SLF001
+    asked = []
+    search_many = store.search_many
+
+    def counted(vectors, k, **kw):
+        asked.append(k)
+        return search_many(vectors, k, **kw)
+
+    monkeypatch.setattr(store, "search_many", counted)
+    try:
+        rec = Recommender(store, Settings())
+        for same in (False, True):
+            _, matches = rec.similar("p005", 5, same_category=same)
+            assert [m.product.content_sha256 != "a" * 64 for m in matches] == [True] * 5
+            shown = [m.product.product_id for m in matches]
+            assert ("p000" in shown) == layered  # (its photo replaced: no copy now)
+        out = tmp_path / "related.jsonl"
+        write_related(store, out, 5, same_category=False, show_progress=False)
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(rows) == 60 + 2 * layered and all(len(r["similar"]) == 5 for r in rows)
+        assert max(asked) <= 10  # (k plus at most k: not as deep as the copies)
+    finally:
+        store.close()
+
+
+def test_a_write_that_leaves_the_duplicate_cache_as_it_was_does_not_make_the_groups_again(
+        monkeypatch):
+    """The server read the groups again after every write (an upload) and every 10 s:
+    for 200,000 grouped photos of a million products, 0.6 s each time under its store lock,
+    from the same bytes. They are made again only when the saved bytes changed."""
+    from vitrine.dedupe_store import encode
+
+    made = []
+
+    class Counted(copies.Copies):
+        def __init__(self, *args, **kwargs):
+            made.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(copies, "Copies", Counted)
+    shas = [f"{i:064x}" for i in range(4)]
+    saved = [encode("key", np.arange(4, dtype=np.uint64), np.array([[0, 1]]), shas)]
+
+    class Store:
+        writes = 0
+
+        def write_mark(self):
+            self.writes += 1  # (another write before each read)
+            return self.writes
+
+        def duplicate_cache(self):
+            return bytes(bytearray(saved[0]))  # (read anew each time)
+
+    reader, store = copies.CopiesReader(), Store()
+    for _ in range(3):
+        assert reader(store).of(shas[0]) == {shas[0], shas[1]}
+    assert len(made) == 1
+    saved[0] = encode("key", np.arange(4, dtype=np.uint64), np.array([[2, 3]]), shas)
+    assert reader(store).of(shas[0]) == {shas[0]} and len(made) == 2
