@@ -229,3 +229,33 @@ def test_the_checksum_rows_patched_in_the_module_are_the_default(tmp_path, monke
     ids, checksums = dedupe_store.store_checksums(store)
     assert pages == [4, 4, 2] and len(ids) == len(checksums) == 10
     store.close()
+
+
+def test_a_callers_array_is_never_reordered_by_the_search(store, monkeypatch):
+    """The inverted file's training sample is swapped to the front of the search's own array
+    for a while (dedupe_search._in_front); store_pairs handed it the caller's array as its
+    own: another thread reading it saw other rows, and an interrupt inside a swap would
+    lose a row of it. Only an array read for the search is reordered; the pairs are the
+    same."""
+    from vitrine import dedupe_search
+
+    monkeypatch.setattr(dedupe_search, "EXACT_PAIRS_UP_TO", 50)  # (the inverted file)
+    vecs, phashes, thumbs = fingerprints(400, seed=3)
+    ids = [f"p{i:03d}" for i in range(400)]
+    shas = [f"sha-{pid}" for pid in ids]
+    swapped = []
+    real = dedupe_search._in_front
+
+    def spy(array, rows):
+        swapped.append(array is vecs)
+        return real(array, rows)
+
+    monkeypatch.setattr(dedupe_search, "_in_front", spy)
+    lent, _ = dedupe_store.store_pairs(store, ids, shas, vecs, phashes, thumbs,
+                                       DuplicateRules())
+    assert not any(swapped)
+    store.set_duplicate_cache(b"")
+    read, _ = dedupe_store.store_pairs(store, ids, shas, lambda: vecs.copy(), phashes,
+                                       thumbs, DuplicateRules())
+    assert swapped == [False]  # (an array read for the search: its sample, not copied)
+    assert as_set(lent) == as_set(read)

@@ -194,6 +194,7 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
     store whose saved pairs hold for every product never has its vectors in memory."""
     everyone = len(ids)
     rows, row_of = distinct_rows(shas)
+    lent = not callable(vectors)  # (the caller's array: not reordered, dedupe_search._in_front)
     if checksums is None:
         vectors = vectors() if callable(vectors) else vectors
         checksums = vector_checksums(vectors)
@@ -206,6 +207,13 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
     def searched() -> np.ndarray:  # (read now, if they were not: by rule_pairs, after its
         # thumbnail search)
         return only_rows(rows, vectors() if callable(vectors) else vectors)[0]
+
+    def reader() -> np.ndarray | Callable[[], np.ndarray]:
+        """What rule_pairs is given: ``searched``, whose array is the search's own (read
+        for it, or rows copied out of the caller's), else the caller's array itself, which
+        the search must not reorder, even for a while (another thread may read it, and an
+        interrupt in the middle of a swap loses a row)."""
+        return searched() if lent and whole else searched
 
     manifest = store.manifest()
     key = fingerprint(rules, manifest.as_dict() if manifest else None)
@@ -223,7 +231,7 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
         advance(dedupe_pairs.SEARCH_STEPS * (everyone - len(rows)))
         if changed is not None:
             if len(changed):
-                found = rule_pairs(searched, phashes, thumbs, rules, advance, among=changed)
+                found = rule_pairs(reader(), phashes, thumbs, rules, advance, among=changed)
             else:  # (nothing to search: no vector read)
                 found = np.empty((0, 2), np.int64)
                 advance(dedupe_pairs.SEARCH_STEPS * len(rows))
@@ -231,7 +239,7 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
                 pairs = np.unique(np.concatenate([pairs, found]), axis=0)
                 _save(store, encode(key, now, pairs, shas))
             return rows[pairs], int(np.isin(row_of, changed).sum())
-        pairs = rule_pairs(searched, phashes, thumbs, rules, advance)
+        pairs = rule_pairs(reader(), phashes, thumbs, rules, advance)
     _save(store, encode(key, now, pairs, shas))
     return rows[pairs], len(row_of)
 
