@@ -368,10 +368,12 @@ def _misfit(net: TrainedNet, state: object) -> str:
 def training_fingerprint(products, settings, contents: dict[str, str] | None = None) -> str:
     """sha256 of what a training run depends on: every photo's content and category, the
     training settings, the duplicate rules in effect (the split and the model's calibrated rule
-    depend on them; not the index-time bound), the backbone, the preprocessing and the
+    depend on them; not the index-time bound), the split's own rules (``split.SPLIT_RULES``),
+    the backbone, the preprocessing and the
     pretrained weights file. ``contents`` holds photos' sha256 already read, by product id."""
     import hashlib
 
+    from vitrine import split
     from vitrine.dedupe import DuplicateRules
     from vitrine.photo_hashes import file_sha256, unreadable_reason
 
@@ -391,6 +393,8 @@ def training_fingerprint(products, settings, contents: dict[str, str] | None = N
         "duplicates": {k: v for k, v in vars(DuplicateRules.from_settings(settings)).items()
                        if k not in ("probs_tail", "max_products")},
         "backbone": settings.backbone, "resize": settings.resize,
+        # (the split's own rules: a model an earlier split made is trained again)
+        "split_rules": [split.SPLIT_RULES, split.SPLIT_ALIKE_COSINE],
         "weights": file_sha256(Path(settings.weights), limit=math.inf) if settings.weights
         else "download",
     }
