@@ -147,7 +147,7 @@ def test_long_quoted_descriptions_do_not_hold_the_reading(tmp_path, monkeypatch,
     # a title's ordinal sign ("Srª", "Profª", "Exmº") is not Mac Roman's "Sr™"; a brand's
     # ™ still is Mac Roman's ("Sr" inside a word is no title)
     ("cp1252", "Perfume Srª Rosa"), ("cp1252", "Caneca da Profª"), ("cp1252", "Exmº Sr."),
-    ("mac_roman", "ProDr™ creme"),
+    ("mac_roman", "ProDr™ creme"), ("mac_roman", "CREME SR™"), ("mac_roman", "Mr™ Limpo"),
 ])
 def test_a_mac_roman_table_is_read_as_one(tmp_path, encoding, text):
     """Excel for Mac's "CSV (Macintosh)" writes Mac Roman with CR line ends: it was read as

@@ -162,11 +162,11 @@ _COMMON = frozenset("áéíóúâêôãõçàüñÁÉÍÓÚÂÊÔÃÕÇÀÜÑ")
 more of them (Mac Roman's "Óculos", Windows-1252's "îculos")."""
 
 
-_ABBREVIATED = re.compile(r"(?<![^\W\d_])(?:Sr|Dr|Prof|Eng|Arq|Exm|Ilm|Mestr|Dout)\.?$",
-                          re.IGNORECASE)
+_ABBREVIATED = re.compile(r"(?<![^\W\d_])(?:[Ss]r|[Dd]r|[Pp]rof|[Ee]ng|[Aa]rq|[Ee]xm|[Ii]lm|"
+                          r"[Mm]estr|[Dd]out)\.?$")
 """The Portuguese titles written with an ordinal sign after them ("Srª", "Drª", "Profª",
 "Exmº"): there it is no trade mark (Mac Roman's "Sr™", which a Windows-1252 table of a
-shop's "Srª Maria" was read as)."""
+shop's "Srª Maria" was read as). Not in capitals: "CREME SR™" keeps its trade mark."""
 
 
 def _fit(text: str) -> float:
