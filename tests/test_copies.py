@@ -112,3 +112,42 @@ def test_a_write_that_leaves_the_duplicate_cache_as_it_was_does_not_make_the_gro
     assert len(made) == 1
     saved[0] = encode("key", np.arange(4, dtype=np.uint64), np.array([[2, 3]]), shas)
     assert reader(store).of(shas[0]) == {shas[0]} and len(made) == 2
+
+
+def test_an_hnsw_store_leaves_out_hundreds_of_copies_and_still_finds_the_nearest_others(
+        tmp_path):
+    """An HNSW graph searched past a product's copies with a FAISS selector walked among
+    them (they are the query's nearest) with efSearch candidates, and stopped there: 5 far
+    poorer products (best 0.48 where the best that is not a copy scores 0.77)."""
+    from vitrine.ann import IndexConfig
+    from vitrine.dedupe_store import encode
+
+    rng = np.random.default_rng(0)
+    same, group, others = 300, 300, 800
+    n = same + group + others
+    vecs = rng.normal(size=(n, DIM)).astype(np.float32)
+    vecs[:same] = vecs[0]
+    vecs[same:same + group] = vecs[0] + 0.05 * rng.normal(size=(group, DIM))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    shas = ["a" * 64 if i < same else f"{i:064x}" for i in range(n)]
+    store = EmbeddedStore(tmp_path / "store", create=True,
+                          index_config=IndexConfig.defaults(kind="hnsw"))
+    try:
+        store.set_manifest(ModelManifest("test", "0" * 64, {}, DIM))
+        store.lock_for_writing()
+        store.upsert([Record(Product(f"p{i:04d}", Path(f"/photos/p{i}.jpg"), category="c"),
+                             shas[i], "0" * 16, b"\0" * 768, vecs[i]) for i in range(n)])
+        store.flush()
+        grouped = ["a" * 64] + shas[same:same + group]  # (one duplicate group)
+        store.set_duplicate_cache(encode("key", np.arange(len(grouped), dtype=np.uint64),
+                                         np.array([[0, j] for j in range(1, len(grouped))]),
+                                         grouped))
+        rec = Recommender(store, Settings())
+        for pid in ("p0000", "p0450"):
+            q = vecs[int(pid[1:])]
+            scores = vecs[same + group:] @ q
+            best = [f"p{same + group + i:04d}" for i in np.argsort(-scores, kind="stable")[:5]]
+            _, matches = rec.similar(pid, 5)
+            assert [m.product.product_id for m in matches] == best
+    finally:
+        store.close()

@@ -251,10 +251,13 @@ class VectorIndex:
 
     def search_many(self, queries: np.ndarray, k: int,
                     subset: IdSet | np.ndarray | None = None, hidden: IdSet | None = None, *,
-                    threads: int | None = None) -> list[Result]:
+                    threads: int | None = None, near: int | None = None) -> list[Result]:
         """:meth:`search` for each row of ``queries``, in one FAISS call where it can be (a
         batch of flat queries is one matrix product), on ``threads`` OpenMP threads (all by
-        default)."""
+        default). ``near``: how many of the ``hidden`` ids may be the queries' nearest (all
+        of them by default: a product's copies, :mod:`vitrine.copies`), which an HNSW walk
+        is widened to pass (:class:`LayeredIndex` passes 0 for its rows written since)."""
+        near = (len(hidden) if hidden is not None else 0) if near is None else near
         if subset is not None and hidden is not None:
             raise ValueError("search takes a subset or hidden ids, not both")
         queries = np.ascontiguousarray(queries, np.float32)
@@ -264,7 +267,7 @@ class VectorIndex:
         subset = as_id_set(subset)
         try:
             # one more than k: equal scores at the k-th place are looked at below
-            found = [ranked(*top) for top in self._found(queries, k + 1, subset, hidden)]
+            found = [ranked(*top) for top in self._found(queries, k + 1, subset, hidden, near)]
             deeper = min(self.ntotal, max(2 * (k + 1), TIE_DEPTH))
             # FAISS keeps equal scores at its last place by where it met them (a product met
             # after them pushes out the lowest ids), so the top k of equal scores was not by
@@ -275,7 +278,7 @@ class VectorIndex:
             tied = [i for i, (scores, ids) in enumerate(found)
                     if 0 < k < len(ids) and scores[k] == scores[k - 1] and deeper > len(ids)]
             if tied:
-                again = self._found(queries[tied], deeper, subset, hidden)
+                again = self._found(queries[tied], deeper, subset, hidden, near)
                 for i, top in zip(tied, again, strict=True):
                     found[i] = ranked(*top)
             found = [(scores[:k], ids[:k]) for scores, ids in found]
@@ -284,14 +287,18 @@ class VectorIndex:
         return found
 
     def _found(self, queries: np.ndarray, k: int, subset: IdSet | None,
-               hidden: IdSet | None) -> list[Result]:
+               hidden: IdSet | None, near: int = 0) -> list[Result]:
         """:meth:`search_many`'s top ``k`` of each query, in FAISS's order, scores clipped:
         fp16 storage rounds a photo's score against itself to 1.000009 (a cosine is at
         most 1)."""
         if hidden is not None and self._past_hidden(len(queries), len(hidden)):
             found = self._search_past(queries, k, hidden)
         elif hidden is not None:
-            params, shown = self._params(k), hidden.selector()
+            # an HNSW walk keeps hidden ids among its efSearch candidates: past a product's
+            # copies (its query's nearest, vitrine.copies) a breadth of k stopped among them
+            # with k far poorer products (best 0.48 where 0.77 was not a copy)
+            params = self._params(k + near if self.kind == "hnsw" else k)
+            shown = hidden.selector()
             params.sel = faiss.IDSelectorNot(shown)
             found = self._top(queries, min(k, self.ntotal), params)
             if self.kind == "hnsw":

@@ -93,7 +93,8 @@ class LayeredIndex:
         if subset is None:
             past = self.hidden if hidden is None else IdSet(
                 np.concatenate([self.hidden.ids, hidden.ids]))
-            base = self.base.search_many(queries, k, hidden=past, threads=threads)
+            base = self.base.search_many(queries, k, hidden=past, threads=threads,
+                                         near=0 if hidden is None else len(hidden))
         else:
             base = self._base_among(queries, k, subset, threads)
         recent = self.recent.search_many(queries, k, subset, hidden, threads=threads)
