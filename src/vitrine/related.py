@@ -213,17 +213,14 @@ def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | No
         vectors = np.stack([page[i][1] for i in members])
         ids = [page[i][0].product_id for i in members]
 
-        def search(rows: list[int], n: int, vectors=vectors, ids=ids, category=category,
-                   **photos):
+        def search(rows: list[int], n: int, photos: frozenset[str] | None = None,
+                   vectors=vectors, ids=ids, category=category):
+            hide = {} if photos is None else {"exclude_photos": photos}  # (hides_photos)
             return store.search_many(vectors[rows], n, category=category,
-                                     exclude=[ids[r] for r in rows], **photos)
-
-        def search_without(rows: list[int], n: int, photos: frozenset[str], search=search):
-            return search(rows, n, exclude_photos=photos)
+                                     exclude=[ids[r] for r in rows], **hide)
 
         for i, matches in zip(members, similar_without_copies(
                 search, [page[i][0] for i in members], k, copies or Copies(),
-                search_without if getattr(store, "hides_photos", False) else None),
-                strict=True):
+                search if getattr(store, "hides_photos", False) else None), strict=True):
             found[i] = matches
     return found
