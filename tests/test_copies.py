@@ -151,3 +151,50 @@ def test_an_hnsw_store_leaves_out_hundreds_of_copies_and_still_finds_the_nearest
             assert [m.product.product_id for m in matches] == best
     finally:
         store.close()
+
+
+def test_each_store_says_whether_it_hides_copies_and_both_leave_them_out(tmp_path):
+    """Whether a store leaves a product's copies out inside its own search was read in two
+    places, each with a default for a store that did not say (Milvus): the stores say it
+    (the embedded one does, Milvus searches deeper instead) and ``hiding_search`` alone
+    reads it. `similar` and `related` find the same products either way."""
+    from conftest import IN_CI
+
+    from vitrine.store import open_store
+
+    try:
+        import milvus_lite  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the extra
+        if IN_CI:
+            raise
+        pytest.skip("the milvus extra is not installed")
+    embedded = _store(tmp_path / "store", 12, 10)
+    milvus = open_store(f"milvus-lite://{tmp_path}/m.db", create=True)
+    try:
+        milvus.set_manifest(embedded.manifest())
+        ids, vectors = embedded.all_vectors()
+        stored = [embedded.get(pid) for pid in ids]
+        milvus.upsert([Record(p.to_product(), p.content_sha256, "0" * 16, b"\0" * 768, v)
+                       for p, v in zip(stored, vectors, strict=True)])
+        milvus.flush()
+        assert (embedded.hides_photos, milvus.hides_photos) == (True, False)
+        assert copies.hiding_search(milvus, vectors, ids, None) is None
+        hiding = copies.hiding_search(embedded, vectors, ids, None)
+        hidden = hiding([0], 30, frozenset({"a" * 64}))[0]
+        assert len(hidden) == 10 and all(m.product.content_sha256 != "a" * 64 for m in hidden)
+        found = []
+        for store in (embedded, milvus):
+            similar = Recommender(store, Settings()).similar("p000", 3)[1]
+            out = tmp_path / f"related-{store.hides_photos}.jsonl"
+            write_related(store, out, 3, same_category=False, show_progress=False)
+            related = {row["product_id"]: [s["product_id"] for s in row["similar"]]
+                       for row in map(json.loads, out.read_text().splitlines())}
+            copied = {pid: r for pid, r in related.items() if int(pid[1:]) < 12}
+            found.append(([m.product.product_id for m in similar], copied))
+            assert len(similar) == 3 and len(copied) == 12 and len(related) == 22
+            assert all(len(r) == 3 and all(int(p[1:]) >= 12 for p in r)
+                       for r in [found[-1][0], *copied.values()])  # (no copy of p000's)
+        assert found[0] == found[1]  # (the others' ties between copies: in either order)
+    finally:
+        milvus.close()
+        embedded.close()

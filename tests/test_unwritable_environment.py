@@ -164,3 +164,49 @@ def test_figures_with_a_home_that_cannot_be_written_say_nothing_of_matplotlib(tm
     theirs = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True,
                             env={**env, "MPLCONFIGDIR": str(tmp_path / "theirs")}, timeout=120)
     assert theirs.stdout.strip() == str(tmp_path / "theirs") and theirs.stderr == ""
+
+
+@pytest.mark.parametrize("given", ["matplotlib", "vitrine", "group-writable"])
+def test_a_matplotlib_folder_another_user_could_write_is_not_taken(tmp_path, monkeypatch,
+                                                                    given):
+    """A matplotlib folder under Vitrine's cache folder that another user owns (or its
+    folder: a /tmp one they made first), or that others may write to, would give matplotlib
+    their settings and font cache: it is passed over for the next (the temporary folder's
+    ``vitrine-cache-UID``), where the same folder of this user's own is taken."""
+    from vitrine import config_env
+
+    def chosen() -> Path:
+        monkeypatch.setenv("MPLCONFIGDIR", "")  # (unset for the call, restored after it)
+        config_env.matplotlib_folder()
+        return Path(os.environ["MPLCONFIGDIR"])
+
+    (tmp_path / "no-home").write_text("not a folder")  # (matplotlib's own cannot be made)
+    monkeypatch.setenv("HOME", str(tmp_path / "no-home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # Vitrine's: cache/vitrine
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    cache = tmp_path / "cache" / "vitrine" / "matplotlib"
+    cache.mkdir(parents=True, mode=0o700)
+    (tmp_path / "cache" / "vitrine").chmod(0o700)
+    assert chosen() == cache  # (this user's own: taken)
+
+    other = os.getuid() + 1000
+    if given == "group-writable":
+        cache.chmod(0o770)
+    elif os.geteuid() == 0:
+        os.chown(cache if given == "matplotlib" else cache.parent, other, -1)
+    else:  # (only root gives a folder away: the owner stat reports is another's)
+        mine, real = cache if given == "matplotlib" else cache.parent, os.stat
+
+        def stat(path, *args, **kwargs):
+            found = real(path, *args, **kwargs)
+            if Path(path) != mine:
+                return found
+            fields = list(found)
+            fields[4] = other  # st_uid
+            return os.stat_result(fields)
+        monkeypatch.setattr(os, "stat", stat)
+    fallback = tmp_path / "tmp" / f"vitrine-cache-{os.getuid()}" / "matplotlib"
+    assert chosen() == fallback and fallback.is_dir()
+    assert fallback.stat().st_mode & 0o777 == 0o700

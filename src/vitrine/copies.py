@@ -85,6 +85,23 @@ def without_copies(product: StoredProduct, matches: list[Match], copies: Copies
             and m.product.content_sha256 not in shas]
 
 
+def hiding_search(store: VectorStore, vectors: np.ndarray, ids: Sequence[str],
+                  category: str | None
+                  ) -> Callable[[list[int], int, frozenset[str]], list[list[Match]]] | None:
+    """The ``search_without`` of :func:`similar_without_copies` for ``store``: the top ``n``
+    of those rows of ``vectors``, each without its own of ``ids`` and the products of the
+    ``photos`` sha256s, left out inside the store's search; None where the store cannot
+    (:attr:`VectorStore.hides_photos`: Milvus), which then searches deeper. The one place
+    that decides it (`similar`, the product page and the API's similar, and `related`)."""
+    if not store.hides_photos:
+        return None
+
+    def search(rows: list[int], n: int, photos: frozenset[str]) -> list[list[Match]]:
+        return store.search_many(vectors[rows], n, category=category,  # type: ignore[call-arg]
+                                 exclude=[ids[r] for r in rows], exclude_photos=photos)
+    return search
+
+
 def similar_without_copies(search: Callable[[list[int], int], list[list[Match]]],
                            products: Sequence[StoredProduct], k: int, copies: Copies,
                            search_without: Callable[[list[int], int, frozenset[str]],
@@ -96,7 +113,7 @@ def similar_without_copies(search: Callable[[list[int], int], list[list[Match]]]
     (not every product of a batch asked thousands deep for one whose placeholder photo
     thousands of products share). Those whose copies took places are asked again:
     ``search_without(rows, n, photos)``, where the store leaves the products of those photo
-    sha256s out inside its search (:attr:`EmbeddedStore.hides_photos`), once, those of one
+    sha256s out inside its search (:func:`hiding_search`), once, those of one
     group together; else four times as deep each time, while more products are left, up to
     :data:`DEEPEST` (past which a product of more copies than that has none left)."""
     found: list[list[Match]] = [[] for _ in products]

@@ -12,7 +12,7 @@ import numpy as np
 
 from vitrine.catalog import category_form, one_form
 from vitrine.config import Settings
-from vitrine.copies import CopiesReader, similar_without_copies
+from vitrine.copies import CopiesReader, hiding_search, similar_without_copies
 from vitrine.errors import VitrineError
 from vitrine.fold import searchable
 from vitrine.manifest import kind_mismatch, mismatch_error
@@ -179,14 +179,11 @@ class Recommender:
             if vector is None:  # gone between the two reads (Milvus has no snapshot)
                 raise ProductNotFound(product_id)
             where = similar_category(product, same_category, category)
-            hiding = getattr(self.store, "hides_photos", False)
             return product, similar_without_copies(
                 lambda _, n: [self.store.search(vector, n, category=where,
                                                 exclude=product_id)],
                 [product], k, self._copies(self.store),
-                (lambda _, n, photos: self.store.search_many(
-                    vector.reshape(1, -1), n, category=where, exclude=[product_id],
-                    exclude_photos=photos)) if hiding else None)[0]
+                hiding_search(self.store, vector.reshape(1, -1), [product_id], where))[0]
 
     def search_vector(self, vector: np.ndarray, k: int = 5,
                       category: str | None = None) -> list[Match]:

@@ -20,7 +20,7 @@ import numpy as np
 from vitrine.catalog import category_form
 from vitrine.catalog_csv import CSV_NAMES, find_csv
 from vitrine.cli_support import json_line
-from vitrine.copies import Copies, saved_copies, similar_without_copies
+from vitrine.copies import Copies, hiding_search, saved_copies, similar_without_copies
 from vitrine.errors import VitrineError
 from vitrine.progress import progress_bar
 from vitrine.recommend import similar_category
@@ -213,14 +213,12 @@ def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | No
         vectors = np.stack([page[i][1] for i in members])
         ids = [page[i][0].product_id for i in members]
 
-        def search(rows: list[int], n: int, photos: frozenset[str] | None = None,
-                   vectors=vectors, ids=ids, category=category):
-            hide = {} if photos is None else {"exclude_photos": photos}  # (hides_photos)
+        def search(rows: list[int], n: int, vectors=vectors, ids=ids, category=category):
             return store.search_many(vectors[rows], n, category=category,
-                                     exclude=[ids[r] for r in rows], **hide)
+                                     exclude=[ids[r] for r in rows])
 
         for i, matches in zip(members, similar_without_copies(
                 search, [page[i][0] for i in members], k, copies or Copies(),
-                search if getattr(store, "hides_photos", False) else None), strict=True):
+                hiding_search(store, vectors, ids, category)), strict=True):
             found[i] = matches
     return found

@@ -4,6 +4,7 @@ in a background thread (tests, benchmarks)."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import logging
 import re
@@ -143,13 +144,51 @@ def _server(app: FastAPI, log_level: str) -> uvicorn.Server:
     from vitrine.web.guards import Stopping
 
     # (a browser's request cut off gets the 503 as a page: create_app's)
-    stopping = Stopping(app, page=getattr(app.state, "stopping_page", None),
+    stopping = Stopping(_Timed(app), page=getattr(app.state, "stopping_page", None),
                         cors_origins=getattr(app.state, "cors_origins", None))
     config = uvicorn.Config(stopping, log_level=log_level,
                             access_log=log_level == "info", timeout_graceful_shutdown=5)
     for handler in logging.getLogger("uvicorn.access").handlers:  # (set up by the Config)
+        handler.setFormatter(_TimedLine(handler.formatter or logging.Formatter()))
         handler.handleError = _access_log_failed(handler)  # type: ignore[method-assign]
     return uvicorn.Server(config)
+
+
+_STARTED: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "vitrine_request_started", default=None)
+"""When the request being answered came in (``time.perf_counter``): uvicorn runs each
+request in a task of its own, in a new context, and logs its access line in it."""
+
+
+class _Timed:
+    """Notes when each HTTP request came in, for its access-log line (:class:`_TimedLine`).
+    Not reset after: the stopping guard around it logs its own 503 with it too."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            _STARTED.set(time.perf_counter())
+        await self.app(scope, receive, send)
+
+
+class _TimedLine(logging.Formatter):
+    """uvicorn's access-log line (``formatter``'s) and the time the request took until its
+    response began, ``in 12.3 ms`` (uvicorn logs it as the response starts: the app's work,
+    not a large body's sending to a slow client); uvicorn wrote no time, so a slow request
+    could not be seen. A line logged outside a request is left as it was."""
+
+    def __init__(self, formatter: logging.Formatter):
+        super().__init__()
+        self.formatter = formatter
+
+    def format(self, record: logging.LogRecord) -> str:
+        started = _STARTED.get()
+        line = self.formatter.format(record)
+        if started is None:
+            return line
+        return f"{line} in {(time.perf_counter() - started) * 1000:.1f} ms"
 
 
 def _access_log_failed(handler: logging.Handler) -> Callable[[logging.LogRecord], None]:
@@ -221,10 +260,11 @@ def serve(app: FastAPI, sock: socket.socket, *,
 
 @contextlib.contextmanager
 def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0,
-            startup_timeout: float = 30.0) -> Iterator[str]:
-    """Serve ``app`` in a background thread; yields its base URL and stops it afterwards."""
+            startup_timeout: float = 30.0, access_log: bool = False) -> Iterator[str]:
+    """Serve ``app`` in a background thread; yields its base URL and stops it afterwards.
+    With ``access_log``, logs as `vitrine serve` does (a line a request on stdout)."""
     sock = bind(host, port)
-    server = _server(app, "warning")
+    server = _server(app, "info" if access_log else "warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
                               name="vitrine-server")
     thread.start()

@@ -97,6 +97,11 @@ class VectorStore(Protocol):
     """True when several threads may read through the store at once without a lock of the
     caller's (Milvus: its client is thread-safe); the embedded store's SQLite connection and
     FAISS index are shared, so the server reads it under one lock."""
+    hides_photos: bool
+    """True when :meth:`search_many` also takes ``exclude_photos`` (photo sha256s whose
+    products it leaves out inside its search: a product's copies, :mod:`vitrine.copies`,
+    whose :func:`~vitrine.copies.hiding_search` alone reads it); Milvus does not (its
+    searches go deeper instead)."""
 
     def lock_for_writing(self, wait: float | None = ...) -> None:
         """Keep other writers out from now until the store closes, waiting up to ``wait``

@@ -59,6 +59,7 @@ class MilvusStore(MilvusCollections, MilvusOrders, CatalogRecord):
     """A Vitrine store in one Milvus collection (``location`` is shown in messages)."""
 
     exclusive_writer = False
+    hides_photos = False  # (no exclude_photos: vitrine.copies searches deeper instead)
     concurrent_reads = True
     """pymilvus's client may be called from several threads at once, and the orders kept
     are this store's to guard (``_orders_lock``): the server lists products without its
