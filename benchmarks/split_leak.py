@@ -22,8 +22,18 @@ Per version: the copy/photo pairs in two splits per seed (the promised kinds, th
 those in train and test), and on the catalogue alone (its own duplicate and look-alike
 groups) how many photos are in another split than ``head`` puts them, per seed.
 
+A catalogue split into ``train``/``val``/``test`` folders keeps them, and so does
+``--as-folders`` of a plain one (a ``test`` folder of about 15 % of each category, drawn by
+``--seed``, and a ``train`` folder): each copy goes into its photo's folder, the missing
+split is carved out of ``train`` by each seed, and the versions are ``head`` (the carving
+without the look-alikes, as before helper-366) and ``moved`` (with them); the look-alike
+groups the folders themselves put in two splits (kept there, reported) are counted too.
+
     python benchmarks/split_leak.py --catalog ../shared/data/demo-catalog \\
         --weights ../shared/models/mobilenet_v2_imagenet.pth > benchmarks/results/split_leak.json
+    python benchmarks/split_leak.py --catalog ../shared/data/demo-catalog --as-folders \\
+        --weights ../shared/models/mobilenet_v2_imagenet.pth \\
+        > benchmarks/results/split_leak_folders.json
 """
 
 from __future__ import annotations
@@ -43,7 +53,14 @@ from vitrine.config import Settings
 from vitrine.dedupe import DuplicateRules
 from vitrine.dedupe_groups import find_duplicates
 from vitrine.embed import Embedder
-from vitrine.split import SPLIT_ALIKE_COSINE, alike_groups, joined, make_split, read_catalogue
+from vitrine.split import (
+    SPLIT_ALIKE_COSINE,
+    alike_groups,
+    group_split,
+    joined,
+    make_split,
+    read_catalogue,
+)
 
 PROMISED = ("exact", "q30", "q10", "png", "webp", "half", "quarter", "upscale2", "mirror",
             "mirror_q30", "rot90", "exif", "crop95", "bright", "border", "square", "watermark")
@@ -145,9 +162,14 @@ def groups_of(products: list[Product], vectors: np.ndarray, phashes: list[str],
 
 
 def splits(products: list[Product], groups: list[list[str]], alike: list[list[str]],
-           seed: int) -> dict[str, dict[str, str]]:
-    """The three versions' assignments (see the module docstring)."""
+           seed: int, given: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """The versions' assignments (see the module docstring); of a split in folders
+    (``given``), head's and moved's, and the look-alike groups across its folders."""
     settings = Settings(train_seed=seed)
+    if given is not None:
+        moved = make_split(products, groups, settings, given, alike)
+        return {"head": make_split(products, groups, settings, given).assignment,
+                "moved": moved.assignment, "across": moved.alike_across_folders}
     return {"head": make_split(products, groups, settings).assignment,
             "joined": make_split(products, joined(groups + alike), settings).assignment,
             "moved": make_split(products, groups, settings, alike=alike).assignment}
@@ -160,11 +182,16 @@ def main() -> None:
     ap.add_argument("--per-kind", type=int, default=25, help="Copies of each kind.")
     ap.add_argument("--seeds", type=int, default=20, help="Split seeds 0 … N-1.")
     ap.add_argument("--seed", type=int, default=0, help="Which photos are copied.")
+    ap.add_argument("--as-folders", action="store_true",
+                    help="Split the catalogue into train and test folders (drawn by --seed).")
     args = ap.parse_args()
 
     settings = Settings(weights=args.weights)
     rules = DuplicateRules.from_settings(settings)
-    catalogue = read_catalogue(args.catalog)[0]
+    catalogue, given, _ = read_catalogue(args.catalog)
+    if args.as_folders and given is None:
+        given = {p.product_id: name for p, name in zip(catalogue, group_split(
+            [p.category for p in catalogue], [], 0.0, 0.15, args.seed), strict=True)}
     kinds = (*PROMISED, *OTHERS)
     sources = random.Random(args.seed).sample(catalogue, args.per_kind * len(kinds))
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,6 +202,8 @@ def main() -> None:
             path = write_copy(source.image, kind, Path(tmp) / copy_id)
             copies.append(Product(copy_id, path, source.category))
             pairs.append((source.product_id, copy_id, kind))
+            if given is not None:  # (in its photo's folder)
+                given[copy_id] = given[source.product_id]
         products, vectors, phashes, thumbs, shas = embedded([*catalogue, *copies], settings)
     read = {p.product_id for p in products}
     pairs = [pair for pair in pairs if pair[0] in read and pair[1] in read]
@@ -189,9 +218,14 @@ def main() -> None:
 
     leaks: dict[str, dict[str, list[int]]] = {}
     by_kind: dict[str, Counter] = {}
+    across: list[int] = []
     for seed in range(args.seeds):
-        for version, side in splits(products, groups, alike, seed).items():
-            apart = [(a, b, kind) for a, b, kind in pairs if side[a] != side[b]]
+        versions = splits(products, groups, alike, seed, given)
+        if given is not None:
+            across.append(len(versions.pop("across")))
+        for version, side in versions.items():  # (a copy left out of a split: not apart)
+            apart = [(a, b, kind) for a, b, kind in pairs
+                     if a in side and b in side and side[a] != side[b]]
             counts = leaks.setdefault(version, {"promised": [], "others": [],
                                                 "train_and_test": []})
             counts["promised"].append(sum(kind in PROMISED for *_, kind in apart))
@@ -206,16 +240,22 @@ def main() -> None:
     cat_products = [products[i] for i in own]
     cat_groups, cat_alike = groups_of(cat_products, vectors[own], [phashes[i] for i in own],
                                       [thumbs[i] for i in own], [shas[i] for i in own], rules)
-    moved: dict[str, list[int]] = {"joined": [], "moved": []}
+    moved: dict[str, list[int]] = {"moved": []} if given is not None else {
+        "joined": [], "moved": []}
+    cat_across: list[int] = []
     for seed in range(args.seeds):
-        side = splits(cat_products, cat_groups, cat_alike, seed)
+        side = splits(cat_products, cat_groups, cat_alike, seed, given)
+        if given is not None:
+            cat_across.append(len(side.pop("across")))
         for version in moved:
-            moved[version].append(sum(side[version][pid] != s
+            moved[version].append(sum(side[version].get(pid) != s
                                       for pid, s in side["head"].items()))
     category = {p.product_id: p.category for p in cat_products}
     print(json.dumps({
         "catalog": str(args.catalog), "per_kind": args.per_kind, "seeds": args.seeds,
         "seed": args.seed, "alike_cosine": SPLIT_ALIKE_COSINE,
+        **({"folders": dict(sorted(Counter(given[p.product_id] for p in catalogue).items())),
+            "alike_across_folders_each_seed": across} if given is not None else {}),
         "phash_distance": 2 * rules.phash_distance,
         "copies": {"promised": sum(kind in PROMISED for *_, kind in pairs),
                    "others": sum(kind in OTHERS for *_, kind in pairs)},
@@ -231,6 +271,8 @@ def main() -> None:
                       "alike_groups": [[f"{pid} ({category[pid]})" for pid in g]
                                        for g in cat_alike],
                       "moved_from_head_each_seed": moved,
+                      **({"alike_across_folders_each_seed": cat_across}
+                         if given is not None else {}),
                       "moved_from_head_first_5_seeds": {v: m[:5] for v, m in moved.items()}},
     }, indent=2))
 

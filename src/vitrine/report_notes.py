@@ -34,7 +34,8 @@ def kept_split_lines(split: dict, bullet: str) -> list[str]:
 
 def left_out_lines(split: dict, bullet: str, named: int = 5) -> list[str]:
     """Test photos a copy of which is in the train or val folder, and val photos a copy of
-    which is in the train folder, kept out of every split."""
+    which is in the train folder, kept out of every split; look-alikes that the folders put
+    in two splits, kept."""
     lines = []
     for key, folder, earlier in (("left_out_of_test", "test", "train or val"),
                                  ("left_out_of_val", "val", "train")):
@@ -44,6 +45,12 @@ def left_out_lines(split: dict, bullet: str, named: int = 5) -> list[str]:
             lines.append(f"{bullet}{len(left_out)} photo(s) of the {folder} folder left out "
                          f"(a copy of each is in the {earlier} folder, so the model saw it): "
                          f"{names}.")
+    if alike := split.get("alike_across_folders"):
+        names = "; ".join(" ≈ ".join(g) for g in alike[:named]) + (
+            f" and {len(alike) - named} more" if len(alike) > named else "")
+        lines.append(f"{bullet}{len(alike)} group(s) of look-alike photos (not duplicates) "
+                     "are in two split folders, kept there (the model may have seen one "
+                     f"like a photo it is tested or validated on): {names}.")
     return lines
 
 

@@ -53,6 +53,11 @@ class Split:
     kept_from_earlier: dict[str, int] | None = None
     """Of a split that kept the earlier model's (:func:`vitrine.split_kept.kept_split`): the
     photos kept in their split, placed anew, and moved to a more held-out one."""
+    alike_across_folders: list[list[str]] = field(default_factory=list)
+    """Look-alike groups (:func:`vitrine.split.alike_groups`: not duplicates) that the
+    catalogue's own split folders put in two splits or more: kept where they are (they are
+    the user's photos), and reported; within the photos carved out of a train folder they
+    stay in one split."""
 
     def ids(self, name: str) -> list[str]:
         return sorted(pid for pid, s in self.assignment.items() if s == name)
@@ -70,6 +75,7 @@ class Split:
                 "product_groups": self.product_groups,
                 "crossing_groups": self.crossing(), "left_out_of_test": sorted(self.left_out),
                 "left_out_of_val": sorted(self.left_out_val),
+                "alike_across_folders": self.alike_across_folders,
                 "assignment": dict(sorted(self.assignment.items())),
                 "photo_sha256": dict(sorted(self.contents.items())),
                 "category": dict(sorted(self.categories.items())),
@@ -91,7 +97,8 @@ class Split:
                         list(data.get("left_out_of_test") or []),
                         list(data.get("left_out_of_val") or []),
                         int(data.get("product_groups") or 0),
-                        dict(data.get("category") or {}))
+                        dict(data.get("category") or {}),
+                        alike_across_folders=list(data.get("alike_across_folders") or []))
             if not all(isinstance(v, str) for v in (*split.assignment.values(),
                                                      *split.contents.values(),
                                                      *split.categories.values())):

@@ -177,7 +177,8 @@ def model_description(backbone: str, pretrained: dict, prep: Preprocessing,
 
     split = photos.split
     config = model_config(backbone, settings, classes, prep, state_hash(pretrained))
-    config["training_fingerprint"] = training_fingerprint(products, settings, split.contents)
+    config["training_fingerprint"] = training_fingerprint(products, settings, split.contents,
+                                                          folders=split.source == "folders")
     if fit.refit:  # whose weights these are: the refit's, or the validated ones (helper-231)
         config["refit"] = {k: fit.refit[k] for k in ("kept", "why_not_kept", "check")}
     config["duplicates"] = duplicate_calibration(fit.outputs, caches, photos.phash_of,
@@ -225,6 +226,7 @@ def split_summary(split: Split, usable: Sequence[Product], given: dict[str, str]
             "product_groups": split.product_groups,
             "crossing_groups": split.crossing(), "left_out_of_test": split.left_out,
             "left_out_of_val": split.left_out_val,
+            "alike_across_folders": split.alike_across_folders,
             "conflicting_groups": conflicting_labels(split.groups, usable),
             **({"kept_from_earlier": split.kept_from_earlier}
                if split.kept_from_earlier is not None else

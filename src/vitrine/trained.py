@@ -365,12 +365,14 @@ def _misfit(net: TrainedNet, state: object) -> str:
     return (", ".join(parts) + " tensor(s)") if parts else "tensors of another kind"
 
 
-def training_fingerprint(products, settings, contents: dict[str, str] | None = None) -> str:
+def training_fingerprint(products, settings, contents: dict[str, str] | None = None, *,
+                         folders: bool = False) -> str:
     """sha256 of what a training run depends on: every photo's content and category, the
     training settings, the duplicate rules in effect (the split and the model's calibrated rule
     depend on them; not the index-time bound), the split's own rules (``split.SPLIT_RULES``),
-    the backbone, the preprocessing and the
-    pretrained weights file. ``contents`` holds photos' sha256 already read, by product id."""
+    and with ``folders`` (a catalogue split into folders) those of a folder split
+    (``split.FOLDER_SPLIT_RULES``), the backbone, the preprocessing and the pretrained weights
+    file. ``contents`` holds photos' sha256 already read, by product id."""
     import hashlib
 
     from vitrine import split
@@ -395,6 +397,7 @@ def training_fingerprint(products, settings, contents: dict[str, str] | None = N
         "backbone": settings.backbone, "resize": settings.resize,
         # (the split's own rules: a model an earlier split made is trained again)
         "split_rules": [split.SPLIT_RULES, split.SPLIT_ALIKE_COSINE],
+        **({"folder_split_rules": split.FOLDER_SPLIT_RULES} if folders else {}),
         "weights": file_sha256(Path(settings.weights), limit=math.inf) if settings.weights
         else "download",
     }
@@ -418,9 +421,10 @@ def trained_already(catalog_dir: Path, model_dir: Path, settings) -> bool:
     :func:`ensure_model` reuses)."""
     from vitrine.split import links_refused, read_catalogue
 
-    products = read_catalogue(catalog_dir, settings.upload_dir,  # (what train reads)
-                              refused_links=links_refused(settings))[0]
-    wanted = training_fingerprint([p for p in products if p.category], settings)
+    products, given, _ = read_catalogue(catalog_dir, settings.upload_dir,  # (train reads it)
+                                        refused_links=links_refused(settings))
+    wanted = training_fingerprint([p for p in products if p.category], settings,
+                                  folders=given is not None)
     config_path = Path(model_dir) / CONFIG_FILE
     if config_path.is_file() and (Path(model_dir) / MODEL_FILE).is_file():
         try:
