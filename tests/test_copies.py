@@ -198,3 +198,70 @@ def test_each_store_says_whether_it_hides_copies_and_both_leave_them_out(tmp_pat
     finally:
         milvus.close()
         embedded.close()
+
+
+def test_a_store_let_go_for_its_new_database_is_not_kept_alive_by_the_copies_reader(
+        tmp_path):
+    """The server opens the store again when its database is replaced (a store deleted and
+    indexed anew) and lets the old one go (``VitrineService._follow_new_database``: the
+    recommender's store swapped); the reader of the copies kept the old store, with its
+    search index, in memory until the next ``similar`` (photo searches loaded the new
+    index beside it meanwhile). It holds the store it read weakly now, and reads the new
+    one's groups."""
+    import gc
+    import weakref
+
+    from vitrine.dedupe_store import encode
+
+    old = _store(tmp_path / "old", 2, 10)
+    new = _store(tmp_path / "new", 2, 10)
+    try:
+        shas = [old.get(pid).content_sha256 for pid in ("p002", "p003")]
+        old.set_duplicate_cache(encode("key", np.arange(2, dtype=np.uint64),
+                                       np.array([[0, 1]]), shas))
+        rec = Recommender(old, Settings())
+        _, matches = rec.similar("p002", 12)
+        assert "p003" not in [m.product.product_id for m in matches]  # (its copy)
+        held = weakref.ref(old)
+        old.close()
+        rec.store = new  # (as the service swaps it)
+        del old
+        rec.search_vector(np.ones(DIM, np.float32) / 4, 3)  # (the new index loaded)
+        gc.collect()
+        assert held() is None
+        _, matches = rec.similar("p002", 12)  # (the new store's groups: none)
+        assert "p003" in [m.product.product_id for m in matches]
+    finally:
+        new.close()
+
+
+def test_the_products_of_a_products_copies_are_found_from_an_index(tmp_path):
+    """A product whose photo file another product shares (the same photo listed twice) is
+    searched again with the products of its photo hidden (``EmbeddedStore._photo_rows``):
+    that look-up read every row of the store (content_sha256 had no index), 90-100 ms at
+    100,000 products where the search took 10 ms, for each such product's `similar` (a
+    product page, under the server's store lock) and each such photo in `related`. A store
+    made before the index gets it when opened where it can be written; the look-up reads
+    the index."""
+    import sqlite3
+
+    store = _store(tmp_path / "store", 2, 20)  # (p000 and p001: one photo file)
+    store.close()
+    with sqlite3.connect(tmp_path / "store" / "vitrine.sqlite") as db:  # (a store made before)
+        db.execute("DROP INDEX IF EXISTS products_content")
+    db.close()
+    store = EmbeddedStore(tmp_path / "store")
+    try:
+        statements = []
+        store.db.set_trace_callback(statements.append)
+        _, matches = Recommender(store, Settings()).similar("p000", 5)
+        store.db.set_trace_callback(None)
+        assert len(matches) == 5 and "p001" not in [m.product.product_id for m in matches]
+        looked = [sql for sql in statements if "content_sha256 IN" in sql]
+        assert looked  # (its copy took a place: searched again without it)
+        for sql in looked:
+            plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + sql)]
+            assert any("INDEX products_content" in step for step in plan), plan
+            assert not any(step == "SCAN products" for step in plan), plan
+    finally:
+        store.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import time
+import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -65,15 +66,21 @@ class CopiesReader:
     store lock: every 10 s and after each upload, with the same bytes)."""
 
     def __init__(self):
-        self._kept: tuple[VectorStore, object, float, bytes | None, Copies] | None = None
+        self._kept: tuple[weakref.ref[VectorStore], object, float, bytes | None,
+                          Copies] | None = None
+        """The store read (weakly: a server's store let go for its new database, and the
+        index it holds, was kept alive here until the next ``similar``), its write mark,
+        when, the bytes read and their groups."""
 
     def __call__(self, store: VectorStore) -> Copies:
         mark, now = store.write_mark(), time.monotonic()
         kept = self._kept
-        if kept is None or kept[0] is not store or kept[1] != mark or now - kept[2] > KEPT_S:
+        read = None if kept is None else kept[0]()
+        if read is not store or kept[1] != mark or now - kept[2] > KEPT_S:
             data = store.duplicate_cache()
-            same = kept is not None and kept[0] is store and kept[3] == data
-            self._kept = kept = (store, mark, now, data, kept[4] if same else copies_in(data))
+            same = read is store and kept[3] == data
+            self._kept = kept = (weakref.ref(store), mark, now, data,
+                                 kept[4] if same else copies_in(data))
         return kept[4]
 
 

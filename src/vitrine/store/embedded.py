@@ -307,7 +307,8 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
 
     def _photo_rows(self, shas: frozenset[str]) -> IdSet:
         """The row ids of the products of these photo sha256s, kept for the next searches
-        of this write generation (a table scan: content_sha256 has no index)."""
+        of this write generation (through the ``products_content`` index; a store read-only
+        here that lacks it is scanned)."""
         gen = self.generation()
         if gen != self._photo_gen:
             self._photo_ids, self._photo_gen = {}, gen

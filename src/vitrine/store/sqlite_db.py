@@ -66,9 +66,13 @@ OLD_LISTING_INDEXES = ("products_listing",)
 (category, name, product_id, search_key)), dropped once the current one is made: it would
 only take room and slow writes. A store read-only here keeps it, and lists from a sort."""
 INDEXES = (LISTING_INDEX,
-           "CREATE INDEX IF NOT EXISTS products_image ON products(image)")
+           "CREATE INDEX IF NOT EXISTS products_image ON products(image)",
+           "CREATE INDEX IF NOT EXISTS products_content ON products(content_sha256)")
 """Made when a store is opened where it can be written; the second finds the products of a
-photo (``EmbeddedStore.names_photo``) without reading theirs."""
+photo (``EmbeddedStore.names_photo``) without reading theirs, the third those of a photo's
+copies (``EmbeddedStore._photo_rows``, ``vitrine.copies``: the `similar` of each product
+whose photo file another product shares read every row, 90-100 ms at 100,000 products of
+1,280-d beside a 10 ms search, measured by hand)."""
 COLUMNS = ("product_id, image, category, name, price, description, attributes, "
            "content_sha256, phash, thumb, metadata_hash")
 DISK_FULL = 1 << 20
