@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from vitrine.store.sqlite_db import (
     disk_full,
     file_id,
     open_database,
+    out_of_room,
     row_to_product,
 )
 from vitrine.store.writer_lock import rebuild_lock, take_writer_lock
@@ -65,6 +67,10 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
         seen = file_id(db_path, version=True)  # (before reading: a change after is seen)
         self.db, have, missing, self._frozen = open_database(self.root, create=create)
         self._file = seen if self._frozen else file_id(db_path)
+        # read as it is though its folder can be written: its disk was full (open_database);
+        # short of room as the file system counts it (not a quota's), followed: replaced()
+        self._full = self._frozen and os.access(self.root, os.W_OK)
+        self._short = self._full and out_of_room(self.root)
         if missing:
             self.db.close()
             raise StoreError(f"{self.root} was written by an older Vitrine (no "
@@ -108,9 +114,13 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
         Looked up by the path the store was opened by: a link to the store's folder pointed
         at another store (``ln -sfn releases/b current``) is another file there (the server
         read the old store and wrote to the new one, its uploads in the old one's folder:
-        helper-222)."""
+        helper-222). Read as it is from a full disk, also once the disk has room again."""
         now = file_id(self._given / DB_NAME, version=self._frozen)
-        return now is not None and now != self._file
+        if now is not None and now != self._file:
+            return True
+        # opened on a full disk: once there is room again it is opened anew, in WAL mode (as
+        # a file that does not change it missed what writers left in their WAL)
+        return self._short and now is not None and not out_of_room(self._given, unknown=True)
 
     def present(self) -> bool:
         """(A folder this user may no longer enter raises PermissionError: not gone.) Looked
@@ -128,6 +138,12 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
     def lock_for_writing(self, wait: float | None = None) -> None:
         """Take the store's writer lock (:func:`take_writer_lock`; ``wait`` None:
         :data:`~vitrine.store.writer_lock.WRITE_WAIT`)."""
+        if self._lock_fh is None and self._frozen:  # (its connection reads only)
+            raise StoreError(
+                f"the disk holding the store {self.root} is full: it was opened to be read "
+                "only, and nothing was changed (free some space and try again)."
+                if self._full else f"cannot write to the store {self.root}; it is "
+                "read-only here.")
         if self._lock_fh is None:
             self._lock_fh = take_writer_lock(self.root, wait)
 

@@ -1,5 +1,5 @@
 """The embedded store's SQLite database: its schema, and opening it (created, migrated to
-the current columns, or read as it is from a read-only folder)."""
+the current columns, or read as it is from a read-only folder or a full disk)."""
 
 from __future__ import annotations
 
@@ -117,12 +117,25 @@ def disk_full(root: Path, exc: Exception) -> bool:
                 root / f"{DB_NAME}{s}" for s in ("", "-wal", "-shm"))
                         if f.exists()):  # (none yet: a new store, out of room to make it)
         return False  # (a database this user may not open: no room would open it)
+    return out_of_room(root)
+
+
+def out_of_room(root: Path, unknown: bool = False) -> bool:
+    """Whether the disk holding ``root`` has less than :data:`DISK_FULL` bytes or
+    :data:`FILES_FULL` files free; ``unknown`` where it cannot be told."""
     try:
         room = os.statvfs(root)
     except OSError:
-        return False
+        return unknown
     return (room.f_bavail * room.f_frsize < DISK_FULL
             or room.f_files > 0 and room.f_favail < FILES_FULL)
+
+
+def wal_holds_writes(root: Path) -> bool:
+    """Whether the store at ``root`` has writes in its WAL file not folded into the
+    database yet (read as a file that does not change, they would be missed)."""
+    wal = root / f"{DB_NAME}-wal"
+    return wal.is_file() and wal.stat().st_size > 0
 
 
 def _refuse_foreign(db: sqlite3.Connection, db_path: Path) -> None:
@@ -184,8 +197,8 @@ def open_database(root: Path, *, create: bool,
     """Open (``create``: or make) the database of the store folder ``root``: the connection,
     the columns its products table has, those it lacks (a store of an older Vitrine), and
     whether it is read as a file that does not change (``immutable``: a read-only folder,
-    where SQLite cannot make its WAL files; a change made elsewhere is not seen through
-    it, so its reader opens it again: EmbeddedStore.replaced)."""
+    or one on a full disk, where SQLite cannot make its WAL files; a change made elsewhere
+    is not seen through it, so its reader opens it again: EmbeddedStore.replaced)."""
     db_path = root / DB_NAME
     try:
         str(root).encode("utf-8")
@@ -220,6 +233,7 @@ def open_database(root: Path, *, create: bool,
         except OSError as exc:
             raise StoreError(f"cannot create store folder {root} ({exc.strerror}).") from None
     frozen = False
+    db = None
     try:
         try:
             db = sqlite3.connect(db_path, timeout=30, isolation_level=None,
@@ -230,28 +244,41 @@ def open_database(root: Path, *, create: bool,
             db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             db.executescript(SCHEMA)
         except sqlite3.OperationalError as exc:
+            if db is not None:
+                db.close()
+            full = None
             if os.access(root, os.W_OK):
-                if disk_full(root, exc):  # (not a damaged store)
-                    raise StoreError(
-                        f"cannot open the store {root}: the disk holding it is full ({exc}; "
-                        "SQLite needs a little room beside its database to open it). Free "
-                        "some space there; the store itself is as it was.") from None
-                raise
-            if create:  # to write into (index, migrate): say why it cannot be
-                raise StoreError(f"cannot write to the store {root}; it is read-only "
-                                 "here.") from None
+                if not disk_full(root, exc):
+                    raise
+                full = StoreError(  # (not a damaged store)
+                    f"cannot open the store {root}: the disk holding it is full ({exc}; "
+                    "SQLite needs a little room beside its database to open it). Free "
+                    "some space there; the store itself is as it was.")
+                # SQLite cannot make its WAL files, as in a read-only folder: a store at
+                # rest (its writes all in the database) is read as it is (`similar`,
+                # `info` and the server's pages and searches all failed until space was
+                # freed); its writes are refused (EmbeddedStore.lock_for_writing)
+                if create or wal_holds_writes(root):
+                    raise full from None
             # a read-only folder (a read-only volume of replicas, say): SQLite cannot make
             # its WAL files there, so read the file as it is; writes are refused
-            db.close()
-            wal = root / f"{DB_NAME}-wal"
-            if wal.is_file() and wal.stat().st_size:  # read as it is, they would be lost
+            elif create:  # to write into (index, migrate): say why it cannot be
+                raise StoreError(f"cannot write to the store {root}; it is read-only "
+                                 "here.") from None
+            elif wal_holds_writes(root):  # read as it is, they would be lost
+                wal = root / f"{DB_NAME}-wal"
                 raise StoreError(
                     f"the store {root} is read-only here and its last writes may be "
                     f"in {wal.name}, which cannot be read without the {DB_NAME}-shm file: "
                     "open it once where it can be written (`vitrine info --store` there "
                     "folds them in), or copy it after its writer has stopped.") from None
-            db = sqlite3.connect(f"{db_path.as_uri()}?mode=ro&immutable=1", uri=True,
-                                 isolation_level=None, check_same_thread=False)
+            try:
+                db = sqlite3.connect(f"{db_path.as_uri()}?mode=ro&immutable=1", uri=True,
+                                     isolation_level=None, check_same_thread=False)
+            except sqlite3.OperationalError:
+                if full is None:
+                    raise
+                raise full from None
             frozen = True
         # name search folds case and accents in SQL (see list_products)
         db.create_function("vitrine_searchable", 1, searchable_sql, deterministic=True)

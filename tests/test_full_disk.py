@@ -1,0 +1,164 @@
+"""A full disk (ENOSPC) under the embedded store: SQLite cannot make its WAL files there, so
+a store at rest is read as it is (it was refused: `vitrine similar`, `info` and a server
+started then all failed until space was freed), a write is refused in one sentence with
+nothing lost, and once there is room again writes go through (the server's without a
+restart). The disk is simulated: SQLite's opening fails as it does there ("disk I/O
+error") and the file system reports no free bytes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from vitrine.catalog import Product
+from vitrine.embed import ModelManifest
+from vitrine.errors import StoreError
+from vitrine.store import open_store
+from vitrine.store.base import Record
+
+DIM = 8
+MANIFEST = ModelManifest("test", "0" * 64, {"size": 8, "resize": "crop"}, DIM)
+NO_ROOM = os.statvfs_result((4096, 4096, 10**6, 0, 0, 10**6, 10**5, 10**5, 0, 255))
+"""A file system with no free block (and free files: the bytes are what is short)."""
+READ_ONLY_NOW = "is full: it was opened to be read only, and nothing was changed"
+KEY = "s3cret-key-of-the-full-disk"
+
+
+class Disk:
+    """The disk under the stores of a test: ``full`` or not. Full, SQLite's opening of a
+    database in WAL mode fails as on a real full disk ("disk I/O error" making the -shm
+    file); a read-only ``immutable`` opening, which makes no file, still works."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.full = False
+        connect, statvfs = sqlite3.connect, os.statvfs
+
+        def full_connect(database, *args, uri: bool = False, **kwargs):
+            if self.full and not uri:
+                raise sqlite3.OperationalError("disk I/O error")
+            return connect(database, *args, uri=uri, **kwargs)
+
+        monkeypatch.setattr(sqlite3, "connect", full_connect)
+        monkeypatch.setattr(os, "statvfs", lambda path: NO_ROOM if self.full else
+                            statvfs(path))
+
+
+def unit(*values) -> np.ndarray:
+    v = np.zeros(DIM, np.float32)
+    v[: len(values)] = values
+    return v / np.linalg.norm(v)
+
+
+def record(pid: str, vec: np.ndarray, **kw) -> Record:
+    product = Product(product_id=pid, image=Path(f"/photos/{pid}.jpg"), category="c",
+                      name=pid.upper(), **kw)
+    return Record(product, "sha-" + pid, "0" * 16, b"\0" * 768, vec)
+
+
+def _stored(root: Path) -> None:
+    store = open_store(root, create=True)
+    store.set_manifest(MANIFEST)
+    store.upsert([record("a", unit(1, 0)), record("b", unit(1, 0.2)),
+                  record("c", unit(0, 1), price=9.5)])
+    store.close()  # (its WAL folded into the database: a store at rest)
+
+
+def test_a_store_at_rest_on_a_full_disk_is_read_and_refuses_writes(tmp_path, monkeypatch):
+    root = tmp_path / "store"
+    _stored(root)
+    disk = Disk(monkeypatch)
+    disk.full = True
+    reader = open_store(root)  # (was: "cannot open the store ...: the disk holding it is
+    # full", for every command that only reads)
+    assert reader.count() == 3 and reader.get("c").price == 9.5
+    assert [m.product.product_id for m in reader.search(unit(1, 0), 2)] == ["a", "b"]
+    assert reader.manifest() == MANIFEST
+    with pytest.raises(StoreError, match=f"the disk holding the store {root} {READ_ONLY_NOW} "
+                                         r"\(free some space and try again\)"):
+        reader.lock_for_writing()
+    assert not reader.replaced()  # (a server goes on reading it)
+    # opened to be written into (index, migrate): refused as before
+    with pytest.raises(StoreError, match=f"cannot open the store {root}: the disk holding it "
+                                         "is full"):
+        open_store(root, create=True)
+    disk.full = False  # space freed: the reader says to open it anew, which writes
+    assert reader.replaced()
+    reader.close()
+    writer = open_store(root)
+    writer.lock_for_writing()
+    writer.upsert([record("d", unit(1, 0.1))])
+    assert writer.count() == 4 and writer.get("c").price == 9.5
+    assert [m.product.product_id for m in writer.search(unit(1, 0), 2)] == ["a", "d"]
+    writer.close()
+
+
+def test_writes_only_in_the_wal_are_not_read_past_on_a_full_disk(tmp_path, monkeypatch):
+    """The database file alone would miss the writes its WAL holds (a deleted product
+    found): such a store is refused on a full disk, as before, not read as it is."""
+    root = tmp_path / "store"
+    _stored(root)
+    writer = open_store(root)
+    writer.lock_for_writing()
+    writer.delete(["a"])  # (in the WAL while the writer has it open)
+    assert (root / "vitrine.sqlite-wal").stat().st_size > 0
+    disk = Disk(monkeypatch)
+    disk.full = True
+    with pytest.raises(StoreError, match=f"cannot open the store {root}: the disk holding it "
+                                         r"is full \(disk I/O error; .*the store itself is as "
+                                         "it was"):
+        open_store(root)
+    disk.full = False
+    writer.close()
+    again = open_store(root)
+    assert again.count() == 2 and again.get("a") is None
+    again.close()
+
+
+def test_a_server_started_on_a_full_disk_reads_and_writes_once_there_is_room(
+        settings, small_store, small_catalog, embedder, tmp_path, monkeypatch):
+    """It did not start at all ("cannot open the store"). It now serves its pages and
+    searches, answers a write with a 409 and one sentence (nothing written, no photo
+    left), and takes writes once space is freed, without a restart."""
+    from vitrine.api import create_app
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    disk = Disk(monkeypatch)
+    disk.full = True
+    client = TestClient(create_app(settings.model_copy(update={"api_key": KEY}), store,
+                                   embedder=embedder))
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert client.get("/healthz").json()["products"] == 48
+    listed = client.get("/api/products", params={"limit": 200}).json()["products"]
+    first = listed[0]["product_id"]
+    similar = client.get(f"/api/products/{first}/similar", params={"k": 3})
+    assert similar.status_code == 200 and len(similar.json()["results"]) == 3
+    photo = sorted(small_catalog.rglob("*.jpg"))[0]
+    data = photo.read_bytes()
+    assert client.post("/api/search", files={"image": ("p.jpg", data, "image/jpeg")}
+                       ).status_code == 200
+    flipped = tmp_path / "flipped.jpg"  # (a photo no product has)
+    Image.open(photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(flipped)
+    upload = {"image": ("new.jpg", flipped.read_bytes(), "image/jpeg")}
+    fields = {"product_id": "new-on-full-disk", "name": "Novo", "category": "salto_feminino"}
+    added = client.post("/api/products", headers=auth, files=upload, data=fields)
+    assert added.status_code == 409 and READ_ONLY_NOW in added.json()["detail"], added.text
+    deleted = client.delete(f"/api/products/{first}", headers=auth)
+    assert deleted.status_code == 409 and READ_ONLY_NOW in deleted.json()["detail"]
+    assert not list((store / "uploads").glob("*"))  # (the photo went with the write)
+    assert client.get(f"/api/products/{first}").status_code == 200
+    assert client.get("/api/products/new-on-full-disk").status_code == 404
+    disk.full = False  # space freed: the next request opens the store anew
+    added = client.post("/api/products", headers=auth, files=upload, data=fields)
+    assert added.status_code == 201, added.text
+    assert client.delete(f"/api/products/{first}", headers=auth).status_code == 204
+    assert client.get("/api/products/new-on-full-disk").status_code == 200
+    assert client.get(f"/api/products/{first}").status_code == 404
+    assert client.get("/healthz").json()["products"] == 48
