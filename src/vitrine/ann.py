@@ -210,6 +210,7 @@ class VectorIndex:
             self.kind = "flat"
         self._id_map: np.ndarray | None = None
         self._order: np.ndarray | None = None
+        self._lists: np.ndarray | None = None  # (IVF: each id's list)
 
     @classmethod
     def load(cls, path: Path, config: IndexConfig) -> VectorIndex:
@@ -256,7 +257,9 @@ class VectorIndex:
         batch of flat queries is one matrix product), on ``threads`` OpenMP threads (all by
         default). ``near``: how many of the ``hidden`` ids may be the queries' nearest (all
         of them by default: a product's copies, :mod:`vitrine.copies`), which an HNSW walk
-        is widened to pass (:class:`LayeredIndex` passes 0 for its rows written since)."""
+        is widened to pass, or past more than M of them (:meth:`_links`) scans the vectors
+        not hidden instead, and an IVF search probes the lists holding them besides
+        (:class:`LayeredIndex` passes 0 for its rows written since)."""
         near = (len(hidden) if hidden is not None else 0) if near is None else near
         if subset is not None and hidden is not None:
             raise ValueError("search takes a subset or hidden ids, not both")
@@ -293,11 +296,19 @@ class VectorIndex:
         most 1)."""
         if hidden is not None and self._past_hidden(len(queries), len(hidden)):
             found = self._search_past(queries, k, hidden)
+        elif hidden is not None and self.kind == "hnsw" and near > self._links() // 2:
+            found = self._exact_past(queries, k, hidden)  # (past many copies: _links)
         elif hidden is not None:
             # an HNSW walk keeps hidden ids among its efSearch candidates: past a product's
             # copies (its query's nearest, vitrine.copies) a breadth of k stopped among them
-            # with k far poorer products (best 0.48 where 0.77 was not a copy)
+            # with k far poorer products (best 0.48 where 0.77 was not a copy). IVF: a photo
+            # many products share has k-means centres of its own, and its copies filled most
+            # of the lists probed, which held few others: 5 of the 10 nearest (2,000 copies
+            # in 16,000, tests/test_ann_copies.py); the lists holding them are probed besides
             params = self._params(k + near if self.kind == "hnsw" else k)
+            if self.kind == "ivf" and near:
+                params.nprobe = min(self.inner.nlist,
+                                    params.nprobe + self._lists_holding(hidden, near))
             shown = hidden.selector()
             params.sel = faiss.IDSelectorNot(shown)
             found = self._top(queries, min(k, self.ntotal), params)
@@ -306,6 +317,34 @@ class VectorIndex:
         else:
             found = self._search(queries, k, subset)
         return [(np.clip(scores, -1.0, 1.0), ids) for scores, ids in found]
+
+    def _links(self) -> int:
+        """An HNSW node's links at the graph's level 0 (2·M). A search past more than half
+        as many hidden copies of its product (the query's nearest) scans the vectors not
+        hidden instead of walking: copies of one photo are one point whose members link to
+        one another before anything else, so a walk that reaches them may find no way out,
+        or one to far poorer products. At 100,000 products, past 100 copies of one photo
+        the walk found 0.94 of the 10 nearest others (6 of 10 for one product), past 1,000
+        (half of them one photo) 0.875 (4 of 10), where the scan finds them all; past a
+        placeholder photo's 20,000 copies it (efSearch k + 20,000) took 243 ms, the scan
+        57 ms (p50s on a busy machine; benchmarks/copies_search.py)."""
+        return self.inner.hnsw.nb_neighbors(0)
+
+    def _lists_holding(self, hidden: IdSet, most: int) -> int:
+        """How many of an IVF index's lists hold ``hidden`` ids (at most ``most``); each id's
+        list is read once (4 bytes an id, up to the largest)."""
+        if self._lists is None:
+            inv = self.inner.invlists
+            sizes = [inv.list_size(i) for i in range(self.inner.nlist)]
+            ids = np.concatenate([np.zeros(0, np.int64)] + [
+                faiss.rev_swig_ptr(inv.get_ids(i), size) for i, size in enumerate(sizes)
+                if size])
+            self._lists = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, np.int32)
+            self._lists[ids] = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+        held = self._lists[hidden.ids[hidden.ids < len(self._lists)]]
+        lists = np.zeros(self.inner.nlist, bool)
+        lists[held[held >= 0]] = True
+        return min(most, int(lists.sum()))
 
     def _past_hidden(self, queries: int, hidden: int) -> bool:
         """Whether a batch of ``queries`` is searched past ``hidden`` ids (the top k + hidden,
@@ -410,12 +449,19 @@ class VectorIndex:
         short = [i for i, (_, ids) in enumerate(found) if len(ids) < min(k, self.ntotal)]
         if not short:
             return found
-        id_map = self._ids_by_position()[0]
-        shown = np.flatnonzero(~hidden.contains(id_map))
-        for i, exact in zip(short, self._exact_positions(queries[short], k, shown),
-                            strict=True):
+        for i, exact in zip(short, self._exact_past(queries[short], k, hidden), strict=True):
             found[i] = exact
         return found
+
+    def _exact_past(self, queries: np.ndarray, k: int, hidden: IdSet) -> list[Result]:
+        """Exact search over the HNSW's stored vectors that are not ``hidden``, once for each
+        distinct query (a `related` page's products of one photo are one vector)."""
+        id_map = self._ids_by_position()[0]
+        rows = np.ascontiguousarray(queries).view(np.dtype((np.void, queries.shape[1] * 4)))
+        _, first, which = np.unique(rows.ravel(), return_index=True, return_inverse=True)
+        found = self._exact_positions(queries[first], k,
+                                      np.flatnonzero(~hidden.contains(id_map)))
+        return [found[i] for i in which.ravel()]
 
     def _ids_by_position(self) -> tuple[np.ndarray, np.ndarray]:
         """The HNSW's ids by position, and the positions that sort them."""
