@@ -224,6 +224,36 @@ def test_a_byte_identical_copy_training_left_out_is_not_searched_either():
     assert seen == {"train/a.jpg": "train", "test/b.jpg": "test"}
 
 
+def test_a_test_folder_evaluated_alone_never_queries_the_copy_training_left_out(tmp_path):
+    """Pre-split folders whose test folder holds a copy of a train photo (the reference
+    design's leak): training leaves the copy out of every split. `evaluate --model MODEL
+    CATALOG/test` held no photo the model trained on, so it fell back to leave-one-out over
+    every photo, and the copy queried and was classified (7 queries where the model's split
+    has 6: helper-372)."""
+    from pathlib import Path
+
+    from vitrine.catalog import Product
+    from vitrine.model_eval import _protocol, _sides
+    from vitrine.split import Split
+
+    sides = {"train/a.jpg": "train", "val/b.jpg": "val", "test/c.jpg": "test",
+             "test/d.jpg": "test"}
+    Split(sides, contents={**{pid: f"sha-{pid}" for pid in sides}, "test/a-small.jpg": "sha-s"},
+          left_out=["test/a-small.jpg"]).save(tmp_path / "split.json")
+    ids = ["c.jpg", "d.jpg", "a-small.jpg", "e.jpg"]  # the test folder as its own catalogue
+    products = [Product(pid, Path(pid), "x") for pid in ids]
+    shas = ["sha-test/c.jpg", "sha-test/d.jpg", "sha-s", "sha-e"]
+    line, assignment = _protocol(products, None, tmp_path, shas, [])
+    queries, index = _sides(products, assignment, None)
+    assert [ids[i] for i in queries] == ["c.jpg", "d.jpg", "e.jpg"], line
+    assert [ids[i] for i in index] == ids  # (searched, as another catalogue's photos)
+    assert line.startswith("leave-one-out") and "do not query" in line
+    # without such a copy, the test folder alone is leave-one-out over all of it, as before
+    line, assignment = _protocol(products[:2] + products[3:], None, tmp_path,
+                                 shas[:2] + shas[3:], [])
+    assert (line, assignment) == ("leave-one-out: every photo queries all the others", None)
+
+
 @pytest.fixture(scope="module")
 def tiny_model(demo_catalog, weights_path, tmp_path_factory):
     """A model trained in-process on 3 categories × 8 demo photos (2 + 1 epochs)."""

@@ -79,6 +79,14 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
             return (f"{who} its train + validation photos"
                     + (f" ({'; '.join(notes)})" if notes else ""),
                     {pid: where or "test" for pid, where in seen.items()})
+        if "out" in seen.values():
+            # no photo it trained on here, but a copy of one that training left out of its
+            # splits (a pre-split catalogue's test folder evaluated alone): it never queries,
+            # as in the model's split; leave-one-out queried it (helper-372)
+            line, sides = _without_trained(seen, given)
+            if unchecked and None in seen.values():
+                line = f"{line[:-1]}; {_UNCHECKED})"
+            return line, sides
         if unchecked:
             note = f" ({_UNCHECKED})"
             return ("the test folder queries the train + validation folders" + note, given
