@@ -36,6 +36,7 @@ from vitrine.errors import CatalogError
 from vitrine.service import VitrineService
 from vitrine.service_writes import NewProduct
 from vitrine.store.base import StoredProduct
+from vitrine.store.filters import ProductFilter, parse_filter
 from vitrine.store.search_key import listing_order
 from vitrine.web import guards
 
@@ -45,6 +46,14 @@ OFFSET_MAX = 1_000_000_000
 KParam = Annotated[int, Query(ge=K_MIN, le=K_MAX, description="Number of results (1–100).")]
 CategoryParam = Annotated[str | None, Query(max_length=CATEGORY_MAX,
                                             description="Only products of this category.")]
+MinPriceParam = Annotated[str | None, Query(
+    max_length=40, description="Only products priced at least this (a number, e.g. 99.9; a "
+                               "product without a price is left out).")]
+MaxPriceParam = Annotated[str | None, Query(
+    max_length=40, description="Only products priced at most this (a number).")]
+AttrParam = Annotated[list[str] | None, Query(
+    description="Only products whose attribute KEY is VALUE exactly, written KEY=VALUE "
+                "(repeat it: each must hold).")]
 ImageParam = Annotated[Upload, File(description="The photo (JPEG, PNG, WebP, GIF, BMP, TIFF, "
                                                 "AVIF, HEIC).",
                                     # (OpenAPI 3.1's contentMediaType alone: generated
@@ -58,7 +67,20 @@ BEARER = HTTPBearer(auto_error=False, description="The server's VITRINE_API_KEY.
 ADD_FIELDS = ("image", "product_id", "name", "category", "price", "description")
 """The form fields ``POST /api/products`` takes."""
 SEARCH_FIELDS = ("image", "category")
-"""The form fields ``POST /api/search`` takes (``k`` goes in the address)."""
+"""The form fields ``POST /api/search`` takes (``k`` and the price and attribute filters go
+in the address)."""
+FILTER_PARAMS = ("min_price", "max_price", "attr")
+
+
+def product_filter(min_price: str | None, max_price: str | None, attr: list[str] | None
+                   ) -> ProductFilter | None:
+    """The query's price and attribute filter (None: none sent); a 422 of one sentence for
+    a price that is no number, a minimum above the maximum or an attr without '='."""
+    try:
+        return parse_filter(min_price or None, max_price or None, attr or (),
+                            names=("min_price", "max_price", "attr"))
+    except ValueError as exc:
+        raise HTTPException(422, f"Invalid query parameter: {exc}") from None
 
 
 def form_fields(taken: tuple[str, ...], in_address: tuple[str, ...] = ()):
@@ -185,10 +207,14 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
 
     @router.get("/products/{product_id:path}" + SIMILAR_SUFFIX, response_model=SimilarOut,
                 responses=errors(404))
-    def similar(product_id: str, k: KParam = 5, category: CategoryParam = None) -> SimilarOut:
+    def similar(product_id: str, k: KParam = 5, category: CategoryParam = None,
+                min_price: MinPriceParam = None, max_price: MaxPriceParam = None,
+                attr: AttrParam = None) -> SimilarOut:
         """The ``k`` products most similar to a stored product (itself and its copies, the
-        same photo under another id, excluded)."""
-        product, matches = service.similar(product_id, k, category)
+        same photo under another id, excluded), of ``category``, prices from ``min_price``
+        to ``max_price`` and attributes ``attr=KEY=VALUE`` only when given."""
+        where = product_filter(min_price, max_price, attr)
+        product, matches = service.similar(product_id, k, category, where=where)
         return SimilarOut(product=product_out(product, root),
                           results=[result_out(m, root) for m in matches])
 
@@ -201,23 +227,27 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                      "headers": {"Server-Timing": {
                          "description": "decode, model and search times (ms).",
                          "required": True, "schema": {"type": "string"}}}}},
-                 dependencies=[Depends(form_fields(SEARCH_FIELDS, ("k",)))])
+                 dependencies=[Depends(form_fields(SEARCH_FIELDS, ("k", *FILTER_PARAMS)))])
     def search(image: ImageParam, response: Response, k: KParam = 5,
                category: CategoryParam = None,
                category_field: Annotated[str | None, Form(
                    alias="category", max_length=CATEGORY_MAX,
-                   description="The same filter, sent as a form field.")] = None
-               ) -> SearchOut:
+                   description="The same filter, sent as a form field.")] = None,
+               min_price: MinPriceParam = None, max_price: MaxPriceParam = None,
+               attr: AttrParam = None) -> SearchOut:
         """The ``k`` products most similar to an uploaded photo (multipart field ``image``),
         only of ``category`` when given (in the address or as a form field; in both, they
-        must name the same category, else 422). The ``Server-Timing`` header tells decode,
-        model and search times."""
+        must name the same category, else 422), of prices from ``min_price`` to
+        ``max_price`` and attributes ``attr=KEY=VALUE`` (in the address) only when given.
+        The ``Server-Timing`` header tells decode, model and search times."""
+        where = product_filter(min_price, max_price, attr)
         if category and category_field and service.stored_category(category) != \
                 service.stored_category(category_field):
             raise HTTPException(422, f"Two categories were sent ({category!r} in the address, "
                                      f"{category_field!r} in the form); send one.")
         matches, timings, guess = service.search_photo(guards.read_upload(image, limit), k,
-                                                       category or category_field)
+                                                       category or category_field,
+                                                       where=where)
         response.headers["Server-Timing"] = timings.server_timing()
         return SearchOut(results=[result_out(m, root) for m in matches],
                          predicted_category=guess and CategoryGuessOut(**guess.as_dict()))

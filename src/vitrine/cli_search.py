@@ -12,9 +12,12 @@ import typer
 
 from vitrine.cli_plot import check_plot_targets, plot_path, plot_targets, save_plot
 from vitrine.cli_support import (
+    AttrOpt,
     CategoryOpt,
     JsonOpt,
     KOpt,
+    MaxPriceOpt,
+    MinPriceOpt,
     ModelOpt,
     PlotOpt,
     StoreOpt,
@@ -25,6 +28,7 @@ from vitrine.cli_support import (
     out,
     path_of,
     print_json,
+    product_filter,
 )
 from vitrine.display import counted, one_line, results_table
 from vitrine.errors import VitrineError
@@ -57,6 +61,9 @@ def search(
     store: StoreOpt,
     k: KOpt = 5,
     category: CategoryOpt = None,
+    min_price: MinPriceOpt = None,
+    max_price: MaxPriceOpt = None,
+    attrs: AttrOpt = None,
     weights: WeightsOpt = None,
     model: ModelOpt = None,
     plot: PlotOpt = None,
@@ -71,6 +78,7 @@ def search(
     if "" in images:  # (Path("") is ".": "'.' is a folder", a name never typed)
         raise VitrineError("an IMAGE argument is empty (an unset shell variable?); name a "
                            "photo.")
+    where = product_filter(min_price, max_price, attrs)
     typed, images = images, [_query_path(image) for image in images]  # (a query said as
     # typed: Path drops "./" and "//", so a script looking its own paths up missed each:
     # helper-220)
@@ -82,7 +90,7 @@ def search(
     failed = 0
     for query, image, target in zip(typed, images, targets, strict=True):
         try:
-            matches, guess = rec.search_image_guess(image, k, category)
+            matches, guess = rec.search_image_guess(image, k, category, where=where)
         except ImageError as exc:  # the other photos are still searched
             said = f"{query}: {exc.reason}" if exc.source == str(image) else str(exc)
             sys.stderr.write(f"error: {one_line(said)}\n")  # (a file name's ESC or line
@@ -123,6 +131,9 @@ def similar(
     category: CategoryOpt = None,
     same_category: Annotated[bool, typer.Option(
         "--same-category", help="Only products of the product's own category.")] = False,
+    min_price: MinPriceOpt = None,
+    max_price: MaxPriceOpt = None,
+    attrs: AttrOpt = None,
     plot: PlotOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -134,12 +145,14 @@ def similar(
     if same_category and category is not None:
         raise VitrineError("--category and --same-category each choose the category of the "
                            "results; pass one of them.")
+    where = product_filter(min_price, max_price, attrs)
     plot = plot_path(plot)
     rec = open_recommender(store, None, embeds=False)  # (stored vectors: nothing embedded)
     category = check_category(rec, category)
     if plot is not None:  # before the search, as search's
         check_plot_targets([plot], [Path(rec.product(product_id).image)], rec)
-    product, matches = rec.similar(product_id, k, category, same_category=same_category)
+    product, matches = rec.similar(product_id, k, category, same_category=same_category,
+                                  where=where)
     if not as_json:
         out.print(results_table(f"Similar to {product_id} ({product.name})", matches))
     problem = None

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from rich.console import Console
 from vitrine.config import Settings, env_value, load_settings, unknown_settings
 from vitrine.errors import VitrineError
 from vitrine.jsonfile import finite, json_text
+
+if TYPE_CHECKING:
+    from vitrine.store.filters import ProductFilter
 
 # What the commands print holds the shop's data (product names, categories, paths, skip
 # reasons): printed as it is, never read as rich markup ("Promo [/promo]" crashed the
@@ -56,6 +59,15 @@ KOpt = Annotated[int, typer.Option("--k", "-k", min=1, max=100,
                                    help="Number of results (1 to 100).")]
 CategoryOpt = Annotated[str | None, typer.Option("--category", "-c",
                                                  help="Only products of this category.")]
+MinPriceOpt = Annotated[str | None, typer.Option(
+    "--min-price", metavar="PRICE",
+    help="Only products priced at least PRICE (a product without a price is left out).")]
+MaxPriceOpt = Annotated[str | None, typer.Option(
+    "--max-price", metavar="PRICE",
+    help="Only products priced at most PRICE (a product without a price is left out).")]
+AttrOpt = Annotated[list[str] | None, typer.Option(
+    "--attr", metavar="KEY=VALUE",
+    help="Only products whose attribute KEY is VALUE exactly (repeat it: each must hold).")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Save a figure (.png, .jpg, "
                                                           ".jpeg, .pdf or .svg).",
                                               parser=path_of("--plot"))]
@@ -177,6 +189,20 @@ def open_recommender(store: Path, weights: Path | None, model: Path | None = Non
 
     settings = command_settings(weights, model, embeds=embeds)
     return Recommender(store_for(store, settings), settings)
+
+
+def product_filter(min_price: str | None, max_price: str | None,
+                   attrs: list[str] | None) -> ProductFilter | None:
+    """``--min-price``, ``--max-price`` and ``--attr`` as a filter (None: none given); a
+    price that is no number, a minimum above the maximum or an ``--attr`` without ``=`` is
+    one sentence (exit status 2)."""
+    from vitrine.store.filters import parse_filter
+
+    try:
+        return parse_filter(min_price, max_price, attrs or (),
+                            names=("--min-price", "--max-price", "--attr"))
+    except ValueError as exc:
+        raise VitrineError(str(exc)) from None
 
 
 def check_category(rec, category: str | None) -> str | None:

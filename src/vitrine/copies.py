@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from vitrine.store.base import Match, StoredProduct, VectorStore
+from vitrine.store.filters import ProductFilter
 
 DEEPEST = 16_384
 """The most results one search asks for while passing over copies (Milvus' top-k limit)."""
@@ -93,19 +94,21 @@ def without_copies(product: StoredProduct, matches: list[Match], copies: Copies
 
 
 def hiding_search(store: VectorStore, vectors: np.ndarray, ids: Sequence[str],
-                  category: str | None
+                  category: str | None, where: ProductFilter | None = None
                   ) -> Callable[[list[int], int, frozenset[str]], list[list[Match]]] | None:
     """The ``search_without`` of :func:`similar_without_copies` for ``store``: the top ``n``
     of those rows of ``vectors``, each without its own of ``ids`` and the products of the
     ``photos`` sha256s, left out inside the store's search; None where the store cannot
-    (:attr:`VectorStore.hides_photos`: Milvus), which then searches deeper. The one place
+    (:attr:`VectorStore.hides_photos`: Milvus), which then searches deeper; ``where``: the
+    price and attribute filter of every search (:mod:`vitrine.store.filters`). The one place
     that decides it (`similar`, the product page and the API's similar, and `related`)."""
     if not store.hides_photos:
         return None
 
     def search(rows: list[int], n: int, photos: frozenset[str]) -> list[list[Match]]:
         return store.search_many(vectors[rows], n, category=category,  # type: ignore[call-arg]
-                                 exclude=[ids[r] for r in rows], exclude_photos=photos)
+                                 exclude=[ids[r] for r in rows], exclude_photos=photos,
+                                 where=where)
     return search
 
 

@@ -17,6 +17,7 @@ from vitrine.errors import VitrineError
 from vitrine.fold import searchable
 from vitrine.manifest import kind_mismatch, mismatch_error
 from vitrine.store.base import Match, StoredProduct, VectorStore
+from vitrine.store.filters import ProductFilter
 from vitrine.store.search_key import listing_order
 
 if TYPE_CHECKING:  # torch is imported only when a photo is embedded
@@ -166,50 +167,54 @@ class Recommender:
         return found
 
     def similar(self, product_id: str, k: int = 5, category: str | None = None, *,
-                same_category: bool = False) -> tuple[StoredProduct, list[Match]]:
+                same_category: bool = False, where: ProductFilter | None = None
+                ) -> tuple[StoredProduct, list[Match]]:
         """The ``k`` products most similar to a stored one, the product itself and its copies
         (:mod:`vitrine.copies`: the same photo, or one `index` grouped with it as a
         duplicate) excluded; only of ``category``, or with ``same_category`` only of the
         product's own (a product with no category: of every one, as its page shows them;
-        helper-226: only the few others without one, the page's way to the rest hidden)."""
+        helper-226: only the few others without one, the page's way to the rest hidden);
+        ``where``: of a price range and attributes only (:mod:`vitrine.store.filters`)."""
         with self.store.snapshot():  # another process may delete it meanwhile
             product = self.product(product_id)
             product_id = product.product_id  # as the store spells it
             vector = self.store.vector(product_id)
             if vector is None:  # gone between the two reads (Milvus has no snapshot)
                 raise ProductNotFound(product_id)
-            where = similar_category(product, same_category, category)
+            of = similar_category(product, same_category, category)
             return product, similar_without_copies(
-                lambda _, n: [self.store.search(vector, n, category=where,
-                                                exclude=product_id)],
+                lambda _, n: [self.store.search(vector, n, category=of, exclude=product_id,
+                                                where=where)],
                 [product], k, self._copies(self.store),
-                hiding_search(self.store, vector.reshape(1, -1), [product_id], where))[0]
+                hiding_search(self.store, vector.reshape(1, -1), [product_id], of, where))[0]
 
-    def search_vector(self, vector: np.ndarray, k: int = 5,
-                      category: str | None = None) -> list[Match]:
-        return self.store.search(vector, k, category=category)
+    def search_vector(self, vector: np.ndarray, k: int = 5, category: str | None = None, *,
+                      where: ProductFilter | None = None) -> list[Match]:
+        return self.store.search(vector, k, category=category, where=where)
 
-    def search_image(self, image: Path | bytes, k: int = 5,
-                     category: str | None = None) -> list[Match]:
+    def search_image(self, image: Path | bytes, k: int = 5, category: str | None = None, *,
+                     where: ProductFilter | None = None) -> list[Match]:
         """The ``k`` products most similar to a photo (a path or uploaded bytes)."""
-        return self.search_image_guess(image, k, category)[0]
+        return self.search_image_guess(image, k, category, where=where)[0]
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 5, category: str | None = None
-                       ) -> tuple[list[Match], int]:
+    def search_vectors(self, vectors: np.ndarray, k: int = 5, category: str | None = None, *,
+                       where: ProductFilter | None = None) -> tuple[list[Match], int]:
         """The ``k`` products most similar to any of the rows of ``vectors`` (one photo seen
         whole and as the product cut out of its frame, :func:`vitrine.images.query_arrays`),
         each with its best score of them, and the row whose best match scored highest (the
         first on a tie). One row is :meth:`search_vector`'s search."""
         if len(vectors) == 1:
-            return self.search_vector(vectors[0], k, category), 0
-        return merge_matches(self.store.search_many(vectors, k, category=category), k)
+            return self.search_vector(vectors[0], k, category, where=where), 0
+        return merge_matches(self.store.search_many(vectors, k, category=category,
+                                                    where=where), k)
 
-    def search_image_guess(self, image: Path | bytes, k: int = 5, category: str | None = None
+    def search_image_guess(self, image: Path | bytes, k: int = 5, category: str | None = None,
+                           *, where: ProductFilter | None = None
                            ) -> tuple[list[Match], CategoryGuess | None]:
         """:meth:`search_image`, and the photo's likely category when the model tells it (of
         the view of the photo whose best match scored highest)."""
         vectors = self.embedder.embed_query(image)
-        matches, leading = self.search_vectors(vectors, k, category)
+        matches, leading = self.search_vectors(vectors, k, category, where=where)
         return matches, self.embedder.guess_category(vectors[leading])
 
 

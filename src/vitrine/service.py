@@ -44,6 +44,7 @@ from vitrine.service_uploads import _trimmed, check_upload_folder
 from vitrine.service_writes import ServiceWrites
 from vitrine.store import store_for, upload_folder
 from vitrine.store.base import Match, StoredProduct, VectorStore
+from vitrine.store.filters import ProductFilter
 
 log = logging.getLogger(__name__)
 FOLLOW_RETRY_SECONDS = 1.0
@@ -250,11 +251,12 @@ class VitrineService(ServiceCategories, ServiceWrites):
         return self._store.present()
 
     def similar(self, product_id: str, k: int, category: str | None = None, *,
-                same_category: bool = False) -> tuple[StoredProduct, list[Match]]:
+                same_category: bool = False, where: ProductFilter | None = None
+                ) -> tuple[StoredProduct, list[Match]]:
         category = self.stored_category(category)
         with self._store_lock:
             return self.recommender.similar(product_id, k, category,
-                                            same_category=same_category)
+                                            same_category=same_category, where=where)
 
     def image_path(self, product_id: str) -> Path:
         """The stored photo of a product; raises ProductNotFound when it has none on disk."""
@@ -302,21 +304,23 @@ class VitrineService(ServiceCategories, ServiceWrites):
         return self._decoder.submit(_trimmed, work, *args).result()
 
     def search_photo(self, data: bytes, k: int, category: str | None = None, *,
-                     resolved: bool = False
+                     resolved: bool = False, where: ProductFilter | None = None
                      ) -> tuple[list[Match], SearchTimings, CategoryGuess | None]:
         """Products most similar to uploaded photo bytes, the timings, and the photo's likely
         category (a trained model's, else None); raises ImageError for a bad file, and
         ServerBusy when :data:`SEARCHES_AT_ONCE` are under way. ``resolved``: as
-        :meth:`products`."""
+        :meth:`products`; ``where``: a price and attribute filter
+        (:mod:`vitrine.store.filters`)."""
         if not self._searches.acquire(blocking=False):
             raise ServerBusy("The server has too many photo searches under way; try again "
                              "in a moment.")
         try:
-            return self._search_photo(data, k, category, resolved)
+            return self._search_photo(data, k, category, resolved, where)
         finally:
             self._searches.release()
 
-    def _search_photo(self, data: bytes, k: int, category: str | None, resolved: bool
+    def _search_photo(self, data: bytes, k: int, category: str | None, resolved: bool,
+                      where: ProductFilter | None = None
                       ) -> tuple[list[Match], SearchTimings, CategoryGuess | None]:
         self._check_model()
         prep = self.embedder.prep
@@ -329,7 +333,8 @@ class VitrineService(ServiceCategories, ServiceWrites):
         if not resolved:
             category = self.stored_category(category)
         with self._store_lock:
-            matches, leading = self.recommender.search_vectors(vectors, k, category)
+            matches, leading = self.recommender.search_vectors(vectors, k, category,
+                                                               where=where)
         t3 = time.perf_counter()
         timings = SearchTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return matches, timings, self.embedder.guess_category(vectors[leading])

@@ -14,6 +14,7 @@ import numpy as np
 from vitrine.catalog import Product
 from vitrine.manifest import ModelManifest
 from vitrine.photo_hashes import Signature
+from vitrine.store.filters import ProductFilter
 
 
 def kept_until(started: float, ttl: float) -> float:
@@ -166,9 +167,14 @@ class VectorStore(Protocol):
         """Whether any product's photo is ``photo`` (a path as :meth:`images` gives them)."""
         ...
     def search(self, vector: np.ndarray, k: int, *, category: str | None = None,
-               exclude: str | None = None) -> list[Match]: ...
+               exclude: str | None = None, where: ProductFilter | None = None
+               ) -> list[Match]:
+        """The ``k`` products most similar to ``vector``, of ``category`` only, without
+        ``exclude``, of ``where``'s prices and attributes only (inside the vector query)."""
+        ...
     def search_many(self, vectors: np.ndarray, k: int, *, category: str | None = None,
-                    exclude: Sequence[str] | None = None) -> list[list[Match]]:
+                    exclude: Sequence[str] | None = None,
+                    where: ProductFilter | None = None) -> list[list[Match]]:
         """:meth:`search` for each row of ``vectors`` at once, ``exclude[i]`` left out of the
         i-th's results."""
         ...

