@@ -5,7 +5,8 @@ products of 0, 10, 100, 1,000 and 20,000 copies, on a flat, an HNSW and an IVF i
 with the default settings: latency of one such search (p50/p99, one thread, as a server's)
 and recall@10 against the exact top 10 of the products that are not copies; and ``others``:
 products that are no copies searched with nothing hidden (what a store's copies do to the
-rest of it).
+rest of it), and ``others_near_copies``: the same for the ones nearest to a group; ``nodes``:
+the index's vectors (an HNSW graph holds one per distinct vector, :mod:`vitrine.ann_distinct`).
 
 Synthetic clustered vectors as in `vitrine bench`; each group of copies is planted at a
 product's vector: half of it the same vector (products of one photo file, a placeholder
@@ -20,6 +21,15 @@ asks them).
     python benchmarks/copies_search.py --items 100000 > benchmarks/results/copies_search.json
     python benchmarks/copies_search.py --items 100000 --same 1 \
         > benchmarks/results/copies_search_same.json
+
+One HNSW node per distinct vector (:mod:`vitrine.ann_distinct`), HNSW alone, before (the
+``src`` of the commit before it: ``*_before.json``) and after:
+
+    python benchmarks/copies_search.py --items 100000 --kinds hnsw \
+        > benchmarks/results/copies_search_graph.json
+    (``--same 1``: ``copies_search_graph_same.json``; ``--items 20000 --dim 256 --copies
+    0,10,1000,4000``: ``copies_search_graph_20k_256d.json``, with ``--same 1``:
+    ``copies_search_graph_20k_256d_same.json``)
 """
 
 from __future__ import annotations
@@ -100,10 +110,16 @@ def run(index, vecs: np.ndarray, groups: list[np.ndarray], queries: int, k: int,
             "mean_score_exact": round(float(np.mean(best_scores)), 4)}
 
 
-def others(index, vecs: np.ndarray, planted: np.ndarray, queries: int, k: int) -> dict:
+def others(index, vecs: np.ndarray, planted: np.ndarray, queries: int, k: int,
+           near: np.ndarray | None = None) -> dict:
     """Products that are no copies, searched as a product's page does when it has none
-    (nothing hidden, itself left out): the recall every other product of the store gets."""
-    rows = np.random.default_rng(1).choice(np.flatnonzero(~planted), queries, replace=False)
+    (nothing hidden, itself left out): the recall every other product of the store gets;
+    with ``near`` (the groups' vectors), the ``queries`` of them nearest to a group."""
+    rest = np.flatnonzero(~planted)
+    if near is None:
+        rows = np.random.default_rng(1).choice(rest, queries, replace=False)
+    else:
+        rows = rest[np.argsort(-(vecs[rest] @ near.T).max(axis=1))[:queries]]
     exact = vecs[rows] @ vecs.T
     exact[np.arange(len(rows)), rows] = -np.inf
     kth = np.partition(exact, exact.shape[1] - k, axis=1)[:, exact.shape[1] - k]
@@ -160,6 +176,11 @@ def main() -> None:
                                   **run(index, vecs, groups[count], args.queries, args.k,
                                         np.random.default_rng(count))})
         about["others"] = others(index, vecs, planted, args.others, args.k)
+        if planted.any():  # (the products that are no copies nearest to the groups)
+            about["others_near_copies"] = others(index, vecs, planted, args.others, args.k,
+                                                 vecs[[rows[0] for rows in sum(
+                                                     (groups[c] for c in counts if c), [])]])
+        about["nodes"] = getattr(index, "nodes", index.ntotal)
         indexes.append(about)
         del index
     print(json.dumps({"items": n, "dim": args.dim, "k": args.k, "queries": args.queries,

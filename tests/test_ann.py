@@ -288,8 +288,9 @@ def test_a_batch_with_equal_scores_at_the_kth_place_is_searched_again_in_one_cal
     found = index._found
     index._found = lambda *args: calls.append(len(args[0])) or found(*args)
     batch = index.search_many(vectors[:30], 5)
-    assert len(calls) == 2 and calls[1] == 30  # the first search, then the 30 tied again
+    # flat: the first search, then the 30 tied again; HNSW: the 40 are one node of its
+    # graph (vitrine.ann_distinct), given with their ids in order, no tie at the k-th place
+    assert calls == ([30, 30] if kind == "flat" else [30])
     for (s1, i1), (s2, i2) in zip(one_by_one, batch, strict=True):
         assert np.array_equal(i1, i2) and np.allclose(s1, s2)
-    if kind == "flat":  # (exact: the first five of the 40 by id)
-        assert all(ids.tolist() == [0, 1, 2, 3, 4] for _, ids in batch)
+    assert all(ids.tolist() == [0, 1, 2, 3, 4] for _, ids in batch)  # (the first five by id)

@@ -17,6 +17,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from vitrine.ann_distinct import Copies, Distinct
 from vitrine.ann_layers import (  # noqa: F401 - LayeredIndex importable from here, as before
     EMPTY,
     IdSet,
@@ -174,10 +175,13 @@ def build_index(config: IndexConfig, dim: int, n: int, batches: Batches,
         # sample chosen here: TRAIN_PER_LIST per list, or every vector of a small store)
         index.train(train)
     _reserve(index, n)
+    distinct = Distinct() if config.resolve(n) == "hnsw" else None  # (ann_distinct)
     for ids, vecs in batches:
+        if distinct is not None:
+            ids, vecs = distinct.nodes(np.asarray(ids, np.int64), vecs)
         index.add_with_ids(np.ascontiguousarray(vecs, np.float32),
                            np.ascontiguousarray(ids, np.int64))
-    return VectorIndex(index, config)
+    return VectorIndex(index, config, None if distinct is None else distinct.copies())
 
 
 def _reserve(index: faiss.Index, n: int) -> None:
@@ -196,9 +200,10 @@ def _reserve(index: faiss.Index, n: int) -> None:
 class VectorIndex:
     """A FAISS index and the configuration it is searched with."""
 
-    def __init__(self, index: faiss.Index, config: IndexConfig):
+    def __init__(self, index: faiss.Index, config: IndexConfig, copies: Copies | None = None):
         self.index = index
         self.config = config
+        self.copies = copies  # (ids whose vector is another's: no node of their own)
         inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) \
             else faiss.downcast_index(index)
         self.inner = inner
@@ -214,18 +219,25 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path, config: IndexConfig) -> VectorIndex:
-        return cls(faiss.read_index(str(path)), config)
+        return cls(faiss.read_index(str(path)), config, Copies.read_from(path))
 
     def save(self, path: Path) -> None:
         faiss.write_index(self.index, str(path))
+        if self.copies is not None:
+            self.copies.append_to(path)
 
     @property
     def ntotal(self) -> int:
+        """The products searched: the index's vectors (:attr:`nodes`) and their copies."""
+        return self.nodes + (len(self.copies) if self.copies is not None else 0)
+
+    @property
+    def nodes(self) -> int:
         return int(self.index.ntotal)
 
     def nbytes(self) -> int:
         """Bytes the index holds in memory (vectors or codes, graph links, ids)."""
-        n, inner = self.ntotal, self.inner
+        n, inner = self.nodes, self.inner
         if self.kind == "ivf":
             lists = inner.nlist * inner.d * 4
             return lists + n * (inner.code_size + 8)
@@ -233,7 +245,8 @@ class VectorIndex:
         if self.kind == "hnsw":
             storage = faiss.downcast_index(inner.storage)
             links = inner.hnsw.neighbors.size() * 4 + inner.hnsw.offsets.size() * 8
-            return id_map + n * storage.code_size + links + n * 4
+            copies = self.copies.nbytes if self.copies is not None else 0
+            return id_map + n * storage.code_size + links + n * 4 + copies  # (ann_distinct)
         return id_map + n * inner.code_size
 
     def search(self, query: np.ndarray, k: int, subset: IdSet | np.ndarray | None = None,
@@ -268,10 +281,13 @@ class VectorIndex:
         if threads:
             faiss.omp_set_num_threads(threads)
         subset = as_id_set(subset)
+        given = (subset, hidden)
+        if self.copies is not None:  # searched as nodes, then each node's copies added
+            subset, (hidden, near) = self.copies.among(subset), self.copies.past(hidden, near)
         try:
             # one more than k: equal scores at the k-th place are looked at below
             found = [ranked(*top) for top in self._found(queries, k + 1, subset, hidden, near)]
-            deeper = min(self.ntotal, max(2 * (k + 1), TIE_DEPTH))
+            deeper = min(self.nodes, max(2 * (k + 1), TIE_DEPTH))
             # FAISS keeps equal scores at its last place by where it met them (a product met
             # after them pushes out the lowest ids), so the top k of equal scores was not by
             # id: the top 7 ended with d and the top 8 with c, d. Asked once more, deeper,
@@ -285,6 +301,8 @@ class VectorIndex:
                 for i, top in zip(tied, again, strict=True):
                     found[i] = ranked(*top)
             found = [(scores[:k], ids[:k]) for scores, ids in found]
+            if self.copies is not None:
+                found = [self.copies.expand(top, k, *given) for top in found]
         finally:
             faiss.omp_set_num_threads(before)
         return found
@@ -311,7 +329,7 @@ class VectorIndex:
                                     params.nprobe + self._lists_holding(hidden, near))
             shown = hidden.selector()
             params.sel = faiss.IDSelectorNot(shown)
-            found = self._top(queries, min(k, self.ntotal), params)
+            found = self._top(queries, min(k, self.nodes), params)
             if self.kind == "hnsw":
                 found = self._unhidden_hnsw(queries, k, hidden, found)
         else:
@@ -353,12 +371,12 @@ class VectorIndex:
         scan per query (`related` 4–15× slower, benchmarks/hidden_search.py). Not with a
         quarter of the rows hidden or more, nor for fp16 storage, which scans anyway."""
         return (queries >= 20 and type(self.inner) is faiss.IndexFlatIP
-                and 4 * hidden <= self.ntotal)
+                and 4 * hidden <= self.nodes)
 
     def _search_past(self, queries: np.ndarray, k: int, hidden: IdSet) -> list[Result]:
         """:meth:`_past_hidden`'s search, a share of the queries at a time: the results of
         1,000 queries past 10,000 hidden ids took 120 MB; at most 60 MB a call now."""
-        fetch = min(k + len(hidden), self.ntotal)
+        fetch = min(k + len(hidden), self.nodes)
         step = max(1, PAST_HIDDEN_RESULTS // fetch)
         return [(scores[keep][:k], ids[keep][:k])
                 for start in range(0, len(queries), step)
@@ -367,15 +385,15 @@ class VectorIndex:
                 for keep in [~hidden.contains(ids)]]
 
     def _search(self, queries: np.ndarray, k: int, subset: IdSet | None) -> list[Result]:
-        k = min(k, self.ntotal)
+        k = min(k, self.nodes)
         if k <= 0 or (subset is not None and len(subset) == 0):
             return [EMPTY] * len(queries)
         if subset is None:
             return self._top(queries, k, self._params(k))
         if self.kind == "flat" or len(subset) <= self.config.filter_exact_max:
             return self._exact(queries, k, subset)
-        fetch = min(self.ntotal, MAX_WIDE_EF,
-                    max(k, math.ceil(2 * k * self.ntotal / len(subset))))
+        fetch = min(self.nodes, MAX_WIDE_EF,
+                    max(k, math.ceil(2 * k * self.nodes / len(subset))))
         found: list[Result] = []
         short = []  # far from the category: searched exactly
         for i, (scores, ids) in enumerate(self._top(queries, fetch, self._params(fetch),
@@ -446,7 +464,7 @@ class VectorIndex:
         ``hidden`` ids: the graph's walk near a query whose neighbours are hidden (a category
         deleted since the graph was saved) stopped with what its ``efSearch`` candidates held
         besides them, 42 of 100 on a store of 18,266 products."""
-        short = [i for i, (_, ids) in enumerate(found) if len(ids) < min(k, self.ntotal)]
+        short = [i for i, (_, ids) in enumerate(found) if len(ids) < min(k, self.nodes)]
         if not short:
             return found
         for i, exact in zip(short, self._exact_past(queries[short], k, hidden), strict=True):

@@ -223,7 +223,7 @@ def _bench_items(n: int, config: IndexConfig, dim: int, queries: int, k: int,
         breadth = {name: index.search_breadth(k)}  # the headline figures'
         tried = {max(1, base // 4), max(1, base // 2), base * 2, base * 4}
         for value in sorted({effective(v) for v in tried} - {breadth[name]}):
-            other = VectorIndex(index.index, replace(config, **{field: value}))
+            other = VectorIndex(index.index, replace(config, **{field: value}), index.copies)
             times, ids = time_queries(other, query_vecs, k)
             sweep.append({name: value, "p50_ms": percentile_ms(times, 50),
                           "p99_ms": percentile_ms(times, 99),
