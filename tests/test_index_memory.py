@@ -44,8 +44,10 @@ def test_the_exact_search_finds_what_a_flat_index_found_without_one(monkeypatch)
     # (no flat index of the rows: a copy of every vector beside the store's)
     monkeypatch.setattr(faiss, "IndexFlatIP", None)
     found = _close_pairs(len(vectors), DuplicateRules().embedding_rows(vectors), 0.97)
-    for got, expected in zip(found, (rows[keep], ids[keep], scores[keep]), strict=True):
-        assert np.array_equal(got, expected)
+    assert np.array_equal(found[0], rows[keep]) and np.array_equal(found[1], ids[keep])
+    # (the same pairs; their scores summed in another order by another kernel on some
+    # hosts: 0.9983156 against 0.9983157, so equal to float32's last bits, not bit for bit)
+    assert np.allclose(found[2], scores[keep], rtol=0, atol=1e-6)
 
 
 def test_the_embedding_rows_of_a_run_are_the_vectors_themselves():
