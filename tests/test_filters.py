@@ -85,7 +85,9 @@ def test_filter_and_its_sentences():
             ((None, "nan", ()), "--max-price must be a finite number, not nan."),
             (("30", "20", ()), "--min-price (30) is above --max-price (20)."),
             ((None, None, ["colour"]), "--attr is written KEY=VALUE, not 'colour'."),
-            ((None, None, ["=red"]), "--attr is written KEY=VALUE, not '=red'.")):
+            ((None, None, ["=red"]), "--attr is written KEY=VALUE, not '=red'."),
+            ((None, None, [f"k{i}=v" for i in range(21)]),
+             "--attr is given 21 times; at most 20 attributes can filter one search.")):
         with pytest.raises(ValueError) as caught:
             parse_filter(*args, names=names)
         assert str(caught.value) == said

@@ -76,6 +76,11 @@ class ProductFilter:
         return terms
 
 
+MAX_ATTRIBUTES = 20
+"""The most attributes one search is filtered by (each one more SQL clause or Milvus term:
+an address of thousands of them is refused rather than sent to the store)."""
+
+
 def parse_filter(min_price: str | float | None = None, max_price: str | float | None = None,
                  attrs: Sequence[str] = (), *,
                  names: tuple[str, str, str] = ("the minimum price", "the maximum price",
@@ -97,6 +102,9 @@ def parse_filter(min_price: str | float | None = None, max_price: str | float | 
         prices.append(value)
     if prices[0] is not None and prices[1] is not None and prices[0] > prices[1]:
         raise ValueError(f"{names[0]} ({prices[0]:g}) is above {names[1]} ({prices[1]:g}).")
+    if len(attrs) > MAX_ATTRIBUTES:
+        raise ValueError(f"{names[2]} is given {len(attrs)} times; at most "
+                         f"{MAX_ATTRIBUTES} attributes can filter one search.")
     pairs = []
     for attr in attrs:
         cut = attr.find("=")
