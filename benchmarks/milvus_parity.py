@@ -1,4 +1,4 @@
-"""Milvus Lite vs the embedded store on held-out demo photos.
+"""Milvus Lite vs the embedded store on held-out demo photos, or on products with copies.
 
 Indexes 80 % of the catalogue (per category, seeded) into an embedded store, copies it into
 Milvus Lite with ``vitrine migrate``'s library function, and queries both with the other 20 %:
@@ -7,6 +7,17 @@ same top-5 products.
 
     python benchmarks/milvus_parity.py --catalog ../shared/data/demo-catalog \
         --weights ../shared/models/mobilenet_v2_imagenet.pth
+
+With ``--copies N`` it indexes ``--per-category`` photos of each category and their planted
+copies instead (:mod:`milvus_parity_copies`: identical bytes under other ids, photos saved
+again, one placeholder photo that N products share) and asks both stores for each product's
+similar products as `vitrine similar`, the API and the product page do (k of ``--ks``, of
+every category, of its own, of one), and `vitrine related`'s file, then the API and the page
+themselves: whether both give the same products up to ties, any copy, fewer than k where k
+others exist.
+
+    python benchmarks/milvus_parity.py --catalog ../shared/data/demo-catalog \
+        --weights ../shared/models/mobilenet_v2_imagenet.pth --copies 50 --ks 1-50
 """
 
 from __future__ import annotations
@@ -32,9 +43,23 @@ def main() -> None:
     ap.add_argument("--catalog", type=Path, required=True)
     ap.add_argument("--weights", type=Path)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--copies", type=int, default=0,
+                    help="products of one placeholder photo (and the other copies planted)")
+    ap.add_argument("--per-category", type=int, default=12)
+    ap.add_argument("--ks", default="1-50", help="k values: a range (1-50) or a list (1,5)")
+    ap.add_argument("--queries", type=int, default=0,
+                    help="products asked (seeded sample; 0: all) besides placeholder ones")
+    ap.add_argument("--placeholder-queries", type=int, default=10)
+    ap.add_argument("--related-ks", default="5,50",
+                    help="k of each `related` file compared ('': none)")
     args = ap.parse_args()
     settings = Settings(weights=args.weights)
     embedder = Embedder.from_settings(settings)
+    if args.copies:
+        from milvus_parity_copies import copies_parity
+
+        print(json.dumps(copies_parity(args, settings, embedder), indent=2))
+        return
     train, test = stratified_split(read_catalog(args.catalog), 0.2, seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         catalog = Path(tmp) / "catalog"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1188,3 +1189,91 @@ def test_all_vectors_holds_the_vectors_once(mstore, monkeypatch):
         assert np.array_equal(vectors[-1], np.asarray(batches[-1][-1]["vector"], np.float32))
         if counted != 1:  # (a count far too low doubles the array as rows come)
             assert peak < 1.3 * result, (counted, peak / result)
+
+
+def _with_copies(store, vecs: np.ndarray, shas: list[str]) -> None:
+    """Products p000… of these vectors and photo sha256s, in categories "c" and "d" by
+    turns, and one duplicate group: the photos of p045 and p046 (one saved again)."""
+    from vitrine.dedupe_store import encode
+    from vitrine.store.base import Record
+
+    store.lock_for_writing()
+    store.set_manifest(MANIFEST)
+    store.upsert([Record(Product(f"p{i:03d}", Path(f"/photos/p{i}.jpg"), category="cd"[i % 2]),
+                         sha, "0" * 16, b"\0" * 768, v)
+                  for i, (v, sha) in enumerate(zip(vecs, shas, strict=True))])
+    store.flush()
+    store.set_duplicate_cache(encode("key", np.arange(2, dtype=np.uint64), np.array([[0, 1]]),
+                                     [shas[45], shas[46]]))
+
+
+def _same(a: list[dict], b: list[dict]) -> bool:
+    """Whether two stores' results are the same products, those of the placeholder photo as
+    one ("ph": they tie, and either store may give any of them), with the same scores."""
+    def ids(matches):
+        return ["ph" if int(m["product_id"][1:]) < 40 else m["product_id"] for m in matches]
+
+    return ids(a) == ids(b) and np.allclose([m["score"] for m in a], [m["score"] for m in b],
+                                            atol=1e-4)
+
+
+def test_milvus_leaves_out_more_copies_than_its_deepest_search_as_the_embedded_store(
+        tmp_path, monkeypatch):
+    """A product's copies were dropped after Milvus searches four times as deep each time,
+    up to 16,384 results: a product whose placeholder photo more products share got no
+    similar product at all (17,164 products, 17,050 of one photo: `similar` gave [] in
+    7.5 s where the embedded store gives 5; `related` of 3,114 products, 3,000 of one photo,
+    ran past 10 minutes). Milvus leaves them out in its query's filter, as the embedded
+    store does inside FAISS: the same products, never a copy, k of them where k exist."""
+    from vitrine import copies
+    from vitrine.config import Settings
+    from vitrine.recommend import Recommender
+    from vitrine.related import write_related
+    from vitrine.store.embedded import EmbeddedStore
+
+    monkeypatch.setattr(copies, "DEEPEST", 16)  # (40 copies: more than the deepest search)
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(60, DIM)).astype(np.float32)
+    vecs[:40] = vecs[0]  # p000…p039: one placeholder photo
+    vecs[46] = vecs[45] + 0.01 * rng.normal(size=DIM)  # p046: p045's photo saved again
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    shas = ["a" * 64 if i < 40 else f"{i:064x}" for i in range(60)]
+    embedded = EmbeddedStore(tmp_path / "store", create=True)
+    milvus = open_store(f"milvus-lite://{tmp_path}/copies.db", create=True)
+    try:
+        for store in (embedded, milvus):
+            _with_copies(store, vecs, shas)
+        asked: list[int] = []
+        for name in ("search", "search_many"):  # (how deep Milvus is asked)
+            real = getattr(milvus, name)
+            monkeypatch.setattr(milvus, name, lambda v, k, real=real, **kw:
+                                (asked.append(k), real(v, k, **kw))[1])
+        recs = [Recommender(s, Settings()) for s in (embedded, milvus)]
+        for pid, own in (("p005", set(range(40))), ("p045", {45, 46}), ("p050", {50})):
+            for k in (1, 5, 19, 20, 50):
+                for kw, where in (({}, "cd"), ({"same_category": True}, "cd"[int(pid[1:]) % 2]),
+                                  ({"category": "d"}, "d")):
+                    asked.clear()
+                    (_, a), (_, b) = (r.similar(pid, k, **kw) for r in recs)
+                    left = [i for i in range(60) if i not in own and "cd"[i % 2] in where]
+                    assert len(b) == min(k, len(left)), (pid, k, kw)
+                    assert {int(m.product.product_id[1:]) for m in b} <= set(left)
+                    assert _same(*([{"product_id": m.product.product_id, "score": m.score}
+                                    for m in found] for found in (a, b))), (pid, k, kw)
+                    assert max(asked) <= 2 * k  # (not as deep as the copies)
+        for same in (False, True):
+            rows = {}
+            for name, store in (("embedded", embedded), ("milvus", milvus)):
+                out = tmp_path / f"{name}.jsonl"
+                write_related(store, out, 5, same_category=same, show_progress=False)
+                rows[name] = [json.loads(line) for line in out.read_text().splitlines()]
+            assert [len(r["similar"]) for r in rows["milvus"]] == [5] * 60
+            for row in rows["milvus"]:
+                i = int(row["product_id"][1:])
+                own = set(range(40)) if i < 40 else {45, 46} if i in (45, 46) else {i}
+                assert not own & {int(m["product_id"][1:]) for m in row["similar"]}
+            assert all(_same(a["similar"], b["similar"]) and a["product_id"] == b["product_id"]
+                       for a, b in zip(rows["embedded"], rows["milvus"], strict=True))
+    finally:
+        embedded.close()
+        milvus.close()

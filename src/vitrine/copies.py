@@ -17,7 +17,8 @@ from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.filters import ProductFilter
 
 DEEPEST = 16_384
-"""The most results one search asks for while passing over copies (Milvus' top-k limit)."""
+"""The most results one search asks for while passing over copies, for a store that cannot
+leave them out inside its search (Milvus' top-k limit)."""
 KEPT_S = 10.0
 """How long a server keeps the groups it read before reading them again (a later `index`
 saves new ones; its writes also change the store's write mark, which reads them at once)."""
@@ -99,9 +100,10 @@ def hiding_search(store: VectorStore, vectors: np.ndarray, ids: Sequence[str],
     """The ``search_without`` of :func:`similar_without_copies` for ``store``: the top ``n``
     of those rows of ``vectors``, each without its own of ``ids`` and the products of the
     ``photos`` sha256s, left out inside the store's search; None where the store cannot
-    (:attr:`VectorStore.hides_photos`: Milvus), which then searches deeper; ``where``: the
-    price and attribute filter of every search (:mod:`vitrine.store.filters`). The one place
-    that decides it (`similar`, the product page and the API's similar, and `related`)."""
+    (:attr:`VectorStore.hides_photos`; both stores can), which then searches deeper;
+    ``where``: the price and attribute filter of every search (:mod:`vitrine.store.filters`).
+    The one place that decides it (`similar`, the product page and the API's similar, and
+    `related`)."""
     if not store.hides_photos:
         return None
 
@@ -123,9 +125,10 @@ def similar_without_copies(search: Callable[[list[int], int], list[list[Match]]]
     (not every product of a batch asked thousands deep for one whose placeholder photo
     thousands of products share). Those whose copies took places are asked again:
     ``search_without(rows, n, photos)``, where the store leaves the products of those photo
-    sha256s out inside its search (:func:`hiding_search`), once, those of one
-    group together; else four times as deep each time, while more products are left, up to
-    :data:`DEEPEST` (past which a product of more copies than that has none left)."""
+    sha256s out inside its search (:func:`hiding_search`: both stores, the embedded one
+    inside FAISS, Milvus in its filter), once, those of one group together; else four times
+    as deep each time, while more products are left, up to :data:`DEEPEST` (past which a
+    product of more copies than that has none left)."""
     found: list[list[Match]] = [[] for _ in products]
     rows = list(range(len(products)))
     extra = max((len(copies.of(p.content_sha256)) - 1 for p in products), default=0)
@@ -135,7 +138,8 @@ def similar_without_copies(search: Callable[[list[int], int], list[list[Match]]]
         for row, matches in zip(rows, search(rows, fetch), strict=True):
             kept = without_copies(products[row], matches, copies)
             found[row] = kept[:k]
-            if len(kept) < k and len(matches) >= fetch and fetch < DEEPEST:
+            if len(kept) < k and len(matches) >= fetch \
+                    and (search_without is not None or fetch < DEEPEST):
                 short.append(row)
         if short and search_without is not None:
             by_photos: dict[frozenset[str], list[int]] = {}

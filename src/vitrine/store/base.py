@@ -101,8 +101,8 @@ class VectorStore(Protocol):
     hides_photos: bool
     """True when :meth:`search_many` also takes ``exclude_photos`` (photo sha256s whose
     products it leaves out inside its search: a product's copies, :mod:`vitrine.copies`,
-    whose :func:`~vitrine.copies.hiding_search` alone reads it); Milvus does not (its
-    searches go deeper instead)."""
+    whose :func:`~vitrine.copies.hiding_search` alone reads it): both stores do (Milvus in
+    its filter); a store that does not is searched deeper instead."""
 
     def lock_for_writing(self, wait: float | None = ...) -> None:
         """Keep other writers out from now until the store closes, waiting up to ``wait``

@@ -60,7 +60,12 @@ class MilvusStore(MilvusCollections, MilvusOrders, CatalogRecord):
     """A Vitrine store in one Milvus collection (``location`` is shown in messages)."""
 
     exclusive_writer = False
-    hides_photos = False  # (no exclude_photos: vitrine.copies searches deeper instead)
+    hides_photos = True
+    """:meth:`search_many` takes ``exclude_photos`` (:mod:`vitrine.copies`), left out by the
+    vector query's filter: a product's copies were dropped after searches four times as
+    deep each time, up to Milvus' 16,384 results, so a product of a placeholder photo that
+    3,000 products share was asked 10,240 deep (363 ms a list, 31 ms now), and one that
+    17,000 share got fewer than k (``benchmarks/milvus_parity.py --copies``)."""
     concurrent_reads = True
     """pymilvus's client may be called from several threads at once, and the orders kept
     are this store's to guard (``_orders_lock``): the server lists products without its
@@ -343,14 +348,20 @@ class MilvusStore(MilvusCollections, MilvusOrders, CatalogRecord):
 
     def search_many(self, vectors: np.ndarray, k: int, *, category: str | None = None,
                     exclude: Sequence[str] | None = None,
-                    where: ProductFilter | None = None) -> list[list[Match]]:
+                    where: ProductFilter | None = None,
+                    exclude_photos: frozenset[str] | None = None) -> list[list[Match]]:
         """:meth:`search` for each row, in requests of at most ``SEARCH_HITS`` hits; each
         query's own product is left out after (one more asked for): a filter is the whole
         request's. One whose answer is over gRPC's limit (256 MB: 10,000 hits of 25,000-
-        character descriptions) is asked again in halves, and so are the rest."""
+        character descriptions) is asked again in halves, and so are the rest.
+        ``exclude_photos``: photo sha256s whose products the filter leaves out of every
+        row's results (:attr:`hides_photos`)."""
         if k <= 0 or not len(vectors) or not self._has_products():
             return [[] for _ in range(len(vectors))]
-        expr = " and ".join(_filter_terms(category, where))
+        terms = _filter_terms(category, where)
+        if exclude_photos:  # (sorted: the same photos, the same filter)
+            terms.append(f"content_sha256 not in {quote(sorted(exclude_photos))}")
+        expr = " and ".join(terms)
         limit = k + (exclude is not None)
         per_request = max(1, SEARCH_HITS // limit)
         found: list[list[Match]] = []
