@@ -320,17 +320,8 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
         version = self._counter("categories")  # another process may have changed some
         if version != self._category_version:
             self._category_ids, self._category_version = {}, version
-        subset = self._category_ids.get(category)
-        if subset is None:
-            rows = self.db.execute("SELECT id FROM products WHERE category=?", (category,))
-            subset = IdSet(np.fromiter((r[0] for r in rows), dtype=np.int64))
-            if len(subset) == 0:  # not kept: any string a client sends would stay
-                return subset
-            if sum(kept.nbytes for kept in self._category_ids.values()) \
-                    + subset.nbytes > CATEGORY_FILTER_BYTES:
-                self._category_ids.clear()
-            self._category_ids[category] = subset
-        return subset
+        return self._rows_kept(self._category_ids, category,
+                               "SELECT id FROM products WHERE category=?", (category,))
 
     def _filter_rows(self, where: ProductFilter) -> IdSet:
         """The row ids of the products ``where`` lets through, kept for the next searches
@@ -340,17 +331,24 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
         stamp = (self.generation(), self._counter("categories"))
         if stamp != self._filter_stamp:
             self._filter_ids, self._filter_stamp = {}, stamp
-        rows = self._filter_ids.get(where)
+        clause, params = where.sql()
+        return self._rows_kept(self._filter_ids, where,
+                               f"SELECT id FROM products WHERE {clause}", params, most=64)
+
+    def _rows_kept(self, kept: dict, key, sql: str, params, most: int | None = None) -> IdSet:
+        """The row ids ``sql`` selects, kept in ``kept`` under ``key`` for the next searches
+        (up to ``CATEGORY_FILTER_BYTES`` of them all, and ``most`` keys); none kept when it
+        selects none: any value a client sends would stay."""
+        rows = kept.get(key)
         if rows is None:
-            clause, params = where.sql()
-            found = self.db.execute(f"SELECT id FROM products WHERE {clause}", params)
-            rows = IdSet(np.fromiter((r[0] for r in found), dtype=np.int64))
-            if len(rows) == 0:  # (not kept: any values a client sends would stay)
+            rows = IdSet(np.fromiter((r[0] for r in self.db.execute(sql, params)),
+                                     dtype=np.int64))
+            if len(rows) == 0:
                 return rows
-            if len(self._filter_ids) >= 64 or sum(kept.nbytes for kept in self._filter_ids
-                                                  .values()) + rows.nbytes > CATEGORY_FILTER_BYTES:
-                self._filter_ids.clear()
-            self._filter_ids[where] = rows
+            if most is not None and len(kept) >= most or \
+                    sum(r.nbytes for r in kept.values()) + rows.nbytes > CATEGORY_FILTER_BYTES:
+                kept.clear()
+            kept[key] = rows
         return rows
 
     def _photo_rows(self, shas: frozenset[str]) -> IdSet:
