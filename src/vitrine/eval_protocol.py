@@ -83,10 +83,8 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
             # no photo it trained on here, but a copy of one that training left out of its
             # splits (a pre-split catalogue's test folder evaluated alone): it never queries,
             # as in the model's split; leave-one-out queried it (helper-372)
-            line, sides = _without_trained(seen, given)
-            if unchecked and None in seen.values():
-                line = f"{line[:-1]}; {_UNCHECKED})"
-            return line, sides
+            return _without_trained(seen, given,
+                                    _UNCHECKED if unchecked and None in seen.values() else "")
         if unchecked:
             note = f" ({_UNCHECKED})"
             return ("the test folder queries the train + validation folders" + note, given
@@ -102,23 +100,24 @@ def _protocol(products: Sequence[Product], given: dict | None, model_dir: Path |
     return "leave-one-out: every photo queries all the others", None
 
 
-def _without_trained(seen: dict[str, str | None], given: dict[str, str] | None
-                     ) -> tuple[str, dict[str, str]]:
+def _without_trained(seen: dict[str, str | None], given: dict[str, str] | None,
+                     note: str = "") -> tuple[str, dict[str, str]]:
     """The catalogue's own protocol (its split folders, else leave-one-out) where it holds
     fewer than half the photos the model trained on (or copies of them), and fewer of them
     than photos that are not the model's at all (a supplier's photos in another shop's
     catalogue), those photos never querying: the
     model's split made every other photo query those few alone (17 queries, 1 searched:
-    helper-237)."""
+    helper-237). ``note``: said after the rest, inside its brackets."""
     trained = {pid for pid, where in seen.items() if where in ("train", "copy", "out")}
     what = (f"{len(trained)} photo{'s' if len(trained) != 1 else ''} the model trained on, "
             "or copies of them,")
+    note = f"; {note}" if note else ""
     if given is not None:
         return (f"the test folder queries the train + validation folders ({what} do not "
-                "query)", {pid: "out" if pid in trained and side == "test" else side
+                f"query{note})", {pid: "out" if pid in trained and side == "test" else side
                            for pid, side in given.items()})
     return (f"leave-one-out: every photo queries all the others ({what} are searched but do "
-            "not query)", {pid: ("copy" if where == "copy" else "train") if pid in trained
+            f"not query{note})", {pid: ("copy" if where == "copy" else "train") if pid in trained
                            else "both" for pid, where in seen.items()})
 
 
