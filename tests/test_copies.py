@@ -266,3 +266,71 @@ def test_the_products_of_a_products_copies_are_found_from_an_index(tmp_path):
             assert not any(step == "SCAN products" for step in plan), plan
     finally:
         store.close()
+
+
+def test_copies_a_capped_index_does_not_search_are_said_to_be_as_of_the_last_search(
+        demo_catalog, weights_path, tmp_path, cli_here):
+    """Above VITRINE_DUP_MAX_PRODUCTS `index` searches no duplicates, and `similar` kept the
+    groups of the last search without a word: a resized copy added since was the first
+    similar product of its original, a byte copy of a grouped photo was left out. `index`
+    and `info` now say of when the groups are (JSON too), and the next search takes them in."""
+    import re
+    import shutil
+
+    from conftest import copy_subset
+    from PIL import Image
+
+    catalog = copy_subset(demo_catalog, tmp_path / "catalog", 1)  # (8 products)
+    table = catalog / "products.csv"
+    first = table.read_text().splitlines()[1].split(",")
+    pid, image, category = first[0], catalog / first[1], first[2]
+    photo = Image.open(image)
+
+    def add(name: str, make) -> None:
+        make(image.parent / f"{name}.jpg")
+        with table.open("a") as fh:
+            fh.write(f"{name},{category}/{name}.jpg,{category},{name},,,\n")
+
+    add("half", lambda path: photo.resize((photo.width // 2, photo.height // 2)).save(
+        path, quality=85))
+    env = {"VITRINE_WEIGHTS": str(weights_path)}
+    store = tmp_path / "store"
+    report = json.loads(cli_here("index", catalog, "--store", store, "--json",
+                                 env_extra=env).stdout)
+    assert report["duplicates_searched"] and len(report["duplicates"]) == 1
+    assert report["duplicates_as_of"] is None  # (searched now: the groups are this run's)
+    add("small", lambda path: photo.resize((150, 150)).save(path, quality=80))  # a copy
+    add("bytes", lambda path: shutil.copyfile(image.parent / "half.jpg", path))
+    capped = {**env, "VITRINE_DUP_MAX_PRODUCTS": "5"}
+    report = json.loads(cli_here("index", catalog, "--store", store, "--json",
+                                 env_extra=capped).stdout)
+    assert report["indexed"] == 2 and report["duplicates_searched"] is False
+    as_of = report["duplicates_as_of"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", as_of["at"]), as_of
+    assert (as_of["photos"], as_of["groups"]) == (9, 1)
+
+    def similar() -> list[str]:
+        out = cli_here("similar", pid, "--store", store, "--k", "3", "--json", env_extra=env)
+        return [r["product_id"] for r in json.loads(out.stdout)["results"]]
+
+    shown = similar()
+    assert "half" not in shown and "bytes" not in shown  # (the group's photo, its bytes)
+    assert "small" in shown  # (not searched: not known as a copy)
+    said = " ".join(cli_here("index", catalog, "--store", store, env_extra=capped
+                             ).stdout.split())
+    when = as_of["at"].replace("T", " ")[:16] + " UTC"
+    assert (f"Similar products leave out the copies the duplicate search of {when} found "
+            "(1 group among 9 photos); a product added or replaced since has only copies of "
+            "the same bytes left out.") in said, said
+    info = json.loads(cli_here("info", "--store", store, "--json").stdout)
+    assert info["duplicate_search"] == as_of
+    said = " ".join(cli_here("info", "--store", store).stdout.split())
+    assert (f"copies left out of similar products: 1 group among 9 photos, from the "
+            f"duplicate search of {when}") in said, said
+    report = json.loads(cli_here("index", catalog, "--store", store, "--json",
+                                 env_extra=env).stdout)  # (the cap lifted: searched again)
+    assert report["duplicates_searched"] and report["duplicates_as_of"] is None
+    assert [len(group) for group in report["duplicates"]] == [4]
+    assert "small" not in similar()
+    assert json.loads(cli_here("info", "--store", store, "--json").stdout
+                      )["duplicate_search"]["photos"] == 10  # (distinct files)

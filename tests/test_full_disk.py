@@ -7,6 +7,7 @@ error") and the file system reports no free bytes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -162,3 +163,93 @@ def test_a_server_started_on_a_full_disk_reads_and_writes_once_there_is_room(
     assert client.get("/api/products/new-on-full-disk").status_code == 200
     assert client.get(f"/api/products/{first}").status_code == 404
     assert client.get("/healthz").json()["products"] == 48
+
+
+class FillingDisk:
+    """A disk with room for a file's name and none for its bytes: SQLite makes the database
+    file as it opens it, empty, and its first write fails ("database or disk is full"), as
+    on a real full disk (below: a tmpfs)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.full = True
+        disk, connect, statvfs = self, sqlite3.connect, os.statvfs
+
+        class Filled(sqlite3.Connection):
+            def execute(self, sql, *args):
+                if disk.full and not sql.lstrip().upper().startswith("SELECT"):
+                    raise sqlite3.OperationalError("database or disk is full")
+                return super().execute(sql, *args)
+
+            def executescript(self, script):
+                if disk.full:
+                    raise sqlite3.OperationalError("database or disk is full")
+                return super().executescript(script)
+
+        monkeypatch.setattr(sqlite3, "connect",
+                            lambda *a, **kw: connect(*a, factory=Filled, **kw))
+        monkeypatch.setattr(os, "statvfs", lambda path: NO_ROOM if self.full else
+                            statvfs(path))
+
+
+def test_a_first_index_on_a_full_disk_leaves_no_half_made_store(tmp_path, monkeypatch):
+    """A first `vitrine index` on a full disk left an empty vitrine.sqlite, which every later
+    command refused as "empty: no Vitrine store was written there (a copy that failed?)"
+    (or, made a little further, as a store "written by an older Vitrine"). It leaves nothing
+    now, says so, and the next run makes the store."""
+    from vitrine.errors import NoStore
+
+    root = tmp_path / "shop" / "store"
+    disk = FillingDisk(monkeypatch)
+    with pytest.raises(StoreError, match=f"^cannot make the store {root}: the disk holding it "
+                                         r"is full \(database or disk is full\)\. Free some "
+                                         "space there and run the command again; no store "
+                                         "was left there.$"):
+        open_store(root, create=True)
+    assert not root.exists()  # (its folder, made for it, gone too)
+    with pytest.raises(NoStore, match=f"^no Vitrine store at {root}; create one with"):
+        open_store(root)
+    disk.full = False
+    _stored(root)
+    again = open_store(root)
+    assert again.count() == 3 and again.manifest() == MANIFEST
+    again.close()
+
+
+@contextlib.contextmanager
+def small_disk(at: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``at``; skips the test where mounts need root."""
+    import subprocess
+
+    at.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(at)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounts are not available here (they need root)")
+    try:
+        yield at
+    finally:
+        subprocess.run(["umount", "--lazy", str(at)], capture_output=True)
+
+
+@pytest.mark.parametrize("size", ["4k", "16k", "64k", "256k"])
+def test_a_store_made_on_a_real_full_disk_is_whole_or_not_there(tmp_path, size):
+    """Each size fills up at another step of making a store (4k: an empty vitrine.sqlite was
+    left, "is empty"; 16k: its header alone, "written by an older Vitrine"; 64k: its tables
+    in the WAL; 256k: its products). Whatever step failed, a reader finds no store, or one
+    that opens and holds what was stored."""
+    from vitrine.errors import NoStore
+
+    with small_disk(tmp_path / "disk", size) as disk:
+        root = disk / "store"
+        said = ""
+        try:
+            _stored(root)
+        except StoreError as exc:
+            said = str(exc)
+            assert "the disk holding" in said and "full" in said, said
+        try:
+            reader = open_store(root)
+        except NoStore:
+            assert not root.exists() and said.endswith("no store was left there."), said
+        else:
+            assert reader.count() in (0, 3)
+            reader.close()

@@ -836,6 +836,10 @@ def test_a_store_on_a_read_only_volume_serves_reads(store, tmp_path):
         # readable Vitrine store (unable to open database file)"
         with pytest.raises(StoreError, match=r"cannot write to the store .*; it is read-only"):
             open_store(ro, create=True)
+    (tmp_path / "empty").mkdir()  # a new store in a read-only folder: the same sentence
+    with read_only_mount(tmp_path / "empty", tmp_path / "ro-empty") as ro, pytest.raises(
+            StoreError, match=r"^cannot write to the store .*; it is read-only here\.$"):
+        open_store(ro, create=True)
 
 
 def test_a_read_only_replica_sees_the_writers_changes(store, tmp_path):
@@ -916,6 +920,46 @@ def test_a_full_disk_is_not_taken_for_a_damaged_store(store, monkeypatch):
         open_store(root.parent / "new-store", create=True)
 
 
+
+def test_a_sqlite_without_its_json_functions_is_refused_when_a_store_is_opened(
+        store, tmp_path, monkeypatch):
+    """The attribute filters (json_extract, json_each) and the products of a product's
+    copies (json_each) are read with SQLite's JSON functions, optional before SQLite 3.38:
+    where this Python's SQLite lacked them, the store opened and a search failed half-way
+    ("no such table: json_each", an OperationalError). The store is refused as it is
+    opened, in one sentence naming the SQLite, and no new store is made."""
+    import sqlite3
+
+    from vitrine.store.filters import ProductFilter
+
+    root = store.root
+    store.close()
+
+    class WithoutJson(sqlite3.Connection):  # (what SQLite built without JSON1 says)
+        def execute(self, sql, *args):
+            for name, kind in (("json_each", "table"), ("json_extract", "function")):
+                if name in sql:
+                    raise sqlite3.OperationalError(f"no such {kind}: {name}")
+            return super().execute(sql, *args)
+
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect",
+                        lambda *a, **kw: connect(*a, factory=WithoutJson, **kw))
+    said = (rf"^this Python's SQLite \({sqlite3.sqlite_version}\) was built without its JSON "
+            r"functions \(no such .*json.*\), which the store's searches need: .*SQLite 3\.38")
+    with pytest.raises(StoreError, match=said):  # (was: opened, then the filter below
+        # raised sqlite3.OperationalError "no such function: json_extract")
+        opened = open_store(root)
+        opened.search(unit(1, 0), 2, where=ProductFilter(attributes=(("cor", "azul"),)))
+    with pytest.raises(StoreError, match=said):
+        open_store(tmp_path / "new", create=True)
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    again = open_store(root)  # (as it was)
+    assert again.count() == 4
+    again.close()
+
+
 @contextlib.contextmanager
 def read_only_mount(folder: Path, at: Path):
     """``folder`` bind-mounted read-only at ``at``; skips the test where mounts need root."""
@@ -948,25 +992,47 @@ def test_a_store_through_a_bind_mount_is_the_same_store(store, tmp_path):
         assert store_identity(f"{bound}/") == store_identity(str(store.root))
 
 
-def test_a_read_only_copy_with_writes_only_in_its_wal_is_refused(store, tmp_path):
+def test_a_read_only_copy_with_writes_only_in_its_wal_is_refused(store, tmp_path,
+                                                                  cli_here):
     """A store copied while its writer ran (or after it was killed) keeps its last writes
     in vitrine.sqlite-wal; read-only without the -shm file, they were silently not served
-    (a deleted product still found, a new one missing)."""
+    (a deleted product still found, a new one missing). Refused, and the refusal says
+    what to do, which works."""
     import shutil
+    import sqlite3
 
-    store.delete(["a"])  # in the WAL until a checkpoint
+    root = store.root
+    store.close()  # (at rest: its tables and products in vitrine.sqlite)
+    writer = open_store(root)
+    writer.lock_for_writing()
+    writer.delete(["a"])  # in the WAL until a checkpoint
     copy = tmp_path / "copy"
     copy.mkdir()
     for name in ("vitrine.sqlite", "vitrine.sqlite-wal"):
-        shutil.copyfile(store.root / name, copy / name)
+        shutil.copyfile(root / name, copy / name)
+    writer.close()
     assert (copy / "vitrine.sqlite-wal").stat().st_size > 0
-    with read_only_mount(copy, tmp_path / "ro") as ro, pytest.raises(
-            StoreError, match=r"is read-only here and its last writes may be in "
-                              r"vitrine.sqlite-wal, which cannot be read without"):
-        open_store(ro)
-    opened = open_store(copy)  # where it can be written: the writes are there
-    assert opened.get("a") is None and opened.count() == 3
-    opened.close()
+    with read_only_mount(copy, tmp_path / "ro") as ro:
+        with pytest.raises(StoreError) as refused:
+            open_store(ro)
+        # read as a file that does not change (as a store at rest is), it would miss them:
+        # SQLite reads a WAL only through its -shm file, which cannot be made here
+        frozen = sqlite3.connect(f"{(ro / 'vitrine.sqlite').as_uri()}?mode=ro&immutable=1",
+                                 uri=True)
+        assert frozen.execute("SELECT count(*) FROM products WHERE product_id = 'a'"
+                              ).fetchone() == (1,)  # (the deleted product)
+        frozen.close()
+    said = str(refused.value)
+    assert said.startswith(f"the store {ro} is read-only here, and its last writes are still "
+                           "in vitrine.sqlite-wal, which SQLite reads only with the "
+                           "vitrine.sqlite-shm file beside it (missing here, and it cannot be "
+                           "made here)"), said
+    assert ("run `vitrine info --store` on it once where its folder can be written, which "
+            "folds them into vitrine.sqlite, or copy the store again with its "
+            "vitrine.sqlite-shm file, or once every process writing to it has stopped.") in said
+    # what it says to do, done: `vitrine info` where the folder can be written
+    assert "3 products" in cli_here("info", "--store", copy).stdout
+    assert not (copy / "vitrine.sqlite-wal").exists()
     with read_only_mount(copy, tmp_path / "ro2") as ro:
         replica = open_store(ro)  # folded in when it was closed
         assert replica.get("a") is None and replica.count() == 3

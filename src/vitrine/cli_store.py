@@ -227,6 +227,7 @@ def _unwritten(store) -> bool:
 def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
     """Show what a store holds, which model made its vectors and which index searches them."""
     from vitrine.catalog import reader_order
+    from vitrine.copies import last_search
     from vitrine.display import index_about
     from vitrine.store import store_for
 
@@ -238,7 +239,8 @@ def info(store: StoreOpt, as_json: JsonOpt = False) -> None:
                     "catalog_folder": db.catalog_folder(),
                     "model_folder": db.model_folder(),
                     "unfinished_copy_of": db.copying_from(),
-                    "model": manifest.as_dict() if manifest else None}
+                    "model": manifest.as_dict() if manifest else None,
+                    "duplicate_search": last_search(db.duplicate_cache())}
     finally:
         db.close()
     data["index"] = index_about(db, data["products"])

@@ -61,6 +61,26 @@ def copies_in(data: bytes | None) -> Copies:
     return Copies([s.decode("ascii", "replace") for s in shas.tolist()], labels.tolist())
 
 
+def last_search(data: bytes | None) -> dict | None:
+    """Of when the groups in the duplicate cache's bytes are (what `similar` leaves out): the
+    search that saved them (``at``: UTC, ISO 8601; None for a cache saved before that was
+    kept), the distinct photos it searched and the groups it found; None where no search
+    saved any. A search `index` skips (above ``VITRINE_DUP_MAX_PRODUCTS``) keeps them: a
+    product added or replaced since has only the copies of its own photo's bytes, or of a
+    grouped photo's, left out."""
+    if not data:
+        return None
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as saved:
+            photos = len(saved["digests"])
+            at = float(saved["searched_at"]) if "searched_at" in saved.files else None
+            labels = saved["group_labels"] if "group_labels" in saved.files else ()
+    except Exception:  # noqa: BLE001 - a damaged cache is no cache
+        return None
+    when = None if at is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    return {"at": when, "photos": photos, "groups": len(set(np.asarray(labels).tolist()))}
+
+
 class CopiesReader:
     """:func:`saved_copies` of a store, read again when it was written (or is another store:
     a server's, opened again) or after :data:`KEPT_S`; made again only when the saved

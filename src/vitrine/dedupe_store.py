@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import io
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
@@ -126,9 +127,10 @@ def vector_checksums(vectors: np.ndarray, chunk: int | None = None) -> np.ndarra
 def encode(key: str, rows: np.ndarray, pairs: np.ndarray,
            shas: Sequence[str] | None = None) -> bytes:
     """The cache's bytes: the fingerprint, the digests searched and the pairs found (as pairs
-    of digests); with ``shas`` (aligned with ``rows``) also the duplicate groups the pairs
-    make, as each grouped photo's sha256 and its group's label (what :mod:`vitrine.copies`
-    reads: a few bytes a grouped photo, not a pair)."""
+    of digests), and when (``searched_at``, Unix seconds: :func:`vitrine.copies.last_search`);
+    with ``shas`` (aligned with ``rows``) also the duplicate groups the pairs make, as each
+    grouped photo's sha256 and its group's label (what :mod:`vitrine.copies` reads: a few
+    bytes a grouped photo, not a pair)."""
     buf = io.BytesIO()
     grouped = {}
     if shas is not None:
@@ -137,7 +139,8 @@ def encode(key: str, rows: np.ndarray, pairs: np.ndarray,
         member = np.flatnonzero(counts[labels] > 1)
         grouped = {"group_shas": np.array([shas[i] for i in member.tolist()], dtype="S64"),
                    "group_labels": labels[member].astype(np.int64)}
-    np.savez(buf, key=np.array(key), digests=rows, pairs=rows[pairs], **grouped)
+    np.savez(buf, key=np.array(key), digests=rows, pairs=rows[pairs],
+             searched_at=np.array(time.time()), **grouped)
     return buf.getvalue()
 
 

@@ -141,7 +141,8 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
         lines.append("Duplicates not searched: " + (
             "VITRINE_DUP_MAX_PRODUCTS is 0." if not dup_max_products else
             f"the store holds more than VITRINE_DUP_MAX_PRODUCTS ({dup_max_products:,}) "
-            "products (raise it to search a store this size)."))
+            "products (raise it to search a store this size).") + " " + copies_as_of(
+                report.duplicates_as_of, in_index=True))
     if n := report.thumbnails_upgraded:
         lines.append(
             f"Thumbnails of {counted(n, 'product')} made again from "
@@ -203,7 +204,27 @@ def info_lines(data: dict, manifest: ModelManifest | None, store: str) -> list[s
                         if data.get("model_folder") else ""))
     if data.get("index"):
         lines.append(index_line(data["index"]))
+    if "duplicate_search" in data:
+        lines.append(copies_as_of(data["duplicate_search"]))
     return lines
+
+
+def copies_as_of(search: dict | None, in_index: bool = False) -> str:
+    """Which copies `similar` leaves out, and of when (``search``:
+    :func:`vitrine.copies.last_search`): for ``vitrine info``, or ``in_index`` for an
+    ``index`` run that searched none."""
+    if search is None:
+        return ("No duplicate search has run on this store: similar products leave out only "
+                "copies of the same bytes." if in_index else "copies left out of similar "
+                "products: only those of the same bytes (no duplicate search has run)")
+    at = search["at"]
+    when = (f"the duplicate search of {at.replace('T', ' ')[:16]} UTC" if at else
+            "an earlier duplicate search")
+    found = f"{counted(search['groups'], 'group')} among {counted(search['photos'], 'photo')}"
+    if in_index:
+        return (f"Similar products leave out the copies {when} found ({found}); a product "
+                "added or replaced since has only copies of the same bytes left out.")
+    return f"copies left out of similar products: {found}, from {when}"
 
 
 def index_about(db, n: int) -> dict:

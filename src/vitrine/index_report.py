@@ -26,6 +26,9 @@ class IndexReport:
     duplicates: list[list[str]] = field(default_factory=list)
     duplicates_searched: bool = True
     """False when the store holds more products than ``DuplicateRules.max_products``."""
+    duplicates_as_of: dict | None = None
+    """Where no duplicates were searched: the last search, whose groups `similar` still
+    leaves out (:func:`vitrine.copies.last_search`; None: none ever ran, or searched now)."""
     photos_embedded: int = 0
     """Distinct photos decoded and embedded (products sharing a photo share its vector)."""
     photos_read: int = 0
@@ -58,6 +61,7 @@ class IndexReport:
                 "skipped": self.skipped,
                 "duplicates": self.duplicates,
                 "duplicates_searched": self.duplicates_searched,
+                "duplicates_as_of": self.duplicates_as_of,
                 "duplicates_compared": self.duplicates_compared,
                 "duplicates_without_views": self.duplicates_without_views,
                 "thumbnails_upgraded": self.thumbnails_upgraded,

@@ -19,6 +19,7 @@ from vitrine.catalog import (
     recategorised,
 )
 from vitrine.catalog_csv import tables_below, tables_not_csv
+from vitrine.copies import last_search
 from vitrine.dedupe import DuplicateRules
 from vitrine.dedupe_views import current
 from vitrine.embed import Embedder
@@ -310,6 +311,8 @@ def _search_duplicates(report: IndexReport, store: VectorStore, embedder: Embedd
             store_duplicates(store, root, rules, uploaded=all_uploaded,
                              show_progress=show_progress, facts=facts, mine=mine)
         facts = None  # (memory: 1.6 kB of thumbnail a product, not held through the build)
+    else:  # (`similar` keeps leaving out the last search's groups: said of when)
+        report.duplicates_as_of = last_search(store.duplicate_cache())
 
 
 def _save_index(store: VectorStore, report: IndexReport) -> None:

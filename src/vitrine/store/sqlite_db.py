@@ -4,8 +4,10 @@ the current columns, or read as it is from a read-only folder or a full disk).""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable
@@ -192,6 +194,81 @@ def _drop_old_listing_indexes(db: sqlite3.Connection) -> None:
                 db.execute(f"DROP INDEX IF EXISTS {old}")
 
 
+def _require_json(db: sqlite3.Connection) -> None:
+    """A StoreError when this Python's SQLite lacks its JSON functions (``json_each`` finds
+    the products of a product's copies, ``json_extract`` and ``json_each`` read the
+    attribute filters: :mod:`vitrine.store.filters`): built in since SQLite 3.38, optional
+    before; without them a search failed half-way, "no such table: json_each"."""
+    try:
+        db.execute("SELECT json_extract('{\"a\": 1}', '$.a'), "
+                   "(SELECT count(*) FROM json_each('[1]'))").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "json" not in str(exc):  # (not the functions': a full disk reading the schema)
+            raise
+        db.close()
+        raise StoreError(
+            f"this Python's SQLite ({sqlite3.sqlite_version}) was built without its JSON "
+            f"functions ({exc}), which the store's searches need: run Vitrine with a "
+            "Python whose sqlite3 module has them (SQLite 3.38 or later has them built "
+            "in).") from None
+
+
+def _create_database(db_path: Path) -> None:
+    """Make a new store's database whole or not at all: its tables made in a file of this
+    process beside it (a rollback journal: all in that file once committed), then linked in
+    under its name (not over another process's making the same store: theirs is kept). A
+    first `vitrine index` on a full disk left an empty or half-made vitrine.sqlite, which
+    every later command refused as empty, or as written by an older Vitrine."""
+    while True:  # (a name of this process's own, no longer than the database's: DB_PATH_MAX)
+        part = db_path.with_name(f"vitrine.{secrets.token_hex(3)}")
+        try:
+            os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            break
+        except FileExistsError:
+            continue
+    try:
+        db = sqlite3.connect(part, isolation_level=None)
+        try:
+            _require_json(db)
+            db.executescript(f"BEGIN; {SCHEMA} COMMIT;")
+        finally:
+            db.close()
+        try:
+            os.link(part, db_path)
+        except FileExistsError:  # (made meanwhile by another process: theirs)
+            pass
+        except OSError:  # (a file system without hard links)
+            if not db_path.exists():
+                os.replace(part, db_path)
+    finally:
+        for leftover in (part, part.with_name(part.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+
+
+def _made_new(root: Path, made_folder: bool) -> None:
+    """Make the database of a new store at ``root``; where it cannot be, leave nothing (the
+    folder too, when made for it) and say so."""
+    try:
+        _create_database(root / DB_NAME)
+    except BaseException as exc:
+        writable = os.access(root, os.W_OK)
+        full = writable and (isinstance(exc, sqlite3.Error) and disk_full(root, exc) or
+                             isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+        if made_folder:
+            with contextlib.suppress(OSError):
+                root.rmdir()
+        if not isinstance(exc, (sqlite3.Error, OSError)):
+            raise
+        if not writable:  # (a read-only volume: as for a store there, EmbeddedStore)
+            raise StoreError(f"cannot write to the store {root}; it is read-only here."
+                             ) from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise StoreError(f"cannot make the store {root}: " + (
+            f"the disk holding it is full ({reason}). Free some space there and run the "
+            "command again; no store was left there." if full else
+            f"{reason}; no store was left there.")) from None
+
+
 def open_database(root: Path, *, create: bool,
                   ) -> tuple[sqlite3.Connection, set[str], list[str], bool]:
     """Open (``create``: or make) the database of the store folder ``root``: the connection,
@@ -228,16 +305,19 @@ def open_database(root: Path, *, create: bool,
         if not create:
             raise NoStore(f"no Vitrine store at {root}; create one with "
                           f"'vitrine index CATALOG_DIR --store {root}'.")
+        made_folder = not root.exists()
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create store folder {root} ({exc.strerror}).") from None
+        _made_new(root, made_folder)
     frozen = False
     db = None
     try:
         try:
             db = sqlite3.connect(db_path, timeout=30, isolation_level=None,
                                  check_same_thread=False)
+            _require_json(db)
             _refuse_foreign(db, db_path)
             _journal_mode_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
@@ -253,7 +333,8 @@ def open_database(root: Path, *, create: bool,
                 full = StoreError(  # (not a damaged store)
                     f"cannot open the store {root}: the disk holding it is full ({exc}; "
                     "SQLite needs a little room beside its database to open it). Free "
-                    "some space there; the store itself is as it was.")
+                    "some space there; the store itself is as it was" + (
+                        "" if there else ": made now, empty") + ".")
                 # SQLite cannot make its WAL files, as in a read-only folder: a store at
                 # rest (its writes all in the database) is read as it is (`similar`,
                 # `info` and the server's pages and searches all failed until space was
@@ -268,10 +349,13 @@ def open_database(root: Path, *, create: bool,
             elif wal_holds_writes(root):  # read as it is, they would be lost
                 wal = root / f"{DB_NAME}-wal"
                 raise StoreError(
-                    f"the store {root} is read-only here and its last writes may be "
-                    f"in {wal.name}, which cannot be read without the {DB_NAME}-shm file: "
-                    "open it once where it can be written (`vitrine info --store` there "
-                    "folds them in), or copy it after its writer has stopped.") from None
+                    f"the store {root} is read-only here, and its last writes are still in "
+                    f"{wal.name}, which SQLite reads only with the {DB_NAME}-shm file beside "
+                    "it (missing here, and it cannot be made here): read without them, the "
+                    "store would lack those writes. To read it here, run `vitrine info "
+                    "--store` on it once where its folder can be written, which folds them "
+                    f"into {DB_NAME}, or copy the store again with its {DB_NAME}-shm file, "
+                    "or once every process writing to it has stopped.") from None
             try:
                 db = sqlite3.connect(f"{db_path.as_uri()}?mode=ro&immutable=1", uri=True,
                                      isolation_level=None, check_same_thread=False)
@@ -280,6 +364,7 @@ def open_database(root: Path, *, create: bool,
                     raise
                 raise full from None
             frozen = True
+            _require_json(db)
         # name search folds case and accents in SQL (see list_products)
         db.create_function("vitrine_searchable", 1, searchable_sql, deterministic=True)
         have = {row[1] for row in db.execute("PRAGMA table_info(products)")}
