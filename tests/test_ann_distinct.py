@@ -106,6 +106,27 @@ def test_hidden_ids_and_categories_are_honoured_for_a_photo_s_products():
     assert found[0][1].tolist() == [40, 42, 43, 44] and found[1][1][0] == 200
 
 
+def test_equal_scores_by_id_when_a_node_s_own_id_is_hidden_or_out_of_the_category():
+    """Two photos scoring the same against the query (0.8), each of two products: nodes 1
+    and 2, their copies 5 and 4. With the nodes' own ids hidden (or out of the category),
+    the top 2 was cut as nodes before their copies were given, so node 1 came before node
+    2 and gave 5: [0, 5], where the top 3 is [0, 4, 5] (equal scores by id, as
+    :func:`~vitrine.ann_layers.ranked` promises: a top 2 is the start of the top 3)."""
+    vecs = np.zeros((7, 4), np.float32)
+    vecs[0, 0] = 1
+    vecs[[1, 5]] = [0.8, 0.6, 0, 0]
+    vecs[[2, 4]] = [0.8, -0.6, 0, 0]
+    vecs[3, 2] = vecs[6, 3] = 1
+    index = build_index(IndexConfig.defaults(kind="hnsw", fp16=False), 4, 7,
+                        [(np.arange(7, dtype=np.int64), vecs)])
+    assert index.nodes == 5 and index.copies.ids.tolist() == [5, 4]
+    for given in ({"hidden": IdSet([1, 2])}, {"subset": IdSet([0, 4, 5])}):
+        three = index.search(vecs[0], 3, **given)[1].tolist()
+        assert three == [0, 4, 5]
+        for k in (1, 2):
+            assert index.search(vecs[0], k, **given)[1].tolist() == three[:k], (given, k)
+
+
 def test_a_saved_index_keeps_its_copies_and_an_older_file_is_read_as_before(tmp_path):
     vecs, group = small()
     index = hnsw(vecs)

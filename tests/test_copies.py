@@ -78,6 +78,37 @@ def test_a_product_with_more_copies_than_the_deepest_search_still_gets_similar_o
         store.close()
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_similar_after_a_delete_still_leaves_out_a_product_s_copies(tmp_path, kind):
+    """A delete (through the API, or a writer not rebuilding) leaves the saved index layered
+    with no row written since: its layer is an empty flat index. Searched past a product's
+    copies, that empty layer asked FAISS for its top 0 (its ``min(k, 0)``) and FAISS
+    asserted k > 0: `similar` of any product sharing its photo with another raised an
+    AssertionError (a 500 from the API; `related` stopped), until the next rebuild."""
+    from vitrine.ann import IndexConfig
+
+    store = _store(tmp_path / "store", 10, 20)
+    if kind == "hnsw":
+        store.close()
+        store = EmbeddedStore(tmp_path / "store",
+                              index_config=IndexConfig.defaults(kind="hnsw"))
+        store.lock_for_writing()
+        store.flush()
+    try:
+        store.delete(["p025"])  # (no product written since the index saved: an empty layer)
+        assert type(store._current_index()).__name__ == "LayeredIndex"  # noqa: SLF001
+        _, matches = Recommender(store, Settings()).similar("p005", 5)
+        assert len(matches) == 5
+        assert all(m.product.content_sha256 != "a" * 64 for m in matches)
+        assert "p025" not in [m.product.product_id for m in matches]
+        out = tmp_path / "related.jsonl"
+        write_related(store, out, 5, same_category=False, show_progress=False)
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(rows) == 29 and all(len(r["similar"]) == 5 for r in rows)
+    finally:
+        store.close()
+
+
 def test_a_write_that_leaves_the_duplicate_cache_as_it_was_does_not_make_the_groups_again(
         monkeypatch):
     """The server read the groups again after every write (an upload) and every 10 s:

@@ -300,9 +300,10 @@ class VectorIndex:
                 again = self._found(queries[tied], deeper, subset, hidden, near)
                 for i, top in zip(tied, again, strict=True):
                     found[i] = ranked(*top)
-            found = [(scores[:k], ids[:k]) for scores, ids in found]
-            if self.copies is not None:
-                found = [self.copies.expand(top, k, *given) for top in found]
+            # (each node's copies given from every node found: one tied with the k-th,
+            # its own id hidden or out of the subset, may give a lower id than the k-th's)
+            found = [(top[0][:k], top[1][:k]) if self.copies is None else
+                     self.copies.expand(top, k, *given) for top in found]
         finally:
             faiss.omp_set_num_threads(before)
         return found
@@ -312,6 +313,8 @@ class VectorIndex:
         """:meth:`search_many`'s top ``k`` of each query, in FAISS's order, scores clipped:
         fp16 storage rounds a photo's score against itself to 1.000009 (a cosine is at
         most 1)."""
+        if min(k, self.nodes) <= 0:  # (a layer of deletes alone: FAISS asserts k > 0)
+            return [EMPTY] * len(queries)
         if hidden is not None and self._past_hidden(len(queries), len(hidden)):
             found = self._search_past(queries, k, hidden)
         elif hidden is not None and self.kind == "hnsw" and near > self._links() // 2:
