@@ -130,6 +130,28 @@ def test_the_embedded_store_filters_inside_the_search(tmp_path, kind):
         store.close()
 
 
+def test_an_attribute_whose_name_has_an_accent_is_filtered_on(tmp_path):
+    """A shop's columns named in Portuguese ("Gênero", "Coleção") or holding a character
+    JSON escapes: the store keeps attributes as ``json.dumps`` writes them ("G\\u00eanero"),
+    and SQLite's JSON path (3.40) compared that as written, so `--attr Gênero=Feminino`
+    found nothing on the embedded store where Milvus found every such product."""
+    keys = ("Gênero", "Coleção", "tab\tkey", "emoji 👟", "colour")
+    made = []
+    for i, v in enumerate(np.eye(DIM, dtype=np.float32)[:6]):
+        attrs = {key: ("Verão" if i % 2 else "Inverno") for key in keys}
+        made.append(record(f"p{i}", v, attributes=attrs))
+    store = _filled(tmp_path / "s", made)
+    try:
+        for key in keys:
+            for value, want in (("Verão", ["p1", "p3", "p5"]), ("Inverno", ["p0", "p2", "p4"])):
+                where = ProductFilter(attributes=((key, value),))
+                assert sorted(_ids(store.search(made[0].vector, 6, where=where))) == want, key
+        both = ProductFilter(attributes=(("Gênero", "Verão"), ("colour", "Verão")))
+        assert sorted(_ids(store.search(made[0].vector, 6, where=both))) == ["p1", "p3", "p5"]
+    finally:
+        store.close()
+
+
 def test_a_changed_price_or_product_is_filtered_on_at_once(tmp_path):
     """The products a filter lets through are kept between searches, but not past a write:
     ``update_metadata`` (a price changed; it starts no new generation) or ``upsert``."""
@@ -191,12 +213,14 @@ def test_milvus_lite_filters_as_the_embedded_store(tmp_path):
     made = _products(120)
     made[7].product.attributes['we"ird \\ key'] = 'a "b"'
     made[8].product.attributes["a.b [c]"] = "x"
+    made[9].product.attributes["Coleção"] = "Verão"
     embedded = _filled(tmp_path / "e", made)
     milvus = _filled(f"milvus-lite://{tmp_path}/m.db", made)
     queries = np.stack([made[i].vector for i in (0, 7, 50)])
     try:
         for where in [*FILTERS, ProductFilter(attributes=(('we"ird \\ key', 'a "b"'),)),
-                      ProductFilter(attributes=(("a.b [c]", "x"),))]:
+                      ProductFilter(attributes=(("a.b [c]", "x"),)),
+                      ProductFilter(attributes=(("Coleção", "Verão"),))]:
             for category in (None, "b"):
                 a = embedded.search_many(queries, 6, category=category, where=where)
                 b = milvus.search_many(queries, 6, category=category, where=where)
@@ -209,6 +233,8 @@ def test_milvus_lite_filters_as_the_embedded_store(tmp_path):
                 attributes=(('we"ird \\ key', 'a "b"'),)))) == ["p007"]
             assert _ids(store.search(queries[0], 3, where=ProductFilter(
                 attributes=(("a.b [c]", "x"),)))) == ["p008"]
+            assert _ids(store.search(queries[0], 3, where=ProductFilter(
+                attributes=(("Coleção", "Verão"),)))) == ["p009"]
     finally:
         milvus.close()
         embedded.close()

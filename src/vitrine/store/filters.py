@@ -4,6 +4,7 @@ the embedded store's SQLite row ids (:meth:`ProductFilter.sql`), Milvus's filter
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,8 +46,8 @@ class ProductFilter:
 
     def sql(self) -> tuple[str, list]:
         """A WHERE clause over the ``products`` table and its parameters (attributes are
-        a JSON object: a key read by its quoted JSON path, or, one holding a quote or a
-        backslash, found through ``json_each``)."""
+        a JSON object, ``json.dumps``'s: a key read by its quoted JSON path, or, one that
+        is written there escaped, found through ``json_each``)."""
         clauses, params = [], []
         if self.min_price is not None:
             clauses.append("price >= ?")
@@ -55,7 +56,10 @@ class ProductFilter:
             clauses.append("price <= ?")
             params.append(self.max_price)
         for key, value in self.attributes:
-            if '"' in key or "\\" in key:  # (a JSON path cannot quote these)
+            # (a quote or a backslash a JSON path cannot quote; an accent, a control
+            # character: the stored key's "\u00ea", which SQLite 3.40's path compared as
+            # written, so "Gênero" found nothing where Milvus found its products)
+            if json.dumps(key)[1:-1] != key:
                 clauses.append("EXISTS (SELECT 1 FROM json_each(products.attributes) "
                                "WHERE json_each.key = ? AND json_each.value = ? "
                                "AND json_each.type = 'text')")
