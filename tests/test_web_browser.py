@@ -1107,3 +1107,74 @@ def test_back_to_a_search_in_a_typed_category_keeps_it(browser, settings, small_
             assert field.input_value() == "relogio_masculino"
         finally:
             context.close()
+
+
+def test_a_max_price_on_a_product_page_lists_only_cheaper_products(browser, settings,
+                                                                   small_store, embedder, axe,
+                                                                   tmp_path):
+    """A shopper opens the filter under the similar products, types a maximum price and
+    sends it (Enter): the
+    list shows only products priced up to it (none without a price), says the filter, keeps
+    it in the address (a link) and in the similar products opened; "Limpar filtros" lists
+    them all again. A minimum above the maximum is said beside the fields, which are marked;
+    axe finds nothing on either page."""
+    from test_web_filters import price_store
+
+    from vitrine.api import create_app
+    from vitrine.server import running
+
+    prices = price_store(small_store, tmp_path / "store")
+    first = next(iter(prices))  # (19,90; its category's others 29,90 to 129,90 and none)
+    ids = ("links => links.map(a => decodeURIComponent(new URL(a.href).pathname.split('/')"
+           ".pop()))")
+    with running(create_app(settings, tmp_path / "store", embedder=embedder)) as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.goto(url + "/products/" + quote(first, safe=""))
+        everyone = page.locator(".similar .card-link").evaluate_all(ids)
+        unpriced = [p for p in everyone if prices[p] is None]
+        assert len(everyone) == 5 and len(unpriced) == 1
+        # the filter's fields, shut until asked for (or a filter is set)
+        maximum = page.get_by_label("Preço máximo (R$)")
+        assert not maximum.is_visible()
+        page.locator(".similar summary", has_text="Filtrar resultados").click()
+        assert maximum.get_attribute("type") == "number"
+        maximum.fill("50")
+        maximum.press("Enter")
+        page.wait_for_url(re.compile(r"max_price=50"))
+        shown = page.locator(".similar .card-link").evaluate_all(ids)
+        assert sorted(shown) == sorted(p for p in everyone if prices[p] is not None
+                                       and prices[p] <= 50)
+        assert len(shown) == 2  # 29,90 and 49,90
+        assert page.locator(".similar .price").all_inner_texts() == [
+            "R$\u00a0" + f"{prices[p]:.2f}".replace(".", ",") for p in shown]
+        assert page.locator(".filter-note").inner_text().startswith(
+            "Filtro: preço até R$\u00a050,00")
+        assert maximum.input_value() == "50"
+        assert _violations(axe, page) == []
+        # a similar product opened keeps the filter on its own list
+        page.locator(".similar .card-link").first.click()
+        page.wait_for_url(re.compile(r"/products/.+max_price=50"))
+        assert all(prices[p] is not None and prices[p] <= 50
+                   for p in page.locator(".similar .card-link").evaluate_all(ids))
+        page.go_back()
+        page.get_by_role("link", name="Limpar filtros").click()
+        page.wait_for_function("() => !location.search.includes('max_price')")
+        assert sorted(page.locator(".similar .card-link").evaluate_all(ids)) == sorted(everyone)
+        # a minimum above the maximum: said once, the two fields marked, no list
+        page.locator(".similar summary").click()
+        page.get_by_label("Preço mínimo (R$)").fill("80")
+        maximum.fill("20")
+        page.get_by_role("button", name="Filtrar").click()
+        page.wait_for_url(re.compile(r"min_price=80"))
+        assert "O preço mínimo (R$\u00a080,00) é maior que o máximo (R$\u00a020,00)" in \
+            page.get_by_role("alert").inner_text()
+        assert page.locator("[aria-invalid=true]").evaluate_all(
+            "fields => fields.map(f => f.id)") == ["min-price", "max-price"]
+        assert page.locator(".similar li.card").count() == 0
+        assert _violations(axe, page) == []
+        # (the page with the bad filter is a 400, which the console says; nothing else)
+        assert [p for p in problems if "status of 400" not in p] == []
+        context.close()

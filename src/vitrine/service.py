@@ -130,6 +130,8 @@ class VitrineService(ServiceCategories, ServiceWrites):
         self._counting = threading.Lock()  # (counts of a store read without _store_lock)
         self._categories_forgotten = 0  # (how many times the counts were dropped)
         self._catalogue: tuple[str | None, float] | None = None
+        # (until when, for how many values a key at most, the attribute values, the mark)
+        self._attributes: tuple[float, int, dict[str, dict[str, int]], object] | None = None
         self._closing = threading.Event()  # (set by close(): no rebuild starts after it)
         self._rebuild_if_due_at_start()
 
@@ -181,6 +183,7 @@ class VitrineService(ServiceCategories, ServiceWrites):
         self._store.close()
         self._store = self._recommender.store = fresh
         self._forget_categories()
+        self._attributes = None
 
     def _check_model(self) -> None:
         """Refuse a photo search with another model than the store's, as at start, also for a

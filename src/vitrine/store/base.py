@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,19 @@ from vitrine.catalog import Product
 from vitrine.manifest import ModelManifest
 from vitrine.photo_hashes import Signature
 from vitrine.store.filters import ProductFilter
+
+
+def attribute_tally(attributes: Iterable[dict[str, str]], most: int
+                    ) -> dict[str, dict[str, int]]:
+    """:meth:`VectorStore.attribute_values` of the products' ``attributes`` (text values
+    only, as a filter matches them), counted here (a store that cannot count them itself)."""
+    tally: dict[str, Counter[str]] = {}
+    for held in attributes:
+        for key, value in (held or {}).items():
+            if isinstance(value, str):
+                tally.setdefault(key, Counter())[value] += 1
+    return {key: dict(sorted(values.items())) for key, values in sorted(tally.items())
+            if len(values) <= most}
 
 
 def kept_until(started: float, ttl: float) -> float:
@@ -189,6 +203,11 @@ class VectorStore(Protocol):
         ...
     def count(self) -> int: ...
     def categories(self) -> dict[str, int]: ...
+    def attribute_values(self, most: int) -> dict[str, dict[str, int]]:
+        """Attribute key → {value: products holding it} over every product, for each key of
+        at most ``most`` distinct values (a key of more, a code or a free text, is left out:
+        the pages offer a list of each key's values)."""
+        ...
     def has_category(self, category: str) -> bool:
         """Whether a product is of ``category`` (one row read, not a count of them all)."""
         ...

@@ -80,6 +80,19 @@ class EmbeddedReads:
             "SELECT category, COUNT(*) FROM products GROUP BY category ORDER BY category")
         return dict(rows.fetchall())
 
+    def attribute_values(self, most: int) -> dict[str, dict[str, int]]:
+        # one pass over the attribute JSON of every product; the keys of more than ``most``
+        # values (each value's group counted by the window) are not sent back
+        rows = self.db.execute(
+            "SELECT key, value, n FROM (SELECT j.key AS key, j.value AS value, COUNT(*) AS n, "
+            "COUNT(*) OVER (PARTITION BY j.key) AS kinds FROM products, "
+            "json_each(products.attributes) AS j WHERE j.type = 'text' "
+            "GROUP BY j.key, j.value) WHERE kinds <= ? ORDER BY key, value", (most,))
+        values: dict[str, dict[str, int]] = {}
+        for key, value, n in rows:
+            values.setdefault(key, {})[value] = n
+        return values
+
     def has_category(self, category: str) -> bool:
         return self.db.execute("SELECT 1 FROM products WHERE category=? LIMIT 1",
                                (category,)).fetchone() is not None

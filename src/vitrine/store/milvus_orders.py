@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from vitrine.fold import searchable
-from vitrine.store.base import StoredProduct, kept_until
+from vitrine.store.base import StoredProduct, attribute_tally, kept_until
 from vitrine.store.milvus_collections import FIELDS, READS, _to_product
 from vitrine.store.milvus_support import quote
 from vitrine.store.search_key import listing_order
@@ -79,6 +79,12 @@ class MilvusOrders:
         next."""
         order = self._kept(None) or self._read_order(None)
         return dict(sorted(Counter(row[0] for row in order.rows).items()))
+
+    def attribute_values(self, most: int) -> dict[str, dict[str, int]]:
+        """Counted from every product's attributes, read now (their field alone); the
+        service keeps the count as long as the categories' (CATEGORIES_TTL_S)."""
+        return attribute_tally((row["attributes"] for rows in self._batches(
+            'product_id != ""', ["attributes"]) for row in rows), most)
 
     def has_category(self, category: str) -> bool:
         """From the order kept for the catalogue pages, where there is one (the page lists

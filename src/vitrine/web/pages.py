@@ -32,6 +32,7 @@ from vitrine.web.categories import (
     largest,
     near_categories,
 )
+from vitrine.web.filters_form import NO_FILTER, filter_context, read_filter
 from vitrine.web.text import (
     ERROR_KEYS,
     TEXT,
@@ -92,7 +93,8 @@ def _url(path: str, lang: str, /, **params: object) -> str:
     query = {k: v for k, v in params.items() if v not in (None, "")}
     if lang != "pt":
         query["lang"] = lang
-    return path + ("?" + urlencode(query) if query else "")
+    # (a list: a parameter repeated, the filter's attr=KEY=VALUE)
+    return path + ("?" + urlencode(query, doseq=True) if query else "")
 
 
 def _decimal(amount: int, unit: int, lang: str) -> str:
@@ -270,7 +272,8 @@ class Pages:
                **context: object) -> HTMLResponse:
         t = TEXT[lang]
         other = "en" if lang == "pt" else "pt"
-        params = {k: v for k, v in request.query_params.items() if k != "lang"}
+        params: dict[str, object] = {k: request.query_params.getlist(k) if k == "attr" else v
+                                     for k, v in request.query_params.items() if k != "lang"}
         # the path as the browser sent it (still encoded): a decoded id can hold '?' or '#'
         raw = request.scope.get("raw_path") or quote(request.url.path, safe="/").encode()
         # one leading slash: '//other.site/x' would make the link leave for another site
@@ -287,7 +290,7 @@ class Pages:
             "chance": lambda p: format_chance(p, lang),
             "switch_url": root + _url(path, other, **params),
             "max_bytes": self.settings.max_upload_bytes,
-            "max_mb": self.max_mb(lang),
+            "max_mb": self.max_mb(lang), "filters": NO_FILTER,
             **context}, status_code=status)
 
     def error(self, request: Request, status: int, sentence: str) -> HTMLResponse:
@@ -306,18 +309,25 @@ class Pages:
         searched = getattr(request.state, "search_category", None)
         if searched is None:
             searched = _addressed(request)
-        keep = {"category": searched or None} if request.method == "POST" else {}
+        keep = {"category": searched or None, **read_filter(request.query_params, lang).query
+                } if request.method == "POST" else {}
         return self.render(request, "error.html", lang, status, status_code=status,
                            message=message, keep=keep)
 
     def search_results(self, request: Request, lang: str, fragment: bool, status: int,
                        **context: object) -> HTMLResponse:
-        """The search page with its results block, or (``fragment``) the block alone."""
+        """The search page with its results block, or (``fragment``) the block alone; the
+        filter fields show ``filters`` (else the address's: the form carries them there)."""
+        filters = context.setdefault("filters", read_filter(request.query_params, lang))
+        status = 400 if filters.error and status == 200 else status  # type: ignore[attr-defined]
+        context["clear_url"] = root_path(request) + _url("/search", lang,
+                                                         category=context.get("category"))
         if fragment:
             context.pop("category", None)
             response = self.render(request, "_results.html", lang, status, **context)
             response.headers[FRAGMENT_HEADER] = "results"
             return response
+        context.update(filter_context(self.service, filters))  # type: ignore[arg-type]
         return self.render(request, "search.html", lang, status, active="search",
                            **category_field(self.service), **context)
 
@@ -411,13 +421,16 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         showing a women's watch men's sneakers was a flaw to mend) or, with ``same=0``, from
         every category. A product with no category gets them from every one."""
         lang = pick_lang(lang)
-        product, matches = service.similar(product_id, SIMILAR_K, same_category=same)
+        asked = read_filter(request.query_params, lang)  # (a bad one: said on the page, 400)
+        product, matches = (service.product(product_id), None) if asked.error else \
+            service.similar(product_id, SIMILAR_K, same_category=same, where=asked.where)
         back, came = catalogue_back(request, lang)
         scope = None if same else 0  # (kept in the links to the similar products)
-        response = pages.render(request, "product.html", lang, active="product",  # (in it)
-                                product=product, matches=matches, same=same, back=back,
-                                came=came, scope=scope, keep={"back": came or None,
-                                                              "same": scope})
+        response = pages.render(request, "product.html", lang, 400 if asked.error else 200,
+                                active="product", product=product, matches=matches, same=same,
+                                back=back, came=came, scope=scope,
+                                keep={"back": came or None, "same": scope},
+                                **filter_context(service, asked))
         # the way back is read from the Referer: a shared cache must not give one shopper's
         # (or an attacker's) to the next
         response.headers["Vary"] = "Referer"
@@ -431,28 +444,36 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         """The search form, with ``category`` chosen in "Buscar em" (the language toggle of a
         results page keeps it); one the store lacks is said, as the results say it."""
         chosen = page_category(service, category)
-        return pages.render(request, "search.html", pick_lang(lang), active="search",
-                            matches=None, message=None, **category_field(service),
-                            category=chosen.name, chosen=chosen)
+        return pages.search_results(request, pick_lang(lang), False, 200, matches=None,
+                                    message=None, category=chosen.name, chosen=chosen)
 
     @app.post("/search", response_class=HTMLResponse, include_in_schema=False)
     def search_photo(request: Request, image: Annotated[UploadFile, File()],
                      category: Annotated[str, Form(max_length=CATEGORY_MAX)] = "",
-                     lang: LangParam = None, fragment: bool = False) -> Response:
-        """Results (only of ``category`` when one is chosen) as a full page (form without
-        JavaScript) or, with ``fragment=1``, as the HTML of the results block that the page
-        script puts in place."""
+                     lang: LangParam = None, fragment: bool = False,
+                     min_price: Annotated[str, Form()] = "",
+                     max_price: Annotated[str, Form()] = "",
+                     attr: Annotated[list[str] | None, Form()] = None) -> Response:
+        """Results (only of ``category`` when one is chosen, of the form's price and attribute
+        filter) as a full page (form without JavaScript) or, with ``fragment=1``, as the HTML
+        of the results block that the page script puts in place."""
         lang = pick_lang(lang)
+        asked = read_filter({"min_price": min_price, "max_price": max_price, "attr": attr},
+                            lang)
         matches: list[Match] | None = None
         guess, linked = None, False
         message, status = None, 200
         request.state.search_category = category  # (an error page's toggle keeps it)
         chosen = page_category(service, category)
         category = request.state.search_category = chosen.name
+        if asked.error:  # (said before the photo is read: no search to run)
+            return pages.search_results(request, lang, fragment, 400, matches=None,
+                                        message=None, category=category, chosen=chosen,
+                                        filters=asked, keep=asked.query)
         try:
             data = guards.read_upload(image, settings.max_upload_bytes)
             matches, _, guess = service.search_photo(data, SEARCH_K, category or None,
-                                                     resolved=True)
+                                                     resolved=True, where=asked.where)
             # link the category only if the store holds some of it (one-row lookup, not a
             # count of every category: that scans a Milvus collection)
             linked = guess is not None and service.has_category(guess.category)
@@ -467,7 +488,8 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
             return pages.too_large(request, category)  # the form was read: keep its choice
         response = pages.search_results(request, lang, fragment, status, matches=matches,
                                         message=message, guess=guess, guess_linked=linked,
-                                        category=category, chosen=chosen)
+                                        category=category, chosen=chosen, filters=asked,
+                                        keep=asked.query)
         if status == 503:
             response.headers["Retry-After"] = "2"
         return response

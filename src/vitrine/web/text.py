@@ -105,6 +105,29 @@ TEXT: dict[str, dict[str, str]] = {
         "other_error": "Não foi possível atender ao pedido.",
         "footer": "Vitrine — recomendações por similaridade visual.",
         "attributes": "Características",
+        "filter_legend": "Filtrar resultados",
+        "min_price": "Preço mínimo (R$)",
+        "max_price": "Preço máximo (R$)",
+        "min_price_name": "preço mínimo",
+        "max_price_name": "preço máximo",
+        "any_value": "Qualquer",
+        "filters_clear": "Limpar filtros",
+        "filtered_by": "Filtro:",
+        "priced_between": "preço de {low} a {high}",
+        "priced_from": "preço a partir de {low}",
+        "priced_up_to": "preço até {high}",
+        "no_match_filtered": "Nenhum produto parecido atende a este filtro: mude-o ou "
+                             "limpe-o para ver mais.",
+        "filter_not_price": "O {field} “{value}” não é um número: escreva só o número, "
+                            "como 49,90.",
+        "filter_price_range": "O {field} “{value}” não é um preço: escreva um valor de 0 a "
+                              "{most}.",
+        "filter_price_order": "O preço mínimo ({low}) é maior que o máximo ({high}): "
+                              "troque-os ou apague um deles.",
+        "filter_too_many": "Filtros de características demais ({n}): no máximo {most} por "
+                           "busca.",
+        "filter_bad_attribute": "O filtro de característica “{value}” não está escrito como "
+                                "chave=valor.",
     },
     "en": {
         "html_lang": "en",
@@ -199,6 +222,28 @@ TEXT: dict[str, dict[str, str]] = {
         "other_error": "The request could not be completed.",
         "footer": "Vitrine — recommendations by visual similarity.",
         "attributes": "Attributes",
+        "filter_legend": "Filter results",
+        "min_price": "Minimum price (R$)",
+        "max_price": "Maximum price (R$)",
+        "min_price_name": "minimum price",
+        "max_price_name": "maximum price",
+        "any_value": "Any",
+        "filters_clear": "Clear filters",
+        "filtered_by": "Filter:",
+        "priced_between": "priced {low}–{high}",
+        "priced_from": "priced from {low}",
+        "priced_up_to": "priced up to {high}",
+        "no_match_filtered": "No similar product matches this filter: change or clear it "
+                             "to see more.",
+        "filter_not_price": "The {field} “{value}” is not a number: write the number alone, "
+                            "such as 49.90.",
+        "filter_price_range": "The {field} “{value}” is not a price: write a value from 0 "
+                              "to {most}.",
+        "filter_price_order": "The minimum price ({low}) is above the maximum ({high}): swap "
+                              "them or clear one.",
+        "filter_too_many": "Too many attribute filters ({n}): at most {most} a search.",
+        "filter_bad_attribute": "The attribute filter “{value}” is not written as "
+                                "key=value.",
     },
 }
 

@@ -59,6 +59,13 @@
   const input = form.querySelector('input[type="file"]');
   // a list of the categories, or for a store with many a text field (typed, with suggestions)
   const category = form.querySelector("[name=category]");
+  // the price and attribute filter's fields (their values sent with each search, as the
+  // form without this script sends them)
+  const filterFields = Array.from(form.querySelectorAll("[data-filter]"));
+  function filterValues() {
+    return filterFields.filter(function (f) { return f.value !== ""; })
+      .map(function (f) { return [f.name, f.value]; });
+  }
   const results = document.getElementById("results");
   const status = document.getElementById("search-status");
   const preview = form.querySelector(".preview");
@@ -92,7 +99,19 @@
       : state === "error" ? form.dataset.titleError : form.dataset.title;
   }
   function photoRefused(refused) {
-    const alert = refused && results.querySelector("[role=alert]");
+    // (a filter's bad value is the filter's fault: its fields are marked, not the photo)
+    const bad = results.querySelector(".filter-error");
+    const invalid = bad ? (bad.dataset.fields || "").split(" ") : [];
+    filterFields.forEach(function (f) {
+      if (invalid.indexOf(f.id) >= 0) {
+        f.setAttribute("aria-invalid", "true");
+        f.setAttribute("aria-describedby", "filter-error");
+      } else {
+        f.removeAttribute("aria-invalid");
+        f.removeAttribute("aria-describedby");
+      }
+    });
+    const alert = refused && !bad && results.querySelector("[role=alert]");
     if (alert) {
       alert.id = "photo-error";
       input.setAttribute("aria-invalid", "true");
@@ -174,7 +193,7 @@
     reveal();  // (below a phone's screen, a tap seemed to do nothing: helper-225)
   }
 
-  // The language toggle keeps the category chosen since the page was made.
+  // The language toggle keeps the category and filter chosen since the page was made.
   // The value a field was served with (a list: its option marked selected, else its first).
   function asServed(field) {
     if (field.tagName !== "SELECT") return field.defaultValue;
@@ -187,6 +206,8 @@
     const url = new URL(toggle.href, window.location.href);
     if (category.value) url.searchParams.set("category", category.value);
     else url.searchParams.delete("category");
+    ["min_price", "max_price", "attr"].forEach(function (name) { url.searchParams.delete(name); });
+    filterValues().forEach(function (pair) { url.searchParams.append(pair[0], pair[1]); });
     toggle.href = url.pathname + url.search;
   }
 
@@ -196,7 +217,9 @@
   let sending = null;
   let shown = null;
 
-  function same(a, b) { return a && b && a.file === b.file && a.category === b.category; }
+  function same(a, b) {
+    return a && b && a.file === b.file && a.category === b.category && a.filter === b.filter;
+  }
 
   // A newer search drops the one on its way (the server stops reading it; the answer would
   // be dropped anyway).
@@ -245,7 +268,7 @@
   const OPENED = "vitrine-opened";
   function searched(asked) {
     const f = asked.file;
-    return [f.name, f.size, f.lastModified, asked.category].join("\n");
+    return [f.name, f.size, f.lastModified, asked.category, asked.filter].join("\n");
   }
   function forget() {
     try { sessionStorage.removeItem(OPENED); } catch (error) { /* no storage: nothing kept */ }
@@ -294,7 +317,8 @@
   async function search(file, again, back) {
     if (!file) { refuse(form.dataset.noFile); return; }
     if (file.size > maxBytes) { refuse(form.dataset.tooLarge); return; }
-    const asked = { file: file, category: category ? category.value : "" };
+    const asked = { file: file, category: category ? category.value : "",
+                    filter: JSON.stringify(filterValues()) };
     if (same(sending, asked) || (!again && same(shown, asked))) return;
     const ticket = ++latest;
     if (!back) forget();
@@ -323,6 +347,7 @@
                                     { type: file.type, lastModified: file.lastModified }));
       unread = false;
       if (category) body.append("category", asked.category);
+      JSON.parse(asked.filter).forEach(function (pair) { body.append(pair[0], pair[1]); });
       const response = await fetch(form.dataset.fragmentUrl,
                                    { method: "POST", body: body, signal: controller.signal });
       const type = response.headers.get("content-type") || "";
@@ -412,6 +437,27 @@
       search(input.files[0], false);
     }
   });
+  // Another price or attribute searches the chosen photo again (a price once entered: Enter,
+  // or leaving the field); "Limpar filtros" under results empties the fields and does too.
+  filterFields.forEach(function (f) {
+    f.addEventListener("input", keepCategoryInToggle);  // (the toggle follows each digit)
+    f.addEventListener("change", function () {
+      keepCategoryInToggle();
+      clearTimeout(categoryTimer);
+      if (!input.files[0]) return;
+      categoryTimer = setTimeout(function () { search(input.files[0], false); },
+                                 CATEGORY_WAIT_MS);
+    });
+  });
+  document.addEventListener("click", function (event) {
+    const link = event.target.closest && event.target.closest("a.clear-filters");
+    if (!link || !input.files[0] || event.button !== 0 || event.ctrlKey || event.metaKey ||
+        event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    filterFields.forEach(function (f) { f.value = ""; });
+    keepCategoryInToggle();
+    search(input.files[0], false);
+  });
   // A browser that restores the form (Back, reload) sets the category without a change event,
   // and may keep the chosen photo without its results (a page not kept whole): search again.
   function restored(event) {
@@ -419,7 +465,10 @@
     // the place itself)
     // (only a value the browser restored: a category the store lacks, in the address, is no
     // option of the list, whose "" would drop it from the toggle: helper-188)
-    if (category && category.value !== asServed(category)) keepCategoryInToggle();
+    if ((category && category.value !== asServed(category)) ||
+        filterFields.some(function (f) { return f.value !== asServed(f); })) {
+      keepCategoryInToggle();
+    }
     if (input.files[0] && !results.querySelector("li.card, .message")) {
       const kept = opened();  // (read once the photo is back: the page's first call may
       // come before the browser restored it)

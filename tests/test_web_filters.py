@@ -1,0 +1,346 @@
+"""The web pages' price and attribute filter (search page and product page's similar list):
+only matching products listed, the filter carried in every address the page writes, said
+beside the results, and bad values said in one sentence with a 400 (never a 500)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+from fastapi.testclient import TestClient
+
+PRICES = (19.9, 29.9, 49.9, 79.9, 129.9, None)
+"""The prices the products of each category are given, in the small catalogue's order: one
+of each category has none."""
+
+
+def price_store(small_store: Path, dest: Path) -> dict[str, float | None]:
+    """A copy of the small store at ``dest`` whose products are priced (:data:`PRICES`, one
+    of each category without a price); product id → price."""
+    from vitrine.store import open_store
+
+    shutil.copytree(small_store, dest)
+    store = open_store(dest)
+    try:
+        listed = store.list_products(limit=1000)
+        seen: dict[str, int] = {}
+        prices = {}
+        for product in listed:
+            i = seen[product.category] = seen.get(product.category, -1) + 1
+            prices[product.product_id] = PRICES[i % len(PRICES)]
+        store.update_metadata([p.to_product(price=prices[p.product_id]) for p in listed])
+    finally:
+        store.close()
+    return prices
+
+
+@pytest.fixture(scope="module")
+def priced_store(small_store, tmp_path_factory) -> tuple[Path, dict[str, float | None]]:
+    path = tmp_path_factory.mktemp("priced") / "store"
+    return path, price_store(small_store, path)
+
+
+@pytest.fixture(scope="module")
+def priced(priced_store) -> dict[str, float | None]:
+    return priced_store[1]
+
+
+@pytest.fixture(scope="module")
+def priced_path(priced_store) -> Path:
+    return priced_store[0]
+
+
+@pytest.fixture(scope="module")
+def client(settings, priced_path, embedder) -> TestClient:
+    from vitrine.api import create_app
+
+    return TestClient(create_app(settings, priced_path, embedder=embedder))
+
+
+@pytest.fixture(scope="module")
+def rows(small_catalog) -> dict[str, dict]:
+    with open(small_catalog / "products.csv", newline="") as fh:
+        return {r["product_id"]: r for r in csv.DictReader(fh)}
+
+
+def listed(page: str) -> list[str]:
+    """The product ids of a page's result cards, in order."""
+    return [urlsplit(html.unescape(href)).path.rsplit("/", 1)[1]
+            for href in re.findall(r'class="card-link" href="([^"]+)"', page)]
+
+
+def link_query(href: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(html.unescape(href)).query)
+
+
+def mates(priced, rows, product_id: str) -> list[str]:
+    category = rows[product_id]["category"]
+    return [p for p in priced if rows[p]["category"] == category and p != product_id]
+
+
+def test_the_similar_list_keeps_only_the_products_the_filter_keeps(client, priced, rows):
+    """A price bound keeps the products priced within it, both bounds included, and leaves
+    out a product without a price; an attribute keeps those holding it; the page says the
+    filter beside the list."""
+    first = next(iter(priced))  # (the first of its category: 19,90)
+    others = mates(priced, rows, first)
+    path = "/products/" + first
+    everyone = listed(client.get(path).text)
+    unpriced = [p for p in others if priced[p] is None]
+    assert sorted(everyone) == sorted(others) and len(unpriced) == 1
+
+    cheap = client.get(path, params={"max_price": "49.9"})
+    assert cheap.status_code == 200
+    kept = listed(cheap.text)
+    assert sorted(kept) == sorted(p for p in others if priced[p] is not None
+                                  and priced[p] <= 49.9)
+    assert len(kept) == 2  # 29,90 and 49,90 (the bound itself kept)
+    assert "Filtro: <bdi>preço até R$\u00a049,90</bdi>" in cheap.text
+    assert 'id="max-price" name="max_price" type="number"' in cheap.text
+    assert 'value="49.9"' in cheap.text
+    # any bound leaves out the product without a price
+    bounded = listed(client.get(path, params={"min_price": "0"}).text)
+    assert unpriced[0] not in bounded and len(bounded) == len(others) - 1
+    between = listed(client.get(path, params={"min_price": "30", "max_price": "100"}).text)
+    assert sorted(between) == sorted(p for p in others if priced[p] is not None
+                                     and 30 <= priced[p] <= 100)
+
+    # an attribute, chosen from its list of the store's values
+    colour = rows[others[0]]["colour"]
+    coloured = client.get(path, params={"attr": f"colour={colour}", "same": 0}).text
+    found = listed(coloured)
+    assert found and all(rows[p]["colour"] == colour for p in found)
+    assert f'<option value="colour={colour}" selected>{colour}</option>' in coloured
+    assert f"Filtro: <bdi>colour: {colour}</bdi>" in coloured
+    both = client.get(path, params={"attr": f"colour={colour}", "same": 0,
+                                    "max_price": "60"}).text
+    assert listed(both) and all(rows[p]["colour"] == colour and priced[p] is not None
+                                and priced[p] <= 60 for p in listed(both))
+    # the list of every key of few values is offered, each with the store's values
+    assert re.search(r'<label for="attr-\d">Colour</label>', coloured)
+    assert re.search(r'<label for="attr-\d">Article type</label>', coloured)
+    assert '<option value="gender=Women">Women</option>' in coloured
+
+
+def test_an_empty_filtered_list_says_the_filter_is_why(client, priced, rows):
+    first = next(iter(priced))
+    page = client.get("/products/" + first, params={"min_price": "1000"})
+    assert page.status_code == 200 and listed(page.text) == []
+    assert "Nenhum produto parecido atende a este filtro" in page.text
+    assert "Nenhum produto similar encontrado." not in page.text
+    english = client.get("/products/" + first, params={"min_price": "1000", "lang": "en"})
+    assert "No similar product matches this filter" in english.text
+    assert "Filter: <bdi>priced from R$1,000.00</bdi>" in english.text
+
+
+def test_the_filter_is_kept_in_every_address_the_page_writes(client, priced, rows):
+    """The similar products opened, the other scope, the other language and the form sent
+    again keep the filter; "Limpar filtros" drops it alone."""
+    first = next(iter(priced))
+    path = "/products/" + first
+    asked = {"max_price": "80", "attr": "gender=Men", "same": "0"}
+    page = client.get(path, params=asked).text
+    cards = re.findall(r'class="card-link" href="([^"]+)"', page)
+    assert cards and all(link_query(c)["max_price"] == ["80"]
+                         and link_query(c)["attr"] == ["gender=Men"] for c in cards)
+    scope = re.findall(r'<a href="([^"#]+)#similar-title"', page)
+    assert len(scope) == 2 and all(link_query(s)["max_price"] == ["80"] for s in scope)
+    switch = re.search(r'class="lang-switch" href="([^"]+)"', page).group(1)
+    english = client.get(html.unescape(switch)).text
+    assert listed(english) == listed(page) and "Filter: <bdi>priced up to R$80.00" in english
+    # the form, sent as a browser sends it (its fields' values, the lists' chosen options)
+    form = page.split('<form class="similar-filters"', 1)[1].split("</form>", 1)[0]
+    fields = re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form)
+    fields += re.findall(r'name="(\w+_price)" type="number"[^>]*value="([^"]*)"', form)
+    fields += [("attr", html.unescape(v)) for v in
+               re.findall(r'<option value="([^"]*)" selected>', form)]
+    fields += [("attr", "") for _ in range(form.count('name="attr"') - len(
+        re.findall(r'<option value="[^"]*" selected>', form)))]  # (lists left at "any")
+    action = re.search(r'action="([^"]+)"', form).group(1)
+    assert urlsplit(action).path == path and action.endswith("#similar-title")
+    again = client.get(path + "?" + urlencode(fields)).text
+    assert listed(again) == listed(page) and ("same", "0") in fields
+    # the filter cleared, the scope kept
+    clear = re.search(r'<a class="clear-filters" href="([^"]+)"', page).group(1)
+    assert link_query(clear) == {"same": ["0"]}
+    assert len(listed(client.get(html.unescape(clear)).text)) == 10
+
+
+@pytest.mark.parametrize(("params", "sentence", "invalid"), [
+    ({"min_price": "abc"}, "O preço mínimo “abc” não é um número: escreva só o número, como "
+                           "49,90.", ["min-price"]),
+    ({"max_price": "nan"}, "O preço máximo “nan” não é um número", ["max-price"]),
+    ({"max_price": "1e999"}, "O preço máximo “1e999” não é um número", ["max-price"]),
+    ({"max_price": "1e300"}, "O preço máximo “1e300” não é um preço: escreva um valor de 0 a "
+                             "R$\u00a01.000.000.000.000,00.", ["max-price"]),  # (was a 500)
+    ({"min_price": "-5"}, "O preço mínimo “-5” não é um preço", ["min-price"]),
+    ({"min_price": "80", "max_price": "20"}, "O preço mínimo (R$\u00a080,00) é maior que o "
+                                             "máximo (R$\u00a020,00)",
+     ["min-price", "max-price"]),
+    ({"attr": [f"colour=c{i}" for i in range(21)]}, "Filtros de características demais "
+                                                    "(21): no máximo 20 por busca.", []),
+    ({"attr": "colour"}, "O filtro de característica “colour” não está escrito como "
+                         "chave=valor.", []),
+    ({"attr": "=Red"}, "O filtro de característica “=Red” não está", []),
+])
+def test_a_bad_filter_is_said_on_the_page_with_a_400(client, priced, params, sentence,
+                                                      invalid):
+    first = next(iter(priced))
+    page = client.get("/products/" + first, params=params)
+    assert page.status_code == 400, page.text[-500:]
+    text = page.text
+    assert sentence in text and text.count('role="alert"') == 1
+    assert listed(text) == []
+    assert re.search(r"<h1>[^<]+</h1>", text)  # the product is still shown
+    marked = re.findall(r'id="([\w-]+)"[^>]*aria-invalid="true" '
+                        r'aria-describedby="filter-error"', text)
+    assert marked == invalid
+    search = client.get("/search", params=params)
+    assert search.status_code == 400 and sentence in search.text
+    assert search.text.count('role="alert"') == 1
+
+
+def test_a_bad_filter_is_said_in_english_and_a_price_in_reais_is_read(client, priced):
+    first = next(iter(priced))
+    page = client.get("/products/" + first, params={"min_price": "x1", "lang": "en"})
+    assert page.status_code == 400
+    assert "The minimum price “x1” is not a number: write the number alone" in page.text
+    # a price written as a shopper writes it in reais: read, shown as the field writes it
+    read = client.get("/products/" + first, params={"max_price": "R$ 49,90"})
+    assert read.status_code == 200 and 'value="49.9"' in read.text
+    assert len(listed(read.text)) == 2
+
+
+def test_a_photo_search_keeps_only_what_the_filter_keeps(client, priced, rows, small_catalog):
+    photo = (small_catalog / rows[next(iter(priced))]["image"]).read_bytes()
+    files = {"image": ("q.jpg", photo, "image/jpeg")}
+    plain = client.post("/search", files=files)
+    assert len(listed(plain.text)) == 10
+    assert any(priced[p] is None or priced[p] > 50 for p in listed(plain.text))
+    for fragment in (0, 1):
+        found = client.post("/search", params={"fragment": fragment} if fragment else {},
+                            data={"max_price": "50", "min_price": "", "attr": ["", "gender=Men"]},
+                            files=files)
+        assert found.status_code == 200
+        ids = listed(found.text)
+        assert ids and all(priced[p] is not None and priced[p] <= 50
+                           and rows[p]["gender"] == "Men" for p in ids)
+        assert "Filtro: <bdi>preço até R$\u00a050,00 · gender: Men</bdi>" in found.text
+        # a result opened keeps the filter on its own similar list
+        card = re.search(r'class="card-link" href="([^"]+)"', found.text).group(1)
+        assert link_query(card) == {"max_price": ["50"], "attr": ["gender=Men"]}
+    # the page without JavaScript: the form shown again with the filter, the toggle keeping it
+    page = client.post("/search", data={"max_price": "50", "attr": "gender=Men"},
+                       files=files).text
+    assert 'id="max-price" name="max_price" type="number" min="0" step="any" ' \
+           'inputmode="decimal" value="50"' in page
+    assert '<option value="gender=Men" selected>Men</option>' in page
+    switch = re.search(r'class="lang-switch" href="([^"]+)"', page).group(1)
+    assert link_query(switch) == {"max_price": ["50"], "attr": ["gender=Men"],
+                                  "lang": ["en"]}
+    # none left: the filter is why
+    none = client.post("/search", data={"min_price": "5000"}, files=files).text
+    assert listed(none) == [] and "Nenhum produto parecido atende a este filtro" in none
+    # a bad value: said before the photo is read, as the filter's fault (not the photo's)
+    bad = client.post("/search", params={"fragment": 1},
+                      data={"min_price": "60", "max_price": "10"}, files=files)
+    assert bad.status_code == 400 and 'id="filter-error" role="alert"' in bad.text
+    assert "é maior que o máximo" in bad.text and "photo-error" not in bad.text
+    # the search form opened with a filter in its address shows it, and sends it along
+    opened = client.get("/search", params={"max_price": "50"}).text
+    assert 'action="/search?max_price=50"' in opened and 'value="50"' in opened
+
+
+def test_the_attribute_lists_offer_few_valued_keys_and_keep_any_choice():
+    """Keys of the most products first, at most ATTRIBUTE_KEYS_MAX; a key every product holds
+    with one value is no list; a chosen value the store lacks stays chosen; a chosen
+    attribute of a key not listed is carried as it is."""
+    from vitrine.web.filters_form import ATTRIBUTE_KEYS_MAX, attribute_fields, read_filter
+
+    values = {"colour": {"Red": 3, "blue": 2, "Azul": 1}, "gender": {"Men": 6},
+              "size": {"M": 1}, **{f"k{i}": {"a": 1, "b": 1} for i in range(10)}}
+    chosen = read_filter({"attr": ["colour=Green", "k9=a", "colour=Red", "sku=1"]}, "pt")
+    fields, rest = attribute_fields(values, 6, chosen)
+    assert [f.key for f in fields][:2] == ["colour", "k0"] and "gender" not in [
+        f.key for f in fields] and len(fields) == ATTRIBUTE_KEYS_MAX
+    assert fields[0].values == ["Green", "Azul", "blue", "Red"]
+    assert fields[0].chosen == "Green" and fields[1].chosen is None
+    assert rest == ["k9=a", "colour=Red", "sku=1"]
+    # a key held by some products only, with one value, is a list (it narrows)
+    fields, _ = attribute_fields({"size": {"M": 1}}, 6, chosen)
+    assert [f.key for f in fields] == ["size"]
+
+
+def test_the_stores_count_attribute_values_alike(tmp_path, priced_path, rows):
+    """Both stores count each key's values, text alone, leaving out a key of more values than
+    asked for."""
+    from test_store import MANIFEST, record, unit
+
+    from vitrine.store import open_store
+
+    store = open_store(priced_path)
+    try:
+        counted = store.attribute_values(50)
+    finally:
+        store.close()
+    assert counted["colour"] == {c: sum(r["colour"] == c for r in rows.values())
+                                 for c in sorted({r["colour"] for r in rows.values()})}
+    assert set(counted) == {"colour", "gender", "article_type"}
+    made = [record("a", unit(1, 0), attributes={"cor": "azul", "sku": "1"}),
+            record("b", unit(0, 1), attributes={"cor": "azul", "sku": "2"}),
+            record("c", unit(1, 1), attributes={"cor": "verde", "sku": "3"}),
+            record("d", unit(1, 2))]
+    stores = [open_store(tmp_path / "e", create=True)]
+    try:
+        import milvus_lite  # noqa: F401
+        stores.append(open_store(f"milvus-lite://{tmp_path}/m.db", create=True))
+    except ImportError:
+        from conftest import IN_CI
+        if IN_CI:
+            raise
+    for store in stores:
+        try:
+            store.set_manifest(MANIFEST)
+            store.upsert(made)
+            assert store.attribute_values(2) == {"cor": {"azul": 2, "verde": 1}}
+            assert store.attribute_values(3) == {"cor": {"azul": 2, "verde": 1},
+                                                 "sku": {"1": 1, "2": 1, "3": 1}}
+        finally:
+            store.close()
+
+
+def test_the_attribute_lists_are_counted_once_a_while(settings, priced_path, embedder,
+                                                      monkeypatch):
+    """Counting the attribute values reads every product (under the embedded store's lock,
+    which searches wait for): the pages keep one count until the store is written, and
+    count again at most every ATTRIBUTES_TTL_S however often it is."""
+    from vitrine import service_categories
+    from vitrine.service import VitrineService
+
+    service = VitrineService(settings, priced_path, embedder)
+    try:
+        counted = []
+        real = type(service.store).attribute_values
+        monkeypatch.setattr(type(service.store), "attribute_values",
+                            lambda self, most: counted.append(most) or real(self, most))
+        now = [1000.0]
+        monkeypatch.setattr(service_categories.time, "monotonic", lambda: now[0])
+        ttl = service_categories.ATTRIBUTES_TTL_S
+        first = service.attribute_values(50)
+        assert service.attribute_values(50) is first and counted == [50]
+        mark = service.store.write_mark()
+        monkeypatch.setattr(type(service.store), "write_mark", lambda self: (mark, "written"))
+        now[0] += ttl / 2  # (written, but counted less than ATTRIBUTES_TTL_S ago: kept)
+        assert service.attribute_values(50) is first and counted == [50]
+        now[0] += ttl  # (written since the count, which is older than ATTRIBUTES_TTL_S)
+        second = service.attribute_values(50)
+        assert second == first and counted == [50, 50]
+        now[0] += 10 * ttl  # (no write since: the same count, however old)
+        assert service.attribute_values(50) is second and counted == [50, 50]
+    finally:
+        service.close()
