@@ -8,6 +8,7 @@ error") and the file system reports no free bytes."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import sqlite3
@@ -163,6 +164,100 @@ def test_a_server_started_on_a_full_disk_reads_and_writes_once_there_is_room(
     assert client.get("/api/products/new-on-full-disk").status_code == 200
     assert client.get(f"/api/products/{first}").status_code == 404
     assert client.get("/healthz").json()["products"] == 48
+
+
+class QuotaDisk:
+    """A disk whose file system shows room while its user's quota has none: SQLite's opening
+    to write says "database or disk is full" (a read-only ``immutable`` opening still
+    works), and a file is given no bytes (EDQUOT). ``tries`` counts the files given room
+    (how often a store looked whether it has room again)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.full, self.tries = False, 0
+        connect, fallocate = sqlite3.connect, os.posix_fallocate
+
+        def full_connect(database, *args, uri: bool = False, **kwargs):
+            if self.full and not uri:
+                raise sqlite3.OperationalError("database or disk is full")
+            return connect(database, *args, uri=uri, **kwargs)
+
+        def quota(fd: int, offset: int, length: int) -> None:
+            self.tries += 1
+            if self.full:
+                raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+            fallocate(fd, offset, length)
+
+        monkeypatch.setattr(sqlite3, "connect", full_connect)
+        monkeypatch.setattr(os, "posix_fallocate", quota)
+
+
+def test_a_store_read_as_it_is_under_a_full_quota_is_opened_anew_once_it_has_room(
+        tmp_path, monkeypatch):
+    """SQLite said "database or disk is full" where the file system showed room (a quota):
+    the store was read as it is, but only a disk short of room as the file system counts it
+    was watched, so a running server answered every write "free some space" until it was
+    restarted. Its room is tried every FULL_RETRY_SECONDS now (a file given the room SQLite
+    needs), and once there is room it is opened anew, for writing."""
+    from vitrine.store import embedded
+
+    root = tmp_path / "store"
+    _stored(root)
+    disk = QuotaDisk(monkeypatch)
+    disk.full = True
+    reader = open_store(root)
+    assert reader.count() == 3 and reader.get("c").price == 9.5
+    with pytest.raises(StoreError, match=f"the disk holding the store {root} {READ_ONLY_NOW}"):
+        reader.lock_for_writing()
+    monkeypatch.setattr(embedded, "FULL_RETRY_SECONDS", 0.0)
+    assert not reader.replaced() and disk.tries == 1  # (tried: no room yet)
+    disk.full = False
+    monkeypatch.setattr(embedded, "FULL_RETRY_SECONDS", 3600.0)
+    assert not reader.replaced() and disk.tries == 1  # (not tried again before its time)
+    monkeypatch.setattr(embedded, "FULL_RETRY_SECONDS", 0.0)
+    assert reader.replaced() and disk.tries == 2
+    assert reader.replaced() and disk.tries == 2  # (room seen: said until it is opened anew)
+    reader.close()
+    writer = open_store(root)
+    writer.lock_for_writing()
+    writer.upsert([record("d", unit(1, 0.1))])
+    assert writer.count() == 4 and writer.get("c").price == 9.5
+    writer.close()
+
+
+def test_a_server_on_a_full_quota_reads_what_others_write_once_it_has_room(
+        settings, small_store, small_catalog, embedder, tmp_path, monkeypatch):
+    """A server started on a full quota reads its store as a file that does not change.
+    Once the quota had room, what another process wrote (`vitrine index`, a script) was
+    not read while it stayed in that process's WAL (the database file unchanged): its
+    products were 404s until the writer closed. The server opens the store anew once it
+    has room now, in WAL mode, and reads them."""
+    from vitrine.api import create_app
+    from vitrine.store import embedded
+
+    monkeypatch.setattr(embedded, "FULL_RETRY_SECONDS", 0.0)  # (tried at each request)
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    disk = QuotaDisk(monkeypatch)
+    disk.full = True
+    client = TestClient(create_app(settings.model_copy(update={"api_key": KEY}), store,
+                                   embedder=embedder))
+    auth = {"Authorization": f"Bearer {KEY}"}
+    listed = client.get("/api/products", params={"limit": 200}).json()["products"]
+    first = listed[0]["product_id"]
+    deleted = client.delete(f"/api/products/{first}", headers=auth)
+    assert deleted.status_code == 409 and READ_ONLY_NOW in deleted.json()["detail"]
+    disk.full = False  # the quota raised; another process deletes a product, still open
+    other = open_store(store)
+    try:
+        other.lock_for_writing()
+        other.delete([first])
+        assert (store / "vitrine.sqlite-wal").stat().st_size > 0  # (in its WAL only)
+        assert client.get(f"/api/products/{first}").status_code == 404
+        assert client.get("/healthz").json()["products"] == 47
+    finally:
+        other.close()
+    second = listed[1]["product_id"]
+    assert client.delete(f"/api/products/{second}", headers=auth).status_code == 204
 
 
 class FillingDisk:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from vitrine.store.sqlite_db import (
     file_id,
     open_database,
     out_of_room,
+    room_to_write,
     row_to_product,
 )
 from vitrine.store.writer_lock import rebuild_lock, take_writer_lock
@@ -43,6 +45,9 @@ from vitrine.store.writer_lock import rebuild_lock, take_writer_lock
 __all__ = ["DB_NAME", "EmbeddedStore"]
 
 
+FULL_RETRY_SECONDS = 5.0
+"""How often a store read as it is from a disk full by SQLite's word alone (a quota: the
+file system shows room) tries whether it has room again (:meth:`EmbeddedStore.replaced`)."""
 CATEGORY_FILTER_BYTES = 256 * 2**20
 """Memory the category filters kept between searches may take (each holds its category's
 ids and a bitmap up to the largest: 125 kB at a million products); past it they start
@@ -69,9 +74,10 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
         self.db, have, missing, self._frozen = open_database(self.root, create=create)
         self._file = seen if self._frozen else file_id(db_path)
         # read as it is though its folder can be written: its disk was full (open_database);
-        # short of room as the file system counts it (not a quota's), followed: replaced()
+        # short of room as the file system counts it, or else (a quota) tried: replaced()
         self._full = self._frozen and os.access(self.root, os.W_OK)
         self._short = self._full and out_of_room(self.root)
+        self._room_tried, self._room = time.monotonic(), False
         if missing:
             self.db.close()
             raise StoreError(f"{self.root} was written by an older Vitrine (no "
@@ -123,7 +129,17 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
             return True
         # opened on a full disk: once there is room again it is opened anew, in WAL mode (as
         # a file that does not change it missed what writers left in their WAL)
-        return self._short and now is not None and not out_of_room(self._given, unknown=True)
+        if not self._full or now is None:
+            return False
+        if self._short:
+            return not out_of_room(self._given, unknown=True)
+        # full by SQLite's word alone, the file system showing room (a quota's limit): its
+        # room is tried every FULL_RETRY_SECONDS (a running server answered every write
+        # "free some space" until it was restarted)
+        if not self._room and time.monotonic() >= self._room_tried + FULL_RETRY_SECONDS:
+            self._room = room_to_write(self._given)
+            self._room_tried = time.monotonic()
+        return self._room
 
     def present(self) -> bool:
         """(A folder this user may no longer enter raises PermissionError: not gone.) Looked

@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -131,6 +132,24 @@ def out_of_room(root: Path, unknown: bool = False) -> bool:
         return unknown
     return (room.f_bavail * room.f_frsize < DISK_FULL
             or room.f_files > 0 and room.f_favail < FILES_FULL)
+
+
+def room_to_write(root: Path, size: int = DISK_FULL) -> bool:
+    """Whether ``size`` bytes can be written in the folder ``root`` now: a file without a
+    name there (gone as it is closed) is given them. Where the file system shows room and
+    SQLite still said "database or disk is full" (a quota), this is how room is seen again
+    (:meth:`EmbeddedStore.replaced`)."""
+    try:
+        with tempfile.TemporaryFile(dir=root) as fh:
+            if hasattr(os, "posix_fallocate"):  # (blocks taken, nothing written)
+                os.posix_fallocate(fh.fileno(), 0, size)
+            else:
+                fh.write(bytes(size))
+                fh.flush()
+                os.fsync(fh.fileno())
+    except OSError:
+        return False
+    return True
 
 
 def wal_holds_writes(root: Path) -> bool:
