@@ -184,10 +184,10 @@ def test_a_flat_search_past_hidden_ids_is_the_exact_search_without_them(hide, mo
     small change); a batch fetches k + hidden and drops them (a few queries at a time), to
     the same lists, also for a query whose nearest rows are all hidden; with a quarter of
     the rows hidden or more, the selector."""
-    from vitrine import ann
+    from vitrine import ann_hidden
     from vitrine.ann import IdSet
 
-    monkeypatch.setattr(ann, "PAST_HIDDEN_RESULTS", 5000)  # (a few queries a call)
+    monkeypatch.setattr(ann_hidden, "PAST_HIDDEN_RESULTS", 5000)  # (a few queries a call)
     if hide < 500:  # (no selector made: searched past them)
         monkeypatch.setattr(IdSet, "selector", lambda self: pytest.fail("a selector"))
 

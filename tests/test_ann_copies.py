@@ -14,11 +14,12 @@ from vitrine.bench import ClusterModel, clusters_for
 DIM, K = 128, 10
 
 
-def store_with_copies(n: int, copies: int, groups: int, seed: int = 0, same: float = 0.5
+def store_with_copies(n: int, copies: int, groups: int, seed: int = 0, same: float = 0.5,
+                      cos: tuple[float, float] = (0.97, 0.995)
                       ) -> tuple[np.ndarray, list[np.ndarray]]:
     """``n`` clustered vectors and the rows of ``groups`` groups of ``copies`` + 1 products,
     each planted at one of them: a share ``same`` of the copies the same vector (one photo
-    file), the others near it (cosine 0.97-0.995, a duplicate group)."""
+    file), the others near it (cosine ``cos``, 0.97-0.995: a duplicate group)."""
     rng = np.random.default_rng(seed)
     vecs, _ = ClusterModel.create(DIM, clusters_for(n), seed=seed).sample(n, seed=seed)
     rows = rng.permutation(n)[:groups * (copies + 1)].reshape(groups, copies + 1)
@@ -30,8 +31,8 @@ def store_with_copies(n: int, copies: int, groups: int, seed: int = 0, same: flo
         noise = rng.standard_normal((len(near), DIM)).astype(np.float32)
         noise -= np.outer(noise @ base, base)
         noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-        cos = rng.uniform(0.97, 0.995, size=(len(near), 1)).astype(np.float32)
-        vecs[near] = cos * base + np.sqrt(1 - cos ** 2) * noise
+        cosine = rng.uniform(*cos, size=(len(near), 1)).astype(np.float32)
+        vecs[near] = cosine * base + np.sqrt(1 - cosine ** 2) * noise
     return vecs, list(rows)
 
 
@@ -43,11 +44,13 @@ def nearest_others(vecs: np.ndarray, group: np.ndarray, query: np.ndarray) -> np
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_an_hnsw_search_past_a_photo_of_many_products_finds_the_nearest_others(seed):
-    """Ten photos each shared by 101 of 8,000 products: their vectors are one point, whose
-    members link to one another in the graph, and a walk past them (efSearch k + copies)
-    found no way out: 0 of the 10 nearest others for one (seed 0), 1 of 10 (seed 1). Past
-    more copies than M (half a node's links) the vectors not hidden are scanned: the 10
-    nearest, exactly, also for a product near the copies (not one of them)."""
+    """Ten photos each shared by 101 of 8,000 products: in a graph of every product their
+    vectors were one point, whose members linked to one another, and a walk past them
+    (efSearch k + copies) found no way out: 0 of the 10 nearest others for one (seed 0), 1
+    of 10 (seed 1). Each photo is one node now (vitrine.ann_distinct), and a search past
+    its products walks past one node: the 10 nearest, exactly, also for a product near the
+    copies (not one of them). (Past more hidden nodes than M, the vectors not hidden are
+    scanned: the test below.)"""
     vecs, groups = store_with_copies(8000, 100, 10, seed, same=1.0)
     index = build_index(IndexConfig.defaults(kind="hnsw", fp16=False), DIM, len(vecs),
                         [(np.arange(len(vecs), dtype=np.int64), vecs)])
@@ -68,6 +71,39 @@ def test_an_hnsw_search_past_a_photo_of_many_products_finds_the_nearest_others(s
         alone = index.search(vecs[row], K, hidden=IdSet(np.union1d(groups[0], groups[1])))
         assert np.array_equal(ids, alone[1]) and np.allclose(scores, alone[0])
     assert not np.array_equal(batch[0][1], batch[3][1])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_an_hnsw_search_past_more_near_copies_than_m_scans_the_others(seed, monkeypatch):
+    """Other photo files of one product (re-encoded, resized: each a vector of its own, a
+    node of its own, cosine 0.99999 and more to the product's), 400 in each of 6 groups of
+    6,000 products, in a graph of M = 4 (8 links a node). Past more hidden nodes near the
+    query than M, the vectors not hidden are scanned: the 10 nearest others, exactly. The
+    walk (efSearch k + 400) found 0.98 of them, 9 of 10 for some (seed 0); 0.87, 7 of 10
+    (seed 1)."""
+    from vitrine.ann import VectorIndex
+
+    vecs, groups = store_with_copies(6000, 400, 6, seed, same=0.0, cos=(0.99999, 0.999999))
+    index = build_index(IndexConfig.defaults(kind="hnsw", fp16=False, hnsw_m=4), DIM,
+                        len(vecs), [(np.arange(len(vecs), dtype=np.int64), vecs)])
+    assert index.nodes == 6000 and index.inner.hnsw.nb_neighbors(0) == 8
+    scanned = []
+    exact_past = VectorIndex._exact_past
+    monkeypatch.setattr(VectorIndex, "_exact_past", lambda self, queries, *rest: scanned.append(
+        len(queries)) or exact_past(self, queries, *rest))
+    for group in groups:
+        hidden = IdSet(group)
+        for row in group[[0, 1, -1]]:
+            scores, ids = index.search(vecs[row], K, hidden=hidden)
+            want = nearest_others(vecs, group, vecs[row])
+            assert ids.tolist() == want.tolist()
+            assert np.allclose(scores, vecs[want] @ vecs[row], atol=1e-5)
+    assert scanned == [1] * 18
+    # a `related` page of a group's products at once: one scan for them all
+    batch = index.search_many(vecs[groups[2][:5]], K, hidden=IdSet(groups[2]))
+    for row, (_, ids) in zip(groups[2][:5], batch, strict=True):
+        assert ids.tolist() == nearest_others(vecs, groups[2], vecs[row]).tolist()
+    assert scanned[-1] == 5
 
 
 @pytest.mark.parametrize("copies,groups", [(1000, 6), (2000, 4)])

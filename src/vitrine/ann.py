@@ -4,7 +4,8 @@ from the store's size and the settings, built in bounded-memory batches.
 Vectors are L2-normalised, so inner product is cosine. Category filters are answered exactly
 over the category's vectors when it has at most ``filter_exact_max`` products; a larger
 category takes the approximate top ``2k/share`` and keeps its members, falling back to exact
-search when fewer than ``k`` are members (see ``benchmarks/filtered_search.py``).
+search when fewer than ``k`` are members (see ``benchmarks/filtered_search.py``). Searches
+past hidden ids are :mod:`vitrine.ann_hidden`'s.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import faiss
 import numpy as np
 
 from vitrine.ann_distinct import Copies, Distinct
+from vitrine.ann_hidden import HiddenSearch
 from vitrine.ann_layers import (  # noqa: F401 - LayeredIndex importable from here, as before
     EMPTY,
     IdSet,
@@ -33,8 +35,6 @@ AUTO_ANN = "hnsw"
 """The approximate kind ``auto`` picks; measured with ``vitrine bench --items 1000000``."""
 MAX_WIDE_EF = 2048
 """Most candidates fetched to post-filter a large category before searching it exactly."""
-PAST_HIDDEN_RESULTS = 5_000_000
-"""Most results (12 bytes each) one FAISS call of a search past hidden ids returns."""
 TIE_DEPTH = 256
 """Results a search asks for again (or twice k) when the k-th score and the next are equal
 (copies of one photo), so that its top k takes equal scores by id: a larger group of equal
@@ -159,10 +159,18 @@ Batches = Iterable[tuple[np.ndarray, np.ndarray]]
 """(int64 ids, float32 vectors) batches, ids ascending."""
 
 
-def build_index(config: IndexConfig, dim: int, n: int, batches: Batches,
+def build_index(config: IndexConfig, dim: int, n: int,
+                batches: Batches | Callable[[], Batches],
                 sample: Callable[[int], np.ndarray] | None = None) -> VectorIndex:
-    """Build the index for ``n`` vectors arriving in ``batches``; ``sample(m)`` returns about
-    ``m`` of them for training an IVF index."""
+    """Build the index for ``n`` vectors arriving in ``batches`` (or read anew by each call
+    of ``batches()``); ``sample(m)`` returns about ``m`` of them for training an IVF index.
+
+    An HNSW graph holds one node per distinct vector (:mod:`vitrine.ann_distinct`), and its
+    storage is made once for as many (:func:`_reserve`): they are counted first where the
+    batches can be read twice (a function, a list), else it is made for ``n`` (made for
+    ``n`` always, 50,000 products of one photo, 1,280-d, kept 128 MB for 1.2 MB of index:
+    the room is written as it is made, and FAISS gives no way to shrink it)."""
+    read = batches if callable(batches) else lambda: batches
     index = new_index(config, dim, n)
     if not index.is_trained:
         if sample is None:
@@ -174,9 +182,10 @@ def build_index(config: IndexConfig, dim: int, n: int, batches: Batches,
         ivf.cp.min_points_per_centroid = 1  # (FAISS's 39 warned at every build, about the
         # sample chosen here: TRAIN_PER_LIST per list, or every vector of a small store)
         index.train(train)
-    _reserve(index, n)
     distinct = Distinct() if config.resolve(n) == "hnsw" else None  # (ann_distinct)
-    for ids, vecs in batches:
+    twice = callable(batches) or isinstance(batches, (list, tuple))
+    _reserve(index, Distinct.count(read()) if distinct is not None and twice else n)
+    for ids, vecs in read():
         if distinct is not None:
             ids, vecs = distinct.nodes(np.asarray(ids, np.int64), vecs)
         index.add_with_ids(np.ascontiguousarray(vecs, np.float32),
@@ -188,7 +197,8 @@ def _reserve(index: faiss.Index, n: int) -> None:
     """Room in a flat index (or an HNSW graph's flat storage) for ``n`` vectors before they
     are added: each batch added grew its array, a larger one made beside the old at each
     step (at 65,024 products, 300 MB beside 200 MB and the batch; benchmarks/index_memory.py).
-    The same vectors are added as before; only the array is made once."""
+    The same vectors are added as before; only the array is made once. (A vector made
+    larger than it is later filled is never made smaller: ``n`` is an HNSW graph's nodes.)"""
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     if isinstance(inner, faiss.IndexHNSW):
         inner = faiss.downcast_index(inner.storage)
@@ -197,7 +207,7 @@ def _reserve(index: faiss.Index, n: int) -> None:
         inner.codes.resize(0)
 
 
-class VectorIndex:
+class VectorIndex(HiddenSearch):
     """A FAISS index and the configuration it is searched with."""
 
     def __init__(self, index: faiss.Index, config: IndexConfig, copies: Copies | None = None):
@@ -315,77 +325,11 @@ class VectorIndex:
         most 1)."""
         if min(k, self.nodes) <= 0:  # (a layer of deletes alone: FAISS asserts k > 0)
             return [EMPTY] * len(queries)
-        if hidden is not None and self._past_hidden(len(queries), len(hidden)):
-            found = self._search_past(queries, k, hidden)
-        elif hidden is not None and self.kind == "hnsw" and near > self._links() // 2:
-            found = self._exact_past(queries, k, hidden)  # (past many copies: _links)
-        elif hidden is not None:
-            # an HNSW walk keeps hidden ids among its efSearch candidates: past a product's
-            # copies (its query's nearest, vitrine.copies) a breadth of k stopped among them
-            # with k far poorer products (best 0.48 where 0.77 was not a copy). IVF: a photo
-            # many products share has k-means centres of its own, and its copies filled most
-            # of the lists probed, which held few others: 5 of the 10 nearest (2,000 copies
-            # in 16,000, tests/test_ann_copies.py); the lists holding them are probed besides
-            params = self._params(k + near if self.kind == "hnsw" else k)
-            if self.kind == "ivf" and near:
-                params.nprobe = min(self.inner.nlist,
-                                    params.nprobe + self._lists_holding(hidden, near))
-            shown = hidden.selector()
-            params.sel = faiss.IDSelectorNot(shown)
-            found = self._top(queries, min(k, self.nodes), params)
-            if self.kind == "hnsw":
-                found = self._unhidden_hnsw(queries, k, hidden, found)
+        if hidden is not None:
+            found = self._found_past(queries, k, hidden, near)  # (ann_hidden)
         else:
             found = self._search(queries, k, subset)
         return [(np.clip(scores, -1.0, 1.0), ids) for scores, ids in found]
-
-    def _links(self) -> int:
-        """An HNSW node's links at the graph's level 0 (2·M). A search past more than half
-        as many hidden copies of its product (the query's nearest) scans the vectors not
-        hidden instead of walking: copies of one photo are one point whose members link to
-        one another before anything else, so a walk that reaches them may find no way out,
-        or one to far poorer products. At 100,000 products, past 100 copies of one photo
-        the walk found 0.94 of the 10 nearest others (6 of 10 for one product), past 1,000
-        (half of them one photo) 0.875 (4 of 10), where the scan finds them all; past a
-        placeholder photo's 20,000 copies it (efSearch k + 20,000) took 243 ms, the scan
-        57 ms (p50s on a busy machine; benchmarks/copies_search.py)."""
-        return self.inner.hnsw.nb_neighbors(0)
-
-    def _lists_holding(self, hidden: IdSet, most: int) -> int:
-        """How many of an IVF index's lists hold ``hidden`` ids (at most ``most``); each id's
-        list is read once (4 bytes an id, up to the largest)."""
-        if self._lists is None:
-            inv = self.inner.invlists
-            sizes = [inv.list_size(i) for i in range(self.inner.nlist)]
-            ids = np.concatenate([np.zeros(0, np.int64)] + [
-                faiss.rev_swig_ptr(inv.get_ids(i), size) for i, size in enumerate(sizes)
-                if size])
-            self._lists = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, np.int32)
-            self._lists[ids] = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
-        held = self._lists[hidden.ids[hidden.ids < len(self._lists)]]
-        lists = np.zeros(self.inner.nlist, bool)
-        lists[held[held >= 0]] = True
-        return min(most, int(lists.sum()))
-
-    def _past_hidden(self, queries: int, hidden: int) -> bool:
-        """Whether a batch of ``queries`` is searched past ``hidden`` ids (the top k + hidden,
-        those dropped) rather than with a FAISS selector excluding them: with a selector, a
-        float32 flat index leaves its matrix product (which it uses from 20 queries) for a
-        scan per query (`related` 4–15× slower, benchmarks/hidden_search.py). Not with a
-        quarter of the rows hidden or more, nor for fp16 storage, which scans anyway."""
-        return (queries >= 20 and type(self.inner) is faiss.IndexFlatIP
-                and 4 * hidden <= self.nodes)
-
-    def _search_past(self, queries: np.ndarray, k: int, hidden: IdSet) -> list[Result]:
-        """:meth:`_past_hidden`'s search, a share of the queries at a time: the results of
-        1,000 queries past 10,000 hidden ids took 120 MB; at most 60 MB a call now."""
-        fetch = min(k + len(hidden), self.nodes)
-        step = max(1, PAST_HIDDEN_RESULTS // fetch)
-        return [(scores[keep][:k], ids[keep][:k])
-                for start in range(0, len(queries), step)
-                for scores, ids in self._top(queries[start:start + step], fetch,
-                                             self._params(fetch))
-                for keep in [~hidden.contains(ids)]]
 
     def _search(self, queries: np.ndarray, k: int, subset: IdSet | None) -> list[Result]:
         k = min(k, self.nodes)
@@ -460,29 +404,6 @@ class VectorIndex:
             params.nprobe = self.inner.nlist
         params.sel = subset.selector()
         return self._top(queries, k, params)
-
-    def _unhidden_hnsw(self, queries: np.ndarray, k: int, hidden: IdSet,
-                       found: list[Result]) -> list[Result]:
-        """``found`` with each query that got fewer than ``k`` searched exactly past the
-        ``hidden`` ids: the graph's walk near a query whose neighbours are hidden (a category
-        deleted since the graph was saved) stopped with what its ``efSearch`` candidates held
-        besides them, 42 of 100 on a store of 18,266 products."""
-        short = [i for i, (_, ids) in enumerate(found) if len(ids) < min(k, self.nodes)]
-        if not short:
-            return found
-        for i, exact in zip(short, self._exact_past(queries[short], k, hidden), strict=True):
-            found[i] = exact
-        return found
-
-    def _exact_past(self, queries: np.ndarray, k: int, hidden: IdSet) -> list[Result]:
-        """Exact search over the HNSW's stored vectors that are not ``hidden``, once for each
-        distinct query (a `related` page's products of one photo are one vector)."""
-        id_map = self._ids_by_position()[0]
-        rows = np.ascontiguousarray(queries).view(np.dtype((np.void, queries.shape[1] * 4)))
-        _, first, which = np.unique(rows.ravel(), return_index=True, return_inverse=True)
-        found = self._exact_positions(queries[first], k,
-                                      np.flatnonzero(~hidden.contains(id_map)))
-        return [found[i] for i in which.ravel()]
 
     def _ids_by_position(self) -> tuple[np.ndarray, np.ndarray]:
         """The HNSW's ids by position, and the positions that sort them."""

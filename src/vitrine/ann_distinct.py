@@ -10,6 +10,7 @@ the nodes and gives each node found its copies, in id order, with the same score
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,11 @@ MAGIC = b"vitrine-copies-1"
 """Ends an index file followed by its copies (ids, then their nodes' ids, int64, then their
 count): FAISS reads the index before them and stops; a file without is an index of one
 node per product, read as before."""
+
+
+def _digests(vecs: np.ndarray) -> Iterator[bytes]:
+    """A 128-bit digest of each row's bytes (float32 rows)."""
+    return (hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in vecs)
 
 
 class Distinct:
@@ -36,8 +42,7 @@ class Distinct:
         vecs = np.ascontiguousarray(vecs, np.float32)
         new = np.ones(len(ids), bool)
         node = np.zeros(len(ids), np.int64)
-        for i, (pid, row) in enumerate(zip(ids.tolist(), vecs, strict=True)):
-            key = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+        for i, (pid, key) in enumerate(zip(ids.tolist(), _digests(vecs), strict=True)):
             first = self._first.setdefault(key, pid)
             if first != pid:
                 new[i], node[i] = False, first
@@ -45,6 +50,14 @@ class Distinct:
             self._ids.append(np.asarray(ids)[~new].astype(np.int64))
             self._nodes.append(node[~new])
         return ids[new], vecs[new]
+
+    @staticmethod
+    def count(batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
+        """How many nodes :meth:`nodes` makes of ``batches``: their distinct vectors."""
+        seen: set[bytes] = set()
+        for _, vecs in batches:
+            seen.update(_digests(np.ascontiguousarray(vecs, np.float32)))
+        return len(seen)
 
     def copies(self) -> Copies | None:
         if not self._ids:
@@ -102,24 +115,43 @@ class Copies:
     def expand(self, found: Result, k: int, subset: IdSet | None,
                hidden: IdSet | None) -> Result:
         """The top ``k`` ids of the nodes ``found``: each node and its copies, with its score,
-        those in ``subset`` or not ``hidden``; equal scores by id."""
+        those in ``subset`` or not ``hidden``; equal scores by id. A node's copies are in id
+        order with one score, so only its first ``k`` kept are read (all of them were: 0.7 ms
+        a query at a node of 20,000)."""
         scores, ids = found
         at = np.minimum(np.searchsorted(self.groups, ids), len(self.groups) - 1)
         has = np.flatnonzero(self.groups[at] == ids)
-        if not len(has):  # (nodes without copies: in subset, not hidden, as searched)
+        if not len(has) or k <= 0:  # (nodes without copies: in subset, not hidden, as searched)
             return scores[:k], ids[:k]
-        parts = [self.ids[self.starts[at[j]]:self.ends[at[j]]] for j in has]
-        scores = np.concatenate([scores] + [np.full(len(p), scores[j], scores.dtype)
-                                            for j, p in zip(has, parts, strict=True)])
-        ids = np.concatenate([ids] + parts)
+        keep = np.ones(len(ids), bool)
         if subset is not None:
-            keep = subset.contains(ids)
-            scores, ids = scores[keep], ids[keep]
+            keep &= subset.contains(ids)
         if hidden is not None:
-            keep = ~hidden.contains(ids)
-            scores, ids = scores[keep], ids[keep]
+            keep &= ~hidden.contains(ids)
+        parts = [self._first(at[j], k, subset, hidden) for j in has]
+        scores = np.concatenate([scores[keep]] + [np.full(len(p), scores[j], scores.dtype)
+                                                  for j, p in zip(has, parts, strict=True)])
+        ids = np.concatenate([ids[keep]] + parts)
         scores, ids = ranked(scores, ids)
         return scores[:k], ids[:k]
+
+    def _first(self, group: int, k: int, subset: IdSet | None,
+               hidden: IdSet | None) -> np.ndarray:
+        """The first ``k`` copies of node ``group`` (by id) in ``subset`` or not ``hidden``:
+        read ``k`` at a time, then twice as many each time."""
+        start, end = int(self.starts[group]), int(self.ends[group])
+        kept: list[np.ndarray] = []
+        step, got = k, 0
+        while start < end and got < k:
+            part = self.ids[start:min(end, start + step)]
+            start, step = start + len(part), 2 * step
+            if subset is not None:
+                part = part[subset.contains(part)]
+            if hidden is not None:
+                part = part[~hidden.contains(part)]
+            kept.append(part)
+            got += len(part)
+        return np.concatenate(kept)[:k] if kept else self.ids[:0]
 
     def append_to(self, path: Path) -> None:
         """Write the copies after the index in ``path`` (:data:`MAGIC`)."""
