@@ -38,6 +38,7 @@ from vitrine.config import Settings
 from vitrine.copies import saved_copies
 from vitrine.indexer import index_catalog
 from vitrine.migrate import migrate_store
+from vitrine.placeholders import placeholders
 from vitrine.recommend import Recommender
 from vitrine.related import write_related
 from vitrine.store import open_store
@@ -109,12 +110,16 @@ def differ(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool:
 
 class Catalogue:
     """Every product, its copies (as `similar` leaves them out) and how many others each
-    category holds."""
+    category holds (those of placeholder photos, which every list leaves out, not
+    counted: :mod:`vitrine.placeholders`)."""
 
     def __init__(self, store):
         self.products = {p.product_id: p for batch in store.iter_products(vectors=False)
                          for p, _ in batch}
         self.copies = saved_copies(store)
+        held = placeholders(self.copies, Settings().placeholder_min).photos
+        self.placeholder_ids = frozenset(pid for pid, p in self.products.items()
+                                         if p.content_sha256 in held)
         self.by_sha: dict[str, list[str]] = {}
         for p in self.products.values():
             self.by_sha.setdefault(p.content_sha256, []).append(p.product_id)
@@ -127,15 +132,17 @@ class Catalogue:
         shas = self.copies.of(self.products[pid].content_sha256)
         if (own := self._copies.get(shas)) is None:
             own = self._copies[shas] = frozenset(c for s in shas for c in self.by_sha.get(s, ()))
-            self._left[shas] = Counter(self.products[c].category for c in own)
+            self._left[shas] = Counter(self.products[c].category
+                                       for c in own | self.placeholder_ids)
         return own  # (``pid`` among them: its photo is)
 
     def left(self, pid: str, category: str | None) -> int:
-        """The products that are not ``pid``'s copies (of ``category``)."""
-        own = self.copies_of(pid)
-        if category is None:
-            return len(self.products) - len(own)
+        """The products that are not ``pid``'s copies nor of a placeholder photo (of
+        ``category``)."""
+        self.copies_of(pid)
         shas = self.copies.of(self.products[pid].content_sha256)
+        if category is None:
+            return len(self.products) - self._left[shas].total()
         return self.counts[category] - self._left[shas][category]
 
 

@@ -50,9 +50,19 @@ class ProductPage(BaseModel):
                           "before it meanwhile.")
 
 
+LEFT_OUT = ("Products left out of the results because their photo is a placeholder (one "
+            "photo, with its copies, that at least VITRINE_PLACEHOLDER_MIN products share, as "
+            "the last `vitrine index` counted them): of the whole store; 0 when none is.")
+
+
 class SimilarOut(BaseModel):
     product: ProductOut
     results: list[ResultOut]
+    placeholder: bool = Field(
+        description="The product's own photo is a placeholder: the results are near that "
+                    "photo, not like the product.")
+    placeholders_left_out: int = Field(description=LEFT_OUT + " The product's own copies "
+                                                   "are not counted.")
 
 
 class RunnerUpOut(BaseModel):
@@ -76,6 +86,7 @@ class SearchOut(BaseModel):
         None, description="The photo's likely category and its probability, when the store "
                           "was indexed with a trained model whose embedding carries class "
                           "probabilities (the default); null otherwise.")
+    placeholders_left_out: int = Field(0, description=LEFT_OUT)
 
 
 class ProductEdit(BaseModel):

@@ -211,12 +211,16 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                 min_price: MinPriceParam = None, max_price: MaxPriceParam = None,
                 attr: AttrParam = None) -> SimilarOut:
         """The ``k`` products most similar to a stored product (itself and its copies, the
-        same photo under another id, excluded), of ``category``, prices from ``min_price``
-        to ``max_price`` and attributes ``attr=KEY=VALUE`` only when given."""
+        same photo under another id, excluded, and the products of placeholder photos), of
+        ``category``, prices from ``min_price`` to ``max_price`` and attributes
+        ``attr=KEY=VALUE`` only when given."""
         where = product_filter(min_price, max_price, attr)
         product, matches = service.similar(product_id, k, category, where=where)
+        held = service.placeholders()
         return SimilarOut(product=product_out(product, root),
-                          results=[result_out(m, root) for m in matches])
+                          results=[result_out(m, root) for m in matches],
+                          placeholder=held.sharing(product) > 0,
+                          placeholders_left_out=held.left_out(product))
 
     @router.get("/products/{product_id:product_id}", response_model=ProductOut,
                 responses=errors(404))
@@ -250,7 +254,8 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                                                        where=where)
         response.headers["Server-Timing"] = timings.server_timing()
         return SearchOut(results=[result_out(m, root) for m in matches],
-                         predicted_category=guess and CategoryGuessOut(**guess.as_dict()))
+                         predicted_category=guess and CategoryGuessOut(**guess.as_dict()),
+                         placeholders_left_out=service.placeholders().left_out())
 
     @router.post("/products", response_model=ProductOut, status_code=201,
                  dependencies=[Depends(writer), Depends(form_fields(ADD_FIELDS))], responses={

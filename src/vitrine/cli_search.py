@@ -117,6 +117,7 @@ def search(
         if as_json:  # after the figure: a script sees which photo's figure failed
             print_json({"query": query, "results": [m.as_dict() for m in matches],
                          "predicted_category": guess and guess.as_dict(),
+                         "placeholders_left_out": rec.placeholders().left_out(),
                          **({"error": problem} if problem else {}),
                          **({"figure": str(target)} if target and not problem else {})})
     if failed:
@@ -153,8 +154,13 @@ def similar(
         check_plot_targets([plot], [Path(rec.product(product_id).image)], rec)
     product, matches = rec.similar(product_id, k, category, same_category=same_category,
                                   where=where)
+    held = rec.placeholders()
     if not as_json:
         out.print(results_table(f"Similar to {product_id} ({product.name})", matches))
+        if held.sharing(product):
+            out.print(f"Its photo is the one of {held.sharing(product)} products (a "
+                      "placeholder): these look like the photo, not like the product.",
+                      markup=False, highlight=False)
     problem = None
     if plot is not None:  # before the JSON, as search: a script sees the figure failed
         try:
@@ -168,6 +174,8 @@ def similar(
     if as_json:
         print_json({"query": product_id, "product": product.as_dict(),
                     "results": [m.as_dict() for m in matches],
+                    "placeholder": held.sharing(product) > 0,
+                    "placeholders_left_out": held.left_out(product),
                     **({"error": problem} if problem else {}),
                     **({"figure": str(plot)} if plot and not problem else {})})
     if problem:

@@ -120,10 +120,12 @@ def related(
     from vitrine.store import store_for
 
     out_file = related_path(out_file)  # before the store is opened
-    db = store_for(store, read_settings())
+    settings = read_settings()
+    db = store_for(store, settings)
     try:
         report = write_related(db, out_file, k, same_category=same_category,
-                               show_progress=not as_json)
+                               show_progress=not as_json,
+                               placeholder_min=settings.placeholder_min)
     finally:
         db.close()
     if as_json:

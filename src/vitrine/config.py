@@ -124,6 +124,13 @@ class Settings(BaseSettings):
                 if k.startswith("train_") and k not in ("train_cache_memory_mb",
                                                         "train_new_split")}
 
+    @field_validator("placeholder_min")
+    @classmethod
+    def _shared(cls, value: int) -> int:
+        if value == 1:  # (every photo: every list empty)
+            raise ValueError("use 0 (no photo is a placeholder) or 2 and more")
+        return value
+
     @field_validator("device")
     @classmethod
     def _a_device_vitrine_runs_on(cls, value: str) -> str:
@@ -281,6 +288,9 @@ class Settings(BaseSettings):
     """CNN-embedding cosine similarity for a near-identical duplicate. Unset: 0.97 with the
     pretrained backbone; with a trained model, the value ``vitrine train`` calibrated on its
     catalogue (``duplicates`` in model.json; vitrine.dedupe.calibrated_embed_cosine)."""
+    placeholder_min: Count = 5
+    """A photo that this many products share (with its copies) is a placeholder, left out of
+    others' similar products and photo searches (``vitrine.placeholders``; 0: none is)."""
 
     # Training (vitrine train); measured in benchmarks/train_quality.py
     model: Path | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -25,18 +25,26 @@ saves new ones; its writes also change the store's write mark, which reads them 
 
 
 class Copies:
-    """Photo sha256 → the sha256s of its duplicate group (as `index` groups them)."""
+    """Photo sha256 → the sha256s of its duplicate group (as `index` groups them); ``shared``:
+    photo sha256 → how many products name it, where more than one do (as `index` counted
+    them: :mod:`vitrine.placeholders`)."""
 
-    def __init__(self, shas: Sequence[str] = (), labels: Sequence[int] = ()):
+    def __init__(self, shas: Sequence[str] = (), labels: Sequence[int] = (),
+                 shared: Mapping[str, int] | None = None):
         members: dict[int, set[str]] = {}
         for sha, label in zip(shas, labels, strict=True):
             members.setdefault(label, set()).add(sha)
         groups = {label: frozenset(group) for label, group in members.items()}
         self._group = {sha: groups[label] for sha, label in zip(shas, labels, strict=True)}
+        self.shared = dict(shared or {})
 
     def of(self, sha: str) -> frozenset[str]:
         """The photo sha256s that are copies of ``sha`` (itself included)."""
         return self._group.get(sha, frozenset((sha,)))
+
+    def groups(self) -> set[frozenset[str]]:
+        """The duplicate groups (of two photos or more)."""
+        return set(self._group.values())
 
 
 def saved_copies(store: VectorStore) -> Copies:
@@ -54,11 +62,16 @@ def copies_in(data: bytes | None) -> Copies:
             if "group_shas" not in saved.files:
                 return Copies()
             shas, labels = saved["group_shas"], saved["group_labels"]
+            named, counts = (saved["shared_shas"], saved["shared_counts"]) \
+                if "shared_shas" in saved.files else (shas[:0], labels[:0])
     except Exception:  # noqa: BLE001 - a damaged cache is no cache
         return Copies()
-    if shas.ndim != 1 or shas.shape != labels.shape or shas.dtype.kind != "S":
+    if shas.ndim != 1 or shas.shape != labels.shape or shas.dtype.kind != "S" \
+            or named.ndim != 1 or named.shape != counts.shape or named.dtype.kind != "S":
         return Copies()
-    return Copies([s.decode("ascii", "replace") for s in shas.tolist()], labels.tolist())
+    return Copies([s.decode("ascii", "replace") for s in shas.tolist()], labels.tolist(),
+                  dict(zip([s.decode("ascii", "replace") for s in named.tolist()],
+                           counts.tolist(), strict=True)))
 
 
 def last_search(data: bytes | None) -> dict | None:
@@ -106,12 +119,13 @@ class CopiesReader:
         return kept[4]
 
 
-def without_copies(product: StoredProduct, matches: list[Match], copies: Copies
-                   ) -> list[Match]:
-    """``matches`` without the product itself and its copies."""
+def without_copies(product: StoredProduct, matches: list[Match], copies: Copies,
+                   hidden: frozenset[str] = frozenset()) -> list[Match]:
+    """``matches`` without the product itself, its copies and the products of ``hidden``."""
     shas = copies.of(product.content_sha256) if product.content_sha256 else frozenset()
     return [m for m in matches if m.product.product_id != product.product_id
-            and m.product.content_sha256 not in shas]
+            and m.product.content_sha256 not in shas
+            and m.product.content_sha256 not in hidden]
 
 
 def hiding_search(store: VectorStore, vectors: np.ndarray, ids: Sequence[str],
@@ -137,8 +151,8 @@ def hiding_search(store: VectorStore, vectors: np.ndarray, ids: Sequence[str],
 def similar_without_copies(search: Callable[[list[int], int], list[list[Match]]],
                            products: Sequence[StoredProduct], k: int, copies: Copies,
                            search_without: Callable[[list[int], int, frozenset[str]],
-                                                    list[list[Match]]] | None = None
-                           ) -> list[list[Match]]:
+                                                    list[list[Match]]] | None = None,
+                           hidden: frozenset[str] = frozenset()) -> list[list[Match]]:
     """For each of ``products``, the ``k`` best of its search that are not its copies.
     ``search(rows, n)``: the top ``n`` of each of those rows of ``products``, itself
     excluded (one batch), first ``k`` plus as many as their copies, at most twice ``k``
@@ -148,15 +162,20 @@ def similar_without_copies(search: Callable[[list[int], int], list[list[Match]]]
     sha256s out inside its search (:func:`hiding_search`: both stores, the embedded one
     inside FAISS, Milvus in its filter), once, those of one group together; else four times
     as deep each time, while more products are left, up to :data:`DEEPEST` (past which a
-    product of more copies than that has none left)."""
+    product of more copies than that has none left). ``hidden``: photo sha256s whose products
+    no list holds (:mod:`vitrine.placeholders`): dropped from the first search, asked ``k``
+    deeper, and left out inside the search again of a list they left short (few lists are
+    near a placeholder; hidden inside every search, an HNSW index scans every vector for
+    each one once they are more than its M graph nodes: a placeholder saved in each
+    product's own bytes)."""
     found: list[list[Match]] = [[] for _ in products]
     rows = list(range(len(products)))
     extra = max((len(copies.of(p.content_sha256)) - 1 for p in products), default=0)
-    fetch = k + min(extra, k)
+    fetch = k + min(extra + (k if hidden else 0), k)
     while rows:
         short = []
         for row, matches in zip(rows, search(rows, fetch), strict=True):
-            kept = without_copies(products[row], matches, copies)
+            kept = without_copies(products[row], matches, copies, hidden)
             found[row] = kept[:k]
             if len(kept) < k and len(matches) >= fetch \
                     and (search_without is not None or fetch < DEEPEST):
@@ -165,11 +184,12 @@ def similar_without_copies(search: Callable[[list[int], int], list[list[Match]]]
             by_photos: dict[frozenset[str], list[int]] = {}
             for row in short:
                 sha = products[row].content_sha256
-                by_photos.setdefault(copies.of(sha) if sha else frozenset(), []).append(row)
+                by_photos.setdefault((copies.of(sha) if sha else frozenset()) | hidden,
+                                     []).append(row)
             for photos, members in by_photos.items():
                 for row, matches in zip(members, search_without(members, k, photos),
                                         strict=True):
-                    found[row] = without_copies(products[row], matches, copies)[:k]
+                    found[row] = without_copies(products[row], matches, copies, hidden)[:k]
             break
         rows, fetch = short, min(4 * fetch, DEEPEST)
     return found

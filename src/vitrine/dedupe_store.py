@@ -125,12 +125,13 @@ def vector_checksums(vectors: np.ndarray, chunk: int | None = None) -> np.ndarra
 
 
 def encode(key: str, rows: np.ndarray, pairs: np.ndarray,
-           shas: Sequence[str] | None = None) -> bytes:
+           shas: Sequence[str] | None = None,
+           shared: tuple[np.ndarray, np.ndarray] | None = None) -> bytes:
     """The cache's bytes: the fingerprint, the digests searched and the pairs found (as pairs
     of digests), and when (``searched_at``, Unix seconds: :func:`vitrine.copies.last_search`);
     with ``shas`` (aligned with ``rows``) also the duplicate groups the pairs make, as each
     grouped photo's sha256 and its group's label (what :mod:`vitrine.copies` reads: a few
-    bytes a grouped photo, not a pair)."""
+    bytes a grouped photo, not a pair); ``shared``: :func:`shared_photos`."""
     buf = io.BytesIO()
     grouped = {}
     if shas is not None:
@@ -139,9 +140,34 @@ def encode(key: str, rows: np.ndarray, pairs: np.ndarray,
         member = np.flatnonzero(counts[labels] > 1)
         grouped = {"group_shas": np.array([shas[i] for i in member.tolist()], dtype="S64"),
                    "group_labels": labels[member].astype(np.int64)}
+    if shared is not None:
+        grouped["shared_shas"], grouped["shared_counts"] = shared
     np.savez(buf, key=np.array(key), digests=rows, pairs=rows[pairs],
              searched_at=np.array(time.time()), **grouped)
     return buf.getvalue()
+
+
+def shared_photos(shas: Sequence[str], rows: np.ndarray, row_of: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The photo sha256s that more than one product names (by sha256) and how many name
+    each (:func:`vitrine.dedupe_groups.distinct_rows` of the products' ``shas``), what
+    :mod:`vitrine.placeholders` counts a photo's products from."""
+    counts = np.bincount(row_of, minlength=len(rows))
+    many = np.flatnonzero(counts > 1)
+    named = np.array([shas[rows[i]] for i in many.tolist()], dtype="S64")
+    order = np.argsort(named, kind="stable")
+    return named[order], counts[many][order].astype(np.int64)
+
+
+def _same_shared(data: bytes | None, shared: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether the cache ``data`` holds ``shared`` (a product added, or removed, that shares
+    a photo changes no digest searched: the counts alone are saved again)."""
+    try:
+        with np.load(io.BytesIO(data or b""), allow_pickle=False) as saved:
+            return all(np.array_equal(saved[name], value) for name, value in
+                       zip(("shared_shas", "shared_counts"), shared, strict=True))
+    except Exception:  # noqa: BLE001 - none saved (a cache made before them), or damaged
+        return False
 
 
 def decode(data: bytes | None, key: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -197,6 +223,7 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
     store whose saved pairs hold for every product never has its vectors in memory."""
     everyone = len(ids)
     rows, row_of = distinct_rows(shas)
+    shared = shared_photos(shas, rows, row_of)
     lent = not callable(vectors)  # (the caller's array: not reordered, dedupe_search._in_front)
     if checksums is None:
         vectors = vectors() if callable(vectors) else vectors
@@ -221,7 +248,8 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
     manifest = store.manifest()
     key = fingerprint(rules, manifest.as_dict() if manifest else None)
     now = digests(ids, shas, checksums, thumbs)
-    saved = decode(store.duplicate_cache(), key)
+    data = store.duplicate_cache()
+    saved = decode(data, key)
     pairs = changed = None
     if saved is not None:
         pairs, changed = known_pairs(now, *saved)
@@ -238,12 +266,13 @@ def store_pairs(store: VectorStore, ids: Sequence[str], shas: Sequence[str],
             else:  # (nothing to search: no vector read)
                 found = np.empty((0, 2), np.int64)
                 advance(dedupe_pairs.SEARCH_STEPS * len(rows))
-            if len(changed) or len(pairs) < len(saved[1]) or len(now) < len(saved[0]):
+            if len(changed) or len(pairs) < len(saved[1]) or len(now) < len(saved[0]) \
+                    or not _same_shared(data, shared):
                 pairs = np.unique(np.concatenate([pairs, found]), axis=0)
-                _save(store, encode(key, now, pairs, shas))
+                _save(store, encode(key, now, pairs, shas, shared))
             return rows[pairs], int(np.isin(row_of, changed).sum())
         pairs = rule_pairs(reader(), phashes, thumbs, rules, advance)
-    _save(store, encode(key, now, pairs, shas))
+    _save(store, encode(key, now, pairs, shas, shared))
     return rows[pairs], len(row_of)
 
 

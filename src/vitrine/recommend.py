@@ -12,10 +12,11 @@ import numpy as np
 
 from vitrine.catalog import category_form, one_form
 from vitrine.config import Settings
-from vitrine.copies import CopiesReader, hiding_search, similar_without_copies
+from vitrine.copies import DEEPEST, CopiesReader, hiding_search, similar_without_copies
 from vitrine.errors import VitrineError
 from vitrine.fold import searchable
 from vitrine.manifest import kind_mismatch, mismatch_error
+from vitrine.placeholders import Placeholders, placeholders
 from vitrine.store.base import Match, StoredProduct, VectorStore
 from vitrine.store.filters import ProductFilter
 from vitrine.store.search_key import listing_order
@@ -160,6 +161,12 @@ class Recommender:
                                  self.store.model_folder(), self._embedder.model_dir)
         return self._embedder
 
+    def placeholders(self) -> Placeholders:
+        """The store's placeholder photos (:mod:`vitrine.placeholders`), which similar
+        products and photo searches leave out: of ``VITRINE_PLACEHOLDER_MIN`` products."""
+        return placeholders(self._copies(self.store),
+                            getattr(self.settings, "placeholder_min", 0))
+
     def product(self, product_id: str) -> StoredProduct:
         found = stored_product(self.store, product_id)
         if found is None:
@@ -171,10 +178,11 @@ class Recommender:
                 ) -> tuple[StoredProduct, list[Match]]:
         """The ``k`` products most similar to a stored one, the product itself and its copies
         (:mod:`vitrine.copies`: the same photo, or one `index` grouped with it as a
-        duplicate) excluded; only of ``category``, or with ``same_category`` only of the
-        product's own (a product with no category: of every one, as its page shows them;
-        helper-226: only the few others without one, the page's way to the rest hidden);
-        ``where``: of a price range and attributes only (:mod:`vitrine.store.filters`)."""
+        duplicate) and the products of placeholder photos (:meth:`placeholders`) excluded;
+        only of ``category``, or with ``same_category`` only of the product's own (a product
+        with no category: of every one, as its page shows them; helper-226: only the few
+        others without one, the page's way to the rest hidden); ``where``: of a price range
+        and attributes only (:mod:`vitrine.store.filters`)."""
         with self.store.snapshot():  # another process may delete it meanwhile
             product = self.product(product_id)
             product_id = product.product_id  # as the store spells it
@@ -186,11 +194,40 @@ class Recommender:
                 lambda _, n: [self.store.search(vector, n, category=of, exclude=product_id,
                                                 where=where)],
                 [product], k, self._copies(self.store),
-                hiding_search(self.store, vector.reshape(1, -1), [product_id], of, where))[0]
+                hiding_search(self.store, vector.reshape(1, -1), [product_id], of, where),
+                self.placeholders().photos)[0]
 
     def search_vector(self, vector: np.ndarray, k: int = 5, category: str | None = None, *,
                       where: ProductFilter | None = None) -> list[Match]:
-        return self.store.search(vector, k, category=category, where=where)
+        """The ``k`` products most similar to ``vector``, placeholders left out."""
+        return self._search_many(np.asarray(vector).reshape(1, -1), k, category, where)[0]
+
+    def _search_many(self, vectors: np.ndarray, k: int, category: str | None,
+                     where: ProductFilter | None) -> list[list[Match]]:
+        """Each row's ``k`` most similar products, the products of placeholder photos left
+        out: dropped from a search ``k`` deeper, and hidden inside the store's search again
+        where they left fewer than ``k`` (as :func:`~vitrine.copies.similar_without_copies`
+        does; a store that cannot: asked as deep as they are many)."""
+        held = self.placeholders()
+        if not held.photos:
+            return self.store.search_many(vectors, k, category=category, where=where)
+        fetch = k + min(held.products, k)
+        asked = self.store.search_many(vectors, fetch, category=category, where=where)
+        found = [[m for m in matches if m.product.content_sha256 not in held.photos]
+                 for matches in asked]
+        short = [i for i, (kept, matches) in enumerate(zip(found, asked, strict=True))
+                 if len(kept) < k and len(matches) >= fetch]  # (none left past them)
+        if short and self.store.hides_photos:
+            again = self.store.search_many(  # type: ignore[call-arg]
+                vectors[short], k, category=category, where=where, exclude_photos=held.photos)
+        else:
+            again = [[m for m in matches if m.product.content_sha256 not in held.photos]
+                     for matches in self.store.search_many(
+                         vectors[short], min(k + held.products, DEEPEST), category=category,
+                         where=where)] if short else []
+        for i, matches in zip(short, again, strict=True):
+            found[i] = matches
+        return [kept[:k] for kept in found]
 
     def search_image(self, image: Path | bytes, k: int = 5, category: str | None = None, *,
                      where: ProductFilter | None = None) -> list[Match]:
@@ -205,8 +242,7 @@ class Recommender:
         first on a tie). One row is :meth:`search_vector`'s search."""
         if len(vectors) == 1:
             return self.search_vector(vectors[0], k, category, where=where), 0
-        return merge_matches(self.store.search_many(vectors, k, category=category,
-                                                    where=where), k)
+        return merge_matches(self._search_many(vectors, k, category, where), k)
 
     def search_image_guess(self, image: Path | bytes, k: int = 5, category: str | None = None,
                            *, where: ProductFilter | None = None

@@ -22,6 +22,7 @@ from vitrine.catalog_csv import CSV_NAMES, find_csv
 from vitrine.cli_support import json_line
 from vitrine.copies import Copies, hiding_search, saved_copies, similar_without_copies
 from vitrine.errors import VitrineError
+from vitrine.placeholders import PLACEHOLDER_MIN, placeholders
 from vitrine.progress import progress_bar
 from vitrine.recommend import similar_category
 from vitrine.split import FOLDER_NAMES, find_split_folders
@@ -131,14 +132,16 @@ class RelatedReport:
 
 
 def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool = False,
-                  show_progress: bool = True) -> RelatedReport:
+                  show_progress: bool = True, placeholder_min: int = PLACEHOLDER_MIN
+                  ) -> RelatedReport:
     """Write each product's ``k`` most similar (itself excluded; with ``same_category``
     only of its own category, for a product without one only others without one, as the
-    product page's) to ``out``, in the format its suffix names. The store is read ``BATCH``
-    products at a time, each searched as `vitrine similar` does, a page of them in one index
-    call (``VectorStore.search_many``: a matrix product on a flat index, every core on
-    HNSW); the file is written beside ``out`` (beside the file a link names) and takes its
-    place when complete."""
+    product page's; the products of placeholder photos, shared by ``placeholder_min``,
+    left out: :mod:`vitrine.placeholders`) to ``out``, in the format its suffix names. The
+    store is read ``BATCH`` products at a time, each searched as `vitrine similar` does, a
+    page of them in one index call (``VectorStore.search_many``: a matrix product on a flat
+    index, every core on HNSW); the file is written beside ``out`` (beside the file a link
+    names) and takes its place when complete."""
     out = related_path(out)
     jsonl = out.suffix.lower() == ".jsonl"
     target = _written_file(out)
@@ -150,6 +153,7 @@ def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool 
     tmp = target.with_name(f"{PART_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.tmp")
     _remove_stale_parts(target.parent)
     copies = saved_copies(store)  # (each product's copies left out, as `similar` does)
+    hidden = placeholders(copies, placeholder_min).photos
     try:
         # (an id from a file name that is not UTF-8 is written as the bytes it names)
         with open(tmp, "x", newline="", encoding="utf-8", errors="surrogateescape") as fh, \
@@ -160,7 +164,8 @@ def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool 
                 rows.writerow(CSV_COLUMNS)
             for page in store.iter_products(BATCH, vectors=True):
                 for (product, _), matches in zip(
-                        page, _similar(store, page, k, same_category, copies), strict=True):
+                        page, _similar(store, page, k, same_category, copies, hidden),
+                        strict=True):
                     if rows is None:
                         fh.write(json_line({"product_id": product.product_id, "similar": [
                             {"product_id": m.product.product_id, "score": round(m.score, 4)}
@@ -202,9 +207,11 @@ def _remove_stale_parts(folder: Path) -> None:
 
 
 def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | None]], k: int,
-             same_category: bool, copies: Copies | None = None) -> list[list[Match]]:
-    """Each product's ``k`` most similar, its copies left out (``vitrine.copies``), one
-    ``search_many`` a category (or one in all; those whose copies took places, again)."""
+             same_category: bool, copies: Copies | None = None,
+             hidden: frozenset[str] = frozenset()) -> list[list[Match]]:
+    """Each product's ``k`` most similar, its copies and the products of ``hidden`` photos
+    left out (``vitrine.copies``), one ``search_many`` a category (or one in all; those
+    whose copies took places, again)."""
     groups: dict[str | None, list[int]] = defaultdict(list)
     for i, (product, _) in enumerate(page):
         groups[similar_category(product, same_category)].append(i)
@@ -219,6 +226,6 @@ def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | No
 
         for i, matches in zip(members, similar_without_copies(
                 search, [page[i][0] for i in members], k, copies or Copies(),
-                hiding_search(store, vectors, ids, category)), strict=True):
+                hiding_search(store, vectors, ids, category), hidden), strict=True):
             found[i] = matches
     return found

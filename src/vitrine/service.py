@@ -38,6 +38,7 @@ from vitrine.config import Settings
 from vitrine.embed import CategoryGuess, Embedder, decode_query
 from vitrine.errors import ServerBusy, StoreError
 from vitrine.manifest import ModelManifest, mismatch_error
+from vitrine.placeholders import Placeholders
 from vitrine.recommend import ProductNotFound, Recommender
 from vitrine.service_categories import ServiceCategories
 from vitrine.service_uploads import _trimmed, check_upload_folder
@@ -260,6 +261,11 @@ class VitrineService(ServiceCategories, ServiceWrites):
         with self._store_lock:
             return self.recommender.similar(product_id, k, category,
                                             same_category=same_category, where=where)
+
+    def placeholders(self) -> Placeholders:
+        """The placeholder photos similar products and photo searches leave out."""
+        with self._store_lock:
+            return self.recommender.placeholders()
 
     def image_path(self, product_id: str) -> Path:
         """The stored photo of a product; raises ProductNotFound when it has none on disk."""

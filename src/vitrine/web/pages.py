@@ -430,6 +430,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
                                 active="product", product=product, matches=matches, same=same,
                                 back=back, came=came, scope=scope,
                                 keep={"back": came or None, "same": scope},
+                                shared_by=service.placeholders().sharing(product),
                                 **filter_context(service, asked))
         # the way back is read from the Referer: a shared cache must not give one shopper's
         # (or an attacker's) to the next

@@ -41,6 +41,8 @@ TEXT: dict[str, dict[str, str]] = {
         "similar_title": "Produtos similares",
         "similar_pct": "{pct}% similar",
         "no_similar": "Nenhum produto similar encontrado.",
+        "shared_photo": "A foto deste produto é a mesma de {n} produtos (uma foto provisória): "
+                        "os produtos abaixo se parecem com a foto, não com o produto.",
         "show": "Mostrar:",
         "only_category": "só {category}",
         "price_unknown": "Preço não informado",
@@ -161,6 +163,9 @@ TEXT: dict[str, dict[str, str]] = {
         "similar_title": "Similar products",
         "similar_pct": "{pct}% similar",
         "no_similar": "No similar products found.",
+        "shared_photo": "This product's photo is the one of {n} products (a placeholder "
+                        "photo): the products below look like the photo, not like the "
+                        "product.",
         "show": "Show:",
         "only_category": "only {category}",
         "price_unknown": "Price not given",

@@ -1,0 +1,314 @@
+"""Placeholder photos ("image coming soon", one photo many products share) left out of other
+products' similar products and photo searches (vitrine.placeholders), on both stores, in the
+API, the product page and `related`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import IN_CI, copy_subset
+from PIL import Image, ImageDraw
+
+from vitrine.catalog import Product
+from vitrine.config import Settings
+from vitrine.copies import Copies, copies_in
+from vitrine.dedupe_store import encode
+from vitrine.manifest import ModelManifest
+from vitrine.placeholders import PLACEHOLDER_MIN, placeholders
+from vitrine.recommend import Recommender
+from vitrine.related import write_related
+from vitrine.store.base import Record
+from vitrine.store.embedded import EmbeddedStore
+
+DIM = 16
+CARD, STAMPED = 6, 5
+"""Products of one grey card's file, and products each with the card and its SKU on it
+(other bytes: `index`'s duplicate search groups them with the card)."""
+
+
+def test_a_photo_is_a_placeholder_by_its_products_counted_with_its_copies():
+    """Products of one file count, and so do photos of other bytes grouped as copies (the
+    card saved with each product's SKU on it): every photo of the group is hidden."""
+    a, b, c, d, e = (ch * 64 for ch in "abcde")
+    copies = Copies([b, c, d], [1, 1, 1], shared={a: 5, b: 3, e: 4})
+    held = placeholders(copies, 5)
+    assert held.photos == {a, b, c, d} and held.products == 5 + (3 + 1 + 1)
+    assert held.shared_by == {a: 5, b: 5, c: 5, d: 5}
+    assert placeholders(copies, 6).photos == frozenset()
+    assert placeholders(copies, 4).photos == {a, b, c, d, e}
+    assert placeholders(copies, 0).photos == frozenset()  # (0: none is)
+    assert placeholders(copies, 5) is held  # (counted once for the groups a reader holds)
+    assert Settings().placeholder_min == PLACEHOLDER_MIN == 5
+
+
+def test_the_counts_are_kept_with_the_duplicate_groups():
+    shared = (np.array([b"a" * 64], dtype="S64"), np.array([7]))
+    data = encode("key", np.arange(2, dtype=np.uint64), np.array([[0, 1]]),
+                  ["b" * 64, "c" * 64], shared)
+    copies = copies_in(data)
+    assert copies.shared == {"a" * 64: 7} and copies.of("b" * 64) == {"b" * 64, "c" * 64}
+    old = encode("key", np.arange(2, dtype=np.uint64), np.array([[0, 1]]),
+                 ["b" * 64, "c" * 64])  # (a cache saved before the counts: none counted)
+    assert copies_in(old).shared == {} and copies_in(old).of("b" * 64) == {"b" * 64, "c" * 64}
+
+
+def test_placeholder_min_of_one_is_refused_in_one_sentence(monkeypatch):
+    from vitrine.config import load_settings
+    from vitrine.errors import VitrineError
+
+    monkeypatch.setenv("VITRINE_PLACEHOLDER_MIN", "1")
+    with pytest.raises(VitrineError, match="VITRINE_PLACEHOLDER_MIN='1': use 0"):
+        load_settings()
+    monkeypatch.setenv("VITRINE_PLACEHOLDER_MIN", "0")
+    assert load_settings().placeholder_min == 0
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_the_nearest_products_that_are_no_placeholders_are_found(tmp_path, kind):
+    """40 products of one placeholder photo and 20 of the card's copies (their own bytes)
+    sit nearest to ``p000``: they filled its similar products and a photo search near it.
+    Now its lists are the exact best of the others, whether the placeholders were dropped
+    from a search k deeper or, where they took more places than that, hidden inside it."""
+    from vitrine.ann import IndexConfig
+
+    rng = np.random.default_rng(3)
+    ordinary, card, stamped = 80, 40, 20
+    n = ordinary + card + stamped
+    vecs = rng.normal(size=(n, DIM)).astype(np.float32)
+    base = vecs[0] + 0.15 * rng.normal(size=DIM).astype(np.float32)
+    vecs[ordinary:ordinary + card] = base
+    vecs[ordinary + card:] = base + 0.05 * rng.normal(size=(stamped, DIM))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    shas = [f"{i:064x}" if i < ordinary or i >= ordinary + card else "c" * 64
+            for i in range(n)]
+    store = EmbeddedStore(tmp_path / "store", create=True,
+                          index_config=IndexConfig.defaults(kind=kind))
+    try:
+        store.set_manifest(ModelManifest("test", "0" * 64, {}, DIM))
+        store.lock_for_writing()
+        store.upsert([Record(Product(f"p{i:03d}", Path(f"/photos/p{i}.jpg"), category="c",
+                                     name="Sem foto" if i >= ordinary else f"Produto {i}"),
+                             shas[i], "0" * 16, b"\0" * 768, vecs[i]) for i in range(n)])
+        store.flush()
+        grouped = ["c" * 64] + shas[ordinary + card:]  # (as `index` saves them)
+        store.set_duplicate_cache(encode(
+            "key", np.arange(len(grouped), dtype=np.uint64),
+            np.array([[0, j] for j in range(1, len(grouped))]), grouped,
+            (np.array([b"c" * 64], dtype="S64"), np.array([card]))))
+        rec = Recommender(store, Settings())
+        for k in (3, 10, 30):
+            for pid in ("p000", "p001", "p050"):
+                q = vecs[int(pid[1:])]
+                scores = vecs[:ordinary] @ q
+                scores[int(pid[1:])] = -np.inf
+                best = [f"p{i:03d}" for i in np.argsort(-scores, kind="stable")[:k]]
+                _, matches = rec.similar(pid, k)
+                assert [m.product.product_id for m in matches] == best, (pid, k)
+            found = rec.search_vector(vecs[0], k)  # (a shopper's photo of p000)
+            best = np.argsort(-(vecs[:ordinary] @ vecs[0]), kind="stable")[:k]
+            assert [m.product.product_id for m in found] == [f"p{i:03d}" for i in best]
+        assert rec.placeholders().products == card + stamped
+        before = Recommender(store, Settings(placeholder_min=0)).similar("p000", 10)[1]
+        assert sum(int(m.product.product_id[1:]) >= ordinary for m in before) >= 5  # (the
+        # trouble: they took most of its places)
+        assert len(store.list_products(query="Sem foto", limit=100)) == card + stamped
+    finally:
+        store.close()
+
+
+# ---- the whole way: `index` counts them, both stores, the API, the page, `related` --------
+
+def _card(sku: str | None = None) -> Image.Image:
+    image = Image.new("RGB", (400, 400), (232, 232, 232))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((100, 110, 300, 250), outline=(170, 170, 170), width=6)
+    draw.text((200, 300), "IMAGEM EM BREVE", fill=(120, 120, 120), anchor="mm")
+    if sku:
+        draw.text((200, 350), sku, fill=(150, 150, 150), anchor="mm")
+    return image
+
+
+def _plant(catalog: Path, card: int, first: int = 0) -> None:
+    """``card`` products of one placeholder file (from number ``first``) and ``STAMPED`` of
+    its copies with their SKU, added to the catalogue's table."""
+    (catalog / "sem_foto").mkdir(exist_ok=True)
+    if not (catalog / "sem_foto" / "card.jpg").exists():
+        _card().save(catalog / "sem_foto" / "card.jpg", quality=90)
+        for i in range(STAMPED):
+            _card(f"SKU {1000 + i}").save(catalog / "sem_foto" / f"sku{i}.jpg", quality=90)
+    with open(catalog / "products.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    cats = sorted({r["category"] for r in rows if not r["product_id"].startswith("ph")})
+    rows += [{**dict.fromkeys(rows[0], ""), "product_id": f"ph{i}", "name": f"Sem foto {i}",
+              "image": "sem_foto/card.jpg", "category": cats[i % len(cats)]}
+             for i in range(first, card)]
+    if not first:
+        rows += [{**dict.fromkeys(rows[0], ""), "product_id": f"phsku{i}",
+                  "name": f"Sem foto SKU {i}", "image": f"sem_foto/sku{i}.jpg",
+                  "category": cats[i % len(cats)]} for i in range(STAMPED)]
+    with open(catalog / "products.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def planted(demo_catalog, embedder, tmp_path_factory):
+    """3 demo photos of each category and the planted placeholders, indexed."""
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    root = tmp_path_factory.mktemp("placeholders")
+    catalog = copy_subset(demo_catalog, root / "catalog", 3)
+    _plant(catalog, CARD)
+    store = open_store(root / "store", create=True)
+    try:
+        report = index_catalog(catalog, store, embedder, show_progress=False)
+    finally:
+        store.close()
+    assert any(len(g) == CARD + STAMPED for g in report.duplicates)  # (the card's copies)
+    return root, catalog
+
+
+def _is_placeholder(pid: str) -> bool:
+    return pid.startswith("ph")
+
+
+def _lists(rec: Recommender, ids: list[str], k: int) -> dict:
+    out = {}
+    for pid in ids:
+        out[pid, "every"] = [m.product.product_id for m in rec.similar(pid, k)[1]]
+        out[pid, "own"] = [m.product.product_id
+                           for m in rec.similar(pid, k, same_category=True)[1]]
+        out[pid, "photo"] = [m.product.product_id for m in rec.search_vectors(
+            rec.store.vector(pid).reshape(1, -1), k)[0]]
+    return out
+
+
+def test_ordinary_products_lists_hold_no_placeholder_on_either_store(planted, settings,
+                                                                    tmp_path):
+    """k = 40 in a store of 24 demo products and 11 placeholder ones: every similar list and
+    photo search of a demo product held all 11 (of every category; its own category's,
+    as its page asks, those of it). Both stores leave them out, the same way, and `related`
+    too; they are still listed by name."""
+    from vitrine.migrate import migrate_store
+    from vitrine.store import open_store
+
+    root, _ = planted
+    embedded = open_store(root / "store")
+    stores = {"embedded": embedded}
+    try:
+        try:
+            import milvus_lite  # noqa: F401
+        except ImportError:  # pragma: no cover - depends on the extra
+            if IN_CI:
+                raise
+        else:
+            stores["milvus"] = open_store(f"milvus-lite://{tmp_path}/m.db", create=True)
+            migrate_store(embedded, stores["milvus"], show_progress=False)
+        ids = [p.product_id for p in embedded.list_products(limit=100)]
+        ordinary = [pid for pid in ids if not _is_placeholder(pid)]
+        assert len(ids) == 24 + CARD + STAMPED and len(ordinary) == 24
+        found = {}
+        for name, store in stores.items():
+            rec = Recommender(store, settings)
+            found[name] = lists = _lists(rec, ordinary, 40)
+            for (pid, mode), shown in lists.items():
+                assert not any(map(_is_placeholder, shown)), (name, pid, mode, shown)
+                assert len(shown) == (24 if mode == "photo" else 23 if mode == "every"
+                                      else 2), (name, pid, mode)
+            held = rec.placeholders()
+            assert held.products == CARD + STAMPED and len(held.photos) == 1 + STAMPED
+            out = tmp_path / f"related-{name}.jsonl"
+            write_related(store, out, 40, show_progress=False)
+            rows = {r["product_id"]: [s["product_id"] for s in r["similar"]]
+                    for r in map(json.loads, out.read_text().splitlines())}
+            assert all(not any(map(_is_placeholder, rows[pid])) and len(rows[pid]) == 23
+                       for pid in ordinary)
+            # a placeholder product's own list: neither its copies nor other placeholders
+            assert all(not any(map(_is_placeholder, rows[pid])) for pid in ids
+                       if _is_placeholder(pid))
+            named = store.list_products(query="Sem foto", limit=100)
+            assert len(named) == CARD + STAMPED  # (still in the catalogue, by name)
+            off = Recommender(store, settings.model_copy(update={"placeholder_min": 0}))
+            assert sum(_is_placeholder(m.product.product_id)
+                       for m in off.similar(ordinary[0], 40)[1]) == CARD + STAMPED
+        if "milvus" in found:
+            assert {key: sorted(v) for key, v in found["embedded"].items()} == \
+                {key: sorted(v) for key, v in found["milvus"].items()}
+    finally:
+        for store in stores.values():
+            store.close()
+
+
+def test_the_api_and_the_page_say_what_was_left_out(planted, settings, embedder, tmp_path):
+    """The API says how many placeholder products it left out, and whether the product's
+    own photo is one; the product page of a placeholder product says that its photo is
+    shared, so that its similar products are not like it."""
+    from fastapi.testclient import TestClient
+
+    from vitrine.api import create_app
+
+    root, catalog = planted
+    client = TestClient(create_app(settings, root / "store", embedder=embedder))
+    ordinary = next(p["product_id"] for p in client.get(
+        "/api/products", params={"limit": 100}).json()["products"]
+        if not _is_placeholder(p["product_id"]))
+    body = client.get(f"/api/products/{ordinary}/similar", params={"k": 40}).json()
+    assert not any(_is_placeholder(r["product_id"]) for r in body["results"])
+    assert body["placeholder"] is False and body["placeholders_left_out"] == CARD + STAMPED
+    body = client.get("/api/products/ph0/similar", params={"k": 40}).json()
+    assert body["placeholder"] is True and body["placeholders_left_out"] == 0  # (its copies)
+    photo = (catalog / "sem_foto" / "card.jpg").read_bytes()  # (a shopper's: the card)
+    body = client.post("/api/search", params={"k": 40},
+                       files={"image": ("card.jpg", photo, "image/jpeg")}).json()
+    assert body["placeholders_left_out"] == CARD + STAMPED
+    assert body["results"] and not any(_is_placeholder(r["product_id"])
+                                       for r in body["results"])
+    page = client.get("/products/ph0").text
+    assert 'id="shared-photo"' in page and f"{CARD + STAMPED} produtos" in page
+    assert 'id="shared-photo"' not in client.get(f"/products/{ordinary}").text
+    assert "look like the photo" in client.get("/products/ph0", params={"lang": "en"}).text
+
+
+def test_a_product_added_with_the_placeholder_photo_is_counted_at_the_next_index(
+        planted, embedder, settings, tmp_path):
+    """A product of the card's file added to the table changes no photo the duplicate
+    search compares (its file's first product stands for it): the counts are saved again
+    all the same."""
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    root, catalog = planted
+    shutil.copytree(catalog, tmp_path / "catalog")
+    shutil.copytree(root / "store", tmp_path / "store")
+    _plant(tmp_path / "catalog", CARD + 1, first=CARD)
+    store = open_store(tmp_path / "store")
+    try:
+        index_catalog(tmp_path / "catalog", store, embedder, show_progress=False)
+        rec = Recommender(store, settings)
+        assert rec.placeholders().sharing(store.get("ph0")) == CARD + 1 + STAMPED
+    finally:
+        store.close()
+
+
+def test_the_command_line_says_it_too(planted, cli_here):
+    """`similar` says under its table that a placeholder product's list is near its photo,
+    and its JSON and `search`'s say what was left out."""
+    root, catalog = planted
+    body = json.loads(cli_here("similar", "ph0", "--store", root / "store", "--json",
+                               "-k", "40").stdout)
+    assert not any(_is_placeholder(r["product_id"]) for r in body["results"])
+    assert body["placeholder"] is True and body["placeholders_left_out"] == 0
+    said = cli_here("similar", "ph0", "--store", root / "store").stdout
+    assert f"the one of {CARD + STAMPED} products (a placeholder)" in " ".join(said.split())
+    body = json.loads(cli_here("search", catalog / "sem_foto" / "card.jpg", "--store",
+                               root / "store", "--json", "-k", "40").stdout)
+    assert body["results"] and not any(_is_placeholder(r["product_id"])
+                                       for r in body["results"])
+    assert body["placeholders_left_out"] == CARD + STAMPED
