@@ -7,12 +7,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import IN_CI
-from test_store import DIM, MANIFEST, record
+from test_store import DIM, MANIFEST, read_only_mount, record
 
 from vitrine.catalog import Product
 from vitrine.config import Settings
@@ -168,6 +169,96 @@ def test_a_changed_price_or_product_is_filtered_on_at_once(tmp_path):
         assert _ids(store.search(made[3].vector, 30, where=where))[:1] != ["new"]
     finally:
         store.close()
+
+
+def _filter_indexes(db) -> set[str]:
+    return {row[0] for row in db.execute(
+        "SELECT name FROM sqlite_master WHERE type='index' AND name='products_filter'")}
+
+
+def _every_filtered(store, made, queries) -> list:
+    """Every filter's (with a key no JSON path can quote) and category's products, all of
+    them in the flat index's order, with their scores."""
+    where_all = [*FILTERS, ProductFilter(max_price=50, attributes=(('we"ird', "x"),))]
+    return [[[(m.product.product_id, round(m.score, 5)) for m in found]
+             for found in store.search_many(queries, len(made), category=category,
+                                            where=where)]
+            for where in where_all for category in (None, "b")]
+
+
+def test_a_filter_reads_its_products_from_an_index(tmp_path, monkeypatch):
+    """A filter's first search (its products' row ids, then kept until a write) read every
+    row, each with its vector and thumbnail: 140-260 ms at 100,000 products
+    (``benchmarks/filter_search.py``), paid by every shopper choosing another price range.
+    The ``products_filter`` index on (price, attributes) is made with the store, and when a
+    store made before it is opened where it can be written: a price range reads its own
+    products' entries, an attribute the index's, never the rows. Where it cannot be made (a
+    store read-only here) the rows are read as before: the same products either way."""
+    made = _products()
+    made[3].product.attributes['we"ird'] = "x"  # (found through json_each, not a path)
+    store = _filled(tmp_path / "s", made)
+    queries = np.stack([made[i].vector for i in (0, 3, 50)])
+    try:
+        assert _filter_indexes(store.db) == {"products_filter"}  # (made with the store)
+        statements = []
+        store.db.set_trace_callback(statements.append)
+        indexed = _every_filtered(store, made, queries)
+        store.db.set_trace_callback(None)
+    finally:
+        store.close()
+    for where, found in zip(FILTERS, indexed[:2 * len(FILTERS):2], strict=True):
+        assert {pid for pid, _ in found[0]} == {  # (every product it lets through, no other)
+            r.product.product_id for r in made if _allowed(r, where, None)}, where
+    read = [sql for sql in statements if "SELECT id FROM products WHERE" in sql
+            and "category=" not in sql]
+    assert len(read) >= len(FILTERS) + 1  # (each filter's products read, then kept)
+    db = sqlite3.connect(tmp_path / "s" / "vitrine.sqlite")
+    try:
+        for sql in read:
+            plan = [row[3].strip() for row in db.execute("EXPLAIN QUERY PLAN " + sql)]
+            reads = [step for step in plan if "products" in step.split(" USING")[0]]
+            assert reads and all("COVERING INDEX products_filter" in step for step in reads) \
+                and "SCAN products" not in plan, (sql, plan)
+            if "price" in sql:  # (a range of the index, not all of it)
+                assert reads[0].startswith("SEARCH products"), (sql, plan)
+        db.execute("DROP INDEX products_filter")  # a store made before it
+    finally:
+        db.close()
+    with monkeypatch.context() as m:
+        m.setattr("vitrine.store.sqlite_db.INDEXES", ())  # (as where it cannot be written)
+        before = open_store(tmp_path / "s")
+    try:
+        assert _filter_indexes(before.db) == set()
+        assert _every_filtered(before, made, queries) == indexed
+    finally:
+        before.close()
+    again = open_store(tmp_path / "s")  # where it can be written: made
+    try:
+        assert _filter_indexes(again.db) == {"products_filter"}
+        assert _every_filtered(again, made, queries) == indexed
+    finally:
+        again.close()
+
+
+def test_a_store_without_the_filter_index_filters_read_only(tmp_path):
+    """A store made before the filter index, mounted read-only (replicas of one volume):
+    opened (the index cannot be made there), it filters from its rows, the same products as
+    with the index. Needs bind mounts (root), else skipped."""
+    made = _products(60)
+    store = _filled(tmp_path / "s", made)
+    queries = np.stack([made[i].vector for i in (0, 7)])
+    indexed = _every_filtered(store, made, queries)
+    store.close()
+    db = sqlite3.connect(tmp_path / "s" / "vitrine.sqlite")
+    db.execute("DROP INDEX IF EXISTS products_filter")  # (a store made before it)
+    db.close()
+    with read_only_mount(tmp_path / "s", tmp_path / "ro") as ro:
+        replica = open_store(ro)
+        try:
+            assert _filter_indexes(replica.db) == set()
+            assert _every_filtered(replica, made, queries) == indexed
+        finally:
+            replica.close()
 
 
 def test_hidden_copies_and_the_recommender_keep_the_filter(tmp_path):

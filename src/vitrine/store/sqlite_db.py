@@ -70,12 +70,17 @@ OLD_LISTING_INDEXES = ("products_listing",)
 only take room and slow writes. A store read-only here keeps it, and lists from a sort."""
 INDEXES = (LISTING_INDEX,
            "CREATE INDEX IF NOT EXISTS products_image ON products(image)",
-           "CREATE INDEX IF NOT EXISTS products_content ON products(content_sha256)")
+           "CREATE INDEX IF NOT EXISTS products_content ON products(content_sha256)",
+           "CREATE INDEX IF NOT EXISTS products_filter ON products(price, attributes)")
 """Made when a store is opened where it can be written; the second finds the products of a
 photo (``EmbeddedStore.names_photo``) without reading theirs, the third those of a photo's
 copies (``EmbeddedStore._photo_rows``, ``vitrine.copies``: the `similar` of each product
 whose photo file another product shares read every row, 90-100 ms at 100,000 products of
-1,280-d beside a 10 ms search, measured by hand)."""
+1,280-d beside a 10 ms search, measured by hand). The fourth answers a filter's first search
+(``EmbeddedStore._filter_rows``): a price range reads its own products' entries, and an
+attribute (a key of the JSON object, any key: no index of one key's values would do) is
+read from it, not from every row with its vector and thumbnail (about 50 bytes a product
+where a row takes kilobytes; ``benchmarks/filter_search.py``)."""
 COLUMNS = ("product_id, image, category, name, price, description, attributes, "
            "content_sha256, phash, thumb, metadata_hash")
 DISK_FULL = 1 << 20
