@@ -261,6 +261,44 @@ def test_a_store_without_the_filter_index_filters_read_only(tmp_path):
             replica.close()
 
 
+def test_a_missing_index_is_not_waited_for_behind_a_writer(tmp_path):
+    """A store made before the filter index, opened while another process's write holds
+    the database: it opens without waiting for that writer (it waited SQLite's whole busy
+    time, 30 s, to make the index), and a later opening makes the index."""
+    import threading
+
+    made = _products(40)
+    _filled(tmp_path / "s", made).close()
+    db_path = tmp_path / "s" / "vitrine.sqlite"
+    db = sqlite3.connect(db_path)
+    db.execute("DROP INDEX products_filter")
+    db.commit()
+    db.close()
+    writer = sqlite3.connect(db_path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # (an `index` run mid-transaction)
+    try:
+        opened: list = []
+        thread = threading.Thread(target=lambda: opened.append(open_store(tmp_path / "s")),
+                                  daemon=True)
+        thread.start()
+        thread.join(20)  # (it waited 30 s before: here it must be done while the lock is held)
+        assert opened, "the store's opening waited for the writer"
+        store = opened[0]
+        try:
+            assert _filter_indexes(store.db) == set()  # (not made: a writer at work)
+            assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
+        finally:
+            store.close()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    again = open_store(tmp_path / "s")
+    try:
+        assert _filter_indexes(again.db) == {"products_filter"}
+    finally:
+        again.close()
+
+
 def test_hidden_copies_and_the_recommender_keep_the_filter(tmp_path):
     """A product with more copies (its photo) than the first search fetches: the re-search
     that leaves the copies out inside the store's search keeps the price filter (it had

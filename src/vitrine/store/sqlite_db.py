@@ -206,6 +206,24 @@ def _journal_mode_wal(db: sqlite3.Connection, wait: float | None = None) -> None
             time.sleep(0.02)
 
 
+def _make_indexes(db: sqlite3.Connection) -> None:
+    """Make those of :data:`INDEXES` the store lacks, without waiting for a writer at work:
+    the next opening makes them (a reader opening a store an older Vitrine made waited up to
+    SQLite's 30 s behind an `index` run's transaction to make one: helper-355)."""
+    names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    wanted = [sql for sql in INDEXES if sql.split()[5] not in names]
+    if not wanted:
+        return
+    waits = db.execute("PRAGMA busy_timeout").fetchone()[0]
+    db.execute("PRAGMA busy_timeout = 0")
+    try:
+        for sql in wanted:
+            with contextlib.suppress(sqlite3.OperationalError):
+                db.execute(sql)
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {int(waits)}")
+
+
 def _drop_old_listing_indexes(db: sqlite3.Connection) -> None:
     """Drop :data:`OLD_LISTING_INDEXES` once the current listing index is there (not made:
     a full disk, a read-only store; the old one then still serves name search's reads)."""
@@ -399,9 +417,7 @@ def open_database(root: Path, *, create: bool,
         elif not missing and "search_key" in have and not frozen:
             refold_search_keys(db)  # (rows an older Vitrine wrote since)
         if not missing and "search_key" in have:  # made once per store (read-only here:
-            for index in INDEXES:  # pages sort as they read, photo look-ups read every row)
-                with contextlib.suppress(sqlite3.OperationalError):
-                    db.execute(index)
+            _make_indexes(db)  # pages sort as they read, photo look-ups read every row)
             _drop_old_listing_indexes(db)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
