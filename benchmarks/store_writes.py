@@ -41,21 +41,28 @@ from vitrine.store.base import Record
 from vitrine.store.embedded import EmbeddedStore
 
 
-def records(ids: range, vecs: np.ndarray, tag: str = "") -> list[Record]:
+def records(ids: range, vecs: np.ndarray, tag: str = "", shared_from: int | None = None
+            ) -> list[Record]:
+    """Products ``p{i}`` of ``vecs``; from ``shared_from`` on, of one photo file (one
+    sha256: give them one vector)."""
     return [Record(Product(f"p{i}", Path(f"/photos/p{i}.jpg"), category=f"c{i % 8}"),
-                   f"sha-{i}{tag}", "0" * 16, b"\0" * 768, v) for i, v in zip(ids, vecs,
-                                                                             strict=True)]
+                   "sha-placeholder" if shared_from is not None and i >= shared_from
+                   else f"sha-{i}{tag}", "0" * 16, b"\0" * 768, v)
+            for i, v in zip(ids, vecs, strict=True)]
 
 
-def synthetic_store(root: Path, vecs: np.ndarray, n: int, config: IndexConfig) -> float:
-    """A store of the first ``n`` of ``vecs`` (products ``p0``…, 8 categories) with its
-    index built and saved, closed; the seconds the index took."""
+def synthetic_store(root: Path, vecs: np.ndarray, n: int, config: IndexConfig,
+                    shared_from: int | None = None) -> float:
+    """A store of the first ``n`` of ``vecs`` (products ``p0``…, 8 categories; from
+    ``shared_from`` on, of one photo file: :func:`records`) with its index built and saved,
+    closed; the seconds the index took."""
     store = EmbeddedStore(root, create=True, index_config=config)
     store.set_manifest(ModelManifest("synthetic", "0" * 64, {}, vecs.shape[1]))
     store.lock_for_writing()
     for start in range(0, n, 5000):
         stop = min(n, start + 5000)
-        store.upsert(records(range(start, stop), vecs[start:stop]))
+        store.upsert(records(range(start, stop), vecs[start:stop],
+                             shared_from=shared_from))
     started = time.perf_counter()
     store.flush()
     build_s = time.perf_counter() - started

@@ -304,3 +304,78 @@ def test_a_link_to_a_file_that_is_no_list_is_refused(small_store, small_catalog,
         assert db.count() > 0
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("counted", [False, True])
+def test_the_products_of_one_photo_are_searched_once_and_get_the_lists_similar_gives(
+        tmp_path, monkeypatch, counted):
+    """`related` searched each of a placeholder photo's products on its own, though their
+    lists are one list (the photo's products are copies of one another, each left out of
+    every one's list): 17,000 products of one photo, each a scan of every product, took 73 s
+    of a flat store of 17,114 (benchmarks/related_export.py --placeholders: 37.6 s before,
+    0.69 s after, the same file). The photo is searched once a page and category; each
+    product's list is still the one `similar` gives it, and two products of the same pixels
+    in two files (not grouped as copies) still list each other. ``counted``: the photo's
+    products counted as `index` counts them, a placeholder left out of every other list."""
+    import numpy as np
+
+    from vitrine.catalog import Product
+    from vitrine.config import Settings
+    from vitrine.dedupe_store import encode
+    from vitrine.manifest import ModelManifest
+    from vitrine.recommend import Recommender
+    from vitrine.related import write_related
+    from vitrine.store.base import Record
+    from vitrine.store.embedded import EmbeddedStore
+
+    placeholders, others, dim = 300, 42, 16
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(placeholders + others, dim)).astype(np.float32)
+    vecs[:placeholders] = vecs[0]  # p000…p299: one photo file
+    vecs[-1] = vecs[-2]  # p340, p341: the same pixels saved as two files
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    store = EmbeddedStore(tmp_path / "store", create=True)
+    store.set_manifest(ModelManifest("test", "0" * 64, {}, dim))
+    store.lock_for_writing()
+    store.upsert([Record(Product(f"p{i:03d}", Path(f"/photos/p{i}.jpg"), category="cd"[i % 2]),
+                         "a" * 64 if i < placeholders else f"{i:064x}", "0" * 16, b"\0" * 768,
+                         v) for i, v in enumerate(vecs)])
+    store.flush()
+    if counted:
+        store.set_duplicate_cache(encode("key", np.zeros(0, np.uint64), np.zeros((0, 2), int),
+                                         [], (np.array([b"a" * 64], "S64"),
+                                              np.array([placeholders]))))
+    searched: list[int] = []
+    search_many = store.search_many
+
+    def count_rows(vectors, k, **kw):
+        searched.append(len(vectors))
+        return search_many(vectors, k, **kw)
+
+    monkeypatch.setattr(store, "search_many", count_rows)
+    rec = Recommender(store, Settings())
+    try:
+        for same in (False, True):
+            out = tmp_path / f"related_{same}.jsonl"
+            searched.clear()
+            write_related(store, out, 5, same_category=same, show_progress=False)
+            # each other product at most twice (its search, and again without its copies),
+            # the photo at most twice in each of its two categories: not 300 times
+            assert sum(searched) <= 2 * others + 2 * 2, (same, sum(searched))
+            rows = {r["product_id"]: r["similar"]
+                    for r in map(json.loads, out.read_text().splitlines())}
+            assert len(rows) == placeholders + others
+            for pid, found in rows.items():
+                _, expected = rec.similar(pid, 5, same_category=same)
+                assert [m["product_id"] for m in found] == \
+                    [m.product.product_id for m in expected], (pid, same)
+                assert [m["score"] for m in found] == pytest.approx(
+                    [m.score for m in expected], abs=1e-4)
+                assert len(found) == 5
+                if int(pid[1:]) < placeholders or counted:
+                    assert all(int(m["product_id"][1:]) >= placeholders for m in found)
+            if not same:  # (p340 and p341 are in two categories)
+                assert rows["p340"][0]["product_id"] == "p341"
+                assert rows["p341"][0]["product_id"] == "p340"
+    finally:
+        store.close()

@@ -211,21 +211,51 @@ def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | No
              hidden: frozenset[str] = frozenset()) -> list[list[Match]]:
     """Each product's ``k`` most similar, its copies and the products of ``hidden`` photos
     left out (``vitrine.copies``), one ``search_many`` a category (or one in all; those
-    whose copies took places, again)."""
+    whose copies took places, again). The products of one photo file with the same vector
+    are searched once (:func:`_one_photo`)."""
     groups: dict[str | None, list[int]] = defaultdict(list)
     for i, (product, _) in enumerate(page):
         groups[similar_category(product, same_category)].append(i)
     found: list[list[Match]] = [[] for _ in page]
     for category, members in groups.items():
-        vectors = np.stack([page[i][1] for i in members])
-        ids = [page[i][0].product_id for i in members]
+        searched, same = _one_photo(page, members)
+        vectors = np.stack([page[i][1] for i in searched])
+        ids = [page[i][0].product_id for i in searched]
 
         def search(rows: list[int], n: int, vectors=vectors, ids=ids, category=category):
             return store.search_many(vectors[rows], n, category=category,
                                      exclude=[ids[r] for r in rows])
 
-        for i, matches in zip(members, similar_without_copies(
-                search, [page[i][0] for i in members], k, copies or Copies(),
+        for i, matches in zip(searched, similar_without_copies(
+                search, [page[i][0] for i in searched], k, copies or Copies(),
                 hiding_search(store, vectors, ids, category), hidden), strict=True):
             found[i] = matches
+        for i, first in same.items():
+            found[i] = found[first]
     return found
+
+
+def _one_photo(page: list[tuple[StoredProduct, np.ndarray | None]], members: list[int]
+               ) -> tuple[list[int], dict[int, int]]:
+    """Of ``members`` (rows of ``page``), those to search, and each other one's row of the same
+    photo file (sha256) and the same vector searched for it: their lists are the same, the
+    photo's products being copies of one another, left out of each one's list, itself
+    among them (and the placeholders left out, ``hidden``, are every one's). One search
+    where there were as many as the products of a placeholder photo (17,000 of one photo,
+    each a scan of every product: `related` took 73 s of a flat store of 17,114,
+    ``benchmarks/related_export.py --placeholders``)."""
+    first: dict[tuple[str, bytes], int] = {}
+    searched: list[int] = []
+    same: dict[int, int] = {}
+    for i in members:
+        product, vector = page[i]
+        if not product.content_sha256 or vector is None:  # (no photo: itself is no copy)
+            searched.append(i)
+            continue
+        key = (product.content_sha256, np.ascontiguousarray(vector).tobytes())
+        if key in first:
+            same[i] = first[key]
+        else:
+            first[key] = i
+            searched.append(i)
+    return searched, same
