@@ -9,15 +9,23 @@ embedded store (its duplicate groups saved) and copied into Milvus Lite (``--sto
 for every demo product (the ordinary ones) its ``--k`` similar products as `vitrine similar`
 and the API ask for them (of every category) and as the product page does (of its own), and
 an upload search with its stored vector (a shopper's photo of it): counted, the places taken
-by products of a photo that at least ``--min`` products share (the kinds planted: each is
-shared by more), the lists with one, and the most in one list.
+by the planted products, the lists with one, and the most in one list; the places taken
+by another product of a photo the list already shows (a repeat: one photo, the same file
+or its copies group) and the lists as the exact ones (brute force over every vector, one
+product a photo, placeholders left out); and where the real shared photo is: in how many
+lists, at most how many times in one, and in how many lists at the place the exact lists
+give it (or absent from both).
 
     python benchmarks/placeholder_lists.py --catalog ../shared/data/demo-catalog \
         --weights ../shared/models/mobilenet_v2_imagenet.pth \
         > benchmarks/results/placeholder_lists.json
 
-(``placeholder_lists_before.json``: the same command with the ``src`` before the placeholders
-were left out.)
+(``placeholder_lists_before.json``: the same command, of the measure then, with the ``src``
+before the placeholders were left out; ``placeholder_lists_154bd2b.json`` and
+``placeholder_lists_154bd2b_min20.json``: with the ``src`` of commit 154bd2b, that left them
+out but showed each product of a photo, at its ``VITRINE_PLACEHOLDER_MIN`` default, 5, and
+at 20; ``placeholder_lists_unplanted*.json``: ``--placeholders 0 --stamped 0 --shared-real
+0``, the demo catalogue alone, with this ``src`` and 154bd2b's.)
 """
 
 from __future__ import annotations
@@ -31,15 +39,18 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from vitrine.bench import machine
 from vitrine.config import Settings
+from vitrine.copies import saved_copies
 from vitrine.embed import Embedder
 from vitrine.indexer import index_catalog
 from vitrine.migrate import migrate_store
 from vitrine.recommend import Recommender
 from vitrine.store import open_store
+from vitrine.store.base import StoredProduct
 
 STORES = ("embedded", "milvus_lite")
 
@@ -84,7 +95,8 @@ def plant(demo: Path, dest: Path, placeholders: int, stamped: int, shared_real: 
     for i in range(stamped):
         card(f"SKU {100000 + 7919 * i}").save(dest / f"placeholder/sku-{i}.jpg", quality=90)
         add("stamped", i, f"placeholder/sku-{i}.jpg")
-    real = rows[0]["image"]  # (a real photo, named by many products besides its own)
+    real = rows[0]["image"]  # (a real photo, named by many products besides its own: a
+    # product listed once a size)
     for i in range(shared_real):
         add("shared_real", i, real)
     kinds["shared_real"].add(rows[0]["product_id"])
@@ -110,22 +122,90 @@ def count(lists: list[list[str]], kinds: dict[str, set[str]], k: int) -> dict:
             "short_lists": sum(len(found) < k for found in lists)}
 
 
-def measure(rec: Recommender, ordinary: list[str], kinds: dict[str, set[str]], k: int
-            ) -> dict:
+def exact_photos(rec: Recommender, ordinary: list[str], k: int, hidden: frozenset[str]
+                 ) -> dict[str, dict[str, list]]:
+    """Each ordinary product's exact ``k`` best photos by brute force over every stored vector
+    (one a photo: the same file or its copies group; its own and ``hidden`` left out), as
+    ``similar`` (of every category), the page (of its own) and an upload search ask."""
+    copies = saved_copies(rec.store)
+    stored = [pair for page in rec.store.iter_products(1000, vectors=True) for pair in page]
+    products = [p for p, _ in stored]
+    vectors = np.stack([v for _, v in stored])
+    photo = [photo_key(copies, p) for p in products]
+    row = {p.product_id: i for i, p in enumerate(products)}
+    out: dict[str, dict[str, list]] = {"similar": {}, "page": {}, "upload": {}}
+    for pid in ordinary:
+        i = row[pid]
+        order = np.argsort(-(vectors @ vectors[i]), kind="stable")
+        for mode in out:
+            shown, own = [], None if mode == "upload" else photo[i]
+            for j in order.tolist():
+                if photo[j] == own or photo[j] in shown \
+                        or products[j].content_sha256 in hidden \
+                        or (mode == "page" and products[j].category != products[i].category):
+                    continue
+                shown.append(photo[j])
+                if len(shown) == k:
+                    break
+            out[mode][pid] = shown
+    return out
+
+
+def photo_key(copies, product) -> object:
+    """The photo a product shows: its duplicate group, or its own file."""
+    return copies.of(product.content_sha256) if product.content_sha256 \
+        else product.product_id
+
+
+def repeats(lists: list[list], exact: list[list], real: object) -> dict:
+    """Places taken by another product of a photo already shown in the list, and where the
+    real photo many products share (``--shared-real``) is: in how many lists, how many times
+    at most, and whether where the exact photo lists have it (the same place, or none)."""
+    again = [len(found) - len(set(found)) for found in lists]
+    return {"places_taken_by_repeats": sum(again),
+            "lists_with_repeats": sum(n > 0 for n in again),
+            "most_repeats_in_one_list": max(again, default=0),
+            "lists_as_exact": sum(found == want for found, want in zip(lists, exact,
+                                                                         strict=True)),
+            "shared_real_photo": {
+                "lists_with_it": sum(real in found for found in lists),
+                "most_in_one_list": max((found.count(real) for found in lists), default=0),
+                "lists_it_belongs_in": sum(real in want for want in exact),
+                "lists_where_it_belongs": sum(
+                    (found.index(real) if real in found else None)
+                    == (want.index(real) if real in want else None)
+                    for found, want in zip(lists, exact, strict=True))}}
+
+
+def measure(rec: Recommender, ordinary: list[str], kinds: dict[str, set[str]], k: int,
+            real_id: str) -> dict:
+    copies = saved_copies(rec.store)
+    held = rec.placeholders().photos if hasattr(rec, "placeholders") else frozenset()
+    exact = exact_photos(rec, ordinary, k, held)
+    real = photo_key(copies, rec.store.get(real_id))
+    cache: dict[str, StoredProduct] = {}
+
+    def photos(matches) -> list:
+        return [photo_key(copies, cache.setdefault(m.product.product_id, m.product))
+                for m in matches]
+
     out = {}
     for mode, kw in (("similar", {}), ("page", {"same_category": True})):
         started = time.perf_counter()
-        lists = [[m.product.product_id for m in rec.similar(pid, k, **kw)[1]]
-                 for pid in ordinary]
-        out[mode] = {**count(lists, kinds, k),
-                     "mean_ms": round(1000 * (time.perf_counter() - started) / len(ordinary),
-                                      2)}
+        found = [rec.similar(pid, k, **kw)[1] for pid in ordinary]
+        ms = 1000 * (time.perf_counter() - started) / len(ordinary)
+        lists = [[m.product.product_id for m in matches] for matches in found]
+        out[mode] = {**count(lists, kinds, k), **repeats(
+            [photos(m) for m in found], [exact[mode][pid] for pid in ordinary], real),
+            "mean_ms": round(ms, 2)}
     started = time.perf_counter()
-    lists = [[m.product.product_id for m in rec.search_vectors(
-        rec.store.vector(pid).reshape(1, -1), k)[0]] for pid in ordinary]
-    out["upload"] = {**count(lists, kinds, k),
-                     "mean_ms": round(1000 * (time.perf_counter() - started) / len(ordinary),
-                                      2)}
+    found = [rec.search_vectors(rec.store.vector(pid).reshape(1, -1), k)[0]
+             for pid in ordinary]
+    ms = 1000 * (time.perf_counter() - started) / len(ordinary)
+    lists = [[m.product.product_id for m in matches] for matches in found]
+    out["upload"] = {**count(lists, kinds, k), **repeats(
+        [photos(m) for m in found], [exact["upload"][pid] for pid in ordinary], real),
+        "mean_ms": round(ms, 2)}
     return out
 
 
@@ -161,7 +241,8 @@ def main() -> None:
         for name, store in stores.items():
             if name in args.stores.split(","):
                 rec = Recommender(store, settings, embedder)
-                out["stores"][name] = measure(rec, ordinary, kinds, args.k)
+                out["stores"][name] = measure(rec, ordinary, kinds, args.k,
+                                                sorted(kinds["shared_real"])[-1])
                 if hasattr(rec, "placeholders"):  # (the products it leaves out)
                     held = rec.placeholders()
                     out["stores"][name]["placeholders"] = {"photos": len(held.photos),

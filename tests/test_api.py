@@ -27,7 +27,8 @@ from PIL import Image
 
 KEY = "s3cret-key"
 LIMIT = 300_000
-RESULT_KEYS = {"product_id", "name", "category", "score", "price", "description", "image_url"}
+RESULT_KEYS = {"product_id", "name", "category", "score", "price", "description", "image_url",
+               "same_photo"}
 
 
 def _rows(catalog: Path) -> list[dict]:

@@ -29,6 +29,14 @@ DIM = 16
 CARD, STAMPED = 6, 5
 """Products of one grey card's file, and products each with the card and its SKU on it
 (other bytes: `index`'s duplicate search groups them with the card)."""
+MIN = 5
+"""``VITRINE_PLACEHOLDER_MIN`` of the tests of the demo photos (the default, 20, is more
+products than they index: 11 of the card are a photo shown once a list, test_one_a_photo)."""
+
+
+@pytest.fixture
+def five(settings):
+    return settings.model_copy(update={"placeholder_min": MIN})
 
 
 def test_a_photo_is_a_placeholder_by_its_products_counted_with_its_copies():
@@ -43,7 +51,7 @@ def test_a_photo_is_a_placeholder_by_its_products_counted_with_its_copies():
     assert placeholders(copies, 4).photos == {a, b, c, d, e}
     assert placeholders(copies, 0).photos == frozenset()  # (0: none is)
     assert placeholders(copies, 5) is held  # (counted once for the groups a reader holds)
-    assert Settings().placeholder_min == PLACEHOLDER_MIN == 5
+    assert Settings().placeholder_min == PLACEHOLDER_MIN == 20
 
 
 def test_the_counts_are_kept_with_the_duplicate_groups():
@@ -114,8 +122,9 @@ def test_the_nearest_products_that_are_no_placeholders_are_found(tmp_path, kind)
             assert [m.product.product_id for m in found] == [f"p{i:03d}" for i in best]
         assert rec.placeholders().products == card + stamped
         before = Recommender(store, Settings(placeholder_min=0)).similar("p000", 10)[1]
-        assert sum(int(m.product.product_id[1:]) >= ordinary for m in before) >= 5  # (the
-        # trouble: they took most of its places)
+        assert sum(int(m.product.product_id[1:]) >= ordinary for m in before) == 1  # (no
+        # placeholder: the card and its copies, one photo, shown once; they took most of its
+        # places)
         assert len(store.list_products(query="Sem foto", limit=100)) == card + stamped
     finally:
         store.close()
@@ -190,7 +199,7 @@ def _lists(rec: Recommender, ids: list[str], k: int) -> dict:
     return out
 
 
-def test_ordinary_products_lists_hold_no_placeholder_on_either_store(planted, settings,
+def test_ordinary_products_lists_hold_no_placeholder_on_either_store(planted, five,
                                                                     tmp_path):
     """k = 40 in a store of 24 demo products and 11 placeholder ones: every similar list and
     photo search of a demo product held all 11 (of every category; its own category's,
@@ -216,7 +225,7 @@ def test_ordinary_products_lists_hold_no_placeholder_on_either_store(planted, se
         assert len(ids) == 24 + CARD + STAMPED and len(ordinary) == 24
         found = {}
         for name, store in stores.items():
-            rec = Recommender(store, settings)
+            rec = Recommender(store, five)
             found[name] = lists = _lists(rec, ordinary, 40)
             for (pid, mode), shown in lists.items():
                 assert not any(map(_is_placeholder, shown)), (name, pid, mode, shown)
@@ -225,7 +234,7 @@ def test_ordinary_products_lists_hold_no_placeholder_on_either_store(planted, se
             held = rec.placeholders()
             assert held.products == CARD + STAMPED and len(held.photos) == 1 + STAMPED
             out = tmp_path / f"related-{name}.jsonl"
-            write_related(store, out, 40, show_progress=False)
+            write_related(store, out, 40, show_progress=False, placeholder_min=MIN)
             rows = {r["product_id"]: [s["product_id"] for s in r["similar"]]
                     for r in map(json.loads, out.read_text().splitlines())}
             assert all(not any(map(_is_placeholder, rows[pid])) and len(rows[pid]) == 23
@@ -235,9 +244,9 @@ def test_ordinary_products_lists_hold_no_placeholder_on_either_store(planted, se
                        if _is_placeholder(pid))
             named = store.list_products(query="Sem foto", limit=100)
             assert len(named) == CARD + STAMPED  # (still in the catalogue, by name)
-            off = Recommender(store, settings.model_copy(update={"placeholder_min": 0}))
-            assert sum(_is_placeholder(m.product.product_id)
-                       for m in off.similar(ordinary[0], 40)[1]) == CARD + STAMPED
+            off = Recommender(store, five.model_copy(update={"placeholder_min": 0}))
+            assert sum(_is_placeholder(m.product.product_id)  # (one photo: shown once)
+                       for m in off.similar(ordinary[0], 40)[1]) == 1
         if "milvus" in found:
             assert {key: sorted(v) for key, v in found["embedded"].items()} == \
                 {key: sorted(v) for key, v in found["milvus"].items()}
@@ -246,7 +255,7 @@ def test_ordinary_products_lists_hold_no_placeholder_on_either_store(planted, se
             store.close()
 
 
-def test_the_api_and_the_page_say_what_was_left_out(planted, settings, embedder, tmp_path):
+def test_the_api_and_the_page_say_what_was_left_out(planted, five, embedder, tmp_path):
     """The API says how many placeholder products it left out, and whether the product's
     own photo is one; the product page of a placeholder product says that its photo is
     shared, so that its similar products are not like it."""
@@ -255,7 +264,7 @@ def test_the_api_and_the_page_say_what_was_left_out(planted, settings, embedder,
     from vitrine.api import create_app
 
     root, catalog = planted
-    client = TestClient(create_app(settings, root / "store", embedder=embedder))
+    client = TestClient(create_app(five, root / "store", embedder=embedder))
     ordinary = next(p["product_id"] for p in client.get(
         "/api/products", params={"limit": 100}).json()["products"]
         if not _is_placeholder(p["product_id"]))
@@ -277,7 +286,7 @@ def test_the_api_and_the_page_say_what_was_left_out(planted, settings, embedder,
 
 
 def test_a_product_added_with_the_placeholder_photo_is_counted_at_the_next_index(
-        planted, embedder, settings, tmp_path):
+        planted, embedder, five, tmp_path):
     """A product of the card's file added to the table changes no photo the duplicate
     search compares (its file's first product stands for it): the counts are saved again
     all the same."""
@@ -291,10 +300,13 @@ def test_a_product_added_with_the_placeholder_photo_is_counted_at_the_next_index
     store = open_store(tmp_path / "store")
     try:
         index_catalog(tmp_path / "catalog", store, embedder, show_progress=False)
-        rec = Recommender(store, settings)
+        rec = Recommender(store, five)
         assert rec.placeholders().sharing(store.get("ph0")) == CARD + 1 + STAMPED
     finally:
         store.close()
+
+
+ENV = {"VITRINE_PLACEHOLDER_MIN": str(MIN)}
 
 
 def test_the_command_line_says_it_too(planted, cli_here):
@@ -302,13 +314,49 @@ def test_the_command_line_says_it_too(planted, cli_here):
     and its JSON and `search`'s say what was left out."""
     root, catalog = planted
     body = json.loads(cli_here("similar", "ph0", "--store", root / "store", "--json",
-                               "-k", "40").stdout)
+                               "-k", "40", env_extra=ENV).stdout)
     assert not any(_is_placeholder(r["product_id"]) for r in body["results"])
     assert body["placeholder"] is True and body["placeholders_left_out"] == 0
-    said = cli_here("similar", "ph0", "--store", root / "store").stdout
+    said = cli_here("similar", "ph0", "--store", root / "store", env_extra=ENV).stdout
     assert f"the one of {CARD + STAMPED} products (a placeholder)" in " ".join(said.split())
     body = json.loads(cli_here("search", catalog / "sem_foto" / "card.jpg", "--store",
-                               root / "store", "--json", "-k", "40").stdout)
+                               root / "store", "--json", "-k", "40", env_extra=ENV).stdout)
     assert body["results"] and not any(_is_placeholder(r["product_id"])
                                        for r in body["results"])
     assert body["placeholders_left_out"] == CARD + STAMPED
+
+
+def test_below_the_placeholder_count_a_photo_is_shown_once_and_says_how_many_share_it(
+        planted, settings, embedder, cli_here):
+    """Under the default (20), the card's 11 products are no placeholder: an ordinary
+    product's list, the API's and the command line's, shows one of them, the best scored,
+    saying that 10 others share its photo; the other results share theirs with none."""
+    from fastapi.testclient import TestClient
+
+    from vitrine.api import create_app
+
+    root, catalog = planted
+    client = TestClient(create_app(settings, root / "store", embedder=embedder))
+    ordinary = [p["product_id"] for p in client.get(
+        "/api/products", params={"limit": 100}).json()["products"]
+        if not _is_placeholder(p["product_id"])]
+    for pid in ordinary:
+        body = client.get(f"/api/products/{pid}/similar", params={"k": 40}).json()
+        assert body["placeholders_left_out"] == 0 and len(body["results"]) == 24
+        shown = [r for r in body["results"] if _is_placeholder(r["product_id"])]
+        assert [r["same_photo"] for r in shown] == [CARD + STAMPED - 1], pid
+        assert all(r["same_photo"] == 0 for r in body["results"] if r not in shown)
+        scores = [r["score"] for r in body["results"]]
+        assert scores == sorted(scores, reverse=True)
+    photo = (catalog / "sem_foto" / "card.jpg").read_bytes()
+    body = client.post("/api/search", params={"k": 40},
+                       files={"image": ("card.jpg", photo, "image/jpeg")}).json()
+    assert body["results"][0]["same_photo"] == CARD + STAMPED - 1
+    assert sum(map(_is_placeholder, (r["product_id"] for r in body["results"]))) == 1
+    body = json.loads(cli_here("similar", ordinary[0], "--store", root / "store", "--json",
+                               "-k", "40").stdout)
+    assert [r["same_photo"] for r in body["results"]
+            if _is_placeholder(r["product_id"])] == [CARD + STAMPED - 1]
+    body = json.loads(cli_here("search", catalog / "sem_foto" / "card.jpg", "--store",
+                               root / "store", "--json", "-k", "40").stdout)
+    assert sum(map(_is_placeholder, (r["product_id"] for r in body["results"]))) == 1

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
 from vitrine.catalog import CATEGORY_MAX, MAX_PRICE
+from vitrine.copies import Copies
 from vitrine.store.base import Match, StoredProduct
 from vitrine.web.pages import image_url
 
@@ -22,6 +23,11 @@ class ProductOut(BaseModel):
     image_url: str
 
 
+SAME_PHOTO = ("How many other products share this result's photo (the same file, or its copies: "
+              "a product listed once a size), as the last `vitrine index` counted them; a "
+              "list shows one product a photo, the best scored; 0 when none does.")
+
+
 class ResultOut(BaseModel):
     product_id: str
     name: str
@@ -30,6 +36,7 @@ class ResultOut(BaseModel):
     price: float | None
     description: str
     image_url: str
+    same_photo: int = Field(description=SAME_PHOTO)
 
 
 ALWAYS_SENT = ConfigDict(json_schema_serialization_defaults_required=True)
@@ -132,8 +139,9 @@ def product_out(p: StoredProduct, root: str = "") -> ProductOut:
                       image_url=root + image_url(p.product_id))
 
 
-def result_out(m: Match, root: str = "") -> ResultOut:
+def result_out(m: Match, root: str = "", copies: Copies | None = None) -> ResultOut:
     p = m.product
     return ResultOut(product_id=p.product_id, name=p.name, category=p.category,
                      score=round(float(m.score), 6), price=p.price, description=p.description,
-                     image_url=root + image_url(p.product_id))
+                     image_url=root + image_url(p.product_id),
+                     same_photo=copies.same_photo(p) if copies is not None else 0)

@@ -216,9 +216,9 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
         ``attr=KEY=VALUE`` only when given."""
         where = product_filter(min_price, max_price, attr)
         product, matches = service.similar(product_id, k, category, where=where)
-        held = service.placeholders()
+        held, copies = service.placeholders(), service.copies()
         return SimilarOut(product=product_out(product, root),
-                          results=[result_out(m, root) for m in matches],
+                          results=[result_out(m, root, copies) for m in matches],
                           placeholder=held.sharing(product) > 0,
                           placeholders_left_out=held.left_out(product))
 
@@ -253,7 +253,8 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                                                        category or category_field,
                                                        where=where)
         response.headers["Server-Timing"] = timings.server_timing()
-        return SearchOut(results=[result_out(m, root) for m in matches],
+        copies = service.copies()
+        return SearchOut(results=[result_out(m, root, copies) for m in matches],
                          predicted_category=guess and CategoryGuessOut(**guess.as_dict()),
                          placeholders_left_out=service.placeholders().left_out())
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -34,6 +34,10 @@ from vitrine.display import counted, one_line, results_table
 from vitrine.errors import VitrineError
 from vitrine.files import is_stream
 
+if TYPE_CHECKING:
+    from vitrine.recommend import Recommender
+    from vitrine.store.base import Match
+
 
 def _forget_figure(target: Path | None, plot: Path | None) -> None:
     """Remove the numbered figure (``fig-1.png`` of ``--plot fig.png``) an earlier run left
@@ -43,6 +47,13 @@ def _forget_figure(target: Path | None, plot: Path | None) -> None:
         return
     with contextlib.suppress(OSError):
         target.unlink()
+
+
+def results_json(matches: list[Match], rec: Recommender) -> list[dict]:
+    """The results of ``--json``, each saying how many other products share its photo (a
+    list shows one of them: :func:`vitrine.copies.one_a_photo`)."""
+    copies = rec.copies()
+    return [{**m.as_dict(), "same_photo": copies.same_photo(m.product)} for m in matches]
 
 
 def _query_path(text: str) -> Path:
@@ -115,7 +126,7 @@ def search(
                 problem, failed = str(exc), failed + 1
                 _forget_figure(target, plot)
         if as_json:  # after the figure: a script sees which photo's figure failed
-            print_json({"query": query, "results": [m.as_dict() for m in matches],
+            print_json({"query": query, "results": results_json(matches, rec),
                          "predicted_category": guess and guess.as_dict(),
                          "placeholders_left_out": rec.placeholders().left_out(),
                          **({"error": problem} if problem else {}),
@@ -173,7 +184,7 @@ def similar(
             problem = str(exc)
     if as_json:
         print_json({"query": product_id, "product": product.as_dict(),
-                    "results": [m.as_dict() for m in matches],
+                    "results": results_json(matches, rec),
                     "placeholder": held.sharing(product) > 0,
                     "placeholders_left_out": held.left_out(product),
                     **({"error": problem} if problem else {}),

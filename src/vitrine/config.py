@@ -288,9 +288,11 @@ class Settings(BaseSettings):
     """CNN-embedding cosine similarity for a near-identical duplicate. Unset: 0.97 with the
     pretrained backbone; with a trained model, the value ``vitrine train`` calibrated on its
     catalogue (``duplicates`` in model.json; vitrine.dedupe.calibrated_embed_cosine)."""
-    placeholder_min: Count = 5
+    placeholder_min: Count = 20
     """A photo that this many products share (with its copies) is a placeholder, left out of
-    others' similar products and photo searches (``vitrine.placeholders``; 0: none is)."""
+    others' similar products and photo searches (``vitrine.placeholders``; 0: none is); a
+    photo fewer share (a product listed once a size) is shown once a list, one of its
+    products (``vitrine.copies.one_a_photo``)."""
 
     # Training (vitrine train); measured in benchmarks/train_quality.py
     model: Path | None = None

@@ -37,6 +37,7 @@ class Copies:
         groups = {label: frozenset(group) for label, group in members.items()}
         self._group = {sha: groups[label] for sha, label in zip(shas, labels, strict=True)}
         self.shared = dict(shared or {})
+        self._most: int | None = None
 
     def of(self, sha: str) -> frozenset[str]:
         """The photo sha256s that are copies of ``sha`` (itself included)."""
@@ -45,6 +46,28 @@ class Copies:
     def groups(self) -> set[frozenset[str]]:
         """The duplicate groups (of two photos or more)."""
         return set(self._group.values())
+
+    def photo_of(self, product: StoredProduct) -> object:
+        """What ``product``'s photo is one of: its duplicate group, its own sha256 (a photo
+        of no group), or the product itself where its photo is unknown."""
+        sha = product.content_sha256
+        return self._group.get(sha, sha) if sha else ("id", product.product_id)
+
+    def products_of(self, sha: str) -> int:
+        """How many products name ``sha``'s photo or one of its copies (1 where none is
+        counted; as the last `index` counted them)."""
+        return sum(self.shared.get(s, 1) for s in self.of(sha)) if sha else 1
+
+    def same_photo(self, product: StoredProduct) -> int:
+        """How many other products share ``product``'s photo (its copies counted)."""
+        return self.products_of(product.content_sha256) - 1
+
+    def most_shared(self) -> int:
+        """The most products of one photo group (1: no photo is shared)."""
+        if self._most is None:
+            totals = [sum(self.shared.get(s, 1) for s in g) for g in self.groups()]
+            self._most = max([1, *totals, *self.shared.values()])
+        return self._most
 
 
 def saved_copies(store: VectorStore) -> Copies:
@@ -119,77 +142,128 @@ class CopiesReader:
         return kept[4]
 
 
-def without_copies(product: StoredProduct, matches: list[Match], copies: Copies,
+def without_copies(product: StoredProduct | None, matches: list[Match], copies: Copies,
                    hidden: frozenset[str] = frozenset()) -> list[Match]:
-    """``matches`` without the product itself, its copies and the products of ``hidden``."""
+    """``matches`` without the product itself, its copies and the products of ``hidden``
+    (``product`` None, a photo search: those of ``hidden``)."""
+    if product is None:
+        return [m for m in matches if m.product.content_sha256 not in hidden] \
+            if hidden else matches
     shas = copies.of(product.content_sha256) if product.content_sha256 else frozenset()
     return [m for m in matches if m.product.product_id != product.product_id
             and m.product.content_sha256 not in shas
             and m.product.content_sha256 not in hidden]
 
 
-def hiding_search(store: VectorStore, vectors: np.ndarray, ids: Sequence[str],
+def one_a_photo(matches: list[Match], copies: Copies, seen: set | None = None) -> list[Match]:
+    """``matches`` with one product of each photo (the same file or its copies group), the
+    first of them (best scored, ties as found); ``seen``: the photos already shown (grown
+    with those kept)."""
+    seen = set() if seen is None else seen
+    kept = []
+    for m in matches:
+        photo = copies.photo_of(m.product)
+        if photo not in seen and ("id", m.product.product_id) not in seen:
+            seen.add(photo)
+            seen.add(("id", m.product.product_id))
+            kept.append(m)
+    return kept
+
+
+def _photos_shown(matches: list[Match], copies: Copies) -> frozenset[str]:
+    """The photo sha256s of ``matches`` and all their copies (hidden in a search again)."""
+    return frozenset(s for m in matches if m.product.content_sha256
+                     for s in copies.of(m.product.content_sha256))
+
+
+def hiding_search(store: VectorStore, vectors: np.ndarray, ids: Sequence[str] | None,
                   category: str | None, where: ProductFilter | None = None
                   ) -> Callable[[list[int], int, frozenset[str]], list[list[Match]]] | None:
     """The ``search_without`` of :func:`similar_without_copies` for ``store``: the top ``n``
-    of those rows of ``vectors``, each without its own of ``ids`` and the products of the
-    ``photos`` sha256s, left out inside the store's search; None where the store cannot
-    (:attr:`VectorStore.hides_photos`; both stores can), which then searches deeper;
-    ``where``: the price and attribute filter of every search (:mod:`vitrine.store.filters`).
-    The one place that decides it (`similar`, the product page and the API's similar, and
-    `related`)."""
+    of those rows of ``vectors``, each without its own of ``ids`` (None: a photo search) and
+    the products of the ``photos`` sha256s, left out inside the store's search; None where
+    the store cannot (:attr:`VectorStore.hides_photos`; both stores can), which then
+    searches deeper; ``where``: the price and attribute filter of every search
+    (:mod:`vitrine.store.filters`). The one place that decides it (`similar`, the product
+    page and the API's similar, `related` and photo searches)."""
     if not store.hides_photos:
         return None
 
     def search(rows: list[int], n: int, photos: frozenset[str]) -> list[list[Match]]:
         return store.search_many(vectors[rows], n, category=category,  # type: ignore[call-arg]
-                                 exclude=[ids[r] for r in rows], exclude_photos=photos,
-                                 where=where)
+                                 exclude=None if ids is None else [ids[r] for r in rows],
+                                 exclude_photos=photos, where=where)
     return search
 
 
 def similar_without_copies(search: Callable[[list[int], int], list[list[Match]]],
-                           products: Sequence[StoredProduct], k: int, copies: Copies,
+                           products: Sequence[StoredProduct | None], k: int, copies: Copies,
                            search_without: Callable[[list[int], int, frozenset[str]],
                                                     list[list[Match]]] | None = None,
                            hidden: frozenset[str] = frozenset()) -> list[list[Match]]:
-    """For each of ``products``, the ``k`` best of its search that are not its copies.
-    ``search(rows, n)``: the top ``n`` of each of those rows of ``products``, itself
-    excluded (one batch), first ``k`` plus as many as their copies, at most twice ``k``
-    (not every product of a batch asked thousands deep for one whose placeholder photo
-    thousands of products share). Those whose copies took places are asked again:
-    ``search_without(rows, n, photos)``, where the store leaves the products of those photo
-    sha256s out inside its search (:func:`hiding_search`: both stores, the embedded one
-    inside FAISS, Milvus in its filter), once, those of one group together; else four times
-    as deep each time, while more products are left, up to :data:`DEEPEST` (past which a
-    product of more copies than that has none left). ``hidden``: photo sha256s whose products
-    no list holds (:mod:`vitrine.placeholders`): dropped from the first search, asked ``k``
-    deeper, and left out inside the search again of a list they left short (few lists are
-    near a placeholder; hidden inside every search, an HNSW index scans every vector for
-    each one once they are more than its M graph nodes: a placeholder saved in each
-    product's own bytes)."""
+    """For each of ``products`` (None: a photo search's row), the ``k`` best of its search
+    that are not its copies, one product a photo (:func:`one_a_photo`: a product listed
+    once a size, each of the same photo, is shown once, the best scored). ``search(rows,
+    n)``: the top ``n`` of each of those rows of ``products``, itself excluded (one batch),
+    first ``k`` plus as many as their copies, and as a photo's most products (none where no
+    photo is shared), at most twice ``k`` (not every product of a batch asked thousands
+    deep for one whose placeholder photo thousands of products share). Those whose copies
+    or repeats took places are asked again: ``search_without(rows, n, photos)``, where the
+    store leaves the products of those photo sha256s out inside its search
+    (:func:`hiding_search`: both stores, the embedded one inside FAISS, Milvus in its
+    filter): each list's own copies, the hidden ones and the photos it shows, for the
+    places left, while they are short (those of one group of photos together); else four
+    times as deep each time, while more products are left, up to :data:`DEEPEST` (past
+    which a product of more copies than that has none left). ``hidden``: photo sha256s
+    whose products no list holds (:mod:`vitrine.placeholders`): dropped from the first
+    search, asked ``k`` deeper, and left out inside the search again of a list they left
+    short (few lists are near a placeholder; hidden inside every search, an HNSW index scans
+    every vector for each one once they are more than its M graph nodes: a placeholder
+    saved in each product's own bytes)."""
     found: list[list[Match]] = [[] for _ in products]
     rows = list(range(len(products)))
-    extra = max((len(copies.of(p.content_sha256)) - 1 for p in products), default=0)
-    fetch = k + min(extra + (k if hidden else 0), k)
+    extra = max((len(copies.of(p.content_sha256)) - 1 for p in products if p is not None),
+                default=0)
+    fetch = k + min(extra + (k if hidden else 0) + copies.most_shared() - 1, k)
     while rows:
         short = []
         for row, matches in zip(rows, search(rows, fetch), strict=True):
-            kept = without_copies(products[row], matches, copies, hidden)
-            found[row] = kept[:k]
-            if len(kept) < k and len(matches) >= fetch \
+            found[row] = one_a_photo(without_copies(products[row], matches, copies, hidden),
+                                     copies)[:k]
+            if len(found[row]) < k and len(matches) >= fetch \
                     and (search_without is not None or fetch < DEEPEST):
                 short.append(row)
         if short and search_without is not None:
-            by_photos: dict[frozenset[str], list[int]] = {}
-            for row in short:
-                sha = products[row].content_sha256
-                by_photos.setdefault((copies.of(sha) if sha else frozenset()) | hidden,
-                                     []).append(row)
-            for photos, members in by_photos.items():
-                for row, matches in zip(members, search_without(members, k, photos),
-                                        strict=True):
-                    found[row] = without_copies(products[row], matches, copies, hidden)[:k]
+            _fill(short, found, products, k, copies, search_without, hidden)
             break
         rows, fetch = short, min(4 * fetch, DEEPEST)
     return found
+
+
+def _fill(short: list[int], found: list[list[Match]], products: Sequence[StoredProduct | None],
+          k: int, copies: Copies, search_without: Callable[[list[int], int, frozenset[str]],
+                                                          list[list[Match]]],
+          hidden: frozenset[str]) -> None:
+    """The short lists of :func:`similar_without_copies` filled from searches that leave out
+    their own copies, ``hidden`` and the photos they show, until full or the store has no
+    more (each round shows at least one more photo, or ends)."""
+    while short:
+        by_photos: dict[frozenset[str], list[int]] = {}
+        for row in short:
+            product = products[row]
+            own = copies.of(product.content_sha256) \
+                if product is not None and product.content_sha256 else frozenset()
+            by_photos.setdefault(own | hidden | _photos_shown(found[row], copies),
+                                 []).append(row)
+        short = []
+        for photos, members in by_photos.items():
+            n = max(k - len(found[r]) for r in members)
+            n += min(copies.most_shared() - 1, n)
+            for row, matches in zip(members, search_without(members, n, photos), strict=True):
+                seen: set = set()
+                one_a_photo(found[row], copies, seen)
+                more = one_a_photo(without_copies(products[row], matches, copies, hidden),
+                                   copies, seen)
+                found[row] = (found[row] + more)[:k]
+                if more and len(found[row]) < k and len(matches) >= n:
+                    short.append(row)

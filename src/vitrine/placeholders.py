@@ -9,7 +9,9 @@ products share, counted with its copies (:mod:`vitrine.copies`: the same file, o
 every other product's similar products and of photo searches, inside the store's search
 (``exclude_photos``, as a product's copies are), and are still listed and found by name in
 the catalogue. Left out rather than shown once: which of the products is shown would be
-arbitrary, and its card says nothing of what a shopper looks for.
+arbitrary, and its card says nothing of what a shopper looks for. A photo that fewer share
+(a real one: a product listed once a size, 5 to 12 products) is no placeholder: it is shown
+once in a list, its best-scored product (:func:`vitrine.copies.one_a_photo`).
 
 The counts are those of the last `vitrine index` that searched for duplicates (saved with
 the duplicate groups, :func:`vitrine.dedupe_store.shared_photos`); a product added through
@@ -45,7 +47,7 @@ class Placeholders:
         return self.products - (self.sharing(product) if product is not None else 0)
 
 
-PLACEHOLDER_MIN = 5
+PLACEHOLDER_MIN = 20
 """``VITRINE_PLACEHOLDER_MIN``'s default (:class:`vitrine.config.Settings`)."""
 NONE = Placeholders()
 _made: weakref.WeakKeyDictionary[Copies, dict[int, Placeholders]] = \

@@ -12,7 +12,13 @@ import numpy as np
 
 from vitrine.catalog import category_form, one_form
 from vitrine.config import Settings
-from vitrine.copies import DEEPEST, CopiesReader, hiding_search, similar_without_copies
+from vitrine.copies import (
+    Copies,
+    CopiesReader,
+    hiding_search,
+    one_a_photo,
+    similar_without_copies,
+)
 from vitrine.errors import VitrineError
 from vitrine.fold import searchable
 from vitrine.manifest import kind_mismatch, mismatch_error
@@ -167,6 +173,11 @@ class Recommender:
         return placeholders(self._copies(self.store),
                             getattr(self.settings, "placeholder_min", 0))
 
+    def copies(self) -> Copies:
+        """The store's photo groups and their products (:mod:`vitrine.copies`): a list shows
+        one product a photo, and says how many others share it (:meth:`Copies.same_photo`)."""
+        return self._copies(self.store)
+
     def product(self, product_id: str) -> StoredProduct:
         found = stored_product(self.store, product_id)
         if found is None:
@@ -204,30 +215,15 @@ class Recommender:
 
     def _search_many(self, vectors: np.ndarray, k: int, category: str | None,
                      where: ProductFilter | None) -> list[list[Match]]:
-        """Each row's ``k`` most similar products, the products of placeholder photos left
-        out: dropped from a search ``k`` deeper, and hidden inside the store's search again
-        where they left fewer than ``k`` (as :func:`~vitrine.copies.similar_without_copies`
-        does; a store that cannot: asked as deep as they are many)."""
+        """Each row's ``k`` most similar products, one product a photo and the products of
+        placeholder photos left out, as :func:`~vitrine.copies.similar_without_copies`
+        leaves them out of a product's similar products."""
         held = self.placeholders()
-        if not held.photos:
-            return self.store.search_many(vectors, k, category=category, where=where)
-        fetch = k + min(held.products, k)
-        asked = self.store.search_many(vectors, fetch, category=category, where=where)
-        found = [[m for m in matches if m.product.content_sha256 not in held.photos]
-                 for matches in asked]
-        short = [i for i, (kept, matches) in enumerate(zip(found, asked, strict=True))
-                 if len(kept) < k and len(matches) >= fetch]  # (none left past them)
-        if short and self.store.hides_photos:
-            again = self.store.search_many(  # type: ignore[call-arg]
-                vectors[short], k, category=category, where=where, exclude_photos=held.photos)
-        else:
-            again = [[m for m in matches if m.product.content_sha256 not in held.photos]
-                     for matches in self.store.search_many(
-                         vectors[short], min(k + held.products, DEEPEST), category=category,
-                         where=where)] if short else []
-        for i, matches in zip(short, again, strict=True):
-            found[i] = matches
-        return [kept[:k] for kept in found]
+        return similar_without_copies(
+            lambda rows, n: self.store.search_many(vectors[rows], n, category=category,
+                                                   where=where),
+            [None] * len(vectors), k, self._copies(self.store),
+            hiding_search(self.store, vectors, None, category, where), held.photos)
 
     def search_image(self, image: Path | bytes, k: int = 5, category: str | None = None, *,
                      where: ProductFilter | None = None) -> list[Match]:
@@ -242,7 +238,8 @@ class Recommender:
         first on a tie). One row is :meth:`search_vector`'s search."""
         if len(vectors) == 1:
             return self.search_vector(vectors[0], k, category, where=where), 0
-        return merge_matches(self._search_many(vectors, k, category, where), k)
+        return merge_matches(self._search_many(vectors, k, category, where), k,
+                             self._copies(self.store))
 
     def search_image_guess(self, image: Path | bytes, k: int = 5, category: str | None = None,
                            *, where: ProductFilter | None = None
@@ -262,17 +259,20 @@ def similar_category(product: StoredProduct, same_category: bool,
     return product.category if same_category and product.category else category
 
 
-def merge_matches(found: list[list[Match]], k: int) -> tuple[list[Match], int]:
+def merge_matches(found: list[list[Match]], k: int, copies: Copies | None = None
+                  ) -> tuple[list[Match], int]:
     """The ``k`` best of several queries' matches (each sorted, best first), each product once
-    with its best score (the top ``k`` of each query hold the top ``k`` of all), and which
-    query's first match scored highest (the earliest on a tie)."""
+    with its best score, and with ``copies`` one product a photo (each query's, one a photo:
+    the top ``k`` photos of each query hold the top ``k`` of all), and which query's first
+    match scored highest (the earliest on a tie)."""
     best: dict[str, Match] = {}
     for matches in found:
         for match in matches:
             kept = best.get(match.product.product_id)
             if kept is None or match.score > kept.score:
                 best[match.product.product_id] = match
-    merged = sorted(best.values(), key=lambda m: -m.score)[:k]
+    merged = sorted(best.values(), key=lambda m: -m.score)
+    merged = (merged if copies is None else one_a_photo(merged, copies))[:k]
     leading = max(range(len(found)),
                   key=lambda i: found[i][0].score if found[i] else float("-inf"), default=0)
     return merged, leading

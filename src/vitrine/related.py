@@ -137,7 +137,8 @@ def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool 
     """Write each product's ``k`` most similar (itself excluded; with ``same_category``
     only of its own category, for a product without one only others without one, as the
     product page's; the products of placeholder photos, shared by ``placeholder_min``,
-    left out: :mod:`vitrine.placeholders`) to ``out``, in the format its suffix names. The
+    left out: :mod:`vitrine.placeholders`; one product a photo:
+    :func:`vitrine.copies.one_a_photo`) to ``out``, in the format its suffix names. The
     store is read ``BATCH`` products at a time, each searched as `vitrine similar` does, a
     page of them in one index call (``VectorStore.search_many``: a matrix product on a flat
     index, every core on HNSW); the file is written beside ``out`` (beside the file a link
@@ -210,9 +211,9 @@ def _similar(store: VectorStore, page: list[tuple[StoredProduct, np.ndarray | No
              same_category: bool, copies: Copies | None = None,
              hidden: frozenset[str] = frozenset()) -> list[list[Match]]:
     """Each product's ``k`` most similar, its copies and the products of ``hidden`` photos
-    left out (``vitrine.copies``), one ``search_many`` a category (or one in all; those
-    whose copies took places, again). The products of one photo file with the same vector
-    are searched once (:func:`_one_photo`)."""
+    left out, one product a photo (``vitrine.copies``), one ``search_many`` a category (or
+    one in all; those whose copies or repeats took places, again). The products of one
+    photo file with the same vector are searched once (:func:`_one_photo`)."""
     groups: dict[str | None, list[int]] = defaultdict(list)
     for i, (product, _) in enumerate(page):
         groups[similar_category(product, same_category)].append(i)

@@ -35,6 +35,7 @@ import numpy as np
 
 from vitrine import service_categories
 from vitrine.config import Settings
+from vitrine.copies import Copies
 from vitrine.embed import CategoryGuess, Embedder, decode_query
 from vitrine.errors import ServerBusy, StoreError
 from vitrine.manifest import ModelManifest, mismatch_error
@@ -266,6 +267,11 @@ class VitrineService(ServiceCategories, ServiceWrites):
         """The placeholder photos similar products and photo searches leave out."""
         with self._store_lock:
             return self.recommender.placeholders()
+
+    def copies(self) -> Copies:
+        """The store's photo groups (:meth:`Recommender.copies`)."""
+        with self._store_lock:
+            return self.recommender.copies()
 
     def image_path(self, product_id: str) -> Path:
         """The stored photo of a product; raises ProductNotFound when it has none on disk."""
