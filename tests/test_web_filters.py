@@ -344,3 +344,107 @@ def test_the_attribute_lists_are_counted_once_a_while(settings, priced_path, emb
         assert service.attribute_values(50) is second and counted == [50, 50]
     finally:
         service.close()
+
+
+# ---- the catalogue listing: page `/` and GET /api/products ---------------------------------
+
+def _priced_under(priced, rows, most: float, category: str | None = None) -> list[str]:
+    """The products priced at most ``most`` (of ``category``), in the catalogue's order."""
+    return [p for p, price in priced.items() if price is not None and price <= most
+            and (category is None or rows[p]["category"] == category)]
+
+
+def test_the_api_lists_the_products_of_a_price_and_attribute(client, priced, rows):
+    """GET /api/products takes similar's filter: only its products, in the listing's order,
+    page by page by offset and by cursor (each once), with the category and name search."""
+    want = _priced_under(priced, rows, 79.9)
+    assert len(want) == 32  # (four of six a category: 19,90 to 79,90)
+    got = client.get("/api/products", params={"max_price": "79.9", "limit": 200}).json()
+    assert [p["product_id"] for p in got["products"]] == want and not got["has_more"]
+    by_offset = [p["product_id"] for offset in range(0, 40, 10) for p in client.get(
+        "/api/products", params={"max_price": "79.9", "limit": 10, "offset": offset}
+    ).json()["products"]]
+    assert by_offset == want
+    walked, cursor = [], None
+    while True:
+        page = client.get("/api/products", params={"max_price": "79.9", "limit": 10,
+                                                   "cursor": cursor}).json()
+        walked += [p["product_id"] for p in page["products"]]
+        if not page["has_more"]:
+            break
+        cursor = page["next_cursor"]
+    assert walked == want
+    between = client.get("/api/products", params={"min_price": "29.9", "max_price": "49.9",
+                                                  "category": "relogio_feminino"}).json()
+    assert [p["product_id"] for p in between["products"]] == [
+        p for p in want if rows[p]["category"] == "relogio_feminino"
+        and priced[p] >= 29.9 and priced[p] <= 49.9]
+    assert len(between["products"]) == 2
+    colour = rows[want[0]]["colour"]
+    coloured = client.get("/api/products", params={"attr": [f"colour={colour}", "gender=Men"],
+                                                   "min_price": "0", "limit": 200}).json()
+    assert [p["product_id"] for p in coloured["products"]] == [
+        p for p in priced if priced[p] is not None and rows[p]["colour"] == colour
+        and rows[p]["gender"] == "Men"]
+    assert client.get("/api/products", params={"min_price": "1000"}).json()["products"] == []
+
+
+@pytest.mark.parametrize("params", [{"min_price": "abc"}, {"max_price": "nan"},
+                                    {"min_price": "80", "max_price": "20"},
+                                    {"attr": "colour"}, {"attr": "=Red"},
+                                    {"attr": [f"colour=c{i}" for i in range(21)]}])
+def test_the_api_refuses_a_bad_listing_filter_with_a_422(client, params):
+    r = client.get("/api/products", params=params)
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("Invalid query parameter: ")
+
+
+def test_the_catalogue_page_lists_pages_of_the_filter_and_counts_them(client, priced, rows):
+    """`/?max_price=79.9`: its 32 products over two pages of 24, counted, the next and
+    previous links, the form and the language toggle keeping the filter; the note says it,
+    its clear link keeping the category and name search."""
+    want = _priced_under(priced, rows, 79.9)
+    first = client.get("/", params={"max_price": "79.9"})
+    assert first.status_code == 200
+    assert listed(first.text) == want[:24] and "32 produtos" in first.text
+    assert "Página 1 de 2" in first.text
+    assert "Filtro: <bdi>preço até R$\u00a079,90</bdi>" in first.text
+    assert 'id="max-price" name="max_price" type="number"' in first.text
+    nxt = re.search(r'rel="next" href="([^"]+)"', first.text).group(1)
+    assert link_query(nxt) == {"max_price": ["79.9"], "page": ["2"]}
+    second = client.get(html.unescape(nxt))
+    assert listed(second.text) == want[24:] and "Página 2 de 2" in second.text
+    prev = re.search(r'rel="prev" href="([^"]+)"', second.text).group(1)
+    assert link_query(prev) == {"max_price": ["79.9"], "page": ["1"]}
+    switch = re.search(r'class="lang-switch" href="([^"]+)"', second.text).group(1)
+    english = client.get(html.unescape(switch)).text
+    assert listed(english) == want[24:] and "32 products" in english
+    # within a category, with the name search, and an attribute chosen from its list
+    category = rows[want[0]]["category"]
+    mine = client.get("/", params={"category": category, "max_price": "79.9"}).text
+    assert listed(mine) == _priced_under(priced, rows, 79.9, category)
+    assert "4 produtos" in mine
+    clear = re.search(r'<a class="clear-filters" href="([^"]+)"', mine).group(1)
+    assert link_query(clear) == {"category": [category]}
+    word = rows[want[0]]["name"].split()[0]
+    named = client.get("/", params={"q": word, "max_price": "79.9"}).text
+    assert listed(named) == [p for p in want if word.lower() in rows[p]["name"].lower()]
+    assert link_query(re.search(r'<a class="clear-filters" href="([^"]+)"', named)
+                      .group(1)) == {"q": [word]}
+    colour = rows[want[0]]["colour"]
+    coloured = client.get("/", params={"attr": f"colour={colour}"}).text
+    assert listed(coloured) == [p for p in priced if rows[p]["colour"] == colour]
+    assert f'<option value="colour={colour}" selected>{colour}</option>' in coloured
+    assert f"{len(listed(coloured))} produto" in coloured
+
+
+def test_the_catalogue_page_says_an_empty_or_bad_filter(client):
+    none = client.get("/", params={"min_price": "1000"})
+    assert none.status_code == 200 and listed(none.text) == []
+    assert "Nenhum produto atende a este filtro" in none.text and "0 produtos" in none.text
+    bad = client.get("/", params={"min_price": "80", "max_price": "20", "page": "2"})
+    assert bad.status_code == 400 and listed(bad.text) == []
+    assert "O preço mínimo (R$\u00a080,00) é maior que o máximo (R$\u00a020,00)" in bad.text
+    assert bad.text.count('role="alert"') == 1 and "Nenhum produto" not in bad.text
+    assert 'id="min-price" name="min_price" type="number" min="0" step="any" ' \
+           'inputmode="decimal" value="80" data-filter aria-invalid="true"' in bad.text

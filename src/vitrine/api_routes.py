@@ -188,19 +188,23 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                       offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
                       cursor: Annotated[str | None, Query(
                           description="A page's `next_cursor`: the page after it, with "
-                          "the same filters.")] = None) -> ProductPage:
+                          "the same filters.")] = None,
+                      min_price: MinPriceParam = None, max_price: MaxPriceParam = None,
+                      attr: AttrParam = None) -> ProductPage:
         """Products in category order, then name order (as a reader sorts names: case and
-        accents aside), filtered by category and by a part of the name or id. Page by
-        ``next_cursor`` to walk a catalogue that changes meanwhile (by ``offset``, a product
-        added or removed before the page moves the rest by one: one listed twice or
-        missed)."""
+        accents aside), filtered by category, by a part of the name or id, by price (from
+        ``min_price`` to ``max_price``) and by attributes ``attr=KEY=VALUE``, as similar
+        and search are. Page by ``next_cursor`` to walk a catalogue that changes meanwhile
+        (by ``offset``, a product added or removed before the page moves the rest by one:
+        one listed twice or missed)."""
+        where = product_filter(min_price, max_price, attr)
         after = None
         if cursor:  # (an empty one, as a client writes the first page's: none)
             if offset:
                 raise HTTPException(422, "Send offset or cursor, not both.")
             after = cursor_place(cursor)
         found, more = service.products(category=category, query=q, limit=limit, offset=offset,
-                                       after=after)
+                                       after=after, where=where)
         return ProductPage(products=[product_out(p, root) for p in found], limit=limit,
                            offset=offset, has_more=more,
                            next_cursor=page_cursor(found[-1]) if more else None)

@@ -229,12 +229,13 @@ class VitrineService(ServiceCategories, ServiceWrites):
 
     def products(self, *, category: str | None, query: str | None, limit: int,
                  offset: int, resolved: bool = False,
-                 after: tuple[str, str, str, str] | None = None
-                 ) -> tuple[list[StoredProduct], bool]:
+                 after: tuple[str, str, str, str] | None = None,
+                 where: ProductFilter | None = None) -> tuple[list[StoredProduct], bool]:
         """One page of products and whether another page follows; ``query`` is read without
         the spaces around it, as the page's search box is. ``resolved``: ``category`` is as
         the store spells it already (a page's, :func:`vitrine.web.pages.page_category`), not
-        looked up again. ``after``: the page after that place in the order (a cursor)."""
+        looked up again. ``after``: the page after that place in the order (a cursor).
+        ``where``: of its prices and attributes only."""
         if not resolved:
             category = self.stored_category(category)  # (takes the lock itself)
         # a store whose reads may run side by side (Milvus: a page may read its whole
@@ -244,8 +245,15 @@ class VitrineService(ServiceCategories, ServiceWrites):
               else self._store_lock):
             found = self.store.list_products(category=category,
                                              query=(query or "").strip() or None,
-                                             limit=limit + 1, offset=offset, after=after)
+                                             limit=limit + 1, offset=offset, after=after,
+                                             where=where)
         return found[:limit], len(found) > limit
+
+    def count_products(self, category: str | None, where: ProductFilter | None) -> int:
+        """The products a filtered listing of ``category`` (as the store spells it) holds."""
+        with (contextlib.nullcontext() if getattr(self._store, "concurrent_reads", False)
+              else self._store_lock):
+            return self.store.count_products(category=category, where=where)
 
     def count(self) -> int:
         with self._store_lock:

@@ -194,14 +194,20 @@ class VectorStore(Protocol):
         ...
     def list_products(self, *, category: str | None = None, query: str | None = None,
                       limit: int = 50, offset: int = 0,
-                      after: tuple[str, str, str, str] | None = None
-                      ) -> list[StoredProduct]:
+                      after: tuple[str, str, str, str] | None = None,
+                      where: ProductFilter | None = None) -> list[StoredProduct]:
         """A page of products in the catalogue's order (``LISTING_ORDER``), filtered by
-        ``category`` (``""``: the products without one; None: every product) and by a part
-        of the name or id, from ``offset`` on, or from the place after ``after``
-        (:func:`vitrine.store.search_key.listing_order`, a cursor)."""
+        ``category`` (``""``: the products without one; None: every product), by a part
+        of the name or id and by ``where``'s prices and attributes, from ``offset`` on, or
+        from the place after ``after`` (:func:`vitrine.store.search_key.listing_order`, a
+        cursor)."""
         ...
     def count(self) -> int: ...
+    def count_products(self, *, category: str | None = None,
+                       where: ProductFilter | None = None) -> int:
+        """The products of ``category`` (None: all) and ``where`` (a filtered listing's
+        count, which :meth:`categories` cannot tell)."""
+        ...
     def categories(self) -> dict[str, int]: ...
     def attribute_values(self, most: int) -> dict[str, dict[str, int]]:
         """Attribute key → {value: products holding it} over every product, for each key of

@@ -5,6 +5,7 @@ name search, and every vector in one array or page by page."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -14,9 +15,19 @@ import numpy as np
 from vitrine.catalog import UPLOAD_NAME, UPLOADS
 from vitrine.fold import searchable
 from vitrine.store.base import PhotoFacts, StoredProduct
+from vitrine.store.filters import ProductFilter
 from vitrine.store.index_files import stored_vectors
 from vitrine.store.search_key import refold_search_keys
 from vitrine.store.sqlite_db import COLUMNS, row_to_product
+
+FILTER_PROBE_ROWS = 2000
+"""The listing's first rows a filtered page is looked for in, read in order and tested,
+before the filter's ids are read whole (``EmbeddedReads.list_products``): a page of 24 of a
+filter that lets a tenth of the products through reads about 240 rows."""
+FILTER_SORT_MAX = 5000
+"""A price range of at most this many products lists them sorted, read by id, rather than
+looking up each product of the listing in them (715 products of 100,000: 3 ms against 41 at
+offset 2,000)."""
 
 
 class EmbeddedReads:
@@ -75,6 +86,21 @@ class EmbeddedReads:
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM products").fetchone()[0]
 
+    def count_products(self, *, category: str | None = None,
+                       where: ProductFilter | None = None) -> int:
+        # (the filter's price range from the products_filter index, an attribute read from
+        # it without the rows: 36 ms at most at 100,000 products; a category's rows read:
+        # 17-23 ms, benchmarks/listing_filters.py)
+        sql, args = "SELECT COUNT(*) FROM products WHERE 1=1", []
+        if category is not None:
+            sql += " AND category=?"
+            args.append(category)
+        if where:
+            clause, params = where.sql()
+            sql += f" AND {clause}"
+            args += params
+        return self.db.execute(sql, args).fetchone()[0]
+
     def categories(self) -> dict[str, int]:
         rows = self.db.execute(
             "SELECT category, COUNT(*) FROM products GROUP BY category ORDER BY category")
@@ -99,14 +125,15 @@ class EmbeddedReads:
 
     def list_products(self, *, category: str | None = None, query: str | None = None,
                       limit: int = 50, offset: int = 0,
-                      after: tuple[str, str, str, str] | None = None) -> list[StoredProduct]:
+                      after: tuple[str, str, str, str] | None = None,
+                      where: ProductFilter | None = None) -> list[StoredProduct]:
         # the page's ids from the listing index (LISTING_INDEX: walked in order, no row read
         # or sorted), then only those rows: a page deep in 300,000 products is milliseconds;
         # in LISTING_ORDER, names as a reader sorts them (case and accents aside)
         if self._keyed and not self._frozen and not self.db.in_transaction:
             refold_search_keys(self.db)  # (an older Vitrine wrote since this process opened
             # the store: its new and renamed products' keys; a no-op once folded)
-        page, args = "SELECT id FROM products WHERE 1=1", []
+        page, args = "", []  # (the page's conditions)
         if category is not None:  # ("": the products without one, as search filters)
             page += " AND category=?"
             args.append(category)
@@ -130,10 +157,57 @@ class EmbeddedReads:
         # written, as it listed then; folding them as it sorted called Python twice a row of
         # the catalogue for each page, 90 ms became 420 ms at 100,000 products: helper-228)
         order = " ORDER BY " + self._listing_order
-        sql = (f"SELECT {COLUMNS} FROM products WHERE id IN ({page}{order} LIMIT ? OFFSET ?)"
+        sql = (f"SELECT {COLUMNS} FROM products WHERE id IN ({{}}{order} LIMIT ? OFFSET ?)"
                + order)
-        args += [limit, offset]
-        return [row_to_product(r, self._photo) for r in self.db.execute(sql, args)]
+        if where:
+            clause, params = where.sql()
+            few = not where.attributes and self.db.execute(
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM products WHERE {clause} "
+                f"LIMIT {FILTER_SORT_MAX + 1})", params).fetchone()[0] <= FILTER_SORT_MAX
+            if not few and offset + limit <= FILTER_PROBE_ROWS:  # the page within the
+                # listing's first rows, walked in order and tested (a wide range or a common
+                # attribute: a page in under 2 ms, where its ids read all first took 30-90
+                # ms at 100,000 products; benchmarks/listing_filters.py)
+                ids = self._probe(f"SELECT id, ({clause}) FROM products WHERE 1=1{page}"
+                                  f"{order} LIMIT {FILTER_PROBE_ROWS}", [*params, *args],
+                                  limit, offset)
+                if ids is not None:
+                    rows = self.db.execute(f"SELECT {COLUMNS} FROM products WHERE id IN "
+                                           f"(SELECT value FROM json_each(?)){order}",
+                                           (json.dumps(ids),))
+                    return [row_to_product(r, self._photo) for r in rows]
+            # else the ids of the filter's products (the products_filter index: a price
+            # range's own entries, an attribute read from it, no row), each entry of the
+            # listing index looked up there as it is walked in order: the "+" keeps SQLite
+            # from reading each filtered row and sorting them all, unless a price range
+            # holds few (counted in that index, up to FILTER_SORT_MAX, before any probe):
+            # those rows sorted (no match, or a rare attribute: 300-490 ms at 100,000
+            # products read row by row, against 10-100 ms; benchmarks/listing_filters.py)
+            page += f" AND {'' if few else '+'}id IN (SELECT id FROM products WHERE {clause})"
+            args += params
+        rows = self.db.execute(sql.format("SELECT id FROM products WHERE 1=1" + page),
+                               [*args, limit, offset])
+        return [row_to_product(r, self._photo) for r in rows]
+
+    def _probe(self, sql: str, args: list, limit: int, offset: int) -> list[int] | None:
+        """The ids of a filtered page from ``sql``'s (id, passes the filter) rows in the
+        listing's order, read until the page is full; None when its rows ran out first
+        (past :data:`FILTER_PROBE_ROWS`: the page is further on, or there is none)."""
+        ids: list[int] = []
+        seen = 0
+        cursor = self.db.execute(sql, args)
+        try:
+            while len(ids) < limit and (rows := cursor.fetchmany(64)):
+                seen += len(rows)
+                for rowid, passes in rows:
+                    if passes:
+                        if offset:
+                            offset -= 1
+                        elif len(ids) < limit:
+                            ids.append(rowid)
+        finally:
+            cursor.close()
+        return ids if len(ids) == limit or seen < FILTER_PROBE_ROWS else None
 
     def all_vectors(self) -> tuple[list[str], np.ndarray]:
         """Every product id and vector, in the order they were stored; the vectors are

@@ -44,6 +44,16 @@ class ProductFilter:
         return self.min_price is not None or self.max_price is not None \
             or bool(self.attributes)
 
+    def admits(self, price: float | None, attributes: dict) -> bool:
+        """Whether a product of ``price`` and ``attributes`` is one the filter lets through,
+        as the stores' queries tell (a Milvus page checks the rows of an order it kept)."""
+        if (self.min_price is not None or self.max_price is not None) and price is None:
+            return False
+        if self.min_price is not None and price < self.min_price \
+                or self.max_price is not None and price > self.max_price:
+            return False
+        return all(attributes.get(key) == value for key, value in self.attributes)
+
     def sql(self) -> tuple[str, list]:
         """A WHERE clause over the ``products`` table and its parameters (attributes are
         a JSON object, ``json.dumps``'s: a key read by its quoted JSON path, or, one that

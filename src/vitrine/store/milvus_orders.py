@@ -3,7 +3,8 @@
 reads the category, name and id of every product it lists from, sorted as the embedded store
 lists them, and the order is kept for the next pages (:data:`ORDER_TTL_S`) and read again
 beside the requests once old; name search and the categories' counts are served from it
-too, and every write of this store drops it."""
+too, and every write of this store drops it. A price and attribute filter's listing reads and
+keeps its own order (the collection's query filtered by :meth:`ProductFilter.milvus`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 
 from vitrine.fold import searchable
 from vitrine.store.base import StoredProduct, attribute_tally, kept_until
+from vitrine.store.filters import ProductFilter
 from vitrine.store.milvus_collections import FIELDS, READS, _to_product
 from vitrine.store.milvus_support import quote
 from vitrine.store.search_key import listing_order
@@ -66,6 +68,19 @@ def _category(row: tuple[str, str, str, str]) -> str:
     return row[0]
 
 
+OrderKey = str | None | tuple[str | None, ProductFilter]
+"""What an order is kept under: its category (None: the whole catalogue), with a filter's
+the pair of both."""
+
+
+def _key(category: str | None, where: ProductFilter | None) -> OrderKey:
+    return (category, where) if where else category
+
+
+def _unkey(key: OrderKey) -> tuple[str | None, ProductFilter | None]:
+    return key if isinstance(key, tuple) else (key, None)
+
+
 class MilvusOrders:
     """The catalogue orders of :class:`vitrine.store.milvus_store.MilvusStore`, read
     through its ``_rows`` and ``_lookup`` (its ``_orders``, ``_orders_lock``,
@@ -98,22 +113,32 @@ class MilvusOrders:
             self.collection, filter=f"category == {quote(category)}",
             output_fields=["product_id"], limit=1, **READS))
 
+    def count_products(self, *, category: str | None = None,
+                       where: ProductFilter | None = None) -> int:
+        """From the order a filtered page lists from (kept, or read now and kept)."""
+        order = self._kept(category, where) or self._read_order(category, where)
+        lo, hi = order.span(category)
+        return hi - lo
+
     def list_products(self, *, category: str | None = None, query: str | None = None,
                       limit: int = 50, offset: int = 0,
-                      after: tuple[str, str, str, str] | None = None) -> list[StoredProduct]:
-        page, stale = self._page(category, query, limit, offset, after)
+                      after: tuple[str, str, str, str] | None = None,
+                      where: ProductFilter | None = None) -> list[StoredProduct]:
+        page, stale = self._page(category, query, limit, offset, after, where)
         if stale:  # another process renamed or moved a product of the page since the order
             # kept was read: a cursor made from its row (its place now) bisected the old
-            # order there, and skipped every product in between; read the order again
+            # order there, and skipped every product in between (or changed its price or
+            # attributes out of the filter's); read the order again
             self._forget_orders()
-            page, _ = self._page(category, query, limit, offset, after)
-        return page
+            page, _ = self._page(category, query, limit, offset, after, where)
+        return [p for p in page if not where or where.admits(p.price, p.attributes)]
 
     def _page(self, category: str | None, query: str | None, limit: int, offset: int,
-              after: tuple[str, str, str, str] | None) -> tuple[list[StoredProduct], bool]:
+              after: tuple[str, str, str, str] | None, where: ProductFilter | None = None
+              ) -> tuple[list[StoredProduct], bool]:
         """A page of the order kept (or read), and whether any of its rows no longer sits
-        where that order put it."""
-        ordered = self._ordered(category, query, after)
+        where that order put it (or no longer passes ``where``)."""
+        ordered = self._ordered(category, query, after, where)
         page: list[StoredProduct] = []
         stale, start = False, offset
         while len(page) < limit and start < len(ordered):  # past products deleted since
@@ -121,15 +146,17 @@ class MilvusOrders:
             rows = {r["product_id"]: r for r in self._lookup([p[3] for p in places], FIELDS)}
             for place in places:
                 if (row := rows.get(place[3])) is not None:
-                    page.append(_to_product(row))
+                    page.append(product := _to_product(row))
                     stale = stale or listing_order(
-                        row["category"], row["name"], row["product_id"]) != place
+                        row["category"], row["name"], row["product_id"]) != place or (
+                        where is not None and not where.admits(product.price,
+                                                               product.attributes))
             start += len(places)
         return page, stale
 
     def _ordered(self, category: str | None, query: str | None,
-                 after: tuple[str, str, str, str] | None = None
-                 ) -> list[tuple[str, str, str, str]]:
+                 after: tuple[str, str, str, str] | None = None,
+                 where: ProductFilter | None = None) -> list[tuple[str, str, str, str]]:
         """The places (:func:`listing_order`) of the products a catalogue page lists, in its
         order. Milvus sorts no
         query, so the order's fields of every row are read (then only the page's whole rows:
@@ -140,10 +167,11 @@ class MilvusOrders:
         a name search filters the order kept (no read: 1.3 s a search at 20,000 products on
         Milvus Lite), ignoring case and accents as the embedded store: Milvus' like can do
         neither, so the name filter runs here. ``after``: only those after that place
-        (:func:`listing_order`)."""
-        order = self._kept(category)
+        (:func:`listing_order`). ``where``: the order of its products alone, read with its
+        filter expression and kept as the category's is."""
+        order = self._kept(category, where)
         if order is None:
-            order = self._read_order(category)
+            order = self._read_order(category, where)
         lo, hi = order.span(category)
         if after is not None:
             lo = max(lo, bisect.bisect_right(order.rows, after, lo, hi))
@@ -153,43 +181,48 @@ class MilvusOrders:
         keys, rows = order.keys, order.rows
         return [rows[i] for i in range(lo, hi) if needle in keys[i]]
 
-    def _kept(self, category: str | None) -> _Order | None:
-        """The order kept that lists ``category`` (its own, else the whole catalogue's), or
-        None; one past its time but within ``ORDER_STALE_S`` of it is served while a read
-        beside the requests renews it."""
+    def _kept(self, category: str | None, where: ProductFilter | None = None
+              ) -> _Order | None:
+        """The order kept that lists ``category`` (its own, else the whole catalogue's) of
+        ``where``'s products, or None; one past its time but within ``ORDER_STALE_S`` of it
+        is served while a read beside the requests renews it."""
         now = time.monotonic()
         with self._orders_lock:
             for old in [c for c, o in self._orders.items() if now >= o.until + ORDER_STALE_S]:
                 del self._orders[old]  # (not held for the server's life)
-            order = self._orders.get(category)
+            key = _key(category, where)
+            order = self._orders.get(key)
             if order is None and category is not None:
-                order = self._orders.get(None)
+                order = self._orders.get(_key(None, where))
             if order is None or now < order.until:
                 return order
             if not self._closed and (self._renewing is None
                                      or not self._renewing.is_alive()):  # (else being read)
-                served = category if self._orders.get(category) is order else None
+                served = key if self._orders.get(key) is order else _key(None, where)
                 self._renewing = threading.Thread(target=self._renew, args=(served,),
                                                   name="vitrine-milvus-order", daemon=True)
                 self._renewing.start()
             return order
 
-    def _renew(self, category: str | None) -> None:
-        """Read the order of ``category`` again beside the requests, its search keys made
+    def _renew(self, key: OrderKey) -> None:
+        """Read the order kept under ``key`` again beside the requests, its search keys made
         with it (a name search then folds nothing); an error leaves the old order to
         expire."""
         try:
-            self._read_order(category, renew=True)
+            self._read_order(*_unkey(key), renew=True)
         except Exception:  # noqa: BLE001 - (the store closed meanwhile; Milvus gone): the
             # next page past ORDER_STALE_S reads it itself and says why
             log.debug("reading the order of %s again failed", self.location, exc_info=True)
 
-    def _read_order(self, category: str | None, renew: bool = False) -> _Order:
-        """Read the order of ``category`` (None: every product) and keep it unless this
-        store wrote meanwhile; one read at a time, a page waiting for another's takes it."""
+    def _read_order(self, category: str | None, where: ProductFilter | None = None,
+                    renew: bool = False) -> _Order:
+        """Read the order of ``category`` (None: every product) and ``where`` and keep it
+        unless this store wrote meanwhile; one read at a time, a page waiting for another's
+        takes it."""
+        key = _key(category, where)
         with self._reading:
             if not renew:
-                kept = self._kept(category)
+                kept = self._kept(category, where)
                 if kept is not None:  # (read by the page this one waited for)
                     return kept
             with self._orders_lock:
@@ -198,6 +231,7 @@ class MilvusOrders:
             expr = ['product_id != ""']
             if category is not None:  # ("": the products without one)
                 expr.append(f"category == {quote(category)}")
+            expr += where.milvus() if where else []
             rows = sorted(listing_order(r["category"], r["name"], r["product_id"])
                           for r in self._rows(" and ".join(expr),
                                               ["product_id", "category", "name"]))
@@ -206,12 +240,12 @@ class MilvusOrders:
                 if not rows and self._written == written:  # (a category no product has
                     # takes no place; one emptied by another writer is no longer served
                     # stale, walking its deleted ids, until ORDER_STALE_S: helper-186)
-                    self._orders.pop(category, None)
+                    self._orders.pop(key, None)
                 elif rows and self._written == written and ORDER_TTL_S > 0:
-                    if category not in self._orders and len(self._orders) >= ORDERS_KEPT:
+                    if key not in self._orders and len(self._orders) >= ORDERS_KEPT:
                         # the one kept for the shortest time goes
                         del self._orders[min(self._orders, key=lambda c: self._orders[c].until)]
-                    self._orders[category] = order
+                    self._orders[key] = order
             return order
 
     @contextmanager

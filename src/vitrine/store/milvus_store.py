@@ -23,7 +23,7 @@ from vitrine.errors import NoStore, StoreError
 from vitrine.store.base import CatalogRecord, Match, PhotoFacts, Record, StoredProduct
 from vitrine.store.filters import ProductFilter
 from vitrine.store.milvus_collections import FIELDS, READS, MilvusCollections, _to_product
-from vitrine.store.milvus_orders import RENEW_JOIN_S, MilvusOrders, _Order
+from vitrine.store.milvus_orders import RENEW_JOIN_S, MilvusOrders, OrderKey, _Order
 from vitrine.store.milvus_support import (
     _LITE_LOCK,
     _LITE_OPEN,
@@ -81,7 +81,7 @@ class MilvusStore(MilvusCollections, MilvusOrders, CatalogRecord):
         self.collection = collection
         self.meta_collection = f"{collection}__meta"
         self._products_made = False  # (known to exist: upsert asks once)
-        self._orders: dict[str | None, _Order] = {}
+        self._orders: dict[OrderKey, _Order] = {}
         """A catalogue's order per category filter (None: the whole catalogue's, which
         serves every category's too): see milvus_orders.ORDER_TTL_S."""
         self._orders_lock = threading.Lock()  # the orders and _written, between threads

@@ -214,3 +214,36 @@ def filter_context(service, chosen: PageFilter) -> dict[str, object]:
     fields, rest = attribute_fields(service.attribute_values(ATTRIBUTE_VALUES_MAX),
                                     service.derived(_products), chosen)
     return {"filters": chosen, "attr_fields": fields, "hidden_attrs": rest}
+
+
+def catalogue_listing(service, category: str | None, query: str, page: int, size: int,
+                      asked: PageFilter, categories: dict[str, int]) -> dict[str, object]:
+    """What the catalogue page lists at ``page`` (of ``size`` products) of ``category`` (as
+    the store spells it; None: every one), name search ``query`` and filter ``asked``:
+    ``products``, ``has_more``, ``total`` (from the store's ``categories`` counts, a
+    filtered listing's counted by the store; None for a name search, not counted), the
+    ``last`` page when the total is known, and whether a page ``before`` this one lists
+    some. A bad filter (``asked.error``, said on the page) lists nothing."""
+    if asked.error:
+        return {"products": [], "has_more": False, "total": None, "last": None,
+                "before": False}
+    where = asked.where
+
+    def listed(offset: int, limit: int) -> tuple[list, bool]:
+        return service.products(category=category, query=query, limit=limit, offset=offset,
+                                resolved=True, where=where)
+
+    found, more = listed((page - 1) * size, size)
+    if query:
+        total = None
+    elif where:
+        total = service.count_products(category, where)
+    else:
+        total = categories.get(category, 0) if category else sum(categories.values())
+    # pages in all, when the count is known (not for a name search): "Página 5 de 2"
+    last = None if total is None else max(1, -(-total // size))
+    # past the end of a name search: "previous" only if the page before has products
+    before = bool(found) or last is None and page > 1 and bool(
+        listed((page - 2) * size, 1)[0])
+    return {"products": found, "has_more": more, "total": total, "last": last,
+            "before": before}

@@ -32,7 +32,12 @@ from vitrine.web.categories import (
     largest,
     near_categories,
 )
-from vitrine.web.filters_form import NO_FILTER, filter_context, read_filter
+from vitrine.web.filters_form import (
+    NO_FILTER,
+    catalogue_listing,
+    filter_context,
+    read_filter,
+)
 from vitrine.web.text import (
     ERROR_KEYS,
     TEXT,
@@ -393,25 +398,19 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
                   page: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 1) -> Response:
         lang = pick_lang(lang)
         query = (q or "").strip()
+        asked = read_filter(request.query_params, lang)  # (a bad one: said on the page, 400)
         chosen = page_category(service, category)
         category = chosen.name or None  # as the store spells it
-        found, more = service.products(category=category, query=query, limit=PAGE_SIZE,
-                                       offset=(page - 1) * PAGE_SIZE, resolved=True)
         categories, choices = service.categories_and(category_choices)
-        total = None if query else (categories.get(category, 0) if category
-                                    else sum(categories.values()))
-        # pages in all, when the count is known (not for a name search): "Página 5 de 2"
-        last = None if total is None else max(1, -(-total // PAGE_SIZE))
-        # past the end of a name search: "previous" only if the page before has products
-        before = bool(found) or last is None and page > 1 and bool(service.products(
-            category=category, query=query, limit=1, offset=(page - 2) * PAGE_SIZE,
-            resolved=True)[0])
+        listed = catalogue_listing(service, category, query, page, PAGE_SIZE, asked,
+                                   categories)
         return pages.render(request, "catalogue.html", lang, active="catalogue",
                             # past the end: no such page (a 200 is a page crawlers keep)
-                            status=404 if page > 1 and not found else 200,
-                            products=found, **category_field(service, choices),
-                            category=category or "", q=query, page=page, has_more=more,
-                            total=total, last=last, before=before, chosen=chosen)
+                            status=400 if asked.error else 404 if page > 1 and not
+                            listed["products"] else 200, **listed,
+                            **category_field(service, choices), category=category or "",
+                            q=query, page=page, chosen=chosen,
+                            **filter_context(service, asked))
 
     @app.api_route("/products/{product_id:path}", methods=["GET", "HEAD"],
                    response_class=HTMLResponse, include_in_schema=False)

@@ -31,6 +31,8 @@ TEXT: dict[str, dict[str, str]] = {
         "previous": "Anterior",
         "next": "Próxima",
         "no_products": "Nenhum produto encontrado.",
+        "no_products_filtered": "Nenhum produto atende a este filtro: mude-o ou limpe-o "
+                                "para ver mais.",
         "no_category": "Não há categoria “{category}”.",
         "near_categories": "Categorias parecidas:",
         "past_last_page": "Não há produtos nesta página.",
@@ -153,6 +155,8 @@ TEXT: dict[str, dict[str, str]] = {
         "previous": "Previous",
         "next": "Next",
         "no_products": "No products found.",
+        "no_products_filtered": "No product matches this filter: change or clear it to "
+                                "see more.",
         "no_category": "There is no category “{category}”.",
         "near_categories": "Similar categories:",
         "past_last_page": "There are no products on this page.",
