@@ -101,7 +101,7 @@ def test_the_similar_list_keeps_only_the_products_the_filter_keeps(client, price
                                   and priced[p] <= 49.9)
     assert len(kept) == 2  # 29,90 and 49,90 (the bound itself kept)
     assert "Filtro: <bdi>preço até R$\u00a049,90</bdi>" in cheap.text
-    assert 'id="max-price" name="max_price" type="number"' in cheap.text
+    assert 'id="max-price" name="max_price" type="text"' in cheap.text
     assert 'value="49.9"' in cheap.text
     # any bound leaves out the product without a price
     bounded = listed(client.get(path, params={"min_price": "0"}).text)
@@ -156,7 +156,7 @@ def test_the_filter_is_kept_in_every_address_the_page_writes(client, priced, row
     # the form, sent as a browser sends it (its fields' values, the lists' chosen options)
     form = page.split('<form class="similar-filters"', 1)[1].split("</form>", 1)[0]
     fields = re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form)
-    fields += re.findall(r'name="(\w+_price)" type="number"[^>]*value="([^"]*)"', form)
+    fields += re.findall(r'name="(\w+_price)" type="text"[^>]*value="([^"]*)"', form)
     fields += [("attr", html.unescape(v)) for v in
                re.findall(r'<option value="([^"]*)" selected>', form)]
     fields += [("attr", "") for _ in range(form.count('name="attr"') - len(
@@ -237,8 +237,8 @@ def test_a_photo_search_keeps_only_what_the_filter_keeps(client, priced, rows, s
     # the page without JavaScript: the form shown again with the filter, the toggle keeping it
     page = client.post("/search", data={"max_price": "50", "attr": "gender=Men"},
                        files=files).text
-    assert 'id="max-price" name="max_price" type="number" min="0" step="any" ' \
-           'inputmode="decimal" value="50"' in page
+    assert 'id="max-price" name="max_price" type="text" inputmode="decimal" ' \
+           'value="50"' in page
     assert '<option value="gender=Men" selected>Men</option>' in page
     switch = re.search(r'class="lang-switch" href="([^"]+)"', page).group(1)
     assert link_query(switch) == {"max_price": ["50"], "attr": ["gender=Men"],
@@ -409,7 +409,7 @@ def test_the_catalogue_page_lists_pages_of_the_filter_and_counts_them(client, pr
     assert listed(first.text) == want[:24] and "32 produtos" in first.text
     assert "Página 1 de 2" in first.text
     assert "Filtro: <bdi>preço até R$\u00a079,90</bdi>" in first.text
-    assert 'id="max-price" name="max_price" type="number"' in first.text
+    assert 'id="max-price" name="max_price" type="text"' in first.text
     nxt = re.search(r'rel="next" href="([^"]+)"', first.text).group(1)
     assert link_query(nxt) == {"max_price": ["79.9"], "page": ["2"]}
     second = client.get(html.unescape(nxt))
@@ -446,5 +446,33 @@ def test_the_catalogue_page_says_an_empty_or_bad_filter(client):
     assert bad.status_code == 400 and listed(bad.text) == []
     assert "O preço mínimo (R$\u00a080,00) é maior que o máximo (R$\u00a020,00)" in bad.text
     assert bad.text.count('role="alert"') == 1 and "Nenhum produto" not in bad.text
-    assert 'id="min-price" name="min_price" type="number" min="0" step="any" ' \
-           'inputmode="decimal" value="80" data-filter aria-invalid="true"' in bad.text
+    assert 'id="min-price" name="min_price" type="text" inputmode="decimal" ' \
+           'value="80" data-filter aria-invalid="true"' in bad.text
+
+
+def test_the_way_back_from_a_product_keeps_the_catalogue_pages_filter(client, priced, rows):
+    """A product opened from page 2 of `/?max_price=79.9` led back to page 2 of the whole
+    catalogue (other products, no filter; hunt385): the way back keeps the filter, also
+    through the product page's own links (``back``); a bad filter is not kept (no way back
+    to a 400)."""
+    want = _priced_under(priced, rows, 79.9)
+    colour = rows[want[0]]["colour"]
+    came = f"http://testserver/?page=2&max_price=79.9&attr=colour%3D{colour}"
+    page = client.get(f"/products/{want[0]}", headers={"Referer": came}).text
+    back = re.search(r'<p class="breadcrumb"><a href="([^"]+)"', page).group(1)
+    keep = {"page": ["2"], "max_price": ["79.9"], "attr": [f"colour={colour}"]}
+    assert urlsplit(html.unescape(back)).path == "/" and link_query(back) == keep
+    card = re.search(r'class="card-link" href="([^"]+)"', page).group(1)
+    again = client.get(html.unescape(card)).text  # (its Referer would be the product page)
+    back = re.search(r'<p class="breadcrumb"><a href="([^"]+)"', again).group(1)
+    assert link_query(back) == keep
+    assert listed(client.get(html.unescape(back)).text) == [
+        p for p in want if rows[p]["colour"] == colour][24:]
+    english = client.get(f"/products/{want[0]}", params={"lang": "en"},
+                         headers={"Referer": came}).text
+    back = re.search(r'<p class="breadcrumb"><a href="([^"]+)"', english).group(1)
+    assert link_query(back) == {**keep, "lang": ["en"]}
+    bad = client.get(f"/products/{want[0]}",
+                     headers={"Referer": "http://testserver/?page=2&min_price=abc"}).text
+    back = re.search(r'<p class="breadcrumb"><a href="([^"]+)"', bad).group(1)
+    assert link_query(back) == {"page": ["2"]}

@@ -139,11 +139,12 @@ def _referer(request: Request) -> SplitResult | None:
 
 
 def catalogue_back(request: Request, lang: str) -> tuple[str, str]:
-    """The catalogue page the shopper came from, with its category, name search and page
-    (from the Referer, which this site sends to itself only), else the catalogue's first;
-    and that page's query, which the product page's own links carry as ``back`` (after one
-    of them the Referer is the product page: the way back led to the first page). Under a
-    path prefix (:func:`root_path`) the catalogue's address is the prefix's."""
+    """The catalogue page the shopper came from, with its category, name search, page and
+    price and attribute filter (without it, page 2 of another list: hunt385), from the
+    Referer (which this site sends to itself only), else the catalogue's first; and that
+    page's query, which the product page's own links carry as ``back`` (after one of them
+    the Referer is the product page: the way back led to the first page). Under a path
+    prefix (:func:`root_path`) the catalogue's address is the prefix's."""
     root = root_path(request)
     if "back" in request.query_params:
         query = parse_qs(request.query_params["back"][:8000])  # (a category's 512
@@ -153,12 +154,15 @@ def catalogue_back(request: Request, lang: str) -> tuple[str, str]:
         query = parse_qs(came.query)
     else:
         query = {}
-    kept = {k: query[k][0][:CATEGORY_MAX if k == "category" else 200]
-            for k in ("category", "q", "page") if k in query}
-    page = kept.get("page", "1")
+    kept: dict[str, object] = {k: query[k][0][:CATEGORY_MAX if k == "category" else 200]
+                               for k in ("category", "q", "page") if k in query}
+    page = str(kept.get("page", "1"))
     if not (page.isascii() and page.isdigit() and 1 <= int(page) <= PAGE_MAX):
         del kept["page"]  # (a page the catalogue refuses: '５', 10**20)
-    return root + _url("/", lang, **kept), urlencode(kept)
+    chosen = read_filter({k: query.get(k, [None])[0] for k in ("min_price", "max_price")}
+                         | {"attr": query.get("attr", [])}, lang)
+    kept.update({k: v for k, v in chosen.query.items() if v and chosen.where})
+    return root + _url("/", lang, **kept), urlencode(kept, doseq=True)
 
 
 def summary(product: StoredProduct) -> str:

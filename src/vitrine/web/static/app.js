@@ -469,6 +469,11 @@
         filterFields.some(function (f) { return f.value !== asServed(f); })) {
       keepCategoryInToggle();
     }
+    // a filter the browser restored is shown, not kept shut under its summary (hunt385)
+    if (filterFields.some(function (f) { return f.value !== asServed(f); })) {
+      const box = form.querySelector("details.filter-box");
+      if (box) box.open = true;
+    }
     if (input.files[0] && !results.querySelector("li.card, .message")) {
       const kept = opened();  // (read once the photo is back: the page's first call may
       // come before the browser restored it)
