@@ -202,3 +202,32 @@ def test_the_default_placeholder_count_spares_a_product_s_sizes():
         Copies(shared={"5" * 64: 12}),
         hidden=placeholders(Copies(shared={"5" * 64: 12}), PLACEHOLDER_MIN).photos)
     assert [m.product.product_id for m in found[0]] == ["size00"]
+
+
+def test_a_list_near_products_stored_without_a_photo_sha256_is_filled_to_k(tmp_path):
+    """A product stored without its photo's sha256 (``Copies.photo_of``: one of its own) is
+    hidden by no photo in the search again of a short list: it came back first and took the
+    places asked for, the list ended short (2 of k = 3) though the store held more photos."""
+    from vitrine.store.embedded import EmbeddedStore
+
+    def vector(x: float) -> np.ndarray:
+        v = np.zeros(DIM, np.float32)
+        v[0], v[1] = 1.0, x
+        return v / np.linalg.norm(v)
+
+    store = EmbeddedStore(tmp_path / "s", create=True)
+    store.lock_for_writing()
+    try:
+        store.set_manifest(ModelManifest("test", "0" * 64, {}, DIM))
+        shelf = [(f"size{i}", "a" * 64, vector(0.0)) for i in range(5)]  # (one photo)
+        shelf += [(f"bare{i}", "", vector(0.1 + 0.01 * i)) for i in range(2)]
+        shelf += [(f"other{i}", f"{i + 1:064x}", vector(0.5 + 0.1 * i)) for i in range(5)]
+        store.upsert([Record(Product(pid, Path(f"/photos/{pid}.jpg")), sha, "0" * 16,
+                             b"\0" * 768, vec) for pid, sha, vec in shelf])
+        store.set_duplicate_cache(encode(
+            "key", np.arange(1, dtype=np.uint64), np.zeros((0, 2), np.int64), ["a" * 64],
+            (np.array([b"a" * 64], dtype="S64"), np.array([5]))))
+        _, found = Recommender(store, Settings()).similar("size0", 3)
+        assert [m.product.product_id for m in found] == ["bare0", "bare1", "other0"]
+    finally:
+        store.close()

@@ -176,6 +176,12 @@ def _photos_shown(matches: list[Match], copies: Copies) -> frozenset[str]:
                      for s in copies.of(m.product.content_sha256))
 
 
+def _unhidden(matches: list[Match]) -> int:
+    """How many of ``matches`` no photo sha256 hides in a search again (a product stored
+    without its photo's sha256): each is found again, ahead of the places left."""
+    return sum(not m.product.content_sha256 for m in matches)
+
+
 def hiding_search(store: VectorStore, vectors: np.ndarray, ids: Sequence[str] | None,
                   category: str | None, where: ProductFilter | None = None
                   ) -> Callable[[list[int], int, frozenset[str]], list[list[Match]]] | None:
@@ -258,7 +264,8 @@ def _fill(short: list[int], found: list[list[Match]], products: Sequence[StoredP
         short = []
         for photos, members in by_photos.items():
             n = max(k - len(found[r]) for r in members)
-            n += min(copies.most_shared() - 1, n)
+            n += min(copies.most_shared() - 1, n) + max(
+                _unhidden(found[r]) for r in members)  # (those come back first)
             for row, matches in zip(members, search_without(members, n, photos), strict=True):
                 seen: set = set()
                 one_a_photo(found[row], copies, seen)

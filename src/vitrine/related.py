@@ -135,9 +135,9 @@ def write_related(store: VectorStore, out: Path, k: int, *, same_category: bool 
                   show_progress: bool = True, placeholder_min: int = PLACEHOLDER_MIN
                   ) -> RelatedReport:
     """Write each product's ``k`` most similar (itself excluded; with ``same_category``
-    only of its own category, for a product without one only others without one, as the
-    product page's; the products of placeholder photos, shared by ``placeholder_min``,
-    left out: :mod:`vitrine.placeholders`; one product a photo:
+    only of its own category, for a product without one of every category, as the product
+    page's: :func:`vitrine.recommend.similar_category`; the products of placeholder photos,
+    shared by ``placeholder_min``, left out: :mod:`vitrine.placeholders`; one product a photo:
     :func:`vitrine.copies.one_a_photo`) to ``out``, in the format its suffix names. The
     store is read ``BATCH`` products at a time, each searched as `vitrine similar` does, a
     page of them in one index call (``VectorStore.search_many``: a matrix product on a flat
