@@ -216,6 +216,22 @@ def test_a_bad_filter_is_said_in_english_and_a_price_in_reais_is_read(client, pr
     assert len(listed(read.text)) == 2
 
 
+def test_a_price_with_thousands_is_read_as_a_shopper_writes_it(client, priced):
+    """"1.299" in a price field is R$ 1.299 (a dot before three digits groups thousands, as
+    the catalogue table's prices are read), not R$ 1,30, which kept none of the products;
+    a bound the page writes back has at most two decimals (three would read as thousands)."""
+    first = next(iter(priced))
+    page = client.get("/products/" + first, params={"max_price": "1.299"})
+    assert page.status_code == 200 and 'value="1299"' in page.text
+    assert "até R$\u00a01.299,00" in page.text
+    every_priced = client.get("/products/" + first, params={"min_price": "0"})
+    assert listed(page.text) == listed(every_priced.text) != []
+    sub_cent = client.get("/products/" + first, params={"max_price": "49.9061"})
+    assert 'value="49.91"' in sub_cent.text
+    again = client.get("/products/" + first, params={"max_price": "49.91"})
+    assert listed(again.text) == listed(sub_cent.text)
+
+
 def test_a_photo_search_keeps_only_what_the_filter_keeps(client, priced, rows, small_catalog):
     photo = (small_catalog / rows[next(iter(priced))]["image"]).read_bytes()
     files = {"image": ("q.jpg", photo, "image/jpeg")}

@@ -78,10 +78,12 @@ def _shown(text: str) -> str:
 
 
 def _field_text(value: float) -> str:
-    """A price as a number field writes it (no exponent, no trailing zeros)."""
+    """A price as the field and the page's links write it: no exponent, no thousands, at
+    most two decimals after a dot (never three digits after it: "1.125" would be read
+    back as R$ 1.125, as :func:`_price` reads a price)."""
     if value.is_integer() and abs(value) < 1e15:
         return str(int(value))
-    return repr(value)
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 class _Refused(ValueError):
@@ -92,7 +94,9 @@ class _Refused(ValueError):
 
 def _price(text: str | None, which: str, lang: str) -> float | None:
     """A price field: a number as the field sends it ('49.9'), or as a shopper writes one in
-    reais ('49,90', 'R$ 1.299,90'), from 0 to ``MAX_PRICE``; blank is no bound."""
+    reais ('49,90', 'R$ 1.299,90', '1.299': a dot or comma before exactly three digits
+    groups thousands, as the catalogue table's prices are read; float() first read '1.299'
+    as R$ 1,30), from 0 to ``MAX_PRICE``; blank is no bound."""
     t = TEXT[lang]
     text = (text or "").strip()
     if not text:
@@ -102,11 +106,11 @@ def _price(text: str | None, which: str, lang: str) -> float | None:
     if len(text) > PRICE_TEXT_MAX:
         raise refused
     try:
-        value: float | None = float(text)
-    except ValueError:
+        value: float | None = parse_price(text)
+    except CatalogError:  # ('-5', '1e300': said out of range below)
         try:
-            value = parse_price(text)
-        except CatalogError:
+            value = float(text)
+        except ValueError:
             raise refused from None
     if value is None or not math.isfinite(value):  # ('sob consulta', 'nan', 'inf')
         raise refused
