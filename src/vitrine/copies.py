@@ -37,7 +37,7 @@ class Copies:
         groups = {label: frozenset(group) for label, group in members.items()}
         self._group = {sha: groups[label] for sha, label in zip(shas, labels, strict=True)}
         self.shared = dict(shared or {})
-        self._most: int | None = None
+        self._totals: dict[frozenset[str], int] | None = None
 
     def of(self, sha: str) -> frozenset[str]:
         """The photo sha256s that are copies of ``sha`` (itself included)."""
@@ -62,12 +62,20 @@ class Copies:
         """How many other products share ``product``'s photo (its copies counted)."""
         return self.products_of(product.content_sha256) - 1
 
+    def photo_totals(self) -> dict[frozenset[str], int]:
+        """How many products each shared or grouped photo is (keyed by its copies group, or
+        the photo alone): :meth:`most_shared`, :func:`vitrine.placeholders.placeholders`."""
+        if self._totals is None:
+            totals = {group: sum(self.shared.get(s, 1) for s in group)
+                      for group in self.groups()}
+            for sha, n in self.shared.items():
+                totals.setdefault(self.of(sha), n)  # (a photo of no group: its products)
+            self._totals = totals
+        return self._totals
+
     def most_shared(self) -> int:
         """The most products of one photo group (1: no photo is shared)."""
-        if self._most is None:
-            totals = [sum(self.shared.get(s, 1) for s in g) for g in self.groups()]
-            self._most = max([1, *totals, *self.shared.values()])
-        return self._most
+        return max([1, *self.photo_totals().values()])
 
 
 def saved_copies(store: VectorStore) -> Copies:

@@ -68,10 +68,7 @@ def placeholders(copies: Copies, at_least: int) -> Placeholders:
 
 
 def _count(copies: Copies, at_least: int) -> Placeholders:
-    totals = {group: sum(copies.shared.get(sha, 1) for sha in group)
-              for group in copies.groups()}
-    for sha, n in copies.shared.items():
-        totals.setdefault(copies.of(sha), n)  # (a photo of no group: its products)
+    totals = copies.photo_totals()
     shared_by = {sha: n for group, n in totals.items() if n >= at_least for sha in group}
     return Placeholders(frozenset(shared_by), sum(n for n in totals.values() if n >= at_least),
                         shared_by)
