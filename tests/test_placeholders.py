@@ -360,3 +360,64 @@ def test_below_the_placeholder_count_a_photo_is_shown_once_and_says_how_many_sha
     body = json.loads(cli_here("search", catalog / "sem_foto" / "card.jpg", "--store",
                                root / "store", "--json", "-k", "40").stdout)
     assert sum(map(_is_placeholder, (r["product_id"] for r in body["results"]))) == 1
+
+
+def _result_cards(text: str) -> dict[str, str | None]:
+    """Each result card's product id → its same-photo note (None: none), in order."""
+    import html
+    import re
+    from urllib.parse import unquote, urlsplit
+
+    cards = {}
+    for chunk in text.split('<li class="card">')[1:]:
+        href = html.unescape(re.search(r'class="card-link" href="([^"]+)"', chunk).group(1))
+        note = re.search(r'<p class="same-photo" title="[^"]+">([^<]+)</p>', chunk)
+        cards[unquote(urlsplit(href).path.rsplit("/", 1)[1])] = \
+            html.unescape(note.group(1)) if note else None
+    return cards
+
+
+def test_a_result_card_says_how_many_other_products_share_its_photo(planted, settings,
+                                                                    embedder):
+    """The card's 11 products (below the placeholder count, 20) are one result of a list:
+    its card says "+10 com a mesma foto" ("+10 with the same photo"), as the API's
+    ``same_photo`` says 10, on a product's similar products and a photo's results (the whole
+    page and the block the script puts in place); a result whose photo no other product
+    shares says nothing, nor does a catalogue card."""
+    from fastapi.testclient import TestClient
+
+    from vitrine.api import create_app
+
+    root, catalog = planted
+    client = TestClient(create_app(settings, root / "store", embedder=embedder))
+    ordinary = [p["product_id"] for p in client.get(
+        "/api/products", params={"limit": 100}).json()["products"]
+        if not _is_placeholder(p["product_id"])]
+    near_card = None
+    for pid in ordinary:  # (a product whose 10 similar ones hold one of the card's)
+        results = client.get(f"/api/products/{pid}/similar", params={"k": 10}).json()["results"]
+        if any(_is_placeholder(r["product_id"]) for r in results):
+            near_card = pid, {r["product_id"]: r["same_photo"] for r in results}
+            break
+    assert near_card is not None
+    pid, said = near_card
+    page = client.get(f"/products/{pid}", params={"same": 0})  # (every category: the API's)
+    assert page.status_code == 200
+    cards = _result_cards(page.text)
+    assert list(cards) == list(said)
+    want = {r: f"+{n} com a mesma foto" if n else None for r, n in said.items()}
+    assert cards == want and sorted(map(str, want.values())).count(
+        f"+{CARD + STAMPED - 1} com a mesma foto") == 1
+    english = _result_cards(client.get(f"/products/{pid}", params={"same": 0, "lang": "en"}).text)
+    assert [n for n in english.values() if n] == [f"+{CARD + STAMPED - 1} with the same photo"]
+    photo = (catalog / "sem_foto" / "card.jpg").read_bytes()
+    for fragment in ("0", "1"):
+        found = client.post("/search", params={"fragment": fragment},
+                            files={"image": ("card.jpg", photo, "image/jpeg")})
+        assert found.status_code == 200
+        shown = _result_cards(found.text)
+        first = next(iter(shown))
+        assert _is_placeholder(first) and shown[first] == f"+{CARD + STAMPED - 1} com a mesma foto"
+        assert all(note is None for r, note in shown.items() if r != first)
+    catalogue = client.get("/", params={"category": "sem_foto"}).text
+    assert 'class="same-photo"' not in catalogue

@@ -1212,3 +1212,15 @@ def test_back_to_a_filtered_photo_search_shows_its_filter(browser, settings, sma
             ".split('/').pop()))")
         assert shown and all(prices[p] is not None and prices[p] <= 49.9 for p in shown)
         context.close()
+
+
+def test_the_style_sheet_marks_a_refused_field_red(page, base_url):
+    """In Chromium: the price field a bad value was refused in has the error colour's border
+    (#b42318) and holds the value as typed; the other field keeps its own."""
+    page.goto(base_url + "/?min_price=abc&max_price=50")
+    bad, good = page.locator("#min-price"), page.locator("#max-price")
+    assert bad.input_value() == "abc" and good.input_value() == "50"
+    border = "(e) => getComputedStyle(e).borderTopColor"
+    assert bad.evaluate(border) == "rgb(180, 35, 24)"
+    assert good.evaluate(border) != "rgb(180, 35, 24)"
+    assert [p for p in page.problems if "status of 400" not in p] == []  # (the page's own)

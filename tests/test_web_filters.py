@@ -182,11 +182,14 @@ def test_the_filter_is_kept_in_every_address_the_page_writes(client, priced, row
     ({"min_price": "80", "max_price": "20"}, "O preço mínimo (R$\u00a080,00) é maior que o "
                                              "máximo (R$\u00a020,00)",
      ["min-price", "max-price"]),
+    # (each attribute the fields hold marked: the colour list's and 19 refused in text
+    # fields of their own, the 21st dropped; the one not KEY=VALUE in its text field)
     ({"attr": [f"colour=c{i}" for i in range(21)]}, "Filtros de características demais "
-                                                    "(21): no máximo 20 por busca.", []),
+                                                    "(21): no máximo 20 por busca.",
+     ["attr-2", *[f"attr-typed-{i}" for i in range(1, 20)]]),
     ({"attr": "colour"}, "O filtro de característica “colour” não está escrito como "
-                         "chave=valor.", []),
-    ({"attr": "=Red"}, "O filtro de característica “=Red” não está", []),
+                         "chave=valor.", ["attr-typed-1"]),
+    ({"attr": "=Red"}, "O filtro de característica “=Red” não está", ["attr-typed-1"]),
 ])
 def test_a_bad_filter_is_said_on_the_page_with_a_400(client, priced, params, sentence,
                                                       invalid):
@@ -492,3 +495,82 @@ def test_the_way_back_from_a_product_keeps_the_catalogue_pages_filter(client, pr
                      headers={"Referer": "http://testserver/?page=2&min_price=abc"}).text
     back = re.search(r'<p class="breadcrumb"><a href="([^"]+)"', bad).group(1)
     assert link_query(back) == {"page": ["2"]}
+
+
+def _marked(text: str) -> list[str]:
+    return re.findall(r'id="([\w-]+)"[^>]*aria-invalid="true" aria-describedby="filter-error"',
+                      text)
+
+
+def test_a_refused_attribute_keeps_its_value_in_a_marked_text_field(client, priced):
+    """An attribute filter not written KEY=VALUE (from the address: no list writes one) is
+    shown in a text field of its own holding it as typed, marked invalid, on the product,
+    catalogue and search pages, in either language; sent again mended, it filters (not
+    carried as a hidden field the shopper could neither see nor mend). The search page's
+    results block names the field for the page's script to mark."""
+    first = next(iter(priced))
+    for path in (f"/products/{first}", "/", "/search"):
+        page = client.get(path, params={"attr": "colour", "min_price": "10"})
+        assert page.status_code == 400, path
+        assert _marked(page.text) == ["attr-typed-1"], path
+        assert re.search(r'<label for="attr-typed-1">Característica \(chave=valor\)</label>\s*'
+                         r'<input id="attr-typed-1" name="attr" type="text" value="colour" '
+                         r'data-filter aria-invalid="true"', page.text), path
+        assert 'type="hidden" name="attr"' not in page.text, path
+        assert 'value="10"' in page.text  # (the price, well written, kept too)
+    english = client.get("/", params={"attr": "=Red", "lang": "en"}).text
+    assert '<label for="attr-typed-1">Attribute (key=value)</label>' in english
+    assert 'value="=Red"' in english and _marked(english) == ["attr-typed-1"]
+    # a well-written attribute no list shows stays hidden, unmarked, while nothing is refused
+    fine = client.get("/", params={"attr": "gtin=123"}).text
+    assert 'type="hidden" name="attr" value="gtin=123"' in fine and _marked(fine) == []
+    # beside well-written ones (a list's, one no list shows), only the refused one is marked
+    mixed = client.get("/", params={"attr": ["gtin=1", "colour=nada", "colour"]})
+    assert mixed.status_code == 400 and _marked(mixed.text) == ["attr-typed-2"]
+    assert 'id="attr-typed-1" name="attr" type="text" value="gtin=1" data-filter>' \
+        in mixed.text
+    block = client.post("/search", params={"fragment": 1},
+                        data={"attr": ["colour"]},
+                        files={"image": ("x.jpg", b"not read", "image/jpeg")})
+    assert block.status_code == 400
+    assert 'class="message error filter-error" id="filter-error" role="alert" ' \
+           'data-fields="attr-typed-1"' in block.text
+
+
+def test_the_api_counts_the_whole_listing_when_asked(client, priced, rows):
+    """``total=1``: how many products the listing holds on every page, with its category,
+    price and attribute filter, the same on each page (by offset or cursor); null when not
+    asked, and for a name search (not counted)."""
+    unasked = client.get("/api/products", params={"limit": 5}).json()
+    assert "total" in unasked and unasked["total"] is None
+    every = client.get("/api/products", params={"limit": 5, "total": 1}).json()
+    assert every["total"] == len(priced) == 48  # (the small store: 8 categories of 6)
+    want = _priced_under(priced, rows, 79.9)
+    pages, cursor = [], None
+    while True:
+        page = client.get("/api/products", params={"max_price": "79.9", "limit": 10,
+                                                   "cursor": cursor, "total": "true"}).json()
+        pages.append(page["total"])
+        if not page["has_more"]:
+            break
+        cursor = page["next_cursor"]
+    assert pages == [len(want)] * 4 == [32] * 4
+    later = client.get("/api/products", params={"max_price": "79.9", "offset": 30,
+                                                "total": 1}).json()
+    assert later["total"] == 32 and len(later["products"]) == 2
+    category = rows[want[0]]["category"]
+    for asked in (category, category.replace("_", " ").upper()):  # (as listed: helper-220)
+        mine = client.get("/api/products", params={"category": asked, "total": 1}).json()
+        assert mine["total"] == len(mine["products"]) == 6
+        cheap = client.get("/api/products", params={"category": asked, "max_price": "79.9",
+                                                    "total": 1}).json()
+        assert cheap["total"] == len(_priced_under(priced, rows, 79.9, category)) == 4
+    colour = rows[want[0]]["colour"]
+    coloured = client.get("/api/products", params={"attr": f"colour={colour}", "limit": 1,
+                                                   "total": 1}).json()
+    assert coloured["total"] == sum(rows[p]["colour"] == colour for p in priced)
+    for params in ({"min_price": "1000"}, {"category": "nenhuma"}):
+        assert client.get("/api/products", params={**params, "total": 1}).json()["total"] == 0
+    named = client.get("/api/products", params={"q": rows[want[0]]["name"].split()[0],
+                                                "total": 1}).json()
+    assert named["products"] and named["total"] is None

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 from vitrine.catalog import CATEGORY_MAX, MAX_PRICE
 from vitrine.copies import Copies
 from vitrine.store.base import Match, StoredProduct
-from vitrine.web.pages import image_url
+from vitrine.web.links import image_url
 
 
 class ProductOut(BaseModel):
@@ -55,6 +55,10 @@ class ProductPage(BaseModel):
         None, description="The next page's `cursor` (null on the last page): it starts "
                           "after this page's last product, whatever was added or removed "
                           "before it meanwhile.")
+    total: int | None = Field(
+        None, description="How many products the listing holds in all pages (its category, "
+                          "price and attribute filter), when asked with `total=1`; null "
+                          "otherwise, and for a name search (`q`).")
 
 
 LEFT_OUT = ("Products left out of the results because their photo is a placeholder (one "

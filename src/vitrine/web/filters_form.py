@@ -13,7 +13,7 @@ repeated, which the form's fields write as they are (a list of one key's values 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from starlette.datastructures import ImmutableMultiDict
 
@@ -34,6 +34,10 @@ PRICE_TEXT_MAX = 40
 """A price field longer than this is no price (said so, cut, not echoed whole)."""
 SHOWN_MAX = 40
 """How much of a refused value a sentence repeats."""
+ATTR_FORMAT, ATTR_COUNT = "attr-format", "attr-count"
+"""What :func:`read_filter` says an attribute refusal is about (``PageFilter.invalid``): a
+value not written KEY=VALUE, or too many of them; :func:`filter_context` names the fields
+that show those values in their place."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,9 @@ class PageFilter:
     """A page's filter: its prices as the fields show them (a number a number field takes:
     '49.9' for '49,90' in the address), its ``KEY=VALUE`` attributes, the store's filter
     (None: nothing to filter), and, for a bad value, the sentence saying it (``error``) and
-    which fields it is about (``invalid``: the ids of the fields to mark)."""
+    which fields it is about (``invalid``: the ids of the fields to mark; for attributes,
+    :data:`ATTR_FORMAT` or :data:`ATTR_COUNT` until :func:`filter_context` names the
+    fields that show them)."""
 
     min_price: str = ""
     max_price: str = ""
@@ -71,6 +77,7 @@ class AttributeField:
     label: str
     values: list[str] = field(default_factory=list)
     chosen: str | None = None
+    field_id: str = ""
 
 
 def _shown(text: str) -> str:
@@ -124,11 +131,17 @@ def _attributes(attrs: list[str], t: dict[str, str]) -> tuple[str, ...]:
     """The ``KEY=VALUE`` attributes without the lists' empty "any" and repeats."""
     kept = tuple(dict.fromkeys(a for a in attrs if a))
     if len(kept) > MAX_ATTRIBUTES:
-        raise _Refused(t["filter_too_many"].format(n=len(kept), most=MAX_ATTRIBUTES))
+        raise _Refused(t["filter_too_many"].format(n=len(kept), most=MAX_ATTRIBUTES),
+                       ATTR_COUNT)
     for attr in kept:
-        if attr.find("=") <= 0:
-            raise _Refused(t["filter_bad_attribute"].format(value=_shown(attr)))
+        if not well_written(attr):
+            raise _Refused(t["filter_bad_attribute"].format(value=_shown(attr)), ATTR_FORMAT)
     return kept
+
+
+def well_written(attr: str) -> bool:
+    """Whether an attribute filter is written ``KEY=VALUE`` (a key before its first '=')."""
+    return attr.find("=") > 0
 
 
 def read_filter(values: ImmutableMultiDict | dict, lang: str) -> PageFilter:
@@ -204,7 +217,8 @@ def attribute_fields(values: dict[str, dict[str, int]], total: int, chosen: Page
             if value not in values[key]:
                 options.insert(0, value)
         label = attribute_label(key)
-        fields.append(AttributeField(key, label[:1].upper() + label[1:], options, value))
+        fields.append(AttributeField(key, label[:1].upper() + label[1:], options, value,
+                                     f"attr-{len(fields) + 1}"))
     return fields, rest
 
 
@@ -214,10 +228,31 @@ def _products(categories: dict[str, int]) -> int:
 
 def filter_context(service, chosen: PageFilter) -> dict[str, object]:
     """What the pages' filter fields show: ``filters`` (``chosen``), the attribute lists
-    (``attr_fields``) and the chosen attributes no list shows (``hidden_attrs``)."""
+    (``attr_fields``) and the chosen attributes no list shows (``hidden_attrs``), or, when
+    the attributes were refused, those shown as text fields (``typed_attrs``: their ids and
+    values, the shopper's value kept to be mended), ``filters.invalid`` then naming the
+    fields that hold the refused values (:func:`marked`)."""
     fields, rest = attribute_fields(service.attribute_values(ATTRIBUTE_VALUES_MAX),
                                     service.derived(_products), chosen)
-    return {"filters": chosen, "attr_fields": fields, "hidden_attrs": rest}
+    if not {ATTR_FORMAT, ATTR_COUNT} & set(chosen.invalid):
+        return {"filters": chosen, "attr_fields": fields, "hidden_attrs": rest,
+                "typed_attrs": []}
+    typed = [(f"attr-typed-{i}", value) for i, value in enumerate(rest, 1)]
+    return {"filters": replace(chosen, invalid=marked(chosen.invalid, fields, typed)),
+            "attr_fields": fields, "hidden_attrs": [], "typed_attrs": typed}
+
+
+def marked(invalid: tuple[str, ...], fields: list[AttributeField],
+           typed: list[tuple[str, str]]) -> tuple[str, ...]:
+    """The ids of the fields an attribute refusal is about: each that holds a value not
+    written KEY=VALUE, or (too many) each that holds one; ``invalid``'s other ids kept."""
+    ids = [i for i in invalid if i not in (ATTR_FORMAT, ATTR_COUNT)]
+    if ATTR_COUNT in invalid:
+        ids += [f.field_id for f in fields if f.chosen is not None]
+        ids += [field_id for field_id, _ in typed]
+    else:
+        ids += [field_id for field_id, value in typed if not well_written(value)]
+    return tuple(ids)
 
 
 def catalogue_listing(service, category: str | None, query: str, page: int, size: int,

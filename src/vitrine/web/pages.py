@@ -2,7 +2,8 @@
 
 Server-rendered with Jinja2 (autoescaped) and one small script that adds drag and drop and
 in-place results; every page works without JavaScript. Portuguese by default, English with
-``?lang=en``. Handlers are plain ``def`` (run in the thread pool), like the API's.
+``?lang=en``. Handlers are plain ``def`` (run in the thread pool), like the API's. The
+addresses the pages write are made by :mod:`vitrine.web.links`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import SplitResult, parse_qs, quote, urlencode, urlsplit
+from urllib.parse import quote
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
@@ -38,6 +39,14 @@ from vitrine.web.filters_form import (
     filter_context,
     read_filter,
 )
+from vitrine.web.links import (
+    PAGE_MAX,
+    catalogue_back,
+    image_url,
+    page_url,
+    product_path,
+    root_path,
+)
 from vitrine.web.text import (
     ERROR_KEYS,
     TEXT,
@@ -53,8 +62,6 @@ from vitrine.web.text import (
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 24
-PAGE_MAX = 100_000
-"""The last catalogue page asked for that is answered (a larger number is a 422)."""
 SIMILAR_K = 10
 SEARCH_K = 10
 SEARCH_WAIT_S = 60
@@ -91,17 +98,6 @@ class AskedAgain(StaticFiles):
         return response
 
 
-def _url(path: str, lang: str, /, **params: object) -> str:
-    """``path`` with ``params`` (those not None or "") and ``lang`` unless Portuguese as its
-    query. Positional-only: a page's own query parameters are passed as ``params``, and one
-    named ``path`` or ``lang`` (``/?path=x``) made every page a 500."""
-    query = {k: v for k, v in params.items() if v not in (None, "")}
-    if lang != "pt":
-        query["lang"] = lang
-    # (a list: a parameter repeated, the filter's attr=KEY=VALUE)
-    return path + ("?" + urlencode(query, doseq=True) if query else "")
-
-
 def _decimal(amount: int, unit: int, lang: str) -> str:
     """A limit, ``amount / unit`` (:func:`limit_number`), as the page's language writes it:
     '5,2' in Portuguese, '5.2' in English; its whole part grouped as every other number of
@@ -109,60 +105,6 @@ def _decimal(amount: int, unit: int, lang: str) -> str:
     whole, point, part = limit_number(amount, unit).partition(".")
     grouped = number(TEXT[lang], int(whole))
     return grouped + ("," if lang == "pt" else ".") + part if point else grouped
-
-
-def image_url(product_id: str, size: str | None = None) -> str:
-    """The address of a product's photo; ``size='card'`` asks for the small copy the
-    catalogue and result cards show, ``size='view'`` for the one a product page shows (a
-    large photo bounded, not sent whole)."""
-    return "/images/" + quote(product_id, safe="") + (f"?size={size}" if size else "")
-
-
-def product_path(product_id: str) -> str:
-    return "/products/" + quote(product_id, safe="")
-
-
-def root_path(request: Request) -> str:
-    """The path prefix a reverse proxy serves the app under (``VITRINE_ROOT_PATH``: the
-    scope's ``root_path``), "" for none: every address a page writes starts with it (the
-    app's own paths, which its routes match and :func:`guards.own_path` gives, do not)."""
-    return guards.root_of(request.scope)
-
-
-def _referer(request: Request) -> SplitResult | None:
-    """The request's ``Referer``, split; None for one that cannot be read as an address
-    (``http://[::1``: urlsplit's ValueError made every product page a 500)."""
-    try:
-        return urlsplit(request.headers.get("referer", ""))
-    except ValueError:
-        return None
-
-
-def catalogue_back(request: Request, lang: str) -> tuple[str, str]:
-    """The catalogue page the shopper came from, with its category, name search, page and
-    price and attribute filter (without it, page 2 of another list: hunt385), from the
-    Referer (which this site sends to itself only), else the catalogue's first; and that
-    page's query, which the product page's own links carry as ``back`` (after one of them
-    the Referer is the product page: the way back led to the first page). Under a path
-    prefix (:func:`root_path`) the catalogue's address is the prefix's."""
-    root = root_path(request)
-    if "back" in request.query_params:
-        query = parse_qs(request.query_params["back"][:8000])  # (a category's 512
-        # characters, percent-encoded: up to 12 each, 6,144 in all)
-    elif (came := _referer(request)) is not None and came.netloc == request.url.netloc \
-            and came.path == root + "/":
-        query = parse_qs(came.query)
-    else:
-        query = {}
-    kept: dict[str, object] = {k: query[k][0][:CATEGORY_MAX if k == "category" else 200]
-                               for k in ("category", "q", "page") if k in query}
-    page = str(kept.get("page", "1"))
-    if not (page.isascii() and page.isdigit() and 1 <= int(page) <= PAGE_MAX):
-        del kept["page"]  # (a page the catalogue refuses: '５', 10**20)
-    chosen = read_filter({k: query.get(k, [None])[0] for k in ("min_price", "max_price")}
-                         | {"attr": query.get("attr", [])}, lang)
-    kept.update({k: v for k, v in chosen.query.items() if v and chosen.where})
-    return root + _url("/", lang, **kept), urlencode(kept, doseq=True)
 
 
 def summary(product: StoredProduct) -> str:
@@ -293,11 +235,11 @@ class Pages:
         params.update(context.pop("keep", {}))  # (what the other language's page keeps too)
         return self.templates.TemplateResponse(request, name, {
             "t": t, "lang": lang, "root": root,
-            "url": lambda p, /, **q: root + _url(p, lang, **q),
+            "url": lambda p, /, **q: root + page_url(p, lang, **q),
             "image_url": lambda product_id, size=None: root + image_url(product_id, size),
             "price": lambda v: format_price(v, lang),
             "chance": lambda p: format_chance(p, lang),
-            "switch_url": root + _url(path, other, **params),
+            "switch_url": root + page_url(path, other, **params),
             "max_bytes": self.settings.max_upload_bytes,
             "max_mb": self.max_mb(lang), "filters": NO_FILTER,
             **context}, status_code=status)
@@ -329,14 +271,17 @@ class Pages:
         filter fields show ``filters`` (else the address's: the form carries them there)."""
         filters = context.setdefault("filters", read_filter(request.query_params, lang))
         status = 400 if filters.error and status == 200 else status  # type: ignore[attr-defined]
-        context["clear_url"] = root_path(request) + _url("/search", lang,
-                                                         category=context.get("category"))
+        context["clear_url"] = root_path(request) + page_url(
+            "/search", lang, category=context.get("category"))
+        if not fragment or filters.error:  # type: ignore[attr-defined]
+            # (the fields a bad filter marks, named by the results block's sentence too:
+            # the page's script marks them by it)
+            context.update(filter_context(self.service, filters))  # type: ignore[arg-type]
         if fragment:
             context.pop("category", None)
             response = self.render(request, "_results.html", lang, status, **context)
             response.headers[FRAGMENT_HEADER] = "results"
             return response
-        context.update(filter_context(self.service, filters))  # type: ignore[arg-type]
         return self.render(request, "search.html", lang, status, active="search",
                            **category_field(self.service), **context)
 
@@ -434,6 +379,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
                                 back=back, came=came, scope=scope,
                                 keep={"back": came or None, "same": scope},
                                 shared_by=service.placeholders().sharing(product),
+                                same_photo=service.copies().same_photo,
                                 **filter_context(service, asked))
         # the way back is read from the Referer: a shared cache must not give one shopper's
         # (or an attacker's) to the next
@@ -465,7 +411,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         asked = read_filter({"min_price": min_price, "max_price": max_price, "attr": attr},
                             lang)
         matches: list[Match] | None = None
-        guess, linked = None, False
+        guess, linked, same_photo = None, False, None
         message, status = None, 200
         request.state.search_category = category  # (an error page's toggle keeps it)
         chosen = page_category(service, category)
@@ -481,6 +427,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
             # link the category only if the store holds some of it (one-row lookup, not a
             # count of every category: that scans a Milvus collection)
             linked = guess is not None and service.has_category(guess.category)
+            same_photo = service.copies().same_photo
         except ImageError as exc:
             message, status = pages.photo_refused(exc, lang), 400
         except ServerBusy:  # (said as such, not as the error page's 503: "the catalogue
@@ -493,7 +440,7 @@ def install_pages(app: FastAPI, service: VitrineService, settings: Settings) -> 
         response = pages.search_results(request, lang, fragment, status, matches=matches,
                                         message=message, guess=guess, guess_linked=linked,
                                         category=category, chosen=chosen, filters=asked,
-                                        keep=asked.query)
+                                        keep=asked.query, same_photo=same_photo)
         if status == 503:
             response.headers["Retry-After"] = "2"
         return response

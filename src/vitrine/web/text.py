@@ -42,6 +42,9 @@ TEXT: dict[str, dict[str, str]] = {
         "products_count_one": "{n} produto",
         "similar_title": "Produtos similares",
         "similar_pct": "{pct}% similar",
+        "same_photo": "+{n} com a mesma foto",
+        "same_photo_title": "Esta foto (ou uma cópia dela) também é a de outros produtos do "
+                            "catálogo: a lista mostra um produto por foto.",
         "no_similar": "Nenhum produto similar encontrado.",
         "shared_photo": "A foto deste produto é a mesma de {n} produtos (uma foto provisória): "
                         "os produtos abaixo se parecem com a foto, não com o produto.",
@@ -115,6 +118,7 @@ TEXT: dict[str, dict[str, str]] = {
         "min_price_name": "preço mínimo",
         "max_price_name": "preço máximo",
         "any_value": "Qualquer",
+        "attr_typed": "Característica (chave=valor)",
         "filters_clear": "Limpar filtros",
         "filtered_by": "Filtro:",
         "priced_between": "preço de {low} a {high}",
@@ -166,6 +170,9 @@ TEXT: dict[str, dict[str, str]] = {
         "products_count_one": "{n} product",
         "similar_title": "Similar products",
         "similar_pct": "{pct}% similar",
+        "same_photo": "+{n} with the same photo",
+        "same_photo_title": "This photo (or a copy of it) is also that of other products of "
+                            "the catalogue: the list shows one product a photo.",
         "no_similar": "No similar products found.",
         "shared_photo": "This product's photo is the one of {n} products (a placeholder "
                         "photo): the products below look like the photo, not like the "
@@ -237,6 +244,7 @@ TEXT: dict[str, dict[str, str]] = {
         "min_price_name": "minimum price",
         "max_price_name": "maximum price",
         "any_value": "Any",
+        "attr_typed": "Attribute (key=value)",
         "filters_clear": "Clear filters",
         "filtered_by": "Filter:",
         "priced_between": "priced {low}–{high}",
