@@ -30,6 +30,7 @@ from vitrine.embed import ModelManifest
 from vitrine.errors import StoreError
 from vitrine.migrate import migrate_store
 from vitrine.store import DEFAULT_COLLECTION, milvus_server, open_store
+from vitrine.store.base import Record
 
 try:
     import milvus_lite  # noqa: F401
@@ -80,6 +81,9 @@ def test_crud_and_filters(mstore):
     assert not mstore.has_category("c") and not mstore.has_category('d" or category != "')
     assert mstore.photo_facts()["c"] == ("/photos/c.jpg", "sha-c", "0" * 16, b"\0" * 768)
     assert set(mstore.photo_facts()) == {"b", "c", "e"}
+    mstore.upsert([Record(record("f", unit(0, 1)).product, "sha-c", "0" * 16, b"\0" * 768,
+                          unit(0, 1))])  # (c's photo file under another name)
+    assert (mstore.count_photo("sha-c"), mstore.count_photo("sha-a")) == (2, 0)
 
 
 def test_manifest_guard_and_missing_store(mstore, tmp_path):
@@ -340,6 +344,7 @@ HOLDER = """
 import sys
 import threading
 from vitrine.store import DEFAULT_COLLECTION, milvus_server, open_store
+from vitrine.store.base import Record
 store = open_store(sys.argv[1], create=True)
 store.set_catalog_folder("/catalogue")
 print("ready", flush=True)

@@ -5,6 +5,8 @@ API, the product page and `related`."""
 from __future__ import annotations
 
 import csv
+import dataclasses
+import io
 import json
 import shutil
 from pathlib import Path
@@ -63,6 +65,54 @@ def test_the_counts_are_kept_with_the_duplicate_groups():
     old = encode("key", np.arange(2, dtype=np.uint64), np.array([[0, 1]]),
                  ["b" * 64, "c" * 64])  # (a cache saved before the counts: none counted)
     assert copies_in(old).shared == {} and copies_in(old).of("b" * 64) == {"b" * 64, "c" * 64}
+
+
+def test_a_write_counts_the_products_of_its_photo_file_again(tmp_path):
+    """recount_shared (a write through the API): the products of one photo file are
+    counted again, the duplicate groups and pairs saved as they were; a photo of its own
+    reads nothing; no counts saved (no duplicate search yet) saves none."""
+    from vitrine.dedupe_store import recount_shared
+
+    card, other = "c" * 64, "d" * 64
+    store = EmbeddedStore(tmp_path / "store", create=True)
+    try:
+        store.set_manifest(ModelManifest("test", "0" * 64, {}, DIM))
+        store.lock_for_writing()
+
+        def add(pid: str, sha: str) -> None:
+            store.upsert([Record(Product(pid, Path(f"/photos/{pid}.jpg"), category="c"), sha,
+                                 "0" * 16, b"\0" * 768, np.ones(DIM, np.float32))])
+
+        for i in range(3):
+            add(f"p{i}", card)
+        add("q", other)
+        recount_shared(store, card)
+        assert store.duplicate_cache() is None  # (no search saved counts: none made)
+        saved = encode("key", np.arange(2, dtype=np.uint64), np.array([[0, 1]]),
+                       [other, "e" * 64], (np.array([card.encode()], dtype="S64"),
+                                           np.array([3])))
+        store.set_duplicate_cache(saved)
+        add("p3", card)  # (as the API adds it: then counts it)
+        recount_shared(store, card)
+        copies = copies_in(store.duplicate_cache())
+        assert copies.shared == {card: 4} and copies.of(other) == {other, "e" * 64}
+        assert placeholders(copies, 4).photos == {card}
+        with np.load(io.BytesIO(store.duplicate_cache())) as now, \
+                np.load(io.BytesIO(saved)) as before:
+            assert all(np.array_equal(now[name], before[name]) for name in before.files
+                       if name not in ("shared_shas", "shared_counts"))
+        add("r", other)  # another of q's file: shared now
+        recount_shared(store, other)
+        assert copies_in(store.duplicate_cache()).shared == {card: 4, other: 2}
+        store.delete(["p0", "p1", "p2"])
+        recount_shared(store, removed=card)
+        assert copies_in(store.duplicate_cache()).shared == {other: 2}
+        kept = store.duplicate_cache()
+        add("s", "f" * 64)  # a photo of its own: nothing to count again
+        recount_shared(store, "f" * 64)
+        assert store.duplicate_cache() == kept
+    finally:
+        store.close()
 
 
 def test_placeholder_min_of_one_is_refused_in_one_sentence(monkeypatch):
@@ -285,11 +335,13 @@ def test_the_api_and_the_page_say_what_was_left_out(planted, five, embedder, tmp
     assert "look like the photo" in client.get("/products/ph0", params={"lang": "en"}).text
 
 
+@pytest.mark.parametrize("searched", [True, False])
 def test_a_product_added_with_the_placeholder_photo_is_counted_at_the_next_index(
-        planted, embedder, five, tmp_path):
+        planted, embedder, five, tmp_path, searched):
     """A product of the card's file added to the table changes no photo the duplicate
     search compares (its file's first product stands for it): the counts are saved again
-    all the same."""
+    all the same; and where `index` searches no duplicates (above VITRINE_DUP_MAX_PRODUCTS,
+    here 0), as the products of one file need no search (they were the last search's)."""
     from vitrine.indexer import index_catalog
     from vitrine.store import open_store
 
@@ -299,11 +351,62 @@ def test_a_product_added_with_the_placeholder_photo_is_counted_at_the_next_index
     _plant(tmp_path / "catalog", CARD + 1, first=CARD)
     store = open_store(tmp_path / "store")
     try:
-        index_catalog(tmp_path / "catalog", store, embedder, show_progress=False)
+        rules = None if searched else dataclasses.replace(embedder.duplicate_rules(),
+                                                          max_products=0)
+        report = index_catalog(tmp_path / "catalog", store, embedder, rules=rules,
+                               show_progress=False)
+        assert report.duplicates_searched is searched
         rec = Recommender(store, five)
         assert rec.placeholders().sharing(store.get("ph0")) == CARD + 1 + STAMPED
     finally:
         store.close()
+
+
+def test_a_product_added_through_the_api_with_a_shared_file_counts_at_once(
+        planted, embedder, five, tmp_path):
+    """A product added through the API with the bytes of a photo others name (its sha256)
+    is one more product of it at once: an exact copy needs no duplicate search. The counts
+    were the last `index`'s, so the card's 11 products under a placeholder count of 12
+    stayed no placeholder with a 12th added (shown in lists, said "10 others share it"),
+    and a placeholder's products left out were said one too few; deleted, it counts no
+    more."""
+    from fastapi.testclient import TestClient
+
+    from vitrine.api import create_app
+
+    root, catalog = planted
+    shutil.copytree(root / "store", tmp_path / "store")
+    twelve = five.model_copy(update={"placeholder_min": CARD + STAMPED + 1,
+                                     "api_key": "k" * 32})
+    client = TestClient(create_app(twelve, tmp_path / "store", embedder=embedder))
+    auth = {"Authorization": "Bearer " + "k" * 32}
+    ordinary = next(p["product_id"] for p in client.get(
+        "/api/products", params={"limit": 100}).json()["products"]
+        if not _is_placeholder(p["product_id"]))
+
+    def similar(pid: str) -> dict:
+        return client.get(f"/api/products/{pid}/similar", params={"k": 40}).json()
+
+    body = similar(ordinary)  # (11 products of the card: no placeholder under 12)
+    assert body["placeholders_left_out"] == 0
+    assert [r["same_photo"] for r in body["results"] if _is_placeholder(r["product_id"])
+            ] == [CARD + STAMPED - 1]
+    card = (catalog / "sem_foto" / "card.jpg").read_bytes()
+    added = client.post("/api/products", headers=auth,
+                        data={"product_id": "ph-api", "name": "Sem foto API"},
+                        files={"image": ("card.jpg", card, "image/jpeg")})
+    assert added.status_code == 201, added.text
+    body = similar(ordinary)  # 12 now: a placeholder, its products left out
+    assert not any(_is_placeholder(r["product_id"]) for r in body["results"])
+    assert body["placeholders_left_out"] == CARD + STAMPED + 1
+    body = similar("ph-api")
+    assert body["placeholder"] is True and body["placeholders_left_out"] == 0
+    assert f"{CARD + STAMPED + 1} produtos" in client.get("/products/ph0").text
+    assert client.delete("/api/products/ph-api", headers=auth).status_code == 204
+    body = similar(ordinary)  # 11 again: shown once, saying so
+    assert body["placeholders_left_out"] == 0
+    assert [r["same_photo"] for r in body["results"] if _is_placeholder(r["product_id"])
+            ] == [CARD + STAMPED - 1]
 
 
 ENV = {"VITRINE_PLACEHOLDER_MIN": str(MIN)}

@@ -440,10 +440,11 @@ def test_pages_and_photo_look_ups_read_indexes_not_every_product(store, tmp_path
     assert store.list_products(limit=2, offset=33) == [last]
     assert store.names_photo("/photos/x3.jpg") and not store.names_photo("/photos/y.jpg")
     assert store.has_category("c") and not store.has_category("nada")
+    assert store.count_photo("sha-x3") == 1 and store.count_photo("sha-y") == 0
     facts = store.photo_facts()  # (read from every row, once: not an index question)
     store.db.set_trace_callback(None)
     statements = [sql for sql in statements if "FROM meta" not in sql]  # (a primary key)
-    assert len(statements) == 7, statements
+    assert len(statements) == 9, statements
     statements.pop()
     assert facts["x3"] == ("/photos/x3.jpg", "sha-x3", "0" * 16, b"\0" * 768)
     assert len(facts) == 34
@@ -629,6 +630,72 @@ def test_a_new_store_another_process_is_making_is_waited_for(tmp_path):
     assert store.manifest() == MANIFEST
     store.close()
     other.close()
+
+
+def test_two_makers_of_a_new_store_without_hard_links_keep_one_database(tmp_path,
+                                                                       monkeypatch):
+    """Where hard links cannot be made (FAT, exFAT: os.link fails), a new store's database
+    is renamed in when none is there. Two processes making the same store each looked, found
+    none, and the later one renamed its empty database over the other's, which that one had
+    opened and written into already: its write was lost, said done. The look and the rename
+    are one step between makers now (the second maker here runs while the first is between
+    them)."""
+    import errno
+    import fcntl
+    import sqlite3
+    import threading
+
+    from vitrine.store import sqlite_db
+
+    root = tmp_path / "s"
+    root.mkdir()
+    real_replace, real_flock = os.replace, fcntl.flock
+    second_stopped = threading.Event()  # (done, or waiting for the first's lock)
+    failed = []
+
+    def second_maker() -> None:  # another process making the store
+        try:
+            db, *_ = sqlite_db.open_database(root, create=True)
+            db.execute("INSERT INTO meta VALUES ('written_by', 'second')")
+            db.close()
+        except BaseException as exc:  # (said below)
+            failed.append(exc)
+        finally:
+            second_stopped.set()
+
+    second = threading.Thread(target=second_maker)
+
+    def no_link(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    def replace(src, dst, *args, **kwargs):
+        if threading.current_thread() is not second and not second.is_alive() \
+                and not second_stopped.is_set():  # the first maker, between look and rename
+            second.start()
+            assert second_stopped.wait(60)
+        return real_replace(src, dst, *args, **kwargs)
+
+    def flock(fd, operation):
+        if threading.current_thread() is second and operation == fcntl.LOCK_EX:
+            second_stopped.set()
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(sqlite_db.os, "link", no_link)
+    monkeypatch.setattr(sqlite_db.os, "replace", replace)
+    monkeypatch.setattr(fcntl, "flock", flock)
+    db, *_ = sqlite_db.open_database(root, create=True)  # the first maker
+    db.execute("INSERT INTO meta VALUES ('also', 'first')")
+    db.close()
+    second.join(60)
+    assert not failed and not second.is_alive()
+    check = sqlite3.connect(root / sqlite_db.DB_NAME)
+    try:
+        assert set(check.execute("SELECT key, value FROM meta")) >= {
+            ("written_by", "second"), ("also", "first")}  # (one database, both writes)
+    finally:
+        check.close()
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(
+        sqlite_db.DB_NAME)) == []  # (no side file left)
 
 
 def test_files_half_written_by_a_killed_process_are_removed_a_live_ones_kept(tmp_path):

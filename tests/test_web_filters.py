@@ -235,6 +235,55 @@ def test_a_price_with_thousands_is_read_as_a_shopper_writes_it(client, priced):
     assert listed(again.text) == listed(sub_cent.text)
 
 
+def test_the_api_reads_a_bound_as_a_program_writes_it_the_pages_as_a_shopper_does(
+        client, priced, rows):
+    """The same address, two readers: the API's `min_price=1.299` is a program's number
+    (JSON's, Python's str(1.299): under R$ 2), which every priced product passes, and
+    `max_price=49.906` is under R$ 50; the pages read a bound as a shopper types it in reais
+    (a dot before three digits groups thousands: R$ 1.299, which none of them reaches).
+    "49,90" is a shopper's R$ 49,90 on the pages and a 422 in the API, which takes no
+    comma."""
+    every_priced = [p for p, price in priced.items() if price is not None]
+    api = client.get("/api/products", params={"min_price": "1.299", "limit": 200}).json()
+    assert [p["product_id"] for p in api["products"]] == every_priced
+    api = client.get("/api/products", params={"max_price": "49.906", "limit": 200}).json()
+    assert [p["product_id"] for p in api["products"]] == _priced_under(priced, rows, 49.9)
+    first = next(iter(priced))
+    similar = client.get(f"/api/products/{first}/similar", params={"k": 100,
+                                                                    "min_price": "1.299"})
+    assert len(similar.json()["results"]) == len(every_priced) - (priced[first] is not None)
+    page = client.get("/", params={"min_price": "1.299"}).text
+    assert "preço a partir de R$\u00a01.299,00" in page and listed(page) == []
+    page = client.get("/", params={"max_price": "49,90"}).text
+    assert "preço até R$\u00a049,90" in page
+    assert listed(page) == _priced_under(priced, rows, 49.9)[:len(listed(page))] != []
+    comma = client.get("/api/products", params={"max_price": "49,90"})
+    assert comma.status_code == 422 and comma.json()["detail"] == (
+        "Invalid query parameter: max_price must be a number, not '49,90'.")
+    described = client.get("/openapi.json").json()["paths"]["/api/products"]["get"]
+    assert all("no thousands separator" in p["description"]
+               for p in described["parameters"] if p["name"] in ("min_price", "max_price"))
+
+
+@pytest.mark.parametrize("typed", ["49.906", "1.299", "R$ 1.299,90", "49,90", "49.9061",
+                                   "1234.5678", "0,004", "1e3", "999999999999.994"])
+def test_a_bound_the_pages_write_is_read_alike_by_the_pages_and_the_api(typed):
+    """The bound a page writes back (its field, every link it makes) has at most two
+    decimals after a dot and no thousands: the pages read it again as the bound they
+    applied, to the cent, and the API as the same number (a kept link is never read as
+    thousands, nor a bound in thousands as reais by the API)."""
+    from vitrine.store.filters import parse_filter
+    from vitrine.web.filters_form import read_filter
+
+    applied = read_filter({"max_price": typed}, "pt")
+    written = applied.max_price
+    assert applied.where is not None and re.fullmatch(r"\d+(\.\d{1,2})?", written), written
+    again = read_filter({"max_price": written}, "pt")
+    assert again.max_price == written
+    assert again.where.max_price == parse_filter(None, written).max_price == round(
+        applied.where.max_price, 2)
+
+
 def test_a_photo_search_keeps_only_what_the_filter_keeps(client, priced, rows, small_catalog):
     photo = (small_catalog / rows[next(iter(priced))]["image"]).read_bytes()
     files = {"image": ("q.jpg", photo, "image/jpeg")}

@@ -46,11 +46,17 @@ OFFSET_MAX = 1_000_000_000
 KParam = Annotated[int, Query(ge=K_MIN, le=K_MAX, description="Number of results (1–100).")]
 CategoryParam = Annotated[str | None, Query(max_length=CATEGORY_MAX,
                                             description="Only products of this category.")]
+PRICE_NUMBER = ("a number as JSON writes it: a dot before the decimals, no thousands "
+                "separator, so 49.906 is under R$ 50 and 1.299 under R$ 2, never thousands; "
+                "'49,90' is a 422")
+"""How the API reads a price bound (float(): a program's number). The pages take the same
+names in their addresses and read a bound as a shopper types it in reais ('1.299' is
+R$ 1.299: :mod:`vitrine.web.filters_form`), and write none that the two read otherwise."""
 MinPriceParam = Annotated[str | None, Query(
-    max_length=40, description="Only products priced at least this (a number, e.g. 99.9; a "
+    max_length=40, description=f"Only products priced at least this ({PRICE_NUMBER}; a "
                                "product without a price is left out).")]
 MaxPriceParam = Annotated[str | None, Query(
-    max_length=40, description="Only products priced at most this (a number).")]
+    max_length=40, description=f"Only products priced at most this ({PRICE_NUMBER}).")]
 AttrParam = Annotated[list[str] | None, Query(
     description="Only products whose attribute KEY is VALUE exactly, written KEY=VALUE "
                 "(repeat it: each must hold).")]

@@ -149,6 +149,11 @@ class CopiesReader:
                                  kept[4] if same else copies_in(data))
         return kept[4]
 
+    def forget(self) -> None:
+        """Read the store's groups again next time (the bytes saved may have changed without
+        a new write mark: :func:`vitrine.dedupe_store.recount_shared`)."""
+        self._kept = None
+
 
 def without_copies(product: StoredProduct | None, matches: list[Match], copies: Copies,
                    hidden: frozenset[str] = frozenset()) -> list[Match]:

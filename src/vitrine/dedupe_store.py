@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
@@ -157,6 +158,57 @@ def shared_photos(shas: Sequence[str], rows: np.ndarray, row_of: np.ndarray
     named = np.array([shas[rows[i]] for i in many.tolist()], dtype="S64")
     order = np.argsort(named, kind="stable")
     return named[order], counts[many][order].astype(np.int64)
+
+
+def recount_shared(store: VectorStore, added: str = "", removed: str = "") -> None:
+    """Count the products of a photo file again after a write through the API: one more
+    of ``added`` (a product added or given that photo's sha256), one less of ``removed``
+    (deleted, or given another photo). Exact copies (one file's bytes, one sha256) need no
+    search: a product added with a placeholder's file counts at once
+    (:mod:`vitrine.placeholders`), and a photo it makes shared says so (photos of other
+    bytes wait for the next `index` to be grouped). The saved bytes are read only where a
+    count can have changed (a photo shared after the write, or before it: most writes are
+    a photo of its own): :func:`_save_counts`."""
+    counts = {sha: store.count_photo(sha) for sha in {added, removed} - {""}}
+    if any(n > (1 if sha == added else 0) for sha, n in counts.items()):
+        _save_counts(store, lambda shared: {**{s: n for s, n in shared.items()
+                                               if s not in counts},
+                                            **{s: n for s, n in counts.items() if n > 1}})
+
+
+def recount_every_shared(store: VectorStore) -> None:
+    """Count the products of every shared photo file again where `index` searches no
+    duplicates (above ``VITRINE_DUP_MAX_PRODUCTS``): exact copies need no search, so the
+    catalogue's products of a placeholder's file are counted all the same (one read of
+    every product's sha256, as `index` reads them to tell what changed)."""
+    shared = Counter(sha for sha, _ in store.fingerprints().values() if sha)
+    _save_counts(store, lambda _: {sha: n for sha, n in shared.items() if n > 1})
+
+
+def _save_counts(store: VectorStore, change: Callable[[dict[str, int]], dict[str, int]]
+                 ) -> None:
+    """Save the photo counts ``change`` makes of the saved ones (photo sha256 → products,
+    where more than one) with the groups of the last duplicate search, its other arrays as
+    they were; where they changed, and never where no search saved counts (none yet, or a
+    cache older than them: the next search counts them)."""
+    try:
+        with np.load(io.BytesIO(store.duplicate_cache() or b""), allow_pickle=False) as saved:
+            arrays = {name: saved[name] for name in saved.files}
+    except Exception:  # noqa: BLE001 - none saved, or damaged: the next `index` searches
+        return
+    if "shared_shas" not in arrays or "group_shas" not in arrays:
+        return
+    shared = dict(zip((s.decode("ascii", "replace") for s in arrays["shared_shas"].tolist()),
+                      arrays["shared_counts"].tolist(), strict=True))
+    now = change(dict(shared))
+    if now == shared:
+        return
+    named = sorted(now)  # (as shared_photos orders them)
+    arrays["shared_shas"] = np.array([s.encode("ascii") for s in named], dtype="S64")
+    arrays["shared_counts"] = np.array([now[s] for s in named], dtype=np.int64)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    _save(store, buf.getvalue())
 
 
 def _same_shared(data: bytes | None, shared: tuple[np.ndarray, np.ndarray]) -> bool:

@@ -21,6 +21,7 @@ from vitrine.catalog import (
 from vitrine.catalog_csv import tables_below, tables_not_csv
 from vitrine.copies import last_search
 from vitrine.dedupe import DuplicateRules
+from vitrine.dedupe_store import recount_every_shared
 from vitrine.dedupe_views import current
 from vitrine.embed import Embedder
 from vitrine.errors import VitrineError
@@ -311,7 +312,9 @@ def _search_duplicates(report: IndexReport, store: VectorStore, embedder: Embedd
             store_duplicates(store, root, rules, uploaded=all_uploaded,
                              show_progress=show_progress, facts=facts, mine=mine)
         facts = None  # (memory: 1.6 kB of thumbnail a product, not held through the build)
-    else:  # (`similar` keeps leaving out the last search's groups: said of when)
+    else:  # (`similar` keeps leaving out the last search's groups: said of when; the
+        # products of one photo file, which need no search, counted again)
+        recount_every_shared(store)
         report.duplicates_as_of = last_search(store.duplicate_cache())
 
 

@@ -13,10 +13,13 @@ arbitrary, and its card says nothing of what a shopper looks for. A photo that f
 (a real one: a product listed once a size, 5 to 12 products) is no placeholder: it is shown
 once in a list, its best-scored product (:func:`vitrine.copies.one_a_photo`).
 
-The counts are those of the last `vitrine index` that searched for duplicates (saved with
-the duplicate groups, :func:`vitrine.dedupe_store.shared_photos`); a product added through
-the API since is counted at the next one (one of a placeholder's photo file is left out at
-once: the file's products are)."""
+The products of one photo file (its sha256: an exact copy needs no search) are counted by
+each `vitrine index` (:func:`vitrine.dedupe_store.shared_photos`; also one that searches no
+duplicates, above ``VITRINE_DUP_MAX_PRODUCTS``: ``recount_every_shared``) and again by each
+write through the API (:func:`vitrine.dedupe_store.recount_shared`), saved with the
+duplicate groups: a product added with a placeholder's file is one more of it at once.
+Photos of other bytes count as the last `index` that searched for duplicates grouped them:
+one added through the API since is grouped at the next one that searches."""
 
 from __future__ import annotations
 

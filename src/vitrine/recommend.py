@@ -178,6 +178,11 @@ class Recommender:
         one product a photo, and says how many others share it (:meth:`Copies.same_photo`)."""
         return self._copies(self.store)
 
+    def forget_copies(self) -> None:
+        """Read the groups again at the next list (a write's counts were saved after its
+        products: a list read between them kept the groups before it)."""
+        self._copies.forget()
+
     def product(self, product_id: str) -> StoredProduct:
         found = stored_product(self.store, product_id)
         if found is None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from vitrine.catalog import Product
+from vitrine.dedupe_store import recount_shared
 from vitrine.embed import decode
 from vitrine.errors import CatalogError, StoreBusy, StoreError
 from vitrine.index_embed import check_manifest
@@ -102,6 +103,9 @@ class ServiceWrites:
                     raise
                 committed(product.product_id)
             writer.flush(rebuild=False)
+            if previous is None or previous.content_sha256 != sha:  # (its photo's
+                # products, counted at once: a placeholder's file is one more of it)
+                recount_shared(writer, sha, previous.content_sha256 if previous else "")
             if previous is not None:
                 _remove_orphan(writer, Path(previous.image), folder)
             stored = writer.get(product.product_id)
@@ -144,6 +148,7 @@ class ServiceWrites:
                 writer.delete([previous.product_id])
                 committed(previous.product_id)
             writer.flush(rebuild=False)
+            recount_shared(writer, removed=previous.content_sha256)
             _remove_orphan(writer, Path(previous.image), self._upload_folder())
 
     @contextlib.contextmanager
@@ -183,6 +188,7 @@ class ServiceWrites:
         finally:
             with self._store_lock:  # (before the next write reads them)
                 self._forget_categories()  # the counts may have changed
+                self._recommender.forget_copies()  # (read beside the write: recount_shared)
             self._write_lock.release()
 
     def _open_writer(self) -> VectorStore:

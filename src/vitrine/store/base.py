@@ -180,6 +180,10 @@ class VectorStore(Protocol):
     def names_photo(self, photo: str) -> bool:
         """Whether any product's photo is ``photo`` (a path as :meth:`images` gives them)."""
         ...
+    def count_photo(self, sha: str) -> int:
+        """How many products' photos are the file of sha256 ``sha`` (its bytes, by any
+        path): :func:`vitrine.dedupe_store.recount_shared`."""
+        ...
     def search(self, vector: np.ndarray, k: int, *, category: str | None = None,
                exclude: str | None = None, where: ProductFilter | None = None
                ) -> list[Match]:

@@ -71,6 +71,11 @@ class EmbeddedReads:
                                "ESCAPE '!'", (photo, pattern))
         return any(self._photo(image) == photo for (image,) in rows)
 
+    def count_photo(self, sha: str) -> int:
+        """How many products' photos are of sha256 ``sha`` (its index, no scan)."""
+        return self.db.execute("SELECT count(*) FROM products WHERE content_sha256 = ?",
+                               (sha,)).fetchone()[0]
+
     def _photo(self, image: str) -> str:
         """Where a stored photo is: for one the server saved (named by its content in a
         store's ``uploads``), this store's own copy when it has one, since a store that was

@@ -301,6 +301,9 @@ class MilvusStore(MilvusCollections, MilvusOrders, CatalogRecord):
     def names_photo(self, photo: str) -> bool:
         return bool(self._rows(f"image == {quote(photo)}", ["product_id"]))
 
+    def count_photo(self, sha: str) -> int:
+        return len(self._rows(f"content_sha256 == {quote(sha)}", ["product_id"]))
+
     def count(self) -> int:
         if not self._has_products():
             return 0

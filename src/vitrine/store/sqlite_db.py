@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import secrets
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vitrine.catalog import UPLOADED
@@ -258,7 +259,9 @@ def _require_json(db: sqlite3.Connection) -> None:
 def _create_database(db_path: Path) -> None:
     """Make a new store's database whole or not at all: its tables made in a file of this
     process beside it (a rollback journal: all in that file once committed), then linked in
-    under its name (not over another process's making the same store: theirs is kept). A
+    under its name (not over another process's making the same store: theirs is kept; where
+    the file system makes no hard links, renamed in under a lock of the folder,
+    :func:`_folder_locked`, when none is there yet). A
     first `vitrine index` on a full disk left an empty or half-made vitrine.sqlite, which
     every later command refused as empty, or as written by an older Vitrine."""
     while True:  # (a name of this process's own, no longer than the database's: DB_PATH_MAX)
@@ -280,11 +283,33 @@ def _create_database(db_path: Path) -> None:
         except FileExistsError:  # (made meanwhile by another process: theirs)
             pass
         except OSError:  # (a file system without hard links)
-            if not db_path.exists():
-                os.replace(part, db_path)
+            with _folder_locked(db_path.parent):
+                if not db_path.exists():
+                    os.replace(part, db_path)
     finally:
         for leftover in (part, part.with_name(part.name + "-journal")):
             leftover.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _folder_locked(folder: Path) -> Iterator[None]:
+    """An flock on the store folder itself while a new database is renamed in where hard
+    links cannot be made: the look for one there and the rename are one step between
+    processes (two making the same store each found none, and the second renamed its empty
+    database over the first's, into which that one may have written already). A file system
+    that takes no flock either is left as before (the look and the rename, unlocked)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # (a folder this user may write in, not read)
+        fd = None
+    try:
+        with contextlib.suppress(OSError):  # (ENOLCK, EOPNOTSUPP: no locks there)
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # (held for a rename: no wait to bound)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # (the lock with it)
 
 
 def _made_new(root: Path, made_folder: bool) -> None:
