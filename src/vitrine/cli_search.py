@@ -113,7 +113,8 @@ def search(
             failed += 1
             continue
         if not as_json:
-            out.print(results_table(f"Similar to {query}", matches, itself_excluded=False))
+            out.print(results_table(f"Similar to {query}", matches, itself_excluded=False,
+                                    filtered=bool(where)))
             if guess is not None:
                 out.print(guess.sentence(), markup=False)
         problem = None
@@ -167,7 +168,8 @@ def similar(
                                   where=where)
     held = rec.placeholders()
     if not as_json:
-        out.print(results_table(f"Similar to {product_id} ({product.name})", matches))
+        out.print(results_table(f"Similar to {product_id} ({product.name})", matches,
+                                filtered=bool(where)))
         if held.sharing(product):
             out.print(f"Its photo is the one of {held.sharing(product)} products (a "
                       "placeholder): these look like the photo, not like the product.",

@@ -51,7 +51,7 @@ def index(
     from vitrine.catalog import catalogue_state
     from vitrine.embed import Embedder
     from vitrine.errors import NoStore
-    from vitrine.index_checks import refuse_undecodable
+    from vitrine.index_checks import refuse_store_among_photos, refuse_undecodable
     from vitrine.indexer import index_catalog, parse_shard
     from vitrine.manifest import kind_mismatch
     from vitrine.split import links_refused, read_catalogue
@@ -67,6 +67,7 @@ def index(
                                 refused_links=refused)]  # (handed over below: its products
     # are let go before the duplicate search, not held here through it)
     refuse_undecodable(catalog_dir, settings.model)  # (and before the store is made)
+    refuse_store_among_photos(store, catalog_dir, (p.image for p in catalogue[0][0]))
     # also before the model (a trained model's store indexed without one tried to download
     # the pretrained weights: helper-176)
     recorded, db = recorded_model(store), None
@@ -150,6 +151,7 @@ def migrate(
     For example from the embedded store to Milvus; refuses a target made by another model.
     Photos of products added through the API go to the target's upload folder (STORE/uploads,
     or VITRINE_UPLOAD_DIR)."""
+    from vitrine.index_checks import refuse_target_among_photos
     from vitrine.migrate import migrate_store
     from vitrine.store import (
         EmbeddedStore,
@@ -173,6 +175,7 @@ def migrate(
     src = store_for(source, settings)
     new = new_store_path(target)  # (none: there already, or a Milvus server)
     try:
+        refuse_target_among_photos(target, src.catalog_folder())
         dst = store_for(target, settings, create=True)
     except BaseException:
         src.close()

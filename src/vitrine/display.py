@@ -81,11 +81,12 @@ def plain(value: object, style: str = "") -> Text:
     return Text(text, style=style)
 
 
-def results_table(title: str, matches: list[Match], *, itself_excluded: bool = True
-                  ) -> Table:
+def results_table(title: str, matches: list[Match], *, itself_excluded: bool = True,
+                  filtered: bool = False) -> Table:
     """Ranked matches; ``title`` is shown literally (it names the query). No matches are
     said under the table: of a product (``itself_excluded``), the store holds no other one;
-    of a photo, none."""
+    of a photo, none; with a price or attribute filter (``filtered``), none passes it (the
+    store holding none was said of a filter that left every product out)."""
     table = Table(title=plain(one_line(title), "table.title"), title_justify="left")
     # (the rank, score and id keep their width in a narrow terminal: at 20 columns they
     # were squeezed to nothing, and only the name was shown, a letter a line)
@@ -96,7 +97,11 @@ def results_table(title: str, matches: list[Match], *, itself_excluded: bool = T
         price = "" if m.product.price is None else f"{cents(m.product.price):f}"
         table.add_row(str(rank), f"{m.score:.3f}", plain(m.product.product_id),
                       plain(m.product.category), plain(m.product.name), price)
-    if not matches:  # (an empty table alone read as a failure to show them)
+    if not matches and filtered:
+        table.caption = (f"No product to show: none of the store's "
+                         f"{'other ' if itself_excluded else ''}products (of the category "
+                         "asked for) passes the price and attribute filter.")
+    elif not matches:  # (an empty table alone read as a failure to show them)
         table.caption = (f"No product to show: the store holds "
                          f"{'no other one' if itself_excluded else 'none'} (of the category "
                          "asked for).")

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePath
 
 from vitrine.catalog import Product, category_problem, id_problem
+from vitrine.catalog_scan import STORE_FILE, scan_images
+from vitrine.display import one_line
 from vitrine.errors import VitrineError
 from vitrine.index_report import OUTSIDE_PHOTO
 from vitrine.store.base import StoredProduct, VectorStore
@@ -250,6 +252,61 @@ def _named_by_a_table(product: StoredProduct | None) -> bool:
     return product is not None and (
         product.price is not None or bool(product.description) or bool(product.attributes)
         or product.name != Path(product.image).stem)
+
+
+def refuse_store_among_photos(store: str | Path, catalog_dir: Path | str,
+                              photos: Iterable[Path], *, named: str = "--store") -> None:
+    """A VitrineError when the store folder ``store`` would be made in a folder below
+    ``catalog_dir`` that holds some of its ``photos`` (a category's folder: ``--store
+    catalogue/bolsas``): a folder holding a store is never read as photos, so its photos
+    left the catalogue for good, once the store's database was made there, and the next
+    run into any store removed their products (a product table naming them was refused
+    at every run since). The catalogue folder itself, or a new folder inside it, may hold
+    the store; a Milvus store is no folder of files."""
+    text = str(store)
+    if text.lower().startswith(("milvus:", "milvus-lite:")) or not text.strip():
+        return
+    folder = Path(os.path.expanduser(text))
+    if not folder.is_dir() or (folder / STORE_FILE).exists():  # (a store there already:
+        return  # the folder scan has left its photos out, as it always will)
+    target, top = Path(os.path.realpath(folder)), Path(os.path.realpath(catalog_dir))
+    if target == top:
+        return
+    by_folder: dict[str, list[Path]] = {}
+    for photo in photos:  # (below the catalogue's real path, as read_catalogue reads it)
+        by_folder.setdefault(os.path.dirname(photo), []).append(photo)
+    hidden: set[Path] = set()  # (a photo two products share: counted once)
+    real: dict[Path, Path] = {}
+    for parent, found in by_folder.items():
+        place = Path(os.path.abspath(parent))  # each folder the scan walks to the photo
+        # (a link to a folder elsewhere too, known by its real path) would be a store's
+        while place != top and place.is_relative_to(top):
+            if place not in real:
+                real[place] = Path(os.path.realpath(place))
+            if real[place] == target:
+                hidden.update(found)
+                break
+            place = place.parent
+    if hidden:
+        raise VitrineError(
+            f"{named} {one_line(text)} is a folder of the catalogue's photos ({len(hidden)}, "
+            f"such as {one_line(str(min(hidden)))}), which a store there would hide from every "
+            "later index (a folder holding a store is not read as photos); name a folder "
+            "outside the catalogue, or a new one. Nothing was written.")
+
+
+def refuse_target_among_photos(target: str | Path, catalogue: str | None) -> None:
+    """:func:`refuse_store_among_photos` for migrate's TARGET_STORE, inside ``catalogue``, the
+    folder the source store was indexed from (None: none recorded), whose photos in it are
+    found by a scan of the target folder alone."""
+    text = str(target)
+    if not catalogue or text.lower().startswith(("milvus:", "milvus-lite:")):
+        return
+    folder = Path(os.path.realpath(os.path.expanduser(text)))
+    top = Path(os.path.realpath(catalogue))
+    if folder != top and folder.is_relative_to(top) and folder.is_dir() and not (
+            folder / STORE_FILE).exists():
+        refuse_store_among_photos(text, top, scan_images(folder), named="TARGET_STORE")
 
 
 def refuse_undecodable(catalog_dir: Path, model_dir: Path | None) -> None:
