@@ -145,6 +145,53 @@ def test_a_write_that_leaves_the_duplicate_cache_as_it_was_does_not_make_the_gro
     assert reader(store).of(shas[0]) == {shas[0]} and len(made) == 2
 
 
+def test_a_write_through_the_api_makes_the_groups_again_only_where_it_changed_them(
+        monkeypatch):
+    """After each write through the API the server forgets the groups it read
+    (``forget``: the write's counts are saved after its products, with no write mark of
+    their own, ``recount_shared``). Forgotten, the saved bytes are read again at the next
+    list: new counts are seen at once, and where the write changed none (an edit, a photo
+    of its own: most writes) the groups and their placeholders are not made again (they
+    were, each time: a second at 200,000 grouped photos, under the store lock)."""
+    from vitrine.dedupe_store import encode
+    from vitrine.placeholders import placeholders
+
+    made = []
+
+    class Counted(copies.Copies):
+        def __init__(self, *args, **kwargs):
+            made.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(copies, "Copies", Counted)
+    shas = [f"{i:064x}" for i in range(4)]
+
+    def cache(count: int) -> bytes:
+        return encode("key", np.arange(4, dtype=np.uint64), np.array([[0, 1]]), shas,
+                      (np.array([shas[2].encode()], dtype="S64"), np.array([count])))
+
+    saved = [cache(2)]
+
+    class Store:  # (one write mark throughout: the counts' save gives none)
+        def write_mark(self):
+            return ("generation", 1)
+
+        def duplicate_cache(self):
+            return bytes(bytearray(saved[0]))  # (read anew each time)
+
+    reader, store = copies.CopiesReader(), Store()
+    first = reader(store)
+    assert first.products_of(shas[2]) == 2
+    held = placeholders(first, 2)
+    for _ in range(3):  # writes that changed no count
+        reader.forget()
+        assert reader(store) is first and placeholders(reader(store), 2) is held
+    assert len(made) == 1
+    saved[0] = cache(3)  # a write that added a product of shas[2]'s file
+    reader.forget()
+    assert reader(store).products_of(shas[2]) == 3 and len(made) == 2
+
+
 def test_an_hnsw_store_leaves_out_hundreds_of_copies_and_still_finds_the_nearest_others(
         tmp_path):
     """An HNSW graph searched past a product's copies with a FAISS selector walked among

@@ -115,6 +115,54 @@ def test_a_write_counts_the_products_of_its_photo_file_again(tmp_path):
         store.close()
 
 
+DAMAGED = {  # (a cache whose counts copies_in reads as none, or that cannot be saved back)
+    "counts of another length": (np.array([b"c" * 64], dtype="S64"), np.array([3, 4])),
+    "a photo that is no ASCII": (np.array([b"\xff" * 64], dtype="S64"), np.array([3])),
+    "numbers for photos": (np.array([1, 2]), np.array([3, 4])),
+    "no list": (np.array(b"c" * 64, dtype="S64"), np.array(3)),
+}
+
+
+def _damaged(shared: tuple[np.ndarray, np.ndarray]) -> bytes:
+    """A duplicate cache as `index` saves it, but for its photo counts, ``shared``."""
+    buf = io.BytesIO()
+    np.savez(buf, key=np.array("key"), digests=np.arange(2, dtype=np.uint64),
+             pairs=np.zeros((0, 2), np.uint64), searched_at=np.array(0.0),
+             group_shas=np.array([b"a" * 64, b"b" * 64], dtype="S64"),
+             group_labels=np.array([0, 0]), shared_shas=shared[0], shared_counts=shared[1])
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED))
+def test_a_damaged_count_is_left_for_the_next_search_not_a_failed_write(tmp_path, damage):
+    """Photo counts saved damaged (which ``copies_in`` reads as none, a damaged cache being
+    no cache) are left as they are by a write's recount, for the next `index` to count
+    anew, as one above VITRINE_DUP_MAX_PRODUCTS does (the groups kept): each raised
+    (ValueError, UnicodeEncodeError, AttributeError, TypeError), the API's write a 500 after
+    its product was stored, `index` a traceback after its writes."""
+    from vitrine.dedupe_store import recount_every_shared, recount_shared
+
+    card = "c" * 64
+    store = EmbeddedStore(tmp_path / "store", create=True)
+    try:
+        store.set_manifest(ModelManifest("test", "0" * 64, {}, DIM))
+        store.lock_for_writing()
+        store.upsert([Record(Product(f"p{i}", Path(f"/photos/p{i}.jpg"), category="c"),
+                             card, "0" * 16, b"\0" * 768, np.ones(DIM, np.float32))
+                      for i in range(3)])
+        saved = _damaged(DAMAGED[damage])
+        store.set_duplicate_cache(saved)
+        recount_shared(store, card)
+        store.delete(["p0"])
+        recount_shared(store, removed=card)
+        assert store.duplicate_cache() == saved
+        recount_every_shared(store)
+        counted = copies_in(store.duplicate_cache())
+        assert counted.shared == {card: 2} and counted.of("a" * 64) == {"a" * 64, "b" * 64}
+    finally:
+        store.close()
+
+
 def test_placeholder_min_of_one_is_refused_in_one_sentence(monkeypatch):
     from vitrine.config import load_settings
     from vitrine.errors import VitrineError
@@ -362,6 +410,52 @@ def test_a_product_added_with_the_placeholder_photo_is_counted_at_the_next_index
         store.close()
 
 
+def test_a_store_never_searched_for_duplicates_counts_its_photo_files_products(
+        planted, embedder, five, tmp_path):
+    """A store above VITRINE_DUP_MAX_PRODUCTS from its first `index` (here 0) is never
+    searched for duplicates, yet the products of one photo file need no search: counted
+    all the same, its placeholder left out of the other products' similar products and
+    one more of it at once when the API adds one (no counts were saved where no search had
+    saved any: a catalogue too large to search kept every placeholder in its lists). No
+    search is said to have run (``duplicates_as_of`` null), and its copies of other bytes
+    (the card with an SKU) are not grouped."""
+    from fastapi.testclient import TestClient
+
+    from vitrine.api import create_app
+    from vitrine.copies import last_search
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    _, catalog = planted
+    store = open_store(tmp_path / "store", create=True)
+    try:
+        rules = dataclasses.replace(embedder.duplicate_rules(), max_products=0)
+        report = index_catalog(catalog, store, embedder, rules=rules, show_progress=False)
+        assert report.duplicates_searched is False and report.duplicates_as_of is None
+        assert last_search(store.duplicate_cache()) is None
+        rec = Recommender(store, five)
+        assert rec.placeholders().sharing(store.get("ph0")) == CARD
+        assert rec.copies().same_photo(store.get("phsku0")) == 0  # (no search: ungrouped)
+        ordinary = next(p.product_id for p in store.list_products(limit=100)
+                        if not _is_placeholder(p.product_id))
+        _, matches = rec.similar(ordinary, 40)
+        assert not any(m.product.product_id.startswith("ph") and
+                       not m.product.product_id.startswith("phsku") for m in matches)
+    finally:
+        store.close()
+    keyed = five.model_copy(update={"api_key": "k" * 32})
+    client = TestClient(create_app(keyed, tmp_path / "store", embedder=embedder))
+    added = client.post("/api/products", headers={"Authorization": "Bearer " + "k" * 32},
+                        data={"product_id": "ph-api", "name": "Sem foto API"},
+                        files={"image": ("card.jpg",
+                                         (catalog / "sem_foto" / "card.jpg").read_bytes(),
+                                         "image/jpeg")})
+    assert added.status_code == 201, added.text
+    assert client.get("/api/products/ph0/similar").json()["placeholders_left_out"] == 0
+    assert client.get("/api/products/" + ordinary + "/similar", params={"k": 40}
+                      ).json()["placeholders_left_out"] == CARD + 1
+
+
 def test_a_product_added_through_the_api_with_a_shared_file_counts_at_once(
         planted, embedder, five, tmp_path):
     """A product added through the API with the bytes of a photo others name (its sha256)
@@ -407,6 +501,41 @@ def test_a_product_added_through_the_api_with_a_shared_file_counts_at_once(
     assert body["placeholders_left_out"] == 0
     assert [r["same_photo"] for r in body["results"] if _is_placeholder(r["product_id"])
             ] == [CARD + STAMPED - 1]
+
+
+def test_an_api_write_beside_damaged_counts_is_done_and_said_done(planted, embedder,
+                                                                  five, tmp_path):
+    """A product added, replaced and deleted through the API where the saved photo counts
+    are damaged: each write answered as done (201, 200, 204), not a 500 after its product
+    was stored, and the product's pages served."""
+    from fastapi.testclient import TestClient
+
+    from vitrine.api import create_app
+    from vitrine.store import open_store
+
+    root, catalog = planted
+    shutil.copytree(root / "store", tmp_path / "store")
+    store = open_store(tmp_path / "store")
+    try:
+        store.lock_for_writing()
+        store.set_duplicate_cache(_damaged(DAMAGED["counts of another length"]))
+    finally:
+        store.close()
+    keyed = five.model_copy(update={"api_key": "k" * 32})
+    client = TestClient(create_app(keyed, tmp_path / "store", embedder=embedder),
+                        raise_server_exceptions=False)
+    auth = {"Authorization": "Bearer " + "k" * 32}
+    card = (catalog / "sem_foto" / "card.jpg").read_bytes()
+    other = next((catalog / "sem_foto").glob("sku*.jpg")).read_bytes()
+    for photo, status in ((card, 201), (other, 200)):  # added, then given another photo
+        sent = client.post("/api/products", headers=auth,
+                           data={"product_id": "ph-api", "name": "Sem foto API"},
+                           files={"image": ("card.jpg", photo, "image/jpeg")})
+        assert sent.status_code == status, sent.text
+    assert client.get("/api/products/ph-api/similar").status_code == 200
+    assert client.get("/products/ph-api").status_code == 200
+    assert client.delete("/api/products/ph-api", headers=auth).status_code == 204
+    assert client.get("/api/products/ph-api").status_code == 404
 
 
 ENV = {"VITRINE_PLACEHOLDER_MIN": str(MIN)}

@@ -125,6 +125,10 @@ def last_search(data: bytes | None) -> dict | None:
     return {"at": when, "photos": photos, "groups": len(set(np.asarray(labels).tolist()))}
 
 
+_FORGOTTEN = object()
+"""A write mark no store gives (:meth:`CopiesReader.forget`)."""
+
+
 class CopiesReader:
     """:func:`saved_copies` of a store, read again when it was written (or is another store:
     a server's, opened again) or after :data:`KEPT_S`; made again only when the saved
@@ -150,9 +154,14 @@ class CopiesReader:
         return kept[4]
 
     def forget(self) -> None:
-        """Read the store's groups again next time (the bytes saved may have changed without
-        a new write mark: :func:`vitrine.dedupe_store.recount_shared`)."""
-        self._kept = None
+        """Read the store's saved bytes again next time (they may have changed without a
+        new write mark: :func:`vitrine.dedupe_store.recount_shared`), their groups made
+        again only if they did: a write that changed no count (an edit, a photo of its
+        own: most) made the next list make them all again, and their placeholders, under the
+        server's store lock (the cost the class spares: its docstring)."""
+        kept = self._kept
+        if kept is not None:
+            self._kept = (kept[0], _FORGOTTEN, kept[2], kept[3], kept[4])
 
 
 def without_copies(product: StoredProduct | None, matches: list[Match], copies: Copies,

@@ -180,26 +180,29 @@ def recount_every_shared(store: VectorStore) -> None:
     """Count the products of every shared photo file again where `index` searches no
     duplicates (above ``VITRINE_DUP_MAX_PRODUCTS``): exact copies need no search, so the
     catalogue's products of a placeholder's file are counted all the same (one read of
-    every product's sha256, as `index` reads them to tell what changed)."""
+    every product's sha256, as `index` reads them to tell what changed); also where no
+    search saved counts (a store above it from its first `index`, whose placeholders were
+    never counted, or whose last search is older than the counts): saved with no groups
+    then, or that search's, which still says of when they are
+    (:func:`vitrine.copies.last_search`)."""
     shared = Counter(sha for sha, _ in store.fingerprints().values() if sha)
-    _save_counts(store, lambda _: {sha: n for sha, n in shared.items() if n > 1})
+    now = {sha: n for sha, n in shared.items() if n > 1}
+    _save_counts(store, lambda _: now, anew=True)
 
 
-def _save_counts(store: VectorStore, change: Callable[[dict[str, int]], dict[str, int]]
-                 ) -> None:
+def _save_counts(store: VectorStore, change: Callable[[dict[str, int]], dict[str, int]],
+                 anew: bool = False) -> None:
     """Save the photo counts ``change`` makes of the saved ones (photo sha256 → products,
     where more than one) with the groups of the last duplicate search, its other arrays as
     they were; where they changed, and never where no search saved counts (none yet, or a
-    cache older than them: the next search counts them)."""
-    try:
-        with np.load(io.BytesIO(store.duplicate_cache() or b""), allow_pickle=False) as saved:
-            arrays = {name: saved[name] for name in saved.files}
-    except Exception:  # noqa: BLE001 - none saved, or damaged: the next `index` searches
+    cache older than them: the next search counts them) or they cannot be read
+    (:func:`_saved_counts`), unless ``anew`` (``change`` counts every photo: saved beside
+    what the cache holds, :func:`_without_counts`)."""
+    data = store.duplicate_cache()
+    saved = _saved_counts(data)
+    if saved is None and not anew:
         return
-    if "shared_shas" not in arrays or "group_shas" not in arrays:
-        return
-    shared = dict(zip((s.decode("ascii", "replace") for s in arrays["shared_shas"].tolist()),
-                      arrays["shared_counts"].tolist(), strict=True))
+    arrays, shared = saved if saved is not None else (_without_counts(data), {})
     now = change(dict(shared))
     if now == shared:
         return
@@ -209,6 +212,41 @@ def _save_counts(store: VectorStore, change: Callable[[dict[str, int]], dict[str
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     _save(store, buf.getvalue())
+
+
+def _without_counts(data: bytes | None) -> dict[str, np.ndarray]:
+    """The arrays of a cache that holds no counts to read (a search's before they were
+    kept: its digests and pairs, of when it ran), with no duplicate groups where it holds
+    none (none saved, or unreadable: none that :func:`vitrine.copies.copies_in` reads, nor
+    a search :func:`decode` reuses)."""
+    try:
+        with np.load(io.BytesIO(data or b""), allow_pickle=False) as saved:
+            arrays = {name: saved[name] for name in saved.files}
+    except Exception:  # noqa: BLE001 - none saved, or damaged: no search to keep
+        arrays = {}
+    if "group_shas" not in arrays or "group_labels" not in arrays:
+        arrays.update(group_shas=np.empty(0, "S64"), group_labels=np.empty(0, np.int64))
+    return arrays
+
+
+def _saved_counts(data: bytes | None) -> tuple[dict[str, np.ndarray], dict[str, int]] | None:
+    """The duplicate cache's arrays and its photo counts (sha256 → products); None where no
+    search saved counts (none saved, or a cache older than them) or they cannot be read
+    back as saved (damaged: counts of another length than their photos, which
+    :func:`vitrine.copies.copies_in` reads as none, or a photo that is no ASCII sha256): a
+    write through the API then failed with a 500 after its product was stored, and `index`
+    with a traceback after its writes."""
+    try:
+        with np.load(io.BytesIO(data or b""), allow_pickle=False) as saved:
+            arrays = {name: saved[name] for name in saved.files}
+        named, counts = arrays["shared_shas"], arrays["shared_counts"]
+        if "group_shas" not in arrays or named.ndim != 1 or named.shape != counts.shape \
+                or named.dtype.kind != "S" or counts.dtype.kind not in "iu":
+            return None
+        return arrays, dict(zip((s.decode("ascii") for s in named.tolist()),
+                                counts.tolist(), strict=True))
+    except Exception:  # noqa: BLE001 - none saved, or damaged: the next `index` searches
+        return None
 
 
 def _same_shared(data: bytes | None, shared: tuple[np.ndarray, np.ndarray]) -> bool:
