@@ -64,8 +64,14 @@ def test_a_query_with_nothing_to_find_is_not_scored():
                                    "index": 5, "retrieval": {"pretrained": out}}):
         console.print(part)
     text = console.export_text()
-    assert "— / — / —" in text
-    assert "Not scored ('—'): 1 queries with nothing of their category" in text
+    assert "— / — / —" in text and "leave-one-out (5 queries, 5 indexed)" in text
+    assert "Not scored ('—'): 1 query with nothing of its category" in text
+    # one query is one, not "1 queries" (helper-394)
+    console = Console(record=True, width=120)
+    for part in evaluation_tables({"k": 1, "protocol": "held out", "queries": 1,
+                                   "index": 4, "retrieval": {"pretrained": out}}):
+        console.print(part)
+    assert "held out (1 query, 4 indexed)" in console.export_text()
 
 
 def test_precision_counts_every_hit_among_the_top_k():

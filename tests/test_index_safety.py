@@ -681,9 +681,10 @@ def test_new_ids_for_the_same_photos_are_not_taken_for_a_lost_catalogue(shop_a, 
     with pytest.raises(RemovalRefused, match=refusal):
         _index(without_ids, other, embedder)
     assert _index(without_ids, other, embedder, replace=True).updated == 16
-    # a store whose catalogue never had a table, most of its products priced through the
-    # API since: the next run gives them their catalogue values back, as README says (it
-    # was refused as a table deleted: helper-191)
+    # a store whose catalogue never had a table, most of its products priced since without
+    # the edit mark (an older Vitrine's PATCH; a PATCH now is kept: test_api_edits.py): the
+    # next run gives them their catalogue values back (it was refused as a table deleted:
+    # helper-191)
     db = open_store(other)
     try:
         db.lock_for_writing()  # (as VitrineService.edit_product writes a PATCH)

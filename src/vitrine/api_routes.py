@@ -328,9 +328,9 @@ def _api_router(service: VitrineService, settings: Settings) -> APIRouter:
                   responses={**errors(404, 413), **WRITE_ERRORS})
     def edit_product(product_id: str, edit: ProductEdit) -> ProductOut:
         """Change a product's name, category, price or description; its photo and its
-        similar products stay (no forward pass). A product from the catalogue table gets the
-        table's values back at the next ``vitrine index``. Needs ``Authorization: Bearer
-        <key>``."""
+        similar products stay (no forward pass). A product a row of the catalogue's table
+        names gets the row's values back at the next ``vitrine index``; one no row names (a
+        catalogue without a table) keeps the edit. Needs ``Authorization: Bearer <key>``."""
         changes = {name: getattr(edit, name) for name in edit.model_fields_set}
         if not changes:
             raise HTTPException(422, "Send at least one of name, category, price and "

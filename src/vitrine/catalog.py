@@ -60,6 +60,13 @@ UPLOADED = "u:"
 keeps 62 hex digits: 64 characters, as the stores' column allows): `vitrine index` leaves
 such products alone; the mark survives `vitrine migrate`."""
 
+EDITED = "e:"
+"""Prefix of the metadata hash of a catalogue product whose fields were edited through the
+API (``PATCH``): `vitrine index` keeps them while no row of a product table names the
+product (a photo of a folder-only catalogue, or one the table does not list: no table says
+otherwise); a row's values win, and the mark goes with the edit. It survives `vitrine
+migrate`."""
+
 
 def category_form(category: str) -> str:
     """A category in one Unicode form (NFC): a folder copied from a Mac spells "Relógio" as
@@ -110,6 +117,8 @@ class Product:
     attributes: dict[str, str] = field(default_factory=dict)
     uploaded: bool = False
     """Added or replaced through the API, not by a catalogue."""
+    edited: bool = False
+    """A catalogue product whose fields were edited through the API (:data:`EDITED`)."""
     unlisted: bool = False
     """A photo the catalogue's product table does not list (a product named after its file);
     False when there is no table."""
@@ -135,7 +144,8 @@ class Product:
         """Changes when any stored field other than the photo's content changes."""
         blob = json.dumps({**self.metadata(), "image": str(self.image)}, sort_keys=True)
         digest = hashlib.sha256(blob.encode()).hexdigest()
-        return UPLOADED + digest[:64 - len(UPLOADED)] if self.uploaded else digest
+        mark = UPLOADED if self.uploaded else EDITED if self.edited else ""
+        return mark + digest[:64 - len(mark)]
 
 
 SIMILAR_SUFFIX = "/similar"

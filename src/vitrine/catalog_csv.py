@@ -359,7 +359,10 @@ def read_rows(path: Path) -> list[Row]:
             if any(v.strip() for v in values[len(names):]):
                 raise CatalogError(f"{path} line {line}: more fields than the header has "
                                    "columns (quote a value that holds the separator).")
-            cells = {n: v.strip() for n, v in zip(names, values, strict=False)}
+            # (a cell's line breaks as "\n": a table saved on Windows kept "\r\n" in
+            # each description, as the API and the pages then gave it)
+            cells = {n: _LINE_END.sub("\n", v).strip()
+                     for n, v in zip(names, values, strict=False)}
             if any(cells.values()):
                 fields = {n: cells.get(n, "") for n in COLUMN_ALIASES}
                 extra = {n: v for n, v in cells.items() if n not in COLUMN_ALIASES and n and v}
@@ -368,6 +371,10 @@ def read_rows(path: Path) -> list[Row]:
     except csv.Error as exc:
         raise CatalogError(f"{path} is not valid CSV ({exc}).") from None
     return rows
+
+
+_LINE_END = re.compile(r"\r\n?")
+"""A Windows (CR LF) or old Mac (CR) line end inside a quoted cell."""
 
 
 def no_rows(path: Path) -> CatalogError:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -31,7 +32,7 @@ from vitrine.cli_support import (
     product_filter,
 )
 from vitrine.display import counted, one_line, results_table
-from vitrine.errors import VitrineError
+from vitrine.errors import ImageError, VitrineError
 from vitrine.files import is_stream
 
 if TYPE_CHECKING:
@@ -67,6 +68,18 @@ def _query_path(text: str) -> Path:
     return path
 
 
+_WEB_ADDRESS = re.compile(r"(?:https?|ftp|s3|gs)://", re.IGNORECASE)
+"""A query typed as a web address (Vitrine downloads nothing: it said "file not found")."""
+
+
+def _not_a_web_address(query: str, image: Path) -> None:
+    """An ImageError when the query ``query`` is a web address no file here bears."""
+    if _WEB_ADDRESS.match(query) and not image.exists():
+        raise ImageError(str(image), "a web address, not a photo file (Vitrine reads photos "
+                         "from files and downloads nothing); download it first and give "
+                         "its path.")
+
+
 def search(
     images: Annotated[list[str], typer.Argument(help="Query photos.", metavar="IMAGE")],
     store: StoreOpt,
@@ -84,8 +97,6 @@ def search(
 
     With several photos, --plot FIG.png writes one figure per photo: FIG-0.png, FIG-1.png
     and so on."""
-    from vitrine.errors import ImageError
-
     if "" in images:  # (Path("") is ".": "'.' is a folder", a name never typed)
         raise VitrineError("an IMAGE argument is empty (an unset shell variable?); name a "
                            "photo.")
@@ -101,6 +112,7 @@ def search(
     failed = 0
     for query, image, target in zip(typed, images, targets, strict=True):
         try:
+            _not_a_web_address(query, image)
             matches, guess = rec.search_image_guess(image, k, category, where=where)
         except ImageError as exc:  # the other photos are still searched
             said = f"{query}: {exc.reason}" if exc.source == str(image) else str(exc)

@@ -44,14 +44,20 @@ def index(
     ] = None,
     replace: Annotated[bool, typer.Option(
         "--replace", help="Make CATALOG_DIR the store's catalogue even when that removes "
-        "products indexed from another folder, or all of them (refused without it).")] = False,
+        "products indexed from another folder, or all of them for its own photos (refused "
+        "without it). A folder without photos is refused all the same: to empty an embedded "
+        "store, delete its folder.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Index (or re-index) a catalogue folder into a store."""
     from vitrine.catalog import catalogue_state
     from vitrine.embed import Embedder
     from vitrine.errors import NoStore
-    from vitrine.index_checks import refuse_store_among_photos, refuse_undecodable
+    from vitrine.index_checks import (
+        refuse_foreign_folder,
+        refuse_store_among_photos,
+        refuse_undecodable,
+    )
     from vitrine.indexer import index_catalog, parse_shard
     from vitrine.manifest import kind_mismatch
     from vitrine.split import links_refused, read_catalogue
@@ -68,6 +74,7 @@ def index(
     # are let go before the duplicate search, not held here through it)
     refuse_undecodable(catalog_dir, settings.model)  # (and before the store is made)
     refuse_store_among_photos(store, catalog_dir, (p.image for p in catalogue[0][0]))
+    refuse_foreign_folder(store, catalog_dir)  # (`--store ~`: among the user's own files)
     # also before the model (a trained model's store indexed without one tried to download
     # the pretrained weights: helper-176)
     recorded, db = recorded_model(store), None
@@ -151,7 +158,7 @@ def migrate(
     For example from the embedded store to Milvus; refuses a target made by another model.
     Photos of products added through the API go to the target's upload folder (STORE/uploads,
     or VITRINE_UPLOAD_DIR)."""
-    from vitrine.index_checks import refuse_target_among_photos
+    from vitrine.index_checks import refuse_foreign_folder, refuse_target_among_photos
     from vitrine.migrate import migrate_store
     from vitrine.store import (
         EmbeddedStore,
@@ -176,6 +183,7 @@ def migrate(
     new = new_store_path(target)  # (none: there already, or a Milvus server)
     try:
         refuse_target_among_photos(target, src.catalog_folder())
+        refuse_foreign_folder(target, src.catalog_folder(), named="TARGET_STORE")
         dst = store_for(target, settings, create=True)
     except BaseException:
         src.close()

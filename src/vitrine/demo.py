@@ -63,12 +63,13 @@ def _check_paths(catalog: Path, store_dir: Path, out_dir: Path, settings: Settin
     """Refuse, before any work, a catalogue that cannot be read, an upload folder the server
     would refuse, or an ``out_dir`` that cannot hold the demo's figures."""
     from vitrine.catalog import refuse_out_inside
-    from vitrine.index_checks import refuse_store_among_photos
+    from vitrine.index_checks import refuse_foreign_folder, refuse_store_among_photos
     from vitrine.split import links_refused, read_catalogue
 
     products = read_catalogue(catalog, settings.upload_dir,  # a bad folder: before training
                               refused_links=links_refused(settings))[0]
     refuse_store_among_photos(store_dir, catalog, (p.image for p in products))
+    refuse_foreign_folder(store_dir, catalog)
     a_file = store_dir.exists() and not store_dir.is_dir()  # (said as such, below)
     if serve is not None and settings.api_key and not a_file:  # (the server said it after
         # all the work)

@@ -128,6 +128,11 @@ def index_lines(report: IndexReport, dup_max_products: int, store: str) -> list[
                      f"{'its file' if one else 'their files'}, without price (add "
                      f"{'a row for it' if one else 'rows for them'}, or move "
                      f"{'it' if one else 'them'} out of the catalogue folder).")
+    if report.edits_kept:
+        lines.append(f"Kept: the fields of {counted(report.edits_kept, 'product')} edited "
+                     "through the API (no row of a product table names "
+                     f"{'it' if report.edits_kept == 1 else 'them'}; a row would set "
+                     f"{'its' if report.edits_kept == 1 else 'their'} fields).")
     if report.category_from_table:
         lines.append(recategorised_note(report.category_from_table))
     if report.category_twins:

@@ -6,12 +6,13 @@ every product, a product table gone); with the catalogue's link (:func:`catalogu
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePath
 
 from vitrine.catalog import Product, category_problem, id_problem
-from vitrine.catalog_scan import STORE_FILE, scan_images
+from vitrine.catalog_scan import STORE_FILE, SYSTEM_FOLDERS, scan_images
 from vitrine.display import one_line
 from vitrine.errors import VitrineError
 from vitrine.index_report import OUTSIDE_PHOTO
@@ -182,8 +183,9 @@ def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], 
     price and description would go, exit 0 (helper-179), whether their ids came from it
     (re-keyed: a new id, the photo's path) or not (the same id, the table's fields gone:
     helper-185). A few products kept or unlisted before do not hide it; photos renamed, or a
-    store whose last run read no table (its products edited through the API get their catalogue
-    values back), go ahead."""
+    store whose last run read no table (its products edited through the API before the edit
+    mark get their catalogue values back; marked edits are kept, and not counted here), go
+    ahead."""
     if not catalogue or not (remove or meta_only):
         return
     # only the products this run names by their files: every one without a table; with one,
@@ -293,6 +295,47 @@ def refuse_store_among_photos(store: str | Path, catalog_dir: Path | str,
             f"such as {one_line(str(min(hidden)))}), which a store there would hide from every "
             "later index (a folder holding a store is not read as photos); name a folder "
             "outside the catalogue, or a new one. Nothing was written.")
+
+
+_STORE_OWN = re.compile(r"(?:vitrine\.sqlite(?:-wal|-shm|-journal)?|manifest\.json|write\.lock"
+                        r"|rebuild\.lock|uploads|\.vitrine-demo|index\.\d+\..+\.faiss)"
+                        r"(?:\..*\.(?:part|tmp))?")
+"""The names a store (or the demo's mark) writes in its folder, and their half-written copies:
+a folder of only these is a store's, half made or left by one."""
+_FOLDER_KEEPING = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", ".directory"})
+"""Files a desktop leaves in any folder it shows: such a folder is still empty."""
+
+
+def refuse_foreign_folder(store: str | Path, catalog_dir: Path | str | None, *,
+                          named: str = "--store") -> None:
+    """A VitrineError when the store ``store`` would be made in a folder that holds no
+    store but files of another's (``--store ~`` or ``--store /`` wrote vitrine.sqlite,
+    manifest.json, index files and write.lock among the user's own files, and their photos
+    there were never read again as a catalogue's). A new or empty folder, one holding a
+    store (or what a store left), the catalogue folder ``catalog_dir`` itself (as README
+    says) and a Milvus store are not refused."""
+    text = str(store)
+    if text.lower().startswith(("milvus:", "milvus-lite:")) or not text.strip():
+        return
+    folder = Path(os.path.expanduser(text))
+    try:
+        if not folder.is_dir() or (folder / STORE_FILE).exists():
+            return
+        if catalog_dir is not None and os.path.realpath(folder) == os.path.realpath(
+                catalog_dir):
+            return
+        others = sorted((name for name in os.listdir(folder) if not (
+            _STORE_OWN.fullmatch(name) or name in _FOLDER_KEEPING
+            or name in SYSTEM_FOLDERS)), key=lambda name: (name.startswith("."), name))
+    except OSError:  # (a folder shut to this user: opening the store says why)
+        return
+    if others:
+        inside = os.path.join(text.rstrip("/\\") or "/", "vitrine-store")
+        raise VitrineError(
+            f"{named} {one_line(text)} is a folder of other files ({len(others):,}, such as "
+            f"{one_line(others[0])}) that holds no Vitrine store: a store made there would "
+            "write its database, index files and locks among them; name a new or empty "
+            f"folder, such as {one_line(inside)}. Nothing was written.")
 
 
 def refuse_target_among_photos(target: str | Path, catalogue: str | None) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from vitrine.catalog import Product
+from vitrine.catalog import EDITED, Product
 from vitrine.index_checks import (
     _check_other_folder,
     _check_removals,
@@ -80,6 +80,9 @@ def _what_to_embed(products: list[Product], store: VectorStore, root: Path, stor
                 adv(1)
                 continue
             previous = stored.get(product.product_id)
+            if previous is not None and previous[1].startswith(EDITED) and not product.listed:
+                product = _as_edited(product, store)  # (no table's row names it: the
+                report.edits_kept += 1  # fields a PATCH gave it stay; helper-394)
             if previous is None or previous[0] != sha:
                 to_embed.append((product, sha))
             elif previous[1] != product.metadata_hash():
@@ -88,6 +91,16 @@ def _what_to_embed(products: list[Product], store: VectorStore, root: Path, stor
                 report.unchanged += 1
             adv(1)
     return _Found(to_embed, meta_only, skipped_ids, gone, linked, unlisted_skipped)
+
+
+def _as_edited(product: Product, store: VectorStore) -> Product:
+    """``product`` (a catalogue photo no table's row names) with the fields an edit through
+    the API gave it, as the store holds them, and the mark that keeps them."""
+    held = store.get(product.product_id)
+    if held is None:  # (removed meanwhile by another writer: the catalogue's)
+        return product
+    return held.to_product(image=product.image, uploaded=False, edited=True,
+                           unlisted=product.unlisted)
 
 
 def _refuse_losses(store: VectorStore, root: Path, link: str | None,
@@ -111,7 +124,8 @@ def _refuse_losses(store: VectorStore, root: Path, link: str | None,
     # store of an older Vitrine was told to check the folder was complete and pass
     # --replace: helper-223). With a table, the products its rows do not find (bare file
     # names in its image column, most rows or all of them; in a shard too)
-    _check_table_gone(store, images, root, catalogue_ids, remove, found.meta_only,
+    _check_table_gone(store, images, root, catalogue_ids, remove,
+                      [p for p in found.meta_only if not p.edited],  # (theirs kept)
                       everything if shard else [p for p, _ in found.to_embed], everything,
                       listed)
     _check_removals(store, root, link, catalogue_ids, remove, len(found.gone) - found.linked,

@@ -18,6 +18,9 @@ class IndexReport:
     orphan_photos: int = 0
     unlisted: int = 0
     """Photos the product table does not list, indexed as products named after their file."""
+    edits_kept: int = 0
+    """Catalogue products whose fields, edited through the API, were kept: no row of a
+    product table names them (also counted as unchanged or updated)."""
     category_from_table: list[dict] = field(default_factory=list)
     """Products whose table category differs from their photo's folder (the table's wins)."""
     category_twins: list[list[dict]] = field(default_factory=list)
@@ -56,6 +59,7 @@ class IndexReport:
         return {"indexed": self.indexed, "updated": self.updated, "removed": self.removed,
                 "unchanged": self.unchanged, "uploaded": self.uploaded,
                 "orphan_photos": self.orphan_photos, "unlisted": self.unlisted,
+                "edits_kept": self.edits_kept,
                 "category_from_table": self.category_from_table,
                 "category_twins": self.category_twins,
                 "skipped": self.skipped,

@@ -100,5 +100,6 @@ def _cell(text: str) -> str:
 
 def unscored_note(count: int) -> str:
     """The sentence on the retrieval queries left out of the means."""
-    return (f"Not scored ('—'): {count} queries with nothing of their category among the "
-            "photos searched.")
+    return (f"Not scored ('—'): {count} " + ("query with nothing of its" if count == 1 else
+                                              "queries with nothing of their")
+            + " category among the photos searched.")

@@ -114,9 +114,11 @@ class ServiceWrites:
 
     def edit_product(self, product_id: str, changes: dict) -> StoredProduct:
         """Change a stored product's name, category, price or description (the keys of
-        ``changes``) and keep its photo and vector. A catalogue product keeps being one:
-        the next ``vitrine index`` of its table, which is where its fields come from, sets
-        them back to the table's values."""
+        ``changes``) and keep its photo and vector. A catalogue product keeps being one,
+        marked as edited (:data:`vitrine.catalog.EDITED`): the next ``vitrine index`` sets
+        a product its table's row names back to the row's values (the table is where its
+        fields come from), and keeps the edit of one no row names (a folder-only
+        catalogue's: no table says otherwise)."""
         changes = dict(changes)
         sent = changes.get("category")
         with self._writer(lambda: sent and self._edited_category(product_id, sent)
@@ -128,7 +130,7 @@ class ServiceWrites:
                 raise ProductNotFound(product_id)
             uploaded = current.uploaded or unmarked_upload(
                 current.image, self._upload_folder(), (writer.catalog_folder(),))
-            changed = current.to_product(uploaded=uploaded, **changes)
+            changed = current.to_product(uploaded=uploaded, edited=not uploaded, **changes)
             _check_fits(writer, changed)
             with committing() as committed:
                 writer.update_metadata([changed])

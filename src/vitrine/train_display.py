@@ -110,7 +110,9 @@ def evaluation_tables(report: dict) -> list:
     unsplit = report.get("unsplit_photos") or []
     left = (f" {len(unsplit)} photo(s) in none of the split folders left out: "
             + ", ".join(unsplit[:3]) + (" …" if len(unsplit) > 3 else "") + ".") if unsplit else ""
-    out: list = [plain(f"{report['protocol']} ({report['queries']} queries, "
+    queries = report["queries"]
+    out: list = [plain(f"{report['protocol']} ({queries} "
+                       f"{'query' if queries == 1 else 'queries'}, "
                        f"{report['index']} indexed).{copies}{left}")]
     out += [plain(line) for line in unreadable_lines(
         report.get("unreadable_photos") or [], "  ", of="the evaluation", listed="--json")

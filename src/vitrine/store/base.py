@@ -66,12 +66,16 @@ class StoredProduct:
     thumb: bytes = b""
     uploaded: bool = False
     """Added or replaced through the API (``vitrine index`` leaves it as it is)."""
+    edited: bool = False
+    """A catalogue product edited through the API (``vitrine index`` keeps its fields while
+    no product table's row names it: :data:`vitrine.catalog.EDITED`)."""
 
     def to_product(self, **changes: object) -> Product:
         """The product record to write back, with ``changes`` (fields of :class:`Product`)."""
         fields = {"image": Path(self.image), "category": self.category, "name": self.name,
                   "price": self.price, "description": self.description,
-                  "attributes": dict(self.attributes), "uploaded": self.uploaded, **changes}
+                  "attributes": dict(self.attributes), "uploaded": self.uploaded,
+                  "edited": self.edited, **changes}
         return Product(product_id=self.product_id, **fields)
 
     def as_dict(self) -> dict:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from vitrine.catalog import CATEGORY_MAX, UPLOADED, Product
+from vitrine.catalog import CATEGORY_MAX, EDITED, UPLOADED, Product
 from vitrine.errors import StoreError
 from vitrine.manifest import ModelManifest
 from vitrine.store.base import StoredProduct
@@ -42,7 +42,8 @@ def _to_product(row: dict) -> StoredProduct:
                          # embedded store keeps them, whatever order the table had
                          content_sha256=row["content_sha256"], phash=row["phash"],
                          thumb=bytes.fromhex(row["thumb"]),
-                         uploaded=row["metadata_hash"].startswith(UPLOADED))
+                         uploaded=row["metadata_hash"].startswith(UPLOADED),
+                         edited=row["metadata_hash"].startswith(EDITED))
 
 
 class MilvusCollections:

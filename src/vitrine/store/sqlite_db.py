@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from vitrine.catalog import UPLOADED
+from vitrine.catalog import EDITED, UPLOADED
 from vitrine.errors import NoStore, StoreError
 from vitrine.store.base import StoredProduct
 from vitrine.store.index_files import CHANGES_SCHEMA
@@ -96,7 +96,8 @@ def row_to_product(row: sqlite3.Row | tuple, photo: Callable[[str], str]) -> Sto
     return StoredProduct(product_id=pid, image=photo(image), category=category, name=name,
                          price=price, description=description,
                          attributes=json.loads(attributes or "{}"), content_sha256=sha,
-                         phash=phash, thumb=bytes(thumb), uploaded=meta.startswith(UPLOADED))
+                         phash=phash, thumb=bytes(thumb), uploaded=meta.startswith(UPLOADED),
+                         edited=meta.startswith(EDITED))
 
 
 def file_id(path: Path, version: bool = False) -> tuple[int, ...] | None:
