@@ -1224,3 +1224,80 @@ def test_the_style_sheet_marks_a_refused_field_red(page, base_url):
     assert bad.evaluate(border) == "rgb(180, 35, 24)"
     assert good.evaluate(border) != "rgb(180, 35, 24)"
     assert [p for p in page.problems if "status of 400" not in p] == []  # (the page's own)
+
+
+def test_an_emptied_attribute_field_leaves_the_mark_on_the_bad_one(page, base_url,
+                                                                   outside_photo):
+    """Two refused attributes shown in text fields (from the address) and a photo searched:
+    both are marked. The shopper empties the first (an empty field is not sent): the one
+    still refused, the second, is marked, not the emptied one (the server numbered the
+    fields it was sent, so its 'attr-typed-1' named the emptied field: hunt395); mended,
+    the photo is searched with it and no field is marked."""
+    page.goto(base_url + "/search?attr=first&attr=second")
+    first, second = page.locator("#attr-typed-1"), page.locator("#attr-typed-2")
+    assert (first.input_value(), second.input_value()) == ("first", "second")
+    marked = ("() => Array.from(document.querySelectorAll('#photo-search [aria-invalid=true]'),"
+              " f => f.id)")
+    assert page.evaluate(marked) == ["attr-typed-1", "attr-typed-2"]
+    idle = "() => !document.getElementById('results').hasAttribute('aria-busy')"
+
+    def searched(act) -> None:
+        with page.expect_response(lambda r: r.request.method == "POST"):
+            act()
+        page.wait_for_function(idle)
+
+    searched(lambda: page.set_input_files("#photo", str(outside_photo)))
+    assert page.locator("#filter-error").inner_text().startswith(
+        "O filtro de característica “first”")
+    assert page.evaluate(marked) == ["attr-typed-1", "attr-typed-2"]
+    searched(lambda: (first.fill(""), first.press("Tab")))
+    assert page.locator("#filter-error").inner_text().startswith(
+        "O filtro de característica “second”")
+    assert page.evaluate(marked) == ["attr-typed-2"]
+    assert second.get_attribute("aria-describedby") == "filter-error"
+    assert first.get_attribute("aria-describedby") is None
+    searched(lambda: (second.fill("colour=nenhuma"), second.press("Tab")))
+    assert page.locator("#filter-error").count() == 0
+    assert page.locator("#results .filter-note").inner_text().startswith("Filtro: colour")
+    assert page.evaluate(marked) == []
+    assert [p for p in page.problems if "status of 400" not in p] == []
+
+
+def test_back_to_a_filtered_list_shows_its_own_filter(page, base_url):
+    """A catalogue listed up to R$ 60,00, then "abc" typed and sent (refused): Back shows the
+    list of 60 with 60 in its field, not the "abc" the browser put back (the field said abc
+    beside a list and a note of R$ 60,00, and the next "Filtrar" sent it: hunt395); so does
+    a product's similar list, with its attribute list as served, and Forward the refused
+    value again, marked."""
+    page.goto(base_url + "/?max_price=60")
+    maximum = page.locator("#max-price")
+    assert maximum.input_value() == "60"
+    maximum.fill("abc")
+    page.locator("form.filters button[type=submit]").click()
+    page.wait_for_url(re.compile(r"max_price=abc"))
+    assert page.locator("#max-price").get_attribute("aria-invalid") == "true"
+    page.go_back()
+    page.wait_for_url(re.compile(r"max_price=60$"))
+    assert page.locator("#max-price").input_value() == "60"
+    assert page.locator("#max-price").get_attribute("aria-invalid") is None
+    page.go_forward()
+    page.wait_for_url(re.compile(r"max_price=abc"))
+    assert page.locator("#max-price").input_value() == "abc"
+    assert page.locator("#max-price").get_attribute("aria-invalid") == "true"
+    page.goto(base_url + "/")
+    product = page.evaluate("() => new URL(document.querySelector('.card-link').href)"
+                            ".pathname")
+    page.goto(base_url + product + "?max_price=60")
+    listed = page.locator(".similar li.card").count()
+    colours = page.locator(".similar select[name=attr]").first
+    chosen = colours.evaluate("s => s.options[1].value")
+    colours.select_option(chosen)
+    page.locator("#max-price").fill("abc")
+    page.get_by_role("button", name="Filtrar").click()
+    page.wait_for_url(re.compile(r"max_price=abc"))
+    page.go_back()
+    page.wait_for_url(re.compile(r"/products/.+max_price=60$"))
+    assert page.locator("#max-price").input_value() == "60"
+    assert colours.input_value() == ""
+    assert page.locator(".similar li.card").count() == listed
+    assert [p for p in page.problems if "status of 400" not in p] == []

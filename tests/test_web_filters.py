@@ -182,11 +182,11 @@ def test_the_filter_is_kept_in_every_address_the_page_writes(client, priced, row
     ({"min_price": "80", "max_price": "20"}, "O preço mínimo (R$\u00a080,00) é maior que o "
                                              "máximo (R$\u00a020,00)",
      ["min-price", "max-price"]),
-    # (each attribute the fields hold marked: the colour list's and 19 refused in text
-    # fields of their own, the 21st dropped; the one not KEY=VALUE in its text field)
+    # (each attribute the fields hold marked: the colour list's and the 20 others in text
+    # fields of their own, none dropped; the one not KEY=VALUE in its text field)
     ({"attr": [f"colour=c{i}" for i in range(21)]}, "Filtros de características demais "
                                                     "(21): no máximo 20 por busca.",
-     ["attr-2", *[f"attr-typed-{i}" for i in range(1, 20)]]),
+     ["attr-2", *[f"attr-typed-{i}" for i in range(1, 21)]]),
     ({"attr": "colour"}, "O filtro de característica “colour” não está escrito como "
                          "chave=valor.", ["attr-typed-1"]),
     ({"attr": "=Red"}, "O filtro de característica “=Red” não está", ["attr-typed-1"]),
@@ -583,7 +583,7 @@ def test_a_refused_attribute_keeps_its_value_in_a_marked_text_field(client, pric
                         files={"image": ("x.jpg", b"not read", "image/jpeg")})
     assert block.status_code == 400
     assert 'class="message error filter-error" id="filter-error" role="alert" ' \
-           'data-fields="attr-typed-1"' in block.text
+           'data-fields="" data-values=\'["colour"]\'' in block.text
 
 
 def test_the_api_counts_the_whole_listing_when_asked(client, priced, rows):
@@ -623,3 +623,61 @@ def test_the_api_counts_the_whole_listing_when_asked(client, priced, rows):
     named = client.get("/api/products", params={"q": rows[want[0]]["name"].split()[0],
                                                 "total": 1}).json()
     assert named["products"] and named["total"] is None
+
+
+def _field_values(text: str) -> list[str]:
+    """The attribute values a page's filter fields hold: each list's chosen option, each
+    text field's and hidden field's value."""
+    chosen = re.findall(r'<option value="([^"]+)" selected>', text)
+    held = re.findall(r'<input (?:id="[\w-]+" name="attr" type="text"|type="hidden" '
+                      r'name="attr") value="([^"]*)"', text)
+    return [html.unescape(v) for v in chosen + held]
+
+
+def test_attributes_refused_as_too_many_are_all_kept_in_the_fields(client, priced):
+    """25 attribute filters (at most 20): the page shows every one, each marked, to choose
+    which to drop (only the first 20 were shown: sent again, the form searched with 20 and
+    said nothing of the 5 left out, hunt395); a bad price beside 21 attributes keeps all 21
+    too (mended, the form is refused for too many, not cut to 20). Past ATTRS_SHOWN_MAX
+    values the sentence says how many more were sent and are left out."""
+    first = next(iter(priced))
+    sent = [f"colour=c{i}" for i in range(25)]
+    for path in (f"/products/{first}", "/", "/search"):
+        page = client.get(path, params={"attr": sent})
+        assert page.status_code == 400, path
+        assert "Filtros de características demais (25)" in page.text, path
+        assert sorted(_field_values(page.text)) == sorted(sent), path
+        assert len(_marked(page.text)) == 25, path
+    priced_wrong = client.get("/", params={"attr": sent[:21], "max_price": "abc"}).text
+    assert "O preço máximo “abc”" in priced_wrong
+    assert sorted(_field_values(priced_wrong)) == sorted(sent[:21])
+    assert _marked(priced_wrong) == ["max-price"]
+    # (repeats are one filter: shown once)
+    many = client.get("/", params={"attr": [f"k=v{i}" for i in range(130)] + ["k=v0"],
+                                   "lang": "en"})
+    assert many.status_code == 400
+    assert "Too many attribute filters (130): at most 20 a search. 30 more sent do not fit " \
+           "the fields and are left out." in html.unescape(many.text)
+    assert _field_values(many.text) == [f"k=v{i}" for i in range(100)]
+
+
+def test_the_results_block_names_the_refused_values_for_the_script(client, priced):
+    """The search page's script marks its own fields (they are not sent back): the results
+    block names the attribute values refused (JSON), not the ids the server would number
+    the fields with, which named another field once the shopper emptied one (hunt395); a
+    value with quotes and markup survives the attribute."""
+    import json
+
+    def block(attrs, **form):
+        sent = client.post("/search", params={"fragment": 1}, data={"attr": attrs, **form},
+                           files={"image": ("x.jpg", b"not read", "image/jpeg")})
+        assert sent.status_code == 400
+        note = re.search(r'id="filter-error" role="alert" data-fields="([^"]*)" '
+                         r"data-values='([^']*)'", sent.text)
+        return note.group(1), json.loads(html.unescape(note.group(2)))
+
+    odd = "it's \"<b>\" & co"
+    assert block(["gtin=1", "first", odd]) == ("", ["first", odd])
+    everyone = [f"colour=c{i}" for i in range(21)]
+    assert block(everyone) == ("", everyone)
+    assert block(["colour=c1"], min_price="abc") == ("min-price", [])

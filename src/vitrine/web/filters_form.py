@@ -13,7 +13,7 @@ repeated, which the form's fields write as they are (a list of one key's values 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from starlette.datastructures import ImmutableMultiDict
 
@@ -34,10 +34,11 @@ PRICE_TEXT_MAX = 40
 """A price field longer than this is no price (said so, cut, not echoed whole)."""
 SHOWN_MAX = 40
 """How much of a refused value a sentence repeats."""
-ATTR_FORMAT, ATTR_COUNT = "attr-format", "attr-count"
-"""What :func:`read_filter` says an attribute refusal is about (``PageFilter.invalid``): a
-value not written KEY=VALUE, or too many of them; :func:`filter_context` names the fields
-that show those values in their place."""
+ATTRS_SHOWN_MAX = 100
+"""Attributes a refused filter shows in its fields at most (the sentence says how many more
+were sent: a resubmitted form leaves them out); those refused for being too many (over
+:data:`MAX_ATTRIBUTES`) are all shown up to it, to choose which to drop (only the first 20
+were, the rest left out of the next search unsaid: hunt395)."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,11 @@ class PageFilter:
     """A page's filter: its prices as the fields show them (a number a number field takes:
     '49.9' for '49,90' in the address), its ``KEY=VALUE`` attributes, the store's filter
     (None: nothing to filter), and, for a bad value, the sentence saying it (``error``) and
-    which fields it is about (``invalid``: the ids of the fields to mark; for attributes,
-    :data:`ATTR_FORMAT` or :data:`ATTR_COUNT` until :func:`filter_context` names the
-    fields that show them)."""
+    what it is about: the ids of the price fields to mark (``invalid``) and the attribute
+    values refused (``refused``: each not written KEY=VALUE, or every one when too many;
+    the fields holding them are marked, by the server's page and by the page's script,
+    which matches the values its own fields hold: ids numbered by the server named another
+    field once the shopper had emptied one, hunt395)."""
 
     min_price: str = ""
     max_price: str = ""
@@ -55,6 +58,7 @@ class PageFilter:
     where: ProductFilter | None = None
     error: str | None = None
     invalid: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()
     summary: str = ""
     """What the filter keeps, as the results say it ("Preço até R$ 50,00 · colour: Red")."""
 
@@ -94,9 +98,10 @@ def _field_text(value: float) -> str:
 
 
 class _Refused(ValueError):
-    def __init__(self, sentence: str, *fields: str):
+    def __init__(self, sentence: str, *fields: str, refused: tuple[str, ...] = ()):
         super().__init__(sentence)
         self.fields = fields
+        self.refused = refused
 
 
 def _price(text: str | None, which: str, lang: str) -> float | None:
@@ -132,10 +137,10 @@ def _attributes(attrs: list[str], t: dict[str, str]) -> tuple[str, ...]:
     kept = tuple(dict.fromkeys(a for a in attrs if a))
     if len(kept) > MAX_ATTRIBUTES:
         raise _Refused(t["filter_too_many"].format(n=len(kept), most=MAX_ATTRIBUTES),
-                       ATTR_COUNT)
-    for attr in kept:
-        if not well_written(attr):
-            raise _Refused(t["filter_bad_attribute"].format(value=_shown(attr)), ATTR_FORMAT)
+                       refused=kept)
+    bad = tuple(attr for attr in kept if not well_written(attr))
+    if bad:
+        raise _Refused(t["filter_bad_attribute"].format(value=_shown(bad[0])), refused=bad)
     return kept
 
 
@@ -161,10 +166,13 @@ def read_filter(values: ImmutableMultiDict | dict, lang: str) -> PageFilter:
                            "min-price", "max-price")
         kept = _attributes(attrs, t)
     except _Refused as refused:
+        sent = tuple(dict.fromkeys(a for a in attrs if a))  # (a repeat filters nothing more)
+        sentence = str(refused)
+        if len(sent) > ATTRS_SHOWN_MAX:
+            sentence += " " + t["filter_not_shown"].format(n=len(sent) - ATTRS_SHOWN_MAX)
         return PageFilter(shown["min_price"][:PRICE_TEXT_MAX],
-                          shown["max_price"][:PRICE_TEXT_MAX],
-                          tuple(a for a in attrs if a)[:MAX_ATTRIBUTES], None, str(refused),
-                          refused.fields)
+                          shown["max_price"][:PRICE_TEXT_MAX], sent[:ATTRS_SHOWN_MAX], None,
+                          sentence, refused.fields, refused.refused)
     pairs = tuple((a[:a.find("=")], a[a.find("=") + 1:]) for a in kept)
     where = ProductFilter(low, high, pairs) or None
     return PageFilter("" if low is None else _field_text(low),
@@ -229,30 +237,17 @@ def _products(categories: dict[str, int]) -> int:
 def filter_context(service, chosen: PageFilter) -> dict[str, object]:
     """What the pages' filter fields show: ``filters`` (``chosen``), the attribute lists
     (``attr_fields``) and the chosen attributes no list shows (``hidden_attrs``), or, when
-    the attributes were refused, those shown as text fields (``typed_attrs``: their ids and
-    values, the shopper's value kept to be mended), ``filters.invalid`` then naming the
-    fields that hold the refused values (:func:`marked`)."""
+    the attributes were refused (``chosen.refused``), those shown as text fields
+    (``typed_attrs``: their ids and values, the shopper's value kept to be mended); a field
+    holding a refused value is marked (the template)."""
     fields, rest = attribute_fields(service.attribute_values(ATTRIBUTE_VALUES_MAX),
                                     service.derived(_products), chosen)
-    if not {ATTR_FORMAT, ATTR_COUNT} & set(chosen.invalid):
+    if not chosen.refused:
         return {"filters": chosen, "attr_fields": fields, "hidden_attrs": rest,
                 "typed_attrs": []}
     typed = [(f"attr-typed-{i}", value) for i, value in enumerate(rest, 1)]
-    return {"filters": replace(chosen, invalid=marked(chosen.invalid, fields, typed)),
-            "attr_fields": fields, "hidden_attrs": [], "typed_attrs": typed}
-
-
-def marked(invalid: tuple[str, ...], fields: list[AttributeField],
-           typed: list[tuple[str, str]]) -> tuple[str, ...]:
-    """The ids of the fields an attribute refusal is about: each that holds a value not
-    written KEY=VALUE, or (too many) each that holds one; ``invalid``'s other ids kept."""
-    ids = [i for i in invalid if i not in (ATTR_FORMAT, ATTR_COUNT)]
-    if ATTR_COUNT in invalid:
-        ids += [f.field_id for f in fields if f.chosen is not None]
-        ids += [field_id for field_id, _ in typed]
-    else:
-        ids += [field_id for field_id, value in typed if not well_written(value)]
-    return tuple(ids)
+    return {"filters": chosen, "attr_fields": fields, "hidden_attrs": [],
+            "typed_attrs": typed}
 
 
 def catalogue_listing(service, category: str | None, query: str, page: int, size: int,

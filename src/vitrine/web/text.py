@@ -136,6 +136,7 @@ TEXT: dict[str, dict[str, str]] = {
                            "busca.",
         "filter_bad_attribute": "O filtro de característica “{value}” não está escrito como "
                                 "chave=valor.",
+        "filter_not_shown": "Outros {n} enviados não cabem nos campos e ficam de fora.",
     },
     "en": {
         "html_lang": "en",
@@ -261,6 +262,7 @@ TEXT: dict[str, dict[str, str]] = {
         "filter_too_many": "Too many attribute filters ({n}): at most {most} a search.",
         "filter_bad_attribute": "The attribute filter “{value}” is not written as "
                                 "key=value.",
+        "filter_not_shown": "{n} more sent do not fit the fields and are left out.",
     },
 }
 

@@ -53,6 +53,18 @@
     });
   }
 
+  // A listed page's filter fields say its address's filter: shown again (Back), they showed
+  // a value typed and sent since ("abc" beside a list up to R$ 60,00: hunt395).
+  window.addEventListener("pageshow", function () {
+    document.querySelectorAll("form.filters [data-filter], form.similar-filters [data-filter]")
+      .forEach(function (f) {
+        const served = f.tagName === "SELECT" && Array.from(f.options).find(function (o) {
+          return o.defaultSelected; });
+        if (f.tagName === "SELECT") f.selectedIndex = served ? served.index : 0;
+        else f.value = f.defaultValue;
+      });
+  });
+
   const form = document.getElementById("photo-search");
   if (!form) return;
   const toggle = document.querySelector("a.lang-switch");
@@ -100,10 +112,16 @@
   }
   function photoRefused(refused) {
     // (a filter's bad value is the filter's fault: its fields are marked, not the photo)
+    // (price fields named by id, attributes by the values refused: an emptied field is not
+    // sent, so the server's numbers named the wrong one: hunt395)
     const bad = results.querySelector(".filter-error");
     const invalid = bad ? (bad.dataset.fields || "").split(" ") : [];
+    let refusedValues = [];
+    try { refusedValues = bad ? JSON.parse(bad.dataset.values || "[]") : []; } catch (e) { }
     filterFields.forEach(function (f) {
-      if (invalid.indexOf(f.id) >= 0) {
+      const wrong = f.name === "attr" ? f.value !== "" && refusedValues.indexOf(f.value) >= 0
+        : invalid.indexOf(f.id) >= 0;
+      if (wrong) {
         f.setAttribute("aria-invalid", "true");
         f.setAttribute("aria-describedby", "filter-error");
       } else {
