@@ -4,10 +4,11 @@ filter again (those ids kept until the next write), beside the same query unfilt
 baseline), interleaved query by query in one run.
 
 Cases: a price range of 1 % and of 50 % of the products, an attribute of 200 values (0.5 %)
-and one of 8 (12.5 %), a price range of 10 % within a category (1 of 8), and the same range
-with an attribute of 8 values. Every first search is of a filter not seen before (a new
-window of prices, the next attribute value) with the kept filters dropped first (as a write
-drops them): a shop whose shoppers each pick their own price range.
+and one of 8 (12.5 %), a price range of 10 % within a category (1 of 8), the same range
+with an attribute of 8 values, and two attributes (of 8 and 3 values: 4.2 %). Every first
+search is of a filter not seen before (a new window of prices, the next attribute value)
+with the kept filters dropped first (as a write drops them): a shop whose shoppers each pick
+their own price range.
 
 Rows are the size of real ones: synthetic clustered vectors (``vitrine.bench.ClusterModel``,
 1,280-d by default), 1,568-byte thumbnails, three attributes as a ``products.csv``'s columns
@@ -56,6 +57,7 @@ CASES = {  # name: (share of products by price, or None; attribute values, or No
     "attribute_common": (None, ("cor", COLOURS), False),
     "price_and_category": (0.1, None, True),
     "price_and_attribute": (0.1, ("cor", COLOURS), False),
+    "two_attributes": (None, ("cor", COLOURS, "tamanho", SIZES), False),
 }
 
 
@@ -104,8 +106,9 @@ def filters(name: str, price: np.ndarray, count: int, rng: np.random.Generator
             start = int(rng.integers(0, int(len(ordered) * (1 - share))))
             low, high = float(ordered[start]), float(ordered[start + int(len(ordered) * share)
                                                              - 1])
-        pairs = () if attribute is None else (
-            (attribute[0], attribute[1][i % len(attribute[1])]),)
+        pairs = () if attribute is None else tuple(
+            (key, values[i % len(values)])
+            for key, values in zip(attribute[::2], attribute[1::2], strict=True))
         made.append((ProductFilter(low, high, pairs),
                      f"c{i % CATEGORIES}" if in_category else None))
     return made
@@ -149,7 +152,8 @@ def table_sizes(store: EmbeddedStore) -> dict[str, float] | None:
     try:
         found = store.db.execute(
             "SELECT name, SUM(pgsize) FROM dbstat WHERE name IN (SELECT name FROM "
-            "sqlite_master WHERE tbl_name='products') GROUP BY name").fetchall()
+            "sqlite_master WHERE tbl_name IN ('products', 'product_attributes')) "
+            "GROUP BY name").fetchall()
     except sqlite3.OperationalError:
         return None
     return {name: round(size / 1e6, 2) for name, size in sorted(found)}
@@ -182,8 +186,8 @@ def main() -> None:
             raise SystemExit(f"the store at {root} holds {store.count()} products of "
                              f"{store.manifest().dim}-d, not {n} of {args.dim}-d.")
         indexes = sorted(row[0] for row in store.db.execute(
-            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='products' "
-            "AND name NOT LIKE 'sqlite_%'"))
+            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name IN "
+            "('products', 'product_attributes') AND name NOT LIKE 'sqlite_%'"))
         model = ClusterModel.create(args.dim, clusters_for(n), seed=0)
         queries, _ = model.sample(args.queries, seed=10**9)
         price = prices(n)

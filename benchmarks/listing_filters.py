@@ -4,7 +4,9 @@ walking the listing index in order, each looked up in the filter's ids (read fro
 ``products_filter`` index), against the filter's clause put beside the others in the same
 query ("naive": SQLite then sorts every product a price range lets through, or reads the
 rows one by one along the listing index to test an attribute), in the same process on the
-same store, interleaved.
+same store, interleaved; where the store has the attribute index
+(``vitrine.store.attribute_index``), also the same pages and counts with the attributes read
+from the JSON as before it (``json_ms``, ``count_json_ms``, ``category_count_json_ms``).
 
 Cases: a price range of about 1 % and of about 50 % of the products, an attribute of 200
 values (0.5 %) and one of 8 (12.5 %), a range within a category (1 of 8), and a price no
@@ -23,6 +25,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -90,6 +93,12 @@ def naive(store, category: str | None, offset: int, where: ProductFilter) -> lis
             for r in store.db.execute(sql, [*args, PER_PAGE, offset])]
 
 
+def json_only(store):
+    """The store reading attributes from their JSON, as one without the attribute index
+    (``json_ms``: the same pages, in the same run)."""
+    return mock.patch.object(store, "_attributes_indexed", lambda: False)
+
+
 def timed(run, repeats: int) -> tuple[float, object]:
     ms, out = [], None
     for _ in range(repeats):
@@ -111,6 +120,7 @@ def main() -> None:
         build(root, args.items)
         built = time.perf_counter() - t0
         store = open_store(root)
+        indexed = hasattr(store, "_attributes_indexed") and store._attributes_indexed()
         try:
             unfiltered = {place: timed(lambda c=c, o=o: store.list_products(
                 category=c, limit=PER_PAGE, offset=o), args.repeats)[0]
@@ -124,10 +134,24 @@ def main() -> None:
                         store, c, o, w), args.repeats)
                     assert [p.product_id for p in got] == [p.product_id for p in old], name
                     case[place] = {"ms": now, "naive_ms": before, "listed": len(got)}
+                    if indexed:
+                        with json_only(store):
+                            case[place]["json_ms"], old = timed(
+                                lambda c=category, o=offset, w=where: store.list_products(
+                                    category=c, limit=PER_PAGE, offset=o, where=w),
+                                args.repeats)
+                        assert [p.product_id for p in got] == [p.product_id for p in old]
                 for category in (None, "c3"):
                     ms, n = timed(lambda c=category, w=where: store.count_products(
                         category=c, where=w), args.repeats)
                     case["count_ms" if category is None else "category_count_ms"] = ms
+                    if indexed:
+                        with json_only(store):
+                            ms, again = timed(lambda c=category, w=where: store.count_products(
+                                category=c, where=w), args.repeats)
+                        assert again == n
+                        case[("count" if category is None else "category_count")
+                             + "_json_ms"] = ms
                 results[name] = case
         finally:
             store.close()

@@ -13,7 +13,10 @@ runs its next search (``flush_s``, ``first_search_s``) and 200 more (``p50_ms``,
 alone, interleaved on the same queries; the two runs' store latencies come from different
 moments of a shared machine).
 ``recall_at_10`` of the layered index after ``--changed`` products are replaced, against exact
-search of the same store.
+search of the same store. ``write_seconds``: the products' writes (transactions of 5,000;
+``--attributes K`` gives each K attributes: what indexing them costs a write),
+``changed_write_seconds`` the ``--changed`` products' one, ``database_mb`` the database
+file after the writes.
 
     python benchmarks/store_writes.py --items 100000 > benchmarks/results/store_writes.json
     python benchmarks/store_writes.py --items 90000 --kind flat \
@@ -41,28 +44,41 @@ from vitrine.store.base import Record
 from vitrine.store.embedded import EmbeddedStore
 
 
-def records(ids: range, vecs: np.ndarray, tag: str = "", shared_from: int | None = None
-            ) -> list[Record]:
-    """Products ``p{i}`` of ``vecs``; from ``shared_from`` on, of one photo file (one
-    sha256: give them one vector)."""
-    return [Record(Product(f"p{i}", Path(f"/photos/p{i}.jpg"), category=f"c{i % 8}"),
+def attributes(i: int, count: int) -> dict[str, str]:
+    """``count`` attributes of product ``i``, as a ``products.csv``'s extra columns: ``a0``
+    of 8 values, ``a1`` of 200, the others of 50."""
+    return {f"a{j}": f"v{(i * (7 + 24 * j)) % (8, 200, 50)[min(j, 2)]}" for j in range(count)}
+
+
+def records(ids: range, vecs: np.ndarray, tag: str = "", shared_from: int | None = None,
+            attrs: int = 0) -> list[Record]:
+    """Products ``p{i}`` of ``vecs`` (``attrs``: with that many attributes); from
+    ``shared_from`` on, of one photo file (one sha256: give them one vector)."""
+    return [Record(Product(f"p{i}", Path(f"/photos/p{i}.jpg"), category=f"c{i % 8}",
+                           attributes=attributes(i, attrs)),
                    "sha-placeholder" if shared_from is not None and i >= shared_from
                    else f"sha-{i}{tag}", "0" * 16, b"\0" * 768, v)
             for i, v in zip(ids, vecs, strict=True)]
 
 
 def synthetic_store(root: Path, vecs: np.ndarray, n: int, config: IndexConfig,
-                    shared_from: int | None = None) -> float:
+                    shared_from: int | None = None, writes: list | None = None,
+                    attrs: int = 0) -> float:
     """A store of the first ``n`` of ``vecs`` (products ``p0``…, 8 categories; from
     ``shared_from`` on, of one photo file: :func:`records`) with its index built and saved,
-    closed; the seconds the index took."""
+    closed; the seconds the index took (``writes``: given the seconds of the products'
+    writes, their transactions of 5,000)."""
     store = EmbeddedStore(root, create=True, index_config=config)
     store.set_manifest(ModelManifest("synthetic", "0" * 64, {}, vecs.shape[1]))
     store.lock_for_writing()
     for start in range(0, n, 5000):
         stop = min(n, start + 5000)
-        store.upsert(records(range(start, stop), vecs[start:stop],
-                             shared_from=shared_from))
+        batch = records(range(start, stop), vecs[start:stop], shared_from=shared_from,
+                        attrs=attrs)
+        started = time.perf_counter()
+        store.upsert(batch)
+        if writes is not None:
+            writes.append(time.perf_counter() - started)
     started = time.perf_counter()
     store.flush()
     build_s = time.perf_counter() - started
@@ -116,13 +132,18 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=1280)
     ap.add_argument("--changed", type=int, default=5000)
     ap.add_argument("--kind", choices=["hnsw", "flat"], default="hnsw")
+    ap.add_argument("--attributes", type=int, default=0,
+                    help="attributes of each product (the writes' cost of indexing them)")
     args = ap.parse_args()
     n, config = args.items, IndexConfig.defaults(kind=args.kind)
     vecs, _ = ClusterModel.create(args.dim, clusters_for(n), seed=0).sample(
         n + 2 + args.changed, seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "store"
-        build_s = synthetic_store(root, vecs, n, config)
+        writes: list[float] = []
+        build_s = synthetic_store(root, vecs, n, config, writes=writes,
+                                  attrs=args.attributes)
+        database_mb = round((root / "vitrine.sqlite").stat().st_size / 1e6, 1)
         runs = {"layered": write_one(root, vecs[n], n, config)}
         saved = index_files.RECENT_MAX
         index_files.RECENT_MAX = 0
@@ -135,7 +156,11 @@ def main() -> None:
         store = EmbeddedStore(root, index_config=config)  # replace --changed products
         store.lock_for_writing()
         changed = range(0, args.changed)
-        store.upsert(records(changed, vecs[n + 2:n + 2 + args.changed], tag="-new"))
+        batch = records(changed, vecs[n + 2:n + 2 + args.changed], tag="-new",
+                        attrs=args.attributes)
+        started = time.perf_counter()
+        store.upsert(batch)
+        changed_s = time.perf_counter() - started
         ids, stored = store.all_vectors()
         layered = type(store._current_index()).__name__  # noqa: SLF001 - what is measured
         rng = np.random.default_rng(7)
@@ -148,7 +173,10 @@ def main() -> None:
     print(json.dumps({
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "machine": machine(), "items": n, "dim": args.dim, "index": config.tag(n),
-        "build_seconds": round(build_s, 2), "write_one_product": runs,
+        "attributes": args.attributes, "build_seconds": round(build_s, 2),
+        "write_seconds": round(sum(writes), 2),
+        "write_5000_p50_ms": percentile_ms(writes, 50), "database_mb": database_mb,
+        "changed_write_seconds": round(changed_s, 2), "write_one_product": runs,
         "changed": args.changed, "index_after_changes": layered,
         "recall_at_10_after_changes": round(float(np.mean(hits)), 4),
         "load_average": [round(x, 2) for x in os.getloadavg()]}, indent=2))

@@ -337,31 +337,40 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
         if version != self._category_version:
             self._category_ids, self._category_version = {}, version
         return self._rows_kept(self._category_ids, category,
-                               "SELECT id FROM products WHERE category=?", (category,))
+                               [("SELECT id FROM products WHERE category=?", (category,))])
 
     def _filter_rows(self, where: ProductFilter) -> IdSet:
         """The row ids of the products ``where`` lets through, kept for the next searches
         until another write (a new generation, or ``update_metadata``'s count of changes: a
         price changed starts no generation), up to ``CATEGORY_FILTER_BYTES`` of them. Read
-        from the ``products_filter`` index (``sqlite_db.INDEXES``), not from every row: a
-        store read-only here that lacks it is scanned (140-260 ms at 100,000 products,
-        ``benchmarks/filter_search.py``)."""
+        from the ``products_filter`` index (``sqlite_db.INDEXES``) and the attribute index
+        (:mod:`vitrine.store.attribute_index`), not from every row: a store read-only here
+        that lacks them is scanned (140-260 ms at 100,000 products, an attribute's JSON
+        parsed from the first 53-75 ms; ``benchmarks/filter_search.py``)."""
         stamp = (self.generation(), self._counter("categories"))
         if stamp != self._filter_stamp:
             self._filter_ids, self._filter_stamp = {}, stamp
-        clause, params = where.sql()
-        return self._rows_kept(self._filter_ids, where,
-                               f"SELECT id FROM products WHERE {clause}", params, most=64)
+        return self._rows_kept(self._filter_ids, where, self._filter_id_queries(where),
+                               most=64)
 
-    def _rows_kept(self, kept: dict, key, sql: str, params, most: int | None = None) -> IdSet:
-        """The row ids ``sql`` selects, kept in ``kept`` under ``key`` for the next searches
-        (up to ``CATEGORY_FILTER_BYTES`` of them all, and ``most`` keys); none kept when it
-        selects none: any value a client sends would stay."""
+    def _rows_kept(self, kept: dict, key, queries: list[tuple[str, Sequence]],
+                   most: int | None = None) -> IdSet:
+        """The row ids the ``queries`` (SQL, parameters) all select, kept in ``kept`` under
+        ``key`` for the next searches (up to ``CATEGORY_FILTER_BYTES`` of them all, and
+        ``most`` keys); none kept when they select none: any value a client sends would
+        stay."""
         rows = kept.get(key)
         if rows is None:  # (as one string: read a row at a time, the first search of half
             # of 100,000 products' prices took 42-50 ms, now 10-14; filter_search.py)
-            text = self.db.execute(f"SELECT group_concat(id) FROM ({sql})", params).fetchone()[0]
-            rows = IdSet(np.fromstring(text or "", dtype=np.int64, sep=","))
+            ids = None  # (several: each one's ids, intersected)
+            for sql, params in queries:
+                text = self.db.execute(f"SELECT group_concat(id) FROM ({sql})",
+                                       params).fetchone()[0]
+                found = np.fromstring(text or "", dtype=np.int64, sep=",")
+                ids = found if ids is None else np.intersect1d(ids, found)
+                if not len(ids):
+                    break
+            rows = IdSet(ids)
             if len(rows) == 0:
                 return rows
             if most is not None and len(kept) >= most or \

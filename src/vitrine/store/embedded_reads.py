@@ -5,6 +5,7 @@ name search, and every vector in one array or page by page."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import numpy as np
 
 from vitrine.catalog import UPLOAD_NAME, UPLOADS
 from vitrine.fold import searchable
+from vitrine.store.attribute_index import attribute_index_ready
 from vitrine.store.base import PhotoFacts, StoredProduct
 from vitrine.store.filters import ProductFilter
 from vitrine.store.index_files import stored_vectors
@@ -28,6 +30,10 @@ FILTER_SORT_MAX = 5000
 """A price range of at most this many products lists them sorted, read by id, rather than
 looking up each product of the listing in them (715 products of 100,000: 3 ms against 41 at
 offset 2,000)."""
+ATTRIBUTE_COUNT_MAX = 20_000
+"""Entries of each attribute of a filter of several counted, up to this, to start from the
+attribute of the fewest products; a search's filter of attributes that all reach it reads
+each one's ids whole and intersects them (:meth:`EmbeddedReads._filter_id_queries`)."""
 
 
 class EmbeddedReads:
@@ -88,21 +94,57 @@ class EmbeddedReads:
                 return str(own)
         return image
 
+    def _attributes_indexed(self) -> bool:
+        """Whether attribute filters read the attribute index (there whole: made at an
+        opening where the store could be written), else every product's JSON."""
+        return attribute_index_ready(self.db)
+
+    def _filter_ids_sql(self, where: ProductFilter) -> tuple[str, list]:
+        """``where.ids_sql`` on this store: from the attribute index where it is there, its
+        attribute of the fewest products first (its entries are each looked up for the
+        others)."""
+        return self._filter_id_queries(where, whole=True)[0]
+
+    def _filter_id_queries(self, where: ProductFilter, whole: bool = False
+                           ) -> list[tuple[str, list]]:
+        """The queries whose ids, intersected, are those of the products ``where`` lets
+        through: one (``where.ids_sql``), but for attributes that each hold at least
+        :data:`ATTRIBUTE_COUNT_MAX` products (counted in the attribute index, up to that),
+        unless ``whole``: then one per attribute, read whole, where each of the first's
+        entries looked up for the others cost more (1.0 s against 1.8 s of JSON for two of
+        125,000 and 333,000 of 1,000,000 products; ``benchmarks/filter_search.py``)."""
+        indexed = self._attributes_indexed()
+        if not indexed or len(where.attributes) < 2:
+            return [where.ids_sql(indexed)]
+        sizes = {pair: self.db.execute(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM product_attributes WHERE key = ? AND "
+            f"value = ? LIMIT {ATTRIBUTE_COUNT_MAX})", pair).fetchone()[0]
+            for pair in where.attributes}
+        ordered = dataclasses.replace(where, attributes=tuple(
+            sorted(where.attributes, key=sizes.__getitem__)))
+        if whole or min(sizes.values()) < ATTRIBUTE_COUNT_MAX:
+            return [ordered.ids_sql(indexed)]
+        return [dataclasses.replace(where, attributes=(pair,)).ids_sql(indexed)
+                for pair in ordered.attributes]
+
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM products").fetchone()[0]
 
     def count_products(self, *, category: str | None = None,
                        where: ProductFilter | None = None) -> int:
-        # (the filter's price range from the products_filter index, an attribute read from
-        # it without the rows: 36 ms at most at 100,000 products; a category's rows read:
-        # 17-23 ms, benchmarks/listing_filters.py)
+        # (the filter's ids from the products_filter index and the attribute index, no row
+        # read; an attribute's JSON parsed from the first, where the store lacks the second:
+        # 44-69 ms at 100,000 products; a category's rows read: 17-23 ms,
+        # benchmarks/listing_filters.py)
+        chosen, params = self._filter_ids_sql(where) if where else ("", [])
+        if category is None and chosen:
+            return self.db.execute(f"SELECT COUNT(*) FROM ({chosen})", params).fetchone()[0]
         sql, args = "SELECT COUNT(*) FROM products WHERE 1=1", []
         if category is not None:
             sql += " AND category=?"
             args.append(category)
-        if where:
-            clause, params = where.sql()
-            sql += f" AND {clause}"
+        if chosen:
+            sql += f" AND id IN ({chosen})"
             args += params
         return self.db.execute(sql, args).fetchone()[0]
 
@@ -112,12 +154,14 @@ class EmbeddedReads:
         return dict(rows.fetchall())
 
     def attribute_values(self, most: int) -> dict[str, dict[str, int]]:
-        # one pass over the attribute JSON of every product; the keys of more than ``most``
-        # values (each value's group counted by the window) are not sent back
+        # one pass over the attribute index (its entries in (key, value) order), or where
+        # the store lacks it over the attribute JSON of every product; the keys of more than
+        # ``most`` values (each value's group counted by the window) are not sent back
+        source = ("product_attributes AS j" if self._attributes_indexed() else
+                  "products, json_each(products.attributes) AS j WHERE j.type = 'text'")
         rows = self.db.execute(
             "SELECT key, value, n FROM (SELECT j.key AS key, j.value AS value, COUNT(*) AS n, "
-            "COUNT(*) OVER (PARTITION BY j.key) AS kinds FROM products, "
-            "json_each(products.attributes) AS j WHERE j.type = 'text' "
+            f"COUNT(*) OVER (PARTITION BY j.key) AS kinds FROM {source} "
             "GROUP BY j.key, j.value) WHERE kinds <= ? ORDER BY key, value", (most,))
         values: dict[str, dict[str, int]] = {}
         for key, value, n in rows:
@@ -165,11 +209,19 @@ class EmbeddedReads:
         sql = (f"SELECT {COLUMNS} FROM products WHERE id IN ({{}}{order} LIMIT ? OFFSET ?)"
                + order)
         if where:
-            clause, params = where.sql()
-            few = not where.attributes and self.db.execute(
-                f"SELECT COUNT(*) FROM (SELECT 1 FROM products WHERE {clause} "
-                f"LIMIT {FILTER_SORT_MAX + 1})", params).fetchone()[0] <= FILTER_SORT_MAX
-            if not few and offset + limit <= FILTER_PROBE_ROWS:  # the page within the
+            indexed = self._attributes_indexed()  # (attributes from their own index)
+            clause, params = where.sql(indexed)
+            chosen, chosen_params = self._filter_ids_sql(where)
+
+            def few() -> bool:  # (the filter's products counted, up to FILTER_SORT_MAX)
+                return self.db.execute(
+                    f"SELECT COUNT(*) FROM ({chosen} LIMIT {FILTER_SORT_MAX + 1})",
+                    chosen_params).fetchone()[0] <= FILTER_SORT_MAX
+            # a price range alone counted first; attributes (from their index) once the
+            # listing's first rows did not hold the page (a common attribute's first page
+            # took 3.7 ms counted first, against 0.5 ms tested row by row)
+            sort = not where.attributes and few()
+            if not sort and offset + limit <= FILTER_PROBE_ROWS:  # the page within the
                 # listing's first rows, walked in order and tested (a wide range or a common
                 # attribute: a page in under 2 ms, where its ids read all first took 30-90
                 # ms at 100,000 products; benchmarks/listing_filters.py)
@@ -182,14 +234,16 @@ class EmbeddedReads:
                                            (json.dumps(ids),))
                     return [row_to_product(r, self._photo) for r in rows]
             # else the ids of the filter's products (the products_filter index: a price
-            # range's own entries, an attribute read from it, no row), each entry of the
-            # listing index looked up there as it is walked in order: the "+" keeps SQLite
-            # from reading each filtered row and sorting them all, unless a price range
-            # holds few (counted in that index, up to FILTER_SORT_MAX, before any probe):
-            # those rows sorted (no match, or a rare attribute: 300-490 ms at 100,000
-            # products read row by row, against 10-100 ms; benchmarks/listing_filters.py)
-            page += f" AND {'' if few else '+'}id IN (SELECT id FROM products WHERE {clause})"
-            args += params
+            # range's own entries; the attribute index's, or each entry's JSON where the
+            # store lacks it; no row), each entry of the listing index looked up there as it
+            # is walked in order: the "+" keeps SQLite from reading each filtered row and
+            # sorting them all, unless the filter holds few (counted in those indexes, up to
+            # FILTER_SORT_MAX: a price range's before any probe, attributes' after it): those
+            # rows sorted (no match, or a rare attribute: 300-490 ms at 100,000 products read
+            # row by row, against 10-100 ms; benchmarks/listing_filters.py)
+            sort = sort or bool(indexed and where.attributes and few())
+            page += f" AND {'' if sort else '+'}id IN ({chosen})"
+            args += chosen_params
         rows = self.db.execute(sql.format("SELECT id FROM products WHERE 1=1" + page),
                                [*args, limit, offset])
         return [row_to_product(r, self._photo) for r in rows]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vitrine.catalog import EDITED, UPLOADED
 from vitrine.errors import NoStore, StoreError
+from vitrine.store.attribute_index import make_attribute_index
 from vitrine.store.base import StoredProduct
 from vitrine.store.index_files import CHANGES_SCHEMA
 from vitrine.store.search_key import add_search_key, refold_search_keys, searchable_sql
@@ -78,10 +79,11 @@ photo (``EmbeddedStore.names_photo``) without reading theirs, the third those of
 copies (``EmbeddedStore._photo_rows``, ``vitrine.copies``: the `similar` of each product
 whose photo file another product shares read every row, 90-100 ms at 100,000 products of
 1,280-d beside a 10 ms search, measured by hand). The fourth answers a filter's first search
-(``EmbeddedStore._filter_rows``): a price range reads its own products' entries, and an
-attribute (a key of the JSON object, any key: no index of one key's values would do) is
-read from it, not from every row with its vector and thumbnail (about 50 bytes a product
-where a row takes kilobytes; ``benchmarks/filter_search.py``)."""
+(``EmbeddedStore._filter_rows``): a price range reads its own products' entries, not every
+row with its vector and thumbnail (about 50 bytes a product where a row takes kilobytes;
+``benchmarks/filter_search.py``); an attribute, from the attribute index
+(:mod:`vitrine.store.attribute_index`, made after these), or where the store lacks that,
+from the JSON in this index's entries."""
 COLUMNS = ("product_id, image, category, name, price, description, attributes, "
            "content_sha256, phash, thumb, metadata_hash")
 DISK_FULL = 1 << 20
@@ -445,6 +447,7 @@ def open_database(root: Path, *, create: bool,
         if not missing and "search_key" in have:  # made once per store (read-only here:
             _make_indexes(db)  # pages sort as they read, photo look-ups read every row)
             _drop_old_listing_indexes(db)
+            make_attribute_index(db)  # (read-only here: attribute filters read the JSON)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{db_path} is not a readable Vitrine store ({exc}).") from None
     return db, have, missing, frozen
