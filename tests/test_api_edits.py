@@ -123,6 +123,46 @@ def test_an_edit_kept_survives_migrate_and_is_kept_on_milvus(demo_catalog, setti
     assert (kept.name, kept.price, kept.description) == ("Editado", 7.0, "Outra")
 
 
+def test_edits_kept_do_not_let_a_deleted_table_take_the_others_fields(demo_catalog, settings,
+                                                                     embedder, tmp_path):
+    """Products edited through the API since the last run (a price sync), then products.csv
+    moved away: the edited ones keep their fields, but were counted among the products
+    still named by a table, so the others' going looked like a few rows dropped: with half
+    the products edited, the other half lost their names and prices, exit 0 (refused before
+    the edit mark). Refused, nothing written; the table back, every row's values."""
+    import csv
+
+    from vitrine.index_checks import RemovalRefused
+
+    catalog = copy_subset(demo_catalog, tmp_path / "shop", 2)  # 16 photos
+    with open(catalog / "products.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(catalog / "products.csv", "w", newline="") as fh:  # (ids: the photos' paths)
+        writer = csv.writer(fh)
+        writer.writerow(["image", "name", "price"])
+        writer.writerows([r["image"], r["name"], f"{10 + i},00"] for i, r in enumerate(rows))
+    store = tmp_path / "store"
+    assert _index(catalog, store, embedder).indexed == 16
+    ids = [r["image"] for r in rows]
+    for pid in ids[:9]:
+        _patch(settings, store, embedder, pid, {"price": 99})
+    (catalog / "products.csv").rename(tmp_path / "products.csv")
+    with pytest.raises(RemovalRefused, match=r"would turn 7 of the 16 catalogue products .*"
+                                             r"no product table lists their photos any more"):
+        _index(catalog, store, embedder)
+    db = open_store(store)
+    try:
+        assert [(db.get(pid).name, db.get(pid).price) for pid in ids[9:]] == [
+            (r["name"], 10.0 + i) for i, r in enumerate(rows) if i >= 9]
+        assert all(db.get(pid).price == 99 for pid in ids[:9])
+    finally:
+        db.close()
+    (tmp_path / "products.csv").rename(catalog / "products.csv")
+    report = _index(catalog, store, embedder)
+    assert (report.updated, report.edits_kept) == (9, 0)  # (a row's values win)
+    assert _get(store, ids[0]).price == 10.0
+
+
 def test_index_says_how_many_edits_it_kept():
     from vitrine.display import index_lines
     from vitrine.index_report import IndexReport

@@ -105,3 +105,23 @@ def test_replace_says_a_folder_without_photos_cannot_empty_a_store(bags, cli_her
     shown = " ".join(cli_here("index", "--help", env_extra={"COLUMNS": "300"}).stdout.split())
     assert ("A folder without photos is refused all the same: to empty an embedded store, "
             "delete its folder.") in shown.replace("│", "").replace("  ", " ")
+
+
+def test_a_folder_of_what_a_killed_store_left_is_not_refused(tmp_path):
+    """A first `index` killed while it made the database left ``vitrine.<6 hex>`` (and its
+    journal), a killed manifest write ``.manifest.json.<pid>-<hex>.part``: the next run was
+    refused as "a folder of other files (such as vitrine.3fa2c1)", which the store itself
+    had written there; a folder with one file of the user's beside them still is."""
+    from vitrine.errors import VitrineError
+    from vitrine.index_checks import refuse_foreign_folder
+
+    left = tmp_path / "store"
+    left.mkdir()
+    for name in ("vitrine.3fa2c1", "vitrine.3fa2c1-journal", "write.lock",
+                 ".manifest.json.4242-0a1b2c3d.part", "manifest.json.tmp", "index.3.faiss"):
+        (left / name).write_bytes(b"")
+    refuse_foreign_folder(left, tmp_path / "shop")  # (not refused)
+    (left / "notas.txt").write_text("minhas notas")
+    with pytest.raises(VitrineError, match=r"is a folder of other files \(1, such as "
+                                           r"notas\.txt\)"):
+        refuse_foreign_folder(left, tmp_path / "shop")

@@ -147,6 +147,67 @@ def test_the_demo_keeps_products_an_older_vitrine_added_through_the_api(
     _assert_api_product_kept(out)
 
 
+def test_the_demo_keeps_edits_that_index_keeps_when_the_model_changes(
+        demo_catalog, settings, embedder, tmp_path, monkeypatch):
+    """A product no row of the catalogue's table names, edited through the demo's API, keeps
+    its edit at every `vitrine index` (helper-394); the demo rebuilt its own store for
+    another model from the catalogue alone: the shop's name and price were gone (the photo
+    file's name again), exit 0. The edit of a product a row names goes at any run (the
+    row's values win): that rebuild goes ahead."""
+    import csv
+
+    from rich.console import Console
+
+    from vitrine import trained
+    from vitrine.demo import run_demo
+    from vitrine.service import VitrineService
+
+    shop = copy_subset(demo_catalog, tmp_path / "shop", 1)
+    with open(shop / "products.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(shop / "products.csv", "w", newline="") as fh:  # the last photo unlisted
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[:-1])
+    unlisted, listed = rows[-1]["image"], rows[0]["product_id"]
+    out = tmp_path / "out"
+    demo = settings.model_copy(update={"demo_train": False})
+    console = Console(record=True, width=200)
+    run_demo(shop, out / "store", out, demo, 2, console=console)
+
+    def edit(pid: str, changes: dict, model: Settings) -> None:
+        service = VitrineService(model, out / "store", Embedder.from_settings(model))
+        try:
+            service.edit_product(pid, changes)
+        finally:
+            service.close()
+
+    edit(listed, {"name": "Do site"}, demo)  # (a row names it: its values back at any run)
+    padded = demo.model_copy(update={"resize": "pad"})
+    run_demo(shop, out / "store", out, padded, 2, console=console)
+    db = open_store(out / "store")
+    assert db.get(listed).name == rows[0]["name"] and db.count() == 8
+    db.close()
+    edit(unlisted, {"name": "Minha bolsa", "price": 10.5}, padded)
+    with pytest.raises(StoreError, match=re.escape(
+            "holds 1 product edited through the API that no row of the catalogue's product "
+            "table names, and the demo would rebuild it for another model")):
+        run_demo(shop, out / "store", out, demo, 2, console=console)
+    # nor is the model trained anew first (the store then made with a model that is gone)
+    monkeypatch.setattr(trained, "trained_already", lambda *args: False)
+    monkeypatch.setattr(trained, "ensure_model",
+                        lambda *args, **kwargs: pytest.fail("trained anew"))
+    with pytest.raises(StoreError, match="edited through the API"):
+        run_demo(shop, out / "store", out, settings.model_copy(update={"demo_train": True}),
+                 2, console=console)
+    db = open_store(out / "store")
+    try:
+        kept = db.get(unlisted)
+        assert (kept.name, kept.price, kept.edited) == ("Minha bolsa", 10.5, True)
+    finally:
+        db.close()
+
+
 def test_a_mobilenet_checkpoint_fine_tuned_for_other_classes_embeds(weights_path, embedder,
                                                                    small_catalog, tmp_path):
     """A torchvision MobileNetV2 fine-tuned for 10 classes was "not for the backbone

@@ -328,11 +328,14 @@ def _drop_stale_store(store_dir: Path, catalog: Path, settings: Settings, embedd
 def _refuse_dropping_uploads(store_dir: Path, catalog: Path, out_dir: Path,
                              settings: Settings) -> None:
     """Refuse, before its model is trained anew, a demo whose own store holds products added
-    through the API: the store is rebuilt for the new model and they would go."""
+    through the API, or edits made through it that index keeps: the store is rebuilt for
+    the new model and they would go."""
     from vitrine.trained import trained_already
 
     # (the store read first: whether trained already hashes every photo)
-    if (store_dir / DB_NAME).is_file() and _uploads(store_dir, catalog, settings.upload_dir) \
+    if (store_dir / DB_NAME).is_file() and (
+            _uploads(store_dir, catalog, settings.upload_dir)
+            or _edits_kept(store_dir, catalog, settings)) \
             and not trained_already(catalog, out_dir / "model", settings):
         _refuse_losing_uploads(store_dir, catalog, settings)
 
@@ -340,13 +343,23 @@ def _refuse_dropping_uploads(store_dir: Path, catalog: Path, out_dir: Path,
 def _refuse_losing_uploads(store_dir: Path, catalog: Path, settings: Settings) -> None:
     """Refuse to rebuild the demo's store for another model while it holds products added
     through the API: the catalogue does not hold them, so the rebuilt store would not either,
-    and their photos (its uploads folder) went with it, after "rebuilding it"."""
+    and their photos (its uploads folder) went with it, after "rebuilding it". So too for
+    edits made through the API that `vitrine index` keeps (:data:`vitrine.catalog.EDITED`,
+    a product no row of the catalogue's table names): the rebuilt store read the photo's
+    file name again, the shop's name, price and description gone, exit 0."""
     if added := _uploads(store_dir, catalog, settings.upload_dir):
         raise StoreError(
             f"the demo store {store_dir} holds {counted(added, 'product')} added through the "
             "API, and the demo would rebuild it for another model without those products (the "
             "catalogue does not hold them); pass --store another folder, or delete the store "
             "to rebuild it without them. Nothing was changed.")
+    if edited := _edits_kept(store_dir, catalog, settings):
+        raise StoreError(
+            f"the demo store {store_dir} holds {counted(edited, 'product')} edited through "
+            "the API that no row of the catalogue's product table names, and the demo would "
+            "rebuild it for another model without those edits (their names, prices and "
+            "descriptions would be the photo files' again); pass --store another folder, or "
+            "delete the store to rebuild it without them. Nothing was changed.")
 
 
 def _uploads(store_dir: Path, catalog: Path, upload_dir: Path | None) -> int:
@@ -363,6 +376,26 @@ def _uploads(store_dir: Path, catalog: Path, upload_dir: Path | None) -> int:
                              catalog.resolve(), {}))
     finally:
         store.close()
+
+
+def _edits_kept(store_dir: Path, catalog: Path, settings: Settings) -> int:
+    """How many products of the embedded store at ``store_dir`` hold an edit made through
+    the API that `vitrine index` of ``catalog`` keeps: marked edited, and a photo of the
+    catalogue no row of its table names (a row's values win at any run: nothing lost)."""
+    from vitrine.catalog import EDITED
+    from vitrine.split import links_refused, read_catalogue
+
+    store = open_store(store_dir)
+    try:
+        edited = {pid for pid, (_, meta) in store.fingerprints().items()
+                  if meta.startswith(EDITED)}
+    finally:
+        store.close()
+    if not edited:  # (the catalogue not read again)
+        return 0
+    products = read_catalogue(catalog, settings.upload_dir,
+                              refused_links=links_refused(settings))[0]
+    return sum(p.product_id in edited and not p.listed for p in products)
 
 
 def _manifest(store_dir: Path) -> ModelManifest | None:

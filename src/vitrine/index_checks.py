@@ -175,7 +175,8 @@ table had named them."""
 
 def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], root: Path,
                       catalogue: list[str], remove: list[str], meta_only: list[Product],
-                      new: list[Product], everything: list[Product], table: bool) -> None:
+                      new: list[Product], everything: list[Product], table: bool, *,
+                      edits_kept: set[str] | frozenset[str] = frozenset()) -> None:
     """Refuse a run that reads no product table (or one whose rows do not find their photos)
     in which most of the store's catalogue products that a table had named (a name other
     than the file's, a price, a description or other columns), their photos unmoved, would
@@ -184,8 +185,8 @@ def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], 
     (re-keyed: a new id, the photo's path) or not (the same id, the table's fields gone:
     helper-185). A few products kept or unlisted before do not hide it; photos renamed, or a
     store whose last run read no table (its products edited through the API before the edit
-    mark get their catalogue values back; marked edits are kept, and not counted here), go
-    ahead."""
+    mark get their catalogue values back; marked edits are kept, ``edits_kept``, and count
+    neither way), go ahead."""
     if not catalogue or not (remove or meta_only):
         return
     # only the products this run names by their files: every one without a table; with one,
@@ -229,11 +230,16 @@ def _check_table_gone(store: VectorStore, images: Callable[[], dict[str, str]], 
     named = sum(_named_by_a_table(store.get(pid)) for pid in sample)
     if 2 * named <= len(sample):
         return
-    if 2 * len(changed) <= len(catalogue):  # (a minority of the store: refused where it is
+    # (the products whose edits made through the API are kept are neither going nor a sign
+    # the table is still there: their fields stay whatever the table; counted as kept, half
+    # the products edited since the last run let a deleted table go, the others' names and
+    # prices with it, exit 0)
+    others = [pid for pid in catalogue if pid not in edits_kept] if edits_kept else catalogue
+    if 2 * len(changed) <= len(others):  # (a minority of the store: refused where it is
         # most of the products a table named, those of a table that named a few, the other
         # photos unlisted; the whole store's half let such a table go, exit 0)
         going = set(changed)
-        kept = [pid for pid in catalogue if pid not in going]
+        kept = [pid for pid in others if pid not in going]
         probe = kept[::max(1, len(kept) // TABLE_GONE_SAMPLE)][:TABLE_GONE_SAMPLE]
         still = sum(_named_by_a_table(store.get(pid)) for pid in probe)
         if probe and len(changed) * named * len(probe) <= len(kept) * still * len(sample):
@@ -298,10 +304,14 @@ def refuse_store_among_photos(store: str | Path, catalog_dir: Path | str,
 
 
 _STORE_OWN = re.compile(r"(?:vitrine\.sqlite(?:-wal|-shm|-journal)?|manifest\.json|write\.lock"
-                        r"|rebuild\.lock|uploads|\.vitrine-demo|index\.\d+\..+\.faiss)"
-                        r"(?:\..*\.(?:part|tmp))?")
+                        r"|rebuild\.lock|uploads|\.vitrine-demo|index\.\d+(?:\..+)?\.faiss)"
+                        r"(?:\..*\.(?:part|tmp))?|manifest\.json\.tmp|\.manifest\.json\..+\.part"
+                        r"|vitrine\.[0-9a-f]{6}(?:-journal)?")
 """The names a store (or the demo's mark) writes in its folder, and their half-written copies:
-a folder of only these is a store's, half made or left by one."""
+a folder of only these is a store's, half made or left by one (the database a killed first
+run was making, ``vitrine.<6 hex digits>``; a manifest's part file, ``.manifest.json.*.part``
+as :func:`vitrine.files.write_whole` names it, or an older Vitrine's ``manifest.json.tmp``;
+an older store's ``index.<n>.faiss``)."""
 _FOLDER_KEEPING = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", ".directory"})
 """Files a desktop leaves in any folder it shows: such a folder is still empty."""
 

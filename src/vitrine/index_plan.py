@@ -45,6 +45,7 @@ class _Found(NamedTuple):
     gone: set[str]  # stored catalogue products whose photo file no longer exists
     linked: int  # of them, those refused for their real path (VITRINE_FOLLOW_OUTSIDE_LINKS)
     unlisted_skipped: int  # (the line says they were indexed)
+    edits_kept: set[str]  # products whose fields edited through the API are kept
 
 
 def _what_to_embed(products: list[Product], store: VectorStore, root: Path, stored: dict,
@@ -56,6 +57,7 @@ def _what_to_embed(products: list[Product], store: VectorStore, root: Path, stor
     skipped_ids: set[str] = set()  # products this run skips: not said to be as indexed
     gone: set[str] = set()  # stored catalogue products whose photo file no longer exists
     linked = 0  # of them, those refused for their real path (VITRINE_FOLLOW_OUTSIDE_LINKS)
+    edits_kept: set[str] = set()
 
     to_embed: list[tuple[Product, str]] = []
     meta_only: list[Product] = []
@@ -83,6 +85,7 @@ def _what_to_embed(products: list[Product], store: VectorStore, root: Path, stor
             if previous is not None and previous[1].startswith(EDITED) and not product.listed:
                 product = _as_edited(product, store)  # (no table's row names it: the
                 report.edits_kept += 1  # fields a PATCH gave it stay; helper-394)
+                edits_kept.add(product.product_id)
             if previous is None or previous[0] != sha:
                 to_embed.append((product, sha))
             elif previous[1] != product.metadata_hash():
@@ -90,7 +93,8 @@ def _what_to_embed(products: list[Product], store: VectorStore, root: Path, stor
             else:
                 report.unchanged += 1
             adv(1)
-    return _Found(to_embed, meta_only, skipped_ids, gone, linked, unlisted_skipped)
+    return _Found(to_embed, meta_only, skipped_ids, gone, linked, unlisted_skipped,
+                  edits_kept)
 
 
 def _as_edited(product: Product, store: VectorStore) -> Product:
@@ -127,7 +131,7 @@ def _refuse_losses(store: VectorStore, root: Path, link: str | None,
     _check_table_gone(store, images, root, catalogue_ids, remove,
                       [p for p in found.meta_only if not p.edited],  # (theirs kept)
                       everything if shard else [p for p, _ in found.to_embed], everything,
-                      listed)
+                      listed, edits_kept=found.edits_kept)
     _check_removals(store, root, link, catalogue_ids, remove, len(found.gone) - found.linked,
                     shard, readable=readable,
                     linked=(found.linked, len(refused_links or ())),
