@@ -31,7 +31,8 @@ def test_the_wheel_holds_every_module_page_file_and_the_typed_marker(tmp_path):
     package = ROOT / "src" / "vitrine"
     wanted = {f"vitrine/{p.relative_to(package).as_posix()}" for p in package.rglob("*")
               if p.is_file() and "__pycache__" not in p.parts}
-    assert "vitrine/py.typed" in wanted and "vitrine/web/static/app.js" in wanted
+    assert "vitrine/py.typed" in wanted and {f"vitrine/web/static/{name}.js" for name in
+                                             ("app", "filters", "carry")} <= wanted
     assert wanted - names == set()
     from vitrine import __version__
 

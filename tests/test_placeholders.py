@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -653,3 +654,54 @@ def test_a_result_card_says_how_many_other_products_share_its_photo(planted, set
         assert all(note is None for r, note in shown.items() if r != first)
     catalogue = client.get("/", params={"category": "sem_foto"}).text
     assert 'class="same-photo"' not in catalogue
+
+
+def test_under_a_price_filter_a_card_says_its_photo_is_counted_in_the_whole_catalogue(
+        planted, settings, embedder, tmp_path):
+    """"+n com a mesma foto" counts the products of the photo in the whole catalogue, as the
+    API's ``same_photo`` does, whatever the filter: under "preço até R$ 60,00", where most of
+    the card's products (R$ 278,66) are outside the list, the card says so ("+10 com a mesma
+    foto no catálogo", its title: also those outside the filter), and the API's count is the
+    page's; without a filter the card says it as before."""
+    from fastapi.testclient import TestClient
+
+    from vitrine.api import create_app
+    from vitrine.indexer import index_catalog
+    from vitrine.store import open_store
+
+    root, _ = planted
+    catalog = shutil.copytree(root / "catalog", tmp_path / "catalog")
+    with open(catalog / "products.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:  # the card's first product cheap, its others dear, the rest cheap
+        row["price"] = "278.66" if _is_placeholder(row["product_id"]) and \
+            row["product_id"] != "ph0" else "49.90"
+    with open(catalog / "products.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    store = open_store(tmp_path / "store", create=True)
+    try:
+        index_catalog(catalog, store, embedder, show_progress=False)
+    finally:
+        store.close()
+    client = TestClient(create_app(settings, tmp_path / "store", embedder=embedder))
+    photo = (catalog / "sem_foto" / "card.jpg").read_bytes()
+    others = CARD + STAMPED - 1
+    api = client.post("/api/search", params={"k": 10, "max_price": "60"},
+                      files={"image": ("card.jpg", photo, "image/jpeg")}).json()["results"]
+    assert [(r["product_id"], r["same_photo"]) for r in api if _is_placeholder(r["product_id"])
+            ] == [("ph0", others)]
+    for lang, said, note in (("pt", "com a mesma foto no catálogo", "fora do filtro"),
+                             ("en", "with the same photo in the catalogue", "outside the filter")):
+        found = client.post("/search", params={"fragment": 1, "lang": lang},
+                            data={"max_price": "60"},
+                            files={"image": ("card.jpg", photo, "image/jpeg")})
+        assert found.status_code == 200
+        assert _result_cards(found.text)["ph0"] == f"+{others} {said}", lang
+        title = re.search(r'<p class="same-photo" title="([^"]+)"', found.text).group(1)
+        assert note in title, title
+    unfiltered = client.post("/search", params={"fragment": 1},
+                             files={"image": ("card.jpg", photo, "image/jpeg")})
+    first, note = next(iter(_result_cards(unfiltered.text).items()))
+    assert _is_placeholder(first) and note == f"+{others} com a mesma foto"

@@ -11,7 +11,7 @@ import io
 import os
 import re
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
 from conftest import ROOT, require, require_module
@@ -248,9 +248,10 @@ def test_a_photo_carried_to_a_page_that_is_no_search_is_deleted(page, base_url,
     page.set_input_files("#photo", str(outside_photo))
     page.locator("#results li.card").first.wait_for(timeout=30_000)
     page.route(re.compile(r".*/search\?.*lang=en.*"), lambda route: route.fulfill(
-        status=503, content_type="text/html",  # (the server's error page has the script too)
-        body='<html><body><p id="gone">503</p><script src="/static/app.js"></script></body>'
-             '</html>'))
+        status=503, content_type="text/html",  # (the server's error page has the scripts too)
+        body='<html><body><p id="gone">503</p><script src="/static/filters.js"></script>'
+             '<script src="/static/carry.js"></script><script src="/static/app.js"></script>'
+             '</body></html>'))
     page.click("a.lang-switch")
     page.wait_for_url("**lang=en**", timeout=10_000)
     assert page.locator("#gone").inner_text() == "503"
@@ -1273,7 +1274,7 @@ def test_back_to_a_filtered_list_shows_its_own_filter(page, base_url):
     maximum = page.locator("#max-price")
     assert maximum.input_value() == "60"
     maximum.fill("abc")
-    page.locator("form.filters button[type=submit]").click()
+    page.locator("form.filters button[type=submit]").first.click()
     page.wait_for_url(re.compile(r"max_price=abc"))
     assert page.locator("#max-price").get_attribute("aria-invalid") == "true"
     page.go_back()
@@ -1301,3 +1302,82 @@ def test_back_to_a_filtered_list_shows_its_own_filter(page, base_url):
     assert colours.input_value() == ""
     assert page.locator(".similar li.card").count() == listed
     assert [p for p in page.problems if "status of 400" not in p] == []
+
+
+def test_a_sent_filter_form_writes_only_the_fields_that_hold_a_value(browser, settings,
+                                                                      small_store, embedder,
+                                                                      tmp_path):
+    """The catalogue's form and a product's similar list's form, sent with a category and a
+    maximum price (the name, the minimum and the attribute lists left empty), go to the
+    address the pages' own links write ("/?category=…&max_price=100"), not one of empty
+    parameters ("&q=&min_price=&attr=&attr="), to the same list; without the script the
+    form's address keeps them, to the same list too."""
+    from test_web_filters import price_store
+
+    from vitrine.api import create_app
+    from vitrine.server import running
+
+    prices = price_store(small_store, tmp_path / "store")
+    names = "links => links.map(a => decodeURIComponent(new URL(a.href).pathname))"
+    with running(create_app(settings, tmp_path / "store", embedder=embedder)) as url:
+        for script in (True, False):
+            context = browser.new_context(viewport={"width": 1280, "height": 900},
+                                          java_script_enabled=script)
+            page = context.new_page()
+            page.goto(url + "/")
+            product = page.locator(".card-link").first.get_attribute("href")
+            page.select_option("#category", "relogio_masculino")
+            page.locator("form.filters summary").click()
+            page.locator("#max-price").fill("100")
+            page.locator("#max-price").press("Enter")
+            page.wait_for_url(re.compile(r"max_price=100"))
+            query = parse_qsl(urlsplit(page.url).query, keep_blank_values=True)
+            if script:
+                assert query == [("category", "relogio_masculino"), ("max_price", "100")]
+            else:
+                assert {("q", ""), ("min_price", ""), ("attr", "")} <= set(query), query
+            listed = page.locator("li.card .card-link").evaluate_all(names)
+            assert listed and all(0 <= prices[p.rsplit("/", 1)[1]] <= 100 for p in listed)
+            page.goto(url + "/?category=relogio_masculino&max_price=100")
+            assert page.locator("li.card .card-link").evaluate_all(names) == listed
+            # a product's similar list: its scope kept, the empty fields left out
+            page.goto(url + product.split("?")[0] + "?same=0")
+            page.locator(".similar summary").click()
+            page.locator("#max-price").fill("100")
+            page.locator(".similar button[type=submit]").click()
+            page.wait_for_url(re.compile(r"max_price=100"))
+            query = parse_qsl(urlsplit(page.url).query, keep_blank_values=True)
+            if script:
+                assert query == [("same", "0"), ("max_price", "100")]
+                assert urlsplit(page.url).fragment == "similar-title"
+            else:
+                assert ("min_price", "") in query and ("same", "0") in query
+            assert page.locator(".similar li.card").count() > 0
+            context.close()
+
+
+def test_on_a_phone_the_catalogue_filter_is_sent_from_under_its_fields(browser, base_url):
+    """At 390 px the catalogue's "Filtrar" at the top of the form is above "Filtrar
+    resultados": a shopper who typed a price had to scroll back up to it. A "Filtrar" under
+    the last filter field sends the form (as the similar list's does, under its fields)."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    page.goto(base_url + "/")
+    product = page.locator(".card-link").first.get_attribute("href")
+    for address, form in (("/", "form.filters"), (product, "form.similar-filters")):
+        page.goto(base_url + address)
+        form = page.locator(form)
+        form.locator("summary").click()
+        last = form.locator(".filter-fields .field").last
+        button = form.locator(".filter-box button[type=submit]")
+        assert button.is_visible() and button.inner_text() == "Filtrar"
+        below = last.bounding_box()
+        assert button.bounding_box()["y"] >= below["y"] + below["height"]
+        form.locator("#max-price").fill("100")
+        button.tap()
+        page.wait_for_url(re.compile(r"max_price=100"))
+        assert page.locator(".filter-note").first.inner_text().startswith(
+            "Filtro: preço até")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    context.close()

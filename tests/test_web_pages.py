@@ -301,7 +301,8 @@ def test_odd_products_and_errors_read_well(settings, small_store, embedder, tmp_
                       headers={"If-None-Match": photo.headers["etag"]}).status_code == 200
     # the style sheet and script, at addresses a new version keeps, are asked for each time
     # (a browser may reuse one unasked for a tenth of its age: helper-221), cheaply
-    for path in ("/static/app.js", "/static/style.css"):
+    for path in ("/static/app.js", "/static/filters.js", "/static/carry.js",
+                 "/static/style.css"):
         first = client.get(path)
         assert first.headers["cache-control"] == "no-cache", path
         again = client.get(path, headers={"If-None-Match": first.headers["etag"]})
@@ -1353,7 +1354,8 @@ def test_under_a_path_prefix_every_address_a_page_writes_starts_with_it(prefixed
         outside = [link for link in links if link != ROOT and not link.startswith(ROOT + "/")]
         assert outside == [], (name, outside)
         every += links
-    for kind in ("/static/style.css", "/static/app.js", "/static/favicon.svg", "/images/",
+    for kind in ("/static/style.css", "/static/app.js", "/static/filters.js",
+                 "/static/carry.js", "/static/favicon.svg", "/images/",
                  "/products/", "/search", "/?lang=en", "/?category="):
         assert any(link.startswith(ROOT + kind) for link in every), kind
     # the form's own address, and the one the script sends a photo to (taken from the page)
@@ -1365,7 +1367,7 @@ def test_under_a_path_prefix_every_address_a_page_writes_starts_with_it(prefixed
     # the way back reads the Referer under the prefix
     assert f'<p class="breadcrumb"><a href="{ROOT}/?page=2">' in pages["product"][1]
     # what the links name is served (the proxy strips the prefix)
-    for link in ("/static/app.js", "/static/style.css",
+    for link in ("/static/app.js", "/static/filters.js", "/static/carry.js", "/static/style.css",
                  re.search(rf'src="{ROOT}(/images/[^"]+)"', pages["catalogue"][1]).group(1)):
         assert prefixed.get(link).status_code == 200, link
 

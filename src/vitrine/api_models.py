@@ -24,8 +24,9 @@ class ProductOut(BaseModel):
 
 
 SAME_PHOTO = ("How many other products share this result's photo (the same file, or its copies: "
-              "a product listed once a size), as the last `vitrine index` counted them; a "
-              "list shows one product a photo, the best scored; 0 when none does.")
+              "a product listed once a size), as the last `vitrine index` counted them, in "
+              "the whole catalogue: under a price or attribute filter some may be outside "
+              "it; a list shows one product a photo, the best scored; 0 when none does.")
 
 
 class ResultOut(BaseModel):

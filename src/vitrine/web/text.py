@@ -45,6 +45,10 @@ TEXT: dict[str, dict[str, str]] = {
         "same_photo": "+{n} com a mesma foto",
         "same_photo_title": "Esta foto (ou uma cópia dela) também é a de outros produtos do "
                             "catálogo: a lista mostra um produto por foto.",
+        "same_photo_filtered": "+{n} com a mesma foto no catálogo",
+        "same_photo_filtered_title": "Esta foto (ou uma cópia dela) também é a de outros "
+                                     "produtos do catálogo, contados todos, também os fora "
+                                     "do filtro: a lista mostra um produto por foto.",
         "no_similar": "Nenhum produto similar encontrado.",
         "shared_photo": "A foto deste produto é a mesma de {n} produtos (uma foto provisória): "
                         "os produtos abaixo se parecem com a foto, não com o produto.",
@@ -174,6 +178,10 @@ TEXT: dict[str, dict[str, str]] = {
         "same_photo": "+{n} with the same photo",
         "same_photo_title": "This photo (or a copy of it) is also that of other products of "
                             "the catalogue: the list shows one product a photo.",
+        "same_photo_filtered": "+{n} with the same photo in the catalogue",
+        "same_photo_filtered_title": "This photo (or a copy of it) is also that of other "
+                                     "products of the catalogue, all counted, also those "
+                                     "outside the filter: the list shows one product a photo.",
         "no_similar": "No similar products found.",
         "shared_photo": "This product's photo is the one of {n} products (a placeholder "
                         "photo): the products below look like the photo, not like the "

@@ -2,68 +2,8 @@
 // Without this script the same form posts normally and the server renders the results page.
 (function () {
   "use strict";
-  // The language toggle after a photo search: the page in the other language searches the
-  // same photo again (the results were lost, the photo to be chosen again). A file cannot
-  // travel in an address: it is kept in this browser's IndexedDB for the next page this tab
-  // opens, which deletes it whatever page it is (used only within CARRY_MS); a page opened
-  // otherwise does not open the storage (a flag in this tab's sessionStorage says a photo
-  // was carried).
-  const CARRIED = "search";
-  const CARRYING = "vitrine-carrying";
-  const CARRY_MS = 60000;
-  const CARRY_WAIT_MS = 500;
-  let storage = null;
-  try { storage = window.indexedDB || null; } catch (error) { /* (an opaque origin) */ }
-  function carriedStore(mode, use) {
-    return new Promise(function (resolve) {
-      let opening;
-      try {
-        opening = storage.open("vitrine-carried", 1);
-      } catch (error) { resolve(null); return; }
-      opening.onupgradeneeded = function () { opening.result.createObjectStore("kept"); };
-      opening.onerror = opening.onblocked = function () { resolve(null); };
-      opening.onsuccess = function () {
-        const db = opening.result;
-        try {
-          const step = db.transaction("kept", mode);
-          const asked = use(step.objectStore("kept"));
-          step.oncomplete = function () { db.close(); resolve(asked ? asked.result : true); };
-          step.onerror = step.onabort = function () { db.close(); resolve(null); };
-        } catch (error) { db.close(); resolve(null); }
-      };
-    });
-  }
-  let carrying = false;
-  try {
-    carrying = sessionStorage.getItem(CARRYING) !== null;
-    sessionStorage.removeItem(CARRYING);
-  } catch (error) { /* no session storage: nothing was carried */ }
-  const taken = carrying && storage ? carriedStore("readwrite", function (store) {
-    const found = store.get(CARRIED);
-    store.delete(CARRIED);
-    return found;
-  }) : null;
-  carrying = taken !== null;
-
-  // Firefox shows a suggestion's label alone, and suggests by it: a category's count
-  // ("6 produtos", shown beside the name elsewhere) gets the name in front of it there.
-  if (/\bFirefox\//.test(navigator.userAgent)) {
-    document.querySelectorAll("datalist option[label]").forEach(function (option) {
-      option.label = option.value + " (" + option.label + ")";
-    });
-  }
-
-  // A listed page's filter fields say its address's filter: shown again (Back), they showed
-  // a value typed and sent since ("abc" beside a list up to R$ 60,00: hunt395).
-  window.addEventListener("pageshow", function () {
-    document.querySelectorAll("form.filters [data-filter], form.similar-filters [data-filter]")
-      .forEach(function (f) {
-        const served = f.tagName === "SELECT" && Array.from(f.options).find(function (o) {
-          return o.defaultSelected; });
-        if (f.tagName === "SELECT") f.selectedIndex = served ? served.index : 0;
-        else f.value = f.defaultValue;
-      });
-  });
+  // The photo carried from the page in the other language (carry.js; none without it).
+  const carry = window.vitrineCarry || { taken: null, offer: function () {} };
 
   const form = document.getElementById("photo-search");
   if (!form) return;
@@ -510,28 +450,10 @@
   restored();
   window.addEventListener("pageshow", restored);
 
-  if (toggle && storage) {
-    toggle.addEventListener("click", async function (event) {
-      if (!shown || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey ||
-          event.altKey) return;  // (a new tab or window: this page stays as it is)
-      event.preventDefault();
-      const to = toggle.href;
-      try { sessionStorage.setItem(CARRYING, "1"); } catch (error) { /* not carried */ }
-      // (a storage that never answers, an extension's or an old Safari's, kept the page
-      // where it was: the link goes on after CARRY_WAIT_MS, the photo not carried)
-      await Promise.race([
-        carriedStore("readwrite", function (store) {
-          store.put({ file: shown.file, category: shown.category, to: to, at: Date.now() },
-                    CARRIED);
-        }),
-        new Promise(function (resolve) { setTimeout(resolve, CARRY_WAIT_MS); })]);
-      window.location.assign(to);
-    });
-  }
-  if (carrying) {
-    taken.then(function (carried) {
-      if (!carried || !(carried.file instanceof Blob) || carried.to !== window.location.href ||
-          !(Date.now() - carried.at < CARRY_MS) || input.files.length) return;
+  if (toggle) carry.offer(toggle, function () { return shown; });
+  if (carry.taken) {
+    carry.taken.then(function (carried) {
+      if (!carried || input.files.length) return;
       try {
         const files = new DataTransfer();
         files.items.add(carried.file);
