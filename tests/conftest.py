@@ -179,6 +179,28 @@ def small_store(small_catalog, embedder, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture
+def sketched_demo_figures(monkeypatch) -> list[Path]:
+    """The demo's figures (one matplotlib figure per category, most of a demo run's time:
+    32 of them in one test) written as a few bytes where each would go, for the tests of
+    what the demo does with its stores and folders, not of what it draws (test_plots draws
+    the figures; the demo runs of test_cli_contract and test_web_pages draw the demo's).
+    The paths written, in order."""
+    from vitrine import demo
+
+    written: list[Path] = []
+
+    def sketch(query_image, query_title, matches, out, *args, **kwargs) -> Path:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(b"\x89PNG\r\n\x1a\n(the figure, not drawn)")
+        written.append(out)
+        return out
+
+    monkeypatch.setattr(demo, "plot_recommendations", sketch)
+    return written
+
+
 def loafer(catalog: Path) -> Path:
     """The photo of loafer 10308, whose screenshots the whole page's search placed after
     heels and trainers."""

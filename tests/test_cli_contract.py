@@ -55,6 +55,21 @@ def env(weights_path) -> dict:
     return {"VITRINE_WEIGHTS": str(weights_path)}
 
 
+@pytest.fixture(scope="module")
+def indexed(catalog, env, tmp_path_factory) -> Path:
+    """The module's catalogue indexed once (`vitrine index CATALOG --json`, in this
+    process): the store the tests that need one copy (:func:`indexed_copy`)."""
+    store = tmp_path_factory.mktemp("indexed") / "store"
+    index_here(catalog, "--store", store, "--json", env=env)
+    return store
+
+
+def indexed_copy(indexed: Path, tmp_path: Path) -> Path:
+    """A copy of the :func:`indexed` store of this test's own (what the test writes, or
+    checks is not written, stays its own): what `index_here(catalog, ...)` made each time."""
+    return shutil.copytree(indexed, tmp_path / "store")
+
+
 def test_index_reindex_search_similar_info(catalog, env, tmp_path, cli_here):
     catalog = shutil.copytree(catalog, tmp_path / "catalog")  # (changed below: the module's
     # catalogue stays as the other tests take it, whichever run first)
@@ -183,9 +198,8 @@ def test_dedupe_finds_downscaled_copy(catalog, env, tmp_path, cli_here):
     assert "\n1 duplicate group\n" in "\n" + text, text  # not "1 duplicate groups"
 
 
-def test_plot_writes_figure(catalog, env, tmp_path, cli_here):
-    store = tmp_path / "store"
-    index_here(catalog, "--store", store, "--json", env=env)
+def test_plot_writes_figure(catalog, env, tmp_path, cli_here, indexed):
+    store = indexed_copy(indexed, tmp_path)
     figure = tmp_path / "fig.png"
     query = sorted((catalog / "x_bolsa_feminina").glob("*.jpg"))[0]
     cli_here("search", "--store", store, "--plot", figure, query, env_extra=env)
@@ -196,13 +210,12 @@ def test_plot_writes_figure(catalog, env, tmp_path, cli_here):
     assert blocked.stderr.strip().endswith("(a file is in the way of its folder).")
 
 
-def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path, cli_here):
+def test_plot_writes_only_where_it_was_told(catalog, env, tmp_path, cli_here, indexed):
     """helper-124: `--plot /dev/fd/3` without `3>` wrote the figure over the store's database
     (opened after the check, it took descriptor 3), `--plot /dev/stdin < products.csv` over
     the table, a hard link to a photo through to the photo, and several photos' figures to
     one descriptor kept the last alone; all with status 0."""
-    store = tmp_path / "store"
-    index_here(catalog, "--store", store, "--json", env=env)
+    store = indexed_copy(indexed, tmp_path)
     database = next(store.glob("*.sqlite")).read_bytes()
     pid = catalog.joinpath("products.csv").read_text().splitlines()[1].split(",")[0]
     photos = sorted((catalog / "x_bolsa_feminina").glob("*.jpg"))[:2]
@@ -369,7 +382,7 @@ def test_a_path_after_an_equals_sign_starts_at_home_with_a_tilde(small_store, sm
         "unknown here; write the full path.\n")
 
 
-def test_user_errors_are_one_sentence(catalog, env, tmp_path, cli_here):
+def test_user_errors_are_one_sentence(catalog, env, tmp_path, cli_here, indexed):
     missing = cli_here("index", tmp_path / "nope", "--store", tmp_path / "s", check=False,
                        env_extra=env)
     assert missing.returncode == 2
@@ -383,8 +396,7 @@ def test_user_errors_are_one_sentence(catalog, env, tmp_path, cli_here):
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"this is not a photo")
-    store = tmp_path / "store"
-    index_here(catalog, "--store", store, "--json", env=env)
+    store = indexed_copy(indexed, tmp_path)
     corrupt = cli_here("search", "--store", store, bad, check=False, env_extra=env)
     assert corrupt.returncode == 2 and "not a recognised image" in corrupt.stderr
     assert len(corrupt.stderr.strip().splitlines()) == 1
@@ -1183,31 +1195,35 @@ def test_migrate_again_says_what_the_source_no_longer_holds_and_prune_removes_it
         assert not target.exists() and not (tmp_path / "a").exists()  # nor the folders made
 
 
-def test_demo_keeps_its_store_inside_out_unless_told(small_catalog, weights_path, tmp_path):
+def test_demo_keeps_its_store_inside_out_unless_told(small_catalog, weights_path, tmp_path,
+                                                     cli_here):
     """`demo --out X` put its store in ./demo-output/store, outside X, where the demo does
     not know it as its own (another model was then refused instead of rebuilt)."""
     here = tmp_path / "here"
     here.mkdir()
-    env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
-    env.pop("VITRINE_DEMO_STORE", None)
-    proc = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), "--out",
-                           str(tmp_path / "out"), "--no-train", "--no-serve", "--k", "2"],
-                          capture_output=True, text=True, env=env, cwd=here, timeout=600)
+    env = {"VITRINE_WEIGHTS": str(weights_path), "VITRINE_DEMO_STORE": None}
+    # (two categories of the small catalogue: where the store goes is the same for eight,
+    # whose eight figures took most of the time)
+    two = copy_subset(small_catalog, tmp_path / "two", 2,
+                      categories=("relogio_feminino", "x_bolsa_feminina"))
+
+    def demo(*args, extra: dict | None = None):  # (the real entry point, in this process,
+        # from the folder `here`)
+        return cli_here("demo", *args, check=False, cwd=here, env_extra={**env, **(extra or {})})
+
+    proc = demo("--catalog", two, "--out", tmp_path / "out", "--no-train", "--no-serve",
+                "--k", "2")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "store" / ".vitrine-demo").is_file()
     assert list(here.iterdir()) == []  # nothing in the folder it ran from
     # an --out that is a file: said at once (the whole catalogue was indexed first)
     (tmp_path / "file").write_text("mine")
-    proc = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), "--out",
-                           str(tmp_path / "file"), "--store", str(tmp_path / "elsewhere"),
-                           "--no-train", "--no-serve"], capture_output=True, text=True,
-                          env=env, cwd=here, timeout=600)
+    proc = demo("--catalog", two, "--out", tmp_path / "file", "--store", tmp_path / "elsewhere",
+                "--no-train", "--no-serve")
     assert proc.returncode == 2 and "is a file; name a folder" in proc.stderr, proc.stderr
     assert not (tmp_path / "elsewhere").exists()
     for option in ("--store", "--out"):  # empty: the folder it ran in, as "."
-        proc = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), option, "",
-                               "--no-train", "--no-serve"], capture_output=True, text=True,
-                              env=env, cwd=here, timeout=600)
+        proc = demo("--catalog", two, option, "", "--no-train", "--no-serve")
         assert proc.returncode == 2 and f"{option} is empty" in proc.stderr, proc.stderr
         assert list(here.iterdir()) == []
     # a Milvus address made a folder named "milvus-lite:" in the folder it ran in
@@ -1215,18 +1231,14 @@ def test_demo_keeps_its_store_inside_out_unless_told(small_catalog, weights_path
     for args, extra, said in ((["--store", address], {}, f"--store {address}"),
                               ([], {"VITRINE_DEMO_STORE": address},
                                f"setting VITRINE_DEMO_STORE={address!r}")):
-        proc = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), *args,
-                               "--no-train", "--no-serve"], capture_output=True, text=True,
-                              env={**env, **extra}, cwd=here, timeout=600)
+        proc = demo("--catalog", two, *args, "--no-train", "--no-serve", extra=extra)
         assert proc.returncode == 2 and proc.stderr == (
             f"error: {said}: the demo keeps its store in a folder; to use a Milvus store, "
             "index it with `vitrine index CATALOG --store ADDRESS` and serve it with "
             "`vitrine serve`.\n")
         assert list(here.iterdir()) == []
     # a VITRINE_DEMO_CATALOG naming no folder: said as the setting's (the user typed no path)
-    proc = subprocess.run([*CLI, "demo", "--no-train", "--no-serve"], capture_output=True,
-                          text=True, env={**env, "VITRINE_DEMO_CATALOG": str(tmp_path / "no")},
-                          cwd=here, timeout=600)
+    proc = demo("--no-train", "--no-serve", extra={"VITRINE_DEMO_CATALOG": str(tmp_path / "no")})
     assert proc.returncode == 2 and proc.stderr.startswith(
         f"error: setting VITRINE_DEMO_CATALOG='{tmp_path / 'no'}': no folder there"), proc.stderr
     assert list(here.iterdir()) == []
@@ -1506,11 +1518,10 @@ def test_a_variable_that_names_no_setting_is_said(small_store):
     assert "products in" in proc.stdout
 
 
-def test_demo_train_with_a_model_is_refused(small_catalog, tmp_path):
+def test_demo_train_with_a_model_is_refused(small_catalog, tmp_path, cli_here):
     """`demo --train --model DIR` indexed with DIR and trained nothing, without a word."""
-    proc = subprocess.run([*CLI, "demo", "--catalog", str(small_catalog), "--out",
-                           str(tmp_path / "out"), "--train", "--model", str(tmp_path / "m"),
-                           "--no-serve"], capture_output=True, text=True, timeout=300)
+    proc = cli_here("demo", "--catalog", small_catalog, "--out", tmp_path / "out", "--train",
+                    "--model", tmp_path / "m", "--no-serve", check=False)
     assert proc.returncode == 2 and "--train trains a model" in proc.stderr
     assert not (tmp_path / "out").exists()
 
@@ -1611,25 +1622,23 @@ def test_a_command_started_without_stdout_runs(small_store):
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
-def test_an_empty_store_name_is_refused(catalog, tmp_path):
+def test_an_empty_store_name_is_refused(catalog, tmp_path, cli_here):
     """`--store ""` (an unset shell variable) indexed into the folder the command ran in,
     beside the user's files, and said "→ " with no name."""
     here = tmp_path / "here"
     here.mkdir()
-    proc = subprocess.run([*CLI, "index", str(catalog), "--store", ""], capture_output=True,
-                          text=True, timeout=120, cwd=here)
+    proc = cli_here("index", catalog, "--store", "", check=False, cwd=here)
     assert proc.returncode == 2 and proc.stderr.startswith("error: no store named"), proc.stderr
     assert list(here.iterdir()) == []
 
 
-def test_a_milvus_address_with_one_slash_is_refused(catalog, tmp_path):
+def test_a_milvus_address_with_one_slash_is_refused(catalog, tmp_path, cli_here):
     """`--store milvus-lite:/data/x.db` (one slash, as a path is written) indexed into a
     folder store made under the folder the command ran in, named `milvus-lite:`, exit 0."""
     here = tmp_path / "here"
     here.mkdir()
     for store in (f"milvus-lite:{tmp_path}/m.db", "milvus:localhost:19530", "Milvus:x"):
-        proc = subprocess.run([*CLI, "index", str(catalog), "--store", store],
-                              capture_output=True, text=True, timeout=120, cwd=here)
+        proc = cli_here("index", catalog, "--store", store, check=False, cwd=here)
         assert proc.returncode == 2, proc.stderr
         assert "milvus-lite:///ABSOLUTE/PATH.db or milvus://HOST:PORT" in proc.stderr
         assert f"written with its whole path, {here / store}." in " ".join(

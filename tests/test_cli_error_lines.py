@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 from conftest import copy_subset
-from test_cli_contract import run
 
 EVIL = "x\x1b]0;PWNED\x07\x1b[2J\nline.jpg"
 
@@ -17,7 +16,8 @@ def _error_lines(stderr: str) -> list[str]:
 
 
 def test_search_says_a_bad_photo_named_with_control_characters_on_one_line(
-        demo_catalog, weights_path, tmp_path):
+        demo_catalog, weights_path, tmp_path, cli_here):
+    run = cli_here  # (the real entry point, in this process: its stderr as a shell's)
     env = {"VITRINE_WEIGHTS": str(weights_path)}
     catalog = copy_subset(demo_catalog, tmp_path / "catalog", 1)
     store = tmp_path / "store"
@@ -38,7 +38,8 @@ def test_search_says_a_bad_photo_named_with_control_characters_on_one_line(
     assert "\x1b" not in proc.stderr
 
 
-def test_a_command_error_naming_a_file_is_one_escaped_line(weights_path, tmp_path):
+def test_a_command_error_naming_a_file_is_one_escaped_line(weights_path, tmp_path, cli_here):
+    run = cli_here
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / EVIL).write_bytes(b"not a photo")

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
@@ -67,12 +66,6 @@ def _state(store: Path) -> tuple[int, str | None, str | None]:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         return (db.execute("SELECT COUNT(*) FROM products").fetchone()[0], meta.get("catalog"),
                 meta.get("generation"))
-
-
-def _cli(*args, weights: Path):
-    env = {**os.environ, "VITRINE_WEIGHTS": str(weights)}
-    return subprocess.run([sys.executable, "-m", "vitrine.cli", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=600)
 
 
 def test_a_catalogue_behind_a_moved_release_link_is_indexed_again_without_embedding(
@@ -156,7 +149,10 @@ def test_a_catalogue_behind_a_moved_release_link_is_indexed_again_without_embedd
 
 
 def test_another_folder_is_refused_before_any_write_and_replace_lets_it(
-        shop_a, novidades, weights_path, tmp_path):
+        shop_a, novidades, weights_path, tmp_path, cli_here):
+    def _cli(*args, weights: Path):  # `vitrine ARGS`: the real entry point, in this process
+        return cli_here(*args, env_extra={"VITRINE_WEIGHTS": str(weights)}, check=False)
+
     store = tmp_path / "st"
     first = _cli("index", shop_a, "--store", store, "--json", weights=weights_path)
     assert first.returncode == 0, first.stderr
@@ -1153,7 +1149,8 @@ def test_catalogue_photos_named_like_uploads_stay_the_catalogues(demo_catalog, s
 
 def test_the_demo_never_replaces_or_deletes_a_store_it_did_not_make(shop_a, novidades, settings,
                                                                      embedder, tmp_path,
-                                                                     monkeypatch):
+                                                                     monkeypatch,
+                                                                     sketched_demo_figures):
     """A user's store kept inside --out was the demo's to re-point at the demo catalogue (it
     removed the user's products) or to delete for another model; an empty store folder was
     refused; --out inside the catalogue made the figures products of the next run."""
@@ -1249,7 +1246,8 @@ def test_the_demo_never_replaces_or_deletes_a_store_it_did_not_make(shop_a, novi
         run_demo(inside, out / "store", inside / "relogio_feminino", demo, 2, console=console)
 
 
-def test_the_demo_removes_only_its_own_stale_figures(shop_a, settings, tmp_path):
+def test_the_demo_removes_only_its_own_stale_figures(shop_a, settings, tmp_path,
+                                                     sketched_demo_figures):
     """Each run removed every similar-*.png of --out it did not write: a user's file named
     so went too. Only the figures the last run's demo.json lists go. Photos without a
     category and a folder named "uncategorised" wrote one figure between them."""
@@ -1485,7 +1483,8 @@ def test_photos_linked_from_outside_the_catalogue_can_be_refused(shop_a, embedde
         _index(split, tmp_path / "st4", embedder, refused_links=[])
 
 
-def test_the_demo_keeps_to_the_outside_links_setting(shop_a, settings, tmp_path):
+def test_the_demo_keeps_to_the_outside_links_setting(shop_a, settings, tmp_path,
+                                                     sketched_demo_figures):
     """`vitrine demo` indexed without VITRINE_FOLLOW_OUTSIDE_LINKS (nor
     VITRINE_REHASH_PHOTOS), then served the photos it refuses."""
     from rich.console import Console

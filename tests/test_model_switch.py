@@ -104,7 +104,7 @@ def _assert_api_product_kept(out):
 
 
 def test_the_demo_keeps_products_added_through_the_api_when_the_model_changes(
-        shop, settings, embedder, tmp_path, monkeypatch):
+        shop, settings, embedder, tmp_path, monkeypatch, sketched_demo_figures):
     """The demo rebuilt its own store for another model (a setting changed, a photo added to
     the catalogue, which trains the model anew): the products added through its API and
     their photos were deleted, after "rebuilding it", exit 0."""
@@ -128,7 +128,7 @@ def test_the_demo_keeps_products_added_through_the_api_when_the_model_changes(
 
 
 def test_the_demo_keeps_products_an_older_vitrine_added_through_the_api(
-        shop, settings, embedder, tmp_path):
+        shop, settings, embedder, tmp_path, sketched_demo_figures):
     """A product added through the API by a Vitrine from before the mark (its photo in the
     store's uploads folder, not marked): `vitrine index` keeps it, but the demo counted only
     marked products and rebuilt its store for another model without it."""

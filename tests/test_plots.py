@@ -184,8 +184,10 @@ def test_control_characters_in_names_are_drawn_as_spaces(tmp_path, caplog):
     plots._note_missing.cache_clear()
 
 
-def _drawn(monkeypatch) -> list:
-    """The figures the plot functions draw, kept (not closed) for a test to read."""
+def _drawn(monkeypatch, written: bool = True) -> list:
+    """The figures the plot functions draw, kept (not closed) for a test to read; not
+    written (``written`` False) for a test that reads the figures alone, not their files:
+    writing the PNG draws the whole figure twice, most of a large figure's time."""
     import vitrine.plots
 
     figures: list = []
@@ -193,7 +195,7 @@ def _drawn(monkeypatch) -> list:
 
     def keep(fig, out):
         figures.append(fig)
-        return save(fig, out)
+        return save(fig, out) if written else out
 
     monkeypatch.setattr(vitrine.plots, "_save", keep)
     monkeypatch.setattr(vitrine.plots.plt, "close", lambda *a, **k: None)
@@ -387,7 +389,8 @@ def test_confusion_matrix_names_do_not_run_into_each_other(tmp_path, monkeypatch
 
     import numpy as np
 
-    figures = _drawn(monkeypatch)
+    figures = _drawn(monkeypatch, written=False)  # (laid out by tight_layout when drawn;
+    # the PNG is not read)
     for n in (150, 270):
         names = [f"categoria_{i:03d}" for i in range(n)]
         plot_confusion_matrix(np.eye(n, dtype=int), names, tmp_path / f"cm{n}.png")

@@ -72,15 +72,20 @@ def test_every_products_similar_list_is_written_as_similar_finds_it(small_store,
 
 
 def test_bad_output_files_are_refused_before_any_work_and_a_failed_run_keeps_the_old(
-        small_store, small_catalog, tmp_path, monkeypatch):
+        small_store, small_catalog, tmp_path, monkeypatch, cli_here):
+    def related_here(*args):  # (through the real entry point, in this process: no
+        # interpreter to start for each refusal; the pipe's stays a process, which a hang
+        # there fails by its time limit)
+        return cli_here("related", *args, check=False)
+
     out = tmp_path / "related.csv"
     out.write_text("the file of last night\n")
     for target, says in ((tmp_path, "is a folder"), (tmp_path / "r.txt", "use a file ending"),
                          (tmp_path / "no" / "r.csv", "does not exist")):
-        proc = related("--store", small_store, "--out", target, check=False)
+        proc = related_here("--store", small_store, "--out", target)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert proc.stderr.startswith("error: ") and says in proc.stderr
-    proc = related("--store", tmp_path / "nostore", "--out", out, check=False)
+    proc = related_here("--store", tmp_path / "nostore", "--out", out)
     assert proc.returncode == 2 and "no Vitrine store" in proc.stderr
     # a named pipe, or a device through a link: the list took its name (as root, a link to
     # /dev/full replaced the device with a plain file), and the run said it was written
@@ -98,7 +103,7 @@ def test_bad_output_files_are_refused_before_any_work_and_a_failed_run_keeps_the
     table = small_catalog / "products.csv"
     before = table.read_bytes()
     for target in (table, small_catalog / "PRODUCTS.csv", small_catalog / "produtos.csv"):
-        proc = related("--store", small_store, "--out", target, check=False)
+        proc = related_here("--store", small_store, "--out", target)
         assert proc.returncode == 2 and "is a product table of the store's catalogue" in \
             proc.stderr, proc.stderr
     assert table.read_bytes() == before and not (small_catalog / "produtos.csv").exists()
@@ -278,7 +283,8 @@ def test_a_split_folders_product_table_is_not_replaced(small_catalog, embedder, 
     assert {p: p.read_bytes() for p in catalogue.rglob("*.csv")} == before
 
 
-def test_a_link_to_a_file_that_is_no_list_is_refused(small_store, small_catalog, tmp_path):
+def test_a_link_to_a_file_that_is_no_list_is_refused(small_store, small_catalog, tmp_path,
+                                                     cli_here):
     """--out a link to the store's database (or a product's photo): the link was followed
     and the CSV took the database's place (`vitrine info` then: "not a readable Vitrine
     store"), or a photo's. The file a link names must be a list of the format asked for."""
@@ -295,7 +301,8 @@ def test_a_link_to_a_file_that_is_no_list_is_refused(small_store, small_catalog,
                          ("related.jsonl", photo), ("other.csv", tmp_path / "list.jsonl")):
         link = tmp_path / name
         link.symlink_to(target)
-        proc = related("--store", store, "--out", link, check=False)
+        proc = cli_here("related", "--store", store, "--out", link, check=False)  # (the
+        # entry point, in this process)
         assert proc.returncode == 2 and proc.stderr.startswith(f"error: --out {link} links")
     assert (store / "vitrine.sqlite").read_bytes() == database and photo.read_bytes() == shot
     assert not (tmp_path / "list.jsonl").exists()

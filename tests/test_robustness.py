@@ -226,13 +226,14 @@ def test_server_reads_stay_consistent_while_index_writes(demo_catalog, weights_p
 
 
 def test_a_damaged_store_database_or_manifest_is_one_sentence(small_store, small_catalog,
-                                                              weights_path, tmp_path):
+                                                              weights_path, tmp_path,
+                                                              cli_here):
     """A damaged page met after the store was opened (`similar`, `index`), or a model
     description another version wrote, gave a traceback (sqlite3.DatabaseError, KeyError)."""
     import csv
     import shutil
 
-    env = {**os.environ, "VITRINE_WEIGHTS": str(weights_path)}
+    env = {"VITRINE_WEIGHTS": str(weights_path)}
     with open(small_catalog / "products.csv", newline="") as fh:
         row = next(csv.DictReader(fh))
     described = tmp_path / "described"
@@ -243,7 +244,7 @@ def test_a_damaged_store_database_or_manifest_is_one_sentence(small_store, small
         db.execute("UPDATE meta SET value=? WHERE key='manifest'",
                    (json.dumps({"model": manifest}),))  # nested, as a newer layout might
     for args in (["info"], ["index", small_catalog]):
-        proc = _cli(*args, "--store", described, env=env)
+        proc = cli_here(*args, "--store", described, env_extra=env, check=False)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().splitlines()[-1] == (
             f"error: the model description of the store {described} cannot be read (it has "
@@ -258,7 +259,7 @@ def test_a_damaged_store_database_or_manifest_is_one_sentence(small_store, small
     (damaged / "vitrine.sqlite").write_bytes(bytes(data))
     for args in (["similar", row["product_id"], "--category", row["category"]],
                  ["index", small_catalog]):
-        proc = _cli(*args, "--store", damaged, env=env)
+        proc = cli_here(*args, "--store", damaged, env_extra=env, check=False)
         last = proc.stderr.strip().splitlines()[-1]
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert last.startswith("error: ") and "malformed" in last, last

@@ -117,7 +117,8 @@ def test_train_writes_every_output(trained):
     assert f"{chosen['weight']:g}·a + {1 - chosen['weight']:g}·b" in report
 
 
-def test_index_search_and_evaluate_with_the_trained_model(trained, evaluated, env, tmp_path):
+def test_index_search_and_evaluate_with_the_trained_model(trained, evaluated, env, tmp_path,
+                                                          run_here):
     catalog, model, summary = trained
     store = tmp_path / "store"
     first = json.loads(run("index", catalog, "--store", store, "--model", model, "--json",
@@ -131,16 +132,16 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, evaluated, en
                            env=env))
     assert found["results"][0]["score"] > 0.99  # the photo itself is indexed
     # the pretrained backbone's resize set beside a trained model changes nothing: said
-    padded = run_subprocess("search", photo, "--store", store, "--model", model, "--json",
+    padded = run_here("search", photo, "--store", store, "--model", model, "--json",
                             env={**env, "VITRINE_RESIZE": "pad"})
     assert padded.returncode == 0 and json.loads(padded.stdout)["results"] == found["results"]
     assert " ".join(padded.stderr.split()) == (
         "note: VITRINE_RESIZE applies to the pretrained backbone; the trained model (--model) "
         "embeds with the backbone and resize it was trained with.")
     # the pretrained backbone must not write into (or search) a trained model's store
-    mixed = run_subprocess("index", catalog, "--store", store, "--json", env=env)
+    mixed = run_here("index", catalog, "--store", store, "--json", env=env)
     assert mixed.returncode == 2 and "different model" in mixed.stderr
-    mixed = run_subprocess("search", photo, "--store", store, "--json", env=env)
+    mixed = run_here("search", photo, "--store", store, "--json", env=env)
     assert mixed.returncode == 2 and "different model" in mixed.stderr
     assert mixed.stdout == ""  # no results from vectors of another model
     # which model to pass is said (helper-162: after the demo, "the --model this store was
@@ -151,7 +152,7 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, evaluated, en
     # pretrained ones, to say it could not (helper-176)
     offline = {**env, "VITRINE_WEIGHTS": "", "TORCH_HOME": str(tmp_path / "no-downloads")}
     for args in (("index", catalog), ("search", photo)):
-        refused = run_subprocess(*args, "--store", store, env=offline)
+        refused = run_here(*args, "--store", store, env=offline)
         said = " ".join(refused.stderr.split())
         assert refused.returncode == 2 and named in said and "download" not in said, said
     from vitrine.api import create_app
@@ -162,13 +163,13 @@ def test_index_search_and_evaluate_with_the_trained_model(trained, evaluated, en
                                          "pretrained backbone here"):
         create_app(Settings(weights=None, cache_dir=tmp_path / "cache"), store)
     run("migrate", store, tmp_path / "copy", "--json", env=env)
-    copied = run_subprocess("search", photo, "--store", tmp_path / "copy", env=env)
+    copied = run_here("search", photo, "--store", tmp_path / "copy", env=env)
     assert copied.returncode == 2 and named in " ".join(copied.stderr.split()), copied.stderr
     if IN_CI or importlib.util.find_spec("milvus_lite"):  # a Milvus store's model is read
         # before the model is built too (it was read once the store was open, after it)
         lite = f"milvus-lite://{tmp_path}/copy.db"
         run("migrate", store, lite, "--json", env=env)
-        refused = run_subprocess("index", catalog, "--store", lite, env=offline)
+        refused = run_here("index", catalog, "--store", lite, env=offline)
         said = " ".join(refused.stderr.split())
         assert refused.returncode == 2 and named in said and "download" not in said, said
     shown = json.loads(run("info", "--store", tmp_path / "copy", "--json", env=env))
@@ -756,22 +757,47 @@ def test_a_stop_signal_during_the_swap_keeps_the_earlier_model_whole(tmp_path, m
         assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
-KILLED_MID_SWAP = """
-import os, sys
 KILLED = '{"format": "vitrine-trained-model/1", "run": "killed"}'
-from pathlib import Path
-from vitrine.trained import staged_model_dir
-out, stop, real, calls = Path(sys.argv[1]), int(sys.argv[2]), os.replace, []
-def killed(src, dst):
-    calls.append(src)
-    if len(calls) == stop:  # SIGKILL, a power cut: no clean-up runs
-        os._exit(9)
-    real(src, dst)
-os.replace = killed
-with staged_model_dir(out) as stage:
-    for name in ("model.json", "model.pt", "history.png"):
-        (stage / name).write_text(KILLED)
-"""
+
+
+def killed_mid_swap(out: Path, stop: int) -> int:
+    """A run writing its model into ``out``, killed outright at its ``stop``-th rename
+    (os._exit: as SIGKILL or a power cut, no clean-up runs), in a process forked from this
+    one (a fresh interpreter imported torch again for each of the 6 stops: 2-3 s each);
+    its exit status (9 when killed)."""
+    import time
+    import traceback
+
+    from vitrine.trained import staged_model_dir
+
+    pid = os.fork()
+    if pid == 0:  # the run: it ends here, never back in pytest
+        try:
+            real, calls = os.replace, []
+
+            def killed(src, dst):
+                calls.append(src)
+                if len(calls) == stop:  # SIGKILL, a power cut: no clean-up runs
+                    os._exit(9)
+                real(src, dst)
+
+            os.replace = killed
+            with staged_model_dir(out) as stage:
+                for name in ("model.json", "model.pt", "history.png"):
+                    (stage / name).write_text(KILLED)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the run to stop at rename {stop} hung")
 
 
 def test_a_run_killed_outright_during_the_swap_is_finished_by_the_next(tmp_path):
@@ -784,16 +810,14 @@ def test_a_run_killed_outright_during_the_swap_is_finished_by_the_next(tmp_path)
     from vitrine.trained import staged_model_dir
 
     out, earlier_run = tmp_path / "m", '{"format": "vitrine-trained-model/1", "run": 1}'
-    killed_run = '{"format": "vitrine-trained-model/1", "run": "killed"}'
+    killed_run = KILLED
     with staged_model_dir(out) as stage:
         for name in ("model.json", "model.pt", "metrics.json"):
             (stage / name).write_text(earlier_run)
     (out / "notes.txt").write_text("the user's")
     earlier = {p.name: p.read_text() for p in out.iterdir()}
     for stop in range(1, 7):  # 3 moved aside, 3 moved in
-        killed = subprocess.run([sys.executable, "-c", KILLED_MID_SWAP, str(out), str(stop)],
-                                capture_output=True, text=True)
-        assert killed.returncode == 9, killed.stderr
+        assert killed_mid_swap(out, stop) == 9
         with pytest.raises(RuntimeError), staged_model_dir(out) as stage:
             raise RuntimeError("the next run fails")
         assert {p.name: p.read_text() for p in out.iterdir()} in (earlier, {
@@ -1348,7 +1372,8 @@ def test_duplicates_with_different_categories_are_reported(trained):
 
 
 def test_demo_without_training_after_a_trained_demo_rebuilds_its_store(trained, pair,
-                                                                       weights_path, tmp_path):
+                                                                       weights_path, tmp_path,
+                                                                       sketched_demo_figures):
     """The demo's own store follows the model of the run: trained, then --no-train (it said
     'the store was built with a different model' and stopped)."""
     from rich.console import Console

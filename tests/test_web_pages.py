@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import httpx2
 import pytest
+from conftest import copy_subset
 from fastapi.testclient import TestClient
 
 KEY = "page-key"
@@ -1453,7 +1454,8 @@ def test_a_prefix_named_as_the_apps_own_paths_and_a_request_still_carrying_it(
 
 
 def test_the_demo_serves_at_its_own_address_without_a_prefix(settings, small_catalog,
-                                                             monkeypatch, tmp_path):
+                                                             monkeypatch, tmp_path,
+                                                             sketched_demo_figures):
     """The demo serves with no proxy before it: VITRINE_ROOT_PATH made every link of its
     pages a 404 (helper-229)."""
     import socket
@@ -1475,8 +1477,8 @@ def test_the_demo_serves_at_its_own_address_without_a_prefix(settings, small_cat
     monkeypatch.setattr(vitrine.api, "create_app", create_app)
     told = settings.model_copy(update={"root_path": ROOT, "demo_train": False})
     with socket.socket() as sock, pytest.raises(Served):
-        run_demo(small_catalog, tmp_path / "store", tmp_path / "out", told, 3,
-                 console=Console(quiet=True), serve=sock)
+        run_demo(copy_subset(small_catalog, tmp_path / "catalog", 1), tmp_path / "store",
+                 tmp_path / "out", told, 3, console=Console(quiet=True), serve=sock)
     assert served == [""]
 
 

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -133,14 +134,18 @@ def _p3_profile() -> bytes:
     return bytes(data)
 
 
-def _large_photos(tmp_path, embedder, settings):
+@pytest.fixture(scope="module")
+def large_photos(embedder, tmp_path_factory):
     """A store of photos over VIEW_PHOTO_BYTES: Display P3 ones (a JPEG, a PNG, a PNG cut
-    out on transparency) and animations (a GIF, a WebP); its client, and its folder."""
-    from vitrine.api import VIEW_PHOTO_BYTES, create_app
+    out on transparency) and animations (a GIF, a WebP), and its catalogue folder; made
+    once for the module (writing and indexing them is most of these tests' time): the
+    tests read them, each through a server over its own copy of the store."""
+    from vitrine.api import VIEW_PHOTO_BYTES
     from vitrine.indexer import index_catalog
     from vitrine.store import open_store
 
-    folder = tmp_path / "catalog" / "bolsas"
+    root = tmp_path_factory.mktemp("large")
+    folder = root / "catalog" / "bolsas"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     red = rng.integers(0, 40, (1500, 2400, 3), dtype=np.uint8)
@@ -158,20 +163,33 @@ def _large_photos(tmp_path, embedder, settings):
     frames = [f.convert("P") for f in frames]
     frames[0].save(folder / "gira.gif", save_all=True, append_images=frames[1:], duration=100)
     assert all(f.stat().st_size > VIEW_PHOTO_BYTES for f in folder.iterdir())
-    store = open_store(tmp_path / "store", create=True)
-    index_catalog(tmp_path / "catalog", store, embedder, show_progress=False)
+    store = open_store(root / "store", create=True)
+    index_catalog(root / "catalog", store, embedder, show_progress=False)
     store.close()
+    return root / "store", folder
+
+
+def _large_photos(large_photos, tmp_path, embedder, settings):
+    """A client of a server over a copy of the :func:`large_photos` store (the copies it
+    makes of the photos stay this test's), and the photos' folder."""
+    import shutil
+
+    from vitrine.api import create_app
+
+    store, folder = large_photos
+    shutil.copytree(store, tmp_path / "store")
     return TestClient(create_app(settings, tmp_path / "store", embedder=embedder)), folder
 
 
-def test_a_product_pages_copy_shows_the_photos_colours(settings, embedder, tmp_path):
+def test_a_product_pages_copy_shows_the_photos_colours(settings, embedder, tmp_path,
+                                                      large_photos):
     """The product page's copy of a large photo (``size=view``) dropped its colour profile,
     its pixels still those of the profile's space: a phone's Display P3 JPEG, sent whole
     before, was shown as sRGB (its red 219,0,0 as 197,19,19), as was a PNG's, also one cut
     out on transparency. The copy's pixels are now sRGB (image_colour.in_srgb)."""
     from PIL import ImageCms
 
-    client, folder = _large_photos(tmp_path, embedder, settings)
+    client, folder = _large_photos(large_photos, tmp_path, embedder, settings)
     srgb = ImageCms.createProfile("sRGB")
 
     def as_srgb(img: Image.Image) -> np.ndarray:  # (what a browser shows)
@@ -190,10 +208,11 @@ def test_a_product_pages_copy_shows_the_photos_colours(settings, embedder, tmp_p
         assert np.abs(as_srgb(copy) - wanted).max() < 4, name
 
 
-def test_a_product_page_shows_a_large_animation_as_it_is(settings, embedder, tmp_path):
+def test_a_product_page_shows_a_large_animation_as_it_is(settings, embedder, tmp_path,
+                                                        large_photos):
     """A large animated GIF or WebP (a product turning) was sent as it is to the product
     page before ``size=view``, which made it its first frame, a still JPEG."""
-    client, folder = _large_photos(tmp_path, embedder, settings)
+    client, folder = _large_photos(large_photos, tmp_path, embedder, settings)
     for name in ("gira.gif", "gira.webp"):
         shown = client.get(f"/images/bolsas%2F{name}", params={"size": "view"})
         sent_whole = shown.content == (folder / name).read_bytes()  # (not a 1-MB diff)
