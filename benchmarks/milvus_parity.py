@@ -14,7 +14,7 @@ again, one placeholder photo that N products share) and asks both stores for eac
 similar products as `vitrine similar`, the API and the product page do (k of ``--ks``, of
 every category, of its own, of one), and `vitrine related`'s file, then the API and the page
 themselves: whether both give the same products up to ties, any copy, fewer than k where k
-others exist.
+other photos exist (a list shows one product a photo).
 
     python benchmarks/milvus_parity.py --catalog ../shared/data/demo-catalog \
         --weights ../shared/models/mobilenet_v2_imagenet.pth --copies 50 --ks 1-50

@@ -14,7 +14,8 @@ then `vitrine related`'s file (each k of ``--related-ks``, with and without
 ``--same-category``) and the API and the product page themselves for a few products.
 
 Counted for each store: results holding a copy (the product itself, the same photo, or its
-duplicate group), results shorter than k where k products that are not copies exist, and
+duplicate group), results shorter than k where k photos that are not its copies exist (one
+product a photo: :func:`vitrine.copies.one_a_photo`; a copies group one photo), and
 the deepest search asked; and for both, lists that differ beyond ties (a score at a rank,
 or the ids of a run of tied scores both lists hold whole: the placeholder's products tie).
 """
@@ -109,9 +110,9 @@ def differ(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool:
 
 
 class Catalogue:
-    """Every product, its copies (as `similar` leaves them out) and how many others each
-    category holds (those of placeholder photos, which every list leaves out, not
-    counted: :mod:`vitrine.placeholders`)."""
+    """Every product, its copies (as `similar` leaves them out) and how many photos each
+    category holds (a list shows one product a photo: :func:`vitrine.copies.one_a_photo`;
+    the placeholder's, which every list leaves out, not counted: :mod:`vitrine.placeholders`)."""
 
     def __init__(self, store):
         self.products = {p.product_id: p for batch in store.iter_products(vectors=False)
@@ -124,26 +125,26 @@ class Catalogue:
         for p in self.products.values():
             self.by_sha.setdefault(p.content_sha256, []).append(p.product_id)
         self.counts = Counter(p.category for p in self.products.values())
+        self.photos: dict[str | None, set] = {None: set()}
+        for pid, p in self.products.items():
+            if pid not in self.placeholder_ids:
+                photo = self.copies.photo_of(p)
+                self.photos[None].add(photo)
+                self.photos.setdefault(p.category, set()).add(photo)
         self._copies: dict[frozenset[str], frozenset[str]] = {}
-        self._left: dict[frozenset[str], Counter] = {}
 
     def copies_of(self, pid: str) -> frozenset[str]:
         """``pid`` and its copies (made once for each photo: 17,000 products may share it)."""
         shas = self.copies.of(self.products[pid].content_sha256)
         if (own := self._copies.get(shas)) is None:
             own = self._copies[shas] = frozenset(c for s in shas for c in self.by_sha.get(s, ()))
-            self._left[shas] = Counter(self.products[c].category
-                                       for c in own | self.placeholder_ids)
         return own  # (``pid`` among them: its photo is)
 
     def left(self, pid: str, category: str | None) -> int:
-        """The products that are not ``pid``'s copies nor of a placeholder photo (of
-        ``category``)."""
-        self.copies_of(pid)
-        shas = self.copies.of(self.products[pid].content_sha256)
-        if category is None:
-            return len(self.products) - self._left[shas].total()
-        return self.counts[category] - self._left[shas][category]
+        """The photos (a copies group one) that are not ``pid``'s nor a placeholder (of
+        ``category``): the most a list of ``pid``'s similar products can show."""
+        photos = self.photos.get(category, set())
+        return len(photos) - (self.copies.photo_of(self.products[pid]) in photos)
 
 
 def copies_parity(args, settings, embedder) -> dict:

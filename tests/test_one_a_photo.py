@@ -14,7 +14,7 @@ from conftest import IN_CI
 
 from vitrine.catalog import Product
 from vitrine.config import Settings
-from vitrine.copies import Copies, similar_without_copies
+from vitrine.copies import Copies, one_a_photo, similar_without_copies
 from vitrine.dedupe_store import encode
 from vitrine.manifest import ModelManifest
 from vitrine.recommend import Recommender, merge_matches
@@ -231,3 +231,91 @@ def test_a_list_near_products_stored_without_a_photo_sha256_is_filled_to_k(tmp_p
         assert [m.product.product_id for m in found] == ["bare0", "bare1", "other0"]
     finally:
         store.close()
+
+
+def test_of_tied_products_of_one_photo_the_first_by_id_is_shown_whatever_their_order():
+    """The products of one photo file tie (one vector): the one shown was the first the
+    store gave, by row on the embedded store, in an order of its own on Milvus, so the two
+    showed different products of it (10240 and 10240-copy2, `milvus_parity.py --copies
+    3000`). The first by id now, in any order; a better-scored one of the group still wins."""
+    a, b, c = (_product(pid, "7" * 64) for pid in ("a", "b", "c"))
+    other = _product("o", "8" * 64)
+    for order in ((c, a, b), (b, c, a), (a, b, c)):
+        found = one_a_photo([Match(p, 0.8) for p in order] + [Match(other, 0.5)], Copies())
+        assert [m.product.product_id for m in found] == ["a", "o"], order
+    found = one_a_photo([Match(c, 0.9), Match(a, 0.8), Match(other, 0.5)], Copies())
+    assert [m.product.product_id for m in found] == ["c", "o"]
+
+
+def test_both_stores_show_the_same_product_of_a_photo_its_copies_share(tmp_path):
+    """Three products of one photo file, written z, a, m (not in id order) near the query:
+    `similar`, a photo search and `related` show the same one of them, ``a``, on the
+    embedded store (flat, HNSW) and Milvus."""
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(14, DIM)).astype(np.float32)
+    vecs[1:4] = vecs[0] + 0.2 * rng.normal(size=DIM)  # (one photo: one vector)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = ["q", "z-copy", "a-copy", "m-copy"] + [f"o{i:02d}" for i in range(10)]
+    shas = [f"{i:064x}" if i == 0 or i > 3 else "7" * 64 for i in range(14)]
+    stores = _stores(tmp_path)
+    try:
+        for name, store in stores.items():
+            store.set_manifest(ModelManifest("test", "0" * 64, {}, DIM))
+            store.upsert([Record(Product(pid, Path(f"/photos/{pid}.jpg"), category="c",
+                                         name=pid), shas[i], "0" * 16, b"\0" * 768, vecs[i])
+                          for i, pid in enumerate(ids)])
+            store.set_duplicate_cache(encode(
+                "key", np.zeros(0, np.uint64), np.zeros((0, 2), np.int64), [],
+                (np.array([b"7" * 64], dtype="S64"), np.array([3]))))
+            if hasattr(store, "flush"):
+                store.flush()
+            rec = Recommender(store, Settings())
+            for k in (1, 3, 5):
+                shown = [m.product.product_id for m in rec.similar("q", k)[1]]
+                assert shown[0] == "a-copy" and not {"z-copy", "m-copy"} & set(shown), \
+                    (name, k, shown)
+                shown = [m.product.product_id for m in rec.search_vector(vecs[0], k + 1)]
+                assert shown[:2] == ["q", "a-copy"] and not {"z-copy", "m-copy"} & set(shown), \
+                    (name, k, shown)
+            out = tmp_path / f"related-{name}.jsonl"
+            write_related(store, out, 3, show_progress=False)
+            rows = {r["product_id"]: [s["product_id"] for s in r["similar"]]
+                    for r in map(json.loads, out.read_text().splitlines())}
+            assert rows["q"][0] == "a-copy", (name, rows["q"])
+    finally:
+        for store in stores.values():
+            store.close()
+
+
+def test_products_of_one_photo_tied_at_a_search_s_last_place_are_the_same_on_both_stores(
+        tmp_path):
+    """7 products of one photo file (sizes) tie; a search whose last places they take keeps
+    the first of them by id on every store (Milvus kept any of them: a list filled from
+    such a search showed another product of the photo than the embedded store's, 21 of
+    18,600 lists of `milvus_parity.py --copies 50`), tie order by id."""
+    rng = np.random.default_rng(5)
+    vecs = rng.normal(size=(27, DIM)).astype(np.float32)
+    vecs[20:] = vecs[0] + 0.5 * rng.normal(size=DIM)  # (one photo: one vector)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = [f"o{i:02d}" for i in range(20)] + [f"s{i:02d}" for i in range(7)]
+    shas = [f"{i:064x}" if i < 20 else "7" * 64 for i in range(27)]
+    stores = _stores(tmp_path)
+    try:
+        got = {}
+        for name, store in stores.items():
+            store.set_manifest(ModelManifest("test", "0" * 64, {}, DIM))
+            store.upsert([Record(Product(pid, Path(f"/photos/{pid}.jpg"), category="c",
+                                         name=pid), shas[i], "0" * 16, b"\0" * 768, vecs[i])
+                          for i, pid in enumerate(ids)])
+            if hasattr(store, "flush"):
+                store.flush()
+            got[name] = [[m.product.product_id for m in found] for k in (2, 3, 5, 7)
+                         for found in store.search_many(vecs[[20, 0]], k)]
+        for name, lists in got.items():
+            for found in lists:
+                tied = [pid for pid in found if pid.startswith("s")]
+                assert tied == [f"s{i:02d}" for i in range(len(tied))], (name, found)
+            assert lists == got["flat"], name
+    finally:
+        for store in stores.values():
+            store.close()

@@ -19,6 +19,9 @@ from vitrine.store.filters import ProductFilter
 DEEPEST = 16_384
 """The most results one search asks for while passing over copies, for a store that cannot
 leave them out inside its search (Milvus' top-k limit)."""
+SAME_SCORE = 1e-6
+"""Scores of products of one photo this close are a tie (:func:`one_a_photo`): the
+products of one file share its vector; summed in another order, a score moves by 1e-7."""
 KEPT_S = 10.0
 """How long a server keeps the groups it read before reading them again (a later `index`
 saves new ones; its writes also change the store's write mark, which reads them at once)."""
@@ -178,16 +181,27 @@ def without_copies(product: StoredProduct | None, matches: list[Match], copies: 
 
 
 def one_a_photo(matches: list[Match], copies: Copies, seen: set | None = None) -> list[Match]:
-    """``matches`` with one product of each photo (the same file or its copies group), the
-    first of them (best scored, ties as found); ``seen``: the photos already shown (grown
-    with those kept)."""
+    """``matches`` (best first) with one product of each photo (the same file or its copies
+    group), the best scored; of those that tie with it (:data:`SAME_SCORE`: the products of
+    one file share its vector), the first by product id, so that both stores show the same
+    one (the embedded store gives ties by row, Milvus in an order of its own: 10240 on one
+    and 10240-copy2 on the other, `milvus_parity.py --copies`); ``seen``: the photos already
+    shown (grown with those kept)."""
     seen = set() if seen is None else seen
-    kept = []
+    kept: list[Match] = []
+    at: dict[object, int] = {}  # a photo kept here: its place in ``kept``
     for m in matches:
         photo = copies.photo_of(m.product)
-        if photo not in seen and ("id", m.product.product_id) not in seen:
+        if photo in at:
+            first = kept[at[photo]]
+            if first.score - m.score <= SAME_SCORE \
+                    and m.product.product_id < first.product.product_id:
+                kept[at[photo]] = m
+                seen.add(("id", m.product.product_id))
+        elif photo not in seen and ("id", m.product.product_id) not in seen:
             seen.add(photo)
             seen.add(("id", m.product.product_id))
+            at[photo] = len(kept)
             kept.append(m)
     return kept
 

@@ -43,6 +43,10 @@ SCAN_PAGE = 16_000
 """Rows a scan of a few text fields reads per request (the most Milvus returns at once):
 each request of the iterator costs about as much as a whole page, 3.1 s for 20,000 rows in
 pages of 1,000 against 1.5 s in pages of 16,000 on Milvus Lite."""
+TOPK_MAX = 16_384
+"""The most results Milvus gives one query."""
+TIE = 1e-6
+"""Scores this close are equal (the products of one photo file share its vector)."""
 SEARCH_HITS = 10_000
 """Hits one search request asks for at most (queries × k): each comes back with every field
 of its product, so `vitrine related --k 100` in pages of 1,000 queries asked for 101,000
@@ -366,7 +370,7 @@ class MilvusStore(MilvusCollections, MilvusOrders, CatalogRecord):
             terms.append(f"content_sha256 not in {quote(sorted(exclude_photos))}")
         expr = " and ".join(terms)
         limit = k + (exclude is not None)
-        per_request = max(1, SEARCH_HITS // limit)
+        per_request = max(1, SEARCH_HITS // (limit + 1))  # (one more: ties at the last)
         found: list[list[Match]] = []
         start = 0
         while start < len(vectors):
@@ -385,13 +389,37 @@ class MilvusStore(MilvusCollections, MilvusOrders, CatalogRecord):
                 for matches, skip in zip(found, exclude, strict=True)]
 
     def _search(self, vectors, k: int, expr: str) -> list[list[Match]]:
-        hits = self.client.search(
-            self.collection, [np.asarray(v, dtype=np.float32).tolist() for v in vectors],
-            limit=k, filter=expr, output_fields=FIELDS, search_params={"metric_type": "IP"},
-            **READS)
-        # float32 sums give 1.0000002 for a photo against itself: a cosine is within ±1
-        return [[Match(_to_product(h["entity"]), min(1.0, max(-1.0, float(h["distance"]))))
-                 for h in found] for found in hits]
+        """The top ``k`` of each of ``vectors``, equal scores by product id: Milvus gives
+        them in an order of its own, and keeps any of those tied at its last place (of the
+        three products of one photo, it gave 10240-copy2 where the embedded store, which
+        orders them by row, gave 10240: two stores, two products shown;
+        :func:`vitrine.copies.one_a_photo`), so one more is asked and, where the k-th
+        ties with it, the query again twice as deep, its ids alone (as
+        :meth:`VectorIndex.search`; not 256 deep as there: a placeholder product's own search
+        ties at every place, and 256 hits cost Milvus Lite 50-100 ms; a photo that 20
+        products share is a placeholder, left out, and `similar` asks k deeper
+        than its list where photos are shared)."""
+        rows = [np.asarray(v, dtype=np.float32).tolist() for v in vectors]
+        found = [[Match(_to_product(h["entity"]), _score(h)) for h in hits]
+                 for hits in self._hits(rows, k + (k < TOPK_MAX), expr, FIELDS)]
+        tied = [i for i, matches in enumerate(found)
+                if 0 < k < len(matches) and matches[k - 1].score - matches[k].score <= TIE]
+        if tied and (deeper := min(TOPK_MAX, 2 * (k + 1))) > k + 1:
+            again = [sorted((-_score(h), h["entity"]["product_id"]) for h in hits)[:k]
+                     for hits in self._hits([rows[i] for i in tied], deeper, expr,
+                                            ["product_id"])]
+            known = {m.product.product_id: m.product for i in tied for m in found[i]}
+            known.update((r["product_id"], _to_product(r)) for r in self._lookup(
+                sorted({pid for top in again for _, pid in top} - set(known)), FIELDS))
+            for i, top in zip(tied, again, strict=True):
+                found[i] = [Match(known[pid], -score) for score, pid in top if pid in known]
+        return [sorted(matches, key=lambda m: (-m.score, m.product.product_id))[:k]
+                for matches in found]
+
+    def _hits(self, rows: list, k: int, expr: str, fields: list[str]) -> list[list[dict]]:
+        return self.client.search(
+            self.collection, rows, limit=k, filter=expr, output_fields=fields,
+            search_params={"metric_type": "IP"}, **READS)
 
     def replaced(self) -> bool:
         return False  # a server's collection is not swapped under a client
@@ -422,3 +450,8 @@ def _filter_terms(category: str | None, where: ProductFilter | None) -> list[str
     """The terms of a search's filter expression for ``category`` and ``where``."""
     terms = [] if category is None else [f"category == {quote(category)}"]
     return terms + (where.milvus() if where else [])
+
+
+def _score(hit: dict) -> float:
+    """A hit's cosine: float32 sums give 1.0000002 for a photo against itself."""
+    return min(1.0, max(-1.0, float(hit["distance"])))
