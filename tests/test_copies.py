@@ -412,3 +412,33 @@ def test_copies_a_capped_index_does_not_search_are_said_to_be_as_of_the_last_sea
     assert "small" not in similar()
     assert json.loads(cli_here("info", "--store", store, "--json").stdout
                       )["duplicate_search"]["photos"] == 10  # (distinct files)
+
+
+def test_counts_saved_by_another_process_are_read_at_its_next_request(tmp_path):
+    """A write through the API saves its photo counts after its products
+    (``recount_shared``); another process serving the same store that read between the two
+    kept the old count for ``KEPT_S`` (10 s), as saving the cache left the write mark as it
+    was. Saving it changes the mark: the other handle's next read has the new count."""
+    from vitrine.dedupe_store import recount_every_shared, recount_shared
+
+    card = "a" * 64
+    writer = _store(tmp_path / "store", 2, 2)
+    recount_every_shared(writer)
+    other = EmbeddedStore(tmp_path / "store")
+    try:
+        reader = copies.CopiesReader()
+        assert reader(other).products_of(card) == 2
+        writer.upsert([Record(Product("new", Path("/photos/new.jpg"), category="c"), card,
+                              "0" * 16, b"\0" * 768, writer.vector("p000"))])
+        assert reader(other).products_of(card) == 2  # (read between the two: counts as saved)
+        mark = other.write_mark()
+        recount_shared(writer, added=card)
+        assert other.write_mark() != mark
+        assert reader(other).products_of(card) == 3
+        writer.delete(["new", "p001"])
+        reader(other)
+        recount_shared(writer, removed=card)
+        assert reader(other).products_of(card) == 1 and reader(other).shared == {}
+    finally:
+        other.close()
+        writer.close()

@@ -21,6 +21,7 @@ from test_store import (
     check_an_empty_category_lists_the_products_without_one,
     check_name_search_ignores_case_and_accents,
     check_pages_list_names_as_a_reader_sorts_them,
+    check_shared_photo_counts_are_those_of_every_products_sha256,
     record,
     unit,
 )
@@ -225,6 +226,14 @@ def test_scores_never_exceed_one(tmp_path):
 def test_name_search_ignores_case_and_accents(mstore):
     """As on the embedded store: Milvus' like can fold neither, so the store folds."""
     check_name_search_ignores_case_and_accents(mstore)
+
+
+def test_shared_photo_counts_are_those_of_every_products_sha256(mstore, monkeypatch):
+    """As on the embedded store (a GROUP BY there), read a page at a time."""
+    from vitrine.store import milvus_store
+
+    monkeypatch.setattr(milvus_store, "PAGE", 3)  # (pages of 3 of the 11 products)
+    check_shared_photo_counts_are_those_of_every_products_sha256(mstore)
 
 
 def test_pages_list_names_as_a_reader_sorts_them(mstore, tmp_path):

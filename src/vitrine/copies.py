@@ -24,7 +24,9 @@ SAME_SCORE = 1e-6
 products of one file share its vector; summed in another order, a score moves by 1e-7."""
 KEPT_S = 10.0
 """How long a server keeps the groups it read before reading them again (a later `index`
-saves new ones; its writes also change the store's write mark, which reads them at once)."""
+saves new ones; its writes, and saving the cache, also change the embedded store's write
+mark, which reads them at once: an API write's photo counts, saved after its products by
+another process, showed only after this)."""
 
 
 class Copies:
@@ -157,8 +159,9 @@ class CopiesReader:
         return kept[4]
 
     def forget(self) -> None:
-        """Read the store's saved bytes again next time (they may have changed without a
-        new write mark: :func:`vitrine.dedupe_store.recount_shared`), their groups made
+        """Read the store's saved bytes again next time (they change after the mark this
+        reader saw, :func:`vitrine.dedupe_store.recount_shared` saving them after the
+        write's products, and a store may keep no mark: Milvus), their groups made
         again only if they did: a write that changed no count (an edit, a photo of its
         own: most) made the next list make them all again, and their placeholders, under the
         server's store lock (the cost the class spares: its docstring)."""

@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
@@ -179,14 +178,13 @@ def recount_shared(store: VectorStore, added: str = "", removed: str = "") -> No
 def recount_every_shared(store: VectorStore) -> None:
     """Count the products of every shared photo file again where `index` searches no
     duplicates (above ``VITRINE_DUP_MAX_PRODUCTS``): exact copies need no search, so the
-    catalogue's products of a placeholder's file are counted all the same (one read of
-    every product's sha256, as `index` reads them to tell what changed); also where no
+    catalogue's products of a placeholder's file are counted all the same (counted inside
+    the store: :meth:`VectorStore.shared_photo_counts`); also where no
     search saved counts (a store above it from its first `index`, whose placeholders were
     never counted, or whose last search is older than the counts): saved with no groups
     then, or that search's, which still says of when they are
     (:func:`vitrine.copies.last_search`)."""
-    shared = Counter(sha for sha, _ in store.fingerprints().values() if sha)
-    now = {sha: n for sha, n in shared.items() if n > 1}
+    now = store.shared_photo_counts()
     _save_counts(store, lambda _: now, anew=True)
 
 

@@ -188,6 +188,10 @@ class VectorStore(Protocol):
         """How many products' photos are the file of sha256 ``sha`` (its bytes, by any
         path): :func:`vitrine.dedupe_store.recount_shared`."""
         ...
+    def shared_photo_counts(self) -> dict[str, int]:
+        """Photo sha256 → how many products' photos are that file, where more than one are
+        (:func:`vitrine.dedupe_store.recount_every_shared`), counted inside the store."""
+        ...
     def search(self, vector: np.ndarray, k: int, *, category: str | None = None,
                exclude: str | None = None, where: ProductFilter | None = None
                ) -> list[Match]:
@@ -235,8 +239,9 @@ class VectorStore(Protocol):
         """True when the store's files are now others than those opened (open it again)."""
         ...
     def write_mark(self) -> object | None:
-        """Something that changes with every write of products by any process (None where
-        the store keeps no such record)."""
+        """Something that changes with every write of products, or of the duplicate cache
+        (:meth:`set_duplicate_cache`), by any process (None where the store keeps no such
+        record)."""
         ...
     def present(self) -> bool:
         """False when the store's files are gone (its folder deleted or moved away)."""

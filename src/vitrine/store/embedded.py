@@ -238,10 +238,12 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
         return self._counter("generation")
 
     def write_mark(self) -> tuple:
-        """The write generation and the count of field edits (one read of the meta table):
-        a new mark after any process's write of products."""
+        """The write generation, the count of field edits and of duplicate cache saves (one
+        read of the meta table): a new mark after any process's write of products or of
+        the photo counts saved with them (``set_duplicate_cache``)."""
         return tuple(self.db.execute("SELECT key, value FROM meta WHERE key IN "
-                                     "('generation', 'categories') ORDER BY key"))
+                                     "('generation', 'categories', 'duplicates_saved') "
+                                     "ORDER BY key"))
 
     # ---- search ---------------------------------------------------------------------------
     def _current_index(self) -> VectorIndex | LayeredIndex:

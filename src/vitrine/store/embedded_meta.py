@@ -51,8 +51,13 @@ class EmbeddedMeta:
         return value if isinstance(value, bytes) else None
 
     def set_duplicate_cache(self, data: bytes) -> None:
-        with self._transaction(new_generation=False):  # a BLOB in the meta table
+        """Save the duplicate cache (a BLOB in the meta table) and count the save in the
+        store's write mark (:meth:`~vitrine.store.embedded.EmbeddedStore.write_mark`): an
+        API write saves its photo counts after its products, so another process that read
+        the cache between the two kept the old counts for ``vitrine.copies.KEPT_S``."""
+        with self._transaction(new_generation=False):
             self._set_meta("duplicates", data)
+            self._bump("duplicates_saved")
 
     def photo_hashes(self) -> dict[str, tuple[Signature, str]]:
         """Catalogue photo path → ((size, mtime_ns, ctime_ns, inode), sha256) as the last

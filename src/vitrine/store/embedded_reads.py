@@ -82,6 +82,15 @@ class EmbeddedReads:
         return self.db.execute("SELECT count(*) FROM products WHERE content_sha256 = ?",
                                (sha,)).fetchone()[0]
 
+    def shared_photo_counts(self) -> dict[str, int]:
+        """Photo sha256 → its products, where more than one: a GROUP BY over the
+        ``products_content`` index (200,000 products: 0.13 s, where every product's
+        :meth:`fingerprints` counted took 3.2 s and 87 MB:
+        ``benchmarks/shared_photo_counts.py``)."""
+        return dict(self.db.execute(
+            "SELECT content_sha256, count(*) FROM products WHERE content_sha256 != '' "
+            "GROUP BY content_sha256 HAVING count(*) > 1"))
+
     def _photo(self, image: str) -> str:
         """Where a stored photo is: for one the server saved (named by its content in a
         store's ``uploads``), this store's own copy when it has one, since a store that was

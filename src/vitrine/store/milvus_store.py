@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
 
@@ -307,6 +308,14 @@ class MilvusStore(MilvusCollections, MilvusOrders, CatalogRecord):
 
     def count_photo(self, sha: str) -> int:
         return len(self._rows(f"content_sha256 == {quote(sha)}", ["product_id"]))
+
+    def shared_photo_counts(self) -> dict[str, int]:
+        """Photo sha256 → its products, where more than one (every product's sha256 read
+        a page at a time: Milvus groups no query)."""
+        counts: Counter[str] = Counter()
+        for batch in self._batches('content_sha256 != ""', ["content_sha256"]):
+            counts.update(r["content_sha256"] for r in batch)
+        return {sha: n for sha, n in counts.items() if n > 1}
 
     def count(self) -> int:
         if not self._has_products():
