@@ -319,3 +319,44 @@ def test_products_of_one_photo_tied_at_a_search_s_last_place_are_the_same_on_bot
     finally:
         for store in stores.values():
             store.close()
+
+
+def test_products_of_one_photo_written_out_of_id_order_tied_at_the_last_place_agree(
+        tmp_path):
+    """As above, the photo's 7 products written s06 to s00 (rows against ids): the embedded
+    store took those tied at its last place by row (s06, s05: FAISS's ids), Milvus by id
+    (s00, s01), so `similar` showed s03 of the photo on one and s00 on the other. Both take
+    them by id now; a list below the tie is as it was."""
+    rng = np.random.default_rng(5)
+    vecs = rng.normal(size=(27, DIM)).astype(np.float32)
+    vecs[20:] = vecs[0] + 0.5 * rng.normal(size=DIM)  # (one photo: one vector)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = [f"o{i:02d}" for i in range(20)] + [f"s{i:02d}" for i in reversed(range(7))]
+    shas = [f"{i:064x}" if i < 20 else "7" * 64 for i in range(27)]
+    stores = _stores(tmp_path)
+    try:
+        got = {}
+        for name, store in stores.items():
+            store.set_manifest(ModelManifest("test", "0" * 64, {}, DIM))
+            store.upsert([Record(Product(pid, Path(f"/photos/{pid}.jpg"), category="c",
+                                         name=pid), shas[i], "0" * 16, b"\0" * 768, vecs[i])
+                          for i, pid in enumerate(ids)])
+            store.set_duplicate_cache(encode(
+                "key", np.zeros(0, np.uint64), np.zeros((0, 2), np.int64), [],
+                (np.array([b"7" * 64], dtype="S64"), np.array([7]))))
+            if hasattr(store, "flush"):
+                store.flush()
+            got[name] = [[m.product.product_id for m in found] for k in (1, 2, 3, 5)
+                         for found in store.search_many(vecs[[20, 0, 5]], k)]
+            rec = Recommender(store, Settings())
+            for k in (1, 2, 3):
+                shown = [m.product.product_id for m in rec.similar("o00", k)[1]]
+                assert shown[0] == "s00" and len(shown) == k, (name, k, shown)
+        for name, lists in got.items():
+            for found in lists:
+                tied = [pid for pid in found if pid.startswith("s")]
+                assert tied == [f"s{i:02d}" for i in range(len(tied))], (name, found)
+            assert lists == got["flat"], name
+    finally:
+        for store in stores.values():
+            store.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitrine.ann import IdSet, IndexConfig, LayeredIndex, VectorIndex
+from vitrine.ann import TIE_DEPTH, IdSet, IndexConfig, LayeredIndex, VectorIndex
 from vitrine.catalog import Product
 from vitrine.errors import StoreError
 from vitrine.store.base import CatalogRecord, Match, StoredProduct
@@ -320,8 +320,20 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
             # one query on one thread (VectorIndex.search), and the two of a framed photo
             # (the whole team woke for them: 0.7 ms became 22 ms, helper-229), a batch on
             # every core
-            found = index.search_many(vectors, fetch, subset, hidden,
-                                      threads=1 if len(vectors) <= 2 else None)
+            threads = 1 if len(vectors) <= 2 else None
+            found = index.search_many(vectors, min(fetch + 1, index.ntotal), subset, hidden,
+                                      threads=threads)
+            # equal scores at the last place taken by product id, as Milvus takes them (the
+            # index takes them by row: s06 here, s00 there, of one photo's products written
+            # s06 to s00; :func:`vitrine.copies.one_a_photo` shows the first by id)
+            tied = [i for i, (scores, _) in enumerate(found)
+                    if fetch < len(scores) and scores[fetch] == scores[fetch - 1]]
+            deeper = min(index.ntotal, max(2 * (fetch + 1), TIE_DEPTH))
+            if tied and deeper > fetch + 1:
+                again = index.search_many(np.asarray(vectors)[tied], deeper, subset, hidden,
+                                          threads=threads)
+                for i, top in zip(tied, again, strict=True):
+                    found[i] = top
             rows = self._products_by_row({int(i) for _, ids in found for i in ids})
         results = []
         for i, (scores, ids) in enumerate(found):
@@ -329,6 +341,7 @@ class EmbeddedStore(EmbeddedMeta, EmbeddedWrites, EmbeddedReads, CatalogRecord):
             matches = [Match(rows[int(rowid)], float(score))
                        for score, rowid in zip(scores, ids, strict=True)
                        if int(rowid) in rows and rows[int(rowid)].product_id != skip]
+            matches.sort(key=lambda m: (-m.score, m.product.product_id))
             results.append(matches[:k])
         return results
 
